@@ -1,0 +1,36 @@
+"""raypipe: process video with ONNX models on a Ray cluster, exact to the frame.
+
+Public API: :func:`process_video`, the configuration dataclasses and the error tree.
+"""
+
+from raypipe.config import (
+    ChunkConfig,
+    EncodeConfig,
+    ModelConfig,
+    RunConfig,
+    RuntimeConfig,
+    build_run_config,
+)
+from raypipe.errors import *  # noqa: F403 - the error tree is public API
+from raypipe.errors import RaypipeError
+
+__version__ = "0.1.0"
+
+
+def process_video(input: str, output: str, config: RunConfig | None = None, **options: object):  # type: ignore[no-untyped-def]
+    """See :func:`raypipe.distributed.pipeline.process_video` (imported lazily: Ray is heavy)."""
+    from raypipe.distributed.pipeline import process_video as run
+
+    return run(input, output, config, **options)
+
+
+__all__ = [
+    "ChunkConfig",
+    "EncodeConfig",
+    "ModelConfig",
+    "RaypipeError",
+    "RunConfig",
+    "RuntimeConfig",
+    "build_run_config",
+    "process_video",
+]

@@ -1,0 +1,178 @@
+"""The ``raypipe`` command.
+
+``main(argv)`` returns the exit code: 0 success, 1 a raypipe error (one line on stderr:
+``raypipe: error: TypeName: what happened; what to do``), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from raypipe.config import DEVICES, ChunkConfig
+from raypipe.errors import ConfigError, RaypipeError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="builtin:identity",
+                   help="builtin:NAME or path/URL of an .onnx file (default: builtin:identity)")
+    p.add_argument("--chunk-frames", type=int, default=64, help="frames per chunk, about (default 64)")
+    p.add_argument("--no-split-gops", dest="split_gops", action="store_false",
+                   help="never split a GOP longer than --chunk-frames")
+    p.add_argument("--workers", type=int, default=None,
+                   help="inference actors (default: one per GPU, or 1 without GPUs)")
+    p.add_argument("--actor-cpus", dest="actor_num_cpus", type=float, default=1.0,
+                   help="CPUs each inference actor reserves (default 1)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: best available; gpu: fail unless a GPU provider is granted")
+    p.add_argument("--codec", default="libx264",
+                   help="video encoder: libx264 (default), libx265, ffv1, libx264rgb, h264_nvenc, ...")
+    p.add_argument("--crf", type=int, default=18, help="x264/x265 quality, lower is better (default 18)")
+    p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
+    p.add_argument("--pix-fmt", default=None, help="encoder pixel format (default yuv420p)")
+    p.add_argument("--encoder-option", dest="encoder_options", action="append", type=_key_value,
+                   default=[], metavar="KEY=VALUE", help="extra encoder option, repeatable (qp=0)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
+    p.add_argument("--stats", dest="stats_path", default=None, metavar="PATH",
+                   help="write run statistics as JSON to PATH")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raypipe", description="Process video with ONNX models on a Ray cluster."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="process one video")
+    run.add_argument("input", help="input video: path or fsspec URL")
+    run.add_argument("output", help="output video path (.mp4, .mkv, .mov, ...)")
+    _add_run_options(run)
+
+    probe = sub.add_parser("probe", help="show a video's streams and chunk plan")
+    probe.add_argument("input")
+    probe.add_argument("--chunk-frames", type=int, default=64)
+    probe.add_argument("--json", action="store_true", help="machine-readable output")
+
+    model = sub.add_parser("model", help="built-in models")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    export = model_sub.add_parser("export", help="write a built-in model as an .onnx file")
+    export.add_argument("name", help="builtin:NAME")
+    export.add_argument("path", help="destination .onnx path")
+    model_sub.add_parser("list", help="list the built-in models")
+
+    demo = sub.add_parser("demo", help="make a sample clip and process it on the local default")
+    demo.add_argument("--output-dir", default="raypipe-demo", help="where to write (default ./raypipe-demo)")
+    demo.add_argument("--model", default="builtin:invert")
+    demo.add_argument("-q", "--quiet", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="raypipe: %(levelname)s: %(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except RaypipeError as e:
+        print(f"raypipe: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("raypipe: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from raypipe.distributed.pipeline import process_video
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "input", "output")}
+    options["encoder_options"] = dict(options["encoder_options"])
+    stats = process_video(args.input, args.output, **options)
+    if not args.quiet:
+        print(f"wrote {args.output}: {stats.frames} frames in {stats.chunks} chunks, "
+              f"{stats.wall_seconds:.1f}s ({stats.fps:.1f} fps) on {stats.workers} worker(s) "
+              f"[{', '.join(stats.providers)}]")
+    return EXIT_OK
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from raypipe.media import plan_chunks, probe
+
+    info = probe(args.input)
+    plan = plan_chunks(info, ChunkConfig(chunk_frames=args.chunk_frames))
+    if args.json:
+        doc = info.to_dict()
+        doc["chunks"] = [c.to_dict() for c in plan.chunks]
+        print(json.dumps(doc))
+        return EXIT_OK
+    print(f"{info.uri}: {info.format_name}, video stream {info.stream_index}: {info.codec} "
+          f"{info.width}x{info.height} {info.pix_fmt}, {float(info.rate):.3f} fps "
+          f"({info.rate_num}/{info.rate_den}), time base {info.time_base_num}/{info.time_base_den}")
+    print(f"  {info.n_frames} frames, {len(info.keyframe_pts)} keyframes, "
+          f"{info.duration_seconds:.3f}s from {info.start_seconds:.3f}s, rotation {info.rotation_degrees}°")
+    for s in info.streams:
+        print(f"  stream {s.index}: {s.kind} {s.codec} (copied)")
+    print(f"  plan: {len(plan)} chunks of about {args.chunk_frames} frames")
+    for c in plan.chunks:
+        seek = "start" if c.seek_pts is None else c.seek_pts
+        print(f"    {c.chunk_id}: [{c.start_pts}, {c.end_pts}) {c.n_frames} frames, seek {seek}")
+    return EXIT_OK
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    from raypipe.infer.builtin import BUILTIN_MODELS, builtin_bytes
+
+    if args.model_command == "list":
+        for name in BUILTIN_MODELS:
+            print(f"builtin:{name}")
+        return EXIT_OK
+    name = args.name.removeprefix("builtin:")
+    data = builtin_bytes(name)
+    tmp = f"{args.path}.part"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, args.path)
+    print(f"wrote builtin:{name} to {args.path} ({len(data)} bytes)")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from raypipe.distributed.pipeline import process_video
+    from raypipe.testing import ClipSpec, make_clip
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    source = os.path.join(args.output_dir, "sample.mp4")
+    output = os.path.join(args.output_dir, "sample.processed.mp4")
+    stats_path = os.path.join(args.output_dir, "stats.json")
+    make_clip(source, ClipSpec(n_frames=120, width=320, height=180, gop=24, bframes=2, audio="aac"))
+    stats = process_video(source, output, model=args.model, chunk_frames=24, overwrite=True,
+                          stats_path=stats_path, quiet=args.quiet)
+    print(f"demo: made {source} (120 frames with audio), ran {args.model} over it in "
+          f"{stats.chunks} chunks on {stats.workers} worker(s) [{', '.join(stats.providers)}]")
+    print(f"demo: result {output}; stats {stats_path}")
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Any] = {"run": _cmd_run, "probe": _cmd_probe, "model": _cmd_model, "demo": _cmd_demo}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Frozen, keyword-only configuration.
+
+Five small dataclasses describe a run; each validates itself in ``__post_init__`` so a bad
+value fails before any work starts. The environment is read here and nowhere else
+(:func:`ray_address_from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from raypipe.errors import ConfigError
+
+Device = Literal["auto", "cpu", "gpu"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkConfig:
+    """How a video is cut into chunks.
+
+    Chunks are half-open display ranges ``[start_pts, end_pts)`` that start on a keyframe
+    and hold about ``chunk_frames`` frames: consecutive GOPs are grouped until the chunk
+    reaches ``chunk_frames``. A GOP longer than ``chunk_frames`` is split when
+    ``split_gops`` is true; the pieces after the first decode from the GOP's keyframe and
+    drop the frames before their start (pre-roll), which costs decode time but spreads a
+    long GOP over several workers.
+    """
+
+    chunk_frames: int = 64
+    split_gops: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
+            raise ConfigError(f"chunk_frames must be an integer >= 1, got {self.chunk_frames!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which model runs, where, and in batches of how many frames.
+
+    ``model`` is ``builtin:NAME`` or a path/fsspec URL of an ``.onnx`` file. ``device``
+    ``gpu`` fails loudly when no GPU provider is granted; ``auto`` takes the best there is.
+    """
+
+    model: str = "builtin:identity"
+    device: Device = "auto"
+    batch_size: int = 8
+    precision: Literal["fp32", "fp16"] = "fp32"
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model must be 'builtin:NAME' or a path/URL of an .onnx file, got ''")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.precision not in ("fp32", "fp16"):
+            raise ConfigError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodeConfig:
+    """Video encoder settings, identical for every segment so segments concatenate.
+
+    ``crf`` and ``preset`` apply to the x264/x265 family and are ignored by codecs without
+    them. ``pix_fmt`` ``None`` takes ``yuv420p`` (or the codec's own default where it has no
+    yuv420p). ``options`` are passed to the encoder as they are (``{"qp": "0"}`` for lossless
+    x264).
+    """
+
+    codec: str = "libx264"
+    crf: int | None = 18
+    preset: str | None = "medium"
+    pix_fmt: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.codec:
+            raise ConfigError("codec must name an encoder, e.g. libx264, got ''")
+        if self.crf is not None and not 0 <= self.crf <= 63:
+            raise ConfigError(f"crf must be within 0..63, got {self.crf!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    """Where and how wide the pipeline runs.
+
+    ``address`` ``None`` uses the cluster Ray is connected to, else ``RAY_ADDRESS``, else a
+    local Ray started for the run. ``workers`` ``None`` means one inference actor per GPU in
+    the cluster, or one CPU actor when there is none. ``actor_num_cpus`` is the CPU share each
+    inference actor reserves: sized explicitly so actors never take every CPU slot and starve
+    the decode and encode tasks.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    actor_num_cpus: float = 1.0
+    local_num_cpus: int | None = None
+    local_num_gpus: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
+            raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
+        _positive("actor_num_cpus", self.actor_num_cpus)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything one run needs, plus what it does with its results."""
+
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    overwrite: bool = False
+    stats_path: str | None = None
+    quiet: bool = False
+
+
+def ray_address_from_env() -> str | None:
+    """The cluster address from ``RAY_ADDRESS``, or ``None``: the one place raypipe reads it."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+_OPTION_FIELDS: dict[str, tuple[str, str]] = {
+    "chunk_frames": ("chunk", "chunk_frames"),
+    "split_gops": ("chunk", "split_gops"),
+    "model": ("model", "model"),
+    "device": ("model", "device"),
+    "batch_size": ("model", "batch_size"),
+    "precision": ("model", "precision"),
+    "codec": ("encode", "codec"),
+    "crf": ("encode", "crf"),
+    "preset": ("encode", "preset"),
+    "pix_fmt": ("encode", "pix_fmt"),
+    "encoder_options": ("encode", "options"),
+    "address": ("runtime", "address"),
+    "workers": ("runtime", "workers"),
+    "actor_num_cpus": ("runtime", "actor_num_cpus"),
+    "local_num_cpus": ("runtime", "local_num_cpus"),
+    "local_num_gpus": ("runtime", "local_num_gpus"),
+}
+_SECTIONS = {"chunk": ChunkConfig, "model": ModelConfig, "encode": EncodeConfig, "runtime": RuntimeConfig}
+_RUN_FIELDS = ("overwrite", "stats_path", "quiet")
+
+
+def build_run_config(base: RunConfig | None = None, **options: object) -> RunConfig:
+    """A :class:`RunConfig` from flat option names (the CLI's and ``process_video``'s).
+
+    ``build_run_config(model="builtin:invert", chunk_frames=32, workers=2)``; options left
+    out keep ``base``'s values (or the defaults). Unknown names raise :class:`ConfigError`.
+    """
+    import dataclasses
+
+    base = base or RunConfig()
+    per_section: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
+    top: dict[str, object] = {}
+    for name, value in options.items():
+        if name in _OPTION_FIELDS:
+            section, attr = _OPTION_FIELDS[name]
+            per_section[section][attr] = value
+        elif name in _RUN_FIELDS:
+            top[name] = value
+        else:
+            known = ", ".join(sorted([*_OPTION_FIELDS, *_RUN_FIELDS]))
+            raise ConfigError(f"unknown option {name!r}; known options: {known}")
+    sections = {
+        name: dataclasses.replace(getattr(base, name), **changes)
+        for name, changes in per_section.items()
+        if changes
+    }
+    return dataclasses.replace(base, **sections, **top)  # type: ignore[arg-type]

@@ -1,0 +1,95 @@
+"""Connecting to Ray and sizing the inference actors for the cluster at hand.
+
+Sizing is explicit because of a trap seen on small machines: actors that each take a CPU
+slot can take them all, and the decode/encode tasks then wait forever. The pool is checked
+against the cluster's resources before anything runs, with a message saying what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+
+from raypipe.config import ModelConfig, RuntimeConfig, ray_address_from_env
+from raypipe.errors import ClusterError, DeviceUnavailableError
+
+log = logging.getLogger("raypipe.distributed")
+
+
+def connect(runtime: RuntimeConfig) -> bool:
+    """Use the Ray Ray is connected to, else ``address``/``RAY_ADDRESS``, else start a local one.
+
+    Returns whether this call started Ray (so the caller may shut it down).
+    """
+    if ray.is_initialized():
+        return False
+    address = runtime.address or ray_address_from_env()
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        else:
+            # More logical CPUs than cores: decode and encode tasks are short and the
+            # inference actors hold their slot for the whole run (see module docstring).
+            cores = os.cpu_count() or 1
+            ray.init(
+                num_cpus=runtime.local_num_cpus or max(4, 2 * cores),
+                num_gpus=runtime.local_num_gpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+        raise ClusterError(
+            f"cannot start or reach {where}: {e}; check the address (ray://HOST:10001 or "
+            "HOST:6379) and that `ray status` works there"
+        ) from e
+    return True
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many inference actors, and what each reserves."""
+
+    workers: int
+    num_gpus: float
+    num_cpus: float
+    intra_op_threads: int
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.num_gpus > 0
+
+
+def plan_actors(runtime: RuntimeConfig, model: ModelConfig) -> ActorPlan:
+    """Size the actor pool from the cluster's resources; fail early when it cannot run."""
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0))
+    cpus = float(resources.get("CPU", 0))
+    if model.device == "gpu" and gpus < 1:
+        raise DeviceUnavailableError(
+            "device 'gpu' asked for but the Ray cluster has no GPU resources; start Ray "
+            "nodes with GPUs (`ray start --num-gpus N`) or pass --device cpu"
+        )
+    use_gpu = model.device != "cpu" and gpus >= 1
+    workers = runtime.workers or (int(gpus) if use_gpu else 1)
+    if use_gpu and workers > gpus:
+        raise ClusterError(
+            f"{workers} workers with one GPU each asked for, the cluster has {gpus:g} GPUs; "
+            f"pass --workers {int(gpus)} or fewer"
+        )
+    need = workers * runtime.actor_num_cpus
+    if need + 1 > cpus:
+        raise ClusterError(
+            f"{workers} inference actors reserve {need:g} CPUs and the decode/encode tasks "
+            f"need at least 1 more, the cluster has {cpus:g}; lower --workers or "
+            "--actor-cpus, or add CPUs"
+        )
+    return ActorPlan(
+        workers=workers,
+        num_gpus=1.0 if use_gpu else 0.0,
+        num_cpus=runtime.actor_num_cpus,
+        intra_op_threads=max(1, int(runtime.actor_num_cpus)),
+    )

@@ -1,0 +1,90 @@
+"""The raypipe exception tree.
+
+Every error raypipe raises on purpose derives from :class:`RaypipeError`. Leaves also
+inherit the matching builtin (``CorruptVideoError`` is a ``ValueError``, ``InputNotFoundError``
+a ``FileNotFoundError``) so callers can catch either. Messages say what was got, what was
+expected and what to try.
+"""
+
+from __future__ import annotations
+
+
+class RaypipeError(Exception):
+    """Base class of every error raypipe raises on purpose."""
+
+
+class ConfigError(RaypipeError, ValueError):
+    """An option has a value raypipe cannot use."""
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+class InputError(RaypipeError):
+    """A video input cannot be processed."""
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """The input path or URL does not exist."""
+
+
+class InputPermissionError(InputError, PermissionError):
+    """The input exists but cannot be read."""
+
+
+class CorruptVideoError(InputError, ValueError):
+    """The input is not a readable video: not a media file, truncated or corrupt."""
+
+
+class NoVideoStreamError(InputError, ValueError):
+    """The input is a media file without a video stream (audio only, say)."""
+
+
+class EmptyVideoError(InputError, ValueError):
+    """The video stream has no frames."""
+
+
+class UnsupportedVideoError(InputError, ValueError):
+    """The video uses something raypipe cannot handle (a codec with no decoder, no timestamps)."""
+
+
+# --- processing ---------------------------------------------------------------------------
+
+
+class DecodeError(RaypipeError, RuntimeError):
+    """Decoding a chunk gave other frames than its plan says (count or timestamps)."""
+
+
+class EncodeError(RaypipeError, RuntimeError):
+    """Encoding a chunk failed, or segments do not concatenate."""
+
+
+class MuxError(RaypipeError, RuntimeError):
+    """Assembling segments and copied streams into the output failed."""
+
+
+class OutputExistsError(RaypipeError, FileExistsError):
+    """The output exists and overwriting was not asked for."""
+
+
+# --- models and devices -------------------------------------------------------------------
+
+
+class ModelError(RaypipeError):
+    """A model cannot be used."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """The model path/URL does not exist, or the built-in name is unknown."""
+
+
+class ModelLoadError(ModelError, ValueError):
+    """The model exists but ONNX Runtime cannot load it, or its inputs/outputs do not fit."""
+
+
+class DeviceUnavailableError(RaypipeError, RuntimeError):
+    """A GPU was asked for but ONNX Runtime, the driver or the cluster cannot give one."""
+
+
+class ClusterError(RaypipeError, RuntimeError):
+    """The Ray cluster cannot run the pipeline (too few resources, unreachable address)."""

@@ -1,0 +1,152 @@
+"""Assemble: ordered segments + the source's audio/subtitles into one file, atomically.
+
+Video packets come from the segments in chunk order; audio and subtitle packets are
+stream-copied from the source, packet for packet, keeping their timestamps, so the A/V
+offset survives. The two packet sequences are merged by time so the muxer never has to
+buffer a whole stream. The file is written under a temporary name in the output's
+directory and renamed into place only when complete: a crash leaves the old state or the
+new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from raypipe.errors import ConfigError, EncodeError, MuxError
+from raypipe.media.encode import _NO_DTS, Segment
+from raypipe.media.probe import VideoInfo
+from raypipe.media.source import open_input
+
+log = logging.getLogger("raypipe.media")
+
+
+def output_format(path: str) -> str:
+    """The FFmpeg muxer for ``path``'s extension, or a :class:`ConfigError` saying which exist."""
+    ext = os.path.splitext(path)[1].lower()
+    formats = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
+               ".webm": "webm", ".nut": "nut", ".avi": "avi", ".ts": "mpegts"}
+    if ext not in formats:
+        raise ConfigError(
+            f"output '{path}' has extension '{ext or '(none)'}'; expected one of "
+            f"{', '.join(sorted(formats))}"
+        )
+    return formats[ext]
+
+
+def _packets(container: Any, streams: list[Any]) -> Iterator[Any]:
+    for packet in container.demux(streams):
+        if packet.size:
+            yield packet
+
+
+def _time_key(packet: Any) -> Fraction:
+    t = packet.dts if packet.dts is not None else packet.pts
+    return Fraction(t or 0) * packet.time_base
+
+
+def assemble(
+    segment_paths: Iterable[str],
+    output_path: str,
+    info: VideoInfo,
+    *,
+    copy_streams: bool = True,
+) -> None:
+    """Write ``output_path`` from ``segment_paths`` (in chunk order) and ``info.uri``'s streams.
+
+    Raises :class:`EncodeError` when segments do not concatenate (different codec headers,
+    timestamps going backwards) and :class:`MuxError` when the container refuses a stream.
+    """
+    paths = list(segment_paths)
+    if not paths:
+        raise MuxError("no segments to assemble")
+    fmt = output_format(output_path)
+    directory = os.path.dirname(os.path.abspath(output_path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output_path)}.", suffix=".part", dir=directory)
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w", format=fmt) as out:
+            _write(out, paths, info, copy_streams)
+        os.replace(tmp, output_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write(out: Any, paths: list[str], info: VideoInfo, copy_streams: bool) -> None:
+    with av.open(io.BytesIO(_read_segment(paths[0]).nut)) as first:
+        template = first.streams.video[0]
+        extradata = template.codec_context.extradata
+        out_video = out.add_stream_from_template(template)
+    supported = out.supported_codecs
+    with open_input(info.uri) as source:
+        copied: dict[int, Any] = {}
+        if copy_streams:
+            for s in source.streams:
+                if s.type not in ("audio", "subtitle"):
+                    continue
+                name = s.codec_context.name if s.codec_context else None
+                if name not in supported:
+                    log.warning(
+                        "%s stream %d (%s) cannot go into a %s file and is left out; "
+                        "use .mkv to keep it", s.type, s.index, name, out.format.name,
+                    )
+                    continue
+                copied[s.index] = out.add_stream_from_template(s)
+        video = ((_time_key(p), 0, i, p) for i, p in enumerate(_segment_packets(paths, extradata)))
+        other = (
+            (_time_key(p), 1, i, p)
+            for i, p in enumerate(_packets(source, [source.streams[j] for j in copied]))
+        ) if copied else iter(())
+        try:
+            for _, kind, _, packet in heapq.merge(video, other):
+                packet.stream = out_video if kind == 0 else copied[packet.stream.index]
+                out.mux(packet)
+        except av.error.FFmpegError as e:
+            raise MuxError(f"writing {out.format.name} output failed: {e}") from e
+
+
+def _read_segment(path: str) -> Segment:
+    with open(path, "rb") as f:
+        return Segment.from_bytes(f.read())
+
+
+def _segment_packets(paths: list[str], extradata: bytes | None) -> Iterator[Any]:
+    """Every video packet of the segments, in order, with the encoder's exact pts/dts."""
+    last_dts: Fraction | None = None
+    for path in paths:
+        segment = _read_segment(path)
+        with av.open(io.BytesIO(segment.nut)) as seg:
+            stream = seg.streams.video[0]
+            if stream.codec_context.extradata != extradata:
+                raise EncodeError(
+                    f"segment {os.path.basename(path)} has other codec headers than the first "
+                    "segment; segments of one output must use identical encoder settings"
+                )
+            packets = list(_packets(seg, [stream]))
+            if len(packets) != len(segment.pts):
+                raise EncodeError(
+                    f"segment {os.path.basename(path)} holds {len(packets)} packets, its index "
+                    f"{len(segment.pts)}; the work directory is damaged"
+                )
+            for packet, pts, dts in zip(packets, segment.pts, segment.dts):
+                packet.time_base = segment.time_base
+                packet.pts = int(pts)
+                packet.dts = None if dts == _NO_DTS else int(dts)
+                t = _time_key(packet)
+                if last_dts is not None and t <= last_dts:
+                    raise EncodeError(
+                        f"segment {os.path.basename(path)}: decode timestamps go backwards "
+                        f"({float(t):.6f}s after {float(last_dts):.6f}s); chunks overlap"
+                    )
+                last_dts = t
+                yield packet

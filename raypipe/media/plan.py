@@ -1,0 +1,100 @@
+"""Plan: cut a probed video into chunks, a pure function over :class:`VideoInfo`.
+
+A chunk is a half-open display range ``[start_pts, end_pts)``. Chunks start on a keyframe
+(so each decodes on its own) and group whole GOPs until they reach about ``chunk_frames``;
+a GOP longer than that is split when :attr:`ChunkConfig.split_gops` is set, and the pieces
+after its first decode from the GOP's keyframe (``seek_pts``) and drop the frames before
+their start. Chunk ids are ``{video_id}-{index:06d}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from raypipe.config import ChunkConfig
+from raypipe.media.probe import VideoInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chunk:
+    """One unit of work: frames with ``start_pts <= pts < end_pts`` of one video."""
+
+    video_id: str
+    index: int
+    start_pts: int  # [start_pts, end_pts), display order, stream time base
+    end_pts: int
+    n_frames: int
+    seek_pts: int | None  # keyframe to seek to before decoding; None: from the start
+
+    @property
+    def chunk_id(self) -> str:
+        return f"{self.video_id}-{self.index:06d}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkPlan:
+    """The chunks of one video, in index order; they cover every frame exactly once."""
+
+    video_id: str
+    n_frames: int
+    chunks: tuple[Chunk, ...]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+def gop_ranges(info: VideoInfo) -> list[tuple[int, int]]:
+    """Display-index ranges ``[a, b)`` of the GOPs, each starting at a keyframe.
+
+    Frames shown before the first keyframe (rare: streams cut mid-GOP) join the first GOP.
+    """
+    index_of = {pts: i for i, pts in enumerate(info.pts)}
+    starts = sorted({index_of[k] for k in info.keyframe_pts if k in index_of} | {0})
+    ends = starts[1:] + [info.n_frames]
+    return list(zip(starts, ends))
+
+
+def plan_chunks(info: VideoInfo, config: ChunkConfig | None = None) -> ChunkPlan:
+    """Cut ``info`` into keyframe-aligned chunks of about ``config.chunk_frames`` frames."""
+    config = config or ChunkConfig()
+    target = config.chunk_frames
+    pieces: list[tuple[int, int, int | None]] = []  # (a, b, seek display index or None)
+    current: tuple[int, int] | None = None
+
+    def seek_index(a: int) -> int | None:
+        return None if a == 0 else a
+
+    for a, b in gop_ranges(info):
+        length = b - a
+        if current is not None and (current[1] - current[0]) + length > target:
+            pieces.append((current[0], current[1], seek_index(current[0])))
+            current = None
+        if length > target and config.split_gops:
+            n_parts = -(-length // target)
+            bounds = [a + (length * k) // n_parts for k in range(n_parts + 1)]
+            for lo, hi in zip(bounds, bounds[1:]):
+                pieces.append((lo, hi, seek_index(a)))
+        elif current is None:
+            current = (a, b)
+        else:
+            current = (current[0], b)
+    if current is not None:
+        pieces.append((current[0], current[1], seek_index(current[0])))
+
+    pts = info.pts
+    chunks = tuple(
+        Chunk(
+            video_id=info.video_id,
+            index=i,
+            start_pts=pts[a],
+            end_pts=pts[b] if b < len(pts) else pts[-1] + 1,
+            n_frames=b - a,
+            seek_pts=None if s is None else pts[s],
+        )
+        for i, (a, b, s) in enumerate(pieces)
+    )
+    return ChunkPlan(video_id=info.video_id, n_frames=info.n_frames, chunks=chunks)

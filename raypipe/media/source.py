@@ -1,0 +1,106 @@
+"""Opening inputs: local paths and fsspec URLs, with typed errors.
+
+Every container raypipe opens goes through :func:`open_input`, so a missing file, a
+directory, a permission problem or a file FFmpeg cannot read always become the same
+:mod:`raypipe.errors` types, and every container is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import av
+
+from raypipe.errors import (
+    CorruptVideoError,
+    InputError,
+    InputNotFoundError,
+    InputPermissionError,
+)
+
+
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` names a local file (a plain path or ``file://``)."""
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> str:
+    """The filesystem path of a local ``uri``."""
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def _check_local(path: str) -> None:
+    if not os.path.exists(path):
+        raise InputNotFoundError(f"input '{path}' does not exist; check the path")
+    if os.path.isdir(path):
+        raise CorruptVideoError(f"input '{path}' is a directory, expected a video file")
+    if not os.access(path, os.R_OK):
+        raise InputPermissionError(
+            f"input '{path}' exists but is not readable by this user; check its permissions"
+        )
+    if os.path.getsize(path) == 0:
+        raise CorruptVideoError(f"input '{path}' is an empty file (0 bytes), expected a video")
+
+
+@contextlib.contextmanager
+def open_input(uri: str, **options: Any) -> Iterator[av.container.InputContainer]:
+    """Open ``uri`` for demuxing and close it on exit, raising raypipe errors.
+
+    Local paths are handed to FFmpeg directly; anything else is opened with fsspec and read
+    through a file object.
+    """
+    fileobj = None
+    try:
+        if is_local(uri):
+            path = local_path(uri)
+            _check_local(path)
+            target: Any = path
+        else:
+            fileobj = _open_remote(uri)
+            target = fileobj
+        try:
+            container = av.open(target, mode="r", options=options or None)
+        except av.error.FileNotFoundError as e:
+            raise InputNotFoundError(f"input '{uri}' does not exist; check the path") from e
+        except av.error.PermissionError as e:
+            raise InputPermissionError(f"input '{uri}' is not readable: {e}") from e
+        except (av.error.FFmpegError, OSError) as e:
+            raise CorruptVideoError(
+                f"input '{uri}' is not a readable media file ({e}); "
+                "check that it plays, e.g. with `ffprobe`"
+            ) from e
+        try:
+            yield container
+        finally:
+            container.close()
+    finally:
+        if fileobj is not None:
+            fileobj.close()
+
+
+def _open_remote(uri: str) -> Any:
+    import fsspec
+
+    try:
+        return fsspec.open(uri, "rb").open()
+    except FileNotFoundError as e:
+        raise InputNotFoundError(f"input '{uri}' does not exist; check the URL") from e
+    except PermissionError as e:
+        raise InputPermissionError(
+            f"input '{uri}' cannot be read with the credentials at hand: {type(e).__name__}"
+        ) from e
+    except IsADirectoryError as e:
+        raise CorruptVideoError(f"input '{uri}' is a directory, expected a video file") from e
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise InputNotFoundError(f"input '{uri}' does not exist; check the URL") from e
+        raise InputError(f"input '{uri}' cannot be opened: {type(e).__name__}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - fsspec backends raise many types (aiohttp, botocore)
+        raise InputError(
+            f"input '{uri}' cannot be opened: {type(e).__name__}: {e}; "
+            "check the URL and that its fsspec backend (s3fs, gcsfs, aiohttp) is installed"
+        ) from e
