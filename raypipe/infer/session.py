@@ -1,0 +1,233 @@
+"""ONNX Runtime sessions: which execution providers, in which order, and what was granted.
+
+Providers are tried in the order TensorRT -> CUDA -> CPU, filtered by what the installed
+``onnxruntime`` offers. ONNX Runtime falls back to CPU *silently* when a GPU provider
+cannot start (missing CUDA/cuDNN libraries, no visible GPU); :func:`create_session` reads
+the granted providers back, logs them on the ``raypipe.infer`` logger and raises
+:class:`~raypipe.errors.DeviceUnavailableError` when ``device="gpu"`` was asked for and the
+session runs on CPU. ONNX Runtime's own retry-on-CPU (which prints to stdout) is turned
+off; raypipe retries itself, and only for ``device="auto"`` does that end on CPU.
+
+Inside a Ray actor ``CUDA_VISIBLE_DEVICES`` holds the actor's GPU only, so GPU providers
+always get ``device_id=0``.
+
+``onnxruntime`` is imported lazily: ``import raypipe.infer`` works without it, and the
+first session says which extra to install.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import sys
+from collections.abc import Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from raypipe.config import DEVICES
+from raypipe.errors import ConfigError, DeviceUnavailableError, ModelLoadError
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+logger = logging.getLogger("raypipe.infer")
+
+TENSORRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+GPU_PROVIDERS: tuple[str, ...] = (TENSORRT, CUDA)
+
+DEFAULT_PROVIDER_OPTIONS: dict[str, dict[str, Any]] = {
+    TENSORRT: {"device_id": 0, "trt_fp16_enable": False},
+    CUDA: {"device_id": 0},
+    CPU: {},
+}
+
+
+def import_onnxruntime() -> ModuleType:
+    """``onnxruntime``, or a :class:`DeviceUnavailableError` saying which extra to install."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise DeviceUnavailableError(
+            f"onnxruntime cannot be imported ({e}); install it with "
+            "pip install 'raypipe[cpu]' (CPU) or pip install 'raypipe[gpu]' (onnxruntime-gpu)"
+        ) from e
+    module: ModuleType = onnxruntime
+    return module
+
+
+def provider_order(device: str, available: list[str]) -> list[str]:
+    """The providers to ask ONNX Runtime for, best first, for ``device`` (auto, cpu, gpu).
+
+    ``available`` is what ``onnxruntime.get_available_providers()`` lists. ``cpu`` gives the
+    CPU provider only; ``gpu`` gives the available GPU providers (TensorRT, then CUDA) and
+    raises :class:`DeviceUnavailableError` when there is none; ``auto`` gives every available
+    GPU provider and then CPU.
+    """
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return [CPU]
+    gpu = [p for p in GPU_PROVIDERS if p in available]
+    if device == "gpu":
+        if not gpu:
+            raise DeviceUnavailableError(
+                f"device 'gpu' asked for but this onnxruntime offers only {list(available)}; "
+                "install raypipe[gpu] (onnxruntime-gpu) or pass --device cpu/auto"
+            )
+        return gpu
+    return [*gpu, CPU]
+
+
+def _attempts(device: str, order: list[str]) -> list[list[str]]:
+    """Provider lists to try in turn: without TensorRT if it fails, then CPU for ``auto``."""
+    attempts = [order]
+    if TENSORRT in order and CUDA in order:
+        attempts.append([p for p in order if p != TENSORRT])
+    if device == "auto" and order != [CPU]:
+        attempts.append([CPU])
+    return attempts
+
+
+def _session_options(ort: ModuleType, intra_op_threads: int | None) -> Any:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    return options
+
+
+def _new_session(
+    ort: ModuleType,
+    model_bytes: bytes,
+    options: Any,
+    providers: list[str],
+    provider_options: Mapping[str, Mapping[str, Any]],
+) -> onnxruntime.InferenceSession:
+    with_options = [
+        (p, {**DEFAULT_PROVIDER_OPTIONS[p], **provider_options.get(p, {})}) for p in providers
+    ]
+    # enable_fallback=0: ONNX Runtime would otherwise print "EP Error" to stdout and retry
+    # on CPU by itself, at creation and again at run time.
+    return ort.InferenceSession(
+        model_bytes, sess_options=options, providers=with_options, enable_fallback=0
+    )
+
+
+def create_session(
+    model_bytes: bytes,
+    *,
+    device: str = "auto",
+    intra_op_threads: int | None = None,
+    provider_options: dict[str, dict[str, Any]] | None = None,
+) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session for ``model_bytes`` on ``device`` (auto, cpu or gpu).
+
+    ``provider_options`` maps a provider name to options merged over raypipe's defaults
+    (:data:`DEFAULT_PROVIDER_OPTIONS`). Raises :class:`ModelLoadError` when ONNX Runtime
+    cannot load the model and :class:`DeviceUnavailableError` when ``device="gpu"`` and no
+    GPU provider was granted.
+    """
+    if intra_op_threads is not None and (
+        not isinstance(intra_op_threads, int) or intra_op_threads < 1
+    ):
+        raise ConfigError(
+            f"intra_op_threads must be an integer >= 1 or None, got {intra_op_threads!r}"
+        )
+    ort = import_onnxruntime()
+    order = provider_order(device, list(ort.get_available_providers()))
+    options = _session_options(ort, intra_op_threads)
+    extra = provider_options or {}
+    unknown = sorted(set(extra) - set(DEFAULT_PROVIDER_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"provider_options names unknown providers {unknown}; "
+            f"expected some of {list(DEFAULT_PROVIDER_OPTIONS)}"
+        )
+    session = None
+    error: Exception | None = None
+    attempts = _attempts(device, order)
+    for i, providers in enumerate(attempts):
+        try:
+            session = _new_session(ort, model_bytes, options, providers, extra)
+            break
+        except Exception as e:  # ORT raises its own pybind exception types
+            error = e
+            if i + 1 < len(attempts):
+                logger.warning(
+                    "ONNX Runtime could not create a session with %s (%s); trying %s",
+                    providers,
+                    e,
+                    attempts[i + 1],
+                )
+    if session is None:
+        assert error is not None
+        if device == "gpu" and _loads_on_cpu(ort, model_bytes, options):
+            raise DeviceUnavailableError(
+                f"device 'gpu' asked for but ONNX Runtime could not start {order}: {error}; "
+                "check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs and that a GPU "
+                "is visible (CUDA_VISIBLE_DEVICES), or pass --device cpu/auto"
+            ) from error
+        raise ModelLoadError(f"ONNX Runtime cannot load the model: {error}") from error
+    granted = granted_providers(session)
+    logger.info("ONNX Runtime providers: asked for %s, granted %s", order, granted)
+    if granted[0] == CPU and order[0] != CPU:
+        if device == "gpu":
+            raise DeviceUnavailableError(
+                f"device 'gpu' asked for {order} but ONNX Runtime granted only {granted}; "
+                "check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs (see the log) "
+                "and that a GPU is visible (CUDA_VISIBLE_DEVICES), or pass --device cpu/auto"
+            )
+        logger.warning("device 'auto': GPU providers %s not granted, running on CPU", order[:-1])
+    return session
+
+
+def _loads_on_cpu(ort: ModuleType, model_bytes: bytes, options: Any) -> bool:
+    """Whether the model loads on CPU: tells a GPU failure from a bad model."""
+    try:
+        _new_session(ort, model_bytes, options, [CPU], {})
+    except Exception:
+        return False
+    return True
+
+
+def granted_providers(session: onnxruntime.InferenceSession) -> list[str]:
+    """The providers ``session`` really runs on, best first."""
+    return list(session.get_providers())
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_available() -> bool:
+    """Whether onnxruntime offers CUDA *and* the CUDA driver sees at least one GPU.
+
+    Loads the driver library (``libcuda``) with ctypes and asks ``cuDeviceGetCount``; no
+    ``nvidia-smi``. Never raises. This initialises the CUDA driver in the calling process
+    (do not ``fork`` afterwards and use CUDA in the child). Cached for the process.
+    """
+    try:
+        import onnxruntime
+
+        if CUDA not in onnxruntime.get_available_providers():
+            return False
+        return _cuda_device_count() > 0
+    except Exception:
+        return False
+
+
+def _cuda_device_count() -> int:
+    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        if lib.cuInit(0) != 0:
+            return 0
+        count = ctypes.c_int(0)
+        if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    return 0

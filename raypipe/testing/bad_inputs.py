@@ -1,0 +1,181 @@
+"""Broken and odd media files, for tests of how bulk processing reports bad inputs.
+
+Each writer returns the path it wrote. Writers that take a ``source`` clip generate a
+default one (:func:`~raypipe.testing.media.make_clip` with ``ClipSpec()``) when given None.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+import av
+import numpy as np
+
+from raypipe.testing.media import (
+    _DEFAULT_SPEC,
+    AUDIO_SAMPLE_RATE,
+    ClipSpec,
+    _add_audio,
+    _add_video,
+    _audio_frames,
+    make_clip,
+)
+
+__all__ = [
+    "TRUNCATED_HEADER_BYTES",
+    "TRUNCATED_TAIL_FRACTION",
+    "write_audio_only",
+    "write_corrupt_packets",
+    "write_empty_file",
+    "write_text_as_video",
+    "write_truncated_header",
+    "write_truncated_tail",
+    "write_zero_frames",
+]
+
+TRUNCATED_HEADER_BYTES = 200
+"""Bytes kept by :func:`write_truncated_header`."""
+TRUNCATED_TAIL_FRACTION = 0.6
+"""Share of the source's bytes kept by :func:`write_truncated_tail`."""
+_MP4_SUFFIXES = (".mp4", ".mov", ".m4v", ".m4a")
+
+PathLike = str | os.PathLike[str]
+
+
+def _top_level_boxes(data: bytes) -> dict[str, tuple[int, int]]:
+    """ISO-BMFF top-level boxes: type -> [start, end) byte range of the first of each."""
+    boxes: dict[str, tuple[int, int]] = {}
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8].decode("latin-1")
+        if size == 1:  # 64-bit size follows the type
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        elif size == 0:  # box runs to the end of the file
+            size = len(data) - pos
+        if size < 8:
+            break
+        boxes.setdefault(kind, (pos, min(pos + size, len(data))))
+        pos += size
+    return boxes
+
+
+def _source_bytes(source: PathLike | None, suffix: str, *, faststart: bool = False) -> bytes:
+    """Bytes of ``source``, or of a default clip written with ``suffix``."""
+    if source is not None:
+        return pathlib.Path(source).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="raypipe-bad-") as tmp:
+        return make_clip(pathlib.Path(tmp) / f"source{suffix}", faststart=faststart).read_bytes()
+
+
+def write_empty_file(path: PathLike) -> pathlib.Path:
+    """A zero-byte file (``av.open`` raises)."""
+    path = pathlib.Path(path)
+    path.write_bytes(b"")
+    return path
+
+
+def write_text_as_video(path: PathLike) -> pathlib.Path:
+    """A plain text file under a video name such as ``notes.mp4`` (``av.open`` raises)."""
+    path = pathlib.Path(path)
+    path.write_text("This is not a video.\n" * 20, encoding="utf-8")
+    return path
+
+
+def write_truncated_header(path: PathLike, source: PathLike | None = None) -> pathlib.Path:
+    """The first 200 bytes of an mp4 whose moov box comes after its mdat (``av.open`` raises).
+
+    Raises ValueError if ``source`` is not such an mp4 (its 200 bytes would still open).
+    """
+    data = _source_bytes(source, ".mp4")
+    boxes = _top_level_boxes(data)
+    if "moov" not in boxes or "mdat" not in boxes or boxes["moov"][0] < boxes["mdat"][0]:
+        raise ValueError(
+            f"source {source} has top-level boxes {sorted(boxes)}: expected an mp4 with "
+            "'moov' after 'mdat' (written without faststart)"
+        )
+    path = pathlib.Path(path)
+    path.write_bytes(data[:TRUNCATED_HEADER_BYTES])
+    return path
+
+
+def write_corrupt_packets(
+    path: PathLike, source: PathLike | None = None, *, seed: int = 0
+) -> pathlib.Path:
+    """An mp4/mov whose mdat bytes in [40%, 60%) of the box are garbage.
+
+    It opens, but decoding that stretch logs errors (see ``reference.ffmpeg_decode_errors``).
+    """
+    data = bytearray(_source_bytes(source, ".mp4"))
+    boxes = _top_level_boxes(bytes(data))
+    if "mdat" not in boxes:
+        raise ValueError(
+            f"source {source} has top-level boxes {sorted(boxes)}: expected an mp4/mov "
+            "with an 'mdat' box"
+        )
+    start, end = boxes["mdat"]
+    lo, hi = start + 8 + (end - start) * 2 // 5, start + (end - start) * 3 // 5
+    data[lo:hi] = np.random.default_rng(seed).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    path = pathlib.Path(path)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def write_audio_only(
+    path: PathLike, codec: str = "aac", duration_seconds: float = 1.0
+) -> pathlib.Path:
+    """A file (e.g. ``.m4a`` or ``.mp4``) with one stereo audio stream and no video."""
+    path = pathlib.Path(path)
+    out = av.open(str(path), "w")
+    try:
+        stream = _add_audio(out, codec)
+        frames = _audio_frames(
+            stream.codec_context.format.name, 0, round(duration_seconds * AUDIO_SAMPLE_RATE)
+        )
+        for _, frame in frames:
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    finally:
+        out.close()
+    return path
+
+
+def write_zero_frames(path: PathLike, spec: ClipSpec = _DEFAULT_SPEC) -> pathlib.Path:
+    """An mp4/mov with an H.264 video stream (``spec``'s size and rate) but no frames.
+
+    Written as a fragmented file with an empty moov: a plain mp4 drops tracks without
+    samples and an mkv without clusters does not open, so only mp4/mov suffixes work.
+    ``av.open`` succeeds and decoding yields nothing; ffprobe counts no frames ("N/A").
+    """
+    path = pathlib.Path(path)
+    if path.suffix.lower() not in _MP4_SUFFIXES:
+        raise ValueError(
+            f"zero-frame file {path.name}: expected one of the suffixes {_MP4_SUFFIXES}"
+        )
+    out = av.open(str(path), "w", options={"movflags": "frag_keyframe+empty_moov"})
+    try:
+        _add_video(out, spec)
+        out.start_encoding()  # writes the header; no frame is ever encoded
+    finally:
+        out.close()
+    return path
+
+
+def write_truncated_tail(path: PathLike, source: PathLike | None = None) -> pathlib.Path:
+    """The first 60% of the bytes of a clip whose index comes first (faststart mp4, mkv).
+
+    Opens, then decoding stops early with errors. Without ``source``, writes a default clip
+    with ``path``'s suffix first. Raises ValueError for an mp4/mov whose moov comes last.
+    """
+    path = pathlib.Path(path)
+    data = _source_bytes(source, path.suffix, faststart=True)
+    boxes = _top_level_boxes(data)
+    if "moov" in boxes and "mdat" in boxes and boxes["moov"][0] > boxes["mdat"][0]:
+        raise ValueError(
+            f"source {source} keeps its moov box after mdat: expected a faststart "
+            "mp4/mov (or an mkv) so that the cut file still opens"
+        )
+    path.write_bytes(data[: int(len(data) * TRUNCATED_TAIL_FRACTION)])
+    return path

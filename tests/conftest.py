@@ -1,0 +1,85 @@
+"""Shared fixtures: generated clips, a real local Ray with logical GPUs, the gpu marker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raypipe.config import ChunkConfig, EncodeConfig
+from raypipe.testing import CLIP_KINDS, decode_all, make_named_clip
+
+# Lossless RGB H.264 (with B-frames): decoded output frames equal the model's output exactly.
+LOSSLESS = EncodeConfig(codec="libx264rgb", crf=None, preset="medium", options={"qp": "0"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from raypipe.infer.session import cuda_available
+
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and onnxruntime-gpu")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every clip kind of :data:`raypipe.testing.CLIP_KINDS`, written once per session."""
+    directory = tmp_path_factory.mktemp("clips")
+    return {kind: make_named_clip(kind, directory) for kind in CLIP_KINDS}
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """A real local Ray with more logical CPUs than cores and two logical GPUs."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def model_frames(model: str, frames: np.ndarray) -> np.ndarray:
+    """``model`` applied in-process, frame batch by frame batch, on the CPU."""
+    from raypipe.infer.models import FrameModel, resolve_model
+
+    data, _ = resolve_model(model)
+    return FrameModel(data, device="cpu").run(frames, 4)
+
+
+def assert_exact(source: Path, output: Path, model: str) -> None:
+    """The invariants of one processed video against its source (DESIGN.md, invariant 1-3)."""
+    from raypipe.testing import audio_packets, ffmpeg_decode_errors, start_offset_seconds
+
+    src, src_pts, src_tb = decode_all(source)
+    out, out_pts, out_tb = decode_all(output)
+    assert len(out_pts) == len(src_pts), f"{len(out_pts)} frames out, {len(src_pts)} in"
+    rel_src = [Fraction(p - src_pts[0]) * src_tb for p in src_pts]
+    rel_out = [Fraction(p - out_pts[0]) * out_tb for p in out_pts]
+    assert rel_out == rel_src, "pts relative to the first frame differ"
+    expected = model_frames(model, src)
+    assert out.shape == expected.shape
+    bad = [i for i in range(len(out)) if not np.array_equal(out[i], expected[i])]
+    assert not bad, f"frames {bad[:10]} differ from the model applied to the source"
+    assert [p[3] for p in audio_packets(output)] == [p[3] for p in audio_packets(source)]
+    assert start_offset_seconds(output) == pytest.approx(start_offset_seconds(source), abs=1e-3)
+    assert ffmpeg_decode_errors(output) == ""
+
+
+CHUNK_SIZES = (1, 7, 13, 1000)  # one frame, small, a prime, larger than any clip
+
+
+def chunk_config(frames: int) -> ChunkConfig:
+    return ChunkConfig(chunk_frames=frames)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")

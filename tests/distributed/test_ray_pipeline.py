@@ -1,0 +1,79 @@
+"""The Ray Data pipeline on a real local Ray with two logical GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import CHUNK_SIZES, LOSSLESS, assert_exact
+
+import raypipe
+from raypipe.testing import CLIP_KINDS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray(ray_local: None) -> None:
+    return None
+
+
+def lossless(**options: object) -> dict[str, object]:
+    return {
+        "codec": LOSSLESS.codec, "crf": None, "encoder_options": dict(LOSSLESS.options),
+        "quiet": True, **options,
+    }
+
+
+@pytest.mark.parametrize("chunk_frames", CHUNK_SIZES)
+@pytest.mark.parametrize("kind", sorted(CLIP_KINDS))
+def test_exact_through_ray(clips: dict[str, Path], tmp_path: Path, kind: str, chunk_frames: int) -> None:
+    out = tmp_path / f"out{os.path.splitext(clips[kind])[1]}"
+    stats = raypipe.process_video(
+        str(clips[kind]), str(out), **lossless(model="builtin:invert", chunk_frames=chunk_frames)
+    )
+    assert stats.chunks >= 1 and stats.frames == len(raypipe.media.probe(str(clips[kind])).pts)
+    assert_exact(clips[kind], out, "builtin:invert")
+    assert not list(tmp_path.glob(".*")), "work directory or temporary file left behind"
+
+
+def test_two_actors_each_pinned_to_its_gpu(clips: dict[str, Path], tmp_path: Path) -> None:
+    out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
+    raypipe.process_video(
+        str(clips["bframes_aac"]), str(out),
+        **lossless(model="builtin:invert", chunk_frames=1, workers=2, stats_path=str(stats_path)),
+    )
+    doc = json.loads(stats_path.read_text())
+    chunks = doc["chunks"]
+    assert doc["totals"]["frames"] == 48 and doc["totals"]["chunks"] == len(chunks) == 48
+    assert [c["index"] for c in chunks] == list(range(48))
+    by_actor: dict[str, set[str]] = {}
+    for c in chunks:
+        assert len(c["gpu_ids"]) == 1, c
+        assert c["cuda_visible_devices"] == c["gpu_ids"][0]
+        assert c["decode_s"] >= 0 and c["infer_s"] >= 0 and c["encode_s"] >= 0
+        assert c["node_id"] if "node_id" in c else c["infer_node"]
+        by_actor.setdefault(c["actor_id"], set()).add(c["cuda_visible_devices"])
+    assert len(by_actor) == 2, f"chunks ran on {len(by_actor)} actors, expected both"
+    gpus = [next(iter(v)) for v in by_actor.values()]
+    assert all(len(v) == 1 for v in by_actor.values()) and sorted(gpus) == ["0", "1"]
+    assert_exact(clips["bframes_aac"], out, "builtin:invert")
+
+
+def test_rows_reaching_the_driver_carry_no_frames(clips: dict[str, Path]) -> None:
+    from raypipe.config import build_run_config
+    from raypipe.distributed.cluster import plan_actors
+    from raypipe.distributed.pipeline import build_dataset
+    from raypipe.infer.models import resolve_model
+    from raypipe.media import plan_chunks, probe
+
+    cfg = build_run_config(model="builtin:identity", chunk_frames=12, quiet=True)
+    info = probe(str(clips["bframes_aac"]))
+    plan = plan_chunks(info, cfg.chunk)
+    ds = build_dataset(info, plan, cfg, plan_actors(cfg.runtime, cfg.model), resolve_model("builtin:identity")[0])
+    rows = list(ds.iter_rows())
+    assert len(rows) == len(plan)
+    raw_chunk_bytes = 12 * info.width * info.height * 3
+    for row in rows:
+        assert "frames" not in row and "pts" not in row
+        assert len(row["segment"]) < raw_chunk_bytes

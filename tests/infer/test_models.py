@@ -1,0 +1,350 @@
+"""Model specs, model sources, frame pre/post-processing and FrameModel end to end."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from raypipe.errors import ConfigError, ModelLoadError, ModelNotFoundError
+from raypipe.infer import (
+    BUILTIN_MODELS,
+    FrameModel,
+    ModelSpec,
+    builtin_bytes,
+    load_frame_model,
+    postprocess,
+    preprocess,
+    reference_numpy,
+    resolve_model,
+)
+
+Dims = Sequence[int | str]
+
+
+def frames(n: int = 5, height: int = 37, width: int = 53, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
+def tiny_model(
+    op: str = "Identity",
+    in_dims: Dims = ("N", 3, "H", "W"),
+    out_dims: Dims | None = None,
+    elem: int = TensorProto.FLOAT,
+    consts: dict[str, np.ndarray] | None = None,
+    **attrs: Any,
+) -> bytes:
+    """A one-node ONNX model ``output = op(input, *consts)``: IR 9, opset 17."""
+    consts = consts or {}
+    node = helper.make_node(op, ["input", *consts], ["output"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "tiny",
+        [helper.make_tensor_value_info("input", elem, list(in_dims))],
+        [helper.make_tensor_value_info("output", elem, list(out_dims or in_dims))],
+        initializer=[numpy_helper.from_array(v, name=k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def cpu_model(model_bytes: bytes, spec: ModelSpec | None = None) -> FrameModel:
+    return FrameModel(model_bytes, spec=spec or ModelSpec(), device="cpu", intra_op_threads=1)
+
+
+# --- ModelSpec ----------------------------------------------------------------------------
+
+
+def test_spec_defaults_fit_builtins_and_normalise_to_tuples() -> None:
+    spec = ModelSpec(mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])  # type: ignore[arg-type]
+    assert spec.mean == (0.5, 0.5, 0.5)
+    assert spec.std == (0.25, 0.25, 0.25)
+    assert hash(spec) == hash(ModelSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
+    assert ModelSpec().channel_axis == 1
+    assert ModelSpec(layout="NHWC").channel_axis == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"layout": "CHW"}, "layout must be 'NCHW' or 'NHWC', got 'CHW'"),
+        ({"color": "rgb"}, "color must be 'RGB' or 'BGR', got 'rgb'"),
+        ({"scale": 0}, "scale must be a finite number > 0, got 0"),
+        ({"scale": float("nan")}, "scale must be a finite number > 0, got nan"),
+        ({"mean": (0.5, 0.5)}, r"mean must be 3 finite numbers, got \(0.5, 0.5\)"),
+        ({"std": (1.0, 0.0, 1.0)}, r"std must be 3 finite numbers > 0, got \(1.0, 0.0, 1.0\)"),
+        ({"output_range": (1.0, 1.0)}, "output_range must be two different numbers"),
+        ({"output_range": (0.0,)}, "output_range must be 2 finite numbers"),
+        ({"input_name": ""}, "input_name must be a tensor name or None, got ''"),
+    ],
+)
+def test_spec_validation(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        ModelSpec(**kwargs)
+
+
+# --- resolve_model ------------------------------------------------------------------------
+
+
+def test_resolve_builtin() -> None:
+    data, key = resolve_model("builtin:invert")
+    assert data == builtin_bytes("invert")
+    assert key == hashlib.sha256(data).hexdigest()
+
+
+def test_resolve_unknown_builtin() -> None:
+    with pytest.raises(ModelNotFoundError, match="unknown built-in model 'nope'; built-ins are"):
+        resolve_model("builtin:nope")
+
+
+def test_resolve_file_path_url_and_memory_fs(tmp_path: Path) -> None:
+    data = builtin_bytes("blur")
+    path = tmp_path / "blur.onnx"
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    assert resolve_model(str(path)) == (data, digest)
+    assert resolve_model(path.as_uri()) == (data, digest)
+    with fsspec.open("memory://raypipe-test/blur.onnx", "wb") as f:
+        f.write(data)
+    assert resolve_model("memory://raypipe-test/blur.onnx") == (data, digest)
+
+
+def test_resolve_missing_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.onnx")
+    match = (
+        rf"model file '{missing}' does not exist; pass builtin:NAME \(one of identity, .*\) "
+        r"or a path/URL to an \.onnx file"
+    )
+    with pytest.raises(ModelNotFoundError, match=match):
+        resolve_model(missing)
+
+
+def test_resolve_directory_is_a_load_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="cannot read model file"):
+        resolve_model(str(tmp_path))
+
+
+# --- preprocess / postprocess -------------------------------------------------------------
+
+
+def test_preprocess_default_is_nchw_rgb_unit_range() -> None:
+    x = frames(2, 4, 6)
+    out = preprocess(x, ModelSpec(), np.float32)
+    assert out.dtype == np.float32
+    assert out.flags.c_contiguous
+    np.testing.assert_allclose(out, x.transpose(0, 3, 1, 2) / 255.0, atol=1e-7)
+
+
+def test_preprocess_bgr_nhwc_mean_std() -> None:
+    x = frames(2, 4, 6)
+    spec = ModelSpec(layout="NHWC", color="BGR", mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0))
+    out = preprocess(x, spec, np.float32)
+    expected = (x[..., ::-1] / 255.0 - np.array([0.1, 0.2, 0.3])) / np.array([0.5, 0.25, 2.0])
+    assert out.shape == (2, 4, 6, 3)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_preprocess_float16_and_uint8() -> None:
+    x = frames(1, 3, 5)
+    half = preprocess(x, ModelSpec(), np.float16)
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half, x.transpose(0, 3, 1, 2) / 255.0, atol=1e-3)
+    raw = preprocess(x, ModelSpec(color="BGR"), np.uint8)
+    np.testing.assert_array_equal(raw, x[..., ::-1].transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros((2, 4, 4), np.uint8), np.zeros((1, 4, 4, 3), np.float32), [1, 2]]
+)
+def test_preprocess_rejects_non_frames(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"frames must be a uint8 array \(n, height, width, 3\)"):
+        preprocess(bad, ModelSpec(), np.float32)
+
+
+def test_postprocess_maps_range_rounds_half_even_and_clips() -> None:
+    y = np.array([0.5, 1.5, 2.5, -3.0, 300.0, 254.5], dtype=np.float32).reshape(1, 1, 1, 6)
+    out = postprocess(np.repeat(y, 3, axis=1), ModelSpec(output_range=(0.0, 255.0)))
+    np.testing.assert_array_equal(out[0, 0, :, 0], [0, 2, 2, 0, 255, 254])
+    inverted = postprocess(np.zeros((1, 3, 1, 1), np.float32), ModelSpec(output_range=(1.0, 0.0)))
+    assert inverted.tolist() == [[[[255, 255, 255]]]]
+
+
+def test_postprocess_one_channel_is_repeated_and_uint8_passes() -> None:
+    y = np.random.default_rng(0).random((2, 1, 3, 4), dtype=np.float32)
+    out = postprocess(y, ModelSpec())
+    assert out.shape == (2, 3, 4, 3)
+    assert (out == out[..., :1]).all()
+    pixels = frames(2, 3, 4)
+    np.testing.assert_array_equal(postprocess(pixels, ModelSpec(layout="NHWC")), pixels)
+
+
+def test_postprocess_rejects_other_channel_counts() -> None:
+    match = (
+        r"model output has shape \(1, 4, 2, 2\), 4 on the channel axis 1 \(NCHW\); "
+        r"raypipe expects 3 channels \(or 1, repeated to 3\)"
+    )
+    with pytest.raises(ModelLoadError, match=match):
+        postprocess(np.zeros((1, 4, 2, 2), np.float32), ModelSpec())
+
+
+# --- FrameModel ---------------------------------------------------------------------------
+
+
+def test_identity_returns_the_exact_frames_in_mini_batches() -> None:
+    model = cpu_model(builtin_bytes("identity"))
+    x = frames(5)
+    out = model.run(x, batch_size=2)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, x)
+    assert model.providers == ["CPUExecutionProvider"]
+    assert (model.input_name, model.output_name) == ("input", "output")
+
+
+def test_invert_gives_255_minus_x() -> None:
+    x = frames(3, 8, 9)
+    np.testing.assert_array_equal(cpu_model(builtin_bytes("invert")).run(x, 8), 255 - x)
+
+
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
+def test_builtins_through_frame_model_match_reference(name: str) -> None:
+    x = frames(3, 11, 7)
+    spec = ModelSpec()
+    expected = postprocess(reference_numpy(name, preprocess(x, spec, np.float32)), spec)
+    out = cpu_model(builtin_bytes(name)).run(x, batch_size=2)
+    assert out.shape == expected.shape
+    assert np.abs(out.astype(int) - expected).max() <= 1  # float32 vs float64 at .5 ties
+
+
+def test_upscale2x_doubles_frames() -> None:
+    assert cpu_model(builtin_bytes("upscale2x")).run(frames(2, 5, 7), 1).shape == (2, 10, 14, 3)
+
+
+def test_nhwc_model_round_trips() -> None:
+    model = cpu_model(tiny_model(in_dims=("N", "H", "W", 3)), ModelSpec(layout="NHWC"))
+    x = frames(3, 6, 10)
+    np.testing.assert_array_equal(model.run(x, 2), x)
+
+
+def test_bgr_model_sees_blue_first() -> None:
+    mask = np.array([0.0, 1.0, 1.0], dtype=np.float32).reshape(1, 3, 1, 1)
+    model = cpu_model(tiny_model("Mul", consts={"mask": mask}), ModelSpec(color="BGR"))
+    x = frames(2, 4, 4)
+    out = model.run(x, 4)
+    np.testing.assert_array_equal(out[..., :2], x[..., :2])  # R, G kept
+    assert (out[..., 2] == 0).all()  # the model's channel 0 is blue
+
+
+def test_mean_std_spec_round_trips_through_identity() -> None:
+    spec = ModelSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output_range=(-1.0, 1.0))
+    x = frames(3)
+    np.testing.assert_array_equal(cpu_model(builtin_bytes("identity"), spec).run(x, 3), x)
+
+
+def test_float16_model_round_trips() -> None:
+    model = cpu_model(tiny_model(elem=TensorProto.FLOAT16))
+    assert model.input_dtype == np.float16
+    x = frames(2, 9, 13)
+    np.testing.assert_array_equal(model.run(x, 2), x)
+
+
+def test_uint8_model_gets_raw_pixels() -> None:
+    model = cpu_model(tiny_model(elem=TensorProto.UINT8))
+    assert model.input_dtype == np.uint8
+    x = frames(2, 4, 5)
+    np.testing.assert_array_equal(model.run(x, 2), x)
+
+
+def test_one_channel_output_is_repeated() -> None:
+    model = cpu_model(tiny_model("ReduceMean", out_dims=("N", 1, "H", "W"), axes=[1]))
+    x = frames(2, 4, 5)
+    out = model.run(x, 2)
+    expected = np.rint(x.astype(np.float32).mean(axis=3, keepdims=True))
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    assert (out == out[..., :1]).all()
+
+
+def test_fixed_batch_model_pads_the_last_batch() -> None:
+    model = cpu_model(tiny_model(in_dims=(1, 3, "H", "W")))
+    x = frames(3, 4, 4)
+    np.testing.assert_array_equal(model.run(x, batch_size=8), x)
+    model2 = cpu_model(tiny_model(in_dims=(2, 3, "H", "W")))
+    np.testing.assert_array_equal(model2.run(x, batch_size=1), x)
+
+
+def test_fixed_size_model_rejects_other_sizes() -> None:
+    model = cpu_model(tiny_model(in_dims=("N", 3, 8, 8)))
+    np.testing.assert_array_equal(model.run(frames(1, 8, 8), 1), frames(1, 8, 8))
+    match = r"model input 'input' takes 8x8 \(height x width\) frames, got 9x8; resize the video"
+    with pytest.raises(ModelLoadError, match=match):
+        model.run(frames(1, 9, 8), 1)
+
+
+def test_one_channel_input_is_refused() -> None:
+    match = (
+        r"model input 'input' has shape \['N', 1, 'H', 'W'\], 1 on the channel axis 1; "
+        r"raypipe expects a rank-4 image batch, NCHW with 3 channels$"
+    )
+    with pytest.raises(ModelLoadError, match=match):
+        cpu_model(tiny_model(in_dims=("N", 1, "H", "W")))
+
+
+def test_channels_last_model_with_nchw_spec_gets_a_hint() -> None:
+    with pytest.raises(
+        ModelLoadError, match=r"for a channels-last model pass ModelSpec\(layout='NHWC'\)"
+    ):
+        cpu_model(tiny_model(in_dims=("N", 16, 16, 3)))
+
+
+def test_rank3_input_is_refused() -> None:
+    match = (
+        r"model input 'input' has rank 3 \(shape \[3, 'H', 'W'\]\); "
+        r"raypipe expects a rank-4 image batch, NCHW with 3 channels"
+    )
+    with pytest.raises(ModelLoadError, match=match):
+        cpu_model(tiny_model(in_dims=(3, "H", "W")))
+
+
+def test_unsupported_element_type_is_refused() -> None:
+    match = r"model input 'input' has element type tensor\(int64\); raypipe feeds tensor\(float\)"
+    with pytest.raises(ModelLoadError, match=match):
+        cpu_model(tiny_model(elem=TensorProto.INT64))
+
+
+def test_input_and_output_names() -> None:
+    with pytest.raises(ModelLoadError, match="model has no input 'image'; its input is 'input'"):
+        cpu_model(builtin_bytes("identity"), ModelSpec(input_name="image"))
+    match = r"model has no output 'rgb'; its outputs are \['output'\]"
+    with pytest.raises(ModelLoadError, match=match):
+        cpu_model(builtin_bytes("identity"), ModelSpec(output_name="rgb"))
+    model = cpu_model(
+        builtin_bytes("identity"), ModelSpec(input_name="input", output_name="output")
+    )
+    assert model.output_name == "output"
+
+
+def test_garbage_bytes_are_a_load_error() -> None:
+    with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load the model: "):
+        cpu_model(b"\x00garbage")
+
+
+def test_load_frame_model_and_warmup() -> None:
+    model = load_frame_model("builtin:invert", device="cpu", intra_op_threads=1)
+    model.warmup(16, 24, batch_size=2)
+    np.testing.assert_array_equal(model.run(frames(1), 1), 255 - frames(1))
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_frame_model("/nonexistent/model.onnx")
+
+
+def test_run_checks_its_arguments() -> None:
+    model = cpu_model(builtin_bytes("identity"))
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1, got 0"):
+        model.run(frames(1), 0)
+    with pytest.raises(ValueError, match="run\\(\\) got 0 frames"):
+        model.run(frames(0), 1)

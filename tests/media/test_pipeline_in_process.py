@@ -1,0 +1,65 @@
+"""Exactness of the media stages composed in-process (no Ray): probe → plan → decode →
+model → encode → assemble, for every awkward clip kind and chunk size."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import CHUNK_SIZES, LOSSLESS, assert_exact, model_frames
+
+from raypipe.config import ChunkConfig, EncodeConfig
+from raypipe.distributed.stages import chunk_row, decode_stage, encode_stage
+from raypipe.media import Segment, assemble, plan_chunks, probe
+from raypipe.testing import CLIP_KINDS
+
+
+def run_in_process(
+    source: Path, output: Path, model: str, chunk_frames: int, encode: EncodeConfig = LOSSLESS
+) -> int:
+    """The pipeline's stage functions one after another in this process; returns chunks."""
+    info = probe(str(source))
+    plan = plan_chunks(info, ChunkConfig(chunk_frames=chunk_frames))
+    work = output.parent / f"{output.name}.work"
+    work.mkdir()
+    paths = []
+    for chunk in plan.chunks:
+        row = decode_stage(chunk_row(info, chunk))
+        row["frames"] = model_frames(model, row["frames"])
+        row = encode_stage(row, config=encode)
+        path = work / f"{row['chunk_id']}.rpseg"
+        path.write_bytes(row["segment"])
+        paths.append(str(path))
+    assemble(paths, str(output), info)
+    return len(plan)
+
+
+@pytest.mark.parametrize("chunk_frames", CHUNK_SIZES)
+@pytest.mark.parametrize("kind", sorted(CLIP_KINDS))
+def test_exact_in_process(clips: dict[str, Path], tmp_path: Path, kind: str, chunk_frames: int) -> None:
+    out = tmp_path / f"out{os.path.splitext(clips[kind])[1]}"
+    n_chunks = run_in_process(clips[kind], out, "builtin:invert", chunk_frames)
+    assert n_chunks >= 1
+    assert_exact(clips[kind], out, "builtin:invert")
+
+
+def test_size_changing_model_and_matroska_ffv1(clips: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "up.mkv"
+    ffv1 = EncodeConfig(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0")
+    run_in_process(clips["bframes_aac"], out, "builtin:upscale2x", 7, ffv1)
+    from raypipe.testing import decode_all
+
+    frames, pts, _ = decode_all(out)
+    src, _, _ = decode_all(clips["bframes_aac"])
+    assert frames.shape[1:3] == (2 * src.shape[1], 2 * src.shape[2])
+    assert (frames == model_frames("builtin:upscale2x", src)).all()
+
+
+def test_segments_keep_encoder_timestamps(clips: dict[str, Path]) -> None:
+    info = probe(str(clips["vfr"]))
+    chunk = plan_chunks(info, ChunkConfig(chunk_frames=13)).chunks[1]
+    row = encode_stage(decode_stage(chunk_row(info, chunk)), config=EncodeConfig())
+    segment = Segment.from_bytes(row["segment"])
+    assert sorted(segment.pts.tolist()) == [p for p in info.pts if chunk.start_pts <= p < chunk.end_pts]
+    assert segment.time_base == info.time_base
