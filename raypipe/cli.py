@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from raypipe.config import DEVICES, ChunkConfig
-from raypipe.errors import ConfigError, RaypipeError
+from raypipe.errors import RaypipeError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -28,28 +28,69 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="builtin:identity",
-                   help="builtin:NAME or path/URL of an .onnx file (default: builtin:identity)")
-    p.add_argument("--chunk-frames", type=int, default=64, help="frames per chunk, about (default 64)")
-    p.add_argument("--no-split-gops", dest="split_gops", action="store_false",
-                   help="never split a GOP longer than --chunk-frames")
-    p.add_argument("--workers", type=int, default=None,
-                   help="inference actors (default: one per GPU, or 1 without GPUs)")
-    p.add_argument("--actor-cpus", dest="actor_num_cpus", type=float, default=1.0,
-                   help="CPUs each inference actor reserves (default 1)")
+    p.add_argument(
+        "--model",
+        default="builtin:identity",
+        help="builtin:NAME or path/URL of an .onnx file (default: builtin:identity)",
+    )
+    p.add_argument(
+        "--chunk-frames", type=int, default=64, help="frames per chunk, about (default 64)"
+    )
+    p.add_argument(
+        "--no-split-gops",
+        dest="split_gops",
+        action="store_false",
+        help="never split a GOP longer than --chunk-frames",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="inference actors (default: one per GPU, or 1 without GPUs)",
+    )
+    p.add_argument(
+        "--actor-cpus",
+        dest="actor_num_cpus",
+        type=float,
+        default=1.0,
+        help="CPUs each inference actor reserves (default 1)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="auto: best available; gpu: fail unless a GPU provider is granted")
-    p.add_argument("--codec", default="libx264",
-                   help="video encoder: libx264 (default), libx265, ffv1, libx264rgb, h264_nvenc, ...")
-    p.add_argument("--crf", type=int, default=18, help="x264/x265 quality, lower is better (default 18)")
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="auto: best available; gpu: fail unless a GPU provider is granted",
+    )
+    p.add_argument(
+        "--codec",
+        default="libx264",
+        help="video encoder: libx264 (default), libx265, ffv1, libx264rgb, h264_nvenc, ...",
+    )
+    p.add_argument(
+        "--crf", type=int, default=18, help="x264/x265 quality, lower is better (default 18)"
+    )
     p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
     p.add_argument("--pix-fmt", default=None, help="encoder pixel format (default yuv420p)")
-    p.add_argument("--encoder-option", dest="encoder_options", action="append", type=_key_value,
-                   default=[], metavar="KEY=VALUE", help="extra encoder option, repeatable (qp=0)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
-    p.add_argument("--stats", dest="stats_path", default=None, metavar="PATH",
-                   help="write run statistics as JSON to PATH")
+    p.add_argument(
+        "--encoder-option",
+        dest="encoder_options",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra encoder option, repeatable (qp=0)",
+    )
+    p.add_argument(
+        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)"
+    )
+    p.add_argument(
+        "--stats",
+        dest="stats_path",
+        default=None,
+        metavar="PATH",
+        help="write run statistics as JSON to PATH",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
@@ -78,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub.add_parser("list", help="list the built-in models")
 
     demo = sub.add_parser("demo", help="make a sample clip and process it on the local default")
-    demo.add_argument("--output-dir", default="raypipe-demo", help="where to write (default ./raypipe-demo)")
+    demo.add_argument(
+        "--output-dir", default="raypipe-demo", help="where to write (default ./raypipe-demo)"
+    )
     demo.add_argument("--model", default="builtin:invert")
     demo.add_argument("-q", "--quiet", action="store_true")
     return parser
@@ -108,9 +151,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options["encoder_options"] = dict(options["encoder_options"])
     stats = process_video(args.input, args.output, **options)
     if not args.quiet:
-        print(f"wrote {args.output}: {stats.frames} frames in {stats.chunks} chunks, "
-              f"{stats.wall_seconds:.1f}s ({stats.fps:.1f} fps) on {stats.workers} worker(s) "
-              f"[{', '.join(stats.providers)}]")
+        print(
+            f"wrote {args.output}: {stats.frames} frames in {stats.chunks} chunks, "
+            f"{stats.wall_seconds:.1f}s ({stats.fps:.1f} fps) on {stats.workers} worker(s) "
+            f"[{', '.join(stats.providers)}]"
+        )
     return EXIT_OK
 
 
@@ -124,11 +169,16 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         doc["chunks"] = [c.to_dict() for c in plan.chunks]
         print(json.dumps(doc))
         return EXIT_OK
-    print(f"{info.uri}: {info.format_name}, video stream {info.stream_index}: {info.codec} "
-          f"{info.width}x{info.height} {info.pix_fmt}, {float(info.rate):.3f} fps "
-          f"({info.rate_num}/{info.rate_den}), time base {info.time_base_num}/{info.time_base_den}")
-    print(f"  {info.n_frames} frames, {len(info.keyframe_pts)} keyframes, "
-          f"{info.duration_seconds:.3f}s from {info.start_seconds:.3f}s, rotation {info.rotation_degrees}°")
+    print(
+        f"{info.uri}: {info.format_name}, video stream {info.stream_index}: {info.codec} "
+        f"{info.width}x{info.height} {info.pix_fmt}, {float(info.rate):.3f} fps "
+        f"({info.rate_num}/{info.rate_den}), time base {info.time_base_num}/{info.time_base_den}"
+    )
+    print(
+        f"  {info.n_frames} frames, {len(info.keyframe_pts)} keyframes, "
+        f"{info.duration_seconds:.3f}s from {info.start_seconds:.3f}s, "
+        f"rotation {info.rotation_degrees}°"
+    )
     for s in info.streams:
         print(f"  stream {s.index}: {s.kind} {s.codec} (copied)")
     print(f"  plan: {len(plan)} chunks of about {args.chunk_frames} frames")
@@ -164,15 +214,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     output = os.path.join(args.output_dir, "sample.processed.mp4")
     stats_path = os.path.join(args.output_dir, "stats.json")
     make_clip(source, ClipSpec(n_frames=120, width=320, height=180, gop=24, bframes=2, audio="aac"))
-    stats = process_video(source, output, model=args.model, chunk_frames=24, overwrite=True,
-                          stats_path=stats_path, quiet=args.quiet)
-    print(f"demo: made {source} (120 frames with audio), ran {args.model} over it in "
-          f"{stats.chunks} chunks on {stats.workers} worker(s) [{', '.join(stats.providers)}]")
+    stats = process_video(
+        source,
+        output,
+        model=args.model,
+        chunk_frames=24,
+        overwrite=True,
+        stats_path=stats_path,
+        quiet=args.quiet,
+    )
+    print(
+        f"demo: made {source} (120 frames with audio), ran {args.model} over it in "
+        f"{stats.chunks} chunks on {stats.workers} worker(s) [{', '.join(stats.providers)}]"
+    )
     print(f"demo: result {output}; stats {stats_path}")
     return EXIT_OK
 
 
-_COMMANDS: dict[str, Any] = {"run": _cmd_run, "probe": _cmd_probe, "model": _cmd_model, "demo": _cmd_demo}
+_COMMANDS: dict[str, Any] = {
+    "run": _cmd_run,
+    "probe": _cmd_probe,
+    "model": _cmd_model,
+    "demo": _cmd_demo,
+}
 
 if __name__ == "__main__":
     raise SystemExit(main())

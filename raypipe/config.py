@@ -148,7 +148,12 @@ _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "local_num_cpus": ("runtime", "local_num_cpus"),
     "local_num_gpus": ("runtime", "local_num_gpus"),
 }
-_SECTIONS = {"chunk": ChunkConfig, "model": ModelConfig, "encode": EncodeConfig, "runtime": RuntimeConfig}
+_SECTIONS = {
+    "chunk": ChunkConfig,
+    "model": ModelConfig,
+    "encode": EncodeConfig,
+    "runtime": RuntimeConfig,
+}
 _RUN_FIELDS = ("overwrite", "stats_path", "quiet")
 
 

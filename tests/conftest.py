@@ -35,9 +35,10 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {kind: make_named_clip(kind, directory) for kind in CLIP_KINDS}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """A real local Ray with more logical CPUs than cores and two logical GPUs."""
+    """A real local Ray with more logical CPUs than cores and two logical GPUs (per module,
+    so modules that build their own cluster start from a clean slate)."""
     import ray
 
     if ray.is_initialized():

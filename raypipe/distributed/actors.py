@@ -55,6 +55,7 @@ class InferActor:
         out.update(
             frames=frames[None],
             infer_node=np.array([self.node_id]),
+            infer_pid=np.array([os.getpid()]),
             actor_id=np.array([self.actor_id]),
             gpu_ids=np.array([json.dumps(self.gpu_ids)]),
             cuda_visible_devices=np.array([self.cuda_visible_devices]),

@@ -42,7 +42,9 @@ class Progress:
         left = (self.total - self.done) / fps if fps > 0 else float("inf")
         eta = f"{left:.0f}s" if left != float("inf") else "?"
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        return f"{self.label}: {self.done}/{self.total} frames ({pct:.0f}%), {fps:.1f} fps, ETA {eta}"
+        return (
+            f"{self.label}: {self.done}/{self.total} frames ({pct:.0f}%), {fps:.1f} fps, ETA {eta}"
+        )
 
     def close(self, message: str | None = None) -> None:
         if self.enabled:

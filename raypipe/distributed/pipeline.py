@@ -10,10 +10,12 @@ length) and assembles them in chunk order at the end. Ray Data's order is not re
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,7 +38,9 @@ from raypipe.media.source import is_local
 log = logging.getLogger("raypipe")
 
 
-def process_video(input: str, output: str, config: RunConfig | None = None, **options: Any) -> RunStats:
+def process_video(
+    input: str, output: str, config: RunConfig | None = None, **options: Any
+) -> RunStats:
     """Process one video with a model on the Ray cluster and write ``output``; return stats.
 
     ``options`` are the flat option names of :func:`raypipe.config.build_run_config`
@@ -75,7 +79,9 @@ def process_video(input: str, output: str, config: RunConfig | None = None, **op
 
 def _check_output(output: str, *, overwrite: bool) -> None:
     if not is_local(output):
-        raise ConfigError(f"output '{output}' is not a local path; one-video runs write local files")
+        raise ConfigError(
+            f"output '{output}' is not a local path; one-video runs write local files"
+        )
     output_format(output)
     parent = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(parent):
@@ -96,17 +102,38 @@ def build_dataset(
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not cfg.quiet
     rows = [chunk_row(info, c) for c in plan.chunks]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    # ray_remote_args_fn keeps Ray Data from fusing decode into the actor stage: decode
-    # must run as its own CPU tasks, spread over the cluster, while the actors infer.
-    ds = ds.map(decode_stage, num_cpus=1, ray_remote_args_fn=dict)
-    ds = ds.map_batches(
+    ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map(decode_stage, num_cpus=1)
+    with warnings.catch_warnings():
+        # Ray 2.6x deprecates remote args given as keywords (scheduling_strategy here) with
+        # no named replacement yet; pyproject pins ray below the release that removes them.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = _infer_stage(
+            ds, info, cfg, actors, model_bytes, workers=min(actors.workers, len(rows))
+        )
+    return ds.map(functools.partial(encode_stage, config=cfg.encode), num_cpus=1)
+
+
+def _infer_stage(
+    ds: ray.data.Dataset,
+    info: VideoInfo,
+    cfg: RunConfig,
+    actors: ActorPlan,
+    model_bytes: bytes,
+    *,
+    workers: int,
+) -> ray.data.Dataset:
+    return ds.map_batches(
         InferActor,
         batch_size=1,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors.workers, max_tasks_in_flight_per_actor=2),
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
         num_gpus=actors.num_gpus,
         num_cpus=actors.num_cpus,
+        # SPREAD puts the actors on as many nodes as it can, and remote args that differ
+        # from decode's keep Ray Data from fusing decode into the actors: decode must stay
+        # separate CPU tasks, run anywhere in the cluster while the actors infer.
+        scheduling_strategy="SPREAD",
         fn_constructor_kwargs={
             "model_bytes": model_bytes,
             "device": cfg.model.device,
@@ -115,7 +142,6 @@ def build_dataset(
             "warmup_hw": (info.height, info.width),
         },
     )
-    return ds.map(encode_stage, fn_kwargs={"config": cfg.encode}, num_cpus=1, ray_remote_args_fn=dict)
 
 
 def _run_chunks(

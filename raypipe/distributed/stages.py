@@ -7,6 +7,7 @@ without Ray.
 
 from __future__ import annotations
 
+import os
 import time
 from fractions import Fraction
 from typing import Any
@@ -55,11 +56,21 @@ def _chunk_of(row: Row) -> Chunk:
 
 def _info_of(row: Row) -> VideoInfo:
     return VideoInfo(
-        uri=str(row["uri"]), video_id=str(row["video_id"]), format_name="", codec="",
-        stream_index=int(row["stream_index"]), width=int(row["width"]),
-        height=int(row["height"]), pix_fmt=None, time_base_num=int(row["tb_num"]),
-        time_base_den=int(row["tb_den"]), rate_num=int(row["rate_num"]),
-        rate_den=int(row["rate_den"]), rotation_degrees=0, pts=(), keyframe_pts=(),
+        uri=str(row["uri"]),
+        video_id=str(row["video_id"]),
+        format_name="",
+        codec="",
+        stream_index=int(row["stream_index"]),
+        width=int(row["width"]),
+        height=int(row["height"]),
+        pix_fmt=None,
+        time_base_num=int(row["tb_num"]),
+        time_base_den=int(row["tb_den"]),
+        rate_num=int(row["rate_num"]),
+        rate_den=int(row["rate_den"]),
+        rotation_degrees=0,
+        pts=(),
+        keyframe_pts=(),
     )
 
 
@@ -82,6 +93,7 @@ def decode_stage(row: Row) -> Row:
         "frames": decoded.frames,
         "pts": decoded.pts,
         "decode_node": _node_id(),
+        "decode_pid": os.getpid(),
         "decode_start": start,
         "decode_s": end - start,
     }
@@ -94,7 +106,9 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
         row["frames"],
         row["pts"],
         time_base=Fraction(int(row["tb_num"]), int(row["tb_den"])),
-        rate=Fraction(int(row["rate_num"]), int(row["rate_den"])) if int(row["rate_num"]) else Fraction(0),
+        rate=Fraction(int(row["rate_num"]), int(row["rate_den"]))
+        if int(row["rate_num"])
+        else Fraction(0),
         config=config,
     )
     end = time.time()
@@ -104,6 +118,7 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
         out_width=int(row["frames"].shape[2]),
         out_height=int(row["frames"].shape[1]),
         encode_node=_node_id(),
+        encode_pid=os.getpid(),
         encode_start=start,
         encode_s=end - start,
     )

@@ -8,9 +8,25 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 _CHUNK_FIELDS = (
-    "chunk_id", "index", "n_frames", "decode_node", "decode_start", "decode_s", "infer_node",
-    "actor_id", "cuda_visible_devices", "infer_start", "infer_s", "encode_node",
-    "encode_start", "encode_s", "out_width", "out_height",
+    "chunk_id",
+    "index",
+    "n_frames",
+    "decode_node",
+    "decode_pid",
+    "decode_start",
+    "decode_s",
+    "infer_node",
+    "infer_pid",
+    "actor_id",
+    "cuda_visible_devices",
+    "infer_start",
+    "infer_s",
+    "encode_node",
+    "encode_pid",
+    "encode_start",
+    "encode_s",
+    "out_width",
+    "out_height",
 )
 
 

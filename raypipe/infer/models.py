@@ -116,7 +116,7 @@ def resolve_model(model: str) -> tuple[bytes, str]:
         return data, hashlib.sha256(data).hexdigest()
     try:
         with fsspec.open(model, "rb") as f:
-            data: bytes = f.read()
+            data = f.read()
     except FileNotFoundError as e:
         raise ModelNotFoundError(
             f"model file {model!r} does not exist; pass builtin:NAME (one of "

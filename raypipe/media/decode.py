@@ -9,6 +9,7 @@ retried once from the start of the file, which is always correct, only slower.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import av
 import numpy as np
@@ -50,7 +51,7 @@ def _decode(info: VideoInfo, chunk: Chunk, seek_pts: int | None, threads: int) -
     n = 0
     to_rgb = VideoReformatter()  # one swscale context for the whole chunk
     with open_input(info.uri) as container:
-        stream = container.streams[info.stream_index]
+        stream = cast(av.VideoStream, container.streams[info.stream_index])
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads

@@ -5,10 +5,10 @@ the source pts. It is stored as a small NUT container (FFmpeg's own format: any 
 its header gives the assembler a stream template with the codec's extradata) plus the
 encoder's own pts/dts of every packet: no container keeps those exactly for every codec
 and time base (NUT derives dts, MOV rounds variable frame rates, Matroska has
-millisecond timestamps), so raypipe keeps them itself. Every segment of a run uses identical encoder settings, so their packets
-concatenate into one stream (:mod:`raypipe.media.mux` checks that their codec headers
-agree). RGB frames go to the encoder's own cached converter, one swscale context per
-segment, not one per frame.
+millisecond timestamps), so raypipe keeps them itself. Every segment of a run uses
+identical encoder settings, so their packets concatenate into one stream
+(:mod:`raypipe.media.mux` checks that their codec headers agree). RGB frames go to the
+encoder's own cached converter, one swscale context per segment, not one per frame.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 import av
 import numpy as np
@@ -47,8 +48,14 @@ class Segment:
             {"n": len(self.pts), "tb": [self.time_base.numerator, self.time_base.denominator]}
         ).encode()
         return b"".join(
-            [_MAGIC, struct.pack("<I", len(head)), head,
-             self.pts.astype("<i8").tobytes(), self.dts.astype("<i8").tobytes(), self.nut]
+            [
+                _MAGIC,
+                struct.pack("<I", len(head)),
+                head,
+                self.pts.astype("<i8").tobytes(),
+                self.dts.astype("<i8").tobytes(),
+                self.nut,
+            ]
         )
 
     @classmethod
@@ -108,7 +115,9 @@ def encode_segment(
 ) -> Segment:
     """Encode RGB uint8 ``frames`` ``(n, H, W, 3)`` with timestamps ``pts`` into a segment."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise EncodeError(f"expected RGB uint8 frames (n, H, W, 3), got {frames.dtype} {frames.shape}")
+        raise EncodeError(
+            f"expected RGB uint8 frames (n, H, W, 3), got {frames.dtype} {frames.shape}"
+        )
     n, height, width, _ = frames.shape
     pix_fmt = config.pix_fmt or _DEFAULT_PIX_FMT.get(config.codec, "yuv420p")
     if pix_fmt in ("yuv420p", "nv12") and (width % 2 or height % 2):
@@ -122,13 +131,18 @@ def encode_segment(
 
     def mux(out: av.container.OutputContainer, packets: list[av.Packet]) -> None:
         for packet in packets:
+            if packet.pts is None:
+                raise EncodeError(f"encoder {config.codec} gave a packet without pts")
             out_pts.append(packet.pts)
             out_dts.append(_NO_DTS if packet.dts is None else packet.dts)
         out.mux(packets)
 
     try:
         with av.open(buf, mode="w", format="nut") as out:
-            stream = out.add_stream(config.codec, rate=rate or None, options=encoder_options(config))
+            stream = cast(
+                av.VideoStream,
+                out.add_stream(config.codec, rate=rate or None, options=encoder_options(config)),
+            )
             stream.width = width
             stream.height = height
             stream.pix_fmt = pix_fmt
@@ -141,7 +155,9 @@ def encode_segment(
                 mux(out, stream.encode(frame))
             mux(out, stream.encode(None))
     except av.error.FFmpegError as e:
-        raise EncodeError(f"encoder {config.codec} ({pix_fmt}, {width}x{height}) failed: {e}") from e
+        raise EncodeError(
+            f"encoder {config.codec} ({pix_fmt}, {width}x{height}) failed: {e}"
+        ) from e
     return Segment(
         nut=buf.getvalue(),
         pts=np.asarray(out_pts, dtype=np.int64),

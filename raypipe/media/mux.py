@@ -32,8 +32,16 @@ log = logging.getLogger("raypipe.media")
 def output_format(path: str) -> str:
     """The FFmpeg muxer for ``path``'s extension, or a :class:`ConfigError` saying which exist."""
     ext = os.path.splitext(path)[1].lower()
-    formats = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska",
-               ".webm": "webm", ".nut": "nut", ".avi": "avi", ".ts": "mpegts"}
+    formats = {
+        ".mp4": "mp4",
+        ".m4v": "mp4",
+        ".mov": "mov",
+        ".mkv": "matroska",
+        ".webm": "webm",
+        ".nut": "nut",
+        ".avi": "avi",
+        ".ts": "mpegts",
+    }
     if ext not in formats:
         raise ConfigError(
             f"output '{path}' has extension '{ext or '(none)'}'; expected one of "
@@ -70,7 +78,9 @@ def assemble(
         raise MuxError("no segments to assemble")
     fmt = output_format(output_path)
     directory = os.path.dirname(os.path.abspath(output_path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output_path)}.", suffix=".part", dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(output_path)}.", suffix=".part", dir=directory
+    )
     os.close(fd)
     try:
         with av.open(tmp, mode="w", format=fmt) as out:
@@ -98,15 +108,23 @@ def _write(out: Any, paths: list[str], info: VideoInfo, copy_streams: bool) -> N
                 if name not in supported:
                     log.warning(
                         "%s stream %d (%s) cannot go into a %s file and is left out; "
-                        "use .mkv to keep it", s.type, s.index, name, out.format.name,
+                        "use .mkv to keep it",
+                        s.type,
+                        s.index,
+                        name,
+                        out.format.name,
                     )
                     continue
                 copied[s.index] = out.add_stream_from_template(s)
         video = ((_time_key(p), 0, i, p) for i, p in enumerate(_segment_packets(paths, extradata)))
         other = (
-            (_time_key(p), 1, i, p)
-            for i, p in enumerate(_packets(source, [source.streams[j] for j in copied]))
-        ) if copied else iter(())
+            (
+                (_time_key(p), 1, i, p)
+                for i, p in enumerate(_packets(source, [source.streams[j] for j in copied]))
+            )
+            if copied
+            else iter(())
+        )
         try:
             for _, kind, _, packet in heapq.merge(video, other):
                 packet.stream = out_video if kind == 0 else copied[packet.stream.index]

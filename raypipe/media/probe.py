@@ -154,10 +154,9 @@ def _pick_video_stream(container: av.container.InputContainer, uri: str) -> Any:
         if not (s.disposition & av.stream.Disposition.attached_pic)
     ]
     if not candidates:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        kinds = ", ".join(sorted({str(s.type) for s in container.streams})) or "none"
         raise NoVideoStreamError(
-            f"input '{uri}' has no video stream (streams found: {', '.join(kinds)}); "
-            "raypipe processes video"
+            f"input '{uri}' has no video stream (streams found: {kinds}); raypipe processes video"
         )
     return candidates[0]
 

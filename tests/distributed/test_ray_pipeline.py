@@ -20,14 +20,19 @@ def _ray(ray_local: None) -> None:
 
 def lossless(**options: object) -> dict[str, object]:
     return {
-        "codec": LOSSLESS.codec, "crf": None, "encoder_options": dict(LOSSLESS.options),
-        "quiet": True, **options,
+        "codec": LOSSLESS.codec,
+        "crf": None,
+        "encoder_options": dict(LOSSLESS.options),
+        "quiet": True,
+        **options,
     }
 
 
 @pytest.mark.parametrize("chunk_frames", CHUNK_SIZES)
 @pytest.mark.parametrize("kind", sorted(CLIP_KINDS))
-def test_exact_through_ray(clips: dict[str, Path], tmp_path: Path, kind: str, chunk_frames: int) -> None:
+def test_exact_through_ray(
+    clips: dict[str, Path], tmp_path: Path, kind: str, chunk_frames: int
+) -> None:
     out = tmp_path / f"out{os.path.splitext(clips[kind])[1]}"
     stats = raypipe.process_video(
         str(clips[kind]), str(out), **lossless(model="builtin:invert", chunk_frames=chunk_frames)
@@ -40,7 +45,8 @@ def test_exact_through_ray(clips: dict[str, Path], tmp_path: Path, kind: str, ch
 def test_two_actors_each_pinned_to_its_gpu(clips: dict[str, Path], tmp_path: Path) -> None:
     out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
     raypipe.process_video(
-        str(clips["bframes_aac"]), str(out),
+        str(clips["bframes_aac"]),
+        str(out),
         **lossless(model="builtin:invert", chunk_frames=1, workers=2, stats_path=str(stats_path)),
     )
     doc = json.loads(stats_path.read_text())
@@ -52,7 +58,9 @@ def test_two_actors_each_pinned_to_its_gpu(clips: dict[str, Path], tmp_path: Pat
         assert len(c["gpu_ids"]) == 1, c
         assert c["cuda_visible_devices"] == c["gpu_ids"][0]
         assert c["decode_s"] >= 0 and c["infer_s"] >= 0 and c["encode_s"] >= 0
-        assert c["node_id"] if "node_id" in c else c["infer_node"]
+        assert c["decode_node"] and c["infer_node"] and c["encode_node"]
+        # decode and encode are tasks of their own, not fused into the actor
+        assert c["decode_pid"] != c["infer_pid"] != c["encode_pid"]
         by_actor.setdefault(c["actor_id"], set()).add(c["cuda_visible_devices"])
     assert len(by_actor) == 2, f"chunks ran on {len(by_actor)} actors, expected both"
     gpus = [next(iter(v)) for v in by_actor.values()]
@@ -70,10 +78,30 @@ def test_rows_reaching_the_driver_carry_no_frames(clips: dict[str, Path]) -> Non
     cfg = build_run_config(model="builtin:identity", chunk_frames=12, quiet=True)
     info = probe(str(clips["bframes_aac"]))
     plan = plan_chunks(info, cfg.chunk)
-    ds = build_dataset(info, plan, cfg, plan_actors(cfg.runtime, cfg.model), resolve_model("builtin:identity")[0])
+    ds = build_dataset(
+        info, plan, cfg, plan_actors(cfg.runtime, cfg.model), resolve_model("builtin:identity")[0]
+    )
     rows = list(ds.iter_rows())
     assert len(rows) == len(plan)
     raw_chunk_bytes = 12 * info.width * info.height * 3
     for row in rows:
         assert "frames" not in row and "pts" not in row
         assert len(row["segment"]) < raw_chunk_bytes
+
+
+def test_cpu_actors_keep_decode_and_encode_separate(clips: dict[str, Path], tmp_path: Path) -> None:
+    """With CPU actors (same resources as the tasks) Ray Data must still not fuse stages."""
+    stats_path = tmp_path / "stats.json"
+    raypipe.process_video(
+        str(clips["ntsc"]),
+        str(tmp_path / "out.mp4"),
+        **lossless(
+            model="builtin:grayscale", device="cpu", chunk_frames=12, stats_path=str(stats_path)
+        ),
+    )
+    chunks = json.loads(stats_path.read_text())["chunks"]
+    assert all(c["gpu_ids"] == [] for c in chunks)
+    assert all(
+        c["decode_pid"] != c["infer_pid"] and c["encode_pid"] != c["infer_pid"] for c in chunks
+    )
+    assert_exact(clips["ntsc"], tmp_path / "out.mp4", "builtin:grayscale")

@@ -37,7 +37,9 @@ def run_in_process(
 
 @pytest.mark.parametrize("chunk_frames", CHUNK_SIZES)
 @pytest.mark.parametrize("kind", sorted(CLIP_KINDS))
-def test_exact_in_process(clips: dict[str, Path], tmp_path: Path, kind: str, chunk_frames: int) -> None:
+def test_exact_in_process(
+    clips: dict[str, Path], tmp_path: Path, kind: str, chunk_frames: int
+) -> None:
     out = tmp_path / f"out{os.path.splitext(clips[kind])[1]}"
     n_chunks = run_in_process(clips[kind], out, "builtin:invert", chunk_frames)
     assert n_chunks >= 1
@@ -61,5 +63,7 @@ def test_segments_keep_encoder_timestamps(clips: dict[str, Path]) -> None:
     chunk = plan_chunks(info, ChunkConfig(chunk_frames=13)).chunks[1]
     row = encode_stage(decode_stage(chunk_row(info, chunk)), config=EncodeConfig())
     segment = Segment.from_bytes(row["segment"])
-    assert sorted(segment.pts.tolist()) == [p for p in info.pts if chunk.start_pts <= p < chunk.end_pts]
+    assert sorted(segment.pts.tolist()) == [
+        p for p in info.pts if chunk.start_pts <= p < chunk.end_pts
+    ]
     assert segment.time_base == info.time_base

@@ -1,0 +1,78 @@
+"""Raw frames never pass through the driver: its memory does not grow with video length."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import raypipe
+from raypipe.testing import ClipSpec, make_clip
+
+WIDTH, HEIGHT = 640, 360
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray(ray_local: None) -> None:
+    return None
+
+
+class PeakRss:
+    """Samples this process's resident memory every 10 ms while in the ``with`` block."""
+
+    def __enter__(self) -> PeakRss:
+        self.process = psutil.Process()
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.01)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def _run(source: Path, out: Path) -> int:
+    with PeakRss() as rss:
+        raypipe.process_video(
+            str(source),
+            str(out),
+            model="builtin:identity",
+            chunk_frames=24,
+            preset="ultrafast",
+            quiet=True,
+        )
+    return rss.growth
+
+
+@pytest.mark.slow
+def test_driver_memory_does_not_grow_with_length(tmp_path: Path) -> None:
+    def clip(n: int) -> Path:
+        return make_clip(
+            tmp_path / f"c{n}.mp4", ClipSpec(n_frames=n, width=WIDTH, height=HEIGHT, gop=24)
+        )
+
+    short, long = clip(72), clip(576)  # 8x the length
+    _run(clip(24), tmp_path / "warm.mp4")  # one-time start-up of Ray Data in this driver
+    grow_short = _run(short, tmp_path / "short.mp4")
+    grow_long = _run(long, tmp_path / "long.mp4")
+    raw_long = 576 * WIDTH * HEIGHT * 3  # 398 MB of RGB frames
+    print(
+        f"driver RSS growth: 1x {grow_short / 2**20:.1f} MiB, 8x {grow_long / 2**20:.1f} MiB, "
+        f"raw frames of 8x {raw_long / 2**20:.0f} MiB"
+    )
+    assert grow_long < grow_short + 48 * 2**20
+    assert grow_long < raw_long / 8

@@ -1,0 +1,103 @@
+"""probe and plan_chunks: stream facts and the pure chunking function."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from raypipe.config import ChunkConfig
+from raypipe.errors import (
+    CorruptVideoError,
+    EmptyVideoError,
+    InputNotFoundError,
+    NoVideoStreamError,
+)
+from raypipe.media import plan_chunks, probe
+from raypipe.testing import (
+    decode_all,
+    write_audio_only,
+    write_empty_file,
+    write_text_as_video,
+    write_zero_frames,
+)
+
+
+@pytest.mark.parametrize(
+    "kind, keyframes, audio",
+    [
+        ("bframes_aac", 4, True),
+        ("ntsc", 4, True),
+        ("open_gop", 5, False),
+        ("single_keyframe", 1, False),
+        ("vfr", 4, False),
+        ("hevc_mov", 4, False),
+        ("odd_size", 4, False),
+    ],
+)
+def test_probe_facts(clips: dict[str, Path], kind: str, keyframes: int, audio: bool) -> None:
+    info = probe(str(clips[kind]))
+    _, ref_pts, ref_tb = decode_all(clips[kind])
+    assert list(info.pts) == ref_pts, "probe's display-order pts differ from a full decode"
+    assert info.time_base == ref_tb
+    assert len(info.keyframe_pts) == keyframes
+    assert [s.kind for s in info.streams] == (["audio"] if audio else [])
+    assert json.loads(json.dumps(info.to_dict()))["n_frames"] == 48
+
+
+def test_probe_specific_facts(clips: dict[str, Path]) -> None:
+    assert probe(str(clips["ntsc"])).rate == Fraction(30000, 1001)
+    assert probe(str(clips["hevc_mov"])).codec == "hevc"
+    odd = probe(str(clips["odd_size"]))
+    assert (odd.width, odd.height) == (198, 110)
+    vfr = probe(str(clips["vfr"]))
+    assert len({b - a for a, b in zip(vfr.pts, vfr.pts[1:])}) >= 3
+    assert probe(str(clips["bframes_aac"])).rotation_degrees == 0
+
+
+def test_probe_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        probe(str(tmp_path / "missing.mp4"))
+    with pytest.raises(CorruptVideoError, match="empty file"):
+        probe(str(write_empty_file(tmp_path / "empty.mp4")))
+    with pytest.raises(CorruptVideoError, match="not a readable media file"):
+        probe(str(write_text_as_video(tmp_path / "text.mp4")))
+    with pytest.raises(CorruptVideoError, match="is a directory"):
+        (tmp_path / "dir.mp4").mkdir()
+        probe(str(tmp_path / "dir.mp4"))
+    with pytest.raises(NoVideoStreamError, match=r"no video stream \(streams found: audio\)"):
+        probe(str(write_audio_only(tmp_path / "a.m4a")))
+    with pytest.raises(EmptyVideoError, match="zero frames"):
+        probe(str(write_zero_frames(tmp_path / "zero.mp4")))
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 2, 3, 5, 7, 10, 11, 12, 13, 24, 47, 48, 1000])
+@pytest.mark.parametrize("kind", ["bframes_aac", "open_gop", "single_keyframe", "vfr"])
+def test_plan_covers_every_frame_once(clips: dict[str, Path], kind: str, chunk_frames: int) -> None:
+    info = probe(str(clips[kind]))
+    plan = plan_chunks(info, ChunkConfig(chunk_frames=chunk_frames))
+    covered = [p for c in plan.chunks for p in info.pts if c.start_pts <= p < c.end_pts]
+    assert covered == list(info.pts)
+    assert sum(c.n_frames for c in plan.chunks) == info.n_frames
+    assert [c.index for c in plan.chunks] == list(range(len(plan)))
+    keyframes = set(info.keyframe_pts)
+    for c in plan.chunks:
+        assert c.chunk_id == f"{info.video_id}-{c.index:06d}"
+        assert 1 <= c.n_frames <= chunk_frames or c.start_pts in keyframes
+        if c.seek_pts is None:
+            assert c.start_pts < info.keyframe_pts[1] if len(keyframes) > 1 else True
+        else:
+            assert c.seek_pts in keyframes and c.seek_pts <= c.start_pts
+
+
+def test_plan_groups_gops_and_can_keep_them_whole(clips: dict[str, Path]) -> None:
+    info = probe(str(clips["bframes_aac"]))  # GOPs of 12
+    assert [c.n_frames for c in plan_chunks(info, ChunkConfig(chunk_frames=24)).chunks] == [24, 24]
+    assert [c.n_frames for c in plan_chunks(info, ChunkConfig(chunk_frames=30)).chunks] == [24, 24]
+    split = plan_chunks(info, ChunkConfig(chunk_frames=5)).chunks
+    assert [c.n_frames for c in split] == [4, 4, 4] * 4
+    single = probe(str(clips["single_keyframe"]))
+    whole = plan_chunks(single, ChunkConfig(chunk_frames=5, split_gops=False))
+    assert [c.n_frames for c in whole.chunks] == [48]

@@ -1,0 +1,154 @@
+"""The raypipe command: typed one-line errors, nothing left at OUTPUT, probe/model/demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from raypipe.cli import main
+from raypipe.testing import (
+    audio_packets,
+    decode_all,
+    ffmpeg_decode_errors,
+    write_audio_only,
+    write_text_as_video,
+    write_truncated_header,
+)
+
+
+def _bad_input(kind: str, tmp: Path, clips: dict[str, Path]) -> tuple[str, list[str]]:
+    good = str(clips["bframes_aac"])
+    if kind == "missing":
+        return str(tmp / "nope.mp4"), []
+    if kind == "not_a_video":
+        return str(write_text_as_video(tmp / "notes.mp4")), []
+    if kind == "truncated":
+        return str(write_truncated_header(tmp / "cut.mp4")), []
+    if kind == "audio_only":
+        return str(write_audio_only(tmp / "sound.m4a")), []
+    if kind == "unknown_builtin":
+        return good, ["--model", "builtin:does-not-exist"]
+    if kind == "model_does_not_load":
+        broken = tmp / "broken.onnx"
+        broken.write_bytes(b"this is not an onnx protobuf" * 10)
+        return good, ["--model", str(broken)]
+    if kind == "model_file_missing":
+        return good, ["--model", str(tmp / "missing.onnx")]
+    raise AssertionError(kind)
+
+
+BAD = {
+    "missing": ("InputNotFoundError", "does not exist"),
+    "not_a_video": ("CorruptVideoError", "not a readable media file"),
+    "truncated": ("CorruptVideoError", "not a readable media file"),
+    "audio_only": ("NoVideoStreamError", "has no video stream"),
+    "unknown_builtin": ("ModelNotFoundError", "unknown built-in model"),
+    "model_does_not_load": ("ModelLoadError", "cannot load the model"),
+    "model_file_missing": ("ModelNotFoundError", "does not exist"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_input_one_line_typed_error_and_nothing_written(
+    kind: str, tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    source, extra = _bad_input(kind, inputs, clips)
+    code = main(["run", source, str(outdir / "result.mp4"), "--quiet", *extra])
+    err = capsys.readouterr().err.strip()
+    error_type, text = BAD[kind]
+    assert code == 1
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"raypipe: error: {error_type}: "), err
+    assert text in err
+    assert list(outdir.iterdir()) == [], "something was written at the output"
+
+
+def test_output_exists_needs_overwrite(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "exists.mp4"
+    out.write_bytes(b"keep me")
+    assert main(["run", str(clips["ntsc"]), str(out), "--quiet"]) == 1
+    assert "OutputExistsError" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+
+
+def test_bad_option_values(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "o.mp4")
+    assert main(["run", str(clips["ntsc"]), out, "--chunk-frames", "0"]) == 1
+    assert "ConfigError: chunk_frames must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["run", str(clips["ntsc"]), str(tmp_path / "o.xyz")]) == 1
+    assert "extension '.xyz'" in capsys.readouterr().err
+    assert main(["run", str(clips["ntsc"]), out, "--codec", "nosuchcodec"]) == 1
+    assert "encoder 'nosuchcodec' is not available" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(clips["ntsc"]), out, "--device", "tpu"])
+    assert exit_info.value.code == 2
+    assert not os.path.exists(out)
+
+
+def test_probe_json(clips: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", str(clips["open_gop"]), "--json", "--chunk-frames", "7"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["n_frames"] == 48 and len(doc["pts"]) == 48
+    assert doc["keyframe_pts"] == sorted(doc["keyframe_pts"]) and len(doc["keyframe_pts"]) == 5
+    chunks = doc["chunks"]
+    assert sum(c["n_frames"] for c in chunks) == 48
+    assert all(a["end_pts"] == b["start_pts"] for a, b in zip(chunks, chunks[1:]))
+    seeks = {c["seek_pts"] for c in chunks}
+    assert chunks[0]["seek_pts"] is None and seeks - {None} <= set(doc["keyframe_pts"])
+    assert main(["probe", str(clips["bframes_aac"])]) == 0
+    text = capsys.readouterr().out
+    assert "48 frames" in text and "audio aac" in text
+
+
+def test_model_export_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "sharpen.onnx"
+    assert main(["model", "export", "builtin:sharpen", str(path)]) == 0
+    onnx.checker.check_model(onnx.load(str(path)))
+    assert main(["model", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "builtin:upscale2x" in listed and "builtin:identity" in listed
+    assert main(["model", "export", "builtin:nope", str(tmp_path / "x.onnx")]) == 1
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.slow
+def test_demo_command_on_the_local_default(tmp_path: Path) -> None:
+    """`raypipe demo` as a user runs it: a fresh process that starts its own local Ray."""
+    exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run(
+        [exe, "demo", "--output-dir", str(tmp_path), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "demo: result" in result.stdout
+    source, output = tmp_path / "sample.mp4", tmp_path / "sample.processed.mp4"
+    src, src_pts, _ = decode_all(source)
+    out, out_pts, _ = decode_all(output)
+    assert len(out_pts) == len(src_pts) == 120
+    # invert, lossy x264: the mean of source + output is about 255 everywhere
+    assert abs(float(src.astype(int).mean() + out.astype(int).mean()) - 255) < 3
+    assert [p[3] for p in audio_packets(output)] == [p[3] for p in audio_packets(source)]
+    assert ffmpeg_decode_errors(output) == ""
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["totals"]["frames"] == 120 and stats["totals"]["providers"] == [
+        "CPUExecutionProvider"
+    ]
