@@ -1,6 +1,6 @@
 """raypipe: process video with ONNX models on a Ray cluster, exact to the frame.
 
-Public API: :func:`process_video`, the configuration dataclasses and the error tree.
+Public API: :func:`process_video`, :func:`process_archive`, the configuration dataclasses and the error tree.
 """
 
 from raypipe.config import (
@@ -24,6 +24,15 @@ def process_video(input: str, output: str, config: RunConfig | None = None, **op
     return run(input, output, config, **options)
 
 
+def process_archive(  # type: ignore[no-untyped-def]
+    inputs: str | list[str], output_dir: str, config: RunConfig | None = None, **options: object
+):
+    """See :func:`raypipe.distributed.archive.process_archive` (imported lazily)."""
+    from raypipe.distributed.archive import process_archive as run
+
+    return run(inputs, output_dir, config, **options)  # type: ignore[arg-type]
+
+
 __all__ = [
     "ChunkConfig",
     "EncodeConfig",
@@ -32,5 +41,6 @@ __all__ = [
     "RunConfig",
     "RuntimeConfig",
     "build_run_config",
+    "process_archive",
     "process_video",
 ]

@@ -1,7 +1,8 @@
 """The ``raypipe`` command.
 
 ``main(argv)`` returns the exit code: 0 success, 1 a raypipe error (one line on stderr:
-``raypipe: error: TypeName: what happened; what to do``), 2 bad usage, 130 interrupted.
+``raypipe: error: TypeName: what happened; what to do``), 2 bad usage, 3 an archive
+in which some videos failed (see its report), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from raypipe.config import DEVICES, ChunkConfig
-from raypipe.errors import RaypipeError
+from raypipe.errors import InputNotFoundError, RaypipeError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -106,6 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("output", help="output video path (.mp4, .mkv, .mov, ...)")
     _add_run_options(run)
 
+    archive = sub.add_parser(
+        "archive",
+        help="process every video of a folder, glob, URI list or manifest (resumable)",
+        description="Exit codes: 0 every video done or skipped, 3 some failed, 1 the run "
+        "itself failed, 2 bad usage.",
+    )
+    archive.add_argument(
+        "inputs", help="directory/prefix, glob, .txt URI list or .csv/.parquet manifest"
+    )
+    archive.add_argument("output_dir", help="where outputs go, mirroring the inputs' paths")
+    _add_run_options(archive)
+    archive.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="start over: reprocess finished videos and drop encoded chunks",
+    )
+    archive.add_argument(
+        "--report",
+        dest="report_path",
+        default=None,
+        help="report path (default OUTPUT_DIR/raypipe-report.parquet)",
+    )
+
+    report = sub.add_parser("report", help="show an archive report (.parquet) as a table")
+    report.add_argument("path", help="a raypipe-report.parquet")
+
     probe = sub.add_parser("probe", help="show a video's streams and chunk plan")
     probe.add_argument("input")
     probe.add_argument("--chunk-frames", type=int, default=64)
@@ -156,6 +184,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"{stats.wall_seconds:.1f}s ({stats.fps:.1f} fps) on {stats.workers} worker(s) "
             f"[{', '.join(stats.providers)}]"
         )
+    return EXIT_OK
+
+
+def _cmd_archive(args: argparse.Namespace) -> int:
+    from raypipe.distributed.archive import format_report, process_archive
+
+    skip = ("command", "inputs", "output_dir", "resume", "report_path", "overwrite")
+    options = {k: v for k, v in vars(args).items() if k not in skip}
+    options["encoder_options"] = dict(options["encoder_options"])
+    report = process_archive(
+        args.inputs,
+        args.output_dir,
+        resume=args.resume,
+        report_path=args.report_path,
+        **options,
+    )
+    if not args.quiet:
+        print(format_report(report.rows))
+        print(f"report: {report.path}")
+    return report.exit_code
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from raypipe.distributed.archive import format_report, read_report
+
+    try:
+        rows = read_report(args.path)
+    except FileNotFoundError as e:
+        raise InputNotFoundError(f"report '{args.path}' does not exist") from e
+    print(format_report(rows))
     return EXIT_OK
 
 
@@ -232,6 +290,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 _COMMANDS: dict[str, Any] = {
+    "archive": _cmd_archive,
+    "report": _cmd_report,
     "run": _cmd_run,
     "probe": _cmd_probe,
     "model": _cmd_model,

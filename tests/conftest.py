@@ -84,3 +84,49 @@ def chunk_config(frames: int) -> ChunkConfig:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
+
+
+class _Handler(__import__("http.server").server.SimpleHTTPRequestHandler):
+    """Serves a directory; any path containing 'private' answers 403 Forbidden."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if "private" in self.path:
+            self.send_error(403)
+            return
+        super().do_GET()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        if "private" in self.path:
+            self.send_error(403)
+            return
+        super().do_HEAD()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server on 127.0.0.1 serving a fresh directory: (directory, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "http"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 with nothing listening (connections are refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 import ray
 
+from raypipe.distributed.stages import EMPTY_FRAMES, error_fields
 from raypipe.infer.models import FrameModel, ModelSpec
+from raypipe.infer.simulated import SimulatedModel, is_simulated
+from raypipe.testing.faults import maybe_exit
 
 
 class InferActor:
@@ -26,15 +29,23 @@ class InferActor:
         self,
         model_bytes: bytes,
         *,
+        model: str = "",
         spec: ModelSpec | None = None,
         device: str = "auto",
         batch_size: int = 8,
         intra_op_threads: int | None = None,
         warmup_hw: tuple[int, int] | None = None,
     ) -> None:
-        self.model = FrameModel(
-            model_bytes, spec=spec or ModelSpec(), device=device, intra_op_threads=intra_op_threads
-        )
+        self.model: FrameModel | SimulatedModel
+        if is_simulated(model):
+            self.model = SimulatedModel(model)
+        else:
+            self.model = FrameModel(
+                model_bytes,
+                spec=spec or ModelSpec(),
+                device=device,
+                intra_op_threads=intra_op_threads,
+            )
         self.batch_size = batch_size
         ctx = ray.get_runtime_context()
         self.actor_id = ctx.get_actor_id() or ""
@@ -49,9 +60,15 @@ class InferActor:
         if len(batch["chunk_id"]) != 1:
             raise ValueError(f"InferActor takes one chunk per call, got {len(batch['chunk_id'])}")
         start = time.time()
-        frames = self.model.run(np.asarray(batch["frames"][0]), self.batch_size)
-        end = time.time()
         out = {k: v for k, v in batch.items() if k != "frames"}
+        frames = np.asarray(batch["frames"][0])
+        if not batch["error_type"][0]:
+            maybe_exit("infer", str(batch["chunk_id"][0]))
+            try:
+                frames = self.model.run(frames, self.batch_size)
+            except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
+                out.update({k: np.array([v]) for k, v in error_fields(e).items()})
+                frames = EMPTY_FRAMES
         out.update(
             frames=frames[None],
             infer_node=np.array([self.node_id]),
@@ -61,6 +78,6 @@ class InferActor:
             cuda_visible_devices=np.array([self.cuda_visible_devices]),
             providers=np.array([json.dumps(self.providers)]),
             infer_start=np.array([start]),
-            infer_s=np.array([end - start]),
+            infer_s=np.array([time.time() - start]),
         )
         return out

@@ -1,8 +1,10 @@
-"""The per-row stage functions Ray Data runs: decode (CPU task) and encode (CPU task).
+"""The per-row stage functions Ray Data runs: plan (video → chunk rows), decode and encode.
 
 One row is one chunk from decode to encode. These are thin wrappers over
 :mod:`raypipe.media` that add timing and placement stats to the row; tests call them
-without Ray.
+without Ray. A stage never raises for a bad input: it turns the error into the row's
+``error_type``/``error_message`` and later stages pass such rows through untouched, so
+one corrupt video fails alone and the rest of an archive finishes.
 """
 
 from __future__ import annotations
@@ -12,13 +14,24 @@ import time
 from fractions import Fraction
 from typing import Any
 
+import numpy as np
+
 from raypipe.config import EncodeConfig
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
+from raypipe.testing.faults import maybe_exit
 
 Row = dict[str, Any]
+
+EMPTY_FRAMES = np.zeros((0, 1, 1, 3), dtype=np.uint8)
+EMPTY_PTS = np.zeros(0, dtype=np.int64)
+
+
+def error_fields(e: BaseException) -> dict[str, str]:
+    """The row fields that carry an error: its type name and a one-line message."""
+    return {"error_type": type(e).__name__, "error_message": " ".join(str(e).split())}
 
 
 def chunk_row(info: VideoInfo, chunk: Chunk) -> Row:
@@ -39,6 +52,8 @@ def chunk_row(info: VideoInfo, chunk: Chunk) -> Row:
         "tb_den": info.time_base_den,
         "rate_num": info.rate_num,
         "rate_den": info.rate_den,
+        "error_type": "",
+        "error_message": "",
     }
 
 
@@ -86,40 +101,51 @@ def _node_id() -> str:
 def decode_stage(row: Row) -> Row:
     """Decode the chunk's frames: adds ``frames`` (n,H,W,3) uint8 and ``pts`` (n,) int64."""
     start = time.time()
-    decoded = decode_chunk(_info_of(row), _chunk_of(row))
-    end = time.time()
-    return {
-        **row,
-        "frames": decoded.frames,
-        "pts": decoded.pts,
-        "decode_node": _node_id(),
-        "decode_pid": os.getpid(),
-        "decode_start": start,
-        "decode_s": end - start,
-    }
+    out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS}
+    if not row["error_type"]:
+        maybe_exit("decode", str(row["chunk_id"]))
+        try:
+            decoded = decode_chunk(_info_of(row), _chunk_of(row))
+            out.update(frames=decoded.frames, pts=decoded.pts)
+        except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
+            out.update(error_fields(e))
+    out.update(
+        decode_node=_node_id(),
+        decode_pid=os.getpid(),
+        decode_start=start,
+        decode_s=time.time() - start,
+    )
+    return out
 
 
 def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
     """Encode the processed frames into a segment; the row leaves with no frames in it."""
     start = time.time()
-    segment = encode_segment(
-        row["frames"],
-        row["pts"],
-        time_base=Fraction(int(row["tb_num"]), int(row["tb_den"])),
-        rate=Fraction(int(row["rate_num"]), int(row["rate_den"]))
-        if int(row["rate_num"])
-        else Fraction(0),
-        config=config,
-    )
-    end = time.time()
     out = {k: v for k, v in row.items() if k not in ("frames", "pts")}
+    frames = row["frames"]
+    out.update(segment=b"", out_width=0, out_height=0)
+    if not row["error_type"]:
+        try:
+            segment = encode_segment(
+                frames,
+                row["pts"],
+                time_base=Fraction(int(row["tb_num"]), int(row["tb_den"])),
+                rate=Fraction(int(row["rate_num"]), int(row["rate_den"]))
+                if int(row["rate_num"])
+                else Fraction(0),
+                config=config,
+            )
+            out.update(
+                segment=segment.to_bytes(),
+                out_width=int(frames.shape[2]),
+                out_height=int(frames.shape[1]),
+            )
+        except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
+            out.update(error_fields(e))
     out.update(
-        segment=segment.to_bytes(),
-        out_width=int(row["frames"].shape[2]),
-        out_height=int(row["frames"].shape[1]),
         encode_node=_node_id(),
         encode_pid=os.getpid(),
         encode_start=start,
-        encode_s=end - start,
+        encode_s=time.time() - start,
     )
     return out

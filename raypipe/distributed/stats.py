@@ -8,26 +8,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 _CHUNK_FIELDS = (
-    "chunk_id",
-    "index",
-    "n_frames",
-    "decode_node",
-    "decode_pid",
-    "decode_start",
-    "decode_s",
-    "infer_node",
-    "infer_pid",
-    "actor_id",
-    "cuda_visible_devices",
-    "infer_start",
-    "infer_s",
-    "encode_node",
-    "encode_pid",
-    "encode_start",
-    "encode_s",
-    "out_width",
-    "out_height",
-)
+    "chunk_id", "video_id", "index", "n_frames",
+    "decode_node", "decode_pid", "decode_start", "decode_s",
+    "infer_node", "infer_pid", "actor_id", "cuda_visible_devices", "infer_start", "infer_s",
+    "encode_node", "encode_pid", "encode_start", "encode_s",
+    "out_width", "out_height", "error_type", "error_message",
+)  # fmt: skip
 
 
 @dataclass
@@ -47,10 +33,11 @@ class RunStats:
     def fps(self) -> float:
         return self.frames / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
-    def add_chunk(self, row: dict[str, Any]) -> None:
-        record = {k: _plain(row[k]) for k in _CHUNK_FIELDS if k in row}
-        record["gpu_ids"] = json.loads(str(row.get("gpu_ids", "[]")))
-        record["providers"] = json.loads(str(row.get("providers", "[]")))
+    def add_chunks(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.add_record(record)
+
+    def add_record(self, record: dict[str, Any]) -> None:
         for provider in record["providers"][:1]:
             if provider not in self.providers:
                 self.providers.append(provider)
@@ -66,6 +53,14 @@ class RunStats:
         with open(tmp, "w") as f:
             json.dump(self.to_dict(), f, indent=2)
         os.replace(tmp, path)
+
+
+def chunk_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The stats record of one chunk row as it reaches the driver (no frames, no segment)."""
+    record = {k: _plain(row[k]) for k in _CHUNK_FIELDS if k in row}
+    record["gpu_ids"] = json.loads(str(row.get("gpu_ids") or "[]"))
+    record["providers"] = json.loads(str(row.get("providers") or "[]"))
+    return record
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,6 @@ import heapq
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from typing import Any
@@ -23,7 +22,6 @@ import av
 
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media.encode import _NO_DTS, Segment
-from raypipe.media.probe import VideoInfo
 from raypipe.media.source import open_input
 
 log = logging.getLogger("raypipe.media")
@@ -62,43 +60,43 @@ def _time_key(packet: Any) -> Fraction:
 
 
 def assemble(
-    segment_paths: Iterable[str],
-    output_path: str,
-    info: VideoInfo,
+    segment_uris: Iterable[str],
+    output_uri: str,
+    source_uri: str,
     *,
     copy_streams: bool = True,
 ) -> None:
-    """Write ``output_path`` from ``segment_paths`` (in chunk order) and ``info.uri``'s streams.
+    """Write ``output_uri`` from ``segment_uris`` (in chunk order) and ``source_uri``'s streams.
 
-    Raises :class:`EncodeError` when segments do not concatenate (different codec headers,
-    timestamps going backwards) and :class:`MuxError` when the container refuses a stream.
+    The file is built under a temporary name and committed atomically
+    (:func:`raypipe.storage.commit`). Raises :class:`EncodeError` when segments do not
+    concatenate (different codec headers, timestamps going backwards) and
+    :class:`MuxError` when the container refuses a stream.
     """
-    paths = list(segment_paths)
-    if not paths:
+    from raypipe import storage
+
+    uris = list(segment_uris)
+    if not uris:
         raise MuxError("no segments to assemble")
-    fmt = output_format(output_path)
-    directory = os.path.dirname(os.path.abspath(output_path))
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{os.path.basename(output_path)}.", suffix=".part", dir=directory
-    )
-    os.close(fd)
+    fmt = output_format(output_uri)
+    staged = storage.local_staging(output_uri, os.path.splitext(output_uri)[1])
     try:
-        with av.open(tmp, mode="w", format=fmt) as out:
-            _write(out, paths, info, copy_streams)
-        os.replace(tmp, output_path)
+        with av.open(staged, mode="w", format=fmt) as out:
+            _write(out, uris, source_uri, copy_streams)
+        storage.commit(staged, output_uri)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if os.path.exists(staged):
+            os.unlink(staged)
         raise
 
 
-def _write(out: Any, paths: list[str], info: VideoInfo, copy_streams: bool) -> None:
+def _write(out: Any, paths: list[str], source_uri: str, copy_streams: bool) -> None:
     with av.open(io.BytesIO(_read_segment(paths[0]).nut)) as first:
         template = first.streams.video[0]
         extradata = template.codec_context.extradata
         out_video = out.add_stream_from_template(template)
     supported = out.supported_codecs
-    with open_input(info.uri) as source:
+    with open_input(source_uri) as source:
         copied: dict[int, Any] = {}
         if copy_streams:
             for s in source.streams:
@@ -133,9 +131,10 @@ def _write(out: Any, paths: list[str], info: VideoInfo, copy_streams: bool) -> N
             raise MuxError(f"writing {out.format.name} output failed: {e}") from e
 
 
-def _read_segment(path: str) -> Segment:
-    with open(path, "rb") as f:
-        return Segment.from_bytes(f.read())
+def _read_segment(uri: str) -> Segment:
+    from raypipe import storage
+
+    return Segment.from_bytes(storage.read_bytes(uri))
 
 
 def _segment_packets(paths: list[str], extradata: bytes | None) -> Iterator[Any]:

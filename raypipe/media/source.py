@@ -82,24 +82,45 @@ def open_input(uri: str, **options: Any) -> Iterator[av.container.InputContainer
             fileobj.close()
 
 
+def _root_causes(e: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    err: BaseException | None = e
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
 def _open_remote(uri: str) -> Any:
+    """Open an fsspec URL; backends wrap the real cause (HTTP status, refused connection)
+    in FileNotFoundError or their own types, so the whole chain is looked at."""
     import fsspec
 
     try:
         return fsspec.open(uri, "rb").open()
-    except FileNotFoundError as e:
-        raise InputNotFoundError(f"input '{uri}' does not exist; check the URL") from e
-    except PermissionError as e:
-        raise InputPermissionError(
-            f"input '{uri}' cannot be read with the credentials at hand: {type(e).__name__}"
-        ) from e
-    except IsADirectoryError as e:
-        raise CorruptVideoError(f"input '{uri}' is a directory, expected a video file") from e
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            raise InputNotFoundError(f"input '{uri}' does not exist; check the URL") from e
-        raise InputError(f"input '{uri}' cannot be opened: {type(e).__name__}: {e}") from e
     except Exception as e:  # noqa: BLE001 - fsspec backends raise many types (aiohttp, botocore)
+        chain = _root_causes(e)
+        status = next(
+            (getattr(c, "status", None) for c in chain if getattr(c, "status", None)), None
+        )
+        if status in (401, 403) or any(isinstance(c, PermissionError) for c in chain):
+            raise InputPermissionError(
+                f"input '{uri}' is refused by its server "
+                f"({f'HTTP {status}' if status else 'access denied'}); "
+                "check access rights, credentials or that a signed URL has not expired"
+            ) from e
+        if any(isinstance(c, ConnectionError) for c in chain):
+            raise InputError(
+                f"input '{uri}' cannot be reached (connection refused or reset); check the host"
+            ) from e
+        if isinstance(e, IsADirectoryError):
+            raise CorruptVideoError(f"input '{uri}' is a directory, expected a video file") from e
+        if (
+            status == 404
+            or isinstance(e, FileNotFoundError)
+            or (isinstance(e, OSError) and e.errno == errno.ENOENT)
+        ):
+            raise InputNotFoundError(f"input '{uri}' does not exist; check the URL") from e
         raise InputError(
             f"input '{uri}' cannot be opened: {type(e).__name__}: {e}; "
             "check the URL and that its fsspec backend (s3fs, gcsfs, aiohttp) is installed"

@@ -71,22 +71,23 @@ def test_two_actors_each_pinned_to_its_gpu(clips: dict[str, Path], tmp_path: Pat
 def test_rows_reaching_the_driver_carry_no_frames(clips: dict[str, Path]) -> None:
     from raypipe.config import build_run_config
     from raypipe.distributed.cluster import plan_actors
-    from raypipe.distributed.pipeline import build_dataset
+    from raypipe.distributed.dataset import build_dataset
+    from raypipe.distributed.stages import chunk_row
     from raypipe.infer.models import resolve_model
     from raypipe.media import plan_chunks, probe
 
     cfg = build_run_config(model="builtin:identity", chunk_frames=12, quiet=True)
     info = probe(str(clips["bframes_aac"]))
     plan = plan_chunks(info, cfg.chunk)
-    ds = build_dataset(
-        info, plan, cfg, plan_actors(cfg.runtime, cfg.model), resolve_model("builtin:identity")[0]
-    )
+    rows_in = [chunk_row(info, c) for c in plan.chunks]
+    model = resolve_model("builtin:identity")[0]
+    ds = build_dataset(rows_in, cfg, plan_actors(cfg.runtime, cfg.model), model)
     rows = list(ds.iter_rows())
     assert len(rows) == len(plan)
     raw_chunk_bytes = 12 * info.width * info.height * 3
     for row in rows:
         assert "frames" not in row and "pts" not in row
-        assert len(row["segment"]) < raw_chunk_bytes
+        assert 0 < len(row["segment"]) < raw_chunk_bytes
 
 
 def test_cpu_actors_keep_decode_and_encode_separate(clips: dict[str, Path], tmp_path: Path) -> None:

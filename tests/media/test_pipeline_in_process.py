@@ -31,7 +31,7 @@ def run_in_process(
         path = work / f"{row['chunk_id']}.rpseg"
         path.write_bytes(row["segment"])
         paths.append(str(path))
-    assemble(paths, str(output), info)
+    assemble(paths, str(output), info.uri)
     return len(plan)
 
 

@@ -1,0 +1,314 @@
+"""The engine under both entry points: many videos, one streaming Ray Data pipeline.
+
+Phase 1 plans every video (probe + chunk plan + resume checks), in parallel Ray tasks for
+archives. Phase 2 puts the chunks of all videos into one dataset, so short videos keep
+every worker busy and no worker idles between videos while chunks remain. The driver
+receives only encoded segments, writes each to the video's work directory next to its
+output as it arrives (bounded memory, and what a resumed run reuses), and assembles a
+video as soon as its last chunk is in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from raypipe import errors, storage
+from raypipe.config import ChunkConfig, RunConfig
+from raypipe.distributed.cluster import ActorPlan
+from raypipe.distributed.dataset import build_dataset
+from raypipe.distributed.stages import Row, chunk_row
+from raypipe.errors import RaypipeError
+from raypipe.media.mux import assemble
+from raypipe.media.plan import plan_chunks
+from raypipe.media.probe import make_video_id, probe
+
+log = logging.getLogger("raypipe")
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One input and where its output goes."""
+
+    uri: str
+    output: str
+    error: str = ""  # set when the job is invalid before it starts (e.g. output escapes)
+
+
+@dataclass
+class VideoResult:
+    """What happened to one video (a row of the archive report)."""
+
+    uri: str
+    output: str
+    status: str  # "done" | "failed" | "skipped"
+    error_type: str = ""
+    error_message: str = ""
+    frames_in: int = 0
+    frames_out: int = 0
+    chunks: int = 0
+    reused_chunks: int = 0
+    seconds: float = 0.0
+    chunk_stats: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "skipped")
+
+
+@dataclass
+class PlannedVideo:
+    job: VideoJob
+    video_id: str = ""
+    result: VideoResult | None = None  # final already (skipped, failed to plan)
+    rows: list[Row] = field(default_factory=list)  # chunks still to process
+    n_chunks: int = 0
+    reused: list[int] = field(default_factory=list)
+    n_frames: int = 0
+    work_dir: str = ""
+    height: int = 0
+    width: int = 0
+
+
+def work_dir_for(output: str) -> str:
+    """The work directory of ``output``: hidden, next to it, deleted on success."""
+    parent, name = storage.split(output)
+    return storage.join(parent, f".{name}.raypipe-work")
+
+
+def fingerprint(cfg: RunConfig, model_bytes: bytes) -> str:
+    """What makes encoded segments reusable: same model, chunking and encoder settings."""
+    doc = {
+        "model": hashlib.sha256(model_bytes).hexdigest() if model_bytes else cfg.model.model,
+        "chunk": [cfg.chunk.chunk_frames, cfg.chunk.split_gops],
+        "encode": [
+            cfg.encode.codec,
+            cfg.encode.crf,
+            cfg.encode.preset,
+            cfg.encode.pix_fmt,
+            sorted(cfg.encode.options.items()),
+        ],
+        "batch": cfg.model.batch_size,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_video(job: VideoJob, chunk: ChunkConfig, *, resume: bool, run_key: str) -> PlannedVideo:
+    """Probe and plan one video; decide what a resumed run can skip or reuse. Never raises
+    for a bad input: the error goes into the result."""
+    started = time.monotonic()
+    planned = PlannedVideo(job=job, video_id=make_video_id(job.uri))
+    try:
+        if job.error:
+            raise errors.ConfigError(job.error)
+        info = probe(job.uri)
+        plan = plan_chunks(info, chunk)
+        planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
+        planned.height, planned.width = info.height, info.width
+        if resume and _output_complete(job.output, info.n_frames):
+            planned.result = VideoResult(
+                uri=job.uri,
+                output=job.output,
+                status="skipped",
+                frames_in=info.n_frames,
+                frames_out=info.n_frames,
+                chunks=len(plan),
+                seconds=time.monotonic() - started,
+            )
+            return planned
+        planned.work_dir = work_dir_for(job.output)
+        done = _reusable_segments(planned.work_dir, run_key) if resume else set()
+        if not resume:
+            storage.remove_tree(planned.work_dir)
+        planned.reused = sorted(c.index for c in plan.chunks if c.chunk_id in done)
+        planned.rows = [chunk_row(info, c) for c in plan.chunks if c.chunk_id not in done]
+    except Exception as e:  # noqa: BLE001 - one bad input fails alone
+        planned.result = VideoResult(
+            uri=job.uri,
+            output=job.output,
+            status="failed",
+            error_type=type(e).__name__,
+            error_message=" ".join(str(e).split()),
+            seconds=time.monotonic() - started,
+        )
+    return planned
+
+
+def _output_complete(output: str, n_frames: int) -> bool:
+    """An existing output counts as finished only if it probes with the source's frames."""
+    if not storage.exists(output):
+        return False
+    try:
+        return probe(output).n_frames == n_frames
+    except RaypipeError:
+        return False
+
+
+def _reusable_segments(work_dir: str, run_key: str) -> set[str]:
+    """Chunk ids whose segments a previous run with the same settings left in ``work_dir``."""
+    names = storage.list_names(work_dir)
+    if RUN_FILE not in names:
+        return set()
+    try:
+        previous = json.loads(storage.read_bytes(storage.join(work_dir, RUN_FILE)))
+    except (OSError, ValueError):
+        previous = {}
+    if previous.get("key") != run_key:
+        storage.remove_tree(work_dir)  # other settings: nothing there is reusable
+        return set()
+    return {n[: -len(".rpseg")] for n in names if n.endswith(".rpseg")}
+
+
+@ray.remote(num_cpus=0.5)
+def _plan_remote(job: VideoJob, chunk: ChunkConfig, resume: bool, run_key: str) -> PlannedVideo:
+    return plan_video(job, chunk, resume=resume, run_key=run_key)
+
+
+def plan_all(
+    jobs: list[VideoJob], chunk: ChunkConfig, *, resume: bool, run_key: str, max_in_flight: int = 16
+) -> Iterator[PlannedVideo]:
+    """Plan ``jobs`` in parallel Ray tasks, at most ``max_in_flight`` at a time."""
+    pending: list[Any] = []
+    queue = iter(jobs)
+    while True:
+        for job in queue:
+            pending.append(_plan_remote.remote(job, chunk, resume, run_key))
+            if len(pending) >= max_in_flight:
+                break
+        if not pending:
+            return
+        ready, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(ready[0])
+
+
+def run_planned(
+    planned: list[PlannedVideo],
+    cfg: RunConfig,
+    actors: ActorPlan,
+    model_bytes: bytes,
+    run_key: str,
+    *,
+    on_frames: Callable[[int], None] = lambda n: None,
+) -> Iterator[VideoResult]:
+    """Process the chunks of every planned video in one dataset; yield each video's result
+    as soon as it is assembled (or has failed)."""
+    state: dict[str, _VideoState] = {}
+    for p in planned:
+        if p.result is not None:
+            yield p.result
+        else:
+            state[p.video_id] = _VideoState(p)
+    for st in state.values():
+        if st.planned.work_dir:
+            storage.makedirs(st.planned.work_dir)
+            storage.write_bytes(
+                storage.join(st.planned.work_dir, RUN_FILE), json.dumps({"key": run_key}).encode()
+            )
+        if st.complete:
+            yield st.finish()
+    rows = [row for st in state.values() for row in st.planned.rows]
+    if not rows:
+        return
+    first = next(st.planned for st in state.values() if st.planned.rows)
+    ds = build_dataset(rows, cfg, actors, model_bytes, warmup_hw=(first.height, first.width))
+    for row in _iter_rows(ds):
+        st = state[str(row["video_id"])]
+        st.add(row)
+        on_frames(int(row["n_frames"]))
+        if st.complete:
+            yield st.finish()
+
+
+class _VideoState:
+    def __init__(self, planned: PlannedVideo) -> None:
+        self.planned = planned
+        self.started = time.monotonic()
+        self.done = set(planned.reused)
+        self.error: tuple[str, str] | None = None
+        self.chunk_stats: list[dict[str, Any]] = []
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == self.planned.n_chunks
+
+    def add(self, row: Row) -> None:
+        from raypipe.distributed.stats import chunk_record
+
+        index = int(row["index"])
+        self.done.add(index)
+        self.chunk_stats.append(chunk_record(row))
+        if row["error_type"]:
+            self.error = self.error or (str(row["error_type"]), str(row["error_message"]))
+        elif self.error is None:
+            name = f"{row['chunk_id']}.rpseg"
+            storage.write_bytes(storage.join(self.planned.work_dir, name), bytes(row["segment"]))
+
+    def finish(self) -> VideoResult:
+        p = self.planned
+        result = VideoResult(
+            uri=p.job.uri,
+            output=p.job.output,
+            status="done",
+            frames_in=p.n_frames,
+            chunks=p.n_chunks,
+            reused_chunks=len(p.reused),
+            chunk_stats=sorted(self.chunk_stats, key=lambda c: c["index"]),
+        )
+        if self.error is None:
+            segments = [
+                storage.join(p.work_dir, f"{p.video_id}-{i:06d}.rpseg") for i in range(p.n_chunks)
+            ]
+            try:
+                assemble(segments, p.job.output, p.job.uri)
+                result.frames_out = p.n_frames
+            except Exception as e:  # noqa: BLE001 - the video fails alone
+                self.error = (type(e).__name__, " ".join(str(e).split()))
+        if self.error is not None:
+            result.status, (result.error_type, result.error_message) = "failed", self.error
+        storage.remove_tree(p.work_dir)
+        result.seconds = time.monotonic() - self.started
+        return result
+
+
+def _iter_rows(ds: ray.data.Dataset) -> Iterator[Row]:
+    try:
+        yield from ds.iter_rows()
+    except RaypipeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; surface ours typed
+        cause = raypipe_cause(e)
+        if cause is not None:
+            raise cause from e
+        raise
+
+
+def raypipe_cause(e: BaseException) -> RaypipeError | None:
+    """The first :class:`RaypipeError` in ``e``'s chain (Ray wraps worker exceptions)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, RaypipeError):
+            return err
+        stack.extend([err.__cause__, err.__context__, getattr(err, "cause", None)])
+    return None
+
+
+def error_of(result: VideoResult) -> RaypipeError:
+    """The typed exception a failed result stands for (rebuilt from its type name)."""
+    cls = getattr(errors, result.error_type, None)
+    if isinstance(cls, type) and issubclass(cls, RaypipeError):
+        return cls(result.error_message)
+    return RaypipeError(f"{result.error_type}: {result.error_message}")

@@ -1,0 +1,192 @@
+"""What an archive run processes: inputs listed from a folder, glob, URI list or manifest.
+
+``INPUTS`` is one of:
+
+- a directory or fsspec prefix (``s3://bucket/videos/``): every file below it whose name
+  ends in a video extension (entries so named that are not files are listed too, and fail
+  as typed errors rather than vanish);
+- a glob (``s3://bucket/videos/**/*.mp4``);
+- a text file (``.txt``, ``.lst``) with one URI per line (``#`` comments);
+- a CSV or Parquet manifest with a ``uri`` column and an optional ``output`` column.
+
+Each input gets an output path relative to OUTPUT_DIR that mirrors its path relative to the
+listing's base (the directory, the glob's fixed prefix, or the URIs' common parent). A
+relative output that would escape OUTPUT_DIR (``..``, absolute) is rejected for that input.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import posixpath
+from dataclasses import dataclass
+
+import fsspec
+
+from raypipe import storage
+from raypipe.errors import ConfigError, InputNotFoundError
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg",
+    ".mpeg", ".flv", ".wmv", ".3gp", ".nut", ".ogv",
+)  # fmt: skip
+_GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input URI, its output path relative to OUTPUT_DIR, and why it is invalid (if)."""
+
+    uri: str
+    relative_output: str
+    error: str = ""
+
+
+def list_inputs(inputs: str) -> list[InputItem]:
+    """The inputs named by ``inputs`` (see the module docstring), in a stable order."""
+    lower = inputs.lower()
+    if lower.endswith((".txt", ".lst")):
+        return _from_uris(_read_uri_list(inputs))
+    if lower.endswith(".csv"):
+        return _from_manifest(_read_csv(inputs))
+    if lower.endswith(".parquet"):
+        return _from_manifest(_read_parquet(inputs))
+    if any(c in inputs for c in _GLOB_CHARS):
+        return _from_glob(inputs)
+    fs, path = storage.filesystem(inputs)
+    if not fs.exists(path):
+        raise InputNotFoundError(
+            f"inputs '{inputs}' do not exist; pass a directory, glob, "
+            "URI list (.txt) or manifest (.csv/.parquet)"
+        )
+    if fs.isdir(path):
+        return _from_directory(inputs)
+    return [InputItem(uri=inputs, relative_output=posixpath.basename(path))]
+
+
+def safe_relative(relative: str) -> str:
+    """``relative`` normalised, or :class:`ConfigError` when it would escape OUTPUT_DIR."""
+    if (
+        not relative
+        or relative.startswith(("/", "\\"))
+        or "://" in relative
+        or (len(relative) > 1 and relative[1] == ":")
+    ):
+        raise ConfigError(f"output '{relative}' is not a relative path inside OUTPUT_DIR")
+    parts = relative.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise ConfigError(f"output '{relative}' would escape OUTPUT_DIR ('..' is not allowed)")
+    clean = posixpath.normpath("/".join(p for p in parts if p not in ("", ".")))
+    if clean in ("", "."):
+        raise ConfigError(f"output '{relative}' names no file")
+    return clean
+
+
+def _item(uri: str, relative: str) -> InputItem:
+    try:
+        return InputItem(uri=uri, relative_output=safe_relative(relative))
+    except ConfigError as e:
+        return InputItem(uri=uri, relative_output="", error=str(e))
+
+
+def _protocol_prefix(url: str) -> str:
+    return url.split("://", 1)[0] + "://" if "://" in url else ""
+
+
+def _from_directory(inputs: str) -> list[InputItem]:
+    fs, base = storage.filesystem(inputs)
+    prefix = _protocol_prefix(inputs)
+    found = fs.find(base, withdirs=True, detail=True)
+    items = []
+    for path, info in sorted(found.items()):
+        if not path.lower().endswith(VIDEO_EXTENSIONS) or path.rstrip("/") == base.rstrip("/"):
+            continue
+        if info.get("type") == "directory" and _has_video_below(path, found):
+            continue  # a folder of videos, not a video: its files are listed themselves
+        items.append(_item(_uri(prefix, path, inputs), _relative_to(path, base)))
+    return items
+
+
+def _has_video_below(directory: str, found: dict[str, dict[str, object]]) -> bool:
+    head = directory.rstrip("/") + "/"
+    return any(p.startswith(head) for p in found)
+
+
+def _from_glob(pattern: str) -> list[InputItem]:
+    fs, path = storage.filesystem(pattern)
+    prefix = _protocol_prefix(pattern)
+    fixed = path[: min(path.find(c) for c in _GLOB_CHARS if c in path)]
+    base = fixed if fixed.endswith("/") else posixpath.dirname(fixed)
+    return [_item(_uri(prefix, p, pattern), _relative_to(p, base)) for p in sorted(fs.glob(path))]
+
+
+def _uri(prefix: str, path: str, original: str) -> str:
+    if prefix and prefix != "file://":
+        return prefix + path
+    return path if not original.startswith("file://") else "file://" + path
+
+
+def _relative_to(path: str, base: str) -> str:
+    base = base.rstrip("/")
+    return path[len(base) + 1 :] if base and path.startswith(base + "/") else path.lstrip("/")
+
+
+def _read_text(uri: str) -> str:
+    try:
+        with fsspec.open(uri, "rt") as f:
+            return str(f.read())
+    except FileNotFoundError as e:
+        raise InputNotFoundError(f"input list '{uri}' does not exist") from e
+
+
+def _read_uri_list(uri: str) -> list[str]:
+    lines = (line.strip() for line in _read_text(uri).splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _read_csv(uri: str) -> list[dict[str, str]]:
+    rows = list(csv.DictReader(io.StringIO(_read_text(uri))))
+    if rows and "uri" not in rows[0]:
+        raise ConfigError(f"manifest '{uri}' has columns {list(rows[0])}; it needs a 'uri' column")
+    return rows
+
+
+def _read_parquet(uri: str) -> list[dict[str, str]]:
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(uri, "rb") as f:
+            table = pq.read_table(f)
+    except FileNotFoundError as e:
+        raise InputNotFoundError(f"manifest '{uri}' does not exist") from e
+    if "uri" not in table.column_names:
+        raise ConfigError(f"manifest '{uri}' has columns {table.column_names}; it needs 'uri'")
+    return [{k: "" if v is None else str(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def _common_parent(uris: list[str]) -> str:
+    parents = [u.rsplit("/", 1)[0] if "/" in u else "" for u in uris]
+    if not parents:
+        return ""
+    common = os.path.commonprefix(parents)
+    return (
+        common
+        if all(p == common or p.startswith(common + "/") for p in parents)
+        else (common.rsplit("/", 1)[0] if "/" in common else "")
+    )
+
+
+def _from_uris(uris: list[str]) -> list[InputItem]:
+    base = _common_parent(uris)
+    return [_item(u, _relative_to(u, base) if base else u.split("://")[-1]) for u in uris]
+
+
+def _from_manifest(rows: list[dict[str, str]]) -> list[InputItem]:
+    uris = [r["uri"].strip() for r in rows]
+    defaults = {item.uri: item for item in _from_uris(uris)}
+    items = []
+    for row, uri in zip(rows, uris):
+        output = (row.get("output") or "").strip()
+        items.append(_item(uri, output) if output else defaults[uri])
+    return items

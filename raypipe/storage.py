@@ -1,0 +1,130 @@
+"""fsspec helpers: atomic writes and commits for local paths and object stores.
+
+Nothing half-written is ever visible at an output path. Local files are written under a
+temporary name in the same directory and renamed; object stores (``s3://``, ``gs://``)
+make an object visible only when its upload completes, so a single put is atomic there.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tempfile
+import uuid
+from typing import Any
+
+import fsspec
+
+from raypipe.media.source import is_local, local_path
+
+
+def filesystem(uri: str) -> tuple[Any, str]:
+    """The fsspec filesystem of ``uri`` and the path within it."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI/path parts with ``/`` (or the OS separator for local paths)."""
+    if is_local(base):
+        return os.path.join(local_path(base), *parts)
+    return posixpath.join(base, *parts)
+
+
+def split(uri: str) -> tuple[str, str]:
+    """(parent, name) of a URI or path."""
+    if is_local(uri):
+        return os.path.split(local_path(uri))
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    return parent, name
+
+
+def exists(uri: str) -> bool:
+    if is_local(uri):
+        return os.path.exists(local_path(uri))
+    fs, path = filesystem(uri)
+    return bool(fs.exists(path))
+
+
+def makedirs(uri: str) -> None:
+    if is_local(uri):
+        os.makedirs(local_path(uri), exist_ok=True)
+    # object stores have no directories
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` atomically (temp + rename locally, one put remotely)."""
+    if is_local(uri):
+        path = local_path(uri)
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return
+    fs, path = filesystem(uri)
+    fs.pipe_file(path, data)
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_local(uri):
+        with open(local_path(uri), "rb") as f:
+            return f.read()
+    fs, path = filesystem(uri)
+    return bytes(fs.cat_file(path))
+
+
+def list_names(uri: str) -> list[str]:
+    """Names of the entries directly under ``uri`` ([] when it does not exist)."""
+    if is_local(uri):
+        path = local_path(uri)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    fs, path = filesystem(uri)
+    try:
+        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    except FileNotFoundError:
+        return []
+
+
+def remove_tree(uri: str) -> None:
+    """Delete ``uri`` and everything under it; missing is fine."""
+    if is_local(uri):
+        import shutil
+
+        shutil.rmtree(local_path(uri), ignore_errors=True)
+        return
+    fs, path = filesystem(uri)
+    try:
+        fs.rm(path, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def local_staging(uri: str, suffix: str) -> str:
+    """A temporary local path to build ``uri``'s content in before :func:`commit`.
+
+    For a local ``uri`` it sits in the same directory (so the commit is a rename, never a
+    copy across filesystems) under a hidden name; for a remote one in the temp directory.
+    """
+    if is_local(uri):
+        directory, name = os.path.split(os.path.abspath(local_path(uri)))
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".part{suffix}", dir=directory)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix="raypipe-", suffix=suffix)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
+    return tmp
+
+
+def commit(staged: str, uri: str) -> None:
+    """Move the finished local file ``staged`` to ``uri`` atomically, then drop ``staged``."""
+    if is_local(uri):
+        os.replace(staged, local_path(uri))
+        return
+    try:
+        fs, path = filesystem(uri)
+        fs.put_file(staged, path)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)

@@ -1,0 +1,147 @@
+"""Bulk archives: good clips exact, every bad input a typed row, resume, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import LOSSLESS, assert_exact, closed_port
+
+import raypipe
+from raypipe.cli import main
+from raypipe.distributed.archive import read_report
+from raypipe.testing import (
+    write_audio_only,
+    write_corrupt_packets,
+    write_empty_file,
+    write_text_as_video,
+    write_truncated_header,
+    write_zero_frames,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray(ray_local: None) -> None:
+    return None
+
+
+def lossless_args() -> list[str]:
+    return ["--codec", LOSSLESS.codec, "--encoder-option", "qp=0", "--chunk-frames", "12"]
+
+
+def test_archive_of_good_and_bad_inputs(
+    clips: dict[str, Path],
+    tmp_path: Path,
+    http_dir: tuple[Path, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, base_url = http_dir
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    good = {
+        "a.mp4": shutil.copy(clips["bframes_aac"], src / "a.mp4"),
+        "sub/b.mov": shutil.copy(clips["hevc_mov"], src / "sub" / "b.mov"),
+        "vfr.mp4": shutil.copy(clips["vfr"], src / "vfr.mp4"),
+    }
+    shutil.copy(clips["ntsc"], root / "remote.mp4")
+    bad = {
+        str(write_empty_file(src / "empty.mp4")): "CorruptVideoError",
+        str(write_text_as_video(src / "text.mp4")): "CorruptVideoError",
+        str(write_truncated_header(src / "truncated.mp4")): "CorruptVideoError",
+        str(write_corrupt_packets(src / "corrupt.mp4")): "CorruptVideoError",
+        str(write_audio_only(src / "audio.m4a")): "NoVideoStreamError",
+        str(write_zero_frames(src / "zero.mp4")): "EmptyVideoError",
+        str(src / "folder.mp4"): "CorruptVideoError",  # a directory named like a video
+        f"{base_url}/private.mp4": "InputPermissionError",  # HTTP 403
+        str(src / "missing.mp4"): "InputNotFoundError",
+        f"http://127.0.0.1:{closed_port()}/gone.mp4": "InputError",  # connection refused
+    }
+    (src / "folder.mp4").mkdir()
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["uri", "output"])
+        for rel, path in good.items():
+            writer.writerow([str(path), rel])
+        writer.writerow([f"{base_url}/remote.mp4", "remote/ntsc.mp4"])
+        for uri in bad:
+            writer.writerow([uri, f"bad/{os.path.basename(uri)}"])
+        writer.writerow([str(good["a.mp4"]) + "?", "../escape.mp4"])
+    out = tmp_path / "out"
+    code = main(["archive", str(manifest), str(out), "--model", "builtin:invert", *lossless_args()])
+    printed = capsys.readouterr().out
+    assert code == 3
+    rows = {r["uri"]: r for r in read_report(str(out / "raypipe-report.parquet"))}
+    assert len(rows) == len(good) + 1 + len(bad) + 1
+    for rel, path in good.items():
+        row = rows[str(path)]
+        assert row["status"] == "done" and row["frames_out"] == 48 and row["attempts"] == 1
+        assert_exact(Path(path), out / rel, "builtin:invert")
+    assert rows[f"{base_url}/remote.mp4"]["status"] == "done"
+    assert_exact(clips["ntsc"], out / "remote" / "ntsc.mp4", "builtin:invert")
+    for uri, error_type in bad.items():
+        row = rows[uri]
+        assert (row["status"], row["error_type"]) == ("failed", error_type), row
+        assert row["error_message"] and row["output"] == ""
+        assert not (out / "bad" / os.path.basename(uri)).exists()
+    escape = rows[str(good["a.mp4"]) + "?"]
+    assert escape["error_type"] == "ConfigError" and "escape OUTPUT_DIR" in escape["error_message"]
+    assert not (tmp_path / "escape.mp4").exists()
+    assert not list(out.rglob(".*")), "a work directory or temporary file was left behind"
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == sorted(
+        ["a.mp4", "b.mov", "vfr.mp4", "ntsc.mp4", "raypipe-report.parquet"]
+    )
+    assert "4 done, 0 skipped, 11 failed" in printed
+
+
+def test_rerun_skips_finished_and_no_resume_starts_over(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for kind in ("bframes_aac", "odd_size"):
+        shutil.copy(clips[kind], src / f"{kind}.mp4")
+    out = tmp_path / "out"
+    args = {"model": "builtin:blur", "chunk_frames": 12, "quiet": True}
+    first = raypipe.process_archive(str(src), str(out), **args)
+    assert first.exit_code == 0 and first.count("done") == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
+    second = raypipe.process_archive(str(src), str(out), **args)
+    assert [r["status"] for r in second.rows] == ["skipped", "skipped"]
+    assert [r["attempts"] for r in second.rows] == [1, 1]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes, "outputs rewritten"
+    # an output that is there but incomplete (other frame count) is not trusted
+    shutil.copy(clips["single_keyframe"], out / "odd_size.mp4")  # 48 frames, other size: ok
+    (out / "bframes_aac.mp4").write_bytes(b"half a file")
+    third = raypipe.process_archive(str(src), str(out), **args)
+    statuses = {Path(r["uri"]).name: (r["status"], r["attempts"]) for r in third.rows}
+    assert statuses == {"bframes_aac.mp4": ("done", 2), "odd_size.mp4": ("skipped", 1)}
+    fourth = raypipe.process_archive(str(src), str(out), resume=False, **args)
+    assert [r["status"] for r in fourth.rows] == ["done", "done"]
+    from raypipe.testing import decode_all
+
+    for kind in ("bframes_aac", "odd_size"):  # blur output from lossy x264: shapes and counts
+        frames, pts, _ = decode_all(out / f"{kind}.mp4")
+        assert frames.shape == decode_all(clips[kind])[0].shape
+
+
+def test_glob_inputs_mirror_paths(clips: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "x" / "y").mkdir(parents=True)
+    shutil.copy(clips["ntsc"], src / "x" / "y" / "n.mp4")
+    shutil.copy(clips["hevc_mov"], src / "x" / "h.mov")
+    out = tmp_path / "out"
+    report = raypipe.process_archive(
+        str(src / "**" / "*.mp4"),
+        str(out),
+        model="builtin:identity",
+        quiet=True,
+        codec=LOSSLESS.codec,
+        crf=None,
+        encoder_options=dict(LOSSLESS.options),
+    )
+    assert report.exit_code == 0 and len(report.rows) == 1
+    assert_exact(clips["ntsc"], out / "x" / "y" / "n.mp4", "builtin:identity")
