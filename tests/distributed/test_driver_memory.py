@@ -76,3 +76,32 @@ def test_driver_memory_does_not_grow_with_length(tmp_path: Path) -> None:
     )
     assert grow_long < grow_short + 48 * 2**20
     assert grow_long < raw_long / 8
+
+
+@pytest.mark.slow
+def test_driver_memory_bounded_with_hundreds_of_videos(tmp_path: Path) -> None:
+    one = make_clip(tmp_path / "one.mp4", ClipSpec(n_frames=8, width=64, height=48, gop=8))
+
+    def archive(n: int) -> tuple[int, int]:
+        src = tmp_path / f"src{n}"
+        src.mkdir()
+        for i in range(n):
+            (src / f"v{i:04d}.mp4").write_bytes(one.read_bytes())
+        with PeakRss() as rss:
+            report = raypipe.process_archive(
+                str(src),
+                str(tmp_path / f"out{n}"),
+                model="builtin:identity",
+                preset="ultrafast",
+                quiet=True,
+            )
+        assert report.count("done") == n
+        return rss.growth, n
+
+    archive(10)  # start-up of Ray Data in this driver
+    small, _ = archive(30)
+    large, _ = archive(300)
+    print(
+        f"driver RSS growth: 30 videos {small / 2**20:.1f} MiB, 300 videos {large / 2**20:.1f} MiB"
+    )
+    assert large < small + 64 * 2**20

@@ -1,0 +1,131 @@
+"""Archives on a real S3 API: moto's server on 127.0.0.1 through s3fs."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from conftest import LOSSLESS, assert_exact
+
+import raypipe
+from raypipe.cli import main
+from raypipe.distributed.archive import read_report
+from raypipe.testing import write_text_as_video
+
+SECRET = "raypipe-test-secret-7f3a9c"  # must never appear in output, logs or reports
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[object]:
+    """moto's S3 server on 127.0.0.1, credentials and endpoint in the environment (so Ray
+    workers get them too), and a local Ray started after that."""
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "raypipe-test-key",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3": json.dumps({"endpoint_url": endpoint}),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import fsspec.config
+
+    fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = endpoint
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+    fs.mkdir("videos")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield fs
+    ray.shutdown()
+    fsspec.config.conf["s3"].pop("endpoint_url", None)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+def test_archive_from_and_to_s3(
+    s3: object, clips: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fs = s3
+    fs.put(str(clips["bframes_aac"]), "videos/in/a.mp4")  # type: ignore[attr-defined]
+    fs.put(str(clips["hevc_mov"]), "videos/in/deep/b.mov")  # type: ignore[attr-defined]
+    fs.put(str(write_text_as_video(tmp_path / "bad.mp4")), "videos/in/bad.mp4")  # type: ignore[attr-defined]
+    code = main(
+        [
+            "archive",
+            "s3://videos/in/",
+            "s3://videos/out",
+            "--model",
+            "builtin:invert",
+            "--codec",
+            LOSSLESS.codec,
+            "--encoder-option",
+            "qp=0",
+            "--chunk-frames",
+            "12",
+        ]
+    )
+    printed = capsys.readouterr()
+    assert code == 3
+    rows = {r["uri"]: r for r in read_report("s3://videos/out/raypipe-report.parquet")}
+    assert rows["s3://videos/in/a.mp4"]["status"] == "done"
+    assert rows["s3://videos/in/deep/b.mov"]["status"] == "done"
+    assert rows["s3://videos/in/bad.mp4"]["error_type"] == "CorruptVideoError"
+    listed = sorted(fs.find("videos/out"))  # type: ignore[attr-defined]
+    assert listed == [
+        "videos/out/a.mp4",
+        "videos/out/deep/b.mov",
+        "videos/out/raypipe-report.parquet",
+    ]
+    for key, kind in (("a.mp4", "bframes_aac"), ("deep/b.mov", "hevc_mov")):
+        local = tmp_path / key.replace("/", "_")
+        fs.get(f"videos/out/{key}", str(local))  # type: ignore[attr-defined]
+        assert_exact(clips[kind], local, "builtin:invert")
+    report_bytes = fs.cat("videos/out/raypipe-report.parquet")  # type: ignore[attr-defined]
+    assert SECRET not in printed.out + printed.err and SECRET.encode() not in report_bytes
+    # the same command again: everything checked and skipped, the bad one failed again
+    rerun = raypipe.process_archive(
+        "s3://videos/in/",
+        "s3://videos/out",
+        model="builtin:invert",
+        codec=LOSSLESS.codec,
+        crf=None,
+        encoder_options=dict(LOSSLESS.options),
+        chunk_frames=12,
+        quiet=True,
+    )
+    statuses = {r["uri"]: (r["status"], r["attempts"]) for r in rerun.rows}
+    assert statuses == {
+        "s3://videos/in/a.mp4": ("skipped", 1),
+        "s3://videos/in/deep/b.mov": ("skipped", 1),
+        "s3://videos/in/bad.mp4": ("failed", 2),
+    }
+
+
+def test_one_video_to_s3(s3: object, clips: dict[str, Path], tmp_path: Path) -> None:
+    fs = s3
+    raypipe.process_video(
+        str(clips["vfr"]),
+        "s3://videos/single/vfr.mp4",
+        model="builtin:grayscale",
+        codec=LOSSLESS.codec,
+        crf=None,
+        encoder_options=dict(LOSSLESS.options),
+        quiet=True,
+    )
+    assert fs.find("videos/single") == ["videos/single/vfr.mp4"]  # type: ignore[attr-defined]
+    fs.get("videos/single/vfr.mp4", str(tmp_path / "vfr.mp4"))  # type: ignore[attr-defined]
+    assert_exact(clips["vfr"], tmp_path / "vfr.mp4", "builtin:grayscale")

@@ -1,0 +1,103 @@
+"""The driver killed with SIGKILL mid-archive, then the same command again: every output
+complete and exact, none duplicated, finished videos not redone, the cut-off video resumed
+from its encoded chunks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import LOSSLESS, assert_exact
+
+from raypipe.distributed.archive import read_report
+from raypipe.distributed.engine import work_dir_for
+from raypipe.testing import ClipSpec, make_clip
+
+
+def _archive_cmd(src: Path, out: Path) -> list[str]:
+    exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
+    return [
+        exe,
+        "archive",
+        str(src),
+        str(out),
+        "--model",
+        "builtin:invert",
+        "--quiet",
+        "--chunk-frames",
+        "4",
+        "--codec",
+        LOSSLESS.codec,
+        "--encoder-option",
+        "qp=0",
+    ]
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(clips: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for kind in ("bframes_aac", "ntsc"):
+        shutil.copy(clips[kind], src / f"a_{kind}.mp4")
+    long = make_clip(src / "z_long.mp4", ClipSpec(n_frames=400, gop=8, audio="aac"))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # a fresh process session: the driver and the local Ray it starts die together
+    proc = subprocess.Popen(
+        _archive_cmd(src, out),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    work = Path(work_dir_for(str(out / "z_long.mp4")))
+    try:
+        deadline = time.monotonic() + 240
+        while not ((out / "a_bframes_aac.mp4").exists() and len(list(work.glob("*.rpseg"))) >= 5):
+            assert proc.poll() is None, "the archive ended before it could be killed"
+            assert time.monotonic() < deadline, "no progress to kill in the middle of"
+            time.sleep(0.05)
+    finally:
+        _kill_group(proc)
+    segments_left = len(list(work.glob("*.rpseg")))
+    assert not (out / "z_long.mp4").exists() and 5 <= segments_left < 100
+    assert not (out / "raypipe-report.parquet").exists()
+    finished_before = {p.name for p in out.glob("*.mp4")}
+    assert "a_bframes_aac.mp4" in finished_before
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
+
+    result = subprocess.run(
+        _archive_cmd(src, out),
+        env=env,
+        capture_output=True,
+        timeout=600,
+        start_new_session=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    rows = {Path(r["uri"]).name: r for r in read_report(str(out / "raypipe-report.parquet"))}
+    for name in finished_before:
+        assert rows[name]["status"] == "skipped", rows[name]
+        assert (out / name).stat().st_mtime_ns == mtimes[name], "a finished video was redone"
+    assert rows["z_long.mp4"]["status"] == "done"
+    assert rows["z_long.mp4"]["reused_chunks"] == segments_left  # segments are written atomically
+    assert rows["z_long.mp4"]["reused_chunks"] < 100
+    for kind in ("bframes_aac", "ntsc"):
+        assert_exact(clips[kind], out / f"a_{kind}.mp4", "builtin:invert")
+    assert_exact(long, out / "z_long.mp4", "builtin:invert")
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    assert files == ["a_bframes_aac.mp4", "a_ntsc.mp4", "raypipe-report.parquet", "z_long.mp4"]

@@ -1,0 +1,73 @@
+"""A node removed mid-run (ray.cluster_utils.Cluster): the output is identical to a clean run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from conftest import LOSSLESS, assert_exact
+from ray.cluster_utils import Cluster
+
+import raypipe
+from raypipe.distributed.engine import work_dir_for
+from raypipe.testing import ClipSpec, make_clip
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 0})
+    c.wait_for_nodes()
+    ray.init(address=c.address, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.mark.slow
+def test_node_removed_mid_run(cluster: Cluster, tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "long.mp4", ClipSpec(n_frames=240, gop=8, audio="aac"))
+    options = dict(
+        model="builtin:sharpen",
+        chunk_frames=4,
+        workers=2,
+        quiet=True,
+        codec=LOSSLESS.codec,
+        crf=None,
+        encoder_options=dict(LOSSLESS.options),
+    )
+    node_a = cluster.add_node(num_cpus=2, num_gpus=1)
+    cluster.add_node(num_cpus=2, num_gpus=1)
+    cluster.wait_for_nodes()
+    out = tmp_path / "out.mp4"
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            raypipe.process_video(str(source), str(out), **options)
+        except BaseException as e:  # noqa: BLE001 - reported by the test below
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    work = Path(work_dir_for(str(out)))
+    deadline = time.monotonic() + 120
+    while len(list(work.glob("*.rpseg"))) < 5 and thread.is_alive():
+        assert time.monotonic() < deadline, "no progress before the node removal"
+        time.sleep(0.1)
+    done_before = len(list(work.glob("*.rpseg")))
+    cluster.add_node(num_cpus=2, num_gpus=1)  # room for the actor that dies with node A
+    cluster.remove_node(node_a)
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the run did not finish after the node was removed"
+    assert not errors, errors
+    assert done_before < 60, "the run had finished before the node was removed"
+    assert_exact(source, out, "builtin:sharpen")
+    clean = tmp_path / "clean.mp4"
+    raypipe.process_video(str(source), str(clean), **options)
+    assert out.read_bytes() == clean.read_bytes()

@@ -1,0 +1,63 @@
+"""Worker processes killed mid-run (os._exit on a chunk's first attempt): outputs stay exact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from conftest import LOSSLESS, assert_exact
+
+import raypipe
+from raypipe.media import make_video_id
+from raypipe.testing import decode_all
+from raypipe.testing.faults import ENV
+
+KILLED = {"infer": 2, "decode": 5}  # stage -> chunk index whose first attempt dies
+
+
+@pytest.fixture(scope="module")
+def markers(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A local Ray whose workers kill themselves on the first attempt at chosen chunks."""
+    directory = tmp_path_factory.mktemp("markers")
+    video_id = make_video_id(str(clips["bframes_aac"]))
+    spec = ";".join(f"{stage}:{video_id}-{i:06d}:{directory}" for stage, i in KILLED.items())
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(
+        num_cpus=8,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {ENV: spec}},
+    )
+    yield directory
+    ray.shutdown()
+
+
+def test_killed_actor_and_decode_task_still_give_the_clean_output(
+    markers: Path, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    options = dict(
+        model="builtin:invert",
+        chunk_frames=4,
+        workers=2,
+        quiet=True,
+        codec=LOSSLESS.codec,
+        crf=None,
+        encoder_options=dict(LOSSLESS.options),
+    )
+    crashed = tmp_path / "crashed.mp4"
+    raypipe.process_video(str(clips["bframes_aac"]), str(crashed), **options)
+    assert sorted(p.name for p in markers.iterdir()) == sorted(
+        f"{make_video_id(str(clips['bframes_aac']))}-{i:06d}.{stage}" for stage, i in KILLED.items()
+    ), "the injected crashes did not happen"
+    clean = tmp_path / "clean.mp4"
+    raypipe.process_video(str(clips["bframes_aac"]), str(clean), **options)  # markers: no crash
+    assert_exact(clips["bframes_aac"], crashed, "builtin:invert")
+    a, pa, _ = decode_all(crashed)
+    b, pb, _ = decode_all(clean)
+    assert pa == pb and np.array_equal(a, b)
+    assert crashed.read_bytes() == clean.read_bytes()
