@@ -50,6 +50,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="inference actors (default: one per GPU, or 1 without GPUs)",
     )
     p.add_argument(
+        "--workers-per-gpu",
+        type=int,
+        default=1,
+        help="inference actors sharing one GPU (num_gpus=1/k each; default 1)",
+    )
+    p.add_argument(
         "--actor-cpus",
         dest="actor_num_cpus",
         type=float,

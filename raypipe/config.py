@@ -95,13 +95,17 @@ class RuntimeConfig:
 
     ``address`` ``None`` uses the cluster Ray is connected to, else ``RAY_ADDRESS``, else a
     local Ray started for the run. ``workers`` ``None`` means one inference actor per GPU in
-    the cluster, or one CPU actor when there is none. ``actor_num_cpus`` is the CPU share each
+    the cluster, or one CPU actor when there is none; ``workers_per_gpu`` k shares each GPU
+    between k actors (``num_gpus=1/k``: several sessions keep a card busy while others wait
+    on I/O; Ray isolates nothing, so each gets 1/k of the card's memory as its budget).
+    ``actor_num_cpus`` is the CPU share each
     inference actor reserves: sized explicitly so actors never take every CPU slot and starve
     the decode and encode tasks.
     """
 
     address: str | None = None
     workers: int | None = None
+    workers_per_gpu: int = 1
     actor_num_cpus: float = 1.0
     local_num_cpus: int | None = None
     local_num_gpus: int | None = None
@@ -110,6 +114,10 @@ class RuntimeConfig:
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
             raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
         _positive("actor_num_cpus", self.actor_num_cpus)
+        if not isinstance(self.workers_per_gpu, int) or not 1 <= self.workers_per_gpu <= 16:
+            raise ConfigError(
+                f"workers_per_gpu must be an integer within 1..16, got {self.workers_per_gpu!r}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,6 +152,7 @@ _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "encoder_options": ("encode", "options"),
     "address": ("runtime", "address"),
     "workers": ("runtime", "workers"),
+    "workers_per_gpu": ("runtime", "workers_per_gpu"),
     "actor_num_cpus": ("runtime", "actor_num_cpus"),
     "local_num_cpus": ("runtime", "local_num_cpus"),
     "local_num_gpus": ("runtime", "local_num_gpus"),

@@ -54,7 +54,7 @@ class ActorPlan:
     """How many inference actors, and what each reserves."""
 
     workers: int
-    num_gpus: float
+    num_gpus: float  # per actor: 1/k with k workers per GPU
     num_cpus: float
     intra_op_threads: int
 
@@ -74,11 +74,13 @@ def plan_actors(runtime: RuntimeConfig, model: ModelConfig) -> ActorPlan:
             "nodes with GPUs (`ray start --num-gpus N`) or pass --device cpu"
         )
     use_gpu = model.device != "cpu" and gpus >= 1
-    workers = runtime.workers or (int(gpus) if use_gpu else 1)
-    if use_gpu and workers > gpus:
+    per_gpu = runtime.workers_per_gpu if use_gpu else 1
+    slots = int(gpus) * per_gpu
+    workers = runtime.workers or (slots if use_gpu else 1)
+    if use_gpu and workers > slots:
         raise ClusterError(
-            f"{workers} workers with one GPU each asked for, the cluster has {gpus:g} GPUs; "
-            f"pass --workers {int(gpus)} or fewer"
+            f"{workers} workers at {per_gpu} per GPU asked for, the cluster has {gpus:g} GPUs "
+            f"({slots} slots); pass --workers {slots} or fewer, or raise --workers-per-gpu"
         )
     need = workers * runtime.actor_num_cpus
     if need + 1 > cpus:
@@ -89,7 +91,7 @@ def plan_actors(runtime: RuntimeConfig, model: ModelConfig) -> ActorPlan:
         )
     return ActorPlan(
         workers=workers,
-        num_gpus=1.0 if use_gpu else 0.0,
+        num_gpus=1.0 / per_gpu if use_gpu else 0.0,
         num_cpus=runtime.actor_num_cpus,
         intra_op_threads=max(1, int(runtime.actor_num_cpus)),
     )

@@ -106,3 +106,22 @@ def test_cpu_actors_keep_decode_and_encode_separate(clips: dict[str, Path], tmp_
         c["decode_pid"] != c["infer_pid"] and c["encode_pid"] != c["infer_pid"] for c in chunks
     )
     assert_exact(clips["ntsc"], tmp_path / "out.mp4", "builtin:grayscale")
+
+
+def test_two_workers_per_gpu_give_four_actors_two_per_gpu(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
+    raypipe.process_video(
+        str(clips["open_gop"]),
+        str(out),
+        **lossless(
+            model="builtin:invert", chunk_frames=1, workers_per_gpu=2, stats_path=str(stats_path)
+        ),
+    )
+    doc = json.loads(stats_path.read_text())
+    assert doc["totals"]["workers"] == 4
+    per_actor = {c["actor_id"]: c["cuda_visible_devices"] for c in doc["chunks"]}
+    assert len(per_actor) == 4, f"chunks ran on {len(per_actor)} actors, expected 4"
+    assert sorted(per_actor.values()) == ["0", "0", "1", "1"]
+    assert_exact(clips["open_gop"], out, "builtin:invert")
