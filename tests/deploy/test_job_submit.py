@@ -1,0 +1,338 @@
+"""`ray job submit` of the jobs/ entry points against a real `ray start --head`, token auth on.
+
+The head runs on this machine with its own temp dir and free ports (8 logical CPUs, 2
+logical GPUs) and token authentication on (``RAY_AUTH_MODE=token``; the server reads the
+token from a 0600 file through ``RAY_AUTH_TOKEN_PATH``, clients pass it as
+``RAY_AUTH_TOKEN``). It is started with ``--block`` and stopped by signalling that process
+and then killing what is left of the process tree it started: never ``ray stop``, which
+would stop every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import assert_exact
+
+from raypipe.testing import ClipSpec, make_clip
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+RAY = str(BIN / "ray")
+MODEL = "builtin:invert"
+LOSSLESS = ["--codec", "libx264rgb", "--encoder-option", "qp=0"]  # qp=0 wins over --crf
+JOB_TIMEOUT_S = 240
+ERROR_LINE = re.compile(r"^raypipe: error: (\w+): (.+)$", re.M)
+# Variables that would point a client or the cluster somewhere else, or at another token.
+_SCRUB = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
+          "RAY_AUTH_TOKEN_PATH")  # fmt: skip
+
+
+def _subcommands() -> set[str]:
+    import argparse
+
+    from raypipe.cli import build_parser
+
+    actions = build_parser()._actions
+    return {n for a in actions if isinstance(a, argparse._SubParsersAction) for n in a.choices}
+
+
+def _needs(subcommand: str) -> None:
+    if subcommand not in _subcommands():
+        pytest.skip(f"raypipe.cli has no `{subcommand}` subcommand yet")
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # `python` is this interpreter
+    env["HOME"] = str(home)  # no ~/.ray/auth_token of this machine's user
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
+@dataclass
+class Head:
+    address: str  # Jobs API, http://127.0.0.1:PORT
+    token: str
+    temp_dir: Path
+    home: Path
+
+    def client_env(self, token: str | None) -> dict[str, str]:
+        env = _base_env(self.home)
+        if token is not None:
+            env["RAY_AUTH_MODE"] = "token"
+            env["RAY_AUTH_TOKEN"] = token
+        return env
+
+    def api(self, path: str) -> Any:
+        """GET the Jobs REST API with the token; the parsed JSON."""
+        request = urllib.request.Request(
+            self.address + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def job(self, submission_id: str) -> dict[str, Any]:
+        return self.api(f"/api/jobs/{submission_id}")
+
+    def logs(self, submission_id: str) -> str:
+        return str(self.api(f"/api/jobs/{submission_id}/logs")["logs"])
+
+    def submit(
+        self, submission_id: str, script: str, *args: str, token: str | None = ""
+    ) -> subprocess.CompletedProcess[str]:
+        """`ray job submit` exactly as cluster/README.md shows it; waits for the job."""
+        command = [
+            RAY, "job", "submit", "--address", self.address,
+            "--submission-id", submission_id,
+            "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml",
+            "--", "python", f"jobs/{script}", *args,
+        ]  # fmt: skip
+        return subprocess.run(
+            command,
+            cwd=REPO,
+            env=self.client_env(self.token if token == "" else token),
+            capture_output=True,
+            text=True,
+            timeout=JOB_TIMEOUT_S,
+        )
+
+
+def _stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """Stop the `ray start --block` we started and every process under it, nothing else."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    process.send_signal(signal.SIGTERM)  # ray start --block shuts its node down
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[Head]:
+    # A short path: Ray's unix sockets live under the temp dir (107-byte limit).
+    temp_dir = Path(tempfile.mkdtemp(prefix="rpjob-", dir="/tmp"))
+    home = temp_dir / "home"
+    home.mkdir()
+    token = secrets.token_hex(32)
+    token_file = temp_dir / "ray_auth_token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    ports = _free_ports(10)
+    env = _base_env(home)
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_file),
+        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",  # stop at once on SIGTERM
+    )
+    command = [
+        RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+        "--port", str(ports[0]), "--dashboard-host", "127.0.0.1",
+        "--dashboard-port", str(ports[1]), "--ray-client-server-port", str(ports[2]),
+        "--dashboard-agent-listen-port", str(ports[3]),
+        "--dashboard-agent-grpc-port", str(ports[4]),
+        "--metrics-export-port", str(ports[5]), "--runtime-env-agent-port", str(ports[6]),
+        "--node-manager-port", str(ports[7]), "--object-manager-port", str(ports[8]),
+        "--num-cpus", "8", "--num-gpus", "2", "--object-store-memory", str(300 * 2**20),
+        "--temp-dir", str(temp_dir / "ray"), "--disable-usage-stats",
+    ]  # fmt: skip
+    log = open(temp_dir / "ray-start.log", "wb")
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    head = Head(f"http://127.0.0.1:{ports[1]}", token, temp_dir, home)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ray start exited {process.returncode}: {_tail(temp_dir)}")
+            try:
+                head.api("/api/jobs/")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the Jobs API never came up: {_tail(temp_dir)}")
+                time.sleep(0.5)
+        yield head
+    finally:
+        _stop_tree(process)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _tail(temp_dir: Path) -> str:
+    return (temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
+
+
+def _status(head: Head, submission_id: str) -> str:
+    """The job's status in the Jobs API (final: `ray job submit` waited for it)."""
+    return str(head.job(submission_id)["status"])
+
+
+# ------------------------------------------------------------------ the entry points
+
+
+@pytest.mark.parametrize(
+    "script, subcommand",
+    [("process_video.py", "run"), ("process_archive.py", "archive"),
+     ("build_engines.py", "build-engines")],
+)  # fmt: skip
+def test_entry_point_help(script: str, subcommand: str) -> None:
+    _needs(subcommand)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",  # runs from anywhere: the entry point finds the repository itself
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: raypipe {subcommand} ")
+
+
+# --------------------------------------------------------------------- ray job submit
+
+
+def test_process_video_job_with_token_is_exact(head: Head, tmp_path: Path) -> None:
+    source, output = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_clip(source, ClipSpec(n_frames=48, audio="aac"))
+    result = head.submit(
+        "video-ok", "process_video.py", str(source), str(output),
+        "--model", MODEL, "--chunk-frames", "12", *LOSSLESS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert _status(head, "video-ok") == "SUCCEEDED"
+    assert_exact(source, output, MODEL)
+
+    logs = head.logs("video-ok")
+    assert "48/48 frames (100%)" in logs, "progress reaches the job logs"
+    assert f"wrote {output}: 48 frames in 4 chunks" in logs
+    info = json.dumps(head.job("video-ok"))
+    assert head.token not in logs and head.token not in info, "the token leaked"
+    # What Ray unpacked for the job is the source, not .git, caches or media.
+    packages = list(
+        (head.temp_dir / "ray").glob("session_*/runtime_resources/working_dir_files/*/")
+    )
+    assert packages, "no working dir was unpacked"
+    top = {p.name for p in packages[0].iterdir()}
+    assert {"raypipe", "jobs", "cluster"} <= top and not top & {".git", ".venv", ".mypy_cache"}
+
+
+@pytest.mark.parametrize(
+    "token, refusal",
+    [(None, "Unauthorized: Missing authentication token"),
+     ("not-the-token", "Forbidden: Invalid authentication token")],
+    ids=["no-token", "wrong-token"],
+)  # fmt: skip
+def test_submission_without_the_token_is_refused(
+    head: Head, tmp_path: Path, token: str | None, refusal: str
+) -> None:
+    submission_id = f"refused-{'none' if token is None else 'wrong'}"
+    result = head.submit(
+        submission_id, "process_video.py", str(tmp_path / "in.mp4"), str(tmp_path / "o.mp4"),
+        token=token,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert refusal in result.stderr
+    assert submission_id not in {j["submission_id"] for j in head.api("/api/jobs/")}
+    with pytest.raises(urllib.error.HTTPError) as e:  # the REST API itself refuses too
+        urllib.request.urlopen(head.address + "/api/jobs/", timeout=30)
+    assert e.value.code == 401
+
+
+def test_bad_input_job_fails_with_one_line_error(head: Head, tmp_path: Path) -> None:
+    source = tmp_path / "notes.mp4"
+    source.write_text("this is not a video\n")
+    result = head.submit("video-bad", "process_video.py", str(source), str(tmp_path / "o.mp4"))
+    assert result.returncode == 1  # `ray job submit` exits 1 for a FAILED job
+    job = head.job("video-bad")
+    assert job["status"] == "FAILED"
+    assert "exit code 1" in job["message"]
+    logs = head.logs("video-bad")
+    errors = ERROR_LINE.findall(logs)
+    assert [e[0] for e in errors] == ["CorruptVideoError"], logs
+    assert "Traceback" not in logs
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_archive_job_is_exact_resumes_and_reports_failures(head: Head, tmp_path: Path) -> None:
+    _needs("archive")
+    import pyarrow.parquet as pq
+
+    inputs, outputs = tmp_path / "archive", tmp_path / "processed"
+    inputs.mkdir()
+    make_clip(inputs / "a.mp4", ClipSpec(n_frames=24, audio="aac"))
+    make_clip(inputs / "b.mp4", ClipSpec(n_frames=30, seed=1))
+    args = [str(inputs), str(outputs), "--model", MODEL, "--chunk-frames", "12", *LOSSLESS]
+
+    first = head.submit("archive-1", "process_archive.py", *args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert _status(head, "archive-1") == "SUCCEEDED"
+    for name in ("a.mp4", "b.mp4"):
+        assert_exact(inputs / name, outputs / name, MODEL)
+    written = {name: (outputs / name).stat().st_mtime_ns for name in ("a.mp4", "b.mp4")}
+
+    # Resume after adding a broken file: finished videos are skipped, not redone; the bad
+    # one is a typed row in the report and the job FAILED (exit 3: some videos failed).
+    (inputs / "c.mp4").write_text("this is not a video\n")
+    second = head.submit("archive-2", "process_archive.py", *args)
+    assert second.returncode == 1
+    job = head.job("archive-2")
+    assert job["status"] == "FAILED" and "exit code 3" in job["message"]
+    report = pq.read_table(outputs / "raypipe-report.parquet").to_pylist()
+    status = {Path(r["uri"]).name: (r["status"], r["error_type"]) for r in report}
+    assert status == {
+        "a.mp4": ("skipped", ""),
+        "b.mp4": ("skipped", ""),
+        "c.mp4": ("failed", "CorruptVideoError"),
+    }
+    assert {n: (outputs / n).stat().st_mtime_ns for n in written} == written
+    assert not (outputs / "c.mp4").exists()
+
+
+def test_build_engines_job_help(head: Head) -> None:
+    _needs("build-engines")
+    result = head.submit("engines-help", "build_engines.py", "--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert head.job("engines-help")["status"] == "SUCCEEDED"
+    assert "usage: raypipe build-engines" in head.logs("engines-help")
