@@ -28,6 +28,7 @@ ONNX Runtime's output with it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -35,7 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from raypipe.errors import ModelNotFoundError
 
-BUILTIN_MODELS: tuple[str, ...] = (
+BUILTIN_IMAGE_MODELS: tuple[str, ...] = (
     "identity",
     "invert",
     "grayscale",
@@ -43,6 +44,21 @@ BUILTIN_MODELS: tuple[str, ...] = (
     "sharpen",
     "upscale2x",
 )
+"""The small image models built here, each with a numpy reference (:func:`reference_numpy`)."""
+
+
+def _other_builders() -> dict[str, Callable[[], onnx.ModelProto]]:
+    from raypipe.infer.analysis import ANALYSIS_MODELS
+    from raypipe.infer.heavy import build_superres
+
+    return {"superres": build_superres, **ANALYSIS_MODELS}
+
+
+OTHER_MODELS: tuple[str, ...] = ("superres", "phash", "embedding")
+"""``superres``: a super-resolution-sized 2x network (GPU benchmarks); ``phash`` and
+``embedding``: analysis models whose outputs are tensors (Parquet)."""
+
+BUILTIN_MODELS: tuple[str, ...] = BUILTIN_IMAGE_MODELS + OTHER_MODELS
 
 IR_VERSION = 9
 OPSET = 17
@@ -125,6 +141,8 @@ def _graph_body(name: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]
 def build_builtin(name: str) -> onnx.ModelProto:
     """The built-in model ``name`` (one of :data:`BUILTIN_MODELS`) as a checked ONNX model."""
     _check_name(name)
+    if name in OTHER_MODELS:
+        return _other_builders()[name]()
     nodes, initializers = _graph_body(name)
     out_h, out_w = ("out_height", "out_width") if name == "upscale2x" else ("height", "width")
     graph = helper.make_graph(

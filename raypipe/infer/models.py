@@ -11,120 +11,49 @@ order (``mean``/``std`` of a BGR model are given B, G, R), cast to the element t
 model declares (float32 or float16). A model whose input is uint8 gets the raw pixels
 (colour order and layout still apply; ``scale``, ``mean`` and ``std`` are not used), and a
 uint8 output is taken as pixels as it is (``output_range`` is not used).
+
+Output kinds (``ModelSpec.output``): an *image* model returns frames (:meth:`FrameModel.run`,
+a new video comes out); a *tensor* model returns arrays per frame
+(:meth:`FrameModel.run_tensors`: embeddings, hashes, detections; a table comes out).
+``"auto"`` decides from the model's outputs (:func:`detect_output_kind`).
+
+Geometry (``resize``, ``input_size``, ``pad_value``, ``tile``, ``tile_overlap``): fixed-size
+models get frames stretched or letterboxed to their input and image outputs mapped back;
+large frames can be run in overlapping tiles. The maths is in :mod:`raypipe.infer.tiling`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, Protocol
 
-import fsspec
 import numpy as np
 import numpy.typing as npt
 
 from raypipe.config import Device
-from raypipe.errors import ConfigError, ModelLoadError, ModelNotFoundError
-from raypipe.infer.builtin import BUILTIN_MODELS, builtin_bytes
+from raypipe.errors import ConfigError, ModelLoadError
 from raypipe.infer.session import create_session, granted_providers
 
-BUILTIN_PREFIX = "builtin:"
+# ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
+# declare specs); re-exported here, where callers have always imported them from.
+from raypipe.infer.sidecar import BUILTIN_PREFIX as BUILTIN_PREFIX
+from raypipe.infer.sidecar import DEFAULT_SPEC, ModelSpec, resolve_model_and_spec
+from raypipe.infer.sidecar import resolve_model as resolve_model
+from raypipe.infer.tiling import FrameGeometry, LetterboxParams, unfit_frames
+
 _ELEMENT_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(uint8)": np.uint8,
 }
-
-
-def _finite_numbers(name: str, value: Sequence[float], length: int) -> tuple[float, ...]:
-    try:
-        numbers = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        numbers = ()
-    if len(numbers) != length or not all(math.isfinite(v) for v in numbers):
-        raise ConfigError(f"{name} must be {length} finite numbers, got {value!r}")
-    return numbers
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    """What an image model expects and returns; the defaults fit the built-in models.
-
-    ``scale``: model input = pixel * scale before ``mean``/``std``. ``output_range``: the
-    output values that map to pixel 0 and pixel 255 (linear in between, clipped outside).
-    ``input_name``/``output_name`` ``None`` take the model's first input/output.
-    """
-
-    layout: Literal["NCHW", "NHWC"] = "NCHW"
-    color: Literal["RGB", "BGR"] = "RGB"
-    scale: float = 1 / 255
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    output_range: tuple[float, float] = (0.0, 1.0)
-    input_name: str | None = None
-    output_name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.layout not in ("NCHW", "NHWC"):
-            raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {self.layout!r}")
-        if self.color not in ("RGB", "BGR"):
-            raise ConfigError(f"color must be 'RGB' or 'BGR', got {self.color!r}")
-        if not _is_number(self.scale) or not math.isfinite(self.scale) or not self.scale > 0:
-            raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
-        std = _finite_numbers("std", self.std, 3)
-        if not all(s > 0 for s in std):
-            raise ConfigError(f"std must be 3 finite numbers > 0, got {self.std!r}")
-        lo, hi = _finite_numbers("output_range", self.output_range, 2)
-        if lo == hi:
-            raise ConfigError(
-                "output_range must be two different numbers (output for pixel 0, for pixel "
-                f"255), got {self.output_range!r}"
-            )
-        object.__setattr__(self, "scale", float(self.scale))
-        object.__setattr__(self, "mean", _finite_numbers("mean", self.mean, 3))
-        object.__setattr__(self, "std", std)
-        object.__setattr__(self, "output_range", (lo, hi))
-        for field_name in ("input_name", "output_name"):
-            value = getattr(self, field_name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(f"{field_name} must be a tensor name or None, got {value!r}")
-
-    @property
-    def channel_axis(self) -> int:
-        """The channel axis of a 4-D tensor in this layout."""
-        return 1 if self.layout == "NCHW" else 3
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-
-
-DEFAULT_SPEC = ModelSpec()
-
-
-def resolve_model(model: str) -> tuple[bytes, str]:
-    """The model's bytes and the sha256 hex digest of them (a key naming its content).
-
-    ``builtin:NAME`` gives the built-in's bytes; anything else is a local path or fsspec
-    URL, read whole. Keying built-ins by content too means a changed graph never reuses a
-    stale engine cache entry.
-    """
-    if model.startswith(BUILTIN_PREFIX):
-        data = builtin_bytes(model[len(BUILTIN_PREFIX) :])
-        return data, hashlib.sha256(data).hexdigest()
-    try:
-        with fsspec.open(model, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise ModelNotFoundError(
-            f"model file {model!r} does not exist; pass builtin:NAME (one of "
-            f"{', '.join(BUILTIN_MODELS)}) or a path/URL to an .onnx file"
-        ) from e
-    except (OSError, ValueError, ImportError) as e:
-        raise ModelLoadError(f"cannot read model file {model!r}: {e}") from e
-    return data, hashlib.sha256(data).hexdigest()
+OutputKind = Literal["image", "tensor"]
+LETTERBOX_KEYS: tuple[str, ...] = (
+    "letterbox_scale_x",
+    "letterbox_scale_y",
+    "letterbox_pad_x",
+    "letterbox_pad_y",
+)
+"""Extra per-frame arrays :meth:`FrameModel.run_tensors` adds when frames are resized."""
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
@@ -203,8 +132,88 @@ def _dim(value: Any) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
+# --- output kinds -------------------------------------------------------------------------
+
+
+class TensorInfo(Protocol):
+    """A model input/output as ONNX Runtime's ``NodeArg`` describes it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def shape(self) -> Sequence[int | str | None] | None: ...
+    @property
+    def type(self) -> str: ...
+
+
+class _Info(NamedTuple):
+    name: str
+    shape: Sequence[int | str | None] | None  # None: rank unknown
+    type: str  # "tensor(float)"
+
+
+def detect_output_kind(outputs: Sequence[TensorInfo], spec: ModelSpec) -> OutputKind:
+    """``spec.output`` if it is not ``"auto"``; else what the model's outputs look like.
+
+    Image: one output (``spec.output_name``, or the model's only output) of rank 4 (or of
+    unknown rank) with float, float16 or uint8 elements, whose channel axis (``spec.layout``)
+    holds 1 or 3 (or is dynamic) and whose height and width are not both fixed at 1.
+    Anything else is a tensor output (several outputs, vectors, a 1x1 map, 80 channels...).
+    """
+    if spec.output != "auto":
+        return spec.output  # type: ignore[return-value]
+    chosen = [o for o in outputs if o.name == spec.output_name] if spec.output_name else outputs
+    if len(chosen) != 1 or chosen[0].type not in _ELEMENT_DTYPES:
+        return "tensor"
+    shape = chosen[0].shape
+    if shape is None:
+        return "image"
+    if len(shape) != 4:
+        return "tensor"
+    hw = (shape[2], shape[3]) if spec.layout == "NCHW" else (shape[1], shape[2])
+    channels = _dim(shape[spec.channel_axis])
+    if channels not in (None, 1, 3) or (_dim(hw[0]) == 1 and _dim(hw[1]) == 1):
+        return "tensor"
+    return "image"
+
+
+def output_kind(model_bytes: bytes, spec: ModelSpec = DEFAULT_SPEC) -> OutputKind:
+    """:func:`detect_output_kind` for serialized ONNX model bytes, without a session."""
+    import onnx
+
+    try:
+        graph = onnx.load_model_from_string(model_bytes).graph
+    except Exception as e:  # onnx raises DecodeError and friends
+        raise ModelLoadError(f"cannot parse the model as ONNX: {e}") from e
+    infos = []
+    for value in graph.output:
+        tensor = value.type.tensor_type
+        shape = None
+        if tensor.HasField("shape"):
+            shape = [
+                d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim
+            ]
+        type_name = onnx.helper.tensor_dtype_to_string(tensor.elem_type).removeprefix(
+            "TensorProto."
+        )
+        infos.append(
+            _Info(value.name, shape, f"tensor({_ONNX_TYPE_NAMES.get(type_name, type_name)})")
+        )
+    return detect_output_kind(infos, spec)
+
+
+_ONNX_TYPE_NAMES = {"FLOAT": "float", "FLOAT16": "float16", "UINT8": "uint8"}
+
+
+# --- FrameModel ---------------------------------------------------------------------------
+
+
 class FrameModel:
-    """A warm ONNX Runtime session that turns uint8 RGB frames into uint8 RGB frames."""
+    """A warm ONNX Runtime session that runs uint8 RGB frames through a model.
+
+    Image models: :meth:`run` gives uint8 RGB frames. Tensor models: :meth:`run_tensors`
+    gives every output per frame. ``spec`` says how frames go in (and are fitted or tiled).
+    """
 
     def __init__(
         self,
@@ -234,6 +243,8 @@ class FrameModel:
             )
         self._input_name: str = node.name
         self._output_name: str = spec.output_name or out_names[0]
+        self.output_kind: OutputKind = detect_output_kind(outputs, spec)
+        self.output_names: list[str] = [spec.output_name] if spec.output_name else out_names
         if node.type not in _ELEMENT_DTYPES:
             raise ModelLoadError(
                 f"model input {node.name!r} has element type {node.type}; raypipe feeds "
@@ -257,7 +268,37 @@ class FrameModel:
             )
         self._fixed_batch = _dim(shape[0])
         hw = (shape[2], shape[3]) if spec.layout == "NCHW" else (shape[1], shape[2])
-        self._fixed_hw = (_dim(hw[0]), _dim(hw[1]))
+        self.geometry = FrameGeometry.from_spec(spec, (_dim(hw[0]), _dim(hw[1])), node.name)
+        self._check_outputs(outputs)
+
+    def _check_outputs(self, outputs: Sequence[TensorInfo]) -> None:
+        spec = self.spec
+        if self.output_kind == "tensor":
+            if spec.tile is not None:
+                raise ModelLoadError(
+                    f"tile={spec.tile} needs an image output, but the model's outputs "
+                    f"{self.output_names} are tensors; drop tile or pass output='image'"
+                )
+            clash = sorted(set(self.output_names) & set(LETTERBOX_KEYS))
+            if clash and spec.resize != "none":
+                raise ModelLoadError(
+                    f"model outputs {clash} clash with the letterbox columns raypipe adds "
+                    f"with resize={spec.resize!r}; rename those outputs"
+                )
+            return
+        shape = next(o for o in outputs if o.name == self._output_name).shape
+        channels = _dim(shape[spec.channel_axis]) if shape is not None and len(shape) == 4 else None
+        if shape is not None and (len(shape) != 4 or channels not in (None, 1, 3)):
+            raise ModelLoadError(
+                f"model output {self._output_name!r} has shape {list(shape)}; output='image' "
+                f"needs a rank-4 image batch ({spec.layout}) with 3 channels (or 1); for "
+                "other outputs pass output='tensor'"
+            )
+
+    @property
+    def model_size(self) -> tuple[int, int] | None:
+        """(height, width) px frames are fitted to (``resize``); None: frames go in as they are."""
+        return self.geometry.model_size
 
     @property
     def providers(self) -> list[str]:
@@ -276,46 +317,92 @@ class FrameModel:
         """uint8 RGB frames ``(n, H, W, 3)`` through the model, ``batch_size`` frames at a time.
 
         A model with a fixed batch dimension gets batches of exactly that size (the last one
-        padded by repeating its last frame; the padding's outputs are dropped).
+        padded by repeating its last frame; the padding's outputs are dropped). With
+        ``resize`` the output is mapped back to ``(H, W)`` times the model's scale factor.
         """
+        if self.output_kind != "image":
+            raise ModelLoadError(
+                f"the model's outputs {self.output_names} are tensors, not frames; call "
+                "run_tensors() (or pass ModelSpec(output='image') if it does give frames)"
+            )
+        results = [self._run_image_batch(b)[:n] for b, n in self._batches(frames, batch_size)]
+        return results[0] if len(results) == 1 else np.concatenate(results)
+
+    def run_tensors(self, frames: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        """Every output (or ``spec.output_name``'s) for uint8 RGB frames ``(n, H, W, 3)``.
+
+        Each array keeps the model's output shape with its first dimension = the n frames
+        (outputs must have one entry per frame along their first dimension). With
+        ``resize`` the outputs stay in model-input coordinates and four ``(n,)`` arrays
+        :data:`LETTERBOX_KEYS` (scale x/y: model px per source px; pads: px) are added;
+        :func:`raypipe.infer.tiling.letterbox_to_source` maps points back.
+        """
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
+        for batch, count in self._batches(frames, batch_size):
+            fitted = self.geometry.fit(batch)[0]
+            x = preprocess(fitted, self.spec, self.input_dtype)
+            ys = self.session.run(self.output_names, {self._input_name: x})
+            for name, y in zip(self.output_names, ys):
+                self._check_batch(name, y, len(batch))
+                parts[name].append(y[:count])
+        out = {name: p[0] if len(p) == 1 else np.concatenate(p) for name, p in parts.items()}
+        params = self.fit_params(frames.shape[1], frames.shape[2])
+        if params is not None:
+            n = len(frames)
+            out["letterbox_scale_x"] = np.full(n, params.scale_x)
+            out["letterbox_scale_y"] = np.full(n, params.scale_y)
+            out["letterbox_pad_x"] = np.full(n, params.pad_x, dtype=np.int64)
+            out["letterbox_pad_y"] = np.full(n, params.pad_y, dtype=np.int64)
+        return out
+
+    def fit_params(self, height: int, width: int) -> LetterboxParams | None:
+        """How frames of ``height`` x ``width`` px are fitted to the model; None: not resized."""
+        return self.geometry.params(height, width)
+
+    def warmup(self, height: int, width: int, batch_size: int) -> None:
+        """Run one dummy batch so the first real chunk does not pay for lazy initialisation."""
+        dummy = np.zeros((batch_size, height, width, 3), dtype=np.uint8)
+        if self.output_kind == "image":
+            self.run(dummy, batch_size)
+        else:
+            self.run_tensors(dummy, batch_size)
+
+    def _batches(self, frames: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
+        """(batch, real frame count) pairs; a fixed-batch model's last batch is padded."""
         _check_frames(frames)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if len(frames) == 0:
             raise ValueError("run() got 0 frames; expected at least one")
-        self._check_size(frames.shape[1], frames.shape[2])
+        self.geometry.check_frames(frames.shape[1], frames.shape[2])
         step = self._fixed_batch or batch_size
-        results = []
+        batches = []
         for start in range(0, len(frames), step):
             batch = frames[start : start + step]
             count = len(batch)
             if count < step and self._fixed_batch:
                 batch = np.concatenate([batch, np.repeat(batch[-1:], step - count, axis=0)])
-            results.append(self._run_batch(batch)[:count])
-        return results[0] if len(results) == 1 else np.concatenate(results)
+            batches.append((batch, count))
+        return batches
 
-    def warmup(self, height: int, width: int, batch_size: int) -> None:
-        """Run one dummy batch so the first real chunk does not pay for lazy initialisation."""
-        self.run(np.zeros((batch_size, height, width, 3), dtype=np.uint8), batch_size)
-
-    def _check_size(self, height: int, width: int) -> None:
-        want_h, want_w = self._fixed_hw
-        if (want_h is not None and want_h != height) or (want_w is not None and want_w != width):
-            raise ModelLoadError(
-                f"model input {self._input_name!r} takes {want_h or 'any'}x{want_w or 'any'} "
-                f"(height x width) frames, got {height}x{width}; resize the video or use a "
-                "model with dynamic height and width"
-            )
-
-    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
-        x = preprocess(batch, self.spec, self.input_dtype)
+    def _infer(self, x: np.ndarray) -> np.ndarray:
         (y,) = self.session.run([self._output_name], {self._input_name: x})
-        if y.shape[0] != len(batch):
+        self._check_batch(self._output_name, y, len(x))
+        return np.asarray(y)
+
+    def _check_batch(self, name: str, y: np.ndarray, frames: int) -> None:
+        if np.ndim(y) == 0 or y.shape[0] != frames:
+            got = "a scalar" if np.ndim(y) == 0 else f"shape {y.shape}"
             raise ModelLoadError(
-                f"model output {self._output_name!r} has batch size {y.shape[0]} for "
-                f"{len(batch)} input frames; raypipe expects one output image per frame"
+                f"model output {name!r} has {got} for {frames} input frames; raypipe "
+                "expects one result per frame along the first dimension"
             )
-        return postprocess(y, self.spec)
+
+    def _run_image_batch(self, batch: np.ndarray) -> np.ndarray:
+        fitted, params = self.geometry.fit(batch)
+        x = preprocess(fitted, self.spec, self.input_dtype)
+        frames = postprocess(self.geometry.run(self._infer, x, self.spec.layout), self.spec)
+        return frames if params is None else unfit_frames(frames, params)
 
 
 def load_frame_model(
@@ -325,8 +412,12 @@ def load_frame_model(
     intra_op_threads: int | None = None,
     spec: ModelSpec | None = None,
 ) -> FrameModel:
-    """:class:`FrameModel` for ``builtin:NAME`` or a path/fsspec URL of an .onnx file."""
-    model_bytes, _ = resolve_model(model)
+    """:class:`FrameModel` for ``builtin:NAME`` or a path/fsspec URL of an .onnx file.
+
+    ``spec=None`` takes the built-in's spec or the model's sidecar
+    (:func:`raypipe.infer.sidecar.resolve_model_and_spec`), else the defaults.
+    """
+    model_bytes, _, found = resolve_model_and_spec(model)
     return FrameModel(
-        model_bytes, spec=spec or DEFAULT_SPEC, device=device, intra_op_threads=intra_op_threads
+        model_bytes, spec=spec or found, device=device, intra_op_threads=intra_op_threads
     )

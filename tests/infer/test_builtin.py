@@ -8,6 +8,7 @@ import pytest
 
 from raypipe.errors import ModelNotFoundError
 from raypipe.infer import BUILTIN_MODELS, build_builtin, builtin_bytes, reference_numpy
+from raypipe.infer.builtin import BUILTIN_IMAGE_MODELS
 from raypipe.infer.session import create_session
 
 SHAPES = [(1, 3, 37, 53), (3, 3, 16, 24)]
@@ -20,7 +21,7 @@ def run_ort(name: str, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", BUILTIN_MODELS)
+@pytest.mark.parametrize("name", BUILTIN_IMAGE_MODELS)
 def test_onnx_runtime_matches_reference(name: str, shape: tuple[int, ...]) -> None:
     x = np.random.default_rng(7).random(shape, dtype=np.float32)
     y = run_ort(name, x)
@@ -30,7 +31,7 @@ def test_onnx_runtime_matches_reference(name: str, shape: tuple[int, ...]) -> No
     np.testing.assert_allclose(y, expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", BUILTIN_MODELS)
+@pytest.mark.parametrize("name", BUILTIN_IMAGE_MODELS)
 def test_outputs_stay_in_unit_range(name: str) -> None:
     x = np.random.default_rng(1).random((2, 3, 9, 11), dtype=np.float32)
     x[:, :, ::2, ::3] = 0.0
@@ -40,7 +41,7 @@ def test_outputs_stay_in_unit_range(name: str) -> None:
     assert y.max() <= 1 + 1e-6
 
 
-@pytest.mark.parametrize("name", BUILTIN_MODELS)
+@pytest.mark.parametrize("name", BUILTIN_IMAGE_MODELS)
 def test_model_is_checked_ir9_opset17_with_dynamic_dims(name: str) -> None:
     model = onnx.load_from_string(builtin_bytes(name))
     onnx.checker.check_model(model, full_check=True)
@@ -80,7 +81,8 @@ def test_grayscale_channels_are_equal_bt601_luma() -> None:
 
 def test_unknown_builtin_lists_known_names_and_file_alternative() -> None:
     match = (
-        r"unknown built-in model 'nope'; built-ins are identity, invert, .*upscale2x\. "
+        r"unknown built-in model 'nope'; built-ins are identity, invert, "
+        r".*upscale2x, superres, phash, embedding\. "
         r"To run your own model pass a path or URL of an \.onnx file"
     )
     with pytest.raises(ModelNotFoundError, match=match):
@@ -89,3 +91,10 @@ def test_unknown_builtin_lists_known_names_and_file_alternative() -> None:
         builtin_bytes("nope")
     with pytest.raises(ModelNotFoundError, match="unknown built-in model 'nope'"):
         reference_numpy("nope", np.zeros((1, 3, 2, 2), dtype=np.float32))
+
+
+def test_every_builtin_is_registered_and_loads() -> None:
+    assert set(BUILTIN_MODELS) == set(BUILTIN_IMAGE_MODELS) | {"superres", "phash", "embedding"}
+    for name in ("superres", "phash", "embedding"):
+        session = create_session(builtin_bytes(name), device="cpu")
+        assert session.get_inputs()[0].name == "input"

@@ -14,16 +14,20 @@ from onnx import TensorProto, helper, numpy_helper
 
 from raypipe.errors import ConfigError, ModelLoadError, ModelNotFoundError
 from raypipe.infer import (
-    BUILTIN_MODELS,
     FrameModel,
     ModelSpec,
+    analysis_bytes,
+    build_embedding,
     builtin_bytes,
+    detect_output_kind,
     load_frame_model,
+    output_kind,
     postprocess,
     preprocess,
     reference_numpy,
     resolve_model,
 )
+from raypipe.infer.builtin import BUILTIN_IMAGE_MODELS
 
 Dims = Sequence[int | str]
 
@@ -83,6 +87,30 @@ def test_spec_defaults_fit_builtins_and_normalise_to_tuples() -> None:
         ({"output_range": (1.0, 1.0)}, "output_range must be two different numbers"),
         ({"output_range": (0.0,)}, "output_range must be 2 finite numbers"),
         ({"input_name": ""}, "input_name must be a tensor name or None, got ''"),
+        ({"output": "frames"}, "output must be 'auto', 'image' or 'tensor', got 'frames'"),
+        ({"resize": "crop"}, "resize must be 'none', 'stretch' or 'letterbox', got 'crop'"),
+        (
+            {"resize": "stretch", "input_size": (224,)},
+            r"input_size must be \(height, width\), two integers >= 1, or None, got \(224,\)",
+        ),
+        (
+            {"resize": "stretch", "input_size": (224, 0)},
+            r"input_size must be \(height, width\), two integers >= 1",
+        ),
+        (
+            {"input_size": (224, 224)},
+            r"input_size=\(224, 224\) is the size frames are resized to and needs "
+            r"resize='stretch' or 'letterbox', got resize='none'",
+        ),
+        ({"pad_value": 256}, "pad_value must be an integer pixel level 0..255, got 256"),
+        ({"tile": 0}, r"tile must be an integer >= 1 \(tile side in px\) or None, got 0"),
+        ({"tile": 32.0}, "tile must be an integer >= 1"),
+        ({"tile_overlap": -1}, "tile_overlap must be an integer >= 0"),
+        (
+            {"tile": 64, "resize": "letterbox", "input_size": (64, 64)},
+            "tile=64 and resize='letterbox' do not combine",
+        ),
+        ({"tile": 64, "output": "tensor"}, "tile=64 needs an image output, got output='tensor'"),
     ],
 )
 def test_spec_validation(kwargs: dict[str, Any], match: str) -> None:
@@ -212,7 +240,8 @@ def test_invert_gives_255_minus_x() -> None:
     np.testing.assert_array_equal(cpu_model(builtin_bytes("invert")).run(x, 8), 255 - x)
 
 
-@pytest.mark.parametrize("name", BUILTIN_MODELS)
+# Image built-ins only: once phash/embedding are registered as built-ins they give tensors.
+@pytest.mark.parametrize("name", BUILTIN_IMAGE_MODELS)  # those with a numpy reference
 def test_builtins_through_frame_model_match_reference(name: str) -> None:
     x = frames(3, 11, 7)
     spec = ModelSpec()
@@ -348,3 +377,137 @@ def test_run_checks_its_arguments() -> None:
         model.run(frames(1), 0)
     with pytest.raises(ValueError, match="run\\(\\) got 0 frames"):
         model.run(frames(0), 1)
+
+
+def test_spec_normalises_input_size_and_has_geometry_defaults() -> None:
+    spec = ModelSpec(resize="letterbox", input_size=[640, 480])  # type: ignore[arg-type]
+    assert spec.input_size == (640, 480)
+    default = ModelSpec()
+    assert (default.output, default.resize, default.input_size) == ("auto", "none", None)
+    assert (default.pad_value, default.tile, default.tile_overlap) == (0, None, 16)
+
+
+# --- output kinds -------------------------------------------------------------------------
+
+
+def two_outputs() -> bytes:
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["input"], ["image"]),
+            helper.make_node("ReduceMean", ["input"], ["score"], axes=[1, 2, 3], keepdims=0),
+        ],
+        "two",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "spec", "kind"),
+    [
+        (builtin_bytes("sharpen"), ModelSpec(), "image"),
+        (builtin_bytes("upscale2x"), ModelSpec(), "image"),
+        (tiny_model("ReduceMean", out_dims=("N", 1, "H", "W"), axes=[1]), ModelSpec(), "image"),
+        (
+            tiny_model("ReduceMean", out_dims=("N", 3), axes=[2, 3], keepdims=0),
+            ModelSpec(),
+            "tensor",
+        ),
+        (tiny_model("ReduceMean", out_dims=("N", 3, 1, 1), axes=[2, 3]), ModelSpec(), "tensor"),
+        (
+            tiny_model("Tile", out_dims=("N", 81, "H", "W"), consts={"r": np.array([1, 27, 1, 1])}),
+            ModelSpec(),
+            "tensor",
+        ),
+        (build_embedding().SerializeToString(), ModelSpec(), "tensor"),
+        (two_outputs(), ModelSpec(), "tensor"),
+        (two_outputs(), ModelSpec(output_name="image"), "image"),
+        (builtin_bytes("identity"), ModelSpec(output="tensor"), "tensor"),
+    ],
+    ids=[
+        "sharpen",
+        "upscale",
+        "gray1",
+        "vector",
+        "pooled1x1",
+        "81ch",
+        "embed",
+        "two",
+        "named",
+        "forced",
+    ],
+)
+def test_output_kind_from_outputs(data: bytes, spec: ModelSpec, kind: str) -> None:
+    assert output_kind(data, spec) == kind
+    assert cpu_model(data, spec).output_kind == kind
+
+
+def test_detect_output_kind_unknown_rank_stays_image() -> None:
+    class Info:
+        name, shape, type = "output", None, "tensor(float)"
+
+    assert detect_output_kind([Info()], ModelSpec()) == "image"
+
+
+def test_output_kind_of_garbage() -> None:
+    with pytest.raises(ModelLoadError, match="cannot parse the model as ONNX: "):
+        output_kind(b"\x00garbage")
+
+
+def test_run_tensors_returns_every_output_or_the_named_one() -> None:
+    x = frames(3, 6, 7)
+    out = cpu_model(two_outputs()).run_tensors(x, batch_size=2)
+    assert list(out) == ["image", "score"]
+    assert out["image"].shape == (3, 3, 6, 7)
+    np.testing.assert_allclose(out["score"], x.mean(axis=(1, 2, 3)) / 255, atol=1e-5)
+    named = cpu_model(two_outputs(), ModelSpec(output_name="score", output="tensor"))
+    assert list(named.run_tensors(x, 3)) == ["score"]
+    image = cpu_model(two_outputs(), ModelSpec(output_name="image"))
+    np.testing.assert_array_equal(image.run(x, 2), x)
+
+
+def test_run_tensors_with_a_fixed_batch_drops_the_padding() -> None:
+    model = cpu_model(
+        tiny_model("ReduceMean", in_dims=(2, 3, "H", "W"), out_dims=(2, 3), axes=[2, 3], keepdims=0)
+    )
+    out = model.run_tensors(frames(3, 4, 4), batch_size=8)["output"]
+    assert out.shape == (3, 3)
+
+
+def test_run_tensors_needs_one_result_per_frame() -> None:
+    model = cpu_model(tiny_model("ReduceMean", out_dims=(3,), axes=[0, 2, 3], keepdims=0))
+    match = (
+        r"model output 'output' has shape \(3,\) for 2 input frames; raypipe expects one "
+        r"result per frame along the first dimension"
+    )
+    with pytest.raises(ModelLoadError, match=match):
+        model.run_tensors(frames(2, 4, 4), 2)
+
+
+def test_image_output_that_is_not_an_image_is_refused() -> None:
+    match = (
+        r"model output 'output' has shape \['N', 3\]; output='image' needs a rank-4 image "
+        r"batch \(NCHW\) with 3 channels \(or 1\); for other outputs pass output='tensor'"
+    )
+    data = tiny_model("ReduceMean", out_dims=("N", 3), axes=[2, 3], keepdims=0)
+    with pytest.raises(ModelLoadError, match=match):
+        cpu_model(data, ModelSpec(output="image"))
+
+
+def test_tile_on_a_tensor_model_is_refused() -> None:
+    match = r"tile=32 needs an image output, but the model's outputs \['embedding'\] are tensors"
+    with pytest.raises(ModelLoadError, match=match):
+        cpu_model(build_embedding().SerializeToString(), ModelSpec(tile=32))
+
+
+def test_load_frame_model_takes_the_builtin_spec() -> None:
+    model = load_frame_model("builtin:phash", device="cpu", intra_op_threads=1)
+    assert model.output_kind == "tensor"
+    assert model.run_tensors(frames(2, 40, 50), 2)["hash"].shape == (2, 64)
+    assert resolve_model("builtin:phash")[0] == analysis_bytes("phash")

@@ -1,0 +1,339 @@
+"""What a model is and what it expects: model references, :class:`ModelSpec`, sidecar files.
+
+A model is ``builtin:NAME`` or a local path / fsspec URL of an ``.onnx`` file
+(:func:`resolve_model`). A :class:`ModelSpec` says how frames go in and what comes out; it
+is given in code, or declared by a *sidecar* next to the model so that archive jobs carry
+it with the model: ``NAME.raypipe.json`` (or ``NAME.raypipe.yaml`` / ``.yml`` with PyYAML)
+beside ``NAME.onnx``, an object whose keys are :class:`ModelSpec` fields, e.g.::
+
+    {"layout": "NHWC", "color": "BGR", "mean": [0.485, 0.456, 0.406],
+     "std": [0.229, 0.224, 0.225], "output": "tensor", "resize": "letterbox",
+     "input_size": [640, 640], "pad_value": 114}
+
+Unknown keys and bad values raise :class:`~raypipe.errors.ConfigError` naming the sidecar.
+:func:`resolve_model_and_spec` gives a model's bytes with its spec: a built-in's own spec
+(``phash`` and ``embedding`` give tensors), else the sidecar's, else the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import fsspec
+import numpy as np
+
+from raypipe.errors import ConfigError, ModelLoadError, ModelNotFoundError
+from raypipe.infer.analysis import ANALYSIS_MODELS, analysis_bytes
+from raypipe.infer.builtin import BUILTIN_MODELS, builtin_bytes
+from raypipe.infer.tiling import RESIZE_MODES, ResizeMode
+
+BUILTIN_PREFIX = "builtin:"
+OUTPUT_KINDS: tuple[str, ...] = ("auto", "image", "tensor")
+SIDECAR_SUFFIXES: tuple[str, ...] = (".raypipe.json", ".raypipe.yaml", ".raypipe.yml")
+
+
+def _finite_numbers(name: str, value: Sequence[float], length: int) -> tuple[float, ...]:
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        numbers = ()
+    if len(numbers) != length or not all(math.isfinite(v) for v in numbers):
+        raise ConfigError(f"{name} must be {length} finite numbers, got {value!r}")
+    return numbers
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """What an image model expects and returns; the defaults fit the built-in models.
+
+    ``scale``: model input = pixel * scale before ``mean``/``std``. ``output_range``: the
+    output values that map to pixel 0 and pixel 255 (linear in between, clipped outside).
+    ``input_name``/``output_name`` ``None`` take the model's first input/output (a tensor
+    model returns every output unless ``output_name`` names one).
+
+    ``output``: ``"image"`` (frames out), ``"tensor"`` (arrays per frame) or ``"auto"``
+    (:func:`detect_output_kind`). ``resize``: ``"none"`` (frames go in at their own size),
+    ``"stretch"`` or ``"letterbox"`` to the model's fixed input size, read from the model or
+    given as ``input_size`` = (height, width) px; ``pad_value`` is the letterbox padding
+    level (0..255, every channel, before ``mean``/``std``; 0 is black). ``tile``: run the
+    model on ``tile`` x ``tile`` px cores with ``tile_overlap`` px of context on each side
+    (at least the model's receptive-field radius for an exact result); ``None`` runs whole
+    frames.
+    """
+
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    color: Literal["RGB", "BGR"] = "RGB"
+    scale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    output_range: tuple[float, float] = (0.0, 1.0)
+    input_name: str | None = None
+    output_name: str | None = None
+    output: Literal["auto", "image", "tensor"] = "auto"
+    resize: ResizeMode = "none"
+    input_size: tuple[int, int] | None = None  # (height, width) px frames are resized to
+    pad_value: int = 0  # letterbox padding, pixel level 0..255
+    tile: int | None = None  # tile core side, px
+    tile_overlap: int = 16  # px of context on each side of a tile core
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {self.layout!r}")
+        if self.color not in ("RGB", "BGR"):
+            raise ConfigError(f"color must be 'RGB' or 'BGR', got {self.color!r}")
+        if not _is_number(self.scale) or not math.isfinite(self.scale) or not self.scale > 0:
+            raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
+        std = _finite_numbers("std", self.std, 3)
+        if not all(s > 0 for s in std):
+            raise ConfigError(f"std must be 3 finite numbers > 0, got {self.std!r}")
+        lo, hi = _finite_numbers("output_range", self.output_range, 2)
+        if lo == hi:
+            raise ConfigError(
+                "output_range must be two different numbers (output for pixel 0, for pixel "
+                f"255), got {self.output_range!r}"
+            )
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "mean", _finite_numbers("mean", self.mean, 3))
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "output_range", (lo, hi))
+        for field_name in ("input_name", "output_name"):
+            value = getattr(self, field_name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{field_name} must be a tensor name or None, got {value!r}")
+        self._check_geometry()
+
+    def _check_geometry(self) -> None:
+        if self.output not in OUTPUT_KINDS:
+            raise ConfigError(f"output must be 'auto', 'image' or 'tensor', got {self.output!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(
+                f"resize must be 'none', 'stretch' or 'letterbox', got {self.resize!r}"
+            )
+        if self.input_size is not None:
+            size = self.input_size
+            if (
+                isinstance(size, (str, bytes))
+                or not hasattr(size, "__len__")
+                or len(size) != 2
+                or not all(_is_int(v) and v >= 1 for v in size)
+            ):
+                raise ConfigError(
+                    f"input_size must be (height, width), two integers >= 1, or None, got {size!r}"
+                )
+            object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
+            if self.resize == "none":
+                raise ConfigError(
+                    f"input_size={self.input_size} is the size frames are resized to and needs "
+                    "resize='stretch' or 'letterbox', got resize='none'"
+                )
+        if not _is_int(self.pad_value) or not 0 <= self.pad_value <= 255:
+            raise ConfigError(
+                f"pad_value must be an integer pixel level 0..255, got {self.pad_value!r}"
+            )
+        if self.tile is not None and (not _is_int(self.tile) or self.tile < 1):
+            raise ConfigError(
+                f"tile must be an integer >= 1 (tile side in px) or None, got {self.tile!r}"
+            )
+        if not _is_int(self.tile_overlap) or self.tile_overlap < 0:
+            raise ConfigError(
+                "tile_overlap must be an integer >= 0 (px of context on each side of a tile), "
+                f"got {self.tile_overlap!r}"
+            )
+        if self.tile is not None and self.resize != "none":
+            raise ConfigError(
+                f"tile={self.tile} and resize={self.resize!r} do not combine: tiles cover a "
+                "large frame at its own size, resize fits a whole frame to the model; pick one"
+            )
+        if self.tile is not None and self.output == "tensor":
+            raise ConfigError(
+                f"tile={self.tile} needs an image output, got output='tensor'; tiles are "
+                "stitched back into frames"
+            )
+
+    @property
+    def channel_axis(self) -> int:
+        """The channel axis of a 4-D tensor in this layout."""
+        return 1 if self.layout == "NCHW" else 3
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+DEFAULT_SPEC = ModelSpec()
+
+
+def resolve_model(model: str) -> tuple[bytes, str]:
+    """The model's bytes and the sha256 hex digest of them (a key naming its content).
+
+    ``builtin:NAME`` gives the built-in's bytes; anything else is a local path or fsspec
+    URL, read whole. Keying built-ins by content too means a changed graph never reuses a
+    stale engine cache entry.
+    """
+    if model.startswith(BUILTIN_PREFIX):
+        name = model[len(BUILTIN_PREFIX) :]
+        data = analysis_bytes(name) if name in ANALYSIS_MODELS else builtin_bytes(name)
+        return data, hashlib.sha256(data).hexdigest()
+    try:
+        with fsspec.open(model, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as e:
+        raise ModelNotFoundError(
+            f"model file {model!r} does not exist; pass builtin:NAME (one of "
+            f"{', '.join(BUILTIN_MODELS)}) or a path/URL to an .onnx file"
+        ) from e
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelLoadError(f"cannot read model file {model!r}: {e}") from e
+    return data, hashlib.sha256(data).hexdigest()
+
+
+# --- sidecar files ------------------------------------------------------------------------
+
+_TUPLE_FIELDS = ("mean", "std", "output_range", "input_size")
+SPEC_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelSpec))
+"""The keys a sidecar may hold: :class:`ModelSpec`'s fields."""
+
+BUILTIN_SPECS: dict[str, ModelSpec] = {
+    "phash": ModelSpec(output="tensor"),
+    "embedding": ModelSpec(output="tensor"),
+}
+"""Built-ins whose spec is not :data:`DEFAULT_SPEC` (the others take the defaults)."""
+
+
+def spec_from_dict(data: Mapping[str, Any], *, source: str = "spec") -> ModelSpec:
+    """A :class:`ModelSpec` from a mapping of its fields (lists become tuples).
+
+    ``source`` names where the mapping came from in error messages.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source} must hold an object of ModelSpec fields, got {type(data).__name__}"
+        )
+    unknown = [key for key in data if key not in SPEC_FIELDS]
+    if unknown:
+        raise ConfigError(
+            f"{source} has unknown key {unknown[0]!r}"
+            f"{f' (and {unknown[1:]})' if len(unknown) > 1 else ''}; valid keys are "
+            f"{', '.join(SPEC_FIELDS)}"
+        )
+    values: dict[str, Any] = {
+        k: tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v for k, v in data.items()
+    }
+    try:
+        return ModelSpec(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from e
+
+
+def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
+    """The fields of ``spec`` that differ from the defaults, JSON-ready (tuples as lists)."""
+    out: dict[str, Any] = {}
+    for name in SPEC_FIELDS:
+        value = getattr(spec, name)
+        if value != getattr(DEFAULT_SPEC, name):
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def sidecar_paths(model_url: str) -> list[str]:
+    """Where the sidecar of ``model_url`` may be, in the order looked at.
+
+    ``{stem}.raypipe.json``, ``.yaml``, ``.yml``, where ``stem`` is the model's path without
+    its last suffix (``s3://b/m/net.onnx`` -> ``s3://b/m/net.raypipe.json``...).
+    """
+    stem, _ = posixpath.splitext(model_url)
+    return [stem + suffix for suffix in SIDECAR_SUFFIXES]
+
+
+def load_sidecar(model_url: str) -> ModelSpec | None:
+    """The :class:`ModelSpec` declared beside ``model_url`` (a path or fsspec URL), or None.
+
+    Built-ins (``builtin:NAME``) have no sidecar. More than one sidecar for a model is an
+    error, as are unknown keys (the message lists the valid ones) and bad values.
+    """
+    if model_url.startswith(BUILTIN_PREFIX):
+        return None
+    try:
+        fs, model_path = fsspec.core.url_to_fs(model_url)
+        paths = sidecar_paths(model_path)
+        found = [p for p in paths if fs.isfile(p)]
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelLoadError(f"cannot look for a sidecar of {model_url!r}: {e}") from e
+    if not found:
+        return None
+    names = [_display(fs, model_url, p) for p in found]
+    if len(found) > 1:
+        raise ConfigError(
+            f"model {model_url!r} has {len(found)} sidecars {names}; keep one of them"
+        )
+    try:
+        text = fs.cat_file(found[0]).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"cannot read sidecar {names[0]!r}: {e}") from e
+    return spec_from_dict(_parse(text, names[0]), source=f"sidecar {names[0]!r}")
+
+
+def write_sidecar(model_url: str, spec: ModelSpec) -> str:
+    """Write ``spec`` as ``{stem}.raypipe.json`` beside ``model_url``; returns its path/URL.
+
+    Only fields that differ from the defaults are written.
+    """
+    path = sidecar_paths(model_url)[0]
+    with fsspec.open(path, "w", encoding="utf-8") as f:
+        json.dump(spec_to_dict(spec), f, indent=2)
+        f.write("\n")
+    return path
+
+
+def builtin_spec(name: str) -> ModelSpec:
+    """The spec of built-in ``name``: :data:`BUILTIN_SPECS`, else :data:`DEFAULT_SPEC`."""
+    if name not in BUILTIN_MODELS and name not in ANALYSIS_MODELS:
+        builtin_bytes(name)  # raises ModelNotFoundError listing the built-ins
+    return BUILTIN_SPECS.get(name, DEFAULT_SPEC)
+
+
+def resolve_model_and_spec(model: str) -> tuple[bytes, str, ModelSpec]:
+    """The model's bytes, their sha256 hex digest and its :class:`ModelSpec`.
+
+    A built-in gets :func:`builtin_spec`; a file its sidecar (:func:`load_sidecar`), or
+    :data:`DEFAULT_SPEC` without one.
+    """
+    data, digest = resolve_model(model)
+    if model.startswith(BUILTIN_PREFIX):
+        return data, digest, builtin_spec(model[len(BUILTIN_PREFIX) :])
+    return data, digest, load_sidecar(model) or DEFAULT_SPEC
+
+
+def _display(fs: fsspec.AbstractFileSystem, model_url: str, path: str) -> str:
+    """``path`` as the user wrote the model: a URL for URLs, a plain path for paths."""
+    return fs.unstrip_protocol(path) if "://" in model_url else path
+
+
+def _parse(text: str, name: str) -> Any:
+    if name.endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"sidecar {name!r} is not valid JSON: {e}") from e
+    try:
+        import yaml  # type: ignore[import-untyped, unused-ignore]
+    except ImportError as e:
+        raise ConfigError(
+            f"sidecar {name!r} is YAML but PyYAML is not installed; pip install pyyaml, or "
+            "write the same keys as JSON to NAME.raypipe.json"
+        ) from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"sidecar {name!r} is not valid YAML: {e}") from e
