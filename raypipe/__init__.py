@@ -1,6 +1,7 @@
 """raypipe: process video with ONNX models on a Ray cluster, exact to the frame.
 
-Public API: :func:`process_video`, :func:`process_archive`, the configuration dataclasses and the error tree.
+Public API: :func:`process_video`, :func:`process_archive`, the configuration
+dataclasses and the error tree.
 """
 
 from raypipe.config import (

@@ -64,6 +64,51 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument(
+        "--every-n-frames",
+        type=int,
+        default=1,
+        metavar="N",
+        help="analysis models: process frames 0, N, 2N, ... (default every frame)",
+    )
+    p.add_argument(
+        "--sample-fps",
+        type=float,
+        default=None,
+        metavar="F",
+        help="analysis models: process the first frame of each 1/F seconds",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="run the model on PX x PX tiles (large frames)",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="context around each tile, at least the model's receptive field",
+    )
+    p.add_argument(
+        "--resize",
+        choices=("none", "stretch", "letterbox"),
+        default=None,
+        help="fixed-size models: how frames are fitted to the model's input",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="TensorRT engine precision (default fp32)",
+    )
+    p.add_argument(
+        "--engine-cache",
+        default=None,
+        help="shared TensorRT engine cache URL (default RAYPIPE_ENGINE_CACHE, else local)",
+    )
+    p.add_argument(
         "--device",
         choices=DEVICES,
         default="auto",
@@ -134,11 +179,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         dest="report_path",
         default=None,
-        help="report path (default OUTPUT_DIR/raypipe-report.parquet)",
+        help="report path (default OUTPUT_DIR/_raypipe-report.parquet)",
     )
 
+    engines = sub.add_parser(
+        "build-engines", help="prebuild TensorRT engines into a shared cache (GPU cluster)"
+    )
+    engines.add_argument("--model", required=True, help="builtin:NAME or path/URL of an .onnx")
+    engines.add_argument("--cache", required=True, help="engine cache URL (s3://..., a dir)")
+    engines.add_argument(
+        "--size",
+        dest="sizes",
+        action="append",
+        required=True,
+        metavar="WxH",
+        help="frame size to build for, repeatable (1920x1080)",
+    )
+    engines.add_argument("--batch-size", type=int, default=8)
+    engines.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
+    engines.add_argument("--address", default=None, help="Ray cluster address")
+
     report = sub.add_parser("report", help="show an archive report (.parquet) as a table")
-    report.add_argument("path", help="a raypipe-report.parquet")
+    report.add_argument("path", help="a _raypipe-report.parquet")
 
     probe = sub.add_parser("probe", help="show a video's streams and chunk plan")
     probe.add_argument("input")
@@ -210,6 +272,24 @@ def _cmd_archive(args: argparse.Namespace) -> int:
         print(format_report(report.rows))
         print(f"report: {report.path}")
     return report.exit_code
+
+
+def _cmd_build_engines(args: argparse.Namespace) -> int:
+    from raypipe.config import RuntimeConfig
+    from raypipe.distributed.engines import build_engines, parse_size
+
+    sizes = [parse_size(s) for s in args.sizes]
+    records = build_engines(
+        args.model,
+        args.cache,
+        sizes,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        runtime=RuntimeConfig(address=args.address),
+    )
+    for r in records:
+        print(f"{r['gpu']} {r['size']}: engine {r['digest'][:12]} ready ({r['seconds']}s)")
+    return EXIT_OK
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -297,6 +377,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, Any] = {
     "archive": _cmd_archive,
+    "build-engines": _cmd_build_engines,
     "report": _cmd_report,
     "run": _cmd_run,
     "probe": _cmd_probe,

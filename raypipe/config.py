@@ -36,10 +36,24 @@ class ChunkConfig:
 
     chunk_frames: int = 64
     split_gops: bool = True
+    every_n_frames: int = 1  # analysis (tensor outputs) only: frames 0, N, 2N, ...
+    sample_fps: float | None = None  # analysis only: the first frame of each 1/F s interval
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
             raise ConfigError(f"chunk_frames must be an integer >= 1, got {self.chunk_frames!r}")
+        if not isinstance(self.every_n_frames, int) or self.every_n_frames < 1:
+            raise ConfigError(
+                f"every_n_frames must be an integer >= 1, got {self.every_n_frames!r}"
+            )
+        _positive("sample_fps", self.sample_fps)
+        if self.sample_fps is not None and self.every_n_frames != 1:
+            raise ConfigError("give every_n_frames or sample_fps, not both")
+
+    @property
+    def samples(self) -> bool:
+        """Whether only some frames are processed (allowed for tensor outputs only)."""
+        return self.every_n_frames != 1 or self.sample_fps is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,12 +62,18 @@ class ModelConfig:
 
     ``model`` is ``builtin:NAME`` or a path/fsspec URL of an ``.onnx`` file. ``device``
     ``gpu`` fails loudly when no GPU provider is granted; ``auto`` takes the best there is.
+    ``precision`` ``fp16`` builds TensorRT engines in FP16. ``engine_cache`` is the shared
+    TensorRT engine cache (any fsspec URL, e.g. ``s3://bucket/engines``).
     """
 
     model: str = "builtin:identity"
     device: Device = "auto"
     batch_size: int = 8
     precision: Literal["fp32", "fp16"] = "fp32"
+    engine_cache: str | None = None  # fsspec URL; None: RAYPIPE_ENGINE_CACHE, else local
+    tile: int | None = None  # override the model spec's tiling (px), see ModelSpec
+    tile_overlap: int | None = None
+    resize: Literal["none", "stretch", "letterbox"] | None = None  # fixed-size models
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -133,6 +153,11 @@ class RunConfig:
     quiet: bool = False
 
 
+def engine_cache_from_env() -> str | None:
+    """The shared engine cache URL from ``RAYPIPE_ENGINE_CACHE``, or ``None``."""
+    return os.environ.get("RAYPIPE_ENGINE_CACHE") or None
+
+
 def ray_address_from_env() -> str | None:
     """The cluster address from ``RAY_ADDRESS``, or ``None``: the one place raypipe reads it."""
     return os.environ.get("RAY_ADDRESS") or None
@@ -141,10 +166,16 @@ def ray_address_from_env() -> str | None:
 _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "chunk_frames": ("chunk", "chunk_frames"),
     "split_gops": ("chunk", "split_gops"),
+    "every_n_frames": ("chunk", "every_n_frames"),
+    "sample_fps": ("chunk", "sample_fps"),
     "model": ("model", "model"),
     "device": ("model", "device"),
     "batch_size": ("model", "batch_size"),
     "precision": ("model", "precision"),
+    "engine_cache": ("model", "engine_cache"),
+    "tile": ("model", "tile"),
+    "tile_overlap": ("model", "tile_overlap"),
+    "resize": ("model", "resize"),
     "codec": ("encode", "codec"),
     "crf": ("encode", "crf"),
     "preset": ("encode", "preset"),

@@ -21,14 +21,15 @@ from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.cluster import connect, plan_actors
 from raypipe.distributed.engine import VideoJob, VideoResult, fingerprint, plan_all, run_planned
 from raypipe.distributed.monitor import Progress
-from raypipe.distributed.pipeline import load_model_bytes
+from raypipe.distributed.pipeline import load_model, table_output
+from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
 from raypipe.media.encode import check_encoder
 
 EXIT_ALL_DONE = 0
 EXIT_SOME_FAILED = 3
-REPORT_NAME = "raypipe-report.parquet"
+REPORT_NAME = "_raypipe-report.parquet"
 REPORT_COLUMNS = (
     "uri", "status", "error_type", "error_message", "frames_in", "frames_out", "chunks",
     "reused_chunks", "attempts", "seconds", "output",
@@ -43,6 +44,7 @@ class ArchiveReport:
     path: str
     wall_seconds: float = 0.0
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
+    gpu: dict[str, Any] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.rows if r["status"] == status)
@@ -66,21 +68,23 @@ def process_archive(
     ``inputs``: a directory/prefix, a glob, a URI list, a CSV/Parquet manifest (see
     :mod:`raypipe.inputs`) or a list of URIs. ``options`` as for
     :func:`raypipe.process_video`. The report is written to ``report_path`` (default
-    ``OUTPUT_DIR/raypipe-report.parquet``) as Parquet.
+    ``OUTPUT_DIR/_raypipe-report.parquet``) as Parquet.
     """
     cfg = build_run_config(config, **options)
-    check_encoder(cfg.encode)
     started = time.monotonic()
+    model = load_model(cfg)
+    if not model.tensor:
+        check_encoder(cfg.encode)
     items = list_inputs(inputs) if isinstance(inputs, str) else _items_of(list(inputs))
     report_path = report_path or storage.join(output_dir, REPORT_NAME)
     previous = _previous_attempts(report_path)
-    jobs = _jobs(items, output_dir)
+    jobs = _jobs(items, output_dir, tensor=model.tensor)
     storage.makedirs(output_dir)
-    model_bytes = load_model_bytes(cfg.model.model)
+    model_bytes = model.data
     run_key = fingerprint(cfg, model_bytes)
     connect(cfg.runtime)
     actors = plan_actors(cfg.runtime, cfg.model)
-    planned = list(plan_all(jobs, cfg.chunk, resume=resume, run_key=run_key))
+    planned = list(plan_all(jobs, cfg.chunk, resume=resume, run_key=run_key, tensor=model.tensor))
     total = sum(p.n_frames for p in planned if p.result is None)
     progress = Progress(total, label="archive", enabled=not cfg.quiet)
     results: list[VideoResult] = []
@@ -95,6 +99,11 @@ def process_archive(
     rows = [_report_row(r, previous) for r in results]
     report = ArchiveReport(rows=rows, path=report_path, wall_seconds=time.monotonic() - started)
     report.chunk_stats = [c for r in results for c in r.chunk_stats]
+    report.gpu = gpu_stats(
+        [s for r in results for s in r.gpu_samples],
+        sorted({n for r in results for n in r.gpu_notes}),
+        uses_gpu=actors.uses_gpu,
+    )
     write_report(report)
     progress.close(
         f"archive: {report.count('done')} done, {report.count('skipped')} skipped, "
@@ -111,12 +120,15 @@ def _items_of(uris: list[str]) -> list[Any]:
     return _from_uris(uris)
 
 
-def _jobs(items: list[Any], output_dir: str) -> list[VideoJob]:
+def _jobs(items: list[Any], output_dir: str, *, tensor: bool = False) -> list[VideoJob]:
     jobs: list[VideoJob] = []
     seen_inputs: set[str] = set()
     seen_outputs: set[str] = set()
     for item in items:
-        output = storage.join(output_dir, item.relative_output) if item.relative_output else ""
+        if tensor:  # analysis: one Parquet partition per video
+            output = table_output(output_dir, item.uri)
+        else:
+            output = storage.join(output_dir, item.relative_output) if item.relative_output else ""
         error = item.error
         if not error and item.uri in seen_inputs:
             error = f"input '{item.uri}' is listed more than once; it is processed once"
@@ -226,6 +238,7 @@ def _write_stats(report: ArchiveReport, path: str, workers: int) -> None:
             "fps": frames / report.wall_seconds if report.wall_seconds else 0.0,
         },
         "chunks": report.chunk_stats,
+        "gpu": report.gpu,
     }
     tmp = f"{path}.{os.getpid()}.part"
     with open(tmp, "w") as f:

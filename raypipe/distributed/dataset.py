@@ -17,6 +17,7 @@ from raypipe.config import RunConfig
 from raypipe.distributed.actors import InferActor
 from raypipe.distributed.cluster import ActorPlan
 from raypipe.distributed.stages import Row, decode_stage, encode_stage
+from raypipe.infer.models import ModelSpec
 
 
 def build_dataset(
@@ -26,8 +27,14 @@ def build_dataset(
     model_bytes: bytes,
     *,
     warmup_hw: tuple[int, int] | None = None,
+    spec: ModelSpec | None = None,
+    tensor: bool = False,
 ) -> ray.data.Dataset:
-    """The lazy pipeline over ``rows`` (one block per chunk, so every chunk is its own task)."""
+    """The lazy pipeline over ``rows`` (one block per chunk, so every chunk is its own task).
+
+    ``tensor``: an analysis model; the actors return each chunk's results as a small Parquet
+    table in ``segment`` and there is no encode stage.
+    """
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not cfg.quiet
     if cfg.quiet:
@@ -58,6 +65,13 @@ def build_dataset(
                 "batch_size": cfg.model.batch_size,
                 "intra_op_threads": actors.intra_op_threads,
                 "warmup_hw": warmup_hw,
+                "spec": spec,
+                "precision": cfg.model.precision,
+                "engine_cache": cfg.model.engine_cache,
+                "gpu_memory_fraction": actors.num_gpus if actors.uses_gpu else 1.0,
+                "tensor": tensor,
             },
         )
+    if tensor:
+        return ds
     return ds.map(functools.partial(encode_stage, config=cfg.encode), num_cpus=1)

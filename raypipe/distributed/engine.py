@@ -27,7 +27,7 @@ from raypipe.distributed.dataset import build_dataset
 from raypipe.distributed.stages import Row, chunk_row
 from raypipe.errors import RaypipeError
 from raypipe.media.mux import assemble
-from raypipe.media.plan import plan_chunks
+from raypipe.media.plan import chunk_offsets, plan_chunks, sampled_indices
 from raypipe.media.probe import make_video_id, probe
 
 log = logging.getLogger("raypipe")
@@ -59,6 +59,8 @@ class VideoResult:
     reused_chunks: int = 0
     seconds: float = 0.0
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
+    gpu_samples: list[dict[str, Any]] = field(default_factory=list)
+    gpu_notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -72,8 +74,10 @@ class PlannedVideo:
     result: VideoResult | None = None  # final already (skipped, failed to plan)
     rows: list[Row] = field(default_factory=list)  # chunks still to process
     n_chunks: int = 0
-    reused: list[int] = field(default_factory=list)
+    reused: list[int] = field(default_factory=list)  # chunks already done (or empty)
     n_frames: int = 0
+    n_out: int = 0  # frames (video) or table rows (analysis) the output will have
+    tensor: bool = False
     work_dir: str = ""
     height: int = 0
     width: int = 0
@@ -102,11 +106,14 @@ def fingerprint(cfg: RunConfig, model_bytes: bytes) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def plan_video(job: VideoJob, chunk: ChunkConfig, *, resume: bool, run_key: str) -> PlannedVideo:
+def plan_video(
+    job: VideoJob, chunk: ChunkConfig, *, resume: bool, run_key: str, tensor: bool = False
+) -> PlannedVideo:
     """Probe and plan one video; decide what a resumed run can skip or reuse. Never raises
-    for a bad input: the error goes into the result."""
+    for a bad input: the error goes into the result. ``tensor``: an analysis run, whose
+    output is a Parquet table of the sampled frames."""
     started = time.monotonic()
-    planned = PlannedVideo(job=job, video_id=make_video_id(job.uri))
+    planned = PlannedVideo(job=job, video_id=make_video_id(job.uri), tensor=tensor)
     try:
         if job.error:
             raise errors.ConfigError(job.error)
@@ -114,13 +121,17 @@ def plan_video(job: VideoJob, chunk: ChunkConfig, *, resume: bool, run_key: str)
         plan = plan_chunks(info, chunk)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.height, planned.width = info.height, info.width
-        if resume and _output_complete(job.output, info.n_frames):
+        keeps: list[list[int] | None] = [None] * len(plan)
+        if tensor and chunk.samples:
+            keeps = list(chunk_offsets(plan, sampled_indices(info, chunk)))
+        planned.n_out = sum(c.n_frames if k is None else len(k) for c, k in zip(plan.chunks, keeps))
+        if resume and _output_complete(job.output, planned.n_out, tensor):
             planned.result = VideoResult(
                 uri=job.uri,
                 output=job.output,
                 status="skipped",
                 frames_in=info.n_frames,
-                frames_out=info.n_frames,
+                frames_out=planned.n_out,
                 chunks=len(plan),
                 seconds=time.monotonic() - started,
             )
@@ -129,8 +140,16 @@ def plan_video(job: VideoJob, chunk: ChunkConfig, *, resume: bool, run_key: str)
         done = _reusable_segments(planned.work_dir, run_key) if resume else set()
         if not resume:
             storage.remove_tree(planned.work_dir)
-        planned.reused = sorted(c.index for c in plan.chunks if c.chunk_id in done)
-        planned.rows = [chunk_row(info, c) for c in plan.chunks if c.chunk_id not in done]
+        skip = done | {c.chunk_id for c, k in zip(plan.chunks, keeps) if k == []}
+        planned.reused = sorted(c.index for c in plan.chunks if c.chunk_id in skip)
+        firsts = [0]
+        for c in plan.chunks:
+            firsts.append(firsts[-1] + c.n_frames)
+        planned.rows = [
+            chunk_row(info, c, first_index=firsts[c.index], keep=keeps[c.index])
+            for c in plan.chunks
+            if c.chunk_id not in skip
+        ]
     except Exception as e:  # noqa: BLE001 - one bad input fails alone
         planned.result = VideoResult(
             uri=job.uri,
@@ -143,13 +162,22 @@ def plan_video(job: VideoJob, chunk: ChunkConfig, *, resume: bool, run_key: str)
     return planned
 
 
-def _output_complete(output: str, n_frames: int) -> bool:
-    """An existing output counts as finished only if it probes with the source's frames."""
+def _output_complete(output: str, n_out: int, tensor: bool) -> bool:
+    """An existing output counts as finished only if it has the frames (video: probed) or
+    rows (analysis table) the run would give it."""
     if not storage.exists(output):
         return False
     try:
-        return probe(output).n_frames == n_frames
-    except RaypipeError:
+        if tensor:
+            import io
+
+            import pyarrow.parquet as pq
+
+            return bool(
+                pq.ParquetFile(io.BytesIO(storage.read_bytes(output))).metadata.num_rows == n_out
+            )
+        return probe(output).n_frames == n_out
+    except (RaypipeError, OSError, ValueError):
         return False
 
 
@@ -169,19 +197,27 @@ def _reusable_segments(work_dir: str, run_key: str) -> set[str]:
 
 
 @ray.remote(num_cpus=0.5)
-def _plan_remote(job: VideoJob, chunk: ChunkConfig, resume: bool, run_key: str) -> PlannedVideo:
-    return plan_video(job, chunk, resume=resume, run_key=run_key)
+def _plan_remote(
+    job: VideoJob, chunk: ChunkConfig, resume: bool, run_key: str, tensor: bool
+) -> PlannedVideo:
+    return plan_video(job, chunk, resume=resume, run_key=run_key, tensor=tensor)
 
 
 def plan_all(
-    jobs: list[VideoJob], chunk: ChunkConfig, *, resume: bool, run_key: str, max_in_flight: int = 16
+    jobs: list[VideoJob],
+    chunk: ChunkConfig,
+    *,
+    resume: bool,
+    run_key: str,
+    tensor: bool = False,
+    max_in_flight: int = 16,
 ) -> Iterator[PlannedVideo]:
     """Plan ``jobs`` in parallel Ray tasks, at most ``max_in_flight`` at a time."""
     pending: list[Any] = []
     queue = iter(jobs)
     while True:
         for job in queue:
-            pending.append(_plan_remote.remote(job, chunk, resume, run_key))
+            pending.append(_plan_remote.remote(job, chunk, resume, run_key, tensor))
             if len(pending) >= max_in_flight:
                 break
         if not pending:
@@ -197,6 +233,7 @@ def run_planned(
     model_bytes: bytes,
     run_key: str,
     *,
+    spec: Any = None,
     on_frames: Callable[[int], None] = lambda n: None,
 ) -> Iterator[VideoResult]:
     """Process the chunks of every planned video in one dataset; yield each video's result
@@ -219,7 +256,15 @@ def run_planned(
     if not rows:
         return
     first = next(st.planned for st in state.values() if st.planned.rows)
-    ds = build_dataset(rows, cfg, actors, model_bytes, warmup_hw=(first.height, first.width))
+    ds = build_dataset(
+        rows,
+        cfg,
+        actors,
+        model_bytes,
+        warmup_hw=(first.height, first.width),
+        spec=spec,
+        tensor=first.tensor,
+    )
     for row in _iter_rows(ds):
         st = state[str(row["video_id"])]
         st.add(row)
@@ -235,6 +280,8 @@ class _VideoState:
         self.done = set(planned.reused)
         self.error: tuple[str, str] | None = None
         self.chunk_stats: list[dict[str, Any]] = []
+        self.gpu_samples: list[dict[str, Any]] = []
+        self.gpu_notes: set[str] = set()
 
     @property
     def complete(self) -> bool:
@@ -246,11 +293,45 @@ class _VideoState:
         index = int(row["index"])
         self.done.add(index)
         self.chunk_stats.append(chunk_record(row))
+        self._gpu(str(row.get("gpu_samples") or ""))
         if row["error_type"]:
             self.error = self.error or (str(row["error_type"]), str(row["error_message"]))
         elif self.error is None:
             name = f"{row['chunk_id']}.rpseg"
             storage.write_bytes(storage.join(self.planned.work_dir, name), bytes(row["segment"]))
+
+    def _gpu(self, text: str) -> None:
+        if not text:
+            return
+        data = json.loads(text)
+        if isinstance(data, dict):
+            self.gpu_notes.add(str(data.get("reason", "")))
+        else:
+            self.gpu_samples.extend(data)
+
+    def _segments(self) -> list[str]:
+        p = self.planned
+        return [storage.join(p.work_dir, f"{p.video_id}-{i:06d}.rpseg") for i in range(p.n_chunks)]
+
+    def _write_table(self) -> int:
+        """Concatenate the chunks' tables in chunk order into the video's Parquet output."""
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = [
+            pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+            for uri in self._segments()
+            if storage.exists(uri)
+        ]
+        table = pa.concat_tables(tables) if tables else pa.table({})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        parent, _ = storage.split(self.planned.job.output)
+        storage.makedirs(parent)
+        storage.write_bytes(self.planned.job.output, sink.getvalue().to_pybytes())
+        return int(table.num_rows)
 
     def finish(self) -> VideoResult:
         p = self.planned
@@ -263,13 +344,19 @@ class _VideoState:
             reused_chunks=len(p.reused),
             chunk_stats=sorted(self.chunk_stats, key=lambda c: c["index"]),
         )
+        result.gpu_samples = self.gpu_samples
+        result.gpu_notes = sorted(n for n in self.gpu_notes if n)
         if self.error is None:
-            segments = [
-                storage.join(p.work_dir, f"{p.video_id}-{i:06d}.rpseg") for i in range(p.n_chunks)
-            ]
             try:
-                assemble(segments, p.job.output, p.job.uri)
-                result.frames_out = p.n_frames
+                if p.tensor:
+                    result.frames_out = self._write_table()
+                    if result.frames_out != p.n_out:
+                        raise errors.RaypipeError(
+                            f"the table has {result.frames_out} rows, {p.n_out} frames were sampled"
+                        )
+                else:
+                    assemble(self._segments(), p.job.output, p.job.uri)
+                    result.frames_out = p.n_frames
             except Exception as e:  # noqa: BLE001 - the video fails alone
                 self.error = (type(e).__name__, " ".join(str(e).split()))
         if self.error is not None:
@@ -292,7 +379,8 @@ def _iter_rows(ds: ray.data.Dataset) -> Iterator[Row]:
 
 
 def raypipe_cause(e: BaseException) -> RaypipeError | None:
-    """The first :class:`RaypipeError` in ``e``'s chain (Ray wraps worker exceptions)."""
+    """The first :class:`RaypipeError` in ``e``'s chain. Ray wraps worker exceptions (its
+    ``RayTaskError(X)`` even subclasses X); the original, in ``.cause``, is preferred."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [e]
     while stack:
@@ -300,9 +388,13 @@ def raypipe_cause(e: BaseException) -> RaypipeError | None:
         if err is None or id(err) in seen:
             continue
         seen.add(id(err))
+        wrapped = getattr(err, "cause", None)
+        if isinstance(wrapped, BaseException):
+            stack.append(wrapped)
+            continue
         if isinstance(err, RaypipeError):
             return err
-        stack.extend([err.__cause__, err.__context__, getattr(err, "cause", None)])
+        stack.extend([err.__cause__, err.__context__])
     return None
 
 

@@ -7,9 +7,11 @@ input or model fails at once, typed, with nothing written. The chunks then go th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from raypipe import storage
@@ -25,10 +27,11 @@ from raypipe.distributed.engine import (
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.stats import RunStats
 from raypipe.errors import ConfigError, OutputExistsError
-from raypipe.infer.models import FrameModel, resolve_model
+from raypipe.infer.models import FrameModel, ModelSpec, resolve_model_and_spec
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.media.encode import check_encoder
 from raypipe.media.mux import output_format
+from raypipe.media.probe import make_video_id
 from raypipe.media.source import is_local
 
 log = logging.getLogger("raypipe")
@@ -48,25 +51,35 @@ def process_video(
     """
     cfg = build_run_config(config, **options)
     input, output = os.fspath(input), os.fspath(output)
-    check_output(output, overwrite=cfg.overwrite)
-    check_encoder(cfg.encode)
     started = time.monotonic()
-    model_bytes = load_model_bytes(cfg.model.model)
-    run_key = fingerprint(cfg, model_bytes)
+    model = load_model(cfg)
+    if model.tensor:
+        output = table_output(output, input)
+    else:
+        check_encoder(cfg.encode)
+    check_output(output, overwrite=cfg.overwrite, tensor=model.tensor)
+    run_key = fingerprint(cfg, model.data)
     planned = plan_video(
-        VideoJob(uri=input, output=output), cfg.chunk, resume=False, run_key=run_key
+        VideoJob(uri=input, output=output),
+        cfg.chunk,
+        resume=False,
+        run_key=run_key,
+        tensor=model.tensor,
     )
     if planned.result is not None:  # the input failed to probe or plan
         raise error_of(planned.result)
     connect(cfg.runtime)
     actors = plan_actors(cfg.runtime, cfg.model)
     progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
-    (result,) = run_planned([planned], cfg, actors, model_bytes, run_key, on_frames=progress.update)
+    (result,) = run_planned(
+        [planned], cfg, actors, model.data, run_key, spec=model.spec, on_frames=progress.update
+    )
     if not result.ok:
         raise error_of(result)
     progress.close(f"{os.path.basename(input)}: {result.frames_out} frames -> {output}")
     stats = RunStats(input=input, output=output, chunks=result.chunks, workers=actors.workers)
     stats.add_chunks(result.chunk_stats)
+    stats.set_gpu(result.gpu_samples, result.gpu_notes, uses_gpu=actors.uses_gpu)
     stats.frames = result.frames_out
     stats.wall_seconds = time.monotonic() - started
     if cfg.stats_path:
@@ -74,21 +87,48 @@ def process_video(
     return stats
 
 
-def load_model_bytes(model: str) -> bytes:
-    """The model's bytes, checked on the driver so a model that does not load fails here,
-    typed, before any cluster work starts. Simulated accelerators have none."""
-    if is_simulated(model):
-        parse_hold_seconds(model)
-        return b""
-    model_bytes, _ = resolve_model(model)
-    FrameModel(model_bytes, device="cpu")
-    return model_bytes
+@dataclass(frozen=True)
+class LoadedModel:
+    """The model as the driver checked it: bytes, spec, and whether it outputs tensors."""
+
+    data: bytes
+    spec: ModelSpec | None
+    tensor: bool
 
 
-def check_output(output: str, *, overwrite: bool) -> None:
+def load_model(cfg: RunConfig) -> LoadedModel:
+    """The model's bytes and spec (sidecar or built-in, with the run's tile/resize
+    overrides), checked on the driver so a model that does not load fails here, typed,
+    before any cluster work starts. Simulated accelerators have no bytes."""
+    if is_simulated(cfg.model.model):
+        parse_hold_seconds(cfg.model.model)
+        return LoadedModel(data=b"", spec=None, tensor=False)
+    data, _, spec = resolve_model_and_spec(cfg.model.model)
+    if cfg.model.tile is not None:
+        spec = dataclasses.replace(spec, tile=cfg.model.tile)
+    if cfg.model.tile_overlap is not None:
+        spec = dataclasses.replace(spec, tile_overlap=cfg.model.tile_overlap)
+    if cfg.model.resize is not None:
+        spec = dataclasses.replace(spec, resize=cfg.model.resize)
+    tensor = FrameModel(data, spec=spec, device="cpu").output_kind == "tensor"
+    if cfg.chunk.samples and not tensor:
+        raise ConfigError(
+            "frame sampling (every_n_frames / sample_fps) is for models that output tensors; "
+            "a model that outputs frames must see every frame of the video"
+        )
+    return LoadedModel(data=data, spec=spec, tensor=tensor)
+
+
+def table_output(output_dir: str, uri: str) -> str:
+    """Where an analysis run writes ``uri``'s table: one Parquet partition per video."""
+    return storage.join(output_dir, f"video_id={make_video_id(uri)}", "part-0.parquet")
+
+
+def check_output(output: str, *, overwrite: bool, tensor: bool = False) -> None:
     """Fail before any work when ``output`` cannot be written or exists already."""
-    output_format(output)
-    if is_local(output):
+    if not tensor:
+        output_format(output)
+    if is_local(output) and not tensor:
         parent = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(parent):
             raise ConfigError(f"output directory '{parent}' does not exist; create it first")

@@ -34,9 +34,17 @@ def error_fields(e: BaseException) -> dict[str, str]:
     return {"error_type": type(e).__name__, "error_message": " ".join(str(e).split())}
 
 
-def chunk_row(info: VideoInfo, chunk: Chunk) -> Row:
-    """The plain-data row that enters the pipeline for ``chunk`` of ``info``."""
+def chunk_row(
+    info: VideoInfo, chunk: Chunk, *, first_index: int = 0, keep: list[int] | None = None
+) -> Row:
+    """The plain-data row that enters the pipeline for ``chunk`` of ``info``.
+
+    ``first_index``: display index of the chunk's first frame in the video; ``keep``: the
+    offsets of the frames to process (analysis sampling), ``None`` for all.
+    """
     return {
+        "first_index": first_index,
+        "keep": "" if keep is None else ",".join(map(str, keep)),
         "chunk_id": chunk.chunk_id,
         "video_id": chunk.video_id,
         "index": chunk.index,
@@ -89,6 +97,46 @@ def _info_of(row: Row) -> VideoInfo:
     )
 
 
+def keep_of(row: Row) -> list[int] | None:
+    """The offsets a row's ``keep`` field names (``None``: every frame)."""
+    text = str(row["keep"])
+    return [int(k) for k in text.split(",")] if text else None
+
+
+def frame_indices(row: Row) -> np.ndarray:
+    """Display indices (in the video) of the frames a decoded row carries."""
+    keep = keep_of(row)
+    offsets = np.arange(int(row["n_frames"])) if keep is None else np.asarray(keep)
+    return (int(row["first_index"]) + offsets).astype(np.int64)
+
+
+def tensor_table_bytes(row: Row, pts: np.ndarray, outputs: dict[str, np.ndarray]) -> bytes:
+    """One chunk's analysis results as Parquet: one row per processed frame with the video
+    URI and id, frame index, pts and pts seconds, and one column per model output (its
+    per-frame shape kept as a fixed-shape tensor column, plain values for scalars)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tb = Fraction(int(row["tb_num"]), int(row["tb_den"]))
+    n = len(pts)
+    columns: dict[str, Any] = {
+        "video_uri": pa.array([str(row["uri"])] * n, pa.string()),
+        "video_id": pa.array([str(row["video_id"])] * n, pa.string()),
+        "frame_index": pa.array(frame_indices(row), pa.int64()),
+        "pts": pa.array(np.asarray(pts, dtype=np.int64), pa.int64()),
+        "pts_seconds": pa.array([float(p * tb) for p in pts], pa.float64()),
+    }
+    for name, values in outputs.items():
+        values = np.ascontiguousarray(values)
+        if values.ndim == 1:
+            columns[name] = pa.array(values)
+        else:
+            columns[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(values)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
 def _node_id() -> str:
     try:
         import ray
@@ -105,7 +153,7 @@ def decode_stage(row: Row) -> Row:
     if not row["error_type"]:
         maybe_exit("decode", str(row["chunk_id"]))
         try:
-            decoded = decode_chunk(_info_of(row), _chunk_of(row))
+            decoded = decode_chunk(_info_of(row), _chunk_of(row), keep=keep_of(row))
             out.update(frames=decoded.frames, pts=decoded.pts)
         except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
             out.update(error_fields(e))

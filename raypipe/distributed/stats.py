@@ -27,6 +27,7 @@ class RunStats:
     wall_seconds: float = 0.0
     workers: int = 0
     providers: list[str] = field(default_factory=list)
+    gpu: dict[str, Any] = field(default_factory=dict)
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -43,16 +44,32 @@ class RunStats:
                 self.providers.append(provider)
         self.chunk_stats.append(record)
 
+    def set_gpu(self, samples: list[dict[str, Any]], notes: list[str], *, uses_gpu: bool) -> None:
+        self.gpu = gpu_stats(samples, notes, uses_gpu=uses_gpu)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         chunks = sorted(d.pop("chunk_stats"), key=lambda c: c["index"])
-        return {"totals": {**d, "fps": self.fps}, "chunks": chunks}
+        gpu = d.pop("gpu")
+        return {"totals": {**d, "fps": self.fps}, "chunks": chunks, "gpu": gpu}
 
     def write(self, path: str) -> None:
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
             json.dump(self.to_dict(), f, indent=2)
         os.replace(tmp, path)
+
+
+def gpu_stats(samples: list[dict[str, Any]], notes: list[str], *, uses_gpu: bool) -> dict[str, Any]:
+    """The stats' ``gpu`` section: NVML samples per physical GPU (``t`` unix s, ``gpu``,
+    ``node``, ``util`` %, ``mem_used`` bytes), or why there are none."""
+    if samples:
+        return {"available": True, "samples": sorted(samples, key=lambda s: s["t"])}
+    if not uses_gpu:
+        reason = "no GPU measured: the inference actors ran without GPUs"
+    else:
+        reason = "; ".join(notes) or "no GPU measured: no samples were taken"
+    return {"available": False, "reason": reason, "samples": []}
 
 
 def chunk_record(row: dict[str, Any]) -> dict[str, Any]:

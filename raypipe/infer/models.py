@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from raypipe.config import Device
 from raypipe.errors import ConfigError, ModelLoadError
-from raypipe.infer.session import create_session, granted_providers
+from raypipe.infer.session import IOBindingRunner, create_session, granted_providers
 
 # ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
 # declare specs); re-exported here, where callers have always imported them from.
@@ -222,9 +222,18 @@ class FrameModel:
         spec: ModelSpec = DEFAULT_SPEC,
         device: Device | str = "auto",
         intra_op_threads: int | None = None,
+        providers: list[str] | None = None,
+        provider_options: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.spec = spec
-        self.session = create_session(model_bytes, device=device, intra_op_threads=intra_op_threads)
+        self._runner: IOBindingRunner | None = None
+        self.session = create_session(
+            model_bytes,
+            device=device,
+            intra_op_threads=intra_op_threads,
+            providers=providers,
+            provider_options=provider_options,
+        )
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:
             raise ModelLoadError(
@@ -386,7 +395,9 @@ class FrameModel:
         return batches
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        (y,) = self.session.run([self._output_name], {self._input_name: x})
+        if self._runner is None:  # IO binding: persistent device buffers on CUDA/TensorRT
+            self._runner = IOBindingRunner(self.session, self._input_name, self._output_name)
+        y = self._runner.run(x)
         self._check_batch(self._output_name, y, len(x))
         return np.asarray(y)
 

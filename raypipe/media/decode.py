@@ -8,6 +8,7 @@ retried once from the start of the file, which is always correct, only slower.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -33,21 +34,31 @@ class _Overshoot(Exception):
     """The seek landed after the frames we need."""
 
 
-def decode_chunk(info: VideoInfo, chunk: Chunk, *, threads: int = 0) -> DecodedChunk:
+def decode_chunk(
+    info: VideoInfo, chunk: Chunk, *, threads: int = 0, keep: Sequence[int] | None = None
+) -> DecodedChunk:
     """Decode exactly ``chunk.n_frames`` frames of ``info.uri`` in ``[start_pts, end_pts)``.
 
-    ``threads`` 0 lets FFmpeg choose. Raises :class:`DecodeError` when the decoded frames do
-    not match the plan and :class:`CorruptVideoError` when the stream does not decode.
+    ``keep``: offsets within the chunk (0-based, display order) of the frames to return;
+    the others are still decoded (later frames may reference them) but not converted to
+    RGB. ``None`` returns every frame. ``threads`` 0 lets FFmpeg choose. Raises
+    :class:`DecodeError` when the decoded frames do not match the plan and
+    :class:`CorruptVideoError` when the stream does not decode.
     """
+    wanted = None if keep is None else sorted(set(keep))
     try:
-        return _decode(info, chunk, chunk.seek_pts, threads)
+        return _decode(info, chunk, chunk.seek_pts, threads, wanted)
     except _Overshoot:
-        return _decode(info, chunk, None, threads)
+        return _decode(info, chunk, None, threads, wanted)
 
 
-def _decode(info: VideoInfo, chunk: Chunk, seek_pts: int | None, threads: int) -> DecodedChunk:
-    frames = np.empty((chunk.n_frames, info.height, info.width, 3), dtype=np.uint8)
-    pts = np.empty(chunk.n_frames, dtype=np.int64)
+def _decode(
+    info: VideoInfo, chunk: Chunk, seek_pts: int | None, threads: int, keep: list[int] | None
+) -> DecodedChunk:
+    slot = {offset: i for i, offset in enumerate(keep)} if keep is not None else None
+    n_out = chunk.n_frames if keep is None else len(keep)
+    frames = np.empty((n_out, info.height, info.width, 3), dtype=np.uint8)
+    pts = np.empty(n_out, dtype=np.int64)
     n = 0
     to_rgb = VideoReformatter()  # one swscale context for the whole chunk
     with open_input(info.uri) as container:
@@ -79,8 +90,10 @@ def _decode(info: VideoInfo, chunk: Chunk, seek_pts: int | None, threads: int) -
                         f"{chunk.chunk_id}: more than the planned {chunk.n_frames} frames in "
                         f"[{chunk.start_pts}, {chunk.end_pts})"
                     )
-                frames[n] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
-                pts[n] = t
+                i = n if slot is None else slot.get(n, -1)
+                if i >= 0:
+                    frames[i] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+                    pts[i] = t
                 n += 1
                 if n == chunk.n_frames:
                     break
@@ -93,6 +106,6 @@ def _decode(info: VideoInfo, chunk: Chunk, seek_pts: int | None, threads: int) -
             f"{chunk.chunk_id}: decoded {n} frames in [{chunk.start_pts}, {chunk.end_pts}), "
             f"the plan expects {chunk.n_frames}; the input is probably damaged"
         )
-    if n > 1 and not np.all(np.diff(pts) > 0):
+    if len(pts) > 1 and not np.all(np.diff(pts) > 0):
         raise DecodeError(f"{chunk.chunk_id}: decoded frames are not in display order")
     return DecodedChunk(frames=frames, pts=pts)

@@ -10,6 +10,7 @@ their start. Chunk ids are ``{video_id}-{index:06d}``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any
 
 from raypipe.config import ChunkConfig
@@ -98,3 +99,36 @@ def plan_chunks(info: VideoInfo, config: ChunkConfig | None = None) -> ChunkPlan
         for i, (a, b, s) in enumerate(pieces)
     )
     return ChunkPlan(video_id=info.video_id, n_frames=info.n_frames, chunks=chunks)
+
+
+def sampled_indices(info: VideoInfo, config: ChunkConfig) -> list[int]:
+    """Display indices of the frames an analysis run processes.
+
+    ``every_n_frames`` N: frames 0, N, 2N, ... ``sample_fps`` F: the first frame at or after
+    each multiple of 1/F seconds from the first frame (so variable frame rates sample by
+    time, not by count). Without either: every frame.
+    """
+    if config.sample_fps is not None:
+        tb, first = info.time_base, info.pts[0]
+        picked, last_bucket = [], -1
+        for i, pts in enumerate(info.pts):
+            bucket = int((pts - first) * tb * Fraction(config.sample_fps).limit_denominator(10**6))
+            if bucket > last_bucket:
+                picked.append(i)
+                last_bucket = bucket
+        return picked
+    return list(range(0, info.n_frames, config.every_n_frames))
+
+
+def chunk_offsets(plan: ChunkPlan, indices: list[int]) -> list[list[int]]:
+    """For each chunk, the offsets (within the chunk) of the ``indices`` that fall in it."""
+    offsets: list[list[int]] = [[] for _ in plan.chunks]
+    starts = [0]
+    for c in plan.chunks:
+        starts.append(starts[-1] + c.n_frames)
+    k = 0
+    for i in sorted(indices):
+        while i >= starts[k + 1]:
+            k += 1
+        offsets[k].append(i - starts[k])
+    return offsets

@@ -319,7 +319,7 @@ def test_archive_job_is_exact_resumes_and_reports_failures(head: Head, tmp_path:
     assert second.returncode == 1
     job = head.job("archive-2")
     assert job["status"] == "FAILED" and "exit code 3" in job["message"]
-    report = pq.read_table(outputs / "raypipe-report.parquet").to_pylist()
+    report = pq.read_table(outputs / "_raypipe-report.parquet").to_pylist()
     status = {Path(r["uri"]).name: (r["status"], r["error_type"]) for r in report}
     assert status == {
         "a.mp4": ("skipped", ""),

@@ -74,7 +74,7 @@ def test_archive_of_good_and_bad_inputs(
     code = main(["archive", str(manifest), str(out), "--model", "builtin:invert", *lossless_args()])
     printed = capsys.readouterr().out
     assert code == 3
-    rows = {r["uri"]: r for r in read_report(str(out / "raypipe-report.parquet"))}
+    rows = {r["uri"]: r for r in read_report(str(out / "_raypipe-report.parquet"))}
     assert len(rows) == len(good) + 1 + len(bad) + 1
     for rel, path in good.items():
         row = rows[str(path)]
@@ -92,7 +92,7 @@ def test_archive_of_good_and_bad_inputs(
     assert not (tmp_path / "escape.mp4").exists()
     assert not list(out.rglob(".*")), "a work directory or temporary file was left behind"
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == sorted(
-        ["a.mp4", "b.mov", "vfr.mp4", "ntsc.mp4", "raypipe-report.parquet"]
+        ["a.mp4", "b.mov", "vfr.mp4", "ntsc.mp4", "_raypipe-report.parquet"]
     )
     assert "4 done, 0 skipped, 11 failed" in printed
 

@@ -80,21 +80,23 @@ def test_archive_from_and_to_s3(
     )
     printed = capsys.readouterr()
     assert code == 3
-    rows = {r["uri"]: r for r in read_report("s3://videos/out/raypipe-report.parquet")}
+    rows = {r["uri"]: r for r in read_report("s3://videos/out/_raypipe-report.parquet")}
     assert rows["s3://videos/in/a.mp4"]["status"] == "done"
     assert rows["s3://videos/in/deep/b.mov"]["status"] == "done"
     assert rows["s3://videos/in/bad.mp4"]["error_type"] == "CorruptVideoError"
     listed = sorted(fs.find("videos/out"))  # type: ignore[attr-defined]
-    assert listed == [
-        "videos/out/a.mp4",
-        "videos/out/deep/b.mov",
-        "videos/out/raypipe-report.parquet",
-    ]
+    assert listed == sorted(
+        [
+            "videos/out/a.mp4",
+            "videos/out/deep/b.mov",
+            "videos/out/_raypipe-report.parquet",
+        ]
+    )
     for key, kind in (("a.mp4", "bframes_aac"), ("deep/b.mov", "hevc_mov")):
         local = tmp_path / key.replace("/", "_")
         fs.get(f"videos/out/{key}", str(local))  # type: ignore[attr-defined]
         assert_exact(clips[kind], local, "builtin:invert")
-    report_bytes = fs.cat("videos/out/raypipe-report.parquet")  # type: ignore[attr-defined]
+    report_bytes = fs.cat("videos/out/_raypipe-report.parquet")  # type: ignore[attr-defined]
     assert SECRET not in printed.out + printed.err and SECRET.encode() not in report_bytes
     # the same command again: everything checked and skipped, the bad one failed again
     rerun = raypipe.process_archive(

@@ -75,7 +75,7 @@ def test_sigkill_then_resume(clips: dict[str, Path], tmp_path: Path) -> None:
         _kill_group(proc)
     segments_left = len(list(work.glob("*.rpseg")))
     assert not (out / "z_long.mp4").exists() and 5 <= segments_left < 100
-    assert not (out / "raypipe-report.parquet").exists()
+    assert not (out / "_raypipe-report.parquet").exists()
     finished_before = {p.name for p in out.glob("*.mp4")}
     assert "a_bframes_aac.mp4" in finished_before
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
@@ -89,7 +89,7 @@ def test_sigkill_then_resume(clips: dict[str, Path], tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr.decode()[-3000:]
-    rows = {Path(r["uri"]).name: r for r in read_report(str(out / "raypipe-report.parquet"))}
+    rows = {Path(r["uri"]).name: r for r in read_report(str(out / "_raypipe-report.parquet"))}
     for name in finished_before:
         assert rows[name]["status"] == "skipped", rows[name]
         assert (out / name).stat().st_mtime_ns == mtimes[name], "a finished video was redone"
@@ -100,4 +100,4 @@ def test_sigkill_then_resume(clips: dict[str, Path], tmp_path: Path) -> None:
         assert_exact(clips[kind], out / f"a_{kind}.mp4", "builtin:invert")
     assert_exact(long, out / "z_long.mp4", "builtin:invert")
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
-    assert files == ["a_bframes_aac.mp4", "a_ntsc.mp4", "raypipe-report.parquet", "z_long.mp4"]
+    assert files == ["_raypipe-report.parquet", "a_bframes_aac.mp4", "a_ntsc.mp4", "z_long.mp4"]

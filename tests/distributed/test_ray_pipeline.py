@@ -125,3 +125,44 @@ def test_two_workers_per_gpu_give_four_actors_two_per_gpu(
     assert len(per_actor) == 4, f"chunks ran on {len(per_actor)} actors, expected 4"
     assert sorted(per_actor.values()) == ["0", "0", "1", "1"]
     assert_exact(clips["open_gop"], out, "builtin:invert")
+
+
+def test_build_engines_without_cuda_is_a_typed_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cluster has (logical) GPUs but no CUDA: one typed line, nothing in the cache."""
+    from raypipe.cli import main
+
+    cache = tmp_path / "cache"
+    code = main(
+        [
+            "build-engines",
+            "--model",
+            "builtin:superres",
+            "--cache",
+            str(cache),
+            "--size",
+            "320x180",
+            "--precision",
+            "fp16",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("raypipe: error: DeviceUnavailableError: "), err
+    assert not cache.exists() or not any(cache.rglob("*.engine"))
+    assert (
+        main(
+            [
+                "build-engines",
+                "--model",
+                "builtin:superres",
+                "--cache",
+                str(cache),
+                "--size",
+                "320by180",
+            ]
+        )
+        == 1
+    )
+    assert "frame size must be WIDTHxHEIGHT" in capsys.readouterr().err

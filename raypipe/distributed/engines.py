@@ -1,0 +1,121 @@
+"""``raypipe build-engines``: prebuild TensorRT engines for a cluster before a big run.
+
+One Ray task per GPU type (one node of each ``accelerator_type``) builds and publishes the
+engines for every frame size asked for into the shared cache, so no actor of the real run
+pays for a build. Engines are keyed by GPU name and compute capability, so a cluster with
+several GPU types needs one build per type.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raypipe.config import RuntimeConfig
+from raypipe.distributed.cluster import connect
+from raypipe.errors import ConfigError, DeviceUnavailableError
+from raypipe.infer.models import resolve_model
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``1920x1080`` → (height 1080, width 1920)."""
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or not int(width) or not int(height):
+        raise ConfigError(f"frame size must be WIDTHxHEIGHT, e.g. 1920x1080, got {text!r}")
+    return int(height), int(width)
+
+
+def input_name_of(model_bytes: bytes) -> str:
+    import onnx
+
+    graph = onnx.load_from_string(model_bytes).graph
+    initializers = {t.name for t in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initializers)
+
+
+def _gpu_nodes() -> dict[str, str]:
+    """One alive node id per GPU type (``accelerator_type:*`` resource, else 'GPU')."""
+    chosen: dict[str, str] = {}
+    for node in ray.nodes():
+        resources = node.get("Resources", {})
+        if not node.get("Alive") or resources.get("GPU", 0) < 1:
+            continue
+        kinds = [k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")]
+        chosen.setdefault(kinds[0] if kinds else "GPU", node["NodeID"])
+    return chosen
+
+
+@ray.remote(num_gpus=1)
+def _build_here(
+    model_bytes: bytes,
+    sha256: str,
+    cache: str,
+    sizes: list[tuple[int, int]],
+    batch_size: int,
+    precision: str,
+    layout: str,
+) -> list[dict[str, Any]]:
+    from raypipe.infer.engine_cache import EngineCache, engine_key_for, tensorrt_builder
+    from raypipe.infer.session import profile_shapes
+
+    name = input_name_of(model_bytes)
+    built = []
+    for height, width in sizes:
+        profile = profile_shapes(name, batch_size, height, width, layout)
+        key = engine_key_for(sha256, precision=precision, profile=profile)
+        started = time.monotonic()
+        EngineCache(cache).ensure(
+            key, tensorrt_builder(model_bytes, precision=precision, profile=profile)
+        )
+        built.append(
+            {
+                "gpu": key.gpu_name,
+                "size": f"{width}x{height}",
+                "digest": key.digest(),
+                "seconds": round(time.monotonic() - started, 2),
+            }
+        )
+    return built
+
+
+def build_engines(
+    model: str,
+    cache: str,
+    sizes: list[tuple[int, int]],
+    *,
+    batch_size: int = 8,
+    precision: str = "fp16",
+    layout: str = "NCHW",
+    runtime: RuntimeConfig | None = None,
+) -> list[dict[str, Any]]:
+    """Build (or find) the engines of ``model`` for ``sizes`` on every GPU type; one record
+    per (GPU type, size): GPU name, size, cache key digest, seconds taken."""
+    if not sizes:
+        raise ConfigError("give at least one frame size (--size 1920x1080)")
+    model_bytes, sha256 = resolve_model(model)
+    connect(runtime or RuntimeConfig())
+    nodes = _gpu_nodes()
+    if not nodes:
+        raise DeviceUnavailableError(
+            "build-engines needs GPU nodes and the cluster has none; run it against the GPU "
+            "cluster (--address) where the engines will be used"
+        )
+    refs = [
+        _build_here.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+        ).remote(model_bytes, sha256, cache, sizes, batch_size, precision, layout)
+        for node_id in nodes.values()
+    ]
+    try:
+        batches = ray.get(refs)
+    except Exception as e:  # noqa: BLE001 - Ray wraps the task's error; surface ours typed
+        from raypipe.distributed.engine import raypipe_cause
+
+        cause = raypipe_cause(e)
+        if cause is None:
+            raise
+        raise cause from e
+    return [record for batch in batches for record in batch]

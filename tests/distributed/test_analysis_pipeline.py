@@ -1,0 +1,140 @@
+"""Tensor-output (analysis) models through the pipeline: Parquet per video, sampling, tiling."""
+
+from __future__ import annotations
+
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from conftest import LOSSLESS, assert_exact
+
+import raypipe
+from raypipe.errors import ConfigError
+from raypipe.infer.models import load_frame_model
+from raypipe.media import make_video_id
+from raypipe.testing import decode_all
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray(ray_local: None) -> None:
+    return None
+
+
+def _table(out: Path, source: Path):  # type: ignore[no-untyped-def]
+    return pq.read_table(out / f"video_id={make_video_id(str(source))}" / "part-0.parquet")
+
+
+def test_phash_rows_match_in_process_and_keep_order(clips: dict[str, Path], tmp_path: Path) -> None:
+    source = clips["bframes_aac"]
+    raypipe.process_video(
+        str(source), str(tmp_path / "hashes"), model="builtin:phash", chunk_frames=7, quiet=True
+    )
+    table = _table(tmp_path / "hashes", source)
+    frames, pts, tb = decode_all(source)
+    assert table.num_rows == len(frames) == 48
+    assert table.column("frame_index").to_pylist() == list(range(48))
+    assert table.column("pts_seconds").to_pylist() == [float(p * tb) for p in pts]
+    assert set(table.column("video_uri").to_pylist()) == {str(source)}
+    expected = load_frame_model("builtin:phash", device="cpu").run_tensors(frames, 8)["hash"]
+    got = table.column("hash").combine_chunks().to_numpy_ndarray()
+    assert got.shape == (48, 64) and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    "kind, options, expected",
+    [
+        ("bframes_aac", {"every_n_frames": 5}, list(range(0, 48, 5))),
+        ("bframes_aac", {"sample_fps": 10.0}, None),
+        ("vfr", {"sample_fps": 7.0}, None),
+    ],
+)
+def test_sampling_modes(
+    clips: dict[str, Path],
+    tmp_path: Path,
+    kind: str,
+    options: dict[str, float],
+    expected: list[int] | None,
+) -> None:
+    source = clips[kind]
+    raypipe.process_video(
+        str(source),
+        str(tmp_path / "emb"),
+        model="builtin:embedding",
+        chunk_frames=7,
+        quiet=True,
+        **options,
+    )
+    table = _table(tmp_path / "emb", source)
+    _, pts, tb = decode_all(source)
+    if expected is None:  # the first frame of each 1/F s interval, by timestamp
+        rate = Fraction(options["sample_fps"])
+        buckets = [int((p - pts[0]) * tb * rate) for p in pts]
+        expected = [i for i, b in enumerate(buckets) if i == 0 or b > buckets[i - 1]]
+    assert table.column("frame_index").to_pylist() == expected
+    emb = table.column("embedding").combine_chunks().to_numpy_ndarray()
+    assert emb.shape == (len(expected), 64)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_archive_writes_one_partition_per_video(clips: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for kind in ("ntsc", "odd_size", "hevc_mov"):
+        shutil.copy(clips[kind], src / f"{kind}{clips[kind].suffix}")
+    out = tmp_path / "out"
+    report = raypipe.process_archive(
+        str(src), str(out), model="builtin:phash", every_n_frames=2, quiet=True
+    )
+    assert report.exit_code == 0 and report.count("done") == 3
+    parts = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(parts) == 3 and all(p.startswith("video_id=") for p in parts)
+    frame = (
+        pads.dataset(str(out), format="parquet", partitioning="hive", exclude_invalid_files=True)
+        .to_table()
+        .to_pandas()
+    )
+    assert len(frame) == 3 * 24
+    assert (
+        frame.groupby("video_uri")["frame_index"]
+        .apply(list)
+        .map(lambda idx: idx == list(range(0, 48, 2)))
+        .all()
+    )
+    again = raypipe.process_archive(
+        str(src), str(out), model="builtin:phash", every_n_frames=2, quiet=True
+    )
+    assert [r["status"] for r in again.rows] == ["skipped"] * 3
+
+
+def test_tiled_sharpen_through_the_pipeline_equals_untiled(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "tiled.mp4"
+    raypipe.process_video(
+        str(clips["odd_size"]),
+        str(out),
+        model="builtin:sharpen",
+        tile=32,
+        tile_overlap=2,
+        chunk_frames=12,
+        quiet=True,
+        codec=LOSSLESS.codec,
+        crf=None,
+        encoder_options=dict(LOSSLESS.options),
+    )
+    assert_exact(clips["odd_size"], out, "builtin:sharpen")  # the untiled model, in-process
+
+
+def test_sampling_needs_a_tensor_model(clips: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="frame sampling .* is for models that output tensors"):
+        raypipe.process_video(
+            str(clips["ntsc"]),
+            str(tmp_path / "x.mp4"),
+            model="builtin:invert",
+            every_n_frames=2,
+            quiet=True,
+        )
