@@ -35,6 +35,7 @@ def connect(runtime: RuntimeConfig) -> bool:
             # inference actors hold their slot for the whole run (see module docstring).
             cores = os.cpu_count() or 1
             ray.init(
+                address="local",  # a new local Ray, never a stray `ray start` cluster
                 num_cpus=runtime.local_num_cpus or max(4, 2 * cores),
                 num_gpus=runtime.local_num_gpus,
                 include_dashboard=False,

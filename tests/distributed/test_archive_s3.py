@@ -44,7 +44,7 @@ def s3() -> Iterator[object]:
     fs.mkdir("videos")
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield fs
     ray.shutdown()
     fsspec.config.conf["s3"].pop("endpoint_url", None)

@@ -24,9 +24,16 @@ def cluster() -> Iterator[Cluster]:
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 0})
     c.wait_for_nodes()
     ray.init(address=c.address, log_to_driver=False)
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        try:
+            c.shutdown()
+        except ValueError:  # a stuck run's thread reconnected the driver; kill what is left
+            for node in [*c.worker_nodes, c.head_node]:
+                if node is not None:
+                    node.kill_all_processes(check_alive=False, allow_graceful=False)
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ def markers(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
+        address="local",
         num_cpus=8,
         num_gpus=2,
         include_dashboard=False,
