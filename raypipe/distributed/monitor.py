@@ -1,14 +1,137 @@
-"""Progress of a run: frames done of total, fps and ETA, on one line of stderr."""
+"""Progress of a run, for a terminal, a log or a notebook.
+
+:class:`Progress` follows one video: ``label: done/total frames (pct), fps, ETA``.
+:class:`ArchiveProgress` follows an archive: videos done/failed of the total, frames and
+fps. Both render through one of three sinks, chosen once at construction:
+
+- a terminal (the stream is a TTY): one line rewritten in place (``\\r``), a newline at the
+  end;
+- a log or a pipe: one plain line every ``interval_s`` seconds and a final line;
+- a notebook (IPython with a kernel, and no stream given): one display updated in place,
+  an HTML ``<progress>`` bar with the same text beside it. No tqdm or ipywidgets needed.
+
+``enabled=False`` (the CLI's ``--quiet``) prints nothing at all. Neither class talks to
+Ray; the driver calls them as rows come back.
+"""
 
 from __future__ import annotations
 
+import html
 import sys
 import time
-from typing import TextIO
+from typing import Any, Protocol, TextIO
+
+__all__ = ["ArchiveProgress", "Progress", "format_duration", "in_notebook"]
 
 
-class Progress:
-    """Prints ``label: done/total frames, fps, ETA`` at most every ``interval_s`` seconds."""
+def format_duration(seconds: float) -> str:
+    """``75`` → ``1m15s``, ``3725`` → ``1h02m05s``; ``?`` when unknown (inf or nan)."""
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "?"
+    whole = max(0, int(round(seconds)))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def in_notebook() -> bool:
+    """Whether this process runs under IPython with a kernel (Jupyter, VS Code, Colab)."""
+    ipython_module = sys.modules.get("IPython")
+    if ipython_module is None:  # never imported: not a notebook, and stay cheap
+        return False
+    try:
+        shell = ipython_module.get_ipython()
+    except Exception:  # noqa: BLE001 - any doubt means "not a notebook"
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class _Sink(Protocol):
+    def show(self, text: str, fraction: float | None, *, final: bool) -> None: ...
+
+
+class _TextSink:
+    """A TTY line rewritten in place, or plain lines for logs."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def show(self, text: str, fraction: float | None, *, final: bool) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+class _NotebookSink:
+    """One IPython display, updated in place: a ``<progress>`` bar and the text."""
+
+    def __init__(self) -> None:
+        self._handle: Any = None
+
+    def show(self, text: str, fraction: float | None, *, final: bool) -> None:
+        from IPython.display import HTML, display
+
+        value = "" if fraction is None else f' value="{min(max(fraction, 0.0), 1.0):.4f}"'
+        body = HTML(
+            f'<div style="font-family:monospace"><progress max="1"{value} '
+            f'style="width:40%;vertical-align:middle"></progress> {html.escape(text)}</div>'
+        )
+        if self._handle is None:
+            self._handle = display(body, display_id=True)
+        else:
+            self._handle.update(body)
+
+
+def _make_sink(stream: TextIO | None) -> _Sink:
+    if stream is None and in_notebook():
+        return _NotebookSink()
+    return _TextSink(stream or sys.stderr)
+
+
+class _Throttled:
+    """Shared timing: show at most every ``interval_s`` seconds, always show the last."""
+
+    def __init__(self, *, enabled: bool, stream: TextIO | None, interval_s: float) -> None:
+        self.enabled = enabled
+        self.interval_s = interval_s
+        self.start = time.monotonic()
+        self._last_shown = float("-inf")
+        self._sink: _Sink | None = _make_sink(stream) if enabled else None
+        self._closed = False
+
+    def _maybe_show(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._sink is None or self._closed:
+            return
+        if force or now - self._last_shown >= self.interval_s:
+            self._last_shown = now
+            self._sink.show(self.line(now), self.fraction(), final=False)
+
+    def _close(self, message: str | None) -> None:
+        if self._sink is not None and not self._closed:
+            self._sink.show(message or self.line(), self.fraction(), final=True)
+        self._closed = True
+
+    def line(self, now: float | None = None) -> str:
+        raise NotImplementedError
+
+    def fraction(self) -> float | None:
+        raise NotImplementedError
+
+
+class Progress(_Throttled):
+    """Prints ``label: done/total frames (pct), fps, ETA`` at most every ``interval_s`` s.
+
+    ``update(frames)`` adds frames just finished; ``close(message)`` prints the final line
+    (``message``, or the progress line) and ends the display.
+    """
 
     def __init__(
         self,
@@ -21,38 +144,131 @@ class Progress:
     ) -> None:
         self.total = total_frames
         self.label = label
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.interval_s = interval_s
         self.done = 0
-        self.start = time.monotonic()
-        self._last = 0.0
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        super().__init__(enabled=enabled, stream=stream, interval_s=interval_s)
 
     def update(self, frames: int) -> None:
+        """Count ``frames`` more frames as finished; redraw when due (or when all are done)."""
         self.done += frames
-        now = time.monotonic()
-        if self.enabled and (now - self._last >= self.interval_s or self.done >= self.total):
-            self._last = now
-            self._print(self.line(now), final=False)
+        self._maybe_show(force=self.done >= self.total)
+
+    def fps(self, now: float | None = None) -> float:
+        """Frames finished per second of wall time since construction."""
+        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
+        return self.done / elapsed
+
+    def eta_seconds(self, now: float | None = None) -> float:
+        """Seconds left at the current rate; ``inf`` before the first frame."""
+        fps = self.fps(now)
+        return max(self.total - self.done, 0) / fps if fps > 0 else float("inf")
+
+    def fraction(self) -> float | None:
+        return min(self.done / self.total, 1.0) if self.total else None
 
     def line(self, now: float | None = None) -> str:
-        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
-        fps = self.done / elapsed
-        left = (self.total - self.done) / fps if fps > 0 else float("inf")
-        eta = f"{left:.0f}s" if left != float("inf") else "?"
+        now = now or time.monotonic()
         pct = 100.0 * self.done / self.total if self.total else 100.0
+        prefix = f"{self.label}: " if self.label else ""
         return (
-            f"{self.label}: {self.done}/{self.total} frames ({pct:.0f}%), {fps:.1f} fps, ETA {eta}"
+            f"{prefix}{self.done}/{self.total} frames ({pct:.0f}%), {self.fps(now):.1f} fps, "
+            f"ETA {format_duration(self.eta_seconds(now))}"
         )
 
     def close(self, message: str | None = None) -> None:
-        if self.enabled:
-            self._print(message or self.line(), final=True)
+        """Print the final line (``message`` or the progress line); later calls do nothing."""
+        self._close(message)
 
-    def _print(self, text: str, *, final: bool) -> None:
-        if self._tty:
-            self.stream.write("\r\x1b[K" + text + ("\n" if final else ""))
+
+class ArchiveProgress(_Throttled):
+    """Videos done/failed of ``total_videos``, frames finished and fps, for an archive.
+
+    Call :meth:`video_done` once per video as its result comes in (``ok`` false for a
+    failed one, ``skipped`` for one a resumed run did not redo), and optionally
+    :meth:`update` per chunk for a live frame count between videos. The frame count shown
+    is the larger of the two tallies, so calling both never counts a frame twice.
+    ``total_frames``, when known, gives an ETA by frames; otherwise the ETA is by videos.
+    """
+
+    def __init__(
+        self,
+        total_videos: int,
+        *,
+        total_frames: int | None = None,
+        label: str = "archive",
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        interval_s: float = 1.0,
+    ) -> None:
+        self.total_videos = total_videos
+        self.total_frames = total_frames
+        self.label = label
+        self.ok = 0
+        self.failed = 0
+        self.skipped = 0
+        self._chunk_frames = 0
+        self._video_frames = 0
+        super().__init__(enabled=enabled, stream=stream, interval_s=interval_s)
+
+    @property
+    def videos_finished(self) -> int:
+        """Videos with a result: done, skipped or failed."""
+        return self.ok + self.failed
+
+    @property
+    def frames(self) -> int:
+        """Frames finished so far."""
+        return max(self._chunk_frames, self._video_frames)
+
+    def update(self, frames: int) -> None:
+        """Count ``frames`` more frames of chunks just finished (videos may be unfinished)."""
+        self._chunk_frames += frames
+        self._maybe_show()
+
+    def video_done(self, ok: bool, frames: int = 0, *, skipped: bool = False) -> None:
+        """One video has its result: ``ok`` (done or ``skipped``) or failed; ``frames`` it
+        produced (0 for a skipped or failed one)."""
+        if ok:
+            self.ok += 1
+            self.skipped += int(skipped)
         else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            self.failed += 1
+        self._video_frames += frames
+        self._maybe_show(force=self.videos_finished >= self.total_videos)
+
+    def fps(self, now: float | None = None) -> float:
+        """Frames finished per second of wall time since construction."""
+        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
+        return self.frames / elapsed
+
+    def eta_seconds(self, now: float | None = None) -> float:
+        """Seconds left: by frames when ``total_frames`` is known, else by videos."""
+        now = now or time.monotonic()
+        if self.total_frames:
+            fps = self.fps(now)
+            left = max(self.total_frames - self.frames, 0)
+            return left / fps if fps > 0 else float("inf")
+        finished = self.videos_finished - self.skipped
+        left = max(self.total_videos - self.videos_finished, 0)
+        if left == 0:
+            return 0.0
+        if finished <= 0:
+            return float("inf")
+        return left * (now - self.start) / finished
+
+    def fraction(self) -> float | None:
+        if not self.total_videos:
+            return None
+        return min(self.videos_finished / self.total_videos, 1.0)
+
+    def line(self, now: float | None = None) -> str:
+        now = now or time.monotonic()
+        skipped = f", {self.skipped} skipped" if self.skipped else ""
+        return (
+            f"{self.label}: {self.videos_finished}/{self.total_videos} videos "
+            f"({self.ok} ok{skipped}, {self.failed} failed), {self.frames} frames, "
+            f"{self.fps(now):.1f} fps, ETA {format_duration(self.eta_seconds(now))}"
+        )
+
+    def close(self, message: str | None = None) -> None:
+        """Print the final line (``message`` or the progress line); later calls do nothing."""
+        self._close(message)

@@ -1,0 +1,147 @@
+"""Progress lines for a terminal, a log and a notebook; quiet prints nothing."""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+from typing import Any
+
+import pytest
+
+from raypipe.distributed import monitor
+from raypipe.distributed.monitor import ArchiveProgress, Progress, format_duration
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A controllable monotonic clock for the monitor module: set ``clock[0]``."""
+    now = [1000.0]
+    monkeypatch.setattr(monitor.time, "monotonic", lambda: now[0])
+    return now
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (59.4, "59s"), (75, "1m15s"), (3725, "1h02m05s"), (float("inf"), "?")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_progress_line_has_frames_fps_and_eta(clock: list[float]) -> None:
+    out = io.StringIO()
+    progress = Progress(100, label="in.mp4", stream=out, interval_s=1.0)
+    clock[0] += 2.0
+    progress.update(40)
+    assert out.getvalue() == "in.mp4: 40/100 frames (40%), 20.0 fps, ETA 3s\n"
+
+
+def test_progress_for_logs_prints_at_most_every_interval(clock: list[float]) -> None:
+    out = io.StringIO()
+    progress = Progress(100, label="v", stream=out, interval_s=5.0)
+    for _ in range(9):  # 9 updates within 4.5 s: one line (the first)
+        clock[0] += 0.5
+        progress.update(1)
+    assert len(out.getvalue().splitlines()) == 1
+    clock[0] += 5.0
+    progress.update(1)
+    progress.update(90)  # all done: always shown
+    progress.close("v: done")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4 and lines[2].startswith("v: 100/100 frames (100%)")
+    assert lines[-1] == "v: done"
+    progress.close("again")  # closing twice prints nothing more
+    assert out.getvalue().splitlines()[-1] == "v: done"
+
+
+def test_progress_on_a_terminal_rewrites_one_line(clock: list[float]) -> None:
+    out = _Tty()
+    progress = Progress(10, label="v", stream=out, interval_s=0.0)
+    progress.update(5)
+    progress.update(5)
+    progress.close()
+    text = out.getvalue()
+    assert text.count("\r\x1b[K") == 3 and text.endswith("\n") and text.count("\n") == 1
+
+
+def test_quiet_prints_nothing(clock: list[float], capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    progress = Progress(10, stream=out, enabled=False)
+    archive = ArchiveProgress(3, stream=out, enabled=False)
+    progress.update(10)
+    archive.video_done(True, 10)
+    archive.video_done(False)
+    progress.close("done")
+    archive.close("done")
+    assert out.getvalue() == ""
+    assert capsys.readouterr() == ("", "")
+    assert archive.ok == 1 and archive.failed == 1  # still counts
+
+
+def test_archive_progress_counts_videos_frames_and_fps(clock: list[float]) -> None:
+    out = io.StringIO()
+    archive = ArchiveProgress(4, stream=out, interval_s=100.0)
+    clock[0] += 10.0
+    archive.video_done(True, 120)
+    archive.video_done(False)
+    archive.video_done(True, 0, skipped=True)
+    assert archive.line() == (
+        "archive: 3/4 videos (2 ok, 1 skipped, 1 failed), 120 frames, 12.0 fps, ETA 5s"
+    )
+    archive.video_done(True, 80)  # the last one: shown even inside the interval
+    assert out.getvalue().splitlines()[-1].startswith("archive: 4/4 videos (3 ok, 1 skipped")
+
+
+def test_archive_progress_never_counts_a_frame_twice(clock: list[float]) -> None:
+    archive = ArchiveProgress(2, total_frames=200, stream=io.StringIO())
+    clock[0] += 4.0
+    for _ in range(5):
+        archive.update(20)  # chunks of the first video
+    assert archive.frames == 100
+    archive.video_done(True, 100)  # the same frames, now as a finished video
+    assert archive.frames == 100
+    assert archive.eta_seconds() == pytest.approx(4.0)  # 100 frames left at 25 fps
+
+
+def test_notebook_renders_one_display_updated_in_place(
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ipython = pytest.importorskip("IPython")
+    import IPython.display
+
+    shell = types.SimpleNamespace(kernel=object())  # what a Jupyter kernel's shell has
+    monkeypatch.setattr(ipython, "get_ipython", lambda: shell, raising=False)
+    shown: list[tuple[str, Any]] = []
+
+    class Handle:
+        def update(self, obj: Any) -> None:
+            shown.append(("update", obj))
+
+    def display(obj: Any, display_id: bool = False) -> Handle:
+        shown.append(("display", obj))
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    assert monitor.in_notebook()
+    progress = Progress(10, label="clip <1>", interval_s=0.0)
+    progress.update(4)
+    progress.update(6)
+    progress.close()
+    assert [kind for kind, _ in shown] == ["display", "update", "update"]
+    html = shown[-1][1].data
+    assert '<progress max="1" value="1.0000"' in html
+    assert "clip &lt;1&gt;: 10/10 frames (100%)" in html  # text is escaped
+
+
+def test_not_a_notebook_without_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.SimpleNamespace(get_ipython=lambda: types.SimpleNamespace())  # terminal IPython
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    assert not monitor.in_notebook()
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
+    assert not monitor.in_notebook()

@@ -1,0 +1,148 @@
+"""The run report: drawn from the stats of a real run on a local Ray, and from archive/GPU
+stats documents."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("matplotlib")
+ray = pytest.importorskip("ray")
+
+import raypipe  # noqa: E402
+from raypipe.report import draw_report, load_stats  # noqa: E402
+from raypipe.testing import ClipSpec, make_clip  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_stats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Stats of a small real run: 2 inference actors on 2 logical GPUs, 12 chunks."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(
+        address="local",  # a new Ray even when `ray start` runs on this machine
+        num_cpus=8,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    try:
+        directory = tmp_path_factory.mktemp("report")
+        source = make_clip(directory / "in.mp4", ClipSpec(n_frames=48, gop=4))
+        stats_path = directory / "stats.json"
+        raypipe.process_video(
+            str(source),
+            str(directory / "out.mp4"),
+            model="builtin:blur",
+            chunk_frames=4,
+            workers=2,
+            stats_path=str(stats_path),
+            quiet=True,
+        )
+        yield json.loads(stats_path.read_text())
+    finally:
+        ray.shutdown()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR, after checking the signature."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, "not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert data.rstrip(b"\x00").endswith(b"IEND\xaeB`\x82"), "PNG is truncated"
+    return width, height
+
+
+def keep_for_review(path: Path) -> None:
+    """Copy to RAYPIPE_REPORT_REVIEW_DIR when set, to look at the drawing by eye."""
+    review = os.environ.get("RAYPIPE_REPORT_REVIEW_DIR")
+    if review:
+        Path(review, path.name).write_bytes(path.read_bytes())
+
+
+def test_report_of_a_real_run(run_stats: dict[str, Any], tmp_path: Path) -> None:
+    assert len(run_stats["chunks"]) == 12
+    out = tmp_path / "report.png"
+    draw_report(run_stats, str(out))
+    width, height = png_size(out)
+    assert 1000 <= width <= 2000 and 600 <= height <= 2400, (width, height)
+    assert not [p for p in tmp_path.iterdir() if p.name != "report.png"], "temp file left"
+    keep_for_review(out)
+
+
+def test_report_from_a_stats_file_path(run_stats: dict[str, Any], tmp_path: Path) -> None:
+    stats_path = tmp_path / "stats.json"
+    stats_path.write_text(json.dumps(run_stats))
+    out = tmp_path / "from-file.png"
+    draw_report(stats_path, out)
+    png_size(out)
+    assert load_stats(stats_path)["totals"]["frames"] == 48
+
+
+def _archive_stats_with_gpu(run: dict[str, Any]) -> dict[str, Any]:
+    """Three videos (the real run's chunks relabelled, one chunk failed) and GPU samples."""
+    chunks = []
+    for i, chunk in enumerate(run["chunks"]):
+        video = f"video-{i % 3}"
+        chunks.append({**chunk, "video_id": video, "chunk_id": f"{video}-{i // 3:06d}"})
+    chunks[5].update(error_type="DecodeError", error_message="bad packet")
+    t0 = min(c["decode_start"] for c in chunks)
+    t1 = max(c["encode_start"] + c["encode_s"] for c in chunks)
+    samples = []
+    steps = 40
+    for k in range(steps + 1):
+        t = t0 + (t1 - t0) * k / steps
+        for gpu in (0, 1):
+            samples.append(
+                {
+                    "t": t,
+                    "gpu": gpu,
+                    "util": 50 + 40 * ((k + gpu) % 2),
+                    "mem_used": (2 + gpu) * 2**30,
+                }
+            )
+    totals = {"videos": 3, "done": 2, "failed": 1, "frames": 44, "wall_seconds": t1 - t0}
+    return {"totals": totals, "chunks": chunks, "gpu": {"available": True, "samples": samples}}
+
+
+def test_report_of_an_archive_with_gpu_samples(run_stats: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "archive-report.png"
+    draw_report(_archive_stats_with_gpu(run_stats), out, title="archive with GPU samples")
+    png_size(out)
+    keep_for_review(out)
+
+
+def test_report_with_gpu_monitor_summary(run_stats: dict[str, Any], tmp_path: Path) -> None:
+    """GpuMonitor.summary()'s shape: samples in seconds since the monitor started."""
+    samples = [
+        {"t_s": k * 0.5, "gpu": 3, "util_pct": 10 * (k % 10), "memory_used_bytes": 2**30}
+        for k in range(12)
+    ]
+    stats = {**run_stats, "gpus": {"available": True, "interval_s": 0.5, "samples": samples}}
+    out = tmp_path / "gpu-monitor.png"
+    draw_report(stats, out)
+    png_size(out)
+    keep_for_review(out)
+
+
+def test_report_without_chunks_or_gpu_still_draws(tmp_path: Path) -> None:
+    out = tmp_path / "empty.png"
+    draw_report({"totals": {}, "chunks": []}, out)
+    png_size(out)
+
+
+def test_not_a_stats_document_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([1, 2, 3]))
+    with pytest.raises(ValueError, match="expected a raypipe stats document"):
+        draw_report(bad, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
