@@ -199,8 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     engines.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
     engines.add_argument("--address", default=None, help="Ray cluster address")
 
-    report = sub.add_parser("report", help="show an archive report (.parquet) as a table")
-    report.add_argument("path", help="a _raypipe-report.parquet")
+    report = sub.add_parser(
+        "report",
+        help="show an archive report (.parquet) as a table, or draw run stats (.json) as a PNG",
+    )
+    report.add_argument("path", help="a _raypipe-report.parquet, or a --stats JSON")
+    report.add_argument("-o", "--output", default=None, help="PNG to draw the stats into")
 
     probe = sub.add_parser("probe", help="show a video's streams and chunk plan")
     probe.add_argument("input")
@@ -295,6 +299,17 @@ def _cmd_build_engines(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from raypipe.distributed.archive import format_report, read_report
 
+    if args.path.endswith(".json"):
+        from raypipe.errors import ConfigError
+        from raypipe.report import draw_report
+
+        if not args.output:
+            raise ConfigError("drawing stats needs -o REPORT.png")
+        if not os.path.exists(args.path):
+            raise InputNotFoundError(f"stats '{args.path}' does not exist")
+        draw_report(args.path, args.output)
+        print(f"wrote {args.output}")
+        return EXIT_OK
     try:
         rows = read_report(args.path)
     except FileNotFoundError as e:

@@ -152,3 +152,37 @@ def test_demo_command_on_the_local_default(tmp_path: Path) -> None:
     assert stats["totals"]["frames"] == 120 and stats["totals"]["providers"] == [
         "CPUExecutionProvider"
     ]
+
+
+def test_report_command_draws_stats_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stats = {
+        "totals": {"frames": 2, "chunks": 1, "wall_seconds": 1.0, "workers": 1},
+        "chunks": [
+            {
+                "chunk_id": "v-000000",
+                "video_id": "v",
+                "index": 0,
+                "n_frames": 2,
+                "decode_start": 100.0,
+                "decode_s": 0.1,
+                "decode_pid": 1,
+                "infer_start": 100.1,
+                "infer_s": 0.2,
+                "infer_pid": 2,
+                "actor_id": "a",
+                "encode_start": 100.3,
+                "encode_s": 0.1,
+                "encode_pid": 3,
+            }
+        ],
+        "gpu": {"available": False, "reason": "no GPU measured", "samples": []},
+    }
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps(stats))
+    png = tmp_path / "report.png"
+    assert main(["report", str(path), "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["report", str(path)]) == 1
+    assert "needs -o" in capsys.readouterr().err
