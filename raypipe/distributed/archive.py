@@ -84,17 +84,20 @@ def process_archive(
     run_key = fingerprint(cfg, model_bytes)
     connect(cfg.runtime)
     actors = plan_actors(cfg.runtime, cfg.model)
-    planned = list(plan_all(jobs, cfg.chunk, resume=resume, run_key=run_key, tensor=model.tensor))
+    order = {job.uri: i for i, job in enumerate(jobs)}
+    planned = sorted(  # chunks enter the pipeline in input order, whatever planned first
+        plan_all(jobs, cfg.chunk, resume=resume, run_key=run_key, tensor=model.tensor),
+        key=lambda p: order.get(p.job.uri, len(order)),
+    )
     total = sum(p.n_frames for p in planned if p.result is None)
     progress = Progress(total, label="archive", enabled=not cfg.quiet)
     results: list[VideoResult] = []
     for result in run_planned(
-        planned, cfg, actors, model_bytes, run_key, on_frames=progress.update
+        planned, cfg, actors, model_bytes, run_key, spec=model.spec, on_frames=progress.update
     ):
         results.append(result)
         if not cfg.quiet and result.status == "failed":
             print(f"failed: {result.uri}: {result.error_type}: {result.error_message}")
-    order = {job.uri: i for i, job in enumerate(jobs)}
     results.sort(key=lambda r: order.get(r.uri, len(order)))
     rows = [_report_row(r, previous) for r in results]
     report = ArchiveReport(rows=rows, path=report_path, wall_seconds=time.monotonic() - started)

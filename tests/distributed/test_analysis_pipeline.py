@@ -138,3 +138,35 @@ def test_sampling_needs_a_tensor_model(clips: dict[str, Path], tmp_path: Path) -
             every_n_frames=2,
             quiet=True,
         )
+
+
+def test_archive_passes_the_model_spec_to_the_actors(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """Tiles without overlap leave seams: the archive's output must show them, i.e. equal
+    the tiled model in-process and differ from the untiled one."""
+    import dataclasses
+
+    from raypipe.infer.models import FrameModel, ModelSpec, resolve_model
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(clips["odd_size"], src / "a.mp4")
+    report = raypipe.process_archive(
+        str(src),
+        str(tmp_path / "out"),
+        model="builtin:sharpen",
+        tile=16,
+        tile_overlap=0,
+        quiet=True,
+        codec=LOSSLESS.codec,
+        crf=None,
+        encoder_options=dict(LOSSLESS.options),
+    )
+    assert report.exit_code == 0
+    out, _, _ = decode_all(tmp_path / "out" / "a.mp4")
+    frames, _, _ = decode_all(clips["odd_size"])
+    data = resolve_model("builtin:sharpen")[0]
+    tiled = dataclasses.replace(ModelSpec(), tile=16, tile_overlap=0)
+    assert np.array_equal(out, FrameModel(data, spec=tiled, device="cpu").run(frames, 4))
+    assert not np.array_equal(out, FrameModel(data, device="cpu").run(frames, 4))
