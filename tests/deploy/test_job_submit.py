@@ -116,14 +116,19 @@ class Head:
             "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml",
             "--", "python", f"jobs/{script}", *args,
         ]  # fmt: skip
-        return subprocess.run(
-            command,
-            cwd=REPO,
-            env=self.client_env(self.token if token == "" else token),
-            capture_output=True,
-            text=True,
-            timeout=JOB_TIMEOUT_S,
-        )
+        for _ in range(30):  # the head's job agent may still be starting on a busy machine
+            result = subprocess.run(
+                command,
+                cwd=REPO,
+                env=self.client_env(self.token if token == "" else token),
+                capture_output=True,
+                text=True,
+                timeout=JOB_TIMEOUT_S,
+            )
+            if "No available agent to submit job" not in result.stderr + result.stdout:
+                return result
+            time.sleep(2)
+        return result
 
 
 def _stop_tree(process: subprocess.Popen[bytes]) -> None:
