@@ -204,6 +204,68 @@ def test_postprocess_maps_range_rounds_half_even_and_clips() -> None:
     assert inverted.tolist() == [[[[255, 255, 255]]]]
 
 
+def _reference_pre(x: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The definition, written the slow obvious way: channel order, layout, cast, scale."""
+    y = x[..., ::-1] if spec.color == "BGR" else x
+    y = y.astype(np.float32) * np.float32(spec.scale)
+    y = (y - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
+    return y.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else y
+
+
+def _reference_post(y: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    lo, hi = spec.output_range
+    v = (y.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    pixels = np.clip(np.rint(v), 0, 255).astype(np.uint8)
+    pixels = pixels.transpose(0, 2, 3, 1) if spec.layout == "NCHW" else pixels
+    return pixels[..., ::-1] if spec.color == "BGR" else pixels
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ModelSpec(),
+        ModelSpec(color="BGR"),
+        ModelSpec(layout="NHWC", scale=1.0),
+        ModelSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    ],
+    ids=["nchw-rgb", "nchw-bgr", "nhwc-raw", "imagenet"],
+)
+def test_preprocess_fast_paths_equal_the_definition(spec: ModelSpec) -> None:
+    x = frames(3, 37, 53)
+    got = preprocess(x, spec, np.float32)
+    np.testing.assert_array_equal(got, _reference_pre(x, spec))
+    assert got.flags.c_contiguous and got.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ModelSpec(),
+        ModelSpec(color="BGR"),
+        ModelSpec(output_range=(0.0, 255.0)),
+        ModelSpec(output_range=(0.0, 2.0)),
+        ModelSpec(output_range=(-1.0, 1.0)),
+        ModelSpec(layout="NHWC"),
+    ],
+    ids=["unit", "bgr", "0-255", "0-2", "minus1-1", "nhwc"],
+)
+def test_postprocess_fast_path_equals_the_definition_bit_for_bit(spec: ModelSpec) -> None:
+    rng = np.random.default_rng(3)
+    lo, hi = spec.output_range
+    shape = (2, 3, 29, 41) if spec.layout == "NCHW" else (2, 29, 41, 3)
+    y = (rng.normal(0.5, 0.45, shape) * (hi - lo) + lo).astype(np.float32)
+    # exact ties of the rounding (k + 0.5 after scaling), both ends and beyond the range
+    flat = y.reshape(-1)
+    ties = (np.arange(256, dtype=np.float32) + np.float32(0.5)) / np.float32(255.0 / (hi - lo))
+    flat[: ties.size] = ties + np.float32(lo)
+    flat[-4:] = [lo, hi, lo - 7 * (hi - lo), hi + 7 * (hi - lo)]
+    before = y.copy()
+    got = postprocess(y, spec)
+    np.testing.assert_array_equal(got, _reference_post(before, spec))
+    np.testing.assert_array_equal(y, before)  # the model's output is not written to
+    assert got.flags.c_contiguous and got.dtype == np.uint8
+
+
 def test_postprocess_one_channel_is_repeated_and_uint8_passes() -> None:
     y = np.random.default_rng(0).random((2, 1, 3, 4), dtype=np.float32)
     out = postprocess(y, ModelSpec())
