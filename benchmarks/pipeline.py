@@ -5,12 +5,12 @@ One generated 720p clip (fixed seed), one model, one set of codec settings, thre
 - **raypipe**: :func:`raypipe.process_video` end to end (probe, plan, Ray Data decode →
   inference actors → encode, assembly) on a local Ray the benchmark starts. ``ray.init``
   itself is not timed; everything inside ``process_video`` is (actor start, model load,
-  warm-up, worker processes started on demand). Sizing: one inference actor per core
-  (``workers = cores``, 1 CPU each) and ``num_cpus = workers + 1`` logical CPUs, i.e. one
-  slot for decode/encode tasks at a time. On this machine 3, 4 (raypipe's own local
-  default, ``max(4, 2 × cores)``) and 5 logical CPUs gave 20.9, 20.5 and 21.4 fps on a
-  quiet machine (2026-11-21): the same within noise, so the smallest, with the fewest
-  worker processes, is used.
+  warm-up, worker processes started on demand). Sizing: raypipe's own defaults for a CPU
+  machine, one inference actor (1 CPU, one ORT thread) and ``num_cpus = max(4, 2 ×
+  cores)`` logical CPUs, so decode and encode tasks run beside the actor. Measured on this
+  2-core machine (2026-11-21, 720p, 600 frames): 1 actor on 4 logical CPUs 20.9 s; 2 actors
+  on 3, 4, 5 and 6 logical CPUs 22.7, 22.6, 23.0 and 28.0 s. A second actor only adds a
+  process to start and feed: inference is a third of the work, x264 encode half of it.
   Chunks of 48 frames (two 24-frame GOPs), batches of 8.
 - **naive**: one process, one loop: PyAV decode (``thread_type=AUTO``) → ONNX Runtime in
   batches (raypipe's own :class:`~raypipe.infer.models.FrameModel`, ORT's default
@@ -27,7 +27,8 @@ with no overhead could do on this machine, and each approach's share of it is pr
 
 Usage (repository root)::
 
-    python benchmarks/pipeline.py                 # 720p, 600 frames (the README's numbers)
+    python benchmarks/pipeline.py                 # 720p, 1800 frames (72 s of video)
+    python benchmarks/pipeline.py --frames 600 --out benchmarks/results/pipeline-600.json
     python benchmarks/pipeline.py --quick         # 720p, 96 frames: a smoke run (< 60 s)
     python benchmarks/pipeline.py --wait-quiet    # first wait for load average < 0.5
 
@@ -311,7 +312,7 @@ def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
 def make_setup(args: argparse.Namespace) -> Setup:
     n_cores = cores()
     return Setup(
-        frames=args.frames or (96 if args.quick else 600),
+        frames=args.frames or (96 if args.quick else 1800),
         width=1280,
         height=720,
         gop=args.gop,
@@ -321,8 +322,8 @@ def make_setup(args: argparse.Namespace) -> Setup:
         preset=args.preset,
         batch_size=args.batch_size,
         chunk_frames=args.chunk_frames,
-        workers=args.workers or n_cores,
-        ray_num_cpus=args.num_cpus or (args.workers or n_cores) + 1,
+        workers=args.workers or 1,  # raypipe's default on CPU (plan_actors)
+        ray_num_cpus=args.num_cpus or max(4, 2 * n_cores),  # raypipe's local default
         pool_processes=n_cores,
     )
 
@@ -330,16 +331,21 @@ def make_setup(args: argparse.Namespace) -> Setup:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
-    parser.add_argument("--frames", type=int, default=None, help="clip length (600; quick 72)")
+    parser.add_argument("--frames", type=int, default=None, help="clip length (1800; quick 96)")
     parser.add_argument("--model", default="builtin:sharpen")
     parser.add_argument("--crf", type=int, default=18)
     parser.add_argument("--preset", default="veryfast")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--chunk-frames", type=int, default=48)
     parser.add_argument("--gop", type=int, default=24, help="clip keyframe interval (frames)")
-    parser.add_argument("--workers", type=int, default=None, help="inference actors (cores)")
     parser.add_argument(
-        "--num-cpus", type=int, default=None, help="Ray logical CPUs (default: workers + 1)"
+        "--workers", type=int, default=None, help="inference actors (1: raypipe's CPU default)"
+    )
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="Ray logical CPUs (max(4, 2 x cores): raypipe's local default)",
     )
     parser.add_argument(
         "--only", default="raypipe,naive,extraction", help="comma-separated approaches"
