@@ -115,9 +115,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="auto: best available; gpu: fail unless a GPU provider is granted",
     )
     p.add_argument(
+        "--decoder",
+        choices=("auto", "cpu", "nvdec"),
+        default="auto",
+        help="auto: NVDEC where the decode task's node has it, else the CPU (default); "
+        "nvdec: ask for NVDEC and say so when a chunk falls back to the CPU",
+    )
+    p.add_argument(
         "--codec",
         default="libx264",
-        help="video encoder: libx264 (default), libx265, ffv1, libx264rgb, h264_nvenc, ...",
+        help="video encoder: libx264 (default), libx265, ffv1, libx264rgb, h264_nvenc, "
+        "hevc_nvenc, av1_nvenc (NVENC falls back to libx264/libx265/AV1 software, saying "
+        "so, where the GPU has no NVENC: A100, H100)",
     )
     p.add_argument(
         "--crf", type=int, default=18, help="x264/x265 quality, lower is better (default 18)"

@@ -38,6 +38,7 @@ class ChunkConfig:
     split_gops: bool = True
     every_n_frames: int = 1  # analysis (tensor outputs) only: frames 0, N, 2N, ...
     sample_fps: float | None = None  # analysis only: the first frame of each 1/F s interval
+    decoder: str = "auto"  # "auto" | "cpu" | "nvdec" (raypipe.media.decode)
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
@@ -49,6 +50,8 @@ class ChunkConfig:
         _positive("sample_fps", self.sample_fps)
         if self.sample_fps is not None and self.every_n_frames != 1:
             raise ConfigError("give every_n_frames or sample_fps, not both")
+        if self.decoder not in ("auto", "cpu", "nvdec"):
+            raise ConfigError(f"decoder must be auto, cpu or nvdec, got {self.decoder!r}")
 
     @property
     def samples(self) -> bool:
@@ -168,6 +171,7 @@ _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "split_gops": ("chunk", "split_gops"),
     "every_n_frames": ("chunk", "every_n_frames"),
     "sample_fps": ("chunk", "sample_fps"),
+    "decoder": ("chunk", "decoder"),
     "model": ("model", "model"),
     "device": ("model", "device"),
     "batch_size": ("model", "batch_size"),

@@ -20,8 +20,8 @@ from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.cluster import connect, plan_actors
 from raypipe.distributed.engine import VideoJob, VideoResult, fingerprint, plan_all, run_planned
-from raypipe.distributed.monitor import Progress
-from raypipe.distributed.pipeline import load_model, table_output
+from raypipe.distributed.monitor import ArchiveProgress
+from raypipe.distributed.pipeline import load_model, resolve_encoder, table_output
 from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
@@ -81,8 +81,10 @@ def process_archive(
     jobs = _jobs(items, output_dir, tensor=model.tensor)
     storage.makedirs(output_dir)
     model_bytes = model.data
-    run_key = fingerprint(cfg, model_bytes)
     connect(cfg.runtime)
+    if not model.tensor:
+        cfg = resolve_encoder(cfg)
+    run_key = fingerprint(cfg, model_bytes)
     actors = plan_actors(cfg.runtime, cfg.model)
     order = {job.uri: i for i, job in enumerate(jobs)}
     planned = sorted(  # chunks enter the pipeline in input order, whatever planned first
@@ -90,14 +92,21 @@ def process_archive(
         key=lambda p: order.get(p.job.uri, len(order)),
     )
     total = sum(p.n_frames for p in planned if p.result is None)
-    progress = Progress(total, label="archive", enabled=not cfg.quiet)
+    progress = ArchiveProgress(
+        len(planned), total_frames=total, label="archive", enabled=not cfg.quiet
+    )
     results: list[VideoResult] = []
     for result in run_planned(
         planned, cfg, actors, model_bytes, run_key, spec=model.spec, on_frames=progress.update
     ):
         results.append(result)
-        if not cfg.quiet and result.status == "failed":
-            print(f"failed: {result.uri}: {result.error_type}: {result.error_message}")
+        if result.status == "failed":
+            progress.message(f"failed: {result.uri}: {result.error_type}: {result.error_message}")
+        progress.video_done(
+            result.ok,
+            0 if result.status == "skipped" else result.frames_in,
+            skipped=result.status == "skipped",
+        )
     results.sort(key=lambda r: order.get(r.uri, len(order)))
     rows = [_report_row(r, previous) for r in results]
     report = ArchiveReport(rows=rows, path=report_path, wall_seconds=time.monotonic() - started)
@@ -108,6 +117,7 @@ def process_archive(
         uses_gpu=actors.uses_gpu,
     )
     write_report(report)
+    _draw_run_report(report, progress, actors.workers)
     progress.close(
         f"archive: {report.count('done')} done, {report.count('skipped')} skipped, "
         f"{report.count('failed')} failed of {len(rows)} -> {output_dir}"
@@ -227,9 +237,30 @@ def format_report(rows: list[dict[str, Any]], *, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def _write_stats(report: ArchiveReport, path: str, workers: int) -> None:
+def run_report_path(report_path: str) -> str:
+    """Where an archive's run report PNG goes: next to its Parquet report."""
+    return report_path.removesuffix(".parquet") + ".png"
+
+
+def _draw_run_report(report: ArchiveReport, progress: ArchiveProgress, workers: int) -> None:
+    """The run report PNG next to the Parquet report, when chunks ran (never fatal: the
+    videos and the report are already written)."""
+    if not report.chunk_stats:
+        return
+    target = run_report_path(report.path)
+    try:
+        from raypipe.report import draw_report
+
+        draw_report(_stats_doc(report, workers), target, title="raypipe archive")
+    except ImportError as e:
+        progress.message(f"run report not drawn ({e}); pip install matplotlib")
+    except Exception as e:  # noqa: BLE001 - a picture must not fail a finished archive
+        progress.message(f"run report not drawn: {type(e).__name__}: {e}")
+
+
+def _stats_doc(report: ArchiveReport, workers: int) -> dict[str, Any]:
     frames = sum(r["frames_out"] for r in report.rows if r["status"] == "done")
-    doc = {
+    return {
         "totals": {
             "videos": len(report.rows),
             "done": report.count("done"),
@@ -243,6 +274,10 @@ def _write_stats(report: ArchiveReport, path: str, workers: int) -> None:
         "chunks": report.chunk_stats,
         "gpu": report.gpu,
     }
+
+
+def _write_stats(report: ArchiveReport, path: str, workers: int) -> None:
+    doc = _stats_doc(report, workers)
     tmp = f"{path}.{os.getpid()}.part"
     with open(tmp, "w") as f:
         json.dump(doc, f, indent=2)

@@ -40,7 +40,7 @@ def build_dataset(
     if cfg.quiet:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map(decode_stage, num_cpus=1)
+    ds = ds.map(functools.partial(decode_stage, decoder=cfg.chunk.decoder), num_cpus=1)
     with warnings.catch_warnings():
         # Ray 2.6x deprecates remote args given as keywords (scheduling_strategy here) with
         # no named replacement yet; pyproject pins ray below the release that removes them.

@@ -24,6 +24,7 @@ from raypipe import errors, storage
 from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.cluster import ActorPlan
 from raypipe.distributed.dataset import build_dataset
+from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.stages import Row, chunk_row
 from raypipe.errors import RaypipeError
 from raypipe.media.mux import assemble
@@ -237,10 +238,16 @@ def run_planned(
     on_frames: Callable[[int], None] = lambda n: None,
 ) -> Iterator[VideoResult]:
     """Process the chunks of every planned video in one dataset; yield each video's result
-    as soon as it is assembled (or has failed)."""
+    as soon as it is assembled (or has failed).
+
+    Every chunk row and video outcome is also recorded as Ray metrics
+    (:class:`~raypipe.distributed.metrics.ChunkMetrics`: one series per video for a single
+    video, one per run for an archive)."""
+    metrics = ChunkMetrics(per_video=len(planned) == 1)
     state: dict[str, _VideoState] = {}
     for p in planned:
         if p.result is not None:
+            _record_video(metrics, p.video_id or p.job.uri, p.result)
             yield p.result
         else:
             state[p.video_id] = _VideoState(p)
@@ -251,7 +258,7 @@ def run_planned(
                 storage.join(st.planned.work_dir, RUN_FILE), json.dumps({"key": run_key}).encode()
             )
         if st.complete:
-            yield st.finish()
+            yield _record_video(metrics, st.planned.video_id, st.finish())
     rows = [row for st in state.values() for row in st.planned.rows]
     if not rows:
         return
@@ -265,12 +272,28 @@ def run_planned(
         spec=spec,
         tensor=first.tensor,
     )
+    warned: set[str] = set()
     for row in _iter_rows(ds):
         st = state[str(row["video_id"])]
         st.add(row)
+        metrics.observe_chunk(row)
+        note = str(row.get("decoder_note") or "")
+        if cfg.chunk.decoder == "nvdec" and note and note not in warned:
+            warned.add(note)  # once per reason, not once per chunk
+            log.warning(
+                "--decoder nvdec: chunks decode on the CPU on node %s: %s",
+                str(row.get("decode_node") or "?")[:12],
+                note,
+            )
         on_frames(int(row["n_frames"]))
         if st.complete:
-            yield st.finish()
+            yield _record_video(metrics, st.planned.video_id, st.finish())
+
+
+def _record_video(metrics: ChunkMetrics, video_id: str, result: VideoResult) -> VideoResult:
+    if result.status != "skipped":
+        metrics.video_done(video_id, ok=result.ok, error_type=result.error_type)
+    return result
 
 
 class _VideoState:

@@ -114,6 +114,16 @@ class _Throttled:
             self._last_shown = now
             self._sink.show(self.line(now), self.fraction(), final=False)
 
+    def message(self, text: str) -> None:
+        """One line of news (a failed video) above the progress line; nothing when quiet."""
+        if self._sink is None or self._closed:
+            return
+        if isinstance(self._sink, _NotebookSink):
+            print(text)  # the bar's display stays one display, updated in place
+        else:
+            self._sink.show(text, self.fraction(), final=True)
+        self._last_shown = float("-inf")  # the progress line comes back on the next update
+
     def _close(self, message: str | None) -> None:
         if self._sink is not None and not self._closed:
             self._sink.show(message or self.line(), self.fraction(), final=True)

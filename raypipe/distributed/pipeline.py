@@ -29,7 +29,7 @@ from raypipe.distributed.stats import RunStats
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.infer.models import FrameModel, ModelSpec, resolve_model_and_spec
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
-from raypipe.media.encode import check_encoder
+from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
 from raypipe.media.mux import output_format
 from raypipe.media.probe import make_video_id
 from raypipe.media.source import is_local
@@ -58,17 +58,19 @@ def process_video(
     else:
         check_encoder(cfg.encode)
     check_output(output, overwrite=cfg.overwrite, tensor=model.tensor)
-    run_key = fingerprint(cfg, model.data)
     planned = plan_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,
         resume=False,
-        run_key=run_key,
+        run_key="",
         tensor=model.tensor,
     )
     if planned.result is not None:  # the input failed to probe or plan
         raise error_of(planned.result)
     connect(cfg.runtime)
+    if not model.tensor:
+        cfg = resolve_encoder(cfg)
+    run_key = fingerprint(cfg, model.data)
     actors = plan_actors(cfg.runtime, cfg.model)
     progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
     (result,) = run_planned(
@@ -85,6 +87,21 @@ def process_video(
     if cfg.stats_path:
         stats.write(cfg.stats_path)
     return stats
+
+
+def resolve_encoder(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with an NVENC codec replaced by its software fallback when NVENC cannot run
+    where encode tasks run (probed in a Ray task on the cluster), saying so once."""
+    if not is_nvenc(cfg.encode.codec):
+        return cfg
+    import ray
+
+    problem = ray.get(ray.remote(num_cpus=0)(nvenc_problem).remote(cfg.encode.codec))
+    if problem is None:
+        return cfg
+    encode, message = nvenc_fallback(cfg.encode, problem)
+    log.warning(message)
+    return dataclasses.replace(cfg, encode=encode)
 
 
 @dataclass(frozen=True)

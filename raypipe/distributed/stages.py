@@ -146,15 +146,24 @@ def _node_id() -> str:
         return ""
 
 
-def decode_stage(row: Row) -> Row:
-    """Decode the chunk's frames: adds ``frames`` (n,H,W,3) uint8 and ``pts`` (n,) int64."""
+def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
+    """Decode the chunk's frames: adds ``frames`` (n,H,W,3) uint8 and ``pts`` (n,) int64,
+    ``decoder`` (the one that ran: ``nvdec`` or ``cpu``) and ``decoder_note`` (why NVDEC
+    did not, when ``decoder`` asked for it)."""
     start = time.time()
-    out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS}
+    out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS, "decoder": "", "decoder_note": ""}
     if not row["error_type"]:
         maybe_exit("decode", str(row["chunk_id"]))
         try:
-            decoded = decode_chunk(_info_of(row), _chunk_of(row), keep=keep_of(row))
-            out.update(frames=decoded.frames, pts=decoded.pts)
+            decoded = decode_chunk(
+                _info_of(row), _chunk_of(row), keep=keep_of(row), decoder=decoder
+            )
+            out.update(
+                frames=decoded.frames,
+                pts=decoded.pts,
+                decoder=decoded.decoder,
+                decoder_note=decoded.note,
+            )
         except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
             out.update(error_fields(e))
     out.update(

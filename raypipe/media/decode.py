@@ -4,13 +4,21 @@ Seek backward to the chunk's keyframe, decode, drop frames before ``start_pts``,
 ``n_frames``, and check the count and timestamps against the plan. Demuxers that cannot
 seek to exactly that keyframe (the first frame decoded starts after ``start_pts``) are
 retried once from the start of the file, which is always correct, only slower.
+
+Decoder (``decoder``): ``cpu`` is FFmpeg's software decoder; ``nvdec`` decodes on the
+GPU's video engine (NVDEC, through FFmpeg's CUDA hwaccel: the same decoder and timestamps,
+frames downloaded to system memory before the RGB conversion) and ``auto`` uses NVDEC
+where it works. When NVDEC cannot start in a process (no NVIDIA driver or GPU, a PyAV
+build without CUDA) the reason is remembered for the process and chunks decode on the CPU;
+:attr:`DecodedChunk.decoder` says which one ran and :attr:`DecodedChunk.note` why NVDEC did
+not, so the caller can report a fallback once instead of per frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, Literal, cast
 
 import av
 import numpy as np
@@ -21,21 +29,66 @@ from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 from raypipe.media.source import open_input
 
+Decoder = Literal["auto", "cpu", "nvdec"]
+DECODERS: tuple[str, ...] = ("auto", "cpu", "nvdec")
+
+_nvdec_unavailable: str | None = None  # why NVDEC cannot start here ("" if it can), once known
+
 
 @dataclass(frozen=True)
 class DecodedChunk:
-    """A chunk's frames, RGB uint8 ``(n, H, W, 3)``, and their pts ``(n,)`` in display order."""
+    """A chunk's frames, RGB uint8 ``(n, H, W, 3)``, and their pts ``(n,)`` in display order.
+
+    ``decoder``: ``"nvdec"`` or ``"cpu"``, the one that decoded it; ``note``: why NVDEC
+    was not used when it was asked for (``""`` otherwise)."""
 
     frames: np.ndarray
     pts: np.ndarray
+    decoder: str = "cpu"
+    note: str = ""
 
 
 class _Overshoot(Exception):
     """The seek landed after the frames we need."""
 
 
+def nvdec_unavailable() -> str | None:
+    """Why NVDEC cannot start in this process (``""`` when it can), ``None`` before a try."""
+    return _nvdec_unavailable
+
+
+def _open_decoder(uri: str, decoder: str) -> tuple[Any, str]:
+    """The input opened for ``decoder``, and why NVDEC is not used when it was asked for."""
+    global _nvdec_unavailable
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "cpu":
+        return open_input(uri), ""
+    from av.codec.hwaccel import HWAccel
+
+    if _nvdec_unavailable is None:
+        try:  # a CUDA device for FFmpeg: fails without an NVIDIA GPU, driver or CUDA build
+            HWAccel("cuda").create(av.codec.Codec("h264", "r"))
+        except (OSError, av.error.FFmpegError, ValueError, NotImplementedError) as e:
+            _nvdec_unavailable = (
+                f"NVDEC unavailable: FFmpeg cannot open a CUDA device here ({e}); it needs "
+                "an NVIDIA GPU visible to this process, its driver, and a PyAV build with CUDA"
+            )
+        else:
+            _nvdec_unavailable = ""
+    if _nvdec_unavailable:
+        return open_input(uri), _nvdec_unavailable
+    # allow_software_fallback: a codec NVDEC lacks (e.g. ffv1) decodes on the CPU instead
+    return open_input(uri, hwaccel=HWAccel("cuda", allow_software_fallback=True)), ""
+
+
 def decode_chunk(
-    info: VideoInfo, chunk: Chunk, *, threads: int = 0, keep: Sequence[int] | None = None
+    info: VideoInfo,
+    chunk: Chunk,
+    *,
+    threads: int = 0,
+    keep: Sequence[int] | None = None,
+    decoder: str = "cpu",
 ) -> DecodedChunk:
     """Decode exactly ``chunk.n_frames`` frames of ``info.uri`` in ``[start_pts, end_pts)``.
 
@@ -43,17 +96,23 @@ def decode_chunk(
     the others are still decoded (later frames may reference them) but not converted to
     RGB. ``None`` returns every frame. ``threads`` 0 lets FFmpeg choose. Raises
     :class:`DecodeError` when the decoded frames do not match the plan and
-    :class:`CorruptVideoError` when the stream does not decode.
+    :class:`CorruptVideoError` when the stream does not decode. ``decoder``: ``cpu``,
+    ``nvdec`` or ``auto`` (see the module docstring).
     """
     wanted = None if keep is None else sorted(set(keep))
     try:
-        return _decode(info, chunk, chunk.seek_pts, threads, wanted)
+        return _decode(info, chunk, chunk.seek_pts, threads, wanted, decoder)
     except _Overshoot:
-        return _decode(info, chunk, None, threads, wanted)
+        return _decode(info, chunk, None, threads, wanted, decoder)
 
 
 def _decode(
-    info: VideoInfo, chunk: Chunk, seek_pts: int | None, threads: int, keep: list[int] | None
+    info: VideoInfo,
+    chunk: Chunk,
+    seek_pts: int | None,
+    threads: int,
+    keep: list[int] | None,
+    decoder: str,
 ) -> DecodedChunk:
     slot = {offset: i for i, offset in enumerate(keep)} if keep is not None else None
     n_out = chunk.n_frames if keep is None else len(keep)
@@ -61,7 +120,8 @@ def _decode(
     pts = np.empty(n_out, dtype=np.int64)
     n = 0
     to_rgb = VideoReformatter()  # one swscale context for the whole chunk
-    with open_input(info.uri) as container:
+    opened, note = _open_decoder(info.uri, decoder)
+    with opened as container:
         stream = cast(av.VideoStream, container.streams[info.stream_index])
         stream.thread_type = "AUTO"
         if threads:
@@ -101,11 +161,15 @@ def _decode(
             raise CorruptVideoError(
                 f"input '{info.uri}' does not decode in chunk {chunk.chunk_id}: {e}"
             ) from e
+        used = "nvdec" if stream.codec_context.is_hwaccel else "cpu"
     if n != chunk.n_frames:
         raise DecodeError(
             f"{chunk.chunk_id}: decoded {n} frames in [{chunk.start_pts}, {chunk.end_pts}), "
             f"the plan expects {chunk.n_frames}; the input is probably damaged"
         )
+        used = "nvdec" if stream.codec_context.is_hwaccel else "cpu"
     if len(pts) > 1 and not np.all(np.diff(pts) > 0):
         raise DecodeError(f"{chunk.chunk_id}: decoded frames are not in display order")
-    return DecodedChunk(frames=frames, pts=pts)
+    if decoder != "cpu" and used == "cpu" and not note:
+        note = f"NVDEC does not decode {info.codec} here; FFmpeg fell back to its CPU decoder"
+    return DecodedChunk(frames=frames, pts=pts, decoder=used, note=note)

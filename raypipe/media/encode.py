@@ -13,6 +13,7 @@ encoder's own cached converter, one swscale context per segment, not one per fra
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -82,9 +83,69 @@ def encoder_available(codec: str) -> bool:
     return True
 
 
+NVENC_FALLBACK: dict[str, tuple[str, ...]] = {
+    "h264_nvenc": ("libx264",),
+    "hevc_nvenc": ("libx265",),
+    "av1_nvenc": ("libsvtav1", "libaom-av1"),
+}
+"""The software encoders an NVENC encoder falls back to, in order of preference."""
+_NVENC_PRESETS = {  # x264-style preset names -> NVENC's p1 (fastest) .. p7 (best)
+    "ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p2", "fast": "p3",
+    "medium": "p4", "slow": "p5", "slower": "p6", "veryslow": "p7",
+}  # fmt: skip
+_X264_PRESETS = frozenset(_NVENC_PRESETS)
+
+
+def is_nvenc(codec: str) -> bool:
+    return codec.endswith("_nvenc")
+
+
+def nvenc_problem(codec: str) -> str | None:
+    """Why the NVENC encoder ``codec`` cannot encode in this process, or ``None`` if it can:
+    it is opened and fed one small frame (a GPU without NVENC, such as A100 or H100, a
+    missing driver and a PyAV build without it all fail here)."""
+    if not encoder_available(codec):
+        return f"this PyAV/FFmpeg build has no {codec} encoder"
+    try:
+        ctx = cast(av.VideoCodecContext, av.CodecContext.create(codec, "w"))
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 144, "yuv420p"
+        ctx.time_base = Fraction(1, 25)
+        ctx.open()
+        ctx.encode(av.VideoFrame(256, 144, "yuv420p"))
+        ctx.encode(None)
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def nvenc_fallback(config: EncodeConfig, problem: str) -> tuple[EncodeConfig, str]:
+    """The software-encoder config that replaces NVENC ``config``, and the message saying so.
+
+    The codec family stays (H.264, HEVC, AV1) and so does ``crf``; an x264-style preset
+    is kept, NVENC-only presets and options are dropped."""
+    software = next(
+        (c for c in NVENC_FALLBACK.get(config.codec, ()) if encoder_available(c)), "libx264"
+    )
+    replaced = dataclasses.replace(
+        config,
+        codec=software,
+        preset=config.preset if config.preset in _X264_PRESETS else None,
+        options={},
+    )
+    message = (
+        f"encoder {config.codec} cannot run here ({problem}); encoding with {software} "
+        f"instead. NVENC needs an NVIDIA GPU that has video encoders (A100 and H100 have "
+        f"none) and its driver"
+    )
+    return replaced, message
+
+
 def check_encoder(config: EncodeConfig) -> None:
-    """Fail early, with what to try, when ``config`` names an encoder this build lacks."""
-    if not encoder_available(config.codec):
+    """Fail early, with what to try, when ``config`` names an encoder this build lacks.
+
+    NVENC encoders are not checked here: where they cannot run, the run falls back to a
+    software encoder (:func:`nvenc_fallback`)."""
+    if not is_nvenc(config.codec) and not encoder_available(config.codec):
         raise ConfigError(
             f"encoder '{config.codec}' is not available in this PyAV/FFmpeg build; "
             "try libx264, libx265 or ffv1"
@@ -92,7 +153,8 @@ def check_encoder(config: EncodeConfig) -> None:
 
 
 def encoder_options(config: EncodeConfig) -> dict[str, str]:
-    """The codec options a segment encoder gets (crf/preset only for the x26x family)."""
+    """The codec options a segment encoder gets: crf/preset for the x26x family; for NVENC
+    crf becomes constant quality ``cq`` and x264 preset names NVENC's ``p1``..``p7``."""
     options: dict[str, str] = {}
     if config.codec in _X26X:
         if config.crf is not None and "qp" not in config.options:
@@ -101,6 +163,11 @@ def encoder_options(config: EncodeConfig) -> dict[str, str]:
             options["preset"] = config.preset
     if config.codec == "libx265":
         options["x265-params"] = "log-level=error"
+    if is_nvenc(config.codec):
+        if config.crf is not None:  # constant quality, NVENC's nearest to crf
+            options.update(rc="vbr", cq=str(config.crf), b="0")
+        if config.preset:
+            options["preset"] = _NVENC_PRESETS.get(config.preset, config.preset)
     options.update(config.options)
     return options
 

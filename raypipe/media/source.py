@@ -47,11 +47,14 @@ def _check_local(path: str) -> None:
 
 
 @contextlib.contextmanager
-def open_input(uri: str, **options: Any) -> Iterator[av.container.InputContainer]:
+def open_input(
+    uri: str, *, hwaccel: Any = None, **options: Any
+) -> Iterator[av.container.InputContainer]:
     """Open ``uri`` for demuxing and close it on exit, raising raypipe errors.
 
     Local paths are handed to FFmpeg directly; anything else is opened with fsspec and read
-    through a file object.
+    through a file object. ``hwaccel``: a PyAV ``HWAccel`` for the decoders;
+    ``options``: FFmpeg format options.
     """
     fileobj = None
     try:
@@ -63,7 +66,7 @@ def open_input(uri: str, **options: Any) -> Iterator[av.container.InputContainer
             fileobj = _open_remote(uri)
             target = fileobj
         try:
-            container = av.open(target, mode="r", options=options or None)
+            container = av.open(target, mode="r", options=options or None, hwaccel=hwaccel)
         except av.error.FileNotFoundError as e:
             raise InputNotFoundError(f"input '{uri}' does not exist; check the path") from e
         except av.error.PermissionError as e:

@@ -72,7 +72,8 @@ def test_archive_of_good_and_bad_inputs(
         writer.writerow([str(good["a.mp4"]) + "?", "../escape.mp4"])
     out = tmp_path / "out"
     code = main(["archive", str(manifest), str(out), "--model", "builtin:invert", *lossless_args()])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert code == 3
     rows = {r["uri"]: r for r in read_report(str(out / "_raypipe-report.parquet"))}
     assert len(rows) == len(good) + 1 + len(bad) + 1
@@ -92,9 +93,13 @@ def test_archive_of_good_and_bad_inputs(
     assert not (tmp_path / "escape.mp4").exists()
     assert not list(out.rglob(".*")), "a work directory or temporary file was left behind"
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == sorted(
-        ["a.mp4", "b.mov", "vfr.mp4", "ntsc.mp4", "_raypipe-report.parquet"]
+        ["a.mp4", "b.mov", "vfr.mp4", "ntsc.mp4", "_raypipe-report.parquet", "_raypipe-report.png"]
     )
     assert "4 done, 0 skipped, 11 failed" in printed
+    # progress on stderr: videos done/failed of the total, and each failure as it happens
+    assert "archive: 15/15 videos (4 ok, 11 failed)" in captured.err
+    assert "failed: http://127.0.0.1:" in captured.err
+    assert (out / "_raypipe-report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rerun_skips_finished_and_no_resume_starts_over(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +134,29 @@ def test_per_video_false_keeps_one_series_per_job(metrics_port: int) -> None:
     body = _scrape_until(metrics_export_url(), f'job="{job}"')
     assert _series(body, "raypipe_frames_processed", job=job, video="*") == 30
     assert 'video="v1"' not in "\n".join(line for line in body.splitlines() if job in line)
+
+
+def test_a_run_records_its_chunks_and_video_on_the_endpoint(
+    metrics_port: int, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """process_video itself feeds the metrics: no caller wiring needed."""
+    from raypipe import process_video
+
+    stats = process_video(
+        str(clips["bframes_aac"]),
+        str(tmp_path / "out.mp4"),
+        model="builtin:invert",
+        chunk_frames=16,
+        quiet=True,
+        stats_path=str(tmp_path / "stats.json"),
+    )
+    video = json.loads((tmp_path / "stats.json").read_text())["chunks"][0]["video_id"]
+    job = ray.get_runtime_context().get_job_id()
+    body = _scrape_until(metrics_export_url(), f'video="{video}"')
+    body = _scrape_until(metrics_export_url(), "raypipe_videos_done", timeout_s=20.0)
+    assert _series(body, "raypipe_frames_processed", job=job, video=video) == stats.frames
+    assert _series(body, "raypipe_chunks_processed", job=job, video=video) == stats.chunks
+    assert _series(body, "raypipe_videos_done", job=job, video=video) == 1
+    assert _series(body, "raypipe_chunk_latency_seconds_count", job=job, video=video) == (
+        stats.chunks
+    )

@@ -145,3 +145,22 @@ def test_not_a_notebook_without_a_kernel(monkeypatch: pytest.MonkeyPatch) -> Non
     assert not monitor.in_notebook()
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
     assert not monitor.in_notebook()
+
+
+def test_a_message_goes_above_the_progress_line(clock: list[float]) -> None:
+    out = _Tty()
+    archive = ArchiveProgress(2, stream=out, interval_s=100.0)
+    archive.update(10)
+    archive.message("failed: x.mp4: CorruptVideoError: bad")
+    archive.update(10)  # shown again at once, though inside the interval
+    lines = out.getvalue().split("\r\x1b[K")
+    assert lines[-2] == "failed: x.mp4: CorruptVideoError: bad\n"
+    assert lines[-1].startswith("archive: 0/2 videos (0 ok, 0 failed), 20 frames")
+
+
+def test_quiet_shows_no_message(capsys: pytest.CaptureFixture[str]) -> None:
+    archive = ArchiveProgress(1, enabled=False)
+    archive.message("failed: x.mp4")
+    archive.video_done(False)
+    archive.close()
+    assert capsys.readouterr() == ("", "")
