@@ -90,8 +90,10 @@ def test_archive_from_and_to_s3(
             "videos/out/a.mp4",
             "videos/out/deep/b.mov",
             "videos/out/_raypipe-report.parquet",
+            "videos/out/_raypipe-report.png",  # the run report, next to the report
         ]
     )
+    assert fs.cat("videos/out/_raypipe-report.png")[:8] == b"\x89PNG\r\n\x1a\n"  # type: ignore[attr-defined]
     for key, kind in (("a.mp4", "bframes_aac"), ("deep/b.mov", "hevc_mov")):
         local = tmp_path / key.replace("/", "_")
         fs.get(f"videos/out/{key}", str(local))  # type: ignore[attr-defined]

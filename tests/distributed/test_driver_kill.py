@@ -100,4 +100,10 @@ def test_sigkill_then_resume(clips: dict[str, Path], tmp_path: Path) -> None:
         assert_exact(clips[kind], out / f"a_{kind}.mp4", "builtin:invert")
     assert_exact(long, out / "z_long.mp4", "builtin:invert")
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
-    assert files == ["_raypipe-report.parquet", "a_bframes_aac.mp4", "a_ntsc.mp4", "z_long.mp4"]
+    assert files == [
+        "_raypipe-report.parquet",
+        "_raypipe-report.png",
+        "a_bframes_aac.mp4",
+        "a_ntsc.mp4",
+        "z_long.mp4",
+    ]
