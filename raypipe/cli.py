@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from raypipe.config import DEVICES, ChunkConfig
+from raypipe.config import DECODERS, DEVICES, ChunkConfig
 from raypipe.errors import InputNotFoundError, RaypipeError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -116,7 +116,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--decoder",
-        choices=("auto", "cpu", "nvdec"),
+        choices=DECODERS,
         default="auto",
         help="auto: NVDEC where the decode task's node has it, else the CPU (default); "
         "nvdec: ask for NVDEC and say so when a chunk falls back to the CPU",

@@ -15,6 +15,7 @@ from raypipe.errors import ConfigError
 
 Device = Literal["auto", "cpu", "gpu"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
+DECODERS: tuple[str, ...] = ("auto", "cpu", "nvdec")  # raypipe.media.decode
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -38,7 +39,7 @@ class ChunkConfig:
     split_gops: bool = True
     every_n_frames: int = 1  # analysis (tensor outputs) only: frames 0, N, 2N, ...
     sample_fps: float | None = None  # analysis only: the first frame of each 1/F s interval
-    decoder: str = "auto"  # "auto" | "cpu" | "nvdec" (raypipe.media.decode)
+    decoder: str = "auto"  # one of DECODERS (raypipe.media.decode)
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
@@ -50,7 +51,7 @@ class ChunkConfig:
         _positive("sample_fps", self.sample_fps)
         if self.sample_fps is not None and self.every_n_frames != 1:
             raise ConfigError("give every_n_frames or sample_fps, not both")
-        if self.decoder not in ("auto", "cpu", "nvdec"):
+        if self.decoder not in DECODERS:
             raise ConfigError(f"decoder must be auto, cpu or nvdec, got {self.decoder!r}")
 
     @property

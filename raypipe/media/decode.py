@@ -18,19 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from raypipe.config import DECODERS
 from raypipe.errors import CorruptVideoError, DecodeError
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 from raypipe.media.source import open_input
-
-Decoder = Literal["auto", "cpu", "nvdec"]
-DECODERS: tuple[str, ...] = ("auto", "cpu", "nvdec")
 
 _nvdec_unavailable: str | None = None  # why NVDEC cannot start here ("" if it can), once known
 
@@ -167,7 +165,6 @@ def _decode(
             f"{chunk.chunk_id}: decoded {n} frames in [{chunk.start_pts}, {chunk.end_pts}), "
             f"the plan expects {chunk.n_frames}; the input is probably damaged"
         )
-        used = "nvdec" if stream.codec_context.is_hwaccel else "cpu"
     if len(pts) > 1 and not np.all(np.diff(pts) > 0):
         raise DecodeError(f"{chunk.chunk_id}: decoded frames are not in display order")
     if decoder != "cpu" and used == "cpu" and not note:
