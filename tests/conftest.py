@@ -17,6 +17,17 @@ from raypipe.testing import CLIP_KINDS, decode_all, make_named_clip
 LOSSLESS = EncodeConfig(codec="libx264rgb", crf=None, preset="medium", options={"qp": "0"})
 
 
+def lossless_options() -> dict[str, object]:
+    """:data:`LOSSLESS` as ``process_video``/``process_archive`` options (a fresh dict)."""
+    return {"codec": LOSSLESS.codec, "crf": None, "encoder_options": dict(LOSSLESS.options)}
+
+
+def lossless_cli_args() -> list[str]:
+    """:data:`LOSSLESS` as ``raypipe run``/``archive`` arguments."""
+    options = [a for k, v in LOSSLESS.options.items() for a in ("--encoder-option", f"{k}={v}")]
+    return ["--codec", LOSSLESS.codec, *options]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from raypipe.infer.session import cuda_available
 

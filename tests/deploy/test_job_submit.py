@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_exact
+from conftest import assert_exact, lossless_cli_args
 
 from raypipe.testing import ClipSpec, make_clip
 
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
 MODEL = "builtin:invert"
-LOSSLESS = ["--codec", "libx264rgb", "--encoder-option", "qp=0"]  # qp=0 wins over --crf
+LOSSLESS_ARGS = lossless_cli_args()  # qp=0 wins over --crf
 JOB_TIMEOUT_S = 240
 ERROR_LINE = re.compile(r"^raypipe: error: (\w+): (.+)$", re.M)
 # Variables that would point a client or the cluster somewhere else, or at another token.
@@ -243,7 +243,7 @@ def test_process_video_job_with_token_is_exact(head: Head, tmp_path: Path) -> No
     make_clip(source, ClipSpec(n_frames=48, audio="aac"))
     result = head.submit(
         "video-ok", "process_video.py", str(source), str(output),
-        "--model", MODEL, "--chunk-frames", "12", *LOSSLESS,
+        "--model", MODEL, "--chunk-frames", "12", *LOSSLESS_ARGS,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert _status(head, "video-ok") == "SUCCEEDED"
@@ -308,7 +308,7 @@ def test_archive_job_is_exact_resumes_and_reports_failures(head: Head, tmp_path:
     inputs.mkdir()
     make_clip(inputs / "a.mp4", ClipSpec(n_frames=24, audio="aac"))
     make_clip(inputs / "b.mp4", ClipSpec(n_frames=30, seed=1))
-    args = [str(inputs), str(outputs), "--model", MODEL, "--chunk-frames", "12", *LOSSLESS]
+    args = [str(inputs), str(outputs), "--model", MODEL, "--chunk-frames", "12", *LOSSLESS_ARGS]
 
     first = head.submit("archive-1", "process_archive.py", *args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from conftest import LOSSLESS, assert_exact
+from conftest import assert_exact, lossless_options
 
 import raypipe
 from raypipe.errors import ConfigError
@@ -122,9 +122,7 @@ def test_tiled_sharpen_through_the_pipeline_equals_untiled(
         tile_overlap=2,
         chunk_frames=12,
         quiet=True,
-        codec=LOSSLESS.codec,
-        crf=None,
-        encoder_options=dict(LOSSLESS.options),
+        **lossless_options(),
     )
     assert_exact(clips["odd_size"], out, "builtin:sharpen")  # the untiled model, in-process
 
@@ -159,9 +157,7 @@ def test_archive_passes_the_model_spec_to_the_actors(
         tile=16,
         tile_overlap=0,
         quiet=True,
-        codec=LOSSLESS.codec,
-        crf=None,
-        encoder_options=dict(LOSSLESS.options),
+        **lossless_options(),
     )
     assert report.exit_code == 0
     out, _, _ = decode_all(tmp_path / "out" / "a.mp4")

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import LOSSLESS, assert_exact, closed_port
+from conftest import assert_exact, closed_port, lossless_cli_args, lossless_options
 
 import raypipe
 from raypipe.cli import main
@@ -29,7 +29,7 @@ def _ray(ray_local: None) -> None:
 
 
 def lossless_args() -> list[str]:
-    return ["--codec", LOSSLESS.codec, "--encoder-option", "qp=0", "--chunk-frames", "12"]
+    return [*lossless_cli_args(), "--chunk-frames", "12"]
 
 
 def test_archive_of_good_and_bad_inputs(
@@ -144,9 +144,7 @@ def test_glob_inputs_mirror_paths(clips: dict[str, Path], tmp_path: Path) -> Non
         str(out),
         model="builtin:identity",
         quiet=True,
-        codec=LOSSLESS.codec,
-        crf=None,
-        encoder_options=dict(LOSSLESS.options),
+        **lossless_options(),
     )
     assert report.exit_code == 0 and len(report.rows) == 1
     assert_exact(clips["ntsc"], out / "x" / "y" / "n.mp4", "builtin:identity")

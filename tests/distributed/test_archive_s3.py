@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import LOSSLESS, assert_exact
+from conftest import assert_exact, lossless_cli_args, lossless_options
 
 import raypipe
 from raypipe.cli import main
@@ -70,10 +70,7 @@ def test_archive_from_and_to_s3(
             "s3://videos/out",
             "--model",
             "builtin:invert",
-            "--codec",
-            LOSSLESS.codec,
-            "--encoder-option",
-            "qp=0",
+            *lossless_cli_args(),
             "--chunk-frames",
             "12",
         ]
@@ -105,9 +102,7 @@ def test_archive_from_and_to_s3(
         "s3://videos/in/",
         "s3://videos/out",
         model="builtin:invert",
-        codec=LOSSLESS.codec,
-        crf=None,
-        encoder_options=dict(LOSSLESS.options),
+        **lossless_options(),
         chunk_frames=12,
         quiet=True,
     )
@@ -125,9 +120,7 @@ def test_one_video_to_s3(s3: object, clips: dict[str, Path], tmp_path: Path) -> 
         str(clips["vfr"]),
         "s3://videos/single/vfr.mp4",
         model="builtin:grayscale",
-        codec=LOSSLESS.codec,
-        crf=None,
-        encoder_options=dict(LOSSLESS.options),
+        **lossless_options(),
         quiet=True,
     )
     assert fs.find("videos/single") == ["videos/single/vfr.mp4"]  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LOSSLESS, assert_exact
+from conftest import assert_exact, lossless_cli_args
 
 from raypipe.distributed.archive import read_report
 from raypipe.distributed.engine import work_dir_for
@@ -32,10 +32,7 @@ def _archive_cmd(src: Path, out: Path) -> list[str]:
         "--quiet",
         "--chunk-frames",
         "4",
-        "--codec",
-        LOSSLESS.codec,
-        "--encoder-option",
-        "qp=0",
+        *lossless_cli_args(),
     ]
 
 

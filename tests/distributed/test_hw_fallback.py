@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import LOSSLESS, assert_exact
+from conftest import assert_exact, lossless_cli_args
 
 from raypipe.cli import main
 from raypipe.infer.session import cuda_available
@@ -22,7 +22,7 @@ def test_decoder_nvdec_falls_back_exactly_and_warns_once(
 ) -> None:
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
     args = ["run", str(clips["bframes_aac"]), str(out), "--model", "builtin:invert"]
-    args += ["--codec", LOSSLESS.codec, "--encoder-option", "qp=0", "--chunk-frames", "12"]
+    args += [*lossless_cli_args(), "--chunk-frames", "12"]
     with caplog.at_level(logging.WARNING, logger="raypipe"):
         code = main([*args, "--decoder", "nvdec", "--stats", str(stats), "--quiet"])
     assert code == 0
@@ -41,7 +41,7 @@ def test_decoder_auto_falls_back_silently(
 ) -> None:
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
     args = ["run", str(clips["ntsc"]), str(out), "--model", "builtin:invert", "--quiet"]
-    args += ["--codec", LOSSLESS.codec, "--encoder-option", "qp=0", "--stats", str(stats)]
+    args += [*lossless_cli_args(), "--stats", str(stats)]
     with caplog.at_level(logging.WARNING, logger="raypipe"):
         assert main(args) == 0
     assert_exact(clips["ntsc"], out, "builtin:invert")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import LOSSLESS, assert_exact
+from conftest import assert_exact, lossless_options
 from ray.cluster_utils import Cluster
 
 import raypipe
@@ -36,9 +36,7 @@ def test_chunks_run_on_both_nodes_and_output_is_exact(
         str(out),
         model="builtin:sharpen",
         chunk_frames=4,
-        codec=LOSSLESS.codec,
-        crf=None,
-        encoder_options=dict(LOSSLESS.options),
+        **lossless_options(),
         stats_path=str(stats_path),
         quiet=True,
     )

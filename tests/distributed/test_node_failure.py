@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from conftest import LOSSLESS, assert_exact
+from conftest import assert_exact, lossless_options
 from ray.cluster_utils import Cluster
 
 import raypipe
@@ -44,9 +44,7 @@ def test_node_removed_mid_run(cluster: Cluster, tmp_path: Path) -> None:
         chunk_frames=4,
         workers=2,
         quiet=True,
-        codec=LOSSLESS.codec,
-        crf=None,
-        encoder_options=dict(LOSSLESS.options),
+        **lossless_options(),
     )
     node_a = cluster.add_node(num_cpus=2, num_gpus=1)
     cluster.add_node(num_cpus=2, num_gpus=1)

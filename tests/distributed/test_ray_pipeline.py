@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import CHUNK_SIZES, LOSSLESS, assert_exact
+from conftest import CHUNK_SIZES, assert_exact, lossless_options
 
 import raypipe
 from raypipe.testing import CLIP_KINDS
@@ -19,13 +19,7 @@ def _ray(ray_local: None) -> None:
 
 
 def lossless(**options: object) -> dict[str, object]:
-    return {
-        "codec": LOSSLESS.codec,
-        "crf": None,
-        "encoder_options": dict(LOSSLESS.options),
-        "quiet": True,
-        **options,
-    }
+    return {**lossless_options(), "quiet": True, **options}
 
 
 @pytest.mark.parametrize("chunk_frames", CHUNK_SIZES)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
-from conftest import LOSSLESS, assert_exact
+from conftest import assert_exact, lossless_options
 
 import raypipe
 from raypipe.media import make_video_id
@@ -46,9 +46,7 @@ def test_killed_actor_and_decode_task_still_give_the_clean_output(
         chunk_frames=4,
         workers=2,
         quiet=True,
-        codec=LOSSLESS.codec,
-        crf=None,
-        encoder_options=dict(LOSSLESS.options),
+        **lossless_options(),
     )
     crashed = tmp_path / "crashed.mp4"
     raypipe.process_video(str(clips["bframes_aac"]), str(crashed), **options)
