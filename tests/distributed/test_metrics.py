@@ -75,19 +75,27 @@ def _series(body: str, name: str, **labels: str) -> float:
     return total if found else float("nan")
 
 
-def _scrape_until(url: str, ready: str, timeout_s: float = 20.0) -> str:
+def _scrape_settled(
+    url: str, expected: list[tuple[str, dict[str, str], float]], timeout_s: float = 30.0
+) -> str:
+    """Scrape until every ``(metric, labels, value)`` in ``expected`` holds, or the time is up.
+
+    Each process exports its metrics on its own timer, so one scrape can hold the
+    counts of some chunks and not yet of others. The last body comes back either way,
+    for the caller's assertions to report the values actually seen."""
     deadline = time.monotonic() + timeout_s
     body = ""
-    while time.monotonic() < deadline:
+    while True:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 body = response.read().decode()
         except OSError:
             body = ""
-        if ready in body:
+        if all(_series(body, name, **labels) == value for name, labels, value in expected):
+            return body
+        if time.monotonic() >= deadline:
             return body
         time.sleep(0.5)
-    raise AssertionError(f"{ready!r} not on {url} after {timeout_s:.0f}s; got:\n{body[:2000]}")
 
 
 def test_without_ray_every_call_is_a_no_op() -> None:
@@ -112,7 +120,14 @@ def test_chunk_metrics_reach_the_metrics_endpoint(metrics_port: int) -> None:
     metrics.video_done("clip-a", ok=False, error_type="DecodeError")
     metrics.video_done("clip-b", ok=True)
 
-    body = _scrape_until(url, "raypipe_videos_done")
+    body = _scrape_settled(
+        url,
+        [
+            ("raypipe_frames_processed", {"job": JOB, "video": "clip-a"}, 48),
+            ("raypipe_videos_done", {"job": JOB, "video": "clip-b"}, 1),
+            ("raypipe_videos_failed", {"job": JOB, "error_type": "DecodeError"}, 1),
+        ],
+    )
     assert _series(body, "raypipe_frames_processed", job=JOB, video="clip-a") == 48
     assert _series(body, "raypipe_chunks_processed", job=JOB) == 3
     assert _series(body, "raypipe_chunk_failures", job=JOB, error_type="DecodeError") == 1
@@ -131,7 +146,9 @@ def test_per_video_false_keeps_one_series_per_job(metrics_port: int) -> None:
     metrics = ChunkMetrics(job=job, per_video=False)
     for video in ("v1", "v2", "v3"):
         metrics.observe_chunk(_row(video, 0, 10))
-    body = _scrape_until(metrics_export_url(), f'job="{job}"')
+    body = _scrape_settled(
+        metrics_export_url(), [("raypipe_frames_processed", {"job": job, "video": "*"}, 30)]
+    )
     assert _series(body, "raypipe_frames_processed", job=job, video="*") == 30
     assert 'video="v1"' not in "\n".join(line for line in body.splitlines() if job in line)
 
@@ -152,8 +169,16 @@ def test_a_run_records_its_chunks_and_video_on_the_endpoint(
     )
     video = json.loads((tmp_path / "stats.json").read_text())["chunks"][0]["video_id"]
     job = ray.get_runtime_context().get_job_id()
-    body = _scrape_until(metrics_export_url(), f'video="{video}"')
-    body = _scrape_until(metrics_export_url(), "raypipe_videos_done", timeout_s=20.0)
+    labels = {"job": job, "video": video}
+    body = _scrape_settled(
+        metrics_export_url(),
+        [
+            ("raypipe_frames_processed", labels, stats.frames),
+            ("raypipe_chunks_processed", labels, stats.chunks),
+            ("raypipe_videos_done", labels, 1),
+            ("raypipe_chunk_latency_seconds_count", labels, stats.chunks),
+        ],
+    )
     assert _series(body, "raypipe_frames_processed", job=job, video=video) == stats.frames
     assert _series(body, "raypipe_chunks_processed", job=job, video=video) == stats.chunks
     assert _series(body, "raypipe_videos_done", job=job, video=video) == 1
