@@ -260,9 +260,17 @@ def _cell(value: Any) -> str:
 # ----------------------------------------------------------------------------- ray
 
 
-def start_ray(num_cpus: int, num_gpus: int | None = None, **kwargs: Any) -> None:
-    """A fresh local Ray sized by the benchmark (quiet logs, no dashboard)."""
+def start_ray(
+    num_cpus: int,
+    num_gpus: int | None = None,
+    system_config: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    """A fresh local Ray sized by the benchmark (quiet logs, no dashboard), with the raylet
+    settings raypipe's own local Ray gets unless ``system_config`` says otherwise."""
     import ray
+
+    from raypipe.distributed.cluster import RAYLET_CONFIG
 
     if ray.is_initialized():
         ray.shutdown()
@@ -273,6 +281,7 @@ def start_ray(num_cpus: int, num_gpus: int | None = None, **kwargs: Any) -> None
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.WARNING,
+        _system_config=dict(RAYLET_CONFIG if system_config is None else system_config),
         **kwargs,
     )
     ctx = ray.data.DataContext.get_current()
