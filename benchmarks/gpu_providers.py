@@ -44,7 +44,8 @@ import numpy as np
 import onnx
 
 from raypipe.distributed.gpu_monitor import GpuMonitor, physical_gpu_indices
-from raypipe.infer.engine_cache import EngineCache, engine_key_for, tensorrt_builder
+from raypipe.infer.engine_cache import EngineCache
+from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
 from raypipe.infer.heavy import build_superres, to_float16
 from raypipe.infer.session import (
     CUDA,

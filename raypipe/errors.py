@@ -86,5 +86,9 @@ class DeviceUnavailableError(RaypipeError, RuntimeError):
     """A GPU was asked for but ONNX Runtime, the driver or the cluster cannot give one."""
 
 
+class EngineCacheError(RaypipeError, RuntimeError):
+    """The engine cache cannot give a verified entry (build failed, wait timed out, I/O)."""
+
+
 class ClusterError(RaypipeError, RuntimeError):
     """The Ray cluster cannot run the pipeline (too few resources, unreachable address)."""

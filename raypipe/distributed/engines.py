@@ -58,7 +58,8 @@ def _build_here(
     precision: str,
     layout: str,
 ) -> list[dict[str, Any]]:
-    from raypipe.infer.engine_cache import EngineCache, engine_key_for, tensorrt_builder
+    from raypipe.infer.engine_cache import EngineCache
+    from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
     from raypipe.infer.session import profile_shapes
 
     name = input_name_of(model_bytes)

@@ -37,166 +37,40 @@ This module imports neither ``ray`` nor ``onnxruntime`` at import time.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import fsspec
 
-from raypipe.errors import ConfigError, DeviceUnavailableError, RaypipeError
+from raypipe.errors import ConfigError, EngineCacheError, RaypipeError
+from raypipe.infer.engine_files import (
+    MANIFEST,
+    EntryState,
+    copy_hashing,
+    copy_local_durably,
+    flock,
+    fsync_dir,
+    install_local,
+    local_files,
+    local_state,
+    manifest_for,
+    parse_manifest,
+    write_json_durably,
+)
+from raypipe.infer.engine_key import EngineKey
 
 logger = logging.getLogger("raypipe.infer")
 
-MANIFEST = "MANIFEST.json"
-FORMAT = "raypipe-engine-cache/1"
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 DEFAULT_LOCAL_ROOT = Path.home() / ".cache" / "raypipe" / "engines"
-_CHUNK_BYTES = 8 << 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class EngineCacheError(RaypipeError, RuntimeError):
-    """The engine cache cannot give a verified entry (build failed, wait timed out, I/O)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class EngineKey:
-    """Everything a serialized TensorRT engine depends on; one cache entry per key.
-
-    ``profile`` is the TensorRT shape profile as the EP options spell it, e.g.
-    ``"input:1x3x1080x1920|input:8x3x1080x1920|input:8x3x1080x1920"`` (min|opt|max, see
-    :func:`raypipe.infer.session.profile_shapes`).
-    """
-
-    model_sha256: str
-    gpu_name: str
-    compute_capability: str
-    tensorrt_version: str
-    ort_version: str
-    cuda_version: str
-    precision: str
-    profile: str
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.model_sha256, str) or not _SHA256.match(self.model_sha256):
-            raise ConfigError(
-                "model_sha256 must be 64 lowercase hex digits (hashlib.sha256(model).hexdigest()), "
-                f"got {self.model_sha256!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(
-                    f"EngineKey.{field.name} must be a non-empty string, got {value!r}"
-                )
-
-    def to_dict(self) -> dict[str, str]:
-        """The key's fields by name (JSON-serialisable)."""
-        return dataclasses.asdict(self)
-
-    def digest(self) -> str:
-        """A stable 64-hex-digit id of this key: sha256 of its canonical JSON."""
-        canonical = json.dumps({"format": FORMAT, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class EntryState:
-    """Whether an entry is complete; ``reason`` says why not (empty when complete)."""
-
-    complete: bool
-    reason: str = ""
-
-
-def _sha256_file(path: str) -> tuple[int, str]:
-    """(size in bytes, sha256 hex) of a local file."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def _local_files(directory: str) -> list[str]:
-    """Relative paths (with '/') of every file under ``directory``, manifest excluded."""
-    names = []
-    for parent, _, files in os.walk(directory):
-        for name in files:
-            rel = os.path.relpath(os.path.join(parent, name), directory).replace(os.sep, "/")
-            if rel != MANIFEST:
-                names.append(rel)
-    return sorted(names)
-
-
-def _manifest_for(directory: str, key: EngineKey) -> dict[str, Any]:
-    files = []
-    for name in _local_files(directory):
-        size, sha = _sha256_file(os.path.join(directory, name))
-        files.append({"name": name, "size": size, "sha256": sha})
-    return {
-        "format": FORMAT,
-        "digest": key.digest(),
-        "key": key.to_dict(),
-        "files": files,
-        "created_s": time.time(),
-        "builder": {"host": socket.gethostname(), "pid": os.getpid()},
-    }
-
-
-def _parse_manifest(raw: bytes, key: EngineKey) -> list[dict[str, Any]]:
-    """The manifest's file list, or ValueError saying what is wrong with it."""
-    data = json.loads(raw)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"manifest format is {data.get('format')!r}, expected {FORMAT!r}")
-    if data.get("key") != key.to_dict():
-        raise ValueError("manifest names another key")
-    files = data.get("files")
-    if not isinstance(files, list) or not files:
-        raise ValueError("manifest lists no files")
-    for item in files:
-        name = item.get("name") if isinstance(item, dict) else None
-        if (
-            not isinstance(name, str)
-            or not name
-            or name.startswith("/")
-            or ".." in name.split("/")
-            or not isinstance(item.get("size"), int)
-            or not _SHA256.match(str(item.get("sha256")))
-        ):
-            raise ValueError(f"manifest has a bad file record {item!r}")
-    return files
-
-
-def _write_json_durably(path: str, data: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class EngineCache:
@@ -275,7 +149,7 @@ class EngineCache:
         except FileNotFoundError:
             return EntryState(False, f"{MANIFEST} is missing")
         try:
-            files = _parse_manifest(raw, key)
+            files = parse_manifest(raw, key)
         except (ValueError, AttributeError, TypeError) as e:
             return EntryState(False, f"{MANIFEST} is unreadable: {e}")
         for item in files:
@@ -283,11 +157,11 @@ class EngineCache:
             try:
                 with self.fs.open(f"{entry}/{name}", "rb") as src:
                     if target is None:
-                        size, sha = _copy_hashing(src, None)
+                        size, sha = copy_hashing(src, None)
                     else:
                         (target / name).parent.mkdir(parents=True, exist_ok=True)
                         with open(target / name, "wb") as dst:
-                            size, sha = _copy_hashing(src, dst)
+                            size, sha = copy_hashing(src, dst)
             except FileNotFoundError:
                 return EntryState(False, f"{name} is missing")
             if (size, sha) != (item["size"], item["sha256"]):
@@ -318,7 +192,7 @@ class EngineCache:
         ``{local_root}/{digest}``; an existing verified copy there is used as it is.
         """
         target = Path(local_dir) if local_dir is not None else self.local_root / key.digest()
-        if _local_state(target, key).complete:
+        if local_state(target, key).complete:
             return str(target)
         deadline = time.monotonic() + self.wait_timeout_s
         waited_for: str | None = None
@@ -357,7 +231,7 @@ class EngineCache:
                         state.reason,
                     )
                 return False
-            _install_local(tmp, target, key)
+            install_local(tmp, target, key)
             return True
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -382,14 +256,14 @@ class EngineCache:
                     f"building engine {key.digest()} failed: {type(e).__name__}: {e}; nothing "
                     "was published. Check that TensorRT was granted and the profile fits the model"
                 ) from e
-            if not _local_files(str(work)):
+            if not local_files(str(work)):
                 raise EngineCacheError(
                     f"build for engine {key.digest()} wrote no files into {work}; expected the "
                     "TensorRT EP's .engine/.profile files there (trt_engine_cache_path must be "
                     "that directory and TensorRT must be granted)"
                 )
-            manifest = _manifest_for(str(work), key)
-            _write_json_durably(str(work / MANIFEST), manifest)
+            manifest = manifest_for(str(work), key)
+            write_json_durably(str(work / MANIFEST), manifest)
             logger.info(
                 "engine %s built in %.1f s; publishing to %s",
                 key.digest()[:12],
@@ -397,7 +271,7 @@ class EngineCache:
                 self.url,
             )
             self._publish(work, key, manifest)
-            _install_local(work, target, key)
+            install_local(work, target, key)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return str(target)
@@ -412,11 +286,11 @@ class EngineCache:
             if self.is_local:
                 os.makedirs(tmp)
                 for name in names:
-                    _copy_local_durably(work / name, Path(tmp) / name)
-                _write_json_durably(f"{tmp}/{MANIFEST}", manifest)
-                _fsync_dir(tmp)
+                    copy_local_durably(work / name, Path(tmp) / name)
+                write_json_durably(f"{tmp}/{MANIFEST}", manifest)
+                fsync_dir(tmp)
                 os.rename(tmp, entry)  # atomic: the entry appears complete or not at all
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
                 return
             for name in names:
                 self.fs.put_file(str(work / name), f"{tmp}/{name}")
@@ -453,7 +327,7 @@ class EngineCache:
         """Yield whether this process now holds ``key``'s build lock (non-blocking)."""
         path = self._lock_path(key)
         if self.is_local:
-            with _flock(path) as held:
+            with flock(path) as held:
                 yield held
             return
         owner = self._create_lock_object(path)
@@ -530,206 +404,3 @@ def _exclusive_create(fs: Any, path: str, body: bytes) -> None:
             f"exclusively ({e}); use a local/shared directory or an object store with "
             "conditional writes (S3, GCS) for the engine cache"
         ) from e
-
-
-@contextlib.contextmanager
-def _flock(path: str) -> Iterator[bool]:
-    """A non-blocking ``fcntl.flock`` on ``path`` (created if needed); yields whether held.
-
-    The kernel drops the lock when the process dies, so a local lock never goes stale.
-    On NFS, Linux maps flock to POSIX byte-range locks (NFSv4 or NLM), which also works.
-    """
-    import fcntl
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _copy_hashing(src: IO[bytes], dst: IO[bytes] | None) -> tuple[int, str]:
-    """Stream ``src`` (into ``dst`` when given); (bytes read, sha256 hex)."""
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := src.read(_CHUNK_BYTES):
-        digest.update(chunk)
-        size += len(chunk)
-        if dst is not None:
-            dst.write(chunk)
-    return size, digest.hexdigest()
-
-
-def _copy_local_durably(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        shutil.copyfileobj(fin, fout, _CHUNK_BYTES)
-        fout.flush()
-        os.fsync(fout.fileno())
-
-
-def _local_state(directory: Path, key: EngineKey) -> EntryState:
-    """Whether a local copy is complete: its manifest names ``key`` and every file matches."""
-    try:
-        files = _parse_manifest((directory / MANIFEST).read_bytes(), key)
-    except FileNotFoundError:
-        return EntryState(False, f"{MANIFEST} is missing")
-    except (ValueError, AttributeError, TypeError, OSError) as e:
-        return EntryState(False, f"{MANIFEST} is unreadable: {e}")
-    for item in files:
-        try:
-            size, sha = _sha256_file(str(directory / item["name"]))
-        except OSError:
-            return EntryState(False, f"{item['name']} is missing")
-        if (size, sha) != (item["size"], item["sha256"]):
-            return EntryState(False, f"{item['name']} does not match the manifest")
-    return EntryState(True)
-
-
-def _install_local(source: Path, target: Path, key: EngineKey) -> None:
-    """Move ``source`` (a complete, verified local directory beside ``target``) to ``target``.
-
-    A broken ``target`` is moved aside first; when another process installed a complete copy
-    first, that copy stays and ``source`` is left for the caller to delete.
-    """
-    for _ in range(5):
-        if _local_state(target, key).complete:
-            return
-        if target.exists():
-            trash = target.with_name(f".trash-{target.name}-{uuid.uuid4().hex[:8]}")
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(target, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-        with contextlib.suppress(OSError):  # lost a race: look at the winner's copy
-            os.rename(source, target)
-            return
-    raise EngineCacheError(
-        f"cannot install engine {key.digest()} at {target}: another process keeps replacing "
-        "it; pass a local_dir per process"
-    )
-
-
-# --- TensorRT: this GPU's key, and a build function (GPU only) -----------------------------
-
-
-def tensorrt_version() -> str:
-    """The TensorRT version ONNX Runtime's TensorRT EP loads (``libnvinfer``), e.g. "10.9.0".
-
-    Asks the library itself (``getInferLibVersion``) and falls back to the installed
-    ``tensorrt`` package's version. Raises :class:`DeviceUnavailableError` when neither exists.
-    """
-    import ctypes
-    import importlib.metadata
-
-    for name in ("libnvinfer.so.10", "libnvinfer.so"):
-        try:
-            number = int(ctypes.CDLL(name).getInferLibVersion())
-        except (OSError, AttributeError):
-            continue
-        # TensorRT 10 encodes major*10000 + minor*100 + patch; 8.x used major*1000.
-        major, rest = divmod(number, 10000 if number >= 100000 else 1000)
-        return f"{major}.{rest // 100}.{rest % 100}"
-    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu12-libs", "tensorrt-libs"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    raise DeviceUnavailableError(
-        "TensorRT is not installed (no libnvinfer.so.10 and no tensorrt package); install "
-        "raypipe[gpu] and put TensorRT's libraries on LD_LIBRARY_PATH, or use the CUDA provider"
-    )
-
-
-def engine_key_for(
-    model_sha256: str, *, precision: str, profile: Sequence[str], device_id: int = 0
-) -> EngineKey:
-    """The :class:`EngineKey` of a model on this process's CUDA device ``device_id``.
-
-    GPU name and compute capability come from the CUDA driver (device 0 is a Ray actor's own
-    GPU), the CUDA version from the onnxruntime-gpu build (else the driver's), TensorRT's from
-    :func:`tensorrt_version`. ``profile`` is (min, opt, max) from
-    :func:`raypipe.infer.session.profile_shapes`.
-    """
-    from raypipe.infer.session import check_profile, cuda_device, import_onnxruntime
-
-    device = cuda_device(device_id)
-    ort = import_onnxruntime()
-    try:
-        from onnxruntime.capi import build_and_package_info as info
-
-        cuda_version = str(getattr(info, "cuda_version", "") or device.driver_cuda_version)
-    except ImportError:
-        cuda_version = device.driver_cuda_version
-    return EngineKey(
-        model_sha256=model_sha256,
-        gpu_name=device.name,
-        compute_capability=device.compute_capability,
-        tensorrt_version=tensorrt_version(),
-        ort_version=str(ort.__version__),
-        cuda_version=cuda_version,
-        precision=precision,
-        profile="|".join(check_profile(profile)),
-    )
-
-
-def tensorrt_builder(
-    model_bytes: bytes,
-    *,
-    precision: str,
-    profile: Sequence[str],
-    builder_optimization_level: int = 3,
-    workspace_bytes: int = 2 << 30,
-) -> Callable[[str], None]:
-    """A ``build`` function for :meth:`EngineCache.ensure` that makes TensorRT build engines.
-
-    ``build(directory)`` creates a session with TensorRT (then CUDA) whose engine and timing
-    cache is ``directory``, checks that TensorRT was granted, and runs one zero batch at the
-    profile's min and opt shapes so every engine is built and written.
-    """
-    import numpy as np
-
-    from raypipe.infer.session import (
-        CUDA,
-        TENSORRT,
-        check_profile,
-        create_session,
-        granted_providers,
-        parse_shapes,
-        tensorrt_options,
-    )
-
-    low, opt, _ = check_profile(profile)
-    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
-
-    def build(directory: str) -> None:
-        options = tensorrt_options(
-            directory, precision, profile, builder_optimization_level, workspace_bytes
-        )
-        session = create_session(
-            model_bytes,
-            device="gpu",
-            providers=[TENSORRT, CUDA],
-            provider_options={TENSORRT: options},
-        )
-        if granted_providers(session)[0] != TENSORRT:
-            raise DeviceUnavailableError(
-                f"TensorRT was not granted (got {granted_providers(session)}); an engine cannot "
-                "be built. Check TensorRT's libraries (libnvinfer.so.10) or use the CUDA provider"
-            )
-        inputs = {i.name: dtypes.get(i.type, np.float32) for i in session.get_inputs()}
-        for shapes in (parse_shapes(low), parse_shapes(opt)):
-            feeds = {name: np.zeros(shape, dtype=inputs[name]) for name, shape in shapes.items()}
-            session.run(None, feeds)
-
-    return build

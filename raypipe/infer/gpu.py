@@ -96,7 +96,8 @@ def _engine_dir(
     profile: tuple[str, str, str],
     engine_cache: str | None,
 ) -> str:
-    from raypipe.infer.engine_cache import EngineCache, engine_key_for, tensorrt_builder
+    from raypipe.infer.engine_cache import EngineCache
+    from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
 
     key = engine_key_for(model_sha256, precision=precision, profile=profile)
     url = engine_cache or os.path.join(tempfile.gettempdir(), "raypipe-engines")

@@ -23,14 +23,10 @@ from typing import Any
 import fsspec
 import pytest
 
-from raypipe.errors import ConfigError, DeviceUnavailableError, RaypipeError
-from raypipe.infer.engine_cache import (
-    MANIFEST,
-    EngineCache,
-    EngineCacheError,
-    EngineKey,
-    _flock,
-)
+from raypipe.errors import ConfigError, DeviceUnavailableError, EngineCacheError, RaypipeError
+from raypipe.infer.engine_cache import EngineCache
+from raypipe.infer.engine_files import MANIFEST, flock
+from raypipe.infer.engine_key import EngineKey
 
 KEY = EngineKey(
     model_sha256=hashlib.sha256(b"model").hexdigest(),
@@ -360,7 +356,7 @@ def test_build_that_writes_nothing_is_an_error(cache_url: str, tmp_path: Path) -
 def test_waiting_for_a_held_local_lock_times_out_with_advice(tmp_path: Path) -> None:
     cache = EngineCache(str(tmp_path / "shared"), wait_timeout_s=0.3, poll_interval_s=0.05)
     lock = f"{cache.root}/.locks/{KEY.digest()}.lock"
-    with _flock(lock) as held:  # another open file description: flock conflicts
+    with flock(lock) as held:  # another open file description: flock conflicts
         assert held
         match = (
             r"waited 0.3 s for engine [0-9a-f]{64} to be built by another process \(lock .*\.lock\)"
@@ -457,7 +453,7 @@ def test_s3_two_processes_race_one_build(s3: dict[str, Any], tmp_path: Path) -> 
 
 def test_tensorrt_builder_without_a_gpu_fails_typed_and_publishes_nothing(tmp_path: Path) -> None:
     from raypipe.infer import builtin_bytes, cuda_available
-    from raypipe.infer.engine_cache import tensorrt_builder
+    from raypipe.infer.engine_key import tensorrt_builder
     from raypipe.infer.session import profile_shapes
 
     if cuda_available():
@@ -474,7 +470,7 @@ def test_tensorrt_builder_without_a_gpu_fails_typed_and_publishes_nothing(tmp_pa
 
 def test_engine_key_for_without_a_gpu_says_so() -> None:
     from raypipe.infer import cuda_available
-    from raypipe.infer.engine_cache import engine_key_for
+    from raypipe.infer.engine_key import engine_key_for
     from raypipe.infer.session import profile_shapes
 
     if cuda_available():
@@ -489,7 +485,7 @@ def test_gpu_build_once_then_every_session_loads_the_cached_engine(tmp_path: Pat
     import onnxruntime
 
     from raypipe.infer import create_session, cuda_available, granted_providers
-    from raypipe.infer.engine_cache import engine_key_for, tensorrt_builder
+    from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
     from raypipe.infer.heavy import build_superres
     from raypipe.infer.session import CUDA, TENSORRT, profile_shapes, tensorrt_options
 
