@@ -9,7 +9,7 @@ start (engine build + publish + session) against the warm start (verified copy f
 cache + session, no build).
 
 What is timed: the model only. A float32 NCHW batch already in host memory goes in, the
-output comes back to host memory, through :class:`raypipe.infer.session.IOBindingRunner`
+output comes back to host memory, through :class:`raypipe.infer.iobinding.IOBindingRunner`
 (persistent device buffers on CUDA/TensorRT, plain ``run`` on CPU). No decode, no encode,
 no pre/post-processing: the GPU's share of a pipeline, not the pipeline.
 
@@ -46,19 +46,17 @@ import onnx
 from raypipe.distributed.gpu_monitor import GpuMonitor, physical_gpu_indices
 from raypipe.infer.engine_cache import EngineCache
 from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
+from raypipe.infer.gpu_options import cuda_options, profile_shapes, tensorrt_options
 from raypipe.infer.heavy import build_superres, to_float16
+from raypipe.infer.iobinding import IOBindingRunner
 from raypipe.infer.session import (
     CUDA,
     TENSORRT,
-    IOBindingRunner,
     create_session,
     cuda_available,
     cuda_device,
-    cuda_options,
     granted_providers,
     import_onnxruntime,
-    profile_shapes,
-    tensorrt_options,
 )
 
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "gpu_providers.json"

@@ -60,7 +60,7 @@ def _build_here(
 ) -> list[dict[str, Any]]:
     from raypipe.infer.engine_cache import EngineCache
     from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
-    from raypipe.infer.session import profile_shapes
+    from raypipe.infer.gpu_options import profile_shapes
 
     name = input_name_of(model_bytes)
     built = []

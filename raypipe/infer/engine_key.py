@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from raypipe.errors import ConfigError, DeviceUnavailableError
+from raypipe.infer.gpu_options import PRECISIONS
 
 FORMAT = "raypipe-engine-cache/1"
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -28,7 +28,7 @@ class EngineKey:
 
     ``profile`` is the TensorRT shape profile as the EP options spell it, e.g.
     ``"input:1x3x1080x1920|input:8x3x1080x1920|input:8x3x1080x1920"`` (min|opt|max, see
-    :func:`raypipe.infer.session.profile_shapes`).
+    :func:`raypipe.infer.gpu_options.profile_shapes`).
     """
 
     model_sha256: str
@@ -101,9 +101,10 @@ def engine_key_for(
     GPU name and compute capability come from the CUDA driver (device 0 is a Ray actor's own
     GPU), the CUDA version from the onnxruntime-gpu build (else the driver's), TensorRT's from
     :func:`tensorrt_version`. ``profile`` is (min, opt, max) from
-    :func:`raypipe.infer.session.profile_shapes`.
+    :func:`raypipe.infer.gpu_options.profile_shapes`.
     """
-    from raypipe.infer.session import check_profile, cuda_device, import_onnxruntime
+    from raypipe.infer.gpu_options import check_profile
+    from raypipe.infer.session import cuda_device, import_onnxruntime
 
     device = cuda_device(device_id)
     ort = import_onnxruntime()
@@ -141,15 +142,8 @@ def tensorrt_builder(
     """
     import numpy as np
 
-    from raypipe.infer.session import (
-        CUDA,
-        TENSORRT,
-        check_profile,
-        create_session,
-        granted_providers,
-        parse_shapes,
-        tensorrt_options,
-    )
+    from raypipe.infer.gpu_options import check_profile, parse_shapes, tensorrt_options
+    from raypipe.infer.session import CUDA, TENSORRT, create_session, granted_providers
 
     low, opt, _ = check_profile(profile)
     dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}

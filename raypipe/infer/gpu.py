@@ -19,15 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raypipe.errors import DeviceUnavailableError, RaypipeError
-from raypipe.infer.session import (
-    CPU,
-    CUDA,
-    TENSORRT,
-    cuda_options,
-    import_onnxruntime,
-    profile_shapes,
-    tensorrt_options,
-)
+from raypipe.infer.gpu_options import cuda_options, profile_shapes, tensorrt_options
+from raypipe.infer.session import CPU, CUDA, TENSORRT, import_onnxruntime
 
 log = logging.getLogger("raypipe.infer")
 

@@ -33,7 +33,8 @@ import numpy.typing as npt
 
 from raypipe.config import Device
 from raypipe.errors import ConfigError, ModelLoadError
-from raypipe.infer.session import IOBindingRunner, create_session, granted_providers
+from raypipe.infer.iobinding import IOBindingRunner
+from raypipe.infer.session import create_session, granted_providers
 
 # ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
 # declare specs); re-exported here, where callers have always imported them from.

@@ -11,12 +11,11 @@ off; raypipe retries itself, and only for ``device="auto"`` does that end on CPU
 Inside a Ray actor ``CUDA_VISIBLE_DEVICES`` holds the actor's GPU only, so GPU providers
 always get ``device_id=0``.
 
-GPU provider options are built by :func:`tensorrt_options` (FP16, engine and timing cache,
-explicit min/opt/max shape profiles from :func:`profile_shapes`, builder optimisation level,
-workspace) and :func:`cuda_options` (cuDNN algorithm search, arena and memory limit), and
-passed as ``create_session(..., provider_options={TENSORRT: ..., CUDA: ...})``.
-:class:`IOBindingRunner` keeps persistent device buffers per input shape so a batch is
-copied to the GPU once and the output comes back once, with no copy inside ``run``.
+GPU provider options come from :mod:`raypipe.infer.gpu_options` (``tensorrt_options``,
+``cuda_options``, shape profiles) and are passed as
+``create_session(..., provider_options={TENSORRT: ..., CUDA: ...})``.
+:class:`raypipe.infer.iobinding.IOBindingRunner` keeps persistent device buffers per input
+shape so a batch is copied to the GPU once and the output comes back once.
 
 ``onnxruntime`` is imported lazily: ``import raypipe.infer`` works without it, and the
 first session says which extra to install.
@@ -27,16 +26,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import re
 import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from raypipe.config import DEVICES
 from raypipe.errors import ConfigError, DeviceUnavailableError, ModelLoadError
@@ -269,166 +263,6 @@ def _cuda_device_count() -> int:
     return 0
 
 
-# --- GPU provider options -----------------------------------------------------------------
-
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
-CUDNN_CONV_ALGO_SEARCHES: tuple[str, ...] = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
-ARENA_EXTEND_STRATEGIES: tuple[str, ...] = ("kNextPowerOfTwo", "kSameAsRequested")
-_SHAPES = re.compile(r"^[^:,]+:\d+(x\d+)*$")
-
-
-def _int_at_least(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def profile_shapes(
-    input_name: str, batch_size: int, height: int, width: int, layout: str = "NCHW"
-) -> tuple[str, str, str]:
-    """TensorRT (min, opt, max) shape strings for one image input, as the EP options take them.
-
-    Batch runs from 1 (a chunk's last, short batch) to ``batch_size``, which is also the
-    shape TensorRT tunes for; height and width (pixels) are fixed to the video's frame size.
-    ``profile_shapes("input", 8, 1080, 1920)`` gives ``("input:1x3x1080x1920",
-    "input:8x3x1080x1920", "input:8x3x1080x1920")``.
-    """
-    if not isinstance(input_name, str) or not input_name or any(c in input_name for c in ":,"):
-        raise ConfigError(
-            f"input_name must be a tensor name without ':' or ',', got {input_name!r}"
-        )
-    _int_at_least("batch_size", batch_size, 1)
-    _int_at_least("height", height, 1)
-    _int_at_least("width", width, 1)
-    if layout not in ("NCHW", "NHWC"):
-        raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
-
-    def shape(batch: int) -> str:
-        dims = (batch, 3, height, width) if layout == "NCHW" else (batch, height, width, 3)
-        return f"{input_name}:{'x'.join(str(d) for d in dims)}"
-
-    return shape(1), shape(batch_size), shape(batch_size)
-
-
-def parse_shapes(text: str) -> dict[str, tuple[int, ...]]:
-    """``"input:1x3x8x8,mask:1x8"`` -> ``{"input": (1, 3, 8, 8), "mask": (1, 8)}``."""
-    shapes = {}
-    for part in text.split(","):
-        if not _SHAPES.match(part):
-            raise ConfigError(
-                f"a TensorRT profile must look like 'input:1x3x1080x1920[,other:...]', got {text!r}"
-            )
-        name, dims = part.split(":")
-        shapes[name] = tuple(int(d) for d in dims.split("x"))
-    return shapes
-
-
-def check_profile(profile: Sequence[str]) -> tuple[str, str, str]:
-    """``profile`` as a (min, opt, max) tuple once it is well formed; ConfigError otherwise.
-
-    Each string names the same inputs with the same rank, and min <= opt <= max per dimension.
-    """
-    if isinstance(profile, str) or len(profile) != 3:
-        raise ConfigError(
-            f"a TensorRT profile is three shape strings (min, opt, max), got {profile!r}"
-        )
-    low, opt, high = (parse_shapes(p) for p in profile)
-    if not (low.keys() == opt.keys() == high.keys()):
-        raise ConfigError(f"min, opt and max shapes must name the same inputs, got {profile!r}")
-    for name in low:
-        a, b, c = low[name], opt[name], high[name]
-        if not (len(a) == len(b) == len(c)) or not all(x <= y <= z for x, y, z in zip(a, b, c)):
-            raise ConfigError(
-                f"input {name!r}: expected min <= opt <= max in every dimension and one rank, "
-                f"got {a}, {b}, {c}"
-            )
-    return profile[0], profile[1], profile[2]
-
-
-def tensorrt_options(
-    cache_dir: str,
-    precision: str,
-    profile: Sequence[str] | None,
-    builder_optimization_level: int = 3,
-    workspace_bytes: int = 2 << 30,
-    *,
-    device_id: int = 0,
-) -> dict[str, Any]:
-    """TensorRT EP options: engine and timing cache in ``cache_dir``, FP16 for ``"fp16"``.
-
-    ``profile`` (from :func:`profile_shapes`) fixes the optimisation profile, so an engine
-    is built once, at session creation, and a cached engine is reused as long as the same
-    profile is asked for; ``None`` lets the EP derive one from the first inputs (and rebuild
-    when a later input falls outside it). ``builder_optimization_level``: 0-5, TensorRT's
-    default 3 (lower builds faster, runs slower). ``workspace_bytes``: TensorRT's scratch
-    memory limit (``set_memory_pool_limit`` under the hood; 1-4 GiB is typical).
-    ``cache_dir`` must be a local directory (see :class:`raypipe.infer.engine_cache.EngineCache`).
-    """
-    if not isinstance(cache_dir, str) or not cache_dir:
-        raise ConfigError(f"cache_dir must be a local directory path, got {cache_dir!r}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
-    level = _int_at_least("builder_optimization_level", builder_optimization_level, 0)
-    if level > 5:
-        raise ConfigError(f"builder_optimization_level must be within 0..5, got {level}")
-    options: dict[str, Any] = {
-        "device_id": _int_at_least("device_id", device_id, 0),
-        "trt_fp16_enable": precision == "fp16",
-        "trt_engine_cache_enable": True,
-        "trt_engine_cache_path": cache_dir,
-        "trt_timing_cache_enable": True,
-        "trt_timing_cache_path": cache_dir,
-        "trt_builder_optimization_level": level,
-        "trt_max_workspace_size": _int_at_least("workspace_bytes", workspace_bytes, 1),
-    }
-    if profile is not None:
-        low, opt, high = check_profile(profile)
-        options.update(
-            trt_profile_min_shapes=low, trt_profile_opt_shapes=opt, trt_profile_max_shapes=high
-        )
-    return options
-
-
-def cuda_options(
-    device_id: int = 0,
-    *,
-    cudnn_conv_algo_search: str = "EXHAUSTIVE",
-    gpu_mem_limit_bytes: int | None = None,
-    arena_extend_strategy: str = "kSameAsRequested",
-    do_copy_in_default_stream: bool = True,
-) -> dict[str, Any]:
-    """CUDA EP options.
-
-    ``cudnn_conv_algo_search``: ``EXHAUSTIVE`` benchmarks every cuDNN algorithm once per
-    input shape (best for video, whose frame size never changes; costs time and memory on the
-    first batch), ``HEURISTIC`` picks from cuDNN's heuristics (fast start), ``DEFAULT`` takes
-    the default algorithm. ``gpu_mem_limit_bytes`` caps the CUDA EP's memory arena (the
-    per-actor budget when several actors share a GPU; ``None`` = no cap); it does not cover
-    TensorRT's own memory (``trt_max_workspace_size`` and the engine). ``arena_extend_strategy``
-    ``kSameAsRequested`` grows the arena by what is asked for, not to the next power of two,
-    which keeps a budget tight.
-    """
-    if cudnn_conv_algo_search not in CUDNN_CONV_ALGO_SEARCHES:
-        raise ConfigError(
-            f"cudnn_conv_algo_search must be one of {', '.join(CUDNN_CONV_ALGO_SEARCHES)}, "
-            f"got {cudnn_conv_algo_search!r}"
-        )
-    if arena_extend_strategy not in ARENA_EXTEND_STRATEGIES:
-        raise ConfigError(
-            f"arena_extend_strategy must be one of {', '.join(ARENA_EXTEND_STRATEGIES)}, "
-            f"got {arena_extend_strategy!r}"
-        )
-    options: dict[str, Any] = {
-        "device_id": _int_at_least("device_id", device_id, 0),
-        "cudnn_conv_algo_search": cudnn_conv_algo_search,
-        "arena_extend_strategy": arena_extend_strategy,
-        "do_copy_in_default_stream": bool(do_copy_in_default_stream),
-    }
-    if gpu_mem_limit_bytes is not None:
-        options["gpu_mem_limit"] = _int_at_least("gpu_mem_limit_bytes", gpu_mem_limit_bytes, 1)
-    return options
-
-
 @dataclass(frozen=True)
 class CudaDevice:
     """What the CUDA driver says about one visible device (for engine cache keys)."""
@@ -472,118 +306,3 @@ def cuda_device(device_id: int = 0) -> CudaDevice:
         f"no CUDA device {device_id} visible (CUDA_VISIBLE_DEVICES, driver libcuda); run on a "
         "GPU machine with the NVIDIA driver installed"
     )
-
-
-# --- IO binding ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Slot:
-    binding: Any  # onnxruntime.IOBinding
-    input: Any  # onnxruntime.OrtValue on the device
-    output: Any = None  # onnxruntime.OrtValue on the device, once the output shape is known
-
-
-class IOBindingRunner:
-    """Runs one input -> one output through ``session`` with persistent bound buffers.
-
-    ``bind="auto"`` binds device (``cuda``) memory when the session's first granted provider
-    is TensorRT or CUDA and otherwise calls ``session.run`` as it is. ``"cuda"`` or ``"cpu"``
-    force binding on that device (``"cpu"`` exercises the same code on any machine).
-
-    Per input shape and dtype the runner keeps one input OrtValue (written with
-    ``update_inplace``, one host-to-device copy) and, after the first run has told it the
-    output shape, one output OrtValue ORT writes into; only ``max_shapes`` shapes are kept
-    (least recently used dropped). A video has one frame size and at most two batch sizes
-    (full, and its last short batch). Calls are serialised by a lock.
-    """
-
-    def __init__(
-        self,
-        session: onnxruntime.InferenceSession,
-        input_name: str,
-        output_name: str,
-        *,
-        bind: str = "auto",
-        device_id: int = 0,
-        max_shapes: int = 4,
-    ) -> None:
-        if bind not in ("auto", "cuda", "cpu", "off"):
-            raise ConfigError(f"bind must be 'auto', 'cuda', 'cpu' or 'off', got {bind!r}")
-        if bind == "auto":
-            bind = "cuda" if granted_providers(session)[0] in GPU_PROVIDERS else "off"
-        self.session = session
-        self.input_name = input_name
-        self.output_name = output_name
-        self.device: str | None = None if bind == "off" else bind
-        self.device_id = _int_at_least("device_id", device_id, 0)
-        self.max_shapes = _int_at_least("max_shapes", max_shapes, 1)
-        self._slots: OrderedDict[tuple[tuple[int, ...], str], _Slot] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """The model's output for ``batch`` as a new host array (never a view of a buffer)."""
-        if self.device is None:
-            (out,) = self.session.run([self.output_name], {self.input_name: batch})
-            return np.asarray(out)
-        batch = np.ascontiguousarray(batch)
-        with self._lock:
-            slot = self._slot(batch)
-            self.session.run_with_iobinding(slot.binding)
-            slot.binding.synchronize_outputs()
-            (out,) = slot.binding.copy_outputs_to_cpu()
-            if slot.output is None:
-                # First run for this shape: ORT allocated the output; from now on it writes
-                # into a buffer of that shape, bound once.
-                ort = import_onnxruntime()
-                slot.output = ort.OrtValue.ortvalue_from_shape_and_type(
-                    out.shape, out.dtype, self.device, self.device_id
-                )
-                slot.binding.bind_ortvalue_output(self.output_name, slot.output)
-            # On the CPU the array may view the bound buffer, which the next run overwrites.
-            return np.array(out, copy=True) if self.device == "cpu" else np.asarray(out)
-
-    def _slot(self, batch: np.ndarray) -> _Slot:
-        key = (tuple(batch.shape), batch.dtype.str)
-        slot = self._slots.get(key)
-        if slot is not None:
-            self._slots.move_to_end(key)
-            slot.input.update_inplace(batch)
-            return slot
-        ort = import_onnxruntime()
-        assert self.device is not None
-        # On "cpu" an OrtValue from numpy would wrap the caller's array: copy it.
-        source = batch.copy() if self.device == "cpu" else batch
-        value = ort.OrtValue.ortvalue_from_numpy(source, self.device, self.device_id)
-        binding = self.session.io_binding()
-        binding.bind_ortvalue_input(self.input_name, value)
-        binding.bind_output(self.output_name, self.device, self.device_id)
-        slot = _Slot(binding=binding, input=value)
-        self._slots[key] = slot
-        while len(self._slots) > self.max_shapes:
-            self._slots.popitem(last=False)
-        return slot
-
-    @property
-    def shapes(self) -> list[tuple[tuple[int, ...], str]]:
-        """The (shape, dtype) keys of the buffers held, least recently used first."""
-        return list(self._slots)
-
-
-def run_with_iobinding(
-    session: onnxruntime.InferenceSession, input_name: str, output_name: str, batch: np.ndarray
-) -> np.ndarray:
-    """``session``'s output for ``batch``: bound device buffers on CUDA/TensorRT, else ``run``.
-
-    Keeps one :class:`IOBindingRunner` per session and tensor pair (on the session object),
-    so repeated calls reuse the same device buffers.
-    """
-    runners: dict[tuple[str, str], IOBindingRunner] = session.__dict__.setdefault(
-        "_raypipe_iobinding_runners", {}
-    )
-    runner = runners.get((input_name, output_name))
-    if runner is None:
-        runner = runners[(input_name, output_name)] = IOBindingRunner(
-            session, input_name, output_name
-        )
-    return runner.run(batch)

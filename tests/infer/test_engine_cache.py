@@ -454,7 +454,7 @@ def test_s3_two_processes_race_one_build(s3: dict[str, Any], tmp_path: Path) -> 
 def test_tensorrt_builder_without_a_gpu_fails_typed_and_publishes_nothing(tmp_path: Path) -> None:
     from raypipe.infer import builtin_bytes, cuda_available
     from raypipe.infer.engine_key import tensorrt_builder
-    from raypipe.infer.session import profile_shapes
+    from raypipe.infer.gpu_options import profile_shapes
 
     if cuda_available():
         pytest.skip("this machine has a CUDA device")
@@ -471,7 +471,7 @@ def test_tensorrt_builder_without_a_gpu_fails_typed_and_publishes_nothing(tmp_pa
 def test_engine_key_for_without_a_gpu_says_so() -> None:
     from raypipe.infer import cuda_available
     from raypipe.infer.engine_key import engine_key_for
-    from raypipe.infer.session import profile_shapes
+    from raypipe.infer.gpu_options import profile_shapes
 
     if cuda_available():
         pytest.skip("this machine has a CUDA device")
@@ -486,8 +486,9 @@ def test_gpu_build_once_then_every_session_loads_the_cached_engine(tmp_path: Pat
 
     from raypipe.infer import create_session, cuda_available, granted_providers
     from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
+    from raypipe.infer.gpu_options import profile_shapes, tensorrt_options
     from raypipe.infer.heavy import build_superres
-    from raypipe.infer.session import CUDA, TENSORRT, profile_shapes, tensorrt_options
+    from raypipe.infer.session import CUDA, TENSORRT
 
     if not cuda_available() or TENSORRT not in onnxruntime.get_available_providers():
         pytest.skip("needs onnxruntime-gpu with TensorRT and a CUDA device")
