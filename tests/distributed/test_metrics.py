@@ -80,9 +80,10 @@ def _scrape_settled(
 ) -> str:
     """Scrape until every ``(metric, labels, value)`` in ``expected`` holds, or the time is up.
 
-    Each process exports its metrics on its own timer, so one scrape can hold the
-    counts of some chunks and not yet of others. The last body comes back either way,
-    for the caller's assertions to report the values actually seen."""
+    Ray exports recorded metrics on a timer (every second here), so a scrape taken just
+    after a run can still show the snapshot from before its last chunks were recorded.
+    The last body comes back either way, for the caller's assertions to report the
+    values actually seen."""
     deadline = time.monotonic() + timeout_s
     body = ""
     while True:
