@@ -92,6 +92,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="context around each tile, at least the model's receptive field",
     )
     p.add_argument(
+        "--pad-multiple",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="pad frames (edge) to multiples of PX in height and width for the model and "
+        "crop its output back (models whose sizes must be multiples of their stride)",
+    )
+    p.add_argument(
         "--resize",
         choices=("none", "stretch", "letterbox"),
         default=None,

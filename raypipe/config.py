@@ -67,7 +67,9 @@ class ModelConfig:
     ``model`` is ``builtin:NAME`` or a path/fsspec URL of an ``.onnx`` file. ``device``
     ``gpu`` fails loudly when no GPU provider is granted; ``auto`` takes the best there is.
     ``precision`` ``fp16`` builds TensorRT engines in FP16. ``engine_cache`` is the shared
-    TensorRT engine cache (any fsspec URL, e.g. ``s3://bucket/engines``).
+    TensorRT engine cache (any fsspec URL, e.g. ``s3://bucket/engines``). ``tile``,
+    ``tile_overlap``, ``resize`` and ``pad_multiple`` override the model's
+    :class:`~raypipe.infer.sidecar.ModelSpec` (None: keep the spec's).
     """
 
     model: str = "builtin:identity"
@@ -78,6 +80,7 @@ class ModelConfig:
     tile: int | None = None  # override the model spec's tiling (px), see ModelSpec
     tile_overlap: int | None = None
     resize: Literal["none", "stretch", "letterbox"] | None = None  # fixed-size models
+    pad_multiple: int | None = None  # override the spec's: pad H and W to multiples (px)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -88,6 +91,14 @@ class ModelConfig:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if self.precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
+        if self.pad_multiple is not None and (
+            not isinstance(self.pad_multiple, int)
+            or isinstance(self.pad_multiple, bool)
+            or self.pad_multiple < 1
+        ):
+            raise ConfigError(
+                f"pad_multiple must be an integer >= 1 (px) or None, got {self.pad_multiple!r}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +192,7 @@ _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "tile": ("model", "tile"),
     "tile_overlap": ("model", "tile_overlap"),
     "resize": ("model", "resize"),
+    "pad_multiple": ("model", "pad_multiple"),
     "codec": ("encode", "codec"),
     "crf": ("encode", "crf"),
     "preset": ("encode", "preset"),

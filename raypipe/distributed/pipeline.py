@@ -127,6 +127,8 @@ def load_model(cfg: RunConfig) -> LoadedModel:
         spec = dataclasses.replace(spec, tile_overlap=cfg.model.tile_overlap)
     if cfg.model.resize is not None:
         spec = dataclasses.replace(spec, resize=cfg.model.resize)
+    if cfg.model.pad_multiple is not None:
+        spec = dataclasses.replace(spec, pad_multiple=cfg.model.pad_multiple)
     tensor = FrameModel(data, spec=spec, device="cpu").output_kind == "tensor"
     if cfg.chunk.samples and not tensor:
         raise ConfigError(
