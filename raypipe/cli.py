@@ -1,8 +1,9 @@
 """The ``raypipe`` command.
 
 ``main(argv)`` returns the exit code: 0 success, 1 a raypipe error (one line on stderr:
-``raypipe: error: TypeName: what happened; what to do``), 2 bad usage, 3 an archive
-in which some videos failed (see its report), 130 interrupted.
+``raypipe: error: TypeName: what happened; what to do``; ``--verbose`` prints the
+traceback before it), 2 bad usage, 3 an archive in which some videos failed (see its
+report), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +35,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--model",
         default="builtin:identity",
         help="builtin:NAME or path/URL of an .onnx file (default: builtin:identity)",
+    )
+    p.add_argument(
+        "--processor",
+        default=None,
+        metavar="FILE.py:CLASS",
+        help="run a raypipe.Processor instead of --model: path/to/file.py:Class (the file "
+        "travels to the actors) or package.module:Class",
     )
     p.add_argument(
         "--chunk-frames", type=int, default=64, help="frames per chunk, about (default 64)"
@@ -162,6 +171,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="on an error, print the traceback too (the worker's, when it failed there)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,9 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="raypipe: %(levelname)s: %(message)s")
+    verbose = bool(getattr(args, "verbose", False))
     try:
         return _COMMANDS[args.command](args)
     except RaypipeError as e:
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+            detail = str(getattr(e, "detail", "") or "")
+            if detail:
+                print(f"raypipe: where it failed (on a worker):\n{detail}", file=sys.stderr)
         print(f"raypipe: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -264,7 +285,8 @@ def _one_line(e: BaseException) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     from raypipe.distributed.pipeline import process_video
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "input", "output")}
+    skip = ("command", "input", "output", "verbose")
+    options = {k: v for k, v in vars(args).items() if k not in skip}
     options["encoder_options"] = dict(options["encoder_options"])
     stats = process_video(args.input, args.output, **options)
     if not args.quiet:
@@ -279,7 +301,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_archive(args: argparse.Namespace) -> int:
     from raypipe.distributed.archive import format_report, process_archive
 
-    skip = ("command", "inputs", "output_dir", "resume", "report_path", "overwrite")
+    skip = ("command", "inputs", "output_dir", "resume", "report_path", "overwrite", "verbose")
     options = {k: v for k, v in vars(args).items() if k not in skip}
     options["encoder_options"] = dict(options["encoder_options"])
     report = process_archive(

@@ -80,11 +80,10 @@ def process_archive(
     previous = _previous_attempts(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor)
     storage.makedirs(output_dir)
-    model_bytes = model.data
     connect(cfg.runtime)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
-    run_key = fingerprint(cfg, model_bytes)
+    run_key = fingerprint(cfg, model.key)
     actors = plan_actors(cfg.runtime, cfg.model)
     order = {job.uri: i for i, job in enumerate(jobs)}
     planned = sorted(  # chunks enter the pipeline in input order, whatever planned first
@@ -96,9 +95,7 @@ def process_archive(
         len(planned), total_frames=total, label="archive", enabled=not cfg.quiet
     )
     results: list[VideoResult] = []
-    for result in run_planned(
-        planned, cfg, actors, model_bytes, run_key, spec=model.spec, on_frames=progress.update
-    ):
+    for result in run_planned(planned, cfg, actors, model, run_key, on_frames=progress.update):
         results.append(result)
         if result.status == "failed":
             progress.message(f"failed: {result.uri}: {result.error_type}: {result.error_message}")

@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from raypipe import storage
@@ -26,8 +25,10 @@ from raypipe.distributed.engine import (
 )
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.stats import RunStats
+from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, OutputExistsError
-from raypipe.infer.models import FrameModel, ModelSpec, resolve_model_and_spec
+from raypipe.infer.models import FrameModel, resolve_model_and_spec
+from raypipe.infer.processor_refs import processor_ref
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
 from raypipe.media.mux import output_format
@@ -70,12 +71,10 @@ def process_video(
     connect(cfg.runtime)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
-    run_key = fingerprint(cfg, model.data)
+    run_key = fingerprint(cfg, model.key)
     actors = plan_actors(cfg.runtime, cfg.model)
     progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
-    (result,) = run_planned(
-        [planned], cfg, actors, model.data, run_key, spec=model.spec, on_frames=progress.update
-    )
+    (result,) = run_planned([planned], cfg, actors, model, run_key, on_frames=progress.update)
     if not result.ok:
         raise error_of(result)
     progress.close(f"{os.path.basename(input)}: {result.frames_out} frames -> {output}")
@@ -104,19 +103,16 @@ def resolve_encoder(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, encode=encode)
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """The model as the driver checked it: bytes, spec, and whether it outputs tensors."""
-
-    data: bytes
-    spec: ModelSpec | None
-    tensor: bool
-
-
 def load_model(cfg: RunConfig) -> LoadedModel:
-    """The model's bytes and spec (sidecar or built-in, with the run's tile/resize
+    """The model's bytes and spec (sidecar or built-in, with the run's tile/resize/padding
     overrides), checked on the driver so a model that does not load fails here, typed,
-    before any cluster work starts. Simulated accelerators have no bytes."""
+    before any cluster work starts. Simulated accelerators have no bytes. A processor is
+    loaded and checked here too (its class, its declared output), but its ``setup`` runs
+    in the actors only."""
+    if cfg.model.processor is not None:
+        ref = processor_ref(cfg.model.processor)
+        _check_sampling(cfg, tensor=ref.output == "tensor")
+        return LoadedModel(data=b"", spec=None, tensor=ref.output == "tensor", processor=ref)
     if is_simulated(cfg.model.model):
         parse_hold_seconds(cfg.model.model)
         return LoadedModel(data=b"", spec=None, tensor=False)
@@ -130,12 +126,16 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     if cfg.model.pad_multiple is not None:
         spec = dataclasses.replace(spec, pad_multiple=cfg.model.pad_multiple)
     tensor = FrameModel(data, spec=spec, device="cpu").output_kind == "tensor"
+    _check_sampling(cfg, tensor=tensor)
+    return LoadedModel(data=data, spec=spec, tensor=tensor)
+
+
+def _check_sampling(cfg: RunConfig, *, tensor: bool) -> None:
     if cfg.chunk.samples and not tensor:
         raise ConfigError(
             "frame sampling (every_n_frames / sample_fps) is for models that output tensors; "
             "a model that outputs frames must see every frame of the video"
         )
-    return LoadedModel(data=data, spec=spec, tensor=tensor)
 
 
 def table_output(output_dir: str, uri: str) -> str:

@@ -77,6 +77,9 @@ def chunk_record(row: dict[str, Any]) -> dict[str, Any]:
     record = {k: _plain(row[k]) for k in _CHUNK_FIELDS if k in row}
     record["gpu_ids"] = json.loads(str(row.get("gpu_ids") or "[]"))
     record["providers"] = json.loads(str(row.get("providers") or "[]"))
+    sessions = json.loads(str(row.get("sessions") or "[]"))
+    if sessions:  # a processor's sessions: model, providers asked/granted, device, GPUs seen
+        record["sessions"] = sessions
     return record
 
 
