@@ -3,8 +3,9 @@
 ``__init__`` takes one :class:`~raypipe.distributed.workload.ActorJob`, builds what it runs
 (Ray has already set ``CUDA_VISIBLE_DEVICES``, so device 0 is this actor's GPU; on a GPU
 the TensorRT engine comes from the shared engine cache, see :mod:`raypipe.infer.factory`)
-and runs one warm-up batch so the first chunk does not pay for graph optimisation or an
-engine build; ``__call__`` hands each chunk to it and records where it ran. An image
+and, for a model, runs one warm-up batch so the first chunk does not pay for graph
+optimisation or an engine build (a processor's ``setup`` is its warm-up: user code never
+sees made-up frames); ``__call__`` hands each chunk to it and records where it ran. An image
 model or processor replaces the row's frames; a tensor one turns the chunk into a small
 Parquet table. A GPU actor samples its card's utilisation with NVML and sends the samples
 with each chunk.

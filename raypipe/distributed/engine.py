@@ -270,8 +270,9 @@ def run_planned(
     warned: set[str] = set()
     finished: set[str] = set()
     for row in _iter_rows(ds):
-        if str(row["video_id"]) in finished:
-            continue  # a chunk of a video that has already failed
+        if str(row["video_id"]) in finished:  # a chunk of a video that has already failed
+            on_frames(int(row["n_frames"]))
+            continue
         st = state[str(row["video_id"])]
         st.add(row)
         metrics.observe_chunk(row)

@@ -165,8 +165,9 @@ class ProcessorRunner:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def warmup(self, height: int, width: int) -> None:
-        """One call on black frames, so lazy session set-up (TensorRT) happens now."""
-        self.run(np.zeros((min(self.ctx.batch_size, 2), height, width, 3), dtype=np.uint8))
+        """Nothing: user code is never called on made-up frames (a processor may keep state
+        across calls); ``setup`` is the place to warm up (``ctx.session(..., input_size=)``
+        builds or loads the TensorRT engine there)."""
 
     def _checked(self, result: Any, n: int) -> Any:
         what = f"processor {self.name} returned"

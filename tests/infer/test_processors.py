@@ -217,3 +217,13 @@ def test_a_gpu_actor_context_says_cuda_0() -> None:
     assert (ctx.device, ctx.gpu_ids) == ("cuda:0", ["3"])
     runner = ProcessorRunner(processor_ref(RegionScores), ctx)
     assert runner.output == "tensor"
+
+
+@pytest.mark.gpu
+def test_ctx_session_on_a_gpu_is_granted_a_gpu_provider_on_device_0() -> None:
+    """Not run here (no GPU): the same factory as --model, asked for the GPU it holds."""
+    ctx = ProcessorContext(SessionSettings(device="gpu", on_gpu=True), gpu_ids=["0"])
+    ctx.session("builtin:invert", input_size=(96, 160))
+    (record,) = ctx.records
+    assert record["granted"][0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+    assert record["device_id"] == 0 and ctx.device == "cuda:0"
