@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import ray
 
+from raypipe import faults
 from raypipe.config import engine_cache_from_env
 from raypipe.distributed.stages import EMPTY_FRAMES, error_fields, tensor_table_bytes
 from raypipe.infer.models import FrameModel, ModelSpec
 from raypipe.infer.simulated import SimulatedModel, is_simulated
-from raypipe.testing.faults import maybe_exit
 
 
 def _profile_hw(spec: ModelSpec, model: FrameModel, hw: tuple[int, int]) -> tuple[int, int]:
@@ -182,7 +182,7 @@ class InferActor:
         frames = np.asarray(batch["frames"][0])
         segment = b""
         if not batch["error_type"][0]:
-            maybe_exit("infer", str(batch["chunk_id"][0]))
+            faults.checkpoint("infer", str(batch["chunk_id"][0]), node=self.node_id)
             try:
                 if self.tensor:
                     row = {k: v[0] for k, v in batch.items() if k != "frames"}

@@ -19,9 +19,9 @@ from typing import Any
 from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.cluster import connect, plan_actors
-from raypipe.distributed.engine import VideoJob, VideoResult, fingerprint, plan_all, run_planned
+from raypipe.distributed.engine import VideoJob, VideoResult, plan_all, run_planned
 from raypipe.distributed.monitor import ArchiveProgress
-from raypipe.distributed.pipeline import load_model, resolve_encoder, table_output
+from raypipe.distributed.pipeline import load_model, resolve_encoder, run_key, table_output
 from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
@@ -32,7 +32,7 @@ EXIT_SOME_FAILED = 3
 REPORT_NAME = "_raypipe-report.parquet"
 REPORT_COLUMNS = (
     "uri", "status", "error_type", "error_message", "frames_in", "frames_out", "chunks",
-    "reused_chunks", "attempts", "seconds", "output",
+    "reused_chunks", "note", "attempts", "seconds", "output",
 )  # fmt: skip
 
 
@@ -84,11 +84,11 @@ def process_archive(
     connect(cfg.runtime)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
-    run_key = fingerprint(cfg, model_bytes)
     actors = plan_actors(cfg.runtime, cfg.model)
+    key = run_key(cfg, model, actors)
     order = {job.uri: i for i, job in enumerate(jobs)}
     planned = sorted(  # chunks enter the pipeline in input order, whatever planned first
-        plan_all(jobs, cfg.chunk, resume=resume, run_key=run_key, tensor=model.tensor),
+        plan_all(jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor),
         key=lambda p: order.get(p.job.uri, len(order)),
     )
     total = sum(p.n_frames for p in planned if p.result is None)
@@ -97,7 +97,7 @@ def process_archive(
     )
     results: list[VideoResult] = []
     for result in run_planned(
-        planned, cfg, actors, model_bytes, run_key, spec=model.spec, on_frames=progress.update
+        planned, cfg, actors, model_bytes, spec=model.spec, on_frames=progress.update
     ):
         results.append(result)
         if result.status == "failed":
@@ -168,6 +168,7 @@ def _report_row(result: VideoResult, previous: dict[str, int]) -> dict[str, Any]
         "frames_out": result.frames_out,
         "chunks": result.chunks,
         "reused_chunks": result.reused_chunks,
+        "note": result.note,
         "attempts": max(attempts, 1),
         "seconds": round(result.seconds, 3),
         "output": result.output if result.status != "failed" else "",
@@ -227,8 +228,10 @@ def format_report(rows: list[dict[str, Any]], *, width: int = 100) -> str:
             f"{r['status']:<8} {r['frames_out']:>7} {r['chunks']:>6} "
             f"{r['seconds']:>7.1f}  {r['uri']}"
         )
+        details = [r.get("note") or ""]
         if r["status"] == "failed":
-            detail = f"{r['error_type']}: {r['error_message']}"
+            details.insert(0, f"{r['error_type']}: {r['error_message']}")
+        for detail in filter(None, details):
             lines.append(" " * 9 + (detail if len(detail) < width else detail[: width - 3] + "..."))
     lines.append(
         f"{len(rows)} videos: {counts['done']} done, {counts['skipped']} skipped, "

@@ -16,14 +16,8 @@ from typing import Any
 
 from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
-from raypipe.distributed.cluster import connect, plan_actors
-from raypipe.distributed.engine import (
-    VideoJob,
-    error_of,
-    fingerprint,
-    plan_video,
-    run_planned,
-)
+from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
+from raypipe.distributed.engine import VideoJob, error_of, plan_video, run_planned
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.stats import RunStats
 from raypipe.errors import ConfigError, OutputExistsError
@@ -33,6 +27,7 @@ from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_
 from raypipe.media.mux import output_format
 from raypipe.media.probe import make_video_id
 from raypipe.media.source import is_local
+from raypipe.reuse import Provenance, ReuseKey, reuse_key
 
 log = logging.getLogger("raypipe")
 
@@ -62,7 +57,7 @@ def process_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,
         resume=False,
-        run_key="",
+        key=None,
         tensor=model.tensor,
     )
     if planned.result is not None:  # the input failed to probe or plan
@@ -70,11 +65,11 @@ def process_video(
     connect(cfg.runtime)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
-    run_key = fingerprint(cfg, model.data)
     actors = plan_actors(cfg.runtime, cfg.model)
+    planned.provenance = Provenance.of(run_key(cfg, model, actors), planned.source_id)
     progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
     (result,) = run_planned(
-        [planned], cfg, actors, model.data, run_key, spec=model.spec, on_frames=progress.update
+        [planned], cfg, actors, model.data, spec=model.spec, on_frames=progress.update
     )
     if not result.ok:
         raise error_of(result)
@@ -102,6 +97,11 @@ def resolve_encoder(cfg: RunConfig) -> RunConfig:
     encode, message = nvenc_fallback(cfg.encode, problem)
     log.warning(message)
     return dataclasses.replace(cfg, encode=encode)
+
+
+def run_key(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> ReuseKey:
+    """The reuse key of a run with ``model`` on ``actors`` (:func:`raypipe.reuse.reuse_key`)."""
+    return reuse_key(cfg, model_bytes=model.data, spec=model.spec, uses_gpu=actors.uses_gpu)
 
 
 @dataclass(frozen=True)

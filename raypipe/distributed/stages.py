@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from raypipe import faults
 from raypipe.config import EncodeConfig
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
-from raypipe.testing.faults import maybe_exit
 
 Row = dict[str, Any]
 
@@ -153,7 +153,7 @@ def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
     start = time.time()
     out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS, "decoder": "", "decoder_note": ""}
     if not row["error_type"]:
-        maybe_exit("decode", str(row["chunk_id"]))
+        faults.checkpoint("decode", str(row["chunk_id"]), node=_node_id())
         try:
             decoded = decode_chunk(
                 _info_of(row), _chunk_of(row), keep=keep_of(row), decoder=decoder
@@ -182,6 +182,7 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
     frames = row["frames"]
     out.update(segment=b"", out_width=0, out_height=0)
     if not row["error_type"]:
+        faults.checkpoint("encode", str(row["chunk_id"]), node=_node_id())
         try:
             segment = encode_segment(
                 frames,
