@@ -26,6 +26,7 @@ from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
 from raypipe.media.encode import check_encoder
+from raypipe.media.mux import container_refuses
 
 EXIT_ALL_DONE = 0
 EXIT_SOME_FAILED = 3
@@ -78,7 +79,7 @@ def process_archive(
     items = list_inputs(inputs) if isinstance(inputs, str) else _items_of(list(inputs))
     report_path = report_path or storage.join(output_dir, REPORT_NAME)
     previous = _previous_attempts(report_path)
-    jobs = _jobs(items, output_dir, tensor=model.tensor)
+    jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
     storage.makedirs(output_dir)
     model_bytes = model.data
     connect(cfg.runtime)
@@ -133,7 +134,9 @@ def _items_of(uris: list[str]) -> list[Any]:
     return _from_uris(uris)
 
 
-def _jobs(items: list[Any], output_dir: str, *, tensor: bool = False) -> list[VideoJob]:
+def _jobs(
+    items: list[Any], output_dir: str, *, tensor: bool = False, codec: str = ""
+) -> list[VideoJob]:
     jobs: list[VideoJob] = []
     seen_inputs: set[str] = set()
     seen_outputs: set[str] = set()
@@ -149,6 +152,9 @@ def _jobs(items: list[Any], output_dir: str, *, tensor: bool = False) -> list[Vi
             error = (
                 f"output '{item.relative_output}' is claimed by two inputs; give one another output"
             )
+        elif not error and not tensor and output:
+            refused = container_refuses(output, codec)
+            error = f"output '{item.relative_output}': {refused}" if refused else ""
         jobs.append(VideoJob(uri=item.uri, output=output or item.uri, error=error))
         seen_inputs.add(item.uri)
         seen_outputs.add(output)

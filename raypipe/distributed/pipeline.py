@@ -24,7 +24,7 @@ from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.infer.models import FrameModel, ModelSpec, resolve_model_and_spec
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
-from raypipe.media.mux import output_format
+from raypipe.media.mux import container_refuses, output_format
 from raypipe.media.probe import make_video_id
 from raypipe.media.source import is_local
 from raypipe.reuse import Provenance, ReuseKey, reuse_key
@@ -52,7 +52,7 @@ def process_video(
         output = table_output(output, input)
     else:
         check_encoder(cfg.encode)
-    check_output(output, overwrite=cfg.overwrite, tensor=model.tensor)
+    check_output(output, overwrite=cfg.overwrite, tensor=model.tensor, codec=cfg.encode.codec)
     planned = plan_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,
@@ -141,10 +141,16 @@ def table_output(output_dir: str, uri: str) -> str:
     return storage.join(output_dir, f"video_id={make_video_id(uri)}", "part-0.parquet")
 
 
-def check_output(output: str, *, overwrite: bool, tensor: bool = False) -> None:
-    """Fail before any work when ``output`` cannot be written or exists already."""
+def check_output(
+    output: str, *, overwrite: bool, tensor: bool = False, codec: str | None = None
+) -> None:
+    """Fail before any work when ``output`` cannot be written, cannot hold video encoded by
+    ``codec``, or exists already."""
     if not tensor:
         output_format(output)
+        refused = container_refuses(output, codec) if codec else ""
+        if refused:
+            raise ConfigError(f"output '{output}': {refused}")
     if is_local(output) and not tensor:
         parent = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(parent):

@@ -52,6 +52,7 @@ def chunk_row(
         "end_pts": chunk.end_pts,
         "n_frames": chunk.n_frames,
         "seek_pts": -1 if chunk.seek_pts is None else chunk.seek_pts,
+        "last_pts": chunk.last_pts,
         "uri": info.uri,
         "stream_index": info.stream_index,
         "width": info.width,
@@ -74,6 +75,7 @@ def _chunk_of(row: Row) -> Chunk:
         end_pts=int(row["end_pts"]),
         n_frames=int(row["n_frames"]),
         seek_pts=None if seek < 0 else seek,
+        last_pts=int(row["last_pts"]),
     )
 
 

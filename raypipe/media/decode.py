@@ -1,7 +1,8 @@
 """Exact range decode: the frames of one chunk, no more, no fewer.
 
 Seek backward to the chunk's keyframe, decode, drop frames before ``start_pts``, stop after
-``n_frames``, and check the count and timestamps against the plan. Demuxers that cannot
+``n_frames``, and check the count and timestamps against the plan (the last frame must
+have the plan's last pts, so a frame the plan does not have cannot hide). Demuxers that cannot
 seek to exactly that keyframe (the first frame decoded starts after ``start_pts``) are
 retried once from the start of the file, which is always correct, only slower.
 
@@ -143,17 +144,19 @@ def _decode(
                         f"the stream is {info.width}x{info.height}; resolution changes "
                         "mid-stream are not supported"
                     )
-                if n == chunk.n_frames:
-                    raise DecodeError(
-                        f"{chunk.chunk_id}: more than the planned {chunk.n_frames} frames in "
-                        f"[{chunk.start_pts}, {chunk.end_pts})"
-                    )
                 i = n if slot is None else slot.get(n, -1)
                 if i >= 0:
                     frames[i] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
                     pts[i] = t
                 n += 1
                 if n == chunk.n_frames:
+                    if t != chunk.last_pts:  # frames the plan does not have came first
+                        raise DecodeError(
+                            f"{chunk.chunk_id}: more than the planned {chunk.n_frames} frames "
+                            f"in [{chunk.start_pts}, {chunk.end_pts}): frame {n} has pts {t}, "
+                            f"the plan's last frame {chunk.last_pts}; the input is probably "
+                            "damaged"
+                        )
                     break
         except av.error.FFmpegError as e:
             raise CorruptVideoError(

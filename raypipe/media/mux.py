@@ -49,6 +49,30 @@ def output_format(path: str) -> str:
     return formats[ext]
 
 
+def container_refuses(path: str, codec: str) -> str:
+    """Why an output at ``path`` cannot hold video encoded by ``codec`` (``""`` when it can,
+    or when FFmpeg cannot tell: MPEG-TS lists no codecs, so TS is checked when written);
+    an extension raypipe does not write is a reason too."""
+    try:
+        fmt = output_format(path)
+    except ConfigError as e:
+        return str(e)
+    if fmt == "mpegts":
+        return ""
+    try:
+        encoder = av.codec.Codec(codec, "w")
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        return ""  # an unknown encoder is check_encoder's to report
+    with av.open(io.BytesIO(), mode="w", format=fmt) as probe:
+        if {codec, encoder.name} & probe.supported_codecs:
+            return ""
+    fits = "libvpx-vp9" if fmt == "webm" else "libx264"
+    return (
+        f"a {os.path.splitext(path)[1]} file cannot hold {codec} video; choose another "
+        f"output extension (.mkv holds every codec) or another --codec ({fits})"
+    )
+
+
 def _packets(container: Any, streams: list[Any]) -> Iterator[Any]:
     for packet in container.demux(streams):
         if packet.size:
@@ -102,7 +126,10 @@ def _write(
     with _open_segment(paths[0])[1] as first:
         template = first.streams.video[0]
         extradata = template.codec_context.extradata
-        out_video = out.add_stream_from_template(template)
+        try:
+            out_video = out.add_stream_from_template(template)
+        except ValueError as e:  # PyAV: the format does not support the codec
+            raise MuxError(f"writing {out.format.name} output failed: {e}") from e
     supported = out.supported_codecs
     with open_input(source_uri) as source:
         copied: dict[int, Any] = {}
