@@ -116,6 +116,8 @@ def plan_video(
     and source. ``None`` (a fresh run, no resume): the caller sets ``provenance`` from
     ``source_id`` once it knows the key. ``tensor``: an analysis run, whose output is a
     Parquet table of the sampled frames."""
+    if resume and key is None:
+        raise TypeError("plan_video: a resumed run needs the reuse key")
     started = time.monotonic()
     planned = PlannedVideo(job=job, video_id=make_video_id(job.uri), tensor=tensor)
     try:
@@ -125,8 +127,6 @@ def plan_video(
         planned.source_id = source_identity(job.uri)
         if key is not None:
             planned.provenance = Provenance.of(key, planned.source_id)
-        elif resume:
-            raise ValueError("a resumed run needs the reuse key")
         plan = plan_chunks(info, chunk)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.height, planned.width = info.height, info.width
@@ -210,7 +210,9 @@ def _why_not_finished(output: str, n_out: int, tensor: bool, provenance: Provena
             count = probe(output).n_frames
     except (RaypipeError, OSError, ValueError) as e:
         return f"the output does not read ({type(e).__name__})"
-    return "" if count == n_out else f"the output has {count} frames, the source {n_out}"
+    if count == n_out:
+        return ""
+    return f"the output holds {count} {'rows' if tensor else 'frames'}, the run gives {n_out}"
 
 
 def _reusable_segments(work_dir: str, provenance: Provenance) -> tuple[set[str], str]:
