@@ -395,7 +395,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"demo: made {source} (120 frames with audio), ran {args.model} over it in "
         f"{stats.chunks} chunks on {stats.workers} worker(s) [{', '.join(stats.providers)}]"
     )
-    print(f"demo: result {output}; stats {stats_path}")
+    print(f"demo: output {output}")
+    report = os.path.join(args.output_dir, "report.png")
+    try:
+        from raypipe.report import draw_report
+
+        draw_report(stats_path, report)
+    except ImportError:  # matplotlib is an extra
+        print(f"demo: stats {stats_path}; draw them with `raypipe report {stats_path} -o {report}`")
+    else:
+        print(
+            f"demo: stats {stats_path}, run report {report} "
+            f"(redraw: `raypipe report {stats_path} -o {report}`)"
+        )
     return EXIT_OK
 
 
