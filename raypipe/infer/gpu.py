@@ -82,6 +82,12 @@ def prepare_gpu_providers(
     return setup
 
 
+def engine_cache_url(engine_cache: str | None) -> str:
+    """The engine cache an actor uses: ``engine_cache`` (``--engine-cache``, else
+    ``RAYPIPE_ENGINE_CACHE``), or a local temporary directory when neither is set."""
+    return engine_cache or os.path.join(tempfile.gettempdir(), "raypipe-engines")
+
+
 def _engine_dir(
     model_bytes: bytes,
     model_sha256: str,
@@ -93,6 +99,6 @@ def _engine_dir(
     from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
 
     key = engine_key_for(model_sha256, precision=precision, profile=profile)
-    url = engine_cache or os.path.join(tempfile.gettempdir(), "raypipe-engines")
+    url = engine_cache_url(engine_cache)
     builder = tensorrt_builder(model_bytes, precision=precision, profile=profile)
     return EngineCache(url).ensure(key, builder)
