@@ -20,6 +20,7 @@ from typing import Any
 
 from raypipe.errors import DeviceUnavailableError, RaypipeError
 from raypipe.infer.gpu_options import cuda_options, profile_shapes, tensorrt_options
+from raypipe.infer.libraries import preload_gpu_libraries
 from raypipe.infer.session import CPU, CUDA, TENSORRT, import_onnxruntime
 
 log = logging.getLogger("raypipe.infer")
@@ -59,7 +60,9 @@ def prepare_gpu_providers(
     if device == "cpu":
         setup.providers = [CPU]
         return setup
-    available = import_onnxruntime().get_available_providers()
+    ort = import_onnxruntime()
+    preload_gpu_libraries()
+    available = ort.get_available_providers()
     if CUDA not in available and TENSORRT not in available:
         setup.notes.append(f"onnxruntime offers only {available}: no GPU provider")
         return setup

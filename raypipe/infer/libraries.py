@@ -165,11 +165,17 @@ def search_dirs(origin: str | None = None, runpath: Iterable[str] = ()) -> list[
 
 def find_library(name: str, dirs: Sequence[str] | None = None) -> str:
     """Where ``name`` (``libcudart.so.13``) is found: a path, ``"loaded"`` when a library of
-    that name is already in the process, or ``""`` when it cannot be found."""
+    that name is already in the process, or ``""`` when it cannot be found.
+
+    ``dirs=None`` searches as the loader would (:func:`search_dirs`, the ``ldconfig`` cache,
+    the libraries already loaded); given ``dirs`` are the only places looked at.
+    """
     for directory in search_dirs() if dirs is None else dirs:
         path = os.path.join(directory, name)
         if os.path.exists(path):
             return path
+    if dirs is not None:
+        return ""
     cached = _ldconfig_cache().get(name)
     if cached:
         return cached
