@@ -24,7 +24,6 @@ import contextlib
 import ctypes
 import functools
 import glob
-import importlib.util
 import io
 import logging
 import os
@@ -40,8 +39,9 @@ log = logging.getLogger("raypipe.infer")
 _DT_NEEDED, _DT_STRTAB, _DT_RPATH, _DT_RUNPATH = 1, 5, 15, 29
 _SYSTEM_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64",
                 "/lib", "/usr/lib", "/usr/local/cuda/lib64")  # fmt: skip
-# TensorRT's pip wheels: tensorrt-cuNN-libs installs its libraries in this package.
-TENSORRT_LIB_PACKAGES = ("tensorrt_libs",)
+# TensorRT's pip wheels: tensorrt-cuNN-libs installs its libraries in a package named like
+# this (``tensorrt_libs`` for TensorRT 10; a flavoured name is matched too).
+TENSORRT_LIB_PACKAGES = "tensorrt*_libs"
 TENSORRT_LIBRARIES = ("libnvinfer.so", "libnvinfer_plugin.so", "libnvonnxparser.so")
 
 
@@ -131,7 +131,7 @@ def pip_library_dirs() -> list[str]:
         if not entry or not os.path.isdir(entry):
             continue
         dirs.extend(sorted(glob.glob(os.path.join(entry, "nvidia", "*", "lib"))))
-        dirs.extend(os.path.join(entry, p) for p in TENSORRT_LIB_PACKAGES)
+        dirs.extend(sorted(glob.glob(os.path.join(entry, TENSORRT_LIB_PACKAGES))))
     return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
 
 
@@ -257,20 +257,17 @@ def preload_gpu_libraries() -> Preloaded:
             if out.getvalue().strip():
                 log.debug("onnxruntime.preload_dlls: %s", out.getvalue().strip())
             loaded.append("onnxruntime.preload_dlls")
-    for package in TENSORRT_LIB_PACKAGES:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        for directory in spec.submodule_search_locations:
-            for stem in TENSORRT_LIBRARIES:
-                for path in sorted(glob.glob(os.path.join(directory, stem + ".*"))):
-                    if not re.fullmatch(r"\.\d+", path[len(os.path.join(directory, stem)) :]):
-                        continue  # libnvinfer.so.10 only, not a versioned twin of it
-                    try:
-                        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                        loaded.append(path)
-                    except OSError as e:
-                        failed.append(f"{path}: {_one_line(e)}")
+    tensorrt_dirs = [d for d in pip_library_dirs() if os.path.basename(d).startswith("tensorrt")]
+    for directory in tensorrt_dirs:
+        for stem in TENSORRT_LIBRARIES:
+            for path in sorted(glob.glob(os.path.join(directory, stem + ".*"))):
+                if not re.fullmatch(r"\.\d+", path[len(os.path.join(directory, stem)) :]):
+                    continue  # libnvinfer.so.10 only, not a versioned twin of it
+                try:
+                    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                    loaded.append(path)
+                except OSError as e:
+                    failed.append(f"{path}: {_one_line(e)}")
     if failed:
         log.warning("could not preload TensorRT libraries: %s", "; ".join(failed))
     return Preloaded(loaded=tuple(loaded), failed=tuple(failed))

@@ -262,6 +262,7 @@ class DriverCheck:
 
 
 _CU_ERRORS = {100: "no CUDA-capable device", 35: "driver older than the CUDA runtime",
+              34: "a stub libcuda, not a driver (no GPU at build time?)",
               999: "unknown error", 3: "not initialized", 101: "invalid device"}  # fmt: skip
 
 
