@@ -292,3 +292,82 @@ def test_cuda_loads_tensorrt_does_not_and_the_driver_decides() -> None:
         "the NVIDIA driver is too old: it supports CUDA 12.8, this onnxruntime-gpu needs CUDA 13"
     )
     assert old.usable() == [CPU]
+
+
+# --- the image's smoke check (python -m raypipe.infer.provider_smoke) ------------------------
+
+
+def test_smoke_check_fails_on_the_cpu_build(capsys: pytest.CaptureFixture[str]) -> None:
+    from raypipe.infer.provider_smoke import main
+
+    if ort_build().package != "onnxruntime":
+        pytest.skip("needs the CPU onnxruntime")
+    assert main(["tensorrt", "cuda"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"FAILED: {check_provider(TENSORRT).problem}",
+        f"FAILED: {check_provider(CUDA).problem}",
+    ]
+    assert "is not in this ONNX Runtime build" in lines[0]
+
+
+def test_smoke_check_passes_libraries_that_load_without_a_gpu(tmp_path: Path) -> None:
+    """Stand-in providers whose libraries are all on LD_LIBRARY_PATH, no driver (a docker
+    build): the libraries load, the session is not tried; ``--require-gpu`` fails."""
+    _absent("libnvinfer.so.10", "libnvonnxparser.so.10")
+    capi = _capi(tmp_path / "capi")
+    deps = _deps(
+        tmp_path / "deps", ["libnvinfer.so.10", "libnvonnxparser.so.10", "libcudart.so.13"]
+    )
+    code = (
+        "import json, sys\n"
+        "from raypipe.infer.provider_check import DriverCheck\n"
+        "from raypipe.infer.provider_smoke import smoke_line\n"
+        "none = DriverCheck(library='')\n"
+        "def line(r):\n"
+        "    return smoke_line('TensorrtExecutionProvider', driver=none, capi_dir=sys.argv[1],\n"
+        "                      require_gpu=r)\n"
+        "print(json.dumps([line(False), line(True)]))\n"
+    )
+    env = {**os.environ, "LD_LIBRARY_PATH": str(deps), "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(capi)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    (passed, failed), (passed2, failed2) = json.loads(done.stdout)
+    assert failed == "" and passed == (
+        "TensorrtExecutionProvider: library loads; session not tried (no NVIDIA driver: "
+        "libcuda.so.1 not found (no GPU on this machine?))"
+    )
+    assert passed2 == "" and failed2 == (
+        "TensorrtExecutionProvider: library loads, but no session: no NVIDIA driver: "
+        "libcuda.so.1 not found (no GPU on this machine?)"
+    )
+
+
+def test_smoke_check_without_the_driver_library_at_build_time(tmp_path: Path) -> None:
+    """Only the driver's libcuda.so.1 missing (a build without the CUDA stub): said, not
+    failed; any other missing library fails."""
+    from raypipe.infer.provider_smoke import smoke_line
+
+    _absent("libcuda.so.1", "libcublas.so.13")
+    capi = _capi(tmp_path / "capi", cuda=["libcuda.so.1"])
+    none = DriverCheck(library="")
+    passed, failed = smoke_line(CUDA, driver=none, capi_dir=str(capi))
+    assert failed == "" and "every library it links was found except the driver's" in passed
+    assert smoke_line(CUDA, driver=none, capi_dir=str(capi), require_gpu=True)[0] == ""
+    capi = _capi(tmp_path / "capi2", cuda=["libcuda.so.1", "libcublas.so.13"])
+    passed, failed = smoke_line(CUDA, driver=none, capi_dir=str(capi))
+    assert passed == "" and "libcuda.so.1, libcublas.so.13 not found" in failed
+
+
+@pytest.mark.gpu("ort-cuda", "ort-tensorrt")
+def test_gpu_smoke_check_creates_a_session_with_each_provider(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from raypipe.infer.provider_smoke import main
+
+    assert main(["tensorrt", "cuda", "--require-gpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("ok: TensorrtExecutionProvider: session granted ['Tensorrt")
+    assert out[1].startswith("ok: CUDAExecutionProvider: session granted ['CUDA")
