@@ -346,6 +346,21 @@ class GpuStack:
         return notes
 
 
+def provider_notes(
+    device: str, granted: Sequence[str], setup_notes: Sequence[str] = (), *, has_gpu: bool
+) -> list[str]:
+    """Why an inference actor's session runs on ``granted[0]`` and not on a better provider,
+    for the run stats: ``[]`` when it got TensorRT (or a simulated model). ``setup_notes``:
+    what the actor's provider setup said (e.g. an engine build that failed)."""
+    best = granted[0] if granted else CPU
+    if best == TENSORRT or best not in SHORT_NAMES:
+        return list(setup_notes)
+    if device == "cpu":
+        return ["device 'cpu' asked for: CPU provider only", *setup_notes]
+    notes = [] if has_gpu else ["this actor has no GPU (Ray assigned it none)"]
+    return [*notes, *check_gpu_stack().why_not(granted), *setup_notes]
+
+
 def check_gpu_stack(*, capi_dir: str | None = None, dirs: Sequence[str] | None = None) -> GpuStack:
     """:class:`GpuStack` for this process (``capi_dir``/``dirs``: see :func:`check_provider`)."""
     build = ort_build()
