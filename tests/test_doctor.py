@@ -144,3 +144,15 @@ def test_doctor_says_when_the_engine_cache_cannot_be_written(
     writable = tmp_path / "engines"
     assert doctor.writable_problem(str(writable)) == ""
     assert writable.is_dir() and list(writable.iterdir()) == []  # the probe is gone
+
+
+@pytest.mark.gpu("ort-cuda", "nvml")
+def test_gpu_doctor_on_a_gpu_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["--device", "gpu", "--json"], capsys)
+    assert code == 0 and err == ""
+    report = json.loads(out)
+    assert report["ok"] is True and report["onnxruntime"]["package"] == "onnxruntime-gpu"
+    assert report["providers"][CUDA]["loads"] is True
+    assert report["driver"]["devices"] >= 1 and report["gpus"]["devices"]
+    assert report["auto_providers"][-1] == "CPUExecutionProvider"
+    assert CUDA in report["auto_providers"]
