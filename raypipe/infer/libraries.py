@@ -250,7 +250,7 @@ def preload_gpu_libraries() -> Preloaded:
         preload = getattr(onnxruntime, "preload_dlls", None)
         from onnxruntime.capi import build_and_package_info as info
 
-        if preload is not None and getattr(info, "cuda_version", ""):
+        if preload is not None and getattr(info, "cuda_version", None):
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
                 preload()
