@@ -9,7 +9,7 @@ TensorRT engine cache (where, and whether it can be written). ``verdicts`` holds
 ``--device``, ``""`` when that device works here and the reason on one line when it does
 not. :func:`format_report` prints it on one screen.
 
-Nothing here fails for a missing piece: a missing piece is a fact to report. Imports no Ray.
+Nothing here fails for a missing piece: a missing piece is a fact to report.
 """
 
 from __future__ import annotations

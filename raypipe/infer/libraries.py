@@ -37,8 +37,9 @@ from dataclasses import dataclass
 log = logging.getLogger("raypipe.infer")
 
 _DT_NEEDED, _DT_STRTAB, _DT_RPATH, _DT_RUNPATH = 1, 5, 15, 29
+# The loader's default directories (x86-64); /etc/ld.so.conf's come from the ldconfig cache.
 _SYSTEM_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64",
-                "/lib", "/usr/lib", "/usr/local/cuda/lib64")  # fmt: skip
+                "/lib", "/usr/lib")  # fmt: skip
 # TensorRT's pip wheels: tensorrt-cuNN-libs installs its libraries in a package named like
 # this (``tensorrt_libs`` for TensorRT 10; a flavoured name is matched too).
 TENSORRT_LIB_PACKAGES = "tensorrt*_libs"

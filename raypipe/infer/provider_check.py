@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 
 from raypipe.infer.libraries import (
     elf_needed,
-    find_library,
     load_problem,
+    missing_libraries,
     preload_gpu_libraries,
-    search_dirs,
 )
 from raypipe.infer.session import CPU, CUDA, TENSORRT
 
@@ -212,8 +211,7 @@ def check_provider(
     except (OSError, ValueError) as e:
         return ProviderCheck(provider=provider, library=path, load_error=str(e), package=package)
     cuda_major = next((int(m.group(1)) for n in info.needed if (m := _CUDART.match(n))), None)
-    where = search_dirs(directory, info.runpath) if dirs is None else list(dirs)
-    missing = tuple(n for n in info.needed if not find_library(n, where))
+    missing = tuple(missing_libraries(path, dirs))
     if missing:  # the loader would stop at the first; say all of them
         return ProviderCheck(
             provider=provider, library=path, missing=missing, cuda_major=cuda_major, package=package
