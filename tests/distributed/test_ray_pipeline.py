@@ -178,7 +178,8 @@ def test_stats_say_why_tensorrt_was_not_used(clips: dict[str, Path], tmp_path: P
     doc = json.loads(auto.read_text())
     assert all("provider_notes" not in c for c in doc["chunks"])
     notes = doc["totals"]["provider_notes"]
-    assert notes == stats.provider_notes
+    assert notes == stats.provider_notes and len(set(notes)) == len(notes)
+    assert len(doc["chunks"]) > 1
     granted = stats.providers
     if granted[0] == TENSORRT:
         assert notes == []
@@ -189,13 +190,3 @@ def test_stats_say_why_tensorrt_was_not_used(clips: dict[str, Path], tmp_path: P
     if granted == [CPU] and ort_build().package == "onnxruntime":
         assert "is not in this ONNX Runtime build" in notes[0]
         assert notes[-1].endswith(": no GPU provider")  # the actor's provider setup
-
-    cpu = tmp_path / "cpu.json"
-    raypipe.process_video(
-        str(clips["ntsc"]),
-        str(tmp_path / "cpu.mp4"),
-        **lossless(model="builtin:invert", chunk_frames=12, device="cpu", stats_path=str(cpu)),
-    )
-    assert json.loads(cpu.read_text())["totals"]["provider_notes"] == [
-        "device 'cpu' asked for: CPU provider only"
-    ]
