@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,19 @@ def _deps(directory: Path, names: list[str]) -> Path:
     return directory
 
 
+def _in_a_fresh_process(code: str, *args: Path, ld_library_path: Path | None = None) -> Any:
+    """What ``code`` prints as JSON, run by a new Python (the loader's path is read once, at
+    start, and a library loaded stays loaded: each case gets a process of its own)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    if ld_library_path is not None:
+        env["LD_LIBRARY_PATH"] = str(ld_library_path)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 # --- ELF and the loader ------------------------------------------------------------------
 
 
@@ -102,12 +116,8 @@ def test_a_stub_library_fails_dlopen_for_its_missing_library_and_loads_with_it(
     assert missing_libraries(stub) == ["libnvinfer.so.10"]
     deps = _deps(tmp_path / "deps", ["libnvinfer.so.10"])
     assert missing_libraries(stub, [str(deps)]) == []
-    code = "import ctypes, sys; ctypes.CDLL(sys.argv[1]); print('loaded')"
-    env = {**os.environ, "LD_LIBRARY_PATH": str(deps)}
-    done = subprocess.run(
-        [sys.executable, "-c", code, stub], capture_output=True, text=True, env=env
-    )
-    assert done.stdout.strip() == "loaded", done.stderr
+    code = "import ctypes, sys; ctypes.CDLL(sys.argv[1]); print('true')"
+    assert _in_a_fresh_process(code, Path(stub), ld_library_path=deps) is True
 
 
 # --- one provider ------------------------------------------------------------------------
@@ -141,12 +151,7 @@ def test_provider_loads_once_its_libraries_are_on_the_loader_path(tmp_path: Path
         "c = check_provider('TensorrtExecutionProvider', capi_dir=sys.argv[1])\n"
         "print(json.dumps([c.loads, list(c.missing), c.load_error, c.problem]))\n"
     )
-    env = {**os.environ, "LD_LIBRARY_PATH": str(deps), "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(capi)], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == [True, [], "", ""]
+    assert _in_a_fresh_process(code, capi, ld_library_path=deps) == [True, [], "", ""]
 
 
 def test_pip_tensorrt_libraries_are_preloaded_so_the_provider_loads(tmp_path: Path) -> None:
@@ -167,12 +172,7 @@ def test_pip_tensorrt_libraries_are_preloaded_so_the_provider_loads(tmp_path: Pa
         "c = check_provider('TensorrtExecutionProvider', capi_dir=sys.argv[1])\n"
         "print(json.dumps([before, [p.rsplit('/', 1)[-1] for p in loaded], c.loads]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(capi), str(site)], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr
-    before, loaded, loads = json.loads(done.stdout)
+    before, loaded, loads = _in_a_fresh_process(code, capi, site)
     assert before.startswith("libnvinfer.so.10: cannot open shared object file")
     assert loaded[-2:] == ["libnvinfer.so.10", "libnvonnxparser.so.10"]
     assert loads is True
@@ -329,12 +329,7 @@ def test_smoke_check_passes_libraries_that_load_without_a_gpu(tmp_path: Path) ->
         "                      require_gpu=r)\n"
         "print(json.dumps([line(False), line(True)]))\n"
     )
-    env = {**os.environ, "LD_LIBRARY_PATH": str(deps), "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(capi)], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr
-    (passed, failed), (passed2, failed2) = json.loads(done.stdout)
+    (passed, failed), (passed2, failed2) = _in_a_fresh_process(code, capi, ld_library_path=deps)
     assert failed == "" and passed == (
         "TensorrtExecutionProvider: library loads; session not tried (no NVIDIA driver: "
         "libcuda.so.1 not found (no GPU on this machine?))"
