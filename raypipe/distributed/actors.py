@@ -3,7 +3,9 @@
 ``__init__`` builds the session (Ray has already set ``CUDA_VISIBLE_DEVICES``, so device 0
 is this actor's GPU; on a GPU the TensorRT engine comes from the shared engine cache, see
 :mod:`raypipe.infer.gpu`) and runs one warm-up batch so the first chunk does not pay for
-graph optimisation or an engine build; ``__call__`` hands each chunk to
+graph optimisation or an engine build, and notes why a better provider was not granted
+(:func:`raypipe.infer.provider_check.provider_notes`: the facts ``raypipe doctor`` shows,
+sent with each chunk into the run stats); ``__call__`` hands each chunk to
 :class:`raypipe.infer.FrameModel` and records where it ran. An image model replaces the
 row's frames; a tensor model (analysis) turns the chunk into a small Parquet table. A GPU
 actor samples its card's utilisation with NVML and sends the samples with each chunk.
@@ -24,6 +26,7 @@ from raypipe import faults
 from raypipe.config import engine_cache_from_env
 from raypipe.distributed.stages import EMPTY_FRAMES, error_fields, tensor_table_bytes
 from raypipe.infer.models import FrameModel, ModelSpec
+from raypipe.infer.provider_check import provider_notes
 from raypipe.infer.simulated import SimulatedModel, is_simulated
 
 
@@ -82,6 +85,9 @@ class InferActor:
                 self._memory_budget(gpu_memory_fraction),
             )
         self.providers = self.model.providers
+        self.provider_notes = json.dumps(
+            provider_notes(device, self.providers, self.notes, has_gpu=bool(self.gpu_ids))
+        )
         if warmup_hw is not None:
             self.model.warmup(warmup_hw[0], warmup_hw[1], min(batch_size, 2))
 
@@ -202,6 +208,7 @@ class InferActor:
             gpu_ids=np.array([json.dumps(self.gpu_ids)]),
             cuda_visible_devices=np.array([self.cuda_visible_devices]),
             providers=np.array([json.dumps(self.providers)]),
+            provider_notes=np.array([self.provider_notes]),
             gpu_samples=np.array([self._gpu_samples()]),
             infer_start=np.array([start]),
             infer_s=np.array([time.time() - start]),

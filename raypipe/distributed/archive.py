@@ -22,7 +22,7 @@ from raypipe.distributed.cluster import connect, plan_actors
 from raypipe.distributed.engine import VideoJob, VideoResult, plan_all, run_planned
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.pipeline import load_model, resolve_encoder, run_key, table_output
-from raypipe.distributed.stats import gpu_stats
+from raypipe.distributed.stats import gpu_stats, take_provider_notes
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
 from raypipe.media.encode import check_encoder
@@ -45,6 +45,7 @@ class ArchiveReport:
     path: str
     wall_seconds: float = 0.0
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
+    provider_notes: list[str] = field(default_factory=list)
     gpu: dict[str, Any] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
@@ -112,6 +113,7 @@ def process_archive(
     rows = [_report_row(r, previous) for r in results]
     report = ArchiveReport(rows=rows, path=report_path, wall_seconds=time.monotonic() - started)
     report.chunk_stats = [c for r in results for c in r.chunk_stats]
+    report.provider_notes = take_provider_notes(report.chunk_stats)
     report.gpu = gpu_stats(
         [s for r in results for s in r.gpu_samples],
         sorted({n for r in results for n in r.gpu_notes}),
@@ -279,6 +281,7 @@ def _stats_doc(report: ArchiveReport, workers: int) -> dict[str, Any]:
             "wall_seconds": report.wall_seconds,
             "workers": workers,
             "fps": frames / report.wall_seconds if report.wall_seconds else 0.0,
+            "provider_notes": report.provider_notes,
         },
         "chunks": report.chunk_stats,
         "gpu": report.gpu,

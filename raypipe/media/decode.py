@@ -56,6 +56,21 @@ def nvdec_unavailable() -> str | None:
     return _nvdec_unavailable
 
 
+def nvdec_problem() -> str:
+    """Why NVDEC cannot decode in this process, ``""`` when it can: FFmpeg is asked for a CUDA
+    device (fails without an NVIDIA GPU, its driver, or a PyAV build with CUDA)."""
+    from av.codec.hwaccel import HWAccel
+
+    try:
+        HWAccel("cuda").create(av.codec.Codec("h264", "r"))
+    except (OSError, av.error.FFmpegError, ValueError, NotImplementedError) as e:
+        return (
+            f"NVDEC unavailable: FFmpeg cannot open a CUDA device here ({e}); it needs "
+            "an NVIDIA GPU visible to this process, its driver, and a PyAV build with CUDA"
+        )
+    return ""
+
+
 def _open_decoder(uri: str, decoder: str) -> tuple[Any, str]:
     """The input opened for ``decoder``, and why NVDEC is not used when it was asked for."""
     global _nvdec_unavailable
@@ -66,15 +81,7 @@ def _open_decoder(uri: str, decoder: str) -> tuple[Any, str]:
     from av.codec.hwaccel import HWAccel
 
     if _nvdec_unavailable is None:
-        try:  # a CUDA device for FFmpeg: fails without an NVIDIA GPU, driver or CUDA build
-            HWAccel("cuda").create(av.codec.Codec("h264", "r"))
-        except (OSError, av.error.FFmpegError, ValueError, NotImplementedError) as e:
-            _nvdec_unavailable = (
-                f"NVDEC unavailable: FFmpeg cannot open a CUDA device here ({e}); it needs "
-                "an NVIDIA GPU visible to this process, its driver, and a PyAV build with CUDA"
-            )
-        else:
-            _nvdec_unavailable = ""
+        _nvdec_unavailable = nvdec_problem()
     if _nvdec_unavailable:
         return open_input(uri), _nvdec_unavailable
     # allow_software_fallback: a codec NVDEC lacks (e.g. ffv1) decodes on the CPU instead
