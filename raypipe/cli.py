@@ -250,6 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("path", help="destination .onnx path")
     model_sub.add_parser("list", help="list the built-in models")
 
+    doctor = sub.add_parser(
+        "doctor",
+        help="what this machine and install can do (GPU providers, drivers, codecs) and why not",
+        description="Exit codes: 0 when --device would work here, 1 (with the reason on one "
+        "line) when it would not.",
+    )
+    doctor.add_argument(
+        "--device", choices=DEVICES, default="auto", help="the device to check (default auto)"
+    )
+    doctor.add_argument(
+        "--engine-cache", default=None, help="engine cache URL to check (default as `run`)"
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
     demo = sub.add_parser("demo", help="make a sample clip and process it on the local default")
     demo.add_argument(
         "--output-dir", default="raypipe-demo", help="where to write (default ./raypipe-demo)"
@@ -425,7 +439,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"demo: made {source} (120 frames with audio), ran {args.model} over it in "
         f"{stats.chunks} chunks on {stats.workers} worker(s) [{', '.join(stats.providers)}]"
     )
-    print(f"demo: result {output}; stats {stats_path}")
+    print(f"demo: output {output}")
+    report = os.path.join(args.output_dir, "report.png")
+    try:
+        from raypipe.report import draw_report
+
+        draw_report(stats_path, report)
+    except ImportError:  # matplotlib is an extra
+        print(f"demo: stats {stats_path}; draw them with `raypipe report {stats_path} -o {report}`")
+    else:
+        print(
+            f"demo: stats {stats_path}, run report {report} "
+            f"(redraw: `raypipe report {stats_path} -o {report}`)"
+        )
+    return EXIT_OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from raypipe.doctor import examine, format_report
+    from raypipe.errors import DeviceUnavailableError
+
+    report = examine(engine_cache=args.engine_cache)
+    problem = report["verdicts"][args.device]
+    if args.json:
+        print(json.dumps({"device": args.device, "ok": not problem, **report}, indent=1))
+    else:
+        print(format_report(report, args.device))
+    if problem:
+        raise DeviceUnavailableError(f"--device {args.device} would fail here: {problem}")
     return EXIT_OK
 
 
@@ -437,6 +478,7 @@ _COMMANDS: dict[str, Any] = {
     "probe": _cmd_probe,
     "model": _cmd_model,
     "demo": _cmd_demo,
+    "doctor": _cmd_doctor,
 }
 
 if __name__ == "__main__":

@@ -99,7 +99,13 @@ def _placeholder_chunk(uri: str) -> Any:
     from raypipe.media.plan import Chunk
 
     return Chunk(
-        video_id=make_video_id(uri), index=0, start_pts=0, end_pts=1, n_frames=1, seek_pts=None
+        video_id=make_video_id(uri),
+        index=0,
+        start_pts=0,
+        end_pts=1,
+        n_frames=1,
+        seek_pts=None,
+        last_pts=0,
     )
 
 

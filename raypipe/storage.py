@@ -99,6 +99,26 @@ def remove_tree(uri: str) -> None:
         pass
 
 
+def remove_stale_staging(uri: str) -> int:
+    """Remove what crashed writers of ``uri`` left next to it (:func:`local_staging` and
+    :func:`write_bytes` temporaries); returns how many. Object stores need nothing: an
+    upload that never completed is never visible."""
+    if not is_local(uri):
+        return 0
+    import glob
+
+    directory, name = os.path.split(os.path.abspath(local_path(uri)))
+    stem = glob.escape(name)
+    patterns = (f".{stem}.*.part*", f"{stem}.*.part")
+    stale = {p for pattern in patterns for p in glob.glob(os.path.join(directory, pattern))}
+    for path in stale:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return len(stale)
+
+
 def local_staging(uri: str, suffix: str) -> str:
     """A temporary local path to build ``uri``'s content in before :func:`commit`.
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: generated clips, a real local Ray with logical GPUs, the gpu marker."""
+"""Shared fixtures: generated clips, a real local Ray with logical GPUs, the gpu marker's gate."""
 
 from __future__ import annotations
 
@@ -28,15 +28,21 @@ def lossless_cli_args() -> list[str]:
     return ["--codec", LOSSLESS.codec, *options]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from raypipe.infer.session import cuda_available
-
-    if cuda_available():
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.gpu("ort-tensorrt", ...)``: run, skip or fail the test by what it
+    needs (:mod:`raypipe.testing.gpu_gate`: skipped without CUDA, failing where CUDA is
+    visible and a need is not met; ``RAYPIPE_GPU_TESTS=skip|require``)."""
+    markers = list(item.iter_markers("gpu"))
+    if not markers:
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU and onnxruntime-gpu")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    from raypipe.testing.gpu_gate import gate
+
+    needs = [need for marker in markers for need in marker.args] or ["cuda"]
+    action, reason = gate(dict.fromkeys(needs))
+    if action == "skip":
+        pytest.skip(reason)
+    if action == "fail":
+        pytest.fail(reason, pytrace=False)
 
 
 @pytest.fixture(scope="session")

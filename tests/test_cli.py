@@ -139,8 +139,14 @@ def test_demo_command_on_the_local_default(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "demo: result" in result.stdout
     source, output = tmp_path / "sample.mp4", tmp_path / "sample.processed.mp4"
+    stats, report = tmp_path / "stats.json", tmp_path / "report.png"
+    # the last lines say where everything is and how to draw the report again
+    assert result.stdout.splitlines()[-2:] == [
+        f"demo: output {output}",
+        f"demo: stats {stats}, run report {report} (redraw: `raypipe report {stats} -o {report}`)",
+    ]
+    assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and stats.exists()
     src, src_pts, _ = decode_all(source)
     out, out_pts, _ = decode_all(output)
     assert len(out_pts) == len(src_pts) == 120

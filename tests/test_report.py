@@ -146,3 +146,27 @@ def test_not_a_stats_document_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expected a raypipe stats document"):
         draw_report(bad, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_report_says_which_fps_is_wall_clock(run_stats: dict[str, Any]) -> None:
+    """The title's fps counts the whole wall time, the throughput panel's mean only the
+    pipeline from the first chunk on: both say so, so they never seem to disagree."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raypipe.report import _draw_throughput, _summary
+
+    chunks = run_stats["chunks"]
+    t0 = min(c["decode_start"] for c in chunks)
+    summary = _summary(run_stats, chunks, 1.0)
+    assert f"{run_stats['totals']['fps']:.1f} fps over the wall time (start-up included)" in summary
+    fig, ax = plt.subplots()
+    _draw_throughput(ax, chunks, t0, 5.0)
+    labels = ax.get_legend_handles_labels()[1]
+    plt.close(fig)
+    assert any(
+        label.startswith("mean ") and label.endswith("frames/s in the pipeline (first chunk on)")
+        for label in labels
+    ), labels

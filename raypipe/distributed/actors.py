@@ -8,7 +8,9 @@ optimisation or an engine build (a processor's ``setup`` is its warm-up: user co
 sees made-up frames); ``__call__`` hands each chunk to it and records where it ran. An image
 model or processor replaces the row's frames; a tensor one turns the chunk into a small
 Parquet table. A GPU actor samples its card's utilisation with NVML and sends the samples
-with each chunk.
+with each chunk. The actor also notes why a better provider was not granted
+(:func:`raypipe.infer.provider_check.provider_notes`: the facts ``raypipe doctor`` shows,
+sent with each chunk into the run stats).
 
 Failures are deterministic and are never raised out of the actor (Ray would restart it,
 retry, and end with a long traceback): a model or processor that cannot be built fails
@@ -28,14 +30,15 @@ from typing import Any, Protocol
 import numpy as np
 import ray
 
+from raypipe import faults
 from raypipe.config import engine_cache_from_env
 from raypipe.distributed.stages import EMPTY_FRAMES, error_fields, tensor_table_bytes
 from raypipe.distributed.workload import ActorJob
 from raypipe.infer.factory import SessionSettings
 from raypipe.infer.models import FrameModel, ModelSpec
 from raypipe.infer.processors import ProcessorContext, ProcessorRunner
+from raypipe.infer.provider_check import provider_notes
 from raypipe.infer.simulated import SimulatedModel, is_simulated
-from raypipe.testing.faults import maybe_exit
 
 DETAIL_CHARS = 8000  # the end of a traceback kept in a row's error_detail
 
@@ -99,15 +102,29 @@ class InferActor:
         self.runner: Runner | None = None
         self.failure: BaseException | None = None
         self.failure_detail = ""
+        self.warmup_error = ""  # kept for debugging only: chunks fail (or not) on their own
         try:
             self.runner = self._build(self._settings())
         except Exception as e:  # noqa: BLE001 - every chunk of this actor gets the typed error
             self.failure, self.failure_detail = e, _detail(e)
+        self.provider_notes = json.dumps(self._provider_notes())
         if self.runner is not None and job.warmup_hw is not None:
             try:
                 self.runner.warmup(*job.warmup_hw)
             except Exception as e:  # noqa: BLE001 - chunks fail (or not) on their own frames
-                self.notes.append(f"warm-up failed: {error_fields(e)['error_message']}")
+                self.warmup_error = error_fields(e)["error_message"]
+
+    def _provider_notes(self) -> list[str]:
+        """Why the sessions do not run on a better provider (the model's, or the processor's
+        sessions built in ``setup``)."""
+        if self.runner is None:
+            return []
+        notes = list(self.notes)
+        for record in self.context.records if self.context is not None else []:
+            notes.extend(n for n in record["notes"] if n not in notes)
+        return provider_notes(
+            self.job.config.device, self.runner.providers, notes, has_gpu=bool(self.gpu_ids)
+        )
 
     def _settings(self) -> SessionSettings:
         cfg, plan = self.job.config, self.job.plan
@@ -218,7 +235,7 @@ class InferActor:
         frames = np.asarray(batch["frames"][0])
         segment, detail = b"", ""
         if not batch["error_type"][0]:
-            maybe_exit("infer", str(batch["chunk_id"][0]))
+            faults.checkpoint("infer", str(batch["chunk_id"][0]), node=self.node_id)
             try:
                 frames, segment = self._process(batch, frames)
             except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
@@ -234,6 +251,7 @@ class InferActor:
             gpu_ids=np.array([json.dumps(self.gpu_ids)]),
             cuda_visible_devices=np.array([self.cuda_visible_devices]),
             providers=np.array([json.dumps(self.runner.providers if self.runner else [])]),
+            provider_notes=np.array([self.provider_notes]),
             sessions=np.array([json.dumps(self.context.records if self.context else [])]),
             gpu_samples=np.array([self._gpu_samples()]),
             infer_start=np.array([start]),

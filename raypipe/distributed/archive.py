@@ -19,20 +19,21 @@ from typing import Any
 from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.cluster import connect, plan_actors
-from raypipe.distributed.engine import VideoJob, VideoResult, fingerprint, plan_all, run_planned
+from raypipe.distributed.engine import VideoJob, VideoResult, plan_all, run_planned
 from raypipe.distributed.monitor import ArchiveProgress
-from raypipe.distributed.pipeline import load_model, resolve_encoder, table_output
-from raypipe.distributed.stats import gpu_stats
+from raypipe.distributed.pipeline import load_model, resolve_encoder, run_key, table_output
+from raypipe.distributed.stats import gpu_stats, take_provider_notes
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
 from raypipe.media.encode import check_encoder
+from raypipe.media.mux import container_refuses
 
 EXIT_ALL_DONE = 0
 EXIT_SOME_FAILED = 3
 REPORT_NAME = "_raypipe-report.parquet"
 REPORT_COLUMNS = (
     "uri", "status", "error_type", "error_message", "frames_in", "frames_out", "chunks",
-    "reused_chunks", "attempts", "seconds", "output",
+    "reused_chunks", "note", "attempts", "seconds", "output",
 )  # fmt: skip
 
 
@@ -44,6 +45,7 @@ class ArchiveReport:
     path: str
     wall_seconds: float = 0.0
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
+    provider_notes: list[str] = field(default_factory=list)
     gpu: dict[str, Any] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
@@ -78,16 +80,16 @@ def process_archive(
     items = list_inputs(inputs) if isinstance(inputs, str) else _items_of(list(inputs))
     report_path = report_path or storage.join(output_dir, REPORT_NAME)
     previous = _previous_attempts(report_path)
-    jobs = _jobs(items, output_dir, tensor=model.tensor)
+    jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
     storage.makedirs(output_dir)
     connect(cfg.runtime)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
-    run_key = fingerprint(cfg, model.key)
     actors = plan_actors(cfg.runtime, cfg.model)
+    key = run_key(cfg, model, actors)
     order = {job.uri: i for i, job in enumerate(jobs)}
     planned = sorted(  # chunks enter the pipeline in input order, whatever planned first
-        plan_all(jobs, cfg.chunk, resume=resume, run_key=run_key, tensor=model.tensor),
+        plan_all(jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor),
         key=lambda p: order.get(p.job.uri, len(order)),
     )
     total = sum(p.n_frames for p in planned if p.result is None)
@@ -95,7 +97,7 @@ def process_archive(
         len(planned), total_frames=total, label="archive", enabled=not cfg.quiet
     )
     results: list[VideoResult] = []
-    for result in run_planned(planned, cfg, actors, model, run_key, on_frames=progress.update):
+    for result in run_planned(planned, cfg, actors, model, on_frames=progress.update):
         results.append(result)
         if result.status == "failed":
             progress.message(f"failed: {result.uri}: {result.error_type}: {result.error_message}")
@@ -108,6 +110,7 @@ def process_archive(
     rows = [_report_row(r, previous) for r in results]
     report = ArchiveReport(rows=rows, path=report_path, wall_seconds=time.monotonic() - started)
     report.chunk_stats = [c for r in results for c in r.chunk_stats]
+    report.provider_notes = take_provider_notes(report.chunk_stats)
     report.gpu = gpu_stats(
         [s for r in results for s in r.gpu_samples],
         sorted({n for r in results for n in r.gpu_notes}),
@@ -130,7 +133,9 @@ def _items_of(uris: list[str]) -> list[Any]:
     return _from_uris(uris)
 
 
-def _jobs(items: list[Any], output_dir: str, *, tensor: bool = False) -> list[VideoJob]:
+def _jobs(
+    items: list[Any], output_dir: str, *, tensor: bool = False, codec: str = ""
+) -> list[VideoJob]:
     jobs: list[VideoJob] = []
     seen_inputs: set[str] = set()
     seen_outputs: set[str] = set()
@@ -146,6 +151,9 @@ def _jobs(items: list[Any], output_dir: str, *, tensor: bool = False) -> list[Vi
             error = (
                 f"output '{item.relative_output}' is claimed by two inputs; give one another output"
             )
+        elif not error and not tensor and output:
+            refused = container_refuses(output, codec)
+            error = f"output '{item.relative_output}': {refused}" if refused else ""
         jobs.append(VideoJob(uri=item.uri, output=output or item.uri, error=error))
         seen_inputs.add(item.uri)
         seen_outputs.add(output)
@@ -165,6 +173,7 @@ def _report_row(result: VideoResult, previous: dict[str, int]) -> dict[str, Any]
         "frames_out": result.frames_out,
         "chunks": result.chunks,
         "reused_chunks": result.reused_chunks,
+        "note": result.note,
         "attempts": max(attempts, 1),
         "seconds": round(result.seconds, 3),
         "output": result.output if result.status != "failed" else "",
@@ -224,8 +233,10 @@ def format_report(rows: list[dict[str, Any]], *, width: int = 100) -> str:
             f"{r['status']:<8} {r['frames_out']:>7} {r['chunks']:>6} "
             f"{r['seconds']:>7.1f}  {r['uri']}"
         )
+        details = [r.get("note") or ""]
         if r["status"] == "failed":
-            detail = f"{r['error_type']}: {r['error_message']}"
+            details.insert(0, f"{r['error_type']}: {r['error_message']}")
+        for detail in filter(None, details):
             lines.append(" " * 9 + (detail if len(detail) < width else detail[: width - 3] + "..."))
     lines.append(
         f"{len(rows)} videos: {counts['done']} done, {counts['skipped']} skipped, "
@@ -267,6 +278,7 @@ def _stats_doc(report: ArchiveReport, workers: int) -> dict[str, Any]:
             "wall_seconds": report.wall_seconds,
             "workers": workers,
             "fps": frames / report.wall_seconds if report.wall_seconds else 0.0,
+            "provider_notes": report.provider_notes,
         },
         "chunks": report.chunk_stats,
         "gpu": report.gpu,

@@ -10,7 +10,6 @@ video as soon as its last chunk is in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import ray
 
-from raypipe import errors, storage
+from raypipe import errors, faults, storage
 from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.cluster import ActorPlan
 from raypipe.distributed.dataset import build_dataset
@@ -28,9 +27,18 @@ from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.stages import Row, chunk_row
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import RaypipeError
-from raypipe.media.mux import assemble
+from raypipe.media.mux import assemble, output_format
 from raypipe.media.plan import chunk_offsets, plan_chunks, sampled_indices
 from raypipe.media.probe import make_video_id, probe
+from raypipe.media.source import open_input
+from raypipe.reuse import (
+    PROVENANCE_TAG,
+    Provenance,
+    ReuseKey,
+    provenance_from_tags,
+    provenance_tags,
+    source_identity,
+)
 
 log = logging.getLogger("raypipe")
 
@@ -60,6 +68,7 @@ class VideoResult:
     frames_out: int = 0
     chunks: int = 0
     reused_chunks: int = 0
+    note: str = ""  # why earlier work was not reused (``redone: the source changed``)
     seconds: float = 0.0
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
     gpu_samples: list[dict[str, Any]] = field(default_factory=list)
@@ -84,6 +93,9 @@ class PlannedVideo:
     work_dir: str = ""
     height: int = 0
     width: int = 0
+    source_id: str = ""  # raypipe.reuse.source_identity of the input
+    provenance: Provenance | None = None  # what makes this video's segments and output
+    note: str = ""
 
 
 def work_dir_for(output: str) -> str:
@@ -92,35 +104,31 @@ def work_dir_for(output: str) -> str:
     return storage.join(parent, f".{name}.raypipe-work")
 
 
-def fingerprint(cfg: RunConfig, model_bytes: bytes) -> str:
-    """What makes encoded segments reusable: same model, chunking and encoder settings."""
-    doc = {
-        "model": hashlib.sha256(model_bytes).hexdigest() if model_bytes else cfg.model.model,
-        "chunk": [cfg.chunk.chunk_frames, cfg.chunk.split_gops],
-        "encode": [
-            cfg.encode.codec,
-            cfg.encode.crf,
-            cfg.encode.preset,
-            cfg.encode.pix_fmt,
-            sorted(cfg.encode.options.items()),
-        ],
-        "batch": cfg.model.batch_size,
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def plan_video(
-    job: VideoJob, chunk: ChunkConfig, *, resume: bool, run_key: str, tensor: bool = False
+    job: VideoJob,
+    chunk: ChunkConfig,
+    *,
+    resume: bool,
+    key: ReuseKey | None,
+    tensor: bool = False,
 ) -> PlannedVideo:
     """Probe and plan one video; decide what a resumed run can skip or reuse. Never raises
-    for a bad input: the error goes into the result. ``tensor``: an analysis run, whose
-    output is a Parquet table of the sampled frames."""
+    for a bad input: the error goes into the result. ``key``: what makes segments and
+    outputs (:mod:`raypipe.reuse`); earlier work is reused only when it records the same key
+    and source. ``None`` (a fresh run, no resume): the caller sets ``provenance`` from
+    ``source_id`` once it knows the key. ``tensor``: an analysis run, whose output is a
+    Parquet table of the sampled frames."""
+    if resume and key is None:
+        raise TypeError("plan_video: a resumed run needs the reuse key")
     started = time.monotonic()
     planned = PlannedVideo(job=job, video_id=make_video_id(job.uri), tensor=tensor)
     try:
         if job.error:
             raise errors.ConfigError(job.error)
         info = probe(job.uri)
+        planned.source_id = source_identity(job.uri)
+        if key is not None:
+            planned.provenance = Provenance.of(key, planned.source_id)
         plan = plan_chunks(info, chunk)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.height, planned.width = info.height, info.width
@@ -128,21 +136,32 @@ def plan_video(
         if tensor and chunk.samples:
             keeps = list(chunk_offsets(plan, sampled_indices(info, chunk)))
         planned.n_out = sum(c.n_frames if k is None else len(k) for c, k in zip(plan.chunks, keeps))
-        if resume and _output_complete(job.output, planned.n_out, tensor):
-            planned.result = VideoResult(
-                uri=job.uri,
-                output=job.output,
-                status="skipped",
-                frames_in=info.n_frames,
-                frames_out=planned.n_out,
-                chunks=len(plan),
-                seconds=time.monotonic() - started,
-            )
-            return planned
+        storage.remove_stale_staging(job.output)
+        notes = []
+        provenance = planned.provenance
+        if resume and provenance is not None and storage.exists(job.output):
+            why = _why_not_finished(job.output, planned.n_out, tensor, provenance)
+            if not why:
+                planned.result = VideoResult(
+                    uri=job.uri,
+                    output=job.output,
+                    status="skipped",
+                    frames_in=info.n_frames,
+                    frames_out=planned.n_out,
+                    chunks=len(plan),
+                    seconds=time.monotonic() - started,
+                )
+                return planned
+            notes.append(f"redone: {why}")
         planned.work_dir = work_dir_for(job.output)
-        done = _reusable_segments(planned.work_dir, run_key) if resume else set()
-        if not resume:
+        done: set[str] = set()
+        if resume and provenance is not None:
+            done, why = _reusable_segments(planned.work_dir, provenance)
+            if why:
+                notes.append(f"segments not reused: {why}")
+        else:
             storage.remove_tree(planned.work_dir)
+        planned.note = "; ".join(notes)
         skip = done | {c.chunk_id for c, k in zip(plan.chunks, keeps) if k == []}
         planned.reused = sorted(c.index for c in plan.chunks if c.chunk_id in skip)
         firsts = [0]
@@ -165,45 +184,65 @@ def plan_video(
     return planned
 
 
-def _output_complete(output: str, n_out: int, tensor: bool) -> bool:
-    """An existing output counts as finished only if it has the frames (video: probed) or
-    rows (analysis table) the run would give it."""
-    if not storage.exists(output):
-        return False
+def _why_not_finished(output: str, n_out: int, tensor: bool, provenance: Provenance) -> str:
+    """Why the existing ``output`` is not this run's finished work (``""`` when it is): it
+    must record this run's key and source, and have the frames (video: probed) or rows
+    (analysis table) the run would give it."""
     try:
         if tensor:
             import io
 
             import pyarrow.parquet as pq
 
-            return bool(
-                pq.ParquetFile(io.BytesIO(storage.read_bytes(output))).metadata.num_rows == n_out
-            )
-        return probe(output).n_frames == n_out
-    except (RaypipeError, OSError, ValueError):
-        return False
+            meta = pq.ParquetFile(io.BytesIO(storage.read_bytes(output))).metadata
+            tags = {
+                k.decode(): v.decode()
+                for k, v in (meta.metadata or {}).items()
+                if k == PROVENANCE_TAG.encode()
+            }
+            count = meta.num_rows
+        else:
+            with open_input(output) as container:
+                tags = dict(container.metadata)
+            count = -1
+        why = provenance.why_not(provenance_from_tags(tags))
+        if why:
+            return why
+        if not tensor:
+            count = probe(output).n_frames
+    except (RaypipeError, OSError, ValueError) as e:
+        return f"the output does not read ({type(e).__name__})"
+    if count == n_out:
+        return ""
+    return f"the output holds {count} {'rows' if tensor else 'frames'}, the run gives {n_out}"
 
 
-def _reusable_segments(work_dir: str, run_key: str) -> set[str]:
-    """Chunk ids whose segments a previous run with the same settings left in ``work_dir``."""
+def _reusable_segments(work_dir: str, provenance: Provenance) -> tuple[set[str], str]:
+    """Chunk ids whose segments an earlier run with the same key and source left in
+    ``work_dir``, and why none are reusable when segments are there but not reused (the
+    work directory is then removed)."""
     names = storage.list_names(work_dir)
-    if RUN_FILE not in names:
-        return set()
-    try:
-        previous = json.loads(storage.read_bytes(storage.join(work_dir, RUN_FILE)))
-    except (OSError, ValueError):
-        previous = {}
-    if previous.get("key") != run_key:
-        storage.remove_tree(work_dir)  # other settings: nothing there is reusable
-        return set()
-    return {n[: -len(".rpseg")] for n in names if n.endswith(".rpseg")}
+    segments = {n[: -len(".rpseg")] for n in names if n.endswith(".rpseg")}
+    if not names:
+        return set(), ""
+    recorded = None
+    if RUN_FILE in names:
+        try:
+            recorded = Provenance.parse(storage.read_bytes(storage.join(work_dir, RUN_FILE)))
+        except OSError:
+            recorded = None
+    why = provenance.why_not(recorded, what="work directory")
+    if why:
+        storage.remove_tree(work_dir)  # other settings or source: nothing there is reusable
+        return set(), why if segments else ""
+    return segments, ""
 
 
 @ray.remote(num_cpus=0.5)
 def _plan_remote(
-    job: VideoJob, chunk: ChunkConfig, resume: bool, run_key: str, tensor: bool
+    job: VideoJob, chunk: ChunkConfig, resume: bool, key: ReuseKey, tensor: bool
 ) -> PlannedVideo:
-    return plan_video(job, chunk, resume=resume, run_key=run_key, tensor=tensor)
+    return plan_video(job, chunk, resume=resume, key=key, tensor=tensor)
 
 
 def plan_all(
@@ -211,7 +250,7 @@ def plan_all(
     chunk: ChunkConfig,
     *,
     resume: bool,
-    run_key: str,
+    key: ReuseKey,
     tensor: bool = False,
     max_in_flight: int = 16,
 ) -> Iterator[PlannedVideo]:
@@ -220,7 +259,7 @@ def plan_all(
     queue = iter(jobs)
     while True:
         for job in queue:
-            pending.append(_plan_remote.remote(job, chunk, resume, run_key, tensor))
+            pending.append(_plan_remote.remote(job, chunk, resume, key, tensor))
             if len(pending) >= max_in_flight:
                 break
         if not pending:
@@ -234,7 +273,6 @@ def run_planned(
     cfg: RunConfig,
     actors: ActorPlan,
     model: LoadedModel,
-    run_key: str,
     *,
     on_frames: Callable[[int], None] = lambda n: None,
 ) -> Iterator[VideoResult]:
@@ -255,11 +293,11 @@ def run_planned(
         else:
             state[p.video_id] = _VideoState(p)
     for st in state.values():
-        if st.planned.work_dir:
-            storage.makedirs(st.planned.work_dir)
-            storage.write_bytes(
-                storage.join(st.planned.work_dir, RUN_FILE), json.dumps({"key": run_key}).encode()
-            )
+        p = st.planned
+        if p.work_dir and p.provenance is not None:
+            storage.makedirs(p.work_dir)
+            record = p.provenance.to_text(with_parts=True).encode()
+            storage.write_bytes(storage.join(p.work_dir, RUN_FILE), record)
         if st.complete:
             yield _record_video(metrics, st.planned.video_id, st.finish())
     rows = [row for st in state.values() for row in st.planned.rows]
@@ -325,6 +363,7 @@ class _VideoState:
         elif self.error is None:
             name = f"{row['chunk_id']}.rpseg"
             storage.write_bytes(storage.join(self.planned.work_dir, name), bytes(row["segment"]))
+            faults.checkpoint("segment", str(row["chunk_id"]))
 
     def _gpu(self, text: str) -> None:
         if not text:
@@ -352,6 +391,9 @@ class _VideoState:
             if storage.exists(uri)
         ]
         table = pa.concat_tables(tables) if tables else pa.table({})
+        if self.planned.provenance is not None:
+            tag = {PROVENANCE_TAG: self.planned.provenance.to_text()}
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **tag})
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         parent, _ = storage.split(self.planned.job.output)
@@ -368,6 +410,7 @@ class _VideoState:
             frames_in=p.n_frames,
             chunks=p.n_chunks,
             reused_chunks=len(p.reused),
+            note=p.note,
             chunk_stats=sorted(self.chunk_stats, key=lambda c: c["index"]),
         )
         result.gpu_samples = self.gpu_samples
@@ -381,7 +424,10 @@ class _VideoState:
                             f"the table has {result.frames_out} rows, {p.n_out} frames were sampled"
                         )
                 else:
-                    assemble(self._segments(), p.job.output, p.job.uri)
+                    tags = {}
+                    if p.provenance is not None:
+                        tags = provenance_tags(p.provenance, output_format(p.job.output))
+                    assemble(self._segments(), p.job.output, p.job.uri, tags=tags)
                     result.frames_out = p.n_frames
             except Exception as e:  # noqa: BLE001 - the video fails alone
                 self.error = (type(e).__name__, " ".join(str(e).split()))

@@ -47,6 +47,33 @@ def _import_nvml() -> tuple[ModuleType | None, str]:
     return pynvml, ""
 
 
+def nvml_devices() -> tuple[list[dict[str, Any]], str]:
+    """Every GPU NVML sees (index, name, memory_total_bytes, uuid) and the driver version,
+    as ``(devices, "")``; ``([], reason)`` when NVML cannot run here."""
+    nvml, reason = _import_nvml()
+    if nvml is None:
+        return [], reason
+    try:
+        driver = str(nvml.nvmlSystemGetDriverVersion())
+        devices = []
+        for i in range(int(nvml.nvmlDeviceGetCount())):
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            devices.append(
+                {
+                    "index": i,
+                    "name": str(nvml.nvmlDeviceGetName(handle)),
+                    "memory_total_bytes": int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
+                    "uuid": str(nvml.nvmlDeviceGetUUID(handle)),
+                    "driver_version": driver,
+                }
+            )
+    except nvml.NVMLError as e:
+        return [], f"NVML cannot read the GPUs ({e})"
+    finally:
+        nvml.nvmlShutdown()
+    return devices, "" if devices else "NVML sees no GPU on this machine"
+
+
 def physical_gpu_indices(
     accelerator_ids: Sequence[str], *, nvml: ModuleType | None = None
 ) -> list[int]:

@@ -15,14 +15,8 @@ from typing import Any
 
 from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
-from raypipe.distributed.cluster import connect, plan_actors
-from raypipe.distributed.engine import (
-    VideoJob,
-    error_of,
-    fingerprint,
-    plan_video,
-    run_planned,
-)
+from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
+from raypipe.distributed.engine import VideoJob, error_of, plan_video, run_planned
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.stats import RunStats
 from raypipe.distributed.workload import LoadedModel
@@ -31,9 +25,10 @@ from raypipe.infer.models import FrameModel, resolve_model_and_spec
 from raypipe.infer.processor_refs import processor_ref
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
-from raypipe.media.mux import output_format
+from raypipe.media.mux import container_refuses, output_format
 from raypipe.media.probe import make_video_id
 from raypipe.media.source import is_local
+from raypipe.reuse import Provenance, ReuseKey, reuse_key
 
 log = logging.getLogger("raypipe")
 
@@ -58,12 +53,12 @@ def process_video(
         output = table_output(output, input)
     else:
         check_encoder(cfg.encode)
-    check_output(output, overwrite=cfg.overwrite, tensor=model.tensor)
+    check_output(output, overwrite=cfg.overwrite, tensor=model.tensor, codec=cfg.encode.codec)
     planned = plan_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,
         resume=False,
-        run_key="",
+        key=None,
         tensor=model.tensor,
     )
     if planned.result is not None:  # the input failed to probe or plan
@@ -71,10 +66,10 @@ def process_video(
     connect(cfg.runtime)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
-    run_key = fingerprint(cfg, model.key)
     actors = plan_actors(cfg.runtime, cfg.model)
+    planned.provenance = Provenance.of(run_key(cfg, model, actors), planned.source_id)
     progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
-    (result,) = run_planned([planned], cfg, actors, model, run_key, on_frames=progress.update)
+    (result,) = run_planned([planned], cfg, actors, model, on_frames=progress.update)
     if not result.ok:
         raise error_of(result)
     progress.close(f"{os.path.basename(input)}: {result.frames_out} frames -> {output}")
@@ -101,6 +96,18 @@ def resolve_encoder(cfg: RunConfig) -> RunConfig:
     encode, message = nvenc_fallback(cfg.encode, problem)
     log.warning(message)
     return dataclasses.replace(cfg, encode=encode)
+
+
+def run_key(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> ReuseKey:
+    """The reuse key of a run with ``model`` on ``actors`` (:func:`raypipe.reuse.reuse_key`;
+    a processor's part is its :func:`~raypipe.infer.processor_refs.processor_identity`)."""
+    return reuse_key(
+        cfg,
+        model_bytes=model.data,
+        spec=model.spec,
+        uses_gpu=actors.uses_gpu,
+        processor=model.processor.identity if model.processor is not None else "",
+    )
 
 
 def load_model(cfg: RunConfig) -> LoadedModel:
@@ -143,10 +150,16 @@ def table_output(output_dir: str, uri: str) -> str:
     return storage.join(output_dir, f"video_id={make_video_id(uri)}", "part-0.parquet")
 
 
-def check_output(output: str, *, overwrite: bool, tensor: bool = False) -> None:
-    """Fail before any work when ``output`` cannot be written or exists already."""
+def check_output(
+    output: str, *, overwrite: bool, tensor: bool = False, codec: str | None = None
+) -> None:
+    """Fail before any work when ``output`` cannot be written, cannot hold video encoded by
+    ``codec``, or exists already."""
     if not tensor:
         output_format(output)
+        refused = container_refuses(output, codec) if codec else ""
+        if refused:
+            raise ConfigError(f"output '{output}': {refused}")
     if is_local(output) and not tensor:
         parent = os.path.dirname(os.path.abspath(output))
         if not os.path.isdir(parent):

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from raypipe import faults
 from raypipe.config import EncodeConfig
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
-from raypipe.testing.faults import maybe_exit
 
 Row = dict[str, Any]
 
@@ -52,6 +52,7 @@ def chunk_row(
         "end_pts": chunk.end_pts,
         "n_frames": chunk.n_frames,
         "seek_pts": -1 if chunk.seek_pts is None else chunk.seek_pts,
+        "last_pts": chunk.last_pts,
         "uri": info.uri,
         "stream_index": info.stream_index,
         "width": info.width,
@@ -74,6 +75,7 @@ def _chunk_of(row: Row) -> Chunk:
         end_pts=int(row["end_pts"]),
         n_frames=int(row["n_frames"]),
         seek_pts=None if seek < 0 else seek,
+        last_pts=int(row["last_pts"]),
     )
 
 
@@ -153,7 +155,7 @@ def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
     start = time.time()
     out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS, "decoder": "", "decoder_note": ""}
     if not row["error_type"]:
-        maybe_exit("decode", str(row["chunk_id"]))
+        faults.checkpoint("decode", str(row["chunk_id"]), node=_node_id())
         try:
             decoded = decode_chunk(
                 _info_of(row), _chunk_of(row), keep=keep_of(row), decoder=decoder
@@ -182,6 +184,7 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
     frames = row["frames"]
     out.update(segment=b"", out_width=0, out_height=0)
     if not row["error_type"]:
+        faults.checkpoint("encode", str(row["chunk_id"]), node=_node_id())
         try:
             segment = encode_segment(
                 frames,

@@ -27,6 +27,9 @@ class RunStats:
     wall_seconds: float = 0.0
     workers: int = 0
     providers: list[str] = field(default_factory=list)
+    # why the actors did not get a better provider (TensorRT, then CUDA): missing libraries,
+    # an old driver, a CPU build... (raypipe.infer.provider_check.provider_notes)
+    provider_notes: list[str] = field(default_factory=list)
     gpu: dict[str, Any] = field(default_factory=dict)
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
 
@@ -42,6 +45,9 @@ class RunStats:
         for provider in record["providers"][:1]:
             if provider not in self.providers:
                 self.providers.append(provider)
+        for note in take_provider_notes([record]):
+            if note not in self.provider_notes:
+                self.provider_notes.append(note)
         self.chunk_stats.append(record)
 
     def set_gpu(self, samples: list[dict[str, Any]], notes: list[str], *, uses_gpu: bool) -> None:
@@ -77,10 +83,20 @@ def chunk_record(row: dict[str, Any]) -> dict[str, Any]:
     record = {k: _plain(row[k]) for k in _CHUNK_FIELDS if k in row}
     record["gpu_ids"] = json.loads(str(row.get("gpu_ids") or "[]"))
     record["providers"] = json.loads(str(row.get("providers") or "[]"))
+    record["provider_notes"] = json.loads(str(row.get("provider_notes") or "[]"))
     sessions = json.loads(str(row.get("sessions") or "[]"))
     if sessions:  # a processor's sessions: model, providers asked/granted, device, GPUs seen
         record["sessions"] = sessions
     return record
+
+
+def take_provider_notes(records: list[dict[str, Any]]) -> list[str]:
+    """The distinct ``provider_notes`` of chunk records, in order, removed from the records
+    (every chunk of an actor carries the same notes: the stats keep them once)."""
+    notes: dict[str, None] = {}
+    for record in records:
+        notes.update(dict.fromkeys(record.pop("provider_notes", [])))
+    return list(notes)
 
 
 def _plain(value: Any) -> Any:

@@ -26,13 +26,6 @@ class LoadedModel:
     tensor: bool
     processor: ProcessorRef | None = None
 
-    @property
-    def key(self) -> bytes:
-        """What names the work for resume: the model's bytes, or the processor's identity."""
-        if self.processor is not None:
-            return self.processor.identity.encode()
-        return self.data
-
 
 @dataclass(frozen=True, kw_only=True)
 class ActorJob:

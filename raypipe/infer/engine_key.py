@@ -82,7 +82,8 @@ def tensorrt_version() -> str:
         # TensorRT 10 encodes major*10000 + minor*100 + patch; 8.x used major*1000.
         major, rest = divmod(number, 10000 if number >= 100000 else 1000)
         return f"{major}.{rest // 100}.{rest % 100}"
-    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu12-libs", "tensorrt-libs"):
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu13-libs", "tensorrt-cu12",
+                 "tensorrt-cu12-libs", "tensorrt-libs"):  # fmt: skip
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

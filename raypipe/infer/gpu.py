@@ -20,6 +20,7 @@ from typing import Any
 
 from raypipe.errors import DeviceUnavailableError, RaypipeError
 from raypipe.infer.gpu_options import cuda_options, profile_shapes, tensorrt_options
+from raypipe.infer.libraries import preload_gpu_libraries
 from raypipe.infer.session import CPU, CUDA, TENSORRT, import_onnxruntime
 
 log = logging.getLogger("raypipe.infer")
@@ -59,7 +60,9 @@ def prepare_gpu_providers(
     if device == "cpu":
         setup.providers = [CPU]
         return setup
-    available = import_onnxruntime().get_available_providers()
+    ort = import_onnxruntime()
+    preload_gpu_libraries()
+    available = ort.get_available_providers()
     if CUDA not in available and TENSORRT not in available:
         setup.notes.append(f"onnxruntime offers only {available}: no GPU provider")
         return setup
@@ -82,6 +85,12 @@ def prepare_gpu_providers(
     return setup
 
 
+def engine_cache_url(engine_cache: str | None) -> str:
+    """The engine cache an actor uses: ``engine_cache`` (``--engine-cache``, else
+    ``RAYPIPE_ENGINE_CACHE``), or a local temporary directory when neither is set."""
+    return engine_cache or os.path.join(tempfile.gettempdir(), "raypipe-engines")
+
+
 def _engine_dir(
     model_bytes: bytes,
     model_sha256: str,
@@ -93,6 +102,6 @@ def _engine_dir(
     from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
 
     key = engine_key_for(model_sha256, precision=precision, profile=profile)
-    url = engine_cache or os.path.join(tempfile.gettempdir(), "raypipe-engines")
+    url = engine_cache_url(engine_cache)
     builder = tensorrt_builder(model_bytes, precision=precision, profile=profile)
     return EngineCache(url).ensure(key, builder)

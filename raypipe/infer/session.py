@@ -8,6 +8,10 @@ the granted providers back, logs them on the ``raypipe.infer`` logger and raises
 session runs on CPU. ONNX Runtime's own retry-on-CPU (which prints to stdout) is turned
 off; raypipe retries itself, and only for ``device="auto"`` does that end on CPU.
 
+Before the first GPU session, :func:`raypipe.infer.libraries.preload_gpu_libraries` loads the
+CUDA/cuDNN/TensorRT libraries pip installed outside the loader's path (``raypipe[gpu]``), so
+ONNX Runtime's CUDA and TensorRT providers find them.
+
 Inside a Ray actor ``CUDA_VISIBLE_DEVICES`` holds the actor's GPU only, so GPU providers
 always get ``device_id=0``.
 
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from raypipe.config import DEVICES
 from raypipe.errors import ConfigError, DeviceUnavailableError, ModelLoadError
+from raypipe.infer.libraries import preload_gpu_libraries
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -157,6 +162,8 @@ def create_session(
             f"provider_options names unknown providers {unknown}; "
             f"expected some of {list(DEFAULT_PROVIDER_OPTIONS)}"
         )
+    if device != "cpu":  # before asking for providers: ORT 1.31 registers CUDA when it loads
+        preload_gpu_libraries()
     order = provider_order(device, list(ort.get_available_providers()))
     if providers is not None:
         order = _restrict(order, providers, device)
@@ -242,6 +249,7 @@ def cuda_available() -> bool:
     try:
         import onnxruntime
 
+        preload_gpu_libraries()
         if CUDA not in onnxruntime.get_available_providers():
             return False
         return _cuda_device_count() > 0

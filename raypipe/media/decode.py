@@ -1,7 +1,8 @@
 """Exact range decode: the frames of one chunk, no more, no fewer.
 
 Seek backward to the chunk's keyframe, decode, drop frames before ``start_pts``, stop after
-``n_frames``, and check the count and timestamps against the plan. Demuxers that cannot
+``n_frames``, and check the count and timestamps against the plan (the last frame must
+have the plan's last pts, so a frame the plan does not have cannot hide). Demuxers that cannot
 seek to exactly that keyframe (the first frame decoded starts after ``start_pts``) are
 retried once from the start of the file, which is always correct, only slower.
 
@@ -55,6 +56,21 @@ def nvdec_unavailable() -> str | None:
     return _nvdec_unavailable
 
 
+def nvdec_problem() -> str:
+    """Why NVDEC cannot decode in this process, ``""`` when it can: FFmpeg is asked for a CUDA
+    device (fails without an NVIDIA GPU, its driver, or a PyAV build with CUDA)."""
+    from av.codec.hwaccel import HWAccel
+
+    try:
+        HWAccel("cuda").create(av.codec.Codec("h264", "r"))
+    except (OSError, av.error.FFmpegError, ValueError, NotImplementedError) as e:
+        return (
+            f"NVDEC unavailable: FFmpeg cannot open a CUDA device here ({e}); it needs "
+            "an NVIDIA GPU visible to this process, its driver, and a PyAV build with CUDA"
+        )
+    return ""
+
+
 def _open_decoder(uri: str, decoder: str) -> tuple[Any, str]:
     """The input opened for ``decoder``, and why NVDEC is not used when it was asked for."""
     global _nvdec_unavailable
@@ -65,15 +81,7 @@ def _open_decoder(uri: str, decoder: str) -> tuple[Any, str]:
     from av.codec.hwaccel import HWAccel
 
     if _nvdec_unavailable is None:
-        try:  # a CUDA device for FFmpeg: fails without an NVIDIA GPU, driver or CUDA build
-            HWAccel("cuda").create(av.codec.Codec("h264", "r"))
-        except (OSError, av.error.FFmpegError, ValueError, NotImplementedError) as e:
-            _nvdec_unavailable = (
-                f"NVDEC unavailable: FFmpeg cannot open a CUDA device here ({e}); it needs "
-                "an NVIDIA GPU visible to this process, its driver, and a PyAV build with CUDA"
-            )
-        else:
-            _nvdec_unavailable = ""
+        _nvdec_unavailable = nvdec_problem()
     if _nvdec_unavailable:
         return open_input(uri), _nvdec_unavailable
     # allow_software_fallback: a codec NVDEC lacks (e.g. ffv1) decodes on the CPU instead
@@ -143,17 +151,19 @@ def _decode(
                         f"the stream is {info.width}x{info.height}; resolution changes "
                         "mid-stream are not supported"
                     )
-                if n == chunk.n_frames:
-                    raise DecodeError(
-                        f"{chunk.chunk_id}: more than the planned {chunk.n_frames} frames in "
-                        f"[{chunk.start_pts}, {chunk.end_pts})"
-                    )
                 i = n if slot is None else slot.get(n, -1)
                 if i >= 0:
                     frames[i] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
                     pts[i] = t
                 n += 1
                 if n == chunk.n_frames:
+                    if t != chunk.last_pts:  # frames the plan does not have came first
+                        raise DecodeError(
+                            f"{chunk.chunk_id}: more than the planned {chunk.n_frames} frames "
+                            f"in [{chunk.start_pts}, {chunk.end_pts}): frame {n} has pts {t}, "
+                            f"the plan's last frame {chunk.last_pts}; the input is probably "
+                            "damaged"
+                        )
                     break
         except av.error.FFmpegError as e:
             raise CorruptVideoError(

@@ -62,16 +62,26 @@ class Segment:
     @classmethod
     def from_bytes(cls, blob: bytes) -> Segment:
         if not blob.startswith(_MAGIC):
-            raise EncodeError("not a raypipe segment (bad magic); the work directory is damaged")
-        at = len(_MAGIC)
-        (head_len,) = struct.unpack_from("<I", blob, at)
-        at += 4
-        head = json.loads(blob[at : at + head_len])
-        at += head_len
-        n = int(head["n"])
-        pts = np.frombuffer(blob, dtype="<i8", count=n, offset=at).astype(np.int64)
-        dts = np.frombuffer(blob, dtype="<i8", count=n, offset=at + 8 * n).astype(np.int64)
-        return cls(nut=blob[at + 16 * n :], pts=pts, dts=dts, time_base=Fraction(*head["tb"]))
+            raise EncodeError(
+                "not a raypipe segment (bad magic); the work directory is damaged: run again "
+                "to redo the video"
+            )
+        try:
+            at = len(_MAGIC)
+            (head_len,) = struct.unpack_from("<I", blob, at)
+            at += 4
+            head = json.loads(blob[at : at + head_len])
+            at += head_len
+            n = int(head["n"])
+            pts = np.frombuffer(blob, dtype="<i8", count=n, offset=at).astype(np.int64)
+            dts = np.frombuffer(blob, dtype="<i8", count=n, offset=at + 8 * n).astype(np.int64)
+            time_base = Fraction(*head["tb"])
+        except (struct.error, ValueError, KeyError, TypeError) as e:
+            raise EncodeError(
+                f"a raypipe segment is truncated ({e}); the work directory is damaged: run "
+                "again to redo the video"
+            ) from e
+        return cls(nut=blob[at + 16 * n :], pts=pts, dts=dts, time_base=time_base)
 
 
 def encoder_available(codec: str) -> bool:

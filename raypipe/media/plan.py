@@ -27,6 +27,7 @@ class Chunk:
     end_pts: int
     n_frames: int
     seek_pts: int | None  # keyframe to seek to before decoding; None: from the start
+    last_pts: int  # pts of the chunk's last frame: the decoder's last frame must have it
 
     @property
     def chunk_id(self) -> str:
@@ -95,6 +96,7 @@ def plan_chunks(info: VideoInfo, config: ChunkConfig | None = None) -> ChunkPlan
             end_pts=pts[b] if b < len(pts) else pts[-1] + 1,
             n_frames=b - a,
             seek_pts=None if s is None else pts[s],
+            last_pts=pts[b - 1],
         )
         for i, (a, b, s) in enumerate(pieces)
     )

@@ -190,8 +190,17 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
 
 def _first_frame_rotation(container: Any, video: Any, uri: str) -> int:
     """Decode the first frame: proves a decoder exists and reads the display rotation."""
-    if video.codec_context is None or not av.codec.Codec(video.codec_context.name, "r"):
-        raise UnsupportedVideoError(f"input '{uri}': no decoder for codec of stream")
+    name = video.codec_context.name if video.codec_context is not None else None
+    try:
+        decodable = name is not None and av.codec.Codec(name, "r") is not None
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        decodable = False
+    if not decodable:
+        raise UnsupportedVideoError(
+            f"input '{uri}': its video stream's codec ({name or 'unknown to FFmpeg'}) has no "
+            "decoder in this FFmpeg build; convert it first, e.g. "
+            "`ffmpeg -i IN -c:v libx264 -c:a copy OUT.mkv`"
+        )
     try:
         container.seek(0, stream=video, backward=True)
     except av.error.FFmpegError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -20,6 +21,7 @@ from raypipe.testing.media import (
     _add_audio,
     _add_video,
     _audio_frames,
+    frame_pattern,
     make_clip,
 )
 
@@ -29,9 +31,12 @@ __all__ = [
     "write_audio_only",
     "write_corrupt_packets",
     "write_empty_file",
+    "write_out_of_order_pts",
+    "write_resolution_change",
     "write_text_as_video",
     "write_truncated_header",
     "write_truncated_tail",
+    "write_unknown_codec",
     "write_zero_frames",
 ]
 
@@ -178,4 +183,71 @@ def write_truncated_tail(path: PathLike, source: PathLike | None = None) -> path
             "mp4/mov (or an mkv) so that the cut file still opens"
         )
     path.write_bytes(data[: int(len(data) * TRUNCATED_TAIL_FRACTION)])
+    return path
+
+
+_TB = Fraction(1, 25)
+
+
+def _h264_packets(
+    width: int, height: int, n_frames: int, first: int = 0
+) -> tuple[bytes | None, list[av.Packet]]:
+    """(extradata, packets) of ``n_frames`` pattern frames from ``first`` on, no B-frames
+    (so a decoder gives frames in packet order), a keyframe every 4 frames."""
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = width, height, "yuv420p", _TB
+    ctx.options = {"x264-params": "keyint=4:min-keyint=4:scenecut=0:bframes=0"}
+    ctx.open()
+    packets: list[av.Packet] = []
+    for i in range(first, first + n_frames):
+        frame = av.VideoFrame.from_ndarray(frame_pattern(i, width, height), format="rgb24")
+        frame.pts, frame.time_base = i, _TB
+        packets += ctx.encode(frame)
+    packets += ctx.encode(None)
+    return ctx.extradata, packets
+
+
+def write_out_of_order_pts(path: PathLike, n_frames: int = 8) -> pathlib.Path:
+    """A Matroska file whose frames' timestamps are swapped in pairs (1 <-> 2, 5 <-> 6) with
+    no B-frames: a decoder shows them in file order, which is not display order."""
+    path = pathlib.Path(path)
+    extradata, packets = _h264_packets(96, 64, n_frames)
+    order = list(range(n_frames))
+    for a in range(1, n_frames - 1, 4):
+        order[a], order[a + 1] = order[a + 1], order[a]
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("h264", rate=25)
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = 96, 64, "yuv420p", _TB
+        stream.codec_context.extradata = extradata
+        for packet, pts in zip(packets, order):
+            packet.stream, packet.time_base, packet.pts, packet.dts = stream, _TB, pts, None
+            out.mux(packet)
+    return path
+
+
+def write_resolution_change(path: PathLike, n_frames: int = 8) -> pathlib.Path:
+    """An MPEG-TS file whose H.264 stream is 96x64 for ``n_frames`` frames, then 128x64 for
+    as many (two encodes back to back; the new size comes with the second one's SPS)."""
+    path = pathlib.Path(path)
+    _, first = _h264_packets(96, 64, n_frames)
+    _, second = _h264_packets(128, 64, n_frames, first=n_frames)
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("h264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for packet in first + second:
+            packet.stream, packet.time_base = stream, _TB
+            out.mux(packet)
+    return path
+
+
+def write_unknown_codec(path: PathLike) -> pathlib.Path:
+    """An AVI whose video stream's codec tag names no codec FFmpeg knows (an MJPEG clip
+    with its fourcc replaced), as old or exotic capture files have."""
+    path = pathlib.Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = ClipSpec(n_frames=4, codec="mjpeg", pix_fmt="yuvj420p", bframes=0)
+        data = make_clip(pathlib.Path(tmp) / "mjpeg.avi", spec).read_bytes()
+    if data.count(b"MJPG") != 2:
+        raise ValueError("expected the MJPG fourcc in the AVI stream header and format")
+    path.write_bytes(data.replace(b"MJPG", b"XQZ1"))
     return path

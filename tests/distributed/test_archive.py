@@ -118,12 +118,17 @@ def test_rerun_skips_finished_and_no_resume_starts_over(
     assert [r["status"] for r in second.rows] == ["skipped", "skipped"]
     assert [r["attempts"] for r in second.rows] == [1, 1]
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes, "outputs rewritten"
-    # an output that is there but incomplete (other frame count) is not trusted
-    shutil.copy(clips["single_keyframe"], out / "odd_size.mp4")  # 48 frames, other size: ok
+    # outputs are trusted only when they record this run's key and source: another video
+    # with the same frame count at an output path is redone (it was once skipped), and so
+    # is a half-written file
+    shutil.copy(clips["single_keyframe"], out / "odd_size.mp4")  # 48 frames, not made here
     (out / "bframes_aac.mp4").write_bytes(b"half a file")
     third = raypipe.process_archive(str(src), str(out), **args)
-    statuses = {Path(r["uri"]).name: (r["status"], r["attempts"]) for r in third.rows}
-    assert statuses == {"bframes_aac.mp4": ("done", 2), "odd_size.mp4": ("skipped", 1)}
+    statuses = {Path(r["uri"]).name: (r["status"], r["attempts"], r["note"]) for r in third.rows}
+    assert statuses == {
+        "bframes_aac.mp4": ("done", 2, "redone: the output does not read (CorruptVideoError)"),
+        "odd_size.mp4": ("done", 2, "redone: the output does not record what made it"),
+    }
     fourth = raypipe.process_archive(str(src), str(out), resume=False, **args)
     assert [r["status"] for r in fourth.rows] == ["done", "done"]
     from raypipe.testing import decode_all

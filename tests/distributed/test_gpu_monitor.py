@@ -10,7 +10,6 @@ import pytest
 
 from raypipe.distributed.gpu_monitor import GpuMonitor, physical_gpu_indices
 from raypipe.errors import ConfigError, DeviceUnavailableError, RaypipeError
-from raypipe.infer.session import cuda_available
 
 
 def _nvml_works() -> bool:
@@ -27,7 +26,6 @@ def _nvml_works() -> bool:
 
 
 NVML = _nvml_works()
-needs_nvml = pytest.mark.skipif(not NVML, reason="needs nvidia-ml-py and an NVIDIA driver")
 without_nvml = pytest.mark.skipif(NVML, reason="this machine has NVML and a GPU")
 
 
@@ -86,8 +84,7 @@ def test_bad_interval() -> None:
 # --- on a GPU machine ------------------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@needs_nvml
+@pytest.mark.gpu("nvml")
 def test_gpu_monitor_samples_utilisation_and_memory() -> None:
     with GpuMonitor(interval_s=0.05, gpu_indices=[0]) as monitor:
         time.sleep(0.5)
@@ -102,8 +99,7 @@ def test_gpu_monitor_samples_utilisation_and_memory() -> None:
         monitor.start()
 
 
-@pytest.mark.gpu
-@needs_nvml
+@pytest.mark.gpu("nvml")
 def test_gpu_uuid_maps_to_its_nvml_index() -> None:
     import pynvml
 
@@ -120,9 +116,7 @@ def test_gpu_uuid_maps_to_its_nvml_index() -> None:
         physical_gpu_indices(["GPU-00000000-0000-0000-0000-000000000000"])
 
 
-@pytest.mark.gpu
-@needs_nvml
-@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
+@pytest.mark.gpu("nvml", "cuda")
 def test_gpu_monitor_rejects_indices_nvml_does_not_have() -> None:
     with pytest.raises(ConfigError, match=r"GPU indices \[999\] asked for, NVML sees \d+ GPUs"):
         GpuMonitor(gpu_indices=[999])

@@ -1,4 +1,7 @@
-"""A node removed mid-run (ray.cluster_utils.Cluster): the output is identical to a clean run."""
+"""A node removed mid-run (ray.cluster_utils.Cluster): the node died while the run was in
+progress, the chunks it had started were redone elsewhere, and the output is identical to a
+clean run. Every stage records each attempt (raypipe.faults, RAYPIPE_RECORD_ATTEMPTS) with
+the node it ran on."""
 
 from __future__ import annotations
 
@@ -14,16 +17,26 @@ from ray.cluster_utils import Cluster
 
 import raypipe
 from raypipe.distributed.engine import work_dir_for
+from raypipe.faults import RECORD_ENV
 from raypipe.testing import ClipSpec, make_clip
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def attempts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("attempts")
+
+
+@pytest.fixture(scope="module")
+def cluster(attempts: Path) -> Iterator[Cluster]:
     if ray.is_initialized():
         ray.shutdown()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 0})
     c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
+    ray.init(
+        address=c.address,
+        log_to_driver=False,
+        runtime_env={"env_vars": {RECORD_ENV: str(attempts)}},
+    )
     try:
         yield c
     finally:
@@ -36,8 +49,13 @@ def cluster() -> Iterator[Cluster]:
                     node.kill_all_processes(check_alive=False, allow_graceful=False)
 
 
+def _attempts(names: set[str]) -> list[tuple[str, str, str]]:
+    """(chunk id, stage, node id) of recorded attempts: files named ID.STAGE.NODE.PID.N."""
+    return [tuple(name.rsplit(".", 4)[:3]) for name in names]  # type: ignore[misc]
+
+
 @pytest.mark.slow
-def test_node_removed_mid_run(cluster: Cluster, tmp_path: Path) -> None:
+def test_node_removed_mid_run(cluster: Cluster, attempts: Path, tmp_path: Path) -> None:
     source = make_clip(tmp_path / "long.mp4", ClipSpec(n_frames=240, gop=8, audio="aac"))
     options = dict(
         model="builtin:sharpen",
@@ -67,11 +85,22 @@ def test_node_removed_mid_run(cluster: Cluster, tmp_path: Path) -> None:
         time.sleep(0.1)
     done_before = len(list(work.glob("*.rpseg")))
     cluster.add_node(num_cpus=2, num_gpus=1)  # room for the actor that dies with node A
+    assert {n["NodeID"]: n["Alive"] for n in ray.nodes()}[node_a.node_id], "A died early"
     cluster.remove_node(node_a)
+    before_removal = {p.name for p in attempts.iterdir()}
     thread.join(timeout=480)  # about 50 s on a quiet 2-core machine, 200 s when loaded
     assert not thread.is_alive(), "the run did not finish after the node was removed"
     assert not errors, errors
     assert done_before < 60, "the run had finished before the node was removed"
+    assert not {n["NodeID"]: n["Alive"] for n in ray.nodes()}[node_a.node_id], "A is alive"
+    # node A had started chunks (an actor and decode/encode tasks ran there), and some it
+    # held when it died were started again on the other nodes after it was removed
+    names = {p.name for p in attempts.iterdir()}
+    on_a = {(c, s) for c, s, node in _attempts(names) if node == node_a.node_id}
+    assert on_a, "no chunk ever ran on node A"
+    after = _attempts(names - before_removal)
+    redone = {(c, s) for c, s, node in after if node != node_a.node_id and (c, s) in on_a}
+    assert redone, f"none of the {len(on_a)} chunk stages started on A was redone elsewhere"
     assert_exact(source, out, "builtin:sharpen")
     clean = tmp_path / "clean.mp4"
     raypipe.process_video(str(source), str(clean), **options)

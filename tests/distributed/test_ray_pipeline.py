@@ -161,3 +161,33 @@ def test_build_engines_without_cuda_is_a_typed_error(
         == 1
     )
     assert "frame size must be WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_stats_say_why_tensorrt_was_not_used(clips: dict[str, Path], tmp_path: Path) -> None:
+    """The actors put raypipe doctor's provider facts into the run stats: on this machine
+    (logical GPUs, whatever ONNX Runtime is installed) the notes are exactly what the provider
+    checks say in-process, once per run, not once per chunk."""
+    from raypipe.infer.provider_check import check_gpu_stack, ort_build
+    from raypipe.infer.session import CPU, TENSORRT
+
+    auto = tmp_path / "auto.json"
+    stats = raypipe.process_video(
+        str(clips["ntsc"]),
+        str(tmp_path / "auto.mp4"),
+        **lossless(model="builtin:invert", chunk_frames=12, stats_path=str(auto)),
+    )
+    doc = json.loads(auto.read_text())
+    assert all("provider_notes" not in c for c in doc["chunks"])
+    notes = doc["totals"]["provider_notes"]
+    assert notes == stats.provider_notes and len(set(notes)) == len(notes)
+    assert len(doc["chunks"]) > 1
+    granted = stats.providers
+    if granted[0] == TENSORRT:
+        assert notes == []
+    else:
+        stack = check_gpu_stack()
+        assert notes[: len(stack.why_not(granted))] == stack.why_not(granted)
+        assert notes[0].startswith("TensorrtExecutionProvider not used: ")
+    if granted == [CPU] and ort_build().package == "onnxruntime":
+        assert "is not in this ONNX Runtime build" in notes[0]
+        assert notes[-1].endswith(": no GPU provider")  # the actor's provider setup

@@ -1,4 +1,5 @@
-"""Worker processes killed mid-run (os._exit on a chunk's first attempt): outputs stay exact."""
+"""Worker processes killed mid-run (SIGKILL on a chunk's first attempt in the decode task,
+the inference actor and the encode task): outputs stay exact and equal to a clean run."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import ray
 from conftest import assert_exact, lossless_options
 
 import raypipe
+from raypipe.faults import EXIT_ENV
 from raypipe.media import make_video_id
 from raypipe.testing import decode_all
-from raypipe.testing.faults import ENV
 
-KILLED = {"infer": 2, "decode": 5}  # stage -> chunk index whose first attempt dies
+KILLED = {"infer": 2, "decode": 5, "encode": 7}  # stage -> chunk whose first attempt dies
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,13 @@ def markers(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
         num_gpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {ENV: spec}},
+        runtime_env={"env_vars": {EXIT_ENV: spec}},
     )
     yield directory
     ray.shutdown()
 
 
-def test_killed_actor_and_decode_task_still_give_the_clean_output(
+def test_killed_actor_decode_and_encode_tasks_still_give_the_clean_output(
     markers: Path, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     options = dict(

@@ -479,19 +479,16 @@ def test_engine_key_for_without_a_gpu_says_so() -> None:
         engine_key_for(KEY.model_sha256, precision="fp16", profile=profile_shapes("input", 2, 8, 8))
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("ort-tensorrt")
 def test_gpu_build_once_then_every_session_loads_the_cached_engine(tmp_path: Path) -> None:
     import numpy as np
-    import onnxruntime
 
-    from raypipe.infer import create_session, cuda_available, granted_providers
+    from raypipe.infer import create_session, granted_providers
     from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
     from raypipe.infer.gpu_options import profile_shapes, tensorrt_options
     from raypipe.infer.heavy import build_superres
     from raypipe.infer.session import CUDA, TENSORRT
 
-    if not cuda_available() or TENSORRT not in onnxruntime.get_available_providers():
-        pytest.skip("needs onnxruntime-gpu with TensorRT and a CUDA device")
     data = build_superres(channels=16, blocks=2).SerializeToString()
     profile = profile_shapes("input", 2, 64, 96)
     key = engine_key_for(hashlib.sha256(data).hexdigest(), precision="fp16", profile=profile)

@@ -39,11 +39,10 @@ def test_without_gpu_providers_auto_keeps_the_default_order_and_says_why() -> No
     assert "no GPU provider" in setup.notes[0]
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("ort-tensorrt")
 def test_tensorrt_engine_from_the_cache_on_a_gpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
     setup = _setup("gpu", precision="fp16", engine_cache=str(tmp_path / "cache"))
-    if TENSORRT not in (setup.providers or [TENSORRT]):
-        pytest.skip(f"TensorRT not usable here: {setup.notes}")
+    assert TENSORRT in (setup.providers or [TENSORRT]), setup.notes
     assert setup.engine_dir and any(p for p in (tmp_path / "cache").rglob("*"))
     session = create_session(
         builtin_bytes("sharpen"), device="gpu", provider_options=setup.provider_options

@@ -227,3 +227,29 @@ def test_ctx_session_on_a_gpu_is_granted_a_gpu_provider_on_device_0() -> None:
     (record,) = ctx.records
     assert record["granted"][0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     assert record["device_id"] == 0 and ctx.device == "cuda:0"
+
+
+def test_the_reuse_key_follows_the_processors_identity(tmp_path: Path) -> None:
+    """Resume (raypipe.reuse) sees a processor through its identity: a new version (or an
+    edit of its file) makes earlier segments and outputs stale."""
+    from raypipe.config import build_run_config
+    from raypipe.distributed.cluster import ActorPlan
+    from raypipe.distributed.pipeline import load_model, run_key
+
+    actors = ActorPlan(workers=1, num_gpus=0.0, num_cpus=1.0, intra_op_threads=1)
+
+    def key(version: str) -> dict[str, str]:
+        path = write(tmp_path, f"class P(raypipe.Processor):\n    version = '{version}'\n")
+        cfg = build_run_config(processor=f"{path}:P")
+        return run_key(cfg, load_model(cfg), actors).as_dict()
+
+    first = key("1")
+    assert first["processor"].startswith("proc.py:P sha256=") and first == key("1")
+    assert (
+        run_key(build_run_config(), load_model(build_run_config()), actors).as_dict()["processor"]
+        == ""
+    )
+    changed = key("2")
+    assert [n for n in first if first[n] != changed[n]] == ["processor"]
+    with pytest.raises(ConfigError, match="give a model or a processor, not both"):
+        build_run_config(model="builtin:invert", processor="raypipe.examples.processors:Redact")

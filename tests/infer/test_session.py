@@ -181,8 +181,7 @@ def test_infer_imports_without_onnxruntime_or_ray() -> None:
     assert "pip install 'raypipe[cpu]' (CPU) or pip install 'raypipe[gpu]'" in done.stdout
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not cuda_available(), reason="needs onnxruntime-gpu and a CUDA device")
+@pytest.mark.gpu("ort-cuda")
 def test_gpu_session_grants_cuda_or_tensorrt() -> None:
     session = create_session(builtin_bytes("identity"), device="gpu")
     assert granted_providers(session)[0] in (TENSORRT, CUDA)

@@ -325,13 +325,8 @@ def test_iobinding_bad_mode() -> None:
 
 # --- on a GPU ------------------------------------------------------------------------------------
 
-needs_cuda = pytest.mark.skipif(
-    not cuda_available(), reason="needs onnxruntime-gpu and a CUDA device"
-)
 
-
-@pytest.mark.gpu
-@needs_cuda
+@pytest.mark.gpu("ort-cuda")
 def test_gpu_cuda_options_and_iobinding_match_cpu() -> None:
     data = builtin_bytes("upscale2x")
     gpu = create_session(
@@ -350,19 +345,15 @@ def test_gpu_cuda_options_and_iobinding_match_cpu() -> None:
     assert len(runner.shapes) == 2
 
 
-@pytest.mark.gpu
-@needs_cuda
+@pytest.mark.gpu("cuda")
 def test_gpu_cuda_device_names_the_card() -> None:
     device = cuda_device(0)
     assert device.name and device.compute_capability[0].isdigit()
     assert device.driver_cuda_version.count(".") == 1
 
 
-@pytest.mark.gpu
-@needs_cuda
+@pytest.mark.gpu("ort-tensorrt")
 def test_gpu_tensorrt_writes_and_reuses_its_engine_cache(tmp_path: Path) -> None:
-    if TENSORRT not in onnxruntime.get_available_providers():
-        pytest.skip("this onnxruntime has no TensorRT EP")
     from raypipe.infer.heavy import build_superres
 
     data = build_superres(channels=16, blocks=2).SerializeToString()

@@ -15,9 +15,8 @@ import pytest
 
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.errors import ConfigError
-from raypipe.infer.session import cuda_available
 from raypipe.media import decode as decode_module
-from raypipe.media.decode import decode_chunk
+from raypipe.media.decode import decode_chunk, nvdec_problem
 from raypipe.media.encode import (
     check_encoder,
     encoder_options,
@@ -27,8 +26,13 @@ from raypipe.media.encode import (
 from raypipe.media.plan import plan_chunks
 from raypipe.media.probe import probe
 
-no_gpu = pytest.mark.skipif(
-    cuda_available(), reason="checks the fallback on a machine without CUDA"
+# The fallbacks are checked wherever NVDEC / NVENC cannot run: CPU machines, and GPUs
+# without NVENC (A100, H100), where the NVENC fallback really happens.
+without_nvdec = pytest.mark.skipif(
+    not nvdec_problem(), reason="checks the fallback where NVDEC cannot decode"
+)
+without_nvenc = pytest.mark.skipif(
+    nvenc_problem("h264_nvenc") is None, reason="checks the fallback where NVENC cannot encode"
 )
 
 
@@ -43,7 +47,7 @@ def _chunks(path: Path, frames: int = 12) -> tuple[object, list[object]]:
     return info, list(plan_chunks(info, ChunkConfig(chunk_frames=frames)).chunks)
 
 
-@no_gpu
+@without_nvdec
 @pytest.mark.parametrize("decoder", ["nvdec", "auto"])
 def test_nvdec_without_a_gpu_decodes_on_the_cpu_and_says_why(
     clips: dict[str, Path], decoder: str, fresh_nvdec_state: None
@@ -69,7 +73,7 @@ def test_unknown_decoder_is_refused(clips: dict[str, Path]) -> None:
         ChunkConfig(decoder="vdpau")
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("nvdec")
 def test_nvdec_on_a_gpu_equals_the_cpu_decoder(
     clips: dict[str, Path], fresh_nvdec_state: None
 ) -> None:
@@ -88,7 +92,7 @@ def test_nvdec_on_a_gpu_equals_the_cpu_decoder(
 # --- NVENC ---------------------------------------------------------------------------------
 
 
-@no_gpu
+@without_nvenc
 @pytest.mark.parametrize("codec", ["h264_nvenc", "hevc_nvenc"])
 def test_nvenc_without_a_gpu_has_a_reason(codec: str) -> None:
     problem = nvenc_problem(codec)
@@ -134,7 +138,7 @@ def test_check_encoder_leaves_nvenc_to_the_fallback() -> None:
         check_encoder(EncodeConfig(codec="libnothing"))
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("cuda")
 def test_nvenc_opens_where_the_gpu_has_encoders() -> None:
     """On a GPU with NVENC (T4, L4, A10, RTX) the encoder opens; on A100/H100 the reason
     names the missing encoder rather than a missing driver."""

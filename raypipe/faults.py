@@ -1,0 +1,57 @@
+"""Fault hooks for resilience tests: crash a process at a chosen point, record attempts.
+
+Inert unless the environment asks for them, so production runs pay one dictionary lookup
+per hook. Two variables, read when a hook runs (workers get them through the Ray
+``runtime_env``, a driver from its own environment):
+
+``RAYPIPE_INJECT_EXIT`` = ``STAGE:ID:MARKER_DIR`` (several separated by ``;``)
+    The first process to reach ``STAGE`` for ``ID`` creates ``MARKER_DIR/ID.STAGE`` and
+    kills itself with SIGKILL (no cleanup, like a crash); later attempts find the marker
+    and carry on. Stages and their ids: ``decode``, ``infer``, ``encode`` (a chunk id, in
+    the worker running that stage); ``segment`` (a chunk id, in the driver, just after it
+    wrote that chunk's segment to the work directory); ``assemble`` (a video id, in the
+    process assembling that video, after some packets of the output are written).
+
+``RAYPIPE_RECORD_ATTEMPTS`` = ``DIR``
+    Every hook creates an empty file ``DIR/ID.STAGE.NODE.PID.N`` when reached, so a test
+    can see which node and process started which chunk, and how often.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+EXIT_ENV = "RAYPIPE_INJECT_EXIT"
+RECORD_ENV = "RAYPIPE_RECORD_ATTEMPTS"
+
+
+def checkpoint(stage: str, key: str, *, node: str = "") -> None:
+    """A point where ``stage`` starts (or has just done) its work on ``key``."""
+    record_dir = os.environ.get(RECORD_ENV)
+    if record_dir:
+        _record(record_dir, stage, key, node)
+    for spec in filter(None, os.environ.get(EXIT_ENV, "").split(";")):
+        want_stage, want_key, marker_dir = spec.split(":", 2)
+        if want_stage == stage and want_key == key:
+            _die_once(os.path.join(marker_dir, f"{key}.{stage}"))
+
+
+def _record(directory: str, stage: str, key: str, node: str) -> None:
+    n = 0
+    while True:
+        name = f"{key}.{stage}.{node or 'local'}.{os.getpid()}.{n}"
+        try:
+            os.close(os.open(os.path.join(directory, name), os.O_CREAT | os.O_EXCL))
+            return
+        except FileExistsError:
+            n += 1
+
+
+def _die_once(marker: str) -> None:
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)

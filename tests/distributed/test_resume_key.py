@@ -1,0 +1,190 @@
+"""Resume cannot mix work made under other settings or from another source.
+
+For every part of the reuse key (raypipe.reuse): an archive run is cut off by SIGKILL of its
+driver right after a chunk's segment reached the work directory, one setting changes, and
+the rerun must equal a clean run with the new setting, its report saying the segments were
+not reused and why. The control (nothing changed) reuses them. The drivers are separate
+processes connected to one local Ray, so a killed driver leaves the cluster to the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+import raypipe
+from raypipe.distributed.engine import work_dir_for
+from raypipe.faults import EXIT_ENV
+from raypipe.infer.builtin import builtin_bytes
+from raypipe.media import make_video_id
+from raypipe.testing import ClipSpec, make_clip
+
+CLIP = ClipSpec(n_frames=24, width=96, height=64, gop=4, bframes=0, audio="aac")
+OTHER_CLIP = ClipSpec(n_frames=24, width=96, height=64, gop=4, bframes=0, audio="aac", seed=7)
+BASE_ARGS = ["--chunk-frames", "4", "--workers", "1"]
+
+# part of the key -> (extra CLI arguments of the rerun, or a change made to the files)
+CHANGES: dict[str, list[str]] = {
+    "same": [],
+    "model": [],  # the model file is rewritten with other bytes
+    "spec (sidecar)": [],  # a sidecar appears next to the same model bytes
+    "spec (cli)": ["--tile", "32", "--tile-overlap", "0"],
+    "precision": ["--precision", "fp16"],
+    "device": ["--device", "cpu"],
+    "batch": ["--batch-size", "2"],
+    "chunking": ["--chunk-frames", "6"],
+    "encoder": ["--crf", "30"],
+    "source": [],  # the source file is replaced by another clip
+}
+NOTES = {
+    "spec (sidecar)": "spec",
+    "spec (cli)": "spec",
+    "chunking": "chunking",
+    "encoder": "encoder",
+}
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    """One local Ray for the module; drivers in subprocesses connect to it."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _raypipe() -> str:
+    return shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
+
+
+def _options(args: list[str]) -> dict[str, object]:
+    """CLI arguments (of the kinds used here) as process_archive options."""
+    names = {
+        "--chunk-frames": ("chunk_frames", int),
+        "--workers": ("workers", int),
+        "--tile": ("tile", int),
+        "--tile-overlap": ("tile_overlap", int),
+        "--precision": ("precision", str),
+        "--device": ("device", str),
+        "--batch-size": ("batch_size", int),
+        "--crf": ("crf", int),
+        "--model": ("model", str),
+    }
+    return {names[k][0]: names[k][1](v) for k, v in zip(args[::2], args[1::2])}
+
+
+def cut_off(
+    src: Path, out: Path, args: list[str], address: str, kill_at: str, markers: Path
+) -> int:
+    """Run the archive in a separate driver that SIGKILLs itself once ``kill_at``'s segment
+    is in the work directory; return how many segments it left."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env[EXIT_ENV] = f"segment:{kill_at}:{markers}"
+    cmd = [_raypipe(), "archive", str(src), str(out), "--address", address, "-q", *args]
+    result = subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    work = Path(work_dir_for(str(out / "v.mp4")))
+    left = len(list(work.glob("*.rpseg")))
+    assert left >= 1 and not (out / "v.mp4").exists() and (work / "run.json").exists()
+    return left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_a_cut_off_run_is_resumed_only_with_the_same_key(
+    address: str, tmp_path: Path, change: str
+) -> None:
+    src, markers = tmp_path / "src", tmp_path / "markers"
+    src.mkdir()
+    markers.mkdir()
+    source = make_clip(src / "v.mp4", CLIP)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(builtin_bytes("blur"))
+    args = [*BASE_ARGS, "--model", str(model)]
+    out = tmp_path / "out"
+    left = cut_off(src, out, args, address, f"{make_video_id(str(source))}-000001", markers)
+
+    new_args = args + CHANGES[change]
+    if change == "model":
+        model.write_bytes(builtin_bytes("sharpen"))
+    elif change == "spec (sidecar)":
+        (tmp_path / "m.raypipe.json").write_text('{"output_range": [0.0, 2.0]}')
+    elif change == "source":
+        make_clip(tmp_path / "other.mp4", OTHER_CLIP)
+        shutil.copy(tmp_path / "other.mp4", source)
+    rerun = raypipe.process_archive(str(src), str(out), quiet=True, **_options(new_args))
+    (row,) = rerun.rows
+    assert row["status"] == "done", row
+    if change == "same":
+        assert row["reused_chunks"] == left and row["note"] == ""
+    else:
+        assert row["reused_chunks"] == 0, row
+        why = "the source changed" if change == "source" else "the settings changed"
+        part = NOTES.get(change, change)
+        expected = f"segments not reused: {why}" + ("" if change == "source" else f" ({part})")
+        assert row["note"] == expected
+
+    clean = tmp_path / "clean"
+    raypipe.process_archive(str(src), str(clean), quiet=True, **_options(new_args))
+    assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
+
+
+@pytest.mark.slow
+def test_an_assembly_killed_mid_way_leaves_nothing_and_resumes(
+    address: str, tmp_path: Path
+) -> None:
+    src, markers = tmp_path / "src", tmp_path / "markers"
+    src.mkdir()
+    markers.mkdir()
+    make_clip(src / "v.mp4", CLIP)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env[EXIT_ENV] = f"assemble:v.mp4:{markers}"
+    cmd = [_raypipe(), "archive", str(src), str(out), "--address", address, "-q", *BASE_ARGS]
+    result = subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    assert (markers / "v.mp4.assemble").exists()
+    staged = [p.name for p in out.iterdir() if p.name.endswith(".part.mp4")]
+    assert len(staged) == 1 and staged[0].startswith(".v.mp4."), staged  # half a file...
+    assert (out / staged[0]).stat().st_size > 0
+    assert not (out / "v.mp4").exists()  # ...never at the output path
+
+    rerun = raypipe.process_archive(str(src), str(out), quiet=True, **_options(BASE_ARGS))
+    (row,) = rerun.rows
+    assert row["status"] == "done" and row["reused_chunks"] == row["chunks"] == 6, row
+    clean = tmp_path / "clean"
+    raypipe.process_archive(str(src), str(clean), quiet=True, **_options(BASE_ARGS))
+    assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
+    # the half-written file and the work directory are gone (no chunk ran: no report PNG)
+    assert sorted(p.name for p in out.iterdir()) == ["_raypipe-report.parquet", "v.mp4"]
+
+
+def test_a_finished_output_is_redone_when_its_source_changes(address: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    source = make_clip(src / "v.mp4", CLIP)
+    out = tmp_path / "out"
+    options = _options(BASE_ARGS)
+    first = raypipe.process_archive(str(src), str(out), quiet=True, **options)
+    assert first.rows[0]["status"] == "done"
+    again = raypipe.process_archive(str(src), str(out), quiet=True, **options)
+    assert again.rows[0]["status"] == "skipped"
+    make_clip(tmp_path / "other.mp4", OTHER_CLIP)  # same size and frame count, other pictures
+    shutil.copy(tmp_path / "other.mp4", source)
+    third = raypipe.process_archive(str(src), str(out), quiet=True, **options)
+    assert third.rows[0]["status"] == "done"
+    assert third.rows[0]["note"] == "redone: the source changed"
+    clean = tmp_path / "clean"
+    raypipe.process_archive(str(src), str(clean), quiet=True, **options)
+    assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
+    changed = raypipe.process_archive(str(src), str(out), quiet=True, crf=30, **options)
+    assert changed.rows[0]["note"] == "redone: the settings changed"

@@ -1,0 +1,84 @@
+"""Safety checks through a real pipeline: the actor-pool starvation check (ClusterError)
+before any work, and the decode and codec checks of tests/media/test_safety_checks.py as
+a run and an archive report them: one typed line, nothing written, the rest finishing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+
+import raypipe
+from raypipe.errors import ClusterError, DecodeError
+from raypipe.testing import ClipSpec, make_clip
+from raypipe.testing.bad_inputs import write_resolution_change, write_unknown_codec
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"workers": 8, "device": "cpu"},
+            "8 inference actors reserve 8 CPUs and the decode/encode tasks need at least 1 "
+            "more, the cluster has 8; lower --workers or --actor-cpus, or add CPUs",
+        ),
+        (
+            {"workers": 3},
+            "3 workers at 1 per GPU asked for, the cluster has 2 GPUs (2 slots); pass "
+            "--workers 2 or fewer, or raise --workers-per-gpu",
+        ),
+    ],
+)
+def test_an_actor_pool_that_would_starve_fails_before_any_work(
+    ray_local: None, tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    source = make_clip(tmp_path / "v.mp4", ClipSpec(n_frames=8))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(ClusterError) as e:
+        raypipe.process_video(str(source), str(out), quiet=True, **options)
+    assert str(e.value) == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]  # nothing written
+
+
+def test_a_decode_check_fails_the_run_with_one_typed_line(ray_local: None, tmp_path: Path) -> None:
+    source = write_resolution_change(tmp_path / "res.ts")
+    out = tmp_path / "out.mp4"
+    exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
+    address = ray.get_runtime_context().gcs_address
+    result = subprocess.run(
+        [exe, "run", str(source), str(out), "--chunk-frames", "4", "-q", "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("raypipe:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[0].startswith("raypipe: error: DecodeError: res.ts-")
+    assert "is 128x64, the stream is 96x64; resolution changes mid-stream" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.ts"]
+    with pytest.raises(DecodeError):  # the same through Python
+        raypipe.process_video(str(source), str(out), chunk_frames=4, quiet=True)
+
+
+def test_bad_videos_fail_alone_in_an_archive(ray_local: None, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    make_clip(src / "good.mp4", ClipSpec(n_frames=8))
+    write_resolution_change(src / "res.ts")
+    write_unknown_codec(src / "unknown.avi")
+    out = tmp_path / "out"
+    report = raypipe.process_archive(str(src), str(out), chunk_frames=4, quiet=True)
+    rows = {Path(r["uri"]).name: r for r in report.rows}
+    assert report.exit_code == 3
+    assert rows["good.mp4"]["status"] == "done"
+    assert (rows["res.ts"]["status"], rows["res.ts"]["error_type"]) == ("failed", "DecodeError")
+    assert rows["unknown.avi"]["error_type"] == "UnsupportedVideoError"
+    assert "has no decoder in this FFmpeg build" in rows["unknown.avi"]["error_message"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("_")) == ["good.mp4"]

@@ -1,0 +1,187 @@
+"""Every safety check that guards exactness, provoked: a decode that yields the wrong
+count, order or size (DecodeError), a damaged work directory or timestamps going backwards
+at assembly (EncodeError), a container that refuses the video (MuxError), a codec without
+a decoder (UnsupportedVideoError). Each fails with its typed, one-line message.
+The actor-pool starvation check (ClusterError) needs Ray: tests/distributed/
+test_safety_checks_ray.py, with the same checks through a real pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from raypipe.config import ChunkConfig, EncodeConfig
+from raypipe.errors import DecodeError, EncodeError, MuxError, UnsupportedVideoError
+from raypipe.media import plan_chunks, probe
+from raypipe.media.decode import decode_chunk
+from raypipe.media.encode import Segment, encode_segment
+from raypipe.media.mux import assemble
+from raypipe.testing import ClipSpec, frame_pattern, make_clip
+from raypipe.testing.bad_inputs import (
+    write_out_of_order_pts,
+    write_resolution_change,
+    write_unknown_codec,
+)
+
+TB = Fraction(1, 12800)
+
+
+def one_line(e: pytest.ExceptionInfo[BaseException]) -> str:
+    text = str(e.value)
+    assert "\n" not in text and text.strip() == text
+    return text
+
+
+def test_more_frames_than_planned(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "v.mp4", ClipSpec(n_frames=12, gop=4, bframes=0))
+    info = probe(str(source))
+    chunk = plan_chunks(info, ChunkConfig(chunk_frames=4)).chunks[1]
+    short = dataclasses.replace(chunk, n_frames=chunk.n_frames - 1)  # the plan says 3, 4 decode
+    with pytest.raises(
+        DecodeError, match=r"-000001: more than the planned 3 frames in \[.*: frame 3 has pts"
+    ) as e:
+        decode_chunk(info, short)
+    one_line(e)
+
+
+def test_fewer_frames_than_planned(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "v.mp4", ClipSpec(n_frames=12, gop=4, bframes=0))
+    info = probe(str(source))
+    chunk = plan_chunks(info, ChunkConfig(chunk_frames=4)).chunks[-1]
+    long = dataclasses.replace(chunk, n_frames=chunk.n_frames + 1)  # the file ends first
+    with pytest.raises(DecodeError, match=r"decoded 4 frames in .* the plan expects 5; the input"):
+        decode_chunk(info, long)
+
+
+def test_frames_out_of_display_order(tmp_path: Path) -> None:
+    source = write_out_of_order_pts(tmp_path / "swapped.mkv")
+    info = probe(str(source))  # probe sorts the pts: the plan is in display order
+    (chunk,) = plan_chunks(info, ChunkConfig(chunk_frames=100)).chunks
+    with pytest.raises(DecodeError, match="decoded frames are not in display order") as e:
+        decode_chunk(info, chunk)
+    one_line(e)
+
+
+def test_a_resolution_change_mid_stream(tmp_path: Path) -> None:
+    source = write_resolution_change(tmp_path / "res.ts")  # 96x64, then 128x64
+    info = probe(str(source))
+    first, *_, last = plan_chunks(info, ChunkConfig(chunk_frames=4)).chunks
+    assert decode_chunk(info, first).frames.shape[1:] == (64, 96, 3)
+    with pytest.raises(
+        DecodeError, match="is 128x64, the stream is 96x64; resolution changes"
+    ) as e:
+        decode_chunk(info, last)
+    one_line(e)
+
+
+def test_a_codec_without_decoder(tmp_path: Path) -> None:
+    source = write_unknown_codec(tmp_path / "unknown.avi")
+    with pytest.raises(
+        UnsupportedVideoError, match="codec .unknown to FFmpeg. has no decoder"
+    ) as e:
+        probe(str(source))
+    assert "ffmpeg -i IN -c:v libx264" in one_line(e)
+
+
+# --- assembly -------------------------------------------------------------------------
+
+
+def _segments(directory: Path, config: EncodeConfig | None = None, n: int = 3) -> list[str]:
+    """``n`` segments of 4 frames each, consecutive pts, like a run's work directory."""
+    paths = []
+    for k in range(n):
+        frames = np.stack([frame_pattern(4 * k + i, 96, 64) for i in range(4)])
+        pts = (4 * k + np.arange(4)) * 512
+        segment = encode_segment(
+            frames, pts, time_base=TB, rate=Fraction(25), config=config or EncodeConfig()
+        )
+        path = directory / f"v-{k:06d}.rpseg"
+        path.write_bytes(segment.to_bytes())
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> str:
+    return str(make_clip(tmp_path / "src.mp4", ClipSpec(n_frames=12, width=96, height=64)))
+
+
+def test_assembly_of_intact_segments_works(tmp_path: Path, source: str) -> None:
+    assemble(_segments(tmp_path), str(tmp_path / "out.mp4"), source)  # the control
+    assert probe(str(tmp_path / "out.mp4")).n_frames == 12
+
+
+def test_timestamps_going_backwards(tmp_path: Path, source: str) -> None:
+    a, b, c = _segments(tmp_path)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(EncodeError, match=r"decode timestamps go backwards .* chunks overlap") as e:
+        assemble([a, c, b], str(out), source)
+    one_line(e)
+    assert not out.exists() and not list(tmp_path.glob(".out.mp4*"))  # nothing half-written
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad magic", "short index", "missing"])
+def test_a_damaged_work_directory(tmp_path: Path, source: str, damage: str) -> None:
+    paths = _segments(tmp_path)
+    victim = Path(paths[1])
+    blob = victim.read_bytes()
+    if damage == "truncated":  # the NUT part cut: fewer packets than the index says
+        victim.write_bytes(blob[: len(blob) - 700])
+    elif damage == "bad magic":
+        victim.write_bytes(b"XXXXXX" + blob[6:])
+    elif damage == "short index":
+        victim.write_bytes(blob[:20])
+    else:
+        victim.unlink()
+    expected = {
+        "truncated": r"v-000001.rpseg (holds \d packets, its index 4|is truncated or corrupt)",
+        "bad magic": r"not a raypipe segment \(bad magic\); the work directory is damaged",
+        "short index": r"a raypipe segment is truncated .*; the work directory is damaged",
+        "missing": r"segment v-000001.rpseg is missing from the work directory",
+    }[damage]
+    out = tmp_path / "out.mp4"
+    with pytest.raises(EncodeError, match=expected) as e:
+        assemble(paths, str(out), source)
+    one_line(e)
+    assert not out.exists()
+
+
+def test_segments_made_with_other_encoder_settings(tmp_path: Path, source: str) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _segments(tmp_path / "a", EncodeConfig(crf=18))
+    other = _segments(tmp_path / "b", EncodeConfig(crf=30))
+    with pytest.raises(EncodeError, match="has other codec headers than the first segment") as e:
+        assemble([first[0], other[1], first[2]], str(tmp_path / "out.mp4"), source)
+    one_line(e)
+
+
+def test_a_container_that_refuses_the_video(tmp_path: Path, source: str) -> None:
+    paths = _segments(tmp_path, EncodeConfig(codec="ffv1", crf=None, preset=None))
+    out = tmp_path / "out.webm"
+    with pytest.raises(
+        MuxError, match="writing webm output failed: .*does not support 'ffv1'"
+    ) as e:
+        assemble(paths, str(out), source)
+    one_line(e)
+    assert not out.exists() and not list(tmp_path.glob(".out.webm*"))
+
+
+def test_segment_round_trip_is_exact() -> None:
+    segment = Segment(nut=b"nut", pts=np.array([1, 2]), dts=np.array([0, 1]), time_base=TB)
+    back = Segment.from_bytes(segment.to_bytes())
+    assert back.nut == b"nut" and back.time_base == TB
+    assert back.pts.tolist() == [1, 2] and back.dts.tolist() == [0, 1]
+
+
+def test_out_of_order_source_really_is_out_of_order(tmp_path: Path) -> None:
+    """The fixture's premise, checked with a plain sequential decoder."""
+    source = write_out_of_order_pts(tmp_path / "swapped.mkv")
+    with av.open(str(source)) as container:
+        pts = [f.pts for f in container.decode(video=0)]
+    assert pts != sorted(pts) and len(set(pts)) == len(pts)

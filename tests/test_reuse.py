@@ -1,0 +1,238 @@
+"""The reuse key covers every setting that changes a segment or an output; source identity
+and provenance records (raypipe.reuse). End-to-end resume tests: tests/distributed/
+test_resume_key.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from raypipe.config import ChunkConfig, EncodeConfig, ModelConfig, RunConfig
+from raypipe.distributed.pipeline import load_model
+from raypipe.infer.sidecar import ModelSpec
+from raypipe.reuse import (
+    FORMAT_VERSION,
+    Provenance,
+    ReuseKey,
+    provenance_from_tags,
+    provenance_tags,
+    reuse_key,
+    source_identity,
+)
+
+BASE = RunConfig(model=ModelConfig(model="builtin:blur"))
+
+# One other valid value per field: a field added to a config without an entry here fails
+# test_every_field_is_covered, so nobody adds a setting the key forgets.
+SPEC_CHANGES: dict[str, object] = {
+    "layout": "NHWC",
+    "color": "BGR",
+    "scale": 1 / 256,
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+    "output_range": (0.0, 2.0),
+    "input_name": "x",
+    "output_name": "y",
+    "output": "image",
+    "resize": "stretch",
+    "input_size": None,  # paired with resize below: (changed together in the test)
+    "pad_value": 114,
+    "tile": 64,
+    "tile_overlap": 4,
+}
+CHUNK_CHANGES: dict[str, object] = {
+    "chunk_frames": 32,
+    "split_gops": False,
+    "every_n_frames": 2,
+    "sample_fps": 1.0,
+}
+CHUNK_EXCLUDED = {"decoder": "nvdec"}  # decoding is bit-exact by the codec standards
+ENCODE_CHANGES: dict[str, object] = {
+    "codec": "libx265",
+    "crf": 20,
+    "preset": "slow",
+    "pix_fmt": "yuv444p",
+    "options": {"qp": "0"},
+}
+MODEL_CHANGES: dict[str, object] = {
+    "model": "builtin:sharpen",  # other bytes
+    "device": "cpu",  # on GPU actors: another device kind
+    "batch_size": 2,
+    "precision": "fp16",
+    "tile": 32,  # tile/overlap/resize reach the key through the resolved spec
+    "tile_overlap": 2,
+    "resize": "letterbox",
+}
+MODEL_EXCLUDED = {"engine_cache": "/elsewhere"}  # where engines live, not what they compute
+
+
+def _key(cfg: RunConfig, *, uses_gpu: bool = True, processor: str = "") -> ReuseKey:
+    # the model as the run loads it (frame sampling aside: it is checked against tensor models)
+    model = load_model(dataclasses.replace(cfg, chunk=ChunkConfig()))
+    return reuse_key(
+        cfg, model_bytes=model.data, spec=model.spec, uses_gpu=uses_gpu, processor=processor
+    )
+
+
+def test_every_field_is_covered() -> None:
+    def names(cls: type) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    assert names(ModelSpec) == set(SPEC_CHANGES)
+    assert names(ChunkConfig) == set(CHUNK_CHANGES) | set(CHUNK_EXCLUDED)
+    assert names(EncodeConfig) == set(ENCODE_CHANGES)
+    assert names(ModelConfig) == set(MODEL_CHANGES) | set(MODEL_EXCLUDED)
+
+
+@pytest.mark.parametrize("field", sorted(SPEC_CHANGES))
+def test_every_spec_field_changes_the_key(field: str) -> None:
+    base = ModelSpec()
+    changes = {field: SPEC_CHANGES[field]}
+    if field in ("resize", "input_size"):
+        changes = {"resize": "stretch", "input_size": (64, 64)}
+        if field == "input_size":  # same resize, other size
+            base = ModelSpec(resize="stretch", input_size=(32, 32))
+    other = dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+    def key(spec: ModelSpec) -> ReuseKey:
+        return reuse_key(BASE, model_bytes=b"m", spec=spec, uses_gpu=False)
+
+    assert key(base).digest != key(other).digest
+    assert key(base).changed(key(other).as_dict()) == ["spec"]
+
+
+MODEL_PARTS = {
+    "model": "model",
+    "device": "device",
+    "batch_size": "batch",
+    "precision": "precision",
+}
+SETTINGS = (
+    [("chunk", f, v, "chunking") for f, v in CHUNK_CHANGES.items()]
+    + [("encode", f, v, "encoder") for f, v in ENCODE_CHANGES.items()]
+    + [("model", f, v, MODEL_PARTS.get(f, "spec")) for f, v in MODEL_CHANGES.items()]
+)
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "part"),
+    [s for s in SETTINGS if s[1] != "resize"],  # resize needs a fixed-size model: see below
+)
+def test_every_setting_changes_the_key(section: str, field: str, value: object, part: str) -> None:
+    if field == "sample_fps":  # sample_fps and every_n_frames are exclusive
+        changed_section = ChunkConfig(sample_fps=1.0)
+    else:
+        changed_section = dataclasses.replace(getattr(BASE, section), **{field: value})
+    changed = dataclasses.replace(BASE, **{section: changed_section})
+    a, b = _key(BASE), _key(changed)
+    assert a.digest != b.digest
+    assert b.changed(a.as_dict()) == [part]
+
+
+@pytest.mark.parametrize(("section", "field", "value"), [
+    ("chunk", f, v) for f, v in CHUNK_EXCLUDED.items()
+] + [("model", f, v) for f, v in MODEL_EXCLUDED.items()])  # fmt: skip
+def test_settings_that_do_not_change_outputs_keep_the_key(
+    section: str, field: str, value: object
+) -> None:
+    changed_section = dataclasses.replace(getattr(BASE, section), **{field: value})
+    changed = dataclasses.replace(BASE, **{section: changed_section})
+    assert _key(BASE).digest == _key(changed).digest
+
+
+def test_device_kind_processor_and_format_are_parts() -> None:
+    gpu, cpu = _key(BASE, uses_gpu=True), _key(BASE, uses_gpu=False)
+    assert cpu.changed(gpu.as_dict()) == ["device"]
+    proc = _key(BASE, processor="pkg.mod:Redact@abc")
+    assert proc.changed(gpu.as_dict()) == ["processor"]
+    assert gpu.as_dict()["format"] == str(FORMAT_VERSION)
+    assert gpu.digest == _key(BASE, uses_gpu=True).digest  # deterministic
+
+
+def test_the_resize_override_changes_the_key(tmp_path: Path) -> None:
+    from raypipe.infer.builtin import builtin_bytes
+
+    model = tmp_path / "fixed.onnx"
+    model.write_bytes(builtin_bytes("blur"))
+    (tmp_path / "fixed.raypipe.json").write_text('{"resize": "stretch", "input_size": [64, 64]}')
+    cfg = RunConfig(model=ModelConfig(model=str(model)))
+    letterbox = dataclasses.replace(cfg, model=ModelConfig(model=str(model), resize="letterbox"))
+    assert _key(letterbox).changed(_key(cfg).as_dict()) == ["spec"]
+
+
+def test_a_sidecar_changes_the_key_with_the_same_model_bytes(tmp_path: Path) -> None:
+    from raypipe.infer.builtin import builtin_bytes
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(builtin_bytes("invert"))
+    cfg = RunConfig(model=ModelConfig(model=str(model)))
+    before = _key(cfg)
+    (tmp_path / "m.raypipe.json").write_text('{"output_range": [0, 2]}')
+    after = _key(cfg)
+    assert after.changed(before.as_dict()) == ["spec"]
+
+
+def test_source_identity_follows_content_and_time(tmp_path: Path) -> None:
+    a = tmp_path / "a.mp4"
+    a.write_bytes(b"x" * 100)
+    first = source_identity(str(a))
+    assert source_identity(str(a)) == first
+    a.write_bytes(b"y" * 100)  # same size, new content (new mtime)
+    os.utime(a, ns=(1, 1))
+    assert source_identity(str(a)) != first
+    b = tmp_path / "b.mp4"
+    shutil.copy2(a, b)  # same size and mtime: the same identity (content is not read)
+    assert source_identity(str(b)) == source_identity(str(a))
+
+
+def test_source_identity_of_urls_uses_the_store_version(
+    http_dir: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, base = http_dir
+    (root / "v.mp4").write_bytes(b"a" * 1000)
+    os.utime(root / "v.mp4", (1_000_000, 1_000_000))
+    first = source_identity(f"{base}/v.mp4")
+    assert first.startswith("size=1000;") and "Last-Modified=" in first
+    os.utime(root / "v.mp4", (2_000_000, 2_000_000))
+    assert source_identity(f"{base}/v.mp4") != first
+    memory = "memory://raypipe-reuse/v.mp4"  # a store without versions: head and tail hashed
+    import fsspec
+
+    fsspec.filesystem("memory").pipe_file("/raypipe-reuse/v.mp4", b"b" * 200_000)
+    edges = source_identity(memory)
+    fsspec.filesystem("memory").pipe_file("/raypipe-reuse/v.mp4", b"b" * 199_999 + b"c")
+    assert edges.startswith("size=200000;") and source_identity(memory) != edges
+
+
+def test_provenance_records_round_trip_and_say_what_differs() -> None:
+    key = _key(BASE)
+    mine = Provenance.of(key, "size=1;mtime_ns=2")
+    assert Provenance.parse(mine.to_text()) == dataclasses.replace(mine, parts=())
+    assert Provenance.parse(mine.to_text(with_parts=True)) == mine
+    assert mine.why_not(Provenance.parse(mine.to_text())) == ""
+    assert mine.why_not(None) == "the output does not record what made it"
+    assert mine.why_not(None, what="work directory") == (
+        "the work directory does not record what made it"
+    )
+    moved = Provenance.of(key, "size=1;mtime_ns=3")
+    assert mine.why_not(moved) == "the source changed"
+    other = Provenance.of(
+        _key(dataclasses.replace(BASE, encode=EncodeConfig(crf=30))), "size=1;mtime_ns=2"
+    )
+    assert mine.why_not(other) == "the settings changed (encoder)"
+    assert mine.why_not(Provenance.parse(other.to_text())) == "the settings changed"
+    for damaged in ("", "{", '{"v": 0, "key": "k", "source": "s"}', "[1]", None):
+        assert Provenance.parse(damaged) is None
+
+
+def test_provenance_tags_per_container() -> None:
+    mine = Provenance.of(_key(BASE), "size=1;mtime_ns=2")
+    assert provenance_tags(mine, "mp4") == {"raypipe": mine.to_text()}
+    assert provenance_tags(mine, "avi") == {"comment": mine.to_text()}
+    assert provenance_tags(mine, "mpegts") == {}
+    assert provenance_from_tags({"RAYPIPE": mine.to_text()}) == Provenance.parse(mine.to_text())
+    assert provenance_from_tags({"comment": "a user's comment"}) is None
