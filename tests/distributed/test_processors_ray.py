@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_exact_to, lossless_cli_args, lossless_options
+from conftest import assert_exact_to, lossless_cli_args
 
 import raypipe
 from raypipe.cli import main
@@ -147,17 +147,17 @@ def test_archive_with_a_processor_fails_only_the_video_it_raises_on(
     src.mkdir()
     shutil.copy(clips["odd_size"], src / "odd.mp4")
     shutil.copy(clips["bframes_aac"], src / "good.mp4")
-    report = raypipe.process_archive(
-        str(src), str(out), processor=f"{path}:BadCall", chunk_frames=12, quiet=True,
-        **lossless_options(),
-    )  # fmt: skip
-    rows = {Path(r["uri"]).name: r for r in report.rows}
-    assert report.exit_code == 3
+    args = ["archive", str(src), str(out), "--processor", f"{path}:BadCall", "--chunk-frames",
+            "12", "-q", *lossless_cli_args()]  # fmt: skip
+    assert main(args) == 3
+    rows = {Path(r["uri"]).name: r for r in read_report(str(out / "_raypipe-report.parquet"))}
     assert rows["odd.mp4"]["error_type"] == "ProcessorError"
     assert "cannot align faces in 198x110" in rows["odd.mp4"]["error_message"]
     assert rows["good.mp4"]["status"] == "done" and not (out / "odd.mp4").exists()
     assert_exact_to(clips["bframes_aac"], out / "good.mp4", lambda f: 255 - f)
-    assert read_report(report.path) == report.rows
+    assert main(args) == 3  # resumed: the finished video is skipped, the bad one fails again
+    rows = {Path(r["uri"]).name: r for r in read_report(str(out / "_raypipe-report.parquet"))}
+    assert (rows["good.mp4"]["status"], rows["odd.mp4"]["attempts"]) == ("skipped", 2)
 
 
 PINNING = """
@@ -181,6 +181,7 @@ class WhereAmI(raypipe.Processor):
             "device": np.array([self.ctx.device] * n),
             "visible": np.array([self.visible] * n),
             "session_visible": np.array([record["cuda_visible_devices"]] * n),
+            "batch": np.full(n, n),  # frames in this call
         }
 """
 
@@ -192,8 +193,8 @@ def test_processors_and_their_sessions_use_their_own_logical_gpu(
     path.write_text(PINNING)
     out, stats = tmp_path / "out", tmp_path / "stats.json"
     raypipe.process_video(
-        str(clips["bframes_aac"]), str(out), processor=f"{path}:WhereAmI", chunk_frames=1,
-        workers=2, stats_path=str(stats), quiet=True,
+        str(clips["bframes_aac"]), str(out), processor=f"{path}:WhereAmI", chunk_frames=3,
+        batch_size=2, workers=2, stats_path=str(stats), quiet=True,
     )  # fmt: skip
     doc = json.loads(stats.read_text())
     actors: dict[str, set[str]] = {}
@@ -209,3 +210,4 @@ def test_processors_and_their_sessions_use_their_own_logical_gpu(
     for gpu, visible, session in zip(table["gpu_id"], table["visible"], table["session_visible"]):
         assert visible == session == str(gpu)
     assert sorted(set(table["gpu_id"])) == [0, 1]
+    assert sorted(table["batch"]) == [1] * 16 + [2] * 32  # chunks of 3 in calls of 2 + 1
