@@ -143,7 +143,8 @@ class ProcessorRunner:
             raise  # ctx.session's own typed errors (model not found, no GPU granted)
         except Exception as e:
             raise processor_error(self.name, "setup", e) from e
-        self._size: tuple[int, ...] | None = None
+        # output (height, width) per input (height, width): one video's frames keep one size
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
 
     @property
     def providers(self) -> list[str]:
@@ -159,7 +160,7 @@ class ProcessorRunner:
                 result = self.processor(batch)
             except Exception as e:
                 raise processor_error(self.name, "__call__", e) from e
-            parts.append(self._checked(result, len(batch)))
+            parts.append(self._checked(result, batch))
         if self.output == "image":
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -169,8 +170,8 @@ class ProcessorRunner:
         across calls); ``setup`` is the place to warm up (``ctx.session(..., input_size=)``
         builds or loads the TensorRT engine there)."""
 
-    def _checked(self, result: Any, n: int) -> Any:
-        what = f"processor {self.name} returned"
+    def _checked(self, result: Any, batch: np.ndarray) -> Any:
+        n, what = len(batch), f"processor {self.name} returned"
         if self.output == "image":
             if isinstance(result, dict):
                 raise ProcessorError(
@@ -189,12 +190,13 @@ class ProcessorRunner:
                     f"{what} {got} for {n} frames; expected a uint8 array (n, h, w, 3) with "
                     f"n = {n} (or output = 'tensor' on the class and a dict of arrays)"
                 )
-            if self._size not in (None, result.shape[1:]):
+            size = self._sizes.setdefault(batch.shape[1:3], result.shape[1:3])
+            if size != result.shape[1:3]:
                 raise ProcessorError(
                     f"{what} frames of {result.shape[1]}x{result.shape[2]} px after frames of "
-                    f"{self._size[0]}x{self._size[1]}; a video's frames must keep one size"
+                    f"{size[0]}x{size[1]} for the same input size; a video's frames must keep "
+                    "one size"
                 )
-            self._size = result.shape[1:]
             return result
         if not isinstance(result, dict) or not result:
             raise ProcessorError(

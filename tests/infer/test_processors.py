@@ -181,6 +181,11 @@ def test_frame_size_must_stay_the_same_within_a_run(tmp_path: Path) -> None:
     )
     with pytest.raises(ProcessorError, match="a video's frames must keep one size"):
         apply_processor(f"{path}:Grow", frames_of(4), settings=SessionSettings(batch_size=2))
+    # one actor runs the chunks of several videos: other input sizes are other videos
+    runner = ProcessorRunner(processor_ref(RegionChain), ProcessorContext(SessionSettings()))
+    for width, height in ((160, 96), (198, 110), (160, 96)):
+        out = runner.run(frames_of(2, width, height))
+        assert isinstance(out, np.ndarray) and out.shape == (2, height, width, 3)
 
 
 def test_identity_follows_the_code_and_the_version(tmp_path: Path) -> None:
