@@ -65,6 +65,8 @@ and FFmpeg's demuxer read a track's name."""
 _NO_ATTACHED_PICS = ("mpegts", "avi", "nut", "webm", "mov")
 """Output formats that cannot hold an attached picture (cover art; FFmpeg's MOV muxer
 drops it). Matroska holds one as an attachment, MP4 as a stream."""
+_CONSTANT_RATE = ("avi",)
+"""Output formats that store no timestamps, only a frame rate (time base = 1/rate)."""
 _PICTURE_TYPES = {"mjpeg": ("cover.jpg", "image/jpeg"), "png": ("cover.png", "image/png")}
 
 
@@ -113,14 +115,24 @@ def _write(out: Any, paths: list[str], source_uri: str, copy_streams: bool) -> N
     with av.open(io.BytesIO(head.nut)) as first:
         template = first.streams.video[0]
         extradata = template.codec_context.extradata
-        out_video = out.add_stream_from_template(template)
+        try:
+            out_video = out.add_stream_from_template(template)
+        except av.codec.codec.UnknownCodecError:  # no encoder of the decoder's name (libdav1d)
+            out_video = out.add_stream_from_template(template, opaque=True)
     if head.colour is not None:
         head.colour.apply(out_video.codec_context)
     if head.rate:
         out_video.codec_context.framerate = head.rate  # the stream's avg_frame_rate
+    frame_seconds = None
+    if out.format.name in _CONSTANT_RATE and head.rate:
+        frame_seconds = 1 / head.rate  # one tick per frame: AVI has no timestamps
+        out_video.time_base = frame_seconds
     with open_input(source_uri) as source:
         copied = _copied_streams(out, source, source_uri) if copy_streams else {}
-        video = ((_time_key(p), 0, i, p) for i, p in enumerate(_segment_packets(paths, extradata)))
+        if out.format.name in _CONSTANT_RATE:
+            _warn_lost_offsets(source, copied)
+        packets = _segment_packets(paths, extradata, frame_seconds)
+        video = ((_time_key(p), 0, i, p) for i, p in enumerate(packets))
         other = (
             (
                 (_time_key(p), 1, i, p)
@@ -194,15 +206,62 @@ def _attached_picture(source_uri: str, index: int) -> bytes:
         return next((bytes(p) for p in source.demux(stream) if p.size), b"")
 
 
+def _on_frame_grid(packet: Any, frame_seconds: Fraction, index: int) -> None:
+    """Fit the ``index``-th packet (decode order) to a container that stores only decode
+    order and one frame rate (AVI): every frame lasts ``frame_seconds`` (else a
+    :class:`MuxError`), and its decode time is its index. AVI stores no pts (the decoder
+    restores display order); segments' B-frame delays would leave gaps that AVI fills with
+    empty frames."""
+    tb = packet.time_base
+    if packet.duration and packet.duration * tb != frame_seconds:
+        raise MuxError(
+            f"an AVI output holds one frame duration only ({frame_seconds}s), this video "
+            f"has frames of {packet.duration * tb}s too (a variable frame rate); write .mkv "
+            "or .mp4 to keep its timing"
+        )
+    packet.time_base = frame_seconds
+    packet.dts = packet.pts = index
+    packet.duration = 1
+
+
+def _warn_lost_offsets(source: Any, copied: dict[int, Any]) -> None:
+    """AVI has no stream start times: say so when an audio stream starts apart from the
+    video (it will play from the video's start)."""
+    video = next(
+        (s for s in source.streams.video if not s.disposition & av.stream.Disposition.attached_pic),
+        None,
+    )
+    if video is None or video.start_time is None or video.time_base is None:
+        return
+    start = video.start_time * video.time_base
+    for index in copied:
+        s = source.streams[index]
+        if s.type == "audio" and s.start_time is not None and s.time_base is not None:
+            offset = s.start_time * s.time_base - start
+            if abs(offset) > Fraction(1, 1000):
+                log.warning(
+                    "audio stream %d starts %.3fs %s the video; an AVI file cannot keep "
+                    "that offset (it has no start times), so it plays from the video's "
+                    "start. Use .mkv or .mp4 to keep it",
+                    index,
+                    abs(float(offset)),
+                    "after" if offset > 0 else "before",
+                )
+
+
 def _read_segment(uri: str) -> Segment:
     from raypipe import storage
 
     return Segment.from_bytes(storage.read_bytes(uri))
 
 
-def _segment_packets(paths: list[str], extradata: bytes | None) -> Iterator[Any]:
-    """Every video packet of the segments, in order, with the encoder's exact pts/dts."""
+def _segment_packets(
+    paths: list[str], extradata: bytes | None, frame_seconds: Fraction | None = None
+) -> Iterator[Any]:
+    """Every video packet of the segments, in order, with the encoder's exact pts/dts and
+    durations; ``frame_seconds``: the one duration a constant-rate container allows."""
     last_dts: Fraction | None = None
+    n_out = 0
     for path in paths:
         segment = _read_segment(path)
         with av.open(io.BytesIO(segment.nut)) as seg:
@@ -225,6 +284,9 @@ def _segment_packets(paths: list[str], extradata: bytes | None) -> Iterator[Any]
                 packet.dts = None if dts == _NO_DTS else int(dts)
                 if durations is not None:
                     packet.duration = int(durations[i])
+                if frame_seconds is not None:
+                    _on_frame_grid(packet, frame_seconds, n_out)
+                n_out += 1
                 t = _time_key(packet)
                 if last_dts is not None and t <= last_dts:
                     raise EncodeError(

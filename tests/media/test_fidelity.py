@@ -11,7 +11,7 @@ from conftest import LOSSLESS
 from pipeline_checks import LOSSLESS_10BIT, assert_fidelity, run_in_process
 
 from raypipe.config import EncodeConfig
-from raypipe.testing import TRAIT_CLIPS, make_trait_clip, trait_names
+from raypipe.testing import TRAIT_CLIPS, ClipSpec, make_clip, make_trait_clip, trait_names
 
 DEEP = {name for name, (spec, _) in TRAIT_CLIPS.items() if spec.pix_fmt.endswith("10le")}
 
@@ -54,3 +54,56 @@ def test_trait_kept(
         dropped_codecs=dropped(trait, suffix),
         subtitle_tags=suffix != ".mov",  # FFmpeg's MOV muxer keeps no subtitle language
     )
+
+
+# --- the other output containers, each at least once with audio ----------------------------
+
+_HLG = ("bt2020", "arib-std-b67", "bt2020nc", "tv")
+OTHER_SOURCES = {
+    # what the issue saw: an MJPEG/PCM AVI (full range, no B-frames)
+    "mjpeg_pcm": (
+        ClipSpec(codec="mjpeg", pix_fmt="yuvj420p", bframes=0, audio="pcm_s16le", n_frames=12,
+                 gop=1, width=96, height=64),
+        ".avi",
+    ),
+    # 10-bit HLG with Opus audio, for WebM
+    "hlg_opus": (
+        ClipSpec(codec="libx265", pix_fmt="yuv420p10le", colour=_HLG, audio="libopus",
+                 n_frames=12, gop=6, width=96, height=64),
+        ".mkv",
+    ),
+}  # fmt: skip
+AV1 = EncodeConfig(codec="libsvtav1", crf=None, preset=None, options={"crf": "20", "preset": "8"})
+
+
+@pytest.fixture(scope="module")
+def other_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("other")
+    return {
+        name: make_clip(directory / f"{name}{suffix}", spec)
+        for name, (spec, suffix) in OTHER_SOURCES.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "suffix", "encode"),
+    [
+        ("phone_hlg", ".ts", EncodeConfig()),
+        ("phone_hlg", ".nut", EncodeConfig()),
+        ("mjpeg_pcm", ".avi", EncodeConfig()),
+        ("mjpeg_pcm", ".mkv", EncodeConfig()),
+        ("hlg_opus", ".webm", AV1),
+    ],
+)
+def test_other_containers_keep_it_with_audio(
+    traits: dict[str, Path],
+    other_sources: dict[str, Path],
+    tmp_path: Path,
+    source: str,
+    suffix: str,
+    encode: EncodeConfig,
+) -> None:
+    path = traits[source] if source in traits else other_sources[source]
+    out = tmp_path / f"out{suffix}"
+    run_in_process(path, out, "builtin:invert", 5, encode)
+    assert_fidelity(path, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
