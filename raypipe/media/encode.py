@@ -270,6 +270,24 @@ def frame_durations(
     return np.diff(np.append(pts, end_pts)).astype(np.int64)
 
 
+def _checked_dts(pts: list[int], dts: list[int]) -> np.ndarray:
+    """The encoder's dts, or new ones when they are not usable: rising and never after
+    their pts. (libx265 gives garbage dts for a segment of two frames, its B-frame delay
+    being unset.) New dts are the sorted pts moved back by the largest reordering, which
+    keeps every packet's dts at or before its pts."""
+    got = np.asarray(dts, dtype=np.int64)
+    if len(pts) == 0 or (
+        _NO_DTS not in dts
+        and bool(np.all(np.diff(got) > 0))
+        and bool(np.all(got <= np.asarray(pts)))
+        and int(got[0]) >= min(pts) - (max(pts) - min(pts)) - 1
+    ):
+        return got
+    ordered = np.sort(np.asarray(pts, dtype=np.int64))
+    delay = int(np.max(ordered - np.asarray(pts, dtype=np.int64)))
+    return ordered - delay
+
+
 def _default_picture(frames: np.ndarray) -> PictureFormat:
     deep = frames.dtype == np.uint16
     return PictureFormat(
@@ -377,7 +395,7 @@ def encode_segment(
     return Segment(
         nut=buf.getvalue(),
         pts=np.asarray(out_pts, dtype=np.int64),
-        dts=np.asarray(out_dts, dtype=np.int64),
+        dts=_checked_dts(out_pts, out_dts),
         time_base=time_base,
         durations=np.asarray(out_durations, dtype=np.int64),
         colour=tags,
