@@ -194,3 +194,31 @@ def test_x265_two_frame_segments_get_usable_dts() -> None:
     )
     assert segment.pts.tolist() == [160, 200] and segment.dts.tolist() == [160, 200]
     assert segment.durations is not None and segment.durations.tolist() == [40, 40]
+
+
+def test_probe_command_shows_rotation_colour_depth_and_chroma(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from raypipe.cli import main
+    from raypipe.testing import make_trait_clip
+
+    path = make_trait_clip("phone_hlg", tmp_path)
+    assert main(["probe", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "shown 64x96 (coded 96x64, rotation 270° counter-clockwise), 10-bit 4:2:0" in text
+    assert "primaries bt2020, transfer arib-std-b67, matrix bt2020nc, range tv" in text
+    assert main(["probe", str(make_trait_clip("hdr10", tmp_path)), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    picture = doc["picture"]
+    assert (picture["bit_depth"], picture["chroma"], picture["rotation_degrees"]) == (
+        10,
+        "4:2:0",
+        0,
+    )
+    assert picture["colour"] == {
+        "primaries": "bt2020", "transfer": "smpte2084", "matrix": "bt2020nc", "range": "tv"
+    }  # fmt: skip
+    assert (picture["hdr"]["max_cll"], picture["hdr"]["max_fall"]) == (1000, 400)
+    assert picture["hdr"]["red"] == [34000, 16000] and picture["hdr"]["min_luminance"] == 50
