@@ -27,7 +27,7 @@ from raypipe.distributed.dataset import build_dataset
 from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.stages import Row, chunk_row
 from raypipe.errors import RaypipeError
-from raypipe.media.encode import fidelity_notes
+from raypipe.media.encode import SEGMENT_FORMAT, fidelity_notes
 from raypipe.media.mux import assemble
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import chunk_offsets, plan_chunks, sampled_indices
@@ -106,6 +106,7 @@ def fingerprint(cfg: RunConfig, model_bytes: bytes) -> str:
             sorted(cfg.encode.options.items()),
         ],
         "batch": cfg.model.batch_size,
+        "segment": SEGMENT_FORMAT,  # segments of another raypipe are converted differently
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -51,6 +51,9 @@ _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:ke
 
 _MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
 _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
+SEGMENT_FORMAT = 2
+"""What a segment holds and how its frames were converted (source matrix, 16 bits...):
+part of a run's key, so a resumed run does not mix segments of another format."""
 _NO_DTS = -(2**63)
 
 

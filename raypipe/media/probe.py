@@ -148,7 +148,10 @@ def probe(uri: str, *, video_id: str | None = None) -> VideoInfo:
             raise UnsupportedVideoError(f"input '{uri}': video stream has no time base")
         pts.sort()
         nominal = video.average_rate or video.guessed_rate or video.base_rate or Fraction(0)
-        if last_duration <= 0:
+        end = _container_end(container, video)
+        if end is not None and end > pts[-1] and _disagree(end, pts[-1] + last_duration, tb):
+            last_duration = end - pts[-1]
+        elif last_duration <= 0:
             last_duration = _guess_last_duration(pts, Fraction(nominal), Fraction(tb))
         picture = _first_frame_picture(container, video, uri)
         rate = _average_rate(len(pts), pts[-1] + last_duration - pts[0], Fraction(tb), nominal)
@@ -198,6 +201,28 @@ def _stream_info(s: Any) -> StreamInfo:
     )
 
 
+def _container_end(container: Any, video: Any) -> int | None:
+    """Where the stream's presentation ends (time base units) by the container's header,
+    for MP4/MOV (track durations and edit lists are exact there). Their packet durations
+    are decode-order sample durations, which with B-frames and a variable frame rate are
+    not the last shown frame's; other containers give display durations or none."""
+    if "mp4" not in container.format.name and "mov" not in container.format.name:
+        return None
+    if video.duration is None or video.start_time is None:
+        return None
+    return int(video.start_time + video.duration)
+
+
+_HEADER_ROUNDING = Fraction(2, 1000)  # MP4/MOV edit lists are in the movie's time scale
+
+
+def _disagree(container_end: int, packet_end: int, tb: Fraction) -> bool:
+    """Whether the container's end and the last packet's differ by more than the header's
+    rounding (MP4 keeps edit lists in milliseconds or 1/600 s): then the packet's duration
+    is a decode-order one, not the last shown frame's. Otherwise the packet's is exact."""
+    return abs(container_end - packet_end) * tb > _HEADER_ROUNDING
+
+
 def _guess_last_duration(pts: list[int], rate: Fraction, tb: Fraction) -> int:
     """The last frame's duration when its packet has none: the frame before's, else
     1/rate, else one tick."""
@@ -236,8 +261,8 @@ def _pick_video_stream(container: av.container.InputContainer, uri: str) -> Any:
 
 
 def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int]:
-    """Every frame's pts (demux order), the keyframes' pts, and the duration of the frame
-    shown last (0 when its packet has none)."""
+    """Every frame's pts (demux order), the keyframes' pts, and the duration of the packet
+    of the frame shown last (0 when it has none)."""
     pts: list[int] = []
     keyframes: list[int] = []
     last_pts, last_duration = None, 0

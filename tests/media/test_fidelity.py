@@ -107,3 +107,41 @@ def test_other_containers_keep_it_with_audio(
     out = tmp_path / f"out{suffix}"
     run_in_process(path, out, "builtin:invert", 5, encode)
     assert_fidelity(path, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
+
+
+# --- timing: the rates the issue saw wrong (30 fps -> 29.70, NTSC, VFR) ---------------------
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov"])
+@pytest.mark.parametrize("kind", ["ntsc", "vfr", "thirty"])
+def test_rates_and_durations_kept(
+    clips: dict[str, Path], tmp_path: Path, kind: str, suffix: str
+) -> None:
+    if kind == "thirty":
+        source = make_clip(tmp_path / "thirty.mp4", ClipSpec(fps=30, n_frames=30, audio="aac"))
+    else:
+        source = clips[kind]
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 13, LOSSLESS)
+    assert_fidelity(source, out, "builtin:invert", frames="equal")
+    # variable frame rates keep every frame's own duration (Matroska: to the millisecond)
+    src, got = ffprobe_durations(source), ffprobe_durations(out)
+    tick = 0.001 if suffix == ".mkv" else 2e-6  # ffprobe prints 6 decimals
+    worst = max(abs(a - b) for a, b in zip(got[:-1], src[:-1], strict=True))
+    assert worst <= tick, f"a frame duration is {worst:.6f}s off"
+    # the last: ffprobe reads the source's from its edit list, in milliseconds
+    assert abs(got[-1] - src[-1]) <= 0.002
+
+
+def ffprobe_durations(path: Path) -> list[float]:
+    """Each frame's duration in display order: the next frame's pts minus its own (ffprobe's
+    packets), and the stream's end for the last."""
+    from raypipe.testing import ffprobe_video
+    from raypipe.testing.judge import _ffprobe
+
+    packets = _ffprobe(["-select_streams", "v:0", "-show_entries", "packet=pts_time", str(path)])[
+        "packets"
+    ]
+    pts = sorted(float(p["pts_time"]) for p in packets)
+    end = pts[0] + ffprobe_video(path).duration_seconds
+    return [b - a for a, b in zip(pts, [*pts[1:], end])]

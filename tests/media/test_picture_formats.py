@@ -222,3 +222,22 @@ def test_probe_command_shows_rotation_colour_depth_and_chroma(
     }  # fmt: skip
     assert (picture["hdr"]["max_cll"], picture["hdr"]["max_fall"]) == (1000, 400)
     assert picture["hdr"]["red"] == [34000, 16000] and picture["hdr"]["min_luminance"] == 50
+
+
+def test_segments_of_the_first_format_still_read() -> None:
+    """Work directories written before packet durations (RPSEG1) stay readable."""
+    import json
+    import struct
+    from fractions import Fraction
+
+    from raypipe.media.encode import Segment
+
+    head = json.dumps({"n": 2, "tb": [1, 25]}).encode()
+    v1 = b"RPSEG1\n" + struct.pack("<I", len(head)) + head
+    v1 += np.array([0, 1], "<i8").tobytes() + np.array([-1, 0], "<i8").tobytes() + b"NUT"
+    segment = Segment.from_bytes(v1)
+    assert segment.nut == b"NUT" and segment.pts.tolist() == [0, 1]
+    assert segment.dts.tolist() == [-1, 0] and segment.time_base == Fraction(1, 25)
+    assert segment.durations is None and segment.colour is None and segment.rate is None
+    again = Segment.from_bytes(segment.to_bytes())  # written back as the current format
+    assert again.pts.tolist() == [0, 1] and again.nut == b"NUT"
