@@ -11,7 +11,7 @@ from conftest import LOSSLESS
 from pipeline_checks import LOSSLESS_10BIT, assert_fidelity, run_in_process
 
 from raypipe.config import EncodeConfig
-from raypipe.testing import TRAIT_CLIPS, ClipSpec, make_clip, make_trait_clip, trait_names
+from raypipe.testing import TRAIT_CLIPS, ClipSpec, make_clip, trait_names
 
 DEEP = {name for name, (spec, _) in TRAIT_CLIPS.items() if spec.pix_fmt.endswith("10le")}
 
@@ -23,12 +23,6 @@ def dropped(trait: str, suffix: str) -> frozenset[str]:
     if trait == "audio_early_cover" and suffix == ".mov":
         return frozenset({"mjpeg"})  # FFmpeg's MOV muxer drops attached pictures
     return frozenset()
-
-
-@pytest.fixture(scope="module")
-def traits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("traits")
-    return {name: make_trait_clip(name, directory) for name in trait_names()}
 
 
 @pytest.mark.parametrize("settings", ["default", "lossless"])

@@ -15,19 +15,12 @@ from raypipe.testing import (
     ffmpeg_decode_errors,
     ffprobe_video,
     first_frame_hdr,
-    make_trait_clip,
     pix_fmt_layout,
     read_index,
     start_offset_seconds,
     trait_names,
 )
 from raypipe.testing.clip_traits import HDR10_LIGHT_LEVEL
-
-
-@pytest.fixture(scope="module")
-def traits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("traits")
-    return {name: make_trait_clip(name, directory) for name in trait_names()}
 
 
 @pytest.mark.parametrize("name", trait_names())
