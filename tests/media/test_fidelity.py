@@ -139,3 +139,14 @@ def ffprobe_durations(path: Path) -> list[float]:
     pts = sorted(float(p["pts_time"]) for p in packets)
     end = pts[0] + ffprobe_video(path).duration_seconds
     return [b - a for a, b in zip(pts, [*pts[1:], end])]
+
+
+def test_avi_refuses_a_variable_frame_rate_in_one_line(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    from raypipe.errors import MuxError
+
+    out = tmp_path / "out.avi"
+    with pytest.raises(MuxError, match=r"an AVI output holds one frame duration only .* \.mkv"):
+        run_in_process(clips["vfr"], out, "builtin:invert", 13, LOSSLESS)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.avi.work"]  # nothing half-written
