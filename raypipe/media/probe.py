@@ -60,14 +60,14 @@ class VideoInfo:
     format_name: str
     stream_index: int
     codec: str
-    width: int
+    width: int  # coded (as stored, before rotation), px
     height: int
     pix_fmt: str | None
     time_base_num: int
     time_base_den: int
-    rate_num: int
+    rate_num: int  # average frame rate: frames / (first pts to the last frame's end)
     rate_den: int
-    rotation_degrees: int
+    rotation_degrees: int  # display rotation, counter-clockwise, 0/90/180/270
     pts: tuple[int, ...]  # every frame, display order, in time_base units
     keyframe_pts: tuple[int, ...]  # sorted
     streams: tuple[StreamInfo, ...] = ()
