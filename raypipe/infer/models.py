@@ -1,6 +1,9 @@
 """Image models on video frames: where a model comes from, how frames go in and come out.
 
-Frames are uint8 RGB batches ``(n, H, W, 3)`` as the decoder gives them. A :class:`ModelSpec`
+Frames are uint8 RGB batches ``(n, H, W, 3)`` as the decoder gives them, or uint16 (16 bits
+per channel) for sources deeper than 8 bits: those are scaled so the model sees the same
+values as for 8-bit frames (``pixel16 * scale * 255 / 65535``, [0, 1] for the defaults) and
+image outputs come back as uint16 (``output_range`` mapped to 0..65535). A :class:`ModelSpec`
 says what the model wants instead: layout, colour order, scaling and normalisation, and
 which output value means pixel 0 and pixel 255. :func:`preprocess` and :func:`postprocess`
 are pure functions; :class:`FrameModel` holds a warm ONNX Runtime session and runs frames
@@ -60,18 +63,32 @@ LETTERBOX_KEYS: tuple[str, ...] = (
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     if isinstance(frames, np.ndarray):
-        if frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[3] == 3:
+        if frames.dtype in (np.uint8, np.uint16) and frames.ndim == 4 and frames.shape[3] == 3:
             return frames
         got = f"{frames.dtype} array of shape {frames.shape}"
     else:
         got = type(frames).__name__
-    raise ValueError(f"frames must be a uint8 array (n, height, width, 3) RGB, got {got}")
+    raise ValueError(
+        f"frames must be a uint8 array (n, height, width, 3) RGB (uint16 at 16 bits per "
+        f"channel), got {got}"
+    )
+
+
+_DEEP_TO_8BIT = 257  # 65535 / 255: a 16-bit level per 8-bit level
 
 
 def preprocess(frames: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike) -> np.ndarray:
-    """uint8 RGB frames ``(n, H, W, 3)`` -> the model input of ``spec`` as ``dtype``."""
+    """uint8 (or uint16) RGB frames ``(n, H, W, 3)`` -> the model input of ``spec`` as
+    ``dtype``; uint16 frames are scaled to the values uint8 ones give (and rounded to 8
+    bits for a uint8 model input)."""
     x = _check_frames(frames)
     target = np.dtype(dtype)
+    scale = np.float32(spec.scale)
+    if x.dtype == np.uint16:
+        if target == np.uint8:
+            x = ((x.astype(np.uint32) + _DEEP_TO_8BIT // 2) // _DEEP_TO_8BIT).astype(np.uint8)
+        else:
+            scale = np.float32(spec.scale * 255.0 / 65535.0)
     if target == np.uint8:
         if spec.color == "BGR":
             x = x[..., ::-1]
@@ -80,7 +97,6 @@ def preprocess(frames: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike) -> np.
         return np.ascontiguousarray(x)
     if target not in (np.float32, np.float16):
         raise ValueError(f"model input dtype must be float32, float16 or uint8, got {target}")
-    scale = np.float32(spec.scale)
     if spec.layout == "NCHW":
         # Per frame, OpenCV splits the interleaved pixels into planes (SIMD) and one numpy
         # pass casts and scales each plane into place: on 720p this is a third faster than
@@ -107,12 +123,16 @@ def preprocess(frames: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike) -> np.
     return out if target == np.float32 else out.astype(target)
 
 
-def postprocess(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Model output (``spec`` layout, 3 or 1 channels) -> uint8 RGB frames ``(n, H', W', 3)``.
+def postprocess(output: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike = np.uint8) -> np.ndarray:
+    """Model output (``spec`` layout, 3 or 1 channels) -> RGB frames ``(n, H', W', 3)`` of
+    ``dtype`` (uint8, or uint16 for 16 bits per channel).
 
-    ``output_range`` maps linearly to 0..255, rounded half to even (``np.rint``) and
-    clipped; one channel is repeated to three. The size may differ from the input's.
+    ``output_range`` maps linearly to 0..255 (0..65535 for uint16), rounded half to even
+    (``np.rint``) and clipped; a uint8 output is taken as 8-bit pixels (times 257 for
+    uint16); one channel is repeated to three. The size may differ from the input's.
     """
+    if np.dtype(dtype) == np.uint16:
+        return _postprocess_deep(output, spec)
     y = np.asarray(output)
     if y.ndim != 4:
         raise ModelLoadError(
@@ -147,6 +167,31 @@ def postprocess(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
     if spec.layout == "NCHW":
         pixels = pixels.transpose(0, 2, 3, 1)
     if channels == 1:
+        return np.repeat(pixels, 3, axis=3)
+    if spec.color == "BGR":
+        pixels = pixels[..., ::-1]
+    return np.ascontiguousarray(pixels)
+
+
+def _postprocess_deep(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """:func:`postprocess` to uint16 frames."""
+    y = np.asarray(output)
+    if y.ndim != 4 or y.shape[spec.channel_axis] not in (1, 3):
+        return postprocess(y, spec)  # raises the shape error
+    if y.dtype == np.uint8:
+        pixels = y.astype(np.uint16) * np.uint16(_DEEP_TO_8BIT)
+    else:
+        lo, hi = spec.output_range
+        values = y.astype(np.float32)
+        if lo != 0.0:
+            values -= np.float32(lo)
+        values *= np.float32(65535.0 / (hi - lo))
+        np.rint(values, out=values)
+        np.clip(values, 0.0, 65535.0, out=values)
+        pixels = values.astype(np.uint16)
+    if spec.layout == "NCHW":
+        pixels = pixels.transpose(0, 2, 3, 1)
+    if pixels.shape[3] == 1:
         return np.repeat(pixels, 3, axis=3)
     if spec.color == "BGR":
         pixels = pixels[..., ::-1]
@@ -376,7 +421,8 @@ class FrameModel:
         return self._output_name
 
     def run(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
-        """uint8 RGB frames ``(n, H, W, 3)`` through the model, ``batch_size`` frames at a time.
+        """RGB frames ``(n, H, W, 3)`` through the model, ``batch_size`` frames at a time;
+        uint8 in, uint8 out (uint16 in, uint16 out: see the module docstring).
 
         A model with a fixed batch dimension gets batches of exactly that size (the last one
         padded by repeating its last frame; the padding's outputs are dropped). With
@@ -465,7 +511,8 @@ class FrameModel:
     def _run_image_batch(self, batch: np.ndarray) -> np.ndarray:
         fitted, params = self.geometry.fit(batch)
         x = preprocess(fitted, self.spec, self.input_dtype)
-        frames = postprocess(self.geometry.run(self._infer, x, self.spec.layout), self.spec)
+        y = self.geometry.run(self._infer, x, self.spec.layout)
+        frames = postprocess(y, self.spec, batch.dtype)
         return frames if params is None else unfit_frames(frames, params)
 
 
