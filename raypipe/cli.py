@@ -15,10 +15,13 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raypipe.config import DECODERS, DEVICES, ChunkConfig
 from raypipe.errors import InputNotFoundError, RaypipeError
+
+if TYPE_CHECKING:
+    from raypipe.media.picture import PictureFormat
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -238,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("path", help="a _raypipe-report.parquet, or a --stats JSON")
     report.add_argument("-o", "--output", default=None, help="PNG to draw the stats into")
 
-    probe = sub.add_parser("probe", help="show a video's streams and chunk plan")
+    probe = sub.add_parser(
+        "probe",
+        help="show a video's streams, rotation, colour, bit depth, chroma and chunk plan",
+    )
     probe.add_argument("input")
     probe.add_argument("--chunk-frames", type=int, default=64)
     probe.add_argument("--json", action="store_true", help="machine-readable output")
@@ -391,13 +397,49 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         f"{info.duration_seconds:.3f}s from {info.start_seconds:.3f}s, "
         f"rotation {info.rotation_degrees}°"
     )
+    for line in _picture_lines(info.picture_format):
+        print(f"  {line}")
     for s in info.streams:
-        print(f"  stream {s.index}: {s.kind} {s.codec} (copied)")
+        tags = ", ".join(
+            x
+            for x in (
+                s.language and f"language {s.language}",
+                s.title and f"title {s.title!r}",
+                *s.dispositions,
+            )
+            if x
+        )
+        print(f"  stream {s.index}: {s.kind} {s.codec} (copied{'; ' + tags if tags else ''})")
     print(f"  plan: {len(plan)} chunks of about {args.chunk_frames} frames")
     for c in plan.chunks:
         seek = "start" if c.seek_pts is None else c.seek_pts
         print(f"    {c.chunk_id}: [{c.start_pts}, {c.end_pts}) {c.n_frames} frames, seek {seek}")
     return EXIT_OK
+
+
+def _picture_lines(picture: PictureFormat) -> list[str]:
+    """What `raypipe probe` says of the pictures: size as shown, depth, chroma, colour, HDR."""
+    width, height = picture.upright_size
+    c = picture.colour
+    lines = [
+        f"shown {width}x{height} (coded {picture.coded_width}x{picture.coded_height}, "
+        f"rotation {picture.rotation_degrees}° counter-clockwise), "
+        f"{picture.bit_depth}-bit {picture.chroma}",
+        f"colour: primaries {c.primaries}, transfer {c.transfer}, matrix {c.matrix}, "
+        f"range {c.range} (converted as {picture.matrix}, {picture.range})",
+    ]
+    hdr = picture.hdr
+    if hdr is not None:
+        parts = []
+        if hdr.has_mastering:
+            parts.append(
+                f"mastering display {(hdr.max_luminance or 0) / 10000:g}/"
+                f"{(hdr.min_luminance or 0) / 10000:g} cd/m2"
+            )
+        if hdr.has_light_level:
+            parts.append(f"MaxCLL {hdr.max_cll}, MaxFALL {hdr.max_fall}")
+        lines.append(f"HDR10: {', '.join(parts)}")
+    return lines
 
 
 def _cmd_model(args: argparse.Namespace) -> int:

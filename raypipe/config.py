@@ -121,9 +121,9 @@ class EncodeConfig:
     """Video encoder settings, identical for every segment so segments concatenate.
 
     ``crf`` and ``preset`` apply to the x264/x265 family and are ignored by codecs without
-    them. ``pix_fmt`` ``None`` takes ``yuv420p`` (or the codec's own default where it has no
-    yuv420p). ``options`` are passed to the encoder as they are (``{"qp": "0"}`` for lossless
-    x264).
+    them. ``pix_fmt`` ``None`` follows the source's bit depth and chroma, or the nearest the
+    codec has (:func:`raypipe.media.pixfmt.choose_pix_fmt`). ``options`` are passed to the
+    encoder as they are (``{"qp": "0"}`` for lossless x264).
     """
 
     codec: str = "libx264"

@@ -22,7 +22,7 @@ part            what it holds
 ``batch``       frames per model call
 ``chunking``    chunk size, GOP splitting, frame sampling (which frames a chunk holds)
 ``encoder``     codec, crf, preset, pixel format, encoder options (after NVENC fallback)
-``format``      :data:`FORMAT_VERSION` of raypipe's segments and provenance records
+``format``      the format versions of raypipe's segments and provenance records
 ==============  ===========================================================================
 
 The decoder (CPU or NVDEC) is not a part: H.264/HEVC/AV1 decoding is bit-exact by the
@@ -41,10 +41,12 @@ from typing import Any
 
 from raypipe import storage
 from raypipe.config import RunConfig
+from raypipe.media.encode import SEGMENT_FORMAT
 from raypipe.media.source import is_local, local_path
 
 FORMAT_VERSION = 1
-"""Bumped when segments or provenance records change meaning for the same settings."""
+"""Bumped when provenance records change meaning (segments have their own
+:data:`~raypipe.media.encode.SEGMENT_FORMAT`, also in the key)."""
 PROVENANCE_TAG = "raypipe"
 """The container tag (format metadata) a finished output carries its provenance in."""
 _REMOTE_IDENTITY_KEYS = (
@@ -113,7 +115,7 @@ def reuse_key(
                 sorted(encode.options.items()),
             ]
         ),
-        "format": str(FORMAT_VERSION),
+        "format": f"provenance {FORMAT_VERSION}, segments {SEGMENT_FORMAT}",
     }
     return ReuseKey(parts=tuple(sorted(parts.items())))
 

@@ -52,6 +52,15 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {kind: make_named_clip(kind, directory) for kind in CLIP_KINDS}
 
 
+@pytest.fixture(scope="session")
+def traits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every trait clip of :data:`raypipe.testing.TRAIT_CLIPS`, written once per session."""
+    from raypipe.testing import make_trait_clip, trait_names
+
+    directory = tmp_path_factory.mktemp("traits")
+    return {name: make_trait_clip(name, directory) for name in trait_names()}
+
+
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
     """A real local Ray with more logical CPUs than cores and two logical GPUs (per module,

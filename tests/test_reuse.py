@@ -14,6 +14,7 @@ import pytest
 from raypipe.config import ChunkConfig, EncodeConfig, ModelConfig, RunConfig
 from raypipe.distributed.pipeline import load_model
 from raypipe.infer.sidecar import ModelSpec
+from raypipe.media.encode import SEGMENT_FORMAT
 from raypipe.reuse import (
     FORMAT_VERSION,
     Provenance,
@@ -154,7 +155,7 @@ def test_device_kind_processor_and_format_are_parts() -> None:
     assert cpu.changed(gpu.as_dict()) == ["device"]
     proc = _key(BASE, processor="pkg.mod:Redact@abc")
     assert proc.changed(gpu.as_dict()) == ["processor"]
-    assert gpu.as_dict()["format"] == str(FORMAT_VERSION)
+    assert gpu.as_dict()["format"] == f"provenance {FORMAT_VERSION}, segments {SEGMENT_FORMAT}"
     assert gpu.digest == _key(BASE, uses_gpu=True).digest  # deterministic
 
 

@@ -27,7 +27,9 @@ from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.stages import Row, chunk_row
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import RaypipeError
+from raypipe.media.encode import fidelity_notes
 from raypipe.media.mux import assemble, output_format
+from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import chunk_offsets, plan_chunks, sampled_indices
 from raypipe.media.probe import make_video_id, probe
 from raypipe.media.source import open_input
@@ -91,8 +93,9 @@ class PlannedVideo:
     n_out: int = 0  # frames (video) or table rows (analysis) the output will have
     tensor: bool = False
     work_dir: str = ""
-    height: int = 0
+    height: int = 0  # upright (as displayed), px
     width: int = 0
+    picture: PictureFormat | None = None
     source_id: str = ""  # raypipe.reuse.source_identity of the input
     provenance: Provenance | None = None  # what makes this video's segments and output
     note: str = ""
@@ -131,7 +134,8 @@ def plan_video(
             planned.provenance = Provenance.of(key, planned.source_id)
         plan = plan_chunks(info, chunk)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
-        planned.height, planned.width = info.height, info.width
+        planned.picture = info.picture_format
+        planned.width, planned.height = planned.picture.upright_size
         keeps: list[list[int] | None] = [None] * len(plan)
         if tensor and chunk.samples:
             keeps = list(chunk_offsets(plan, sampled_indices(info, chunk)))
@@ -303,6 +307,7 @@ def run_planned(
     rows = [row for st in state.values() for row in st.planned.rows]
     if not rows:
         return
+    _log_fidelity_notes(cfg, [st.planned for st in state.values() if st.planned.rows])
     first = next(st.planned for st in state.values() if st.planned.rows)
     ds = build_dataset(rows, cfg, actors, model, warmup_hw=(first.height, first.width))
     warned: set[str] = set()
@@ -326,6 +331,20 @@ def run_planned(
         if st.complete or st.error is not None:
             finished.add(st.planned.video_id)
             yield _record_video(metrics, st.planned.video_id, st.finish())
+
+
+def _log_fidelity_notes(cfg: RunConfig, planned: list[PlannedVideo]) -> None:
+    """One line for each different way the encoder keeps less than a source (a lower bit
+    depth or chroma, HDR metadata it cannot write), however many videos it concerns."""
+    if planned and planned[0].tensor:
+        return
+    seen: dict[str, int] = {}
+    for p in planned:
+        if p.picture is not None:
+            for note in fidelity_notes(cfg.encode, p.picture):
+                seen[note] = seen.get(note, 0) + 1
+    for note, count in seen.items():
+        log.warning("%s%s", note, f" ({count} videos)" if count > 1 else "")
 
 
 def _record_video(metrics: ChunkMetrics, video_id: str, result: VideoResult) -> VideoResult:

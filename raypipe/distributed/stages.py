@@ -20,6 +20,7 @@ from raypipe import faults
 from raypipe.config import EncodeConfig
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
+from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 
@@ -40,7 +41,9 @@ def chunk_row(
     """The plain-data row that enters the pipeline for ``chunk`` of ``info``.
 
     ``first_index``: display index of the chunk's first frame in the video; ``keep``: the
-    offsets of the frames to process (analysis sampling), ``None`` for all.
+    offsets of the frames to process (analysis sampling), ``None`` for all. ``picture``:
+    the source's :class:`~raypipe.media.picture.PictureFormat` as JSON (rotation, colour
+    tags, pixel format, HDR metadata) that decode and encode convert and tag with.
     """
     return {
         "first_index": first_index,
@@ -61,6 +64,7 @@ def chunk_row(
         "tb_den": info.time_base_den,
         "rate_num": info.rate_num,
         "rate_den": info.rate_den,
+        "picture": info.picture_format.to_json(),
         "error_type": "",
         "error_message": "",
     }
@@ -96,7 +100,13 @@ def _info_of(row: Row) -> VideoInfo:
         rotation_degrees=0,
         pts=(),
         keyframe_pts=(),
+        picture=picture_of(row),
     )
+
+
+def picture_of(row: Row) -> PictureFormat:
+    """The source's picture facts a row carries."""
+    return PictureFormat.from_json(str(row["picture"]))
 
 
 def keep_of(row: Row) -> list[int] | None:
@@ -149,7 +159,8 @@ def _node_id() -> str:
 
 
 def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
-    """Decode the chunk's frames: adds ``frames`` (n,H,W,3) uint8 and ``pts`` (n,) int64,
+    """Decode the chunk's frames: adds ``frames`` (n,H,W,3) upright RGB, uint8 (uint16 for
+    sources deeper than 8 bits) and ``pts`` (n,) int64,
     ``decoder`` (the one that ran: ``nvdec`` or ``cpu``) and ``decoder_note`` (why NVDEC
     did not, when ``decoder`` asked for it)."""
     start = time.time()
@@ -194,6 +205,8 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
                 if int(row["rate_num"])
                 else Fraction(0),
                 config=config,
+                picture=picture_of(row),
+                end_pts=int(row["end_pts"]) if int(row["n_frames"]) == len(row["pts"]) else None,
             )
             out.update(
                 segment=segment.to_bytes(),

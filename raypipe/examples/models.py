@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import cv2
 import numpy as np
@@ -68,13 +69,16 @@ def region_model(size: int = REGION_SIZE) -> bytes:
 
 
 def to_nchw(frames: np.ndarray) -> np.ndarray:
-    """uint8 RGB (n, H, W, 3) -> float32 NCHW in ``[0, 1]``."""
-    return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+    """uint8 (or uint16) RGB (n, H, W, 3) -> float32 NCHW in ``[0, 1]``."""
+    top = np.float32(np.iinfo(frames.dtype).max)
+    return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / top
 
 
-def from_nchw(x: np.ndarray) -> np.ndarray:
-    """float32 NCHW in ``[0, 1]`` -> uint8 RGB (n, H, W, 3), rounded and clipped."""
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+def from_nchw(x: np.ndarray, dtype: np.dtype[Any] | type = np.uint8) -> np.ndarray:
+    """float32 NCHW in ``[0, 1]`` -> RGB (n, H, W, 3) of ``dtype`` (uint8 or uint16),
+    rounded and clipped."""
+    top = float(np.iinfo(dtype).max)
+    return np.clip(np.rint(x * top), 0, top).astype(dtype).transpose(0, 2, 3, 1)
 
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 px: columns [x0, x1), rows [y0, y1)

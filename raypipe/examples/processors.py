@@ -62,7 +62,8 @@ class RegionChain(_Detecting):
         side = (self.region_size, self.region_size)
         crops = np.stack([_resize(frames[i, y0:y1, x0:x1], side) for i, (x0, y0, x1, y1) in found])
         (y,) = self.regions_session.run(["output"], {"input": models.to_nchw(crops)})
-        for (i, (x0, y0, x1, y1)), crop in zip(found, models.from_nchw(np.asarray(y))):
+        pasted = models.from_nchw(np.asarray(y), frames.dtype)
+        for (i, (x0, y0, x1, y1)), crop in zip(found, pasted):
             out[i, y0:y1, x0:x1] = _resize(crop, (y1 - y0, x1 - x0))
         return out
 

@@ -14,12 +14,13 @@ Pure functions: no session here (the caller passes a ``fits(multiple)`` probe).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from raypipe.errors import ModelError
+from raypipe.errors import ModelError, RaypipeError
 from raypipe.infer.padding import padded_size
 
 HINT_MULTIPLES: tuple[int, ...] = (8, 16, 32, 64)
@@ -114,6 +115,24 @@ def model_failure(
         f"{where}; check that the model runs in ONNX Runtime on a (n, 3, {height}, {width}) "
         "batch, and rerun with --verbose for the traceback"
     )
+
+
+@contextlib.contextmanager
+def reported(
+    frames: np.ndarray,
+    *,
+    fits: Callable[[int], bool] | None = None,
+    model_hw: tuple[int, int] | None = None,
+) -> Iterator[None]:
+    """Exceptions raised in the block while a model runs on ``frames`` (n, H, W, 3) become
+    :func:`model_failure`'s :class:`ModelError`; raypipe's own typed errors pass as they are."""
+    try:
+        yield
+    except RaypipeError:
+        raise
+    except Exception as e:  # ONNX Runtime raises its own pybind exception types
+        height, width = frames.shape[1], frames.shape[2]
+        raise model_failure(e, height, width, fits=fits, model_hw=model_hw) from e
 
 
 def check_finite(name: str, values: np.ndarray, height: int, width: int) -> None:

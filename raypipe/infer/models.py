@@ -1,6 +1,9 @@
 """Image models on video frames: where a model comes from, how frames go in and come out.
 
-Frames are uint8 RGB batches ``(n, H, W, 3)`` as the decoder gives them. A :class:`ModelSpec`
+Frames are uint8 RGB batches ``(n, H, W, 3)`` as the decoder gives them, or uint16 (16 bits
+per channel) for sources deeper than 8 bits: those are scaled so the model sees the same
+values as for 8-bit frames (``pixel16 * scale * 255 / 65535``, [0, 1] for the defaults) and
+image outputs come back as uint16 (``output_range`` mapped to 0..65535). A :class:`ModelSpec`
 says what the model wants instead: layout, colour order, scaling and normalisation, and
 which output value means pixel 0 and pixel 255. :func:`preprocess` and :func:`postprocess`
 are pure functions; :class:`FrameModel` holds a warm ONNX Runtime session and runs frames
@@ -27,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
@@ -35,16 +38,16 @@ import numpy as np
 import numpy.typing as npt
 
 from raypipe.config import Device
-from raypipe.errors import ConfigError, ModelLoadError, RaypipeError
+from raypipe.errors import ConfigError, ModelLoadError
 from raypipe.infer.iobinding import IOBindingRunner
-from raypipe.infer.model_errors import check_finite, model_failure
+from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.output_kind import ELEMENT_DTYPES as _ELEMENT_DTYPES
 from raypipe.infer.output_kind import OutputKind as OutputKind
 from raypipe.infer.output_kind import TensorInfo as TensorInfo
 from raypipe.infer.output_kind import _dim
 from raypipe.infer.output_kind import detect_output_kind as detect_output_kind
 from raypipe.infer.output_kind import output_kind as output_kind
-from raypipe.infer.padding import crop_map, pad_batch
+from raypipe.infer.padding import run_padded_maps
 from raypipe.infer.session import create_session, granted_providers
 
 # ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
@@ -65,18 +68,32 @@ LETTERBOX_KEYS: tuple[str, ...] = (
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     if isinstance(frames, np.ndarray):
-        if frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[3] == 3:
+        if frames.dtype in (np.uint8, np.uint16) and frames.ndim == 4 and frames.shape[3] == 3:
             return frames
         got = f"{frames.dtype} array of shape {frames.shape}"
     else:
         got = type(frames).__name__
-    raise ValueError(f"frames must be a uint8 array (n, height, width, 3) RGB, got {got}")
+    raise ValueError(
+        f"frames must be a uint8 array (n, height, width, 3) RGB (uint16 at 16 bits per "
+        f"channel), got {got}"
+    )
+
+
+_DEEP_TO_8BIT = 257  # 65535 / 255: a 16-bit level per 8-bit level
 
 
 def preprocess(frames: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike) -> np.ndarray:
-    """uint8 RGB frames ``(n, H, W, 3)`` -> the model input of ``spec`` as ``dtype``."""
+    """uint8 (or uint16) RGB frames ``(n, H, W, 3)`` -> the model input of ``spec`` as
+    ``dtype``; uint16 frames are scaled to the values uint8 ones give (and rounded to 8
+    bits for a uint8 model input)."""
     x = _check_frames(frames)
     target = np.dtype(dtype)
+    scale = np.float32(spec.scale)
+    if x.dtype == np.uint16:
+        if target == np.uint8:
+            x = ((x.astype(np.uint32) + _DEEP_TO_8BIT // 2) // _DEEP_TO_8BIT).astype(np.uint8)
+        else:
+            scale = np.float32(spec.scale * 255.0 / 65535.0)
     if target == np.uint8:
         if spec.color == "BGR":
             x = x[..., ::-1]
@@ -85,7 +102,6 @@ def preprocess(frames: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike) -> np.
         return np.ascontiguousarray(x)
     if target not in (np.float32, np.float16):
         raise ValueError(f"model input dtype must be float32, float16 or uint8, got {target}")
-    scale = np.float32(spec.scale)
     if spec.layout == "NCHW":
         # Per frame, OpenCV splits the interleaved pixels into planes (SIMD) and one numpy
         # pass casts and scales each plane into place: on 720p this is a third faster than
@@ -112,12 +128,16 @@ def preprocess(frames: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike) -> np.
     return out if target == np.float32 else out.astype(target)
 
 
-def postprocess(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Model output (``spec`` layout, 3 or 1 channels) -> uint8 RGB frames ``(n, H', W', 3)``.
+def postprocess(output: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike = np.uint8) -> np.ndarray:
+    """Model output (``spec`` layout, 3 or 1 channels) -> RGB frames ``(n, H', W', 3)`` of
+    ``dtype`` (uint8, or uint16 for 16 bits per channel).
 
-    ``output_range`` maps linearly to 0..255, rounded half to even (``np.rint``) and
-    clipped; one channel is repeated to three. The size may differ from the input's.
+    ``output_range`` maps linearly to 0..255 (0..65535 for uint16), rounded half to even
+    (``np.rint``) and clipped; a uint8 output is taken as 8-bit pixels (times 257 for
+    uint16); one channel is repeated to three. The size may differ from the input's.
     """
+    if np.dtype(dtype) == np.uint16:
+        return _postprocess_deep(output, spec)
     y = np.asarray(output)
     if y.ndim != 4:
         raise ModelLoadError(
@@ -152,6 +172,31 @@ def postprocess(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
     if spec.layout == "NCHW":
         pixels = pixels.transpose(0, 2, 3, 1)
     if channels == 1:
+        return np.repeat(pixels, 3, axis=3)
+    if spec.color == "BGR":
+        pixels = pixels[..., ::-1]
+    return np.ascontiguousarray(pixels)
+
+
+def _postprocess_deep(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """:func:`postprocess` to uint16 frames."""
+    y = np.asarray(output)
+    if y.ndim != 4 or y.shape[spec.channel_axis] not in (1, 3):
+        return postprocess(y, spec)  # raises the shape error
+    if y.dtype == np.uint8:
+        pixels = y.astype(np.uint16) * np.uint16(_DEEP_TO_8BIT)
+    else:
+        lo, hi = spec.output_range
+        values = y.astype(np.float32)
+        if lo != 0.0:
+            values -= np.float32(lo)
+        values *= np.float32(65535.0 / (hi - lo))
+        np.rint(values, out=values)
+        np.clip(values, 0.0, 65535.0, out=values)
+        pixels = values.astype(np.uint16)
+    if spec.layout == "NCHW":
+        pixels = pixels.transpose(0, 2, 3, 1)
+    if pixels.shape[3] == 1:
         return np.repeat(pixels, 3, axis=3)
     if spec.color == "BGR":
         pixels = pixels[..., ::-1]
@@ -306,7 +351,8 @@ class FrameModel:
         return self._output_name
 
     def run(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
-        """uint8 RGB frames ``(n, H, W, 3)`` through the model, ``batch_size`` frames at a time.
+        """RGB frames ``(n, H, W, 3)`` through the model, ``batch_size`` frames at a time;
+        uint8 in, uint8 out (uint16 in, uint16 out: see the module docstring).
 
         A model with a fixed batch dimension gets batches of exactly that size (the last one
         padded by repeating its last frame; the padding's outputs are dropped). With
@@ -391,29 +437,16 @@ class FrameModel:
         return np.asarray(y)
 
     def _infer_tensors(self, x: np.ndarray, pad_multiple: int | None = None) -> list[np.ndarray]:
-        multiple = pad_multiple or self.spec.pad_multiple
-        if multiple is None:
-            return list(self.session.run(self.output_names, {self._input_name: x}))
-        layout = self.spec.layout
-        padded = pad_batch(x, multiple, layout)
-        ys = self.session.run(self.output_names, {self._input_name: padded})
-        h_axis = 2 if layout == "NCHW" else 1
-        hw = (x.shape[h_axis], x.shape[h_axis + 1])
-        padded_hw = (padded.shape[h_axis], padded.shape[h_axis + 1])
-        return [crop_map(np.asarray(y), hw, padded_hw, layout) for y in ys]
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            return list(self.session.run(self.output_names, {self._input_name: batch}))
 
-    @contextlib.contextmanager
-    def _reported(self, frames: np.ndarray) -> Iterator[None]:
+        multiple = pad_multiple or self.spec.pad_multiple
+        return run(x) if multiple is None else run_padded_maps(run, x, multiple, self.spec.layout)
+
+    def _reported(self, frames: np.ndarray) -> contextlib.AbstractContextManager[None]:
         """Errors the model raises on ``frames`` become a :class:`ModelError` with a hint."""
-        try:
-            yield
-        except RaypipeError:
-            raise
-        except Exception as e:  # ONNX Runtime raises its own pybind exception types
-            height, width = frames.shape[1], frames.shape[2]
-            fits = functools.partial(self._fits, frames[:1]) if self.spec.resize == "none" else None
-            model_hw = self.geometry.padded_hw(height, width)
-            raise model_failure(e, height, width, fits=fits, model_hw=model_hw) from e
+        fits = functools.partial(self._fits, frames[:1]) if self.spec.resize == "none" else None
+        return reported(frames, fits=fits, model_hw=self.geometry.padded_hw(*frames.shape[1:3]))
 
     def _fits(self, frame: np.ndarray, multiple: int) -> bool:
         """Whether the model runs on ``frame`` (one, ``(1, H, W, 3)``) padded to ``multiple``."""
@@ -441,7 +474,7 @@ class FrameModel:
         x = preprocess(fitted, self.spec, self.input_dtype)
         y = self.geometry.run(self._infer, x, self.spec.layout)
         check_finite(self._output_name, y, batch.shape[1], batch.shape[2])
-        frames = postprocess(y, self.spec)
+        frames = postprocess(y, self.spec, batch.dtype)
         return frames if params is None else unfit_frames(frames, params)
 
 

@@ -108,3 +108,15 @@ def run_padded(
     hw = (x.shape[h_axis], x.shape[h_axis + 1])
     padded_hw = (padded.shape[h_axis], padded.shape[h_axis + 1])
     return crop_image(np.asarray(run_fn(padded)), hw, padded_hw, layout)
+
+
+def run_padded_maps(
+    run_fn: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarray, multiple: int, layout: Layout
+) -> list[np.ndarray]:
+    """``run_fn`` (every output of a tensor model) on ``x`` padded to multiples of
+    ``multiple``; outputs that are maps of the padded input cropped back (:func:`crop_map`)."""
+    padded = pad_batch(x, multiple, layout)
+    h_axis = _h_axis(layout)
+    hw = (x.shape[h_axis], x.shape[h_axis + 1])
+    padded_hw = (padded.shape[h_axis], padded.shape[h_axis + 1])
+    return [crop_map(np.asarray(y), hw, padded_hw, layout) for y in run_fn(padded)]

@@ -8,6 +8,9 @@ A processor is a class a user subclasses::
         def __call__(self, frames):      # (n, H, W, 3) uint8 RGB, display order, upright
             return frames_out            # (n, h, w, 3) uint8: a video comes out
 
+Frames are uint8, or uint16 (16 bits per channel) for sources deeper than 8 bits, as the
+decoder gives them; image outputs are the same dtype as the frames given.
+
 ``output = "tensor"`` on the class says ``__call__`` returns a dict of arrays whose first
 dimension is ``n`` instead: a Parquet table comes out, laid out as for analysis models.
 ``version`` (a string) is part of :func:`~raypipe.infer.processor_refs.processor_identity`.
@@ -51,8 +54,9 @@ class Processor:
         """Once per actor, before the first frames: load models with ``ctx.session``."""
 
     def __call__(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
-        """``frames`` (n, H, W, 3) uint8 RGB -> frames (n, h, w, 3) uint8, or a dict of
-        arrays with first dimension n when ``output = "tensor"``."""
+        """``frames`` (n, H, W, 3) uint8 RGB (uint16 from deep sources) -> frames (n, h, w,
+        3) of the same dtype, or a dict of arrays with first dimension n when
+        ``output = "tensor"``."""
         raise NotImplementedError(f"{type(self).__qualname__} does not define __call__")
 
 
@@ -181,14 +185,15 @@ class ProcessorRunner:
             got = _describe(result)
             if not (
                 isinstance(result, np.ndarray)
-                and result.dtype == np.uint8
+                and result.dtype == batch.dtype
                 and result.ndim == 4
                 and result.shape[0] == n
                 and result.shape[3] == 3
             ):
                 raise ProcessorError(
-                    f"{what} {got} for {n} frames; expected a uint8 array (n, h, w, 3) with "
-                    f"n = {n} (or output = 'tensor' on the class and a dict of arrays)"
+                    f"{what} {got} for {n} {batch.dtype} frames; expected a {batch.dtype} array "
+                    f"(n, h, w, 3) with n = {n} (or output = 'tensor' on the class and a dict "
+                    "of arrays)"
                 )
             size = self._sizes.setdefault(batch.shape[1:3], result.shape[1:3])
             if size != result.shape[1:3]:

@@ -124,13 +124,16 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def fit_frames(frames: np.ndarray, params: LetterboxParams, pad_value: int = 0) -> np.ndarray:
-    """uint8 frames ``(n, *source_size, 3)`` -> ``(n, *model_size, 3)`` as ``params`` says."""
+    """uint8 frames ``(n, *source_size, 3)`` -> ``(n, *model_size, 3)`` as ``params`` says
+    (uint16 frames too: ``pad_value`` is an 8-bit level, scaled to 16 bits for them)."""
     if frames.shape[1:3] != params.source_size:
         raise ValueError(
             f"frames of {frames.shape[1]}x{frames.shape[2]} px do not match the fit's source "
             f"size {params.source_size[0]}x{params.source_size[1]}"
         )
     (top, left), (height, width) = (params.pad_y, params.pad_x), params.content_size
+    if frames.dtype == np.uint16:
+        pad_value *= 257
     out = np.full((len(frames), *params.model_size, frames.shape[3]), pad_value, frames.dtype)
     for i, frame in enumerate(frames):
         out[i, top : top + height, left : left + width] = resize_frame(frame, (height, width))

@@ -2,7 +2,10 @@
 
 Seek backward to the chunk's keyframe, decode, drop frames before ``start_pts``, stop after
 ``n_frames``, and check the count and timestamps against the plan (the last frame must
-have the plan's last pts, so a frame the plan does not have cannot hide). Demuxers that cannot
+have the plan's last pts, so a frame the plan does not have cannot hide). Frames are
+converted to RGB with the source's matrix and range and turned upright
+(:class:`~raypipe.media.picture.PictureFormat`): ``rgb24`` uint8 for 8-bit sources,
+``rgb48le`` uint16 for deeper ones. Demuxers that cannot
 seek to exactly that keyframe (the first frame decoded starts after ``start_pts``) are
 retried once from the start of the file, which is always correct, only slower.
 
@@ -23,10 +26,12 @@ from typing import Any, cast
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from raypipe.config import DECODERS
 from raypipe.errors import CorruptVideoError, DecodeError
+from raypipe.media.colour import sws_colorspace, sws_range
+from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 from raypipe.media.source import open_input
@@ -36,7 +41,8 @@ _nvdec_unavailable: str | None = None  # why NVDEC cannot start here ("" if it c
 
 @dataclass(frozen=True)
 class DecodedChunk:
-    """A chunk's frames, RGB uint8 ``(n, H, W, 3)``, and their pts ``(n,)`` in display order.
+    """A chunk's frames, upright RGB ``(n, H, W, 3)`` (uint8, or uint16 for sources deeper
+    than 8 bits), and their pts ``(n,)`` in display order.
 
     ``decoder``: ``"nvdec"`` or ``"cpu"``, the one that decoded it; ``note``: why NVDEC
     was not used when it was asked for (``""`` otherwise)."""
@@ -95,6 +101,7 @@ def decode_chunk(
     threads: int = 0,
     keep: Sequence[int] | None = None,
     decoder: str = "cpu",
+    picture: PictureFormat | None = None,
 ) -> DecodedChunk:
     """Decode exactly ``chunk.n_frames`` frames of ``info.uri`` in ``[start_pts, end_pts)``.
 
@@ -103,13 +110,15 @@ def decode_chunk(
     RGB. ``None`` returns every frame. ``threads`` 0 lets FFmpeg choose. Raises
     :class:`DecodeError` when the decoded frames do not match the plan and
     :class:`CorruptVideoError` when the stream does not decode. ``decoder``: ``cpu``,
-    ``nvdec`` or ``auto`` (see the module docstring).
+    ``nvdec`` or ``auto`` (see the module docstring). ``picture``: the source's picture
+    facts (``None``: ``info.picture_format``).
     """
     wanted = None if keep is None else sorted(set(keep))
+    picture = picture or info.picture_format
     try:
-        return _decode(info, chunk, chunk.seek_pts, threads, wanted, decoder)
+        return _decode(info, chunk, chunk.seek_pts, threads, wanted, decoder, picture)
     except _Overshoot:
-        return _decode(info, chunk, None, threads, wanted, decoder)
+        return _decode(info, chunk, None, threads, wanted, decoder, picture)
 
 
 def _decode(
@@ -119,13 +128,17 @@ def _decode(
     threads: int,
     keep: list[int] | None,
     decoder: str,
+    picture: PictureFormat,
 ) -> DecodedChunk:
     slot = {offset: i for i, offset in enumerate(keep)} if keep is not None else None
     n_out = chunk.n_frames if keep is None else len(keep)
-    frames = np.empty((n_out, info.height, info.width, 3), dtype=np.uint8)
+    width, height = picture.upright_size
+    frames = np.empty((n_out, height, width, 3), dtype=picture.dtype)
     pts = np.empty(n_out, dtype=np.int64)
     n = 0
     to_rgb = VideoReformatter()  # one swscale context for the whole chunk
+    rgb_format = picture.rgb_format
+    matrix, range_ = sws_colorspace(picture.matrix), sws_range(picture.range)
     opened, note = _open_decoder(info.uri, decoder)
     with opened as container:
         stream = cast(av.VideoStream, container.streams[info.stream_index])
@@ -153,7 +166,14 @@ def _decode(
                     )
                 i = n if slot is None else slot.get(n, -1)
                 if i >= 0:
-                    frames[i] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+                    rgb = to_rgb.reformat(
+                        frame,
+                        format=rgb_format,
+                        src_colorspace=matrix,
+                        src_color_range=range_,
+                        interpolation=Interpolation.POINT,  # chroma replicated: picture.py
+                    )
+                    frames[i] = picture.upright(rgb.to_ndarray())
                     pts[i] = t
                 n += 1
                 if n == chunk.n_frames:

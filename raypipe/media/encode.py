@@ -5,10 +5,19 @@ the source pts. It is stored as a small NUT container (FFmpeg's own format: any 
 its header gives the assembler a stream template with the codec's extradata) plus the
 encoder's own pts/dts of every packet: no container keeps those exactly for every codec
 and time base (NUT derives dts, MOV rounds variable frame rates, Matroska has
-millisecond timestamps), so raypipe keeps them itself. Every segment of a run uses
-identical encoder settings, so their packets concatenate into one stream
-(:mod:`raypipe.media.mux` checks that their codec headers agree). RGB frames go to the
-encoder's own cached converter, one swscale context per segment, not one per frame.
+millisecond timestamps), so raypipe keeps them itself, with every packet's duration (the
+last frame's too, from the chunk's end), and the colour tags and average frame rate the
+assembler gives the output stream. Every segment of a run uses identical encoder settings,
+so their packets concatenate into one stream (:mod:`raypipe.media.mux` checks that their
+codec headers agree).
+
+RGB frames (uint8 ``rgb24`` or uint16 ``rgb48le``) are converted to the output pixel format
+here, with the source's matrix and range and one swscale context per segment (not one per
+frame), so the encoder never converts with swscale's defaults. The output pixel format is
+the user's ``pix_fmt``, else the one that keeps the source's bit depth and chroma
+(:func:`output_pix_fmt`); the stream is tagged with the source's primaries and transfer and
+the matrix and range it was converted with, its sample aspect ratio, and HDR10 metadata
+where the encoder writes it (:func:`raypipe.media.colour.hdr_encoder_options`).
 """
 
 from __future__ import annotations
@@ -23,45 +32,71 @@ from typing import cast
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from raypipe.config import EncodeConfig
 from raypipe.errors import ConfigError, EncodeError
+from raypipe.media.colour import (
+    ColourTags,
+    hdr_encoder_options,
+    sws_colorspace,
+    sws_range,
+)
+from raypipe.media.picture import PictureFormat
+from raypipe.media.pixfmt import choose_pix_fmt, layout_of
 
 _X26X = ("libx264", "libx264rgb", "libx265")
-_DEFAULT_PIX_FMT = {"libx264rgb": "rgb24", "ffv1": "yuv420p"}
+_PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:key=value
 
 
-_MAGIC = b"RPSEG1\n"
+_MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
+_MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
+SEGMENT_FORMAT = 2
+"""What a segment holds and how its frames were converted (source matrix, 16 bits...):
+part of a run's key, so a resumed run does not mix segments of another format."""
 _NO_DTS = -(2**63)
 
 
 @dataclass(frozen=True)
 class Segment:
-    """An encoded chunk: NUT bytes plus the exact pts/dts of its packets, in order."""
+    """An encoded chunk: NUT bytes plus the exact pts/dts/durations of its packets, in
+    order, and what the assembled stream is tagged with (``colour``, ``rate``)."""
 
     nut: bytes
     pts: np.ndarray  # int64, stream time base
     dts: np.ndarray  # int64, _NO_DTS where the encoder gave none
     time_base: Fraction
+    durations: np.ndarray | None = None  # int64, stream time base; None: unknown (v1)
+    colour: ColourTags | None = None  # None: leave the stream's tags as the encoder set them
+    rate: Fraction | None = None  # average frame rate of the video; None: unknown
 
     def to_bytes(self) -> bytes:
-        head = json.dumps(
-            {"n": len(self.pts), "tb": [self.time_base.numerator, self.time_base.denominator]}
-        ).encode()
+        head: dict[str, object] = {
+            "n": len(self.pts),
+            "tb": [self.time_base.numerator, self.time_base.denominator],
+        }
+        if self.colour is not None:
+            head["colour"] = self.colour.to_dict()
+        if self.rate:
+            head["rate"] = [self.rate.numerator, self.rate.denominator]
+        durations = self.durations if self.durations is not None else np.zeros_like(self.pts)
+        text = json.dumps(head).encode()
         return b"".join(
             [
                 _MAGIC,
-                struct.pack("<I", len(head)),
-                head,
+                struct.pack("<I", len(text)),
+                text,
                 self.pts.astype("<i8").tobytes(),
                 self.dts.astype("<i8").tobytes(),
+                durations.astype("<i8").tobytes(),
                 self.nut,
             ]
         )
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Segment:
-        if not blob.startswith(_MAGIC):
+        version = 2 if blob.startswith(_MAGIC) else 1 if blob.startswith(_MAGIC_V1) else 0
+        if not version:
             raise EncodeError(
                 "not a raypipe segment (bad magic); the work directory is damaged: run again "
                 "to redo the video"
@@ -73,15 +108,26 @@ class Segment:
             head = json.loads(blob[at : at + head_len])
             at += head_len
             n = int(head["n"])
-            pts = np.frombuffer(blob, dtype="<i8", count=n, offset=at).astype(np.int64)
-            dts = np.frombuffer(blob, dtype="<i8", count=n, offset=at + 8 * n).astype(np.int64)
-            time_base = Fraction(*head["tb"])
+
+            def column(k: int) -> np.ndarray:
+                values = np.frombuffer(blob, dtype="<i8", count=n, offset=at + 8 * n * k)
+                return values.astype(np.int64)
+
+            durations = column(2) if version == 2 else None
+            return cls(
+                nut=blob[at + 8 * n * (version + 1) :],
+                pts=column(0),
+                dts=column(1),
+                time_base=Fraction(*head["tb"]),
+                durations=durations if durations is not None and durations.any() else None,
+                colour=ColourTags(**head["colour"]) if "colour" in head else None,
+                rate=Fraction(*head["rate"]) if "rate" in head else None,
+            )
         except (struct.error, ValueError, KeyError, TypeError) as e:
             raise EncodeError(
                 f"a raypipe segment is truncated ({e}); the work directory is damaged: run "
                 "again to redo the video"
             ) from e
-        return cls(nut=blob[at + 16 * n :], pts=pts, dts=dts, time_base=time_base)
 
 
 def encoder_available(codec: str) -> bool:
@@ -178,8 +224,90 @@ def encoder_options(config: EncodeConfig) -> dict[str, str]:
             options.update(rc="vbr", cq=str(config.crf), b="0")
         if config.preset:
             options["preset"] = _NVENC_PRESETS.get(config.preset, config.preset)
-    options.update(config.options)
-    return options
+    return _with_params(options, config.options, first=False)
+
+
+def _with_params(
+    options: dict[str, str], extra: dict[str, str], *, first: bool = True
+) -> dict[str, str]:
+    """``options`` updated with ``extra``; ``key=value:...`` parameter strings (x265-params
+    and the like) are joined, ``extra``'s before (``first``) or after the ones there. The
+    encoder reads them in order, so the user's own settings, put last, win."""
+    merged = dict(options)
+    for key, value in extra.items():
+        if key in _PARAM_OPTIONS and merged.get(key) and value:
+            merged[key] = f"{value}:{merged[key]}" if first else f"{merged[key]}:{value}"
+        else:
+            merged[key] = value
+    return merged
+
+
+def output_pix_fmt(config: EncodeConfig, picture: PictureFormat) -> tuple[str, str]:
+    """The pixel format a segment is encoded in, and a note when it keeps less than the
+    source: ``config.pix_fmt`` when given, else :func:`~raypipe.media.pixfmt.choose_pix_fmt`
+    for the source's format and the encoder."""
+    if config.pix_fmt:
+        return config.pix_fmt, ""
+    return choose_pix_fmt(picture.pix_fmt, config.codec)
+
+
+def fidelity_notes(config: EncodeConfig, picture: PictureFormat) -> list[str]:
+    """One-line notes on what an output of ``config`` keeps less of than the source: a
+    lower bit depth or chroma resolution than the source's (when no ``pix_fmt`` was given),
+    HDR10 metadata the encoder cannot write."""
+    notes = []
+    _, note = output_pix_fmt(config, picture)
+    if note:
+        notes.append(note)
+    if picture.hdr is not None and not hdr_encoder_options(config.codec, picture.hdr):
+        notes.append(
+            f"encoder {config.codec} does not write HDR10 metadata (mastering display, "
+            f"content light level); the output keeps the {picture.colour.transfer} transfer "
+            "tag without it. libx265, libx264 and libsvtav1 write it"
+        )
+    return notes
+
+
+def frame_durations(
+    pts: np.ndarray, end_pts: int | None, rate: Fraction, time_base: Fraction
+) -> np.ndarray:
+    """Each frame's duration (time base units): the next frame's pts minus its own, and for
+    the last ``end_pts`` minus its pts (``None``: the duration before it, else 1/rate)."""
+    pts = np.asarray(pts, dtype=np.int64)
+    if end_pts is None:
+        if len(pts) > 1:
+            end_pts = int(pts[-1] + (pts[-1] - pts[-2]))
+        else:
+            step = round(1 / (rate * time_base)) if rate and time_base else 1
+            end_pts = int(pts[-1]) + max(1, step) if len(pts) else 0
+    return np.diff(np.append(pts, end_pts)).astype(np.int64)
+
+
+def _checked_dts(pts: list[int], dts: list[int]) -> np.ndarray:
+    """The encoder's dts, or new ones when they are not usable: rising and never after
+    their pts. (libx265 gives garbage dts for a segment of two frames, its B-frame delay
+    being unset.) New dts are the sorted pts moved back by the largest reordering, which
+    keeps every packet's dts at or before its pts."""
+    got = np.asarray(dts, dtype=np.int64)
+    if len(pts) == 0 or (
+        _NO_DTS not in dts
+        and bool(np.all(np.diff(got) > 0))
+        and bool(np.all(got <= np.asarray(pts)))
+        and int(got[0]) >= min(pts) - (max(pts) - min(pts)) - 1
+    ):
+        return got
+    ordered = np.sort(np.asarray(pts, dtype=np.int64))
+    delay = int(np.max(ordered - np.asarray(pts, dtype=np.int64)))
+    return ordered - delay
+
+
+def _default_picture(frames: np.ndarray) -> PictureFormat:
+    deep = frames.dtype == np.uint16
+    return PictureFormat(
+        coded_width=int(frames.shape[2]),
+        coded_height=int(frames.shape[1]),
+        pix_fmt="yuv420p10le" if deep else "yuv420p",
+    )
 
 
 def encode_segment(
@@ -189,22 +317,48 @@ def encode_segment(
     time_base: Fraction,
     rate: Fraction,
     config: EncodeConfig,
+    picture: PictureFormat | None = None,
+    end_pts: int | None = None,
 ) -> Segment:
-    """Encode RGB uint8 ``frames`` ``(n, H, W, 3)`` with timestamps ``pts`` into a segment."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    """Encode RGB ``frames`` ``(n, H, W, 3)`` (uint8, or uint16 at 16 bits) with timestamps
+    ``pts`` into a segment.
+
+    ``picture``: the source's picture facts (pixel format, colour, HDR; ``None``: an
+    untagged 8-bit, or for uint16 frames 10-bit, 4:2:0 source). ``end_pts``: where the
+    last frame ends (the next chunk's start, or the video's end); ``None`` repeats the
+    duration before it. ``rate``: the video's average frame rate (``0``: unknown).
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype not in (np.uint8, np.uint16):
         raise EncodeError(
-            f"expected RGB uint8 frames (n, H, W, 3), got {frames.dtype} {frames.shape}"
+            f"expected RGB uint8 or uint16 frames (n, H, W, 3), got {frames.dtype} {frames.shape}"
         )
     n, height, width, _ = frames.shape
-    pix_fmt = config.pix_fmt or _DEFAULT_PIX_FMT.get(config.codec, "yuv420p")
-    if pix_fmt in ("yuv420p", "nv12") and (width % 2 or height % 2):
+    picture = picture or _default_picture(frames)
+    pix_fmt, _ = output_pix_fmt(config, picture)
+    try:
+        layout = layout_of(pix_fmt)
+    except ConfigError as e:
+        raise EncodeError(str(e)) from e
+    sub_w, sub_h = layout.subsampling
+    if width % sub_w or height % sub_h:
         raise EncodeError(
-            f"{pix_fmt} needs an even width and height, the frames are {width}x{height}; "
-            "pass pix_fmt yuv444p (or a model whose output size is even)"
+            f"{pix_fmt} needs a width that is a multiple of {sub_w} and a height that is a "
+            f"multiple of {sub_h}, the frames are {width}x{height}; pass pix_fmt yuv444p "
+            "(or a model whose output size is even)"
         )
+    tags = picture.output_tags(pix_fmt)
+    durations = frame_durations(pts, end_pts, rate, time_base)
+    duration_of = {int(p): int(d) for p, d in zip(pts, durations)}
+    # HDR parameters first: the user's own (last in encoder_options) win
+    options = _with_params(encoder_options(config), hdr_encoder_options(config.codec, picture.hdr))
+    # RGB -> YUV with the source's matrix and range, chroma point-sampled (media/picture.py)
+    matrix = None if layout.rgb else sws_colorspace(tags.matrix)
+    range_ = None if layout.rgb else sws_range(tags.range)
+    rgb_format = "rgb48le" if frames.dtype == np.uint16 else "rgb24"
     buf = io.BytesIO()
     out_pts: list[int] = []
     out_dts: list[int] = []
+    out_durations: list[int] = []
 
     def mux(out: av.container.OutputContainer, packets: list[av.Packet]) -> None:
         for packet in packets:
@@ -212,22 +366,38 @@ def encode_segment(
                 raise EncodeError(f"encoder {config.codec} gave a packet without pts")
             out_pts.append(packet.pts)
             out_dts.append(_NO_DTS if packet.dts is None else packet.dts)
+            out_durations.append(duration_of.get(packet.pts, 0))
+            packet.duration = out_durations[-1]
         out.mux(packets)
 
     try:
         with av.open(buf, mode="w", format="nut") as out:
             stream = cast(
                 av.VideoStream,
-                out.add_stream(config.codec, rate=rate or None, options=encoder_options(config)),
+                out.add_stream(config.codec, rate=rate or None, options=options),
             )
             stream.width = width
             stream.height = height
             stream.pix_fmt = pix_fmt
             stream.time_base = time_base
-            stream.codec_context.time_base = time_base
+            ctx = stream.codec_context
+            ctx.time_base = time_base
+            tags.apply(ctx)
+            if picture.upright_sar:
+                ctx.sample_aspect_ratio = picture.upright_sar
+            to_yuv = VideoReformatter()  # one swscale context for the whole segment
             for i in range(n):
-                frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+                rgb = av.VideoFrame.from_ndarray(frames[i], format=rgb_format)
+                frame = to_yuv.reformat(
+                    rgb,
+                    format=pix_fmt,
+                    dst_colorspace=matrix,
+                    dst_color_range=range_,
+                    interpolation=Interpolation.POINT,
+                )
+                tags.apply(frame)
                 frame.pts = int(pts[i])
+                frame.duration = int(durations[i])
                 frame.time_base = time_base
                 mux(out, stream.encode(frame))
             mux(out, stream.encode(None))
@@ -238,6 +408,9 @@ def encode_segment(
     return Segment(
         nut=buf.getvalue(),
         pts=np.asarray(out_pts, dtype=np.int64),
-        dts=np.asarray(out_dts, dtype=np.int64),
+        dts=_checked_dts(out_pts, out_dts),
         time_base=time_base,
+        durations=np.asarray(out_durations, dtype=np.int64),
+        colour=tags,
+        rate=rate or None,
     )

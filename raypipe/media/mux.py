@@ -1,11 +1,15 @@
 """Assemble: ordered segments + the source's audio/subtitles into one file, atomically.
 
-Video packets come from the segments in chunk order; audio and subtitle packets are
-stream-copied from the source, packet for packet, keeping their timestamps, so the A/V
-offset survives. The two packet sequences are merged by time so the muxer never has to
-buffer a whole stream. The file is written under a temporary name in the output's
-directory and renamed into place only when complete: a crash leaves the old state or the
-new file, never half of one.
+Video packets come from the segments in chunk order with their exact pts, dts and
+durations (the last frame's too, so the stream's duration and average frame rate are the
+source's in every container); the video stream is tagged with the segments' colour tags
+and average frame rate. Audio and subtitle packets are stream-copied from the source,
+packet for packet, keeping their pts, dts and durations, so the A/V offset survives (audio
+starting before or after the video); their language and title tags and dispositions are
+kept. Attached pictures (cover art) are copied where the output container holds them.
+The packet sequences are merged by time so the muxer never has to buffer a whole stream.
+The file is written under a temporary name in the output's directory and renamed into
+place only when complete: a crash leaves the old state or the new file, never half of one.
 """
 
 from __future__ import annotations
@@ -79,6 +83,18 @@ def _packets(container: Any, streams: list[Any]) -> Iterator[Any]:
             yield packet
 
 
+_KEPT_TAGS = ("language", "title", "handler_name")
+"""Stream tags copied with an audio/subtitle/attached-picture stream. MP4 and MOV have no
+track title (FFmpeg drops it): there the title goes into the handler name, where players
+and FFmpeg's demuxer read a track's name."""
+_NO_ATTACHED_PICS = ("mpegts", "avi", "nut", "webm", "mov")
+"""Output formats that cannot hold an attached picture (cover art; FFmpeg's MOV muxer
+drops it). Matroska holds one as an attachment, MP4 as a stream."""
+_CONSTANT_RATE = ("avi",)
+"""Output formats that store no timestamps, only a frame rate (time base = 1/rate)."""
+_PICTURE_TYPES = {"mjpeg": ("cover.jpg", "image/jpeg"), "png": ("cover.png", "image/png")}
+
+
 def _time_key(packet: Any) -> Fraction:
     t = packet.dts if packet.dts is not None else packet.pts
     return Fraction(t or 0) * packet.time_base
@@ -94,6 +110,7 @@ def assemble(
 ) -> None:
     """Write ``output_uri`` from ``segment_uris`` (in chunk order) and ``source_uri``'s streams.
 
+    ``copy_streams``: copy the source's audio, subtitle and attached-picture streams.
     ``tags``: container (format) metadata to write; MP4/MOV keep any key, AVI only its INFO
     keys (``comment``, ``title``...), MPEG-TS none. The file is built under a temporary
     name and committed atomically (:func:`raypipe.storage.commit`). Raises
@@ -123,33 +140,30 @@ def assemble(
 def _write(
     out: Any, paths: list[str], source_uri: str, copy_streams: bool, output_name: str
 ) -> None:
-    with _open_segment(paths[0])[1] as first:
+    head, opened = _open_segment(paths[0])
+    with opened as first:
         template = first.streams.video[0]
         extradata = template.codec_context.extradata
         try:
             out_video = out.add_stream_from_template(template)
+        except av.codec.codec.UnknownCodecError:  # no encoder of the decoder's name (libdav1d)
+            out_video = out.add_stream_from_template(template, opaque=True)
         except ValueError as e:  # PyAV: the format does not support the codec
             raise MuxError(f"writing {out.format.name} output failed: {e}") from e
-    supported = out.supported_codecs
+    if head.colour is not None:
+        head.colour.apply(out_video.codec_context)
+    if head.rate:
+        out_video.codec_context.framerate = head.rate  # the stream's avg_frame_rate
+    frame_seconds = None
+    if out.format.name in _CONSTANT_RATE and head.rate:
+        frame_seconds = 1 / head.rate  # one tick per frame: AVI has no timestamps
+        out_video.time_base = frame_seconds
     with open_input(source_uri) as source:
-        copied: dict[int, Any] = {}
-        if copy_streams:
-            for s in source.streams:
-                if s.type not in ("audio", "subtitle"):
-                    continue
-                name = s.codec_context.name if s.codec_context else None
-                if name not in supported:
-                    log.warning(
-                        "%s stream %d (%s) cannot go into a %s file and is left out; "
-                        "use .mkv to keep it",
-                        s.type,
-                        s.index,
-                        name,
-                        out.format.name,
-                    )
-                    continue
-                copied[s.index] = out.add_stream_from_template(s)
-        video = ((_time_key(p), 0, i, p) for i, p in enumerate(_segment_packets(paths, extradata)))
+        copied = _copied_streams(out, source, source_uri) if copy_streams else {}
+        if out.format.name in _CONSTANT_RATE:
+            _warn_lost_offsets(source, copied)
+        packets = _segment_packets(paths, extradata, frame_seconds)
+        video = ((_time_key(p), 0, i, p) for i, p in enumerate(packets))
         other = (
             (
                 (_time_key(p), 1, i, p)
@@ -169,6 +183,106 @@ def _write(
 
 
 _FAULT_AFTER_PACKETS = 8
+
+
+def _copied_streams(out: Any, source: Any, source_uri: str) -> dict[int, Any]:
+    """Output streams for the source's audio, subtitles and attached pictures, by source
+    index, with their tags and dispositions; what the output cannot hold is left out with
+    a warning. Matroska gets attached pictures as attachments (not in the result)."""
+    supported = out.supported_codecs
+    copied: dict[int, Any] = {}
+    for s in source.streams:
+        attached = s.type == "video" and bool(s.disposition & av.stream.Disposition.attached_pic)
+        if s.type not in ("audio", "subtitle") and not attached:
+            continue
+        name = s.codec_context.name if s.codec_context else None
+        if attached and out.format.name == "matroska" and name in _PICTURE_TYPES:
+            out.add_attachment(*_PICTURE_TYPES[name], _attached_picture(source_uri, s.index))
+            continue
+        if not _holds(out, s, supported) or (attached and out.format.name in _NO_ATTACHED_PICS):
+            log.warning(
+                "%s stream %d (%s) cannot go into a %s file and is left out; use .mkv to keep it",
+                "attached picture" if attached else s.type,
+                s.index,
+                name,
+                out.format.name,
+            )
+            continue
+        stream = out.add_stream_from_template(s)
+        tags = {k: v for k, v in s.metadata.items() if k in _KEPT_TAGS}
+        if out.format.name in ("mp4", "mov") and tags.get("title"):
+            tags.setdefault("handler_name", tags["title"])  # MP4/MOV keep a title there
+        stream.metadata.update(tags)
+        stream.disposition = s.disposition
+        copied[s.index] = stream
+    return copied
+
+
+_TS_CODECS = frozenset(
+    {"aac", "aac_latm", "mp2", "mp3", "ac3", "eac3", "opus", "dts", "truehd", "dvb_subtitle",
+     "dvb_teletext", "arib_caption"}
+)  # fmt: skip
+"""What MPEG-TS holds besides video: its muxer answers no codec query, so it is listed."""
+
+
+def _holds(out: Any, stream: Any, supported: set[str]) -> bool:
+    """Whether ``out`` can hold a stream-copy of the source ``stream``."""
+    ctx = stream.codec_context
+    if ctx is None:
+        return False
+    if out.format.name == "mpegts":
+        return ctx.codec.canonical_name in _TS_CODECS
+    return ctx.name in supported
+
+
+def _attached_picture(source_uri: str, index: int) -> bytes:
+    """The picture of the source's attached-picture stream ``index`` (its one packet)."""
+    with open_input(source_uri) as source:
+        stream = source.streams[index]
+        return next((bytes(p) for p in source.demux(stream) if p.size), b"")
+
+
+def _on_frame_grid(packet: Any, frame_seconds: Fraction, index: int) -> None:
+    """Fit the ``index``-th packet (decode order) to a container that stores only decode
+    order and one frame rate (AVI): every frame lasts ``frame_seconds`` (else a
+    :class:`MuxError`), and its decode time is its index. AVI stores no pts (the decoder
+    restores display order); segments' B-frame delays would leave gaps that AVI fills with
+    empty frames."""
+    tb = packet.time_base
+    if packet.duration and packet.duration * tb != frame_seconds:
+        raise MuxError(
+            f"an AVI output holds one frame duration only ({frame_seconds}s), this video "
+            f"has frames of {packet.duration * tb}s too (a variable frame rate); write .mkv "
+            "or .mp4 to keep its timing"
+        )
+    packet.time_base = frame_seconds
+    packet.dts = packet.pts = index
+    packet.duration = 1
+
+
+def _warn_lost_offsets(source: Any, copied: dict[int, Any]) -> None:
+    """AVI has no stream start times: say so when an audio stream starts apart from the
+    video (it will play from the video's start)."""
+    video = next(
+        (s for s in source.streams.video if not s.disposition & av.stream.Disposition.attached_pic),
+        None,
+    )
+    if video is None or video.start_time is None or video.time_base is None:
+        return
+    start = video.start_time * video.time_base
+    for index in copied:
+        s = source.streams[index]
+        if s.type == "audio" and s.start_time is not None and s.time_base is not None:
+            offset = s.start_time * s.time_base - start
+            if abs(offset) > Fraction(1, 1000):
+                log.warning(
+                    "audio stream %d starts %.3fs %s the video; an AVI file cannot keep "
+                    "that offset (it has no start times), so it plays from the video's "
+                    "start. Use .mkv or .mp4 to keep it",
+                    index,
+                    abs(float(offset)),
+                    "after" if offset > 0 else "before",
+                )
 
 
 def _read_segment(uri: str) -> Segment:
@@ -200,9 +314,13 @@ def _open_segment(uri: str) -> tuple[Segment, Any]:
     return segment, container
 
 
-def _segment_packets(paths: list[str], extradata: bytes | None) -> Iterator[Any]:
-    """Every video packet of the segments, in order, with the encoder's exact pts/dts."""
+def _segment_packets(
+    paths: list[str], extradata: bytes | None, frame_seconds: Fraction | None = None
+) -> Iterator[Any]:
+    """Every video packet of the segments, in order, with the encoder's exact pts/dts and
+    durations; ``frame_seconds``: the one duration a constant-rate container allows."""
     last_dts: Fraction | None = None
+    n_out = 0
     for path in paths:
         segment, opened = _open_segment(path)
         with opened as seg:
@@ -224,10 +342,16 @@ def _segment_packets(paths: list[str], extradata: bytes | None) -> Iterator[Any]
                     f"segment {os.path.basename(path)} holds {len(packets)} packets, its index "
                     f"{len(segment.pts)}; the work directory is damaged"
                 )
-            for packet, pts, dts in zip(packets, segment.pts, segment.dts):
+            durations = segment.durations
+            for i, (packet, pts, dts) in enumerate(zip(packets, segment.pts, segment.dts)):
                 packet.time_base = segment.time_base
                 packet.pts = int(pts)
                 packet.dts = None if dts == _NO_DTS else int(dts)
+                if durations is not None:
+                    packet.duration = int(durations[i])
+                if frame_seconds is not None:
+                    _on_frame_grid(packet, frame_seconds, n_out)
+                n_out += 1
                 t = _time_key(packet)
                 if last_dts is not None and t <= last_dts:
                     raise EncodeError(

@@ -1,10 +1,13 @@
 """Plan: cut a probed video into chunks, a pure function over :class:`VideoInfo`.
 
-A chunk is a half-open display range ``[start_pts, end_pts)``. Chunks start on a keyframe
-(so each decodes on its own) and group whole GOPs until they reach about ``chunk_frames``;
-a GOP longer than that is split when :attr:`ChunkConfig.split_gops` is set, and the pieces
-after its first decode from the GOP's keyframe (``seek_pts``) and drop the frames before
-their start. Chunk ids are ``{video_id}-{index:06d}``.
+A chunk is a half-open display range ``[start_pts, end_pts)``: ``end_pts`` is the next
+chunk's first pts, and for the last chunk the end of the video's last frame (its pts plus
+its duration), so a chunk's frames' durations are the differences of its pts and its end.
+Chunks start on a keyframe (so each decodes on its own) and group whole GOPs until they
+reach about ``chunk_frames``; a GOP longer than that is split when
+:attr:`ChunkConfig.split_gops` is set, and the pieces after its first decode from the
+GOP's keyframe (``seek_pts``) and drop the frames before their start. Chunk ids are
+``{video_id}-{index:06d}``.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def plan_chunks(info: VideoInfo, config: ChunkConfig | None = None) -> ChunkPlan
             video_id=info.video_id,
             index=i,
             start_pts=pts[a],
-            end_pts=pts[b] if b < len(pts) else pts[-1] + 1,
+            end_pts=pts[b] if b < len(pts) else info.end_pts,
             n_frames=b - a,
             seek_pts=None if s is None else pts[s],
             last_pts=pts[b - 1],

@@ -1,9 +1,13 @@
 """Probe: one demux-only pass over a video that yields a :class:`VideoInfo`.
 
 Packets are read without decoding; their presentation timestamps sorted give every frame's
-pts in display order, and their key flags give the keyframes. One frame is decoded at the
-end to read the display rotation and to prove a decoder exists for the stream, so an
-unsupported codec fails here rather than in a worker.
+pts in display order, and their key flags give the keyframes; the last frame's packet
+gives its duration (so the output's last frame keeps it). One frame is decoded at the end
+to read what the pictures are (:class:`~raypipe.media.picture.PictureFormat`: display
+rotation, colour tags, pixel format, HDR metadata) and to prove a decoder exists for the
+stream, so an unsupported codec fails here rather than in a worker. Audio and subtitle
+streams are described with their language, title and dispositions, and attached pictures
+(cover art) are listed so assembly can carry them.
 """
 
 from __future__ import annotations
@@ -22,19 +26,29 @@ from raypipe.errors import (
     NoVideoStreamError,
     UnsupportedVideoError,
 )
+from raypipe.media.colour import ColourTags, hdr_of_frame
+from raypipe.media.picture import PictureFormat
 from raypipe.media.source import open_input
 
 
 @dataclass(frozen=True, kw_only=True)
 class StreamInfo:
-    """A non-video stream that is copied into the output (audio, subtitles)."""
+    """A stream that is copied into the output (audio, subtitles, attached pictures).
+
+    ``kind``: ``"audio"``, ``"subtitle"`` or ``"attached_pic"`` (cover art: a one-picture
+    video stream). ``language``/``title``: the stream's tags (``""`` when absent);
+    ``dispositions``: FFmpeg's disposition names set on it (``default``, ``forced``...).
+    """
 
     index: int
-    kind: str  # "audio" | "subtitle"
+    kind: str
     codec: str
     time_base_num: int
     time_base_den: int
     start_pts: int | None
+    language: str = ""
+    title: str = ""
+    dispositions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,17 +60,37 @@ class VideoInfo:
     format_name: str
     stream_index: int
     codec: str
-    width: int
+    width: int  # coded (as stored, before rotation), px
     height: int
     pix_fmt: str | None
     time_base_num: int
     time_base_den: int
-    rate_num: int
+    rate_num: int  # average frame rate: frames / (first pts to the last frame's end)
     rate_den: int
-    rotation_degrees: int
+    rotation_degrees: int  # display rotation, counter-clockwise, 0/90/180/270
     pts: tuple[int, ...]  # every frame, display order, in time_base units
     keyframe_pts: tuple[int, ...]  # sorted
     streams: tuple[StreamInfo, ...] = ()
+    last_frame_duration: int = 0  # time_base units; 0: unknown (then taken as 1/rate)
+    picture: PictureFormat | None = None  # None: 8-bit 4:2:0, untagged, upright
+
+    @property
+    def picture_format(self) -> PictureFormat:
+        """:attr:`picture`, or what an untagged upright 8-bit 4:2:0 stream of this size is."""
+        if self.picture is not None:
+            return self.picture
+        return PictureFormat(
+            coded_width=self.width, coded_height=self.height, pix_fmt=self.pix_fmt or "yuv420p"
+        )
+
+    @property
+    def end_pts(self) -> int:
+        """The end of the last frame (its pts plus its duration), in time_base units."""
+        if self.last_frame_duration > 0:
+            return self.pts[-1] + self.last_frame_duration
+        if self.rate:
+            return self.pts[-1] + max(1, round(1 / (self.rate * self.time_base)))
+        return self.pts[-1] + 1
 
     @property
     def time_base(self) -> Fraction:
@@ -76,9 +110,8 @@ class VideoInfo:
 
     @property
     def duration_seconds(self) -> float:
-        """First frame to the end of the last one (its duration taken as 1/rate)."""
-        last = self.pts[-1] * self.time_base + (1 / self.rate if self.rate else 0)
-        return float(last - self.pts[0] * self.time_base)
+        """First frame's start to the last frame's end."""
+        return float((self.end_pts - self.pts[0]) * self.time_base)
 
     def to_dict(self, *, with_pts: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -86,6 +119,7 @@ class VideoInfo:
             d.pop("pts")
         d["n_frames"] = self.n_frames
         d["duration_seconds"] = self.duration_seconds
+        d["picture"] = self.picture_format.to_dict()
         return d
 
 
@@ -104,29 +138,25 @@ def probe(uri: str, *, video_id: str | None = None) -> VideoInfo:
     """
     with open_input(uri) as container:
         video = _pick_video_stream(container, uri)
-        pts, keyframes = _scan_packets(container, video, uri)
+        pts, keyframes, last_duration = _scan_packets(container, video, uri)
         if not pts:
             raise EmptyVideoError(
                 f"input '{uri}' has a video stream with zero frames; nothing to process"
             )
-        rotation = _first_frame_rotation(container, video, uri)
         tb = video.time_base
         if tb is None:
             raise UnsupportedVideoError(f"input '{uri}': video stream has no time base")
-        rate = video.average_rate or video.guessed_rate or video.base_rate or Fraction(0)
-        streams = tuple(
-            StreamInfo(
-                index=s.index,
-                kind=s.type,
-                codec=s.codec_context.name if s.codec_context else "unknown",
-                time_base_num=s.time_base.numerator if s.time_base else 1,
-                time_base_den=s.time_base.denominator if s.time_base else 1,
-                start_pts=s.start_time,
-            )
-            for s in container.streams
-            if s.type in ("audio", "subtitle")
-        )
-        pix_fmt = video.codec_context.pix_fmt
+        pts.sort()
+        nominal = video.average_rate or video.guessed_rate or video.base_rate or Fraction(0)
+        end = _container_end(container, video)
+        if end is not None and end > pts[-1] and _disagree(end, pts[-1] + last_duration, tb):
+            last_duration = end - pts[-1]
+        elif last_duration <= 0:
+            last_duration = _guess_last_duration(pts, Fraction(nominal), Fraction(tb))
+        picture = _first_frame_picture(container, video, uri)
+        rate = _average_rate(len(pts), pts[-1] + last_duration - pts[0], Fraction(tb), nominal)
+        streams = tuple(_stream_info(s) for s in container.streams if _is_copied(s))
+        pix_fmt = picture.pix_fmt
         return VideoInfo(
             uri=uri,
             video_id=video_id or make_video_id(uri),
@@ -140,11 +170,80 @@ def probe(uri: str, *, video_id: str | None = None) -> VideoInfo:
             time_base_den=tb.denominator,
             rate_num=Fraction(rate).numerator,
             rate_den=Fraction(rate).denominator,
-            rotation_degrees=rotation,
-            pts=tuple(sorted(pts)),
+            rotation_degrees=picture.rotation_degrees,
+            pts=tuple(pts),
             keyframe_pts=tuple(sorted(keyframes)),
             streams=streams,
+            last_frame_duration=last_duration,
+            picture=picture,
         )
+
+
+def _is_copied(stream: Any) -> bool:
+    if stream.type in ("audio", "subtitle"):
+        return True
+    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def _stream_info(s: Any) -> StreamInfo:
+    attached = s.type == "video"
+    names = [str(d.name) for d in av.stream.Disposition if d.value and s.disposition & d]
+    return StreamInfo(
+        index=s.index,
+        kind="attached_pic" if attached else s.type,
+        codec=s.codec_context.name if s.codec_context else "unknown",
+        time_base_num=s.time_base.numerator if s.time_base else 1,
+        time_base_den=s.time_base.denominator if s.time_base else 1,
+        start_pts=s.start_time,
+        language=str(s.metadata.get("language", "")),
+        title=str(s.metadata.get("title", "")),
+        dispositions=tuple(names),
+    )
+
+
+def _container_end(container: Any, video: Any) -> int | None:
+    """Where the stream's presentation ends (time base units) by the container's header,
+    for MP4/MOV (track durations and edit lists are exact there). Their packet durations
+    are decode-order sample durations, which with B-frames and a variable frame rate are
+    not the last shown frame's; other containers give display durations or none."""
+    if "mp4" not in container.format.name and "mov" not in container.format.name:
+        return None
+    if video.duration is None or video.start_time is None:
+        return None
+    return int(video.start_time + video.duration)
+
+
+_HEADER_ROUNDING = Fraction(2, 1000)  # MP4/MOV edit lists are in the movie's time scale
+
+
+def _disagree(container_end: int, packet_end: int, tb: Fraction) -> bool:
+    """Whether the container's end and the last packet's differ by more than the header's
+    rounding (MP4 keeps edit lists in milliseconds or 1/600 s): then the packet's duration
+    is a decode-order one, not the last shown frame's. Otherwise the packet's is exact."""
+    return abs(container_end - packet_end) * tb > _HEADER_ROUNDING
+
+
+def _guess_last_duration(pts: list[int], rate: Fraction, tb: Fraction) -> int:
+    """The last frame's duration when its packet has none: the frame before's, else
+    1/rate, else one tick."""
+    if len(pts) > 1:
+        return pts[-1] - pts[-2]
+    if rate and tb:
+        return max(1, round(1 / (rate * tb)))
+    return 1
+
+
+_MAX_RATIONAL = 2**31 - 1  # FFmpeg's AVRational holds int32
+
+
+def _average_rate(n_frames: int, ticks: int, tb: Fraction, nominal: Any) -> Fraction:
+    """Frames per second over the stream's whole duration (first pts to the last end)."""
+    if ticks <= 0 or not tb:
+        return Fraction(nominal or 0)
+    rate = Fraction(n_frames) / (ticks * tb)
+    if rate.numerator > _MAX_RATIONAL or rate.denominator > _MAX_RATIONAL:
+        rate = rate.limit_denominator(1_000_000)
+    return rate
 
 
 def _pick_video_stream(container: av.container.InputContainer, uri: str) -> Any:
@@ -161,9 +260,12 @@ def _pick_video_stream(container: av.container.InputContainer, uri: str) -> Any:
     return candidates[0]
 
 
-def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int]]:
+def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int]:
+    """Every frame's pts (demux order), the keyframes' pts, and the duration of the packet
+    of the frame shown last (0 when it has none)."""
     pts: list[int] = []
     keyframes: list[int] = []
+    last_pts, last_duration = None, 0
     try:
         for packet in container.demux(video):
             if packet.size == 0 or packet.is_discard:
@@ -176,6 +278,8 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
             pts.append(packet.pts)
             if packet.is_keyframe:
                 keyframes.append(packet.pts)
+            if last_pts is None or packet.pts > last_pts:
+                last_pts, last_duration = packet.pts, int(packet.duration or 0)
     except av.error.FFmpegError as e:
         raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
     if len(set(pts)) != len(pts):
@@ -185,11 +289,14 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
         )
     if pts and not keyframes:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
-    return pts, keyframes
+    return pts, keyframes, last_duration
 
 
-def _first_frame_rotation(container: Any, video: Any, uri: str) -> int:
-    """Decode the first frame: proves a decoder exists and reads the display rotation."""
+def _first_frame_picture(container: Any, video: Any, uri: str) -> PictureFormat:
+    """Decode the first frame: proves a decoder exists and reads what the pictures are.
+
+    The frame's own tags come first (the bitstream's, or the container's that FFmpeg
+    attaches), the stream's where the frame has none."""
     name = video.codec_context.name if video.codec_context is not None else None
     try:
         decodable = name is not None and av.codec.Codec(name, "r") is not None
@@ -207,7 +314,24 @@ def _first_frame_rotation(container: Any, video: Any, uri: str) -> int:
         pass  # some inputs do not seek; the decode below then reads from where demux stopped
     try:
         for frame in container.decode(video):
-            return int(frame.rotation or 0)
+            ctx = video.codec_context
+            tags, stream_tags = ColourTags.of(frame), ColourTags.of(ctx)
+            colour = ColourTags(
+                **{
+                    k: v if v != "unknown" else getattr(stream_tags, k)
+                    for k, v in tags.to_dict().items()
+                }
+            )
+            sar = ctx.sample_aspect_ratio
+            return PictureFormat(
+                coded_width=frame.width,
+                coded_height=frame.height,
+                pix_fmt=frame.format.name if not ctx.is_hwaccel else (ctx.pix_fmt or "yuv420p"),
+                rotation_degrees=int(round(frame.rotation or 0)),
+                sar=(sar.numerator, sar.denominator) if sar else (0, 1),
+                colour=colour,
+                hdr=hdr_of_frame(frame),
+            )
     except av.error.FFmpegError as e:
         raise CorruptVideoError(f"input '{uri}': its first frame does not decode ({e})") from e
     raise CorruptVideoError(f"input '{uri}': no frame decodes although packets exist")

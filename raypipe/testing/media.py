@@ -15,6 +15,15 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from raypipe.testing.clip_traits import (
+    deep_frame_pattern,
+    is_deep,
+    tag_stream,
+    to_stream_format,
+    write_cover_art,
+)
 
 __all__ = [
     "AUDIO_SAMPLE_RATE",
@@ -125,8 +134,18 @@ class ClipSpec:
     open_gop: bool = False
     vfr: bool = False  # frame durations drawn from 0.5x..2x of 1/fps, time base 1/90000
     audio: str | None = None  # audio encoder name, e.g. "aac" or "pcm_s16le"
-    audio_offset_seconds: float = 0.0  # audio starts this much after the first frame
+    # audio starts this much after the first frame; negative: before it (the video starts
+    # that much after 0, which MP4/MOV write as an edit list)
+    audio_offset_seconds: float = 0.0
+    audio_languages: tuple[str, ...] = ()  # one audio stream per language, tagged and titled
     subtitles: bool = False  # a few text cues (mov_text in mp4/mov, subrip elsewhere)
+    subtitle_language: str = ""
+    # (primaries, transfer, matrix, range), FFmpeg names; None: untagged (BT.601 limited)
+    colour: tuple[str, str, str, str] | None = None
+    rotation_degrees: int = 0  # display matrix, counter-clockwise degrees (a multiple of 90)
+    hdr10: bool = False  # mastering display and content light level SEI (libx265, libx264)
+    crf: int | None = None  # x264/x265 quality; None: the encoder's default (23 / 28)
+    cover_art: bool = False  # an attached picture (a JPEG) after the video stream
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -142,11 +161,16 @@ class ClipSpec:
             raise ValueError(f"gop={self.gop}, bframes={self.bframes}: expected >= 1, >= 0")
         if self.open_gop and self.bframes == 0:
             raise ValueError("open_gop=True needs bframes > 0 (leading B-frames)")
-        if self.audio_offset_seconds < 0:
-            raise ValueError(
-                f"audio_offset_seconds={self.audio_offset_seconds}: expected >= 0 "
-                "(audio may start after the video, not before)"
-            )
+        if self.audio_languages and self.audio is None:
+            raise ValueError("audio_languages needs an audio codec (audio='aac', ...)")
+        if self.rotation_degrees % 90:
+            raise ValueError(f"rotation_degrees={self.rotation_degrees}: expected a multiple of 90")
+
+    @property
+    def video_start_pts(self) -> int:
+        """The first frame's pts: 0, or the audio's lead when the audio starts first."""
+        lead = max(0.0, -self.audio_offset_seconds)
+        return round(Fraction(lead).limit_denominator(10**6) / self.time_base)
 
     @property
     def time_base(self) -> Fraction:
@@ -154,15 +178,17 @@ class ClipSpec:
         return _VFR_TIME_BASE if self.vfr else Fraction(1, self.fps.numerator)
 
     def frame_pts(self) -> list[int]:
-        """Presentation timestamp of every frame, plus the end of the last, in ``time_base``."""
+        """Presentation timestamp of every frame, plus the end of the last, in ``time_base``
+        (from :attr:`video_start_pts`)."""
+        start = self.video_start_pts
         if not self.vfr:
-            return [i * self.fps.denominator for i in range(self.n_frames + 1)]
+            return [start + i * self.fps.denominator for i in range(self.n_frames + 1)]
         base = _VFR_TIME_BASE.denominator / self.fps  # ticks of one 1/fps frame
         rng = np.random.default_rng(self.seed)
         steps = rng.integers(0, len(_VFR_STEPS), size=self.n_frames)
         if self.n_frames >= len(_VFR_STEPS):  # every duration occurs at least once
             steps[: len(_VFR_STEPS)] = rng.permutation(len(_VFR_STEPS))
-        pts = [0]
+        pts = [start]
         for step in steps:
             pts.append(pts[-1] + round(float(base) * _VFR_STEPS[step]))
         return pts
@@ -170,7 +196,8 @@ class ClipSpec:
     @property
     def duration_seconds(self) -> float:
         """From the first frame's start to the last frame's end."""
-        return float(self.frame_pts()[-1] * self.time_base)
+        pts = self.frame_pts()
+        return float((pts[-1] - pts[0]) * self.time_base)
 
 
 _DEFAULT_SPEC = ClipSpec()
@@ -186,6 +213,8 @@ def _encoder_options(spec: ClipSpec) -> dict[str, str]:
         "b-adapt": "0",  # always use `bframes` B-frames
         "open-gop": "1" if spec.open_gop else "0",
     }
+    if spec.crf is not None:
+        params["crf"] = str(spec.crf)
     if spec.codec == "libx264":
         return {"x264-params": ":".join(f"{k}={v}" for k, v in params.items())}
     if spec.codec == "libx265":
@@ -206,6 +235,8 @@ def _add_video(out: av.container.OutputContainer, spec: ClipSpec) -> av.VideoStr
     ctx.gop_size = spec.gop
     ctx.max_b_frames = spec.bframes
     options: dict[str, object] = dict(_encoder_options(spec))
+    for key, value in tag_stream(stream, spec.colour, spec.rotation_degrees, spec.hdr10).items():
+        options[key] = f"{options[key]}:{value}" if key in options else value
     stream.options = options
     return stream
 
@@ -245,15 +276,29 @@ def _audio_frames(
 
 
 class _AudioFeed:
-    """The clip's audio stream, encoded in step with the video so packets interleave."""
+    """One audio stream of the clip, encoded in step with the video so packets interleave."""
 
-    def __init__(self, out: av.container.OutputContainer, codec: str, spec: ClipSpec) -> None:
+    def __init__(
+        self,
+        out: av.container.OutputContainer,
+        codec: str,
+        spec: ClipSpec,
+        language: str = "",
+        *,
+        default: bool = True,
+    ) -> None:
         self._out = out
         self._stream = _add_audio(out, codec)
+        if language:  # tagged streams: titled, the first marked default
+            self._stream.metadata["language"] = language
+            self._stream.metadata["title"] = f"raypipe {language}"
+            if default:
+                self._stream.disposition = av.stream.Disposition.default
+        lead = max(0.0, -spec.audio_offset_seconds)  # audio before the video: to its end
         self._frames = _audio_frames(
             self._stream.codec_context.format.name,
-            round(spec.audio_offset_seconds * AUDIO_SAMPLE_RATE),
-            round(spec.duration_seconds * AUDIO_SAMPLE_RATE),
+            round(max(0.0, spec.audio_offset_seconds) * AUDIO_SAMPLE_RATE),
+            round((spec.duration_seconds + lead) * AUDIO_SAMPLE_RATE),
         )
         self._pending: tuple[Fraction, av.AudioFrame] | None = None
 
@@ -299,8 +344,10 @@ def make_clip(
 ) -> pathlib.Path:
     """Write the clip ``spec`` describes to ``path``; the suffix picks the container.
 
-    Frame i shows ``frame_pattern(i, spec.width, spec.height, spec.seed)``. With
-    ``faststart`` an mp4/mov gets its index (moov) before the media data.
+    Frame i shows ``frame_pattern(i, spec.width, spec.height, spec.seed)`` (as 16-bit RGB
+    with a fine ramp in the low byte, :func:`~raypipe.testing.clip_traits.deep_frame_pattern`,
+    for pixel formats deeper than 8 bits), converted with the matrix and range the clip is
+    tagged with. With ``faststart`` an mp4/mov gets its index (moov) before the media data.
     """
     path = pathlib.Path(path)
     frame_pts = spec.frame_pts()
@@ -308,26 +355,44 @@ def make_clip(
     if faststart and path.suffix.lower() in _FASTSTART_SUFFIXES:
         options["movflags"] = "+faststart"
     out = av.open(str(path), "w", options=options)
+    deep = is_deep(spec.pix_fmt)
+    convert = deep or spec.colour is not None
+    reformatter = VideoReformatter()
     try:
         video = _add_video(out, spec)
-        audio = _AudioFeed(out, spec.audio, spec) if spec.audio is not None else None
+        cover = write_cover_art(out, frame_pattern(0, 64, 32)) if spec.cover_art else []
+        audio = [
+            _AudioFeed(out, spec.audio, spec, language, default=i == 0)
+            for i, language in enumerate(spec.audio_languages or ("",))
+            if spec.audio is not None
+        ]
         subtitle_packets: list[av.Packet] = []
         if spec.subtitles:
             sub_codec = "mov_text" if path.suffix.lower() in _FASTSTART_SUFFIXES else "subrip"
             subtitles = out.add_mux_stream(sub_codec)
             subtitles.time_base = _SUBTITLE_TIME_BASE
+            if spec.subtitle_language:  # a tagged subtitle stream is a forced one
+                subtitles.metadata["language"] = spec.subtitle_language
+                subtitles.disposition = av.stream.Disposition.forced
             subtitle_packets = _subtitle_packets(subtitles, sub_codec, spec.duration_seconds)
         out.start_encoding()
+        out.mux(cover)
         for i in range(spec.n_frames):
             image = frame_pattern(i, spec.width, spec.height, spec.seed)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if deep:
+                frame = av.VideoFrame.from_ndarray(deep_frame_pattern(image, i), format="rgb48le")
+            else:
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if convert:
+                frame = to_stream_format(frame, spec.pix_fmt, spec.colour, reformatter)
             frame.pts, frame.time_base = frame_pts[i], spec.time_base
+            frame.duration = frame_pts[i + 1] - frame_pts[i]
             out.mux(video.encode(frame))
-            if audio is not None:  # interleave: audio up to the end of this frame
-                audio.write_until(frame_pts[i + 1] * spec.time_base)
+            for feed in audio:  # interleave: audio up to the end of this frame
+                feed.write_until(frame_pts[i + 1] * spec.time_base)
         out.mux(video.encode(None))
-        if audio is not None:
-            audio.write_until(None)
+        for feed in audio:
+            feed.write_until(None)
         for packet in subtitle_packets:
             out.mux(packet)
     finally:

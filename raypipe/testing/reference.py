@@ -9,13 +9,19 @@ from __future__ import annotations
 import os
 import subprocess
 from fractions import Fraction
+from typing import Any, cast
 
 import av
 import numpy as np
 
 __all__ = [
+    "audio_packet_times",
     "audio_packets",
     "decode_all",
+    "decode_upright",
+    "first_frame_hdr",
+    "psnr",
+    "yuv_planes",
     "ffmpeg_decode_errors",
     "ffprobe_frame_count",
     "start_offset_seconds",
@@ -49,6 +55,149 @@ def decode_all(path: PathLike) -> tuple[np.ndarray, list[int], Fraction]:
             return np.stack(images), pts, Fraction(time_base)
         empty = np.empty((0, stream.height, stream.width, 3), dtype=np.uint8)
         return empty, pts, Fraction(time_base)
+
+
+_SWS_MATRIX = {
+    1: "ITU709",
+    4: "FCC",
+    5: "ITU601",
+    6: "ITU601",
+    7: "SMPTE240M",
+    9: "BT2020",
+    10: "BT2020",
+}  # fmt: skip  AVColorSpace value -> swscale
+
+
+def _deep(frame: av.VideoFrame) -> bool:
+    return max(c.bits for c in frame.format.components) > 8
+
+
+def decode_upright(path: PathLike) -> tuple[np.ndarray, list[int], Fraction]:
+    """Every frame of the first video stream as it is displayed: turned upright by its
+    display matrix, RGB ``(n, H, W, 3)``, uint8 for 8-bit streams and uint16 (16 bits per
+    channel) for deeper ones.
+
+    YUV is converted with the frame's own matrix and range tags; untagged, with BT.709 when
+    the frame is at least 1280 px wide or more than 576 px high, else BT.601, and limited
+    range unless the format is ``yuvj*``. Chroma is replicated (swscale's point
+    interpolation), the convention raypipe documents, so raypipe's frames compare exactly.
+    Returns (frames, pts in display order, time base), like :func:`decode_all`.
+    """
+    from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
+
+    with av.open(os.fspath(path)) as container:
+        stream = next(
+            s
+            for s in container.streams.video
+            if not s.disposition & av.stream.Disposition.attached_pic
+        )
+        time_base = stream.time_base
+        if time_base is None:
+            raise ValueError(f"{path}: video stream has no time base")
+        images: list[np.ndarray] = []
+        pts: list[int] = []
+        reformatter = VideoReformatter()
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                raise ValueError(f"{path}: decoded frame {len(pts)} has no pts")
+            hd = frame.width >= 1280 or frame.height > 576
+            matrix = Colorspace[_SWS_MATRIX.get(frame.colorspace, "ITU709" if hd else "ITU601")]
+            full = frame.color_range == 2 or (
+                frame.color_range != 1 and frame.format.name.startswith("yuvj")
+            )
+            rgb = reformatter.reformat(
+                frame,
+                format="rgb48le" if _deep(frame) else "rgb24",
+                src_colorspace=matrix,
+                src_color_range=ColorRange.JPEG if full else ColorRange.MPEG,
+                interpolation=Interpolation.POINT,
+            ).to_ndarray()
+            turns = round((frame.rotation or 0) / 90) % 4
+            images.append(np.ascontiguousarray(np.rot90(rgb, turns)))
+            pts.append(frame.pts)
+        return np.stack(images), pts, Fraction(time_base)
+
+
+def yuv_planes(path: PathLike) -> list[list[np.ndarray]]:
+    """The decoded samples of every frame of the first video stream, plane by plane, in
+    the stream's own pixel format (uint16 for formats deeper than 8 bits)."""
+    out: list[list[np.ndarray]] = []
+    with av.open(os.fspath(path)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            deep = _deep(frame)
+            planes = []
+            for plane in frame.planes:
+                item = 2 if deep else 1
+                data = np.frombuffer(bytes(plane), dtype=np.uint16 if deep else np.uint8)
+                rows = data.reshape(plane.height, plane.line_size // item)
+                planes.append(rows[:, : plane.width].copy())
+            out.append(planes)
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of ``a`` against ``b`` (same shape and dtype; peak 255 for uint8, 65535
+    for uint16); ``inf`` when equal."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        raise ValueError(f"cannot compare {a.dtype} {a.shape} with {b.dtype} {b.shape}")
+    peak = 65535.0 if a.dtype == np.uint16 else 255.0
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak * peak / mse)
+
+
+def first_frame_hdr(path: PathLike) -> dict[str, tuple[int, ...]]:
+    """HDR10 static metadata of the first video frame, as PyAV's decoder reads it (it
+    parses H.264 SEI, which ffprobe 5.1 does not): ``{"mastering": (the 10 rationals' 20
+    integers...), "light": (MaxCLL, MaxFALL)}`` with the entries present."""
+    import struct
+
+    from av.sidedata.sidedata import Type
+
+    found: dict[str, tuple[int, ...]] = {}
+    with av.open(os.fspath(path)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            for side in cast(Any, frame.side_data):  # iterates SideData (typed as a Mapping)
+                data = bytes(side)
+                if side.type == Type.MASTERING_DISPLAY_METADATA:
+                    v = struct.unpack_from("<22i", data)
+                    # rationals reduced, so 34000/50000 and 17/25 compare equal
+                    found["mastering"] = tuple(
+                        x
+                        for i in range(10)
+                        for x in Fraction(v[2 * i], v[2 * i + 1] or 1).as_integer_ratio()
+                    )
+                elif side.type == Type.CONTENT_LIGHT_LEVEL:
+                    found["light"] = struct.unpack_from("<2I", data)
+            break
+    return found
+
+
+def audio_packet_times(
+    path: PathLike,
+) -> list[tuple[int, Fraction, Fraction, Fraction, bool]]:
+    """(audio stream ordinal, pts, dts, duration, discard) of every non-empty audio packet,
+    in file order; times in seconds (``-1`` for a missing pts or dts); ``discard``: the
+    demuxer marks the packet's samples to be dropped (encoder priming cut by an edit
+    list)."""
+    with av.open(os.fspath(path)) as container:
+        ordinal = {stream.index: i for i, stream in enumerate(container.streams.audio)}
+        if not ordinal:
+            return []
+        out = []
+        for packet in container.demux(*container.streams.audio):
+            if packet.size == 0:
+                continue
+            tb = Fraction(packet.time_base)
+            out.append(
+                (
+                    ordinal[packet.stream.index],
+                    Fraction(-1) if packet.pts is None else packet.pts * tb,
+                    Fraction(-1) if packet.dts is None else packet.dts * tb,
+                    (packet.duration or 0) * tb,
+                    bool(packet.is_discard),
+                )
+            )
+        return out
 
 
 def audio_packets(path: PathLike) -> list[tuple[int, int | None, int | None, bytes]]:
@@ -127,10 +276,17 @@ def ffprobe_frame_count(path: PathLike) -> int:
     return 0 if text == "N/A" else int(text.splitlines()[0].strip().rstrip(","))
 
 
-def ffmpeg_decode_errors(path: PathLike) -> str:
-    """stderr of ``ffmpeg -v error -i PATH -f null -``: "" when every stream decodes cleanly."""
+def ffmpeg_decode_errors(path: PathLike, *, input_time_base: bool = False) -> str:
+    """stderr of ``ffmpeg -v error -i PATH -f null -``: "" when every stream decodes cleanly.
+
+    ``input_time_base``: add ``-enc_time_base -1`` (the null output keeps the input's time
+    base). For a variable frame rate in Matroska, ffmpeg 5.1 otherwise rounds frame times
+    to its guessed rate and its null muxer complains about its own timestamps ("non
+    monotonically increasing dts"), for files FFmpeg itself wrote too; decoding errors
+    are reported either way."""
+    extra = ["-enc_time_base", "-1"] if input_time_base else []
     args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", os.fspath(path),
-            "-f", "null", "-"]  # fmt: skip
+            *extra, "-f", "null", "-"]  # fmt: skip
     result = _run(args)
     errors = result.stderr.strip()
     if result.returncode != 0 and not errors:

@@ -63,6 +63,25 @@ def test_redact_blurs_and_scores_make_a_table() -> None:
     assert table["score_map"].shape == (6, 96 // models.CELL, 160 // models.CELL)
 
 
+def test_deep_frames_stay_deep(tmp_path: Path) -> None:
+    """Sources deeper than 8 bits decode to uint16: processors get and return uint16."""
+    frames = frames_of().astype(np.uint16) * np.uint16(257)
+    for cls in (RegionChain, Redact):
+        out = apply_processor(cls, frames)
+        assert isinstance(out, np.ndarray) and out.dtype == np.uint16 and out.shape == frames.shape
+    eight = apply_processor(RegionChain, frames_of())
+    deep = apply_processor(RegionChain, frames)
+    assert isinstance(deep, np.ndarray) and isinstance(eight, np.ndarray)
+    assert np.abs((deep // 257).astype(int) - eight).max() <= 1  # same picture, more bits
+    path = write(
+        tmp_path,
+        "class P(raypipe.Processor):\n    def __call__(self, f):\n"
+        "        return (f // 257).astype(np.uint8)\n",
+    )
+    with pytest.raises(ProcessorError, match="for 6 uint16 frames; expected a uint16 array"):
+        apply_processor(f"{path}:P", frames)
+
+
 def test_batches_are_split_by_batch_size_and_outputs_equal() -> None:
     frames = frames_of(n=7)
     one = apply_processor(RegionChain, frames, settings=SessionSettings(device="cpu", batch_size=1))
@@ -136,10 +155,13 @@ def test_exceptions_in_setup_and_call_carry_the_processors_message(tmp_path: Pat
 @pytest.mark.parametrize(
     ("body", "match"),
     [
-        ("return frames[:1]", r"returned a uint8 array of shape \(1, 96, 160, 3\) for 2 frames"),
+        (
+            "return frames[:1]",
+            r"returned a uint8 array of shape \(1, 96, 160, 3\) for 2 uint8 frames",
+        ),
         ("return frames.astype(np.float32)", "returned a float32 array"),
         ("return {'x': frames}", "returned a dict for 2 frames; set output = 'tensor'"),
-        ("return None", "returned a NoneType for 2 frames"),
+        ("return None", "returned a NoneType for 2 uint8 frames"),
     ],
 )
 def test_image_outputs_are_checked(tmp_path: Path, body: str, match: str) -> None:

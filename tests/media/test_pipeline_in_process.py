@@ -7,32 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import CHUNK_SIZES, LOSSLESS, assert_exact, model_frames
+from conftest import CHUNK_SIZES, assert_exact, model_frames
+from pipeline_checks import run_in_process
 
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.stages import chunk_row, decode_stage, encode_stage
-from raypipe.media import Segment, assemble, plan_chunks, probe
+from raypipe.media import Segment, plan_chunks, probe
 from raypipe.testing import CLIP_KINDS
-
-
-def run_in_process(
-    source: Path, output: Path, model: str, chunk_frames: int, encode: EncodeConfig = LOSSLESS
-) -> int:
-    """The pipeline's stage functions one after another in this process; returns chunks."""
-    info = probe(str(source))
-    plan = plan_chunks(info, ChunkConfig(chunk_frames=chunk_frames))
-    work = output.parent / f"{output.name}.work"
-    work.mkdir()
-    paths = []
-    for chunk in plan.chunks:
-        row = decode_stage(chunk_row(info, chunk))
-        row["frames"] = model_frames(model, row["frames"])
-        row = encode_stage(row, config=encode)
-        path = work / f"{row['chunk_id']}.rpseg"
-        path.write_bytes(row["segment"])
-        paths.append(str(path))
-    assemble(paths, str(output), info.uri)
-    return len(plan)
 
 
 @pytest.mark.parametrize("chunk_frames", CHUNK_SIZES)

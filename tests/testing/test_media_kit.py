@@ -125,8 +125,11 @@ def test_clip_spec_validates() -> None:
         ClipSpec(n_frames=0)
     with pytest.raises(ValueError, match=r"open_gop=True needs bframes > 0"):
         ClipSpec(open_gop=True, bframes=0)
-    with pytest.raises(ValueError, match=r"audio_offset_seconds=-1.0: expected >= 0"):
-        ClipSpec(audio_offset_seconds=-1.0)
+    # audio may start before the video: the video then starts that much after 0
+    assert ClipSpec(audio_offset_seconds=-1.0).video_start_pts == 25
+    assert ClipSpec(audio_offset_seconds=-1.0).duration_seconds == ClipSpec().duration_seconds
+    with pytest.raises(ValueError, match=r"rotation_degrees=45: expected a multiple of 90"):
+        ClipSpec(rotation_degrees=45)
     with pytest.raises(ValueError, match=r"unknown clip kind 'nope': expected one of"):
         make_named_clip("nope", ".")
 

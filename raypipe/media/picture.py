@@ -1,0 +1,170 @@
+"""What a source's pictures are, beyond their pixels: the facts decode and encode need to
+give models upright RGB and to write an output that displays like the source.
+
+:class:`PictureFormat` is plain data (probe makes it; chunk rows carry it as JSON):
+coded size, display rotation, sample aspect ratio, pixel format (bit depth, chroma),
+colour tags and HDR10 metadata.
+
+Rotation: models see frames upright, as displayed, and the output is written upright
+with no rotation tag. TS and AVI outputs cannot carry a display matrix at all, so this is
+the one choice that displays right in every output container raypipe writes; a player
+that ignores rotation tags shows it right too. The source's coded size is then the
+output's displayed size turned by the rotation (a 1920x1080 phone video tagged 90
+degrees comes out 1080x1920 with no tag). Display matrices with a mirror (rare) are read
+for their rotation only.
+
+Bit depth: sources deeper than 8 bits decode to 16-bit RGB (``rgb48le``, uint16 frames)
+and stay at 16 bits through the model to the encoder; 8-bit sources use ``rgb24`` (uint8).
+
+Chroma: YUV -> RGB replicates each chroma sample over the luma samples it covers, and
+RGB -> YUV takes the chroma sample at its position (swscale's point interpolation), so an
+identity model gives the source's samples back (within one code value at 16 bits) instead
+of softening the chroma with every pass, and the conversion is the fastest swscale has.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from raypipe.media.colour import (
+    ColourTags,
+    HdrMetadata,
+    conversion_matrix,
+    conversion_range,
+)
+from raypipe.media.pixfmt import layout_of
+
+
+@dataclass(frozen=True, kw_only=True)
+class PictureFormat:
+    """A video stream's picture facts; see the module docstring.
+
+    ``rotation_degrees``: counter-clockwise, a multiple of 90 in [0, 360), as the source's
+    display matrix says (PyAV's ``VideoFrame.rotation``; ffprobe prints the same number as
+    ``rotation``, in (-180, 180]). ``sar``: sample aspect ratio ``(num, den)``, ``(0, 1)``
+    when unknown. ``pix_fmt``: the decoder's output format.
+    """
+
+    coded_width: int
+    coded_height: int
+    pix_fmt: str = "yuv420p"
+    rotation_degrees: int = 0
+    sar: tuple[int, int] = (0, 1)
+    colour: ColourTags = field(default_factory=ColourTags)
+    hdr: HdrMetadata | None = None
+
+    def __post_init__(self) -> None:
+        if self.coded_width < 1 or self.coded_height < 1:
+            raise ValueError(
+                f"coded size must be positive, got {self.coded_width}x{self.coded_height}"
+            )
+        object.__setattr__(self, "rotation_degrees", normalise_rotation(self.rotation_degrees))
+        object.__setattr__(self, "sar", (int(self.sar[0]), int(self.sar[1])))
+
+    @property
+    def bit_depth(self) -> int:
+        return layout_of(self.pix_fmt).bit_depth
+
+    @property
+    def chroma(self) -> str:
+        """``4:2:0``, ``4:2:2``, ``4:4:4``... (RGB sources count as ``4:4:4``)."""
+        return layout_of(self.pix_fmt).chroma
+
+    @property
+    def rgb_format(self) -> str:
+        """The RGB format frames travel in: ``rgb48le`` above 8 bits, else ``rgb24``."""
+        return "rgb48le" if self.bit_depth > 8 else "rgb24"
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(np.uint16 if self.bit_depth > 8 else np.uint8)
+
+    @property
+    def quarter_turns(self) -> int:
+        """Counter-clockwise quarter turns that make a coded frame upright."""
+        return self.rotation_degrees // 90
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) px of the frames models see and the output shows."""
+        if self.quarter_turns % 2:
+            return self.coded_height, self.coded_width
+        return self.coded_width, self.coded_height
+
+    @property
+    def upright_sar(self) -> Fraction | None:
+        """The sample aspect ratio of upright frames (inverted by a quarter turn)."""
+        num, den = self.sar
+        if not num or not den:
+            return None
+        return Fraction(den, num) if self.quarter_turns % 2 else Fraction(num, den)
+
+    @property
+    def matrix(self) -> str:
+        """The YUV matrix decode and encode convert with (:func:`conversion_matrix`)."""
+        return conversion_matrix(self.colour, self.coded_width, self.coded_height)
+
+    @property
+    def range(self) -> str:
+        """``tv`` or ``pc``: the YUV range decode and encode convert with."""
+        return conversion_range(self.colour, self.pix_fmt)
+
+    def upright(self, rgb: np.ndarray) -> np.ndarray:
+        """A coded ``(H, W, 3)`` frame turned upright (a view, no copy)."""
+        return np.rot90(rgb, self.quarter_turns) if self.quarter_turns else rgb
+
+    def output_tags(self, pix_fmt: str) -> ColourTags:
+        """The colour tags of an output written in ``pix_fmt``: the source's primaries and
+        transfer; the matrix and range encoded with (``gbr`` for RGB outputs)."""
+        if layout_of(pix_fmt).rgb:
+            return ColourTags(
+                primaries=self.colour.primaries, transfer=self.colour.transfer, matrix="gbr"
+            )
+        return ColourTags(
+            primaries=self.colour.primaries,
+            transfer=self.colour.transfer,
+            matrix=self.matrix,
+            range=self.range,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "coded_width": self.coded_width,
+            "coded_height": self.coded_height,
+            "pix_fmt": self.pix_fmt,
+            "rotation_degrees": self.rotation_degrees,
+            "sar": list(self.sar),
+            "colour": self.colour.to_dict(),
+            "hdr": None if self.hdr is None else self.hdr.to_dict(),
+            "bit_depth": self.bit_depth,
+            "chroma": self.chroma,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PictureFormat:
+        return cls(
+            coded_width=int(d["coded_width"]),
+            coded_height=int(d["coded_height"]),
+            pix_fmt=str(d["pix_fmt"]),
+            rotation_degrees=int(d["rotation_degrees"]),
+            sar=(int(d["sar"][0]), int(d["sar"][1])),
+            colour=ColourTags(**d["colour"]),
+            hdr=None if d.get("hdr") is None else HdrMetadata.from_dict(d["hdr"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PictureFormat:
+        return cls.from_dict(json.loads(text))
+
+
+def normalise_rotation(degrees: float) -> int:
+    """``degrees`` (any sign) as a counter-clockwise multiple of 90 in [0, 360)."""
+    return (int(round(degrees / 90.0)) % 4) * 90

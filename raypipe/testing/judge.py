@@ -1,0 +1,212 @@
+"""What ``ffprobe`` (the independent judge) shows of a video file: the first video stream's
+displayed size and rotation, colour tags, bit depth and chroma, timing, HDR metadata, and
+every other stream with its language, title and dispositions.
+
+Deliberately independent of raypipe's media code: pixel formats are read from their names
+here, timing from ffprobe's own stream and packet fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+__all__ = [
+    "ProbedStream",
+    "ProbedVideo",
+    "ffprobe_video",
+    "pix_fmt_layout",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def _ffprobe(args: list[str]) -> dict[str, Any]:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-of", "json", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"ffprobe {' '.join(args)} failed: {result.stderr.strip()}")
+    return dict(json.loads(result.stdout or "{}"))
+
+
+_YUV = re.compile(r"^(?:yuvj|yuva|yuv)(4[1-4][0-4])p(\d+)?(?:le|be)?$")
+_SEMI_PLANAR = {"nv12": ("4:2:0", 8), "nv21": ("4:2:0", 8), "nv16": ("4:2:2", 8),
+                "p010le": ("4:2:0", 10), "p016le": ("4:2:0", 16),
+                "p210le": ("4:2:2", 10)}  # fmt: skip
+_RGB_DEPTH = {"rgb24": 8, "bgr24": 8, "bgr0": 8, "rgb0": 8, "0rgb": 8, "0bgr": 8, "gbrp": 8,
+              "rgb48le": 16, "bgr48le": 16}  # fmt: skip
+
+
+def pix_fmt_layout(pix_fmt: str) -> tuple[int, str]:
+    """(bit depth, chroma) of an FFmpeg pixel format name, read from the name: chroma is
+    ``4:2:0``, ``4:2:2``, ``4:4:4``... or ``RGB``; raises ValueError for a name it does
+    not know."""
+    m = _YUV.match(pix_fmt)
+    if m:
+        digits = m.group(1)
+        return int(m.group(2) or 8), f"{digits[0]}:{digits[1]}:{digits[2]}"
+    if pix_fmt in _SEMI_PLANAR:
+        chroma, depth = _SEMI_PLANAR[pix_fmt]
+        return depth, chroma
+    if pix_fmt in _RGB_DEPTH:
+        return _RGB_DEPTH[pix_fmt], "RGB"
+    m = re.match(r"^gbrp(\d+)(?:le|be)$", pix_fmt)
+    if m:
+        return int(m.group(1)), "RGB"
+    raise ValueError(f"pixel format {pix_fmt!r} is not one the judge knows")
+
+
+@dataclass(frozen=True)
+class ProbedStream:
+    """A non-main stream as ffprobe shows it."""
+
+    index: int
+    kind: str  # "audio" | "subtitle" | "video" (attached pictures)
+    codec: str
+    language: str  # "und" (undetermined) when untagged, as MP4 writes it
+    title: str  # the title tag, else an MP4/MOV handler name that is not FFmpeg's default
+    dispositions: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ProbedVideo:
+    """A file's first (non-attached-picture) video stream, and its other streams."""
+
+    format_name: str  # ffprobe's, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm"
+    codec: str
+    coded_width: int
+    coded_height: int
+    rotation: int  # ffprobe's side data rotation (degrees, counter-clockwise); 0 if none
+    pix_fmt: str
+    primaries: str
+    transfer: str
+    matrix: str
+    range: str
+    avg_frame_rate: Fraction
+    duration_seconds: float  # the stream's duration, else its packets' span (see ffprobe_video)
+    stream_duration_seconds: float | None  # the stream's duration field, None when absent
+    n_packets: int
+    start_seconds: float
+    hdr: dict[str, Any]  # first frame's side data by type name (HEVC SEI as ffprobe reads it)
+    streams: tuple[ProbedStream, ...] = field(default=())
+
+    @property
+    def displayed_size(self) -> tuple[int, int]:
+        """(width, height) as a player shows it: the coded size turned by the rotation."""
+        if round(self.rotation / 90) % 2:
+            return self.coded_height, self.coded_width
+        return self.coded_width, self.coded_height
+
+    @property
+    def bit_depth(self) -> int:
+        return pix_fmt_layout(self.pix_fmt)[0]
+
+    @property
+    def chroma(self) -> str:
+        return pix_fmt_layout(self.pix_fmt)[1]
+
+
+def _tag(tags: dict[str, str], key: str) -> str:
+    return next((v for k, v in tags.items() if k.lower() == key), "")
+
+
+_DEFAULT_HANDLERS = ("SoundHandler", "VideoHandler", "SubtitleHandler", "TextHandler")
+
+
+def _title(tags: dict[str, str]) -> str:
+    handler = _tag(tags, "handler_name")
+    return _tag(tags, "title") or ("" if handler in _DEFAULT_HANDLERS else handler)
+
+
+def _rate(text: str) -> Fraction:
+    num, _, den = text.partition("/")
+    return Fraction(int(num), int(den)) if den and int(den) else Fraction(0)
+
+
+def ffprobe_video(path: PathLike) -> ProbedVideo:
+    """What ffprobe shows of ``path`` (see :class:`ProbedVideo`)."""
+    path = os.fspath(path)
+    doc = _ffprobe(
+        ["-show_streams", "-show_format", "-show_entries",
+         "packet=stream_index,pts_time,duration_time", path]
+    )  # fmt: skip
+    video = [
+        s
+        for s in doc.get("streams", [])
+        if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+    ]
+    if not video:
+        raise ValueError(f"{path} has no video stream")
+    v = video[0]
+    rotation = 0
+    for side in v.get("side_data_list", []):
+        if "rotation" in side:
+            rotation = int(side["rotation"])
+    packets = [
+        p
+        for p in doc.get("packets", [])
+        if p.get("stream_index") == v["index"] and p.get("pts_time") not in (None, "N/A")
+    ]
+    starts = [float(p["pts_time"]) for p in packets]
+    ends = [float(p["pts_time"]) + float(p.get("duration_time") or 0) for p in packets]
+    stream_duration = v.get("duration")
+    fmt = str(doc.get("format", {}).get("format_name", ""))
+    duration = max(ends) - min(starts) if starts else 0.0
+    if stream_duration not in (None, "N/A") and "matroska" not in fmt:
+        # MP4/MOV: the track's duration (ffprobe 5.1 reads no packet durations from an MP4
+        # whose B-frames start before 0 but the sample table has them); Matroska's is the
+        # DURATION tag, the stream's end time rather than its length
+        duration = float(str(stream_duration))
+    frames = _ffprobe(
+        ["-select_streams", str(v["index"]), "-show_frames", "-read_intervals", "%+#1",
+         "-show_entries", "frame=side_data_list", path]
+    ).get("frames", [{}])  # fmt: skip
+    hdr = {
+        str(side.get("side_data_type")): side
+        for side in (frames[0] if frames else {}).get("side_data_list", [])
+        if "light" in str(side.get("side_data_type", "")).lower()
+        or "mastering" in str(side.get("side_data_type", "")).lower()
+    }
+    others = tuple(
+        ProbedStream(
+            index=int(s["index"]),
+            kind=str(s.get("codec_type")),
+            codec=str(s.get("codec_name")),
+            language=_tag(s.get("tags", {}), "language") or "und",
+            title=_title(s.get("tags", {})),
+            dispositions=frozenset(k for k, on in s.get("disposition", {}).items() if on),
+        )
+        for s in doc.get("streams", [])
+        if s is not v
+    )
+    return ProbedVideo(
+        format_name=fmt,
+        codec=str(v.get("codec_name")),
+        coded_width=int(v["width"]),
+        coded_height=int(v["height"]),
+        rotation=rotation,
+        pix_fmt=str(v.get("pix_fmt")),
+        primaries=str(v.get("color_primaries", "unknown")),
+        transfer=str(v.get("color_transfer", "unknown")),
+        matrix=str(v.get("color_space", "unknown")),
+        range=str(v.get("color_range", "unknown")),
+        avg_frame_rate=_rate(str(v.get("avg_frame_rate", "0/1"))),
+        duration_seconds=float(duration),
+        stream_duration_seconds=(
+            None if stream_duration in (None, "N/A") else float(str(stream_duration))
+        ),
+        n_packets=len(packets),
+        start_seconds=min(starts) if starts else 0.0,
+        hdr=hdr,
+        streams=others,
+    )

@@ -1,0 +1,79 @@
+"""Fidelity through a real local Ray (issue 11): a lean matrix of the trait clips through
+process_video, judged like the in-process matrix (tests/media/test_fidelity.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import lossless_options
+from pipeline_checks import LOSSLESS_10BIT, assert_fidelity
+
+import raypipe
+from raypipe.testing import ffprobe_video, make_trait_clip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray(ray_local: None) -> None:
+    return None
+
+
+X265_LOSSLESS = {
+    "codec": LOSSLESS_10BIT.codec,
+    "crf": None,
+    "preset": LOSSLESS_10BIT.preset,
+    "encoder_options": dict(LOSSLESS_10BIT.options),
+}
+
+
+@pytest.mark.parametrize(
+    ("trait", "suffix", "settings", "frames", "floor"),
+    [
+        ("phone_hlg", ".mp4", {}, "psnr", 30.0),  # default settings: 10-bit H.264, tagged
+        ("rotated_languages", ".mkv", lossless_options(), "equal", 0.0),
+        ("hdr10", ".mp4", X265_LOSSLESS, "psnr", 45.0),
+        ("audio_early_cover", ".mp4", {}, "psnr", 30.0),
+        ("one_frame", ".mov", {}, "psnr", 30.0),
+    ],
+)
+def test_trait_kept_through_ray(
+    tmp_path: Path,
+    trait: str,
+    suffix: str,
+    settings: dict[str, object],
+    frames: str,
+    floor: float,
+) -> None:
+    source = make_trait_clip(trait, tmp_path)
+    out = tmp_path / f"out{suffix}"
+    stats = raypipe.process_video(
+        str(source), str(out), model="builtin:invert", chunk_frames=5, quiet=True, **settings
+    )
+    assert stats.chunks >= 1
+    dropped = frozenset({"mov_text"}) if trait == "rotated_languages" else frozenset()
+    assert_fidelity(
+        source, out, "builtin:invert", frames=frames, min_psnr_db=floor, dropped_codecs=dropped
+    )
+    assert not list(tmp_path.glob(".*")), "work directory or temporary file left behind"
+
+
+def test_an_encoder_that_keeps_less_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = make_trait_clip("phone_hlg", tmp_path)
+    out = tmp_path / "out.mkv"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        raypipe.process_video(
+            str(source), str(out), model="builtin:identity", chunk_frames=5, quiet=True,
+            codec="libvpx-vp9",
+        )  # fmt: skip
+    notes = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert notes == [
+        "encoder libvpx-vp9 cannot write the source's 10-bit 4:2:0 (yuv420p10le); writing "
+        "yuv420p (8-bit 4:2:0) instead (libx265 and ffv1 keep 10-bit and 4:4:4)"
+    ]
+    probed = ffprobe_video(out)
+    assert (probed.pix_fmt, probed.transfer, probed.displayed_size) == (
+        "yuv420p", "arib-std-b67", (64, 96)
+    )  # fmt: skip

@@ -1,0 +1,152 @@
+"""Fidelity in-process (no Ray): a processed video shows everything its source shows, for
+every trait clip in MP4, MOV and MKV at default settings and with a lossless codec, and
+once in TS, AVI, WebM and NUT with audio (issue 11). ffprobe is the judge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import LOSSLESS
+from pipeline_checks import LOSSLESS_10BIT, assert_fidelity, run_in_process
+
+from raypipe.config import EncodeConfig
+from raypipe.testing import TRAIT_CLIPS, ClipSpec, make_clip, trait_names
+
+DEEP = {name for name, (spec, _) in TRAIT_CLIPS.items() if spec.pix_fmt.endswith("10le")}
+
+
+def dropped(trait: str, suffix: str) -> frozenset[str]:
+    """Source streams the output container cannot hold (left out with a warning)."""
+    if trait == "rotated_languages" and suffix == ".mkv":
+        return frozenset({"mov_text"})  # Matroska holds text subtitles as SubRip/ASS
+    if trait == "audio_early_cover" and suffix == ".mov":
+        return frozenset({"mjpeg"})  # FFmpeg's MOV muxer drops attached pictures
+    return frozenset()
+
+
+@pytest.mark.parametrize("settings", ["default", "lossless"])
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+@pytest.mark.parametrize("trait", trait_names())
+def test_trait_kept(
+    traits: dict[str, Path], tmp_path: Path, trait: str, suffix: str, settings: str
+) -> None:
+    out = tmp_path / f"out{suffix}"
+    if settings == "default":
+        encode, frames, floor = EncodeConfig(), "psnr", 30.0
+    elif trait in DEEP:
+        encode, frames, floor = LOSSLESS_10BIT, "psnr", 45.0  # 16-bit PSNR
+    else:
+        encode, frames, floor = LOSSLESS, "equal", 0.0
+    assert run_in_process(traits[trait], out, "builtin:invert", 5, encode) >= 1
+    assert_fidelity(
+        traits[trait],
+        out,
+        "builtin:invert",
+        frames=frames,
+        min_psnr_db=floor,
+        dropped_codecs=dropped(trait, suffix),
+        subtitle_tags=suffix != ".mov",  # FFmpeg's MOV muxer keeps no subtitle language
+    )
+
+
+# --- the other output containers, each at least once with audio ----------------------------
+
+_HLG = ("bt2020", "arib-std-b67", "bt2020nc", "tv")
+OTHER_SOURCES = {
+    # what the issue saw: an MJPEG/PCM AVI (full range, no B-frames)
+    "mjpeg_pcm": (
+        ClipSpec(codec="mjpeg", pix_fmt="yuvj420p", bframes=0, audio="pcm_s16le", n_frames=12,
+                 gop=1, width=96, height=64),
+        ".avi",
+    ),
+    # 10-bit HLG with Opus audio, for WebM
+    "hlg_opus": (
+        ClipSpec(codec="libx265", pix_fmt="yuv420p10le", colour=_HLG, audio="libopus",
+                 n_frames=12, gop=6, width=96, height=64),
+        ".mkv",
+    ),
+}  # fmt: skip
+AV1 = EncodeConfig(codec="libsvtav1", crf=None, preset=None, options={"crf": "20", "preset": "8"})
+
+
+@pytest.fixture(scope="module")
+def other_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("other")
+    return {
+        name: make_clip(directory / f"{name}{suffix}", spec)
+        for name, (spec, suffix) in OTHER_SOURCES.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "suffix", "encode"),
+    [
+        ("phone_hlg", ".ts", EncodeConfig()),
+        ("phone_hlg", ".nut", EncodeConfig()),
+        ("mjpeg_pcm", ".avi", EncodeConfig()),
+        ("mjpeg_pcm", ".mkv", EncodeConfig()),
+        ("hlg_opus", ".webm", AV1),
+    ],
+)
+def test_other_containers_keep_it_with_audio(
+    traits: dict[str, Path],
+    other_sources: dict[str, Path],
+    tmp_path: Path,
+    source: str,
+    suffix: str,
+    encode: EncodeConfig,
+) -> None:
+    path = traits[source] if source in traits else other_sources[source]
+    out = tmp_path / f"out{suffix}"
+    run_in_process(path, out, "builtin:invert", 5, encode)
+    assert_fidelity(path, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
+
+
+# --- timing: the rates the issue saw wrong (30 fps -> 29.70, NTSC, VFR) ---------------------
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov"])
+@pytest.mark.parametrize("kind", ["ntsc", "vfr", "thirty"])
+def test_rates_and_durations_kept(
+    clips: dict[str, Path], tmp_path: Path, kind: str, suffix: str
+) -> None:
+    if kind == "thirty":
+        source = make_clip(tmp_path / "thirty.mp4", ClipSpec(fps=30, n_frames=30, audio="aac"))
+    else:
+        source = clips[kind]
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 13, LOSSLESS)
+    assert_fidelity(source, out, "builtin:invert", frames="equal")
+    # variable frame rates keep every frame's own duration (Matroska: to the millisecond)
+    src, got = ffprobe_durations(source), ffprobe_durations(out)
+    tick = 0.001 if suffix == ".mkv" else 2e-6  # ffprobe prints 6 decimals
+    worst = max(abs(a - b) for a, b in zip(got[:-1], src[:-1], strict=True))
+    assert worst <= tick, f"a frame duration is {worst:.6f}s off"
+    # the last: ffprobe reads the source's from its edit list, in milliseconds
+    assert abs(got[-1] - src[-1]) <= 0.002
+
+
+def ffprobe_durations(path: Path) -> list[float]:
+    """Each frame's duration in display order: the next frame's pts minus its own (ffprobe's
+    packets), and the stream's end for the last."""
+    from raypipe.testing import ffprobe_video
+    from raypipe.testing.judge import _ffprobe
+
+    packets = _ffprobe(["-select_streams", "v:0", "-show_entries", "packet=pts_time", str(path)])[
+        "packets"
+    ]
+    pts = sorted(float(p["pts_time"]) for p in packets)
+    end = pts[0] + ffprobe_video(path).duration_seconds
+    return [b - a for a, b in zip(pts, [*pts[1:], end])]
+
+
+def test_avi_refuses_a_variable_frame_rate_in_one_line(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    from raypipe.errors import MuxError
+
+    out = tmp_path / "out.avi"
+    with pytest.raises(MuxError, match=r"an AVI output holds one frame duration only .* \.mkv"):
+        run_in_process(clips["vfr"], out, "builtin:invert", 13, LOSSLESS)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.avi.work"]  # nothing half-written

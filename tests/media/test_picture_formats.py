@@ -1,0 +1,243 @@
+"""Bit depth, chroma and colour conversion: the 10-bit identity round trip, the matrix rule
+for untagged sources, the output pixel format that follows the source (issue 11)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from pipeline_checks import LOSSLESS_10BIT, run_in_process
+
+from raypipe.config import ChunkConfig, EncodeConfig
+from raypipe.distributed.stages import chunk_row, decode_stage
+from raypipe.media import plan_chunks, probe
+from raypipe.media.colour import ColourTags, HdrMetadata, default_matrix
+from raypipe.media.encode import fidelity_notes
+from raypipe.media.picture import PictureFormat, normalise_rotation
+from raypipe.media.pixfmt import choose_pix_fmt, layout_of
+from raypipe.testing import ClipSpec, ffprobe_video, make_clip, yuv_planes
+
+_HLG = ("bt2020", "arib-std-b67", "bt2020nc", "tv")
+FFV1 = EncodeConfig(codec="ffv1", crf=None, preset=None)
+
+
+def _deep_source(directory: Path, pix_fmt: str) -> Path:
+    """A losslessly coded 10-bit clip (every sample inside the RGB gamut)."""
+    spec = ClipSpec(codec="ffv1", pix_fmt=pix_fmt, colour=_HLG, bframes=0, gop=1, n_frames=6,
+                    width=96, height=64)  # fmt: skip
+    return make_clip(directory / f"{pix_fmt}.mkv", spec)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p10le", "yuv444p10le"])
+@pytest.mark.parametrize(("encode", "suffix"), [(FFV1, ".mkv"), (LOSSLESS_10BIT, ".mp4")])
+def test_10bit_identity_round_trip_within_one_code_value(
+    tmp_path: Path, pix_fmt: str, encode: EncodeConfig, suffix: str
+) -> None:
+    source = _deep_source(tmp_path, pix_fmt)
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:identity", 4, encode)
+    assert ffprobe_video(out).pix_fmt == pix_fmt  # the default format follows the source
+    src, got = yuv_planes(source), yuv_planes(out)
+    assert len(got) == len(src) == 6
+    worst = max(
+        int(np.abs(a.astype(np.int32) - b).max())
+        for fa, fb in zip(got, src)
+        for a, b in zip(fa, fb)
+    )
+    assert worst <= 1, f"a sample is {worst} code values off"
+    # the test can fail: squeezed through 8 bits, samples would be up to 2 code values off
+    squeezed = max(
+        int(np.abs(((p.astype(np.int32) + 2) // 4) * 4 - p).max()) for f in src for p in f
+    )
+    assert squeezed >= 2
+
+
+def test_deep_frames_travel_at_16_bits(tmp_path: Path) -> None:
+    source = _deep_source(tmp_path, "yuv420p10le")
+    info = probe(str(source))
+    assert (info.picture_format.bit_depth, info.picture_format.chroma) == (10, "4:2:0")
+    chunk = plan_chunks(info, ChunkConfig(chunk_frames=3)).chunks[0]
+    frames = decode_stage(chunk_row(info, chunk))["frames"]
+    assert frames.dtype == np.uint16 and frames.shape == (3, 64, 96, 3)
+    assert len(np.unique(frames % 256)) > 200, "the low byte carries detail (not 8-bit)"
+
+
+def _decode_first_frame_rgb(path: Path) -> np.ndarray:
+    info = probe(str(path))
+    chunk = plan_chunks(info, ChunkConfig(chunk_frames=1)).chunks[0]
+    return np.asarray(decode_stage(chunk_row(info, chunk))["frames"][0])
+
+
+@pytest.mark.parametrize(("width", "height", "matrix"), [(96, 64, "bt601"), (1280, 64, "bt709")])
+def test_untagged_sources_convert_with_the_matrix_of_their_size(
+    tmp_path: Path, width: int, height: int, matrix: str
+) -> None:
+    """One untagged YUV colour, decoded: RGB as the BT.601 or BT.709 formula gives it."""
+    path = tmp_path / f"flat{width}.mkv"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
+        frame = av.VideoFrame(width, height, "yuv444p")
+        for plane, value in zip(frame.planes, (120, 160, 90)):
+            plane.update(bytes([value]) * plane.buffer_size)
+        frame.pts = 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    kr, kb = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}[matrix]
+    y, pb, pr = (120 - 16) / 219, (160 - 128) / 224, (90 - 128) / 224
+    r, b = y + 2 * (1 - kr) * pr, y + 2 * (1 - kb) * pb
+    g = (y - kr * r - kb * b) / (1 - kr - kb)
+    expected = np.clip(np.round(np.array([r, g, b]) * 255), 0, 255)
+    rgb = _decode_first_frame_rgb(path)
+    assert np.abs(rgb[0, 0].astype(int) - expected).max() <= 1, (rgb[0, 0], expected)
+    assert default_matrix(width, height) == ("bt709" if matrix == "bt709" else "smpte170m")
+
+
+def test_the_size_rule() -> None:
+    assert default_matrix(1280, 720) == default_matrix(720, 1280) == "bt709"
+    assert default_matrix(720, 576) == default_matrix(640, 480) == "smpte170m"
+    assert default_matrix(1024, 577) == "bt709"  # taller than 576 lines
+
+
+@pytest.mark.parametrize(
+    ("source", "codec", "chosen", "kept"),
+    [
+        ("yuv420p", "libx264", "yuv420p", True),
+        ("yuv420p10le", "libx264", "yuv420p10le", True),
+        ("yuv444p", "libx264", "yuv444p", True),
+        ("yuvj420p", "libx264", "yuv420p", True),  # full range is a tag, not a format
+        ("yuv420p10le", "libx265", "yuv420p10le", True),
+        ("yuv444p10le", "ffv1", "yuv444p10le", True),
+        ("yuv420p", "libx264rgb", "rgb24", True),  # RGB keeps all of 8-bit 4:2:0
+        ("yuv420p10le", "libx264rgb", "rgb24", False),
+        ("yuv420p10le", "libvpx-vp9", "yuv420p", False),  # this build's VP9 is 8-bit only
+        ("yuv444p10le", "libsvtav1", "yuv420p10le", False),  # depth kept before chroma
+        ("yuv420p10le", "h264_nvenc", "yuv420p", False),  # H.264 10-bit NVENC: Blackwell only
+        ("yuv420p10le", "hevc_nvenc", "p010le", True),
+        ("gbrp", "libx265", "gbrp", True),
+    ],
+)
+def test_output_pix_fmt_follows_the_source(
+    source: str, codec: str, chosen: str, kept: bool
+) -> None:
+    pix_fmt, note = choose_pix_fmt(source, codec)
+    assert pix_fmt == chosen
+    assert (note == "") == kept
+    if not kept:
+        assert note.startswith(f"encoder {codec} cannot write the source's ")
+        assert f"writing {chosen} (" in note
+
+
+def test_notes_say_what_is_lost_once_per_kind(caplog: pytest.LogCaptureFixture) -> None:
+    hdr = HdrMetadata(max_cll=1000, max_fall=400)
+    picture = PictureFormat(coded_width=96, coded_height=64, pix_fmt="yuv420p10le", hdr=hdr)
+    assert fidelity_notes(EncodeConfig(codec="libx265"), picture) == []
+    notes = fidelity_notes(EncodeConfig(codec="libvpx-vp9"), picture)
+    assert len(notes) == 2 and "10-bit 4:2:0" in notes[0] and "HDR10 metadata" in notes[1]
+    # an explicit pix_fmt wins, and says nothing
+    assert fidelity_notes(EncodeConfig(codec="libx264", pix_fmt="yuv420p"), picture) == []
+
+    from raypipe.config import RunConfig
+    from raypipe.distributed.engine import PlannedVideo, VideoJob, _log_fidelity_notes
+
+    planned = [
+        PlannedVideo(job=VideoJob(uri=f"v{i}", output=f"o{i}"), picture=picture) for i in range(3)
+    ]
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        _log_fidelity_notes(RunConfig(encode=EncodeConfig(codec="libvpx-vp9")), planned)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and all(line.endswith("(3 videos)") for line in lines)
+
+
+def test_picture_format_is_plain_data() -> None:
+    picture = PictureFormat(
+        coded_width=1920,
+        coded_height=1080,
+        pix_fmt="yuv420p10le",
+        rotation_degrees=-90,
+        sar=(4, 3),
+        colour=ColourTags(primaries="bt2020", transfer="arib-std-b67", matrix="bt2020nc"),
+        hdr=HdrMetadata(red=(34000, 16000), green=(13250, 34500), blue=(7500, 3000),
+                        white=(15635, 16450), max_luminance=10000000, min_luminance=50),
+    )  # fmt: skip
+    assert PictureFormat.from_json(picture.to_json()) == picture
+    assert picture.rotation_degrees == 270 and picture.upright_size == (1080, 1920)
+    assert picture.range == "tv" and picture.matrix == "bt2020nc"
+    assert picture.upright_sar == 0.75  # a quarter turn swaps the sample's sides
+    assert picture.output_tags("rgb24").matrix == "gbr"
+    assert [normalise_rotation(d) for d in (90, -90, 180, -180, 270, 360)] == [
+        90,
+        270,
+        180,
+        180,
+        270,
+        0,
+    ]
+    assert layout_of("p010le").describe() == "10-bit 4:2:0"
+    with pytest.raises(Exception, match="colour matrix 'bt2021' is not one FFmpeg names"):
+        ColourTags(matrix="bt2021")
+
+
+def test_x265_two_frame_segments_get_usable_dts() -> None:
+    """libx265 leaves its B-frame delay unset for two frames (dts are garbage)."""
+    from fractions import Fraction
+
+    from raypipe.media.encode import encode_segment
+
+    frames = np.zeros((2, 64, 96, 3), dtype=np.uint16)
+    pts = np.array([160, 200])
+    segment = encode_segment(
+        frames, pts, time_base=Fraction(1, 1000), rate=Fraction(25), config=LOSSLESS_10BIT
+    )
+    assert segment.pts.tolist() == [160, 200] and segment.dts.tolist() == [160, 200]
+    assert segment.durations is not None and segment.durations.tolist() == [40, 40]
+
+
+def test_probe_command_shows_rotation_colour_depth_and_chroma(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from raypipe.cli import main
+    from raypipe.testing import make_trait_clip
+
+    path = make_trait_clip("phone_hlg", tmp_path)
+    assert main(["probe", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "shown 64x96 (coded 96x64, rotation 270° counter-clockwise), 10-bit 4:2:0" in text
+    assert "primaries bt2020, transfer arib-std-b67, matrix bt2020nc, range tv" in text
+    assert main(["probe", str(make_trait_clip("hdr10", tmp_path)), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    picture = doc["picture"]
+    assert (picture["bit_depth"], picture["chroma"], picture["rotation_degrees"]) == (
+        10,
+        "4:2:0",
+        0,
+    )
+    assert picture["colour"] == {
+        "primaries": "bt2020", "transfer": "smpte2084", "matrix": "bt2020nc", "range": "tv"
+    }  # fmt: skip
+    assert (picture["hdr"]["max_cll"], picture["hdr"]["max_fall"]) == (1000, 400)
+    assert picture["hdr"]["red"] == [34000, 16000] and picture["hdr"]["min_luminance"] == 50
+
+
+def test_segments_of_the_first_format_still_read() -> None:
+    """Work directories written before packet durations (RPSEG1) stay readable."""
+    import json
+    import struct
+    from fractions import Fraction
+
+    from raypipe.media.encode import Segment
+
+    head = json.dumps({"n": 2, "tb": [1, 25]}).encode()
+    v1 = b"RPSEG1\n" + struct.pack("<I", len(head)) + head
+    v1 += np.array([0, 1], "<i8").tobytes() + np.array([-1, 0], "<i8").tobytes() + b"NUT"
+    segment = Segment.from_bytes(v1)
+    assert segment.nut == b"NUT" and segment.pts.tolist() == [0, 1]
+    assert segment.dts.tolist() == [-1, 0] and segment.time_base == Fraction(1, 25)
+    assert segment.durations is None and segment.colour is None and segment.rate is None
+    again = Segment.from_bytes(segment.to_bytes())  # written back as the current format
+    assert again.pts.tolist() == [0, 1] and again.nut == b"NUT"

@@ -1,0 +1,206 @@
+"""The pipeline's stages run in-process, and the fidelity checks of an output against its
+source with ffprobe as the judge (issue 11): shared by tests/media and tests/distributed."""
+
+from __future__ import annotations
+
+import functools
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from conftest import LOSSLESS
+
+from raypipe.config import ChunkConfig, EncodeConfig
+from raypipe.distributed.stages import chunk_row, decode_stage, encode_stage
+from raypipe.media import assemble, plan_chunks, probe
+from raypipe.testing import (
+    audio_packet_times,
+    audio_packets,
+    decode_upright,
+    ffmpeg_decode_errors,
+    ffprobe_frame_count,
+    ffprobe_video,
+    first_frame_hdr,
+    psnr,
+    start_offset_seconds,
+)
+
+# Lossless 10-bit HEVC: the stream keeps the source's YUV samples, so the output decodes
+# to within a code value of the 16-bit RGB the model gave.
+LOSSLESS_10BIT = EncodeConfig(
+    codec="libx265", crf=None, preset="ultrafast", options={"x265-params": "lossless=1"}
+)
+MS_TIMESTAMPS = ("matroska", "webm")  # containers that round timestamps to milliseconds
+DISPOSITIONS = ("mp4", "mov", "matroska", "webm")  # containers that store dispositions
+
+
+@functools.lru_cache(maxsize=8)
+def _model(model: str) -> Any:
+    from raypipe.infer.models import FrameModel, resolve_model
+
+    return FrameModel(resolve_model(model)[0], device="cpu")
+
+
+def model_frames(model: str, frames: np.ndarray) -> np.ndarray:
+    """``model`` applied in-process on the CPU (one warm session per model)."""
+    return np.asarray(_model(model).run(frames, 4))
+
+
+@functools.lru_cache(maxsize=16)
+def _source_facts(path: Path, mtime_ns: int) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """What the checks read of a source (cached: a source is checked against many outputs)."""
+    return (
+        ffprobe_video(path),
+        decode_upright(path),
+        first_frame_hdr(path),
+        audio_packets(path),
+        audio_packet_times(path),
+        start_offset_seconds(path),
+    )
+
+
+def run_in_process(
+    source: Path, output: Path, model: str, chunk_frames: int, encode: EncodeConfig = LOSSLESS
+) -> int:
+    """The pipeline's stage functions one after another in this process; returns chunks."""
+    info = probe(str(source))
+    plan = plan_chunks(info, ChunkConfig(chunk_frames=chunk_frames))
+    work = output.parent / f"{output.name}.work"
+    work.mkdir()
+    paths = []
+    for chunk in plan.chunks:
+        row = decode_stage(chunk_row(info, chunk))
+        row["frames"] = model_frames(model, row["frames"])
+        row = encode_stage(row, config=encode)
+        assert not row["error_type"], row["error_message"]
+        path = work / f"{row['chunk_id']}.rpseg"
+        path.write_bytes(row["segment"])
+        paths.append(str(path))
+    assemble(paths, str(output), info.uri)
+    return len(plan)
+
+
+def _raw_aac(payload: bytes) -> bytes:
+    """An AAC frame without the ADTS header MPEG-TS wraps it in (7 bytes, 9 with a CRC)."""
+    if len(payload) > 7 and payload[0] == 0xFF and payload[1] & 0xF0 == 0xF0:
+        return payload[7 if payload[1] & 1 else 9 :]
+    return payload
+
+
+def _container_of(path: Path) -> str:
+    return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".ts": "mpegts",
+            ".avi": "avi", ".nut": "nut"}[path.suffix]  # fmt: skip
+
+
+def assert_fidelity(
+    source: Path,
+    output: Path,
+    model: str,
+    *,
+    frames: str = "psnr",
+    min_psnr_db: float = 30.0,
+    dropped_codecs: frozenset[str] = frozenset(),
+    subtitle_tags: bool = True,
+) -> None:
+    """The output shows what the source shows (DESIGN.md invariants 1-3, issue 11).
+
+    ``frames``: ``"equal"`` (lossless RGB: every frame equals the model applied in-process
+    to the upright source frame), ``"psnr"`` (at least ``min_psnr_db`` against it, at 16
+    bits for deep sources). ``dropped_codecs``: source stream codecs the output container
+    cannot hold (left out, with a warning). ``subtitle_tags``: compare subtitle streams'
+    language and dispositions (FFmpeg's MOV muxer stores neither).
+    """
+    facts = _source_facts(source, source.stat().st_mtime_ns)
+    src, (ref, ref_pts, ref_tb), src_hdr, src_audio, src_times, src_offset = facts
+    out = ffprobe_video(output)
+    fmt = _container_of(output)
+    got, got_pts, got_tb = decode_upright(output)
+    n = len(ref_pts)
+    # frame count and pts
+    assert len(got_pts) == n == ffprobe_frame_count(output), f"{len(got_pts)} frames, {n} in"
+    rel_src = [Fraction(p - ref_pts[0]) * ref_tb for p in ref_pts]
+    rel_out = [Fraction(p - got_pts[0]) * got_tb for p in got_pts]
+    if fmt == "avi":  # AVI stores no pts: frames show in the decoder's order, 1/rate apart
+        rel_out = [i / out.avg_frame_rate for i in range(len(got_pts))]
+    tick = Fraction(1, 2000) if fmt in MS_TIMESTAMPS else Fraction(0)
+    assert all(abs(a - b) <= tick for a, b in zip(rel_out, rel_src)), "pts differ"
+    # timing: stream duration and average frame rate within half a frame
+    frame_s = src.duration_seconds / n
+    assert abs(out.duration_seconds - src.duration_seconds) <= frame_s / 2, (
+        f"duration {out.duration_seconds}s, source {src.duration_seconds}s"
+    )
+    assert out.avg_frame_rate, "no avg_frame_rate"
+    assert abs(n / out.avg_frame_rate - n / src.avg_frame_rate) <= frame_s / 2, (
+        f"avg_frame_rate {out.avg_frame_rate}, source {src.avg_frame_rate}"
+    )
+    # displayed size and orientation: upright, no rotation tag
+    assert out.rotation == 0 and out.displayed_size == src.displayed_size
+    # colour tags; bit depth and chroma
+    assert (out.primaries, out.transfer) == (src.primaries, src.transfer)
+    if out.chroma == "RGB":
+        assert out.matrix == "gbr" and out.bit_depth >= src.bit_depth
+    else:
+        hd = src.coded_width >= 1280 or src.coded_height > 576
+        matrix = src.matrix if src.matrix != "unknown" else ("bt709" if hd else "smpte170m")
+        full = src.range == "pc" or (src.range == "unknown" and src.pix_fmt.startswith("yuvj"))
+        assert (out.matrix, out.range) == (matrix, "pc" if full else "tv")
+        assert out.bit_depth >= src.bit_depth and out.chroma == src.chroma
+    # HDR10 static metadata (PyAV reads H.264 SEI, which ffprobe 5.1 does not)
+    assert first_frame_hdr(output) == src_hdr
+    if out.codec == src.codec == "hevc":
+        assert out.hdr == src.hdr
+    # every other stream with its language, title and dispositions
+    expected = [s for s in src.streams if s.codec not in dropped_codecs]
+    kept = ("default", "forced", "attached_pic", "hearing_impaired", "visual_impaired")
+
+    def described(s: Any) -> tuple[str, ...]:
+        if s.kind == "subtitle" and not subtitle_tags:
+            return (s.kind, s.codec, s.title)
+        return (s.kind, s.codec, s.language, s.title)
+
+    assert [described(s) for s in out.streams] == [described(s) for s in expected]
+    for a, b in zip(out.streams, expected):
+        if (a.kind == "subtitle" and not subtitle_tags) or fmt not in DISPOSITIONS:
+            continue
+        got_d = {d for d in a.dispositions if d in kept}
+        want_d = {d for d in b.dispositions if d in kept}
+        if fmt in ("mp4", "mov") and not any("default" in s.dispositions for s in expected):
+            got_d.discard("default")  # MP4 enables a track of each kind when none is default
+        assert got_d == want_d, f"stream {a.index}: dispositions {got_d}, source {want_d}"
+    # audio packets: same payload, pts, dts and duration relative to the video's start (a
+    # container may shift every stream, e.g. Matroska past AAC priming); same A/V offset
+    if not any(s.kind == "audio" and s.codec in dropped_codecs for s in src.streams):
+        payloads = [_raw_aac(p[3]) if fmt == "mpegts" else p[3] for p in audio_packets(output)]
+        assert payloads == [p[3] for p in src_audio]
+        ms = fmt in MS_TIMESTAMPS or _container_of(source) in MS_TIMESTAMPS
+        tol = Fraction(1, 1000) if ms else Fraction(1, 10**6)
+        shift = Fraction(out.start_seconds) - Fraction(src.start_seconds)
+        times = list(zip(audio_packet_times(output), src_times, strict=True))
+        last = {a[0]: i for i, (a, _) in enumerate(times)}  # each stream's last packet
+        for i, (a, b) in enumerate(times):
+            assert a[0] == b[0], (a, b)
+            assert abs(a[1] - shift - b[1]) <= tol and abs(a[2] - shift - b[2]) <= tol, (a, b)
+            # Not compared: priming the source's edit list cuts (Matroska marks it another
+            # way), and durations where the container stores none (only MP4/MOV do; FFmpeg
+            # infers them: a whole codec frame for the last, none for a Matroska
+            # cluster's first).
+            guessed = fmt not in ("mp4", "mov") and (last[a[0]] == i or a[3] == 0)
+            if not b[4] and not guessed:
+                assert abs(a[3] - b[3]) <= tol, (a, b)
+        # the offset as demuxers report it: a container without edit lists shows the
+        # priming an edit list hides (the packet times above already match)
+        if fmt in ("mp4", "mov") or not any(b[4] for _, b in times):
+            assert abs(start_offset_seconds(output) - src_offset) <= 0.001
+    # a variable frame rate in Matroska: see ffmpeg_decode_errors (sources fail it too)
+    vfr_mkv = fmt in MS_TIMESTAMPS and len({b - a for a, b in zip(rel_src, rel_src[1:])}) > 1
+    assert ffmpeg_decode_errors(output, input_time_base=vfr_mkv) == ""
+    # frames: the model applied in-process to the upright source frames
+    expected_frames = model_frames(model, ref)
+    assert got.shape == expected_frames.shape and got.dtype == expected_frames.dtype
+    if frames == "equal":
+        bad = [i for i in range(n) if not np.array_equal(got[i], expected_frames[i])]
+        assert not bad, f"frames {bad[:10]} differ from the model applied to the source"
+    else:
+        worst = min(psnr(got[i], expected_frames[i]) for i in range(n))
+        assert worst >= min_psnr_db, f"PSNR {worst:.1f} dB < {min_psnr_db} dB"
