@@ -86,11 +86,13 @@ def _plan_rows(uri: str, chunk: ChunkConfig) -> list[Row]:
 
 
 def _placeholder_info(uri: str) -> Any:
+    """Row fields for a video that cannot be read (its only row carries the error): every
+    row has the same columns, so Ray Data blocks stay one schema."""
     from raypipe.media.probe import VideoInfo
 
     return VideoInfo(
         uri=uri, video_id=make_video_id(uri), format_name="", codec="", stream_index=0,
-        width=0, height=0, pix_fmt=None, time_base_num=1, time_base_den=1, rate_num=0,
+        width=2, height=2, pix_fmt=None, time_base_num=1, time_base_den=1, rate_num=0,
         rate_den=1, rotation_degrees=0, pts=(), keyframe_pts=(),
     )  # fmt: skip
 
