@@ -91,10 +91,17 @@ def assert_exact_to(
     source: Path, output: Path, expected_of: Callable[[np.ndarray], np.ndarray]
 ) -> None:
     """:func:`assert_exact` with the expected frames computed by ``expected_of(source frames)``
-    (a processor, or a model with a spec, applied in-process)."""
-    from raypipe.testing import audio_packets, ffmpeg_decode_errors, start_offset_seconds
+    (a processor, or a model with a spec, applied in-process). The source frames are those
+    raypipe decodes (:func:`raypipe.testing.decode_upright`: the source's matrix, or BT.709
+    for untagged HD), which :func:`decode_all` (FFmpeg's BT.601 default) is not for HD."""
+    from raypipe.testing import (
+        audio_packets,
+        decode_upright,
+        ffmpeg_decode_errors,
+        start_offset_seconds,
+    )
 
-    src, src_pts, src_tb = decode_all(source)
+    src, src_pts, src_tb = decode_upright(source)
     out, out_pts, out_tb = decode_all(output)
     assert len(out_pts) == len(src_pts), f"{len(out_pts)} frames out, {len(src_pts)} in"
     rel_src = [Fraction(p - src_pts[0]) * src_tb for p in src_pts]
