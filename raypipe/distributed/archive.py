@@ -151,10 +151,11 @@ def _jobs(
             error = (
                 f"output '{item.relative_output}' is claimed by two inputs; give one another output"
             )
-        elif not error and not tensor and output:
-            refused = container_refuses(output, codec)
-            error = f"output '{item.relative_output}': {refused}" if refused else ""
-        jobs.append(VideoJob(uri=item.uri, output=output or item.uri, error=error))
+        refused = container_refuses(output, codec) if output and not tensor else ""
+        problem = f"output '{item.relative_output}': {refused}" if refused else ""
+        jobs.append(
+            VideoJob(uri=item.uri, output=output or item.uri, error=error, output_problem=problem)
+        )
         seen_inputs.add(item.uri)
         seen_outputs.add(output)
     if not jobs:

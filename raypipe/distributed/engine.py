@@ -54,6 +54,7 @@ class VideoJob:
     uri: str
     output: str
     error: str = ""  # set when the job is invalid before it starts (e.g. output escapes)
+    output_problem: str = ""  # the output cannot hold this run's video (checked after probing)
 
 
 @dataclass
@@ -129,6 +130,8 @@ def plan_video(
         if job.error:
             raise errors.ConfigError(job.error)
         info = probe(job.uri)
+        if job.output_problem:  # after the probe: a bad input says more
+            raise errors.ConfigError(job.output_problem)
         planned.source_id = source_identity(job.uri)
         if key is not None:
             planned.provenance = Provenance.of(key, planned.source_id)

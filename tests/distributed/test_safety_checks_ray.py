@@ -73,6 +73,7 @@ def test_bad_videos_fail_alone_in_an_archive(ray_local: None, tmp_path: Path) ->
     make_clip(src / "good.mp4", ClipSpec(n_frames=8))
     write_resolution_change(src / "res.ts")
     write_unknown_codec(src / "unknown.avi")
+    make_clip(src / "vp9.webm", ClipSpec(n_frames=8, codec="libvpx-vp9", bframes=0))
     out = tmp_path / "out"
     report = raypipe.process_archive(str(src), str(out), chunk_frames=4, quiet=True)
     rows = {Path(r["uri"]).name: r for r in report.rows}
@@ -81,4 +82,10 @@ def test_bad_videos_fail_alone_in_an_archive(ray_local: None, tmp_path: Path) ->
     assert (rows["res.ts"]["status"], rows["res.ts"]["error_type"]) == ("failed", "DecodeError")
     assert rows["unknown.avi"]["error_type"] == "UnsupportedVideoError"
     assert "has no decoder in this FFmpeg build" in rows["unknown.avi"]["error_message"]
+    # a good input whose output container cannot hold the run's codec: refused before work
+    assert (rows["vp9.webm"]["error_type"], rows["vp9.webm"]["error_message"]) == (
+        "ConfigError",
+        "output 'vp9.webm': a .webm file cannot hold libx264 video; choose another output "
+        "extension (.mkv holds every codec) or another --codec (libvpx-vp9)",
+    )
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("_")) == ["good.mp4"]
