@@ -40,11 +40,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="builtin:NAME or path/URL of an .onnx file (default: builtin:identity)",
     )
     p.add_argument(
-        "--processor",
-        default=None,
-        metavar="FILE.py:CLASS",
-        help="run a raypipe.Processor instead of --model: path/to/file.py:Class (the file "
-        "travels to the actors) or package.module:Class",
+        "--processor", metavar="FILE.py:CLASS", help="run a raypipe.Processor (or MODULE:CLASS)"
     )
     p.add_argument(
         "--chunk-frames", type=int, default=64, help="frames per chunk, about (default 64)"
@@ -104,12 +100,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="context around each tile, at least the model's receptive field",
     )
     p.add_argument(
-        "--pad-multiple",
-        type=int,
-        default=None,
-        metavar="PX",
-        help="pad frames (edge) to multiples of PX in height and width for the model and "
-        "crop its output back (models whose sizes must be multiples of their stride)",
+        "--pad-multiple", type=int, metavar="PX", help="pad to multiples of PX for the model"
     )
     p.add_argument(
         "--resize",
@@ -174,12 +165,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="on an error, print the traceback too (the worker's, when it failed there)",
-    )
+    p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks with errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,15 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="raypipe: %(levelname)s: %(message)s")
-    verbose = bool(getattr(args, "verbose", False))
     try:
         return _COMMANDS[args.command](args)
     except RaypipeError as e:
-        if verbose:
+        if getattr(args, "verbose", False):  # the traceback, and the worker's where it failed
             traceback.print_exc(file=sys.stderr)
-            detail = str(getattr(e, "detail", "") or "")
-            if detail:
-                print(f"raypipe: where it failed (on a worker):\n{detail}", file=sys.stderr)
+            if getattr(e, "detail", ""):
+                print(f"raypipe: where it failed (on a worker):\n{e.detail}", file=sys.stderr)  # type: ignore[attr-defined]
         print(f"raypipe: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
