@@ -5,6 +5,10 @@
         python jobs/process_video.py s3://bucket/film.mp4 /mnt/shared/film.out.mp4 \
         --model builtin:sharpen --chunk-frames 64
 
+A processor runs the same way: ``--processor processors/redact.py:Redact`` names a file in
+the uploaded working dir (read by the driver; its text travels to the actors), or
+``--processor package.module:Class`` a module installed on the cluster.
+
 It takes exactly the arguments of ``raypipe run`` (``python jobs/process_video.py --help``)
 and delegates to :func:`raypipe.cli.main`, so the job and the command line never drift.
 Progress goes to stderr, which the job logs keep (``ray job logs --follow ID``). The exit

@@ -1,8 +1,12 @@
 """raypipe: process video with ONNX models on a Ray cluster, exact to the frame.
 
 Public API: :func:`process_video`, :func:`process_archive`, the configuration
-dataclasses and the error tree.
+dataclasses, the error tree, :class:`Processor` (user code between models, see
+:mod:`raypipe.infer.processors`) and :func:`processor_identity`; :mod:`raypipe.data` holds
+the Ray Data pieces.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from raypipe.config import (
     ChunkConfig,
@@ -14,6 +18,26 @@ from raypipe.config import (
 )
 from raypipe.errors import *  # noqa: F403 - the error tree is public API
 from raypipe.errors import RaypipeError
+
+if TYPE_CHECKING:
+    from raypipe.infer.processor_refs import processor_identity
+    from raypipe.infer.processors import Processor, ProcessorContext
+
+_LAZY = {
+    "Processor": "raypipe.infer.processors",
+    "ProcessorContext": "raypipe.infer.processors",
+    "processor_identity": "raypipe.infer.processor_refs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``Processor`` and friends, imported on first use (ONNX and its kin are heavy)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'raypipe' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
@@ -38,10 +62,13 @@ __all__ = [
     "ChunkConfig",
     "EncodeConfig",
     "ModelConfig",
+    "Processor",
+    "ProcessorContext",
     "RaypipeError",
     "RunConfig",
     "RuntimeConfig",
     "build_run_config",
     "process_archive",
     "process_video",
+    "processor_identity",
 ]

@@ -1,8 +1,9 @@
 """The ``raypipe`` command.
 
 ``main(argv)`` returns the exit code: 0 success, 1 a raypipe error (one line on stderr:
-``raypipe: error: TypeName: what happened; what to do``), 2 bad usage, 3 an archive
-in which some videos failed (see its report), 130 interrupted.
+``raypipe: error: TypeName: what happened; what to do``; ``--verbose`` prints the
+traceback before it), 2 bad usage, 3 an archive in which some videos failed (see its
+report), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--model",
         default="builtin:identity",
         help="builtin:NAME or path/URL of an .onnx file (default: builtin:identity)",
+    )
+    p.add_argument(
+        "--processor", metavar="FILE.py:CLASS", help="run a raypipe.Processor (or MODULE:CLASS)"
     )
     p.add_argument(
         "--chunk-frames", type=int, default=64, help="frames per chunk, about (default 64)"
@@ -93,6 +98,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PX",
         help="context around each tile, at least the model's receptive field",
+    )
+    p.add_argument(
+        "--pad-multiple", type=int, metavar="PX", help="pad to multiples of PX for the model"
     )
     p.add_argument(
         "--resize",
@@ -157,6 +165,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks with errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except RaypipeError as e:
+        if getattr(args, "verbose", False):  # the traceback, and the worker's where it failed
+            traceback.print_exc(file=sys.stderr)
+            if getattr(e, "detail", ""):
+                print(f"raypipe: where it failed (on a worker):\n{e.detail}", file=sys.stderr)  # type: ignore[attr-defined]
         print(f"raypipe: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -276,7 +289,8 @@ def _one_line(e: BaseException) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     from raypipe.distributed.pipeline import process_video
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "input", "output")}
+    skip = ("command", "input", "output", "verbose")
+    options = {k: v for k, v in vars(args).items() if k not in skip}
     options["encoder_options"] = dict(options["encoder_options"])
     stats = process_video(args.input, args.output, **options)
     if not args.quiet:
@@ -291,7 +305,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_archive(args: argparse.Namespace) -> int:
     from raypipe.distributed.archive import format_report, process_archive
 
-    skip = ("command", "inputs", "output_dir", "resume", "report_path", "overwrite")
+    skip = ("command", "inputs", "output_dir", "resume", "report_path", "overwrite", "verbose")
     options = {k: v for k, v in vars(args).items() if k not in skip}
     options["encoder_options"] = dict(options["encoder_options"])
     report = process_archive(

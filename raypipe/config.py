@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from raypipe.errors import ConfigError
 
 Device = Literal["auto", "cpu", "gpu"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
 DECODERS: tuple[str, ...] = ("auto", "cpu", "nvdec")  # raypipe.media.decode
+DEFAULT_MODEL = "builtin:identity"
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -67,10 +68,14 @@ class ModelConfig:
     ``model`` is ``builtin:NAME`` or a path/fsspec URL of an ``.onnx`` file. ``device``
     ``gpu`` fails loudly when no GPU provider is granted; ``auto`` takes the best there is.
     ``precision`` ``fp16`` builds TensorRT engines in FP16. ``engine_cache`` is the shared
-    TensorRT engine cache (any fsspec URL, e.g. ``s3://bucket/engines``).
+    TensorRT engine cache (any fsspec URL, e.g. ``s3://bucket/engines``). ``tile``,
+    ``tile_overlap``, ``resize`` and ``pad_multiple`` override the model's
+    :class:`~raypipe.infer.sidecar.ModelSpec` (None: keep the spec's). ``processor`` runs a
+    user :class:`raypipe.Processor` instead of ``model``: a subclass, an instance, or a target
+    ``path/to/file.py:Class`` / ``package.module:Class`` (checked when the run loads it).
     """
 
-    model: str = "builtin:identity"
+    model: str = DEFAULT_MODEL
     device: Device = "auto"
     batch_size: int = 8
     precision: Literal["fp32", "fp16"] = "fp32"
@@ -78,6 +83,8 @@ class ModelConfig:
     tile: int | None = None  # override the model spec's tiling (px), see ModelSpec
     tile_overlap: int | None = None
     resize: Literal["none", "stretch", "letterbox"] | None = None  # fixed-size models
+    pad_multiple: int | None = None  # override the spec's: pad H and W to multiples (px)
+    processor: Any = None  # a raypipe.Processor subclass/instance or "file.py:Class" instead
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -88,6 +95,25 @@ class ModelConfig:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if self.precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
+        if self.processor is not None:
+            if isinstance(self.processor, str) and ":" not in self.processor:
+                raise ConfigError(
+                    "processor must be 'path/to/file.py:Class', 'package.module:Class' or a "
+                    f"raypipe.Processor subclass, got {self.processor!r}"
+                )
+            if self.model != DEFAULT_MODEL:
+                raise ConfigError(
+                    f"give a model or a processor, not both (model={self.model!r}, "
+                    f"processor={self.processor!r}); a processor loads its models itself"
+                )
+        if self.pad_multiple is not None and (
+            not isinstance(self.pad_multiple, int)
+            or isinstance(self.pad_multiple, bool)
+            or self.pad_multiple < 1
+        ):
+            raise ConfigError(
+                f"pad_multiple must be an integer >= 1 (px) or None, got {self.pad_multiple!r}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +207,8 @@ _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "tile": ("model", "tile"),
     "tile_overlap": ("model", "tile_overlap"),
     "resize": ("model", "resize"),
+    "pad_multiple": ("model", "pad_multiple"),
+    "processor": ("model", "processor"),
     "codec": ("encode", "codec"),
     "crf": ("encode", "crf"),
     "preset": ("encode", "preset"),

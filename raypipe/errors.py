@@ -71,7 +71,8 @@ class OutputExistsError(RaypipeError, FileExistsError):
 
 
 class ModelError(RaypipeError):
-    """A model cannot be used."""
+    """A model cannot be used: raised as it is when the model fails on the frames it is given
+    (a shape rule, NaN output), with what it said and what to try."""
 
 
 class ModelNotFoundError(ModelError, FileNotFoundError):
@@ -80,6 +81,11 @@ class ModelNotFoundError(ModelError, FileNotFoundError):
 
 class ModelLoadError(ModelError, ValueError):
     """The model exists but ONNX Runtime cannot load it, or its inputs/outputs do not fit."""
+
+
+class ProcessorError(RaypipeError, RuntimeError):
+    """A user :class:`raypipe.Processor` cannot be loaded, or raised in ``setup``/``__call__``,
+    or returned something raypipe cannot write (the message carries the processor's own)."""
 
 
 class DeviceUnavailableError(RaypipeError, RuntimeError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -84,18 +84,33 @@ def model_frames(model: str, frames: np.ndarray) -> np.ndarray:
 
 def assert_exact(source: Path, output: Path, model: str) -> None:
     """The invariants of one processed video against its source (DESIGN.md, invariant 1-3)."""
-    from raypipe.testing import audio_packets, ffmpeg_decode_errors, start_offset_seconds
+    assert_exact_to(source, output, lambda frames: model_frames(model, frames))
 
-    src, src_pts, src_tb = decode_all(source)
+
+def assert_exact_to(
+    source: Path, output: Path, expected_of: Callable[[np.ndarray], np.ndarray]
+) -> None:
+    """:func:`assert_exact` with the expected frames computed by ``expected_of(source frames)``
+    (a processor, or a model with a spec, applied in-process). The source frames are those
+    raypipe decodes (:func:`raypipe.testing.decode_upright`: the source's matrix, or BT.709
+    for untagged HD), which :func:`decode_all` (FFmpeg's BT.601 default) is not for HD."""
+    from raypipe.testing import (
+        audio_packets,
+        decode_upright,
+        ffmpeg_decode_errors,
+        start_offset_seconds,
+    )
+
+    src, src_pts, src_tb = decode_upright(source)
     out, out_pts, out_tb = decode_all(output)
     assert len(out_pts) == len(src_pts), f"{len(out_pts)} frames out, {len(src_pts)} in"
     rel_src = [Fraction(p - src_pts[0]) * src_tb for p in src_pts]
     rel_out = [Fraction(p - out_pts[0]) * out_tb for p in out_pts]
     assert rel_out == rel_src, "pts relative to the first frame differ"
-    expected = model_frames(model, src)
+    expected = expected_of(src)
     assert out.shape == expected.shape
     bad = [i for i in range(len(out)) if not np.array_equal(out[i], expected[i])]
-    assert not bad, f"frames {bad[:10]} differ from the model applied to the source"
+    assert not bad, f"frames {bad[:10]} differ from what was applied to the source"
     assert [p[3] for p in audio_packets(output)] == [p[3] for p in audio_packets(source)]
     assert start_offset_seconds(output) == pytest.approx(start_offset_seconds(source), abs=1e-3)
     assert ffmpeg_decode_errors(output) == ""

@@ -44,6 +44,7 @@ SPEC_CHANGES: dict[str, object] = {
     "pad_value": 114,
     "tile": 64,
     "tile_overlap": 4,
+    "pad_multiple": 32,
 }
 CHUNK_CHANGES: dict[str, object] = {
     "chunk_frames": 32,
@@ -67,8 +68,12 @@ MODEL_CHANGES: dict[str, object] = {
     "tile": 32,  # tile/overlap/resize reach the key through the resolved spec
     "tile_overlap": 2,
     "resize": "letterbox",
+    "pad_multiple": 16,
 }
 MODEL_EXCLUDED = {"engine_cache": "/elsewhere"}  # where engines live, not what they compute
+# A processor replaces the model (a config with both is refused): its identity is the key's
+# `processor` part, from pipeline.run_key (tests/infer/test_processors.py checks that).
+MODEL_ELSEWHERE = {"processor": "raypipe.examples.processors:Redact"}
 
 
 def _key(cfg: RunConfig, *, uses_gpu: bool = True, processor: str = "") -> ReuseKey:
@@ -86,7 +91,7 @@ def test_every_field_is_covered() -> None:
     assert names(ModelSpec) == set(SPEC_CHANGES)
     assert names(ChunkConfig) == set(CHUNK_CHANGES) | set(CHUNK_EXCLUDED)
     assert names(EncodeConfig) == set(ENCODE_CHANGES)
-    assert names(ModelConfig) == set(MODEL_CHANGES) | set(MODEL_EXCLUDED)
+    assert names(ModelConfig) == set(MODEL_CHANGES) | set(MODEL_EXCLUDED) | set(MODEL_ELSEWHERE)
 
 
 @pytest.mark.parametrize("field", sorted(SPEC_CHANGES))

@@ -1,23 +1,31 @@
-"""The inference actor: a thin class holding one warm ONNX Runtime session.
+"""The inference actor: a thin class holding one warm model or user processor.
 
-``__init__`` builds the session (Ray has already set ``CUDA_VISIBLE_DEVICES``, so device 0
-is this actor's GPU; on a GPU the TensorRT engine comes from the shared engine cache, see
-:mod:`raypipe.infer.gpu`) and runs one warm-up batch so the first chunk does not pay for
-graph optimisation or an engine build, and notes why a better provider was not granted
+``__init__`` takes one :class:`~raypipe.distributed.workload.ActorJob`, builds what it runs
+(Ray has already set ``CUDA_VISIBLE_DEVICES``, so device 0 is this actor's GPU; on a GPU
+the TensorRT engine comes from the shared engine cache, see :mod:`raypipe.infer.factory`)
+and, for a model, runs one warm-up batch so the first chunk does not pay for graph
+optimisation or an engine build (a processor's ``setup`` is its warm-up: user code never
+sees made-up frames); ``__call__`` hands each chunk to it and records where it ran. An image
+model or processor replaces the row's frames; a tensor one turns the chunk into a small
+Parquet table. A GPU actor samples its card's utilisation with NVML and sends the samples
+with each chunk. The actor also notes why a better provider was not granted
 (:func:`raypipe.infer.provider_check.provider_notes`: the facts ``raypipe doctor`` shows,
-sent with each chunk into the run stats); ``__call__`` hands each chunk to
-:class:`raypipe.infer.FrameModel` and records where it ran. An image model replaces the
-row's frames; a tensor model (analysis) turns the chunk into a small Parquet table. A GPU
-actor samples its card's utilisation with NVML and sends the samples with each chunk.
+sent with each chunk into the run stats).
+
+Failures are deterministic and are never raised out of the actor (Ray would restart it,
+retry, and end with a long traceback): a model or processor that cannot be built fails
+every chunk it gets with the typed error as the row's ``error_type``/``error_message`` (and
+the traceback in ``error_detail``, which ``--verbose`` prints); a warm-up that fails is
+only noted, and each chunk then fails, or not, on its own frames.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from typing import Any
+import traceback
+from typing import Any, Protocol
 
 import numpy as np
 import ray
@@ -25,111 +33,138 @@ import ray
 from raypipe import faults
 from raypipe.config import engine_cache_from_env
 from raypipe.distributed.stages import EMPTY_FRAMES, error_fields, tensor_table_bytes
+from raypipe.distributed.workload import ActorJob
+from raypipe.infer.factory import SessionSettings
 from raypipe.infer.models import FrameModel, ModelSpec
+from raypipe.infer.processors import ProcessorContext, ProcessorRunner
 from raypipe.infer.provider_check import provider_notes
 from raypipe.infer.simulated import SimulatedModel, is_simulated
+
+DETAIL_CHARS = 8000  # the end of a traceback kept in a row's error_detail
 
 
 def _profile_hw(spec: ModelSpec, model: FrameModel, hw: tuple[int, int]) -> tuple[int, int]:
     """The frame size the model really sees: the model's own size when frames are resized,
-    the tile window when tiled, else the video's."""
+    the tile window when tiled, else the video's; padded to ``pad_multiple`` when set."""
     if model.model_size is not None:
         return model.model_size
     if spec.tile:
         side = spec.tile + 2 * spec.tile_overlap
-        return min(side, hw[0]), min(side, hw[1])
-    return hw
+        hw = (min(side, hw[0]), min(side, hw[1]))
+    return model.geometry.padded_hw(*hw)
+
+
+class Runner(Protocol):
+    """What an actor runs per chunk: a model or a processor."""
+
+    @property
+    def providers(self) -> list[str]: ...
+
+    def run(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]: ...
+    def warmup(self, height: int, width: int) -> None: ...
+
+
+class _ModelRunner:
+    def __init__(
+        self, model: FrameModel | SimulatedModel, batch_size: int, *, tensor: bool
+    ) -> None:
+        self.model, self.batch_size, self.tensor = model, batch_size, tensor
+        self.providers = list(model.providers)
+
+    def run(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        if self.tensor:
+            return self.model.run_tensors(frames, self.batch_size)  # type: ignore[union-attr]
+        return self.model.run(frames, self.batch_size)
+
+    def warmup(self, height: int, width: int) -> None:
+        self.model.warmup(height, width, min(self.batch_size, 2))
+
+
+def _detail(e: BaseException) -> str:
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__))[-DETAIL_CHARS:]
 
 
 class InferActor:
     """Ray Data callable class: one chunk per call (``batch_size=1``, numpy batches)."""
 
-    def __init__(
-        self,
-        model_bytes: bytes,
-        *,
-        model: str = "",
-        spec: ModelSpec | None = None,
-        device: str = "auto",
-        batch_size: int = 8,
-        intra_op_threads: int | None = None,
-        warmup_hw: tuple[int, int] | None = None,
-        precision: str = "fp32",
-        engine_cache: str | None = None,
-        gpu_memory_fraction: float = 1.0,
-        tensor: bool = False,
-    ) -> None:
+    def __init__(self, job: ActorJob) -> None:
         ctx = ray.get_runtime_context()
         self.actor_id = ctx.get_actor_id() or ""
         self.node_id = ctx.get_node_id()
         self.gpu_ids = [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
         self.cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        self.batch_size = batch_size
-        self.tensor = tensor
+        self.job = job
+        self.tensor = job.model.tensor
         self.notes: list[str] = []
         self.monitor = self._start_monitor()
         self._sent = 0
-        self.model: FrameModel | SimulatedModel
-        spec = spec or ModelSpec()
-        if is_simulated(model):
-            self.model = SimulatedModel(model)
-        else:
-            self.model = self._load(
-                model_bytes,
-                spec,
-                device,
-                intra_op_threads,
-                warmup_hw,
-                precision,
-                engine_cache,
-                self._memory_budget(gpu_memory_fraction),
-            )
-        self.providers = self.model.providers
-        self.provider_notes = json.dumps(
-            provider_notes(device, self.providers, self.notes, has_gpu=bool(self.gpu_ids))
+        self.context: ProcessorContext | None = None
+        self.runner: Runner | None = None
+        self.failure: BaseException | None = None
+        self.failure_detail = ""
+        self.warmup_error = ""  # kept for debugging only: chunks fail (or not) on their own
+        try:
+            self.runner = self._build(self._settings())
+        except Exception as e:  # noqa: BLE001 - every chunk of this actor gets the typed error
+            self.failure, self.failure_detail = e, _detail(e)
+        self.provider_notes = json.dumps(self._provider_notes())
+        if self.runner is not None and job.warmup_hw is not None:
+            try:
+                self.runner.warmup(*job.warmup_hw)
+            except Exception as e:  # noqa: BLE001 - chunks fail (or not) on their own frames
+                self.warmup_error = error_fields(e)["error_message"]
+
+    def _provider_notes(self) -> list[str]:
+        """Why the sessions do not run on a better provider (the model's, or the processor's
+        sessions built in ``setup``)."""
+        if self.runner is None:
+            return []
+        notes = list(self.notes)
+        for record in self.context.records if self.context is not None else []:
+            notes.extend(n for n in record["notes"] if n not in notes)
+        return provider_notes(
+            self.job.config.device, self.runner.providers, notes, has_gpu=bool(self.gpu_ids)
         )
-        if warmup_hw is not None:
-            self.model.warmup(warmup_hw[0], warmup_hw[1], min(batch_size, 2))
 
-    def _load(
-        self,
-        model_bytes: bytes,
-        spec: ModelSpec,
-        device: str,
-        intra_op_threads: int | None,
-        warmup_hw: tuple[int, int] | None,
-        precision: str,
-        engine_cache: str | None,
-        gpu_mem_limit_bytes: int | None,
-    ) -> FrameModel:
-        if device == "cpu" or not self.gpu_ids or warmup_hw is None:
+    def _settings(self) -> SessionSettings:
+        cfg, plan = self.job.config, self.job.plan
+        return SessionSettings(
+            device=cfg.device,
+            on_gpu=bool(self.gpu_ids),
+            precision=cfg.precision,
+            engine_cache=cfg.engine_cache or engine_cache_from_env(),
+            batch_size=cfg.batch_size,
+            intra_op_threads=plan.intra_op_threads,
+            gpu_mem_limit_bytes=self._memory_budget(plan.num_gpus if plan.uses_gpu else 1.0),
+        )
+
+    def _build(self, settings: SessionSettings) -> Runner:
+        loaded, cfg = self.job.model, self.job.config
+        if loaded.processor is not None:
+            self.context = ProcessorContext(settings, gpu_ids=self.gpu_ids)
+            return ProcessorRunner(loaded.processor, self.context)
+        if is_simulated(cfg.model):
+            return _ModelRunner(SimulatedModel(cfg.model), cfg.batch_size, tensor=False)
+        return _ModelRunner(self._load(settings), cfg.batch_size, tensor=self.tensor)
+
+    def _load(self, settings: SessionSettings) -> FrameModel:
+        loaded, warmup_hw = self.job.model, self.job.warmup_hw
+        spec = loaded.spec or ModelSpec()
+        threads = settings.intra_op_threads
+        if not settings.uses_gpu or warmup_hw is None:
             return FrameModel(
-                model_bytes, spec=spec, device=device, intra_op_threads=intra_op_threads
+                loaded.data, spec=spec, device=settings.device, intra_op_threads=threads
             )
-        from raypipe.distributed.engines import input_name_of
-        from raypipe.infer.gpu import prepare_gpu_providers
-
-        metadata = FrameModel(model_bytes, spec=spec, device="cpu")  # sizes only, no GPU yet
-        height, width = _profile_hw(spec, metadata, warmup_hw)
-        setup = prepare_gpu_providers(
-            model_bytes,
-            hashlib.sha256(model_bytes).hexdigest(),
-            device=device,
-            input_name=input_name_of(model_bytes),
-            batch_size=self.batch_size,
-            height=height,
-            width=width,
-            layout=spec.layout,
-            precision=precision,
-            engine_cache=engine_cache or engine_cache_from_env(),
-            gpu_mem_limit_bytes=gpu_mem_limit_bytes,
+        metadata = FrameModel(loaded.data, spec=spec, device="cpu")  # sizes only, no GPU yet
+        setup = settings.provider_setup(
+            loaded.data, input_size=_profile_hw(spec, metadata, warmup_hw), layout=spec.layout
         )
         self.notes.extend(setup.notes)
         return FrameModel(
-            model_bytes,
+            loaded.data,
             spec=spec,
-            device=device,
-            intra_op_threads=intra_op_threads,
+            device=settings.device,
+            intra_op_threads=threads,
             providers=setup.providers,
             provider_options=setup.provider_options,
         )
@@ -180,35 +215,44 @@ class InferActor:
             ]
         )
 
+    def _process(self, batch: dict[str, Any], frames: np.ndarray) -> tuple[np.ndarray, bytes]:
+        """The chunk's new frames (image) or Parquet table (tensor); raises its failure."""
+        if self.failure is not None:
+            raise self.failure
+        assert self.runner is not None
+        result = self.runner.run(frames)
+        if not self.tensor:
+            return result, b""  # type: ignore[return-value]
+        row = {k: v[0] for k, v in batch.items() if k != "frames"}
+        table = tensor_table_bytes(row, np.asarray(batch["pts"][0]), result)  # type: ignore[arg-type]
+        return EMPTY_FRAMES, table
+
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if len(batch["chunk_id"]) != 1:
             raise ValueError(f"InferActor takes one chunk per call, got {len(batch['chunk_id'])}")
         start = time.time()
         out = {k: v for k, v in batch.items() if k != "frames"}
         frames = np.asarray(batch["frames"][0])
-        segment = b""
+        segment, detail = b"", ""
         if not batch["error_type"][0]:
             faults.checkpoint("infer", str(batch["chunk_id"][0]), node=self.node_id)
             try:
-                if self.tensor:
-                    row = {k: v[0] for k, v in batch.items() if k != "frames"}
-                    outputs = self.model.run_tensors(frames, self.batch_size)  # type: ignore[union-attr]
-                    segment = tensor_table_bytes(row, np.asarray(batch["pts"][0]), outputs)
-                    frames = EMPTY_FRAMES
-                else:
-                    frames = self.model.run(frames, self.batch_size)
+                frames, segment = self._process(batch, frames)
             except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
                 out.update({k: np.array([v]) for k, v in error_fields(e).items()})
+                detail = self.failure_detail if e is self.failure else _detail(e)
                 frames = EMPTY_FRAMES
         out.update(
             frames=frames[None],
+            error_detail=np.array([detail]),
             infer_node=np.array([self.node_id]),
             infer_pid=np.array([os.getpid()]),
             actor_id=np.array([self.actor_id]),
             gpu_ids=np.array([json.dumps(self.gpu_ids)]),
             cuda_visible_devices=np.array([self.cuda_visible_devices]),
-            providers=np.array([json.dumps(self.providers)]),
+            providers=np.array([json.dumps(self.runner.providers if self.runner else [])]),
             provider_notes=np.array([self.provider_notes]),
+            sessions=np.array([json.dumps(self.context.records if self.context else [])]),
             gpu_samples=np.array([self._gpu_samples()]),
             infer_start=np.array([start]),
             infer_s=np.array([time.time() - start]),

@@ -82,7 +82,6 @@ def process_archive(
     previous = _previous_attempts(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
     storage.makedirs(output_dir)
-    model_bytes = model.data
     connect(cfg.runtime)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
@@ -98,9 +97,7 @@ def process_archive(
         len(planned), total_frames=total, label="archive", enabled=not cfg.quiet
     )
     results: list[VideoResult] = []
-    for result in run_planned(
-        planned, cfg, actors, model_bytes, spec=model.spec, on_frames=progress.update
-    ):
+    for result in run_planned(planned, cfg, actors, model, on_frames=progress.update):
         results.append(result)
         if result.status == "failed":
             progress.message(f"failed: {result.uri}: {result.error_type}: {result.error_message}")

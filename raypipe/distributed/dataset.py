@@ -2,7 +2,8 @@
 
 One row is one chunk from decode to encode, so a chunk's frames stay together and in order
 without a shuffle, and only encoded segments come back to the driver. Ray Data's order is
-not relied on: the driver orders segments by chunk index.
+not relied on: the driver orders segments by chunk index. :func:`infer_stage` is the actor
+pool on its own, which :func:`raypipe.data.map_processor` reuses.
 """
 
 from __future__ import annotations
@@ -17,40 +18,23 @@ from raypipe.config import RunConfig
 from raypipe.distributed.actors import InferActor
 from raypipe.distributed.cluster import ActorPlan
 from raypipe.distributed.stages import Row, decode_stage, encode_stage
-from raypipe.infer.models import ModelSpec
+from raypipe.distributed.workload import ActorJob, LoadedModel
 
 
-def build_dataset(
-    rows: list[Row],
-    cfg: RunConfig,
-    actors: ActorPlan,
-    model_bytes: bytes,
-    *,
-    warmup_hw: tuple[int, int] | None = None,
-    spec: ModelSpec | None = None,
-    tensor: bool = False,
-) -> ray.data.Dataset:
-    """The lazy pipeline over ``rows`` (one block per chunk, so every chunk is its own task).
-
-    ``tensor``: an analysis model; the actors return each chunk's results as a small Parquet
-    table in ``segment`` and there is no encode stage.
-    """
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not cfg.quiet
-    if cfg.quiet:
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-    ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map(functools.partial(decode_stage, decoder=cfg.chunk.decoder), num_cpus=1)
+def infer_stage(ds: ray.data.Dataset, job: ActorJob, *, max_workers: int) -> ray.data.Dataset:
+    """``ds`` (decoded chunk rows) through a pool of ``min(job.plan.workers, max_workers)``
+    inference actors, one chunk per call."""
+    actors = job.plan
     with warnings.catch_warnings():
         # Ray 2.6x deprecates remote args given as keywords (scheduling_strategy here) with
         # no named replacement yet; pyproject pins ray below the release that removes them.
         warnings.simplefilter("ignore", DeprecationWarning)
-        ds = ds.map_batches(
+        return ds.map_batches(
             InferActor,
             batch_size=1,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(
-                size=min(actors.workers, len(rows)), max_tasks_in_flight_per_actor=2
+                size=max(1, min(actors.workers, max_workers)), max_tasks_in_flight_per_actor=2
             ),
             num_gpus=actors.num_gpus,
             num_cpus=actors.num_cpus,
@@ -58,20 +42,31 @@ def build_dataset(
             # from decode's keep Ray Data from fusing decode into the actors: decode must
             # stay separate CPU tasks, run anywhere in the cluster while the actors infer.
             scheduling_strategy="SPREAD",
-            fn_constructor_kwargs={
-                "model_bytes": model_bytes,
-                "model": cfg.model.model,
-                "device": cfg.model.device,
-                "batch_size": cfg.model.batch_size,
-                "intra_op_threads": actors.intra_op_threads,
-                "warmup_hw": warmup_hw,
-                "spec": spec,
-                "precision": cfg.model.precision,
-                "engine_cache": cfg.model.engine_cache,
-                "gpu_memory_fraction": actors.num_gpus if actors.uses_gpu else 1.0,
-                "tensor": tensor,
-            },
+            fn_constructor_kwargs={"job": job},
         )
-    if tensor:
+
+
+def build_dataset(
+    rows: list[Row],
+    cfg: RunConfig,
+    actors: ActorPlan,
+    model: LoadedModel,
+    *,
+    warmup_hw: tuple[int, int] | None = None,
+) -> ray.data.Dataset:
+    """The lazy pipeline over ``rows`` (one block per chunk, so every chunk is its own task).
+
+    A tensor-output ``model`` (analysis): the actors return each chunk's results as a small
+    Parquet table in ``segment`` and there is no encode stage.
+    """
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = not cfg.quiet
+    if cfg.quiet:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map(functools.partial(decode_stage, decoder=cfg.chunk.decoder), num_cpus=1)
+    job = ActorJob(model=model, config=cfg.model, plan=actors, warmup_hw=warmup_hw)
+    ds = infer_stage(ds, job, max_workers=len(rows))
+    if model.tensor:
         return ds
     return ds.map(functools.partial(encode_stage, config=cfg.encode), num_cpus=1)

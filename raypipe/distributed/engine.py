@@ -25,6 +25,7 @@ from raypipe.distributed.cluster import ActorPlan
 from raypipe.distributed.dataset import build_dataset
 from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.stages import Row, chunk_row
+from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import RaypipeError
 from raypipe.media.encode import fidelity_notes
 from raypipe.media.mux import assemble, output_format
@@ -65,6 +66,7 @@ class VideoResult:
     status: str  # "done" | "failed" | "skipped"
     error_type: str = ""
     error_message: str = ""
+    error_detail: str = ""  # where it failed (a worker's traceback), for --verbose
     frames_in: int = 0
     frames_out: int = 0
     chunks: int = 0
@@ -277,13 +279,14 @@ def run_planned(
     planned: list[PlannedVideo],
     cfg: RunConfig,
     actors: ActorPlan,
-    model_bytes: bytes,
+    model: LoadedModel,
     *,
-    spec: Any = None,
     on_frames: Callable[[int], None] = lambda n: None,
 ) -> Iterator[VideoResult]:
     """Process the chunks of every planned video in one dataset; yield each video's result
-    as soon as it is assembled (or has failed).
+    as soon as it is assembled, or as soon as one of its chunks has failed (the video's
+    later chunks are dropped as they arrive: a model or processor failure is deterministic,
+    so a single video fails at its first failed chunk).
 
     Every chunk row and video outcome is also recorded as Ray metrics
     (:class:`~raypipe.distributed.metrics.ChunkMetrics`: one series per video for a single
@@ -309,17 +312,13 @@ def run_planned(
         return
     _log_fidelity_notes(cfg, [st.planned for st in state.values() if st.planned.rows])
     first = next(st.planned for st in state.values() if st.planned.rows)
-    ds = build_dataset(
-        rows,
-        cfg,
-        actors,
-        model_bytes,
-        warmup_hw=(first.height, first.width),
-        spec=spec,
-        tensor=first.tensor,
-    )
+    ds = build_dataset(rows, cfg, actors, model, warmup_hw=(first.height, first.width))
     warned: set[str] = set()
+    finished: set[str] = set()
     for row in _iter_rows(ds):
+        if str(row["video_id"]) in finished:  # a chunk of a video that has already failed
+            on_frames(int(row["n_frames"]))
+            continue
         st = state[str(row["video_id"])]
         st.add(row)
         metrics.observe_chunk(row)
@@ -332,7 +331,8 @@ def run_planned(
                 note,
             )
         on_frames(int(row["n_frames"]))
-        if st.complete:
+        if st.complete or st.error is not None:
+            finished.add(st.planned.video_id)
             yield _record_video(metrics, st.planned.video_id, st.finish())
 
 
@@ -362,6 +362,7 @@ class _VideoState:
         self.started = time.monotonic()
         self.done = set(planned.reused)
         self.error: tuple[str, str] | None = None
+        self.error_detail = ""  # the remote traceback of the first failed chunk, if any
         self.chunk_stats: list[dict[str, Any]] = []
         self.gpu_samples: list[dict[str, Any]] = []
         self.gpu_notes: set[str] = set()
@@ -378,7 +379,9 @@ class _VideoState:
         self.chunk_stats.append(chunk_record(row))
         self._gpu(str(row.get("gpu_samples") or ""))
         if row["error_type"]:
-            self.error = self.error or (str(row["error_type"]), str(row["error_message"]))
+            if self.error is None:
+                self.error = (str(row["error_type"]), str(row["error_message"]))
+                self.error_detail = str(row.get("error_detail") or "")
         elif self.error is None:
             name = f"{row['chunk_id']}.rpseg"
             storage.write_bytes(storage.join(self.planned.work_dir, name), bytes(row["segment"]))
@@ -452,6 +455,7 @@ class _VideoState:
                 self.error = (type(e).__name__, " ".join(str(e).split()))
         if self.error is not None:
             result.status, (result.error_type, result.error_message) = "failed", self.error
+            result.error_detail = self.error_detail
         storage.remove_tree(p.work_dir)
         result.seconds = time.monotonic() - self.started
         return result
@@ -490,8 +494,12 @@ def raypipe_cause(e: BaseException) -> RaypipeError | None:
 
 
 def error_of(result: VideoResult) -> RaypipeError:
-    """The typed exception a failed result stands for (rebuilt from its type name)."""
+    """The typed exception a failed result stands for (rebuilt from its type name); its
+    ``detail`` attribute holds the worker's traceback when there is one."""
     cls = getattr(errors, result.error_type, None)
     if isinstance(cls, type) and issubclass(cls, RaypipeError):
-        return cls(result.error_message)
-    return RaypipeError(f"{result.error_type}: {result.error_message}")
+        error = cls(result.error_message)
+    else:
+        error = RaypipeError(f"{result.error_type}: {result.error_message}")
+    error.detail = result.error_detail  # type: ignore[attr-defined]
+    return error

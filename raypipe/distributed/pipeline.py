@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from raypipe import storage
@@ -20,8 +19,10 @@ from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
 from raypipe.distributed.engine import VideoJob, error_of, plan_video, run_planned
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.stats import RunStats
+from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, OutputExistsError
-from raypipe.infer.models import FrameModel, ModelSpec, resolve_model_and_spec
+from raypipe.infer.models import FrameModel, resolve_model_and_spec
+from raypipe.infer.processor_refs import processor_ref
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
 from raypipe.media.mux import container_refuses, output_format
@@ -68,9 +69,7 @@ def process_video(
     actors = plan_actors(cfg.runtime, cfg.model)
     planned.provenance = Provenance.of(run_key(cfg, model, actors), planned.source_id)
     progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
-    (result,) = run_planned(
-        [planned], cfg, actors, model.data, spec=model.spec, on_frames=progress.update
-    )
+    (result,) = run_planned([planned], cfg, actors, model, on_frames=progress.update)
     if not result.ok:
         raise error_of(result)
     progress.close(f"{os.path.basename(input)}: {result.frames_out} frames -> {output}")
@@ -100,23 +99,27 @@ def resolve_encoder(cfg: RunConfig) -> RunConfig:
 
 
 def run_key(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> ReuseKey:
-    """The reuse key of a run with ``model`` on ``actors`` (:func:`raypipe.reuse.reuse_key`)."""
-    return reuse_key(cfg, model_bytes=model.data, spec=model.spec, uses_gpu=actors.uses_gpu)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """The model as the driver checked it: bytes, spec, and whether it outputs tensors."""
-
-    data: bytes
-    spec: ModelSpec | None
-    tensor: bool
+    """The reuse key of a run with ``model`` on ``actors`` (:func:`raypipe.reuse.reuse_key`;
+    a processor's part is its :func:`~raypipe.infer.processor_refs.processor_identity`)."""
+    return reuse_key(
+        cfg,
+        model_bytes=model.data,
+        spec=model.spec,
+        uses_gpu=actors.uses_gpu,
+        processor=model.processor.identity if model.processor is not None else "",
+    )
 
 
 def load_model(cfg: RunConfig) -> LoadedModel:
-    """The model's bytes and spec (sidecar or built-in, with the run's tile/resize
+    """The model's bytes and spec (sidecar or built-in, with the run's tile/resize/padding
     overrides), checked on the driver so a model that does not load fails here, typed,
-    before any cluster work starts. Simulated accelerators have no bytes."""
+    before any cluster work starts. Simulated accelerators have no bytes. A processor is
+    loaded and checked here too (its class, its declared output), but its ``setup`` runs
+    in the actors only."""
+    if cfg.model.processor is not None:
+        ref = processor_ref(cfg.model.processor)
+        _check_sampling(cfg, tensor=ref.output == "tensor")
+        return LoadedModel(data=b"", spec=None, tensor=ref.output == "tensor", processor=ref)
     if is_simulated(cfg.model.model):
         parse_hold_seconds(cfg.model.model)
         return LoadedModel(data=b"", spec=None, tensor=False)
@@ -127,13 +130,19 @@ def load_model(cfg: RunConfig) -> LoadedModel:
         spec = dataclasses.replace(spec, tile_overlap=cfg.model.tile_overlap)
     if cfg.model.resize is not None:
         spec = dataclasses.replace(spec, resize=cfg.model.resize)
+    if cfg.model.pad_multiple is not None:
+        spec = dataclasses.replace(spec, pad_multiple=cfg.model.pad_multiple)
     tensor = FrameModel(data, spec=spec, device="cpu").output_kind == "tensor"
+    _check_sampling(cfg, tensor=tensor)
+    return LoadedModel(data=data, spec=spec, tensor=tensor)
+
+
+def _check_sampling(cfg: RunConfig, *, tensor: bool) -> None:
     if cfg.chunk.samples and not tensor:
         raise ConfigError(
             "frame sampling (every_n_frames / sample_fps) is for models that output tensors; "
             "a model that outputs frames must see every frame of the video"
         )
-    return LoadedModel(data=data, spec=spec, tensor=tensor)
 
 
 def table_output(output_dir: str, uri: str) -> str:

@@ -84,6 +84,9 @@ def chunk_record(row: dict[str, Any]) -> dict[str, Any]:
     record["gpu_ids"] = json.loads(str(row.get("gpu_ids") or "[]"))
     record["providers"] = json.loads(str(row.get("providers") or "[]"))
     record["provider_notes"] = json.loads(str(row.get("provider_notes") or "[]"))
+    sessions = json.loads(str(row.get("sessions") or "[]"))
+    if sessions:  # a processor's sessions: model, providers asked/granted, device, GPUs seen
+        record["sessions"] = sessions
     return record
 
 

@@ -27,8 +27,11 @@ large frames can be run in overlapping tiles. The maths is in :mod:`raypipe.infe
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -37,6 +40,14 @@ import numpy.typing as npt
 from raypipe.config import Device
 from raypipe.errors import ConfigError, ModelLoadError
 from raypipe.infer.iobinding import IOBindingRunner
+from raypipe.infer.model_errors import check_finite, reported
+from raypipe.infer.output_kind import ELEMENT_DTYPES as _ELEMENT_DTYPES
+from raypipe.infer.output_kind import OutputKind as OutputKind
+from raypipe.infer.output_kind import TensorInfo as TensorInfo
+from raypipe.infer.output_kind import _dim
+from raypipe.infer.output_kind import detect_output_kind as detect_output_kind
+from raypipe.infer.output_kind import output_kind as output_kind
+from raypipe.infer.padding import run_padded_maps
 from raypipe.infer.session import create_session, granted_providers
 
 # ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
@@ -46,12 +57,6 @@ from raypipe.infer.sidecar import DEFAULT_SPEC, ModelSpec, resolve_model_and_spe
 from raypipe.infer.sidecar import resolve_model as resolve_model
 from raypipe.infer.tiling import FrameGeometry, LetterboxParams, unfit_frames
 
-_ELEMENT_DTYPES: dict[str, type[np.generic]] = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(uint8)": np.uint8,
-}
-OutputKind = Literal["image", "tensor"]
 LETTERBOX_KEYS: tuple[str, ...] = (
     "letterbox_scale_x",
     "letterbox_scale_y",
@@ -225,84 +230,6 @@ def _postprocess_planes(y: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return out
 
 
-def _dim(value: Any) -> int | None:
-    """A fixed dimension, or None when it is dynamic (a name, None, or <= 0)."""
-    return value if isinstance(value, int) and value > 0 else None
-
-
-# --- output kinds -------------------------------------------------------------------------
-
-
-class TensorInfo(Protocol):
-    """A model input/output as ONNX Runtime's ``NodeArg`` describes it."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def shape(self) -> Sequence[int | str | None] | None: ...
-    @property
-    def type(self) -> str: ...
-
-
-class _Info(NamedTuple):
-    name: str
-    shape: Sequence[int | str | None] | None  # None: rank unknown
-    type: str  # "tensor(float)"
-
-
-def detect_output_kind(outputs: Sequence[TensorInfo], spec: ModelSpec) -> OutputKind:
-    """``spec.output`` if it is not ``"auto"``; else what the model's outputs look like.
-
-    Image: one output (``spec.output_name``, or the model's only output) of rank 4 (or of
-    unknown rank) with float, float16 or uint8 elements, whose channel axis (``spec.layout``)
-    holds 1 or 3 (or is dynamic) and whose height and width are not both fixed at 1.
-    Anything else is a tensor output (several outputs, vectors, a 1x1 map, 80 channels...).
-    """
-    if spec.output != "auto":
-        return spec.output  # type: ignore[return-value]
-    chosen = [o for o in outputs if o.name == spec.output_name] if spec.output_name else outputs
-    if len(chosen) != 1 or chosen[0].type not in _ELEMENT_DTYPES:
-        return "tensor"
-    shape = chosen[0].shape
-    if shape is None:
-        return "image"
-    if len(shape) != 4:
-        return "tensor"
-    hw = (shape[2], shape[3]) if spec.layout == "NCHW" else (shape[1], shape[2])
-    channels = _dim(shape[spec.channel_axis])
-    if channels not in (None, 1, 3) or (_dim(hw[0]) == 1 and _dim(hw[1]) == 1):
-        return "tensor"
-    return "image"
-
-
-def output_kind(model_bytes: bytes, spec: ModelSpec = DEFAULT_SPEC) -> OutputKind:
-    """:func:`detect_output_kind` for serialized ONNX model bytes, without a session."""
-    import onnx
-
-    try:
-        graph = onnx.load_model_from_string(model_bytes).graph
-    except Exception as e:  # onnx raises DecodeError and friends
-        raise ModelLoadError(f"cannot parse the model as ONNX: {e}") from e
-    infos = []
-    for value in graph.output:
-        tensor = value.type.tensor_type
-        shape = None
-        if tensor.HasField("shape"):
-            shape = [
-                d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim
-            ]
-        type_name = onnx.helper.tensor_dtype_to_string(tensor.elem_type).removeprefix(
-            "TensorProto."
-        )
-        infos.append(
-            _Info(value.name, shape, f"tensor({_ONNX_TYPE_NAMES.get(type_name, type_name)})")
-        )
-    return detect_output_kind(infos, spec)
-
-
-_ONNX_TYPE_NAMES = {"FLOAT": "float", "FLOAT16": "float16", "UINT8": "uint8"}
-
-
 # --- FrameModel ---------------------------------------------------------------------------
 
 
@@ -310,7 +237,10 @@ class FrameModel:
     """A warm ONNX Runtime session that runs uint8 RGB frames through a model.
 
     Image models: :meth:`run` gives uint8 RGB frames. Tensor models: :meth:`run_tensors`
-    gives every output per frame. ``spec`` says how frames go in (and are fitted or tiled).
+    gives every output per frame. ``spec`` says how frames go in (and are fitted, padded or
+    tiled). When the model fails on frames (or gives NaN) both raise a
+    :class:`~raypipe.errors.ModelError` saying what it said and what to try
+    (:mod:`raypipe.infer.model_errors`).
     """
 
     def __init__(
@@ -433,7 +363,9 @@ class FrameModel:
                 f"the model's outputs {self.output_names} are tensors, not frames; call "
                 "run_tensors() (or pass ModelSpec(output='image') if it does give frames)"
             )
-        results = [self._run_image_batch(b)[:n] for b, n in self._batches(frames, batch_size)]
+        batches = self._batches(frames, batch_size)
+        with self._reported(frames):
+            results = [self._run_image_batch(b)[:n] for b, n in batches]
         return results[0] if len(results) == 1 else np.concatenate(results)
 
     def run_tensors(self, frames: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
@@ -443,16 +375,20 @@ class FrameModel:
         (outputs must have one entry per frame along their first dimension). With
         ``resize`` the outputs stay in model-input coordinates and four ``(n,)`` arrays
         :data:`LETTERBOX_KEYS` (scale x/y: model px per source px; pads: px) are added;
-        :func:`raypipe.infer.tiling.letterbox_to_source` maps points back.
+        :func:`raypipe.infer.tiling.letterbox_to_source` maps points back. With
+        ``pad_multiple`` outputs that are maps of the padded input are cropped back
+        (:mod:`raypipe.infer.padding`).
         """
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
-        for batch, count in self._batches(frames, batch_size):
-            fitted = self.geometry.fit(batch)[0]
-            x = preprocess(fitted, self.spec, self.input_dtype)
-            ys = self.session.run(self.output_names, {self._input_name: x})
-            for name, y in zip(self.output_names, ys):
-                self._check_batch(name, y, len(batch))
-                parts[name].append(y[:count])
+        batches = self._batches(frames, batch_size)
+        with self._reported(frames):
+            for batch, count in batches:
+                fitted = self.geometry.fit(batch)[0]
+                x = preprocess(fitted, self.spec, self.input_dtype)
+                for name, y in zip(self.output_names, self._infer_tensors(x)):
+                    self._check_batch(name, y, len(batch))
+                    check_finite(name, y, frames.shape[1], frames.shape[2])
+                    parts[name].append(y[:count])
         out = {name: p[0] if len(p) == 1 else np.concatenate(p) for name, p in parts.items()}
         params = self.fit_params(frames.shape[1], frames.shape[2])
         if params is not None:
@@ -500,6 +436,31 @@ class FrameModel:
         self._check_batch(self._output_name, y, len(x))
         return np.asarray(y)
 
+    def _infer_tensors(self, x: np.ndarray, pad_multiple: int | None = None) -> list[np.ndarray]:
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            return list(self.session.run(self.output_names, {self._input_name: batch}))
+
+        multiple = pad_multiple or self.spec.pad_multiple
+        return run(x) if multiple is None else run_padded_maps(run, x, multiple, self.spec.layout)
+
+    def _reported(self, frames: np.ndarray) -> contextlib.AbstractContextManager[None]:
+        """Errors the model raises on ``frames`` become a :class:`ModelError` with a hint."""
+        fits = functools.partial(self._fits, frames[:1]) if self.spec.resize == "none" else None
+        return reported(frames, fits=fits, model_hw=self.geometry.padded_hw(*frames.shape[1:3]))
+
+    def _fits(self, frame: np.ndarray, multiple: int) -> bool:
+        """Whether the model runs on ``frame`` (one, ``(1, H, W, 3)``) padded to ``multiple``."""
+        try:
+            x = preprocess(self._batches(frame, 1)[0][0], self.spec, self.input_dtype)
+            if self.output_kind == "tensor":
+                self._infer_tensors(x, multiple)
+            else:
+                geometry = dataclasses.replace(self.geometry, pad_multiple=multiple)
+                geometry.run(self._infer, x, self.spec.layout)
+        except Exception:  # noqa: BLE001 - any failure means: padding to this does not help
+            return False
+        return True
+
     def _check_batch(self, name: str, y: np.ndarray, frames: int) -> None:
         if np.ndim(y) == 0 or y.shape[0] != frames:
             got = "a scalar" if np.ndim(y) == 0 else f"shape {y.shape}"
@@ -512,6 +473,7 @@ class FrameModel:
         fitted, params = self.geometry.fit(batch)
         x = preprocess(fitted, self.spec, self.input_dtype)
         y = self.geometry.run(self._infer, x, self.spec.layout)
+        check_finite(self._output_name, y, batch.shape[1], batch.shape[2])
         frames = postprocess(y, self.spec, batch.dtype)
         return frames if params is None else unfit_frames(frames, params)
 

@@ -106,7 +106,9 @@ def _attempts(device: str, order: list[str]) -> list[list[str]]:
 def _session_options(ort: ModuleType, intra_op_threads: int | None) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only
+    # Fatal only: run-time errors are raised as exceptions (and become one typed line), so
+    # ONNX Runtime's own copy of them on stderr would only add noise to that line.
+    options.log_severity_level = 4
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
     return options

@@ -10,6 +10,9 @@ beside ``NAME.onnx``, an object whose keys are :class:`ModelSpec` fields, e.g.::
      "std": [0.229, 0.224, 0.225], "output": "tensor", "resize": "letterbox",
      "input_size": [640, 640], "pad_value": 114}
 
+or, for a model whose height and width must be multiples of 32 (a U-Net, a DBNet text
+detector), ``{"pad_multiple": 32}``.
+
 Unknown keys and bad values raise :class:`~raypipe.errors.ConfigError` naming the sidecar.
 :func:`resolve_model_and_spec` gives a model's bytes with its spec: a built-in's own spec
 (``phash`` and ``embedding`` give tensors), else the sidecar's, else the defaults.
@@ -65,7 +68,9 @@ class ModelSpec:
     level (0..255, every channel, before ``mean``/``std``; 0 is black). ``tile``: run the
     model on ``tile`` x ``tile`` px cores with ``tile_overlap`` px of context on each side
     (at least the model's receptive-field radius for an exact result); ``None`` runs whole
-    frames.
+    frames. ``pad_multiple``: pad frames (edge-replicated, at the bottom and right) to the next
+    multiple of this many px in height and width before the model and crop the output back
+    (:mod:`raypipe.infer.padding`); with ``tile`` each tile window is padded.
     """
 
     layout: Literal["NCHW", "NHWC"] = "NCHW"
@@ -82,6 +87,7 @@ class ModelSpec:
     pad_value: int = 0  # letterbox padding, pixel level 0..255
     tile: int | None = None  # tile core side, px
     tile_overlap: int = 16  # px of context on each side of a tile core
+    pad_multiple: int | None = None  # pad height and width to multiples of this (px)
 
     def __post_init__(self) -> None:
         if self.layout not in ("NCHW", "NHWC"):
@@ -145,6 +151,20 @@ class ModelSpec:
             raise ConfigError(
                 "tile_overlap must be an integer >= 0 (px of context on each side of a tile), "
                 f"got {self.tile_overlap!r}"
+            )
+        if self.pad_multiple is not None and (
+            not _is_int(self.pad_multiple) or self.pad_multiple < 1
+        ):
+            raise ConfigError(
+                "pad_multiple must be an integer >= 1 (px; frames are padded to multiples of "
+                f"it) or None, got {self.pad_multiple!r}"
+            )
+        if self.pad_multiple is not None:
+            object.__setattr__(self, "pad_multiple", int(self.pad_multiple))
+        if self.pad_multiple is not None and self.resize != "none":
+            raise ConfigError(
+                f"pad_multiple={self.pad_multiple} and resize={self.resize!r} do not combine: "
+                "resize gives the model its own fixed size already; pick one"
             )
         if self.tile is not None and self.resize != "none":
             raise ConfigError(

@@ -23,10 +23,15 @@ cores of ``tile x tile`` px (the last ones smaller), runs the model on each core
 tile, shifted inside the frame at its borders, so a border tile sees the true frame edge
 and the model's own edge handling applies there) and keeps each window's core. With
 ``overlap`` at least the model's receptive-field radius the result equals the untiled run.
+
+Padding to a multiple of the model's stride (``ModelSpec.pad_multiple``) is in
+:mod:`raypipe.infer.padding`; :meth:`FrameGeometry.run` applies it to every model input
+(the whole batch, or each tile window).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -35,6 +40,7 @@ import cv2
 import numpy as np
 
 from raypipe.errors import ConfigError, ModelLoadError
+from raypipe.infer.padding import padded_size, run_padded
 
 if TYPE_CHECKING:
     from raypipe.infer.sidecar import ModelSpec
@@ -313,6 +319,7 @@ class FrameGeometry:
     pad_value: int = 0
     tile: int | None = None
     tile_overlap: int = 16
+    pad_multiple: int | None = None  # pad each model input to multiples of this (px)
     input_name: str = "input"  # for messages
     model_size: tuple[int, int] | None = field(init=False)  # fit target; None: no resize
 
@@ -327,12 +334,18 @@ class FrameGeometry:
             pad_value=spec.pad_value,
             tile=spec.tile,
             tile_overlap=spec.tile_overlap,
+            pad_multiple=spec.pad_multiple,
             input_name=input_name,
         )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_size", self._model_size())
         fixed_h, fixed_w = self.fixed_size
+        if self.pad_multiple is not None and (fixed_h is not None or fixed_w is not None):
+            raise ModelLoadError(
+                f"{self._takes()}, and pad_multiple={self.pad_multiple} pads frames to other "
+                "sizes; pad_multiple needs a model with dynamic height and width, drop it"
+            )
         if self.tile is not None and (fixed_h is not None or fixed_w is not None):
             window = self.tile + 2 * self.tile_overlap
             if (fixed_h, fixed_w) != (window, window):
@@ -406,7 +419,19 @@ class FrameGeometry:
     def run(
         self, run_fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, layout: Layout
     ) -> np.ndarray:
-        """``run_fn(x)``, or :func:`run_tiled` over ``x`` when tiling."""
+        """``run_fn(x)``, or :func:`run_tiled` over ``x`` when tiling; with ``pad_multiple``
+        every model input (the batch, or each tile window) is padded and its output cropped."""
+        if self.pad_multiple is not None:
+            run_fn = functools.partial(
+                run_padded, run_fn, multiple=self.pad_multiple, layout=layout
+            )
         if self.tile is None:
             return run_fn(x)
         return run_tiled(run_fn, x, self.tile, self.tile_overlap, scale=None, layout=layout)
+
+    def padded_hw(self, height: int, width: int) -> tuple[int, int]:
+        """The size (height, width) px of the model input for frames of this size: padded
+        to ``pad_multiple`` when set (the tile window, when tiling, is padded instead)."""
+        if self.pad_multiple is None:
+            return height, width
+        return padded_size(height, self.pad_multiple), padded_size(width, self.pad_multiple)

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_exact, lossless_cli_args
+from conftest import assert_exact, assert_exact_to, lossless_cli_args
 
+from raypipe.examples.processors import Redact
+from raypipe.infer.processors import apply_processor
 from raypipe.testing import ClipSpec, make_clip
 
 REPO = Path(__file__).resolve().parents[2]
@@ -261,6 +263,23 @@ def test_process_video_job_with_token_is_exact(head: Head, tmp_path: Path) -> No
     assert packages, "no working dir was unpacked"
     top = {p.name for p in packages[0].iterdir()}
     assert {"raypipe", "jobs", "cluster"} <= top and not top & {".git", ".venv", ".mypy_cache"}
+
+
+def test_process_video_job_runs_a_processor_file_from_the_working_dir(
+    head: Head, tmp_path: Path
+) -> None:
+    """`--processor path.py:Class` with a path inside the uploaded working dir: the driver
+    reads the file there and its text travels to the actors."""
+    source, output = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_clip(source, ClipSpec(n_frames=24, audio="aac"))
+    result = head.submit(
+        "video-processor", "process_video.py", str(source), str(output),
+        "--processor", "raypipe/examples/processors.py:Redact", "--chunk-frames", "12",
+        *LOSSLESS_ARGS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert _status(head, "video-processor") == "SUCCEEDED"
+    assert_exact_to(source, output, lambda frames: apply_processor(Redact, frames))
 
 
 @pytest.mark.parametrize(

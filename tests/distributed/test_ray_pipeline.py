@@ -67,6 +67,7 @@ def test_rows_reaching_the_driver_carry_no_frames(clips: dict[str, Path]) -> Non
     from raypipe.distributed.cluster import plan_actors
     from raypipe.distributed.dataset import build_dataset
     from raypipe.distributed.stages import chunk_row
+    from raypipe.distributed.workload import LoadedModel
     from raypipe.infer.models import resolve_model
     from raypipe.media import plan_chunks, probe
 
@@ -74,7 +75,7 @@ def test_rows_reaching_the_driver_carry_no_frames(clips: dict[str, Path]) -> Non
     info = probe(str(clips["bframes_aac"]))
     plan = plan_chunks(info, cfg.chunk)
     rows_in = [chunk_row(info, c) for c in plan.chunks]
-    model = resolve_model("builtin:identity")[0]
+    model = LoadedModel(data=resolve_model("builtin:identity")[0], spec=None, tensor=False)
     ds = build_dataset(rows_in, cfg, plan_actors(cfg.runtime, cfg.model), model)
     rows = list(ds.iter_rows())
     assert len(rows) == len(plan)

@@ -1,0 +1,45 @@
+"""What the inference actors run, as data: the loaded model (or processor) and the job.
+
+:class:`LoadedModel` is the model as the driver checked it (bytes and spec, or a processor
+reference) and :class:`ActorJob` everything an inference actor needs, passed to it as one
+object rather than a dozen keywords unpacked from the configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from raypipe.config import ModelConfig
+from raypipe.distributed.cluster import ActorPlan
+from raypipe.infer.processor_refs import ProcessorRef
+from raypipe.infer.sidecar import ModelSpec
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The model as the driver checked it: bytes, spec, and whether it outputs tensors; or a
+    user processor (``processor`` set, no bytes)."""
+
+    data: bytes
+    spec: ModelSpec | None
+    tensor: bool
+    processor: ProcessorRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActorJob:
+    """What one inference actor runs and how.
+
+    ``warmup_hw``: (height, width) px of one warm-up batch at start (None: none).
+    """
+
+    model: LoadedModel
+    config: ModelConfig
+    plan: ActorPlan
+    warmup_hw: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        # The processor travels in ``model.processor``; the config keeps only its settings.
+        if self.config.processor is not None:
+            object.__setattr__(self, "config", dataclasses.replace(self.config, processor=None))

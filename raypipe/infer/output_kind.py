@@ -1,0 +1,101 @@
+"""A model's output kind: frames (``"image"``) or arrays per frame (``"tensor"``).
+
+Decided from the model's declared outputs (:func:`detect_output_kind`, or
+:func:`output_kind` straight from the ONNX bytes, without a session) unless the model's
+:class:`~raypipe.infer.sidecar.ModelSpec` says it. Split out of :mod:`raypipe.infer.models`,
+which re-exports these names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple, Protocol
+
+import numpy as np
+
+from raypipe.errors import ModelLoadError
+from raypipe.infer.sidecar import DEFAULT_SPEC, ModelSpec
+
+ELEMENT_DTYPES: dict[str, type[np.generic]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(uint8)": np.uint8,
+}
+"""Element types raypipe feeds to / reads from an image model, by ONNX Runtime's names."""
+_ELEMENT_DTYPES = ELEMENT_DTYPES
+OutputKind = Literal["image", "tensor"]
+
+
+def _dim(value: Any) -> int | None:
+    """A fixed dimension, or None when it is dynamic (a name, None, or <= 0)."""
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class TensorInfo(Protocol):
+    """A model input/output as ONNX Runtime's ``NodeArg`` describes it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def shape(self) -> Sequence[int | str | None] | None: ...
+    @property
+    def type(self) -> str: ...
+
+
+class _Info(NamedTuple):
+    name: str
+    shape: Sequence[int | str | None] | None  # None: rank unknown
+    type: str  # "tensor(float)"
+
+
+def detect_output_kind(outputs: Sequence[TensorInfo], spec: ModelSpec) -> OutputKind:
+    """``spec.output`` if it is not ``"auto"``; else what the model's outputs look like.
+
+    Image: one output (``spec.output_name``, or the model's only output) of rank 4 (or of
+    unknown rank) with float, float16 or uint8 elements, whose channel axis (``spec.layout``)
+    holds 1 or 3 (or is dynamic) and whose height and width are not both fixed at 1.
+    Anything else is a tensor output (several outputs, vectors, a 1x1 map, 80 channels...).
+    """
+    if spec.output != "auto":
+        return spec.output  # type: ignore[return-value]
+    chosen = [o for o in outputs if o.name == spec.output_name] if spec.output_name else outputs
+    if len(chosen) != 1 or chosen[0].type not in _ELEMENT_DTYPES:
+        return "tensor"
+    shape = chosen[0].shape
+    if shape is None:
+        return "image"
+    if len(shape) != 4:
+        return "tensor"
+    hw = (shape[2], shape[3]) if spec.layout == "NCHW" else (shape[1], shape[2])
+    channels = _dim(shape[spec.channel_axis])
+    if channels not in (None, 1, 3) or (_dim(hw[0]) == 1 and _dim(hw[1]) == 1):
+        return "tensor"
+    return "image"
+
+
+def output_kind(model_bytes: bytes, spec: ModelSpec = DEFAULT_SPEC) -> OutputKind:
+    """:func:`detect_output_kind` for serialized ONNX model bytes, without a session."""
+    import onnx
+
+    try:
+        graph = onnx.load_model_from_string(model_bytes).graph
+    except Exception as e:  # onnx raises DecodeError and friends
+        raise ModelLoadError(f"cannot parse the model as ONNX: {e}") from e
+    infos = []
+    for value in graph.output:
+        tensor = value.type.tensor_type
+        shape = None
+        if tensor.HasField("shape"):
+            shape = [
+                d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim
+            ]
+        type_name = onnx.helper.tensor_dtype_to_string(tensor.elem_type).removeprefix(
+            "TensorProto."
+        )
+        infos.append(
+            _Info(value.name, shape, f"tensor({_ONNX_TYPE_NAMES.get(type_name, type_name)})")
+        )
+    return detect_output_kind(infos, spec)
+
+
+_ONNX_TYPE_NAMES = {"FLOAT": "float", "FLOAT16": "float16", "UINT8": "uint8"}

@@ -1,0 +1,242 @@
+"""User processors: a few lines of Python between models, run like a model.
+
+A processor is a class a user subclasses::
+
+    class Redact(raypipe.Processor):
+        def setup(self, ctx):            # once per actor, on the actor's device
+            self.det = ctx.session("models/det.onnx")   # an onnxruntime.InferenceSession
+        def __call__(self, frames):      # (n, H, W, 3) uint8 RGB, display order, upright
+            return frames_out            # (n, h, w, 3) uint8: a video comes out
+
+Frames are uint8, or uint16 (16 bits per channel) for sources deeper than 8 bits, as the
+decoder gives them; image outputs are the same dtype as the frames given.
+
+``output = "tensor"`` on the class says ``__call__`` returns a dict of arrays whose first
+dimension is ``n`` instead: a Parquet table comes out, laid out as for analysis models.
+``version`` (a string) is part of :func:`~raypipe.infer.processor_refs.processor_identity`.
+Temporal processors will declare ``window``, ``warmup_frames`` or ``interpolate`` as class
+attributes too (not yet read).
+
+:class:`ProcessorContext` is ``ctx``: :meth:`ProcessorContext.session` builds sessions with
+the actor's own factory (:mod:`raypipe.infer.factory`: providers TensorRT -> CUDA -> CPU,
+engine cache, precision, the actor's GPU, the silent-fallback check), cached per actor;
+``ctx.device`` (``cuda:0`` or ``cpu``) and ``ctx.gpu_ids`` (Ray's ids of the actor's GPUs)
+say where it runs. :class:`ProcessorRunner` is what the actor calls: frames in batches of
+``batch_size``, outputs checked, and any exception of ``setup`` or ``__call__`` turned
+into a :class:`~raypipe.errors.ProcessorError` carrying the processor's own message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, ClassVar
+
+import numpy as np
+
+from raypipe.errors import ProcessorError, RaypipeError
+from raypipe.infer.factory import SessionSettings, session_record
+from raypipe.infer.model_errors import shorten
+from raypipe.infer.processor_refs import ProcessorRef, resolve_target
+from raypipe.infer.session import create_session
+from raypipe.infer.sidecar import resolve_model
+
+TABLE_COLUMNS: tuple[str, ...] = ("video_uri", "video_id", "frame_index", "pts", "pts_seconds")
+"""Columns raypipe writes itself in a table output; a processor's outputs may not use them."""
+
+
+class Processor:
+    """Base class of user processors (see the module docstring)."""
+
+    output: ClassVar[str] = "image"  # "image": frames out (video); "tensor": dict (Parquet)
+    version: ClassVar[str] = ""  # bump to make earlier results of this processor stale
+
+    def setup(self, ctx: ProcessorContext) -> None:
+        """Once per actor, before the first frames: load models with ``ctx.session``."""
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """``frames`` (n, H, W, 3) uint8 RGB (uint16 from deep sources) -> frames (n, h, w,
+        3) of the same dtype, or a dict of arrays with first dimension n when
+        ``output = "tensor"``."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not define __call__")
+
+
+class ProcessorContext:
+    """What a processor's ``setup`` gets: sessions from the actor's factory, its device."""
+
+    def __init__(self, settings: SessionSettings, *, gpu_ids: list[str] | None = None) -> None:
+        self.settings = settings
+        self.gpu_ids: list[str] = list(gpu_ids or [])  # Ray's ids of the actor's GPUs
+        self.device: str = settings.device_name  # "cuda:0" (the actor's GPU) or "cpu"
+        self.batch_size: int = settings.batch_size  # frames per __call__, at most
+        self.records: list[dict[str, Any]] = []  # what each session was built with
+        self._sessions: dict[tuple[Any, ...], Any] = {}
+
+    def session(
+        self,
+        model: str | bytes,
+        *,
+        input_size: tuple[int, int] | None = None,
+        layout: str = "NCHW",
+        batch_size: int | None = None,
+        precision: str | None = None,
+    ) -> Any:
+        """An ``onnxruntime.InferenceSession`` for ``model`` (a path or fsspec URL of an
+        ``.onnx`` file, ``builtin:NAME``, or the model's bytes), built once per actor.
+
+        ``input_size`` (height, width) px and ``batch_size`` (default: the run's) size the
+        TensorRT shape profile on a GPU; without ``input_size`` a GPU actor uses CUDA.
+        ``precision`` overrides the run's (``fp16``/``fp32``).
+        """
+        if isinstance(model, bytes):
+            data, label = model, f"<{len(model)} bytes>"
+        else:
+            data, label = resolve_model(model)[0], model
+        digest = hashlib.sha256(data).hexdigest()
+        key = (digest, input_size, layout, batch_size, precision)
+        if key not in self._sessions:
+            setup = self.settings.provider_setup(
+                data,
+                input_size=input_size,
+                layout=layout,
+                batch_size=batch_size,
+                precision=precision,
+            )
+            session = create_session(
+                data,
+                device=self.settings.device,
+                intra_op_threads=self.settings.intra_op_threads,
+                providers=setup.providers,
+                provider_options=setup.provider_options,
+            )
+            self._sessions[key] = session
+            self.records.append(session_record(label, setup, session))
+        return self._sessions[key]
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the sessions were granted, best first (no session: ``[]``)."""
+        seen: list[str] = []
+        for record in self.records:
+            for provider in record["granted"][:1]:
+                if provider not in seen:
+                    seen.append(provider)
+        return seen
+
+
+def processor_error(name: str, stage: str, e: BaseException) -> ProcessorError:
+    """``e``, raised by processor ``name`` in ``stage``, as a one-line ProcessorError."""
+    said = shorten(str(e)) or "(no message)"
+    return ProcessorError(
+        f"processor {name}.{stage} raised {type(e).__name__}: {said}; fix the processor "
+        "(rerun with --verbose for its traceback)"
+    )
+
+
+class ProcessorRunner:
+    """A user processor as an actor runs it (built in the actor: ``setup`` runs here)."""
+
+    def __init__(self, ref: ProcessorRef, ctx: ProcessorContext) -> None:
+        target = resolve_target(ref)
+        self.ctx = ctx
+        self.output = ref.output
+        self.name = (target if isinstance(target, type) else type(target)).__qualname__
+        try:
+            self.processor = target() if isinstance(target, type) else target
+            self.processor.setup(ctx)
+        except RaypipeError:
+            raise  # ctx.session's own typed errors (model not found, no GPU granted)
+        except Exception as e:
+            raise processor_error(self.name, "setup", e) from e
+        # output (height, width) per input (height, width): one video's frames keep one size
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+
+    @property
+    def providers(self) -> list[str]:
+        return self.ctx.providers or ["Processor"]
+
+    def run(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """``frames`` through the processor in batches of ``ctx.batch_size``, checked."""
+        n = len(frames)
+        parts = []
+        for start in range(0, n, self.ctx.batch_size):
+            batch = frames[start : start + self.ctx.batch_size]
+            try:
+                result = self.processor(batch)
+            except Exception as e:
+                raise processor_error(self.name, "__call__", e) from e
+            parts.append(self._checked(result, batch))
+        if self.output == "image":
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def warmup(self, height: int, width: int) -> None:
+        """Nothing: user code is never called on made-up frames (a processor may keep state
+        across calls); ``setup`` is the place to warm up (``ctx.session(..., input_size=)``
+        builds or loads the TensorRT engine there)."""
+
+    def _checked(self, result: Any, batch: np.ndarray) -> Any:
+        n, what = len(batch), f"processor {self.name} returned"
+        if self.output == "image":
+            if isinstance(result, dict):
+                raise ProcessorError(
+                    f"{what} a dict for {n} frames; set output = 'tensor' on the class to "
+                    "write a table, or return frames (n, h, w, 3) uint8"
+                )
+            got = _describe(result)
+            if not (
+                isinstance(result, np.ndarray)
+                and result.dtype == batch.dtype
+                and result.ndim == 4
+                and result.shape[0] == n
+                and result.shape[3] == 3
+            ):
+                raise ProcessorError(
+                    f"{what} {got} for {n} {batch.dtype} frames; expected a {batch.dtype} array "
+                    f"(n, h, w, 3) with n = {n} (or output = 'tensor' on the class and a dict "
+                    "of arrays)"
+                )
+            size = self._sizes.setdefault(batch.shape[1:3], result.shape[1:3])
+            if size != result.shape[1:3]:
+                raise ProcessorError(
+                    f"{what} frames of {result.shape[1]}x{result.shape[2]} px after frames of "
+                    f"{size[0]}x{size[1]} for the same input size; a video's frames must keep "
+                    "one size"
+                )
+            return result
+        if not isinstance(result, dict) or not result:
+            raise ProcessorError(
+                f"{what} {_describe(result)}; output = 'tensor' expects a non-empty dict of "
+                "arrays whose first dimension is the number of frames"
+            )
+        out = {}
+        for key, value in result.items():
+            array = np.asarray(value)
+            if not isinstance(key, str) or key in TABLE_COLUMNS:
+                raise ProcessorError(
+                    f"{what} an output named {key!r}; names must be strings other than "
+                    f"{', '.join(TABLE_COLUMNS)}"
+                )
+            if array.ndim == 0 or array.shape[0] != n:
+                raise ProcessorError(
+                    f"{what} {key!r} of shape {array.shape} for {n} frames; each output needs "
+                    f"one entry per frame along its first dimension ({n})"
+                )
+            out[key] = array
+        return out
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    return f"a {type(value).__name__}"
+
+
+def apply_processor(
+    processor: Any, frames: np.ndarray, *, settings: SessionSettings | None = None
+) -> np.ndarray | dict[str, np.ndarray]:
+    """``processor`` (a class, instance or target string) on ``frames`` in this process, as an
+    actor runs it: ``setup`` once, then batches of ``settings.batch_size`` (default 8)."""
+    from raypipe.infer.processor_refs import processor_ref
+
+    ctx = ProcessorContext(settings or SessionSettings(device="cpu"))
+    return ProcessorRunner(processor_ref(processor), ctx).run(frames)

@@ -1,0 +1,282 @@
+"""User processors in-process: loading by target, checks, typed errors, identity, sessions."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import raypipe
+from raypipe.errors import ConfigError, ProcessorError
+from raypipe.examples import models
+from raypipe.examples.processors import Redact, RegionChain, RegionScores
+from raypipe.infer.factory import SessionSettings
+from raypipe.infer.processor_refs import processor_identity, processor_ref
+from raypipe.infer.processors import ProcessorContext, ProcessorRunner, apply_processor
+from raypipe.testing import frame_pattern
+
+EXAMPLES = Path(raypipe.__file__).parent / "examples" / "processors.py"
+
+
+def frames_of(n: int = 6, width: int = 160, height: int = 96) -> np.ndarray:
+    return np.stack([frame_pattern(i, width, height) for i in range(n)])
+
+
+def write(tmp_path: Path, body: str, name: str = "proc.py") -> Path:
+    path = tmp_path / name
+    path.write_text("import numpy as np\nimport raypipe\n\n" + textwrap.dedent(body))
+    return path
+
+
+def test_region_chain_changes_exactly_the_detected_regions() -> None:
+    frames = frames_of()
+    out = apply_processor(RegionChain, frames)
+    assert isinstance(out, np.ndarray) and out.shape == frames.shape
+    boxes = models.detect_regions(
+        _detector_scores(frames), RegionChain.threshold, models.CELL, (96, 160)
+    )
+    assert all(boxes), "every test frame has bright index blocks"
+    outside = np.ones(frames.shape[:3], dtype=bool)
+    for i, frame_boxes in enumerate(boxes):
+        for x0, y0, x1, y1 in frame_boxes:
+            outside[i, y0:y1, x0:x1] = False
+            # the region model inverts: a bright region comes back dark
+            assert out[i, y0:y1, x0:x1].mean() < 255 - frames[i, y0:y1, x0:x1].mean() + 20
+    assert np.array_equal(out[outside], frames[outside])
+
+
+def _detector_scores(frames: np.ndarray) -> np.ndarray:
+    from raypipe.infer.session import create_session
+
+    session = create_session(models.region_detector(), device="cpu")
+    return np.asarray(session.run(["score"], {"input": models.to_nchw(frames)})[0])
+
+
+def test_redact_blurs_and_scores_make_a_table() -> None:
+    frames = frames_of()
+    out = apply_processor(Redact, frames)
+    assert isinstance(out, np.ndarray) and not np.array_equal(out, frames)
+    table = apply_processor(RegionScores, frames)
+    assert isinstance(table, dict) and table["regions"].shape == (6,)
+    assert table["score_map"].shape == (6, 96 // models.CELL, 160 // models.CELL)
+
+
+def test_deep_frames_stay_deep(tmp_path: Path) -> None:
+    """Sources deeper than 8 bits decode to uint16: processors get and return uint16."""
+    frames = frames_of().astype(np.uint16) * np.uint16(257)
+    for cls in (RegionChain, Redact):
+        out = apply_processor(cls, frames)
+        assert isinstance(out, np.ndarray) and out.dtype == np.uint16 and out.shape == frames.shape
+    eight = apply_processor(RegionChain, frames_of())
+    deep = apply_processor(RegionChain, frames)
+    assert isinstance(deep, np.ndarray) and isinstance(eight, np.ndarray)
+    assert np.abs((deep // 257).astype(int) - eight).max() <= 1  # same picture, more bits
+    path = write(
+        tmp_path,
+        "class P(raypipe.Processor):\n    def __call__(self, f):\n"
+        "        return (f // 257).astype(np.uint8)\n",
+    )
+    with pytest.raises(ProcessorError, match="for 6 uint16 frames; expected a uint16 array"):
+        apply_processor(f"{path}:P", frames)
+
+
+def test_batches_are_split_by_batch_size_and_outputs_equal() -> None:
+    frames = frames_of(n=7)
+    one = apply_processor(RegionChain, frames, settings=SessionSettings(device="cpu", batch_size=1))
+    three = apply_processor(
+        RegionChain, frames, settings=SessionSettings(device="cpu", batch_size=3)
+    )
+    assert np.array_equal(one, three)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [f"{EXAMPLES}:Redact", "raypipe.examples.processors:Redact"],
+    ids=["file", "module"],
+)
+def test_targets_by_file_and_by_module_give_the_same_result(target: str) -> None:
+    frames = frames_of()
+    assert np.array_equal(apply_processor(target, frames), apply_processor(Redact, frames))  # type: ignore[arg-type]
+    ref = processor_ref(target)
+    assert ref.output == "image"
+    assert bool(ref.source) == target.startswith("/")  # a file travels as its text
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "match"),
+    [
+        ("nonsense", ConfigError, "must be 'path/to/file.py:Class' or 'package.module:Class'"),
+        ("missing/p.py:X", ConfigError, "processor file 'missing/p.py' does not exist"),
+        ("raypipe.nope:X", ConfigError, "cannot import 'raypipe.nope'"),
+        ("raypipe.examples.processors:Nope", ConfigError, "no 'Nope' in raypipe.examples"),
+        ("raypipe.config:RunConfig", ConfigError, "not a subclass of raypipe.Processor"),
+    ],
+)
+def test_bad_targets_fail_on_the_driver(target: str, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        processor_ref(target)
+
+
+def test_a_file_that_fails_to_load_and_a_bad_output_declaration(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("def oops(:\n")
+    with pytest.raises(ProcessorError, match=r"raised SyntaxError when loaded: .*; fix the file"):
+        processor_ref(f"{broken}:X")
+    path = write(tmp_path, "class P(raypipe.Processor):\n    output = 'frames'\n")
+    with pytest.raises(ConfigError, match="declares output = 'frames'; expected 'image'"):
+        processor_ref(f"{path}:P")
+
+
+def test_exceptions_in_setup_and_call_carry_the_processors_message(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        class InSetup(raypipe.Processor):
+            def setup(self, ctx):
+                raise ValueError("no weights at /models/x.onnx")
+
+        class InCall(raypipe.Processor):
+            def __call__(self, frames):
+                raise KeyError("face")
+        """,
+    )
+    with pytest.raises(ProcessorError) as e:
+        apply_processor(f"{path}:InSetup", frames_of(2))
+    assert str(e.value) == (
+        "processor InSetup.setup raised ValueError: no weights at /models/x.onnx; fix the "
+        "processor (rerun with --verbose for its traceback)"
+    )
+    with pytest.raises(ProcessorError, match=r"^processor InCall.__call__ raised KeyError: 'face'"):
+        apply_processor(f"{path}:InCall", frames_of(2))
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (
+            "return frames[:1]",
+            r"returned a uint8 array of shape \(1, 96, 160, 3\) for 2 uint8 frames",
+        ),
+        ("return frames.astype(np.float32)", "returned a float32 array"),
+        ("return {'x': frames}", "returned a dict for 2 frames; set output = 'tensor'"),
+        ("return None", "returned a NoneType for 2 uint8 frames"),
+    ],
+)
+def test_image_outputs_are_checked(tmp_path: Path, body: str, match: str) -> None:
+    path = write(
+        tmp_path, f"class P(raypipe.Processor):\n    def __call__(self, frames):\n        {body}\n"
+    )
+    with pytest.raises(ProcessorError, match=match):
+        apply_processor(f"{path}:P", frames_of(2))
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("return frames", "output = 'tensor' expects a non-empty dict"),
+        ("return {'pts': np.zeros(len(frames))}", "an output named 'pts'; names must be"),
+        ("return {'x': np.zeros(3)}", r"'x' of shape \(3,\) for 2 frames"),
+    ],
+)
+def test_tensor_outputs_are_checked(tmp_path: Path, body: str, match: str) -> None:
+    path = write(
+        tmp_path,
+        "class P(raypipe.Processor):\n    output = 'tensor'\n"
+        f"    def __call__(self, frames):\n        {body}\n",
+    )
+    with pytest.raises(ProcessorError, match=match):
+        apply_processor(f"{path}:P", frames_of(2))
+
+
+def test_frame_size_must_stay_the_same_within_a_run(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        class Grow(raypipe.Processor):
+            calls = 0
+            def __call__(self, frames):
+                Grow.calls += 1
+                return np.repeat(frames, Grow.calls, axis=1)
+        """,
+    )
+    with pytest.raises(ProcessorError, match="a video's frames must keep one size"):
+        apply_processor(f"{path}:Grow", frames_of(4), settings=SessionSettings(batch_size=2))
+    # one actor runs the chunks of several videos: other input sizes are other videos
+    runner = ProcessorRunner(processor_ref(RegionChain), ProcessorContext(SessionSettings()))
+    for width, height in ((160, 96), (198, 110), (160, 96)):
+        out = runner.run(frames_of(2, width, height))
+        assert isinstance(out, np.ndarray) and out.shape == (2, height, width, 3)
+
+
+def test_identity_follows_the_code_and_the_version(tmp_path: Path) -> None:
+    body = "class P(raypipe.Processor):\n    version = '{v}'\n"
+    first = write(tmp_path, body.format(v="1"))
+    identity = processor_identity(f"{first}:P")
+    assert identity.startswith("proc.py:P sha256=") and identity.endswith(" version=1")
+    assert processor_identity(f"{tmp_path}/../{tmp_path.name}/proc.py:P") == identity
+    assert processor_identity(f"{write(tmp_path, body.format(v='2'))}:P") != identity
+    other = write(tmp_path, body.format(v="1") + "# an edit\n", name="other.py")
+    assert processor_identity(f"{other}:P").split(" ")[1] != identity.split(" ")[1]
+    module = processor_identity(Redact)
+    assert module.startswith("raypipe.examples.processors:Redact sha256=")
+    assert processor_identity(Redact()) == module == processor_identity(processor_ref(Redact))
+    assert raypipe.processor_identity is processor_identity
+
+
+def test_ctx_sessions_are_cached_and_recorded() -> None:
+    ctx = ProcessorContext(SessionSettings(device="cpu"), gpu_ids=[])
+    a = ctx.session(models.region_detector())
+    assert ctx.session(models.region_detector()) is a
+    b = ctx.session("builtin:invert")
+    assert b is not a and ctx.device == "cpu" and ctx.providers == ["CPUExecutionProvider"]
+    assert [r["model"] for r in ctx.records] == [
+        f"<{len(models.region_detector())} bytes>",
+        "builtin:invert",
+    ]
+    assert all(r["granted"] == ["CPUExecutionProvider"] for r in ctx.records)
+
+
+def test_a_gpu_actor_context_says_cuda_0() -> None:
+    settings = SessionSettings(device="auto", on_gpu=True)
+    ctx = ProcessorContext(settings, gpu_ids=["3"])
+    assert (ctx.device, ctx.gpu_ids) == ("cuda:0", ["3"])
+    runner = ProcessorRunner(processor_ref(RegionScores), ctx)
+    assert runner.output == "tensor"
+
+
+@pytest.mark.gpu
+def test_ctx_session_on_a_gpu_is_granted_a_gpu_provider_on_device_0() -> None:
+    """Not run here (no GPU): the same factory as --model, asked for the GPU it holds."""
+    ctx = ProcessorContext(SessionSettings(device="gpu", on_gpu=True), gpu_ids=["0"])
+    ctx.session("builtin:invert", input_size=(96, 160))
+    (record,) = ctx.records
+    assert record["granted"][0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+    assert record["device_id"] == 0 and ctx.device == "cuda:0"
+
+
+def test_the_reuse_key_follows_the_processors_identity(tmp_path: Path) -> None:
+    """Resume (raypipe.reuse) sees a processor through its identity: a new version (or an
+    edit of its file) makes earlier segments and outputs stale."""
+    from raypipe.config import build_run_config
+    from raypipe.distributed.cluster import ActorPlan
+    from raypipe.distributed.pipeline import load_model, run_key
+
+    actors = ActorPlan(workers=1, num_gpus=0.0, num_cpus=1.0, intra_op_threads=1)
+
+    def key(version: str) -> dict[str, str]:
+        path = write(tmp_path, f"class P(raypipe.Processor):\n    version = '{version}'\n")
+        cfg = build_run_config(processor=f"{path}:P")
+        return run_key(cfg, load_model(cfg), actors).as_dict()
+
+    first = key("1")
+    assert first["processor"].startswith("proc.py:P sha256=") and first == key("1")
+    assert (
+        run_key(build_run_config(), load_model(build_run_config()), actors).as_dict()["processor"]
+        == ""
+    )
+    changed = key("2")
+    assert [n for n in first if first[n] != changed[n]] == ["processor"]
+    with pytest.raises(ConfigError, match="give a model or a processor, not both"):
+        build_run_config(model="builtin:invert", processor="raypipe.examples.processors:Redact")
