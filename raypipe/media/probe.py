@@ -1,13 +1,18 @@
-"""Probe: one demux-only pass over a video that yields a :class:`VideoInfo`.
+"""Probe: a video's frame timing and keyframes, from its index or a demux pass.
 
-Packets are read without decoding; their presentation timestamps sorted give every frame's
-pts in display order, and their key flags give the keyframes; the last frame's packet
-gives its duration (so the output's last frame keeps it). One frame is decoded at the end
-to read what the pictures are (:class:`~raypipe.media.picture.PictureFormat`: display
-rotation, colour tags, pixel format, HDR metadata) and to prove a decoder exists for the
-stream, so an unsupported codec fails here rather than in a worker. Audio and subtitle
-streams are described with their language, title and dispositions, and attached pictures
-(cover art) are listed so assembly can carry them.
+MP4/MOV keep every sample's timing in their ``moov`` box: there the timestamps come from
+FFmpeg's index plus the composition offsets (:mod:`raypipe.media.mp4_index`), reading a
+small share of the file, and the first packets are checked against them. Elsewhere (MKV,
+TS, AVI, fragmented MP4...) packets are read without decoding. Either way the presentation
+timestamps sorted give every frame's pts in display order, the key flags give the
+keyframes, and the last frame's duration is kept (so the output's last frame keeps it).
+
+One frame is decoded at the end to read what the pictures are
+(:class:`~raypipe.media.picture.PictureFormat`: display rotation, colour tags, pixel
+format, HDR metadata) and to prove a decoder exists for the stream, so an unsupported codec
+fails here rather than in a worker. Audio and subtitle streams are described with their
+language, title and dispositions, and attached pictures (cover art) are listed so assembly
+can carry them.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from raypipe.errors import (
     UnsupportedVideoError,
 )
 from raypipe.media.colour import ColourTags, hdr_of_frame
+from raypipe.media.mp4_index import scan_index
 from raypipe.media.picture import PictureFormat
-from raypipe.media.source import open_input
+from raypipe.media.source import open_binary, open_input
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,15 +136,33 @@ def make_video_id(uri: str) -> str:
     return f"{stem[:48]}-{digest}"
 
 
-def probe(uri: str, *, video_id: str | None = None) -> VideoInfo:
-    """Read ``uri``'s streams and every video packet's timestamps without decoding.
+def probe(uri: str, *, video_id: str | None = None, use_index: bool = True) -> VideoInfo:
+    """Read ``uri``'s streams and every video frame's timestamps without decoding: from
+    the container's index where it has one (``use_index``), else by reading every packet.
 
     Raises :class:`~raypipe.errors.InputError` subclasses for inputs raypipe cannot
     process: missing, not a video, no video stream, zero frames, no timestamps, no decoder.
     """
-    with open_input(uri) as container:
+    if use_index:
+        try:
+            return _probe(uri, video_id, use_index=True)
+        except _IndexMismatch:
+            pass
+    return _probe(uri, video_id, use_index=False)
+
+
+class _IndexMismatch(Exception):
+    """The container's index disagrees with its first packets: read every packet."""
+
+
+def _probe(uri: str, video_id: str | None, *, use_index: bool) -> VideoInfo:
+    with open_input(uri, block_size=PROBE_BLOCK_BYTES) as container:
         video = _pick_video_stream(container, uri)
-        pts, keyframes, last_duration = _scan_packets(container, video, uri)
+        indexed = _scan_index(container, video, uri) if use_index else None
+        if indexed is not None:
+            pts, keyframes, last_duration = indexed
+        else:
+            pts, keyframes, last_duration = _scan_packets(container, video, uri)
         if not pts:
             raise EmptyVideoError(
                 f"input '{uri}' has a video stream with zero frames; nothing to process"
@@ -258,6 +282,45 @@ def _pick_video_stream(container: av.container.InputContainer, uri: str) -> Any:
             f"input '{uri}' has no video stream (streams found: {kinds}); raypipe processes video"
         )
     return candidates[0]
+
+
+PROBE_BLOCK_BYTES = 1 << 16
+"""Bytes fetched per read miss when probing a remote input: the probe jumps between the
+file's header, its index and its first frames, so small reads cost least."""
+_CHECKED_PACKETS = 16  # packets an index is checked against before it is trusted
+
+
+def _scan_index(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int] | None:
+    """:func:`_scan_packets`'s result from an MP4/MOV index (the ``moov`` box: a small share
+    of the file), or ``None`` for other containers and indexes raypipe cannot read. The
+    first packets are demuxed and must agree with it (else :class:`_IndexMismatch`)."""
+    if "mov" not in container.format.name.split(","):
+        return None
+    with open_binary(uri, block_size=PROBE_BLOCK_BYTES) as f:
+        scan = scan_index(video, f)
+    if scan is None:
+        return None
+    expected = list(zip(scan.pts, scan.keyframe))[:_CHECKED_PACKETS]
+    seen = []
+    try:
+        for packet in container.demux(video):
+            if packet.size and not packet.is_discard:
+                seen.append((packet.pts, bool(packet.is_keyframe)))
+                if len(seen) == len(expected):
+                    break
+    except av.error.FFmpegError as e:
+        raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
+    if seen != expected:
+        raise _IndexMismatch
+    if len(set(scan.pts)) != len(scan.pts):
+        raise UnsupportedVideoError(
+            f"input '{uri}' has duplicate video timestamps; frames cannot be ordered exactly. "
+            "Remux it with fresh timestamps first"
+        )
+    keyframes = [p for p, key in zip(scan.pts, scan.keyframe) if key]
+    if not keyframes:
+        raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
+    return list(scan.pts), keyframes, scan.last_duration
 
 
 def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int]:

@@ -48,12 +48,14 @@ def _check_local(path: str) -> None:
 
 @contextlib.contextmanager
 def open_input(
-    uri: str, *, hwaccel: Any = None, **options: Any
+    uri: str, *, hwaccel: Any = None, block_size: int | None = None, **options: Any
 ) -> Iterator[av.container.InputContainer]:
     """Open ``uri`` for demuxing and close it on exit, raising raypipe errors.
 
     Local paths are handed to FFmpeg directly; anything else is opened with fsspec and read
-    through a file object. ``hwaccel``: a PyAV ``HWAccel`` for the decoders;
+    through a file object (``block_size``: bytes fsspec fetches per read miss; ``None``:
+    fsspec's default, megabytes, right for reading on; small for a probe that jumps
+    between a header and an index). ``hwaccel``: a PyAV ``HWAccel`` for the decoders;
     ``options``: FFmpeg format options.
     """
     fileobj = None
@@ -63,7 +65,7 @@ def open_input(
             _check_local(path)
             target: Any = path
         else:
-            fileobj = _open_remote(uri)
+            fileobj = _open_remote(uri, block_size)
             target = fileobj
         try:
             container = av.open(target, mode="r", options=options or None, hwaccel=hwaccel)
@@ -94,13 +96,30 @@ def _root_causes(e: BaseException) -> list[BaseException]:
     return chain
 
 
-def _open_remote(uri: str) -> Any:
+@contextlib.contextmanager
+def open_binary(uri: str, *, block_size: int | None = None) -> Iterator[Any]:
+    """``uri`` as a seekable binary file object (local or fsspec), with raypipe's errors."""
+    if is_local(uri):
+        path = local_path(uri)
+        _check_local(path)
+        with open(path, "rb") as f:
+            yield f
+        return
+    f = _open_remote(uri, block_size)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def _open_remote(uri: str, block_size: int | None = None) -> Any:
     """Open an fsspec URL; backends wrap the real cause (HTTP status, refused connection)
     in FileNotFoundError or their own types, so the whole chain is looked at."""
     import fsspec
 
     try:
-        return fsspec.open(uri, "rb").open()
+        kwargs = {} if block_size is None else {"block_size": block_size}
+        return fsspec.open(uri, "rb", **kwargs).open()
     except Exception as e:  # noqa: BLE001 - fsspec backends raise many types (aiohttp, botocore)
         chain = _root_causes(e)
         status = next(
