@@ -11,21 +11,24 @@ you want them::
     for result in rd.write_videos(ds, "out/", crf=18):
         print(result.uri, result.status, result.frames_out)
 
-- :func:`read_video_chunks` plans every video (in Ray tasks: probe + keyframe-aligned
+- :func:`read_video_chunks` plans every video (in Ray Data tasks: probe + keyframe-aligned
   chunks) and returns a dataset with one row per chunk, decoded in CPU tasks: ``video_id``,
   ``uri``, ``index`` (chunk index), ``n_chunks``, ``frames`` (n, H, W, 3) uint8 RGB in
   display order, ``pts`` (n,) in the stream's time base, and what writing needs (time base,
-  rate, ``chunk_id``, ``error_type``/``error_message``, ...). A video that cannot be read
-  is one row with ``error_type`` set.
+  rate, ``chunk_id``, ``error_type``/``error_message``, ...), plus one *video row* per video
+  (``kind`` ``video`` instead of ``chunk``: what writing needs to know about the video; a
+  video that cannot be read is only that row, its error inside). Steps of yours should
+  pass rows whose ``kind`` is not ``chunk`` through unchanged.
 - :func:`map_processor` is the inference actor pool: a :class:`raypipe.Processor` (class,
   instance, ``file.py:Class`` or ``package.module:Class``) or a model (``builtin:NAME``,
   a path or URL of an ``.onnx``). Frames are replaced by the output frames; a tensor
   output puts the chunk's table (Parquet bytes, the analysis layout) in ``segment``.
-- :func:`write_videos` encodes each chunk in a CPU task and assembles each video on the
-  driver as its last chunk arrives: frames, timestamps and durations exact, audio and
-  subtitles stream-copied, written atomically to ``output_dir/<input file name>``, as
-  ``raypipe run`` does. It returns one :class:`~raypipe.distributed.engine.VideoResult`
-  per video (failed ones with their typed error).
+- :func:`write_videos` encodes each chunk in a CPU task (which writes the segment to the
+  video's work directory) and assembles each video in a Ray task as its last chunk is in:
+  frames, timestamps and durations exact, audio and subtitles stream-copied, written
+  atomically to ``output_dir/<input file name>``, as ``raypipe run`` does. It returns one
+  :class:`~raypipe.distributed.planning.VideoResult` per video (failed ones with their
+  typed error).
 
 A step of yours gets numpy batches; with ``batch_size=1`` ``batch["frames"][0]`` is one
 chunk's frames. It must keep the number of frames and the row's other columns (return
@@ -34,6 +37,7 @@ chunk's frames. It must keep the number of frames and the row's other columns (r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -45,70 +49,35 @@ from raypipe import storage
 from raypipe.config import ChunkConfig, ModelConfig, RunConfig, RuntimeConfig, build_run_config
 from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
 from raypipe.distributed.dataset import infer_stage
-from raypipe.distributed.engine import (
-    PlannedVideo,
+from raypipe.distributed.planning import (
+    VideoFacts,
     VideoJob,
     VideoResult,
-    _VideoState,
+    job_row,
+    output_of,
+    plan_stage,
     work_dir_for,
 )
-from raypipe.distributed.stages import Row, chunk_row, decode_stage, encode_stage
+from raypipe.distributed.runner import ChunkLog, Runner
+from raypipe.distributed.stages import Row, decode_stage, encode_stage
 from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.media.encode import check_encoder
-from raypipe.media.plan import plan_chunks
-from raypipe.media.probe import make_video_id, probe
 
 ENCODE_OPTIONS: tuple[str, ...] = ("codec", "crf", "preset", "pix_fmt", "encoder_options")
 _MODEL_PREFIXES: tuple[str, ...] = ("builtin:", "sim:")
 
 
-def _plan_rows(uri: str, chunk: ChunkConfig) -> list[Row]:
-    """The chunk rows of one video (before decoding); one error row when it cannot be read."""
-    try:
-        info = probe(uri)
-        plan = plan_chunks(info, chunk)
-    except Exception as e:  # noqa: BLE001 - the video fails alone, as a row
-        row = chunk_row(_placeholder_info(uri), _placeholder_chunk(uri))
-        row.update(error_type=type(e).__name__, error_message=" ".join(str(e).split()))
-        return [{**row, "n_chunks": 1, "video_frames": 0}]
-    rows, first = [], 0
-    for c in plan.chunks:
-        rows.append(
-            {
-                **chunk_row(info, c, first_index=first),
-                "n_chunks": len(plan),
-                "video_frames": info.n_frames,
-            }
-        )
-        first += c.n_frames
-    return rows
-
-
-def _placeholder_info(uri: str) -> Any:
-    """Row fields for a video that cannot be read (its only row carries the error): every
-    row has the same columns, so Ray Data blocks stay one schema."""
-    from raypipe.media.probe import VideoInfo
-
-    return VideoInfo(
-        uri=uri, video_id=make_video_id(uri), format_name="", codec="", stream_index=0,
-        width=2, height=2, pix_fmt=None, time_base_num=1, time_base_den=1, rate_num=0,
-        rate_den=1, rotation_degrees=0, pts=(), keyframe_pts=(),
-    )  # fmt: skip
-
-
-def _placeholder_chunk(uri: str) -> Any:
-    from raypipe.media.plan import Chunk
-
-    return Chunk(
-        video_id=make_video_id(uri),
-        index=0,
-        start_pts=0,
-        end_pts=1,
-        n_frames=1,
-        seek_pts=None,
-        last_pts=0,
-    )
+def _jobs(uris: list[str]) -> list[VideoJob]:
+    """A job per input, its output the input's file name (resolved against the output
+    directory by :func:`write_videos`); a second input of the same name fails."""
+    jobs, seen = [], set()
+    for uri in uris:
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        error = f"two inputs are named {name!r}; rename one of them" if name in seen else ""
+        seen.add(name)
+        jobs.append(VideoJob(uri=uri, output=name, error=error))
+    return jobs
 
 
 def read_video_chunks(
@@ -131,9 +100,11 @@ def read_video_chunks(
     if not uri_list:
         raise ConfigError("read_video_chunks got no URIs; pass a list of video paths or URLs")
     connect(runtime or RuntimeConfig())
-    plan = ray.remote(num_cpus=0.5)(_plan_rows)
-    rows = [row for rows in ray.get([plan.remote(u, config) for u in uri_list]) for row in rows]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    jobs = _jobs(uri_list)
+    stage = functools.partial(plan_stage, chunk=config, resume=False, key=None, tensor=False)
+    ds = ray.data.from_items([job_row(j) for j in jobs], override_num_blocks=len(jobs))
+    ds = ds.flat_map(stage, num_cpus=0.5)
+    ds.context.target_max_block_size = 1  # one chunk per block: a decode task per chunk
     return ds.map(functools.partial(decode_stage, decoder=config.decoder), num_cpus=1)
 
 
@@ -200,57 +171,39 @@ def write_videos(
         raise ConfigError(
             f"write_videos takes the encoder options {', '.join(ENCODE_OPTIONS)}; got {unknown}"
         )
-    encode = build_run_config(**encode_options).encode
-    check_encoder(encode)
+    cfg = build_run_config(**encode_options)
+    check_encoder(cfg.encode)
     output_dir = os.fspath(output_dir)
     storage.makedirs(output_dir)
-    encoded = ds.map(functools.partial(encode_stage, config=encode), num_cpus=1)
-    writer = _Writer(output_dir, overwrite=overwrite)
-    for row in encoded.iter_rows():
-        writer.add(row)
-    return sorted(writer.results, key=lambda r: r.uri)
+    bind = functools.partial(_bind_output, output_dir=output_dir, overwrite=overwrite)
+    encoded = ds.map(bind).map(functools.partial(encode_stage, config=cfg.encode), num_cpus=1)
+    runner = Runner(cfg, chunk_log=ChunkLog())
+    return sorted(runner.run(encoded), key=lambda r: r.uri)
 
 
-class _Writer:
-    """Per-video state on the driver: segments to the work directory, assembly when done."""
-
-    def __init__(self, output_dir: str, *, overwrite: bool) -> None:
-        self.output_dir, self.overwrite = output_dir, overwrite
-        self.states: dict[str, _VideoState] = {}
-        self.finished: set[str] = set()
-        self.names: dict[str, str] = {}  # output file name -> video id
-        self.results: list[VideoResult] = []
-
-    def add(self, row: Row) -> None:
-        video_id = str(row["video_id"])
-        if video_id in self.finished:
-            return  # a chunk of a video that has already failed
-        state = self.states.get(video_id) or self._start(row)
-        state.add(row)
-        if state.complete or state.error is not None:
-            self.finished.add(video_id)
-            self.results.append(state.finish())
-
-    def _start(self, row: Row) -> _VideoState:
-        uri, video_id = str(row["uri"]), str(row["video_id"])
-        name = uri.rstrip("/").rsplit("/", 1)[-1]
-        clash = self.names.setdefault(name, video_id) != video_id
-        # a clashing video never writes, and its work directory is its own
-        output = storage.join(self.output_dir, f".{video_id}-{name}" if clash else name)
-        planned = PlannedVideo(
-            job=VideoJob(uri=uri, output=output),
-            video_id=video_id,
-            n_chunks=int(row["n_chunks"]),
-            n_frames=int(row["video_frames"]),
-            work_dir=work_dir_for(output),
-        )
-        state = _VideoState(planned)
-        if clash:
-            state.error = ("ConfigError", f"two inputs are named {name!r}; rename one of them")
-        elif storage.exists(output) and not self.overwrite:
+def _bind_output(row: Row, *, output_dir: str, overwrite: bool) -> Row:
+    """Resolve a row's output (a file name until now) against ``output_dir``: the video
+    row's output and work directory, a chunk row's work directory. An existing output
+    (without ``overwrite``) fails its video: its rows carry the error, nothing is encoded."""
+    if row["kind"] == "video":
+        facts = VideoFacts.from_json(str(row["video"]))
+        if not facts.output:
+            return row
+        output = storage.join(output_dir, facts.output)
+        facts = dataclasses.replace(facts, output=output, work_dir=work_dir_for(output))
+        if facts.status == "planned" and storage.exists(output) and not overwrite:
             error = OutputExistsError(f"output '{output}' exists; pass overwrite=True")
-            state.error = (type(error).__name__, str(error))
-        else:
-            storage.makedirs(planned.work_dir)
-        self.states[video_id] = state
-        return state
+            facts = dataclasses.replace(
+                facts, status="failed", error_type=type(error).__name__, error_message=str(error)
+            )
+        elif facts.status == "planned":
+            storage.makedirs(facts.work_dir)
+        return {**row, "video": facts.to_json()}
+    if not row["work_dir"]:
+        return row
+    work_dir = storage.join(output_dir, str(row["work_dir"]))
+    output = output_of(work_dir)
+    out = {**row, "work_dir": work_dir}
+    if not row["error_type"] and storage.exists(output) and not overwrite:
+        out.update(error_type="OutputExistsError", error_message=f"output '{output}' exists")
+    return out

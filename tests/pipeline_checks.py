@@ -12,7 +12,7 @@ import numpy as np
 from conftest import LOSSLESS
 
 from raypipe.config import ChunkConfig, EncodeConfig
-from raypipe.distributed.stages import chunk_row, decode_stage, encode_stage
+from raypipe.distributed.stages import chunk_row, decode_stage, encode_stage, segment_uri
 from raypipe.media import assemble, plan_chunks, probe
 from raypipe.testing import (
     audio_packet_times,
@@ -70,13 +70,11 @@ def run_in_process(
     work.mkdir()
     paths = []
     for chunk in plan.chunks:
-        row = decode_stage(chunk_row(info, chunk))
+        row = decode_stage(chunk_row(info, chunk, work_dir=str(work)))
         row["frames"] = model_frames(model, row["frames"])
-        row = encode_stage(row, config=encode)
+        row = encode_stage(row, config=encode)  # writes the segment to the work directory
         assert not row["error_type"], row["error_message"]
-        path = work / f"{row['chunk_id']}.rpseg"
-        path.write_bytes(row["segment"])
-        paths.append(str(path))
+        paths.append(segment_uri(str(work), row["chunk_id"]))
     assemble(paths, str(output), info.uri)
     return len(plan)
 

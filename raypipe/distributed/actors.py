@@ -32,7 +32,7 @@ import ray
 
 from raypipe import faults
 from raypipe.config import engine_cache_from_env
-from raypipe.distributed.stages import EMPTY_FRAMES, error_fields, tensor_table_bytes
+from raypipe.distributed.stages import EMPTY_FRAMES, error_fields, is_work, tensor_table_bytes
 from raypipe.distributed.workload import ActorJob
 from raypipe.infer.factory import SessionSettings
 from raypipe.infer.models import FrameModel, ModelSpec
@@ -234,7 +234,7 @@ class InferActor:
         out = {k: v for k, v in batch.items() if k != "frames"}
         frames = np.asarray(batch["frames"][0])
         segment, detail = b"", ""
-        if not batch["error_type"][0]:
+        if is_work({"kind": batch["kind"][0], "error_type": batch["error_type"][0]}):
             faults.checkpoint("infer", str(batch["chunk_id"][0]), node=self.node_id)
             try:
                 frames, segment = self._process(batch, frames)

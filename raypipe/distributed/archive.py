@@ -1,14 +1,17 @@
 """Bulk processing: every video of an archive through one pipeline, resumable, reported.
 
 Every good video comes back exactly once; every bad one is a typed row in the report; the
-run survives crashes. Re-running the same command skips videos whose output exists and
-probes with the source's frame count (checked, not assumed) and, inside a video that was
-cut off, reuses the segments already encoded in its work directory. ``resume=False``
-starts over. Exit codes: 0 when every video is done or skipped, 3 when some failed.
+run survives crashes. Videos are planned inside the dataset (one plan task each), so the
+first chunks start within seconds whatever the archive's size; the report is rewritten as
+videos finish. Re-running the same command skips videos whose output records this run's
+settings and source, and inside a video that was cut off reuses the segments already
+encoded in its work directory (:mod:`raypipe.reuse`). ``resume=False`` starts over. Exit
+codes: 0 when every video is done or skipped, 3 when some failed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -19,18 +22,22 @@ from typing import Any
 from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.cluster import connect, plan_actors
-from raypipe.distributed.engine import VideoJob, VideoResult, plan_all, run_planned
+from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.pipeline import load_model, resolve_encoder, run_key, table_output
+from raypipe.distributed.planning import VideoJob, VideoResult
+from raypipe.distributed.runner import ChunkLog, Runner
 from raypipe.distributed.stats import gpu_stats, take_provider_notes
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
 from raypipe.media.encode import check_encoder
 from raypipe.media.mux import container_refuses
+from raypipe.media.probe import probe
 
 EXIT_ALL_DONE = 0
 EXIT_SOME_FAILED = 3
 REPORT_NAME = "_raypipe-report.parquet"
+REPORT_EVERY_S = 10.0
 REPORT_COLUMNS = (
     "uri", "status", "error_type", "error_message", "frames_in", "frames_out", "chunks",
     "reused_chunks", "note", "attempts", "seconds", "output",
@@ -88,17 +95,16 @@ def process_archive(
     actors = plan_actors(cfg.runtime, cfg.model)
     key = run_key(cfg, model, actors)
     order = {job.uri: i for i, job in enumerate(jobs)}
-    planned = sorted(  # chunks enter the pipeline in input order, whatever planned first
-        plan_all(jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor),
-        key=lambda p: order.get(p.job.uri, len(order)),
-    )
-    total = sum(p.n_frames for p in planned if p.result is None)
-    progress = ArchiveProgress(
-        len(planned), total_frames=total, label="archive", enabled=not cfg.quiet
-    )
+    progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
+    chunk_log = ChunkLog(spill=True)
+    runner = Runner(cfg, chunk_log=chunk_log, on_frames=progress.update)
+    source = archive_source(jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor)
+    ds = build_dataset(source, cfg, actors, model, warmup_hw=_warmup_hw(jobs))
     results: list[VideoResult] = []
-    for result in run_planned(planned, cfg, actors, model, on_frames=progress.update):
-        results.append(result)
+    journal = _ReportJournal(report_path, previous, order)
+    for result in runner.run(ds):
+        results.append(_light(result))
+        journal.add(result)
         if result.status == "failed":
             progress.message(f"failed: {result.uri}: {result.error_type}: {result.error_message}")
         progress.video_done(
@@ -107,9 +113,10 @@ def process_archive(
             skipped=result.status == "skipped",
         )
     results.sort(key=lambda r: order.get(r.uri, len(order)))
-    rows = [_report_row(r, previous) for r in results]
+    rows = journal.rows()
     report = ArchiveReport(rows=rows, path=report_path, wall_seconds=time.monotonic() - started)
-    report.chunk_stats = [c for r in results for c in r.chunk_stats]
+    report.chunk_stats = chunk_log.records()
+    chunk_log.close()
     report.provider_notes = take_provider_notes(report.chunk_stats)
     report.gpu = gpu_stats(
         [s for r in results for s in r.gpu_samples],
@@ -125,6 +132,45 @@ def process_archive(
     if cfg.stats_path:
         _write_stats(report, cfg.stats_path, actors.workers)
     return report
+
+
+def _light(result: VideoResult) -> VideoResult:
+    """``result`` without its chunk records (they are in the run's chunk log)."""
+    return dataclasses.replace(result, chunk_stats=[])
+
+
+def _warmup_hw(jobs: list[VideoJob]) -> tuple[int, int] | None:
+    """The upright size of the first video, for the actors' warm-up batch (None: unknown;
+    the actors then warm up on their first chunk). Probing it costs one index read."""
+    for job in jobs:
+        if job.error:
+            continue
+        try:
+            width, height = probe(job.uri).picture_format.upright_size
+        except Exception:  # noqa: BLE001 - the video's own plan task reports its error
+            return None
+        return height, width
+    return None
+
+
+class _ReportJournal:
+    """The report's rows as videos finish, rewritten to the report path at most every
+    :data:`REPORT_EVERY_S` (atomically), so a crash keeps the rows of finished videos."""
+
+    def __init__(self, path: str, previous: dict[str, int], order: dict[str, int]) -> None:
+        self.path, self.previous, self.order = path, previous, order
+        self._rows: list[dict[str, Any]] = []
+        self._written = time.monotonic()
+
+    def add(self, result: VideoResult) -> None:
+        self._rows.append(_report_row(result, self.previous))
+        if time.monotonic() - self._written >= REPORT_EVERY_S:
+            write_report(ArchiveReport(rows=self.rows(), path=self.path))
+            self._written = time.monotonic()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows so far, in input order."""
+        return sorted(self._rows, key=lambda r: self.order.get(r["uri"], len(self.order)))
 
 
 def _items_of(uris: list[str]) -> list[Any]:

@@ -1,9 +1,10 @@
-"""The Ray Data pipeline: chunk rows → decode tasks → inference actor pool → encode tasks.
+"""The Ray Data pipeline: (plan →) decode tasks → inference actor pool → encode tasks.
 
 One row is one chunk from decode to encode, so a chunk's frames stay together and in order
-without a shuffle, and only encoded segments come back to the driver. Ray Data's order is
-not relied on: the driver orders segments by chunk index. :func:`infer_stage` is the actor
-pool on its own, which :func:`raypipe.data.map_processor` reuses.
+without a shuffle. Encode tasks write the segments to the videos' work directories
+themselves: only small rows come back to the driver. Ray Data's order is not relied on:
+assembly orders segments by chunk index. :func:`infer_stage` is the actor pool on its own,
+which :func:`raypipe.data.map_processor` reuses.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
+from collections.abc import Sequence
 
 import ray
 
-from raypipe.config import RunConfig
+from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.actors import InferActor
 from raypipe.distributed.cluster import ActorPlan
-from raypipe.distributed.stages import Row, decode_stage, encode_stage
+from raypipe.distributed.planning import PlannedVideo, VideoJob, job_row, plan_stage, video_row
+from raypipe.distributed.stages import decode_stage, encode_stage, store_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
+from raypipe.reuse import ReuseKey
 
 
 def infer_stage(ds: ray.data.Dataset, job: ActorJob, *, max_workers: int) -> ray.data.Dataset:
@@ -47,26 +51,45 @@ def infer_stage(ds: ray.data.Dataset, job: ActorJob, *, max_workers: int) -> ray
 
 
 def build_dataset(
-    rows: list[Row],
+    source: ray.data.Dataset,
     cfg: RunConfig,
     actors: ActorPlan,
     model: LoadedModel,
     *,
     warmup_hw: tuple[int, int] | None = None,
+    max_workers: int | None = None,
 ) -> ray.data.Dataset:
-    """The lazy pipeline over ``rows`` (one block per chunk, so every chunk is its own task).
-
-    A tensor-output ``model`` (analysis): the actors return each chunk's results as a small
-    Parquet table in ``segment`` and there is no encode stage.
-    """
+    """The lazy pipeline over ``source`` (video and chunk rows: :func:`video_source` or
+    :func:`archive_source`): decode tasks → inference actors → encode (or, for a
+    tensor-output ``model``, store) tasks, which write each chunk's segment to its work
+    directory. Every row is its own block, so every chunk is its own task."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not cfg.quiet
     if cfg.quiet:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-    ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map(functools.partial(decode_stage, decoder=cfg.chunk.decoder), num_cpus=1)
+    # one row per block: a plan task's rows become separate decode tasks
+    source.context.target_max_block_size = 1
+    ds = source.map(functools.partial(decode_stage, decoder=cfg.chunk.decoder), num_cpus=1)
     job = ActorJob(model=model, config=cfg.model, plan=actors, warmup_hw=warmup_hw)
-    ds = infer_stage(ds, job, max_workers=len(rows))
+    ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
     if model.tensor:
-        return ds
+        return ds.map(store_stage, num_cpus=0.25)
     return ds.map(functools.partial(encode_stage, config=cfg.encode), num_cpus=1)
+
+
+def video_source(planned: Sequence[PlannedVideo]) -> ray.data.Dataset:
+    """Rows of videos planned on the driver: each video's row, then its chunk rows."""
+    rows = [row for p in planned for row in (video_row(p), *p.rows)]
+    return ray.data.from_items(rows, override_num_blocks=len(rows))
+
+
+def archive_source(
+    jobs: Sequence[VideoJob], chunk: ChunkConfig, *, resume: bool, key: ReuseKey, tensor: bool
+) -> ray.data.Dataset:
+    """Jobs planned inside the dataset: one plan task per video (probe, chunks, resume
+    checks) emits the video's row and its chunk rows, so chunks start as soon as the first
+    videos are planned and the driver never holds every chunk row."""
+    ds = ray.data.from_items([job_row(j) for j in jobs], override_num_blocks=len(jobs))
+    stage = functools.partial(plan_stage, chunk=chunk, resume=resume, key=key, tensor=tensor)
+    # fewer CPUs than decode: Ray Data does not fuse the two (decode must stay a task per chunk)
+    return ds.flat_map(stage, num_cpus=0.5)

@@ -113,7 +113,7 @@ def build_engines(
     try:
         batches = ray.get(refs)
     except Exception as e:  # noqa: BLE001 - Ray wraps the task's error; surface ours typed
-        from raypipe.distributed.engine import raypipe_cause
+        from raypipe.distributed.ray_errors import raypipe_cause
 
         cause = raypipe_cause(e)
         if cause is None:

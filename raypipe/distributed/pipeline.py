@@ -2,7 +2,8 @@
 
 The driver probes and plans (timestamps only) before it touches the cluster, so a bad
 input or model fails at once, typed, with nothing written. The chunks then go through
-:mod:`raypipe.distributed.engine`; see there for how segments come back and are assembled.
+:mod:`raypipe.distributed.dataset`; :mod:`raypipe.distributed.runner` follows them and
+has the video assembled (:mod:`raypipe.distributed.assembly`) when the last is in.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
-from raypipe.distributed.engine import VideoJob, error_of, plan_video, run_planned
+from raypipe.distributed.dataset import build_dataset, video_source
 from raypipe.distributed.monitor import Progress
+from raypipe.distributed.planning import VideoJob, error_of, plan_video, write_run_record
+from raypipe.distributed.runner import ChunkLog, Runner
 from raypipe.distributed.stats import RunStats
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, OutputExistsError
@@ -68,8 +71,26 @@ def process_video(
         cfg = resolve_encoder(cfg)
     actors = plan_actors(cfg.runtime, cfg.model)
     planned.provenance = Provenance.of(run_key(cfg, model, actors), planned.source_id)
+    write_run_record(planned)
     progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
-    (result,) = run_planned([planned], cfg, actors, model, on_frames=progress.update)
+    runner = Runner(
+        cfg,
+        chunk_log=ChunkLog(),
+        keep_chunk_stats=True,
+        per_video_metrics=True,
+        on_frames=progress.update,
+    )
+    ds = build_dataset(
+        video_source([planned]),
+        cfg,
+        actors,
+        model,
+        warmup_hw=(planned.height, planned.width),
+        max_workers=max(1, len(planned.rows)),
+    )
+    results = runner.run(ds)
+    result = next(results)  # a failed chunk fails the video at once: stop the pipeline
+    results.close()
     if not result.ok:
         raise error_of(result)
     progress.close(f"{os.path.basename(input)}: {result.frames_out} frames -> {output}")

@@ -36,7 +36,12 @@ def error_fields(e: BaseException) -> dict[str, str]:
 
 
 def chunk_row(
-    info: VideoInfo, chunk: Chunk, *, first_index: int = 0, keep: list[int] | None = None
+    info: VideoInfo,
+    chunk: Chunk,
+    *,
+    first_index: int = 0,
+    keep: list[int] | None = None,
+    work_dir: str = "",
 ) -> Row:
     """The plain-data row that enters the pipeline for ``chunk`` of ``info``.
 
@@ -44,8 +49,15 @@ def chunk_row(
     offsets of the frames to process (analysis sampling), ``None`` for all. ``picture``:
     the source's :class:`~raypipe.media.picture.PictureFormat` as JSON (rotation, colour
     tags, pixel format, HDR metadata) that decode and encode convert and tag with.
+    ``work_dir``: where the encode (or store) stage writes the chunk's segment.
+    ``kind`` is ``chunk``; a *video row* (``kind`` ``video``, see
+    :mod:`raypipe.distributed.planning`) has the same columns and passes every stage as it
+    is, as a row with an error does.
     """
     return {
+        "kind": "chunk",
+        "video": "",
+        "work_dir": work_dir,
         "first_index": first_index,
         "keep": "" if keep is None else ",".join(map(str, keep)),
         "chunk_id": chunk.chunk_id,
@@ -68,6 +80,36 @@ def chunk_row(
         "error_type": "",
         "error_message": "",
     }
+
+
+def placeholder_row(video_id: str, uri: str) -> Row:
+    """A chunk row's columns with neutral values, for rows that are not a chunk (a video
+    row, a video that cannot be read): every block of a dataset keeps one schema."""
+    info = VideoInfo(
+        uri=uri, video_id=video_id, format_name="", codec="", stream_index=0, width=2,
+        height=2, pix_fmt=None, time_base_num=1, time_base_den=1, rate_num=0, rate_den=1,
+        rotation_degrees=0, pts=(), keyframe_pts=(),
+    )  # fmt: skip
+    chunk = Chunk(
+        video_id=video_id, index=-1, start_pts=0, end_pts=1, n_frames=0, seek_pts=None,
+        last_pts=0,
+    )  # fmt: skip
+    return chunk_row(info, chunk)
+
+
+def is_work(row: Row) -> bool:
+    """Whether a stage has work to do on ``row``: a chunk without an error."""
+    return row["kind"] == "chunk" and not row["error_type"]
+
+
+SEGMENT_SUFFIX = ".rpseg"
+
+
+def segment_uri(work_dir: str, chunk_id: str) -> str:
+    """Where chunk ``chunk_id``'s segment lives in its video's work directory."""
+    from raypipe import storage
+
+    return storage.join(work_dir, f"{chunk_id}{SEGMENT_SUFFIX}")
 
 
 def _chunk_of(row: Row) -> Chunk:
@@ -165,7 +207,7 @@ def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
     did not, when ``decoder`` asked for it)."""
     start = time.time()
     out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS, "decoder": "", "decoder_note": ""}
-    if not row["error_type"]:
+    if is_work(row):
         faults.checkpoint("decode", str(row["chunk_id"]), node=_node_id())
         try:
             decoded = decode_chunk(
@@ -189,12 +231,14 @@ def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
 
 
 def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
-    """Encode the processed frames into a segment; the row leaves with no frames in it."""
+    """Encode the processed frames into a segment and write it to the video's work
+    directory (:func:`segment_uri`); the row leaves with no frames or bytes in it, only
+    the segment's size."""
     start = time.time()
     out = {k: v for k, v in row.items() if k not in ("frames", "pts")}
     frames = row["frames"]
-    out.update(segment=b"", out_width=0, out_height=0)
-    if not row["error_type"]:
+    out.update(segment_bytes=0, out_width=0, out_height=0)
+    if is_work(row):
         faults.checkpoint("encode", str(row["chunk_id"]), node=_node_id())
         try:
             segment = encode_segment(
@@ -209,7 +253,7 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
                 end_pts=int(row["end_pts"]) if int(row["n_frames"]) == len(row["pts"]) else None,
             )
             out.update(
-                segment=segment.to_bytes(),
+                segment_bytes=_store(row, segment.to_bytes()),
                 out_width=int(frames.shape[2]),
                 out_height=int(frames.shape[1]),
             )
@@ -221,4 +265,29 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
         encode_start=start,
         encode_s=time.time() - start,
     )
+    return out
+
+
+def _store(row: Row, data: bytes) -> int:
+    """Write a chunk's segment to its work directory, atomically; returns its size."""
+    from raypipe import storage
+
+    work_dir = str(row["work_dir"])
+    storage.makedirs(work_dir)  # (a no-op on object stores)
+    storage.write_bytes(segment_uri(work_dir, str(row["chunk_id"])), data)
+    return len(data)
+
+
+def store_stage(row: Row) -> Row:
+    """Analysis runs: write the chunk's table (the actor's Parquet bytes in ``segment``) to
+    the work directory; the row leaves with only the table's size."""
+    start = time.time()
+    out = {k: v for k, v in row.items() if k != "segment"}
+    out["segment_bytes"] = 0
+    if is_work(row):
+        try:
+            out["segment_bytes"] = _store(row, bytes(row["segment"]))
+        except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
+            out.update(error_fields(e))
+    out.update(encode_node=_node_id(), encode_start=start, encode_s=time.time() - start)
     return out

@@ -20,6 +20,11 @@ from raypipe.config import ChunkConfig
 from raypipe.media.probe import VideoInfo
 
 
+def chunk_id(video_id: str, index: int) -> str:
+    """The id of chunk ``index`` of ``video_id``: ``{video_id}-{index:06d}``."""
+    return f"{video_id}-{index:06d}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Chunk:
     """One unit of work: frames with ``start_pts <= pts < end_pts`` of one video."""
@@ -34,7 +39,7 @@ class Chunk:
 
     @property
     def chunk_id(self) -> str:
-        return f"{self.video_id}-{self.index:06d}"
+        return chunk_id(self.video_id, self.index)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

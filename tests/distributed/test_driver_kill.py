@@ -16,7 +16,7 @@ import pytest
 from conftest import assert_exact, lossless_cli_args
 
 from raypipe.distributed.archive import read_report
-from raypipe.distributed.engine import work_dir_for
+from raypipe.distributed.planning import work_dir_for
 from raypipe.testing import ClipSpec, make_clip
 
 

@@ -16,7 +16,7 @@ from conftest import assert_exact, lossless_options
 from ray.cluster_utils import Cluster
 
 import raypipe
-from raypipe.distributed.engine import work_dir_for
+from raypipe.distributed.planning import work_dir_for
 from raypipe.faults import RECORD_ENV
 from raypipe.testing import ClipSpec, make_clip
 

@@ -62,7 +62,11 @@ def test_two_actors_each_pinned_to_its_gpu(clips: dict[str, Path], tmp_path: Pat
     assert_exact(clips["bframes_aac"], out, "builtin:invert")
 
 
-def test_rows_reaching_the_driver_carry_no_frames(clips: dict[str, Path]) -> None:
+def test_rows_reaching_the_driver_carry_no_frames(clips: dict[str, Path], tmp_path: Path) -> None:
+    """Encode tasks write the segments themselves: rows bring the driver no frames and no
+    segment bytes, only the segment's size."""
+    import ray
+
     from raypipe.config import build_run_config
     from raypipe.distributed.cluster import plan_actors
     from raypipe.distributed.dataset import build_dataset
@@ -74,15 +78,18 @@ def test_rows_reaching_the_driver_carry_no_frames(clips: dict[str, Path]) -> Non
     cfg = build_run_config(model="builtin:identity", chunk_frames=12, quiet=True)
     info = probe(str(clips["bframes_aac"]))
     plan = plan_chunks(info, cfg.chunk)
-    rows_in = [chunk_row(info, c) for c in plan.chunks]
+    work = tmp_path / "work"
+    rows_in = [chunk_row(info, c, work_dir=str(work)) for c in plan.chunks]
+    source = ray.data.from_items(rows_in, override_num_blocks=len(rows_in))
     model = LoadedModel(data=resolve_model("builtin:identity")[0], spec=None, tensor=False)
-    ds = build_dataset(rows_in, cfg, plan_actors(cfg.runtime, cfg.model), model)
+    ds = build_dataset(source, cfg, plan_actors(cfg.runtime, cfg.model), model)
     rows = list(ds.iter_rows())
     assert len(rows) == len(plan)
     raw_chunk_bytes = 12 * info.width * info.height * 3
     for row in rows:
-        assert "frames" not in row and "pts" not in row
-        assert 0 < len(row["segment"]) < raw_chunk_bytes
+        assert "frames" not in row and "pts" not in row and "segment" not in row
+        written = (work / f"{row['chunk_id']}.rpseg").stat().st_size
+        assert 0 < row["segment_bytes"] == written < raw_chunk_bytes
 
 
 def test_cpu_actors_keep_decode_and_encode_separate(clips: dict[str, Path], tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """Worker processes killed mid-run (SIGKILL on a chunk's first attempt in the decode task,
-the inference actor and the encode task): outputs stay exact and equal to a clean run."""
+the inference actor and the encode task, and on the first attempt of the assembly task
+after it has written part of the output): outputs stay exact and equal to a clean run,
+and nothing half-written is left."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from raypipe.media import make_video_id
 from raypipe.testing import decode_all
 
 KILLED = {"infer": 2, "decode": 5, "encode": 7}  # stage -> chunk whose first attempt dies
+ASSEMBLY_KILLED = "crashed.mp4"  # the output whose assembly task dies after some packets
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +28,7 @@ def markers(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     directory = tmp_path_factory.mktemp("markers")
     video_id = make_video_id(str(clips["bframes_aac"]))
     spec = ";".join(f"{stage}:{video_id}-{i:06d}:{directory}" for stage, i in KILLED.items())
+    spec += f";assemble:{ASSEMBLY_KILLED}:{directory}"
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
@@ -39,7 +43,7 @@ def markers(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     ray.shutdown()
 
 
-def test_killed_actor_decode_and_encode_tasks_still_give_the_clean_output(
+def test_killed_workers_and_assembly_still_give_the_clean_output(
     markers: Path, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     options = dict(
@@ -51,9 +55,13 @@ def test_killed_actor_decode_and_encode_tasks_still_give_the_clean_output(
     )
     crashed = tmp_path / "crashed.mp4"
     raypipe.process_video(str(clips["bframes_aac"]), str(crashed), **options)
+    video_id = make_video_id(str(clips["bframes_aac"]))
     assert sorted(p.name for p in markers.iterdir()) == sorted(
-        f"{make_video_id(str(clips['bframes_aac']))}-{i:06d}.{stage}" for stage, i in KILLED.items()
+        [f"{video_id}-{i:06d}.{stage}" for stage, i in KILLED.items()]
+        + [f"{ASSEMBLY_KILLED}.assemble"]
     ), "the injected crashes did not happen"
+    # the killed assembly's half-written file is gone, and so is the work directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crashed.mp4"]
     clean = tmp_path / "clean.mp4"
     raypipe.process_video(str(clips["bframes_aac"]), str(clean), **options)  # markers: no crash
     assert_exact(clips["bframes_aac"], crashed, "builtin:invert")

@@ -20,7 +20,7 @@ import pytest
 import ray
 
 import raypipe
-from raypipe.distributed.engine import work_dir_for
+from raypipe.distributed.planning import work_dir_for
 from raypipe.faults import EXIT_ENV
 from raypipe.infer.builtin import builtin_bytes
 from raypipe.media import make_video_id
@@ -136,36 +136,6 @@ def test_a_cut_off_run_is_resumed_only_with_the_same_key(
     raypipe.process_archive(str(src), str(clean), quiet=True, **_options(new_args))
     assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
-
-
-@pytest.mark.slow
-def test_an_assembly_killed_mid_way_leaves_nothing_and_resumes(
-    address: str, tmp_path: Path
-) -> None:
-    src, markers = tmp_path / "src", tmp_path / "markers"
-    src.mkdir()
-    markers.mkdir()
-    make_clip(src / "v.mp4", CLIP)
-    out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env[EXIT_ENV] = f"assemble:v.mp4:{markers}"
-    cmd = [_raypipe(), "archive", str(src), str(out), "--address", address, "-q", *BASE_ARGS]
-    result = subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
-    assert result.returncode == -9, result.stderr.decode()[-2000:]
-    assert (markers / "v.mp4.assemble").exists()
-    staged = [p.name for p in out.iterdir() if p.name.endswith(".part.mp4")]
-    assert len(staged) == 1 and staged[0].startswith(".v.mp4."), staged  # half a file...
-    assert (out / staged[0]).stat().st_size > 0
-    assert not (out / "v.mp4").exists()  # ...never at the output path
-
-    rerun = raypipe.process_archive(str(src), str(out), quiet=True, **_options(BASE_ARGS))
-    (row,) = rerun.rows
-    assert row["status"] == "done" and row["reused_chunks"] == row["chunks"] == 6, row
-    clean = tmp_path / "clean"
-    raypipe.process_archive(str(src), str(clean), quiet=True, **_options(BASE_ARGS))
-    assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
-    # the half-written file and the work directory are gone (no chunk ran: no report PNG)
-    assert sorted(p.name for p in out.iterdir()) == ["_raypipe-report.parquet", "v.mp4"]
 
 
 def test_a_finished_output_is_redone_when_its_source_changes(address: str, tmp_path: Path) -> None:

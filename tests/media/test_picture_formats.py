@@ -141,15 +141,20 @@ def test_notes_say_what_is_lost_once_per_kind(caplog: pytest.LogCaptureFixture) 
     assert fidelity_notes(EncodeConfig(codec="libx264", pix_fmt="yuv420p"), picture) == []
 
     from raypipe.config import RunConfig
-    from raypipe.distributed.engine import PlannedVideo, VideoJob, _log_fidelity_notes
+    from raypipe.distributed.planning import VideoFacts
+    from raypipe.distributed.runner import ChunkLog, Runner
 
-    planned = [
-        PlannedVideo(job=VideoJob(uri=f"v{i}", output=f"o{i}"), picture=picture) for i in range(3)
-    ]
+    # once per note and run, however many videos it concerns (videos arrive as planned)
+    runner = Runner(RunConfig(encode=EncodeConfig(codec="libvpx-vp9")), chunk_log=ChunkLog())
     with caplog.at_level(logging.WARNING, logger="raypipe"):
-        _log_fidelity_notes(RunConfig(encode=EncodeConfig(codec="libvpx-vp9")), planned)
+        for i in range(3):
+            facts = VideoFacts(
+                video_id=f"v{i}", uri=f"v{i}", output=f"o{i}", status="planned",
+                picture=picture.to_json(),
+            )  # fmt: skip
+            runner._note_fidelity(facts)
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2 and all(line.endswith("(3 videos)") for line in lines)
+    assert lines == notes
 
 
 def test_picture_format_is_plain_data() -> None:

@@ -39,11 +39,14 @@ def test_size_changing_model_and_matroska_ffv1(clips: dict[str, Path], tmp_path:
     assert (frames == model_frames("builtin:upscale2x", src)).all()
 
 
-def test_segments_keep_encoder_timestamps(clips: dict[str, Path]) -> None:
+def test_segments_keep_encoder_timestamps(clips: dict[str, Path], tmp_path: Path) -> None:
     info = probe(str(clips["vfr"]))
     chunk = plan_chunks(info, ChunkConfig(chunk_frames=13)).chunks[1]
-    row = encode_stage(decode_stage(chunk_row(info, chunk)), config=EncodeConfig())
-    segment = Segment.from_bytes(row["segment"])
+    row = decode_stage(chunk_row(info, chunk, work_dir=str(tmp_path / "work")))
+    row = encode_stage(row, config=EncodeConfig())
+    written = (tmp_path / "work" / f"{chunk.chunk_id}.rpseg").read_bytes()
+    assert row["segment_bytes"] == len(written) and "segment" not in row  # no bytes travel
+    segment = Segment.from_bytes(written)
     assert sorted(segment.pts.tolist()) == [
         p for p in info.pts if chunk.start_pts <= p < chunk.end_pts
     ]

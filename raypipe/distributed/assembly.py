@@ -1,0 +1,97 @@
+"""Assembly: a finished video's segments into its output, as a Ray task off the driver.
+
+When every chunk of a video has its segment in the work directory, the driver submits
+:func:`assemble_video` for it: segments in chunk order plus the source's audio and
+subtitles (:func:`raypipe.media.mux.assemble`), or the chunks' tables concatenated for an
+analysis run, written atomically, tagged with what made them (:mod:`raypipe.reuse`); the
+work directory is removed whether it succeeds or fails. It runs wherever the cluster has a
+CPU, reads the segments from the work directory (a shared path or object storage) and
+returns only a small :class:`Assembled`: no segment passes through the driver.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+import ray
+
+from raypipe import storage
+from raypipe.distributed.planning import VideoFacts
+from raypipe.distributed.stages import segment_uri
+from raypipe.errors import RaypipeError
+from raypipe.media.mux import assemble, output_format
+from raypipe.media.plan import chunk_id
+from raypipe.reuse import PROVENANCE_TAG, Provenance, provenance_tags
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """How one video's assembly went: frames (or table rows) written, or its error."""
+
+    frames_out: int = 0
+    error_type: str = ""
+    error_message: str = ""
+    seconds: float = 0.0
+
+
+def segment_uris(facts: VideoFacts) -> list[str]:
+    """Every chunk's segment of the video, in chunk order."""
+    return [segment_uri(facts.work_dir, chunk_id(facts.video_id, i)) for i in range(facts.n_chunks)]
+
+
+def assemble_video(facts: VideoFacts) -> Assembled:
+    """Write ``facts.output`` from the segments in ``facts.work_dir`` and remove the work
+    directory. Never raises for a failure of this video: the error is in the result."""
+    started = time.monotonic()
+    try:
+        storage.remove_stale_staging(facts.output)  # an earlier attempt killed mid-way
+        if facts.tensor:
+            frames_out = _write_table(facts)
+            if frames_out != facts.n_out:
+                raise RaypipeError(
+                    f"the table has {frames_out} rows, {facts.n_out} frames were sampled"
+                )
+        else:
+            recorded = Provenance.parse(facts.provenance)
+            tags = provenance_tags(recorded, output_format(facts.output)) if recorded else {}
+            assemble(segment_uris(facts), facts.output, facts.uri, tags=tags)
+            frames_out = facts.n_frames
+        result = Assembled(frames_out=frames_out)
+    except Exception as e:  # noqa: BLE001 - the video fails alone
+        result = Assembled(error_type=type(e).__name__, error_message=" ".join(str(e).split()))
+    storage.remove_tree(facts.work_dir)
+    return Assembled(
+        frames_out=result.frames_out,
+        error_type=result.error_type,
+        error_message=result.error_message,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _write_table(facts: VideoFacts) -> int:
+    """Concatenate the chunks' tables in chunk order into the video's Parquet output."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [
+        pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        for uri in segment_uris(facts)
+        if storage.exists(uri)  # a chunk that samples no frame has no table
+    ]
+    table = pa.concat_tables(tables) if tables else pa.table({})
+    if facts.provenance:
+        tag = {PROVENANCE_TAG: facts.provenance}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **tag})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    parent, _ = storage.split(facts.output)
+    storage.makedirs(parent)
+    storage.write_bytes(facts.output, sink.getvalue().to_pybytes())
+    return int(table.num_rows)
+
+
+# A task, not an actor: retried when its worker dies (a node lost mid-assembly); the
+# staging left by a killed attempt is removed by the next one.
+assemble_remote = ray.remote(num_cpus=1, max_retries=3)(assemble_video)

@@ -1,0 +1,367 @@
+"""Planning one video: probe, chunk plan, and what a resumed run may skip or reuse.
+
+:func:`plan_video` is pure planning (no Ray): it probes the input, cuts it into chunks and
+checks the work a previous run left (a finished output, the segments of a cut-off video)
+against this run's reuse key (:mod:`raypipe.reuse`). :func:`plan_stage` is the same as a
+Ray Data stage: one job row in, the video's rows out: first a *video row* carrying what the
+driver and the assembly task need to know about the video (:class:`VideoFacts`), then one
+*chunk row* per chunk still to process. Archives run it inside the dataset, so the first
+chunks start as soon as the first video is planned, whatever the archive's size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from raypipe import errors, storage
+from raypipe.config import ChunkConfig
+from raypipe.distributed.stages import Row, chunk_row, placeholder_row
+from raypipe.errors import RaypipeError
+from raypipe.media.picture import PictureFormat
+from raypipe.media.plan import chunk_offsets, plan_chunks, sampled_indices
+from raypipe.media.probe import make_video_id, probe
+from raypipe.media.source import open_input
+from raypipe.reuse import (
+    PROVENANCE_TAG,
+    Provenance,
+    ReuseKey,
+    provenance_from_tags,
+    source_identity,
+)
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One input and where its output goes."""
+
+    uri: str
+    output: str
+    error: str = ""  # set when the job is invalid before it starts (e.g. output escapes)
+    output_problem: str = ""  # the output cannot hold this run's video (checked after probing)
+
+
+@dataclass
+class VideoResult:
+    """What happened to one video (a row of the archive report)."""
+
+    uri: str
+    output: str
+    status: str  # "done" | "failed" | "skipped"
+    error_type: str = ""
+    error_message: str = ""
+    error_detail: str = ""  # where it failed (a worker's traceback), for --verbose
+    frames_in: int = 0
+    frames_out: int = 0
+    chunks: int = 0
+    reused_chunks: int = 0
+    note: str = ""  # why earlier work was not reused (``redone: the source changed``)
+    seconds: float = 0.0
+    chunk_stats: list[dict[str, Any]] = field(default_factory=list)
+    gpu_samples: list[dict[str, Any]] = field(default_factory=list)
+    gpu_notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "skipped")
+
+
+@dataclass
+class PlannedVideo:
+    job: VideoJob
+    video_id: str = ""
+    result: VideoResult | None = None  # final already (skipped, failed to plan)
+    rows: list[Row] = field(default_factory=list)  # chunks still to process
+    n_chunks: int = 0
+    reused: list[int] = field(default_factory=list)  # chunks already done (or empty)
+    n_frames: int = 0
+    n_out: int = 0  # frames (video) or table rows (analysis) the output will have
+    tensor: bool = False
+    work_dir: str = ""
+    height: int = 0  # upright (as displayed), px
+    width: int = 0
+    picture: PictureFormat | None = None
+    source_id: str = ""  # raypipe.reuse.source_identity of the input
+    provenance: Provenance | None = None  # what makes this video's segments and output
+    note: str = ""
+
+
+_WORK_SUFFIX = ".raypipe-work"
+
+
+def work_dir_for(output: str) -> str:
+    """The work directory of ``output``: hidden, next to it, deleted on success."""
+    parent, name = storage.split(output)
+    return storage.join(parent, f".{name}{_WORK_SUFFIX}")
+
+
+def output_of(work_dir: str) -> str:
+    """The output whose work directory is ``work_dir`` (:func:`work_dir_for` undone)."""
+    parent, name = storage.split(work_dir)
+    return storage.join(parent, name.removeprefix(".").removesuffix(_WORK_SUFFIX))
+
+
+def plan_video(
+    job: VideoJob,
+    chunk: ChunkConfig,
+    *,
+    resume: bool,
+    key: ReuseKey | None,
+    tensor: bool = False,
+) -> PlannedVideo:
+    """Probe and plan one video; decide what a resumed run can skip or reuse. Never raises
+    for a bad input: the error goes into the result. ``key``: what makes segments and
+    outputs (:mod:`raypipe.reuse`); earlier work is reused only when it records the same key
+    and source. ``None`` (a fresh run, no resume): the caller sets ``provenance`` from
+    ``source_id`` once it knows the key. ``tensor``: an analysis run, whose output is a
+    Parquet table of the sampled frames."""
+    if resume and key is None:
+        raise TypeError("plan_video: a resumed run needs the reuse key")
+    started = time.monotonic()
+    planned = PlannedVideo(job=job, video_id=make_video_id(job.uri), tensor=tensor)
+    try:
+        if job.error:
+            raise errors.ConfigError(job.error)
+        info = probe(job.uri)
+        if job.output_problem:  # after the probe: a bad input says more
+            raise errors.ConfigError(job.output_problem)
+        planned.source_id = source_identity(job.uri)
+        if key is not None:
+            planned.provenance = Provenance.of(key, planned.source_id)
+        plan = plan_chunks(info, chunk)
+        planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
+        planned.picture = info.picture_format
+        planned.width, planned.height = planned.picture.upright_size
+        keeps: list[list[int] | None] = [None] * len(plan)
+        if tensor and chunk.samples:
+            keeps = list(chunk_offsets(plan, sampled_indices(info, chunk)))
+        planned.n_out = sum(c.n_frames if k is None else len(k) for c, k in zip(plan.chunks, keeps))
+        if job.output:
+            storage.remove_stale_staging(job.output)
+        notes = []
+        provenance = planned.provenance
+        if resume and provenance is not None and storage.exists(job.output):
+            why = _why_not_finished(job.output, planned.n_out, tensor, provenance)
+            if not why:
+                planned.result = VideoResult(
+                    uri=job.uri,
+                    output=job.output,
+                    status="skipped",
+                    frames_in=info.n_frames,
+                    frames_out=planned.n_out,
+                    chunks=len(plan),
+                    seconds=time.monotonic() - started,
+                )
+                return planned
+            notes.append(f"redone: {why}")
+        planned.work_dir = work_dir_for(job.output) if job.output else ""
+        done: set[str] = set()
+        if resume and provenance is not None:
+            done, why = _reusable_segments(planned.work_dir, provenance)
+            if why:
+                notes.append(f"segments not reused: {why}")
+        elif planned.work_dir:
+            storage.remove_tree(planned.work_dir)
+        planned.note = "; ".join(notes)
+        skip = done | {c.chunk_id for c, k in zip(plan.chunks, keeps) if k == []}
+        planned.reused = sorted(c.index for c in plan.chunks if c.chunk_id in skip)
+        firsts = [0]
+        for c in plan.chunks:
+            firsts.append(firsts[-1] + c.n_frames)
+        planned.rows = [
+            chunk_row(
+                info, c, first_index=firsts[c.index], keep=keeps[c.index], work_dir=planned.work_dir
+            )
+            for c in plan.chunks
+            if c.chunk_id not in skip
+        ]
+    except Exception as e:  # noqa: BLE001 - one bad input fails alone
+        planned.result = VideoResult(
+            uri=job.uri,
+            output=job.output,
+            status="failed",
+            error_type=type(e).__name__,
+            error_message=" ".join(str(e).split()),
+            seconds=time.monotonic() - started,
+        )
+    return planned
+
+
+def _why_not_finished(output: str, n_out: int, tensor: bool, provenance: Provenance) -> str:
+    """Why the existing ``output`` is not this run's finished work (``""`` when it is): it
+    must record this run's key and source, and have the frames (video: probed) or rows
+    (analysis table) the run would give it."""
+    try:
+        if tensor:
+            import io
+
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(io.BytesIO(storage.read_bytes(output))).metadata
+            tags = {
+                k.decode(): v.decode()
+                for k, v in (meta.metadata or {}).items()
+                if k == PROVENANCE_TAG.encode()
+            }
+            count = meta.num_rows
+        else:
+            with open_input(output) as container:
+                tags = dict(container.metadata)
+            count = -1
+        why = provenance.why_not(provenance_from_tags(tags))
+        if why:
+            return why
+        if not tensor:
+            count = probe(output).n_frames
+    except (RaypipeError, OSError, ValueError) as e:
+        return f"the output does not read ({type(e).__name__})"
+    if count == n_out:
+        return ""
+    return f"the output holds {count} {'rows' if tensor else 'frames'}, the run gives {n_out}"
+
+
+def _reusable_segments(work_dir: str, provenance: Provenance) -> tuple[set[str], str]:
+    """Chunk ids whose segments an earlier run with the same key and source left in
+    ``work_dir``, and why none are reusable when segments are there but not reused (the
+    work directory is then removed)."""
+    names = storage.list_names(work_dir)
+    segments = {n[: -len(".rpseg")] for n in names if n.endswith(".rpseg")}
+    if not names:
+        return set(), ""
+    recorded = None
+    if RUN_FILE in names:
+        try:
+            recorded = Provenance.parse(storage.read_bytes(storage.join(work_dir, RUN_FILE)))
+        except OSError:
+            recorded = None
+    why = provenance.why_not(recorded, what="work directory")
+    if why:
+        storage.remove_tree(work_dir)  # other settings or source: nothing there is reusable
+        return set(), why if segments else ""
+    return segments, ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoFacts:
+    """What the driver and the assembly task need to know about one planned video: the
+    payload of its *video row*, which flows through the pipeline ahead of its chunk rows.
+
+    ``status``: ``planned`` (chunks to process or reused), ``skipped`` (finished before) or
+    ``failed`` (``error_type``/``error_message`` say why). ``reused``: indices of the
+    chunks whose segments are already in ``work_dir`` (or that sample no frame).
+    """
+
+    video_id: str
+    uri: str
+    output: str
+    status: str
+    error_type: str = ""
+    error_message: str = ""
+    n_frames: int = 0
+    n_out: int = 0
+    n_chunks: int = 0
+    reused: tuple[int, ...] = ()
+    note: str = ""
+    work_dir: str = ""
+    tensor: bool = False
+    provenance: str = ""  # Provenance.to_text(): what the output's tags record
+    picture: str = ""  # PictureFormat JSON (what the encoder is asked to keep)
+    seconds: float = 0.0  # planning time
+
+    @classmethod
+    def of(cls, planned: PlannedVideo) -> VideoFacts:
+        result = planned.result
+        return cls(
+            video_id=planned.video_id,
+            uri=planned.job.uri,
+            output=planned.job.output,
+            status="planned" if result is None else result.status,
+            error_type=result.error_type if result else "",
+            error_message=result.error_message if result else "",
+            n_frames=planned.n_frames or (result.frames_in if result else 0),
+            n_out=planned.n_out or (result.frames_out if result else 0),
+            n_chunks=planned.n_chunks or (result.chunks if result else 0),
+            reused=tuple(planned.reused),
+            note=planned.note,
+            work_dir=planned.work_dir,
+            tensor=planned.tensor,
+            provenance=planned.provenance.to_text() if planned.provenance else "",
+            picture=planned.picture.to_json() if planned.picture else "",
+            seconds=result.seconds if result else 0.0,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> VideoFacts:
+        doc = json.loads(text)
+        doc["reused"] = tuple(doc.get("reused", ()))
+        return cls(**doc)
+
+    def result(self) -> VideoResult:
+        """The result of a video that ends at planning (skipped or failed)."""
+        return VideoResult(
+            uri=self.uri,
+            output=self.output,
+            status=self.status,
+            error_type=self.error_type,
+            error_message=self.error_message,
+            frames_in=self.n_frames,
+            frames_out=self.n_out if self.status == "skipped" else 0,
+            chunks=self.n_chunks,
+            seconds=self.seconds,
+        )
+
+
+def video_row(planned: PlannedVideo) -> Row:
+    """The row that tells the driver about ``planned`` (see :class:`VideoFacts`); it has a
+    chunk row's columns, so every block of the dataset has one schema."""
+    return {**placeholder_row(planned.video_id, planned.job.uri), **video_columns(planned)}
+
+
+def video_columns(planned: PlannedVideo) -> Row:
+    return {"kind": "video", "video": VideoFacts.of(planned).to_json()}
+
+
+def job_row(job: VideoJob) -> Row:
+    """A job as a dataset row (the input of :func:`plan_stage`)."""
+    return dataclasses.asdict(job)
+
+
+def plan_stage(
+    row: Row, *, chunk: ChunkConfig, resume: bool, key: ReuseKey | None, tensor: bool
+) -> list[Row]:
+    """Ray Data's plan stage: one job row in, the video row then its chunk rows out.
+    ``key`` ``None``: no provenance (the caller binds outputs later, see raypipe.data)."""
+    job = VideoJob(**{f.name: row[f.name] for f in dataclasses.fields(VideoJob)})
+    planned = plan_video(job, chunk, resume=resume, key=key, tensor=tensor)
+    if planned.work_dir and planned.provenance is not None and planned.result is None:
+        write_run_record(planned)
+    return [video_row(planned), *planned.rows]
+
+
+def write_run_record(planned: PlannedVideo) -> None:
+    """Record in the work directory what its segments will be made of (key and source):
+    what a resumed run checks before it reuses them."""
+    assert planned.provenance is not None
+    storage.makedirs(planned.work_dir)
+    record = planned.provenance.to_text(with_parts=True).encode()
+    storage.write_bytes(storage.join(planned.work_dir, RUN_FILE), record)
+
+
+def error_of(result: VideoResult) -> RaypipeError:
+    """The typed exception a failed result stands for (rebuilt from its type name); its
+    ``detail`` attribute holds the worker's traceback when there is one."""
+    cls = getattr(errors, result.error_type, None)
+    if isinstance(cls, type) and issubclass(cls, RaypipeError):
+        error = cls(result.error_message)
+    else:
+        error = RaypipeError(f"{result.error_type}: {result.error_message}")
+    error.detail = result.error_detail  # type: ignore[attr-defined]
+    return error

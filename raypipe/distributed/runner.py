@@ -1,0 +1,257 @@
+"""The driver's side of a run: small rows in, one result per video out.
+
+The pipeline (:mod:`raypipe.distributed.dataset`) hands the driver one small row per chunk
+(ids, counts, timings, errors: the segments are already in the work directories) and one
+*video row* per video (:class:`~raypipe.distributed.planning.VideoFacts`). The driver
+counts a video's chunks; when all are in, it submits the video's assembly as a Ray task
+(:mod:`raypipe.distributed.assembly`) and yields the result when that task returns. A video
+whose chunk failed fails at once (a model or processor failure is deterministic; its later
+chunks are dropped as they arrive). The driver keeps state only for videos in flight, and
+chunk statistics in a :class:`ChunkLog` (in memory for one video, spilled to a local file
+for archives), so its memory follows what is in flight, not the archive's size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from raypipe import faults, storage
+from raypipe.config import RunConfig
+from raypipe.distributed.assembly import Assembled, assemble_remote
+from raypipe.distributed.metrics import ChunkMetrics
+from raypipe.distributed.planning import VideoFacts, VideoResult
+from raypipe.distributed.ray_errors import iter_rows
+from raypipe.distributed.stages import Row
+from raypipe.distributed.stats import chunk_record
+from raypipe.media.encode import fidelity_notes
+from raypipe.media.picture import PictureFormat
+
+log = logging.getLogger("raypipe")
+
+
+class ChunkLog:
+    """Every chunk's stats record of a run: kept in memory, or appended to a local JSON
+    lines file (``spill``) so an archive's driver does not hold them all."""
+
+    def __init__(self, *, spill: bool = False) -> None:
+        self._memory: list[dict[str, Any]] = []
+        self._path = ""
+        if spill:
+            fd, self._path = tempfile.mkstemp(prefix="raypipe-chunks-", suffix=".jsonl")
+            os.close(fd)
+        self.count = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.count += 1
+        if not self._path:
+            self._memory.append(record)
+            return
+        with open(self._path, "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record so far (read back from the file when spilled)."""
+        if not self._path:
+            return list(self._memory)
+        with open(self._path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def close(self) -> None:
+        if self._path and os.path.exists(self._path):
+            os.unlink(self._path)
+
+
+@dataclass
+class _Video:
+    """A video in flight: what the driver counts until it can be assembled."""
+
+    video_id: str
+    uri: str
+    started: float = field(default_factory=time.monotonic)
+    facts: VideoFacts | None = None
+    done: set[int] = field(default_factory=set)
+    error: tuple[str, str] | None = None
+    error_detail: str = ""
+    chunk_stats: list[dict[str, Any]] = field(default_factory=list)
+    gpu_samples: list[dict[str, Any]] = field(default_factory=list)
+    gpu_notes: set[str] = field(default_factory=set)
+
+    @property
+    def ends(self) -> bool:
+        """Whether nothing more is awaited: the video row is in and a chunk failed, or
+        every chunk is done (processed now or reused)."""
+        if self.facts is None:
+            return False
+        return self.error is not None or len(self.done | set(self.facts.reused)) == (
+            self.facts.n_chunks
+        )
+
+    def add(self, row: Row) -> None:
+        self.done.add(int(row["index"]))
+        self._gpu(str(row.get("gpu_samples") or ""))
+        if row["error_type"] and self.error is None:
+            self.error = (str(row["error_type"]), str(row["error_message"]))
+            self.error_detail = str(row.get("error_detail") or "")
+
+    def _gpu(self, text: str) -> None:
+        if not text:
+            return
+        data = json.loads(text)
+        if isinstance(data, dict):
+            self.gpu_notes.add(str(data.get("reason", "")))
+        else:
+            self.gpu_samples.extend(data)
+
+    def result(self, assembled: Assembled | None) -> VideoResult:
+        facts = self.facts
+        assert facts is not None
+        result = VideoResult(
+            uri=facts.uri,
+            output=facts.output,
+            status="done",
+            frames_in=facts.n_frames,
+            chunks=facts.n_chunks,
+            reused_chunks=len(facts.reused),
+            note=facts.note,
+            chunk_stats=sorted(self.chunk_stats, key=lambda c: c["index"]),
+            gpu_samples=self.gpu_samples,
+            gpu_notes=sorted(n for n in self.gpu_notes if n),
+        )
+        error = self.error
+        if error is None and assembled is not None:
+            result.frames_out = assembled.frames_out
+            if assembled.error_type:
+                error = (assembled.error_type, assembled.error_message)
+        if error is not None:
+            result.status, (result.error_type, result.error_message) = "failed", error
+            result.error_detail = self.error_detail
+        result.seconds = time.monotonic() - self.started
+        return result
+
+
+class Runner:
+    """Consumes a pipeline's rows on the driver and yields one result per video.
+
+    ``chunk_log``: where chunk records go; ``keep_chunk_stats``: also attach them to each
+    video's result (one-video runs); ``on_frames``: progress, frames per finished chunk.
+    Every chunk and video outcome is recorded as Ray metrics (:class:`ChunkMetrics`: one
+    series per video for a single video, one per run for an archive).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        chunk_log: ChunkLog,
+        keep_chunk_stats: bool = False,
+        per_video_metrics: bool = False,
+        on_frames: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.cfg = cfg
+        self.chunk_log = chunk_log
+        self.keep_chunk_stats = keep_chunk_stats
+        self.metrics = ChunkMetrics(per_video=per_video_metrics)
+        self.on_frames = on_frames
+        self.videos: dict[str, _Video] = {}
+        self.ended: set[str] = set()  # ids of videos that have a result (late chunks dropped)
+        self.failed_work_dirs: list[str] = []  # swept again once no chunk is in flight
+        self.assembling: dict[Any, _Video] = {}
+        self._warned: set[str] = set()
+
+    def run(self, ds: Any) -> Iterator[VideoResult]:
+        """Every video's result, as soon as it is known; the dataset ``ds`` runs meanwhile."""
+        try:
+            for row in iter_rows(ds):
+                result = self._take(row)
+                if result is not None:
+                    yield result
+                yield from self._assembled(timeout=0)
+            yield from self._assembled(timeout=None)
+        finally:
+            for work_dir in self.failed_work_dirs:  # a failed video's late segments
+                storage.remove_tree(work_dir)
+
+    def _take(self, row: Row) -> VideoResult | None:
+        video_id = str(row["video_id"])
+        facts = VideoFacts.from_json(str(row["video"])) if row["kind"] == "video" else None
+        if facts is not None and facts.status != "planned":
+            # ends at planning (skipped, failed): no chunk follows, and its id may be
+            # another job's too (the same input listed twice)
+            if facts.status != "skipped":
+                self.metrics.video_done(video_id, ok=False, error_type=facts.error_type)
+            if video_id not in self.videos:
+                self.ended.add(video_id)  # chunk rows it may still have are dropped
+            return facts.result()
+        if video_id in self.ended:
+            if row["kind"] == "chunk":
+                self.on_frames(int(row["n_frames"]))
+            return None
+        video = self.videos.get(video_id)
+        if video is None:
+            video = self.videos[video_id] = _Video(video_id=video_id, uri=str(row["uri"]))
+        if facts is not None:
+            video.facts = facts
+            self._note_fidelity(facts)
+        else:
+            self._chunk(video, row)
+        if not video.ends:
+            return None
+        if video.error is not None:
+            return self._end(video, video.result(None))
+        ref = assemble_remote.remote(video.facts)
+        self.assembling[ref] = video
+        return None
+
+    def _chunk(self, video: _Video, row: Row) -> None:
+        video.add(row)
+        record = chunk_record(row)
+        self.chunk_log.add(record)
+        if self.keep_chunk_stats:
+            video.chunk_stats.append(record)
+        self.metrics.observe_chunk(row)
+        note = str(row.get("decoder_note") or "")
+        if self.cfg.chunk.decoder == "nvdec" and note and note not in self._warned:
+            self._warned.add(note)  # once per reason, not once per chunk
+            node = str(row.get("decode_node") or "?")[:12]
+            log.warning("--decoder nvdec: chunks decode on the CPU on node %s: %s", node, note)
+        self.on_frames(int(row["n_frames"]))
+        if not row["error_type"]:
+            faults.checkpoint("segment", str(row["chunk_id"]))  # its segment is written
+
+    def _note_fidelity(self, facts: VideoFacts) -> None:
+        """One line for each different way the encoder keeps less than a source (a lower
+        bit depth or chroma, HDR metadata it cannot write), once per run."""
+        if facts.tensor or not facts.picture or facts.status != "planned":
+            return
+        for note in fidelity_notes(self.cfg.encode, PictureFormat.from_json(facts.picture)):
+            if note not in self._warned:
+                self._warned.add(note)
+                log.warning("%s", note)
+
+    def _end(self, video: _Video, result: VideoResult) -> VideoResult:
+        self.videos.pop(video.video_id, None)
+        self.ended.add(video.video_id)
+        if result.status == "failed" and video.facts is not None and video.facts.work_dir:
+            storage.remove_tree(video.facts.work_dir)
+            self.failed_work_dirs.append(video.facts.work_dir)
+        if result.status != "skipped":
+            self.metrics.video_done(video.video_id, ok=result.ok, error_type=result.error_type)
+        return result
+
+    def _assembled(self, timeout: float | None) -> Iterator[VideoResult]:
+        """Results of the assembly tasks that have finished (all of them: ``None``)."""
+        while self.assembling:
+            ready, _ = ray.wait(list(self.assembling), num_returns=1, timeout=timeout)
+            if not ready:
+                return
+            video = self.assembling.pop(ready[0])
+            yield self._end(video, video.result(ray.get(ready[0])))
