@@ -15,15 +15,22 @@ per hook. Two variables, read when a hook runs (workers get them through the Ray
 ``RAYPIPE_RECORD_ATTEMPTS`` = ``DIR``
     Every hook creates an empty file ``DIR/ID.STAGE.NODE.PID.N`` when reached, so a test
     can see which node and process started which chunk, and how often.
+
+``RAYPIPE_HOLD_NODES`` = ``DIR``
+    A hook reached on a node (a worker stage given its node id) whose id names a file in
+    ``DIR`` waits, after recording its attempt, for as long as that file exists: a test
+    holds work on a node it is about to remove, so that work is certainly in flight.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 EXIT_ENV = "RAYPIPE_INJECT_EXIT"
 RECORD_ENV = "RAYPIPE_RECORD_ATTEMPTS"
+HOLD_ENV = "RAYPIPE_HOLD_NODES"
 
 
 def checkpoint(stage: str, key: str, *, node: str = "") -> None:
@@ -31,6 +38,10 @@ def checkpoint(stage: str, key: str, *, node: str = "") -> None:
     record_dir = os.environ.get(RECORD_ENV)
     if record_dir:
         _record(record_dir, stage, key, node)
+    hold_dir = os.environ.get(HOLD_ENV)
+    if hold_dir and node:
+        while os.path.exists(os.path.join(hold_dir, node)):
+            time.sleep(0.05)
     for spec in filter(None, os.environ.get(EXIT_ENV, "").split(";")):
         want_stage, want_key, marker_dir = spec.split(":", 2)
         if want_stage == stage and want_key == key:

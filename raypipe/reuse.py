@@ -21,7 +21,8 @@ part            what it holds
 ``device``      ``gpu`` when the inference actors hold GPUs, else ``cpu``
 ``batch``       frames per model call
 ``chunking``    chunk size, GOP splitting, frame sampling (which frames a chunk holds)
-``encoder``     codec, crf, preset, pixel format, encoder options (after NVENC fallback)
+``encoder``     codec, pixel format and the options the encoder gets (crf, preset and the
+                user's, after NVENC fallback)
 ``format``      the format versions of raypipe's segments and provenance records
 ==============  ===========================================================================
 
@@ -41,7 +42,7 @@ from typing import Any
 
 from raypipe import storage
 from raypipe.config import RunConfig
-from raypipe.media.encode import SEGMENT_FORMAT
+from raypipe.media.encode import SEGMENT_FORMAT, encoder_options
 from raypipe.media.source import is_local, local_path
 
 FORMAT_VERSION = 1
@@ -106,14 +107,9 @@ def reuse_key(
         "chunking": _canonical(
             [chunk.chunk_frames, chunk.split_gops, chunk.every_n_frames, chunk.sample_fps]
         ),
+        # the options the encoder gets, so settings it ignores (crf next to qp) change nothing
         "encoder": _canonical(
-            [
-                encode.codec,
-                encode.crf,
-                encode.preset,
-                encode.pix_fmt,
-                sorted(encode.options.items()),
-            ]
+            [encode.codec, encode.pix_fmt, sorted(encoder_options(encode).items())]
         ),
         "format": f"provenance {FORMAT_VERSION}, segments {SEGMENT_FORMAT}",
     }
@@ -188,7 +184,10 @@ class Provenance:
         return ""
 
 
-_TAG_BY_FORMAT = {"avi": "comment", "mpegts": ""}  # AVI keeps only its INFO keys; TS none
+_TAG_BY_FORMAT = {"avi": "comment", "mp4": "comment", "mov": "comment", "mpegts": ""}
+"""AVI keeps only its INFO keys; MPEG-TS none. MP4/MOV keep any key only with
+``movflags=use_metadata_tags``, and that drops the iTunes tags cover art lives in, so they
+use the standard comment (``©cmt``)."""
 
 
 def provenance_tags(provenance: Provenance, muxer: str) -> dict[str, str]:

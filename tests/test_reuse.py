@@ -150,6 +150,18 @@ def test_settings_that_do_not_change_outputs_keep_the_key(
     assert _key(BASE).digest == _key(changed).digest
 
 
+def test_a_crf_the_encoder_ignores_keeps_the_key() -> None:
+    """x264 ignores crf when the options set qp: a rerun with the CLI's default crf reuses
+    outputs made with ``crf=None`` (the S3 archive test reruns that way)."""
+
+    def with_encode(**fields: object) -> RunConfig:
+        return dataclasses.replace(BASE, encode=dataclasses.replace(BASE.encode, **fields))
+
+    qp = {"options": {"qp": "0"}}
+    assert _key(with_encode(crf=None, **qp)).digest == _key(with_encode(crf=18, **qp)).digest
+    assert _key(with_encode(crf=None)).digest != _key(with_encode(crf=18)).digest
+
+
 def test_device_kind_processor_and_format_are_parts() -> None:
     gpu, cpu = _key(BASE, uses_gpu=True), _key(BASE, uses_gpu=False)
     assert cpu.changed(gpu.as_dict()) == ["device"]
@@ -237,7 +249,8 @@ def test_provenance_records_round_trip_and_say_what_differs() -> None:
 
 def test_provenance_tags_per_container() -> None:
     mine = Provenance.of(_key(BASE), "size=1;mtime_ns=2")
-    assert provenance_tags(mine, "mp4") == {"raypipe": mine.to_text()}
+    assert provenance_tags(mine, "matroska") == {"raypipe": mine.to_text()}
+    assert provenance_tags(mine, "mp4") == {"comment": mine.to_text()}
     assert provenance_tags(mine, "avi") == {"comment": mine.to_text()}
     assert provenance_tags(mine, "mpegts") == {}
     assert provenance_from_tags({"RAYPIPE": mine.to_text()}) == Provenance.parse(mine.to_text())

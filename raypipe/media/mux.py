@@ -111,9 +111,9 @@ def assemble(
     """Write ``output_uri`` from ``segment_uris`` (in chunk order) and ``source_uri``'s streams.
 
     ``copy_streams``: copy the source's audio, subtitle and attached-picture streams.
-    ``tags``: container (format) metadata to write; MP4/MOV keep any key, AVI only its INFO
-    keys (``comment``, ``title``...), MPEG-TS none. The file is built under a temporary
-    name and committed atomically (:func:`raypipe.storage.commit`). Raises
+    ``tags``: container (format) metadata to write; MP4/MOV keep the iTunes-style keys
+    (``comment``, ``title``...), AVI only its INFO keys, MPEG-TS none. The file is built
+    under a temporary name and committed atomically (:func:`raypipe.storage.commit`). Raises
     :class:`EncodeError` when segments do not concatenate (different codec headers,
     timestamps going backwards, a damaged or missing segment) and :class:`MuxError` when
     the container refuses a stream.
@@ -124,10 +124,9 @@ def assemble(
     if not uris:
         raise MuxError("no segments to assemble")
     fmt = output_format(output_uri)
-    options = {"movflags": "use_metadata_tags"} if tags and fmt in ("mp4", "mov") else {}
     staged = storage.local_staging(output_uri, os.path.splitext(output_uri)[1])
     try:
-        with av.open(staged, mode="w", format=fmt, options=options) as out:
+        with av.open(staged, mode="w", format=fmt) as out:
             out.metadata.update(tags or {})
             _write(out, uris, source_uri, copy_streams, os.path.basename(output_uri))
         storage.commit(staged, output_uri)

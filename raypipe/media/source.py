@@ -118,8 +118,12 @@ def _open_remote(uri: str, block_size: int | None = None) -> Any:
     import fsspec
 
     try:
-        kwargs = {} if block_size is None else {"block_size": block_size}
-        return fsspec.open(uri, "rb", **kwargs).open()
+        if block_size is None:
+            return fsspec.open(uri, "rb").open()
+        # fsspec.open hands extra keywords to the filesystem's constructor; the block size
+        # is an argument of the file, so it goes through fs.open
+        fs, path = fsspec.core.url_to_fs(uri)
+        return fs.open(path, "rb", block_size=block_size)
     except Exception as e:  # noqa: BLE001 - fsspec backends raise many types (aiohttp, botocore)
         chain = _root_causes(e)
         status = next(
