@@ -303,7 +303,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_archive(args: argparse.Namespace) -> int:
-    from raypipe.distributed.archive import format_report, process_archive
+    from raypipe.archive_report import format_report
+    from raypipe.distributed.archive import process_archive
 
     skip = ("command", "inputs", "output_dir", "resume", "report_path", "overwrite", "verbose")
     options = {k: v for k, v in vars(args).items() if k not in skip}
@@ -323,7 +324,7 @@ def _cmd_archive(args: argparse.Namespace) -> int:
 
 def _cmd_build_engines(args: argparse.Namespace) -> int:
     from raypipe.config import RuntimeConfig
-    from raypipe.distributed.engines import build_engines, parse_size
+    from raypipe.distributed.trt_engines import build_engines, parse_size
 
     sizes = [parse_size(s) for s in args.sizes]
     records = build_engines(
@@ -340,7 +341,7 @@ def _cmd_build_engines(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from raypipe.distributed.archive import format_report, read_report
+    from raypipe.archive_report import format_report, read_report
 
     if args.path.endswith(".json"):
         from raypipe.errors import ConfigError
@@ -427,6 +428,7 @@ def _picture_lines(picture: PictureFormat) -> list[str]:
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
+    from raypipe import storage
     from raypipe.infer.builtin import BUILTIN_MODELS, builtin_bytes
 
     if args.model_command == "list":
@@ -435,10 +437,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
         return EXIT_OK
     name = args.name.removeprefix("builtin:")
     data = builtin_bytes(name)
-    tmp = f"{args.path}.part"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, args.path)
+    storage.write_bytes(args.path, data)
     print(f"wrote builtin:{name} to {args.path} ({len(data)} bytes)")
     return EXIT_OK
 

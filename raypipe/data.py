@@ -137,7 +137,7 @@ def map_processor(
     ``config`` gives the other model settings (device, batch size, precision, engine cache,
     ``pad_multiple``, ...). The model or processor is loaded and checked here, on the driver.
     """
-    from raypipe.distributed.pipeline import load_model
+    from raypipe.distributed.setup import load_model
 
     model_config = _model_config(processor, config)
     loaded = load_model(RunConfig(model=model_config))

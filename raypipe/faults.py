@@ -8,9 +8,10 @@ per hook. Two variables, read when a hook runs (workers get them through the Ray
     The first process to reach ``STAGE`` for ``ID`` creates ``MARKER_DIR/ID.STAGE`` and
     kills itself with SIGKILL (no cleanup, like a crash); later attempts find the marker
     and carry on. Stages and their ids: ``decode``, ``infer``, ``encode`` (a chunk id, in
-    the worker running that stage); ``segment`` (a chunk id, in the driver, just after it
-    wrote that chunk's segment to the work directory); ``assemble`` (a video id, in the
-    process assembling that video, after some packets of the output are written).
+    the worker running that stage); ``segment`` (a chunk id, in the driver, when it learns
+    that the chunk's segment is in the work directory); ``assembly`` (a video id, in the
+    assembly task, as it starts); ``assemble`` (an output file name, in the process
+    assembling it, after some packets of the output are written).
 
 ``RAYPIPE_RECORD_ATTEMPTS`` = ``DIR``
     Every hook creates an empty file ``DIR/ID.STAGE.NODE.PID.N`` when reached, so a test

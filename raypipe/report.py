@@ -426,21 +426,6 @@ def draw_report(
     Works for one video and for archives (chunks of several videos). Raises ValueError
     when ``stats`` is not a stats document.
     """
-    png = _render(load_stats(stats), title)
-    target = os.fspath(out_png)
-    if "://" in target and not target.startswith("file://"):
-        from raypipe import storage
+    from raypipe import storage
 
-        storage.write_bytes(target, png)
-        return
-    target = target.removeprefix("file://")
-    directory, name = os.path.split(os.path.abspath(target))
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(png)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    storage.write_bytes(os.fspath(out_png), _render(load_stats(stats), title))

@@ -53,16 +53,30 @@ def makedirs(uri: str) -> None:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri`` atomically (temp + rename locally, one put remotely)."""
+    """Write ``data`` to ``uri`` atomically: a hidden temporary file renamed over the
+    target locally (readers see the old file or the new one, never part of one; the
+    temporary file is removed on failure), one put on an object store. raypipe's one
+    writer of whole files (outputs are staged and committed: :func:`commit`)."""
     if is_local(uri):
         path = local_path(uri)
-        tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        directory, name = os.path.split(os.path.abspath(path))
+        tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
         return
     fs, path = filesystem(uri)
     fs.pipe_file(path, data)
+
+
+def write_text(uri: str, text: str) -> None:
+    """:func:`write_bytes` of ``text`` in UTF-8."""
+    write_bytes(uri, text.encode())
 
 
 def read_bytes(uri: str) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from raypipe.config import ChunkConfig, EncodeConfig, ModelConfig, RunConfig
-from raypipe.distributed.pipeline import load_model
+from raypipe.distributed.setup import load_model
 from raypipe.infer.sidecar import ModelSpec
 from raypipe.media.encode import SEGMENT_FORMAT
 from raypipe.reuse import (

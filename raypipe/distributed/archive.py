@@ -13,54 +13,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from raypipe import storage
+from raypipe.archive_report import (
+    REPORT_NAME,
+    ArchiveReport,
+    ReportJournal,
+    previous_attempts,
+    run_report_path,
+    stats_doc,
+    write_report,
+)
 from raypipe.config import RunConfig, build_run_config
-from raypipe.distributed.cluster import connect, plan_actors
 from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
-from raypipe.distributed.pipeline import load_model, resolve_encoder, run_key, table_output
 from raypipe.distributed.planning import VideoJob, VideoResult
 from raypipe.distributed.runner import ChunkLog, Runner
+from raypipe.distributed.setup import load_run, start_run, table_output
 from raypipe.distributed.stats import gpu_stats, take_provider_notes
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
-from raypipe.media.encode import check_encoder
 from raypipe.media.mux import container_refuses
 from raypipe.media.probe import probe
-
-EXIT_ALL_DONE = 0
-EXIT_SOME_FAILED = 3
-REPORT_NAME = "_raypipe-report.parquet"
-REPORT_EVERY_S = 10.0
-REPORT_COLUMNS = (
-    "uri", "status", "error_type", "error_message", "frames_in", "frames_out", "chunks",
-    "reused_chunks", "note", "attempts", "seconds", "output",
-)  # fmt: skip
-
-
-@dataclass
-class ArchiveReport:
-    """The outcome of an archive run: one row per input video."""
-
-    rows: list[dict[str, Any]]
-    path: str
-    wall_seconds: float = 0.0
-    chunk_stats: list[dict[str, Any]] = field(default_factory=list)
-    provider_notes: list[str] = field(default_factory=list)
-    gpu: dict[str, Any] = field(default_factory=dict)
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.rows if r["status"] == status)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_SOME_FAILED if self.count("failed") else EXIT_ALL_DONE
 
 
 def process_archive(
@@ -81,19 +58,14 @@ def process_archive(
     """
     cfg = build_run_config(config, **options)
     started = time.monotonic()
-    model = load_model(cfg)
-    if not model.tensor:
-        check_encoder(cfg.encode)
+    model = load_run(cfg)
     items = list_inputs(inputs) if isinstance(inputs, str) else _items_of(list(inputs))
     report_path = report_path or storage.join(output_dir, REPORT_NAME)
-    previous = _previous_attempts(report_path)
+    previous = previous_attempts(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
     storage.makedirs(output_dir)
-    connect(cfg.runtime)
-    if not model.tensor:
-        cfg = resolve_encoder(cfg)
-    actors = plan_actors(cfg.runtime, cfg.model)
-    key = run_key(cfg, model, actors)
+    run = start_run(cfg, model)
+    cfg, actors, key = run.cfg, run.actors, run.key
     order = {job.uri: i for i, job in enumerate(jobs)}
     progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
     chunk_log = ChunkLog(spill=True)
@@ -101,7 +73,7 @@ def process_archive(
     source = archive_source(jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor)
     ds = build_dataset(source, cfg, actors, model, warmup_hw=_warmup_hw(jobs))
     results: list[VideoResult] = []
-    journal = _ReportJournal(report_path, previous, order)
+    journal = ReportJournal(report_path, previous, order)
     for result in runner.run(ds):
         results.append(_light(result))
         journal.add(result)
@@ -153,26 +125,6 @@ def _warmup_hw(jobs: list[VideoJob]) -> tuple[int, int] | None:
     return None
 
 
-class _ReportJournal:
-    """The report's rows as videos finish, rewritten to the report path at most every
-    :data:`REPORT_EVERY_S` (atomically), so a crash keeps the rows of finished videos."""
-
-    def __init__(self, path: str, previous: dict[str, int], order: dict[str, int]) -> None:
-        self.path, self.previous, self.order = path, previous, order
-        self._rows: list[dict[str, Any]] = []
-        self._written = time.monotonic()
-
-    def add(self, result: VideoResult) -> None:
-        self._rows.append(_report_row(result, self.previous))
-        if time.monotonic() - self._written >= REPORT_EVERY_S:
-            write_report(ArchiveReport(rows=self.rows(), path=self.path))
-            self._written = time.monotonic()
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The rows so far, in input order."""
-        return sorted(self._rows, key=lambda r: self.order.get(r["uri"], len(self.order)))
-
-
 def _items_of(uris: list[str]) -> list[Any]:
     from raypipe.inputs import _from_uris
 
@@ -209,94 +161,6 @@ def _jobs(
     return jobs
 
 
-def _report_row(result: VideoResult, previous: dict[str, int]) -> dict[str, Any]:
-    attempts = previous.get(result.uri, 0) + (0 if result.status == "skipped" else 1)
-    return {
-        "uri": result.uri,
-        "status": result.status,
-        "error_type": result.error_type,
-        "error_message": result.error_message,
-        "frames_in": result.frames_in,
-        "frames_out": result.frames_out,
-        "chunks": result.chunks,
-        "reused_chunks": result.reused_chunks,
-        "note": result.note,
-        "attempts": max(attempts, 1),
-        "seconds": round(result.seconds, 3),
-        "output": result.output if result.status != "failed" else "",
-    }
-
-
-def _previous_attempts(report_path: str) -> dict[str, int]:
-    if not storage.exists(report_path):
-        return {}
-    try:
-        return {r["uri"]: int(r["attempts"]) for r in read_report(report_path)}
-    except Exception:  # noqa: BLE001 - an unreadable old report only loses attempt counts
-        return {}
-
-
-def write_report(report: ArchiveReport) -> None:
-    """Write the report as Parquet, atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = (
-        pa.Table.from_pylist(report.rows, schema=_schema())
-        if report.rows
-        else _schema().empty_table()
-    )
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    storage.write_bytes(report.path, sink.getvalue().to_pybytes())
-
-
-def _schema() -> Any:
-    import pyarrow as pa
-
-    ints = ("frames_in", "frames_out", "chunks", "reused_chunks", "attempts")
-    return pa.schema(
-        [
-            (c, pa.int64() if c in ints else pa.float64() if c == "seconds" else pa.string())
-            for c in REPORT_COLUMNS
-        ]
-    )
-
-
-def read_report(path: str) -> list[dict[str, Any]]:
-    import io
-
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist()
-
-
-def format_report(rows: list[dict[str, Any]], *, width: int = 100) -> str:
-    """The report as a terminal table, failures with their error."""
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "skipped", "failed")}
-    lines = [f"{'status':<8} {'frames':>7} {'chunks':>6} {'secs':>7}  uri"]
-    for r in rows:
-        lines.append(
-            f"{r['status']:<8} {r['frames_out']:>7} {r['chunks']:>6} "
-            f"{r['seconds']:>7.1f}  {r['uri']}"
-        )
-        details = [r.get("note") or ""]
-        if r["status"] == "failed":
-            details.insert(0, f"{r['error_type']}: {r['error_message']}")
-        for detail in filter(None, details):
-            lines.append(" " * 9 + (detail if len(detail) < width else detail[: width - 3] + "..."))
-    lines.append(
-        f"{len(rows)} videos: {counts['done']} done, {counts['skipped']} skipped, "
-        f"{counts['failed']} failed"
-    )
-    return "\n".join(lines)
-
-
-def run_report_path(report_path: str) -> str:
-    """Where an archive's run report PNG goes: next to its Parquet report."""
-    return report_path.removesuffix(".parquet") + ".png"
-
-
 def _draw_run_report(report: ArchiveReport, progress: ArchiveProgress, workers: int) -> None:
     """The run report PNG next to the Parquet report, when chunks ran (never fatal: the
     videos and the report are already written)."""
@@ -306,35 +170,12 @@ def _draw_run_report(report: ArchiveReport, progress: ArchiveProgress, workers: 
     try:
         from raypipe.report import draw_report
 
-        draw_report(_stats_doc(report, workers), target, title="raypipe archive")
+        draw_report(stats_doc(report, workers), target, title="raypipe archive")
     except ImportError as e:
         progress.message(f"run report not drawn ({e}); pip install matplotlib")
     except Exception as e:  # noqa: BLE001 - a picture must not fail a finished archive
         progress.message(f"run report not drawn: {type(e).__name__}: {e}")
 
 
-def _stats_doc(report: ArchiveReport, workers: int) -> dict[str, Any]:
-    frames = sum(r["frames_out"] for r in report.rows if r["status"] == "done")
-    return {
-        "totals": {
-            "videos": len(report.rows),
-            "done": report.count("done"),
-            "skipped": report.count("skipped"),
-            "failed": report.count("failed"),
-            "frames": frames,
-            "wall_seconds": report.wall_seconds,
-            "workers": workers,
-            "fps": frames / report.wall_seconds if report.wall_seconds else 0.0,
-            "provider_notes": report.provider_notes,
-        },
-        "chunks": report.chunk_stats,
-        "gpu": report.gpu,
-    }
-
-
 def _write_stats(report: ArchiveReport, path: str, workers: int) -> None:
-    doc = _stats_doc(report, workers)
-    tmp = f"{path}.{os.getpid()}.part"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2)
-    os.replace(tmp, path)
+    storage.write_text(path, json.dumps(stats_doc(report, workers), indent=2))

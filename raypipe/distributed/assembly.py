@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import ray
 
-from raypipe import storage
+from raypipe import faults, storage
 from raypipe.distributed.planning import VideoFacts
 from raypipe.distributed.stages import segment_uri
 from raypipe.errors import RaypipeError
@@ -45,6 +45,7 @@ def assemble_video(facts: VideoFacts) -> Assembled:
     """Write ``facts.output`` from the segments in ``facts.work_dir`` and remove the work
     directory. Never raises for a failure of this video: the error is in the result."""
     started = time.monotonic()
+    faults.checkpoint("assembly", facts.video_id, node=_node_id())
     try:
         storage.remove_stale_staging(facts.output)  # an earlier attempt killed mid-way
         if facts.tensor:
@@ -68,6 +69,10 @@ def assemble_video(facts: VideoFacts) -> Assembled:
         error_message=result.error_message,
         seconds=time.monotonic() - started,
     )
+
+
+def _node_id() -> str:
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def _write_table(facts: VideoFacts) -> int:

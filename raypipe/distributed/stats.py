@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from raypipe import storage
 
 _CHUNK_FIELDS = (
     "chunk_id", "video_id", "index", "n_frames",
@@ -60,10 +61,7 @@ class RunStats:
         return {"totals": {**d, "fps": self.fps}, "chunks": chunks, "gpu": gpu}
 
     def write(self, path: str) -> None:
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
+        storage.write_text(path, json.dumps(self.to_dict(), indent=2))
 
 
 def gpu_stats(samples: list[dict[str, Any]], notes: list[str], *, uses_gpu: bool) -> dict[str, Any]:

@@ -11,8 +11,8 @@ import pytest
 from conftest import assert_exact, closed_port, lossless_cli_args, lossless_options
 
 import raypipe
+from raypipe.archive_report import read_report
 from raypipe.cli import main
-from raypipe.distributed.archive import read_report
 from raypipe.testing import (
     write_audio_only,
     write_corrupt_packets,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,48 +10,28 @@ import ray
 from conftest import assert_exact, lossless_cli_args, lossless_options
 
 import raypipe
+from raypipe.archive_report import read_report
 from raypipe.cli import main
-from raypipe.distributed.archive import read_report
 from raypipe.testing import write_text_as_video
-
-SECRET = "raypipe-test-secret-7f3a9c"  # must never appear in output, logs or reports
+from raypipe.testing.s3 import SECRET, moto_s3
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[object]:
-    """moto's S3 server on 127.0.0.1, credentials and endpoint in the environment (so Ray
-    workers get them too), and a local Ray started after that."""
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "raypipe-test-key",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "FSSPEC_S3": json.dumps({"endpoint_url": endpoint}),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import fsspec.config
-
-    fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = endpoint
-    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
-    fs.mkdir("videos")
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield fs
-    ray.shutdown()
-    fsspec.config.conf["s3"].pop("endpoint_url", None)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    server.stop()
+    """moto's S3 server (:func:`raypipe.testing.s3.moto_s3`), then a local Ray, whose
+    workers inherit its credentials and endpoint."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    with moto_s3("videos") as server:
+        if ray.is_initialized():
+            ray.shutdown()
+        ray.init(
+            address="local", num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False
+        )
+        try:
+            yield server.fs
+        finally:
+            ray.shutdown()
 
 
 def test_archive_from_and_to_s3(

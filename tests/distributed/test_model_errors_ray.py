@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from conftest import assert_exact_to, lossless_cli_args
 
+from raypipe.archive_report import read_report
 from raypipe.cli import main
-from raypipe.distributed.archive import read_report
 from raypipe.infer import FrameModel
 from raypipe.infer.padding import padded_size
 from raypipe.testing import ClipSpec, make_clip, models

@@ -1,8 +1,11 @@
-"""Two Ray nodes on one machine (ray.cluster_utils.Cluster): chunks run on both, output exact."""
+"""Two Ray nodes on one machine (ray.cluster_utils.Cluster): chunks run on both, output exact;
+with the output on object storage (moto's S3 server), segments go there from the encode
+tasks and the video is assembled by a Ray task, not by the driver."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +15,38 @@ from conftest import assert_exact, lossless_options
 from ray.cluster_utils import Cluster
 
 import raypipe
+from raypipe.distributed.planning import work_dir_for
+from raypipe.distributed.stages import SEGMENT_SUFFIX
+from raypipe.faults import RECORD_ENV
+from raypipe.media.probe import make_video_id
+from raypipe.testing.s3 import S3, moto_s3
 
 
 @pytest.fixture(scope="module")
-def two_nodes() -> Iterator[Cluster]:
+def s3() -> Iterator[S3 | None]:
+    """moto's S3 server, started before the nodes so their workers inherit its endpoint
+    and credentials (``None`` without moto/s3fs: the S3 test skips)."""
+    try:
+        import moto.server  # noqa: F401
+        import s3fs  # noqa: F401
+    except ImportError:
+        yield None
+        return
+    with moto_s3("bucket") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def attempts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every fault hook reached records itself here (raypipe.faults), in every process."""
+    path = tmp_path_factory.mktemp("attempts")
+    os.environ[RECORD_ENV] = str(path)
+    yield path
+    os.environ.pop(RECORD_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(s3: S3 | None, attempts: Path) -> Iterator[Cluster]:
     if ray.is_initialized():
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 1})
@@ -46,3 +77,38 @@ def test_chunks_run_on_both_nodes_and_output_is_exact(
     assert {c["infer_node"] for c in chunks} == nodes, "inference did not use both nodes"
     assert len({c["actor_id"] for c in chunks}) == 2
     assert_exact(clips["open_gop"], out, "builtin:sharpen")
+
+
+def test_segments_on_object_storage_and_assembly_off_the_driver(
+    two_nodes: Cluster, s3: S3 | None, attempts: Path, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    if s3 is None:
+        pytest.skip("needs moto[server] and s3fs")
+    source = clips["bframes_aac"]
+    output = "s3://bucket/out/video.mp4"
+    stats = raypipe.process_video(
+        str(source), output, model="builtin:invert", chunk_frames=6, **lossless_options(),
+        quiet=True,
+    )  # fmt: skip
+    local = tmp_path / "video.mp4"
+    s3.fs.get("bucket/out/video.mp4", str(local))
+    assert_exact(source, local, "builtin:invert")  # audio included
+    # every segment was PUT into the work directory on S3 (by the encode tasks: the driver
+    # never sees their bytes), and the work directory is gone
+    work_key = work_dir_for(output).removeprefix("s3://")
+    puts = {r.split()[1] for r in s3.requests if r.startswith("PUT ") and SEGMENT_SUFFIX in r}
+    assert len({p for p in puts if p.startswith(f"/{work_key}/")}) == stats.chunks > 1
+    assert not s3.fs.exists(work_key)
+    assert all(c["encode_pid"] not in (0, os.getpid()) for c in stats.chunk_stats)
+    # assembly ran once, in a Ray worker process on one of the nodes, not in the driver
+    video_id = make_video_id(str(source))
+    records = [name.rsplit(".", 4) for name in os.listdir(attempts)]
+    runs = [
+        (node, pid)
+        for key, stage, node, pid, _ in records
+        if (key, stage) == (video_id, "assembly")
+    ]
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(runs) == 1
+    node, pid = runs[0]
+    assert node in nodes and int(pid) != os.getpid()

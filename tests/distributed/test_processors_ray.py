@@ -12,8 +12,8 @@ import pytest
 from conftest import assert_exact_to, lossless_cli_args
 
 import raypipe
+from raypipe.archive_report import read_report
 from raypipe.cli import main
-from raypipe.distributed.archive import read_report
 from raypipe.errors import ProcessorError
 from raypipe.examples.processors import Redact, RegionChain, RegionScores
 from raypipe.infer.processors import apply_processor

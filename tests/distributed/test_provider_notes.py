@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from raypipe.distributed.archive import ArchiveReport, _stats_doc
+from raypipe.archive_report import ArchiveReport, stats_doc
 from raypipe.distributed.stats import RunStats, chunk_record, take_provider_notes
 from raypipe.infer.provider_check import check_gpu_stack, provider_notes
 from raypipe.infer.session import CPU, CUDA, TENSORRT
@@ -32,7 +32,7 @@ def test_archive_stats_keep_the_notes_in_totals() -> None:
     records = [chunk_record(_row(i, [TRT])) for i in range(2)]
     report = ArchiveReport(rows=[], path="r.parquet", chunk_stats=records)
     report.provider_notes = take_provider_notes(report.chunk_stats)
-    doc = _stats_doc(report, workers=1)
+    doc = stats_doc(report, workers=1)
     assert doc["totals"]["provider_notes"] == [TRT]
     assert all("provider_notes" not in c for c in doc["chunks"])
 

@@ -150,7 +150,7 @@ def test_fixed_size_model_refuses_padding() -> None:
 
 
 def test_load_model_applies_the_run_override() -> None:
-    from raypipe.distributed.pipeline import load_model
+    from raypipe.distributed.setup import load_model
 
     loaded = load_model(build_run_config(model="builtin:invert", pad_multiple=16))
     assert loaded.spec is not None and loaded.spec.pad_multiple == 16

@@ -261,7 +261,7 @@ def test_the_reuse_key_follows_the_processors_identity(tmp_path: Path) -> None:
     edit of its file) makes earlier segments and outputs stale."""
     from raypipe.config import build_run_config
     from raypipe.distributed.cluster import ActorPlan
-    from raypipe.distributed.pipeline import load_model, run_key
+    from raypipe.distributed.setup import load_model, run_key
 
     actors = ActorPlan(workers=1, num_gpus=0.0, num_cpus=1.0, intra_op_threads=1)
 

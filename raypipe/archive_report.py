@@ -1,0 +1,173 @@
+"""An archive run's report: one row per input video, as Parquet, a terminal table and the
+numbers behind the run report figure (:mod:`raypipe.report` draws it).
+
+Kept apart from the Ray pipeline: reading, printing and drawing a report needs neither Ray
+nor a cluster (``raypipe report``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from raypipe import storage
+
+if TYPE_CHECKING:
+    from raypipe.distributed.planning import VideoResult
+
+EXIT_ALL_DONE = 0
+EXIT_SOME_FAILED = 3
+REPORT_NAME = "_raypipe-report.parquet"
+REPORT_EVERY_S = 10.0
+REPORT_COLUMNS = (
+    "uri", "status", "error_type", "error_message", "frames_in", "frames_out", "chunks",
+    "reused_chunks", "note", "attempts", "seconds", "output",
+)  # fmt: skip
+
+
+@dataclass
+class ArchiveReport:
+    """The outcome of an archive run: one row per input video."""
+
+    rows: list[dict[str, Any]]
+    path: str
+    wall_seconds: float = 0.0
+    chunk_stats: list[dict[str, Any]] = field(default_factory=list)
+    provider_notes: list[str] = field(default_factory=list)
+    gpu: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.rows if r["status"] == status)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SOME_FAILED if self.count("failed") else EXIT_ALL_DONE
+
+
+class ReportJournal:
+    """The report's rows as videos finish, written to the report path (atomically) when
+    the first video ends and then at most every :data:`REPORT_EVERY_S`, so a crash keeps
+    the rows of the videos finished before it."""
+
+    def __init__(self, path: str, previous: dict[str, int], order: dict[str, int]) -> None:
+        self.path, self.previous, self.order = path, previous, order
+        self._rows: list[dict[str, Any]] = []
+        self._written = -float("inf")
+
+    def add(self, result: VideoResult) -> None:
+        self._rows.append(report_row(result, self.previous))
+        if time.monotonic() - self._written >= REPORT_EVERY_S:
+            write_report(ArchiveReport(rows=self.rows(), path=self.path))
+            self._written = time.monotonic()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows so far, in input order."""
+        return sorted(self._rows, key=lambda r: self.order.get(r["uri"], len(self.order)))
+
+
+def report_row(result: VideoResult, previous: dict[str, int]) -> dict[str, Any]:
+    attempts = previous.get(result.uri, 0) + (0 if result.status == "skipped" else 1)
+    return {
+        "uri": result.uri,
+        "status": result.status,
+        "error_type": result.error_type,
+        "error_message": result.error_message,
+        "frames_in": result.frames_in,
+        "frames_out": result.frames_out,
+        "chunks": result.chunks,
+        "reused_chunks": result.reused_chunks,
+        "note": result.note,
+        "attempts": max(attempts, 1),
+        "seconds": round(result.seconds, 3),
+        "output": result.output if result.status != "failed" else "",
+    }
+
+
+def previous_attempts(report_path: str) -> dict[str, int]:
+    if not storage.exists(report_path):
+        return {}
+    try:
+        return {r["uri"]: int(r["attempts"]) for r in read_report(report_path)}
+    except Exception:  # noqa: BLE001 - an unreadable old report only loses attempt counts
+        return {}
+
+
+def write_report(report: ArchiveReport) -> None:
+    """Write the report as Parquet, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = (
+        pa.Table.from_pylist(report.rows, schema=_schema())
+        if report.rows
+        else _schema().empty_table()
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    storage.write_bytes(report.path, sink.getvalue().to_pybytes())
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    ints = ("frames_in", "frames_out", "chunks", "reused_chunks", "attempts")
+    return pa.schema(
+        [
+            (c, pa.int64() if c in ints else pa.float64() if c == "seconds" else pa.string())
+            for c in REPORT_COLUMNS
+        ]
+    )
+
+
+def read_report(path: str) -> list[dict[str, Any]]:
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist()
+
+
+def format_report(rows: list[dict[str, Any]], *, width: int = 100) -> str:
+    """The report as a terminal table, failures with their error."""
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "skipped", "failed")}
+    lines = [f"{'status':<8} {'frames':>7} {'chunks':>6} {'secs':>7}  uri"]
+    for r in rows:
+        lines.append(
+            f"{r['status']:<8} {r['frames_out']:>7} {r['chunks']:>6} "
+            f"{r['seconds']:>7.1f}  {r['uri']}"
+        )
+        details = [r.get("note") or ""]
+        if r["status"] == "failed":
+            details.insert(0, f"{r['error_type']}: {r['error_message']}")
+        for detail in filter(None, details):
+            lines.append(" " * 9 + (detail if len(detail) < width else detail[: width - 3] + "..."))
+    lines.append(
+        f"{len(rows)} videos: {counts['done']} done, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed"
+    )
+    return "\n".join(lines)
+
+
+def run_report_path(report_path: str) -> str:
+    """Where an archive's run report PNG goes: next to its Parquet report."""
+    return report_path.removesuffix(".parquet") + ".png"
+
+
+def stats_doc(report: ArchiveReport, workers: int) -> dict[str, Any]:
+    frames = sum(r["frames_out"] for r in report.rows if r["status"] == "done")
+    return {
+        "totals": {
+            "videos": len(report.rows),
+            "done": report.count("done"),
+            "skipped": report.count("skipped"),
+            "failed": report.count("failed"),
+            "frames": frames,
+            "wall_seconds": report.wall_seconds,
+            "workers": workers,
+            "fps": frames / report.wall_seconds if report.wall_seconds else 0.0,
+            "provider_notes": report.provider_notes,
+        },
+        "chunks": report.chunk_stats,
+        "gpu": report.gpu,
+    }

@@ -1,0 +1,147 @@
+"""What every run does before its dataset, shared by :func:`~raypipe.process_video`,
+:func:`~raypipe.process_archive` and :mod:`raypipe.data`.
+
+Two steps, so bad settings fail before the cluster is touched:
+
+1. :func:`load_run` (on the driver, no cluster): the model's bytes and spec with the run's
+   overrides, or the processor, checked; the encoder checked.
+2. :func:`start_run` (connects): the NVENC fallback resolved where encode tasks run, the
+   actor plan and the run's reuse key (:mod:`raypipe.reuse`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+
+from raypipe import storage
+from raypipe.config import RunConfig
+from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
+from raypipe.distributed.workload import LoadedModel
+from raypipe.errors import ConfigError, OutputExistsError
+from raypipe.infer.models import FrameModel, resolve_model_and_spec
+from raypipe.infer.processor_refs import processor_ref
+from raypipe.infer.simulated import is_simulated, parse_hold_seconds
+from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
+from raypipe.media.mux import container_refuses, output_format
+from raypipe.media.probe import make_video_id
+from raypipe.media.source import is_local
+from raypipe.reuse import ReuseKey, reuse_key
+
+log = logging.getLogger("raypipe")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartedRun:
+    """A run ready for its dataset: settings (encoder resolved), actors, reuse key."""
+
+    cfg: RunConfig
+    model: LoadedModel
+    actors: ActorPlan
+    key: ReuseKey
+
+
+def load_run(cfg: RunConfig) -> LoadedModel:
+    """Step 1: the model (or processor) loaded and checked, and the encoder checked unless
+    the model outputs tables. Raises typed errors; touches no cluster."""
+    model = load_model(cfg)
+    if not model.tensor:
+        check_encoder(cfg.encode)
+    return model
+
+
+def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
+    """Step 2: connect to (or start) Ray, resolve the encoder on the cluster, plan the
+    actors and compute the run's reuse key."""
+    connect(cfg.runtime)
+    if not model.tensor:
+        cfg = resolve_encoder(cfg)
+    actors = plan_actors(cfg.runtime, cfg.model)
+    return StartedRun(cfg=cfg, model=model, actors=actors, key=run_key(cfg, model, actors))
+
+
+def resolve_encoder(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with an NVENC codec replaced by its software fallback when NVENC cannot run
+    where encode tasks run (probed in a Ray task on the cluster), saying so once."""
+    if not is_nvenc(cfg.encode.codec):
+        return cfg
+    import ray
+
+    problem = ray.get(ray.remote(num_cpus=0)(nvenc_problem).remote(cfg.encode.codec))
+    if problem is None:
+        return cfg
+    encode, message = nvenc_fallback(cfg.encode, problem)
+    log.warning(message)
+    return dataclasses.replace(cfg, encode=encode)
+
+
+def run_key(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> ReuseKey:
+    """The reuse key of a run with ``model`` on ``actors`` (:func:`raypipe.reuse.reuse_key`;
+    a processor's part is its :func:`~raypipe.infer.processor_refs.processor_identity`)."""
+    return reuse_key(
+        cfg,
+        model_bytes=model.data,
+        spec=model.spec,
+        uses_gpu=actors.uses_gpu,
+        processor=model.processor.identity if model.processor is not None else "",
+    )
+
+
+def load_model(cfg: RunConfig) -> LoadedModel:
+    """The model's bytes and spec (sidecar or built-in, with the run's tile/resize/padding
+    overrides), checked on the driver so a model that does not load fails here, typed,
+    before any cluster work starts. Simulated accelerators have no bytes. A processor is
+    loaded and checked here too (its class, its declared output), but its ``setup`` runs
+    in the actors only."""
+    if cfg.model.processor is not None:
+        ref = processor_ref(cfg.model.processor)
+        _check_sampling(cfg, tensor=ref.output == "tensor")
+        return LoadedModel(data=b"", spec=None, tensor=ref.output == "tensor", processor=ref)
+    if is_simulated(cfg.model.model):
+        parse_hold_seconds(cfg.model.model)
+        return LoadedModel(data=b"", spec=None, tensor=False)
+    data, _, spec = resolve_model_and_spec(cfg.model.model)
+    if cfg.model.tile is not None:
+        spec = dataclasses.replace(spec, tile=cfg.model.tile)
+    if cfg.model.tile_overlap is not None:
+        spec = dataclasses.replace(spec, tile_overlap=cfg.model.tile_overlap)
+    if cfg.model.resize is not None:
+        spec = dataclasses.replace(spec, resize=cfg.model.resize)
+    if cfg.model.pad_multiple is not None:
+        spec = dataclasses.replace(spec, pad_multiple=cfg.model.pad_multiple)
+    tensor = FrameModel(data, spec=spec, device="cpu").output_kind == "tensor"
+    _check_sampling(cfg, tensor=tensor)
+    return LoadedModel(data=data, spec=spec, tensor=tensor)
+
+
+def _check_sampling(cfg: RunConfig, *, tensor: bool) -> None:
+    if cfg.chunk.samples and not tensor:
+        raise ConfigError(
+            "frame sampling (every_n_frames / sample_fps) is for models that output tensors; "
+            "a model that outputs frames must see every frame of the video"
+        )
+
+
+def table_output(output_dir: str, uri: str) -> str:
+    """Where an analysis run writes ``uri``'s table: one Parquet partition per video."""
+    return storage.join(output_dir, f"video_id={make_video_id(uri)}", "part-0.parquet")
+
+
+def check_output(
+    output: str, *, overwrite: bool, tensor: bool = False, codec: str | None = None
+) -> None:
+    """Fail before any work when ``output`` cannot be written, cannot hold video encoded by
+    ``codec``, or exists already."""
+    if not tensor:
+        output_format(output)
+        refused = container_refuses(output, codec) if codec else ""
+        if refused:
+            raise ConfigError(f"output '{output}': {refused}")
+    if is_local(output) and not tensor:
+        parent = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(parent):
+            raise ConfigError(f"output directory '{parent}' does not exist; create it first")
+    if storage.exists(output) and not overwrite:
+        raise OutputExistsError(f"output '{output}' exists; pass --overwrite to replace it")
