@@ -118,8 +118,8 @@ def _model_bytes(precision: str) -> bytes:
 
 def _session(row: Row, data: bytes, shape: tuple[int, ...], cache_dir: str, dry_run: bool) -> Any:
     """The session of ``row`` (on the CPU in a dry run) and how long it took to start."""
-    from raypipe.infer.gpu_options import cuda_options, profile_shapes, tensorrt_options
     from raypipe.infer.session import CUDA, TENSORRT, create_session
+    from raypipe.infer.trt.options import cuda_options, profile_shapes, tensorrt_options
 
     if dry_run or row.provider == "cpu":
         return create_session(data, device="cpu")
@@ -284,9 +284,9 @@ def _engine_cache(
     """TensorRT's engine through raypipe's cache: a cold start (build + publish, or a hit
     when ``--cache`` already has it), then a warm one into a new local directory that must
     not build. Returns the timings and the warm directory to run from."""
-    from raypipe.infer.engine_cache import EngineCache
-    from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
-    from raypipe.infer.gpu_options import profile_shapes
+    from raypipe.infer.trt.cache import EngineCache
+    from raypipe.infer.trt.key import engine_key_for, tensorrt_builder
+    from raypipe.infer.trt.options import profile_shapes
 
     profile = profile_shapes("input", shape[0], shape[2], shape[3])
     key = engine_key_for(hashlib.sha256(data).hexdigest(), precision=precision, profile=profile)

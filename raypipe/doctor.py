@@ -134,8 +134,8 @@ def _gpus() -> dict[str, Any]:
 
 
 def _engine_cache(engine_cache: str | None) -> dict[str, Any]:
-    from raypipe.infer.engine_cache import DEFAULT_LOCAL_ROOT
-    from raypipe.infer.gpu import engine_cache_url
+    from raypipe.infer.trt.cache import DEFAULT_LOCAL_ROOT
+    from raypipe.infer.trt.providers import engine_cache_url
 
     given = engine_cache or engine_cache_from_env()
     url = engine_cache_url(given)

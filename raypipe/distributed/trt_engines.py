@@ -58,9 +58,9 @@ def _build_here(
     precision: str,
     layout: str,
 ) -> list[dict[str, Any]]:
-    from raypipe.infer.engine_cache import EngineCache
-    from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
-    from raypipe.infer.gpu_options import profile_shapes
+    from raypipe.infer.trt.cache import EngineCache
+    from raypipe.infer.trt.key import engine_key_for, tensorrt_builder
+    from raypipe.infer.trt.options import profile_shapes
 
     name = input_name_of(model_bytes)
     built = []

@@ -4,7 +4,7 @@
 (``auto``/``cpu``/``gpu``), whether the actor holds a GPU, precision, engine cache, batch
 size, CPU threads and the actor's GPU memory budget. :meth:`SessionSettings.provider_setup`
 gives the providers and options for one model: on a GPU actor TensorRT with an engine from
-the shared cache (:func:`raypipe.infer.gpu.prepare_gpu_providers`, which needs the frame
+the shared cache (:func:`raypipe.infer.trt.providers.prepare_gpu_providers`, which needs the frame
 size for its shape profile), else CUDA; on CPU the CPU provider.
 :func:`raypipe.infer.session.create_session` then builds it, reads back the providers ONNX
 Runtime granted and fails loudly when ``gpu`` was asked for and the CPU was granted.
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from raypipe.errors import ConfigError
-from raypipe.infer.gpu import ProviderSetup, prepare_gpu_providers
-from raypipe.infer.gpu_options import cuda_options
 from raypipe.infer.session import CPU, CUDA, TENSORRT, granted_providers, import_onnxruntime
+from raypipe.infer.trt.options import cuda_options
+from raypipe.infer.trt.providers import ProviderSetup, prepare_gpu_providers
 
 
 def input_name_of(model_bytes: bytes) -> str:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raypipe.errors import ConfigError
-from raypipe.infer.gpu_options import int_at_least
 from raypipe.infer.session import GPU_PROVIDERS, granted_providers, import_onnxruntime
+from raypipe.infer.trt.options import int_at_least
 
 if TYPE_CHECKING:
     import onnxruntime

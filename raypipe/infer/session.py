@@ -15,7 +15,7 @@ ONNX Runtime's CUDA and TensorRT providers find them.
 Inside a Ray actor ``CUDA_VISIBLE_DEVICES`` holds the actor's GPU only, so GPU providers
 always get ``device_id=0``.
 
-GPU provider options come from :mod:`raypipe.infer.gpu_options` (``tensorrt_options``,
+GPU provider options come from :mod:`raypipe.infer.trt.options` (``tensorrt_options``,
 ``cuda_options``, shape profiles) and are passed as
 ``create_session(..., provider_options={TENSORRT: ..., CUDA: ...})``.
 :class:`raypipe.infer.iobinding.IOBindingRunner` keeps persistent device buffers per input

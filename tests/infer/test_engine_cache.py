@@ -24,9 +24,9 @@ import fsspec
 import pytest
 
 from raypipe.errors import ConfigError, DeviceUnavailableError, EngineCacheError, RaypipeError
-from raypipe.infer.engine_cache import EngineCache
-from raypipe.infer.engine_files import MANIFEST, flock
-from raypipe.infer.engine_key import EngineKey
+from raypipe.infer.trt.cache import EngineCache
+from raypipe.infer.trt.files import MANIFEST, flock
+from raypipe.infer.trt.key import EngineKey
 
 KEY = EngineKey(
     model_sha256=hashlib.sha256(b"model").hexdigest(),
@@ -453,8 +453,8 @@ def test_s3_two_processes_race_one_build(s3: dict[str, Any], tmp_path: Path) -> 
 
 def test_tensorrt_builder_without_a_gpu_fails_typed_and_publishes_nothing(tmp_path: Path) -> None:
     from raypipe.infer import builtin_bytes, cuda_available
-    from raypipe.infer.engine_key import tensorrt_builder
-    from raypipe.infer.gpu_options import profile_shapes
+    from raypipe.infer.trt.key import tensorrt_builder
+    from raypipe.infer.trt.options import profile_shapes
 
     if cuda_available():
         pytest.skip("this machine has a CUDA device")
@@ -470,8 +470,8 @@ def test_tensorrt_builder_without_a_gpu_fails_typed_and_publishes_nothing(tmp_pa
 
 def test_engine_key_for_without_a_gpu_says_so() -> None:
     from raypipe.infer import cuda_available
-    from raypipe.infer.engine_key import engine_key_for
-    from raypipe.infer.gpu_options import profile_shapes
+    from raypipe.infer.trt.key import engine_key_for
+    from raypipe.infer.trt.options import profile_shapes
 
     if cuda_available():
         pytest.skip("this machine has a CUDA device")
@@ -484,10 +484,10 @@ def test_gpu_build_once_then_every_session_loads_the_cached_engine(tmp_path: Pat
     import numpy as np
 
     from raypipe.infer import create_session, granted_providers
-    from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
-    from raypipe.infer.gpu_options import profile_shapes, tensorrt_options
     from raypipe.infer.heavy import build_superres
     from raypipe.infer.session import CUDA, TENSORRT
+    from raypipe.infer.trt.key import engine_key_for, tensorrt_builder
+    from raypipe.infer.trt.options import profile_shapes, tensorrt_options
 
     data = build_superres(channels=16, blocks=2).SerializeToString()
     profile = profile_shapes("input", 2, 64, 96)

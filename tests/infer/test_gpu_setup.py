@@ -7,8 +7,8 @@ import hashlib
 import pytest
 
 from raypipe.infer.builtin import builtin_bytes
-from raypipe.infer.gpu import prepare_gpu_providers
 from raypipe.infer.session import CPU, CUDA, TENSORRT, create_session, granted_providers
+from raypipe.infer.trt.providers import prepare_gpu_providers
 
 
 def _setup(device: str, **kw: object):  # type: ignore[no-untyped-def]

@@ -18,9 +18,9 @@ import pytest
 
 from raypipe.errors import ConfigError, DeviceUnavailableError
 from raypipe.infer import builtin_bytes, create_session, cuda_available, granted_providers
-from raypipe.infer.gpu_options import check_profile, cuda_options, profile_shapes, tensorrt_options
 from raypipe.infer.iobinding import IOBindingRunner, run_with_iobinding
 from raypipe.infer.session import CPU, CUDA, TENSORRT, cuda_device
+from raypipe.infer.trt.options import check_profile, cuda_options, profile_shapes, tensorrt_options
 
 PROFILE = profile_shapes("input", 8, 1080, 1920)
 

@@ -52,7 +52,7 @@ from typing import Any
 import fsspec
 
 from raypipe.errors import ConfigError, EngineCacheError, RaypipeError
-from raypipe.infer.engine_files import (
+from raypipe.infer.trt.files import (
     MANIFEST,
     EntryState,
     copy_hashing,
@@ -66,7 +66,7 @@ from raypipe.infer.engine_files import (
     parse_manifest,
     write_json_durably,
 )
-from raypipe.infer.engine_key import EngineKey
+from raypipe.infer.trt.key import EngineKey
 
 logger = logging.getLogger("raypipe.infer")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from raypipe.errors import EngineCacheError
-from raypipe.infer.engine_key import FORMAT, SHA256_HEX, EngineKey
+from raypipe.infer.trt.key import FORMAT, SHA256_HEX, EngineKey
 
 MANIFEST = "MANIFEST.json"
 CHUNK_BYTES = 8 << 20

@@ -1,7 +1,7 @@
 """What a serialized TensorRT engine depends on (:class:`EngineKey`), this GPU's key, and a
 ``build`` function that makes TensorRT build and write an engine (GPU only).
 
-One :class:`raypipe.infer.engine_cache.EngineCache` entry per key: an engine built for one
+One :class:`raypipe.infer.trt.cache.EngineCache` entry per key: an engine built for one
 GPU, TensorRT, ORT or CUDA version, precision or shape profile is never handed to another.
 This module imports neither ``ray`` nor ``onnxruntime`` at import time.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from raypipe.errors import ConfigError, DeviceUnavailableError
-from raypipe.infer.gpu_options import PRECISIONS
+from raypipe.infer.trt.options import PRECISIONS
 
 FORMAT = "raypipe-engine-cache/1"
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -28,7 +28,7 @@ class EngineKey:
 
     ``profile`` is the TensorRT shape profile as the EP options spell it, e.g.
     ``"input:1x3x1080x1920|input:8x3x1080x1920|input:8x3x1080x1920"`` (min|opt|max, see
-    :func:`raypipe.infer.gpu_options.profile_shapes`).
+    :func:`raypipe.infer.trt.options.profile_shapes`).
     """
 
     model_sha256: str
@@ -102,10 +102,10 @@ def engine_key_for(
     GPU name and compute capability come from the CUDA driver (device 0 is a Ray actor's own
     GPU), the CUDA version from the onnxruntime-gpu build (else the driver's), TensorRT's from
     :func:`tensorrt_version`. ``profile`` is (min, opt, max) from
-    :func:`raypipe.infer.gpu_options.profile_shapes`.
+    :func:`raypipe.infer.trt.options.profile_shapes`.
     """
-    from raypipe.infer.gpu_options import check_profile
     from raypipe.infer.session import cuda_device, import_onnxruntime
+    from raypipe.infer.trt.options import check_profile
 
     device = cuda_device(device_id)
     ort = import_onnxruntime()
@@ -143,8 +143,8 @@ def tensorrt_builder(
     """
     import numpy as np
 
-    from raypipe.infer.gpu_options import check_profile, parse_shapes, tensorrt_options
     from raypipe.infer.session import CUDA, TENSORRT, create_session, granted_providers
+    from raypipe.infer.trt.options import check_profile, parse_shapes, tensorrt_options
 
     low, opt, _ = check_profile(profile)
     dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}

@@ -103,7 +103,7 @@ def tensorrt_options(
     when a later input falls outside it). ``builder_optimization_level``: 0-5, TensorRT's
     default 3 (lower builds faster, runs slower). ``workspace_bytes``: TensorRT's scratch
     memory limit (``set_memory_pool_limit`` under the hood; 1-4 GiB is typical).
-    ``cache_dir`` must be a local directory (see :class:`raypipe.infer.engine_cache.EngineCache`).
+    ``cache_dir`` must be a local directory (see :class:`raypipe.infer.trt.cache.EngineCache`).
     """
     if not isinstance(cache_dir, str) or not cache_dir:
         raise ConfigError(f"cache_dir must be a local directory path, got {cache_dir!r}")

@@ -3,7 +3,7 @@ else CUDA, with a per-actor memory budget.
 
 Called once per actor, inside it (Ray has set ``CUDA_VISIBLE_DEVICES``: device 0 is the
 actor's GPU). With TensorRT available the engine for (model, GPU, versions, precision,
-shape profile) comes from :class:`raypipe.infer.engine_cache.EngineCache`: built once per
+shape profile) comes from :class:`raypipe.infer.trt.cache.EngineCache`: built once per
 key across the cluster, copied to local disk, and handed to the TensorRT provider as its
 engine cache directory, so the actor's warm-up batch loads an engine instead of building
 one. Without TensorRT (or when its build fails and the device is ``auto``) the CUDA
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raypipe.errors import DeviceUnavailableError, RaypipeError
-from raypipe.infer.gpu_options import cuda_options, profile_shapes, tensorrt_options
 from raypipe.infer.libraries import preload_gpu_libraries
 from raypipe.infer.session import CPU, CUDA, TENSORRT, import_onnxruntime
+from raypipe.infer.trt.options import cuda_options, profile_shapes, tensorrt_options
 
 log = logging.getLogger("raypipe.infer")
 
@@ -98,8 +98,8 @@ def _engine_dir(
     profile: tuple[str, str, str],
     engine_cache: str | None,
 ) -> str:
-    from raypipe.infer.engine_cache import EngineCache
-    from raypipe.infer.engine_key import engine_key_for, tensorrt_builder
+    from raypipe.infer.trt.cache import EngineCache
+    from raypipe.infer.trt.key import engine_key_for, tensorrt_builder
 
     key = engine_key_for(model_sha256, precision=precision, profile=profile)
     url = engine_cache_url(engine_cache)
