@@ -89,7 +89,14 @@ def process_archive(
     key = run_key(cfg, model, actors)
     order = {job.uri: i for i, job in enumerate(jobs)}
     planned = sorted(  # chunks enter the pipeline in input order, whatever planned first
-        plan_all(jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor),
+        plan_all(
+            jobs,
+            cfg.chunk,
+            resume=resume,
+            key=key,
+            tensor=model.tensor,
+            temporal=model.temporal,
+        ),
         key=lambda p: order.get(p.job.uri, len(order)),
     )
     total = sum(p.n_frames for p in planned if p.result is None)

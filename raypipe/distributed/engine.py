@@ -27,6 +27,7 @@ from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.stages import Row, chunk_row
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import RaypipeError
+from raypipe.infer.temporal import NONE, Temporal
 from raypipe.media.encode import fidelity_notes
 from raypipe.media.mux import assemble, output_format
 from raypipe.media.picture import PictureFormat
@@ -115,13 +116,16 @@ def plan_video(
     resume: bool,
     key: ReuseKey | None,
     tensor: bool = False,
+    temporal: Temporal = NONE,
 ) -> PlannedVideo:
     """Probe and plan one video; decide what a resumed run can skip or reuse. Never raises
     for a bad input: the error goes into the result. ``key``: what makes segments and
     outputs (:mod:`raypipe.reuse`); earlier work is reused only when it records the same key
     and source. ``None`` (a fresh run, no resume): the caller sets ``provenance`` from
     ``source_id`` once it knows the key. ``tensor``: an analysis run, whose output is a
-    Parquet table of the sampled frames."""
+    Parquet table of the sampled frames. ``temporal``: what the model needs around each
+    frame; chunks are planned with that much context, and an interpolating model's output
+    has twice the frames."""
     if resume and key is None:
         raise TypeError("plan_video: a resumed run needs the reuse key")
     started = time.monotonic()
@@ -135,14 +139,16 @@ def plan_video(
         planned.source_id = source_identity(job.uri)
         if key is not None:
             planned.provenance = Provenance.of(key, planned.source_id)
-        plan = plan_chunks(info, chunk)
+        plan = plan_chunks(info, chunk, context=temporal.context)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.picture = info.picture_format
         planned.width, planned.height = planned.picture.upright_size
         keeps: list[list[int] | None] = [None] * len(plan)
         if tensor and chunk.samples:
             keeps = list(chunk_offsets(plan, sampled_indices(info, chunk)))
-        planned.n_out = sum(c.n_frames if k is None else len(k) for c, k in zip(plan.chunks, keeps))
+        planned.n_out = temporal.interpolate * sum(
+            c.n_frames if k is None else len(k) for c, k in zip(plan.chunks, keeps)
+        )
         storage.remove_stale_staging(job.output)
         notes = []
         provenance = planned.provenance
@@ -175,7 +181,13 @@ def plan_video(
         for c in plan.chunks:
             firsts.append(firsts[-1] + c.n_frames)
         planned.rows = [
-            chunk_row(info, c, first_index=firsts[c.index], keep=keeps[c.index])
+            chunk_row(
+                info,
+                c,
+                first_index=firsts[c.index],
+                keep=keeps[c.index],
+                interpolate=temporal.interpolate,
+            )
             for c in plan.chunks
             if c.chunk_id not in skip
         ]
@@ -247,9 +259,14 @@ def _reusable_segments(work_dir: str, provenance: Provenance) -> tuple[set[str],
 
 @ray.remote(num_cpus=0.5)
 def _plan_remote(
-    job: VideoJob, chunk: ChunkConfig, resume: bool, key: ReuseKey, tensor: bool
+    job: VideoJob,
+    chunk: ChunkConfig,
+    resume: bool,
+    key: ReuseKey,
+    tensor: bool,
+    temporal: Temporal,
 ) -> PlannedVideo:
-    return plan_video(job, chunk, resume=resume, key=key, tensor=tensor)
+    return plan_video(job, chunk, resume=resume, key=key, tensor=tensor, temporal=temporal)
 
 
 def plan_all(
@@ -259,6 +276,7 @@ def plan_all(
     resume: bool,
     key: ReuseKey,
     tensor: bool = False,
+    temporal: Temporal = NONE,
     max_in_flight: int = 16,
 ) -> Iterator[PlannedVideo]:
     """Plan ``jobs`` in parallel Ray tasks, at most ``max_in_flight`` at a time."""
@@ -266,7 +284,7 @@ def plan_all(
     queue = iter(jobs)
     while True:
         for job in queue:
-            pending.append(_plan_remote.remote(job, chunk, resume, key, tensor))
+            pending.append(_plan_remote.remote(job, chunk, resume, key, tensor, temporal))
             if len(pending) >= max_in_flight:
                 break
         if not pending:
@@ -450,7 +468,7 @@ class _VideoState:
                     if p.provenance is not None:
                         tags = provenance_tags(p.provenance, output_format(p.job.output))
                     assemble(self._segments(), p.job.output, p.job.uri, tags=tags)
-                    result.frames_out = p.n_frames
+                    result.frames_out = p.n_out or p.n_frames
             except Exception as e:  # noqa: BLE001 - the video fails alone
                 self.error = (type(e).__name__, " ".join(str(e).split()))
         if self.error is not None:
