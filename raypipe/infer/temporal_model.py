@@ -8,7 +8,11 @@ frames last) and returns exactly the chunk's output frames:
 
 - window ``(B, A)``: the context is completed at the video's edges by repeating the
   first/last frame; output ``t`` comes from frames ``t - B .. t + A`` on a time axis or
-  stacked on the channel axis (``window_layout``), ``batch_size`` windows per call;
+  stacked on the channel axis (``window_layout``), ``batch_size`` windows per call. Every
+  call has that batch size (a chunk's last, short batch is padded with its last window and
+  the padding's outputs dropped): ONNX Runtime may round differently for another batch
+  size (its kernels for a reduction differ by shape), and a short batch at a chunk's end
+  would then show where the chunk ends;
 - recurrent: frames go through one at a time (batch 1) in display order; every state input
   starts at zeros and then gets the output named for it in ``state``; the ``before``
   frames are the warm-up and their outputs are dropped. A state input's zeros take its
@@ -194,7 +198,7 @@ class TemporalModel:
             count = min(step, n - start)
             x = preprocess(padded[start : start + count + span - 1], self.spec, self.input_dtype)
             index = np.arange(count)[:, None] + np.arange(span)[None, :]
-            if count < step and self._fixed_batch:  # pad a fixed-batch model's last batch
+            if count < step:  # every call the same batch size (see the module docstring)
                 index = np.concatenate([index, np.repeat(index[-1:], step - count, axis=0)])
             y = self._infer({self.input_name: self._stack(x[index])})[0]
             parts.append(self._frames(y, padded.dtype, padded.shape[1:3])[:count])
