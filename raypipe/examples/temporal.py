@@ -30,7 +30,9 @@ class TemporalMean(Processor):
         span = before + 1 + after
         m = len(frames) - before - after
         x = frames.astype(np.uint32)
-        total = sum(x[k : k + m] for k in range(span))
+        total = x[:m].copy()
+        for k in range(1, span):
+            total += x[k : k + m]
         return ((total + span // 2) // span).astype(frames.dtype)
 
 
