@@ -33,6 +33,13 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _window(text: str) -> tuple[int, int]:
+    before, sep, after = text.partition(",")
+    if not sep or not before.strip().isdigit() or not after.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected B,A (frames before,after), got {text!r}")
+    return int(before), int(after)
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -101,6 +108,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--pad-multiple", type=int, metavar="PX", help="pad to multiples of PX for the model"
+    )
+    p.add_argument(
+        "--window", type=_window, metavar="B,A", help="temporal model: frames before,after each"
+    )
+    p.add_argument(
+        "--warmup-frames", type=int, metavar="K", help="recurrent model: warm-up frames per chunk"
     )
     p.add_argument(
         "--resize",

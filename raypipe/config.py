@@ -70,7 +70,9 @@ class ModelConfig:
     ``precision`` ``fp16`` builds TensorRT engines in FP16. ``engine_cache`` is the shared
     TensorRT engine cache (any fsspec URL, e.g. ``s3://bucket/engines``). ``tile``,
     ``tile_overlap``, ``resize`` and ``pad_multiple`` override the model's
-    :class:`~raypipe.infer.sidecar.ModelSpec` (None: keep the spec's). ``processor`` runs a
+    :class:`~raypipe.infer.sidecar.ModelSpec` (None: keep the spec's), and so do ``window``
+    (frames before and after each output frame of a temporal model) and ``warmup_frames``
+    (frames that warm a recurrent model's state up before each chunk). ``processor`` runs a
     user :class:`raypipe.Processor` instead of ``model``: a subclass, an instance, or a target
     ``path/to/file.py:Class`` / ``package.module:Class`` (checked when the run loads it).
     """
@@ -84,6 +86,8 @@ class ModelConfig:
     tile_overlap: int | None = None
     resize: Literal["none", "stretch", "letterbox"] | None = None  # fixed-size models
     pad_multiple: int | None = None  # override the spec's: pad H and W to multiples (px)
+    window: tuple[int, int] | None = None  # override the spec's: frames (before, after)
+    warmup_frames: int | None = None  # override the spec's: recurrent warm-up frames
     processor: Any = None  # a raypipe.Processor subclass/instance or "file.py:Class" instead
 
     def __post_init__(self) -> None:
@@ -113,6 +117,19 @@ class ModelConfig:
         ):
             raise ConfigError(
                 f"pad_multiple must be an integer >= 1 (px) or None, got {self.pad_multiple!r}"
+            )
+        self._check_temporal()
+
+    def _check_temporal(self) -> None:
+        from raypipe.infer.temporal import check_warmup, check_window
+
+        object.__setattr__(self, "window", check_window(self.window))
+        if self.warmup_frames is not None:
+            object.__setattr__(self, "warmup_frames", check_warmup(self.warmup_frames))
+        if self.processor is not None and (self.window or self.warmup_frames is not None):
+            raise ConfigError(
+                "window and warmup_frames override a model's spec; a processor declares them "
+                "as class attributes (window = (B, A), warmup_frames = K)"
             )
 
 
@@ -208,6 +225,8 @@ _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "tile_overlap": ("model", "tile_overlap"),
     "resize": ("model", "resize"),
     "pad_multiple": ("model", "pad_multiple"),
+    "window": ("model", "window"),
+    "warmup_frames": ("model", "warmup_frames"),
     "processor": ("model", "processor"),
     "codec": ("encode", "codec"),
     "crf": ("encode", "crf"),

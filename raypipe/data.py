@@ -136,11 +136,19 @@ def map_processor(
     actor (default 1 on a cluster with GPUs, else 0; 0.5 puts two actors on a GPU).
     ``config`` gives the other model settings (device, batch size, precision, engine cache,
     ``pad_multiple``, ...). The model or processor is loaded and checked here, on the driver.
+    Temporal models and processors (windows, state, interpolation) are refused: the rows
+    of :func:`read_video_chunks` carry no context frames.
     """
     from raypipe.distributed.setup import load_model
 
     model_config = _model_config(processor, config)
     loaded = load_model(RunConfig(model=model_config))
+    if loaded.temporal.active:
+        raise ConfigError(
+            f"{processor!r} is temporal ({loaded.temporal.describe()}): it needs frames around "
+            "each chunk, which read_video_chunks rows do not carry; run it with "
+            "raypipe.process_video or raypipe.process_archive"
+        )
     connect(RuntimeConfig())
     if num_gpus is None:
         plan = plan_actors(RuntimeConfig(workers=workers), model_config)

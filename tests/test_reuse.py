@@ -45,6 +45,11 @@ SPEC_CHANGES: dict[str, object] = {
     "tile": 64,
     "tile_overlap": 4,
     "pad_multiple": 32,
+    "window": (2, 2),
+    "window_layout": "channels",
+    "state": (("prev", "prev_out"),),
+    "warmup_frames": 4,  # paired with a state below: a warm-up warms a state up
+    "interpolate": 2,
 }
 CHUNK_CHANGES: dict[str, object] = {
     "chunk_frames": 32,
@@ -70,6 +75,11 @@ MODEL_CHANGES: dict[str, object] = {
     "resize": "letterbox",
     "pad_multiple": 16,
 }
+# Temporal overrides of a temporal model's spec: (the model they apply to, another value)
+MODEL_TEMPORAL: dict[str, tuple[str, object]] = {
+    "window": ("builtin:denoise3", (2, 2)),
+    "warmup_frames": ("builtin:ema", 4),
+}
 MODEL_EXCLUDED = {"engine_cache": "/elsewhere"}  # where engines live, not what they compute
 # A processor replaces the model (a config with both is refused): its identity is the key's
 # `processor` part, from pipeline.run_key (tests/infer/test_processors.py checks that).
@@ -91,7 +101,9 @@ def test_every_field_is_covered() -> None:
     assert names(ModelSpec) == set(SPEC_CHANGES)
     assert names(ChunkConfig) == set(CHUNK_CHANGES) | set(CHUNK_EXCLUDED)
     assert names(EncodeConfig) == set(ENCODE_CHANGES)
-    assert names(ModelConfig) == set(MODEL_CHANGES) | set(MODEL_EXCLUDED) | set(MODEL_ELSEWHERE)
+    assert names(ModelConfig) == (
+        set(MODEL_CHANGES) | set(MODEL_TEMPORAL) | set(MODEL_EXCLUDED) | set(MODEL_ELSEWHERE)
+    )
 
 
 @pytest.mark.parametrize("field", sorted(SPEC_CHANGES))
@@ -102,6 +114,8 @@ def test_every_spec_field_changes_the_key(field: str) -> None:
         changes = {"resize": "stretch", "input_size": (64, 64)}
         if field == "input_size":  # same resize, other size
             base = ModelSpec(resize="stretch", input_size=(32, 32))
+    if field == "warmup_frames":  # a warm-up needs a state to warm up
+        base = ModelSpec(state=(("prev", "prev_out"),))
     other = dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
     def key(spec: ModelSpec) -> ReuseKey:
@@ -137,6 +151,14 @@ def test_every_setting_changes_the_key(section: str, field: str, value: object, 
     a, b = _key(BASE), _key(changed)
     assert a.digest != b.digest
     assert b.changed(a.as_dict()) == [part]
+
+
+@pytest.mark.parametrize("field", sorted(MODEL_TEMPORAL))
+def test_temporal_overrides_change_the_spec_part(field: str) -> None:
+    model, value = MODEL_TEMPORAL[field]
+    base = dataclasses.replace(BASE, model=ModelConfig(model=model))
+    changed = dataclasses.replace(BASE, model=ModelConfig(model=model, **{field: value}))
+    assert _key(changed).changed(_key(base).as_dict()) == ["spec"]
 
 
 @pytest.mark.parametrize(("section", "field", "value"), [

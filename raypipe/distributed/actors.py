@@ -7,7 +7,10 @@ and, for a model, runs one warm-up batch so the first chunk does not pay for gra
 optimisation or an engine build (a processor's ``setup`` is its warm-up: user code never
 sees made-up frames); ``__call__`` hands each chunk to it and records where it ran. An image
 model or processor replaces the row's frames; a tensor one turns the chunk into a small
-Parquet table. A GPU actor samples its card's utilisation with NVML and sends the samples
+Parquet table. A temporal model (:class:`~raypipe.infer.temporal_model.TemporalModel`) or
+processor gets the chunk's frames with the context decoded around them and returns the
+chunk's own frames (twice as many when it interpolates); the row's pts become the chunk's
+own. A GPU actor samples its card's utilisation with NVML and sends the samples
 with each chunk. The actor also notes why a better provider was not granted
 (:func:`raypipe.infer.provider_check.provider_notes`: the facts ``raypipe doctor`` shows,
 sent with each chunk into the run stats).
@@ -32,13 +35,21 @@ import ray
 
 from raypipe import faults
 from raypipe.config import engine_cache_from_env
-from raypipe.distributed.stages import EMPTY_FRAMES, error_fields, is_work, tensor_table_bytes
+from raypipe.distributed.stages import (
+    EMPTY_FRAMES,
+    context_counts,
+    error_fields,
+    is_work,
+    own_pts,
+    tensor_table_bytes,
+)
 from raypipe.distributed.workload import ActorJob
 from raypipe.infer.factory import SessionSettings
 from raypipe.infer.models import FrameModel, ModelSpec
 from raypipe.infer.processors import ProcessorContext, ProcessorRunner
 from raypipe.infer.provider_check import provider_notes
 from raypipe.infer.simulated import SimulatedModel, is_simulated
+from raypipe.infer.temporal_model import TemporalModel
 
 DETAIL_CHARS = 8000  # the end of a traceback kept in a row's error_detail
 
@@ -60,18 +71,26 @@ class Runner(Protocol):
     @property
     def providers(self) -> list[str]: ...
 
-    def run(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]: ...
+    def run(
+        self, frames: np.ndarray, *, before: int = 0, after: int = 0
+    ) -> np.ndarray | dict[str, np.ndarray]: ...
     def warmup(self, height: int, width: int) -> None: ...
 
 
 class _ModelRunner:
     def __init__(
-        self, model: FrameModel | SimulatedModel, batch_size: int, *, tensor: bool
+        self, model: FrameModel | TemporalModel | SimulatedModel, batch_size: int, *, tensor: bool
     ) -> None:
         self.model, self.batch_size, self.tensor = model, batch_size, tensor
         self.providers = list(model.providers)
 
-    def run(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    def run(
+        self, frames: np.ndarray, *, before: int = 0, after: int = 0
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        if isinstance(self.model, TemporalModel):
+            return self.model.run(frames, self.batch_size, before=before, after=after)
+        if before or after:
+            raise ValueError(f"a per-frame model takes no context frames, got {before}/{after}")
         if self.tensor:
             return self.model.run_tensors(frames, self.batch_size)  # type: ignore[union-attr]
         return self.model.run(frames, self.batch_size)
@@ -147,10 +166,21 @@ class InferActor:
             return _ModelRunner(SimulatedModel(cfg.model), cfg.batch_size, tensor=False)
         return _ModelRunner(self._load(settings), cfg.batch_size, tensor=self.tensor)
 
-    def _load(self, settings: SessionSettings) -> FrameModel:
+    def _load(self, settings: SessionSettings) -> FrameModel | TemporalModel:
         loaded, warmup_hw = self.job.model, self.job.warmup_hw
         spec = loaded.spec or ModelSpec()
         threads = settings.intra_op_threads
+        if spec.temporal.active:  # whole frames; on a GPU CUDA (no one-frame TRT profile)
+            setup = settings.provider_setup(loaded.data)
+            self.notes.extend(setup.notes)
+            return TemporalModel(
+                loaded.data,
+                spec=spec,
+                device=settings.device,
+                intra_op_threads=threads,
+                providers=setup.providers,
+                provider_options=setup.provider_options,
+            )
         if not settings.uses_gpu or warmup_hw is None:
             return FrameModel(
                 loaded.data, spec=spec, device=settings.device, intra_op_threads=threads
@@ -215,12 +245,15 @@ class InferActor:
             ]
         )
 
-    def _process(self, batch: dict[str, Any], frames: np.ndarray) -> tuple[np.ndarray, bytes]:
-        """The chunk's new frames (image) or Parquet table (tensor); raises its failure."""
+    def _process(
+        self, batch: dict[str, Any], frames: np.ndarray, context: tuple[int, int]
+    ) -> tuple[np.ndarray, bytes]:
+        """The chunk's new frames (image) or Parquet table (tensor); raises its failure.
+        ``context``: frames (before, after) of context around the chunk's own frames."""
         if self.failure is not None:
             raise self.failure
         assert self.runner is not None
-        result = self.runner.run(frames)
+        result = self.runner.run(frames, before=context[0], after=context[1])
         if not self.tensor:
             return result, b""  # type: ignore[return-value]
         row = {k: v[0] for k, v in batch.items() if k != "frames"}
@@ -237,7 +270,10 @@ class InferActor:
         if is_work({"kind": batch["kind"][0], "error_type": batch["error_type"][0]}):
             faults.checkpoint("infer", str(batch["chunk_id"][0]), node=self.node_id)
             try:
-                frames, segment = self._process(batch, frames)
+                context = context_counts({"context": batch["context"][0]})
+                frames, segment = self._process(batch, frames, context)
+                if context != (0, 0):  # the chunk's own pts, without its context's
+                    out["pts"] = own_pts(batch["pts"][0], *context)[None]
             except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
                 out.update({k: np.array([v]) for k, v in error_fields(e).items()})
                 detail = self.failure_detail if e is self.failure else _detail(e)

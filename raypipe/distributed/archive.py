@@ -70,7 +70,9 @@ def process_archive(
     progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
     chunk_log = ChunkLog(spill=True)
     runner = Runner(cfg, chunk_log=chunk_log, on_frames=progress.update)
-    source = archive_source(jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor)
+    source = archive_source(
+        jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor, temporal=model.temporal
+    )
     ds = build_dataset(source, cfg, actors, model, warmup_hw=_warmup_hw(jobs))
     results: list[VideoResult] = []
     journal = ReportJournal(report_path, previous, order)

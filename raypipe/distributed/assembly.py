@@ -58,7 +58,7 @@ def assemble_video(facts: VideoFacts) -> Assembled:
             recorded = Provenance.parse(facts.provenance)
             tags = provenance_tags(recorded, output_format(facts.output)) if recorded else {}
             assemble(segment_uris(facts), facts.output, facts.uri, tags=tags)
-            frames_out = facts.n_frames
+            frames_out = facts.n_out or facts.n_frames  # an interpolating model doubles them
         result = Assembled(frames_out=frames_out)
     except Exception as e:  # noqa: BLE001 - the video fails alone
         result = Assembled(error_type=type(e).__name__, error_message=" ".join(str(e).split()))

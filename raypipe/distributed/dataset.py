@@ -22,6 +22,7 @@ from raypipe.distributed.cluster import ActorPlan
 from raypipe.distributed.planning import PlannedVideo, VideoJob, job_row, plan_stage, video_row
 from raypipe.distributed.stages import decode_stage, encode_stage, store_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
+from raypipe.infer.temporal import NONE, Temporal
 from raypipe.reuse import ReuseKey
 
 
@@ -84,12 +85,20 @@ def video_source(planned: Sequence[PlannedVideo]) -> ray.data.Dataset:
 
 
 def archive_source(
-    jobs: Sequence[VideoJob], chunk: ChunkConfig, *, resume: bool, key: ReuseKey, tensor: bool
+    jobs: Sequence[VideoJob],
+    chunk: ChunkConfig,
+    *,
+    resume: bool,
+    key: ReuseKey,
+    tensor: bool,
+    temporal: Temporal = NONE,
 ) -> ray.data.Dataset:
     """Jobs planned inside the dataset: one plan task per video (probe, chunks, resume
     checks) emits the video's row and its chunk rows, so chunks start as soon as the first
     videos are planned and the driver never holds every chunk row."""
     ds = ray.data.from_items([job_row(j) for j in jobs], override_num_blocks=len(jobs))
-    stage = functools.partial(plan_stage, chunk=chunk, resume=resume, key=key, tensor=tensor)
+    stage = functools.partial(
+        plan_stage, chunk=chunk, resume=resume, key=key, tensor=tensor, temporal=temporal
+    )
     # fewer CPUs than decode: Ray Data does not fuse the two (decode must stay a task per chunk)
     return ds.flat_map(stage, num_cpus=0.5)

@@ -50,6 +50,7 @@ def process_video(
         resume=False,
         key=None,
         tensor=model.tensor,
+        temporal=model.temporal,
     )
     if planned.result is not None:  # the input failed to probe or plan
         raise error_of(planned.result)

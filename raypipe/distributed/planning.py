@@ -21,6 +21,7 @@ from raypipe import errors, storage
 from raypipe.config import ChunkConfig
 from raypipe.distributed.stages import Row, chunk_row, placeholder_row
 from raypipe.errors import RaypipeError
+from raypipe.infer.temporal import NONE, Temporal
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import chunk_offsets, plan_chunks, sampled_indices
 from raypipe.media.probe import make_video_id, probe
@@ -113,13 +114,16 @@ def plan_video(
     resume: bool,
     key: ReuseKey | None,
     tensor: bool = False,
+    temporal: Temporal = NONE,
 ) -> PlannedVideo:
     """Probe and plan one video; decide what a resumed run can skip or reuse. Never raises
     for a bad input: the error goes into the result. ``key``: what makes segments and
     outputs (:mod:`raypipe.reuse`); earlier work is reused only when it records the same key
     and source. ``None`` (a fresh run, no resume): the caller sets ``provenance`` from
     ``source_id`` once it knows the key. ``tensor``: an analysis run, whose output is a
-    Parquet table of the sampled frames."""
+    Parquet table of the sampled frames. ``temporal``: what the model needs around each
+    frame; chunks are planned with that much context, and an interpolating model's output
+    has twice the frames."""
     if resume and key is None:
         raise TypeError("plan_video: a resumed run needs the reuse key")
     started = time.monotonic()
@@ -133,14 +137,16 @@ def plan_video(
         planned.source_id = source_identity(job.uri)
         if key is not None:
             planned.provenance = Provenance.of(key, planned.source_id)
-        plan = plan_chunks(info, chunk)
+        plan = plan_chunks(info, chunk, context=temporal.context)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.picture = info.picture_format
         planned.width, planned.height = planned.picture.upright_size
         keeps: list[list[int] | None] = [None] * len(plan)
         if tensor and chunk.samples:
             keeps = list(chunk_offsets(plan, sampled_indices(info, chunk)))
-        planned.n_out = sum(c.n_frames if k is None else len(k) for c, k in zip(plan.chunks, keeps))
+        planned.n_out = temporal.interpolate * sum(
+            c.n_frames if k is None else len(k) for c, k in zip(plan.chunks, keeps)
+        )
         if job.output:
             storage.remove_stale_staging(job.output)
         notes = []
@@ -175,7 +181,12 @@ def plan_video(
             firsts.append(firsts[-1] + c.n_frames)
         planned.rows = [
             chunk_row(
-                info, c, first_index=firsts[c.index], keep=keeps[c.index], work_dir=planned.work_dir
+                info,
+                c,
+                first_index=firsts[c.index],
+                keep=keeps[c.index],
+                work_dir=planned.work_dir,
+                interpolate=temporal.interpolate,
             )
             for c in plan.chunks
             if c.chunk_id not in skip
@@ -335,12 +346,18 @@ def job_row(job: VideoJob) -> Row:
 
 
 def plan_stage(
-    row: Row, *, chunk: ChunkConfig, resume: bool, key: ReuseKey | None, tensor: bool
+    row: Row,
+    *,
+    chunk: ChunkConfig,
+    resume: bool,
+    key: ReuseKey | None,
+    tensor: bool,
+    temporal: Temporal = NONE,
 ) -> list[Row]:
     """Ray Data's plan stage: one job row in, the video row then its chunk rows out.
     ``key`` ``None``: no provenance (the caller binds outputs later, see raypipe.data)."""
     job = VideoJob(**{f.name: row[f.name] for f in dataclasses.fields(VideoJob)})
-    planned = plan_video(job, chunk, resume=resume, key=key, tensor=tensor)
+    planned = plan_video(job, chunk, resume=resume, key=key, tensor=tensor, temporal=temporal)
     if planned.work_dir and planned.provenance is not None and planned.result is None:
         write_run_record(planned)
     return [video_row(planned), *planned.rows]

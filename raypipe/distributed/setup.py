@@ -24,6 +24,7 @@ from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.infer.models import FrameModel, resolve_model_and_spec
 from raypipe.infer.processor_refs import processor_ref
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
+from raypipe.infer.temporal_model import TemporalModel
 from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
 from raypipe.media.mux import container_refuses, output_format
 from raypipe.media.probe import make_video_id
@@ -91,10 +92,10 @@ def run_key(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> ReuseKey:
 
 def load_model(cfg: RunConfig) -> LoadedModel:
     """The model's bytes and spec (sidecar or built-in, with the run's tile/resize/padding
-    overrides), checked on the driver so a model that does not load fails here, typed,
-    before any cluster work starts. Simulated accelerators have no bytes. A processor is
-    loaded and checked here too (its class, its declared output), but its ``setup`` runs
-    in the actors only."""
+    and window/warm-up overrides), checked on the driver so a model that does not load
+    fails here, typed, before any cluster work starts. Simulated accelerators have no bytes.
+    A processor is loaded and checked here too (its class, its declared output), but its
+    ``setup`` runs in the actors only."""
     if cfg.model.processor is not None:
         ref = processor_ref(cfg.model.processor)
         _check_sampling(cfg, tensor=ref.output == "tensor")
@@ -111,6 +112,13 @@ def load_model(cfg: RunConfig) -> LoadedModel:
         spec = dataclasses.replace(spec, resize=cfg.model.resize)
     if cfg.model.pad_multiple is not None:
         spec = dataclasses.replace(spec, pad_multiple=cfg.model.pad_multiple)
+    if cfg.model.window is not None:
+        spec = dataclasses.replace(spec, window=cfg.model.window)
+    if cfg.model.warmup_frames is not None:
+        spec = dataclasses.replace(spec, warmup_frames=cfg.model.warmup_frames)
+    if spec.temporal.active:  # frames out; its inputs and state names checked here
+        TemporalModel(data, spec=spec, device="cpu")
+        return LoadedModel(data=data, spec=spec, tensor=False)
     tensor = FrameModel(data, spec=spec, device="cpu").output_kind == "tensor"
     _check_sampling(cfg, tensor=tensor)
     return LoadedModel(data=data, spec=spec, tensor=tensor)

@@ -2,9 +2,14 @@
 
 One row is one chunk from decode to encode. These are thin wrappers over
 :mod:`raypipe.media` that add timing and placement stats to the row; tests call them
-without Ray. A stage never raises for a bad input: it turns the error into the row's
-``error_type``/``error_message`` and later stages pass such rows through untouched, so
-one corrupt video fails alone and the rest of an archive finishes.
+without Ray. For a temporal model a row also carries its chunk's context (``context``, the
+frames decoded around it: :class:`~raypipe.media.plan.Context`) and ``interpolate``: decode
+adds the context frames, inference returns the chunk's own frames and pts
+(:func:`own_pts`), and encode gives an interpolated chunk its doubled timing
+(:func:`raypipe.media.retime.doubled_timing`). A stage never raises for a bad input: it
+turns the error into the row's ``error_type``/``error_message`` and later stages pass such
+rows through untouched, so one corrupt video fails alone and the rest of an archive
+finishes.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from raypipe.config import EncodeConfig
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
 from raypipe.media.picture import PictureFormat
-from raypipe.media.plan import Chunk
+from raypipe.media.plan import Chunk, Context
 from raypipe.media.probe import VideoInfo
+from raypipe.media.retime import doubled_timing
 
 Row = dict[str, Any]
 
@@ -42,6 +48,7 @@ def chunk_row(
     first_index: int = 0,
     keep: list[int] | None = None,
     work_dir: str = "",
+    interpolate: int = 1,
 ) -> Row:
     """The plain-data row that enters the pipeline for ``chunk`` of ``info``.
 
@@ -53,6 +60,8 @@ def chunk_row(
     ``kind`` is ``chunk``; a *video row* (``kind`` ``video``, see
     :mod:`raypipe.distributed.planning`) has the same columns and passes every stage as it
     is, as a row with an error does.
+    ``context``: the chunk's :class:`~raypipe.media.plan.Context` as JSON (``""``: none);
+    ``interpolate``: 2 when the model doubles the frames.
     """
     return {
         "kind": "chunk",
@@ -77,6 +86,8 @@ def chunk_row(
         "rate_num": info.rate_num,
         "rate_den": info.rate_den,
         "picture": info.picture_format.to_json(),
+        "context": "" if chunk.context is None else chunk.context.to_json(),
+        "interpolate": interpolate,
         "error_type": "",
         "error_message": "",
     }
@@ -122,7 +133,19 @@ def _chunk_of(row: Row) -> Chunk:
         n_frames=int(row["n_frames"]),
         seek_pts=None if seek < 0 else seek,
         last_pts=int(row["last_pts"]),
+        context=Context.from_json(str(row.get("context") or "")),
     )
+
+
+def context_counts(row: Row) -> tuple[int, int]:
+    """Context frames (before, after) a decoded row carries around its chunk's frames."""
+    context = Context.from_json(str(row.get("context") or ""))
+    return (0, 0) if context is None else (context.before, context.after)
+
+
+def own_pts(pts: np.ndarray, before: int, after: int) -> np.ndarray:
+    """The chunk's own pts of a decoded row's ``pts``: without its context frames'."""
+    return np.asarray(pts)[before : len(pts) - after]
 
 
 def _info_of(row: Row) -> VideoInfo:
@@ -241,16 +264,21 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
     if is_work(row):
         faults.checkpoint("encode", str(row["chunk_id"]), node=_node_id())
         try:
+            pts = np.asarray(row["pts"])
+            time_base = Fraction(int(row["tb_num"]), int(row["tb_den"]))
+            rate = Fraction(int(row["rate_num"]), int(row["rate_den"]) or 1)
+            end_pts = int(row["end_pts"]) if int(row["n_frames"]) == len(pts) else None
+            if int(row.get("interpolate") or 1) == 2 and end_pts is not None:
+                pts, end_pts, time_base = doubled_timing(pts, end_pts, time_base)
+                rate *= 2
             segment = encode_segment(
                 frames,
-                row["pts"],
-                time_base=Fraction(int(row["tb_num"]), int(row["tb_den"])),
-                rate=Fraction(int(row["rate_num"]), int(row["rate_den"]))
-                if int(row["rate_num"])
-                else Fraction(0),
+                pts,
+                time_base=time_base,
+                rate=rate,
                 config=config,
                 picture=picture_of(row),
-                end_pts=int(row["end_pts"]) if int(row["n_frames"]) == len(row["pts"]) else None,
+                end_pts=end_pts,
             )
             out.update(
                 segment_bytes=_store(row, segment.to_bytes()),

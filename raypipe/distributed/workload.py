@@ -14,6 +14,7 @@ from raypipe.config import ModelConfig
 from raypipe.distributed.cluster import ActorPlan
 from raypipe.infer.processor_refs import ProcessorRef
 from raypipe.infer.sidecar import ModelSpec
+from raypipe.infer.temporal import NONE, Temporal
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,13 @@ class LoadedModel:
     spec: ModelSpec | None
     tensor: bool
     processor: ProcessorRef | None = None
+
+    @property
+    def temporal(self) -> Temporal:
+        """What the model or processor needs around each frame (chunks are planned with it)."""
+        if self.processor is not None:
+            return self.processor.temporal
+        return self.spec.temporal if self.spec is not None else NONE
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -50,13 +50,16 @@ BUILTIN_IMAGE_MODELS: tuple[str, ...] = (
 def _other_builders() -> dict[str, Callable[[], onnx.ModelProto]]:
     from raypipe.infer.analysis import ANALYSIS_MODELS
     from raypipe.infer.heavy import build_superres
+    from raypipe.infer.temporal_builtin import TEMPORAL_MODELS, build_temporal
 
-    return {"superres": build_superres, **ANALYSIS_MODELS}
+    temporal = {name: functools.partial(build_temporal, name) for name in TEMPORAL_MODELS}
+    return {"superres": build_superres, **ANALYSIS_MODELS, **temporal}
 
 
-OTHER_MODELS: tuple[str, ...] = ("superres", "phash", "embedding")
+OTHER_MODELS: tuple[str, ...] = ("superres", "phash", "embedding", "denoise3", "ema", "interp2x")
 """``superres``: a super-resolution-sized 2x network (GPU benchmarks); ``phash`` and
-``embedding``: analysis models whose outputs are tensors (Parquet)."""
+``embedding``: analysis models whose outputs are tensors (Parquet); ``denoise3``, ``ema``
+and ``interp2x``: temporal models (:mod:`raypipe.infer.temporal_builtin`)."""
 
 BUILTIN_MODELS: tuple[str, ...] = BUILTIN_IMAGE_MODELS + OTHER_MODELS
 

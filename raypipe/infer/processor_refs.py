@@ -11,7 +11,10 @@ the actor; a class or instance is pickled to the actors as Ray pickles any calla
 
 :func:`processor_identity` names a processor's code for resume keys: its module and
 qualified name, the sha256 of the file that defines it and its optional ``version``
-class attribute, so editing the file (or bumping ``version``) makes earlier work stale.
+class attribute, so editing the file (or bumping ``version``) makes earlier work stale;
+a temporal processor's ``window``, ``warmup_frames`` and ``interpolate`` are named in it
+too, so they count even where they were set without editing a file (a subclass made at
+run time).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raypipe.errors import ConfigError, ProcessorError
+from raypipe.infer.temporal import NONE, Temporal, processor_temporal
 
 _TARGET = re.compile(r"^(?P<where>.+):(?P<name>[A-Za-z_][\w.]*)$")
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -40,6 +44,7 @@ class ProcessorRef:
     obj: Any = None  # a class or instance given in Python (None for targets)
     output: str = "image"  # the class's declared output kind: "image" or "tensor"
     identity: str = ""  # processor_identity(), computed on the driver
+    temporal: Temporal = NONE  # what the class declares it needs around each frame
 
 
 def _is_file(where: str) -> bool:
@@ -120,6 +125,12 @@ def _check_class(obj: Any, target: str) -> type:
             f"processor {target!r} declares output = {output!r}; expected 'image' (frames: a "
             "video comes out) or 'tensor' (a dict of arrays: a Parquet table comes out)"
         )
+    temporal = processor_temporal(cls, target)
+    if temporal.active and output != "image":
+        raise ConfigError(
+            f"processor {target!r} declares {temporal.describe()} and output = {output!r}; "
+            "temporal processors output frames (output = 'image')"
+        )
     return cls
 
 
@@ -166,6 +177,7 @@ def processor_ref(processor: Any) -> ProcessorRef:
         obj=ref.obj,
         output=getattr(cls, "output", "image"),
         identity=processor_identity(cls),
+        temporal=processor_temporal(cls, ref.target),
     )
 
 
@@ -204,4 +216,6 @@ def processor_identity(processor: Any) -> str:
     if getattr(module, "__raypipe_source_sha256__", None):
         name = str(getattr(module, "__file__", name)).rstrip("/").rsplit("/", 1)[-1]
     version = getattr(cls, "version", "")
-    return f"{name}:{cls.__qualname__} sha256={_source_digest(cls)} version={version}"
+    identity = f"{name}:{cls.__qualname__} sha256={_source_digest(cls)} version={version}"
+    temporal = processor_temporal(cls, identity)
+    return f"{identity} {temporal.describe()}" if temporal.active else identity

@@ -14,8 +14,19 @@ decoder gives them; image outputs are the same dtype as the frames given.
 ``output = "tensor"`` on the class says ``__call__`` returns a dict of arrays whose first
 dimension is ``n`` instead: a Parquet table comes out, laid out as for analysis models.
 ``version`` (a string) is part of :func:`~raypipe.infer.processor_refs.processor_identity`.
-Temporal processors will declare ``window``, ``warmup_frames`` or ``interpolate`` as class
-attributes too (not yet read).
+
+Temporal processors declare what they need around each frame as class attributes
+(:mod:`raypipe.infer.temporal`; one of the three, image output only):
+
+- ``window = (B, A)``: each call gets its frames with B frames before and A after
+  (``B + m + A`` frames, the first/last frame repeated at the video's edges) and returns
+  the ``m`` middle frames' results;
+- ``warmup_frames = K``: the processor keeps a state across calls. Before each chunk raypipe
+  calls ``reset()`` (start from scratch), then gives it K frames before the chunk and the
+  chunk's frames in display order, and drops the K warm-up results;
+- ``interpolate = 2``: each call gets ``m + 1`` consecutive frames and returns the ``m``
+  frames halfway between neighbours; raypipe puts them between the source frames (after the
+  video's last frame that frame is repeated), so twice the frames come out.
 
 :class:`ProcessorContext` is ``ctx``: :meth:`ProcessorContext.session` builds sessions with
 the actor's own factory (:mod:`raypipe.infer.factory`: providers TensorRT -> CUDA -> CPU,
@@ -39,6 +50,7 @@ from raypipe.infer.model_errors import shorten
 from raypipe.infer.processor_refs import ProcessorRef, resolve_target
 from raypipe.infer.session import create_session
 from raypipe.infer.sidecar import resolve_model
+from raypipe.infer.temporal import Temporal, edge_padded, interleave, processor_temporal
 
 TABLE_COLUMNS: tuple[str, ...] = ("video_uri", "video_id", "frame_index", "pts", "pts_seconds")
 """Columns raypipe writes itself in a table output; a processor's outputs may not use them."""
@@ -49,9 +61,15 @@ class Processor:
 
     output: ClassVar[str] = "image"  # "image": frames out (video); "tensor": dict (Parquet)
     version: ClassVar[str] = ""  # bump to make earlier results of this processor stale
+    window: ClassVar[tuple[int, int] | None] = None  # temporal: frames (before, after)
+    warmup_frames: ClassVar[int] = 0  # temporal: a state warmed up by K frames per chunk
+    interpolate: ClassVar[int] = 1  # temporal: 2 returns the frames between neighbours
 
     def setup(self, ctx: ProcessorContext) -> None:
         """Once per actor, before the first frames: load models with ``ctx.session``."""
+
+    def reset(self) -> None:
+        """Before each chunk of a processor with ``warmup_frames``: forget the state."""
 
     def __call__(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
         """``frames`` (n, H, W, 3) uint8 RGB (uint16 from deep sources) -> frames (n, h, w,
@@ -149,33 +167,78 @@ class ProcessorRunner:
             raise processor_error(self.name, "setup", e) from e
         # output (height, width) per input (height, width): one video's frames keep one size
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+        cls = target if isinstance(target, type) else type(target)
+        self.temporal: Temporal = processor_temporal(cls, self.name)
 
     @property
     def providers(self) -> list[str]:
         return self.ctx.providers or ["Processor"]
 
-    def run(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
-        """``frames`` through the processor in batches of ``ctx.batch_size``, checked."""
+    def run(
+        self, frames: np.ndarray, *, before: int = 0, after: int = 0
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """``frames`` through the processor in batches of ``ctx.batch_size``, checked.
+
+        A temporal processor's ``frames`` hold ``before`` context frames, the chunk's and
+        ``after`` more (see the module docstring); the result is the chunk's frames (twice
+        as many for ``interpolate = 2``)."""
+        if self.temporal.active:
+            return self._run_temporal(frames, before, after)
+        if before or after:
+            raise ValueError(f"{self.name} takes no context frames, got {before}/{after}")
         n = len(frames)
         parts = []
         for start in range(0, n, self.ctx.batch_size):
             batch = frames[start : start + self.ctx.batch_size]
-            try:
-                result = self.processor(batch)
-            except Exception as e:
-                raise processor_error(self.name, "__call__", e) from e
-            parts.append(self._checked(result, batch))
+            parts.append(self._call(batch, len(batch)))
         if self.output == "image":
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _call(self, batch: np.ndarray, n: int) -> Any:
+        try:
+            result = self.processor(batch)
+        except Exception as e:
+            raise processor_error(self.name, "__call__", e) from e
+        return self._checked(result, batch, n)
+
+    def _run_temporal(self, frames: np.ndarray, before: int, after: int) -> np.ndarray:
+        n, step = len(frames) - before - after, self.ctx.batch_size
+        if self.temporal.recurrent:
+            try:
+                self.processor.reset()
+            except Exception as e:
+                raise processor_error(self.name, "reset", e) from e
+            batches = [frames[i : i + step] for i in range(0, len(frames), step)]
+            return np.concatenate([self._call(b, len(b)) for b in batches])[before:]
+        want_before, want_after = self.temporal.context
+        padded = edge_padded(
+            frames, before=before, after=after, want_before=want_before, want_after=want_after
+        )
+        extra = want_before + want_after
+        parts = []
+        for start in range(0, n, step):
+            count = min(step, n - start)
+            parts.append(self._call(padded[start : start + count + extra], count))
+        out = np.concatenate(parts)
+        if self.temporal.interpolate == 1:
+            return out
+        sources = frames[before : before + n]
+        if after == 0:  # the video's last frame: repeated at its own midpoint
+            out[-1] = sources[-1]
+        return interleave(sources, out)
 
     def warmup(self, height: int, width: int) -> None:
         """Nothing: user code is never called on made-up frames (a processor may keep state
         across calls); ``setup`` is the place to warm up (``ctx.session(..., input_size=)``
         builds or loads the TensorRT engine there)."""
 
-    def _checked(self, result: Any, batch: np.ndarray) -> Any:
-        n, what = len(batch), f"processor {self.name} returned"
+    def _checked(self, result: Any, batch: np.ndarray, n: int) -> Any:
+        """``result`` of ``batch`` checked: ``n`` frames (or entries) of the batch's dtype."""
+        what = f"processor {self.name} returned"
+        given = f"{n} {batch.dtype} frames"
+        if n != len(batch):  # a window: the n middle frames' results are expected
+            given = f"{len(batch)} {batch.dtype} frames ({n} and their window's context)"
         if self.output == "image":
             if isinstance(result, dict):
                 raise ProcessorError(
@@ -191,7 +254,7 @@ class ProcessorRunner:
                 and result.shape[3] == 3
             ):
                 raise ProcessorError(
-                    f"{what} {got} for {n} {batch.dtype} frames; expected a {batch.dtype} array "
+                    f"{what} {got} for {given}; expected a {batch.dtype} array "
                     f"(n, h, w, 3) with n = {n} (or output = 'tensor' on the class and a dict "
                     "of arrays)"
                 )

@@ -11,7 +11,9 @@ beside ``NAME.onnx``, an object whose keys are :class:`ModelSpec` fields, e.g.::
      "input_size": [640, 640], "pad_value": 114}
 
 or, for a model whose height and width must be multiples of 32 (a U-Net, a DBNet text
-detector), ``{"pad_multiple": 32}``.
+detector), ``{"pad_multiple": 32}``. Temporal models declare what they need around each
+frame (:mod:`raypipe.infer.temporal`): ``{"window": [2, 2], "window_layout": "channels"}``,
+``{"state": {"r1i": "r1o"}, "warmup_frames": 16}`` or ``{"interpolate": 2}``.
 
 Unknown keys and bad values raise :class:`~raypipe.errors.ConfigError` naming the sidecar.
 :func:`resolve_model_and_spec` gives a model's bytes with its spec: a built-in's own spec
@@ -35,6 +37,15 @@ import numpy as np
 from raypipe.errors import ConfigError, ModelLoadError, ModelNotFoundError
 from raypipe.infer.analysis import ANALYSIS_MODELS, analysis_bytes
 from raypipe.infer.builtin import BUILTIN_MODELS, builtin_bytes
+from raypipe.infer.temporal import (
+    WINDOW_LAYOUTS,
+    Temporal,
+    check_interpolate,
+    check_state,
+    check_warmup,
+    check_window,
+)
+from raypipe.infer.temporal_builtin import TEMPORAL_SPECS
 from raypipe.infer.tiling import RESIZE_MODES, ResizeMode
 
 BUILTIN_PREFIX = "builtin:"
@@ -71,6 +82,15 @@ class ModelSpec:
     frames. ``pad_multiple``: pad frames (edge-replicated, at the bottom and right) to the next
     multiple of this many px in height and width before the model and crop the output back
     (:mod:`raypipe.infer.padding`); with ``tile`` each tile window is padded.
+
+    Temporal models (:mod:`raypipe.infer.temporal`): ``window`` = (before, after) frames
+    each output frame is computed from, given to the model on a time axis
+    (``window_layout="time"``: ``N, T, C, H, W``, or ``N, T, H, W, C`` for NHWC) or stacked on
+    the channel axis (``"channels"``: ``3 T`` channels, oldest frame first). ``state``:
+    ``(input, output)`` name pairs of a recurrent model (a mapping in a sidecar), each output
+    fed back as that input on the next frame, zeros at the start; ``warmup_frames``: frames
+    run before each chunk to warm the state up. ``interpolate=2``: the model takes two frames
+    (window ``(0, 1)``) and returns the one halfway between (twice the frames come out).
     """
 
     layout: Literal["NCHW", "NHWC"] = "NCHW"
@@ -88,6 +108,11 @@ class ModelSpec:
     tile: int | None = None  # tile core side, px
     tile_overlap: int = 16  # px of context on each side of a tile core
     pad_multiple: int | None = None  # pad height and width to multiples of this (px)
+    window: tuple[int, int] | None = None  # frames (before, after) each output frame sees
+    window_layout: Literal["time", "channels"] = "time"  # how a window goes in
+    state: tuple[tuple[str, str], ...] = ()  # recurrent: (state input, output feeding it)
+    warmup_frames: int = 0  # recurrent: frames run before each chunk, outputs dropped
+    interpolate: int = 1  # 2: one new frame between every two (window (0, 1))
 
     def __post_init__(self) -> None:
         if self.layout not in ("NCHW", "NHWC"):
@@ -114,6 +139,44 @@ class ModelSpec:
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(f"{field_name} must be a tensor name or None, got {value!r}")
         self._check_geometry()
+        self._check_temporal()
+
+    def _check_temporal(self) -> None:
+        object.__setattr__(self, "window", check_window(self.window))
+        if self.window_layout not in WINDOW_LAYOUTS:
+            raise ConfigError(
+                f"window_layout must be 'time' or 'channels', got {self.window_layout!r}"
+            )
+        object.__setattr__(self, "state", check_state(self.state))
+        object.__setattr__(self, "warmup_frames", check_warmup(self.warmup_frames))
+        object.__setattr__(self, "interpolate", check_interpolate(self.interpolate))
+        temporal = self.temporal  # checks how the temporal fields combine
+        if not temporal.active:
+            return
+        for name, value, default in (
+            ("tile", self.tile, None),
+            ("resize", self.resize, "none"),
+            ("pad_multiple", self.pad_multiple, None),
+        ):
+            if value != default:
+                raise ConfigError(
+                    f"{name}={value!r} is not supported with a temporal model "
+                    f"({temporal.describe()}); run whole frames at their own size"
+                )
+        if self.output == "tensor":
+            raise ConfigError(
+                f"a temporal model ({temporal.describe()}) must output frames, got output='tensor'"
+            )
+
+    @property
+    def temporal(self) -> Temporal:
+        """What the model needs around each frame (:mod:`raypipe.infer.temporal`)."""
+        return Temporal.of(
+            window=self.window,
+            warmup_frames=self.warmup_frames,
+            recurrent=bool(self.state),
+            interpolate=self.interpolate,
+        )
 
     def _check_geometry(self) -> None:
         if self.output not in OUTPUT_KINDS:
@@ -220,13 +283,14 @@ def resolve_model(model: str) -> tuple[bytes, str]:
 
 # --- sidecar files ------------------------------------------------------------------------
 
-_TUPLE_FIELDS = ("mean", "std", "output_range", "input_size")
+_TUPLE_FIELDS = ("mean", "std", "output_range", "input_size", "window")
 SPEC_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelSpec))
 """The keys a sidecar may hold: :class:`ModelSpec`'s fields."""
 
 BUILTIN_SPECS: dict[str, ModelSpec] = {
     "phash": ModelSpec(output="tensor"),
     "embedding": ModelSpec(output="tensor"),
+    **{name: ModelSpec(**fields) for name, fields in TEMPORAL_SPECS.items()},  # type: ignore[arg-type]
 }
 """Built-ins whose spec is not :data:`DEFAULT_SPEC` (the others take the defaults)."""
 
@@ -262,7 +326,10 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
     for name in SPEC_FIELDS:
         value = getattr(spec, name)
         if value != getattr(DEFAULT_SPEC, name):
-            out[name] = list(value) if isinstance(value, tuple) else value
+            if name == "state":
+                out[name] = dict(value)
+            else:
+                out[name] = list(value) if isinstance(value, tuple) else value
     return out
 
 

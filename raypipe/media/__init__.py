@@ -5,14 +5,16 @@ from raypipe.media.decode import DecodedChunk, decode_chunk
 from raypipe.media.encode import Segment, check_encoder, encode_segment, encoder_available
 from raypipe.media.mux import assemble, output_format
 from raypipe.media.picture import PictureFormat
-from raypipe.media.plan import Chunk, ChunkPlan, plan_chunks
+from raypipe.media.plan import Chunk, ChunkPlan, Context, plan_chunks
 from raypipe.media.probe import StreamInfo, VideoInfo, make_video_id, probe
+from raypipe.media.retime import doubled_timing
 from raypipe.media.source import open_input
 
 __all__ = [
     "Chunk",
     "ChunkPlan",
     "ColourTags",
+    "Context",
     "DecodedChunk",
     "HdrMetadata",
     "PictureFormat",
@@ -22,6 +24,7 @@ __all__ = [
     "assemble",
     "check_encoder",
     "decode_chunk",
+    "doubled_timing",
     "encode_segment",
     "encoder_available",
     "make_video_id",

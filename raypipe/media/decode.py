@@ -7,7 +7,10 @@ converted to RGB with the source's matrix and range and turned upright
 (:class:`~raypipe.media.picture.PictureFormat`): ``rgb24`` uint8 for 8-bit sources,
 ``rgb48le`` uint16 for deeper ones. Demuxers that cannot
 seek to exactly that keyframe (the first frame decoded starts after ``start_pts``) are
-retried once from the start of the file, which is always correct, only slower.
+retried once from the start of the file, which is always correct, only slower. A chunk
+planned with context for a temporal model (:class:`~raypipe.media.plan.Context`) is decoded
+with it: the context's range, checked the same way; :attr:`DecodedChunk.before` and
+:attr:`DecodedChunk.after` say how many of the frames are context.
 
 Decoder (``decoder``): ``cpu`` is FFmpeg's software decoder; ``nvdec`` decodes on the
 GPU's video engine (NVDEC, through FFmpeg's CUDA hwaccel: the same decoder and timestamps,
@@ -20,6 +23,7 @@ not, so the caller can report a fallback once instead of per frame.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -45,12 +49,15 @@ class DecodedChunk:
     than 8 bits), and their pts ``(n,)`` in display order.
 
     ``decoder``: ``"nvdec"`` or ``"cpu"``, the one that decoded it; ``note``: why NVDEC
-    was not used when it was asked for (``""`` otherwise)."""
+    was not used when it was asked for (``""`` otherwise). ``before``/``after``: context
+    frames (for a temporal model) before and after the chunk's own frames."""
 
     frames: np.ndarray
     pts: np.ndarray
     decoder: str = "cpu"
     note: str = ""
+    before: int = 0
+    after: int = 0
 
 
 class _Overshoot(Exception):
@@ -111,14 +118,22 @@ def decode_chunk(
     :class:`DecodeError` when the decoded frames do not match the plan and
     :class:`CorruptVideoError` when the stream does not decode. ``decoder``: ``cpu``,
     ``nvdec`` or ``auto`` (see the module docstring). ``picture``: the source's picture
-    facts (``None``: ``info.picture_format``).
+    facts (``None``: ``info.picture_format``). A chunk with a context is decoded with its
+    context frames (``keep`` must then be ``None``).
     """
     wanted = None if keep is None else sorted(set(keep))
     picture = picture or info.picture_format
+    context = chunk.context
+    if context is not None and keep is not None:
+        raise ValueError(f"{chunk.chunk_id}: keep and context frames do not combine")
+    span = chunk.decode_range
     try:
-        return _decode(info, chunk, chunk.seek_pts, threads, wanted, decoder, picture)
+        decoded = _decode(info, span, span.seek_pts, threads, wanted, decoder, picture)
     except _Overshoot:
-        return _decode(info, chunk, None, threads, wanted, decoder, picture)
+        decoded = _decode(info, span, None, threads, wanted, decoder, picture)
+    if context is None:
+        return decoded
+    return dataclasses.replace(decoded, before=context.before, after=context.after)
 
 
 def _decode(

@@ -8,10 +8,19 @@ reach about ``chunk_frames``; a GOP longer than that is split when
 :attr:`ChunkConfig.split_gops` is set, and the pieces after its first decode from the
 GOP's keyframe (``seek_pts``) and drop the frames before their start. Chunk ids are
 ``{video_id}-{index:06d}``.
+
+Temporal models (:mod:`raypipe.infer.temporal`) need frames around each chunk: with
+``context=(before, after)`` every chunk also gets a :class:`Context`, the display range of
+its frames plus up to ``before`` frames before it and ``after`` after it (fewer at the
+video's edges), taken from the neighbouring chunks' ranges and decoded from the keyframe at
+or before the first of them (the GOP start that holds it). The chunk's own range, and so
+what it outputs, does not change; the extra frames decoded are bounded by the context, not
+by the video.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -26,8 +35,34 @@ def chunk_id(video_id: str, index: int) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Context:
+    """A chunk's frames plus the context frames a temporal model needs around them: the
+    display range ``[start_pts, end_pts)`` of ``before`` + the chunk's + ``after`` frames."""
+
+    before: int  # context frames before the chunk's first frame
+    after: int  # context frames after its last frame
+    start_pts: int  # [start_pts, end_pts), display order, stream time base
+    end_pts: int
+    seek_pts: int | None  # keyframe at or before start_pts; None: from the start
+    last_pts: int  # pts of the range's last frame
+
+    def __post_init__(self) -> None:
+        if self.before < 0 or self.after < 0 or not self.start_pts <= self.last_pts < self.end_pts:
+            raise ValueError(f"inconsistent context {self}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Context | None:
+        """The context :meth:`to_json` wrote; ``""`` is none."""
+        return cls(**json.loads(text)) if text else None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Chunk:
-    """One unit of work: frames with ``start_pts <= pts < end_pts`` of one video."""
+    """One unit of work: frames with ``start_pts <= pts < end_pts`` of one video, and the
+    context frames decoded around them for a temporal model (``None``: none)."""
 
     video_id: str
     index: int
@@ -36,10 +71,27 @@ class Chunk:
     n_frames: int
     seek_pts: int | None  # keyframe to seek to before decoding; None: from the start
     last_pts: int  # pts of the chunk's last frame: the decoder's last frame must have it
+    context: Context | None = None
 
     @property
     def chunk_id(self) -> str:
         return chunk_id(self.video_id, self.index)
+
+    @property
+    def decode_range(self) -> Chunk:
+        """What to decode: the chunk itself, or its frames with their context."""
+        c = self.context
+        if c is None:
+            return self
+        return Chunk(
+            video_id=self.video_id,
+            index=self.index,
+            start_pts=c.start_pts,
+            end_pts=c.end_pts,
+            n_frames=c.before + self.n_frames + c.after,
+            seek_pts=c.seek_pts,
+            last_pts=c.last_pts,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,9 +120,15 @@ def gop_ranges(info: VideoInfo) -> list[tuple[int, int]]:
     return list(zip(starts, ends))
 
 
-def plan_chunks(info: VideoInfo, config: ChunkConfig | None = None) -> ChunkPlan:
-    """Cut ``info`` into keyframe-aligned chunks of about ``config.chunk_frames`` frames."""
+def plan_chunks(
+    info: VideoInfo, config: ChunkConfig | None = None, *, context: tuple[int, int] = (0, 0)
+) -> ChunkPlan:
+    """Cut ``info`` into keyframe-aligned chunks of about ``config.chunk_frames`` frames;
+    ``context``: frames (before, after) each chunk is decoded with (see the module
+    docstring)."""
     config = config or ChunkConfig()
+    if len(context) != 2 or min(context) < 0:
+        raise ValueError(f"context must be two frame counts >= 0, got {context!r}")
     target = config.chunk_frames
     pieces: list[tuple[int, int, int | None]] = []  # (a, b, seek display index or None)
     current: tuple[int, int] | None = None
@@ -96,6 +154,7 @@ def plan_chunks(info: VideoInfo, config: ChunkConfig | None = None) -> ChunkPlan
         pieces.append((current[0], current[1], seek_index(current[0])))
 
     pts = info.pts
+    gop_starts = [a for a, _ in gop_ranges(info)]
     chunks = tuple(
         Chunk(
             video_id=info.video_id,
@@ -105,10 +164,30 @@ def plan_chunks(info: VideoInfo, config: ChunkConfig | None = None) -> ChunkPlan
             n_frames=b - a,
             seek_pts=None if s is None else pts[s],
             last_pts=pts[b - 1],
+            context=_context(info, gop_starts, a, b, context),
         )
         for i, (a, b, s) in enumerate(pieces)
     )
     return ChunkPlan(video_id=info.video_id, n_frames=info.n_frames, chunks=chunks)
+
+
+def _context(
+    info: VideoInfo, gop_starts: list[int], a: int, b: int, context: tuple[int, int]
+) -> Context | None:
+    """The :class:`Context` of the chunk of display indices ``[a, b)``, or None."""
+    lo, hi = max(0, a - context[0]), min(info.n_frames, b + context[1])
+    if (lo, hi) == (a, b):
+        return None
+    seek = max(g for g in gop_starts if g <= lo)  # the GOP that holds the first frame
+    pts = info.pts
+    return Context(
+        before=a - lo,
+        after=hi - b,
+        start_pts=pts[lo],
+        end_pts=pts[hi] if hi < len(pts) else info.end_pts,
+        seek_pts=None if seek == 0 else pts[seek],
+        last_pts=pts[hi - 1],
+    )
 
 
 def sampled_indices(info: VideoInfo, config: ChunkConfig) -> list[int]:

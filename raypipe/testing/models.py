@@ -13,6 +13,9 @@ and opset as the built-ins, so ONNX Runtime reads them:
   one channel), refused when the model is loaded.
 - :func:`runtime_two_channels`: an output whose channel count is not declared and turns out
   to be 2, found only when the model runs.
+- :func:`window_mean`: a temporal window model, the mean of ``span`` frames given on a
+  time axis or stacked on the channel axis, NCHW or NHWC (the layouts a ``ModelSpec``
+  window can declare).
 """
 
 from __future__ import annotations
@@ -124,3 +127,33 @@ def runtime_two_channels() -> bytes:
     return _model(
         nodes, inits, "two_channels", output_shape=["batch", "channels", "height", "width"]
     )
+
+
+def window_mean(span: int, *, layout: str = "NCHW", window_layout: str = "time") -> bytes:
+    """The mean of ``span`` frames. ``window_layout="time"``: input ``(batch, span, 3, H, W)``
+    (NCHW) or ``(batch, span, H, W, 3)`` (NHWC); ``"channels"``: the frames stacked on the
+    channel axis, oldest first, ``(batch, 3 span, H, W)`` or ``(batch, H, W, 3 span)``. The
+    output is one frame in ``layout``."""
+    nchw = layout == "NCHW"
+    frame: list[int | str] = (
+        ["batch", 3, "height", "width"] if nchw else ["batch", "height", "width", 3]
+    )
+    if window_layout == "time":
+        shape = [frame[0], span, *frame[1:]]
+        nodes = [helper.make_node("ReduceMean", [INPUT_NAME], [OUTPUT_NAME], axes=[1], keepdims=0)]
+        return _model(nodes, [], "window_mean_t", input_shape=shape, output_shape=frame)
+    if nchw:  # a 1x1 Conv: output channel c sums channels 3 t + c, / span
+        weight = np.zeros((3, 3 * span, 1, 1), dtype=np.float32)
+        for t in range(span):
+            weight[np.arange(3), 3 * t + np.arange(3)] = 1.0 / span
+        nodes = [helper.make_node("Conv", [INPUT_NAME, "w"], [OUTPUT_NAME], kernel_shape=[1, 1])]
+        shape = ["batch", 3 * span, "height", "width"]
+        return _model(nodes, [_const("w", weight)], "window_mean_c", input_shape=shape,
+                      output_shape=frame)  # fmt: skip
+    nodes = [  # (b, H, W, 3 span) -> (b, H, W, span, 3) -> mean over the frames
+        helper.make_node("Reshape", [INPUT_NAME, "frames"], ["split"]),
+        helper.make_node("ReduceMean", ["split"], [OUTPUT_NAME], axes=[3], keepdims=0),
+    ]
+    inits = [_const("frames", np.array([0, 0, 0, span, 3], dtype=np.int64))]
+    shape = ["batch", "height", "width", 3 * span]
+    return _model(nodes, inits, "window_mean_hc", input_shape=shape, output_shape=frame)

@@ -77,6 +77,8 @@ def _options(args: list[str]) -> dict[str, object]:
         "--batch-size": ("batch_size", int),
         "--crf": ("crf", int),
         "--model": ("model", str),
+        "--window": ("window", lambda v: tuple(int(x) for x in v.split(","))),
+        "--warmup-frames": ("warmup_frames", int),
     }
     return {names[k][0]: names[k][1](v) for k, v in zip(args[::2], args[1::2])}
 
@@ -136,6 +138,55 @@ def test_a_cut_off_run_is_resumed_only_with_the_same_key(
     raypipe.process_archive(str(src), str(clean), quiet=True, **_options(new_args))
     assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
+
+
+# Temporal models (issue 13): (model, sidecar of the cut-off run, extra CLI arguments of the
+# rerun, sidecar of the rerun). "m" is a model file with interp2x's bytes, whose sidecar says
+# whether it interpolates (two frames in, the one between them out) or is a [0, 1] window
+# model (its output replaces frame t).
+TEMPORAL_CHANGES: dict[str, tuple[str, str, list[str], str]] = {
+    "same": ("builtin:denoise3", "", [], ""),
+    "window": ("builtin:denoise3", "", ["--window", "2,2"], ""),
+    "warm-up": ("builtin:ema", "", ["--warmup-frames", "4"], ""),
+    "interpolation": ("m", '{"interpolate": 2}', [], '{"window": [0, 1]}'),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", sorted(TEMPORAL_CHANGES))
+def test_a_cut_off_temporal_run_is_resumed_only_with_the_same_temporal_settings(
+    address: str, tmp_path: Path, change: str
+) -> None:
+    """Segments of a temporal model (made from a chunk and its context) are reused only
+    with the same window, warm-up and interpolation; then the output is a clean run's."""
+    src, markers = tmp_path / "src", tmp_path / "markers"
+    src.mkdir()
+    markers.mkdir()
+    source = make_clip(src / "v.mp4", CLIP)
+    model, sidecar, extra, new_sidecar = TEMPORAL_CHANGES[change]
+    if model == "m":
+        model = str(tmp_path / "m.onnx")
+        (tmp_path / "m.onnx").write_bytes(builtin_bytes("interp2x"))
+        (tmp_path / "m.raypipe.json").write_text(sidecar)
+    args = [*BASE_ARGS, "--model", model]
+    out = tmp_path / "out"
+    left = cut_off(src, out, args, address, f"{make_video_id(str(source))}-000001", markers)
+
+    if new_sidecar:
+        (tmp_path / "m.raypipe.json").write_text(new_sidecar)
+    new_args = args + extra
+    rerun = raypipe.process_archive(str(src), str(out), quiet=True, **_options(new_args))
+    (row,) = rerun.rows
+    assert row["status"] == "done", row
+    if change == "same":
+        assert row["reused_chunks"] == left and row["note"] == ""
+    else:
+        assert row["reused_chunks"] == 0, row
+        assert row["note"] == "segments not reused: the settings changed (spec)"
+
+    clean = tmp_path / "clean"
+    raypipe.process_archive(str(src), str(clean), quiet=True, **_options(new_args))
+    assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
 
 
 def test_a_finished_output_is_redone_when_its_source_changes(address: str, tmp_path: Path) -> None:

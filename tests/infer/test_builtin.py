@@ -82,7 +82,7 @@ def test_grayscale_channels_are_equal_bt601_luma() -> None:
 def test_unknown_builtin_lists_known_names_and_file_alternative() -> None:
     match = (
         r"unknown built-in model 'nope'; built-ins are identity, invert, "
-        r".*upscale2x, superres, phash, embedding\. "
+        r".*upscale2x, superres, phash, embedding, denoise3, ema, interp2x\. "
         r"To run your own model pass a path or URL of an \.onnx file"
     )
     with pytest.raises(ModelNotFoundError, match=match):
@@ -94,7 +94,8 @@ def test_unknown_builtin_lists_known_names_and_file_alternative() -> None:
 
 
 def test_every_builtin_is_registered_and_loads() -> None:
-    assert set(BUILTIN_MODELS) == set(BUILTIN_IMAGE_MODELS) | {"superres", "phash", "embedding"}
-    for name in ("superres", "phash", "embedding"):
+    others = {"superres", "phash", "embedding", "denoise3", "ema", "interp2x"}
+    assert set(BUILTIN_MODELS) == set(BUILTIN_IMAGE_MODELS) | others
+    for name in sorted(others):
         session = create_session(builtin_bytes(name), device="cpu")
         assert session.get_inputs()[0].name == "input"
