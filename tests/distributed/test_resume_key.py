@@ -142,13 +142,13 @@ def test_a_cut_off_run_is_resumed_only_with_the_same_key(
 
 # Temporal models (issue 13): (model, sidecar of the cut-off run, extra CLI arguments of the
 # rerun, sidecar of the rerun). "m" is a model file with interp2x's bytes, whose sidecar says
-# whether it interpolates (two frames in, the one between them out) or is a [0, 1] window
-# model (its output replaces frame t).
+# whether it is a [0, 1] window model (its output replaces frame t) or interpolates (two
+# frames in, the one between them out: the output has twice the frames).
 TEMPORAL_CHANGES: dict[str, tuple[str, str, list[str], str]] = {
     "same": ("builtin:denoise3", "", [], ""),
     "window": ("builtin:denoise3", "", ["--window", "2,2"], ""),
     "warm-up": ("builtin:ema", "", ["--warmup-frames", "4"], ""),
-    "interpolation": ("m", '{"interpolate": 2}', [], '{"window": [0, 1]}'),
+    "interpolation": ("m", '{"window": [0, 1]}', [], '{"interpolate": 2}'),
 }
 
 
@@ -158,7 +158,8 @@ def test_a_cut_off_temporal_run_is_resumed_only_with_the_same_temporal_settings(
     address: str, tmp_path: Path, change: str
 ) -> None:
     """Segments of a temporal model (made from a chunk and its context) are reused only
-    with the same window, warm-up and interpolation; then the output is a clean run's."""
+    with the same window, warm-up and interpolation; then the output is a clean run's, and
+    a third run finds it finished (an interpolated output's doubled frame count included)."""
     src, markers = tmp_path / "src", tmp_path / "markers"
     src.mkdir()
     markers.mkdir()
@@ -187,6 +188,8 @@ def test_a_cut_off_temporal_run_is_resumed_only_with_the_same_temporal_settings(
     clean = tmp_path / "clean"
     raypipe.process_archive(str(src), str(clean), quiet=True, **_options(new_args))
     assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
+    again = raypipe.process_archive(str(src), str(out), quiet=True, **_options(new_args))
+    assert again.rows[0]["status"] == "skipped", again.rows[0]
 
 
 def test_a_finished_output_is_redone_when_its_source_changes(address: str, tmp_path: Path) -> None:
