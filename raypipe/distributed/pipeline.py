@@ -107,6 +107,7 @@ def run_key(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> ReuseKey:
         spec=model.spec,
         uses_gpu=actors.uses_gpu,
         processor=model.processor.identity if model.processor is not None else "",
+        tensor=model.tensor,
     )
 
 
@@ -146,7 +147,8 @@ def _check_sampling(cfg: RunConfig, *, tensor: bool) -> None:
 
 
 def table_output(output_dir: str, uri: str) -> str:
-    """Where an analysis run writes ``uri``'s table: one Parquet partition per video."""
+    """Where an analysis run writes ``uri``'s table: one hive partition per video,
+    ``OUTPUT/video_id=ID/part-0.parquet`` (the id is in the path only, not a column)."""
     return storage.join(output_dir, f"video_id={make_video_id(uri)}", "part-0.parquet")
 
 
