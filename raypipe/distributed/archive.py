@@ -82,7 +82,7 @@ def process_archive(
     previous = _previous_attempts(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
     storage.makedirs(output_dir)
-    connect(cfg.runtime)
+    connect(cfg.runtime, verbose=cfg.verbose)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
     actors = plan_actors(cfg.runtime, cfg.model)

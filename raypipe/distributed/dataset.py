@@ -9,14 +9,15 @@ pool on its own, which :func:`raypipe.data.map_processor` reuses.
 from __future__ import annotations
 
 import functools
-import logging
 import warnings
+from collections.abc import Iterator
 
 import ray
 
 from raypipe.config import RunConfig
 from raypipe.distributed.actors import InferActor
 from raypipe.distributed.cluster import ActorPlan
+from raypipe.distributed.ray_logs import ray_lines_to_files
 from raypipe.distributed.stages import Row, decode_stage, encode_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
 
@@ -59,10 +60,7 @@ def build_dataset(
     A tensor-output ``model`` (analysis): the actors return each chunk's results as a small
     Parquet table in ``segment`` and there is no encode stage.
     """
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not cfg.quiet
-    if cfg.quiet:
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
     ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map(functools.partial(decode_stage, decoder=cfg.chunk.decoder), num_cpus=1)
     job = ActorJob(model=model, config=cfg.model, plan=actors, warmup_hw=warmup_hw)
@@ -70,3 +68,11 @@ def build_dataset(
     if model.tensor:
         return ds
     return ds.map(functools.partial(encode_stage, config=cfg.encode), num_cpus=1)
+
+
+def iter_rows(ds: ray.data.Dataset, *, verbose: bool = False) -> Iterator[Row]:
+    """Run ``ds``, yielding its rows as they finish; meanwhile Ray's log lines go to the
+    session's log files, not the terminal, unless ``verbose``
+    (:func:`~raypipe.distributed.ray_logs.ray_lines_to_files`)."""
+    with ray_lines_to_files(verbose=verbose):
+        yield from ds.iter_rows()

@@ -22,7 +22,7 @@ import ray
 from raypipe import errors, faults, storage
 from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.cluster import ActorPlan
-from raypipe.distributed.dataset import build_dataset
+from raypipe.distributed.dataset import build_dataset, iter_rows
 from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.stages import Row, chunk_row
 from raypipe.distributed.workload import LoadedModel
@@ -315,7 +315,7 @@ def run_planned(
     ds = build_dataset(rows, cfg, actors, model, warmup_hw=(first.height, first.width))
     warned: set[str] = set()
     finished: set[str] = set()
-    for row in _iter_rows(ds):
+    for row in _iter_rows(ds, verbose=cfg.verbose):
         if str(row["video_id"]) in finished:  # a chunk of a video that has already failed
             on_frames(int(row["n_frames"]))
             continue
@@ -461,9 +461,9 @@ class _VideoState:
         return result
 
 
-def _iter_rows(ds: ray.data.Dataset) -> Iterator[Row]:
+def _iter_rows(ds: ray.data.Dataset, *, verbose: bool) -> Iterator[Row]:
     try:
-        yield from ds.iter_rows()
+        yield from iter_rows(ds, verbose=verbose)
     except RaypipeError:
         raise
     except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; surface ours typed

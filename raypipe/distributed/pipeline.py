@@ -63,7 +63,7 @@ def process_video(
     )
     if planned.result is not None:  # the input failed to probe or plan
         raise error_of(planned.result)
-    connect(cfg.runtime)
+    connect(cfg.runtime, verbose=cfg.verbose)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
     actors = plan_actors(cfg.runtime, cfg.model)
