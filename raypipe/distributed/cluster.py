@@ -54,11 +54,15 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
             else:
                 start_local(runtime, verbose=verbose)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+    except Exception as e:  # noqa: BLE001 - ray.init raises a bare Exception on a startup timeout
+        if address:
+            raise ClusterError(
+                f"cannot reach the Ray cluster at {address!r}: {e}; check the address "
+                "(ray://HOST:10001 or HOST:6379) and that `ray status` works there"
+            ) from e
         raise ClusterError(
-            f"cannot start or reach {where}: {e}; check the address (ray://HOST:10001 or "
-            "HOST:6379) and that `ray status` works there"
+            f"cannot start a local Ray: {e}; a busy machine starts it slowly: try again, or "
+            "see the session's logs under /tmp/ray/session_latest/logs"
         ) from e
     return True
 
@@ -98,7 +102,7 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
       refreshes the same way when it turns the default on itself.
     """
     from ray._private import ray_constants
-    from ray._raylet import Config
+    from ray._raylet import Config  # type: ignore[attr-defined]
 
     if ray_auth_mode_from_env() is None:
         os.environ["RAY_AUTH_MODE"] = "token"
