@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -247,5 +248,12 @@ def test_demo_shows_raypipe_lines_only_and_listens_on_loopback_only(tmp_path: Pa
     assert all(line.startswith(ours) for line in lines), lines
     # Ray's processes did listen (GCS, raylet, ...), and on the loopback address only
     assert len({name for name in sockets.values()}) >= 2, sockets
-    exposed = {f"{ip}:{port}": name for (ip, port), name in sockets.items() if ip != "127.0.0.1"}
+    exposed = {f"{ip}:{port}": name for (ip, port), name in sockets.items() if not _loopback(ip)}
     assert exposed == {}
+
+
+def _loopback(ip: str) -> bool:
+    """127.0.0.0/8 or ::1, also as an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``)."""
+    address = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

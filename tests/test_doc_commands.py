@@ -201,7 +201,8 @@ class _Workspace:
 
 
 def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main([*argv, "--quiet"] if argv[0] in ("run", "archive") else argv)
+    extra = {"run": ["--quiet", "--overwrite"], "archive": ["--quiet"]}.get(argv[0], [])
+    code = main([*argv, *extra])  # two README lines write out.mp4
     return code, capsys.readouterr().err
 
 
