@@ -1,6 +1,7 @@
 """raypipe: process video with ONNX models on a Ray cluster, exact to the frame.
 
-Public API: :func:`process_video`, :func:`process_archive`, the configuration
+Public API: :func:`process_video`, :func:`process_archive` (:mod:`raypipe.api`: every
+option a named, typed keyword), the configuration
 dataclasses, the error tree, :class:`Processor` (user code between models, see
 :mod:`raypipe.infer.processors`) and :func:`processor_identity`; :mod:`raypipe.data` holds
 the Ray Data pieces.
@@ -8,6 +9,7 @@ the Ray Data pieces.
 
 from typing import TYPE_CHECKING, Any
 
+from raypipe.api import process_archive, process_video
 from raypipe.config import (
     ChunkConfig,
     EncodeConfig,
@@ -40,22 +42,6 @@ def __getattr__(name: str) -> Any:
 
 
 __version__ = "0.1.0"
-
-
-def process_video(input: str, output: str, config: RunConfig | None = None, **options: object):  # type: ignore[no-untyped-def]
-    """See :func:`raypipe.distributed.pipeline.process_video` (imported lazily: Ray is heavy)."""
-    from raypipe.distributed.pipeline import process_video as run
-
-    return run(input, output, config, **options)
-
-
-def process_archive(  # type: ignore[no-untyped-def]
-    inputs: str | list[str], output_dir: str, config: RunConfig | None = None, **options: object
-):
-    """See :func:`raypipe.distributed.archive.process_archive` (imported lazily)."""
-    from raypipe.distributed.archive import process_archive as run
-
-    return run(inputs, output_dir, config, **options)  # type: ignore[arg-type]
 
 
 __all__ = [

@@ -197,7 +197,8 @@ class RunConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     overwrite: bool = False
     stats_path: str | None = None
-    quiet: bool = False
+    quiet: bool = False  # no progress display
+    verbose: bool = False  # Ray's own log lines on the terminal too (always in its log files)
 
 
 def engine_cache_from_env() -> str | None:
@@ -208,6 +209,11 @@ def engine_cache_from_env() -> str | None:
 def ray_address_from_env() -> str | None:
     """The cluster address from ``RAY_ADDRESS``, or ``None``: the one place raypipe reads it."""
     return os.environ.get("RAY_ADDRESS") or None
+
+
+def ray_auth_mode_from_env() -> str | None:
+    """Ray's ``RAY_AUTH_MODE`` (``token``, ``disabled``), or ``None`` when unset."""
+    return os.environ.get("RAY_AUTH_MODE")
 
 
 _OPTION_FIELDS: dict[str, tuple[str, str]] = {
@@ -246,7 +252,7 @@ _SECTIONS = {
     "encode": EncodeConfig,
     "runtime": RuntimeConfig,
 }
-_RUN_FIELDS = ("overwrite", "stats_path", "quiet")
+_RUN_FIELDS = ("overwrite", "stats_path", "quiet", "verbose")
 
 
 def build_run_config(base: RunConfig | None = None, **options: object) -> RunConfig:

@@ -160,6 +160,8 @@ def _read_parquet(uri: str) -> list[dict[str, str]]:
             table = pq.read_table(f)
     except FileNotFoundError as e:
         raise InputNotFoundError(f"manifest '{uri}' does not exist") from e
+    except (OSError, ValueError) as e:  # not Parquet (ArrowInvalid is a ValueError), a folder
+        raise ConfigError(f"manifest '{uri}' is not a readable Parquet file: {e}") from e
     if "uri" not in table.column_names:
         raise ConfigError(f"manifest '{uri}' has columns {table.column_names}; it needs 'uri'")
     return [{k: "" if v is None else str(v) for k, v in row.items()} for row in table.to_pylist()]

@@ -23,7 +23,8 @@ part            what it holds
 ``chunking``    chunk size, GOP splitting, frame sampling (which frames a chunk holds)
 ``encoder``     codec, pixel format and the options the encoder gets (crf, preset and the
                 user's, after NVENC fallback)
-``format``      the format versions of raypipe's segments and provenance records
+``format``      the format versions of raypipe's segments and provenance records, and
+                for tensor outputs of its analysis tables (:data:`TABLE_FORMAT`)
 ==============  ===========================================================================
 
 The decoder (CPU or NVDEC) is not a part: H.264/HEVC/AV1 decoding is bit-exact by the
@@ -48,6 +49,10 @@ from raypipe.media.source import is_local, local_path
 FORMAT_VERSION = 1
 """Bumped when provenance records change meaning (segments have their own
 :data:`~raypipe.media.encode.SEGMENT_FORMAT`, also in the key)."""
+TABLE_FORMAT = 2
+"""The analysis tables' layout, in the key of tensor outputs only (video outputs keep
+their key): 2 keeps ``video_id`` in the partition path only (1 had it as a column too,
+which pandas and pyarrow refuse to merge with the partition), so tables of 1 are redone."""
 PROVENANCE_TAG = "raypipe"
 """The container tag (format metadata) a finished output carries its provenance in."""
 _REMOTE_IDENTITY_KEYS = (
@@ -92,10 +97,12 @@ def reuse_key(
     spec: Any = None,
     uses_gpu: bool,
     processor: str = "",
+    tensor: bool = False,
 ) -> ReuseKey:
     """The key of a run: see the module docstring for its parts. ``spec`` is the resolved
     model spec (a dataclass, ``None`` for a simulated model); ``processor`` the identity of
-    a user processor; ``uses_gpu`` whether the inference actors hold GPUs."""
+    a user processor; ``uses_gpu`` whether the inference actors hold GPUs; ``tensor``
+    whether the run writes analysis tables instead of video."""
     chunk, encode = cfg.chunk, cfg.encode
     parts = {
         "model": hashlib.sha256(model_bytes).hexdigest() if model_bytes else cfg.model.model,
@@ -111,7 +118,8 @@ def reuse_key(
         "encoder": _canonical(
             [encode.codec, encode.pix_fmt, sorted(encoder_options(encode).items())]
         ),
-        "format": f"provenance {FORMAT_VERSION}, segments {SEGMENT_FORMAT}",
+        "format": f"provenance {FORMAT_VERSION}, segments {SEGMENT_FORMAT}"
+        + (f", tables {TABLE_FORMAT}" if tensor else ""),
     }
     return ReuseKey(parts=tuple(sorted(parts.items())))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import fsspec
 
+from raypipe.errors import ConfigError
 from raypipe.media.source import is_local, local_path
 
 
@@ -47,8 +48,13 @@ def exists(uri: str) -> bool:
 
 
 def makedirs(uri: str) -> None:
+    """Make the local directory ``uri`` (and its parents); a file in its place is a typed
+    error. Object stores have no directories: nothing to do."""
     if is_local(uri):
-        os.makedirs(local_path(uri), exist_ok=True)
+        path = local_path(uri)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(f"'{uri}' is a file, expected a directory (or a path to make one)")
+        os.makedirs(path, exist_ok=True)
     # object stores have no directories
 
 

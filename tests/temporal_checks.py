@@ -13,13 +13,14 @@ import pytest
 from conftest import LOSSLESS
 
 from raypipe.config import ChunkConfig, EncodeConfig, ModelConfig, RunConfig
-from raypipe.distributed.pipeline import load_model
+from raypipe.distributed.setup import load_model
 from raypipe.distributed.stages import (
     chunk_row,
     context_counts,
     decode_stage,
     encode_stage,
     own_pts,
+    segment_uri,
 )
 from raypipe.infer.factory import SessionSettings
 from raypipe.infer.processors import ProcessorContext, ProcessorRunner
@@ -91,7 +92,9 @@ def run_in_process(
     work.mkdir()
     paths = []
     for chunk in plan.chunks:
-        row = decode_stage(chunk_row(info, chunk, interpolate=temporal.interpolate))
+        row = decode_stage(
+            chunk_row(info, chunk, interpolate=temporal.interpolate, work_dir=str(work))
+        )
         assert not row["error_type"], row["error_message"]
         before, after = context_counts(row)
         if isinstance(runner, TemporalModel):
@@ -99,11 +102,9 @@ def run_in_process(
         else:
             frames = runner.run(row["frames"], before=before, after=after)
         row.update(frames=frames, pts=own_pts(row["pts"], before, after))
-        row = encode_stage(row, config=encode)
+        row = encode_stage(row, config=encode)  # writes the segment to the work directory
         assert not row["error_type"], row["error_message"]
-        path = work / f"{row['chunk_id']}.rpseg"
-        path.write_bytes(row["segment"])
-        paths.append(str(path))
+        paths.append(segment_uri(str(work), row["chunk_id"]))
     assemble(paths, str(output), info.uri)
     return len(plan)
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import onnx
+import psutil
 import pytest
 
 from raypipe.cli import main
@@ -141,6 +145,10 @@ def test_demo_command_on_the_local_default(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     source, output = tmp_path / "sample.mp4", tmp_path / "sample.processed.mp4"
     stats, report = tmp_path / "stats.json", tmp_path / "report.png"
+    # -q: the result lines only, nothing from Ray (no token notice, no core worker E line)
+    assert result.stderr == ""
+    assert len(result.stdout.splitlines()) == 3
+    assert all(line.startswith("demo: ") for line in result.stdout.splitlines())
     # the last lines say where everything is and how to draw the report again
     assert result.stdout.splitlines()[-2:] == [
         f"demo: output {output}",
@@ -192,3 +200,60 @@ def test_report_command_draws_stats_json(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["report", str(path)]) == 1
     assert "needs -o" in capsys.readouterr().err
+
+
+def _listening(root: psutil.Process) -> dict[tuple[str, int], str]:
+    """Every listening TCP socket and bound UDP socket of ``root`` and its descendants."""
+    found: dict[tuple[str, int], str] = {}
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return found
+    for p in processes:
+        try:
+            name = p.name()
+            for c in p.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and c.laddr):
+                    found[(c.laddr.ip, c.laddr.port)] = name
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_demo_shows_raypipe_lines_only_and_listens_on_loopback_only(tmp_path: Path) -> None:
+    """`raypipe demo` without a terminal: raypipe's own lines only (at most 10), none of
+    Ray's; meanwhile every socket its Ray processes listen on is a loopback one."""
+    exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        demo = psutil.Popen(
+            [exe, "demo", "--output-dir", str(tmp_path / "demo")],
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+        )
+        sockets: dict[tuple[str, int], str] = {}
+        deadline = time.monotonic() + 300
+        while demo.poll() is None and time.monotonic() < deadline:
+            sockets.update(_listening(demo))
+            time.sleep(0.2)
+        code = demo.wait(timeout=max(1.0, deadline - time.monotonic()))
+    lines = out.read_text().splitlines() + err.read_text().splitlines()
+    assert code == 0, lines
+    assert 1 <= len(lines) <= 10, lines
+    ours = ("sample.mp4: ", "demo: ")
+    assert all(line.startswith(ours) for line in lines), lines
+    # Ray's processes did listen (GCS, raylet, ...), and on the loopback address only
+    assert len({name for name in sockets.values()}) >= 2, sockets
+    exposed = {f"{ip}:{port}": name for (ip, port), name in sockets.items() if not _loopback(ip)}
+    assert exposed == {}
+
+
+def _loopback(ip: str) -> bool:
+    """127.0.0.0/8 or ::1, also as an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``)."""
+    address = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

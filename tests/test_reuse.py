@@ -17,6 +17,7 @@ from raypipe.infer.sidecar import ModelSpec
 from raypipe.media.encode import SEGMENT_FORMAT
 from raypipe.reuse import (
     FORMAT_VERSION,
+    TABLE_FORMAT,
     Provenance,
     ReuseKey,
     provenance_from_tags,
@@ -191,6 +192,16 @@ def test_device_kind_processor_and_format_are_parts() -> None:
     assert proc.changed(gpu.as_dict()) == ["processor"]
     assert gpu.as_dict()["format"] == f"provenance {FORMAT_VERSION}, segments {SEGMENT_FORMAT}"
     assert gpu.digest == _key(BASE, uses_gpu=True).digest  # deterministic
+
+
+def test_the_table_layout_is_in_the_key_of_tensor_outputs_only() -> None:
+    """Analysis tables of an older layout (video_id as a column too) are redone; videos
+    keep their key."""
+    video = reuse_key(BASE, model_bytes=b"m", uses_gpu=False)
+    table = reuse_key(BASE, model_bytes=b"m", uses_gpu=False, tensor=True)
+    assert table.changed(video.as_dict()) == ["format"]
+    assert table.as_dict()["format"].endswith(f", tables {TABLE_FORMAT}") and TABLE_FORMAT == 2
+    assert video.as_dict()["format"] == _key(BASE).as_dict()["format"]
 
 
 def test_the_resize_override_changes_the_key(tmp_path: Path) -> None:

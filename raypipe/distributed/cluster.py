@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
 
-from raypipe.config import ModelConfig, RuntimeConfig, ray_address_from_env
+from raypipe.config import (
+    ModelConfig,
+    RuntimeConfig,
+    ray_address_from_env,
+    ray_auth_mode_from_env,
+)
+from raypipe.distributed.ray_logs import ray_lines_to_files
 from raypipe.errors import ClusterError, DeviceUnavailableError
 
 log = logging.getLogger("raypipe.distributed")
@@ -28,36 +35,93 @@ log = logging.getLogger("raypipe.distributed")
 RAYLET_CONFIG: dict[str, int] = {"free_objects_period_milliseconds": 100}
 
 
-def connect(runtime: RuntimeConfig) -> bool:
+def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     """Use the Ray Ray is connected to, else ``address``/``RAY_ADDRESS``, else start a local one.
 
-    Returns whether this call started Ray (so the caller may shut it down).
+    Ray's own log lines go to the session's log files, workers' output included
+    (``log_to_driver``), unless ``verbose`` (:mod:`raypipe.distributed.ray_logs`). The
+    local Ray listens on the loopback address only and has token authentication on
+    (:func:`start_local`). Returns whether this call started Ray (so the caller may shut
+    it down).
     """
     if ray.is_initialized():
         return False
     address = runtime.address or ray_address_from_env()
     try:
+        with ray_lines_to_files(verbose=verbose, stderr=False):
+            if address:
+                check_reachable(address)
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
+            else:
+                start_local(runtime, verbose=verbose)
+    except Exception as e:  # noqa: BLE001 - ray.init raises a bare Exception on a startup timeout
         if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-        else:
-            # More logical CPUs than cores: decode and encode tasks are short and the
-            # inference actors hold their slot for the whole run (see module docstring).
-            cores = os.cpu_count() or 1
-            ray.init(
-                address="local",  # a new local Ray, never a stray `ray start` cluster
-                num_cpus=runtime.local_num_cpus or max(4, 2 * cores),
-                num_gpus=runtime.local_num_gpus,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                _system_config=dict(RAYLET_CONFIG),  # ray.init adds its own keys to it
-            )
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+            raise ClusterError(
+                f"cannot reach the Ray cluster at {address!r}: {e}; check the address "
+                "(ray://HOST:10001 or HOST:6379) and that `ray status` works there"
+            ) from e
         raise ClusterError(
-            f"cannot start or reach {where}: {e}; check the address (ray://HOST:10001 or "
-            "HOST:6379) and that `ray status` works there"
+            f"cannot start a local Ray: {e}; a busy machine starts it slowly: try again, or "
+            "see the session's logs under /tmp/ray/session_latest/logs"
         ) from e
     return True
+
+
+REACH_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str) -> None:
+    """Fail at once, typed, when nothing listens at ``address`` (``HOST:PORT`` or
+    ``ray://HOST:PORT``): Ray itself retries an unreachable GCS for minutes before it says
+    so. ``auto`` and other forms are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host or "/" in host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({e})") from e
+
+
+def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
+    """A new local Ray for this process: more logical CPUs than cores (decode and encode
+    tasks are short and the inference actors hold their slot for the whole run, see the
+    module docstring), raypipe's raylet config, no dashboard, and nothing reachable from
+    the network:
+
+    - Every Ray process binds the loopback address. Ray binds its gRPC servers and agents
+      to all interfaces unless the node's address is the loopback one, and turns
+      ``ray.init(_node_ip_address="127.0.0.1")`` into the machine's routable address;
+      only its single-machine mode keeps the loopback address (the mode Ray uses on macOS
+      and Windows, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which Ray reads once, at
+      import, into ``ray_constants.ENABLE_RAY_CLUSTER``: raypipe sets that constant for
+      this ``ray.init`` only). Nothing else can join this Ray, and nothing needs to.
+    - Token authentication is on, as Ray's default for a new local cluster, but said
+      explicitly (``RAY_AUTH_MODE=token`` unless the environment sets a mode), so Ray has
+      no notice to print about it. Ray reads the mode into its cached config, which it
+      refreshes the same way when it turns the default on itself.
+    """
+    from ray._private import ray_constants
+    from ray._raylet import Config  # type: ignore[attr-defined]
+
+    if ray_auth_mode_from_env() is None:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")
+    cores = os.cpu_count() or 1
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # the node's address: the loopback one
+    try:
+        ray.init(
+            address="local",  # a new local Ray, never a stray `ray start` cluster
+            num_cpus=runtime.local_num_cpus or max(4, 2 * cores),
+            num_gpus=runtime.local_num_gpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=verbose,
+            _system_config=dict(RAYLET_CONFIG),  # ray.init adds its own keys to it
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
 
 
 @dataclass(frozen=True)

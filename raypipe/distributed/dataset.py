@@ -10,7 +10,6 @@ which :func:`raypipe.data.map_processor` reuses.
 from __future__ import annotations
 
 import functools
-import logging
 import warnings
 from collections.abc import Sequence
 
@@ -64,10 +63,7 @@ def build_dataset(
     :func:`archive_source`): decode tasks → inference actors → encode (or, for a
     tensor-output ``model``, store) tasks, which write each chunk's segment to its work
     directory. Every row is its own block, so every chunk is its own task."""
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not cfg.quiet
-    if cfg.quiet:
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
     # one row per block: a plan task's rows become separate decode tasks
     source.context.target_max_block_size = 1
     ds = source.map(functools.partial(decode_stage, decoder=cfg.chunk.decoder), num_cpus=1)

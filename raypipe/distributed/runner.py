@@ -30,6 +30,7 @@ from raypipe.distributed.assembly import Assembled, assemble_remote
 from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.planning import VideoFacts, VideoResult
 from raypipe.distributed.ray_errors import iter_rows
+from raypipe.distributed.ray_logs import ray_lines_to_files
 from raypipe.distributed.stages import Row
 from raypipe.distributed.stats import chunk_record
 from raypipe.media.encode import fidelity_notes
@@ -170,12 +171,14 @@ class Runner:
     def run(self, ds: Any) -> Iterator[VideoResult]:
         """Every video's result, as soon as it is known; the dataset ``ds`` runs meanwhile."""
         try:
-            for row in iter_rows(ds):
-                result = self._take(row)
-                if result is not None:
-                    yield result
-                yield from self._assembled(timeout=0)
-            yield from self._assembled(timeout=None)
+            # Ray's own log lines go to the session's log files meanwhile, unless --verbose
+            with ray_lines_to_files(verbose=self.cfg.verbose):
+                for row in iter_rows(ds):
+                    result = self._take(row)
+                    if result is not None:
+                        yield result
+                    yield from self._assembled(timeout=0)
+                yield from self._assembled(timeout=None)
         finally:
             for work_dir in self.failed_work_dirs:  # a failed video's late segments
                 storage.remove_tree(work_dir)

@@ -56,7 +56,7 @@ def load_run(cfg: RunConfig) -> LoadedModel:
 def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
     """Step 2: connect to (or start) Ray, resolve the encoder on the cluster, plan the
     actors and compute the run's reuse key."""
-    connect(cfg.runtime)
+    connect(cfg.runtime, verbose=cfg.verbose)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
     actors = plan_actors(cfg.runtime, cfg.model)
@@ -87,6 +87,7 @@ def run_key(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> ReuseKey:
         spec=model.spec,
         uses_gpu=actors.uses_gpu,
         processor=model.processor.identity if model.processor is not None else "",
+        tensor=model.tensor,
     )
 
 
@@ -133,7 +134,8 @@ def _check_sampling(cfg: RunConfig, *, tensor: bool) -> None:
 
 
 def table_output(output_dir: str, uri: str) -> str:
-    """Where an analysis run writes ``uri``'s table: one Parquet partition per video."""
+    """Where an analysis run writes ``uri``'s table: one hive partition per video,
+    ``OUTPUT/video_id=ID/part-0.parquet`` (the id is in the path only, not a column)."""
     return storage.join(output_dir, f"video_id={make_video_id(uri)}", "part-0.parquet")
 
 

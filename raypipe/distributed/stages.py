@@ -189,8 +189,13 @@ def frame_indices(row: Row) -> np.ndarray:
 
 def tensor_table_bytes(row: Row, pts: np.ndarray, outputs: dict[str, np.ndarray]) -> bytes:
     """One chunk's analysis results as Parquet: one row per processed frame with the video
-    URI and id, frame index, pts and pts seconds, and one column per model output (its
-    per-frame shape kept as a fixed-shape tensor column, plain values for scalars)."""
+    URI, frame index, pts and pts seconds, and one column per model output (its per-frame
+    shape kept as a fixed-shape tensor column, plain values for scalars).
+
+    The video id is not a column: it is the table's hive partition (``video_id=ID/``, see
+    :func:`raypipe.distributed.pipeline.table_output`), so pandas, pyarrow datasets and Ray
+    Data read the output folder as one table with ``video_id`` from the path (a column
+    too would clash with the partition's type); one file alone keeps ``video_uri``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -198,7 +203,6 @@ def tensor_table_bytes(row: Row, pts: np.ndarray, outputs: dict[str, np.ndarray]
     n = len(pts)
     columns: dict[str, Any] = {
         "video_uri": pa.array([str(row["uri"])] * n, pa.string()),
-        "video_id": pa.array([str(row["video_id"])] * n, pa.string()),
         "frame_index": pa.array(frame_indices(row), pa.int64()),
         "pts": pa.array(np.asarray(pts, dtype=np.int64), pa.int64()),
         "pts_seconds": pa.array([float(p * tb) for p in pts], pa.float64()),

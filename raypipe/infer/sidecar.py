@@ -343,32 +343,39 @@ def sidecar_paths(model_url: str) -> list[str]:
     return [stem + suffix for suffix in SIDECAR_SUFFIXES]
 
 
+def find_sidecar(model_url: str) -> str | None:
+    """The sidecar beside ``model_url`` (as the user wrote the model: a URL or a path), or
+    None; built-ins have none. More than one sidecar for a model is an error."""
+    if model_url.startswith(BUILTIN_PREFIX):
+        return None
+    try:
+        fs, model_path = fsspec.core.url_to_fs(model_url)
+        found = [p for p in sidecar_paths(model_path) if fs.isfile(p)]
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelLoadError(f"cannot look for a sidecar of {model_url!r}: {e}") from e
+    names = [_display(fs, model_url, p) for p in found]
+    if len(found) > 1:
+        raise ConfigError(
+            f"model {model_url!r} has {len(found)} sidecars {names}; keep one of them"
+        )
+    return names[0] if names else None
+
+
 def load_sidecar(model_url: str) -> ModelSpec | None:
     """The :class:`ModelSpec` declared beside ``model_url`` (a path or fsspec URL), or None.
 
     Built-ins (``builtin:NAME``) have no sidecar. More than one sidecar for a model is an
     error, as are unknown keys (the message lists the valid ones) and bad values.
     """
-    if model_url.startswith(BUILTIN_PREFIX):
+    name = find_sidecar(model_url)
+    if name is None:
         return None
     try:
-        fs, model_path = fsspec.core.url_to_fs(model_url)
-        paths = sidecar_paths(model_path)
-        found = [p for p in paths if fs.isfile(p)]
-    except (OSError, ValueError, ImportError) as e:
-        raise ModelLoadError(f"cannot look for a sidecar of {model_url!r}: {e}") from e
-    if not found:
-        return None
-    names = [_display(fs, model_url, p) for p in found]
-    if len(found) > 1:
-        raise ConfigError(
-            f"model {model_url!r} has {len(found)} sidecars {names}; keep one of them"
-        )
-    try:
-        text = fs.cat_file(found[0]).decode("utf-8")
+        with fsspec.open(name, "rb") as f:
+            text = f.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"cannot read sidecar {names[0]!r}: {e}") from e
-    return spec_from_dict(_parse(text, names[0]), source=f"sidecar {names[0]!r}")
+        raise ModelLoadError(f"cannot read sidecar {name!r}: {e}") from e
+    return spec_from_dict(_parse(text, name), source=f"sidecar {name!r}")
 
 
 def write_sidecar(model_url: str, spec: ModelSpec) -> str:

@@ -19,6 +19,15 @@ NOTEBOOKS = REPO / "notebooks"
 NAMES = ("quickstart.ipynb", "cluster.ipynb")
 KERNEL = "raypipe-deploy-test"
 CELL_TIMEOUT_S = 240
+# What Ray prints unless raypipe keeps it off the notebook: Ray Data's progress bars and
+# plan, its INFO lines, the core worker's C++ lines, the token-authentication notice.
+RAY_LINES = (
+    "Running Dataset",
+    "Dataset dataset_",
+    "Execution plan",
+    "core_worker.cc",
+    "Token authentication",
+)
 
 
 @pytest.fixture
@@ -69,6 +78,12 @@ def test_notebook_runs_top_to_bottom_locally(name: str, kernel: str) -> None:
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "96 frames in, 96 out; same timestamps: True" in text
     assert "ExecutionProvider" in text  # the providers ONNX Runtime granted
+    # raypipe's progress shows as one HTML <progress> bar; nothing from Ray itself
+    bars = [o for o in outputs if "<progress" in o.get("data", {}).get("text/html", "")]
+    assert len(bars) == 1, "one progress display, updated in place"
+    shown = text + "".join(str(o.get("data", {})) for o in outputs)
+    for ray_says in RAY_LINES:
+        assert ray_says not in shown, ray_says
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2, "before/after frames and the throughput chart"
     assert not list(NOTEBOOKS.glob("*.mp4")), "notebooks write outside the repository"

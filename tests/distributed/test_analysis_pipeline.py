@@ -7,9 +7,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+import ray
 from conftest import assert_exact, lossless_options
 
 import raypipe
@@ -26,6 +28,34 @@ def _ray(ray_local: None) -> None:
 
 def _table(out: Path, source: Path):  # type: ignore[no-untyped-def]
     return pq.read_table(out / f"video_id={make_video_id(str(source))}" / "part-0.parquet")
+
+
+def _read_everywhere(out: Path) -> pd.DataFrame:
+    """The output folder read by pandas, pyarrow's hive dataset and Ray Data: the same
+    rows, with ``video_id`` from the partition path (the README's promise)."""
+    by_pandas = pd.read_parquet(out)
+    by_arrow = pads.dataset(str(out), format="parquet", partitioning="hive").to_table()
+    by_ray = ray.data.read_parquet(str(out)).to_pandas()
+    columns = ["video_id", "video_uri", "frame_index", "pts", "pts_seconds"]
+    frames = [
+        f[columns].astype({"video_id": str}).sort_values(["video_id", "frame_index"])
+        for f in (by_pandas, by_arrow.to_pandas(), by_ray)
+    ]
+    for other in frames[1:]:
+        pd.testing.assert_frame_equal(
+            frames[0].reset_index(drop=True), other.reset_index(drop=True), check_dtype=False
+        )
+    return frames[0]
+
+
+def test_one_videos_table_reads_as_a_dataset(clips: dict[str, Path], tmp_path: Path) -> None:
+    source = clips["ntsc"]
+    out = tmp_path / "hashes"
+    raypipe.process_video(str(source), str(out), model="builtin:phash", quiet=True)
+    frame = _read_everywhere(out)
+    assert set(frame["video_id"]) == {make_video_id(str(source))}
+    assert list(frame["frame_index"]) == list(range(len(frame))) and len(frame) > 0
+    assert "video_id" not in _table(out, source).column_names  # one file: video_uri says
 
 
 def test_phash_rows_match_in_process_and_keep_order(clips: dict[str, Path], tmp_path: Path) -> None:
@@ -92,12 +122,9 @@ def test_archive_writes_one_partition_per_video(clips: dict[str, Path], tmp_path
     assert report.exit_code == 0 and report.count("done") == 3
     parts = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(parts) == 3 and all(p.startswith("video_id=") for p in parts)
-    frame = (
-        pads.dataset(str(out), format="parquet", partitioning="hive", exclude_invalid_files=True)
-        .to_table()
-        .to_pandas()
-    )
+    frame = _read_everywhere(out)  # the report (_raypipe-report.*) is left out by all three
     assert len(frame) == 3 * 24
+    assert frame.groupby("video_id")["video_uri"].nunique().eq(1).all()
     assert (
         frame.groupby("video_uri")["frame_index"]
         .apply(list)

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from raypipe.config import ModelConfig, RunConfig, build_run_config
-from raypipe.distributed.pipeline import load_model
+from raypipe.distributed.setup import load_model
 from raypipe.errors import ConfigError, ModelLoadError
 from raypipe.infer.builtin import builtin_bytes
 from raypipe.infer.models import preprocess

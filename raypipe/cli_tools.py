@@ -1,0 +1,197 @@
+"""The ``raypipe`` subcommands other than ``run`` and ``archive``: build-engines, report,
+probe, model, demo and doctor (:mod:`raypipe.cli` parses and dispatches). Each raises a
+:class:`~raypipe.errors.RaypipeError` for bad input, which the command prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from raypipe import storage
+from raypipe.config import ChunkConfig
+from raypipe.errors import ConfigError, InputNotFoundError
+
+EXIT_OK = 0
+DEFAULT_ENGINE_SIZE = "1920x1080"
+"""build-engines' default profile: 1080p frames, batches of 1 to ``--batch-size`` (8)."""
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def cmd_build_engines(args: argparse.Namespace) -> int:
+    from raypipe.config import RuntimeConfig, engine_cache_from_env
+    from raypipe.distributed.trt_engines import build_engines, parse_size
+    from raypipe.infer.gpu import engine_cache_url
+
+    if args.model and args.model_option and args.model != args.model_option:
+        raise ConfigError(
+            f"two models given ({args.model!r} and --model {args.model_option!r}); give one"
+        )
+    model = args.model or args.model_option
+    if not model:
+        raise ConfigError(
+            "no model given; pass it first: raypipe build-engines MODEL (builtin:NAME or a "
+            "path/URL of an .onnx)"
+        )
+    cache = engine_cache_url(args.cache or engine_cache_from_env())
+    sizes = [parse_size(s) for s in args.sizes or [DEFAULT_ENGINE_SIZE]]
+    records = build_engines(
+        model,
+        cache,
+        sizes,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        runtime=RuntimeConfig(address=args.address),
+    )
+    for r in records:
+        print(f"{r['gpu']} {r['size']}: engine {r['digest'][:12]} ready ({r['seconds']}s)")
+    print(f"engines of {model} in {cache}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from raypipe.archive_report import format_report, read_report
+
+    path = args.path
+    if path.endswith(".json"):
+        return _draw_stats(path, args.output)
+    if not path.endswith(".parquet"):
+        raise ConfigError(
+            f"report shows an archive report (.parquet) or draws run stats (.json), got "
+            f"{path!r}; e.g. `raypipe report OUTPUT_DIR/_raypipe-report.parquet`"
+        )
+    try:
+        rows = read_report(path)
+    except FileNotFoundError as e:
+        raise InputNotFoundError(f"report '{path}' does not exist") from e
+    except (OSError, ValueError) as e:  # a directory, not Parquet (ArrowInvalid), ...
+        raise ConfigError(f"'{path}' is not a readable Parquet report: {_one_line(e)}") from e
+    if rows and "status" not in rows[0]:
+        raise ConfigError(
+            f"'{path}' has columns {list(rows[0])}, not an archive report's (uri, status, ...)"
+        )
+    print(format_report(rows))
+    return EXIT_OK
+
+
+def _draw_stats(path: str, output: str | None) -> int:
+    from raypipe.report import draw_report, load_stats
+
+    if not output:
+        raise ConfigError(f"drawing stats needs -o REPORT.png: raypipe report {path} -o report.png")
+    if not os.path.exists(path) and "://" not in path:
+        raise InputNotFoundError(f"stats '{path}' does not exist")
+    _check_local_parent(output)
+    try:
+        stats = load_stats(path)
+    except FileNotFoundError as e:
+        raise InputNotFoundError(f"stats '{path}' does not exist") from e
+    except (OSError, ValueError) as e:  # a directory, not JSON, not a stats document
+        raise ConfigError(f"'{path}' is not raypipe run stats (--stats): {_one_line(e)}") from e
+    draw_report(stats, output)
+    print(f"wrote {output}")
+    return EXIT_OK
+
+
+def _check_local_parent(path: str) -> None:
+    """Fail before any work when a local output ``path`` cannot be written."""
+    if "://" in path:
+        return
+    if os.path.isdir(path):
+        raise ConfigError(f"output '{path}' is a directory; give a file name in it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"output directory '{parent}' does not exist; create it first")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from raypipe.media import plan_chunks, probe
+    from raypipe.media.describe import probe_lines
+
+    info = probe(args.input)
+    plan = plan_chunks(info, ChunkConfig(chunk_frames=args.chunk_frames))
+    if args.json:
+        doc = info.to_dict()
+        doc["chunks"] = [c.to_dict() for c in plan.chunks]
+        print(json.dumps(doc))
+    else:
+        print("\n".join(probe_lines(info, plan, args.chunk_frames)))
+    return EXIT_OK
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from raypipe.infer.builtin import builtin_bytes
+    from raypipe.infer.model_info import builtin_table, describe
+
+    if args.model_command == "list":
+        print("\n".join(builtin_table()))
+        return EXIT_OK
+    if args.model_command == "show":
+        print("\n".join(describe(args.name).lines()))
+        return EXIT_OK
+    name = args.name.removeprefix("builtin:")
+    data = builtin_bytes(name)
+    _check_local_parent(args.path)
+    storage.write_bytes(args.path, data)
+    print(f"wrote builtin:{name} to {args.path} ({len(data)} bytes)")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from raypipe.distributed.pipeline import process_video
+    from raypipe.media.sample import write_sample
+
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise ConfigError(f"--output-dir '{args.output_dir}' is a file; give a directory")
+    os.makedirs(args.output_dir, exist_ok=True)
+    source = os.path.join(args.output_dir, "sample.mp4")
+    output = os.path.join(args.output_dir, "sample.processed.mp4")
+    stats_path = os.path.join(args.output_dir, "stats.json")
+    write_sample(source, n_frames=120, width=320, height=180, gop=24)
+    stats = process_video(
+        source,
+        output,
+        model=args.model,
+        chunk_frames=24,
+        overwrite=True,
+        stats_path=stats_path,
+        quiet=args.quiet,
+        verbose=args.verbose,
+    )
+    print(
+        f"demo: made {source} (120 frames with audio), ran {args.model} over it in "
+        f"{stats.chunks} chunks on {stats.workers} worker(s) [{', '.join(stats.providers)}]"
+    )
+    print(f"demo: output {output}")
+    report = os.path.join(args.output_dir, "report.png")
+    try:
+        from raypipe.report import draw_report
+
+        draw_report(stats_path, report)
+    except ImportError:  # matplotlib is an extra
+        print(f"demo: stats {stats_path}; draw them with `raypipe report {stats_path} -o {report}`")
+    else:
+        print(
+            f"demo: stats {stats_path}, run report {report} "
+            f"(redraw: `raypipe report {stats_path} -o {report}`)"
+        )
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from raypipe.doctor import examine, format_report
+    from raypipe.errors import DeviceUnavailableError
+
+    report = examine(engine_cache=args.engine_cache)
+    problem = report["verdicts"][args.device]
+    if args.json:
+        print(json.dumps({"device": args.device, "ok": not problem, **report}, indent=1))
+    else:
+        print(format_report(report, args.device))
+    if problem:
+        raise DeviceUnavailableError(f"--device {args.device} would fail here: {problem}")
+    return EXIT_OK

@@ -1,0 +1,165 @@
+"""What a model is, for ``raypipe model list`` and ``raypipe model show``.
+
+:func:`describe` reads a model (``builtin:NAME``, a path or a URL) the way a run does
+(:func:`~raypipe.infer.sidecar.resolve_model_and_spec`) and says what it takes and gives:
+its inputs and outputs from the ONNX graph, its kind (``image``: frames out, a video is
+written; ``tensor``: arrays per frame, Parquet is written), its scale (output size over
+input size, for image models, measured by running it once on a small frame), the resolved
+:class:`~raypipe.infer.sidecar.ModelSpec` and where that spec came from (the built-in's,
+a sidecar file, or the defaults).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from raypipe.errors import ModelLoadError
+from raypipe.infer.builtin import BUILTIN_MODELS
+from raypipe.infer.output_kind import output_kind
+from raypipe.infer.sidecar import (
+    BUILTIN_PREFIX,
+    BUILTIN_SPECS,
+    ModelSpec,
+    find_sidecar,
+    resolve_model_and_spec,
+)
+
+DESCRIPTIONS: dict[str, str] = {
+    "identity": "returns each frame unchanged",
+    "invert": "inverts the colours (1 - x)",
+    "grayscale": "BT.601 luma, repeated to three channels",
+    "blur": "5x5 binomial blur (sigma about 1), edges replicated",
+    "sharpen": "3x3 sharpening kernel, edges replicated",
+    "upscale2x": "bilinear 2x upscale",
+    "superres": "a super-resolution-sized 2x network, fixed seeded weights (GPU benchmarks)",
+    "phash": "64-bit DCT perceptual hash per frame, bit for bit imagehash.phash",
+    "embedding": "a small unit-norm frame embedding (untrained, seeded weights)",
+}
+"""What each built-in does, in one line (every name of BUILTIN_MODELS has one)."""
+
+_ELEMENT_TYPES = {v: k for k, v in onnx.TensorProto.DataType.items()}
+_PROBE_PX = 32  # the frame side an image model is run on once to measure its scale
+
+
+@dataclass(frozen=True, kw_only=True)
+class Port:
+    """One model input or output: its name, element type and shape (names for dynamic
+    dimensions)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype} [{', '.join(str(d) for d in self.shape)}]"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """What :func:`describe` found out about a model."""
+
+    model: str
+    sha256: str
+    size_bytes: int
+    kind: str  # "image" or "tensor"
+    scale: int | None  # output size over input size for image models, None for tensor ones
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+    spec: ModelSpec
+    spec_source: str  # "the built-in", "sidecar PATH" or "the defaults (...)"
+
+    def lines(self) -> list[str]:
+        """The text ``raypipe model show`` prints."""
+        scale = f", scale {self.scale}x" if self.scale is not None else ""
+        out = [
+            f"model: {self.model} ({self.size_bytes} bytes, sha256 {self.sha256[:16]}...)",
+            f"kind: {self.kind}{scale} ({_KIND_MEANS[self.kind]})",
+            "inputs:",
+            *(f"  {p}" for p in self.inputs),
+            "outputs:",
+            *(f"  {p}" for p in self.outputs),
+            f"spec: from {self.spec_source}",
+        ]
+        out += [
+            f"  {f.name}: {getattr(self.spec, f.name)!r}" for f in dataclasses.fields(ModelSpec)
+        ]
+        return out
+
+
+_KIND_MEANS = {"image": "frames in, frames out: a video", "tensor": "arrays per frame: Parquet"}
+
+
+def _ports(values: list[onnx.ValueInfoProto]) -> tuple[Port, ...]:
+    ports = []
+    for v in values:
+        tensor = v.type.tensor_type
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in tensor.shape.dim
+        )
+        dtype = _ELEMENT_TYPES.get(tensor.elem_type, "?").lower()
+        dtype = {"float": "float32", "double": "float64"}.get(dtype, dtype)
+        ports.append(Port(name=v.name, dtype=dtype, shape=dims))
+    return tuple(ports)
+
+
+def _scale(data: bytes, spec: ModelSpec) -> int:
+    """Output height over input height, from one run on a small gray frame (CPU)."""
+    from raypipe.infer.models import FrameModel
+
+    model = FrameModel(data, spec=spec, device="cpu")
+    frames = np.full((1, _PROBE_PX, _PROBE_PX, 3), 128, dtype=np.uint8)
+    return max(1, round(model.run(frames, 1).shape[1] / _PROBE_PX))
+
+
+def spec_source(model: str) -> str:
+    """Where ``model``'s spec comes from: the built-in's own, a sidecar, or the defaults."""
+    if model.startswith(BUILTIN_PREFIX):
+        name = model[len(BUILTIN_PREFIX) :]
+        return "the built-in" if name in BUILTIN_SPECS else "the defaults (a built-in)"
+    sidecar = find_sidecar(model)
+    return f"sidecar {sidecar}" if sidecar else "the defaults (no sidecar beside the model)"
+
+
+def describe(model: str, *, measure_scale: bool = True) -> ModelInfo:
+    """Read ``model`` (``builtin:NAME``, a path or a URL) and say what it is. Raises the
+    typed errors a run would (:class:`~raypipe.errors.ModelNotFoundError`, ...)."""
+    data, sha256, spec = resolve_model_and_spec(model)
+    try:
+        graph = onnx.load_from_string(data).graph
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and kin: not ONNX
+        raise ModelLoadError(
+            f"cannot load the model {model!r}: it is not an ONNX model ({e}); pass builtin:NAME "
+            "or a path/URL of an .onnx file"
+        ) from e
+    initializers = {t.name for t in graph.initializer}
+    kind = output_kind(data, spec)
+    return ModelInfo(
+        model=model,
+        sha256=sha256,
+        size_bytes=len(data),
+        kind=kind,
+        scale=_scale(data, spec) if kind == "image" and measure_scale else None,
+        inputs=_ports([i for i in graph.input if i.name not in initializers]),
+        outputs=_ports(list(graph.output)),
+        spec=spec,
+        spec_source=spec_source(model),
+    )
+
+
+def builtin_table() -> list[str]:
+    """``raypipe model list``: every built-in with its kind, scale and what it does."""
+    rows = [("model", "kind", "scale", "what it does")]
+    for name in BUILTIN_MODELS:
+        info = describe(f"{BUILTIN_PREFIX}{name}")
+        scale = f"{info.scale}x" if info.scale is not None else "-"
+        rows.append((f"{BUILTIN_PREFIX}{name}", info.kind, scale, DESCRIPTIONS[name]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return [
+        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
+        for r in rows
+    ]

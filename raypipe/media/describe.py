@@ -1,0 +1,66 @@
+"""What ``raypipe probe`` prints about a video: streams, pictures (size as shown, rotation,
+depth, chroma, colour, HDR) and the chunk plan, as text lines. Pure: no I/O."""
+
+from __future__ import annotations
+
+from raypipe.media.picture import PictureFormat
+from raypipe.media.plan import ChunkPlan
+from raypipe.media.probe import VideoInfo
+
+
+def probe_lines(info: VideoInfo, plan: ChunkPlan, chunk_frames: int) -> list[str]:
+    """The text of ``raypipe probe`` for ``info`` and its ``plan``."""
+    lines = [
+        f"{info.uri}: {info.format_name}, video stream {info.stream_index}: {info.codec} "
+        f"{info.width}x{info.height} {info.pix_fmt}, {float(info.rate):.3f} fps "
+        f"({info.rate_num}/{info.rate_den}), time base {info.time_base_num}/{info.time_base_den}",
+        f"  {info.n_frames} frames, {len(info.keyframe_pts)} keyframes, "
+        f"{info.duration_seconds:.3f}s from {info.start_seconds:.3f}s, "
+        f"rotation {info.rotation_degrees}°",
+    ]
+    lines += [f"  {line}" for line in picture_lines(info.picture_format)]
+    for s in info.streams:
+        tags = ", ".join(
+            x
+            for x in (
+                s.language and f"language {s.language}",
+                s.title and f"title {s.title!r}",
+                *s.dispositions,
+            )
+            if x
+        )
+        lines.append(
+            f"  stream {s.index}: {s.kind} {s.codec} (copied{'; ' + tags if tags else ''})"
+        )
+    lines.append(f"  plan: {len(plan)} chunks of about {chunk_frames} frames")
+    for c in plan.chunks:  # half-open display ranges [start_pts, end_pts)
+        seek = "start" if c.seek_pts is None else c.seek_pts
+        lines.append(
+            f"    {c.chunk_id}: [{c.start_pts}, {c.end_pts}) {c.n_frames} frames, seek {seek}"
+        )
+    return lines
+
+
+def picture_lines(picture: PictureFormat) -> list[str]:
+    """What `raypipe probe` says of the pictures: size as shown, depth, chroma, colour, HDR."""
+    width, height = picture.upright_size
+    c = picture.colour
+    lines = [
+        f"shown {width}x{height} (coded {picture.coded_width}x{picture.coded_height}, "
+        f"rotation {picture.rotation_degrees}° counter-clockwise), "
+        f"{picture.bit_depth}-bit {picture.chroma}",
+        f"colour: primaries {c.primaries}, transfer {c.transfer}, matrix {c.matrix}, "
+        f"range {c.range} (converted as {picture.matrix}, {picture.range})",
+    ]
+    hdr = picture.hdr
+    if hdr is not None:
+        parts = []
+        if hdr.has_mastering:
+            parts.append(
+                f"mastering display {(hdr.max_luminance or 0) / 10000:g}/"
+                f"{(hdr.min_luminance or 0) / 10000:g} cd/m2"
+            )
+        if hdr.has_light_level:
+            parts.append(f"MaxCLL {hdr.max_cll}, MaxFALL {hdr.max_fall}")
+        lines.append(f"HDR10: {', '.join(parts)}")
+    return lines

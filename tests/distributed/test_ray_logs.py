@@ -1,0 +1,63 @@
+"""Ray's C++ log lines leave file descriptor 2 for the session's log; every other byte
+passes through unchanged, partial progress lines included (no Ray needed)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+
+from raypipe.cli_help import TerminalHandler
+from raypipe.distributed import ray_logs
+
+E_LINE = (
+    b"[2026-11-30 07:14:07,245 E 32580 32580] core_worker.cc:2465: Actor with class name: "
+    b"'MapWorker(MapBatches(InferActor))' has constructor arguments in the object store and "
+    b"max_restarts > 0.\n"
+)
+
+
+def _router(log: ray_logs._SessionLog) -> tuple[ray_logs._Stderr, int]:
+    router = ray_logs._Stderr.__new__(ray_logs._Stderr)
+    read_end, write_end = os.pipe()
+    router.log, router.saved = log, write_end
+    return router, read_end
+
+
+def test_cxx_lines_go_to_the_log_and_the_rest_through() -> None:
+    log = ray_logs._SessionLog()  # no Ray session in this process: what it gets is held
+    router, read_end = _router(log)
+    progress = b"\rclip.mp4: 24/120 frames (20%), 0.6 fps"
+    left = router._route(b"raypipe: WARNING: something\n" + E_LINE + progress)
+    assert left == b""  # a partial line that cannot be Ray's is passed on at once
+    left = router._route(b"[2026-11-30 07:14")  # may become a C++ line: held
+    assert left == b"[2026-11-30 07:14"
+    left = router._route(left + b":08,001 W 1 2] raylet_client.cc:1: late\nnext\n")
+    assert left == b""
+    os.close(router.saved)
+    passed = os.read(read_end, 1 << 16)
+    os.close(read_end)
+    assert passed == b"raypipe: WARNING: something\n" + progress + b"next\n"
+    held = log.close()
+    assert held == E_LINE.decode() + "[2026-11-30 07:14:08,001 W 1 2] raylet_client.cc:1: late\n"
+
+
+def test_verbose_leaves_everything_alone() -> None:
+    saved = os.dup(2)
+    try:
+        with ray_logs.ray_lines_to_files(verbose=True):
+            assert os.path.sameopenfile(2, saved)  # fd 2 is not redirected
+    finally:
+        os.close(saved)
+
+
+def test_raypipe_warnings_clear_a_progress_line_on_a_terminal() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, prefix in ((Tty(), "\r\x1b[K"), (io.StringIO(), "")):
+        handler = TerminalHandler(stream)
+        handler.setFormatter(logging.Formatter("raypipe: %(levelname)s: %(message)s"))
+        handler.emit(logging.LogRecord("raypipe", logging.WARNING, "", 0, "late", None, None))
+        assert stream.getvalue() == f"{prefix}raypipe: WARNING: late\n"

@@ -1,0 +1,256 @@
+"""The command line's first impression: every `--help` ends with examples that parse,
+`raypipe model list/show` say what a model is, and every subcommand's misuse is one typed
+line (exit 1) or one usage line (exit 2), never a traceback; `--verbose` shows it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raypipe.cli import build_parser, main
+from raypipe.cli_help import EXAMPLES
+from raypipe.infer.builtin import BUILTIN_MODELS, builtin_bytes
+from raypipe.infer.model_info import DESCRIPTIONS
+from raypipe.infer.sidecar import ModelSpec, write_sidecar
+
+SUBCOMMANDS = [
+    ["run"],
+    ["archive"],
+    ["build-engines"],
+    ["report"],
+    ["probe"],
+    ["model"],
+    ["model", "list"],
+    ["model", "show"],
+    ["model", "export"],
+    ["demo"],
+    ["doctor"],
+]
+
+
+def _help(words: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*words, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def _parse_example(line: str) -> argparse.Namespace:
+    words = shlex.split(line.split(" | ")[0])  # `... | grep tensor`: the raypipe part
+    assert words[0] == "raypipe", line
+    return build_parser().parse_args(words[1:])
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
+def test_every_help_ends_with_examples_that_parse(
+    words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = _help(words, capsys).rstrip("\n")
+    head, sep, tail = text.rpartition("\nexamples:\n")
+    assert sep and head, text
+    examples = [line.strip() for line in tail.splitlines()]
+    assert 2 <= len(examples) <= 4, examples
+    assert examples == EXAMPLES[" ".join(words)]
+    for line in examples:
+        args = _parse_example(line)
+        assert args.command == words[0]
+        if len(words) > 1:
+            assert args.model_command == words[1]
+
+
+def test_model_list_says_kind_scale_and_what_each_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["model", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "kind", "scale", "what", "it", "does"]
+    rows = {line.split()[0]: line.split(None, 3) for line in lines[1:]}
+    assert sorted(rows) == sorted(f"builtin:{n}" for n in BUILTIN_MODELS)
+    assert rows["builtin:upscale2x"][1:3] == ["image", "2x"]
+    assert rows["builtin:sharpen"][1:3] == ["image", "1x"]
+    assert rows["builtin:phash"][1:3] == ["tensor", "-"]
+    assert rows["builtin:embedding"][1:3] == ["tensor", "-"]
+    for name in BUILTIN_MODELS:
+        assert rows[f"builtin:{name}"][3] == DESCRIPTIONS[name]
+
+
+def test_model_show_inputs_outputs_spec_and_its_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["model", "show", "builtin:upscale2x"]) == 0
+    text = capsys.readouterr().out
+    assert "kind: image, scale 2x" in text
+    assert "inputs:\n  input: float32 [batch, 3, height, width]\n" in text
+    assert "outputs:\n  output: float32 [batch, 3, out_height, out_width]\n" in text
+    assert "spec: from the defaults (a built-in)\n  layout: 'NCHW'\n" in text
+    assert main(["model", "show", "builtin:phash"]) == 0
+    text = capsys.readouterr().out
+    assert "kind: tensor (arrays per frame: Parquet)" in text and "spec: from the built-in" in text
+
+    path = tmp_path / "sharpen.onnx"
+    path.write_bytes(builtin_bytes("sharpen"))
+    assert main(["model", "show", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "spec: from the defaults (no sidecar beside the model)" in text
+    sidecar = write_sidecar(str(path), ModelSpec(layout="NCHW", color="BGR"))
+    assert main(["model", "show", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert f"spec: from sidecar {sidecar}\n" in text and "  color: 'BGR'\n" in text
+
+
+def _one_line_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str], error_type: str, text: str
+) -> None:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 1, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"raypipe: error: {error_type}: "), err
+    assert text in err, err
+
+
+def _usage_line(argv: list[str], capsys: pytest.CaptureFixture[str], text: str) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2
+    assert len(err.splitlines()) == 1, err
+    assert text in err and "--help` shows the options and examples" in err, err
+
+
+def test_run_misuse(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _usage_line(["run", str(clips["ntsc"])], capsys, "raypipe run: error: the following")
+    _usage_line(["run", "a.mp4", "b.mp4", "--workers", "many"], capsys, "invalid int value")
+    _usage_line(["rnu", "a.mp4"], capsys, "raypipe: error: argument COMMAND: invalid choice")
+    _one_line_error(
+        ["run", str(tmp_path / "nope.mp4"), str(tmp_path / "o.mp4"), "-q"],
+        capsys,
+        "InputNotFoundError",
+        "does not exist",
+    )
+
+
+def test_archive_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(
+        ["archive", str(tmp_path / "nothing-here"), str(tmp_path / "out"), "-q"],
+        capsys,
+        "InputNotFoundError",
+        "nothing-here",
+    )
+    manifest = tmp_path / "list.parquet"
+    manifest.write_text("not parquet")
+    _one_line_error(
+        ["archive", str(manifest), str(tmp_path / "out"), "-q"],
+        capsys,
+        "ConfigError",
+        "is not a readable Parquet file",
+    )
+
+
+def test_build_engines_misuse(capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(["build-engines"], capsys, "ConfigError", "no model given")
+    _one_line_error(
+        ["build-engines", "builtin:sharpen", "--model", "builtin:blur"],
+        capsys,
+        "ConfigError",
+        "two models given",
+    )
+    _one_line_error(
+        ["build-engines", "builtin:sharpen", "--size", "big"],
+        capsys,
+        "ConfigError",
+        "frame size must be WIDTHxHEIGHT",
+    )
+    _one_line_error(
+        ["build-engines", "builtin:nope"], capsys, "ModelNotFoundError", "unknown built-in"
+    )
+
+
+def test_report_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(["report", "some.mp4"], capsys, "ConfigError", "got 'some.mp4'")
+    _one_line_error(
+        ["report", str(tmp_path / "r.parquet")], capsys, "InputNotFoundError", "does not exist"
+    )
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    _one_line_error(
+        ["report", str(tmp_path / "bad.parquet")], capsys, "ConfigError", "not a readable"
+    )
+    (tmp_path / "s.json").write_text("[1, 2]")
+    _one_line_error(
+        ["report", str(tmp_path / "s.json"), "-o", str(tmp_path / "r.png")],
+        capsys,
+        "ConfigError",
+        "is not raypipe run stats",
+    )
+    _one_line_error(
+        ["report", str(tmp_path / "s.json"), "-o", str(tmp_path / "no" / "r.png")],
+        capsys,
+        "ConfigError",
+        "does not exist; create it first",
+    )
+
+
+def test_probe_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(["probe", str(tmp_path / "x.mp4")], capsys, "InputNotFoundError", "x.mp4")
+    (tmp_path / "t.mp4").write_text("text")
+    _one_line_error(["probe", str(tmp_path / "t.mp4")], capsys, "CorruptVideoError", "t.mp4")
+
+
+def test_probe_into_a_closed_pipe_is_quiet(clips: dict[str, Path]) -> None:
+    """`raypipe probe clip | head -1`: the reader is gone; no BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "raypipe.cli", "probe", str(clips["open_gop"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert probe.stdout is not None and probe.stderr is not None
+    probe.stdout.close()  # before the first line is written: every write fails
+    err = probe.stderr.read().decode()
+    assert probe.wait(timeout=120) == 141, err
+    assert err == ""
+
+
+def test_model_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(
+        ["model", "show", str(tmp_path / "m.onnx")], capsys, "ModelNotFoundError", "m.onnx"
+    )
+    (tmp_path / "junk.onnx").write_bytes(b"junk" * 40)
+    _one_line_error(
+        ["model", "show", str(tmp_path / "junk.onnx")], capsys, "ModelLoadError", "cannot load"
+    )
+    _one_line_error(
+        ["model", "export", "builtin:sharpen", str(tmp_path)], capsys, "ConfigError", "directory"
+    )
+    _usage_line(["model"], capsys, "raypipe model: error: the following")
+
+
+def test_demo_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("x")
+    _one_line_error(["demo", "--output-dir", str(taken)], capsys, "ConfigError", "is a file")
+
+
+def test_doctor_misuse(capsys: pytest.CaptureFixture[str]) -> None:
+    if main(["doctor", "--device", "gpu", "--json"]) == 0:
+        pytest.skip("--device gpu works on this machine")
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("raypipe: error: DeviceUnavailableError: --device gpu would fail")
+    _usage_line(["doctor", "--device", "tpu"], capsys, "invalid choice: 'tpu'")
+
+
+def test_verbose_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "some.mp4", "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert err.strip().splitlines()[-1].startswith("raypipe: error: ConfigError: ")
