@@ -25,7 +25,7 @@ def _one_line(e: BaseException) -> str:
 def cmd_build_engines(args: argparse.Namespace) -> int:
     from raypipe.config import RuntimeConfig, engine_cache_from_env
     from raypipe.distributed.trt_engines import build_engines, parse_size
-    from raypipe.infer.gpu import engine_cache_url
+    from raypipe.infer.trt.providers import engine_cache_url
 
     if args.model and args.model_option and args.model != args.model_option:
         raise ConfigError(

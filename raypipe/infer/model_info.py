@@ -38,6 +38,9 @@ DESCRIPTIONS: dict[str, str] = {
     "superres": "a super-resolution-sized 2x network, fixed seeded weights (GPU benchmarks)",
     "phash": "64-bit DCT perceptual hash per frame, bit for bit imagehash.phash",
     "embedding": "a small unit-norm frame embedding (untrained, seeded weights)",
+    "denoise3": "temporal: the mean of frames t-1, t, t+1 (a window model)",
+    "ema": "temporal: a running average with a recurrent state (warm-up 8 frames)",
+    "interp2x": "temporal: a frame halfway between each two (twice the frames)",
 }
 """What each built-in does, in one line (every name of BUILTIN_MODELS has one)."""
 
@@ -71,6 +74,7 @@ class ModelInfo:
     outputs: tuple[Port, ...]
     spec: ModelSpec
     spec_source: str  # "the built-in", "sidecar PATH" or "the defaults (...)"
+    temporal: str = ""  # a temporal model's window, warm-up, state and interpolation
 
     def lines(self) -> list[str]:
         """The text ``raypipe model show`` prints."""
@@ -78,6 +82,7 @@ class ModelInfo:
         out = [
             f"model: {self.model} ({self.size_bytes} bytes, sha256 {self.sha256[:16]}...)",
             f"kind: {self.kind}{scale} ({_KIND_MEANS[self.kind]})",
+            *([f"temporal: {self.temporal}"] if self.temporal else []),
             "inputs:",
             *(f"  {p}" for p in self.inputs),
             "outputs:",
@@ -110,10 +115,14 @@ def _ports(values: list[onnx.ValueInfoProto]) -> tuple[Port, ...]:
 def _scale(data: bytes, spec: ModelSpec) -> int:
     """Output height over input height, from one run on a small gray frame (CPU)."""
     from raypipe.infer.models import FrameModel
+    from raypipe.infer.temporal_model import TemporalModel
 
-    model = FrameModel(data, spec=spec, device="cpu")
-    frames = np.full((1, _PROBE_PX, _PROBE_PX, 3), 128, dtype=np.uint8)
-    return max(1, round(model.run(frames, 1).shape[1] / _PROBE_PX))
+    frames = np.full((3, _PROBE_PX, _PROBE_PX, 3), 128, dtype=np.uint8)
+    if spec.temporal.active:
+        out = TemporalModel(data, spec=spec, device="cpu").run(frames, 1)
+    else:
+        out = FrameModel(data, spec=spec, device="cpu").run(frames, 1)
+    return max(1, round(out.shape[1] / _PROBE_PX))
 
 
 def spec_source(model: str) -> str:
@@ -137,13 +146,15 @@ def describe(model: str, *, measure_scale: bool = True) -> ModelInfo:
             "or a path/URL of an .onnx file"
         ) from e
     initializers = {t.name for t in graph.initializer}
-    kind = output_kind(data, spec)
+    temporal = spec.temporal
+    kind = "image" if temporal.active else output_kind(data, spec)
     return ModelInfo(
         model=model,
         sha256=sha256,
         size_bytes=len(data),
         kind=kind,
         scale=_scale(data, spec) if kind == "image" and measure_scale else None,
+        temporal=temporal.describe() if temporal.active else "",
         inputs=_ports([i for i in graph.input if i.name not in initializers]),
         outputs=_ports(list(graph.output)),
         spec=spec,
