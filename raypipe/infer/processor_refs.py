@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raypipe.errors import ConfigError, ProcessorError
+from raypipe.infer.processor_base import Processor
 from raypipe.infer.temporal import NONE, Temporal, processor_temporal
 
 _TARGET = re.compile(r"^(?P<where>.+):(?P<name>[A-Za-z_][\w.]*)$")
@@ -111,8 +112,6 @@ def _attribute(module: types.ModuleType, name: str, target: str) -> Any:
 
 
 def _check_class(obj: Any, target: str) -> type:
-    from raypipe.infer.processors import Processor
-
     cls = obj if isinstance(obj, type) else type(obj)
     if not issubclass(cls, Processor):
         raise ConfigError(

@@ -40,13 +40,14 @@ into a :class:`~raypipe.errors.ProcessorError` carrying the processor's own mess
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from raypipe.errors import ProcessorError, RaypipeError
 from raypipe.infer.factory import SessionSettings, session_record
 from raypipe.infer.model_errors import shorten
+from raypipe.infer.processor_base import Processor as Processor  # the public name
 from raypipe.infer.processor_refs import ProcessorRef, resolve_target
 from raypipe.infer.session import create_session
 from raypipe.infer.sidecar import resolve_model
@@ -54,28 +55,6 @@ from raypipe.infer.temporal import Temporal, edge_padded, interleave, processor_
 
 TABLE_COLUMNS: tuple[str, ...] = ("video_uri", "video_id", "frame_index", "pts", "pts_seconds")
 """Columns raypipe writes itself in a table output; a processor's outputs may not use them."""
-
-
-class Processor:
-    """Base class of user processors (see the module docstring)."""
-
-    output: ClassVar[str] = "image"  # "image": frames out (video); "tensor": dict (Parquet)
-    version: ClassVar[str] = ""  # bump to make earlier results of this processor stale
-    window: ClassVar[tuple[int, int] | None] = None  # temporal: frames (before, after)
-    warmup_frames: ClassVar[int] = 0  # temporal: a state warmed up by K frames per chunk
-    interpolate: ClassVar[int] = 1  # temporal: 2 returns the frames between neighbours
-
-    def setup(self, ctx: ProcessorContext) -> None:
-        """Once per actor, before the first frames: load models with ``ctx.session``."""
-
-    def reset(self) -> None:
-        """Before each chunk of a processor with ``warmup_frames``: forget the state."""
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
-        """``frames`` (n, H, W, 3) uint8 RGB (uint16 from deep sources) -> frames (n, h, w,
-        3) of the same dtype, or a dict of arrays with first dimension n when
-        ``output = "tensor"``."""
-        raise NotImplementedError(f"{type(self).__qualname__} does not define __call__")
 
 
 class ProcessorContext:

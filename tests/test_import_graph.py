@@ -1,0 +1,60 @@
+"""The package's shape (STYLE.md, "Structure"): no import circles, even through imports
+inside functions; production code never imports ``raypipe.testing``; Ray only in
+``distributed/`` (and ``data.py``, the Ray Data pieces), never in ``media/`` or ``infer/``."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool() -> object:
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "tools/import_graph.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["module-level", "with-function-level"])
+def test_no_import_circles(lazy: bool) -> None:
+    tool = _tool()
+    edges = tool.graph(lazy)  # type: ignore[attr-defined]
+    assert "raypipe.distributed.runner" in edges and len(edges) > 50  # the graph is real
+    assert tool.circles(edges) == []  # type: ignore[attr-defined]
+
+
+def test_the_circle_finder_finds_a_circle() -> None:
+    tool = _tool()
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert tool.circles(edges) == [["a", "b", "c"]]  # type: ignore[attr-defined]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_layers() -> None:
+    package = ROOT / "raypipe"
+    problems = []
+    for path in sorted(package.rglob("*.py")):
+        top = path.relative_to(package).parts[0]
+        names = _imported_modules(path)
+        if top != "testing":
+            problems += [f"{path}: imports {n}" for n in names if n.startswith("raypipe.testing")]
+            if "from raypipe import testing" in path.read_text():
+                problems.append(f"{path}: from raypipe import testing")
+        if top in ("media", "infer"):
+            problems += [f"{path}: imports {n}" for n in names if n.split(".")[0] == "ray"]
+    assert problems == []
