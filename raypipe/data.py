@@ -47,6 +47,7 @@ import ray
 
 from raypipe import storage
 from raypipe.config import ChunkConfig, ModelConfig, RunConfig, RuntimeConfig, build_run_config
+from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
 from raypipe.distributed.dataset import infer_stage
 from raypipe.distributed.planning import (
@@ -59,7 +60,7 @@ from raypipe.distributed.planning import (
     work_dir_for,
 )
 from raypipe.distributed.runner import ChunkLog, Runner
-from raypipe.distributed.stages import Row, decode_stage, encode_stage
+from raypipe.distributed.stages import decode_stage, encode_stage
 from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.media.encode import check_encoder

@@ -12,7 +12,8 @@ import numpy as np
 from conftest import LOSSLESS
 
 from raypipe.config import ChunkConfig, EncodeConfig
-from raypipe.distributed.stages import chunk_row, decode_stage, encode_stage, segment_uri
+from raypipe.distributed.chunk_task import segment_uri
+from raypipe.distributed.stages import chunk_row, decode_stage, encode_stage
 from raypipe.media import assemble, plan_chunks, probe
 from raypipe.testing import (
     audio_packet_times,

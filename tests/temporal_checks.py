@@ -13,6 +13,7 @@ import pytest
 from conftest import LOSSLESS
 
 from raypipe.config import ChunkConfig, EncodeConfig, ModelConfig, RunConfig
+from raypipe.distributed.chunk_task import segment_uri
 from raypipe.distributed.setup import load_model
 from raypipe.distributed.stages import (
     chunk_row,
@@ -20,7 +21,6 @@ from raypipe.distributed.stages import (
     decode_stage,
     encode_stage,
     own_pts,
-    segment_uri,
 )
 from raypipe.infer.factory import SessionSettings
 from raypipe.infer.processors import ProcessorContext, ProcessorRunner

@@ -35,11 +35,11 @@ import ray
 
 from raypipe import faults
 from raypipe.config import engine_cache_from_env
+from raypipe.distributed.chunk_task import is_work
 from raypipe.distributed.stages import (
     EMPTY_FRAMES,
     context_counts,
     error_fields,
-    is_work,
     own_pts,
     tensor_table_bytes,
 )

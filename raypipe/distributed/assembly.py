@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import ray
 
 from raypipe import faults, storage
+from raypipe.distributed.chunk_task import segment_uri
 from raypipe.distributed.planning import VideoFacts
-from raypipe.distributed.stages import segment_uri
 from raypipe.errors import RaypipeError
 from raypipe.media.mux import assemble, output_format
 from raypipe.media.plan import chunk_id

@@ -19,7 +19,8 @@ from typing import Any
 
 from raypipe import errors, storage
 from raypipe.config import ChunkConfig
-from raypipe.distributed.stages import Row, chunk_row, placeholder_row
+from raypipe.distributed.chunk_task import Row, placeholder_row
+from raypipe.distributed.stages import chunk_row
 from raypipe.errors import RaypipeError
 from raypipe.infer.temporal import NONE, Temporal
 from raypipe.media.picture import PictureFormat

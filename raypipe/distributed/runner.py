@@ -27,11 +27,11 @@ import ray
 from raypipe import faults, storage
 from raypipe.config import RunConfig
 from raypipe.distributed.assembly import Assembled, assemble_remote
+from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.planning import VideoFacts, VideoResult
 from raypipe.distributed.ray_errors import iter_rows
 from raypipe.distributed.ray_logs import ray_lines_to_files
-from raypipe.distributed.stages import Row
 from raypipe.distributed.stats import chunk_record
 from raypipe.media.encode import fidelity_notes
 from raypipe.media.picture import PictureFormat

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import os
 import time
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from raypipe import faults
 from raypipe.config import EncodeConfig
+from raypipe.distributed.chunk_task import ChunkTask, Row, context_of, is_work
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
-from raypipe.media.picture import PictureFormat
-from raypipe.media.plan import Chunk, Context
+from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 from raypipe.media.retime import doubled_timing
-
-Row = dict[str, Any]
 
 EMPTY_FRAMES = np.zeros((0, 1, 1, 3), dtype=np.uint8)
 EMPTY_PTS = np.zeros(0, dtype=np.int64)
@@ -50,141 +47,22 @@ def chunk_row(
     work_dir: str = "",
     interpolate: int = 1,
 ) -> Row:
-    """The plain-data row that enters the pipeline for ``chunk`` of ``info``.
-
-    ``first_index``: display index of the chunk's first frame in the video; ``keep``: the
-    offsets of the frames to process (analysis sampling), ``None`` for all. ``picture``:
-    the source's :class:`~raypipe.media.picture.PictureFormat` as JSON (rotation, colour
-    tags, pixel format, HDR metadata) that decode and encode convert and tag with.
-    ``work_dir``: where the encode (or store) stage writes the chunk's segment.
-    ``kind`` is ``chunk``; a *video row* (``kind`` ``video``, see
-    :mod:`raypipe.distributed.planning`) has the same columns and passes every stage as it
-    is, as a row with an error does.
-    ``context``: the chunk's :class:`~raypipe.media.plan.Context` as JSON (``""``: none);
-    ``interpolate``: 2 when the model doubles the frames.
-    """
-    return {
-        "kind": "chunk",
-        "video": "",
-        "work_dir": work_dir,
-        "first_index": first_index,
-        "keep": "" if keep is None else ",".join(map(str, keep)),
-        "chunk_id": chunk.chunk_id,
-        "video_id": chunk.video_id,
-        "index": chunk.index,
-        "start_pts": chunk.start_pts,
-        "end_pts": chunk.end_pts,
-        "n_frames": chunk.n_frames,
-        "seek_pts": -1 if chunk.seek_pts is None else chunk.seek_pts,
-        "last_pts": chunk.last_pts,
-        "uri": info.uri,
-        "stream_index": info.stream_index,
-        "width": info.width,
-        "height": info.height,
-        "tb_num": info.time_base_num,
-        "tb_den": info.time_base_den,
-        "rate_num": info.rate_num,
-        "rate_den": info.rate_den,
-        "picture": info.picture_format.to_json(),
-        "context": "" if chunk.context is None else chunk.context.to_json(),
-        "interpolate": interpolate,
-        "error_type": "",
-        "error_message": "",
-    }
-
-
-def placeholder_row(video_id: str, uri: str) -> Row:
-    """A chunk row's columns with neutral values, for rows that are not a chunk (a video
-    row, a video that cannot be read): every block of a dataset keeps one schema."""
-    info = VideoInfo(
-        uri=uri, video_id=video_id, format_name="", codec="", stream_index=0, width=2,
-        height=2, pix_fmt=None, time_base_num=1, time_base_den=1, rate_num=0, rate_den=1,
-        rotation_degrees=0, pts=(), keyframe_pts=(),
-    )  # fmt: skip
-    chunk = Chunk(
-        video_id=video_id, index=-1, start_pts=0, end_pts=1, n_frames=0, seek_pts=None,
-        last_pts=0,
-    )  # fmt: skip
-    return chunk_row(info, chunk)
-
-
-def is_work(row: Row) -> bool:
-    """Whether a stage has work to do on ``row``: a chunk without an error."""
-    return row["kind"] == "chunk" and not row["error_type"]
-
-
-SEGMENT_SUFFIX = ".rpseg"
-
-
-def segment_uri(work_dir: str, chunk_id: str) -> str:
-    """Where chunk ``chunk_id``'s segment lives in its video's work directory."""
-    from raypipe import storage
-
-    return storage.join(work_dir, f"{chunk_id}{SEGMENT_SUFFIX}")
-
-
-def _chunk_of(row: Row) -> Chunk:
-    seek = int(row["seek_pts"])
-    return Chunk(
-        video_id=str(row["video_id"]),
-        index=int(row["index"]),
-        start_pts=int(row["start_pts"]),
-        end_pts=int(row["end_pts"]),
-        n_frames=int(row["n_frames"]),
-        seek_pts=None if seek < 0 else seek,
-        last_pts=int(row["last_pts"]),
-        context=Context.from_json(str(row.get("context") or "")),
-    )
+    """The row that enters the pipeline for ``chunk`` of ``info``: its
+    :class:`~raypipe.distributed.chunk_task.ChunkTask` (see there for the arguments)."""
+    return ChunkTask.of(
+        info, chunk, first_index=first_index, keep=keep, work_dir=work_dir, interpolate=interpolate
+    ).to_row()
 
 
 def context_counts(row: Row) -> tuple[int, int]:
     """Context frames (before, after) a decoded row carries around its chunk's frames."""
-    context = Context.from_json(str(row.get("context") or ""))
+    context = context_of(row)
     return (0, 0) if context is None else (context.before, context.after)
 
 
 def own_pts(pts: np.ndarray, before: int, after: int) -> np.ndarray:
     """The chunk's own pts of a decoded row's ``pts``: without its context frames'."""
     return np.asarray(pts)[before : len(pts) - after]
-
-
-def _info_of(row: Row) -> VideoInfo:
-    return VideoInfo(
-        uri=str(row["uri"]),
-        video_id=str(row["video_id"]),
-        format_name="",
-        codec="",
-        stream_index=int(row["stream_index"]),
-        width=int(row["width"]),
-        height=int(row["height"]),
-        pix_fmt=None,
-        time_base_num=int(row["tb_num"]),
-        time_base_den=int(row["tb_den"]),
-        rate_num=int(row["rate_num"]),
-        rate_den=int(row["rate_den"]),
-        rotation_degrees=0,
-        pts=(),
-        keyframe_pts=(),
-        picture=picture_of(row),
-    )
-
-
-def picture_of(row: Row) -> PictureFormat:
-    """The source's picture facts a row carries."""
-    return PictureFormat.from_json(str(row["picture"]))
-
-
-def keep_of(row: Row) -> list[int] | None:
-    """The offsets a row's ``keep`` field names (``None``: every frame)."""
-    text = str(row["keep"])
-    return [int(k) for k in text.split(",")] if text else None
-
-
-def frame_indices(row: Row) -> np.ndarray:
-    """Display indices (in the video) of the frames a decoded row carries."""
-    keep = keep_of(row)
-    offsets = np.arange(int(row["n_frames"])) if keep is None else np.asarray(keep)
-    return (int(row["first_index"]) + offsets).astype(np.int64)
 
 
 def tensor_table_bytes(row: Row, pts: np.ndarray, outputs: dict[str, np.ndarray]) -> bytes:
@@ -199,11 +77,12 @@ def tensor_table_bytes(row: Row, pts: np.ndarray, outputs: dict[str, np.ndarray]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tb = Fraction(int(row["tb_num"]), int(row["tb_den"]))
+    task = ChunkTask.from_row(row)
+    tb = task.time_base
     n = len(pts)
     columns: dict[str, Any] = {
-        "video_uri": pa.array([str(row["uri"])] * n, pa.string()),
-        "frame_index": pa.array(frame_indices(row), pa.int64()),
+        "video_uri": pa.array([task.uri] * n, pa.string()),
+        "frame_index": pa.array(task.frame_indices(), pa.int64()),
         "pts": pa.array(np.asarray(pts, dtype=np.int64), pa.int64()),
         "pts_seconds": pa.array([float(p * tb) for p in pts], pa.float64()),
     }
@@ -235,11 +114,11 @@ def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
     start = time.time()
     out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS, "decoder": "", "decoder_note": ""}
     if is_work(row):
-        faults.checkpoint("decode", str(row["chunk_id"]), node=_node_id())
+        task = ChunkTask.from_row(row)
+        faults.checkpoint("decode", task.chunk_id, node=_node_id())
         try:
-            decoded = decode_chunk(
-                _info_of(row), _chunk_of(row), keep=keep_of(row), decoder=decoder
-            )
+            keep = None if task.keep is None else list(task.keep)
+            decoded = decode_chunk(task.source(), task.chunk, keep=keep, decoder=decoder)
             out.update(
                 frames=decoded.frames,
                 pts=decoded.pts,
@@ -259,20 +138,20 @@ def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
 
 def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
     """Encode the processed frames into a segment and write it to the video's work
-    directory (:func:`segment_uri`); the row leaves with no frames or bytes in it, only
-    the segment's size."""
+    directory (:attr:`ChunkTask.segment_uri`); the row leaves with no frames or bytes in
+    it, only the segment's size."""
     start = time.time()
     out = {k: v for k, v in row.items() if k not in ("frames", "pts")}
     frames = row["frames"]
     out.update(segment_bytes=0, out_width=0, out_height=0)
     if is_work(row):
-        faults.checkpoint("encode", str(row["chunk_id"]), node=_node_id())
+        task = ChunkTask.from_row(row)
+        faults.checkpoint("encode", task.chunk_id, node=_node_id())
         try:
             pts = np.asarray(row["pts"])
-            time_base = Fraction(int(row["tb_num"]), int(row["tb_den"]))
-            rate = Fraction(int(row["rate_num"]), int(row["rate_den"]) or 1)
-            end_pts = int(row["end_pts"]) if int(row["n_frames"]) == len(pts) else None
-            if int(row.get("interpolate") or 1) == 2 and end_pts is not None:
+            time_base, rate = task.time_base, task.rate
+            end_pts = task.chunk.end_pts if task.chunk.n_frames == len(pts) else None
+            if task.interpolate == 2 and end_pts is not None:
                 pts, end_pts, time_base = doubled_timing(pts, end_pts, time_base)
                 rate *= 2
             segment = encode_segment(
@@ -281,11 +160,11 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
                 time_base=time_base,
                 rate=rate,
                 config=config,
-                picture=picture_of(row),
+                picture=task.picture,
                 end_pts=end_pts,
             )
             out.update(
-                segment_bytes=_store(row, segment.to_bytes()),
+                segment_bytes=_store(task, segment.to_bytes()),
                 out_width=int(frames.shape[2]),
                 out_height=int(frames.shape[1]),
             )
@@ -300,13 +179,12 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
     return out
 
 
-def _store(row: Row, data: bytes) -> int:
+def _store(task: ChunkTask, data: bytes) -> int:
     """Write a chunk's segment to its work directory, atomically; returns its size."""
     from raypipe import storage
 
-    work_dir = str(row["work_dir"])
-    storage.makedirs(work_dir)  # (a no-op on object stores)
-    storage.write_bytes(segment_uri(work_dir, str(row["chunk_id"])), data)
+    storage.makedirs(task.work_dir)  # (a no-op on object stores)
+    storage.write_bytes(task.segment_uri, data)
     return len(data)
 
 
@@ -318,7 +196,7 @@ def store_stage(row: Row) -> Row:
     out["segment_bytes"] = 0
     if is_work(row):
         try:
-            out["segment_bytes"] = _store(row, bytes(row["segment"]))
+            out["segment_bytes"] = _store(ChunkTask.from_row(row), bytes(row["segment"]))
         except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
             out.update(error_fields(e))
     out.update(encode_node=_node_id(), encode_start=start, encode_s=time.time() - start)

@@ -23,8 +23,8 @@ from temporal_checks import (
 )
 
 import raypipe
+from raypipe.distributed.chunk_task import SEGMENT_SUFFIX
 from raypipe.distributed.planning import work_dir_for
-from raypipe.distributed.stages import SEGMENT_SUFFIX
 from raypipe.faults import RECORD_ENV
 from raypipe.media.probe import make_video_id
 from raypipe.testing.s3 import S3, moto_s3

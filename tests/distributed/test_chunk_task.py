@@ -1,0 +1,65 @@
+"""The chunk task (no Ray): a row is a ChunkTask encoded, and decodes back to the same task."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from raypipe.distributed.chunk_task import (
+    SEGMENT_SUFFIX,
+    ChunkTask,
+    is_work,
+    placeholder_row,
+)
+from raypipe.media.picture import PictureFormat
+from raypipe.media.plan import Chunk, Context
+
+PICTURE = PictureFormat(coded_width=64, coded_height=48, pix_fmt="yuv420p10le", rotation_degrees=90)
+CONTEXT = Context(before=1, after=2, start_pts=0, end_pts=700, seek_pts=0, last_pts=600)
+
+
+@pytest.mark.parametrize(
+    ("seek", "keep", "context", "rate", "interpolate"),
+    [
+        (None, None, None, Fraction(0), 1),  # from the start, every frame, no rate known
+        (100, (0, 3, 5), None, Fraction(30000, 1001), 1),  # a GOP piece, sampled
+        (0, None, CONTEXT, Fraction(25), 2),  # a temporal chunk, interpolated
+    ],
+)
+def test_row_round_trip(
+    seek: int | None,
+    keep: tuple[int, ...] | None,
+    context: Context | None,
+    rate: Fraction,
+    interpolate: int,
+) -> None:
+    chunk = Chunk(video_id="v-1", index=3, start_pts=100, end_pts=600, n_frames=5,
+                  seek_pts=seek, last_pts=500, context=context)  # fmt: skip
+    task = ChunkTask(
+        uri="s3://b/v.mp4", chunk=chunk, stream_index=1, width=64, height=48,
+        time_base=Fraction(1, 90000), rate=rate, picture=PICTURE, first_index=30, keep=keep,
+        interpolate=interpolate, work_dir="s3://b/.v.mp4.raypipe-work",
+    )  # fmt: skip
+    row = task.to_row()
+    assert all(isinstance(v, (str, int)) for v in row.values())  # plain columns for Arrow
+    assert ChunkTask.from_row(row) == task
+    # a row after a stage (more columns) still decodes to the task
+    assert ChunkTask.from_row({**row, "frames": None, "decode_s": 0.1}) == task
+    assert task.segment_uri == f"s3://b/.v.mp4.raypipe-work/v-1-000003{SEGMENT_SUFFIX}"
+    offsets = list(keep) if keep is not None else list(range(5))
+    assert task.frame_indices().tolist() == [30 + k for k in offsets]
+    assert is_work(row) and not is_work({**row, "error_type": "DecodeError"})
+
+
+def test_a_placeholder_has_a_chunk_rows_columns_and_is_no_work() -> None:
+    chunk = Chunk(video_id="v", index=0, start_pts=0, end_pts=1, n_frames=1, seek_pts=None,
+                  last_pts=0)  # fmt: skip
+    real = ChunkTask(
+        uri="v.mp4", chunk=chunk, stream_index=0, width=2, height=2, time_base=Fraction(1),
+        rate=Fraction(0), picture=PictureFormat(coded_width=2, coded_height=2),
+    ).to_row()  # fmt: skip
+    placeholder = {**placeholder_row("v", "v.mp4"), "kind": "video"}
+    assert set(placeholder) == set(real)
+    assert {k: type(v) for k, v in placeholder.items()} == {k: type(v) for k, v in real.items()}
+    assert not is_work(placeholder)
