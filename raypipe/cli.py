@@ -23,7 +23,7 @@ from raypipe import cli_tools
 from raypipe.cli_help import EXIT_USAGE, Parser, TerminalHandler, subcommand
 from raypipe.cli_tools import DEFAULT_ENGINE_SIZE
 from raypipe.config import DECODERS, DEVICES
-from raypipe.errors import RaypipeError
+from raypipe.errors import RaypipeError, one_line
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 __all__ = ["EXIT_USAGE", "build_parser", "main"]
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
             if getattr(e, "detail", ""):
                 print(f"raypipe: where it failed (on a worker):\n{e.detail}", file=sys.stderr)  # type: ignore[attr-defined]
-        print(f"raypipe: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        print(f"raypipe: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("raypipe: interrupted", file=sys.stderr)
@@ -338,15 +338,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verbose:
             traceback.print_exc(file=sys.stderr)
         print(
-            f"raypipe: error: {type(e).__name__}: {_one_line(e)} (unexpected: `--verbose` "
+            f"raypipe: error: {type(e).__name__}: {one_line(e)} (unexpected: `--verbose` "
             "shows the traceback; please report it)",
             file=sys.stderr,
         )
         return EXIT_ERROR
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -11,15 +11,11 @@ import os
 
 from raypipe import storage
 from raypipe.config import ChunkConfig
-from raypipe.errors import ConfigError, InputNotFoundError
+from raypipe.errors import ConfigError, InputNotFoundError, one_line
 
 EXIT_OK = 0
 DEFAULT_ENGINE_SIZE = "1920x1080"
 """build-engines' default profile: 1080p frames, batches of 1 to ``--batch-size`` (8)."""
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 def cmd_build_engines(args: argparse.Namespace) -> int:
@@ -69,7 +65,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         raise InputNotFoundError(f"report '{path}' does not exist") from e
     except (OSError, ValueError) as e:  # a directory, not Parquet (ArrowInvalid), ...
-        raise ConfigError(f"'{path}' is not a readable Parquet report: {_one_line(e)}") from e
+        raise ConfigError(f"'{path}' is not a readable Parquet report: {one_line(e)}") from e
     if rows and "status" not in rows[0]:
         raise ConfigError(
             f"'{path}' has columns {list(rows[0])}, not an archive report's (uri, status, ...)"
@@ -91,7 +87,7 @@ def _draw_stats(path: str, output: str | None) -> int:
     except FileNotFoundError as e:
         raise InputNotFoundError(f"stats '{path}' does not exist") from e
     except (OSError, ValueError) as e:  # a directory, not JSON, not a stats document
-        raise ConfigError(f"'{path}' is not raypipe run stats (--stats): {_one_line(e)}") from e
+        raise ConfigError(f"'{path}' is not raypipe run stats (--stats): {one_line(e)}") from e
     draw_report(stats, output)
     print(f"wrote {output}")
     return EXIT_OK

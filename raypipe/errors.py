@@ -98,3 +98,33 @@ class EngineCacheError(RaypipeError, RuntimeError):
 
 class ClusterError(RaypipeError, RuntimeError):
     """The Ray cluster cannot run the pipeline (too few resources, unreachable address)."""
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line (runs of whitespace, newlines included, become one
+    space): how reports, rows and the command line show an error."""
+    return " ".join(str(error).split())
+
+
+__all__ = [
+    "RaypipeError",
+    "ConfigError",
+    "InputError",
+    "InputNotFoundError",
+    "InputPermissionError",
+    "CorruptVideoError",
+    "NoVideoStreamError",
+    "EmptyVideoError",
+    "UnsupportedVideoError",
+    "DecodeError",
+    "EncodeError",
+    "MuxError",
+    "OutputExistsError",
+    "ModelError",
+    "ModelNotFoundError",
+    "ModelLoadError",
+    "ProcessorError",
+    "DeviceUnavailableError",
+    "EngineCacheError",
+    "ClusterError",
+]  # the public error tree (``from raypipe.errors import *``)

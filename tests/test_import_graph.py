@@ -58,3 +58,17 @@ def test_layers() -> None:
         if top in ("media", "infer"):
             problems += [f"{path}: imports {n}" for n in names if n.split(".")[0] == "ray"]
     assert problems == []
+
+
+def test_the_whole_error_tree_is_public() -> None:
+    """``raypipe`` re-exports ``raypipe.errors.__all__``: every error class must be in it."""
+    import raypipe
+    from raypipe import errors
+
+    tree = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.RaypipeError)
+    }
+    assert set(errors.__all__) == tree
+    assert all(getattr(raypipe, name) is getattr(errors, name) for name in tree)

@@ -20,7 +20,7 @@ import ray
 from raypipe import faults, storage
 from raypipe.distributed.chunk_task import segment_uri
 from raypipe.distributed.planning import VideoFacts
-from raypipe.errors import RaypipeError
+from raypipe.errors import RaypipeError, one_line
 from raypipe.media.mux import assemble, output_format
 from raypipe.media.plan import chunk_id
 from raypipe.reuse import PROVENANCE_TAG, Provenance, provenance_tags
@@ -61,7 +61,7 @@ def assemble_video(facts: VideoFacts) -> Assembled:
             frames_out = facts.n_out or facts.n_frames  # an interpolating model doubles them
         result = Assembled(frames_out=frames_out)
     except Exception as e:  # noqa: BLE001 - the video fails alone
-        result = Assembled(error_type=type(e).__name__, error_message=" ".join(str(e).split()))
+        result = Assembled(error_type=type(e).__name__, error_message=one_line(e))
     storage.remove_tree(facts.work_dir)
     return Assembled(
         frames_out=result.frames_out,

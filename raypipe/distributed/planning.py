@@ -21,7 +21,7 @@ from raypipe import errors, storage
 from raypipe.config import ChunkConfig
 from raypipe.distributed.chunk_task import Row, placeholder_row
 from raypipe.distributed.stages import chunk_row
-from raypipe.errors import RaypipeError
+from raypipe.errors import RaypipeError, one_line
 from raypipe.infer.temporal import NONE, Temporal
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import chunk_offsets, plan_chunks, sampled_indices
@@ -198,7 +198,7 @@ def plan_video(
             output=job.output,
             status="failed",
             error_type=type(e).__name__,
-            error_message=" ".join(str(e).split()),
+            error_message=one_line(e),
             seconds=time.monotonic() - started,
         )
     return planned

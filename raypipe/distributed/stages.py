@@ -23,6 +23,7 @@ import numpy as np
 from raypipe import faults
 from raypipe.config import EncodeConfig
 from raypipe.distributed.chunk_task import ChunkTask, Row, context_of, is_work
+from raypipe.errors import one_line
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
 from raypipe.media.plan import Chunk
@@ -35,7 +36,7 @@ EMPTY_PTS = np.zeros(0, dtype=np.int64)
 
 def error_fields(e: BaseException) -> dict[str, str]:
     """The row fields that carry an error: its type name and a one-line message."""
-    return {"error_type": type(e).__name__, "error_message": " ".join(str(e).split())}
+    return {"error_type": type(e).__name__, "error_message": one_line(e)}
 
 
 def chunk_row(

@@ -34,6 +34,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from raypipe.errors import one_line
+
 log = logging.getLogger("raypipe.infer")
 
 _DT_NEEDED, _DT_STRTAB, _DT_RPATH, _DT_RUNPATH = 1, 5, 15, 29
@@ -213,16 +215,12 @@ def load_problem(path: str | os.PathLike[str], *, preload: Sequence[str] = ()) -
         try:
             ctypes.CDLL(os.fspath(first), mode=ctypes.RTLD_GLOBAL)
         except OSError as e:
-            return _one_line(e)
+            return one_line(e)
     try:
         ctypes.CDLL(os.fspath(path))
     except OSError as e:
-        return _one_line(e)
+        return one_line(e)
     return ""
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,7 +266,7 @@ def preload_gpu_libraries() -> Preloaded:
                     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
                     loaded.append(path)
                 except OSError as e:
-                    failed.append(f"{path}: {_one_line(e)}")
+                    failed.append(f"{path}: {one_line(e)}")
     if failed:
         log.warning("could not preload TensorRT libraries: %s", "; ".join(failed))
     return Preloaded(loaded=tuple(loaded), failed=tuple(failed))
