@@ -158,18 +158,20 @@ def _node_id() -> str:
         return ""
 
 
-def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
+def decode_stage(row: Row, *, decoder: str = "cpu", threads: int = 0) -> Row:
     """Decode the chunk's frames: adds ``frames`` (n,H,W,3) upright RGB, uint8 (uint16 for
     sources deeper than 8 bits) and ``pts`` (n,) int64,
     ``decoder`` (the one that ran: ``nvdec`` or ``cpu``) and ``decoder_note`` (why NVDEC
-    did not, when ``decoder`` asked for it)."""
-    start = time.time()
+    did not, when ``decoder`` asked for it). ``threads``: the decoder's (the CPUs the task
+    holds; 0: FFmpeg's choice). ``decode_cpu_s``: the CPU seconds of the stage's process
+    while it ran."""
+    start, cpu = time.time(), time.process_time()
     out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS, "decoder": "", "decoder_note": ""}
     if not row["error_type"]:
         faults.checkpoint("decode", str(row["chunk_id"]), node=_node_id())
         try:
             decoded = decode_chunk(
-                _info_of(row), _chunk_of(row), keep=keep_of(row), decoder=decoder
+                _info_of(row), _chunk_of(row), keep=keep_of(row), decoder=decoder, threads=threads
             )
             out.update(
                 frames=decoded.frames,
@@ -184,13 +186,15 @@ def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
         decode_pid=os.getpid(),
         decode_start=start,
         decode_s=time.time() - start,
+        decode_cpu_s=time.process_time() - cpu,
     )
     return out
 
 
-def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
-    """Encode the processed frames into a segment; the row leaves with no frames in it."""
-    start = time.time()
+def encode_stage(row: Row, *, config: EncodeConfig, threads: int = 0) -> Row:
+    """Encode the processed frames into a segment; the row leaves with no frames in it.
+    ``threads``: the encoder's (the CPUs the task holds; 0: the encoder's choice)."""
+    start, cpu = time.time(), time.process_time()
     out = {k: v for k, v in row.items() if k not in ("frames", "pts")}
     frames = row["frames"]
     out.update(segment=b"", out_width=0, out_height=0)
@@ -207,6 +211,7 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
                 config=config,
                 picture=picture_of(row),
                 end_pts=int(row["end_pts"]) if int(row["n_frames"]) == len(row["pts"]) else None,
+                threads=threads,
             )
             out.update(
                 segment=segment.to_bytes(),
@@ -220,5 +225,6 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
         encode_pid=os.getpid(),
         encode_start=start,
         encode_s=time.time() - start,
+        encode_cpu_s=time.process_time() - cpu,
     )
     return out
