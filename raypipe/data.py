@@ -52,7 +52,7 @@ from raypipe.distributed.engine import (
     _VideoState,
     work_dir_for,
 )
-from raypipe.distributed.stages import Row, chunk_row, decode_stage, encode_stage
+from raypipe.distributed.stages import TASK_CPUS, Row, chunk_row, decode_stage, encode_stage
 from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.media.encode import check_encoder
@@ -134,7 +134,8 @@ def read_video_chunks(
     plan = ray.remote(num_cpus=0.5)(_plan_rows)
     rows = [row for rows in ray.get([plan.remote(u, config) for u in uri_list]) for row in rows]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    return ds.map(functools.partial(decode_stage, decoder=config.decoder), num_cpus=1)
+    decode = functools.partial(decode_stage, decoder=config.decoder, threads=TASK_CPUS)
+    return ds.map(decode, num_cpus=TASK_CPUS)
 
 
 def _model_config(processor: Any, config: ModelConfig | None) -> ModelConfig:
@@ -204,7 +205,9 @@ def write_videos(
     check_encoder(encode)
     output_dir = os.fspath(output_dir)
     storage.makedirs(output_dir)
-    encoded = ds.map(functools.partial(encode_stage, config=encode), num_cpus=1)
+    encoded = ds.map(
+        functools.partial(encode_stage, config=encode, threads=TASK_CPUS), num_cpus=TASK_CPUS
+    )
     writer = _Writer(output_dir, overwrite=overwrite)
     for row in encoded.iter_rows():
         writer.add(row)

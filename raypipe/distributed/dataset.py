@@ -20,6 +20,10 @@ from raypipe.distributed.cluster import ActorPlan
 from raypipe.distributed.stages import Row, decode_stage, encode_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
 
+TASK_CPUS = 1
+"""CPUs a decode or an encode task reserves; its decoder or encoder runs as many threads,
+so tasks side by side share the cores instead of each starting a thread per core."""
+
 
 def infer_stage(ds: ray.data.Dataset, job: ActorJob, *, max_workers: int) -> ray.data.Dataset:
     """``ds`` (decoded chunk rows) through a pool of ``min(job.plan.workers, max_workers)``
@@ -64,9 +68,11 @@ def build_dataset(
     if cfg.quiet:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map(functools.partial(decode_stage, decoder=cfg.chunk.decoder), num_cpus=1)
+    decode = functools.partial(decode_stage, decoder=cfg.chunk.decoder, threads=TASK_CPUS)
+    ds = ds.map(decode, num_cpus=TASK_CPUS)
     job = ActorJob(model=model, config=cfg.model, plan=actors, warmup_hw=warmup_hw)
     ds = infer_stage(ds, job, max_workers=len(rows))
     if model.tensor:
         return ds
-    return ds.map(functools.partial(encode_stage, config=cfg.encode), num_cpus=1)
+    encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
+    return ds.map(encode, num_cpus=TASK_CPUS)

@@ -29,6 +29,11 @@ Row = dict[str, Any]
 EMPTY_FRAMES = np.zeros((0, 1, 1, 3), dtype=np.uint8)
 EMPTY_PTS = np.zeros(0, dtype=np.int64)
 
+TASK_CPUS = 1
+"""CPUs a decode or an encode task reserves; its decoder or encoder runs as many threads
+(``threads=TASK_CPUS``), so tasks side by side share the cores instead of each starting a
+thread per core of the node."""
+
 
 def error_fields(e: BaseException) -> dict[str, str]:
     """The row fields that carry an error: its type name and a one-line message."""
