@@ -476,6 +476,7 @@ def load_frame_model(
     device: Device | str = "auto",
     intra_op_threads: int | None = None,
     spec: ModelSpec | None = None,
+    pixels: str = "auto",
 ) -> FrameModel:
     """:class:`FrameModel` for ``builtin:NAME`` or a path/fsspec URL of an .onnx file.
 
@@ -484,5 +485,9 @@ def load_frame_model(
     """
     model_bytes, _, found = resolve_model_and_spec(model)
     return FrameModel(
-        model_bytes, spec=spec or found, device=device, intra_op_threads=intra_op_threads
+        model_bytes,
+        spec=spec or found,
+        device=device,
+        intra_op_threads=intra_op_threads,
+        pixels=pixels,
     )

@@ -182,6 +182,28 @@ def test_memory_is_written_per_batch_into_one_output() -> None:
     assert out.shape == (5, 46, 82, 3) and out.flags.c_contiguous
 
 
+@pytest.mark.parametrize("pixels", ["graph", "host"])
+def test_memory_is_bounded_by_the_batch_not_the_chunk(pixels: str) -> None:
+    """What a chunk's run allocates (numpy, traced) beyond its input: the uint8 output and
+    a few batches of model tensors, never a float32 copy of the whole chunk (4x its bytes;
+    issue 15: at 4K a chunk of 24 frames is 600 MB as uint8 RGB, 2.4 GB as float32)."""
+    import tracemalloc
+
+    frames = np.random.default_rng(3).integers(0, 256, (48, 96, 128, 3), dtype=np.uint8)
+    model = FrameModel(builtin_bytes("sharpen"), device="cpu", pixels=pixels)
+    model.run(frames[:2], 2)  # warm: the session's own first-run allocations
+    tracemalloc.start()
+    try:
+        out = model.run(frames, 2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    batch_f32 = 2 * frames[0].size * 4
+    assert out.shape == frames.shape
+    assert peak <= out.nbytes + 8 * batch_f32, (peak, out.nbytes, batch_f32)
+    assert peak < 2 * frames.size  # a float32 copy of the chunk is 4x frames.size
+
+
 def test_nan_is_found_as_on_the_host() -> None:
     graph = FrameModel(models.nan_model(), device="cpu", pixels="graph")
     assert graph.pixels == "graph"
