@@ -1,18 +1,21 @@
-"""Pre/post-processing on the CPU: in the ONNX graph or on the host, which is faster?
+"""Pre/post-processing in the ONNX graph or on the host: which is faster?
 
 ``FrameModel(pixels="graph")`` runs the model wrapped for uint8 frames
 (:mod:`raypipe.infer.ingraph`); ``pixels="host"`` converts frames with numpy/OpenCV around
 the bare model (:mod:`raypipe.infer.pixels`). Both on a CPU session with one intra-op
-thread (what an inference actor gets on the CPU), on the same random frames, alternated
-run by run; the outputs are checked equal bit for bit. Reported per frame: CPU
-milliseconds of this process (``time.process_time``, less sensitive to other processes on
-a shared machine than wall time) and wall milliseconds, median and spread (min..max) of
-the runs. ``CPU_PIXELS`` in :mod:`raypipe.infer.models` takes the faster path.
+thread (what an inference actor gets on the CPU), or with ``--device gpu`` on a GPU
+session (CUDA/TensorRT with IO binding: uint8 crosses the bus in the graph, float32 on the
+host path), on the same random frames, alternated run by run; the outputs are checked
+equal bit for bit. Reported per frame: CPU milliseconds of this process
+(``time.process_time``, less sensitive to other processes on a shared machine than wall
+time) and wall milliseconds, median and spread (min..max) of the runs. ``CPU_PIXELS`` in
+:mod:`raypipe.infer.models` takes the faster path.
 
 Usage::
 
     python benchmarks/pixels.py            # 7 runs per case
     python benchmarks/pixels.py --quick    # 3 runs, fewer frames
+    python benchmarks/pixels.py --device gpu   # on a GPU machine (unrun so far)
 
 Writes ``benchmarks/results/pixels.json``.
 """
@@ -45,12 +48,16 @@ def _time(model: Any, frames: np.ndarray, batch: int) -> tuple[float, float, np.
     return time.process_time() - cpu, time.perf_counter() - wall, out
 
 
-def run_case(name: str, hw: tuple[int, int], n: int, batch: int, runs: int) -> dict[str, Any]:
+def run_case(
+    name: str, hw: tuple[int, int], n: int, batch: int, runs: int, device: str = "cpu"
+) -> dict[str, Any]:
     from raypipe.infer.models import load_frame_model
 
     frames = np.random.default_rng(7).integers(0, 256, (n, *hw, 3), dtype=np.uint8)
     models = {
-        path: load_frame_model(name, device="cpu", intra_op_threads=1, pixels=path)
+        path: load_frame_model(
+            name, device=device, intra_op_threads=1 if device == "cpu" else None, pixels=path
+        )
         for path in ("host", "graph")
     }
     assert models["graph"].pixels == "graph", models["graph"].pixels_note
@@ -65,7 +72,8 @@ def run_case(name: str, hw: tuple[int, int], n: int, batch: int, runs: int) -> d
             samples[path]["cpu"].append(1000 * cpu_s / n)
             samples[path]["wall"].append(1000 * wall_s / n)
     equal = bool(np.array_equal(outs["host"], outs["graph"]))
-    result: dict[str, Any] = {"model": name, "frame_hw": list(hw), "frames": n, "batch": batch}
+    result: dict[str, Any] = {"model": name, "frame_hw": list(hw), "frames": n, "batch": batch,
+                              "providers": models["graph"].providers}  # fmt: skip
     for path, s in samples.items():
         result[path] = {
             "cpu_ms_per_frame": statistics.median(s["cpu"]),
@@ -85,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--runs", type=int, default=None, help="timed runs per path (7)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = parser.parse_args(argv)
     runs = args.runs or (3 if args.quick else 7)
     quiet = quiet_check(args)
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, h, w, n, batch in CASES:
         if args.quick:
             n = batch
-        result = run_case(name, (h, w), n, batch, runs)
+        result = run_case(name, (h, w), n, batch, runs, args.device)
         result["load_1m_end"] = round(os.getloadavg()[0], 2)
         results.append(result)
         print(
@@ -127,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "machine": machine_info(),
         "load": quiet,
-        "setup": {"device": "cpu", "intra_op_threads": 1, "runs": runs},
+        "setup": {
+            "device": args.device,
+            "intra_op_threads": 1 if args.device == "cpu" else None,
+            "runs": runs,
+        },
         "cases": results,
     }
     print(f"wrote {write_result('pixels', doc, args.out)}")
