@@ -20,11 +20,13 @@ The same codec settings everywhere (libx264, ``--preset``/``--crf``, yuv420p); e
 may use every core. Ratios printed: raypipe identity wall / ffmpeg wall (issue 15: ≤ 2.0
 on the 60 s clip, ≤ 3 on the 4K one) and naive sharpen wall / raypipe sharpen wall (≥ 1.5
 on the 60 s clip, ≥ 1.3 on the 20 s one). Outputs are checked against each other on their
-first frames (PSNR ≥ ``MIN_PSNR_DB``: identity against ffmpeg, sharpen against naive); a
-run below it fails the benchmark. From raypipe's ``--stats``: each stage's CPU
-milliseconds per frame (decode, inference with pre/post-processing, encode; the stage
-processes' CPU while the stage ran), the inference actor's peak RSS, and the time from the
-command's start to the first chunk's decode.
+first frames: each output's PSNR against the model applied to the source's frames, raypipe's
+within ``PSNR_SLACK_DB`` of its reference's (identity: ffmpeg's, sharpen: the naive loop's;
+both are lossy encodes of the same frames) and above ``MIN_PSNR_DB``, or the benchmark
+fails. From raypipe's ``--stats``: each stage's CPU milliseconds per frame (decode,
+inference with pre/post-processing, encode; the stage processes' CPU while the stage ran),
+where pre/post-processing ran, and the time from the command's start to the first chunk's
+decode.
 
 Usage (repository root)::
 
@@ -67,7 +69,8 @@ from _common import (  # noqa: E402
 from raypipe.distributed.cluster import RAYLET_CONFIG  # noqa: E402
 from raypipe.testing import ClipSpec  # noqa: E402
 
-MIN_PSNR_DB = 35.0
+MIN_PSNR_DB = 20.0
+PSNR_SLACK_DB = 1.0
 CHECK_FRAMES = 8
 RAYPIPE = [sys.executable, "-m", "raypipe.cli"]
 
@@ -112,8 +115,12 @@ CASES = {
                   preset="ultrafast", crf=23,
                   approaches=("ffmpeg negate", "raypipe invert"),
                   target={"invert/ffmpeg negate": 3.0}),
+    "tiny": Case(name="tiny", width=160, height=96, frames=24, fps=30, preset="veryfast", crf=23,
+                 approaches=("ffmpeg", "raypipe identity", "naive sharpen", "raypipe sharpen"),
+                 target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.0}),
 }  # fmt: skip
 QUICK = {
+    "tiny": (24, "tiny"),
     "720p-60s": (120, "720p-4s"),
     "720p-20s": (60, "720p-2s"),
     "4k-5s": (30, "4k-1s"),
@@ -226,19 +233,30 @@ def _first_frames(path: str, n: int) -> Any:
     return first(Path(path), n)
 
 
-def check_outputs(case: Case, last: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """PSNR of each raypipe output against its reference on the first frames."""
+def check_outputs(
+    case: Case, clip: Path, last: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """Each output's PSNR (dB, first frames) against the model applied to the source's
+    frames, raypipe's beside its reference's (both are lossy encodes of the same frames).
+    ``ok``: raypipe within ``PSNR_SLACK_DB`` of the reference and above ``MIN_PSNR_DB``."""
     from pipeline import psnr_db
 
+    from raypipe.infer.models import load_frame_model
+
+    source = _first_frames(str(clip), CHECK_FRAMES).astype("uint8")  # exact: whole levels
     pairs = {"raypipe identity": "ffmpeg", "raypipe sharpen": "naive sharpen",
              "raypipe invert": "ffmpeg negate"}  # fmt: skip
-    psnr = {}
+    checks = {}
     for ours, ref in pairs.items():
-        if ours in last and ref in last:
-            a = _first_frames(last[ours]["output"], CHECK_FRAMES)
-            b = _first_frames(last[ref]["output"], CHECK_FRAMES)
-            psnr[f"{ours} vs {ref}"] = psnr_db(a, b)
-    return psnr
+        for run in (ours, f"{ours} warm"):
+            if run not in last or ref not in last:
+                continue
+            truth = load_frame_model("builtin:" + ours.split()[1], device="cpu").run(source, 8)
+            got = psnr_db(_first_frames(last[run]["output"], CHECK_FRAMES), truth)
+            want = psnr_db(_first_frames(last[ref]["output"], CHECK_FRAMES), truth)
+            ok = got >= want - PSNR_SLACK_DB and got >= MIN_PSNR_DB
+            checks[f"{run} vs {ref}"] = {"raypipe_db": got, "reference_db": want, "ok": ok}
+    return checks
 
 
 def run_case(case: Case, rounds: int, work: Path, address: str | None) -> dict[str, Any]:
@@ -275,7 +293,7 @@ def run_case(case: Case, rounds: int, work: Path, address: str | None) -> dict[s
         ratios["naive/raypipe sharpen warm"] = (
             median["naive sharpen"] / median["raypipe sharpen warm"]
         )
-    psnr = check_outputs(case, {a: v[-1] for a, v in runs.items()})
+    psnr = check_outputs(case, clip, {a: v[-1] for a, v in runs.items()})
     for v in runs.values():
         for x in v:
             x.pop("output")
@@ -319,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         return naive_main(*argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
-    parser.add_argument("--cases", default=",".join(CASES), help=f"of {', '.join(CASES)}")
+    parser.add_argument(
+        "--cases", default="720p-60s,720p-20s,4k-5s", help=f"of {', '.join(CASES)} (tiny: smoke)"
+    )
     parser.add_argument("--rounds", type=int, default=None, help="alternated rounds (3)")
     parser.add_argument("--warm", action="store_true", help="also raypipe on a running Ray")
     args = parser.parse_args(argv)
@@ -373,13 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     for r in results:
         print(f"{r['case']}: PSNR {r['psnr_db']}; foreign share {r['foreign_load']}")
-    psnr_ok = all(v >= MIN_PSNR_DB for r in results for v in r["psnr_db"].values())
+    psnr_ok = all(v["ok"] for r in results for v in r["psnr_db"].values())
     doc = {
         "benchmark": "perframe",
         "quick": args.quick,
         "machine": machine_info(),
         "load": quiet,
         "min_psnr_db": MIN_PSNR_DB,
+        "psnr_slack_db": PSNR_SLACK_DB,
         "psnr_ok": psnr_ok,
         "cases": results,
     }
