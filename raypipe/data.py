@@ -60,7 +60,7 @@ from raypipe.distributed.planning import (
     work_dir_for,
 )
 from raypipe.distributed.runner import ChunkLog, Runner
-from raypipe.distributed.stages import decode_stage, encode_stage
+from raypipe.distributed.stages import TASK_CPUS, decode_stage, encode_stage
 from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.media.encode import check_encoder
@@ -106,7 +106,8 @@ def read_video_chunks(
     ds = ray.data.from_items([job_row(j) for j in jobs], override_num_blocks=len(jobs))
     ds = ds.flat_map(stage, num_cpus=0.5)
     ds.context.target_max_block_size = 1  # one chunk per block: a decode task per chunk
-    return ds.map(functools.partial(decode_stage, decoder=config.decoder), num_cpus=1)
+    decode = functools.partial(decode_stage, decoder=config.decoder, threads=TASK_CPUS)
+    return ds.map(decode, num_cpus=TASK_CPUS)
 
 
 def _model_config(processor: Any, config: ModelConfig | None) -> ModelConfig:
@@ -185,7 +186,8 @@ def write_videos(
     output_dir = os.fspath(output_dir)
     storage.makedirs(output_dir)
     bind = functools.partial(_bind_output, output_dir=output_dir, overwrite=overwrite)
-    encoded = ds.map(bind).map(functools.partial(encode_stage, config=cfg.encode), num_cpus=1)
+    encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
+    encoded = ds.map(bind).map(encode, num_cpus=TASK_CPUS)
     runner = Runner(cfg, chunk_log=ChunkLog())
     return sorted(runner.run(encoded), key=lambda r: r.uri)
 

@@ -45,7 +45,7 @@ from raypipe.distributed.stages import (
 )
 from raypipe.distributed.workload import ActorJob
 from raypipe.infer.factory import SessionSettings
-from raypipe.infer.models import FrameModel, ModelSpec
+from raypipe.infer.models import FrameModel, ModelSpec, session_graph
 from raypipe.infer.processors import ProcessorContext, ProcessorRunner
 from raypipe.infer.provider_check import provider_notes
 from raypipe.infer.simulated import SimulatedModel, is_simulated
@@ -83,6 +83,7 @@ class _ModelRunner:
     ) -> None:
         self.model, self.batch_size, self.tensor = model, batch_size, tensor
         self.providers = list(model.providers)
+        self.pixels = getattr(model, "pixels", "")
 
     def run(
         self, frames: np.ndarray, *, before: int = 0, after: int = 0
@@ -185,9 +186,15 @@ class InferActor:
             return FrameModel(
                 loaded.data, spec=spec, device=settings.device, intra_op_threads=threads
             )
-        metadata = FrameModel(loaded.data, spec=spec, device="cpu")  # sizes only, no GPU yet
+        metadata = FrameModel(loaded.data, spec=spec, device="cpu", pixels="host")  # sizes only
+        hw = _profile_hw(spec, metadata, warmup_hw)
+        # The session runs the model wrapped for uint8 frames (NHWC) where it can be, so the
+        # TensorRT profile and engine are those of the wrapped graph.
+        graph = session_graph(loaded.data, spec, on_gpu=True)
         setup = settings.provider_setup(
-            loaded.data, input_size=_profile_hw(spec, metadata, warmup_hw), layout=spec.layout
+            graph.data if graph is not None else loaded.data,
+            input_size=hw,
+            layout="NHWC" if graph is not None else spec.layout,
         )
         self.notes.extend(setup.notes)
         return FrameModel(
@@ -263,7 +270,7 @@ class InferActor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if len(batch["chunk_id"]) != 1:
             raise ValueError(f"InferActor takes one chunk per call, got {len(batch['chunk_id'])}")
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         out = {k: v for k, v in batch.items() if k != "frames"}
         frames = np.asarray(batch["frames"][0])
         segment, detail = b"", ""
@@ -292,6 +299,8 @@ class InferActor:
             gpu_samples=np.array([self._gpu_samples()]),
             infer_start=np.array([start]),
             infer_s=np.array([time.time() - start]),
+            infer_cpu_s=np.array([time.process_time() - cpu]),
+            pixels=np.array([getattr(self.runner, "pixels", "")]),
         )
         if self.tensor:
             out.update(

@@ -33,6 +33,11 @@ from raypipe.media.retime import doubled_timing
 EMPTY_FRAMES = np.zeros((0, 1, 1, 3), dtype=np.uint8)
 EMPTY_PTS = np.zeros(0, dtype=np.int64)
 
+TASK_CPUS = 1
+"""CPUs a decode or an encode task reserves; its decoder or encoder runs as many threads
+(``threads=TASK_CPUS``), so tasks side by side share the cores instead of each starting a
+thread per core of the node."""
+
 
 def error_fields(e: BaseException) -> dict[str, str]:
     """The row fields that carry an error: its type name and a one-line message."""
@@ -107,19 +112,23 @@ def _node_id() -> str:
         return ""
 
 
-def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
+def decode_stage(row: Row, *, decoder: str = "cpu", threads: int = 0) -> Row:
     """Decode the chunk's frames: adds ``frames`` (n,H,W,3) upright RGB, uint8 (uint16 for
     sources deeper than 8 bits) and ``pts`` (n,) int64,
     ``decoder`` (the one that ran: ``nvdec`` or ``cpu``) and ``decoder_note`` (why NVDEC
-    did not, when ``decoder`` asked for it)."""
-    start = time.time()
+    did not, when ``decoder`` asked for it). ``threads``: the decoder's (the CPUs the task
+    holds; 0: FFmpeg's choice). ``decode_cpu_s``: the CPU seconds of the stage's process
+    while it ran."""
+    start, cpu = time.time(), time.process_time()
     out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS, "decoder": "", "decoder_note": ""}
     if is_work(row):
         task = ChunkTask.from_row(row)
         faults.checkpoint("decode", task.chunk_id, node=_node_id())
         try:
             keep = None if task.keep is None else list(task.keep)
-            decoded = decode_chunk(task.source(), task.chunk, keep=keep, decoder=decoder)
+            decoded = decode_chunk(
+                task.source(), task.chunk, keep=keep, decoder=decoder, threads=threads
+            )
             out.update(
                 frames=decoded.frames,
                 pts=decoded.pts,
@@ -133,15 +142,17 @@ def decode_stage(row: Row, *, decoder: str = "cpu") -> Row:
         decode_pid=os.getpid(),
         decode_start=start,
         decode_s=time.time() - start,
+        decode_cpu_s=time.process_time() - cpu,
     )
     return out
 
 
-def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
+def encode_stage(row: Row, *, config: EncodeConfig, threads: int = 0) -> Row:
     """Encode the processed frames into a segment and write it to the video's work
     directory (:attr:`ChunkTask.segment_uri`); the row leaves with no frames or bytes in
-    it, only the segment's size."""
-    start = time.time()
+    it, only the segment's size. ``threads``: the encoder's (the CPUs the task holds; 0:
+    the encoder's choice)."""
+    start, cpu = time.time(), time.process_time()
     out = {k: v for k, v in row.items() if k not in ("frames", "pts")}
     frames = row["frames"]
     out.update(segment_bytes=0, out_width=0, out_height=0)
@@ -163,6 +174,7 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
                 config=config,
                 picture=task.picture,
                 end_pts=end_pts,
+                threads=threads,
             )
             out.update(
                 segment_bytes=_store(task, segment.to_bytes()),
@@ -176,6 +188,7 @@ def encode_stage(row: Row, *, config: EncodeConfig) -> Row:
         encode_pid=os.getpid(),
         encode_start=start,
         encode_s=time.time() - start,
+        encode_cpu_s=time.process_time() - cpu,
     )
     return out
 

@@ -1,11 +1,12 @@
 """Inference through ONNX Runtime's IO binding: persistent device buffers per input shape,
-so a batch costs one host-to-device and one device-to-host copy."""
+so a batch costs one host-to-device and one device-to-host copy (per output)."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,11 +23,18 @@ if TYPE_CHECKING:
 class _Slot:
     binding: Any  # onnxruntime.IOBinding
     input: Any  # onnxruntime.OrtValue on the device
-    output: Any = None  # onnxruntime.OrtValue on the device, once the output shape is known
+    # onnxruntime.OrtValue per output on the device, once the output shapes are known
+    outputs: list[Any] = field(default_factory=list)
+
+    @property
+    def output(self) -> Any:
+        """The first output's bound OrtValue (None before the first run)."""
+        return self.outputs[0] if self.outputs else None
 
 
 class IOBindingRunner:
-    """Runs one input -> one output through ``session`` with persistent bound buffers.
+    """Runs one input -> one output (or several: ``output_name`` a sequence of names)
+    through ``session`` with persistent bound buffers.
 
     ``bind="auto"`` binds device (``cuda``) memory when the session's first granted provider
     is TensorRT or CUDA and otherwise calls ``session.run`` as it is. ``"cuda"`` or ``"cpu"``
@@ -34,7 +42,7 @@ class IOBindingRunner:
 
     Per input shape and dtype the runner keeps one input OrtValue (written with
     ``update_inplace``, one host-to-device copy) and, after the first run has told it the
-    output shape, one output OrtValue ORT writes into; only ``max_shapes`` shapes are kept
+    output shapes, one OrtValue per output ORT writes into; only ``max_shapes`` shapes are kept
     (least recently used dropped). A video has one frame size and at most two batch sizes
     (full, and its last short batch). Calls are serialised by a lock.
     """
@@ -43,7 +51,7 @@ class IOBindingRunner:
         self,
         session: onnxruntime.InferenceSession,
         input_name: str,
-        output_name: str,
+        output_name: str | Sequence[str],
         *,
         bind: str = "auto",
         device_id: int = 0,
@@ -55,7 +63,8 @@ class IOBindingRunner:
             bind = "cuda" if granted_providers(session)[0] in GPU_PROVIDERS else "off"
         self.session = session
         self.input_name = input_name
-        self.output_name = output_name
+        self.output_names = [output_name] if isinstance(output_name, str) else list(output_name)
+        self.output_name = self.output_names[0]
         self.device: str | None = None if bind == "off" else bind
         self.device_id = int_at_least("device_id", device_id, 0)
         self.max_shapes = int_at_least("max_shapes", max_shapes, 1)
@@ -63,26 +72,34 @@ class IOBindingRunner:
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The model's output for ``batch`` as a new host array (never a view of a buffer)."""
+        """The (first) output for ``batch`` as a new host array (never a view of a buffer)."""
+        return self.run_all(batch)[0]
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output for ``batch``, in ``output_name``'s order, as new host arrays."""
         if self.device is None:
-            (out,) = self.session.run([self.output_name], {self.input_name: batch})
-            return np.asarray(out)
+            return [
+                np.asarray(y) for y in self.session.run(self.output_names, {self.input_name: batch})
+            ]
         batch = np.ascontiguousarray(batch)
         with self._lock:
             slot = self._slot(batch)
             self.session.run_with_iobinding(slot.binding)
             slot.binding.synchronize_outputs()
-            (out,) = slot.binding.copy_outputs_to_cpu()
-            if slot.output is None:
-                # First run for this shape: ORT allocated the output; from now on it writes
-                # into a buffer of that shape, bound once.
+            outs = slot.binding.copy_outputs_to_cpu()
+            if not slot.outputs:
+                # First run for this shape: ORT allocated the outputs; from now on it writes
+                # into buffers of these shapes, bound once.
                 ort = import_onnxruntime()
-                slot.output = ort.OrtValue.ortvalue_from_shape_and_type(
-                    out.shape, out.dtype, self.device, self.device_id
-                )
-                slot.binding.bind_ortvalue_output(self.output_name, slot.output)
-            # On the CPU the array may view the bound buffer, which the next run overwrites.
-            return np.array(out, copy=True) if self.device == "cpu" else np.asarray(out)
+                for name, out in zip(self.output_names, outs):
+                    value = ort.OrtValue.ortvalue_from_shape_and_type(
+                        out.shape, out.dtype, self.device, self.device_id
+                    )
+                    slot.binding.bind_ortvalue_output(name, value)
+                    slot.outputs.append(value)
+            # On the CPU an array may view a bound buffer, which the next run overwrites.
+            copy = self.device == "cpu"
+            return [np.array(out, copy=True) if copy else np.asarray(out) for out in outs]
 
     def _slot(self, batch: np.ndarray) -> _Slot:
         key = (tuple(batch.shape), batch.dtype.str)
@@ -98,7 +115,8 @@ class IOBindingRunner:
         value = ort.OrtValue.ortvalue_from_numpy(source, self.device, self.device_id)
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, value)
-        binding.bind_output(self.output_name, self.device, self.device_id)
+        for name in self.output_names:
+            binding.bind_output(name, self.device, self.device_id)
         slot = _Slot(binding=binding, input=value)
         self._slots[key] = slot
         while len(self._slots) > self.max_shapes:

@@ -33,22 +33,31 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
-import numpy.typing as npt
+import onnx
 
 from raypipe.config import Device
 from raypipe.errors import ConfigError, ModelLoadError
+from raypipe.infer.ingraph import PixelGraph, wrap_pixels
 from raypipe.infer.iobinding import IOBindingRunner
 from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.output_kind import ELEMENT_DTYPES as _ELEMENT_DTYPES
 from raypipe.infer.output_kind import OutputKind as OutputKind
 from raypipe.infer.output_kind import TensorInfo as TensorInfo
-from raypipe.infer.output_kind import _dim
+from raypipe.infer.output_kind import _dim, graph_io
 from raypipe.infer.output_kind import detect_output_kind as detect_output_kind
 from raypipe.infer.output_kind import output_kind as output_kind
 from raypipe.infer.padding import run_padded_maps
-from raypipe.infer.session import create_session, granted_providers
+from raypipe.infer.pixels import _check_frames
+from raypipe.infer.pixels import postprocess as postprocess
+from raypipe.infer.pixels import preprocess as preprocess
+from raypipe.infer.session import (
+    GPU_PROVIDERS,
+    TENSORRT,
+    create_session,
+    granted_providers,
+    import_onnxruntime,
+)
 
 # ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
 # declare specs); re-exported here, where callers have always imported them from.
@@ -66,171 +75,61 @@ LETTERBOX_KEYS: tuple[str, ...] = (
 """Extra per-frame arrays :meth:`FrameModel.run_tensors` adds when frames are resized."""
 
 
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    if isinstance(frames, np.ndarray):
-        if frames.dtype in (np.uint8, np.uint16) and frames.ndim == 4 and frames.shape[3] == 3:
-            return frames
-        got = f"{frames.dtype} array of shape {frames.shape}"
-    else:
-        got = type(frames).__name__
-    raise ValueError(
-        f"frames must be a uint8 array (n, height, width, 3) RGB (uint16 at 16 bits per "
-        f"channel), got {got}"
-    )
-
-
-_DEEP_TO_8BIT = 257  # 65535 / 255: a 16-bit level per 8-bit level
-
-
-def preprocess(frames: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike) -> np.ndarray:
-    """uint8 (or uint16) RGB frames ``(n, H, W, 3)`` -> the model input of ``spec`` as
-    ``dtype``; uint16 frames are scaled to the values uint8 ones give (and rounded to 8
-    bits for a uint8 model input)."""
-    x = _check_frames(frames)
-    target = np.dtype(dtype)
-    scale = np.float32(spec.scale)
-    if x.dtype == np.uint16:
-        if target == np.uint8:
-            x = ((x.astype(np.uint32) + _DEEP_TO_8BIT // 2) // _DEEP_TO_8BIT).astype(np.uint8)
-        else:
-            scale = np.float32(spec.scale * 255.0 / 65535.0)
-    if target == np.uint8:
-        if spec.color == "BGR":
-            x = x[..., ::-1]
-        if spec.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x)
-    if target not in (np.float32, np.float16):
-        raise ValueError(f"model input dtype must be float32, float16 or uint8, got {target}")
-    if spec.layout == "NCHW":
-        # Per frame, OpenCV splits the interleaved pixels into planes (SIMD) and one numpy
-        # pass casts and scales each plane into place: on 720p this is a third faster than
-        # a strided transpose-cast, and the values are the same (uint8 -> float32, * scale).
-        n, height, width, _ = x.shape
-        out = np.empty((n, 3, height, width), dtype=np.float32)
-        for i in range(n):
-            planes = cv2.split(np.ascontiguousarray(x[i]))
-            if spec.color == "BGR":
-                planes = planes[::-1]
-            for c, plane in enumerate(planes):
-                np.multiply(plane, scale, out=out[i, c])
-    else:
-        if spec.color == "BGR":
-            x = x[..., ::-1]
-        out = np.empty(x.shape, dtype=np.float32)
-        np.multiply(x, scale, out=out)  # one pass: cast and scale
-    shape = [1, 1, 1, 1]
-    shape[spec.channel_axis] = 3
-    if any(spec.mean):
-        out -= np.array(spec.mean, dtype=np.float32).reshape(shape)
-    if any(s != 1.0 for s in spec.std):
-        out /= np.array(spec.std, dtype=np.float32).reshape(shape)
-    return out if target == np.float32 else out.astype(target)
-
-
-def postprocess(output: np.ndarray, spec: ModelSpec, dtype: npt.DTypeLike = np.uint8) -> np.ndarray:
-    """Model output (``spec`` layout, 3 or 1 channels) -> RGB frames ``(n, H', W', 3)`` of
-    ``dtype`` (uint8, or uint16 for 16 bits per channel).
-
-    ``output_range`` maps linearly to 0..255 (0..65535 for uint16), rounded half to even
-    (``np.rint``) and clipped; a uint8 output is taken as 8-bit pixels (times 257 for
-    uint16); one channel is repeated to three. The size may differ from the input's.
-    """
-    if np.dtype(dtype) == np.uint16:
-        return _postprocess_deep(output, spec)
-    y = np.asarray(output)
-    if y.ndim != 4:
-        raise ModelLoadError(
-            f"model output has shape {y.shape}; raypipe expects a rank-4 image batch "
-            f"({spec.layout})"
-        )
-    channels = y.shape[spec.channel_axis]
-    if channels not in (1, 3):
-        raise ModelLoadError(
-            f"model output has shape {y.shape}, {channels} on the channel axis {spec.channel_axis} "
-            f"({spec.layout}); raypipe expects 3 channels (or 1, repeated to 3)"
-        )
-    if (
-        y.dtype == np.float32
-        and spec.layout == "NCHW"
-        and channels == 3
-        and spec.output_range[0] == 0.0
-        and spec.output_range[1] > 0.0
-    ):
-        return _postprocess_planes(y, spec)
-    if y.dtype == np.uint8:
-        pixels = y
-    else:
-        lo, hi = spec.output_range
-        values = y.astype(np.float32)  # a copy, worked on in place
-        if lo != 0.0:
-            values -= np.float32(lo)
-        values *= np.float32(255.0 / (hi - lo))
-        np.rint(values, out=values)
-        np.clip(values, 0.0, 255.0, out=values)
-        pixels = values.astype(np.uint8)
-    if spec.layout == "NCHW":
-        pixels = pixels.transpose(0, 2, 3, 1)
-    if channels == 1:
-        return np.repeat(pixels, 3, axis=3)
-    if spec.color == "BGR":
-        pixels = pixels[..., ::-1]
-    return np.ascontiguousarray(pixels)
-
-
-def _postprocess_deep(output: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """:func:`postprocess` to uint16 frames."""
-    y = np.asarray(output)
-    if y.ndim != 4 or y.shape[spec.channel_axis] not in (1, 3):
-        return postprocess(y, spec)  # raises the shape error
-    if y.dtype == np.uint8:
-        pixels = y.astype(np.uint16) * np.uint16(_DEEP_TO_8BIT)
-    else:
-        lo, hi = spec.output_range
-        values = y.astype(np.float32)
-        if lo != 0.0:
-            values -= np.float32(lo)
-        values *= np.float32(65535.0 / (hi - lo))
-        np.rint(values, out=values)
-        np.clip(values, 0.0, 65535.0, out=values)
-        pixels = values.astype(np.uint16)
-    if spec.layout == "NCHW":
-        pixels = pixels.transpose(0, 2, 3, 1)
-    if pixels.shape[3] == 1:
-        return np.repeat(pixels, 3, axis=3)
-    if spec.color == "BGR":
-        pixels = pixels[..., ::-1]
-    return np.ascontiguousarray(pixels)
-
-
-def _postprocess_planes(y: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """:func:`postprocess` of a float32 NCHW RGB/BGR output with range ``(0, hi)``, per plane.
-
-    Each plane is clipped to ``[0, hi]`` in a small reused buffer, then OpenCV scales it by
-    ``255 / hi`` in float32, rounds half to even and saturates to uint8
-    (``convertScaleAbs``; the values are non-negative, so its absolute value changes
-    nothing), and merges the three planes into interleaved pixels. Bit for bit what the
-    generic path gives (scale, ``np.rint``, clip, cast), about three times faster on 720p,
-    and the model's output array is left untouched.
-    """
-    n, _, height, width = y.shape
-    hi = float(spec.output_range[1])
-    alpha = float(np.float32(255.0 / hi))
-    out = np.empty((n, height, width, 3), dtype=np.uint8)
-    clipped = np.empty((height, width), dtype=np.float32)
-    order = (2, 1, 0) if spec.color == "BGR" else (0, 1, 2)
-    for i in range(n):
-        planes = []
-        for c in order:
-            np.clip(y[i, c], 0.0, hi, out=clipped)
-            planes.append(cv2.convertScaleAbs(clipped, alpha=alpha))
-        merged = cv2.merge(planes, dst=out[i])
-        if not np.shares_memory(merged, out):  # OpenCV wrote elsewhere: keep its result
-            out[i] = merged
-    return out
-
-
 # --- FrameModel ---------------------------------------------------------------------------
+
+PIXELS_MODES: tuple[str, ...] = ("auto", "graph", "host")
+"""Where :class:`FrameModel` pre/post-processes uint8 frames of an image model: ``graph``
+inside the ONNX graph (:mod:`raypipe.infer.ingraph`), ``host`` in numpy/OpenCV
+(:mod:`raypipe.infer.pixels`), ``auto`` the graph on a GPU session and :data:`CPU_PIXELS`
+on the CPU."""
+
+CPU_PIXELS = "host"
+"""The path ``auto`` takes on the CPU, the faster one measured: see benchmarks/README.md
+(*Pre/post-processing*). Both give the same bits."""
+
+
+def pixels_on_gpu(device: str, providers: Sequence[str] | None) -> bool:
+    """Whether a session for ``device`` and ``providers`` asks for a GPU provider first."""
+    if device == "cpu":
+        return False
+    if providers is not None:
+        return bool(providers) and providers[0] in GPU_PROVIDERS
+    if device == "gpu":
+        return True
+    available = import_onnxruntime().get_available_providers()
+    return any(p in GPU_PROVIDERS for p in available)
+
+
+_IO = tuple[list[TensorInfo], list[TensorInfo]]
+
+
+def _wrapped(model_bytes: bytes, spec: ModelSpec) -> tuple[PixelGraph | None, _IO | None, str]:
+    """The image model wrapped for uint8 frames with the core's inputs and outputs, or
+    None and why it is not."""
+    try:
+        proto = onnx.load_model_from_string(model_bytes)
+    except Exception:  # noqa: BLE001 - the session then says what is wrong
+        return None, None, "the model does not parse"
+    io = graph_io(proto.graph)
+    if detect_output_kind(io[1], spec) != "image":
+        return None, None, "a tensor model: its inputs are prepared on the host"
+    graph = wrap_pixels(proto, spec)
+    if not graph.wrapped:
+        return None, None, f"pre/post-processing on the host: {graph.why_not}"
+    return graph, io, ""
+
+
+def session_graph(
+    model_bytes: bytes, spec: ModelSpec, *, on_gpu: bool, pixels: str = "auto"
+) -> PixelGraph | None:
+    """The wrapped model a :class:`FrameModel` with ``pixels`` would load on a GPU session
+    (``on_gpu``) or a CPU one, or None when it loads ``model_bytes`` as they are. The
+    TensorRT profile and engine of a GPU actor are made for it."""
+    return _wrapped(model_bytes, spec)[0] if _wants_graph(pixels, on_gpu=on_gpu) else None
+
+
+def _wants_graph(pixels: str, *, on_gpu: bool) -> bool:
+    return pixels == "graph" or (pixels == "auto" and (on_gpu or CPU_PIXELS == "graph"))
 
 
 class FrameModel:
@@ -241,6 +140,13 @@ class FrameModel:
     tiled). When the model fails on frames (or gives NaN) both raise a
     :class:`~raypipe.errors.ModelError` saying what it said and what to try
     (:mod:`raypipe.infer.model_errors`).
+
+    ``pixels`` (one of :data:`PIXELS_MODES`): where an image model's uint8 frames are
+    pre/post-processed. In the graph the session runs the wrapped model (uint8 in and out,
+    :attr:`pixel_graph`); a model that cannot be wrapped runs on the host and
+    :attr:`pixels_note` says why. uint16 frames (sources deeper than 8 bits) always take the
+    host path: with a wrapped model, through a second session of the bare model, made when
+    the first such frames come (without TensorRT, whose profile names the wrapped input).
     """
 
     def __init__(
@@ -252,17 +158,40 @@ class FrameModel:
         intra_op_threads: int | None = None,
         providers: list[str] | None = None,
         provider_options: dict[str, dict[str, Any]] | None = None,
+        pixels: str = "auto",
     ) -> None:
+        if pixels not in PIXELS_MODES:
+            raise ConfigError(f"pixels must be 'auto', 'graph' or 'host', got {pixels!r}")
         self.spec = spec
-        self._runner: IOBindingRunner | None = None
+        self._model_bytes = model_bytes
+        self._session_args: dict[str, Any] = {
+            "device": device,
+            "intra_op_threads": intra_op_threads,
+            "providers": providers,
+            "provider_options": provider_options,
+        }
+        self._runners: dict[str, IOBindingRunner] = {}
+        self.pixels_note = ""
+        on_gpu = pixels == "auto" and pixels_on_gpu(device, providers)
+        wrapped = self._wrap(model_bytes) if _wants_graph(pixels, on_gpu=on_gpu) else None
+        self.pixel_graph: PixelGraph | None = wrapped[0] if wrapped else None
         self.session = create_session(
-            model_bytes,
-            device=device,
-            intra_op_threads=intra_op_threads,
-            providers=providers,
-            provider_options=provider_options,
+            self.pixel_graph.data if self.pixel_graph else model_bytes, **self._session_args
         )
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        self._core_session = None if self.pixel_graph else self.session
+        inputs, outputs = (
+            wrapped[1] if wrapped else (self.session.get_inputs(), self.session.get_outputs())
+        )
+        self._check_model(inputs, outputs)
+
+    def _wrap(self, model_bytes: bytes) -> tuple[PixelGraph, _IO] | None:
+        """The wrapped image model and the core's inputs and outputs, or None (and why not
+        in :attr:`pixels_note`) when pre/post-processing stays on the host."""
+        graph, io, self.pixels_note = _wrapped(model_bytes, self.spec)
+        return None if graph is None or io is None else (graph, io)
+
+    def _check_model(self, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]) -> None:
+        spec = self.spec
         if len(inputs) != 1:
             raise ModelLoadError(
                 f"model has {len(inputs)} inputs {[i.name for i in inputs]}; raypipe feeds one "
@@ -288,7 +217,7 @@ class FrameModel:
                 f"{', '.join(_ELEMENT_DTYPES)}"
             )
         self.input_dtype: np.dtype[Any] = np.dtype(_ELEMENT_DTYPES[node.type])
-        shape = list(node.shape)
+        shape = list(node.shape or [])
         expects = f"raypipe expects a rank-4 image batch, {spec.layout} with 3 channels"
         if len(shape) != 4:
             raise ModelLoadError(
@@ -350,6 +279,11 @@ class FrameModel:
     def output_name(self) -> str:
         return self._output_name
 
+    @property
+    def pixels(self) -> str:
+        """Where uint8 frames are pre/post-processed: ``graph`` or ``host``."""
+        return "graph" if self.pixel_graph is not None else "host"
+
     def run(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
         """RGB frames ``(n, H, W, 3)`` through the model, ``batch_size`` frames at a time;
         uint8 in, uint8 out (uint16 in, uint16 out: see the module docstring).
@@ -357,6 +291,8 @@ class FrameModel:
         A model with a fixed batch dimension gets batches of exactly that size (the last one
         padded by repeating its last frame; the padding's outputs are dropped). With
         ``resize`` the output is mapped back to ``(H, W)`` times the model's scale factor.
+        Each batch's output is written into one array for the whole call, so what the call
+        holds beyond its input and output is one batch's worth of model tensors.
         """
         if self.output_kind != "image":
             raise ModelLoadError(
@@ -364,9 +300,19 @@ class FrameModel:
                 "run_tensors() (or pass ModelSpec(output='image') if it does give frames)"
             )
         batches = self._batches(frames, batch_size)
+        out: np.ndarray | None = None
         with self._reported(frames):
-            results = [self._run_image_batch(b)[:n] for b, n in batches]
-        return results[0] if len(results) == 1 else np.concatenate(results)
+            at = 0
+            for batch, count in batches:
+                result = self._run_image_batch(batch)[:count]
+                if len(batches) == 1:
+                    return result
+                if out is None:
+                    out = np.empty((len(frames), *result.shape[1:]), dtype=result.dtype)
+                out[at : at + count] = result
+                at += count
+        assert out is not None
+        return out
 
     def run_tensors(self, frames: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
         """Every output (or ``spec.output_name``'s) for uint8 RGB frames ``(n, H, W, 3)``.
@@ -429,16 +375,54 @@ class FrameModel:
             batches.append((batch, count))
         return batches
 
+    def _core(self) -> Any:
+        """The session of the bare model (made on first use when the session is wrapped)."""
+        if self._core_session is None:
+            args = dict(self._session_args)
+            options = dict(args["provider_options"] or {})
+            options.pop(TENSORRT, None)
+            args["provider_options"] = options or None
+            if args["providers"] is not None:
+                args["providers"] = [p for p in args["providers"] if p != TENSORRT] or None
+            self._core_session = create_session(self._model_bytes, **args)
+        return self._core_session
+
+    def _runner(self, which: str) -> IOBindingRunner:
+        """IO binding (persistent device buffers on CUDA/TensorRT) for the bare model
+        (``core``) or the wrapped one (``pixels``)."""
+        runner = self._runners.get(which)
+        if runner is None:
+            if which == "pixels":
+                assert self.pixel_graph is not None
+                graph = self.pixel_graph
+                runner = IOBindingRunner(self.session, graph.input_name, graph.outputs)
+            else:
+                runner = IOBindingRunner(self._core(), self._input_name, self._output_name)
+            self._runners[which] = runner
+        return runner
+
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        if self._runner is None:  # IO binding: persistent device buffers on CUDA/TensorRT
-            self._runner = IOBindingRunner(self.session, self._input_name, self._output_name)
-        y = self._runner.run(x)
+        y = self._runner("core").run(x)
         self._check_batch(self._output_name, y, len(x))
         return np.asarray(y)
 
+    def _infer_pixels(self, frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        """The wrapped model on uint8 frames (a batch, a padded batch or a tile window): its
+        uint8 frames; a NaN in the core output raises as on the host path."""
+        graph = self.pixel_graph
+        assert graph is not None
+        outs = self._runner("pixels").run_all(frames)
+        self._check_batch(self._output_name, outs[0], len(frames))
+        if graph.sum_output is not None and not np.isfinite(outs[1]):
+            (y,) = self.session.run([graph.core_output], {graph.input_name: frames})
+            check_finite(self._output_name, y, *hw)
+        return outs[0]
+
     def _infer_tensors(self, x: np.ndarray, pad_multiple: int | None = None) -> list[np.ndarray]:
+        session = self._core()
+
         def run(batch: np.ndarray) -> list[np.ndarray]:
-            return list(self.session.run(self.output_names, {self._input_name: batch}))
+            return list(session.run(self.output_names, {self._input_name: batch}))
 
         multiple = pad_multiple or self.spec.pad_multiple
         return run(x) if multiple is None else run_padded_maps(run, x, multiple, self.spec.layout)
@@ -451,12 +435,13 @@ class FrameModel:
     def _fits(self, frame: np.ndarray, multiple: int) -> bool:
         """Whether the model runs on ``frame`` (one, ``(1, H, W, 3)``) padded to ``multiple``."""
         try:
-            x = preprocess(self._batches(frame, 1)[0][0], self.spec, self.input_dtype)
+            batch = self._batches(frame, 1)[0][0]
             if self.output_kind == "tensor":
-                self._infer_tensors(x, multiple)
+                self._infer_tensors(preprocess(batch, self.spec, self.input_dtype), multiple)
             else:
-                geometry = dataclasses.replace(self.geometry, pad_multiple=multiple)
-                geometry.run(self._infer, x, self.spec.layout)
+                self._run_image_batch(
+                    batch, dataclasses.replace(self.geometry, pad_multiple=multiple)
+                )
         except Exception:  # noqa: BLE001 - any failure means: padding to this does not help
             return False
         return True
@@ -469,12 +454,19 @@ class FrameModel:
                 "expects one result per frame along the first dimension"
             )
 
-    def _run_image_batch(self, batch: np.ndarray) -> np.ndarray:
-        fitted, params = self.geometry.fit(batch)
-        x = preprocess(fitted, self.spec, self.input_dtype)
-        y = self.geometry.run(self._infer, x, self.spec.layout)
-        check_finite(self._output_name, y, batch.shape[1], batch.shape[2])
-        frames = postprocess(y, self.spec, batch.dtype)
+    def _run_image_batch(
+        self, batch: np.ndarray, geometry: FrameGeometry | None = None
+    ) -> np.ndarray:
+        geometry = geometry or self.geometry
+        fitted, params = geometry.fit(batch)
+        if self.pixel_graph is not None and batch.dtype == np.uint8:
+            run = functools.partial(self._infer_pixels, hw=batch.shape[1:3])
+            frames = geometry.run(run, fitted, "NHWC")
+        else:
+            x = preprocess(fitted, self.spec, self.input_dtype)
+            y = geometry.run(self._infer, x, self.spec.layout)
+            check_finite(self._output_name, y, batch.shape[1], batch.shape[2])
+            frames = postprocess(y, self.spec, batch.dtype)
         return frames if params is None else unfit_frames(frames, params)
 
 
@@ -484,6 +476,7 @@ def load_frame_model(
     device: Device | str = "auto",
     intra_op_threads: int | None = None,
     spec: ModelSpec | None = None,
+    pixels: str = "auto",
 ) -> FrameModel:
     """:class:`FrameModel` for ``builtin:NAME`` or a path/fsspec URL of an .onnx file.
 
@@ -492,5 +485,9 @@ def load_frame_model(
     """
     model_bytes, _, found = resolve_model_and_spec(model)
     return FrameModel(
-        model_bytes, spec=spec or found, device=device, intra_op_threads=intra_op_threads
+        model_bytes,
+        spec=spec or found,
+        device=device,
+        intra_op_threads=intra_op_threads,
+        pixels=pixels,
     )

@@ -73,6 +73,26 @@ def detect_output_kind(outputs: Sequence[TensorInfo], spec: ModelSpec) -> Output
     return "image"
 
 
+def graph_io(graph: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """The inputs (initializers left out) and outputs of an ``onnx.GraphProto`` as
+    :class:`TensorInfo`, named as ONNX Runtime names them, without a session."""
+    initializers = {t.name for t in graph.initializer}
+    inputs: list[TensorInfo] = [_info(v) for v in graph.input if v.name not in initializers]
+    outputs: list[TensorInfo] = [_info(v) for v in graph.output]
+    return inputs, outputs
+
+
+def _info(value: Any) -> _Info:
+    import onnx
+
+    tensor = value.type.tensor_type
+    shape = None
+    if tensor.HasField("shape"):
+        shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
+    type_name = onnx.helper.tensor_dtype_to_string(tensor.elem_type).removeprefix("TensorProto.")
+    return _Info(value.name, shape, f"tensor({_ONNX_TYPE_NAMES.get(type_name, type_name)})")
+
+
 def output_kind(model_bytes: bytes, spec: ModelSpec = DEFAULT_SPEC) -> OutputKind:
     """:func:`detect_output_kind` for serialized ONNX model bytes, without a session."""
     import onnx
@@ -81,21 +101,7 @@ def output_kind(model_bytes: bytes, spec: ModelSpec = DEFAULT_SPEC) -> OutputKin
         graph = onnx.load_model_from_string(model_bytes).graph
     except Exception as e:  # onnx raises DecodeError and friends
         raise ModelLoadError(f"cannot parse the model as ONNX: {e}") from e
-    infos = []
-    for value in graph.output:
-        tensor = value.type.tensor_type
-        shape = None
-        if tensor.HasField("shape"):
-            shape = [
-                d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim
-            ]
-        type_name = onnx.helper.tensor_dtype_to_string(tensor.elem_type).removeprefix(
-            "TensorProto."
-        )
-        infos.append(
-            _Info(value.name, shape, f"tensor({_ONNX_TYPE_NAMES.get(type_name, type_name)})")
-        )
-    return detect_output_kind(infos, spec)
+    return detect_output_kind(graph_io(graph)[1], spec)
 
 
 _ONNX_TYPE_NAMES = {"FLOAT": "float", "FLOAT16": "float16", "UINT8": "uint8"}

@@ -51,9 +51,10 @@ _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:ke
 
 _MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
 _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
-SEGMENT_FORMAT = 2
-"""What a segment holds and how its frames were converted (source matrix, 16 bits...):
-part of a run's key, so a resumed run does not mix segments of another format."""
+SEGMENT_FORMAT = 3
+"""What a segment holds and how its frames were converted and encoded (source matrix, 16
+bits, 3: the encoder's threads set to the CPUs an encode task holds, which changes x264's
+bits): part of a run's key, so a resumed run does not mix segments of another format."""
 _NO_DTS = -(2**63)
 
 
@@ -319,6 +320,7 @@ def encode_segment(
     config: EncodeConfig,
     picture: PictureFormat | None = None,
     end_pts: int | None = None,
+    threads: int = 0,
 ) -> Segment:
     """Encode RGB ``frames`` ``(n, H, W, 3)`` (uint8, or uint16 at 16 bits) with timestamps
     ``pts`` into a segment.
@@ -327,6 +329,9 @@ def encode_segment(
     untagged 8-bit, or for uint16 frames 10-bit, 4:2:0 source). ``end_pts``: where the
     last frame ends (the next chunk's start, or the video's end); ``None`` repeats the
     duration before it. ``rate``: the video's average frame rate (``0``: unknown).
+    ``threads``: the encoder's threads, 0 to let it choose (as many as the machine has
+    cores); an encode task passes the CPUs it holds, so that tasks running side by side do
+    not each start a thread per core. An encoder option ``threads`` wins over it.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype not in (np.uint8, np.uint16):
         raise EncodeError(
@@ -382,6 +387,8 @@ def encode_segment(
             stream.time_base = time_base
             ctx = stream.codec_context
             ctx.time_base = time_base
+            if threads:
+                ctx.thread_count = threads
             tags.apply(ctx)
             if picture.upright_sar:
                 ctx.sample_aspect_ratio = picture.upright_sar

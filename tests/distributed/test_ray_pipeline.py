@@ -52,6 +52,8 @@ def test_two_actors_each_pinned_to_its_gpu(clips: dict[str, Path], tmp_path: Pat
         assert len(c["gpu_ids"]) == 1, c
         assert c["cuda_visible_devices"] == c["gpu_ids"][0]
         assert c["decode_s"] >= 0 and c["infer_s"] >= 0 and c["encode_s"] >= 0
+        assert c["decode_cpu_s"] > 0 and c["infer_cpu_s"] > 0 and c["encode_cpu_s"] > 0
+        assert c["pixels"] == "host", c  # the CPU's measured choice (benchmarks/pixels.py)
         assert c["decode_node"] and c["infer_node"] and c["encode_node"]
         # decode and encode are tasks of their own, not fused into the actor
         assert c["decode_pid"] != c["infer_pid"] != c["encode_pid"]

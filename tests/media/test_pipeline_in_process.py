@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import CHUNK_SIZES, assert_exact, model_frames
 from pipeline_checks import run_in_process
 
 from raypipe.config import ChunkConfig, EncodeConfig
-from raypipe.distributed.stages import chunk_row, decode_stage, encode_stage
+from raypipe.distributed.stages import TASK_CPUS, chunk_row, decode_stage, encode_stage
 from raypipe.media import Segment, plan_chunks, probe
 from raypipe.testing import CLIP_KINDS
 
@@ -51,3 +52,22 @@ def test_segments_keep_encoder_timestamps(clips: dict[str, Path], tmp_path: Path
         p for p in info.pts if chunk.start_pts <= p < chunk.end_pts
     ]
     assert segment.time_base == info.time_base
+
+
+def test_stages_run_as_many_threads_as_the_task_holds(clips: dict[str, Path]) -> None:
+    """x264 writes its settings into the stream: an encode task (``threads=TASK_CPUS``) runs
+    one thread a CPU it holds, not FFmpeg's thread per core of the node."""
+    info = probe(str(clips["vfr"]))
+    chunk = plan_chunks(info, ChunkConfig(chunk_frames=13)).chunks[0]
+    decoded = decode_stage(chunk_row(info, chunk), threads=TASK_CPUS)
+    own = decode_stage(chunk_row(info, chunk))
+    assert (np.asarray(decoded["frames"]) == np.asarray(own["frames"])).all()
+    # x264 runs one thread for small frames whatever it is told: frames of 360+ rows.
+    frames = np.asarray(decoded["frames"])
+    reps = -(-360 // frames.shape[1])
+    decoded["frames"] = np.ascontiguousarray(np.tile(frames, (1, reps, reps, 1)))
+    held = encode_stage(decoded, config=EncodeConfig(), threads=TASK_CPUS)
+    two = encode_stage(decoded, config=EncodeConfig(), threads=TASK_CPUS + 1)
+    assert f" threads={TASK_CPUS} ".encode() in held["segment"]
+    assert f" threads={TASK_CPUS + 1} ".encode() in two["segment"]
+    assert held["encode_cpu_s"] > 0 and held["decode_cpu_s"] > 0

@@ -1,0 +1,412 @@
+"""Per-frame overhead (issue 15): raypipe against ffmpeg's own transcode and a naive loop.
+
+Every approach runs the way a user runs it, as a command in its own process, start-up
+included, side by side in one run, alternated round by round (the order rotates), at
+least 3 rounds; median and spread (min..max) of the wall seconds:
+
+- **ffmpeg**: ``ffmpeg -i clip -c:v libx264 ...`` (decode + encode and nothing else; with
+  ``-vf negate`` for the 4K ``invert`` case), FFmpeg's own threads;
+- **raypipe identity** / **raypipe sharpen** / **raypipe invert**: ``raypipe run`` from the
+  command line on a fresh local Ray (Ray's start included), its CPU defaults;
+- **... warm** (``--warm``): ``raypipe run --address`` on a Ray cluster the benchmark
+  started beforehand (``ray start --head --block``, 4 logical CPUs like raypipe's local
+  Ray, stopped at the end by signalling that process): what a notebook or a service pays
+  once Ray is up;
+- **naive sharpen**: ``python benchmarks/perframe.py --naive ...``, one process and one
+  loop (PyAV decode → :class:`~raypipe.infer.models.FrameModel` → PyAV encode, see
+  ``pipeline.run_naive``), Python's start and imports included.
+
+The same codec settings everywhere (libx264, ``--preset``/``--crf``, yuv420p); every side
+may use every core. Ratios printed: raypipe identity wall / ffmpeg wall (issue 15: ≤ 2.0
+on the 60 s clip, ≤ 3 on the 4K one) and naive sharpen wall / raypipe sharpen wall (≥ 1.5
+on the 60 s clip, ≥ 1.3 on the 20 s one). Outputs are checked against each other on their
+first frames: each output's PSNR against the model applied to the source's frames, raypipe's
+within ``PSNR_SLACK_DB`` of its reference's (identity: ffmpeg's, sharpen: the naive loop's;
+both are lossy encodes of the same frames) and above ``MIN_PSNR_DB``, or the benchmark
+fails. From raypipe's ``--stats``: each stage's CPU milliseconds per frame (decode,
+inference with pre/post-processing, encode; the stage processes' CPU while the stage ran),
+where pre/post-processing ran, and the time from the command's start to the first chunk's
+decode.
+
+Usage (repository root)::
+
+    python benchmarks/perframe.py                  # 60 s 720p, 20 s 720p, 4K 5 s; 3 rounds
+    python benchmarks/perframe.py --quick          # 4 s 720p and 1 s 4K, 1 round (smoke)
+    python benchmarks/perframe.py --cases 720p-60s --rounds 5
+    python benchmarks/perframe.py --warm           # + raypipe runs on a running cluster
+
+Writes ``benchmarks/results/perframe.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import (  # noqa: E402
+    ForeignLoad,
+    add_common_args,
+    cached_clip,
+    machine_info,
+    quiet_check,
+    table,
+    write_result,
+)
+
+from raypipe.distributed.cluster import RAYLET_CONFIG  # noqa: E402
+from raypipe.testing import ClipSpec  # noqa: E402
+
+MIN_PSNR_DB = 20.0
+PSNR_SLACK_DB = 1.0
+CHECK_FRAMES = 8
+RAYPIPE = [sys.executable, "-m", "raypipe.cli"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Case:
+    name: str
+    width: int
+    height: int
+    frames: int
+    fps: int
+    preset: str
+    crf: int
+    approaches: tuple[str, ...]  # of APPROACHES
+    target: dict[str, float]  # ratio name -> bound
+
+    def clip(self) -> Path:
+        spec = ClipSpec(
+            width=self.width,
+            height=self.height,
+            n_frames=self.frames,
+            fps=self.fps,  # type: ignore[arg-type]
+            gop=2 * self.fps,
+            crf=23,
+            seed=7,
+        )
+        return cached_clip(spec)
+
+
+CASES = {
+    "720p-60s": Case(name="720p-60s", width=1280, height=720, frames=1800, fps=30,
+                     preset="veryfast", crf=23,
+                     approaches=("ffmpeg", "raypipe identity", "naive sharpen",
+                                 "raypipe sharpen"),
+                     target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.5}),
+    "720p-20s": Case(name="720p-20s", width=1280, height=720, frames=600, fps=30,
+                     preset="veryfast", crf=23,
+                     approaches=("ffmpeg", "raypipe identity", "naive sharpen",
+                                 "raypipe sharpen"),
+                     target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.3}),
+    "4k-5s": Case(name="4k-5s", width=3840, height=2160, frames=150, fps=30,
+                  preset="ultrafast", crf=23,
+                  approaches=("ffmpeg negate", "raypipe invert"),
+                  target={"invert/ffmpeg negate": 3.0}),
+    "tiny": Case(name="tiny", width=160, height=96, frames=24, fps=30, preset="veryfast", crf=23,
+                 approaches=("ffmpeg", "raypipe identity", "naive sharpen", "raypipe sharpen"),
+                 target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.0}),
+}  # fmt: skip
+QUICK = {
+    "tiny": (24, "tiny"),
+    "720p-60s": (120, "720p-4s"),
+    "720p-20s": (60, "720p-2s"),
+    "4k-5s": (30, "4k-1s"),
+}
+
+
+def _command(
+    approach: str, case: Case, clip: Path, out: Path, stats: Path, address: str | None
+) -> list[str]:
+    codec = ["-c:v", "libx264", "-preset", case.preset, "-crf", str(case.crf)]
+    if approach.startswith("ffmpeg"):
+        negate = ["-vf", "negate"] if approach == "ffmpeg negate" else []
+        return ["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", str(clip), *negate, *codec,
+                "-pix_fmt", "yuv420p", "-an", str(out)]  # fmt: skip
+    model = "builtin:" + approach.split()[1]
+    if approach.startswith("naive"):
+        return [sys.executable, os.path.abspath(__file__), "--naive", str(clip), str(out),
+                model, case.preset, str(case.crf)]  # fmt: skip
+    warm = ["--address", address] if approach.endswith(" warm") and address else []
+    return [*RAYPIPE, "run", str(clip), str(out), "--model", model, "--codec", "libx264",
+            "--preset", case.preset, "--crf", str(case.crf), "--stats", str(stats),
+            "--overwrite", "-q", *warm]  # fmt: skip
+
+
+class RunningRay:
+    """A Ray head started with ``ray start --head --block`` for the warm runs; stopped by
+    signalling that process (never ``ray stop``, which stops every Ray on the machine)."""
+
+    def __init__(self, num_cpus: int = 4) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{port}"
+        ray = os.path.join(os.path.dirname(sys.executable), "ray")
+        # What ray.init gives a local Ray: no token authentication (``ray start`` asks for it).
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        self.proc = subprocess.Popen(
+            [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+             f"--num-cpus={num_cpus}",
+             "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+             "--system-config", json.dumps(RAYLET_CONFIG)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                [ray, "status", f"--address={self.address}"],
+                capture_output=True,
+                check=False,
+                env=env,
+            )
+            if probe.returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(2)
+        self.stop()
+        raise RuntimeError(f"ray start --head on {self.address} did not come up")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _stats(stats: Path, launched: float, frames: int) -> dict[str, Any]:
+    """Per-stage CPU ms per frame and the start-up time from raypipe's ``--stats``."""
+    doc = json.loads(stats.read_text())
+    chunks = doc["chunks"]
+    cpu = {s: sum(c.get(f"{s}_cpu_s", 0.0) for c in chunks) for s in ("decode", "infer", "encode")}
+    return {
+        "first_decode_after_s": min(c["decode_start"] for c in chunks) - launched,
+        "first_infer_after_s": min(c["infer_start"] for c in chunks) - launched,
+        "cpu_ms_per_frame": {s: 1000 * v / frames for s, v in cpu.items()},
+        "pixels": sorted({str(c.get("pixels", "")) for c in chunks}),
+        "chunks": len(chunks),
+        "summary": {k: v for k, v in doc.items() if k != "chunks" and not isinstance(v, list)},
+    }
+
+
+def run_once(
+    approach: str, case: Case, clip: Path, work: Path, address: str | None = None
+) -> dict[str, Any]:
+    out = work / f"{approach.replace(' ', '-')}.mp4"
+    stats = work / f"{approach.replace(' ', '-')}.json"
+    launched = time.time()
+    started = time.perf_counter()
+    proc = subprocess.run(
+        _command(approach, case, clip, out, stats, address),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{approach} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    result: dict[str, Any] = {"wall_s": wall, "output": str(out)}
+    if approach.startswith("raypipe"):
+        result.update(_stats(stats, launched, case.frames))
+    return result
+
+
+def _first_frames(path: str, n: int) -> Any:
+    from pipeline import _first_frames as first
+
+    return first(Path(path), n)
+
+
+def check_outputs(
+    case: Case, clip: Path, last: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """Each output's PSNR (dB, first frames) against the model applied to the source's
+    frames, raypipe's beside its reference's (both are lossy encodes of the same frames).
+    ``ok``: raypipe within ``PSNR_SLACK_DB`` of the reference and above ``MIN_PSNR_DB``."""
+    from pipeline import psnr_db
+
+    from raypipe.infer.models import load_frame_model
+
+    source = _first_frames(str(clip), CHECK_FRAMES).astype("uint8")  # exact: whole levels
+    pairs = {"raypipe identity": "ffmpeg", "raypipe sharpen": "naive sharpen",
+             "raypipe invert": "ffmpeg negate"}  # fmt: skip
+    checks = {}
+    for ours, ref in pairs.items():
+        for run in (ours, f"{ours} warm"):
+            if run not in last or ref not in last:
+                continue
+            truth = load_frame_model("builtin:" + ours.split()[1], device="cpu").run(source, 8)
+            got = psnr_db(_first_frames(last[run]["output"], CHECK_FRAMES), truth)
+            want = psnr_db(_first_frames(last[ref]["output"], CHECK_FRAMES), truth)
+            ok = got >= want - PSNR_SLACK_DB and got >= MIN_PSNR_DB
+            checks[f"{run} vs {ref}"] = {"raypipe_db": got, "reference_db": want, "ok": ok}
+    return checks
+
+
+def run_case(case: Case, rounds: int, work: Path, address: str | None) -> dict[str, Any]:
+    clip = case.clip()
+    approaches = case.approaches
+    if address:
+        approaches += tuple(f"{a} warm" for a in approaches if a.startswith("raypipe"))
+    runs: dict[str, list[dict[str, Any]]] = {a: [] for a in approaches}
+    loads = []
+    with ForeignLoad() as foreign:
+        for r in range(rounds):
+            k = r % len(approaches)
+            order = approaches[k:] + approaches[:k]
+            for approach in order:
+                loads.append(round(os.getloadavg()[0], 2))
+                runs[approach].append(run_once(approach, case, clip, work, address))
+                print(
+                    f"  {case.name} round {r + 1}: {approach} "
+                    f"{runs[approach][-1]['wall_s']:.1f} s (load {loads[-1]})",
+                    flush=True,
+                )
+    walls = {a: [x["wall_s"] for x in v] for a, v in runs.items()}
+    median = {a: statistics.median(w) for a, w in walls.items()}
+    ratios = {}
+    if "raypipe identity" in median:
+        ratios["identity/ffmpeg"] = median["raypipe identity"] / median["ffmpeg"]
+    if "raypipe sharpen" in median:
+        ratios["naive/raypipe sharpen"] = median["naive sharpen"] / median["raypipe sharpen"]
+    if "raypipe invert" in median:
+        ratios["invert/ffmpeg negate"] = median["raypipe invert"] / median["ffmpeg negate"]
+    if "raypipe identity warm" in median:
+        ratios["identity warm/ffmpeg"] = median["raypipe identity warm"] / median["ffmpeg"]
+    if "raypipe sharpen warm" in median:
+        ratios["naive/raypipe sharpen warm"] = (
+            median["naive sharpen"] / median["raypipe sharpen warm"]
+        )
+    psnr = check_outputs(case, clip, {a: v[-1] for a, v in runs.items()})
+    for v in runs.values():
+        for x in v:
+            x.pop("output")
+    return {
+        "case": case.name,
+        "clip": {"width": case.width, "height": case.height, "frames": case.frames,
+                 "fps": case.fps, "codec": f"libx264 {case.preset} crf {case.crf}"},
+        "rounds": rounds,
+        "wall_s": {a: {"median": median[a], "min": min(w), "max": max(w), "runs": w}
+                   for a, w in walls.items()},
+        "ratios": ratios,
+        "targets": case.target,
+        "warm_address": address,
+        "psnr_db": psnr,
+        "runs": runs,
+        "load_1m_before_runs": loads,
+        "foreign_load": foreign.result,
+    }  # fmt: skip
+
+
+def naive_main(clip: str, out: str, model: str, preset: str, crf: str) -> int:
+    """The naive loop as a user's script runs it (``pipeline.run_naive``)."""
+    import av
+    from pipeline import Setup, run_naive
+
+    from raypipe.infer.models import resolve_model
+
+    with av.open(clip) as c:
+        stream = c.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+    setup = Setup(frames=0, width=width, height=height, gop=0, model=model, codec="libx264",
+                  crf=int(crf), preset=preset, batch_size=8, chunk_frames=0, workers=0,
+                  ray_num_cpus=0, pool_processes=0)  # fmt: skip
+    run_naive(Path(clip), Path(out), setup, resolve_model(model)[0])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--naive"]:
+        return naive_main(*argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(parser)
+    parser.add_argument(
+        "--cases", default="720p-60s,720p-20s,4k-5s", help=f"of {', '.join(CASES)} (tiny: smoke)"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="alternated rounds (3)")
+    parser.add_argument("--warm", action="store_true", help="also raypipe on a running Ray")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
+    quiet = quiet_check(args)
+    print(f"load {quiet.load_1m_measured:.2f} at start; {rounds} round(s)", flush=True)
+    results = []
+    # A timeout's SIGTERM unwinds through the finally below: the Ray head it started stops.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = Path(tempfile.mkdtemp(prefix="raypipe-bench-perframe-"))
+    cluster = RunningRay() if args.warm else None
+    try:
+        for name in args.cases.split(","):
+            case = CASES[name]
+            if args.quick:
+                frames, quick_name = QUICK[name]
+                case = Case(**{**case.__dict__, "frames": frames, "name": quick_name})
+            address = cluster.address if cluster is not None else None
+            results.append(run_case(case, rounds, work, address))
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    rows, stage_rows = [], []
+    for r in results:
+        for a, w in r["wall_s"].items():
+            rows.append([r["case"], a, f"{w['median']:.1f}", f"{w['min']:.1f}..{w['max']:.1f}"])
+        for ratio, value in r["ratios"].items():
+            bound = r["targets"].get(ratio.replace(" warm", ""), 0.0)
+            met = value <= bound if "/ffmpeg" in ratio else value >= bound
+            verdict = f"target {bound} {'met' if met else 'missed'}"
+            rows.append([r["case"], ratio, f"{value:.2f}", verdict])
+        for a, v in r["runs"].items():
+            if a.startswith("raypipe"):
+                cpu = v[-1]["cpu_ms_per_frame"]
+                stage_rows.append([
+                    r["case"], a, f"{cpu['decode']:.1f}", f"{cpu['infer']:.1f}",
+                    f"{cpu['encode']:.1f}",
+                    f"{statistics.median(x['first_decode_after_s'] for x in v):.1f}",
+                    ",".join(v[-1]["pixels"]),
+                ])  # fmt: skip
+    print()
+    print(table(rows, ["case", "run / ratio", "wall s (median) / ratio", "spread / target"]))
+    print()
+    print(
+        table(
+            stage_rows,
+            ["case", "run", "decode CPU ms/frame", "infer CPU ms/frame", "encode CPU ms/frame",
+             "start to first decode s", "pixels"],
+        )
+    )  # fmt: skip
+    for r in results:
+        print(f"{r['case']}: PSNR {r['psnr_db']}; foreign share {r['foreign_load']}")
+    psnr_ok = all(v["ok"] for r in results for v in r["psnr_db"].values())
+    doc = {
+        "benchmark": "perframe",
+        "quick": args.quick,
+        "machine": machine_info(),
+        "load": quiet,
+        "min_psnr_db": MIN_PSNR_DB,
+        "psnr_slack_db": PSNR_SLACK_DB,
+        "psnr_ok": psnr_ok,
+        "cases": results,
+    }
+    print(f"wrote {write_result('perframe', doc, args.out)}")
+    return 0 if psnr_ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
