@@ -106,7 +106,9 @@ class _ToSessionLog(logging.Handler):
 
 
 def _mute(record: logging.LogRecord) -> bool:
-    return False
+    """Drop Ray's records only: a console handler on Ray's logger may be shared (pytest's
+    capture, a handler Ray copied from the root logger) and must pass everyone else's."""
+    return not (record.name == "ray" or record.name.startswith("ray."))
 
 
 def _is_console(handler: logging.Handler) -> bool:

@@ -61,3 +61,23 @@ def test_raypipe_warnings_clear_a_progress_line_on_a_terminal() -> None:
         handler.setFormatter(logging.Formatter("raypipe: %(levelname)s: %(message)s"))
         handler.emit(logging.LogRecord("raypipe", logging.WARNING, "", 0, "late", None, None))
         assert stream.getvalue() == f"{prefix}raypipe: WARNING: late\n"
+
+
+def test_a_handler_ray_shares_still_passes_raypipe_records() -> None:
+    """Ray's logger may hold handlers it shares with the root logger (pytest's log capture,
+    a handler copied from the root): muting Ray there must not mute raypipe's warnings."""
+    seen = io.StringIO()
+    shared = logging.StreamHandler(seen)
+    ray_logger, raypipe_logger = logging.getLogger("ray"), logging.getLogger("raypipe.test")
+    ray_logger.addHandler(shared)
+    raypipe_logger.addHandler(shared)
+    try:
+        with ray_logs.ray_lines_to_files(verbose=False, stderr=False):
+            ray_logger.warning("ray's own line")
+            logging.getLogger("ray.data").warning("ray data's line")
+            raypipe_logger.warning("raypipe's warning")
+        ray_logger.warning("ray after")
+    finally:
+        ray_logger.removeHandler(shared)
+        raypipe_logger.removeHandler(shared)
+    assert seen.getvalue().splitlines() == ["raypipe's warning", "ray after"]
