@@ -12,6 +12,7 @@ from conftest import CHUNK_SIZES, assert_exact, model_frames
 from pipeline_checks import run_in_process
 
 from raypipe.config import ChunkConfig, EncodeConfig
+from raypipe.distributed.chunk_task import ChunkTask, segment_uri
 from raypipe.distributed.stages import TASK_CPUS, chunk_row, decode_stage, encode_stage
 from raypipe.media import Segment, plan_chunks, probe
 from raypipe.testing import CLIP_KINDS
@@ -54,12 +55,15 @@ def test_segments_keep_encoder_timestamps(clips: dict[str, Path], tmp_path: Path
     assert segment.time_base == info.time_base
 
 
-def test_stages_run_as_many_threads_as_the_task_holds(clips: dict[str, Path]) -> None:
+def test_stages_run_as_many_threads_as_the_task_holds(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
     """x264 writes its settings into the stream: an encode task (``threads=TASK_CPUS``) runs
     one thread a CPU it holds, not FFmpeg's thread per core of the node."""
     info = probe(str(clips["vfr"]))
     chunk = plan_chunks(info, ChunkConfig(chunk_frames=13)).chunks[0]
-    decoded = decode_stage(chunk_row(info, chunk), threads=TASK_CPUS)
+    row = chunk_row(info, chunk, work_dir=str(tmp_path / "held"))
+    decoded = decode_stage(row, threads=TASK_CPUS)
     own = decode_stage(chunk_row(info, chunk))
     assert (np.asarray(decoded["frames"]) == np.asarray(own["frames"])).all()
     # x264 runs one thread for small frames whatever it is told: frames of 360+ rows.
@@ -67,7 +71,14 @@ def test_stages_run_as_many_threads_as_the_task_holds(clips: dict[str, Path]) ->
     reps = -(-360 // frames.shape[1])
     decoded["frames"] = np.ascontiguousarray(np.tile(frames, (1, reps, reps, 1)))
     held = encode_stage(decoded, config=EncodeConfig(), threads=TASK_CPUS)
-    two = encode_stage(decoded, config=EncodeConfig(), threads=TASK_CPUS + 1)
-    assert f" threads={TASK_CPUS} ".encode() in held["segment"]
-    assert f" threads={TASK_CPUS + 1} ".encode() in two["segment"]
+    two_dir = str(tmp_path / "two")
+    two = encode_stage(
+        {**decoded, "work_dir": two_dir}, config=EncodeConfig(), threads=TASK_CPUS + 1
+    )
+    # the encode stage writes the segment into the chunk's work directory
+    segment = Path(ChunkTask.from_row(row).segment_uri).read_bytes()
+    segment_two = Path(segment_uri(two_dir, chunk.chunk_id)).read_bytes()
+    assert held["segment_bytes"] == len(segment) and two["segment_bytes"] == len(segment_two)
+    assert f" threads={TASK_CPUS} ".encode() in segment
+    assert f" threads={TASK_CPUS + 1} ".encode() in segment_two
     assert held["encode_cpu_s"] > 0 and held["decode_cpu_s"] > 0
