@@ -47,19 +47,23 @@ class ArchiveReport:
 
 class ReportJournal:
     """The report's rows as videos finish, written to the report path (atomically) when
-    the first video ends and then at most every :data:`REPORT_EVERY_S`, so a crash keeps
-    the rows of the videos finished before it."""
+    the first video ends, then at most every :data:`REPORT_EVERY_S` once a quarter more
+    rows have come (so a long archive rewrites its report a few dozen times, not once per
+    10 s whatever its size); a crash keeps the rows of the videos finished before the
+    last write (their outputs are skipped on rerun anyway)."""
 
     def __init__(self, path: str, previous: dict[str, int], order: dict[str, int]) -> None:
         self.path, self.previous, self.order = path, previous, order
         self._rows: list[dict[str, Any]] = []
         self._written = -float("inf")
+        self._written_rows = 0
 
     def add(self, result: VideoResult) -> None:
         self._rows.append(report_row(result, self.previous))
-        if time.monotonic() - self._written >= REPORT_EVERY_S:
+        due = time.monotonic() - self._written >= REPORT_EVERY_S
+        if due and len(self._rows) >= 1.25 * self._written_rows:
             write_report(ArchiveReport(rows=self.rows(), path=self.path))
-            self._written = time.monotonic()
+            self._written, self._written_rows = time.monotonic(), len(self._rows)
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows so far, in input order."""

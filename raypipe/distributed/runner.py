@@ -13,6 +13,7 @@ for archives), so its memory follows what is in flight, not the archive's size.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -40,14 +41,16 @@ log = logging.getLogger("raypipe")
 
 
 class ChunkLog:
-    """Every chunk's stats record of a run: kept in memory, or appended to a local JSON
-    lines file (``spill``) so an archive's driver does not hold them all."""
+    """Every chunk's stats record of a run: kept in memory, or appended to a local gzipped
+    JSON lines file (``spill``) so an archive's driver does not hold them all (and writes
+    a few hundred bytes a chunk, not kilobytes)."""
 
     def __init__(self, *, spill: bool = False) -> None:
         self._memory: list[dict[str, Any]] = []
         self._path = ""
+        self._file: Any = None
         if spill:
-            fd, self._path = tempfile.mkstemp(prefix="raypipe-chunks-", suffix=".jsonl")
+            fd, self._path = tempfile.mkstemp(prefix="raypipe-chunks-", suffix=".jsonl.gz")
             os.close(fd)
         self.count = 0
 
@@ -56,17 +59,24 @@ class ChunkLog:
         if not self._path:
             self._memory.append(record)
             return
-        with open(self._path, "a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
+        if self._file is None:  # one gzip member per stretch of writes
+            self._file = gzip.open(self._path, "at", compresslevel=6)
+        self._file.write(json.dumps(record, default=str) + "\n")
 
     def records(self) -> list[dict[str, Any]]:
         """Every record so far (read back from the file when spilled)."""
         if not self._path:
             return list(self._memory)
-        with open(self._path) as f:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        with gzip.open(self._path, "rt") as f:
             return [json.loads(line) for line in f if line.strip()]
 
     def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._path and os.path.exists(self._path):
             os.unlink(self._path)
 
