@@ -33,7 +33,6 @@ class ArchiveReport:
     rows: list[dict[str, Any]]
     path: str
     wall_seconds: float = 0.0
-    chunk_stats: list[dict[str, Any]] = field(default_factory=list)
     provider_notes: list[str] = field(default_factory=list)
     gpu: dict[str, Any] = field(default_factory=dict)
 
@@ -158,7 +157,11 @@ def run_report_path(report_path: str) -> str:
     return report_path.removesuffix(".parquet") + ".png"
 
 
-def stats_doc(report: ArchiveReport, workers: int) -> dict[str, Any]:
+def stats_doc(
+    report: ArchiveReport, workers: int, chunks: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The ``--stats`` document of an archive run, with ``chunks`` as its chunk records
+    (an archive's driver streams them from its chunk log instead)."""
     frames = sum(r["frames_out"] for r in report.rows if r["status"] == "done")
     return {
         "totals": {
@@ -172,6 +175,6 @@ def stats_doc(report: ArchiveReport, workers: int) -> dict[str, Any]:
             "fps": frames / report.wall_seconds if report.wall_seconds else 0.0,
             "provider_notes": report.provider_notes,
         },
-        "chunks": report.chunk_stats,
+        "chunks": chunks or [],
         "gpu": report.gpu,
     }

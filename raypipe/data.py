@@ -15,10 +15,11 @@ you want them::
   chunks) and returns a dataset with one row per chunk, decoded in CPU tasks: ``video_id``,
   ``uri``, ``index`` (chunk index), ``n_chunks``, ``frames`` (n, H, W, 3) uint8 RGB in
   display order, ``pts`` (n,) in the stream's time base, and what writing needs (time base,
-  rate, ``chunk_id``, ``error_type``/``error_message``, ...), plus one *video row* per video
-  (``kind`` ``video`` instead of ``chunk``: what writing needs to know about the video; a
-  video that cannot be read is only that row, its error inside). Steps of yours should
-  pass rows whose ``kind`` is not ``chunk`` through unchanged.
+  rate, ``chunk_id``, ``error_type``/``error_message``, ...). What writing needs to know
+  about a video rides in the ``video`` column of its first chunk row; a video that cannot
+  be read is one *video row* (``kind`` ``video`` instead of ``chunk``, its error inside).
+  Steps of yours should pass rows whose ``kind`` is not ``chunk`` through unchanged, and
+  keep every column of a chunk row.
 - :func:`map_processor` is the inference actor pool: a :class:`raypipe.Processor` (class,
   instance, ``file.py:Class`` or ``package.module:Class``) or a model (``builtin:NAME``,
   a path or URL of an ``.onnx``). Frames are replaced by the output frames; a tensor
@@ -49,14 +50,12 @@ from raypipe import storage
 from raypipe.config import ChunkConfig, ModelConfig, RunConfig, RuntimeConfig, build_run_config
 from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
-from raypipe.distributed.dataset import infer_stage
+from raypipe.distributed.dataset import archive_source, infer_stage
 from raypipe.distributed.planning import (
     VideoFacts,
     VideoJob,
     VideoResult,
-    job_row,
     output_of,
-    plan_stage,
     work_dir_for,
 )
 from raypipe.distributed.runner import ChunkLog, Runner
@@ -102,9 +101,7 @@ def read_video_chunks(
         raise ConfigError("read_video_chunks got no URIs; pass a list of video paths or URLs")
     connect(runtime or RuntimeConfig())
     jobs = _jobs(uri_list)
-    stage = functools.partial(plan_stage, chunk=config, resume=False, key=None, tensor=False)
-    ds = ray.data.from_items([job_row(j) for j in jobs], override_num_blocks=len(jobs))
-    ds = ds.flat_map(stage, num_cpus=0.5)
+    ds = archive_source(jobs, config, resume=False, key=None, tensor=False)
     ds.context.target_max_block_size = 1  # one chunk per block: a decode task per chunk
     decode = functools.partial(decode_stage, decoder=config.decoder, threads=TASK_CPUS)
     return ds.map(decode, num_cpus=TASK_CPUS)
@@ -193,28 +190,34 @@ def write_videos(
 
 
 def _bind_output(row: Row, *, output_dir: str, overwrite: bool) -> Row:
-    """Resolve a row's output (a file name until now) against ``output_dir``: the video
-    row's output and work directory, a chunk row's work directory. An existing output
-    (without ``overwrite``) fails its video: its rows carry the error, nothing is encoded."""
-    if row["kind"] == "video":
-        facts = VideoFacts.from_json(str(row["video"]))
-        if not facts.output:
-            return row
-        output = storage.join(output_dir, facts.output)
-        facts = dataclasses.replace(facts, output=output, work_dir=work_dir_for(output))
-        if facts.status == "planned" and storage.exists(output) and not overwrite:
-            error = OutputExistsError(f"output '{output}' exists; pass overwrite=True")
-            facts = dataclasses.replace(
-                facts, status="failed", error_type=type(error).__name__, error_message=str(error)
-            )
-        elif facts.status == "planned":
-            storage.makedirs(facts.work_dir)
-        return {**row, "video": facts.to_json()}
-    if not row["work_dir"]:
-        return row
+    """Resolve a row's output (a file name until now) against ``output_dir``: the video's
+    output and work directory in its facts (the ``video`` column), a chunk row's work
+    directory. An existing output (without ``overwrite``) fails its video: its rows carry
+    the error, nothing is encoded."""
+    out = dict(row)
+    if row["video"]:
+        out["video"] = _bind_facts(str(row["video"]), output_dir, overwrite).to_json()
+    if row["kind"] != "chunk" or not row["work_dir"]:
+        return out
     work_dir = storage.join(output_dir, str(row["work_dir"]))
     output = output_of(work_dir)
-    out = {**row, "work_dir": work_dir}
+    out["work_dir"] = work_dir
     if not row["error_type"] and storage.exists(output) and not overwrite:
         out.update(error_type="OutputExistsError", error_message=f"output '{output}' exists")
     return out
+
+
+def _bind_facts(text: str, output_dir: str, overwrite: bool) -> VideoFacts:
+    facts = VideoFacts.from_json(text)
+    if not facts.output:
+        return facts
+    output = storage.join(output_dir, facts.output)
+    facts = dataclasses.replace(facts, output=output, work_dir=work_dir_for(output))
+    if facts.status == "planned" and storage.exists(output) and not overwrite:
+        error = OutputExistsError(f"output '{output}' exists; pass overwrite=True")
+        return dataclasses.replace(
+            facts, status="failed", error_type=type(error).__name__, error_message=str(error)
+        )
+    if facts.status == "planned":
+        storage.makedirs(facts.work_dir)
+    return facts

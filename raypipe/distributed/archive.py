@@ -11,8 +11,10 @@ codes: 0 when every video is done or skipped, 3 when some failed.
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,14 +32,16 @@ from raypipe.archive_report import (
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
-from raypipe.distributed.planning import VideoJob, VideoResult
+from raypipe.distributed.planning import VideoJob
 from raypipe.distributed.runner import ChunkLog, Runner
 from raypipe.distributed.setup import load_run, start_run, table_output
-from raypipe.distributed.stats import gpu_stats, take_provider_notes
+from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
 from raypipe.media.mux import container_refuses
 from raypipe.media.probe import probe
+
+DRAW_TIMEOUT_S = 600
 
 
 def process_archive(
@@ -74,10 +78,12 @@ def process_archive(
         jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor, temporal=model.temporal
     )
     ds = build_dataset(source, cfg, actors, model, warmup_hw=_warmup_hw(jobs))
-    results: list[VideoResult] = []
+    gpu_samples: list[dict[str, Any]] = []  # NVML samples (GPU runs only)
+    gpu_notes: set[str] = set()
     journal = ReportJournal(report_path, previous, order)
-    for result in runner.run(ds):
-        results.append(_light(result))
+    for result in runner.run(ds):  # the driver keeps a report row per video, no more
+        gpu_samples.extend(result.gpu_samples)
+        gpu_notes.update(result.gpu_notes)
         journal.add(result)
         if result.status == "failed":
             progress.message(f"failed: {result.uri}: {result.error_type}: {result.error_message}")
@@ -86,31 +92,23 @@ def process_archive(
             0 if result.status == "skipped" else result.frames_in,
             skipped=result.status == "skipped",
         )
-    results.sort(key=lambda r: order.get(r.uri, len(order)))
-    rows = journal.rows()
-    report = ArchiveReport(rows=rows, path=report_path, wall_seconds=time.monotonic() - started)
-    report.chunk_stats = chunk_log.records()
-    chunk_log.close()
-    report.provider_notes = take_provider_notes(report.chunk_stats)
-    report.gpu = gpu_stats(
-        [s for r in results for s in r.gpu_samples],
-        sorted({n for r in results for n in r.gpu_notes}),
-        uses_gpu=actors.uses_gpu,
+    report = ArchiveReport(
+        rows=journal.rows(),
+        path=report_path,
+        wall_seconds=time.monotonic() - started,
+        provider_notes=chunk_log.provider_notes,
+        gpu=gpu_stats(gpu_samples, sorted(gpu_notes), uses_gpu=actors.uses_gpu),
     )
     write_report(report)
-    _draw_run_report(report, progress, actors.workers)
+    try:
+        _write_stats_and_figure(report, chunk_log, cfg.stats_path, progress, actors.workers)
+    finally:
+        chunk_log.close()
     progress.close(
         f"archive: {report.count('done')} done, {report.count('skipped')} skipped, "
-        f"{report.count('failed')} failed of {len(rows)} -> {output_dir}"
+        f"{report.count('failed')} failed of {len(report.rows)} -> {output_dir}"
     )
-    if cfg.stats_path:
-        _write_stats(report, cfg.stats_path, actors.workers)
     return report
-
-
-def _light(result: VideoResult) -> VideoResult:
-    """``result`` without its chunk records (they are in the run's chunk log)."""
-    return dataclasses.replace(result, chunk_stats=[])
 
 
 def _warmup_hw(jobs: list[VideoJob]) -> tuple[int, int] | None:
@@ -163,21 +161,56 @@ def _jobs(
     return jobs
 
 
-def _draw_run_report(report: ArchiveReport, progress: ArchiveProgress, workers: int) -> None:
-    """The run report PNG next to the Parquet report, when chunks ran (never fatal: the
-    videos and the report are already written)."""
-    if not report.chunk_stats:
+def _write_stats_and_figure(
+    report: ArchiveReport,
+    chunk_log: ChunkLog,
+    stats_path: str | None,
+    progress: ArchiveProgress,
+    workers: int,
+) -> None:
+    """The ``--stats`` JSON (when asked for) and the run report PNG next to the Parquet
+    report (when chunks ran). The stats go to a local file one chunk record at a time, and
+    the picture is drawn from that file by a child process, so neither the records nor the
+    plotting library ever sit in the driver: its memory stays what the run had in flight."""
+    if not stats_path and not chunk_log.count:
         return
-    target = run_report_path(report.path)
+    fd, local = tempfile.mkstemp(prefix="raypipe-stats-", suffix=".json")
+    os.close(fd)
     try:
-        from raypipe.report import draw_report
+        chunk_log.write_stats(stats_doc(report, workers), local)
+        if chunk_log.count:
+            _draw_run_report(local, run_report_path(report.path), progress)
+        if stats_path:
+            with open(local, "rb") as f:
+                storage.write_bytes(stats_path, f.read())
+    finally:
+        os.unlink(local)
 
-        draw_report(stats_doc(report, workers), target, title="raypipe archive")
-    except ImportError as e:
-        progress.message(f"run report not drawn ({e}); pip install matplotlib")
-    except Exception as e:  # noqa: BLE001 - a picture must not fail a finished archive
+
+_DRAW = (  # the child's program: draw_report(stats_file, target, title=...)
+    "import sys; from raypipe.report import draw_report; "
+    "draw_report(sys.argv[1], sys.argv[2], title=sys.argv[3])"
+)
+
+
+def _draw_run_report(stats_file: str, target: str, progress: ArchiveProgress) -> None:
+    """Draw the stats in ``stats_file`` into ``target`` in a child process (never fatal: the
+    videos and the report are already written)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _DRAW, stats_file, target, "raypipe archive"],
+            capture_output=True,
+            text=True,
+            timeout=DRAW_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
         progress.message(f"run report not drawn: {type(e).__name__}: {e}")
-
-
-def _write_stats(report: ArchiveReport, path: str, workers: int) -> None:
-    storage.write_text(path, json.dumps(stats_doc(report, workers), indent=2))
+        return
+    if done.returncode == 0:
+        return
+    last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    if "No module named 'matplotlib'" in last:
+        progress.message("run report not drawn (matplotlib is missing); pip install matplotlib")
+    else:
+        progress.message(f"run report not drawn: {last}")

@@ -6,10 +6,11 @@ row means. It is encoded into a row (:meth:`ChunkTask.to_row`) and read back
 keyframe, every frame kept, no context, no rate) live in one place, and so does the name
 of the chunk's segment file in its video's work directory (:meth:`ChunkTask.segment_uri`).
 
-A row also has a ``kind``: ``chunk`` for a task, ``video`` for the one row per video that
-carries the video's facts to the driver (:mod:`raypipe.distributed.planning`). A video
-row has a chunk row's columns with neutral values (:func:`placeholder_row`), so every
-block of the dataset keeps one schema, and passes every stage as it is.
+A row also has a ``kind``: ``chunk`` for a task, ``video`` for a row that only carries a
+video's facts to the driver (a video with no chunk left to process; otherwise the facts
+ride in the ``video`` column of its first chunk row: :mod:`raypipe.distributed.planning`).
+A video row has a chunk row's columns with neutral values (:func:`placeholder_row`), so
+every block of the dataset keeps one schema, and passes every stage as it is.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 :func:`plan_video` is pure planning (no Ray): it probes the input, cuts it into chunks and
 checks the work a previous run left (a finished output, the segments of a cut-off video)
 against this run's reuse key (:mod:`raypipe.reuse`). :func:`plan_stage` is the same as a
-Ray Data stage: one job row in, the video's rows out: first a *video row* carrying what the
-driver and the assembly task need to know about the video (:class:`VideoFacts`), then one
-*chunk row* per chunk still to process. Archives run it inside the dataset, so the first
+Ray Data stage: one job row in, the video's rows out: one *chunk row* per chunk still to
+process, the first also carrying what the driver and the assembly task need to know about
+the video (:class:`VideoFacts`), or, when no chunk is left to process, one *video row*
+with only the facts. Archives run it inside the dataset, so the first
 chunks start as soon as the first video is planned, whatever the archive's size.
 """
 
@@ -261,7 +262,7 @@ def _reusable_segments(work_dir: str, provenance: Provenance) -> tuple[set[str],
 @dataclass(frozen=True, kw_only=True)
 class VideoFacts:
     """What the driver and the assembly task need to know about one planned video: the
-    payload of its *video row*, which flows through the pipeline ahead of its chunk rows.
+    ``video`` column of its first chunk row (or of its video row: :func:`video_rows`).
 
     ``status``: ``planned`` (chunks to process or reused), ``skipped`` (finished before) or
     ``failed`` (``error_type``/``error_message`` say why). ``reused``: indices of the
@@ -331,6 +332,17 @@ class VideoFacts:
         )
 
 
+def video_rows(planned: PlannedVideo) -> list[Row]:
+    """The rows of a planned video: its chunk rows, the first of them carrying the video's
+    facts (its ``video`` column, :class:`VideoFacts`), so a one-chunk video is one task per
+    stage; a video with no chunk to process (skipped, failed, every chunk reused) is one
+    video row."""
+    if not planned.rows:
+        return [video_row(planned)]
+    first, *rest = planned.rows
+    return [{**first, "video": VideoFacts.of(planned).to_json()}, *rest]
+
+
 def video_row(planned: PlannedVideo) -> Row:
     """The row that tells the driver about ``planned`` (see :class:`VideoFacts`); it has a
     chunk row's columns, so every block of the dataset has one schema."""
@@ -355,13 +367,13 @@ def plan_stage(
     tensor: bool,
     temporal: Temporal = NONE,
 ) -> list[Row]:
-    """Ray Data's plan stage: one job row in, the video row then its chunk rows out.
+    """Ray Data's plan stage: one job row in, the video's rows out (:func:`video_rows`).
     ``key`` ``None``: no provenance (the caller binds outputs later, see raypipe.data)."""
     job = VideoJob(**{f.name: row[f.name] for f in dataclasses.fields(VideoJob)})
     planned = plan_video(job, chunk, resume=resume, key=key, tensor=tensor, temporal=temporal)
     if planned.work_dir and planned.provenance is not None and planned.result is None:
         write_run_record(planned)
-    return [video_row(planned), *planned.rows]
+    return video_rows(planned)
 
 
 def write_run_record(planned: PlannedVideo) -> None:

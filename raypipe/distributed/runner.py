@@ -1,14 +1,15 @@
 """The driver's side of a run: small rows in, one result per video out.
 
 The pipeline (:mod:`raypipe.distributed.dataset`) hands the driver one small row per chunk
-(ids, counts, timings, errors: the segments are already in the work directories) and one
-*video row* per video (:class:`~raypipe.distributed.planning.VideoFacts`). The driver
-counts a video's chunks; when all are in, it submits the video's assembly as a Ray task
-(:mod:`raypipe.distributed.assembly`) and yields the result when that task returns. A video
-whose chunk failed fails at once (a model or processor failure is deterministic; its later
-chunks are dropped as they arrive). The driver keeps state only for videos in flight, and
-chunk statistics in a :class:`ChunkLog` (in memory for one video, spilled to a local file
-for archives), so its memory follows what is in flight, not the archive's size.
+(ids, counts, timings, errors: the segments are already in the work directories) and each
+video's facts (:class:`~raypipe.distributed.planning.VideoFacts`), with its first chunk row
+or in a *video row* of their own. The driver counts a video's chunks; when all are in, it
+submits the video's assembly as a Ray task (:mod:`raypipe.distributed.assembly`) and
+yields the result when that task returns. A video whose chunk failed fails at once (a
+model or processor failure is deterministic; its later chunks are dropped as they arrive).
+The driver keeps state only for videos in flight, and chunk statistics in a
+:class:`ChunkLog` (in memory for one video, spilled to a local file for archives), so its
+memory follows what is in flight, not the archive's size.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.planning import VideoFacts, VideoResult
 from raypipe.distributed.ray_errors import iter_rows
 from raypipe.distributed.ray_logs import ray_lines_to_files
-from raypipe.distributed.stats import chunk_record
+from raypipe.distributed.stats import chunk_record, take_provider_notes
 from raypipe.media.encode import fidelity_notes
 from raypipe.media.picture import PictureFormat
 
@@ -43,7 +44,8 @@ log = logging.getLogger("raypipe")
 class ChunkLog:
     """Every chunk's stats record of a run: kept in memory, or appended to a local gzipped
     JSON lines file (``spill``) so an archive's driver does not hold them all (and writes
-    a few hundred bytes a chunk, not kilobytes)."""
+    a few hundred bytes a chunk, not kilobytes). The actors' provider notes are taken out
+    of the records as they come (``provider_notes``: each distinct note once, in order)."""
 
     def __init__(self, *, spill: bool = False) -> None:
         self._memory: list[dict[str, Any]] = []
@@ -53,9 +55,15 @@ class ChunkLog:
             fd, self._path = tempfile.mkstemp(prefix="raypipe-chunks-", suffix=".jsonl.gz")
             os.close(fd)
         self.count = 0
+        self._notes: dict[str, None] = {}
+
+    @property
+    def provider_notes(self) -> list[str]:
+        return list(self._notes)
 
     def add(self, record: dict[str, Any]) -> None:
         self.count += 1
+        self._notes.update(dict.fromkeys(take_provider_notes([record])))
         if not self._path:
             self._memory.append(record)
             return
@@ -63,15 +71,28 @@ class ChunkLog:
             self._file = gzip.open(self._path, "at", compresslevel=6)
         self._file.write(json.dumps(record, default=str) + "\n")
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every record so far (read back from the file when spilled)."""
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record so far, one at a time (read back from the file when spilled)."""
         if not self._path:
-            return list(self._memory)
+            yield from self._memory
+            return
         if self._file is not None:
             self._file.close()
             self._file = None
         with gzip.open(self._path, "rt") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+
+    def write_stats(self, doc: dict[str, Any], path: str) -> None:
+        """Write the stats document ``doc`` with every record as its ``chunks`` to the
+        local file ``path``, one record at a time (JSON, as ``--stats`` writes it)."""
+        head = json.dumps({k: v for k, v in doc.items() if k != "chunks"}, indent=2)
+        with open(path, "w") as f:
+            f.write(head.removesuffix("\n}") + ',\n  "chunks": [')
+            for i, record in enumerate(self.records()):
+                f.write(("\n    " if i == 0 else ",\n    ") + json.dumps(record, default=str))
+            f.write("\n  ]\n}\n")
 
     def close(self) -> None:
         if self._file is not None:
@@ -98,7 +119,7 @@ class _Video:
 
     @property
     def ends(self) -> bool:
-        """Whether nothing more is awaited: the video row is in and a chunk failed, or
+        """Whether nothing more is awaited: the video's facts are in and a chunk failed, or
         every chunk is done (processed now or reused)."""
         if self.facts is None:
             return False
@@ -195,7 +216,8 @@ class Runner:
 
     def _take(self, row: Row) -> VideoResult | None:
         video_id = str(row["video_id"])
-        facts = VideoFacts.from_json(str(row["video"])) if row["kind"] == "video" else None
+        # the facts come in a video row, or with the first chunk row of the video
+        facts = VideoFacts.from_json(str(row["video"])) if row["video"] else None
         if facts is not None and facts.status != "planned":
             # ends at planning (skipped, failed): no chunk follows, and its id may be
             # another job's too (the same input listed twice)
@@ -214,7 +236,7 @@ class Runner:
         if facts is not None:
             video.facts = facts
             self._note_fidelity(facts)
-        else:
+        if row["kind"] == "chunk":
             self._chunk(video, row)
         if not video.ends:
             return None

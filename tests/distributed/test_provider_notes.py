@@ -30,9 +30,9 @@ def test_run_stats_keep_each_note_once_and_chunks_none() -> None:
 
 def test_archive_stats_keep_the_notes_in_totals() -> None:
     records = [chunk_record(_row(i, [TRT])) for i in range(2)]
-    report = ArchiveReport(rows=[], path="r.parquet", chunk_stats=records)
-    report.provider_notes = take_provider_notes(report.chunk_stats)
-    doc = stats_doc(report, workers=1)
+    report = ArchiveReport(rows=[], path="r.parquet")
+    report.provider_notes = take_provider_notes(records)
+    doc = stats_doc(report, workers=1, chunks=records)
     assert doc["totals"]["provider_notes"] == [TRT]
     assert all("provider_notes" not in c for c in doc["chunks"])
 
