@@ -114,7 +114,8 @@ def archive_source(
 
 
 def plan_tasks() -> int:
-    """Plan tasks that may run at once: one per 8 CPUs of the cluster, at least 2. Planning
-    a video (an index read) costs a small share of processing it, so few keep ahead."""
+    """Plan tasks that may run at once: one per 16 CPUs of the cluster, at least one.
+    Planning a video (an index read, one frame decoded) costs a small share of processing
+    it, so few keep ahead; more would take the CPUs the first chunks need."""
     cpus = int(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else 0
-    return max(2, cpus // 8)
+    return max(1, cpus // 16)

@@ -14,6 +14,7 @@ place only when complete: a crash leaves the old state or the new file, never ha
 
 from __future__ import annotations
 
+import functools
 import heapq
 import io
 import logging
@@ -61,20 +62,25 @@ def container_refuses(path: str, codec: str) -> str:
         fmt = output_format(path)
     except ConfigError as e:
         return str(e)
-    if fmt == "mpegts":
+    if fmt == "mpegts" or _holds(fmt, codec):
         return ""
-    try:
-        encoder = av.codec.Codec(codec, "w")
-    except (av.codec.codec.UnknownCodecError, ValueError):
-        return ""  # an unknown encoder is check_encoder's to report
-    with av.open(io.BytesIO(), mode="w", format=fmt) as probe:
-        if {codec, encoder.name} & probe.supported_codecs:
-            return ""
     fits = "libvpx-vp9" if fmt == "webm" else "libx264"
     return (
         f"a {os.path.splitext(path)[1]} file cannot hold {codec} video; choose another "
         f"output extension (.mkv holds every codec) or another --codec ({fits})"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _holds(fmt: str, codec: str) -> bool:
+    """Whether FFmpeg's muxer ``fmt`` takes ``codec`` (an unknown encoder: yes, it is
+    check_encoder's to report). Cached: an archive asks once per output."""
+    try:
+        encoder = av.codec.Codec(codec, "w")
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        return True
+    with av.open(io.BytesIO(), mode="w", format=fmt) as probe:
+        return bool({codec, encoder.name} & probe.supported_codecs)
 
 
 def _packets(container: Any, streams: list[Any]) -> Iterator[Any]:
