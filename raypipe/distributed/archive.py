@@ -11,6 +11,7 @@ codes: 0 when every video is done or skipped, 3 when some failed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -168,37 +169,42 @@ def _write_stats_and_figure(
     progress: ArchiveProgress,
     workers: int,
 ) -> None:
-    """The ``--stats`` JSON (when asked for) and the run report PNG next to the Parquet
-    report (when chunks ran). The stats go to a local file one chunk record at a time, and
-    the picture is drawn from that file by a child process, so neither the records nor the
-    plotting library ever sit in the driver: its memory stays what the run had in flight."""
-    if not stats_path and not chunk_log.count:
-        return
-    fd, local = tempfile.mkstemp(prefix="raypipe-stats-", suffix=".json")
-    os.close(fd)
-    try:
-        chunk_log.write_stats(stats_doc(report, workers), local)
-        if chunk_log.count:
-            _draw_run_report(local, run_report_path(report.path), progress)
-        if stats_path:
+    """The run report PNG next to the Parquet report (when chunks ran) and the ``--stats``
+    JSON (when asked for). Neither the chunk records nor the plotting library ever sit in
+    the driver: the picture is drawn by a child process that reads the chunk log's spill
+    file, and the stats are written one record at a time, so the driver's memory stays what
+    the run had in flight."""
+    head = stats_doc(report, workers)  # totals and GPU samples; the chunks come from the log
+    if chunk_log.count:
+        _draw_run_report(head, chunk_log.spill_path, run_report_path(report.path), progress)
+    if stats_path:
+        fd, local = tempfile.mkstemp(prefix="raypipe-stats-", suffix=".json")
+        os.close(fd)
+        try:
+            chunk_log.write_stats(head, local)
             with open(local, "rb") as f:
                 storage.write_bytes(stats_path, f.read())
-    finally:
-        os.unlink(local)
+        finally:
+            os.unlink(local)
 
 
-_DRAW = (  # the child's program: draw_report(stats_file, target, title=...)
-    "import sys; from raypipe.report import draw_report; "
-    "draw_report(sys.argv[1], sys.argv[2], title=sys.argv[3])"
+_DRAW = (  # the child's program: the stats head on stdin, the chunk log's spill file, target
+    "import json, sys; from raypipe.report import draw_report; "
+    "from raypipe.distributed.runner import read_chunk_log; "
+    "doc = {**json.load(sys.stdin), 'chunks': list(read_chunk_log(sys.argv[1]))}; "
+    "draw_report(doc, sys.argv[2], title=sys.argv[3])"
 )
 
 
-def _draw_run_report(stats_file: str, target: str, progress: ArchiveProgress) -> None:
-    """Draw the stats in ``stats_file`` into ``target`` in a child process (never fatal: the
-    videos and the report are already written)."""
+def _draw_run_report(
+    head: dict[str, Any], spill_path: str, target: str, progress: ArchiveProgress
+) -> None:
+    """Draw the run report into ``target`` in a child process (never fatal: the videos and
+    the report are already written)."""
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _DRAW, stats_file, target, "raypipe archive"],
+            [sys.executable, "-c", _DRAW, spill_path, target, "raypipe archive"],
+            input=json.dumps(head),
             capture_output=True,
             text=True,
             timeout=DRAW_TIMEOUT_S,

@@ -76,13 +76,15 @@ class ChunkLog:
         if not self._path:
             yield from self._memory
             return
+        yield from read_chunk_log(self.spill_path)
+
+    @property
+    def spill_path(self) -> str:
+        """The spill file with every record so far (``""`` when kept in memory)."""
         if self._file is not None:
             self._file.close()
             self._file = None
-        with gzip.open(self._path, "rt") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
+        return self._path
 
     def write_stats(self, doc: dict[str, Any], path: str) -> None:
         """Write the stats document ``doc`` with every record as its ``chunks`` to the
@@ -100,6 +102,14 @@ class ChunkLog:
             self._file = None
         if self._path and os.path.exists(self._path):
             os.unlink(self._path)
+
+
+def read_chunk_log(path: str) -> Iterator[dict[str, Any]]:
+    """The records of a :class:`ChunkLog`'s spill file, one at a time."""
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
 
 
 @dataclass

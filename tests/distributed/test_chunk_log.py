@@ -1,0 +1,41 @@
+"""The chunk log: an archive's chunk records spilled to a local file, streamed back out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raypipe.distributed.runner import ChunkLog, read_chunk_log
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_the_stats_document_streams_every_record_and_the_notes_once(
+    spill: bool, tmp_path: Path
+) -> None:
+    log = ChunkLog(spill=spill)
+    records = [
+        {"index": i, "video_id": f"v{i % 3}", "provider_notes": ["no TensorRT"] * (i % 2)}
+        for i in range(7)
+    ]
+    for record in records:
+        log.add(dict(record))
+    head = {"totals": {"videos": 3, "provider_notes": log.provider_notes}, "gpu": {"samples": []}}
+    log.write_stats(head, str(tmp_path / "stats.json"))
+    doc = json.loads((tmp_path / "stats.json").read_text())
+    expected = [{k: v for k, v in r.items() if k != "provider_notes"} for r in records]
+    assert doc == {**head, "chunks": expected}
+    assert log.provider_notes == ["no TensorRT"]
+    assert list(log.records()) == expected
+    if spill:
+        assert list(read_chunk_log(log.spill_path)) == expected
+        log.close()
+        assert not Path(log.spill_path).exists()
+
+
+def test_an_empty_log_writes_an_empty_chunk_list(tmp_path: Path) -> None:
+    log = ChunkLog(spill=True)
+    log.write_stats({"totals": {}}, str(tmp_path / "s.json"))
+    assert json.loads((tmp_path / "s.json").read_text()) == {"totals": {}, "chunks": []}
+    log.close()
