@@ -32,7 +32,8 @@ from raypipe.errors import (
     UnsupportedVideoError,
 )
 from raypipe.media.colour import ColourTags, hdr_of_frame
-from raypipe.media.mp4_index import scan_index
+from raypipe.media.mkv_index import read_layout, scan_cues
+from raypipe.media.mp4_index import IndexScan, scan_index
 from raypipe.media.picture import PictureFormat
 from raypipe.media.source import open_binary, open_input
 
@@ -291,11 +292,32 @@ _CHECKED_PACKETS = 16  # packets an index is checked against before it is truste
 
 
 def _scan_index(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int] | None:
-    """:func:`_scan_packets`'s result from an MP4/MOV index (the ``moov`` box: a small share
-    of the file), or ``None`` for other containers and indexes raypipe cannot read. The
-    first packets are demuxed and must agree with it (else :class:`_IndexMismatch`)."""
-    if "mov" not in container.format.name.split(","):
+    """:func:`_scan_packets`'s result from the container's index (MP4/MOV: the ``moov``
+    box; Matroska/WebM: the cues and the frame grid), reading a small share of the file,
+    or ``None`` for containers and indexes raypipe cannot read. The first packets are
+    demuxed and must agree with it (else :class:`_IndexMismatch`)."""
+    formats = container.format.name.split(",")
+    if "mov" in formats:
+        scan = _scan_mp4(container, video, uri)
+    elif "matroska" in formats or "webm" in formats:
+        scan = _scan_matroska(container, video, uri)
+    else:
         return None
+    if scan is None:
+        return None
+    if len(set(scan.pts)) != len(scan.pts):
+        raise UnsupportedVideoError(
+            f"input '{uri}' has duplicate video timestamps; frames cannot be ordered exactly. "
+            "Remux it with fresh timestamps first"
+        )
+    keyframes = [p for p, key in zip(scan.pts, scan.keyframe) if key]
+    if not keyframes:
+        raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
+    return list(scan.pts), keyframes, scan.last_duration
+
+
+def _scan_mp4(container: Any, video: Any, uri: str) -> IndexScan | None:
+    """The ``moov`` box's scan, its first packets checked against the demuxer's."""
     with open_binary(uri, block_size=PROBE_BLOCK_BYTES) as f:
         scan = scan_index(video, f)
     if scan is None:
@@ -312,15 +334,24 @@ def _scan_index(container: Any, video: Any, uri: str) -> tuple[list[int], list[i
         raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
     if seen != expected:
         raise _IndexMismatch
-    if len(set(scan.pts)) != len(scan.pts):
-        raise UnsupportedVideoError(
-            f"input '{uri}' has duplicate video timestamps; frames cannot be ordered exactly. "
-            "Remux it with fresh timestamps first"
-        )
-    keyframes = [p for p, key in zip(scan.pts, scan.keyframe) if key]
-    if not keyframes:
-        raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
-    return list(scan.pts), keyframes, scan.last_duration
+    return scan
+
+
+def _scan_matroska(container: Any, video: Any, uri: str) -> IndexScan | None:
+    """The cues' scan (:func:`~raypipe.media.mkv_index.scan_cues`: its first and last
+    packets are demuxed and checked); :class:`_IndexMismatch` when they disagree."""
+    ordinal = [s.index for s in container.streams.video].index(video.index)
+    with open_binary(uri, block_size=PROBE_BLOCK_BYTES) as f:
+        layout = read_layout(f, ordinal)
+    if layout is None:
+        return None
+    try:
+        scan = scan_cues(container, video, layout)
+    except av.error.FFmpegError as e:
+        raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
+    if scan is None:
+        raise _IndexMismatch  # the container has been read from: the demux pass reopens it
+    return scan
 
 
 def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int]:
