@@ -20,6 +20,7 @@ muxer's cue policy) gives ``None``; callers then read every packet.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,6 +36,7 @@ _INFO, _TIMESTAMP_SCALE, _MUXING_APP = 0x1549A966, 0x2AD7B1, 0x4D80
 _TRACKS, _TRACK_ENTRY, _TRACK_NUMBER, _TRACK_TYPE = 0x1654AE6B, 0xAE, 0xD7, 0x83
 _DEFAULT_DURATION, _FLAG_LACING = 0x23E383, 0x9C
 _TRACK_TIMESTAMP_SCALE, _CODEC_DELAY = 0x23314F, 0x56AA
+_TRACK_FIELDS = (_TRACK_NUMBER, _TRACK_TYPE, _DEFAULT_DURATION, _FLAG_LACING, _CODEC_DELAY)
 _CLUSTER = 0x1F43B675
 _CUES, _CUE_POINT, _CUE_TIME, _CUE_TRACK_POSITIONS, _CUE_TRACK = (
     0x1C53BB6B,
@@ -97,16 +99,20 @@ def _header(data: bytes, at: int) -> tuple[int, int | None, int] | None:
     return int(ident[0] or 0), size[0], at + ident[1] + size[1]
 
 
-def _children(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int]]:
+def _children(
+    data: bytes, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, int, int]]:
     """(id, payload start, payload end) of the elements in ``data[start:end]``; stops at
     the first one that is unknown-size or runs past ``end``."""
     end = len(data) if end is None else end
     at = start
     while at < end:
         head = _header(data, at)
-        if head is None or head[1] is None or head[2] + head[1] > end:
+        if head is None:
             return
         ident, size, payload = head
+        if size is None or payload + size > end:
+            return
         yield ident, payload, payload + size
         at = payload + size
 
@@ -135,9 +141,7 @@ def _track(tracks: bytes, video_ordinal: int) -> dict[int, int | float] | None:
         for field, c, d in _children(tracks, a, b):
             if field == _TRACK_TIMESTAMP_SCALE:
                 fields[field] = _float(tracks, c, d)
-            elif field in (_TRACK_NUMBER, _TRACK_TYPE, _DEFAULT_DURATION, _FLAG_LACING):
-                fields[field] = _uint(tracks, c, d)
-            elif field == _CODEC_DELAY:
+            elif field in _TRACK_FIELDS:
                 fields[field] = _uint(tracks, c, d)
         if fields.get(_TRACK_TYPE) == _VIDEO_TRACK:
             if videos == video_ordinal:
@@ -147,8 +151,6 @@ def _track(tracks: bytes, video_ordinal: int) -> dict[int, int | float] | None:
 
 
 def _float(data: bytes, a: int, b: int) -> float:
-    import struct
-
     if b - a == 4:
         return float(struct.unpack(">f", data[a:b])[0])
     if b - a == 8:
@@ -166,7 +168,8 @@ def _cue_times(cues: bytes, track_number: int) -> list[int]:
             if field == _CUE_TIME:
                 time = _uint(cues, c, d)
             elif field == _CUE_TRACK_POSITIONS:
-                tracks |= {_uint(cues, e, g) for k, e, g in _children(cues, c, d) if k == _CUE_TRACK}
+                track = [_uint(cues, e, g) for k, e, g in _children(cues, c, d) if k == _CUE_TRACK]
+                tracks.update(track)
         if time is not None and track_number in tracks:
             times.append(time)
     return times
@@ -193,9 +196,11 @@ def read_layout(f: Any, video_ordinal: int) -> MkvLayout | None:
     while at < seg_end and len(found) < 3 and steps < _MAX_TOP_LEVEL_ELEMENTS:
         steps += 1
         head = _read_element(f, at, file_size)
-        if head is None or head[1] is None:
-            return None  # damaged, or unknown-size (live) clusters: no way to jump over
+        if head is None:
+            return None  # damaged
         ident, size, payload = head
+        if size is None:
+            return None  # unknown-size (live) clusters: no way to jump over them
         if ident in (_SEEKHEAD, _INFO, _TRACKS, _CUES) and ident not in found:
             if size > _MAX_HEAD_ELEMENT_BYTES or payload + size > file_size:
                 return None
