@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from raypipe.media.mp4_index import IndexScan
-
 # element ids (with their length marker, as the Matroska specification writes them)
 _EBML = 0x1A45DFA3
 _SEGMENT = 0x18538067
@@ -38,13 +36,8 @@ _DEFAULT_DURATION, _FLAG_LACING = 0x23E383, 0x9C
 _TRACK_TIMESTAMP_SCALE, _CODEC_DELAY = 0x23314F, 0x56AA
 _TRACK_FIELDS = (_TRACK_NUMBER, _TRACK_TYPE, _DEFAULT_DURATION, _FLAG_LACING, _CODEC_DELAY)
 _CLUSTER = 0x1F43B675
-_CUES, _CUE_POINT, _CUE_TIME, _CUE_TRACK_POSITIONS, _CUE_TRACK = (
-    0x1C53BB6B,
-    0xBB,
-    0xB3,
-    0xB7,
-    0xF7,
-)
+_CUES, _CUE_POINT, _CUE_TIME, _CUE_TRACK_POSITIONS = 0x1C53BB6B, 0xBB, 0xB3, 0xB7
+_CUE_TRACK, _CUE_CLUSTER_POSITION = 0xF7, 0xF1
 _VIDEO_TRACK = 1
 _MAX_HEAD_ELEMENT_BYTES = 64 << 20  # larger Info/Tracks/Cues: not a file to trust
 _MAX_TOP_LEVEL_ELEMENTS = 100_000  # clusters walked when no SeekHead names the Cues
@@ -57,12 +50,14 @@ class MkvLayout:
 
     ``tick``: seconds per block timestamp unit (the stream's time base);
     ``default_duration_ns``: the track's nominal frame duration; ``cue_times``: the cue
-    points of the track, sorted, in ticks; ``muxing_app``: the Info's MuxingApp."""
+    points of the track, sorted, in ticks; ``last_cluster_at``: where the cluster holding
+    the last cue's keyframe starts (a file offset); ``muxing_app``: the Info's MuxingApp."""
 
     track_number: int
     tick: Fraction
     default_duration_ns: int
     cue_times: tuple[int, ...]
+    last_cluster_at: int  # file offset of the cluster of the last cue point
     muxing_app: str
 
     def __post_init__(self) -> None:
@@ -158,21 +153,21 @@ def _float(data: bytes, a: int, b: int) -> float:
     return math.nan
 
 
-def _cue_times(cues: bytes, track_number: int) -> list[int]:
-    times = []
+def _cues(cues: bytes, track_number: int) -> dict[int, int]:
+    """Cue time -> cluster position (from the segment's start) of the track's cue points."""
+    found: dict[int, int] = {}
     for ident, a, b in _children(cues):
         if ident != _CUE_POINT:
             continue
-        time, tracks = None, set()
+        time = None
         for field, c, d in _children(cues, a, b):
             if field == _CUE_TIME:
                 time = _uint(cues, c, d)
-            elif field == _CUE_TRACK_POSITIONS:
-                track = [_uint(cues, e, g) for k, e, g in _children(cues, c, d) if k == _CUE_TRACK]
-                tracks.update(track)
-        if time is not None and track_number in tracks:
-            times.append(time)
-    return times
+            elif field == _CUE_TRACK_POSITIONS and time is not None:
+                where = {k: _uint(cues, e, g) for k, e, g in _children(cues, c, d)}
+                if where.get(_CUE_TRACK) == track_number and _CUE_CLUSTER_POSITION in where:
+                    found.setdefault(time, where[_CUE_CLUSTER_POSITION])
+    return found
 
 
 def read_layout(f: Any, video_ordinal: int) -> MkvLayout | None:
@@ -216,7 +211,7 @@ def read_layout(f: Any, video_ordinal: int) -> MkvLayout | None:
             at = cues_at  # FFmpeg writes the cues after the last cluster
             continue
         at = payload + size
-    return _layout(found, video_ordinal)
+    return _layout(found, video_ordinal, seg_start)
 
 
 def _seek_position(seekhead: bytes, wanted: int, seg_start: int) -> int | None:
@@ -234,7 +229,7 @@ def _seek_position(seekhead: bytes, wanted: int, seg_start: int) -> int | None:
     return None
 
 
-def _layout(found: dict[int, bytes], video_ordinal: int) -> MkvLayout | None:
+def _layout(found: dict[int, bytes], video_ordinal: int, seg_start: int) -> MkvLayout | None:
     if set(found) != {_INFO, _TRACKS, _CUES}:
         return None
     scale, app = 1_000_000, ""
@@ -252,146 +247,104 @@ def _layout(found: dict[int, bytes], video_ordinal: int) -> MkvLayout | None:
     if track.get(_FLAG_LACING, 1) != 0 or not app.startswith(_TRUSTED_MUXER):
         return None  # laced blocks, or a muxer whose cue policy is not FFmpeg's
     duration = int(track.get(_DEFAULT_DURATION, 0))
-    times = sorted(set(_cue_times(found[_CUES], track_number)))
-    if duration <= 0 or not times:
+    cues = _cues(found[_CUES], track_number)
+    if duration <= 0 or not cues:
         return None
+    times = sorted(cues)
     return MkvLayout(
         track_number=track_number,
         tick=Fraction(scale, 1_000_000_000),
         default_duration_ns=duration,
         cue_times=tuple(times),
+        last_cluster_at=seg_start + cues[times[-1]],
         muxing_app=app,
     )
 
 
-_RATE_DENOMINATORS = (1, 1001, 2, 4, 3, 5, 6, 8)  # NTSC rates, then halves, thirds...
+_BLOCK_GROUP, _BLOCK, _BLOCK_DURATION, _REFERENCE_BLOCK = 0xA0, 0xA1, 0x9B, 0xFB
+_SIMPLE_BLOCK, _CLUSTER_TIMESTAMP, _VOID = 0xA3, 0xE7, 0xEC
+_MAX_CLUSTER_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
-class FrameGrid:
-    """A constant frame rate's timestamps in ticks: frame ``g`` (an integer) is at
-    ``origin + round(g x period)``, halves away from zero (FFmpeg's ``av_rescale_q``).
-    ``origin`` 0: frame times counted from time 0; else from a first frame that a muxer
-    shifted by whole ticks (FFmpeg moves every stream when another starts earlier)."""
+class Block:
+    """One video block as FFmpeg's demuxer makes it a packet: pts (cluster time plus the
+    block's), key flag, and duration (``BlockDuration``, else the track's default duration
+    in whole ticks), all in ticks."""
 
-    period: Fraction  # ticks per frame, > 1 so that every frame has its own tick
-    origin: int = 0
+    pts: int
+    key: bool
+    duration: int
 
-    def pts(self, g: int) -> int:
-        exact = g * self.period
-        rounded = math.floor(exact + _HALF) if exact >= 0 else -math.floor(-exact + _HALF)
-        return self.origin + rounded
 
-    def index(self, pts: int) -> int | None:
-        """The frame at ``pts``, or ``None`` when ``pts`` is off the grid."""
-        g = round((pts - self.origin) / self.period)
-        for k in (g - 1, g, g + 1):
-            if self.pts(k) == pts:
-                return k
+def _block(data: bytes, a: int, b: int, cluster_time: int) -> tuple[int, int, bool] | None:
+    """(track number, pts, SimpleBlock key flag) of the block at ``data[a:b]``; ``None``
+    when it is laced (more than one frame: not what FFmpeg writes for video)."""
+    track = _vint(data, a, keep_marker=False)
+    if track is None or track[0] is None or a + track[1] + 3 > b:
         return None
-
-    @classmethod
-    def period_of(cls, default_duration_ns: int, tick: Fraction) -> Fraction | None:
-        """Ticks per frame of the frame rate whose duration FFmpeg writes as
-        ``default_duration_ns`` (``1e9 / rate``, truncated or rounded to ns), or ``None``
-        when no rate with a small denominator gives it, or frames closer than a tick."""
-        for den in _RATE_DENOMINATORS:
-            num = round(Fraction(10**9 * den, default_duration_ns))
-            if num <= 0:
-                continue
-            ns = Fraction(10**9 * den, num)
-            if default_duration_ns in (math.floor(ns), round(ns)):
-                period = ns / (10**9 * tick)
-                return period if period > 1 else None
+    at = a + track[1]
+    relative = int.from_bytes(data[at : at + 2], "big", signed=True)
+    flags = data[at + 2]
+    if flags & 0x06:
         return None
+    return track[0], cluster_time + relative, bool(flags & 0x80)
 
 
-_HALF = Fraction(1, 2)
-
-
-_HEAD_PACKETS = 32  # packets read from the start to check the prediction against
-_REORDER_FRAMES = 16  # most frames a decoder holds back (H.264/HEVC's limit)
-
-
-def _packets(container: Any, video: Any, limit: int | None = None) -> list[tuple[int, bool, int]]:
-    """(pts, key flag, duration) of the next packets of ``video`` in demux order (all, or
-    ``limit``), leaving out what a packet scan leaves out; ``[]`` on one without pts."""
-    got: list[tuple[int, bool, int]] = []
-    for packet in container.demux(video):
-        if packet.size == 0 or packet.is_discard:
+def _cluster_blocks(data: bytes, layout: MkvLayout) -> list[Block] | None:
+    """The video track's blocks of a Cluster payload, in file (decode) order."""
+    blocks, cluster_time = [], None
+    default = int(layout.default_duration_ns * Fraction(1, 10**9) / layout.tick)
+    for ident, a, b in _children(data):
+        if ident == _CLUSTER_TIMESTAMP:
+            cluster_time = _uint(data, a, b)
             continue
-        if packet.pts is None:
-            return []
-        got.append((int(packet.pts), bool(packet.is_keyframe), int(packet.duration or 0)))
-        if limit is not None and len(got) == limit:
-            break
-    return got
+        if ident not in (_SIMPLE_BLOCK, _BLOCK_GROUP):
+            continue
+        if cluster_time is None:
+            return None
+        duration, key = default, True
+        if ident == _SIMPLE_BLOCK:
+            parsed = _block(data, a, b, cluster_time)
+            key = parsed is not None and parsed[2]
+        else:
+            parsed = None
+            for field, c, d in _children(data, a, b):
+                if field == _BLOCK:
+                    parsed = _block(data, c, d, cluster_time)
+                elif field == _BLOCK_DURATION:
+                    duration = _uint(data, c, d)
+                elif field == _REFERENCE_BLOCK:
+                    key = False
+        if parsed is None:
+            return None
+        if parsed[0] == layout.track_number:
+            blocks.append(Block(parsed[1], key, duration))
+    return blocks
 
 
-def scan_cues(container: Any, video: Any, layout: MkvLayout) -> IndexScan | None:
-    """``video`` (an open PyAV stream of a Matroska container, not yet read) scanned from
-    ``layout``: every frame's pts in display order (the grid of the track's default
-    duration from the first frame to the last keyframe, then the packets after it), the
-    cue points as keyframes, and the duration of the frame shown last.
-
-    Only the first packets and those from the last keyframe on are demuxed (one seek);
-    they must agree with the grid and the cues, else ``None``: the stream is not the
-    constant-rate stream the index describes (the container has then been read from,
-    reopen it). ``FrameGrid`` errors in the middle of the stream (a dropped frame between
-    two keyframes both on the grid) are not seen here: the decode tasks' frame-count check
-    turns them into a typed error."""
-    period = FrameGrid.period_of(layout.default_duration_ns, layout.tick)
-    if period is None or video.time_base is None or Fraction(video.time_base) != layout.tick:
-        return None
-    grids = [FrameGrid(period, origin) for origin in (0, layout.cue_times[0])]
-    grids = [g for g in grids if all(g.index(t) is not None for t in layout.cue_times)]
-    if not grids:
-        return None  # a keyframe off the grid: not constant-rate
-    head = _packets(container, video, _HEAD_PACKETS)
-    if not head:
-        return None
-    try:
-        container.seek(layout.cue_times[-1], stream=video, backward=True, any_frame=False)
-    except Exception:  # noqa: BLE001 - PyAV raises FFmpegError subclasses and OSError
-        return None
-    tail = _packets(container, video)
-    for grid in grids:
-        scan = _predict(grid, layout, head, tail)
-        if scan is not None:
-            return scan
-    return None
-
-
-def _predict(
-    grid: FrameGrid,
-    layout: MkvLayout,
-    head: list[tuple[int, bool, int]],
-    tail: list[tuple[int, bool, int]],
-) -> IndexScan | None:
-    """The scan the grid, the cues and the demuxed ``head`` and ``tail`` (from the last
-    keyframe) agree on, or ``None``."""
-    keys = [int(grid.index(t) or 0) for t in layout.cue_times]  # on the grid: checked
-    cues = set(layout.cue_times)
-    last_key = layout.cue_times[-1]
-    if not tail or tail[0][:2] != (last_key, True) or any(k for _, k, _ in tail[1:]):
-        return None  # the seek missed the last cue, or keyframes without a cue follow it
-    tail_pts = [p for p, _, _ in tail]
-    if len(set(tail_pts)) != len(tail_pts):
-        return None  # duplicate timestamps: the demux pass says what is wrong
-    after = sorted(p for p in tail_pts if p >= last_key)
-    if after != [grid.pts(g) for g in range(keys[-1], keys[-1] + len(after))]:
-        return None
-    first = grid.index(min(p for p, _, _ in head))
-    if first is None or first > keys[0]:
-        return None
-    end = keys[-1] + len(after)  # frames [first, end) on the grid
-    pts = [grid.pts(g) for g in range(first, end)]
-    shown = set(pts)
-    if any(p not in shown or key != (p in cues) for p, key, _ in head + tail):
-        return None  # a packet off the grid or outside it, or a key flag the cues lack
-    seen = sorted(p for p, _, _ in head)
-    checked = len(seen) if len(head) < _HEAD_PACKETS else len(seen) - _REORDER_FRAMES
-    if seen[:checked] != pts[:checked] or (len(head) < _HEAD_PACKETS and len(pts) != len(seen)):
-        return None  # frames missing at the start (a variable rate), or a short file's
-    last = max(tail, key=lambda packet: packet[0])
-    return IndexScan(pts=pts, keyframe=[p in cues for p in pts], last_duration=last[2])
+def tail_blocks(f: Any, layout: MkvLayout) -> list[Block] | None:
+    """The video track's blocks from the cluster of the last cue point to the end of the
+    file, in decode order, read by element headers (clusters whole, other elements
+    skipped); ``None`` when an element is damaged, truncated or of unknown size."""
+    f.seek(0, 2)
+    file_size = f.tell()
+    blocks: list[Block] = []
+    at = layout.last_cluster_at
+    while at < file_size:
+        head = _read_element(f, at, file_size)
+        if head is None:
+            return None
+        ident, size, payload = head
+        if size is None or payload + size > file_size:
+            return None
+        if ident == _CLUSTER:
+            if size > _MAX_CLUSTER_BYTES:
+                return None
+            f.seek(payload)
+            got = _cluster_blocks(f.read(size), layout)
+            if got is None:
+                return None
+            blocks += got
+        at = payload + size
+    return blocks

@@ -32,7 +32,8 @@ from raypipe.errors import (
     UnsupportedVideoError,
 )
 from raypipe.media.colour import ColourTags, hdr_of_frame
-from raypipe.media.mkv_index import read_layout, scan_cues
+from raypipe.media.mkv_index import read_layout
+from raypipe.media.mkv_scan import scan_cues
 from raypipe.media.mp4_index import IndexScan, scan_index
 from raypipe.media.picture import PictureFormat
 from raypipe.media.source import open_binary, open_input
@@ -338,17 +339,18 @@ def _scan_mp4(container: Any, video: Any, uri: str) -> IndexScan | None:
 
 
 def _scan_matroska(container: Any, video: Any, uri: str) -> IndexScan | None:
-    """The cues' scan (:func:`~raypipe.media.mkv_index.scan_cues`: its first and last
-    packets are demuxed and checked); :class:`_IndexMismatch` when they disagree."""
+    """The cues' scan (:func:`~raypipe.media.mkv_scan.scan_cues`: the first packets are
+    demuxed, the last blocks read, and both checked); :class:`_IndexMismatch` when they
+    disagree."""
     ordinal = [s.index for s in container.streams.video].index(video.index)
     with open_binary(uri, block_size=PROBE_BLOCK_BYTES) as f:
         layout = read_layout(f, ordinal)
-    if layout is None:
-        return None
-    try:
-        scan = scan_cues(container, video, layout)
-    except av.error.FFmpegError as e:
-        raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
+        if layout is None:
+            return None
+        try:
+            scan = scan_cues(container, video, f, layout)
+        except av.error.FFmpegError as e:
+            raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
     if scan is None:
         raise _IndexMismatch  # the container has been read from: the demux pass reopens it
     return scan
