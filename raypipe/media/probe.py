@@ -2,8 +2,12 @@
 
 MP4/MOV keep every sample's timing in their ``moov`` box: there the timestamps come from
 FFmpeg's index plus the composition offsets (:mod:`raypipe.media.mp4_index`), reading a
-small share of the file, and the first packets are checked against them. Elsewhere (MKV,
-TS, AVI, fragmented MP4...) packets are read without decoding. Either way the presentation
+small share of the file, and the first packets are checked against them. Matroska/WebM
+written by FFmpeg keep a cue point per keyframe: for a constant frame rate every frame's
+timestamp follows from the grid of the track's default duration
+(:mod:`raypipe.media.mkv_scan`), checked against the first packets and the blocks after
+the last keyframe, which give the end. Elsewhere (TS, AVI, fragmented MP4, variable-rate or
+other muxers' MKV...) packets are read without decoding. Either way the presentation
 timestamps sorted give every frame's pts in display order, the key flags give the
 keyframes, and the last frame's duration is kept (so the output's last frame keeps it).
 
