@@ -90,8 +90,9 @@ def scan_cues(container: Any, video: Any, f: Any, layout: MkvLayout) -> IndexSca
     duration from the first frame to the last keyframe, then the packets after it), the
     cue points as keyframes, and the duration of the frame shown last.
 
-    Only the first packets and those from the last keyframe on are demuxed (one seek);
-    they must agree with the grid and the cues, else ``None``: the stream is not the
+    Only the first packets are demuxed (FFmpeg's view) and the blocks from the last cue's
+    cluster on read from ``f`` (the same file, seekable; :func:`tail_blocks`); they must
+    agree with the grid and the cues, else ``None``: the stream is not the
     constant-rate stream the index describes (the container has then been read from,
     reopen it). ``FrameGrid`` errors in the middle of the stream (a dropped frame between
     two keyframes both on the grid) are not seen here: the decode tasks' frame-count check
