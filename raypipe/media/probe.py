@@ -3,13 +3,14 @@
 MP4/MOV keep every sample's timing in their ``moov`` box: there the timestamps come from
 FFmpeg's index plus the composition offsets (:mod:`raypipe.media.mp4_index`), reading a
 small share of the file, and the first packets are checked against them. Matroska/WebM
-written by FFmpeg keep a cue point per keyframe: for a constant frame rate every frame's
-timestamp follows from the grid of the track's default duration
-(:mod:`raypipe.media.mkv_scan`), checked against the first packets and the blocks after
-the last keyframe, which give the end. Elsewhere (TS, AVI, fragmented MP4, variable-rate or
-other muxers' MKV...) packets are read without decoding. Either way the presentation
-timestamps sorted give every frame's pts in display order, the key flags give the
-keyframes, and the last frame's duration is kept (so the output's last frame keeps it).
+written by FFmpeg keep a cue point per keyframe: over the network (where a demux pass
+would fetch the whole file), for a constant frame rate every frame's timestamp follows
+from the grid of the track's default duration (:mod:`raypipe.media.mkv_scan`), checked
+against the first packets and the blocks after the last keyframe, which give the end.
+Elsewhere (local MKV, TS, AVI, fragmented MP4, variable-rate or other muxers' MKV...)
+packets are read without decoding. Either way the presentation timestamps sorted give
+every frame's pts in display order, the key flags give the keyframes, and the last frame's
+duration is kept (so the output's last frame keeps it).
 
 One frame is decoded at the end to read what the pictures are
 (:class:`~raypipe.media.picture.PictureFormat`: display rotation, colour tags, pixel
@@ -40,7 +41,7 @@ from raypipe.media.mkv_index import read_layout
 from raypipe.media.mkv_scan import scan_cues
 from raypipe.media.mp4_index import IndexScan, scan_index
 from raypipe.media.picture import PictureFormat
-from raypipe.media.source import open_binary, open_input
+from raypipe.media.source import is_local, open_binary, open_input
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,16 +143,24 @@ def make_video_id(uri: str) -> str:
     return f"{stem[:48]}-{digest}"
 
 
-def probe(uri: str, *, video_id: str | None = None, use_index: bool = True) -> VideoInfo:
+def probe(
+    uri: str, *, video_id: str | None = None, use_index: bool = True, grid_local: bool = False
+) -> VideoInfo:
     """Read ``uri``'s streams and every video frame's timestamps without decoding: from
     the container's index where it has one (``use_index``), else by reading every packet.
+
+    An MP4/MOV index lists every frame. Matroska's cues list only keyframes, and the frames
+    between them are inferred from the frame grid, which cannot see frames a recorder
+    dropped between two keyframes (the decode task then stops with a typed error): so the
+    grid is used only where reading every packet is costly, for inputs over the network
+    (HTTP, object storage), and for local files only with ``grid_local``.
 
     Raises :class:`~raypipe.errors.InputError` subclasses for inputs raypipe cannot
     process: missing, not a video, no video stream, zero frames, no timestamps, no decoder.
     """
     if use_index:
         try:
-            return _probe(uri, video_id, use_index=True)
+            return _probe(uri, video_id, use_index=True, grid_local=grid_local)
         except _IndexMismatch:
             pass
     return _probe(uri, video_id, use_index=False)
@@ -161,10 +170,12 @@ class _IndexMismatch(Exception):
     """The container's index disagrees with its first packets: read every packet."""
 
 
-def _probe(uri: str, video_id: str | None, *, use_index: bool) -> VideoInfo:
+def _probe(
+    uri: str, video_id: str | None, *, use_index: bool, grid_local: bool = False
+) -> VideoInfo:
     with open_input(uri, block_size=PROBE_BLOCK_BYTES) as container:
         video = _pick_video_stream(container, uri)
-        indexed = _scan_index(container, video, uri) if use_index else None
+        indexed = _scan_index(container, video, uri, grid_local) if use_index else None
         if indexed is not None:
             pts, keyframes, last_duration = indexed
         else:
@@ -296,7 +307,9 @@ file's header, its index and its first frames, so small reads cost least."""
 _CHECKED_PACKETS = 16  # packets an index is checked against before it is trusted
 
 
-def _scan_index(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int] | None:
+def _scan_index(
+    container: Any, video: Any, uri: str, grid_local: bool = False
+) -> tuple[list[int], list[int], int] | None:
     """:func:`_scan_packets`'s result from the container's index (MP4/MOV: the ``moov``
     box; Matroska/WebM: the cues and the frame grid), reading a small share of the file,
     or ``None`` for containers and indexes raypipe cannot read. The first packets are
@@ -304,7 +317,7 @@ def _scan_index(container: Any, video: Any, uri: str) -> tuple[list[int], list[i
     formats = container.format.name.split(",")
     if "mov" in formats:
         scan = _scan_mp4(container, video, uri)
-    elif "matroska" in formats or "webm" in formats:
+    elif ("matroska" in formats or "webm" in formats) and (grid_local or not is_local(uri)):
         scan = _scan_matroska(container, video, uri)
     else:
         return None

@@ -37,21 +37,23 @@ def test_exact_through_ray(
 
 
 def test_exact_through_ray_from_matroska_cues(clips: dict[str, Path], tmp_path: Path) -> None:
-    """An open-GOP B-frame clip stream-copied into MKV is planned from its cues (the index
-    probe) and comes out exact."""
+    """An open-GOP B-frame clip stream-copied into MKV and served over HTTP is planned from
+    its cues and comes out exact."""
     import subprocess
 
     from raypipe.media import probe
+    from raypipe.testing.http_server import serve_directory
 
     source = tmp_path / "open_gop.mkv"
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips["open_gop"]), "-c", "copy",
                     str(source)], check=True, timeout=60)  # fmt: skip
-    info = probe(str(source))
-    assert info == probe(str(source), use_index=False)
     out = tmp_path / "out.mkv"
-    stats = raypipe.process_video(
-        str(source), str(out), **lossless(model="builtin:invert", chunk_frames=7)
-    )
+    with serve_directory(tmp_path) as (url, _served):
+        info = probe(f"{url}/open_gop.mkv")  # over the network: from the cues and the grid
+        assert info == probe(str(source), use_index=False)
+        stats = raypipe.process_video(
+            f"{url}/open_gop.mkv", str(out), **lossless(model="builtin:invert", chunk_frames=7)
+        )
     assert stats.frames == info.n_frames and stats.chunks >= 2
     assert_exact(source, out, "builtin:invert")
 

@@ -199,7 +199,8 @@ def test_matroska_index_probe_equals_the_demux_pass(tmp_path: Path) -> None:
     config = ChunkConfig(chunk_frames=8)
     fell_back = []
     for clip in clips:
-        by_index, by_demux = probe(str(clip)), probe(str(clip), use_index=False)
+        by_index = probe(str(clip), grid_local=True)
+        by_demux = probe(str(clip), use_index=False)
         assert by_index == by_demux, clip.name
         assert plan_chunks(by_index, config) == plan_chunks(by_demux, config), clip.name
         if not _cue_scan(clip):
@@ -231,7 +232,7 @@ def test_odd_matroska_files_fall_back_or_fail_typed(tmp_path: Path) -> None:
     for clip in (piped, truncated, other):
         assert not _cue_scan(clip), clip.name
     for clip in (src, front, piped, truncated, other):
-        assert probe(str(clip)) == probe(str(clip), use_index=False), clip.name
+        assert probe(str(clip), grid_local=True) == probe(str(clip), use_index=False), clip.name
 
 
 def test_frames_missing_between_keyframes_on_the_grid_fail_typed_at_decode(
@@ -239,15 +240,17 @@ def test_frames_missing_between_keyframes_on_the_grid_fail_typed_at_decode(
 ) -> None:
     """Frames dropped in the middle of a stream whose keyframes stay on the frame grid (a
     recorder dropping frames): the probe cannot see it without reading the middle, so the
-    plan has frames the file lacks, and the decode task stops with a typed error."""
+    plan has frames the file lacks, and the decode task stops with a typed error. Which is
+    why local files (where reading every packet is cheap) are not probed from the grid."""
     if FFMPEG is None:
         pytest.skip("needs the ffmpeg command")
     clip = tmp_path / "gap.mkv"
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=30", "-t", "4", "-vf",
             "select='not(between(n,40,45))'", "-fps_mode", "vfr", "-c:v", "libx264", "-g", "30",
             "-sc_threshold", "0", "-pix_fmt", "yuv420p", str(clip))  # fmt: skip
-    by_index, by_demux = probe(str(clip)), probe(str(clip), use_index=False)
+    by_index, by_demux = probe(str(clip), grid_local=True), probe(str(clip), use_index=False)
     assert (by_index.n_frames, by_demux.n_frames) == (120, 114)
+    assert probe(str(clip)) == by_demux  # a local file: every packet read
     assert by_index.keyframe_pts == by_demux.keyframe_pts
     chunks = plan_chunks(by_index, ChunkConfig(chunk_frames=30)).chunks
     gap = next(c for c in chunks if c.start_pts <= by_index.pts[40] < c.end_pts)
