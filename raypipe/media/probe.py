@@ -2,10 +2,15 @@
 
 MP4/MOV keep every sample's timing in their ``moov`` box: there the timestamps come from
 FFmpeg's index plus the composition offsets (:mod:`raypipe.media.mp4_index`), reading a
-small share of the file, and the first packets are checked against them. Elsewhere (MKV,
-TS, AVI, fragmented MP4...) packets are read without decoding. Either way the presentation
-timestamps sorted give every frame's pts in display order, the key flags give the
-keyframes, and the last frame's duration is kept (so the output's last frame keeps it).
+small share of the file, and the first packets are checked against them. Matroska/WebM
+written by FFmpeg keep a cue point per keyframe: over the network (where a demux pass
+would fetch the whole file), for a constant frame rate every frame's timestamp follows
+from the grid of the track's default duration (:mod:`raypipe.media.mkv_scan`), checked
+against the first packets and the blocks after the last keyframe, which give the end.
+Elsewhere (local MKV, TS, AVI, fragmented MP4, variable-rate or other muxers' MKV...)
+packets are read without decoding. Either way the presentation timestamps sorted give
+every frame's pts in display order, the key flags give the keyframes, and the last frame's
+duration is kept (so the output's last frame keeps it).
 
 One frame is decoded at the end to read what the pictures are
 (:class:`~raypipe.media.picture.PictureFormat`: display rotation, colour tags, pixel
@@ -32,9 +37,11 @@ from raypipe.errors import (
     UnsupportedVideoError,
 )
 from raypipe.media.colour import ColourTags, hdr_of_frame
-from raypipe.media.mp4_index import scan_index
+from raypipe.media.mkv_index import read_layout
+from raypipe.media.mkv_scan import scan_cues
+from raypipe.media.mp4_index import IndexScan, scan_index
 from raypipe.media.picture import PictureFormat
-from raypipe.media.source import open_binary, open_input
+from raypipe.media.source import is_local, open_binary, open_input
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,16 +143,24 @@ def make_video_id(uri: str) -> str:
     return f"{stem[:48]}-{digest}"
 
 
-def probe(uri: str, *, video_id: str | None = None, use_index: bool = True) -> VideoInfo:
+def probe(
+    uri: str, *, video_id: str | None = None, use_index: bool = True, grid_local: bool = False
+) -> VideoInfo:
     """Read ``uri``'s streams and every video frame's timestamps without decoding: from
     the container's index where it has one (``use_index``), else by reading every packet.
+
+    An MP4/MOV index lists every frame. Matroska's cues list only keyframes, and the frames
+    between them are inferred from the frame grid, which cannot see frames a recorder
+    dropped between two keyframes (the decode task then stops with a typed error): so the
+    grid is used only where reading every packet is costly, for inputs over the network
+    (HTTP, object storage), and for local files only with ``grid_local``.
 
     Raises :class:`~raypipe.errors.InputError` subclasses for inputs raypipe cannot
     process: missing, not a video, no video stream, zero frames, no timestamps, no decoder.
     """
     if use_index:
         try:
-            return _probe(uri, video_id, use_index=True)
+            return _probe(uri, video_id, use_index=True, grid_local=grid_local)
         except _IndexMismatch:
             pass
     return _probe(uri, video_id, use_index=False)
@@ -155,10 +170,12 @@ class _IndexMismatch(Exception):
     """The container's index disagrees with its first packets: read every packet."""
 
 
-def _probe(uri: str, video_id: str | None, *, use_index: bool) -> VideoInfo:
+def _probe(
+    uri: str, video_id: str | None, *, use_index: bool, grid_local: bool = False
+) -> VideoInfo:
     with open_input(uri, block_size=PROBE_BLOCK_BYTES) as container:
         video = _pick_video_stream(container, uri)
-        indexed = _scan_index(container, video, uri) if use_index else None
+        indexed = _scan_index(container, video, uri, grid_local) if use_index else None
         if indexed is not None:
             pts, keyframes, last_duration = indexed
         else:
@@ -290,12 +307,35 @@ file's header, its index and its first frames, so small reads cost least."""
 _CHECKED_PACKETS = 16  # packets an index is checked against before it is trusted
 
 
-def _scan_index(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int] | None:
-    """:func:`_scan_packets`'s result from an MP4/MOV index (the ``moov`` box: a small share
-    of the file), or ``None`` for other containers and indexes raypipe cannot read. The
-    first packets are demuxed and must agree with it (else :class:`_IndexMismatch`)."""
-    if "mov" not in container.format.name.split(","):
+def _scan_index(
+    container: Any, video: Any, uri: str, grid_local: bool = False
+) -> tuple[list[int], list[int], int] | None:
+    """:func:`_scan_packets`'s result from the container's index (MP4/MOV: the ``moov``
+    box; Matroska/WebM: the cues and the frame grid), reading a small share of the file,
+    or ``None`` for containers and indexes raypipe cannot read. The first packets are
+    demuxed and must agree with it (else :class:`_IndexMismatch`)."""
+    formats = container.format.name.split(",")
+    if "mov" in formats:
+        scan = _scan_mp4(container, video, uri)
+    elif ("matroska" in formats or "webm" in formats) and (grid_local or not is_local(uri)):
+        scan = _scan_matroska(container, video, uri)
+    else:
         return None
+    if scan is None:
+        return None
+    if len(set(scan.pts)) != len(scan.pts):
+        raise UnsupportedVideoError(
+            f"input '{uri}' has duplicate video timestamps; frames cannot be ordered exactly. "
+            "Remux it with fresh timestamps first"
+        )
+    keyframes = [p for p, key in zip(scan.pts, scan.keyframe) if key]
+    if not keyframes:
+        raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
+    return list(scan.pts), keyframes, scan.last_duration
+
+
+def _scan_mp4(container: Any, video: Any, uri: str) -> IndexScan | None:
+    """The ``moov`` box's scan, its first packets checked against the demuxer's."""
     with open_binary(uri, block_size=PROBE_BLOCK_BYTES) as f:
         scan = scan_index(video, f)
     if scan is None:
@@ -312,15 +352,25 @@ def _scan_index(container: Any, video: Any, uri: str) -> tuple[list[int], list[i
         raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
     if seen != expected:
         raise _IndexMismatch
-    if len(set(scan.pts)) != len(scan.pts):
-        raise UnsupportedVideoError(
-            f"input '{uri}' has duplicate video timestamps; frames cannot be ordered exactly. "
-            "Remux it with fresh timestamps first"
-        )
-    keyframes = [p for p, key in zip(scan.pts, scan.keyframe) if key]
-    if not keyframes:
-        raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
-    return list(scan.pts), keyframes, scan.last_duration
+    return scan
+
+
+def _scan_matroska(container: Any, video: Any, uri: str) -> IndexScan | None:
+    """The cues' scan (:func:`~raypipe.media.mkv_scan.scan_cues`: the first packets are
+    demuxed, the last blocks read, and both checked); :class:`_IndexMismatch` when they
+    disagree."""
+    ordinal = [s.index for s in container.streams.video].index(video.index)
+    with open_binary(uri, block_size=PROBE_BLOCK_BYTES) as f:
+        layout = read_layout(f, ordinal)
+        if layout is None:
+            return None
+        try:
+            scan = scan_cues(container, video, f, layout)
+        except av.error.FFmpegError as e:
+            raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
+    if scan is None:
+        raise _IndexMismatch  # the container has been read from: the demux pass reopens it
+    return scan
 
 
 def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int]:

@@ -36,6 +36,28 @@ def test_exact_through_ray(
     assert not list(tmp_path.glob(".*")), "work directory or temporary file left behind"
 
 
+def test_exact_through_ray_from_matroska_cues(clips: dict[str, Path], tmp_path: Path) -> None:
+    """An open-GOP B-frame clip stream-copied into MKV and served over HTTP is planned from
+    its cues and comes out exact."""
+    import subprocess
+
+    from raypipe.media import probe
+    from raypipe.testing.http_server import serve_directory
+
+    source = tmp_path / "open_gop.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clips["open_gop"]), "-c", "copy",
+                    str(source)], check=True, timeout=60)  # fmt: skip
+    out = tmp_path / "out.mkv"
+    with serve_directory(tmp_path) as (url, _served):
+        info = probe(f"{url}/open_gop.mkv")  # over the network: from the cues and the grid
+        assert info == probe(str(source), use_index=False)
+        stats = raypipe.process_video(
+            f"{url}/open_gop.mkv", str(out), **lossless(model="builtin:invert", chunk_frames=7)
+        )
+    assert stats.frames == info.n_frames and stats.chunks >= 2
+    assert_exact(source, out, "builtin:invert")
+
+
 def test_two_actors_each_pinned_to_its_gpu(clips: dict[str, Path], tmp_path: Path) -> None:
     out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
     raypipe.process_video(
