@@ -62,7 +62,7 @@ def container_refuses(path: str, codec: str) -> str:
         fmt = output_format(path)
     except ConfigError as e:
         return str(e)
-    if fmt == "mpegts" or _holds(fmt, codec):
+    if fmt == "mpegts" or _muxer_takes(fmt, codec):
         return ""
     fits = "libvpx-vp9" if fmt == "webm" else "libx264"
     return (
@@ -72,7 +72,7 @@ def container_refuses(path: str, codec: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _holds(fmt: str, codec: str) -> bool:
+def _muxer_takes(fmt: str, codec: str) -> bool:
     """Whether FFmpeg's muxer ``fmt`` takes ``codec`` (an unknown encoder: yes, it is
     check_encoder's to report). Cached: an archive asks once per output."""
     try:

@@ -50,7 +50,7 @@ def test_exact_through_ray_from_matroska_cues(clips: dict[str, Path], tmp_path: 
     out = tmp_path / "out.mkv"
     with serve_directory(tmp_path) as (url, _served):
         info = probe(f"{url}/open_gop.mkv")  # over the network: from the cues and the grid
-        assert info == probe(str(source), use_index=False)
+        assert info == probe(f"{url}/open_gop.mkv", use_index=False)
         stats = raypipe.process_video(
             f"{url}/open_gop.mkv", str(out), **lossless(model="builtin:invert", chunk_frames=7)
         )
