@@ -62,7 +62,9 @@ class ChunkLog:
         return list(self._notes)
 
     def add(self, record: dict[str, Any]) -> None:
+        """Log ``record`` (not changed: a one-video run keeps it with its notes too)."""
         self.count += 1
+        record = dict(record)
         self._notes.update(dict.fromkeys(take_provider_notes([record])))
         if not self._path:
             self._memory.append(record)

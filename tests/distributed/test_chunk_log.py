@@ -20,7 +20,8 @@ def test_the_stats_document_streams_every_record_and_the_notes_once(
         for i in range(7)
     ]
     for record in records:
-        log.add(dict(record))
+        log.add(record)
+    assert records[1]["provider_notes"] == ["no TensorRT"]  # the caller's record is not changed
     head = {"totals": {"videos": 3, "provider_notes": log.provider_notes}, "gpu": {"samples": []}}
     log.write_stats(head, str(tmp_path / "stats.json"))
     doc = json.loads((tmp_path / "stats.json").read_text())
