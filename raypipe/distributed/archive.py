@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -177,15 +176,14 @@ def _write_stats_and_figure(
     head = stats_doc(report, workers)  # totals and GPU samples; the chunks come from the log
     if chunk_log.count:
         _draw_run_report(head, chunk_log.spill_path, run_report_path(report.path), progress)
-    if stats_path:
-        fd, local = tempfile.mkstemp(prefix="raypipe-stats-", suffix=".json")
-        os.close(fd)
+    if stats_path:  # built next to it (local) or in the temp dir (remote), then committed
+        staged = storage.local_staging(stats_path, ".json")
         try:
-            chunk_log.write_stats(head, local)
-            with open(local, "rb") as f:
-                storage.write_bytes(stats_path, f.read())
+            chunk_log.write_stats(head, staged)
+            storage.commit(staged, stats_path)
         finally:
-            os.unlink(local)
+            if os.path.exists(staged):
+                os.unlink(staged)
 
 
 _DRAW = (  # the child's program: the stats head on stdin, the chunk log's spill file, target
