@@ -37,12 +37,39 @@ def _archive_cmd(src: Path, out: Path) -> list[str]:
     ]
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL every process of the driver's session and wait until none runs. Ray's
+    workers lead process groups of their own, so killing the driver's group leaves them
+    alive for a moment, long enough for an encode task to write one more segment."""
+    deadline = time.monotonic() + 60
+    while True:
+        pids = _session_pids(proc.pid)
+        if proc.poll() is None:
+            pids.append(proc.pid)
+        if not pids:
+            return
+        assert time.monotonic() < deadline, f"processes outlived SIGKILL: {pids}"
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.poll()
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -71,7 +98,7 @@ def test_sigkill_then_resume(clips: dict[str, Path], tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "no progress to kill in the middle of"
             time.sleep(0.05)
     finally:
-        _kill_group(proc)
+        _kill_session(proc)
     segments_left = len(list(work.glob("*.rpseg")))
     assert not (out / "z_long.mp4").exists() and 5 <= segments_left < 100
     finished_before = {p.name for p in out.glob("*.mp4")}
