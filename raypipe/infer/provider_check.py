@@ -24,6 +24,7 @@ import ctypes
 import importlib.metadata
 import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -55,7 +56,10 @@ class OrtBuild:
     cuda_version: str  # the CUDA it was built with ("13.0"), "" for a CPU build
     providers: tuple[str, ...]  # get_available_providers()
     capi_dir: str  # where its native libraries are
-    installed: tuple[str, ...] = ()  # every onnxruntime* distribution found ("name==version")
+    # the onnxruntime* distributions installed in the imported package's directory
+    # ("name==version"); one elsewhere on sys.path (a --target overlay, a venv over
+    # system site-packages) is shadowed, not mixed in, and is not listed
+    installed: tuple[str, ...] = ()
     error: str = ""  # why it cannot be imported
 
     @property
@@ -75,16 +79,11 @@ class OrtBuild:
 
 def ort_build() -> OrtBuild:
     """What :class:`OrtBuild` says about this process's ``onnxruntime``."""
-    installed = tuple(
-        sorted(
-            f"{d.metadata['Name']}=={d.version}"
-            for d in importlib.metadata.distributions()
-            if _shares_ort_directory(d.metadata["Name"] or "")
-        )
-    )
+    found = ort_distributions()
     try:
         import onnxruntime
     except ImportError as e:
+        installed = max(found.values(), key=len, default=())
         return OrtBuild(
             package="",
             version="",
@@ -101,6 +100,8 @@ def ort_build() -> OrtBuild:
         cuda_version = str(getattr(info, "cuda_version", "") or "")
     except ImportError:
         package, cuda_version = "onnxruntime", ""
+    site = os.path.realpath(os.path.dirname(os.path.dirname(onnxruntime.__file__)))
+    installed = found.get(site, ())
     return OrtBuild(
         package=package,
         version=str(onnxruntime.__version__),
@@ -109,6 +110,19 @@ def ort_build() -> OrtBuild:
         capi_dir=os.path.join(os.path.dirname(onnxruntime.__file__), "capi"),
         installed=installed,
     )
+
+
+def ort_distributions(path: list[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """Every onnxruntime* distribution on ``path`` (default ``sys.path``) as "name==version",
+    by the directory it is installed in (resolved). Two in one directory overwrite each
+    other's files in its ``onnxruntime`` package; two in different directories do not."""
+    found: dict[str, set[str]] = {}
+    for dist in importlib.metadata.distributions(path=path if path is not None else sys.path):
+        name = dist.metadata["Name"] or ""
+        if _shares_ort_directory(name):
+            where = os.path.realpath(str(dist.locate_file("")))
+            found.setdefault(where, set()).add(f"{name}=={dist.version}")
+    return {where: tuple(sorted(names)) for where, names in found.items()}
 
 
 def _shares_ort_directory(name: str) -> bool:

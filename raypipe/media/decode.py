@@ -30,14 +30,13 @@ from typing import Any, cast
 
 import av
 import numpy as np
-from av.video.reformatter import Interpolation, VideoReformatter
 
 from raypipe.config import DECODERS
 from raypipe.errors import CorruptVideoError, DecodeError
-from raypipe.media.colour import sws_colorspace, sws_range
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
+from raypipe.media.rgb import RgbConverter
 from raypipe.media.source import open_input
 
 _nvdec_unavailable: str | None = None  # why NVDEC cannot start here ("" if it can), once known
@@ -151,9 +150,7 @@ def _decode(
     frames = np.empty((n_out, height, width, 3), dtype=picture.dtype)
     pts = np.empty(n_out, dtype=np.int64)
     n = 0
-    to_rgb = VideoReformatter()  # one swscale context for the whole chunk
-    rgb_format = picture.rgb_format
-    matrix, range_ = sws_colorspace(picture.matrix), sws_range(picture.range)
+    to_rgb = RgbConverter(picture)  # one swscale context for the whole chunk
     opened, note = _open_decoder(info.uri, decoder)
     with opened as container:
         stream = cast(av.VideoStream, container.streams[info.stream_index])
@@ -181,14 +178,7 @@ def _decode(
                     )
                 i = n if slot is None else slot.get(n, -1)
                 if i >= 0:
-                    rgb = to_rgb.reformat(
-                        frame,
-                        format=rgb_format,
-                        src_colorspace=matrix,
-                        src_color_range=range_,
-                        interpolation=Interpolation.POINT,  # chroma replicated: picture.py
-                    )
-                    frames[i] = picture.upright(rgb.to_ndarray())
+                    frames[i] = to_rgb(frame)
                     pts[i] = t
                 n += 1
                 if n == chunk.n_frames:

@@ -30,6 +30,7 @@ from raypipe.infer.provider_check import (
     check_driver,
     check_provider,
     ort_build,
+    ort_distributions,
 )
 from raypipe.infer.session import CPU, CUDA, TENSORRT
 from raypipe.testing.stub_library import write_stub_library
@@ -206,6 +207,31 @@ def test_two_onnxruntime_packages_are_a_problem() -> None:
         "several ONNX Runtime packages share one 'onnxruntime' directory (onnxruntime==1.32.0, "
         "onnxruntime-gpu==1.31.1); pip uninstall all of them, then install one"
     )
+
+
+def _fake_distribution(site: Path, name: str, version: str) -> None:
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_onnxruntime_packages_are_counted_by_the_directory_they_share(tmp_path: Path) -> None:
+    """Two builds in one site directory mix their files; a build in another directory of the
+    path (an overlay installed with ``pip --target``, a venv over system site-packages) only
+    shadows the other one, which is no problem (seen on a GPU machine whose image had the
+    CPU build)."""
+    mixed, overlay, system = tmp_path / "mixed", tmp_path / "overlay", tmp_path / "system"
+    _fake_distribution(mixed, "onnxruntime", "1.30.0")
+    _fake_distribution(mixed, "onnxruntime-gpu", "1.31.1")
+    _fake_distribution(overlay, "onnxruntime-gpu", "1.31.1")
+    _fake_distribution(system, "onnxruntime", "1.30.0")
+    _fake_distribution(system, "numpy", "2.0.0")
+    found = ort_distributions([str(mixed), str(overlay), str(system)])
+    assert found == {
+        os.path.realpath(mixed): ("onnxruntime-gpu==1.31.1", "onnxruntime==1.30.0"),
+        os.path.realpath(overlay): ("onnxruntime-gpu==1.31.1",),
+        os.path.realpath(system): ("onnxruntime==1.30.0",),
+    }
 
 
 # --- the driver --------------------------------------------------------------------------
