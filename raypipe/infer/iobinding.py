@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raypipe.errors import ConfigError
-from raypipe.infer.session import GPU_PROVIDERS, granted_providers, import_onnxruntime
+from raypipe.infer.session import import_onnxruntime
 from raypipe.infer.trt.options import int_at_least
 
 if TYPE_CHECKING:
@@ -36,9 +36,13 @@ class IOBindingRunner:
     """Runs one input -> one output (or several: ``output_name`` a sequence of names)
     through ``session`` with persistent bound buffers.
 
-    ``bind="auto"`` binds device (``cuda``) memory when the session's first granted provider
-    is TensorRT or CUDA and otherwise calls ``session.run`` as it is. ``"cuda"`` or ``"cpu"``
-    force binding on that device (``"cpu"`` exercises the same code on any machine).
+    ``bind="auto"`` calls ``session.run`` as it is, on every provider: measured on an H200
+    (CUDA EP, 1080p x2 superres, batches of 4, three alternated rounds), bound buffers were
+    slower, 72-75 against 47-51 ms/frame in FP32 and 52-55 against 28-30 in FP16 NHWC. The
+    bound output's copy to the host runs into pageable memory, where ``session.run`` copies
+    through ORT's pinned staging buffer; binding the outputs to host arrays instead was as
+    slow (benchmarks/README.md, GPU section). ``"cuda"`` or ``"cpu"`` force binding on that
+    device (``"cpu"`` exercises the same code on any machine).
 
     Per input shape and dtype the runner keeps one input OrtValue (written with
     ``update_inplace``, one host-to-device copy) and, after the first run has told it the
@@ -60,7 +64,7 @@ class IOBindingRunner:
         if bind not in ("auto", "cuda", "cpu", "off"):
             raise ConfigError(f"bind must be 'auto', 'cuda', 'cpu' or 'off', got {bind!r}")
         if bind == "auto":
-            bind = "cuda" if granted_providers(session)[0] in GPU_PROVIDERS else "off"
+            bind = "off"  # measured faster on a GPU too: see the class docstring
         self.session = session
         self.input_name = input_name
         self.output_names = [output_name] if isinstance(output_name, str) else list(output_name)

@@ -292,16 +292,21 @@ def test_pixels_mode_is_checked_and_auto_on_cpu_is_the_measured_choice() -> None
 @pytest.mark.gpu("ort-cuda")
 @pytest.mark.parametrize("name", ["identity", "invert", "blur"])
 def test_gpu_session_runs_the_graph_with_uint8_bound_both_ways(name: str) -> None:
-    """On a GPU ``auto`` runs pre/post-processing in the graph, IO binding moves uint8 to the
-    device and back, and the frames are the host path's (on the same GPU provider)."""
+    """On a GPU ``auto`` runs pre/post-processing in the graph, uint8 goes to the device and
+    back (through ``session.run``, or bound buffers when asked for), and the frames are the
+    host path's (on the same GPU provider)."""
     auto = FrameModel(builtin_bytes(name), device="gpu")
     host = FrameModel(builtin_bytes(name), device="gpu", pixels="host")
     assert auto.pixels == "graph" and host.pixels == "host"
     frames = RNG.integers(0, 256, (4, 64, 96, 3), dtype=np.uint8)
     got = auto.run(frames, 2)
-    runner = auto._runners["pixels"]
-    assert runner.device == "cuda"
-    slot = next(iter(runner._slots.values()))
+    assert got.dtype == np.uint8 and auto._runners["pixels"].device is None
+    np.testing.assert_array_equal(got, host.run(frames, 2))
+    assert auto.pixel_graph is not None
+    graph = auto.pixel_graph
+    bound = IOBindingRunner(auto.session, graph.input_name, graph.outputs, bind="cuda")
+    pixels = bound.run_all(frames[:2])[0]
+    slot = next(iter(bound._slots.values()))
     assert slot.input.data_type() == "tensor(uint8)" and slot.input.device_name() == "cuda"
     assert slot.outputs[0].data_type() == "tensor(uint8)"
-    np.testing.assert_array_equal(got, host.run(frames, 2))
+    np.testing.assert_array_equal(pixels, got[:2])

@@ -337,8 +337,8 @@ def test_gpu_cuda_options_and_iobinding_match_cpu() -> None:
     )
     assert granted_providers(gpu)[0] == CUDA
     cpu = create_session(data, device="cpu")
-    runner = IOBindingRunner(gpu, "input", "output")
-    assert runner.device == "cuda"
+    assert IOBindingRunner(gpu, "input", "output").device is None  # auto: session.run
+    runner = IOBindingRunner(gpu, "input", "output", bind="cuda")
     for x in _batches():
         expected = cpu.run(["output"], {"input": x})[0]
         np.testing.assert_allclose(runner.run(x), expected, atol=1e-5)
