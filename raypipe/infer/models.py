@@ -388,8 +388,8 @@ class FrameModel:
         return self._core_session
 
     def _runner(self, which: str) -> IOBindingRunner:
-        """IO binding (persistent device buffers on CUDA/TensorRT) for the bare model
-        (``core``) or the wrapped one (``pixels``)."""
+        """The runner (``session.run``; :mod:`raypipe.infer.iobinding` says why not bound
+        buffers) for the bare model (``core``) or the wrapped one (``pixels``)."""
         runner = self._runners.get(which)
         if runner is None:
             if which == "pixels":
