@@ -135,7 +135,7 @@ def _jobs(
     items: list[Any], output_dir: str, *, tensor: bool = False, codec: str = ""
 ) -> list[VideoJob]:
     jobs: list[VideoJob] = []
-    seen_inputs: set[str] = set()
+    seen_inputs: dict[str, int] = {}  # how often each input was listed so far
     seen_outputs: set[str] = set()
     for item in items:
         if tensor:  # analysis: one Parquet partition per video
@@ -152,9 +152,15 @@ def _jobs(
         refused = container_refuses(output, codec) if output and not tensor else ""
         problem = f"output '{item.relative_output}': {refused}" if refused else ""
         jobs.append(
-            VideoJob(uri=item.uri, output=output or item.uri, error=error, output_problem=problem)
+            VideoJob(
+                uri=item.uri,
+                output=output or item.uri,
+                error=error,
+                output_problem=problem,
+                listed_before=seen_inputs.get(item.uri, 0),
+            )
         )
-        seen_inputs.add(item.uri)
+        seen_inputs[item.uri] = seen_inputs.get(item.uri, 0) + 1
         seen_outputs.add(output)
     if not jobs:
         raise ConfigError("no inputs found; check the directory, glob or list")

@@ -47,6 +47,14 @@ class VideoJob:
     output: str
     error: str = ""  # set when the job is invalid before it starts (e.g. output escapes)
     output_problem: str = ""  # the output cannot hold this run's video (checked after probing)
+    listed_before: int = 0  # how often the same input was listed before this job
+
+    @property
+    def video_id(self) -> str:
+        """The run's id of this job: the input's, plus which listing of it when the input is
+        listed more than once, so a refused duplicate never shares the first job's id."""
+        base = make_video_id(self.uri)
+        return f"{base}.{self.listed_before}" if self.listed_before else base
 
 
 @dataclass
@@ -129,7 +137,7 @@ def plan_video(
     if resume and key is None:
         raise TypeError("plan_video: a resumed run needs the reuse key")
     started = time.monotonic()
-    planned = PlannedVideo(job=job, video_id=make_video_id(job.uri), tensor=tensor)
+    planned = PlannedVideo(job=job, video_id=job.video_id, tensor=tensor)
     try:
         if job.error:
             raise errors.ConfigError(job.error)

@@ -231,8 +231,8 @@ class Runner:
         # the facts come in a video row, or with the first chunk row of the video
         facts = VideoFacts.from_json(str(row["video"])) if row["video"] else None
         if facts is not None and facts.status != "planned":
-            # ends at planning (skipped, failed): no chunk follows, and its id may be
-            # another job's too (the same input listed twice)
+            # ends at planning (skipped, failed): no chunk follows (an input listed twice
+            # has an id per listing: VideoJob.video_id)
             if facts.status != "skipped":
                 self.metrics.video_done(video_id, ok=False, error_type=facts.error_type)
             if video_id not in self.videos:
