@@ -59,7 +59,7 @@ from raypipe.distributed.planning import (
     work_dir_for,
 )
 from raypipe.distributed.runner import ChunkLog, Runner
-from raypipe.distributed.stages import TASK_CPUS, decode_stage, encode_stage
+from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage
 from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.media.encode import check_encoder
@@ -103,8 +103,8 @@ def read_video_chunks(
     jobs = _jobs(uri_list)
     ds = archive_source(jobs, config, resume=False, key=None, tensor=False)
     ds.context.target_max_block_size = 1  # one chunk per block: a decode task per chunk
-    decode = functools.partial(decode_stage, decoder=config.decoder, threads=TASK_CPUS)
-    return ds.map(decode, num_cpus=TASK_CPUS)
+    decode = functools.partial(decode_batch, decoder=config.decoder, threads=TASK_CPUS)
+    return ds.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=TASK_CPUS)
 
 
 def _model_config(processor: Any, config: ModelConfig | None) -> ModelConfig:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,14 @@ def test_the_whole_error_tree_is_public() -> None:
     }
     assert set(errors.__all__) == tree
     assert all(getattr(raypipe, name) is getattr(errors, name) for name in tree)
+
+
+def test_decode_and_encode_tasks_import_no_inference_libraries() -> None:
+    """A decode or encode task's worker imports ``stages`` alone: not ONNX Runtime, ONNX or
+    OpenCV, which only the inference actors need (they cost every task worker its start)."""
+    code = (
+        "import sys, raypipe.distributed.stages; "
+        "print(sorted(m for m in ('onnxruntime', 'onnx', 'cv2') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

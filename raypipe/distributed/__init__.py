@@ -13,7 +13,22 @@ test_import_graph.py`` checks that no import, even inside a function, closes a c
 5. entry points: ``pipeline`` (one video), ``archive`` (many)
 """
 
-from raypipe.distributed.pipeline import process_video
-from raypipe.distributed.stats import RunStats
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raypipe.distributed.pipeline import process_video
+    from raypipe.distributed.stats import RunStats
 
 __all__ = ["RunStats", "process_video"]
+
+_LAZY = {"process_video": "raypipe.distributed.pipeline", "RunStats": "raypipe.distributed.stats"}
+
+
+def __getattr__(name: str) -> Any:
+    """The entry points, imported on first use: a decode or encode task imports
+    ``stages`` alone, not the actors' ONNX Runtime, ONNX and OpenCV."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.actors import InferActor
 from raypipe.distributed.cluster import ActorPlan
 from raypipe.distributed.planning import PlannedVideo, VideoJob, job_row, plan_stage, video_rows
-from raypipe.distributed.stages import TASK_CPUS, decode_stage, encode_stage, store_stage
+from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage, store_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
 from raypipe.infer.temporal import NONE, Temporal
 from raypipe.reuse import ReuseKey
@@ -66,8 +66,8 @@ def build_dataset(
     ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
     # one row per block: a plan task's rows become separate decode tasks
     source.context.target_max_block_size = 1
-    decode = functools.partial(decode_stage, decoder=cfg.chunk.decoder, threads=TASK_CPUS)
-    ds = source.map(decode, num_cpus=TASK_CPUS)
+    decode = functools.partial(decode_batch, decoder=cfg.chunk.decoder, threads=TASK_CPUS)
+    ds = source.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=TASK_CPUS)
     job = ActorJob(model=model, config=cfg.model, plan=actors, warmup_hw=warmup_hw)
     ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
     if model.tensor:

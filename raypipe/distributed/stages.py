@@ -147,6 +147,20 @@ def decode_stage(row: Row, *, decoder: str = "cpu", threads: int = 0) -> Row:
     return out
 
 
+def decode_batch(
+    batch: dict[str, np.ndarray], *, decoder: str = "cpu", threads: int = 0
+) -> dict[str, np.ndarray]:
+    """:func:`decode_stage` over a one-row numpy batch (Ray Data's ``map_batches`` with
+    ``batch_size=1``), the pipeline's decode step: the frames leave as the batch's
+    ``(1, n, H, W, 3)`` column, a view of the decoded array, which Ray Data hands to the
+    object store as it is. (A row-based ``map`` stacks each row's arrays into a new one:
+    a copy of every frame, into memory the process had not touched.)"""
+    if len(batch["chunk_id"]) != 1:
+        raise ValueError(f"decode takes one chunk per batch, got {len(batch['chunk_id'])}")
+    out = decode_stage({k: v[0] for k, v in batch.items()}, decoder=decoder, threads=threads)
+    return {k: v[None] if isinstance(v, np.ndarray) else np.array([v]) for k, v in out.items()}
+
+
 def encode_stage(row: Row, *, config: EncodeConfig, threads: int = 0) -> Row:
     """Encode the processed frames into a segment and write it to the video's work
     directory (:attr:`ChunkTask.segment_uri`); the row leaves with no frames or bytes in

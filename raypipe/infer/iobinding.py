@@ -150,3 +150,71 @@ def run_with_iobinding(
             session, input_name, output_name
         )
     return runner.run(batch)
+
+
+class HostRunner:
+    """Runs one input -> its outputs through a CPU ``session`` without touching new memory
+    per batch: the input is bound where it lies (no copy) and, per input shape and dtype,
+    ORT writes each output into a buffer kept for that shape (the first run of a shape
+    tells the shapes; ``max_shapes`` shapes kept, least recently used dropped).
+
+    :meth:`run_all` returns views of those buffers, valid until the next run: the caller
+    reads them first (post-processing copies the frames out). A model whose outputs change
+    shape from run to run at one input shape gets new arrays from ORT for that shape.
+    Not for sharing between threads: keep one per thread.
+    """
+
+    def __init__(
+        self,
+        session: onnxruntime.InferenceSession,
+        input_name: str,
+        output_names: Sequence[str],
+        *,
+        max_shapes: int = 4,
+    ) -> None:
+        self.session = session
+        self.input_name = input_name
+        self.output_names = list(output_names)
+        self.max_shapes = int_at_least("max_shapes", max_shapes, 1)
+        # per (shape, dtype): a binding and its output buffers, or None where ORT allocates
+        self._slots: OrderedDict[tuple[tuple[int, ...], str], tuple[Any, list[np.ndarray]] | None]
+        self._slots = OrderedDict()
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output for ``batch``, in ``output_names``' order (views: see the class)."""
+        batch = np.ascontiguousarray(batch)
+        key = (tuple(batch.shape), batch.dtype.str)
+        if key not in self._slots:
+            outs = self._allocated(batch)  # the first run of a shape tells the output shapes
+            self._slots[key] = self._bind(outs)
+            while len(self._slots) > self.max_shapes:
+                self._slots.popitem(last=False)
+            return outs
+        self._slots.move_to_end(key)
+        slot = self._slots[key]
+        if slot is None:
+            return self._allocated(batch)
+        binding, buffers = slot
+        binding.bind_cpu_input(self.input_name, batch)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception:  # noqa: BLE001 - outputs of another shape: ORT allocates them
+            self._slots[key] = None
+            return self._allocated(batch)
+        return buffers
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The first output for ``batch`` (a view: see the class)."""
+        return self.run_all(batch)[0]
+
+    def _allocated(self, batch: np.ndarray) -> list[np.ndarray]:
+        outs = self.session.run(self.output_names, {self.input_name: batch})
+        return [np.asarray(y) for y in outs]
+
+    def _bind(self, outs: list[np.ndarray]) -> tuple[Any, list[np.ndarray]]:
+        ort = import_onnxruntime()
+        binding = self.session.io_binding()
+        buffers = [np.empty_like(y) for y in outs]
+        for name, buffer in zip(self.output_names, buffers):
+            binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(buffer))
+        return binding, buffers

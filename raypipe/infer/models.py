@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ import onnx
 from raypipe.config import Device
 from raypipe.errors import ConfigError, ModelLoadError
 from raypipe.infer.ingraph import PixelGraph, wrap_pixels
-from raypipe.infer.iobinding import IOBindingRunner
+from raypipe.infer.iobinding import HostRunner, IOBindingRunner
 from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.output_kind import ELEMENT_DTYPES as _ELEMENT_DTYPES
 from raypipe.infer.output_kind import OutputKind as OutputKind
@@ -171,6 +172,7 @@ class FrameModel:
             "provider_options": provider_options,
         }
         self._runners: dict[str, IOBindingRunner] = {}
+        self._host = threading.local()  # per thread: a HostRunner and an input buffer
         self.pixels_note = ""
         on_gpu = pixels == "auto" and pixels_on_gpu(device, providers)
         wrapped = self._wrap(model_bytes) if _wants_graph(pixels, on_gpu=on_gpu) else None
@@ -304,12 +306,17 @@ class FrameModel:
         with self._reported(frames):
             at = 0
             for batch, count in batches:
-                result = self._run_image_batch(batch)[:count]
+                # after the first batch the frames are written straight into the output
+                target = None
+                if out is not None and count == len(batch):
+                    target = out[at : at + count]
+                result = self._run_image_batch(batch, out=target)[:count]
                 if len(batches) == 1:
                     return result
                 if out is None:
                     out = np.empty((len(frames), *result.shape[1:]), dtype=result.dtype)
-                out[at : at + count] = result
+                if result is not target:
+                    out[at : at + count] = result
                 at += count
         assert out is not None
         return out
@@ -402,9 +409,26 @@ class FrameModel:
         return runner
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        y = self._runner("core").run(x)
+        """The bare model's output for ``x``; on a CPU session a view of a buffer the next
+        run overwrites (:class:`HostRunner`): read it before running again."""
+        session = self._core()
+        if granted_providers(session)[0] in GPU_PROVIDERS:
+            y = self._runner("core").run(x)
+        else:
+            host = getattr(self._host, "runner", None)
+            if host is None:
+                host = HostRunner(session, self._input_name, [self._output_name])
+                self._host.runner = host
+            y = host.run(x)
         self._check_batch(self._output_name, y, len(x))
         return np.asarray(y)
+
+    def _preprocess(self, frames: np.ndarray) -> np.ndarray:
+        """:func:`preprocess` into this thread's input buffer (kept from batch to batch)."""
+        x = preprocess(frames, self.spec, self.input_dtype, out=getattr(self._host, "x", None))
+        if x.dtype == np.float32:
+            self._host.x = x
+        return x
 
     def _infer_pixels(self, frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         """The wrapped model on uint8 frames (a batch, a padded batch or a tile window): its
@@ -455,18 +479,25 @@ class FrameModel:
             )
 
     def _run_image_batch(
-        self, batch: np.ndarray, geometry: FrameGeometry | None = None
+        self,
+        batch: np.ndarray,
+        geometry: FrameGeometry | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
+        """The frames of one batch; written into ``out`` (returned) where the frames go
+        there as they are (no resize to undo)."""
         geometry = geometry or self.geometry
         fitted, params = geometry.fit(batch)
         if self.pixel_graph is not None and batch.dtype == np.uint8:
             run = functools.partial(self._infer_pixels, hw=batch.shape[1:3])
             frames = geometry.run(run, fitted, "NHWC")
         else:
-            x = preprocess(fitted, self.spec, self.input_dtype)
+            x = self._preprocess(fitted)
             y = geometry.run(self._infer, x, self.spec.layout)
             check_finite(self._output_name, y, batch.shape[1], batch.shape[2])
-            frames = postprocess(y, self.spec, batch.dtype)
+            frames = postprocess(y, self.spec, batch.dtype, out=out if params is None else None)
+            if np.may_share_memory(frames, y):  # a view of the model's output buffer
+                frames = np.array(frames)
         return frames if params is None else unfit_frames(frames, params)
 
 

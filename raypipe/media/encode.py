@@ -311,6 +311,15 @@ def _default_picture(frames: np.ndarray) -> PictureFormat:
     )
 
 
+def _rgb_frame(pixels: np.ndarray, rgb_format: str) -> av.VideoFrame:
+    """An RGB frame over ``pixels`` ``(H, W, 3)`` where they lie (no copy; the reformatter
+    reads them once), or a copy when their rows are not contiguous."""
+    try:
+        return av.VideoFrame.from_numpy_buffer(pixels, format=rgb_format)
+    except ValueError:
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format=rgb_format)
+
+
 def encode_segment(
     frames: np.ndarray,
     pts: np.ndarray,
@@ -394,7 +403,7 @@ def encode_segment(
                 ctx.sample_aspect_ratio = picture.upright_sar
             to_yuv = VideoReformatter()  # one swscale context for the whole segment
             for i in range(n):
-                rgb = av.VideoFrame.from_ndarray(frames[i], format=rgb_format)
+                rgb = _rgb_frame(frames[i], rgb_format)
                 frame = to_yuv.reformat(
                     rgb,
                     format=pix_fmt,

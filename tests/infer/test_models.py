@@ -227,14 +227,20 @@ def _reference_post(y: np.ndarray, spec: ModelSpec) -> np.ndarray:
         ModelSpec(color="BGR"),
         ModelSpec(layout="NHWC", scale=1.0),
         ModelSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+        ModelSpec(color="BGR", scale=1.0, mean=(104.0, 117.0, 123.0), std=(57.4, 57.1, 58.4)),
     ],
-    ids=["nchw-rgb", "nchw-bgr", "nhwc-raw", "imagenet"],
+    ids=["nchw-rgb", "nchw-bgr", "nhwc-raw", "imagenet", "bgr-caffe"],
 )
 def test_preprocess_fast_paths_equal_the_definition(spec: ModelSpec) -> None:
     x = frames(3, 37, 53)
+    x[0, 0, :32] = np.arange(256, dtype=np.uint8).reshape(32, 8)[:, :3]  # many levels
     got = preprocess(x, spec, np.float32)
     np.testing.assert_array_equal(got, _reference_pre(x, spec))
     assert got.flags.c_contiguous and got.dtype == np.float32
+    # into the caller's buffer (kept from batch to batch): the same values, no new array
+    buffer = np.empty_like(got)
+    assert preprocess(frames(3, 37, 53, seed=1), spec, np.float32, out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, _reference_pre(frames(3, 37, 53, seed=1), spec))
 
 
 @pytest.mark.parametrize(
@@ -264,6 +270,10 @@ def test_postprocess_fast_path_equals_the_definition_bit_for_bit(spec: ModelSpec
     np.testing.assert_array_equal(got, _reference_post(before, spec))
     np.testing.assert_array_equal(y, before)  # the model's output is not written to
     assert got.flags.c_contiguous and got.dtype == np.uint8
+    chunk = np.zeros((4, *got.shape[1:]), dtype=np.uint8)  # into a slice of a chunk's output
+    assert postprocess(y, spec, out=chunk[1:3]) is not None
+    np.testing.assert_array_equal(chunk[1:3], got)
+    assert not chunk[0].any() and not chunk[3].any()
 
 
 def test_postprocess_one_channel_is_repeated_and_uint8_passes() -> None:
@@ -573,3 +583,22 @@ def test_load_frame_model_takes_the_builtin_spec() -> None:
     assert model.output_kind == "tensor"
     assert model.run_tensors(frames(2, 40, 50), 2)["hash"].shape == (2, 64)
     assert resolve_model("builtin:phash")[0] == analysis_bytes("phash")
+
+
+@pytest.mark.parametrize(
+    ("elem", "spec"),
+    [(TensorProto.FLOAT, ModelSpec()), (TensorProto.UINT8, ModelSpec(layout="NHWC"))],
+    ids=["float-nchw", "uint8-nhwc"],
+)
+def test_run_results_are_the_callers_own_arrays(elem: int, spec: ModelSpec) -> None:
+    """On the CPU the model writes into buffers kept from batch to batch: what run() gives
+    back is never one of them, whatever the batching (one batch, several, a short last)."""
+    dims: Dims = ("N", 3, "H", "W") if spec.layout == "NCHW" else ("N", "H", "W", 3)
+    model = cpu_model(tiny_model(in_dims=dims, elem=elem), spec)
+    for n, batch_size in ((2, 2), (5, 2), (5, 8)):
+        first, second = frames(n, seed=1), frames(n, seed=2)
+        model.run(second, batch_size)  # the first run of a shape tells the buffers' shapes
+        got = model.run(first, batch_size)
+        model.run(second, batch_size)
+        np.testing.assert_array_equal(got, first)
+        np.testing.assert_array_equal(model.run(second, batch_size), second)

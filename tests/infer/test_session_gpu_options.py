@@ -18,7 +18,7 @@ import pytest
 
 from raypipe.errors import ConfigError, DeviceUnavailableError
 from raypipe.infer import builtin_bytes, create_session, cuda_available, granted_providers
-from raypipe.infer.iobinding import IOBindingRunner, run_with_iobinding
+from raypipe.infer.iobinding import HostRunner, IOBindingRunner, run_with_iobinding
 from raypipe.infer.session import CPU, CUDA, TENSORRT, cuda_device
 from raypipe.infer.trt.options import check_profile, cuda_options, profile_shapes, tensorrt_options
 
@@ -315,6 +315,20 @@ def test_run_with_iobinding_reuses_one_runner_per_session() -> None:
     runner = session._raypipe_iobinding_runners[("input", "output")]  # type: ignore[attr-defined]
     run_with_iobinding(session, "input", "output", x)
     assert session._raypipe_iobinding_runners[("input", "output")] is runner  # type: ignore[attr-defined]
+
+
+def test_host_runner_writes_into_kept_buffers_and_equals_session_run() -> None:
+    session = create_session(builtin_bytes("upscale2x"), device="cpu")
+    runner = HostRunner(session, "input", ["output"], max_shapes=2)
+    views = []
+    for x in _batches():
+        got = runner.run(x)
+        np.testing.assert_array_equal(got, session.run(["output"], {"input": x})[0])
+        views.append(got)
+    # the second run of a shape on: ORT wrote into the buffer kept for it (no new memory)
+    assert views[1] is not views[0] and views[3] is views[1]
+    assert runner.run(_batches()[2]) is runner.run(_batches()[2])
+    assert [k[0][0] for k in runner._slots] == [4, 1]
 
 
 def test_iobinding_bad_mode() -> None:

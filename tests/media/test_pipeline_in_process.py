@@ -13,7 +13,13 @@ from pipeline_checks import run_in_process
 
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.chunk_task import ChunkTask, segment_uri
-from raypipe.distributed.stages import TASK_CPUS, chunk_row, decode_stage, encode_stage
+from raypipe.distributed.stages import (
+    TASK_CPUS,
+    chunk_row,
+    decode_batch,
+    decode_stage,
+    encode_stage,
+)
 from raypipe.media import Segment, plan_chunks, probe
 from raypipe.testing import CLIP_KINDS
 
@@ -53,6 +59,23 @@ def test_segments_keep_encoder_timestamps(clips: dict[str, Path], tmp_path: Path
         p for p in info.pts if chunk.start_pts <= p < chunk.end_pts
     ]
     assert segment.time_base == info.time_base
+
+
+def test_decode_batch_is_decode_stage_over_a_one_row_batch(clips: dict[str, Path]) -> None:
+    """The pipeline's decode step: a one-row numpy batch in, the row decode_stage gives out
+    as a one-row batch, its frames a view of the decoded array (no copy for Ray Data)."""
+    info = probe(str(clips["vfr"]))
+    chunk = plan_chunks(info, ChunkConfig(chunk_frames=13)).chunks[1]
+    row = chunk_row(info, chunk)
+    batch = decode_batch({k: np.array([v]) for k, v in row.items()}, threads=TASK_CPUS)
+    own = decode_stage(row, threads=TASK_CPUS)
+    assert set(batch) == set(own) and all(len(v) == 1 for v in batch.values())
+    assert batch["frames"].base is not None and batch["frames"].flags.c_contiguous
+    np.testing.assert_array_equal(batch["frames"][0], own["frames"])
+    np.testing.assert_array_equal(batch["pts"][0], own["pts"])
+    assert batch["chunk_id"][0] == chunk.chunk_id and batch["error_type"][0] == ""
+    with pytest.raises(ValueError, match="decode takes one chunk per batch, got 2"):
+        decode_batch({k: np.array([v, v]) for k, v in row.items()})
 
 
 def test_stages_run_as_many_threads_as_the_task_holds(
