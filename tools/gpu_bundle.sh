@@ -2,7 +2,8 @@
 # Packages for a bare GPU machine that has Python 3.12, CUDA 13 and cuDNN 9 (e.g. PyTorch's
 # wheels) but no onnxruntime-gpu, Ray or PyAV, and no network: downloads the wheels here,
 # xz-compresses onnxruntime-gpu and Ray, and splits the lot into five ~58 MiB parts under
-# .dev/p1 .. .dev/p5 (add /.dev/ to .git/info/exclude), so each part fits one transfer of
+# .dev/p1 .. .dev/p5 (add /.dev/ to .git/info/exclude; cluster/runtime_env.yaml excludes it from
+# `ray job submit` uploads), so each part fits one transfer of
 # 64 MiB. Copy the parts one call after another into /tmp/dev on that machine, then run
 # tools/gpu_machine_run.sh there. TensorRT (over 1 GB) is not included.
 set -euo pipefail
