@@ -50,7 +50,7 @@ from raypipe import storage
 from raypipe.config import ChunkConfig, ModelConfig, RunConfig, RuntimeConfig, build_run_config
 from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
-from raypipe.distributed.dataset import archive_source, infer_stage
+from raypipe.distributed.dataset import archive_source, decode_step, infer_stage
 from raypipe.distributed.planning import (
     VideoFacts,
     VideoJob,
@@ -59,7 +59,7 @@ from raypipe.distributed.planning import (
     work_dir_for,
 )
 from raypipe.distributed.runner import ChunkLog, Runner
-from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage
+from raypipe.distributed.stages import TASK_CPUS, encode_stage
 from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.media.encode import check_encoder
@@ -102,9 +102,7 @@ def read_video_chunks(
     connect(runtime or RuntimeConfig())
     jobs = _jobs(uri_list)
     ds = archive_source(jobs, config, resume=False, key=None, tensor=False)
-    ds.context.target_max_block_size = 1  # one chunk per block: a decode task per chunk
-    decode = functools.partial(decode_batch, decoder=config.decoder, threads=TASK_CPUS)
-    return ds.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=TASK_CPUS)
+    return decode_step(ds, config.decoder)
 
 
 def _model_config(processor: Any, config: ModelConfig | None) -> ModelConfig:

@@ -64,16 +64,22 @@ def build_dataset(
     tensor-output ``model``, store) tasks, which write each chunk's segment to its work
     directory. Every row is its own block, so every chunk is its own task."""
     ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
-    # one row per block: a plan task's rows become separate decode tasks
-    source.context.target_max_block_size = 1
-    decode = functools.partial(decode_batch, decoder=cfg.chunk.decoder, threads=TASK_CPUS)
-    ds = source.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=TASK_CPUS)
+    ds = decode_step(source, cfg.chunk.decoder)
     job = ActorJob(model=model, config=cfg.model, plan=actors, warmup_hw=warmup_hw)
     ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
     if model.tensor:
         return ds.map(store_stage, num_cpus=0.25)
     encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
     return ds.map(encode, num_cpus=TASK_CPUS)
+
+
+def decode_step(source: ray.data.Dataset, decoder: str) -> ray.data.Dataset:
+    """Decode tasks over ``source``'s rows: one row per block, so a plan task's rows become
+    separate decode tasks, each :func:`decode_batch` over a one-row numpy batch (its
+    frames handed on as a view)."""
+    source.context.target_max_block_size = 1
+    decode = functools.partial(decode_batch, decoder=decoder, threads=TASK_CPUS)
+    return source.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=TASK_CPUS)
 
 
 def video_source(planned: Sequence[PlannedVideo]) -> ray.data.Dataset:
