@@ -34,7 +34,8 @@ class _Slot:
 
 class IOBindingRunner:
     """Runs one input -> one output (or several: ``output_name`` a sequence of names)
-    through ``session`` with persistent bound buffers.
+    through ``session``: plainly (``bind="auto"``/``"off"``) or with persistent bound
+    buffers (``"cuda"``, ``"cpu"``).
 
     ``bind="auto"`` calls ``session.run`` as it is, on every provider: measured on an H200
     (CUDA EP, 1080p x2 superres, batches of 4, three alternated rounds), bound buffers were
