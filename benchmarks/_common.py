@@ -199,6 +199,93 @@ class ForeignLoad:
         }
 
 
+ROLES = (
+    ("raypipe.cli", "driver"),
+    ("gcs_server", "ray: gcs"),
+    ("raylet/raylet", "ray: raylet"),
+    ("dashboard", "ray: dashboard and agent"),
+    ("RuntimeEnvAgent", "ray: runtime env agent"),
+    ("runtime_env/agent", "ray: runtime env agent"),
+    ("log_monitor", "ray: log monitor"),
+    ("monitor.py", "ray: autoscaler monitor"),
+    ("_StatsActor", "ray data: helper actors"),
+    ("_AutoscalingCoordinatorActor", "ray data: helper actors"),
+    ("ActorLocationTracker", "ray data: helper actors"),
+    ("InferActor", "raypipe: inference actor"),
+    ("encode_stage", "raypipe: decode/encode tasks"),
+    ("decode_batch", "raypipe: decode/encode tasks"),
+    ("plan_stage", "raypipe: decode/encode tasks"),
+    ("assemble", "raypipe: decode/encode tasks"),
+)
+"""Process titles (Ray renames a worker ``ray::<what it runs>``) to roles, first match wins."""
+
+
+def role_of(titles: Sequence[str]) -> str:
+    """The role of a process that showed ``titles`` over its life (see :data:`ROLES`); an
+    idle Ray worker that never ran anything: ``ray: idle workers``."""
+    for needle, role in ROLES:
+        if any(needle in t for t in titles):
+            return role
+    if any("ray::" in t or "default_worker" in t for t in titles):
+        return "ray: idle workers"
+    return "other"
+
+
+def command_cpu_by_role(cmd: Sequence[str], interval_s: float = 0.2) -> tuple[Any, dict]:
+    """Run ``cmd`` and sample, every ``interval_s``, the CPU seconds and titles of it and all
+    its descendants (Ray's processes and workers when it starts a local Ray). Returns the
+    finished process (stdout/stderr captured as text) and ``{role: {"cpu_s", "processes"}}``
+    plus ``"total"``. A process's CPU after its last sample is not counted (under
+    ``interval_s`` of it), so the figures are a slight underestimate."""
+    import psutil
+
+    seen: dict[tuple[int, float], list[Any]] = {}  # (pid, start) -> [cpu_s, titles]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out: dict[str, str] = {}
+    readers = [
+        threading.Thread(target=lambda n=n, s=s: out.__setitem__(n, s.read()), daemon=True)
+        for n, s in (("stdout", proc.stdout), ("stderr", proc.stderr))
+    ]
+    for t in readers:
+        t.start()
+    root = psutil.Process(proc.pid)
+    while True:
+        done = proc.poll() is not None
+        try:
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for p in family:
+            try:
+                with p.oneshot():
+                    key = (p.pid, p.create_time())
+                    times = p.cpu_times()
+                    title = " ".join(p.cmdline())[:200]
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            entry = seen.setdefault(key, [0.0, set()])
+            entry[0] = max(entry[0], times.user + times.system)
+            entry[1].add(title)
+        if done:
+            break
+        time.sleep(interval_s)
+    for t in readers:
+        t.join()
+    proc.stdout_text, proc.stderr_text = out.get("stdout", ""), out.get("stderr", "")
+    roles: dict[str, dict[str, float]] = {}
+    for cpu_s, titles in seen.values():
+        r = roles.setdefault(role_of(sorted(titles)), {"cpu_s": 0.0, "processes": 0})
+        r["cpu_s"] += cpu_s
+        r["processes"] += 1
+    roles = {k: {"cpu_s": round(v["cpu_s"], 2), "processes": v["processes"]}
+             for k, v in sorted(roles.items(), key=lambda kv: -kv[1]["cpu_s"])}  # fmt: skip
+    roles["total"] = {
+        "cpu_s": round(sum(v["cpu_s"] for v in roles.values()), 2),
+        "processes": sum(int(v["processes"]) for v in roles.values()),
+    }
+    return proc, roles
+
+
 def quiet_check(args: Any) -> QuietCheck:
     """``--wait-quiet``: wait as :func:`wait_for_quiet`; otherwise just record the load."""
     if getattr(args, "wait_quiet", False):

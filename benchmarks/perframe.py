@@ -60,6 +60,7 @@ from _common import (  # noqa: E402
     ForeignLoad,
     add_common_args,
     cached_clip,
+    command_cpu_by_role,
     machine_info,
     quiet_check,
     table,
@@ -221,16 +222,11 @@ def run_once(
     stats = work / f"{approach.replace(' ', '-')}.json"
     launched = time.time()
     started = time.perf_counter()
-    proc = subprocess.run(
-        _command(approach, case, clip, out, stats, address),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc, cpu = command_cpu_by_role(_command(approach, case, clip, out, stats, address))
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{approach} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    result: dict[str, Any] = {"wall_s": wall, "output": str(out)}
+        raise RuntimeError(f"{approach} failed ({proc.returncode}): {proc.stderr_text[-2000:]}")
+    result: dict[str, Any] = {"wall_s": wall, "output": str(out), "cpu_by_role": cpu}
     if approach.startswith("raypipe"):
         result.update(_stats(stats, launched, case.frames))
     return result
@@ -323,6 +319,29 @@ def run_case(case: Case, rounds: int, work: Path, address: str | None) -> dict[s
     }  # fmt: skip
 
 
+def _role_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
+    """Where each run's CPU went, by process role (median over the rounds), so that the
+    fixed costs (Ray's processes, each worker's imports) stand beside the per-frame ones."""
+    rows = []
+    for r in results:
+        for a, runs in r["runs"].items():
+            roles = {role for x in runs for role in x["cpu_by_role"]} - {"total"}
+            by_cpu = sorted(
+                roles,
+                key=lambda k: (
+                    -statistics.median(x["cpu_by_role"].get(k, {}).get("cpu_s", 0) for x in runs)
+                ),
+            )
+            for role in by_cpu:
+                cpu = [x["cpu_by_role"].get(role, {}).get("cpu_s", 0.0) for x in runs]
+                procs = runs[-1]["cpu_by_role"].get(role, {}).get("processes", 0)
+                rows.append([r["case"], a, role, f"{statistics.median(cpu):.1f}", procs])
+            total = [x["cpu_by_role"]["total"]["cpu_s"] for x in runs]
+            procs = runs[-1]["cpu_by_role"]["total"]["processes"]
+            rows.append([r["case"], a, "total", f"{statistics.median(total):.1f}", procs])
+    return rows
+
+
 def naive_main(clip: str, out: str, model: str, preset: str, crf: str) -> int:
     """The naive loop as a user's script runs it (``pipeline.run_naive``)."""
     import av
@@ -400,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
              "start to first decode s", "pixels"],
         )
     )  # fmt: skip
+    print()
+    print(table(_role_rows(results), ["case", "run", "role", "CPU s (median)", "processes"]))
     for r in results:
         print(f"{r['case']}: PSNR {r['psnr_db']}; foreign share {r['foreign_load']}")
     psnr_ok = all(v["ok"] for r in results for v in r["psnr_db"].values())
