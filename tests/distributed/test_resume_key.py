@@ -20,6 +20,7 @@ import pytest
 import ray
 
 import raypipe
+from raypipe.archive_report import REPORT_NAME, run_report_path
 from raypipe.distributed.planning import work_dir_for
 from raypipe.faults import EXIT_ENV
 from raypipe.infer.builtin import builtin_bytes
@@ -137,7 +138,14 @@ def test_a_cut_off_run_is_resumed_only_with_the_same_key(
     clean = tmp_path / "clean"
     raypipe.process_archive(str(src), str(clean), quiet=True, **_options(new_args))
     assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
+    expected = sorted(p.name for p in clean.iterdir())
+    if row["reused_chunks"] == row["chunks"]:
+        # The cut-off run had written every segment before its driver saw chunk 1's (a busy
+        # machine): the rerun ran no chunk, so it draws no run report (the figure is of the
+        # chunks a run processed, archive._write_stats_and_figure), and the cut-off run died
+        # before drawing one.
+        expected.remove(Path(run_report_path(str(clean / REPORT_NAME))).name)
+    assert sorted(p.name for p in out.iterdir()) == expected
 
 
 # Temporal models (issue 13): (model, sidecar of the cut-off run, extra CLI arguments of the
