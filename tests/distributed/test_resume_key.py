@@ -1,7 +1,8 @@
 """Resume cannot mix work made under other settings or from another source.
 
 For every part of the reuse key (raypipe.reuse): an archive run is cut off by SIGKILL of its
-driver right after a chunk's segment reached the work directory, one setting changes, and
+driver right after a chunk's segment reached the work directory (once for the module: each
+test starts from a copy of what it left, at the same paths), one setting changes, and
 the rerun must equal a clean run with the new setting, its report saying the segments were
 not reused and why. The control (nothing changed) reuses them. The drivers are separate
 processes connected to one local Ray, so a killed driver leaves the cluster to the next run.
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -100,26 +102,77 @@ def cut_off(
     return left
 
 
+@dataclass(frozen=True)
+class CutOff:
+    """An archive run cut off once for the module, restorable before every test: the
+    source, the model and the output folder with the work directory the killed driver
+    left (its segments and run.json), all at the same paths, the source's mtime kept (it is
+    part of the source's identity, :func:`raypipe.reuse.source_identity`)."""
+
+    base: Path
+    left: int  # segments the killed driver left
+
+    @property
+    def src(self) -> Path:
+        return self.base / "src"
+
+    @property
+    def model(self) -> Path:
+        return self.base / "m.onnx"
+
+    @property
+    def out(self) -> Path:
+        return self.base / "out"
+
+    def restore(self) -> None:
+        for name in ("src", "out", "m.onnx", "m.raypipe.json"):
+            path = self.base / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        shutil.copytree(self.base / "pristine" / "src", self.src)  # copy2: mtimes kept
+        shutil.copytree(self.base / "pristine" / "out", self.out)
+        shutil.copy2(self.base / "pristine" / "m.onnx", self.model)
+
+
+@pytest.fixture(scope="module")
+def cut_off_blur(address: str, tmp_path_factory: pytest.TempPathFactory) -> CutOff:
+    """One cut-off run for every part of the key: the cut-off run is the same for each
+    (the change comes after it), so it runs once and each test starts from a copy."""
+    base = tmp_path_factory.mktemp("resume")
+    markers = base / "markers"
+    markers.mkdir()
+    (base / "src").mkdir()
+    source = make_clip(base / "src" / "v.mp4", CLIP)
+    (base / "m.onnx").write_bytes(builtin_bytes("blur"))
+    args = [*BASE_ARGS, "--model", str(base / "m.onnx")]
+    kill_at = f"{make_video_id(str(source))}-000001"
+    left = cut_off(base / "src", base / "out", args, address, kill_at, markers)
+    pristine = base / "pristine"
+    pristine.mkdir()
+    for name in ("src", "out"):
+        shutil.copytree(base / name, pristine / name)
+    shutil.copy2(base / "m.onnx", pristine / "m.onnx")
+    return CutOff(base=base, left=left)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("change", sorted(CHANGES))
 def test_a_cut_off_run_is_resumed_only_with_the_same_key(
-    address: str, tmp_path: Path, change: str
+    cut_off_blur: CutOff, tmp_path: Path, change: str
 ) -> None:
-    src, markers = tmp_path / "src", tmp_path / "markers"
-    src.mkdir()
-    markers.mkdir()
-    source = make_clip(src / "v.mp4", CLIP)
-    model = tmp_path / "m.onnx"
-    model.write_bytes(builtin_bytes("blur"))
+    cut = cut_off_blur
+    cut.restore()
+    src, model, out = cut.src, cut.model, cut.out
+    source = src / "v.mp4"
     args = [*BASE_ARGS, "--model", str(model)]
-    out = tmp_path / "out"
-    left = cut_off(src, out, args, address, f"{make_video_id(str(source))}-000001", markers)
 
     new_args = args + CHANGES[change]
     if change == "model":
         model.write_bytes(builtin_bytes("sharpen"))
     elif change == "spec (sidecar)":
-        (tmp_path / "m.raypipe.json").write_text('{"output_range": [0.0, 2.0]}')
+        (model.parent / "m.raypipe.json").write_text('{"output_range": [0.0, 2.0]}')
     elif change == "source":
         make_clip(tmp_path / "other.mp4", OTHER_CLIP)
         shutil.copy(tmp_path / "other.mp4", source)
@@ -127,13 +180,13 @@ def test_a_cut_off_run_is_resumed_only_with_the_same_key(
     (row,) = rerun.rows
     assert row["status"] == "done", row
     if change == "same":
-        assert row["reused_chunks"] == left and row["note"] == ""
+        assert row["reused_chunks"] == cut.left and row["note"] == ""
     else:
         assert row["reused_chunks"] == 0, row
         why = "the source changed" if change == "source" else "the settings changed"
         part = NOTES.get(change, change)
-        expected = f"segments not reused: {why}" + ("" if change == "source" else f" ({part})")
-        assert row["note"] == expected
+        note = f"segments not reused: {why}" + ("" if change == "source" else f" ({part})")
+        assert row["note"] == note
 
     clean = tmp_path / "clean"
     raypipe.process_archive(str(src), str(clean), quiet=True, **_options(new_args))
