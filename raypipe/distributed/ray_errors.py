@@ -2,7 +2,7 @@
 
 Ray wraps what a task or actor raises (its ``RayTaskError(X)`` even subclasses X, with the
 original in ``.cause``); :func:`raypipe_cause` finds the raypipe error inside, and
-:func:`iter_rows` iterates a dataset raising it instead of Ray's wrapper.
+:func:`iter_rows` iterates a dataset's rows raising it instead of Ray's wrapper.
 """
 
 from __future__ import annotations
@@ -33,9 +33,24 @@ def raypipe_cause(e: BaseException) -> RaypipeError | None:
 
 
 def iter_rows(ds: Any) -> Iterator[dict[str, Any]]:
-    """``ds.iter_rows()``, with a raypipe error from a worker raised as itself."""
+    """The rows of ``ds`` (dicts), block by block as Ray Data hands them over, with a
+    raypipe error from a worker raised as itself.
+
+    Not ``ds.iter_rows()``: its batch iterator sends the whole dataset's stats (a record per
+    block: 1.4 MB at 2000 rows) to Ray Data's stats actor every 5 s, an argument big enough
+    that the driver writes it into the object store, each time on other pages as the store
+    churns, and those pages stay in the driver's RSS (about 5 kB a row over an archive run;
+    benchmarks/README.md, "Archives"). Fetching each block of small rows with ``ray.get``
+    touches no store page (small task outputs come back inline).
+    """
+    import ray
+    from ray.data.block import BlockAccessor
+
     try:
-        yield from ds.iter_rows()
+        for bundle in ds.iter_internal_ref_bundles():
+            for ref in bundle.block_refs:
+                block = BlockAccessor.for_block(ray.get(ref))
+                yield from block.iter_rows(public_row_format=True)
     except RaypipeError:
         raise
     except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; surface ours typed
