@@ -131,6 +131,38 @@ def wait_for_quiet(
     )
 
 
+@dataclass
+class TreeSample:
+    """What a process tree's sampler saw of one process: its highest CPU seconds and every
+    command line (title) it showed (Ray renames a worker after what it runs)."""
+
+    cpu_s: float = 0.0
+    titles: set[str] = field(default_factory=set)
+
+
+def sample_tree(root: Any, seen: dict[tuple[int, float], TreeSample]) -> None:
+    """Update ``seen`` with ``root`` (a ``psutil.Process``) and all its descendants, keyed
+    by pid and start time (a reused pid is another process). A process that ends keeps its
+    last sample."""
+    import psutil
+
+    try:
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            with p.oneshot():
+                key = (p.pid, p.create_time())
+                times = p.cpu_times()
+                title = " ".join(p.cmdline())[:200]
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        sample = seen.setdefault(key, TreeSample())
+        sample.cpu_s = max(sample.cpu_s, times.user + times.system)
+        sample.titles.add(title)
+
+
 class ForeignLoad:
     """How much CPU *other* processes used while a benchmark ran.
 
@@ -146,7 +178,7 @@ class ForeignLoad:
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
-        self._seen: dict[int, float] = {}
+        self._seen: dict[tuple[int, float], TreeSample] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="foreign-load", daemon=True)
         self.result: dict[str, float] = {}
@@ -161,15 +193,8 @@ class ForeignLoad:
     def _ours_s(self) -> float:
         import psutil
 
-        me = psutil.Process()
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            used = times.user + times.system
-            self._seen[proc.pid] = max(self._seen.get(proc.pid, 0.0), used)
-        return sum(self._seen.values())
+        sample_tree(psutil.Process(), self._seen)
+        return sum(s.cpu_s for s in self._seen.values())
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -231,7 +256,9 @@ def role_of(titles: Sequence[str]) -> str:
     return "other"
 
 
-def command_cpu_by_role(cmd: Sequence[str], interval_s: float = 0.2) -> tuple[Any, dict]:
+def command_cpu_by_role(
+    cmd: Sequence[str], interval_s: float = 0.2
+) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, float]]]:
     """Run ``cmd`` and sample, every ``interval_s``, the CPU seconds and titles of it and all
     its descendants (Ray's processes and workers when it starts a local Ray). Returns the
     finished process (stdout/stderr captured as text) and ``{role: {"cpu_s", "processes"}}``
@@ -239,7 +266,7 @@ def command_cpu_by_role(cmd: Sequence[str], interval_s: float = 0.2) -> tuple[An
     ``interval_s`` of it), so the figures are a slight underestimate."""
     import psutil
 
-    seen: dict[tuple[int, float], list[Any]] = {}  # (pid, start) -> [cpu_s, titles]
+    seen: dict[tuple[int, float], TreeSample] = {}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out: dict[str, str] = {}
     readers = [
@@ -251,31 +278,16 @@ def command_cpu_by_role(cmd: Sequence[str], interval_s: float = 0.2) -> tuple[An
     root = psutil.Process(proc.pid)
     while True:
         done = proc.poll() is not None
-        try:
-            family = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            family = []
-        for p in family:
-            try:
-                with p.oneshot():
-                    key = (p.pid, p.create_time())
-                    times = p.cpu_times()
-                    title = " ".join(p.cmdline())[:200]
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            entry = seen.setdefault(key, [0.0, set()])
-            entry[0] = max(entry[0], times.user + times.system)
-            entry[1].add(title)
+        sample_tree(root, seen)
         if done:
             break
         time.sleep(interval_s)
     for t in readers:
         t.join()
-    proc.stdout_text, proc.stderr_text = out.get("stdout", ""), out.get("stderr", "")
     roles: dict[str, dict[str, float]] = {}
-    for cpu_s, titles in seen.values():
-        r = roles.setdefault(role_of(sorted(titles)), {"cpu_s": 0.0, "processes": 0})
-        r["cpu_s"] += cpu_s
+    for sample in seen.values():
+        r = roles.setdefault(role_of(sorted(sample.titles)), {"cpu_s": 0.0, "processes": 0})
+        r["cpu_s"] += sample.cpu_s
         r["processes"] += 1
     roles = {k: {"cpu_s": round(v["cpu_s"], 2), "processes": v["processes"]}
              for k, v in sorted(roles.items(), key=lambda kv: -kv[1]["cpu_s"])}  # fmt: skip
@@ -283,7 +295,10 @@ def command_cpu_by_role(cmd: Sequence[str], interval_s: float = 0.2) -> tuple[An
         "cpu_s": round(sum(v["cpu_s"] for v in roles.values()), 2),
         "processes": sum(int(v["processes"]) for v in roles.values()),
     }
-    return proc, roles
+    finished = subprocess.CompletedProcess(
+        list(cmd), int(proc.returncode), out.get("stdout", ""), out.get("stderr", "")
+    )
+    return finished, roles
 
 
 def quiet_check(args: Any) -> QuietCheck:

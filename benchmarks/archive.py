@@ -177,11 +177,11 @@ def _wait_for_ray_gone(driver_pid: int, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     marker = f"_{driver_pid}/"  # Ray's session directory names end in the driver's pid
     while time.monotonic() < deadline:
-        left = []
-        for p in psutil.process_iter(["cmdline"]):
-            if any(marker in arg for arg in p.info["cmdline"] or ()):
-                left.append(p)
-        if not left:
+        if not any(
+            marker in arg
+            for p in psutil.process_iter(["cmdline"])
+            for arg in p.info["cmdline"] or ()
+        ):
             return
         time.sleep(0.5)
     raise SystemExit(f"the local Ray of driver {driver_pid} still runs {timeout_s:.0f} s after it")
@@ -215,8 +215,8 @@ def main() -> None:
             for n in () if args.latency_only else (args.small, args.large):
                 runs[str(n)] = _run_child(n, clip, work)
                 print(f"{n} clips: {json.dumps(runs[str(n)])}", flush=True)
-            firsts = {n: [r["first_output_s"] for r in runs.values()][i : i + 1]
-                      for i, n in enumerate((args.small, args.large))}  # fmt: skip
+            firsts = {n: [runs[str(n)]["first_output_s"]] if runs else []
+                      for n in (args.small, args.large)}  # fmt: skip
             for r in range(args.latency_rounds):  # the order alternates round by round
                 for n in (args.large, args.small) if r % 2 == 0 else (args.small, args.large):
                     firsts[n].append(_run_child(n, clip, work, first_only=True)["first_output_s"])

@@ -225,7 +225,7 @@ def run_once(
     proc, cpu = command_cpu_by_role(_command(approach, case, clip, out, stats, address))
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{approach} failed ({proc.returncode}): {proc.stderr_text[-2000:]}")
+        raise RuntimeError(f"{approach} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     result: dict[str, Any] = {"wall_s": wall, "output": str(out), "cpu_by_role": cpu}
     if approach.startswith("raypipe"):
         result.update(_stats(stats, launched, case.frames))
