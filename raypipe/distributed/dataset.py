@@ -13,6 +13,7 @@ import functools
 import warnings
 from collections.abc import Sequence
 
+import pyarrow as pa
 import ray
 
 from raypipe.config import ChunkConfig, RunConfig
@@ -89,10 +90,29 @@ def video_source(planned: Sequence[PlannedVideo]) -> ray.data.Dataset:
 
 
 PLAN_BLOCKS = 128
-"""At most this many blocks of job rows: each block is one plan task that plans its videos
-one after the other and hands each video's rows on as soon as that video is planned. Every
-block costs the driver a put and Ray Data's bookkeeping before the first task starts (about
-2.4 ms each here: 4.8 s for 2000), so a larger archive gets longer blocks, not more."""
+"""About this many blocks of job rows at most (:func:`plan_block_sizes`): each block is one
+plan task that plans its videos one after the other and hands each video's rows on as soon
+as that video is planned. Every block costs the driver a put and Ray Data's bookkeeping
+before the first task starts (about 2.4 ms each here: 4.8 s for 2000), so a larger archive
+gets longer blocks, not more."""
+
+
+def plan_block_sizes(n: int, max_blocks: int = PLAN_BLOCKS) -> list[int]:
+    """How many job rows each plan block gets: 1, 2, 4, … up to ``ceil(n / max_blocks)``,
+    then that many each (at most ``max_blocks`` + log2 of it blocks in all).
+
+    The first blocks are short so the first videos are planned, and their plan task's
+    worker freed for the first chunks, as soon in a large archive as in a small one: with
+    equal blocks, 2000 videos put 16 in the first plan task, which held its worker 3–4 s
+    on this machine while the first chunk waited for a new worker process to start."""
+    full = max(1, -(-n // max_blocks))
+    sizes: list[int] = []
+    size = 1
+    while n > 0:
+        sizes.append(min(size, full, n))
+        n -= sizes[-1]
+        size *= 2
+    return sizes
 
 
 def archive_source(
@@ -104,12 +124,19 @@ def archive_source(
     tensor: bool,
     temporal: Temporal = NONE,
 ) -> ray.data.Dataset:
-    """Jobs planned inside the dataset: plan tasks (probe, chunks, resume checks; at most
-    :data:`PLAN_BLOCKS` of them, each planning its block's videos in order) emit each
+    """Jobs planned inside the dataset: plan tasks (probe, chunks, resume checks; one per
+    block of :func:`plan_block_sizes`, each planning its block's videos in order) emit each
     video's row and its chunk rows, so chunks start as soon as the first videos are planned
     and the driver never holds every chunk row."""
     rows = [job_row(j) for j in jobs]
-    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), PLAN_BLOCKS))
+    schema = pa.Table.from_pylist(rows).schema  # one schema for every block
+    blocks, start = [], 0
+    for size in plan_block_sizes(len(rows)):
+        blocks.append(pa.Table.from_pylist(rows[start : start + size], schema=schema))
+        start += size
+    # from_blocks as from_items does it (a put and local metadata per block), with the
+    # blocks' sizes ours; from_arrow would run a Ray task per block for its metadata
+    ds = ray.data.from_blocks(blocks)
     stage = functools.partial(
         plan_stage, chunk=chunk, resume=resume, key=key, tensor=tensor, temporal=temporal
     )

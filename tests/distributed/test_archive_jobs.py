@@ -1,7 +1,10 @@
 """The archive's jobs: an input listed twice is refused the second time, under an id of its
-own, so its early failure row can never end the first listing's video in the runner."""
+own, so its early failure row can never end the first listing's video in the runner; and
+the jobs' plan blocks start short, so a large archive starts as soon as a small one."""
 
 from __future__ import annotations
+
+import pytest
 
 from raypipe.distributed.archive import _jobs
 from raypipe.inputs import InputItem
@@ -24,3 +27,17 @@ def test_an_input_listed_twice_gets_a_refused_job_with_its_own_id() -> None:
     ids = [j.video_id for j in jobs]
     assert ids[0] == make_video_id("s3://bucket/a.mp4")  # the first listing keeps the plain id
     assert len(set(ids)) == 4, ids
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 127, 128, 129, 200, 2000, 20000])
+def test_plan_blocks_start_with_one_video_and_stay_few(n: int) -> None:
+    from raypipe.distributed.dataset import PLAN_BLOCKS, plan_block_sizes
+
+    sizes = plan_block_sizes(n)
+    full = -(-n // PLAN_BLOCKS)
+    assert sum(sizes) == n and sizes[0] == 1 and min(sizes) >= 1
+    # doubling up to the full size (a large archive's first videos are planned as soon as
+    # a small one's), then full blocks; the last may be short
+    ramp = [min(2**i, full) for i in range(len(sizes))]
+    assert sizes[:-1] == ramp[:-1] and sizes[-1] <= ramp[-1]
+    assert len(sizes) <= PLAN_BLOCKS + full.bit_length()
