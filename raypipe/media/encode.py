@@ -302,6 +302,17 @@ def _checked_dts(pts: list[int], dts: list[int]) -> np.ndarray:
     return ordered - delay
 
 
+def mux_with_dts(
+    out: av.container.OutputContainer, packets: list[av.Packet], dts: np.ndarray
+) -> None:
+    """Mux an encoder's ``packets`` with ``dts`` (from :func:`_checked_dts`) in place of their
+    own: a muxer refuses a packet whose dts is after its pts or not rising, which is what
+    libx265's garbage dts can be."""
+    for packet, packet_dts in zip(packets, dts.tolist(), strict=True):
+        packet.dts = packet_dts
+    out.mux(packets)
+
+
 def _default_picture(frames: np.ndarray) -> PictureFormat:
     deep = frames.dtype == np.uint16
     return PictureFormat(
@@ -374,7 +385,9 @@ def encode_segment(
     out_dts: list[int] = []
     out_durations: list[int] = []
 
-    def mux(out: av.container.OutputContainer, packets: list[av.Packet]) -> None:
+    held: list[av.Packet] = []  # muxed once the encoder is flushed and their dts checked
+
+    def collect(packets: list[av.Packet]) -> None:
         for packet in packets:
             if packet.pts is None:
                 raise EncodeError(f"encoder {config.codec} gave a packet without pts")
@@ -382,7 +395,7 @@ def encode_segment(
             out_dts.append(_NO_DTS if packet.dts is None else packet.dts)
             out_durations.append(duration_of.get(packet.pts, 0))
             packet.duration = out_durations[-1]
-        out.mux(packets)
+        held.extend(packets)
 
     try:
         with av.open(buf, mode="w", format="nut") as out:
@@ -415,8 +428,10 @@ def encode_segment(
                 frame.pts = int(pts[i])
                 frame.duration = int(durations[i])
                 frame.time_base = time_base
-                mux(out, stream.encode(frame))
-            mux(out, stream.encode(None))
+                collect(stream.encode(frame))
+            collect(stream.encode(None))
+            dts = _checked_dts(out_pts, out_dts)
+            mux_with_dts(out, held, dts)
     except av.error.FFmpegError as e:
         raise EncodeError(
             f"encoder {config.codec} ({pix_fmt}, {width}x{height}) failed: {e}"
@@ -424,7 +439,7 @@ def encode_segment(
     return Segment(
         nut=buf.getvalue(),
         pts=np.asarray(out_pts, dtype=np.int64),
-        dts=_checked_dts(out_pts, out_dts),
+        dts=dts,
         time_base=time_base,
         durations=np.asarray(out_durations, dtype=np.int64),
         colour=tags,

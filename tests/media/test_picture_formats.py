@@ -201,6 +201,47 @@ def test_x265_two_frame_segments_get_usable_dts() -> None:
     assert segment.durations is not None and segment.durations.tolist() == [40, 40]
 
 
+def test_garbage_encoder_dts_are_replaced_before_the_muxer_sees_them() -> None:
+    """The muxer refuses a dts after its pts (what CI met from libx265 once in a while):
+    segments are muxed with the checked dts, and the nut payload reads back."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    from raypipe.media.encode import _checked_dts, mux_with_dts
+
+    def encoded() -> tuple[av.container.OutputContainer, io.BytesIO, list[av.Packet]]:
+        buf = io.BytesIO()
+        out = av.open(buf, mode="w", format="nut")
+        stream = out.add_stream("libx265", rate=25, options={"x265-params": "log-level=error"})
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        packets: list[av.Packet] = []
+        for pts in (160, 200):
+            rgb = av.VideoFrame.from_ndarray(np.zeros((64, 96, 3), np.uint8), format="rgb24")
+            frame = rgb.reformat(format="yuv420p")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            packets += stream.encode(frame)
+        packets += stream.encode(None)
+        for packet in packets:
+            packet.duration = 40
+        packets[0].dts = 10**12  # garbage, after its pts
+        return out, buf, packets
+
+    out, _, packets = encoded()
+    with pytest.raises(av.error.ArgumentError):
+        out.mux(packets)  # the trap is real
+    out, buf, packets = encoded()
+    dts = _checked_dts([p.pts for p in packets], [p.dts for p in packets])
+    assert dts.tolist() == [160, 200]
+    mux_with_dts(out, packets, dts)
+    out.close()
+    with av.open(io.BytesIO(buf.getvalue()), format="nut") as back:
+        got = [p.pts * p.time_base for p in back.demux(video=0) if p.size]
+        assert got == [Fraction(160, 1000), Fraction(200, 1000)]
+
+
 def test_probe_command_shows_rotation_colour_depth_and_chroma(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
