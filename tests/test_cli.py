@@ -203,7 +203,9 @@ def test_report_command_draws_stats_json(
 
 
 def _listening(root: psutil.Process) -> dict[tuple[str, int], str]:
-    """Every listening TCP socket and bound UDP socket of ``root`` and its descendants."""
+    """Every listening TCP socket and bound, unconnected UDP socket of ``root`` and its
+    descendants. (A connected UDP socket takes datagrams from its peer only: Ray connects
+    one to a public address, sending nothing, to learn the machine's routable address.)"""
     found: dict[tuple[str, int], str] = {}
     try:
         processes = [root, *root.children(recursive=True)]
@@ -213,7 +215,9 @@ def _listening(root: psutil.Process) -> dict[tuple[str, int], str]:
         try:
             name = p.name()
             for c in p.net_connections(kind="inet"):
-                if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and c.laddr):
+                if c.status == psutil.CONN_LISTEN or (
+                    c.type == socket.SOCK_DGRAM and c.laddr and not c.raddr
+                ):
                     found[(c.laddr.ip, c.laddr.port)] = name
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

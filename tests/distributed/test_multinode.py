@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,7 @@ from temporal_checks import (
 import raypipe
 from raypipe.distributed.chunk_task import SEGMENT_SUFFIX
 from raypipe.distributed.planning import work_dir_for
-from raypipe.faults import RECORD_ENV
+from raypipe.faults import HOLD_ENV, RECORD_ENV
 from raypipe.media.probe import make_video_id
 from raypipe.testing.s3 import S3, moto_s3
 from raypipe.testing.temporal import sequential_frames
@@ -47,11 +50,48 @@ def s3() -> Iterator[S3 | None]:
 
 @pytest.fixture(scope="module")
 def attempts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Every fault hook reached records itself here (raypipe.faults), in every process."""
+    """Every fault hook reached records itself here (raypipe.faults), in every process; a
+    node whose id names a file in ``holds`` (the directory next to it) holds its work."""
     path = tmp_path_factory.mktemp("attempts")
-    os.environ[RECORD_ENV] = str(path)
+    holds = tmp_path_factory.mktemp("holds")
+    os.environ[RECORD_ENV], os.environ[HOLD_ENV] = str(path), str(holds)
     yield path
     os.environ.pop(RECORD_ENV, None)
+    os.environ.pop(HOLD_ENV, None)
+
+
+@contextmanager
+def head_held_until_the_other_node_infers(
+    attempts: Path, timeout_s: float = 240.0
+) -> Iterator[None]:
+    """Inference on the head node waits until the other node has inferred a chunk, so that
+    both nodes certainly infer: left alone, Ray Data may hand every chunk of a short clip
+    to one actor (the one local to the decoded chunks, while it has room), however many
+    actors are up."""
+    head = ray.get_runtime_context().get_node_id()
+    hold = Path(os.environ[HOLD_ENV]) / head
+    before = set(os.listdir(attempts))
+    done = threading.Event()
+
+    def release() -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done.is_set() and time.monotonic() < deadline:
+            new = set(os.listdir(attempts)) - before
+            if any(stage == "infer" and node != head for _, stage, node, _, _ in
+                   (name.rsplit(".", 4) for name in new)):  # fmt: skip
+                break
+            time.sleep(0.05)
+        hold.unlink(missing_ok=True)
+
+    hold.touch()
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        yield
+    finally:
+        done.set()
+        releaser.join()
+        hold.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +108,19 @@ def two_nodes(s3: S3 | None, attempts: Path) -> Iterator[Cluster]:
 
 
 def test_chunks_run_on_both_nodes_and_output_is_exact(
-    two_nodes: Cluster, clips: dict[str, Path], tmp_path: Path
+    two_nodes: Cluster, attempts: Path, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
-    raypipe.process_video(
-        str(clips["open_gop"]),
-        str(out),
-        model="builtin:sharpen",
-        chunk_frames=4,
-        **lossless_options(),
-        stats_path=str(stats_path),
-        quiet=True,
-    )
+    with head_held_until_the_other_node_infers(attempts):
+        raypipe.process_video(
+            str(clips["open_gop"]),
+            str(out),
+            model="builtin:sharpen",
+            chunk_frames=4,
+            **lossless_options(),
+            stats_path=str(stats_path),
+            quiet=True,
+        )
     chunks = json.loads(stats_path.read_text())["chunks"]
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2
@@ -129,29 +170,28 @@ def test_segments_on_object_storage_and_assembly_off_the_driver(
 )
 def test_temporal_models_on_both_nodes_equal_the_whole_video(
     two_nodes: Cluster,
+    attempts: Path,
     temporal_clips: dict[str, Path],  # noqa: F811
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     model: str,
     kind: str,
     chunk_frames: int,
 ) -> None:
     """Issue 13: a chunk's context comes from its neighbours wherever they run; the
     windowed, recurrent (warm-up 8) and interpolating built-ins give what the whole video
-    gives in one piece, with chunks inferred on both nodes. These clips have few chunks and
-    the models are fast, so the test has Ray Data wait for both actors before it hands out
-    the first chunk (else the first actor up may take them all on a busy machine)."""
-    monkeypatch.setattr(ray.data.DataContext.get_current(), "wait_for_min_actors_s", 300)
+    gives in one piece, with chunks inferred on both nodes (the head's inference held until
+    the other node's has begun: these clips have few chunks and the models are fast)."""
     source, out, stats_path = temporal_clips[kind], tmp_path / "out.mp4", tmp_path / "stats.json"
-    raypipe.process_video(
-        str(source),
-        str(out),
-        model=f"builtin:{model}",
-        chunk_frames=chunk_frames,
-        **lossless_options(),
-        stats_path=str(stats_path),
-        quiet=True,
-    )
+    with head_held_until_the_other_node_infers(attempts):
+        raypipe.process_video(
+            str(source),
+            str(out),
+            model=f"builtin:{model}",
+            chunk_frames=chunk_frames,
+            **lossless_options(),
+            stats_path=str(stats_path),
+            quiet=True,
+        )
     chunks = json.loads(stats_path.read_text())["chunks"]
     assert {c["infer_node"] for c in chunks} == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     interpolate = 2 if model == "interp2x" else 1
