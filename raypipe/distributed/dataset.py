@@ -65,6 +65,7 @@ def build_dataset(
     tensor-output ``model``, store) tasks, which write each chunk's segment to its work
     directory. Every row is its own block, so every chunk is its own task."""
     ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
+    calm_scheduling_loop()
     ds = decode_step(source, cfg.chunk.decoder)
     job = ActorJob(model=model, config=cfg.model, plan=actors, warmup_hw=warmup_hw)
     ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
@@ -72,6 +73,27 @@ def build_dataset(
         return ds.map(store_stage, num_cpus=0.25)
     encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
     return ds.map(encode, num_cpus=TASK_CPUS)
+
+
+SCHEDULING_WAIT_S = 0.5
+"""How long Ray Data's scheduling loop waits for a task to finish before it goes round
+again anyway (Ray's default: 0.1 s)."""
+
+
+def calm_scheduling_loop() -> None:
+    """Ray Data's executor thread goes round its scheduling loop whenever a task finishes,
+    and otherwise every 0.1 s: resource usage, autoscaling, metrics, progress, 5-7 ms of
+    the driver's CPU a round on this 2-core machine. Chunks take seconds, so raypipe has it
+    wait up to :data:`SCHEDULING_WAIT_S` when nothing finishes: the driver's CPU in a 20 s
+    720p run fell from 7.4-7.7 s to 5.7-6.1 s (benchmarks/README.md, "Where the CPU
+    goes"). A finished task still wakes the loop at once. It is a module constant of Ray
+    Data's, set for the whole process (it only widens a polling interval); a Ray without
+    it is left as it is (tests/distributed/test_driver_memory.py checks that this one has it)."""
+    from ray.data._internal.execution import streaming_executor_state as state
+
+    wait = getattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", None)
+    if isinstance(wait, int | float) and wait < SCHEDULING_WAIT_S:
+        state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = SCHEDULING_WAIT_S
 
 
 def decode_step(source: ray.data.Dataset, decoder: str) -> ray.data.Dataset:

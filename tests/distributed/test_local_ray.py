@@ -1,31 +1,82 @@
-"""The local Ray raypipe starts for a run, and the cluster image, free dead objects quickly."""
+"""The local Ray raypipe starts for a run: it frees dead objects quickly (the cluster image
+too), has no log monitor, and Ray Data's scheduling loop does not spin in the driver."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 ray = pytest.importorskip("ray")
 
 from raypipe.config import RuntimeConfig  # noqa: E402
 from raypipe.distributed.cluster import RAYLET_CONFIG, connect  # noqa: E402
+from raypipe.distributed.dataset import calm_scheduling_loop  # noqa: E402
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "cluster" / "Dockerfile"
 
 
-def test_the_local_ray_gets_raypipes_raylet_config() -> None:
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """The local Ray raypipe starts for a run (not verbose)."""
     if ray.is_initialized():
         ray.shutdown()
-    try:
-        assert connect(RuntimeConfig(local_num_cpus=2)) is True
-        # The system config the local raylet was started with (Ray keeps it on the node).
-        config = ray._private.worker._global_node._config
-        for key, value in RAYLET_CONFIG.items():
-            assert config.get(key) == value, key
-    finally:
-        ray.shutdown()
+    assert connect(RuntimeConfig(local_num_cpus=2)) is True
+    yield
+    ray.shutdown()
+
+
+def test_the_local_ray_gets_raypipes_raylet_config(local_ray: None) -> None:
+    # The system config the local raylet was started with (Ray keeps it on the node).
+    config = ray._private.worker._global_node._config
+    for key, value in RAYLET_CONFIG.items():
+        assert config.get(key) == value, key
+
+
+def test_the_local_ray_has_no_log_monitor(local_ray: None) -> None:
+    """Nothing reads the workers' lines from it (``log_to_driver=False``); the files stay."""
+    from ray._private import ray_constants
+
+    node = ray._private.worker._global_node
+    assert ray_constants.PROCESS_TYPE_RAYLET in node.all_processes  # the table is the one
+    assert ray_constants.PROCESS_TYPE_LOG_MONITOR not in node.all_processes
+    mine = psutil.Process().children(recursive=True)
+    assert not [p for p in mine if "log_monitor" in " ".join(p.cmdline())]
+    assert ray.get(ray.remote(lambda: print("a worker line") or 1).remote()) == 1
+    assert os.path.isdir(os.path.join(node.get_session_dir_path(), "logs"))
+
+
+def test_the_scheduling_loop_goes_round_when_tasks_finish(
+    local_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not ten times a second: a 3 s task sees a handful of rounds, not thirty or more."""
+    from ray.data._internal.execution import streaming_executor_state as state
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    monkeypatch.setattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)  # Ray's default
+    calm_scheduling_loop()
+    rounds = 0
+    step = StreamingExecutor._scheduling_loop_step
+
+    def counted(self: StreamingExecutor, topology: object) -> bool:
+        nonlocal rounds
+        rounds += 1
+        return step(self, topology)
+
+    def slow(row: dict[str, int]) -> dict[str, int]:
+        time.sleep(3)
+        return row
+
+    monkeypatch.setattr(StreamingExecutor, "_scheduling_loop_step", counted)
+    ray.data.range(1).map(slow, num_cpus=0.5).take_all()  # warm: a worker is up
+    rounds = 0
+    ray.data.range(1).map(slow, num_cpus=0.5).take_all()
+    assert 3 <= rounds <= 15, rounds
 
 
 def test_the_cluster_image_sets_the_same_raylet_config() -> None:
