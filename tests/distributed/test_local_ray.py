@@ -83,3 +83,26 @@ def test_the_cluster_image_sets_the_same_raylet_config() -> None:
     """Cluster nodes read it from RAY_<name> in the environment of `ray start`."""
     env = dict(re.findall(r"^ENV RAY_(\w+)=(\S+)$", DOCKERFILE.read_text(), re.M))
     assert {k: int(v) for k, v in env.items() if k in RAYLET_CONFIG} == RAYLET_CONFIG
+
+
+def test_verbose_keeps_the_log_monitor_and_shows_workers_lines(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """``--verbose`` leaves Ray's forwarding alone: a worker's print reaches the driver."""
+    from ray._private import ray_constants
+
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        assert connect(RuntimeConfig(local_num_cpus=2), verbose=True) is True
+        node = ray._private.worker._global_node
+        assert ray_constants.PROCESS_TYPE_LOG_MONITOR in node.all_processes
+        ray.get(ray.remote(lambda: print("a line from a worker")).remote())
+        deadline = time.monotonic() + 30
+        seen = ""
+        while "a line from a worker" not in seen and time.monotonic() < deadline:
+            time.sleep(0.2)
+            seen += capfd.readouterr().out
+        assert "a line from a worker" in seen
+    finally:
+        ray.shutdown()
