@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import NamedTuple
 
 EXIT_ENV = "RAYPIPE_INJECT_EXIT"
 RECORD_ENV = "RAYPIPE_RECORD_ATTEMPTS"
@@ -47,6 +48,22 @@ def checkpoint(stage: str, key: str, *, node: str = "") -> None:
         want_stage, want_key, marker_dir = spec.split(":", 2)
         if want_stage == stage and want_key == key:
             _die_once(os.path.join(marker_dir, f"{key}.{stage}"))
+
+
+class Attempt(NamedTuple):
+    """One recorded attempt: a file ``KEY.STAGE.NODE.PID.N`` in the record directory."""
+
+    key: str
+    stage: str
+    node: str  # ``local`` where the hook was given no node
+    pid: int
+    n: int  # how many attempts this process had recorded for the same key and stage
+
+
+def attempt_of(name: str) -> Attempt:
+    """The attempt the record file ``name`` stands for (the key may hold dots)."""
+    key, stage, node, pid, n = name.rsplit(".", 4)
+    return Attempt(key, stage, node, int(pid), int(n))
 
 
 def _record(directory: str, stage: str, key: str, node: str) -> None:

@@ -88,7 +88,7 @@ def calm_scheduling_loop() -> None:
     720p run fell from 7.4-7.7 s to 5.7-6.1 s (benchmarks/README.md, "Where the CPU
     goes"). A finished task still wakes the loop at once. It is a module constant of Ray
     Data's, set for the whole process (it only widens a polling interval); a Ray without
-    it is left as it is (tests/distributed/test_driver_memory.py checks that this one has it)."""
+    it is left as it is (tests/distributed/test_local_ray.py counts the rounds)."""
     from ray.data._internal.execution import streaming_executor_state as state
 
     wait = getattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", None)

@@ -3,7 +3,6 @@ too), has no log monitor, and Ray Data's scheduling loop does not spin in the dr
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -48,7 +47,13 @@ def test_the_local_ray_has_no_log_monitor(local_ray: None) -> None:
     mine = psutil.Process().children(recursive=True)
     assert not [p for p in mine if "log_monitor" in " ".join(p.cmdline())]
     assert ray.get(ray.remote(lambda: print("a worker line") or 1).remote()) == 1
-    assert os.path.isdir(os.path.join(node.get_session_dir_path(), "logs"))
+    logs = Path(node.get_session_dir_path()) / "logs"
+    deadline = time.monotonic() + 30
+    while not any(
+        "a worker line" in f.read_text(errors="replace") for f in logs.glob("worker-*.out")
+    ):
+        assert time.monotonic() < deadline, "the worker's line is in none of its log files"
+        time.sleep(0.2)
 
 
 def test_the_scheduling_loop_goes_round_when_tasks_finish(

@@ -28,7 +28,7 @@ from temporal_checks import (
 import raypipe
 from raypipe.distributed.chunk_task import SEGMENT_SUFFIX
 from raypipe.distributed.planning import work_dir_for
-from raypipe.faults import HOLD_ENV, RECORD_ENV
+from raypipe.faults import HOLD_ENV, RECORD_ENV, attempt_of
 from raypipe.media.probe import make_video_id
 from raypipe.testing.s3 import S3, moto_s3
 from raypipe.testing.temporal import sequential_frames
@@ -76,9 +76,8 @@ def head_held_until_the_other_node_infers(
     def release() -> None:
         deadline = time.monotonic() + timeout_s
         while not done.is_set() and time.monotonic() < deadline:
-            new = set(os.listdir(attempts)) - before
-            if any(stage == "infer" and node != head for _, stage, node, _, _ in
-                   (name.rsplit(".", 4) for name in new)):  # fmt: skip
+            new = map(attempt_of, set(os.listdir(attempts)) - before)
+            if any(a.stage == "infer" and a.node != head for a in new):
                 break
             time.sleep(0.05)
         hold.unlink(missing_ok=True)
@@ -152,16 +151,12 @@ def test_segments_on_object_storage_and_assembly_off_the_driver(
     assert all(c["encode_pid"] not in (0, os.getpid()) for c in stats.chunk_stats)
     # assembly ran once, in a Ray worker process on one of the nodes, not in the driver
     video_id = make_video_id(str(source))
-    records = [name.rsplit(".", 4) for name in os.listdir(attempts)]
-    runs = [
-        (node, pid)
-        for key, stage, node, pid, _ in records
-        if (key, stage) == (video_id, "assembly")
-    ]
+    records = map(attempt_of, os.listdir(attempts))
+    runs = [(a.node, a.pid) for a in records if (a.key, a.stage) == (video_id, "assembly")]
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(runs) == 1
     node, pid = runs[0]
-    assert node in nodes and int(pid) != os.getpid()
+    assert node in nodes and pid != os.getpid()
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from ray.cluster_utils import Cluster
 
 import raypipe
 from raypipe.distributed.planning import work_dir_for
-from raypipe.faults import HOLD_ENV, RECORD_ENV
+from raypipe.faults import HOLD_ENV, RECORD_ENV, attempt_of
 from raypipe.testing import ClipSpec, make_clip
 
 
@@ -60,8 +60,8 @@ def _names(attempts: Path) -> set[str]:
 
 
 def _attempts(names: set[str]) -> list[tuple[str, str, str]]:
-    """(chunk id, stage, node id) of recorded attempts: files named ID.STAGE.NODE.PID.N."""
-    return [tuple(name.rsplit(".", 4)[:3]) for name in names]  # type: ignore[misc]
+    """(chunk id, stage, node id) of recorded attempts."""
+    return [(a.key, a.stage, a.node) for a in map(attempt_of, names)]
 
 
 @pytest.mark.slow
