@@ -9,9 +9,10 @@ which :func:`raypipe.data.map_processor` reuses.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
 import ray
@@ -65,7 +66,6 @@ def build_dataset(
     tensor-output ``model``, store) tasks, which write each chunk's segment to its work
     directory. Every row is its own block, so every chunk is its own task."""
     ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
-    calm_scheduling_loop()
     ds = decode_step(source, cfg.chunk.decoder)
     job = ActorJob(model=model, config=cfg.model, plan=actors, warmup_hw=warmup_hw)
     ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
@@ -77,23 +77,45 @@ def build_dataset(
 
 SCHEDULING_WAIT_S = 0.5
 """How long Ray Data's scheduling loop waits for a task to finish before it goes round
-again anyway (Ray's default: 0.1 s)."""
+again anyway, once the pipeline's first rows are out (Ray's default: 0.1 s)."""
 
 
-def calm_scheduling_loop() -> None:
-    """Ray Data's executor thread goes round its scheduling loop whenever a task finishes,
-    and otherwise every 0.1 s: resource usage, autoscaling, metrics, progress, 5-7 ms of
-    the driver's CPU a round on this 2-core machine. Chunks take seconds, so raypipe has it
-    wait up to :data:`SCHEDULING_WAIT_S` when nothing finishes: the driver's CPU in a 20 s
-    720p run fell from 7.4-7.7 s to 5.7-6.1 s (benchmarks/README.md, "Where the CPU
-    goes"). A finished task still wakes the loop at once. It is a module constant of Ray
-    Data's, set for the whole process (it only widens a polling interval); a Ray without
-    it is left as it is (tests/distributed/test_local_ray.py counts the rounds)."""
+@contextlib.contextmanager
+def scheduling_loop() -> Iterator[Callable[[], None]]:
+    """Ray Data's scheduling loop for one run; yields ``calm``, to call once the run's
+    first rows are out.
+
+    The executor thread goes round its loop whenever a task finishes and otherwise every
+    0.1 s: resource usage, autoscaling, metrics, progress, 5-7 ms of the driver's CPU a
+    round on this 2-core machine. Chunks take seconds, so ``calm`` has it wait up to
+    :data:`SCHEDULING_WAIT_S` when nothing finishes: the driver's CPU in a 20 s 720p run
+    fell from 7.4-7.7 s to 5.7-6.1 s (benchmarks/README.md, "Where the CPU goes"). Not
+    before the first rows: the loop's first rounds start the actors and the first tasks,
+    and a round that waits 0.5 s put the first decode 0.35-0.4 s later (2.94-2.97 s after
+    the command on a running Ray, against 2.55-2.61 s). A finished task still wakes the
+    loop at once.
+
+    It is a module constant of Ray Data's, so it is the whole process's: what it was is put
+    back when the run ends, and a Ray without it is left as it is
+    (tests/distributed/test_local_ray.py counts the rounds and follows the value)."""
     from ray.data._internal.execution import streaming_executor_state as state
 
-    wait = getattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", None)
-    if isinstance(wait, int | float) and wait < SCHEDULING_WAIT_S:
-        state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = SCHEDULING_WAIT_S
+    before = getattr(state, _WAIT_NAME, None)
+    if not isinstance(before, int | float):
+        yield lambda: None
+        return
+
+    def calm() -> None:
+        if getattr(state, _WAIT_NAME) < SCHEDULING_WAIT_S:
+            setattr(state, _WAIT_NAME, SCHEDULING_WAIT_S)
+
+    try:
+        yield calm
+    finally:
+        setattr(state, _WAIT_NAME, before)
+
+
+_WAIT_NAME = "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S"
 
 
 def decode_step(source: ray.data.Dataset, decoder: str) -> ray.data.Dataset:
