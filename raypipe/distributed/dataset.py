@@ -79,6 +79,8 @@ SCHEDULING_WAIT_S = 0.5
 """How long Ray Data's scheduling loop waits for a task to finish before it goes round
 again anyway, once the pipeline's first rows are out (Ray's default: 0.1 s)."""
 
+_WAIT_NAME = "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S"  # in Ray Data's streaming_executor_state
+
 
 @contextlib.contextmanager
 def scheduling_loop() -> Iterator[Callable[[], None]]:
@@ -113,9 +115,6 @@ def scheduling_loop() -> Iterator[Callable[[], None]]:
         yield calm
     finally:
         setattr(state, _WAIT_NAME, before)
-
-
-_WAIT_NAME = "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S"
 
 
 def decode_step(source: ray.data.Dataset, decoder: str) -> ray.data.Dataset:

@@ -64,8 +64,6 @@ def test_the_scheduling_loop_goes_round_when_tasks_finish(
     from ray.data._internal.execution.streaming_executor import StreamingExecutor
 
     monkeypatch.setattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)  # Ray's default
-    loop = scheduling_loop()
-    loop.__enter__()()  # calmed, as after a run's first rows
     rounds = 0
     step = StreamingExecutor._scheduling_loop_step
 
@@ -79,10 +77,11 @@ def test_the_scheduling_loop_goes_round_when_tasks_finish(
         return row
 
     monkeypatch.setattr(StreamingExecutor, "_scheduling_loop_step", counted)
-    ray.data.range(1).map(slow, num_cpus=0.5).take_all()  # warm: a worker is up
-    rounds = 0
-    ray.data.range(1).map(slow, num_cpus=0.5).take_all()
-    loop.__exit__(None, None, None)
+    with scheduling_loop() as calm:
+        calm()  # as after a run's first rows
+        ray.data.range(1).map(slow, num_cpus=0.5).take_all()  # warm: a worker is up
+        rounds = 0
+        ray.data.range(1).map(slow, num_cpus=0.5).take_all()
     assert 3 <= rounds <= 15, rounds
     assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == 0.1  # put back
 
