@@ -23,6 +23,7 @@ where the encoder writes it (:func:`raypipe.media.colour.hdr_encoder_options`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import struct
@@ -51,10 +52,11 @@ _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:ke
 
 _MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
 _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
-SEGMENT_FORMAT = 3
+SEGMENT_FORMAT = 4
 """What a segment holds and how its frames were converted and encoded (source matrix, 16
 bits, 3: the encoder's threads set to the CPUs an encode task holds, which changes x264's
-bits): part of a run's key, so a resumed run does not mix segments of another format."""
+bits, 4: x264 held to AVX2, :func:`x264_cpu_params`): part of a run's key, so a resumed
+run does not mix segments of another format."""
 _NO_DTS = -(2**63)
 
 
@@ -207,6 +209,39 @@ def check_encoder(config: EncodeConfig) -> None:
             f"encoder '{config.codec}' is not available in this PyAV/FFmpeg build; "
             "try libx264, libx265 or ffv1"
         )
+
+
+_X264_AVX512 = ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL")  # x264's AVX512 flag
+
+
+@functools.cache
+def _cpu_has_avx512() -> bool:
+    """Whether this CPU has the AVX-512 subsets x264 uses (numpy's CPU probe; False where
+    numpy does not say)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return False
+    return all(features.get(name, False) for name in _X264_AVX512)
+
+
+def x264_cpu_params(codec: str) -> dict[str, str]:
+    """``x264-params`` holding libx264's assembly to AVX2 on a CPU with AVX-512; ``{}``
+    elsewhere and for other encoders.
+
+    x264's AVX-512 routines make its output vary from one encode to the next at some frame
+    widths (96 or 320 pixels: the same frames, options and thread, other bits; measured
+    with x264 core 165), so a resumed run could not equal a clean one. Held to AVX2, x264
+    gives the bits of its C code, the same on every x86 CPU a cluster mixes, at the same
+    speed (720p, veryfast and medium). Applied where a segment is encoded, not part of a
+    run's key (the bits are those of any other x86 CPU); a user's own ``asm`` in
+    ``x264-params`` comes after it and wins."""
+    if codec not in ("libx264", "libx264rgb") or not _cpu_has_avx512():
+        return {}
+    return {"x264-params": "asm=AVX2"}
 
 
 def encoder_options(config: EncodeConfig) -> dict[str, str]:
@@ -376,6 +411,7 @@ def encode_segment(
     duration_of = {int(p): int(d) for p, d in zip(pts, durations)}
     # HDR parameters first: the user's own (last in encoder_options) win
     options = _with_params(encoder_options(config), hdr_encoder_options(config.codec, picture.hdr))
+    options = _with_params(options, x264_cpu_params(config.codec))  # first: the user's win
     # RGB -> YUV with the source's matrix and range, chroma point-sampled (media/picture.py)
     matrix = None if layout.rgb else sws_colorspace(tags.matrix)
     range_ = None if layout.rgb else sws_range(tags.range)

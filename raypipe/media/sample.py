@@ -13,6 +13,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from raypipe.media.encode import x264_cpu_params
+
 SAMPLE_RATE_HZ = 48000
 
 
@@ -42,7 +44,13 @@ def write_sample(
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.gop_size = gop
-        video.options = {"bf": "2", "crf": "20", "preset": "veryfast", "sc_threshold": "0"}
+        video.options = {
+            "bf": "2",
+            "crf": "20",
+            "preset": "veryfast",
+            "sc_threshold": "0",
+            **x264_cpu_params("libx264"),  # the same sample every time
+        }
         audio = out.add_stream("aac", rate=SAMPLE_RATE_HZ, layout="stereo")
         samples = 0  # audio written so far, in 1024-sample AAC frames, kept up with the video
         for i in range(n_frames):

@@ -17,6 +17,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from raypipe.media.encode import x264_cpu_params
 from raypipe.testing.clip_traits import (
     deep_frame_pattern,
     is_deep,
@@ -215,8 +216,10 @@ def _encoder_options(spec: ClipSpec) -> dict[str, str]:
     }
     if spec.crf is not None:
         params["crf"] = str(spec.crf)
-    if spec.codec == "libx264":
-        return {"x264-params": ":".join(f"{k}={v}" for k, v in params.items())}
+    if spec.codec == "libx264":  # x264 held to AVX2 where it matters: the same clip every time
+        x264 = ":".join(f"{k}={v}" for k, v in params.items())
+        cpu = x264_cpu_params(spec.codec).get("x264-params")
+        return {"x264-params": f"{cpu}:{x264}" if cpu else x264}
     if spec.codec == "libx265":
         params["log-level"] = "error"
         return {"x265-params": ":".join(f"{k}={v}" for k, v in params.items())}
