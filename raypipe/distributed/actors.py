@@ -97,7 +97,10 @@ class _ModelRunner:
         return self.model.run(frames, self.batch_size)
 
     def warmup(self, height: int, width: int) -> None:
-        self.model.warmup(height, width, min(self.batch_size, 2))
+        # a whole batch, the shape the chunks run: a first run at a new shape allocates
+        # (ORT's buffers, HostRunner's outputs); warmed at 2 frames, the first 4K chunk at
+        # batch 8 took 8.5 s against 2.3-2.9 s for the next ones (benchmarks/README.md)
+        self.model.warmup(height, width, self.batch_size)
 
 
 def _detail(e: BaseException) -> str:

@@ -443,6 +443,17 @@ def test_load_frame_model_and_warmup() -> None:
         load_frame_model("/nonexistent/model.onnx")
 
 
+def test_an_actor_warms_its_model_at_the_batch_its_chunks_run() -> None:
+    """A first run at a new input shape allocates (ORT, HostRunner's output buffers): warmed
+    at 2 frames, the first 4K chunk at batch 8 took 8.5 s against 2.3-2.9 s for the next."""
+    from raypipe.distributed.actors import _ModelRunner
+
+    model = load_frame_model("builtin:invert", device="cpu", intra_op_threads=1)
+    _ModelRunner(model, 8, tensor=False).warmup(16, 24)
+    warmed = [shape for shape, _ in model._host.runner._slots]  # (n, 3, 16, 24) NCHW
+    assert warmed == [(8, 3, 16, 24)]
+
+
 def test_run_checks_its_arguments() -> None:
     model = cpu_model(builtin_bytes("identity"))
     with pytest.raises(ConfigError, match="batch_size must be an integer >= 1, got 0"):
