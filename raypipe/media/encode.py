@@ -235,9 +235,9 @@ def x264_cpu_params(codec: str) -> dict[str, str]:
     x264's AVX-512 routines make its output vary from one encode to the next at some frame
     widths (96 or 320 pixels: the same frames, options and thread, other bits; measured
     with x264 core 165), so a resumed run could not equal a clean one. Held to AVX2, x264
-    gives the bits of its C code, the same on every x86 CPU a cluster mixes, at the same
-    speed (720p, veryfast and medium). Applied where a segment is encoded, not part of a
-    run's key (the bits are those of any other x86 CPU); a user's own ``asm`` in
+    gives the bits of its C code (``asm=0``, SSE2 and AVX2 gave one digest here), which
+    CPUs without AVX-512 give too, at the same speed (720p, veryfast and medium). Applied
+    where a segment is encoded, not part of a run's key; a user's own ``asm`` in
     ``x264-params`` comes after it and wins."""
     if codec not in ("libx264", "libx264rgb") or not _cpu_has_avx512():
         return {}
