@@ -13,9 +13,8 @@ least 3 rounds; median and spread (min..max) of the wall seconds:
   Ray, stopped by signalling that process): what a notebook or a service pays once Ray is
   up. The cluster runs only while warm runs do: started (and primed with one untimed run of
   the tiny clip) before the first of a round's warm runs, stopped before the next other
-  run. Left up, it held memory a fresh local Ray then
-  did not get (its object store 5.91 GB instead of 7.0 GB after a warm 4K run; a fresh 4K
-  run 45.0 s beside it, 40.1 s alone);
+  run. Left up, it held memory a fresh local Ray then did not get (its object store 5.91 GB
+  instead of 7.0 GB after a warm 4K run; a fresh 4K run 45.0 s beside it, 40.1 s alone);
 - **naive sharpen**: ``python benchmarks/perframe.py --naive ...``, one process and one
   loop (PyAV decode → :class:`~raypipe.infer.models.FrameModel` → PyAV encode, see
   ``pipeline.run_naive``), Python's start and imports included.

@@ -99,7 +99,7 @@ class _ModelRunner:
     def warmup(self, height: int, width: int) -> None:
         # a whole batch, the shape the chunks run: a first run at a new shape allocates
         # (ORT's buffers, HostRunner's outputs); warmed at 2 frames, the first 4K chunk at
-        # batch 8 took 8.5 s against 2.3-2.9 s for the next ones (benchmarks/README.md)
+        # batch 8 took 8.5 s against 2.3-2.7 s for the next ones (benchmarks/README.md)
         self.model.warmup(height, width, self.batch_size)
 
 

@@ -260,10 +260,10 @@ def encoder_options(config: EncodeConfig) -> dict[str, str]:
             options.update(rc="vbr", cq=str(config.crf), b="0")
         if config.preset:
             options["preset"] = _NVENC_PRESETS.get(config.preset, config.preset)
-    return _with_params(options, config.options, first=False)
+    return with_params(options, config.options, first=False)
 
 
-def _with_params(
+def with_params(
     options: dict[str, str], extra: dict[str, str], *, first: bool = True
 ) -> dict[str, str]:
     """``options`` updated with ``extra``; ``key=value:...`` parameter strings (x265-params
@@ -410,8 +410,8 @@ def encode_segment(
     durations = frame_durations(pts, end_pts, rate, time_base)
     duration_of = {int(p): int(d) for p, d in zip(pts, durations)}
     # HDR parameters first: the user's own (last in encoder_options) win
-    options = _with_params(encoder_options(config), hdr_encoder_options(config.codec, picture.hdr))
-    options = _with_params(options, x264_cpu_params(config.codec))  # first: the user's win
+    options = with_params(encoder_options(config), hdr_encoder_options(config.codec, picture.hdr))
+    options = with_params(options, x264_cpu_params(config.codec))  # first: the user's win
     # RGB -> YUV with the source's matrix and range, chroma point-sampled (media/picture.py)
     matrix = None if layout.rgb else sws_colorspace(tags.matrix)
     range_ = None if layout.rgb else sws_range(tags.range)

@@ -17,7 +17,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from raypipe.media.encode import x264_cpu_params
+from raypipe.media.encode import with_params, x264_cpu_params
 from raypipe.testing.clip_traits import (
     deep_frame_pattern,
     is_deep,
@@ -217,9 +217,8 @@ def _encoder_options(spec: ClipSpec) -> dict[str, str]:
     if spec.crf is not None:
         params["crf"] = str(spec.crf)
     if spec.codec == "libx264":  # x264 held to AVX2 where it matters: the same clip every time
-        x264 = ":".join(f"{k}={v}" for k, v in params.items())
-        cpu = x264_cpu_params(spec.codec).get("x264-params")
-        return {"x264-params": f"{cpu}:{x264}" if cpu else x264}
+        x264 = {"x264-params": ":".join(f"{k}={v}" for k, v in params.items())}
+        return with_params(x264, x264_cpu_params(spec.codec))
     if spec.codec == "libx265":
         params["log-level"] = "error"
         return {"x265-params": ":".join(f"{k}={v}" for k, v in params.items())}

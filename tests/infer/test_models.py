@@ -445,7 +445,7 @@ def test_load_frame_model_and_warmup() -> None:
 
 def test_an_actor_warms_its_model_at_the_batch_its_chunks_run() -> None:
     """A first run at a new input shape allocates (ORT, HostRunner's output buffers): warmed
-    at 2 frames, the first 4K chunk at batch 8 took 8.5 s against 2.3-2.9 s for the next."""
+    at 2 frames, the first 4K chunk at batch 8 took 8.5 s against 2.3-2.7 s for the next."""
     from raypipe.distributed.actors import _ModelRunner
 
     model = load_frame_model("builtin:invert", device="cpu", intra_op_threads=1)
