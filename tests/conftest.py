@@ -13,6 +13,10 @@ import pytest
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.testing import CLIP_KINDS, decode_all, make_named_clip
 
+# The test process ends with pytest's exit status, skipping Python's finalization, where Ray's
+# native threads outlive ray.shutdown() (the plugin's docstring says what was seen).
+pytest_plugins = ["raypipe.testing.pytest_exit"]
+
 # Lossless RGB H.264 (with B-frames): decoded output frames equal the model's output exactly.
 LOSSLESS = EncodeConfig(codec="libx264rgb", crf=None, preset="medium", options={"qp": "0"})
 
