@@ -7,7 +7,7 @@
 Builds each engine once per GPU kind in the cluster and publishes it to the shared engine
 cache (``RAYPIPE_ENGINE_CACHE``, see cluster/runtime_env.yaml), so the first chunk of a
 run does not pay for the build. It takes exactly the arguments of ``raypipe build-engines``
-(``python jobs/build_engines.py --help``) and delegates to :func:`raypipe.cli.main`. The
+(``python jobs/build_engines.py --help``) and delegates to :func:`raypipe.cli.entry`. The
 exit code is the job's status in the Jobs API: 0 SUCCEEDED, anything else FAILED.
 """
 
@@ -20,7 +20,7 @@ import sys
 # first on sys.path so the uploaded raypipe is the one imported, installed or not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from raypipe.cli import main  # noqa: E402
+from raypipe.cli import entry  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(main(["build-engines", *sys.argv[1:]]))
+    entry(["build-engines", *sys.argv[1:]])

@@ -6,7 +6,7 @@
         --model s3://bucket/models/restore.onnx --device gpu
 
 It takes exactly the arguments of ``raypipe archive`` (``python jobs/process_archive.py
---help``) and delegates to :func:`raypipe.cli.main`. Resuming is re-submitting the same
+--help``) and delegates to :func:`raypipe.cli.entry`. Resuming is re-submitting the same
 command: videos whose output is complete are skipped, a video cut off mid-way reuses the
 chunks it had encoded. The report (one row per video: done, skipped or failed, and why)
 is written next to the outputs. The exit code is the job's status in the Jobs API:
@@ -23,7 +23,7 @@ import sys
 # first on sys.path so the uploaded raypipe is the one imported, installed or not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from raypipe.cli import main  # noqa: E402
+from raypipe.cli import entry  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(main(["archive", *sys.argv[1:]]))
+    entry(["archive", *sys.argv[1:]])

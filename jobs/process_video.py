@@ -10,7 +10,7 @@ the uploaded working dir (read by the driver; its text travels to the actors), o
 ``--processor package.module:Class`` a module installed on the cluster.
 
 It takes exactly the arguments of ``raypipe run`` (``python jobs/process_video.py --help``)
-and delegates to :func:`raypipe.cli.main`, so the job and the command line never drift.
+and delegates to :func:`raypipe.cli.entry`, so the job and the command line never drift.
 Progress goes to stderr, which the job logs keep (``ray job logs --follow ID``). The exit
 code is the job's status in the Jobs API: 0 SUCCEEDED; 1 (a raypipe error, printed as one
 line ``raypipe: error: TypeName: ...``), 2 (bad usage) or 130 (interrupted) FAILED.
@@ -25,7 +25,7 @@ import sys
 # first on sys.path so the uploaded raypipe is the one imported, installed or not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from raypipe.cli import main  # noqa: E402
+from raypipe.cli import entry  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(main(["run", *sys.argv[1:]]))
+    entry(["run", *sys.argv[1:]])

@@ -5,8 +5,11 @@
 traceback before it), 2 bad usage (one line: ``raypipe run: error: ...``), 3 an archive in
 which some videos failed (see its report), 130 interrupted, 141 the reader of the output
 went away (``raypipe probe clip | head -1``: nothing more is printed, as ``cat`` does).
-Every subcommand's ``--help`` ends with examples (:data:`EXAMPLES`); ``--verbose`` also
-leaves Ray's own log lines on the terminal (:mod:`raypipe.distributed.ray_logs`).
+The command itself (the ``raypipe`` script, ``python -m raypipe.cli``, ``jobs/``) is
+:func:`entry`: ``main``, then the process ends with that code without the interpreter's
+finalization (:mod:`raypipe.exiting`). Every subcommand's ``--help`` ends with examples
+(:data:`EXAMPLES`); ``--verbose`` also leaves Ray's own log lines on the terminal
+(:mod:`raypipe.distributed.ray_logs`).
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from raypipe import cli_tools
 from raypipe.cli_help import EXIT_USAGE, Parser, TerminalHandler, subcommand
 from raypipe.cli_tools import DEFAULT_ENGINE_SIZE
 from raypipe.config import DECODERS, DEVICES
 from raypipe.errors import RaypipeError, one_line
+from raypipe.exiting import end_process, exit_status
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
-__all__ = ["EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_USAGE", "build_parser", "entry", "main"]
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -345,6 +349,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def entry(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``raypipe`` command's entry point (and ``python -m raypipe.cli``'s, and the jobs'):
+    :func:`main`, then the process ends with its exit code through
+    :func:`raypipe.exiting.end_process` (exit steps done, no interpreter finalization)."""
+    try:
+        status = main(argv)
+    except SystemExit as e:  # argparse's --help and usage errors: already printed
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+        status = exit_status(e.code)
+    end_process(status)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from raypipe.distributed.pipeline import process_video
 
@@ -393,4 +410,4 @@ _COMMANDS: dict[str, Any] = {
 }
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -8,9 +8,10 @@ module by module) still runs Ray's native threads after the last ``ray.shutdown(
 ``/proc/self/task`` at the end of a session with ``ray.is_initialized()`` false. Python's
 finalization then destroys the modules and objects those threads may still touch (Ray's
 ``CoreWorker`` among them; Ray's own workers never destroy theirs and leave with
-``os._exit``). One CI run of the suite (session 12: 1221 passed, 17 skipped) ended in a
-segmentation fault after pytest's summary line, exit status 139, with no Python traceback:
-the crash was in finalization, after every test and report had finished.
+``os._exit``, and the ``raypipe`` command ends that way too: :mod:`raypipe.exiting`). One
+CI run of the suite (session 12: 1221 passed, 17 skipped) ended in a segmentation fault
+after pytest's summary line, exit status 139, with no Python traceback: the crash was in
+finalization, after every test and report had finished.
 
 What still runs: pytest's whole session, its reports and its clean-up; every ``atexit``
 handler registered after this module is imported (a test's own, pytest's temporary-directory
@@ -29,6 +30,8 @@ import logging
 import os
 import sys
 from typing import TYPE_CHECKING
+
+from raypipe.exiting import flush_standard_streams
 
 if TYPE_CHECKING:
     import pytest
@@ -50,12 +53,7 @@ def _exit_with_session_status() -> None:
     if ray is not None and ray.is_initialized():
         ray.shutdown()
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        if stream is not None:
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # closed by a test or by pytest's capture
-                pass
+    flush_standard_streams()
     os._exit(status)
 
 

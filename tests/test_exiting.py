@@ -1,0 +1,97 @@
+"""raypipe.exiting and the command's entry point: the process ends with the command's status
+after Python's exit steps (non-daemon threads, atexit handlers, buffered output) and without
+the interpreter's finalization."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from raypipe.exiting import exit_status
+
+SCRIPT = """
+import atexit, sys, threading, time
+from pathlib import Path
+
+OUT = Path({out!r})
+
+
+class Finalized:
+    def __del__(self):  # runs in the interpreter's finalization, if it runs
+        (OUT / "finalized").write_text("yes")
+
+
+KEPT = Finalized()
+atexit.register(lambda: (OUT / "atexit").write_text("yes"))
+
+
+def late():
+    time.sleep(0.3)
+    (OUT / "thread").write_text("yes")
+
+
+threading.Thread(target=late).start()  # not a daemon: exit waits for it
+sys.stdout.write("buffered, no newline")
+{end}
+"""
+
+
+def _script(tmp_path: Path, end: str) -> subprocess.CompletedProcess[str]:
+    code = textwrap.dedent(SCRIPT.format(out=str(tmp_path), end=end))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def test_end_process_runs_the_exit_steps_and_skips_finalization(tmp_path: Path) -> None:
+    done = _script(tmp_path, "from raypipe.exiting import end_process; end_process(3)")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered, no newline"
+    assert (tmp_path / "thread").read_text() == "yes"  # waited for
+    assert (tmp_path / "atexit").read_text() == "yes"  # ran
+    assert not (tmp_path / "finalized").exists()  # skipped
+
+
+def test_a_plain_exit_finalizes(tmp_path: Path) -> None:
+    """The control: the same script ending as Python ends it reaches finalization."""
+    done = _script(tmp_path, "sys.exit(3)")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "buffered, no newline"
+    assert (tmp_path / "thread").read_text() == "yes"
+    assert (tmp_path / "atexit").read_text() == "yes"
+    assert (tmp_path / "finalized").read_text() == "yes"
+
+
+@pytest.mark.parametrize("code,status", [(None, 0), (0, 0), (2, 2), (141, 141), ("message", 1)])
+def test_exit_status_is_pythons(code: object, status: int) -> None:
+    assert exit_status(code) == status
+
+
+def _raypipe() -> str:
+    return shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
+
+
+@pytest.mark.parametrize(
+    "args,status,stream,text",
+    [
+        (["--help"], 0, "stdout", "usage: raypipe"),
+        (["run"], 2, "stderr", "raypipe run: error:"),
+        (["probe", "/nonexistent/clip.mp4"], 1, "stderr", "raypipe: error:"),
+    ],
+)
+def test_the_command_exits_with_mains_status_and_output(
+    args: list[str], status: int, stream: str, text: str
+) -> None:
+    """The installed ``raypipe`` script and ``python -m raypipe.cli`` go through
+    :func:`raypipe.cli.entry`: the same statuses and output as :func:`raypipe.cli.main`."""
+    for command in ([_raypipe()], [sys.executable, "-m", "raypipe.cli"]):
+        done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == status, done.stderr
+        assert text in getattr(done, stream), (command, done.stdout, done.stderr)
