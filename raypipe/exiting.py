@@ -8,9 +8,10 @@ leaves with ``os._exit`` instead of finalizing the interpreter, which tears down
 and object one by one while the native threads that Ray leaves behind after
 ``ray.shutdown()`` still run:
 
-- Time: finalization took 0.4-0.45 s after each ``raypipe run`` on this machine (a process
-  that had imported Ray, Ray Data, pandas, pyarrow and ONNX Runtime), about a seventh of the
-  time from the command to the first decode on a running Ray.
+- Time: finalization took 0.4-0.45 s after each ``raypipe run`` on a 2-core machine (a
+  process that had imported Ray, Ray Data, pandas, pyarrow and ONNX Runtime); a short run
+  on a running Ray took 4.47 s before and 3.94 s after (medians of 5,
+  benchmarks/README.md, session 13).
 - Safety: a crash there (a segmentation fault after all the work was done; seen once at the
   end of the test suite, :mod:`raypipe.testing.pytest_exit`) would turn a finished run into
   exit status 139, and a ``ray job submit`` job into a failed one.

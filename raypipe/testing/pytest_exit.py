@@ -5,7 +5,8 @@ and without Python's finalization (``-p raypipe.testing.pytest_exit``; raypipe's
 Why: a test process that has started and shut down Ray many times (raypipe's suite does,
 module by module) still runs Ray's native threads after the last ``ray.shutdown()``:
 ``gcs_client_io_s``, ``worker.io``, ``event_engine``, ``grpc_global_tim`` and others, seen in
-``/proc/self/task`` at the end of a session with ``ray.is_initialized()`` false. Python's
+``/proc/self/task`` at the end of a session of four of the suite's files, with
+``ray.is_initialized()`` false. Python's
 finalization then destroys the modules and objects those threads may still touch (Ray's
 ``CoreWorker`` among them; Ray's own workers never destroy theirs and leave with
 ``os._exit``, and the ``raypipe`` command ends that way too: :mod:`raypipe.exiting`). One
