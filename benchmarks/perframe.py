@@ -259,11 +259,18 @@ def rgb_reference(case: Case, clip: Path, out: Path) -> Path:
     and the RGB round trip alone, not encoded, 46.1 dB: the round trip changed 59% of the
     first frame's YUV samples (rounding to 8-bit RGB and back, values outside RGB clipped),
     and x264 then spends more bits on them for less."""
-    matrix = "bt709" if case.width >= 1280 else "bt601"  # the clips' tags, as raypipe reads them
-    to_rgb = f"scale=in_color_matrix={matrix}:in_range=tv:out_range=pc:flags=neighbor"
-    to_yuv = f"scale=in_range=pc:out_color_matrix={matrix}:out_range=tv:flags=neighbor"
-    tags = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
-            "-color_range", "tv"] if matrix == "bt709" else []  # fmt: skip
+    from raypipe.media.probe import probe
+
+    picture = probe(str(clip)).picture  # the matrix and range raypipe converts this clip with
+    matrix, range_ = picture.matrix, picture.range
+    to_rgb = f"scale=in_color_matrix={matrix}:in_range={range_}:out_range=pc:flags=neighbor"
+    to_yuv = f"scale=in_range=pc:out_color_matrix={matrix}:out_range={range_}:flags=neighbor"
+    colour = picture.colour  # the source's tags, which raypipe's output keeps
+    tags = [arg for flag, value in (("-colorspace", colour.matrix),
+                                    ("-color_primaries", colour.primaries),
+                                    ("-color_trc", colour.transfer),
+                                    ("-color_range", colour.range))
+            if value != "unknown" for arg in (flag, value)]  # fmt: skip
     subprocess.run(
         ["ffmpeg", "-v", "error", "-nostdin", "-y", "-i", str(clip), "-frames:v",
          str(RGB_REFERENCE_FRAMES), "-vf", f"{to_rgb},format=rgb24,{to_yuv},format=yuv420p",
