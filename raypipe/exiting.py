@@ -54,13 +54,7 @@ def flush_standard_streams() -> None:
 def end_process(status: int) -> NoReturn:
     """End the process with ``status`` after the exit steps that matter (module docstring).
     Call it from the main thread only, as the last thing the process does."""
-    shutdown = getattr(threading, "_shutdown", None)  # what Python's exit calls first
-    if shutdown is not None:
-        shutdown()
-    else:  # pragma: no cover - every CPython raypipe supports has it
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and not thread.daemon:
-                thread.join()
+    threading._shutdown()  # the interpreter's own first exit step calls it by this name
     atexit._run_exitfuncs()
     flush_standard_streams()
     os._exit(status)

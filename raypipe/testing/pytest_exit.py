@@ -6,13 +6,12 @@ Why: a test process that has started and shut down Ray many times (raypipe's sui
 module by module) still runs Ray's native threads after the last ``ray.shutdown()``:
 ``gcs_client_io_s``, ``worker.io``, ``event_engine``, ``grpc_global_tim`` and others, seen in
 ``/proc/self/task`` at the end of a session of four of the suite's files, with
-``ray.is_initialized()`` false. Python's
-finalization then destroys the modules and objects those threads may still touch (Ray's
-``CoreWorker`` among them; Ray's own workers never destroy theirs and leave with
-``os._exit``, and the ``raypipe`` command ends that way too: :mod:`raypipe.exiting`). One
-CI run of the suite (session 12: 1221 passed, 17 skipped) ended in a segmentation fault
-after pytest's summary line, exit status 139, with no Python traceback: the crash was in
-finalization, after every test and report had finished.
+``ray.is_initialized()`` false. Python's finalization then destroys the modules and objects
+those threads may still touch (Ray's ``CoreWorker`` among them; Ray's own workers never
+destroy theirs and leave with ``os._exit``, and the ``raypipe`` command ends that way too:
+:mod:`raypipe.exiting`). One CI run of the suite (session 12: 1221 passed, 17 skipped)
+ended in a segmentation fault after pytest's summary line, exit status 139, with no Python
+traceback: the crash was in finalization, after every test and report had finished.
 
 What still runs: pytest's whole session, its reports and its clean-up; every ``atexit``
 handler registered after this module is imported (a test's own, pytest's temporary-directory
