@@ -107,6 +107,16 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
       (``log_to_driver=False``); it globs the logs directory ten times a second all run
       long (1.7 s of CPU in a 53 s run on 2 cores). The workers' lines stay in their
       files.
+    - No autoscaler monitor and no API server (the dashboard's head process, which Ray
+      starts in its minimal mode even with ``include_dashboard=False``): a single node
+      that ends with the run has nothing to autoscale, and nothing submits jobs to it or
+      asks its state API. Both are Python processes importing their packages while the
+      run starts; without them ``ray.init`` took 1.8-3.0 s against 2.9-4.4 s, and a 20 s
+      720p identity run reached its first decode 0.6-1.6 s sooner (benchmarks/README,
+      session 14). Ray Data asks the state API only from its hanging-task detector, which
+      Ray leaves off, and for a detailed stats summary, which raypipe never asks for;
+      without the API server such a query waits 40 s before it gives up (tested: the
+      detector stays off).
     """
     from ray._private import ray_constants
     from ray._raylet import Config  # type: ignore[attr-defined]
@@ -118,7 +128,7 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False  # the node's address: the loopback one
     try:
-        with _log_monitor(verbose):
+        with _head_processes(log_monitor=verbose):
             ray.init(
                 address="local",  # a new local Ray, never a stray `ray start` cluster
                 num_cpus=runtime.local_num_cpus or max(4, 2 * cores),
@@ -133,20 +143,30 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
 
 
 @contextmanager
-def _log_monitor(wanted: bool) -> Iterator[None]:
-    """A local Ray started meanwhile starts a log monitor only if ``wanted``. (``ray.init``
-    has no option for it; ``ray start --include-log-monitor`` has. The head node starts it
-    through ``Node.start_log_monitor``, and Ray's own multi-node test clusters run nodes
-    without one.)"""
+def _head_processes(*, log_monitor: bool) -> Iterator[None]:
+    """A local Ray started meanwhile starts the head's GCS and raylet, a log monitor only
+    if ``log_monitor``, and neither the autoscaler monitor nor the API server
+    (:func:`start_local` says why). ``ray.init`` has no options for them (``ray start``
+    has ``--include-log-monitor`` and ``--no-monitor``); the head node starts each through
+    a method of ``Node``, which this replaces with one that does nothing while Ray starts.
+    Ray's own multi-node test clusters run nodes without a log monitor too."""
     from ray._private.node import Node
 
-    start = Node.start_log_monitor
-    if not wanted:
-        Node.start_log_monitor = lambda self: None  # type: ignore[method-assign]
+    def nothing(self: Node, **_: object) -> None:
+        return None
+
+    kept = {name: getattr(Node, name) for name in _SKIPPED_HEAD_PROCESSES}
+    skipped = [n for n in _SKIPPED_HEAD_PROCESSES if n != "start_log_monitor" or not log_monitor]
+    for name in skipped:
+        setattr(Node, name, nothing)
     try:
         yield
     finally:
-        Node.start_log_monitor = start  # type: ignore[method-assign]
+        for name, method in kept.items():
+            setattr(Node, name, method)
+
+
+_SKIPPED_HEAD_PROCESSES = ("start_log_monitor", "start_monitor", "start_api_server")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The local Ray raypipe starts for a run: it frees dead objects quickly (the cluster image
-too), has no log monitor, and Ray Data's scheduling loop does not spin in the driver."""
+too), has no log monitor, autoscaler monitor or API server, and Ray Data's scheduling loop
+does not spin in the driver."""
 
 from __future__ import annotations
 
@@ -54,6 +55,37 @@ def test_the_local_ray_has_no_log_monitor(local_ray: None) -> None:
     ):
         assert time.monotonic() < deadline, "the worker's line is in none of its log files"
         time.sleep(0.2)
+
+
+def test_the_local_ray_has_no_autoscaler_monitor_and_no_api_server(local_ray: None) -> None:
+    """A single node that ends with the run: nothing to autoscale, no job submission or
+    state API to serve. Ray's methods that start them are Ray's own again afterwards, and
+    the metrics agent is still there (raypipe's run metrics go through it)."""
+    from ray._private import ray_constants
+    from ray._private.node import Node
+
+    node = ray._private.worker._global_node
+    assert ray_constants.PROCESS_TYPE_RAYLET in node.all_processes
+    assert ray_constants.PROCESS_TYPE_MONITOR not in node.all_processes
+    assert ray_constants.PROCESS_TYPE_DASHBOARD not in node.all_processes
+    lines = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    assert not [x for x in lines if "autoscaler/_private/monitor.py" in x], lines
+    assert not [x for x in lines if "dashboard/dashboard.py" in x], lines
+    assert [x for x in lines if "dashboard/agent.py" in x], lines  # the node's agent stays
+    for name in ("start_log_monitor", "start_monitor", "start_api_server"):
+        assert getattr(Node, name).__qualname__ == f"Node.{name}", name
+
+
+def test_ray_data_does_not_ask_the_missing_state_api() -> None:
+    """Ray Data's hanging-task detector queries the state API, which the API server serves;
+    without it a query waits 40 s. Ray leaves that detector off ("enable once it's
+    non-blocking"); should a Ray upgrade turn it on, this fails first."""
+    from ray.data._internal.issue_detection.detectors.hanging_detector import (
+        HangingExecutionIssueDetector,
+    )
+
+    detectors = ray.data.DataContext.get_current().issue_detectors_config.detectors
+    assert HangingExecutionIssueDetector not in detectors, detectors
 
 
 def test_the_scheduling_loop_goes_round_when_tasks_finish(
