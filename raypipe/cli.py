@@ -351,14 +351,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry(argv: Sequence[str] | None = None) -> NoReturn:
     """The ``raypipe`` command's entry point (and ``python -m raypipe.cli``'s, and the jobs'):
-    :func:`main`, then the process ends with its exit code through
-    :func:`raypipe.exiting.end_process` (exit steps done, no interpreter finalization)."""
+    :func:`main`, then Ray shut down without its exit wait where nothing needs it
+    (:func:`raypipe.distributed.cluster.end_for_exit`), then the process ends with its exit
+    code through :func:`raypipe.exiting.end_process` (exit steps done, no interpreter
+    finalization)."""
     try:
         status = main(argv)
     except SystemExit as e:  # argparse's --help and usage errors: already printed
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
         status = exit_status(e.code)
+    cluster = sys.modules.get("raypipe.distributed.cluster")  # imported only if Ray was used
+    if cluster is not None:
+        try:
+            cluster.end_for_exit()
+        except Exception as e:  # noqa: BLE001 - the run's status stands; Ray's handler retries
+            print(f"raypipe: warning: shutting Ray down: {one_line(e)}", file=sys.stderr)
     end_process(status)
 
 

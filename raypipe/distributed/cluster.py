@@ -46,8 +46,10 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     (:func:`start_local`). Returns whether this call started Ray (so the caller may shut
     it down).
     """
+    global _lines_to_driver
     if ray.is_initialized():
         return False
+    _lines_to_driver = verbose
     address = runtime.address or ray_address_from_env()
     try:
         with ray_lines_to_files(verbose=verbose, stderr=False):
@@ -67,6 +69,20 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
             "see the session's logs under /tmp/ray/session_latest/logs"
         ) from e
     return True
+
+
+_lines_to_driver = True  # until connect() says otherwise: Ray's own default
+
+
+def end_for_exit() -> None:
+    """Shut Ray down now, before the process ends, when :func:`connect` connected it without
+    forwarding the workers' lines to this driver; otherwise leave it to Ray's ``atexit``
+    handler. That handler sleeps 0.5 s first, "to make sure that log messages finish
+    printing", lines that a raypipe driver only takes with ``verbose``; the explicit
+    ``ray.shutdown()`` then took 0.2-0.4 s in all, against 0.6-0.9 s for the handler on
+    this 2-core machine. The ``raypipe`` command calls this as it ends (so do the jobs)."""
+    if ray.is_initialized() and not _lines_to_driver:
+        ray.shutdown()
 
 
 REACH_TIMEOUT_S = 10.0

@@ -179,3 +179,28 @@ def test_verbose_keeps_the_log_monitor_and_shows_workers_lines(
         assert "a line from a worker" in seen
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_command_ends_ray_itself_unless_workers_lines_come_to_the_driver(
+    verbose: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``end_for_exit`` (the command's last step before the process ends) shuts Ray down
+    at once when the driver takes no worker lines; with ``verbose`` it leaves Ray to its
+    ``atexit`` handler, whose 0.5 s wait lets the last forwarded lines print."""
+    from raypipe.distributed.cluster import end_for_exit
+
+    if ray.is_initialized():
+        ray.shutdown()
+    sleeps: list[float] = []
+    real_sleep = time.sleep
+    try:
+        assert connect(RuntimeConfig(local_num_cpus=2), verbose=verbose) is True
+        assert ray.get(ray.remote(lambda: 1).remote()) == 1
+        monkeypatch.setattr(time, "sleep", lambda s: sleeps.append(s) or real_sleep(s))
+        end_for_exit()
+        assert ray.is_initialized() is verbose
+        assert 0.5 not in sleeps, sleeps  # not the exit handler's wait
+    finally:
+        monkeypatch.undo()
+        ray.shutdown()
