@@ -46,8 +46,10 @@ from raypipe.distributed.stages import (
 from raypipe.distributed.workload import ActorJob
 from raypipe.infer.factory import SessionSettings
 from raypipe.infer.models import FrameModel, ModelSpec, session_graph
+from raypipe.infer.pixels import hold_cpu_threads
 from raypipe.infer.processors import ProcessorContext, ProcessorRunner
 from raypipe.infer.provider_check import provider_notes
+from raypipe.infer.recycle import RecycledArrays
 from raypipe.infer.simulated import SimulatedModel, is_simulated
 from raypipe.infer.temporal_model import TemporalModel
 
@@ -84,6 +86,9 @@ class _ModelRunner:
         self.model, self.batch_size, self.tensor = model, batch_size, tensor
         self.providers = list(model.providers)
         self.pixels = getattr(model, "pixels", "")
+        # each chunk's frames go into the array the last chunk's went into once Ray has
+        # copied those out (infer/recycle.py)
+        self.outputs = RecycledArrays()
 
     def run(
         self, frames: np.ndarray, *, before: int = 0, after: int = 0
@@ -94,6 +99,8 @@ class _ModelRunner:
             raise ValueError(f"a per-frame model takes no context frames, got {before}/{after}")
         if self.tensor:
             return self.model.run_tensors(frames, self.batch_size)  # type: ignore[union-attr]
+        if isinstance(self.model, FrameModel):
+            return self.model.run(frames, self.batch_size, allocate=self.outputs.empty)
         return self.model.run(frames, self.batch_size)
 
     def warmup(self, height: int, width: int) -> None:
@@ -126,6 +133,7 @@ class InferActor:
         self.failure: BaseException | None = None
         self.failure_detail = ""
         self.warmup_error = ""  # kept for debugging only: chunks fail (or not) on their own
+        hold_cpu_threads(job.plan.intra_op_threads)
         try:
             self.runner = self._build(self._settings())
         except Exception as e:  # noqa: BLE001 - every chunk of this actor gets the typed error

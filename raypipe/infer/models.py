@@ -31,7 +31,7 @@ import contextlib
 import dataclasses
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -286,7 +286,13 @@ class FrameModel:
         """Where uint8 frames are pre/post-processed: ``graph`` or ``host``."""
         return "graph" if self.pixel_graph is not None else "host"
 
-    def run(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
+    def run(
+        self,
+        frames: np.ndarray,
+        batch_size: int,
+        *,
+        allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
+    ) -> np.ndarray:
         """RGB frames ``(n, H, W, 3)`` through the model, ``batch_size`` frames at a time;
         uint8 in, uint8 out (uint16 in, uint16 out: see the module docstring).
 
@@ -295,6 +301,9 @@ class FrameModel:
         ``resize`` the output is mapped back to ``(H, W)`` times the model's scale factor.
         Each batch's output is written into one array for the whole call, so what the call
         holds beyond its input and output is one batch's worth of model tensors.
+        ``allocate(shape, dtype)`` makes that array when there is more than one batch
+        (``np.empty`` by default; an inference actor passes
+        :meth:`raypipe.infer.recycle.RecycledArrays.empty`).
         """
         if self.output_kind != "image":
             raise ModelLoadError(
@@ -314,7 +323,8 @@ class FrameModel:
                 if len(batches) == 1:
                     return result
                 if out is None:
-                    out = np.empty((len(frames), *result.shape[1:]), dtype=result.dtype)
+                    shape = (len(frames), *result.shape[1:])
+                    out = (allocate or np.empty)(shape, result.dtype)
                 if result is not target:
                     out[at : at + count] = result
                 at += count

@@ -23,6 +23,31 @@ import numpy.typing as npt
 from raypipe.errors import ModelLoadError
 from raypipe.infer.sidecar import ModelSpec
 
+BAND_PIXELS = 1 << 18
+"""Pixels per band of rows that the per-plane pre/post-processing works through at a time:
+a band's planes (a quarter of a million pixels, 1 MiB of float32 per plane) stay in the
+CPU's caches from one step to the next (split, look-up; clip, scale, merge), where whole
+planes of large frames went out to memory and back between steps: at 4K 22.9 -> 12.3 ms a
+frame before the model, 16.6 -> 8.7 ms after it (benchmarks/README.md, session 15). The
+same operations on the same values: the bits do not change."""
+
+
+def band_rows(width: int) -> int:
+    """Rows per band (:data:`BAND_PIXELS`) for frames ``width`` pixels wide."""
+    return max(1, BAND_PIXELS // max(1, width))
+
+
+def hold_cpu_threads(threads: int) -> None:
+    """Run OpenCV's pre/post-processing (and a processor's OpenCV calls) on ``threads``
+    threads in this process: an inference actor passes the CPUs it holds, as it does to
+    ONNX Runtime. OpenCV otherwise starts a thread per core of the machine, whose idle
+    threads spin on ``sched_yield`` between calls, taking CPU from the decode and encode
+    tasks beside the actor (on 2 cores, with one per actor: 4.4-5.3 against 6.8-7.0 ms of
+    CPU a 720p frame for the identity model, and 4,300 against 92,000 ``sched_yield`` calls
+    over 600 frames; benchmarks/README.md, session 15). Process-wide, so for processes
+    raypipe owns, not a library caller's."""
+    cv2.setNumThreads(max(1, int(threads)))
+
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     if isinstance(frames, np.ndarray):
@@ -76,12 +101,15 @@ def preprocess(
         # float32 operations the generic path below does on every pixel (scale, minus mean,
         # over std): the same bits, in one pass per plane.
         tables = _input_tables(float(scale), tuple(spec.mean), tuple(spec.std))
+        rows = band_rows(width)
         for i in range(n):
-            planes = cv2.split(np.ascontiguousarray(x[i]))
-            if spec.color == "BGR":
-                planes = planes[::-1]
-            for c, plane in enumerate(planes):
-                cv2.LUT(plane, tables[c], dst=out[i, c])
+            frame = np.ascontiguousarray(x[i])
+            for top in range(0, height, rows):
+                planes = cv2.split(frame[top : top + rows])
+                if spec.color == "BGR":
+                    planes = planes[::-1]
+                for c, plane in enumerate(planes):
+                    cv2.LUT(plane, tables[c], dst=out[i, c, top : top + rows])
         return out if target == np.float32 else out.astype(target)
     if spec.layout == "NCHW":  # uint16 frames: a plane at a time, cast and scaled in place
         for i in range(n):
@@ -237,14 +265,18 @@ def _postprocess_planes(y: np.ndarray, spec: ModelSpec, out: np.ndarray | None) 
     shape = (n, height, width, 3)
     if out is None or out.shape != shape or out.dtype != np.uint8:
         out = np.empty(shape, dtype=np.uint8)
-    clipped = np.empty((height, width), dtype=np.float32)
+    rows = band_rows(width)
+    band = np.empty((min(rows, height), width), dtype=np.float32)
     order = (2, 1, 0) if spec.color == "BGR" else (0, 1, 2)
     for i in range(n):
-        planes = []
-        for c in order:
-            np.clip(y[i, c], 0.0, hi, out=clipped)
-            planes.append(cv2.convertScaleAbs(clipped, alpha=alpha))
-        merged = cv2.merge(planes, dst=out[i])
-        if not np.shares_memory(merged, out):  # OpenCV wrote elsewhere: keep its result
-            out[i] = merged
+        for top in range(0, height, rows):
+            clipped = band[: min(rows, height - top)]
+            planes = []
+            for c in order:
+                np.clip(y[i, c, top : top + rows], 0.0, hi, out=clipped)
+                planes.append(cv2.convertScaleAbs(clipped, alpha=alpha))
+            target = out[i, top : top + rows]
+            merged = cv2.merge(planes, dst=target)
+            if not np.shares_memory(merged, target):  # OpenCV wrote elsewhere: keep its result
+                target[...] = merged
     return out

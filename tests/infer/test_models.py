@@ -22,6 +22,7 @@ from raypipe.infer import (
     detect_output_kind,
     load_frame_model,
     output_kind,
+    pixels,
     postprocess,
     preprocess,
     reference_numpy,
@@ -274,6 +275,26 @@ def test_postprocess_fast_path_equals_the_definition_bit_for_bit(spec: ModelSpec
     assert postprocess(y, spec, out=chunk[1:3]) is not None
     np.testing.assert_array_equal(chunk[1:3], got)
     assert not chunk[0].any() and not chunk[3].any()
+
+
+@pytest.mark.parametrize("band_pixels", [1, 53 * 5, 1 << 18], ids=["row", "5-rows", "whole"])
+def test_bands_of_rows_give_the_definition_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch, band_pixels: int
+) -> None:
+    """Pre/post-processing work through a frame in bands of rows (``BAND_PIXELS``): one row
+    at a time, 5 rows (37 = 7 bands of 5 and one of 2), or the whole frame, every row is
+    written and holds the definition's bits."""
+    monkeypatch.setattr(pixels, "BAND_PIXELS", band_pixels)
+    spec = ModelSpec(color="BGR", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    x = frames(2, 37, 53)
+    into = np.full((2, 3, 37, 53), np.nan, dtype=np.float32)
+    assert preprocess(x, spec, np.float32, out=into) is into
+    np.testing.assert_array_equal(into, _reference_pre(x, spec))
+    y = np.random.default_rng(4).normal(0.5, 0.6, (2, 3, 37, 53)).astype(np.float32)
+    y.reshape(-1)[:3] = [np.inf, -np.inf, 0.5 / 255]  # saturated both ways, a tie
+    out = np.full((2, 37, 53, 3), 0xAB, dtype=np.uint8)
+    assert postprocess(y, spec, out=out) is out
+    np.testing.assert_array_equal(out, _reference_post(y, spec))
 
 
 def test_postprocess_one_channel_is_repeated_and_uint8_passes() -> None:
