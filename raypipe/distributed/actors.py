@@ -49,9 +49,9 @@ from raypipe.infer.models import FrameModel, ModelSpec, session_graph
 from raypipe.infer.pixels import hold_cpu_threads
 from raypipe.infer.processors import ProcessorContext, ProcessorRunner
 from raypipe.infer.provider_check import provider_notes
-from raypipe.infer.recycle import RecycledArrays
 from raypipe.infer.simulated import SimulatedModel, is_simulated
 from raypipe.infer.temporal_model import TemporalModel
+from raypipe.recycle import RecycledArrays
 
 DETAIL_CHARS = 8000  # the end of a traceback kept in a row's error_detail
 
@@ -87,7 +87,7 @@ class _ModelRunner:
         self.providers = list(model.providers)
         self.pixels = getattr(model, "pixels", "")
         # each chunk's frames go into the array the last chunk's went into once Ray has
-        # copied those out (infer/recycle.py)
+        # copied those out (raypipe/recycle.py)
         self.outputs = RecycledArrays()
 
     def run(

@@ -303,7 +303,7 @@ class FrameModel:
         holds beyond its input and output is one batch's worth of model tensors.
         ``allocate(shape, dtype)`` makes that array when there is more than one batch
         (``np.empty`` by default; an inference actor passes
-        :meth:`raypipe.infer.recycle.RecycledArrays.empty`).
+        :meth:`raypipe.recycle.RecycledArrays.empty`).
         """
         if self.output_kind != "image":
             raise ModelLoadError(

@@ -24,7 +24,7 @@ not, so the caller can report a fallback once instead of per frame.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -108,6 +108,7 @@ def decode_chunk(
     keep: Sequence[int] | None = None,
     decoder: str = "cpu",
     picture: PictureFormat | None = None,
+    allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
 ) -> DecodedChunk:
     """Decode exactly ``chunk.n_frames`` frames of ``info.uri`` in ``[start_pts, end_pts)``.
 
@@ -118,7 +119,9 @@ def decode_chunk(
     :class:`CorruptVideoError` when the stream does not decode. ``decoder``: ``cpu``,
     ``nvdec`` or ``auto`` (see the module docstring). ``picture``: the source's picture
     facts (``None``: ``info.picture_format``). A chunk with a context is decoded with its
-    context frames (``keep`` must then be ``None``).
+    context frames (``keep`` must then be ``None``). ``allocate(shape, dtype)`` makes the
+    frames' array (``np.empty`` by default; the pipeline's decode task passes
+    :meth:`raypipe.recycle.RecycledArrays.empty`).
     """
     wanted = None if keep is None else sorted(set(keep))
     picture = picture or info.picture_format
@@ -127,9 +130,9 @@ def decode_chunk(
         raise ValueError(f"{chunk.chunk_id}: keep and context frames do not combine")
     span = chunk.decode_range
     try:
-        decoded = _decode(info, span, span.seek_pts, threads, wanted, decoder, picture)
+        decoded = _decode(info, span, span.seek_pts, threads, wanted, decoder, picture, allocate)
     except _Overshoot:
-        decoded = _decode(info, span, None, threads, wanted, decoder, picture)
+        decoded = _decode(info, span, None, threads, wanted, decoder, picture, allocate)
     if context is None:
         return decoded
     return dataclasses.replace(decoded, before=context.before, after=context.after)
@@ -143,11 +146,12 @@ def _decode(
     keep: list[int] | None,
     decoder: str,
     picture: PictureFormat,
+    allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None,
 ) -> DecodedChunk:
     slot = {offset: i for i, offset in enumerate(keep)} if keep is not None else None
     n_out = chunk.n_frames if keep is None else len(keep)
     width, height = picture.upright_size
-    frames = np.empty((n_out, height, width, 3), dtype=picture.dtype)
+    frames = (allocate or np.empty)((n_out, height, width, 3), np.dtype(picture.dtype))
     pts = np.empty(n_out, dtype=np.int64)
     n = 0
     to_rgb = RgbConverter(picture)  # one swscale context for the whole chunk

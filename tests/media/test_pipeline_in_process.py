@@ -105,3 +105,29 @@ def test_stages_run_as_many_threads_as_the_task_holds(
     assert f" threads={TASK_CPUS} ".encode() in segment
     assert f" threads={TASK_CPUS + 1} ".encode() in segment_two
     assert held["encode_cpu_s"] > 0 and held["decode_cpu_s"] > 0
+
+
+def test_a_decode_task_writes_its_next_chunk_into_the_last_ones_released_array(
+    clips: dict[str, Path],
+) -> None:
+    """The decode stage reuses its process's chunk array (raypipe.recycle) only once the last
+    chunk's frames are no longer held; held frames keep their values."""
+    info = probe(str(clips["vfr"]))
+    first, second, third = plan_chunks(info, ChunkConfig(chunk_frames=8)).chunks[:3]
+    assert first.n_frames == second.n_frames == third.n_frames
+    expected = {
+        c.chunk_id: decode_stage(chunk_row(info, c))["frames"].copy()
+        for c in (first, second, third)
+    }
+    row = decode_stage(chunk_row(info, first))
+    address = row["frames"].ctypes.data
+    del row  # Ray has copied the frames out
+    # memory freed would go to the next request of its size; the kept array does not
+    blocker = np.empty_like(expected[first.chunk_id])
+    held = decode_stage(chunk_row(info, second))
+    assert held["frames"].ctypes.data == address
+    other = decode_stage(chunk_row(info, third))  # the second's frames are still held
+    assert not np.shares_memory(other["frames"], held["frames"])
+    np.testing.assert_array_equal(held["frames"], expected[second.chunk_id])
+    np.testing.assert_array_equal(other["frames"], expected[third.chunk_id])
+    del blocker

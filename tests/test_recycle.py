@@ -3,6 +3,10 @@ the pool holds it; a result still in use is never written over."""
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -10,7 +14,7 @@ import pytest
 from raypipe.distributed.actors import _ModelRunner
 from raypipe.infer.builtin import builtin_bytes
 from raypipe.infer.models import FrameModel
-from raypipe.infer.recycle import RecycledArrays
+from raypipe.recycle import RecycledArrays
 
 
 def test_a_free_array_is_handed_out_again() -> None:
@@ -72,6 +76,7 @@ def test_the_actor_runner_writes_over_an_output_only_once_it_is_released() -> No
     np.testing.assert_array_equal(first, 255 - chunks[0])
     address = first.ctypes.data
     del first  # released (Ray has copied it out): the next chunk is written into it
+    blocker = np.empty_like(chunks[0])  # where freed memory would go; the kept array does not
     second = runner.run(chunks[1])
     assert second.ctypes.data == address
     np.testing.assert_array_equal(second, 255 - chunks[1])
@@ -79,3 +84,42 @@ def test_the_actor_runner_writes_over_an_output_only_once_it_is_released() -> No
     assert not np.shares_memory(second, third)
     np.testing.assert_array_equal(second, 255 - chunks[1])
     np.testing.assert_array_equal(third, 255 - chunks[2])
+    del blocker
+
+
+_REFILL_FAULTS = """
+import ctypes, resource, sys
+from raypipe.recycle import keep_freed_memory
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size = 24 << 20  # an encoder's worth of frames, under the 32 MiB threshold
+def faults_of_one_block():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults_of_one_block()
+print(faults_of_one_block())
+"""
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_a_task_process_fills_freed_memory_again_without_new_pages() -> None:
+    """After :func:`keep_freed_memory` a block freed and asked for again is the same memory
+    (a handful of page faults); with glibc's defaults it comes from new pages (thousands)."""
+
+    def refill_faults(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _REFILL_FAULTS, mode], capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    assert refill_faults("kept") < 200
+    assert refill_faults("default") > 3000  # 24 MiB of 4 KiB pages is 6144

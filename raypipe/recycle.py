@@ -1,0 +1,100 @@
+"""Memory a process has touched before, used again: arrays handed out again once nothing
+else holds them, and freed memory kept for the next allocations.
+
+An inference actor writes each chunk's output frames into one array, and a decode task each
+chunk's decoded frames; Ray copies them into its object store when the call returns. A new
+array per chunk is memory the process takes new from the kernel and touches page by page
+(a 720p chunk of 60 frames is 166 MB), which on the 2-core VM of benchmarks/README.md cost
+several times what refilling touched memory did. :class:`RecycledArrays` hands the same
+array out again for the next chunk of that shape, but only once nothing outside the pool
+references it: a view of it, the Arrow buffer Ray Data wrapped around it, a consumer's
+variable. Otherwise it gives a new array, so a result still in use is never written over.
+:func:`keep_freed_memory` does the same for the smaller blocks FFmpeg and x264 allocate
+and free for every chunk.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _references_when_free() -> int:
+    """What :func:`sys.getrefcount` reports for an array referenced by nothing but a list
+    slot, read the way :meth:`RecycledArrays.empty` reads it (interpreters differ in how
+    they count the call's own reference)."""
+    slots = [np.empty(1)]
+    return sys.getrefcount(slots[0])
+
+
+class RecycledArrays:
+    """Up to ``keep`` arrays, each handed out again by :meth:`empty` for its shape and
+    dtype when nothing but the pool holds it (a view holds its base). Thread-safe."""
+
+    def __init__(self, keep: int = 1) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self._keep = keep
+        self._slots: list[np.ndarray] = []
+        self._free_count = _references_when_free()
+        self._lock = threading.Lock()
+
+    def empty(self, shape: Sequence[int], dtype: np.dtype | type) -> np.ndarray:
+        """An array of ``shape`` and ``dtype`` with undefined contents: a kept one nothing
+        else references, or a new one (kept in place of the oldest when the pool is full)."""
+        shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        with self._lock:
+            for i in range(len(self._slots)):
+                if (
+                    self._slots[i].shape == shape
+                    and self._slots[i].dtype == dtype
+                    and sys.getrefcount(self._slots[i]) == self._free_count
+                ):
+                    return self._slots[i]
+            array = np.empty(shape, dtype=dtype)
+            self._slots.append(array)
+            del self._slots[: -self._keep]
+            return array
+
+
+TASK_MMAP_THRESHOLD = 32 << 20
+TASK_TRIM_THRESHOLD = 256 << 20
+_malloc_tuned: bool | None = None  # None: not tried in this process
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's allocator keep memory this process frees for its next allocations, up to
+    a bound, instead of handing it back to the kernel at once (a decode or encode task
+    process calls it before its first chunk). Blocks under :data:`TASK_MMAP_THRESHOLD`
+    (a 4K frame is 25 MB) come from the heap, and up to :data:`TASK_TRIM_THRESHOLD` of free
+    heap stays with the process: the encoder's frames and buffers, made again for every
+    segment, and the decoder's converted frames then land in memory the process has already
+    touched. glibc's own defaults start both at 128 KiB and raise them only as large blocks
+    are freed, so a new encoder's buffers mostly came from fresh pages (720p, veryfast, one
+    thread: 109-161 against 49-59 page faults and 20.1-21.3 against 18.7-19.5 ms of CPU a
+    frame; benchmarks/README.md, session 15). Once per process; ``False`` where the C
+    library is not glibc (nothing is changed)."""
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = _mallopt()
+    return _malloc_tuned
+
+
+def _mallopt() -> bool:
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(
+        libc.mallopt(m_mmap_threshold, TASK_MMAP_THRESHOLD)
+        and libc.mallopt(m_trim_threshold, TASK_TRIM_THRESHOLD)
+    )
