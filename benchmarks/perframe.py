@@ -31,6 +31,8 @@ it); sharpen, the naive loop's output; invert, ffmpeg's ``negate``. From raypipe
 ``--stats``: each stage's CPU milliseconds per frame (decode, inference with
 pre/post-processing, encode; the stage processes' CPU while the stage ran), where
 pre/post-processing ran, and the time from the command's start to the first chunk's decode.
+raypipe's bytecode is written before the runs (:func:`compile_raypipe`), as a wheel install
+or any earlier run writes it on a machine that does not set ``PYTHONDONTWRITEBYTECODE``.
 
 Usage (repository root)::
 
@@ -442,6 +444,23 @@ def naive_main(clip: str, out: str, model: str, preset: str, crf: str) -> int:
     return 0
 
 
+def compile_raypipe() -> str:
+    """Write raypipe's bytecode before the runs, as installing a wheel does (pip compiles
+    it) and as a first run does wherever ``PYTHONDONTWRITEBYTECODE`` is unset. The machine
+    of benchmarks/README.md sets it, so with the README's editable install every process
+    (the driver, each Ray worker, the naive loop) compiled the raypipe modules it imported,
+    on every run: the driver's imports took 0.95-1.20 s without bytecode, 0.78-0.95 s with
+    it (session 13). Returns where the bytecode went, for the record."""
+    import compileall
+
+    import raypipe
+
+    package = os.path.dirname(os.path.abspath(raypipe.__file__))
+    if not compileall.compile_dir(package, quiet=1):
+        raise RuntimeError(f"compileall failed on {package}")
+    return f"{package}/**/__pycache__ (compileall before the runs)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--naive"]:
@@ -455,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", action="store_true", help="also raypipe on a running Ray")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
+    bytecode = compile_raypipe()
     quiet = quiet_check(args)
     print(f"load {quiet.load_1m_measured:.2f} at start; {rounds} round(s)", flush=True)
     results = []
@@ -508,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "machine": machine_info(),
         "load": quiet,
+        "bytecode": bytecode,
         "min_psnr_db": MIN_PSNR_DB,
         "psnr_slack_db": PSNR_SLACK_DB,
         "psnr_ok": psnr_ok,
