@@ -23,13 +23,15 @@ import numpy.typing as npt
 from raypipe.errors import ModelLoadError
 from raypipe.infer.sidecar import ModelSpec
 
-BAND_PIXELS = 1 << 18
-"""Pixels per band of rows that the per-plane pre/post-processing works through at a time:
-a band's planes (a quarter of a million pixels, 1 MiB of float32 per plane) stay in the
-CPU's caches from one step to the next (split, look-up; clip, scale, merge), where whole
-planes of large frames went out to memory and back between steps: at 4K 22.9 -> 12.3 ms a
-frame before the model, 16.6 -> 8.7 ms after it (benchmarks/README.md, session 15). The
-same operations on the same values: the bits do not change."""
+BAND_PIXELS = 1 << 20
+"""Pixels per band of rows that the per-plane pre/post-processing works through at a time,
+so that frames larger than this (1080p in 2 bands, 4K in 8) do not send whole planes out to
+memory and back between steps (split, look-up; clip, scale, merge): a 4K plane is 33 MB of
+float32. 8 random 4K frames alone in one process, CPU ms a frame: before the model whole
+planes 18.6-22.9, bands of 273 rows 12.6; after it 16.6-19.9 against 10.8. A 720p frame
+stays one band: in bands of 204 rows its look-up took 2.5 ms a frame in the pipeline's
+actor against 1.8 ms whole, though 1.8-2.1 against 2.5 alone (benchmarks/README.md,
+session 15). The same operations on the same values: the bits do not change."""
 
 
 def band_rows(width: int) -> int:
