@@ -44,10 +44,10 @@ def hold_cpu_threads(threads: int) -> None:
     threads in this process: an inference actor passes the CPUs it holds, as it does to
     ONNX Runtime. OpenCV otherwise starts a thread per core of the machine, whose idle
     threads spin on ``sched_yield`` between calls, taking CPU from the decode and encode
-    tasks beside the actor (on 2 cores, with one per actor: 4.4-5.3 against 6.8-7.0 ms of
-    CPU a 720p frame for the identity model, and 4,300 against 92,000 ``sched_yield`` calls
-    over 600 frames; benchmarks/README.md, session 15). Process-wide, so for processes
-    raypipe owns, not a library caller's."""
+    tasks beside the actor (600 720p frames through decode, the identity model and encode
+    in one process on 2 cores: 4.4-5.3 against 6.8-7.0 ms of inference CPU a frame, 4,300
+    against 92,000 ``sched_yield`` calls; benchmarks/README.md, session 15). Process-wide,
+    so for processes raypipe owns, not a library caller's."""
     cv2.setNumThreads(max(1, int(threads)))
 
 
