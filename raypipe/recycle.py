@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
+"""What makes a chunk's array, ``(shape, dtype) -> array``: ``np.empty``, or
+:meth:`RecycledArrays.empty`."""
 
 
 def _references_when_free() -> int:

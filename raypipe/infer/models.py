@@ -31,7 +31,7 @@ import contextlib
 import dataclasses
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -59,13 +59,14 @@ from raypipe.infer.session import (
     granted_providers,
     import_onnxruntime,
 )
-
-# ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
-# declare specs); re-exported here, where callers have always imported them from.
 from raypipe.infer.sidecar import BUILTIN_PREFIX as BUILTIN_PREFIX
 from raypipe.infer.sidecar import DEFAULT_SPEC, ModelSpec, resolve_model_and_spec
 from raypipe.infer.sidecar import resolve_model as resolve_model
 from raypipe.infer.tiling import FrameGeometry, LetterboxParams, unfit_frames
+
+# ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
+# declare specs); re-exported here, where callers have always imported them from.
+from raypipe.recycle import Allocate
 
 LETTERBOX_KEYS: tuple[str, ...] = (
     "letterbox_scale_x",
@@ -291,7 +292,7 @@ class FrameModel:
         frames: np.ndarray,
         batch_size: int,
         *,
-        allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
+        allocate: Allocate | None = None,
     ) -> np.ndarray:
         """RGB frames ``(n, H, W, 3)`` through the model, ``batch_size`` frames at a time;
         uint8 in, uint8 out (uint16 in, uint16 out: see the module docstring).

@@ -30,8 +30,9 @@ memory and back between steps (split, look-up; clip, scale, merge): a 4K plane i
 float32. 8 random 4K frames alone in one process, CPU ms a frame: before the model whole
 planes 18.6-22.9, bands of 273 rows 12.6; after it 16.6-19.9 against 10.8. A 720p frame
 stays one band: in bands of 204 rows its look-up took 2.5 ms a frame in the pipeline's
-actor against 1.8 ms whole, though 1.8-2.1 against 2.5 alone (benchmarks/README.md,
-session 15). The same operations on the same values: the bits do not change."""
+actor against 1.8 ms whole (alone in one process the bands were the faster, 1.8-2.1
+against 2.5; benchmarks/README.md, session 15). The same operations on the same values:
+the bits do not change."""
 
 
 def band_rows(width: int) -> int:

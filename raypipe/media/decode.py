@@ -24,7 +24,7 @@ not, so the caller can report a fallback once instead of per frame.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -38,6 +38,7 @@ from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 from raypipe.media.rgb import RgbConverter
 from raypipe.media.source import open_input
+from raypipe.recycle import Allocate
 
 _nvdec_unavailable: str | None = None  # why NVDEC cannot start here ("" if it can), once known
 
@@ -108,7 +109,7 @@ def decode_chunk(
     keep: Sequence[int] | None = None,
     decoder: str = "cpu",
     picture: PictureFormat | None = None,
-    allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
+    allocate: Allocate | None = None,
 ) -> DecodedChunk:
     """Decode exactly ``chunk.n_frames`` frames of ``info.uri`` in ``[start_pts, end_pts)``.
 
@@ -146,7 +147,7 @@ def _decode(
     keep: list[int] | None,
     decoder: str,
     picture: PictureFormat,
-    allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None,
+    allocate: Allocate | None,
 ) -> DecodedChunk:
     slot = {offset: i for i, offset in enumerate(keep)} if keep is not None else None
     n_out = chunk.n_frames if keep is None else len(keep)
