@@ -31,7 +31,7 @@ import contextlib
 import dataclasses
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -134,6 +134,15 @@ def _wants_graph(pixels: str, *, on_gpu: bool) -> bool:
     return pixels == "graph" or (pixels == "auto" and (on_gpu or CPU_PIXELS == "graph"))
 
 
+@dataclasses.dataclass
+class _HostBuffers:
+    """What the host path keeps from batch to batch: the runner whose output buffers ORT
+    writes into (one per input shape) and the float32 input buffer."""
+
+    runner: HostRunner | None = None
+    x: np.ndarray | None = None
+
+
 class FrameModel:
     """A warm ONNX Runtime session that runs uint8 RGB frames through a model.
 
@@ -173,7 +182,9 @@ class FrameModel:
             "provider_options": provider_options,
         }
         self._runners: dict[str, IOBindingRunner] = {}
-        self._host = threading.local()  # per thread: a HostRunner and an input buffer
+        self._host = _HostBuffers()
+        self._host_lock = threading.Lock()
+        self._host_local = threading.local()  # a second thread's, while the first runs
         self.pixels_note = ""
         on_gpu = pixels == "auto" and pixels_on_gpu(device, providers)
         wrapped = self._wrap(model_bytes) if _wants_graph(pixels, on_gpu=on_gpu) else None
@@ -419,26 +430,46 @@ class FrameModel:
             self._runners[which] = runner
         return runner
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
-        """The bare model's output for ``x``; on a CPU session a view of a buffer the next
-        run overwrites (:class:`HostRunner`): read it before running again."""
+    @contextlib.contextmanager
+    def _host_buffers(self) -> Iterator[_HostBuffers]:
+        """The host path's kept buffers for one batch: the model's own, or, while another
+        thread holds those, this thread's. Shared rather than per thread, so the buffers
+        a warm-up fills are the ones the chunks use: Ray Data builds an actor on one
+        thread and calls it on another."""
+        if not self._host_lock.acquire(blocking=False):
+            local = getattr(self._host_local, "buffers", None)
+            if local is None:
+                local = self._host_local.buffers = _HostBuffers()
+            yield local
+            return
+        try:
+            yield self._host
+        finally:
+            self._host_lock.release()
+
+    def _infer(self, x: np.ndarray, host: _HostBuffers) -> np.ndarray:
+        """The bare model's output for ``x``; on a CPU session a view of a buffer in
+        ``host`` that the next run overwrites (:class:`HostRunner`): read it before running
+        again."""
         session = self._core()
         if granted_providers(session)[0] in GPU_PROVIDERS:
             y = self._runner("core").run(x)
         else:
-            host = getattr(self._host, "runner", None)
-            if host is None:
-                host = HostRunner(session, self._input_name, [self._output_name])
-                self._host.runner = host
-            y = host.run(x)
+            if host.runner is None:
+                host.runner = HostRunner(session, self._input_name, [self._output_name])
+            y = host.runner.run(x)
         self._check_batch(self._output_name, y, len(x))
         return np.asarray(y)
 
-    def _preprocess(self, frames: np.ndarray) -> np.ndarray:
-        """:func:`preprocess` into this thread's input buffer (kept from batch to batch)."""
-        x = preprocess(frames, self.spec, self.input_dtype, out=getattr(self._host, "x", None))
-        if x.dtype == np.float32:
-            self._host.x = x
+    def _preprocess(self, frames: np.ndarray, host: _HostBuffers) -> np.ndarray:
+        """:func:`preprocess` into ``host``'s input buffer (kept from batch to batch; a
+        short batch goes into its first frames)."""
+        kept = host.x
+        if kept is not None and len(kept) > len(frames):
+            kept = kept[: len(frames)]
+        x = preprocess(frames, self.spec, self.input_dtype, out=kept)
+        if x.dtype == np.float32 and x is not kept:
+            host.x = x
         return x
 
     def _infer_pixels(self, frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -503,12 +534,13 @@ class FrameModel:
             run = functools.partial(self._infer_pixels, hw=batch.shape[1:3])
             frames = geometry.run(run, fitted, "NHWC")
         else:
-            x = self._preprocess(fitted)
-            y = geometry.run(self._infer, x, self.spec.layout)
-            check_finite(self._output_name, y, batch.shape[1], batch.shape[2])
-            frames = postprocess(y, self.spec, batch.dtype, out=out if params is None else None)
-            if np.may_share_memory(frames, y):  # a view of the model's output buffer
-                frames = np.array(frames)
+            with self._host_buffers() as host:
+                x = self._preprocess(fitted, host)
+                y = geometry.run(functools.partial(self._infer, host=host), x, self.spec.layout)
+                check_finite(self._output_name, y, batch.shape[1], batch.shape[2])
+                frames = postprocess(y, self.spec, batch.dtype, out=out if params is None else None)
+                if np.may_share_memory(frames, y):  # a view of the model's output buffer
+                    frames = np.array(frames)
         return frames if params is None else unfit_frames(frames, params)
 
 

@@ -105,10 +105,14 @@ def preprocess(
         # over std): the same bits, in one pass per plane.
         tables = _input_tables(float(scale), tuple(spec.mean), tuple(spec.std))
         rows = band_rows(width)
+        # one band's planes, written again for every band: new memory per band would go
+        # back to the kernel and be faulted in again (benchmarks/README.md, session 16)
+        split = [np.empty((min(rows, height), width), dtype=np.uint8) for _ in range(3)]
         for i in range(n):
             frame = np.ascontiguousarray(x[i])
             for top in range(0, height, rows):
-                planes = cv2.split(frame[top : top + rows])
+                band = frame[top : top + rows]
+                planes = cv2.split(band, [p[: len(band)] for p in split])
                 if spec.color == "BGR":
                     planes = planes[::-1]
                 for c, plane in enumerate(planes):
@@ -270,14 +274,15 @@ def _postprocess_planes(y: np.ndarray, spec: ModelSpec, out: np.ndarray | None) 
         out = np.empty(shape, dtype=np.uint8)
     rows = band_rows(width)
     band = np.empty((min(rows, height), width), dtype=np.float32)
+    scaled = [np.empty(band.shape, dtype=np.uint8) for _ in range(3)]  # reused per band
     order = (2, 1, 0) if spec.color == "BGR" else (0, 1, 2)
     for i in range(n):
         for top in range(0, height, rows):
             clipped = band[: min(rows, height - top)]
             planes = []
-            for c in order:
+            for c, plane in zip(order, scaled):
                 np.clip(y[i, c, top : top + rows], 0.0, hi, out=clipped)
-                planes.append(cv2.convertScaleAbs(clipped, alpha=alpha))
+                planes.append(cv2.convertScaleAbs(clipped, dst=plane[: len(clipped)], alpha=alpha))
             target = out[i, top : top + rows]
             merged = cv2.merge(planes, dst=target)
             if not np.shares_memory(merged, target):  # OpenCV wrote elsewhere: keep its result
