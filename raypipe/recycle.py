@@ -48,16 +48,25 @@ class RecycledArrays:
 
     def empty(self, shape: Sequence[int], dtype: np.dtype | type) -> np.ndarray:
         """An array of ``shape`` and ``dtype`` with undefined contents: a kept one nothing
-        else references, or a new one (kept in place of the oldest when the pool is full)."""
+        else references, or the first entries of a longer one (a video's short last chunk:
+        the view holds the kept array until it is dropped), or a new one (kept in place of
+        the oldest when the pool is full)."""
         shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         with self._lock:
+            longer = None
             for i in range(len(self._slots)):
-                if (
-                    self._slots[i].shape == shape
-                    and self._slots[i].dtype == dtype
-                    and sys.getrefcount(self._slots[i]) == self._free_count
-                ):
+                # the count first: a local name for the array would be one more reference
+                if sys.getrefcount(self._slots[i]) != self._free_count:
+                    continue
+                kept_shape = self._slots[i].shape
+                if self._slots[i].dtype != dtype or not shape or kept_shape[1:] != shape[1:]:
+                    continue
+                if kept_shape[0] == shape[0]:
                     return self._slots[i]
+                if kept_shape[0] > shape[0]:
+                    longer = i
+            if longer is not None:
+                return self._slots[longer][: shape[0]]
             array = np.empty(shape, dtype=dtype)
             self._slots.append(array)
             del self._slots[: -self._keep]

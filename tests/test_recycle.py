@@ -53,6 +53,24 @@ def test_a_view_or_an_arrow_buffer_keeps_the_array_in_use(holder: str) -> None:
     assert pool.empty((2, 6, 3), np.uint8).ctypes.data == newest
 
 
+def test_a_shorter_chunk_gets_the_first_entries_of_a_free_longer_array() -> None:
+    """A video's last chunk is often shorter: it is written into the memory of the last
+    full one, and that array is not handed out while the short one is held."""
+    pool = RecycledArrays()
+    full = pool.empty((6, 4, 3), np.uint8)
+    address = full.ctypes.data
+    held = pool.empty((6, 4, 3), np.uint8)  # full is in use: a new array
+    assert held.ctypes.data != address
+    del held, full  # the pool keeps the newest
+    address = pool._slots[0].ctypes.data
+    short = pool.empty((2, 4, 3), np.uint8)
+    assert short.shape == (2, 4, 3) and short.ctypes.data == address
+    short[...] = 5
+    other = pool.empty((6, 4, 3), np.uint8)
+    assert not np.shares_memory(other, short) and (short == 5).all()
+    assert pool.empty((2, 5, 3), np.uint8).ctypes.data != address  # other frame size
+
+
 def test_another_shape_or_dtype_gets_a_new_array_and_the_pool_keeps_its_bound() -> None:
     pool = RecycledArrays(keep=2)
     a = pool.empty((3,), np.uint8)
@@ -123,3 +141,22 @@ def test_a_task_process_fills_freed_memory_again_without_new_pages() -> None:
 
     assert refill_faults("kept") < 200
     assert refill_faults("default") > 3000  # 24 MiB of 4 KiB pages is 6144
+
+
+def test_the_warm_up_touches_the_first_chunks_output_array() -> None:
+    """Touched while the first chunk decodes: the first chunk (or a shorter one) is written
+    into it rather than into memory new to the process."""
+    model = FrameModel(builtin_bytes("invert"), device="cpu")
+    runner = _ModelRunner(model, 2, tensor=False)
+    runner.warmup(8, 12, frames=5)
+    (kept,) = runner.outputs._slots
+    assert kept.shape == (5, 8, 12, 3) and not kept.any()
+    address = kept.ctypes.data
+    del kept
+    chunk = np.random.default_rng(1).integers(0, 256, (4, 8, 12, 3), dtype=np.uint8)
+    out = runner.run(chunk)
+    np.testing.assert_array_equal(out, 255 - chunk)
+    assert out.ctypes.data == address
+    runner_without = _ModelRunner(model, 2, tensor=False)
+    runner_without.warmup(8, 12)  # chunk length not known: nothing touched
+    assert runner_without.outputs._slots == []

@@ -76,7 +76,7 @@ class Runner(Protocol):
     def run(
         self, frames: np.ndarray, *, before: int = 0, after: int = 0
     ) -> np.ndarray | dict[str, np.ndarray]: ...
-    def warmup(self, height: int, width: int) -> None: ...
+    def warmup(self, height: int, width: int, frames: int = 0) -> None: ...
 
 
 class _ModelRunner:
@@ -103,11 +103,21 @@ class _ModelRunner:
             return self.model.run(frames, self.batch_size, allocate=self.outputs.empty)
         return self.model.run(frames, self.batch_size)
 
-    def warmup(self, height: int, width: int) -> None:
+    def warmup(self, height: int, width: int, frames: int = 0) -> None:
         # a whole batch, the shape the chunks run: a first run at a new shape allocates
         # (ORT's buffers, HostRunner's outputs); warmed at 2 frames, the first 4K chunk at
         # batch 8 took 8.5 s against 2.3-2.7 s for the next ones (benchmarks/README.md)
-        self.model.warmup(height, width, self.batch_size)
+        model = self.model
+        if not isinstance(model, FrameModel) or self.tensor:
+            model.warmup(height, width, self.batch_size)
+            return
+        dummy = np.zeros((self.batch_size, height, width, 3), dtype=np.uint8)
+        shape = model.run(dummy, self.batch_size).shape
+        if frames > self.batch_size:
+            # The first chunk's output array, touched now, while the first chunk decodes:
+            # new memory costs the kernel's page faults (a 60-frame 4K chunk is 1.5 GB).
+            # The pool hands it to the first chunk, or its first frames to a shorter one.
+            self.outputs.empty((frames, *shape[1:]), np.uint8).fill(0)
 
 
 def _detail(e: BaseException) -> str:
@@ -141,7 +151,7 @@ class InferActor:
         self.provider_notes = json.dumps(self._provider_notes())
         if self.runner is not None and job.warmup_hw is not None:
             try:
-                self.runner.warmup(*job.warmup_hw)
+                self.runner.warmup(*job.warmup_hw, frames=job.warmup_frames)
             except Exception as e:  # noqa: BLE001 - chunks fail (or not) on their own frames
                 self.warmup_error = error_fields(e)["error_message"]
 
@@ -271,6 +281,8 @@ class InferActor:
         if self.failure is not None:
             raise self.failure
         assert self.runner is not None
+        if self.context is not None and not frames.flags.writeable:
+            frames = frames.copy()  # a view of the object store; a processor may write
         result = self.runner.run(frames, before=context[0], after=context[1])
         if not self.tensor:
             return result, b""  # type: ignore[return-value]

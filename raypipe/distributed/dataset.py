@@ -39,6 +39,9 @@ def infer_stage(ds: ray.data.Dataset, job: ActorJob, *, max_workers: int) -> ray
             InferActor,
             batch_size=1,
             batch_format="numpy",
+            # the frames as read-only views of the object store, not a copy per chunk (a
+            # 4K chunk is 1.5 GB); the actor gives a processor a copy it may write into
+            zero_copy_batch=True,
             compute=ray.data.ActorPoolStrategy(
                 size=max(1, min(actors.workers, max_workers)), max_tasks_in_flight_per_actor=2
             ),
@@ -59,6 +62,7 @@ def build_dataset(
     model: LoadedModel,
     *,
     warmup_hw: tuple[int, int] | None = None,
+    warmup_frames: int = 0,
     max_workers: int | None = None,
 ) -> ray.data.Dataset:
     """The lazy pipeline over ``source`` (video and chunk rows: :func:`video_source` or
@@ -67,7 +71,13 @@ def build_dataset(
     directory. Every row is its own block, so every chunk is its own task."""
     ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
     ds = decode_step(source, cfg.chunk.decoder)
-    job = ActorJob(model=model, config=cfg.model, plan=actors, warmup_hw=warmup_hw)
+    job = ActorJob(
+        model=model,
+        config=cfg.model,
+        plan=actors,
+        warmup_hw=warmup_hw,
+        warmup_frames=warmup_frames,
+    )
     ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
     if model.tensor:
         return ds.map(store_stage, num_cpus=0.25)

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from raypipe.config import RunConfig, build_run_config
+from raypipe.distributed.chunk_task import ChunkTask
 from raypipe.distributed.dataset import build_dataset, video_source
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.planning import VideoJob, error_of, plan_video, write_run_record
@@ -72,6 +73,7 @@ def process_video(
         actors,
         model,
         warmup_hw=(planned.height, planned.width),
+        warmup_frames=max((ChunkTask.from_row(r).chunk.n_frames for r in planned.rows), default=0),
         max_workers=max(1, len(planned.rows)),
     )
     results = runner.run(ds)

@@ -40,12 +40,15 @@ class ActorJob:
     """What one inference actor runs and how.
 
     ``warmup_hw``: (height, width) px of one warm-up batch at start (None: none).
+    ``warmup_frames``: the most frames a chunk has, when known (0: not known); an image
+    model's actor touches the memory of a chunk's output that long during its warm-up.
     """
 
     model: LoadedModel
     config: ModelConfig
     plan: ActorPlan
     warmup_hw: tuple[int, int] | None = None
+    warmup_frames: int = 0
 
     def __post_init__(self) -> None:
         # The processor travels in ``model.processor``; the config keeps only its settings.

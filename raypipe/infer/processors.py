@@ -207,7 +207,7 @@ class ProcessorRunner:
             out[-1] = sources[-1]
         return interleave(sources, out)
 
-    def warmup(self, height: int, width: int) -> None:
+    def warmup(self, height: int, width: int, frames: int = 0) -> None:
         """Nothing: user code is never called on made-up frames (a processor may keep state
         across calls); ``setup`` is the place to warm up (``ctx.session(..., input_size=)``
         builds or loads the TensorRT engine there)."""

@@ -55,6 +55,30 @@ def test_example_processors_through_the_cli_equal_the_class_in_process(
         assert {s["granted"][0] for s in chunk["sessions"]} == {"CPUExecutionProvider"}
 
 
+IN_PLACE = """
+import raypipe
+
+class Halve(raypipe.Processor):
+    def __call__(self, frames):
+        frames //= 2  # into the frames it was given
+        return frames
+"""
+
+
+def test_a_processor_may_write_into_the_frames_it_is_given(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """The actor reads a chunk's frames where the object store holds them (read-only); a
+    processor gets its own copy."""
+    path = tmp_path / "halve.py"
+    path.write_text(IN_PLACE)
+    out = tmp_path / "out.mp4"
+    code = main(["run", str(clips["bframes_aac"]), str(out), "--processor", f"{path}:Halve",
+                 "--chunk-frames", "12", "-q", *lossless_cli_args()])  # fmt: skip
+    assert code == 0
+    assert_exact_to(clips["bframes_aac"], out, lambda frames: frames // 2)
+
+
 def test_tensor_processor_writes_the_analysis_parquet_layout(
     clips: dict[str, Path], tmp_path: Path
 ) -> None:
