@@ -107,17 +107,12 @@ class _ModelRunner:
         # a whole batch, the shape the chunks run: a first run at a new shape allocates
         # (ORT's buffers, HostRunner's outputs); warmed at 2 frames, the first 4K chunk at
         # batch 8 took 8.5 s against 2.3-2.7 s for the next ones (benchmarks/README.md)
-        model = self.model
-        if not isinstance(model, FrameModel) or self.tensor:
-            model.warmup(height, width, self.batch_size)
-            return
-        dummy = np.zeros((self.batch_size, height, width, 3), dtype=np.uint8)
-        shape = model.run(dummy, self.batch_size).shape
-        if frames > self.batch_size:
+        out = self.model.warmup(height, width, self.batch_size)
+        if isinstance(out, np.ndarray) and frames > self.batch_size:
             # The first chunk's output array, touched now, while the first chunk decodes:
             # new memory costs the kernel's page faults (a 60-frame 4K chunk is 1.5 GB).
             # The pool hands it to the first chunk, or its first frames to a shorter one.
-            self.outputs.empty((frames, *shape[1:]), np.uint8).fill(0)
+            self.outputs.empty((frames, *out.shape[1:]), out.dtype).fill(0)
 
 
 def _detail(e: BaseException) -> str:

@@ -59,13 +59,13 @@ from raypipe.infer.session import (
     granted_providers,
     import_onnxruntime,
 )
+
+# ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
+# declare specs); re-exported here, where callers have always imported them from.
 from raypipe.infer.sidecar import BUILTIN_PREFIX as BUILTIN_PREFIX
 from raypipe.infer.sidecar import DEFAULT_SPEC, ModelSpec, resolve_model_and_spec
 from raypipe.infer.sidecar import resolve_model as resolve_model
 from raypipe.infer.tiling import FrameGeometry, LetterboxParams, unfit_frames
-
-# ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
-# declare specs); re-exported here, where callers have always imported them from.
 from raypipe.recycle import Allocate
 
 LETTERBOX_KEYS: tuple[str, ...] = (
@@ -378,13 +378,15 @@ class FrameModel:
         """How frames of ``height`` x ``width`` px are fitted to the model; None: not resized."""
         return self.geometry.params(height, width)
 
-    def warmup(self, height: int, width: int, batch_size: int) -> None:
-        """Run one dummy batch so the first real chunk does not pay for lazy initialisation."""
+    def warmup(
+        self, height: int, width: int, batch_size: int
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """Run one dummy batch so the first real chunk does not pay for lazy initialisation;
+        returns its output (frames, or a tensor model's arrays), which tells the shapes."""
         dummy = np.zeros((batch_size, height, width, 3), dtype=np.uint8)
         if self.output_kind == "image":
-            self.run(dummy, batch_size)
-        else:
-            self.run_tensors(dummy, batch_size)
+            return self.run(dummy, batch_size)
+        return self.run_tensors(dummy, batch_size)
 
     def _batches(self, frames: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
         """(batch, real frame count) pairs; a fixed-batch model's last batch is padded."""
