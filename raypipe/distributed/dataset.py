@@ -195,8 +195,10 @@ def archive_source(
     )
     # fewer CPUs than decode: Ray Data does not fuse the two (decode must stay a task per
     # chunk); few at once, or plan tasks fill every CPU slot (and start a Python worker
-    # each) while the first chunks wait to decode
-    return ds.flat_map(stage, num_cpus=0.5, concurrency=plan_tasks())
+    # each) while the first chunks wait to decode. The cap is a task pool's size: Ray
+    # 2.51+ logs a deprecation warning on stderr for ``concurrency=`` (every archive run)
+    pool = ray.data.TaskPoolStrategy(size=plan_tasks())
+    return ds.flat_map(stage, num_cpus=0.5, compute=pool)
 
 
 def plan_tasks() -> int:

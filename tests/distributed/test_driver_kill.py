@@ -117,6 +117,8 @@ def test_sigkill_then_resume(clips: dict[str, Path], tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr.decode()[-3000:]
+    # --quiet, as a user runs it: nothing on stderr (no notice from Ray or Ray Data)
+    assert result.stderr.decode() == ""
     rows = {Path(r["uri"]).name: r for r in read_report(str(out / "_raypipe-report.parquet"))}
     for name in finished_before:
         assert rows[name]["status"] == "skipped", rows[name]
