@@ -20,7 +20,9 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +185,21 @@ class _Video:
         return result
 
 
+@contextmanager
+def _no_pool_size_hint() -> Iterator[None]:
+    """Leave out Ray Data's warning that an actor pool's minimum size is more than the
+    inputs it received (a UserWarning from the executor's thread, suggesting
+    ``override_num_blocks``): an archive cannot know its chunk count before its plan
+    tasks run, so its pool may be larger than a small archive needs, and the advice does
+    not apply to raypipe's rows. Python's warning filters are the process's, so this one
+    holds while the run's rows are read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="The minimum number of concurrent actors", category=UserWarning
+        )
+        yield
+
+
 class Runner:
     """Consumes a pipeline's rows on the driver and yields one result per video.
 
@@ -216,7 +233,11 @@ class Runner:
         """Every video's result, as soon as it is known; the dataset ``ds`` runs meanwhile."""
         try:
             # Ray's own log lines go to the session's log files meanwhile, unless --verbose
-            with ray_lines_to_files(verbose=self.cfg.verbose), scheduling_loop() as calm:
+            with (
+                ray_lines_to_files(verbose=self.cfg.verbose),
+                scheduling_loop() as calm,
+                _no_pool_size_hint(),
+            ):
                 for row in iter_rows(ds):
                     calm()  # the first rows are out: the actors and tasks are going
                     result = self._take(row)
