@@ -18,9 +18,11 @@ per hook. Two variables, read when a hook runs (workers get them through the Ray
     can see which node and process started which chunk, and how often.
 
 ``RAYPIPE_HOLD_NODES`` = ``DIR``
-    A hook reached on a node (a worker stage given its node id) whose id names a file in
-    ``DIR`` waits, after recording its attempt, for as long as that file exists: a test
-    holds work on a node it is about to remove, so that work is certainly in flight.
+    A hook reached on a node (a worker stage given its node id) waits, after recording its
+    attempt, for as long as ``DIR`` holds a file named by the node's id (every stage there
+    waits: a test holds work on a node it is about to remove, so that work is certainly in
+    flight) or by ``NODE.STAGE`` (only that stage waits: a test holds one node's inference
+    until another node's has begun, while decoding goes on everywhere).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def checkpoint(stage: str, key: str, *, node: str = "") -> None:
         _record(record_dir, stage, key, node)
     hold_dir = os.environ.get(HOLD_ENV)
     if hold_dir and node:
-        while os.path.exists(os.path.join(hold_dir, node)):
+        holds = os.path.join(hold_dir, node), os.path.join(hold_dir, f"{node}.{stage}")
+        while any(map(os.path.exists, holds)):
             time.sleep(0.05)
     for spec in filter(None, os.environ.get(EXIT_ENV, "").split(";")):
         want_stage, want_key, marker_dir = spec.split(":", 2)

@@ -63,34 +63,50 @@ def attempts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @contextmanager
 def head_held_until_the_other_node_infers(
     attempts: Path, timeout_s: float = 240.0
-) -> Iterator[None]:
+) -> Iterator[list[str]]:
     """Inference on the head node waits until the other node has inferred a chunk, so that
     both nodes certainly infer: left alone, Ray Data may hand every chunk of a short clip
     to one actor (the one local to the decoded chunks, while it has room), however many
-    actors are up."""
+    actors are up. Only the head's inference waits (``HEAD.infer``, not the whole node):
+    held decode and encode tasks on the head could take every slot Ray Data gives those
+    stages, and then no chunk would reach the other node's actor until the timeout.
+
+    Yields a list that says, once the block ends, how the hold ended and which node
+    inferred which chunk: a failing assertion shows it."""
     head = ray.get_runtime_context().get_node_id()
-    hold = Path(os.environ[HOLD_ENV]) / head
+    hold = Path(os.environ[HOLD_ENV]) / f"{head}.infer"
     before = set(os.listdir(attempts))
     done = threading.Event()
+    report: list[str] = []
+    start = time.monotonic()
 
     def release() -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done.is_set() and time.monotonic() < deadline:
+        while not done.is_set() and time.monotonic() < start + timeout_s:
             new = map(attempt_of, set(os.listdir(attempts)) - before)
             if any(a.stage == "infer" and a.node != head for a in new):
+                report.append(f"other node inferred after {time.monotonic() - start:.1f} s")
                 break
             time.sleep(0.05)
+        else:
+            elapsed = time.monotonic() - start
+            report.append(f"hold ended without the other node inferring, after {elapsed:.1f} s")
         hold.unlink(missing_ok=True)
 
     hold.touch()
     releaser = threading.Thread(target=release, daemon=True)
     releaser.start()
     try:
-        yield
+        yield report
     finally:
         done.set()
         releaser.join()
         hold.unlink(missing_ok=True)
+        inferred = sorted(
+            (a.key, "head" if a.node == head else a.node, a.pid)
+            for a in map(attempt_of, set(os.listdir(attempts)) - before)
+            if a.stage == "infer"
+        )
+        report.append(f"inference records (chunk, node, pid): {inferred}")
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +126,7 @@ def test_chunks_run_on_both_nodes_and_output_is_exact(
     two_nodes: Cluster, attempts: Path, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
-    with head_held_until_the_other_node_infers(attempts):
+    with head_held_until_the_other_node_infers(attempts) as hold:
         raypipe.process_video(
             str(clips["open_gop"]),
             str(out),
@@ -123,7 +139,7 @@ def test_chunks_run_on_both_nodes_and_output_is_exact(
     chunks = json.loads(stats_path.read_text())["chunks"]
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2
-    assert {c["infer_node"] for c in chunks} == nodes, "inference did not use both nodes"
+    assert {c["infer_node"] for c in chunks} == nodes, f"inference did not use both nodes: {hold}"
     assert len({c["actor_id"] for c in chunks}) == 2
     assert_exact(clips["open_gop"], out, "builtin:sharpen")
 
@@ -177,7 +193,7 @@ def test_temporal_models_on_both_nodes_equal_the_whole_video(
     gives in one piece, with chunks inferred on both nodes (the head's inference held until
     the other node's has begun: these clips have few chunks and the models are fast)."""
     source, out, stats_path = temporal_clips[kind], tmp_path / "out.mp4", tmp_path / "stats.json"
-    with head_held_until_the_other_node_infers(attempts):
+    with head_held_until_the_other_node_infers(attempts) as hold:
         raypipe.process_video(
             str(source),
             str(out),
@@ -188,7 +204,8 @@ def test_temporal_models_on_both_nodes_equal_the_whole_video(
             quiet=True,
         )
     chunks = json.loads(stats_path.read_text())["chunks"]
-    assert {c["infer_node"] for c in chunks} == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert {c["infer_node"] for c in chunks} == nodes, f"inference did not use both nodes: {hold}"
     interpolate = 2 if model == "interp2x" else 1
     got = assert_timing_and_streams(source, out, interpolate=interpolate)
     expected = sequential_frames(f"builtin:{model}", source_frames(source))
