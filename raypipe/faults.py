@@ -21,8 +21,8 @@ per hook. Two variables, read when a hook runs (workers get them through the Ray
     A hook reached on a node (a worker stage given its node id) waits, after recording its
     attempt, for as long as ``DIR`` holds a file named by the node's id (every stage there
     waits: a test holds work on a node it is about to remove, so that work is certainly in
-    flight) or by ``NODE.STAGE`` (only that stage waits: a test holds one node's inference
-    until another node's has begun, while decoding goes on everywhere).
+    flight) or by ``NODE.STAGE`` (only that stage waits: a test holds each node's inference
+    until every node has begun it, while decoding and encoding go on).
 """
 
 from __future__ import annotations

@@ -61,38 +61,48 @@ def attempts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @contextmanager
-def head_held_until_the_other_node_infers(
+def inference_held_until_both_nodes_infer(
     attempts: Path, timeout_s: float = 240.0
 ) -> Iterator[list[str]]:
-    """Inference on the head node waits until the other node has inferred a chunk, so that
-    both nodes certainly infer: left alone, Ray Data may hand every chunk of a short clip
-    to one actor (the one local to the decoded chunks, while it has room), however many
-    actors are up. Only the head's inference waits (``HEAD.infer``, not the whole node):
-    held decode and encode tasks on the head could take every slot Ray Data gives those
-    stages, and then no chunk would reach the other node's actor until the timeout.
+    """Inference waits on each node until both nodes have begun it, so that both certainly
+    infer: left alone, Ray Data may hand every chunk of a short clip to one actor (the one
+    up first, or the one local to the decoded chunks while it has room), however many
+    actors are up. A held actor takes at most two chunks (``max_tasks_in_flight_per_actor``)
+    and the clips have more, so the other node's actor gets the next one once it is up.
+    Only inference waits (``NODE.infer`` hold files): held decode and encode tasks could
+    take every slot Ray Data gives those stages.
 
     Yields a list that says, once the block ends, how the hold ended and which node
     inferred which chunk: a failing assertion shows it."""
     head = ray.get_runtime_context().get_node_id()
-    hold = Path(os.environ[HOLD_ENV]) / f"{head}.infer"
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    holds = [Path(os.environ[HOLD_ENV]) / f"{node}.infer" for node in nodes]
     before = set(os.listdir(attempts))
     done = threading.Event()
     report: list[str] = []
     start = time.monotonic()
 
+    def inferred() -> list[tuple[str, str, int]]:
+        return sorted(
+            (a.key, "head" if a.node == head else a.node, a.pid)
+            for a in map(attempt_of, set(os.listdir(attempts)) - before)
+            if a.stage == "infer"
+        )
+
     def release() -> None:
         while not done.is_set() and time.monotonic() < start + timeout_s:
-            new = map(attempt_of, set(os.listdir(attempts)) - before)
-            if any(a.stage == "infer" and a.node != head for a in new):
-                report.append(f"other node inferred after {time.monotonic() - start:.1f} s")
+            if len({node for _, node, _ in inferred()}) == len(nodes):
+                report.append(f"both nodes began inference after {time.monotonic() - start:.1f} s")
                 break
             time.sleep(0.05)
         else:
             elapsed = time.monotonic() - start
-            report.append(f"hold ended without the other node inferring, after {elapsed:.1f} s")
-        hold.unlink(missing_ok=True)
+            report.append(f"hold ended before both nodes began inference, after {elapsed:.1f} s")
+        for hold in holds:
+            hold.unlink(missing_ok=True)
 
-    hold.touch()
+    for hold in holds:
+        hold.touch()
     releaser = threading.Thread(target=release, daemon=True)
     releaser.start()
     try:
@@ -100,13 +110,7 @@ def head_held_until_the_other_node_infers(
     finally:
         done.set()
         releaser.join()
-        hold.unlink(missing_ok=True)
-        inferred = sorted(
-            (a.key, "head" if a.node == head else a.node, a.pid)
-            for a in map(attempt_of, set(os.listdir(attempts)) - before)
-            if a.stage == "infer"
-        )
-        report.append(f"inference records (chunk, node, pid): {inferred}")
+        report.append(f"inference records (chunk, node, pid): {inferred()}")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +130,7 @@ def test_chunks_run_on_both_nodes_and_output_is_exact(
     two_nodes: Cluster, attempts: Path, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
-    with head_held_until_the_other_node_infers(attempts) as hold:
+    with inference_held_until_both_nodes_infer(attempts) as hold:
         raypipe.process_video(
             str(clips["open_gop"]),
             str(out),
@@ -190,10 +194,10 @@ def test_temporal_models_on_both_nodes_equal_the_whole_video(
 ) -> None:
     """Issue 13: a chunk's context comes from its neighbours wherever they run; the
     windowed, recurrent (warm-up 8) and interpolating built-ins give what the whole video
-    gives in one piece, with chunks inferred on both nodes (the head's inference held until
-    the other node's has begun: these clips have few chunks and the models are fast)."""
+    gives in one piece, with chunks inferred on both nodes (each node's inference held until
+    both have begun: these clips have few chunks and the models are fast)."""
     source, out, stats_path = temporal_clips[kind], tmp_path / "out.mp4", tmp_path / "stats.json"
-    with head_held_until_the_other_node_infers(attempts) as hold:
+    with inference_held_until_both_nodes_infer(attempts) as hold:
         raypipe.process_video(
             str(source),
             str(out),
