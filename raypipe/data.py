@@ -48,6 +48,7 @@ import ray
 
 from raypipe import storage
 from raypipe.config import ChunkConfig, ModelConfig, RunConfig, RuntimeConfig, build_run_config
+from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
 from raypipe.distributed.dataset import archive_source, decode_step, infer_stage
@@ -58,7 +59,7 @@ from raypipe.distributed.planning import (
     output_of,
     work_dir_for,
 )
-from raypipe.distributed.runner import ChunkLog, Runner
+from raypipe.distributed.runner import Runner
 from raypipe.distributed.stages import TASK_CPUS, encode_stage
 from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ConfigError, OutputExistsError

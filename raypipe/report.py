@@ -375,6 +375,14 @@ def _draw_gpu(ax: Any, gpu: _GpuSeries) -> None:
         ax.legend(handles + h2, labels + l2, **_LEGEND_ABOVE, ncol=min(8, len(handles) + len(h2)))
 
 
+def import_plotting() -> None:
+    """Import the matplotlib modules :func:`draw_report` draws with (it imports them when
+    it first draws): a process that draws later can load them while it waits."""
+    import matplotlib.backends.backend_agg
+    import matplotlib.figure
+    import matplotlib.patches  # noqa: F401
+
+
 def _render(doc: Mapping[str, Any], title: str | None) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

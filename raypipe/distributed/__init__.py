@@ -4,7 +4,8 @@ Its modules import one another in this order only, leaves first (``tests/
 test_import_graph.py`` checks that no import, even inside a function, closes a circle):
 
 1. leaves: ``chunk_task`` (the typed chunk task and its row), ``ray_errors``, ``ray_logs``,
-   ``metrics``, ``monitor`` (progress), ``gpu_monitor``, ``stats``
+   ``metrics``, ``monitor`` (progress), ``gpu_monitor``, ``stats``, ``chunk_log`` (a run's
+   chunk records; no Ray, so the run report's drawing process reads them without it)
 2. ``cluster`` (connect, size the actors) → ``workload`` (what an actor is given) →
    ``setup`` (the steps every run takes before its dataset); ``trt_engines``
 3. ``stages`` (decode, encode) → ``actors`` (inference) and ``planning`` (probe, plan,

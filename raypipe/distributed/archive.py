@@ -30,10 +30,11 @@ from raypipe.archive_report import (
     write_report,
 )
 from raypipe.config import RunConfig, build_run_config
+from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.planning import VideoJob
-from raypipe.distributed.runner import ChunkLog, Runner
+from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import load_run, start_run, table_output
 from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
@@ -73,36 +74,44 @@ def process_archive(
     order = {job.uri: i for i, job in enumerate(jobs)}
     progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
     chunk_log = ChunkLog(spill=True)
-    runner = Runner(cfg, chunk_log=chunk_log, on_frames=progress.update)
-    source = archive_source(
-        jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor, temporal=model.temporal
-    )
-    ds = build_dataset(source, cfg, actors, model, warmup_hw=_warmup_hw(jobs))
-    gpu_samples: list[dict[str, Any]] = []  # NVML samples (GPU runs only)
-    gpu_notes: set[str] = set()
-    journal = ReportJournal(report_path, previous, order)
-    for result in runner.run(ds):  # the driver keeps a report row per video, no more
-        gpu_samples.extend(result.gpu_samples)
-        gpu_notes.update(result.gpu_notes)
-        journal.add(result)
-        if result.status == "failed":
-            progress.message(f"failed: {result.uri}: {result.error_type}: {result.error_message}")
-        progress.video_done(
-            result.ok,
-            0 if result.status == "skipped" else result.frames_in,
-            skipped=result.status == "skipped",
-        )
-    report = ArchiveReport(
-        rows=journal.rows(),
-        path=report_path,
-        wall_seconds=time.monotonic() - started,
-        provider_notes=chunk_log.provider_notes,
-        gpu=gpu_stats(gpu_samples, sorted(gpu_notes), uses_gpu=actors.uses_gpu),
-    )
-    write_report(report)
+    drawer = _ReportDrawer(chunk_log, run_report_path(report_path))
     try:
-        _write_stats_and_figure(report, chunk_log, cfg.stats_path, progress, actors.workers)
+        runner = Runner(cfg, chunk_log=chunk_log, on_frames=progress.update)
+        source = archive_source(
+            jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor, temporal=model.temporal
+        )
+        ds = build_dataset(source, cfg, actors, model, warmup_hw=_warmup_hw(jobs))
+        gpu_samples: list[dict[str, Any]] = []  # NVML samples (GPU runs only)
+        gpu_notes: set[str] = set()
+        journal = ReportJournal(report_path, previous, order)
+        for result in runner.run(ds):  # the driver keeps a report row per video, no more
+            gpu_samples.extend(result.gpu_samples)
+            gpu_notes.update(result.gpu_notes)
+            journal.add(result)
+            if result.status == "failed":
+                progress.message(
+                    f"failed: {result.uri}: {result.error_type}: {result.error_message}"
+                )
+            progress.video_done(
+                result.ok,
+                0 if result.status == "skipped" else result.frames_in,
+                skipped=result.status == "skipped",
+            )
+        report = ArchiveReport(
+            rows=journal.rows(),
+            path=report_path,
+            wall_seconds=time.monotonic() - started,
+            provider_notes=chunk_log.provider_notes,
+            gpu=gpu_stats(gpu_samples, sorted(gpu_notes), uses_gpu=actors.uses_gpu),
+        )
+        write_report(report)
+        head = stats_doc(report, actors.workers)  # totals, GPU samples; chunks: from the log
+        if chunk_log.count:
+            drawer.draw(head, progress)
+        if cfg.stats_path:
+            _write_stats(head, chunk_log, cfg.stats_path)
     finally:
+        drawer.cancel()  # no chunk ran, or the run failed: nothing to draw
         chunk_log.close()
     progress.close(
         f"archive: {report.count('done')} done, {report.count('skipped')} skipped, "
@@ -167,60 +176,72 @@ def _jobs(
     return jobs
 
 
-def _write_stats_and_figure(
-    report: ArchiveReport,
-    chunk_log: ChunkLog,
-    stats_path: str | None,
-    progress: ArchiveProgress,
-    workers: int,
-) -> None:
-    """The run report PNG next to the Parquet report (when chunks ran) and the ``--stats``
-    JSON (when asked for). Neither the chunk records nor the plotting library ever sit in
-    the driver: the picture is drawn by a child process that reads the chunk log's spill
-    file, and the stats are written one record at a time, so the driver's memory stays what
-    the run had in flight."""
-    head = stats_doc(report, workers)  # totals and GPU samples; the chunks come from the log
-    if chunk_log.count:
-        _draw_run_report(head, chunk_log.spill_path, run_report_path(report.path), progress)
-    if stats_path:  # built next to it (local) or in the temp dir (remote), then committed
-        staged = storage.local_staging(stats_path, ".json")
-        try:
-            chunk_log.write_stats(head, staged)
-            storage.commit(staged, stats_path)
-        finally:
-            if os.path.exists(staged):
-                os.unlink(staged)
+def _write_stats(head: dict[str, Any], chunk_log: ChunkLog, stats_path: str) -> None:
+    """The ``--stats`` JSON: ``head`` with the chunk log's records, written one record at a
+    time (built next to it when local, in the temp dir when remote, then committed), so the
+    driver's memory stays what the run had in flight."""
+    staged = storage.local_staging(stats_path, ".json")
+    try:
+        chunk_log.write_stats(head, staged)
+        storage.commit(staged, stats_path)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
 
 
 _DRAW = (  # the child's program: the stats head on stdin, the chunk log's spill file, target
-    "import json, sys; from raypipe.report import draw_report; "
-    "from raypipe.distributed.runner import read_chunk_log; "
+    "import json, sys; from raypipe.report import draw_report, import_plotting; "
+    "from raypipe.distributed.chunk_log import read_chunk_log; import_plotting(); "
     "doc = {**json.load(sys.stdin), 'chunks': list(read_chunk_log(sys.argv[1]))}; "
     "draw_report(doc, sys.argv[2], title=sys.argv[3])"
 )
 
 
-def _draw_run_report(
-    head: dict[str, Any], spill_path: str, target: str, progress: ArchiveProgress
-) -> None:
-    """Draw the run report into ``target`` in a child process (never fatal: the videos and
-    the report are already written)."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _DRAW, spill_path, target, "raypipe archive"],
-            input=json.dumps(head),
-            capture_output=True,
-            text=True,
-            timeout=DRAW_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        progress.message(f"run report not drawn: {type(e).__name__}: {e}")
-        return
-    if done.returncode == 0:
-        return
-    last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-    if "No module named 'matplotlib'" in last:
-        progress.message("run report not drawn (matplotlib is missing); pip install matplotlib")
-    else:
-        progress.message(f"run report not drawn: {last}")
+class _ReportDrawer:
+    """The child process that draws an archive's run report PNG (next to the Parquet
+    report, when chunks ran), so that neither the chunk records nor the plotting library
+    ever sit in the driver. It starts with the run and loads Python, raypipe's report and
+    matplotlib (about 1.2 s on a 2-core machine) while the run goes on; then it waits for
+    the stats head on its stdin (:meth:`draw`), reads the chunk log's spill file and draws.
+    Never fatal: the videos and the report are written before it draws."""
+
+    def __init__(self, chunk_log: ChunkLog, target: str) -> None:
+        self.chunk_log = chunk_log  # spilled: its records are read from its file
+        self.error = ""
+        self.proc: subprocess.Popen[str] | None = None
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _DRAW, chunk_log.spill_path, target, "raypipe archive"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except OSError as e:
+            self.error = f"{type(e).__name__}: {e}"
+
+    def draw(self, head: dict[str, Any], progress: ArchiveProgress) -> None:
+        """Send ``head``, wait for the picture; a failure becomes a message."""
+        self.chunk_log.spill_path  # noqa: B018 - the property closes its file: records on disk
+        if self.proc is None:
+            progress.message(f"run report not drawn: {self.error}")
+            return
+        try:
+            _, stderr = self.proc.communicate(json.dumps(head), timeout=DRAW_TIMEOUT_S)
+        except subprocess.TimeoutExpired as e:
+            progress.message(f"run report not drawn: {type(e).__name__}: {e}")
+            return
+        if self.proc.returncode == 0:
+            return
+        last = (stderr.strip().splitlines() or [f"exit status {self.proc.returncode}"])[-1]
+        if "No module named 'matplotlib'" in last:
+            progress.message("run report not drawn (matplotlib is missing); pip install matplotlib")
+        else:
+            progress.message(f"run report not drawn: {last}")
+
+    def cancel(self) -> None:
+        """Stop the child if it is still waiting or drawing (nothing to draw, or the run
+        failed, or the drawing timed out), and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()

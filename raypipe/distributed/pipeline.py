@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 from raypipe.config import RunConfig, build_run_config
+from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import ChunkTask
 from raypipe.distributed.dataset import build_dataset, video_source
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.planning import VideoJob, error_of, plan_video, write_run_record
-from raypipe.distributed.runner import ChunkLog, Runner
+from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import check_output, load_run, start_run, table_output
 from raypipe.distributed.stats import RunStats
 from raypipe.reuse import Provenance

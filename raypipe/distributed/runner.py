@@ -8,17 +8,14 @@ submits the video's assembly as a Ray task (:mod:`raypipe.distributed.assembly`)
 yields the result when that task returns. A video whose chunk failed fails at once (a
 model or processor failure is deterministic; its later chunks are dropped as they arrive).
 The driver keeps state only for videos in flight, and chunk statistics in a
-:class:`ChunkLog` (in memory for one video, spilled to a local file for archives), so its
-memory follows what is in flight, not the archive's size.
+:class:`~raypipe.distributed.chunk_log.ChunkLog` (in memory for one video, spilled to a
+local file for archives), so its memory follows what is in flight, not the archive's size.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,90 +28,18 @@ import ray
 from raypipe import faults, storage
 from raypipe.config import RunConfig
 from raypipe.distributed.assembly import Assembled, assemble_remote
+from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.dataset import scheduling_loop
 from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.planning import VideoFacts, VideoResult
 from raypipe.distributed.ray_errors import iter_rows
 from raypipe.distributed.ray_logs import ray_lines_to_files
-from raypipe.distributed.stats import chunk_record, take_provider_notes
+from raypipe.distributed.stats import chunk_record
 from raypipe.media.encode import fidelity_notes
 from raypipe.media.picture import PictureFormat
 
 log = logging.getLogger("raypipe")
-
-
-class ChunkLog:
-    """Every chunk's stats record of a run: kept in memory, or appended to a local gzipped
-    JSON lines file (``spill``) so an archive's driver does not hold them all (and writes
-    a few hundred bytes a chunk, not kilobytes). The actors' provider notes are taken out
-    of the records as they come (``provider_notes``: each distinct note once, in order)."""
-
-    def __init__(self, *, spill: bool = False) -> None:
-        self._memory: list[dict[str, Any]] = []
-        self._path = ""
-        self._file: Any = None
-        if spill:
-            fd, self._path = tempfile.mkstemp(prefix="raypipe-chunks-", suffix=".jsonl.gz")
-            os.close(fd)
-        self.count = 0
-        self._notes: dict[str, None] = {}
-
-    @property
-    def provider_notes(self) -> list[str]:
-        return list(self._notes)
-
-    def add(self, record: dict[str, Any]) -> None:
-        """Log ``record`` (not changed: a one-video run keeps it with its notes too)."""
-        self.count += 1
-        record = dict(record)
-        self._notes.update(dict.fromkeys(take_provider_notes([record])))
-        if not self._path:
-            self._memory.append(record)
-            return
-        if self._file is None:  # one gzip member per stretch of writes
-            self._file = gzip.open(self._path, "at", compresslevel=6)
-        self._file.write(json.dumps(record, default=str) + "\n")
-
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every record so far, one at a time (read back from the file when spilled)."""
-        if not self._path:
-            yield from self._memory
-            return
-        yield from read_chunk_log(self.spill_path)
-
-    @property
-    def spill_path(self) -> str:
-        """The spill file with every record so far (``""`` when kept in memory)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        return self._path
-
-    def write_stats(self, doc: dict[str, Any], path: str) -> None:
-        """Write the stats document ``doc`` with every record as its ``chunks`` to the
-        local file ``path``, one record at a time (JSON, as ``--stats`` writes it)."""
-        head = json.dumps({k: v for k, v in doc.items() if k != "chunks"}, indent=2)
-        with open(path, "w") as f:
-            f.write(head.removesuffix("\n}") + ',\n  "chunks": [')
-            for i, record in enumerate(self.records()):
-                f.write(("\n    " if i == 0 else ",\n    ") + json.dumps(record, default=str))
-            f.write("\n  ]\n}\n")
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._path and os.path.exists(self._path):
-            os.unlink(self._path)
-
-
-def read_chunk_log(path: str) -> Iterator[dict[str, Any]]:
-    """The records of a :class:`ChunkLog`'s spill file, one at a time."""
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
 
 
 @dataclass

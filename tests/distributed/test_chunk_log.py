@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raypipe.distributed.runner import ChunkLog, read_chunk_log
+from raypipe.distributed.chunk_log import ChunkLog, read_chunk_log
 
 
 @pytest.mark.parametrize("spill", [False, True])

@@ -141,8 +141,9 @@ def test_notes_say_what_is_lost_once_per_kind(caplog: pytest.LogCaptureFixture) 
     assert fidelity_notes(EncodeConfig(codec="libx264", pix_fmt="yuv420p"), picture) == []
 
     from raypipe.config import RunConfig
+    from raypipe.distributed.chunk_log import ChunkLog
     from raypipe.distributed.planning import VideoFacts
-    from raypipe.distributed.runner import ChunkLog, Runner
+    from raypipe.distributed.runner import Runner
 
     # once per note and run, however many videos it concerns (videos arrive as planned)
     runner = Runner(RunConfig(encode=EncodeConfig(codec="libvpx-vp9")), chunk_log=ChunkLog())
