@@ -74,7 +74,7 @@ def process_archive(
     order = {job.uri: i for i, job in enumerate(jobs)}
     progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
     chunk_log = ChunkLog(spill=True)
-    drawer = _ReportDrawer(chunk_log, run_report_path(report_path))
+    drawer = _ReportDrawer(run_report_path(report_path))
     try:
         runner = Runner(cfg, chunk_log=chunk_log, on_frames=progress.update)
         source = archive_source(
@@ -107,7 +107,7 @@ def process_archive(
         write_report(report)
         head = stats_doc(report, actors.workers)  # totals, GPU samples; chunks: from the log
         if chunk_log.count:
-            drawer.draw(head, progress)
+            drawer.draw(head, chunk_log.spill_path, progress)
         if cfg.stats_path:
             _write_stats(head, chunk_log, cfg.stats_path)
     finally:
@@ -189,11 +189,13 @@ def _write_stats(head: dict[str, Any], chunk_log: ChunkLog, stats_path: str) -> 
             os.unlink(staged)
 
 
-_DRAW = (  # the child's program: the stats head on stdin, the chunk log's spill file, target
+_DRAW = (  # the child's program: target and title as arguments; on stdin, once the run is
+    # done, the stats head and the chunk log's spill file
     "import json, sys; from raypipe.report import draw_report, import_plotting; "
     "from raypipe.distributed.chunk_log import read_chunk_log; import_plotting(); "
-    "doc = {**json.load(sys.stdin), 'chunks': list(read_chunk_log(sys.argv[1]))}; "
-    "draw_report(doc, sys.argv[2], title=sys.argv[3])"
+    "given = json.load(sys.stdin); "
+    "doc = {**given['head'], 'chunks': list(read_chunk_log(given['spill']))}; "
+    "draw_report(doc, sys.argv[1], title=sys.argv[2])"
 )
 
 
@@ -202,16 +204,15 @@ class _ReportDrawer:
     report, when chunks ran), so that neither the chunk records nor the plotting library
     ever sit in the driver. It starts with the run and loads Python, raypipe's report and
     matplotlib (about 1.2 s on a 2-core machine) while the run goes on; then it waits for
-    the stats head on its stdin (:meth:`draw`), reads the chunk log's spill file and draws.
+    the stats head and the chunk log's spill file on its stdin (:meth:`draw`), and draws.
     Never fatal: the videos and the report are written before it draws."""
 
-    def __init__(self, chunk_log: ChunkLog, target: str) -> None:
-        self.chunk_log = chunk_log  # spilled: its records are read from its file
+    def __init__(self, target: str) -> None:
         self.error = ""
         self.proc: subprocess.Popen[str] | None = None
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _DRAW, chunk_log.spill_path, target, "raypipe archive"],
+                [sys.executable, "-c", _DRAW, target, "raypipe archive"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -220,14 +221,15 @@ class _ReportDrawer:
         except OSError as e:
             self.error = f"{type(e).__name__}: {e}"
 
-    def draw(self, head: dict[str, Any], progress: ArchiveProgress) -> None:
-        """Send ``head``, wait for the picture; a failure becomes a message."""
-        self.chunk_log.spill_path  # noqa: B018 - the property closes its file: records on disk
+    def draw(self, head: dict[str, Any], spill: str, progress: ArchiveProgress) -> None:
+        """Send ``head`` and the spill file ``spill`` (every record on disk:
+        ``ChunkLog.spill_path``), wait for the picture; a failure becomes a message."""
         if self.proc is None:
             progress.message(f"run report not drawn: {self.error}")
             return
         try:
-            _, stderr = self.proc.communicate(json.dumps(head), timeout=DRAW_TIMEOUT_S)
+            given = json.dumps({"head": head, "spill": spill})
+            _, stderr = self.proc.communicate(given, timeout=DRAW_TIMEOUT_S)
         except subprocess.TimeoutExpired as e:
             progress.message(f"run report not drawn: {type(e).__name__}: {e}")
             return

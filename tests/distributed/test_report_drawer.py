@@ -43,8 +43,8 @@ def test_the_drawing_process_imports_no_ray(log: ChunkLog, tmp_path: Path) -> No
     target = tmp_path / "report.png"
     check = "; print('ray' in sys.modules, 'raypipe.distributed.runner' in sys.modules)"
     done = subprocess.run(
-        [sys.executable, "-c", _DRAW + check, log.spill_path, str(target), "raypipe archive"],
-        input=json.dumps({"totals": {"videos": 1}}),
+        [sys.executable, "-c", _DRAW + check, str(target), "raypipe archive"],
+        input=json.dumps({"head": {"totals": {"videos": 1}}, "spill": log.spill_path}),
         capture_output=True,
         text=True,
         check=False,
@@ -56,10 +56,10 @@ def test_the_drawing_process_imports_no_ray(log: ChunkLog, tmp_path: Path) -> No
 
 def test_draws_once_given_the_head(log: ChunkLog, tmp_path: Path) -> None:
     target = tmp_path / "report.png"
-    drawer = _ReportDrawer(log, str(target))
+    drawer = _ReportDrawer(str(target))
     log.add({"index": 3, "video_id": "v1", "frames": 4})  # a record added after it started
     messages = Messages()
-    drawer.draw({"totals": {"videos": 2}}, messages)  # type: ignore[arg-type]
+    drawer.draw({"totals": {"videos": 2}}, log.spill_path, messages)  # type: ignore[arg-type]
     drawer.cancel()  # after a drawing: nothing left to stop
     assert messages.lines == []
     assert target.read_bytes()[:8] == PNG
@@ -74,16 +74,16 @@ def test_reads_every_record_of_the_run(
     import raypipe.distributed.archive as archive
 
     monkeypatch.setattr(archive, "_DRAW", _DRAW.split("draw_report(doc")[0] + COUNT)
-    drawer = _ReportDrawer(log, str(tmp_path / "report.png"))
+    drawer = _ReportDrawer(str(tmp_path / "report.png"))
     log.add({"index": 3, "video_id": "v1", "frames": 4})
     messages = Messages()
-    drawer.draw({"totals": {}}, messages)  # type: ignore[arg-type]
+    drawer.draw({"totals": {}}, log.spill_path, messages)  # type: ignore[arg-type]
     assert messages.lines == ["run report not drawn: records read: 4"]
 
 
-def test_stopped_when_nothing_is_drawn(log: ChunkLog, tmp_path: Path) -> None:
+def test_stopped_when_nothing_is_drawn(tmp_path: Path) -> None:
     target = tmp_path / "report.png"
-    drawer = _ReportDrawer(log, str(target))
+    drawer = _ReportDrawer(str(target))
     drawer.cancel()
     assert drawer.proc is not None and drawer.proc.returncode is not None
     assert not target.exists()
@@ -97,9 +97,9 @@ def test_missing_matplotlib_is_a_message(
     (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'matplotlib'\")")
     monkeypatch.setenv("PYTHONPATH", str(fake.parent))
     target = tmp_path / "report.png"
-    drawer = _ReportDrawer(log, str(target))
+    drawer = _ReportDrawer(str(target))
     messages = Messages()
-    drawer.draw({"totals": {}}, messages)  # type: ignore[arg-type]
+    drawer.draw({"totals": {}}, log.spill_path, messages)  # type: ignore[arg-type]
     drawer.cancel()
     missing = "run report not drawn (matplotlib is missing); pip install matplotlib"
     assert messages.lines == [missing]
