@@ -61,6 +61,7 @@ def process_video(
     every_n_frames: int | Keep = KEEP,
     sample_fps: float | None | Keep = KEEP,
     decoder: str | Keep = KEEP,
+    handoff: str | Keep = KEEP,
     codec: str | Keep = KEEP,
     crf: int | None | Keep = KEEP,
     preset: str | None | Keep = KEEP,
@@ -107,6 +108,9 @@ def process_video(
         every_n_frames: analysis only: frames 0, N, 2N, ...
         sample_fps: analysis only: the first frame of each 1/F second.
         decoder: ``auto``, ``cpu`` or ``nvdec`` (see ``raypipe doctor``).
+        handoff: ``auto``, ``rgb`` or ``yuv``: how decoded frames reach the model (YUV:
+            half the bytes, converted to the same RGB in the model's graph; ``auto``: YUV
+            to actors on a GPU).
         codec: output video encoder (default ``libx264``).
         crf: encoder quality (default 18; None leaves it to ``encoder_options``).
         preset: encoder preset (default ``medium``).
@@ -155,6 +159,7 @@ def process_archive(
     every_n_frames: int | Keep = KEEP,
     sample_fps: float | None | Keep = KEEP,
     decoder: str | Keep = KEEP,
+    handoff: str | Keep = KEEP,
     codec: str | Keep = KEEP,
     crf: int | None | Keep = KEEP,
     preset: str | None | Keep = KEEP,
@@ -202,6 +207,9 @@ def process_archive(
         every_n_frames: analysis only: frames 0, N, 2N, ...
         sample_fps: analysis only: the first frame of each 1/F second.
         decoder: ``auto``, ``cpu`` or ``nvdec`` (see ``raypipe doctor``).
+        handoff: ``auto``, ``rgb`` or ``yuv``: how decoded frames reach the model (YUV:
+            half the bytes, converted to the same RGB in the model's graph; ``auto``: YUV
+            to actors on a GPU).
         codec: output video encoder (default ``libx264``).
         crf: encoder quality (default 18; None leaves it to ``encoder_options``).
         preset: encoder preset (default ``medium``).

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from raypipe import cli_tools
 from raypipe.cli_help import EXIT_USAGE, Parser, TerminalHandler, subcommand
 from raypipe.cli_tools import DEFAULT_ENGINE_SIZE
-from raypipe.config import DECODERS, DEVICES
+from raypipe.config import DECODERS, DEVICES, HANDOFFS
 from raypipe.errors import RaypipeError, one_line
 from raypipe.exiting import end_process, exit_status
 
@@ -151,6 +151,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: NVDEC where the decode task's node has it, else the CPU (default); "
         "nvdec: ask for NVDEC and say so when a chunk falls back to the CPU",
+    )
+    p.add_argument(
+        "--handoff",
+        choices=HANDOFFS,
+        default="auto",
+        help="how decoded frames reach the model: auto: as YUV (half the bytes; converted to "
+        "the same RGB in the model's graph) to actors on a GPU, else as RGB (default); rgb; "
+        "yuv: wherever the source and model allow it (slower on a CPU)",
     )
     p.add_argument(
         "--codec",

@@ -16,6 +16,10 @@ from raypipe.errors import ConfigError
 Device = Literal["auto", "cpu", "gpu"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
 DECODERS: tuple[str, ...] = ("auto", "cpu", "nvdec")  # raypipe.media.decode
+HANDOFFS: tuple[str, ...] = ("auto", "rgb", "yuv")
+"""``--handoff``: how decoded frames travel to the inference actors (raypipe.media.yuv):
+``rgb`` always as RGB, ``yuv`` as packed YUV wherever the source and the model allow it,
+``auto`` as YUV only to actors that run the model's wrapped graph on a GPU."""
 DEFAULT_MODEL = "builtin:identity"
 
 
@@ -33,7 +37,8 @@ class ChunkConfig:
     reaches ``chunk_frames``. A GOP longer than ``chunk_frames`` is split when
     ``split_gops`` is true; the pieces after the first decode from the GOP's keyframe and
     drop the frames before their start (pre-roll), which costs decode time but spreads a
-    long GOP over several workers.
+    long GOP over several workers. ``decoder`` and ``handoff`` say how chunks are decoded
+    and how their frames travel to the actors (:data:`DECODERS`, :data:`HANDOFFS`).
     """
 
     chunk_frames: int = 64
@@ -41,6 +46,7 @@ class ChunkConfig:
     every_n_frames: int = 1  # analysis (tensor outputs) only: frames 0, N, 2N, ...
     sample_fps: float | None = None  # analysis only: the first frame of each 1/F s interval
     decoder: str = "auto"  # one of DECODERS (raypipe.media.decode)
+    handoff: str = "auto"  # one of HANDOFFS: decoded frames to the actors as RGB or YUV
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
@@ -54,6 +60,8 @@ class ChunkConfig:
             raise ConfigError("give every_n_frames or sample_fps, not both")
         if self.decoder not in DECODERS:
             raise ConfigError(f"decoder must be auto, cpu or nvdec, got {self.decoder!r}")
+        if self.handoff not in HANDOFFS:
+            raise ConfigError(f"handoff must be auto, rgb or yuv, got {self.handoff!r}")
 
     @property
     def samples(self) -> bool:
@@ -222,6 +230,7 @@ _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "every_n_frames": ("chunk", "every_n_frames"),
     "sample_fps": ("chunk", "sample_fps"),
     "decoder": ("chunk", "decoder"),
+    "handoff": ("chunk", "handoff"),
     "model": ("model", "model"),
     "device": ("model", "device"),
     "batch_size": ("model", "batch_size"),

@@ -28,7 +28,9 @@ part            what it holds
 ==============  ===========================================================================
 
 The decoder (CPU or NVDEC) is not a part: H.264/HEVC/AV1 decoding is bit-exact by the
-standards, so both give the same frames.
+standards, so both give the same frames. Nor is the hand-off (``--handoff``): frames handed
+to the actors as YUV are converted to the bits the RGB hand-off gives
+(:mod:`raypipe.media.yuv`).
 """
 
 from __future__ import annotations

@@ -24,10 +24,13 @@ only noted, and each chunk then fails, or not, on its own frames.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 import traceback
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,6 +47,7 @@ from raypipe.distributed.stages import (
     tensor_table_bytes,
 )
 from raypipe.distributed.workload import ActorJob
+from raypipe.errors import ModelLoadError
 from raypipe.infer.factory import SessionSettings
 from raypipe.infer.models import FrameModel, ModelSpec, session_graph
 from raypipe.infer.pixels import hold_cpu_threads
@@ -51,6 +55,8 @@ from raypipe.infer.processors import ProcessorContext, ProcessorRunner
 from raypipe.infer.provider_check import provider_notes
 from raypipe.infer.simulated import SimulatedModel, is_simulated
 from raypipe.infer.temporal_model import TemporalModel
+from raypipe.media.picture import PictureFormat
+from raypipe.media.yuv import YuvInput
 from raypipe.recycle import RecycledArrays
 
 DETAIL_CHARS = 8000  # the end of a traceback kept in a row's error_detail
@@ -79,9 +85,20 @@ class Runner(Protocol):
     def warmup(self, height: int, width: int, frames: int = 0) -> None: ...
 
 
+YUV_MODELS = 4
+"""Models for YUV frames an actor keeps (one per frame size, matrix and range, so one per
+video in most runs): each is a session, and on a GPU a TensorRT engine."""
+
+
 class _ModelRunner:
     def __init__(
-        self, model: FrameModel | TemporalModel | SimulatedModel, batch_size: int, *, tensor: bool
+        self,
+        model: FrameModel | TemporalModel | SimulatedModel,
+        batch_size: int,
+        *,
+        tensor: bool,
+        yuv_model: Callable[[YuvInput], FrameModel] | None = None,
+        yuv_in_graph: bool = False,
     ) -> None:
         self.model, self.batch_size, self.tensor = model, batch_size, tensor
         self.providers = list(model.providers)
@@ -89,10 +106,36 @@ class _ModelRunner:
         # each chunk's frames go into the array the last chunk's went into once Ray has
         # copied those out (raypipe/recycle.py)
         self.outputs = RecycledArrays()
+        self._make_yuv_model = yuv_model
+        self._yuv_models: OrderedDict[YuvInput, FrameModel] = OrderedDict()
+        # YUV frames are converted in the model's graph where it runs its wrapped graph (on
+        # a GPU) or when asked to (--handoff yuv); else on the host, as decode would have
+        self.yuv_in_graph = yuv_in_graph or self.pixels == "graph"
+
+    def yuv_model(self, yuv: YuvInput) -> FrameModel:
+        """The model for packed YUV frames of ``yuv`` (made on first use, a few kept)."""
+        model = self._yuv_models.pop(yuv, None)
+        if model is None:
+            if self._make_yuv_model is None:
+                raise ValueError("this actor's model takes RGB frames, not YUV")
+            model = self._make_yuv_model(yuv)
+        self._yuv_models[yuv] = model
+        while len(self._yuv_models) > YUV_MODELS:
+            self._yuv_models.popitem(last=False)
+        return model
 
     def run(
-        self, frames: np.ndarray, *, before: int = 0, after: int = 0
+        self,
+        frames: np.ndarray,
+        *,
+        before: int = 0,
+        after: int = 0,
+        yuv: YuvInput | None = None,
     ) -> np.ndarray | dict[str, np.ndarray]:
+        if yuv is not None and self.yuv_in_graph:  # packed YUV frames (the YUV hand-off)
+            return self.yuv_model(yuv).run(frames, self.batch_size, allocate=self.outputs.empty)
+        if yuv is not None:
+            frames = yuv.to_rgb(frames)
         if isinstance(self.model, TemporalModel):
             return self.model.run(frames, self.batch_size, before=before, after=after)
         if before or after:
@@ -103,11 +146,15 @@ class _ModelRunner:
             return self.model.run(frames, self.batch_size, allocate=self.outputs.empty)
         return self.model.run(frames, self.batch_size)
 
-    def warmup(self, height: int, width: int, frames: int = 0) -> None:
+    def warmup(
+        self, height: int, width: int, frames: int = 0, *, yuv: YuvInput | None = None
+    ) -> None:
         # a whole batch, the shape the chunks run: a first run at a new shape allocates
         # (ORT's buffers, HostRunner's outputs); warmed at 2 frames, the first 4K chunk at
         # batch 8 took 8.5 s against 2.3-2.7 s for the next ones (benchmarks/README.md)
-        out = self.model.warmup(height, width, self.batch_size)
+        in_graph = yuv is not None and self.yuv_in_graph
+        model = self.yuv_model(yuv) if in_graph else self.model  # type: ignore[arg-type]
+        out = model.warmup(height, width, self.batch_size)
         if isinstance(out, np.ndarray) and frames > self.batch_size:
             # The first chunk's output array, touched now, while the first chunk decodes:
             # new memory costs the kernel's page faults (a 60-frame 4K chunk is 1.5 GB).
@@ -146,7 +193,10 @@ class InferActor:
         self.provider_notes = json.dumps(self._provider_notes())
         if self.runner is not None and job.warmup_hw is not None:
             try:
-                self.runner.warmup(*job.warmup_hw, frames=job.warmup_frames)
+                if job.warmup_yuv is not None and isinstance(self.runner, _ModelRunner):
+                    self.runner.warmup(*job.warmup_hw, job.warmup_frames, yuv=job.warmup_yuv)
+                else:
+                    self.runner.warmup(*job.warmup_hw, frames=job.warmup_frames)
             except Exception as e:  # noqa: BLE001 - chunks fail (or not) on their own frames
                 self.warmup_error = error_fields(e)["error_message"]
 
@@ -181,7 +231,40 @@ class InferActor:
             return ProcessorRunner(loaded.processor, self.context)
         if is_simulated(cfg.model):
             return _ModelRunner(SimulatedModel(cfg.model), cfg.batch_size, tensor=False)
-        return _ModelRunner(self._load(settings), cfg.batch_size, tensor=self.tensor)
+        return _ModelRunner(
+            self._load(settings),
+            cfg.batch_size,
+            tensor=self.tensor,
+            yuv_model=functools.partial(self._load_yuv, settings),
+            yuv_in_graph=self.job.handoff == "yuv",
+        )
+
+    def _load_yuv(self, settings: SessionSettings, yuv: YuvInput) -> FrameModel:
+        """The model for the packed YUV frames of ``yuv`` (the YUV hand-off): the wrapped
+        graph with the conversion in front; on a GPU its own TensorRT profile and engine,
+        for that input."""
+        spec = self.job.model.spec or ModelSpec()
+        data, threads = self.job.model.data, settings.intra_op_threads
+        if not settings.uses_gpu:
+            return FrameModel(
+                data, spec=spec, device=settings.device, intra_op_threads=threads, yuv=yuv
+            )
+        graph = session_graph(data, spec, on_gpu=True, yuv=yuv)
+        if graph is None:
+            raise ModelLoadError("the model cannot take YUV frames: it is not wrapped")
+        setup = settings.provider_setup(
+            graph.data, input_size=(yuv.height, yuv.width), layout="I420"
+        )
+        self.notes.extend(n for n in setup.notes if n not in self.notes)
+        return FrameModel(
+            data,
+            spec=spec,
+            device=settings.device,
+            intra_op_threads=threads,
+            providers=setup.providers,
+            provider_options=setup.provider_options,
+            yuv=yuv,
+        )
 
     def _load(self, settings: SessionSettings) -> FrameModel | TemporalModel:
         loaded, warmup_hw = self.job.model, self.job.warmup_hw
@@ -269,13 +352,22 @@ class InferActor:
         )
 
     def _process(
-        self, batch: dict[str, Any], frames: np.ndarray, context: tuple[int, int]
+        self,
+        batch: dict[str, Any],
+        frames: np.ndarray,
+        context: tuple[int, int],
+        yuv: YuvInput | None = None,
     ) -> tuple[np.ndarray, bytes]:
         """The chunk's new frames (image) or Parquet table (tensor); raises its failure.
-        ``context``: frames (before, after) of context around the chunk's own frames."""
+        ``context``: frames (before, after) of context around the chunk's own frames.
+        ``yuv``: the frames are packed YUV of that source (the YUV hand-off)."""
         if self.failure is not None:
             raise self.failure
         assert self.runner is not None
+        if yuv is not None:
+            if not isinstance(self.runner, _ModelRunner):
+                raise ValueError("a processor gets RGB frames, but the chunk came as YUV")
+            return self.runner.run(frames, yuv=yuv), b""  # type: ignore[return-value]
         if self.context is not None and not frames.flags.writeable:
             frames = frames.copy()  # a view of the object store; a processor may write
         result = self.runner.run(frames, before=context[0], after=context[1])
@@ -292,11 +384,17 @@ class InferActor:
         out = {k: v for k, v in batch.items() if k != "frames"}
         frames = np.asarray(batch["frames"][0])
         segment, detail = b"", ""
+        pixels = getattr(self.runner, "pixels", "")
         if is_work({"kind": batch["kind"][0], "error_type": batch["error_type"][0]}):
             faults.checkpoint("infer", str(batch["chunk_id"][0]), node=self.node_id)
             try:
                 context = context_counts({"context": batch["context"][0]})
-                frames, segment = self._process(batch, frames, context)
+                yuv = None
+                if str(batch.get("handoff", [""])[0]) == "yuv":
+                    yuv = YuvInput.of(PictureFormat.from_json(str(batch["picture"][0])))
+                    if getattr(self.runner, "yuv_in_graph", False):
+                        pixels = "graph"  # converted and pre/post-processed in the graph
+                frames, segment = self._process(batch, frames, context, yuv)
                 if context != (0, 0):  # the chunk's own pts, without its context's
                     out["pts"] = own_pts(batch["pts"][0], *context)[None]
             except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
@@ -318,7 +416,7 @@ class InferActor:
             infer_start=np.array([start]),
             infer_s=np.array([time.time() - start]),
             infer_cpu_s=np.array([time.process_time() - cpu]),
-            pixels=np.array([getattr(self.runner, "pixels", "")]),
+            pixels=np.array([pixels]),
         )
         if self.tensor:
             out.update(

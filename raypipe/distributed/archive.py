@@ -40,6 +40,7 @@ from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
 from raypipe.media.mux import container_refuses
+from raypipe.media.picture import PictureFormat
 from raypipe.media.probe import probe
 
 DRAW_TIMEOUT_S = 600
@@ -80,7 +81,16 @@ def process_archive(
         source = archive_source(
             jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor, temporal=model.temporal
         )
-        ds = build_dataset(source, cfg, actors, model, warmup_hw=_warmup_hw(jobs))
+        picture = _first_picture(jobs)
+        ds = build_dataset(
+            source,
+            cfg,
+            actors,
+            model,
+            warmup_hw=None if picture is None else picture.upright_size[::-1],
+            handoff=run.handoff,
+            warmup_picture=picture,
+        )
         gpu_samples: list[dict[str, Any]] = []  # NVML samples (GPU runs only)
         gpu_notes: set[str] = set()
         journal = ReportJournal(report_path, previous, order)
@@ -120,17 +130,16 @@ def process_archive(
     return report
 
 
-def _warmup_hw(jobs: list[VideoJob]) -> tuple[int, int] | None:
-    """The upright size of the first video, for the actors' warm-up batch (None: unknown;
-    the actors then warm up on their first chunk). Probing it costs one index read."""
+def _first_picture(jobs: list[VideoJob]) -> PictureFormat | None:
+    """The first video's picture, for the actors' warm-up batch (None: unknown; the actors
+    then warm up on their first chunk). Probing it costs one index read."""
     for job in jobs:
         if job.error:
             continue
         try:
-            width, height = probe(job.uri).picture_format.upright_size
+            return probe(job.uri).picture_format
         except Exception:  # noqa: BLE001 - the video's own plan task reports its error
             return None
-        return height, width
     return None
 
 

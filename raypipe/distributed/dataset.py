@@ -24,6 +24,8 @@ from raypipe.distributed.planning import PlannedVideo, VideoJob, job_row, plan_s
 from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage, store_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
 from raypipe.infer.temporal import NONE, Temporal
+from raypipe.media.picture import PictureFormat
+from raypipe.media.yuv import YuvInput, YuvRule
 from raypipe.reuse import ReuseKey
 
 
@@ -64,19 +66,30 @@ def build_dataset(
     warmup_hw: tuple[int, int] | None = None,
     warmup_frames: int = 0,
     max_workers: int | None = None,
+    handoff: YuvRule | None = None,
+    warmup_picture: PictureFormat | None = None,
 ) -> ray.data.Dataset:
     """The lazy pipeline over ``source`` (video and chunk rows: :func:`video_source` or
     :func:`archive_source`): decode tasks → inference actors → encode (or, for a
     tensor-output ``model``, store) tasks, which write each chunk's segment to its work
-    directory. Every row is its own block, so every chunk is its own task."""
+    directory. Every row is its own block, so every chunk is its own task.
+
+    ``handoff``: the run's YUV hand-off rule (:attr:`StartedRun.handoff`); when the first
+    video's picture (``warmup_picture``) goes as YUV under it, the actors warm the model
+    that takes its YUV frames instead of RGB."""
     ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
-    ds = decode_step(source, cfg.chunk.decoder)
+    ds = decode_step(source, cfg.chunk.decoder, handoff=handoff)
+    warmup_yuv = None
+    if handoff is not None and warmup_picture is not None and not handoff.problem(warmup_picture):
+        warmup_yuv = YuvInput.of(warmup_picture)
     job = ActorJob(
         model=model,
         config=cfg.model,
         plan=actors,
         warmup_hw=warmup_hw,
         warmup_frames=warmup_frames,
+        warmup_yuv=warmup_yuv,
+        handoff=cfg.chunk.handoff,
     )
     ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
     if model.tensor:
@@ -127,12 +140,14 @@ def scheduling_loop() -> Iterator[Callable[[], None]]:
         setattr(state, _WAIT_NAME, before)
 
 
-def decode_step(source: ray.data.Dataset, decoder: str) -> ray.data.Dataset:
+def decode_step(
+    source: ray.data.Dataset, decoder: str, *, handoff: YuvRule | None = None
+) -> ray.data.Dataset:
     """Decode tasks over ``source``'s rows: one row per block, so a plan task's rows become
     separate decode tasks, each :func:`decode_batch` over a one-row numpy batch (its
-    frames handed on as a view)."""
+    frames handed on as a view). ``handoff``: the run's YUV hand-off rule."""
     source.context.target_max_block_size = 1
-    decode = functools.partial(decode_batch, decoder=decoder, threads=TASK_CPUS)
+    decode = functools.partial(decode_batch, decoder=decoder, threads=TASK_CPUS, handoff=handoff)
     return source.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=TASK_CPUS)
 
 

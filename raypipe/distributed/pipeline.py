@@ -76,6 +76,8 @@ def process_video(
         warmup_hw=(planned.height, planned.width),
         warmup_frames=max((ChunkTask.from_row(r).chunk.n_frames for r in planned.rows), default=0),
         max_workers=max(1, len(planned.rows)),
+        handoff=run.handoff,
+        warmup_picture=planned.picture,
     )
     results = runner.run(ds)
     result = next(results)  # a failed chunk fails the video at once: stop the pipeline

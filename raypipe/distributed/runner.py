@@ -218,6 +218,10 @@ class Runner:
             self._warned.add(note)  # once per reason, not once per chunk
             node = str(row.get("decode_node") or "?")[:12]
             log.warning("--decoder nvdec: chunks decode on the CPU on node %s: %s", node, note)
+        note = str(row.get("handoff_note") or "")
+        if self.cfg.chunk.handoff == "yuv" and note and note not in self._warned:
+            self._warned.add(note)  # once per reason
+            log.warning("--handoff yuv: frames go to the model as RGB: %s", note)
         self.on_frames(int(row["n_frames"]))
         if not row["error_type"]:
             faults.checkpoint("segment", str(row["chunk_id"]))  # its segment is written

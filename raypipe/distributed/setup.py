@@ -6,7 +6,8 @@ Two steps, so bad settings fail before the cluster is touched:
 1. :func:`load_run` (on the driver, no cluster): the model's bytes and spec with the run's
    overrides, or the processor, checked; the encoder checked.
 2. :func:`start_run` (connects): the NVENC fallback resolved where encode tasks run, the
-   actor plan and the run's reuse key (:mod:`raypipe.reuse`).
+   actor plan, the YUV hand-off (:func:`handoff_rule`) and the run's reuse key
+   (:mod:`raypipe.reuse`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from raypipe.config import RunConfig
 from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, OutputExistsError
-from raypipe.infer.models import FrameModel, resolve_model_and_spec
+from raypipe.infer.models import FrameModel, resolve_model_and_spec, yuv_model_problem
 from raypipe.infer.processor_refs import processor_ref
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.infer.temporal_model import TemporalModel
@@ -29,6 +30,7 @@ from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_
 from raypipe.media.mux import container_refuses, output_format
 from raypipe.media.probe import make_video_id
 from raypipe.media.source import is_local
+from raypipe.media.yuv import YuvRule
 from raypipe.reuse import ReuseKey, reuse_key
 
 log = logging.getLogger("raypipe")
@@ -36,12 +38,14 @@ log = logging.getLogger("raypipe")
 
 @dataclass(frozen=True, kw_only=True)
 class StartedRun:
-    """A run ready for its dataset: settings (encoder resolved), actors, reuse key."""
+    """A run ready for its dataset: settings (encoder resolved), actors, reuse key, and
+    its YUV hand-off rule (None: frames go as RGB)."""
 
     cfg: RunConfig
     model: LoadedModel
     actors: ActorPlan
     key: ReuseKey
+    handoff: YuvRule | None = None
 
 
 def load_run(cfg: RunConfig) -> LoadedModel:
@@ -60,7 +64,39 @@ def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
     if not model.tensor:
         cfg = resolve_encoder(cfg)
     actors = plan_actors(cfg.runtime, cfg.model)
-    return StartedRun(cfg=cfg, model=model, actors=actors, key=run_key(cfg, model, actors))
+    return StartedRun(
+        cfg=cfg,
+        model=model,
+        actors=actors,
+        key=run_key(cfg, model, actors),
+        handoff=handoff_rule(cfg, model, actors),
+    )
+
+
+def handoff_rule(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> YuvRule | None:
+    """The run's YUV hand-off (``--handoff``, :mod:`raypipe.media.yuv`), or None when frames
+    go as RGB. ``auto`` hands off YUV only to actors that hold GPUs (and run the model's
+    wrapped graph there); ``yuv`` wherever the model can take it, and raises
+    :class:`ConfigError` when it cannot (a processor, an analysis model, a temporal one,
+    resized or tiled frames, a model the wrapper does not take). Either way the decode
+    tasks send RGB for sources the hand-off does not take (:meth:`YuvRule.problem`)."""
+    mode = cfg.chunk.handoff
+    if mode == "rgb" or (mode == "auto" and not (actors.uses_gpu and cfg.model.device != "cpu")):
+        return None
+    if model.processor is not None:
+        problem = "a processor gets RGB frames"
+    elif model.spec is None:
+        problem = "a simulated model gets RGB frames"
+    elif model.tensor:
+        problem = "an analysis model's inputs are prepared on the host, from RGB"
+    else:
+        problem = yuv_model_problem(model.data, model.spec)
+    if not problem:
+        assert model.spec is not None
+        return YuvRule(pad_multiple=model.spec.pad_multiple)
+    if mode == "yuv":
+        raise ConfigError(f"--handoff yuv: {problem}; use --handoff auto or rgb")
+    return None
 
 
 def resolve_encoder(cfg: RunConfig) -> RunConfig:

@@ -29,6 +29,7 @@ from raypipe.media.encode import encode_segment
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 from raypipe.media.retime import doubled_timing
+from raypipe.media.yuv import YuvRule
 from raypipe.recycle import RecycledArrays, keep_freed_memory
 
 EMPTY_FRAMES = np.zeros((0, 1, 1, 3), dtype=np.uint8)
@@ -120,16 +121,28 @@ def _node_id() -> str:
         return ""
 
 
-def decode_stage(row: Row, *, decoder: str = "cpu", threads: int = 0) -> Row:
+def decode_stage(
+    row: Row, *, decoder: str = "cpu", threads: int = 0, handoff: YuvRule | None = None
+) -> Row:
     """Decode the chunk's frames: adds ``frames`` (n,H,W,3) upright RGB, uint8 (uint16 for
     sources deeper than 8 bits) and ``pts`` (n,) int64,
     ``decoder`` (the one that ran: ``nvdec`` or ``cpu``) and ``decoder_note`` (why NVDEC
     did not, when ``decoder`` asked for it). ``threads``: the decoder's (the CPUs the task
     holds; 0: FFmpeg's choice). ``decode_cpu_s``: the CPU seconds of the stage's process
-    while it ran."""
+    while it ran. ``handoff``: the run's YUV hand-off rule; ``handoff`` (``yuv``: the
+    frames are packed YUV ``(n, H * W * 3 / 2)``, or ``rgb``) and ``handoff_note`` (why
+    the rule's chunk went as RGB) say what it did."""
     keep_freed_memory()
     start, cpu = time.time(), time.process_time()
-    out: Row = {**row, "frames": EMPTY_FRAMES, "pts": EMPTY_PTS, "decoder": "", "decoder_note": ""}
+    out: Row = {
+        **row,
+        "frames": EMPTY_FRAMES,
+        "pts": EMPTY_PTS,
+        "decoder": "",
+        "decoder_note": "",
+        "handoff": "",
+        "handoff_note": "",
+    }
     if is_work(row):
         task = ChunkTask.from_row(row)
         faults.checkpoint("decode", task.chunk_id, node=_node_id())
@@ -142,12 +155,15 @@ def decode_stage(row: Row, *, decoder: str = "cpu", threads: int = 0) -> Row:
                 decoder=decoder,
                 threads=threads,
                 allocate=_DECODED.empty,
+                handoff=handoff,
             )
             out.update(
                 frames=decoded.frames,
                 pts=decoded.pts,
                 decoder=decoded.decoder,
                 decoder_note=decoded.note,
+                handoff=decoded.handoff,
+                handoff_note=decoded.handoff_note,
             )
         except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
             out.update(error_fields(e))
@@ -162,7 +178,11 @@ def decode_stage(row: Row, *, decoder: str = "cpu", threads: int = 0) -> Row:
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], *, decoder: str = "cpu", threads: int = 0
+    batch: dict[str, np.ndarray],
+    *,
+    decoder: str = "cpu",
+    threads: int = 0,
+    handoff: YuvRule | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`decode_stage` over a one-row numpy batch (Ray Data's ``map_batches`` with
     ``batch_size=1``), the pipeline's decode step: the frames leave as the batch's
@@ -171,7 +191,8 @@ def decode_batch(
     a copy of every frame, into memory the process had not touched.)"""
     if len(batch["chunk_id"]) != 1:
         raise ValueError(f"decode takes one chunk per batch, got {len(batch['chunk_id'])}")
-    out = decode_stage({k: v[0] for k, v in batch.items()}, decoder=decoder, threads=threads)
+    row = {k: v[0] for k, v in batch.items()}
+    out = decode_stage(row, decoder=decoder, threads=threads, handoff=handoff)
     return {k: v[None] if isinstance(v, np.ndarray) else np.array([v]) for k, v in out.items()}
 
 

@@ -11,7 +11,8 @@ from raypipe import storage
 _CHUNK_FIELDS = (
     "chunk_id", "video_id", "index", "n_frames",
     "decode_node", "decode_pid", "decode_start", "decode_s", "decode_cpu_s", "decoder",
-    "decoder_note", "infer_node", "infer_pid", "actor_id", "cuda_visible_devices",
+    "decoder_note", "handoff", "handoff_note", "infer_node", "infer_pid", "actor_id",
+    "cuda_visible_devices",
     "infer_start", "infer_s", "infer_cpu_s", "pixels",
     "encode_node", "encode_pid", "encode_start", "encode_s", "encode_cpu_s",
     "out_width", "out_height", "error_type", "error_message",

@@ -15,6 +15,7 @@ from raypipe.distributed.cluster import ActorPlan
 from raypipe.infer.processor_refs import ProcessorRef
 from raypipe.infer.sidecar import ModelSpec
 from raypipe.infer.temporal import NONE, Temporal
+from raypipe.media.yuv import YuvInput
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class ActorJob:
     ``warmup_hw``: (height, width) px of one warm-up batch at start (None: none).
     ``warmup_frames``: the most frames a chunk has, when known (0: not known); an image
     model's actor touches the memory of a chunk's output that long during its warm-up.
+    ``warmup_yuv``: the first video's frames come as YUV (the YUV hand-off): the actor
+    warms the model that takes them instead. ``handoff``: the run's ``--handoff``
+    (``yuv``: YUV frames are converted in the model's graph even on a CPU).
     """
 
     model: LoadedModel
@@ -49,6 +53,8 @@ class ActorJob:
     plan: ActorPlan
     warmup_hw: tuple[int, int] | None = None
     warmup_frames: int = 0
+    warmup_yuv: YuvInput | None = None
+    handoff: str = "auto"
 
     def __post_init__(self) -> None:
         # The processor travels in ``model.processor``; the config keeps only its settings.

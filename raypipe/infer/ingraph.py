@@ -33,8 +33,9 @@ its element types are not float32/float16/uint8, or its default-domain opset is 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -42,10 +43,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from raypipe.infer.sidecar import ModelSpec
 
+if TYPE_CHECKING:
+    from raypipe.media.yuv import RgbTables
+
 PREFIX = "raypipe."
 FRAMES = PREFIX + "frames"  # graph input: uint8 (n, H, W, 3) RGB
 PIXELS = PREFIX + "pixels"  # graph output: uint8 (n, H', W', 3) RGB
 SUM = PREFIX + "sum"  # graph output: float32 sum of a float core output (NaN check)
+YUV = PREFIX + "yuv"  # graph input with the YUV hand-off: uint8 (n, H * W * 3 / 2) I420
 MIN_OPSET = 11
 _FLOATS = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16"}
 _TYPES = {**_FLOATS, TensorProto.UINT8: "uint8"}
@@ -64,6 +69,7 @@ class PixelGraph:
     core_output: str = ""
     sum_output: str | None = None
     why_not: str = ""
+    input: str = FRAMES
 
     @property
     def wrapped(self) -> bool:
@@ -71,7 +77,8 @@ class PixelGraph:
 
     @property
     def input_name(self) -> str:
-        return FRAMES
+        """:data:`FRAMES`, or :data:`YUV` for a graph :func:`with_yuv_input` made."""
+        return self.input
 
     @property
     def outputs(self) -> list[str]:
@@ -103,14 +110,15 @@ def _all_names(graph: onnx.GraphProto) -> set[str]:
 class _Builder:
     """Nodes and constants of the wrapper, each named under :data:`PREFIX`."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = PREFIX) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.consts: list[onnx.TensorProto] = []
         self._count = 0
+        self._prefix = prefix
 
     def name(self, what: str) -> str:
         self._count += 1
-        return f"{PREFIX}{what}.{self._count}"
+        return f"{self._prefix}{what}.{self._count}"
 
     def const(self, what: str, value: np.ndarray) -> str:
         name = self.name(what)
@@ -296,3 +304,53 @@ def _pre_count(b: _Builder, core_input: str) -> int:
         if core_input in node.output:
             return i + 1
     raise AssertionError("pre-processing does not end in the core's input")
+
+
+def with_yuv_input(graph: PixelGraph, height: int, width: int, tables: RgbTables) -> PixelGraph:
+    """``graph`` (wrapped) taking packed I420 frames of ``height`` x ``width`` px as its
+    input :data:`YUV` instead of RGB: in front of it, swscale's YUV -> RGB as look-ups in
+    ``tables`` (:mod:`raypipe.media.yuv`), so the frames the wrapper sees are the bits the
+    decode task's RGB would have been. Each chroma sample is repeated over its 2x2 luma
+    block (point chroma, as the RGB path converts), the table offsets at chroma
+    resolution, before the repeat."""
+    if not graph.wrapped or graph.input != FRAMES:
+        raise ValueError("with_yuv_input takes a graph wrap_pixels wrapped")
+    if height % 2 or width % 2 or height < 2 or width < 2:
+        raise ValueError(f"the YUV hand-off takes even sizes, got {width}x{height}")
+    model = onnx.load_model_from_string(graph.data)
+    b = _Builder(PREFIX + "yuv.")
+    size, quarter = height * width, height * width // 4
+
+    def i64(*values: int) -> str:
+        return b.const("shape", np.array(values, np.int64))
+
+    planes = []
+    for start, stop in ((0, size), (size, size + quarter), (size + quarter, size + 2 * quarter)):
+        plane = b.op("Slice", [YUV, i64(start), i64(stop), i64(1)])
+        planes.append(b.op("Cast", [plane], to=TensorProto.INT32))
+    y = b.op("Reshape", [planes[0], i64(-1, height, width, 1)])
+    k256 = b.const("k256", np.array(256, np.int32))
+    u256 = b.op("Mul", [planes[1], k256])
+    v256 = b.op("Mul", [planes[2], k256])
+    g_column = b.op(
+        "Gather", [b.const("g_column", tables.g_column), b.op("Add", [u256, planes[2]])]
+    )
+    channels = []
+    for offset, table in ((v256, tables.r), (g_column, tables.g), (u256, tables.b)):
+        block = b.op("Reshape", [offset, i64(-1, height // 2, 1, width // 2, 1)])
+        block = b.op("Expand", [block, i64(1, 1, 2, 1, 2)])
+        offset_up = b.op("Reshape", [block, i64(-1, height, width, 1)])
+        index = b.op("Add", [offset_up, y])
+        channels.append(b.op("Gather", [b.const("table", table), index]))
+    b.op("Concat", channels, FRAMES, axis=-1)
+    inputs = [
+        helper.make_tensor_value_info(YUV, TensorProto.UINT8, ["batch", size + 2 * quarter]),
+        *(i for i in model.graph.input if i.name != FRAMES),
+    ]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    nodes = [*b.nodes, *model.graph.node]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(b.consts)
+    return dataclasses.replace(graph, data=model.SerializeToString(), input=YUV)

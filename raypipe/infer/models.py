@@ -32,14 +32,14 @@ import dataclasses
 import functools
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
 from raypipe.config import Device
 from raypipe.errors import ConfigError, ModelLoadError
-from raypipe.infer.ingraph import PixelGraph, wrap_pixels
+from raypipe.infer.ingraph import PixelGraph, with_yuv_input, wrap_pixels
 from raypipe.infer.iobinding import HostRunner, IOBindingRunner
 from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.output_kind import ELEMENT_DTYPES as _ELEMENT_DTYPES
@@ -67,6 +67,9 @@ from raypipe.infer.sidecar import DEFAULT_SPEC, ModelSpec, resolve_model_and_spe
 from raypipe.infer.sidecar import resolve_model as resolve_model
 from raypipe.infer.tiling import FrameGeometry, LetterboxParams, unfit_frames
 from raypipe.recycle import Allocate
+
+if TYPE_CHECKING:
+    from raypipe.media.yuv import YuvInput
 
 LETTERBOX_KEYS: tuple[str, ...] = (
     "letterbox_scale_x",
@@ -122,12 +125,39 @@ def _wrapped(model_bytes: bytes, spec: ModelSpec) -> tuple[PixelGraph | None, _I
 
 
 def session_graph(
-    model_bytes: bytes, spec: ModelSpec, *, on_gpu: bool, pixels: str = "auto"
+    model_bytes: bytes,
+    spec: ModelSpec,
+    *,
+    on_gpu: bool,
+    pixels: str = "auto",
+    yuv: YuvInput | None = None,
 ) -> PixelGraph | None:
-    """The wrapped model a :class:`FrameModel` with ``pixels`` would load on a GPU session
-    (``on_gpu``) or a CPU one, or None when it loads ``model_bytes`` as they are. The
-    TensorRT profile and engine of a GPU actor are made for it."""
+    """The wrapped model a :class:`FrameModel` with ``pixels`` (and ``yuv``) would load on
+    a GPU session (``on_gpu``) or a CPU one, or None when it loads ``model_bytes`` as they
+    are. The TensorRT profile and engine of a GPU actor are made for it."""
+    if yuv is not None:
+        graph = _wrapped(model_bytes, spec)[0]
+        return None if graph is None else _yuv_graph(graph, yuv)
     return _wrapped(model_bytes, spec)[0] if _wants_graph(pixels, on_gpu=on_gpu) else None
+
+
+def yuv_model_problem(model_bytes: bytes, spec: ModelSpec) -> str:
+    """Why an image model cannot take YUV frames (the YUV hand-off), whatever their size
+    (``""``: it can; :meth:`FrameModel.yuv_problem` checks a size)."""
+    if spec.temporal.active:
+        return "a temporal model gets RGB frames"
+    if spec.resize != "none":
+        return f"its frames are resized ({spec.resize}) on RGB"
+    if spec.tile is not None:
+        return "its frames are tiled on RGB"
+    graph, _, why = _wrapped(model_bytes, spec)
+    return why if graph is None else ""
+
+
+def _yuv_graph(graph: PixelGraph, yuv: YuvInput) -> PixelGraph:
+    from raypipe.media.yuv import rgb_tables  # PyAV: only where frames are handed off
+
+    return with_yuv_input(graph, yuv.height, yuv.width, rgb_tables(yuv.matrix, yuv.range))
 
 
 def _wants_graph(pixels: str, *, on_gpu: bool) -> bool:
@@ -158,6 +188,12 @@ class FrameModel:
     :attr:`pixels_note` says why. uint16 frames (sources deeper than 8 bits) always take the
     host path: with a wrapped model, through a second session of the bare model, made when
     the first such frames come (without TensorRT, whose profile names the wrapped input).
+
+    ``yuv`` (:class:`~raypipe.media.yuv.YuvInput`): the model takes one source's packed
+    YUV frames ``(n, H * W * 3 / 2)`` instead of RGB (the YUV hand-off), converted in the
+    graph to the RGB bits the decode task would have made; it needs the wrapped graph and
+    frames that reach the model as they are (no resize, tiling or padding), else
+    :class:`ModelLoadError` says why (:meth:`yuv_problem`).
     """
 
     def __init__(
@@ -170,6 +206,7 @@ class FrameModel:
         providers: list[str] | None = None,
         provider_options: dict[str, dict[str, Any]] | None = None,
         pixels: str = "auto",
+        yuv: YuvInput | None = None,
     ) -> None:
         if pixels not in PIXELS_MODES:
             raise ConfigError(f"pixels must be 'auto', 'graph' or 'host', got {pixels!r}")
@@ -186,8 +223,16 @@ class FrameModel:
         self._host_lock = threading.Lock()
         self._host_local = threading.local()  # a second thread's, while the first runs
         self.pixels_note = ""
+        self.yuv = yuv
         on_gpu = pixels == "auto" and pixels_on_gpu(device, providers)
-        wrapped = self._wrap(model_bytes) if _wants_graph(pixels, on_gpu=on_gpu) else None
+        wants = yuv is not None or _wants_graph(pixels, on_gpu=on_gpu)
+        wrapped = self._wrap(model_bytes) if wants else None
+        if yuv is not None:
+            if wrapped is None:
+                raise ModelLoadError(
+                    f"the YUV hand-off runs the model's wrapped graph: {self.pixels_note}"
+                )
+            wrapped = (_yuv_graph(wrapped[0], yuv), wrapped[1])
         self.pixel_graph: PixelGraph | None = wrapped[0] if wrapped else None
         self.session = create_session(
             self.pixel_graph.data if self.pixel_graph else model_bytes, **self._session_args
@@ -197,6 +242,24 @@ class FrameModel:
             wrapped[1] if wrapped else (self.session.get_inputs(), self.session.get_outputs())
         )
         self._check_model(inputs, outputs)
+        if yuv is not None:
+            problem = self.yuv_problem(yuv.height, yuv.width)
+            if problem:
+                raise ModelLoadError(f"the YUV hand-off does not fit this model: {problem}")
+
+    def yuv_problem(self, height: int, width: int) -> str:
+        """Why frames of ``height`` x ``width`` px cannot be handed to this model as YUV
+        (``""``: they can): an image model whose frames reach it as they are."""
+        geometry = self.geometry
+        if self.output_kind != "image":
+            return "a tensor model"
+        if geometry.model_size is not None:
+            return f"its frames are resized ({self.spec.resize})"
+        if geometry.tile is not None:
+            return "its frames are tiled"
+        if geometry.padded_hw(height, width) != (height, width):
+            return f"{width}x{height} frames are padded to multiples of {geometry.pad_multiple}"
+        return ""
 
     def _wrap(self, model_bytes: bytes) -> tuple[PixelGraph, _IO] | None:
         """The wrapped image model and the core's inputs and outputs, or None (and why not
@@ -382,20 +445,26 @@ class FrameModel:
         self, height: int, width: int, batch_size: int
     ) -> np.ndarray | dict[str, np.ndarray]:
         """Run one dummy batch so the first real chunk does not pay for lazy initialisation;
-        returns its output (frames, or a tensor model's arrays), which tells the shapes."""
+        returns its output (frames, or a tensor model's arrays), which tells the shapes.
+        A model that takes YUV (``yuv``) gets packed frames of its own size."""
         dummy = np.zeros((batch_size, height, width, 3), dtype=np.uint8)
+        if self.yuv is not None:
+            dummy = np.zeros((batch_size, self.yuv.packed_size), dtype=np.uint8)
         if self.output_kind == "image":
             return self.run(dummy, batch_size)
         return self.run_tensors(dummy, batch_size)
 
     def _batches(self, frames: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
         """(batch, real frame count) pairs; a fixed-batch model's last batch is padded."""
-        _check_frames(frames)
+        if self.yuv is not None:
+            self.yuv.check(frames)
+        else:
+            _check_frames(frames)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if len(frames) == 0:
             raise ValueError("run() got 0 frames; expected at least one")
-        self.geometry.check_frames(frames.shape[1], frames.shape[2])
+        self.geometry.check_frames(*self._frame_hw(frames))
         step = self._fixed_batch or batch_size
         batches = []
         for start in range(0, len(frames), step):
@@ -495,10 +564,17 @@ class FrameModel:
         multiple = pad_multiple or self.spec.pad_multiple
         return run(x) if multiple is None else run_padded_maps(run, x, multiple, self.spec.layout)
 
+    def _frame_hw(self, frames: np.ndarray) -> tuple[int, int]:
+        """(height, width) px of ``frames``: RGB ``(n, H, W, 3)``, or packed YUV."""
+        return (self.yuv.height, self.yuv.width) if self.yuv is not None else frames.shape[1:3]
+
     def _reported(self, frames: np.ndarray) -> contextlib.AbstractContextManager[None]:
         """Errors the model raises on ``frames`` become a :class:`ModelError` with a hint."""
+        hw = self._frame_hw(frames)
+        if self.yuv is not None:  # the messages need the frames' size only
+            return reported(np.broadcast_to(np.uint8(0), (len(frames), *hw, 3)), model_hw=hw)
         fits = functools.partial(self._fits, frames[:1]) if self.spec.resize == "none" else None
-        return reported(frames, fits=fits, model_hw=self.geometry.padded_hw(*frames.shape[1:3]))
+        return reported(frames, fits=fits, model_hw=self.geometry.padded_hw(*hw))
 
     def _fits(self, frame: np.ndarray, multiple: int) -> bool:
         """Whether the model runs on ``frame`` (one, ``(1, H, W, 3)``) padded to ``multiple``."""
@@ -530,6 +606,8 @@ class FrameModel:
     ) -> np.ndarray:
         """The frames of one batch; written into ``out`` (returned) where the frames go
         there as they are (no resize to undo)."""
+        if self.yuv is not None:  # the frames reach the model as they are: yuv_problem
+            return self._infer_pixels(batch, (self.yuv.height, self.yuv.width))
         geometry = geometry or self.geometry
         fitted, params = geometry.fit(batch)
         if self.pixel_graph is not None and batch.dtype == np.uint8:

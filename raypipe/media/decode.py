@@ -38,6 +38,7 @@ from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 from raypipe.media.rgb import RgbConverter
 from raypipe.media.source import open_input
+from raypipe.media.yuv import YuvPacker, YuvRule
 from raypipe.recycle import Allocate
 
 _nvdec_unavailable: str | None = None  # why NVDEC cannot start here ("" if it can), once known
@@ -50,7 +51,10 @@ class DecodedChunk:
 
     ``decoder``: ``"nvdec"`` or ``"cpu"``, the one that decoded it; ``note``: why NVDEC
     was not used when it was asked for (``""`` otherwise). ``before``/``after``: context
-    frames (for a temporal model) before and after the chunk's own frames."""
+    frames (for a temporal model) before and after the chunk's own frames. ``handoff``:
+    ``"yuv"`` when the frames are packed YUV ``(n, H * W * 3 / 2)`` (a YUV hand-off,
+    :mod:`raypipe.media.yuv`), else ``"rgb"``; ``handoff_note``: why a chunk that could
+    have gone as YUV went as RGB."""
 
     frames: np.ndarray
     pts: np.ndarray
@@ -58,6 +62,8 @@ class DecodedChunk:
     note: str = ""
     before: int = 0
     after: int = 0
+    handoff: str = "rgb"
+    handoff_note: str = ""
 
 
 class _Overshoot(Exception):
@@ -110,6 +116,7 @@ def decode_chunk(
     decoder: str = "cpu",
     picture: PictureFormat | None = None,
     allocate: Allocate | None = None,
+    handoff: YuvRule | None = None,
 ) -> DecodedChunk:
     """Decode exactly ``chunk.n_frames`` frames of ``info.uri`` in ``[start_pts, end_pts)``.
 
@@ -122,18 +129,23 @@ def decode_chunk(
     facts (``None``: ``info.picture_format``). A chunk with a context is decoded with its
     context frames (``keep`` must then be ``None``). ``allocate(shape, dtype)`` makes the
     frames' array (``np.empty`` by default; the pipeline's decode task passes
-    :meth:`raypipe.recycle.RecycledArrays.empty`).
+    :meth:`raypipe.recycle.RecycledArrays.empty`). ``handoff``: the run's YUV hand-off
+    rule; frames of a source it takes are returned packed YUV, not RGB.
     """
     wanted = None if keep is None else sorted(set(keep))
     picture = picture or info.picture_format
     context = chunk.context
     if context is not None and keep is not None:
         raise ValueError(f"{chunk.chunk_id}: keep and context frames do not combine")
+    note = "" if handoff is None else handoff.problem(picture)
+    yuv = handoff is not None and not note
     span = chunk.decode_range
+    args = (threads, wanted, decoder, picture, allocate, yuv)
     try:
-        decoded = _decode(info, span, span.seek_pts, threads, wanted, decoder, picture, allocate)
+        decoded = _decode(info, span, span.seek_pts, *args)
     except _Overshoot:
-        decoded = _decode(info, span, None, threads, wanted, decoder, picture, allocate)
+        decoded = _decode(info, span, None, *args)
+    decoded = dataclasses.replace(decoded, handoff_note=note)
     if context is None:
         return decoded
     return dataclasses.replace(decoded, before=context.before, after=context.after)
@@ -148,14 +160,21 @@ def _decode(
     decoder: str,
     picture: PictureFormat,
     allocate: Allocate | None,
+    yuv: bool,
 ) -> DecodedChunk:
     slot = {offset: i for i, offset in enumerate(keep)} if keep is not None else None
     n_out = chunk.n_frames if keep is None else len(keep)
     width, height = picture.upright_size
-    frames = (allocate or np.empty)((n_out, height, width, 3), np.dtype(picture.dtype))
+    allocate = allocate or np.empty
+    to_rgb: RgbConverter | YuvPacker
+    if yuv:
+        frames = allocate((n_out, height * width * 3 // 2), np.dtype(np.uint8))
+        to_rgb = YuvPacker(picture)
+    else:
+        frames = allocate((n_out, height, width, 3), np.dtype(picture.dtype))
+        to_rgb = RgbConverter(picture)  # one swscale context for the whole chunk
     pts = np.empty(n_out, dtype=np.int64)
     n = 0
-    to_rgb = RgbConverter(picture)  # one swscale context for the whole chunk
     opened, note = _open_decoder(info.uri, decoder)
     with opened as container:
         stream = cast(av.VideoStream, container.streams[info.stream_index])
@@ -209,4 +228,6 @@ def _decode(
         raise DecodeError(f"{chunk.chunk_id}: decoded frames are not in display order")
     if decoder != "cpu" and used == "cpu" and not note:
         note = f"NVDEC does not decode {info.codec} here; FFmpeg fell back to its CPU decoder"
-    return DecodedChunk(frames=frames, pts=pts, decoder=used, note=note)
+    return DecodedChunk(
+        frames=frames, pts=pts, decoder=used, note=note, handoff="yuv" if yuv else "rgb"
+    )

@@ -1,7 +1,9 @@
 """Pre/post-processing inside the ONNX graph (uint8 frames in and out) gives the bits the
 host path gives: every built-in image model, ModelSpec variants (NHWC, BGR, mean/std,
 output ranges, fp16 and uint8 models, one channel out), with fixed batches, padding, tiles
-and letterbox around it, NaN found as on the host, and the models it does not wrap."""
+and letterbox around it, NaN found as on the host, and the models it does not wrap. With
+the YUV hand-off's conversion in front (packed I420 frames in), the same bits as the host
+path on the RGB the decode task would have made."""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ from onnx import TensorProto, helper, numpy_helper
 from raypipe.errors import ModelError, ModelLoadError
 from raypipe.infer import FrameModel, ModelSpec, builtin_bytes
 from raypipe.infer.builtin import BUILTIN_IMAGE_MODELS
-from raypipe.infer.ingraph import FRAMES, PIXELS, SUM, wrap_pixels
+from raypipe.infer.ingraph import FRAMES, PIXELS, SUM, YUV, wrap_pixels
 from raypipe.infer.iobinding import IOBindingRunner
+from raypipe.infer.models import yuv_model_problem
 from raypipe.infer.session import create_session
+from raypipe.media.yuv import YuvInput, packed_to_rgb, rgb_tables
 from raypipe.testing import models
 
 Dims = Sequence[int | str]
@@ -105,39 +109,39 @@ def test_every_builtin_is_bit_exact(name: str, spec: ModelSpec) -> None:
     assert_same(builtin_bytes(name), spec, frames)
 
 
-@pytest.mark.parametrize(
-    ("data", "spec"),
-    [
-        (affine(layout="NHWC"), ModelSpec(layout="NHWC")),
-        (affine(layout="NHWC"), ModelSpec(layout="NHWC", color="BGR", std=(0.3, 0.5, 0.7))),
-        (affine(), ModelSpec(color="BGR")),
-        (affine(), ModelSpec(mean=(0.2, 0.3, 0.4), std=(0.9, 1.1, 0.7))),
-        (affine(), ModelSpec(output_range=(-0.25, 1.5))),
-        (affine(), ModelSpec(output_range=(1.0, 0.0))),  # reversed: a negative gain
-        (affine(), ModelSpec(output_range=(0.0, 255.0))),
-        (affine(), ModelSpec(scale=1.0, output_range=(0.0, 255.0))),
-        (affine(TensorProto.FLOAT16), ModelSpec()),
-        (affine(TensorProto.FLOAT16), ModelSpec(color="BGR", mean=(0.5, 0.4, 0.3))),
-        (affine(TensorProto.FLOAT16, TensorProto.FLOAT), ModelSpec(output_range=(-1.0, 1.0))),
-        (affine(TensorProto.FLOAT, TensorProto.FLOAT16), ModelSpec()),
-        (affine(TensorProto.FLOAT16, layout="NHWC"), ModelSpec(layout="NHWC", color="BGR")),
-    ],
-    ids=[
-        "nhwc",
-        "nhwc-bgr-std",
-        "bgr",
-        "mean-std",
-        "range",
-        "reversed-range",
-        "range-255",
-        "scale-1",
-        "fp16",
-        "fp16-bgr-mean",
-        "fp16-in-fp32-out",
-        "fp32-in-fp16-out",
-        "fp16-nhwc-bgr",
-    ],  # fmt: skip
-)
+VARIANTS = [
+    (affine(layout="NHWC"), ModelSpec(layout="NHWC")),
+    (affine(layout="NHWC"), ModelSpec(layout="NHWC", color="BGR", std=(0.3, 0.5, 0.7))),
+    (affine(), ModelSpec(color="BGR")),
+    (affine(), ModelSpec(mean=(0.2, 0.3, 0.4), std=(0.9, 1.1, 0.7))),
+    (affine(), ModelSpec(output_range=(-0.25, 1.5))),
+    (affine(), ModelSpec(output_range=(1.0, 0.0))),  # reversed: a negative gain
+    (affine(), ModelSpec(output_range=(0.0, 255.0))),
+    (affine(), ModelSpec(scale=1.0, output_range=(0.0, 255.0))),
+    (affine(TensorProto.FLOAT16), ModelSpec()),
+    (affine(TensorProto.FLOAT16), ModelSpec(color="BGR", mean=(0.5, 0.4, 0.3))),
+    (affine(TensorProto.FLOAT16, TensorProto.FLOAT), ModelSpec(output_range=(-1.0, 1.0))),
+    (affine(TensorProto.FLOAT, TensorProto.FLOAT16), ModelSpec()),
+    (affine(TensorProto.FLOAT16, layout="NHWC"), ModelSpec(layout="NHWC", color="BGR")),
+]
+VARIANT_IDS = [
+    "nhwc",
+    "nhwc-bgr-std",
+    "bgr",
+    "mean-std",
+    "range",
+    "reversed-range",
+    "range-255",
+    "scale-1",
+    "fp16",
+    "fp16-bgr-mean",
+    "fp16-in-fp32-out",
+    "fp32-in-fp16-out",
+    "fp16-nhwc-bgr",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("data", "spec"), VARIANTS, ids=VARIANT_IDS)
 def test_spec_variants_are_bit_exact(data: bytes, spec: ModelSpec) -> None:
     assert_same(data, spec)
 
@@ -310,3 +314,96 @@ def test_gpu_session_runs_the_graph_with_uint8_bound_both_ways(name: str) -> Non
     assert slot.input.data_type() == "tensor(uint8)" and slot.input.device_name() == "cuda"
     assert slot.outputs[0].data_type() == "tensor(uint8)"
     np.testing.assert_array_equal(pixels, got[:2])
+
+
+# --- the YUV hand-off: packed I420 frames in ------------------------------------------------
+
+YUV_HW = (48, 64)
+
+
+def yuv_frames(n: int = 5, seed: int = 2) -> tuple[YuvInput, np.ndarray, np.ndarray]:
+    """Packed I420 frames of random samples (0..255: values outside RGB clip) and the RGB
+    frames swscale makes of them (tests/media/test_yuv.py: the tables are swscale's)."""
+    source = YuvInput(*YUV_HW, "bt709", "tv")
+    packed = np.random.default_rng(seed).integers(0, 256, (n, source.packed_size), dtype=np.uint8)
+    tables = rgb_tables(source.matrix, source.range)
+    return source, packed, packed_to_rgb(packed, *YUV_HW, tables)
+
+
+def assert_same_from_yuv(data: bytes, spec: ModelSpec = DEFAULT, batch_size: int = 2) -> None:
+    source, packed, rgb = yuv_frames()
+    host = FrameModel(data, spec=spec, device="cpu", intra_op_threads=1, pixels="host")
+    model = FrameModel(data, spec=spec, device="cpu", intra_op_threads=1, yuv=source)
+    assert model.pixels == "graph" and model.pixel_graph is not None
+    assert model.pixel_graph.input_name == YUV
+    expected = host.run(rgb, batch_size)
+    got = model.run(packed, batch_size)
+    assert got.dtype == np.uint8 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", BUILTIN_IMAGE_MODELS)
+def test_every_builtin_from_yuv_is_bit_exact(name: str) -> None:
+    assert_same_from_yuv(builtin_bytes(name), batch_size=3)
+
+
+@pytest.mark.parametrize(("data", "spec"), VARIANTS, ids=VARIANT_IDS)
+def test_spec_variants_from_yuv_are_bit_exact(data: bytes, spec: ModelSpec) -> None:
+    assert_same_from_yuv(data, spec)
+
+
+def test_uint8_and_fixed_batch_models_from_yuv_are_bit_exact() -> None:
+    flip = model_of(
+        [helper.make_node("Sub", ["max", "input"], ["output"])],
+        TensorProto.UINT8,
+        consts={"max": np.array(255, np.uint8)},
+    )
+    assert_same_from_yuv(flip, ModelSpec(color="BGR"))
+    fixed = model_of(
+        [helper.make_node("Identity", ["input"], ["output"])], in_dims=(4, 3, "H", "W")
+    )
+    assert_same_from_yuv(fixed, batch_size=2)  # 5 frames: the last batch is padded
+
+
+def test_the_yuv_graph_takes_packed_rows_and_holds_small_tables() -> None:
+    source, packed, _ = yuv_frames(2)
+    model = FrameModel(builtin_bytes("identity"), device="cpu", yuv=source)
+    assert model.pixel_graph is not None
+    proto = onnx.load_model_from_string(model.pixel_graph.data)
+    (inp,) = proto.graph.input
+    assert inp.name == YUV and inp.type.tensor_type.elem_type == TensorProto.UINT8
+    assert [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim] == [
+        "batch",
+        source.packed_size,
+    ]
+    constants = sum(len(t.raw_data) for t in proto.graph.initializer)
+    assert constants < 512 * 1024
+    with pytest.raises(ValueError, match="expected packed YUV frames"):
+        model.run(np.zeros((2, *YUV_HW, 3), np.uint8), 2)
+    assert model.warmup(*YUV_HW, 2).shape == (2, *YUV_HW, 3)
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        (ModelSpec(tile=16, tile_overlap=4), "its frames are tiled"),
+        (ModelSpec(pad_multiple=32), "64x48 frames are padded to multiples of 32"),
+    ],
+)
+def test_models_whose_frames_change_size_do_not_take_yuv(spec: ModelSpec, why: str) -> None:
+    source, _, _ = yuv_frames(1)
+    with pytest.raises(ModelLoadError, match=f"does not fit this model: {why}"):
+        FrameModel(builtin_bytes("sharpen"), spec=spec, device="cpu", yuv=source)
+    assert FrameModel(builtin_bytes("sharpen"), spec=ModelSpec(pad_multiple=16), yuv=source)
+    fixed = model_of([helper.make_node("Identity", ["input"], ["output"])], in_dims=(2, 3, 8, 8))
+    assert yuv_model_problem(fixed, ModelSpec(resize="stretch")) == (
+        "its frames are resized (stretch) on RGB"
+    )
+    assert yuv_model_problem(builtin_bytes("sharpen"), ModelSpec(tile=16)) == (
+        "its frames are tiled on RGB"
+    )
+    assert yuv_model_problem(builtin_bytes("sharpen"), DEFAULT) == ""
+    unwrapped = model_of([helper.make_node("Identity", ["input"], ["output"])], opset=10)
+    assert "opset is 10" in yuv_model_problem(unwrapped, DEFAULT)
+    with pytest.raises(ModelLoadError, match="the YUV hand-off runs the model's wrapped graph"):
+        FrameModel(unwrapped, device="cpu", yuv=source)

@@ -28,7 +28,7 @@ PROFILE = profile_shapes("input", 8, 1080, 1920)
 # --- profiles -------------------------------------------------------------------------------
 
 
-def test_profile_shapes_nchw_and_nhwc() -> None:
+def test_profile_shapes_nchw_nhwc_and_i420() -> None:
     assert PROFILE == ("input:1x3x1080x1920", "input:8x3x1080x1920", "input:8x3x1080x1920")
     assert profile_shapes("images", 4, 720, 1280, "NHWC") == (
         "images:1x720x1280x3",
@@ -36,6 +36,12 @@ def test_profile_shapes_nchw_and_nhwc() -> None:
         "images:4x720x1280x3",
     )
     assert profile_shapes("x", 1, 36, 52) == ("x:1x3x36x52",) * 3
+    # packed YUV 4:2:0 frames (the YUV hand-off): one row of H * W * 3 / 2 bytes each
+    assert profile_shapes("raypipe.yuv", 8, 720, 1280, "I420") == (
+        "raypipe.yuv:1x1382400",
+        "raypipe.yuv:8x1382400",
+        "raypipe.yuv:8x1382400",
+    )
 
 
 @pytest.mark.parametrize(
@@ -43,7 +49,7 @@ def test_profile_shapes_nchw_and_nhwc() -> None:
     [
         (("input", 0, 1080, 1920), "batch_size must be an integer >= 1, got 0"),
         (("input", 8, 1080.0, 1920), "height must be an integer >= 1, got 1080.0"),
-        (("input", 8, 1080, 1920, "CHW"), "layout must be 'NCHW' or 'NHWC', got 'CHW'"),
+        (("input", 8, 1080, 1920, "CHW"), "layout must be 'NCHW', 'NHWC' or 'I420', got 'CHW'"),
         (("in:put", 8, 1080, 1920), "input_name must be a tensor name without ':' or ','"),
     ],
 )

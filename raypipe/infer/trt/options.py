@@ -31,6 +31,7 @@ def profile_shapes(
 
     Batch runs from 1 (a chunk's last, short batch) to ``batch_size``, which is also the
     shape TensorRT tunes for; height and width (pixels) are fixed to the video's frame size.
+    ``layout`` ``I420``: packed YUV frames of that size, ``(batch, H * W * 3 / 2)``.
     ``profile_shapes("input", 8, 1080, 1920)`` gives ``("input:1x3x1080x1920",
     "input:8x3x1080x1920", "input:8x3x1080x1920")``.
     """
@@ -41,11 +42,15 @@ def profile_shapes(
     int_at_least("batch_size", batch_size, 1)
     int_at_least("height", height, 1)
     int_at_least("width", width, 1)
-    if layout not in ("NCHW", "NHWC"):
-        raise ConfigError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    if layout not in ("NCHW", "NHWC", "I420"):
+        raise ConfigError(f"layout must be 'NCHW', 'NHWC' or 'I420', got {layout!r}")
 
     def shape(batch: int) -> str:
-        dims = (batch, 3, height, width) if layout == "NCHW" else (batch, height, width, 3)
+        dims: tuple[int, ...] = (batch, 3, height, width)
+        if layout == "NHWC":
+            dims = (batch, height, width, 3)
+        elif layout == "I420":  # packed YUV 4:2:0 frames (the YUV hand-off), one row each
+            dims = (batch, height * width * 3 // 2)
         return f"{input_name}:{'x'.join(str(d) for d in dims)}"
 
     return shape(1), shape(batch_size), shape(batch_size)

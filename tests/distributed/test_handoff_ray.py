@@ -1,0 +1,106 @@
+"""The YUV hand-off through the whole pipeline on a real local Ray with two logical GPUs
+and ONNX Runtime's CPU provider: outputs exact to the frame as with RGB, whether the actor
+converts in the model's graph (``--handoff yuv``) or on its host (``auto``, the session
+having no GPU provider); each chunk's stats say how its frames travelled; sources the
+hand-off does not take go as RGB with the reason said once; models that cannot take YUV
+are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import assert_exact, lossless_options
+
+import raypipe
+from raypipe.errors import ConfigError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray(ray_local: None) -> None:
+    return None
+
+
+def chunks_of(stats: Path) -> list[dict[str, object]]:
+    return json.loads(stats.read_text())["chunks"]
+
+
+def test_a_video_handed_off_as_yuv_is_exact(clips: dict[str, Path], tmp_path: Path) -> None:
+    source, out, stats = clips["open_gop"], tmp_path / "out.mp4", tmp_path / "stats.json"
+    options = {**lossless_options(), "quiet": True, "chunk_frames": 10}
+    raypipe.process_video(
+        str(source), str(out), model="builtin:upscale2x", handoff="yuv", stats_path=str(stats),
+        **options,
+    )  # fmt: skip
+    assert_exact(source, out, "builtin:upscale2x")
+    records = chunks_of(stats)
+    assert len(records) >= 4
+    assert {(r["handoff"], r["handoff_note"], r["pixels"]) for r in records} == {
+        ("yuv", "", "graph")
+    }
+    # auto: YUV to actors that hold GPUs (this Ray's two are logical); an actor whose
+    # session has no GPU provider converts the frames on its host, as decode would have
+    raypipe.process_video(
+        str(source), str(out), model="builtin:invert", stats_path=str(stats), overwrite=True,
+        **options,
+    )  # fmt: skip
+    assert_exact(source, out, "builtin:invert")
+    assert {(r["handoff"], r["pixels"]) for r in chunks_of(stats)} == {("yuv", "host")}
+    # auto without GPUs for the actors, and rgb: RGB
+    for how in ({"device": "cpu"}, {"handoff": "rgb"}):
+        raypipe.process_video(
+            str(source), str(out), model="builtin:invert", stats_path=str(stats),
+            overwrite=True, **how, **options,
+        )  # fmt: skip
+        assert_exact(source, out, "builtin:invert")
+        assert {(r["handoff"], r["pixels"]) for r in chunks_of(stats)} == {("rgb", "host")}
+
+
+def test_an_archive_hands_off_what_it_can(
+    clips: dict[str, Path],
+    traits: dict[str, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    src, out, stats = tmp_path / "src", tmp_path / "out", tmp_path / "stats.json"
+    src.mkdir()
+    shutil.copy(clips["bframes_aac"], src / "a.mp4")  # 160x96 yuv420p: YUV
+    shutil.copy(traits["rotated_languages"], src / "b.mp4")  # rotated 90 degrees: RGB
+    report = raypipe.process_archive(
+        str(src), str(out), model="builtin:sharpen", handoff="yuv", chunk_frames=12,
+        stats_path=str(stats), quiet=True, **lossless_options(),
+    )  # fmt: skip
+    assert report.count("done") == 2
+    for name in ("a.mp4", "b.mp4"):
+        assert_exact(src / name, out / name, "builtin:sharpen")
+    ways = {
+        (r["chunk_id"].split("-")[0], r["handoff"], r["handoff_note"]) for r in chunks_of(stats)
+    }
+    assert {(way, note) for _, way, note in ways} == {
+        ("yuv", ""),
+        ("rgb", "the source is rotated 90 degrees"),
+    }
+    warned = [r.getMessage() for r in caplog.records if "--handoff yuv" in r.getMessage()]
+    assert warned == [
+        "--handoff yuv: frames go to the model as RGB: the source is rotated 90 degrees"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        ({"model": "builtin:denoise3"}, "a temporal model gets RGB frames"),
+        ({"model": "builtin:sharpen", "tile": 32}, "its frames are tiled on RGB"),
+        ({"model": "builtin:phash"}, "an analysis model's inputs are prepared on the host"),
+    ],
+)
+def test_handoff_yuv_refuses_models_that_take_rgb(
+    clips: dict[str, Path], tmp_path: Path, options: dict[str, object], why: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"--handoff yuv: {why}"):
+        raypipe.process_video(
+            str(clips["bframes_aac"]), str(tmp_path / "out.mp4"), handoff="yuv", quiet=True,
+            **options,
+        )  # fmt: skip
