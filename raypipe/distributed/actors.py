@@ -98,7 +98,6 @@ class _ModelRunner:
         *,
         tensor: bool,
         yuv_model: Callable[[YuvInput], FrameModel] | None = None,
-        yuv_in_graph: bool = False,
     ) -> None:
         self.model, self.batch_size, self.tensor = model, batch_size, tensor
         self.providers = list(model.providers)
@@ -106,11 +105,13 @@ class _ModelRunner:
         # each chunk's frames go into the array the last chunk's went into once Ray has
         # copied those out (raypipe/recycle.py)
         self.outputs = RecycledArrays()
+        self.converted = RecycledArrays()  # YUV frames converted on the host, chunk by chunk
         self._make_yuv_model = yuv_model
         self._yuv_models: OrderedDict[YuvInput, FrameModel] = OrderedDict()
         # YUV frames are converted in the model's graph where it runs its wrapped graph (on
-        # a GPU) or when asked to (--handoff yuv); else on the host, as decode would have
-        self.yuv_in_graph = yuv_in_graph or self.pixels == "graph"
+        # a GPU), else on the host, as decode would have (the graph's look-ups are slow on a
+        # CPU: benchmarks/handoff.py)
+        self.yuv_in_graph = self.pixels == "graph"
 
     def yuv_model(self, yuv: YuvInput) -> FrameModel:
         """The model for packed YUV frames of ``yuv`` (made on first use, a few kept)."""
@@ -135,7 +136,7 @@ class _ModelRunner:
         if yuv is not None and self.yuv_in_graph:  # packed YUV frames (the YUV hand-off)
             return self.yuv_model(yuv).run(frames, self.batch_size, allocate=self.outputs.empty)
         if yuv is not None:
-            frames = yuv.to_rgb(frames)
+            frames = yuv.to_rgb(frames, allocate=self.converted.empty)
         if isinstance(self.model, TemporalModel):
             return self.model.run(frames, self.batch_size, before=before, after=after)
         if before or after:
@@ -190,7 +191,6 @@ class InferActor:
             self.runner = self._build(self._settings())
         except Exception as e:  # noqa: BLE001 - every chunk of this actor gets the typed error
             self.failure, self.failure_detail = e, _detail(e)
-        self.provider_notes = json.dumps(self._provider_notes())
         if self.runner is not None and job.warmup_hw is not None:
             try:
                 if job.warmup_yuv is not None and isinstance(self.runner, _ModelRunner):
@@ -199,6 +199,8 @@ class InferActor:
                     self.runner.warmup(*job.warmup_hw, frames=job.warmup_frames)
             except Exception as e:  # noqa: BLE001 - chunks fail (or not) on their own frames
                 self.warmup_error = error_fields(e)["error_message"]
+        # after the warm-up, which may build the model for YUV frames with its own providers
+        self.provider_notes = json.dumps(self._provider_notes())
 
     def _provider_notes(self) -> list[str]:
         """Why the sessions do not run on a better provider (the model's, or the processor's
@@ -236,7 +238,6 @@ class InferActor:
             cfg.batch_size,
             tensor=self.tensor,
             yuv_model=functools.partial(self._load_yuv, settings),
-            yuv_in_graph=self.job.handoff == "yuv",
         )
 
     def _load_yuv(self, settings: SessionSettings, yuv: YuvInput) -> FrameModel:

@@ -89,7 +89,6 @@ def build_dataset(
         warmup_hw=warmup_hw,
         warmup_frames=warmup_frames,
         warmup_yuv=warmup_yuv,
-        handoff=cfg.chunk.handoff,
     )
     ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
     if model.tensor:

@@ -75,11 +75,12 @@ def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
 
 def handoff_rule(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> YuvRule | None:
     """The run's YUV hand-off (``--handoff``, :mod:`raypipe.media.yuv`), or None when frames
-    go as RGB. ``auto`` hands off YUV only to actors that hold GPUs (and run the model's
-    wrapped graph there); ``yuv`` wherever the model can take it, and raises
-    :class:`ConfigError` when it cannot (a processor, an analysis model, a temporal one,
-    resized or tiled frames, a model the wrapper does not take). Either way the decode
-    tasks send RGB for sources the hand-off does not take (:meth:`YuvRule.problem`)."""
+    go as RGB. ``auto`` hands off YUV only to actors that hold GPUs (they convert it in the
+    model's wrapped graph, or on the host where their session got no GPU provider);
+    ``yuv`` wherever the model can take it, and raises :class:`ConfigError` when it
+    cannot (a processor, an analysis model, a temporal one, resized or tiled frames, a
+    model the wrapper does not take). Either way the decode tasks send RGB for sources the
+    hand-off does not take (:meth:`YuvRule.problem`)."""
     mode = cfg.chunk.handoff
     if mode == "rgb" or (mode == "auto" and not (actors.uses_gpu and cfg.model.device != "cpu")):
         return None

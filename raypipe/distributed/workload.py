@@ -44,8 +44,7 @@ class ActorJob:
     ``warmup_frames``: the most frames a chunk has, when known (0: not known); an image
     model's actor touches the memory of a chunk's output that long during its warm-up.
     ``warmup_yuv``: the first video's frames come as YUV (the YUV hand-off): the actor
-    warms the model that takes them instead. ``handoff``: the run's ``--handoff``
-    (``yuv``: YUV frames are converted in the model's graph even on a CPU).
+    warms the model that takes them instead.
     """
 
     model: LoadedModel
@@ -54,7 +53,6 @@ class ActorJob:
     warmup_hw: tuple[int, int] | None = None
     warmup_frames: int = 0
     warmup_yuv: YuvInput | None = None
-    handoff: str = "auto"
 
     def __post_init__(self) -> None:
         # The processor travels in ``model.processor``; the config keeps only its settings.

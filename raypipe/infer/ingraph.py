@@ -324,10 +324,13 @@ def with_yuv_input(graph: PixelGraph, height: int, width: int, tables: RgbTables
     def i64(*values: int) -> str:
         return b.const("shape", np.array(values, np.int64))
 
-    planes = []
-    for start, stop in ((0, size), (size, size + quarter), (size + quarter, size + 2 * quarter)):
-        plane = b.op("Slice", [YUV, i64(start), i64(stop), i64(1)])
-        planes.append(b.op("Cast", [plane], to=TensorProto.INT32))
+    # int32 from the input on, tables included: TensorRT takes uint8 only at its inputs and
+    # outputs and through Cast, so the whole conversion can be one of its subgraphs
+    samples = b.op("Cast", [YUV], to=TensorProto.INT32)
+    planes = [
+        b.op("Slice", [samples, i64(start), i64(stop), i64(1)])
+        for start, stop in ((0, size), (size, size + quarter), (size + quarter, size + 2 * quarter))
+    ]
     y = b.op("Reshape", [planes[0], i64(-1, height, width, 1)])
     k256 = b.const("k256", np.array(256, np.int32))
     u256 = b.op("Mul", [planes[1], k256])
@@ -341,8 +344,8 @@ def with_yuv_input(graph: PixelGraph, height: int, width: int, tables: RgbTables
         block = b.op("Expand", [block, i64(1, 1, 2, 1, 2)])
         offset_up = b.op("Reshape", [block, i64(-1, height, width, 1)])
         index = b.op("Add", [offset_up, y])
-        channels.append(b.op("Gather", [b.const("table", table), index]))
-    b.op("Concat", channels, FRAMES, axis=-1)
+        channels.append(b.op("Gather", [b.const("table", table.astype(np.int32)), index]))
+    b.op("Cast", [b.op("Concat", channels, axis=-1)], FRAMES, to=TensorProto.UINT8)
     inputs = [
         helper.make_tensor_value_info(YUV, TensorProto.UINT8, ["batch", size + 2 * quarter]),
         *(i for i in model.graph.input if i.name != FRAMES),

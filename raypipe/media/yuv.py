@@ -1,4 +1,4 @@
-"""The decoder's YUV samples handed to the inference actor as they are (``--handoff yuv``).
+"""The decoder's YUV samples handed to the inference actor as they are (``--handoff``).
 
 By default a decode task converts each frame to RGB (:mod:`raypipe.media.rgb`) and the
 frames travel to the actor as ``(n, H, W, 3)`` uint8: 3 bytes a pixel. With the YUV
@@ -17,9 +17,12 @@ once, so the graph reproduces whichever swscale code path this machine runs. Odd
 take another swscale path whose bits differ; they, like 10-bit, 4:2:2, 4:4:4 and rotated
 sources, stay on RGB (:func:`handoff_problem` says why).
 
-On the CPU the hand-off is slower, not faster: ONNX Runtime's ``Gather`` over a 720p frame
-took 47 ms against swscale's 0.4 ms in the decode task (benchmarks/README.md, session 19),
-so ``auto`` hands off YUV only to actors that run the wrapped graph on a GPU.
+Who converts: an actor that runs the model's wrapped graph (on a GPU) converts in the
+graph; an actor whose session got no GPU provider converts on its host with swscale
+(:meth:`YuvInput.to_rgb`), as the decode task would have. In the graph on a CPU the
+look-ups are slow: 58 ms a 720p frame against swscale's 3 (``benchmarks/handoff.py``), so
+``--handoff auto`` hands off YUV only to actors that hold GPUs, and only ``--handoff yuv``
+makes CPU actors convert in the graph.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 
 from raypipe.media.colour import sws_colorspace, sws_range
 from raypipe.media.picture import PictureFormat
+from raypipe.recycle import Allocate
 
 PLANAR_420 = ("yuv420p", "yuvj420p")
 """The decoder formats handed off as they are."""
@@ -99,10 +103,11 @@ class YuvInput:
     def packed_size(self) -> int:
         return packed_size(self.height, self.width)
 
-    def to_rgb(self, frames: np.ndarray) -> np.ndarray:
+    def to_rgb(self, frames: np.ndarray, allocate: Allocate | None = None) -> np.ndarray:
         """Packed frames ``(n, packed_size)`` to RGB ``(n, H, W, 3)`` on the host, by
         :class:`~raypipe.media.rgb.RgbConverter` as the decode task converts: an actor
-        whose model does not run on a GPU converts what it was handed this way."""
+        whose model does not run on a GPU converts what it was handed this way.
+        ``allocate(shape, dtype)`` makes the output (``np.empty`` by default)."""
         import av
 
         from raypipe.media.colour import ColourTags
@@ -112,7 +117,7 @@ class YuvInput:
         tags = ColourTags(matrix=self.matrix, range=self.range)
         picture = PictureFormat(coded_width=self.width, coded_height=self.height, colour=tags)
         convert = RgbConverter(picture)
-        out = np.empty((len(frames), self.height, self.width, 3), np.uint8)
+        out = (allocate or np.empty)((len(frames), self.height, self.width, 3), np.uint8)
         rows = (self.height * 3 // 2, self.width)
         for i, packed in enumerate(frames):
             out[i] = convert(av.VideoFrame.from_ndarray(packed.reshape(rows), format="yuv420p"))

@@ -1,9 +1,9 @@
 """The YUV hand-off through the whole pipeline on a real local Ray with two logical GPUs
-and ONNX Runtime's CPU provider: outputs exact to the frame as with RGB, whether the actor
-converts in the model's graph (``--handoff yuv``) or on its host (``auto``, the session
-having no GPU provider); each chunk's stats say how its frames travelled; sources the
-hand-off does not take go as RGB with the reason said once; models that cannot take YUV
-are refused."""
+and ONNX Runtime's CPU provider: outputs exact to the frame as with RGB (the actors, whose
+sessions have no GPU provider, convert on their host; the conversion in the graph, a GPU
+actor's, is tested on its own below and in tests/infer/test_ingraph.py); each chunk's
+stats say how its frames travelled; sources the hand-off does not take go as RGB with the
+reason said once; models that cannot take YUV are refused."""
 
 from __future__ import annotations
 
@@ -37,8 +37,10 @@ def test_a_video_handed_off_as_yuv_is_exact(clips: dict[str, Path], tmp_path: Pa
     assert_exact(source, out, "builtin:upscale2x")
     records = chunks_of(stats)
     assert len(records) >= 4
+    # a CPU session: the actor converts on its host with swscale (the graph's look-ups
+    # are slow on a CPU; the conversion in the graph is tests/infer/test_ingraph.py's)
     assert {(r["handoff"], r["handoff_note"], r["pixels"]) for r in records} == {
-        ("yuv", "", "graph")
+        ("yuv", "", "host")
     }
     # auto: YUV to actors that hold GPUs (this Ray's two are logical); an actor whose
     # session has no GPU provider converts the frames on its host, as decode would have
@@ -104,3 +106,38 @@ def test_handoff_yuv_refuses_models_that_take_rgb(
             str(clips["bframes_aac"]), str(tmp_path / "out.mp4"), handoff="yuv", quiet=True,
             **options,
         )  # fmt: skip
+
+
+def test_an_actor_runner_keeps_a_few_yuv_models_and_warms_the_one_asked_for() -> None:
+    """No Ray: the runner an inference actor holds, with the models for YUV frames made on
+    first use (or at warm-up), a few kept, converting on the host when not in the graph."""
+    import numpy as np
+
+    from raypipe.distributed import actors
+    from raypipe.infer.builtin import builtin_bytes
+    from raypipe.infer.models import FrameModel
+    from raypipe.media.yuv import YuvInput
+
+    data = builtin_bytes("invert")
+    made: list[YuvInput] = []
+
+    def make(yuv: YuvInput) -> FrameModel:
+        made.append(yuv)
+        return FrameModel(data, device="cpu", yuv=yuv)
+
+    host, graph = FrameModel(data, device="cpu"), FrameModel(data, device="cpu", pixels="graph")
+    runner = actors._ModelRunner(graph, 2, tensor=False, yuv_model=make)
+    assert runner.yuv_in_graph  # the model runs its wrapped graph: YUV is converted there
+    first = YuvInput(16, 32, "bt709", "tv")
+    runner.warmup(16, 32, 4, yuv=first)
+    assert made == [first]
+    packed = np.random.default_rng(1).integers(0, 256, (3, first.packed_size), dtype=np.uint8)
+    in_graph = runner.run(packed, yuv=first)
+    assert made == [first]  # the warmed model runs the chunks
+    for k in range(actors.YUV_MODELS + 1):
+        runner.yuv_model(YuvInput(16, 32 + 2 * (k + 1), "bt709", "tv"))
+    assert first not in runner._yuv_models and len(runner._yuv_models) == actors.YUV_MODELS
+    on_host = actors._ModelRunner(host, 2, tensor=False, yuv_model=make)
+    assert not on_host.yuv_in_graph  # a CPU session's model runs on the host
+    np.testing.assert_array_equal(on_host.run(packed, yuv=first), in_graph)
+    np.testing.assert_array_equal(in_graph, 255 - first.to_rgb(packed))

@@ -46,7 +46,7 @@ def picture(width: int, height: int, matrix: str, range_: str, **kw: object) -> 
 def test_the_tables_give_swscales_bits_at_even_sizes(matrix: str, range_: str) -> None:
     tables = rgb_tables(matrix, range_)
     assert tables.r.dtype == tables.g.dtype == tables.b.dtype == np.uint8
-    # G's columns are few: the graph's constants stay small (under 0.5 MB in all)
+    # G's columns are few (a column of 256 per (U, V) pair would be 16 MiB)
     assert len(tables.g) <= 512 * 256
     for i, (width, height) in enumerate([(1280, 720), (1366, 768), (98, 64), (642, 362)]):
         pic = picture(width, height, matrix, range_)
