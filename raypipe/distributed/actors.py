@@ -10,7 +10,10 @@ model or processor replaces the row's frames; a tensor one turns the chunk into 
 Parquet table. A temporal model (:class:`~raypipe.infer.temporal_model.TemporalModel`) or
 processor gets the chunk's frames with the context decoded around them and returns the
 chunk's own frames (twice as many when it interpolates); the row's pts become the chunk's
-own. A GPU actor samples its card's utilisation with NVML and sends the samples
+own. A chunk handed off as packed YUV (``--handoff``, :mod:`raypipe.media.yuv`) runs
+through a model with the conversion in its graph where the actor runs the wrapped graph (a
+GPU), one per source size and colour (a few kept), or is converted on the host first. A
+GPU actor samples its card's utilisation with NVML and sends the samples
 with each chunk. The actor also notes why a better provider was not granted
 (:func:`raypipe.infer.provider_check.provider_notes`: the facts ``raypipe doctor`` shows,
 sent with each chunk into the run stats).
@@ -47,7 +50,7 @@ from raypipe.distributed.stages import (
     tensor_table_bytes,
 )
 from raypipe.distributed.workload import ActorJob
-from raypipe.errors import ModelLoadError
+from raypipe.errors import ModelLoadError, one_line
 from raypipe.infer.factory import SessionSettings
 from raypipe.infer.models import FrameModel, ModelSpec, session_graph
 from raypipe.infer.pixels import hold_cpu_threads
@@ -112,6 +115,7 @@ class _ModelRunner:
         # a GPU), else on the host, as decode would have (the graph's look-ups are slow on a
         # CPU: benchmarks/handoff.py)
         self.yuv_in_graph = self.pixels == "graph"
+        self.yuv_note = ""  # why YUV is converted on the host after all (a model not made)
 
     def yuv_model(self, yuv: YuvInput) -> FrameModel:
         """The model for packed YUV frames of ``yuv`` (made on first use, a few kept)."""
@@ -125,6 +129,17 @@ class _ModelRunner:
             self._yuv_models.popitem(last=False)
         return model
 
+    def _yuv_model_or_none(self, yuv: YuvInput) -> FrameModel | None:
+        """:meth:`yuv_model`, or None (and from then on YUV converted on the host, saying
+        why in :attr:`yuv_note`) when it cannot be made: the frames the RGB path would
+        have given still reach the model, so a run that works with RGB does not fail."""
+        try:
+            return self.yuv_model(yuv)
+        except Exception as e:  # noqa: BLE001 - the host conversion gives the same frames
+            self.yuv_in_graph = False
+            self.yuv_note = f"YUV converted on the host: the model for YUV frames: {one_line(e)}"
+            return None
+
     def run(
         self,
         frames: np.ndarray,
@@ -134,7 +149,9 @@ class _ModelRunner:
         yuv: YuvInput | None = None,
     ) -> np.ndarray | dict[str, np.ndarray]:
         if yuv is not None and self.yuv_in_graph:  # packed YUV frames (the YUV hand-off)
-            return self.yuv_model(yuv).run(frames, self.batch_size, allocate=self.outputs.empty)
+            model = self._yuv_model_or_none(yuv)
+            if model is not None:
+                return model.run(frames, self.batch_size, allocate=self.outputs.empty)
         if yuv is not None:
             frames = yuv.to_rgb(frames, allocate=self.converted.empty)
         if isinstance(self.model, TemporalModel):
@@ -153,8 +170,9 @@ class _ModelRunner:
         # a whole batch, the shape the chunks run: a first run at a new shape allocates
         # (ORT's buffers, HostRunner's outputs); warmed at 2 frames, the first 4K chunk at
         # batch 8 took 8.5 s against 2.3-2.7 s for the next ones (benchmarks/README.md)
-        in_graph = yuv is not None and self.yuv_in_graph
-        model = self.yuv_model(yuv) if in_graph else self.model  # type: ignore[arg-type]
+        model = self.model
+        if yuv is not None and self.yuv_in_graph:
+            model = self._yuv_model_or_none(yuv) or self.model
         out = model.warmup(height, width, self.batch_size)
         if isinstance(out, np.ndarray) and frames > self.batch_size:
             # The first chunk's output array, touched now, while the first chunk decodes:
@@ -393,9 +411,13 @@ class InferActor:
                 yuv = None
                 if str(batch.get("handoff", [""])[0]) == "yuv":
                     yuv = YuvInput.of(PictureFormat.from_json(str(batch["picture"][0])))
-                    if getattr(self.runner, "yuv_in_graph", False):
-                        pixels = "graph"  # converted and pre/post-processed in the graph
                 frames, segment = self._process(batch, frames, context, yuv)
+                runner = self.runner
+                if yuv is not None and isinstance(runner, _ModelRunner):
+                    if runner.yuv_in_graph:
+                        pixels = "graph"  # converted and pre/post-processed in the graph
+                    if runner.yuv_note:
+                        out["handoff_note"] = np.array([runner.yuv_note])
                 if context != (0, 0):  # the chunk's own pts, without its context's
                     out["pts"] = own_pts(batch["pts"][0], *context)[None]
             except Exception as e:  # noqa: BLE001 - becomes the video's typed error row

@@ -141,3 +141,29 @@ def test_an_actor_runner_keeps_a_few_yuv_models_and_warms_the_one_asked_for() ->
     assert not on_host.yuv_in_graph  # a CPU session's model runs on the host
     np.testing.assert_array_equal(on_host.run(packed, yuv=first), in_graph)
     np.testing.assert_array_equal(in_graph, 255 - first.to_rgb(packed))
+
+
+def test_an_actor_converts_on_the_host_when_its_yuv_model_cannot_be_made() -> None:
+    """A model for YUV frames that fails to build (a provider refusing the conversion's
+    nodes, say) leaves the chunk to the host conversion, the same frames, and a note."""
+    import numpy as np
+
+    from raypipe.distributed import actors
+    from raypipe.errors import ModelLoadError
+    from raypipe.infer.builtin import builtin_bytes
+    from raypipe.infer.models import FrameModel
+    from raypipe.media.yuv import YuvInput
+
+    def refuse(yuv: YuvInput) -> FrameModel:
+        raise ModelLoadError("TensorRT: no engine for the conversion")
+
+    graph = FrameModel(builtin_bytes("invert"), device="cpu", pixels="graph")
+    runner = actors._ModelRunner(graph, 2, tensor=False, yuv_model=refuse)
+    source = YuvInput(16, 32, "bt709", "tv")
+    packed = np.random.default_rng(2).integers(0, 256, (3, source.packed_size), dtype=np.uint8)
+    np.testing.assert_array_equal(runner.run(packed, yuv=source), 255 - source.to_rgb(packed))
+    assert not runner.yuv_in_graph
+    assert runner.yuv_note == (
+        "YUV converted on the host: the model for YUV frames: "
+        "TensorRT: no engine for the conversion"
+    )
