@@ -79,6 +79,15 @@ def affine(
     return model_of(nodes, in_type, out_type, dims, consts=consts)
 
 
+def flip_u8() -> bytes:
+    """A uint8 model: ``255 - input``."""
+    return model_of(
+        [helper.make_node("Sub", ["max", "input"], ["output"])],
+        TensorProto.UINT8,
+        consts={"max": np.array(255, np.uint8)},
+    )
+
+
 def pair(data: bytes, spec: ModelSpec = DEFAULT) -> tuple[FrameModel, FrameModel]:
     host = FrameModel(data, spec=spec, device="cpu", intra_op_threads=1, pixels="host")
     graph = FrameModel(data, spec=spec, device="cpu", intra_op_threads=1, pixels="graph")
@@ -149,11 +158,7 @@ def test_spec_variants_are_bit_exact(data: bytes, spec: ModelSpec) -> None:
 
 
 def test_uint8_models_get_and_give_raw_pixels() -> None:
-    flip = model_of(
-        [helper.make_node("Sub", ["max", "input"], ["output"])],
-        TensorProto.UINT8,
-        consts={"max": np.array(255, np.uint8)},
-    )
+    flip = flip_u8()
     out = assert_same(flip, ModelSpec(color="BGR"))
     np.testing.assert_array_equal(out, 255 - FRAMES_U8)
     to_float = model_of(
@@ -358,11 +363,7 @@ def test_spec_variants_from_yuv_are_bit_exact(data: bytes, spec: ModelSpec) -> N
 
 
 def test_uint8_and_fixed_batch_models_from_yuv_are_bit_exact() -> None:
-    flip = model_of(
-        [helper.make_node("Sub", ["max", "input"], ["output"])],
-        TensorProto.UINT8,
-        consts={"max": np.array(255, np.uint8)},
-    )
+    flip = flip_u8()
     assert_same_from_yuv(flip, ModelSpec(color="BGR"))
     fixed = model_of(
         [helper.make_node("Identity", ["input"], ["output"])], in_dims=(4, 3, "H", "W")
