@@ -151,8 +151,11 @@ class YuvPacker:
             frame = self._to_planar.reformat(frame, format="yuv420p")
         # PyAV packs a 4:2:0 frame's planes without their line padding: (H * 3 / 2, W)
         packed = frame.to_ndarray().reshape(-1)
-        if len(packed) != self._size:
-            raise ValueError(f"a {frame.format.name} frame gave {len(packed)} bytes")
+        if packed.dtype != np.uint8 or len(packed) != self._size:
+            raise ValueError(
+                f"a {frame.format.name} frame in a source probed as 8-bit 4:2:0 gave "
+                f"{len(packed)} {packed.dtype} samples, not {self._size} uint8"
+            )
         return packed
 
 

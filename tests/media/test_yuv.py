@@ -101,6 +101,13 @@ def test_what_the_handoff_takes(kw: dict[str, object], problem: str) -> None:
             YuvPacker(pic)
 
 
+def test_a_frame_that_is_not_8bit_420_is_refused_by_the_packer() -> None:
+    packer = YuvPacker(picture(64, 48, "bt709", "tv"))
+    for pix_fmt in ("yuv420p10le", "yuv422p", "yuv444p"):
+        with pytest.raises(ValueError, match="probed as 8-bit 4:2:0"):
+            packer(random_frame(64, 48, seed=1, pix_fmt=pix_fmt))
+
+
 def test_frames_the_model_pads_go_as_rgb() -> None:
     assert YuvRule(pad_multiple=32).problem(picture(1280, 720, "bt709", "tv")) == (
         "1280x720 frames are padded to multiples of 32 (pad_multiple) on RGB"
