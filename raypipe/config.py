@@ -19,7 +19,7 @@ DECODERS: tuple[str, ...] = ("auto", "cpu", "nvdec")  # raypipe.media.decode
 HANDOFFS: tuple[str, ...] = ("auto", "rgb", "yuv")
 """``--handoff``: how decoded frames travel to the inference actors (raypipe.media.yuv):
 ``rgb`` always as RGB, ``yuv`` as packed YUV wherever the source and the model allow it,
-``auto`` as YUV only to actors that run the model's wrapped graph on a GPU."""
+``auto`` as YUV only to actors that hold GPUs."""
 DEFAULT_MODEL = "builtin:identity"
 
 

@@ -81,15 +81,8 @@ def process_archive(
         source = archive_source(
             jobs, cfg.chunk, resume=resume, key=key, tensor=model.tensor, temporal=model.temporal
         )
-        picture = _first_picture(jobs)
         ds = build_dataset(
-            source,
-            cfg,
-            actors,
-            model,
-            warmup_hw=None if picture is None else picture.upright_size[::-1],
-            handoff=run.handoff,
-            warmup_picture=picture,
+            source, cfg, actors, model, warmup_picture=_first_picture(jobs), handoff=run.handoff
         )
         gpu_samples: list[dict[str, Any]] = []  # NVML samples (GPU runs only)
         gpu_notes: set[str] = set()

@@ -63,25 +63,28 @@ def build_dataset(
     actors: ActorPlan,
     model: LoadedModel,
     *,
-    warmup_hw: tuple[int, int] | None = None,
+    warmup_picture: PictureFormat | None = None,
     warmup_frames: int = 0,
     max_workers: int | None = None,
     handoff: YuvRule | None = None,
-    warmup_picture: PictureFormat | None = None,
 ) -> ray.data.Dataset:
     """The lazy pipeline over ``source`` (video and chunk rows: :func:`video_source` or
     :func:`archive_source`): decode tasks → inference actors → encode (or, for a
     tensor-output ``model``, store) tasks, which write each chunk's segment to its work
     directory. Every row is its own block, so every chunk is its own task.
 
-    ``handoff``: the run's YUV hand-off rule (:attr:`StartedRun.handoff`); when the first
-    video's picture (``warmup_picture``) goes as YUV under it, the actors warm the model
-    that takes its YUV frames instead of RGB."""
+    ``warmup_picture``: the first video's picture; the actors warm up on a batch of its
+    upright size (None: on their first chunk). ``handoff``: the run's YUV hand-off rule
+    (:attr:`StartedRun.handoff`); when the first video goes as YUV under it, the actors
+    warm the model that takes its YUV frames instead of RGB."""
     ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
     ds = decode_step(source, cfg.chunk.decoder, handoff=handoff)
-    warmup_yuv = None
-    if handoff is not None and warmup_picture is not None and not handoff.problem(warmup_picture):
-        warmup_yuv = YuvInput.of(warmup_picture)
+    warmup_hw, warmup_yuv = None, None
+    if warmup_picture is not None:
+        width, height = warmup_picture.upright_size
+        warmup_hw = (height, width)
+        if handoff is not None and not handoff.problem(warmup_picture):
+            warmup_yuv = YuvInput.of(warmup_picture)
     job = ActorJob(
         model=model,
         config=cfg.model,

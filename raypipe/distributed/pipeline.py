@@ -73,7 +73,6 @@ def process_video(
         cfg,
         actors,
         model,
-        warmup_hw=(planned.height, planned.width),
         warmup_frames=max((ChunkTask.from_row(r).chunk.n_frames for r in planned.rows), default=0),
         max_workers=max(1, len(planned.rows)),
         handoff=run.handoff,

@@ -213,15 +213,13 @@ class Runner:
         if self.keep_chunk_stats:
             video.chunk_stats.append(record)
         self.metrics.observe_chunk(row)
-        note = str(row.get("decoder_note") or "")
-        if self.cfg.chunk.decoder == "nvdec" and note and note not in self._warned:
-            self._warned.add(note)  # once per reason, not once per chunk
-            node = str(row.get("decode_node") or "?")[:12]
-            log.warning("--decoder nvdec: chunks decode on the CPU on node %s: %s", node, note)
-        note = str(row.get("handoff_note") or "")
-        if self.cfg.chunk.handoff == "yuv" and note and note not in self._warned:
-            self._warned.add(note)  # once per reason
-            log.warning("--handoff yuv: frames go to the model as RGB: %s", note)
+        if self.cfg.chunk.decoder == "nvdec":
+            note, node = str(row.get("decoder_note") or ""), str(row.get("decode_node") or "?")
+            self._warn_once(note, "--decoder nvdec: chunks decode on the CPU on node %s: %s",
+                            node[:12], note)  # fmt: skip
+        if self.cfg.chunk.handoff == "yuv":
+            note = str(row.get("handoff_note") or "")
+            self._warn_once(note, "--handoff yuv: frames go to the model as RGB: %s", note)
         self.on_frames(int(row["n_frames"]))
         if not row["error_type"]:
             faults.checkpoint("segment", str(row["chunk_id"]))  # its segment is written
@@ -232,9 +230,14 @@ class Runner:
         if facts.tensor or not facts.picture or facts.status != "planned":
             return
         for note in fidelity_notes(self.cfg.encode, PictureFormat.from_json(facts.picture)):
-            if note not in self._warned:
-                self._warned.add(note)
-                log.warning("%s", note)
+            self._warn_once(note, "%s", note)
+
+    def _warn_once(self, reason: str, message: str, *args: object) -> None:
+        """Log ``message`` the first time ``reason`` (non-empty) comes in this run: once
+        per reason, not once per chunk or video."""
+        if reason and reason not in self._warned:
+            self._warned.add(reason)
+            log.warning(message, *args)
 
     def _end(self, video: _Video, result: VideoResult) -> VideoResult:
         self.videos.pop(video.video_id, None)

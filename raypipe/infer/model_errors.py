@@ -119,20 +119,20 @@ def model_failure(
 
 @contextlib.contextmanager
 def reported(
-    frames: np.ndarray,
+    hw: tuple[int, int],
     *,
     fits: Callable[[int], bool] | None = None,
     model_hw: tuple[int, int] | None = None,
 ) -> Iterator[None]:
-    """Exceptions raised in the block while a model runs on ``frames`` (n, H, W, 3) become
-    :func:`model_failure`'s :class:`ModelError`; raypipe's own typed errors pass as they are."""
+    """Exceptions raised in the block while a model runs on frames of ``hw`` (height,
+    width) px become :func:`model_failure`'s :class:`ModelError`; raypipe's own typed
+    errors pass as they are."""
     try:
         yield
     except RaypipeError:
         raise
     except Exception as e:  # ONNX Runtime raises its own pybind exception types
-        height, width = frames.shape[1], frames.shape[2]
-        raise model_failure(e, height, width, fits=fits, model_hw=model_hw) from e
+        raise model_failure(e, *hw, fits=fits, model_hw=model_hw) from e
 
 
 def check_finite(name: str, values: np.ndarray, height: int, width: int) -> None:

@@ -571,10 +571,10 @@ class FrameModel:
     def _reported(self, frames: np.ndarray) -> contextlib.AbstractContextManager[None]:
         """Errors the model raises on ``frames`` become a :class:`ModelError` with a hint."""
         hw = self._frame_hw(frames)
-        if self.yuv is not None:  # the messages need the frames' size only
-            return reported(np.broadcast_to(np.uint8(0), (len(frames), *hw, 3)), model_hw=hw)
+        if self.yuv is not None:  # frames reach the model as they are: no padding to try
+            return reported(hw, model_hw=hw)
         fits = functools.partial(self._fits, frames[:1]) if self.spec.resize == "none" else None
-        return reported(frames, fits=fits, model_hw=self.geometry.padded_hw(*hw))
+        return reported(hw, fits=fits, model_hw=self.geometry.padded_hw(*hw))
 
     def _fits(self, frame: np.ndarray, multiple: int) -> bool:
         """Whether the model runs on ``frame`` (one, ``(1, H, W, 3)``) padded to ``multiple``."""

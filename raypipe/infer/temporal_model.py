@@ -173,7 +173,7 @@ class TemporalModel:
                 "of the chunk itself"
             )
         want_before, want_after = self.temporal.context
-        with reported(frames):
+        with reported(frames.shape[1:3]):
             if self.temporal.recurrent:
                 if after:
                     raise ValueError(f"a recurrent model takes no frames after, got {after}")

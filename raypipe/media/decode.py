@@ -166,13 +166,13 @@ def _decode(
     n_out = chunk.n_frames if keep is None else len(keep)
     width, height = picture.upright_size
     allocate = allocate or np.empty
-    to_rgb: RgbConverter | YuvPacker
+    convert: RgbConverter | YuvPacker
     if yuv:
         frames = allocate((n_out, height * width * 3 // 2), np.dtype(np.uint8))
-        to_rgb = YuvPacker(picture)
+        convert = YuvPacker(picture)
     else:
         frames = allocate((n_out, height, width, 3), np.dtype(picture.dtype))
-        to_rgb = RgbConverter(picture)  # one swscale context for the whole chunk
+        convert = RgbConverter(picture)  # one swscale context for the whole chunk
     pts = np.empty(n_out, dtype=np.int64)
     n = 0
     opened, note = _open_decoder(info.uri, decoder)
@@ -202,7 +202,7 @@ def _decode(
                     )
                 i = n if slot is None else slot.get(n, -1)
                 if i >= 0:
-                    frames[i] = to_rgb(frame)
+                    frames[i] = convert(frame)
                     pts[i] = t
                 n += 1
                 if n == chunk.n_frames:

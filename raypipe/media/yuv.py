@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from raypipe.media.colour import sws_colorspace, sws_range
+from raypipe.media.colour import ColourTags
 from raypipe.media.picture import PictureFormat
 from raypipe.recycle import Allocate
+
+if TYPE_CHECKING:
+    from raypipe.media.rgb import RgbConverter
 
 PLANAR_420 = ("yuv420p", "yuvj420p")
 """The decoder formats handed off as they are."""
@@ -110,13 +113,8 @@ class YuvInput:
         ``allocate(shape, dtype)`` makes the output (``np.empty`` by default)."""
         import av
 
-        from raypipe.media.colour import ColourTags
-        from raypipe.media.rgb import RgbConverter
-
         self.check(frames)
-        tags = ColourTags(matrix=self.matrix, range=self.range)
-        picture = PictureFormat(coded_width=self.width, coded_height=self.height, colour=tags)
-        convert = RgbConverter(picture)
+        convert = _rgb_converter(self.matrix, self.range, self.width, self.height)
         out = (allocate or np.empty)((len(frames), self.height, self.width, 3), np.uint8)
         rows = (self.height * 3 // 2, self.width)
         for i, packed in enumerate(frames):
@@ -182,6 +180,14 @@ class RgbTables:
 _OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # a chroma sample's 2x2 luma block
 
 
+def _rgb_converter(matrix: str, range_: str, width: int, height: int) -> RgbConverter:
+    """The decode task's converter for 8-bit 4:2:0 frames of this matrix, range and size."""
+    from raypipe.media.rgb import RgbConverter  # PyAV
+
+    tags = ColourTags(matrix=matrix, range=range_)
+    return RgbConverter(PictureFormat(coded_width=width, coded_height=height, colour=tags))
+
+
 def _probe_frame() -> tuple[Any, np.ndarray, np.ndarray]:
     """A 4096x4096 yuv420p frame with every (Y, U, V) once; ``uv`` (U * 256 + V) per
     chroma sample and ``y_base``, which its block's 4 lumas add their offset's index to."""
@@ -206,20 +212,11 @@ def _probe_frame() -> tuple[Any, np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=8)
 def rgb_tables(matrix: str, range_: str) -> RgbTables:
     """swscale's tables for ``matrix`` and ``range_`` (as :class:`PictureFormat` names
-    them), read from one conversion made as :class:`~raypipe.media.rgb.RgbConverter`
-    makes it (about 1 s; cached per process). Raises ``RuntimeError`` if swscale's
-    conversion here is not such a per-pixel function (every probe pixel is checked)."""
-    from av.video.reformatter import Interpolation, VideoReformatter
-
+    them), read from one conversion by :class:`~raypipe.media.rgb.RgbConverter` (about
+    1 s; cached per process). Raises ``RuntimeError`` if swscale's conversion here is not
+    such a per-pixel function (every probe pixel is checked)."""
     frame, uv, y_base = _probe_frame()
-    rgb = VideoReformatter().reformat(
-        frame,
-        format="rgb24",
-        src_colorspace=sws_colorspace(matrix),
-        src_color_range=sws_range(range_),
-        interpolation=Interpolation.POINT,
-    )
-    out = rgb.to_ndarray()
+    out = _rgb_converter(matrix, range_, _PROBE_SIDE, _PROBE_SIDE)(frame)
     u, v = uv >> 8, uv & 255
     r = np.zeros(65536, np.uint8)
     b = np.zeros(65536, np.uint8)
