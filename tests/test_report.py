@@ -80,15 +80,18 @@ def test_report_of_a_real_run(run_stats: dict[str, Any], tmp_path: Path) -> None
     assert not [p for p in tmp_path.iterdir() if p.name != "report.png"], "temp file left"
     keep_for_review(out)
 
-    # One lane per task worker: the same chunks spread over 12 worker pids draw taller.
-    spread = [
-        {**c, "decode_pid": 9000 + i, "encode_pid": 9000 + i}
-        for i, c in enumerate(run_stats["chunks"])
-    ]
-    taller = tmp_path / "taller.png"
-    draw_report({**run_stats, "chunks": spread}, taller)
-    # 14 lanes (12 workers, 2 actors) against the real run's at most 10 (8 CPUs, 2 actors)
-    assert png_size(taller)[1] > height, (png_size(taller), height)
+    # One lane per task worker: the same chunks in one worker process (with the actors' 1
+    # or 2 lanes, the shortest drawing) and spread over 12 (13 or 14 lanes) draw taller.
+    heights = []
+    for name, pid_of in (("one", lambda i: 9000), ("spread", lambda i: 9000 + i)):
+        chunks = [
+            {**c, "decode_pid": pid_of(i), "encode_pid": pid_of(i)}
+            for i, c in enumerate(run_stats["chunks"])
+        ]
+        path = tmp_path / f"{name}-worker.png"
+        draw_report({**run_stats, "chunks": chunks}, path)
+        heights.append(png_size(path)[1])
+    assert heights[0] == 580 and heights[1] > heights[0] + 8 * 26, heights
 
 
 def test_report_from_a_stats_file_path(run_stats: dict[str, Any], tmp_path: Path) -> None:
