@@ -75,6 +75,7 @@ from _common import (  # noqa: E402
 
 from raypipe.distributed.cluster import RAYLET_CONFIG  # noqa: E402
 from raypipe.testing import ClipSpec  # noqa: E402
+from raypipe.testing.bytecode import compile_raypipe  # noqa: E402
 
 MIN_PSNR_DB = 20.0
 PSNR_SLACK_DB = 1.0
@@ -442,23 +443,6 @@ def naive_main(clip: str, out: str, model: str, preset: str, crf: str) -> int:
                   ray_num_cpus=0, pool_processes=0)  # fmt: skip
     run_naive(Path(clip), Path(out), setup, resolve_model(model)[0])
     return 0
-
-
-def compile_raypipe() -> str:
-    """Write raypipe's bytecode before the runs, as installing a wheel does (pip compiles
-    it) and as a first run does wherever ``PYTHONDONTWRITEBYTECODE`` is unset. The machine
-    of benchmarks/README.md sets it, so with the README's editable install every process
-    (the driver, each Ray worker, the naive loop) compiled the raypipe modules it imported,
-    on every run: the driver's imports took 0.95-1.20 s without bytecode, 0.78-0.95 s with
-    it (session 13). Returns where the bytecode went, for the record."""
-    import compileall
-
-    import raypipe
-
-    package = os.path.dirname(os.path.abspath(raypipe.__file__))
-    if not compileall.compile_dir(package, quiet=1):
-        raise RuntimeError(f"compileall failed on {package}")
-    return f"{package}/**/__pycache__ (compileall before the runs)"
 
 
 def main(argv: list[str] | None = None) -> int:

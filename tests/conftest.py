@@ -32,6 +32,16 @@ def lossless_cli_args() -> list[str]:
     return ["--codec", LOSSLESS.codec, *options]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """raypipe's bytecode is written before the tests start processes: with the README's
+    editable install, where ``PYTHONDONTWRITEBYTECODE`` is set, every Ray worker and actor
+    of the suite would otherwise compile raypipe's modules again
+    (:mod:`raypipe.testing.bytecode`)."""
+    from raypipe.testing.bytecode import compile_raypipe
+
+    compile_raypipe()
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """``@pytest.mark.gpu("ort-tensorrt", ...)``: run, skip or fail the test by what it
     needs (:mod:`raypipe.testing.gpu_gate`: skipped without CUDA, failing where CUDA is
