@@ -112,28 +112,33 @@ def ort_build() -> OrtBuild:
     )
 
 
+ORT_BUILDS = ("gpu", "directml", "openvino", "qnn", "rocm", "migraphx", "training", "cann",
+              "vitisai", "webgpu")  # fmt: skip
+ORT_DISTRIBUTIONS = (
+    "onnxruntime",
+    "ort-nightly",
+    "ort-nightly-gpu",
+    *(f"onnxruntime-{build}" for build in ORT_BUILDS),
+)
+"""The distributions that install the ``onnxruntime`` package (CPU, GPU and the other builds
+all do, and installing two of them in one directory mixes their files)."""
+
+
 def ort_distributions(path: list[str] | None = None) -> dict[str, tuple[str, ...]]:
     """Every onnxruntime* distribution on ``path`` (default ``sys.path``) as "name==version",
     by the directory it is installed in (resolved). Two in one directory overwrite each
-    other's files in its ``onnxruntime`` package; two in different directories do not."""
+    other's files in its ``onnxruntime`` package; two in different directories do not.
+
+    Looked up by name (from the ``.dist-info`` folders' names), not by reading every
+    distribution's metadata: that took 0.19 s of each inference actor's start with the
+    test extras' 155 distributions installed."""
     found: dict[str, set[str]] = {}
-    for dist in importlib.metadata.distributions(path=path if path is not None else sys.path):
-        name = dist.metadata["Name"] or ""
-        if _shares_ort_directory(name):
+    search = path if path is not None else sys.path
+    for wanted in ORT_DISTRIBUTIONS:
+        for dist in importlib.metadata.distributions(name=wanted, path=search):
             where = os.path.realpath(str(dist.locate_file("")))
-            found.setdefault(where, set()).add(f"{name}=={dist.version}")
+            found.setdefault(where, set()).add(f"{dist.metadata['Name']}=={dist.version}")
     return {where: tuple(sorted(names)) for where, names in found.items()}
-
-
-def _shares_ort_directory(name: str) -> bool:
-    """Whether distribution ``name`` installs the ``onnxruntime`` package (CPU, GPU and the
-    other builds all do, and installing two of them mixes their files)."""
-    name = name.lower().replace("_", "-")
-    return name in ("onnxruntime", "ort-nightly", "ort-nightly-gpu") or (
-        name.startswith("onnxruntime-")
-        and name.split("-", 1)[1] in ("gpu", "directml", "openvino", "qnn", "rocm", "migraphx",
-                                      "training", "cann", "vitisai", "webgpu")
-    )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
