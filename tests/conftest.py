@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +48,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """``@pytest.mark.gpu("ort-tensorrt", ...)``: run, skip or fail the test by what it
     needs (:mod:`raypipe.testing.gpu_gate`: skipped without CUDA, failing where CUDA is
-    visible and a need is not met; ``RAYPIPE_GPU_TESTS=skip|require``)."""
+    visible and a need is not met; ``RAYPIPE_GPU_TESTS=skip|require``). The local Ray of
+    :func:`ray_local` is shut down before a module that does not use it."""
+    if _module_of(item) not in _ray_local_modules:
+        _shut_local_ray()
     markers = list(item.iter_markers("gpu"))
     if not markers:
         return
@@ -75,17 +81,83 @@ def traits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: make_trait_clip(name, directory) for name in trait_names()}
 
 
+LOCAL_RAY = {"num_cpus": 8, "num_gpus": 2}
+"""ray_local's logical resources: more CPUs than this machine's cores, and two GPUs."""
+_RESOURCE_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU"}  # ray.init's names -> Ray's
+
+_local_ray: dict[str, str] = {}  # {"gcs": address} of the Ray ray_local started, while up
+_ray_local_modules: set[str] = set()  # the modules whose tests use ray_local
+
+
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """A real local Ray with more logical CPUs than cores and two logical GPUs (per module,
-    so modules that build their own cluster start from a clean slate)."""
+    """A real local Ray with more logical CPUs than cores and two logical GPUs.
+
+    One Ray serves the modules that use this fixture, which run one after the other
+    (:func:`pytest_collection_modifyitems`). With a Ray of its own, each of them spent 6-8 s
+    starting and shutting it down, and its first run waited for Ray Data's helper actors
+    and new worker processes (a tiny archive's first run took 14 s, the next ones 4 s).
+    A module that uses it gets a new Ray when that one is down, or when its resources are
+    not all free within 10 s (an actor left over). Before a module that does not use it,
+    it is shut down (:func:`pytest_runtest_setup`), so modules that build their own
+    cluster, or run commands that start one, start from a clean slate as before."""
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    if not _local_ray_free(ray):
+        if ray.is_initialized():
+            ray.shutdown()
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, **LOCAL_RAY)
+        _local_ray["gcs"] = ray.get_runtime_context().gcs_address
     yield
-    ray.shutdown()
+
+
+def _local_ray_free(ray: Any, wait_s: float = 10.0) -> bool:
+    """Whether the Ray ray_local started is still up, this process's, and has all its
+    logical CPUs and GPUs free (within ``wait_s``: the last module's actors end)."""
+    if not _local_ray or not ray.is_initialized():
+        return False
+    if ray.get_runtime_context().gcs_address != _local_ray["gcs"]:
+        return False
+    deadline = time.monotonic() + wait_s
+    while True:
+        free = ray.available_resources()
+        if all(free.get(_RESOURCE_NAMES[k], 0) >= v for k, v in LOCAL_RAY.items()):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _shut_local_ray() -> None:
+    if _local_ray:
+        _local_ray.clear()
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+
+
+def _module_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """In each directory, the modules that use ``ray_local`` run first, one after the other
+    and in their order, then the others in theirs: one local Ray serves them all."""
+    _ray_local_modules.clear()
+    _ray_local_modules.update(_module_of(i) for i in items if "ray_local" in i.fixturenames)
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first.setdefault(os.path.dirname(_module_of(item)), index)
+    order = {id(item): index for index, item in enumerate(items)}
+    items.sort(
+        key=lambda i: (
+            first[os.path.dirname(_module_of(i))],
+            _module_of(i) not in _ray_local_modules,
+            order[id(i)],
+        )
+    )
 
 
 def model_frames(model: str, frames: np.ndarray) -> np.ndarray:
