@@ -81,9 +81,8 @@ def traits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: make_trait_clip(name, directory) for name in trait_names()}
 
 
-LOCAL_RAY = {"num_cpus": 8, "num_gpus": 2}
+LOCAL_CPUS, LOCAL_GPUS = 8, 2
 """ray_local's logical resources: more CPUs than this machine's cores, and two GPUs."""
-_RESOURCE_NAMES = {"num_cpus": "CPU", "num_gpus": "GPU"}  # ray.init's names -> Ray's
 
 _local_ray: dict[str, str] = {}  # {"gcs": address} of the Ray ray_local started, while up
 _ray_local_modules: set[str] = set()  # the modules whose tests use ray_local
@@ -106,7 +105,13 @@ def ray_local() -> Iterator[None]:
     if not _local_ray_free(ray):
         if ray.is_initialized():
             ray.shutdown()
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, **LOCAL_RAY)
+        ray.init(
+            address="local",
+            num_cpus=LOCAL_CPUS,
+            num_gpus=LOCAL_GPUS,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
         _local_ray["gcs"] = ray.get_runtime_context().gcs_address
     yield
 
@@ -121,7 +126,7 @@ def _local_ray_free(ray: Any, wait_s: float = 10.0) -> bool:
     deadline = time.monotonic() + wait_s
     while True:
         free = ray.available_resources()
-        if all(free.get(_RESOURCE_NAMES[k], 0) >= v for k, v in LOCAL_RAY.items()):
+        if free.get("CPU", 0) >= LOCAL_CPUS and free.get("GPU", 0) >= LOCAL_GPUS:
             return True
         if time.monotonic() > deadline:
             return False
@@ -144,18 +149,17 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """In each directory, the modules that use ``ray_local`` run first, one after the other
-    and in their order, then the others in theirs: one local Ray serves them all."""
+    and in their order, then the others in theirs (the sort is stable): one local Ray
+    serves them all."""
     _ray_local_modules.clear()
     _ray_local_modules.update(_module_of(i) for i in items if "ray_local" in i.fixturenames)
     first: dict[str, int] = {}
     for index, item in enumerate(items):
         first.setdefault(os.path.dirname(_module_of(item)), index)
-    order = {id(item): index for index, item in enumerate(items)}
     items.sort(
         key=lambda i: (
             first[os.path.dirname(_module_of(i))],
             _module_of(i) not in _ray_local_modules,
-            order[id(i)],
         )
     )
 
