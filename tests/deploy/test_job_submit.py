@@ -11,12 +11,9 @@ would stop every Ray on the machine.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,21 +27,17 @@ from typing import Any
 
 import pytest
 from conftest import assert_exact, assert_exact_to, lossless_cli_args
+from ray_head import RAY, base_env, free_ports, stop_tree
 
 from raypipe.examples.processors import Redact
 from raypipe.infer.processors import apply_processor
 from raypipe.testing import ClipSpec, make_clip
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-RAY = str(BIN / "ray")
 MODEL = "builtin:invert"
 LOSSLESS_ARGS = lossless_cli_args()  # qp=0 wins over --crf
 JOB_TIMEOUT_S = 240
 ERROR_LINE = re.compile(r"^raypipe: error: (\w+): (.+)$", re.M)
-# Variables that would point a client or the cluster somewhere else, or at another token.
-_SCRUB = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN",
-          "RAY_AUTH_TOKEN_PATH")  # fmt: skip
 
 
 def _subcommands() -> set[str]:
@@ -61,25 +54,6 @@ def _needs(subcommand: str) -> None:
         pytest.skip(f"raypipe.cli has no `{subcommand}` subcommand yet")
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # `python` is this interpreter
-    env["HOME"] = str(home)  # no ~/.ray/auth_token of this machine's user
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    return env
-
-
 @dataclass
 class Head:
     address: str  # Jobs API, http://127.0.0.1:PORT
@@ -88,7 +62,7 @@ class Head:
     home: Path
 
     def client_env(self, token: str | None) -> dict[str, str]:
-        env = _base_env(self.home)
+        env = base_env(self.home)
         if token is not None:
             env["RAY_AUTH_MODE"] = "token"
             env["RAY_AUTH_TOKEN"] = token
@@ -133,28 +107,6 @@ class Head:
         return result
 
 
-def _stop_tree(process: subprocess.Popen[bytes]) -> None:
-    """Stop the `ray start --block` we started and every process under it, nothing else."""
-    import psutil
-
-    try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    process.send_signal(signal.SIGTERM)  # ray start --block shuts its node down
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    _, alive = psutil.wait_procs(tree, timeout=5)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-
-
 @pytest.fixture(scope="module")
 def head() -> Iterator[Head]:
     # A short path: Ray's unix sockets live under the temp dir (107-byte limit).
@@ -165,8 +117,8 @@ def head() -> Iterator[Head]:
     token_file = temp_dir / "ray_auth_token"
     token_file.write_text(token)
     token_file.chmod(0o600)
-    ports = _free_ports(10)
-    env = _base_env(home)
+    ports = free_ports(10)
+    env = base_env(home)
     env.update(
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(token_file),
@@ -202,7 +154,7 @@ def head() -> Iterator[Head]:
                 time.sleep(0.5)
         yield head
     finally:
-        _stop_tree(process)
+        stop_tree(process)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
