@@ -97,7 +97,7 @@ def read_video_chunks(
     config = chunk or ChunkConfig(chunk_frames=chunk_frames)
     if config.samples:
         raise ConfigError("read_video_chunks reads every frame; frame sampling is not supported")
-    uri_list = [uris] if isinstance(uris, str) else [os.fspath(u) for u in uris]
+    uri_list = [storage.absolute(os.fspath(u)) for u in ([uris] if isinstance(uris, str) else uris)]
     if not uri_list:
         raise ConfigError("read_video_chunks got no URIs; pass a list of video paths or URLs")
     connect(runtime or RuntimeConfig())
@@ -179,7 +179,7 @@ def write_videos(
         )
     cfg = build_run_config(**encode_options)
     check_encoder(cfg.encode)
-    output_dir = os.fspath(output_dir)
+    output_dir = storage.absolute(os.fspath(output_dir))
     storage.makedirs(output_dir)
     bind = functools.partial(_bind_output, output_dir=output_dir, overwrite=overwrite)
     encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)

@@ -62,7 +62,7 @@ def list_inputs(inputs: str) -> list[InputItem]:
         )
     if fs.isdir(path):
         return _from_directory(inputs)
-    return [InputItem(uri=inputs, relative_output=posixpath.basename(path))]
+    return [InputItem(uri=storage.absolute(inputs), relative_output=posixpath.basename(path))]
 
 
 def safe_relative(relative: str) -> str:
@@ -85,9 +85,9 @@ def safe_relative(relative: str) -> str:
 
 def _item(uri: str, relative: str) -> InputItem:
     try:
-        return InputItem(uri=uri, relative_output=safe_relative(relative))
+        return InputItem(uri=storage.absolute(uri), relative_output=safe_relative(relative))
     except ConfigError as e:
-        return InputItem(uri=uri, relative_output="", error=str(e))
+        return InputItem(uri=storage.absolute(uri), relative_output="", error=str(e))
 
 
 def _protocol_prefix(url: str) -> str:

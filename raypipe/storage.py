@@ -25,6 +25,14 @@ def filesystem(uri: str) -> tuple[Any, str]:
     return fs, path
 
 
+def absolute(uri: str) -> str:
+    """A local path made absolute, URLs as they are. The driver resolves relative paths
+    against its own working directory before any task sees them: the tasks and actors of a
+    running cluster (``--address``) have another one, where a relative output would land
+    unseen (an archive's ``out/`` in the directory ``ray start`` ran in)."""
+    return os.path.abspath(local_path(uri)) if is_local(uri) else uri
+
+
 def join(base: str, *parts: str) -> str:
     """Join URI/path parts with ``/`` (or the OS separator for local paths)."""
     if is_local(base):

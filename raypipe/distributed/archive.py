@@ -64,6 +64,7 @@ def process_archive(
     """
     cfg = build_run_config(config, **options)
     started = time.monotonic()
+    output_dir = storage.absolute(os.fspath(output_dir))  # the tasks' working directory differs
     model = load_run(cfg)
     items = list_inputs(inputs) if isinstance(inputs, str) else _items_of(list(inputs))
     report_path = report_path or storage.join(output_dir, REPORT_NAME)

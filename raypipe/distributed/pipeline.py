@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import ChunkTask
@@ -40,7 +41,7 @@ def process_video(
     run fails.
     """
     cfg = build_run_config(config, **options)
-    input, output = os.fspath(input), os.fspath(output)
+    input, output = storage.absolute(os.fspath(input)), storage.absolute(os.fspath(output))
     started = time.monotonic()
     model = load_run(cfg)
     if model.tensor:
