@@ -46,6 +46,10 @@ EXAMPLES: dict[str, list[str]] = {
         "raypipe model export builtin:sharpen sharpen.onnx",
         "raypipe model export builtin:phash models/phash.onnx",
     ],
+    "serve": [
+        "raypipe serve --address 127.0.0.1:6379",
+        "raypipe serve --address head-node:6379 --verbose",
+    ],
     "demo": ["raypipe demo", "raypipe demo --output-dir /tmp/demo --model builtin:sharpen"],
     "doctor": ["raypipe doctor", "raypipe doctor --device gpu", "raypipe doctor --json"],
 }

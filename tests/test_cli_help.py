@@ -31,6 +31,7 @@ SUBCOMMANDS = [
     ["model", "export"],
     ["demo"],
     ["doctor"],
+    ["serve"],
 ]
 
 
@@ -238,6 +239,11 @@ def test_demo_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     taken = tmp_path / "a-file"
     taken.write_text("x")
     _one_line_error(["demo", "--output-dir", str(taken)], capsys, "ConfigError", "is a file")
+
+
+def test_serve_misuse(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _one_line_error(["serve"], capsys, "ConfigError", "needs a running cluster: --address")
 
 
 def test_doctor_misuse(capsys: pytest.CaptureFixture[str]) -> None:

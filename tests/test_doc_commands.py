@@ -116,6 +116,12 @@ NOT_HERE: dict[str, str] = {
     r"--model builtin:sharpen --chunk-frames 64$": "needs a cluster and its S3 bucket and "
     "a shared /mnt",
     r"ray job submit .*jobs/process_archive\.py": "needs a GPU cluster and its S3 bucket",
+    r"ray start --head --port 6379$": "starts a cluster on this machine's default ports "
+    "(tests/deploy/test_serve.py starts one on free ports with its own temp dir)",
+    r"raypipe serve --address ": "runs until stopped, on a running cluster "
+    "(tests/deploy/test_serve.py runs it against a real `ray start --head`)",
+    r"raypipe run in\.mp4 out\.mp4 --model builtin:sharpen --address 127\.0\.0\.1:6379$": "needs "
+    "the running cluster and service above (tests/deploy/test_serve.py)",
 }
 
 # Run here: the pattern, and the exit code expected (1: a typed one-line error).

@@ -1,0 +1,499 @@
+"""A warm driver on a running cluster: ``raypipe serve``, and ``raypipe run`` handing to it.
+
+Each ``raypipe run --address ...`` is a new Ray job. Ray binds worker processes to a job,
+so every run starts its own decode and encode workers, and each imports Ray Data (about a
+second of CPU) before its first task; the driver itself imports Ray Data and starts Ray
+Data's executor. On a running 2-core cluster that put the first decode 3.3-3.9 s after the
+command, against 0.2-0.4 s for a second run in a driver that had already made one (a
+notebook's case).
+
+``raypipe serve --address ADDR`` is such a driver, kept running. It names a small actor, the
+mailbox (:class:`Mailbox`, no CPU), in the ``raypipe`` namespace; ``raypipe run --address
+ADDR`` finds it and hands the run over (:func:`hand_over`): the service runs it with
+:func:`~raypipe.distributed.pipeline.process_video` in its own process, one run at a time in
+arrival order, and sends back what the run prints (progress, warnings), then its summary or
+its error, which the command prints as if it had run the video itself. Ctrl-C on the command
+cancels its run (queued or running); Ctrl-C on the service stops it.
+
+The command hands a run over only when the service runs on the same machine and from the
+same raypipe install (local paths and the code then mean the same on both sides; paths are
+made absolute first); otherwise it runs the video itself, as without a service, and says
+why. ``--no-service`` always runs it in the command. The service runs with its own
+environment (``RAYPIPE_*`` variables, credentials), not the command's.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import io
+import itertools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any, TextIO
+
+import ray
+
+from raypipe.errors import ClusterError, RaypipeError, one_line
+
+log = logging.getLogger("raypipe")
+
+SERVICE_NAME = "raypipe-service"
+NAMESPACE = "raypipe"
+TERMINAL = ("done", "error")
+POLL_S = 1.0  # how long one mailbox call waits for news
+KEEP_UNREAD_S = 600.0  # a finished run's events nobody read (the command was killed) go then
+CANCEL_WAIT_S = 60.0  # how long a cancelled command waits for its run to stop
+
+
+class Mailbox:
+    """Between the commands and the service: the queue of runs, each run's events in order
+    (numbered by the service, as a threaded actor may run two posts out of order), and the
+    cancellations. Runs as a threaded Ray actor (``max_concurrency``) so that a waiting call
+    blocks only its own thread."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self._info = info
+        self._cv = threading.Condition()
+        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._events: dict[str, dict[int, tuple[str, Any]]] = {}
+        self._cancelled: set[str] = set()
+        self._running: str | None = None
+        self._ended: dict[str, float] = {}  # finished runs whose end was not read yet
+        self._ids = itertools.count(1)
+
+    def info(self) -> dict[str, Any]:
+        with self._cv:
+            return {**self._info, "queued": len(self._queue), "running": self._running}
+
+    def submit(self, request: dict[str, Any]) -> tuple[str, int]:
+        """Queue a run; its id and how many runs are ahead of it."""
+        with self._cv:
+            run_id = f"run-{next(self._ids)}"
+            ahead = len(self._queue) + (self._running is not None)
+            self._queue.append((run_id, request))
+            self._events[run_id] = {}
+            self._cv.notify_all()
+            return run_id, ahead
+
+    def take(self, timeout: float) -> tuple[str, dict[str, Any]] | None:
+        """The next run for the service, or ``None`` after ``timeout`` seconds without one."""
+        with self._cv:
+            self._cv.wait_for(lambda: bool(self._queue), timeout)
+            if not self._queue:
+                return None
+            run_id, request = self._queue.popleft()
+            self._running = run_id
+            return run_id, request
+
+    def post(self, run_id: str, seq: int, kind: str, payload: Any) -> None:
+        with self._cv:
+            self._events.setdefault(run_id, {})[seq] = (kind, payload)
+            if kind in TERMINAL:
+                if self._running == run_id:
+                    self._running = None
+                now = time.monotonic()
+                self._ended[run_id] = now
+                for old in [r for r, t in self._ended.items() if now - t > KEEP_UNREAD_S]:
+                    self._ended.pop(old)
+                    self._events.pop(old, None)
+            self._cv.notify_all()
+
+    def events(self, run_id: str, since: int, timeout: float) -> list[tuple[str, Any]]:
+        """The run's events from number ``since`` on, waiting up to ``timeout`` s for one."""
+        with self._cv:
+            events = self._events.get(run_id, {})
+            self._cv.wait_for(lambda: since in events, timeout)
+            out = []
+            while since + len(out) in events:
+                out.append(events[since + len(out)])
+            if out and out[-1][0] in TERMINAL:
+                self._events.pop(run_id, None)
+                self._ended.pop(run_id, None)
+                self._cancelled.discard(run_id)
+            return out
+
+    def cancel(self, run_id: str) -> None:
+        """Drop the run if it is still queued (its error event says so), else flag it for the
+        service, which interrupts it."""
+        with self._cv:
+            for item in self._queue:
+                if item[0] == run_id:
+                    self._queue.remove(item)
+                    message = {"type": "KeyboardInterrupt", "message": "cancelled while queued"}
+                    self._events.setdefault(run_id, {})[0] = ("error", message)
+                    break
+            else:
+                self._cancelled.add(run_id)
+            self._cv.notify_all()
+
+    def wait_cancel(self, run_id: str, timeout: float) -> bool:
+        """Whether ``run_id`` was cancelled, waiting up to ``timeout`` s for it."""
+        with self._cv:
+            return self._cv.wait_for(lambda: run_id in self._cancelled, timeout)
+
+
+def _install() -> str:
+    """Which raypipe install this process runs: the package's directory."""
+    import raypipe
+
+    return os.path.dirname(os.path.abspath(raypipe.__file__))
+
+
+def _identity() -> dict[str, Any]:
+    import raypipe
+
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "install": _install(),
+        "version": raypipe.__version__,
+    }
+
+
+def find_mailbox() -> Any | None:
+    """The running service's mailbox on the connected cluster, or ``None``."""
+    try:
+        return ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# The service
+
+
+class _Forward(io.TextIOBase):
+    """What the run writes to stderr (progress lines), sent to the command as ``text``
+    events; a TTY when the command's stderr is one, so progress rewrites its line there."""
+
+    def __init__(self, post: Any, *, tty: bool) -> None:
+        self._post = post
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            self._post("text", text)
+        return len(text)
+
+
+class _ForwardLog(logging.Handler):
+    """raypipe's log records during a run (warnings), as the command itself prints them."""
+
+    def __init__(self, post: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.setFormatter(logging.Formatter("raypipe: %(levelname)s: %(message)s"))
+        self._post = post
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._post("text", self.format(record) + "\n")
+
+
+def summary_line(output: str, stats: dict[str, Any]) -> str:
+    """The line ``raypipe run`` ends with (without ``--quiet``)."""
+    return (
+        f"wrote {output}: {stats['frames']} frames in {stats['chunks']} chunks, "
+        f"{stats['wall_seconds']:.1f}s ({stats['fps']:.1f} fps) on {stats['workers']} "
+        f"worker(s) [{', '.join(stats['providers'])}]"
+    )
+
+
+def stats_summary(stats: Any) -> dict[str, Any]:
+    """What :func:`summary_line` needs of a :class:`~raypipe.distributed.stats.RunStats`."""
+    return {
+        "frames": stats.frames,
+        "chunks": stats.chunks,
+        "wall_seconds": stats.wall_seconds,
+        "fps": stats.fps,
+        "workers": stats.workers,
+        "providers": list(stats.providers),
+    }
+
+
+class _Run:
+    """One handed-over run inside the service: its events numbered in order, and a watcher
+    thread that turns the command's cancel into a KeyboardInterrupt in the main thread."""
+
+    def __init__(self, mailbox: Any, run_id: str) -> None:
+        self.mailbox, self.run_id = mailbox, run_id
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self.finished = threading.Event()
+        self.cancelled = False
+
+    def post(self, kind: str, payload: Any) -> None:
+        with self._lock:  # numbers in the order the events happened
+            self.mailbox.post.remote(self.run_id, next(self._seq), kind, payload)
+
+    def watch(self) -> None:
+        while not self.finished.is_set():
+            try:
+                hit = ray.get(self.mailbox.wait_cancel.remote(self.run_id, POLL_S))
+            except Exception:  # noqa: BLE001 - the mailbox is gone: the service is ending
+                return
+            if hit and not self.finished.is_set():
+                self.cancelled = True
+                _thread.interrupt_main()
+                return
+
+
+def run_one(mailbox: Any, run_id: str, request: dict[str, Any], stream: TextIO) -> str:
+    """Run one handed-over video; post its events; return how it ended (for the log line)."""
+    from raypipe.distributed.pipeline import process_video
+
+    run = _Run(mailbox, run_id)
+    watcher = threading.Thread(target=run.watch, name=f"raypipe-cancel-{run_id}", daemon=True)
+    watcher.start()
+    handler = _ForwardLog(run.post)
+    logger = logging.getLogger("raypipe")
+    logger.addHandler(handler)
+    started = time.monotonic()
+    try:
+        try:
+            with contextlib.redirect_stderr(_Forward(run.post, tty=bool(request.get("tty")))):
+                stats = process_video(request["input"], request["output"], **request["options"])
+        finally:
+            run.finished.set()
+            logger.removeHandler(handler)
+        run.post("done", stats_summary(stats))
+        return f"done in {time.monotonic() - started:.1f}s"
+    except KeyboardInterrupt:
+        if not run.cancelled:  # Ctrl-C on the service itself: tell the command, then stop
+            run.post("error", {"type": "ClusterError", "message": "the raypipe service stopped"})
+            raise
+        run.post("error", {"type": "KeyboardInterrupt", "message": "cancelled"})
+        return "cancelled"
+    except RaypipeError as e:
+        detail = getattr(e, "detail", "") or traceback.format_exc()
+        run.post("error", {"type": type(e).__name__, "message": one_line(e), "detail": detail})
+        return f"failed: {type(e).__name__}: {one_line(e)}"
+    except Exception as e:  # noqa: BLE001 - not foreseen: the command reports it as its own
+        error = {"type": type(e).__name__, "message": one_line(e), "unexpected": True,
+                 "detail": traceback.format_exc()}  # fmt: skip
+        run.post("error", error)
+        return f"failed (unexpected): {type(e).__name__}: {one_line(e)}"
+
+
+WARM_UP_FRAMES, WARM_UP_CHUNK = 16, 8
+
+
+def warm_up() -> float:
+    """Run a small generated sample (two chunks) through ``builtin:identity``, so that the
+    first handed-over run finds Ray Data's executor and worker processes started; its
+    seconds."""
+    import tempfile
+
+    from raypipe.distributed.pipeline import process_video
+    from raypipe.media.sample import write_sample
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="raypipe-serve-") as tmp:
+        source = os.path.join(tmp, "sample.mp4")
+        write_sample(source, n_frames=WARM_UP_FRAMES, width=96, height=64, gop=WARM_UP_CHUNK)
+        process_video(
+            source,
+            os.path.join(tmp, "out.mp4"),
+            model="builtin:identity",
+            chunk_frames=WARM_UP_CHUNK,
+            quiet=True,
+        )
+    return time.monotonic() - started
+
+
+def serve(address: str, *, verbose: bool = False, stream: TextIO | None = None) -> None:
+    """Connect to the cluster at ``address``, name the mailbox, and run what comes until
+    interrupted (KeyboardInterrupt propagates). Raises :class:`ClusterError` when a service
+    already runs there."""
+    from raypipe.config import RuntimeConfig
+    from raypipe.distributed import pipeline  # noqa: F401 - imported once, before any run
+    from raypipe.distributed.cluster import connect
+
+    stream = stream or sys.stderr
+    connect(RuntimeConfig(address=address), verbose=verbose)
+    existing = find_mailbox()
+    if existing is not None:
+        info = ray.get(existing.info.remote(), timeout=30)
+        raise ClusterError(
+            f"a raypipe service already runs on this cluster (pid {info['pid']} on "
+            f"{info['host']}); stop it first, or hand runs to it"
+        )
+    identity = _identity()
+    actor = ray.remote(Mailbox).options(
+        name=SERVICE_NAME, namespace=NAMESPACE, num_cpus=0, max_concurrency=64
+    )
+    mailbox = actor.remote(identity)
+    ray.get(mailbox.info.remote())
+    warmed = warm_up()
+    print(
+        f"raypipe: warmed up in {warmed:.1f}s (a sample through builtin:identity); serving on "
+        f"the Ray cluster at {address} (pid {identity['pid']}); `raypipe run --address "
+        f"{address} ...` hands its runs here; Ctrl-C stops",
+        file=stream,
+        flush=True,
+    )
+    while True:
+        item = ray.get(mailbox.take.remote(POLL_S * 5))
+        if item is None:
+            continue
+        run_id, request = item
+        print(f"raypipe: {run_id}: {request['input']} -> {request['output']}", file=stream)
+        ended = run_one(mailbox, run_id, request, stream)
+        print(f"raypipe: {run_id}: {ended}", file=stream, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The command's side
+
+
+def _absolute(value: Any) -> Any:
+    """A local path made absolute (the service's working directory is not the command's);
+    URLs and ``builtin:`` names as they are."""
+    if not isinstance(value, str) or "://" in value or value.startswith("builtin:"):
+        return value
+    return os.path.abspath(value)
+
+
+PATH_OPTIONS = ("model", "stats_path", "engine_cache")
+
+
+def _processor_absolute(target: Any) -> Any:
+    """``path/to/file.py:Class`` with the file's path made absolute; ``module:Class`` as it is."""
+    if not isinstance(target, str) or ":" not in target:
+        return target
+    where, _, name = target.rpartition(":")
+    if where.endswith(".py"):
+        return f"{_absolute(where)}:{name}"
+    return target
+
+
+def _rebuild_error(payload: dict[str, Any]) -> BaseException:
+    """The run's error in the command, typed as in the service so that it prints the same."""
+    import raypipe.errors as errors
+
+    name, message = str(payload.get("type")), str(payload.get("message", ""))
+    if name == "KeyboardInterrupt":
+        return KeyboardInterrupt()
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, RaypipeError):
+        error: BaseException = cls(message)
+    else:  # not raypipe's: an exception of the same name, as the command would print it
+        error = type(name, (Exception,), {})(message)
+    error.detail = str(payload.get("detail", ""))  # type: ignore[attr-defined]
+    return error
+
+
+def usable(info: dict[str, Any], processor: Any = None) -> str | None:
+    """Why the command cannot hand its run to the service described by ``info``, or None."""
+    here = _identity()
+    if info.get("host") != here["host"]:
+        return f"it runs on {info.get('host')}, not this machine"
+    if info.get("install") != here["install"]:
+        return f"it runs raypipe from {info.get('install')}, not {here['install']}"
+    local = _module_from_here(processor)
+    if local:
+        return f"the processor's module {local!r} is found from this directory only"
+    return None
+
+
+def _module_from_here(processor: Any) -> str | None:
+    """The top package of a ``package.module:Class`` processor when it is found in this
+    command's working directory (on its ``sys.path`` through ``python -m``/the script's
+    directory, not on the service's), else ``None``."""
+    import importlib.util
+
+    if not isinstance(processor, str) or ":" not in processor:
+        return None
+    where = processor.rpartition(":")[0]
+    if where.endswith(".py"):
+        return None  # a file: its path is made absolute
+    top = where.split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(spec, "origin", None) or next(
+        iter(getattr(spec, "submodule_search_locations", None) or []), None
+    )
+    cwd = os.getcwd()
+    if origin and os.path.abspath(origin).startswith(cwd + os.sep):
+        return top
+    return None
+
+
+def hand_over(
+    input: str, output: str, options: dict[str, Any], *, stream: TextIO | None = None
+) -> dict[str, Any] | None:
+    """Run the video on the connected cluster's service and return its summary
+    (:func:`stats_summary`), printing what the run prints to ``stream``; ``None`` when there
+    is no service, or one this command cannot use (it says why): the caller runs the video
+    itself. Raises the run's error, typed as in the service."""
+    stream = stream or sys.stderr
+    mailbox = find_mailbox()
+    if mailbox is None:
+        return None
+    info = ray.get(mailbox.info.remote(), timeout=30)
+    why_not = usable(info, options.get("processor"))
+    if why_not is not None:
+        log.warning("not handing the run to the raypipe service: %s; running it here", why_not)
+        return None
+    options = {k: v for k, v in options.items() if k != "address"}
+    for name in PATH_OPTIONS:
+        if options.get(name) is not None:
+            options[name] = _absolute(options[name])
+    options["processor"] = _processor_absolute(options.get("processor"))
+    request = {
+        "input": _absolute(input),
+        "output": _absolute(output),
+        "options": options,
+        "tty": bool(getattr(stream, "isatty", lambda: False)()),
+    }
+    run_id, ahead = ray.get(mailbox.submit.remote(request))
+    if not options.get("quiet"):
+        queued = f"; {ahead} run(s) ahead of it" if ahead else ""
+        print(f"raypipe: handed to the raypipe service (pid {info['pid']}){queued}", file=stream)
+    since = 0
+    try:
+        return _follow(mailbox, run_id, stream)
+    except KeyboardInterrupt:
+        mailbox.cancel.remote(run_id)
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while time.monotonic() < deadline:  # let the service stop the run before we go
+            with contextlib.suppress(Exception):
+                events = ray.get(mailbox.events.remote(run_id, since, POLL_S))
+                since += len(events)
+                if any(kind in TERMINAL for kind, _ in events):
+                    break
+        raise
+
+
+def _follow(mailbox: Any, run_id: str, stream: TextIO) -> dict[str, Any]:
+    since = 0
+    while True:
+        try:
+            events = ray.get(mailbox.events.remote(run_id, since, POLL_S))
+        except ray.exceptions.RayActorError as e:
+            raise ClusterError(
+                "the raypipe service stopped during the run; its output was not written "
+                "(run it again, with --no-service to run it in this command)"
+            ) from e
+        since += len(events)
+        for kind, payload in events:
+            if kind == "text":
+                stream.write(payload)
+                stream.flush()
+            elif kind == "done":
+                return dict(payload)
+            elif kind == "error":
+                raise _rebuild_error(payload)

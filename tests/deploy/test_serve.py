@@ -1,0 +1,214 @@
+"""`raypipe serve` on a real `ray start --head` (token authentication on), and `raypipe run
+--address` handing its runs to it: exact outputs, typed errors, Ctrl-C, `--no-service`, one
+service per cluster. The commands are separate processes, as a user runs them."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import assert_exact, lossless_cli_args
+from ray_head import RAY, base_env, free_ports, stop_tree
+
+from raypipe.testing import ClipSpec, make_clip
+
+MODEL = "builtin:invert"
+RAYPIPE = [sys.executable, "-m", "raypipe.cli"]
+SERVE_READY_S = 240
+RUN_TIMEOUT_S = 240
+
+
+@dataclass
+class Service:
+    address: str
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*RAYPIPE, "run", *args, "--address", self.address],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+        )
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Service]:
+    temp_dir = Path(tempfile.mkdtemp(prefix="rpserve-", dir="/tmp"))  # short: socket paths
+    home = temp_dir / "home"
+    home.mkdir()
+    token = secrets.token_hex(32)
+    token_file = temp_dir / "ray_auth_token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    (port,) = free_ports(1)
+    env = base_env(home)
+    env.update(RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
+    head_env = {**env, "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    client_env = {**env, "RAY_AUTH_TOKEN": token}
+    command = [
+        RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+        "--port", str(port), "--include-dashboard", "false",
+        "--num-cpus", "8", "--num-gpus", "0", "--object-store-memory", str(300 * 2**20),
+        "--temp-dir", str(temp_dir / "ray"), "--disable-usage-stats",
+    ]  # fmt: skip
+    head_log = open(temp_dir / "ray-start.log", "wb")
+    head = subprocess.Popen(
+        command,
+        env=head_env,
+        stdout=head_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=temp_dir,  # the cluster's working directory: where relative outputs went before
+    )
+    serve_log = temp_dir / "serve.log"
+    serve = None
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + SERVE_READY_S
+        while subprocess.run([RAY, "status", f"--address={address}"], env=client_env,
+                             capture_output=True, check=False).returncode != 0:  # fmt: skip
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start --head did not come up: {_tail(temp_dir)}")
+            time.sleep(1)
+        with serve_log.open("wb") as sink:
+            serve = subprocess.Popen(
+                [*RAYPIPE, "serve", "--address", address],
+                env=client_env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        while "serving on" not in serve_log.read_text(errors="replace"):
+            if serve.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"raypipe serve did not come up: {serve_log.read_text()}")
+            time.sleep(0.5)
+        yield Service(address, client_env, serve_log, serve)
+    finally:
+        if serve is not None:
+            stop_tree(serve, signal.SIGINT)
+        stop_tree(head)
+        head_log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _tail(temp_dir: Path) -> str:
+    return (temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
+
+
+def test_a_run_is_handed_to_the_service_and_exact(served: Service, tmp_path: Path) -> None:
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=48, audio="aac"))
+    # Relative paths, from another directory than the service's: made absolute on the way.
+    done = served.run("in.mp4", "out.mp4", "--model", MODEL, "--chunk-frames", "12",
+                      *lossless_cli_args(), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pid = served.process.pid
+    assert f"raypipe: handed to the raypipe service (pid {pid})" in done.stderr
+    assert "48/48 frames (100%)" in done.stderr, "the run's progress reaches the command"
+    assert done.stdout.startswith("wrote out.mp4: 48 frames in 4 chunks"), done.stdout
+    assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", MODEL)
+    log = served.text()
+    assert re.search(rf"(run-\d+): {tmp_path}/in.mp4 -> {tmp_path}/out.mp4\n.*\1: done", log)
+
+
+def test_a_failed_run_prints_its_typed_error_and_writes_nothing(
+    served: Service, tmp_path: Path
+) -> None:
+    (tmp_path / "in.mp4").write_bytes(b"not a video")
+    failed = served.run("in.mp4", "out.mp4", "-q", cwd=tmp_path)
+    assert failed.returncode == 1
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("raypipe: error: CorruptVideoError: "), lines
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_ctrl_c_cancels_the_run_and_the_service_goes_on(served: Service, tmp_path: Path) -> None:
+    make_clip(tmp_path / "long.mp4", ClipSpec(n_frames=600, width=320, height=240))
+    command = [*RAYPIPE, "run", "long.mp4", "out.mp4", "--address", served.address,
+               "--model", "builtin:sharpen", "--chunk-frames", "24"]  # fmt: skip
+    client = subprocess.Popen(command, cwd=tmp_path, env=served.env, stderr=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert client.stderr is not None
+    seen = ""
+    while "frames (" not in seen:  # the run is going: its first progress line came
+        line = client.stderr.readline()
+        assert line, f"the command ended before any progress: {seen}"
+        seen += line
+    client.send_signal(signal.SIGINT)
+    _, rest = client.communicate(timeout=RUN_TIMEOUT_S)
+    assert client.returncode == 130, seen + rest
+    assert rest.strip().splitlines()[-1] == "raypipe: interrupted"
+    assert not (tmp_path / "out.mp4").exists()
+    assert re.search(r"run-\d+: cancelled", served.text())
+    # The service is still there, and its next run is whole.
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
+    after = served.run("in.mp4", "after.mp4", "--model", MODEL, "-q", *lossless_cli_args(),
+                       cwd=tmp_path)  # fmt: skip
+    assert after.returncode == 0, after.stderr
+    assert_exact(tmp_path / "in.mp4", tmp_path / "after.mp4", MODEL)
+
+
+def test_no_service_runs_the_video_in_the_command(served: Service, tmp_path: Path) -> None:
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
+    runs_before = served.text().count(" -> ")
+    done = served.run("in.mp4", "out.mp4", "--model", MODEL, "--no-service",
+                      *lossless_cli_args(), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "handed to the raypipe service" not in done.stderr
+    assert served.text().count(" -> ") == runs_before
+    assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", MODEL)
+
+
+def test_one_service_per_cluster(served: Service) -> None:
+    second = subprocess.run(
+        [*RAYPIPE, "serve", "--address", served.address],
+        env=served.env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert second.returncode == 1
+    assert (
+        second.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"raypipe: error: ClusterError: a raypipe service already runs on this cluster (pid "
+            f"{served.process.pid} on "
+        )
+    ), second.stderr
+
+
+def test_relative_paths_on_a_running_cluster_land_where_the_command_runs(
+    served: Service, tmp_path: Path
+) -> None:
+    """An archive's tasks run in the cluster's processes, whose working directory is not
+    the command's: the driver resolves relative paths first (the outputs landed in the
+    directory `ray start` ran in before, with the report saying done)."""
+    (tmp_path / "videos").mkdir()
+    make_clip(tmp_path / "videos" / "a.mp4", ClipSpec(n_frames=24))
+    (tmp_path / "list.txt").write_text("videos/a.mp4\n")
+    for inputs, out in (("videos", "out"), ("list.txt", "listed")):
+        done = subprocess.run(
+            [*RAYPIPE, "archive", inputs, out, "--address", served.address, "--model", MODEL,
+             "-q", *lossless_cli_args()],
+            cwd=tmp_path, env=served.env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert_exact(tmp_path / "videos" / "a.mp4", tmp_path / out / "a.mp4", MODEL)
