@@ -15,11 +15,14 @@ arrival order, and sends back what the run prints (progress, warnings), then its
 its error, which the command prints as if it had run the video itself. Ctrl-C on the command
 cancels its run (queued or running); Ctrl-C on the service stops it.
 
-The command hands a run over only when the service runs on the same machine and from the
-same raypipe install (local paths and the code then mean the same on both sides; paths are
-made absolute first); otherwise it runs the video itself, as without a service, and says
-why. ``--no-service`` always runs it in the command. The service runs with its own
-environment (``RAYPIPE_*`` variables, credentials), not the command's.
+A ``ray job submit`` driver (``jobs/process_video.py``) never hands its run over: submitted
+jobs run side by side, as their own jobs. The command hands a run over only when the
+service runs on the same machine and from the same raypipe install (local paths and the
+code then mean the same on both sides; paths are made absolute first), and its processor,
+if any, is not a module found from the command's directory only; otherwise it runs the
+video itself, as without a service, and says why. ``--no-service`` always runs it in the
+command. The service runs with its own environment (``RAYPIPE_*`` variables,
+credentials), not the command's.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ SERVICE_NAME = "raypipe-service"
 NAMESPACE = "raypipe"
 TERMINAL = ("done", "error")
 POLL_S = 1.0  # how long one mailbox call waits for news
+# Set by Ray's job supervisor in the driver of every `ray job submit` job: those run as
+# their own jobs, side by side, never queued behind a service's runs.
+JOB_DRIVER_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 KEEP_UNREAD_S = 600.0  # a finished run's events nobody read (the command was killed) go then
 CANCEL_WAIT_S = 60.0  # how long a cancelled command waits for its run to stop
 
@@ -440,6 +446,8 @@ def hand_over(
     is no service, or one this command cannot use (it says why): the caller runs the video
     itself. Raises the run's error, typed as in the service."""
     stream = stream or sys.stderr
+    if os.environ.get(JOB_DRIVER_VARIABLE):
+        return None  # a `ray job submit` driver: the job is what the cluster runs and logs
     mailbox = find_mailbox()
     if mailbox is None:
         return None

@@ -128,3 +128,15 @@ def test_finished_runs_nobody_reads_are_dropped_after_a_while(
     box.post(second, 0, "done", {})
     assert box.events(first, 0, 0.0) == []
     assert box.events(second, 0, 0.0) == [("done", {})]
+
+
+def test_a_submitted_job_runs_its_video_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ray job submit` drivers run side by side as their own jobs: never queued behind a
+    service (Ray's job supervisor sets this variable in each job's driver)."""
+    import ray
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    assert service.JOB_DRIVER_VARIABLE == RAY_JOB_CONFIG_JSON_ENV_VAR
+    monkeypatch.setenv(RAY_JOB_CONFIG_JSON_ENV_VAR, '{"runtime_env": {}}')
+    assert service.hand_over("in.mp4", "out.mp4", {}) is None
+    assert not ray.is_initialized(), "it did not even look for a service"
