@@ -334,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--address", default=None, help="the running Ray cluster (default: RAY_ADDRESS)"
     )
+    serve.add_argument(
+        "--max-runs",
+        type=int,
+        default=200,  # raypipe.distributed.service.DEFAULT_MAX_RUNS (cli imports no Ray)
+        metavar="N",
+        help="start again as a new process after N runs (a driver keeps some memory per "
+        "run; meanwhile commands run their videos themselves; default 200)",
+    )
 
     demo = subcommand(sub, "demo", "make a sample clip and process it on the local default")
     demo.add_argument(
@@ -429,8 +437,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "raypipe serve needs a running cluster: --address HOST:PORT (as `ray start --head` "
             "printed it) or RAY_ADDRESS"
         )
-    service.serve(address, verbose=args.verbose)
-    return EXIT_OK
+    if args.max_runs < 1:
+        raise ConfigError(f"--max-runs must be at least 1, got {args.max_runs}")
+    service.serve(address, verbose=args.verbose, max_runs=args.max_runs)
+    # max_runs done: the same command again, in this process's place (same pid)
+    import ray
+
+    ray.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    again = ["serve", "--address", address, "--max-runs", str(args.max_runs)]
+    again += ["--verbose"] if args.verbose else []
+    os.execv(sys.executable, [sys.executable, "-m", "raypipe.cli", *again])
 
 
 def _cmd_archive(args: argparse.Namespace) -> int:

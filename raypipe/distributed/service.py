@@ -55,6 +55,7 @@ POLL_S = 1.0  # how long one mailbox call waits for news
 # their own jobs, side by side, never queued behind a service's runs.
 JOB_DRIVER_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 KEEP_UNREAD_S = 600.0  # a finished run's events nobody read (the command was killed) go then
+WATCHER_PREFIX = "raypipe-cancel-"  # the thread that watches a run for its cancellation
 CANCEL_WAIT_S = 60.0  # how long a cancelled command waits for its run to stop
 
 
@@ -72,6 +73,7 @@ class Mailbox:
         self._cancelled: set[str] = set()
         self._running: str | None = None
         self._ended: dict[str, float] = {}  # finished runs whose end was not read yet
+        self._closing = False  # the service restarts once the queue is empty: no new runs
         self._ids = itertools.count(1)
 
     def info(self) -> dict[str, Any]:
@@ -79,14 +81,22 @@ class Mailbox:
             return {**self._info, "queued": len(self._queue), "running": self._running}
 
     def submit(self, request: dict[str, Any]) -> tuple[str, int]:
-        """Queue a run; its id and how many runs are ahead of it."""
+        """Queue a run; its id and how many runs are ahead of it (``("", 0)``: the service
+        is about to restart and takes no new run)."""
         with self._cv:
+            if self._closing:
+                return "", 0
             run_id = f"run-{next(self._ids)}"
             ahead = len(self._queue) + (self._running is not None)
             self._queue.append((run_id, request))
             self._events[run_id] = {}
             self._cv.notify_all()
             return run_id, ahead
+
+    def close(self) -> None:
+        """Take no new run: the service serves those queued, then restarts."""
+        with self._cv:
+            self._closing = True
 
     def take(self, timeout: float) -> tuple[str, dict[str, Any]] | None:
         """The next run for the service, or ``None`` after ``timeout`` seconds without one."""
@@ -260,7 +270,7 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any], stream: TextIO) 
     from raypipe.distributed.pipeline import process_video
 
     run = _Run(mailbox, run_id)
-    watcher = threading.Thread(target=run.watch, name=f"raypipe-cancel-{run_id}", daemon=True)
+    watcher = threading.Thread(target=run.watch, name=WATCHER_PREFIX + run_id, daemon=True)
     watcher.start()
     handler = _ForwardLog(run.post)
     logger = logging.getLogger("raypipe")
@@ -318,24 +328,27 @@ def warm_up() -> float:
     return time.monotonic() - started
 
 
-def serve(address: str, *, verbose: bool = False, stream: TextIO | None = None) -> None:
+DEFAULT_MAX_RUNS = 200
+RESTART_WAIT_S = 60.0
+
+
+def serve(
+    address: str, *, verbose: bool = False, max_runs: int = DEFAULT_MAX_RUNS,
+    stream: TextIO | None = None,
+) -> None:  # fmt: skip
     """Connect to the cluster at ``address``, name the mailbox, and run what comes until
-    interrupted (KeyboardInterrupt propagates). Raises :class:`ClusterError` when a service
-    already runs there."""
+    interrupted (KeyboardInterrupt propagates), or until ``max_runs`` runs are done: then
+    it takes no new run, serves those queued and returns (the command starts it again, as a
+    new process: a driver keeps some memory per run, 0.5 MiB here, in Ray and Ray Data).
+    Raises :class:`ClusterError` when another service runs there."""
     from raypipe.config import RuntimeConfig
     from raypipe.distributed import pipeline  # noqa: F401 - imported once, before any run
     from raypipe.distributed.cluster import connect
 
     stream = stream or sys.stderr
     connect(RuntimeConfig(address=address), verbose=verbose)
-    existing = find_mailbox()
-    if existing is not None:
-        info = ray.get(existing.info.remote(), timeout=30)
-        raise ClusterError(
-            f"a raypipe service already runs on this cluster (pid {info['pid']} on "
-            f"{info['host']}); stop it first, or hand runs to it"
-        )
     identity = _identity()
+    _wait_for_no_service(identity)
     actor = ray.remote(Mailbox).options(
         name=SERVICE_NAME, namespace=NAMESPACE, num_cpus=0, max_concurrency=64
     )
@@ -349,14 +362,47 @@ def serve(address: str, *, verbose: bool = False, stream: TextIO | None = None) 
         file=stream,
         flush=True,
     )
+    done = 0
     while True:
-        item = ray.get(mailbox.take.remote(POLL_S * 5))
+        if done == max_runs:  # from now on, serve what is queued only
+            ray.get(mailbox.close.remote())
+        item = ray.get(mailbox.take.remote(0.0 if done >= max_runs else POLL_S * 5))
         if item is None:
+            if done >= max_runs:
+                print(f"raypipe: restarting after {done} runs", file=stream, flush=True)
+                for thread in threading.enumerate():  # no Ray call may outlive Ray's shutdown
+                    if thread.name.startswith(WATCHER_PREFIX):
+                        thread.join()
+                return
             continue
         run_id, request = item
         print(f"raypipe: {run_id}: {request['input']} -> {request['output']}", file=stream)
         ended = run_one(mailbox, run_id, request, stream)
         print(f"raypipe: {run_id}: {ended}", file=stream, flush=True)
+        done += 1
+
+
+def _wait_for_no_service(identity: dict[str, Any]) -> None:
+    """Return once no service is named on the cluster. The mailbox of this process's own
+    previous life (a restart keeps the pid) goes with its Ray job: wait for that; another
+    service is an error."""
+    deadline = time.monotonic() + RESTART_WAIT_S
+    while (existing := find_mailbox()) is not None:
+        try:
+            info = ray.get(existing.info.remote(), timeout=30)
+        except ray.exceptions.RayActorError:
+            info = {"host": identity["host"], "pid": identity["pid"]}  # going away
+        ours = (info["host"], info["pid"]) == (identity["host"], identity["pid"])
+        if not ours:
+            raise ClusterError(
+                f"a raypipe service already runs on this cluster (pid {info['pid']} on "
+                f"{info['host']}); stop it first, or hand runs to it"
+            )
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"the service's previous mailbox was still there after {RESTART_WAIT_S:.0f}s"
+            )
+        time.sleep(0.5)
 
 
 # ---------------------------------------------------------------------------------------
@@ -468,6 +514,9 @@ def hand_over(
         "tty": bool(getattr(stream, "isatty", lambda: False)()),
     }
     run_id, ahead = ray.get(mailbox.submit.remote(request))
+    if not run_id:
+        log.warning("the raypipe service is restarting; running the video here")
+        return None
     if not options.get("quiet"):
         queued = f"; {ahead} run(s) ahead of it" if ahead else ""
         print(f"raypipe: handed to the raypipe service (pid {info['pid']}){queued}", file=stream)

@@ -26,6 +26,7 @@ MODEL = "builtin:invert"
 RAYPIPE = [sys.executable, "-m", "raypipe.cli"]
 SERVE_READY_S = 240
 RUN_TIMEOUT_S = 240
+MAX_RUNS = 4  # the service starts again after 4 runs: test_the_service_restarts_after_max_runs
 
 
 @dataclass
@@ -90,7 +91,7 @@ def served() -> Iterator[Service]:
             time.sleep(1)
         with serve_log.open("wb") as sink:
             serve = subprocess.Popen(
-                [*RAYPIPE, "serve", "--address", address],
+                [*RAYPIPE, "serve", "--address", address, "--max-runs", str(MAX_RUNS)],
                 env=client_env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -173,6 +174,25 @@ def test_no_service_runs_the_video_in_the_command(served: Service, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert "handed to the raypipe service" not in done.stderr
     assert served.text().count(" -> ") == runs_before
+    assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", MODEL)
+
+
+def test_the_service_restarts_after_max_runs(served: Service, tmp_path: Path) -> None:
+    """After --max-runs runs it serves what is queued, takes no new run (commands run their
+    videos themselves meanwhile) and starts again as a new process in its place (the same
+    pid), warmed up; then it takes runs again. Runs before this test: 4 handed over (the
+    exact run, the failed one, the cancelled one, the one after it)."""
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
+    deadline = time.monotonic() + SERVE_READY_S
+    while served.text().count("serving on") < 2:  # the restart began after the 4th run
+        assert served.process.poll() is None, served.text()
+        assert time.monotonic() < deadline, served.text()
+        time.sleep(0.5)
+    assert f"restarting after {MAX_RUNS} runs" in served.text()
+    after = served.run("in.mp4", "out.mp4", "--model", MODEL, *lossless_cli_args(),
+                       cwd=tmp_path)  # fmt: skip
+    assert after.returncode == 0, after.stderr
+    assert f"handed to the raypipe service (pid {served.process.pid})" in after.stderr
     assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", MODEL)
 
 

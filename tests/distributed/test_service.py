@@ -140,3 +140,18 @@ def test_a_submitted_job_runs_its_video_itself(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(RAY_JOB_CONFIG_JSON_ENV_VAR, '{"runtime_env": {}}')
     assert service.hand_over("in.mp4", "out.mp4", {}) is None
     assert not ray.is_initialized(), "it did not even look for a service"
+
+
+def test_a_closing_service_serves_what_is_queued_and_takes_nothing_new() -> None:
+    box = _mailbox()
+    queued, _ = box.submit({"input": "a"})
+    box.close()
+    assert box.submit({"input": "b"}) == ("", 0), "refused: the command runs it itself"
+    assert box.take(0.0) == (queued, {"input": "a"})
+    assert box.take(0.0) is None
+
+
+def test_the_command_and_the_service_default_to_the_same_max_runs() -> None:
+    from raypipe.cli import build_parser
+
+    assert build_parser().parse_args(["serve"]).max_runs == service.DEFAULT_MAX_RUNS
