@@ -56,6 +56,7 @@ POLL_S = 1.0  # how long one mailbox call waits for news
 JOB_DRIVER_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 KEEP_UNREAD_S = 600.0  # a finished run's events nobody read (the command was killed) go then
 WATCHER_PREFIX = "raypipe-cancel-"  # the thread that watches a run for its cancellation
+CANCELLING = threading.Event()  # set by that thread as it interrupts the main thread
 CANCEL_WAIT_S = 60.0  # how long a cancelled command waits for its run to stop
 
 
@@ -247,7 +248,6 @@ class _Run:
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self.finished = threading.Event()
-        self.cancelled = False
 
     def post(self, kind: str, payload: Any) -> None:
         with self._lock:  # numbers in the order the events happened
@@ -260,12 +260,12 @@ class _Run:
             except Exception:  # noqa: BLE001 - the mailbox is gone: the service is ending
                 return
             if hit and not self.finished.is_set():
-                self.cancelled = True
+                CANCELLING.set()  # what the KeyboardInterrupt below is: not Ctrl-C
                 _thread.interrupt_main()
                 return
 
 
-def run_one(mailbox: Any, run_id: str, request: dict[str, Any], stream: TextIO) -> str:
+def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> str:
     """Run one handed-over video; post its events; return how it ended (for the log line)."""
     from raypipe.distributed.pipeline import process_video
 
@@ -286,9 +286,10 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any], stream: TextIO) 
         run.post("done", stats_summary(stats))
         return f"done in {time.monotonic() - started:.1f}s"
     except KeyboardInterrupt:
-        if not run.cancelled:  # Ctrl-C on the service itself: tell the command, then stop
+        if not CANCELLING.is_set():  # Ctrl-C on the service itself: tell the command, stop
             run.post("error", {"type": "ClusterError", "message": "the raypipe service stopped"})
             raise
+        CANCELLING.clear()
         run.post("error", {"type": "KeyboardInterrupt", "message": "cancelled"})
         return "cancelled"
     except RaypipeError as e:
@@ -377,7 +378,13 @@ def serve(
             continue
         run_id, request = item
         print(f"raypipe: {run_id}: {request['input']} -> {request['output']}", file=stream)
-        ended = run_one(mailbox, run_id, request, stream)
+        try:
+            ended = run_one(mailbox, run_id, request)
+        except KeyboardInterrupt:
+            if not CANCELLING.is_set():
+                raise
+            CANCELLING.clear()  # a cancel that came as the run ended: the run stands
+            ended = "done (a cancel came as it ended)"
         print(f"raypipe: {run_id}: {ended}", file=stream, flush=True)
         done += 1
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,13 +54,9 @@ NOTES = {
 
 
 @pytest.fixture(scope="module")
-def address() -> Iterator[str]:
-    """One local Ray for the module; drivers in subprocesses connect to it."""
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+def address(ray_local: None) -> str:
+    """The tests' shared local Ray (``ray_local``); drivers in subprocesses connect to it."""
+    return str(ray.get_runtime_context().gcs_address)
 
 
 def _raypipe() -> str:
