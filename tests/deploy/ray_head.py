@@ -5,11 +5,15 @@ which would stop every Ray on the machine)."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
@@ -58,3 +62,49 @@ def stop_tree(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> No
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=10)
+
+
+@dataclass
+class HeadFiles:
+    """A head's own temp dir (short: Ray's unix sockets live under it, 107-byte limit), an
+    empty HOME, and the token file the head reads (0600)."""
+
+    temp_dir: Path
+    home: Path
+    token: str
+    token_file: Path
+
+    def tail(self) -> str:
+        """The end of ``ray start``'s output."""
+        return (self.temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
+
+
+def head_files(prefix: str) -> HeadFiles:
+    temp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    home = temp_dir / "home"
+    home.mkdir()
+    token = secrets.token_hex(32)
+    token_file = temp_dir / "ray_auth_token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    return HeadFiles(temp_dir, home, token, token_file)
+
+
+def start_head(
+    files: HeadFiles, options: list[str], env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], BinaryIO]:
+    """``ray start --head --block`` with ``options`` on 127.0.0.1 and the head's temp dir,
+    its output in ``ray-start.log`` (returned open: close it after :func:`stop_tree`), run
+    from the temp dir (the cluster's working directory)."""
+    command = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", *options,
+               "--temp-dir", str(files.temp_dir / "ray"), "--disable-usage-stats"]  # fmt: skip
+    log = open(files.temp_dir / "ray-start.log", "wb")
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=files.temp_dir,
+    )
+    return process, log

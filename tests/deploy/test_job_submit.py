@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import assert_exact, assert_exact_to, lossless_cli_args
-from ray_head import RAY, base_env, free_ports, stop_tree
+from ray_head import RAY, base_env, free_ports, head_files, start_head, stop_tree
 
 from raypipe.examples.processors import Redact
 from raypipe.infer.processors import apply_processor
@@ -109,23 +107,16 @@ class Head:
 
 @pytest.fixture(scope="module")
 def head() -> Iterator[Head]:
-    # A short path: Ray's unix sockets live under the temp dir (107-byte limit).
-    temp_dir = Path(tempfile.mkdtemp(prefix="rpjob-", dir="/tmp"))
-    home = temp_dir / "home"
-    home.mkdir()
-    token = secrets.token_hex(32)
-    token_file = temp_dir / "ray_auth_token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
+    files = head_files("rpjob-")
+    temp_dir, home, token = files.temp_dir, files.home, files.token
     ports = free_ports(10)
     env = base_env(home)
     env.update(
         RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(token_file),
+        RAY_AUTH_TOKEN_PATH=str(files.token_file),
         RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",  # stop at once on SIGTERM
     )
-    command = [
-        RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+    options = [
         "--port", str(ports[0]), "--dashboard-host", "127.0.0.1",
         "--dashboard-port", str(ports[1]), "--ray-client-server-port", str(ports[2]),
         "--dashboard-agent-listen-port", str(ports[3]),
@@ -133,34 +124,26 @@ def head() -> Iterator[Head]:
         "--metrics-export-port", str(ports[5]), "--runtime-env-agent-port", str(ports[6]),
         "--node-manager-port", str(ports[7]), "--object-manager-port", str(ports[8]),
         "--num-cpus", "8", "--num-gpus", "2", "--object-store-memory", str(300 * 2**20),
-        "--temp-dir", str(temp_dir / "ray"), "--disable-usage-stats",
     ]  # fmt: skip
-    log = open(temp_dir / "ray-start.log", "wb")
-    process = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    process, log = start_head(files, options, env)
     head = Head(f"http://127.0.0.1:{ports[1]}", token, temp_dir, home)
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                pytest.fail(f"ray start exited {process.returncode}: {_tail(temp_dir)}")
+                pytest.fail(f"ray start exited {process.returncode}: {files.tail()}")
             try:
                 head.api("/api/jobs/")
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if time.monotonic() > deadline:
-                    pytest.fail(f"the Jobs API never came up: {_tail(temp_dir)}")
+                    pytest.fail(f"the Jobs API never came up: {files.tail()}")
                 time.sleep(0.5)
         yield head
     finally:
         stop_tree(process)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _tail(temp_dir: Path) -> str:
-    return (temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
 
 
 def _status(head: Head, submission_id: str) -> str:

@@ -5,12 +5,10 @@ service per cluster. The commands are separate processes, as a user runs them.""
 from __future__ import annotations
 
 import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_exact, lossless_cli_args
-from ray_head import RAY, base_env, free_ports, stop_tree
+from ray_head import RAY, base_env, free_ports, head_files, start_head, stop_tree
 
 from raypipe.testing import ClipSpec, make_clip
 
@@ -52,33 +50,17 @@ class Service:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Service]:
-    temp_dir = Path(tempfile.mkdtemp(prefix="rpserve-", dir="/tmp"))  # short: socket paths
-    home = temp_dir / "home"
-    home.mkdir()
-    token = secrets.token_hex(32)
-    token_file = temp_dir / "ray_auth_token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
+    files = head_files("rpserve-")
+    temp_dir = files.temp_dir
     (port,) = free_ports(1)
-    env = base_env(home)
+    env = base_env(files.home)
     env.update(RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
-    head_env = {**env, "RAY_AUTH_TOKEN_PATH": str(token_file)}
-    client_env = {**env, "RAY_AUTH_TOKEN": token}
-    command = [
-        RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-        "--port", str(port), "--include-dashboard", "false",
-        "--num-cpus", "8", "--num-gpus", "0", "--object-store-memory", str(300 * 2**20),
-        "--temp-dir", str(temp_dir / "ray"), "--disable-usage-stats",
-    ]  # fmt: skip
-    head_log = open(temp_dir / "ray-start.log", "wb")
-    head = subprocess.Popen(
-        command,
-        env=head_env,
-        stdout=head_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=temp_dir,  # the cluster's working directory: where relative outputs went before
-    )
+    client_env = {**env, "RAY_AUTH_TOKEN": files.token}
+    options = ["--port", str(port), "--include-dashboard", "false", "--num-cpus", "8",
+               "--num-gpus", "0", "--object-store-memory", str(300 * 2**20)]  # fmt: skip
+    # Its working directory is the temp dir: where relative outputs went before.
+    head_env = {**env, "RAY_AUTH_TOKEN_PATH": str(files.token_file)}
+    head, head_log = start_head(files, options, head_env)
     serve_log = temp_dir / "serve.log"
     serve = None
     try:
@@ -87,7 +69,7 @@ def served() -> Iterator[Service]:
         while subprocess.run([RAY, "status", f"--address={address}"], env=client_env,
                              capture_output=True, check=False).returncode != 0:  # fmt: skip
             if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start --head did not come up: {_tail(temp_dir)}")
+                pytest.fail(f"ray start --head did not come up: {files.tail()}")
             time.sleep(1)
         with serve_log.open("wb") as sink:
             serve = subprocess.Popen(
@@ -108,10 +90,6 @@ def served() -> Iterator[Service]:
         stop_tree(head)
         head_log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _tail(temp_dir: Path) -> str:
-    return (temp_dir / "ray-start.log").read_text(errors="replace")[-2000:]
 
 
 def test_a_run_is_handed_to_the_service_and_exact(served: Service, tmp_path: Path) -> None:
