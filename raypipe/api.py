@@ -73,6 +73,7 @@ def process_video(
     actor_num_cpus: float | Keep = KEEP,
     local_num_cpus: int | None | Keep = KEEP,
     local_num_gpus: int | None | Keep = KEEP,
+    local_object_store_bytes: int | None | Keep = KEEP,
     overwrite: bool | Keep = KEEP,
     stats_path: str | None | Keep = KEEP,
     quiet: bool | Keep = KEEP,
@@ -123,6 +124,8 @@ def process_video(
         actor_num_cpus: CPUs each inference actor reserves (default 1.0).
         local_num_cpus: logical CPUs of the local Ray (default twice the cores, at least 4).
         local_num_gpus: GPUs of the local Ray (default: Ray detects them).
+        local_object_store_bytes: object store of the local Ray (default: sized from the
+            video's chunks and the model's output size, at most Ray's default).
         overwrite: replace ``output`` if it exists (default False).
         stats_path: write the run's stats JSON here (``raypipe report`` draws it).
         quiet: no progress display (default False).
@@ -171,6 +174,7 @@ def process_archive(
     actor_num_cpus: float | Keep = KEEP,
     local_num_cpus: int | None | Keep = KEEP,
     local_num_gpus: int | None | Keep = KEEP,
+    local_object_store_bytes: int | None | Keep = KEEP,
     stats_path: str | None | Keep = KEEP,
     quiet: bool | Keep = KEEP,
     verbose: bool | Keep = KEEP,
@@ -222,6 +226,7 @@ def process_archive(
         actor_num_cpus: CPUs each inference actor reserves (default 1.0).
         local_num_cpus: logical CPUs of the local Ray (default twice the cores, at least 4).
         local_num_gpus: GPUs of the local Ray (default: Ray detects them).
+        local_object_store_bytes: object store of the local Ray (default: Ray's).
         stats_path: write the run's stats JSON here.
         quiet: no progress display (default False).
         verbose: leave Ray's own log lines on the terminal too (default False).

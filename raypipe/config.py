@@ -175,7 +175,9 @@ class RuntimeConfig:
     on I/O; Ray isolates nothing, so each gets 1/k of the card's memory as its budget).
     ``actor_num_cpus`` is the CPU share each
     inference actor reserves: sized explicitly so actors never take every CPU slot and starve
-    the decode and encode tasks.
+    the decode and encode tasks. ``local_object_store_bytes``: the object store of a local
+    Ray started for the run; ``None`` sizes it from the video's chunks where a run knows
+    them (:func:`raypipe.distributed.cluster.local_store_bytes`), else Ray's default.
     """
 
     address: str | None = None
@@ -184,8 +186,10 @@ class RuntimeConfig:
     actor_num_cpus: float = 1.0
     local_num_cpus: int | None = None
     local_num_gpus: int | None = None
+    local_object_store_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        _positive("local_object_store_bytes", self.local_object_store_bytes)
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
             raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
         _positive("actor_num_cpus", self.actor_num_cpus)
@@ -254,6 +258,7 @@ _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "actor_num_cpus": ("runtime", "actor_num_cpus"),
     "local_num_cpus": ("runtime", "local_num_cpus"),
     "local_num_gpus": ("runtime", "local_num_gpus"),
+    "local_object_store_bytes": ("runtime", "local_object_store_bytes"),
 }
 _SECTIONS = {
     "chunk": ChunkConfig,

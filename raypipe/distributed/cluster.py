@@ -140,15 +140,15 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
     if ray_auth_mode_from_env() is None:
         os.environ["RAY_AUTH_MODE"] = "token"
         Config.initialize("")
-    cores = os.cpu_count() or 1
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False  # the node's address: the loopback one
     try:
         with _head_processes(log_monitor=verbose):
             ray.init(
                 address="local",  # a new local Ray, never a stray `ray start` cluster
-                num_cpus=runtime.local_num_cpus or max(4, 2 * cores),
+                num_cpus=local_cpus(runtime),
                 num_gpus=runtime.local_num_gpus,
+                object_store_memory=runtime.local_object_store_bytes,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
                 log_to_driver=verbose,
@@ -156,6 +156,66 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
             )
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+    global _local_store
+    if runtime.local_object_store_bytes is not None:
+        _local_store = (ray.get_runtime_context().gcs_address, runtime.local_object_store_bytes)
+
+
+def local_cpus(runtime: RuntimeConfig) -> int:
+    """Logical CPUs of the local Ray: ``local_num_cpus``, else twice the cores, at least 4."""
+    return runtime.local_num_cpus or max(4, 2 * (os.cpu_count() or 1))
+
+
+STORE_FLOOR_BYTES = 1 << 30
+"""The smallest object store :func:`local_store_bytes` gives (1 GiB): small videos' chunks
+are a few MB, and a later run in the same process may bring larger ones."""
+
+_local_store: tuple[str, int] | None = None
+"""The GCS address and store size of the last local Ray :func:`start_local` sized."""
+
+
+def local_store_bytes(chunk_bytes: int, runtime: RuntimeConfig) -> int:
+    """The object store of a local Ray whose run holds chunks of at most ``chunk_bytes``
+    each (a chunk's decoded RGB frames plus the model's output for them): one chunk for
+    each logical CPU (decode and encode tasks hold one each), two for each inference actor
+    (two calls in flight) and two queued; at least :data:`STORE_FLOOR_BYTES`, at most
+    Ray's own default (30% of the available memory, capped by ``/dev/shm``).
+
+    Why not Ray's default: the store's pages are shared memory that every process maps,
+    and a store much larger than a run's chunks kept handing out pages the processes had
+    not touched yet. On a 2-core 24 GB VM a 60 s 720p identity run spent 25-36 s of system
+    CPU (1.4-1.5 M page faults) with Ray's 7 GB store and 12-13 s (0.8-0.9 M) with
+    2.35 GB; walls 61.3/56.0 s against 55.2/52.6 s (benchmarks/README.md, session 24)."""
+    return min(max(_store_need(chunk_bytes, runtime), STORE_FLOOR_BYTES), ray_default_store_bytes())
+
+
+def _store_need(chunk_bytes: int, runtime: RuntimeConfig) -> int:
+    return (local_cpus(runtime) + 2 * (runtime.workers or 1) + 2) * chunk_bytes
+
+
+def ray_default_store_bytes() -> int:
+    """The object store Ray gives a node started on this machine now, without a size."""
+    from ray._private import utils
+
+    return utils.resolve_object_store_memory(utils.estimate_available_memory())
+
+
+def sized_store_too_small(chunk_bytes: int, runtime: RuntimeConfig) -> str | None:
+    """A warning when the Ray this process runs on is a local one that
+    :func:`start_local` sized for smaller chunks than ``chunk_bytes``, else None: the run
+    works, but spills chunks to disk."""
+    if _local_store is None or not ray.is_initialized():
+        return None
+    address, size = _local_store
+    need = min(_store_need(chunk_bytes, runtime), ray_default_store_bytes())
+    if need <= size or ray.get_runtime_context().gcs_address != address:
+        return None
+    return (
+        f"the local Ray this process started has a {size / 2**30:.1f} GiB "
+        f"object store; this video's chunks want "
+        f"{need / 2**30:.1f} GiB and some will spill to disk (slower). ray.shutdown() "
+        "before this run starts a Ray sized for it"
+    )
 
 
 @contextmanager

@@ -21,7 +21,13 @@ from raypipe.distributed.dataset import build_dataset, video_source
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.planning import VideoJob, error_of, plan_video, write_run_record
 from raypipe.distributed.runner import Runner
-from raypipe.distributed.setup import check_output, load_run, start_run, table_output
+from raypipe.distributed.setup import (
+    check_output,
+    load_run,
+    size_local_store,
+    start_run,
+    table_output,
+)
 from raypipe.distributed.stats import RunStats
 from raypipe.reuse import Provenance
 
@@ -57,6 +63,10 @@ def process_video(
     )
     if planned.result is not None:  # the input failed to probe or plan
         raise error_of(planned.result)
+    chunk_frames = max((ChunkTask.from_row(r).chunk.n_frames for r in planned.rows), default=0)
+    if planned.picture is not None:
+        width, height = planned.picture.upright_size
+        cfg = size_local_store(cfg, model, height=height, width=width, max_frames=chunk_frames)
     run = start_run(cfg, model)
     cfg, actors = run.cfg, run.actors
     planned.provenance = Provenance.of(run.key, planned.source_id)
@@ -74,7 +84,7 @@ def process_video(
         cfg,
         actors,
         model,
-        warmup_frames=max((ChunkTask.from_row(r).chunk.n_frames for r in planned.rows), default=0),
+        warmup_frames=chunk_frames,
         max_workers=max(1, len(planned.rows)),
         handoff=run.handoff,
         warmup_picture=planned.picture,

@@ -18,8 +18,14 @@ import os
 from dataclasses import dataclass
 
 from raypipe import storage
-from raypipe.config import RunConfig
-from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
+from raypipe.config import RunConfig, ray_address_from_env
+from raypipe.distributed.cluster import (
+    ActorPlan,
+    connect,
+    local_store_bytes,
+    plan_actors,
+    sized_store_too_small,
+)
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.infer.models import FrameModel, resolve_model_and_spec, yuv_model_problem
@@ -71,6 +77,58 @@ def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
         key=run_key(cfg, model, actors),
         handoff=handoff_rule(cfg, model, actors),
     )
+
+
+def size_local_store(
+    cfg: RunConfig, model: LoadedModel, *, height: int, width: int, max_frames: int
+) -> RunConfig:
+    """``cfg`` with the object store of the local Ray this run will start sized for its
+    chunks (:func:`~raypipe.distributed.cluster.local_store_bytes`): at most ``max_frames``
+    frames of ``height`` x ``width`` px each, as RGB, plus the model's output for them.
+
+    ``cfg`` as it is when the run does not start a local Ray (Ray is connected, or an
+    address is given), when the size is given (``local_object_store_bytes``, or Ray's
+    ``RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION``), or when the output's size is not known
+    from the model's graph (:func:`chunk_bytes`). On a connected local Ray sized for
+    smaller chunks it warns that chunks will spill."""
+    import ray
+
+    runtime = cfg.runtime
+    chunk = chunk_bytes(model, height=height, width=width, frames=max_frames)
+    if ray.is_initialized():
+        if chunk is not None and (warning := sized_store_too_small(chunk, runtime)):
+            log.warning(warning)
+        return cfg
+    given = (
+        runtime.local_object_store_bytes is not None
+        or "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION" in os.environ
+    )
+    if chunk is None or given or runtime.address or ray_address_from_env():
+        return cfg
+    size = local_store_bytes(chunk, runtime)
+    log.debug("local Ray object store: %d bytes (chunks of %d bytes)", size, chunk)
+    return dataclasses.replace(
+        cfg, runtime=dataclasses.replace(runtime, local_object_store_bytes=size)
+    )
+
+
+def chunk_bytes(model: LoadedModel, *, height: int, width: int, frames: int) -> int | None:
+    """The bytes one chunk of ``frames`` frames of ``height`` x ``width`` px holds in the
+    object store, decoded (RGB) and as the model's output; None when the output's size is
+    not known: a processor, a temporal model, a simulated one, or an image model whose
+    graph does not give its scale (:func:`~raypipe.infer.shapes.image_output_scale`).
+    An analysis model's outputs are counted as nothing beside its frames."""
+    from raypipe.infer.shapes import image_output_scale
+
+    if model.processor is not None or model.spec is None or model.temporal.active:
+        return None
+    decoded = frames * height * width * 3
+    if model.tensor:
+        return decoded
+    scale = image_output_scale(model.data, model.spec)
+    if scale is None:
+        return None
+    return decoded + round(decoded * scale * scale)
 
 
 def handoff_rule(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> YuvRule | None:

@@ -1,0 +1,135 @@
+"""The object store of the local Ray a run starts, sized from the video's chunks and the
+model's output size (:func:`raypipe.distributed.setup.size_local_store`): what it is sized
+from, when it is left to Ray, and a real run on a store sized so, and on one too small."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import assert_exact, lossless_options
+
+ray = pytest.importorskip("ray")
+
+import raypipe  # noqa: E402
+from raypipe.config import RunConfig, RuntimeConfig, build_run_config  # noqa: E402
+from raypipe.distributed.cluster import (  # noqa: E402
+    STORE_FLOOR_BYTES,
+    connect,
+    local_cpus,
+    ray_default_store_bytes,
+)
+from raypipe.distributed.setup import chunk_bytes, load_run, size_local_store  # noqa: E402
+from raypipe.testing import ClipSpec, make_clip  # noqa: E402
+
+H, W, FRAMES = 720, 1280, 60
+RGB_CHUNK = FRAMES * H * W * 3  # 165.9 MB
+
+
+@pytest.fixture
+def no_ray() -> Iterator[None]:
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _sized(cfg: RunConfig, frames: int = FRAMES) -> int | None:
+    model = load_run(cfg)
+    return size_local_store(
+        cfg, model, height=H, width=W, max_frames=frames
+    ).runtime.local_object_store_bytes
+
+
+@pytest.mark.parametrize(
+    ("model", "chunk"),
+    [
+        ("builtin:identity", 2 * RGB_CHUNK),  # the frames in and as many out
+        ("builtin:upscale2x", 5 * RGB_CHUNK),  # 4x the pixels out
+        ("builtin:phash", RGB_CHUNK),  # analysis: a few bytes a frame out
+        ("builtin:ema", None),  # temporal: left to Ray
+    ],
+)
+def test_a_chunks_bytes(model: str, chunk: int | None) -> None:
+    loaded = load_run(build_run_config(model=model))
+    assert chunk_bytes(loaded, height=H, width=W, frames=FRAMES) == chunk
+
+
+def test_a_720p_identity_run_gets_eight_chunks_in_and_out(no_ray: None) -> None:
+    cfg = build_run_config(model="builtin:identity", local_num_cpus=4)
+    # 4 CPU slots + 2 calls in flight on the actor + 2 queued, each 60 frames in and out
+    expected = min(8 * 2 * RGB_CHUNK, ray_default_store_bytes())
+    assert _sized(cfg) == expected
+    assert expected < 3 * 2**30  # against Ray's 30% of this 24 GB machine's memory
+
+
+def test_more_cpus_and_workers_more_chunks(no_ray: None) -> None:
+    cfg = build_run_config(model="builtin:identity", local_num_cpus=6, workers=2)
+    assert _sized(cfg, frames=8) == max(STORE_FLOOR_BYTES, (6 + 4 + 2) * 2 * 8 * H * W * 3)
+
+
+def test_small_videos_get_the_floor_and_large_ones_at_most_rays_default(no_ray: None) -> None:
+    cfg = build_run_config(model="builtin:identity", local_num_cpus=4)
+    assert _sized(cfg, frames=2) == STORE_FLOOR_BYTES
+    assert _sized(cfg, frames=2000) == ray_default_store_bytes()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"local_object_store_bytes": 3 * 2**30},  # given: kept
+        {"address": "127.0.0.1:6379"},  # not a local Ray
+        {"model": "builtin:ema"},  # output size unknown
+        {"processor": "raypipe.examples.processors:Redact"},
+    ],
+)
+def test_left_as_given_or_to_ray(no_ray: None, options: dict[str, object]) -> None:
+    cfg = build_run_config(**{"model": "builtin:identity", **options})
+    assert _sized(cfg) == options.get("local_object_store_bytes")
+
+
+def test_rays_own_proportion_in_the_environment_wins(
+    no_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION", "0.2")
+    assert _sized(build_run_config(model="builtin:identity")) is None
+
+
+def test_a_run_on_a_new_local_ray_gets_its_store(no_ray: None, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.mp4", ClipSpec(width=64, height=48, n_frames=24, gop=8))
+    out = tmp_path / "out.mkv"
+    raypipe.process_video(
+        str(clip), str(out), model="builtin:identity", local_num_cpus=4, quiet=True,
+        **lossless_options(),
+    )  # fmt: skip
+    assert ray.cluster_resources()["object_store_memory"] == STORE_FLOOR_BYTES
+    assert_exact(clip, out, "builtin:identity")
+
+
+def test_a_run_on_a_smaller_sized_store_warns_and_is_exact(
+    no_ray: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = RuntimeConfig(local_num_cpus=4, local_object_store_bytes=100 * 2**20)
+    assert connect(runtime)
+    assert ray.cluster_resources()["object_store_memory"] == 100 * 2**20
+    # 8 x (48 frames of 320x240 in and out) = 177 MB wanted, chunks of 11 MB
+    clip = make_clip(tmp_path / "in.mp4", ClipSpec(width=320, height=240, n_frames=48, gop=48))
+    out = tmp_path / "out.mkv"
+    cfg = dataclasses.replace(build_run_config(**lossless_options()), runtime=runtime)
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        raypipe.process_video(str(clip), str(out), cfg, chunk_frames=48, quiet=True)
+    warnings = [r.getMessage() for r in caplog.records if "object store" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "0.1 GiB object store" in warnings[0] and "0.2 GiB" in warnings[0], warnings
+    assert_exact(clip, out, "builtin:identity")
+    # a run that fits says nothing
+    caplog.clear()
+    small = make_clip(tmp_path / "small.mp4", ClipSpec(width=64, height=48, n_frames=24, gop=8))
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        raypipe.process_video(str(small), str(tmp_path / "small.mkv"), cfg, quiet=True)
+    assert not [r for r in caplog.records if "object store" in r.getMessage()]
+    assert local_cpus(runtime) == 4
