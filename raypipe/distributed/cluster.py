@@ -200,21 +200,26 @@ def ray_default_store_bytes() -> int:
     return utils.resolve_object_store_memory(utils.estimate_available_memory())
 
 
-def sized_store_too_small(chunk_bytes: int, runtime: RuntimeConfig) -> str | None:
-    """A warning when the Ray this process runs on is a local one that
-    :func:`start_local` sized for smaller chunks than ``chunk_bytes``, else None: the run
-    works, but spills chunks to disk."""
+def sized_local_store() -> int | None:
+    """The object store size :func:`start_local` gave the Ray this process is connected to,
+    or None when that Ray is not one it started with a size."""
     if _local_store is None or not ray.is_initialized():
         return None
     address, size = _local_store
+    return size if ray.get_runtime_context().gcs_address == address else None
+
+
+def store_too_small(size: int, chunk_bytes: int, runtime: RuntimeConfig) -> str | None:
+    """A warning when a local Ray's store of ``size`` bytes is smaller than a run with
+    chunks of ``chunk_bytes`` wants (:func:`local_store_bytes`, without its floor), else
+    None: the run works, but spills chunks to disk."""
     need = min(_store_need(chunk_bytes, runtime), ray_default_store_bytes())
-    if need <= size or ray.get_runtime_context().gcs_address != address:
+    if need <= size:
         return None
     return (
-        f"the local Ray this process started has a {size / 2**30:.1f} GiB "
-        f"object store; this video's chunks want "
-        f"{need / 2**30:.1f} GiB and some will spill to disk (slower). ray.shutdown() "
-        "before this run starts a Ray sized for it"
+        f"the local Ray this process started has a {size / 2**30:.1f} GiB object store; "
+        f"this video's chunks want {need / 2**30:.1f} GiB and some will spill to disk "
+        "(slower). ray.shutdown() before this run starts a Ray sized for it"
     )
 
 

@@ -24,7 +24,8 @@ from raypipe.distributed.cluster import (
     connect,
     local_store_bytes,
     plan_actors,
-    sized_store_too_small,
+    sized_local_store,
+    store_too_small,
 )
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, OutputExistsError
@@ -94,16 +95,21 @@ def size_local_store(
     import ray
 
     runtime = cfg.runtime
-    chunk = chunk_bytes(model, height=height, width=width, frames=max_frames)
     if ray.is_initialized():
-        if chunk is not None and (warning := sized_store_too_small(chunk, runtime)):
-            log.warning(warning)
+        size = sized_local_store()
+        if size is not None:  # the graph is read only then: a service's runs skip it
+            chunk = chunk_bytes(model, height=height, width=width, frames=max_frames)
+            if chunk is not None and (warning := store_too_small(size, chunk, runtime)):
+                log.warning(warning)
         return cfg
     given = (
         runtime.local_object_store_bytes is not None
         or "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION" in os.environ
     )
-    if chunk is None or given or runtime.address or ray_address_from_env():
+    if given or runtime.address or ray_address_from_env():
+        return cfg
+    chunk = chunk_bytes(model, height=height, width=width, frames=max_frames)
+    if chunk is None:
         return cfg
     size = local_store_bytes(chunk, runtime)
     log.debug("local Ray object store: %d bytes (chunks of %d bytes)", size, chunk)

@@ -133,3 +133,22 @@ def test_a_run_on_a_smaller_sized_store_warns_and_is_exact(
         raypipe.process_video(str(small), str(tmp_path / "small.mkv"), cfg, quiet=True)
     assert not [r for r in caplog.records if "object store" in r.getMessage()]
     assert local_cpus(runtime) == 4
+
+
+def test_a_connected_ray_raypipe_did_not_size_costs_no_graph_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A served or submitted run's Ray was not started by this process with a size: the
+    model's graph is not read for the warning (a service's start time)."""
+    import raypipe.distributed.cluster as cluster
+    import raypipe.distributed.setup as setup
+
+    def unread(*_: object, **__: object) -> None:
+        raise AssertionError("the graph was read")
+
+    cfg = build_run_config(model="builtin:identity")
+    model = load_run(cfg)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(cluster, "_local_store", None)
+    monkeypatch.setattr(setup, "chunk_bytes", unread)
+    assert size_local_store(cfg, model, height=H, width=W, max_frames=FRAMES) is cfg
