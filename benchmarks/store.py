@@ -1,0 +1,144 @@
+"""The local Ray's object store: sized from the video's chunks (raypipe's default) against
+Ray's own default size, side by side in one run.
+
+``raypipe run`` sizes the object store of the local Ray it starts from the planned chunks
+and the model's output size (:func:`raypipe.distributed.cluster.local_store_bytes`). The
+other side is the same command with ``RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION=0.3``
+(Ray's own default proportion, which raypipe then leaves to Ray). Each run is the command
+as a user runs it on a fresh local Ray (Ray's start included), the two sides alternated in
+every round (the first side swaps from round to round). For each run: the wall seconds,
+the whole machine's user and system CPU seconds (``/proc/stat``) and its page faults
+(``pgfault`` of ``/proc/vmstat``) while the command ran, and the store Ray got (from the
+session's raylet log). Run it on an otherwise idle machine. Printed:
+medians and spreads of each side, and Ray's default over the sized store for each figure.
+
+Usage (repository root)::
+
+    python benchmarks/store.py        # 60 s 720p, identity and sharpen, 3 rounds
+    python benchmarks/store.py --cases 720p-20s --models builtin:identity --rounds 2
+
+Writes ``benchmarks/results/store.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine_info, table, write_result  # noqa: E402
+from perframe import CASES, RAYPIPE  # noqa: E402
+
+from raypipe.testing.bytecode import compile_raypipe  # noqa: E402
+
+SIDES = ("sized", "ray default")
+RAY_PROPORTION = "0.3"  # Ray's DEFAULT_OBJECT_STORE_MEMORY_PROPORTION
+
+
+def machine_counters() -> dict[str, float]:
+    """The machine's user and system CPU seconds and page faults so far."""
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    with open("/proc/vmstat") as f:
+        faults = next(int(line.split()[1]) for line in f if line.startswith("pgfault "))
+    return {
+        "user_s": (ticks[0] + ticks[1]) / hz,
+        "system_s": (ticks[2] + ticks[5] + ticks[6]) / hz,  # system, irq, softirq
+        "page_faults": faults,
+    }
+
+
+def store_bytes_of_last_session() -> int | None:
+    """The object store of the newest local Ray session, from its raylet's first state
+    dump (``InitialConfigResources: {... object_store_memory: 2.65421e+09 ...}``: six
+    significant digits)."""
+    log = Path("/tmp/ray/session_latest/logs/raylet.out")
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"InitialConfigResources: \{[^}]*object_store_memory: ([0-9.e+]+)", text)
+    return round(float(found.group(1))) if found else None
+
+
+def run_once(clip: Path, out: Path, model: str, preset: str, crf: int, side: str) -> dict:
+    env = dict(os.environ)
+    env.pop("RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION", None)
+    if side == "ray default":
+        env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] = RAY_PROPORTION
+    command = [*RAYPIPE, "run", str(clip), str(out), "--model", model, "--codec", "libx264",
+               "--preset", preset, "--crf", str(crf), "--overwrite", "-q"]  # fmt: skip
+    before, started = machine_counters(), time.monotonic()
+    subprocess.run(command, env=env, check=True)
+    wall = time.monotonic() - started
+    after = machine_counters()
+    row = {k: round(after[k] - before[k], 2) for k in after}
+    store = store_bytes_of_last_session()
+    return {"side": side, "wall_s": round(wall, 2), **row, "store_bytes": store}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default="720p-60s", help="perframe.py's case names, commas")
+    parser.add_argument("--models", default="builtin:identity,builtin:sharpen")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=None, help="result JSON (default results/store.json)")
+    args = parser.parse_args(argv)
+    compile_raypipe()
+    doc: dict[str, Any] = {"machine": machine_info(), "rounds": args.rounds, "cases": []}
+    with tempfile.TemporaryDirectory(prefix="raypipe-store-") as work:
+        for name in args.cases.split(","):
+            case = CASES[name]
+            clip = case.clip()
+            for model in args.models.split(","):
+                runs = []
+                for r in range(args.rounds):
+                    for side in SIDES if r % 2 == 0 else SIDES[::-1]:
+                        run = run_once(clip, Path(work) / "out.mp4", model, case.preset,
+                                       case.crf, side)  # fmt: skip
+                        run["round"] = r
+                        print(name, model, run, flush=True)
+                        runs.append(run)
+                doc["cases"].append({"case": name, "model": model, "runs": runs,
+                                     "summary": summarise(runs)})  # fmt: skip
+    rows = []
+    for c in doc["cases"]:
+        for figure, s in c["summary"].items():
+            rows.append([c["case"], c["model"], figure, *s.values()])
+    print(table(rows, ["case", "model", "figure", "sized", "ray default", "default/sized"]))
+    print(f"wrote {write_result('store', doc, args.out)}")
+    return 0
+
+
+def summarise(runs: list[dict]) -> dict[str, dict[str, str]]:
+    """Per figure: each side's median (min..max) and the ratio of the medians."""
+    out = {}
+    for figure in ("wall_s", "user_s", "system_s", "page_faults", "store_bytes"):
+        medians, cells = {}, {}
+        for side in SIDES:
+            values = [r[figure] for r in runs if r["side"] == side and r[figure] is not None]
+            if not values:
+                cells[side] = "-"
+                continue
+            medians[side] = statistics.median(values)
+            cells[side] = f"{medians[side]:g} ({min(values):g}..{max(values):g})"
+        ratio = (
+            f"{medians['ray default'] / medians['sized']:.2f}"
+            if len(medians) == 2 and medians["sized"]
+            else "-"
+        )
+        out[figure] = {**cells, "ratio": ratio}
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
