@@ -183,9 +183,9 @@ def local_store_bytes(chunk_bytes: int, runtime: RuntimeConfig) -> int:
 
     Why not Ray's default: the store's pages are shared memory that every process maps,
     and a store much larger than a run's chunks kept handing out pages the processes had
-    not touched yet. On a 2-core 24 GB VM a 60 s 720p identity run spent 25-36 s of system
-    CPU (1.4-1.5 M page faults) with Ray's 7 GB store and 12-13 s (0.8-0.9 M) with
-    2.35 GB; walls 61.3/56.0 s against 55.2/52.6 s (benchmarks/README.md, session 24)."""
+    not touched yet. On a 2-core 24 GB VM a 60 s 720p run's page faults fell 1.7x and its
+    system CPU 1.5-2x with this size (2.65 GB) against Ray's 7.5 GB; its wall did not
+    move (benchmarks/store.py; benchmarks/README.md, session 25)."""
     return min(max(_store_need(chunk_bytes, runtime), STORE_FLOOR_BYTES), ray_default_store_bytes())
 
 
