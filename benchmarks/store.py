@@ -4,9 +4,10 @@ Ray's own default size, side by side in one run.
 ``raypipe run`` sizes the object store of the local Ray it starts from the planned chunks
 and the model's output size (:func:`raypipe.distributed.cluster.local_store_bytes`). The
 other side is the same command with ``RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION=0.3``
-(Ray's own default proportion, which raypipe then leaves to Ray). Each run is the command
+(Ray's own default proportion, which raypipe then leaves to Ray), or several sides, one per
+proportion of ``--proportions``. Each run is the command
 as a user runs it on a fresh local Ray (Ray's start included), the two sides alternated in
-every round (the first side swaps from round to round). For each run: the wall seconds,
+every round (the order turns round by round). For each run: the wall seconds,
 the whole machine's user and system CPU seconds (``/proc/stat``) and its page faults
 (``pgfault`` of ``/proc/vmstat``) while the command ran, and the store Ray got (from the
 session's raylet log). Run it on an otherwise idle machine. Printed:
@@ -16,6 +17,7 @@ Usage (repository root)::
 
     python benchmarks/store.py        # 60 s 720p, identity and sharpen, 3 rounds
     python benchmarks/store.py --cases 720p-20s --models builtin:identity --rounds 2
+    python benchmarks/store.py --models builtin:identity --proportions 0.15,0.3
 
 Writes ``benchmarks/results/store.json``.
 """
@@ -39,8 +41,8 @@ from perframe import CASES, RAYPIPE  # noqa: E402
 
 from raypipe.testing.bytecode import compile_raypipe  # noqa: E402
 
-SIDES = ("sized", "ray default")
-RAY_PROPORTION = "0.3"  # Ray's DEFAULT_OBJECT_STORE_MEMORY_PROPORTION
+SIZED = "sized"
+RAY_DEFAULT = "0.3"  # Ray's DEFAULT_OBJECT_STORE_MEMORY_PROPORTION
 
 
 def machine_counters() -> dict[str, float]:
@@ -73,8 +75,8 @@ def store_bytes_of_last_session() -> int | None:
 def run_once(clip: Path, out: Path, model: str, preset: str, crf: int, side: str) -> dict:
     env = dict(os.environ)
     env.pop("RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION", None)
-    if side == "ray default":
-        env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] = RAY_PROPORTION
+    if side != SIZED:  # a proportion of the memory, left to Ray
+        env["RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"] = side
     command = [*RAYPIPE, "run", str(clip), str(out), "--model", model, "--codec", "libx264",
                "--preset", preset, "--crf", str(crf), "--overwrite", "-q"]  # fmt: skip
     before, started = machine_counters(), time.monotonic()
@@ -91,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="720p-60s", help="perframe.py's case names, commas")
     parser.add_argument("--models", default="builtin:identity,builtin:sharpen")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--proportions",
+        default=RAY_DEFAULT,
+        help="the other sides: Ray's store proportions, commas (default: Ray's 0.3)",
+    )
     parser.add_argument("--out", default=None, help="result JSON (default results/store.json)")
     args = parser.parse_args(argv)
+    sides = (SIZED, *args.proportions.split(","))
     compile_raypipe()
     doc: dict[str, Any] = {"machine": machine_info(), "rounds": args.rounds, "cases": []}
     with tempfile.TemporaryDirectory(prefix="raypipe-store-") as work:
@@ -102,41 +110,49 @@ def main(argv: list[str] | None = None) -> int:
             for model in args.models.split(","):
                 runs = []
                 for r in range(args.rounds):
-                    for side in SIDES if r % 2 == 0 else SIDES[::-1]:
+                    # the order turns round by round: each side runs first once in a while
+                    shift = r % len(sides)
+                    for side in sides[shift:] + sides[:shift]:
                         run = run_once(clip, Path(work) / "out.mp4", model, case.preset,
                                        case.crf, side)  # fmt: skip
                         run["round"] = r
                         print(name, model, run, flush=True)
                         runs.append(run)
                 doc["cases"].append({"case": name, "model": model, "runs": runs,
-                                     "summary": summarise(runs)})  # fmt: skip
+                                     "summary": summarise(runs, sides)})  # fmt: skip
     rows = []
     for c in doc["cases"]:
         for figure, s in c["summary"].items():
             rows.append([c["case"], c["model"], figure, *s.values()])
-    print(table(rows, ["case", "model", "figure", "sized", "ray default", "default/sized"]))
+    others = [f"ray {p}" for p in sides[1:]]
+    ratios = [f"ray {p} / sized" for p in sides[1:]]
+    print(table(rows, ["case", "model", "figure", "sized", *others, *ratios]))
     print(f"wrote {write_result('store', doc, args.out)}")
     return 0
 
 
-def summarise(runs: list[dict]) -> dict[str, dict[str, str]]:
-    """Per figure: each side's median (min..max) and the ratio of the medians."""
+def summarise(runs: list[dict], sides: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Per figure: each side's median (min..max) and each other side's median over the
+    sized side's."""
     out = {}
     for figure in ("wall_s", "user_s", "system_s", "page_faults", "store_bytes"):
         medians, cells = {}, {}
-        for side in SIDES:
+        for side in sides:
             values = [r[figure] for r in runs if r["side"] == side and r[figure] is not None]
             if not values:
                 cells[side] = "-"
                 continue
             medians[side] = statistics.median(values)
             cells[side] = f"{medians[side]:g} ({min(values):g}..{max(values):g})"
-        ratio = (
-            f"{medians['ray default'] / medians['sized']:.2f}"
-            if len(medians) == 2 and medians["sized"]
-            else "-"
-        )
-        out[figure] = {**cells, "ratio": ratio}
+        ratios = {
+            f"{side}/sized": (
+                f"{medians[side] / medians[SIZED]:.2f}"
+                if side in medians and medians.get(SIZED)
+                else "-"
+            )
+            for side in sides[1:]
+        }
+        out[figure] = {**cells, **ratios}
     return out
 
 
