@@ -64,9 +64,9 @@ def process_video(
     if planned.result is not None:  # the input failed to probe or plan
         raise error_of(planned.result)
     chunk_frames = max((ChunkTask.from_row(r).chunk.n_frames for r in planned.rows), default=0)
-    if planned.picture is not None:
-        width, height = planned.picture.upright_size
-        cfg = size_local_store(cfg, model, height=height, width=width, max_frames=chunk_frames)
+    cfg = size_local_store(
+        cfg, model, height=planned.height, width=planned.width, max_frames=chunk_frames
+    )
     run = start_run(cfg, model)
     cfg, actors = run.cfg, run.actors
     planned.provenance = Provenance.of(run.key, planned.source_id)
