@@ -9,17 +9,16 @@ which :func:`raypipe.data.map_processor` reuses.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 import ray
 
 from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.actors import InferActor
-from raypipe.distributed.cluster import ActorPlan
+from raypipe.distributed.cluster import ActorPlan, sized_local_store
 from raypipe.distributed.planning import PlannedVideo, VideoJob, job_row, plan_stage, video_rows
 from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage, store_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
@@ -95,51 +94,27 @@ def build_dataset(
     )
     ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
     if model.tensor:
-        return ds.map(store_stage, num_cpus=0.25)
-    encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
-    return ds.map(encode, num_cpus=TASK_CPUS)
+        ds = ds.map(store_stage, num_cpus=0.25)
+    else:
+        encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
+        ds = ds.map(encode, num_cpus=TASK_CPUS)
+    if sized_local_store() is not None:
+        ds.context.override_object_store_memory_limit_fraction = SIZED_STORE_DATA_FRACTION
+    return ds
 
 
-SCHEDULING_WAIT_S = 0.5
-"""How long Ray Data's scheduling loop waits for a task to finish before it goes round
-again anyway, once the pipeline's first rows are out (Ray's default: 0.1 s)."""
+SIZED_STORE_DATA_FRACTION = 1.0
+"""The share of the object store Ray Data may fill with a run's chunks on a local Ray
+whose store raypipe sized for them (:func:`raypipe.distributed.cluster.local_store_bytes`:
+the chunks the pipeline holds at once, and two more); Ray Data's own default is half.
 
-_WAIT_NAME = "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S"  # in Ray Data's streaming_executor_state
-
-
-@contextlib.contextmanager
-def scheduling_loop() -> Iterator[Callable[[], None]]:
-    """Ray Data's scheduling loop for one run; yields ``calm``, to call once the run's
-    first rows are out.
-
-    The executor thread goes round its loop whenever a task finishes and otherwise every
-    0.1 s: resource usage, autoscaling, metrics, progress, 5-7 ms of the driver's CPU a
-    round on this 2-core machine. Chunks take seconds, so ``calm`` has it wait up to
-    :data:`SCHEDULING_WAIT_S` when nothing finishes: the driver's CPU in a 20 s 720p run
-    fell from 7.4-7.7 s to 5.7-6.1 s (benchmarks/README.md, "Where the CPU goes"). Not
-    before the first rows: the loop's first rounds start the actors and the first tasks,
-    and a round that waits 0.5 s put the first decode 0.35-0.4 s later (2.94-2.97 s after
-    the command on a running Ray, against 2.55-2.61 s). A finished task still wakes the
-    loop at once.
-
-    It is a module constant of Ray Data's, so it is the whole process's: what it was is put
-    back when the run ends, and a Ray without it is left as it is
-    (tests/distributed/test_local_ray.py counts the rounds and follows the value)."""
-    from ray.data._internal.execution import streaming_executor_state as state
-
-    before = getattr(state, _WAIT_NAME, None)
-    if not isinstance(before, int | float):
-        yield lambda: None
-        return
-
-    def calm() -> None:
-        if getattr(state, _WAIT_NAME) < SCHEDULING_WAIT_S:
-            setattr(state, _WAIT_NAME, SCHEDULING_WAIT_S)
-
-    try:
-        yield calm
-    finally:
-        setattr(state, _WAIT_NAME, before)
+At half, the stages went one chunk at a time: each operator's share of that half held
+about one 720p chunk, so the next decode waited for the actor to take the last one and
+the actor for an encode to finish, and one encode ran at a time. A 60 s 720p identity run
+kept 1.64 of the 2 cores busy between its first and last chunk; with the whole store
+1.87, and with Ray's own scheduling pace as well 1.94-1.96 (benchmarks/README.md,
+session 26). No chunk spilled. A Ray raypipe did not start with a size (``--address``,
+archives, ``raypipe.data``) keeps Ray Data's default."""
 
 
 def decode_step(

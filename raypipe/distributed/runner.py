@@ -30,7 +30,6 @@ from raypipe.config import RunConfig
 from raypipe.distributed.assembly import Assembled, assemble_remote
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import Row
-from raypipe.distributed.dataset import scheduling_loop
 from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.planning import VideoFacts, VideoResult
 from raypipe.distributed.ray_errors import iter_rows
@@ -160,11 +159,9 @@ class Runner:
             # Ray's own log lines go to the session's log files meanwhile, unless --verbose
             with (
                 ray_lines_to_files(verbose=self.cfg.verbose),
-                scheduling_loop() as calm,
                 _no_pool_size_hint(),
             ):
                 for row in iter_rows(ds):
-                    calm()  # the first rows are out: the actors and tasks are going
                     result = self._take(row)
                     if result is not None:
                         yield result

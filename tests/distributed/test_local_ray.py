@@ -1,6 +1,5 @@
 """The local Ray raypipe starts for a run: it frees dead objects quickly (the cluster image
-too), has no log monitor, autoscaler monitor or API server, and Ray Data's scheduling loop
-does not spin in the driver."""
+too), has no log monitor, autoscaler monitor or API server."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ ray = pytest.importorskip("ray")
 
 from raypipe.config import RuntimeConfig  # noqa: E402
 from raypipe.distributed.cluster import RAYLET_CONFIG, connect  # noqa: E402
-from raypipe.distributed.dataset import SCHEDULING_WAIT_S, scheduling_loop  # noqa: E402
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "cluster" / "Dockerfile"
 
@@ -86,70 +84,6 @@ def test_ray_data_does_not_ask_the_missing_state_api() -> None:
     )
     detectors = ray.data.DataContext.get_current().issue_detectors_config.detectors
     assert hanging.HangingExecutionIssueDetector not in detectors, detectors
-
-
-def test_the_scheduling_loop_goes_round_when_tasks_finish(
-    local_ray: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Not ten times a second: a 3 s task sees a handful of rounds, not thirty or more."""
-    from ray.data._internal.execution import streaming_executor_state as state
-    from ray.data._internal.execution.streaming_executor import StreamingExecutor
-
-    monkeypatch.setattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)  # Ray's default
-    rounds = 0
-    step = StreamingExecutor._scheduling_loop_step
-
-    def counted(self: StreamingExecutor, topology: object) -> bool:
-        nonlocal rounds
-        rounds += 1
-        return step(self, topology)
-
-    def slow(row: dict[str, int]) -> dict[str, int]:
-        time.sleep(3)
-        return row
-
-    monkeypatch.setattr(StreamingExecutor, "_scheduling_loop_step", counted)
-    with scheduling_loop() as calm:
-        calm()  # as after a run's first rows
-        ray.data.range(1).map(slow, num_cpus=0.5).take_all()  # warm: a worker is up
-        rounds = 0
-        ray.data.range(1).map(slow, num_cpus=0.5).take_all()
-    assert 3 <= rounds <= 15, rounds
-    assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == 0.1  # put back
-
-
-def test_a_run_calms_the_loop_only_once_its_first_rows_are_out(
-    local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The loop's first rounds start the actors and the first tasks at Ray's pace; a round
-    that waited 0.5 s there put the first decode 0.35-0.4 s later. The value the run found
-    is put back when it ends, so the next run starts quick too."""
-    from ray.data._internal.execution import streaming_executor_state as state
-    from ray.data._internal.execution.streaming_executor import StreamingExecutor
-
-    import raypipe
-    from raypipe.testing import ClipSpec, make_clip
-
-    monkeypatch.setattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", 0.1)  # Ray's default
-    seen: list[float] = []  # the wait in force at each round
-    step = StreamingExecutor._scheduling_loop_step
-
-    def recorded(self: StreamingExecutor, topology: object) -> bool:
-        seen.append(state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S)
-        return step(self, topology)
-
-    monkeypatch.setattr(StreamingExecutor, "_scheduling_loop_step", recorded)
-    clip = make_clip(tmp_path / "in.mp4", ClipSpec(width=64, height=48, n_frames=24, gop=8))
-    for n in (1, 2):
-        seen.clear()
-        raypipe.process_video(
-            str(clip), str(tmp_path / f"out{n}.mp4"), model="builtin:identity",
-            chunk_frames=8, quiet=True,
-        )  # fmt: skip
-        assert seen[0] == 0.1, seen  # the actors and the first decodes went out quick
-        assert seen[-1] == SCHEDULING_WAIT_S, seen  # calm once rows came out
-        assert seen == sorted(seen), seen  # and not quick again within the run
-        assert state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S == 0.1  # put back for the next run
 
 
 def test_the_cluster_image_sets_the_same_raylet_config() -> None:

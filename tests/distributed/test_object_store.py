@@ -22,6 +22,7 @@ from raypipe.distributed.cluster import (  # noqa: E402
     local_cpus,
     ray_default_store_bytes,
 )
+from raypipe.distributed.dataset import SIZED_STORE_DATA_FRACTION  # noqa: E402
 from raypipe.distributed.setup import chunk_bytes, load_run, size_local_store  # noqa: E402
 from raypipe.testing import ClipSpec, make_clip  # noqa: E402
 
@@ -99,7 +100,38 @@ def test_rays_own_proportion_in_the_environment_wins(
     assert _sized(build_run_config(model="builtin:identity")) is None
 
 
-def test_a_run_on_a_new_local_ray_gets_its_store(no_ray: None, tmp_path: Path) -> None:
+@pytest.fixture
+def ray_data_seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[float]]:
+    """The share of the object store each Ray Data execution in this process was given
+    ("share") and how long its scheduling loop waited for a task each round ("wait")."""
+    from ray.data._internal.execution import streaming_executor_state as state
+    from ray.data._internal.execution.resource_manager import ResourceManager
+
+    seen: dict[str, set[float]] = {"share": set(), "wait": set()}
+    init, update = ResourceManager.__init__, ResourceManager.update_usages
+
+    def made(self: ResourceManager, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)
+        seen["share"].add(self._object_store_memory_limit_fraction)
+
+    def round_(self: ResourceManager) -> None:
+        seen["wait"].add(state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S)
+        update(self)
+
+    monkeypatch.setattr(ResourceManager, "__init__", made)
+    monkeypatch.setattr(ResourceManager, "update_usages", round_)
+    return seen
+
+
+def test_a_run_on_a_new_local_ray_gets_its_store_and_ray_data_all_of_it(
+    no_ray: None, tmp_path: Path, ray_data_seen: dict[str, set[float]]
+) -> None:
+    """Ray Data may fill the whole store raypipe sized for the run's chunks (its default,
+    half, held the stages to one chunk at a time), at Ray's own scheduling pace; the
+    process's Ray Data defaults are left as they were."""
+    from ray.data._internal.execution import streaming_executor_state as state
+
+    wait = state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S
     clip = make_clip(tmp_path / "in.mp4", ClipSpec(width=64, height=48, n_frames=24, gop=8))
     out = tmp_path / "out.mkv"
     raypipe.process_video(
@@ -107,7 +139,27 @@ def test_a_run_on_a_new_local_ray_gets_its_store(no_ray: None, tmp_path: Path) -
         **lossless_options(),
     )  # fmt: skip
     assert ray.cluster_resources()["object_store_memory"] == STORE_FLOOR_BYTES
+    assert ray_data_seen == {"share": {SIZED_STORE_DATA_FRACTION}, "wait": {wait}}, ray_data_seen
+    assert SIZED_STORE_DATA_FRACTION == 1.0
+    assert ray.data.DataContext.get_current().override_object_store_memory_limit_fraction is None
     assert_exact(clip, out, "builtin:identity")
+
+
+def test_a_store_raypipe_did_not_size_keeps_ray_datas_share(
+    no_ray: None, tmp_path: Path, ray_data_seen: dict[str, set[float]]
+) -> None:
+    """On a Ray started without a size (here: a given ``connect``; likewise ``--address``,
+    archives), the store is not the run's to give away: Ray Data keeps its default half."""
+    assert connect(RuntimeConfig(local_num_cpus=4))
+    clip = make_clip(tmp_path / "in.mp4", ClipSpec(width=64, height=48, n_frames=24, gop=8))
+    raypipe.process_video(
+        str(clip), str(tmp_path / "out.mkv"), model="builtin:identity", quiet=True,
+        **lossless_options(),
+    )  # fmt: skip
+    from ray.data._internal.execution.resource_manager import ResourceManager
+
+    assert ray_data_seen["share"] == {ResourceManager.DEFAULT_OBJECT_STORE_MEMORY_LIMIT_FRACTION}
+    assert ResourceManager.DEFAULT_OBJECT_STORE_MEMORY_LIMIT_FRACTION == 0.5  # Ray's half
 
 
 def test_a_run_on_a_smaller_sized_store_warns_and_is_exact(
