@@ -123,12 +123,12 @@ def ray_data_seen(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[float]]:
     return seen
 
 
-def test_a_run_on_a_new_local_ray_gets_its_store_and_ray_data_all_of_it(
+def test_a_run_on_a_new_local_ray_gets_its_store_and_ray_data_most_of_it(
     no_ray: None, tmp_path: Path, ray_data_seen: dict[str, set[float]]
 ) -> None:
-    """Ray Data may fill the whole store raypipe sized for the run's chunks (its default,
-    half, held the stages to one chunk at a time), at Ray's own scheduling pace; the
-    process's Ray Data defaults are left as they were."""
+    """Ray Data may fill more of the store raypipe sized for the run's chunks than its
+    default half (which held the stages to one chunk at a time), at Ray's own scheduling
+    pace; the process's Ray Data defaults are left as they were."""
     from ray.data._internal.execution import streaming_executor_state as state
 
     wait = state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S
@@ -140,7 +140,7 @@ def test_a_run_on_a_new_local_ray_gets_its_store_and_ray_data_all_of_it(
     )  # fmt: skip
     assert ray.cluster_resources()["object_store_memory"] == STORE_FLOOR_BYTES
     assert ray_data_seen == {"share": {SIZED_STORE_DATA_FRACTION}, "wait": {wait}}, ray_data_seen
-    assert SIZED_STORE_DATA_FRACTION == 1.0
+    assert 0.5 < SIZED_STORE_DATA_FRACTION <= 1.0  # more than Ray Data's default half
     assert ray.data.DataContext.get_current().override_object_store_memory_limit_fraction is None
     assert_exact(clip, out, "builtin:identity")
 
