@@ -10,6 +10,7 @@ which :func:`raypipe.data.map_processor` reuses.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Sequence
 
@@ -98,9 +99,15 @@ def build_dataset(
     else:
         encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
         ds = ds.map(encode, num_cpus=TASK_CPUS)
-    if sized_local_store() is not None:
+    if sized_local_store() is not None and DATA_SHARE_ENV not in os.environ:
         ds.context.override_object_store_memory_limit_fraction = SIZED_STORE_DATA_FRACTION
     return ds
+
+
+DATA_SHARE_ENV = "RAY_DATA_OBJECT_STORE_MEMORY_LIMIT_FRACTION"
+"""Ray Data's own setting of its share of the object store: set in the driver's
+environment, it wins over :data:`SIZED_STORE_DATA_FRACTION` (``benchmarks/store.py``
+compares shares with it)."""
 
 
 SIZED_STORE_DATA_FRACTION = 0.75
@@ -117,7 +124,8 @@ the whole store; but the whole store doubled the system CPU (0.31-0.47 of a core
 0.16-0.22: more of the store's pages touched), so 0.75: wall 41.1-44.1 s against 48.1-50.3
 (whole store) and 45.8-54.4 s (before, with a 0.5 s scheduling wait), 4 alternated
 rounds. No chunk spilled. A Ray raypipe did not start with a size (``--address``,
-archives, ``raypipe.data``) keeps Ray Data's default."""
+archives, ``raypipe.data``) keeps Ray Data's default, as does a run with
+:data:`DATA_SHARE_ENV` set."""
 
 
 def decode_step(

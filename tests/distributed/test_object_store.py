@@ -22,7 +22,7 @@ from raypipe.distributed.cluster import (  # noqa: E402
     local_cpus,
     ray_default_store_bytes,
 )
-from raypipe.distributed.dataset import SIZED_STORE_DATA_FRACTION  # noqa: E402
+from raypipe.distributed.dataset import DATA_SHARE_ENV, SIZED_STORE_DATA_FRACTION  # noqa: E402
 from raypipe.distributed.setup import chunk_bytes, load_run, size_local_store  # noqa: E402
 from raypipe.testing import ClipSpec, make_clip  # noqa: E402
 
@@ -204,3 +204,21 @@ def test_a_connected_ray_raypipe_did_not_size_costs_no_graph_reading(
     monkeypatch.setattr(cluster, "_local_store", None)
     monkeypatch.setattr(setup, "chunk_bytes", unread)
     assert size_local_store(cfg, model, height=H, width=W, max_frames=FRAMES) is cfg
+
+
+def test_ray_datas_own_share_in_the_environment_wins(
+    no_ray: None, tmp_path: Path, ray_data_seen: dict[str, set[float]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Ray Data read the variable when it was imported; raypipe then leaves the share to it
+    (benchmarks/store.py's ``--data-shares`` sides)."""
+    from ray.data._internal.execution.resource_manager import ResourceManager
+
+    monkeypatch.setenv(DATA_SHARE_ENV, "0.5")
+    clip = make_clip(tmp_path / "in.mp4", ClipSpec(width=64, height=48, n_frames=24, gop=8))
+    raypipe.process_video(
+        str(clip), str(tmp_path / "out.mkv"), model="builtin:identity", quiet=True,
+        local_num_cpus=4, **lossless_options(),
+    )  # fmt: skip
+    assert ray.cluster_resources()["object_store_memory"] == STORE_FLOOR_BYTES  # sized
+    assert ray_data_seen["share"] == {ResourceManager.DEFAULT_OBJECT_STORE_MEMORY_LIMIT_FRACTION}
