@@ -115,6 +115,32 @@ SIZED_STORE_DATA_FRACTION = 0.75
 whose store raypipe sized for them (:func:`raypipe.distributed.cluster.local_store_bytes`:
 the chunks the pipeline holds at once, and two more); Ray Data's own default is half.
 
+At half, the stages took turns: each operator's share of that half held about one 720p
+chunk, so the next decode waited for the actor to take the last one and the actor for an
+encode to finish, and one encode ran at a time, whatever CPU slots were free. 60 s 720p
+identity runs on 2 vCPUs at Ray's scheduling pace (benchmarks/README.md, session 26;
+``benchmarks/store.py --data-shares``): half, three quarters and the whole store kept
+1.81, 1.93 and 1.95 cores busy with 1.3, 1.7 and 1.82 encodes at once; the walls stayed
+within the machine's noise (48.2, 49.9, 52.2 s, medians of 3 rounds: the same work took
+more CPU when more of it ran at once on 2 vCPUs), and the page faults grew with the share
+(0.88, 1.17, 1.38 M). In another batch the whole store doubled the system CPU against
+three quarters. Three quarters, so that the pipeline runs as many tasks as its CPU slots
+allow without filling the store; no chunk spilled. A Ray raypipe did not start with a
+size (``--address``, archives, ``raypipe.data``) keeps Ray Data's default, as does a run
+with :data:`DATA_SHARE_ENV` set."""
+
+
+DATA_SHARE_ENV = "RAY_DATA_OBJECT_STORE_MEMORY_LIMIT_FRACTION"
+"""Ray Data's own setting of its share of the object store: set in the driver's
+environment, it wins over :data:`SIZED_STORE_DATA_FRACTION` (``benchmarks/store.py``
+compares shares with it)."""
+
+
+SIZED_STORE_DATA_FRACTION = 0.75
+"""The share of the object store Ray Data may fill with a run's chunks on a local Ray
+whose store raypipe sized for them (:func:`raypipe.distributed.cluster.local_store_bytes`:
+the chunks the pipeline holds at once, and two more); Ray Data's own default is half.
+
 At half, the stages went one chunk at a time: each operator's share of that half held
 about one 720p chunk, so the next decode waited for the actor to take the last one and
 the actor for an encode to finish, and one encode ran at a time. In a 60 s 720p identity
