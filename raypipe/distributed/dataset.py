@@ -130,30 +130,6 @@ size (``--address``, archives, ``raypipe.data``) keeps Ray Data's default, as do
 with :data:`DATA_SHARE_ENV` set."""
 
 
-DATA_SHARE_ENV = "RAY_DATA_OBJECT_STORE_MEMORY_LIMIT_FRACTION"
-"""Ray Data's own setting of its share of the object store: set in the driver's
-environment, it wins over :data:`SIZED_STORE_DATA_FRACTION` (``benchmarks/store.py``
-compares shares with it)."""
-
-
-SIZED_STORE_DATA_FRACTION = 0.75
-"""The share of the object store Ray Data may fill with a run's chunks on a local Ray
-whose store raypipe sized for them (:func:`raypipe.distributed.cluster.local_store_bytes`:
-the chunks the pipeline holds at once, and two more); Ray Data's own default is half.
-
-At half, the stages went one chunk at a time: each operator's share of that half held
-about one 720p chunk, so the next decode waited for the actor to take the last one and
-the actor for an encode to finish, and one encode ran at a time. In a 60 s 720p identity
-run (benchmarks/README.md, session 26; each with Ray's own scheduling pace) the cores
-were 1.43-1.64 busy between the first and last chunk at half, 1.89-1.97 at 0.75 and at
-the whole store; but the whole store doubled the system CPU (0.31-0.47 of a core against
-0.16-0.22: more of the store's pages touched), so 0.75: wall 41.1-44.1 s against 48.1-50.3
-(whole store) and 45.8-54.4 s (before, with a 0.5 s scheduling wait), 4 alternated
-rounds. No chunk spilled. A Ray raypipe did not start with a size (``--address``,
-archives, ``raypipe.data``) keeps Ray Data's default, as does a run with
-:data:`DATA_SHARE_ENV` set."""
-
-
 def decode_step(
     source: ray.data.Dataset, decoder: str, *, handoff: YuvRule | None = None
 ) -> ray.data.Dataset:
