@@ -1,6 +1,7 @@
 """The object store of the local Ray a run starts, sized from the video's chunks and the
 model's output size (:func:`raypipe.distributed.setup.size_local_store`): what it is sized
-from, when it is left to Ray, and a real run on a store sized so, and on one too small."""
+from, when it is left to Ray, a real run on a store sized so (and Ray Data's share of it),
+and on one too small."""
 
 from __future__ import annotations
 
