@@ -140,6 +140,14 @@ class TreeSample:
     titles: set[str] = field(default_factory=set)
 
 
+def machine_busy_s() -> float:
+    """The whole machine's busy CPU seconds so far: user, nice, system, irq and softirq."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0))
+
+
 def sample_tree(root: Any, seen: dict[tuple[int, float], TreeSample]) -> None:
     """Update ``seen`` with ``root`` (a ``psutil.Process``) and all its descendants, keyed
     by pid and start time (a reused pid is another process). A process that ends keeps its
@@ -183,13 +191,6 @@ class ForeignLoad:
         self._thread = threading.Thread(target=self._run, name="foreign-load", daemon=True)
         self.result: dict[str, float] = {}
 
-    @staticmethod
-    def _busy_s() -> float:
-        import psutil
-
-        t = psutil.cpu_times()
-        return float(t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0))
-
     def _ours_s(self) -> float:
         import psutil
 
@@ -202,7 +203,7 @@ class ForeignLoad:
 
     def __enter__(self) -> ForeignLoad:
         self._start_wall = time.monotonic()
-        self._start_busy = self._busy_s()
+        self._start_busy = machine_busy_s()
         self._start_ours = self._ours_s()
         self._thread.start()
         return self
@@ -211,7 +212,7 @@ class ForeignLoad:
         self._stop.set()
         self._thread.join()
         wall = time.monotonic() - self._start_wall
-        busy = self._busy_s() - self._start_busy
+        busy = machine_busy_s() - self._start_busy
         ours = self._ours_s() - self._start_ours
         foreign = max(0.0, busy - ours)
         self.result = {

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_info, table, write_result  # noqa: E402
+from _common import machine_busy_s, machine_info, table, write_result  # noqa: E402
 from perframe import CASES, RAYPIPE  # noqa: E402
 
 from raypipe.distributed.dataset import DATA_SHARE_ENV  # noqa: E402
@@ -86,23 +86,17 @@ DATA_SHARE = "data="  # a side's prefix: Ray Data's share of the sized store
 
 
 class CpuSampler:
-    """The machine's busy CPU seconds (``/proc/stat``: all but idle and iowait), sampled
-    every ``period`` seconds in a thread while in a ``with``."""
+    """The machine's busy CPU seconds (:func:`_common.machine_busy_s`), sampled every
+    ``period`` seconds in a thread while in a ``with``."""
 
     def __init__(self, period: float = 0.25) -> None:
         self.period, self.samples = period, []  # (time, busy seconds so far)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @staticmethod
-    def busy_s() -> float:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.time(), self.busy_s()))
+            self.samples.append((time.time(), machine_busy_s()))
             self._stop.wait(self.period)
 
     def __enter__(self) -> CpuSampler:
