@@ -156,9 +156,8 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
             )
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
-    global _local_store
-    if runtime.local_object_store_bytes is not None:
-        _local_store = (ray.get_runtime_context().gcs_address, runtime.local_object_store_bytes)
+    global _local_ray
+    _local_ray = (ray.get_runtime_context().gcs_address, runtime.local_object_store_bytes)
 
 
 def local_cpus(runtime: RuntimeConfig) -> int:
@@ -170,8 +169,9 @@ STORE_FLOOR_BYTES = 1 << 30
 """The smallest object store :func:`local_store_bytes` gives (1 GiB): small videos' chunks
 are a few MB, and a later run in the same process may bring larger ones."""
 
-_local_store: tuple[str, int] | None = None
-"""The GCS address and store size of the last local Ray :func:`start_local` sized."""
+_local_ray: tuple[str, int | None] | None = None
+"""The GCS address of the last local Ray :func:`start_local` started, and the object store
+size it gave it (``None``: Ray's default)."""
 
 
 def local_store_bytes(chunk_bytes: int, runtime: RuntimeConfig) -> int:
@@ -203,10 +203,15 @@ def ray_default_store_bytes() -> int:
 def sized_local_store() -> int | None:
     """The object store size :func:`start_local` gave the Ray this process is connected to,
     or None when that Ray is not one it started with a size."""
-    if _local_store is None or not ray.is_initialized():
-        return None
-    address, size = _local_store
-    return size if ray.get_runtime_context().gcs_address == address else None
+    return _local_ray[1] if _local_ray is not None and on_local_ray() else None
+
+
+def on_local_ray() -> bool:
+    """Whether the Ray this process is connected to is one :func:`start_local` started: a
+    single node that ends with the process, which nothing else joins."""
+    if _local_ray is None or not ray.is_initialized():
+        return False
+    return ray.get_runtime_context().gcs_address == _local_ray[0]
 
 
 def store_too_small(size: int, chunk_bytes: int, runtime: RuntimeConfig) -> str | None:

@@ -19,7 +19,8 @@ import ray
 
 from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.actors import InferActor
-from raypipe.distributed.cluster import ActorPlan, sized_local_store
+from raypipe.distributed.cluster import ActorPlan, on_local_ray, sized_local_store
+from raypipe.distributed.fixed_cluster import use_fixed_cluster
 from raypipe.distributed.planning import PlannedVideo, VideoJob, job_row, plan_stage, video_rows
 from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage, store_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
@@ -71,7 +72,9 @@ def build_dataset(
     """The lazy pipeline over ``source`` (video and chunk rows: :func:`video_source` or
     :func:`archive_source`): decode tasks → inference actors → encode (or, for a
     tensor-output ``model``, store) tasks, which write each chunk's segment to its work
-    directory. Every row is its own block, so every chunk is its own task.
+    directory. Every row is its own block, so every chunk is its own task. On a local Ray
+    this process started, the run's executor takes the node's resources from the start
+    (:mod:`raypipe.distributed.fixed_cluster`).
 
     ``warmup_picture``: the first video's picture; the actors warm up on a batch of its
     upright size (None: on their first chunk). ``handoff``: the run's YUV hand-off rule
@@ -101,6 +104,8 @@ def build_dataset(
         ds = ds.map(encode, num_cpus=TASK_CPUS)
     if sized_local_store() is not None and DATA_SHARE_ENV not in os.environ:
         ds.context.override_object_store_memory_limit_fraction = SIZED_STORE_DATA_FRACTION
+    if on_local_ray():  # one node that cannot grow: its resources from the start
+        use_fixed_cluster(ds.context)
     return ds
 
 

@@ -202,7 +202,7 @@ def test_a_connected_ray_raypipe_did_not_size_costs_no_graph_reading(
     cfg = build_run_config(model="builtin:identity")
     model = load_run(cfg)
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
-    monkeypatch.setattr(cluster, "_local_store", None)
+    monkeypatch.setattr(cluster, "_local_ray", None)
     monkeypatch.setattr(setup, "chunk_bytes", unread)
     assert size_local_store(cfg, model, height=H, width=W, max_frames=FRAMES) is cfg
 
