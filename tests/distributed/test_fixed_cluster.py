@@ -84,7 +84,7 @@ def test_a_run_on_its_own_local_ray_has_its_resources_at_once(
 def test_a_ray_raypipe_did_not_start_keeps_ray_datas_autoscaler(
     no_ray: None, tmp_path: Path, totals: list[Any]
 ) -> None:
-    ray.init(num_cpus=4, include_dashboard=False)  # a Ray of the user's, maybe one that grows
+    ray.init(address="local", num_cpus=4, include_dashboard=False)  # the user's, may grow
     clip, out = _run(tmp_path, "theirs")
     assert not totals
     assert _coordinator_exists()
