@@ -116,6 +116,19 @@ def ray_local() -> Iterator[None]:
     yield
 
 
+@pytest.fixture
+def no_ray() -> Iterator[None]:
+    """No Ray connected before the test, and none left after it: a test that starts its
+    own (raypipe's local Ray, or one of its user's) starts from a clean slate."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def _local_ray_free(ray: Any, wait_s: float = 10.0) -> bool:
     """Whether the Ray ray_local started is still up, this process's, and has all its
     logical CPUs and GPUs free (within ``wait_s``: the last module's actors end)."""

@@ -71,7 +71,7 @@ def _hook() -> bool:
         log.debug("Ray Data keeps its cluster autoscaler: no create_cluster_autoscaler")
         return False
 
-    class _Fixed(FixedCluster, ClusterAutoscaler):  # type: ignore[misc, valid-type]
+    class _Fixed(FixedCluster, ClusterAutoscaler):
         pass
 
     def create(topology: Any, resource_manager: Any, data_context: Any, **kwargs: Any) -> Any:

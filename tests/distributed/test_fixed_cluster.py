@@ -4,7 +4,6 @@ other dataset, and every run on a Ray raypipe did not start, keeps Ray Data's de
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,6 @@ from raypipe.distributed import fixed_cluster  # noqa: E402
 from raypipe.testing import ClipSpec, make_clip  # noqa: E402
 
 COORDINATOR = ("AutoscalingCoordinator", "AutoscalingCoordinator")  # Ray Data's name, namespace
-
-
-@pytest.fixture
-def no_ray() -> Iterator[None]:
-    if ray.is_initialized():
-        ray.shutdown()
-    yield
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 @pytest.fixture

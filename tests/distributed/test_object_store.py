@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,6 @@ from raypipe.testing import ClipSpec, make_clip  # noqa: E402
 
 H, W, FRAMES = 720, 1280, 60
 RGB_CHUNK = FRAMES * H * W * 3  # 165.9 MB
-
-
-@pytest.fixture
-def no_ray() -> Iterator[None]:
-    if ray.is_initialized():
-        ray.shutdown()
-    yield
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def _sized(cfg: RunConfig, frames: int = FRAMES) -> int | None:
