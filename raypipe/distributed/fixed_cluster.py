@@ -4,8 +4,8 @@ coordinator actor.
 Ray Data (2.60) learns what a run may schedule from its cluster autoscaler. The default
 one asks a detached actor, ``AutoscalingCoordinator``, what it reserved for the run, and
 until that actor answers (a Python worker to start, Ray and Ray Data to import) the
-executor's limits are zero: no task starts. On a 2-core machine a run's first decode
-waited 2.2-3.5 s for it after the executor started, and the actor's process cost about
+executor's limits are zero: no task starts. On a 2-core machine they stayed zero for
+2.2-3.5 s after a run's executor started, and the actor's process cost about
 1.3 s of CPU while the run's own workers were starting (benchmarks/README.md, session 27).
 
 A local Ray that raypipe started (:func:`raypipe.distributed.cluster.start_local`) is one
@@ -38,8 +38,8 @@ _installed: bool | None = None
 
 def use_fixed_cluster(context: Any) -> bool:
     """Mark the dataset ``context`` (a ``ray.data.DataContext``) so that its executor sees
-    the cluster's resources as they are now, with no coordinator actor; ``False`` (nothing
-    marked) when this Ray Data cannot take the hook."""
+    the cluster's resources as they are when it starts, with no coordinator actor;
+    ``False`` (nothing marked) when this Ray Data cannot take the hook."""
     if not _install():
         return False
     context.set_config(FIXED_CLUSTER_KEY, True)
