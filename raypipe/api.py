@@ -57,6 +57,7 @@ def process_video(
     window: tuple[int, int] | None | Keep = KEEP,
     warmup_frames: int | None | Keep = KEEP,
     chunk_frames: int | Keep = KEEP,
+    chunk_mib: float | None | Keep = KEEP,
     split_gops: bool | Keep = KEEP,
     every_n_frames: int | Keep = KEEP,
     sample_fps: float | None | Keep = KEEP,
@@ -105,6 +106,8 @@ def process_video(
             the model's spec; see "Temporal models" in the README).
         warmup_frames: a recurrent model's warm-up frames before each chunk.
         chunk_frames: about how many frames per chunk (default 64).
+        chunk_mib: at most this many MiB of decoded frames per chunk, as RGB (default
+            512: 21 frames of 4K); ``None``: no cap.
         split_gops: cut long GOPs inside (default True).
         every_n_frames: analysis only: frames 0, N, 2N, ...
         sample_fps: analysis only: the first frame of each 1/F second.
@@ -158,6 +161,7 @@ def process_archive(
     window: tuple[int, int] | None | Keep = KEEP,
     warmup_frames: int | None | Keep = KEEP,
     chunk_frames: int | Keep = KEEP,
+    chunk_mib: float | None | Keep = KEEP,
     split_gops: bool | Keep = KEEP,
     every_n_frames: int | Keep = KEEP,
     sample_fps: float | None | Keep = KEEP,
@@ -207,6 +211,8 @@ def process_archive(
             the model's spec; see "Temporal models" in the README).
         warmup_frames: a recurrent model's warm-up frames before each chunk.
         chunk_frames: about how many frames per chunk (default 64).
+        chunk_mib: at most this many MiB of decoded frames per chunk, as RGB (default
+            512: 21 frames of 4K); ``None``: no cap.
         split_gops: cut long GOPs inside (default True).
         every_n_frames: analysis only: frames 0, N, 2N, ...
         sample_fps: analysis only: the first frame of each 1/F second.

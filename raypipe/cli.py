@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import traceback
@@ -25,7 +26,14 @@ from typing import Any, NoReturn
 from raypipe import cli_tools
 from raypipe.cli_help import EXIT_USAGE, Parser, TerminalHandler, subcommand
 from raypipe.cli_tools import DEFAULT_ENGINE_SIZE
-from raypipe.config import DECODERS, DEVICES, HANDOFFS, RuntimeConfig, ray_address_from_env
+from raypipe.config import (
+    DECODERS,
+    DEVICES,
+    HANDOFFS,
+    ChunkConfig,
+    RuntimeConfig,
+    ray_address_from_env,
+)
 from raypipe.errors import ConfigError, RaypipeError, one_line
 from raypipe.exiting import end_process, exit_status
 
@@ -47,6 +55,17 @@ def _window(text: str) -> tuple[int, int]:
     return int(before), int(after)
 
 
+def _chunk_mib(text: str) -> float | None:
+    """``--chunk-mib``: MiB > 0, or 0 for no cap (``None``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected MiB >= 0 (0: no cap), got {text!r}")
+    return value or None
+
+
 def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> None:
     p.add_argument(
         "--model",
@@ -58,6 +77,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
     )
     p.add_argument(
         "--chunk-frames", type=int, default=64, help="frames per chunk, about (default 64)"
+    )
+    p.add_argument(
+        "--chunk-mib",
+        type=_chunk_mib,
+        default=ChunkConfig.chunk_mib,
+        help="at most this many MiB of decoded frames per chunk, as RGB; larger frames make "
+        "shorter chunks (default 512: 21 frames of 4K; 0: no cap)",
     )
     p.add_argument(
         "--no-split-gops",
@@ -283,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("input")
     probe.add_argument("--chunk-frames", type=int, default=64)
+    probe.add_argument("--chunk-mib", type=_chunk_mib, default=ChunkConfig.chunk_mib)
     probe.add_argument("--json", action="store_true", help="machine-readable output")
 
     model = subcommand(sub, "model", "the built-in models, and what a model file is")

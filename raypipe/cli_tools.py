@@ -109,13 +109,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from raypipe.media.describe import probe_lines
 
     info = probe(args.input)
-    plan = plan_chunks(info, ChunkConfig(chunk_frames=args.chunk_frames))
+    chunking = ChunkConfig(chunk_frames=args.chunk_frames, chunk_mib=args.chunk_mib)
+    plan = plan_chunks(info, chunking)
     if args.json:
         doc = info.to_dict()
         doc["chunks"] = [c.to_dict() for c in plan.chunks]
         print(json.dumps(doc))
     else:
-        print("\n".join(probe_lines(info, plan, args.chunk_frames)))
+        frames = chunking.frames_per_chunk(info.width, info.height)
+        print("\n".join(probe_lines(info, plan, frames)))
     return EXIT_OK
 
 

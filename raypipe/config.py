@@ -7,6 +7,7 @@ value fails before any work starts. The environment is read here and nowhere els
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,11 +38,16 @@ class ChunkConfig:
     reaches ``chunk_frames``. A GOP longer than ``chunk_frames`` is split when
     ``split_gops`` is true; the pieces after the first decode from the GOP's keyframe and
     drop the frames before their start (pre-roll), which costs decode time but spreads a
-    long GOP over several workers. ``decoder`` and ``handoff`` say how chunks are decoded
-    and how their frames travel to the actors (:data:`DECODERS`, :data:`HANDOFFS`).
+    long GOP over several workers. ``chunk_mib`` caps a chunk's decoded frames (as RGB, 3
+    bytes a pixel) at that many MiB: large frames make shorter chunks (a 4K frame is 24 MiB,
+    so 21 of them at the default; 1080p keeps 64). ``None``: no cap. The cap does not apply
+    to sampled analysis runs (``every_n_frames``, ``sample_fps``), whose chunks keep few of
+    their frames. ``decoder`` and ``handoff`` say how chunks are decoded and how their
+    frames travel to the actors (:data:`DECODERS`, :data:`HANDOFFS`).
     """
 
     chunk_frames: int = 64
+    chunk_mib: float | None = 512
     split_gops: bool = True
     every_n_frames: int = 1  # analysis (tensor outputs) only: frames 0, N, 2N, ...
     sample_fps: float | None = None  # analysis only: the first frame of each 1/F s interval
@@ -51,6 +57,12 @@ class ChunkConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
             raise ConfigError(f"chunk_frames must be an integer >= 1, got {self.chunk_frames!r}")
+        if self.chunk_mib is not None and (
+            isinstance(self.chunk_mib, bool)
+            or not isinstance(self.chunk_mib, int | float)
+            or not 0 < self.chunk_mib < math.inf
+        ):
+            raise ConfigError(f"chunk_mib must be a number > 0, got {self.chunk_mib!r}")
         if not isinstance(self.every_n_frames, int) or self.every_n_frames < 1:
             raise ConfigError(
                 f"every_n_frames must be an integer >= 1, got {self.every_n_frames!r}"
@@ -67,6 +79,14 @@ class ChunkConfig:
     def samples(self) -> bool:
         """Whether only some frames are processed (allowed for tensor outputs only)."""
         return self.every_n_frames != 1 or self.sample_fps is not None
+
+    def frames_per_chunk(self, width: int, height: int) -> int:
+        """About how many frames of ``width`` x ``height`` px a chunk holds: ``chunk_frames``,
+        or fewer where ``chunk_mib`` caps them (at least one)."""
+        if self.chunk_mib is None or self.samples or width < 1 or height < 1:
+            return self.chunk_frames
+        cap = int(self.chunk_mib * 2**20) // (width * height * 3)
+        return max(1, min(self.chunk_frames, cap))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,6 +250,7 @@ def ray_auth_mode_from_env() -> str | None:
 
 _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "chunk_frames": ("chunk", "chunk_frames"),
+    "chunk_mib": ("chunk", "chunk_mib"),
     "split_gops": ("chunk", "split_gops"),
     "every_n_frames": ("chunk", "every_n_frames"),
     "sample_fps": ("chunk", "sample_fps"),

@@ -85,16 +85,18 @@ def read_video_chunks(
     uris: str | Sequence[str],
     *,
     chunk_frames: int = 64,
+    chunk_mib: float | None = ChunkConfig.chunk_mib,
     chunk: ChunkConfig | None = None,
     runtime: RuntimeConfig | None = None,
 ) -> ray.data.Dataset:
     """One row per chunk of every video in ``uris`` (see the module docstring).
 
-    ``chunk`` gives every :class:`ChunkConfig` setting (``chunk_frames`` is ignored then);
+    ``chunk`` gives every :class:`ChunkConfig` setting (``chunk_frames`` and ``chunk_mib``
+    are ignored then);
     ``runtime`` says which Ray to use when none is connected yet (default: ``RAY_ADDRESS``,
     else a local Ray sized as ``raypipe run`` sizes it).
     """
-    config = chunk or ChunkConfig(chunk_frames=chunk_frames)
+    config = chunk or ChunkConfig(chunk_frames=chunk_frames, chunk_mib=chunk_mib)
     if config.samples:
         raise ConfigError("read_video_chunks reads every frame; frame sampling is not supported")
     uri_list = [storage.absolute(os.fspath(u)) for u in ([uris] if isinstance(uris, str) else uris)]

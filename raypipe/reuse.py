@@ -114,7 +114,13 @@ def reuse_key(
         "device": "gpu" if uses_gpu and cfg.model.device != "cpu" else "cpu",
         "batch": str(cfg.model.batch_size),
         "chunking": _canonical(
-            [chunk.chunk_frames, chunk.split_gops, chunk.every_n_frames, chunk.sample_fps]
+            [
+                chunk.chunk_frames,
+                None if chunk.chunk_mib is None else float(chunk.chunk_mib),
+                chunk.split_gops,
+                chunk.every_n_frames,
+                chunk.sample_fps,
+            ]
         ),
         # the options the encoder gets, so settings it ignores (crf next to qp) change nothing
         "encoder": _canonical(

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from raypipe.cli import main
+from raypipe.media import probe
 from raypipe.testing import (
     audio_packets,
     decode_all,
@@ -100,6 +101,10 @@ def test_bad_option_values(
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(clips["ntsc"]), out, "--device", "tpu"])
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(clips["ntsc"]), out, "--chunk-mib", "-1"])
+    assert exit_info.value.code == 2
+    assert "expected MiB >= 0 (0: no cap), got '-1'" in capsys.readouterr().err
     assert not os.path.exists(out)
 
 
@@ -116,6 +121,13 @@ def test_probe_json(clips: dict[str, Path], capsys: pytest.CaptureFixture[str]) 
     assert main(["probe", str(clips["bframes_aac"])]) == 0
     text = capsys.readouterr().out
     assert "48 frames" in text and "audio aac" in text
+    assert "plan: 1 chunks of about 64 frames" in text  # GOPs of 12
+    info = probe(str(clips["bframes_aac"]))
+    mib = str(5.5 * info.width * info.height * 3 / 2**20)  # room for 5 frames as RGB
+    for cap, plan in ((mib, "12 chunks of about 5"), ("0", "2 chunks of about 24")):
+        argv = ["probe", str(clips["bframes_aac"]), "--chunk-frames", "24", "--chunk-mib", cap]
+        assert main(argv) == 0
+        assert f"plan: {plan} frames" in capsys.readouterr().out
 
 
 def test_model_export_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -199,6 +199,7 @@ class _Workspace:
             "upscale2x.onnx": str(root / "upscale2x.onnx"),
             "DIR": str(root / "demo"),
             "N": "24",
+            "MIB": "512",
         }
 
     def argv(self, command: str) -> list[str]:

@@ -54,6 +54,7 @@ SPEC_CHANGES: dict[str, object] = {
 }
 CHUNK_CHANGES: dict[str, object] = {
     "chunk_frames": 32,
+    "chunk_mib": 100,
     "split_gops": False,
     "every_n_frames": 2,
     "sample_fps": 1.0,
@@ -155,6 +156,18 @@ def test_every_setting_changes_the_key(section: str, field: str, value: object, 
     a, b = _key(BASE), _key(changed)
     assert a.digest != b.digest
     assert b.changed(a.as_dict()) == [part]
+
+
+def test_chunk_mib_as_int_or_float_is_one_key() -> None:
+    whole = dataclasses.replace(BASE, chunk=ChunkConfig(chunk_mib=512))
+    assert (
+        _key(whole).digest
+        == _key(dataclasses.replace(BASE, chunk=ChunkConfig(chunk_mib=512.0))).digest
+    )
+    assert (
+        _key(whole).digest
+        != _key(dataclasses.replace(BASE, chunk=ChunkConfig(chunk_mib=None))).digest
+    )
 
 
 @pytest.mark.parametrize("field", sorted(MODEL_TEMPORAL))

@@ -4,7 +4,8 @@ A chunk is a half-open display range ``[start_pts, end_pts)``: ``end_pts`` is th
 chunk's first pts, and for the last chunk the end of the video's last frame (its pts plus
 its duration), so a chunk's frames' durations are the differences of its pts and its end.
 Chunks start on a keyframe (so each decodes on its own) and group whole GOPs until they
-reach about ``chunk_frames``; a GOP longer than that is split when
+reach about ``chunk_frames`` (fewer for large frames: :meth:`ChunkConfig.frames_per_chunk`);
+a GOP longer than that is split when
 :attr:`ChunkConfig.split_gops` is set, and the pieces after its first decode from the
 GOP's keyframe (``seek_pts``) and drop the frames before their start. Chunk ids are
 ``{video_id}-{index:06d}``.
@@ -123,13 +124,13 @@ def gop_ranges(info: VideoInfo) -> list[tuple[int, int]]:
 def plan_chunks(
     info: VideoInfo, config: ChunkConfig | None = None, *, context: tuple[int, int] = (0, 0)
 ) -> ChunkPlan:
-    """Cut ``info`` into keyframe-aligned chunks of about ``config.chunk_frames`` frames;
-    ``context``: frames (before, after) each chunk is decoded with (see the module
-    docstring)."""
+    """Cut ``info`` into keyframe-aligned chunks of about ``config.chunk_frames`` frames, or
+    fewer where ``config.chunk_mib`` caps them; ``context``: frames (before, after) each chunk
+    is decoded with (see the module docstring)."""
     config = config or ChunkConfig()
     if len(context) != 2 or min(context) < 0:
         raise ValueError(f"context must be two frame counts >= 0, got {context!r}")
-    target = config.chunk_frames
+    target = config.frames_per_chunk(info.width, info.height)
     pieces: list[tuple[int, int, int | None]] = []  # (a, b, seek display index or None)
     current: tuple[int, int] | None = None
 

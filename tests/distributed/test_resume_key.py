@@ -42,12 +42,15 @@ CHANGES: dict[str, list[str]] = {
     "device": ["--device", "cpu"],
     "batch": ["--batch-size", "2"],
     "chunking": ["--chunk-frames", "6"],
+    # 0.02 MiB holds one 96x64 frame (18 KiB as RGB): chunks of 1 frame instead of 4
+    "chunking (MiB)": ["--chunk-mib", "0.02"],
     "encoder": ["--crf", "30"],
     "source": [],  # the source file is replaced by another clip
 }
 NOTES = {
     "spec (sidecar)": "spec",
     "spec (cli)": "spec",
+    "chunking (MiB)": "chunking",
     "chunking": "chunking",
     "encoder": "encoder",
 }
@@ -67,6 +70,7 @@ def _options(args: list[str]) -> dict[str, object]:
     """CLI arguments (of the kinds used here) as process_archive options."""
     names = {
         "--chunk-frames": ("chunk_frames", int),
+        "--chunk-mib": ("chunk_mib", float),
         "--workers": ("workers", int),
         "--tile": ("tile", int),
         "--tile-overlap": ("tile_overlap", int),
@@ -182,6 +186,8 @@ def test_a_cut_off_run_is_resumed_only_with_the_same_key(
         part = NOTES.get(change, change)
         note = f"segments not reused: {why}" + ("" if change == "source" else f" ({part})")
         assert row["note"] == note
+    if change == "chunking (MiB)":
+        assert row["chunks"] == CLIP.n_frames  # the cap reached the plan: a frame a chunk
 
     clean = tmp_path / "clean"
     raypipe.process_archive(str(src), str(clean), quiet=True, **_options(new_args))

@@ -10,6 +10,7 @@ import pytest
 
 from raypipe.config import ChunkConfig
 from raypipe.errors import (
+    ConfigError,
     CorruptVideoError,
     EmptyVideoError,
     InputNotFoundError,
@@ -101,3 +102,32 @@ def test_plan_groups_gops_and_can_keep_them_whole(clips: dict[str, Path]) -> Non
     single = probe(str(clips["single_keyframe"]))
     whole = plan_chunks(single, ChunkConfig(chunk_frames=5, split_gops=False))
     assert [c.n_frames for c in whole.chunks] == [48]
+
+
+def test_plan_caps_the_decoded_bytes_of_a_chunk(clips: dict[str, Path]) -> None:
+    info = probe(str(clips["bframes_aac"]))  # GOPs of 12, 48 frames
+    frame = info.width * info.height * 3
+    mib = 5.5 * frame / 2**20  # room for 5 frames, not 6
+
+    def sizes(**chunking: object) -> list[int]:
+        return [c.n_frames for c in plan_chunks(info, ChunkConfig(**chunking)).chunks]
+
+    assert sizes(chunk_frames=24, chunk_mib=mib) == [4, 4, 4] * 4 == sizes(chunk_frames=5)
+    assert sizes(chunk_frames=24, chunk_mib=None) == [24, 24]
+    assert sizes(chunk_frames=24, chunk_mib=mib, split_gops=False) == [12] * 4
+    # sampled analysis runs keep few frames of a chunk: no cap
+    assert sizes(chunk_frames=24, chunk_mib=mib, every_n_frames=2) == [24, 24]
+    assert sizes(chunk_frames=24, chunk_mib=frame / 2**20 / 10) == [1] * 48
+
+
+def test_chunk_mib_caps_frames_by_size() -> None:
+    default = ChunkConfig()
+    assert default.chunk_mib == 512
+    assert default.frames_per_chunk(3840, 2160) == 21  # 24 MiB a frame as RGB
+    assert default.frames_per_chunk(1920, 1080) == 64
+    assert default.frames_per_chunk(7680, 4320) == 5
+    assert ChunkConfig(chunk_mib=None).frames_per_chunk(7680, 4320) == 64
+    assert ChunkConfig(chunk_mib=1).frames_per_chunk(3840, 2160) == 1
+    for bad in (0, -1, float("nan"), float("inf"), True, "512"):
+        with pytest.raises(ConfigError, match="chunk_mib must be a number > 0"):
+            ChunkConfig(chunk_mib=bad)  # type: ignore[arg-type]
