@@ -106,8 +106,9 @@ def process_video(
             the model's spec; see "Temporal models" in the README).
         warmup_frames: a recurrent model's warm-up frames before each chunk.
         chunk_frames: about how many frames per chunk (default 64).
-        chunk_mib: at most this many MiB of decoded frames per chunk, as RGB (default
-            512: 21 frames of 4K); ``None``: no cap.
+        chunk_mib: at most this many MiB of a chunk's frames, decoded and as the model
+            outputs them, as RGB (default 1024: 21 frames of 4K through a model that keeps
+            the size); ``None``: no cap.
         split_gops: cut long GOPs inside (default True).
         every_n_frames: analysis only: frames 0, N, 2N, ...
         sample_fps: analysis only: the first frame of each 1/F second.
@@ -211,8 +212,9 @@ def process_archive(
             the model's spec; see "Temporal models" in the README).
         warmup_frames: a recurrent model's warm-up frames before each chunk.
         chunk_frames: about how many frames per chunk (default 64).
-        chunk_mib: at most this many MiB of decoded frames per chunk, as RGB (default
-            512: 21 frames of 4K); ``None``: no cap.
+        chunk_mib: at most this many MiB of a chunk's frames, decoded and as the model
+            outputs them, as RGB (default 1024: 21 frames of 4K through a model that keeps
+            the size); ``None``: no cap.
         split_gops: cut long GOPs inside (default True).
         every_n_frames: analysis only: frames 0, N, 2N, ...
         sample_fps: analysis only: the first frame of each 1/F second.

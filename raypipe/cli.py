@@ -82,8 +82,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         "--chunk-mib",
         type=_chunk_mib,
         default=ChunkConfig.chunk_mib,
-        help="at most this many MiB of decoded frames per chunk, as RGB; larger frames make "
-        "shorter chunks (default 512: 21 frames of 4K; 0: no cap)",
+        help="at most this many MiB of a chunk's frames, decoded and as the model outputs "
+        "them (RGB); larger frames make shorter chunks (default 1024: 21 frames of 4K "
+        "through a model that keeps the size; 0: no cap)",
     )
     p.add_argument(
         "--no-split-gops",

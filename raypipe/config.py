@@ -38,16 +38,17 @@ class ChunkConfig:
     reaches ``chunk_frames``. A GOP longer than ``chunk_frames`` is split when
     ``split_gops`` is true; the pieces after the first decode from the GOP's keyframe and
     drop the frames before their start (pre-roll), which costs decode time but spreads a
-    long GOP over several workers. ``chunk_mib`` caps a chunk's decoded frames (as RGB, 3
-    bytes a pixel) at that many MiB: large frames make shorter chunks (a 4K frame is 24 MiB,
-    so 21 of them at the default; 1080p keeps 64). ``None``: no cap. The cap does not apply
-    to sampled analysis runs (``every_n_frames``, ``sample_fps``), whose chunks keep few of
-    their frames. ``decoder`` and ``handoff`` say how chunks are decoded and how their
-    frames travel to the actors (:data:`DECODERS`, :data:`HANDOFFS`).
+    long GOP over several workers. ``chunk_mib`` caps a chunk's frames, decoded (RGB, 3
+    bytes a pixel) and as the model's output, at that many MiB: large frames make shorter
+    chunks (at the default, 21 frames of 4K through a model that keeps the size, 34 of
+    1080p through one that doubles it; 1080p otherwise keeps 64). ``None``: no cap. The cap
+    does not apply to sampled analysis runs (``every_n_frames``, ``sample_fps``), whose
+    chunks keep few of their frames. ``decoder`` and ``handoff`` say how chunks are decoded
+    and how their frames travel to the actors (:data:`DECODERS`, :data:`HANDOFFS`).
     """
 
     chunk_frames: int = 64
-    chunk_mib: float | None = 512
+    chunk_mib: float | None = 1024
     split_gops: bool = True
     every_n_frames: int = 1  # analysis (tensor outputs) only: frames 0, N, 2N, ...
     sample_fps: float | None = None  # analysis only: the first frame of each 1/F s interval
@@ -80,12 +81,14 @@ class ChunkConfig:
         """Whether only some frames are processed (allowed for tensor outputs only)."""
         return self.every_n_frames != 1 or self.sample_fps is not None
 
-    def frames_per_chunk(self, width: int, height: int) -> int:
+    def frames_per_chunk(self, width: int, height: int, *, output_scale: float = 1.0) -> int:
         """About how many frames of ``width`` x ``height`` px a chunk holds: ``chunk_frames``,
-        or fewer where ``chunk_mib`` caps them (at least one)."""
+        or fewer where ``chunk_mib`` caps them (at least one). ``output_scale``: the model's
+        output side over its input's (0: no frames out, an analysis model)."""
         if self.chunk_mib is None or self.samples or width < 1 or height < 1:
             return self.chunk_frames
-        cap = int(self.chunk_mib * 2**20) // (width * height * 3)
+        frame = width * height * 3 * (1 + output_scale * output_scale)
+        cap = int(self.chunk_mib * 2**20 // frame)
         return max(1, min(self.chunk_frames, cap))
 
 

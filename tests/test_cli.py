@@ -123,7 +123,7 @@ def test_probe_json(clips: dict[str, Path], capsys: pytest.CaptureFixture[str]) 
     assert "48 frames" in text and "audio aac" in text
     assert "plan: 1 chunks of about 64 frames" in text  # GOPs of 12
     info = probe(str(clips["bframes_aac"]))
-    mib = str(5.5 * info.width * info.height * 3 / 2**20)  # room for 5 frames as RGB
+    mib = str(2 * 5.5 * info.width * info.height * 3 / 2**20)  # 5 frames in and out as RGB
     for cap, plan in ((mib, "12 chunks of about 5"), ("0", "2 chunks of about 24")):
         argv = ["probe", str(clips["bframes_aac"]), "--chunk-frames", "24", "--chunk-mib", cap]
         assert main(argv) == 0

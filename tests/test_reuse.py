@@ -159,10 +159,10 @@ def test_every_setting_changes_the_key(section: str, field: str, value: object, 
 
 
 def test_chunk_mib_as_int_or_float_is_one_key() -> None:
-    whole = dataclasses.replace(BASE, chunk=ChunkConfig(chunk_mib=512))
+    whole = dataclasses.replace(BASE, chunk=ChunkConfig(chunk_mib=1024))
     assert (
         _key(whole).digest
-        == _key(dataclasses.replace(BASE, chunk=ChunkConfig(chunk_mib=512.0))).digest
+        == _key(dataclasses.replace(BASE, chunk=ChunkConfig(chunk_mib=1024.0))).digest
     )
     assert (
         _key(whole).digest

@@ -186,6 +186,7 @@ def archive_source(
     key: ReuseKey | None,
     tensor: bool,
     temporal: Temporal = NONE,
+    output_scale: float = 1.0,
 ) -> ray.data.Dataset:
     """Jobs planned inside the dataset: plan tasks (probe, chunks, resume checks; one per
     block of :func:`plan_block_sizes`, each planning its block's videos in order) emit each
@@ -201,7 +202,13 @@ def archive_source(
     # blocks' sizes ours; from_arrow would run a Ray task per block for its metadata
     ds = ray.data.from_blocks(blocks)
     stage = functools.partial(
-        plan_stage, chunk=chunk, resume=resume, key=key, tensor=tensor, temporal=temporal
+        plan_stage,
+        chunk=chunk,
+        resume=resume,
+        key=key,
+        tensor=tensor,
+        temporal=temporal,
+        output_scale=output_scale,
     )
     # fewer CPUs than decode: Ray Data does not fuse the two (decode must stay a task per
     # chunk); few at once, or plan tasks fill every CPU slot (and start a Python worker

@@ -24,6 +24,7 @@ from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import (
     check_output,
     load_run,
+    planning_scale,
     size_local_store,
     start_run,
     table_output,
@@ -60,6 +61,7 @@ def process_video(
         key=None,
         tensor=model.tensor,
         temporal=model.temporal,
+        output_scale=planning_scale(model),
     )
     if planned.result is not None:  # the input failed to probe or plan
         raise error_of(planned.result)

@@ -125,6 +125,7 @@ def plan_video(
     key: ReuseKey | None,
     tensor: bool = False,
     temporal: Temporal = NONE,
+    output_scale: float = 1.0,
 ) -> PlannedVideo:
     """Probe and plan one video; decide what a resumed run can skip or reuse. Never raises
     for a bad input: the error goes into the result. ``key``: what makes segments and
@@ -133,7 +134,8 @@ def plan_video(
     ``source_id`` once it knows the key. ``tensor``: an analysis run, whose output is a
     Parquet table of the sampled frames. ``temporal``: what the model needs around each
     frame; chunks are planned with that much context, and an interpolating model's output
-    has twice the frames."""
+    has twice the frames. ``output_scale``: the side of the model's output frames over the
+    input's, so that ``chunk.chunk_mib`` counts them (:meth:`ChunkConfig.frames_per_chunk`)."""
     if resume and key is None:
         raise TypeError("plan_video: a resumed run needs the reuse key")
     started = time.monotonic()
@@ -147,7 +149,7 @@ def plan_video(
         planned.source_id = source_identity(job.uri)
         if key is not None:
             planned.provenance = Provenance.of(key, planned.source_id)
-        plan = plan_chunks(info, chunk, context=temporal.context)
+        plan = plan_chunks(info, chunk, context=temporal.context, output_scale=output_scale)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.picture = info.picture_format
         planned.width, planned.height = planned.picture.upright_size
@@ -374,11 +376,20 @@ def plan_stage(
     key: ReuseKey | None,
     tensor: bool,
     temporal: Temporal = NONE,
+    output_scale: float = 1.0,
 ) -> list[Row]:
     """Ray Data's plan stage: one job row in, the video's rows out (:func:`video_rows`).
     ``key`` ``None``: no provenance (the caller binds outputs later, see raypipe.data)."""
     job = VideoJob(**{f.name: row[f.name] for f in dataclasses.fields(VideoJob)})
-    planned = plan_video(job, chunk, resume=resume, key=key, tensor=tensor, temporal=temporal)
+    planned = plan_video(
+        job,
+        chunk,
+        resume=resume,
+        key=key,
+        tensor=tensor,
+        temporal=temporal,
+        output_scale=output_scale,
+    )
     if planned.work_dir and planned.provenance is not None and planned.result is None:
         write_run_record(planned)
     return video_rows(planned)

@@ -118,22 +118,22 @@ def size_local_store(
     )
 
 
+def planning_scale(model: LoadedModel) -> float:
+    """The output scale chunks are planned with (:attr:`LoadedModel.output_scale`): as
+    large as the input where it is not known."""
+    scale = model.output_scale
+    return 1.0 if scale is None else scale
+
+
 def chunk_bytes(model: LoadedModel, *, height: int, width: int, frames: int) -> int | None:
     """The bytes one chunk of ``frames`` frames of ``height`` x ``width`` px holds in the
     object store, decoded (RGB) and as the model's output; None when the output's size is
-    not known: a processor, a temporal model, a simulated one, or an image model whose
-    graph does not give its scale (:func:`~raypipe.infer.shapes.image_output_scale`).
-    An analysis model's outputs are counted as nothing beside its frames."""
-    from raypipe.infer.shapes import image_output_scale
-
-    if model.processor is not None or model.spec is None or model.temporal.active:
-        return None
-    decoded = frames * height * width * 3
-    if model.tensor:
-        return decoded
-    scale = image_output_scale(model.data, model.spec)
+    not known (:attr:`LoadedModel.output_scale`). An analysis model's outputs are counted
+    as nothing beside its frames."""
+    scale = model.output_scale
     if scale is None:
         return None
+    decoded = frames * height * width * 3
     return decoded + round(decoded * scale * scale)
 
 

@@ -122,15 +122,20 @@ def gop_ranges(info: VideoInfo) -> list[tuple[int, int]]:
 
 
 def plan_chunks(
-    info: VideoInfo, config: ChunkConfig | None = None, *, context: tuple[int, int] = (0, 0)
+    info: VideoInfo,
+    config: ChunkConfig | None = None,
+    *,
+    context: tuple[int, int] = (0, 0),
+    output_scale: float = 1.0,
 ) -> ChunkPlan:
     """Cut ``info`` into keyframe-aligned chunks of about ``config.chunk_frames`` frames, or
-    fewer where ``config.chunk_mib`` caps them; ``context``: frames (before, after) each chunk
-    is decoded with (see the module docstring)."""
+    fewer where ``config.chunk_mib`` caps them, counting the model's output frames too
+    (``output_scale``: their side over the input's; 0: none); ``context``: frames (before,
+    after) each chunk is decoded with (see the module docstring)."""
     config = config or ChunkConfig()
     if len(context) != 2 or min(context) < 0:
         raise ValueError(f"context must be two frame counts >= 0, got {context!r}")
-    target = config.frames_per_chunk(info.width, info.height)
+    target = config.frames_per_chunk(info.width, info.height, output_scale=output_scale)
     pieces: list[tuple[int, int, int | None]] = []  # (a, b, seek display index or None)
     current: tuple[int, int] | None = None
 

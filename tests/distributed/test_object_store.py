@@ -6,6 +6,7 @@ and on one too small."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -23,7 +24,12 @@ from raypipe.distributed.cluster import (  # noqa: E402
     ray_default_store_bytes,
 )
 from raypipe.distributed.dataset import DATA_SHARE_ENV, SIZED_STORE_DATA_FRACTION  # noqa: E402
-from raypipe.distributed.setup import chunk_bytes, load_run, size_local_store  # noqa: E402
+from raypipe.distributed.setup import (  # noqa: E402
+    chunk_bytes,
+    load_run,
+    planning_scale,
+    size_local_store,
+)
 from raypipe.testing import ClipSpec, make_clip  # noqa: E402
 
 H, W, FRAMES = 720, 1280, 60
@@ -38,17 +44,33 @@ def _sized(cfg: RunConfig, frames: int = FRAMES) -> int | None:
 
 
 @pytest.mark.parametrize(
-    ("model", "chunk"),
+    ("model", "chunk", "scale"),
     [
-        ("builtin:identity", 2 * RGB_CHUNK),  # the frames in and as many out
-        ("builtin:upscale2x", 5 * RGB_CHUNK),  # 4x the pixels out
-        ("builtin:phash", RGB_CHUNK),  # analysis: a few bytes a frame out
-        ("builtin:ema", None),  # temporal: left to Ray
+        ("builtin:identity", 2 * RGB_CHUNK, 1.0),  # the frames in and as many out
+        ("builtin:upscale2x", 5 * RGB_CHUNK, 2.0),  # 4x the pixels out
+        ("builtin:phash", RGB_CHUNK, 0.0),  # analysis: a few bytes a frame out
+        ("builtin:ema", None, 1.0),  # temporal: left to Ray; planned as its input's size
     ],
 )
-def test_a_chunks_bytes(model: str, chunk: int | None) -> None:
+def test_a_chunks_bytes(model: str, chunk: int | None, scale: float) -> None:
     loaded = load_run(build_run_config(model=model))
     assert chunk_bytes(loaded, height=H, width=W, frames=FRAMES) == chunk
+    assert planning_scale(loaded) == scale
+
+
+def test_an_upscalers_chunks_are_planned_with_its_output(no_ray: None, tmp_path: Path) -> None:
+    """``chunk_mib`` counts a chunk's frames as the model outputs them too."""
+    clip = make_clip(tmp_path / "in.mp4", ClipSpec(width=64, height=48, n_frames=24, gop=8))
+    # a 64x48 frame is 9 KiB as RGB, 45 KiB in and 4x out: 0.2 MiB holds 4 (11 in and out
+    # of the same size, so GOPs of 8 whole)
+    stats, out = tmp_path / "stats.json", tmp_path / "out.mkv"
+    raypipe.process_video(
+        str(clip), str(out), model="builtin:upscale2x", chunk_mib=0.2, local_num_cpus=4,
+        stats_path=str(stats), quiet=True, **lossless_options(),
+    )  # fmt: skip
+    chunks = json.loads(stats.read_text())["chunks"]
+    assert sorted(c["n_frames"] for c in chunks) == [4] * 6
+    assert_exact(clip, out, "builtin:upscale2x")
 
 
 def test_a_720p_identity_run_gets_eight_chunks_in_and_out(no_ray: None) -> None:

@@ -42,7 +42,7 @@ CHANGES: dict[str, list[str]] = {
     "device": ["--device", "cpu"],
     "batch": ["--batch-size", "2"],
     "chunking": ["--chunk-frames", "6"],
-    # 0.02 MiB holds one 96x64 frame (18 KiB as RGB): chunks of 1 frame instead of 4
+    # 0.02 MiB holds less than a 96x64 frame in and out (36 KiB as RGB): chunks of 1 frame
     "chunking (MiB)": ["--chunk-mib", "0.02"],
     "encoder": ["--crf", "30"],
     "source": [],  # the source file is replaced by another clip

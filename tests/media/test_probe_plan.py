@@ -104,17 +104,21 @@ def test_plan_groups_gops_and_can_keep_them_whole(clips: dict[str, Path]) -> Non
     assert [c.n_frames for c in whole.chunks] == [48]
 
 
-def test_plan_caps_the_decoded_bytes_of_a_chunk(clips: dict[str, Path]) -> None:
+def test_plan_caps_the_bytes_of_a_chunk_in_and_out(clips: dict[str, Path]) -> None:
     info = probe(str(clips["bframes_aac"]))  # GOPs of 12, 48 frames
     frame = info.width * info.height * 3
-    mib = 5.5 * frame / 2**20  # room for 5 frames, not 6
+    mib = 2 * 5.5 * frame / 2**20  # room for 5 frames in and out, not 6
 
-    def sizes(**chunking: object) -> list[int]:
-        return [c.n_frames for c in plan_chunks(info, ChunkConfig(**chunking)).chunks]
+    def sizes(scale: float = 1.0, **chunking: object) -> list[int]:
+        plan = plan_chunks(info, ChunkConfig(**chunking), output_scale=scale)
+        return [c.n_frames for c in plan.chunks]
 
     assert sizes(chunk_frames=24, chunk_mib=mib) == [4, 4, 4] * 4 == sizes(chunk_frames=5)
     assert sizes(chunk_frames=24, chunk_mib=None) == [24, 24]
     assert sizes(chunk_frames=24, chunk_mib=mib, split_gops=False) == [12] * 4
+    # the model's output counts: 4x the pixels out (room for 2), none out (room for 11)
+    assert sizes(2.0, chunk_frames=24, chunk_mib=mib) == [2] * 24
+    assert sizes(0.0, chunk_frames=24, chunk_mib=mib) == [6, 6] * 4
     # sampled analysis runs keep few frames of a chunk: no cap
     assert sizes(chunk_frames=24, chunk_mib=mib, every_n_frames=2) == [24, 24]
     assert sizes(chunk_frames=24, chunk_mib=frame / 2**20 / 10) == [1] * 48
@@ -122,9 +126,11 @@ def test_plan_caps_the_decoded_bytes_of_a_chunk(clips: dict[str, Path]) -> None:
 
 def test_chunk_mib_caps_frames_by_size() -> None:
     default = ChunkConfig()
-    assert default.chunk_mib == 512
-    assert default.frames_per_chunk(3840, 2160) == 21  # 24 MiB a frame as RGB
+    assert default.chunk_mib == 1024
+    assert default.frames_per_chunk(3840, 2160) == 21  # 23.7 MiB a frame as RGB, in and out
+    assert default.frames_per_chunk(3840, 2160, output_scale=0) == 43  # analysis: in only
     assert default.frames_per_chunk(1920, 1080) == 64
+    assert default.frames_per_chunk(1920, 1080, output_scale=2) == 34  # 4K out
     assert default.frames_per_chunk(7680, 4320) == 5
     assert ChunkConfig(chunk_mib=None).frames_per_chunk(7680, 4320) == 64
     assert ChunkConfig(chunk_mib=1).frames_per_chunk(3840, 2160) == 1
