@@ -53,6 +53,7 @@ from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
 from raypipe.distributed.dataset import archive_source, decode_step, infer_stage
 from raypipe.distributed.planning import (
+    ModelFacts,
     VideoFacts,
     VideoJob,
     VideoResult,
@@ -104,7 +105,7 @@ def read_video_chunks(
         raise ConfigError("read_video_chunks got no URIs; pass a list of video paths or URLs")
     connect(runtime or RuntimeConfig())
     jobs = _jobs(uri_list)
-    ds = archive_source(jobs, config, resume=False, key=None, tensor=False)
+    ds = archive_source(jobs, config, resume=False, key=None, model=ModelFacts())
     return decode_step(ds, config.decoder)
 
 

@@ -35,7 +35,7 @@ from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.planning import VideoJob
 from raypipe.distributed.runner import Runner
-from raypipe.distributed.setup import load_run, planning_scale, start_run, table_output
+from raypipe.distributed.setup import load_run, model_facts, start_run, table_output
 from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
@@ -79,15 +79,7 @@ def process_archive(
     drawer = _ReportDrawer(run_report_path(report_path))
     try:
         runner = Runner(cfg, chunk_log=chunk_log, on_frames=progress.update)
-        source = archive_source(
-            jobs,
-            cfg.chunk,
-            resume=resume,
-            key=key,
-            tensor=model.tensor,
-            temporal=model.temporal,
-            output_scale=planning_scale(model),
-        )
+        source = archive_source(jobs, cfg.chunk, resume=resume, key=key, model=model_facts(model))
         ds = build_dataset(
             source, cfg, actors, model, warmup_picture=_first_picture(jobs), handoff=run.handoff
         )

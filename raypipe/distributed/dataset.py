@@ -21,10 +21,16 @@ from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.actors import InferActor
 from raypipe.distributed.cluster import ActorPlan, on_local_ray, sized_local_store
 from raypipe.distributed.fixed_cluster import use_fixed_cluster
-from raypipe.distributed.planning import PlannedVideo, VideoJob, job_row, plan_stage, video_rows
+from raypipe.distributed.planning import (
+    ModelFacts,
+    PlannedVideo,
+    VideoJob,
+    job_row,
+    plan_stage,
+    video_rows,
+)
 from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage, store_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
-from raypipe.infer.temporal import NONE, Temporal
 from raypipe.media.picture import PictureFormat
 from raypipe.media.yuv import YuvInput, YuvRule
 from raypipe.reuse import ReuseKey
@@ -184,9 +190,7 @@ def archive_source(
     *,
     resume: bool,
     key: ReuseKey | None,
-    tensor: bool,
-    temporal: Temporal = NONE,
-    output_scale: float = 1.0,
+    model: ModelFacts,
 ) -> ray.data.Dataset:
     """Jobs planned inside the dataset: plan tasks (probe, chunks, resume checks; one per
     block of :func:`plan_block_sizes`, each planning its block's videos in order) emit each
@@ -201,15 +205,7 @@ def archive_source(
     # from_blocks as from_items does it (a put and local metadata per block), with the
     # blocks' sizes ours; from_arrow would run a Ray task per block for its metadata
     ds = ray.data.from_blocks(blocks)
-    stage = functools.partial(
-        plan_stage,
-        chunk=chunk,
-        resume=resume,
-        key=key,
-        tensor=tensor,
-        temporal=temporal,
-        output_scale=output_scale,
-    )
+    stage = functools.partial(plan_stage, chunk=chunk, resume=resume, key=key, model=model)
     # fewer CPUs than decode: Ray Data does not fuse the two (decode must stay a task per
     # chunk); few at once, or plan tasks fill every CPU slot (and start a Python worker
     # each) while the first chunks wait to decode. The cap is a task pool's size: Ray

@@ -24,7 +24,7 @@ from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import (
     check_output,
     load_run,
-    planning_scale,
+    model_facts,
     size_local_store,
     start_run,
     table_output,
@@ -59,9 +59,7 @@ def process_video(
         cfg.chunk,
         resume=False,
         key=None,
-        tensor=model.tensor,
-        temporal=model.temporal,
-        output_scale=planning_scale(model),
+        model=model_facts(model),
     )
     if planned.result is not None:  # the input failed to probe or plan
         raise error_of(planned.result)

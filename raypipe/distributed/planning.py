@@ -40,6 +40,19 @@ RUN_FILE = "run.json"
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """What planning needs to know of the model: ``tensor``, whether it outputs analysis
+    tables (of the sampled frames) instead of frames; ``temporal``, what it needs around
+    each frame (chunks are planned with that much context; an interpolating model outputs
+    twice the frames); ``output_scale``, the side of its output frames over the input's,
+    so that ``chunk_mib`` counts them (:meth:`ChunkConfig.frames_per_chunk`)."""
+
+    tensor: bool = False
+    temporal: Temporal = NONE
+    output_scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class VideoJob:
     """One input and where its output goes."""
 
@@ -123,22 +136,17 @@ def plan_video(
     *,
     resume: bool,
     key: ReuseKey | None,
-    tensor: bool = False,
-    temporal: Temporal = NONE,
-    output_scale: float = 1.0,
+    model: ModelFacts = ModelFacts(),
 ) -> PlannedVideo:
     """Probe and plan one video; decide what a resumed run can skip or reuse. Never raises
     for a bad input: the error goes into the result. ``key``: what makes segments and
     outputs (:mod:`raypipe.reuse`); earlier work is reused only when it records the same key
     and source. ``None`` (a fresh run, no resume): the caller sets ``provenance`` from
-    ``source_id`` once it knows the key. ``tensor``: an analysis run, whose output is a
-    Parquet table of the sampled frames. ``temporal``: what the model needs around each
-    frame; chunks are planned with that much context, and an interpolating model's output
-    has twice the frames. ``output_scale``: the side of the model's output frames over the
-    input's, so that ``chunk.chunk_mib`` counts them (:meth:`ChunkConfig.frames_per_chunk`)."""
+    ``source_id`` once it knows the key. ``model``: what the plan needs of the model."""
     if resume and key is None:
         raise TypeError("plan_video: a resumed run needs the reuse key")
     started = time.monotonic()
+    tensor, temporal = model.tensor, model.temporal
     planned = PlannedVideo(job=job, video_id=job.video_id, tensor=tensor)
     try:
         if job.error:
@@ -149,7 +157,7 @@ def plan_video(
         planned.source_id = source_identity(job.uri)
         if key is not None:
             planned.provenance = Provenance.of(key, planned.source_id)
-        plan = plan_chunks(info, chunk, context=temporal.context, output_scale=output_scale)
+        plan = plan_chunks(info, chunk, context=temporal.context, output_scale=model.output_scale)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.picture = info.picture_format
         planned.width, planned.height = planned.picture.upright_size
@@ -374,22 +382,12 @@ def plan_stage(
     chunk: ChunkConfig,
     resume: bool,
     key: ReuseKey | None,
-    tensor: bool,
-    temporal: Temporal = NONE,
-    output_scale: float = 1.0,
+    model: ModelFacts,
 ) -> list[Row]:
     """Ray Data's plan stage: one job row in, the video's rows out (:func:`video_rows`).
     ``key`` ``None``: no provenance (the caller binds outputs later, see raypipe.data)."""
     job = VideoJob(**{f.name: row[f.name] for f in dataclasses.fields(VideoJob)})
-    planned = plan_video(
-        job,
-        chunk,
-        resume=resume,
-        key=key,
-        tensor=tensor,
-        temporal=temporal,
-        output_scale=output_scale,
-    )
+    planned = plan_video(job, chunk, resume=resume, key=key, model=model)
     if planned.work_dir and planned.provenance is not None and planned.result is None:
         write_run_record(planned)
     return video_rows(planned)

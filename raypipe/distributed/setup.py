@@ -27,6 +27,7 @@ from raypipe.distributed.cluster import (
     sized_local_store,
     store_too_small,
 )
+from raypipe.distributed.planning import ModelFacts
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.infer.models import FrameModel, resolve_model_and_spec, yuv_model_problem
@@ -118,11 +119,15 @@ def size_local_store(
     )
 
 
-def planning_scale(model: LoadedModel) -> float:
-    """The output scale chunks are planned with (:attr:`LoadedModel.output_scale`): as
-    large as the input where it is not known."""
+def model_facts(model: LoadedModel) -> ModelFacts:
+    """What planning needs of ``model``; its output frames are taken as large as its input
+    where their size is not known (:attr:`LoadedModel.output_scale`)."""
     scale = model.output_scale
-    return 1.0 if scale is None else scale
+    return ModelFacts(
+        tensor=model.tensor,
+        temporal=model.temporal,
+        output_scale=1.0 if scale is None else scale,
+    )
 
 
 def chunk_bytes(model: LoadedModel, *, height: int, width: int, frames: int) -> int | None:

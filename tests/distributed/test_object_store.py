@@ -27,7 +27,7 @@ from raypipe.distributed.dataset import DATA_SHARE_ENV, SIZED_STORE_DATA_FRACTIO
 from raypipe.distributed.setup import (  # noqa: E402
     chunk_bytes,
     load_run,
-    planning_scale,
+    model_facts,
     size_local_store,
 )
 from raypipe.testing import ClipSpec, make_clip  # noqa: E402
@@ -55,7 +55,7 @@ def _sized(cfg: RunConfig, frames: int = FRAMES) -> int | None:
 def test_a_chunks_bytes(model: str, chunk: int | None, scale: float) -> None:
     loaded = load_run(build_run_config(model=model))
     assert chunk_bytes(loaded, height=H, width=W, frames=FRAMES) == chunk
-    assert planning_scale(loaded) == scale
+    assert model_facts(loaded).output_scale == scale
 
 
 def test_an_upscalers_chunks_are_planned_with_its_output(no_ray: None, tmp_path: Path) -> None:
