@@ -87,9 +87,15 @@ class ChunkConfig:
         output side over its input's (0: no frames out, an analysis model)."""
         if self.chunk_mib is None or self.samples or width < 1 or height < 1:
             return self.chunk_frames
-        frame = width * height * 3 * (1 + output_scale * output_scale)
-        cap = int(self.chunk_mib * 2**20 // frame)
+        cap = int(self.chunk_mib * 2**20 // frame_bytes(width, height, output_scale))
         return max(1, min(self.chunk_frames, cap))
+
+
+def frame_bytes(width: int, height: int, output_scale: float) -> float:
+    """The bytes one frame of ``width`` x ``height`` px holds decoded (RGB, 3 bytes a pixel)
+    and as a model's output of ``output_scale`` times its side (0: no frame out): what
+    ``chunk_mib`` caps and what the local Ray's object store is sized for."""
+    return width * height * 3 * (1 + output_scale * output_scale)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 
 from raypipe import storage
-from raypipe.config import RunConfig, ray_address_from_env
+from raypipe.config import RunConfig, frame_bytes, ray_address_from_env
 from raypipe.distributed.cluster import (
     ActorPlan,
     connect,
@@ -138,8 +138,7 @@ def chunk_bytes(model: LoadedModel, *, height: int, width: int, frames: int) -> 
     scale = model.output_scale
     if scale is None:
         return None
-    decoded = frames * height * width * 3
-    return decoded + round(decoded * scale * scale)
+    return round(frames * frame_bytes(width, height, scale))
 
 
 def handoff_rule(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> YuvRule | None:

@@ -36,7 +36,7 @@ class LoadedModel:
             return self.processor.temporal
         return self.spec.temporal if self.spec is not None else NONE
 
-    @functools.cached_property
+    @property
     def output_scale(self) -> float | None:
         """The side of the model's output frames over its input's: 0 for an analysis model
         (it outputs tables), ``None`` where not known: a processor, a temporal model, a
