@@ -94,6 +94,7 @@ class Case:
     crf: int
     approaches: tuple[str, ...]  # of APPROACHES
     target: dict[str, float]  # ratio name -> bound
+    gop: int = 0  # keyframe interval in frames; 0: two seconds
 
     def clip(self) -> Path:
         spec = ClipSpec(
@@ -101,7 +102,7 @@ class Case:
             height=self.height,
             n_frames=self.frames,
             fps=self.fps,  # type: ignore[arg-type]
-            gop=2 * self.fps,
+            gop=self.gop or 2 * self.fps,
             crf=23,
             seed=7,
             colour=HD_COLOUR if self.width >= 1280 else None,
@@ -132,6 +133,11 @@ CASES = {
                   preset="ultrafast", crf=23,
                   approaches=("ffmpeg negate", "raypipe invert"),
                   target={"invert/ffmpeg negate": 3.0}),
+    # one keyframe, as long-GOP sources (screen recordings, some cameras): the 4K chunks
+    # split it eight ways
+    "4k-5s-one-gop": Case(name="4k-5s-one-gop", width=3840, height=2160, frames=150, fps=30,
+                          preset="ultrafast", crf=23, approaches=("ffmpeg negate",
+                          "raypipe invert"), target={"invert/ffmpeg negate": 3.0}, gop=150),
     "tiny": Case(name="tiny", width=160, height=96, frames=24, fps=30, preset="veryfast", crf=23,
                  approaches=("ffmpeg", "raypipe identity", "naive sharpen", "raypipe sharpen"),
                  target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.0}),

@@ -41,6 +41,12 @@ TASK_CPUS = 1
 thread per core of the node."""
 
 
+CARRY_SWITCH = "RAYPIPE_DECODE_CARRY"
+"""Environment variable: ``0`` in a decode task's process makes every chunk open and seek
+its input afresh instead of going on with the decoder the process's last chunk left
+(:func:`decode_stage`), for side-by-side measurements (benchmarks/README.md)."""
+
+
 _DECODED = RecycledArrays()
 """The array a task process decoded its last chunk into, written again by its next decode
 once Ray has copied the frames out and nothing holds it (:mod:`raypipe.recycle`): a 720p
@@ -131,7 +137,10 @@ def decode_stage(
     holds; 0: FFmpeg's choice). ``decode_cpu_s``: the CPU seconds of the stage's process
     while it ran. ``handoff``: the run's YUV hand-off rule; ``handoff`` (``yuv``: the
     frames are packed YUV ``(n, H * W * 3 / 2)``, or ``rgb``) and ``handoff_note`` (why
-    the rule's chunk went as RGB) say what it did."""
+    the rule's chunk went as RGB) say what it did. ``decode_carried``: the chunk went on
+    with the decoder this process's previous chunk left open (the chunk after it in the
+    same video: no seek, no frames decoded again before it; :func:`decode_chunk`'s
+    ``carry``)."""
     keep_freed_memory()
     start, cpu = time.time(), time.process_time()
     out: Row = {
@@ -142,6 +151,7 @@ def decode_stage(
         "decoder_note": "",
         "handoff": "",
         "handoff_note": "",
+        "decode_carried": False,
     }
     if is_work(row):
         task = ChunkTask.from_row(row)
@@ -156,8 +166,10 @@ def decode_stage(
                 threads=threads,
                 allocate=_DECODED.empty,
                 handoff=handoff,
+                carry=os.environ.get(CARRY_SWITCH) != "0",
             )
             out.update(
+                decode_carried=decoded.carried,
                 frames=decoded.frames,
                 pts=decoded.pts,
                 decoder=decoded.decoder,

@@ -9,6 +9,7 @@ from typing import Any
 _CHUNK_FIELDS = (
     "chunk_id", "video_id", "index", "n_frames",
     "decode_node", "decode_pid", "decode_start", "decode_s", "decode_cpu_s", "decoder",
+    "decode_carried",
     "decoder_note", "handoff", "handoff_note", "infer_node", "infer_pid", "actor_id",
     "cuda_visible_devices",
     "infer_start", "infer_s", "infer_cpu_s", "pixels",

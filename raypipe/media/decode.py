@@ -23,8 +23,11 @@ not, so the caller can report a fallback once instead of per frame.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,7 +40,7 @@ from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 from raypipe.media.rgb import RgbConverter
-from raypipe.media.source import open_input
+from raypipe.media.source import is_local, local_path, open_input
 from raypipe.media.yuv import YuvPacker, YuvRule
 from raypipe.recycle import Allocate
 
@@ -64,6 +67,7 @@ class DecodedChunk:
     after: int = 0
     handoff: str = "rgb"
     handoff_note: str = ""
+    carried: bool = False
 
 
 class _Overshoot(Exception):
@@ -117,6 +121,7 @@ def decode_chunk(
     picture: PictureFormat | None = None,
     allocate: Allocate | None = None,
     handoff: YuvRule | None = None,
+    carry: bool = False,
 ) -> DecodedChunk:
     """Decode exactly ``chunk.n_frames`` frames of ``info.uri`` in ``[start_pts, end_pts)``.
 
@@ -130,7 +135,10 @@ def decode_chunk(
     context frames (``keep`` must then be ``None``). ``allocate(shape, dtype)`` makes the
     frames' array (``np.empty`` by default; the pipeline's decode task passes
     :meth:`raypipe.recycle.RecycledArrays.empty`). ``handoff``: the run's YUV hand-off
-    rule; frames of a source it takes are returned packed YUV, not RGB.
+    rule; frames of a source it takes are returned packed YUV, not RGB. ``carry``: keep
+    the decoder open after the chunk, and go on with it when the next chunk this process
+    decodes starts where this one ended or a little later, in the same GOP
+    (:class:`_Carried`; :attr:`DecodedChunk.carried`).
     """
     wanted = None if keep is None else sorted(set(keep))
     picture = picture or info.picture_format
@@ -142,13 +150,110 @@ def decode_chunk(
     span = chunk.decode_range
     args = (threads, wanted, decoder, picture, allocate, yuv)
     try:
-        decoded = _decode(info, span, span.seek_pts, *args)
+        decoded = _decode(info, span, span.seek_pts, *args, carry=carry, take=carry)
     except _Overshoot:
-        decoded = _decode(info, span, None, *args)
+        decoded = _decode(info, span, None, *args, carry=carry, take=False)
     decoded = dataclasses.replace(decoded, handoff_note=note)
     if context is None:
         return decoded
     return dataclasses.replace(decoded, before=context.before, after=context.after)
+
+
+@dataclass
+class _Carried:
+    """An open decoder a decode task left for its process's next chunk: a chunk cut from
+    the middle of a GOP (chunks capped by their bytes split long GOPs: ``--chunk-mib``)
+    would otherwise decode again from the keyframe, and drop, every frame before it.
+
+    Taken by a chunk of the same input, stream, decoder and threads, of a local file not
+    changed since (its inode, size and mtime), within :data:`CARRY_SECONDS`, that starts
+    at or after where the decoder stands (``next_pts``, the next frame it gives) and no
+    earlier than where a fresh decode would start (the chunk's keyframe): the decoder goes
+    on, dropping the frames in between, as a decode from the keyframe drops those before
+    the chunk. Its first frame must be ``next_pts`` and the chunk's first frame must come,
+    else the chunk is decoded afresh. Anything else closes it."""
+
+    key: tuple[Any, ...]
+    next_pts: int
+    stack: contextlib.ExitStack
+    stream: Any
+    frames: Iterator[av.VideoFrame]
+    note: str
+    left: float  # time.monotonic() when it was left
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+CARRY_SECONDS = 30.0
+"""How long an open decoder waits for its next chunk (a run's next chunks come within
+seconds; a process that does other work meanwhile closes it at its next decode)."""
+
+_carried: _Carried | None = None
+
+
+def release_carried() -> None:
+    """Close the decoder a chunk left open in this process (:func:`decode_chunk`'s
+    ``carry``), if any."""
+    global _carried
+    carried, _carried = _carried, None
+    if carried is not None:
+        carried.close()
+
+
+def _carry_key(info: VideoInfo, decoder: str, threads: int) -> tuple[Any, ...]:
+    identity: tuple[Any, ...] = ()
+    if is_local(info.uri):
+        try:
+            st = os.stat(local_path(info.uri))
+        except OSError:
+            return ()  # nothing to carry: opening will say what is wrong
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (info.uri, info.stream_index, decoder, threads, *identity)
+
+
+def _take_carried(key: tuple[Any, ...], chunk: Chunk) -> _Carried | None:
+    """The process's open decoder if it can go on to ``chunk`` of ``key``'s input with
+    fewer frames than a fresh decode from the chunk's keyframe, else ``None`` (and a
+    carried decoder that does not fit is closed)."""
+    global _carried
+    carried, _carried = _carried, None
+    if carried is None:
+        return None
+    fresh = time.monotonic() - carried.left <= CARRY_SECONDS
+    at = carried.next_pts
+    ahead = chunk.seek_pts is None or chunk.seek_pts <= at
+    if key and carried.key == key and fresh and ahead and at <= chunk.start_pts:
+        return carried
+    carried.close()
+    return None
+
+
+def _open(
+    info: VideoInfo, chunk: Chunk, decoder: str, threads: int, seek_pts: int | None
+) -> _Carried:
+    stack = contextlib.ExitStack()
+    try:
+        opened, note = _open_decoder(info.uri, decoder)
+        container = stack.enter_context(opened)
+        stream = cast(av.VideoStream, container.streams[info.stream_index])
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        if seek_pts is not None:
+            try:
+                container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+            except av.error.FFmpegError as e:
+                raise CorruptVideoError(
+                    f"input '{info.uri}' does not decode in chunk {chunk.chunk_id}: {e}"
+                ) from e
+        frames = container.decode(stream)
+    except BaseException:
+        stack.close()
+        raise
+    return _Carried(
+        key=(), next_pts=0, stack=stack, stream=stream, frames=frames, note=note, left=0.0
+    )
 
 
 def _decode(
@@ -161,6 +266,56 @@ def _decode(
     picture: PictureFormat,
     allocate: Allocate | None,
     yuv: bool,
+    *,
+    carry: bool,
+    take: bool,
+) -> DecodedChunk:
+    global _carried
+    key = _carry_key(info, decoder, threads) if carry else ()
+    source = _take_carried(key, chunk) if take else None
+    carried = source is not None
+    if source is None:
+        source = _open(info, chunk, decoder, threads, seek_pts)
+    try:
+        decoded = _decode_frames(
+            info, chunk, source, seek_pts, keep, picture, allocate, yuv, carried=carried
+        )
+    except (_Stale, DecodeError, CorruptVideoError):
+        source.close()
+        if not carried:
+            raise
+        # the plan's frames did not follow on: decode as if nothing had been carried
+        args = (threads, keep, decoder, picture, allocate, yuv)
+        return _decode(info, chunk, seek_pts, *args, carry=carry, take=False)
+    except BaseException:
+        source.close()
+        raise
+    if decoder != "cpu" and decoded.decoder == "cpu" and not decoded.note:
+        note = f"NVDEC does not decode {info.codec} here; FFmpeg fell back to its CPU decoder"
+        decoded = dataclasses.replace(decoded, note=note)
+    if key:
+        source.key, source.next_pts, source.left = key, chunk.end_pts, time.monotonic()
+        _carried = source
+    else:
+        source.close()
+    return decoded
+
+
+class _Stale(Exception):
+    """A carried decoder is not where it was left, or passed the chunk's first frame."""
+
+
+def _decode_frames(
+    info: VideoInfo,
+    chunk: Chunk,
+    source: _Carried,
+    seek_pts: int | None,
+    keep: list[int] | None,
+    picture: PictureFormat,
+    allocate: Allocate | None,
+    yuv: bool,
+    *,
+    carried: bool,
 ) -> DecodedChunk:
     slot = {offset: i for i, offset in enumerate(keep)} if keep is not None else None
     n_out = chunk.n_frames if keep is None else len(keep)
@@ -175,50 +330,49 @@ def _decode(
         convert = RgbConverter(picture)  # one swscale context for the whole chunk
     pts = np.empty(n_out, dtype=np.int64)
     n = 0
-    opened, note = _open_decoder(info.uri, decoder)
-    with opened as container:
-        stream = cast(av.VideoStream, container.streams[info.stream_index])
-        stream.thread_type = "AUTO"
-        if threads:
-            stream.codec_context.thread_count = threads
-        try:
-            if seek_pts is not None:
-                container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
-            for frame in container.decode(stream):
-                t = frame.pts
-                if t is None:
-                    raise DecodeError(f"{chunk.chunk_id}: decoded a frame without pts")
-                if t < chunk.start_pts:
-                    continue
-                if t >= chunk.end_pts:
-                    break
-                if n == 0 and t != chunk.start_pts and seek_pts is not None:
-                    raise _Overshoot
-                if frame.width != info.width or frame.height != info.height:
+    first = True
+    stream = source.stream
+    try:
+        for frame in source.frames:
+            t = frame.pts
+            if t is None:
+                raise DecodeError(f"{chunk.chunk_id}: decoded a frame without pts")
+            if first and carried and t != source.next_pts:
+                raise _Stale  # the decoder is not where it was left
+            first = False
+            if t < chunk.start_pts:
+                continue
+            if t >= chunk.end_pts:
+                break
+            if n == 0 and t != chunk.start_pts and carried:
+                raise _Stale
+            if n == 0 and t != chunk.start_pts and seek_pts is not None:
+                raise _Overshoot
+            if frame.width != info.width or frame.height != info.height:
+                raise DecodeError(
+                    f"{chunk.chunk_id}: frame at pts {t} is {frame.width}x{frame.height}, "
+                    f"the stream is {info.width}x{info.height}; resolution changes "
+                    "mid-stream are not supported"
+                )
+            i = n if slot is None else slot.get(n, -1)
+            if i >= 0:
+                frames[i] = convert(frame)
+                pts[i] = t
+            n += 1
+            if n == chunk.n_frames:
+                if t != chunk.last_pts:  # frames the plan does not have came first
                     raise DecodeError(
-                        f"{chunk.chunk_id}: frame at pts {t} is {frame.width}x{frame.height}, "
-                        f"the stream is {info.width}x{info.height}; resolution changes "
-                        "mid-stream are not supported"
+                        f"{chunk.chunk_id}: more than the planned {chunk.n_frames} frames "
+                        f"in [{chunk.start_pts}, {chunk.end_pts}): frame {n} has pts {t}, "
+                        f"the plan's last frame {chunk.last_pts}; the input is probably "
+                        "damaged"
                     )
-                i = n if slot is None else slot.get(n, -1)
-                if i >= 0:
-                    frames[i] = convert(frame)
-                    pts[i] = t
-                n += 1
-                if n == chunk.n_frames:
-                    if t != chunk.last_pts:  # frames the plan does not have came first
-                        raise DecodeError(
-                            f"{chunk.chunk_id}: more than the planned {chunk.n_frames} frames "
-                            f"in [{chunk.start_pts}, {chunk.end_pts}): frame {n} has pts {t}, "
-                            f"the plan's last frame {chunk.last_pts}; the input is probably "
-                            "damaged"
-                        )
-                    break
-        except av.error.FFmpegError as e:
-            raise CorruptVideoError(
-                f"input '{info.uri}' does not decode in chunk {chunk.chunk_id}: {e}"
-            ) from e
-        used = "nvdec" if stream.codec_context.is_hwaccel else "cpu"
+                break
+    except av.error.FFmpegError as e:
+        raise CorruptVideoError(
+            f"input '{info.uri}' does not decode in chunk {chunk.chunk_id}: {e}"
+        ) from e
+    used = "nvdec" if stream.codec_context.is_hwaccel else "cpu"
     if n != chunk.n_frames:
         raise DecodeError(
             f"{chunk.chunk_id}: decoded {n} frames in [{chunk.start_pts}, {chunk.end_pts}), "
@@ -226,8 +380,11 @@ def _decode(
         )
     if len(pts) > 1 and not np.all(np.diff(pts) > 0):
         raise DecodeError(f"{chunk.chunk_id}: decoded frames are not in display order")
-    if decoder != "cpu" and used == "cpu" and not note:
-        note = f"NVDEC does not decode {info.codec} here; FFmpeg fell back to its CPU decoder"
     return DecodedChunk(
-        frames=frames, pts=pts, decoder=used, note=note, handoff="yuv" if yuv else "rgb"
+        frames=frames,
+        pts=pts,
+        decoder=used,
+        note=source.note,
+        handoff="yuv" if yuv else "rgb",
+        carried=carried,
     )

@@ -71,6 +71,15 @@ def test_an_upscalers_chunks_are_planned_with_its_output(no_ray: None, tmp_path:
     chunks = json.loads(stats.read_text())["chunks"]
     assert sorted(c["n_frames"] for c in chunks) == [4] * 6
     assert_exact(clip, out, "builtin:upscale2x")
+    # A decode task goes on with the decoder its process's last chunk left where that
+    # chunk ended at or after this one's keyframe (frame 8k for chunks 2k and 2k+1) and
+    # not after its start: never seeking back to the keyframe for the GOP's second half.
+    last: dict[int, int] = {}  # process -> index of the chunk it decoded last
+    for c in sorted(chunks, key=lambda c: c["decode_start"]):
+        i, before = c["index"], last.get(c["decode_pid"])
+        follows = before is not None and 8 * (i // 2) <= 4 * (before + 1) <= 4 * i
+        assert c["decode_carried"] is follows, (i, before)
+        last[c["decode_pid"]] = i
 
 
 def test_a_720p_identity_run_gets_eight_chunks_in_and_out(no_ray: None) -> None:
