@@ -95,7 +95,8 @@ def process_video(
         processor: a :class:`raypipe.Processor` subclass or instance, or ``"file.py:Class"``:
             your Python around the models, instead of ``model``.
         device: ``auto`` (a GPU when the cluster has one), ``cpu`` or ``gpu``.
-        batch_size: frames per inference call (default 8).
+        batch_size: frames per inference call (default 8; fewer where a call's frames, as
+            the model takes them, would pass 256 MiB: 2 at 4K in float32).
         precision: ``fp32`` or ``fp16`` (GPU providers).
         engine_cache: TensorRT engine cache URL (default ``RAYPIPE_ENGINE_CACHE``).
         tile: tile side in px for big frames (overrides the model's spec).
@@ -201,7 +202,8 @@ def process_archive(
         model: ``builtin:NAME``, or a path/URL of an .onnx (default ``builtin:identity``).
         processor: a :class:`raypipe.Processor` subclass or instance, or ``"file.py:Class"``.
         device: ``auto`` (a GPU when the cluster has one), ``cpu`` or ``gpu``.
-        batch_size: frames per inference call (default 8).
+        batch_size: frames per inference call (default 8; fewer where a call's frames, as
+            the model takes them, would pass 256 MiB: 2 at 4K in float32).
         precision: ``fp32`` or ``fp16`` (GPU providers).
         engine_cache: TensorRT engine cache URL (default ``RAYPIPE_ENGINE_CACHE``).
         tile: tile side in px for big frames (overrides the model's spec).

@@ -111,7 +111,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         default=1.0,
         help="CPUs each inference actor reserves (default 1)",
     )
-    p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="frames per model call (default 8; fewer for large frames, at most 256 MiB a "
+        "call as the model takes them: 2 at 4K)",
+    )
     p.add_argument(
         "--every-n-frames",
         type=int,

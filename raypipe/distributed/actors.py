@@ -174,7 +174,7 @@ class _ModelRunner:
         if yuv is not None and self.yuv_in_graph:
             model = self._yuv_model_or_none(yuv) or self.model
         out = model.warmup(height, width, self.batch_size)
-        if isinstance(out, np.ndarray) and frames > self.batch_size:
+        if isinstance(out, np.ndarray) and frames > len(out):  # more than one batch
             # The first chunk's output array, touched now, while the first chunk decodes:
             # new memory costs the kernel's page faults (a 60-frame 4K chunk is 1.5 GB).
             # The pool hands it to the first chunk, or its first frames to a shorter one.

@@ -164,6 +164,14 @@ def _wants_graph(pixels: str, *, on_gpu: bool) -> bool:
     return pixels == "graph" or (pixels == "auto" and (on_gpu or CPU_PIXELS == "graph"))
 
 
+BATCH_MIB = 256
+"""A model call's frames, as the model takes them (its input type, at the size it sees:
+fitted, padded or a tile window), hold at most this many MiB: ``batch_size`` is cut to fewer
+frames for large ones, at least one (``batch_size`` 8: 2 frames of 4K as float32, 8 of
+1080p). Each call's input, output and the pre/post-processing between them are then a few
+hundred MB instead of 8 times 100 MB each, first touched at the warm-up."""
+
+
 @dataclasses.dataclass
 class _HostBuffers:
     """What the host path keeps from batch to batch: the runner whose output buffers ORT
@@ -447,12 +455,23 @@ class FrameModel:
         """Run one dummy batch so the first real chunk does not pay for lazy initialisation;
         returns its output (frames, or a tensor model's arrays), which tells the shapes.
         A model that takes YUV (``yuv``) gets packed frames of its own size."""
-        dummy = np.zeros((batch_size, height, width, 3), dtype=np.uint8)
+        step = self.batch_step(batch_size, height, width)  # the batch the chunks run
+        dummy = np.zeros((step, height, width, 3), dtype=np.uint8)
         if self.yuv is not None:
-            dummy = np.zeros((batch_size, self.yuv.packed_size), dtype=np.uint8)
+            dummy = np.zeros((step, self.yuv.packed_size), dtype=np.uint8)
         if self.output_kind == "image":
             return self.run(dummy, batch_size)
         return self.run_tensors(dummy, batch_size)
+
+    def batch_step(self, batch_size: int, height: int, width: int) -> int:
+        """Frames per model call for frames of ``height`` x ``width`` px: the model's fixed
+        batch, else ``batch_size`` or fewer, so the call's input stays within
+        :data:`BATCH_MIB`."""
+        if self._fixed_batch:
+            return self._fixed_batch
+        h, w = self.geometry.call_hw(height, width)
+        frame_bytes = h * w * 3 * self.input_dtype.itemsize
+        return max(1, min(batch_size, (BATCH_MIB << 20) // frame_bytes))
 
     def _batches(self, frames: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
         """(batch, real frame count) pairs; a fixed-batch model's last batch is padded."""
@@ -465,7 +484,7 @@ class FrameModel:
         if len(frames) == 0:
             raise ValueError("run() got 0 frames; expected at least one")
         self.geometry.check_frames(*self._frame_hw(frames))
-        step = self._fixed_batch or batch_size
+        step = self.batch_step(batch_size, *self._frame_hw(frames))
         batches = []
         for start in range(0, len(frames), step):
             batch = frames[start : start + step]

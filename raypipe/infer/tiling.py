@@ -429,6 +429,16 @@ class FrameGeometry:
             return run_fn(x)
         return run_tiled(run_fn, x, self.tile, self.tile_overlap, scale=None, layout=layout)
 
+    def call_hw(self, height: int, width: int) -> tuple[int, int]:
+        """The size (height, width) px of the frames one model call gets for frames of
+        this size: the fit target, the (padded) tile window, or the padded frame."""
+        if self.model_size is not None:
+            return self.model_size
+        if self.tile is not None:
+            window = self.tile + 2 * self.tile_overlap
+            return self.padded_hw(window, window)
+        return self.padded_hw(height, width)
+
     def padded_hw(self, height: int, width: int) -> tuple[int, int]:
         """The size (height, width) px of the model input for frames of this size: padded
         to ``pad_multiple`` when set (the tile window, when tiling, is padded instead)."""

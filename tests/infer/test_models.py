@@ -681,3 +681,51 @@ def test_run_results_are_the_callers_own_arrays(elem: int, spec: ModelSpec) -> N
         model.run(second, batch_size)
         np.testing.assert_array_equal(got, first)
         np.testing.assert_array_equal(model.run(second, batch_size), second)
+
+
+# --- Batches capped by their bytes --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "spec", "hw", "batch_size", "step"),
+    [
+        (dict(), ModelSpec(), (2160, 3840), 8, 2),  # 4K float32: 95 MiB a frame
+        (dict(), ModelSpec(), (1080, 1920), 8, 8),  # 24 MiB a frame: 10 fit
+        (dict(), ModelSpec(), (1440, 2560), 8, 6),  # 42 MiB a frame
+        (dict(), ModelSpec(), (4320, 7680), 8, 1),  # 8K: one, however large
+        (dict(), ModelSpec(), (2160, 3840), 1, 1),  # never more than asked
+        (dict(elem=TensorProto.FLOAT16), ModelSpec(), (2160, 3840), 8, 5),  # half the bytes
+        (dict(), ModelSpec(resize="stretch", input_size=(224, 224)), (2160, 3840), 8, 8),
+        (dict(), ModelSpec(tile=512, tile_overlap=16), (2160, 3840), 8, 8),  # a window a call
+        (dict(), ModelSpec(pad_multiple=32), (2160, 3840), 8, 2),
+        (dict(in_dims=(4, 3, "H", "W")), ModelSpec(), (2160, 3840), 8, 4),  # the model's own
+    ],
+)
+def test_a_calls_frames_are_capped_by_their_bytes(
+    model: dict[str, Any], spec: ModelSpec, hw: tuple[int, int], batch_size: int, step: int
+) -> None:
+    loaded = cpu_model(tiny_model(**model), spec)
+    assert loaded.batch_step(batch_size, *hw) == step
+
+
+def test_large_frames_run_in_smaller_batches_with_the_same_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three 4K frames at ``batch_size`` 8 go through the model as calls of 2 and 1 frames,
+    and come out as they do one at a time; the warm-up runs the batch the chunks run."""
+    model = cpu_model(tiny_model("Neg"))
+    calls: list[int] = []
+    infer = model._infer
+
+    def counted(x: np.ndarray, host: Any) -> np.ndarray:
+        calls.append(len(x))
+        return infer(x, host)
+
+    monkeypatch.setattr(model, "_infer", counted)
+    x = frames(3, 2160, 3840)
+    out = model.run(x, batch_size=8)
+    assert calls == [2, 1]
+    np.testing.assert_array_equal(out, model.run(x, batch_size=1))
+    calls.clear()
+    assert len(model.warmup(2160, 3840, 8)) == 2
+    assert calls == [2]
