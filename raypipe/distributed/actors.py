@@ -65,17 +65,6 @@ from raypipe.recycle import RecycledArrays
 DETAIL_CHARS = 8000  # the end of a traceback kept in a row's error_detail
 
 
-def _profile_hw(spec: ModelSpec, model: FrameModel, hw: tuple[int, int]) -> tuple[int, int]:
-    """The frame size the model really sees: the model's own size when frames are resized,
-    the tile window when tiled, else the video's; padded to ``pad_multiple`` when set."""
-    if model.model_size is not None:
-        return model.model_size
-    if spec.tile:
-        side = spec.tile + 2 * spec.tile_overlap
-        hw = (min(side, hw[0]), min(side, hw[1]))
-    return model.geometry.padded_hw(*hw)
-
-
 class Runner(Protocol):
     """What an actor runs per chunk: a model or a processor."""
 
@@ -305,14 +294,15 @@ class InferActor:
                 loaded.data, spec=spec, device=settings.device, intra_op_threads=threads
             )
         metadata = FrameModel(loaded.data, spec=spec, device="cpu", pixels="host")  # sizes only
-        hw = _profile_hw(spec, metadata, warmup_hw)
         # The session runs the model wrapped for uint8 frames (NHWC) where it can be, so the
-        # TensorRT profile and engine are those of the wrapped graph.
+        # TensorRT profile and engine are those of the wrapped graph, for the frames and
+        # batches its calls get (FrameModel.batch_step: 2 frames of 4K, not 8).
         graph = session_graph(loaded.data, spec, on_gpu=True)
         setup = settings.provider_setup(
             graph.data if graph is not None else loaded.data,
-            input_size=hw,
+            input_size=metadata.geometry.call_hw(*warmup_hw),
             layout="NHWC" if graph is not None else spec.layout,
+            batch_size=metadata.batch_step(settings.batch_size, *warmup_hw),
         )
         self.notes.extend(setup.notes)
         return FrameModel(

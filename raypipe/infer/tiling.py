@@ -431,12 +431,13 @@ class FrameGeometry:
 
     def call_hw(self, height: int, width: int) -> tuple[int, int]:
         """The size (height, width) px of the frames one model call gets for frames of
-        this size: the fit target, the (padded) tile window, or the padded frame."""
+        this size: the fit target, the tile window (the frame where it is smaller), or the
+        frame; padded to ``pad_multiple`` when set. The TensorRT profile's size too."""
         if self.model_size is not None:
             return self.model_size
         if self.tile is not None:
             window = self.tile + 2 * self.tile_overlap
-            return self.padded_hw(window, window)
+            height, width = min(window, height), min(window, width)
         return self.padded_hw(height, width)
 
     def padded_hw(self, height: int, width: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from raypipe.errors import ConfigError, ModelLoadError
 from raypipe.infer import FrameModel, ModelSpec, builtin_bytes, run_tiled
 from raypipe.infer.session import create_session
-from raypipe.infer.tiling import Tile, tile_axis
+from raypipe.infer.tiling import FrameGeometry, Tile, tile_axis
 
 RADIUS = {"blur": 2, "sharpen": 1, "upscale2x": 1, "identity": 0}
 SCALE = {"blur": 1, "sharpen": 1, "upscale2x": 2, "identity": 1}
@@ -185,3 +185,21 @@ def test_fixed_size_model_with_a_tile_that_does_not_fit() -> None:
     )
     with pytest.raises(ModelLoadError, match=match):
         FrameModel(fixed_identity(32), spec=ModelSpec(tile=32), device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("geometry", "hw", "call"),
+    [
+        (dict(fixed_size=(None, None)), (2160, 3840), (2160, 3840)),
+        (dict(fixed_size=(None, None), pad_multiple=32), (1080, 1920), (1088, 1920)),
+        (dict(fixed_size=(None, None), tile=512, tile_overlap=16), (2160, 3840), (544, 544)),
+        # frames smaller than the window are one window of their own size
+        (dict(fixed_size=(None, None), tile=512, tile_overlap=16), (360, 3840), (360, 544)),
+        (dict(fixed_size=(None, None), tile=500, tile_overlap=10, pad_multiple=32), (2160, 3840),
+         (544, 544)),
+        (dict(fixed_size=(224, 224), resize="stretch"), (2160, 3840), (224, 224)),
+    ],
+)  # fmt: skip
+def test_a_calls_frame_size(geometry: dict, hw: tuple[int, int], call: tuple[int, int]) -> None:
+    """What one model call gets, the size the TensorRT profile is built for."""
+    assert FrameGeometry(**geometry).call_hw(*hw) == call
