@@ -15,7 +15,8 @@ from raypipe.errors import ConfigError, InputNotFoundError, one_line
 
 EXIT_OK = 0
 DEFAULT_ENGINE_SIZE = "1920x1080"
-"""build-engines' default profile: 1080p frames, batches of 1 to ``--batch-size`` (8)."""
+"""build-engines' default profile: 1080p frames, batches of 1 to ``--batch-size`` (8; fewer
+for large frames, as a run's calls get them: :func:`raypipe.infer.models.gpu_profile`)."""
 
 
 def cmd_build_engines(args: argparse.Namespace) -> int:

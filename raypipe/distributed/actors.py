@@ -52,7 +52,7 @@ from raypipe.distributed.stages import (
 from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ModelLoadError, one_line
 from raypipe.infer.factory import SessionSettings
-from raypipe.infer.models import FrameModel, ModelSpec, session_graph
+from raypipe.infer.models import FrameModel, ModelSpec, gpu_profile, session_graph
 from raypipe.infer.pixels import hold_cpu_threads
 from raypipe.infer.processors import ProcessorContext, ProcessorRunner
 from raypipe.infer.provider_check import provider_notes
@@ -293,16 +293,15 @@ class InferActor:
             return FrameModel(
                 loaded.data, spec=spec, device=settings.device, intra_op_threads=threads
             )
-        metadata = FrameModel(loaded.data, spec=spec, device="cpu", pixels="host")  # sizes only
         # The session runs the model wrapped for uint8 frames (NHWC) where it can be, so the
         # TensorRT profile and engine are those of the wrapped graph, for the frames and
-        # batches its calls get (FrameModel.batch_step: 2 frames of 4K, not 8).
-        graph = session_graph(loaded.data, spec, on_gpu=True)
+        # batches its calls get (2 frames of 4K, not 8): as `raypipe build-engines` builds
+        profile = gpu_profile(loaded.data, spec, warmup_hw, settings.batch_size)
         setup = settings.provider_setup(
-            graph.data if graph is not None else loaded.data,
-            input_size=metadata.geometry.call_hw(*warmup_hw),
-            layout="NHWC" if graph is not None else spec.layout,
-            batch_size=metadata.batch_step(settings.batch_size, *warmup_hw),
+            profile.data,
+            input_size=profile.hw,
+            layout=profile.layout,
+            batch_size=profile.batch_size,
         )
         self.notes.extend(setup.notes)
         return FrameModel(

@@ -8,6 +8,7 @@ several GPU types needs one build per type.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from raypipe.config import RuntimeConfig
 from raypipe.distributed.cluster import connect
 from raypipe.errors import ConfigError, DeviceUnavailableError
-from raypipe.infer.models import resolve_model
+from raypipe.infer.models import ModelSpec, gpu_profile, resolve_model_and_spec
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -51,25 +52,27 @@ def _gpu_nodes() -> dict[str, str]:
 @ray.remote(num_gpus=1)
 def _build_here(
     model_bytes: bytes,
-    sha256: str,
+    spec: ModelSpec,
     cache: str,
     sizes: list[tuple[int, int]],
     batch_size: int,
     precision: str,
-    layout: str,
 ) -> list[dict[str, Any]]:
     from raypipe.infer.trt.cache import EngineCache
     from raypipe.infer.trt.key import engine_key_for, tensorrt_builder
     from raypipe.infer.trt.options import profile_shapes
 
-    name = input_name_of(model_bytes)
     built = []
     for height, width in sizes:
-        profile = profile_shapes(name, batch_size, height, width, layout)
+        # the graph, frame size, batch and layout an inference actor's session is built for
+        run = gpu_profile(model_bytes, spec, (height, width), batch_size)
+        name = input_name_of(run.data)
+        profile = profile_shapes(name, run.batch_size, *run.hw, run.layout)
+        sha256 = hashlib.sha256(run.data).hexdigest()
         key = engine_key_for(sha256, precision=precision, profile=profile)
         started = time.monotonic()
         EngineCache(cache).ensure(
-            key, tensorrt_builder(model_bytes, precision=precision, profile=profile)
+            key, tensorrt_builder(run.data, precision=precision, profile=profile)
         )
         built.append(
             {
@@ -89,14 +92,15 @@ def build_engines(
     *,
     batch_size: int = 8,
     precision: str = "fp16",
-    layout: str = "NCHW",
     runtime: RuntimeConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Build (or find) the engines of ``model`` for ``sizes`` on every GPU type; one record
-    per (GPU type, size): GPU name, size, cache key digest, seconds taken."""
+    per (GPU type, size): GPU name, size, cache key digest, seconds taken. Each is the
+    engine a run's inference actor asks for on frames of that size (:func:`gpu_profile`:
+    the model as its session runs it, with its spec, the batch its calls get)."""
     if not sizes:
         raise ConfigError("give at least one frame size (--size 1920x1080)")
-    model_bytes, sha256 = resolve_model(model)
+    model_bytes, _, spec = resolve_model_and_spec(model)
     connect(runtime or RuntimeConfig())
     nodes = _gpu_nodes()
     if not nodes:
@@ -107,7 +111,7 @@ def build_engines(
     refs = [
         _build_here.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
-        ).remote(model_bytes, sha256, cache, sizes, batch_size, precision, layout)
+        ).remote(model_bytes, spec, cache, sizes, batch_size, precision)
         for node_id in nodes.values()
     ]
     try:

@@ -141,6 +141,34 @@ def session_graph(
     return _wrapped(model_bytes, spec)[0] if _wants_graph(pixels, on_gpu=on_gpu) else None
 
 
+@dataclasses.dataclass(frozen=True)
+class GpuProfile:
+    """What a GPU session of an image model is built for, and its TensorRT engine keyed
+    by: the graph it runs (the model wrapped for uint8 NHWC frames where it can be, else
+    the model), that graph's layout, and the frame size and batch its calls get
+    (:meth:`FrameGeometry.call_hw`, :meth:`FrameModel.batch_step`)."""
+
+    data: bytes
+    layout: str
+    hw: tuple[int, int]
+    batch_size: int
+
+
+def gpu_profile(
+    model_bytes: bytes, spec: ModelSpec, frame_hw: tuple[int, int], batch_size: int
+) -> GpuProfile:
+    """The :class:`GpuProfile` of frames of ``frame_hw`` (height, width) px: what an
+    inference actor builds its session for, and ``raypipe build-engines`` its engines."""
+    sizes = FrameModel(model_bytes, spec=spec, device="cpu", pixels="host")  # sizes only
+    graph = session_graph(model_bytes, spec, on_gpu=True)
+    return GpuProfile(
+        data=graph.data if graph is not None else model_bytes,
+        layout="NHWC" if graph is not None else spec.layout,
+        hw=sizes.geometry.call_hw(*frame_hw),
+        batch_size=sizes.batch_step(batch_size, *frame_hw),
+    )
+
+
 def yuv_model_problem(model_bytes: bytes, spec: ModelSpec) -> str:
     """Why an image model cannot take YUV frames (the YUV hand-off), whatever their size
     (``""``: it can; :meth:`FrameModel.yuv_problem` checks a size)."""

@@ -12,6 +12,12 @@ planned with context for a temporal model (:class:`~raypipe.media.plan.Context`)
 with it: the context's range, checked the same way; :attr:`DecodedChunk.before` and
 :attr:`DecodedChunk.after` say how many of the frames are context.
 
+With ``carry`` (the pipeline's decode tasks) the decoder stays open after a chunk, one per
+process, and the process's next chunk goes on with it instead of opening and seeking when
+it starts where the decoder stands or later in the same GOP (:class:`_Carried`): the
+later pieces of a split GOP are decoded once, not each again from the keyframe. The frames
+are those of a decode from the keyframe; any doubt, and the chunk is decoded afresh.
+
 Decoder (``decoder``): ``cpu`` is FFmpeg's software decoder; ``nvdec`` decodes on the
 GPU's video engine (NVDEC, through FFmpeg's CUDA hwaccel: the same decoder and timestamps,
 frames downloaded to system memory before the RGB conversion) and ``auto`` uses NVDEC

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -30,6 +32,8 @@ from raypipe.infer import (
     resolve_model,
 )
 from raypipe.infer.builtin import BUILTIN_IMAGE_MODELS
+from raypipe.infer.models import gpu_profile
+from raypipe.infer.sidecar import builtin_spec
 
 Dims = Sequence[int | str]
 
@@ -729,3 +733,22 @@ def test_large_frames_run_in_smaller_batches_with_the_same_frames(
     calls.clear()
     assert len(model.warmup(2160, 3840, 8)) == 2
     assert calls == [2]
+
+
+def test_a_gpu_sessions_profile_is_what_its_calls_get() -> None:
+    """What an inference actor builds its TensorRT session for and ``raypipe build-engines``
+    its engines (one function for both, so a prebuilt engine is the one a run asks for):
+    the model wrapped for uint8 NHWC frames, at the calls' frame size and batch."""
+    data = builtin_bytes("invert")
+    spec = builtin_spec("invert")
+    at_4k = gpu_profile(data, spec, (2160, 3840), 8)
+    assert (at_4k.layout, at_4k.hw, at_4k.batch_size) == ("NHWC", (2160, 3840), 2)
+    wrapped = onnx.load_from_string(at_4k.data).graph.input[0]
+    assert wrapped.type.tensor_type.elem_type == TensorProto.UINT8
+    assert gpu_profile(data, spec, (1080, 1920), 8).batch_size == 8
+    assert gpu_profile(data, spec, (1080, 1920), 8).data == at_4k.data  # one graph, any size
+    padded = gpu_profile(data, dataclasses.replace(spec, pad_multiple=32), (1080, 1920), 8)
+    assert (padded.hw, padded.batch_size) == ((1088, 1920), 8)
+    resized = ModelSpec(resize="stretch", input_size=(224, 224))
+    classifier = gpu_profile(tiny_model(in_dims=("N", 3, 224, 224)), resized, (2160, 3840), 8)
+    assert (classifier.hw, classifier.batch_size) == ((224, 224), 8)
