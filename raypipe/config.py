@@ -38,13 +38,15 @@ class ChunkConfig:
     reaches ``chunk_frames``. A GOP longer than ``chunk_frames`` is split when
     ``split_gops`` is true; the pieces after the first decode from the GOP's keyframe and
     drop the frames before their start (pre-roll), which costs decode time but spreads a
-    long GOP over several workers. ``chunk_mib`` caps a chunk's frames, decoded (RGB, 3
-    bytes a pixel) and as the model's output, at that many MiB: large frames make shorter
-    chunks (at the default, 21 frames of 4K through a model that keeps the size, 34 of
-    1080p through one that doubles it; 1080p otherwise keeps 64). ``None``: no cap. The cap
-    does not apply to sampled analysis runs (``every_n_frames``, ``sample_fps``), whose
-    chunks keep few of their frames. ``decoder`` and ``handoff`` say how chunks are decoded
-    and how their frames travel to the actors (:data:`DECODERS`, :data:`HANDOFFS`).
+    long GOP over several workers (a decode task that decoded the piece before goes on with
+    its open decoder instead: :func:`raypipe.media.decode.decode_chunk`'s ``carry``).
+    ``chunk_mib`` caps a chunk's frames, decoded (RGB, 3 bytes a pixel) and as the model's
+    output, at that many MiB: large frames make shorter chunks (at the default, 21 frames of
+    4K through a model that keeps the size, 34 of 1080p through one that doubles it; 1080p
+    otherwise keeps 64). ``None``: no cap. The cap does not apply to sampled analysis runs
+    (``every_n_frames``, ``sample_fps``), whose chunks keep few of their frames. ``decoder``
+    and ``handoff`` say how chunks are decoded and how their frames travel to the actors
+    (:data:`DECODERS`, :data:`HANDOFFS`).
     """
 
     chunk_frames: int = 64

@@ -7,7 +7,8 @@ Chunks start on a keyframe (so each decodes on its own) and group whole GOPs unt
 reach about ``chunk_frames`` (fewer for large frames: :meth:`ChunkConfig.frames_per_chunk`);
 a GOP longer than that is split when
 :attr:`ChunkConfig.split_gops` is set, and the pieces after its first decode from the
-GOP's keyframe (``seek_pts``) and drop the frames before their start. Chunk ids are
+GOP's keyframe (``seek_pts``) and drop the frames before their start, unless the decode
+task process goes on from the piece before (``decode_chunk``'s ``carry``). Chunk ids are
 ``{video_id}-{index:06d}``.
 
 Temporal models (:mod:`raypipe.infer.temporal`) need frames around each chunk: with
