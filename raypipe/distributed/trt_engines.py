@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from raypipe.config import RuntimeConfig
 from raypipe.distributed.cluster import connect
 from raypipe.errors import ConfigError, DeviceUnavailableError
+from raypipe.infer.factory import input_name_of
 from raypipe.infer.models import ModelSpec, gpu_profile, resolve_model_and_spec
 
 
@@ -27,14 +28,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if not sep or not width.isdigit() or not height.isdigit() or not int(width) or not int(height):
         raise ConfigError(f"frame size must be WIDTHxHEIGHT, e.g. 1920x1080, got {text!r}")
     return int(height), int(width)
-
-
-def input_name_of(model_bytes: bytes) -> str:
-    import onnx
-
-    graph = onnx.load_from_string(model_bytes).graph
-    initializers = {t.name for t in graph.initializer}
-    return next(i.name for i in graph.input if i.name not in initializers)
 
 
 def _gpu_nodes() -> dict[str, str]:
