@@ -1,6 +1,8 @@
 """A run on the local Ray raypipe started takes the node's resources from the start, without
 Ray Data's autoscaling coordinator actor (:mod:`raypipe.distributed.fixed_cluster`); every
-other dataset, and every run on a Ray raypipe did not start, keeps Ray Data's default."""
+other dataset, and every run on a Ray raypipe did not start, keeps Ray Data's default.
+Connected to that local Ray, Ray Data also runs without its stats actor and its actor
+location tracker; connected to any other, with them."""
 
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ from raypipe.distributed import fixed_cluster  # noqa: E402
 from raypipe.testing import ClipSpec, make_clip  # noqa: E402
 
 COORDINATOR = ("AutoscalingCoordinator", "AutoscalingCoordinator")  # Ray Data's name, namespace
+HELPERS = (  # Ray Data's other detached actors: name, namespace
+    ("datasets_stats_actor", "_dataset_stats_actor"),
+    ("ActorLocationTracker", "ActorLocationTracker"),
+)
 
 
 @pytest.fixture
@@ -34,13 +40,20 @@ def totals(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return seen
 
 
-def _coordinator_exists() -> bool:
-    name, namespace = COORDINATOR
+def _exists(name: str, namespace: str) -> bool:
     try:
         ray.get_actor(name, namespace=namespace)
     except ValueError:
         return False
     return True
+
+
+def _coordinator_exists() -> bool:
+    return _exists(*COORDINATOR)
+
+
+def _helpers() -> list[bool]:
+    return [_exists(*helper) for helper in HELPERS]
 
 
 def _run(tmp_path: Path, name: str) -> tuple[Path, Path]:
@@ -63,12 +76,22 @@ def test_a_run_on_its_own_local_ray_has_its_resources_at_once(
     assert (total.cpu, total.gpu) == (resources["CPU"], resources.get("GPU", 0))
     assert total.object_store_memory == resources["object_store_memory"]
     assert not _coordinator_exists()
+    assert _helpers() == [False, False]
     assert_exact(clip, out, "builtin:identity")
     # a dataset raypipe did not mark, on the same Ray, keeps Ray Data's own autoscaler
     seen = len(totals)
     assert ray.data.range(4).map_batches(lambda b: b).count() == 4
     assert len(totals) == seen
     assert _coordinator_exists()
+    # but on this Ray, as every dataset, runs without the helpers: one node, no dashboard
+
+    class _AddOne:  # a user's class, run in an actor pool (its workers get the tracker)
+        def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+            return {"id": batch["id"] + 1}
+
+    pooled = ray.data.range(6).map_batches(_AddOne, concurrency=1, num_cpus=0.5)
+    assert sorted(row["id"] for row in pooled.take_all()) == list(range(1, 7))
+    assert _helpers() == [False, False]
 
 
 def test_a_ray_raypipe_did_not_start_keeps_ray_datas_autoscaler(
@@ -78,6 +101,7 @@ def test_a_ray_raypipe_did_not_start_keeps_ray_datas_autoscaler(
     clip, out = _run(tmp_path, "theirs")
     assert not totals
     assert _coordinator_exists()
+    assert _helpers() == [True, True]  # Ray Data's own
     assert_exact(clip, out, "builtin:identity")
 
 
@@ -89,3 +113,27 @@ def test_a_ray_data_without_the_hook_is_left_as_it_is(monkeypatch: pytest.Monkey
     context = ray.data.DataContext()
     assert fixed_cluster.use_fixed_cluster(context) is False
     assert context.get_config(fixed_cluster.FIXED_CLUSTER_KEY) is None
+
+
+def test_a_ray_data_without_a_helper_lookup_keeps_its_helpers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray.data._internal import stats
+    from ray.data._internal.execution.operators import actor_pool_map_operator as pool
+
+    stats_actor = stats.get_or_create_stats_actor
+    tracker = pool.get_or_create_actor_location_tracker
+    monkeypatch.delattr(pool, "get_actor_locations")
+    assert fixed_cluster._hook_helpers() is False
+    assert stats.get_or_create_stats_actor is stats_actor
+    assert pool.get_or_create_actor_location_tracker is tracker
+
+
+def test_unheard_drops_every_call_and_pickles() -> None:
+    import pickle
+
+    unheard = pickle.loads(pickle.dumps(fixed_cluster.UNHEARD))
+    assert unheard.update_actor_location.remote("id", "node") is None
+    assert unheard.register_dataset.options(name="x").remote(1, k=2) is None
+    with pytest.raises(AttributeError):
+        unheard.__wrapped__  # noqa: B018 - dunders are not methods of an actor
