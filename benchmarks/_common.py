@@ -258,17 +258,24 @@ def role_of(titles: Sequence[str]) -> str:
 
 
 def command_cpu_by_role(
-    cmd: Sequence[str], interval_s: float = 0.2
+    cmd: Sequence[str],
+    interval_s: float = 0.2,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, float]]]:
-    """Run ``cmd`` and sample, every ``interval_s``, the CPU seconds and titles of it and all
-    its descendants (Ray's processes and workers when it starts a local Ray). Returns the
-    finished process (stdout/stderr captured as text) and ``{role: {"cpu_s", "processes"}}``
-    plus ``"total"``. A process's CPU after its last sample is not counted (under
+    """Run ``cmd`` (in ``env`` and ``cwd``, None: this process's) and sample, every
+    ``interval_s``, the CPU seconds and titles of it and all its descendants (Ray's
+    processes and workers when it starts a local Ray). Returns the finished process
+    (stdout/stderr captured as text) and ``{role: {"cpu_s", "processes"}}`` plus
+    ``"total"``. A process's CPU after its last sample is not counted (under
     ``interval_s`` of it), so the figures are a slight underestimate."""
     import psutil
 
     seen: dict[tuple[int, float], TreeSample] = {}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
+    )
     out: dict[str, str] = {}
     readers = [
         threading.Thread(target=lambda n=n, s=s: out.__setitem__(n, s.read()), daemon=True)
