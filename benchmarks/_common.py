@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -307,6 +308,24 @@ def command_cpu_by_role(
         list(cmd), int(proc.returncode), out.get("stdout", ""), out.get("stderr", "")
     )
     return finished, roles
+
+
+def summarise_sides(
+    runs: Sequence[dict[str, Any]], figures: Sequence[str], sides: Sequence[str]
+) -> dict[str, dict[str, str]]:
+    """Per figure of two-sided ``runs`` (each with its ``"side"``): each side's median
+    (min..max) and the second side's median over the first's, keyed ``"second/first"``."""
+    first, second = sides
+    out = {}
+    for figure in figures:
+        medians, cells = {}, {}
+        for side in sides:
+            values = [r[figure] for r in runs if r["side"] == side]
+            medians[side] = statistics.median(values)
+            cells[side] = f"{medians[side]:g} ({min(values):g}..{max(values):g})"
+        ratio = medians[second] / medians[first] if medians[first] else None
+        out[figure] = {**cells, f"{second}/{first}": "-" if ratio is None else f"{ratio:.2f}"}
+    return out
 
 
 def quiet_check(args: Any) -> QuietCheck:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ForeignLoad, machine_info, table, write_result  # noqa: E402
+from _common import ForeignLoad, machine_info, summarise_sides, table, write_result  # noqa: E402
 from perframe import CASES, RAYPIPE  # noqa: E402
 from store import machine_counters  # noqa: E402
 
@@ -84,20 +83,6 @@ def run_once(clip: Path, out: Path, model: str, preset: str, crf: int, side: str
     }
 
 
-def summarise(runs: list[dict]) -> dict[str, dict[str, str]]:
-    """Per figure: each side's median (min..max) and fresh's median over carried's."""
-    out = {}
-    for figure in FIGURES:
-        medians, cells = {}, {}
-        for side in SIDES:
-            values = [r[figure] for r in runs if r["side"] == side]
-            medians[side] = statistics.median(values)
-            cells[side] = f"{medians[side]:g} ({min(values):g}..{max(values):g})"
-        ratio = medians["fresh"] / medians["carried"] if medians["carried"] else None
-        out[figure] = {**cells, "fresh/carried": "-" if ratio is None else f"{ratio:.2f}"}
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="4k-5s", help="perframe.py's case names, commas")
@@ -121,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(run)
             if len({run.pop("frames_md5") for run in runs}) != 1:
                 raise SystemExit(f"{name}: the outputs' frames differ between runs")
+            summary = summarise_sides(runs, FIGURES, SIDES)
             doc["cases"].append({"case": name, "model": model, "runs": runs,
-                                 "summary": summarise(runs)})  # fmt: skip
+                                 "summary": summary})  # fmt: skip
     doc["load"] = load.result
     rows = [
         [c["case"], c["model"], figure, *s.values()]

@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ForeignLoad, command_cpu_by_role, machine_info, table, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    ForeignLoad,
+    command_cpu_by_role,
+    machine_info,
+    summarise_sides,
+    table,
+    write_result,
+)
 from carry import MODEL, frames_md5  # noqa: E402
 from perframe import CASES, RAYPIPE, _stats  # noqa: E402
 
@@ -86,20 +93,6 @@ def run_once(case: Any, model: str, out: Path, tree: Path | None) -> dict[str, A
         "first_infer_after_s": round(got["first_infer_after_s"], 2),
         "frames_md5": frames_md5(out),
     }
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    """Per figure: each side's median (min..max) and base's median over head's."""
-    out = {}
-    for figure in FIGURES:
-        medians, cells = {}, {}
-        for side in SIDES:
-            values = [r[figure] for r in runs if r["side"] == side]
-            medians[side] = statistics.median(values)
-            cells[side] = f"{medians[side]:g} ({min(values):g}..{max(values):g})"
-        ratio = medians["base"] / medians["head"] if medians["head"] else None
-        out[figure] = {**cells, "base/head": "-" if ratio is None else f"{ratio:.2f}"}
-    return out
 
 
 def role_medians(runs: list[dict[str, Any]]) -> list[list[Any]]:
@@ -163,7 +156,8 @@ def run_case(name: str, args: Any, work: Path, tree: Path) -> dict[str, Any]:
             runs.append(run)
     if not args.frames_may_differ and len({run.pop("frames_md5") for run in runs}) != 1:
         raise SystemExit(f"{name}: the outputs' frames differ between runs")
-    return {"case": name, "model": model, "runs": runs, "summary": summarise(runs),
+    summary = summarise_sides(runs, FIGURES, SIDES)
+    return {"case": name, "model": model, "runs": runs, "summary": summary,
             "cpu_by_role": role_medians(runs)}  # fmt: skip
 
 
