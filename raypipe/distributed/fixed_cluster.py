@@ -19,7 +19,7 @@ it up, once per process; a Ray Data without that function or class leaves everyt
 it is (:func:`use_fixed_cluster` returns ``False``).
 
 Ray Data also starts two detached helper actors for every executor, each a Python worker
-that imports Ray and Ray Data (about 1.2 s of CPU each on a 2-core machine, while the
+that imports Ray and Ray Data (1.2-1.6 s of CPU each on a 2-core machine, while the
 run's own workers start): ``_StatsActor``, which only collects metrics for Ray's dashboard,
 and ``ActorLocationTracker``, which tells the executor on which node each of its pool's
 actors runs. The executor asks the tracker with a blocking ``ray.get`` from its scheduling
@@ -161,8 +161,9 @@ def _hook_helpers() -> bool:
 class Unheard:
     """Stands in for a Ray Data helper actor's handle where that actor has nothing to do:
     every method's ``remote(...)`` call is dropped and returns None. Ray Data's calls to
-    both helpers are fire-and-forget, but for the stats actor's dataset id, which it asks
-    only with legacy ids on and falls back from to a random one. Pickled into the pool's
+    both helpers are fire-and-forget, except for the stats actor's dataset id (asked only
+    with legacy ids on; without an answer Ray Data takes a random one) and the tracker's
+    locations, which :func:`_hook_helpers` answers itself. Pickled into the pool's
     actors as their tracker handle, so it is a plain module-level class."""
 
     def __getattr__(self, name: str) -> _Dropped:
