@@ -229,13 +229,23 @@ def _stats(stats: Path, launched: float, frames: int) -> dict[str, Any]:
 
 
 def run_once(
-    approach: str, case: Case, clip: Path, work: Path, address: str | None = None
+    approach: str,
+    case: Case,
+    clip: Path,
+    work: Path,
+    address: str | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
+    """One run of ``approach``'s command (in ``env`` and ``cwd``, None: this process's):
+    its wall, CPU by role and, for raypipe, its ``--stats`` figures (:func:`_stats`)."""
     out = work / f"{approach.replace(' ', '-')}.mp4"
     stats = work / f"{approach.replace(' ', '-')}.json"
     launched = time.time()
     started = time.perf_counter()
-    proc, cpu = command_cpu_by_role(_command(approach, case, clip, out, stats, address))
+    command = _command(approach, case, clip, out, stats, address)
+    proc, cpu = command_cpu_by_role(command, env=env, cwd=cwd)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{approach} failed ({proc.returncode}): {proc.stderr[-2000:]}")

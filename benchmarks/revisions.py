@@ -24,27 +24,25 @@ Writes ``benchmarks/results/revisions.json``.
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
     ForeignLoad,
-    command_cpu_by_role,
     machine_info,
     summarise_sides,
     table,
     write_result,
 )
 from carry import MODEL, frames_md5  # noqa: E402
-from perframe import CASES, RAYPIPE, _stats  # noqa: E402
+from perframe import CASES  # noqa: E402
+from perframe import run_once as perframe_run  # noqa: E402
 
 from raypipe.testing.bytecode import compile_raypipe  # noqa: E402
 
@@ -70,28 +68,22 @@ def check_side(tree: Path) -> None:
     ).stdout.strip()  # fmt: skip
     if not Path(where).resolve().is_relative_to(tree.resolve()):
         raise SystemExit(f"the base side imports raypipe from {where}, not from {tree}")
-    if not compileall.compile_dir(str(tree / "raypipe"), quiet=1):  # as compile_raypipe
-        raise SystemExit(f"compileall failed on {tree / 'raypipe'}")
 
 
-def run_once(case: Any, model: str, out: Path, tree: Path | None) -> dict[str, Any]:
-    stats = out.with_suffix(".stats.json")
-    command = [*RAYPIPE, "run", str(case.clip()), str(out), "--model", model, "--codec",
-               "libx264", "--preset", case.preset, "--crf", str(case.crf), "--overwrite",
-               "-q", "--stats", str(stats)]  # fmt: skip
-    launched, started = time.time(), time.perf_counter()
-    proc, cpu = command_cpu_by_role(command, env=side_env(tree), cwd=tree or ROOT)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"run failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    got = _stats(stats, launched, case.frames)
+def run_once(case: Any, model: str, work: Path, tree: Path | None) -> dict[str, Any]:
+    """``perframe.py``'s run of ``raypipe <model>`` on ``case``, from ``tree`` (None: this
+    checkout)."""
+    side = work / ("base" if tree is not None else "head")
+    side.mkdir(exist_ok=True)
+    approach = f"raypipe {model.removeprefix('builtin:')}"
+    got = perframe_run(approach, case, case.clip(), side, env=side_env(tree), cwd=tree or ROOT)
     return {
-        "wall_s": round(wall, 2),
-        "cpu_s": cpu["total"]["cpu_s"],
-        "cpu_by_role": cpu,
+        "wall_s": round(got["wall_s"], 2),
+        "cpu_s": got["cpu_by_role"]["total"]["cpu_s"],
+        "cpu_by_role": got["cpu_by_role"],
         "first_decode_after_s": round(got["first_decode_after_s"], 2),
         "first_infer_after_s": round(got["first_infer_after_s"], 2),
-        "frames_md5": frames_md5(out),
+        "frames_md5": frames_md5(Path(got["output"])),
     }
 
 
@@ -127,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                        check=True, capture_output=True)  # fmt: skip
         try:
             check_side(tree)
+            compile_raypipe(tree / "raypipe")
             with ForeignLoad() as load:
                 for name in args.cases.split(","):
                     doc["cases"].append(run_case(name, args, Path(work), tree))
@@ -150,7 +143,7 @@ def run_case(name: str, args: Any, work: Path, tree: Path) -> dict[str, Any]:
     runs = []
     for r in range(args.rounds):
         for side in SIDES[r % 2 :] + SIDES[: r % 2]:
-            run = run_once(case, model, work / f"{side}.mp4", tree if side == "base" else None)
+            run = run_once(case, model, work, tree if side == "base" else None)
             run.update(side=side, round=r)
             print(name, side, {k: run[k] for k in FIGURES}, flush=True)
             runs.append(run)

@@ -20,13 +20,15 @@ import compileall
 import os
 
 
-def compile_raypipe() -> str:
+def compile_raypipe(package: str | os.PathLike[str] | None = None) -> str:
     """Write the bytecode of every raypipe module (``compileall`` writes it whatever
     ``PYTHONDONTWRITEBYTECODE`` says; each module's is rewritten only if its source
-    changed). Returns where it went, for the record."""
-    import raypipe
+    changed). ``package``: the ``raypipe`` directory to compile (None: the one this
+    process imports, such as another checkout's). Returns where it went, for the record."""
+    if package is None:
+        import raypipe
 
-    package = os.path.dirname(os.path.abspath(raypipe.__file__))
+        package = os.path.dirname(os.path.abspath(raypipe.__file__))
     if not compileall.compile_dir(package, quiet=1):
         raise RuntimeError(f"compileall failed on {package}")
     return f"{package}/**/__pycache__ (compileall before the runs)"
