@@ -33,6 +33,10 @@ pre/post-processing, encode; the stage processes' CPU while the stage ran), wher
 pre/post-processing ran, and the time from the command's start to the first chunk's decode.
 raypipe's bytecode is written before the runs (:func:`compile_raypipe`), as a wheel install
 or any earlier run writes it on a machine that does not set ``PYTHONDONTWRITEBYTECODE``.
+Last, for each ratio, the best raypipe's stages as measured allow on this machine's cores
+(:func:`bounds`): the first decode's time plus the stages' CPU over the cores, and the
+ratio that wall would give: a target that floor misses needs cheaper stages or more
+cores, not less overhead.
 
 Usage (repository root)::
 
@@ -421,6 +425,54 @@ def run_case(case: Case, rounds: int, work: Path, warm: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def bounds(result: dict[str, Any], cores: int) -> dict[str, dict[str, float]]:
+    """For each ratio of ``result`` (a :func:`run_case` result), the best raypipe could do
+    on this machine with its stages as they are: the run's stage CPU (decode, inference,
+    encode, from ``--stats``) spread over all ``cores`` from the first decode on, with no
+    other CPU spent (no Ray, driver or worker start-up, no hand-offs) and no core idle.
+    ``floor_s``: the seconds to the first decode plus stage CPU / cores, medians over the
+    rounds; ``ratio_at_floor``: the ratio that wall would give against the other side's
+    median; ``ratio_without_start``: the same with the start taken as 0 too. A ratio
+    whose floor misses its target cannot be met by scheduling or overhead cuts alone: the
+    stages' own work (decoding, converting, the model, encoding) must get cheaper, or the
+    machine larger."""
+    frames = result["clip"]["frames"]
+    medians = {a: w["median"] for a, w in result["wall_s"].items()}
+    out = {}
+    for ratio in result["ratios"]:
+        raypipe, other = _ratio_sides(ratio)
+        runs = result["runs"].get(raypipe)
+        if not runs or other not in medians:
+            continue
+        stage_cpu = statistics.median(
+            sum(x["cpu_ms_per_frame"].values()) * frames / 1000.0 for x in runs
+        )
+        start = statistics.median(x["first_decode_after_s"] for x in runs)
+        floor = start + stage_cpu / cores
+        bare = stage_cpu / cores
+        if ratio.startswith("naive"):  # the other side's wall over raypipe's: higher is better
+            at_floor, without_start = medians[other] / floor, medians[other] / bare
+        else:
+            at_floor, without_start = floor / medians[other], bare / medians[other]
+        out[ratio] = {
+            "stage_cpu_s": stage_cpu,
+            "start_s": start,
+            "floor_s": floor,
+            "ratio_at_floor": at_floor,
+            "ratio_without_start": without_start,
+        }
+    return out
+
+
+def _ratio_sides(ratio: str) -> tuple[str, str]:
+    """(raypipe's approach, the other side's) of a ratio name of :func:`run_case`."""
+    warm = " warm" if " warm" in ratio else ""
+    if ratio.startswith("naive"):
+        return f"raypipe sharpen{warm}", "naive sharpen"
+    model, other = ratio.replace(" warm", "").split("/")
+    return f"raypipe {model}{warm}", other
+
+
 def _role_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
     """Where each run's CPU went, by process role (median over the rounds), so that the
     fixed costs (Ray's processes, each worker's imports) stand beside the per-frame ones."""
@@ -520,6 +572,30 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     print()
     print(table(_role_rows(results), ["case", "run", "role", "CPU s (median)", "processes"]))
+    cores = os.cpu_count() or 1
+    bound_rows = []
+    for r in results:
+        r["bounds"] = bounds(r, cores)
+        for ratio, b in r["bounds"].items():
+            target = r["targets"].get(ratio.replace(" warm", ""), 0.0)
+            lower_is_better = not ratio.startswith("naive")
+            reachable = (
+                b["ratio_at_floor"] <= target if lower_is_better else b["ratio_at_floor"] >= target
+            )
+            bound_rows.append([
+                r["case"], ratio, f"{b['stage_cpu_s']:.1f}", f"{b['start_s']:.1f}",
+                f"{b['floor_s']:.1f}", f"{b['ratio_at_floor']:.2f}",
+                f"{b['ratio_without_start']:.2f}", f"{target} {'yes' if reachable else 'no'}",
+            ])  # fmt: skip
+    print()
+    print(f"Best case on these {cores} cores with the stages as they are (bounds()):")
+    print(
+        table(
+            bound_rows,
+            ["case", "ratio", "stage CPU s", "first decode s", "floor wall s", "ratio at floor",
+             "without the start", "target reachable"],
+        )
+    )  # fmt: skip
     for r in results:
         print(f"{r['case']}: PSNR {r['psnr_db']}; foreign share {r['foreign_load']}")
     psnr_ok = all(v["ok"] for r in results for v in r["psnr_db"].values())
