@@ -79,3 +79,7 @@ def test_ratio_sides_name_the_runs_the_ratio_compares() -> None:
         "naive sharpen",
     )
     assert perframe._ratio_sides("identity warm/ffmpeg") == ("raypipe identity warm", "ffmpeg")
+    assert perframe._ratio_sides("invert warm/ffmpeg negate") == (
+        "raypipe invert warm",
+        "ffmpeg negate",
+    )
