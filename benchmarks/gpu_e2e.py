@@ -1,8 +1,12 @@
 """End to end on a GPU machine: one generated 720p clip (240 frames) through raypipe with
-``builtin:sharpen`` (FP32) three ways, each on a fresh local Ray: the GPU provider with
-software decoding, the GPU with NVDEC decoding, and the CPU. Each is timed (wall, Ray start
-included; the first run also pays the process's first CUDA start), and the outputs
-(lossless libx264rgb) are compared frame by frame with the CPU run's.
+``builtin:sharpen`` (FP32) four ways, each on a fresh local Ray: the GPU provider with
+software decoding (frames handed to the actor as the run chooses: ``--handoff auto``, YUV
+for an actor that holds a GPU, converted to RGB in the graph on the device), the same with
+RGB frames (``--handoff rgb``), the GPU with NVDEC decoding, and the CPU. Each is timed
+(wall, Ray start included; the first run also pays the process's first CUDA start), with
+each stage's CPU milliseconds per frame from the run's stats (decode, inference with its
+pre/post-processing, encode) and how frames reached the model, and the outputs (lossless
+libx264rgb) are compared frame by frame with the CPU run's.
 
     python benchmarks/gpu_e2e.py     # writes benchmarks/results/gpu-e2e.json ($OUT if set)
 """
@@ -23,7 +27,13 @@ import raypipe  # noqa: E402
 from raypipe.testing import ClipSpec, decode_all, make_clip  # noqa: E402
 
 MODEL = "builtin:sharpen"
-RUNS = {"gpu": ("gpu", "cpu"), "nvdec": ("gpu", "nvdec"), "cpu": ("cpu", "cpu")}
+RUNS = {
+    "gpu": ("gpu", "cpu", "auto"),
+    "gpu-rgb": ("gpu", "cpu", "rgb"),
+    "nvdec": ("gpu", "nvdec", "auto"),
+    "cpu": ("cpu", "cpu", "auto"),
+}
+STAGES = ("decode", "infer", "encode")
 LOSSLESS: dict[str, Any] = {
     "codec": "libx264rgb",
     "crf": None,
@@ -32,15 +42,17 @@ LOSSLESS: dict[str, Any] = {
 }
 
 
-def run(src: Path, dst: Path, device: str, decoder: str) -> dict[str, Any]:
+def run(src: Path, dst: Path, device: str, decoder: str, handoff: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     stats = raypipe.process_video(
         str(src), str(dst), model=MODEL, device=device, decoder=decoder, precision="fp32",
-        overwrite=True, quiet=True, chunk_frames=48, local_num_cpus=16, **LOSSLESS,
+        handoff=handoff, overwrite=True, quiet=True, chunk_frames=48, local_num_cpus=16,
+        **LOSSLESS,
     )  # fmt: skip
     wall = time.perf_counter() - t0
     doc = stats.to_dict()
     samples = doc["gpu"].get("samples", [])
+    frames = max(doc["totals"]["frames"], 1)
     return {
         "wall_s": round(wall, 2),
         "fps": doc["totals"]["fps"],
@@ -49,6 +61,12 @@ def run(src: Path, dst: Path, device: str, decoder: str) -> dict[str, Any]:
         "workers": doc["totals"]["workers"],
         "gpu_util_max": max((s.get("util", 0) for s in samples), default=None),
         "decoders": sorted({str(c.get("decoder")) for c in doc["chunks"]}),
+        "handoffs": sorted({str(c.get("handoff")) for c in doc["chunks"]}),
+        "pixels": sorted({str(c.get("pixels")) for c in doc["chunks"]}),
+        "cpu_ms_per_frame": {
+            s: round(1000 * sum(c.get(f"{s}_cpu_s", 0.0) for c in doc["chunks"]) / frames, 2)
+            for s in STAGES
+        },
         "chunk0": doc["chunks"][0] if doc["chunks"] else None,
     }
 
@@ -71,13 +89,13 @@ def main() -> None:
     spec = ClipSpec(n_frames=240, width=1280, height=720, gop=24, audio="aac")
     src = make_clip(work / "src.mp4", spec)
     result: dict[str, Any] = {"frames": spec.n_frames, "model": MODEL}
-    for name, (device, decoder) in RUNS.items():
+    for name, (device, decoder, handoff) in RUNS.items():
         try:
-            result[name] = run(src, work / f"{name}.mkv", device, decoder)
+            result[name] = run(src, work / f"{name}.mkv", device, decoder, handoff)
         except Exception as e:  # noqa: BLE001 - a failed run is a finding, recorded
             result[name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
         print(name, json.dumps({k: v for k, v in result[name].items() if k != "chunk0"}))
-    for name in ("gpu", "nvdec"):
+    for name in ("gpu", "gpu-rgb", "nvdec"):
         if "wall_s" in result[name] and "wall_s" in result["cpu"]:
             result[f"compare_{name}"] = compare(work / f"{name}.mkv", work / "cpu.mkv")
             print(name, "vs cpu", result[f"compare_{name}"], flush=True)
