@@ -36,6 +36,17 @@ log = logging.getLogger("raypipe.distributed")
 # of `ray start` (RAY_free_objects_period_milliseconds, set in cluster/Dockerfile).
 RAYLET_CONFIG: dict[str, int] = {"free_objects_period_milliseconds": 100}
 
+PRELOADED_MODULES = ("ray.data", "raypipe.distributed.stages")
+"""What every worker process of raypipe's local Ray imports as it starts, before it takes
+any work (Ray's ``preload_python_modules``). The raylet starts worker processes while
+``ray.init`` ends, before the driver has a task to give them; they used to import Ray Data
+(pandas with it, 0.6 s of CPU here) and raypipe's stages (PyAV) only when their first task
+arrived, so a run's first decode waited for those imports after the driver had waited
+for its own. Preloaded, the workers import while the driver imports Ray Data and plans:
+the first decode of a 20 s 720p sharpen run came 3.77 s after the command against 5.14 s
+(medians of 4 alternated rounds; benchmarks/README.md, session 32). Local Ray only: on a
+cluster, a job's workers start when its tasks come, so a preload there gains nothing."""
+
 
 def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     """Use the Ray Ray is connected to, else ``address``/``RAY_ADDRESS``, else start a local one.
@@ -152,12 +163,18 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
                 include_dashboard=False,
                 logging_level=logging.WARNING,
                 log_to_driver=verbose,
-                _system_config=dict(RAYLET_CONFIG),  # ray.init adds its own keys to it
+                _system_config=local_ray_config(),  # ray.init adds its own keys to it
             )
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
     global _local_ray
     _local_ray = (ray.get_runtime_context().gcs_address, runtime.local_object_store_bytes)
+
+
+def local_ray_config() -> dict[str, int | list[str]]:
+    """The system config of raypipe's local Ray: :data:`RAYLET_CONFIG` and the workers'
+    :data:`PRELOADED_MODULES` (a list: Ray's config reads that key as an array)."""
+    return {**RAYLET_CONFIG, "preload_python_modules": list(PRELOADED_MODULES)}
 
 
 def local_cpus(runtime: RuntimeConfig) -> int:

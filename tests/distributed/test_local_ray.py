@@ -14,7 +14,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from raypipe.config import RuntimeConfig  # noqa: E402
-from raypipe.distributed.cluster import RAYLET_CONFIG, connect  # noqa: E402
+from raypipe.distributed.cluster import PRELOADED_MODULES, RAYLET_CONFIG, connect  # noqa: E402
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "cluster" / "Dockerfile"
 
@@ -34,6 +34,21 @@ def test_the_local_ray_gets_raypipes_raylet_config(local_ray: None) -> None:
     config = ray._private.worker._global_node._config
     for key, value in RAYLET_CONFIG.items():
         assert config.get(key) == value, key
+
+
+def test_the_local_ray_s_workers_import_ray_data_and_the_stages_before_any_task(
+    local_ray: None,
+) -> None:
+    """A task that needs neither finds both already imported: the worker preloaded them as
+    it started (a worker of a Ray without the preload imports them at its first Ray Data
+    task)."""
+
+    def imported() -> list[bool]:
+        import sys
+
+        return [name in sys.modules for name in PRELOADED_MODULES]
+
+    assert ray.get(ray.remote(num_cpus=1)(imported).remote()) == [True, True]
 
 
 def test_the_local_ray_has_no_log_monitor(local_ray: None) -> None:
