@@ -43,8 +43,9 @@ any work (Ray's ``preload_python_modules``). The raylet starts worker processes 
 (pandas with it, 0.6 s of CPU here) and raypipe's stages (PyAV) only when their first task
 arrived, so a run's first decode waited for those imports after the driver had waited
 for its own. Preloaded, the workers import while the driver imports Ray Data and plans:
-the first decode of a 20 s 720p sharpen run came 3.77 s after the command against 5.14 s
-(medians of 4 alternated rounds; benchmarks/README.md, session 32). Local Ray only: on a
+a 20 s 720p identity run's first decode came 4.46 s after the command against 5.78 s,
+its wall 20.5 s against 22.3 s (medians of 5 alternated rounds; benchmarks/README.md,
+session 32). Local Ray only: on a
 cluster, a job's workers start when its tasks come, so a preload there gains nothing."""
 
 
