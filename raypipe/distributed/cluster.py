@@ -45,8 +45,9 @@ arrived, so a run's first decode waited for those imports after the driver had w
 for its own. Preloaded, the workers import while the driver imports Ray Data and plans:
 a 20 s 720p identity run's first decode came 4.46 s after the command against 5.78 s,
 its wall 20.5 s against 22.3 s (medians of 5 alternated rounds; benchmarks/README.md,
-session 32). Local Ray only: on a
-cluster, a job's workers start when its tasks come, so a preload there gains nothing."""
+session 32). Local Ray only: on a cluster, a job's workers start when its tasks come, so
+a preload there gains nothing. Best effort: a module a worker cannot import is logged in
+its log file and the worker goes on."""
 
 
 def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
