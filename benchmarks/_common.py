@@ -386,6 +386,18 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+STAGES = ("decode", "infer", "encode")
+
+
+def stage_cpu_ms_per_frame(chunks: Sequence[dict[str, Any]], frames: int) -> dict[str, float]:
+    """Each stage's CPU milliseconds per frame from a run's ``--stats`` chunk rows
+    (``decode_cpu_s``, ``infer_cpu_s``, ``encode_cpu_s``: the stage processes' CPU while
+    the stage ran), over ``frames`` frames."""
+    return {
+        s: 1000 * sum(c.get(f"{s}_cpu_s", 0.0) for c in chunks) / max(frames, 1) for s in STAGES
+    }
+
+
 # ----------------------------------------------------------------------------- ray
 
 

@@ -26,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import raypipe  # noqa: E402
 from raypipe.testing import ClipSpec, decode_all, make_clip  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import stage_cpu_ms_per_frame  # noqa: E402
+
 MODEL = "builtin:sharpen"
 RUNS = {
     "gpu": ("gpu", "cpu", "auto"),
@@ -33,7 +36,6 @@ RUNS = {
     "nvdec": ("gpu", "nvdec", "auto"),
     "cpu": ("cpu", "cpu", "auto"),
 }
-STAGES = ("decode", "infer", "encode")
 LOSSLESS: dict[str, Any] = {
     "codec": "libx264rgb",
     "crf": None,
@@ -52,7 +54,6 @@ def run(src: Path, dst: Path, device: str, decoder: str, handoff: str) -> dict[s
     wall = time.perf_counter() - t0
     doc = stats.to_dict()
     samples = doc["gpu"].get("samples", [])
-    frames = max(doc["totals"]["frames"], 1)
     return {
         "wall_s": round(wall, 2),
         "fps": doc["totals"]["fps"],
@@ -64,8 +65,8 @@ def run(src: Path, dst: Path, device: str, decoder: str, handoff: str) -> dict[s
         "handoffs": sorted({str(c.get("handoff")) for c in doc["chunks"]}),
         "pixels": sorted({str(c.get("pixels")) for c in doc["chunks"]}),
         "cpu_ms_per_frame": {
-            s: round(1000 * sum(c.get(f"{s}_cpu_s", 0.0) for c in doc["chunks"]) / frames, 2)
-            for s in STAGES
+            s: round(ms, 2)
+            for s, ms in stage_cpu_ms_per_frame(doc["chunks"], doc["totals"]["frames"]).items()
         },
         "chunk0": doc["chunks"][0] if doc["chunks"] else None,
     }

@@ -73,6 +73,7 @@ from _common import (  # noqa: E402
     command_cpu_by_role,
     machine_info,
     quiet_check,
+    stage_cpu_ms_per_frame,
     table,
     write_result,
 )
@@ -221,11 +222,10 @@ def _stats(stats: Path, launched: float, frames: int) -> dict[str, Any]:
     """Per-stage CPU ms per frame and the start-up time from raypipe's ``--stats``."""
     doc = json.loads(stats.read_text())
     chunks = doc["chunks"]
-    cpu = {s: sum(c.get(f"{s}_cpu_s", 0.0) for c in chunks) for s in ("decode", "infer", "encode")}
     return {
         "first_decode_after_s": min(c["decode_start"] for c in chunks) - launched,
         "first_infer_after_s": min(c["infer_start"] for c in chunks) - launched,
-        "cpu_ms_per_frame": {s: 1000 * v / frames for s, v in cpu.items()},
+        "cpu_ms_per_frame": stage_cpu_ms_per_frame(chunks, frames),
         "pixels": sorted({str(c.get("pixels", "")) for c in chunks}),
         "chunks": len(chunks),
         "summary": {k: v for k, v in doc.items() if k != "chunks" and not isinstance(v, list)},

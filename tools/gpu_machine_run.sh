@@ -6,9 +6,10 @@
 #   bash tools/gpu_machine_run.sh          # doctor, pytest -m gpu, pixels, handoff, gpu_e2e
 #   ALL=1 bash tools/gpu_machine_run.sh    # + gpu_acceptance's provider table, gpu_iobinding
 #
-# The default steps fit one 10-minute call on an H200 (about 6 minutes, the install
-# included); ALL adds about 4 more. Rehearse the flow on any machine first (the steps then
-# fail or skip for want of a GPU, but the script must reach "done"):
+# Not yet run through on a GPU: the default steps' timeouts add up to 545 s after the install,
+# ALL's to 250 s more, so give the call its 10 minutes or run ALL on its own. Rehearse the
+# flow on any machine first (the steps then fail or skip for want of a GPU, but the script
+# must reach "done"):
 #
 #   SKIP_INSTALL=1 PY=.venv/bin/python OUT=/tmp/rehearsal bash tools/gpu_machine_run.sh
 set -u
