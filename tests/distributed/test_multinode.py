@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 import ray
 from conftest import assert_exact, lossless_options
+from holds import inference_held
 from ray.cluster_utils import Cluster
 from temporal_checks import (
     assert_timing_and_streams,
@@ -61,56 +60,17 @@ def attempts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @contextmanager
-def inference_held_until_both_nodes_infer(
-    attempts: Path, timeout_s: float = 240.0
-) -> Iterator[list[str]]:
+def inference_held_until_both_nodes_infer(attempts: Path) -> Iterator[list[str]]:
     """Inference waits on each node until both nodes have begun it, so that both certainly
-    infer: left alone, Ray Data may hand every chunk of a short clip to one actor (the one
-    up first, or the one local to the decoded chunks while it has room), however many
-    actors are up. A held actor takes at most two chunks (``max_tasks_in_flight_per_actor``)
-    and the clips have more, so the other node's actor gets the next one once it is up.
-    Only inference waits (``NODE.infer`` hold files): held decode and encode tasks could
-    take every slot Ray Data gives those stages.
-
-    Yields a list that says, once the block ends, how the hold ended and which node
-    inferred which chunk: a failing assertion shows it."""
-    head = ray.get_runtime_context().get_node_id()
+    infer (tests/holds.py says why a short clip needs it)."""
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    holds = [Path(os.environ[HOLD_ENV]) / f"{node}.infer" for node in nodes]
-    before = set(os.listdir(attempts))
-    done = threading.Event()
-    report: list[str] = []
-    start = time.monotonic()
-
-    def inferred() -> list[tuple[str, str, int]]:
-        return sorted(
-            (a.key, "head" if a.node == head else a.node, a.pid)
-            for a in map(attempt_of, set(os.listdir(attempts)) - before)
-            if a.stage == "infer"
-        )
-
-    def release() -> None:
-        while not done.is_set() and time.monotonic() < start + timeout_s:
-            if len({node for _, node, _ in inferred()}) == len(nodes):
-                report.append(f"both nodes began inference after {time.monotonic() - start:.1f} s")
-                break
-            time.sleep(0.05)
-        else:
-            elapsed = time.monotonic() - start
-            report.append(f"hold ended before both nodes began inference, after {elapsed:.1f} s")
-        for hold in holds:
-            hold.unlink(missing_ok=True)
-
-    for hold in holds:
-        hold.touch()
-    releaser = threading.Thread(target=release, daemon=True)
-    releaser.start()
-    try:
+    with inference_held(
+        attempts,
+        Path(os.environ[HOLD_ENV]),
+        lambda inferred: {a.node for a in inferred} == nodes,
+        "both nodes began inference",
+    ) as report:
         yield report
-    finally:
-        done.set()
-        releaser.join()
-        report.append(f"inference records (chunk, node, pid): {inferred()}")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""User processors on a real local Ray with two logical GPUs: exact, tables, errors, pinning."""
+"""User processors on a real local Ray with two logical GPUs: exact, tables, errors (their
+GPU pinning: test_gpu_sharing.py)."""
 
 from __future__ import annotations
 
@@ -182,56 +183,3 @@ def test_archive_with_a_processor_fails_only_the_video_it_raises_on(
     assert main(args) == 3  # resumed: the finished video is skipped, the bad one fails again
     rows = {Path(r["uri"]).name: r for r in read_report(str(out / "_raypipe-report.parquet"))}
     assert (rows["good.mp4"]["status"], rows["odd.mp4"]["attempts"]) == ("skipped", 2)
-
-
-PINNING = """
-import os
-import numpy as np
-import raypipe
-
-class WhereAmI(raypipe.Processor):
-    output = "tensor"
-
-    def setup(self, ctx):
-        self.ctx = ctx
-        self.session = ctx.session("builtin:invert", input_size=(96, 160))
-        self.visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-
-    def __call__(self, frames):
-        n = len(frames)
-        record = self.ctx.records[0]
-        return {
-            "gpu_id": np.full(n, int(self.ctx.gpu_ids[0])),
-            "device": np.array([self.ctx.device] * n),
-            "visible": np.array([self.visible] * n),
-            "session_visible": np.array([record["cuda_visible_devices"]] * n),
-            "batch": np.full(n, n),  # frames in this call
-        }
-"""
-
-
-def test_processors_and_their_sessions_use_their_own_logical_gpu(
-    clips: dict[str, Path], tmp_path: Path
-) -> None:
-    path = tmp_path / "where.py"
-    path.write_text(PINNING)
-    out, stats = tmp_path / "out", tmp_path / "stats.json"
-    raypipe.process_video(
-        str(clips["bframes_aac"]), str(out), processor=f"{path}:WhereAmI", chunk_frames=3,
-        batch_size=2, workers=2, stats_path=str(stats), quiet=True,
-    )  # fmt: skip
-    doc = json.loads(stats.read_text())
-    actors: dict[str, set[str]] = {}
-    for chunk in doc["chunks"]:
-        (gpu,) = chunk["gpu_ids"]
-        assert chunk["cuda_visible_devices"] == gpu
-        (session,) = chunk["sessions"]  # built in setup, on the actor's own device
-        assert session["cuda_visible_devices"] == gpu and session["model"] == "builtin:invert"
-        actors.setdefault(chunk["actor_id"], set()).add(gpu)
-    assert len(actors) == 2 and sorted(g for v in actors.values() for g in v) == ["0", "1"]
-    table = pq.read_table(next(out.rglob("part-0.parquet"))).to_pydict()
-    assert len(table["gpu_id"]) == 48 and set(table["device"]) == {"cuda:0"}
-    for gpu, visible, session in zip(table["gpu_id"], table["visible"], table["session_visible"]):
-        assert visible == session == str(gpu)
-    assert sorted(set(table["gpu_id"])) == [0, 1]
-    assert sorted(table["batch"]) == [1] * 16 + [2] * 32  # chunks of 3 in calls of 2 + 1
