@@ -88,6 +88,21 @@ _local_ray: dict[str, str] = {}  # {"gcs": address} of the Ray ray_local started
 _ray_local_modules: set[str] = set()  # the modules whose tests use ray_local
 
 
+def init_local_ray(**options: Any) -> None:
+    """``ray.init`` of a new local Ray with :data:`LOCAL_CPUS` and :data:`LOCAL_GPUS`, no
+    dashboard, worker logs kept from the test's output; ``options`` go to ``ray.init``."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=LOCAL_CPUS,
+        num_gpus=LOCAL_GPUS,
+        include_dashboard=False,
+        log_to_driver=False,
+        **options,
+    )
+
+
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
     """A real local Ray with more logical CPUs than cores and two logical GPUs.
@@ -105,13 +120,7 @@ def ray_local() -> Iterator[None]:
     if not _local_ray_free(ray):
         if ray.is_initialized():
             ray.shutdown()
-        ray.init(
-            address="local",
-            num_cpus=LOCAL_CPUS,
-            num_gpus=LOCAL_GPUS,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        init_local_ray()
         _local_ray["gcs"] = ray.get_runtime_context().gcs_address
     yield
 

@@ -7,13 +7,14 @@ actor up may find the chunks all done (CI saw three of four actors do a 30-chunk
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 import ray
-from conftest import LOCAL_CPUS, LOCAL_GPUS, assert_exact, lossless_options
+from conftest import assert_exact, init_local_ray, lossless_options
 from holds import inference_held
 
 import raypipe
@@ -26,41 +27,38 @@ def hooked_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     attempts, holds = tmp_path_factory.mktemp("attempts"), tmp_path_factory.mktemp("holds")
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(
-        address="local",
-        num_cpus=LOCAL_CPUS,
-        num_gpus=LOCAL_GPUS,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {RECORD_ENV: str(attempts), HOLD_ENV: str(holds)}},
-    )
+    init_local_ray(runtime_env={"env_vars": {RECORD_ENV: str(attempts), HOLD_ENV: str(holds)}})
     try:
         yield attempts, holds
     finally:
         ray.shutdown()
 
 
-def actors_inferred(n: int) -> Callable[[list[Attempt]], bool]:
-    """Whether ``n`` actors (processes) have begun inference."""
-    return lambda inferred: len({a.pid for a in inferred}) >= n
+def run_spread(
+    hooked_ray: tuple[Path, Path], actors: int, source: Path, out: Path, **options: Any
+) -> tuple[dict[str, Any], list[str]]:
+    """``process_video`` with inference held until ``actors`` actors (processes) have begun
+    it: the run's stats and how the hold went."""
+    stats_path = out.with_name("stats.json")
+
+    def enough(inferred: list[Attempt]) -> bool:
+        return len({a.pid for a in inferred}) >= actors
+
+    with inference_held(*hooked_ray, enough, f"{actors} actors inferred") as hold:
+        raypipe.process_video(
+            str(source), str(out), quiet=True, stats_path=str(stats_path), **options
+        )
+    return json.loads(stats_path.read_text()), hold
 
 
 def test_two_actors_each_pinned_to_its_gpu(
     hooked_ray: tuple[Path, Path], clips: dict[str, Path], tmp_path: Path
 ) -> None:
-    out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
-    with inference_held(*hooked_ray, actors_inferred(2), "2 actors inferred") as hold:
-        raypipe.process_video(
-            str(clips["bframes_aac"]),
-            str(out),
-            **lossless_options(),
-            quiet=True,
-            model="builtin:invert",
-            chunk_frames=1,
-            workers=2,
-            stats_path=str(stats_path),
-        )
-    doc = json.loads(stats_path.read_text())
+    out = tmp_path / "out.mp4"
+    doc, hold = run_spread(
+        hooked_ray, 2, clips["bframes_aac"], out, **lossless_options(),
+        model="builtin:invert", chunk_frames=1, workers=2,
+    )  # fmt: skip
     chunks = doc["chunks"]
     assert doc["totals"]["frames"] == 48 and doc["totals"]["chunks"] == len(chunks) == 48
     assert [c["index"] for c in chunks] == list(range(48))
@@ -84,19 +82,11 @@ def test_two_actors_each_pinned_to_its_gpu(
 def test_two_workers_per_gpu_give_four_actors_two_per_gpu(
     hooked_ray: tuple[Path, Path], clips: dict[str, Path], tmp_path: Path
 ) -> None:
-    out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
-    with inference_held(*hooked_ray, actors_inferred(4), "4 actors inferred") as hold:
-        raypipe.process_video(
-            str(clips["open_gop"]),  # 30 frames: 30 chunks, more than 3 held actors take
-            str(out),
-            **lossless_options(),
-            quiet=True,
-            model="builtin:invert",
-            chunk_frames=1,
-            workers_per_gpu=2,
-            stats_path=str(stats_path),
-        )
-    doc = json.loads(stats_path.read_text())
+    out = tmp_path / "out.mp4"
+    doc, hold = run_spread(
+        hooked_ray, 4, clips["open_gop"], out, **lossless_options(),  # 30 chunks: more
+        model="builtin:invert", chunk_frames=1, workers_per_gpu=2,  # than 3 held actors take
+    )  # fmt: skip
     assert doc["totals"]["workers"] == 4
     per_actor = {c["actor_id"]: c["cuda_visible_devices"] for c in doc["chunks"]}
     assert len(per_actor) == 4, f"chunks ran on {len(per_actor)} actors, expected 4: {hold}"
@@ -135,13 +125,11 @@ def test_processors_and_their_sessions_use_their_own_logical_gpu(
 ) -> None:
     path = tmp_path / "where.py"
     path.write_text(PINNING)
-    out, stats = tmp_path / "out", tmp_path / "stats.json"
-    with inference_held(*hooked_ray, actors_inferred(2), "2 actors inferred") as hold:
-        raypipe.process_video(
-            str(clips["bframes_aac"]), str(out), processor=f"{path}:WhereAmI", chunk_frames=3,
-            batch_size=2, workers=2, stats_path=str(stats), quiet=True,
-        )  # fmt: skip
-    doc = json.loads(stats.read_text())
+    out = tmp_path / "out"
+    doc, hold = run_spread(
+        hooked_ray, 2, clips["bframes_aac"], out, processor=f"{path}:WhereAmI", chunk_frames=3,
+        batch_size=2, workers=2,
+    )  # fmt: skip
     actors: dict[str, set[str]] = {}
     for chunk in doc["chunks"]:
         (gpu,) = chunk["gpu_ids"]
