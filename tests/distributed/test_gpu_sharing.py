@@ -57,11 +57,11 @@ def test_two_actors_each_pinned_to_its_gpu(
     out = tmp_path / "out.mp4"
     doc, hold = run_spread(
         hooked_ray, 2, clips["bframes_aac"], out, **lossless_options(),
-        model="builtin:invert", chunk_frames=1, workers=2,
+        model="builtin:invert", chunk_frames=4, workers=2,
     )  # fmt: skip
     chunks = doc["chunks"]
-    assert doc["totals"]["frames"] == 48 and doc["totals"]["chunks"] == len(chunks) == 48
-    assert [c["index"] for c in chunks] == list(range(48))
+    assert doc["totals"]["frames"] == 48 and doc["totals"]["chunks"] == len(chunks) == 12
+    assert [c["index"] for c in chunks] == list(range(12))
     by_actor: dict[str, set[str]] = {}
     for c in chunks:
         assert len(c["gpu_ids"]) == 1, c
@@ -84,10 +84,10 @@ def test_two_workers_per_gpu_give_four_actors_two_per_gpu(
 ) -> None:
     out = tmp_path / "out.mp4"
     doc, hold = run_spread(
-        hooked_ray, 4, clips["open_gop"], out, **lossless_options(),  # 30 chunks: more
-        model="builtin:invert", chunk_frames=1, workers_per_gpu=2,  # than 3 held actors take
+        hooked_ray, 4, clips["open_gop"], out, **lossless_options(),  # 19 chunks: more
+        model="builtin:invert", chunk_frames=3, workers_per_gpu=2,  # than 3 held actors take
     )  # fmt: skip
-    assert doc["totals"]["workers"] == 4
+    assert doc["totals"]["workers"] == 4 and doc["totals"]["chunks"] > 3 * 2
     per_actor = {c["actor_id"]: c["cuda_visible_devices"] for c in doc["chunks"]}
     assert len(per_actor) == 4, f"chunks ran on {len(per_actor)} actors, expected 4: {hold}"
     assert sorted(per_actor.values()) == ["0", "0", "1", "1"]
