@@ -214,6 +214,13 @@ def provenance_tags(provenance: Provenance, muxer: str) -> dict[str, str]:
     return {tag: provenance.to_text()} if tag else {}
 
 
+def not_provenance(key: str, value: str) -> bool:
+    """Whether a source's container tag may be copied into an output: any tag but a
+    provenance record (raypipe's own tag, or a comment holding one), so that an output made
+    from an earlier output records only the run that made it."""
+    return key.lower() != PROVENANCE_TAG and Provenance.parse(value) is None
+
+
 def provenance_from_tags(tags: Mapping[str, str]) -> Provenance | None:
     """The provenance an output's container tags record (Matroska upper-cases tag names)."""
     lower = {k.lower(): v for k, v in tags.items()}

@@ -4,6 +4,7 @@ source with ffprobe as the judge (issue 11): shared by tests/media and tests/dis
 from __future__ import annotations
 
 import functools
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.chunk_task import segment_uri
 from raypipe.distributed.stages import chunk_row, decode_stage, encode_stage
 from raypipe.media import assemble, plan_chunks, probe
+from raypipe.reuse import Provenance
 from raypipe.testing import (
     audio_packet_times,
     audio_packets,
@@ -87,6 +89,48 @@ def _raw_aac(payload: bytes) -> bytes:
     return payload
 
 
+_FILE_TAGS = frozenset(
+    {"encoder", "software", "major_brand", "minor_version", "compatible_brands"}
+)  # the writing library (AVI's ISFT is "software") and MP4's brands: the muxer's own
+
+
+def container_facts(probed: Any) -> tuple[tuple[tuple[str, str], ...], str, str]:
+    """A file's container tags (less those that describe the file itself, and raypipe's
+    provenance record), its video's timecode and its field order (ffprobe's)."""
+    tags = tuple(
+        (k, v)
+        for k, v in probed.format_tags
+        if k.lower() not in _FILE_TAGS and Provenance.parse(v) is None
+    )
+    return tags, probed.timecode, probed.field_order
+
+
+_PROGRESSIVE = frozenset({"", "progressive", "unknown"})  # as ffprobe shows a progressive video
+
+
+def expected_container_facts(
+    source: Path, src: Any, output: Path
+) -> tuple[tuple[tuple[str, str], ...], str, str]:
+    """What FFmpeg keeps of ``source``'s container tags, timecode and field order when it
+    remuxes its video into a file like ``output`` (``ffmpeg -map 0:v:0 -c copy
+    -map_metadata 0``), for a source that has any; else none (progressive: ffprobe shows
+    no field order for some codecs, "progressive" for others)."""
+    tags, timecode, field_order = container_facts(src)
+    if not tags and not timecode and field_order in _PROGRESSIVE:
+        return (), "", "progressive"
+    remuxed = output.with_name(f"{output.stem}.ffmpeg-remux{output.suffix}")
+    _remux(source, remuxed)
+    return container_facts(ffprobe_video(remuxed))
+
+
+def _remux(source: Path, out: Path) -> None:
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-map", "0:v:0", "-c", "copy",
+         "-map_metadata", "0", str(out)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
 def _container_of(path: Path) -> str:
     return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".ts": "mpegts",
             ".avi": "avi", ".nut": "nut"}[path.suffix]  # fmt: skip
@@ -150,7 +194,8 @@ def assert_fidelity(
     if out.codec == src.codec == "hevc":
         assert out.hdr == src.hdr
     # every other stream with its language, title and dispositions
-    expected = [s for s in src.streams if s.codec not in dropped_codecs]
+    # (a timecode's tmcd data stream is the muxer's: the timecode is compared below)
+    expected = [s for s in src.streams if s.codec not in dropped_codecs and s.kind != "data"]
     kept = ("default", "forced", "attached_pic", "hearing_impaired", "visual_impaired")
 
     def described(s: Any) -> tuple[str, ...]:
@@ -158,8 +203,14 @@ def assert_fidelity(
             return (s.kind, s.codec, s.title)
         return (s.kind, s.codec, s.language, s.title)
 
-    assert [described(s) for s in out.streams] == [described(s) for s in expected]
-    for a, b in zip(out.streams, expected):
+    out_streams = [s for s in out.streams if s.kind != "data"]
+    assert [described(s) for s in out_streams] == [described(s) for s in expected]
+    # container tags, timecode and field order: what FFmpeg's own remux keeps
+    got_facts, want_facts = container_facts(out), expected_container_facts(source, src, output)
+    assert got_facts[:2] == want_facts[:2], f"tags and timecode {got_facts}, {want_facts}"
+    order, want_order = got_facts[2], want_facts[2]
+    assert order == want_order or {order, want_order} <= _PROGRESSIVE, f"field order {order}"
+    for a, b in zip(out_streams, expected):
         if (a.kind == "subtitle" and not subtitle_tags) or fmt not in DISPOSITIONS:
             continue
         got_d = {d for d in a.dispositions if d in kept}

@@ -23,7 +23,7 @@ from raypipe.distributed.planning import VideoFacts
 from raypipe.errors import RaypipeError, one_line
 from raypipe.media.mux import assemble, output_format
 from raypipe.media.plan import chunk_id
-from raypipe.reuse import PROVENANCE_TAG, Provenance, provenance_tags
+from raypipe.reuse import PROVENANCE_TAG, Provenance, not_provenance, provenance_tags
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,9 @@ def assemble_video(facts: VideoFacts) -> Assembled:
         else:
             recorded = Provenance.parse(facts.provenance)
             tags = provenance_tags(recorded, output_format(facts.output)) if recorded else {}
-            assemble(segment_uris(facts), facts.output, facts.uri, tags=tags)
+            assemble(
+                segment_uris(facts), facts.output, facts.uri, tags=tags, keep_tag=not_provenance
+            )
             frames_out = facts.n_out or facts.n_frames  # an interpolating model doubles them
         result = Assembled(frames_out=frames_out)
     except Exception as e:  # noqa: BLE001 - the video fails alone

@@ -3,6 +3,7 @@ depth, chroma, colour, HDR) and the chunk plan, as text lines. Pure: no I/O."""
 
 from __future__ import annotations
 
+from raypipe.media.mux import container_tags
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import ChunkPlan
 from raypipe.media.probe import VideoInfo
@@ -19,6 +20,16 @@ def probe_lines(info: VideoInfo, plan: ChunkPlan, chunk_frames: int) -> list[str
         f"rotation {info.rotation_degrees}°",
     ]
     lines += [f"  {line}" for line in picture_lines(info.picture_format)]
+    if info.timecode or info.field_order not in ("", "progressive"):
+        facts = (
+            info.timecode and f"timecode {info.timecode}",
+            info.field_order not in ("", "progressive") and f"field order {info.field_order}",
+        )
+        lines.append(f"  {', '.join(x for x in facts if x)} (kept)")
+    kept = container_tags(dict(info.tags), {})
+    if kept:
+        listed = ", ".join(f"{k} {v!r}" for k, v in kept.items())
+        lines.append(f"  container tags: {listed} (kept where the output container holds them)")
     for s in info.streams:
         tags = ", ".join(
             x

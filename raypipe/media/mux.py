@@ -7,6 +7,9 @@ and average frame rate. Audio and subtitle packets are stream-copied from the so
 packet for packet, keeping their pts, dts and durations, so the A/V offset survives (audio
 starting before or after the video); their language and title tags and dispositions are
 kept. Attached pictures (cover art) are copied where the output container holds them.
+The source's container tags (title, creation time, location, make and model...) are kept
+where the output container holds them, as ``ffmpeg -map_metadata 0`` keeps them, and so
+are the video's timecode (a ``tmcd`` track in MP4/MOV) and field order (Matroska).
 The packet sequences are merged by time so the muxer never has to buffer a whole stream.
 The file is written under a temporary name in the output's directory and renamed into
 place only when complete: a crash leaves the old state or the new file, never half of one.
@@ -19,7 +22,7 @@ import heapq
 import io
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -28,6 +31,7 @@ import av
 from raypipe import faults
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media.encode import _NO_DTS, Segment
+from raypipe.media.probe import pick_video_stream, video_timecode
 from raypipe.media.source import open_input
 
 log = logging.getLogger("raypipe.media")
@@ -113,12 +117,15 @@ def assemble(
     *,
     copy_streams: bool = True,
     tags: Mapping[str, str] | None = None,
+    keep_tag: Callable[[str, str], bool] | None = None,
 ) -> None:
     """Write ``output_uri`` from ``segment_uris`` (in chunk order) and ``source_uri``'s streams.
 
     ``copy_streams``: copy the source's audio, subtitle and attached-picture streams.
     ``tags``: container (format) metadata to write; MP4/MOV keep the iTunes-style keys
-    (``comment``, ``title``...), AVI only its INFO keys, MPEG-TS none. The file is built
+    (``comment``, ``title``...), AVI only its INFO keys, MPEG-TS none. The source's own
+    container tags go with them (:func:`container_tags`; ``tags`` win a key both have, and
+    ``keep_tag(key, value)`` false leaves a source tag out). The file is built
     under a temporary name and committed atomically (:func:`raypipe.storage.commit`). Raises
     :class:`EncodeError` when segments do not concatenate (different codec headers,
     timestamps going backwards, a damaged or missing segment) and :class:`MuxError` when
@@ -133,8 +140,8 @@ def assemble(
     staged = storage.local_staging(output_uri, os.path.splitext(output_uri)[1])
     try:
         with av.open(staged, mode="w", format=fmt) as out:
-            out.metadata.update(tags or {})
-            _write(out, uris, source_uri, copy_streams, os.path.basename(output_uri))
+            name = os.path.basename(output_uri)
+            _write(out, uris, source_uri, copy_streams, name, dict(tags or {}), keep_tag)
         storage.commit(staged, output_uri)
     except BaseException:
         if os.path.exists(staged):
@@ -143,7 +150,13 @@ def assemble(
 
 
 def _write(
-    out: Any, paths: list[str], source_uri: str, copy_streams: bool, output_name: str
+    out: Any,
+    paths: list[str],
+    source_uri: str,
+    copy_streams: bool,
+    output_name: str,
+    tags: dict[str, str],
+    keep_tag: Callable[[str, str], bool] | None,
 ) -> None:
     head, opened = _open_segment(paths[0])
     with opened as first:
@@ -164,6 +177,8 @@ def _write(
         frame_seconds = 1 / head.rate  # one tick per frame: AVI has no timestamps
         out_video.time_base = frame_seconds
     with open_input(source_uri) as source:
+        out.metadata.update(container_tags(source.metadata, tags, keep_tag))
+        _keep_video_facts(out_video, pick_video_stream(source, source_uri))
         copied = _copied_streams(out, source, source_uri) if copy_streams else {}
         if out.format.name in _CONSTANT_RATE:
             _warn_lost_offsets(source, copied)
@@ -188,6 +203,45 @@ def _write(
 
 
 _FAULT_AFTER_PACKETS = 8
+
+_FILE_TAGS = frozenset(
+    {"encoder", "software", "major_brand", "minor_version", "compatible_brands", "duration"}
+)
+"""Source container tags (lower case) that describe the source file, not what it shows:
+the library that wrote it (AVI's ISFT reads as ``software``) and MP4's brands, which the
+muxer writes its own of, and a duration, which could be wrong."""
+
+
+def container_tags(
+    source: Mapping[str, str],
+    given: Mapping[str, str],
+    keep_tag: Callable[[str, str], bool] | None = None,
+) -> dict[str, str]:
+    """The container tags of an output: the source's (less :data:`_FILE_TAGS` and those
+    ``keep_tag(key, value)`` refuses) and ``given``, which wins a key both have, whatever
+    its case (Matroska upper-cases tag names). What the output container cannot store, its
+    muxer leaves out, as FFmpeg does with ``-map_metadata 0``."""
+    taken = {k.lower() for k in given}
+    kept = {
+        k: v
+        for k, v in source.items()
+        if k.lower() not in _FILE_TAGS
+        and k.lower() not in taken
+        and (keep_tag is None or keep_tag(k, v))
+    }
+    return {**kept, **given}
+
+
+def _keep_video_facts(out_video: Any, source_video: Any) -> None:
+    """The source video's timecode tag (MP4/MOV write it as a ``tmcd`` track, Matroska as a
+    tag) and field order (Matroska stores it) on the output's video stream. The frames are
+    the source's frames from the first on, so its first frame's timecode still holds."""
+    timecode = video_timecode(source_video)
+    if timecode:
+        out_video.metadata["timecode"] = timecode
+    field_order = source_video.codec_context.field_order
+    if field_order:
+        out_video.codec_context.field_order = field_order
 
 
 def _copied_streams(out: Any, source: Any, source_uri: str) -> dict[int, Any]:

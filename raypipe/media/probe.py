@@ -86,6 +86,9 @@ class VideoInfo:
     streams: tuple[StreamInfo, ...] = ()
     last_frame_duration: int = 0  # time_base units; 0: unknown (then taken as 1/rate)
     picture: PictureFormat | None = None  # None: 8-bit 4:2:0, untagged, upright
+    tags: tuple[tuple[str, str], ...] = ()  # the container's tags, as the demuxer names them
+    timecode: str = ""  # the video's start timecode ("01:00:00:00"), "" when none
+    field_order: str = ""  # FIELD_ORDERS: "progressive", "tt"...; "" when the stream says none
 
     @property
     def picture_format(self) -> PictureFormat:
@@ -174,7 +177,7 @@ def _probe(
     uri: str, video_id: str | None, *, use_index: bool, grid_local: bool = False
 ) -> VideoInfo:
     with open_input(uri, block_size=PROBE_BLOCK_BYTES) as container:
-        video = _pick_video_stream(container, uri)
+        video = pick_video_stream(container, uri)
         indexed = _scan_index(container, video, uri, grid_local) if use_index else None
         if indexed is not None:
             pts, keyframes, last_duration = indexed
@@ -217,6 +220,9 @@ def _probe(
             streams=streams,
             last_frame_duration=last_duration,
             picture=picture,
+            tags=tuple(container.metadata.items()),
+            timecode=video_timecode(video),
+            field_order=field_order_name(video),
         )
 
 
@@ -287,7 +293,23 @@ def _average_rate(n_frames: int, ticks: int, tb: Fraction, nominal: Any) -> Frac
     return rate
 
 
-def _pick_video_stream(container: av.container.InputContainer, uri: str) -> Any:
+FIELD_ORDERS = ("", "progressive", "tt", "bb", "tb", "bt")
+"""FFmpeg's field orders (``AVFieldOrder``, 0 unknown) by the names ffprobe prints."""
+
+
+def field_order_name(video: Any) -> str:
+    """A video stream's field order by ffprobe's name (:data:`FIELD_ORDERS`), ``""`` unknown."""
+    order = video.codec_context.field_order or 0
+    return FIELD_ORDERS[order] if 0 <= order < len(FIELD_ORDERS) else ""
+
+
+def video_timecode(video: Any) -> str:
+    """A video stream's start timecode tag (MOV's ``tmcd`` track shows as one), or ``""``."""
+    return next((str(v) for k, v in video.metadata.items() if k.lower() == "timecode"), "")
+
+
+def pick_video_stream(container: av.container.InputContainer, uri: str) -> Any:
+    """The video stream raypipe processes: the first that is not an attached picture."""
     candidates = [
         s
         for s in container.streams.video

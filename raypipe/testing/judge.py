@@ -1,6 +1,7 @@
 """What ``ffprobe`` (the independent judge) shows of a video file: the first video stream's
-displayed size and rotation, colour tags, bit depth and chroma, timing, HDR metadata, and
-every other stream with its language, title and dispositions.
+displayed size and rotation, colour tags, bit depth and chroma, timing, HDR metadata, field
+order and timecode, every other stream with its language, title and dispositions, and the
+container's tags.
 
 Deliberately independent of raypipe's media code: pixel formats are read from their names
 here, timing from ffprobe's own stream and packet fields.
@@ -99,6 +100,9 @@ class ProbedVideo:
     start_seconds: float
     hdr: dict[str, Any]  # first frame's side data by type name (HEVC SEI as ffprobe reads it)
     streams: tuple[ProbedStream, ...] = field(default=())
+    format_tags: tuple[tuple[str, str], ...] = ()  # the container's tags, as ffprobe names them
+    timecode: str = ""  # the video's timecode tag, else a timecode (tmcd) stream's; "" if none
+    field_order: str = ""  # ffprobe's: "progressive", "tt", "tb"...; "" when it shows none
 
     @property
     def displayed_size(self) -> tuple[int, int]:
@@ -189,6 +193,7 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
         for s in doc.get("streams", [])
         if s is not v
     )
+    timecodes = [_tag(s.get("tags", {}), "timecode") for s in [v, *doc.get("streams", [])]]
     return ProbedVideo(
         format_name=fmt,
         codec=str(v.get("codec_name")),
@@ -209,4 +214,7 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
         start_seconds=min(starts) if starts else 0.0,
         hdr=hdr,
         streams=others,
+        format_tags=tuple(sorted(doc.get("format", {}).get("tags", {}).items())),
+        timecode=next((t for t in timecodes if t), ""),
+        field_order=str(v.get("field_order", "")),
     )

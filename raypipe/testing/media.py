@@ -147,6 +147,10 @@ class ClipSpec:
     hdr10: bool = False  # mastering display and content light level SEI (libx265, libx264)
     crf: int | None = None  # x264/x265 quality; None: the encoder's default (23 / 28)
     cover_art: bool = False  # an attached picture (a JPEG) after the video stream
+    # the container's tags, e.g. (("title", "..."), ("creation_time", "2024-...Z"))
+    tags: tuple[tuple[str, str], ...] = ()
+    timecode: str = ""  # the video's start timecode ("01:00:00:00"; MP4/MOV: a tmcd track)
+    field_order: str = ""  # the video stream's field order tag ("tt", "bb", "tb", "bt")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -166,6 +170,8 @@ class ClipSpec:
             raise ValueError("audio_languages needs an audio codec (audio='aac', ...)")
         if self.rotation_degrees % 90:
             raise ValueError(f"rotation_degrees={self.rotation_degrees}: expected a multiple of 90")
+        if self.field_order and self.field_order not in _FIELD_ORDERS:
+            raise ValueError(f"field_order={self.field_order!r}: expected one of {_FIELD_ORDERS}")
 
     @property
     def video_start_pts(self) -> int:
@@ -225,6 +231,10 @@ def _encoder_options(spec: ClipSpec) -> dict[str, str]:
     return {}
 
 
+_FIELD_ORDERS = ("progressive", "tt", "bb", "tb", "bt")
+"""FFmpeg's field orders (``AVFieldOrder`` 1 to 5) by the names ffprobe prints."""
+
+
 def _add_video(out: av.container.OutputContainer, spec: ClipSpec) -> av.VideoStream:
     stream = out.add_stream(spec.codec, rate=spec.fps)
     if not isinstance(stream, av.VideoStream):
@@ -236,6 +246,10 @@ def _add_video(out: av.container.OutputContainer, spec: ClipSpec) -> av.VideoStr
     ctx.framerate = spec.fps
     ctx.gop_size = spec.gop
     ctx.max_b_frames = spec.bframes
+    if spec.field_order:  # a tag only: the frames are coded progressive
+        ctx.field_order = _FIELD_ORDERS.index(spec.field_order) + 1
+    if spec.timecode:
+        stream.metadata["timecode"] = spec.timecode
     options: dict[str, object] = dict(_encoder_options(spec))
     for key, value in tag_stream(stream, spec.colour, spec.rotation_degrees, spec.hdr10).items():
         options[key] = f"{options[key]}:{value}" if key in options else value
@@ -357,6 +371,7 @@ def make_clip(
     if faststart and path.suffix.lower() in _FASTSTART_SUFFIXES:
         options["movflags"] = "+faststart"
     out = av.open(str(path), "w", options=options)
+    out.metadata.update(dict(spec.tags))
     deep = is_deep(spec.pix_fmt)
     convert = deep or spec.colour is not None
     reformatter = VideoReformatter()

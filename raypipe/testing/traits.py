@@ -1,7 +1,8 @@
 """Clips with the traits real videos have and a processed video must keep (fidelity):
 rotation, colour tags, full range, 4:4:4, 10-bit HDR10 and HLG, several languages, audio
 starting before or after the video (edit lists), cover art, a single frame, an untagged
-HD picture.
+HD picture, container tags (a phone's creation time, location, make and model), a
+timecode, a field order.
 
 Each is a small :class:`~raypipe.testing.ClipSpec` with the container it is written in;
 write one with :func:`make_trait_clip`. Traits are combined (eight clips cover them all),
@@ -22,9 +23,16 @@ _SMALL: dict[str, Any] = {"n_frames": 12, "gop": 6, "width": 96, "height": 64}
 _BT709 = ("bt709", "bt709", "bt709", "tv")
 _HDR10 = ("bt2020", "smpte2084", "bt2020nc", "tv")
 _HLG = ("bt2020", "arib-std-b67", "bt2020nc", "tv")
+_PHONE_TAGS = (
+    ("creation_time", "2024-05-01T10:00:00.000000Z"),
+    ("location", "+48.8583+002.2944/"),
+    ("make", "Apple"),
+    ("model", "iPhone 15"),
+)
 
 TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
-    # a 90-degree display matrix, BT.709 tags, two audio languages and forced subtitles
+    # a 90-degree display matrix, BT.709 tags, two audio languages and forced subtitles, a
+    # title and a start timecode (a tmcd track)
     "rotated_languages": (
         ClipSpec(
             rotation_degrees=90,
@@ -33,11 +41,14 @@ TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
             audio_languages=("eng", "fra"),
             subtitles=True,
             subtitle_language="deu",
+            tags=(("title", "Interview, take 2"),),
+            timecode="01:02:03:04",
             **_SMALL,
         ),
         ".mp4",
     ),
     # what phones record: HEVC Main10 HLG, BT.2020, rotated for portrait, in MOV, with audio
+    # and the recording's creation time, location, make and model
     "phone_hlg": (
         ClipSpec(
             codec="libx265",
@@ -45,6 +56,7 @@ TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
             colour=_HLG,
             rotation_degrees=270,
             audio="aac",
+            tags=_PHONE_TAGS,
             **_SMALL,
         ),
         ".mov",
@@ -54,9 +66,16 @@ TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
         ClipSpec(codec="libx265", pix_fmt="yuv420p10le", colour=_HDR10, hdr10=True, **_SMALL),
         ".mp4",
     ),
-    # full range, 4:4:4, BT.2020 tags (SDR), in Matroska
+    # full range, 4:4:4, BT.2020 tags (SDR), a field order (top first) and a tag of its own,
+    # in Matroska
     "full_range_444": (
-        ClipSpec(pix_fmt="yuv444p", colour=("bt2020", "bt2020-10", "bt2020nc", "pc"), **_SMALL),
+        ClipSpec(
+            pix_fmt="yuv444p",
+            colour=("bt2020", "bt2020-10", "bt2020nc", "pc"),
+            field_order="tt",
+            tags=(("DESCRIPTION", "scanned from tape"),),
+            **_SMALL,
+        ),
         ".mkv",
     ),
     # audio 0.2 s before the video (the video's edit list starts late), and cover art

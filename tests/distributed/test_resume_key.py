@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,28 @@ def test_a_finished_output_is_redone_when_its_source_changes(address: str, tmp_p
     assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
     changed = raypipe.process_archive(str(src), str(out), quiet=True, crf=30, **options)
     assert changed.rows[0]["note"] == "redone: the settings changed"
+
+
+def test_an_output_made_from_an_earlier_output_records_only_its_own_run(
+    address: str, tmp_path: Path
+) -> None:
+    """Outputs keep their source's container tags, but never a provenance record: an output
+    processed again (here into another container, where the record has another tag) records
+    the run that made it, and only that."""
+    import av
+
+    from raypipe.reuse import Provenance
+
+    source = make_clip(tmp_path / "v.mp4", dataclasses_replace(CLIP, tags=(("title", "Take 2"),)))
+    chain = [source, tmp_path / "first.mp4", tmp_path / "second.mkv", tmp_path / "third.mp4"]
+    options = _options(BASE_ARGS)
+    records = []
+    for src, out in zip(chain, chain[1:]):
+        raypipe.process_video(str(src), str(out), quiet=True, **options)
+        with av.open(str(out)) as written:
+            tags = dict(written.metadata)
+        assert tags["title"] == "Take 2", tags
+        found = {k: Provenance.parse(v) for k, v in tags.items() if Provenance.parse(v)}
+        assert len(found) == 1, tags  # MP4 keeps it in the comment, Matroska in RAYPIPE
+        records.append(*found.values())
+    assert len({r.source for r in records}) == 3  # each from its own source

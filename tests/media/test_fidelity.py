@@ -150,3 +150,14 @@ def test_avi_refuses_a_variable_frame_rate_in_one_line(
     with pytest.raises(MuxError, match=r"an AVI output holds one frame duration only .* \.mkv"):
         run_in_process(clips["vfr"], out, "builtin:invert", 13, LOSSLESS)
     assert [p.name for p in tmp_path.iterdir()] == ["out.avi.work"]  # nothing half-written
+
+
+def test_container_tags_are_the_sources_and_the_runs() -> None:
+    """The run's own tags win a key the source has too, whatever its case (Matroska
+    upper-cases names); tags that describe the source file are not copied."""
+    from raypipe.media.mux import container_tags
+
+    source = {"title": "T", "ENCODER": "Lavf59", "major_brand": "qt  ", "RAYPIPE": "old",
+              "location": "+48.8+002.2/", "software": "Lavf59", "note": "drop me"}  # fmt: skip
+    got = container_tags(source, {"raypipe": "new"}, lambda key, value: key != "note")
+    assert got == {"title": "T", "location": "+48.8+002.2/", "raypipe": "new"}

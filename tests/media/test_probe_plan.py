@@ -137,3 +137,22 @@ def test_chunk_mib_caps_frames_by_size() -> None:
     for bad in (0, -1, float("nan"), float("inf"), True, "512"):
         with pytest.raises(ConfigError, match="chunk_mib must be a number > 0"):
             ChunkConfig(chunk_mib=bad)  # type: ignore[arg-type]
+
+
+def test_probe_shows_container_tags_timecode_and_field_order(traits: dict[str, Path]) -> None:
+    """What the output keeps besides the pictures and streams: ``raypipe probe`` says it."""
+    from raypipe.media.describe import probe_lines
+
+    lines = {}
+    for name in ("rotated_languages", "full_range_444", "phone_hlg"):
+        info = probe(str(traits[name]))
+        lines[name] = "\n".join(probe_lines(info, plan_chunks(info, ChunkConfig()), 64))
+        if name == "rotated_languages":
+            assert (info.timecode, info.field_order) == ("01:02:03:04", "progressive")
+            assert ("title", "Interview, take 2") in info.tags
+    assert "timecode 01:02:03:04 (kept)" in lines["rotated_languages"]
+    assert "container tags: title 'Interview, take 2' (kept" in lines["rotated_languages"]
+    assert "field order tt (kept)" in lines["full_range_444"]
+    assert "DESCRIPTION 'scanned from tape'" in lines["full_range_444"]
+    assert "make 'Apple', model 'iPhone 15'" in lines["phone_hlg"]
+    assert "encoder" not in lines["phone_hlg"].lower()  # the writing library is not kept
