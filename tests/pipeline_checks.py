@@ -94,30 +94,31 @@ _FILE_TAGS = frozenset(
 )  # the writing library (AVI's ISFT is "software") and MP4's brands: the muxer's own
 
 
-def container_facts(probed: Any) -> tuple[tuple[tuple[str, str], ...], str, str]:
+def container_facts(probed: Any) -> tuple[Any, ...]:
     """A file's container tags (less those that describe the file itself, and raypipe's
-    provenance record), its video's timecode and its field order (ffprobe's)."""
+    provenance record), chapters, its video's language, title and timecode, and last its
+    field order (ffprobe's)."""
     tags = tuple(
         (k, v)
         for k, v in probed.format_tags
         if k.lower() not in _FILE_TAGS and Provenance.parse(v) is None
     )
-    return tags, probed.timecode, probed.field_order
+    video = (probed.language, probed.title, probed.timecode)
+    return tags, probed.chapters, video, probed.field_order
 
 
 _PROGRESSIVE = frozenset({"", "progressive", "unknown"})  # as ffprobe shows a progressive video
 
 
-def expected_container_facts(
-    source: Path, src: Any, output: Path
-) -> tuple[tuple[tuple[str, str], ...], str, str]:
-    """What FFmpeg keeps of ``source``'s container tags, timecode and field order when it
-    remuxes its video into a file like ``output`` (``ffmpeg -map 0:v:0 -c copy
-    -map_metadata 0``), for a source that has any; else none (progressive: ffprobe shows
-    no field order for some codecs, "progressive" for others)."""
-    tags, timecode, field_order = container_facts(src)
-    if not tags and not timecode and field_order in _PROGRESSIVE:
-        return (), "", "progressive"
+def expected_container_facts(source: Path, src: Any, output: Path) -> tuple[Any, ...]:
+    """What FFmpeg keeps of ``source``'s :func:`container_facts` when it remuxes its video
+    into a file like ``output`` (``ffmpeg -map 0:v:0 -c copy -map_metadata 0``, chapters
+    and the stream's tags too), for a source that has any; else none (progressive: ffprobe
+    shows no field order for some codecs, "progressive" for others)."""
+    tags, chapters, video, field_order = container_facts(src)
+    plain = ("und", "", "")
+    if not tags and not chapters and video == plain and field_order in _PROGRESSIVE:
+        return (), (), plain, "progressive"
     remuxed = output.with_name(f"{output.stem}.ffmpeg-remux{output.suffix}")
     _remux(source, remuxed)
     return container_facts(ffprobe_video(remuxed))
@@ -207,8 +208,8 @@ def assert_fidelity(
     assert [described(s) for s in out_streams] == [described(s) for s in expected]
     # container tags, timecode and field order: what FFmpeg's own remux keeps
     got_facts, want_facts = container_facts(out), expected_container_facts(source, src, output)
-    assert got_facts[:2] == want_facts[:2], f"tags and timecode {got_facts}, {want_facts}"
-    order, want_order = got_facts[2], want_facts[2]
+    assert got_facts[:-1] == want_facts[:-1], f"tags, chapters, video {got_facts}, {want_facts}"
+    order, want_order = got_facts[-1], want_facts[-1]
     assert order == want_order or {order, want_order} <= _PROGRESSIVE, f"field order {order}"
     for a, b in zip(out_streams, expected):
         if (a.kind == "subtitle" and not subtitle_tags) or fmt not in DISPOSITIONS:

@@ -20,12 +20,16 @@ def probe_lines(info: VideoInfo, plan: ChunkPlan, chunk_frames: int) -> list[str
         f"rotation {info.rotation_degrees}°",
     ]
     lines += [f"  {line}" for line in picture_lines(info.picture_format)]
-    if info.timecode or info.field_order not in ("", "progressive"):
-        facts = (
-            info.timecode and f"timecode {info.timecode}",
-            info.field_order not in ("", "progressive") and f"field order {info.field_order}",
-        )
-        lines.append(f"  {', '.join(x for x in facts if x)} (kept)")
+    facts = [f"{k} {v!r}" for k, v in info.video_tags if v and v != "und"]
+    if info.timecode:
+        facts.append(f"timecode {info.timecode}")
+    if info.field_order not in ("", "progressive"):
+        facts.append(f"field order {info.field_order}")
+    if facts:
+        lines.append(f"  video {', '.join(facts)} (kept)")
+    if info.chapters:
+        listed = ", ".join(f"{t!r} {a:.3f}-{b:.3f}s" for a, b, t in info.chapters)
+        lines.append(f"  {len(info.chapters)} chapters: {listed} (kept)")
     kept = container_tags(dict(info.tags), {})
     if kept:
         listed = ", ".join(f"{k} {v!r}" for k, v in kept.items())

@@ -7,9 +7,10 @@ and average frame rate. Audio and subtitle packets are stream-copied from the so
 packet for packet, keeping their pts, dts and durations, so the A/V offset survives (audio
 starting before or after the video); their language and title tags and dispositions are
 kept. Attached pictures (cover art) are copied where the output container holds them.
-The source's container tags (title, creation time, location, make and model...) are kept
-where the output container holds them, as ``ffmpeg -map_metadata 0`` keeps them, and so
-are the video's timecode (a ``tmcd`` track in MP4/MOV) and field order (Matroska).
+The source's container tags (title, creation time, location, make and model...) and
+chapters are kept where the output container holds them, as ``ffmpeg -map_metadata 0``
+keeps them, and so are the video's language and title, timecode (a ``tmcd`` track in
+MP4/MOV) and field order (Matroska).
 The packet sequences are merged by time so the muxer never has to buffer a whole stream.
 The file is written under a temporary name in the output's directory and renamed into
 place only when complete: a crash leaves the old state or the new file, never half of one.
@@ -179,6 +180,9 @@ def _write(
     with open_input(source_uri) as source:
         out.metadata.update(container_tags(source.metadata, tags, keep_tag))
         _keep_video_facts(out_video, pick_video_stream(source, source_uri))
+        chapters = source.chapters()  # on the source's timeline, which the output keeps
+        if chapters:
+            out.set_chapters(chapters)
         copied = _copied_streams(out, source, source_uri) if copy_streams else {}
         if out.format.name in _CONSTANT_RATE:
             _warn_lost_offsets(source, copied)
@@ -233,12 +237,15 @@ def container_tags(
 
 
 def _keep_video_facts(out_video: Any, source_video: Any) -> None:
-    """The source video's timecode tag (MP4/MOV write it as a ``tmcd`` track, Matroska as a
-    tag) and field order (Matroska stores it) on the output's video stream. The frames are
-    the source's frames from the first on, so its first frame's timecode still holds."""
+    """The source video's language, title and handler name, timecode tag (MP4/MOV write it
+    as a ``tmcd`` track, Matroska as a tag) and field order (Matroska stores it) on the
+    output's video stream. The frames are the source's frames from the first on, so its
+    first frame's timecode still holds."""
+    tags = {k: v for k, v in source_video.metadata.items() if k.lower() in _KEPT_TAGS}
     timecode = video_timecode(source_video)
     if timecode:
-        out_video.metadata["timecode"] = timecode
+        tags["timecode"] = timecode
+    out_video.metadata.update(tags)
     field_order = source_video.codec_context.field_order
     if field_order:
         out_video.codec_context.field_order = field_order

@@ -88,6 +88,8 @@ class VideoInfo:
     picture: PictureFormat | None = None  # None: 8-bit 4:2:0, untagged, upright
     tags: tuple[tuple[str, str], ...] = ()  # the container's tags, as the demuxer names them
     timecode: str = ""  # the video's start timecode ("01:00:00:00"), "" when none
+    video_tags: tuple[tuple[str, str], ...] = ()  # the video stream's language and title
+    chapters: tuple[tuple[float, float, str], ...] = ()  # (start s, end s, title) each
     field_order: str = ""  # FIELD_ORDERS: "progressive", "tt"...; "" when the stream says none
 
     @property
@@ -222,6 +224,17 @@ def _probe(
             picture=picture,
             tags=tuple(container.metadata.items()),
             timecode=video_timecode(video),
+            video_tags=tuple(
+                (k, str(v)) for k, v in video.metadata.items() if k.lower() in ("language", "title")
+            ),
+            chapters=tuple(
+                (
+                    float(c["start"] * c["time_base"]),
+                    float(c["end"] * c["time_base"]),
+                    str(c["metadata"].get("title", "")),
+                )
+                for c in container.chapters()
+            ),
             field_order=field_order_name(video),
         )
 

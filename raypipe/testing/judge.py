@@ -1,7 +1,7 @@
 """What ``ffprobe`` (the independent judge) shows of a video file: the first video stream's
 displayed size and rotation, colour tags, bit depth and chroma, timing, HDR metadata, field
-order and timecode, every other stream with its language, title and dispositions, and the
-container's tags.
+order, timecode, language and title, every other stream with its language, title and
+dispositions, and the container's tags and chapters.
 
 Deliberately independent of raypipe's media code: pixel formats are read from their names
 here, timing from ffprobe's own stream and packet fields.
@@ -101,6 +101,9 @@ class ProbedVideo:
     hdr: dict[str, Any]  # first frame's side data by type name (HEVC SEI as ffprobe reads it)
     streams: tuple[ProbedStream, ...] = field(default=())
     format_tags: tuple[tuple[str, str], ...] = ()  # the container's tags, as ffprobe names them
+    chapters: tuple[tuple[float, float, str], ...] = ()  # (start s, end s, title) each
+    language: str = "und"  # the video stream's, as for ProbedStream
+    title: str = ""
     timecode: str = ""  # the video's timecode tag, else a timecode (tmcd) stream's; "" if none
     field_order: str = ""  # ffprobe's: "progressive", "tt", "tb"...; "" when it shows none
 
@@ -141,7 +144,7 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
     """What ffprobe shows of ``path`` (see :class:`ProbedVideo`)."""
     path = os.fspath(path)
     doc = _ffprobe(
-        ["-show_streams", "-show_format", "-show_entries",
+        ["-show_streams", "-show_format", "-show_chapters", "-show_entries",
          "packet=stream_index,pts_time,duration_time", path]
     )  # fmt: skip
     video = [
@@ -215,6 +218,12 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
         hdr=hdr,
         streams=others,
         format_tags=tuple(sorted(doc.get("format", {}).get("tags", {}).items())),
+        chapters=tuple(
+            (float(c["start_time"]), float(c["end_time"]), _tag(c.get("tags", {}), "title"))
+            for c in doc.get("chapters", [])
+        ),
+        language=_tag(v.get("tags", {}), "language") or "und",
+        title=_title(v.get("tags", {})),
         timecode=next((t for t in timecodes if t), ""),
         field_order=str(v.get("field_order", "")),
     )

@@ -150,6 +150,8 @@ class ClipSpec:
     # the container's tags, e.g. (("title", "..."), ("creation_time", "2024-...Z"))
     tags: tuple[tuple[str, str], ...] = ()
     timecode: str = ""  # the video's start timecode ("01:00:00:00"; MP4/MOV: a tmcd track)
+    video_tags: tuple[tuple[str, str], ...] = ()  # the video stream's, e.g. (("language", "jpn"),)
+    chapters: tuple[tuple[float, float, str], ...] = ()  # (start s, end s, title) each
     field_order: str = ""  # the video stream's field order tag ("tt", "bb", "tb", "bt")
     seed: int = 0
 
@@ -250,6 +252,7 @@ def _add_video(out: av.container.OutputContainer, spec: ClipSpec) -> av.VideoStr
         ctx.field_order = _FIELD_ORDERS.index(spec.field_order) + 1
     if spec.timecode:
         stream.metadata["timecode"] = spec.timecode
+    stream.metadata.update(dict(spec.video_tags))
     options: dict[str, object] = dict(_encoder_options(spec))
     for key, value in tag_stream(stream, spec.colour, spec.rotation_degrees, spec.hdr10).items():
         options[key] = f"{options[key]}:{value}" if key in options else value
@@ -372,6 +375,15 @@ def make_clip(
         options["movflags"] = "+faststart"
     out = av.open(str(path), "w", options=options)
     out.metadata.update(dict(spec.tags))
+    if spec.chapters:
+        millis = Fraction(1, 1000)
+        out.set_chapters(
+            [
+                {"id": i + 1, "start": round(start * 1000), "end": round(end * 1000),
+                 "time_base": millis, "metadata": {"title": title}}
+                for i, (start, end, title) in enumerate(spec.chapters)
+            ]
+        )  # fmt: skip
     deep = is_deep(spec.pix_fmt)
     convert = deep or spec.colour is not None
     reformatter = VideoReformatter()

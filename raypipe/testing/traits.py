@@ -1,8 +1,8 @@
 """Clips with the traits real videos have and a processed video must keep (fidelity):
 rotation, colour tags, full range, 4:4:4, 10-bit HDR10 and HLG, several languages, audio
 starting before or after the video (edit lists), cover art, a single frame, an untagged
-HD picture, container tags (a phone's creation time, location, make and model), a
-timecode, a field order.
+HD picture, container tags (a phone's creation time, location, make and model), chapters,
+a timecode, a field order, a video stream's language and title.
 
 Each is a small :class:`~raypipe.testing.ClipSpec` with the container it is written in;
 write one with :func:`make_trait_clip`. Traits are combined (eight clips cover them all),
@@ -66,14 +66,16 @@ TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
         ClipSpec(codec="libx265", pix_fmt="yuv420p10le", colour=_HDR10, hdr10=True, **_SMALL),
         ".mp4",
     ),
-    # full range, 4:4:4, BT.2020 tags (SDR), a field order (top first) and a tag of its own,
-    # in Matroska
+    # full range, 4:4:4, BT.2020 tags (SDR), a field order (top first), a tag of its own,
+    # two chapters and a video stream with a language and title, in Matroska
     "full_range_444": (
         ClipSpec(
             pix_fmt="yuv444p",
             colour=("bt2020", "bt2020-10", "bt2020nc", "pc"),
             field_order="tt",
             tags=(("DESCRIPTION", "scanned from tape"),),
+            video_tags=(("language", "jpn"), ("title", "Camera A")),
+            chapters=((0.0, 0.2, "Opening"), (0.2, 0.48, "Scene 2")),
             **_SMALL,
         ),
         ".mkv",

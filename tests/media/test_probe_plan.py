@@ -139,7 +139,7 @@ def test_chunk_mib_caps_frames_by_size() -> None:
             ChunkConfig(chunk_mib=bad)  # type: ignore[arg-type]
 
 
-def test_probe_shows_container_tags_timecode_and_field_order(traits: dict[str, Path]) -> None:
+def test_probe_shows_tags_chapters_timecode_and_field_order(traits: dict[str, Path]) -> None:
     """What the output keeps besides the pictures and streams: ``raypipe probe`` says it."""
     from raypipe.media.describe import probe_lines
 
@@ -150,9 +150,12 @@ def test_probe_shows_container_tags_timecode_and_field_order(traits: dict[str, P
         if name == "rotated_languages":
             assert (info.timecode, info.field_order) == ("01:02:03:04", "progressive")
             assert ("title", "Interview, take 2") in info.tags
-    assert "timecode 01:02:03:04 (kept)" in lines["rotated_languages"]
+    assert "video timecode 01:02:03:04 (kept)" in lines["rotated_languages"]
     assert "container tags: title 'Interview, take 2' (kept" in lines["rotated_languages"]
-    assert "field order tt (kept)" in lines["full_range_444"]
+    assert (
+        "video language 'jpn', title 'Camera A', field order tt (kept)" in lines["full_range_444"]
+    )
+    assert "2 chapters: 'Opening' 0.000-0.200s, 'Scene 2' 0.200-0.480s" in lines["full_range_444"]
     assert "DESCRIPTION 'scanned from tape'" in lines["full_range_444"]
     assert "make 'Apple', model 'iPhone 15'" in lines["phone_hlg"]
     assert "encoder" not in lines["phone_hlg"].lower()  # the writing library is not kept
