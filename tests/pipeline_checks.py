@@ -120,14 +120,18 @@ def expected_container_facts(source: Path, src: Any, output: Path) -> tuple[Any,
     if not tags and not chapters and video == plain and field_order in _PROGRESSIVE:
         return (), (), plain, "progressive"
     remuxed = output.with_name(f"{output.stem}.ffmpeg-remux{output.suffix}")
-    _remux(source, remuxed)
+    _remux(source, src, remuxed)
     return container_facts(ffprobe_video(remuxed))
 
 
-def _remux(source: Path, out: Path) -> None:
+def _remux(source: Path, src: Any, out: Path) -> None:
+    # QuickTime metadata keys (an iPhone's com.apple.quicktime.*) need FFmpeg's flag to be
+    # written into MP4/MOV at all
+    mdta = out.suffix in (".mp4", ".mov") and any("." in k for k, _ in src.format_tags)
+    flags = ["-movflags", "use_metadata_tags"] if mdta else []
     subprocess.run(
         ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-map", "0:v:0", "-c", "copy",
-         "-map_metadata", "0", str(out)],
+         "-map_metadata", "0", *flags, str(out)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
 

@@ -140,9 +140,12 @@ def assemble(
     fmt = output_format(output_uri)
     staged = storage.local_staging(output_uri, os.path.splitext(output_uri)[1])
     try:
-        with av.open(staged, mode="w", format=fmt) as out:
-            name = os.path.basename(output_uri)
-            _write(out, uris, source_uri, copy_streams, name, dict(tags or {}), keep_tag)
+        with open_input(source_uri) as source:
+            options = _muxer_options(fmt, source, copy_streams)
+            with av.open(staged, mode="w", format=fmt, options=options) as out:
+                name = os.path.basename(output_uri)
+                given = dict(tags or {})
+                _write(out, uris, source, source_uri, copy_streams, name, given, keep_tag)
         storage.commit(staged, output_uri)
     except BaseException:
         if os.path.exists(staged):
@@ -153,6 +156,7 @@ def assemble(
 def _write(
     out: Any,
     paths: list[str],
+    source: Any,
     source_uri: str,
     copy_streams: bool,
     output_name: str,
@@ -177,36 +181,54 @@ def _write(
     if out.format.name in _CONSTANT_RATE and head.rate:
         frame_seconds = 1 / head.rate  # one tick per frame: AVI has no timestamps
         out_video.time_base = frame_seconds
-    with open_input(source_uri) as source:
-        out.metadata.update(container_tags(source.metadata, tags, keep_tag))
-        _keep_video_facts(out_video, pick_video_stream(source, source_uri))
-        chapters = source.chapters()  # on the source's timeline, which the output keeps
-        if chapters:
-            out.set_chapters(chapters)
-        copied = _copied_streams(out, source, source_uri) if copy_streams else {}
-        if out.format.name in _CONSTANT_RATE:
-            _warn_lost_offsets(source, copied)
-        packets = _segment_packets(paths, extradata, frame_seconds)
-        video = ((_time_key(p), 0, i, p) for i, p in enumerate(packets))
-        other = (
-            (
-                (_time_key(p), 1, i, p)
-                for i, p in enumerate(_packets(source, [source.streams[j] for j in copied]))
-            )
-            if copied
-            else iter(())
+    out.metadata.update(container_tags(source.metadata, tags, keep_tag))
+    _keep_video_facts(out_video, pick_video_stream(source, source_uri))
+    chapters = source.chapters()  # on the source's timeline, which the output keeps
+    if chapters:
+        out.set_chapters(chapters)
+    copied = _copied_streams(out, source, source_uri) if copy_streams else {}
+    if out.format.name in _CONSTANT_RATE:
+        _warn_lost_offsets(source, copied)
+    packets = _segment_packets(paths, extradata, frame_seconds)
+    video = ((_time_key(p), 0, i, p) for i, p in enumerate(packets))
+    other = (
+        (
+            (_time_key(p), 1, i, p)
+            for i, p in enumerate(_packets(source, [source.streams[j] for j in copied]))
         )
-        try:
-            for n, (_, kind, _, packet) in enumerate(heapq.merge(video, other)):
-                packet.stream = out_video if kind == 0 else copied[packet.stream.index]
-                out.mux(packet)
-                if n == _FAULT_AFTER_PACKETS:
-                    faults.checkpoint("assemble", output_name)  # crash tests: half a file
-        except av.error.FFmpegError as e:
-            raise MuxError(f"writing {out.format.name} output failed: {e}") from e
+        if copied
+        else iter(())
+    )
+    try:
+        for n, (_, kind, _, packet) in enumerate(heapq.merge(video, other)):
+            packet.stream = out_video if kind == 0 else copied[packet.stream.index]
+            out.mux(packet)
+            if n == _FAULT_AFTER_PACKETS:
+                faults.checkpoint("assemble", output_name)  # crash tests: half a file
+    except av.error.FFmpegError as e:
+        raise MuxError(f"writing {out.format.name} output failed: {e}") from e
 
 
 _FAULT_AFTER_PACKETS = 8
+
+
+def _muxer_options(fmt: str, source: Any, copy_streams: bool) -> dict[str, str]:
+    """``movflags=use_metadata_tags`` for an MP4/MOV output of a source whose container
+    tags have reverse-DNS names (an iPhone's ``com.apple.quicktime.location.ISO6709``,
+    ``...make``, ``...model``): without it FFmpeg's muxer keeps only the iTunes-style keys
+    and drops those. Not when cover art goes into an MP4 (it lives among the iTunes keys,
+    which that flag does not write)."""
+    if fmt not in ("mp4", "mov") or not any("." in k for k in source.metadata):
+        return {}
+    if fmt == "mp4" and copy_streams and any(_is_attached(s) for s in source.streams):
+        log.info("an MP4 with cover art keeps the iTunes-style tags only")
+        return {}
+    return {"movflags": "+use_metadata_tags"}
+
+
+def _is_attached(stream: Any) -> bool:
+    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
+
 
 _FILE_TAGS = frozenset(
     {"encoder", "software", "major_brand", "minor_version", "compatible_brands", "duration"}
@@ -258,7 +280,7 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> dict[int, Any]:
     supported = out.supported_codecs
     copied: dict[int, Any] = {}
     for s in source.streams:
-        attached = s.type == "video" and bool(s.disposition & av.stream.Disposition.attached_pic)
+        attached = _is_attached(s)
         if s.type not in ("audio", "subtitle") and not attached:
             continue
         name = s.codec_context.name if s.codec_context else None

@@ -147,7 +147,8 @@ class ClipSpec:
     hdr10: bool = False  # mastering display and content light level SEI (libx265, libx264)
     crf: int | None = None  # x264/x265 quality; None: the encoder's default (23 / 28)
     cover_art: bool = False  # an attached picture (a JPEG) after the video stream
-    # the container's tags, e.g. (("title", "..."), ("creation_time", "2024-...Z"))
+    # the container's tags, e.g. (("title", "..."), ("creation_time", "2024-...Z")); in
+    # MP4/MOV reverse-DNS names (com.apple.quicktime.make) are written as an iPhone does
     tags: tuple[tuple[str, str], ...] = ()
     timecode: str = ""  # the video's start timecode ("01:00:00:00"; MP4/MOV: a tmcd track)
     video_tags: tuple[tuple[str, str], ...] = ()  # the video stream's, e.g. (("language", "jpn"),)
@@ -371,8 +372,13 @@ def make_clip(
     path = pathlib.Path(path)
     frame_pts = spec.frame_pts()
     options = {}
+    flags = []
     if faststart and path.suffix.lower() in _FASTSTART_SUFFIXES:
-        options["movflags"] = "+faststart"
+        flags.append("+faststart")
+    if any("." in k for k, _ in spec.tags) and path.suffix.lower() in _FASTSTART_SUFFIXES:
+        flags.append("+use_metadata_tags")  # reverse-DNS keys, as a phone writes them
+    if flags:
+        options["movflags"] = "".join(flags)
     out = av.open(str(path), "w", options=options)
     out.metadata.update(dict(spec.tags))
     if spec.chapters:

@@ -1,7 +1,8 @@
 """Clips with the traits real videos have and a processed video must keep (fidelity):
 rotation, colour tags, full range, 4:4:4, 10-bit HDR10 and HLG, several languages, audio
 starting before or after the video (edit lists), cover art, a single frame, an untagged
-HD picture, container tags (a phone's creation time, location, make and model), chapters,
+HD picture, container tags (a phone's creation time, location, make and model, as an
+iPhone's QuickTime keys and as Android's location), chapters,
 a timecode, a field order, a video stream's language and title.
 
 Each is a small :class:`~raypipe.testing.ClipSpec` with the container it is written in;
@@ -23,16 +24,18 @@ _SMALL: dict[str, Any] = {"n_frames": 12, "gop": 6, "width": 96, "height": 64}
 _BT709 = ("bt709", "bt709", "bt709", "tv")
 _HDR10 = ("bt2020", "smpte2084", "bt2020nc", "tv")
 _HLG = ("bt2020", "arib-std-b67", "bt2020nc", "tv")
-_PHONE_TAGS = (
+_IPHONE_TAGS = (  # as an iPhone writes them: QuickTime metadata keys, and the movie's time
     ("creation_time", "2024-05-01T10:00:00.000000Z"),
-    ("location", "+48.8583+002.2944/"),
-    ("make", "Apple"),
-    ("model", "iPhone 15"),
+    ("com.apple.quicktime.creationdate", "2024-05-01T12:00:00+0200"),
+    ("com.apple.quicktime.location.ISO6709", "+48.8583+002.2944+035.000/"),
+    ("com.apple.quicktime.make", "Apple"),
+    ("com.apple.quicktime.model", "iPhone 15 Pro"),
+    ("com.apple.quicktime.software", "17.4"),
 )
 
 TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
     # a 90-degree display matrix, BT.709 tags, two audio languages and forced subtitles, a
-    # title and a start timecode (a tmcd track)
+    # location, a title and a start timecode (a tmcd track)
     "rotated_languages": (
         ClipSpec(
             rotation_degrees=90,
@@ -41,7 +44,10 @@ TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
             audio_languages=("eng", "fra"),
             subtitles=True,
             subtitle_language="deu",
-            tags=(("title", "Interview, take 2"),),
+            tags=(  # an Android phone's location (©xyz), a title
+                ("location", "+35.6586+139.7454/"),
+                ("title", "Interview, take 2"),
+            ),
             timecode="01:02:03:04",
             **_SMALL,
         ),
@@ -56,7 +62,7 @@ TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
             colour=_HLG,
             rotation_degrees=270,
             audio="aac",
-            tags=_PHONE_TAGS,
+            tags=_IPHONE_TAGS,
             **_SMALL,
         ),
         ".mov",

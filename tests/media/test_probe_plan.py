@@ -151,11 +151,12 @@ def test_probe_shows_tags_chapters_timecode_and_field_order(traits: dict[str, Pa
             assert (info.timecode, info.field_order) == ("01:02:03:04", "progressive")
             assert ("title", "Interview, take 2") in info.tags
     assert "video timecode 01:02:03:04 (kept)" in lines["rotated_languages"]
-    assert "container tags: title 'Interview, take 2' (kept" in lines["rotated_languages"]
+    assert "title 'Interview, take 2'" in lines["rotated_languages"]
+    assert "location '+35.6586+139.7454/'" in lines["rotated_languages"]
     assert (
         "video language 'jpn', title 'Camera A', field order tt (kept)" in lines["full_range_444"]
     )
     assert "2 chapters: 'Opening' 0.000-0.200s, 'Scene 2' 0.200-0.480s" in lines["full_range_444"]
     assert "DESCRIPTION 'scanned from tape'" in lines["full_range_444"]
-    assert "make 'Apple', model 'iPhone 15'" in lines["phone_hlg"]
+    assert "com.apple.quicktime.make 'Apple'" in lines["phone_hlg"]
     assert "encoder" not in lines["phone_hlg"].lower()  # the writing library is not kept
