@@ -110,6 +110,7 @@ class PlannedVideo:
     height: int = 0  # upright (as displayed), px
     width: int = 0
     picture: PictureFormat | None = None
+    left_out: tuple[str, ...] = ()  # source streams the output does not get, and why
     source_id: str = ""  # raypipe.reuse.source_identity of the input
     provenance: Provenance | None = None  # what makes this video's segments and output
     note: str = ""
@@ -160,6 +161,7 @@ def plan_video(
         plan = plan_chunks(info, chunk, context=temporal.context, output_scale=model.output_scale)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.picture = info.picture_format
+        planned.left_out = info.left_out
         planned.width, planned.height = planned.picture.upright_size
         keeps: list[list[int] | None] = [None] * len(plan)
         if tensor and chunk.samples:
@@ -302,6 +304,7 @@ class VideoFacts:
     tensor: bool = False
     provenance: str = ""  # Provenance.to_text(): what the output's tags record
     picture: str = ""  # PictureFormat JSON (what the encoder is asked to keep)
+    left_out: tuple[str, ...] = ()  # source streams the output does not get, and why
     seconds: float = 0.0  # planning time
 
     @classmethod
@@ -323,6 +326,7 @@ class VideoFacts:
             tensor=planned.tensor,
             provenance=planned.provenance.to_text() if planned.provenance else "",
             picture=planned.picture.to_json() if planned.picture else "",
+            left_out=tuple(planned.left_out),
             seconds=result.seconds if result else 0.0,
         )
 
@@ -333,6 +337,7 @@ class VideoFacts:
     def from_json(cls, text: str) -> VideoFacts:
         doc = json.loads(text)
         doc["reused"] = tuple(doc.get("reused", ()))
+        doc["left_out"] = tuple(doc.get("left_out", ()))
         return cls(**doc)
 
     def result(self) -> VideoResult:

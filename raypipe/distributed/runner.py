@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -223,11 +224,15 @@ class Runner:
 
     def _note_fidelity(self, facts: VideoFacts) -> None:
         """One line for each different way the encoder keeps less than a source (a lower
-        bit depth or chroma, HDR metadata it cannot write), once per run."""
+        bit depth or chroma, HDR metadata it cannot write), once per run, and one for each
+        stream of a source the output does not get (another video stream, a data stream)."""
         if facts.tensor or not facts.picture or facts.status != "planned":
             return
         for note in fidelity_notes(self.cfg.encode, PictureFormat.from_json(facts.picture)):
             self._warn_once(note, "%s", note)
+        for left in facts.left_out:
+            name = os.path.basename(facts.uri.rstrip("/"))
+            self._warn_once(f"{facts.video_id} {left}", "%s: left out %s", name, left)
 
     def _warn_once(self, reason: str, message: str, *args: object) -> None:
         """Log ``message`` the first time ``reason`` (non-empty) comes in this run: once

@@ -32,7 +32,7 @@ import av
 from raypipe import faults
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media.encode import _NO_DTS, Segment
-from raypipe.media.probe import pick_video_stream, video_timecode
+from raypipe.media.probe import left_out_stream, pick_video_stream, video_timecode
 from raypipe.media.source import open_input
 
 log = logging.getLogger("raypipe.media")
@@ -182,10 +182,13 @@ def _write(
         frame_seconds = 1 / head.rate  # one tick per frame: AVI has no timestamps
         out_video.time_base = frame_seconds
     out.metadata.update(container_tags(source.metadata, tags, keep_tag))
-    _keep_video_facts(out_video, pick_video_stream(source, source_uri))
+    processed = pick_video_stream(source, source_uri)
+    _keep_video_facts(out_video, processed)
     chapters = source.chapters()  # on the source's timeline, which the output keeps
     if chapters:
         out.set_chapters(chapters)
+    for left in filter(None, (left_out_stream(s, processed) for s in source.streams)):
+        log.warning("%s: left out %s", output_name, left)
     copied = _copied_streams(out, source, source_uri) if copy_streams else {}
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, copied)

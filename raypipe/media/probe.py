@@ -90,6 +90,7 @@ class VideoInfo:
     timecode: str = ""  # the video's start timecode ("01:00:00:00"), "" when none
     video_tags: tuple[tuple[str, str], ...] = ()  # the video stream's language and title
     chapters: tuple[tuple[float, float, str], ...] = ()  # (start s, end s, title) each
+    left_out: tuple[str, ...] = ()  # streams the output does not get, and why (left_out_stream)
     field_order: str = ""  # FIELD_ORDERS: "progressive", "tt"...; "" when the stream says none
 
     @property
@@ -235,8 +236,22 @@ def _probe(
                 )
                 for c in container.chapters()
             ),
+            left_out=tuple(filter(None, (left_out_stream(s, video) for s in container.streams))),
             field_order=field_order_name(video),
         )
+
+
+def left_out_stream(stream: Any, processed: Any) -> str:
+    """Why the output does not get ``stream`` (``processed``: the video stream raypipe
+    processes), as warnings and ``raypipe probe`` say it, or ``""`` when it gets it (audio,
+    subtitles, cover art, and a timecode track: the timecode is kept as the video's)."""
+    if stream is processed or _is_copied(stream) or video_timecode(stream):
+        return ""
+    codec = stream.codec_context.name if stream.codec_context else ""
+    if stream.type == "video":
+        what = f"video {codec} {stream.width}x{stream.height}"
+        return f"stream {stream.index} ({what}): raypipe processes one video stream"
+    return f"stream {stream.index} ({stream.type} {codec or ''}".rstrip() + "): not copied"
 
 
 def _is_copied(stream: Any) -> bool:

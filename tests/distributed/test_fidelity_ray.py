@@ -77,3 +77,34 @@ def test_an_encoder_that_keeps_less_says_so_once(
     assert (probed.pix_fmt, probed.transfer, probed.displayed_size) == (
         "yuv420p", "arib-std-b67", (64, 96)
     )  # fmt: skip
+
+
+def test_a_second_video_stream_is_left_out_and_said_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source with two video streams (a camera's main and proxy, a screen and a webcam):
+    the first is processed, the other left out with one line, which `raypipe probe` shows
+    before the run."""
+    import subprocess
+
+    from raypipe.media import plan_chunks, probe
+    from raypipe.media.describe import probe_lines
+
+    source = tmp_path / "two.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+         "testsrc2=size=96x64:rate=25:duration=0.4", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25:duration=0.4", "-map", "0", "-map", "1",
+         "-c:v", "libx264", str(source)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    info = probe(str(source))
+    left = "stream 1 (video h264 64x48): raypipe processes one video stream"
+    assert f"  left out: {left}" in probe_lines(info, plan_chunks(info), 64)
+    out = tmp_path / "out.mp4"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        raypipe.process_video(str(source), str(out), model="builtin:invert", quiet=True)
+    said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert said == [f"two.mkv: left out {left}"]
+    probed = ffprobe_video(out)
+    assert probed.displayed_size == (96, 64) and probed.streams == ()

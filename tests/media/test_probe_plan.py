@@ -151,6 +151,7 @@ def test_probe_shows_tags_chapters_timecode_and_field_order(traits: dict[str, Pa
             assert (info.timecode, info.field_order) == ("01:02:03:04", "progressive")
             assert ("title", "Interview, take 2") in info.tags
     assert "video timecode 01:02:03:04 (kept)" in lines["rotated_languages"]
+    assert "left out" not in lines["rotated_languages"]  # its tmcd track: the timecode
     assert "title 'Interview, take 2'" in lines["rotated_languages"]
     assert "location '+35.6586+139.7454/'" in lines["rotated_languages"]
     assert (
