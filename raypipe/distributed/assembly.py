@@ -11,8 +11,11 @@ returns only a small :class:`Assembled`: no segment passes through the driver.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import ray
@@ -34,6 +37,7 @@ class Assembled:
     error_type: str = ""
     error_message: str = ""
     seconds: float = 0.0
+    warnings: tuple[str, ...] = ()  # what the media layer warned of (a stream left out...)
 
 
 def segment_uris(facts: VideoFacts) -> list[str]:
@@ -45,6 +49,7 @@ def assemble_video(facts: VideoFacts) -> Assembled:
     """Write ``facts.output`` from the segments in ``facts.work_dir`` and remove the work
     directory. Never raises for a failure of this video: the error is in the result."""
     started = time.monotonic()
+    warned: list[str] = []
     faults.checkpoint("assembly", facts.video_id, node=_node_id())
     try:
         storage.remove_stale_staging(facts.output)  # an earlier attempt killed mid-way
@@ -57,9 +62,10 @@ def assemble_video(facts: VideoFacts) -> Assembled:
         else:
             recorded = Provenance.parse(facts.provenance)
             tags = provenance_tags(recorded, output_format(facts.output)) if recorded else {}
-            assemble(
-                segment_uris(facts), facts.output, facts.uri, tags=tags, keep_tag=not_provenance
-            )
+            with _warnings_into(warned, "raypipe.media"):
+                assemble(
+                    segment_uris(facts), facts.output, facts.uri, tags=tags, keep_tag=not_provenance
+                )
             frames_out = facts.n_out or facts.n_frames  # an interpolating model doubles them
         result = Assembled(frames_out=frames_out)
     except Exception as e:  # noqa: BLE001 - the video fails alone
@@ -70,7 +76,27 @@ def assemble_video(facts: VideoFacts) -> Assembled:
         error_type=result.error_type,
         error_message=result.error_message,
         seconds=time.monotonic() - started,
+        warnings=tuple(warned),
     )
+
+
+@contextlib.contextmanager
+def _warnings_into(warned: list[str], logger: str) -> Iterator[None]:
+    """Append to ``warned`` the warnings ``logger`` (and its children) log inside the
+    block, as text: the assembly task runs on a worker, whose log the user does not see, so
+    the driver says them (once per video and message)."""
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warned.append(record.getMessage())
+
+    handler = _Collect(logging.WARNING)
+    target = logging.getLogger(logger)
+    target.addHandler(handler)
+    try:
+        yield
+    finally:
+        target.removeHandler(handler)
 
 
 def _node_id() -> str:

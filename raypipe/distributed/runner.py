@@ -258,4 +258,8 @@ class Runner:
             if not ready:
                 return
             video = self.assembling.pop(ready[0])
-            yield self._end(video, video.result(ray.get(ready[0])))
+            assembled = ray.get(ready[0])
+            name = os.path.basename(video.facts.output.rstrip("/")) if video.facts else ""
+            for warning in assembled.warnings:
+                self._warn_once(f"{video.video_id} {warning}", "%s: %s", name, warning)
+            yield self._end(video, video.result(assembled))

@@ -32,7 +32,7 @@ import av
 from raypipe import faults
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media.encode import _NO_DTS, Segment
-from raypipe.media.probe import left_out_stream, pick_video_stream, video_timecode
+from raypipe.media.probe import pick_video_stream, video_timecode
 from raypipe.media.source import open_input
 
 log = logging.getLogger("raypipe.media")
@@ -187,8 +187,6 @@ def _write(
     chapters = source.chapters()  # on the source's timeline, which the output keeps
     if chapters:
         out.set_chapters(chapters)
-    for left in filter(None, (left_out_stream(s, processed) for s in source.streams)):
-        log.warning("%s: left out %s", output_name, left)
     copied = _copied_streams(out, source, source_uri) if copy_streams else {}
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, copied)
@@ -291,12 +289,19 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> dict[int, Any]:
             out.add_attachment(*_PICTURE_TYPES[name], _attached_picture(source_uri, s.index))
             continue
         if not _holds(out, s, supported) or (attached and out.format.name in _NO_ATTACHED_PICS):
+            if out.format.name != "matroska":
+                hint = "; use .mkv to keep it"
+            elif s.type == "subtitle":
+                hint = "; convert it to SubRip first (ffmpeg -c:s srt) to keep it"
+            else:
+                hint = ""
             log.warning(
-                "%s stream %d (%s) cannot go into a %s file and is left out; use .mkv to keep it",
+                "%s stream %d (%s) cannot go into a %s file and is left out%s",
                 "attached picture" if attached else s.type,
                 s.index,
                 name,
                 out.format.name,
+                hint,
             )
             continue
         stream = out.add_stream_from_template(s)

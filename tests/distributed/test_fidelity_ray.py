@@ -108,3 +108,19 @@ def test_a_second_video_stream_is_left_out_and_said_so(
     assert said == [f"two.mkv: left out {left}"]
     probed = ffprobe_video(out)
     assert probed.displayed_size == (96, 64) and probed.streams == ()
+
+
+def test_a_stream_the_output_cannot_hold_is_said_on_the_driver(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The assembly task runs on a worker; what it leaves out reaches the user's terminal
+    (the driver's log) once, with the file's name and what to do."""
+    source = make_trait_clip("rotated_languages", tmp_path)
+    out = tmp_path / "out.mkv"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        raypipe.process_video(str(source), str(out), model="builtin:identity", quiet=True)
+    said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert said == [
+        "out.mkv: subtitle stream 3 (mov_text) cannot go into a matroska file and is left "
+        "out; convert it to SubRip first (ffmpeg -c:s srt) to keep it"
+    ]
