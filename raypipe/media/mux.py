@@ -277,10 +277,14 @@ def _keep_video_facts(out_video: Any, source_video: Any) -> None:
 def _copied_streams(out: Any, source: Any, source_uri: str) -> dict[int, Any]:
     """Output streams for the source's audio, subtitles and attached pictures, by source
     index, with their tags and dispositions; what the output cannot hold is left out with
-    a warning. Matroska gets attached pictures as attachments (not in the result)."""
+    a warning. Matroska gets attached pictures and the source's attachments (the fonts of
+    styled subtitles) as attachments (not in the result)."""
     supported = out.supported_codecs
     copied: dict[int, Any] = {}
     for s in source.streams:
+        if s.type == "attachment":
+            _copy_attachment(out, s)
+            continue
         attached = _is_attached(s)
         if s.type not in ("audio", "subtitle") and not attached:
             continue
@@ -329,6 +333,20 @@ def _holds(out: Any, stream: Any, supported: set[str]) -> bool:
     if out.format.name == "mpegts":
         return ctx.codec.canonical_name in _TS_CODECS
     return ctx.name in supported
+
+
+def _copy_attachment(out: Any, stream: Any) -> None:
+    """A Matroska attachment (a font for ASS subtitles...) into a Matroska output; other
+    containers hold none (a warning says so)."""
+    if out.format.name == "matroska":
+        out.add_attachment(stream.name, stream.mimetype, stream.data)
+        return
+    log.warning(
+        "attachment stream %d (%s) cannot go into a %s file and is left out; use .mkv to keep it",
+        stream.index,
+        stream.name,
+        out.format.name,
+    )
 
 
 def _attached_picture(source_uri: str, index: int) -> bytes:

@@ -48,8 +48,10 @@ from raypipe.media.source import is_local, open_binary, open_input
 class StreamInfo:
     """A stream that is copied into the output (audio, subtitles, attached pictures).
 
-    ``kind``: ``"audio"``, ``"subtitle"`` or ``"attached_pic"`` (cover art: a one-picture
-    video stream). ``language``/``title``: the stream's tags (``""`` when absent);
+    ``kind``: ``"audio"``, ``"subtitle"``, ``"attached_pic"`` (cover art: a one-picture
+    video stream) or ``"attachment"`` (a Matroska attachment, e.g. a font: ``codec`` is its
+    MIME type, ``title`` its file name). ``language``/``title``: the stream's tags (``""``
+    when absent);
     ``dispositions``: FFmpeg's disposition names set on it (``default``, ``forced``...).
     """
 
@@ -255,7 +257,7 @@ def left_out_stream(stream: Any, processed: Any) -> str:
 
 
 def _is_copied(stream: Any) -> bool:
-    if stream.type in ("audio", "subtitle"):
+    if stream.type in ("audio", "subtitle", "attachment"):  # attachments: into Matroska
         return True
     return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
 
@@ -266,12 +268,16 @@ def _stream_info(s: Any) -> StreamInfo:
     return StreamInfo(
         index=s.index,
         kind="attached_pic" if attached else s.type,
-        codec=s.codec_context.name if s.codec_context else "unknown",
+        codec=(
+            str(s.mimetype)
+            if s.type == "attachment"
+            else (s.codec_context.name if s.codec_context else "unknown")
+        ),
         time_base_num=s.time_base.numerator if s.time_base else 1,
         time_base_den=s.time_base.denominator if s.time_base else 1,
         start_pts=s.start_time,
         language=str(s.metadata.get("language", "")),
-        title=str(s.metadata.get("title", "")),
+        title=str(s.name if s.type == "attachment" else s.metadata.get("title", "")),
         dispositions=tuple(names),
     )
 

@@ -147,6 +147,7 @@ class ClipSpec:
     hdr10: bool = False  # mastering display and content light level SEI (libx265, libx264)
     crf: int | None = None  # x264/x265 quality; None: the encoder's default (23 / 28)
     cover_art: bool = False  # an attached picture (a JPEG) after the video stream
+    font: bool = False  # a font attachment (as styled subtitles bring), Matroska only
     # the container's tags, e.g. (("title", "..."), ("creation_time", "2024-...Z")); in
     # MP4/MOV reverse-DNS names (com.apple.quicktime.make) are written as an iPhone does
     tags: tuple[tuple[str, str], ...] = ()
@@ -356,6 +357,10 @@ def _subtitle_packets(
     return packets
 
 
+FONT_BYTES = b"\x00\x01\x00\x00" + bytes(range(256)) * 4
+"""What :attr:`ClipSpec.font` attaches: a TrueType header and filler (no player reads it)."""
+
+
 def make_clip(
     path: str | os.PathLike[str],
     spec: ClipSpec = _DEFAULT_SPEC,
@@ -396,6 +401,10 @@ def make_clip(
     try:
         video = _add_video(out, spec)
         cover = write_cover_art(out, frame_pattern(0, 64, 32)) if spec.cover_art else []
+        if spec.font:
+            if path.suffix.lower() != ".mkv":
+                raise ValueError("font=True: only Matroska holds attachments; write a .mkv")
+            out.add_attachment("subtitles.ttf", "application/x-truetype-font", FONT_BYTES)
         audio = [
             _AudioFeed(out, spec.audio, spec, language, default=i == 0)
             for i, language in enumerate(spec.audio_languages or ("",))

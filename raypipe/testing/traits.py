@@ -3,7 +3,7 @@ rotation, colour tags, full range, 4:4:4, 10-bit HDR10 and HLG, several language
 starting before or after the video (edit lists), cover art, a single frame, an untagged
 HD picture, container tags (a phone's creation time, location, make and model, as an
 iPhone's QuickTime keys and as Android's location), chapters,
-a timecode, a field order, a video stream's language and title.
+a timecode, a field order, a video stream's language and title, a font attachment.
 
 Each is a small :class:`~raypipe.testing.ClipSpec` with the container it is written in;
 write one with :func:`make_trait_clip`. Traits are combined (eight clips cover them all),
@@ -73,7 +73,8 @@ TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
         ".mp4",
     ),
     # full range, 4:4:4, BT.2020 tags (SDR), a field order (top first), a tag of its own,
-    # two chapters and a video stream with a language and title, in Matroska
+    # two chapters, a video stream with a language and title and a font attachment, in
+    # Matroska
     "full_range_444": (
         ClipSpec(
             pix_fmt="yuv444p",
@@ -82,6 +83,7 @@ TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
             tags=(("DESCRIPTION", "scanned from tape"),),
             video_tags=(("language", "jpn"), ("title", "Camera A")),
             chapters=((0.0, 0.2, "Opening"), (0.2, 0.48, "Scene 2")),
+            font=True,
             **_SMALL,
         ),
         ".mkv",

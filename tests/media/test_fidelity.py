@@ -22,6 +22,8 @@ def dropped(trait: str, suffix: str) -> frozenset[str]:
         return frozenset({"mov_text"})  # Matroska holds text subtitles as SubRip/ASS
     if trait == "audio_early_cover" and suffix == ".mov":
         return frozenset({"mjpeg"})  # FFmpeg's MOV muxer drops attached pictures
+    if trait == "full_range_444" and suffix != ".mkv":
+        return frozenset({"ttf"})  # only Matroska holds attachments (its font)
     return frozenset()
 
 
