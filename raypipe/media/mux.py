@@ -222,7 +222,12 @@ def _muxer_options(fmt: str, source: Any, copy_streams: bool) -> dict[str, str]:
     if fmt not in ("mp4", "mov") or not any("." in k for k in source.metadata):
         return {}
     if fmt == "mp4" and copy_streams and any(_is_attached(s) for s in source.streams):
-        log.info("an MP4 with cover art keeps the iTunes-style tags only")
+        dropped = ", ".join(sorted(k for k in source.metadata if "." in k))
+        log.warning(
+            "the source's QuickTime metadata keys (%s) cannot go into an MP4 with cover art "
+            "and are left out; use .mov or .mkv to keep them",
+            dropped,
+        )
         return {}
     return {"movflags": "+use_metadata_tags"}
 

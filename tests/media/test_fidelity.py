@@ -163,3 +163,30 @@ def test_container_tags_are_the_sources_and_the_runs() -> None:
               "location": "+48.8+002.2/", "software": "Lavf59", "note": "drop me"}  # fmt: skip
     got = container_tags(source, {"raypipe": "new"}, lambda key, value: key != "note")
     assert got == {"title": "T", "location": "+48.8+002.2/", "raypipe": "new"}
+
+
+def test_quicktime_keys_go_into_mp4_and_mov_unless_cover_art_needs_the_itunes_tags(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An iPhone's ``com.apple.quicktime.*`` keys need FFmpeg's ``use_metadata_tags``;
+    cover art in an MP4 lives among the iTunes tags that flag drops, so there the keys are
+    left out, and a warning says so."""
+    import logging
+    from types import SimpleNamespace
+
+    import av
+
+    from raypipe.media.mux import _muxer_options
+
+    keys = {"com.apple.quicktime.make": "Apple", "title": "T"}
+    cover = SimpleNamespace(type="video", disposition=av.stream.Disposition.attached_pic)
+    plain = SimpleNamespace(metadata=keys, streams=[])
+    covered = SimpleNamespace(metadata=keys, streams=[cover])
+    flag = {"movflags": "+use_metadata_tags"}
+    assert _muxer_options("mov", plain, True) == _muxer_options("mp4", plain, True) == flag
+    assert _muxer_options("mov", covered, True) == flag  # MOV keeps no cover art anyway
+    assert _muxer_options("matroska", plain, True) == {}  # Matroska holds any tag
+    assert _muxer_options("mp4", SimpleNamespace(metadata={"title": "T"}, streams=[]), True) == {}
+    with caplog.at_level(logging.WARNING, logger="raypipe.media"):
+        assert _muxer_options("mp4", covered, True) == {}
+    assert "(com.apple.quicktime.make) cannot go into an MP4 with cover art" in caplog.text
