@@ -84,7 +84,7 @@ def assemble_video(facts: VideoFacts) -> Assembled:
 def _warnings_into(warned: list[str], logger: str) -> Iterator[None]:
     """Append to ``warned`` the warnings ``logger`` (and its children) log inside the
     block, as text: the assembly task runs on a worker, whose log the user does not see, so
-    the driver says them (once per video and message)."""
+    the driver says them (each once per run)."""
 
     class _Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:

@@ -225,14 +225,15 @@ class Runner:
     def _note_fidelity(self, facts: VideoFacts) -> None:
         """One line for each different way the encoder keeps less than a source (a lower
         bit depth or chroma, HDR metadata it cannot write), once per run, and one for each
-        stream of a source the output does not get (another video stream, a data stream)."""
+        kind of stream a source has that the output does not get (another video stream, a
+        data stream: a camera's telemetry), named with the first video that has it."""
         if facts.tensor or not facts.picture or facts.status != "planned":
             return
         for note in fidelity_notes(self.cfg.encode, PictureFormat.from_json(facts.picture)):
             self._warn_once(note, "%s", note)
-        for left in facts.left_out:
+        for left in facts.left_out:  # once per run: an archive's videos often share them
             name = os.path.basename(facts.uri.rstrip("/"))
-            self._warn_once(f"{facts.video_id} {left}", "%s: left out %s", name, left)
+            self._warn_once(left, "%s: left out %s", name, left)
 
     def _warn_once(self, reason: str, message: str, *args: object) -> None:
         """Log ``message`` the first time ``reason`` (non-empty) comes in this run: once
@@ -260,6 +261,6 @@ class Runner:
             video = self.assembling.pop(ready[0])
             assembled = ray.get(ready[0])
             name = os.path.basename(video.facts.output.rstrip("/")) if video.facts else ""
-            for warning in assembled.warnings:
-                self._warn_once(f"{video.video_id} {warning}", "%s: %s", name, warning)
+            for warning in assembled.warnings:  # once per run, as the notes above
+                self._warn_once(warning, "%s: %s", name, warning)
             yield self._end(video, video.result(assembled))

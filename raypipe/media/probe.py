@@ -46,7 +46,8 @@ from raypipe.media.source import is_local, open_binary, open_input
 
 @dataclass(frozen=True, kw_only=True)
 class StreamInfo:
-    """A stream that is copied into the output (audio, subtitles, attached pictures).
+    """A stream that is copied into the output (audio, subtitles, attached pictures,
+    Matroska attachments where the output holds them).
 
     ``kind``: ``"audio"``, ``"subtitle"``, ``"attached_pic"`` (cover art: a one-picture
     video stream) or ``"attachment"`` (a Matroska attachment, e.g. a font: ``codec`` is its

@@ -108,6 +108,19 @@ def test_a_second_video_stream_is_left_out_and_said_so(
     assert said == [f"two.mkv: left out {left}"]
     probed = ffprobe_video(out)
     assert probed.displayed_size == (96, 64) and probed.streams == ()
+    # an archive of such videos: said once, not once a video
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("a.mkv", "b.mkv"):
+        (archive / name).write_bytes(source.read_bytes())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        report = raypipe.process_archive(
+            str(archive), str(tmp_path / "done"), model="builtin:invert", quiet=True
+        )
+    assert [row["status"] for row in report.rows] == ["done", "done"]
+    said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith(f".mkv: left out {left}"), said
 
 
 def test_a_stream_the_output_cannot_hold_is_said_on_the_driver(
