@@ -32,7 +32,7 @@ import av
 from raypipe import faults
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media.encode import _NO_DTS, Segment
-from raypipe.media.probe import pick_video_stream, video_timecode
+from raypipe.media.probe import is_attached_pic, pick_video_stream, video_timecode
 from raypipe.media.source import open_input
 
 log = logging.getLogger("raypipe.media")
@@ -189,7 +189,7 @@ def _write(
         out.set_chapters(chapters)
     copied = _copied_streams(out, source, source_uri) if copy_streams else {}
     if out.format.name in _CONSTANT_RATE:
-        _warn_lost_offsets(source, copied)
+        _warn_lost_offsets(source, processed, copied)
     packets = _segment_packets(paths, extradata, frame_seconds)
     video = ((_time_key(p), 0, i, p) for i, p in enumerate(packets))
     other = (
@@ -221,7 +221,7 @@ def _muxer_options(fmt: str, source: Any, copy_streams: bool) -> dict[str, str]:
     which that flag does not write)."""
     if fmt not in ("mp4", "mov") or not any("." in k for k in source.metadata):
         return {}
-    if fmt == "mp4" and copy_streams and any(_is_attached(s) for s in source.streams):
+    if fmt == "mp4" and copy_streams and any(is_attached_pic(s) for s in source.streams):
         dropped = ", ".join(sorted(k for k in source.metadata if "." in k))
         log.warning(
             "the source's QuickTime metadata keys (%s) cannot go into an MP4 with cover art "
@@ -230,10 +230,6 @@ def _muxer_options(fmt: str, source: Any, copy_streams: bool) -> dict[str, str]:
         )
         return {}
     return {"movflags": "+use_metadata_tags"}
-
-
-def _is_attached(stream: Any) -> bool:
-    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
 _FILE_TAGS = frozenset(
@@ -290,7 +286,7 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> dict[int, Any]:
         if s.type == "attachment":
             _copy_attachment(out, s)
             continue
-        attached = _is_attached(s)
+        attached = is_attached_pic(s)
         if s.type not in ("audio", "subtitle") and not attached:
             continue
         name = s.codec_context.name if s.codec_context else None
@@ -379,14 +375,10 @@ def _on_frame_grid(packet: Any, frame_seconds: Fraction, index: int) -> None:
     packet.duration = 1
 
 
-def _warn_lost_offsets(source: Any, copied: dict[int, Any]) -> None:
+def _warn_lost_offsets(source: Any, video: Any, copied: dict[int, Any]) -> None:
     """AVI has no stream start times: say so when an audio stream starts apart from the
-    video (it will play from the video's start)."""
-    video = next(
-        (s for s in source.streams.video if not s.disposition & av.stream.Disposition.attached_pic),
-        None,
-    )
-    if video is None or video.start_time is None or video.time_base is None:
+    ``video`` (the one processed; it will play from the video's start)."""
+    if video.start_time is None or video.time_base is None:
         return
     start = video.start_time * video.time_base
     for index in copied:

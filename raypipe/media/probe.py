@@ -254,13 +254,17 @@ def left_out_stream(stream: Any, processed: Any) -> str:
     if stream.type == "video":
         what = f"video {codec} {stream.width}x{stream.height}"
         return f"stream {stream.index} ({what}): raypipe processes one video stream"
-    return f"stream {stream.index} ({stream.type} {codec or ''}".rstrip() + "): not copied"
+    return f"stream {stream.index} ({f'{stream.type} {codec}'.strip()}): not copied"
+
+
+def is_attached_pic(stream: Any) -> bool:
+    """Whether ``stream`` is cover art: a one-picture video stream marked attached_pic."""
+    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
 def _is_copied(stream: Any) -> bool:
-    if stream.type in ("audio", "subtitle", "attachment"):  # attachments: into Matroska
-        return True
-    return stream.type == "video" and bool(stream.disposition & av.stream.Disposition.attached_pic)
+    # attachments go into Matroska outputs
+    return stream.type in ("audio", "subtitle", "attachment") or is_attached_pic(stream)
 
 
 def _stream_info(s: Any) -> StreamInfo:
@@ -345,11 +349,7 @@ def video_timecode(video: Any) -> str:
 
 def pick_video_stream(container: av.container.InputContainer, uri: str) -> Any:
     """The video stream raypipe processes: the first that is not an attached picture."""
-    candidates = [
-        s
-        for s in container.streams.video
-        if not (s.disposition & av.stream.Disposition.attached_pic)
-    ]
+    candidates = [s for s in container.streams.video if not is_attached_pic(s)]
     if not candidates:
         kinds = ", ".join(sorted({str(s.type) for s in container.streams})) or "none"
         raise NoVideoStreamError(

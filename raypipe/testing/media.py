@@ -18,6 +18,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from raypipe.media.encode import with_params, x264_cpu_params
+from raypipe.media.probe import FIELD_ORDERS
 from raypipe.testing.clip_traits import (
     deep_frame_pattern,
     is_deep,
@@ -174,8 +175,8 @@ class ClipSpec:
             raise ValueError("audio_languages needs an audio codec (audio='aac', ...)")
         if self.rotation_degrees % 90:
             raise ValueError(f"rotation_degrees={self.rotation_degrees}: expected a multiple of 90")
-        if self.field_order and self.field_order not in _FIELD_ORDERS:
-            raise ValueError(f"field_order={self.field_order!r}: expected one of {_FIELD_ORDERS}")
+        if self.field_order not in FIELD_ORDERS:
+            raise ValueError(f"field_order={self.field_order!r}: expected one of {FIELD_ORDERS}")
 
     @property
     def video_start_pts(self) -> int:
@@ -235,10 +236,6 @@ def _encoder_options(spec: ClipSpec) -> dict[str, str]:
     return {}
 
 
-_FIELD_ORDERS = ("progressive", "tt", "bb", "tb", "bt")
-"""FFmpeg's field orders (``AVFieldOrder`` 1 to 5) by the names ffprobe prints."""
-
-
 def _add_video(out: av.container.OutputContainer, spec: ClipSpec) -> av.VideoStream:
     stream = out.add_stream(spec.codec, rate=spec.fps)
     if not isinstance(stream, av.VideoStream):
@@ -251,7 +248,7 @@ def _add_video(out: av.container.OutputContainer, spec: ClipSpec) -> av.VideoStr
     ctx.gop_size = spec.gop
     ctx.max_b_frames = spec.bframes
     if spec.field_order:  # a tag only: the frames are coded progressive
-        ctx.field_order = _FIELD_ORDERS.index(spec.field_order) + 1
+        ctx.field_order = FIELD_ORDERS.index(spec.field_order)
     if spec.timecode:
         stream.metadata["timecode"] = spec.timecode
     stream.metadata.update(dict(spec.video_tags))
