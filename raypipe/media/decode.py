@@ -44,7 +44,7 @@ from raypipe.config import DECODERS
 from raypipe.errors import CorruptVideoError, DecodeError
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk
-from raypipe.media.probe import VideoInfo
+from raypipe.media.probe import VideoInfo, stamped_frames
 from raypipe.media.rgb import RgbConverter
 from raypipe.media.source import is_local, local_path, open_input
 from raypipe.media.yuv import YuvPacker, YuvRule
@@ -253,7 +253,7 @@ def _open(
                 raise CorruptVideoError(
                     f"input '{info.uri}' does not decode in chunk {chunk.chunk_id}: {e}"
                 ) from e
-        frames = container.decode(stream)
+        frames = stamped_frames(container, stream)
     except BaseException:
         stack.close()
         raise

@@ -214,11 +214,21 @@ _FAULT_AFTER_PACKETS = 8
 
 
 def _muxer_options(fmt: str, source: Any, copy_streams: bool) -> dict[str, str]:
-    """``movflags=use_metadata_tags`` for an MP4/MOV output of a source whose container
+    """The muxer's options for ``fmt``.
+
+    AVI (:data:`_CONSTANT_RATE`): no shift of negative timestamps. A frame's place in an
+    AVI is its index (:func:`_on_frame_grid`); audio that starts before 0 (AAC's priming
+    samples in an MP4) would make FFmpeg shift every stream, the first frame to tick 1,
+    and its AVI muxer fill tick 0 with an empty frame: one frame more, the picture a frame
+    behind the sound.
+
+    ``movflags=use_metadata_tags`` for an MP4/MOV output of a source whose container
     tags have reverse-DNS names (an iPhone's ``com.apple.quicktime.location.ISO6709``,
     ``...make``, ``...model``): without it FFmpeg's muxer keeps only the iTunes-style keys
     and drops those. Not when cover art goes into an MP4 (it lives among the iTunes keys,
     which that flag does not write)."""
+    if fmt in _CONSTANT_RATE:
+        return {"avoid_negative_ts": "disabled"}
     if fmt not in ("mp4", "mov") or not any("." in k for k in source.metadata):
         return {}
     if fmt == "mp4" and copy_streams and any(is_attached_pic(s) for s in source.streams):

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import av
 
@@ -430,16 +432,47 @@ def _scan_matroska(container: Any, video: Any, uri: str) -> IndexScan | None:
     return scan
 
 
+DECODE_ORDER_ONLY = frozenset({"avi"})
+"""Containers that store when each frame is decoded and not when it is shown (AVI: one tick
+per frame, in decode order). FFmpeg's demuxer makes a pts up for their packets, which for a
+stream with B-frames is not the frame's place on screen; there a frame's time is its place
+in the decoder's output (display order) on the grid of the packets' decode times, as
+players show it: :func:`stamped_frames`."""
+
+
+def stamped_frames(container: Any, stream: Any) -> Iterator[av.VideoFrame]:
+    """``container.decode(stream)``, each frame's pts its display time: the demuxer's own
+    pts, or in a :data:`DECODE_ORDER_ONLY` container the decode time of the packet at the
+    same place in decode order as the frame in the output (the n-th frame shown after a
+    keyframe lasts the n-th tick after it; frames a damaged stream loses shift the rest,
+    which the plan's checks see)."""
+    if container.format.name not in DECODE_ORDER_ONLY:
+        yield from container.decode(stream)
+        return
+    ticks: deque[int] = deque()
+    for packet in container.demux(stream):
+        if packet.size and packet.dts is not None:
+            ticks.append(packet.dts)
+        for frame in packet.decode():
+            frame.pts = ticks.popleft() if ticks else None
+            yield cast(av.VideoFrame, frame)
+
+
 def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int]:
     """Every frame's pts (demux order), the keyframes' pts, and the duration of the packet
-    of the frame shown last (0 when it has none)."""
+    of the frame shown last (0 when it has none). In a :data:`DECODE_ORDER_ONLY` container
+    the decode times are the display grid (:func:`stamped_frames`), and a keyframe (which
+    starts a closed GOP there) shows at its decode time."""
     pts: list[int] = []
     keyframes: list[int] = []
     last_pts, last_duration = None, 0
+    by_order = container.format.name in DECODE_ORDER_ONLY
     try:
         for packet in container.demux(video):
             if packet.size == 0 or packet.is_discard:
                 continue  # flush packets; samples the demuxer drops (edit lists)
+            if by_order and packet.dts is not None:
+                packet.pts = packet.dts
             if packet.pts is None:
                 raise UnsupportedVideoError(
                     f"input '{uri}' has video packets without timestamps (a raw elementary "

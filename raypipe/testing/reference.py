@@ -14,6 +14,8 @@ from typing import Any, cast
 import av
 import numpy as np
 
+from raypipe.media.probe import stamped_frames
+
 __all__ = [
     "audio_packet_times",
     "audio_packets",
@@ -46,7 +48,7 @@ def decode_all(path: PathLike) -> tuple[np.ndarray, list[int], Fraction]:
             raise ValueError(f"{path}: video stream has no time base")
         images: list[np.ndarray] = []
         pts: list[int] = []
-        for frame in container.decode(stream):
+        for frame in stamped_frames(container, stream):
             if frame.pts is None:
                 raise ValueError(f"{path}: decoded frame {len(pts)} has no pts")
             images.append(frame.to_ndarray(format="rgb24"))
@@ -97,7 +99,7 @@ def decode_upright(path: PathLike) -> tuple[np.ndarray, list[int], Fraction]:
         images: list[np.ndarray] = []
         pts: list[int] = []
         reformatter = VideoReformatter()
-        for frame in container.decode(stream):
+        for frame in stamped_frames(container, stream):
             if frame.pts is None:
                 raise ValueError(f"{path}: decoded frame {len(pts)} has no pts")
             hd = frame.width >= 1280 or frame.height > 576

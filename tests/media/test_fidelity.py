@@ -62,6 +62,12 @@ OTHER_SOURCES = {
                  gop=1, width=96, height=64),
         ".avi",
     ),
+    # what ffmpeg's libx264 defaults write into AVI: H.264 with B-frames, MP3 audio
+    "h264_avi": (
+        ClipSpec(codec="libx264", bframes=2, audio="libmp3lame", n_frames=30, gop=12,
+                 width=96, height=64),
+        ".avi",
+    ),
     # 10-bit HLG with Opus audio, for WebM
     "hlg_opus": (
         ClipSpec(codec="libx265", pix_fmt="yuv420p10le", colour=_HLG, audio="libopus",
@@ -103,6 +109,28 @@ def test_other_containers_keep_it_with_audio(
     out = tmp_path / f"out{suffix}"
     run_in_process(path, out, "builtin:invert", 5, encode)
     assert_fidelity(path, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
+
+
+@pytest.mark.parametrize(
+    ("source", "suffix"), [("h264_avi", ".mkv"), ("h264_avi", ".avi"), ("aac_mp4", ".avi")]
+)
+def test_avi_with_b_frames_keeps_its_frames_and_their_order(
+    other_sources: dict[str, Path], tmp_path: Path, source: str, suffix: str
+) -> None:
+    """AVI stores when frames are decoded, not when they are shown: FFmpeg's demuxer makes
+    up pts that, with B-frames, are not the frames' places on screen (such a file failed
+    with "more than the planned frames"). Chunks of 13 frames split its GOPs of 12; the
+    output, AVI again too, shows the same frames at the same times. An MP4's AAC audio
+    starts before 0 (priming), which must not move an AVI output's frames (FFmpeg's shift
+    put an empty frame first: one frame more, the picture a frame behind the sound)."""
+    if source == "aac_mp4":
+        spec = ClipSpec(audio="aac", n_frames=30, gop=12, width=96, height=64)
+        path = make_clip(tmp_path / "aac.mp4", spec)
+    else:
+        path = other_sources[source]
+    out = tmp_path / f"out{suffix}"
+    run_in_process(path, out, "builtin:invert", 13, LOSSLESS)
+    assert_fidelity(path, out, "builtin:invert", frames="equal")  # ffmpeg decodes it clean
 
 
 # --- timing: the rates the issue saw wrong (30 fps -> 29.70, NTSC, VFR) ---------------------
