@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from raypipe.media.mux import container_tags
 from raypipe.media.picture import PictureFormat
+from raypipe.media.pixfmt import has_alpha
 from raypipe.media.plan import ChunkPlan
 from raypipe.media.probe import VideoInfo
 
@@ -64,7 +65,8 @@ def picture_lines(picture: PictureFormat) -> list[str]:
     lines = [
         f"shown {width}x{height} (coded {picture.coded_width}x{picture.coded_height}, "
         f"rotation {picture.rotation_degrees}° counter-clockwise), "
-        f"{picture.bit_depth}-bit {picture.chroma}",
+        f"{picture.bit_depth}-bit {picture.chroma}"
+        + (" with alpha (not kept: outputs have none)" if has_alpha(picture.pix_fmt or "") else ""),
         f"colour: primaries {c.primaries}, transfer {c.transfer}, matrix {c.matrix}, "
         f"range {c.range} (converted as {picture.matrix}, {picture.range})",
     ]

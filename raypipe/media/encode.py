@@ -44,7 +44,7 @@ from raypipe.media.colour import (
     sws_range,
 )
 from raypipe.media.picture import PictureFormat
-from raypipe.media.pixfmt import choose_pix_fmt, layout_of
+from raypipe.media.pixfmt import choose_pix_fmt, has_alpha, layout_of
 
 _X26X = ("libx264", "libx264rgb", "libx265")
 _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:key=value
@@ -290,11 +290,17 @@ def output_pix_fmt(config: EncodeConfig, picture: PictureFormat) -> tuple[str, s
 def fidelity_notes(config: EncodeConfig, picture: PictureFormat) -> list[str]:
     """One-line notes on what an output of ``config`` keeps less of than the source: a
     lower bit depth or chroma resolution than the source's (when no ``pix_fmt`` was given),
-    HDR10 metadata the encoder cannot write."""
+    an alpha channel (models get RGB, outputs have none), HDR10 metadata the encoder cannot
+    write."""
     notes = []
     _, note = output_pix_fmt(config, picture)
     if note:
         notes.append(note)
+    if picture.pix_fmt and has_alpha(picture.pix_fmt):
+        notes.append(
+            f"the source's alpha channel (transparency, {picture.pix_fmt}) is left out: "
+            "models get RGB frames and raypipe writes outputs without alpha"
+        )
     if picture.hdr is not None and not hdr_encoder_options(config.codec, picture.hdr):
         notes.append(
             f"encoder {config.codec} does not write HDR10 metadata (mastering display, "

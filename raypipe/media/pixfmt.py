@@ -61,6 +61,16 @@ def layout_of(pix_fmt: str) -> PixelLayout:
     return PixelLayout(bit_depth=depth, chroma=_CHROMA.get(factors, "4:2:0"), rgb=False)
 
 
+@functools.lru_cache(maxsize=256)
+def has_alpha(pix_fmt: str) -> bool:
+    """Whether the FFmpeg pixel format ``pix_fmt`` has an alpha (transparency) component
+    (``yuva444p12le``, ``rgba``...); ``False`` for a name FFmpeg does not know."""
+    try:
+        return any(c.is_alpha for c in av.VideoFormat(pix_fmt, 16, 16).components)
+    except (ValueError, av.error.FFmpegError):
+        return False
+
+
 _MAX_DEPTH = {"h264_nvenc": 8}
 """Encoders that list deeper formats than they can encode on most hardware (H.264 10-bit
 NVENC needs a Blackwell GPU)."""

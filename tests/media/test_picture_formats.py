@@ -15,6 +15,7 @@ from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.stages import chunk_row, decode_stage
 from raypipe.media import plan_chunks, probe
 from raypipe.media.colour import ColourTags, HdrMetadata, default_matrix
+from raypipe.media.describe import picture_lines
 from raypipe.media.encode import fidelity_notes
 from raypipe.media.picture import PictureFormat, normalise_rotation
 from raypipe.media.pixfmt import choose_pix_fmt, layout_of
@@ -139,6 +140,14 @@ def test_notes_say_what_is_lost_once_per_kind(caplog: pytest.LogCaptureFixture) 
     assert len(notes) == 2 and "10-bit 4:2:0" in notes[0] and "HDR10 metadata" in notes[1]
     # an explicit pix_fmt wins, and says nothing
     assert fidelity_notes(EncodeConfig(codec="libx264", pix_fmt="yuv420p"), picture) == []
+    # an alpha channel is said lost whatever the encoder keeps of the rest (ffv1 keeps 12-bit
+    # 4:4:4, and writing yuva would still carry no alpha: models see RGB)
+    alpha = PictureFormat(coded_width=96, coded_height=64, pix_fmt="yuva444p12le")
+    for config in (EncodeConfig(codec="ffv1"), EncodeConfig(codec="ffv1", pix_fmt="yuva444p")):
+        (note,) = fidelity_notes(config, alpha)
+        assert "alpha channel (transparency, yuva444p12le) is left out" in note
+    assert "with alpha (not kept" in picture_lines(alpha)[0]
+    assert "alpha" not in picture_lines(picture)[0]
 
     from raypipe.config import RunConfig
     from raypipe.distributed.chunk_log import ChunkLog
