@@ -32,7 +32,13 @@ import av
 from raypipe import faults
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media.encode import _NO_DTS, Segment
-from raypipe.media.probe import is_attached_pic, pick_video_stream, video_timecode
+from raypipe.media.probe import (
+    DECODE_ORDER_ONLY,
+    display_lead,
+    is_attached_pic,
+    pick_video_stream,
+    video_timecode,
+)
 from raypipe.media.source import open_input
 
 log = logging.getLogger("raypipe.media")
@@ -191,6 +197,10 @@ def _write(
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
     packets = _segment_packets(paths, extradata, frame_seconds)
+    if frame_seconds is None and source.format.name in DECODE_ORDER_ONLY:
+        with open_input(source_uri) as fresh:  # `source` is read for its streams below
+            lead = display_lead(fresh, fresh.streams[processed.index])
+        packets = _earlier(packets, lead) if lead else packets
     video = ((_time_key(p), 0, i, p) for i, p in enumerate(packets))
     other = (
         (
@@ -211,6 +221,18 @@ def _write(
 
 
 _FAULT_AFTER_PACKETS = 8
+
+
+def _earlier(packets: Iterator[Any], seconds: Fraction) -> Iterator[Any]:
+    """``packets`` shown ``seconds`` earlier (an AVI source's made-up pts lead:
+    :func:`~raypipe.media.probe.display_lead`), so the output's first frame shows when the
+    source played it, beside its audio."""
+    for packet in packets:
+        ticks = round(seconds / Fraction(packet.time_base))
+        packet.pts -= ticks
+        if packet.dts is not None:
+            packet.dts -= ticks
+        yield packet
 
 
 def _muxer_options(fmt: str, source: Any, copy_streams: bool) -> dict[str, str]:

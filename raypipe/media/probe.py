@@ -434,19 +434,32 @@ def _scan_matroska(container: Any, video: Any, uri: str) -> IndexScan | None:
 
 DECODE_ORDER_ONLY = frozenset({"avi"})
 """Containers that store when each frame is decoded and not when it is shown (AVI: one tick
-per frame, in decode order). FFmpeg's demuxer makes a pts up for their packets, which for a
-stream with B-frames is not the frame's place on screen; there a frame's time is its place
-in the decoder's output (display order) on the grid of the packets' decode times, as
-players show it: :func:`stamped_frames`."""
+per frame, in decode order): FFmpeg's demuxer makes a pts up for their packets."""
+_NO_MADE_UP_PTS = frozenset({"h264", "hevc", "vvc"})
+"""Codecs whose made-up pts are not the frames' places on screen: FFmpeg's demuxer knows no
+frame types for them and skips its B-frame reordering (its MPEG-4 Part 2 and MPEG-2 pts are
+right)."""
+
+
+def stamped_by_order(container: Any, stream: Any) -> bool:
+    """Whether ``stream``'s frames are timed by their place in the decoder's output (display
+    order) on the grid of the packets' decode times, as players show them: H.264, HEVC or
+    VVC in a :data:`DECODE_ORDER_ONLY` container (:func:`stamped_frames`)."""
+    ctx = stream.codec_context
+    return (
+        container.format.name in DECODE_ORDER_ONLY
+        and ctx is not None
+        and ctx.name in _NO_MADE_UP_PTS
+    )
 
 
 def stamped_frames(container: Any, stream: Any) -> Iterator[av.VideoFrame]:
-    """``container.decode(stream)``, each frame's pts its display time: the demuxer's own
-    pts, or in a :data:`DECODE_ORDER_ONLY` container the decode time of the packet at the
-    same place in decode order as the frame in the output (the n-th frame shown after a
-    keyframe lasts the n-th tick after it; frames a damaged stream loses shift the rest,
-    which the plan's checks see)."""
-    if container.format.name not in DECODE_ORDER_ONLY:
+    """``container.decode(stream)``, each frame's pts its display time: the demuxer's, or
+    where :func:`stamped_by_order` the decode time of the packet at the same place in
+    decode order as the frame in the output (the n-th frame shown after a keyframe, which
+    starts a closed GOP in such files, shows at the n-th tick after it; a frame a damaged
+    stream loses shifts the rest, which the plan's checks see)."""
+    if not stamped_by_order(container, stream):
         yield from container.decode(stream)
         return
     ticks: deque[int] = deque()
@@ -458,15 +471,39 @@ def stamped_frames(container: Any, stream: Any) -> Iterator[av.VideoFrame]:
             yield cast(av.VideoFrame, frame)
 
 
+def display_lead(container: Any, stream: Any) -> Fraction:
+    """Seconds by which a :data:`DECODE_ORDER_ONLY` source's made-up pts run late, where
+    they are kept (not :func:`stamped_by_order`): with B-frames FFmpeg's demuxer shows the
+    first frame of an MPEG-4 Part 2 or MPEG-2 stream a tick after the file's start, where
+    the container plays it (and ``ffprobe`` says the stream starts). The lowest pts against
+    the first decode time, over the first GOP (read from ``container``'s start); 0 for other
+    sources."""
+    if container.format.name not in DECODE_ORDER_ONLY or stamped_by_order(container, stream):
+        return Fraction(0)
+    first_dts, lowest = None, None
+    for n, packet in enumerate(container.demux(stream)):
+        if not packet.size or packet.pts is None or packet.dts is None:
+            continue
+        if first_dts is not None and (packet.is_keyframe or n > _LEAD_PACKETS):
+            break
+        first_dts = packet.dts if first_dts is None else first_dts
+        lowest = packet.pts if lowest is None else min(lowest, packet.pts)
+    if first_dts is None or lowest is None or lowest <= first_dts:
+        return Fraction(0)
+    return (lowest - first_dts) * Fraction(stream.time_base)
+
+
+_LEAD_PACKETS = 300  # a first GOP longer than this: the lead is read from these
+
+
 def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int]:
     """Every frame's pts (demux order), the keyframes' pts, and the duration of the packet
-    of the frame shown last (0 when it has none). In a :data:`DECODE_ORDER_ONLY` container
-    the decode times are the display grid (:func:`stamped_frames`), and a keyframe (which
-    starts a closed GOP there) shows at its decode time."""
+    of the frame shown last (0 when it has none). Where :func:`stamped_by_order`, the decode
+    times are the display grid, and a keyframe shows at its decode time."""
     pts: list[int] = []
     keyframes: list[int] = []
     last_pts, last_duration = None, 0
-    by_order = container.format.name in DECODE_ORDER_ONLY
+    by_order = stamped_by_order(container, video)
     try:
         for packet in container.demux(video):
             if packet.size == 0 or packet.is_discard:

@@ -159,12 +159,12 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
     for side in v.get("side_data_list", []):
         if "rotation" in side:
             rotation = int(side["rotation"])
-    packets = [
-        p
-        for p in doc.get("packets", [])
-        if p.get("stream_index") == v["index"] and p.get("pts_time") not in (None, "N/A")
-    ]
+    video_packets = [p for p in doc.get("packets", []) if p.get("stream_index") == v["index"]]
+    packets = [p for p in video_packets if p.get("pts_time") not in (None, "N/A")]
     starts = [float(p["pts_time"]) for p in packets]
+    start = min(starts) if starts else 0.0
+    if len(packets) < len(video_packets) and v.get("start_time") not in (None, "N/A"):
+        start = float(v["start_time"])  # AVI: packets without pts; the stream starts at its dts
     ends = [float(p["pts_time"]) + float(p.get("duration_time") or 0) for p in packets]
     stream_duration = v.get("duration")
     fmt = str(doc.get("format", {}).get("format_name", ""))
@@ -214,7 +214,7 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
             None if stream_duration in (None, "N/A") else float(str(stream_duration))
         ),
         n_packets=len(packets),
-        start_seconds=min(starts) if starts else 0.0,
+        start_seconds=start,
         hdr=hdr,
         streams=others,
         format_tags=tuple(sorted(doc.get("format", {}).get("tags", {}).items())),

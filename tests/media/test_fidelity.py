@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import LOSSLESS
 from pipeline_checks import LOSSLESS_10BIT, assert_fidelity, run_in_process
 
-from raypipe.config import EncodeConfig
-from raypipe.testing import TRAIT_CLIPS, ClipSpec, make_clip, trait_names
+from raypipe.config import ChunkConfig, EncodeConfig
+from raypipe.media import plan_chunks, probe
+from raypipe.media.decode import decode_chunk
+from raypipe.testing import TRAIT_CLIPS, ClipSpec, decode_upright, make_clip, trait_names
 
 DEEP = {name for name, (spec, _) in TRAIT_CLIPS.items() if spec.pix_fmt.endswith("10le")}
 
@@ -68,6 +71,12 @@ OTHER_SOURCES = {
                  width=96, height=64),
         ".avi",
     ),
+    # MPEG-4 Part 2 with B-frames in open GOPs (as XviD writes), whose made-up pts are right
+    "mpeg4_avi": (
+        ClipSpec(codec="mpeg4", bframes=2, audio="libmp3lame", n_frames=30, gop=12,
+                 width=96, height=64),
+        ".avi",
+    ),
     # 10-bit HLG with Opus audio, for WebM
     "hlg_opus": (
         ClipSpec(codec="libx265", pix_fmt="yuv420p10le", colour=_HLG, audio="libopus",
@@ -112,14 +121,16 @@ def test_other_containers_keep_it_with_audio(
 
 
 @pytest.mark.parametrize(
-    ("source", "suffix"), [("h264_avi", ".mkv"), ("h264_avi", ".avi"), ("aac_mp4", ".avi")]
+    ("source", "suffix"),
+    [("h264_avi", ".mkv"), ("h264_avi", ".avi"), ("mpeg4_avi", ".mkv"), ("aac_mp4", ".avi")],
 )
 def test_avi_with_b_frames_keeps_its_frames_and_their_order(
     other_sources: dict[str, Path], tmp_path: Path, source: str, suffix: str
 ) -> None:
     """AVI stores when frames are decoded, not when they are shown: FFmpeg's demuxer makes
     up pts that, with B-frames, are not the frames' places on screen (such a file failed
-    with "more than the planned frames"). Chunks of 13 frames split its GOPs of 12; the
+    with "more than the planned frames"); for MPEG-4 Part 2 they are right, and an XviD-like
+    file keeps them (its GOPs are open). Chunks of 7 frames split the GOPs of 12; the
     output, AVI again too, shows the same frames at the same times. An MP4's AAC audio
     starts before 0 (priming), which must not move an AVI output's frames (FFmpeg's shift
     put an empty frame first: one frame more, the picture a frame behind the sound)."""
@@ -129,8 +140,15 @@ def test_avi_with_b_frames_keeps_its_frames_and_their_order(
     else:
         path = other_sources[source]
     out = tmp_path / f"out{suffix}"
-    run_in_process(path, out, "builtin:invert", 13, LOSSLESS)
+    run_in_process(path, out, "builtin:invert", 7, LOSSLESS)
     assert_fidelity(path, out, "builtin:invert", frames="equal")  # ffmpeg decodes it clean
+    # each chunk alone, with FFmpeg's own threads as the pipeline's decode tasks run
+    info = probe(str(path))
+    source_frames, _, _ = decode_upright(path)
+    for chunk in plan_chunks(info, ChunkConfig(chunk_frames=7)).chunks:
+        first = info.pts.index(chunk.start_pts)
+        expected = source_frames[first : first + chunk.n_frames]
+        assert np.array_equal(decode_chunk(info, chunk).frames, expected), chunk.chunk_id
 
 
 # --- timing: the rates the issue saw wrong (30 fps -> 29.70, NTSC, VFR) ---------------------
