@@ -5,9 +5,10 @@ Seek backward to the chunk's keyframe, decode, drop frames before ``start_pts``,
 have the plan's last pts, so a frame the plan does not have cannot hide). Frames are
 converted to RGB with the source's matrix and range and turned upright
 (:class:`~raypipe.media.picture.PictureFormat`): ``rgb24`` uint8 for 8-bit sources,
-``rgb48le`` uint16 for deeper ones. Demuxers that cannot
-seek to exactly that keyframe (the first frame decoded starts after ``start_pts``) are
-retried once from the start of the file, which is always correct, only slower. A chunk
+``rgb48le`` uint16 for deeper ones. When a seek lands after that keyframe (the first
+frame decoded comes after ``start_pts``: demuxers without an index, MPEG-PS) the chunk is
+decoded again from 1 s and then 10 s earlier (:data:`SEEK_BACK_SECONDS`), and last from
+the start of the file, which is always correct, only slower. A chunk
 planned with context for a temporal model (:class:`~raypipe.media.plan.Context`) is decoded
 with it: the context's range, checked the same way; :attr:`DecodedChunk.before` and
 :attr:`DecodedChunk.after` say how many of the frames are context.
@@ -155,14 +156,37 @@ def decode_chunk(
     yuv = handoff is not None and not note
     span = chunk.decode_range
     args = (threads, wanted, decoder, picture, allocate, yuv)
-    try:
-        decoded = _decode(info, span, span.seek_pts, *args, carry=carry, take=carry)
-    except _Overshoot:
-        decoded = _decode(info, span, None, *args, carry=carry, take=False)
+    decoded = None
+    for n, seek_pts in enumerate(_seek_targets(info, span.seek_pts)):
+        try:
+            decoded = _decode(info, span, seek_pts, *args, carry=carry, take=carry and n == 0)
+            break
+        except _Overshoot:
+            continue
+    assert decoded is not None  # the last target (the file's start) cannot overshoot
     decoded = dataclasses.replace(decoded, handoff_note=note)
     if context is None:
         return decoded
     return dataclasses.replace(decoded, before=context.before, after=context.after)
+
+
+SEEK_BACK_SECONDS = (1, 10)
+"""How far before a chunk's keyframe a decode seeks again when a seek landed after it, before
+it decodes from the file's start: demuxers without an index seek by a binary search on
+decode times (MPEG-PS: a DVD's VOBs, a camcorder's .mpg), which lands on the packet
+*decoded* at the keyframe's time, a frame or two after the keyframe when B-frames delay
+it, and the decoder then starts at the next GOP."""
+
+
+def _seek_targets(info: VideoInfo, seek_pts: int | None) -> list[int | None]:
+    """Where :func:`decode_chunk` seeks, in turn, for a chunk whose keyframe is at
+    ``seek_pts``: there, :data:`SEEK_BACK_SECONDS` earlier, then the file's start
+    (``None``); frames before the chunk are decoded and dropped, so landing early is
+    only slower."""
+    if seek_pts is None:
+        return [None]
+    ticks = [round(seconds / info.time_base) for seconds in SEEK_BACK_SECONDS]
+    return [seek_pts, *(seek_pts - t for t in ticks), None]
 
 
 @dataclass
@@ -348,12 +372,12 @@ def _decode_frames(
             first = False
             if t < chunk.start_pts:
                 continue
-            if t >= chunk.end_pts:
-                break
             if n == 0 and t != chunk.start_pts and carried:
                 raise _Stale
             if n == 0 and t != chunk.start_pts and seek_pts is not None:
-                raise _Overshoot
+                raise _Overshoot  # landed after the chunk's first frame, or after the chunk
+            if t >= chunk.end_pts:
+                break
             if frame.width != info.width or frame.height != info.height:
                 raise DecodeError(
                     f"{chunk.chunk_id}: frame at pts {t} is {frame.width}x{frame.height}, "

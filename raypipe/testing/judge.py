@@ -169,10 +169,14 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
     stream_duration = v.get("duration")
     fmt = str(doc.get("format", {}).get("format_name", ""))
     duration = max(ends) - min(starts) if starts else 0.0
-    if stream_duration not in (None, "N/A") and "matroska" not in fmt:
+    lengths = [p.get("duration_time") for p in video_packets]
+    if len(packets) < len(video_packets) and all(d not in (None, "N/A") for d in lengths):
+        duration = sum(float(str(d)) for d in lengths)  # MPEG-PS: packets without pts
+    if stream_duration not in (None, "N/A") and "matroska" not in fmt and fmt != "mpeg":
         # MP4/MOV: the track's duration (ffprobe 5.1 reads no packet durations from an MP4
         # whose B-frames start before 0 but the sample table has them); Matroska's is the
-        # DURATION tag, the stream's end time rather than its length
+        # DURATION tag, the stream's end time rather than its length; MPEG-PS stores none
+        # (ffprobe estimates one from the bit rate)
         duration = float(str(stream_duration))
     frames = _ffprobe(
         ["-select_streams", str(v["index"]), "-show_frames", "-read_intervals", "%+#1",

@@ -77,6 +77,13 @@ OTHER_SOURCES = {
                  width=96, height=64),
         ".avi",
     ),
+    # MPEG-2 in MPEG-PS with MP2 audio (a DVD's VOB, a camcorder's .mpg): no index, seeks
+    # land by decode time
+    "mpeg2_ps": (
+        ClipSpec(codec="mpeg2video", bframes=2, audio="mp2", n_frames=40, gop=12,
+                 width=96, height=64),
+        ".mpg",
+    ),
     # 10-bit HLG with Opus audio, for WebM
     "hlg_opus": (
         ClipSpec(codec="libx265", pix_fmt="yuv420p10le", colour=_HLG, audio="libopus",
@@ -122,9 +129,15 @@ def test_other_containers_keep_it_with_audio(
 
 @pytest.mark.parametrize(
     ("source", "suffix"),
-    [("h264_avi", ".mkv"), ("h264_avi", ".avi"), ("mpeg4_avi", ".mkv"), ("aac_mp4", ".avi")],
+    [
+        ("h264_avi", ".mkv"),
+        ("h264_avi", ".avi"),
+        ("mpeg4_avi", ".mkv"),
+        ("aac_mp4", ".avi"),
+        ("mpeg2_ps", ".mp4"),
+    ],
 )
-def test_avi_with_b_frames_keeps_its_frames_and_their_order(
+def test_avi_and_mpeg_ps_keep_their_frames_and_their_order(
     other_sources: dict[str, Path], tmp_path: Path, source: str, suffix: str
 ) -> None:
     """AVI stores when frames are decoded, not when they are shown: FFmpeg's demuxer makes
@@ -133,7 +146,9 @@ def test_avi_with_b_frames_keeps_its_frames_and_their_order(
     file keeps them (its GOPs are open). Chunks of 7 frames split the GOPs of 12; the
     output, AVI again too, shows the same frames at the same times. An MP4's AAC audio
     starts before 0 (priming), which must not move an AVI output's frames (FFmpeg's shift
-    put an empty frame first: one frame more, the picture a frame behind the sound)."""
+    put an empty frame first: one frame more, the picture a frame behind the sound). An
+    MPEG-PS file has no index: a seek to a keyframe lands on the packet decoded at its time,
+    after it, and the chunk decoded nothing ("decoded 0 frames")."""
     if source == "aac_mp4":
         spec = ClipSpec(audio="aac", n_frames=30, gop=12, width=96, height=64)
         path = make_clip(tmp_path / "aac.mp4", spec)
