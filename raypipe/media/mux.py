@@ -100,6 +100,25 @@ def _packets(container: Any, streams: list[Any]) -> Iterator[Any]:
             yield packet
 
 
+def _other_packets(
+    source: Any, copied: dict[int, Any], reencoded: set[int]
+) -> Iterator[tuple[Any, Any]]:
+    """(packet, output stream) for the source's streams in ``copied`` (source index ->
+    output stream), in the source's order: a copied stream's own packets, and for a stream
+    in ``reencoded`` (:func:`_reencoded_audio`) the packets its encoder makes of the
+    decoded audio, flushed at the end."""
+    for packet in source.demux([source.streams[j] for j in copied]):
+        index = packet.stream.index
+        stream = copied[index]
+        if index in reencoded:
+            for frame in packet.decode():  # the demuxer's last, empty packet flushes
+                yield from ((new, stream) for new in stream.encode(frame))
+        elif packet.size:
+            yield packet, stream
+    for index in reencoded:
+        yield from ((new, copied[index]) for new in copied[index].encode(None))
+
+
 _KEPT_TAGS = ("language", "title", "handler_name")
 """Stream tags copied with an audio/subtitle/attached-picture stream. MP4 and MOV have no
 track title (FFmpeg drops it): there the title goes into the handler name, where players
@@ -193,7 +212,7 @@ def _write(
     chapters = source.chapters()  # on the source's timeline, which the output keeps
     if chapters:
         out.set_chapters(chapters)
-    copied = _copied_streams(out, source, source_uri) if copy_streams else {}
+    copied, reencoded = _copied_streams(out, source, source_uri) if copy_streams else ({}, set())
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
     packets = _segment_packets(paths, extradata, frame_seconds)
@@ -201,18 +220,18 @@ def _write(
         with open_input(source_uri) as fresh:  # `source` is read for its streams below
             lead = display_lead(fresh, fresh.streams[processed.index])
         packets = _earlier(packets, lead) if lead else packets
-    video = ((_time_key(p), 0, i, p) for i, p in enumerate(packets))
+    video = ((_time_key(p), 0, i, p, out_video) for i, p in enumerate(packets))
     other = (
         (
-            (_time_key(p), 1, i, p)
-            for i, p in enumerate(_packets(source, [source.streams[j] for j in copied]))
+            (_time_key(p), 1, i, p, s)
+            for i, (p, s) in enumerate(_other_packets(source, copied, reencoded))
         )
         if copied
         else iter(())
     )
     try:
-        for n, (_, kind, _, packet) in enumerate(heapq.merge(video, other)):
-            packet.stream = out_video if kind == 0 else copied[packet.stream.index]
+        for n, (_, _, _, packet, stream) in enumerate(heapq.merge(video, other)):
+            packet.stream = stream
             out.mux(packet)
             if n == _FAULT_AFTER_PACKETS:
                 faults.checkpoint("assemble", output_name)  # crash tests: half a file
@@ -307,13 +326,16 @@ def _keep_video_facts(out_video: Any, source_video: Any) -> None:
         out_video.codec_context.field_order = field_order
 
 
-def _copied_streams(out: Any, source: Any, source_uri: str) -> dict[int, Any]:
+def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, Any], set[int]]:
     """Output streams for the source's audio, subtitles and attached pictures, by source
-    index, with their tags and dispositions; what the output cannot hold is left out with
-    a warning. Matroska gets attached pictures and the source's attachments (the fonts of
-    styled subtitles) as attachments (not in the result)."""
+    index, with their tags and dispositions, and the indices of the audio streams
+    re-encoded: audio the output cannot hold as it is is re-encoded with the container's
+    usual codec (:data:`AUDIO_FALLBACK`; a warning says so), anything else it cannot hold
+    is left out with a warning. Matroska gets attached pictures and the source's
+    attachments (the fonts of styled subtitles) as attachments (not in the result)."""
     supported = out.supported_codecs
     copied: dict[int, Any] = {}
+    reencoded: set[int] = set()
     for s in source.streams:
         if s.type == "attachment":
             _copy_attachment(out, s)
@@ -325,7 +347,12 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> dict[int, Any]:
         if attached and out.format.name == "matroska" and name in _PICTURE_TYPES:
             out.add_attachment(*_PICTURE_TYPES[name], _attached_picture(source_uri, s.index))
             continue
-        if not _holds(out, s, supported) or (attached and out.format.name in _NO_ATTACHED_PICS):
+        stream = None
+        if s.type == "audio" and not _holds(out, s, supported):
+            stream = _reencoded_audio(out, s)
+        if stream is not None:
+            reencoded.add(s.index)
+        elif not _holds(out, s, supported) or (attached and out.format.name in _NO_ATTACHED_PICS):
             if out.format.name != "matroska":
                 hint = "; use .mkv to keep it"
             elif s.type == "subtitle":
@@ -341,14 +368,75 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> dict[int, Any]:
                 hint,
             )
             continue
-        stream = out.add_stream_from_template(s)
+        else:
+            stream = out.add_stream_from_template(s)
         tags = {k: v for k, v in s.metadata.items() if k in _KEPT_TAGS}
         if out.format.name in ("mp4", "mov") and tags.get("title"):
             tags.setdefault("handler_name", tags["title"])  # MP4/MOV keep a title there
         stream.metadata.update(tags)
         stream.disposition = s.disposition
         copied[s.index] = stream
-    return copied
+    return copied, reencoded
+
+
+AUDIO_FALLBACK = {
+    "mp4": ("aac", 96_000), "mov": ("aac", 96_000), "matroska": ("aac", 96_000),
+    "mpegts": ("aac", 96_000), "webm": ("libopus", 64_000), "avi": ("libmp3lame", 128_000),
+}  # fmt: skip
+"""The codec, and bits per second per channel, of audio re-encoded for an output format
+that cannot hold the source's audio as it is (Windows Media Audio, MS ADPCM or GSM into
+MP4 or MKV...), as ``ffmpeg`` picks a container's own codec: AAC, Opus for WebM, MP3 for
+AVI."""
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "surround", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1",
+            8: "7.1"}  # fmt: skip
+"""FFmpeg's default channel layout for a channel count, for sources that name none."""
+_MAX_AUDIO_BIT_RATE = 512_000
+
+
+def _reencoded_audio(out: Any, source_stream: Any) -> Any | None:
+    """An encoder stream in ``out`` for ``source_stream``'s audio (:data:`AUDIO_FALLBACK`),
+    at its sample rate where the encoder has it (else 48 kHz) and its channel layout
+    where the encoder takes it (else FFmpeg's default for its channel count, else
+    stereo), with a warning; ``None`` when the format has no fallback (NUT holds every
+    codec) or no decoder reads the source's audio."""
+    fmt = out.format.name
+    ctx = source_stream.codec_context
+    if fmt not in AUDIO_FALLBACK or ctx is None or not ctx.channels:
+        return None
+    codec_name, per_channel = AUDIO_FALLBACK[fmt]
+    try:
+        codec = av.codec.Codec(codec_name, "w")
+        av.codec.Codec(ctx.name, "r")
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        return None
+    rate = ctx.sample_rate if ctx.sample_rate in (codec.audio_rates or ()) else 48_000
+    sample_format = codec.audio_formats[0].name
+    named = ctx.layout.name if "channels" not in ctx.layout.name else None
+    for layout in dict.fromkeys([named, _LAYOUTS.get(ctx.channels), "stereo"]):
+        if layout is None:
+            continue
+        trial = av.codec.CodecContext.create(codec_name, "w")  # does the encoder take it?
+        trial.sample_rate, trial.layout, trial.format = rate, layout, sample_format
+        trial.bit_rate = bit_rate = min(per_channel * trial.channels, _MAX_AUDIO_BIT_RATE)
+        try:
+            trial.open()
+        except av.error.FFmpegError:
+            continue
+        stream = out.add_stream(codec_name, rate=rate)
+        enc = stream.codec_context
+        enc.layout, enc.format, enc.bit_rate = layout, sample_format, bit_rate
+        log.warning(
+            "audio stream %d (%s) cannot go into a %s file as it is and is re-encoded as "
+            "%s (%s, %d kb/s)",
+            source_stream.index,
+            ctx.name,
+            fmt,
+            codec_name,
+            layout,
+            bit_rate // 1000,
+        )
+        return stream
+    return None
 
 
 _TS_CODECS = frozenset(

@@ -1,0 +1,97 @@
+"""Audio an output container cannot hold as it is (MS ADPCM, Windows Media Audio, GSM...
+from old AVI, WMV and WAV-style files) is re-encoded with the container's own codec, as
+``ffmpeg`` does, instead of being left out: a user converting an archive of old WMVs to MP4
+keeps the sound. ffprobe and the decoded samples are the judge."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from pipeline_checks import run_in_process
+
+from raypipe.config import EncodeConfig
+from raypipe.testing import ClipSpec, ffmpeg_decode_errors, ffprobe_video, make_clip
+from raypipe.testing.reference import decode_all
+
+
+def decoded_audio(path: Path, ordinal: int) -> tuple[Fraction, int, np.ndarray]:
+    """(the first sample's time in seconds, sample rate, samples as float (n, channels)) of
+    the ``ordinal``-th audio stream, decoded as a player decodes it."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[ordinal]
+        frames = [f for f in container.decode(stream)]
+        start = Fraction(frames[0].pts) * Fraction(frames[0].time_base)
+        planes = [f.to_ndarray().astype(np.float64) for f in frames]
+        if not frames[0].format.is_planar:  # interleaved: (1, n * channels)
+            planes = [p.reshape(-1, len(frames[0].layout.channels)).T for p in planes]
+        samples = np.concatenate(planes, axis=1).T
+        if frames[0].format.name.startswith("s16"):
+            samples /= 32768.0
+        return start, frames[0].sample_rate, samples
+
+
+def snr_db(source: Path, output: Path, ordinal: int) -> float:
+    """The output's audio against the source's on the source's timeline (the encoder's
+    priming, before the source's first sample, is not compared). MP4 edit lists and
+    Matroska timestamps hold times in 1/1000 s: the output is lined up within that by the
+    best match."""
+    src_start, rate, src = decoded_audio(source, ordinal)
+    out_start, out_rate, out = decoded_audio(output, ordinal)
+    assert out_rate == rate and out.shape[1] == src.shape[1]
+    at = round((src_start - out_start) * rate)  # output samples before the source's start
+    slack = rate // 1000
+    assert -slack <= at < rate // 10, f"the output's audio starts {at} samples early"
+    n = len(src) - rate // 20  # the last codec frame may be cut short or padded
+    assert len(out) >= at + slack + n, f"{len(out)} samples, {at + n} needed"
+
+    def error(skip: int) -> np.ndarray:
+        return out[skip : skip + n] - src[:n]
+
+    best = min(range(max(0, at - slack), at + slack + 1), key=lambda k: np.sum(error(k) ** 2))
+    return float(10 * np.log10(np.sum(src[:n] ** 2) / np.sum(error(best) ** 2)))
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec", "encode"),
+    [
+        (".mp4", "aac", EncodeConfig()),
+        (".mkv", "aac", EncodeConfig()),
+        (".webm", "opus", EncodeConfig(codec="libvpx-vp9")),
+    ],
+)
+def test_audio_the_container_cannot_hold_is_reencoded_not_left_out(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    suffix: str,
+    codec: str,
+    encode: EncodeConfig,
+) -> None:
+    spec = ClipSpec(audio="adpcm_ms", audio_languages=("fra", "eng"), n_frames=25, width=96,
+                    height=64)  # fmt: skip
+    source = make_clip(tmp_path / "adpcm.nut", spec)  # NUT holds MS ADPCM; MP4/MKV do not
+    out = tmp_path / f"out{suffix}"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        run_in_process(source, out, "builtin:invert", 7, encode)
+    assert caplog.text.count("cannot go into") == 2, caplog.text
+    assert caplog.text.count(f"(adpcm_ms) cannot go into a {out.suffix[1:]}") == 2 or (
+        suffix == ".mkv" and caplog.text.count("cannot go into a matroska file") == 2
+    )
+    assert "is re-encoded as" in caplog.text
+    src, got = ffprobe_video(source), ffprobe_video(out)
+    audio = [s for s in got.streams if s.kind == "audio"]
+    want = [s for s in src.streams if s.kind == "audio"]
+    assert [(s.codec, s.language, s.title) for s in audio] == [
+        (codec, s.language, s.title) for s in want
+    ]
+    assert ["default" in s.dispositions for s in audio] == [
+        "default" in s.dispositions for s in want
+    ]
+    for ordinal in range(2):
+        assert snr_db(source, out, ordinal) >= 20.0
+    assert ffmpeg_decode_errors(out) == ""
+    assert len(decode_all(out)[1]) == spec.n_frames
