@@ -198,6 +198,8 @@ def _write(
             out_video = out.add_stream_from_template(template, opaque=True)
         except ValueError as e:  # PyAV: the format does not support the codec
             raise MuxError(f"writing {out.format.name} output failed: {e}") from e
+    if out.format.name in ("mp4", "mov") and out_video.codec_context.codec.canonical_name == "hevc":
+        out_video.codec_context.codec_tag = "hvc1"  # Apple's players refuse FFmpeg's hev1
     if head.colour is not None:
         head.colour.apply(out_video.codec_context)
     if head.rate:

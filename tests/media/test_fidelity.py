@@ -166,6 +166,23 @@ def test_avi_and_mpeg_ps_keep_their_frames_and_their_order(
         assert np.array_equal(decode_chunk(info, chunk).frames, expected), chunk.chunk_id
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_hevc_in_mp4_and_mov_is_tagged_hvc1_for_apple_players(tmp_path: Path, suffix: str) -> None:
+    """FFmpeg tags HEVC in MP4/MOV ``hev1``, which QuickTime, iOS and Safari refuse to play;
+    ``hvc1`` (parameter sets in the sample entry, where raypipe's encoders put them) plays
+    everywhere, as ``ffmpeg -tag:v hvc1`` makes it."""
+    from raypipe.testing.judge import _ffprobe
+
+    source = make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=12, gop=6, width=96, height=64))
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 5, EncodeConfig(codec="libx265"))
+    streams = _ffprobe(["-show_entries", "stream=codec_name,codec_tag_string", str(out)])
+    assert [(s["codec_name"], s["codec_tag_string"]) for s in streams["streams"]] == [
+        ("hevc", "hvc1")
+    ]
+    assert_fidelity(source, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
+
+
 # --- timing: the rates the issue saw wrong (30 fps -> 29.70, NTSC, VFR) ---------------------
 
 
