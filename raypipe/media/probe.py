@@ -394,11 +394,22 @@ def _scan_index(
 
 
 def _scan_mp4(container: Any, video: Any, uri: str) -> IndexScan | None:
-    """The ``moov`` box's scan, its first packets checked against the demuxer's."""
+    """The ``moov`` box's scan, its first packets checked against the demuxer's; a file
+    shorter than its index says (a download or copy cut short) is a
+    :class:`CorruptVideoError` here, before any chunk is planned."""
     with open_binary(uri, block_size=PROBE_BLOCK_BYTES) as f:
         scan = scan_index(video, f)
+        size = f.seek(0, 2)
     if scan is None:
         return None
+    entries = [e for s in container.streams for e in s.index_entries]
+    end = max((e.pos + e.size for e in entries), default=0)
+    if end > size:
+        raise CorruptVideoError(
+            f"input '{uri}' is truncated: its index lists media up to byte {end}, the file "
+            f"ends at byte {size} (a download or copy cut short?). Fetch it again, or keep "
+            "what decodes with `ffmpeg -i IN -c:v libx264 -crf 18 -c:a copy OUT.mkv`"
+        )
     expected = list(zip(scan.pts, scan.keyframe))[:_CHECKED_PACKETS]
     seen = []
     try:

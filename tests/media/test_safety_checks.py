@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 from raypipe.config import ChunkConfig, EncodeConfig
-from raypipe.errors import DecodeError, EncodeError, MuxError, UnsupportedVideoError
+from raypipe.errors import (
+    CorruptVideoError,
+    DecodeError,
+    EncodeError,
+    MuxError,
+    UnsupportedVideoError,
+)
 from raypipe.media import plan_chunks, probe
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import Segment, encode_segment
@@ -25,6 +31,7 @@ from raypipe.testing import ClipSpec, frame_pattern, make_clip
 from raypipe.testing.bad_inputs import (
     write_out_of_order_pts,
     write_resolution_change,
+    write_truncated_tail,
     write_unknown_codec,
 )
 
@@ -86,6 +93,15 @@ def test_a_codec_without_decoder(tmp_path: Path) -> None:
     ) as e:
         probe(str(source))
     assert "ffmpeg -i IN -c:v libx264" in one_line(e)
+
+
+def test_a_truncated_mp4_is_said_truncated_before_any_chunk(tmp_path: Path) -> None:
+    """A download cut short: the index (at the front) lists frames past the file's end.
+    The probe says so, rather than a chunk failing later with FFmpeg's "Invalid data"."""
+    source = write_truncated_tail(tmp_path / "cut.mp4")
+    with pytest.raises(CorruptVideoError, match="is truncated: its index lists media up to") as e:
+        probe(str(source))
+    assert "cut short" in one_line(e) and "ffmpeg -i IN -c:v libx264" in one_line(e)
 
 
 # --- assembly -------------------------------------------------------------------------
