@@ -136,6 +136,34 @@ def _remux(source: Path, src: Any, out: Path) -> None:
     )  # fmt: skip
 
 
+TEXT_SUBTITLES = frozenset({"subrip", "ass", "mov_text", "webvtt"})  # ffprobe's names
+HELD_TEXT = {"mp4": {"mov_text"}, "mov": {"mov_text"}, "matroska": {"subrip", "ass", "webvtt"},
+             "webm": {"webvtt"}}  # fmt: skip
+CONVERTED_TO = {"mp4": "mov_text", "mov": "mov_text", "matroska": "ass", "webm": "webvtt"}
+"""The text subtitles each container holds, and what ffmpeg converts the others to."""
+
+
+def subtitle_cues(path: Path, index: int) -> list[tuple[Fraction, Fraction, str]]:
+    """Stream ``index``'s cues as ffmpeg reads them: (start s, end s, text) each, from its
+    SubRip rendering (times to the millisecond, as the file has them: ``-copyts``)."""
+    args = ["-v", "error", "-copyts", "-i", str(path), "-map", f"0:{index}", "-f", "srt", "-"]
+    result = subprocess.run(
+        ["ffmpeg", *args], capture_output=True, text=True, check=True, timeout=120
+    )
+
+    def seconds(stamp: str) -> Fraction:
+        h, m, rest = stamp.strip().split(":")
+        s, ms = rest.split(",")
+        return Fraction(int(ms), 1000) + int(s) + 60 * int(m) + 3600 * int(h)
+
+    cues: list[tuple[Fraction, Fraction, str]] = []
+    for block in filter(None, result.stdout.strip().split("\n\n")):
+        lines = block.strip().splitlines()
+        start, end = lines[1].split(" --> ")
+        cues.append((seconds(start), seconds(end), "\n".join(lines[2:])))
+    return cues
+
+
 def _container_of(path: Path) -> str:
     return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".ts": "mpegts",
             ".avi": "avi", ".nut": "nut", ".mpg": "mpeg"}[path.suffix]  # fmt: skip
@@ -206,6 +234,9 @@ def assert_fidelity(
     def described(s: Any) -> tuple[str, ...]:
         # MP4 files MPEG-1 audio of every layer under one type, which reads back as MP3
         codec = "mp3" if fmt == "mp4" and s.codec == "mp2" else s.codec
+        if s.kind == "subtitle" and codec in TEXT_SUBTITLES and fmt in CONVERTED_TO:
+            # text subtitles the container does not hold are converted, as ffmpeg does
+            codec = codec if codec in HELD_TEXT[fmt] else CONVERTED_TO[fmt]
         if s.kind == "subtitle" and not subtitle_tags:
             return (s.kind, codec, s.title)
         return (s.kind, codec, s.language, s.title)
@@ -225,6 +256,15 @@ def assert_fidelity(
         if fmt in ("mp4", "mov") and not any("default" in s.dispositions for s in expected):
             got_d.discard("default")  # MP4 enables a track of each kind when none is default
         assert got_d == want_d, f"stream {a.index}: dispositions {got_d}, source {want_d}"
+    # text subtitles, copied or converted: the same words at the same times (a container
+    # may shift every stream, e.g. Matroska past AAC priming)
+    moved = Fraction(out.start_seconds) - Fraction(src.start_seconds)
+    for a, b in zip(out_streams, expected):
+        if a.kind == "subtitle" and b.codec in TEXT_SUBTITLES:
+            got_cues, want_cues = subtitle_cues(output, a.index), subtitle_cues(source, b.index)
+            assert [c[2] for c in got_cues] == [c[2] for c in want_cues]
+            for g, w in zip(got_cues, want_cues):
+                assert all(abs(g[i] - moved - w[i]) <= Fraction(1, 1000) for i in (0, 1)), (g, w)
     # audio packets: same payload, pts, dts and duration relative to the video's start (a
     # container may shift every stream, e.g. Matroska past AAC priming); same A/V offset
     if not any(s.kind == "audio" and s.codec in dropped_codecs for s in src.streams):

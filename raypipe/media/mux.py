@@ -110,13 +110,33 @@ def _other_packets(
     for packet in source.demux([source.streams[j] for j in copied]):
         index = packet.stream.index
         stream = copied[index]
-        if index in reencoded:
+        if index in reencoded and stream.type == "subtitle":
+            new = _converted_subtitle(packet, stream)
+            if new is not None:
+                yield new, stream
+        elif index in reencoded:
             for frame in packet.decode():  # the demuxer's last, empty packet flushes
                 yield from ((new, stream) for new in stream.encode(frame))
         elif packet.size:
             yield packet, stream
     for index in reencoded:
-        yield from ((new, copied[index]) for new in copied[index].encode(None))
+        if copied[index].type == "audio":
+            yield from ((new, copied[index]) for new in copied[index].encode(None))
+
+
+def _converted_subtitle(packet: Any, stream: Any) -> Any | None:
+    """A text subtitle ``packet`` of the source converted by ``stream``'s encoder
+    (:func:`_converted_subtitles`), on the source packet's times; ``None`` for an
+    empty or undecodable one."""
+    if not packet.size:
+        return None
+    cues = packet.stream.codec_context.decode2(packet)
+    if cues is None or not len(cues):
+        return None
+    new = stream.codec_context.encode_subtitle(cues)
+    new.time_base = packet.time_base
+    new.pts, new.dts, new.duration = packet.pts, packet.dts, packet.duration
+    return new
 
 
 _KEPT_TAGS = ("language", "title", "handler_name")
@@ -330,10 +350,11 @@ def _keep_video_facts(out_video: Any, source_video: Any) -> None:
 
 def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, Any], set[int]]:
     """Output streams for the source's audio, subtitles and attached pictures, by source
-    index, with their tags and dispositions, and the indices of the audio streams
-    re-encoded: audio the output cannot hold as it is is re-encoded with the container's
-    usual codec (:data:`AUDIO_FALLBACK`; a warning says so), anything else it cannot hold
-    is left out with a warning. Matroska gets attached pictures and the source's
+    index, with their tags and dispositions, and the indices of those re-encoded: audio
+    the output cannot hold as it is is re-encoded with the container's usual codec
+    (:data:`AUDIO_FALLBACK`), text subtitles converted to its text codec
+    (:data:`SUBTITLE_FALLBACK`), each with a warning; anything else it cannot hold is left
+    out with a warning. Matroska gets attached pictures and the source's
     attachments (the fonts of styled subtitles) as attachments (not in the result)."""
     supported = out.supported_codecs
     copied: dict[int, Any] = {}
@@ -352,15 +373,12 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, A
         stream = None
         if s.type == "audio" and not _holds(out, s, supported):
             stream = _reencoded_audio(out, s)
+        elif s.type == "subtitle" and not _holds(out, s, supported):
+            stream = _converted_subtitles(out, s)
         if stream is not None:
             reencoded.add(s.index)
         elif not _holds(out, s, supported) or (attached and out.format.name in _NO_ATTACHED_PICS):
-            if out.format.name != "matroska":
-                hint = "; use .mkv to keep it"
-            elif s.type == "subtitle":
-                hint = "; convert it to SubRip first (ffmpeg -c:s srt) to keep it"
-            else:
-                hint = ""
+            hint = "; use .mkv to keep it" if out.format.name != "matroska" else ""
             log.warning(
                 "%s stream %d (%s) cannot go into a %s file and is left out%s",
                 "attached picture" if attached else s.type,
@@ -379,6 +397,42 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, A
         stream.disposition = s.disposition
         copied[s.index] = stream
     return copied, reencoded
+
+
+TEXT_SUBTITLES = frozenset({"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"})
+"""Subtitle codecs that hold text (not pictures), which convert into one another."""
+SUBTITLE_FALLBACK = {"mp4": "mov_text", "mov": "mov_text", "matroska": "ass", "webm": "webvtt"}
+"""The text subtitle codec of an output format that cannot hold the source's text
+subtitles as they are (SubRip into MP4, MP4's ``mov_text`` into MKV), as ``ffmpeg`` picks
+a container's own. MPEG-TS and AVI hold no text subtitles."""
+
+
+def _converted_subtitles(out: Any, source_stream: Any) -> Any | None:
+    """An encoder stream in ``out`` for ``source_stream``'s text subtitles
+    (:data:`SUBTITLE_FALLBACK`), with a warning; ``None`` for picture subtitles (DVD,
+    Blu-ray) and formats without a text subtitle codec."""
+    fmt = out.format.name
+    ctx = source_stream.codec_context
+    if fmt not in SUBTITLE_FALLBACK or ctx is None or ctx.name not in TEXT_SUBTITLES:
+        return None
+    codec_name = SUBTITLE_FALLBACK[fmt]
+    try:
+        if not ctx.is_open:
+            ctx.open()  # its ASS header is the encoder's (styles, play size)
+        stream = out.add_stream(codec_name)
+    except (av.error.FFmpegError, av.codec.codec.UnknownCodecError, ValueError):
+        return None
+    stream.time_base = source_stream.time_base
+    stream.codec_context.time_base = source_stream.time_base
+    stream.codec_context.subtitle_header = ctx.subtitle_header
+    log.warning(
+        "subtitle stream %d (%s) cannot go into a %s file as it is and is converted to %s",
+        source_stream.index,
+        ctx.name,
+        fmt,
+        codec_name,
+    )
+    return stream
 
 
 AUDIO_FALLBACK = {

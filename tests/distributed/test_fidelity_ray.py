@@ -132,8 +132,8 @@ def test_a_stream_the_output_cannot_hold_is_said_on_the_driver(
     out = tmp_path / "out.mkv"
     with caplog.at_level(logging.WARNING, logger="raypipe"):
         raypipe.process_video(str(source), str(out), model="builtin:identity", quiet=True)
-    said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "cannot go into" in r.getMessage()]
     assert said == [
-        "out.mkv: subtitle stream 3 (mov_text) cannot go into a matroska file and is left "
-        "out; convert it to SubRip first (ffmpeg -c:s srt) to keep it"
+        "out.mkv: subtitle stream 3 (mov_text) cannot go into a matroska file as it is and "
+        "is converted to ass"
     ]

@@ -21,8 +21,6 @@ DEEP = {name for name, (spec, _) in TRAIT_CLIPS.items() if spec.pix_fmt.endswith
 
 def dropped(trait: str, suffix: str) -> frozenset[str]:
     """Source streams the output container cannot hold (left out with a warning)."""
-    if trait == "rotated_languages" and suffix == ".mkv":
-        return frozenset({"mov_text"})  # Matroska holds text subtitles as SubRip/ASS
     if trait == "audio_early_cover" and suffix == ".mov":
         return frozenset({"mjpeg"})  # FFmpeg's MOV muxer drops attached pictures
     if trait == "full_range_444" and suffix != ".mkv":
@@ -84,6 +82,12 @@ OTHER_SOURCES = {
                  width=96, height=64),
         ".mpg",
     ),
+    # SubRip subtitles in Matroska: MP4 and WebM get them converted (mov_text, WebVTT)
+    "srt_mkv": (
+        ClipSpec(audio="libopus", subtitles=True, subtitle_language="deu", n_frames=12, gop=6,
+                 width=96, height=64),
+        ".mkv",
+    ),
     # 10-bit HLG with Opus audio, for WebM
     "hlg_opus": (
         ClipSpec(codec="libx265", pix_fmt="yuv420p10le", colour=_HLG, audio="libopus",
@@ -111,6 +115,8 @@ def other_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("mjpeg_pcm", ".avi", EncodeConfig()),
         ("mjpeg_pcm", ".mkv", EncodeConfig()),
         ("hlg_opus", ".webm", AV1),
+        ("srt_mkv", ".mp4", EncodeConfig()),
+        ("srt_mkv", ".webm", AV1),
     ],
 )
 def test_other_containers_keep_it_with_audio(
