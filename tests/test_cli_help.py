@@ -137,6 +137,15 @@ def test_run_misuse(
         "InputNotFoundError",
         "does not exist",
     )
+    source = tmp_path / "in.mp4"
+    source.write_bytes(clips["ntsc"].read_bytes())
+    _one_line_error(  # ffmpeg refuses too: --overwrite would replace the original for good
+        ["run", str(source), str(tmp_path / "." / "in.mp4"), "--overwrite", "-q"],
+        capsys,
+        "ConfigError",
+        "is the input; write to another path",
+    )
+    assert source.read_bytes() == clips["ntsc"].read_bytes()
 
 
 def test_archive_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,7 +35,7 @@ from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.planning import VideoJob
 from raypipe.distributed.runner import Runner
-from raypipe.distributed.setup import load_run, model_facts, start_run, table_output
+from raypipe.distributed.setup import load_run, model_facts, same_file, start_run, table_output
 from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
@@ -158,6 +158,11 @@ def _jobs(
         elif not error and output in seen_outputs:
             error = (
                 f"output '{item.relative_output}' is claimed by two inputs; give one another output"
+            )
+        elif not error and output and not tensor and same_file(item.uri, output):
+            error = (
+                f"output '{output}' is the input; write the archive to another folder (raypipe "
+                "does not replace its inputs, even with --overwrite)"
             )
         refused = container_refuses(output, codec) if output and not tensor else ""
         problem = f"output '{item.relative_output}': {refused}" if refused else ""

@@ -53,7 +53,13 @@ def process_video(
     model = load_run(cfg)
     if model.tensor:
         output = table_output(output, input)
-    check_output(output, overwrite=cfg.overwrite, tensor=model.tensor, codec=cfg.encode.codec)
+    check_output(
+        output,
+        overwrite=cfg.overwrite,
+        tensor=model.tensor,
+        codec=cfg.encode.codec,
+        source=input,
+    )
     planned = plan_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,

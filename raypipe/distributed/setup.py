@@ -37,7 +37,7 @@ from raypipe.infer.temporal_model import TemporalModel
 from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
 from raypipe.media.mux import container_refuses, output_format
 from raypipe.media.probe import make_video_id
-from raypipe.media.source import is_local
+from raypipe.media.source import is_local, local_path
 from raypipe.media.yuv import YuvRule
 from raypipe.reuse import ReuseKey, reuse_key
 
@@ -238,6 +238,18 @@ def _check_sampling(cfg: RunConfig, *, tensor: bool) -> None:
         )
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same local file (links included), or the
+    same URL."""
+    if is_local(a) and is_local(b):
+        a, b = local_path(a), local_path(b)
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return os.path.abspath(a) == os.path.abspath(b)
+    return a == b
+
+
 def table_output(output_dir: str, uri: str) -> str:
     """Where an analysis run writes ``uri``'s table: one hive partition per video,
     ``OUTPUT/video_id=ID/part-0.parquet`` (the id is in the path only, not a column)."""
@@ -245,10 +257,21 @@ def table_output(output_dir: str, uri: str) -> str:
 
 
 def check_output(
-    output: str, *, overwrite: bool, tensor: bool = False, codec: str | None = None
+    output: str,
+    *,
+    overwrite: bool,
+    tensor: bool = False,
+    codec: str | None = None,
+    source: str | None = None,
 ) -> None:
     """Fail before any work when ``output`` cannot be written, cannot hold video encoded by
-    ``codec``, or exists already."""
+    ``codec``, exists already, or is the ``source`` itself (as ``ffmpeg`` refuses to write
+    over its input: ``--overwrite`` would replace the original for good)."""
+    if source is not None and same_file(source, output):
+        raise ConfigError(
+            f"output '{output}' is the input; write to another path (raypipe does not "
+            "replace its input, even with --overwrite)"
+        )
     if not tensor:
         output_format(output)
         refused = container_refuses(output, codec) if codec else ""

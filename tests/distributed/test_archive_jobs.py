@@ -4,6 +4,8 @@ the jobs' plan blocks start short, so a large archive starts as soon as a small 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from raypipe.distributed.archive import _jobs
@@ -27,6 +29,19 @@ def test_an_input_listed_twice_gets_a_refused_job_with_its_own_id() -> None:
     ids = [j.video_id for j in jobs]
     assert ids[0] == make_video_id("s3://bucket/a.mp4")  # the first listing keeps the plain id
     assert len(set(ids)) == 4, ids
+
+
+def test_an_output_that_is_its_input_is_refused(tmp_path: Path) -> None:
+    """`raypipe archive in in --overwrite` would replace the originals for good (ffmpeg
+    refuses to write over its input too); another extension is another file, and fine."""
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    items = [
+        InputItem(str(tmp_path / "a.mp4"), "a.mp4"),
+        InputItem(str(tmp_path / "a.mp4"), "a.mkv"),
+    ]
+    jobs = _jobs(items[:1], str(tmp_path)) + _jobs(items[1:], str(tmp_path))
+    assert jobs[0].error.startswith(f"output '{tmp_path / 'a.mp4'}' is the input; write the")
+    assert jobs[1].error == ""
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 127, 128, 129, 200, 2000, 20000])
