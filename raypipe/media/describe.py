@@ -45,9 +45,7 @@ def probe_lines(info: VideoInfo, plan: ChunkPlan, chunk_frames: int) -> list[str
             )
             if x
         )
-        lines.append(
-            f"  stream {s.index}: {s.kind} {s.codec} (copied{'; ' + tags if tags else ''})"
-        )
+        lines.append(f"  stream {s.index}: {s.kind} {s.codec} (kept{'; ' + tags if tags else ''})")
     lines += [f"  left out: {left}" for left in info.left_out]
     lines.append(f"  plan: {len(plan)} chunks of about {chunk_frames} frames")
     for c in plan.chunks:  # half-open display ranges [start_pts, end_pts)

@@ -105,8 +105,9 @@ def _other_packets(
 ) -> Iterator[tuple[Any, Any]]:
     """(packet, output stream) for the source's streams in ``copied`` (source index ->
     output stream), in the source's order: a copied stream's own packets, and for a stream
-    in ``reencoded`` (:func:`_reencoded_audio`) the packets its encoder makes of the
-    decoded audio, flushed at the end."""
+    in ``reencoded`` the packets its encoder makes: of the decoded audio
+    (:func:`_reencoded_audio`, flushed at the end), or of each decoded text subtitle
+    (:func:`_converted_subtitles`)."""
     for packet in source.demux([source.streams[j] for j in copied]):
         index = packet.stream.index
         stream = copied[index]
