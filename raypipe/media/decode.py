@@ -6,7 +6,8 @@ have the plan's last pts, so a frame the plan does not have cannot hide). Frames
 converted to RGB with the source's matrix and range and turned upright
 (:class:`~raypipe.media.picture.PictureFormat`): ``rgb24`` uint8 for 8-bit sources,
 ``rgb48le`` uint16 for deeper ones. When a seek lands after that keyframe (the first
-frame decoded comes after ``start_pts``: demuxers without an index, MPEG-PS) the chunk is
+frame decoded comes after ``start_pts``, or none comes: demuxers without an index,
+MPEG-PS and MPEG-TS) the chunk is
 decoded again from 1 s and then 10 s earlier (:data:`SEEK_BACK_SECONDS`), and last from
 the start of the file, which is always correct, only slower. A chunk
 planned with context for a temporal model (:class:`~raypipe.media.plan.Context`) is decoded
@@ -403,6 +404,10 @@ def _decode_frames(
             f"input '{info.uri}' does not decode in chunk {chunk.chunk_id}: {e}"
         ) from e
     used = "nvdec" if stream.codec_context.is_hwaccel else "cpu"
+    if n == 0 and carried:
+        raise _Stale
+    if n == 0 and seek_pts is not None:
+        raise _Overshoot  # the seek landed at the end (MPEG-TS: past the last keyframe)
     if n != chunk.n_frames:
         raise DecodeError(
             f"{chunk.chunk_id}: decoded {n} frames in [{chunk.start_pts}, {chunk.end_pts}), "

@@ -82,6 +82,12 @@ OTHER_SOURCES = {
                  width=96, height=64),
         ".mpg",
     ),
+    # H.264 with B-frames and AC-3 in MPEG-TS (a camcorder's AVCHD .mts): no index either
+    "h264_ts": (
+        ClipSpec(codec="libx264", bframes=3, audio="ac3", n_frames=40, gop=12, width=96,
+                 height=64),
+        ".ts",
+    ),
     # SubRip subtitles in Matroska: MP4 and WebM get them converted (mov_text, WebVTT)
     "srt_mkv": (
         ClipSpec(audio="libopus", subtitles=True, subtitle_language="deu", n_frames=12, gop=6,
@@ -141,9 +147,10 @@ def test_other_containers_keep_it_with_audio(
         ("mpeg4_avi", ".mkv"),
         ("aac_mp4", ".avi"),
         ("mpeg2_ps", ".mp4"),
+        ("h264_ts", ".mkv"),
     ],
 )
-def test_avi_and_mpeg_ps_keep_their_frames_and_their_order(
+def test_avi_mpeg_ps_and_ts_keep_their_frames_and_their_order(
     other_sources: dict[str, Path], tmp_path: Path, source: str, suffix: str
 ) -> None:
     """AVI stores when frames are decoded, not when they are shown: FFmpeg's demuxer makes
@@ -154,7 +161,8 @@ def test_avi_and_mpeg_ps_keep_their_frames_and_their_order(
     starts before 0 (priming), which must not move an AVI output's frames (FFmpeg's shift
     put an empty frame first: one frame more, the picture a frame behind the sound). An
     MPEG-PS file has no index: a seek to a keyframe lands on the packet decoded at its time,
-    after it, and the chunk decoded nothing ("decoded 0 frames")."""
+    after it, and the chunk decoded nothing ("decoded 0 frames"); in MPEG-TS a seek to the
+    last keyframe landed at the end."""
     if source == "aac_mp4":
         spec = ClipSpec(audio="aac", n_frames=30, gop=12, width=96, height=64)
         path = make_clip(tmp_path / "aac.mp4", spec)
