@@ -383,7 +383,8 @@ def _decode_frames(
                 raise DecodeError(
                     f"{chunk.chunk_id}: frame at pts {t} is {frame.width}x{frame.height}, "
                     f"the stream is {info.width}x{info.height}; resolution changes "
-                    "mid-stream are not supported"
+                    "mid-stream are not supported: make it one size first, e.g. "
+                    f"`ffmpeg -i IN -vf scale={info.width}:{info.height} -c:a copy OUT.mkv`"
                 )
             i = n if slot is None else slot.get(n, -1)
             if i >= 0:
