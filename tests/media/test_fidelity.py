@@ -5,6 +5,7 @@ once in TS, AVI, WebM and NUT with audio (issue 11). ffprobe is the judge."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,48 +57,50 @@ def test_trait_kept(
 # --- the other output containers, each at least once with audio ----------------------------
 
 _HLG = ("bt2020", "arib-std-b67", "bt2020nc", "tv")
+
+
+def _small(**fields: Any) -> ClipSpec:
+    """A 96x64 clip: these sources are about their containers and codecs, not pictures."""
+    return ClipSpec(width=96, height=64, **fields)
+
+
 OTHER_SOURCES = {
     # what the issue saw: an MJPEG/PCM AVI (full range, no B-frames)
     "mjpeg_pcm": (
-        ClipSpec(codec="mjpeg", pix_fmt="yuvj420p", bframes=0, audio="pcm_s16le", n_frames=12,
-                 gop=1, width=96, height=64),
+        _small(codec="mjpeg", pix_fmt="yuvj420p", bframes=0, audio="pcm_s16le", n_frames=12,
+               gop=1),
         ".avi",
     ),
     # what ffmpeg's libx264 defaults write into AVI: H.264 with B-frames, MP3 audio
     "h264_avi": (
-        ClipSpec(codec="libx264", bframes=2, audio="libmp3lame", n_frames=30, gop=12,
-                 width=96, height=64),
+        _small(codec="libx264", bframes=2, audio="libmp3lame", n_frames=30, gop=12),
         ".avi",
     ),
     # MPEG-4 Part 2 with B-frames in open GOPs (as XviD writes), whose made-up pts are right
     "mpeg4_avi": (
-        ClipSpec(codec="mpeg4", bframes=2, audio="libmp3lame", n_frames=30, gop=12,
-                 width=96, height=64),
+        _small(codec="mpeg4", bframes=2, audio="libmp3lame", n_frames=30, gop=12),
         ".avi",
     ),
     # MPEG-2 in MPEG-PS with MP2 audio (a DVD's VOB, a camcorder's .mpg): no index, seeks
     # land by decode time
     "mpeg2_ps": (
-        ClipSpec(codec="mpeg2video", bframes=2, audio="mp2", n_frames=40, gop=12,
-                 width=96, height=64),
+        _small(codec="mpeg2video", bframes=2, audio="mp2", n_frames=40, gop=12),
         ".mpg",
     ),
     # H.264 with B-frames and AC-3 in MPEG-TS (a camcorder's AVCHD .mts): no index either
     "h264_ts": (
-        ClipSpec(codec="libx264", bframes=3, audio="ac3", n_frames=40, gop=12, width=96,
-                 height=64),
+        _small(codec="libx264", bframes=3, audio="ac3", n_frames=40, gop=12),
         ".ts",
     ),
     # SubRip subtitles in Matroska: MP4 and WebM get them converted (mov_text, WebVTT)
     "srt_mkv": (
-        ClipSpec(audio="libopus", subtitles=True, subtitle_language="deu", n_frames=12, gop=6,
-                 width=96, height=64),
+        _small(audio="libopus", subtitles=True, subtitle_language="deu", n_frames=12, gop=6),
         ".mkv",
     ),
     # 10-bit HLG with Opus audio, for WebM
     "hlg_opus": (
-        ClipSpec(codec="libx265", pix_fmt="yuv420p10le", colour=_HLG, audio="libopus",
-                 n_frames=12, gop=6, width=96, height=64),
+        _small(codec="libx265", pix_fmt="yuv420p10le", colour=_HLG, audio="libopus",
+               n_frames=12, gop=6),
         ".mkv",
     ),
 }  # fmt: skip
