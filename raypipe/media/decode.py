@@ -6,13 +6,13 @@ have the plan's last pts, so a frame the plan does not have cannot hide). Frames
 converted to RGB with the source's matrix and range and turned upright
 (:class:`~raypipe.media.picture.PictureFormat`): ``rgb24`` uint8 for 8-bit sources,
 ``rgb48le`` uint16 for deeper ones. When a seek lands after that keyframe (the first
-frame decoded comes after ``start_pts``, or none comes: demuxers without an index,
-MPEG-PS and MPEG-TS) the chunk is
-decoded again from 1 s and then 10 s earlier (:data:`SEEK_BACK_SECONDS`), and last from
-the start of the file, which is always correct, only slower. A chunk
-planned with context for a temporal model (:class:`~raypipe.media.plan.Context`) is decoded
-with it: the context's range, checked the same way; :attr:`DecodedChunk.before` and
-:attr:`DecodedChunk.after` say how many of the frames are context.
+frame decoded comes after ``start_pts``, or none comes: demuxers without an index, MPEG-PS
+and MPEG-TS) the chunk is decoded again from 1 s and then 10 s earlier
+(:data:`SEEK_BACK_SECONDS`), and last from the start of the file, which is always correct,
+only slower. A chunk planned with context for a temporal model
+(:class:`~raypipe.media.plan.Context`) is decoded with it: the context's range, checked the
+same way; :attr:`DecodedChunk.before` and :attr:`DecodedChunk.after` say how many of the
+frames are context.
 
 With ``carry`` (the pipeline's decode tasks) the decoder stays open after a chunk, one per
 process, and the process's next chunk goes on with it instead of opening and seeking when

@@ -446,7 +446,7 @@ def _scan_matroska(container: Any, video: Any, uri: str) -> IndexScan | None:
 DECODE_ORDER_ONLY = frozenset({"avi"})
 """Containers that store when each frame is decoded and not when it is shown (AVI: one tick
 per frame, in decode order): FFmpeg's demuxer makes a pts up for their packets."""
-_NO_MADE_UP_PTS = frozenset({"h264", "hevc", "vvc"})
+_PTS_NOT_REORDERED = frozenset({"h264", "hevc", "vvc"})
 """Codecs whose made-up pts are not the frames' places on screen: FFmpeg's demuxer knows no
 frame types for them and skips its B-frame reordering (its MPEG-4 Part 2 and MPEG-2 pts are
 right)."""
@@ -460,7 +460,7 @@ def stamped_by_order(container: Any, stream: Any) -> bool:
     return (
         container.format.name in DECODE_ORDER_ONLY
         and ctx is not None
-        and ctx.name in _NO_MADE_UP_PTS
+        and ctx.name in _PTS_NOT_REORDERED
     )
 
 
