@@ -371,14 +371,15 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, A
         if attached and out.format.name == "matroska" and name in _PICTURE_TYPES:
             out.add_attachment(*_PICTURE_TYPES[name], _attached_picture(source_uri, s.index))
             continue
+        held = _holds(out, s, supported)
         stream = None
-        if s.type == "audio" and not _holds(out, s, supported):
+        if not held and s.type == "audio":
             stream = _reencoded_audio(out, s)
-        elif s.type == "subtitle" and not _holds(out, s, supported):
+        elif not held and s.type == "subtitle":
             stream = _converted_subtitles(out, s)
         if stream is not None:
             reencoded.add(s.index)
-        elif not _holds(out, s, supported) or (attached and out.format.name in _NO_ATTACHED_PICS):
+        elif not held or (attached and out.format.name in _NO_ATTACHED_PICS):
             hint = "; use .mkv to keep it" if out.format.name != "matroska" else ""
             log.warning(
                 "%s stream %d (%s) cannot go into a %s file and is left out%s",
