@@ -27,6 +27,7 @@ from raypipe.testing import (
     first_frame_hdr,
     psnr,
     start_offset_seconds,
+    subtitle_cues,
 )
 
 # Lossless 10-bit HEVC: the stream keeps the source's YUV samples, so the output decodes
@@ -141,27 +142,6 @@ HELD_TEXT = {"mp4": {"mov_text"}, "mov": {"mov_text"}, "matroska": {"subrip", "a
              "webm": {"webvtt"}}  # fmt: skip
 CONVERTED_TO = {"mp4": "mov_text", "mov": "mov_text", "matroska": "ass", "webm": "webvtt"}
 """The text subtitles each container holds, and what ffmpeg converts the others to."""
-
-
-def subtitle_cues(path: Path, index: int) -> list[tuple[Fraction, Fraction, str]]:
-    """Stream ``index``'s cues as ffmpeg reads them: (start s, end s, text) each, from its
-    SubRip rendering (times to the millisecond, as the file has them: ``-copyts``)."""
-    args = ["-v", "error", "-copyts", "-i", str(path), "-map", f"0:{index}", "-f", "srt", "-"]
-    result = subprocess.run(
-        ["ffmpeg", *args], capture_output=True, text=True, check=True, timeout=120
-    )
-
-    def seconds(stamp: str) -> Fraction:
-        h, m, rest = stamp.strip().split(":")
-        s, ms = rest.split(",")
-        return Fraction(int(ms), 1000) + int(s) + 60 * int(m) + 3600 * int(h)
-
-    cues: list[tuple[Fraction, Fraction, str]] = []
-    for block in filter(None, result.stdout.strip().split("\n\n")):
-        lines = block.strip().splitlines()
-        start, end = lines[1].split(" --> ")
-        cues.append((seconds(start), seconds(end), "\n".join(lines[2:])))
-    return cues
 
 
 def _container_of(path: Path) -> str:

@@ -33,6 +33,7 @@ from raypipe.testing.reference import (
     first_frame_hdr,
     psnr,
     start_offset_seconds,
+    subtitle_cues,
     yuv_planes,
 )
 from raypipe.testing.traits import TRAIT_CLIPS, make_trait_clip, trait_names
@@ -61,6 +62,7 @@ __all__ = [
     "psnr",
     "read_index",
     "start_offset_seconds",
+    "subtitle_cues",
     "trait_names",
     "yuv_planes",
     "write_audio_only",

@@ -260,6 +260,28 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
 
 
+def subtitle_cues(path: PathLike, index: int) -> list[tuple[Fraction, Fraction, str]]:
+    """Stream ``index``'s cues as ffmpeg reads them: (start s, end s, text) each, from its
+    SubRip rendering (times to the millisecond, as the file has them: ``-copyts``). Raises
+    RuntimeError when ffmpeg cannot read the stream."""
+    args = ["ffmpeg", "-v", "error", "-copyts", "-i", os.fspath(path), "-map", f"0:{index}"]
+    result = _run([*args, "-f", "srt", "-"])
+    if result.returncode != 0:
+        raise RuntimeError(f"ffmpeg read no cues from {path} stream {index}: {result.stderr}")
+
+    def seconds(stamp: str) -> Fraction:
+        h, m, rest = stamp.strip().split(":")
+        s, ms = rest.split(",")
+        return Fraction(int(ms), 1000) + int(s) + 60 * int(m) + 3600 * int(h)
+
+    cues: list[tuple[Fraction, Fraction, str]] = []
+    for block in filter(None, result.stdout.strip().split("\n\n")):
+        lines = block.strip().splitlines()
+        start, end = lines[1].split(" --> ")
+        cues.append((seconds(start), seconds(end), "\n".join(lines[2:])))
+    return cues
+
+
 def ffprobe_frame_count(path: PathLike) -> int:
     """Frames of the first video stream as ffprobe counts them by decoding (``-count_frames``).
 
