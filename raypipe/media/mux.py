@@ -22,6 +22,7 @@ import functools
 import heapq
 import io
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from fractions import Fraction
@@ -252,8 +253,11 @@ def _write(
         if copied
         else iter(())
     )
+    rising = _RisingDts(out)
     try:
         for n, (_, _, _, packet, stream) in enumerate(heapq.merge(video, other)):
+            if stream.type == "audio":
+                rising.fix(packet, stream)
             packet.stream = stream
             out.mux(packet)
             if n == _FAULT_AFTER_PACKETS:
@@ -263,6 +267,47 @@ def _write(
 
 
 _FAULT_AFTER_PACKETS = 8
+
+
+class _RisingDts:
+    """Audio packets' decode times made to rise as the output's muxer requires, as
+    ``ffmpeg`` does (its "Non-monotonic DTS ... changing to" fix): on the output stream's
+    time base, a packet at or before its stream's last one moves one tick after it (at
+    it, for muxers that take equal times: Matroska). Sources store such packets where
+    their timestamps are coarser than the frames (TrueHD's 1/1200 s frames in Matroska's
+    milliseconds), and MPEG-TS, MP4 and NUT refuse them. Muxers take subtitles that
+    start together as they are."""
+
+    def __init__(self, out: Any) -> None:
+        self._step = 0 if out.format.flags & av.format.Flags.ts_nonstrict.value else 1
+        self._last: dict[int, tuple[int, Fraction]] = {}  # output stream -> (dts, time base)
+
+    def fix(self, packet: Any, stream: Any) -> None:
+        if packet.dts is None or packet.time_base is None:
+            return
+        src = Fraction(packet.time_base)
+        # the stream's time base is final once the header is written, at the first mux
+        tb = Fraction(stream.time_base) if stream.time_base else src
+        if src != tb:  # as the muxer would (PyAV 18's Packet.rescale_ts takes no Fraction)
+            packet.pts = None if packet.pts is None else _rescaled(packet.pts, src, tb)
+            packet.dts = _rescaled(packet.dts, src, tb)
+            packet.duration = _rescaled(packet.duration, src, tb)
+            packet.time_base = tb
+        last = self._last.get(stream.index)
+        if last is not None:
+            least = _rescaled(*last, tb) + self._step
+            if packet.dts < least:
+                if packet.pts is not None and packet.pts >= packet.dts:
+                    packet.pts = max(packet.pts, least)
+                packet.dts = least
+        self._last[stream.index] = (packet.dts, tb)
+
+
+def _rescaled(value: int, src: Fraction, dst: Fraction) -> int:
+    """``value`` ticks of ``src`` in ticks of ``dst``, rounded as FFmpeg's ``av_rescale_q``
+    (to the nearest, halves away from zero)."""
+    q = value * src / dst
+    return math.floor(q + Fraction(1, 2)) if q >= 0 else math.ceil(q - Fraction(1, 2))
 
 
 def _earlier(packets: Iterator[Any], seconds: Fraction) -> Iterator[Any]:
@@ -380,7 +425,7 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, A
         if stream is not None:
             reencoded.add(s.index)
         elif not held or (attached and out.format.name in _NO_ATTACHED_PICS):
-            hint = "; use .mkv to keep it" if out.format.name != "matroska" else ""
+            hint = _mkv_hint(out.format.name, s)
             log.warning(
                 "%s stream %d (%s) cannot go into a %s file and is left out%s",
                 "attached picture" if attached else s.type,
@@ -485,13 +530,14 @@ def _reencoded_audio(out: Any, source_stream: Any) -> Any | None:
         enc.layout, enc.format, enc.bit_rate = layout, sample_format, bit_rate
         log.warning(
             "audio stream %d (%s) cannot go into a %s file as it is and is re-encoded as "
-            "%s (%s, %d kb/s)",
+            "%s (%s, %d kb/s)%s",
             source_stream.index,
             ctx.name,
             fmt,
             codec_name,
             layout,
             bit_rate // 1000,
+            _mkv_hint(fmt, source_stream),
         )
         return stream
     return None
@@ -510,8 +556,33 @@ def _holds(out: Any, stream: Any, supported: set[str]) -> bool:
     if ctx is None:
         return False
     if out.format.name == "mpegts":
-        return ctx.codec.canonical_name in _TS_CODECS
-    return ctx.name in supported
+        listed = ctx.codec.canonical_name in _TS_CODECS
+    else:
+        listed = ctx.name in supported
+    return listed and _muxer_starts(out.format.name, stream)
+
+
+def _mkv_hint(fmt: str, stream: Any) -> str:
+    """The hint "use .mkv to keep it", where a Matroska output would hold ``stream`` as it
+    is (``""`` otherwise)."""
+    if fmt == "matroska" or stream.codec_context is None:
+        return ""
+    with av.open(io.BytesIO(), mode="w", format="matroska") as mkv:
+        held = _holds(mkv, stream, mkv.supported_codecs)
+    return "; use .mkv to keep it" if held else ""
+
+
+def _muxer_starts(fmt: str, stream: Any) -> bool:
+    """Whether FFmpeg's muxer ``fmt`` writes its header with a stream-copy of ``stream``:
+    it lists some codecs it then refuses (TrueHD in MP4 is experimental, Opus and FLAC are
+    MP4's and not MOV's), which would fail the output at its end, after all the work."""
+    try:
+        with av.open(io.BytesIO(), mode="w", format=fmt) as trial:
+            trial.add_stream_from_template(stream)
+            trial.start_encoding()
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
 
 
 def _copy_attachment(out: Any, stream: Any) -> None:

@@ -5,9 +5,12 @@ keeps the sound. ffprobe and the decoded samples are the judge."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import subprocess
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -32,6 +35,8 @@ def decoded_audio(path: Path, ordinal: int) -> tuple[Fraction, int, np.ndarray]:
         samples = np.concatenate(planes, axis=1).T
         if frames[0].format.name.startswith("s16"):
             samples /= 32768.0
+        elif frames[0].format.name.startswith("s32"):  # TrueHD decodes to 32-bit
+            samples /= 2147483648.0
         return start, frames[0].sample_rate, samples
 
 
@@ -95,3 +100,86 @@ def test_audio_the_container_cannot_hold_is_reencoded_not_left_out(
         assert snr_db(source, out, ordinal) >= 20.0
     assert ffmpeg_decode_errors(out) == ""
     assert len(decode_all(out)[1]) == spec.n_frames
+
+
+def _truehd_mkv(path: Path) -> Path:
+    """A Blu-ray remux's kind of file: H.264 and TrueHD in Matroska (made by ffmpeg: PyAV's
+    FFmpeg has no TrueHD encoder). TrueHD's frames last 1/1200 s and Matroska stores
+    milliseconds, so some of its packets share a time."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=1",
+         "-f", "lavfi", "-i", "sine=f=440:r=48000:d=1", "-ac", "2", "-c:v", "libx264",
+         "-c:a", "truehd", "-strict", "-2", str(path)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return path
+
+
+def _opus_webm(path: Path) -> Path:  # a YouTube download's kind of file
+    return make_clip(path, ClipSpec(codec="libvpx-vp9", audio="libopus", n_frames=25, width=96,
+                                    height=64))  # fmt: skip
+
+
+def _flac_mkv(path: Path) -> Path:  # an audio-lossless rip
+    return make_clip(path, ClipSpec(audio="flac", n_frames=25, width=96, height=64))
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "suffix", "codec"),
+    [
+        (_truehd_mkv, "truehd.mkv", ".mp4", "truehd"),
+        (_opus_webm, "opus.webm", ".mov", "opus"),
+        (_flac_mkv, "flac.mkv", ".mov", "flac"),
+    ],
+)
+def test_audio_a_muxer_lists_then_refuses_is_reencoded(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    make: Any,
+    name: str,
+    suffix: str,
+    codec: str,
+) -> None:
+    """FFmpeg's MP4 muxer lists TrueHD (experimental) and its MOV muxer Opus and FLAC, then
+    refuses them when it writes the header: the output failed at its very end, after every
+    chunk's work. They are re-encoded as AAC, as any audio the container cannot hold, and
+    the warning says Matroska would keep them."""
+    source = make(tmp_path / name)
+    out = tmp_path / f"out{suffix}"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        run_in_process(source, out, "builtin:invert", 7, EncodeConfig())
+    assert f"({codec}) cannot go into a {suffix[1:]} file as it is" in caplog.text, caplog.text
+    assert "re-encoded as aac" in caplog.text and "use .mkv to keep it" in caplog.text
+    assert [s.codec for s in ffprobe_video(out).streams if s.kind == "audio"] == ["aac"]
+    assert snr_db(source, out, 0) >= 20.0
+    assert ffmpeg_decode_errors(out) == ""
+    assert len(decode_all(out)[1]) == 25
+
+
+@pytest.mark.parametrize("suffix", [".ts", ".mkv"])
+def test_truehd_packets_sharing_a_millisecond_are_kept_every_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, suffix: str
+) -> None:
+    """TrueHD from Matroska into MPEG-TS (which holds it) failed with "Invalid argument":
+    packets sharing a millisecond have equal decode times, which the TS muxer refuses. They
+    move one tick of TS's 90 kHz apart, as ffmpeg moves them; every packet is kept, and
+    the lossless audio decodes to the source's very samples."""
+    source = _truehd_mkv(tmp_path / "truehd.mkv")
+    out = tmp_path / f"out{suffix}"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        run_in_process(source, out, "builtin:invert", 7, EncodeConfig())
+    assert "cannot go into" not in caplog.text, caplog.text
+    with av.open(str(source)) as src:
+        times = [p.dts for p in src.demux(src.streams.audio[0]) if p.size]
+    assert len(set(times)) < len(times)  # the case under test: some packets share a time
+    with av.open(str(out)) as got:
+        assert got.streams.audio[0].codec_context.name == "truehd"
+        kept = [p.dts for p in got.demux(got.streams.audio[0]) if p.size]
+    assert len(kept) == len(times)
+    if suffix == ".ts":
+        assert all(b > a for a, b in itertools.pairwise(kept))
+    src_start, _, src_samples = decoded_audio(source, 0)
+    out_start, _, out_samples = decoded_audio(out, 0)
+    assert np.array_equal(out_samples, src_samples)
+    assert ffmpeg_decode_errors(out) == ""
+    assert len(decode_all(out)[1]) == 25
