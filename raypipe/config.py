@@ -7,6 +7,7 @@ value fails before any work starts. The environment is read here and nowhere els
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -172,17 +173,30 @@ class ModelConfig:
             )
 
 
+AUTO_CODEC = "auto"
+"""``EncodeConfig.codec``'s default: the encoder follows the output's container."""
+
+
+def default_video_codec(output: str) -> str:
+    """The encoder ``ffmpeg`` picks for an output named ``output`` (``--codec auto``):
+    libvpx-vp9 for ``.webm``, which holds no H.264, else libx264."""
+    return "libvpx-vp9" if os.path.splitext(output)[1].lower() == ".webm" else "libx264"
+
+
 @dataclass(frozen=True, kw_only=True)
 class EncodeConfig:
     """Video encoder settings, identical for every segment so segments concatenate.
 
-    ``crf`` and ``preset`` apply to the x264/x265 family and are ignored by codecs without
-    them. ``pix_fmt`` ``None`` follows the source's bit depth and chroma, or the nearest the
-    codec has (:func:`raypipe.media.pixfmt.choose_pix_fmt`). ``options`` are passed to the
-    encoder as they are (``{"qp": "0"}`` for lossless x264).
+    ``codec`` ``"auto"``: the encoder ``ffmpeg`` picks for the output's container, libx264,
+    or libvpx-vp9 for WebM (:meth:`for_output`). ``crf`` and ``preset`` apply to the
+    x264/x265 family, and to libvpx-vp9 as constant quality (``crf``, ``b=0``) and speed
+    (``cpu-used``); codecs without them ignore them. ``pix_fmt`` ``None`` follows the
+    source's bit depth and chroma, or the nearest the codec has
+    (:func:`raypipe.media.pixfmt.choose_pix_fmt`). ``options`` are passed to the encoder as
+    they are (``{"qp": "0"}`` for lossless x264).
     """
 
-    codec: str = "libx264"
+    codec: str = AUTO_CODEC
     crf: int | None = 18
     preset: str | None = "medium"
     pix_fmt: str | None = None
@@ -193,6 +207,13 @@ class EncodeConfig:
             raise ConfigError("codec must name an encoder, e.g. libx264, got ''")
         if self.crf is not None and not 0 <= self.crf <= 63:
             raise ConfigError(f"crf must be within 0..63, got {self.crf!r}")
+
+    def for_output(self, output: str) -> EncodeConfig:
+        """This config for ``output``: ``codec="auto"`` made the encoder for its container
+        (:func:`default_video_codec`); any other codec as it is."""
+        if self.codec != AUTO_CODEC:
+            return self
+        return dataclasses.replace(self, codec=default_video_codec(output))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -49,7 +49,7 @@ import ray
 from raypipe import storage
 from raypipe.config import ChunkConfig, ModelConfig, RunConfig, RuntimeConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
-from raypipe.distributed.chunk_task import Row
+from raypipe.distributed.chunk_task import Row, output_of
 from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
 from raypipe.distributed.dataset import archive_source, decode_step, infer_stage
 from raypipe.distributed.planning import (
@@ -57,7 +57,6 @@ from raypipe.distributed.planning import (
     VideoFacts,
     VideoJob,
     VideoResult,
-    output_of,
     work_dir_for,
 )
 from raypipe.distributed.runner import Runner

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raypipe import storage
-from raypipe.config import RunConfig
+from raypipe.config import AUTO_CODEC, RunConfig
 from raypipe.media.encode import SEGMENT_FORMAT, encoder_options
 from raypipe.media.source import is_local, local_path
 
@@ -122,9 +122,17 @@ def reuse_key(
                 chunk.sample_fps,
             ]
         ),
-        # the options the encoder gets, so settings it ignores (crf next to qp) change nothing
+        # the options the encoder gets, so settings it ignores (crf next to qp) change nothing;
+        # codec "auto": those of each encoder it may pick (libx264, libvpx-vp9 for WebM)
         "encoder": _canonical(
-            [encode.codec, encode.pix_fmt, sorted(encoder_options(encode).items())]
+            [
+                encode.codec,
+                encode.pix_fmt,
+                *(
+                    sorted(encoder_options(encode.for_output(f"out{ext}")).items())
+                    for ext in ((".mp4", ".webm") if encode.codec == AUTO_CODEC else ("",))
+                ),
+            ]
         ),
         "format": f"provenance {FORMAT_VERSION}, segments {SEGMENT_FORMAT}"
         + (f", tables {TABLE_FORMAT}" if tensor else ""),

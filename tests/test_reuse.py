@@ -196,9 +196,12 @@ def test_a_crf_the_encoder_ignores_keeps_the_key() -> None:
     def with_encode(**fields: object) -> RunConfig:
         return dataclasses.replace(BASE, encode=dataclasses.replace(BASE.encode, **fields))
 
-    qp = {"options": {"qp": "0"}}
+    qp: dict[str, object] = {"codec": "libx264", "options": {"qp": "0"}}
     assert _key(with_encode(crf=None, **qp)).digest == _key(with_encode(crf=18, **qp)).digest
     assert _key(with_encode(crf=None)).digest != _key(with_encode(crf=18)).digest
+    # codec auto may pick libvpx-vp9 (WebM), which has no qp and takes crf
+    auto = {"options": {"qp": "0"}}
+    assert _key(with_encode(crf=None, **auto)).digest != _key(with_encode(crf=18, **auto)).digest
 
 
 def test_device_kind_processor_and_format_are_parts() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from raypipe import storage
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk, Context
 from raypipe.media.probe import VideoInfo
@@ -35,6 +36,21 @@ def segment_uri(work_dir: str, chunk_id: str) -> str:
     from raypipe import storage
 
     return storage.join(work_dir, f"{chunk_id}{SEGMENT_SUFFIX}")
+
+
+_WORK_SUFFIX = ".raypipe-work"
+
+
+def work_dir_for(output: str) -> str:
+    """The work directory of ``output``: hidden, next to it, deleted on success."""
+    parent, name = storage.split(output)
+    return storage.join(parent, f".{name}{_WORK_SUFFIX}")
+
+
+def output_of(work_dir: str) -> str:
+    """The output whose work directory is ``work_dir`` (:func:`work_dir_for` undone)."""
+    parent, name = storage.split(work_dir)
+    return storage.join(parent, name.removeprefix(".").removesuffix(_WORK_SUFFIX))
 
 
 @dataclass(frozen=True, kw_only=True)

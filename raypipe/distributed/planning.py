@@ -20,7 +20,7 @@ from typing import Any
 
 from raypipe import errors, storage
 from raypipe.config import ChunkConfig
-from raypipe.distributed.chunk_task import Row, placeholder_row
+from raypipe.distributed.chunk_task import Row, placeholder_row, work_dir_for
 from raypipe.distributed.stages import chunk_row
 from raypipe.errors import RaypipeError, one_line
 from raypipe.infer.temporal import NONE, Temporal
@@ -114,21 +114,6 @@ class PlannedVideo:
     source_id: str = ""  # raypipe.reuse.source_identity of the input
     provenance: Provenance | None = None  # what makes this video's segments and output
     note: str = ""
-
-
-_WORK_SUFFIX = ".raypipe-work"
-
-
-def work_dir_for(output: str) -> str:
-    """The work directory of ``output``: hidden, next to it, deleted on success."""
-    parent, name = storage.split(output)
-    return storage.join(parent, f".{name}{_WORK_SUFFIX}")
-
-
-def output_of(work_dir: str) -> str:
-    """The output whose work directory is ``work_dir`` (:func:`work_dir_for` undone)."""
-    parent, name = storage.split(work_dir)
-    return storage.join(parent, name.removeprefix(".").removesuffix(_WORK_SUFFIX))
 
 
 def plan_video(

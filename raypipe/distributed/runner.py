@@ -229,7 +229,8 @@ class Runner:
         data stream: a camera's telemetry), named with the first video that has it."""
         if facts.tensor or not facts.picture or facts.status != "planned":
             return
-        for note in fidelity_notes(self.cfg.encode, PictureFormat.from_json(facts.picture)):
+        encode = self.cfg.encode.for_output(facts.output)
+        for note in fidelity_notes(encode, PictureFormat.from_json(facts.picture)):
             self._warn_once(note, "%s", note)
         for left in facts.left_out:  # once per run: an archive's videos often share them
             name = os.path.basename(facts.uri.rstrip("/"))

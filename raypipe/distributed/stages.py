@@ -22,7 +22,7 @@ import numpy as np
 
 from raypipe import faults
 from raypipe.config import EncodeConfig
-from raypipe.distributed.chunk_task import ChunkTask, Row, context_of, is_work
+from raypipe.distributed.chunk_task import ChunkTask, Row, context_of, is_work, output_of
 from raypipe.errors import one_line
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
@@ -220,6 +220,7 @@ def encode_stage(row: Row, *, config: EncodeConfig, threads: int = 0) -> Row:
     out.update(segment_bytes=0, out_width=0, out_height=0)
     if is_work(row):
         task = ChunkTask.from_row(row)
+        config = config.for_output(output_of(task.work_dir))  # codec "auto": the container's
         faults.checkpoint("encode", task.chunk_id, node=_node_id())
         try:
             pts = np.asarray(row["pts"])

@@ -35,7 +35,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from raypipe.config import EncodeConfig
+from raypipe.config import AUTO_CODEC, EncodeConfig
 from raypipe.errors import ConfigError, EncodeError
 from raypipe.media.colour import (
     ColourTags,
@@ -153,6 +153,12 @@ _NVENC_PRESETS = {  # x264-style preset names -> NVENC's p1 (fastest) .. p7 (bes
     "medium": "p4", "slow": "p5", "slower": "p6", "veryslow": "p7",
 }  # fmt: skip
 _X264_PRESETS = frozenset(_NVENC_PRESETS)
+_VPX_SPEEDS = {  # x264-style preset names -> libvpx-vp9's cpu-used (0 best .. 8 fastest)
+    "ultrafast": "8", "superfast": "7", "veryfast": "6", "faster": "5", "fast": "5",
+    "medium": "4", "slow": "3", "slower": "2", "veryslow": "1", "placebo": "0",
+}  # fmt: skip
+"""At ``medium`` (4, with ``row-mt``) VP9 took 2.2x x264 medium's time on a 720p clip,
+where FFmpeg's own default (``cpu-used`` 1, no ``row-mt``) took 7.5x."""
 
 
 def is_nvenc(codec: str) -> bool:
@@ -200,15 +206,21 @@ def nvenc_fallback(config: EncodeConfig, problem: str) -> tuple[EncodeConfig, st
 
 
 def check_encoder(config: EncodeConfig) -> None:
-    """Fail early, with what to try, when ``config`` names an encoder this build lacks.
+    """Fail early, with what to try, when ``config`` names an encoder this build lacks
+    (``auto``: both it may pick).
 
     NVENC encoders are not checked here: where they cannot run, the run falls back to a
     software encoder (:func:`nvenc_fallback`)."""
-    if not is_nvenc(config.codec) and not encoder_available(config.codec):
-        raise ConfigError(
-            f"encoder '{config.codec}' is not available in this PyAV/FFmpeg build; "
-            "try libx264, libx265 or ffv1"
-        )
+    codecs = _AUTO_CODECS if config.codec == AUTO_CODEC else (config.codec,)
+    for codec in codecs:
+        if not is_nvenc(codec) and not encoder_available(codec):
+            raise ConfigError(
+                f"encoder '{codec}' is not available in this PyAV/FFmpeg build; "
+                "try libx264, libx265 or ffv1"
+            )
+
+
+_AUTO_CODECS = ("libx264", "libvpx-vp9")  # what --codec auto picks (mux.default_video_codec)
 
 
 _X264_AVX512 = ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL")  # x264's AVX512 flag
@@ -246,8 +258,16 @@ def x264_cpu_params(codec: str) -> dict[str, str]:
 
 def encoder_options(config: EncodeConfig) -> dict[str, str]:
     """The codec options a segment encoder gets: crf/preset for the x26x family; for NVENC
-    crf becomes constant quality ``cq`` and x264 preset names NVENC's ``p1``..``p7``."""
+    crf becomes constant quality ``cq`` and x264 preset names NVENC's ``p1``..``p7``; for
+    libvpx-vp9 crf is constant quality (``b=0``), the preset its ``cpu-used`` speed, rows
+    encoded in parallel (``row-mt``)."""
     options: dict[str, str] = {}
+    if config.codec == "libvpx-vp9":
+        if config.crf is not None:
+            options.update(crf=str(config.crf), b="0")
+        options.update(deadline="good", **{"row-mt": "1"})
+        if config.preset in _VPX_SPEEDS:
+            options["cpu-used"] = _VPX_SPEEDS[config.preset]
     if config.codec in _X26X:
         if config.crf is not None and "qp" not in config.options:
             options["crf"] = str(config.crf)
@@ -291,7 +311,8 @@ def fidelity_notes(config: EncodeConfig, picture: PictureFormat) -> list[str]:
     """One-line notes on what an output of ``config`` keeps less of than the source: a
     lower bit depth or chroma resolution than the source's (when no ``pix_fmt`` was given),
     an alpha channel (models get RGB, outputs have none), HDR10 metadata the encoder cannot
-    write."""
+    write. ``config.codec`` ``"auto"``: as for an MP4 (libx264)."""
+    config = config.for_output("")
     notes = []
     _, note = output_pix_fmt(config, picture)
     if note:
@@ -393,7 +414,10 @@ def encode_segment(
     ``threads``: the encoder's threads, 0 to let it choose (as many as the machine has
     cores); an encode task passes the CPUs it holds, so that tasks running side by side do
     not each start a thread per core. An encoder option ``threads`` wins over it.
+    ``config.codec`` ``"auto"`` here, not knowing the output: libx264 (the encode task
+    resolves it for its video's output first: :meth:`EncodeConfig.for_output`).
     """
+    config = config.for_output("")
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype not in (np.uint8, np.uint16):
         raise EncodeError(
             f"expected RGB uint8 or uint16 frames (n, H, W, 3), got {frames.dtype} {frames.shape}"

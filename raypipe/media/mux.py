@@ -31,6 +31,7 @@ from typing import Any
 import av
 
 from raypipe import faults
+from raypipe.config import default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media.encode import _NO_DTS, Segment
 from raypipe.media.probe import (
@@ -69,11 +70,14 @@ def output_format(path: str) -> str:
 def container_refuses(path: str, codec: str) -> str:
     """Why an output at ``path`` cannot hold video encoded by ``codec`` (``""`` when it can,
     or when FFmpeg cannot tell: MPEG-TS lists no codecs, so TS is checked when written);
-    an extension raypipe does not write is a reason too."""
+    an extension raypipe does not write is a reason too. ``codec`` ``"auto"``: the one
+    :func:`~raypipe.config.default_video_codec` picks."""
     try:
         fmt = output_format(path)
     except ConfigError as e:
         return str(e)
+    if codec == "auto":
+        codec = default_video_codec(path)
     if fmt == "mpegts" or _muxer_takes(fmt, codec):
         return ""
     fits = "libvpx-vp9" if fmt == "webm" else "libx264"
