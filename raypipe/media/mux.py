@@ -684,6 +684,7 @@ def _segment_packets(
     """Every video packet of the segments, in order, with the encoder's exact pts/dts and
     durations; ``frame_seconds``: the one duration a constant-rate container allows."""
     last_dts: Fraction | None = None
+    last_end: Fraction | None = None  # the latest display time of the segments so far
     n_out = 0
     for path in paths:
         segment, opened = _open_segment(path)
@@ -707,6 +708,15 @@ def _segment_packets(
                     f"{len(segment.pts)}; the work directory is damaged"
                 )
             durations = segment.durations
+            tb = Fraction(segment.time_base)
+            if len(segment.pts):
+                first = int(min(segment.pts)) * tb
+                if last_end is not None and first <= last_end:
+                    raise EncodeError(
+                        f"segment {os.path.basename(path)} starts at {float(first):.6f}s, not "
+                        f"after the frame at {float(last_end):.6f}s; chunks overlap"
+                    )
+                last_end = int(max(segment.pts)) * tb
             for i, (packet, pts, dts) in enumerate(zip(packets, segment.pts, segment.dts)):
                 packet.time_base = segment.time_base
                 packet.pts = int(pts)
@@ -717,10 +727,20 @@ def _segment_packets(
                     _on_frame_grid(packet, frame_seconds, n_out)
                 n_out += 1
                 t = _time_key(packet)
-                if last_dts is not None and t <= last_dts:
-                    raise EncodeError(
-                        f"segment {os.path.basename(path)}: decode timestamps go backwards "
-                        f"({float(t):.6f}s after {float(last_dts):.6f}s); chunks overlap"
-                    )
+                if last_dts is not None and t <= last_dts and packet.dts is not None:
+                    # a segment's leading packets (before its first frame's time: the
+                    # encoder's B-frame delay) are timed back by the delay its own first
+                    # frames span; with a variable frame rate that can reach the previous
+                    # segment's last decode time. Decode times only order the packets: move
+                    # them just after it, where they still come before their frames' times
+                    moved = math.floor(last_dts / tb) + 1
+                    if moved > packet.pts:
+                        raise EncodeError(
+                            f"segment {os.path.basename(path)}: decode timestamps go "
+                            f"backwards ({float(t):.6f}s after {float(last_dts):.6f}s); "
+                            "chunks overlap"
+                        )
+                    packet.dts = moved
+                    t = moved * tb
                 last_dts = t
                 yield packet

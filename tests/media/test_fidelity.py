@@ -4,6 +4,7 @@ once in TS, AVI, WebM and NUT with audio (issue 11). ffprobe is the judge."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,32 @@ def test_rates_and_durations_kept(
     assert worst <= tick, f"a frame duration is {worst:.6f}s off"
     # the last: ffprobe reads the source's from its edit list, in milliseconds
     assert abs(got[-1] - src[-1]) <= 0.002
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_phone_recording_that_dropped_frames_keeps_them_timed(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A phone's variable frame rate (a 30 fps recording that dropped frames, timed on
+    QuickTime's 1/600 s) through libx264 with B-frames, in chunks of 16: each segment's
+    first packets are timed back by the B-frame delay its own first frames span, which a
+    dropped frame there stretches onto the previous segment's last decode time. That failed
+    the whole output ("decode timestamps go backwards ... chunks overlap") after all the work."""
+    source = tmp_path / "phone.mov"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=30:d=4",
+         "-vf", "select='not(eq(mod(n\\,7)\\,3))*not(eq(mod(n\\,11)\\,5))'",
+         "-fps_mode", "passthrough", "-video_track_timescale", "600", "-c:v", "libx264",
+         "-bf", "2", "-g", "250", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 16, EncodeConfig(preset="veryfast"))
+    assert_fidelity(source, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
+    src, got = ffprobe_durations(source), ffprobe_durations(out)
+    tick = 0.001 if suffix == ".mkv" else 2e-6
+    assert len(got) == len(src) == 94
+    assert max(abs(a - b) for a, b in zip(got[:-1], src[:-1], strict=True)) <= tick
 
 
 def ffprobe_durations(path: Path) -> list[float]:
