@@ -95,8 +95,15 @@ def _muxer_takes(fmt: str, codec: str) -> bool:
         encoder = av.codec.Codec(codec, "w")
     except (av.codec.codec.UnknownCodecError, ValueError):
         return True
+    if fmt == "mov" and encoder.canonical_name in _MOV_REFUSES:
+        return False
     with av.open(io.BytesIO(), mode="w", format=fmt) as probe:
         return bool({codec, encoder.name} & probe.supported_codecs)
+
+
+_MOV_REFUSES = frozenset({"vp8", "vp9", "av1"})
+"""Video codecs FFmpeg's MOV muxer lists and then refuses as it writes the header ("only
+supported in MP4"), which would fail the output at its end, after all the work."""
 
 
 def _packets(container: Any, streams: list[Any]) -> Iterator[Any]:

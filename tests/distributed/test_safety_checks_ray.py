@@ -84,7 +84,7 @@ def test_bad_videos_fail_alone_in_an_archive(ray_local: None, tmp_path: Path) ->
     assert "has no decoder in this FFmpeg build" in rows["unknown.avi"]["error_message"]
     # WebM holds no H.264: the default codec (auto) writes it VP9, the others H.264, as
     # ffmpeg picks (a codec WebM cannot hold, named by the user, is refused before work:
-    # tests/media/test_webm_codec.py)
+    # tests/media/test_output_codec.py)
     assert rows["vp9.webm"]["status"] == "done"
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("_")) == [
         "good.mp4",

@@ -1,0 +1,109 @@
+"""The video codec an output gets, and whether its container holds it. ``--codec auto``
+(the default) follows the output's container as ``ffmpeg`` does: WebM holds no H.264, so
+`raypipe run in.webm out.webm` and an archive of WebM downloads get VP9 instead of a
+refusal; every other container gets libx264. libvpx-vp9 takes ``crf`` as constant quality
+and the x264-style preset as its speed. A codec the container cannot hold is refused before
+any work, exactly when FFmpeg's muxer would fail."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+import pytest
+
+from raypipe.config import EncodeConfig, default_video_codec
+from raypipe.distributed.archive import _jobs
+from raypipe.inputs import InputItem
+from raypipe.media.encode import check_encoder, encoder_options
+from raypipe.media.mux import container_refuses, output_format
+
+
+@pytest.mark.parametrize(
+    ("output", "codec"),
+    [("out.webm", "libvpx-vp9"), ("s3://b/clips/OUT.WEBM", "libvpx-vp9"), ("out.mp4", "libx264"),
+     ("out.mkv", "libx264"), ("out.mov", "libx264"), ("out.ts", "libx264"), ("", "libx264")],
+)  # fmt: skip
+def test_auto_picks_vp9_for_webm_and_x264_elsewhere(output: str, codec: str) -> None:
+    assert default_video_codec(output) == codec
+    assert EncodeConfig().for_output(output).codec == codec
+    assert EncodeConfig(codec="libx265").for_output(output).codec == "libx265"  # as given
+    check_encoder(EncodeConfig())  # both encoders auto may pick are in this build
+
+
+def test_a_webm_output_is_refused_only_for_a_codec_the_user_named() -> None:
+    assert container_refuses("out.webm", "auto") == ""
+    assert container_refuses("out.webm", "libx264") == (
+        "a .webm file cannot hold libx264 video; choose another output extension (.mkv holds "
+        "every codec) or another --codec (libvpx-vp9)"
+    )
+    items = [InputItem("/in/a.webm", "a.webm"), InputItem("/in/b.mp4", "b.mp4")]
+    assert [j.output_problem for j in _jobs(items, "/out", codec="auto")] == ["", ""]
+    named = _jobs(items, "/out", codec="libx264")
+    assert named[0].output_problem.startswith("output 'a.webm': a .webm file cannot hold")
+    assert named[1].output_problem == ""
+
+
+def test_vp9_takes_crf_as_constant_quality_and_the_preset_as_its_speed() -> None:
+    assert encoder_options(EncodeConfig(codec="libvpx-vp9", crf=30, preset="fast")) == {
+        "crf": "30", "b": "0", "deadline": "good", "row-mt": "1", "cpu-used": "5",
+    }  # fmt: skip
+    assert encoder_options(EncodeConfig(codec="libvpx-vp9", crf=None, preset="medium")) == {
+        "deadline": "good", "row-mt": "1", "cpu-used": "4",
+    }  # fmt: skip
+    # the user's own options win; a preset libvpx has no name for leaves its speed alone
+    assert encoder_options(
+        EncodeConfig(codec="libvpx-vp9", crf=18, preset="p4", options={"cpu-used": "8"})
+    ) == {"crf": "18", "b": "0", "deadline": "good", "row-mt": "1", "cpu-used": "8"}
+
+
+def _tiny_stream(codec: str) -> bytes:
+    """Three 64x48 frames encoded by ``codec``, in NUT (which holds every codec)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="nut") as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height = 64, 48
+        stream.pix_fmt = "rgb24" if codec == "libx264rgb" else "yuv420p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            frame = frame.reformat(format=stream.pix_fmt)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def _muxes(data: bytes, path: str) -> bool:
+    """Whether FFmpeg's muxer for ``path`` writes the stream-copy of ``data``'s video."""
+    with av.open(io.BytesIO(data), format="nut") as source:
+        video = source.streams.video[0]
+        try:
+            with av.open(io.BytesIO(), "w", format=output_format(path)) as out:
+                try:
+                    stream = out.add_stream_from_template(video)
+                except av.codec.codec.UnknownCodecError:
+                    stream = out.add_stream_from_template(video, opaque=True)
+                for packet in source.demux(video):
+                    if packet.size:
+                        packet.stream = stream
+                        out.mux(packet)
+        except (av.error.FFmpegError, ValueError):
+            return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "codec", ["libx264", "libx264rgb", "libx265", "libvpx-vp9", "libsvtav1", "ffv1", "mpeg4"]
+)
+def test_an_output_is_refused_before_the_work_exactly_when_its_muxer_would_fail(
+    codec: str,
+) -> None:
+    """The up-front check (:func:`container_refuses`) against FFmpeg's muxers themselves:
+    MOV lists VP9 and AV1 and then refuses them as it starts (a `--codec libvpx-vp9` run
+    into .mov failed at its end, after every chunk's work). MPEG-TS lists nothing and is
+    checked as it is written."""
+    data = _tiny_stream(codec)
+    for ext in (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".nut"):
+        refused = container_refuses(f"out{ext}", codec) != ""
+        assert refused == (not _muxes(data, f"out{ext}")), (codec, ext)
