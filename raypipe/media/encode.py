@@ -220,7 +220,7 @@ def check_encoder(config: EncodeConfig) -> None:
             )
 
 
-_AUTO_CODECS = ("libx264", "libvpx-vp9")  # what --codec auto picks (mux.default_video_codec)
+_AUTO_CODECS = ("libx264", "libvpx-vp9")  # what --codec auto picks (config.default_video_codec)
 
 
 _X264_AVX512 = ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL")  # x264's AVX512 flag
