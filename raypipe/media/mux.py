@@ -302,7 +302,8 @@ class _RisingDts:
         if src != tb:  # as the muxer would (PyAV 18's Packet.rescale_ts takes no Fraction)
             packet.pts = None if packet.pts is None else _rescaled(packet.pts, src, tb)
             packet.dts = _rescaled(packet.dts, src, tb)
-            packet.duration = _rescaled(packet.duration, src, tb)
+            if packet.duration is not None:
+                packet.duration = _rescaled(packet.duration, src, tb)
             packet.time_base = tb
         last = self._last.get(stream.index)
         if last is not None:
