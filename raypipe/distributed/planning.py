@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from raypipe.distributed.chunk_task import Row, placeholder_row, work_dir_for
 from raypipe.distributed.stages import chunk_row
 from raypipe.errors import RaypipeError, one_line
 from raypipe.infer.temporal import NONE, Temporal
+from raypipe.media.mux import constant_rate_problem
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import chunk_offsets, plan_chunks, sampled_indices
 from raypipe.media.probe import make_video_id, probe
@@ -140,6 +142,9 @@ def plan_video(
         info = probe(job.uri)
         if job.output_problem:  # after the probe: a bad input says more
             raise errors.ConfigError(job.output_problem)
+        timing = "" if tensor else constant_rate_problem(info, job.output)
+        if timing:
+            raise errors.ConfigError(f"output '{os.path.basename(job.output)}': {timing}")
         planned.source_id = source_identity(job.uri)
         if key is not None:
             planned.provenance = Provenance.of(key, planned.source_id)

@@ -29,6 +29,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+import numpy as np
 
 from raypipe import faults
 from raypipe.config import default_video_codec
@@ -36,6 +37,7 @@ from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media.encode import _NO_DTS, Segment
 from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
+    VideoInfo,
     display_lead,
     is_attached_pic,
     pick_video_stream,
@@ -624,16 +626,44 @@ def _on_frame_grid(packet: Any, frame_seconds: Fraction, index: int) -> None:
     :class:`MuxError`), and its decode time is its index. AVI stores no pts (the decoder
     restores display order); segments' B-frame delays would leave gaps that AVI fills with
     empty frames."""
-    tb = packet.time_base
-    if packet.duration and packet.duration * tb != frame_seconds:
-        raise MuxError(
-            f"an AVI output holds one frame duration only ({frame_seconds}s), this video "
-            f"has frames of {packet.duration * tb}s too (a variable frame rate); write .mkv "
-            "or .mp4 to keep its timing"
-        )
+    tb = Fraction(packet.time_base)
+    if packet.duration and _off_grid(packet.duration * tb, frame_seconds, tb):
+        raise MuxError(_vfr_in_avi(frame_seconds, packet.duration * tb))
     packet.time_base = frame_seconds
     packet.dts = packet.pts = index
     packet.duration = 1
+
+
+def _off_grid(duration: Fraction, frame_seconds: Fraction, tick: Fraction) -> bool:
+    """Whether a frame of ``duration`` seconds is not one of ``frame_seconds`` on a time
+    base of ``tick`` seconds: a 29.97 fps frame lasts 33 or 34 ms in Matroska's or ASF's
+    milliseconds, and is on the grid."""
+    return abs(duration - frame_seconds) >= tick
+
+
+def _vfr_in_avi(frame_seconds: Fraction, duration: Fraction) -> str:
+    return (
+        f"an AVI output holds one frame duration only ({frame_seconds}s), this video has "
+        f"frames of {duration}s too (a variable frame rate); write .mkv or .mp4 to keep its "
+        "timing"
+    )
+
+
+def constant_rate_problem(info: VideoInfo, output: str) -> str:
+    """Why ``output`` cannot keep the timing of the probed video ``info``'s frames (``""``
+    when it can): an AVI holds one frame duration, so a variable frame rate is refused
+    before any work rather than when the output is written."""
+    try:
+        if output_format(output) not in _CONSTANT_RATE or not info.rate or len(info.pts) < 2:
+            return ""
+    except ConfigError:
+        return ""
+    tick, frame_seconds = info.time_base, 1 / info.rate
+    steps = np.diff(np.sort(np.asarray(info.pts, dtype=np.int64)))
+    for step in np.unique(steps).tolist():
+        if _off_grid(step * tick, frame_seconds, tick):
+            return _vfr_in_avi(frame_seconds, step * tick)
+    return ""
 
 
 def _warn_lost_offsets(source: Any, video: Any, copied: dict[int, Any]) -> None:

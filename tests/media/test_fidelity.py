@@ -5,6 +5,7 @@ once in TS, AVI, WebM and NUT with audio (issue 11). ffprobe is the judge."""
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from conftest import LOSSLESS
 from pipeline_checks import LOSSLESS_10BIT, assert_fidelity, run_in_process
 
 from raypipe.config import ChunkConfig, EncodeConfig
+from raypipe.distributed.planning import VideoJob, plan_video
 from raypipe.media import plan_chunks, probe
 from raypipe.media.decode import decode_chunk
 from raypipe.testing import TRAIT_CLIPS, ClipSpec, decode_upright, make_clip, trait_names
@@ -182,6 +184,30 @@ def test_avi_mpeg_ps_and_ts_keep_their_frames_and_their_order(
         first = info.pts.index(chunk.start_pts)
         expected = source_frames[first : first + chunk.n_frames]
         assert np.array_equal(decode_chunk(info, chunk).frames, expected), chunk.chunk_id
+
+
+def test_an_ntsc_matroska_source_fits_an_avi_and_a_variable_rate_is_refused_before_work(
+    tmp_path: Path,
+) -> None:
+    """Matroska (and ASF) time frames to the millisecond: a 29.97 fps frame lasts 33 or
+    34 ms there. Such a source into AVI (one frame duration) failed as "a variable frame
+    rate" when the output was written, after all the work; it is on the frame grid within
+    one tick of its time base. A variable frame rate is refused as the video is planned."""
+    ntsc = make_clip(
+        tmp_path / "ntsc.mkv",
+        _small(fps=Fraction(30000, 1001), audio="aac", n_frames=30, gop=12),
+    )
+    out = tmp_path / "out.avi"
+    run_in_process(ntsc, out, "builtin:invert", 7, LOSSLESS)
+    assert_fidelity(ntsc, out, "builtin:invert", frames="equal")
+    vfr = make_clip(tmp_path / "vfr.mp4", _small(vfr=True, n_frames=20))
+    job = VideoJob(uri=str(vfr), output=str(tmp_path / "vfr.avi"))
+    planned = plan_video(job, ChunkConfig(chunk_frames=7), resume=False, key=None)
+    assert planned.result is not None and planned.result.status == "failed"
+    assert planned.result.error_message.startswith(
+        "output 'vfr.avi': an AVI output holds one frame duration only"
+    )
+    assert not planned.rows and not (tmp_path / "vfr.avi").exists()
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mov"])
