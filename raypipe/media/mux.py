@@ -71,8 +71,9 @@ def output_format(path: str) -> str:
 
 def container_refuses(path: str, codec: str) -> str:
     """Why an output at ``path`` cannot hold video encoded by ``codec`` (``""`` when it can,
-    or when FFmpeg cannot tell: MPEG-TS lists no codecs, so TS is checked when written);
-    an extension raypipe does not write is a reason too. ``codec`` ``"auto"``: the one
+    or when FFmpeg cannot tell: an encoder this build lacks is
+    :func:`~raypipe.media.encode.check_encoder`'s to report); an extension raypipe does not
+    write is a reason too. ``codec`` ``"auto"``: the one
     :func:`~raypipe.config.default_video_codec` picks."""
     try:
         fmt = output_format(path)
@@ -80,7 +81,7 @@ def container_refuses(path: str, codec: str) -> str:
         return str(e)
     if codec == "auto":
         codec = default_video_codec(path)
-    if fmt == "mpegts" or _muxer_takes(fmt, codec):
+    if _muxer_takes(fmt, codec):
         return ""
     fits = "libvpx-vp9" if fmt == "webm" else "libx264"
     return (
@@ -99,10 +100,15 @@ def _muxer_takes(fmt: str, codec: str) -> bool:
         return True
     if fmt == "mov" and encoder.canonical_name in _MOV_REFUSES:
         return False
+    if fmt == "mpegts":  # it lists no codecs, and writes any other as unreadable data
+        return encoder.canonical_name in _TS_VIDEO
     with av.open(io.BytesIO(), mode="w", format=fmt) as probe:
         return bool({codec, encoder.name} & probe.supported_codecs)
 
 
+_TS_VIDEO = frozenset({"h264", "hevc", "mpeg2video", "mpeg1video", "mpeg4", "vvc"})
+"""Video codecs MPEG-TS holds with a stream type of their own (VP9, AV1 or FFV1 it writes
+as private data that players, ffprobe included, read as ``bin_data``)."""
 _MOV_REFUSES = frozenset({"vp8", "vp9", "av1"})
 """Video codecs FFmpeg's MOV muxer lists and then refuses as it writes the header ("only
 supported in MP4"), which would fail the output at its end, after all the work."""
