@@ -559,10 +559,23 @@ def _first_frame_picture(container: Any, video: Any, uri: str) -> PictureFormat:
             "decoder in this FFmpeg build; convert it first, e.g. "
             "`ffmpeg -i IN -c:v libx264 -c:a copy OUT.mkv`"
         )
+    picture = None
     try:
         container.seek(0, stream=video, backward=True)
+        picture = _first_frame_picture_of(container, video, uri)
     except av.error.FFmpegError:
-        pass  # some inputs do not seek; the decode below then reads from where demux stopped
+        pass
+    if picture is None:  # an input that does not seek back (a still image): read it anew
+        with open_input(uri) as fresh:
+            picture = _first_frame_picture_of(fresh, fresh.streams[video.index], uri)
+    if picture is None:
+        raise CorruptVideoError(f"input '{uri}': no frame decodes although packets exist")
+    return picture
+
+
+def _first_frame_picture_of(container: Any, video: Any, uri: str) -> PictureFormat | None:
+    """:func:`_first_frame_picture` from where ``container`` is; ``None`` when no frame
+    comes."""
     try:
         for frame in container.decode(video):
             ctx = video.codec_context
@@ -585,4 +598,4 @@ def _first_frame_picture(container: Any, video: Any, uri: str) -> PictureFormat:
             )
     except av.error.FFmpegError as e:
         raise CorruptVideoError(f"input '{uri}': its first frame does not decode ({e})") from e
-    raise CorruptVideoError(f"input '{uri}': no frame decodes although packets exist")
+    return None

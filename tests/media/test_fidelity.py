@@ -210,6 +210,23 @@ def test_an_ntsc_matroska_source_fits_an_avi_and_a_variable_rate_is_refused_befo
     assert not planned.rows and not (tmp_path / "vfr.avi").exists()
 
 
+@pytest.mark.parametrize("image", ["photo.jpg", "frame.png"])
+def test_a_still_image_is_a_one_frame_video(tmp_path: Path, image: str) -> None:
+    """A JPEG or PNG is a video of one frame to FFmpeg (as `ffmpeg -i photo.jpg out.mp4`
+    makes it). Its demuxer does not seek back to the frame it has read, and the probe said
+    "no frame decodes although packets exist" of a good photo."""
+    source = tmp_path / image
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64",
+         "-frames:v", "1", str(source)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert probe(str(source)).n_frames == 1
+    out = tmp_path / "out.mkv"
+    run_in_process(source, out, "builtin:invert", 4, LOSSLESS)
+    assert_fidelity(source, out, "builtin:invert", frames="equal")
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mov"])
 def test_hevc_in_mp4_and_mov_is_tagged_hvc1_for_apple_players(tmp_path: Path, suffix: str) -> None:
     """FFmpeg tags HEVC in MP4/MOV ``hev1``, which QuickTime, iOS and Safari refuse to play;
