@@ -771,14 +771,14 @@ def _segment_packets(
                     _on_frame_grid(packet, frame_seconds, n_out)
                 n_out += 1
                 t = _time_key(packet)
-                if last_dts is not None and t <= last_dts and packet.dts is not None:
+                if last_dts is not None and t <= last_dts:
                     # a segment's leading packets (before its first frame's time: the
                     # encoder's B-frame delay) are timed back by the delay its own first
                     # frames span; with a variable frame rate that can reach the previous
                     # segment's last decode time. Decode times only order the packets: move
                     # them just after it, where they still come before their frames' times
                     moved = math.floor(last_dts / tb) + 1
-                    if moved > packet.pts:
+                    if packet.dts is None or moved > packet.pts:
                         raise EncodeError(
                             f"segment {os.path.basename(path)}: decode timestamps go "
                             f"backwards ({float(t):.6f}s after {float(last_dts):.6f}s); "
