@@ -202,9 +202,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         "so, where the GPU has no NVENC: A100, H100)",
     )
     p.add_argument(
-        "--crf", type=int, default=18, help="x264/x265 quality, lower is better (default 18)"
+        "--crf",
+        type=int,
+        default=18,
+        help="x264/x265 quality, VP9 constant quality, lower is better (default 18)",
     )
-    p.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
+    p.add_argument(
+        "--preset", default="medium", help="x264/x265 preset, VP9 speed (default medium)"
+    )
     p.add_argument("--pix-fmt", default=None, help="encoder pixel format (default yuv420p)")
     p.add_argument(
         "--encoder-option",
