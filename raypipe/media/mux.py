@@ -302,11 +302,11 @@ class _RisingDts:
         self._last: dict[int, tuple[int, Fraction]] = {}  # output stream -> (dts, time base)
 
     def fix(self, packet: Any, stream: Any) -> None:
-        if packet.dts is None or packet.time_base is None:
+        src = packet.time_base
+        if packet.dts is None or src is None:
             return
-        src = Fraction(packet.time_base)
         # the stream's time base is final once the header is written, at the first mux
-        tb = Fraction(stream.time_base) if stream.time_base else src
+        tb = stream.time_base or src
         if src != tb:  # as the muxer would (PyAV 18's Packet.rescale_ts takes no Fraction)
             packet.pts = None if packet.pts is None else _rescaled(packet.pts, src, tb)
             packet.dts = _rescaled(packet.dts, src, tb)
@@ -325,9 +325,11 @@ class _RisingDts:
 
 def _rescaled(value: int, src: Fraction, dst: Fraction) -> int:
     """``value`` ticks of ``src`` in ticks of ``dst``, rounded as FFmpeg's ``av_rescale_q``
-    (to the nearest, halves away from zero)."""
-    q = value * src / dst
-    return math.floor(q + Fraction(1, 2)) if q >= 0 else math.ceil(q - Fraction(1, 2))
+    (to the nearest, halves away from zero); in integers, as it runs for every audio
+    packet of an output."""
+    n = value * src.numerator * dst.denominator
+    d = src.denominator * dst.numerator
+    return (2 * n + d) // (2 * d) if n >= 0 else -((d - 2 * n) // (2 * d))
 
 
 def _earlier(packets: Iterator[Any], seconds: Fraction) -> Iterator[Any]:
