@@ -175,6 +175,8 @@ class ModelConfig:
 
 AUTO_CODEC = "auto"
 """``EncodeConfig.codec``'s default: the encoder follows the output's container."""
+AUTO_CODECS = ("libx264", "libvpx-vp9")
+"""The encoders ``auto`` may pick (:func:`default_video_codec`)."""
 
 
 def default_video_codec(output: str) -> str:
@@ -214,6 +216,13 @@ class EncodeConfig:
         if self.codec != AUTO_CODEC:
             return self
         return dataclasses.replace(self, codec=default_video_codec(output))
+
+    def candidates(self) -> tuple[EncodeConfig, ...]:
+        """The configs an output may get: this one, or for ``codec="auto"`` one for each
+        encoder it may pick (:data:`AUTO_CODECS`)."""
+        if self.codec != AUTO_CODEC:
+            return (self,)
+        return tuple(dataclasses.replace(self, codec=codec) for codec in AUTO_CODECS)
 
 
 @dataclass(frozen=True, kw_only=True)

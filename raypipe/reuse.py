@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raypipe import storage
-from raypipe.config import AUTO_CODEC, RunConfig
+from raypipe.config import RunConfig
 from raypipe.media.encode import SEGMENT_FORMAT, encoder_options
 from raypipe.media.source import is_local, local_path
 
@@ -128,10 +128,7 @@ def reuse_key(
             [
                 encode.codec,
                 encode.pix_fmt,
-                *(
-                    sorted(encoder_options(encode.for_output(f"out{ext}")).items())
-                    for ext in ((".mp4", ".webm") if encode.codec == AUTO_CODEC else ("",))
-                ),
+                *(sorted(encoder_options(e).items()) for e in encode.candidates()),
             ]
         ),
         "format": f"provenance {FORMAT_VERSION}, segments {SEGMENT_FORMAT}"

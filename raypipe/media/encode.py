@@ -35,7 +35,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from raypipe.config import AUTO_CODEC, EncodeConfig
+from raypipe.config import EncodeConfig
 from raypipe.errors import ConfigError, EncodeError
 from raypipe.media.colour import (
     ColourTags,
@@ -211,16 +211,12 @@ def check_encoder(config: EncodeConfig) -> None:
 
     NVENC encoders are not checked here: where they cannot run, the run falls back to a
     software encoder (:func:`nvenc_fallback`)."""
-    codecs = _AUTO_CODECS if config.codec == AUTO_CODEC else (config.codec,)
-    for codec in codecs:
+    for codec in (c.codec for c in config.candidates()):
         if not is_nvenc(codec) and not encoder_available(codec):
             raise ConfigError(
                 f"encoder '{codec}' is not available in this PyAV/FFmpeg build; "
                 "try libx264, libx265 or ffv1"
             )
-
-
-_AUTO_CODECS = ("libx264", "libvpx-vp9")  # what --codec auto picks (config.default_video_codec)
 
 
 _X264_AVX512 = ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL")  # x264's AVX512 flag
