@@ -32,7 +32,7 @@ import av
 import numpy as np
 
 from raypipe import faults
-from raypipe.config import default_video_codec
+from raypipe.config import AUTO_CODEC, default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media.encode import _NO_DTS, Segment
 from raypipe.media.probe import (
@@ -79,11 +79,11 @@ def container_refuses(path: str, codec: str) -> str:
         fmt = output_format(path)
     except ConfigError as e:
         return str(e)
-    if codec == "auto":
+    if codec == AUTO_CODEC:
         codec = default_video_codec(path)
     if _muxer_takes(fmt, codec):
         return ""
-    fits = "libvpx-vp9" if fmt == "webm" else "libx264"
+    fits = default_video_codec(path)
     return (
         f"a {os.path.splitext(path)[1]} file cannot hold {codec} video; choose another "
         f"output extension (.mkv holds every codec) or another --codec ({fits})"

@@ -178,8 +178,8 @@ def test_truehd_packets_sharing_a_millisecond_are_kept_every_one(
     assert len(kept) == len(times)
     if suffix == ".ts":
         assert all(b > a for a, b in itertools.pairwise(kept))
-    src_start, _, src_samples = decoded_audio(source, 0)
-    out_start, _, out_samples = decoded_audio(out, 0)
+    _, _, src_samples = decoded_audio(source, 0)
+    _, _, out_samples = decoded_audio(out, 0)
     assert np.array_equal(out_samples, src_samples)
     assert ffmpeg_decode_errors(out) == ""
     assert len(decode_all(out)[1]) == 25
