@@ -252,26 +252,26 @@ def _write(
     out.metadata.update(container_tags(source.metadata, tags, keep_tag))
     processed = pick_video_stream(source, source_uri)
     _keep_video_facts(out_video, processed)
-    chapters = source.chapters()  # on the source's timeline, which the output keeps
-    if chapters:
-        out.set_chapters(chapters)
     copied, reencoded = _copied_streams(out, source, source_uri) if copy_streams else ({}, set())
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
     packets = _segment_packets(paths, extradata, frame_seconds)
+    lead = Fraction(0)
     if frame_seconds is None and source.format.name in DECODE_ORDER_ONLY:
         with open_input(source_uri) as fresh:  # `source` is read for its streams below
-            lead = display_lead(fresh, fresh.streams[processed.index])
-        packets = _earlier(packets, lead) if lead else packets
+            lead = display_lead(fresh, fresh.streams[processed.index]) or Fraction(0)
+    shift = Fraction(0)
+    if frame_seconds is None and len(head.pts):
+        shift = _start_shift(source, copied, int(min(head.pts)) * head.time_base - lead)
+    packets = _moved(packets, shift - lead) if shift - lead else packets
+    chapters = source.chapters()  # on the source's timeline, which the output keeps
+    if chapters:
+        out.set_chapters(_moved_chapters(chapters, shift))
     video = ((_time_key(p), 0, i, p, out_video) for i, p in enumerate(packets))
-    other = (
-        (
-            (_time_key(p), 1, i, p, s)
-            for i, (p, s) in enumerate(_other_packets(source, copied, reencoded))
-        )
-        if copied
-        else iter(())
-    )
+    others = _other_packets(source, copied, reencoded)
+    if shift:
+        others = ((p, s) for (p, s) in _moved_pairs(others, shift))
+    other = ((_time_key(p), 1, i, p, s) for i, (p, s) in enumerate(others)) if copied else iter(())
     rising = _RisingDts(out)
     try:
         for n, (_, _, _, packet, stream) in enumerate(heapq.merge(video, other)):
@@ -332,16 +332,61 @@ def _rescaled(value: int, src: Fraction, dst: Fraction) -> int:
     return (2 * n + d) // (2 * d) if n >= 0 else -((d - 2 * n) // (2 * d))
 
 
-def _earlier(packets: Iterator[Any], seconds: Fraction) -> Iterator[Any]:
-    """``packets`` shown ``seconds`` earlier (an AVI source's made-up pts lead:
-    :func:`~raypipe.media.probe.display_lead`), so the output's first frame shows when the
-    source played it, beside its audio."""
+def _moved(packets: Iterator[Any], seconds: Fraction) -> Iterator[Any]:
+    """``packets`` shown ``seconds`` later (earlier where negative): an AVI source's
+    made-up pts lead (:func:`~raypipe.media.probe.display_lead`), so the output's first
+    frame shows when the source played it, beside its audio; a source timeline that starts
+    before 0 (:func:`_start_shift`)."""
     for packet in packets:
         ticks = round(seconds / Fraction(packet.time_base))
-        packet.pts -= ticks
+        packet.pts += ticks
         if packet.dts is not None:
-            packet.dts -= ticks
+            packet.dts += ticks
         yield packet
+
+
+def _moved_pairs(pairs: Iterator[tuple[Any, Any]], seconds: Fraction) -> Iterator[tuple[Any, Any]]:
+    """(packet, output stream) pairs of :func:`_other_packets`, each packet ``seconds``
+    later; attached pictures (cover art, no time) as they are."""
+    for packet, stream in pairs:
+        if packet.pts is not None and not is_attached_pic(stream):
+            ticks = round(seconds / Fraction(packet.time_base))
+            packet.pts += ticks
+            if packet.dts is not None:
+                packet.dts += ticks
+        yield packet, stream
+
+
+def _start_shift(source: Any, copied: dict[int, Any], video_start: Fraction) -> Fraction:
+    """How much later the output's streams play than the source's, in seconds: 0 unless
+    the processed video's first frame (``video_start``, seconds) is shown before 0, as in
+    an MPEG-TS recording across the 26.5-hour wrap of its clock, which FFmpeg reads with
+    negative times. Then every stream moves by the same amount, so that the earliest of
+    the video and the copied streams starts at 0, as ``ffmpeg`` shifts a transcode's
+    output: an MP4 or MOV muxer would otherwise cut what lies before 0 with its edit list
+    (the frames kept in the file, but no player shows them), and the other muxers shift
+    by their own rule. A source whose video starts at 0 or later keeps its times (audio
+    priming before 0 stays as it is)."""
+    if video_start >= 0:
+        return Fraction(0)
+    starts = [video_start]
+    for index in copied:
+        s = source.streams[index]
+        if is_attached_pic(s) or s.start_time is None or s.time_base is None:
+            continue
+        starts.append(s.start_time * s.time_base)
+    return -min(starts)
+
+
+def _moved_chapters(chapters: list[Any], seconds: Fraction) -> list[Any]:
+    """``chapters`` (PyAV's dicts) ``seconds`` later on their own time bases."""
+    if not seconds:
+        return chapters
+    moved = []
+    for c in chapters:
+        ticks = round(seconds / Fraction(c["time_base"]))
+        moved.append({**c, "start": c["start"] + ticks, "end": c["end"] + ticks})
+    return moved
 
 
 def _muxer_options(fmt: str, source: Any, copy_streams: bool) -> dict[str, str]:

@@ -355,3 +355,65 @@ def test_quicktime_keys_go_into_mp4_and_mov_unless_cover_art_needs_the_itunes_ta
     with caplog.at_level(logging.WARNING, logger="raypipe.media"):
         assert _muxer_options("mp4", covered, True) == {}
     assert "(com.apple.quicktime.make) cannot go into an MP4 with cover art" in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_a_recording_across_the_mpeg_ts_clock_wrap_keeps_every_frame(
+    tmp_path: Path, suffix: str
+) -> None:
+    """MPEG-TS times wrap every 2^33 ticks of 90 kHz (26.5 hours): FFmpeg reads a recording
+    across the wrap with its frames before it at negative times. MP4 and MOV outputs hid
+    those frames behind their edit list (kept in the file, shown by no player: 39 of 60
+    frames played here, the audio cut alike), and every output started elsewhere than the
+    source. All streams now move together, the earliest to 0, as ffmpeg's transcode does."""
+    source = tmp_path / "recording.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=2.4",
+         "-f", "lavfi", "-i", "sine=f=440:d=2.4", "-c:v", "libx264", "-g", "12", "-c:a", "aac",
+         "-output_ts_offset", "95441.5", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    src = ffprobe_frame_times(source)
+    assert len(src) == 60 and src[0] < 0 < src[-1]  # FFmpeg reads it across the wrap
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 7, LOSSLESS)
+    got = ffprobe_frame_times(out)
+    assert len(got) == 60  # frames a player shows: ffprobe honours the edit list
+    shift = got[0] - src[0]
+    assert max(abs(b - a - shift) for a, b in zip(src, got, strict=True)) <= 0.001
+    from raypipe.testing.reference import start_offset_seconds
+
+    assert abs(start_offset_seconds(out) - start_offset_seconds(source)) <= 0.001
+    starts = _ffprobe_starts(out)
+    assert min(starts) == pytest.approx(0.0, abs=0.001), starts
+    audio = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=duration",
+         "-of", "csv=p=0", str(out)],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    if suffix != ".mkv":  # Matroska has no stream durations
+        assert float(audio) > 2.3  # not cut with the frames before 0
+    errors = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stderr
+    assert errors == ""
+
+
+def ffprobe_frame_times(path: Path) -> list[float]:
+    """The display times of the frames ffprobe decodes from the first video stream, sorted."""
+    from raypipe.testing.judge import _ffprobe
+
+    frames = _ffprobe(
+        ["-select_streams", "v:0", "-show_entries", "frame=pts_time", "-show_frames", str(path)]
+    )["frames"]
+    return sorted(float(f["pts_time"]) for f in frames)
+
+
+def _ffprobe_starts(path: Path) -> list[float]:
+    from raypipe.testing.judge import _ffprobe
+
+    streams = _ffprobe(["-show_entries", "stream=start_time", str(path)])["streams"]
+    return [float(s["start_time"]) for s in streams]
