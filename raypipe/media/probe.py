@@ -22,6 +22,7 @@ can carry them.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections import deque
@@ -205,7 +206,11 @@ def _probe(
             last_duration = end - pts[-1]
         elif last_duration <= 0:
             last_duration = _guess_last_duration(pts, Fraction(nominal), Fraction(tb))
-        picture = _first_frame_picture(container, video, uri)
+        picture, first_pts = _first_frame_picture(container, video, uri, min(0, pts[0]))
+        undecodable = _before_first_frame(pts, first_pts, stamped_by_order(container, video))
+        if undecodable:
+            pts = pts[undecodable:]
+            keyframes = [k for k in keyframes if k >= pts[0]]
         rate = _average_rate(len(pts), pts[-1] + last_duration - pts[0], Fraction(tb), nominal)
         streams = tuple(_stream_info(s) for s in container.streams if _is_copied(s))
         pix_fmt = picture.pix_fmt
@@ -241,7 +246,8 @@ def _probe(
                 )
                 for c in container.chapters()
             ),
-            left_out=tuple(filter(None, (left_out_stream(s, video) for s in container.streams))),
+            left_out=tuple(filter(None, (left_out_stream(s, video) for s in container.streams)))
+            + _undecodable_note(undecodable, pts[0] * tb),
             field_order=field_order_name(video),
         )
 
@@ -543,8 +549,36 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
     return pts, keyframes, last_duration
 
 
-def _first_frame_picture(container: Any, video: Any, uri: str) -> PictureFormat:
-    """Decode the first frame: proves a decoder exists and reads what the pictures are.
+def _before_first_frame(pts: list[int], first_pts: int | None, by_order: bool) -> int:
+    """How many of the sorted frame times ``pts`` come before the first frame the decoder
+    gives (``first_pts``): frames of a file that starts inside a group of pictures (a
+    broadcast recording, a stream cut anywhere), which reference pictures before its start,
+    or whose parameter sets come only with the first keyframe. FFmpeg's decoders drop them
+    (``ffmpeg`` prints "non-existing PPS" and starts at that keyframe), so they are no
+    frames of the video: planned as frames, the first chunk decoded none of them. ``0``
+    where the decoder's times are made up (``by_order``) or it gave none."""
+    if first_pts is None or by_order:
+        return 0
+    before = bisect.bisect_left(pts, first_pts)
+    return before if before < len(pts) else 0  # a time past every frame's: not theirs
+
+
+def _undecodable_note(count: int, start: Fraction) -> tuple[str, ...]:
+    """The line the run shows for :func:`_before_first_frame`'s frames (none for 0)."""
+    if not count:
+        return ()
+    return (
+        f"{count} frame(s) before the first that decodes, at {float(start):.3f}s: the file "
+        "starts inside a group of pictures (a cut recording?), and FFmpeg's decoder drops "
+        "them too",
+    )
+
+
+def _first_frame_picture(
+    container: Any, video: Any, uri: str, start: int = 0
+) -> tuple[PictureFormat, int | None]:
+    """Decode the first frame: proves a decoder exists and reads what the pictures are;
+    with the frame's pts. ``start``: the first frame's time in stream ticks, if before 0.
 
     The frame's own tags come first (the bitstream's, or the container's that FFmpeg
     attaches), the stream's where the frame has none."""
@@ -559,21 +593,26 @@ def _first_frame_picture(container: Any, video: Any, uri: str) -> PictureFormat:
             "decoder in this FFmpeg build; convert it first, e.g. "
             "`ffmpeg -i IN -c:v libx264 -c:a copy OUT.mkv`"
         )
-    picture = None
+    first = None
     try:
-        container.seek(0, stream=video, backward=True)
-        picture = _first_frame_picture_of(container, video, uri)
+        if start >= 0:
+            container.seek(0, stream=video, backward=True)
+            first = _first_frame_picture_of(container, video, uri)
     except av.error.FFmpegError:
         pass
-    if picture is None:  # an input that does not seek back (a still image): read it anew
+    # an input that does not seek back (a still image), or one read across the MPEG-TS
+    # clock's wrap (its seeks search the times that wrap): read it anew
+    if first is None:
         with open_input(uri) as fresh:
-            picture = _first_frame_picture_of(fresh, fresh.streams[video.index], uri)
-    if picture is None:
+            first = _first_frame_picture_of(fresh, fresh.streams[video.index], uri)
+    if first is None:
         raise CorruptVideoError(f"input '{uri}': no frame decodes although packets exist")
-    return picture
+    return first
 
 
-def _first_frame_picture_of(container: Any, video: Any, uri: str) -> PictureFormat | None:
+def _first_frame_picture_of(
+    container: Any, video: Any, uri: str
+) -> tuple[PictureFormat, int | None] | None:
     """:func:`_first_frame_picture` from where ``container`` is; ``None`` when no frame
     comes."""
     try:
@@ -587,7 +626,7 @@ def _first_frame_picture_of(container: Any, video: Any, uri: str) -> PictureForm
                 }
             )
             sar = ctx.sample_aspect_ratio
-            return PictureFormat(
+            picture = PictureFormat(
                 coded_width=frame.width,
                 coded_height=frame.height,
                 pix_fmt=frame.format.name if not ctx.is_hwaccel else (ctx.pix_fmt or "yuv420p"),
@@ -596,6 +635,7 @@ def _first_frame_picture_of(container: Any, video: Any, uri: str) -> PictureForm
                 colour=colour,
                 hdr=hdr_of_frame(frame),
             )
+            return picture, frame.pts
     except av.error.FFmpegError as e:
         raise CorruptVideoError(f"input '{uri}': its first frame does not decode ({e})") from e
     return None

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import LOSSLESS
-from pipeline_checks import LOSSLESS_10BIT, assert_fidelity, run_in_process
+from pipeline_checks import LOSSLESS_10BIT, assert_fidelity, model_frames, run_in_process
 
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.planning import VideoJob, plan_video
@@ -417,3 +417,43 @@ def _ffprobe_starts(path: Path) -> list[float]:
 
     streams = _ffprobe(["-show_entries", "stream=start_time", str(path)])["streams"]
     return [float(s["start_time"]) for s in streams]
+
+
+def test_a_recording_cut_inside_a_group_of_pictures_starts_at_its_first_keyframe(
+    tmp_path: Path,
+) -> None:
+    """A broadcast recording (or any MPEG-TS cut at a byte) starts inside a group of
+    pictures: its first frames reference pictures, and parameter sets, from before the cut.
+    FFmpeg's decoder drops them (printing "non-existing PPS"); the probe planned them as
+    frames and the run failed ("decoded 0 frames ... the input is probably damaged"). They
+    are left out now, with a line saying so, and the output holds every frame FFmpeg
+    decodes, at its time."""
+    whole = tmp_path / "broadcast.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=4",
+         "-f", "lavfi", "-i", "sine=f=440:d=4", "-c:v", "libx264", "-g", "50", "-bf", "2",
+         "-c:a", "aac", str(whole)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    data = whole.read_bytes()
+    source = tmp_path / "recording.ts"
+    source.write_bytes(data[188 * (len(data) // 188 // 4) :])  # a quarter in: inside GOP 1
+    info = probe(str(source))
+    decodes = ffprobe_frame_times(source)  # what FFmpeg's decoder gives
+    assert len(decodes) == 50 and info.n_frames == 50
+    assert info.pts[0] * info.time_base == pytest.approx(decodes[0], abs=1e-6)
+    assert len(info.left_out) == 1 and "before the first that decodes" in info.left_out[0]
+    out = tmp_path / "out.mkv"
+    run_in_process(source, out, "builtin:invert", 16, LOSSLESS)
+    # ffprobe's duration of the source spans the dropped frames too: not the whole judge
+    frames, _, _ = decode_upright(source)
+    got, _, _ = decode_upright(out)
+    assert np.array_equal(got, model_frames("builtin:invert", frames))
+    assert ffprobe_frame_times(out) == pytest.approx(decodes, abs=0.0005)  # Matroska's ms
+    errors = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stderr
+    assert errors == ""
