@@ -231,14 +231,17 @@ def assert_fidelity(
     assert got_facts[:-1] == want_facts[:-1], f"tags, chapters, video {got_facts}, {want_facts}"
     order, want_order = got_facts[-1], want_facts[-1]
     assert order == want_order or {order, want_order} <= _PROGRESSIVE, f"field order {order}"
-    for a, b in zip(out_streams, expected):
-        if (a.kind == "subtitle" and not subtitle_tags) or fmt not in DISPOSITIONS:
+    # the processed video's too (ffmpeg copies them: Matroska's default and forced flags)
+    pairs = [("video", out.dispositions, src.dispositions)]
+    pairs += [(b.kind, a.dispositions, b.dispositions) for a, b in zip(out_streams, expected)]
+    for kind, out_d, src_d in pairs:
+        if (kind == "subtitle" and not subtitle_tags) or fmt not in DISPOSITIONS:
             continue
-        got_d = {d for d in a.dispositions if d in kept}
-        want_d = {d for d in b.dispositions if d in kept}
-        if fmt in ("mp4", "mov") and not any("default" in s.dispositions for s in expected):
+        got_d, want_d = {d for d in out_d if d in kept}, {d for d in src_d if d in kept}
+        of_kind = [d for k, _, d in pairs if k == kind]
+        if fmt in ("mp4", "mov") and not any("default" in d for d in of_kind):
             got_d.discard("default")  # MP4 enables a track of each kind when none is default
-        assert got_d == want_d, f"stream {a.index}: dispositions {got_d}, source {want_d}"
+        assert got_d == want_d, f"{kind} stream: dispositions {got_d}, source {want_d}"
     # text subtitles, copied or converted: the same words at the same times (a container
     # may shift every stream, e.g. Matroska past AAC priming)
     moved = Fraction(out.start_seconds) - Fraction(src.start_seconds)

@@ -448,9 +448,11 @@ def container_tags(
 
 def _keep_video_facts(out_video: Any, source_video: Any) -> None:
     """The source video's language, title and handler name, timecode tag (MP4/MOV write it
-    as a ``tmcd`` track, Matroska as a tag) and field order (Matroska stores it) on the
-    output's video stream. The frames are the source's frames from the first on, so its
-    first frame's timecode still holds."""
+    as a ``tmcd`` track, Matroska as a tag), field order (Matroska stores it) and
+    dispositions (default, forced...: Matroska's track flags; as ``ffmpeg`` copies them)
+    on the output's video stream. The frames are the source's frames from the first on,
+    so its first frame's timecode still holds."""
+    out_video.disposition = source_video.disposition
     tags = {k: v for k, v in source_video.metadata.items() if k.lower() in _KEPT_TAGS}
     timecode = video_timecode(source_video)
     if timecode:

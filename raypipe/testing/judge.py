@@ -106,6 +106,7 @@ class ProbedVideo:
     title: str = ""
     timecode: str = ""  # the video's timecode tag, else a timecode (tmcd) stream's; "" if none
     field_order: str = ""  # ffprobe's: "progressive", "tt", "tb"...; "" when it shows none
+    dispositions: frozenset[str] = frozenset()  # the video stream's, as for ProbedStream
 
     @property
     def displayed_size(self) -> tuple[int, int]:
@@ -230,4 +231,5 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
         title=_title(v.get("tags", {})),
         timecode=next((t for t in timecodes if t), ""),
         field_order=str(v.get("field_order", "")),
+        dispositions=frozenset(k for k, on in v.get("disposition", {}).items() if on),
     )
