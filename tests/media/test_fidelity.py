@@ -19,6 +19,7 @@ from raypipe.distributed.planning import VideoJob, plan_video
 from raypipe.media import plan_chunks, probe
 from raypipe.media.decode import decode_chunk
 from raypipe.testing import TRAIT_CLIPS, ClipSpec, decode_upright, make_clip, trait_names
+from raypipe.testing.reference import ffmpeg_decode_errors, start_offset_seconds
 
 DEEP = {name for name, (spec, _) in TRAIT_CLIPS.items() if spec.pix_fmt.endswith("10le")}
 
@@ -366,13 +367,9 @@ def test_a_recording_across_the_mpeg_ts_clock_wrap_keeps_every_frame(
     those frames behind their edit list (kept in the file, shown by no player: 39 of 60
     frames played here, the audio cut alike), and every output started elsewhere than the
     source. All streams now move together, the earliest to 0, as ffmpeg's transcode does."""
-    source = tmp_path / "recording.ts"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=2.4",
-         "-f", "lavfi", "-i", "sine=f=440:d=2.4", "-c:v", "libx264", "-g", "12", "-c:a", "aac",
-         "-output_ts_offset", "95441.5", str(source)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    source = _ts_recording(
+        tmp_path / "recording.ts", 2.4, "-g", "12", "-output_ts_offset", "95441.5"
+    )
     src = ffprobe_frame_times(source)
     assert len(src) == 60 and src[0] < 0 < src[-1]  # FFmpeg reads it across the wrap
     out = tmp_path / f"out{suffix}"
@@ -381,8 +378,6 @@ def test_a_recording_across_the_mpeg_ts_clock_wrap_keeps_every_frame(
     assert len(got) == 60  # frames a player shows: ffprobe honours the edit list
     shift = got[0] - src[0]
     assert max(abs(b - a - shift) for a, b in zip(src, got, strict=True)) <= 0.001
-    from raypipe.testing.reference import start_offset_seconds
-
     assert abs(start_offset_seconds(out) - start_offset_seconds(source)) <= 0.001
     starts = _ffprobe_starts(out)
     assert min(starts) == pytest.approx(0.0, abs=0.001), starts
@@ -393,13 +388,19 @@ def test_a_recording_across_the_mpeg_ts_clock_wrap_keeps_every_frame(
     ).stdout  # fmt: skip
     if suffix != ".mkv":  # Matroska has no stream durations
         assert float(audio) > 2.3  # not cut with the frames before 0
-    errors = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stderr
-    assert errors == ""
+    assert ffmpeg_decode_errors(out) == ""
+
+
+def _ts_recording(path: Path, seconds: float, *options: str) -> Path:
+    """An MPEG-TS of 96x64 H.264 at 25 fps and AAC, ``seconds`` long, made by ffmpeg with
+    ``options`` for its output."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+         f"testsrc2=s=96x64:r=25:d={seconds}", "-f", "lavfi", "-i", f"sine=f=440:d={seconds}",
+         "-c:v", "libx264", "-c:a", "aac", *options, str(path)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return path
 
 
 def ffprobe_frame_times(path: Path) -> list[float]:
@@ -428,14 +429,7 @@ def test_a_recording_cut_inside_a_group_of_pictures_starts_at_its_first_keyframe
     frames and the run failed ("decoded 0 frames ... the input is probably damaged"). They
     are left out now, with a line saying so, and the output holds every frame FFmpeg
     decodes, at its time."""
-    whole = tmp_path / "broadcast.ts"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=4",
-         "-f", "lavfi", "-i", "sine=f=440:d=4", "-c:v", "libx264", "-g", "50", "-bf", "2",
-         "-c:a", "aac", str(whole)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    data = whole.read_bytes()
+    data = _ts_recording(tmp_path / "broadcast.ts", 4, "-g", "50", "-bf", "2").read_bytes()
     source = tmp_path / "recording.ts"
     source.write_bytes(data[188 * (len(data) // 188 // 4) :])  # a quarter in: inside GOP 1
     info = probe(str(source))
@@ -450,10 +444,4 @@ def test_a_recording_cut_inside_a_group_of_pictures_starts_at_its_first_keyframe
     got, _, _ = decode_upright(out)
     assert np.array_equal(got, model_frames("builtin:invert", frames))
     assert ffprobe_frame_times(out) == pytest.approx(decodes, abs=0.0005)  # Matroska's ms
-    errors = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-f", "null", "-"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stderr
-    assert errors == ""
+    assert ffmpeg_decode_errors(out) == ""
