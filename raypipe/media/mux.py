@@ -270,7 +270,7 @@ def _write(
     video = ((_time_key(p), 0, i, p, out_video) for i, p in enumerate(packets))
     others = _other_packets(source, copied, reencoded)
     if shift:
-        others = ((p, s) for (p, s) in _moved_pairs(others, shift))
+        others = _moved_pairs(others, shift)
     other = ((_time_key(p), 1, i, p, s) for i, (p, s) in enumerate(others)) if copied else iter(())
     rising = _RisingDts(out)
     try:
@@ -338,23 +338,24 @@ def _moved(packets: Iterator[Any], seconds: Fraction) -> Iterator[Any]:
     frame shows when the source played it, beside its audio; a source timeline that starts
     before 0 (:func:`_start_shift`)."""
     for packet in packets:
-        ticks = round(seconds / Fraction(packet.time_base))
-        packet.pts += ticks
-        if packet.dts is not None:
-            packet.dts += ticks
-        yield packet
+        yield _move(packet, seconds)
 
 
 def _moved_pairs(pairs: Iterator[tuple[Any, Any]], seconds: Fraction) -> Iterator[tuple[Any, Any]]:
     """(packet, output stream) pairs of :func:`_other_packets`, each packet ``seconds``
     later; attached pictures (cover art, no time) as they are."""
     for packet, stream in pairs:
-        if packet.pts is not None and not is_attached_pic(stream):
-            ticks = round(seconds / Fraction(packet.time_base))
-            packet.pts += ticks
-            if packet.dts is not None:
-                packet.dts += ticks
-        yield packet, stream
+        yield (packet if is_attached_pic(stream) else _move(packet, seconds)), stream
+
+
+def _move(packet: Any, seconds: Fraction) -> Any:
+    """``packet`` with its pts and dts ``seconds`` later, in ticks of its time base."""
+    ticks = round(seconds / Fraction(packet.time_base))
+    if packet.pts is not None:
+        packet.pts += ticks
+    if packet.dts is not None:
+        packet.dts += ticks
+    return packet
 
 
 def _start_shift(source: Any, copied: dict[int, Any], video_start: Fraction) -> Fraction:
