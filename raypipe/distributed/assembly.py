@@ -64,7 +64,12 @@ def assemble_video(facts: VideoFacts) -> Assembled:
             tags = provenance_tags(recorded, output_format(facts.output)) if recorded else {}
             with _warnings_into(warned, "raypipe.media"):
                 assemble(
-                    segment_uris(facts), facts.output, facts.uri, tags=tags, keep_tag=not_provenance
+                    segment_uris(facts),
+                    facts.output,
+                    facts.uri,
+                    tags=tags,
+                    keep_tag=not_provenance,
+                    per_frame=max(1, facts.n_out // facts.n_frames) if facts.n_frames else 1,
                 )
             frames_out = facts.n_out or facts.n_frames  # an interpolating model doubles them
         result = Assembled(frames_out=frames_out)

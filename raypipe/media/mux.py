@@ -185,6 +185,7 @@ def assemble(
     copy_streams: bool = True,
     tags: Mapping[str, str] | None = None,
     keep_tag: Callable[[str, str], bool] | None = None,
+    per_frame: int = 1,
 ) -> None:
     """Write ``output_uri`` from ``segment_uris`` (in chunk order) and ``source_uri``'s streams.
 
@@ -192,7 +193,8 @@ def assemble(
     ``tags``: container (format) metadata to write; MP4/MOV keep the iTunes-style keys
     (``comment``, ``title``...), AVI only its INFO keys, MPEG-TS none. The source's own
     container tags go with them (:func:`container_tags`; ``tags`` win a key both have, and
-    ``keep_tag(key, value)`` false leaves a source tag out). The file is built
+    ``keep_tag(key, value)`` false leaves a source tag out). ``per_frame``: output frames
+    per source frame (2 after an interpolating model). The file is built
     under a temporary name and committed atomically (:func:`raypipe.storage.commit`). Raises
     :class:`EncodeError` when segments do not concatenate (different codec headers,
     timestamps going backwards, a damaged or missing segment) and :class:`MuxError` when
@@ -211,7 +213,9 @@ def assemble(
             with av.open(staged, mode="w", format=fmt, options=options) as out:
                 name = os.path.basename(output_uri)
                 given = dict(tags or {})
-                _write(out, uris, source, source_uri, copy_streams, name, given, keep_tag)
+                _write(
+                    out, uris, source, source_uri, copy_streams, name, given, keep_tag, per_frame
+                )
         storage.commit(staged, output_uri)
     except BaseException:
         if os.path.exists(staged):
@@ -228,6 +232,7 @@ def _write(
     output_name: str,
     tags: dict[str, str],
     keep_tag: Callable[[str, str], bool] | None,
+    per_frame: int = 1,
 ) -> None:
     head, opened = _open_segment(paths[0])
     with opened as first:
@@ -243,14 +248,15 @@ def _write(
         out_video.codec_context.codec_tag = "hvc1"  # Apple's players refuse FFmpeg's hev1
     if head.colour is not None:
         head.colour.apply(out_video.codec_context)
-    if head.rate:
-        out_video.codec_context.framerate = head.rate  # the stream's avg_frame_rate
+    processed = pick_video_stream(source, source_uri)
+    if head.rate:  # the stream's avg_frame_rate; Matroska's default frame duration
+        rate = _tagged_rate(out.format.name, head.rate, processed, per_frame)
+        out_video.codec_context.framerate = rate
     frame_seconds = None
     if out.format.name in _CONSTANT_RATE and head.rate:
         frame_seconds = 1 / head.rate  # one tick per frame: AVI has no timestamps
         out_video.time_base = frame_seconds
     out.metadata.update(container_tags(source.metadata, tags, keep_tag))
-    processed = pick_video_stream(source, source_uri)
     _keep_video_facts(out_video, processed)
     copied, reencoded = _copied_streams(out, source, source_uri) if copy_streams else ({}, set())
     if out.format.name in _CONSTANT_RATE:
@@ -330,6 +336,25 @@ def _rescaled(value: int, src: Fraction, dst: Fraction) -> int:
     n = value * src.numerator * dst.denominator
     d = src.denominator * dst.numerator
     return (2 * n + d) // (2 * d) if n >= 0 else -((d - 2 * n) // (2 * d))
+
+
+def _tagged_rate(fmt: str, rate: Fraction, source_video: Any, per_frame: int = 1) -> Fraction:
+    """The frame rate the output's video stream is tagged with: its average ``rate``; in
+    Matroska and WebM, for a variable frame rate, the rate ``ffmpeg`` takes for the
+    source's frames (its guess: ``r_frame_rate``, the rate every frame's time is a whole
+    number of frames of, unless a codec's field rate doubles it; ``per_frame`` times it
+    after a model that makes more frames), as ``ffmpeg`` and mkvmerge write a variable
+    rate's default frame duration there. A default duration longer than the shortest
+    frame (a phone's 30 fps with dropped frames, 23.5 fps on average) makes FFmpeg's
+    decoding of the file guess decode times that collide ("non monotonically increasing
+    dts" from ``ffmpeg -v error -f null``). Elsewhere the tag is no frame duration (MP4
+    and MOV time every sample; MPEG-TS every packet)."""
+    guessed = source_video.guessed_rate
+    if fmt not in ("matroska", "webm") or not guessed:
+        return rate
+    if Fraction(guessed) * per_frame <= rate * Fraction(1001, 1000):
+        return rate  # a constant rate (within the rounding of its times)
+    return Fraction(guessed) * per_frame
 
 
 def _moved(packets: Iterator[Any], seconds: Fraction) -> Iterator[Any]:

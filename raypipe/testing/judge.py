@@ -107,6 +107,7 @@ class ProbedVideo:
     timecode: str = ""  # the video's timecode tag, else a timecode (tmcd) stream's; "" if none
     field_order: str = ""  # ffprobe's: "progressive", "tt", "tb"...; "" when it shows none
     dispositions: frozenset[str] = frozenset()  # the video stream's, as for ProbedStream
+    base_rate: Fraction = Fraction(0)  # ffprobe's r_frame_rate
 
     @property
     def displayed_size(self) -> tuple[int, int]:
@@ -232,4 +233,5 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
         timecode=next((t for t in timecodes if t), ""),
         field_order=str(v.get("field_order", "")),
         dispositions=frozenset(k for k, on in v.get("disposition", {}).items() if on),
+        base_rate=_rate(str(v.get("r_frame_rate", "0/1"))),
     )

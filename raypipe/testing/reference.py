@@ -300,17 +300,10 @@ def ffprobe_frame_count(path: PathLike) -> int:
     return 0 if text == "N/A" else int(text.splitlines()[0].strip().rstrip(","))
 
 
-def ffmpeg_decode_errors(path: PathLike, *, input_time_base: bool = False) -> str:
-    """stderr of ``ffmpeg -v error -i PATH -f null -``: "" when every stream decodes cleanly.
-
-    ``input_time_base``: add ``-enc_time_base -1`` (the null output keeps the input's time
-    base). For a variable frame rate in Matroska, ffmpeg 5.1 otherwise rounds frame times
-    to its guessed rate and its null muxer complains about its own timestamps ("non
-    monotonically increasing dts"), for files FFmpeg itself wrote too; decoding errors
-    are reported either way."""
-    extra = ["-enc_time_base", "-1"] if input_time_base else []
+def ffmpeg_decode_errors(path: PathLike) -> str:
+    """stderr of ``ffmpeg -v error -i PATH -f null -``: "" when every stream decodes cleanly."""
     args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", os.fspath(path),
-            *extra, "-f", "null", "-"]  # fmt: skip
+            "-f", "null", "-"]  # fmt: skip
     result = _run(args)
     errors = result.stderr.strip()
     if result.returncode != 0 and not errors:
