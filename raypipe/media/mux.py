@@ -375,12 +375,17 @@ def _moved_pairs(pairs: Iterator[tuple[Any, Any]], seconds: Fraction) -> Iterato
 
 def _move(packet: Any, seconds: Fraction) -> Any:
     """``packet`` with its pts and dts ``seconds`` later, in ticks of its time base."""
-    ticks = round(seconds / Fraction(packet.time_base))
+    ticks = _ticks(seconds, packet.time_base)
     if packet.pts is not None:
         packet.pts += ticks
     if packet.dts is not None:
         packet.dts += ticks
     return packet
+
+
+def _ticks(seconds: Fraction, time_base: Any) -> int:
+    """``seconds`` in whole ticks of ``time_base``, to the nearest."""
+    return round(seconds / Fraction(time_base))
 
 
 def _start_shift(source: Any, copied: dict[int, Any], video_start: Fraction) -> Fraction:
@@ -395,13 +400,16 @@ def _start_shift(source: Any, copied: dict[int, Any], video_start: Fraction) -> 
     priming before 0 stays as it is)."""
     if video_start >= 0:
         return Fraction(0)
-    starts = [video_start]
-    for index in copied:
-        s = source.streams[index]
-        if is_attached_pic(s) or s.start_time is None or s.time_base is None:
-            continue
-        starts.append(s.start_time * s.time_base)
-    return -min(starts)
+    streams = [source.streams[i] for i in copied]
+    starts = [_start_of(s) for s in streams if not is_attached_pic(s)]
+    return -min([video_start, *(t for t in starts if t is not None)])
+
+
+def _start_of(stream: Any) -> Fraction | None:
+    """A source stream's start time in seconds, as its demuxer reports it (``None``: none)."""
+    if stream.start_time is None or stream.time_base is None:
+        return None
+    return stream.start_time * stream.time_base
 
 
 def _moved_chapters(chapters: list[Any], seconds: Fraction) -> list[Any]:
@@ -410,7 +418,7 @@ def _moved_chapters(chapters: list[Any], seconds: Fraction) -> list[Any]:
         return chapters
     moved = []
     for c in chapters:
-        ticks = round(seconds / Fraction(c["time_base"]))
+        ticks = _ticks(seconds, c["time_base"])
         moved.append({**c, "start": c["start"] + ticks, "end": c["end"] + ticks})
     return moved
 
@@ -750,13 +758,14 @@ def constant_rate_problem(info: VideoInfo, output: str) -> str:
 def _warn_lost_offsets(source: Any, video: Any, copied: dict[int, Any]) -> None:
     """AVI has no stream start times: say so when an audio stream starts apart from the
     ``video`` (the one processed; it will play from the video's start)."""
-    if video.start_time is None or video.time_base is None:
+    start = _start_of(video)
+    if start is None:
         return
-    start = video.start_time * video.time_base
     for index in copied:
         s = source.streams[index]
-        if s.type == "audio" and s.start_time is not None and s.time_base is not None:
-            offset = s.start_time * s.time_base - start
+        audio_start = _start_of(s) if s.type == "audio" else None
+        if audio_start is not None:
+            offset = audio_start - start
             if abs(offset) > Fraction(1, 1000):
                 log.warning(
                     "audio stream %d starts %.3fs %s the video; an AVI file cannot keep "

@@ -206,7 +206,7 @@ def _probe(
             last_duration = end - pts[-1]
         elif last_duration <= 0:
             last_duration = _guess_last_duration(pts, Fraction(nominal), Fraction(tb))
-        picture, first_pts = _first_frame_picture(container, video, uri, min(0, pts[0]))
+        picture, first_pts = _first_frame_picture(container, video, uri, reopen=pts[0] < 0)
         undecodable = _before_first_frame(pts, first_pts, stamped_by_order(container, video))
         if undecodable:
             pts = pts[undecodable:]
@@ -575,10 +575,11 @@ def _undecodable_note(count: int, start: Fraction) -> tuple[str, ...]:
 
 
 def _first_frame_picture(
-    container: Any, video: Any, uri: str, start: int = 0
+    container: Any, video: Any, uri: str, *, reopen: bool = False
 ) -> tuple[PictureFormat, int | None]:
     """Decode the first frame: proves a decoder exists and reads what the pictures are;
-    with the frame's pts. ``start``: the first frame's time in stream ticks, if before 0.
+    with the frame's pts. ``reopen``: read it from a fresh open rather than a seek to 0
+    (a source whose frames start before 0).
 
     The frame's own tags come first (the bitstream's, or the container's that FFmpeg
     attaches), the stream's where the frame has none."""
@@ -595,7 +596,7 @@ def _first_frame_picture(
         )
     first = None
     try:
-        if start >= 0:
+        if not reopen:
             container.seek(0, stream=video, backward=True)
             first = _first_frame_picture_of(container, video, uri)
     except av.error.FFmpegError:
