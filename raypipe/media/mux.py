@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import heapq
 import io
+import itertools
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ import numpy as np
 from raypipe import faults
 from raypipe.config import AUTO_CODEC, default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
+from raypipe.media import captions
 from raypipe.media.encode import _NO_DTS, Segment
 from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
@@ -261,7 +263,8 @@ def _write(
     copied, reencoded = _copied_streams(out, source, source_uri) if copy_streams else ({}, set())
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
-    packets = _segment_packets(paths, extradata, frame_seconds)
+    track = _caption_track(source, source_uri, processed, out_video)
+    packets = _segment_packets(paths, extradata, frame_seconds, track)
     lead = Fraction(0)
     if frame_seconds is None and source.format.name in DECODE_ORDER_ONLY:
         with open_input(source_uri) as fresh:  # `source` is read for its streams below
@@ -289,6 +292,8 @@ def _write(
                 faults.checkpoint("assemble", output_name)  # crash tests: half a file
     except av.error.FFmpegError as e:
         raise MuxError(f"writing {out.format.name} output failed: {e}") from e
+    if track is not None:
+        log.info("%s: closed captions kept in %d pictures", output_name, track.found)
 
 
 _FAULT_AFTER_PACKETS = 8
@@ -777,6 +782,61 @@ def _warn_lost_offsets(source: Any, video: Any, copied: dict[int, Any]) -> None:
                 )
 
 
+def _caption_track(
+    source: Any, source_uri: str, video: Any, out_video: Any
+) -> captions.CaptionTrack | None:
+    """The source video's closed captions (:mod:`raypipe.media.captions`), read from a
+    second opening of the source, when its first
+    :data:`CAPTION_SCAN_PACKETS` packets carry any and the output's codec can hold them
+    (else a warning that they are left out). None when there are none to keep."""
+    codec = video.codec_context.name
+    if source.format.name in DECODE_ORDER_ONLY or not (
+        codec in captions.CARRIERS or codec == "mpeg2video"
+    ):
+        return None
+    length_size = captions.nal_length_size(codec, video.codec_context.extradata)
+    packets = _video_packets(source_uri, video.index)
+    first = list(itertools.islice(packets, CAPTION_SCAN_PACKETS))
+    if not any(captions.picture_captions(bytes(p), codec, length_size) for p in first):
+        return None
+    out_codec = out_video.codec_context.codec.canonical_name
+    if out_codec not in captions.CARRIERS:
+        log.warning(
+            "the source's closed captions (CEA-608/708, in its video) are left out: %s "
+            "video has no place for them (libx264 and libx265 keep them)",
+            out_codec,
+        )
+        return None
+    return captions.CaptionTrack(itertools.chain(first, packets), codec, length_size)
+
+
+def _video_packets(source_uri: str, index: int) -> Iterator[Any]:
+    """The packets of stream ``index`` of a new opening of ``source_uri``, closed once
+    they are read or the iterator is dropped."""
+    with open_input(source_uri) as fresh:
+        yield from _packets(fresh, [fresh.streams[index]])
+
+
+CAPTION_SCAN_PACKETS = 300
+"""Video packets read for captions before a source counts as having none: broadcast
+captions ride on every picture (padding when nothing is said), so ten seconds at 30 fps
+tell. A source whose captions begin later keeps none (a full second read of the source
+would find them)."""
+
+
+def _captioned(packet: Any, track: captions.CaptionTrack, codec: str) -> Any:
+    """``packet`` (an encoder's, Annex B) with the captions of the source picture of its
+    time, or itself when that picture had none."""
+    cc = track.at(packet.pts * Fraction(packet.time_base))
+    if cc is None:
+        return packet
+    new = av.Packet(captions.with_captions(bytes(packet), cc, codec))
+    new.time_base = packet.time_base
+    new.pts, new.dts, new.duration = packet.pts, packet.dts, packet.duration
+    new.is_keyframe = packet.is_keyframe
+    return new
+
+
 def _read_segment(uri: str) -> Segment:
     from raypipe import storage
 
@@ -807,10 +867,15 @@ def _open_segment(uri: str) -> tuple[Segment, Any]:
 
 
 def _segment_packets(
-    paths: list[str], extradata: bytes | None, frame_seconds: Fraction | None = None
+    paths: list[str],
+    extradata: bytes | None,
+    frame_seconds: Fraction | None = None,
+    track: captions.CaptionTrack | None = None,
 ) -> Iterator[Any]:
     """Every video packet of the segments, in order, with the encoder's exact pts/dts and
-    durations; ``frame_seconds``: the one duration a constant-rate container allows."""
+    durations; ``frame_seconds``: the one duration a constant-rate container allows;
+    ``track``: the source's closed captions, written into the packet of each picture's
+    time (before the constant rate's grid retimes it)."""
     last_dts: Fraction | None = None
     last_end: Fraction | None = None  # the latest display time of the segments so far
     n_out = 0
@@ -851,6 +916,8 @@ def _segment_packets(
                 packet.dts = None if dts == _NO_DTS else int(dts)
                 if durations is not None:
                     packet.duration = int(durations[i])
+                if track is not None:
+                    packet = _captioned(packet, track, stream.codec_context.name)
                 if frame_seconds is not None:
                     _on_frame_grid(packet, frame_seconds, n_out)
                 n_out += 1
