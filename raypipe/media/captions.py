@@ -30,6 +30,8 @@ CARRIERS = {"h264": 6, "hevc": 39}
 (HEVC's prefix SEI). MPEG-2 sources carry them in picture user data; outputs are written
 in these two only (FFmpeg's MPEG-2 encoder writes its own from frame side data, which
 raypipe's frames do not have)."""
+READ_FROM = frozenset({*CARRIERS, "mpeg2video"})
+"""Source codecs whose captions are read."""
 _T35_GA94 = b"\xb5\x00\x31GA94"  # United States, ATSC, user identifier "GA94"
 _CC_DATA = 0x03  # ATSC user_data_type_code: cc_data
 _SEI_USER_DATA_REGISTERED = 4

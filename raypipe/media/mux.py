@@ -790,9 +790,7 @@ def _caption_track(
     :data:`CAPTION_SCAN_PACKETS` packets carry any and the output's codec can hold them
     (else a warning that they are left out). None when there are none to keep."""
     codec = video.codec_context.name
-    if source.format.name in DECODE_ORDER_ONLY or not (
-        codec in captions.CARRIERS or codec == "mpeg2video"
-    ):
+    if source.format.name in DECODE_ORDER_ONLY or codec not in captions.READ_FROM:
         return None
     length_size = captions.nal_length_size(codec, video.codec_context.extradata)
     packets = _video_packets(source_uri, video.index)
@@ -812,9 +810,13 @@ def _caption_track(
 
 def _video_packets(source_uri: str, index: int) -> Iterator[Any]:
     """The packets of stream ``index`` of a new opening of ``source_uri``, closed once
-    they are read or the iterator is dropped."""
-    with open_input(source_uri) as fresh:
-        yield from _packets(fresh, [fresh.streams[index]])
+    they are read or the iterator is dropped; they end early where the source is damaged
+    (its frames were read as far as they decode, and captions are not worth failing for)."""
+    try:
+        with open_input(source_uri) as fresh:
+            yield from _packets(fresh, [fresh.streams[index]])
+    except av.error.FFmpegError as e:
+        log.debug("reading %s for its captions stopped: %s", source_uri, e)
 
 
 CAPTION_SCAN_PACKETS = 300
