@@ -18,12 +18,11 @@ output's packets and holds only that window.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
-log = logging.getLogger("raypipe.media")
+import av
 
 CARRIERS = {"h264": 6, "hevc": 39}
 """Codecs whose pictures carry captions in an SEI NAL unit, and that NAL unit's type
@@ -86,38 +85,58 @@ def with_captions(data: bytes, cc: bytes, codec: str) -> bytes:
     return data[:at] + nal + data[at:]
 
 
+def captioned_packet(packet: Any, cc: bytes, codec: str) -> Any:
+    """A new packet: an encoder's ``packet`` with ``cc`` (:func:`with_captions`), on its
+    times, with its keyframe flag."""
+    new = av.Packet(with_captions(bytes(packet), cc, codec))
+    new.time_base = packet.time_base
+    new.pts, new.dts, new.duration = packet.pts, packet.dts, packet.duration
+    new.is_keyframe = packet.is_keyframe
+    return new
+
+
 class CaptionTrack:
     """The captions of a source's video stream by picture time, read ahead as asked."""
 
     def __init__(self, packets: Iterator[Any], codec: str, length_size: int) -> None:
-        self._packets = packets
+        self._packets: Iterator[Any] | None = packets
         self._codec = codec
         self._length_size = length_size
         self._pending: dict[Fraction, bytes] = {}
         self._horizon: Fraction | None = None  # the latest picture time read so far
         self.found = 0  # pictures with captions handed out
 
+    def prefetch(self, count: int) -> bool:
+        """Read the next ``count`` packets; whether any picture read so far has captions."""
+        for _ in range(count):
+            if not self._read_one():
+                break
+        return bool(self._pending)
+
     def at(self, seconds: Fraction) -> bytes | None:
         """The ``cc_data`` of the source picture shown at ``seconds``, once; None if none."""
-        while self._packets is not None and (
-            self._horizon is None or self._horizon < seconds + READ_AHEAD_S
-        ):
-            packet = next(self._packets, None)
-            if packet is None:
-                self._packets = None
+        while self._horizon is None or self._horizon < seconds + READ_AHEAD_S:
+            if not self._read_one():
                 break
-            if packet.pts is None:
-                continue
-            t = packet.pts * packet.time_base
-            self._horizon = t if self._horizon is None else max(self._horizon, t)
-            cc = picture_captions(bytes(packet), self._codec, self._length_size)
-            if cc:
-                self._pending[t] = cc
         for stale in [t for t in self._pending if t < seconds - READ_AHEAD_S]:
             del self._pending[stale]  # pictures no output frame shows (dropped ones)
         cc = self._pending.pop(seconds, None)
         self.found += cc is not None
         return cc
+
+    def _read_one(self) -> bool:
+        """Read one source packet; False once they are all read."""
+        packet = next(self._packets, None) if self._packets is not None else None
+        if packet is None:
+            self._packets = None
+            return False
+        if packet.pts is not None:
+            t = packet.pts * packet.time_base
+            self._horizon = t if self._horizon is None else max(self._horizon, t)
+            cc = picture_captions(bytes(packet), self._codec, self._length_size)
+            if cc:
+                self._pending[t] = cc
+        return True
 
 
 def nal_length_size(codec: str, extradata: bytes | None) -> int:

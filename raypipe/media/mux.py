@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import heapq
 import io
-import itertools
 import logging
 import math
 import os
@@ -793,9 +792,8 @@ def _caption_track(
     if source.format.name in DECODE_ORDER_ONLY or codec not in captions.READ_FROM:
         return None
     length_size = captions.nal_length_size(codec, video.codec_context.extradata)
-    packets = _video_packets(source_uri, video.index)
-    first = list(itertools.islice(packets, CAPTION_SCAN_PACKETS))
-    if not any(captions.picture_captions(bytes(p), codec, length_size) for p in first):
+    track = captions.CaptionTrack(_video_packets(source_uri, video.index), codec, length_size)
+    if not track.prefetch(CAPTION_SCAN_PACKETS):
         return None
     out_codec = out_video.codec_context.codec.canonical_name
     if out_codec not in captions.CARRIERS:
@@ -805,7 +803,7 @@ def _caption_track(
             out_codec,
         )
         return None
-    return captions.CaptionTrack(itertools.chain(first, packets), codec, length_size)
+    return track
 
 
 def _video_packets(source_uri: str, index: int) -> Iterator[Any]:
@@ -830,13 +828,7 @@ def _captioned(packet: Any, track: captions.CaptionTrack, codec: str) -> Any:
     """``packet`` (an encoder's, Annex B) with the captions of the source picture of its
     time, or itself when that picture had none."""
     cc = track.at(packet.pts * Fraction(packet.time_base))
-    if cc is None:
-        return packet
-    new = av.Packet(captions.with_captions(bytes(packet), cc, codec))
-    new.time_base = packet.time_base
-    new.pts, new.dts, new.duration = packet.pts, packet.dts, packet.duration
-    new.is_keyframe = packet.is_keyframe
-    return new
+    return packet if cc is None else captions.captioned_packet(packet, cc, codec)
 
 
 def _read_segment(uri: str) -> Segment:

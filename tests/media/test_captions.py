@@ -63,11 +63,7 @@ def captioned_source(path: Path, encoder: str) -> Path:
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 frame.pts = i
             for packet in stream.encode(frame):
-                new = av.Packet(
-                    captions.with_captions(bytes(packet), caption_bytes(packet.pts), codec)
-                )
-                new.pts, new.dts, new.time_base = packet.pts, packet.dts, packet.time_base
-                new.is_keyframe = packet.is_keyframe
+                new = captions.captioned_packet(packet, caption_bytes(packet.pts), codec)
                 new.stream = stream
                 out.mux(new)
     return path
