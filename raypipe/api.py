@@ -75,6 +75,7 @@ def process_video(
     local_num_cpus: int | None | Keep = KEEP,
     local_num_gpus: int | None | Keep = KEEP,
     local_object_store_bytes: int | None | Keep = KEEP,
+    stages: str | Keep = KEEP,
     overwrite: bool | Keep = KEEP,
     stats_path: str | None | Keep = KEEP,
     quiet: bool | Keep = KEEP,
@@ -131,6 +132,9 @@ def process_video(
         local_num_gpus: GPUs of the local Ray (default: Ray detects them).
         local_object_store_bytes: object store of the local Ray (default: sized from the
             video's chunks and the model's output size, at most Ray's default).
+        stages: ``auto``, ``split`` or ``fused``: a chunk decoded and encoded in CPU tasks
+            around the inference actors, or in the actors themselves (``auto``: in the
+            actors where they run on the CPU).
         overwrite: replace ``output`` if it exists (default False).
         stats_path: write the run's stats JSON here (``raypipe report`` draws it).
         quiet: no progress display (default False).
@@ -181,6 +185,7 @@ def process_archive(
     local_num_cpus: int | None | Keep = KEEP,
     local_num_gpus: int | None | Keep = KEEP,
     local_object_store_bytes: int | None | Keep = KEEP,
+    stages: str | Keep = KEEP,
     stats_path: str | None | Keep = KEEP,
     quiet: bool | Keep = KEEP,
     verbose: bool | Keep = KEEP,
@@ -237,6 +242,7 @@ def process_archive(
         local_num_cpus: logical CPUs of the local Ray (default twice the cores, at least 4).
         local_num_gpus: GPUs of the local Ray (default: Ray detects them).
         local_object_store_bytes: object store of the local Ray (default: Ray's).
+        stages: ``auto``, ``split`` or ``fused``, as for :func:`process_video`.
         stats_path: write the run's stats JSON here.
         quiet: no progress display (default False).
         verbose: leave Ray's own log lines on the terminal too (default False).

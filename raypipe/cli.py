@@ -30,6 +30,7 @@ from raypipe.config import (
     DECODERS,
     DEVICES,
     HANDOFFS,
+    STAGES,
     ChunkConfig,
     RuntimeConfig,
     ray_address_from_env,
@@ -110,6 +111,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         type=float,
         default=1.0,
         help="CPUs each inference actor reserves (default 1)",
+    )
+    p.add_argument(
+        "--stages",
+        choices=STAGES,
+        default="auto",
+        help="where a chunk is decoded and encoded: auto: in the inference actors when they "
+        "run on the CPU (the frames never pass through Ray's object store), in CPU tasks "
+        "around GPU actors (default); split: always in tasks; fused: always in the actors",
     )
     p.add_argument(
         "--batch-size",

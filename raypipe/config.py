@@ -22,6 +22,12 @@ HANDOFFS: tuple[str, ...] = ("auto", "rgb", "yuv")
 """``--handoff``: how decoded frames travel to the inference actors (raypipe.media.yuv):
 ``rgb`` always as RGB, ``yuv`` as packed YUV wherever the source and the model allow it,
 ``auto`` as YUV only to actors that hold GPUs."""
+STAGES: tuple[str, ...] = ("auto", "split", "fused")
+"""``--stages``: how a chunk's decode, model and encode are placed
+(:mod:`raypipe.distributed.fused`): ``split`` decode and encode tasks around a pool of
+inference actors, the chunk's frames passed between them through Ray's object store;
+``fused`` all three in one actor, the frames never leaving its process; ``auto`` fused
+where the actors run on the CPU (no GPU in the plan), split where they hold GPUs."""
 DEFAULT_MODEL = "builtin:identity"
 
 
@@ -231,7 +237,8 @@ class RuntimeConfig:
 
     ``address`` ``None`` uses the cluster Ray is connected to, else ``RAY_ADDRESS``, else a
     local Ray started for the run. ``workers`` ``None`` means one inference actor per GPU in
-    the cluster, or one CPU actor when there is none; ``workers_per_gpu`` k shares each GPU
+    the cluster, or one CPU actor when there is none (fused stages on the CPU: one actor per
+    two of the cluster's CPUs); ``workers_per_gpu`` k shares each GPU
     between k actors (``num_gpus=1/k``: several sessions keep a card busy while others wait
     on I/O; Ray isolates nothing, so each gets 1/k of the card's memory as its budget).
     ``actor_num_cpus`` is the CPU share each
@@ -239,6 +246,8 @@ class RuntimeConfig:
     the decode and encode tasks. ``local_object_store_bytes``: the object store of a local
     Ray started for the run; ``None`` sizes it from the video's chunks where a run knows
     them (:func:`raypipe.distributed.cluster.local_store_bytes`), else Ray's default.
+    ``stages``: one of :data:`STAGES` (``auto``: the chunk's stages in one actor where the
+    actors run on the CPU).
     """
 
     address: str | None = None
@@ -248,9 +257,12 @@ class RuntimeConfig:
     local_num_cpus: int | None = None
     local_num_gpus: int | None = None
     local_object_store_bytes: int | None = None
+    stages: str = "auto"
 
     def __post_init__(self) -> None:
         _positive("local_object_store_bytes", self.local_object_store_bytes)
+        if self.stages not in STAGES:
+            raise ConfigError(f"stages must be auto, split or fused, got {self.stages!r}")
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
             raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
         _positive("actor_num_cpus", self.actor_num_cpus)
@@ -321,6 +333,7 @@ _OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "local_num_cpus": ("runtime", "local_num_cpus"),
     "local_num_gpus": ("runtime", "local_num_gpus"),
     "local_object_store_bytes": ("runtime", "local_object_store_bytes"),
+    "stages": ("runtime", "stages"),
 }
 _SECTIONS = {
     "chunk": ChunkConfig,

@@ -7,6 +7,7 @@ against the cluster's resources before anything runs, with a message saying what
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -283,10 +284,27 @@ class ActorPlan:
     num_gpus: float  # per actor: 1/k with k workers per GPU
     num_cpus: float
     intra_op_threads: int
+    fused: bool = False  # each actor decodes, runs and encodes (raypipe.distributed.fused)
 
     @property
     def uses_gpu(self) -> bool:
         return self.num_gpus > 0
+
+
+def fuse_stages(plan: ActorPlan, runtime: RuntimeConfig) -> ActorPlan:
+    """``plan`` with the chunk's stages fused into its actors (``runtime.stages``: ``fused``,
+    or ``auto`` for actors on the CPU), else as it is. Fused CPU actors are one per two of
+    the cluster's CPUs (two per ``actor_num_cpus`` above 1) unless ``runtime.workers``
+    says: each decodes with :data:`~raypipe.distributed.fused.FUSED_THREADS` threads, and
+    the other CPU slots are left to the plan and assembly tasks (raypipe's local Ray counts
+    twice the cores)."""
+    if runtime.stages == "split" or (runtime.stages == "auto" and plan.uses_gpu):
+        return plan
+    workers = plan.workers
+    if not plan.uses_gpu and runtime.workers is None:
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        workers = max(1, int(cpus / 2 / max(plan.num_cpus, 1.0)))
+    return dataclasses.replace(plan, workers=workers, fused=True)
 
 
 def plan_actors(runtime: RuntimeConfig, model: ModelConfig) -> ActorPlan:

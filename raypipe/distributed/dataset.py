@@ -21,6 +21,7 @@ from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.actors import InferActor
 from raypipe.distributed.cluster import ActorPlan, on_local_ray, sized_local_store
 from raypipe.distributed.fixed_cluster import use_fixed_cluster
+from raypipe.distributed.fused import fused_stage
 from raypipe.distributed.planning import (
     ModelFacts,
     PlannedVideo,
@@ -78,16 +79,16 @@ def build_dataset(
     """The lazy pipeline over ``source`` (video and chunk rows: :func:`video_source` or
     :func:`archive_source`): decode tasks → inference actors → encode (or, for a
     tensor-output ``model``, store) tasks, which write each chunk's segment to its work
-    directory. Every row is its own block, so every chunk is its own task. On a local Ray
-    this process started, the run's executor takes the node's resources from the start
-    (:mod:`raypipe.distributed.fixed_cluster`).
+    directory; for a plan with fused stages (:attr:`ActorPlan.fused`) one pool of actors
+    that do all three (:mod:`raypipe.distributed.fused`). Every row is its own block, so
+    every chunk is its own task. On a local Ray this process started, the run's executor
+    takes the node's resources from the start (:mod:`raypipe.distributed.fixed_cluster`).
 
     ``warmup_picture``: the first video's picture; the actors warm up on a batch of its
     upright size (None: on their first chunk). ``handoff``: the run's YUV hand-off rule
     (:attr:`StartedRun.handoff`); when the first video goes as YUV under it, the actors
     warm the model that takes its YUV frames instead of RGB."""
     ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
-    ds = decode_step(source, cfg.chunk.decoder, handoff=handoff)
     warmup_hw, warmup_yuv = None, None
     if warmup_picture is not None:
         width, height = warmup_picture.upright_size
@@ -102,12 +103,24 @@ def build_dataset(
         warmup_frames=warmup_frames,
         warmup_yuv=warmup_yuv,
     )
-    ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
-    if model.tensor:
-        ds = ds.map(store_stage, num_cpus=0.25)
+    if actors.fused:
+        source.context.target_max_block_size = 1  # every chunk its own call, as decode_step
+        ds = fused_stage(
+            source,
+            job,
+            workers=max(1, min(actors.workers, max_workers or actors.workers)),
+            decoder=cfg.chunk.decoder,
+            encode=cfg.encode,
+            handoff=handoff,
+        )
     else:
-        encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
-        ds = ds.map(encode, num_cpus=TASK_CPUS)
+        ds = decode_step(source, cfg.chunk.decoder, handoff=handoff)
+        ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
+        if model.tensor:
+            ds = ds.map(store_stage, num_cpus=0.25)
+        else:
+            encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
+            ds = ds.map(encode, num_cpus=TASK_CPUS)
     if sized_local_store() is not None and DATA_SHARE_ENV not in os.environ:
         ds.context.override_object_store_memory_limit_fraction = SIZED_STORE_DATA_FRACTION
     if on_local_ray():  # one node that cannot grow: its resources from the start

@@ -22,6 +22,7 @@ from raypipe.config import RunConfig, frame_bytes, ray_address_from_env
 from raypipe.distributed.cluster import (
     ActorPlan,
     connect,
+    fuse_stages,
     local_store_bytes,
     plan_actors,
     sized_local_store,
@@ -71,7 +72,7 @@ def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
     connect(cfg.runtime, verbose=cfg.verbose)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
-    actors = plan_actors(cfg.runtime, cfg.model)
+    actors = fuse_stages(plan_actors(cfg.runtime, cfg.model), cfg.runtime)
     return StartedRun(
         cfg=cfg,
         model=model,

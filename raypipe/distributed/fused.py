@@ -1,0 +1,100 @@
+"""Fused stages: one actor decodes a chunk, runs the model on it and encodes it.
+
+The split pipeline (:mod:`raypipe.distributed.dataset`) keeps decode and encode in CPU
+tasks around the inference actors, so a GPU never waits for a decoder and a node's cores
+decode and encode for every GPU of the cluster. The price is the frames' two trips
+through Ray's object store (decode → actor → encode): each is a copy into shared memory,
+most of it new pages the kernel zeroes, and the store holds every chunk in flight. Where
+the actors run on the CPU nothing waits for a GPU, so ``--stages auto`` fuses the three
+into the actors (:class:`ChunkActor`): the same stage functions, called one after the
+other in one process, the frames never leaving it (its decoded and output arrays reused
+chunk after chunk), one chunk in flight per actor. Measured on 2 vCPUs
+(benchmarks/README.md, session 39): 4K 5 s ``invert`` 20.7 s against 24.3 s split, 20 s
+720p ``identity`` 15.3 against 18.4 s, ``sharpen`` 20.4 against 20.8 s (medians of 3).
+
+Rows and stats are the split pipeline's: the row leaves with its ``decode_*``,
+``infer_*`` and ``encode_*`` fields (their pids the actor's).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import numpy as np
+import ray
+
+from raypipe.config import EncodeConfig
+from raypipe.distributed.actors import InferActor
+from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage, store_stage
+from raypipe.distributed.workload import ActorJob
+from raypipe.media.yuv import YuvRule
+
+FUSED_THREADS = 2
+"""Threads a fused actor's decoder runs: the actors are one per two of the cluster's CPUs
+(:func:`~raypipe.distributed.cluster.fuse_stages`). Its encoder runs the split encode
+task's :data:`~raypipe.distributed.stages.TASK_CPUS`, so that the segments, and the
+output, are the split pipeline's to the bit (x264 codes differently with another thread
+count), whichever way a run or its resume went."""
+
+
+class ChunkActor(InferActor):
+    """Ray Data callable class: a chunk row in, its segment written (or, for an analysis
+    model, its table) and the row out, as the split pipeline's encode (store) task leaves
+    it. One chunk per call (``batch_size=1``, numpy batches)."""
+
+    def __init__(
+        self,
+        job: ActorJob,
+        *,
+        decoder: str,
+        encode: EncodeConfig,
+        threads: int,
+        handoff: YuvRule | None = None,
+    ) -> None:
+        """``threads``: the decoder's."""
+        super().__init__(job)
+        self._decode = functools.partial(
+            decode_batch, decoder=decoder, threads=threads, handoff=handoff
+        )
+        self._encode = functools.partial(encode_stage, config=encode, threads=TASK_CPUS)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        inferred = super().__call__(self._decode(batch))
+        row = {k: v[0] for k, v in inferred.items()}
+        out = store_stage(row) if self.tensor else self._encode(row)
+        return {k: np.array([v]) for k, v in out.items()}
+
+
+def fused_stage(
+    source: ray.data.Dataset,
+    job: ActorJob,
+    *,
+    workers: int,
+    decoder: str,
+    encode: EncodeConfig,
+    handoff: YuvRule | None = None,
+) -> ray.data.Dataset:
+    """``source``'s chunk rows (one row per block) through a pool of ``workers``
+    :class:`ChunkActor`, each reserving the plan's CPUs and GPUs."""
+    plan = job.plan
+    with warnings.catch_warnings():
+        # as raypipe.distributed.dataset.infer_stage: scheduling_strategy as a keyword
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return source.map_batches(
+            ChunkActor,
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+            num_gpus=plan.num_gpus,
+            num_cpus=plan.num_cpus,
+            scheduling_strategy="SPREAD",
+            fn_constructor_kwargs={
+                "job": job,
+                "decoder": decoder,
+                "encode": encode,
+                "threads": FUSED_THREADS,
+                "handoff": handoff,
+            },
+        )

@@ -1,0 +1,147 @@
+"""Fused stages (``--stages``, raypipe.distributed.fused): actors on the CPU decode, run
+and encode each chunk in their own process, exact as the split pipeline, for image,
+temporal and analysis models; ``fused`` on GPU actors too. On the module's local Ray
+(8 logical CPUs, two logical GPUs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+from conftest import assert_exact, lossless_options
+from temporal_checks import (
+    assert_timing_and_streams,
+    source_frames,
+    temporal_clips,  # noqa: F401 - fixture
+)
+
+import raypipe
+from raypipe.config import ModelConfig, RuntimeConfig
+from raypipe.distributed.cluster import fuse_stages, plan_actors
+from raypipe.errors import ConfigError
+from raypipe.media import make_video_id
+from raypipe.testing import ClipSpec, make_clip
+from raypipe.testing.temporal import sequential_frames
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray(ray_local: None) -> None:
+    return None
+
+
+def _run(source: Path, out: Path, tmp_path: Path, **options: object) -> dict:
+    stats = tmp_path / f"{out.name}.stats.json"
+    raypipe.process_video(
+        str(source), str(out), stats_path=str(stats), quiet=True, **lossless_options(), **options
+    )
+    doc: dict = json.loads(stats.read_text())
+    return doc
+
+
+def _one_process_per_chunk(doc: dict) -> bool:
+    return all(c["decode_pid"] == c["infer_pid"] == c["encode_pid"] for c in doc["chunks"])
+
+
+def test_cpu_actors_fuse_the_stages_and_stay_exact(clips: dict[str, Path], tmp_path: Path) -> None:
+    source = clips["bframes_aac"]
+    options: dict[str, object] = dict(model="builtin:invert", chunk_frames=7, device="cpu")
+    fused = _run(source, tmp_path / "fused.mp4", tmp_path, **options)
+    assert fused["totals"]["workers"] == 4  # one actor per two of the 8 logical CPUs
+    assert len(fused["chunks"]) >= 4 and _one_process_per_chunk(fused)
+    assert len({c["infer_pid"] for c in fused["chunks"]}) >= 2  # the chunks were spread
+    assert_exact(source, tmp_path / "fused.mp4", "builtin:invert")
+
+    split = _run(source, tmp_path / "split.mp4", tmp_path, stages="split", **options)
+    assert split["totals"]["workers"] == 1  # one CPU actor, decode and encode in tasks
+    assert all(c["decode_pid"] != c["infer_pid"] for c in split["chunks"])
+    assert all(c["encode_pid"] != c["infer_pid"] for c in split["chunks"])
+    assert_exact(source, tmp_path / "split.mp4", "builtin:invert")
+
+
+def test_a_lossy_output_is_the_split_pipelines_to_the_bit(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """The fused actor's encoder runs the encode task's threads: x264 codes the same
+    packets (with another thread count it codes frames this tall differently), so a resume
+    may mix both's segments."""
+    source, packets = tmp_path / "source.mp4", {}
+    make_clip(source, ClipSpec(n_frames=24, width=640, height=360, gop=12))
+    for stages in ("fused", "split"):
+        out = tmp_path / f"{stages}.mp4"
+        raypipe.process_video(
+            str(source), str(out), model="builtin:sharpen", chunk_frames=7, device="cpu",
+            stages=stages, quiet=True, codec="libx264", crf=28, preset="veryfast",
+        )  # fmt: skip
+        with av.open(str(out)) as container:
+            packets[stages] = [(p.pts, p.dts, bytes(p)) for p in container.demux(video=0) if p.size]
+    assert len(packets["fused"]) == 24 and packets["fused"] == packets["split"]
+
+
+def test_gpu_actors_split_unless_fused_is_asked(clips: dict[str, Path], tmp_path: Path) -> None:
+    source = clips["open_gop"]
+    options: dict[str, object] = dict(model="builtin:invert", chunk_frames=5, workers=2)
+    split = _run(source, tmp_path / "auto.mp4", tmp_path, **options)
+    assert not any(c["decode_pid"] == c["infer_pid"] for c in split["chunks"])
+    fused = _run(source, tmp_path / "fused.mp4", tmp_path, stages="fused", **options)
+    assert fused["totals"]["workers"] == 2 and _one_process_per_chunk(fused)
+    assert {c["cuda_visible_devices"] for c in fused["chunks"]} <= {"0", "1"}
+    assert_exact(source, tmp_path / "fused.mp4", "builtin:invert")
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "chunk_frames"), [("denoise3", "open_gop", 4), ("interp2x", "vfr", 3)]
+)
+def test_temporal_models_fused_equal_the_whole_video(
+    temporal_clips: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+    model: str,
+    kind: str,
+    chunk_frames: int,
+) -> None:
+    source, out = temporal_clips[kind], tmp_path / "out.mp4"
+    doc = _run(
+        source, out, tmp_path, model=f"builtin:{model}", chunk_frames=chunk_frames, device="cpu"
+    )
+    assert _one_process_per_chunk(doc) and len(doc["chunks"]) >= 3
+    interpolate = 2 if model == "interp2x" else 1
+    got = assert_timing_and_streams(source, out, interpolate=interpolate)
+    assert np.array_equal(got, sequential_frames(f"builtin:{model}", source_frames(source)))
+
+
+def test_an_analysis_models_table_is_the_same_fused(clips: dict[str, Path], tmp_path: Path) -> None:
+    source = clips["bframes_aac"]
+    tables = {}
+    for stages in ("fused", "split"):
+        out = tmp_path / stages
+        raypipe.process_video(
+            str(source), str(out), model="builtin:phash", chunk_frames=7, device="cpu",
+            stages=stages, quiet=True,
+        )  # fmt: skip
+        tables[stages] = pq.read_table(
+            out / f"video_id={make_video_id(str(source))}" / "part-0.parquet"
+        ).to_pydict()
+    assert tables["fused"] == tables["split"] and len(tables["fused"]["frame_index"]) > 7
+
+
+def test_the_plan_fuses_cpu_actors_only_unless_asked() -> None:
+    cpus = int(ray.cluster_resources()["CPU"])
+    cpu_model, auto_model = ModelConfig(device="cpu"), ModelConfig()
+    fused = fuse_stages(plan_actors(RuntimeConfig(), cpu_model), RuntimeConfig())
+    assert fused.fused and fused.workers == cpus // 2 and not fused.uses_gpu
+    wide = RuntimeConfig(actor_num_cpus=2.0)
+    assert fuse_stages(plan_actors(wide, cpu_model), wide).workers == cpus // 4
+    given = RuntimeConfig(workers=3)
+    assert fuse_stages(plan_actors(given, cpu_model), given).workers == 3
+    split = RuntimeConfig(stages="split")
+    assert not fuse_stages(plan_actors(split, cpu_model), split).fused
+    gpu = plan_actors(RuntimeConfig(), auto_model)
+    assert gpu.uses_gpu and fuse_stages(gpu, RuntimeConfig()) == gpu
+    forced = fuse_stages(gpu, RuntimeConfig(stages="fused"))
+    assert forced.fused and forced.workers == gpu.workers and forced.num_gpus == gpu.num_gpus
+    with pytest.raises(ConfigError, match="stages must be auto, split or fused"):
+        RuntimeConfig(stages="one")
