@@ -239,6 +239,7 @@ ROLES = (
     ("_AutoscalingCoordinatorActor", "ray data: helper actors"),
     ("ActorLocationTracker", "ray data: helper actors"),
     ("InferActor", "raypipe: inference actor"),
+    ("ChunkActor", "raypipe: fused actors (decode, model, encode)"),
     ("encode_stage", "raypipe: decode/encode tasks"),
     ("decode_batch", "raypipe: decode/encode tasks"),
     ("plan_stage", "raypipe: decode/encode tasks"),

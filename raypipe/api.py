@@ -125,7 +125,8 @@ def process_video(
             codec's nearest).
         encoder_options: more encoder options, e.g. ``{"qp": "0"}``.
         address: Ray cluster address (default ``RAY_ADDRESS``, else a local Ray).
-        workers: inference actors (default: one per GPU, or one CPU actor without GPUs).
+        workers: inference actors (default: one per GPU; without GPUs one per two of the
+            cluster's CPUs, each decoding and encoding its chunks, see ``stages``).
         workers_per_gpu: inference actors sharing each GPU (default 1).
         actor_num_cpus: CPUs each inference actor reserves (default 1.0).
         local_num_cpus: logical CPUs of the local Ray (default twice the cores, at least 4).
@@ -236,7 +237,8 @@ def process_archive(
             codec's nearest).
         encoder_options: more encoder options, e.g. ``{"qp": "0"}``.
         address: Ray cluster address (default ``RAY_ADDRESS``, else a local Ray).
-        workers: inference actors (default: one per GPU, or one CPU actor without GPUs).
+        workers: inference actors (default: one per GPU; without GPUs one per two of the
+            cluster's CPUs, each decoding and encoding its chunks, see ``stages``).
         workers_per_gpu: inference actors sharing each GPU (default 1).
         actor_num_cpus: CPUs each inference actor reserves (default 1.0).
         local_num_cpus: logical CPUs of the local Ray (default twice the cores, at least 4).

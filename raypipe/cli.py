@@ -97,7 +97,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         "--workers",
         type=int,
         default=None,
-        help="inference actors (default: one per GPU, or 1 without GPUs)",
+        help="inference actors (default: one per GPU; without GPUs one per two of the "
+        "cluster's CPUs, each decoding and encoding its own chunks: see --stages)",
     )
     p.add_argument(
         "--workers-per-gpu",

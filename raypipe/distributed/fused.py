@@ -9,8 +9,9 @@ the actors run on the CPU nothing waits for a GPU, so ``--stages auto`` fuses th
 into the actors (:class:`ChunkActor`): the same stage functions, called one after the
 other in one process, the frames never leaving it (its decoded and output arrays reused
 chunk after chunk), one chunk in flight per actor. Measured on 2 vCPUs
-(benchmarks/README.md, session 39): 4K 5 s ``invert`` 20.7 s against 24.3 s split, 20 s
-720p ``identity`` 15.3 against 18.4 s, ``sharpen`` 20.4 against 20.8 s (medians of 3).
+(benchmarks/README.md, session 39, medians of 3 alternated rounds): 20 s 720p
+``identity`` 16.3 s against 19.2 s split, 27.3 against 32.9 s of CPU; 4K 5 s ``invert``
+24.2 against 24.1 s.
 
 Rows and stats are the split pipeline's: the row leaves with its ``decode_*``,
 ``infer_*`` and ``encode_*`` fields (their pids the actor's).
