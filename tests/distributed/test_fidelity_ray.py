@@ -1,5 +1,6 @@
 """Fidelity through a real local Ray (issue 11): a lean matrix of the trait clips through
-process_video, judged like the in-process matrix (tests/media/test_fidelity.py)."""
+process_video, judged like the in-process matrix (tests/media/test_fidelity.py), on the
+logical GPUs' actors (split stages) and on CPU actors (fused)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ X265_LOSSLESS = {
         ("hdr10", ".mp4", X265_LOSSLESS, "psnr", 45.0),
         ("audio_early_cover", ".mp4", {}, "psnr", 30.0),
         ("one_frame", ".mov", {}, "psnr", 30.0),
+        # CPU actors: each decodes, runs and encodes its chunks (fused stages), 16-bit frames
+        ("phone_hlg", ".mkv", {"device": "cpu"}, "psnr", 30.0),
+        ("hdr10", ".mp4", {**X265_LOSSLESS, "device": "cpu"}, "psnr", 45.0),
     ],
 )
 def test_trait_kept_through_ray(

@@ -113,19 +113,23 @@ def test_temporal_models_fused_equal_the_whole_video(
     assert np.array_equal(got, sequential_frames(f"builtin:{model}", source_frames(source)))
 
 
-def test_an_analysis_models_table_is_the_same_fused(clips: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("every_n_frames", [1, 3])
+def test_an_analysis_models_table_is_the_same_fused(
+    clips: dict[str, Path], tmp_path: Path, every_n_frames: int
+) -> None:
     source = clips["bframes_aac"]
     tables = {}
     for stages in ("fused", "split"):
         out = tmp_path / stages
         raypipe.process_video(
             str(source), str(out), model="builtin:phash", chunk_frames=7, device="cpu",
-            stages=stages, quiet=True,
+            stages=stages, every_n_frames=every_n_frames, quiet=True,
         )  # fmt: skip
         tables[stages] = pq.read_table(
             out / f"video_id={make_video_id(str(source))}" / "part-0.parquet"
         ).to_pydict()
-    assert tables["fused"] == tables["split"] and len(tables["fused"]["frame_index"]) > 7
+    assert tables["fused"] == tables["split"]
+    assert tables["fused"]["frame_index"] == list(range(0, 48, every_n_frames))
 
 
 def test_the_plan_fuses_cpu_actors_only_unless_asked() -> None:

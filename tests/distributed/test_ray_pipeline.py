@@ -89,13 +89,19 @@ def test_rows_reaching_the_driver_carry_no_frames(clips: dict[str, Path], tmp_pa
 
 
 def test_cpu_actors_keep_decode_and_encode_separate(clips: dict[str, Path], tmp_path: Path) -> None:
-    """With CPU actors (same resources as the tasks) Ray Data must still not fuse stages."""
+    """With CPU actors (same resources as the tasks) and ``--stages split`` Ray Data must
+    still not fuse the stages itself (raypipe's own fused stages: tests/distributed/
+    test_fused.py)."""
     stats_path = tmp_path / "stats.json"
     raypipe.process_video(
         str(clips["ntsc"]),
         str(tmp_path / "out.mp4"),
         **lossless(
-            model="builtin:grayscale", device="cpu", chunk_frames=12, stats_path=str(stats_path)
+            model="builtin:grayscale",
+            device="cpu",
+            stages="split",
+            chunk_frames=12,
+            stats_path=str(stats_path),
         ),
     )
     chunks = json.loads(stats_path.read_text())["chunks"]
