@@ -32,6 +32,7 @@ import json
 import os
 import time
 import traceback
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -437,3 +438,33 @@ class InferActor:
                 out_height=np.array([0]),
             )
         return out
+
+
+def actor_pool_map(
+    ds: ray.data.Dataset,
+    actor_class: type[InferActor],
+    job: ActorJob,
+    *,
+    size: int,
+    in_flight: int,
+    **options: Any,
+) -> ray.data.Dataset:
+    """``ds`` through a pool of ``size`` ``actor_class`` actors built with ``job``, one
+    chunk per call (one-row numpy batches), each actor reserving the plan's CPUs and GPUs
+    and holding up to ``in_flight`` calls; the actors spread over as many nodes as Ray can
+    (``SPREAD``). ``options``: more of ``map_batches``'."""
+    plan = job.plan
+    with warnings.catch_warnings():
+        # Ray 2.6x deprecates remote args given as keywords (scheduling_strategy here) with
+        # no named replacement yet; pyproject pins ray below the release that removes them.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ds.map_batches(
+            actor_class,
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=in_flight),
+            num_gpus=plan.num_gpus,
+            num_cpus=plan.num_cpus,
+            scheduling_strategy="SPREAD",
+            **options,
+        )

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from collections.abc import Sequence
 
 import pyarrow as pa
 import ray
 
 from raypipe.config import ChunkConfig, RunConfig
-from raypipe.distributed.actors import InferActor
+from raypipe.distributed.actors import InferActor, actor_pool_map
 from raypipe.distributed.cluster import ActorPlan, on_local_ray, sized_local_store
 from raypipe.distributed.fixed_cluster import use_fixed_cluster
 from raypipe.distributed.fused import fused_stage
@@ -40,29 +39,20 @@ from raypipe.reuse import ReuseKey
 def infer_stage(ds: ray.data.Dataset, job: ActorJob, *, max_workers: int) -> ray.data.Dataset:
     """``ds`` (decoded chunk rows) through a pool of ``min(job.plan.workers, max_workers)``
     inference actors, one chunk per call."""
-    actors = job.plan
-    with warnings.catch_warnings():
-        # Ray 2.6x deprecates remote args given as keywords (scheduling_strategy here) with
-        # no named replacement yet; pyproject pins ray below the release that removes them.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return ds.map_batches(
-            InferActor,
-            batch_size=1,
-            batch_format="numpy",
-            # the frames as read-only views of the object store, not a copy per chunk (a
-            # 4K chunk is 1.5 GB); the actor gives a processor a copy it may write into
-            zero_copy_batch=True,
-            compute=ray.data.ActorPoolStrategy(
-                size=max(1, min(actors.workers, max_workers)), max_tasks_in_flight_per_actor=2
-            ),
-            num_gpus=actors.num_gpus,
-            num_cpus=actors.num_cpus,
-            # SPREAD puts the actors on as many nodes as it can, and remote args that differ
-            # from decode's keep Ray Data from fusing decode into the actors: decode must
-            # stay separate CPU tasks, run anywhere in the cluster while the actors infer.
-            scheduling_strategy="SPREAD",
-            fn_constructor_kwargs={"job": job},
-        )
+    return actor_pool_map(
+        ds,
+        InferActor,
+        job,
+        size=max(1, min(job.plan.workers, max_workers)),
+        in_flight=2,
+        # the frames as read-only views of the object store, not a copy per chunk (a
+        # 4K chunk is 1.5 GB); the actor gives a processor a copy it may write into
+        zero_copy_batch=True,
+        # SPREAD, and remote args that differ from decode's, keep Ray Data from fusing
+        # decode into the actors: decode must stay separate CPU tasks, run anywhere in the
+        # cluster while the actors infer (raypipe fuses them itself: ``--stages``)
+        fn_constructor_kwargs={"job": job},
+    )
 
 
 def build_dataset(

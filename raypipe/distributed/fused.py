@@ -20,14 +20,13 @@ Rows and stats are the split pipeline's: the row leaves with its ``decode_*``,
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import Any
 
 import numpy as np
 import ray
 
 from raypipe.config import EncodeConfig
-from raypipe.distributed.actors import InferActor
+from raypipe.distributed.actors import InferActor, actor_pool_map
 from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage, store_stage
 from raypipe.distributed.workload import ActorJob
 from raypipe.media.yuv import YuvRule
@@ -78,24 +77,18 @@ def fused_stage(
     handoff: YuvRule | None = None,
 ) -> ray.data.Dataset:
     """``source``'s chunk rows (one row per block) through a pool of ``workers``
-    :class:`ChunkActor`, each reserving the plan's CPUs and GPUs."""
-    plan = job.plan
-    with warnings.catch_warnings():
-        # as raypipe.distributed.dataset.infer_stage: scheduling_strategy as a keyword
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return source.map_batches(
-            ChunkActor,
-            batch_size=1,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-            num_gpus=plan.num_gpus,
-            num_cpus=plan.num_cpus,
-            scheduling_strategy="SPREAD",
-            fn_constructor_kwargs={
-                "job": job,
-                "decoder": decoder,
-                "encode": encode,
-                "threads": FUSED_THREADS,
-                "handoff": handoff,
-            },
-        )
+    :class:`ChunkActor`, one chunk in flight each."""
+    return actor_pool_map(
+        source,
+        ChunkActor,
+        job,
+        size=workers,
+        in_flight=1,
+        fn_constructor_kwargs={
+            "job": job,
+            "decoder": decoder,
+            "encode": encode,
+            "threads": FUSED_THREADS,
+            "handoff": handoff,
+        },
+    )
