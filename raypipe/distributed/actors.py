@@ -445,15 +445,17 @@ def actor_pool_map(
     actor_class: type[InferActor],
     job: ActorJob,
     *,
-    size: int,
+    max_workers: int,
     in_flight: int,
     **options: Any,
 ) -> ray.data.Dataset:
-    """``ds`` through a pool of ``size`` ``actor_class`` actors built with ``job``, one
-    chunk per call (one-row numpy batches), each actor reserving the plan's CPUs and GPUs
-    and holding up to ``in_flight`` calls; the actors spread over as many nodes as Ray can
-    (``SPREAD``). ``options``: more of ``map_batches``'."""
+    """``ds`` through a pool of ``min(job.plan.workers, max_workers)`` ``actor_class``
+    actors built with ``job``, one chunk per call (one-row numpy batches), each actor
+    reserving the plan's CPUs and GPUs and holding up to ``in_flight`` calls; the actors
+    spread over as many nodes as Ray can (``SPREAD``). ``options``: more of
+    ``map_batches``'."""
     plan = job.plan
+    size = max(1, min(plan.workers, max_workers))
     with warnings.catch_warnings():
         # Ray 2.6x deprecates remote args given as keywords (scheduling_strategy here) with
         # no named replacement yet; pyproject pins ray below the release that removes them.

@@ -43,7 +43,7 @@ def infer_stage(ds: ray.data.Dataset, job: ActorJob, *, max_workers: int) -> ray
         ds,
         InferActor,
         job,
-        size=max(1, min(job.plan.workers, max_workers)),
+        max_workers=max_workers,
         in_flight=2,
         # the frames as read-only views of the object store, not a copy per chunk (a
         # 4K chunk is 1.5 GB); the actor gives a processor a copy it may write into
@@ -93,19 +93,20 @@ def build_dataset(
         warmup_frames=warmup_frames,
         warmup_yuv=warmup_yuv,
     )
+    max_workers = max_workers or actors.workers
     if actors.fused:
         source.context.target_max_block_size = 1  # every chunk its own call, as decode_step
         ds = fused_stage(
             source,
             job,
-            workers=max(1, min(actors.workers, max_workers or actors.workers)),
+            max_workers=max_workers,
             decoder=cfg.chunk.decoder,
             encode=cfg.encode,
             handoff=handoff,
         )
     else:
         ds = decode_step(source, cfg.chunk.decoder, handoff=handoff)
-        ds = infer_stage(ds, job, max_workers=max_workers or actors.workers)
+        ds = infer_stage(ds, job, max_workers=max_workers)
         if model.tensor:
             ds = ds.map(store_stage, num_cpus=0.25)
         else:

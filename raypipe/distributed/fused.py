@@ -71,18 +71,18 @@ def fused_stage(
     source: ray.data.Dataset,
     job: ActorJob,
     *,
-    workers: int,
+    max_workers: int,
     decoder: str,
     encode: EncodeConfig,
     handoff: YuvRule | None = None,
 ) -> ray.data.Dataset:
-    """``source``'s chunk rows (one row per block) through a pool of ``workers``
-    :class:`ChunkActor`, one chunk in flight each."""
+    """``source``'s chunk rows (one row per block) through a pool of
+    ``min(job.plan.workers, max_workers)`` :class:`ChunkActor`, one chunk in flight each."""
     return actor_pool_map(
         source,
         ChunkActor,
         job,
-        size=workers,
+        max_workers=max_workers,
         in_flight=1,
         fn_constructor_kwargs={
             "job": job,
