@@ -73,6 +73,37 @@ class RecycledArrays:
             return array
 
 
+_small_pages: bool | None = None  # None: not asked in this process
+
+
+def small_pages() -> bool:
+    """Have numpy leave the arrays this process makes on the kernel's ordinary pages
+    (an inference actor and each decode or encode task call it before their first array).
+    numpy asks Linux for transparent huge pages (``madvise(MADV_HUGEPAGE)``) on every
+    array of 4 MiB or more; where the kernel's setting is ``madvise`` (the common default)
+    a fault in such a range waits while the kernel compacts memory into a free 2 MiB page.
+    On the 2-core VM of benchmarks/README.md (session 40) a new 500 MB array took 2.6 s of
+    system CPU to fill that way against 0.27 s on 4 KiB pages, and a 4K chunk's first
+    decode 3.4 s against 0.54 s (its later chunks, into the same array, 0.35 s either way);
+    raypipe's large arrays are each filled again chunk after chunk (:class:`RecycledArrays`),
+    so the fewer TLB misses of huge pages would gain little. The same as
+    ``NUMPY_MADVISE_HUGEPAGE=0`` in the environment, for arrays made from now on. Once per
+    process; ``False`` where this numpy has no such switch."""
+    global _small_pages
+    if _small_pages is None:
+        try:
+            from numpy._core.multiarray import _set_madvise_hugepage
+        except ImportError:  # numpy 1.x
+            try:
+                from numpy.core.multiarray import _set_madvise_hugepage
+            except ImportError:
+                _set_madvise_hugepage = None
+        _small_pages = _set_madvise_hugepage is not None
+        if _set_madvise_hugepage is not None:
+            _set_madvise_hugepage(False)
+    return _small_pages
+
+
 TASK_MMAP_THRESHOLD = 32 << 20
 TASK_TRIM_THRESHOLD = 256 << 20
 _malloc_tuned: bool | None = None  # None: not tried in this process
@@ -89,8 +120,9 @@ def keep_freed_memory() -> bool:
     are freed, so a new encoder's buffers mostly came from fresh pages (720p, veryfast, one
     thread: 109-161 against 49-59 page faults and 20.1-21.3 against 18.7-19.5 ms of CPU a
     frame; benchmarks/README.md, session 15). Once per process; ``False`` where the C
-    library is not glibc (nothing is changed)."""
+    library is not glibc (nothing is changed). Calls :func:`small_pages` too."""
     global _malloc_tuned
+    small_pages()
     if _malloc_tuned is None:
         _malloc_tuned = _mallopt()
     return _malloc_tuned

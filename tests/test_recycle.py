@@ -143,6 +143,49 @@ def test_a_task_process_fills_freed_memory_again_without_new_pages() -> None:
     assert refill_faults("default") > 3000  # 24 MiB of 4 KiB pages is 6144
 
 
+_HUGE_PAGE_FLAG = """
+import sys
+import numpy as np
+from raypipe.recycle import keep_freed_memory, small_pages
+if sys.argv[1] == "small":
+    assert small_pages()
+if sys.argv[1] == "task":  # what a decode or encode stage calls first
+    keep_freed_memory()
+array = np.ones(64 << 20, dtype=np.uint8)
+address = array.ctypes.data + (32 << 20)
+flags = []
+with open("/proc/self/smaps") as smaps:
+    inside = False
+    for line in smaps:
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            low, high = (int(x, 16) for x in head.split("-"))
+            inside = low <= address < high
+        elif inside and head == "VmFlags:":
+            flags = line.split()[1:]
+print("hg" in flags)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="Linux's /proc/self/smaps")
+def test_small_pages_stops_numpy_asking_for_huge_pages() -> None:
+    """numpy marks a large array's pages for transparent huge pages (``hg`` in the
+    mapping's ``VmFlags``) unless :func:`small_pages` was called in the process, as a
+    decode or encode stage does through :func:`keep_freed_memory`."""
+
+    def huge_page_flag(mode: str) -> bool:
+        run = subprocess.run(
+            [sys.executable, "-c", _HUGE_PAGE_FLAG, mode], capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip() == "True"
+
+    if not huge_page_flag("default"):
+        pytest.skip("this kernel or numpy does not mark large arrays for huge pages")
+    assert not huge_page_flag("small")
+    assert not huge_page_flag("task")
+
+
 def test_the_warm_up_touches_the_first_chunks_output_array() -> None:
     """Touched while the first chunk decodes: the first chunk (or a shorter one) is written
     into it rather than into memory new to the process."""

@@ -61,7 +61,7 @@ from raypipe.infer.simulated import SimulatedModel, is_simulated
 from raypipe.infer.temporal_model import TemporalModel
 from raypipe.media.picture import PictureFormat
 from raypipe.media.yuv import YuvInput
-from raypipe.recycle import RecycledArrays
+from raypipe.recycle import RecycledArrays, small_pages
 
 DETAIL_CHARS = 8000  # the end of a traceback kept in a row's error_detail
 
@@ -195,6 +195,7 @@ class InferActor:
         self.failure_detail = ""
         self.warmup_error = ""  # kept for debugging only: chunks fail (or not) on their own
         hold_cpu_threads(job.plan.intra_op_threads)
+        small_pages()  # before the warm-up's arrays
         try:
             self.runner = self._build(self._settings())
         except Exception as e:  # noqa: BLE001 - every chunk of this actor gets the typed error
