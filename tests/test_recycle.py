@@ -203,3 +203,34 @@ def test_the_warm_up_touches_the_first_chunks_output_array() -> None:
     runner_without = _ModelRunner(model, 2, tensor=False)
     runner_without.warmup(8, 12)  # chunk length not known: nothing touched
     assert runner_without.outputs._slots == []
+
+
+@pytest.mark.parametrize("name", ["sharpen", "invert"])
+def test_a_fused_runner_writes_the_frames_over_the_chunks_own(name: str) -> None:
+    """A fused actor's runner (``over_input``) writes each batch's frames where its input
+    frames were, once the model has read them: the same frames as into a new array, and no
+    output array kept or touched at the warm-up."""
+    model = FrameModel(builtin_bytes(name), device="cpu")
+    chunk = np.random.default_rng(2).integers(0, 256, (5, 16, 24, 3), dtype=np.uint8)
+    expected = _ModelRunner(model, 2, tensor=False).run(chunk.copy())
+    runner = _ModelRunner(model, 2, tensor=False, over_input=True)
+    runner.warmup(16, 24, frames=5)
+    assert runner.outputs._slots == []
+    frames = chunk.copy()
+    out = runner.run(frames, into=frames)
+    assert out is frames
+    np.testing.assert_array_equal(out, expected)
+    assert runner.outputs._slots == []
+
+
+def test_frames_of_another_shape_go_into_an_array_of_their_own() -> None:
+    """An upscaling model's frames cannot go over the chunk's: they get their own array and
+    the chunk is left as it was."""
+    model = FrameModel(builtin_bytes("upscale2x"), device="cpu")
+    chunk = np.random.default_rng(3).integers(0, 256, (5, 8, 12, 3), dtype=np.uint8)
+    expected = _ModelRunner(model, 2, tensor=False).run(chunk.copy())
+    frames = chunk.copy()
+    out = _ModelRunner(model, 2, tensor=False, over_input=True).run(frames, into=frames)
+    assert out.shape == (5, 16, 24, 3) and not np.shares_memory(out, frames)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(frames, chunk)

@@ -61,7 +61,7 @@ from raypipe.infer.simulated import SimulatedModel, is_simulated
 from raypipe.infer.temporal_model import TemporalModel
 from raypipe.media.picture import PictureFormat
 from raypipe.media.yuv import YuvInput
-from raypipe.recycle import RecycledArrays, small_pages
+from raypipe.recycle import Allocate, RecycledArrays, small_pages
 
 DETAIL_CHARS = 8000  # the end of a traceback kept in a row's error_detail
 
@@ -91,8 +91,12 @@ class _ModelRunner:
         *,
         tensor: bool,
         yuv_model: Callable[[YuvInput], FrameModel] | None = None,
+        over_input: bool = False,
     ) -> None:
         self.model, self.batch_size, self.tensor = model, batch_size, tensor
+        # frames may be written over the chunk's own (run's ``into``): no output array of
+        # their shape is kept, nor touched at the warm-up
+        self.over_input = over_input
         self.providers = list(model.providers)
         self.pixels = getattr(model, "pixels", "")
         # each chunk's frames go into the array the last chunk's went into once Ray has
@@ -137,7 +141,13 @@ class _ModelRunner:
         before: int = 0,
         after: int = 0,
         yuv: YuvInput | None = None,
+        into: np.ndarray | None = None,
     ) -> np.ndarray | dict[str, np.ndarray]:
+        """The chunk's new frames (or a tensor model's arrays). ``into``: an array the new
+        frames may be written over when they have its shape and dtype (the chunk's decoded
+        frames, when nothing else reads them: :class:`~raypipe.distributed.fused.ChunkActor`);
+        a per-frame model's batches then land where their own input frames were, each once
+        the model has read them."""
         if yuv is not None and self.yuv_in_graph:  # packed YUV frames (the YUV hand-off)
             model = self._yuv_model_or_none(yuv)
             if model is not None:
@@ -151,7 +161,10 @@ class _ModelRunner:
         if self.tensor:
             return self.model.run_tensors(frames, self.batch_size)  # type: ignore[union-attr]
         if isinstance(self.model, FrameModel):
-            return self.model.run(frames, self.batch_size, allocate=self.outputs.empty)
+            allocate = self.outputs.empty
+            if into is not None:
+                allocate = functools.partial(_over, into, allocate)
+            return self.model.run(frames, self.batch_size, allocate=allocate)
         return self.model.run(frames, self.batch_size)
 
     def warmup(
@@ -164,11 +177,20 @@ class _ModelRunner:
         if yuv is not None and self.yuv_in_graph:
             model = self._yuv_model_or_none(yuv) or self.model
         out = model.warmup(height, width, self.batch_size)
+        if self.over_input and isinstance(out, np.ndarray) and out.shape[1:] == (height, width, 3):
+            return  # the chunks' frames are written over their decoded ones
         if isinstance(out, np.ndarray) and frames > len(out):  # more than one batch
             # The first chunk's output array, touched now, while the first chunk decodes:
             # new memory costs the kernel's page faults (a 60-frame 4K chunk is 1.5 GB).
             # The pool hands it to the first chunk, or its first frames to a shorter one.
             self.outputs.empty((frames, *out.shape[1:]), out.dtype).fill(0)
+
+
+def _over(into: np.ndarray, otherwise: Allocate, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``into`` where it has ``shape`` and ``dtype``, else ``otherwise(shape, dtype)``."""
+    if into.shape == tuple(shape) and into.dtype == np.dtype(dtype) and into.flags.writeable:
+        return into
+    return otherwise(shape, dtype)
 
 
 def _detail(e: BaseException) -> str:
@@ -177,6 +199,11 @@ def _detail(e: BaseException) -> str:
 
 class InferActor:
     """Ray Data callable class: one chunk per call (``batch_size=1``, numpy batches)."""
+
+    OVER_INPUT = False
+    """A per-frame model's new frames are written over the chunk's decoded ones where
+    they have their shape and dtype: only where the actor decoded them itself (the
+    split pipeline's chunks are read-only views of Ray's object store)."""
 
     def __init__(self, job: ActorJob) -> None:
         ctx = ray.get_runtime_context()
@@ -247,6 +274,7 @@ class InferActor:
             cfg.batch_size,
             tensor=self.tensor,
             yuv_model=functools.partial(self._load_yuv, settings),
+            over_input=self.OVER_INPUT,
         )
 
     def _load_yuv(self, settings: SessionSettings, yuv: YuvInput) -> FrameModel:
@@ -380,7 +408,10 @@ class InferActor:
             return self.runner.run(frames, yuv=yuv), b""  # type: ignore[return-value]
         if self.context is not None and not frames.flags.writeable:
             frames = frames.copy()  # a view of the object store; a processor may write
-        result = self.runner.run(frames, before=context[0], after=context[1])
+        if isinstance(self.runner, _ModelRunner) and self.runner.over_input:
+            result = self.runner.run(frames, before=context[0], after=context[1], into=frames)
+        else:
+            result = self.runner.run(frames, before=context[0], after=context[1])
         if not self.tensor:
             return result, b""  # type: ignore[return-value]
         row = {k: v[0] for k, v in batch.items() if k != "frames"}
