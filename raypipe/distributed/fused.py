@@ -7,11 +7,12 @@ through Ray's object store (decode → actor → encode): each is a copy into sh
 most of it new pages the kernel zeroes, and the store holds every chunk in flight. Where
 the actors run on the CPU nothing waits for a GPU, so ``--stages auto`` fuses the three
 into the actors (:class:`ChunkActor`): the same stage functions, called one after the
-other in one process, the frames never leaving it (its decoded and output arrays reused
-chunk after chunk), one chunk in flight per actor. Measured on 2 vCPUs
-(benchmarks/README.md, session 39, medians of 3 alternated rounds): 20 s 720p
-``identity`` 16.3 s against 19.2 s split, 27.3 against 32.9 s of CPU; 4K 5 s ``invert``
-24.2 against 24.1 s.
+other in one process, the frames never leaving it (a per-frame model's frames written over
+the decoded ones, that array reused chunk after chunk), one chunk in flight per actor.
+Measured on 2 vCPUs (benchmarks/README.md, session 39, medians of 3 alternated rounds):
+20 s 720p ``identity`` 16.3 s against 19.2 s split, 27.3 against 32.9 s of CPU; 4K 5 s
+``invert`` 24.2 against 24.1 s (18.3 s since session 40, with numpy's arrays on small
+pages: :func:`raypipe.recycle.small_pages`).
 
 Rows and stats are the split pipeline's: the row leaves with its ``decode_*``,
 ``infer_*`` and ``encode_*`` fields (their pids the actor's).
