@@ -221,8 +221,15 @@ class InferActor:
         self.failure: BaseException | None = None
         self.failure_detail = ""
         self.warmup_error = ""  # kept for debugging only: chunks fail (or not) on their own
+        self.provider_notes = "[]"
         hold_cpu_threads(job.plan.intra_op_threads)
         small_pages()  # before the warm-up's arrays
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Build the model (or processor) and run its warm-up; a failure is kept for every
+        chunk of this actor (:attr:`failure`)."""
+        job = self.job
         try:
             self.runner = self._build(self._settings())
         except Exception as e:  # noqa: BLE001 - every chunk of this actor gets the typed error

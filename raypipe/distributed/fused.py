@@ -21,6 +21,7 @@ Rows and stats are the split pipeline's: the row leaves with its ``decode_*``,
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,10 @@ class ChunkActor(InferActor):
     A per-frame model's new frames of the decoded frames' shape and dtype are written over
     them, each batch once the model has read it (:attr:`InferActor.OVER_INPUT`): the actor
     holds the chunk once, not twice (at 4K, 20 frames: 500 MB less).
+
+    The model is built and warmed up on a thread of its own, started as the actor is made,
+    so that the first chunk decodes meanwhile (as the split pipeline's decode tasks did
+    while its actors warmed up); the call waits for it before the model runs.
     """
 
     OVER_INPUT = True
@@ -62,14 +67,40 @@ class ChunkActor(InferActor):
         handoff: YuvRule | None = None,
     ) -> None:
         """``threads``: the decoder's."""
-        super().__init__(job)
         self._decode = functools.partial(
             decode_batch, decoder=decoder, threads=threads, handoff=handoff
         )
         self._encode = functools.partial(encode_stage, config=encode, threads=TASK_CPUS)
+        self._preparing: threading.Thread | None = None
+        self._prepare_error: BaseException | None = None
+        super().__init__(job)
+
+    def _prepare(self) -> None:
+        """:meth:`InferActor._prepare`, on a thread of its own (see the class)."""
+        self._preparing = threading.Thread(
+            target=self._prepare_now, name="raypipe-model", daemon=True
+        )
+        self._preparing.start()
+
+    def _prepare_now(self) -> None:
+        try:
+            super()._prepare()
+        except BaseException as e:  # noqa: BLE001 - raised by the first call
+            self._prepare_error = e
+
+    def _prepared(self) -> None:
+        """Wait until the model is built and warm; raise what stopped it unforeseen (a
+        failure to build it is kept for the chunks, as in :class:`InferActor`)."""
+        if self._preparing is not None:
+            self._preparing.join()
+            self._preparing = None
+        if self._prepare_error is not None:
+            raise self._prepare_error
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        inferred = super().__call__(self._decode(batch))
+        decoded = self._decode(batch)  # the first chunk's while the model is being built
+        self._prepared()
+        inferred = super().__call__(decoded)
         row = {k: v[0] for k, v in inferred.items()}
         out = store_stage(row) if self.tensor else self._encode(row)
         return {k: np.array([v]) for k, v in out.items()}
