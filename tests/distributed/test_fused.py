@@ -6,6 +6,7 @@ temporal and analysis models; ``fused`` on GPU actors too. On the module's local
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import av
@@ -21,8 +22,12 @@ from temporal_checks import (
 )
 
 import raypipe
-from raypipe.config import ModelConfig, RuntimeConfig
-from raypipe.distributed.cluster import fuse_stages, plan_actors
+from raypipe.config import EncodeConfig, ModelConfig, RunConfig, RuntimeConfig
+from raypipe.distributed.actors import InferActor
+from raypipe.distributed.cluster import ActorPlan, fuse_stages, plan_actors
+from raypipe.distributed.fused import ChunkActor
+from raypipe.distributed.setup import load_model
+from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ConfigError
 from raypipe.media import make_video_id
 from raypipe.testing import ClipSpec, make_clip
@@ -149,3 +154,47 @@ def test_the_plan_fuses_cpu_actors_only_unless_asked() -> None:
     assert forced.fused and forced.workers == gpu.workers and forced.num_gpus == gpu.num_gpus
     with pytest.raises(ConfigError, match="stages must be auto, split or fused"):
         RuntimeConfig(stages="one")
+
+
+def _fused_actor_job() -> ActorJob:
+    model = ModelConfig(model="builtin:invert", device="cpu")
+    plan = ActorPlan(workers=1, num_gpus=0.0, num_cpus=1.0, intra_op_threads=1, fused=True)
+    return ActorJob(model=load_model(RunConfig(model=model)), config=model, plan=plan)
+
+
+def test_a_fused_actor_is_made_while_its_model_is_still_being_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The constructor returns (so Ray Data sends the first chunk, which decodes) while the
+    model is built on the actor's own thread; the call waits for the model before it runs."""
+    release, started = threading.Event(), threading.Event()
+    build = InferActor._prepare
+
+    def slow_build(self: InferActor) -> None:
+        started.set()
+        assert release.wait(30)
+        build(self)
+
+    monkeypatch.setattr(InferActor, "_prepare", slow_build)
+    actor = ChunkActor(_fused_actor_job(), decoder="cpu", encode=EncodeConfig(), threads=1)
+    assert started.wait(30) and actor.runner is None
+    waiting = threading.Thread(target=actor._prepared)
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive()  # the call would still wait for the model
+    release.set()
+    waiting.join(30)
+    assert not waiting.is_alive()
+    assert actor.runner is not None and actor.failure is None
+
+
+def test_what_stops_a_fused_actors_model_unforeseen_is_raised_by_its_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: InferActor) -> None:
+        raise RuntimeError("no model today")
+
+    monkeypatch.setattr(InferActor, "_prepare", broken)
+    actor = ChunkActor(_fused_actor_job(), decoder="cpu", encode=EncodeConfig(), threads=1)
+    with pytest.raises(RuntimeError, match="no model today"):
+        actor._prepared()
