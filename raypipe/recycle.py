@@ -84,7 +84,7 @@ def small_pages() -> bool:
     a fault in such a range waits while the kernel compacts memory into a free 2 MiB page.
     On the 2-core VM of benchmarks/README.md (session 40) a new 500 MB array took 2.6 s of
     system CPU to fill that way against 0.27 s on 4 KiB pages, and a 4K chunk's first
-    decode 3.4 s against 0.54 s (its later chunks, into the same array, 0.35 s either way);
+    decode 2.1-3.4 s against 0.54 s (its later chunks, into the same array, 0.35 s);
     raypipe's large arrays are each filled again chunk after chunk (:class:`RecycledArrays`),
     so the fewer TLB misses of huge pages would gain little. The same as
     ``NUMPY_MADVISE_HUGEPAGE=0`` in the environment, for arrays made from now on. Once per
