@@ -7,6 +7,12 @@ analysis run, written atomically, tagged with what made them (:mod:`raypipe.reus
 work directory is removed whether it succeeds or fails. It runs wherever the cluster has a
 CPU, reads the segments from the work directory (a shared path or object storage) and
 returns only a small :class:`Assembled`: no segment passes through the driver.
+
+One exception: a single video on the local Ray raypipe started for it
+(:func:`raypipe.distributed.cluster.on_local_ray`) is assembled by the driver itself, a
+plain call of :func:`assemble_video` when its last chunk is in. That machine is the
+driver's, and by then Ray Data's actors have gone and no worker process is left idle: a
+task waited 1.3-1.4 s for a new one to start (benchmarks/README.md, session 41).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +45,7 @@ class Assembled:
     error_message: str = ""
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()  # what the media layer warned of (a stream left out...)
+    pid: int = 0  # the process that assembled it (the driver's, or a Ray worker's)
 
 
 def segment_uris(facts: VideoFacts) -> list[str]:
@@ -82,26 +90,29 @@ def assemble_video(facts: VideoFacts) -> Assembled:
         error_message=result.error_message,
         seconds=time.monotonic() - started,
         warnings=tuple(warned),
+        pid=os.getpid(),
     )
 
 
 @contextlib.contextmanager
 def _warnings_into(warned: list[str], logger: str) -> Iterator[None]:
-    """Append to ``warned`` the warnings ``logger`` (and its children) log inside the
-    block, as text: the assembly task runs on a worker, whose log the user does not see, so
-    the driver says them (each once per run)."""
+    """Take the warnings ``logger`` itself logs inside the block out of the log and
+    append them to ``warned``, as text: the driver says them, each once per run, with the
+    output's name (an assembly task's log is a worker's, which the user does not see; an
+    assembly in the driver would otherwise say them twice)."""
 
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            warned.append(record.getMessage())
+    def collect(record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        warned.append(record.getMessage())
+        return False
 
-    handler = _Collect(logging.WARNING)
     target = logging.getLogger(logger)
-    target.addHandler(handler)
+    target.addFilter(collect)
     try:
         yield
     finally:
-        target.removeHandler(handler)
+        target.removeFilter(collect)
 
 
 def _node_id() -> str:

@@ -17,6 +17,7 @@ from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import ChunkTask
+from raypipe.distributed.cluster import on_local_ray
 from raypipe.distributed.dataset import build_dataset, video_source
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.planning import VideoJob, error_of, plan_video, write_run_record
@@ -84,6 +85,7 @@ def process_video(
         keep_chunk_stats=True,
         per_video_metrics=True,
         on_frames=progress.update,
+        assemble_here=on_local_ray(),  # its machine is this one: no task to wait for
     )
     ds = build_dataset(
         video_source([planned]),
@@ -105,6 +107,10 @@ def process_video(
     stats.add_chunks(result.chunk_stats)
     stats.set_gpu(result.gpu_samples, result.gpu_notes, uses_gpu=actors.uses_gpu)
     stats.frames = result.frames_out
+    stats.assembly = {
+        "seconds": round(result.assembly_seconds, 3),
+        "in_driver": result.assembly_pid == os.getpid(),
+    }
     stats.wall_seconds = time.monotonic() - started
     if cfg.stats_path:
         stats.write(cfg.stats_path)

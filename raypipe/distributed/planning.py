@@ -88,6 +88,8 @@ class VideoResult:
     reused_chunks: int = 0
     note: str = ""  # why earlier work was not reused (``redone: the source changed``)
     seconds: float = 0.0
+    assembly_seconds: float = 0.0
+    assembly_pid: int = 0  # the process that assembled the output (0: none did)
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
     gpu_samples: list[dict[str, Any]] = field(default_factory=list)
     gpu_notes: list[str] = field(default_factory=list)

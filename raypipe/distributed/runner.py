@@ -5,7 +5,8 @@ The pipeline (:mod:`raypipe.distributed.dataset`) hands the driver one small row
 video's facts (:class:`~raypipe.distributed.planning.VideoFacts`), with its first chunk row
 or in a *video row* of their own. The driver counts a video's chunks; when all are in, it
 submits the video's assembly as a Ray task (:mod:`raypipe.distributed.assembly`) and
-yields the result when that task returns. A video whose chunk failed fails at once (a
+yields the result when that task returns (or, for one video on raypipe's own local Ray,
+assembles it itself: ``assemble_here``). A video whose chunk failed fails at once (a
 model or processor failure is deterministic; its later chunks are dropped as they arrive).
 The driver keeps state only for videos in flight, and chunk statistics in a
 :class:`~raypipe.distributed.chunk_log.ChunkLog` (in memory for one video, spilled to a
@@ -28,7 +29,7 @@ import ray
 
 from raypipe import faults, storage
 from raypipe.config import RunConfig
-from raypipe.distributed.assembly import Assembled, assemble_remote
+from raypipe.distributed.assembly import Assembled, assemble_remote, assemble_video
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.metrics import ChunkMetrics
@@ -101,6 +102,7 @@ class _Video:
         error = self.error
         if error is None and assembled is not None:
             result.frames_out = assembled.frames_out
+            result.assembly_seconds, result.assembly_pid = assembled.seconds, assembled.pid
             if assembled.error_type:
                 error = (assembled.error_type, assembled.error_message)
         if error is not None:
@@ -129,7 +131,10 @@ class Runner:
     """Consumes a pipeline's rows on the driver and yields one result per video.
 
     ``chunk_log``: where chunk records go; ``keep_chunk_stats``: also attach them to each
-    video's result (one-video runs); ``on_frames``: progress, frames per finished chunk.
+    video's result (one-video runs); ``on_frames``: progress, frames per finished chunk;
+    ``assemble_here``: assemble each video in this process, when its last chunk is in,
+    instead of in a Ray task (a single video on raypipe's local Ray: see
+    :mod:`raypipe.distributed.assembly`).
     Every chunk and video outcome is recorded as Ray metrics (:class:`ChunkMetrics`: one
     series per video for a single video, one per run for an archive).
     """
@@ -142,8 +147,10 @@ class Runner:
         keep_chunk_stats: bool = False,
         per_video_metrics: bool = False,
         on_frames: Callable[[int], None] = lambda n: None,
+        assemble_here: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.assemble_here = assemble_here
         self.chunk_log = chunk_log
         self.keep_chunk_stats = keep_chunk_stats
         self.metrics = ChunkMetrics(per_video=per_video_metrics)
@@ -200,6 +207,8 @@ class Runner:
             return None
         if video.error is not None:
             return self._end(video, video.result(None))
+        if self.assemble_here:
+            return self._end_assembled(video, assemble_video(video.facts))
         ref = assemble_remote.remote(video.facts)
         self.assembling[ref] = video
         return None
@@ -260,8 +269,10 @@ class Runner:
             if not ready:
                 return
             video = self.assembling.pop(ready[0])
-            assembled = ray.get(ready[0])
-            name = os.path.basename(video.facts.output.rstrip("/")) if video.facts else ""
-            for warning in assembled.warnings:  # once per run, as the notes above
-                self._warn_once(warning, "%s: %s", name, warning)
-            yield self._end(video, video.result(assembled))
+            yield self._end_assembled(video, ray.get(ready[0]))
+
+    def _end_assembled(self, video: _Video, assembled: Assembled) -> VideoResult:
+        name = os.path.basename(video.facts.output.rstrip("/")) if video.facts else ""
+        for warning in assembled.warnings:  # once per run, as the notes above
+            self._warn_once(warning, "%s: %s", name, warning)
+        return self._end(video, video.result(assembled))

@@ -33,6 +33,9 @@ class RunStats:
     # an old driver, a CPU build... (raypipe.infer.provider_check.provider_notes)
     provider_notes: list[str] = field(default_factory=list)
     gpu: dict[str, Any] = field(default_factory=dict)
+    # the output's assembly: its seconds, and whether the driver did it (raypipe's local
+    # Ray) rather than a Ray task (raypipe.distributed.assembly)
+    assembly: dict[str, Any] = field(default_factory=dict)
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
 
     @property

@@ -2,10 +2,12 @@
 Ray Data's autoscaling coordinator actor (:mod:`raypipe.distributed.fixed_cluster`); every
 other dataset, and every run on a Ray raypipe did not start, keeps Ray Data's default.
 Connected to that local Ray, Ray Data also runs without its stats actor and its actor
-location tracker; connected to any other, with them."""
+location tracker; connected to any other, with them. Its video is assembled by the driver
+(no Ray task: :mod:`raypipe.distributed.assembly`); on any other Ray, by a task."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ ray = pytest.importorskip("ray")
 
 import raypipe  # noqa: E402
 from raypipe.distributed import fixed_cluster  # noqa: E402
-from raypipe.testing import ClipSpec, make_clip  # noqa: E402
+from raypipe.distributed.stats import RunStats  # noqa: E402
+from raypipe.testing import ClipSpec, ffprobe_video, make_clip, make_trait_clip  # noqa: E402
 
 COORDINATOR = ("AutoscalingCoordinator", "AutoscalingCoordinator")  # Ray Data's name, namespace
 HELPERS = (  # Ray Data's other detached actors: name, namespace
@@ -56,20 +59,21 @@ def _helpers() -> list[bool]:
     return [_exists(*helper) for helper in HELPERS]
 
 
-def _run(tmp_path: Path, name: str) -> tuple[Path, Path]:
+def _run(tmp_path: Path, name: str) -> tuple[Path, Path, RunStats]:
     clip = make_clip(tmp_path / f"{name}.mp4", ClipSpec(width=64, height=48, n_frames=24, gop=8))
     out = tmp_path / f"{name}.mkv"
-    raypipe.process_video(
+    stats = raypipe.process_video(
         str(clip), str(out), model="builtin:identity", local_num_cpus=4, quiet=True,
         **lossless_options(),
     )  # fmt: skip
-    return clip, out
+    return clip, out, stats
 
 
 def test_a_run_on_its_own_local_ray_has_its_resources_at_once(
     no_ray: None, tmp_path: Path, totals: list[Any]
 ) -> None:
-    clip, out = _run(tmp_path, "own")
+    clip, out, stats = _run(tmp_path, "own")
+    assert stats.assembly["in_driver"] is True
     assert totals, "the run's executor did not get the fixed cluster"
     resources = ray.cluster_resources()
     total = totals[0]
@@ -98,11 +102,38 @@ def test_a_ray_raypipe_did_not_start_keeps_ray_datas_autoscaler(
     no_ray: None, tmp_path: Path, totals: list[Any]
 ) -> None:
     ray.init(address="local", num_cpus=4, include_dashboard=False)  # the user's, may grow
-    clip, out = _run(tmp_path, "theirs")
+    clip, out, stats = _run(tmp_path, "theirs")
+    assert stats.assembly["in_driver"] is False  # a task: the driver may be elsewhere
+    assert stats.assembly["seconds"] > 0
     assert not totals
     assert _coordinator_exists()
     assert _helpers() == [True, True]  # Ray Data's own
     assert_exact(clip, out, "builtin:identity")
+
+
+def test_the_driver_that_assembles_says_what_was_left_out_once(
+    no_ray: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The media layer's warnings, which a task's log would keep from the user, are said
+    once, with the output's name, when the driver assembles itself; the output is whole."""
+    source = make_trait_clip("rotated_languages", tmp_path)
+    out = tmp_path / "out.mkv"
+    with caplog.at_level(logging.WARNING):
+        stats = raypipe.process_video(
+            str(source), str(out), model="builtin:identity", local_num_cpus=4, quiet=True
+        )
+    assert stats.assembly["in_driver"] is True
+    said = [r.getMessage() for r in caplog.records if "cannot go into" in r.getMessage()]
+    assert said == [
+        "out.mkv: subtitle stream 3 (mov_text) cannot go into a matroska file as it is and "
+        "is converted to ass"
+    ]
+    probed = ffprobe_video(out)
+    assert [s.kind for s in probed.streams].count("audio") == 2
+    assert [(s.kind, s.codec, s.language) for s in probed.streams if s.kind == "subtitle"] == [
+        ("subtitle", "ass", "deu")
+    ]
+    assert probed.n_packets == stats.frames == ffprobe_video(source).n_packets
 
 
 def test_a_ray_data_without_the_hook_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
