@@ -8,7 +8,8 @@ most of it new pages the kernel zeroes, and the store holds every chunk in fligh
 the actors run on the CPU nothing waits for a GPU, so ``--stages auto`` fuses the three
 into the actors (:class:`ChunkActor`): the same stage functions, called one after the
 other in one process, the frames never leaving it (a per-frame model's frames written over
-the decoded ones, that array reused chunk after chunk), one chunk in flight per actor.
+the decoded ones, that array reused chunk after chunk), one chunk at a time per actor
+(the next one's row queued at it: :data:`FUSED_IN_FLIGHT`).
 Measured on 2 vCPUs (benchmarks/README.md, session 39, medians of 3 alternated rounds):
 20 s 720p ``identity`` 16.3 s against 19.2 s split, 27.3 against 32.9 s of CPU; 4K 5 s
 ``invert`` 24.2 against 24.1 s (18.3 s since session 40, with numpy's arrays on small
@@ -39,6 +40,14 @@ FUSED_THREADS = 2
 task's :data:`~raypipe.distributed.stages.TASK_CPUS`, so that the segments, and the
 output, are the split pipeline's to the bit (x264 codes differently with another thread
 count), whichever way a run or its resume went."""
+
+FUSED_IN_FLIGHT = 2
+"""Calls queued at each fused actor: its next chunk's row (a few hundred bytes: the actor
+decodes the frames itself) waits at the actor, so the actor starts it as soon as it has
+sent the last one back, not after Ray Data's round trip (0.15-0.2 s a chunk on 2 vCPUs).
+Side by side, 3 alternated rounds, 20 s 720p ``sharpen``: 15.57, 14.90, 14.81 s against
+15.99, 16.04, 15.45 s with one; 4K ``invert``, 2 rounds: 15.49, 15.38 against 16.10,
+16.17 s (benchmarks/README.md, session 41)."""
 
 
 class ChunkActor(InferActor):
@@ -116,13 +125,14 @@ def fused_stage(
     handoff: YuvRule | None = None,
 ) -> ray.data.Dataset:
     """``source``'s chunk rows (one row per block) through a pool of
-    ``min(job.plan.workers, max_workers)`` :class:`ChunkActor`, one chunk in flight each."""
+    ``min(job.plan.workers, max_workers)`` :class:`ChunkActor`, each working on one chunk
+    with the next queued (:data:`FUSED_IN_FLIGHT`)."""
     return actor_pool_map(
         source,
         ChunkActor,
         job,
         max_workers=max_workers,
-        in_flight=1,
+        in_flight=FUSED_IN_FLIGHT,
         fn_constructor_kwargs={
             "job": job,
             "decoder": decoder,
