@@ -18,9 +18,10 @@ import ray
 
 from raypipe.config import ChunkConfig, RunConfig
 from raypipe.distributed.actors import InferActor, actor_pool_map
+from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.cluster import ActorPlan, on_local_ray, sized_local_store
 from raypipe.distributed.fixed_cluster import use_fixed_cluster
-from raypipe.distributed.fused import fused_stage
+from raypipe.distributed.fused import FUSED_IN_FLIGHT, fused_stage
 from raypipe.distributed.planning import (
     ModelFacts,
     PlannedVideo,
@@ -65,6 +66,7 @@ def build_dataset(
     warmup_frames: int = 0,
     max_workers: int | None = None,
     handoff: YuvRule | None = None,
+    lanes: bool = False,
 ) -> ray.data.Dataset:
     """The lazy pipeline over ``source`` (video and chunk rows: :func:`video_source` or
     :func:`archive_source`): decode tasks → inference actors → encode (or, for a
@@ -77,7 +79,9 @@ def build_dataset(
     ``warmup_picture``: the first video's picture; the actors warm up on a batch of its
     upright size (None: on their first chunk). ``handoff``: the run's YUV hand-off rule
     (:attr:`StartedRun.handoff`); when the first video goes as YUV under it, the actors
-    warm the model that takes its YUV frames instead of RGB."""
+    warm the model that takes its YUV frames instead of RGB. ``lanes``: ``source``'s blocks
+    are lanes of consecutive chunks (:func:`video_source`), one call of a fused actor at a
+    time."""
     ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
     warmup_hw, warmup_yuv = None, None
     if warmup_picture is not None:
@@ -95,11 +99,14 @@ def build_dataset(
     )
     max_workers = max_workers or actors.workers
     if actors.fused:
-        source.context.target_max_block_size = 1  # every chunk its own call, as decode_step
+        # every chunk its own call, as decode_step, and in a lane its own output block, so
+        # the driver sees each chunk as it is done
+        source.context.target_max_block_size = 1
         ds = fused_stage(
             source,
             job,
             max_workers=max_workers,
+            in_flight=1 if lanes else FUSED_IN_FLIGHT,
             decoder=cfg.chunk.decoder,
             encode=cfg.encode,
             handoff=handoff,
@@ -156,10 +163,66 @@ def decode_step(
     return source.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=TASK_CPUS)
 
 
-def video_source(planned: Sequence[PlannedVideo]) -> ray.data.Dataset:
-    """Rows of videos planned on the driver (:func:`video_rows` of each)."""
+def video_source(planned: Sequence[PlannedVideo], *, lanes: int = 0) -> ray.data.Dataset:
+    """Rows of videos planned on the driver (:func:`video_rows` of each), one per block;
+    with ``lanes`` (one video), in that many blocks of consecutive chunks
+    (:func:`lane_rows`)."""
     rows = [row for p in planned for row in video_rows(p)]
-    return ray.data.from_items(rows, override_num_blocks=len(rows))
+    if lanes <= 1 or len(planned) != 1:
+        return ray.data.from_items(rows, override_num_blocks=len(rows))
+    schema = pa.Table.from_pylist(rows).schema  # one schema for every block
+    return ray.data.from_blocks(
+        [pa.Table.from_pylist(lane, schema=schema) for lane in lane_rows(rows, lanes)]
+    )
+
+
+LANE_CHUNKS = 16
+"""About the most chunks a lane holds (:func:`fused_lanes`)."""
+
+
+def fused_lanes(planned: PlannedVideo, actors: ActorPlan) -> int:
+    """How many lanes of consecutive chunks a video goes through fused actors in (0: a
+    block per chunk, the actors taking whichever chunk comes next).
+
+    A chunk that starts inside a GOP decodes the GOP from its keyframe and drops the frames
+    before its start (pre-roll), unless the process's decoder stands just before it
+    (:func:`raypipe.media.decode.decode_chunk`'s ``carry``): the chunk before went through
+    the same actor. Chunks taken in turn by whichever actor is free alternate between the
+    actors, and every actor decodes nearly every frame. In lanes, an actor takes a run of
+    consecutive chunks in one call and its decoder goes on from one to the next: one
+    pre-roll per lane. So for a video that splits a GOP, as many lanes as actors, more (a
+    multiple of the actors) when the lanes would hold more than :data:`LANE_CHUNKS` chunks
+    each: a lane that fails is done again as a whole, and shorter lanes leave less for the
+    last one to finish alone."""
+    rows = [r for r in planned.rows if r["kind"] == "chunk"]
+    workers = max(1, min(actors.workers, len(rows)))
+    if not actors.fused or workers < 2 or not any(_inside_gop(r) for r in rows):
+        return 0
+    rounds = -(-len(rows) // (workers * LANE_CHUNKS))
+    return workers * rounds
+
+
+def _inside_gop(row: Row) -> bool:
+    """Whether a chunk row starts after the keyframe it is decoded from."""
+    return int(row["index"]) > 0 and int(row["seek_pts"]) != int(row["start_pts"])
+
+
+def lane_rows(rows: Sequence[Row], lanes: int) -> list[list[Row]]:
+    """``rows`` (one video's, in order) in ``lanes`` runs of consecutive rows (fewer when
+    there are fewer rows), each ending where the frames before it come nearest to its share
+    of the video's frames."""
+    lanes = max(1, min(lanes, len(rows)))
+    ends = [0]
+    for frames in (max(1, int(r["n_frames"])) for r in rows):
+        ends.append(ends[-1] + frames)  # ends[j]: the frames of rows[:j]
+    total, cuts = ends[-1], [0]
+    for lane in range(1, lanes):
+        share = total * lane / lanes
+        # at least a row for this lane and for each of the lanes after it
+        candidates = range(cuts[-1] + 1, len(rows) - (lanes - lane) + 1)
+        cuts.append(min(candidates, key=lambda j: abs(ends[j] - share)))
+    cuts.append(len(rows))
+    return [list(rows[a:b]) for a, b in zip(cuts, cuts[1:])]
 
 
 PLAN_BLOCKS = 128

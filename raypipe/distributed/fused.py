@@ -123,16 +123,17 @@ def fused_stage(
     decoder: str,
     encode: EncodeConfig,
     handoff: YuvRule | None = None,
+    in_flight: int = FUSED_IN_FLIGHT,
 ) -> ray.data.Dataset:
-    """``source``'s chunk rows (one row per block) through a pool of
-    ``min(job.plan.workers, max_workers)`` :class:`ChunkActor`, each working on one chunk
-    with the next queued (:data:`FUSED_IN_FLIGHT`)."""
+    """``source``'s chunk rows through a pool of ``min(job.plan.workers, max_workers)``
+    :class:`ChunkActor`, each working on one chunk with up to ``in_flight`` calls (blocks
+    of rows) queued at it."""
     return actor_pool_map(
         source,
         ChunkActor,
         job,
         max_workers=max_workers,
-        in_flight=FUSED_IN_FLIGHT,
+        in_flight=in_flight,
         fn_constructor_kwargs={
             "job": job,
             "decoder": decoder,

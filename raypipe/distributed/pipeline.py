@@ -18,7 +18,7 @@ from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import ChunkTask
 from raypipe.distributed.cluster import on_local_ray
-from raypipe.distributed.dataset import build_dataset, video_source
+from raypipe.distributed.dataset import build_dataset, fused_lanes, video_source
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.planning import VideoJob, error_of, plan_video, write_run_record
 from raypipe.distributed.runner import Runner
@@ -87,8 +87,9 @@ def process_video(
         on_frames=progress.update,
         assemble_here=on_local_ray(),  # its machine is this one: no task to wait for
     )
+    lanes = fused_lanes(planned, actors)
     ds = build_dataset(
-        video_source([planned]),
+        video_source([planned], lanes=lanes),
         cfg,
         actors,
         model,
@@ -96,6 +97,7 @@ def process_video(
         max_workers=max(1, len(planned.rows)),
         handoff=run.handoff,
         warmup_picture=planned.picture,
+        lanes=lanes > 0,
     )
     results = runner.run(ds)
     result = next(results)  # a failed chunk fails the video at once: stop the pipeline

@@ -25,7 +25,9 @@ import raypipe
 from raypipe.config import EncodeConfig, ModelConfig, RunConfig, RuntimeConfig
 from raypipe.distributed.actors import InferActor
 from raypipe.distributed.cluster import ActorPlan, fuse_stages, plan_actors
+from raypipe.distributed.dataset import LANE_CHUNKS, fused_lanes, lane_rows
 from raypipe.distributed.fused import ChunkActor
+from raypipe.distributed.planning import PlannedVideo, VideoJob
 from raypipe.distributed.setup import load_model
 from raypipe.distributed.workload import ActorJob
 from raypipe.errors import ConfigError
@@ -85,6 +87,64 @@ def test_a_lossy_output_is_the_split_pipelines_to_the_bit(
         with av.open(str(out)) as container:
             packets[stages] = [(p.pts, p.dts, bytes(p)) for p in container.demux(video=0) if p.size]
     assert len(packets["fused"]) == 24 and packets["fused"] == packets["split"]
+
+
+def test_a_split_gop_goes_through_the_actors_in_lanes(tmp_path: Path) -> None:
+    """One long GOP in 8 chunks on 4 fused actors: each actor takes a lane of consecutive
+    chunks and its decoder goes on from one to the next (one pre-roll per lane, not one
+    per chunk); the output is exact."""
+    source, out = tmp_path / "one_gop.mp4", tmp_path / "out.mp4"
+    make_clip(source, ClipSpec(n_frames=48, width=160, height=96, gop=48))
+    doc = _run(source, out, tmp_path, model="builtin:invert", chunk_frames=6, device="cpu")
+    chunks = sorted(doc["chunks"], key=lambda c: c["index"])
+    assert len(chunks) == 8 and _one_process_per_chunk(doc)
+    lanes: dict[int, list[int]] = {}
+    for c in chunks:
+        lanes.setdefault(c["infer_pid"], []).append(c["index"])
+    assert sorted(lanes.values()) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert [c["decode_carried"] for c in chunks] == [False, True] * 4
+    assert_exact(source, out, "builtin:invert")
+
+
+def _rows(frames: list[int], *, keyframe_every: int) -> list[dict[str, int | str]]:
+    rows, start = [], 0
+    for index, n in enumerate(frames):
+        seek = start - start % keyframe_every
+        rows.append({"kind": "chunk", "index": index, "n_frames": n, "start_pts": start,
+                     "seek_pts": -1 if seek == 0 else seek})  # fmt: skip
+        start += n
+    return rows
+
+
+def test_lanes_are_runs_of_consecutive_chunks_of_about_equal_frames() -> None:
+    rows = _rows([20, 20, 20, 20, 20, 20, 15, 15], keyframe_every=60)
+    assert [[r["index"] for r in lane] for lane in lane_rows(rows, 2)] == [
+        [0, 1, 2, 3], [4, 5, 6, 7],
+    ]  # fmt: skip
+    assert [len(lane) for lane in lane_rows(rows, 3)] == [2, 3, 3]  # 40, 60, 50 frames
+    assert [len(lane) for lane in lane_rows(rows, 20)] == [1] * 8  # at most one per row
+    assert [len(lane) for lane in lane_rows(_rows([50, 1, 1, 1], keyframe_every=60), 2)] == [
+        1, 3,
+    ]  # fmt: skip
+    assert lane_rows(rows, 1) == [rows]
+
+
+def test_only_a_video_that_splits_a_gop_goes_in_lanes() -> None:
+    def lanes(frames: list[int], keyframe_every: int, workers: int = 2, fused: bool = True) -> int:
+        plan = ActorPlan(workers=workers, num_gpus=0.0, num_cpus=1.0, intra_op_threads=1,
+                         fused=fused)  # fmt: skip
+        video = PlannedVideo(job=VideoJob(uri="in.mp4", output="out.mp4"), video_id="v",
+                             rows=_rows(frames, keyframe_every=keyframe_every))  # fmt: skip
+        return fused_lanes(video, plan)
+
+    assert lanes([20] * 8, keyframe_every=60) == 2
+    assert lanes([20] * 8, keyframe_every=20) == 0  # every chunk starts on a keyframe
+    assert lanes([20] * 8, keyframe_every=60, fused=False) == 0
+    assert lanes([20] * 8, keyframe_every=60, workers=1) == 0
+    assert lanes([20], keyframe_every=60) == 0
+    assert lanes([20] * 8, keyframe_every=60, workers=16) == 8  # a lane per chunk at most
+    # lanes of at most LANE_CHUNKS chunks, as many for every actor
+    assert lanes([20] * (2 * LANE_CHUNKS + 1), keyframe_every=60) == 4
 
 
 def test_gpu_actors_split_unless_fused_is_asked(clips: dict[str, Path], tmp_path: Path) -> None:
