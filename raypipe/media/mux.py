@@ -844,11 +844,14 @@ def _read_segment(uri: str) -> Segment:
     return Segment.from_bytes(blob)
 
 
-def _open_segment(uri: str) -> tuple[Segment, Any]:
-    """A segment and its NUT container opened for demuxing (close it)."""
+def _open_segment(uri: str, *, probe: bool = True) -> tuple[Segment, Any]:
+    """A segment and its NUT container opened for demuxing (close it). ``probe``: FFmpeg
+    finds the stream's parameters as any input's, decoding its first frames (the output's
+    stream is made from the first segment's); without, nothing is decoded
+    (:data:`_PACKETS_ONLY`)."""
     segment = _read_segment(uri)
     try:
-        container = av.open(io.BytesIO(segment.nut))
+        container = av.open(io.BytesIO(segment.nut), options=None if probe else _PACKETS_ONLY)
         if not container.streams.video:
             container.close()
             raise EncodeError(f"segment {os.path.basename(uri)} holds no video stream")
@@ -858,6 +861,13 @@ def _open_segment(uri: str) -> tuple[Segment, Any]:
             "damaged: run again to redo the video"
         ) from e
     return segment, container
+
+
+_PACKETS_ONLY = {"skip_frame": "all"}
+"""Decoder options of a segment opened for its packets only: FFmpeg's stream probe (when a
+container is opened) decodes its first frames to learn what the container does not say
+(the pixel format, the decoder's delay), which packets to copy do not need. At 4K that was
+most of an assembly (8 segments: 0.55 of 0.75 s; 87 against 2 ms a segment, 20 frames)."""
 
 
 def _segment_packets(
@@ -874,7 +884,7 @@ def _segment_packets(
     last_end: Fraction | None = None  # the latest display time of the segments so far
     n_out = 0
     for path in paths:
-        segment, opened = _open_segment(path)
+        segment, opened = _open_segment(path, probe=False)
         with opened as seg:
             stream = seg.streams.video[0]
             if stream.codec_context.extradata != extradata:
