@@ -174,10 +174,26 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
     _local_ray = (ray.get_runtime_context().gcs_address, runtime.local_object_store_bytes)
 
 
-def local_ray_config() -> dict[str, int | list[str]]:
-    """The system config of raypipe's local Ray: :data:`RAYLET_CONFIG` and the workers'
-    :data:`PRELOADED_MODULES` (a list: Ray's config reads that key as an array)."""
-    return {**RAYLET_CONFIG, "preload_python_modules": list(PRELOADED_MODULES)}
+LOCAL_WORKERS_CONFIG: dict[str, bool] = {"enable_worker_prestart": True}
+"""The local raylet starts its first worker processes as it starts, not when the driver
+has connected (Ray's default for a driver's first job): they import
+:data:`PRELOADED_MODULES` while the agents start and ``ray.init`` waits for them, when
+one of the 2 cores was idle, and the actors take them as they would the driver's. As
+many as Ray would start for the driver (its startup concurrency, the node's cores). A
+20 s 720p ``sharpen`` run's first decode came 3.33-3.42 s after the command against
+3.60-3.62 s (3 alternated rounds; benchmarks/README.md, session 42). A cluster's nodes
+start theirs when a job comes, as Ray starts them."""
+
+
+def local_ray_config() -> dict[str, bool | int | list[str]]:
+    """The system config of raypipe's local Ray: :data:`RAYLET_CONFIG`,
+    :data:`LOCAL_WORKERS_CONFIG` and the workers' :data:`PRELOADED_MODULES` (a list: Ray's
+    config reads that key as an array)."""
+    return {
+        **RAYLET_CONFIG,
+        **LOCAL_WORKERS_CONFIG,
+        "preload_python_modules": list(PRELOADED_MODULES),
+    }
 
 
 def local_cpus(runtime: RuntimeConfig) -> int:

@@ -14,7 +14,12 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from raypipe.config import RuntimeConfig  # noqa: E402
-from raypipe.distributed.cluster import PRELOADED_MODULES, RAYLET_CONFIG, connect  # noqa: E402
+from raypipe.distributed.cluster import (  # noqa: E402
+    LOCAL_WORKERS_CONFIG,
+    PRELOADED_MODULES,
+    RAYLET_CONFIG,
+    connect,
+)
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "cluster" / "Dockerfile"
 
@@ -32,7 +37,7 @@ def local_ray() -> Iterator[None]:
 def test_the_local_ray_gets_raypipes_raylet_config(local_ray: None) -> None:
     # The system config the local raylet was started with (Ray keeps it on the node).
     config = ray._private.worker._global_node._config
-    for key, value in RAYLET_CONFIG.items():
+    for key, value in {**RAYLET_CONFIG, **LOCAL_WORKERS_CONFIG}.items():
         assert config.get(key) == value, key
 
 
