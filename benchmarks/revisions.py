@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", required=True, help="the earlier revision (a git commit-ish)")
     parser.add_argument("--cases", default="4k-5s", help="perframe.py's case names, commas")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--model", default=None,
-                        help="the model of every case (default: identity, invert at 4K)")
+    parser.add_argument(
+        "--model", default=None, help="the model of every case (default: identity, invert at 4K)"
+    )
     parser.add_argument("--frames-may-differ", action="store_true",
                         help="both sides' outputs need not have the same frames")  # fmt: skip
     parser.add_argument("--out", default=None, help="result JSON (default results/revisions.json)")

@@ -180,8 +180,9 @@ has connected (Ray's default for a driver's first job): they import
 :data:`PRELOADED_MODULES` while the agents start and ``ray.init`` waits for them, when
 one of the 2 cores was idle, and the actors take them as they would the driver's. As
 many as Ray would start for the driver (its startup concurrency, the node's cores). A
-20 s 720p ``sharpen`` run's first decode came 3.33-3.42 s after the command against
-3.60-3.62 s (3 alternated rounds; benchmarks/README.md, session 42). A cluster's nodes
+20 s 720p ``sharpen`` run's first decode came 3.25 s (3.20-3.31) after the command
+against 3.62 s (3.54-3.71), its wall 15.14 against 15.44 s (medians of 4 alternated
+rounds; benchmarks/README.md, session 42). A cluster's nodes
 start theirs when a job comes, as Ray starts them."""
 
 

@@ -299,11 +299,12 @@ def _frames(container: Any, stream: Any, source: _Carried) -> Iterator[av.VideoF
     starts inside a GOP, decoded from its keyframe), the decoder skips the pictures that no
     other picture refers to (FFmpeg's ``skip_frame`` ``NONREF``: non-reference B-frames),
     whose frames would be dropped anyway; from the first packet shown at or after it (or
-    one without a pts) every picture is decoded. The frames kept are the same bits. A 50
-    frame 4K pre-roll took 26% less CPU (0.26 s; 720p GOPs with no such picture: the
-    same). Only for the software decoder of :data:`PREROLL_SKIPS` in containers whose
-    packets carry their display times (not :data:`DECODE_ORDER_ONLY`); elsewhere, and for
-    a decoder carried from the chunk before, every picture is decoded."""
+    one without a pts) every picture is decoded. The frames kept are the same bits. 150 4K
+    frames decoded after a 50-frame pre-roll took 4.38 against 4.64 s of CPU (the 720p
+    benchmark clip's 55-frame pre-roll: no gain; benchmarks/README.md, session 42). Only
+    for the software decoder of :data:`PREROLL_SKIPS` in containers whose packets carry
+    their display times (not :data:`DECODE_ORDER_ONLY`); elsewhere, and for a decoder
+    carried from the chunk before, every picture is decoded."""
     ctx = stream.codec_context
     if (
         container.format.name in DECODE_ORDER_ONLY

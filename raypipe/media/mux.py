@@ -867,7 +867,8 @@ _PACKETS_ONLY = {"skip_frame": "all"}
 """Decoder options of a segment opened for its packets only: FFmpeg's stream probe (when a
 container is opened) decodes its first frames to learn what the container does not say
 (the pixel format, the decoder's delay), which packets to copy do not need. At 4K that was
-most of an assembly (8 segments: 0.55 of 0.75 s; 87 against 2 ms a segment, 20 frames)."""
+most of an assembly (8 segments: 0.62 of 0.75 s; 87 against 2 ms to open a 20-frame
+segment; benchmarks/README.md, session 42)."""
 
 
 def _segment_packets(
