@@ -90,19 +90,21 @@ def test_a_lossy_output_is_the_split_pipelines_to_the_bit(
 
 
 def test_a_split_gop_goes_through_the_actors_in_lanes(tmp_path: Path) -> None:
-    """One long GOP in 8 chunks on 4 fused actors: each actor takes a lane of consecutive
-    chunks and its decoder goes on from one to the next (one pre-roll per lane, not one
-    per chunk); the output is exact."""
+    """One long GOP in 8 chunks on 4 fused actors: 4 lanes of 2 consecutive chunks, each
+    lane on one actor whose decoder goes on from its first chunk to its second (one
+    pre-roll per lane, not one per chunk); the output is exact. Which actor takes which
+    lane is Ray Data's: an actor up first that has finished a lane takes the next one
+    waiting (its decoder may then go on into it too)."""
     source, out = tmp_path / "one_gop.mp4", tmp_path / "out.mp4"
     make_clip(source, ClipSpec(n_frames=48, width=160, height=96, gop=48))
     doc = _run(source, out, tmp_path, model="builtin:invert", chunk_frames=6, device="cpu")
     chunks = sorted(doc["chunks"], key=lambda c: c["index"])
     assert len(chunks) == 8 and _one_process_per_chunk(doc)
-    lanes: dict[int, list[int]] = {}
-    for c in chunks:
-        lanes.setdefault(c["infer_pid"], []).append(c["index"])
-    assert sorted(lanes.values()) == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    assert [c["decode_carried"] for c in chunks] == [False, True] * 4
+    pids = [c["infer_pid"] for c in chunks]
+    assert all(pids[i] == pids[i + 1] for i in (0, 2, 4, 6)), pids  # a lane, one actor
+    assert len(set(pids)) >= 2, pids  # the lanes were spread
+    carried = [c["decode_carried"] for c in chunks]
+    assert not carried[0] and all(carried[i] for i in (1, 3, 5, 7)), carried
     assert_exact(source, out, "builtin:invert")
 
 
