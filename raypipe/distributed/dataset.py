@@ -170,10 +170,16 @@ def video_source(planned: Sequence[PlannedVideo], *, lanes: int = 0) -> ray.data
     rows = [row for p in planned for row in video_rows(p)]
     if lanes <= 1 or len(planned) != 1:
         return ray.data.from_items(rows, override_num_blocks=len(rows))
-    schema = pa.Table.from_pylist(rows).schema  # one schema for every block
-    return ray.data.from_blocks(
-        [pa.Table.from_pylist(lane, schema=schema) for lane in lane_rows(rows, lanes)]
-    )
+    return row_blocks(lane_rows(rows, lanes))
+
+
+def row_blocks(groups: Sequence[Sequence[Row]]) -> ray.data.Dataset:
+    """A dataset of one block per group of rows, every block with one schema (that of all
+    the rows). ``from_blocks`` as ``from_items`` does it (a put and local metadata per
+    block), with the blocks ours; ``from_arrow`` would run a Ray task per block for its
+    metadata."""
+    schema = pa.Table.from_pylist([row for group in groups for row in group]).schema
+    return ray.data.from_blocks([pa.Table.from_pylist(list(g), schema=schema) for g in groups])
 
 
 LANE_CHUNKS = 16
@@ -264,14 +270,11 @@ def archive_source(
     video's row and its chunk rows, so chunks start as soon as the first videos are planned
     and the driver never holds every chunk row."""
     rows = [job_row(j) for j in jobs]
-    schema = pa.Table.from_pylist(rows).schema  # one schema for every block
-    blocks, start = [], 0
+    groups, start = [], 0
     for size in plan_block_sizes(len(rows)):
-        blocks.append(pa.Table.from_pylist(rows[start : start + size], schema=schema))
+        groups.append(rows[start : start + size])
         start += size
-    # from_blocks as from_items does it (a put and local metadata per block), with the
-    # blocks' sizes ours; from_arrow would run a Ray task per block for its metadata
-    ds = ray.data.from_blocks(blocks)
+    ds = row_blocks(groups)
     stage = functools.partial(plan_stage, chunk=chunk, resume=resume, key=key, model=model)
     # fewer CPUs than decode: Ray Data does not fuse the two (decode must stay a task per
     # chunk); few at once, or plan tasks fill every CPU slot (and start a Python worker
