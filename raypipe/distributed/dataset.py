@@ -99,8 +99,8 @@ def build_dataset(
     )
     max_workers = max_workers or actors.workers
     if actors.fused:
-        # every chunk its own call, as decode_step, and in a lane its own output block, so
-        # the driver sees each chunk as it is done
+        # every chunk row its own output block: a block per chunk is a call per chunk, as
+        # decode_step, and a lane's call hands each chunk's row on as it is done
         source.context.target_max_block_size = 1
         ds = fused_stage(
             source,

@@ -9,7 +9,8 @@ the actors run on the CPU nothing waits for a GPU, so ``--stages auto`` fuses th
 into the actors (:class:`ChunkActor`): the same stage functions, called one after the
 other in one process, the frames never leaving it (a per-frame model's frames written over
 the decoded ones, that array reused chunk after chunk), one chunk at a time per actor
-(the next one's row queued at it: :data:`FUSED_IN_FLIGHT`).
+(the next one's row queued at it: :data:`FUSED_IN_FLIGHT`), or a lane of consecutive
+chunks per call for a video that splits a GOP (:func:`raypipe.distributed.dataset.fused_lanes`).
 Measured on 2 vCPUs (benchmarks/README.md, session 39, medians of 3 alternated rounds):
 20 s 720p ``identity`` 16.3 s against 19.2 s split, 27.3 against 32.9 s of CPU; 4K 5 s
 ``invert`` 24.2 against 24.1 s (18.3 s since session 40, with numpy's arrays on small
@@ -42,7 +43,8 @@ output, are the split pipeline's to the bit (x264 codes differently with another
 count), whichever way a run or its resume went."""
 
 FUSED_IN_FLIGHT = 2
-"""Calls queued at each fused actor: its next chunk's row (a few hundred bytes: the actor
+"""Calls queued at each fused actor (one where the calls are lanes: a lane waits for a free
+actor, not behind another): its next chunk's row (a few hundred bytes: the actor
 decodes the frames itself) waits at the actor, so the actor starts it as soon as it has
 sent the last one back, not after Ray Data's round trip (0.15-0.2 s a chunk on 2 vCPUs).
 Side by side, 3 alternated rounds, 20 s 720p ``sharpen``: 15.57, 14.90, 14.81 s against
