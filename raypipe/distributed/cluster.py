@@ -272,7 +272,9 @@ def _head_processes(*, log_monitor: bool) -> Iterator[None]:
     (:func:`start_local` says why). ``ray.init`` has no options for them (``ray start``
     has ``--include-log-monitor`` and ``--no-monitor``); the head node starts each through
     a method of ``Node``, which this replaces with one that does nothing while Ray starts.
-    Ray's own multi-node test clusters run nodes without a log monitor too."""
+    Ray's own multi-node test clusters run nodes without a log monitor too. The node's
+    dashboard agent runs in Ray's minimal mode (:data:`_DASHBOARD_CHECK`)."""
+    import ray._private.utils as ray_utils
     from ray._private.node import Node
 
     def nothing(self: Node, *_: object, **__: object) -> None:
@@ -283,11 +285,37 @@ def _head_processes(*, log_monitor: bool) -> Iterator[None]:
     for name in kept:
         if name != "start_log_monitor" or not log_monitor:
             setattr(Node, name, nothing)
+    dependency_check = getattr(ray_utils, _DASHBOARD_CHECK, None)
+    if dependency_check is not None:
+        setattr(ray_utils, _DASHBOARD_CHECK, _minimal_agent)
     try:
         yield
     finally:
         for name, method in kept.items():
             setattr(Node, name, method)
+        if dependency_check is not None:
+            setattr(ray_utils, _DASHBOARD_CHECK, dependency_check)
+
+
+_DASHBOARD_CHECK = "get_dashboard_dependency_error"
+"""Ray's test for ``ray[default]``'s packages, which a node's start asks to choose the
+dashboard agent's mode: the full agent where they import, the ``--minimal`` one (no HTTP
+server: nothing to submit jobs to) where they do not. It imports them to know (aiohttp,
+OpenTelemetry's Prometheus exporter, pydantic...: 0.22 s of a driver's imports, the
+longest one it makes, with ``-X importtime`` on 2 vCPUs), on the critical path of
+``ray.init``. raypipe's local Ray has no dashboard and nothing that submits jobs to it, so
+:func:`_head_processes` answers as a minimal ``pip install raypipe`` (``ray[data]``, not
+``ray[default]``) does: the agent is the same with or without ``ray[default]``, and the
+workers find no metrics agent to export to (nothing could scrape it on a Ray that ends
+with the run; a running cluster's nodes export as before). 20 s 720p ``sharpen``, 4
+alternated rounds: first decode 3.05 s (2.97-3.07) after the command against 3.27
+(3.18-3.38), wall 14.32 against 14.72 s (benchmarks/README.md, session 43)."""
+
+
+def _minimal_agent() -> ImportError:
+    """Ray's dashboard dependency check, answered without importing them (see
+    :data:`_DASHBOARD_CHECK`)."""
+    return ImportError("raypipe's local Ray has no dashboard: its agent runs --minimal")
 
 
 _SKIPPED_HEAD_PROCESSES = ("start_log_monitor", "start_monitor", "start_api_server")

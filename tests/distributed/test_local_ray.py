@@ -77,8 +77,12 @@ def test_the_local_ray_has_no_log_monitor(local_ray: None) -> None:
 
 def test_the_local_ray_has_no_autoscaler_monitor_and_no_api_server(local_ray: None) -> None:
     """A single node that ends with the run: nothing to autoscale, no job submission or
-    state API to serve. Ray's methods that start them are Ray's own again afterwards, and
-    the metrics agent is still there (raypipe's run metrics go through it)."""
+    state API to serve. Ray's methods that start them are Ray's own again afterwards. The
+    dashboard agent stays (the raylet waits for it), in Ray's minimal mode whatever is
+    installed, as with ``ray[data]`` alone: no HTTP server and no metrics agent, which
+    nothing could reach on a Ray that ends with the run; Ray's check for ``ray[default]``
+    is its own again afterwards."""
+    import ray._private.utils as ray_utils
     from ray._private import ray_constants
     from ray._private.node import Node
 
@@ -90,7 +94,12 @@ def test_the_local_ray_has_no_autoscaler_monitor_and_no_api_server(local_ray: No
     assert not [x for x in lines if "autoscaler/_private/monitor.py" in x], lines
     assert not [x for x in lines if "dashboard/dashboard.py" in x], lines
     agent = ("dashboard/agent.py", "ray::DashboardAgent")  # its command line, then its title
-    assert [x for x in lines if x.startswith(agent[1]) or agent[0] in x], lines  # it stays
+    agents = [x for x in lines if x.startswith(agent[1]) or agent[0] in x]
+    assert agents, lines  # it stays
+    raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.args
+    command = [a for a in raylet if a.startswith("--dashboard_agent_command=")]
+    assert len(command) == 1 and "--minimal" in command[0].split(), raylet
+    assert ray_utils.get_dashboard_dependency_error.__module__ == "ray._private.utils"
     for name in ("start_log_monitor", "start_monitor", "start_api_server"):
         assert getattr(Node, name).__qualname__ == f"Node.{name}", name
 
