@@ -8,11 +8,13 @@ work directory is removed whether it succeeds or fails. It runs wherever the clu
 CPU, reads the segments from the work directory (a shared path or object storage) and
 returns only a small :class:`Assembled`: no segment passes through the driver.
 
-One exception: a single video on the local Ray raypipe started for it
-(:func:`raypipe.distributed.cluster.on_local_ray`) is assembled by the driver itself, a
-plain call of :func:`assemble_video` when its last chunk is in. That machine is the
-driver's, and by then Ray Data's actors have gone and no worker process is left idle: a
-task waited 1.3-1.4 s for a new one to start (benchmarks/README.md, session 41).
+One exception: a single video on a Ray of one node on the driver's machine (the local Ray
+raypipe started for it, or one the driver joined, such as a workstation's ``ray start
+--head``: :func:`raypipe.distributed.cluster.on_one_node_here`) is assembled by the driver
+itself, a plain call of :func:`assemble_video` when its last chunk is in. The work
+directory and the output are on that machine too, and by then Ray Data's actors have gone
+and no worker process of the job is left idle: a task waited 1.3-1.4 s for a new one to
+start (benchmarks/README.md, session 41; on a running Ray, session 43).
 """
 
 from __future__ import annotations

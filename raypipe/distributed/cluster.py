@@ -251,6 +251,28 @@ def on_local_ray() -> bool:
     return ray.get_runtime_context().gcs_address == _local_ray[0]
 
 
+def on_one_node_here() -> bool:
+    """Whether the Ray this process is connected to is a single node on this machine: Ray
+    raypipe started (:func:`on_local_ray`), or one the driver joined whose only live node
+    is the driver's own (a workstation's ``ray start --head``, a notebook's
+    ``ray.init()``, a job on a one-machine cluster). A Ray Client driver, which has no node
+    of its own, never is; nor a cluster of two nodes or more."""
+    if on_local_ray():
+        return True
+    if not ray.is_initialized():
+        return False
+    try:
+        from ray.util.client import ray as client
+
+        if client.is_connected():  # the context would name a node of the cluster's
+            return False
+        here = ray.get_runtime_context().get_node_id()
+        alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # noqa: BLE001 - a client connection, an older Ray: not known here
+        return False
+    return alive == [here]
+
+
 def store_too_small(size: int, chunk_bytes: int, runtime: RuntimeConfig) -> str | None:
     """A warning when a local Ray's store of ``size`` bytes is smaller than a run with
     chunks of ``chunk_bytes`` wants (:func:`local_store_bytes`, without its floor), else

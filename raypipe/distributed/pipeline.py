@@ -17,7 +17,7 @@ from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import ChunkTask
-from raypipe.distributed.cluster import on_local_ray
+from raypipe.distributed.cluster import on_one_node_here
 from raypipe.distributed.dataset import build_dataset, fused_lanes, video_source
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.planning import VideoJob, error_of, plan_video, write_run_record
@@ -85,7 +85,7 @@ def process_video(
         keep_chunk_stats=True,
         per_video_metrics=True,
         on_frames=progress.update,
-        assemble_here=on_local_ray(),  # its machine is this one: no task to wait for
+        assemble_here=on_one_node_here(),  # its machine is this one: no task to wait for
     )
     lanes = fused_lanes(planned, actors)
     ds = build_dataset(

@@ -5,7 +5,7 @@ The pipeline (:mod:`raypipe.distributed.dataset`) hands the driver one small row
 video's facts (:class:`~raypipe.distributed.planning.VideoFacts`), with its first chunk row
 or in a *video row* of their own. The driver counts a video's chunks; when all are in, it
 submits the video's assembly as a Ray task (:mod:`raypipe.distributed.assembly`) and
-yields the result when that task returns (or, for one video on raypipe's own local Ray,
+yields the result when that task returns (or, for one video on a Ray of one node here,
 assembles it itself: ``assemble_here``). A video whose chunk failed fails at once (a
 model or processor failure is deterministic; its later chunks are dropped as they arrive).
 The driver keeps state only for videos in flight, and chunk statistics in a
@@ -133,7 +133,7 @@ class Runner:
     ``chunk_log``: where chunk records go; ``keep_chunk_stats``: also attach them to each
     video's result (one-video runs); ``on_frames``: progress, frames per finished chunk;
     ``assemble_here``: assemble each video in this process, when its last chunk is in,
-    instead of in a Ray task (a single video on raypipe's local Ray: see
+    instead of in a Ray task (a single video on a Ray of one node here: see
     :mod:`raypipe.distributed.assembly`).
     Every chunk and video outcome is recorded as Ray metrics (:class:`ChunkMetrics`: one
     series per video for a single video, one per run for an archive).

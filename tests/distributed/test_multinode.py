@@ -137,6 +137,7 @@ def test_segments_on_object_storage_and_assembly_off_the_driver(
     assert len(runs) == 1
     node, pid = runs[0]
     assert node in nodes and pid != os.getpid()
+    assert stats.assembly["in_driver"] is False
 
 
 @pytest.mark.parametrize(
