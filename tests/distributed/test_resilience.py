@@ -2,7 +2,8 @@
 the inference actor and the encode task, and on the first attempt of the assembly task
 after it has written part of the output): outputs stay exact and equal to a clean run,
 and nothing half-written is left. The same with fused stages (CPU actors that decode, run
-and encode: each kill takes an actor down with its chunk)."""
+and encode: each kill takes an actor down with its chunk). On a Ray of two nodes: on one
+node here the driver assembles a single video itself, and a crash there is the run's."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import ray
 from conftest import assert_exact, lossless_options
+from ray.cluster_utils import Cluster
 
 import raypipe
 from raypipe.faults import EXIT_ENV
@@ -40,7 +42,8 @@ def sources(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def markers(sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A local Ray whose workers kill themselves on the first attempt at chosen chunks."""
+    """A Ray of two nodes on this machine (one logical GPU each) whose workers kill
+    themselves on the first attempt at chosen chunks."""
     directory = tmp_path_factory.mktemp("markers")
     specs = []
     for stages, source in sources.items():
@@ -50,16 +53,17 @@ def markers(sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
     spec = ";".join(specs)
     if ray.is_initialized():
         ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 1})
+    cluster.add_node(num_cpus=4, num_gpus=1)
+    cluster.wait_for_nodes()
     ray.init(
-        address="local",
-        num_cpus=8,
-        num_gpus=2,
-        include_dashboard=False,
+        address=cluster.address,
         log_to_driver=False,
         runtime_env={"env_vars": {EXIT_ENV: spec}},
     )
     yield directory
     ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.mark.parametrize("stages", STAGES)
