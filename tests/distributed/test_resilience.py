@@ -2,8 +2,9 @@
 the inference actor and the encode task, and on the first attempt of the assembly task
 after it has written part of the output): outputs stay exact and equal to a clean run,
 and nothing half-written is left. The same with fused stages (CPU actors that decode, run
-and encode: each kill takes an actor down with its chunk). On a Ray of two nodes: on one
-node here the driver assembles a single video itself, and a crash there is the run's."""
+and encode: each kill takes an actor down with its chunk). The runs are on a Ray of two
+nodes, where the assembly is a task: on a Ray of one node on the driver's machine the
+driver assembles a single video itself, and a crash there ends the run."""
 
 from __future__ import annotations
 
