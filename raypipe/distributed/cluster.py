@@ -302,21 +302,19 @@ def _head_processes(*, log_monitor: bool) -> Iterator[None]:
     def nothing(self: Node, *_: object, **__: object) -> None:
         return None
 
-    # a Ray without one of these methods starts that process some other way: left as it is
-    kept = {n: getattr(Node, n) for n in _SKIPPED_HEAD_PROCESSES if hasattr(Node, n)}
-    for name in kept:
-        if name != "start_log_monitor" or not log_monitor:
-            setattr(Node, name, nothing)
-    dependency_check = getattr(ray_utils, _DASHBOARD_CHECK, None)
-    if dependency_check is not None:
-        setattr(ray_utils, _DASHBOARD_CHECK, _minimal_agent)
+    skipped = [n for n in _SKIPPED_HEAD_PROCESSES if n != "start_log_monitor" or not log_monitor]
+    replaced = [(Node, name, nothing) for name in skipped]
+    replaced.append((ray_utils, _DASHBOARD_CHECK, _minimal_agent))
+    # a Ray without one of these starts that process (or chooses) some other way: left as it is
+    replaced = [(owner, name, new) for owner, name, new in replaced if hasattr(owner, name)]
+    kept = [(owner, name, getattr(owner, name)) for owner, name, _ in replaced]
+    for owner, name, new in replaced:
+        setattr(owner, name, new)
     try:
         yield
     finally:
-        for name, method in kept.items():
-            setattr(Node, name, method)
-        if dependency_check is not None:
-            setattr(ray_utils, _DASHBOARD_CHECK, dependency_check)
+        for owner, name, old in kept:
+            setattr(owner, name, old)
 
 
 _DASHBOARD_CHECK = "get_dashboard_dependency_error"
