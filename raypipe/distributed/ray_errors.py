@@ -43,10 +43,17 @@ def iter_rows(ds: Any) -> Iterator[dict[str, Any]]:
     benchmarks/README.md, "Archives"). Fetching each block of small rows with ``ray.get``
     touches no store page (small task outputs come back inline). The executor's per-block
     stats are dropped as the run goes (:func:`drop_block_stats`).
+
+    Left before its end (an error, Ctrl-C or SIGTERM, a caller that closes it), it stops
+    the executor itself, there and then: otherwise the executor stopped when the garbage
+    collector came to it, after the command's last line, and Ray Data's own line about it
+    ("Dataset ... execution finished") came after that, on the terminal.
     """
     import ray
     from ray.data.block import BlockAccessor
 
+    executor = None
+    left: BaseException | None = None
     try:
         bundles, executor = _bundles(ds)
         for i, bundle in enumerate(bundles):
@@ -55,13 +62,21 @@ def iter_rows(ds: Any) -> Iterator[dict[str, Any]]:
             for ref in bundle.block_refs:
                 block = BlockAccessor.for_block(ray.get(ref))
                 yield from block.iter_rows(public_row_format=True)
-    except RaypipeError:
+    except RaypipeError as e:
+        left = e
         raise
     except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; surface ours typed
+        left = e
         cause = raypipe_cause(e)
         if cause is not None:
             raise cause from e
         raise
+    except BaseException as e:  # KeyboardInterrupt (Ctrl-C, SIGTERM), GeneratorExit
+        left = e
+        raise
+    finally:
+        if executor is not None and left is not None:
+            executor.shutdown(force=False, exception=left)  # a no-op if it has stopped
 
 
 STATS_EVERY = 64

@@ -21,7 +21,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,12 +164,15 @@ class Runner:
     def run(self, ds: Any) -> Iterator[VideoResult]:
         """Every video's result, as soon as it is known; the dataset ``ds`` runs meanwhile."""
         try:
-            # Ray's own log lines go to the session's log files meanwhile, unless --verbose
+            # Ray's own log lines go to the session's log files meanwhile, unless --verbose;
+            # the rows' iterator is closed inside (what it stops logs there too)
+            rows = iter_rows(ds)
             with (
                 ray_lines_to_files(verbose=self.cfg.verbose),
                 _no_pool_size_hint(),
+                closing(rows),
             ):
-                for row in iter_rows(ds):
+                for row in rows:
                     result = self._take(row)
                     if result is not None:
                         yield result
