@@ -3,7 +3,8 @@
 ``main(argv)`` returns the exit code: 0 success, 1 an error (one line on stderr:
 ``raypipe: error: TypeName: what happened; what to do``; ``--verbose`` prints the
 traceback before it), 2 bad usage (one line: ``raypipe run: error: ...``), 3 an archive in
-which some videos failed (see its report), 130 interrupted, 141 the reader of the output
+which some videos failed (see its report), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM: ``kill``, ``ray job stop``, a container's stop), 141 the reader of the output
 went away (``raypipe probe clip | head -1``: nothing more is printed, as ``cat`` does).
 The command itself (the ``raypipe`` script, ``python -m raypipe.cli``, ``jobs/``) is
 :func:`entry`: ``main``, then the process ends with that code without the interpreter's
@@ -36,9 +37,10 @@ from raypipe.config import (
     ray_address_from_env,
 )
 from raypipe.errors import ConfigError, RaypipeError, one_line
-from raypipe.exiting import end_process, exit_status
+from raypipe.exiting import Terminated, end_process, exit_status, raise_on_sigterm
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
+EXIT_TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports it
 __all__ = ["EXIT_USAGE", "build_parser", "entry", "main"]
 
 
@@ -417,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"raypipe: where it failed (on a worker):\n{e.detail}", file=sys.stderr)  # type: ignore[attr-defined]
         print(f"raypipe: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated:
+        print("raypipe: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("raypipe: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -441,7 +446,8 @@ def entry(argv: Sequence[str] | None = None) -> NoReturn:
     :func:`main`, then Ray shut down without its exit wait where nothing needs it
     (:func:`raypipe.distributed.cluster.end_for_exit`), then the process ends with its exit
     code through :func:`raypipe.exiting.end_process` (exit steps done, no interpreter
-    finalization)."""
+    finalization). SIGTERM ends it as Ctrl-C does (:class:`raypipe.exiting.Terminated`)."""
+    raise_on_sigterm()
     try:
         status = main(argv)
     except SystemExit as e:  # argparse's --help and usage errors: already printed

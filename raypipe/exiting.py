@@ -25,9 +25,41 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 import threading
+from types import FrameType
 from typing import NoReturn
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was sent SIGTERM (``kill PID``, ``ray job stop``, a container or a pod
+    being stopped), raised in the main thread once :func:`raise_on_sigterm` is in place. A
+    KeyboardInterrupt, so whatever Ctrl-C undoes is undone for it too: a run's clean-up,
+    a handed-over run cancelled in the service, the local Ray shut down. The command says
+    ``raypipe: terminated (SIGTERM)`` and ends with status 143 (128 + 15, as a shell
+    reports a process that SIGTERM ended).
+
+    Without it, Ray's own driver handler (``ray.init`` puts it there) made the command end
+    with ``sys.exit(15)`` after Ray's native failure handler had printed a stack dump
+    (``*** SIGTERM received at time=... PC: @ ...``) and nothing of raypipe's."""
+
+
+def raise_on_sigterm() -> None:
+    """From now on SIGTERM raises :class:`Terminated` in the main thread (call it there).
+    :func:`raypipe.distributed.cluster.connect` keeps this handler through ``ray.init``."""
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+_TERMINATING = threading.Event()
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    # Once: a second SIGTERM (a supervisor repeating itself) must not cut the clean-up
+    # short; SIGKILL still ends the process at once.
+    if not _TERMINATING.is_set():
+        _TERMINATING.set()
+        raise Terminated()
 
 
 def exit_status(code: object) -> int:

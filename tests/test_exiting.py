@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -95,3 +96,37 @@ def test_the_command_exits_with_mains_status_and_output(
         done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == status, done.stderr
         assert text in getattr(done, stream), (command, done.stdout, done.stderr)
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does_and_the_same_command_finishes_it(
+    tmp_path: Path,
+) -> None:
+    """``kill``, ``ray job stop`` and a container's stop send SIGTERM: the command says so in
+    one line and ends with 143, with Ray's driver handler (``sys.exit(15)``, after a native
+    stack dump) kept out of the way; nothing is written at the output, and the same command
+    then writes it whole. Not a Ray-less check: the handler must survive ``ray.init``."""
+    from conftest import assert_exact, lossless_cli_args
+
+    from raypipe.testing import ClipSpec, make_clip
+
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=360, width=320, height=240))
+    model = "builtin:sharpen"
+    command = [sys.executable, "-m", "raypipe.cli", "run", "in.mp4", "out.mp4",
+               "--model", model, "--chunk-frames", "24", *lossless_cli_args()]  # fmt: skip
+    run = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert run.stderr is not None
+    seen = ""
+    while "frames (" not in seen:  # the run is going: its first progress line came
+        line = run.stderr.readline()
+        assert line, f"the command ended before any progress: {seen}"
+        seen += line
+    run.send_signal(signal.SIGTERM)
+    _, rest = run.communicate(timeout=120)
+    assert run.returncode == 143, seen + rest
+    assert rest.strip().splitlines()[-1] == "raypipe: terminated (SIGTERM)", rest
+    assert "SIGTERM received" not in seen + rest  # Ray's native handler's dump
+    assert not (tmp_path / "out.mp4").exists()
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", model)

@@ -7,10 +7,13 @@ against the cluster's resources before anything runs, with a message saying what
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,7 +69,7 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     _lines_to_driver = verbose
     address = runtime.address or ray_address_from_env()
     try:
-        with ray_lines_to_files(verbose=verbose, stderr=False):
+        with ray_lines_to_files(verbose=verbose, stderr=False), _sigterm_handler_kept():
             if address:
                 check_reachable(address)
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
@@ -86,6 +89,32 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
 
 
 _lines_to_driver = True  # until connect() says otherwise: Ray's own default
+
+
+@contextmanager
+def _sigterm_handler_kept() -> Iterator[None]:
+    """Put back, after ``ray.init``, the SIGTERM handler the process had set for itself (the
+    ``raypipe`` command's, :func:`raypipe.exiting.raise_on_sigterm`; a service's own):
+    ``ray.init`` replaces it with Ray's (``sys.exit(15)``, behind Ray's native failure
+    handler, which prints a stack dump first). Where the process had none (the default,
+    which would end it with no clean-up at all), Ray's stays. A SIGTERM that comes while
+    ``ray.init`` runs meets Ray's handler: its ``SystemExit(15)`` goes to the process's own
+    handler (the command's raises :class:`raypipe.exiting.Terminated`). Main thread only,
+    where Python handles signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    own = callable(before)  # not SIG_DFL, SIG_IGN, or None (set outside Python)
+    try:
+        yield
+    except SystemExit as e:
+        if own and e.code == signal.SIGTERM:
+            before(signal.SIGTERM, None)  # type: ignore[operator]
+        raise
+    finally:
+        if before not in (signal.SIG_DFL, None):  # None: not Python's, not ours to put back
+            signal.signal(signal.SIGTERM, before)
 
 
 def end_for_exit() -> None:
@@ -156,6 +185,7 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
         Config.initialize("")
     cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False  # the node's address: the loopback one
+    children = _child_pids()
     try:
         with _head_processes(log_monitor=verbose):
             ray.init(
@@ -168,10 +198,37 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
                 log_to_driver=verbose,
                 _system_config=local_ray_config(),  # ray.init adds its own keys to it
             )
+    except BaseException:
+        _stop_new_processes(children)
+        raise
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
     global _local_ray
     _local_ray = (ray.get_runtime_context().gcs_address, runtime.local_object_store_bytes)
+
+
+def _child_pids() -> set[int]:
+    """The pids of this process's descendants now."""
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _stop_new_processes(before: set[int]) -> None:
+    """Stop a local Ray whose start was cut short (Ctrl-C, SIGTERM, a failure): Ray's
+    shutdown for what it knows of, then SIGKILL for every descendant of this process not
+    in ``before``, without waiting for them to go (nothing of a Ray that never ran needs a
+    graceful end; its GCS and raylet took more than 3 s to go on SIGTERM). Cut short inside
+    the node's own start, Ray had no handle on its processes yet: the raylet and GCS ended
+    with this process, and the agents and worker processes they had started ran on,
+    orphaned, for a minute or more."""
+    import psutil
+
+    ray.shutdown()
+    for process in psutil.Process().children(recursive=True):
+        if process.pid not in before:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 LOCAL_WORKERS_CONFIG: dict[str, bool] = {"enable_worker_prestart": True}

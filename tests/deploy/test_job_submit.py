@@ -81,13 +81,15 @@ class Head:
         return str(self.api(f"/api/jobs/{submission_id}/logs")["logs"])
 
     def submit(
-        self, submission_id: str, script: str, *args: str, token: str | None = ""
+        self, submission_id: str, script: str, *args: str, token: str | None = "", wait: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        """`ray job submit` exactly as cluster/README.md shows it; waits for the job."""
+        """`ray job submit` exactly as cluster/README.md shows it; waits for the job unless
+        not ``wait`` (``--no-wait``: only for its submission)."""
         command = [
             RAY, "job", "submit", "--address", self.address,
             "--submission-id", submission_id,
             "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml",
+            *([] if wait else ["--no-wait"]),
             "--", "python", f"jobs/{script}", *args,
         ]  # fmt: skip
         for _ in range(30):  # the head's job agent may still be starting on a busy machine
@@ -252,6 +254,38 @@ def test_bad_input_job_fails_with_one_line_error(head: Head, tmp_path: Path) -> 
     assert [e[0] for e in errors] == ["CorruptVideoError"], logs
     assert "Traceback" not in logs
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_ray_job_stop_ends_the_job_as_ctrl_c_ends_the_command(head: Head, tmp_path: Path) -> None:
+    """`ray job stop` sends the job's processes SIGTERM (then SIGKILL after 3 s): the driver
+    says so in one line of the job's log, without Ray's native stack dump, and nothing is
+    written at the output."""
+    source, output = tmp_path / "long.mp4", tmp_path / "out.mp4"
+    make_clip(source, ClipSpec(n_frames=600, width=320, height=240))
+    submitted = head.submit(
+        "video-stop", "process_video.py", str(source), str(output),
+        "--model", "builtin:sharpen", "--chunk-frames", "24", *LOSSLESS_ARGS, wait=False,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while "frames (" not in head.logs("video-stop"):  # the run is going
+        assert _status(head, "video-stop") in ("PENDING", "RUNNING"), head.logs("video-stop")
+        assert time.monotonic() < deadline, head.logs("video-stop")
+        time.sleep(0.5)
+    stop = subprocess.run(
+        [RAY, "job", "stop", "--address", head.address, "video-stop"],
+        env=head.client_env(head.token), capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
+    )  # fmt: skip
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    while _status(head, "video-stop") != "STOPPED" or "raypipe: terminated" not in head.logs(
+        "video-stop"
+    ):
+        assert time.monotonic() < deadline, (head.job("video-stop"), head.logs("video-stop"))
+        time.sleep(0.5)
+    logs = head.logs("video-stop")
+    assert logs.rstrip().splitlines()[-1] == "raypipe: terminated (SIGTERM)", logs[-3000:]
+    assert "SIGTERM received" not in logs and "Traceback" not in logs, logs[-3000:]
+    assert not output.exists()
 
 
 def test_archive_job_is_exact_resumes_and_reports_failures(head: Head, tmp_path: Path) -> None:

@@ -3,7 +3,12 @@ too), has no log monitor, autoscaler monitor or API server."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +29,28 @@ from raypipe.distributed.cluster import (  # noqa: E402
 DOCKERFILE = Path(__file__).resolve().parents[2] / "cluster" / "Dockerfile"
 
 
+def _sigterm_of_this_process(signum: int, frame: object) -> None:
+    raise AssertionError("a stand-in: never called")
+
+
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    """The local Ray raypipe starts for a run (not verbose)."""
+    """The local Ray raypipe starts for a run (not verbose), started while this process has
+    a SIGTERM handler of its own (as the ``raypipe`` command has)."""
     if ray.is_initialized():
         ray.shutdown()
-    assert connect(RuntimeConfig(local_num_cpus=2)) is True
-    yield
-    ray.shutdown()
+    before = signal.signal(signal.SIGTERM, _sigterm_of_this_process)
+    try:
+        assert connect(RuntimeConfig(local_num_cpus=2)) is True
+        yield
+        ray.shutdown()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_the_processs_own_sigterm_handler_outlives_ray_init(local_ray: None) -> None:
+    """``ray.init`` sets Ray's (``sys.exit(15)``); raypipe puts the process's back."""
+    assert signal.getsignal(signal.SIGTERM) is _sigterm_of_this_process
 
 
 def test_the_local_ray_gets_raypipes_raylet_config(local_ray: None) -> None:
@@ -167,3 +186,58 @@ def test_the_command_ends_ray_itself_unless_workers_lines_come_to_the_driver(
     finally:
         monkeypatch.undo()
         ray.shutdown()
+
+
+INTERRUPTED_START = """
+import os, signal, sys
+from ray._private.node import Node
+from raypipe.config import RuntimeConfig
+from raypipe.distributed import cluster
+from raypipe.exiting import Terminated, raise_on_sigterm
+
+raise_on_sigterm()  # as the command does
+started = Node.start_ray_processes
+
+
+def then_sigterm(self, *args, **kwargs):  # the raylet is up, its agents are starting
+    started(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+Node.start_ray_processes = then_sigterm
+try:
+    cluster.connect(RuntimeConfig(local_num_cpus=2))
+except Terminated:
+    sys.exit(143)
+"""
+
+
+def test_a_local_ray_start_cut_short_leaves_no_ray_process_running(tmp_path: Path) -> None:
+    """SIGTERM (or Ctrl-C) while ``ray.init`` starts the node, before Ray holds its
+    processes: raypipe's command ends as for SIGTERM anywhere (Ray's handler took it: its
+    ``SystemExit(15)`` goes to the command's), and what the start had started goes with
+    it. Before, the raylet and GCS died with the process and the agents they had started
+    ran on for a minute or more."""
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="rpcut", dir="/tmp")  # short: Ray's socket paths
+    try:
+        env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+        done = subprocess.run([sys.executable, "-c", INTERRUPTED_START], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 143, done.stderr[-3000:]
+
+        def left() -> list[str]:
+            found = []
+            for process in psutil.process_iter(["cmdline"]):
+                cmdline = " ".join(process.info["cmdline"] or [])
+                if ray_tmp in cmdline and process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(cmdline[:120])
+            return found
+
+        deadline = time.monotonic() + 15
+        while left():
+            assert time.monotonic() < deadline, left()
+            time.sleep(0.5)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
