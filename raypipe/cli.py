@@ -37,7 +37,7 @@ from raypipe.config import (
     ray_address_from_env,
 )
 from raypipe.errors import ConfigError, RaypipeError, one_line
-from raypipe.exiting import Terminated, end_process, exit_status, raise_on_sigterm
+from raypipe.exiting import end_process, exit_status, raise_on_sigterm, sigterm_received
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
 EXIT_TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports it
@@ -419,10 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"raypipe: where it failed (on a worker):\n{e.detail}", file=sys.stderr)  # type: ignore[attr-defined]
         print(f"raypipe: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
-    except Terminated:
-        print("raypipe: terminated (SIGTERM)", file=sys.stderr)
-        return EXIT_TERMINATED
     except KeyboardInterrupt:
+        if sigterm_received():  # raypipe.exiting.Terminated, or what Ray made of it
+            print("raypipe: terminated (SIGTERM)", file=sys.stderr)
+            return EXIT_TERMINATED
         print("raypipe: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:

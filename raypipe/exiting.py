@@ -54,6 +54,13 @@ def raise_on_sigterm() -> None:
 _TERMINATING = threading.Event()
 
 
+def sigterm_received() -> bool:
+    """Whether SIGTERM came since :func:`raise_on_sigterm`. What the command asks of a
+    KeyboardInterrupt: a :class:`Terminated` raised inside a blocking ``ray.get`` comes out
+    of Ray as a plain KeyboardInterrupt (Ray turns the wait's interruption into one)."""
+    return _TERMINATING.is_set()
+
+
 def _terminated(signum: int, frame: FrameType | None) -> None:
     # Once: a second SIGTERM (a supervisor repeating itself) must not cut the clean-up
     # short; SIGKILL still ends the process at once.

@@ -225,3 +225,14 @@ def test_relative_paths_on_a_running_cluster_land_where_the_command_runs(
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert_exact(tmp_path / "videos" / "a.mp4", tmp_path / out / "a.mp4", MODEL)
+
+
+def test_sigterm_stops_the_service_in_one_line(served: Service) -> None:
+    """Last in this module: it stops the service the tests above share. SIGTERM (``kill``,
+    a container's or a pod's stop) stops it as Ctrl-C does, said in one line, status 143:
+    the signal comes while the service waits in ``ray.get``, where Ray turns what the
+    handler raised into a plain KeyboardInterrupt."""
+    assert served.process.poll() is None, served.text()  # up, waiting for runs
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=60) == 143, served.text()
+    assert served.text().rstrip().splitlines()[-1] == "raypipe: terminated (SIGTERM)"
