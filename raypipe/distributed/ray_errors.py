@@ -7,6 +7,7 @@ original in ``.cause``); :func:`raypipe_cause` finds the raypipe error inside, a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,8 +76,9 @@ def iter_rows(ds: Any) -> Iterator[dict[str, Any]]:
         left = e
         raise
     finally:
-        if executor is not None and left is not None:
-            executor.shutdown(force=False, exception=left)  # a no-op if it has stopped
+        if executor is not None and left is not None:  # a no-op if it has stopped
+            with contextlib.suppress(Exception):  # the error that ended the run stands
+                executor.shutdown(force=False, exception=left)
 
 
 STATS_EVERY = 64
