@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,21 @@ def lossless_cli_args() -> list[str]:
     """:data:`LOSSLESS` as ``raypipe run``/``archive`` arguments."""
     options = [a for k, v in LOSSLESS.options.items() for a in ("--encoder-option", f"{k}={v}")]
     return ["--codec", LOSSLESS.codec, *options]
+
+
+def running_command(command: list[str], **popen: Any) -> tuple[subprocess.Popen[str], str]:
+    """``command`` (a ``raypipe run``) started with its output piped, returned once its first
+    progress line has come (the run is going), with the lines it wrote until then."""
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **popen
+    )
+    assert process.stderr is not None
+    seen = ""
+    while "frames (" not in seen:
+        line = process.stderr.readline()
+        assert line, f"the command ended before any progress: {seen}"
+        seen += line
+    return process, seen
 
 
 def pytest_configure(config: pytest.Config) -> None:

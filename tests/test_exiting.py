@@ -105,7 +105,7 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_and_the_same_command_finishes_it(
     one line and ends with 143, with Ray's driver handler (``sys.exit(15)``, after a native
     stack dump) kept out of the way; nothing is written at the output, and the same command
     then writes it whole. Not a Ray-less check: the handler must survive ``ray.init``."""
-    from conftest import assert_exact, lossless_cli_args
+    from conftest import assert_exact, lossless_cli_args, running_command
 
     from raypipe.testing import ClipSpec, make_clip
 
@@ -113,14 +113,7 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_and_the_same_command_finishes_it(
     model = "builtin:sharpen"
     command = [sys.executable, "-m", "raypipe.cli", "run", "in.mp4", "out.mp4",
                "--model", model, "--chunk-frames", "24", *lossless_cli_args()]  # fmt: skip
-    run = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert run.stderr is not None
-    seen = ""
-    while "frames (" not in seen:  # the run is going: its first progress line came
-        line = run.stderr.readline()
-        assert line, f"the command ended before any progress: {seen}"
-        seen += line
+    run, seen = running_command(command, cwd=tmp_path)
     run.send_signal(signal.SIGTERM)
     _, rest = run.communicate(timeout=120)
     assert run.returncode == 143, seen + rest

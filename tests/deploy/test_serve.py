@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import assert_exact, lossless_cli_args
+from conftest import assert_exact, lossless_cli_args, running_command
 from ray_head import RAY, base_env, free_ports, head_files, start_head, stop_tree
 
 from raypipe.testing import ClipSpec, make_clip
@@ -134,14 +134,7 @@ def test_ctrl_c_or_sigterm_cancels_the_run_and_the_service_goes_on(
     make_clip(tmp_path / "long.mp4", ClipSpec(n_frames=600, width=320, height=240))
     command = [*RAYPIPE, "run", "long.mp4", "out.mp4", "--address", served.address,
                "--model", "builtin:sharpen", "--chunk-frames", "24"]  # fmt: skip
-    client = subprocess.Popen(command, cwd=tmp_path, env=served.env, stderr=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert client.stderr is not None
-    seen = ""
-    while "frames (" not in seen:  # the run is going: its first progress line came
-        line = client.stderr.readline()
-        assert line, f"the command ended before any progress: {seen}"
-        seen += line
+    client, seen = running_command(command, cwd=tmp_path, env=served.env)
     client.send_signal(sent)
     _, rest = client.communicate(timeout=RUN_TIMEOUT_S)
     assert client.returncode == status, seen + rest
