@@ -15,6 +15,45 @@ from typing import Any
 
 from raypipe.distributed.stats import take_provider_notes
 
+SPILL_PREFIX, SPILL_SUFFIX = "raypipe-chunks-", ".jsonl.gz"
+
+
+def sweep_spills(directory: str | None = None) -> list[str]:
+    """Remove the spill files (``raypipe-chunks-PID-*.jsonl.gz`` in the temporary
+    directory) of drivers that are no longer running, and return their paths. A driver
+    removes its own as it ends; one killed (SIGKILL: the out-of-memory killer, a lost node,
+    ``ray job stop`` after its grace period) cannot, and its file stayed in /tmp for good.
+    The next spilling run on the machine clears them."""
+    directory = directory or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(SPILL_PREFIX) and name.endswith(SPILL_SUFFIX)):
+            continue
+        pid = name[len(SPILL_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
 
 class ChunkLog:
     """Every chunk's stats record of a run: kept in memory, or appended to a local gzipped
@@ -27,7 +66,10 @@ class ChunkLog:
         self._path = ""
         self._file: Any = None
         if spill:
-            fd, self._path = tempfile.mkstemp(prefix="raypipe-chunks-", suffix=".jsonl.gz")
+            sweep_spills()
+            fd, self._path = tempfile.mkstemp(
+                prefix=f"{SPILL_PREFIX}{os.getpid()}-", suffix=SPILL_SUFFIX
+            )
             os.close(fd)
         self.count = 0
         self._notes: dict[str, None] = {}

@@ -40,3 +40,31 @@ def test_an_empty_log_writes_an_empty_chunk_list(tmp_path: Path) -> None:
     log.write_stats({"totals": {}}, str(tmp_path / "s.json"))
     assert json.loads((tmp_path / "s.json").read_text()) == {"totals": {}, "chunks": []}
     log.close()
+
+
+def test_a_spilling_log_sweeps_the_files_of_drivers_no_longer_running(tmp_path: Path) -> None:
+    """A killed driver (SIGKILL) leaves its spill file behind; the next spilling run
+    removes those of dead drivers and nothing else."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(ended.stdout)
+    directory = Path(tempfile.gettempdir())
+    dead = directory / f"raypipe-chunks-{dead_pid}-test.jsonl.gz"
+    alive = directory / f"raypipe-chunks-{os.getpid()}-test.jsonl.gz"
+    other = directory / "raypipe-chunks-notapid.jsonl.gz"  # not of the pid-naming: left
+    for path in (dead, alive, other):
+        path.write_bytes(b"")
+    try:
+        log = ChunkLog(spill=True)
+        assert not dead.exists()
+        assert alive.exists() and other.exists()
+        assert Path(log.spill_path).name.startswith(f"raypipe-chunks-{os.getpid()}-")
+        log.close()
+    finally:
+        for path in (dead, alive, other):
+            path.unlink(missing_ok=True)
