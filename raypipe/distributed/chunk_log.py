@@ -6,6 +6,7 @@ A leaf: no Ray, so the child process that draws an archive's run report
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -18,41 +19,26 @@ from raypipe.distributed.stats import take_provider_notes
 SPILL_PREFIX, SPILL_SUFFIX = "raypipe-chunks-", ".jsonl.gz"
 
 
-def sweep_spills(directory: str | None = None) -> list[str]:
+def sweep_spills(directory: str | None = None) -> None:
     """Remove the spill files (``raypipe-chunks-PID-*.jsonl.gz`` in the temporary
-    directory) of drivers that are no longer running, and return their paths. A driver
-    removes its own as it ends; one killed (SIGKILL: the out-of-memory killer, a lost node,
-    ``ray job stop`` after its grace period) cannot, and its file stayed in /tmp for good.
-    The next spilling run on the machine clears them."""
+    directory) of drivers that are no longer running. A driver removes its own as it ends;
+    one killed (SIGKILL: the out-of-memory killer, a lost node, ``ray job stop`` after its
+    grace period) cannot, and its file stayed in /tmp for good. The next spilling run on
+    the machine clears them."""
+    import psutil
+
     directory = directory or tempfile.gettempdir()
-    removed = []
     try:
         names = os.listdir(directory)
     except OSError:
-        return removed
+        return
     for name in names:
         if not (name.startswith(SPILL_PREFIX) and name.endswith(SPILL_SUFFIX)):
             continue
         pid = name[len(SPILL_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or _running(int(pid)):
-            continue
-        path = os.path.join(directory, name)
-        try:
-            os.unlink(path)
-        except OSError:
-            continue
-        removed.append(path)
-    return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            with contextlib.suppress(OSError):  # another user's, or gone meanwhile
+                os.unlink(os.path.join(directory, name))
 
 
 class ChunkLog:

@@ -54,7 +54,6 @@ def iter_rows(ds: Any) -> Iterator[dict[str, Any]]:
     from ray.data.block import BlockAccessor
 
     executor = None
-    left: BaseException | None = None
     try:
         bundles, executor = _bundles(ds)
         for i, bundle in enumerate(bundles):
@@ -63,22 +62,15 @@ def iter_rows(ds: Any) -> Iterator[dict[str, Any]]:
             for ref in bundle.block_refs:
                 block = BlockAccessor.for_block(ray.get(ref))
                 yield from block.iter_rows(public_row_format=True)
-    except RaypipeError as e:
-        left = e
-        raise
-    except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; surface ours typed
-        left = e
-        cause = raypipe_cause(e)
-        if cause is not None:
-            raise cause from e
-        raise
-    except BaseException as e:  # KeyboardInterrupt (Ctrl-C, SIGTERM), GeneratorExit
-        left = e
-        raise
-    finally:
-        if executor is not None and left is not None:  # a no-op if it has stopped
+    except BaseException as e:  # an error, Ctrl-C or SIGTERM, GeneratorExit: left early
+        if executor is not None:  # a no-op if it has stopped
             with contextlib.suppress(Exception):  # the error that ended the run stands
-                executor.shutdown(force=False, exception=left)
+                executor.shutdown(force=False, exception=e)
+        if isinstance(e, Exception) and not isinstance(e, RaypipeError):
+            cause = raypipe_cause(e)  # Ray wraps worker errors: surface ours typed
+            if cause is not None:
+                raise cause from e
+        raise
 
 
 STATS_EVERY = 64
