@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 import ray
 
+from raypipe.distributed.prestart import actors_by_node, prestart_workers
 from raypipe.errors import ClusterError, RaypipeError, one_line
 
 log = logging.getLogger("raypipe")
@@ -265,8 +266,9 @@ class _Run:
                 return
 
 
-def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> str:
-    """Run one handed-over video; post its events; return how it ended (for the log line)."""
+def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """Run one handed-over video; post its events; return how it ended (for the log line)
+    and, when it ran, its actors per node (:func:`~raypipe.distributed.prestart.actors_by_node`)."""
     from raypipe.distributed.pipeline import process_video
 
     run = _Run(mailbox, run_id)
@@ -284,32 +286,33 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> str:
             run.finished.set()
             logger.removeHandler(handler)
         run.post("done", stats_summary(stats))
-        return f"done in {time.monotonic() - started:.1f}s"
+        ended = f"done in {time.monotonic() - started:.1f}s"
+        return ended, actors_by_node(stats.chunk_stats, stats.workers)
     except KeyboardInterrupt:
         if not CANCELLING.is_set():  # Ctrl-C on the service itself: tell the command, stop
             run.post("error", {"type": "ClusterError", "message": "the raypipe service stopped"})
             raise
         CANCELLING.clear()
         run.post("error", {"type": "KeyboardInterrupt", "message": "cancelled"})
-        return "cancelled"
+        return "cancelled", {}
     except RaypipeError as e:
         detail = getattr(e, "detail", "") or traceback.format_exc()
         run.post("error", {"type": type(e).__name__, "message": one_line(e), "detail": detail})
-        return f"failed: {type(e).__name__}: {one_line(e)}"
+        return f"failed: {type(e).__name__}: {one_line(e)}", {}
     except Exception as e:  # noqa: BLE001 - not foreseen: the command reports it as its own
         error = {"type": type(e).__name__, "message": one_line(e), "unexpected": True,
                  "detail": traceback.format_exc()}  # fmt: skip
         run.post("error", error)
-        return f"failed (unexpected): {type(e).__name__}: {one_line(e)}"
+        return f"failed (unexpected): {type(e).__name__}: {one_line(e)}", {}
 
 
 WARM_UP_FRAMES, WARM_UP_CHUNK = 16, 8
 
 
-def warm_up() -> float:
+def warm_up() -> tuple[float, dict[str, int]]:
     """Run a small generated sample (two chunks) through ``builtin:identity``, so that the
-    first handed-over run finds Ray Data's executor and worker processes started; its
-    seconds."""
+    first handed-over run finds Ray Data's executor started; its seconds and its actors per
+    node (:func:`~raypipe.distributed.prestart.actors_by_node`)."""
     import tempfile
 
     from raypipe.distributed.pipeline import process_video
@@ -319,14 +322,14 @@ def warm_up() -> float:
     with tempfile.TemporaryDirectory(prefix="raypipe-serve-") as tmp:
         source = os.path.join(tmp, "sample.mp4")
         write_sample(source, n_frames=WARM_UP_FRAMES, width=96, height=64, gop=WARM_UP_CHUNK)
-        process_video(
+        stats = process_video(
             source,
             os.path.join(tmp, "out.mp4"),
             model="builtin:identity",
             chunk_frames=WARM_UP_CHUNK,
             quiet=True,
         )
-    return time.monotonic() - started
+    return time.monotonic() - started, actors_by_node(stats.chunk_stats, stats.workers)
 
 
 DEFAULT_MAX_RUNS = 200
@@ -355,7 +358,8 @@ def serve(
     )
     mailbox = actor.remote(identity)
     ray.get(mailbox.info.remote())
-    warmed = warm_up()
+    warmed, actors = warm_up()
+    prestart_workers(actors)  # for the first run's actors (raypipe/distributed/prestart.py)
     print(
         f"raypipe: warmed up in {warmed:.1f}s (a sample through builtin:identity); serving on "
         f"the Ray cluster at {address} (pid {identity['pid']}); `raypipe run --address "
@@ -379,7 +383,8 @@ def serve(
         run_id, request = item
         print(f"raypipe: {run_id}: {request['input']} -> {request['output']}", file=stream)
         try:
-            ended = run_one(mailbox, run_id, request)
+            ended, ran = run_one(mailbox, run_id, request)
+            actors = ran or actors
         except KeyboardInterrupt:
             if not CANCELLING.is_set():
                 raise
@@ -387,6 +392,7 @@ def serve(
             ended = "done (a cancel came as it ended)"
         print(f"raypipe: {run_id}: {ended}", file=stream, flush=True)
         done += 1
+        prestart_workers(actors)  # the next run's, where the last one's actors ran
 
 
 def _wait_for_no_service(identity: dict[str, Any]) -> None:

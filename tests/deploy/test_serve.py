@@ -4,6 +4,8 @@ service per cluster. The commands are separate processes, as a user runs them.""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import shutil
 import signal
@@ -33,6 +35,7 @@ class Service:
     env: dict[str, str]
     log: Path
     process: subprocess.Popen[bytes]
+    head: subprocess.Popen[bytes]
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -83,7 +86,7 @@ def served() -> Iterator[Service]:
             if serve.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"raypipe serve did not come up: {serve_log.read_text()}")
             time.sleep(0.5)
-        yield Service(address, client_env, serve_log, serve)
+        yield Service(address, client_env, serve_log, serve, head)
     finally:
         if serve is not None:
             stop_tree(serve, signal.SIGINT)
@@ -105,6 +108,38 @@ def test_a_run_is_handed_to_the_service_and_exact(served: Service, tmp_path: Pat
     assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", MODEL)
     log = served.text()
     assert re.search(rf"(run-\d+): {tmp_path}/in.mp4 -> {tmp_path}/out.mp4\n.*\1: done", log)
+
+
+def idle_workers(head: subprocess.Popen[bytes]) -> set[int]:
+    """The pids of the idle worker processes of the head's node (``ray::IDLE``)."""
+    import psutil
+
+    pids = set()
+    for process in psutil.Process(head.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if process.cmdline()[:1] == ["ray::IDLE"]:
+                pids.add(process.pid)
+    return pids
+
+
+def test_a_run_finds_its_actors_worker_processes_started(served: Service, tmp_path: Path) -> None:
+    # After each run (and its warm-up) the service has the raylet start as many worker
+    # processes as that run had actors there; the next run's actors take them, rather than
+    # each waiting for a new process (raypipe/distributed/prestart.py).
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
+    deadline, idle = time.monotonic() + 60, set()
+    while time.monotonic() < deadline:
+        idle, before = idle_workers(served.head), idle
+        if idle and idle == before:  # started, and no more coming
+            break
+        time.sleep(1)
+    stats = tmp_path / "stats.json"
+    # two actors: the processes a node starts at once are as many as its cores (two here)
+    done = served.run("in.mp4", "out.mp4", "--model", MODEL, "--chunk-frames", "6",
+                      "--workers", "2", "--stats", str(stats), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    actors = {c["infer_pid"] for c in json.loads(stats.read_text())["chunks"]}
+    assert actors and actors <= idle, (actors, idle)
 
 
 def test_a_failed_run_prints_its_typed_error_and_writes_nothing(

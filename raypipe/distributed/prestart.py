@@ -1,0 +1,107 @@
+"""Worker processes started ahead of a run's actors, for a driver that stays (``raypipe serve``).
+
+Ray starts a job's worker processes when its tasks and actors come: each new actor of a run
+waits for a process to start, import Ray (0.35 s of CPU here) and connect, then imports
+what the actor needs (Ray Data alone 0.6 s, unless the node preloads it: cluster/Dockerfile)
+before its first chunk. ``raypipe serve`` is one job that lasts, so after each run it asks
+the raylets of the nodes that run's actors ran on to start as many processes as its pool
+had actors, spread over them (Ray's ``PrestartWorkers`` call, the one Ray's own worker
+prestart uses); the next run's actors take them. Measured (``benchmarks/start.py --rounds
+4``, 720p ``identity`` handed to the service on a 4-CPU ``ray start --head`` of 2 vCPUs,
+medians; benchmarks/README.md, session 45): first decode 1.63 s (1.60-1.75) after the
+command against 2.08 s (1.90-2.38) before, wall 4.04 against 5.77 s; with the node's
+workers preloading Ray Data and raypipe's stages as the cluster image's do, 1.43 s
+(1.16-1.79). A node starts at most as many processes at once as it has cores (Ray's
+startup concurrency): a larger ask gets that many.
+
+Best effort: a Ray without the call (older releases), a Ray Client driver (no raylet of its
+own to reach) or a node that does not answer leaves the run as it was; the reason is logged
+at debug level.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import ray
+
+log = logging.getLogger("raypipe.distributed")
+
+KEEP_ALIVE_S = 600
+"""How long the raylet keeps the processes it started even while idle (then they are idle
+workers like any other: Ray ends those above the node's CPU count)."""
+
+CALL_TIMEOUT_S = 5.0
+
+
+def actors_by_node(records: Iterable[Mapping[str, Any]], workers: int) -> dict[str, int]:
+    """Worker processes to start for a run like one whose pool had ``workers`` actors and
+    whose chunk records are ``records`` (:class:`~raypipe.distributed.stats.RunStats`'
+    ``workers`` and ``chunk_stats``): the pool spread evenly over the nodes its chunks ran
+    on (Ray Data makes the whole pool, whether or not each actor gets a chunk), at least
+    as many as ran there."""
+    seen = Counter(
+        node for node, actor in {(r.get("infer_node"), r.get("actor_id")) for r in records}
+        if node and actor
+    )  # fmt: skip
+    if not seen:
+        return {}
+    share = -(-workers // len(seen))
+    return {node: max(share, n) for node, n in seen.items()}
+
+
+def prestart_workers(per_node: Mapping[str, int], *, keep_alive_s: int = KEEP_ALIVE_S) -> int:
+    """Ask each live node of ``per_node`` (node id: processes) to start that many worker
+    processes for this driver's job now, with its runtime environment. Returns how many
+    were asked for (0 when Ray cannot be asked: see the module)."""
+    wanted = {node: n for node, n in per_node.items() if n > 0}
+    if not wanted:
+        return 0
+    try:
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import (
+            common_pb2,
+            node_manager_pb2,
+            node_manager_pb2_grpc,
+            runtime_environment_pb2,
+        )
+
+        worker = ray._private.worker.global_worker
+        job_config = worker.core_worker.get_job_config()
+        env = runtime_environment_pb2.RuntimeEnvInfo.FromString(
+            job_config.runtime_env_info.SerializeToString()
+        )
+        job_id = bytes.fromhex(ray.get_runtime_context().get_job_id())
+        nodes = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+        calls = []
+        for node_id, count in wanted.items():
+            node = nodes.get(node_id)
+            if node is None:
+                continue
+            channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+            request = node_manager_pb2.PrestartWorkersRequest(
+                language=common_pb2.PYTHON,
+                job_id=job_id,
+                runtime_env_info=env,
+                keep_alive_duration_secs=keep_alive_s,
+                num_workers=count,
+            )
+            stub = node_manager_pb2_grpc.NodeManagerServiceStub(channel)
+            call = stub.PrestartWorkers.future(request, timeout=CALL_TIMEOUT_S)
+            calls.append((channel, count, call))
+        asked = 0
+        for channel, count, call in calls:
+            try:
+                call.result()
+                asked += count
+            except Exception as e:  # noqa: BLE001 - that node's next actors start as before
+                log.debug("prestarting worker processes: a node did not answer: %s", e)
+            finally:
+                channel.close()
+        return asked
+    except Exception as e:  # noqa: BLE001 - see the module: the run goes on as it would
+        log.debug("prestarting worker processes: not possible here: %s", e)
+        return 0
