@@ -78,7 +78,7 @@ from _common import (  # noqa: E402
     write_result,
 )
 
-from raypipe.distributed.cluster import RAYLET_CONFIG  # noqa: E402
+from raypipe.distributed.cluster import PRELOADED_MODULES, RAYLET_CONFIG  # noqa: E402
 from raypipe.testing import ClipSpec  # noqa: E402
 from raypipe.testing.bytecode import compile_raypipe  # noqa: E402
 
@@ -177,7 +177,9 @@ class RunningRay:
     """A Ray head started with ``ray start --head --block`` for the warm runs; stopped by
     signalling that process (never ``ray stop``, which stops every Ray on the machine)."""
 
-    def __init__(self, num_cpus: int = 4) -> None:
+    def __init__(self, num_cpus: int = 4, *, preload: bool = False) -> None:
+        """``preload``: the node's workers import :data:`PRELOADED_MODULES` as they start,
+        as the cluster image's do (cluster/Dockerfile)."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -185,11 +187,14 @@ class RunningRay:
         ray = os.path.join(os.path.dirname(sys.executable), "ray")
         # What ray.init gives a local Ray: no token authentication (``ray start`` asks for it).
         env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        config: dict[str, Any] = dict(RAYLET_CONFIG)
+        if preload:
+            config["preload_python_modules"] = list(PRELOADED_MODULES)
         self.proc = subprocess.Popen(
             [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
              f"--num-cpus={num_cpus}",
              "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-             "--system-config", json.dumps(RAYLET_CONFIG)],
+             "--system-config", json.dumps(config)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             env=env,
         )  # fmt: skip
@@ -343,11 +348,11 @@ def check_outputs(
     return checks
 
 
-def _primed_cluster(work: Path) -> RunningRay:
+def _primed_cluster(work: Path, *, preload: bool = False) -> RunningRay:
     """A running Ray that has served one run (untimed: the tiny clip through ``identity``), as
     a notebook's or a service's has: the first run on a new cluster took 1.7-2.0 s longer
     than the next on the tiny clip."""
-    cluster = RunningRay()
+    cluster = RunningRay(preload=preload)
     try:
         tiny = CASES["tiny"]
         out, stats = work / "prime.mp4", work / "prime.json"

@@ -3,7 +3,8 @@ first chunk's decode, a new driver against one handed to a running ``raypipe ser
 
 Both sides run the same command, as a user runs it, on the same running cluster (``ray start
 --head``, 4 logical CPUs, :class:`perframe.RunningRay`, primed with one untimed run of the
-tiny clip, so the cluster itself is warm either way):
+tiny clip, so the cluster itself is warm either way; with ``--preload`` its workers import
+Ray Data and raypipe's stages as they start, as the cluster image's do):
 
 - **direct**: ``raypipe run CLIP OUT --address ADDR --no-service``: the command is the
   driver, a new Ray job (new worker processes, Ray Data imported and started again);
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser)
     parser.add_argument("--rounds", type=int, default=None, help="alternated rounds (5)")
     parser.add_argument("--frames", type=int, default=120, help="frames of the 720p clip")
+    parser.add_argument("--preload", action="store_true",
+                        help="the cluster's workers preload Ray Data and raypipe's stages, "
+                        "as the cluster image's do (cluster/Dockerfile)")  # fmt: skip
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
     if args.quick:
@@ -132,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     bytecode = compile_raypipe()
     quiet = quiet_check(args)
     print(f"load {quiet.load_1m_measured:.2f} at start; {case.name}, {case.frames} frames, "
-          f"{rounds} round(s)", flush=True)  # fmt: skip
+          f"{rounds} round(s); workers preload: {args.preload}", flush=True)  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     clip = case.clip()
     work = Path(tempfile.mkdtemp(prefix="raypipe-bench-start-"))
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     same = True
-    cluster = _primed_cluster(work)
+    cluster = _primed_cluster(work, preload=args.preload)
     try:
         service = start_service(cluster, work / "serve.log")
         try:
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"served first decode {served_first:.2f} s: target {TARGET_FIRST_DECODE_S} s {verdict};"
           f" outputs {'hold the same frames' if same else 'DIFFER'}")  # fmt: skip
     doc = {"benchmark": "start", "quick": args.quick, "machine": machine_info(), "load": quiet,
-           "bytecode": bytecode, "case": case.name, "frames": case.frames, "rounds": rounds,
+           "bytecode": bytecode, "preload": args.preload, "case": case.name,
+           "frames": case.frames, "rounds": rounds,
            "runs": runs, "summary": summary, "ratios": ratios, "same_frames": same,
            "target_first_decode_s": TARGET_FIRST_DECODE_S}  # fmt: skip
     print(f"wrote {write_result('start', doc, args.out)}")
