@@ -147,11 +147,11 @@ def process_video(
     """
     options = {k: v for k, v in locals().items() if k not in ("input", "output", "config")}
     from raypipe.distributed.pipeline import process_video as run
-    from raypipe.distributed.prestart import actors_by_node, prestart_workers
+    from raypipe.distributed.prestart import next_run_processes, prestart_workers
 
     stats = run(input, output, _run_config(config, options))
     # Ray stays connected: the next run's actors find their worker processes started
-    prestart_workers(actors_by_node(stats.chunk_stats, stats.workers))
+    prestart_workers(next_run_processes(stats.chunk_stats, stats.workers))
     return stats
 
 

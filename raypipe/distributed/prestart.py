@@ -1,10 +1,11 @@
-"""Worker processes started ahead of a run's actors, for a driver that stays (``raypipe serve``).
+"""Worker processes started ahead of a run's actors, for a driver that stays.
 
 Ray starts a job's worker processes when its tasks and actors come: each new actor of a run
 waits for a process to start, import Ray (0.35 s of CPU here) and connect, then imports
 what the actor needs (Ray Data alone 0.6 s, unless the node preloads it: cluster/Dockerfile)
-before its first chunk. ``raypipe serve`` is one job that lasts, so after each run it asks
-the raylets of the nodes that run's actors ran on to start as many processes as its pool
+before its first chunk. ``raypipe serve`` is one job that lasts, and so is a notebook's
+process (``raypipe.process_video`` leaves Ray connected), so after each run they ask the
+raylets of the nodes that run's actors ran on to start as many processes as its pool
 had actors, spread over them (Ray's ``PrestartWorkers`` call, the one Ray's own worker
 prestart uses); the next run's actors take them. Measured (``benchmarks/start.py --rounds
 4``, 720p ``identity`` handed to the service on a 4-CPU ``ray start --head`` of 2 vCPUs,
@@ -31,13 +32,13 @@ import ray
 log = logging.getLogger("raypipe.distributed")
 
 KEEP_ALIVE_S = 600
-"""How long the raylet keeps the processes it started even while idle (then they are idle
-workers like any other: Ray ends those above the node's CPU count)."""
+"""How long the raylet keeps the processes it started even while idle (then Ray treats
+them as any idle worker process)."""
 
 CALL_TIMEOUT_S = 5.0
 
 
-def actors_by_node(records: Iterable[Mapping[str, Any]], workers: int) -> dict[str, int]:
+def next_run_processes(records: Iterable[Mapping[str, Any]], workers: int) -> dict[str, int]:
     """Worker processes to start for a run like one whose pool had ``workers`` actors and
     whose chunk records are ``records`` (:class:`~raypipe.distributed.stats.RunStats`'
     ``workers`` and ``chunk_stats``): the pool spread evenly over the nodes its chunks ran

@@ -43,7 +43,7 @@ from typing import Any, TextIO
 
 import ray
 
-from raypipe.distributed.prestart import actors_by_node, prestart_workers
+from raypipe.distributed.prestart import next_run_processes, prestart_workers
 from raypipe.errors import ClusterError, RaypipeError, one_line
 
 log = logging.getLogger("raypipe")
@@ -268,7 +268,8 @@ class _Run:
 
 def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> tuple[str, dict[str, int]]:
     """Run one handed-over video; post its events; return how it ended (for the log line)
-    and, when it ran, its actors per node (:func:`~raypipe.distributed.prestart.actors_by_node`)."""
+    and, when it ran, the processes to start for the next run
+    (:func:`~raypipe.distributed.prestart.next_run_processes`)."""
     from raypipe.distributed.pipeline import process_video
 
     run = _Run(mailbox, run_id)
@@ -287,7 +288,7 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> tuple[str, di
             logger.removeHandler(handler)
         run.post("done", stats_summary(stats))
         ended = f"done in {time.monotonic() - started:.1f}s"
-        return ended, actors_by_node(stats.chunk_stats, stats.workers)
+        return ended, next_run_processes(stats.chunk_stats, stats.workers)
     except KeyboardInterrupt:
         if not CANCELLING.is_set():  # Ctrl-C on the service itself: tell the command, stop
             run.post("error", {"type": "ClusterError", "message": "the raypipe service stopped"})
@@ -311,8 +312,8 @@ WARM_UP_FRAMES, WARM_UP_CHUNK = 16, 8
 
 def warm_up() -> tuple[float, dict[str, int]]:
     """Run a small generated sample (two chunks) through ``builtin:identity``, so that the
-    first handed-over run finds Ray Data's executor started; its seconds and its actors per
-    node (:func:`~raypipe.distributed.prestart.actors_by_node`)."""
+    first handed-over run finds Ray Data's executor started; its seconds and the processes
+    to start for the first run (:func:`~raypipe.distributed.prestart.next_run_processes`)."""
     import tempfile
 
     from raypipe.distributed.pipeline import process_video
@@ -329,7 +330,7 @@ def warm_up() -> tuple[float, dict[str, int]]:
             chunk_frames=WARM_UP_CHUNK,
             quiet=True,
         )
-    return time.monotonic() - started, actors_by_node(stats.chunk_stats, stats.workers)
+    return time.monotonic() - started, next_run_processes(stats.chunk_stats, stats.workers)
 
 
 DEFAULT_MAX_RUNS = 200
@@ -358,8 +359,8 @@ def serve(
     )
     mailbox = actor.remote(identity)
     ray.get(mailbox.info.remote())
-    warmed, actors = warm_up()
-    prestart_workers(actors)  # for the first run's actors (raypipe/distributed/prestart.py)
+    warmed, processes = warm_up()
+    prestart_workers(processes)  # for the first run's actors (raypipe/distributed/prestart.py)
     print(
         f"raypipe: warmed up in {warmed:.1f}s (a sample through builtin:identity); serving on "
         f"the Ray cluster at {address} (pid {identity['pid']}); `raypipe run --address "
@@ -384,7 +385,7 @@ def serve(
         print(f"raypipe: {run_id}: {request['input']} -> {request['output']}", file=stream)
         try:
             ended, ran = run_one(mailbox, run_id, request)
-            actors = ran or actors
+            processes = ran or processes
         except KeyboardInterrupt:
             if not CANCELLING.is_set():
                 raise
@@ -392,7 +393,7 @@ def serve(
             ended = "done (a cancel came as it ended)"
         print(f"raypipe: {run_id}: {ended}", file=stream, flush=True)
         done += 1
-        prestart_workers(actors)  # the next run's, where the last one's actors ran
+        prestart_workers(processes)  # the next run's, where the last one's actors ran
 
 
 def _wait_for_no_service(identity: dict[str, Any]) -> None:
