@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import add_common_args, machine_info, quiet_check, table, write_result  # noqa: E402
+from _common import add_common_args, machine_info, quiet_check, write_result  # noqa: E402
 from perframe import CASES  # noqa: E402
-from start import same_frames, spread  # noqa: E402
+from start import same_frames, side_by_side  # noqa: E402
 
 from raypipe.testing.bytecode import compile_raypipe  # noqa: E402
 
@@ -117,17 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1} {side}: first decode {firsts} s", flush=True)
         same = same_frames(outputs["library"], outputs["plain"], case.frames)
     keys = ("first_decode_after_s", "wall_s")
-    summary = {side: {k: spread([x[k] for x in results[side]]) for k in keys} for side in SIDES}
-    ratios = {k: summary["plain"][k]["median"] / summary["library"][k]["median"] for k in keys}
-    rows = []
-    for k in keys:
-        p, lib = summary["plain"][k], summary["library"][k]
-        rows.append([k, f"{p['median']:.2f}", f"{p['min']:.2f}..{p['max']:.2f}",
-                     f"{lib['median']:.2f}", f"{lib['min']:.2f}..{lib['max']:.2f}",
-                     f"{ratios[k]:.2f}"])  # fmt: skip
+    summary, ratios, text = side_by_side(results, keys, "plain", "library", "the call")
     print()
-    print(table(rows, ["from the call to", "plain s", "spread", "library s", "spread",
-                       "plain/library"]))  # fmt: skip
+    print(text)
     print(f"outputs {'hold the same frames' if same else 'DIFFER'}")
     doc = {"benchmark": "notebook", "quick": args.quick, "machine": machine_info(),
            "load": quiet, "bytecode": bytecode, "case": case.name, "frames": case.frames,

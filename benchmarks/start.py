@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,23 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def side_by_side(
+    runs: dict[str, list[dict[str, Any]]], keys: Sequence[str], slow: str, fast: str, since: str
+) -> tuple[dict[str, Any], dict[str, float], str]:
+    """Medians and spreads of ``keys`` over each side's ``runs``, the ``slow``/``fast``
+    ratios of the medians, and the table of both (its rows: from ``since`` to each key)."""
+    summary = {side: {k: spread([x[k] for x in runs[side]]) for k in keys} for side in runs}
+    ratios = {k: summary[slow][k]["median"] / summary[fast][k]["median"] for k in keys}
+    rows = []
+    for k in keys:
+        a, b = summary[slow][k], summary[fast][k]
+        rows.append([k, f"{a['median']:.2f}", f"{a['min']:.2f}..{a['max']:.2f}",
+                     f"{b['median']:.2f}", f"{b['min']:.2f}..{b['max']:.2f}",
+                     f"{ratios[k]:.2f}"])  # fmt: skip
+    headers = [f"from {since} to", f"{slow} s", "spread", f"{fast} s", "spread", f"{slow}/{fast}"]
+    return summary, ratios, table(rows, headers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
@@ -162,17 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
     keys = ("first_decode_after_s", "first_infer_after_s", "wall_s")
-    summary = {side: {k: spread([x[k] for x in runs[side]]) for k in keys} for side in SIDES}
-    ratios = {k: summary["direct"][k]["median"] / summary["served"][k]["median"] for k in keys}
-    rows = []
-    for k in keys:
-        d, s = summary["direct"][k], summary["served"][k]
-        rows.append([k, f"{d['median']:.2f}", f"{d['min']:.2f}..{d['max']:.2f}",
-                     f"{s['median']:.2f}", f"{s['min']:.2f}..{s['max']:.2f}",
-                     f"{ratios[k]:.2f}"])  # fmt: skip
+    summary, ratios, text = side_by_side(runs, keys, "direct", "served", "the command")
     print()
-    print(table(rows, ["from the command to", "direct s", "spread", "served s", "spread",
-                       "direct/served"]))  # fmt: skip
+    print(text)
     served_first = summary["served"]["first_decode_after_s"]["median"]
     verdict = "met" if served_first <= TARGET_FIRST_DECODE_S else "missed"
     print(f"served first decode {served_first:.2f} s: target {TARGET_FIRST_DECODE_S} s {verdict};"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,32 @@ LOCAL_CPUS, LOCAL_GPUS = 8, 2
 
 _local_ray: dict[str, str] = {}  # {"gcs": address} of the Ray ray_local started, while up
 _ray_local_modules: set[str] = set()  # the modules whose tests use ray_local
+
+
+def idle_worker_pids(root: int) -> set[int]:
+    """The pids of the idle Ray worker processes (``ray::IDLE``) under process ``root``."""
+    import psutil
+
+    pids = set()
+    for process in psutil.Process(root).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if process.cmdline()[:1] == ["ray::IDLE"]:
+                pids.add(process.pid)
+    return pids
+
+
+def settled_idle_workers(
+    root: int, before: AbstractSet[int] = frozenset(), wait_s: float = 60
+) -> set[int]:
+    """:func:`idle_worker_pids` once some not in ``before`` have started and no more come
+    (checked a second apart; what there is after ``wait_s``)."""
+    deadline, idle = time.monotonic() + wait_s, set()
+    while time.monotonic() < deadline:
+        idle, last = idle_worker_pids(root), idle
+        if idle - before and idle == last:
+            break
+        time.sleep(1)
+    return idle
 
 
 def init_local_ray(**options: Any) -> None:

@@ -4,7 +4,6 @@ service per cluster. The commands are separate processes, as a user runs them.""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import assert_exact, lossless_cli_args, running_command
+from conftest import assert_exact, lossless_cli_args, running_command, settled_idle_workers
 from ray_head import RAY, base_env, free_ports, head_files, start_head, stop_tree
 
 from raypipe.testing import ClipSpec, make_clip
@@ -110,29 +109,12 @@ def test_a_run_is_handed_to_the_service_and_exact(served: Service, tmp_path: Pat
     assert re.search(rf"(run-\d+): {tmp_path}/in.mp4 -> {tmp_path}/out.mp4\n.*\1: done", log)
 
 
-def idle_workers(head: subprocess.Popen[bytes]) -> set[int]:
-    """The pids of the idle worker processes of the head's node (``ray::IDLE``)."""
-    import psutil
-
-    pids = set()
-    for process in psutil.Process(head.pid).children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if process.cmdline()[:1] == ["ray::IDLE"]:
-                pids.add(process.pid)
-    return pids
-
-
 def test_a_run_finds_its_actors_worker_processes_started(served: Service, tmp_path: Path) -> None:
     # After each run (and its warm-up) the service has the raylet start as many worker
     # processes as that run had actors there; the next run's actors take them, rather than
     # each waiting for a new process (raypipe/distributed/prestart.py).
     make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
-    deadline, idle = time.monotonic() + 60, set()
-    while time.monotonic() < deadline:
-        idle, before = idle_workers(served.head), idle
-        if idle and idle == before:  # started, and no more coming
-            break
-        time.sleep(1)
+    idle = settled_idle_workers(served.head.pid)
     stats = tmp_path / "stats.json"
     # two actors: the processes a node starts at once are as many as its cores (two here)
     done = served.run("in.mp4", "out.mp4", "--model", MODEL, "--chunk-frames", "6",

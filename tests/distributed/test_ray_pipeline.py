@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
-from conftest import CHUNK_SIZES, assert_exact, lossless_options
+from conftest import (
+    CHUNK_SIZES,
+    assert_exact,
+    idle_worker_pids,
+    lossless_options,
+    settled_idle_workers,
+)
 
 import raypipe
 from raypipe.testing import CLIP_KINDS
@@ -185,29 +189,6 @@ def test_stats_say_why_tensorrt_was_not_used(clips: dict[str, Path], tmp_path: P
         assert notes[-1].endswith(": no GPU provider")  # the actor's provider setup
 
 
-def _idle_workers() -> set[int]:
-    """The pids of this test Ray's idle worker processes (``ray::IDLE``)."""
-    import psutil
-
-    pids = set()
-    for process in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if process.cmdline()[:1] == ["ray::IDLE"]:
-                pids.add(process.pid)
-    return pids
-
-
-def _settled_idle_workers(before: set[int]) -> set[int]:
-    """The idle worker processes once some not in ``before`` have started and no more come."""
-    deadline, idle = time.monotonic() + 60, set()
-    while time.monotonic() < deadline:
-        idle, last = _idle_workers(), idle
-        if idle - before and idle == last:
-            break
-        time.sleep(1)
-    return idle
-
-
 def test_a_next_run_finds_its_actors_worker_processes_started(
     clips: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -215,9 +196,9 @@ def test_a_next_run_finds_its_actors_worker_processes_started(
     # next run's actors take (raypipe/distributed/prestart.py): a notebook's next run
     # does not wait for new processes to start.
     options = lossless(model="builtin:invert", device="cpu", workers=2)
-    before = _idle_workers()
+    before = idle_worker_pids(os.getpid())
     raypipe.process_video(str(clips["bframes_aac"]), str(tmp_path / "a.mp4"), **options)
-    idle = _settled_idle_workers(before)
+    idle = settled_idle_workers(os.getpid(), before)
     assert idle - before, "no worker process started after the run"
     stats = raypipe.process_video(str(clips["bframes_aac"]), str(tmp_path / "b.mp4"), **options)
     actors = {c["infer_pid"] for c in stats.chunk_stats}
