@@ -147,11 +147,10 @@ def process_video(
     """
     options = {k: v for k, v in locals().items() if k not in ("input", "output", "config")}
     from raypipe.distributed.pipeline import process_video as run
-    from raypipe.distributed.prestart import next_run_processes, prestart_workers
+    from raypipe.distributed.prestart import start_for_next_run
 
     stats = run(input, output, _run_config(config, options))
-    # Ray stays connected: the next run's actors find their worker processes started
-    prestart_workers(next_run_processes(stats.chunk_stats, stats.workers))
+    start_for_next_run(stats)  # Ray stays connected: a next run finds its processes started
     return stats
 
 

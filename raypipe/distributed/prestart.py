@@ -4,10 +4,12 @@ Ray starts a job's worker processes when its tasks and actors come: each new act
 waits for a process to start, import Ray (0.35 s of CPU here) and connect, then imports
 what the actor needs (Ray Data alone 0.6 s, unless the node preloads it: cluster/Dockerfile)
 before its first chunk. ``raypipe serve`` is one job that lasts, and so is a notebook's
-process (``raypipe.process_video`` leaves Ray connected), so after each run they ask the
-raylets of the nodes that run's actors ran on to start as many processes as its pool
-had actors, spread over them (Ray's ``PrestartWorkers`` call, the one Ray's own worker
-prestart uses); the next run's actors take them. Measured (``benchmarks/start.py --rounds
+process (``raypipe.process_video`` leaves Ray connected), so after each run that
+completes they ask the raylets of the nodes that run's actors ran on to start as many
+processes as its pool had actors, spread over them (:func:`start_for_next_run`: Ray's
+``PrestartWorkers`` call, the one Ray's own worker prestart uses); the next run's actors
+take them. Each ask starts that many more, not up to that many, so a run that failed
+(whose actors may never have taken any) asks for none. Measured (``benchmarks/start.py --rounds
 4``, 720p ``identity`` handed to the service on a 4-CPU ``ray start --head`` of 2 vCPUs,
 medians; benchmarks/README.md, session 45): first decode 1.63 s (1.60-1.75) after the
 command against 2.08 s (1.90-2.38) before, wall 4.04 against 5.77 s; with the node's
@@ -24,10 +26,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import ray
+
+if TYPE_CHECKING:
+    from raypipe.distributed.stats import RunStats
 
 log = logging.getLogger("raypipe.distributed")
 
@@ -38,20 +43,24 @@ them as any idle worker process)."""
 CALL_TIMEOUT_S = 5.0
 
 
-def next_run_processes(records: Iterable[Mapping[str, Any]], workers: int) -> dict[str, int]:
-    """Worker processes to start for a run like one whose pool had ``workers`` actors and
-    whose chunk records are ``records`` (:class:`~raypipe.distributed.stats.RunStats`'
-    ``workers`` and ``chunk_stats``): the pool spread evenly over the nodes its chunks ran
-    on (Ray Data makes the whole pool, whether or not each actor gets a chunk), at least
-    as many as ran there."""
-    seen = Counter(
-        node for node, actor in {(r.get("infer_node"), r.get("actor_id")) for r in records}
-        if node and actor
-    )  # fmt: skip
+def next_run_processes(stats: RunStats) -> dict[str, int]:
+    """Worker processes to start, per node id, for a run like ``stats``' (a completed
+    run's): its pool (``workers``) spread evenly over the nodes its chunks ran on (Ray Data
+    makes the whole pool, whether or not each actor gets a chunk), at least as many as ran
+    there."""
+    actors = {(r.get("infer_node"), r.get("actor_id")) for r in stats.chunk_stats}
+    seen = Counter(node for node, actor in actors if node and actor)
     if not seen:
         return {}
-    share = -(-workers // len(seen))
+    share = -(-stats.workers // len(seen))
     return {node: max(share, n) for node, n in seen.items()}
+
+
+def start_for_next_run(stats: RunStats) -> int:
+    """After a run that completed (``stats``), on a driver that stays: start the
+    processes its next run's actors will take (:func:`next_run_processes`); how many were
+    asked for."""
+    return prestart_workers(next_run_processes(stats))
 
 
 def prestart_workers(per_node: Mapping[str, int], *, keep_alive_s: int = KEEP_ALIVE_S) -> int:

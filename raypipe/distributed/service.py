@@ -43,7 +43,7 @@ from typing import Any, TextIO
 
 import ray
 
-from raypipe.distributed.prestart import next_run_processes, prestart_workers
+from raypipe.distributed.prestart import start_for_next_run
 from raypipe.errors import ClusterError, RaypipeError, one_line
 
 log = logging.getLogger("raypipe")
@@ -266,10 +266,10 @@ class _Run:
                 return
 
 
-def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> tuple[str, dict[str, int]]:
-    """Run one handed-over video; post its events; return how it ended (for the log line)
-    and, when it ran, the processes to start for the next run
-    (:func:`~raypipe.distributed.prestart.next_run_processes`)."""
+def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> str:
+    """Run one handed-over video; post its events; return how it ended (for the log line).
+    A run that completed has the processes for the next one started
+    (:func:`~raypipe.distributed.prestart.start_for_next_run`)."""
     from raypipe.distributed.pipeline import process_video
 
     run = _Run(mailbox, run_id)
@@ -287,33 +287,33 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> tuple[str, di
             run.finished.set()
             logger.removeHandler(handler)
         run.post("done", stats_summary(stats))
-        ended = f"done in {time.monotonic() - started:.1f}s"
-        return ended, next_run_processes(stats.chunk_stats, stats.workers)
+        start_for_next_run(stats)
+        return f"done in {time.monotonic() - started:.1f}s"
     except KeyboardInterrupt:
         if not CANCELLING.is_set():  # Ctrl-C on the service itself: tell the command, stop
             run.post("error", {"type": "ClusterError", "message": "the raypipe service stopped"})
             raise
         CANCELLING.clear()
         run.post("error", {"type": "KeyboardInterrupt", "message": "cancelled"})
-        return "cancelled", {}
+        return "cancelled"
     except RaypipeError as e:
         detail = getattr(e, "detail", "") or traceback.format_exc()
         run.post("error", {"type": type(e).__name__, "message": one_line(e), "detail": detail})
-        return f"failed: {type(e).__name__}: {one_line(e)}", {}
+        return f"failed: {type(e).__name__}: {one_line(e)}"
     except Exception as e:  # noqa: BLE001 - not foreseen: the command reports it as its own
         error = {"type": type(e).__name__, "message": one_line(e), "unexpected": True,
                  "detail": traceback.format_exc()}  # fmt: skip
         run.post("error", error)
-        return f"failed (unexpected): {type(e).__name__}: {one_line(e)}", {}
+        return f"failed (unexpected): {type(e).__name__}: {one_line(e)}"
 
 
 WARM_UP_FRAMES, WARM_UP_CHUNK = 16, 8
 
 
-def warm_up() -> tuple[float, dict[str, int]]:
+def warm_up() -> float:
     """Run a small generated sample (two chunks) through ``builtin:identity``, so that the
-    first handed-over run finds Ray Data's executor started; its seconds and the processes
-    to start for the first run (:func:`~raypipe.distributed.prestart.next_run_processes`)."""
+    first handed-over run finds Ray Data's executor and its actors' worker processes
+    started (:func:`~raypipe.distributed.prestart.start_for_next_run`); its seconds."""
     import tempfile
 
     from raypipe.distributed.pipeline import process_video
@@ -330,7 +330,8 @@ def warm_up() -> tuple[float, dict[str, int]]:
             chunk_frames=WARM_UP_CHUNK,
             quiet=True,
         )
-    return time.monotonic() - started, next_run_processes(stats.chunk_stats, stats.workers)
+    start_for_next_run(stats)
+    return time.monotonic() - started
 
 
 DEFAULT_MAX_RUNS = 200
@@ -359,8 +360,7 @@ def serve(
     )
     mailbox = actor.remote(identity)
     ray.get(mailbox.info.remote())
-    warmed, processes = warm_up()
-    prestart_workers(processes)  # for the first run's actors (raypipe/distributed/prestart.py)
+    warmed = warm_up()
     print(
         f"raypipe: warmed up in {warmed:.1f}s (a sample through builtin:identity); serving on "
         f"the Ray cluster at {address} (pid {identity['pid']}); `raypipe run --address "
@@ -384,8 +384,7 @@ def serve(
         run_id, request = item
         print(f"raypipe: {run_id}: {request['input']} -> {request['output']}", file=stream)
         try:
-            ended, ran = run_one(mailbox, run_id, request)
-            processes = ran or processes
+            ended = run_one(mailbox, run_id, request)
         except KeyboardInterrupt:
             if not CANCELLING.is_set():
                 raise
@@ -393,7 +392,6 @@ def serve(
             ended = "done (a cancel came as it ended)"
         print(f"raypipe: {run_id}: {ended}", file=stream, flush=True)
         done += 1
-        prestart_workers(processes)  # the next run's, where the last one's actors ran
 
 
 def _wait_for_no_service(identity: dict[str, Any]) -> None:
