@@ -378,10 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "serve",
         "keep a warm driver on a running cluster; `raypipe run --address` hands its runs to it",
-        description="Runs until Ctrl-C. A handed-over run's first chunk was decoded 1.0 s "
-        "after the command started, against 3.5 s as its own driver (benchmarks/start.py, 2 "
-        "cores). A command hands its run over when it runs on the same machine from the same "
-        "raypipe install; otherwise, or with --no-service, it runs the video itself.",
+        description="Runs until Ctrl-C (or SIGTERM), or until its cluster stops answering. "
+        "A handed-over run's first chunk was decoded 1.6 s after the command started, "
+        "against 2.9 s as its own driver (benchmarks/start.py, 2 cores). A command hands its "
+        "run over when it runs on the same machine from the same raypipe install; otherwise, "
+        "or with --no-service, it runs the video itself.",
     )
     serve.add_argument(
         "--address", default=None, help="the running Ray cluster (default: RAY_ADDRESS)"

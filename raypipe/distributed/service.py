@@ -370,9 +370,12 @@ def serve(
     )
     done = 0
     while True:
-        if done == max_runs:  # from now on, serve what is queued only
-            ray.get(mailbox.close.remote())
-        item = ray.get(mailbox.take.remote(0.0 if done >= max_runs else POLL_S * 5))
+        try:
+            if done == max_runs:  # from now on, serve what is queued only
+                ray.get(mailbox.close.remote())
+            item = ray.get(mailbox.take.remote(0.0 if done >= max_runs else POLL_S * 5))
+        except ray.exceptions.RayActorError as e:
+            raise _mailbox_lost(address, e) from e
         if item is None:
             if done >= max_runs:
                 print(f"raypipe: restarting after {done} runs", file=stream, flush=True)
@@ -392,6 +395,26 @@ def serve(
             ended = "done (a cancel came as it ended)"
         print(f"raypipe: {run_id}: {ended}", file=stream, flush=True)
         done += 1
+
+
+def _mailbox_lost(address: str, error: Exception) -> ClusterError:
+    """What stops the service when its mailbox no longer answers: the cluster went away
+    (its GCS does not take a connection) or the mailbox actor alone (``ray kill``, its
+    worker process killed); either way no command can hand a run over any more, so the
+    service ends, said in one line (a supervisor starts it again)."""
+    from raypipe.distributed.cluster import check_reachable
+
+    try:
+        check_reachable(address)
+    except OSError as e:
+        return ClusterError(
+            f"the Ray cluster at {address} stopped answering ({e}); raypipe serve stops: "
+            "start it again once the cluster is back"
+        )
+    return ClusterError(
+        f"the raypipe service's mailbox actor on the cluster at {address} is gone "
+        f"({type(error).__name__}: {one_line(error)}); raypipe serve stops: start it again"
+    )
 
 
 def _wait_for_no_service(identity: dict[str, Any]) -> None:

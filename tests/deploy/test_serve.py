@@ -238,11 +238,50 @@ def test_relative_paths_on_a_running_cluster_land_where_the_command_runs(
 
 
 def test_sigterm_stops_the_service_in_one_line(served: Service) -> None:
-    """Last in this module: it stops the service the tests above share. SIGTERM (``kill``,
-    a container's or a pod's stop) stops it as Ctrl-C does, said in one line, status 143:
-    the signal comes while the service waits in ``ray.get``, where Ray turns what the
-    handler raised into a plain KeyboardInterrupt."""
+    """It stops the service the tests above share (the test after it starts its own).
+    SIGTERM (``kill``, a container's or a pod's stop) stops it as Ctrl-C does, said in one
+    line, status 143: the signal comes while the service waits in ``ray.get``, where Ray
+    turns what the handler raised into a plain KeyboardInterrupt."""
     assert served.process.poll() is None, served.text()  # up, waiting for runs
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=60) == 143, served.text()
     assert served.text().rstrip().splitlines()[-1] == "raypipe: terminated (SIGTERM)"
+
+
+def test_a_service_whose_mailbox_goes_stops_in_one_line(served: Service, tmp_path: Path) -> None:
+    """After the test above stopped the shared service: a new one on the same cluster, its
+    mailbox actor killed (``ray kill``; as when its worker process dies or its node goes)
+    while the service waits for runs. No command can hand a run over any more: the service
+    ends with a typed error in one line and status 1 (it said ``ActorDiedError`` as an
+    unexpected error before)."""
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        service = subprocess.Popen(
+            [*RAYPIPE, "serve", "--address", served.address],
+            env=served.env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + SERVE_READY_S
+        while "serving on" not in log.read_text(errors="replace"):
+            assert service.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        kill = (
+            "import ray; from raypipe.distributed.service import NAMESPACE, SERVICE_NAME; "
+            f"ray.init(address={served.address!r}, logging_level='ERROR'); "
+            "ray.kill(ray.get_actor(SERVICE_NAME, namespace=NAMESPACE))"
+        )
+        killed = subprocess.run([sys.executable, "-c", kill], env=served.env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert killed.returncode == 0, killed.stderr
+        assert service.wait(timeout=60) == 1, log.read_text()
+    finally:
+        stop_tree(service, signal.SIGINT)
+    last = log.read_text(errors="replace").rstrip().splitlines()[-1]
+    assert last.startswith(
+        "raypipe: error: ClusterError: the raypipe service's mailbox actor on the cluster at "
+        f"{served.address} is gone (ActorDiedError: "
+    ), last
+    assert last.endswith("raypipe serve stops: start it again"), last
