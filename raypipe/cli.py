@@ -19,6 +19,7 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -485,9 +486,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_HELD_ACROSS_RESTART = {signal.SIGINT, signal.SIGTERM}
+"""Signals the service holds (blocked) while it starts again as a new process, from the
+old one's Ray shutdown on: a mask survives ``execv``, so a Ctrl-C or SIGTERM that comes
+meanwhile waits, pending, until the new process's handlers are in place
+(:func:`_cmd_serve` lets them through first). Before, one that came before the new
+process had a handler ended it by the signal's default action, said nowhere, and one that
+cut the old one's ``ray.shutdown`` short ended it with status 1 (a Ray thread touched the
+core worker Ray had shut down)."""
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from raypipe.distributed import service
 
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_ACROSS_RESTART)  # see its docstring
     address = args.address or ray_address_from_env()
     if not address:
         raise ConfigError(
@@ -498,6 +510,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-runs must be at least 1, got {args.max_runs}")
     service.serve(address, verbose=args.verbose, max_runs=args.max_runs)
     # max_runs done: the same command again, in this process's place (same pid)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_ACROSS_RESTART)  # Ray's shutdown too
     import ray
 
     ray.shutdown()
