@@ -532,7 +532,10 @@ def hand_over(
     mailbox = find_mailbox()
     if mailbox is None:
         return None
-    info = ray.get(mailbox.info.remote(), timeout=30)
+    try:
+        info = ray.get(mailbox.info.remote(), timeout=30)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+        return _not_answering(e)  # stopping (its mailbox goes with it), or hung
     why_not = usable(info, options.get("processor"))
     if why_not is not None:
         log.warning("not handing the run to the raypipe service: %s; running it here", why_not)
@@ -548,7 +551,10 @@ def hand_over(
         "options": options,
         "tty": bool(getattr(stream, "isatty", lambda: False)()),
     }
-    run_id, ahead = ray.get(mailbox.submit.remote(request))
+    try:  # no timeout: a request the service took must not run here too
+        run_id, ahead = ray.get(mailbox.submit.remote(request))
+    except ray.exceptions.RayActorError as e:
+        return _not_answering(e)  # it went as the request came: nothing runs it there
     if not run_id:
         log.warning("the raypipe service is restarting; running the video here")
         return None
@@ -568,6 +574,16 @@ def hand_over(
                 if any(kind in TERMINAL for kind, _ in events):
                     break
         raise
+
+
+def _not_answering(error: Exception) -> None:
+    """A service named on the cluster that does not answer the command: the command runs
+    the video itself (says so, and returns ``None`` for :func:`hand_over`)."""
+    log.warning(
+        "the raypipe service does not answer (%s: %s); running the video here",
+        type(error).__name__,
+        one_line(error),
+    )
 
 
 def _follow(mailbox: Any, run_id: str, stream: TextIO) -> dict[str, Any]:

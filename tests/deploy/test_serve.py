@@ -285,3 +285,30 @@ def test_a_service_whose_mailbox_goes_stops_in_one_line(served: Service, tmp_pat
         f"{served.address} is gone (ActorDiedError: "
     ), last
     assert last.endswith("raypipe serve stops: start it again"), last
+
+
+def test_a_service_that_does_not_answer_is_not_waited_for(served: Service, tmp_path: Path) -> None:
+    """A mailbox named on the cluster whose service goes as the command asks it (here a
+    stand-in that dies when asked, as a stopping service's mailbox does): the command says
+    so and runs the video itself, exact (it failed with an unexpected ActorDiedError
+    before). Runs after the service above is gone."""
+    stand_in = (
+        "import os, ray\n"
+        "from raypipe.distributed.service import NAMESPACE, SERVICE_NAME\n"
+        "@ray.remote(num_cpus=0)\n"
+        "class Gone:\n"
+        "    def info(self):\n"
+        "        os._exit(1)\n"
+        f"ray.init(address={served.address!r}, logging_level='ERROR')\n"
+        "gone = Gone.options(name=SERVICE_NAME, namespace=NAMESPACE, lifetime='detached')\n"
+        "ray.get(gone.remote().__ray_ready__.remote())\n"
+    )
+    made = subprocess.run([sys.executable, "-c", stand_in], env=served.env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
+    done = served.run("in.mp4", "out.mp4", "--model", MODEL, *lossless_cli_args(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "raypipe: WARNING: the raypipe service does not answer (" in done.stderr, done.stderr
+    assert "; running the video here" in done.stderr, done.stderr
+    assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", MODEL)
