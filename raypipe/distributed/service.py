@@ -553,8 +553,14 @@ def hand_over(
     }
     try:  # no timeout: a request the service took must not run here too
         run_id, ahead = ray.get(mailbox.submit.remote(request))
-    except ray.exceptions.RayActorError as e:
+    except ray.exceptions.ActorDiedError as e:
         return _not_answering(e)  # it went as the request came: nothing runs it there
+    except ray.exceptions.ActorUnavailableError as e:  # it may have taken it
+        raise ClusterError(
+            f"the raypipe service did not confirm it took the run ({one_line(e)}); it may "
+            "still run it: see the service's log before running it again (--no-service "
+            "runs it in this command)"
+        ) from e
     if not run_id:
         log.warning("the raypipe service is restarting; running the video here")
         return None
