@@ -39,6 +39,20 @@ class Service:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def settled(self) -> None:
+        """Wait until the service is neither starting again nor about to (after --max-runs
+        runs it is, for a few seconds, no service at all: another `raypipe serve` could take
+        its name). Its current life is the log after the last "serving on"."""
+        deadline = time.monotonic() + SERVE_READY_S
+        while True:
+            life = self.text().rsplit("serving on", 1)[-1]
+            ended = len(re.findall(r"run-\d+: (?:done|failed|cancelled)", life))
+            if "restarting after" not in life and ended < MAX_RUNS:
+                return
+            assert self.process.poll() is None, self.text()
+            assert time.monotonic() < deadline, self.text()
+            time.sleep(0.5)
+
     def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*RAYPIPE, "run", *args, "--address", self.address],
@@ -183,8 +197,11 @@ def test_no_service_runs_the_video_in_the_command(served: Service, tmp_path: Pat
 def test_the_service_restarts_after_max_runs(served: Service, tmp_path: Path) -> None:
     """After --max-runs runs it serves what is queued, takes no new run (commands run their
     videos themselves meanwhile) and starts again as a new process in its place (the same
-    pid), warmed up; then it takes runs again. Runs before this test: 4 handed over (the
-    exact run, the failed one, the cancelled one, the one after it)."""
+    pid), warmed up; then it takes runs again. Runs before this test: 7 handed over (the
+    exact run, the one that finds its processes started, the failed one, and twice a
+    cancelled one and the one after it), so it started again after the 4th; this test's
+    run is the 4th of its second life, so it starts again after it too: the test waits
+    for that to end (the tests after it need the one service)."""
     make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
     deadline = time.monotonic() + SERVE_READY_S
     while served.text().count("serving on") < 2:  # the restart began after the 4th run
@@ -197,9 +214,11 @@ def test_the_service_restarts_after_max_runs(served: Service, tmp_path: Path) ->
     assert after.returncode == 0, after.stderr
     assert f"handed to the raypipe service (pid {served.process.pid})" in after.stderr
     assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", MODEL)
+    served.settled()
 
 
 def test_one_service_per_cluster(served: Service) -> None:
+    served.settled()
     second = subprocess.run(
         [*RAYPIPE, "serve", "--address", served.address],
         env=served.env,
@@ -242,7 +261,7 @@ def test_sigterm_stops_the_service_in_one_line(served: Service) -> None:
     SIGTERM (``kill``, a container's or a pod's stop) stops it as Ctrl-C does, said in one
     line, status 143: the signal comes while the service waits in ``ray.get``, where Ray
     turns what the handler raised into a plain KeyboardInterrupt."""
-    assert served.process.poll() is None, served.text()  # up, waiting for runs
+    served.settled()  # up, waiting for runs
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=60) == 143, served.text()
     assert served.text().rstrip().splitlines()[-1] == "raypipe: terminated (SIGTERM)"
