@@ -53,6 +53,14 @@ class Service:
             assert time.monotonic() < deadline, self.text()
             time.sleep(0.5)
 
+    def python(self, code: str) -> None:
+        """``code`` in a Python process connected to the cluster (after its ``ray.init``);
+        it must succeed."""
+        connect = f"import ray\nray.init(address={self.address!r}, logging_level='ERROR')\n"
+        done = subprocess.run([sys.executable, "-c", connect + code], env=self.env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
     def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*RAYPIPE, "run", *args, "--address", self.address],
@@ -62,6 +70,27 @@ class Service:
             text=True,
             timeout=RUN_TIMEOUT_S,
         )
+
+
+def start_service(
+    address: str, env: dict[str, str], log: Path, deadline: float, *options: str
+) -> subprocess.Popen[bytes]:
+    """``raypipe serve`` on the cluster at ``address``, its output in ``log``; returned once
+    it serves (stopped, and the test failed, if it does not by ``deadline``)."""
+    with log.open("wb") as sink:
+        serve = subprocess.Popen(
+            [*RAYPIPE, "serve", "--address", address, *options],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    while "serving on" not in log.read_text(errors="replace"):
+        if serve.poll() is not None or time.monotonic() > deadline:
+            stop_tree(serve, signal.SIGINT)
+            pytest.fail(f"raypipe serve did not come up: {log.read_text()}")
+        time.sleep(0.5)
+    return serve
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +116,7 @@ def served() -> Iterator[Service]:
             if head.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"ray start --head did not come up: {files.tail()}")
             time.sleep(1)
-        with serve_log.open("wb") as sink:
-            serve = subprocess.Popen(
-                [*RAYPIPE, "serve", "--address", address, "--max-runs", str(MAX_RUNS)],
-                env=client_env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        while "serving on" not in serve_log.read_text(errors="replace"):
-            if serve.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"raypipe serve did not come up: {serve_log.read_text()}")
-            time.sleep(0.5)
+        serve = start_service(address, client_env, serve_log, deadline, "--max-runs", str(MAX_RUNS))
         yield Service(address, client_env, serve_log, serve, head)
     finally:
         if serve is not None:
@@ -274,27 +292,12 @@ def test_a_service_whose_mailbox_goes_stops_in_one_line(served: Service, tmp_pat
     ends with a typed error in one line and status 1 (it said ``ActorDiedError`` as an
     unexpected error before)."""
     log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        service = subprocess.Popen(
-            [*RAYPIPE, "serve", "--address", served.address],
-            env=served.env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    service = start_service(served.address, served.env, log, time.monotonic() + SERVE_READY_S)
     try:
-        deadline = time.monotonic() + SERVE_READY_S
-        while "serving on" not in log.read_text(errors="replace"):
-            assert service.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
-        kill = (
-            "import ray; from raypipe.distributed.service import NAMESPACE, SERVICE_NAME; "
-            f"ray.init(address={served.address!r}, logging_level='ERROR'); "
-            "ray.kill(ray.get_actor(SERVICE_NAME, namespace=NAMESPACE))"
+        served.python(
+            "from raypipe.distributed.service import NAMESPACE, SERVICE_NAME\n"
+            "ray.kill(ray.get_actor(SERVICE_NAME, namespace=NAMESPACE))\n"
         )
-        killed = subprocess.run([sys.executable, "-c", kill], env=served.env,
-                                capture_output=True, text=True, timeout=120)  # fmt: skip
-        assert killed.returncode == 0, killed.stderr
         assert service.wait(timeout=60) == 1, log.read_text()
     finally:
         stop_tree(service, signal.SIGINT)
@@ -311,20 +314,16 @@ def test_a_service_that_does_not_answer_is_not_waited_for(served: Service, tmp_p
     stand-in that dies when asked, as a stopping service's mailbox does): the command says
     so and runs the video itself, exact (it failed with an unexpected ActorDiedError
     before). Runs after the service above is gone."""
-    stand_in = (
-        "import os, ray\n"
+    served.python(
+        "import os\n"
         "from raypipe.distributed.service import NAMESPACE, SERVICE_NAME\n"
         "@ray.remote(num_cpus=0)\n"
         "class Gone:\n"
         "    def info(self):\n"
         "        os._exit(1)\n"
-        f"ray.init(address={served.address!r}, logging_level='ERROR')\n"
         "gone = Gone.options(name=SERVICE_NAME, namespace=NAMESPACE, lifetime='detached')\n"
         "ray.get(gone.remote().__ray_ready__.remote())\n"
     )
-    made = subprocess.run([sys.executable, "-c", stand_in], env=served.env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert made.returncode == 0, made.stderr
     make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
     done = served.run("in.mp4", "out.mp4", "--model", MODEL, *lossless_cli_args(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
