@@ -17,19 +17,24 @@ least 3 rounds; median and spread (min..max) of the wall seconds:
   instead of 7.0 GB after a warm 4K run; a fresh 4K run 45.0 s beside it, 40.1 s alone);
 - **naive sharpen**: ``python benchmarks/perframe.py --naive ...``, one process and one
   loop (PyAV decode → :class:`~raypipe.infer.models.FrameModel` → PyAV encode, see
-  ``pipeline.run_naive``), Python's start and imports included.
+  ``pipeline.run_naive``), Python's start and imports included; the issue's loop, with
+  PyAV's defaults (BT.601 colours out, untagged: shown shifted by players at HD sizes);
+- **naive sharpen source-colours**: the same loop writing the source's colours, converted
+  with its matrix and range and tagged as it is, as raypipe and ffmpeg write them
+  (:data:`NAIVE_TRUE`).
 
 The same codec settings everywhere (libx264, ``--preset``/``--crf``, yuv420p); every side
 may use every core. Ratios printed: raypipe identity wall / ffmpeg wall (issue 15: ≤ 2.0
 on the 60 s clip, ≤ 3 on the 4K one) and naive sharpen wall / raypipe sharpen wall (≥ 1.5
-on the 60 s clip, ≥ 1.3 on the 20 s one). Outputs are checked against each other on their
-first frames: each output's PSNR against the model applied to the source's frames, raypipe's
-within ``PSNR_SLACK_DB`` of its reference's and above ``MIN_PSNR_DB``, or the benchmark
-fails. The references do the same work: identity, ffmpeg's transcode of the first frames
-through 8-bit RGB (:func:`rgb_reference`; the plain transcode's PSNR is reported beside
-it); sharpen, the naive loop's output; invert, ffmpeg's ``negate``. From raypipe's
-``--stats``: each stage's CPU milliseconds per frame (decode, inference with
-pre/post-processing, encode; the stage processes' CPU while the stage ran), where
+on the 60 s clip, ≥ 1.3 on the 20 s one), for each naive loop. Outputs are checked against
+each other on their first frames, read as a player shows them: each output's PSNR against
+the model applied to the source's frames, raypipe's within ``PSNR_SLACK_DB`` of its
+reference's and above ``MIN_PSNR_DB``, or the benchmark fails. The references do the same
+work: identity, ffmpeg's transcode of the first frames through 8-bit RGB
+(:func:`rgb_reference`; the plain transcode's PSNR is reported beside it); sharpen, the
+naive loop's output (the source-colours one where it ran); invert, ffmpeg's ``negate``.
+From raypipe's ``--stats``: each stage's CPU milliseconds per frame (decode, inference
+with pre/post-processing, encode; the stage processes' CPU while the stage ran), where
 pre/post-processing ran, and the time from the command's start to the first chunk's decode.
 raypipe's bytecode is written before the runs (:func:`compile_raypipe`), as a wheel install
 or any earlier run writes it on a machine that does not set ``PYTHONDONTWRITEBYTECODE``.
@@ -123,17 +128,28 @@ measured 28.2 dB against ffmpeg's 34.3 dB on the untagged 20 s clip, all of it t
 saturated colours that BT.709 puts outside RGB."""
 
 
+NAIVE_TRUE = "naive sharpen source-colours"
+"""The naive loop writing the source's colours (``pipeline.run_naive(source_colours=True)``:
+converted with the source's matrix and range, tagged as the source), as raypipe's and
+ffmpeg's outputs are. The issue's loop (``naive sharpen``, PyAV's defaults) writes BT.601
+colours untagged, which players show shifted at HD sizes, and on the benchmarks' clips
+those colours also cost x264 less (session 47, benchmarks/README.md): both are timed."""
+TRUE_RATIO = "naive source-colours/raypipe sharpen"
+
+
 CASES = {
     "720p-60s": Case(name="720p-60s", width=1280, height=720, frames=1800, fps=30,
                      preset="veryfast", crf=23,
                      approaches=("ffmpeg", "raypipe identity", "naive sharpen",
-                                 "raypipe sharpen"),
-                     target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.5}),
+                                 NAIVE_TRUE, "raypipe sharpen"),
+                     target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.5,
+                             TRUE_RATIO: 1.5}),
     "720p-20s": Case(name="720p-20s", width=1280, height=720, frames=600, fps=30,
                      preset="veryfast", crf=23,
                      approaches=("ffmpeg", "raypipe identity", "naive sharpen",
-                                 "raypipe sharpen"),
-                     target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.3}),
+                                 NAIVE_TRUE, "raypipe sharpen"),
+                     target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.3,
+                             TRUE_RATIO: 1.3}),
     "4k-5s": Case(name="4k-5s", width=3840, height=2160, frames=150, fps=30,
                   preset="ultrafast", crf=23,
                   approaches=("ffmpeg negate", "raypipe invert"),
@@ -144,8 +160,9 @@ CASES = {
                           preset="ultrafast", crf=23, approaches=("ffmpeg negate",
                           "raypipe invert"), target={"invert/ffmpeg negate": 3.0}, gop=150),
     "tiny": Case(name="tiny", width=160, height=96, frames=24, fps=30, preset="veryfast", crf=23,
-                 approaches=("ffmpeg", "raypipe identity", "naive sharpen", "raypipe sharpen"),
-                 target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.0}),
+                 approaches=("ffmpeg", "raypipe identity", "naive sharpen", NAIVE_TRUE,
+                             "raypipe sharpen"),
+                 target={"identity/ffmpeg": 2.0, "naive/raypipe sharpen": 1.0, TRUE_RATIO: 1.0}),
 }  # fmt: skip
 QUICK = {
     "tiny": (24, "tiny"),
@@ -165,8 +182,9 @@ def _command(
                 "-pix_fmt", "yuv420p", "-an", str(out)]  # fmt: skip
     model = "builtin:" + approach.split()[1]
     if approach.startswith("naive"):
+        colours = ["source-colours"] if approach == NAIVE_TRUE else []
         return [sys.executable, os.path.abspath(__file__), "--naive", str(clip), str(out),
-                model, case.preset, str(case.crf)]  # fmt: skip
+                model, case.preset, str(case.crf), *colours]  # fmt: skip
     warm = ["--address", address] if approach.endswith(" warm") and address else []
     return [*RAYPIPE, "run", str(clip), str(out), "--model", model, "--codec", "libx264",
             "--preset", case.preset, "--crf", str(case.crf), "--stats", str(stats),
@@ -265,9 +283,13 @@ def run_once(
 
 
 def _first_frames(path: str, n: int) -> Any:
-    from pipeline import _first_frames as first
+    """The first ``n`` frames as a player shows them (float64 RGB): converted with the
+    stream's own matrix and range, an untagged HD stream as BT.709 (mpv, VLC and browsers
+    do; FFmpeg's converter would take BT.601 and so read an untagged BT.601 output the way
+    it was written, whatever a player shows), chroma replicated as raypipe reads."""
+    from raypipe.testing import decode_upright
 
-    return first(Path(path), n)
+    return decode_upright(path, limit=n)[0].astype("float64")
 
 
 RGB_REFERENCE_FRAMES = 60
@@ -313,11 +335,13 @@ def check_outputs(
     case: Case, clip: Path, last: dict[str, dict[str, Any]], work: Path
 ) -> dict[str, dict[str, float]]:
     """Each output's PSNR (dB, first frames) against the model applied to the source's
-    frames, raypipe's beside its reference's. References: identity, ffmpeg's transcode
-    through RGB (:func:`rgb_reference`; its plain transcode's PSNR is given beside it as
-    ``ffmpeg_direct_db``); sharpen, the naive loop (which decodes to RGB and encodes too);
-    invert, ffmpeg's ``negate``. ``ok``: raypipe within ``PSNR_SLACK_DB`` of the reference
-    and above ``MIN_PSNR_DB``."""
+    frames, raypipe's beside its reference's, every output read as a player shows it
+    (:func:`_first_frames`). References: identity, ffmpeg's transcode through RGB
+    (:func:`rgb_reference`; its plain transcode's PSNR is given beside it as
+    ``ffmpeg_direct_db``); sharpen, the naive loop (which decodes to RGB and encodes too),
+    :data:`NAIVE_TRUE` where it ran (the issue's loop beside it as
+    ``naive_pyav_defaults_db``); invert, ffmpeg's ``negate``. ``ok``: raypipe within
+    ``PSNR_SLACK_DB`` of the reference and above ``MIN_PSNR_DB``."""
     from pipeline import psnr_db
 
     from raypipe.infer.models import load_frame_model
@@ -326,7 +350,8 @@ def check_outputs(
     outputs = {run: str(v["output"]) for run, v in last.items()}
     if "raypipe identity" in last or "raypipe identity warm" in last:
         outputs["ffmpeg through RGB"] = str(rgb_reference(case, clip, work / "rgb-reference.mp4"))
-    pairs = {"raypipe identity": "ffmpeg through RGB", "raypipe sharpen": "naive sharpen",
+    naive = NAIVE_TRUE if NAIVE_TRUE in outputs else "naive sharpen"
+    pairs = {"raypipe identity": "ffmpeg through RGB", "raypipe sharpen": naive,
              "raypipe invert": "ffmpeg negate"}  # fmt: skip
     checks = {}
     for ours, ref in pairs.items():
@@ -340,6 +365,10 @@ def check_outputs(
         if ours == "raypipe identity" and "ffmpeg" in outputs:
             extra["ffmpeg_direct_db"] = psnr_db(
                 _first_frames(outputs["ffmpeg"], CHECK_FRAMES), truth
+            )
+        if ours == "raypipe sharpen" and ref != "naive sharpen" and "naive sharpen" in outputs:
+            extra["naive_pyav_defaults_db"] = psnr_db(
+                _first_frames(outputs["naive sharpen"], CHECK_FRAMES), truth
             )
         for run in runs:
             got = psnr_db(_first_frames(outputs[run], CHECK_FRAMES), truth)
@@ -401,6 +430,8 @@ def run_case(case: Case, rounds: int, work: Path, warm: bool) -> dict[str, Any]:
         ratios["identity/ffmpeg"] = median["raypipe identity"] / median["ffmpeg"]
     if "raypipe sharpen" in median:
         ratios["naive/raypipe sharpen"] = median["naive sharpen"] / median["raypipe sharpen"]
+        if NAIVE_TRUE in median:
+            ratios[TRUE_RATIO] = median[NAIVE_TRUE] / median["raypipe sharpen"]
     if "raypipe invert" in median:
         ratios["invert/ffmpeg negate"] = median["raypipe invert"] / median["ffmpeg negate"]
     if "raypipe invert warm" in median:
@@ -413,6 +444,8 @@ def run_case(case: Case, rounds: int, work: Path, warm: bool) -> dict[str, Any]:
         ratios["naive/raypipe sharpen warm"] = (
             median["naive sharpen"] / median["raypipe sharpen warm"]
         )
+        if NAIVE_TRUE in median:
+            ratios[f"{TRUE_RATIO} warm"] = median[NAIVE_TRUE] / median["raypipe sharpen warm"]
     psnr = check_outputs(case, clip, {a: v[-1] for a, v in runs.items()}, work)
     for v in runs.values():
         for x in v:
@@ -477,7 +510,8 @@ def _ratio_sides(ratio: str) -> tuple[str, str]:
     """(raypipe's approach, the other side's) of a ratio name of :func:`run_case`."""
     warm = " warm" if " warm" in ratio else ""
     if ratio.startswith("naive"):
-        return f"raypipe sharpen{warm}", "naive sharpen"
+        naive = NAIVE_TRUE if "source-colours" in ratio else "naive sharpen"
+        return f"raypipe sharpen{warm}", naive
     model, other = ratio.replace(" warm", "").split("/")
     return f"raypipe {model}{warm}", other
 
@@ -505,8 +539,9 @@ def _role_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
-def naive_main(clip: str, out: str, model: str, preset: str, crf: str) -> int:
-    """The naive loop as a user's script runs it (``pipeline.run_naive``)."""
+def naive_main(clip: str, out: str, model: str, preset: str, crf: str, *colours: str) -> int:
+    """The naive loop as a user's script runs it (``pipeline.run_naive``; ``source-colours``
+    after the CRF: :data:`NAIVE_TRUE`'s)."""
     import av
     from pipeline import Setup, run_naive
 
@@ -518,7 +553,8 @@ def naive_main(clip: str, out: str, model: str, preset: str, crf: str) -> int:
     setup = Setup(frames=0, width=width, height=height, gop=0, model=model, codec="libx264",
                   crf=int(crf), preset=preset, batch_size=8, chunk_frames=0, workers=0,
                   ray_num_cpus=0, pool_processes=0)  # fmt: skip
-    run_naive(Path(clip), Path(out), setup, resolve_model(model)[0])
+    run_naive(Path(clip), Path(out), setup, resolve_model(model)[0],
+              source_colours=colours == ("source-colours",))  # fmt: skip
     return 0
 
 

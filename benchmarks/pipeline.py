@@ -53,6 +53,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import ColorRange, VideoReformatter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
@@ -157,10 +158,23 @@ def profile_stages(clip: Path, setup: Setup, model_bytes: bytes) -> dict[str, fl
 # ----------------------------------------------------------------------------- naive
 
 
-def run_naive(clip: Path, output: Path, setup: Setup, model_bytes: bytes) -> float:
-    """Decode → infer (batched) → encode in one loop, one after another; wall seconds."""
+def run_naive(
+    clip: Path, output: Path, setup: Setup, model_bytes: bytes, *, source_colours: bool = False
+) -> float:
+    """Decode → infer (batched) → encode in one loop, one after another; wall seconds.
+
+    PyAV's defaults convert the frames as the source's tags say on the way in (BT.709 for
+    the benchmarks' HD clips) but with swscale's default matrix, BT.601, on the way out, and
+    leave the output untagged, which players read as BT.709 at HD sizes: its colours are
+    shifted (``identity`` on 4 frames of a BT.709 720p clip, read as a player does: 27.6 dB
+    against the source, 30.6 dB with ``source_colours``: tests/test_naive_loop.py).
+    ``source_colours``: what a user who checks the colours
+    writes: frames converted to YUV with the source's matrix and range (still PyAV's
+    default interpolation) and the output tagged as the source is, as raypipe's and
+    ffmpeg's outputs are."""
     started = time.perf_counter()
     model = FrameModel(model_bytes, device="cpu")  # ORT's default thread pool
+    to_yuv = VideoReformatter()
     with av.open(str(clip)) as source, av.open(str(output), "w") as sink:
         stream = source.streams.video[0]
         stream.thread_type = "AUTO"
@@ -169,10 +183,21 @@ def run_naive(clip: Path, output: Path, setup: Setup, model_bytes: bytes) -> flo
         )
         out.width, out.height, out.pix_fmt = setup.width, setup.height, "yuv420p"
         out.time_base = stream.time_base
+        tags = stream.codec_context  # the source's colour tags, FFmpeg's numbers
+        # swscale's matrices by FFmpeg's number (bt709, bt470bg, smpte170m, bt2020), and range
+        matrix = {1: "ITU709", 5: "ITU601", 6: "ITU601", 9: "BT2020"}.get(tags.colorspace)
+        range_ = ColorRange.JPEG if tags.color_range == 2 else ColorRange.MPEG
+        if source_colours:
+            for tag in ("colorspace", "color_range", "color_primaries", "color_trc"):
+                setattr(out.codec_context, tag, getattr(tags, tag))
 
         def flush(batch: list[np.ndarray], pts: list[int]) -> None:
             for image, p in zip(model.run(np.stack(batch), setup.batch_size), pts):
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                if source_colours:
+                    frame = to_yuv.reformat(
+                        frame, format="yuv420p", dst_colorspace=matrix, dst_color_range=range_
+                    )
                 frame.pts, frame.time_base = p, stream.time_base
                 sink.mux(out.encode(frame))
 

@@ -78,6 +78,7 @@ def test_ratio_sides_name_the_runs_the_ratio_compares() -> None:
         "raypipe sharpen warm",
         "naive sharpen",
     )
+    assert perframe._ratio_sides(perframe.TRUE_RATIO) == ("raypipe sharpen", perframe.NAIVE_TRUE)
     assert perframe._ratio_sides("identity warm/ffmpeg") == ("raypipe identity warm", "ffmpeg")
     assert perframe._ratio_sides("invert warm/ffmpeg negate") == (
         "raypipe invert warm",

@@ -74,10 +74,13 @@ def _deep(frame: av.VideoFrame) -> bool:
     return max(c.bits for c in frame.format.components) > 8
 
 
-def decode_upright(path: PathLike) -> tuple[np.ndarray, list[int], Fraction]:
-    """Every frame of the first video stream as it is displayed: turned upright by its
-    display matrix, RGB ``(n, H, W, 3)``, uint8 for 8-bit streams and uint16 (16 bits per
-    channel) for deeper ones.
+def decode_upright(
+    path: PathLike, limit: int | None = None
+) -> tuple[np.ndarray, list[int], Fraction]:
+    """Every frame of the first video stream (the first ``limit`` in decode output order
+    where given) as it is displayed: turned upright by its display matrix, RGB
+    ``(n, H, W, 3)``, uint8 for 8-bit streams and uint16 (16 bits per channel) for deeper
+    ones.
 
     YUV is converted with the frame's own matrix and range tags; untagged, with BT.709 when
     the frame is at least 1280 px wide or more than 576 px high, else BT.601, and limited
@@ -117,6 +120,8 @@ def decode_upright(path: PathLike) -> tuple[np.ndarray, list[int], Fraction]:
             turns = round((frame.rotation or 0) / 90) % 4
             images.append(np.ascontiguousarray(np.rot90(rgb, turns)))
             pts.append(frame.pts)
+            if len(images) == limit:
+                break
         return np.stack(images), pts, Fraction(time_base)
 
 
