@@ -28,7 +28,7 @@ from typing import Any
 import ray
 
 from raypipe import faults, storage
-from raypipe.config import RunConfig
+from raypipe.config import AUTO_CODEC, RunConfig
 from raypipe.distributed.assembly import Assembled, assemble_remote, assemble_video
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import Row
@@ -37,7 +37,7 @@ from raypipe.distributed.planning import VideoFacts, VideoResult
 from raypipe.distributed.ray_errors import iter_rows
 from raypipe.distributed.ray_logs import ray_lines_to_files
 from raypipe.distributed.stats import chunk_record
-from raypipe.media.encode import fidelity_notes
+from raypipe.media.encode import fidelity_notes, playback_note
 from raypipe.media.picture import PictureFormat
 
 log = logging.getLogger("raypipe")
@@ -236,13 +236,19 @@ class Runner:
 
     def _note_fidelity(self, facts: VideoFacts) -> None:
         """One line for each different way the encoder keeps less than a source (a lower
-        bit depth or chroma, HDR metadata it cannot write), once per run, and one for each
-        kind of stream a source has that the output does not get (another video stream, a
-        data stream: a camera's telemetry), named with the first video that has it."""
+        bit depth or chroma, HDR metadata it cannot write), once per run; one where the
+        encoder raypipe chose makes an H.264 that most players cannot play
+        (:func:`~raypipe.media.encode.playback_note`); and one for each kind of stream a
+        source has that the output does not get (another video stream, a data stream: a
+        camera's telemetry), named with the first video that has it."""
         if facts.tensor or not facts.picture or facts.status != "planned":
             return
         encode = self.cfg.encode.for_output(facts.output)
-        for note in fidelity_notes(encode, PictureFormat.from_json(facts.picture)):
+        picture = PictureFormat.from_json(facts.picture)
+        for note in fidelity_notes(encode, picture):
+            self._warn_once(note, "%s", note)
+        if self.cfg.encode.codec == AUTO_CODEC and not self.cfg.encode.pix_fmt:
+            note = playback_note(encode, picture)  # the encoder raypipe chose, not the user
             self._warn_once(note, "%s", note)
         for left in facts.left_out:  # once per run: an archive's videos often share them
             name = os.path.basename(facts.uri.rstrip("/"))

@@ -327,6 +327,35 @@ def fidelity_notes(config: EncodeConfig, picture: PictureFormat) -> list[str]:
     return notes
 
 
+_H264_PROFILES = {"4:2:2": "High 4:2:2", "4:4:4": "High 4:4:4 Predictive"}
+
+
+def playback_note(config: EncodeConfig, picture: PictureFormat) -> str:
+    """A line for an H.264 output (``config`` as resolved for the output) in a pixel format
+    beyond 8-bit 4:2:0 (a 10-bit phone video, 4:2:2 or 4:4:4 footage, kept by default):
+    FFmpeg, VLC and mpv play those profiles, browsers, QuickTime, phones and TVs do not
+    (their decoders have H.264's 8-bit 4:2:0 profiles), and the line says what to pass
+    instead. ``""`` for any other output."""
+    if config.codec != "libx264":
+        return ""
+    pix_fmt, _ = output_pix_fmt(config, picture)
+    layout = layout_of(pix_fmt)
+    if layout.rgb or (layout.bit_depth <= 8 and layout.chroma in ("4:2:0", "gray")):
+        return ""
+    profile = _H264_PROFILES.get(layout.chroma, "High 10")
+    instead = (
+        "--codec libx265 keeps the 10 bits in HEVC, which Apple devices, Android, TVs and "
+        "browsers with HEVC play, or --pix-fmt yuv420p writes the 8-bit H.264 every player "
+        "plays"
+        if layout.chroma in ("4:2:0", "gray")
+        else "--pix-fmt yuv420p writes the 8-bit 4:2:0 H.264 every player plays"
+    )
+    return (
+        f"the output is H.264 {profile} ({pix_fmt}, the source's depth and chroma): FFmpeg, "
+        f"VLC and mpv play it, but browsers, QuickTime, phones and most TVs do not; {instead}"
+    )
+
+
 def frame_durations(
     pts: np.ndarray, end_pts: int | None, rate: Fraction, time_base: Fraction
 ) -> np.ndarray:

@@ -16,7 +16,7 @@ from raypipe.distributed.stages import chunk_row, decode_stage
 from raypipe.media import plan_chunks, probe
 from raypipe.media.colour import ColourTags, HdrMetadata, default_matrix
 from raypipe.media.describe import picture_lines
-from raypipe.media.encode import fidelity_notes
+from raypipe.media.encode import fidelity_notes, playback_note
 from raypipe.media.picture import PictureFormat, normalise_rotation
 from raypipe.media.pixfmt import choose_pix_fmt, layout_of
 from raypipe.testing import ClipSpec, ffprobe_video, make_clip, yuv_planes
@@ -165,6 +165,48 @@ def test_notes_say_what_is_lost_once_per_kind(caplog: pytest.LogCaptureFixture) 
             runner._note_fidelity(facts)
     lines = [r.getMessage() for r in caplog.records]
     assert lines == notes
+
+
+def test_an_h264_that_most_players_cannot_play_is_said_once_when_raypipe_chose_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def note(source: str, **config: object) -> str:
+        picture = PictureFormat(coded_width=96, coded_height=64, pix_fmt=source)
+        return playback_note(EncodeConfig(**{"codec": "libx264", **config}), picture)
+
+    ten = note("yuv420p10le")  # a phone's HDR video: H.264 High 10 by default
+    assert "H.264 High 10 (yuv420p10le" in ten and "--codec libx265" in ten
+    assert "browsers, QuickTime, phones and most TVs do not" in ten
+    four = note("yuv444p")
+    assert "High 4:4:4 Predictive (yuv444p" in four and "--pix-fmt yuv420p" in four
+    assert "libx265" not in four  # HEVC's 4:4:4 plays no better
+    assert "High 4:2:2 (yuv422p10le" in note("yuv422p10le")
+    # what every player plays, another encoder, a format asked for: nothing to say
+    assert note("yuv420p") == note("yuvj420p") == note("gray") == ""
+    assert note("yuv420p10le", codec="libx265") == note("gbrp", codec="libx264rgb") == ""
+    assert note("yuv420p10le", pix_fmt="yuv420p") == ""
+
+    from raypipe.config import RunConfig
+    from raypipe.distributed.chunk_log import ChunkLog
+    from raypipe.distributed.planning import VideoFacts
+    from raypipe.distributed.runner import Runner
+
+    picture = PictureFormat(coded_width=96, coded_height=64, pix_fmt="yuv420p10le")
+    for encode, said in ((EncodeConfig(), [ten]), (EncodeConfig(codec="libx264"), [])):
+        caplog.clear()
+        runner = Runner(RunConfig(encode=encode), chunk_log=ChunkLog())
+        with caplog.at_level(logging.WARNING, logger="raypipe"):
+            for i in range(3):  # once a run, not once a video; only where raypipe chose
+                runner._note_fidelity(
+                    VideoFacts(
+                        video_id=f"v{i}",
+                        uri=f"v{i}",
+                        output=f"o{i}.mp4",
+                        status="planned",
+                        picture=picture.to_json(),
+                    )  # fmt: skip
+                )
+        assert [r.getMessage() for r in caplog.records] == said
 
 
 def test_picture_format_is_plain_data() -> None:
