@@ -330,3 +330,38 @@ def test_a_service_that_does_not_answer_is_not_waited_for(served: Service, tmp_p
     assert "raypipe: WARNING: the raypipe service does not answer (" in done.stderr, done.stderr
     assert "; running the video here" in done.stderr, done.stderr
     assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", MODEL)
+
+
+def test_a_run_the_service_may_have_taken_is_not_run_again_here(
+    served: Service, tmp_path: Path
+) -> None:
+    """A mailbox that answers, then goes while it takes the request and may come back (a
+    stand-in that Ray restarts, as it does a mailbox with restarts left): Ray cannot say
+    whether the call ran, so the command says so in one typed line and does not run the
+    video itself too (ActorUnavailableError; one that died for good is run here, above).
+    Runs after the service above is gone."""
+    served.python(
+        "import os\n"
+        "from raypipe.distributed.service import NAMESPACE, SERVICE_NAME, _identity\n"
+        "@ray.remote(num_cpus=0, max_restarts=1)\n"
+        "class Unsure:\n"
+        "    def info(self):\n"
+        "        return _identity()\n"
+        "    def submit(self, request):\n"
+        "        os._exit(1)\n"
+        "unsure = Unsure.options(name=SERVICE_NAME, namespace=NAMESPACE, lifetime='detached')\n"
+        "ray.get(unsure.remote().__ray_ready__.remote())\n"
+    )
+    try:
+        make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
+        done = served.run("in.mp4", "out.mp4", "--model", MODEL, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        said = "raypipe: error: ClusterError: the raypipe service did not confirm it took the run ("
+        assert said in done.stderr and "it may still run it" in done.stderr, done.stderr
+        assert "running the video here" not in done.stderr, done.stderr
+        assert not (tmp_path / "out.mp4").exists()
+    finally:
+        served.python(
+            "from raypipe.distributed.service import NAMESPACE, SERVICE_NAME\n"
+            "ray.kill(ray.get_actor(SERVICE_NAME, namespace=NAMESPACE))\n"
+        )
