@@ -73,6 +73,7 @@ from raypipe.config import EncodeConfig  # noqa: E402
 from raypipe.infer.models import FrameModel, resolve_model  # noqa: E402
 from raypipe.media.encode import encoder_options  # noqa: E402
 from raypipe.testing import ClipSpec, ffprobe_frame_count  # noqa: E402
+from raypipe.testing.reference import _SWS_MATRIX  # noqa: E402  FFmpeg's number -> swscale's
 
 SEED = 7
 
@@ -174,7 +175,6 @@ def run_naive(
     ffmpeg's outputs are."""
     started = time.perf_counter()
     model = FrameModel(model_bytes, device="cpu")  # ORT's default thread pool
-    to_yuv = VideoReformatter()
     with av.open(str(clip)) as source, av.open(str(output), "w") as sink:
         stream = source.streams.video[0]
         stream.thread_type = "AUTO"
@@ -184,12 +184,12 @@ def run_naive(
         out.width, out.height, out.pix_fmt = setup.width, setup.height, "yuv420p"
         out.time_base = stream.time_base
         tags = stream.codec_context  # the source's colour tags, FFmpeg's numbers
-        # swscale's matrices by FFmpeg's number (bt709, bt470bg, smpte170m, bt2020), and range
-        matrix = {1: "ITU709", 5: "ITU601", 6: "ITU601", 9: "BT2020"}.get(tags.colorspace)
-        range_ = ColorRange.JPEG if tags.color_range == 2 else ColorRange.MPEG
         if source_colours:
             for tag in ("colorspace", "color_range", "color_primaries", "color_trc"):
                 setattr(out.codec_context, tag, getattr(tags, tag))
+            to_yuv = VideoReformatter()
+            matrix = _SWS_MATRIX.get(tags.colorspace)  # None: swscale's default
+            range_ = ColorRange.JPEG if tags.color_range == 2 else ColorRange.MPEG
 
         def flush(batch: list[np.ndarray], pts: list[int]) -> None:
             for image, p in zip(model.run(np.stack(batch), setup.batch_size), pts):

@@ -204,7 +204,7 @@ def test_an_h264_that_most_players_cannot_play_is_said_once_when_raypipe_chose_i
                         output=f"o{i}.mp4",
                         status="planned",
                         picture=picture.to_json(),
-                    )  # fmt: skip
+                    )
                 )
         assert [r.getMessage() for r in caplog.records] == said
 
