@@ -199,7 +199,7 @@ def assert_fidelity(
         f"avg_frame_rate {out.avg_frame_rate}, source {src.avg_frame_rate} (base {src.base_rate})"
     )
     # displayed size and orientation: upright, no rotation tag
-    assert out.rotation == 0 and out.displayed_size == src.displayed_size
+    assert out.rotation == 0 and not out.mirrored and out.displayed_size == src.displayed_size
     # colour tags; bit depth and chroma
     assert (out.primaries, out.transfer) == (src.primaries, src.transfer)
     if out.chroma == "RGB":

@@ -18,7 +18,8 @@ def probe_lines(info: VideoInfo, plan: ChunkPlan, chunk_frames: int) -> list[str
         f"({info.rate_num}/{info.rate_den}), time base {info.time_base_num}/{info.time_base_den}",
         f"  {info.n_frames} frames, {len(info.keyframe_pts)} keyframes, "
         f"{info.duration_seconds:.3f}s from {info.start_seconds:.3f}s, "
-        f"rotation {info.rotation_degrees}°",
+        f"rotation {info.rotation_degrees}°"
+        + (", mirrored" if info.picture_format.mirrored else ""),
     ]
     lines += [f"  {line}" for line in picture_lines(info.picture_format)]
     facts = [f"{k} {v!r}" for k, v in info.video_tags if v and v != "und"]
@@ -62,7 +63,7 @@ def picture_lines(picture: PictureFormat) -> list[str]:
     c = picture.colour
     lines = [
         f"shown {width}x{height} (coded {picture.coded_width}x{picture.coded_height}, "
-        f"rotation {picture.rotation_degrees}° counter-clockwise), "
+        f"{picture.describe_orientation()}), "
         f"{picture.bit_depth}-bit {picture.chroma}"
         + (" with alpha (not kept: outputs have none)" if has_alpha(picture.pix_fmt or "") else ""),
         f"colour: primaries {c.primaries}, transfer {c.transfer}, matrix {c.matrix}, "

@@ -10,8 +10,10 @@ with no rotation tag. TS and AVI outputs cannot carry a display matrix at all, s
 the one choice that displays right in every output container raypipe writes; a player
 that ignores rotation tags shows it right too. The source's coded size is then the
 output's displayed size turned by the rotation (a 1920x1080 phone video tagged 90
-degrees comes out 1080x1920 with no tag). Display matrices with a mirror (rare) are read
-for their rotation only.
+degrees comes out 1080x1920 with no tag). A display matrix may also mirror the picture
+(left to right, or top to bottom, which is a left-to-right mirror and a half turn): the
+frames are then mirrored as well, as FFmpeg's own transcode (``autorotate``) and players
+show them (:func:`orientation_of`).
 
 Bit depth: sources deeper than 8 bits decode to 16-bit RGB (``rgb48le``, uint16 frames)
 and stay at 16 bits through the model to the encoder; 8-bit sources use ``rgb24`` (uint8).
@@ -25,6 +27,7 @@ of softening the chroma with every pass, and the conversion is the fastest swsca
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -44,16 +47,18 @@ from raypipe.media.pixfmt import layout_of
 class PictureFormat:
     """A video stream's picture facts; see the module docstring.
 
-    ``rotation_degrees``: counter-clockwise, a multiple of 90 in [0, 360), as the source's
-    display matrix says (PyAV's ``VideoFrame.rotation``; ffprobe prints the same number as
-    ``rotation``, in (-180, 180]). ``sar``: sample aspect ratio ``(num, den)``, ``(0, 1)``
-    when unknown. ``pix_fmt``: the decoder's output format.
+    ``rotation_degrees``: counter-clockwise, a multiple of 90 in [0, 360), and
+    ``mirrored``: whether the coded frame is mirrored left to right before that rotation,
+    as the source's display matrix says (:func:`orientation_of`; for a matrix with no
+    mirror ffprobe prints the same rotation, in (-180, 180]). ``sar``: sample aspect ratio
+    ``(num, den)``, ``(0, 1)`` when unknown. ``pix_fmt``: the decoder's output format.
     """
 
     coded_width: int
     coded_height: int
     pix_fmt: str = "yuv420p"
     rotation_degrees: int = 0
+    mirrored: bool = False
     sar: tuple[int, int] = (0, 1)
     colour: ColourTags = field(default_factory=ColourTags)
     hdr: HdrMetadata | None = None
@@ -114,8 +119,19 @@ class PictureFormat:
         """``tv`` or ``pc``: the YUV range decode and encode convert with."""
         return conversion_range(self.colour, self.pix_fmt)
 
+    def describe_orientation(self) -> str:
+        """``rotation 90° counter-clockwise``, ``mirrored left to right``, ``mirrored left to
+        right, then rotated 90° counter-clockwise``: what is done to show it upright."""
+        if not self.mirrored:
+            return f"rotation {self.rotation_degrees}° counter-clockwise"
+        if not self.rotation_degrees:
+            return "mirrored left to right"
+        return f"mirrored left to right, then rotated {self.rotation_degrees}° counter-clockwise"
+
     def upright(self, rgb: np.ndarray) -> np.ndarray:
         """A coded ``(H, W, 3)`` frame turned upright (a view, no copy)."""
+        if self.mirrored:
+            rgb = rgb[:, ::-1]
         return np.rot90(rgb, self.quarter_turns) if self.quarter_turns else rgb
 
     def output_tags(self, pix_fmt: str) -> ColourTags:
@@ -138,6 +154,7 @@ class PictureFormat:
             "coded_height": self.coded_height,
             "pix_fmt": self.pix_fmt,
             "rotation_degrees": self.rotation_degrees,
+            "mirrored": self.mirrored,
             "sar": list(self.sar),
             "colour": self.colour.to_dict(),
             "hdr": None if self.hdr is None else self.hdr.to_dict(),
@@ -155,6 +172,7 @@ class PictureFormat:
             coded_height=int(d["coded_height"]),
             pix_fmt=str(d["pix_fmt"]),
             rotation_degrees=int(d["rotation_degrees"]),
+            mirrored=bool(d.get("mirrored", False)),
             sar=(int(d["sar"][0]), int(d["sar"][1])),
             colour=ColourTags(**d["colour"]),
             hdr=None if d.get("hdr") is None else HdrMetadata.from_dict(d["hdr"]),
@@ -163,6 +181,30 @@ class PictureFormat:
     @classmethod
     def from_json(cls, text: str) -> PictureFormat:
         return cls.from_dict(json.loads(text))
+
+
+def orientation_of(matrix: Any) -> tuple[int, bool]:
+    """``(rotation_degrees, mirrored)`` of a display matrix: FFmpeg's 9 int32 of
+    ``AV_FRAME_DATA_DISPLAYMATRIX`` (16.16 fixed point, row vectors: a coded point
+    ``(x, y)`` is shown at ``(x*m[0] + y*m[3], x*m[1] + y*m[4])``).
+
+    A matrix whose determinant is negative mirrors the picture; taken apart as a
+    left-to-right mirror of the coded frame (``m[0]`` and ``m[1]`` negated) followed by a
+    rotation, the counter-clockwise degrees FFmpeg's ``av_display_rotation_get`` gives for
+    the rest, to the nearest quarter turn. This is what FFmpeg's transcode does to such a
+    source (``autorotate``: ``hflip``, ``vflip``, ``transpose`` with a flip), checked for all
+    eight in tests/media/test_picture_formats.py against ``ffmpeg`` itself."""
+    m = [float(v) for v in matrix]
+    mirrored = m[0] * m[4] - m[1] * m[3] < 0
+    if mirrored:
+        m[0], m[1] = -m[0], -m[1]
+    if not (m[0] or m[3]) or not (m[1] or m[4]):
+        return 0, False  # degenerate: FFmpeg finds no rotation in it either
+    # as av_display_rotation_get computes it (each column scaled to length 1)
+    degrees = -math.degrees(
+        math.atan2(m[1] / math.hypot(m[1], m[4]), m[0] / math.hypot(m[0], m[3]))
+    )
+    return normalise_rotation(degrees), mirrored
 
 
 def normalise_rotation(degrees: float) -> int:

@@ -32,6 +32,8 @@ from fractions import Fraction
 from typing import Any, cast
 
 import av
+import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
 from raypipe.errors import (
     CorruptVideoError,
@@ -43,7 +45,7 @@ from raypipe.media.colour import ColourTags, hdr_of_frame
 from raypipe.media.mkv_index import read_layout
 from raypipe.media.mkv_scan import scan_cues
 from raypipe.media.mp4_index import IndexScan, scan_index
-from raypipe.media.picture import PictureFormat
+from raypipe.media.picture import PictureFormat, normalise_rotation, orientation_of
 from raypipe.media.source import is_local, open_binary, open_input
 
 
@@ -574,6 +576,18 @@ def _undecodable_note(count: int, start: Fraction) -> tuple[str, ...]:
     )
 
 
+def frame_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
+    """``(rotation_degrees, mirrored)`` of a decoded frame, from its display matrix (FFmpeg
+    gives each frame its stream's): :func:`~raypipe.media.picture.orientation_of`.
+    PyAV's ``VideoFrame.rotation`` reads the rotation alone, which turns a mirrored
+    picture the wrong way (a left-to-right mirror reads as a half turn)."""
+    side = frame.side_data
+    if SideDataType.DISPLAYMATRIX in side:
+        matrix = bytes(side[SideDataType.DISPLAYMATRIX])
+        return orientation_of(np.frombuffer(matrix, dtype="=i4"))
+    return normalise_rotation(frame.rotation or 0), False
+
+
 def _first_frame_picture(
     container: Any, video: Any, uri: str, *, reopen: bool = False
 ) -> tuple[PictureFormat, int | None]:
@@ -627,11 +641,13 @@ def _first_frame_picture_of(
                 }
             )
             sar = ctx.sample_aspect_ratio
+            rotation, mirrored = frame_orientation(frame)
             picture = PictureFormat(
                 coded_width=frame.width,
                 coded_height=frame.height,
                 pix_fmt=frame.format.name if not ctx.is_hwaccel else (ctx.pix_fmt or "yuv420p"),
-                rotation_degrees=int(round(frame.rotation or 0)),
+                rotation_degrees=rotation,
+                mirrored=mirrored,
                 sar=(sar.numerator, sar.denominator) if sar else (0, 1),
                 colour=colour,
                 hdr=hdr_of_frame(frame),

@@ -52,6 +52,8 @@ def handoff_problem(picture: PictureFormat) -> str:
     """Why frames of ``picture`` cannot be handed off as YUV (``""``: they can)."""
     if picture.pix_fmt not in PLANAR_420 + SEMI_PLANAR_420:
         return f"the source is {picture.pix_fmt}; the YUV hand-off takes 8-bit 4:2:0"
+    if picture.mirrored:
+        return "the source is mirrored"
     if picture.quarter_turns:
         return f"the source is rotated {picture.rotation_degrees} degrees"
     if picture.coded_width % 2 or picture.coded_height % 2:

@@ -6,6 +6,7 @@ the clip's timeline.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import av
@@ -67,14 +68,29 @@ def deep_frame_pattern(pattern: np.ndarray, index: int) -> np.ndarray:
     return colour * 256 + fine[..., None]
 
 
+def display_matrix(rotation_degrees: int, mirrored: bool = False) -> list[int]:
+    """FFmpeg's display matrix (9 int32, 16.16 fixed point; what ``set_display_matrix``
+    takes) that shows a coded frame mirrored left to right (``mirrored``) and then turned
+    ``rotation_degrees`` counter-clockwise (a multiple of 90)."""
+    turn = math.radians(rotation_degrees)
+    cos, sin = round(math.cos(turn)), round(math.sin(turn))
+    one = 1 << 16
+    matrix = [cos * one, -sin * one, 0, sin * one, cos * one, 0, 0, 0, 1 << 30]
+    if mirrored:  # x -> -x first: the first row (what x contributes) changes sign
+        matrix[0], matrix[1] = -matrix[0], -matrix[1]
+    return matrix
+
+
 def tag_stream(
     stream: av.VideoStream,
     colour: tuple[str, str, str, str] | None,
     rotation_degrees: int,
     hdr10: bool,
+    *,
+    mirrored: bool = False,
 ) -> dict[str, str]:
     """Tag ``stream`` (before encoding starts) with ``colour`` = (primaries, transfer,
-    matrix, range) and a display rotation (counter-clockwise degrees); returns the encoder
+    matrix, range) and a display matrix (:func:`display_matrix`); returns the encoder
     parameters that write HDR10 metadata (``hdr10``) for its codec."""
     ctx = stream.codec_context
     if colour is not None:
@@ -84,8 +100,8 @@ def tag_stream(
             ("color_primaries", "color_trc", "colorspace", "color_range"),
         ):
             setattr(ctx, attr, _COLOUR_VALUES[key][name])
-    if rotation_degrees:
-        stream.set_display_rotation(rotation_degrees)
+    if rotation_degrees or mirrored:
+        stream.set_display_matrix(display_matrix(rotation_degrees, mirrored))
     if not hdr10:
         return {}
     cll = ",".join(map(str, HDR10_LIGHT_LEVEL))

@@ -88,6 +88,7 @@ class ProbedVideo:
     coded_width: int
     coded_height: int
     rotation: int  # ffprobe's side data rotation (degrees, counter-clockwise); 0 if none
+    mirrored: bool  # the display matrix mirrors the picture (ffprobe's rotation leaves it out)
     pix_fmt: str
     primaries: str
     transfer: str
@@ -157,10 +158,14 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
     if not video:
         raise ValueError(f"{path} has no video stream")
     v = video[0]
-    rotation = 0
+    rotation, mirrored = 0, False
     for side in v.get("side_data_list", []):
         if "rotation" in side:
             rotation = int(side["rotation"])
+        if "displaymatrix" in side:  # "\n00000000: a b u\n00000001: c d v\n..."
+            rows = [line.split(":")[1].split() for line in side["displaymatrix"].split("\n")[1:3]]
+            (a, b, _), (c, d, _) = ([int(x) for x in row] for row in rows)
+            mirrored = a * d - b * c < 0
     video_packets = [p for p in doc.get("packets", []) if p.get("stream_index") == v["index"]]
     packets = [p for p in video_packets if p.get("pts_time") not in (None, "N/A")]
     starts = [float(p["pts_time"]) for p in packets]
@@ -209,6 +214,7 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
         coded_width=int(v["width"]),
         coded_height=int(v["height"]),
         rotation=rotation,
+        mirrored=mirrored,
         pix_fmt=str(v.get("pix_fmt")),
         primaries=str(v.get("color_primaries", "unknown")),
         transfer=str(v.get("color_transfer", "unknown")),

@@ -145,6 +145,7 @@ class ClipSpec:
     # (primaries, transfer, matrix, range), FFmpeg names; None: untagged (BT.601 limited)
     colour: tuple[str, str, str, str] | None = None
     rotation_degrees: int = 0  # display matrix, counter-clockwise degrees (a multiple of 90)
+    mirrored: bool = False  # the display matrix mirrors left to right, before the rotation
     hdr10: bool = False  # mastering display and content light level SEI (libx265, libx264)
     crf: int | None = None  # x264/x265 quality; None: the encoder's default (23 / 28)
     cover_art: bool = False  # an attached picture (a JPEG) after the video stream
@@ -253,7 +254,9 @@ def _add_video(out: av.container.OutputContainer, spec: ClipSpec) -> av.VideoStr
         stream.metadata["timecode"] = spec.timecode
     stream.metadata.update(dict(spec.video_tags))
     options: dict[str, object] = dict(_encoder_options(spec))
-    for key, value in tag_stream(stream, spec.colour, spec.rotation_degrees, spec.hdr10).items():
+    for key, value in tag_stream(
+        stream, spec.colour, spec.rotation_degrees, spec.hdr10, mirrored=spec.mirrored
+    ).items():
         options[key] = f"{options[key]}:{value}" if key in options else value
     stream.options = options
     return stream

@@ -14,7 +14,7 @@ from typing import Any, cast
 import av
 import numpy as np
 
-from raypipe.media.probe import stamped_frames
+from raypipe.media.probe import frame_orientation, stamped_frames
 
 __all__ = [
     "audio_packet_times",
@@ -117,8 +117,10 @@ def decode_upright(
                 src_color_range=ColorRange.JPEG if full else ColorRange.MPEG,
                 interpolation=Interpolation.POINT,
             ).to_ndarray()
-            turns = round((frame.rotation or 0) / 90) % 4
-            images.append(np.ascontiguousarray(np.rot90(rgb, turns)))
+            turns, mirrored = frame_orientation(frame)
+            if mirrored:
+                rgb = rgb[:, ::-1]
+            images.append(np.ascontiguousarray(np.rot90(rgb, turns // 90)))
             pts.append(frame.pts)
             if len(images) == limit:
                 break

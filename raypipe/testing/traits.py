@@ -1,5 +1,5 @@
 """Clips with the traits real videos have and a processed video must keep (fidelity):
-rotation, colour tags, full range, 4:4:4, 10-bit HDR10 and HLG, several languages, audio
+rotation, a mirror, colour tags, full range, 4:4:4, 10-bit HDR10 and HLG, several languages, audio
 starting before or after the video (edit lists), cover art, a single frame, an untagged
 HD picture, container tags (a phone's creation time, location, make and model, as an
 iPhone's QuickTime keys and as Android's location), chapters,
@@ -93,8 +93,12 @@ TRAIT_CLIPS: dict[str, tuple[ClipSpec, str]] = {
         ClipSpec(audio="aac", audio_offset_seconds=-0.2, cover_art=True, **_SMALL),
         ".mp4",
     ),
-    # audio 0.3 s after the video (the audio's edit list starts late)
-    "audio_late": (ClipSpec(audio="aac", audio_offset_seconds=0.3, **_SMALL), ".mp4"),
+    # audio 0.3 s after the video (the audio's edit list starts late), and a display matrix
+    # that mirrors the picture left to right (ffprobe reads it as a half turn, -180)
+    "audio_late": (
+        ClipSpec(audio="aac", audio_offset_seconds=0.3, mirrored=True, **_SMALL),
+        ".mp4",
+    ),
     "one_frame": (ClipSpec(n_frames=1, gop=1, bframes=0, audio="aac", width=96, height=64), ".mp4"),
     # untagged and HD by the size rule (1280 px wide; kept short so it stays cheap):
     # converted as BT.709, not swscale's BT.601

@@ -215,12 +215,16 @@ def test_picture_format_is_plain_data() -> None:
         coded_height=1080,
         pix_fmt="yuv420p10le",
         rotation_degrees=-90,
+        mirrored=True,
         sar=(4, 3),
         colour=ColourTags(primaries="bt2020", transfer="arib-std-b67", matrix="bt2020nc"),
         hdr=HdrMetadata(red=(34000, 16000), green=(13250, 34500), blue=(7500, 3000),
                         white=(15635, 16450), max_luminance=10000000, min_luminance=50),
     )  # fmt: skip
-    assert PictureFormat.from_json(picture.to_json()) == picture
+    assert PictureFormat.from_json(picture.to_json()) == picture  # chunk rows carry it
+    assert picture.describe_orientation() == (
+        "mirrored left to right, then rotated 270° counter-clockwise"
+    )
     assert picture.rotation_degrees == 270 and picture.upright_size == (1080, 1920)
     assert picture.range == "tv" and picture.matrix == "bt2020nc"
     assert picture.upright_sar == 0.75  # a quarter turn swaps the sample's sides
@@ -236,6 +240,50 @@ def test_picture_format_is_plain_data() -> None:
     assert layout_of("p010le").describe() == "10-bit 4:2:0"
     with pytest.raises(Exception, match="colour matrix 'bt2021' is not one FFmpeg names"):
         ColourTags(matrix="bt2021")
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_every_display_matrix_turns_frames_as_ffmpeg_shows_them(
+    tmp_path: Path, degrees: int, mirrored: bool
+) -> None:
+    """The eight right-angle display matrices, mirrored ones too (PyAV's rotation alone
+    reads a left-to-right mirror as a half turn): probe's orientation turns the coded frame
+    into exactly what ``ffmpeg``'s autorotate decodes, and the output has no matrix."""
+    import subprocess
+
+    from raypipe.testing import decode_upright
+    from raypipe.testing.clip_traits import display_matrix
+
+    coded = np.zeros((16, 24, 3), np.uint8)  # three coloured corners: no turn maps onto another
+    coded[:4, :4], coded[:4, -4:], coded[-4:, :4] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    path = tmp_path / "turned.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = 24, 16, "rgb24"
+        stream.set_display_matrix(display_matrix(degrees, mirrored))
+        frame = av.VideoFrame.from_ndarray(coded, format="rgb24")
+        frame.pts = 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    picture = probe(str(path)).picture_format
+    assert (picture.rotation_degrees, picture.mirrored) == (degrees, mirrored)
+    width, height = picture.upright_size
+    shown = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    ffmpeg_shows = np.frombuffer(shown, np.uint8).reshape(height, width, 3)
+    np.testing.assert_array_equal(picture.upright(coded), ffmpeg_shows)
+    np.testing.assert_array_equal(decode_upright(path)[0][0], ffmpeg_shows)  # the tests' reader
+    judged = ffprobe_video(path)
+    assert judged.mirrored == mirrored and judged.displayed_size == (width, height)
+    out_path = tmp_path / "out.mp4"
+    assert run_in_process(path, out_path, "builtin:identity", 1) == 1
+    upright = ffprobe_video(out_path)
+    assert (upright.rotation, upright.mirrored) == (0, False)
+    np.testing.assert_array_equal(decode_upright(out_path)[0][0], ffmpeg_shows)
 
 
 def test_x265_two_frame_segments_get_usable_dts() -> None:

@@ -35,7 +35,9 @@ def test_trait_clip_is_what_it_claims(traits: dict[str, Path], name: str) -> Non
     assert probed.pix_fmt == (spec.pix_fmt.replace("yuv", "yuvj") if full else spec.pix_fmt)
     tags = (probed.primaries, probed.transfer, probed.matrix, probed.range)
     assert tags == (spec.colour or ("unknown",) * 4)
-    assert round(probed.rotation / 90) % 4 == spec.rotation_degrees // 90
+    # ffprobe's rotation reads a left-to-right mirror as a half turn more
+    assert round(probed.rotation / 90) % 4 == (spec.rotation_degrees // 90 + 2 * spec.mirrored) % 4
+    assert probed.mirrored == spec.mirrored
     if spec.hdr10:
         assert first_frame_hdr(path)["light"] == HDR10_LIGHT_LEVEL
         assert set(probed.hdr) == {"Mastering display metadata", "Content light level metadata"}
@@ -49,12 +51,13 @@ def test_trait_clip_is_what_it_claims(traits: dict[str, Path], name: str) -> Non
     assert len(pictures) == int(spec.cover_art)
     frames, _, _ = decode_upright(path)
     eight_bit = (frames >> 8).astype(np.uint8) if frames.dtype == np.uint16 else frames
-    assert [read_index(f) for f in np.rot90(eight_bit, -(spec.rotation_degrees // 90), (1, 2))] == (
-        list(range(spec.n_frames))
-    )
+    coded = np.rot90(eight_bit, -(spec.rotation_degrees // 90), (1, 2))
+    if spec.mirrored:
+        coded = coded[:, :, ::-1]
+    assert [read_index(f) for f in coded] == list(range(spec.n_frames))
 
 
-@pytest.mark.parametrize("name", ["rotated_languages", "phone_hlg"])
+@pytest.mark.parametrize("name", ["rotated_languages", "phone_hlg", "audio_late"])
 def test_upright_frames_are_what_ffmpeg_shows(traits: dict[str, Path], name: str) -> None:
     """ffmpeg autorotates by the display matrix: the same picture, the same way up."""
     path = traits[name]
