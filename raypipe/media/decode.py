@@ -46,7 +46,7 @@ from raypipe.config import DECODERS
 from raypipe.errors import CorruptVideoError, DecodeError
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk
-from raypipe.media.probe import DECODE_ORDER_ONLY, VideoInfo, stamped_frames
+from raypipe.media.probe import DECODE_ORDER_ONLY, VideoInfo, stamped_frames, whole_packets
 from raypipe.media.rgb import RgbConverter
 from raypipe.media.source import is_local, local_path, open_input
 from raypipe.media.yuv import YuvPacker, YuvRule
@@ -315,7 +315,7 @@ def _frames(container: Any, stream: Any, source: _Carried) -> Iterator[av.VideoF
         yield from stamped_frames(container, stream)
         return
     skipping = False
-    for packet in container.demux(stream):
+    for packet in whole_packets(container, stream):
         until = source.preroll_until
         skip = until is not None and packet.pts is not None and packet.pts < until
         if skip != skipping:

@@ -190,10 +190,11 @@ def _probe(
     with open_input(uri, block_size=PROBE_BLOCK_BYTES) as container:
         video = pick_video_stream(container, uri)
         indexed = _scan_index(container, video, uri, grid_local) if use_index else None
+        cut = 0  # packets the file ends inside (a recording cut off)
         if indexed is not None:
             pts, keyframes, last_duration = indexed
         else:
-            pts, keyframes, last_duration = _scan_packets(container, video, uri)
+            pts, keyframes, last_duration, cut = _scan_packets(container, video, uri)
         if not pts:
             raise EmptyVideoError(
                 f"input '{uri}' has a video stream with zero frames; nothing to process"
@@ -204,6 +205,9 @@ def _probe(
         pts.sort()
         nominal = video.average_rate or video.guessed_rate or video.base_rate or Fraction(0)
         end = _container_end(container, video)
+        if cut:  # the header's end is the whole recording's, beyond what the file holds
+            cut = max(cut, len(video.index_entries) - len(pts))
+            end = None
         if end is not None and end > pts[-1] and _disagree(end, pts[-1] + last_duration, tb):
             last_duration = end - pts[-1]
         elif last_duration <= 0:
@@ -249,7 +253,8 @@ def _probe(
                 for c in container.chapters()
             ),
             left_out=tuple(filter(None, (left_out_stream(s, video) for s in container.streams)))
-            + _undecodable_note(undecodable, pts[0] * tb),
+            + _undecodable_note(undecodable, pts[0] * tb)
+            + _cut_short_note(cut, (pts[-1] + last_duration) * tb),
             field_order=field_order_name(video),
         )
 
@@ -472,17 +477,43 @@ def stamped_by_order(container: Any, stream: Any) -> bool:
     )
 
 
+def whole_packets(
+    container: Any, stream: Any, cut: list[av.Packet] | None = None
+) -> Iterator[av.Packet]:
+    """``container.demux(stream)`` less the packets a file cut short ends inside: a packet
+    the demuxer could read only part of (it flags it corrupt: a recording cut off, as a
+    fragmented MP4 is when the recorder stops without closing it) after which no whole
+    packet of the stream comes. FFmpeg's decoder fails on such a packet and ``ffmpeg``
+    goes on without its frame; raypipe plans no frame for it (:func:`probe`) and decodes
+    without it. A corrupt packet that whole ones follow (a broadcast recording's damaged
+    packet, which the decoder conceals) is passed on, one packet later. The packets left
+    out are appended to ``cut`` where given. Flush packets (no data) pass at once."""
+    held: list[av.Packet] = []
+    for packet in container.demux(stream):
+        if packet.size and packet.is_corrupt:
+            held.append(packet)
+            continue
+        if packet.size:
+            yield from held
+            held.clear()
+        yield packet
+    if cut is not None:
+        cut.extend(held)
+
+
 def stamped_frames(container: Any, stream: Any) -> Iterator[av.VideoFrame]:
-    """``container.decode(stream)``, each frame's pts its display time: the demuxer's, or
+    """``container.decode(stream)`` (of :func:`whole_packets`), each frame's pts its display
+    time: the demuxer's, or
     where :func:`stamped_by_order` the decode time of the packet at the same place in
     decode order as the frame in the output (the n-th frame shown after a keyframe, which
     starts a closed GOP in such files, shows at the n-th tick after it; a frame a damaged
     stream loses shifts the rest, which the plan's checks see)."""
     if not stamped_by_order(container, stream):
-        yield from container.decode(stream)
+        for packet in whole_packets(container, stream):
+            yield from cast(list[av.VideoFrame], packet.decode())
         return
     ticks: deque[int] = deque()
-    for packet in container.demux(stream):
+    for packet in whole_packets(container, stream):
         if packet.size and packet.dts is not None:
             ticks.append(packet.dts)
         for frame in packet.decode():
@@ -515,16 +546,18 @@ def display_lead(container: Any, stream: Any) -> Fraction:
 _LEAD_PACKETS = 300  # a first GOP longer than this: the lead is read from these
 
 
-def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int]:
-    """Every frame's pts (demux order), the keyframes' pts, and the duration of the packet
-    of the frame shown last (0 when it has none). Where :func:`stamped_by_order`, the decode
-    times are the display grid, and a keyframe shows at its decode time."""
+def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list[int], int, int]:
+    """Every frame's pts (demux order), the keyframes' pts, the duration of the packet of
+    the frame shown last (0 when it has none), and how many packets the file ends inside
+    (:func:`whole_packets`: no frames of the video). Where :func:`stamped_by_order`, the
+    decode times are the display grid, and a keyframe shows at its decode time."""
     pts: list[int] = []
     keyframes: list[int] = []
     last_pts, last_duration = None, 0
     by_order = stamped_by_order(container, video)
+    cut: list[av.Packet] = []
     try:
-        for packet in container.demux(video):
+        for packet in whole_packets(container, video, cut):
             if packet.size == 0 or packet.is_discard:
                 continue  # flush packets; samples the demuxer drops (edit lists)
             if by_order and packet.dts is not None:
@@ -548,7 +581,7 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
         )
     if pts and not keyframes:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
-    return pts, keyframes, last_duration
+    return pts, keyframes, last_duration, len(cut)
 
 
 def _before_first_frame(pts: list[int], first_pts: int | None, by_order: bool) -> int:
@@ -573,6 +606,17 @@ def _undecodable_note(count: int, start: Fraction) -> tuple[str, ...]:
         f"{count} frame(s) before the first that decodes, at {float(start):.3f}s: the file "
         "starts inside a group of pictures (a cut recording?), and FFmpeg's decoder drops "
         "them too",
+    )
+
+
+def _cut_short_note(count: int, end: Fraction) -> tuple[str, ...]:
+    """The line the run shows for a file that ends inside its video (none for 0)."""
+    if not count:
+        return ()
+    return (
+        f"the file ends inside its video (a recording cut off?): {count} frame(s) cut short "
+        f"or missing are left out, and the video stops at {float(end):.3f}s, where FFmpeg's "
+        "decoder stops too",
     )
 
 

@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 from conftest import LOSSLESS
@@ -392,8 +393,8 @@ def test_a_recording_across_the_mpeg_ts_clock_wrap_keeps_every_frame(
 
 
 def _ts_recording(path: Path, seconds: float, *options: str) -> Path:
-    """An MPEG-TS of 96x64 H.264 at 25 fps and AAC, ``seconds`` long, made by ffmpeg with
-    ``options`` for its output."""
+    """A recording of 96x64 H.264 at 25 fps and AAC, ``seconds`` long, made by ffmpeg with
+    ``options`` for its output (MPEG-TS, or the container ``path``'s suffix names)."""
     subprocess.run(
         ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
          f"testsrc2=s=96x64:r=25:d={seconds}", "-f", "lavfi", "-i", f"sine=f=440:d={seconds}",
@@ -442,6 +443,40 @@ def test_a_recording_cut_inside_a_group_of_pictures_starts_at_its_first_keyframe
     # ffprobe's duration of the source spans the dropped frames too: not the whole judge
     frames, _, _ = decode_upright(source)
     got, _, _ = decode_upright(out)
+    assert np.array_equal(got, model_frames("builtin:invert", frames))
+    assert ffprobe_frame_times(out) == pytest.approx(decodes, abs=0.0005)  # Matroska's ms
+    assert ffmpeg_decode_errors(out) == ""
+
+
+def test_a_recording_cut_off_inside_its_last_fragment_ends_where_ffmpeg_ends(
+    tmp_path: Path,
+) -> None:
+    """A fragmented MP4 (what recorders write so that a crash leaves a playable file) cut
+    off mid-fragment: its last fragment's header lists frames the file does not hold, and
+    the last packet the demuxer reads is cut short (flagged corrupt). FFmpeg's decoder
+    fails on that packet and ``ffmpeg`` goes on without it; the probe planned it as a
+    frame, timed the video by the header's end (24 fps for a 25 fps recording) and the
+    run failed ("Invalid data found"). The output now holds every frame FFmpeg decodes, at
+    its time, and a line says the file ends inside its video."""
+    whole = _ts_recording(
+        tmp_path / "whole.mp4", 4, "-g", "25", "-bf", "2", "-movflags", "frag_keyframe+empty_moov"
+    )
+    with av.open(str(whole)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    pos, size = packets[70]  # inside the third of four fragments, inside a picture
+    source = tmp_path / "recording.mp4"
+    source.write_bytes(whole.read_bytes()[: pos + size // 2])
+    decodes = ffprobe_frame_times(source)  # what FFmpeg's decoder gives
+    info = probe(str(source))
+    assert 50 < len(decodes) < 100 and info.n_frames == len(decodes)
+    assert [p * info.time_base for p in info.pts] == pytest.approx(decodes, abs=1e-6)
+    assert abs(info.rate - 25) < 1, info.rate
+    assert len(info.left_out) == 1 and "the file ends inside its video" in info.left_out[0]
+    out = tmp_path / "out.mkv"
+    run_in_process(source, out, "builtin:invert", 16, LOSSLESS)
+    frames, _, _ = decode_upright(source)
+    got, _, _ = decode_upright(out)
+    assert len(got) == len(decodes)
     assert np.array_equal(got, model_frames("builtin:invert", frames))
     assert ffprobe_frame_times(out) == pytest.approx(decodes, abs=0.0005)  # Matroska's ms
     assert ffmpeg_decode_errors(out) == ""
