@@ -43,6 +43,7 @@ from raypipe.media.probe import (
     is_attached_pic,
     pick_video_stream,
     video_timecode,
+    whole_packets,
 )
 from raypipe.media.source import open_input
 
@@ -129,7 +130,7 @@ def _other_packets(
     in ``reencoded`` the packets its encoder makes: of the decoded audio
     (:func:`_reencoded_audio`, flushed at the end), or of each decoded text subtitle
     (:func:`_converted_subtitles`)."""
-    for packet in source.demux([source.streams[j] for j in copied]):
+    for packet in whole_packets(source, [source.streams[j] for j in copied]):
         index = packet.stream.index
         stream = copied[index]
         if index in reencoded and stream.type == "subtitle":

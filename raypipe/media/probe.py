@@ -205,10 +205,10 @@ def _probe(
         pts.sort()
         nominal = video.average_rate or video.guessed_rate or video.base_rate or Fraction(0)
         end = _container_end(container, video)
-        if cut:  # the header's end is the whole recording's, beyond what the file holds
-            cut = max(cut, len(video.index_entries) - len(pts))
-            end = None
-        if end is not None and end > pts[-1] and _disagree(end, pts[-1] + last_duration, tb):
+        later = end is not None and end > pts[-1] and _disagree(end, pts[-1] + last_duration, tb)
+        if later and indexed is None:  # a fragmented MP4's header: of the whole recording?
+            cut = max(cut, _listed_past_end(video, uri))
+        if later and not cut:
             last_duration = end - pts[-1]
         elif last_duration <= 0:
             last_duration = _guess_last_duration(pts, Fraction(nominal), Fraction(tb))
@@ -478,27 +478,27 @@ def stamped_by_order(container: Any, stream: Any) -> bool:
 
 
 def whole_packets(
-    container: Any, stream: Any, cut: list[av.Packet] | None = None
+    container: Any, streams: Any, cut: list[av.Packet] | None = None
 ) -> Iterator[av.Packet]:
-    """``container.demux(stream)`` less the packets a file cut short ends inside: a packet
+    """``container.demux(streams)`` less the packets a file cut short ends inside: a packet
     the demuxer could read only part of (it flags it corrupt: a recording cut off, as a
     fragmented MP4 is when the recorder stops without closing it) after which no whole
-    packet of the stream comes. FFmpeg's decoder fails on such a packet and ``ffmpeg``
-    goes on without its frame; raypipe plans no frame for it (:func:`probe`) and decodes
-    without it. A corrupt packet that whole ones follow (a broadcast recording's damaged
-    packet, which the decoder conceals) is passed on, one packet later. The packets left
-    out are appended to ``cut`` where given. Flush packets (no data) pass at once."""
-    held: list[av.Packet] = []
-    for packet in container.demux(stream):
+    packet of its stream comes. FFmpeg's decoders fail on such a packet and ``ffmpeg``
+    goes on without it; raypipe plans no frame for it (:func:`probe`), decodes without
+    it and copies no such audio packet into an output. A corrupt packet that whole ones of
+    its stream follow (a broadcast recording's damaged packet, which the decoder
+    conceals) is passed on, after the next whole one at the latest. The packets left out
+    are appended to ``cut`` where given. Flush packets (no data) pass at once."""
+    held: dict[int, list[av.Packet]] = {}
+    for packet in container.demux(streams):
         if packet.size and packet.is_corrupt:
-            held.append(packet)
+            held.setdefault(packet.stream.index, []).append(packet)
             continue
-        if packet.size:
-            yield from held
-            held.clear()
+        if packet.size and held:
+            yield from held.pop(packet.stream.index, ())
         yield packet
     if cut is not None:
-        cut.extend(held)
+        cut.extend(p for packets in held.values() for p in packets)
 
 
 def stamped_frames(container: Any, stream: Any) -> Iterator[av.VideoFrame]:
@@ -607,6 +607,21 @@ def _undecodable_note(count: int, start: Fraction) -> tuple[str, ...]:
         "starts inside a group of pictures (a cut recording?), and FFmpeg's decoder drops "
         "them too",
     )
+
+
+def _listed_past_end(video: Any, uri: str) -> int:
+    """How many of ``video``'s samples the container's index (read so far: a fragmented
+    MP4's fragment headers) places past the file's end: frames of a recording cut off,
+    whose header's end is not the file's. 0 when none or the size is unknown."""
+    entries = video.index_entries
+    if not entries:
+        return 0
+    try:
+        with open_binary(uri, block_size=PROBE_BLOCK_BYTES) as f:
+            size = f.seek(0, 2)
+    except OSError:
+        return 0
+    return sum(1 for e in entries if e.pos + e.size > size)
 
 
 def _cut_short_note(count: int, end: Fraction) -> tuple[str, ...]:

@@ -448,30 +448,43 @@ def test_a_recording_cut_inside_a_group_of_pictures_starts_at_its_first_keyframe
     assert ffmpeg_decode_errors(out) == ""
 
 
+@pytest.mark.parametrize("cut", ["inside-a-picture", "between-pictures", "inside-a-sound"])
 def test_a_recording_cut_off_inside_its_last_fragment_ends_where_ffmpeg_ends(
-    tmp_path: Path,
+    tmp_path: Path, cut: str
 ) -> None:
     """A fragmented MP4 (what recorders write so that a crash leaves a playable file) cut
     off mid-fragment: its last fragment's header lists frames the file does not hold, and
     the last packet the demuxer reads is cut short (flagged corrupt). FFmpeg's decoder
     fails on that packet and ``ffmpeg`` goes on without it; the probe planned it as a
     frame, timed the video by the header's end (24 fps for a 25 fps recording) and the
-    run failed ("Invalid data found"). The output now holds every frame FFmpeg decodes, at
-    its time, and a line says the file ends inside its video."""
+    run failed ("Invalid data found"). Cut between two pictures, no packet is cut short,
+    but the header still lists the frames after the cut. The output now holds every frame
+    FFmpeg decodes, at its time, and a line says the file ends inside its video. Cut
+    inside the fragment's audio, its last sound packet was copied cut short, and the
+    output did not decode cleanly."""
     whole = _ts_recording(
         tmp_path / "whole.mp4", 4, "-g", "25", "-bf", "2", "-movflags", "frag_keyframe+empty_moov"
     )
     with av.open(str(whole)) as container:
-        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
-    pos, size = packets[70]  # inside the third of four fragments, inside a picture
+        packets = [(p.stream.type, p.pos, p.size) for p in container.demux() if p.size]
+    kind = "audio" if cut == "inside-a-sound" else "video"
+    pictures = [p for p in packets if p[0] == "video"]  # 25 a fragment, then its sound
+    _, pos, size = (
+        pictures[70]  # inside the third of four fragments
+        if kind == "video"
+        else next(p for p in packets if p[0] == "audio" and p[1] > pictures[74][1])
+    )
     source = tmp_path / "recording.mp4"
-    source.write_bytes(whole.read_bytes()[: pos + size // 2])
+    source.write_bytes(whole.read_bytes()[: pos if cut == "between-pictures" else pos + size // 2])
     decodes = ffprobe_frame_times(source)  # what FFmpeg's decoder gives
     info = probe(str(source))
     assert 50 < len(decodes) < 100 and info.n_frames == len(decodes)
     assert [p * info.time_base for p in info.pts] == pytest.approx(decodes, abs=1e-6)
     assert abs(info.rate - 25) < 1, info.rate
-    assert len(info.left_out) == 1 and "the file ends inside its video" in info.left_out[0]
+    if kind == "video":
+        assert len(info.left_out) == 1 and "the file ends inside its video" in info.left_out[0]
+    else:
+        assert info.left_out == () and info.n_frames == 75  # the fragment's video is whole
     out = tmp_path / "out.mkv"
     run_in_process(source, out, "builtin:invert", 16, LOSSLESS)
     frames, _, _ = decode_upright(source)
