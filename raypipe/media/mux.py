@@ -636,15 +636,17 @@ def _reencoded_audio(out: Any, source_stream: Any) -> Any | None:
         stream = out.add_stream(codec_name, rate=rate)
         enc = stream.codec_context
         enc.layout, enc.format, enc.bit_rate = layout, sample_format, bit_rate
+        why = _not_read_back(fmt, source_stream)
         log.warning(
             "audio stream %d (%s) cannot go into a %s file as it is and is re-encoded as "
-            "%s (%s, %d kb/s)%s",
+            "%s (%s, %d kb/s)%s%s",
             source_stream.index,
             ctx.name,
             fmt,
             codec_name,
             layout,
             bit_rate // 1000,
+            f" ({why})" if why else "",
             _mkv_hint(fmt, source_stream),
         )
         return stream
@@ -658,10 +660,31 @@ _TS_CODECS = frozenset(
 """What MPEG-TS holds besides video: its muxer answers no codec query, so it is listed."""
 
 
-def _holds(out: Any, stream: Any, supported: set[str]) -> bool:
-    """Whether ``out`` can hold a stream-copy of the source ``stream``."""
+_NOT_READ_BACK = {
+    ("mp4", "pcm_"): "FFmpeg writes PCM into MP4 as ISO 23003-5 'ipcm', a recent form older "
+    "players do not read: Debian 12's FFmpeg 5.1 decodes it as noise",
+}  # fmt: skip
+"""(output format, codec name prefix) -> why a stream-copy that FFmpeg's muxer writes is
+still re-encoded: the file would not play where a user opens it. A camera's or screen
+recorder's PCM into MP4 (``ffmpeg``'s own default for MP4 is AAC as well); MOV and MKV
+keep PCM as it is."""
+
+
+def _not_read_back(fmt: str, stream: Any) -> str:
+    """Why a copy of ``stream`` in a ``fmt`` file would not play (:data:`_NOT_READ_BACK`),
+    or ``""``."""
     ctx = stream.codec_context
-    if ctx is None:
+    name = ctx.name if ctx is not None else ""
+    return next(
+        (why for (f, p), why in _NOT_READ_BACK.items() if f == fmt and name.startswith(p)), ""
+    )
+
+
+def _holds(out: Any, stream: Any, supported: set[str]) -> bool:
+    """Whether ``out`` can hold a stream-copy of the source ``stream`` (one that plays:
+    :func:`_not_read_back`)."""
+    ctx = stream.codec_context
+    if ctx is None or _not_read_back(out.format.name, stream):
         return False
     if out.format.name == "mpegts":
         listed = ctx.codec.canonical_name in _TS_CODECS

@@ -183,3 +183,46 @@ def test_truehd_packets_sharing_a_millisecond_are_kept_every_one(
     assert np.array_equal(out_samples, src_samples)
     assert ffmpeg_decode_errors(out) == ""
     assert len(decode_all(out)[1]) == 25
+
+
+def _system_ffmpeg_audio(path: Path) -> np.ndarray:
+    """The first audio stream as the system's ``ffmpeg`` decodes it (Debian 12's 5.1 here),
+    float samples, the first channel."""
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-ac", "1",
+         "-f", "f32le", "-"],
+        check=True, capture_output=True, timeout=120,
+    ).stdout  # fmt: skip
+    return np.frombuffer(raw, np.float32)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_a_cameras_pcm_sound_plays_in_every_output(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, suffix: str
+) -> None:
+    """A camera's MOV with 24-bit PCM: FFmpeg's MP4 muxer writes PCM as ISO 23003-5
+    'ipcm', which the FFmpeg 5.1 here decoded as noise (a sample read -0.81 where the
+    source has 0.01). Into MP4 it is re-encoded as AAC, with a line saying why; MOV and MKV
+    keep the PCM as it is, to the sample."""
+    source = make_clip(
+        tmp_path / "camera.mov",
+        ClipSpec(audio="pcm_s24le", n_frames=25, width=96, height=64),
+    )
+    out = tmp_path / f"out{suffix}"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        run_in_process(source, out, "builtin:invert", 7, EncodeConfig())
+    codecs = [s.codec for s in ffprobe_video(out).streams if s.kind == "audio"]
+    heard, want = _system_ffmpeg_audio(out), _system_ffmpeg_audio(source)
+    if suffix == ".mp4":
+        assert codecs == ["aac"]
+        assert "(pcm_s24le) cannot go into a mp4 file as it is" in caplog.text
+        assert "'ipcm'" in caplog.text and "use .mkv to keep it" in caplog.text
+        assert snr_db(source, out, 0) >= 20.0
+        # the system's ffmpeg too (AAC's priming is trimmed by the edit list)
+        n = len(want) - 4096
+        error = heard[:n] - want[:n]
+        assert 10 * np.log10(np.sum(want[:n] ** 2) / np.sum(error**2)) >= 20.0
+    else:
+        assert codecs == ["pcm_s24le"] and "cannot go into" not in caplog.text
+        assert np.array_equal(heard, want)
+    assert ffmpeg_decode_errors(out) == ""
