@@ -350,9 +350,12 @@ def playback_note(config: EncodeConfig, picture: PictureFormat) -> str:
         if layout.chroma in ("4:2:0", "gray")
         else "--pix-fmt yuv420p writes the 8-bit 4:2:0 H.264 every player plays"
     )
+    source = layout_of(picture.pix_fmt)
+    kept = (source.bit_depth, source.chroma) == (layout.bit_depth, layout.chroma)
+    why = "the source's depth and chroma" if kept else f"for the source's {source.describe()}"
     return (
-        f"the output is H.264 {profile} ({pix_fmt}, the source's depth and chroma): FFmpeg, "
-        f"VLC and mpv play it, but browsers, QuickTime, phones and most TVs do not; {instead}"
+        f"the output is H.264 {profile} ({pix_fmt}, {why}): FFmpeg, VLC and mpv play it, "
+        f"but browsers, QuickTime, phones and most TVs do not; {instead}"
     )
 
 

@@ -180,7 +180,9 @@ def test_an_h264_that_most_players_cannot_play_is_said_once_when_raypipe_chose_i
     four = note("yuv444p")
     assert "High 4:4:4 Predictive (yuv444p" in four and "--pix-fmt yuv420p" in four
     assert "libx265" not in four  # HEVC's 4:4:4 plays no better
-    assert "High 4:2:2 (yuv422p10le" in note("yuv422p10le")
+    assert "High 4:2:2 (yuv422p10le, the source's depth and chroma)" in note("yuv422p10le")
+    # a DV camcorder's 4:1:1: 4:2:2 holds its chroma, and the line does not call it the source's
+    assert "High 4:2:2 (yuv422p, for the source's 8-bit 4:1:1)" in note("yuv411p")
     # what every player plays, another encoder, a format asked for: nothing to say
     assert note("yuv420p") == note("yuvj420p") == note("gray") == ""
     assert note("yuv420p10le", codec="libx265") == note("gbrp", codec="libx264rgb") == ""
