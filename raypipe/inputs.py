@@ -9,6 +9,12 @@
 - a text file (``.txt``, ``.lst``) with one URI per line (``#`` comments);
 - a CSV or Parquet manifest with a ``uri`` column and an optional ``output`` column.
 
+From a directory or a glob, hidden entries (a name starting with ``.``: the ``._`` files
+macOS writes beside each file it copies to exFAT, FAT or network drives, a drive's
+``.Trashes``) are left out, as a shell's ``*`` leaves them out, unless the glob spells the
+dot; so is everything below OUTPUT_DIR when it lies inside the inputs (the outputs of an
+earlier run are not inputs). A line says how many of either were named as videos.
+
 Each input gets an output path relative to OUTPUT_DIR that mirrors its path relative to the
 listing's base (the directory, the glob's fixed prefix, or the URIs' common parent). A
 relative output that would escape OUTPUT_DIR (``..``, absolute) is rejected for that input.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import posixpath
 from dataclasses import dataclass
@@ -26,6 +33,8 @@ import fsspec
 
 from raypipe import storage
 from raypipe.errors import ConfigError, InputNotFoundError
+
+log = logging.getLogger("raypipe")
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg",
@@ -43,8 +52,9 @@ class InputItem:
     error: str = ""
 
 
-def list_inputs(inputs: str) -> list[InputItem]:
-    """The inputs named by ``inputs`` (see the module docstring), in a stable order."""
+def list_inputs(inputs: str, output_dir: str = "") -> list[InputItem]:
+    """The inputs named by ``inputs`` (see the module docstring), in a stable order; from a
+    directory or glob, none below ``output_dir``."""
     lower = inputs.lower()
     if lower.endswith((".txt", ".lst")):
         return _from_uris(_read_uri_list(inputs))
@@ -53,7 +63,7 @@ def list_inputs(inputs: str) -> list[InputItem]:
     if lower.endswith(".parquet"):
         return _from_manifest(_read_parquet(inputs))
     if any(c in inputs for c in _GLOB_CHARS):
-        return _from_glob(inputs)
+        return _from_glob(inputs, output_dir)
     fs, path = storage.filesystem(inputs)
     if not fs.exists(path):
         raise InputNotFoundError(
@@ -61,7 +71,7 @@ def list_inputs(inputs: str) -> list[InputItem]:
             "URI list (.txt) or manifest (.csv/.parquet)"
         )
     if fs.isdir(path):
-        return _from_directory(inputs)
+        return _from_directory(inputs, output_dir)
     return [InputItem(uri=storage.absolute(inputs), relative_output=posixpath.basename(path))]
 
 
@@ -94,18 +104,55 @@ def _protocol_prefix(url: str) -> str:
     return url.split("://", 1)[0] + "://" if "://" in url else ""
 
 
-def _from_directory(inputs: str) -> list[InputItem]:
+def _from_directory(inputs: str, output_dir: str) -> list[InputItem]:
     fs, base = storage.filesystem(inputs)
     prefix = _protocol_prefix(inputs)
     found = fs.find(base, withdirs=True, detail=True)
-    items = []
+    named = []
     for path, info in sorted(found.items()):
         if not path.lower().endswith(VIDEO_EXTENSIONS) or path.rstrip("/") == base.rstrip("/"):
             continue
         if info.get("type") == "directory" and _has_video_below(path, found):
             continue  # a folder of videos, not a video: its files are listed themselves
-        items.append(_item(_uri(prefix, path, inputs), _relative_to(path, base)))
-    return items
+        named.append(path)
+    kept = _left_out(named, base, inputs, output_dir, dots_spelled=False)
+    return [_item(_uri(prefix, path, inputs), _relative_to(path, base)) for path in kept]
+
+
+def _left_out(
+    paths: list[str], base: str, inputs: str, output_dir: str, *, dots_spelled: bool
+) -> list[str]:
+    """``paths`` (below ``base``, named as videos) less the hidden ones (a part of the path
+    below ``base`` starts with ``.``; kept where ``dots_spelled``: a glob that names them)
+    and those below ``output_dir``, with a line for each kind left out."""
+    outputs = storage.filesystem(output_dir)[1].rstrip("/") + "/" if output_dir else ""
+    hidden, earlier, kept = [], [], []
+    for path in paths:
+        if outputs and path.startswith(outputs):
+            earlier.append(path)
+        elif not dots_spelled and any(
+            part.startswith(".") for part in _relative_to(path, base).split("/")
+        ):
+            hidden.append(path)
+        else:
+            kept.append(path)
+    if hidden:
+        log.warning(
+            "left out %d hidden file(s) named as videos in '%s' (a name starting with '.', "
+            "such as the ._ files macOS writes beside copies on exFAT and network drives: "
+            "'%s'); list them in a .txt file to process them",
+            len(hidden),
+            inputs,
+            _relative_to(hidden[0], base),
+        )
+    if earlier:
+        log.warning(
+            "left out %d video(s) below the output directory '%s', which lies inside the "
+            "inputs: outputs of an earlier run, not inputs",
+            len(earlier),
+            output_dir,
+        )
+    return kept
 
 
 def _has_video_below(directory: str, found: dict[str, dict[str, object]]) -> bool:
@@ -113,12 +160,14 @@ def _has_video_below(directory: str, found: dict[str, dict[str, object]]) -> boo
     return any(p.startswith(head) for p in found)
 
 
-def _from_glob(pattern: str) -> list[InputItem]:
+def _from_glob(pattern: str, output_dir: str) -> list[InputItem]:
     fs, path = storage.filesystem(pattern)
     prefix = _protocol_prefix(pattern)
     fixed = path[: min(path.find(c) for c in _GLOB_CHARS if c in path)]
     base = fixed if fixed.endswith("/") else posixpath.dirname(fixed)
-    return [_item(_uri(prefix, p, pattern), _relative_to(p, base)) for p in sorted(fs.glob(path))]
+    dots = any(part.startswith(".") for part in _relative_to(path, base).split("/"))
+    kept = _left_out(sorted(fs.glob(path)), base, pattern, output_dir, dots_spelled=dots)
+    return [_item(_uri(prefix, p, pattern), _relative_to(p, base)) for p in kept]
 
 
 def _uri(prefix: str, path: str, original: str) -> str:

@@ -66,7 +66,7 @@ def process_archive(
     started = time.monotonic()
     output_dir = storage.absolute(os.fspath(output_dir))  # the tasks' working directory differs
     model = load_run(cfg)
-    items = list_inputs(inputs) if isinstance(inputs, str) else _items_of(list(inputs))
+    items = list_inputs(inputs, output_dir) if isinstance(inputs, str) else _items_of(list(inputs))
     report_path = report_path or storage.join(output_dir, REPORT_NAME)
     previous = previous_attempts(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)

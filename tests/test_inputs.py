@@ -1,0 +1,66 @@
+"""What an archive run lists from a folder or a glob: hidden files (macOS's ``._`` copies, a
+drive's ``.Trashes``) and an earlier run's outputs below the inputs are not inputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from raypipe.inputs import list_inputs
+
+
+def _tree(root: Path) -> None:
+    for name in ("a.mp4", "._a.mp4", ".Trashes/501/deleted.mp4", "sub/b.MOV", "sub/._b.MOV",
+                 "notes.txt", "out/a.mp4", "out/sub/b.MOV"):  # fmt: skip
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+
+def test_a_folder_lists_neither_hidden_files_nor_an_earlier_runs_outputs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _tree(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        items = list_inputs(str(tmp_path), str(tmp_path / "out"))
+    assert [i.relative_output for i in items] == ["a.mp4", "sub/b.MOV"]
+    assert [i.uri for i in items] == [str(tmp_path / "a.mp4"), str(tmp_path / "sub" / "b.MOV")]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("left out 3 hidden file(s) named as videos")
+    assert "'.Trashes/501/deleted.mp4'" in lines[0]  # the first, as an example
+    assert lines[1].startswith("left out 2 video(s) below the output directory")
+    # an output directory elsewhere: nothing left out but the hidden files
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        items = list_inputs(str(tmp_path / "sub"), str(tmp_path / "elsewhere"))
+    assert [i.relative_output for i in items] == ["b.MOV"]
+    assert len(caplog.records) == 1
+
+
+def test_a_glob_lists_hidden_files_only_where_it_spells_the_dot(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    found = [i.relative_output for i in list_inputs(str(tmp_path / "**" / "*.mp4"))]
+    assert found == ["a.mp4", "out/a.mp4"]  # no output directory given: out/ is an input
+    found = [
+        i.relative_output
+        for i in list_inputs(str(tmp_path / "**" / "*.mp4"), str(tmp_path / "out"))
+    ]
+    assert found == ["a.mp4"]
+    assert [i.relative_output for i in list_inputs(str(tmp_path / "._*.mp4"))] == ["._a.mp4"]
+
+
+def test_an_object_store_prefix_is_listed_the_same_way() -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for name in ("a.mp4", "._a.mp4", "out/a.mp4"):
+        fs.pipe(f"/bucket/{name}", b"x")
+    try:
+        items = list_inputs("memory://bucket/", "memory://bucket/out")
+        assert [i.relative_output for i in items] == ["a.mp4"]
+        assert items[0].uri.endswith("/bucket/a.mp4")
+    finally:
+        fs.rm("/bucket", recursive=True)
