@@ -126,6 +126,8 @@ def _left_out(
     below ``base`` starts with ``.``; kept where ``dots_spelled``: a glob that names them)
     and those below ``output_dir``, with a line for each kind left out."""
     outputs = storage.filesystem(output_dir)[1].rstrip("/") + "/" if output_dir else ""
+    if not outputs.startswith(base.rstrip("/") + "/") or outputs == base.rstrip("/") + "/":
+        outputs = ""  # not inside the inputs (the same folder: each job is refused alone)
     hidden, earlier, kept = [], [], []
     for path in paths:
         if outputs and path.startswith(outputs):

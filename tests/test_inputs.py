@@ -38,6 +38,12 @@ def test_a_folder_lists_neither_hidden_files_nor_an_earlier_runs_outputs(
         items = list_inputs(str(tmp_path / "sub"), str(tmp_path / "elsewhere"))
     assert [i.relative_output for i in items] == ["b.MOV"]
     assert len(caplog.records) == 1
+    # the inputs' own folder, or one above it, is no earlier run's: every video is listed
+    # (an output that would be its input is refused for that video alone)
+    for outside in (tmp_path / "sub", tmp_path):
+        assert [i.relative_output for i in list_inputs(str(tmp_path / "sub"), str(outside))] == [
+            "b.MOV"
+        ]
 
 
 def test_a_glob_lists_hidden_files_only_where_it_spells_the_dot(tmp_path: Path) -> None:
