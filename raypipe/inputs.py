@@ -5,7 +5,8 @@
 - a directory or fsspec prefix (``s3://bucket/videos/``): every file below it whose name
   ends in a video extension (entries so named that are not files are listed too, and fail
   as typed errors rather than vanish);
-- a glob (``s3://bucket/videos/**/*.mp4``);
+- a glob (``s3://bucket/videos/**/*.mp4``), unless a file or folder has that very name
+  (``Season [2020]``, a download named ``Title [id].mp4``);
 - a text file (``.txt``, ``.lst``) with one URI per line (``#`` comments);
 - a CSV or Parquet manifest with a ``uri`` column and an optional ``output`` column.
 
@@ -62,9 +63,9 @@ def list_inputs(inputs: str, output_dir: str = "") -> list[InputItem]:
         return _from_manifest(_read_csv(inputs))
     if lower.endswith(".parquet"):
         return _from_manifest(_read_parquet(inputs))
-    if any(c in inputs for c in _GLOB_CHARS):
-        return _from_glob(inputs, output_dir)
     fs, path = storage.filesystem(inputs)
+    if any(c in inputs for c in _GLOB_CHARS) and not fs.exists(path):
+        return _from_glob(inputs, output_dir)  # a folder named "Season [2020]" is a folder
     if not fs.exists(path):
         raise InputNotFoundError(
             f"inputs '{inputs}' do not exist; pass a directory, glob, "

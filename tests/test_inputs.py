@@ -70,3 +70,21 @@ def test_an_object_store_prefix_is_listed_the_same_way() -> None:
         assert items[0].uri.endswith("/bucket/a.mp4")
     finally:
         fs.rm("/bucket", recursive=True)
+
+
+def test_a_folder_or_file_named_with_brackets_is_itself_not_a_glob(tmp_path: Path) -> None:
+    """A season's folder ("Season [2020]") or a download named "Title [id].mp4" (as yt-dlp
+    names them) read as globs whose brackets match one character: no inputs were found."""
+    folder = tmp_path / "Season [2020]"
+    folder.mkdir()
+    (folder / "Title [dQw4w9].mp4").write_bytes(b"x")
+    (tmp_path / "Season 2").mkdir()  # what "[2020]" as a class would have matched instead
+    (tmp_path / "Season 2" / "other.mp4").write_bytes(b"x")
+    assert [i.relative_output for i in list_inputs(str(folder))] == ["Title [dQw4w9].mp4"]
+    one = list_inputs(str(folder / "Title [dQw4w9].mp4"))
+    assert [(i.uri, i.relative_output) for i in one] == [
+        (str(folder / "Title [dQw4w9].mp4"), "Title [dQw4w9].mp4")
+    ]
+    # a name that is no file or folder is still a glob
+    glob = list_inputs(str(tmp_path / "Season [2]" / "*.mp4"))
+    assert [i.relative_output for i in glob] == ["Season 2/other.mp4"]
