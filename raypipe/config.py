@@ -185,6 +185,16 @@ AUTO_CODECS = ("libx264", "libvpx-vp9")
 """The encoders ``auto`` may pick (:func:`default_video_codec`)."""
 
 
+OUTPUT_FORMATS = {
+    ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm",
+    ".nut": "nut", ".avi": "avi", ".ts": "mpegts",
+}  # fmt: skip
+"""Output extensions raypipe writes, and FFmpeg's muxer for each."""
+LISTED_OUTPUT_EXTENSION = ".mp4"
+"""The extension of an archive's output whose input has one raypipe does not write (an old
+``.wmv``, ``.flv``, ``.mpg``, a camcorder's ``.mts``): MP4, which plays everywhere."""
+
+
 def default_video_codec(output: str) -> str:
     """The encoder ``ffmpeg`` picks for an output named ``output`` (``--codec auto``):
     libvpx-vp9 for ``.webm``, which holds no H.264, else libx264."""

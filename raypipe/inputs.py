@@ -17,8 +17,10 @@ dot; so is everything below OUTPUT_DIR when it lies inside the inputs (the outpu
 earlier run are not inputs). A line says how many of either were named as videos.
 
 Each input gets an output path relative to OUTPUT_DIR that mirrors its path relative to the
-listing's base (the directory, the glob's fixed prefix, or the URIs' common parent). A
-relative output that would escape OUTPUT_DIR (``..``, absolute) is rejected for that input.
+listing's base (the directory, the glob's fixed prefix, or the URIs' common parent), with
+``.mp4`` for an extension raypipe does not write (``.wmv``, ``.flv``, ``.mpg``, ``.mts``;
+a manifest's own ``output`` is kept as named). A relative output that would escape
+OUTPUT_DIR (``..``, absolute) is rejected for that input.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 import fsspec
 
 from raypipe import storage
+from raypipe.config import LISTED_OUTPUT_EXTENSION, OUTPUT_FORMATS
 from raypipe.errors import ConfigError, InputNotFoundError
 
 log = logging.getLogger("raypipe")
@@ -46,11 +49,13 @@ _GLOB_CHARS = "*?["
 
 @dataclass(frozen=True)
 class InputItem:
-    """One input URI, its output path relative to OUTPUT_DIR, and why it is invalid (if)."""
+    """One input URI, its output path relative to OUTPUT_DIR, and why it is invalid (if).
+    ``renamed``: the output's extension is not the input's (:func:`_item`)."""
 
     uri: str
     relative_output: str
     error: str = ""
+    renamed: bool = False
 
 
 def list_inputs(inputs: str, output_dir: str = "") -> list[InputItem]:
@@ -94,9 +99,18 @@ def safe_relative(relative: str) -> str:
     return clean
 
 
-def _item(uri: str, relative: str) -> InputItem:
+def _item(uri: str, relative: str, *, named: bool = False) -> InputItem:
+    """The item for ``uri`` with the output ``relative``; unless a manifest ``named`` that
+    output, an extension raypipe does not write (an old ``.wmv``, ``.flv`` or ``.mpg``, a
+    camcorder's ``.mts``) becomes :data:`~raypipe.config.LISTED_OUTPUT_EXTENSION`."""
+    stem, ext = posixpath.splitext(relative)
+    renamed = not named and bool(stem) and ext.lower() not in OUTPUT_FORMATS
+    if renamed:
+        relative = stem + LISTED_OUTPUT_EXTENSION
     try:
-        return InputItem(uri=storage.absolute(uri), relative_output=safe_relative(relative))
+        return InputItem(
+            uri=storage.absolute(uri), relative_output=safe_relative(relative), renamed=renamed
+        )
     except ConfigError as e:
         return InputItem(uri=storage.absolute(uri), relative_output="", error=str(e))
 
@@ -242,5 +256,5 @@ def _from_manifest(rows: list[dict[str, str]]) -> list[InputItem]:
     items = []
     for row, uri in zip(rows, uris):
         output = (row.get("output") or "").strip()
-        items.append(_item(uri, output) if output else defaults[uri])
+        items.append(_item(uri, output, named=True) if output else defaults[uri])
     return items

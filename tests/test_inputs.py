@@ -88,3 +88,33 @@ def test_a_folder_or_file_named_with_brackets_is_itself_not_a_glob(tmp_path: Pat
     # a name that is no file or folder is still a glob
     glob = list_inputs(str(tmp_path / "Season [2]" / "*.mp4"))
     assert [i.relative_output for i in glob] == ["Season 2/other.mp4"]
+
+
+def test_an_input_raypipe_cannot_write_as_it_is_named_gets_an_mp4_output(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An archive of old videos (.wmv, .flv, .mpg, a camcorder's .mts) failed video by
+    video: each output mirrored its input's extension, which raypipe does not write. They
+    are .mp4 now, with one line; a manifest's own output is kept as named."""
+    from raypipe.distributed.archive import _jobs
+
+    for name in ("old.wmv", "clip.FLV", "tape.mpg", "cam/00001.MTS", "ok.mkv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    items = list_inputs(str(tmp_path))
+    assert [i.relative_output for i in items] == [
+        "cam/00001.mp4", "clip.mp4", "ok.mkv", "old.mp4", "tape.mp4"
+    ]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        jobs = _jobs(items, str(tmp_path / "out"))
+    assert [j.output_problem for j in jobs] == [""] * 5
+    assert [r.getMessage() for r in caplog.records] == [
+        "4 input(s) have an extension raypipe does not write (.flv, .mpg, .mts, .wmv): their "
+        "outputs are .mp4 files (a CSV manifest's output column names others)"
+    ]
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"uri,output\n{tmp_path / 'old.wmv'},kept.wmv\n")
+    (named,) = list_inputs(str(manifest))
+    assert named.relative_output == "kept.wmv" and not named.renamed
+    (job,) = _jobs([named], str(tmp_path / "out"))
+    assert "has extension '.wmv'" in job.output_problem  # as named: refused for that video

@@ -12,6 +12,7 @@ codes: 0 when every video is done or skipped, 3 when some failed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from raypipe.archive_report import (
     stats_doc,
     write_report,
 )
-from raypipe.config import RunConfig, build_run_config
+from raypipe.config import LISTED_OUTPUT_EXTENSION, RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
@@ -42,6 +43,8 @@ from raypipe.inputs import list_inputs
 from raypipe.media.mux import container_refuses
 from raypipe.media.picture import PictureFormat
 from raypipe.media.probe import probe
+
+log = logging.getLogger("raypipe")
 
 DRAW_TIMEOUT_S = 600
 
@@ -179,6 +182,15 @@ def _jobs(
         seen_outputs.add(output)
     if not jobs:
         raise ConfigError("no inputs found; check the directory, glob or list")
+    renamed = sorted({os.path.splitext(i.uri)[1].lower() for i in items if i.renamed})
+    if renamed:
+        log.warning(
+            "%d input(s) have an extension raypipe does not write (%s): their outputs are %s "
+            "files (a CSV manifest's output column names others)",
+            sum(i.renamed for i in items),
+            ", ".join(renamed),
+            LISTED_OUTPUT_EXTENSION,
+        )
     return jobs
 
 

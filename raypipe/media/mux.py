@@ -32,7 +32,7 @@ import av
 import numpy as np
 
 from raypipe import faults
-from raypipe.config import AUTO_CODEC, default_video_codec
+from raypipe.config import AUTO_CODEC, OUTPUT_FORMATS, default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media import captions
 from raypipe.media.encode import _NO_DTS, Segment
@@ -53,22 +53,12 @@ log = logging.getLogger("raypipe.media")
 def output_format(path: str) -> str:
     """The FFmpeg muxer for ``path``'s extension, or a :class:`ConfigError` saying which exist."""
     ext = os.path.splitext(path)[1].lower()
-    formats = {
-        ".mp4": "mp4",
-        ".m4v": "mp4",
-        ".mov": "mov",
-        ".mkv": "matroska",
-        ".webm": "webm",
-        ".nut": "nut",
-        ".avi": "avi",
-        ".ts": "mpegts",
-    }
-    if ext not in formats:
+    if ext not in OUTPUT_FORMATS:
         raise ConfigError(
             f"output '{path}' has extension '{ext or '(none)'}'; expected one of "
-            f"{', '.join(sorted(formats))}"
+            f"{', '.join(sorted(OUTPUT_FORMATS))}"
         )
-    return formats[ext]
+    return OUTPUT_FORMATS[ext]
 
 
 def container_refuses(path: str, codec: str) -> str:
