@@ -43,6 +43,8 @@ log = logging.getLogger("raypipe")
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg",
     ".mpeg", ".flv", ".wmv", ".3gp", ".nut", ".ogv",
+    # broadcast and camcorder masters, DVDs, older downloads
+    ".mxf", ".dv", ".vob", ".mod", ".tod", ".f4v", ".asf", ".divx", ".rm", ".rmvb",
 )  # fmt: skip
 _GLOB_CHARS = "*?["
 

@@ -98,19 +98,21 @@ def test_an_input_raypipe_cannot_write_as_it_is_named_gets_an_mp4_output(
     are .mp4 now, with one line; a manifest's own output is kept as named."""
     from raypipe.distributed.archive import _jobs
 
-    for name in ("old.wmv", "clip.FLV", "tape.mpg", "cam/00001.MTS", "ok.mkv"):
+    for name in ("old.wmv", "clip.FLV", "tape.mpg", "cam/00001.MTS", "ok.mkv", "master.mxf",
+                 "VIDEO_TS/VTS_01_1.VOB"):  # fmt: skip
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     items = list_inputs(str(tmp_path))
     assert [i.relative_output for i in items] == [
-        "cam/00001.mp4", "clip.mp4", "ok.mkv", "old.mp4", "tape.mp4"
+        "VIDEO_TS/VTS_01_1.mp4", "cam/00001.mp4", "clip.mp4", "master.mp4", "ok.mkv",
+        "old.mp4", "tape.mp4",
     ]  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="raypipe"):
         jobs = _jobs(items, str(tmp_path / "out"))
-    assert [j.output_problem for j in jobs] == [""] * 5
+    assert [j.output_problem for j in jobs] == [""] * 7
     assert [r.getMessage() for r in caplog.records] == [
-        "4 input(s) have an extension raypipe does not write (.flv, .mpg, .mts, .wmv): their "
-        "outputs are .mp4 files (a CSV manifest's output column names others)"
+        "6 input(s) have an extension raypipe does not write (.flv, .mpg, .mts, .mxf, .vob, "
+        ".wmv): their outputs are .mp4 files (a CSV manifest's output column names others)"
     ]
     manifest = tmp_path / "list.csv"
     manifest.write_text(f"uri,output\n{tmp_path / 'old.wmv'},kept.wmv\n")
