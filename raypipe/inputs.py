@@ -80,7 +80,7 @@ def list_inputs(inputs: str, output_dir: str = "") -> list[InputItem]:
         )
     if fs.isdir(path):
         return _from_directory(inputs, output_dir)
-    return [InputItem(uri=storage.absolute(inputs), relative_output=posixpath.basename(path))]
+    return [_item(inputs, posixpath.basename(path))]
 
 
 def safe_relative(relative: str) -> str:

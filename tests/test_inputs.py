@@ -114,6 +114,8 @@ def test_an_input_raypipe_cannot_write_as_it_is_named_gets_an_mp4_output(
         "6 input(s) have an extension raypipe does not write (.flv, .mpg, .mts, .mxf, .vob, "
         ".wmv): their outputs are .mp4 files (a CSV manifest's output column names others)"
     ]
+    (one,) = list_inputs(str(tmp_path / "old.wmv"))  # one file named as INPUTS
+    assert (one.uri, one.relative_output) == (str(tmp_path / "old.wmv"), "old.mp4")
     manifest = tmp_path / "list.csv"
     manifest.write_text(f"uri,output\n{tmp_path / 'old.wmv'},kept.wmv\n")
     (named,) = list_inputs(str(manifest))

@@ -503,11 +503,10 @@ def whole_packets(
 
 def stamped_frames(container: Any, stream: Any) -> Iterator[av.VideoFrame]:
     """``container.decode(stream)`` (of :func:`whole_packets`), each frame's pts its display
-    time: the demuxer's, or
-    where :func:`stamped_by_order` the decode time of the packet at the same place in
-    decode order as the frame in the output (the n-th frame shown after a keyframe, which
-    starts a closed GOP in such files, shows at the n-th tick after it; a frame a damaged
-    stream loses shifts the rest, which the plan's checks see)."""
+    time: the demuxer's, or where :func:`stamped_by_order` the decode time of the packet
+    at the same place in decode order as the frame in the output (the n-th frame shown
+    after a keyframe, which starts a closed GOP in such files, shows at the n-th tick after
+    it; a frame a damaged stream loses shifts the rest, which the plan's checks see)."""
     if not stamped_by_order(container, stream):
         for packet in whole_packets(container, stream):
             yield from cast(list[av.VideoFrame], packet.decode())
