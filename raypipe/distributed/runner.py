@@ -57,6 +57,7 @@ class _Video:
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
     gpu_samples: list[dict[str, Any]] = field(default_factory=list)
     gpu_notes: set[str] = field(default_factory=set)
+    resized: dict[int, str] = field(default_factory=dict)  # chunk index -> its resize_note
 
     @property
     def ends(self) -> bool:
@@ -230,6 +231,8 @@ class Runner:
         if self.cfg.chunk.handoff == "yuv":
             note = str(row.get("handoff_note") or "")
             self._warn_once(note, "--handoff yuv: frames go to the model as RGB: %s", note)
+        if row.get("resize_note"):
+            video.resized[int(row["index"])] = str(row["resize_note"])
         self.on_frames(int(row["n_frames"]))
         if not row["error_type"]:
             faults.checkpoint("segment", str(row["chunk_id"]))  # its segment is written
@@ -264,6 +267,8 @@ class Runner:
     def _end(self, video: _Video, result: VideoResult) -> VideoResult:
         self.videos.pop(video.video_id, None)
         self.ended.add(video.video_id)
+        if video.resized:  # the first chunk's note: chunks end in any order
+            log.warning("%s: %s", os.path.basename(video.uri), video.resized[min(video.resized)])
         if result.status == "failed" and video.facts is not None and video.facts.work_dir:
             storage.remove_tree(video.facts.work_dir)
             self.failed_work_dirs.append(video.facts.work_dir)

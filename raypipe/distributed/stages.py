@@ -140,7 +140,8 @@ def decode_stage(
     the rule's chunk went as RGB) say what it did. ``decode_carried``: the chunk went on
     with the decoder this process's previous chunk left open (the chunk after it in the
     same video: no seek, no frames decoded again before it; :func:`decode_chunk`'s
-    ``carry``)."""
+    ``carry``). ``resize_note``: that frames came in another size than the stream's and
+    were scaled to it (a broadcast recording's ads), else ``""``."""
     keep_freed_memory()
     start, cpu = time.time(), time.process_time()
     out: Row = {
@@ -151,6 +152,7 @@ def decode_stage(
         "decoder_note": "",
         "handoff": "",
         "handoff_note": "",
+        "resize_note": "",
         "decode_carried": False,
     }
     if is_work(row):
@@ -176,6 +178,7 @@ def decode_stage(
                 decoder_note=decoded.note,
                 handoff=decoded.handoff,
                 handoff_note=decoded.handoff_note,
+                resize_note=decoded.resize_note,
             )
         except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
             out.update(error_fields(e))

@@ -41,6 +41,7 @@ from typing import Any, cast
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation
 
 from raypipe.config import DECODERS
 from raypipe.errors import CorruptVideoError, DecodeError
@@ -65,7 +66,8 @@ class DecodedChunk:
     frames (for a temporal model) before and after the chunk's own frames. ``handoff``:
     ``"yuv"`` when the frames are packed YUV ``(n, H * W * 3 / 2)`` (a YUV hand-off,
     :mod:`raypipe.media.yuv`), else ``"rgb"``; ``handoff_note``: why a chunk that could
-    have gone as YUV went as RGB."""
+    have gone as YUV went as RGB. ``resize_note``: that some of its frames came in
+    another size and were scaled to the stream's (:func:`_decode_frames`), else ``""``."""
 
     frames: np.ndarray
     pts: np.ndarray
@@ -76,6 +78,7 @@ class DecodedChunk:
     handoff: str = "rgb"
     handoff_note: str = ""
     carried: bool = False
+    resize_note: str = ""
 
 
 class _Overshoot(Exception):
@@ -401,6 +404,7 @@ def _decode_frames(
     pts = np.empty(n_out, dtype=np.int64)
     n = 0
     first = True
+    resize_note = ""
     stream = source.stream
     source.preroll_until = None if carried else chunk.start_pts
     try:
@@ -419,12 +423,20 @@ def _decode_frames(
                 raise _Overshoot  # landed after the chunk's first frame, or after the chunk
             if t >= chunk.end_pts:
                 break
-            if frame.width != info.width or frame.height != info.height:
-                raise DecodeError(
-                    f"{chunk.chunk_id}: frame at pts {t} is {frame.width}x{frame.height}, "
-                    f"the stream is {info.width}x{info.height}; resolution changes "
-                    "mid-stream are not supported: make it one size first, e.g. "
-                    f"`ffmpeg -i IN -vf scale={info.width}:{info.height} -c:a copy OUT.mkv`"
+            if (frame.width, frame.height) != (picture.coded_width, picture.coded_height):
+                # a broadcast recording's ads in another size: scaled to the stream's, as
+                # ffmpeg's filter graph scales them (bicubic, its default)
+                if not resize_note:
+                    resize_note = (
+                        f"frames from {float(t * stream.time_base):.3f}s are "
+                        f"{frame.width}x{frame.height}, not the stream's "
+                        f"{picture.coded_width}x{picture.coded_height}: scaled to it, as "
+                        "ffmpeg scales them"
+                    )
+                frame = frame.reformat(
+                    width=picture.coded_width,
+                    height=picture.coded_height,
+                    interpolation=Interpolation.BICUBIC,
                 )
             i = n if slot is None else slot.get(n, -1)
             if i >= 0:
@@ -463,4 +475,5 @@ def _decode_frames(
         note=source.note,
         handoff="yuv" if yuv else "rgb",
         carried=carried,
+        resize_note=resize_note,
     )

@@ -227,7 +227,8 @@ def write_out_of_order_pts(path: PathLike, n_frames: int = 8) -> pathlib.Path:
 
 def write_resolution_change(path: PathLike, n_frames: int = 8) -> pathlib.Path:
     """An MPEG-TS file whose H.264 stream is 96x64 for ``n_frames`` frames, then 128x64 for
-    as many (two encodes back to back; the new size comes with the second one's SPS)."""
+    as many (two encodes back to back; the new size comes with the second one's SPS), as a
+    broadcast recording's ads change size. Not bad: the later frames are scaled."""
     path = pathlib.Path(path)
     _, first = _h264_packets(96, 64, n_frames)
     _, second = _h264_packets(128, 64, n_frames, first=n_frames)

@@ -16,7 +16,11 @@ import ray
 import raypipe
 from raypipe.errors import ClusterError, DecodeError
 from raypipe.testing import ClipSpec, ffmpeg_decode_errors, ffprobe_video, make_clip
-from raypipe.testing.bad_inputs import write_resolution_change, write_unknown_codec
+from raypipe.testing.bad_inputs import (
+    write_out_of_order_pts,
+    write_resolution_change,
+    write_unknown_codec,
+)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +50,7 @@ def test_an_actor_pool_that_would_starve_fails_before_any_work(
 
 
 def test_a_decode_check_fails_the_run_with_one_typed_line(ray_local: None, tmp_path: Path) -> None:
-    source = write_resolution_change(tmp_path / "res.ts")
+    source = write_out_of_order_pts(tmp_path / "swapped.mkv")
     out = tmp_path / "out.mp4"
     exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
     address = ray.get_runtime_context().gcs_address
@@ -60,9 +64,9 @@ def test_a_decode_check_fails_the_run_with_one_typed_line(ray_local: None, tmp_p
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("raypipe:")]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert lines[0].startswith("raypipe: error: DecodeError: res.ts-")
-    assert "is 128x64, the stream is 96x64; resolution changes mid-stream" in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.ts"]
+    assert lines[0].startswith("raypipe: error: DecodeError: swapped.mkv-")
+    assert "decoded frames are not in display order" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["swapped.mkv"]
     with pytest.raises(DecodeError):  # the same through Python
         raypipe.process_video(str(source), str(out), chunk_frames=4, quiet=True)
 
@@ -71,7 +75,7 @@ def test_bad_videos_fail_alone_in_an_archive(ray_local: None, tmp_path: Path) ->
     src = tmp_path / "src"
     src.mkdir()
     make_clip(src / "good.mp4", ClipSpec(n_frames=8))
-    write_resolution_change(src / "res.ts")
+    write_out_of_order_pts(src / "swapped.mkv")
     write_unknown_codec(src / "unknown.avi")
     make_clip(src / "vp9.webm", ClipSpec(n_frames=8, codec="libvpx-vp9", bframes=0))
     out = tmp_path / "out"
@@ -79,7 +83,10 @@ def test_bad_videos_fail_alone_in_an_archive(ray_local: None, tmp_path: Path) ->
     rows = {Path(r["uri"]).name: r for r in report.rows}
     assert report.exit_code == 3
     assert rows["good.mp4"]["status"] == "done"
-    assert (rows["res.ts"]["status"], rows["res.ts"]["error_type"]) == ("failed", "DecodeError")
+    assert (rows["swapped.mkv"]["status"], rows["swapped.mkv"]["error_type"]) == (
+        "failed",
+        "DecodeError",
+    )
     assert rows["unknown.avi"]["error_type"] == "UnsupportedVideoError"
     assert "has no decoder in this FFmpeg build" in rows["unknown.avi"]["error_message"]
     # WebM holds no H.264: the default codec (auto) writes it VP9, the others H.264, as
@@ -92,3 +99,28 @@ def test_bad_videos_fail_alone_in_an_archive(ray_local: None, tmp_path: Path) ->
     ]
     assert [ffprobe_video(out / n).codec for n in ("good.mp4", "vp9.webm")] == ["h264", "vp9"]
     assert ffmpeg_decode_errors(out / "vp9.webm") == ""
+
+
+def test_a_resolution_change_is_scaled_and_said_once(ray_local: None, tmp_path: Path) -> None:
+    """Frames of another size mid-stream (a broadcast recording's ads) are scaled to the
+    stream's, as ffmpeg scales them; the run says so once, with the time of the first,
+    whichever chunk ends first."""
+    source = write_resolution_change(tmp_path / "res.ts")  # 8 frames 96x64, 8 of 128x64
+    out = tmp_path / "out.mp4"
+    exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
+    address = ray.get_runtime_context().gcs_address
+    result = subprocess.run(
+        [exe, "run", str(source), str(out), "--chunk-frames", "4", "-q", "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("raypipe:")]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("raypipe: WARNING: res.ts: frames from ")
+    assert "are 128x64, not the stream's 96x64: scaled to it" in lines[0]
+    probed = ffprobe_video(out)
+    assert (probed.coded_width, probed.coded_height, probed.n_packets) == (96, 64, 16)
+    assert ffmpeg_decode_errors(out) == ""
