@@ -49,18 +49,23 @@ def test_an_actor_pool_that_would_starve_fails_before_any_work(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]  # nothing written
 
 
-def test_a_decode_check_fails_the_run_with_one_typed_line(ray_local: None, tmp_path: Path) -> None:
-    source = write_out_of_order_pts(tmp_path / "swapped.mkv")
-    out = tmp_path / "out.mp4"
+def _run_on_this_ray(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """``raypipe run SOURCE OUT`` in chunks of 4 on the test's local Ray, quiet."""
     exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
     address = ray.get_runtime_context().gcs_address
-    result = subprocess.run(
+    return subprocess.run(
         [exe, "run", str(source), str(out), "--chunk-frames", "4", "-q", "--address", address],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def test_a_decode_check_fails_the_run_with_one_typed_line(ray_local: None, tmp_path: Path) -> None:
+    source = write_out_of_order_pts(tmp_path / "swapped.mkv")
+    out = tmp_path / "out.mp4"
+    result = _run_on_this_ray(source, out)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("raypipe:")]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -107,15 +112,7 @@ def test_a_resolution_change_is_scaled_and_said_once(ray_local: None, tmp_path: 
     whichever chunk ends first."""
     source = write_resolution_change(tmp_path / "res.ts")  # 8 frames 96x64, 8 of 128x64
     out = tmp_path / "out.mp4"
-    exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
-    address = ray.get_runtime_context().gcs_address
-    result = subprocess.run(
-        [exe, "run", str(source), str(out), "--chunk-frames", "4", "-q", "--address", address],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = _run_on_this_ray(source, out)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("raypipe:")]
     assert len(lines) == 1, lines
