@@ -114,6 +114,12 @@ def test_an_input_raypipe_cannot_write_as_it_is_named_gets_an_mp4_output(
         "6 input(s) have an extension raypipe does not write (.flv, .mpg, .mts, .mxf, .vob, "
         ".wmv): their outputs are .mp4 files (a CSV manifest's output column names others)"
     ]
+    (tmp_path / "old.mp4").write_bytes(b"x")  # old.wmv's output is old.mp4 too
+    clash = _jobs(list_inputs(str(tmp_path)), str(tmp_path / "out"))
+    (second,) = [j for j in clash if j.error]
+    assert second.uri.endswith("old.wmv") and "is claimed by two inputs" in second.error
+    assert "its output is .mp4: name it in a CSV manifest's output column" in second.error
+    (tmp_path / "old.mp4").unlink()
     (one,) = list_inputs(str(tmp_path / "old.wmv"))  # one file named as INPUTS
     assert (one.uri, one.relative_output) == (str(tmp_path / "old.wmv"), "old.mp4")
     manifest = tmp_path / "list.csv"

@@ -162,6 +162,11 @@ def _jobs(
             error = (
                 f"output '{item.relative_output}' is claimed by two inputs; give one another output"
             )
+            if item.renamed:  # clip.mp4 and clip.wmv, whose output is clip.mp4 too
+                error += (
+                    f" (this input's extension is one raypipe does not write, so its output "
+                    f"is {LISTED_OUTPUT_EXTENSION}: name it in a CSV manifest's output column)"
+                )
         elif not error and output and not tensor and same_file(item.uri, output):
             error = (
                 f"output '{output}' is the input; write the archive to another folder (raypipe "
