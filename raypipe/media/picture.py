@@ -130,9 +130,7 @@ class PictureFormat:
 
     def upright(self, rgb: np.ndarray) -> np.ndarray:
         """A coded ``(H, W, 3)`` frame turned upright (a view, no copy)."""
-        if self.mirrored:
-            rgb = rgb[:, ::-1]
-        return np.rot90(rgb, self.quarter_turns) if self.quarter_turns else rgb
+        return turned_upright(rgb, self.rotation_degrees, self.mirrored)
 
     def output_tags(self, pix_fmt: str) -> ColourTags:
         """The colour tags of an output written in ``pix_fmt``: the source's primaries and
@@ -181,6 +179,15 @@ class PictureFormat:
     @classmethod
     def from_json(cls, text: str) -> PictureFormat:
         return cls.from_dict(json.loads(text))
+
+
+def turned_upright(rgb: np.ndarray, rotation_degrees: int, mirrored: bool) -> np.ndarray:
+    """A coded ``(H, W, 3)`` frame as shown: mirrored left to right (``mirrored``), then
+    turned ``rotation_degrees`` counter-clockwise (:func:`orientation_of`); a view, no copy."""
+    if mirrored:
+        rgb = rgb[:, ::-1]
+    turns = rotation_degrees // 90 % 4
+    return np.rot90(rgb, turns) if turns else rgb
 
 
 def orientation_of(matrix: Any) -> tuple[int, bool]:

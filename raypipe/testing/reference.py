@@ -14,6 +14,7 @@ from typing import Any, cast
 import av
 import numpy as np
 
+from raypipe.media.picture import turned_upright
 from raypipe.media.probe import frame_orientation, stamped_frames
 
 __all__ = [
@@ -117,10 +118,7 @@ def decode_upright(
                 src_color_range=ColorRange.JPEG if full else ColorRange.MPEG,
                 interpolation=Interpolation.POINT,
             ).to_ndarray()
-            turns, mirrored = frame_orientation(frame)
-            if mirrored:
-                rgb = rgb[:, ::-1]
-            images.append(np.ascontiguousarray(np.rot90(rgb, turns // 90)))
+            images.append(np.ascontiguousarray(turned_upright(rgb, *frame_orientation(frame))))
             pts.append(frame.pts)
             if len(images) == limit:
                 break
