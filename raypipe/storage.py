@@ -101,6 +101,16 @@ def read_bytes(uri: str) -> bytes:
     return bytes(fs.cat_file(path))
 
 
+def read_head(uri: str, n: int) -> bytes:
+    """The first ``n`` bytes of ``uri`` (all of it when shorter), without reading the rest."""
+    if is_local(uri):
+        with open(local_path(uri), "rb") as f:
+            return f.read(n)
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb", block_size=max(n, 1 << 16)) as f:
+        return bytes(f.read(n))
+
+
 def list_names(uri: str) -> list[str]:
     """Names of the entries directly under ``uri`` ([] when it does not exist)."""
     if is_local(uri):

@@ -58,6 +58,9 @@ bits, 3: the encoder's threads set to the CPUs an encode task holds, which chang
 bits, 4: x264 held to AVX2, :func:`x264_cpu_params`): part of a run's key, so a resumed
 run does not mix segments of another format."""
 _NO_DTS = -(2**63)
+SEGMENT_HEAD_BYTES = 1 << 16
+"""Bytes read from a segment's start for its index (:meth:`Segment.index_size`): its JSON
+head and 24 bytes a frame (2700 frames in 64 KiB)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,22 @@ class Segment:
                 self.nut,
             ]
         )
+
+    @staticmethod
+    def index_size(head: bytes) -> int:
+        """How many bytes from a segment's start hold its pts, dts and durations, from its
+        first bytes (at least :data:`SEGMENT_HEAD_BYTES`; the whole segment where shorter):
+        :meth:`from_bytes` of that many gives them, with no frames (``nut`` empty)."""
+        version = 2 if head.startswith(_MAGIC) else 1 if head.startswith(_MAGIC_V1) else 0
+        if not version or len(head) < len(_MAGIC) + 4:
+            return len(head)  # from_bytes says what is wrong
+        (head_len,) = struct.unpack_from("<I", head, len(_MAGIC))
+        at = len(_MAGIC) + 4 + head_len
+        try:
+            n = int(json.loads(head[at - head_len : at])["n"])
+        except (ValueError, KeyError, TypeError):
+            return len(head)
+        return at + 8 * n * (version + 1)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Segment:

@@ -35,7 +35,7 @@ from raypipe import faults
 from raypipe.config import AUTO_CODEC, OUTPUT_FORMATS, default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media import captions
-from raypipe.media.encode import _NO_DTS, Segment
+from raypipe.media.encode import _NO_DTS, SEGMENT_HEAD_BYTES, Segment
 from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
     VideoInfo,
@@ -254,7 +254,8 @@ def _write(
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
     track = _caption_track(source, source_uri, processed, out_video)
-    packets = _segment_packets(paths, extradata, frame_seconds, track)
+    delay = decode_delay(paths) if frame_seconds is None else None
+    packets = _segment_packets(paths, extradata, frame_seconds, track, delay)
     lead = Fraction(0)
     if frame_seconds is None and source.format.name in DECODE_ORDER_ONLY:
         with open_input(source_uri) as fresh:  # `source` is read for its streams below
@@ -845,11 +846,18 @@ def _captioned(packet: Any, track: captions.CaptionTrack, codec: str) -> Any:
     return packet if cc is None else captions.captioned_packet(packet, cc, codec)
 
 
-def _read_segment(uri: str) -> Segment:
+def _read_segment(uri: str, *, index_only: bool = False) -> Segment:
+    """The segment at ``uri``; ``index_only``: its pts, dts and durations (no frames),
+    reading only the start of the file."""
     from raypipe import storage
 
     try:
-        blob = storage.read_bytes(uri)
+        if index_only:
+            blob = storage.read_head(uri, SEGMENT_HEAD_BYTES)
+            size = Segment.index_size(blob)
+            blob = storage.read_head(uri, size) if size > len(blob) else blob[:size]
+        else:
+            blob = storage.read_bytes(uri)
     except FileNotFoundError as e:
         raise EncodeError(
             f"segment {os.path.basename(uri)} is missing from the work directory; the work "
@@ -885,16 +893,43 @@ most of an assembly (8 segments: 0.62 of 0.75 s; 87 against 2 ms to open a 20-fr
 segment; benchmarks/README.md, session 42)."""
 
 
+def decode_delay(paths: list[str]) -> Fraction | None:
+    """The largest lead of a decode time over its place in display order, in seconds,
+    over every packet of the segments at ``paths`` (read from their indexes): each packet's
+    dts is its segment's sorted pts moved back by about as much (:func:`_segment_packets`).
+    ``None`` when a segment has packets without dts."""
+    delay = Fraction(0)
+    for path in paths:
+        segment = _read_segment(path, index_only=True)
+        if _NO_DTS in segment.dts:
+            return None
+        if len(segment.pts):
+            lead = int(np.max(np.sort(segment.pts) - segment.dts))
+            delay = max(delay, lead * Fraction(segment.time_base))
+    return delay
+
+
 def _segment_packets(
     paths: list[str],
     extradata: bytes | None,
     frame_seconds: Fraction | None = None,
     track: captions.CaptionTrack | None = None,
+    delay: Fraction | None = None,
 ) -> Iterator[Any]:
-    """Every video packet of the segments, in order, with the encoder's exact pts/dts and
+    """Every video packet of the segments, in order, with the encoder's exact pts and
     durations; ``frame_seconds``: the one duration a constant-rate container allows;
     ``track``: the source's closed captions, written into the packet of each picture's
-    time (before the constant rate's grid retimes it)."""
+    time (before the constant rate's grid retimes it).
+
+    Decode times: ``delay`` (:func:`decode_delay`) makes every segment's the same
+    construction, its sorted pts moved back by ``delay``, so that they rise across the
+    segments by the frames' own durations. The encoders' were each segment's own: a
+    segment too short for x264's B-frame delay had none (its dts recomputed, encode's
+    ``_checked_dts``), or a variable frame rate made it longer, and the next segment's
+    first decode times fell before the last one's. Moved just after it, they squeezed
+    frames of a tick between them, and an MP4 or MOV track, timed by its decode times,
+    ended that much early: 2 frames of 10 in chunks of 2 and 3 frames, the last ones past
+    its edit list's end. ``None``: each segment's own (a packet had no dts)."""
     last_dts: Fraction | None = None
     last_end: Fraction | None = None  # the latest display time of the segments so far
     n_out = 0
@@ -921,6 +956,9 @@ def _segment_packets(
                 )
             durations = segment.durations
             tb = Fraction(segment.time_base)
+            decode_times = segment.dts
+            if delay is not None and len(segment.pts):
+                decode_times = np.sort(segment.pts) - math.ceil(delay / tb)
             if len(segment.pts):
                 first = int(min(segment.pts)) * tb
                 if last_end is not None and first <= last_end:
@@ -929,7 +967,7 @@ def _segment_packets(
                         f"after the frame at {float(last_end):.6f}s; chunks overlap"
                     )
                 last_end = int(max(segment.pts)) * tb
-            for i, (packet, pts, dts) in enumerate(zip(packets, segment.pts, segment.dts)):
+            for i, (packet, pts, dts) in enumerate(zip(packets, segment.pts, decode_times)):
                 packet.time_base = segment.time_base
                 packet.pts = int(pts)
                 packet.dts = None if dts == _NO_DTS else int(dts)

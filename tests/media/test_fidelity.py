@@ -296,6 +296,31 @@ def test_a_phone_recording_that_dropped_frames_keeps_them_timed(
     assert max(abs(a - b) for a, b in zip(got[:-1], src[:-1], strict=True)) <= tick
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_an_mp4_track_lasts_as_long_as_its_frames_when_chunks_split_its_gops(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Chunks of 4 frames split GOPs of 5 into segments of 2 and 3 frames: x264 times a
+    segment's packets back by its B-frame delay, and a segment too short for it had none,
+    so the next segment's first decode times fell before the last one's. They were moved
+    just after it, frames of a tick in the track's decode times, which time an MP4 or MOV
+    track: it lasted 0.32 s for 10 frames of 0.04 s (ffprobe's stream duration, and the
+    edit list a player plays), the last 2 frames past its end. Every segment's decode
+    times now lead its frames by the same delay."""
+    source = tmp_path / "gops.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.4",
+         "-c:v", "libx264", "-g", "5", "-bf", "2", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    out = tmp_path / f"out{suffix}"
+    assert run_in_process(source, out, "builtin:invert", 4, EncodeConfig(preset="veryfast")) == 4
+    got = ffprobe_durations(out)
+    assert len(got) == 10
+    assert got == pytest.approx([0.04] * 10, abs=1e-6)
+    assert ffmpeg_decode_errors(out) == ""
+
+
 def ffprobe_durations(path: Path) -> list[float]:
     """Each frame's duration in display order: the next frame's pts minus its own (ffprobe's
     packets), and the stream's end for the last."""
