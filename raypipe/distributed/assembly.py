@@ -33,6 +33,7 @@ from raypipe import faults, storage
 from raypipe.distributed.chunk_task import segment_uri
 from raypipe.distributed.planning import VideoFacts
 from raypipe.errors import RaypipeError, one_line
+from raypipe.media.jumps import from_text
 from raypipe.media.mux import assemble, output_format
 from raypipe.media.plan import chunk_id
 from raypipe.reuse import PROVENANCE_TAG, Provenance, not_provenance, provenance_tags
@@ -80,6 +81,7 @@ def assemble_video(facts: VideoFacts) -> Assembled:
                     tags=tags,
                     keep_tag=not_provenance,
                     per_frame=max(1, facts.n_out // facts.n_frames) if facts.n_frames else 1,
+                    jumps=from_text(facts.jumps),
                 )
             frames_out = facts.n_out or facts.n_frames  # an interpolating model doubles them
         result = Assembled(frames_out=frames_out)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from raypipe import storage
+from raypipe.media.jumps import Jump, from_text, to_text
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk, Context
 from raypipe.media.probe import VideoInfo
@@ -62,7 +63,9 @@ class ChunkTask:
     average frame rate; 0 when unknown) and ``picture`` are the source's, as probed.
     ``first_index``: display index of the chunk's first frame in the video. ``keep``: the
     offsets (in the chunk) of the frames to process, for analysis sampling; ``None``:
-    every frame. ``interpolate``: 2 when the model doubles the frames.
+    every frame. ``interpolate``: 2 when the model doubles the frames. ``jumps``: the
+    source clock's jumps, which the decode maps its frames' times through
+    (:mod:`raypipe.media.jumps`).
     """
 
     uri: str
@@ -77,6 +80,7 @@ class ChunkTask:
     keep: tuple[int, ...] | None = None
     interpolate: int = 1
     work_dir: str = ""
+    jumps: tuple[Jump, ...] = ()
 
     @classmethod
     def of(
@@ -103,6 +107,7 @@ class ChunkTask:
             keep=None if keep is None else tuple(keep),
             interpolate=interpolate,
             work_dir=work_dir,
+            jumps=info.jumps,
         )
 
     @property
@@ -139,6 +144,7 @@ class ChunkTask:
             pts=(),
             keyframe_pts=(),
             picture=self.picture,
+            jumps=self.jumps,
         )
 
     def to_row(self) -> Row:
@@ -169,6 +175,7 @@ class ChunkTask:
             "picture": self.picture.to_json(),
             "context": "" if c.context is None else c.context.to_json(),
             "interpolate": self.interpolate,
+            "jumps": to_text(self.jumps),
             "error_type": "",
             "error_message": "",
         }
@@ -199,6 +206,7 @@ class ChunkTask:
             first_index=int(row["first_index"]),
             keep=tuple(int(k) for k in keep.split(",")) if keep else None,
             interpolate=int(row.get("interpolate") or 1),
+            jumps=from_text(str(row.get("jumps") or "")),
             work_dir=str(row["work_dir"]),
         )
 

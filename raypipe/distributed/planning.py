@@ -25,6 +25,7 @@ from raypipe.distributed.chunk_task import Row, placeholder_row, work_dir_for
 from raypipe.distributed.stages import chunk_row
 from raypipe.errors import RaypipeError, one_line
 from raypipe.infer.temporal import NONE, Temporal
+from raypipe.media.jumps import Jump, to_text
 from raypipe.media.mux import constant_rate_problem
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import chunk_offsets, plan_chunks, sampled_indices
@@ -115,6 +116,7 @@ class PlannedVideo:
     width: int = 0
     picture: PictureFormat | None = None
     left_out: tuple[str, ...] = ()  # source streams the output does not get, and why
+    jumps: tuple[Jump, ...] = ()  # the source clock's jumps (raypipe.media.jumps)
     source_id: str = ""  # raypipe.reuse.source_identity of the input
     provenance: Provenance | None = None  # what makes this video's segments and output
     note: str = ""
@@ -154,6 +156,7 @@ def plan_video(
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.picture = info.picture_format
         planned.left_out = info.left_out
+        planned.jumps = info.jumps
         planned.width, planned.height = planned.picture.upright_size
         keeps: list[list[int] | None] = [None] * len(plan)
         if tensor and chunk.samples:
@@ -297,6 +300,7 @@ class VideoFacts:
     provenance: str = ""  # Provenance.to_text(): what the output's tags record
     picture: str = ""  # PictureFormat JSON (what the encoder is asked to keep)
     left_out: tuple[str, ...] = ()  # source streams the output does not get, and why
+    jumps: str = ""  # the source clock's jumps (raypipe.media.jumps.to_text)
     seconds: float = 0.0  # planning time
 
     @classmethod
@@ -319,6 +323,7 @@ class VideoFacts:
             provenance=planned.provenance.to_text() if planned.provenance else "",
             picture=planned.picture.to_json() if planned.picture else "",
             left_out=tuple(planned.left_out),
+            jumps=to_text(planned.jumps),
             seconds=result.seconds if result else 0.0,
         )
 

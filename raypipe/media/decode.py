@@ -45,6 +45,7 @@ from av.video.reformatter import Interpolation
 
 from raypipe.config import DECODERS
 from raypipe.errors import CorruptVideoError, DecodeError
+from raypipe.media.jumps import Jump, closed, source_time
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import DECODE_ORDER_ONLY, VideoInfo, stamped_frames, whole_packets
@@ -189,6 +190,7 @@ def _seek_targets(info: VideoInfo, seek_pts: int | None) -> list[int | None]:
     only slower."""
     if seek_pts is None:
         return [None]
+    seek_pts = source_time(seek_pts, info.jumps)  # the source's clock (raypipe.media.jumps)
     ticks = [round(seconds / info.time_base) for seconds in SEEK_BACK_SECONDS]
     return [seek_pts, *(seek_pts - t for t in ticks), None]
 
@@ -288,7 +290,7 @@ def _open(
     source = _Carried(
         key=(), next_pts=0, stack=stack, stream=stream, frames=iter(()), note=note, left=0.0
     )
-    source.frames = _frames(container, stream, source)
+    source.frames = _frames(container, stream, source, info.jumps)
     return source
 
 
@@ -296,7 +298,23 @@ PREROLL_SKIPS = frozenset({"h264", "hevc"})
 """Codecs whose pre-roll skips the pictures no other picture refers to (:func:`_frames`)."""
 
 
-def _frames(container: Any, stream: Any, source: _Carried) -> Iterator[av.VideoFrame]:
+def _frames(
+    container: Any, stream: Any, source: _Carried, jumps: tuple[Jump, ...] = ()
+) -> Iterator[av.VideoFrame]:
+    """:func:`_preroll_frames`, each frame's pts on the closed timeline where the source's
+    clock jumps (``jumps``: :mod:`raypipe.media.jumps`), as the plan has them."""
+    if not jumps:
+        yield from _preroll_frames(container, stream, source)
+        return
+    for frame in _preroll_frames(container, stream, source, jumps):
+        if frame.pts is not None:
+            frame.pts = closed(frame.pts, jumps)
+        yield frame
+
+
+def _preroll_frames(
+    container: Any, stream: Any, source: _Carried, jumps: tuple[Jump, ...] = ()
+) -> Iterator[av.VideoFrame]:
     """:func:`~raypipe.media.probe.stamped_frames` of ``stream``, the pre-roll cheaper where
     it can be: while the packets are shown before ``source.preroll_until`` (a chunk that
     starts inside a GOP, decoded from its keyframe), the decoder skips the pictures that no
@@ -307,7 +325,8 @@ def _frames(container: Any, stream: Any, source: _Carried) -> Iterator[av.VideoF
     benchmark clip's 55-frame pre-roll: no gain; benchmarks/README.md, session 42). Only
     for the software decoder of :data:`PREROLL_SKIPS` in containers whose packets carry
     their display times (not :data:`DECODE_ORDER_ONLY`); elsewhere, and for a decoder
-    carried from the chunk before, every picture is decoded."""
+    carried from the chunk before, every picture is decoded. A packet's time is compared
+    on the closed timeline of the clock's ``jumps``."""
     ctx = stream.codec_context
     if (
         container.format.name in DECODE_ORDER_ONLY
@@ -320,7 +339,7 @@ def _frames(container: Any, stream: Any, source: _Carried) -> Iterator[av.VideoF
     skipping = False
     for packet in whole_packets(container, stream):
         until = source.preroll_until
-        skip = until is not None and packet.pts is not None and packet.pts < until
+        skip = until is not None and packet.pts is not None and closed(packet.pts, jumps) < until
         if skip != skipping:
             ctx.skip_frame = "NONREF" if skip else "DEFAULT"
             skipping = skip

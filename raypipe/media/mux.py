@@ -24,7 +24,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -36,6 +36,7 @@ from raypipe.config import AUTO_CODEC, OUTPUT_FORMATS, default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media import captions
 from raypipe.media.encode import _NO_DTS, SEGMENT_HEAD_BYTES, Segment
+from raypipe.media.jumps import Jump, clock_may_jump, closed, shift_seconds
 from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
     VideoInfo,
@@ -113,14 +114,21 @@ def _packets(container: Any, streams: list[Any]) -> Iterator[Any]:
 
 
 def _other_packets(
-    source: Any, copied: dict[int, Any], reencoded: set[int]
+    source: Any,
+    copied: dict[int, Any],
+    reencoded: set[int],
+    jumps: tuple[Jump, ...] = (),
+    video_time_base: Fraction = Fraction(1),
 ) -> Iterator[tuple[Any, Any]]:
     """(packet, output stream) for the source's streams in ``copied`` (source index ->
     output stream), in the source's order: a copied stream's own packets, and for a stream
     in ``reencoded`` the packets its encoder makes: of the decoded audio
     (:func:`_reencoded_audio`, flushed at the end), or of each decoded text subtitle
-    (:func:`_converted_subtitles`)."""
+    (:func:`_converted_subtitles`). Each packet is moved as the source clock's ``jumps``
+    (in ``video_time_base``) close, before anything decodes it."""
     for packet in whole_packets(source, [source.streams[j] for j in copied]):
+        if jumps:
+            _move(packet, -shift_seconds(_time_key(packet), jumps, video_time_base))
         index = packet.stream.index
         stream = copied[index]
         if index in reencoded and stream.type == "subtitle":
@@ -178,6 +186,7 @@ def assemble(
     tags: Mapping[str, str] | None = None,
     keep_tag: Callable[[str, str], bool] | None = None,
     per_frame: int = 1,
+    jumps: Sequence[Jump] = (),
 ) -> None:
     """Write ``output_uri`` from ``segment_uris`` (in chunk order) and ``source_uri``'s streams.
 
@@ -186,7 +195,9 @@ def assemble(
     (``comment``, ``title``...), AVI only its INFO keys, MPEG-TS none. The source's own
     container tags go with them (:func:`container_tags`; ``tags`` win a key both have, and
     ``keep_tag(key, value)`` false leaves a source tag out). ``per_frame``: output frames
-    per source frame (2 after an interpolating model). The file is built
+    per source frame (2 after an interpolating model). ``jumps``: the source clock's, as
+    the probe found them (:attr:`VideoInfo.jumps`); the segments' times are closed, and
+    the source's other streams and captions are moved to match. The file is built
     under a temporary name and committed atomically (:func:`raypipe.storage.commit`). Raises
     :class:`EncodeError` when segments do not concatenate (different codec headers,
     timestamps going backwards, a damaged or missing segment) and :class:`MuxError` when
@@ -206,8 +217,9 @@ def assemble(
                 name = os.path.basename(output_uri)
                 given = dict(tags or {})
                 _write(
-                    out, uris, source, source_uri, copy_streams, name, given, keep_tag, per_frame
-                )
+                    out, uris, source, source_uri, copy_streams, name, given, keep_tag,
+                    per_frame, tuple(jumps),
+                )  # fmt: skip
         storage.commit(staged, output_uri)
     except BaseException:
         if os.path.exists(staged):
@@ -225,6 +237,7 @@ def _write(
     tags: dict[str, str],
     keep_tag: Callable[[str, str], bool] | None,
     per_frame: int = 1,
+    jumps: tuple[Jump, ...] = (),
 ) -> None:
     head, opened = _open_segment(paths[0])
     with opened as first:
@@ -253,7 +266,7 @@ def _write(
     copied, reencoded = _copied_streams(out, source, source_uri) if copy_streams else ({}, set())
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
-    track = _caption_track(source, source_uri, processed, out_video)
+    track = _caption_track(source, source_uri, processed, out_video, jumps)
     delay = decode_delay(paths) if frame_seconds is None else None
     packets = _segment_packets(paths, extradata, frame_seconds, track, delay)
     lead = Fraction(0)
@@ -268,7 +281,7 @@ def _write(
     if chapters:
         out.set_chapters(_moved_chapters(chapters, shift))
     video = ((_time_key(p), 0, i, p, out_video) for i, p in enumerate(packets))
-    others = _other_packets(source, copied, reencoded)
+    others = _other_packets(source, copied, reencoded, jumps, Fraction(processed.time_base))
     if shift:
         others = _moved_pairs(others, shift)
     other = ((_time_key(p), 1, i, p, s) for i, (p, s) in enumerate(others)) if copied else iter(())
@@ -385,20 +398,29 @@ def _ticks(seconds: Fraction, time_base: Any) -> int:
 
 
 def _start_shift(source: Any, copied: dict[int, Any], video_start: Fraction) -> Fraction:
-    """How much later the output's streams play than the source's, in seconds: 0 unless
-    the processed video's first frame (``video_start``, seconds) is shown before 0, as in
-    an MPEG-TS recording across the 26.5-hour wrap of its clock, which FFmpeg reads with
-    negative times. Then every stream moves by the same amount, so that the earliest of
-    the video and the copied streams starts at 0, as ``ffmpeg`` shifts a transcode's
-    output: an MP4 or MOV muxer would otherwise cut what lies before 0 with its edit list
-    (the frames kept in the file, but no player shows them), and the other muxers shift
-    by their own rule. A source whose video starts at 0 or later keeps its times (audio
-    priming before 0 stays as it is)."""
-    if video_start >= 0:
-        return Fraction(0)
+    """How much later the output's streams play than the source's, in seconds (negative:
+    earlier). Every stream moves by the same amount, so that the earliest of the video
+    (``video_start``, seconds) and the copied streams starts at 0, as ``ffmpeg`` shifts a
+    transcode's output, where the source's clock starts after 0 or its video before 0:
+
+    - after 0, in MPEG-TS and MPEG-PS, whose clock has no zero (:mod:`raypipe.media.jumps`:
+      a broadcast recording's starts hours in, a DVD's second VOB goes on from the
+      first's) and which players show from their first picture; kept, the times became
+      an MP4's empty edit or a Matroska file's late first cluster, hours of nothing on a
+      player's timeline (the other containers' times count from a zero, kept as they are);
+    - video before 0: an MPEG-TS recording across the 26.5-hour wrap of its clock, which
+      FFmpeg reads with negative times; an MP4 or MOV muxer would cut what lies before 0
+      with its edit list (the frames kept in the file, but no player shows them), and the
+      other muxers shift by their own rule.
+
+    A source whose video starts at 0 or later and some stream at 0 or before keeps its
+    times (audio priming before 0 stays as it is)."""
     streams = [source.streams[i] for i in copied]
     starts = [_start_of(s) for s in streams if not is_attached_pic(s)]
-    return -min([video_start, *(t for t in starts if t is not None)])
+    earliest = min([video_start, *(t for t in starts if t is not None)])
+    if video_start >= 0 and (earliest <= 0 or not clock_may_jump(source)):
+        return Fraction(0)
+    return -earliest
 
 
 def _start_of(stream: Any) -> Fraction | None:
@@ -797,17 +819,19 @@ def _warn_lost_offsets(source: Any, video: Any, copied: dict[int, Any]) -> None:
 
 
 def _caption_track(
-    source: Any, source_uri: str, video: Any, out_video: Any
+    source: Any, source_uri: str, video: Any, out_video: Any, jumps: tuple[Jump, ...] = ()
 ) -> captions.CaptionTrack | None:
     """The source video's closed captions (:mod:`raypipe.media.captions`), read from a
     second opening of the source, when its first
     :data:`CAPTION_SCAN_PACKETS` packets carry any and the output's codec can hold them
-    (else a warning that they are left out). None when there are none to keep."""
+    (else a warning that they are left out), its pictures' times closed as ``jumps``
+    close the video's. None when there are none to keep."""
     codec = video.codec_context.name
     if source.format.name in DECODE_ORDER_ONLY or codec not in captions.READ_FROM:
         return None
     length_size = captions.nal_length_size(codec, video.codec_context.extradata)
-    track = captions.CaptionTrack(_video_packets(source_uri, video.index), codec, length_size)
+    packets = _video_packets(source_uri, video.index, jumps)
+    track = captions.CaptionTrack(packets, codec, length_size)
     if not track.prefetch(CAPTION_SCAN_PACKETS):
         return None
     out_codec = out_video.codec_context.codec.canonical_name
@@ -821,13 +845,19 @@ def _caption_track(
     return track
 
 
-def _video_packets(source_uri: str, index: int) -> Iterator[Any]:
+def _video_packets(source_uri: str, index: int, jumps: tuple[Jump, ...] = ()) -> Iterator[Any]:
     """The packets of stream ``index`` of a new opening of ``source_uri``, closed once
-    they are read or the iterator is dropped; they end early where the source is damaged
-    (its frames were read as far as they decode, and captions are not worth failing for)."""
+    they are read or the iterator is dropped, their times closed as the clock's ``jumps``
+    close; they end early where the source is damaged (its frames were read as far as they
+    decode, and captions are not worth failing for)."""
     try:
         with open_input(source_uri) as fresh:
-            yield from _packets(fresh, [fresh.streams[index]])
+            for packet in _packets(fresh, [fresh.streams[index]]):
+                if jumps and packet.pts is not None:
+                    moved = packet.pts - closed(packet.pts, jumps)
+                    packet.pts -= moved
+                    packet.dts = None if packet.dts is None else packet.dts - moved
+                yield packet
     except av.error.FFmpegError as e:
         log.debug("reading %s for its captions stopped: %s", source_uri, e)
 

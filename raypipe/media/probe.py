@@ -42,6 +42,15 @@ from raypipe.errors import (
     UnsupportedVideoError,
 )
 from raypipe.media.colour import ColourTags, hdr_of_frame
+from raypipe.media.jumps import (
+    BACK_SECONDS,
+    Jump,
+    clock_may_jump,
+    closed,
+    find_jumps,
+    jump_back_problem,
+)
+from raypipe.media.jumps import describe as describe_jumps
 from raypipe.media.mkv_index import read_layout
 from raypipe.media.mkv_scan import scan_cues
 from raypipe.media.mp4_index import IndexScan, scan_index
@@ -100,6 +109,7 @@ class VideoInfo:
     chapters: tuple[tuple[float, float, str], ...] = ()  # (start s, end s, title) each
     left_out: tuple[str, ...] = ()  # streams the output does not get, and why (left_out_stream)
     field_order: str = ""  # FIELD_ORDERS: "progressive", "tt"...; "" when the stream says none
+    jumps: tuple[Jump, ...] = ()  # the source clock's jumps, closed in pts (media.jumps)
 
     @property
     def picture_format(self) -> PictureFormat:
@@ -203,6 +213,10 @@ def _probe(
         if tb is None:
             raise UnsupportedVideoError(f"input '{uri}': video stream has no time base")
         pts.sort()
+        jumps = find_jumps(pts, Fraction(tb)) if clock_may_jump(container) else ()
+        if jumps:  # the frames on the closed timeline (raypipe.media.jumps)
+            pts = [closed(p, jumps) for p in pts]
+            keyframes = [closed(k, jumps) for k in keyframes]
         nominal = video.average_rate or video.guessed_rate or video.base_rate or Fraction(0)
         end = _container_end(container, video)
         later = end is not None and end > pts[-1] and _disagree(end, pts[-1] + last_duration, tb)
@@ -213,6 +227,8 @@ def _probe(
         elif last_duration <= 0:
             last_duration = _guess_last_duration(pts, Fraction(nominal), Fraction(tb))
         picture, first_pts = _first_frame_picture(container, video, uri, reopen=pts[0] < 0)
+        if first_pts is not None:
+            first_pts = closed(first_pts, jumps)
         undecodable = _before_first_frame(pts, first_pts, stamped_by_order(container, video))
         if undecodable:
             pts = pts[undecodable:]
@@ -254,8 +270,10 @@ def _probe(
             ),
             left_out=tuple(filter(None, (left_out_stream(s, video) for s in container.streams)))
             + _undecodable_note(undecodable, pts[0] * tb)
-            + _cut_short_note(cut, (pts[-1] + last_duration) * tb),
+            + _cut_short_note(cut, (pts[-1] + last_duration) * tb)
+            + describe_jumps(jumps, Fraction(tb)),
             field_order=field_order_name(video),
+            jumps=jumps,
         )
 
 
@@ -555,10 +573,20 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
     last_pts, last_duration = None, 0
     by_order = stamped_by_order(container, video)
     cut: list[av.Packet] = []
+    back = round(BACK_SECONDS / video.time_base) if clock_may_jump(container) else None
+    latest = None  # the latest decode time so far, where the clock may jump back
     try:
         for packet in whole_packets(container, video, cut):
             if packet.size == 0 or packet.is_discard:
                 continue  # flush packets; samples the demuxer drops (edit lists)
+            decoded_at = packet.dts if packet.dts is not None else packet.pts
+            if back is not None and decoded_at is not None:
+                if latest is not None and decoded_at < latest - back:
+                    tb = Fraction(video.time_base)
+                    raise UnsupportedVideoError(
+                        jump_back_problem(uri, latest * tb, (latest - decoded_at) * tb)
+                    )
+                latest = decoded_at if latest is None else max(latest, decoded_at)
             if by_order and packet.dts is not None:
                 packet.pts = packet.dts
             if packet.pts is None:

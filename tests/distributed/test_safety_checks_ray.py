@@ -121,3 +121,39 @@ def test_a_resolution_change_is_scaled_and_said_once(ray_local: None, tmp_path: 
     probed = ffprobe_video(out)
     assert (probed.coded_width, probed.coded_height, probed.n_packets) == (96, 64, 16)
     assert ffmpeg_decode_errors(out) == ""
+
+
+def test_a_joined_recording_closes_its_clock_jump_through_the_pipeline(
+    ray_local: None, tmp_path: Path
+) -> None:
+    """The jump's closing (tests/media/test_fidelity.py) travels with the chunks to the
+    decode and with the video's facts to the assembly: two MPEG-TS recordings joined, the
+    second's clock an hour on, come out as one, its sound moved with its pictures, and the
+    run says so once."""
+    parts = []
+    for n, offset in enumerate(("0", "3600")):
+        parts.append(tmp_path / f"part{n}.ts")
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+             "testsrc2=s=96x64:r=25:d=0.4", "-f", "lavfi", "-i", "sine=d=0.4", "-c:v", "libx264",
+             "-g", "5", "-c:a", "aac",
+             "-output_ts_offset", offset, str(parts[-1])],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+    source = tmp_path / "joined.ts"
+    source.write_bytes(b"".join(p.read_bytes() for p in parts))
+    out = tmp_path / "out.mp4"
+    result = _run_on_this_ray(source, out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("raypipe:")]
+    assert len(lines) == 1 and "jump of the source's clock" in lines[0], lines
+    probed = ffprobe_video(out)
+    assert probed.n_packets == 20
+    assert probed.duration_seconds == pytest.approx(0.8, abs=0.05)  # not an hour and 0.8 s
+    sound = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=duration",
+         "-of", "csv=p=0", str(out)],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert float(sound) == pytest.approx(0.85, abs=0.05)
+    assert ffmpeg_decode_errors(out) == ""

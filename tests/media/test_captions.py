@@ -149,3 +149,26 @@ def test_an_sei_round_trips_bytes_that_need_escaping(cc: bytes) -> None:
         packet = captions.with_captions(b"\x00\x00\x00\x01" + delimiter + idr, cc, codec)
         assert packet.endswith(idr)  # before the slice, after the access unit delimiter
         assert captions.picture_captions(packet, codec, 0) == cc
+
+
+def test_captions_move_with_their_pictures_where_a_recordings_clock_jumps(
+    tmp_path: Path, sources: dict[str, Path]
+) -> None:
+    """Two captioned MPEG-TS recordings joined, the second's clock an hour on: the jump
+    closes (raypipe.media.jumps), and each picture after it keeps its own captions (read
+    from the source by time, they are read on the closed timeline too)."""
+    later = tmp_path / "later.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(sources["h264.mp4"]), "-c:v", "copy",
+         "-output_ts_offset", "3600", str(later)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(sources["h264.ts"].read_bytes() + later.read_bytes())
+    out = tmp_path / "out.mp4"
+    run_in_process(joined, out, "builtin:invert", 7, LOSSLESS)
+    want = [caption_bytes(i % FRAMES) for i in range(2 * FRAMES)]
+    got = captions_by_time(out)
+    assert sorted(got) == [Fraction(i, RATE) for i in range(2 * FRAMES)]
+    assert [got[t] for t in sorted(got)] == want
+    assert ffmpeg_decode_errors(out) == ""

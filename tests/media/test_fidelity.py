@@ -4,6 +4,7 @@ once in TS, AVI, WebM and NUT with audio (issue 11). ffprobe is the judge."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +18,7 @@ from pipeline_checks import LOSSLESS_10BIT, assert_fidelity, model_frames, run_i
 
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.planning import VideoJob, plan_video
+from raypipe.errors import UnsupportedVideoError
 from raypipe.media import plan_chunks, probe
 from raypipe.media.decode import decode_chunk
 from raypipe.testing import TRAIT_CLIPS, ClipSpec, decode_upright, make_clip, trait_names
@@ -417,6 +419,134 @@ def test_a_recording_across_the_mpeg_ts_clock_wrap_keeps_every_frame(
     assert ffmpeg_decode_errors(out) == ""
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+@pytest.mark.parametrize("kind", ["ts", "vob"])
+def test_a_recording_whose_clock_starts_late_plays_from_the_start(
+    tmp_path: Path, suffix: str, kind: str
+) -> None:
+    """A broadcast recording's clock starts wherever the broadcaster's was (hours in), and
+    a DVD's second VOB goes on from the first's: MPEG-TS and MPEG-PS have no time zero, and
+    players show them from their first picture. The outputs kept those times: an MP4 with
+    an empty edit of 10001 s before a 2 s clip (a player's 2.8-hour timeline, the picture
+    at its end), a Matroska file whose first cluster is at 10001 s. All streams now move
+    together, the earliest to 0, as ffmpeg's transcode moves them, and the output's
+    duration is the clip's."""
+    if kind == "ts":
+        source = _ts_recording(tmp_path / "late.ts", 2, "-output_ts_offset", "10000")
+    else:
+        source = _ts_recording(
+            tmp_path / "late.vob", 2, "-c:v", "mpeg2video", "-c:a", "mp2", "-f", "vob",
+            "-output_ts_offset", "1000",
+        )  # fmt: skip
+    src = ffprobe_frame_times(source)
+    assert src[0] > 999  # the source's clock, as FFmpeg reads it
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 7, LOSSLESS)
+    got = ffprobe_frame_times(out)
+    assert len(got) == len(src) == 50
+    shift = got[0] - src[0]
+    assert max(abs(b - a - shift) for a, b in zip(src, got, strict=True)) <= 0.001
+    assert abs(start_offset_seconds(out) - start_offset_seconds(source)) <= 0.001
+    assert min(_ffprobe_starts(out)) == pytest.approx(0.0, abs=0.001)
+    reference = tmp_path / f"ffmpeg{suffix}"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-c:v", "libx264", "-c:a",
+         "copy", str(reference)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert _format_duration(out) == pytest.approx(_format_duration(reference), abs=0.041)
+    assert ffmpeg_decode_errors(out) == ""
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+@pytest.mark.parametrize(("first", "second"), [("0", "3600"), ("100", "0")])
+def test_a_recording_joined_from_two_plays_on_where_its_clock_jumps(
+    tmp_path: Path, suffix: str, first: str, second: str
+) -> None:
+    """Two MPEG-TS recordings joined into one (``cat``: a DVR's recording across a splice,
+    an HLS download's segments across a discontinuity) jump their clock where they join:
+    forward an hour, or back 100 s, which FFmpeg's demuxer reads as forward over its
+    26.5-hour wrap. raypipe's output of the first had an hour of frozen picture on its
+    timeline (duration 3601.9 s); the second failed as the output was written ("Invalid
+    argument"), after all the work. ``ffmpeg`` closes such a jump: the frames after it
+    follow the frame before it and the sound moves with them. So does raypipe now, with a
+    line that says so; the output holds every frame, evenly timed, and its duration and
+    sound are ffmpeg's."""
+    parts = [
+        _ts_recording(tmp_path / f"part{n}.ts", 2, "-g", "12", "-output_ts_offset", offset)
+        for n, offset in enumerate((first, second))
+    ]
+    source = tmp_path / "joined.ts"
+    source.write_bytes(b"".join(p.read_bytes() for p in parts))
+    info = probe(str(source))
+    assert info.n_frames == 100 and len(info.jumps) == 1
+    assert info.duration_seconds == pytest.approx(4.0) and info.rate == 25
+    assert "jump of the source's clock" in info.left_out[-1]
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 7, LOSSLESS)
+    got = ffprobe_frame_times(out)
+    assert len(got) == 100
+    assert max(abs(b - a - 0.04) for a, b in zip(got, got[1:])) <= 0.001  # no gap, no overlap
+    reference = tmp_path / f"ffmpeg{suffix}"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-c:v", "libx264", "-c:a",
+         "copy", str(reference)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert _format_duration(out) == pytest.approx(_format_duration(reference), abs=0.041)
+    assert _audio_times(out) == pytest.approx(_audio_times(reference), abs=0.002)
+    src, _, _ = decode_upright(source)
+    frames, _, _ = decode_upright(out)
+    assert np.array_equal(frames, 255 - src)  # every frame, in order
+    # ffmpeg's own output holds the same sound packets: each recording's sound runs 20 ms
+    # past its pictures, so at the join the two overlap, which Matroska's decode notes
+    assert _unplaced(ffmpeg_decode_errors(out)) == _unplaced(ffmpeg_decode_errors(reference))
+
+
+def test_a_recording_whose_clock_jumps_back_a_little_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    """A recording joined to itself (or to one whose clock starts a second later) has its
+    clock go back less than the minute FFmpeg's demuxer reads as a wrap: frames at the same
+    or interleaved times, which raypipe cannot order. It is refused as it is probed, with
+    the remux that closes the jump; the remuxed file processes."""
+    part = _ts_recording(tmp_path / "part.ts", 2, "-g", "12")
+    source = tmp_path / "twice.ts"
+    source.write_bytes(part.read_bytes() * 2)
+    with pytest.raises(UnsupportedVideoError, match=r"clock jump back 1\.9\d\ds at 3\.\d+s"):
+        probe(str(source))
+    fixed = tmp_path / "fixed.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-map", "0", "-c", "copy",
+         str(fixed)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert probe(str(fixed)).n_frames == 100
+
+
+def _unplaced(log: str) -> str:
+    """FFmpeg's log without the memory addresses it names its contexts by."""
+    return re.sub(r" @ 0x[0-9a-f]+", "", log)
+
+
+def _audio_times(path: Path) -> list[float]:
+    """The first audio stream's packet times, from its first packet's (ffprobe)."""
+    from raypipe.testing.judge import _ffprobe
+
+    packets = _ffprobe(
+        ["-select_streams", "a:0", "-show_entries", "packet=pts_time", "-show_packets", str(path)]
+    )["packets"]
+    times = sorted(float(p["pts_time"]) for p in packets)
+    return [t - times[0] for t in times]
+
+
+def _format_duration(path: Path) -> float:
+    """The duration ffprobe gives the whole file (what a player's timeline shows)."""
+    from raypipe.testing.judge import _ffprobe
+
+    return float(_ffprobe(["-show_entries", "format=duration", str(path)])["format"]["duration"])
+
+
 def _ts_recording(path: Path, seconds: float, *options: str) -> Path:
     """A recording of 96x64 H.264 at 25 fps and AAC, ``seconds`` long, made by ffmpeg with
     ``options`` for its output (MPEG-TS, or the container ``path``'s suffix names)."""
@@ -469,7 +599,9 @@ def test_a_recording_cut_inside_a_group_of_pictures_starts_at_its_first_keyframe
     frames, _, _ = decode_upright(source)
     got, _, _ = decode_upright(out)
     assert np.array_equal(got, model_frames("builtin:invert", frames))
-    assert ffprobe_frame_times(out) == pytest.approx(decodes, abs=0.0005)  # Matroska's ms
+    times = ffprobe_frame_times(out)  # the source's, all moved by one shift (Matroska's ms)
+    assert times == pytest.approx([t + times[0] - decodes[0] for t in decodes], abs=0.0005)
+    assert min(_ffprobe_starts(out)) == pytest.approx(0.0, abs=0.001)  # a TS clock's zero
     assert ffmpeg_decode_errors(out) == ""
 
 

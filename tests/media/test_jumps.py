@@ -1,0 +1,54 @@
+"""The arithmetic of a source clock's jumps (raypipe.media.jumps); the files that have them
+are in test_fidelity.py, test_captions.py and distributed/test_safety_checks_ray.py."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from raypipe.media.jumps import (
+    closed,
+    describe,
+    find_jumps,
+    from_text,
+    shift_seconds,
+    source_time,
+    to_text,
+)
+
+TB = Fraction(1, 90_000)
+STEP = 3600  # 25 fps
+
+
+def _frames(*runs: tuple[int, int]) -> list[int]:
+    """Frame times: ``n`` frames from ``start`` seconds for each ``(start, n)``."""
+    return [start * 90_000 + i * STEP for start, n in runs for i in range(n)]
+
+
+def test_gaps_over_ten_seconds_close_to_one_frame_step_and_the_rest_stay() -> None:
+    pts = _frames((1, 10), (3600, 10), (7300, 5))  # two jumps
+    pts.insert(10, pts[9] + 9 * 90_000)  # a 9 s pause of a variable rate: not a jump
+    jumps = find_jumps(pts, TB)
+    assert len(jumps) == 2
+    out = [closed(p, jumps) for p in pts]
+    steps = [b - a for a, b in zip(out, out[1:])]
+    assert steps.count(STEP) == len(steps) - 1 and steps[9] == 9 * 90_000
+    assert out[11] - out[10] == STEP  # the first frame after a jump follows the last before
+    assert [source_time(c, jumps) for c in out] == pts  # every frame's own source time
+    assert find_jumps(_frames((1, 50)), TB) == () and find_jumps([5], TB) == ()
+
+
+def test_other_streams_move_by_the_middle_of_each_jump() -> None:
+    jumps = find_jumps(_frames((1, 10), (3601, 10)), TB)
+    before, after, moved = jumps[0]
+    middle = Fraction(before + after, 2) * TB
+    assert shift_seconds(middle - Fraction(1, 1000), jumps, TB) == 0  # sound before the join
+    assert shift_seconds(middle, jumps, TB) == moved * TB
+    assert shift_seconds(Fraction(after, 1) * TB - 1, jumps, TB) == moved * TB  # sound ahead
+
+
+def test_jumps_travel_as_text_and_say_what_they_leave_out() -> None:
+    jumps = find_jumps(_frames((1, 10), (3601, 10)), TB)
+    assert from_text(to_text(jumps)) == jumps and from_text(to_text(())) == ()
+    (line,) = describe(jumps, TB)
+    assert line.startswith("the 3599.600s jump of the source's clock from 1.360s to 3601.000s")
+    assert line.endswith("the video goes on at 1.400s")
