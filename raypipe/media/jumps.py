@@ -131,10 +131,13 @@ def describe(jumps: Sequence[Jump], time_base: Fraction) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def jump_back_problem(uri: str, at: Fraction, back: Fraction) -> str:
-    """The refusal of a source whose decode times go back by ``back`` seconds at ``at``."""
+def jump_back_problem(uri: str, at: Fraction, back: Fraction, format_name: str) -> str:
+    """The refusal of a source whose decode times go back by ``back`` seconds at ``at``,
+    with the remux that closes its jumps into a container that holds what its format does
+    (MPEG-TS again; Matroska for MPEG-PS, whose DVD subtitles MPEG-TS cannot hold)."""
+    suffix = ".ts" if "mpegts" in format_name else ".mkv"
     return (
         f"input '{uri}' has its clock jump back {float(back):.3f}s at {float(at):.3f}s "
         "(recordings joined?), and raypipe orders frames by their times. "
-        "`ffmpeg -i IN -map 0 -c copy OUT.ts` closes such jumps; process OUT.ts"
+        f"`ffmpeg -i IN -map 0 -c copy OUT{suffix}` closes such jumps; process OUT{suffix}"
     )

@@ -584,7 +584,9 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
                 if latest is not None and decoded_at < latest - back:
                     tb = Fraction(video.time_base)
                     raise UnsupportedVideoError(
-                        jump_back_problem(uri, latest * tb, (latest - decoded_at) * tb)
+                        jump_back_problem(
+                            uri, latest * tb, (latest - decoded_at) * tb, container.format.name
+                        )
                     )
                 latest = decoded_at if latest is None else max(latest, decoded_at)
             if by_order and packet.dts is not None:

@@ -503,19 +503,27 @@ def test_a_recording_joined_from_two_plays_on_where_its_clock_jumps(
     assert _unplaced(ffmpeg_decode_errors(out)) == _unplaced(ffmpeg_decode_errors(reference))
 
 
+@pytest.mark.parametrize(("kind", "remuxed"), [("ts", ".ts"), ("vob", ".mkv")])
 def test_a_recording_whose_clock_jumps_back_a_little_is_refused_before_any_work(
-    tmp_path: Path,
+    tmp_path: Path, kind: str, remuxed: str
 ) -> None:
     """A recording joined to itself (or to one whose clock starts a second later) has its
     clock go back less than the minute FFmpeg's demuxer reads as a wrap: frames at the same
     or interleaved times, which raypipe cannot order. It is refused as it is probed, with
-    the remux that closes the jump; the remuxed file processes."""
-    part = _ts_recording(tmp_path / "part.ts", 2, "-g", "12")
-    source = tmp_path / "twice.ts"
+    the remux that closes the jump (into Matroska for MPEG-PS, whose DVD subtitles MPEG-TS
+    cannot hold); the remuxed file processes."""
+    if kind == "ts":
+        part = _ts_recording(tmp_path / "part.ts", 2, "-g", "12")
+    else:
+        part = _ts_recording(
+            tmp_path / "part.vob", 2, "-c:v", "mpeg2video", "-c:a", "mp2", "-f", "vob"
+        )
+    source = tmp_path / f"twice.{kind}"
     source.write_bytes(part.read_bytes() * 2)
-    with pytest.raises(UnsupportedVideoError, match=r"clock jump back 1\.9\d\ds at 3\.\d+s"):
+    match = rf"clock jump back 1\.9\d\ds at \d\.\d+s .* -c copy OUT\{remuxed}` closes"
+    with pytest.raises(UnsupportedVideoError, match=match):
         probe(str(source))
-    fixed = tmp_path / "fixed.ts"
+    fixed = tmp_path / f"fixed{remuxed}"
     subprocess.run(
         ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-map", "0", "-c", "copy",
          str(fixed)],
