@@ -36,7 +36,7 @@ from raypipe.config import AUTO_CODEC, OUTPUT_FORMATS, default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media import captions
 from raypipe.media.encode import _NO_DTS, SEGMENT_HEAD_BYTES, Segment
-from raypipe.media.jumps import Jump, clock_may_jump, closed, shift_seconds
+from raypipe.media.jumps import Jump, closed, shift_seconds
 from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
     VideoInfo,
@@ -401,13 +401,15 @@ def _start_shift(source: Any, copied: dict[int, Any], video_start: Fraction) -> 
     """How much later the output's streams play than the source's, in seconds (negative:
     earlier). Every stream moves by the same amount, so that the earliest of the video
     (``video_start``, seconds) and the copied streams starts at 0, as ``ffmpeg`` shifts a
-    transcode's output, where the source's clock starts after 0 or its video before 0:
+    transcode's output, where the source's streams all start after 0 or its video before 0:
 
-    - after 0, in MPEG-TS and MPEG-PS, whose clock has no zero (:mod:`raypipe.media.jumps`:
-      a broadcast recording's starts hours in, a DVD's second VOB goes on from the
-      first's) and which players show from their first picture; kept, the times became
-      an MP4's empty edit or a Matroska file's late first cluster, hours of nothing on a
-      player's timeline (the other containers' times count from a zero, kept as they are);
+    - after 0, in a container other than MP4 and MOV: MPEG-TS and MPEG-PS carry a running
+      clock, not a timeline (a broadcast recording's starts hours in, a DVD's second VOB
+      goes on from the first's), a live stream's recording (FLV, Matroska) starts where
+      the recorder joined it, and players show them all from their first picture. Kept,
+      the times became an MP4's empty edit or a Matroska file's late first cluster, hours
+      of nothing on a player's timeline. An MP4 or MOV source's late start is its edit
+      list's, which players show: kept, as it is.
     - video before 0: an MPEG-TS recording across the 26.5-hour wrap of its clock, which
       FFmpeg reads with negative times; an MP4 or MOV muxer would cut what lies before 0
       with its edit list (the frames kept in the file, but no player shows them), and the
@@ -418,9 +420,15 @@ def _start_shift(source: Any, copied: dict[int, Any], video_start: Fraction) -> 
     streams = [source.streams[i] for i in copied]
     starts = [_start_of(s) for s in streams if not is_attached_pic(s)]
     earliest = min([video_start, *(t for t in starts if t is not None)])
-    if video_start >= 0 and (earliest <= 0 or not clock_may_jump(source)):
+    if video_start >= 0 and (earliest <= 0 or _has_edit_lists(source)):
         return Fraction(0)
     return -earliest
+
+
+def _has_edit_lists(source: Any) -> bool:
+    """Whether ``source`` is an MP4 or MOV, whose edit lists say where its streams start
+    on the timeline players show (:func:`_start_shift`)."""
+    return "mov" in source.format.name.split(",") or "mp4" in source.format.name.split(",")
 
 
 def _start_of(stream: Any) -> Fraction | None:

@@ -40,14 +40,23 @@ def decoded_audio(path: Path, ordinal: int) -> tuple[Fraction, int, np.ndarray]:
         return start, frames[0].sample_rate, samples
 
 
+def video_start(path: Path) -> Fraction:
+    """The first video frame's time in seconds, as a player decodes it."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return Fraction(frame.pts) * Fraction(frame.time_base)
+
+
 def snr_db(source: Path, output: Path, ordinal: int) -> float:
-    """The output's audio against the source's on the source's timeline (the encoder's
-    priming, before the source's first sample, is not compared). MP4 edit lists and
-    Matroska timestamps hold times in 1/1000 s: the output is lined up within that by the
-    best match."""
+    """The output's audio against the source's on the source's timeline, which the output
+    keeps or moves as a whole (its first frame's time against the source's: a source whose
+    streams all start after 0 starts at 0; the encoder's priming, before the source's first
+    sample, is not compared). MP4 edit lists and Matroska timestamps hold times in
+    1/1000 s: the output is lined up within that by the best match."""
     src_start, rate, src = decoded_audio(source, ordinal)
     out_start, out_rate, out = decoded_audio(output, ordinal)
     assert out_rate == rate and out.shape[1] == src.shape[1]
+    out_start -= video_start(output) - video_start(source)  # on the source's timeline
     at = round((src_start - out_start) * rate)  # output samples before the source's start
     slack = rate // 1000
     assert -slack <= at < rate // 10, f"the output's audio starts {at} samples early"

@@ -420,24 +420,24 @@ def test_a_recording_across_the_mpeg_ts_clock_wrap_keeps_every_frame(
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
-@pytest.mark.parametrize("kind", ["ts", "vob"])
+@pytest.mark.parametrize("kind", ["ts", "vob", "mkv", "flv"])
 def test_a_recording_whose_clock_starts_late_plays_from_the_start(
     tmp_path: Path, suffix: str, kind: str
 ) -> None:
-    """A broadcast recording's clock starts wherever the broadcaster's was (hours in), and
-    a DVD's second VOB goes on from the first's: MPEG-TS and MPEG-PS have no time zero, and
-    players show them from their first picture. The outputs kept those times: an MP4 with
-    an empty edit of 10001 s before a 2 s clip (a player's 2.8-hour timeline, the picture
-    at its end), a Matroska file whose first cluster is at 10001 s. All streams now move
-    together, the earliest to 0, as ffmpeg's transcode moves them, and the output's
-    duration is the clip's."""
-    if kind == "ts":
-        source = _ts_recording(tmp_path / "late.ts", 2, "-output_ts_offset", "10000")
-    else:
+    """A broadcast recording's clock starts wherever the broadcaster's was (hours in), a
+    DVD's second VOB goes on from the first's, and a live stream's recording (FLV,
+    Matroska) starts where the recorder joined it: players show them from their first
+    picture. The outputs kept those times: an MP4 with an empty edit of 10001 s before a
+    2 s clip (a player's 2.8-hour timeline, the picture at its end), a Matroska file whose
+    first cluster is at 10001 s. All streams now move together, the earliest to 0, as
+    ffmpeg's transcode moves them, and the output's duration is the clip's."""
+    if kind == "vob":
         source = _ts_recording(
             tmp_path / "late.vob", 2, "-c:v", "mpeg2video", "-c:a", "mp2", "-f", "vob",
             "-output_ts_offset", "1000",
         )  # fmt: skip
+    else:
+        source = _ts_recording(tmp_path / f"late.{kind}", 2, "-output_ts_offset", "10000")
     src = ffprobe_frame_times(source)
     assert src[0] > 999  # the source's clock, as FFmpeg reads it
     out = tmp_path / f"out{suffix}"
@@ -456,6 +456,16 @@ def test_a_recording_whose_clock_starts_late_plays_from_the_start(
     )  # fmt: skip
     assert _format_duration(out) == pytest.approx(_format_duration(reference), abs=0.041)
     assert ffmpeg_decode_errors(out) == ""
+
+
+def test_an_mp4_that_starts_late_keeps_its_edit_list_start(tmp_path: Path) -> None:
+    """An MP4's or MOV's late start is its edit list's, which players show (an empty
+    edit: a pause before the picture): the output keeps it, as the source plays."""
+    source = _ts_recording(tmp_path / "late.mp4", 2, "-output_ts_offset", "3")
+    out = tmp_path / "out.mp4"
+    run_in_process(source, out, "builtin:invert", 7, LOSSLESS)
+    assert ffprobe_frame_times(out) == pytest.approx(ffprobe_frame_times(source), abs=0.001)
+    assert _format_duration(out) == pytest.approx(_format_duration(source), abs=0.041)
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
