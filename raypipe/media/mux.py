@@ -681,14 +681,20 @@ _TS_CODECS = frozenset(
 """What MPEG-TS holds besides video: its muxer answers no codec query, so it is listed."""
 
 
+_NO_MP4_VORBIS = (
+    "MP4 has no standard place for Vorbis, which FFmpeg writes under a private object type: "
+    "browsers and QuickTime play the file without sound"
+)
 _NOT_READ_BACK = {
     ("mp4", "pcm_"): "FFmpeg writes PCM into MP4 as ISO 23003-5 'ipcm', a recent form older "
     "players do not read: Debian 12's FFmpeg 5.1 decodes it as noise",
+    ("mp4", "vorbis"): _NO_MP4_VORBIS,
+    ("mov", "vorbis"): _NO_MP4_VORBIS,
 }  # fmt: skip
 """(output format, codec name prefix) -> why a stream-copy that FFmpeg's muxer writes is
 still re-encoded: the file would not play where a user opens it. A camera's or screen
-recorder's PCM into MP4 (``ffmpeg``'s own default for MP4 is AAC as well); MOV and MKV
-keep PCM as it is."""
+recorder's PCM into MP4, an Ogg or older WebM video's Vorbis into MP4 or MOV (``ffmpeg``'s
+own default for both is AAC as well); MOV and MKV keep PCM as it is, MKV Vorbis."""
 
 
 def _not_read_back(fmt: str, stream: Any) -> str:

@@ -235,3 +235,33 @@ def test_a_cameras_pcm_sound_plays_in_every_output(
         assert codecs == ["pcm_s24le"] and "cannot go into" not in caplog.text
         assert np.array_equal(heard, want)
     assert ffmpeg_decode_errors(out) == ""
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_an_ogg_videos_vorbis_sound_plays_in_every_output(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, suffix: str
+) -> None:
+    """An Ogg (or an older WebM) video's Vorbis sound: FFmpeg's MP4 and MOV muxers write it
+    under a private object type that no browser or QuickTime reads, so the output played
+    without sound there. Into MP4 and MOV it is re-encoded as AAC, with a line saying why;
+    Matroska keeps the Vorbis packets as they are."""
+    source = tmp_path / "clip.ogv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=1",
+         "-f", "lavfi", "-i", "sine=f=440:d=1", "-c:v", "libtheora", "-c:a", "libvorbis",
+         str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    out = tmp_path / f"out{suffix}"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        run_in_process(source, out, "builtin:invert", 7, EncodeConfig())
+    codecs = [s.codec for s in ffprobe_video(out).streams if s.kind == "audio"]
+    if suffix == ".mkv":
+        assert codecs == ["vorbis"] and "cannot go into" not in caplog.text
+        assert np.array_equal(_system_ffmpeg_audio(out), _system_ffmpeg_audio(source))
+    else:
+        assert codecs == ["aac"]
+        assert f"(vorbis) cannot go into a {suffix[1:]} file as it is" in caplog.text
+        assert "no standard place for Vorbis" in caplog.text
+        assert snr_db(source, out, 0) >= 20.0
+    assert ffmpeg_decode_errors(out) == ""
