@@ -25,6 +25,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import Any
 
@@ -46,7 +47,7 @@ from raypipe.media.probe import (
     video_timecode,
     whole_packets,
 )
-from raypipe.media.source import open_input
+from raypipe.media.source import is_local, open_input
 
 log = logging.getLogger("raypipe.media")
 
@@ -937,14 +938,22 @@ most of an assembly (8 segments: 0.62 of 0.75 s; 87 against 2 ms to open a 20-fr
 segment; benchmarks/README.md, session 42)."""
 
 
+_INDEX_READS = 16
+
+
 def decode_delay(paths: list[str]) -> Fraction | None:
     """The largest lead of a decode time over its place in display order, in seconds,
     over every packet of the segments at ``paths`` (read from their indexes): each packet's
     dts is its segment's sorted pts moved back by about as much (:func:`_segment_packets`).
-    ``None`` when a segment has packets without dts."""
+    ``None`` when a segment has packets without dts. Segments in object storage are read
+    :data:`_INDEX_READS` at a time (a request each: thousands for a long video)."""
     delay = Fraction(0)
-    for path in paths:
-        segment = _read_segment(path, index_only=True)
+    if all(is_local(p) for p in paths):
+        segments: Iterable[Segment] = (_read_segment(p, index_only=True) for p in paths)
+    else:
+        with ThreadPoolExecutor(_INDEX_READS) as pool:
+            segments = list(pool.map(lambda p: _read_segment(p, index_only=True), paths))
+    for segment in segments:
         if _NO_DTS in segment.dts:
             return None
         if len(segment.pts):
