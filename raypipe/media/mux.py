@@ -440,13 +440,19 @@ def _start_of(stream: Any) -> Fraction | None:
 
 
 def _moved_chapters(chapters: list[Any], seconds: Fraction) -> list[Any]:
-    """``chapters`` (PyAV's dicts) ``seconds`` later on their own time bases."""
+    """``chapters`` (PyAV's dicts) ``seconds`` later on their own time bases, as ``ffmpeg``
+    moves them: a chapter that then ends at or before 0 is left out, and one that starts
+    before 0 starts at 0 (a live recording's first chapter, from its clock's zero, before
+    a late start moved back: Matroska's muxer refuses a negative one, after all the
+    work)."""
     if not seconds:
         return chapters
     moved = []
     for c in chapters:
         ticks = _ticks(seconds, c["time_base"])
-        moved.append({**c, "start": c["start"] + ticks, "end": c["end"] + ticks})
+        start, end = c["start"] + ticks, c["end"] + ticks
+        if end > 0:
+            moved.append({**c, "start": max(0, start), "end": end})
     return moved
 
 

@@ -458,6 +458,56 @@ def test_a_recording_whose_clock_starts_late_plays_from_the_start(
     assert ffmpeg_decode_errors(out) == ""
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_late_recordings_chapters_move_with_it_as_ffmpeg_moves_them(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A Matroska recording whose streams start 10 s into its clock, with chapters from
+    its zero: moved back with the streams, the first chapters started before 0, which
+    Matroska's muxer refused after all the work ("Invalid data found"). As ``ffmpeg``: a
+    chapter that ends before the first picture is left out, one that starts before it
+    starts at 0."""
+    meta = tmp_path / "chapters.txt"
+    meta.write_text(
+        ";FFMETADATA1\n"
+        + "".join(
+            f"[CHAPTER]\nTIMEBASE=1/1000\nSTART={a}\nEND={b}\ntitle={t}\n"
+            for a, b, t in ((0, 5000, "Zero"), (5000, 11000, "One"), (11000, 12000, "Two"))
+        )
+    )
+    source = tmp_path / "late.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=2",
+         "-f", "lavfi", "-i", "sine=d=2", "-i", str(meta), "-map", "0", "-map", "1",
+         "-map_chapters", "2", "-c:v", "libx264", "-c:a", "aac", "-output_ts_offset", "10",
+         str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 7, LOSSLESS)
+    reference = tmp_path / f"ffmpeg{suffix}"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-c:v", "libx264", "-c:a",
+         "copy", str(reference)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    got, want = _chapters(out), _chapters(reference)
+    assert [c[2] for c in got] == [c[2] for c in want] == ["One", "Two"]
+    flat = [t for c in got for t in c[:2]]
+    assert flat == pytest.approx([t for c in want for t in c[:2]], abs=0.001)
+    assert got[0][0] == 0.0
+
+
+def _chapters(path: Path) -> list[tuple[float, float, str]]:
+    from raypipe.testing.judge import _ffprobe
+
+    chapters = _ffprobe(["-show_chapters", str(path)])["chapters"]
+    return [
+        (float(c["start_time"]), float(c["end_time"]), c.get("tags", {}).get("title", ""))
+        for c in chapters
+    ]
+
+
 def test_an_mp4_that_starts_late_keeps_its_edit_list_start(tmp_path: Path) -> None:
     """An MP4's or MOV's late start is its edit list's, which players show (an empty
     edit: a pause before the picture): the output keeps it, as the source plays."""
