@@ -37,6 +37,7 @@ import fsspec
 from raypipe import storage
 from raypipe.config import LISTED_OUTPUT_EXTENSION, OUTPUT_FORMATS
 from raypipe.errors import ConfigError, InputNotFoundError
+from raypipe.media.source import is_local
 
 log = logging.getLogger("raypipe")
 
@@ -58,6 +59,24 @@ class InputItem:
     relative_output: str
     error: str = ""
     renamed: bool = False
+
+
+def not_one_video(uri: str) -> str:
+    """Why ``uri``, given to ``raypipe run`` (one video), names more than one, with the
+    ``raypipe archive`` command that takes it; ``""`` when it does not: a local folder, a
+    glob that no file is named as (a folder named ``Season [2020]`` is a folder), or a
+    URI that ends with ``/``."""
+    fs, path = storage.filesystem(uri)
+    if any(c in uri for c in _GLOB_CHARS) and not fs.exists(path):
+        kind = "a pattern"
+    elif uri.endswith("/") or (is_local(uri) and os.path.isdir(path)):
+        kind = "a folder"
+    else:
+        return ""
+    return (
+        f"input '{uri}' is {kind}; `raypipe run` processes one video. "
+        f"`raypipe archive '{uri}' OUTPUT_DIR` processes every video it names (resumable)"
+    )
 
 
 def list_inputs(inputs: str, output_dir: str = "") -> list[InputItem]:

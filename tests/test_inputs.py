@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from raypipe.inputs import list_inputs
+import raypipe
+from raypipe.errors import ConfigError
+from raypipe.inputs import list_inputs, not_one_video
 
 
 def _tree(root: Path) -> None:
@@ -128,3 +130,24 @@ def test_an_input_raypipe_cannot_write_as_it_is_named_gets_an_mp4_output(
     assert named.relative_output == "kept.wmv" and not named.renamed
     (job,) = _jobs([named], str(tmp_path / "out"))
     assert "has extension '.wmv'" in job.output_problem  # as named: refused for that video
+
+
+def test_run_given_a_folder_or_a_pattern_names_the_archive_command(tmp_path: Path) -> None:
+    """``raypipe run FOLDER OUT`` said the output "has extension '(none)'" (or, with an
+    output file, that the input was a corrupt video); a quoted pattern "does not exist".
+    Both now say what they are and give the ``raypipe archive`` command, before any
+    work; a folder or file whose name has brackets is what it is."""
+    folder = tmp_path / "Season [2020]"
+    folder.mkdir()
+    (folder / "clip [1].mp4").write_bytes(b"")
+    assert "is a folder" in not_one_video(str(folder))
+    assert "is a pattern" in not_one_video(str(tmp_path / "*.mp4"))
+    assert not_one_video(str(folder / "clip [1].mp4")) == ""
+    assert not_one_video(str(tmp_path / "missing.mp4")) == ""  # says it is missing later
+    assert "is a folder" in not_one_video("s3://bucket/videos/")
+    with pytest.raises(ConfigError) as e:
+        raypipe.process_video(str(folder), str(tmp_path / "out"), quiet=True)
+    assert str(e.value) == (
+        f"input '{folder}' is a folder; `raypipe run` processes one video. "
+        f"`raypipe archive '{folder}' OUTPUT_DIR` processes every video it names (resumable)"
+    )

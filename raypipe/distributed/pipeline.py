@@ -31,6 +31,8 @@ from raypipe.distributed.setup import (
     table_output,
 )
 from raypipe.distributed.stats import RunStats
+from raypipe.errors import ConfigError
+from raypipe.inputs import not_one_video
 from raypipe.reuse import Provenance
 
 log = logging.getLogger("raypipe")
@@ -50,6 +52,9 @@ def process_video(
     """
     cfg = build_run_config(config, **options)
     input, output = storage.absolute(os.fspath(input)), storage.absolute(os.fspath(output))
+    several = not_one_video(input)
+    if several:
+        raise ConfigError(several)
     started = time.monotonic()
     model = load_run(cfg)
     if model.tensor:
