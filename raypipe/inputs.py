@@ -37,7 +37,7 @@ import fsspec
 from raypipe import storage
 from raypipe.config import LISTED_OUTPUT_EXTENSION, OUTPUT_FORMATS
 from raypipe.errors import ConfigError, InputNotFoundError
-from raypipe.media.source import is_local
+from raypipe.media.source import is_local, local_path
 
 log = logging.getLogger("raypipe")
 
@@ -66,10 +66,9 @@ def not_one_video(uri: str) -> str:
     ``raypipe archive`` command that takes it; ``""`` when it does not: a local folder, a
     glob that no file is named as (a folder named ``Season [2020]`` is a folder), or a
     URI that ends with ``/``."""
-    fs, path = storage.filesystem(uri)
-    if any(c in uri for c in _GLOB_CHARS) and not fs.exists(path):
+    if any(c in uri for c in _GLOB_CHARS) and not storage.exists(uri):
         kind = "a pattern"
-    elif uri.endswith("/") or (is_local(uri) and os.path.isdir(path)):
+    elif uri.endswith("/") or (is_local(uri) and os.path.isdir(local_path(uri))):
         kind = "a folder"
     else:
         return ""
