@@ -126,10 +126,9 @@ def _other_packets(
     in ``reencoded`` the packets its encoder makes: of the decoded audio
     (:func:`_reencoded_audio`, flushed at the end), or of each decoded text subtitle
     (:func:`_converted_subtitles`). Each packet is moved as the source clock's ``jumps``
-    (in ``video_time_base``) close, before anything decodes it."""
-    for packet in whole_packets(source, [source.streams[j] for j in copied]):
-        if jumps:
-            _move(packet, -shift_seconds(_time_key(packet), jumps, video_time_base))
+    (in ``video_time_base``) close, before anything decodes it (:func:`_closed_packets`)."""
+    packets = whole_packets(source, [source.streams[j] for j in copied])
+    for packet in _closed_packets(packets, jumps, video_time_base) if jumps else packets:
         index = packet.stream.index
         stream = copied[index]
         if index in reencoded and stream.type == "subtitle":
@@ -144,6 +143,45 @@ def _other_packets(
     for index in reencoded:
         if copied[index].type == "audio":
             yield from ((new, copied[index]) for new in copied[index].encode(None))
+
+
+def _closed_packets(
+    packets: Iterator[Any], jumps: tuple[Jump, ...], video_time_base: Fraction
+) -> Iterator[Any]:
+    """``packets`` moved as the source clock's ``jumps`` close (:mod:`raypipe.media.jumps`).
+    A recording's sound runs a little past its last picture, and the next recording's
+    starts a little before its first: where a jump closes, the last sound packet before it
+    may overlap the first after it. That packet, sound past the first recording's last
+    picture, is left out (``ffmpeg`` keeps both, and its MKV and TS outputs then fail
+    ``ffmpeg -v error``'s read: "non monotonically increasing dts")."""
+    held: dict[int, tuple[Any, Fraction]] = {}  # an audio stream's last packet, its shift
+    for packet in packets:
+        shift = shift_seconds(_time_key(packet), jumps, video_time_base)
+        if packet.size:
+            _move(packet, -shift)
+        index = packet.stream.index
+        if packet.stream.type != "audio":
+            yield packet
+            continue
+        last = held.pop(index, None)
+        if last is not None and not (
+            packet.size and last[1] != shift and _overlap(last[0], packet)
+        ):
+            yield last[0]
+        if packet.size:
+            held[index] = (packet, shift)
+        else:
+            yield packet  # the stream's end: its decoder flushes
+    for last, _ in held.values():
+        yield last
+
+
+def _overlap(before: Any, after: Any) -> bool:
+    """Whether the audio packet ``before`` plays on past the start of ``after``, the same
+    stream's next one."""
+    if before.pts is None or after.pts is None or not before.duration:
+        return False
+    return bool(before.pts + before.duration > after.pts)
 
 
 def _converted_subtitle(packet: Any, stream: Any) -> Any | None:

@@ -4,7 +4,6 @@ once in TS, AVI, WebM and NUT with audio (issue 11). ffprobe is the judge."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -560,25 +559,25 @@ def test_a_recording_joined_from_two_plays_on_where_its_clock_jumps(
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     assert _format_duration(out) == pytest.approx(_format_duration(reference), abs=0.041)
-    # every sound packet, each recording's where it was against its pictures (ffmpeg closes
-    # a jump on the stream whose packet comes first after it, raypipe on the pictures, so
-    # that they follow on evenly: in MPEG-PS its second recording starts 12 ms later). The
-    # sound of each runs past its pictures: the second's first packets, which the first's
-    # last one overlaps, move just after it, as ffmpeg moves them
-    sound, first = _audio_packet_times(out), _audio_packet_times(parts[0])
-    assert len(sound) == len(first) + len(_audio_packet_times(parts[1]))
-    for n, part in enumerate(parts):
+    # each recording's sound where it was against its pictures (ffmpeg closes a jump on
+    # the stream whose packet comes first after it, raypipe on the pictures, so that they
+    # follow on evenly: in MPEG-PS the second recording starts 12 ms later), all of it but
+    # the first's last packet where the second's first one overlaps it once the jump
+    # closes (sound past the first's last picture: ffmpeg keeps both, and then fails its
+    # own read of its MKV and TS outputs, "non monotonically increasing dts")
+    sound = _audio_packet_times(out)
+    heard = [_audio_packet_times(p) for p in parts]
+    dropped = len(heard[0]) + len(heard[1]) - len(sound)
+    assert dropped in (0, 1)
+    kept = len(heard[0]) - dropped
+    for n, (part, (start, end)) in enumerate(zip(parts, [(0, kept), (kept, None)])):
         picture = ffprobe_frame_times(part)[0]
-        want = [t - picture for t in _audio_packet_times(part)]
-        at = [t - got[50 * n] for t in sound[n * len(first) :][: len(want)]]
-        assert at[2:] == pytest.approx(want[2:], abs=0.002)
-        assert at[:2] == pytest.approx(want[:2], abs=0.025)
+        want = [t - picture for t in heard[n]][: kept if n == 0 else None]
+        assert [t - got[50 * n] for t in sound[start:end]] == pytest.approx(want, abs=0.002)
     src, _, _ = decode_upright(source)
     frames, _, _ = decode_upright(out)
     assert np.array_equal(frames, 255 - src)  # every frame, in order
-    # ffmpeg's own output holds the same sound packets: each recording's sound runs 20 ms
-    # past its pictures, so at the join the two overlap, which Matroska's decode notes
-    assert _unplaced(ffmpeg_decode_errors(out)) == _unplaced(ffmpeg_decode_errors(reference))
+    assert ffmpeg_decode_errors(out) == ""
 
 
 @pytest.mark.parametrize(("kind", "remuxed"), [("ts", ".ts"), ("vob", ".mkv")])
@@ -608,11 +607,6 @@ def test_a_recording_whose_clock_jumps_back_a_little_is_refused_before_any_work(
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     assert probe(str(fixed)).n_frames == 100
-
-
-def _unplaced(log: str) -> str:
-    """FFmpeg's log without the memory addresses it names its contexts by."""
-    return re.sub(r" @ 0x[0-9a-f]+", "", log)
 
 
 def _audio_packet_times(path: Path) -> list[float]:
