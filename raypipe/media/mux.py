@@ -43,6 +43,7 @@ from raypipe.media.probe import (
     VideoInfo,
     display_lead,
     is_attached_pic,
+    is_soundless,
     pick_video_stream,
     video_timecode,
     whole_packets,
@@ -584,8 +585,8 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, A
             _copy_attachment(out, s)
             continue
         attached = is_attached_pic(s)
-        if s.type not in ("audio", "subtitle") and not attached:
-            continue
+        if (s.type not in ("audio", "subtitle") and not attached) or is_soundless(s):
+            continue  # a soundless track: the probe's line says it is left out
         name = s.codec_context.name if s.codec_context else None
         if attached and out.format.name == "matroska" and name in _PICTURE_TYPES:
             out.add_attachment(*_PICTURE_TYPES[name], _attached_picture(source_uri, s.index))

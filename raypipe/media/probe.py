@@ -284,6 +284,11 @@ def left_out_stream(stream: Any, processed: Any) -> str:
     if stream is processed or _is_copied(stream) or video_timecode(stream):
         return ""
     codec = stream.codec_context.name if stream.codec_context else ""
+    if is_soundless(stream):
+        return (
+            f"stream {stream.index} (audio {codec}): FFmpeg reads no sound in it (no sample "
+            "rate or channels: a recording's unused track?)"
+        )
     if stream.type == "video":
         what = f"video {codec} {stream.width}x{stream.height}"
         return f"stream {stream.index} ({what}): raypipe processes one video stream"
@@ -297,7 +302,17 @@ def is_attached_pic(stream: Any) -> bool:
 
 def _is_copied(stream: Any) -> bool:
     # attachments go into Matroska outputs
+    if is_soundless(stream):
+        return False
     return stream.type in ("audio", "subtitle", "attachment") or is_attached_pic(stream)
+
+
+def is_soundless(stream: Any) -> bool:
+    """Whether ``stream`` is audio FFmpeg found no sample rate or channels for: a broadcast
+    recording's unused track (a second language's, listed with no packets), which no
+    output can hold (``ffmpeg -map 0`` fails on it)."""
+    ctx = stream.codec_context
+    return stream.type == "audio" and (ctx is None or not ctx.channels or not ctx.sample_rate)
 
 
 def _stream_info(s: Any) -> StreamInfo:

@@ -4,6 +4,7 @@ once in TS, AVI, WebM and NUT with audio (issue 11). ffprobe is the judge."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +21,14 @@ from raypipe.distributed.planning import VideoJob, plan_video
 from raypipe.errors import UnsupportedVideoError
 from raypipe.media import plan_chunks, probe
 from raypipe.media.decode import decode_chunk
-from raypipe.testing import TRAIT_CLIPS, ClipSpec, decode_upright, make_clip, trait_names
+from raypipe.testing import (
+    TRAIT_CLIPS,
+    ClipSpec,
+    decode_upright,
+    ffprobe_video,
+    make_clip,
+    trait_names,
+)
 from raypipe.testing.reference import ffmpeg_decode_errors, start_offset_seconds
 
 DEEP = {name for name, (spec, _) in TRAIT_CLIPS.items() if spec.pix_fmt.endswith("10le")}
@@ -505,6 +513,34 @@ def _chapters(path: Path) -> list[tuple[float, float, str]]:
         (float(c["start_time"]), float(c["end_time"]), c.get("tags", {}).get("title", ""))
         for c in chapters
     ]
+
+
+def test_a_recordings_unused_audio_track_is_left_out_in_one_true_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broadcast recording lists a second language's audio track that carries no packets:
+    FFmpeg finds no sample rate or channels for it. ``raypipe probe`` said it was kept and
+    the run that it "cannot go into a mp4 file"; both now say what it is, once."""
+    source = tmp_path / "recording.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=1",
+         "-f", "lavfi", "-i", "sine=d=1", "-f", "lavfi", "-i", "sine=d=1,atrim=end=0",
+         "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-c:a", "aac",
+         "-metadata:s:a:1", "language=deu", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    info = probe(str(source))
+    assert [s.index for s in info.streams] == [1]
+    assert info.left_out == (
+        "stream 2 (audio aac): FFmpeg reads no sound in it (no sample rate or channels: a "
+        "recording's unused track?)",
+    )
+    out = tmp_path / "out.mp4"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        run_in_process(source, out, "builtin:invert", 7, LOSSLESS)
+    assert "cannot go into" not in caplog.text
+    assert [s.kind for s in ffprobe_video(out).streams] == ["audio"]  # besides the video
+    assert ffmpeg_decode_errors(out) == ""
 
 
 def test_an_mp4_that_starts_late_keeps_its_edit_list_start(tmp_path: Path) -> None:
