@@ -455,12 +455,7 @@ def test_a_recording_whose_clock_starts_late_plays_from_the_start(
     assert max(abs(b - a - shift) for a, b in zip(src, got, strict=True)) <= 0.001
     assert abs(start_offset_seconds(out) - start_offset_seconds(source)) <= 0.001
     assert min(_ffprobe_starts(out)) == pytest.approx(0.0, abs=0.001)
-    reference = tmp_path / f"ffmpeg{suffix}"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-c:v", "libx264", "-c:a",
-         "copy", str(reference)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    reference = _ffmpeg_transcode(source, tmp_path / f"ffmpeg{suffix}")
     assert _format_duration(out) == pytest.approx(_format_duration(reference), abs=0.041)
     assert ffmpeg_decode_errors(out) == ""
 
@@ -492,12 +487,7 @@ def test_a_late_recordings_chapters_move_with_it_as_ffmpeg_moves_them(
     )  # fmt: skip
     out = tmp_path / f"out{suffix}"
     run_in_process(source, out, "builtin:invert", 7, LOSSLESS)
-    reference = tmp_path / f"ffmpeg{suffix}"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-c:v", "libx264", "-c:a",
-         "copy", str(reference)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    reference = _ffmpeg_transcode(source, tmp_path / f"ffmpeg{suffix}")
     got, want = _chapters(out), _chapters(reference)
     assert [c[2] for c in got] == [c[2] for c in want] == ["One", "Two"]
     flat = [t for c in got for t in c[:2]]
@@ -588,12 +578,7 @@ def test_a_recording_joined_from_two_plays_on_where_its_clock_jumps(
     got = ffprobe_frame_times(out)
     assert len(got) == 100
     assert max(abs(b - a - 0.04) for a, b in zip(got, got[1:])) <= 0.001  # no gap, no overlap
-    reference = tmp_path / f"ffmpeg{suffix}"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-c:v", "libx264", "-c:a",
-         "copy", str(reference)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    reference = _ffmpeg_transcode(source, tmp_path / f"ffmpeg{suffix}")
     assert _format_duration(out) == pytest.approx(_format_duration(reference), abs=0.041)
     # each recording's sound where it was against its pictures (ffmpeg closes a jump on
     # the stream whose packet comes first after it, raypipe on the pictures, so that they
@@ -653,6 +638,16 @@ def _audio_packet_times(path: Path) -> list[float]:
         ["-select_streams", "a:0", "-show_entries", "packet=pts_time", "-show_packets", str(path)]
     )["packets"]
     return sorted(float(p["pts_time"]) for p in packets)
+
+
+def _ffmpeg_transcode(source: Path, out: Path) -> Path:
+    """``ffmpeg``'s own transcode of ``source`` (libx264, the sound copied): the reference."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-c:v", "libx264", "-c:a",
+         "copy", str(out)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return out
 
 
 def _format_duration(path: Path) -> float:
