@@ -29,7 +29,7 @@ import json
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import cast
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -104,32 +104,16 @@ class Segment:
         """How many bytes from a segment's start hold its pts, dts and durations, from its
         first bytes (at least :data:`SEGMENT_HEAD_BYTES`; the whole segment where shorter):
         :meth:`from_bytes` of that many gives them, with no frames (``nut`` empty)."""
-        version = 2 if head.startswith(_MAGIC) else 1 if head.startswith(_MAGIC_V1) else 0
-        if not version or len(head) < len(_MAGIC) + 4:
-            return len(head)  # from_bytes says what is wrong
-        (head_len,) = struct.unpack_from("<I", head, len(_MAGIC))
-        at = len(_MAGIC) + 4 + head_len
         try:
-            n = int(json.loads(head[at - head_len : at])["n"])
-        except (ValueError, KeyError, TypeError):
-            return len(head)
+            version, _, at, n = _layout(head)
+        except (EncodeError, struct.error, ValueError, KeyError, TypeError):
+            return len(head)  # from_bytes says what is wrong
         return at + 8 * n * (version + 1)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Segment:
-        version = 2 if blob.startswith(_MAGIC) else 1 if blob.startswith(_MAGIC_V1) else 0
-        if not version:
-            raise EncodeError(
-                "not a raypipe segment (bad magic); the work directory is damaged: run again "
-                "to redo the video"
-            )
         try:
-            at = len(_MAGIC)
-            (head_len,) = struct.unpack_from("<I", blob, at)
-            at += 4
-            head = json.loads(blob[at : at + head_len])
-            at += head_len
-            n = int(head["n"])
+            version, head, at, n = _layout(blob)
 
             def column(k: int) -> np.ndarray:
                 values = np.frombuffer(blob, dtype="<i8", count=n, offset=at + 8 * n * k)
@@ -150,6 +134,24 @@ class Segment:
                 f"a raypipe segment is truncated ({e}); the work directory is damaged: run "
                 "again to redo the video"
             ) from e
+
+
+def _layout(blob: bytes) -> tuple[int, dict[str, Any], int, int]:
+    """A segment's format version (1: pts and dts, 2: and durations), JSON head, the offset
+    its columns start at, and its packet count, from its first bytes. Raises
+    :class:`EncodeError` for bytes that are no segment, and struct, JSON or key errors for
+    one cut short."""
+    version = 2 if blob.startswith(_MAGIC) else 1 if blob.startswith(_MAGIC_V1) else 0
+    if not version:
+        raise EncodeError(
+            "not a raypipe segment (bad magic); the work directory is damaged: run again "
+            "to redo the video"
+        )
+    at = len(_MAGIC)
+    (head_len,) = struct.unpack_from("<I", blob, at)
+    at += 4
+    head = json.loads(blob[at : at + head_len])
+    return version, head, at + head_len, int(head["n"])
 
 
 def encoder_available(codec: str) -> bool:

@@ -75,14 +75,20 @@ def find_jumps(pts: Sequence[int], time_base: Fraction) -> tuple[Jump, ...]:
     return tuple(jumps)
 
 
-def closed(t: int, jumps: Sequence[Jump]) -> int:
-    """The source time ``t`` (video time base) on the closed timeline."""
+def _shift(t: Fraction | int, jumps: Sequence[Jump]) -> int:
+    """How far the source time ``t`` (video time base, any fraction of a tick) moves back
+    on the closed timeline: the shift of the last jump whose middle it is at or after."""
     shift = 0
     for before, after, moved in jumps:
         if 2 * t < before + after:
             break
         shift = moved
-    return t - shift
+    return shift
+
+
+def closed(t: int, jumps: Sequence[Jump]) -> int:
+    """The source time ``t`` (video time base) on the closed timeline."""
+    return t - _shift(t, jumps)
 
 
 def source_time(c: int, jumps: Sequence[Jump]) -> int:
@@ -96,13 +102,8 @@ def source_time(c: int, jumps: Sequence[Jump]) -> int:
 
 def shift_seconds(seconds: Fraction, jumps: Sequence[Jump], time_base: Fraction) -> Fraction:
     """How far a source time of any stream (``seconds``) moves back on the closed
-    timeline, in seconds: the shift of the last jump whose middle it is at or after."""
-    shift = 0
-    for before, after, moved in jumps:
-        if 2 * seconds < (before + after) * time_base:
-            break
-        shift = moved
-    return shift * time_base
+    timeline, in seconds (:func:`_shift`)."""
+    return _shift(Fraction(seconds) / Fraction(time_base), jumps) * Fraction(time_base)
 
 
 def to_text(jumps: Sequence[Jump]) -> str:
