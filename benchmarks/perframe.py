@@ -301,7 +301,8 @@ def rgb_reference(case: Case, clip: Path, out: Path) -> Path:
     """The identity check's reference: ffmpeg's transcode of the clip's first frames through
     8-bit RGB, converted as raypipe converts (:mod:`raypipe.media.picture`: the source's
     matrix, chroma samples replicated on the way in and taken at their place on the way out,
-    swscale's ``neighbor``), with the same codec settings. raypipe's identity does exactly
+    swscale's ``neighbor``, every value rounded to the nearest on the way in: its
+    ``accurate_rnd+full_chroma_int``), with the same codec settings. raypipe's identity does exactly
     that work; ffmpeg's plain transcode never leaves YUV. On the 20 s clip (60 frames,
     session 13), PSNR against the source's frames: ffmpeg's plain transcode 32.80 dB (663
     kB), ffmpeg through RGB 31.61 dB (794 kB), raypipe's encoder on raypipe's RGB frames
@@ -313,7 +314,10 @@ def rgb_reference(case: Case, clip: Path, out: Path) -> Path:
 
     picture = probe(str(clip)).picture  # the matrix and range raypipe converts this clip with
     matrix, range_ = picture.matrix, picture.range
-    to_rgb = f"scale=in_color_matrix={matrix}:in_range={range_}:out_range=pc:flags=neighbor"
+    to_rgb = (  # rounded to the nearest, as raypipe/media/rgb.py converts (session 50)
+        f"scale=in_color_matrix={matrix}:in_range={range_}:out_range=pc"
+        ":flags=neighbor+accurate_rnd+full_chroma_int"
+    )
     to_yuv = f"scale=in_range=pc:out_color_matrix={matrix}:out_range={range_}:flags=neighbor"
     colour = picture.colour  # the source's tags, which raypipe's output keeps
     tags = [arg for flag, value in (("-colorspace", colour.matrix),

@@ -65,7 +65,8 @@ def picture_lines(picture: PictureFormat) -> list[str]:
         f"shown {width}x{height} (coded {picture.coded_width}x{picture.coded_height}, "
         f"{picture.describe_orientation()}), "
         f"{picture.bit_depth}-bit {picture.chroma}"
-        + (" with alpha (not kept: outputs have none)" if has_alpha(picture.pix_fmt or "") else ""),
+        + (" with alpha (not kept: outputs have none)" if has_alpha(picture.pix_fmt or "") else "")
+        + (", interlaced (each field's chroma converted apart)" if picture.interlaced else ""),
         f"colour: primaries {c.primaries}, transfer {c.transfer}, matrix {c.matrix}, "
         f"range {c.range} (converted as {picture.matrix}, {picture.range})",
     ]

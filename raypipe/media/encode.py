@@ -37,6 +37,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from raypipe.config import EncodeConfig
 from raypipe.errors import ConfigError, EncodeError
+from raypipe.media import fields
 from raypipe.media.colour import (
     ColourTags,
     hdr_encoder_options,
@@ -52,10 +53,11 @@ _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:ke
 
 _MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
 _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
-SEGMENT_FORMAT = 4
+SEGMENT_FORMAT = 5
 """What a segment holds and how its frames were converted and encoded (source matrix, 16
 bits, 3: the encoder's threads set to the CPUs an encode task holds, which changes x264's
-bits, 4: x264 held to AVX2, :func:`x264_cpu_params`): part of a run's key, so a resumed
+bits, 4: x264 held to AVX2, :func:`x264_cpu_params`, 5: an interlaced source's chroma
+converted field by field, :mod:`raypipe.media.fields`): part of a run's key, so a resumed
 run does not mix segments of another format."""
 _NO_DTS = -(2**63)
 SEGMENT_HEAD_BYTES = 1 << 16
@@ -530,15 +532,23 @@ def encode_segment(
             if picture.upright_sar:
                 ctx.sample_aspect_ratio = picture.upright_sar
             to_yuv = VideoReformatter()  # one swscale context for the whole segment
-            for i in range(n):
-                rgb = _rgb_frame(frames[i], rgb_format)
-                frame = to_yuv.reformat(
-                    rgb,
+
+            def convert(pixels: np.ndarray) -> av.VideoFrame:
+                return to_yuv.reformat(
+                    _rgb_frame(pixels, rgb_format),
                     format=pix_fmt,
                     dst_colorspace=matrix,
                     dst_color_range=range_,
                     interpolation=Interpolation.POINT,
                 )
+
+            # an interlaced source's fields each get their own chroma rows: media/fields.py
+            by_field = picture.interlaced and fields.apart(pix_fmt, height)
+            for i in range(n):
+                if by_field:
+                    frame = fields.fields_to(frames[i], convert)
+                else:
+                    frame = convert(frames[i])
                 tags.apply(frame)
                 frame.pts = int(pts[i])
                 frame.duration = int(durations[i])

@@ -52,6 +52,8 @@ class PictureFormat:
     as the source's display matrix says (:func:`orientation_of`; for a matrix with no
     mirror ffprobe prints the same rotation, in (-180, 180]). ``sar``: sample aspect ratio
     ``(num, den)``, ``(0, 1)`` when unknown. ``pix_fmt``: the decoder's output format.
+    ``interlaced``: the decoder flags the first frame interlaced (two fields woven), and
+    every frame's chroma is converted field by field (:mod:`raypipe.media.fields`).
     """
 
     coded_width: int
@@ -62,6 +64,7 @@ class PictureFormat:
     sar: tuple[int, int] = (0, 1)
     colour: ColourTags = field(default_factory=ColourTags)
     hdr: HdrMetadata | None = None
+    interlaced: bool = False  # the first frame's fields woven: converted apart (media/fields.py)
 
     def __post_init__(self) -> None:
         if self.coded_width < 1 or self.coded_height < 1:
@@ -158,6 +161,7 @@ class PictureFormat:
             "hdr": None if self.hdr is None else self.hdr.to_dict(),
             "bit_depth": self.bit_depth,
             "chroma": self.chroma,
+            "interlaced": self.interlaced,
         }
 
     def to_json(self) -> str:
@@ -174,6 +178,7 @@ class PictureFormat:
             sar=(int(d["sar"][0]), int(d["sar"][1])),
             colour=ColourTags(**d["colour"]),
             hdr=None if d.get("hdr") is None else HdrMetadata.from_dict(d["hdr"]),
+            interlaced=bool(d.get("interlaced", False)),
         )
 
     @classmethod

@@ -754,6 +754,7 @@ def _first_frame_picture_of(
                 sar=(sar.numerator, sar.denominator) if sar else (0, 1),
                 colour=colour,
                 hdr=hdr_of_frame(frame),
+                interlaced=bool(frame.interlaced_frame),
             )
             return picture, frame.pts
     except av.error.FFmpegError as e:

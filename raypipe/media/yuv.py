@@ -10,12 +10,12 @@ model's ONNX graph (:func:`raypipe.infer.ingraph.with_yuv_input`), on the actor'
 The in-graph conversion gives swscale's bits, not an approximation of them. For planar
 8-bit 4:2:0 at even sizes with point chroma (what :class:`~raypipe.media.rgb.RgbConverter`
 asks for), swscale's R of a pixel depends only on its Y and V, B only on Y and U, and G on
-Y, U and V through one of a few hundred columns: checked over all 2^24 (Y, U, V) and on
+Y, U and V through one of a few thousand columns: checked over all 2^24 (Y, U, V) and on
 random frames of many sizes (tests/media/test_yuv.py). :func:`rgb_tables` reads those
 tables from swscale itself, by converting one 4096x4096 frame that holds every (Y, U, V)
 once, so the graph reproduces whichever swscale code path this machine runs. Odd sizes
-take another swscale path whose bits differ; they, like 10-bit, 4:2:2, 4:4:4 and rotated
-sources, stay on RGB (:func:`handoff_problem` says why).
+take another swscale path whose bits differ; they, like 10-bit, 4:2:2, 4:4:4, rotated and
+interlaced sources, stay on RGB (:func:`handoff_problem` says why).
 
 Who converts: an actor that runs the model's wrapped graph (on a GPU) converts in the
 graph; an actor whose session got no GPU provider converts on its host with swscale
@@ -54,6 +54,8 @@ def handoff_problem(picture: PictureFormat) -> str:
         return f"the source is {picture.pix_fmt}; the YUV hand-off takes 8-bit 4:2:0"
     if picture.mirrored:
         return "the source is mirrored"
+    if picture.interlaced:
+        return "the source is interlaced (its fields' chroma is converted apart)"
     if picture.quarter_turns:
         return f"the source is rotated {picture.rotation_degrees} degrees"
     if picture.coded_width % 2 or picture.coded_height % 2:
@@ -228,7 +230,7 @@ def rgb_tables(matrix: str, range_: str) -> RgbTables:
         r[v * 256 + y] = px[..., 0]
         b[u * 256 + y] = px[..., 2]
         g_all[uv, y] = px[..., 1]
-    # G's columns (one per (U, V)) are few: number them through a hash of each column,
+    # G's columns (one per (U, V)) are fewer: number them through a hash of each column,
     # then keep one column per number. A hash collision fails the check below.
     words = g_all.view(np.uint64)  # (65536, 32): a column's 256 values as 32 words
     weights = np.random.default_rng(0).integers(1, 2**63, words.shape[1], dtype=np.uint64)

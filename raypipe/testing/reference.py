@@ -13,7 +13,9 @@ from typing import Any, cast
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
+from raypipe.media import fields
 from raypipe.media.picture import turned_upright
 from raypipe.media.probe import frame_orientation, stamped_frames
 
@@ -33,8 +35,27 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
+def _rgb(frame: av.VideoFrame, reformatter: Any, rgb_format: str, **colour: Any) -> np.ndarray:
+    """``frame`` as RGB by raypipe's documented convention (raypipe/media/rgb.py and
+    fields.py): chroma replicated (point on a bare copy of the samples: no chroma siting),
+    each field's own in a frame flagged interlaced, every value rounded to the nearest."""
+    from av.video.reformatter import Interpolation
+
+    flags = Interpolation.POINT | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+
+    def convert(bare: av.VideoFrame) -> np.ndarray:
+        out = reformatter.reformat(bare, format=rgb_format, interpolation=flags, **colour)
+        return cast(np.ndarray, out.to_ndarray())
+
+    if frame.interlaced_frame and fields.apart(frame.format.name, frame.height):
+        return fields.fields_of(frame, convert)
+    return convert(fields.bare(frame))
+
+
 def decode_all(path: PathLike) -> tuple[np.ndarray, list[int], Fraction]:
-    """Every frame of the first video stream, decoded from the start.
+    """Every frame of the first video stream, decoded from the start, as RGB with the
+    frame's own matrix tag (swscale's BT.601 where it has none), converted as
+    :func:`_rgb` converts.
 
     Returns (frames as (n, H, W, 3) uint8 RGB, their pts in display order, the stream's
     time base). A stream without frames gives an array of shape (0, H, W, 3). Raises
@@ -49,10 +70,11 @@ def decode_all(path: PathLike) -> tuple[np.ndarray, list[int], Fraction]:
             raise ValueError(f"{path}: video stream has no time base")
         images: list[np.ndarray] = []
         pts: list[int] = []
+        reformatter = VideoReformatter()
         for frame in stamped_frames(container, stream):
             if frame.pts is None:
                 raise ValueError(f"{path}: decoded frame {len(pts)} has no pts")
-            images.append(frame.to_ndarray(format="rgb24"))
+            images.append(_rgb(frame, reformatter, "rgb24", src_colorspace=frame.colorspace))
             pts.append(frame.pts)
         if images:
             return np.stack(images), pts, Fraction(time_base)
@@ -86,10 +108,13 @@ def decode_upright(
     YUV is converted with the frame's own matrix and range tags; untagged, with BT.709 when
     the frame is at least 1280 px wide or more than 576 px high, else BT.601, and limited
     range unless the format is ``yuvj*``. Chroma is replicated (swscale's point
-    interpolation), the convention raypipe documents, so raypipe's frames compare exactly.
+    interpolation on a bare copy of the samples, no chroma siting), each field's on its own
+    in a frame flagged interlaced, and every value rounded to the nearest: the convention
+    raypipe documents (raypipe/media/rgb.py, fields.py), so raypipe's frames compare
+    exactly.
     Returns (frames, pts in display order, time base), like :func:`decode_all`.
     """
-    from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
+    from av.video.reformatter import ColorRange, Colorspace
 
     with av.open(os.fspath(path)) as container:
         stream = next(
@@ -111,13 +136,14 @@ def decode_upright(
             full = frame.color_range == 2 or (
                 frame.color_range != 1 and frame.format.name.startswith("yuvj")
             )
-            rgb = reformatter.reformat(
+
+            rgb = _rgb(
                 frame,
-                format="rgb48le" if _deep(frame) else "rgb24",
+                reformatter,
+                "rgb48le" if _deep(frame) else "rgb24",
                 src_colorspace=matrix,
                 src_color_range=ColorRange.JPEG if full else ColorRange.MPEG,
-                interpolation=Interpolation.POINT,
-            ).to_ndarray()
+            )
             images.append(np.ascontiguousarray(turned_upright(rgb, *frame_orientation(frame))))
             pts.append(frame.pts)
             if len(images) == limit:

@@ -1,0 +1,97 @@
+"""Interlaced pictures: each field's chroma converted on its own, both ways.
+
+An interlaced frame (a broadcast's 1080i, a DVD's or a DV camcorder's 576i/480i) holds two
+fields woven together, the even rows shot a field period apart from the odd rows. In 4:2:0
+each field has its own chroma rows: the even chroma rows are the top field's, the odd ones
+the bottom field's. Converted as one picture, RGB -> YUV takes chroma row ``2j + 1`` (the
+bottom field's) from the top field's rows, so a pass gave the bottom field the top field's
+colours, a field period late (interlaced H.264 through ``identity``: chroma at 29 and 26 dB
+where a progressive source's round trip keeps 44). So where the source's first frame is
+interlaced (:attr:`~raypipe.media.picture.PictureFormat.interlaced`), decode converts each
+field of every frame to RGB on its own (:func:`fields_of`, as swscale converts a frame
+flagged interlaced) and the encoder converts each field of the RGB frames back on its own
+and weaves the two (:func:`fields_to`), so an identity model gives the source's samples
+back and the model sees each field's own colours. Formats whose chroma is not subsampled
+vertically (4:2:2, 4:1:1, 4:4:4, RGB) convert the same either way (:func:`apart`). Frames
+are coded progressive with their fields woven, as FFmpeg's own transcode codes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import av
+import numpy as np
+
+from raypipe.media.pixfmt import layout_of
+
+
+def vertical(pix_fmt: str) -> bool:
+    """Whether ``pix_fmt``'s chroma is subsampled vertically (4:2:0, 4:1:0): a frame of it
+    converts differently field by field."""
+    layout = layout_of(pix_fmt)
+    return not layout.rgb and layout.subsampling[1] > 1
+
+
+def apart(pix_fmt: str, height: int) -> bool:
+    """Whether an interlaced frame of ``pix_fmt`` and ``height`` rows is converted field
+    by field: :func:`vertical`, and each field holds whole chroma rows (a 4:2:0 height a
+    multiple of 4; a frame of another height converts as one picture)."""
+    return vertical(pix_fmt) and height % (2 * layout_of(pix_fmt).subsampling[1]) == 0
+
+
+def _rows(plane: Any) -> np.ndarray:
+    """A plane's bytes as ``(height, line_size)`` uint8, over the frame's memory; a
+    palette (``pal8``'s second plane, no line size) as one row."""
+    data = np.frombuffer(memoryview(plane), np.uint8)
+    return data.reshape(plane.height, plane.line_size) if plane.line_size else data[None]
+
+
+def _copy_rows(dst: av.VideoFrame, src: av.VideoFrame, dst_rows: slice, src_rows: slice) -> None:
+    for d, s in zip(dst.planes, src.planes, strict=True):
+        to, of = _rows(d), _rows(s)
+        if not d.line_size:  # a palette: the same for every row
+            to[:] = of
+            continue
+        width = min(d.line_size, s.line_size)
+        to[dst_rows, :width] = of[src_rows, :width]
+
+
+def field(frame: av.VideoFrame, parity: int) -> av.VideoFrame:
+    """The top (``parity`` 0: even rows) or bottom (1) field of ``frame``, as a frame of
+    half its height and no flags (a copy)."""
+    out = av.VideoFrame(frame.width, frame.height // 2, frame.format.name)
+    _copy_rows(out, frame, slice(None), slice(parity, None, 2))
+    return out
+
+
+def weave(top: av.VideoFrame, bottom: av.VideoFrame) -> av.VideoFrame:
+    """One frame of twice the fields' height: ``top``'s rows even, ``bottom``'s odd."""
+    out = av.VideoFrame(top.width, top.height * 2, top.format.name)
+    _copy_rows(out, top, slice(0, None, 2), slice(None))
+    _copy_rows(out, bottom, slice(1, None, 2), slice(None))
+    return out
+
+
+def bare(frame: av.VideoFrame) -> av.VideoFrame:
+    """A copy of ``frame``'s samples with none of its properties: no interlaced flag
+    (swscale converts it as one picture) and no chroma siting (swscale's accurate path
+    replicates its chroma: :mod:`raypipe.media.rgb`)."""
+    out = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    _copy_rows(out, frame, slice(None), slice(None))
+    return out
+
+
+def fields_of(frame: av.VideoFrame, convert: Any) -> np.ndarray:
+    """``convert`` (a frame to an ``(h, W, C)`` array) applied to each field of ``frame``,
+    the two results woven: what swscale gives for a frame flagged interlaced."""
+    top, bottom = convert(field(frame, 0)), convert(field(frame, 1))
+    out = np.empty((top.shape[0] * 2, *top.shape[1:]), dtype=top.dtype)
+    out[0::2], out[1::2] = top, bottom
+    return out
+
+
+def fields_to(pixels: np.ndarray, convert: Any) -> av.VideoFrame:
+    """``convert`` (an ``(h, W, C)`` array to a frame) applied to the even and the odd rows
+    of ``pixels``, the two frames woven into one."""
+    return weave(convert(pixels[0::2]), convert(pixels[1::2]))

@@ -1,0 +1,98 @@
+"""An identity pass gives the source's YUV samples back (raypipe/media/rgb.py, fields.py).
+
+Each source is made from known planes (every sample inside the RGB gamut, so nothing
+clips) and coded as users' files are: lossless H.264 at SD and HD sizes, 4:2:2, a DV
+camcorder's 4:1:1 and its PAL 4:2:0, and interlaced H.264 whose two fields have different
+colours. The pipeline's stages run in this process with a lossless encoder; the output's
+decoded samples must be the source's decoded samples. swscale's default 8-bit path, which
+truncates, brought back 0.3-1% of luma samples (1.1 steps low on average) and half of a
+DV 4:1:1 source's chroma; converting an interlaced frame's RGB back as one picture gave
+the bottom field the top field's colours.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_checks import run_in_process
+
+from raypipe.config import EncodeConfig
+from raypipe.media import probe
+from raypipe.testing import yuv_planes
+
+X264_LOSSLESS = EncodeConfig(codec="libx264", crf=None, preset="ultrafast", options={"qp": "0"})
+
+# name: (pix_fmt, width, height, rate, ffmpeg's coding arguments, interlaced: its fields'
+# colours differ, and the decoder flags its frames interlaced, as it flags every DV frame)
+SOURCES = {
+    "sd_420": ("yuv420p", 96, 64, "25", ["-c:v", "libx264", "-qp", "0"], False),
+    "hd_420_bt709": ("yuv420p", 1280, 32, "25", ["-c:v", "libx264", "-qp", "0"], False),
+    "sd_422": ("yuv422p", 96, 64, "25", ["-c:v", "ffv1"], False),
+    "dv_ntsc_411": ("yuv411p", 720, 480, "30000/1001", ["-c:v", "dvvideo"], True),
+    "interlaced_h264": (
+        "yuv420p", 96, 64, "25",
+        ["-vf", "setfield=tff", "-c:v", "libx264", "-qp", "0", "-flags", "+ildct+ilme",
+         "-x264opts", "tff=1"],
+        True,
+    ),
+    "dv_pal_interlaced": ("yuv420p", 720, 576, "25", ["-c:v", "dvvideo"], True),
+}  # fmt: skip
+FRAMES = 4
+
+
+def _planes(pix_fmt: str, width: int, height: int, interlaced: bool, seed: int) -> bytes:
+    """One frame's raw planes: luma 60..180, chroma 108..148 (inside the RGB gamut with
+    any matrix); where ``interlaced`` the top field's chroma rows (even) are all below
+    128 and the bottom field's (odd) all above, as a moving picture's fields can be."""
+    rng = np.random.default_rng(seed)
+    sub_w, sub_h = {"yuv420p": (2, 2), "yuv422p": (2, 1), "yuv411p": (4, 1)}[pix_fmt]
+    luma = rng.integers(60, 181, (height, width), dtype=np.uint8)
+    shape = (height // sub_h, width // sub_w)
+    chroma = [rng.integers(108, 149, shape, dtype=np.uint8) for _ in range(2)]
+    if interlaced:
+        for c in chroma:
+            c[0::2] = rng.integers(108, 119, c[0::2].shape, dtype=np.uint8)
+            c[1::2] = rng.integers(138, 149, c[1::2].shape, dtype=np.uint8)
+    return b"".join(p.tobytes() for p in (luma, *chroma))
+
+
+def _source(directory: Path, name: str) -> Path:
+    pix_fmt, width, height, rate, coding, interlaced = SOURCES[name]
+    raw = b"".join(_planes(pix_fmt, width, height, interlaced, i) for i in range(FRAMES))
+    path = directory / f"{name}.{'avi' if 'dv' in name else 'mkv'}"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", pix_fmt,
+         "-s", f"{width}x{height}", "-r", rate, "-i", "pipe:", *coding, "-pix_fmt", pix_fmt,
+         str(path)],
+        input=raw, check=True,
+    )  # fmt: skip
+    return path
+
+
+def _exact_share(source: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    """The share of ``output``'s samples equal to ``source``'s (a 4:1:1 source's chroma
+    against each of the two 4:2:2 columns that hold it), and the mean difference."""
+    if output.shape != source.shape:
+        repeat = output.shape[1] // source.shape[1]
+        source = np.repeat(source, repeat, axis=1)
+    diff = output.astype(np.int32) - source
+    return float((diff == 0).mean()), float(diff.mean())
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_an_identity_pass_gives_the_sources_samples_back(tmp_path: Path, name: str) -> None:
+    source = _source(tmp_path, name)
+    assert probe(str(source)).picture_format.interlaced == SOURCES[name][5]
+    out = tmp_path / "out.mkv"
+    run_in_process(source, out, "builtin:identity", 2, X264_LOSSLESS)
+    src, got = yuv_planes(source), yuv_planes(out)
+    assert len(src) == len(got) == FRAMES
+    for i, (a_frame, b_frame) in enumerate(zip(src, got, strict=True)):
+        for plane, a, b in zip("YUV", a_frame, b_frame, strict=True):
+            share, bias = _exact_share(a, b)
+            assert share >= 0.99 and abs(bias) < 0.02, (
+                f"frame {i} {plane}: {share:.1%} of samples back exact, {bias:+.2f} on average"
+            )
