@@ -269,6 +269,7 @@ def _probe(
                 for c in container.chapters()
             ),
             left_out=tuple(filter(None, (left_out_stream(s, video) for s in container.streams)))
+            + _side_alpha_note(video)
             + _undecodable_note(undecodable, pts[0] * tb)
             + _cut_short_note(cut, (pts[-1] + last_duration) * tb)
             + describe_jumps(jumps, Fraction(tb)),
@@ -293,6 +294,19 @@ def left_out_stream(stream: Any, processed: Any) -> str:
         what = f"video {codec} {stream.width}x{stream.height}"
         return f"stream {stream.index} ({what}): raypipe processes one video stream"
     return f"stream {stream.index} ({f'{stream.type} {codec}'.strip()}): not copied"
+
+
+def _side_alpha_note(video: Any) -> tuple[str, ...]:
+    """The line the run shows for a WebM video whose alpha channel rides beside the picture
+    (``alpha_mode`` 1: VP8/VP9 with transparency, as browsers and editors write overlays),
+    which FFmpeg's own VP8/VP9 decoders do not read; none for other videos (an alpha
+    component in the decoded format has its own line: ``encode.fidelity_notes``)."""
+    if str(video.metadata.get("alpha_mode", "")) != "1":
+        return ()
+    return (
+        f"stream {video.index}'s alpha channel (transparency, stored beside its "
+        f"{video.codec_context.name} picture): outputs have none, and models get RGB",
+    )
 
 
 def is_attached_pic(stream: Any) -> bool:

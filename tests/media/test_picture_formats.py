@@ -4,6 +4,7 @@ for untagged sources, the output pixel format that follows the source (issue 11)
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
 
 import av
@@ -389,3 +390,30 @@ def test_segments_of_the_first_format_still_read() -> None:
     assert segment.durations is None and segment.colour is None and segment.rate is None
     again = Segment.from_bytes(segment.to_bytes())  # written back as the current format
     assert again.pts.tolist() == [0, 1] and again.nut == b"NUT"
+
+
+@pytest.mark.parametrize("alpha", [True, False])
+def test_a_webm_whose_alpha_rides_beside_its_picture_says_the_alpha_is_left_out(
+    tmp_path: Path, alpha: bool
+) -> None:
+    """VP9 with transparency in WebM (``alpha_mode`` 1: the alpha coded as a second picture
+    beside the first, as browsers and editors write overlays) decodes as yuv420p in FFmpeg's
+    own decoder, so the decoded format cannot say the alpha is lost: the probe does."""
+    source = tmp_path / f"overlay-{alpha}.webm"
+    pix_fmt = "yuva420p" if alpha else "yuv420p"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+         "testsrc2=s=96x64:r=25:d=0.2", "-vf", f"format={pix_fmt}", "-c:v", "libvpx-vp9",
+         "-pix_fmt", pix_fmt, "-auto-alt-ref", "0", str(source)],
+        check=True,
+    )  # fmt: skip
+    info = probe(str(source))
+    assert info.pix_fmt == "yuv420p"
+    notes = [line for line in info.left_out if "alpha" in line]
+    if alpha:
+        assert notes == [
+            "stream 0's alpha channel (transparency, stored beside its vp9 picture): outputs "
+            "have none, and models get RGB"
+        ]
+    else:
+        assert notes == []
