@@ -90,6 +90,7 @@ def test_nv12_is_packed_as_its_planar_twin() -> None:
         ({"pix_fmt": "yuv422p"}, "yuv422p"),
         ({"rotation_degrees": 90}, "rotated 90 degrees"),
         ({"mirrored": True}, "the source is mirrored"),
+        ({"interlaced": True}, "the source is interlaced"),
         ({"coded_width": 97}, "97x64; the YUV hand-off takes even sizes"),
     ],
 )
