@@ -21,6 +21,7 @@ from pipeline_checks import run_in_process
 
 from raypipe.config import EncodeConfig
 from raypipe.media import probe
+from raypipe.media.describe import picture_lines
 from raypipe.testing import yuv_planes
 
 X264_LOSSLESS = EncodeConfig(codec="libx264", crf=None, preset="ultrafast", options={"qp": "0"})
@@ -85,7 +86,9 @@ def _exact_share(source: np.ndarray, output: np.ndarray) -> tuple[float, float]:
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_an_identity_pass_gives_the_sources_samples_back(tmp_path: Path, name: str) -> None:
     source = _source(tmp_path, name)
-    assert probe(str(source)).picture_format.interlaced == SOURCES[name][5]
+    picture = probe(str(source)).picture_format
+    assert picture.interlaced == SOURCES[name][5]
+    assert ("interlaced" in picture_lines(picture)[0]) == picture.interlaced  # raypipe probe
     out = tmp_path / "out.mkv"
     run_in_process(source, out, "builtin:identity", 2, X264_LOSSLESS)
     src, got = yuv_planes(source), yuv_planes(out)
