@@ -56,9 +56,10 @@ _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
 SEGMENT_FORMAT = 5
 """What a segment holds and how its frames were converted and encoded (source matrix, 16
 bits, 3: the encoder's threads set to the CPUs an encode task holds, which changes x264's
-bits, 4: x264 held to AVX2, :func:`x264_cpu_params`, 5: an interlaced source's chroma
-converted field by field, :mod:`raypipe.media.fields`): part of a run's key, so a resumed
-run does not mix segments of another format."""
+bits, 4: x264 held to AVX2, :func:`x264_cpu_params`, 5: frames decoded to RGB rounded to
+the nearest, :mod:`raypipe.media.rgb`, and an interlaced source's chroma converted field by
+field, :mod:`raypipe.media.fields`): part of a run's key, so a resumed run does not mix
+segments of another format."""
 _NO_DTS = -(2**63)
 SEGMENT_HEAD_BYTES = 1 << 16
 """Bytes read from a segment's start for its index (:meth:`Segment.index_size`): its JSON
@@ -540,6 +541,7 @@ def encode_segment(
                     dst_colorspace=matrix,
                     dst_color_range=range_,
                     interpolation=Interpolation.POINT,
+                    threads=threads,  # the task's CPUs, as the encoder's (0: swscale's choice)
                 )
 
             # an interlaced source's fields each get their own chroma rows: media/fields.py

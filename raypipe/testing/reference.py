@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from raypipe.media import fields
 from raypipe.media.picture import turned_upright
@@ -39,8 +39,6 @@ def _rgb(frame: av.VideoFrame, reformatter: Any, rgb_format: str, **colour: Any)
     """``frame`` as RGB by raypipe's documented convention (raypipe/media/rgb.py and
     fields.py): chroma replicated (point on a bare copy of the samples: no chroma siting),
     each field's own in a frame flagged interlaced, every value rounded to the nearest."""
-    from av.video.reformatter import Interpolation
-
     flags = Interpolation.POINT | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
 
     def convert(bare: av.VideoFrame) -> np.ndarray:
