@@ -26,18 +26,14 @@ import numpy as np
 from raypipe.media.pixfmt import layout_of
 
 
-def vertical(pix_fmt: str) -> bool:
-    """Whether ``pix_fmt``'s chroma is subsampled vertically (4:2:0, 4:1:0): a frame of it
-    converts differently field by field."""
-    layout = layout_of(pix_fmt)
-    return not layout.rgb and layout.subsampling[1] > 1
-
-
 def apart(pix_fmt: str, height: int) -> bool:
     """Whether an interlaced frame of ``pix_fmt`` and ``height`` rows is converted field
-    by field: :func:`vertical`, and each field holds whole chroma rows (a 4:2:0 height a
-    multiple of 4; a frame of another height converts as one picture)."""
-    return vertical(pix_fmt) and height % (2 * layout_of(pix_fmt).subsampling[1]) == 0
+    by field: its chroma is subsampled vertically (4:2:0, 4:1:0), and each field holds
+    whole chroma rows (a 4:2:0 height a multiple of 4; a frame of another height converts
+    as one picture)."""
+    layout = layout_of(pix_fmt)
+    factor = layout.subsampling[1]
+    return not layout.rgb and factor > 1 and height % (2 * factor) == 0
 
 
 def _rows(plane: Any) -> np.ndarray:

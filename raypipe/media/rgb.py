@@ -47,9 +47,9 @@ PLANAR_OF = {
 }
 
 
-_ACCURATE = Interpolation.POINT | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
-"""Chroma replicated (``POINT`` on a frame with no chroma siting: picture.py), every value
-rounded to the nearest."""
+ACCURATE = Interpolation.POINT | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+"""swscale's flags for YUV -> RGB: chroma replicated (``POINT`` on a frame with no chroma
+siting: picture.py), every value rounded to the nearest (the module docstring)."""
 
 
 class RgbConverter:
@@ -83,6 +83,6 @@ class RgbConverter:
             format=self._format,
             src_colorspace=self._matrix,
             src_color_range=self._range,
-            interpolation=_ACCURATE,
+            interpolation=ACCURATE,
             threads=1,
         ).to_ndarray()

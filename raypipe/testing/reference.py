@@ -13,11 +13,12 @@ from typing import Any, cast
 
 import av
 import numpy as np
-from av.video.reformatter import Interpolation, VideoReformatter
+from av.video.reformatter import VideoReformatter
 
 from raypipe.media import fields
 from raypipe.media.picture import turned_upright
 from raypipe.media.probe import frame_orientation, stamped_frames
+from raypipe.media.rgb import ACCURATE
 
 __all__ = [
     "audio_packet_times",
@@ -39,10 +40,9 @@ def _rgb(frame: av.VideoFrame, reformatter: Any, rgb_format: str, **colour: Any)
     """``frame`` as RGB by raypipe's documented convention (raypipe/media/rgb.py and
     fields.py): chroma replicated (point on a bare copy of the samples: no chroma siting),
     each field's own in a frame flagged interlaced, every value rounded to the nearest."""
-    flags = Interpolation.POINT | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
 
     def convert(bare: av.VideoFrame) -> np.ndarray:
-        out = reformatter.reformat(bare, format=rgb_format, interpolation=flags, **colour)
+        out = reformatter.reformat(bare, format=rgb_format, interpolation=ACCURATE, **colour)
         return cast(np.ndarray, out.to_ndarray())
 
     if frame.interlaced_frame and fields.apart(frame.format.name, frame.height):
