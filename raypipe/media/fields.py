@@ -55,8 +55,9 @@ def _copy_rows(dst: av.VideoFrame, src: av.VideoFrame, dst_rows: slice, src_rows
 
 def field(frame: av.VideoFrame, parity: int) -> av.VideoFrame:
     """The top (``parity`` 0: even rows) or bottom (1) field of ``frame``, as a frame of
-    half its height and no flags (a copy)."""
-    out = av.VideoFrame(frame.width, frame.height // 2, frame.format.name)
+    half its height and no flags (a copy, as wide as :func:`bare`'s)."""
+    width, _ = _whole(frame.format.name, frame.width, frame.height)  # see bare()
+    out = av.VideoFrame(width, frame.height // 2, frame.format.name)
     _copy_rows(out, frame, slice(None), slice(parity, None, 2))
     return out
 
@@ -69,13 +70,36 @@ def weave(top: av.VideoFrame, bottom: av.VideoFrame) -> av.VideoFrame:
     return out
 
 
+def _whole(pix_fmt: str, width: int, height: int) -> tuple[int, int]:
+    """``width`` x ``height`` rounded up to whole chroma samples of ``pix_fmt`` (321 x 241
+    4:2:0 to 322 x 242): the size swscale's accurate path replicates chroma exactly at."""
+    across, down = layout_of(pix_fmt).subsampling
+    return -(-width // across) * across, -(-height // down) * down
+
+
 def bare(frame: av.VideoFrame) -> av.VideoFrame:
     """A copy of ``frame``'s samples with none of its properties: no interlaced flag
     (swscale converts it as one picture) and no chroma siting (swscale's accurate path
-    replicates its chroma: :mod:`raypipe.media.rgb`)."""
-    out = av.VideoFrame(frame.width, frame.height, frame.format.name)
-    _copy_rows(out, frame, slice(None), slice(None))
+    replicates its chroma: :mod:`raypipe.media.rgb`), padded to whole chroma samples
+    (:func:`_whole`; the padding's pictures are what :func:`converted` crops away). At an
+    odd width or height swscale scales the chroma by a little less than 2 instead of
+    replicating it: a 321-wide 4:2:0 frame had every other column from 161 on take the
+    next chroma sample, and 241 rows 60 rows."""
+    width, height = _whole(frame.format.name, frame.width, frame.height)
+    out = av.VideoFrame(width, height, frame.format.name)
+    _copy_rows(out, frame, slice(0, frame.height), slice(None))
     return out
+
+
+def converted(frame: av.VideoFrame, convert: Any, *, interlaced: bool) -> np.ndarray:
+    """``convert`` (a bare frame to an ``(H, W, C)`` array) applied to ``frame``: to each
+    of its fields on its own where ``interlaced`` and its chroma is subsampled vertically
+    (:func:`apart`), else to a :func:`bare` copy; the result cropped to ``frame``'s size."""
+    if interlaced and apart(frame.format.name, frame.height):
+        out = fields_of(frame, convert)
+    else:
+        out = convert(bare(frame))
+    return out[: frame.height, : frame.width]
 
 
 def fields_of(frame: av.VideoFrame, convert: Any) -> np.ndarray:

@@ -68,10 +68,7 @@ class RgbConverter:
         planar = PLANAR_OF.get(frame.format.name)
         if planar is not None:
             frame = self._to_planar.reformat(frame, format=planar)
-        if self._picture.interlaced and fields.apart(frame.format.name, frame.height):
-            rgb = fields.fields_of(frame, self._rgb)  # each field alone: media/fields.py
-        else:
-            rgb = self._rgb(fields.bare(frame))
+        rgb = fields.converted(frame, self._rgb, interlaced=self._picture.interlaced)
         return self._picture.upright(rgb)
 
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:

@@ -45,9 +45,7 @@ def _rgb(frame: av.VideoFrame, reformatter: Any, rgb_format: str, **colour: Any)
         out = reformatter.reformat(bare, format=rgb_format, interpolation=ACCURATE, **colour)
         return cast(np.ndarray, out.to_ndarray())
 
-    if frame.interlaced_frame and fields.apart(frame.format.name, frame.height):
-        return fields.fields_of(frame, convert)
-    return convert(fields.bare(frame))
+    return fields.converted(frame, convert, interlaced=frame.interlaced_frame)
 
 
 def decode_all(path: PathLike) -> tuple[np.ndarray, list[int], Fraction]:

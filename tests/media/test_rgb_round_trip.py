@@ -12,6 +12,7 @@ the bottom field the top field's colours.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -40,6 +41,8 @@ SOURCES = {
         True,
     ),
     "dv_pal_interlaced": ("yuv420p", 720, 576, "25", ["-c:v", "dvvideo"], True),
+    # an odd width and height: the last chroma column and row cover one luma sample
+    "odd_420": ("yuv420p", 321, 241, "25", ["-c:v", "ffv1"], False),
 }  # fmt: skip
 FRAMES = 4
 
@@ -51,7 +54,7 @@ def _planes(pix_fmt: str, width: int, height: int, interlaced: bool, seed: int) 
     rng = np.random.default_rng(seed)
     sub_w, sub_h = {"yuv420p": (2, 2), "yuv422p": (2, 1), "yuv411p": (4, 1)}[pix_fmt]
     luma = rng.integers(60, 181, (height, width), dtype=np.uint8)
-    shape = (height // sub_h, width // sub_w)
+    shape = (-(-height // sub_h), -(-width // sub_w))
     chroma = [rng.integers(108, 149, shape, dtype=np.uint8) for _ in range(2)]
     if interlaced:
         for c in chroma:
@@ -74,11 +77,13 @@ def _source(directory: Path, name: str) -> Path:
 
 
 def _exact_share(source: np.ndarray, output: np.ndarray) -> tuple[float, float]:
-    """The share of ``output``'s samples equal to ``source``'s (a 4:1:1 source's chroma
-    against each of the two 4:2:2 columns that hold it), and the mean difference."""
+    """The share of ``output``'s samples equal to ``source``'s (subsampled chroma against
+    each of the samples that hold it in the output's finer chroma: a 4:1:1 source's in
+    4:2:2, an odd-sized 4:2:0 source's in 4:4:4), and the mean difference."""
     if output.shape != source.shape:
-        repeat = output.shape[1] // source.shape[1]
-        source = np.repeat(source, repeat, axis=1)
+        down, across = (-(-o // s) for o, s in zip(output.shape, source.shape, strict=True))
+        source = np.repeat(np.repeat(source, down, axis=0), across, axis=1)
+        source = source[: output.shape[0], : output.shape[1]]
     diff = output.astype(np.int32) - source
     return float((diff == 0).mean()), float(diff.mean())
 
@@ -90,7 +95,10 @@ def test_an_identity_pass_gives_the_sources_samples_back(tmp_path: Path, name: s
     assert picture.interlaced == SOURCES[name][5]
     assert ("interlaced" in picture_lines(picture)[0]) == picture.interlaced  # raypipe probe
     out = tmp_path / "out.mkv"
-    run_in_process(source, out, "builtin:identity", 2, X264_LOSSLESS)
+    pix_fmt, width, height = SOURCES[name][:3]
+    odd = width % 2 or height % 2  # libx264 codes 4:2:0 at even sizes only
+    encode = dataclasses.replace(X264_LOSSLESS, pix_fmt="yuv444p") if odd else X264_LOSSLESS
+    run_in_process(source, out, "builtin:identity", 2, encode)
     src, got = yuv_planes(source), yuv_planes(out)
     assert len(src) == len(got) == FRAMES
     for i, (a_frame, b_frame) in enumerate(zip(src, got, strict=True)):
