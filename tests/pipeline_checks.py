@@ -200,6 +200,10 @@ def assert_fidelity(
     )
     # displayed size and orientation: upright, no rotation tag
     assert out.rotation == 0 and not out.mirrored and out.displayed_size == src.displayed_size
+    assert out.display_aspect == src.display_aspect, (
+        f"shown {out.display_aspect} wide to 1 high (SAR {out.sar}), the source "
+        f"{src.display_aspect} (SAR {src.sar})"
+    )
     # colour tags; bit depth and chroma
     assert (out.primaries, out.transfer) == (src.primaries, src.transfer)
     if out.chroma == "RGB":

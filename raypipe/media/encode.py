@@ -53,12 +53,13 @@ _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:ke
 
 _MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
 _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
-SEGMENT_FORMAT = 5
+SEGMENT_FORMAT = 6
 """What a segment holds and how its frames were converted and encoded (source matrix, 16
 bits, 3: the encoder's threads set to the CPUs an encode task holds, which changes x264's
 bits, 4: x264 held to AVX2, :func:`x264_cpu_params`, 5: frames decoded to RGB rounded to
 the nearest, :mod:`raypipe.media.rgb`, and an interlaced source's chroma converted field by
-field, :mod:`raypipe.media.fields`): part of a run's key, so a resumed run does not mix
+field, :mod:`raypipe.media.fields`, 6: the container's aspect ratio over the bitstream's,
+and the ratio in the segment's head): part of a run's key, so a resumed run does not mix
 segments of another format."""
 _NO_DTS = -(2**63)
 SEGMENT_HEAD_BYTES = 1 << 16
@@ -78,6 +79,7 @@ class Segment:
     durations: np.ndarray | None = None  # int64, stream time base; None: unknown (v1)
     colour: ColourTags | None = None  # None: leave the stream's tags as the encoder set them
     rate: Fraction | None = None  # average frame rate of the video; None: unknown
+    sar: Fraction | None = None  # the frames' sample aspect ratio; None: unknown (square)
 
     def to_bytes(self) -> bytes:
         head: dict[str, object] = {
@@ -88,6 +90,8 @@ class Segment:
             head["colour"] = self.colour.to_dict()
         if self.rate:
             head["rate"] = [self.rate.numerator, self.rate.denominator]
+        if self.sar:  # NUT keeps it only for codecs that say it themselves
+            head["sar"] = [self.sar.numerator, self.sar.denominator]
         durations = self.durations if self.durations is not None else np.zeros_like(self.pts)
         text = json.dumps(head).encode()
         return b"".join(
@@ -131,6 +135,7 @@ class Segment:
                 durations=durations if durations is not None and durations.any() else None,
                 colour=ColourTags(**head["colour"]) if "colour" in head else None,
                 rate=Fraction(*head["rate"]) if "rate" in head else None,
+                sar=Fraction(*head["sar"]) if "sar" in head else None,
             )
         except (struct.error, ValueError, KeyError, TypeError) as e:
             raise EncodeError(
@@ -571,4 +576,5 @@ def encode_segment(
         durations=np.asarray(out_durations, dtype=np.int64),
         colour=tags,
         rate=rate or None,
+        sar=picture.upright_sar,
     )

@@ -208,6 +208,12 @@ _NO_ATTACHED_PICS = ("mpegts", "avi", "nut", "webm", "mov")
 """Output formats that cannot hold an attached picture (cover art; FFmpeg's MOV muxer
 drops it). Matroska holds one as an attachment, MP4 as a stream."""
 _CONSTANT_RATE = ("avi",)
+
+_ASPECT_IN_BITSTREAM = frozenset({"h264", "hevc", "mpeg4", "mpeg2video"})
+"""Video codecs whose bitstream says the sample aspect ratio. Matroska keeps it in its
+track's display size, which FFmpeg's muxer writes from a stream field PyAV cannot set (so
+do NUT segments: :attr:`Segment.sar` carries it); MP4/MOV write their ``pasp`` box from
+the encoder's ratio."""
 """Output formats that store no timestamps, only a frame rate (time base = 1/rate)."""
 _PICTURE_TYPES = {"mjpeg": ("cover.jpg", "image/jpeg"), "png": ("cover.png", "image/png")}
 
@@ -293,6 +299,8 @@ def _write(
         out_video.codec_context.codec_tag = "hvc1"  # Apple's players refuse FFmpeg's hev1
     if head.colour is not None:
         head.colour.apply(out_video.codec_context)
+    if head.sar:  # for MP4's pasp box where the codec's bitstream has no place for it
+        out_video.codec_context.sample_aspect_ratio = head.sar
     processed = pick_video_stream(source, source_uri)
     if head.rate:  # the stream's avg_frame_rate; Matroska's default frame duration
         rate = _tagged_rate(out.format.name, head.rate, processed, per_frame)
@@ -306,6 +314,7 @@ def _write(
     copied, reencoded = _copied_streams(out, source, source_uri) if copy_streams else ({}, set())
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
+    _warn_lost_aspect(out, out_video)
     track = _caption_track(source, source_uri, processed, out_video, jumps)
     delay = decode_delay(paths) if frame_seconds is None else None
     packets = _segment_packets(paths, extradata, frame_seconds, track, delay)
@@ -854,6 +863,24 @@ def constant_rate_problem(info: VideoInfo, output: str) -> str:
         if _off_grid(step * tick, frame_seconds, tick):
             return _vfr_in_avi(frame_seconds, step * tick)
     return ""
+
+
+def _warn_lost_aspect(out: Any, out_video: Any) -> None:
+    """Say so when the picture's non-square pixels cannot reach a Matroska or WebM output
+    (:data:`_ASPECT_IN_BITSTREAM`): players would show it squeezed or stretched."""
+    sar = out_video.codec_context.sample_aspect_ratio
+    codec = out_video.codec_context.codec.canonical_name
+    if out.format.name in ("matroska", "webm") and sar and sar != 1:
+        if codec not in _ASPECT_IN_BITSTREAM:
+            log.warning(
+                "the picture's aspect ratio (pixels %d:%d wide to high) is left out: in "
+                "Matroska and WebM %s video keeps it only in the track's display size, "
+                "which raypipe's writer cannot set, so players show square pixels. Use "
+                ".mp4 (or H.264/HEVC video) to keep it",
+                sar.numerator,
+                sar.denominator,
+                codec,
+            )
 
 
 def _warn_lost_offsets(source: Any, video: Any, copied: dict[int, Any]) -> None:

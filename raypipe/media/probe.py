@@ -757,7 +757,9 @@ def _first_frame_picture_of(
                     for k, v in tags.to_dict().items()
                 }
             )
-            sar = ctx.sample_aspect_ratio
+            # the container's aspect ratio over the bitstream's, as ffprobe and players
+            # take it (PyAV's stream ratio is FFmpeg's av_guess_sample_aspect_ratio)
+            sar = video.sample_aspect_ratio or ctx.sample_aspect_ratio
             rotation, mirrored = frame_orientation(frame)
             picture = PictureFormat(
                 coded_width=frame.width,

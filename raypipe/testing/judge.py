@@ -109,6 +109,7 @@ class ProbedVideo:
     field_order: str = ""  # ffprobe's: "progressive", "tt", "tb"...; "" when it shows none
     dispositions: frozenset[str] = frozenset()  # the video stream's, as for ProbedStream
     base_rate: Fraction = Fraction(0)  # ffprobe's r_frame_rate
+    sar: Fraction = Fraction(1)  # ffprobe's sample_aspect_ratio (the container's first); 1 if none
 
     @property
     def displayed_size(self) -> tuple[int, int]:
@@ -116,6 +117,13 @@ class ProbedVideo:
         if round(self.rotation / 90) % 2:
             return self.coded_height, self.coded_width
         return self.coded_width, self.coded_height
+
+    @property
+    def display_aspect(self) -> Fraction:
+        """Width over height of the picture as a player shows it: the coded size stretched
+        by the sample aspect ratio, then turned by the rotation."""
+        aspect = Fraction(self.coded_width, self.coded_height) * self.sar
+        return 1 / aspect if round(self.rotation / 90) % 2 else aspect
 
     @property
     def bit_depth(self) -> int:
@@ -240,4 +248,5 @@ def ffprobe_video(path: PathLike) -> ProbedVideo:
         field_order=str(v.get("field_order", "")),
         dispositions=frozenset(k for k, on in v.get("disposition", {}).items() if on),
         base_rate=_rate(str(v.get("r_frame_rate", "0/1"))),
+        sar=_rate(str(v.get("sample_aspect_ratio", "1:1")).replace(":", "/")) or Fraction(1),
     )

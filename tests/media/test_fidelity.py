@@ -760,3 +760,72 @@ def test_a_recording_cut_off_inside_its_last_fragment_ends_where_ffmpeg_ends(
     assert np.array_equal(got, model_frames("builtin:invert", frames))
     assert ffprobe_frame_times(out) == pytest.approx(decodes, abs=0.0005)  # Matroska's ms
     assert ffmpeg_decode_errors(out) == ""
+
+
+# --- the picture's shape: non-square pixels, from the bitstream or from the container -------
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def aspect_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """128x96 H.264; the aspect ratio set where real files set it: in the
+    bitstream (a DVD rip, a broadcast), in the container only (`mkvmerge --aspect-ratio`,
+    an MP4 `pasp` box: ``-aspect`` on a stream copy), or square in the container over a
+    bitstream that says otherwise (as a phone's 3GP of H.263 does)."""
+    d = tmp_path_factory.mktemp("aspect")
+    lavfi = ["-f", "lavfi", "-i", "testsrc2=size=128x96:rate=25:duration=0.8"]
+    x264 = ["-c:v", "libx264", "-g", "6", "-pix_fmt", "yuv420p"]
+    _ffmpeg(*lavfi, *x264, str(d / "square.mp4"))
+    _ffmpeg(*lavfi, "-vf", "setsar=12/11", *x264, str(d / "bitstream.ts"))
+    _ffmpeg("-i", str(d / "square.mp4"), "-c", "copy", "-aspect", "16:9", str(d / "box.mkv"))
+    _ffmpeg("-i", str(d / "square.mp4"), "-c", "copy", "-aspect", "16:9", str(d / "box.mp4"))
+    _ffmpeg("-i", str(d / "bitstream.ts"), "-c", "copy", "-aspect", "4:3", str(d / "over.mp4"))
+    return {p.stem: p for p in d.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("source", "suffix", "codec", "shown"),
+    [
+        ("bitstream", ".mkv", "libx264", Fraction(16, 11)),
+        ("box", ".mkv", "libx264", Fraction(16, 9)),
+        ("box", ".mp4", "libx264", Fraction(16, 9)),
+        ("box", ".mp4", "libsvtav1", Fraction(16, 9)),  # no ratio in AV1: MP4 has pasp
+        ("box", ".webm", "libsvtav1", Fraction(16, 9)),  # nowhere to keep it: a warning
+        ("over", ".mp4", "libx264", Fraction(4, 3)),
+    ],
+)
+def test_the_picture_keeps_its_shape_wherever_the_source_sets_its_aspect(
+    aspect_sources: dict[str, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    source: str,
+    suffix: str,
+    codec: str,
+    shown: Fraction,
+) -> None:
+    """ffprobe and players take a container's aspect ratio over the bitstream's
+    (``av_guess_sample_aspect_ratio``). raypipe read the bitstream's only: a 4:3 picture
+    that its MKV or MP4 says to show at 16:9 came out 4:3 (SAR 1:1), and an MP4 that
+    says square pixels over a 12:11 bitstream came out stretched to 16:11. A codec whose
+    bitstream has no place for it (AV1, VP9, FFV1) lost it in every container; MP4 keeps
+    it now (the segment's head carries it to the pasp box), WebM cannot and says so
+    (mux._warn_lost_aspect)."""
+    path = aspect_sources[source]
+    assert ffprobe_video(path).display_aspect == shown  # the sources are what they say
+    out = tmp_path / f"out{suffix}"
+    encode = AV1 if codec == "libsvtav1" else EncodeConfig(codec=codec)
+    assert encode.codec == codec
+    with caplog.at_level(logging.WARNING, logger="raypipe.media"):
+        run_in_process(path, out, "builtin:invert", 5, encode)
+    lost = "the picture's aspect ratio (pixels 4:3 wide to high) is left out"
+    if suffix == ".webm":
+        assert lost in caplog.text
+        assert ffprobe_video(out).display_aspect == Fraction(128, 96)
+        return
+    assert lost not in caplog.text
+    assert_fidelity(path, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
+    assert ffprobe_video(out).display_aspect == shown
