@@ -490,8 +490,8 @@ def encode_segment(
     if width % sub_w or height % sub_h:
         raise EncodeError(
             f"{pix_fmt} needs a width that is a multiple of {sub_w} and a height that is a "
-            f"multiple of {sub_h}, the frames are {width}x{height}; pass pix_fmt yuv444p "
-            "(or a model whose output size is even)"
+            f"multiple of {sub_h}, the frames are {width}x{height}; pass --pix-fmt yuv444p "
+            "(pix_fmt='yuv444p' in Python), or use a model whose output size is even"
         )
     tags = picture.output_tags(pix_fmt)
     durations = frame_durations(pts, end_pts, rate, time_base)

@@ -26,7 +26,7 @@ import bisect
 import hashlib
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any, cast
@@ -443,10 +443,7 @@ def _scan_index(
     if scan is None:
         return None
     if len(set(scan.pts)) != len(scan.pts):
-        raise UnsupportedVideoError(
-            f"input '{uri}' has duplicate video timestamps; frames cannot be ordered exactly. "
-            "Remux it with fresh timestamps first"
-        )
+        raise UnsupportedVideoError(_duplicates_problem(uri, scan.pts, Fraction(video.time_base)))
     keyframes = [p for p, key in zip(scan.pts, scan.keyframe) if key]
     if not keyframes:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
@@ -633,13 +630,30 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
     except av.error.FFmpegError as e:
         raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
     if len(set(pts)) != len(pts):
-        raise UnsupportedVideoError(
-            f"input '{uri}' has duplicate video timestamps; frames cannot be ordered exactly. "
-            "Remux it with fresh timestamps first"
-        )
+        raise UnsupportedVideoError(_duplicates_problem(uri, pts, Fraction(video.time_base)))
     if pts and not keyframes:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
     return pts, keyframes, last_duration, len(cut)
+
+
+def _duplicates_problem(uri: str, pts: Sequence[int], time_base: Fraction) -> str:
+    """The refusal of a video some of whose frames share a time: how many, where the first
+    is, and what to do (two recordings joined whose clocks overlap by less than a jump
+    back, :data:`~raypipe.media.jumps.BACK_SECONDS`, come here)."""
+    seen: set[int] = set()
+    repeated = []
+    for p in pts:
+        if p in seen:
+            repeated.append(p)
+        seen.add(p)
+    at = float((repeated[0] - min(pts)) * time_base)
+    return (
+        f"input '{uri}' has {len(repeated)} video frame(s) with the time of another frame, "
+        f"the first {at:.3f}s after its start (recordings joined whose clocks overlap?); "
+        "raypipe orders frames by their times, so it cannot tell which comes first. Cut it "
+        f"there and process each part, or re-encode it (`ffmpeg -i IN -c:a copy OUT.mkv`, "
+        "which drops frames to fit one clock)"
+    )
 
 
 def _before_first_frame(pts: list[int], first_pts: int | None, by_order: bool) -> int:

@@ -1,10 +1,17 @@
 """The arithmetic of a source clock's jumps (raypipe.media.jumps); the files that have them
-are in test_fidelity.py, test_captions.py and distributed/test_safety_checks_ray.py."""
+are in test_fidelity.py, test_captions.py and distributed/test_safety_checks_ray.py, and
+here one whose clocks overlap by less than a jump."""
 
 from __future__ import annotations
 
+import subprocess
 from fractions import Fraction
+from pathlib import Path
 
+import pytest
+
+from raypipe.errors import UnsupportedVideoError
+from raypipe.media import probe
 from raypipe.media.jumps import (
     closed,
     describe,
@@ -52,3 +59,35 @@ def test_jumps_travel_as_text_and_say_what_they_leave_out() -> None:
     (line,) = describe(jumps, TB)
     assert line.startswith("the 3599.600s jump of the source's clock from 1.360s to 3601.000s")
     assert line.endswith("the video goes on at 1.400s")
+
+
+def test_recordings_joined_with_overlapping_clocks_are_refused_with_where_and_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """Two MPEG-TS recordings joined (``cat a.ts b.ts``) whose clocks overlap by less than a
+    jump back (:data:`raypipe.media.jumps.BACK_SECONDS`) give frames the time of others.
+    The refusal said "duplicate video timestamps ... remux it with fresh timestamps", with
+    no place, and the remux it named for larger jumps does not mend it; it now says how
+    many, where, and a re-encode that does (a helper's sweep of real-world inputs)."""
+    parts = []
+    for name, offset in (("a.ts", "0"), ("b.ts", "1")):
+        parts.append(tmp_path / name)
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+             "testsrc2=size=96x64:rate=25:duration=1", "-c:v", "libx264", "-g", "25",
+             "-pix_fmt", "yuv420p", "-output_ts_offset", offset, str(parts[-1])],
+            check=True, timeout=60,
+        )  # fmt: skip
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with pytest.raises(UnsupportedVideoError) as refused:
+        probe(str(joined))
+    assert "has 2 video frame(s) with the time of another frame, the first 0.920s" in str(
+        refused.value
+    )
+    mended = tmp_path / "mended.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(joined), "-c:a", "copy", str(mended)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert 48 <= probe(str(mended)).n_frames <= 50  # a frame or two dropped to fit one clock
