@@ -84,7 +84,7 @@ def bare(frame: av.VideoFrame) -> av.VideoFrame:
     (:func:`_whole`; the padding's pictures are what :func:`converted` crops away). At an
     odd width or height swscale scales the chroma by a little less than 2 instead of
     replicating it: a 321-wide 4:2:0 frame had every other column from 161 on take the
-    next chroma sample, and 241 rows 60 rows."""
+    next chroma sample (and a 241-high one 60 of its rows)."""
     width, height = _whole(frame.format.name, frame.width, frame.height)
     out = av.VideoFrame(width, height, frame.format.name)
     _copy_rows(out, frame, slice(0, frame.height), slice(None))

@@ -208,13 +208,13 @@ _NO_ATTACHED_PICS = ("mpegts", "avi", "nut", "webm", "mov")
 """Output formats that cannot hold an attached picture (cover art; FFmpeg's MOV muxer
 drops it). Matroska holds one as an attachment, MP4 as a stream."""
 _CONSTANT_RATE = ("avi",)
+"""Output formats that store no timestamps, only a frame rate (time base = 1/rate)."""
 
 _ASPECT_IN_BITSTREAM = frozenset({"h264", "hevc", "mpeg4", "mpeg2video"})
 """Video codecs whose bitstream says the sample aspect ratio. Matroska keeps it in its
 track's display size, which FFmpeg's muxer writes from a stream field PyAV cannot set (so
 do NUT segments: :attr:`Segment.sar` carries it); MP4/MOV write their ``pasp`` box from
 the encoder's ratio."""
-"""Output formats that store no timestamps, only a frame rate (time base = 1/rate)."""
 _PICTURE_TYPES = {"mjpeg": ("cover.jpg", "image/jpeg"), "png": ("cover.png", "image/png")}
 
 

@@ -651,7 +651,7 @@ def _duplicates_problem(uri: str, pts: Sequence[int], time_base: Fraction) -> st
         f"input '{uri}' has {len(repeated)} video frame(s) with the time of another frame, "
         f"the first {at:.3f}s after its start (recordings joined whose clocks overlap?); "
         "raypipe orders frames by their times, so it cannot tell which comes first. Cut it "
-        f"there and process each part, or re-encode it (`ffmpeg -i IN -c:a copy OUT.mkv`, "
+        "there and process each part, or re-encode it (`ffmpeg -i IN -c:a copy OUT.mkv`, "
         "which drops frames to fit one clock)"
     )
 
