@@ -48,6 +48,9 @@ from raypipe.media.picture import PictureFormat
 from raypipe.media.pixfmt import choose_pix_fmt, has_alpha, layout_of
 
 _X26X = ("libx264", "libx264rgb", "libx265")
+_ANY_SIZE = frozenset({"ffv1", "libvpx-vp9", "libsvtav1", "mpeg4", "mpeg2video"})
+"""Encoders that code subsampled chroma at any frame size (a 321x241 4:2:0, tested); x264,
+x265 and NVENC want whole chroma samples."""
 _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:key=value
 
 
@@ -487,11 +490,12 @@ def encode_segment(
     except ConfigError as e:
         raise EncodeError(str(e)) from e
     sub_w, sub_h = layout.subsampling
-    if width % sub_w or height % sub_h:
+    if (width % sub_w or height % sub_h) and config.codec not in _ANY_SIZE:
         raise EncodeError(
             f"{pix_fmt} needs a width that is a multiple of {sub_w} and a height that is a "
-            f"multiple of {sub_h}, the frames are {width}x{height}; pass --pix-fmt yuv444p "
-            "(pix_fmt='yuv444p' in Python), or use a model whose output size is even"
+            f"multiple of {sub_h} in {config.codec}, the frames are {width}x{height}; pass "
+            "--pix-fmt yuv444p (pix_fmt='yuv444p' in Python), or --codec ffv1 or libvpx-vp9 "
+            "(which take any size), or use a model whose output size is even"
         )
     tags = picture.output_tags(pix_fmt)
     durations = frame_durations(pts, end_pts, rate, time_base)
@@ -540,14 +544,18 @@ def encode_segment(
             to_yuv = VideoReformatter()  # one swscale context for the whole segment
 
             def convert(pixels: np.ndarray) -> av.VideoFrame:
-                return to_yuv.reformat(
-                    _rgb_frame(pixels, rgb_format),
+                whole = fields.padded_to_whole(pixels, pix_fmt)  # an odd size: see there
+                frame = to_yuv.reformat(
+                    _rgb_frame(whole, rgb_format),
                     format=pix_fmt,
                     dst_colorspace=matrix,
                     dst_color_range=range_,
                     interpolation=Interpolation.POINT,
                     threads=threads,  # the task's CPUs, as the encoder's (0: swscale's choice)
                 )
+                if whole is pixels:
+                    return frame
+                return fields.cropped(frame, pixels.shape[1], pixels.shape[0])
 
             # an interlaced source's fields each get their own chroma rows: media/fields.py
             by_field = picture.interlaced and fields.apart(pix_fmt, height)

@@ -56,7 +56,7 @@ def _copy_rows(dst: av.VideoFrame, src: av.VideoFrame, dst_rows: slice, src_rows
 def field(frame: av.VideoFrame, parity: int) -> av.VideoFrame:
     """The top (``parity`` 0: even rows) or bottom (1) field of ``frame``, as a frame of
     half its height and no flags (a copy, as wide as :func:`bare`'s)."""
-    width, _ = _whole(frame.format.name, frame.width, frame.height)  # see bare()
+    width, _ = whole(frame.format.name, frame.width, frame.height)  # see bare()
     out = av.VideoFrame(width, frame.height // 2, frame.format.name)
     _copy_rows(out, frame, slice(None), slice(parity, None, 2))
     return out
@@ -70,7 +70,7 @@ def weave(top: av.VideoFrame, bottom: av.VideoFrame) -> av.VideoFrame:
     return out
 
 
-def _whole(pix_fmt: str, width: int, height: int) -> tuple[int, int]:
+def whole(pix_fmt: str, width: int, height: int) -> tuple[int, int]:
     """``width`` x ``height`` rounded up to whole chroma samples of ``pix_fmt`` (321 x 241
     4:2:0 to 322 x 242): the size swscale's accurate path replicates chroma exactly at."""
     across, down = layout_of(pix_fmt).subsampling
@@ -81,14 +81,35 @@ def bare(frame: av.VideoFrame) -> av.VideoFrame:
     """A copy of ``frame``'s samples with none of its properties: no interlaced flag
     (swscale converts it as one picture) and no chroma siting (swscale's accurate path
     replicates its chroma: :mod:`raypipe.media.rgb`), padded to whole chroma samples
-    (:func:`_whole`; the padding's pictures are what :func:`converted` crops away). At an
+    (:func:`whole`; the padding's pictures are what :func:`converted` crops away). At an
     odd width or height swscale scales the chroma by a little less than 2 instead of
     replicating it: a 321-wide 4:2:0 frame had every other column from 161 on take the
     next chroma sample (and a 241-high one 60 of its rows)."""
-    width, height = _whole(frame.format.name, frame.width, frame.height)
+    width, height = whole(frame.format.name, frame.width, frame.height)
     out = av.VideoFrame(width, height, frame.format.name)
     _copy_rows(out, frame, slice(0, frame.height), slice(None))
     return out
+
+
+def cropped(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """A copy of the top left ``width`` x ``height`` of ``frame`` (a padded one's picture,
+    :func:`padded_to_whole`), its chroma planes whole."""
+    out = av.VideoFrame(width, height, frame.format.name)
+    _copy_rows(out, frame, slice(None), slice(0, height))
+    return out
+
+
+def padded_to_whole(pixels: np.ndarray, pix_fmt: str) -> np.ndarray:
+    """RGB ``pixels`` ``(H, W, C)`` with their last column and row repeated up to whole
+    chroma samples of ``pix_fmt`` (:func:`whole`), or themselves where they are whole: a
+    frame swscale point-samples exactly (the top left of each block), where at an odd size
+    it would scale the chroma by a little more than 1/2 (1.1-1.3% of a 321x241 frame's chroma
+    samples were the ones the padded frame gives)."""
+    height, width = pixels.shape[:2]
+    w, h = whole(pix_fmt, width, height)
+    if (w, h) == (width, height):
+        return pixels
+    return np.pad(pixels, ((0, h - height), (0, w - width), (0, 0)), mode="edge")
 
 
 def converted(frame: av.VideoFrame, convert: Any, *, interlaced: bool) -> np.ndarray:
