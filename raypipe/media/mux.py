@@ -42,6 +42,7 @@ from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
     VideoInfo,
     display_lead,
+    field_order,
     is_attached_pic,
     is_soundless,
     pick_video_stream,
@@ -573,9 +574,9 @@ def _keep_video_facts(out_video: Any, source_video: Any) -> None:
     if timecode:
         tags["timecode"] = timecode
     out_video.metadata.update(tags)
-    field_order = source_video.codec_context.field_order
-    if field_order:
-        out_video.codec_context.field_order = field_order
+    order = field_order(source_video)
+    if order:
+        out_video.codec_context.field_order = order
 
 
 def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, Any], set[int]]:

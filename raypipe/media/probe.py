@@ -398,10 +398,23 @@ FIELD_ORDERS = ("", "progressive", "tt", "bb", "tb", "bt")
 """FFmpeg's field orders (``AVFieldOrder``, 0 unknown) by the names ffprobe prints."""
 
 
-def field_order_name(video: Any) -> str:
-    """A video stream's field order by ffprobe's name (:data:`FIELD_ORDERS`), ``""`` unknown."""
+def field_order(video: Any) -> int:
+    """A video stream's field order (``AVFieldOrder``: an index of :data:`FIELD_ORDERS`, 0
+    unknown). FFmpeg leaves a DV stream's unknown; standard-definition DV (480 and 576
+    lines, IEC 61834) is interlaced bottom field first, as its decoder flags every frame,
+    so it is ``bb``: written as unknown, the output was tagged progressive, which tells a
+    player not to deinterlace a camcorder's interlaced picture."""
     order = video.codec_context.field_order or 0
-    return FIELD_ORDERS[order] if 0 <= order < len(FIELD_ORDERS) else ""
+    ctx = video.codec_context
+    if not order and ctx.name == "dvvideo" and ctx.height in (480, 576):
+        return FIELD_ORDERS.index("bb")
+    return order if 0 <= order < len(FIELD_ORDERS) else 0
+
+
+def field_order_name(video: Any) -> str:
+    """A video stream's field order by ffprobe's name (:data:`FIELD_ORDERS`), ``""`` unknown
+    (:func:`field_order`)."""
+    return FIELD_ORDERS[field_order(video)]
 
 
 def video_timecode(video: Any) -> str:

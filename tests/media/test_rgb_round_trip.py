@@ -27,7 +27,7 @@ from raypipe.config import EncodeConfig
 from raypipe.media import probe
 from raypipe.media.describe import picture_lines
 from raypipe.media.encode import encode_segment
-from raypipe.testing import yuv_planes
+from raypipe.testing import ffprobe_video, yuv_planes
 
 X264_LOSSLESS = EncodeConfig(codec="libx264", crf=None, preset="ultrafast", options={"qp": "0"})
 
@@ -111,6 +111,10 @@ def test_an_identity_pass_gives_the_sources_samples_back(tmp_path: Path, name: s
             assert share >= 0.99 and abs(bias) < 0.02, (
                 f"frame {i} {plane}: {share:.1%} of samples back exact, {bias:+.2f} on average"
             )
+    # DV says no field order (FFmpeg: unknown); standard-definition DV is bottom field
+    # first, and an output tagged progressive tells players not to deinterlace it
+    want = "bb" if name.startswith("dv_") else ffprobe_video(source).field_order
+    assert ffprobe_video(out).field_order == want
 
 
 def test_an_odd_sized_420_source_keeps_its_size_and_samples_in_a_codec_that_takes_it(
