@@ -226,6 +226,8 @@ def _probe(
             last_duration = end - pts[-1]
         elif last_duration <= 0:
             last_duration = _guess_last_duration(pts, Fraction(nominal), Fraction(tb))
+        else:
+            last_duration = _rounded_frame(last_duration, Fraction(nominal), Fraction(tb))
         picture, first_pts = _first_frame_picture(container, video, uri, reopen=pts[0] < 0)
         if first_pts is not None:
             first_pts = closed(first_pts, jumps)
@@ -382,6 +384,22 @@ def _guess_last_duration(pts: list[int], rate: Fraction, tb: Fraction) -> int:
 
 
 _MAX_RATIONAL = 2**31 - 1  # FFmpeg's AVRational holds int32
+
+
+def _rounded_frame(duration: int, nominal: Fraction, tb: Fraction) -> int:
+    """The last packet's ``duration`` (ticks of ``tb``), or the ``nominal`` rate's frame
+    duration rounded to a tick where the packet's is that duration cut to a tick: a
+    23.976 fps Matroska file times frames in milliseconds, and FFmpeg gives its last
+    packet 41 ms for 41.708 (its default duration), so its average rate read as 23.988
+    (16000/667) and its output lasted a millisecond less than its source (2.001 against
+    2.002 s, as ffprobe shows both). Only for times in milliseconds (Matroska, WebM, FLV,
+    ASF): an MP4's or a TS's last packet says its own duration exactly."""
+    if not nominal or tb != Fraction(1, 1000):
+        return duration
+    step = 1 / (nominal * tb)
+    if step.denominator != 1 and abs(duration - step) < 1:
+        return round(step)
+    return duration
 
 
 def _average_rate(n_frames: int, ticks: int, tb: Fraction, nominal: Any) -> Fraction:

@@ -279,6 +279,35 @@ def test_rates_and_durations_kept(
     assert abs(got[-1] - src[-1]) <= 0.002
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_film_rate_matroska_keeps_its_rate_and_its_length(tmp_path: Path, suffix: str) -> None:
+    """Matroska times frames in milliseconds: at 23.976 fps FFmpeg gives the last packet
+    41 ms for 41.708 (the track's default duration), and raypipe took the video's rate
+    from its frames' span, 23.988 fps (16000/667), and made it a millisecond shorter; ffmpeg
+    keeps 24000/1001 and 2.002 s (a sweep of real-world inputs: most film-rate MKVs)."""
+    source = tmp_path / "film.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+         "testsrc2=s=96x64:r=24000/1001:d=2", "-c:v", "libx264", "-g", "12", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert probe(str(source)).rate == Fraction(24000, 1001)
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 16, EncodeConfig(preset="ultrafast"))
+    assert_fidelity(source, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
+    assert ffprobe_video(out).avg_frame_rate == Fraction(24000, 1001)
+
+    def length(path: Path) -> float:  # the file's duration, as ffprobe and players show it
+        shown = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+             str(path)],
+            check=True, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return float(shown.stdout)
+
+    assert length(source) == length(out) == 2.002
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
 def test_a_phone_recording_that_dropped_frames_keeps_them_timed(
     tmp_path: Path, suffix: str
