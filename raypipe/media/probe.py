@@ -441,14 +441,25 @@ def video_timecode(video: Any) -> str:
 
 
 def pick_video_stream(container: av.container.InputContainer, uri: str) -> Any:
-    """The video stream raypipe processes: the first that is not an attached picture."""
+    """The video stream raypipe processes, of those that are not an attached picture: the
+    one ``ffmpeg`` takes without ``-map``, the largest picture, a stream marked default
+    ahead of any other of up to 5 million pixels more (FFmpeg's score), the first of equals.
+    The first stream alone, as before, processed a small second angle or preview track
+    listed before the main picture and left the main one out."""
     candidates = [s for s in container.streams.video if not is_attached_pic(s)]
     if not candidates:
         kinds = ", ".join(sorted({str(s.type) for s in container.streams})) or "none"
         raise NoVideoStreamError(
             f"input '{uri}' has no video stream (streams found: {kinds}); raypipe processes video"
         )
-    return candidates[0]
+
+    def score(stream: Any) -> int:
+        ctx = stream.codec_context
+        area = (ctx.width * ctx.height) if ctx is not None else 0
+        default = bool(stream.disposition & av.stream.Disposition.default)
+        return area + 5_000_000 * default
+
+    return max(candidates, key=score)  # max keeps the first of equal scores
 
 
 PROBE_BLOCK_BYTES = 1 << 16

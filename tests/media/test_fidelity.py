@@ -858,3 +858,32 @@ def test_the_picture_keeps_its_shape_wherever_the_source_sets_its_aspect(
     assert lost not in caplog.text
     assert_fidelity(path, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
     assert ffprobe_video(out).display_aspect == shown
+
+
+def test_of_two_video_streams_the_main_picture_is_processed_as_ffmpeg_picks_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file whose first video stream is a small second angle or preview (not the
+    default) and whose second is the main 320x240 picture: raypipe processed the first,
+    left the main one out and marked the small one default. ffmpeg without ``-map`` takes
+    the largest, default first (its score); so does raypipe, saying the other is left out."""
+    source = tmp_path / "two.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "smptebars=s=160x120:r=25:d=1",
+         "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=1", "-map", "0", "-map", "1",
+         "-c:v", "libx264", "-preset", "ultrafast", "-disposition:v:0", "0",
+         "-disposition:v:1", "default", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    info = probe(str(source))
+    assert (info.stream_index, info.width, info.height) == (1, 320, 240)
+    assert info.left_out == ("stream 0 (video h264 160x120): raypipe processes one video stream",)
+    out = tmp_path / "out.mkv"
+    run_in_process(source, out, "builtin:identity", 8, LOSSLESS)
+    shown = ffprobe_video(out)
+    assert (shown.coded_width, shown.coded_height) == (320, 240)
+    assert not [s for s in shown.streams if s.kind == "video"]  # the one video stream
+    with av.open(str(source)) as container:
+        first = next(container.decode(container.streams.video[1])).to_ndarray(format="rgb24")
+    got, _, _ = decode_upright(out)
+    assert len(got) == 25 and np.abs(got[0].astype(int) - first).mean() < 3
