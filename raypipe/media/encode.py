@@ -249,6 +249,20 @@ def check_encoder(config: EncodeConfig) -> None:
                 f"encoder '{codec}' is not available in this PyAV/FFmpeg build; "
                 "try libx264, libx265 or ffv1"
             )
+        kind = av.codec.Codec(codec, "w").canonical_name if not is_nvenc(codec) else ""
+        if kind and kind not in _segment_codecs():
+            raise ConfigError(
+                f"encoder '{codec}' writes {kind} video, which raypipe's chunk segments (NUT) "
+                "cannot hold, so it cannot be used; for a lossless intermediate try ffv1, "
+                "for 10-bit 4:2:2 libx264 or libx265 with --pix-fmt yuv422p10le"
+            )
+
+
+@functools.cache
+def _segment_codecs() -> frozenset[str]:
+    """The video codecs a segment's NUT container holds (ProRes and DNxHD are not)."""
+    with av.open(io.BytesIO(), "w", format="nut") as out:
+        return frozenset(out.supported_codecs)
 
 
 _X264_AVX512 = ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL")  # x264's AVX512 flag

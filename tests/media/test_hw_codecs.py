@@ -146,3 +146,15 @@ def test_nvenc_opens_where_the_gpu_has_encoders() -> None:
     if problem is not None:
         assert "libcuda" not in problem and "Operation not permitted" not in problem, problem
         pytest.skip(f"this GPU has no NVENC: {problem}")
+
+
+@pytest.mark.parametrize("codec", ["prores_ks", "dnxhd"])
+def test_an_encoder_whose_video_no_segment_holds_is_refused_before_any_work(codec: str) -> None:
+    """ProRes and DNxHD encoders exist in FFmpeg, but raypipe's chunk segments (NUT) cannot
+    hold their video: a run failed after decoding and inference with "'nut' format does not
+    support 'prores_ks' codec" and wrote nothing. It is refused before any work, with what
+    to use instead; the encoders NUT holds pass."""
+    with pytest.raises(ConfigError, match=f"encoder '{codec}' writes .* cannot hold"):
+        check_encoder(EncodeConfig(codec=codec))
+    for holds in ("libx264", "libx265", "ffv1", "libvpx-vp9", "mpeg4"):
+        check_encoder(EncodeConfig(codec=holds))
