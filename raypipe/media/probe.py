@@ -484,8 +484,7 @@ def _scan_index(
         return None
     if scan is None:
         return None
-    if len(set(scan.pts)) != len(scan.pts):
-        raise UnsupportedVideoError(_duplicates_problem(uri, scan.pts, Fraction(video.time_base)))
+    _check_distinct(uri, scan.pts, Fraction(video.time_base))
     keyframes = [p for p, key in zip(scan.pts, scan.keyframe) if key]
     if not keyframes:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
@@ -671,17 +670,18 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
                 last_pts, last_duration = packet.pts, int(packet.duration or 0)
     except av.error.FFmpegError as e:
         raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
-    if len(set(pts)) != len(pts):
-        raise UnsupportedVideoError(_duplicates_problem(uri, pts, Fraction(video.time_base)))
+    _check_distinct(uri, pts, Fraction(video.time_base))
     if pts and not keyframes:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
     return pts, keyframes, last_duration, len(cut)
 
 
-def _duplicates_problem(uri: str, pts: Sequence[int], time_base: Fraction) -> str:
-    """The refusal of a video some of whose frames share a time: how many, where the first
+def _check_distinct(uri: str, pts: Sequence[int], time_base: Fraction) -> None:
+    """Refuse a video some of whose frames share a time, saying how many, where the first
     is, and what to do (two recordings joined whose clocks overlap by less than a jump
     back, :data:`~raypipe.media.jumps.BACK_SECONDS`, come here)."""
+    if len(set(pts)) == len(pts):
+        return
     seen: set[int] = set()
     repeated = []
     for p in pts:
@@ -689,7 +689,7 @@ def _duplicates_problem(uri: str, pts: Sequence[int], time_base: Fraction) -> st
             repeated.append(p)
         seen.add(p)
     at = float((repeated[0] - min(pts)) * time_base)
-    return (
+    raise UnsupportedVideoError(
         f"input '{uri}' has {len(repeated)} video frame(s) with the time of another frame, "
         f"the first {at:.3f}s after its start (recordings joined whose clocks overlap?); "
         "raypipe orders frames by their times, so it cannot tell which comes first. Cut it "
