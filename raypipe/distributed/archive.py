@@ -82,7 +82,9 @@ def process_archive(
     drawer = _ReportDrawer(run_report_path(report_path))
     try:
         runner = Runner(cfg, chunk_log=chunk_log, on_frames=progress.update)
-        source = archive_source(jobs, cfg.chunk, resume=resume, key=key, model=model_facts(model))
+        source = archive_source(
+            jobs, cfg.chunk, resume=resume, key=key, model=model_facts(model), encode=cfg.encode
+        )
         ds = build_dataset(
             source, cfg, actors, model, warmup_picture=_first_picture(jobs), handoff=run.handoff
         )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import ray
 
-from raypipe.config import ChunkConfig, RunConfig
+from raypipe.config import ChunkConfig, EncodeConfig, RunConfig
 from raypipe.distributed.actors import InferActor, actor_pool_map
 from raypipe.distributed.chunk_task import Row
 from raypipe.distributed.cluster import ActorPlan, on_local_ray, sized_local_store
@@ -264,6 +264,7 @@ def archive_source(
     resume: bool,
     key: ReuseKey | None,
     model: ModelFacts,
+    encode: EncodeConfig | None = None,
 ) -> ray.data.Dataset:
     """Jobs planned inside the dataset: plan tasks (probe, chunks, resume checks; one per
     block of :func:`plan_block_sizes`, each planning its block's videos in order) emit each
@@ -275,7 +276,9 @@ def archive_source(
         groups.append(rows[start : start + size])
         start += size
     ds = row_blocks(groups)
-    stage = functools.partial(plan_stage, chunk=chunk, resume=resume, key=key, model=model)
+    stage = functools.partial(
+        plan_stage, chunk=chunk, resume=resume, key=key, model=model, encode=encode
+    )
     # fewer CPUs than decode: Ray Data does not fuse the two (decode must stay a task per
     # chunk); few at once, or plan tasks fill every CPU slot (and start a Python worker
     # each) while the first chunks wait to decode. The cap is a task pool's size: Ray

@@ -72,6 +72,7 @@ def process_video(
         resume=False,
         key=None,
         model=model_facts(model),
+        encode=cfg.encode,
     )
     if planned.result is not None:  # the input failed to probe or plan
         raise error_of(planned.result)

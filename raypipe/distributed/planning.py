@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raypipe import errors, storage
-from raypipe.config import ChunkConfig
+from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.chunk_task import Row, placeholder_row, work_dir_for
 from raypipe.distributed.stages import chunk_row
 from raypipe.errors import RaypipeError, one_line
 from raypipe.infer.temporal import NONE, Temporal
+from raypipe.media.encode import output_size_problem
 from raypipe.media.jumps import Jump, to_text
 from raypipe.media.mux import constant_rate_problem
 from raypipe.media.picture import PictureFormat
@@ -48,11 +49,12 @@ class ModelFacts:
     tables (of the sampled frames) instead of frames; ``temporal``, what it needs around
     each frame (chunks are planned with that much context; an interpolating model outputs
     twice the frames); ``output_scale``, the side of its output frames over the input's,
-    so that ``chunk_mib`` counts them (:meth:`ChunkConfig.frames_per_chunk`)."""
+    so that ``chunk_mib`` counts them (:meth:`ChunkConfig.frames_per_chunk`; ``None``: not
+    known, counted as 1) and a size the encoder cannot take fails at planning."""
 
     tensor: bool = False
     temporal: Temporal = NONE
-    output_scale: float = 1.0
+    output_scale: float | None = 1.0
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,15 @@ def plan_video(
     resume: bool,
     key: ReuseKey | None,
     model: ModelFacts = ModelFacts(),
+    encode: EncodeConfig | None = None,
 ) -> PlannedVideo:
     """Probe and plan one video; decide what a resumed run can skip or reuse. Never raises
     for a bad input: the error goes into the result. ``key``: what makes segments and
     outputs (:mod:`raypipe.reuse`); earlier work is reused only when it records the same key
     and source. ``None`` (a fresh run, no resume): the caller sets ``provenance`` from
-    ``source_id`` once it knows the key. ``model``: what the plan needs of the model."""
+    ``source_id`` once it knows the key. ``model``: what the plan needs of the model.
+    ``encode``: the run's encoder settings, so that an output frame size the encoder cannot
+    take fails here, before any chunk is decoded (``None``: not checked)."""
     if resume and key is None:
         raise TypeError("plan_video: a resumed run needs the reuse key")
     started = time.monotonic()
@@ -149,10 +154,17 @@ def plan_video(
         timing = "" if tensor else constant_rate_problem(info, job.output)
         if timing:
             raise errors.ConfigError(f"output '{os.path.basename(job.output)}': {timing}")
+        if encode is not None and job.output and not tensor:
+            size = output_size_problem(
+                encode.for_output(job.output), info.picture_format, model.output_scale
+            )
+            if size:
+                raise errors.ConfigError(f"output '{os.path.basename(job.output)}': {size}")
         planned.source_id = source_identity(job.uri)
         if key is not None:
             planned.provenance = Provenance.of(key, planned.source_id)
-        plan = plan_chunks(info, chunk, context=temporal.context, output_scale=model.output_scale)
+        scale = 1.0 if model.output_scale is None else model.output_scale
+        plan = plan_chunks(info, chunk, context=temporal.context, output_scale=scale)
         planned.n_frames, planned.n_chunks = info.n_frames, len(plan)
         planned.picture = info.picture_format
         planned.left_out = info.left_out
@@ -385,11 +397,12 @@ def plan_stage(
     resume: bool,
     key: ReuseKey | None,
     model: ModelFacts,
+    encode: EncodeConfig | None = None,
 ) -> list[Row]:
     """Ray Data's plan stage: one job row in, the video's rows out (:func:`video_rows`).
     ``key`` ``None``: no provenance (the caller binds outputs later, see raypipe.data)."""
     job = VideoJob(**{f.name: row[f.name] for f in dataclasses.fields(VideoJob)})
-    planned = plan_video(job, chunk, resume=resume, key=key, model=model)
+    planned = plan_video(job, chunk, resume=resume, key=key, model=model, encode=encode)
     if planned.work_dir and planned.provenance is not None and planned.result is None:
         write_run_record(planned)
     return video_rows(planned)

@@ -121,14 +121,9 @@ def size_local_store(
 
 
 def model_facts(model: LoadedModel) -> ModelFacts:
-    """What planning needs of ``model``; its output frames are taken as large as its input
-    where their size is not known (:attr:`LoadedModel.output_scale`)."""
-    scale = model.output_scale
-    return ModelFacts(
-        tensor=model.tensor,
-        temporal=model.temporal,
-        output_scale=1.0 if scale is None else scale,
-    )
+    """What planning needs of ``model`` (:attr:`LoadedModel.output_scale`: ``None`` where
+    its output frames' size is not known)."""
+    return ModelFacts(tensor=model.tensor, temporal=model.temporal, output_scale=model.output_scale)
 
 
 def chunk_bytes(model: LoadedModel, *, height: int, width: int, frames: int) -> int | None:

@@ -349,6 +349,37 @@ def output_pix_fmt(config: EncodeConfig, picture: PictureFormat) -> tuple[str, s
     return choose_pix_fmt(picture.pix_fmt, config.codec)
 
 
+def size_problem(config: EncodeConfig, pix_fmt: str, width: int, height: int) -> str:
+    """Why ``config.codec`` cannot encode ``width`` x ``height`` frames in ``pix_fmt``, with
+    what to pass instead (``""``: it can): a size that is not whole chroma samples, in an
+    encoder other than those that pad (:data:`_ANY_SIZE`). Raises ``ConfigError`` for an
+    unknown ``pix_fmt``."""
+    sub_w, sub_h = layout_of(pix_fmt).subsampling
+    if not (width % sub_w or height % sub_h) or config.codec in _ANY_SIZE:
+        return ""
+    return (
+        f"{pix_fmt} needs a width that is a multiple of {sub_w} and a height that is a "
+        f"multiple of {sub_h} in {config.codec}, the frames are {width}x{height}; pass "
+        "--pix-fmt yuv444p (pix_fmt='yuv444p' in Python), or --codec ffv1 or libvpx-vp9 "
+        "(which take any size), or use a model whose output size is even"
+    )
+
+
+def output_size_problem(config: EncodeConfig, picture: PictureFormat, scale: float | None) -> str:
+    """:func:`size_problem` for the frames a model makes of ``picture``'s upright frames,
+    their side ``scale`` times the input's, checked before any work (``""`` where the size
+    is not known: ``scale`` ``None``, or not a whole number of pixels). ``config.codec``
+    ``"auto"``: as for an MP4 (libx264)."""
+    if scale is None or scale <= 0:
+        return ""
+    width, height = (side * scale for side in picture.upright_size)
+    if not (width.is_integer() and height.is_integer()):
+        return ""
+    config = config.for_output("")
+    pix_fmt, _ = output_pix_fmt(config, picture)
+    return size_problem(config, pix_fmt, int(width), int(height))
+
+
 def fidelity_notes(config: EncodeConfig, picture: PictureFormat) -> list[str]:
     """One-line notes on what an output of ``config`` keeps less of than the source: a
     lower bit depth or chroma resolution than the source's (when no ``pix_fmt`` was given),
@@ -503,14 +534,9 @@ def encode_segment(
         layout = layout_of(pix_fmt)
     except ConfigError as e:
         raise EncodeError(str(e)) from e
-    sub_w, sub_h = layout.subsampling
-    if (width % sub_w or height % sub_h) and config.codec not in _ANY_SIZE:
-        raise EncodeError(
-            f"{pix_fmt} needs a width that is a multiple of {sub_w} and a height that is a "
-            f"multiple of {sub_h} in {config.codec}, the frames are {width}x{height}; pass "
-            "--pix-fmt yuv444p (pix_fmt='yuv444p' in Python), or --codec ffv1 or libvpx-vp9 "
-            "(which take any size), or use a model whose output size is even"
-        )
+    problem = size_problem(config, pix_fmt, width, height)
+    if problem:
+        raise EncodeError(problem)
     tags = picture.output_tags(pix_fmt)
     durations = frame_durations(pts, end_pts, rate, time_base)
     duration_of = {int(p): int(d) for p, d in zip(pts, durations)}

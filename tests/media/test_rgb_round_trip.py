@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from pipeline_checks import run_in_process
 
-from raypipe.config import EncodeConfig
+from raypipe.config import ChunkConfig, EncodeConfig
+from raypipe.distributed.planning import ModelFacts, VideoJob, plan_video
 from raypipe.media import probe
 from raypipe.media.describe import picture_lines
 from raypipe.media.encode import encode_segment
@@ -136,6 +137,46 @@ def test_an_odd_sized_420_source_keeps_its_size_and_samples_in_a_codec_that_take
     # the chunk's row carries the encoder's refusal (run_in_process asserts it has none)
     with pytest.raises(AssertionError, match="in libx264, .* pass --pix-fmt yuv444p"):
         run_in_process(source, tmp_path / "x264.mkv", "builtin:identity", 2, X264_LOSSLESS)
+
+
+@pytest.mark.parametrize(
+    ("output", "scale", "refused"),
+    [
+        ("out.mp4", 1.0, True),  # libx264, 4:2:0 at 321x241
+        ("out.webm", 1.0, False),  # libvpx-vp9 takes any size
+        ("out.mp4", 2.0, False),  # an upscaler's 642x482
+        ("out.mp4", None, False),  # a model whose output size planning cannot know
+    ],
+)
+def test_an_output_size_the_encoder_cannot_take_fails_at_planning(
+    tmp_path: Path, output: str, scale: float | None, refused: bool
+) -> None:
+    """The refusal above came from the first chunk's encode: after that chunk was decoded
+    and run through the model (seconds to minutes on a large model, per video in an
+    archive). Planning knows the source's size, the model's scale and the output's
+    encoder, so it refuses the video before any work, with the same advice."""
+    source = _source(tmp_path, "odd_420")
+    job = VideoJob(uri=str(source), output=str(tmp_path / output))
+    planned = plan_video(
+        job,
+        ChunkConfig(chunk_frames=2),
+        resume=False,
+        key=None,
+        model=ModelFacts(output_scale=scale),
+        encode=EncodeConfig(),
+    )
+    if not refused:
+        assert planned.result is None and planned.rows
+        return
+    assert planned.result is not None and planned.result.status == "failed"
+    assert planned.result.error_type == "ConfigError"
+    assert planned.result.error_message == (
+        "output 'out.mp4': yuv420p needs a width that is a multiple of 2 and a height that "
+        "is a multiple of 2 in libx264, the frames are 321x241; pass --pix-fmt yuv444p "
+        "(pix_fmt='yuv444p' in Python), or --codec ffv1 or libvpx-vp9 (which take any "
+        "size), or use a model whose output size is even"
+    )
+    assert not planned.rows
 
 
 def test_rgb_at_an_odd_size_goes_to_420_as_it_would_padded_to_whole_chroma_samples(
