@@ -46,7 +46,33 @@ def _bad_input(kind: str, tmp: Path, clips: dict[str, Path]) -> tuple[str, list[
         return good, ["--model", str(broken)]
     if kind == "model_file_missing":
         return good, ["--model", str(tmp / "missing.onnx")]
+    if kind == "image_and_mask_model":  # a tensor model to raypipe: it has two outputs
+        path = tmp / "image_and_mask.onnx"
+        onnx.save(_image_and_mask_model(), str(path))
+        return good, ["--model", str(path)]
     raise AssertionError(kind)
+
+
+def _image_and_mask_model() -> onnx.ModelProto:
+    """A segmentation model's shape: the picture (``output``) and a 1-channel ``mask``."""
+    from onnx import TensorProto, helper
+
+    dims = ["batch", 3, "height", "width"]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["input"], ["output"]),
+            helper.make_node("ReduceMean", ["input"], ["mask"], axes=[1], keepdims=1),
+        ],
+        "image_and_mask",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, dims),
+            helper.make_tensor_value_info(
+                "mask", TensorProto.FLOAT, ["batch", 1, "height", "width"]
+            ),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
 BAD = {
@@ -57,6 +83,16 @@ BAD = {
     "unknown_builtin": ("ModelNotFoundError", "unknown built-in model"),
     "model_does_not_load": ("ModelLoadError", "cannot load the model"),
     "model_file_missing": ("ModelNotFoundError", "does not exist"),
+    # a video OUTPUT for a model raypipe reads as an analysis one: it wrote a Parquet
+    # directory named result.mp4 and said "wrote result.mp4"
+    "image_and_mask_model": (
+        "ConfigError",
+        "is a video file, but the model's outputs ('output' ['batch', 3, 'height', 'width'], "
+        "'mask' ['batch', 1, 'height', 'width']) are not one picture, so the run writes a "
+        "Parquet table per video into a directory: give a directory instead (no extension); "
+        'or, for a video of one of them, name it in the model\'s sidecar: {"output_name": '
+        '"output"}',
+    ),
 }
 
 

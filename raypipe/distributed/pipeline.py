@@ -24,6 +24,7 @@ from raypipe.distributed.planning import VideoJob, error_of, plan_video, write_r
 from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import (
     check_output,
+    check_table_output,
     load_run,
     model_facts,
     size_local_store,
@@ -58,6 +59,7 @@ def process_video(
     started = time.monotonic()
     model = load_run(cfg)
     if model.tensor:
+        check_table_output(output, model)
         output = table_output(output, input)
     check_output(
         output,

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 
 from raypipe import storage
-from raypipe.config import RunConfig, frame_bytes, ray_address_from_env
+from raypipe.config import OUTPUT_FORMATS, RunConfig, frame_bytes, ray_address_from_env
 from raypipe.distributed.cluster import (
     ActorPlan,
     connect,
@@ -32,6 +32,7 @@ from raypipe.distributed.planning import ModelFacts
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.infer.models import FrameModel, resolve_model_and_spec, yuv_model_problem
+from raypipe.infer.output_kind import graph_io
 from raypipe.infer.processor_refs import processor_ref
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.infer.temporal_model import TemporalModel
@@ -250,6 +251,36 @@ def table_output(output_dir: str, uri: str) -> str:
     """Where an analysis run writes ``uri``'s table: one hive partition per video,
     ``OUTPUT/video_id=ID/part-0.parquet`` (the id is in the path only, not a column)."""
     return storage.join(output_dir, f"video_id={make_video_id(uri)}", "part-0.parquet")
+
+
+def check_table_output(output: str, model: LoadedModel) -> None:
+    """Refuse an analysis run's ``output`` named as a video file: such a run writes a table
+    per video into a directory (:func:`table_output`), and a user who named ``out.mp4``
+    expected video, from a model raypipe took for an analysis one because it has several
+    outputs (an image and its mask, a matting model's foreground and alpha) or one that is
+    not a picture. The error says which outputs made it so and how to get a video."""
+    if os.path.splitext(output.rstrip("/"))[1].lower() not in OUTPUT_FORMATS:
+        return
+    fix = "give a directory instead (no extension)"
+    if model.processor is not None or model.spec is None:
+        why = "the processor returns arrays, not frames"
+    elif model.spec.output == "tensor":
+        why = "the model's spec says output: tensor"
+    else:
+        import onnx
+
+        outputs = graph_io(onnx.load_model_from_string(model.data).graph)[1]
+        shown = ", ".join(f"'{o.name}' {list(o.shape or [])}" for o in outputs)
+        why = f"the model's outputs ({shown}) are not one picture"
+        if len(outputs) > 1:
+            fix += (
+                f"; or, for a video of one of them, name it in the model's sidecar: "
+                f'{{"output_name": "{outputs[0].name}"}} (ModelSpec(output_name=...) in Python)'
+            )
+    raise ConfigError(
+        f"output '{output}' is a video file, but {why}, so the run writes a Parquet table per "
+        f"video into a directory: {fix}"
+    )
 
 
 def check_output(
