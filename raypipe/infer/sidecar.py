@@ -278,7 +278,69 @@ def resolve_model(model: str) -> tuple[bytes, str]:
         ) from e
     except (OSError, ValueError, ImportError) as e:
         raise ModelLoadError(f"cannot read model file {model!r}: {e}") from e
+    data = with_external_data(data, model)
     return data, hashlib.sha256(data).hexdigest()
+
+
+_ONE_PROTOBUF = 2**31 - 1  # the most bytes one serialized ONNX model (a protobuf) can hold
+
+
+def with_external_data(data: bytes, model: str) -> bytes:
+    """``data`` with the weights it keeps in files beside the model (ONNX's *external data*:
+    ``onnx.save(..., save_as_external_data=True)``, the form of models over 2 GB and of some
+    exporters) read into the graph, so that the model travels as one byte string to every
+    actor; ``data`` itself when it has none. ``model``: where ``data`` was read (a path or
+    fsspec URL); the weights' files are read beside it. Raises ``ModelLoadError`` for a
+    missing file, a location outside the model's folder, or weights that do not fit one
+    serialized model (2 GB)."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception:  # noqa: BLE001 - not ONNX: ONNX Runtime's load says so, as before
+        return data
+    external = [t for t in _get_all_tensors(proto) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if not external:
+        return data
+    folder = posixpath.dirname(model)
+    files: dict[str, Any] = {}
+    try:
+        for tensor in external:
+            where = {e.key: e.value for e in tensor.external_data}
+            location = where.get("location", "")
+            parts = location.replace("\\", "/").split("/")
+            if not location or location.startswith("/") or ".." in parts:
+                raise ModelLoadError(
+                    f"model {model!r}: weights of {tensor.name!r} are at {location!r}, not a "
+                    "file in the model's folder"
+                )
+            if location not in files:
+                path = posixpath.join(folder, location) if folder else location
+                try:
+                    files[location] = fsspec.open(path, "rb").open()
+                except FileNotFoundError as e:
+                    raise ModelLoadError(
+                        f"model {model!r} keeps its weights in {location!r} beside it (ONNX "
+                        f"external data), and {path!r} does not exist; copy it next to the "
+                        "model"
+                    ) from e
+            f = files[location]
+            f.seek(int(where.get("offset", 0)))
+            length = where.get("length")
+            tensor.raw_data = f.read(int(length)) if length is not None else f.read()
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+    finally:
+        for f in files.values():
+            f.close()
+    if proto.ByteSize() > _ONE_PROTOBUF:
+        raise ModelLoadError(
+            f"model {model!r} with its external weights is {proto.ByteSize() / 2**30:.1f} GiB, "
+            "over the 2 GiB one ONNX model in memory can hold; raypipe sends a model to its "
+            "actors whole. Use a smaller model or an FP16 export"
+        )
+    return proto.SerializeToString()
 
 
 # --- sidecar files ------------------------------------------------------------------------

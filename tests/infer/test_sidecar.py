@@ -13,7 +13,7 @@ import fsspec
 import numpy as np
 import pytest
 
-from raypipe.errors import ConfigError, ModelNotFoundError
+from raypipe.errors import ConfigError, ModelLoadError, ModelNotFoundError
 from raypipe.infer import (
     ModelSpec,
     builtin_bytes,
@@ -122,8 +122,9 @@ def s3_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
     fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
-    fs.mkdir("models")
-    yield "s3://models"
+    bucket = f"models-{uuid.uuid4().hex[:8]}"  # moto's buckets outlive its server
+    fs.mkdir(bucket)
+    yield f"s3://{bucket}"
     s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
 
@@ -135,6 +136,72 @@ def test_s3_sidecar(s3_env: str) -> None:
     written = write_sidecar(f"{s3_env}/net.onnx", EXPECTED)
     assert written == f"{s3_env}/net.raypipe.json"
     assert resolve_model_and_spec(f"{s3_env}/net.onnx")[2] == EXPECTED
+
+
+def _save_with_external_weights(path: str, tmp: Path, builtin: str = "sharpen") -> None:
+    """``builtin``'s graph saved as exporters of large models save it (``onnx.save`` with
+    every initializer in one weights file beside the graph: ONNX external data), then
+    copied with its weights file to ``path`` (any fsspec URL)."""
+    import onnx
+
+    proto = onnx.load_model_from_string(builtin_bytes(builtin))
+    name = path.rsplit("/", 1)[-1]
+    local = tmp / "saved"
+    local.mkdir(exist_ok=True)
+    onnx.save(
+        proto, str(local / name), save_as_external_data=True, location=f"{name}.data",
+        size_threshold=0,
+    )  # fmt: skip
+    graph = onnx.load(str(local / name), load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer)
+    for file in (name, f"{name}.data"):
+        with fsspec.open(f"{path.rsplit('/', 1)[0]}/{file}", "wb") as f:
+            f.write((local / file).read_bytes())
+
+
+def _same_outputs(a: bytes, b: bytes) -> bool:
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).random((1, 3, 16, 24), dtype=np.float32)
+    run = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]) for m in (a, b)]
+    ya, yb = (s.run(None, {s.get_inputs()[0].name: x})[0] for s in run)
+    return bool(np.array_equal(ya, yb))
+
+
+def test_a_model_with_its_weights_in_a_file_beside_it(tmp_path: Path) -> None:
+    """ONNX's external data (weights in a file beside the graph: how models over 2 GB and
+    some exporters save them). raypipe sent the graph's bytes alone to ONNX Runtime, which
+    failed with "Cannot parse data from external tensors"."""
+    path = str(tmp_path / "net.onnx")
+    _save_with_external_weights(path, tmp_path)
+    data, digest, _ = resolve_model_and_spec(path)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert _same_outputs(data, builtin_bytes("sharpen"))
+    model = load_frame_model(path)  # a session made from the bytes, as an actor makes it
+    frames = np.random.default_rng(1).integers(0, 256, (2, 16, 24, 3), dtype=np.uint8)
+    assert np.array_equal(model.run(frames, 2), load_frame_model("builtin:sharpen").run(frames, 2))
+    (tmp_path / "net.onnx.data").unlink()
+    with pytest.raises(ModelLoadError, match=r"keeps its weights in 'net.onnx.data' beside it"):
+        resolve_model_and_spec(path)
+
+
+def test_external_weights_on_s3_and_a_location_outside_the_models_folder(
+    s3_env: str, tmp_path: Path
+) -> None:
+    import onnx
+
+    path = f"{s3_env}/nets/net.onnx"
+    _save_with_external_weights(path, tmp_path)
+    assert _same_outputs(resolve_model_and_spec(path)[0], builtin_bytes("sharpen"))
+    proto = onnx.load_model_from_string(fsspec.open(path, "rb").open().read())
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../secrets/net.onnx.data"
+    with fsspec.open(path, "wb") as f:
+        f.write(proto.SerializeToString())
+    with pytest.raises(ModelLoadError, match="not a file in the model's folder"):
+        resolve_model_and_spec(path)
 
 
 # --- errors -------------------------------------------------------------------------------
