@@ -337,10 +337,16 @@ class FrameModel:
                 f"model input {node.name!r} has rank {len(shape)} (shape {shape}); {expects}"
             )
         channels = _dim(shape[spec.channel_axis])
-        if channels not in (None, 3):
+        # [batch, height, width, 3] read as NCHW: 3 px wide, and a dynamic or wrong channel
+        # axis (a TF-style model without a sidecar)
+        channels_last = spec.layout == "NCHW" and shape[3] == 3 and channels != 3
+        if channels not in (None, 3) or channels_last:
             hint = ""
-            if spec.layout == "NCHW" and shape[3] == 3:
-                hint = "; for a channels-last model pass ModelSpec(layout='NHWC')"
+            if channels_last:
+                hint = (
+                    '; for a channels-last model put "layout": "NHWC" in its sidecar '
+                    "(NAME.raypipe.json beside NAME.onnx; ModelSpec(layout='NHWC') in Python)"
+                )
             raise ModelLoadError(
                 f"model input {node.name!r} has shape {shape}, {channels} on the channel axis "
                 f"{spec.channel_axis}; {expects}{hint}"

@@ -396,9 +396,9 @@ class FrameGeometry:
                 )
         elif (want_h is not None and want_h != height) or (want_w is not None and want_w != width):
             raise ModelLoadError(
-                f"{self._takes()}, got {height}x{width}; resize the video, pass "
-                "ModelSpec(resize='stretch' or 'letterbox') or use a model with dynamic height "
-                "and width"
+                f"{self._takes()}, got {height}x{width}; pass --resize stretch or letterbox "
+                "(\"resize\" in its sidecar, ModelSpec(resize=...) in Python), resize the "
+                "video, or use a model with dynamic height and width"
             )
 
     def params(self, height: int, width: int) -> LetterboxParams | None:

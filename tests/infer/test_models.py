@@ -408,7 +408,10 @@ def test_fixed_batch_model_pads_the_last_batch() -> None:
 def test_fixed_size_model_rejects_other_sizes() -> None:
     model = cpu_model(tiny_model(in_dims=("N", 3, 8, 8)))
     np.testing.assert_array_equal(model.run(frames(1, 8, 8), 1), frames(1, 8, 8))
-    match = r"model input 'input' takes 8x8 \(height x width\) frames, got 9x8; resize the video"
+    match = (
+        r"model input 'input' takes 8x8 \(height x width\) frames, got 9x8; pass --resize "
+        r"stretch or letterbox \(\"resize\" in its sidecar"
+    )
     with pytest.raises(ModelLoadError, match=match):
         model.run(frames(1, 9, 8), 1)
 
@@ -422,11 +425,15 @@ def test_one_channel_input_is_refused() -> None:
         cpu_model(tiny_model(in_dims=("N", 1, "H", "W")))
 
 
-def test_channels_last_model_with_nchw_spec_gets_a_hint() -> None:
+@pytest.mark.parametrize("dims", [("N", 16, 16, 3), ("batch", "height", "width", 3)])
+def test_channels_last_model_with_nchw_spec_gets_a_hint(dims: tuple[object, ...]) -> None:
+    """A TF-style model without a sidecar: with a dynamic height on axis 1 it passed the
+    channel check (dynamic) and failed later as "takes anyx3 frames ... resize the video"."""
     with pytest.raises(
-        ModelLoadError, match=r"for a channels-last model pass ModelSpec\(layout='NHWC'\)"
+        ModelLoadError,
+        match=r'for a channels-last model put "layout": "NHWC" in its sidecar \(NAME.raypipe.json',
     ):
-        cpu_model(tiny_model(in_dims=("N", 16, 16, 3)))
+        cpu_model(tiny_model(in_dims=dims))
 
 
 def test_rank3_input_is_refused() -> None:
