@@ -412,7 +412,8 @@ def playback_note(config: EncodeConfig, picture: PictureFormat) -> str:
     beyond 8-bit 4:2:0 (a 10-bit phone video, 4:2:2 or 4:4:4 footage, kept by default):
     FFmpeg, VLC and mpv play those profiles, browsers, QuickTime, phones and TVs do not
     (their decoders have H.264's 8-bit 4:2:0 profiles), and the line says what to pass
-    instead. ``""`` for any other output."""
+    instead (for an odd-sized source, whose frames no 4:2:0 H.264 holds, another codec).
+    ``""`` for any other output."""
     if config.codec != "libx264":
         return ""
     pix_fmt, _ = output_pix_fmt(config, picture)
@@ -420,13 +421,21 @@ def playback_note(config: EncodeConfig, picture: PictureFormat) -> str:
     if layout.rgb or (layout.bit_depth <= 8 and layout.chroma in ("4:2:0", "gray")):
         return ""
     profile = _H264_PROFILES.get(layout.chroma, "High 10")
-    instead = (
-        "--codec libx265 keeps the 10 bits in HEVC, which Apple devices, Android, TVs and "
-        "browsers with HEVC play, or --pix-fmt yuv420p writes the 8-bit H.264 every player "
-        "plays"
-        if layout.chroma in ("4:2:0", "gray")
-        else "--pix-fmt yuv420p writes the 8-bit 4:2:0 H.264 every player plays"
-    )
+    width, height = picture.upright_size
+    if width % 2 or height % 2:  # 4:2:0 H.264 and HEVC take even sizes only
+        instead = (
+            f"at {width}x{height} no 4:2:0 H.264 can be written (it needs even sizes); "
+            "--codec libvpx-vp9 --pix-fmt yuv420p writes 4:2:0 VP9 at any size, which "
+            "browsers and Android play"
+        )
+    elif layout.chroma in ("4:2:0", "gray"):
+        instead = (
+            "--codec libx265 keeps the 10 bits in HEVC, which Apple devices, Android, TVs and "
+            "browsers with HEVC play, or --pix-fmt yuv420p writes the 8-bit H.264 every "
+            "player plays"
+        )
+    else:
+        instead = "--pix-fmt yuv420p writes the 8-bit 4:2:0 H.264 every player plays"
     source = layout_of(picture.pix_fmt)
     kept = (source.bit_depth, source.chroma) == (layout.bit_depth, layout.chroma)
     why = "the source's depth and chroma" if kept else f"for the source's {source.describe()}"

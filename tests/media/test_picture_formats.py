@@ -188,6 +188,16 @@ def test_an_h264_that_most_players_cannot_play_is_said_once_when_raypipe_chose_i
     assert note("yuv420p") == note("yuvj420p") == note("gray") == ""
     assert note("yuv420p10le", codec="libx265") == note("gbrp", codec="libx264rgb") == ""
     assert note("yuv420p10le", pix_fmt="yuv420p") == ""
+    # an odd size: yuv420p, which it advised, is refused there by x264
+    odd = playback_note(
+        EncodeConfig(codec="libx264"),
+        PictureFormat(coded_width=99, coded_height=75, pix_fmt="yuv444p"),
+    )
+    assert "writes the 8-bit H.264" not in odd and "4:2:0 H.264 every" not in odd
+    assert odd.endswith(
+        "at 99x75 no 4:2:0 H.264 can be written (it needs even sizes); --codec libvpx-vp9 "
+        "--pix-fmt yuv420p writes 4:2:0 VP9 at any size, which browsers and Android play"
+    )
 
     from raypipe.config import RunConfig
     from raypipe.distributed.chunk_log import ChunkLog
