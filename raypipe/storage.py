@@ -137,6 +137,23 @@ def remove_tree(uri: str) -> None:
         pass
 
 
+def remove_empty_dirs(uri: str, up_to: str = "") -> None:
+    """Remove the local directory ``uri`` if it is empty, then each parent up to ``up_to``
+    (included; ``""``: ``uri`` alone) while they are empty. Object stores have no empty
+    directories to leave: nothing to do there."""
+    if not is_local(uri):
+        return
+    folder, last = os.path.abspath(local_path(uri)), os.path.abspath(local_path(up_to or uri))
+    while folder.startswith(last):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or gone
+            return
+        if folder == last:
+            return
+        folder = os.path.dirname(folder)
+
+
 def remove_stale_staging(uri: str) -> int:
     """Remove what crashed writers of ``uri`` left next to it (:func:`local_staging` and
     :func:`write_bytes` temporaries); returns how many. Object stores need nothing: an

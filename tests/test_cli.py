@@ -115,6 +115,33 @@ def test_bad_input_one_line_typed_error_and_nothing_written(
     assert list(outdir.iterdir()) == [], "something was written at the output"
 
 
+def test_a_failed_analysis_run_leaves_no_folder_at_output(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An analysis model that fails on the first chunk (a fixed 224x224 classifier, run
+    without --resize) left OUTPUT/video_id=.../ behind, empty: the run writes its record
+    into the work directory under the video's partition folder, which it made."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["logits"]),
+        ],
+        "classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
+    )
+    path = tmp_path / "classifier.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    code = main(["run", str(clips["ntsc"]), str(outdir / "tables"), "--model", str(path)])
+    assert code == 1
+    assert "takes 224x224 (height x width) frames" in capsys.readouterr().err
+    assert list(outdir.iterdir()) == [], "something was left at the output"
+
+
 def test_output_exists_needs_overwrite(
     tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,9 +20,16 @@ from raypipe.distributed.chunk_task import ChunkTask
 from raypipe.distributed.cluster import on_one_node_here
 from raypipe.distributed.dataset import build_dataset, fused_lanes, video_source
 from raypipe.distributed.monitor import Progress
-from raypipe.distributed.planning import VideoJob, error_of, plan_video, write_run_record
+from raypipe.distributed.planning import (
+    PlannedVideo,
+    VideoJob,
+    error_of,
+    plan_video,
+    write_run_record,
+)
 from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import (
+    StartedRun,
     check_output,
     check_table_output,
     load_run,
@@ -32,6 +39,7 @@ from raypipe.distributed.setup import (
     table_output,
 )
 from raypipe.distributed.stats import RunStats
+from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError
 from raypipe.inputs import not_one_video
 from raypipe.reuse import Provenance
@@ -58,8 +66,10 @@ def process_video(
         raise ConfigError(several)
     started = time.monotonic()
     model = load_run(cfg)
+    folder = ""  # an analysis run's OUTPUT folder where this run makes it (left empty: removed)
     if model.tensor:
         check_table_output(output, model)
+        folder = "" if storage.exists(output) else output
         output = table_output(output, input)
     check_output(
         output,
@@ -83,9 +93,27 @@ def process_video(
         cfg, model, height=planned.height, width=planned.width, max_frames=chunk_frames
     )
     run = start_run(cfg, model)
-    cfg, actors = run.cfg, run.actors
     planned.provenance = Provenance.of(run.key, planned.source_id)
     write_run_record(planned)
+    try:
+        return _process(run, model, planned, output, started=started, chunk_frames=chunk_frames)
+    except BaseException:
+        if model.tensor:  # the video's partition folder and an OUTPUT this run made
+            storage.remove_empty_dirs(storage.split(output)[0], folder)
+        raise
+
+
+def _process(
+    run: StartedRun,
+    model: LoadedModel,
+    planned: PlannedVideo,
+    output: str,
+    *,
+    started: float,
+    chunk_frames: int,
+) -> RunStats:
+    """:func:`process_video`'s run of its planned video on the started ``run``."""
+    cfg, actors, input = run.cfg, run.actors, planned.job.uri
     progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
     runner = Runner(
         cfg,
