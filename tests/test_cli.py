@@ -142,6 +142,26 @@ def test_a_failed_analysis_run_leaves_no_folder_at_output(
     assert list(outdir.iterdir()) == [], "something was left at the output"
 
 
+def test_a_file_url_is_percent_decoded(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``Path.as_uri()`` and file managers percent-encode ``file://`` URLs; raypipe took
+    ``%20`` literally: "input '.../names%20dir/...' does not exist", and an output URL
+    became a file named ``o%20u.mp4``."""
+    from raypipe.media.source import local_path
+
+    folder = tmp_path / "names dir"
+    folder.mkdir()
+    source = folder / "my clip #1 ünï.mp4"
+    shutil.copy(clips["ntsc"], source)
+    assert "%20" in source.as_uri() and "%23" in source.as_uri()
+    assert main(["probe", source.as_uri()]) == 0
+    assert "48 frames" in capsys.readouterr().out
+    assert local_path("file:///out/o%20u.mp4") == "/out/o u.mp4"
+    assert local_path("file://localhost/out/a%25b.mp4") == "/out/a%b.mp4"
+    assert local_path("/out/a%20b.mp4") == "/out/a%20b.mp4"  # a plain path is as it is
+
+
 def test_output_exists_needs_overwrite(
     tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -268,6 +268,10 @@ def resolve_model(model: str) -> tuple[bytes, str]:
         name = model[len(BUILTIN_PREFIX) :]
         data = analysis_bytes(name) if name in ANALYSIS_MODELS else builtin_bytes(name)
         return data, hashlib.sha256(data).hexdigest()
+    if model.startswith("file://"):  # percent-decoded, as inputs and outputs are
+        from raypipe.media.source import local_path
+
+        model = local_path(model)
     try:
         with fsspec.open(model, "rb") as f:
             data = f.read()
@@ -470,6 +474,10 @@ def resolve_model_and_spec(model: str) -> tuple[bytes, str, ModelSpec]:
     data, digest = resolve_model(model)
     if model.startswith(BUILTIN_PREFIX):
         return data, digest, builtin_spec(model[len(BUILTIN_PREFIX) :])
+    if model.startswith("file://"):
+        from raypipe.media.source import local_path
+
+        model = local_path(model)
     return data, digest, load_sidecar(model) or DEFAULT_SPEC
 
 

@@ -29,8 +29,17 @@ def is_local(uri: str) -> bool:
 
 
 def local_path(uri: str) -> str:
-    """The filesystem path of a local ``uri``."""
-    return uri[len("file://") :] if uri.startswith("file://") else uri
+    """The filesystem path of a local ``uri``: a ``file://`` URL percent-decoded, as
+    ``Path.as_uri()`` and file managers encode it (``file:///a%20b/c%231.mp4`` is
+    ``/a b/c#1.mp4``), a plain path as it is."""
+    if not uri.startswith("file://"):
+        return uri
+    from urllib.parse import unquote
+
+    path = uri[len("file://") :]
+    if path.startswith("localhost/"):  # file://localhost/path, RFC 8089's other form
+        path = path[len("localhost") :]
+    return unquote(path)
 
 
 def _check_local(path: str) -> None:
