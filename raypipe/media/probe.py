@@ -228,7 +228,7 @@ def _probe(
             last_duration = _guess_last_duration(pts, Fraction(nominal), Fraction(tb))
         else:
             last_duration = _rounded_frame(last_duration, Fraction(nominal), Fraction(tb))
-        picture, first_pts = _first_frame_picture(container, video, uri, reopen=pts[0] < 0)
+        picture, first_pts = _first_frame_picture(container, video, uri, earliest=pts[0])
         if first_pts is not None:
             first_pts = closed(first_pts, jumps)
         undecodable = _before_first_frame(pts, first_pts, stamped_by_order(container, video))
@@ -762,11 +762,14 @@ def frame_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
 
 
 def _first_frame_picture(
-    container: Any, video: Any, uri: str, *, reopen: bool = False
+    container: Any, video: Any, uri: str, *, earliest: int | None = None
 ) -> tuple[PictureFormat, int | None]:
     """Decode the first frame: proves a decoder exists and reads what the pictures are;
-    with the frame's pts. ``reopen``: read it from a fresh open rather than a seek to 0
-    (a source whose frames start before 0).
+    with the frame's pts. ``earliest``: the first frame's time in the container's index;
+    the frame is read from a fresh open rather than a seek to 0 when that is before 0, or
+    when the seek gave a later frame: an MP4 with two edits, where FFmpeg's seek to 0 lands
+    in the second edit's pictures (a fresh read starts with the first edit; frames a fresh
+    read does not give either are a cut recording's: :func:`_before_first_frame`).
 
     The frame's own tags come first (the bitstream's, or the container's that FFmpeg
     attaches), the stream's where the frame has none."""
@@ -783,11 +786,13 @@ def _first_frame_picture(
         )
     first = None
     try:
-        if not reopen:
+        if earliest is None or earliest >= 0:
             container.seek(0, stream=video, backward=True)
             first = _first_frame_picture_of(container, video, uri)
     except av.error.FFmpegError:
         pass
+    if first is not None and earliest is not None and (first[1] or 0) > earliest:
+        first = None
     # an input that does not seek back (a still image), or one read across the MPEG-TS
     # clock's wrap (its seeks search the times that wrap): read it anew
     if first is None:

@@ -30,6 +30,7 @@ __all__ = [
     "TRUNCATED_TAIL_FRACTION",
     "write_audio_only",
     "write_corrupt_packets",
+    "write_edit_list",
     "write_empty_file",
     "write_out_of_order_pts",
     "write_resolution_change",
@@ -252,3 +253,48 @@ def write_unknown_codec(path: PathLike) -> pathlib.Path:
         raise ValueError("expected the MJPG fourcc in the AVI stream header and format")
     path.write_bytes(data.replace(b"MJPG", b"XQZ1"))
     return path
+
+
+def _children(data: bytes, start: int, end: int) -> dict[str, tuple[int, int]]:
+    """The boxes inside ``data[start:end]`` (a container box's payload), as
+    :func:`_top_level_boxes` gives them."""
+    return {k: (a + start, b + start) for k, (a, b) in _top_level_boxes(data[start:end]).items()}
+
+
+def write_edit_list(
+    path: PathLike, source: PathLike, edits: list[tuple[Fraction, Fraction]]
+) -> pathlib.Path:
+    """``source`` (an MP4 whose first track is its video, ``moov`` after ``mdat``) with the
+    video's edit list replaced by ``edits``: ``(duration, media start)`` pairs in seconds,
+    shown one after another, as an editor that cuts a clip without re-encoding writes it
+    (two edits: a part of the clip skipped). Sizes of the boxes around it are mended."""
+    data = bytearray(pathlib.Path(source).read_bytes())
+    top = _top_level_boxes(bytes(data))
+    moov_start, moov_end = top["moov"]
+    if moov_start < top["mdat"][0]:
+        raise ValueError("write_edit_list takes an MP4 whose moov comes after its mdat")
+    moov = _children(bytes(data), moov_start + 8, moov_end)
+    movie_scale = int.from_bytes(data[moov["mvhd"][0] + 20 : moov["mvhd"][0] + 24], "big")
+    trak_start, trak_end = moov["trak"]
+    trak = _children(bytes(data), trak_start + 8, trak_end)
+    mdia = _children(bytes(data), trak["mdia"][0] + 8, trak["mdia"][1])
+    mdhd = mdia["mdhd"][0]
+    media_scale = int.from_bytes(data[mdhd + 20 : mdhd + 24], "big")  # version 0 mdhd
+    entries = b"".join(
+        int(duration * movie_scale).to_bytes(4, "big")
+        + int(start * media_scale).to_bytes(4, "big", signed=True)
+        + (1 << 16).to_bytes(4, "big")  # media rate 1.0
+        for duration, start in edits
+    )
+    elst = b"elst" + bytes(4) + len(edits).to_bytes(4, "big") + entries
+    elst = (len(elst) + 4).to_bytes(4, "big") + elst
+    edts = (len(elst) + 8).to_bytes(4, "big") + b"edts" + elst
+    at, old = trak.get("edts", (trak["tkhd"][1], trak["tkhd"][1]))
+    data[at:old] = edts
+    grown = len(edts) - (old - at)
+    for box in (trak_start, moov_start):
+        size = int.from_bytes(data[box : box + 4], "big")
+        data[box : box + 4] = (size + grown).to_bytes(4, "big")
+    out = pathlib.Path(path)
+    out.write_bytes(bytes(data))
+    return out

@@ -29,6 +29,7 @@ from raypipe.testing import (
     make_clip,
     trait_names,
 )
+from raypipe.testing.bad_inputs import write_edit_list
 from raypipe.testing.reference import ffmpeg_decode_errors, start_offset_seconds
 
 DEEP = {name for name, (spec, _) in TRAIT_CLIPS.items() if spec.pix_fmt.endswith("10le")}
@@ -570,6 +571,29 @@ def test_an_mp4_that_starts_late_keeps_its_edit_list_start(tmp_path: Path) -> No
     run_in_process(source, out, "builtin:invert", 7, LOSSLESS)
     assert ffprobe_frame_times(out) == pytest.approx(ffprobe_frame_times(source), abs=0.001)
     assert _format_duration(out) == pytest.approx(_format_duration(source), abs=0.041)
+
+
+def test_an_mp4_cut_by_two_edits_keeps_both(tmp_path: Path) -> None:
+    """An MP4 whose edit list shows seconds 0-1 of its media, then 2-3 (an editor that cut
+    out the middle without re-encoding). FFmpeg's seek to 0 lands in the second edit's
+    pictures, so the probe took its first frame for the video's first and left out the
+    whole first edit as "a cut recording": half the video gone, with a line blaming the
+    file."""
+    clip = make_clip(tmp_path / "clip.mp4", _small(n_frames=75, gop=75, bframes=0, audio="aac"))
+    source = write_edit_list(
+        tmp_path / "two_edits.mp4", clip, [(Fraction(1), Fraction(0)), (Fraction(1), Fraction(2))]
+    )
+    shows = ffprobe_frame_times(source)
+    assert len(shows) == 50  # what players and ffmpeg show: both edits
+    info = probe(str(source))
+    assert info.n_frames == 50 and info.left_out == ()
+    out = tmp_path / "out.mkv"
+    run_in_process(source, out, "builtin:invert", 16, LOSSLESS)
+    frames, _, _ = decode_upright(source)
+    got, _, _ = decode_upright(out)
+    assert len(frames) == 50 and np.array_equal(got, model_frames("builtin:invert", frames))
+    times = ffprobe_frame_times(out)  # the source's, all moved by one shift (AAC's priming)
+    assert times == pytest.approx([t + times[0] - shows[0] for t in shows], abs=0.0005)
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
