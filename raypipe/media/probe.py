@@ -228,6 +228,7 @@ def _probe(
             last_duration = _guess_last_duration(pts, Fraction(nominal), Fraction(tb))
         else:
             last_duration = _rounded_frame(last_duration, Fraction(nominal), Fraction(tb))
+            last_duration = _plausible_last(last_duration, pts)
         picture, first_pts = _first_frame_picture(container, video, uri, earliest=pts[0])
         if first_pts is not None:
             first_pts = closed(first_pts, jumps)
@@ -381,6 +382,17 @@ def _guess_last_duration(pts: list[int], rate: Fraction, tb: Fraction) -> int:
     if rate and tb:
         return max(1, round(1 / (rate * tb)))
     return 1
+
+
+def _plausible_last(duration: int, pts: list[int]) -> int:
+    """The last packet's ``duration``, or the step before the last frame where it is under
+    half the frames' median step: a container whose durations are wrong (a Matroska file
+    whose DefaultDuration says 1 ms for frames 40 ms apart) made the video's average rate
+    25.497 fps and its MP4 output a frame of 1 ms short; ``ffmpeg``'s transcode keeps 25."""
+    if len(pts) < 3:
+        return duration
+    step = float(np.median(np.diff(np.asarray(pts[-64:], dtype=np.int64))))
+    return pts[-1] - pts[-2] if duration * 2 < step else duration
 
 
 _MAX_RATIONAL = 2**31 - 1  # FFmpeg's AVRational holds int32

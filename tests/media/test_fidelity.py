@@ -309,6 +309,36 @@ def test_a_film_rate_matroska_keeps_its_rate_and_its_length(tmp_path: Path, suff
     assert length(source) == length(out) == 2.002
 
 
+def test_a_matroska_whose_default_duration_is_wrong_keeps_its_frames_rate(tmp_path: Path) -> None:
+    """A Matroska track's DefaultDuration that says 1 ms for frames 40 ms apart: FFmpeg
+    gives every packet 1 ms, and raypipe took the last frame for 1 ms long, so the video's
+    rate read 25.497 fps (its MKV output tagged so) and an MP4 output's last frame lasted
+    1 ms; ``ffmpeg``'s transcode keeps 25/1 (a sweep of real-world inputs)."""
+    source = tmp_path / "rate.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=2",
+         "-c:v", "libx264", "-g", "12", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    data = bytearray(source.read_bytes())
+    at = data.index(b"\x23\xe3\x83")  # DefaultDuration, in ns
+    size = data[at + 3] & 0x0F  # a one-byte size: 0x8N
+    assert int.from_bytes(data[at + 4 : at + 4 + size], "big") == 40_000_000
+    data[at + 4 : at + 4 + size] = (1_000_000).to_bytes(size, "big")
+    source.write_bytes(bytes(data))
+    shown = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+         "stream=avg_frame_rate", "-of", "csv=p=0", str(source)],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.stdout.strip() == "1000/1"  # the patch took: the container's rate is wrong
+    assert probe(str(source)).rate == 25
+    out = tmp_path / "out.mp4"
+    run_in_process(source, out, "builtin:invert", 16, EncodeConfig(preset="ultrafast"))
+    assert ffprobe_video(out).avg_frame_rate == 25
+    assert ffprobe_video(out).duration_seconds == pytest.approx(2.0, abs=0.001)
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
 def test_a_phone_recording_that_dropped_frames_keeps_them_timed(
     tmp_path: Path, suffix: str
