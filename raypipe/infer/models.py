@@ -63,7 +63,13 @@ from raypipe.infer.session import (
 # ModelSpec and resolve_model live in raypipe.infer.sidecar (with the sidecar files that
 # declare specs); re-exported here, where callers have always imported them from.
 from raypipe.infer.sidecar import BUILTIN_PREFIX as BUILTIN_PREFIX
-from raypipe.infer.sidecar import DEFAULT_SPEC, ModelSpec, resolve_model_and_spec
+from raypipe.infer.sidecar import (
+    DEFAULT_SPEC,
+    ModelSpec,
+    constants_hint,
+    resolve_model_and_spec,
+    with_constants,
+)
 from raypipe.infer.sidecar import resolve_model as resolve_model
 from raypipe.infer.tiling import FrameGeometry, LetterboxParams, unfit_frames
 from raypipe.recycle import Allocate
@@ -247,6 +253,7 @@ class FrameModel:
         if pixels not in PIXELS_MODES:
             raise ConfigError(f"pixels must be 'auto', 'graph' or 'host', got {pixels!r}")
         self.spec = spec
+        model_bytes = with_constants(model_bytes, spec.constants)
         self._model_bytes = model_bytes
         self._session_args: dict[str, Any] = {
             "device": device,
@@ -306,9 +313,11 @@ class FrameModel:
     def _check_model(self, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]) -> None:
         spec = self.spec
         if len(inputs) != 1:
+            others = [i.name for i in inputs if i.name != (spec.input_name or inputs[0].name)]
             raise ModelLoadError(
                 f"model has {len(inputs)} inputs {[i.name for i in inputs]}; raypipe feeds one "
-                "image batch and needs a model with exactly one input"
+                "image batch and needs a model with exactly one input: give the others a "
+                f"fixed value in its sidecar, {constants_hint(others)}"
             )
         node = inputs[0]
         if spec.input_name is not None and spec.input_name != node.name:

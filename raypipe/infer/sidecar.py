@@ -63,6 +63,34 @@ def _finite_numbers(name: str, value: Sequence[float], length: int) -> tuple[flo
     return numbers
 
 
+def _check_constants(value: Any) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """``value`` (a mapping or pairs ``{input name: number or numbers}``) as sorted pairs
+    of a name and its finite numbers."""
+    pairs = list(value.items()) if isinstance(value, Mapping) else list(value or ())
+    checked = []
+    for pair in pairs:
+        try:
+            name, numbers = pair
+        except (TypeError, ValueError):
+            name, numbers = None, None
+        if _is_number(numbers):
+            numbers = (numbers,)
+        if (
+            not isinstance(name, str)
+            or not name
+            or isinstance(numbers, (str, bytes))
+            or not hasattr(numbers, "__len__")
+            or not numbers
+            or not all(_is_number(v) and math.isfinite(v) for v in numbers)
+        ):
+            raise ConfigError(
+                "constants must map each extra model input to its value, a number or a list "
+                f'of numbers, {{"downsample_ratio": 0.25}}, got {value!r}'
+            )
+        checked.append((name, tuple(float(v) for v in numbers)))
+    return tuple(sorted(checked))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """What an image model expects and returns; the defaults fit the built-in models.
@@ -91,6 +119,12 @@ class ModelSpec:
     fed back as that input on the next frame, zeros at the start; ``warmup_frames``: frames
     run before each chunk to warm the state up. ``interpolate=2``: the model takes two frames
     (window ``(0, 1)``) and returns the one halfway between (twice the frames come out).
+
+    ``constants``: inputs other than the frames (and a recurrent model's state) given one
+    value for every call, ``{name: number or list of numbers}`` in a sidecar (such as
+    RobustVideoMatting's ``{"downsample_ratio": 0.25}``): they are made part of the graph
+    (:func:`with_constants`), so every session, engine and wrapped graph sees a model of one
+    frame input.
     """
 
     layout: Literal["NCHW", "NHWC"] = "NCHW"
@@ -113,6 +147,7 @@ class ModelSpec:
     state: tuple[tuple[str, str], ...] = ()  # recurrent: (state input, output feeding it)
     warmup_frames: int = 0  # recurrent: frames run before each chunk, outputs dropped
     interpolate: int = 1  # 2: one new frame between every two (window (0, 1))
+    constants: tuple[tuple[str, tuple[float, ...]], ...] = ()  # inputs given fixed values
 
     def __post_init__(self) -> None:
         if self.layout not in ("NCHW", "NHWC"):
@@ -140,6 +175,7 @@ class ModelSpec:
                 raise ConfigError(f"{field_name} must be a tensor name or None, got {value!r}")
         self._check_geometry()
         self._check_temporal()
+        object.__setattr__(self, "constants", _check_constants(self.constants))
 
     def _check_temporal(self) -> None:
         object.__setattr__(self, "window", check_window(self.window))
@@ -349,6 +385,59 @@ def with_external_data(data: bytes, model: str) -> bytes:
     return proto.SerializeToString()
 
 
+def constants_hint(names: Sequence[str]) -> str:
+    """How to give ``names`` fixed values: the sidecar's ``constants`` key, as JSON."""
+    shown = ", ".join(f'"{n}": VALUE' for n in names)
+    return f'"constants": {{{shown}}} (ModelSpec(constants=...) in Python)'
+
+
+def with_constants(data: bytes, constants: Sequence[tuple[str, Sequence[float]]]) -> bytes:
+    """The ONNX model ``data`` with each input named in ``constants`` made a constant of
+    that value (an initializer of the input's element type and shape: one number fills a
+    scalar or a one-element input, a list fills the input's elements in order); ``data``
+    itself when there are none. Raises ``ModelLoadError`` for a name that is not an input
+    and for a value that does not fit its input."""
+    if not constants:
+        return data
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_model_from_string(data)
+    graph = model.graph
+    inputs = {i.name: i for i in graph.input}
+    initializers = {t.name for t in graph.initializer}
+    for name, values in constants:
+        if name in initializers and name not in inputs:
+            continue  # made a constant already (data went through here before)
+        if name not in inputs:
+            raise ModelLoadError(
+                f"constants names {name!r}, which is not an input of the model; its inputs "
+                f"are {[i.name for i in graph.input if i.name not in initializers]}"
+            )
+        tensor = inputs[name].type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        if any(d < 0 for d in dims):
+            fixed = [d for d in dims if d >= 0]
+            if len(values) != 1 and (len(dims) != 1 or fixed):
+                raise ModelLoadError(
+                    f"constant input {name!r} has shape {dims} with dynamic dimensions; give "
+                    "it one number"
+                )
+            dims = [1 if d < 0 else d for d in dims] if len(values) == 1 else [len(values)]
+        size = int(np.prod(dims)) if dims else 1
+        if len(values) not in (1, size):
+            raise ModelLoadError(
+                f"constant input {name!r} has shape {dims} ({size} values), got {len(values)}"
+            )
+        array = np.full(size, values[0]) if len(values) == 1 else np.asarray(values)
+        graph.initializer.append(
+            numpy_helper.from_array(array.astype(dtype).reshape(dims), name=name)
+        )
+        graph.input.remove(inputs[name])
+    return model.SerializeToString()
+
+
 # --- sidecar files ------------------------------------------------------------------------
 
 _TUPLE_FIELDS = ("mean", "std", "output_range", "input_size", "window")
@@ -396,6 +485,8 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
         if value != getattr(DEFAULT_SPEC, name):
             if name == "state":
                 out[name] = dict(value)
+            elif name == "constants":
+                out[name] = {k: list(v) for k, v in value}
             else:
                 out[name] = list(value) if isinstance(value, tuple) else value
     return out

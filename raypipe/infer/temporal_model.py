@@ -41,7 +41,7 @@ from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.models import postprocess, preprocess
 from raypipe.infer.output_kind import ELEMENT_DTYPES, _dim
 from raypipe.infer.session import create_session, granted_providers
-from raypipe.infer.sidecar import ModelSpec
+from raypipe.infer.sidecar import ModelSpec, constants_hint, with_constants
 from raypipe.infer.temporal import Temporal, edge_padded, interleave
 
 
@@ -68,7 +68,7 @@ class TemporalModel:
                 "per-frame models run in FrameModel"
             )
         self.session = create_session(
-            model_bytes,
+            with_constants(model_bytes, spec.constants),
             device=device,
             intra_op_threads=intra_op_threads,
             providers=providers,
@@ -104,6 +104,13 @@ class TemporalModel:
                 "others in state"
             )
         node = inputs[spec.input_name or image_inputs[0]]
+        unfed = [n for n in image_inputs if n != node.name]
+        if unfed:  # RobustVideoMatting's downsample_ratio: a fixed value, not a frame
+            raise ModelLoadError(
+                f"model input(s) {unfed} would get no value: raypipe feeds the frames to "
+                f"{node.name!r} and the state inputs {state_in}; give each a fixed value in "
+                f"its sidecar, {constants_hint(unfed)}"
+            )
         image_outputs = [n for n in outputs if n not in state_out]
         if spec.output_name is not None and spec.output_name not in image_outputs:
             raise ModelLoadError(

@@ -759,3 +759,27 @@ def test_a_gpu_sessions_profile_is_what_its_calls_get() -> None:
     resized = ModelSpec(resize="stretch", input_size=(224, 224))
     classifier = gpu_profile(tiny_model(in_dims=("N", 3, 224, 224)), resized, (2160, 3840), 8)
     assert (classifier.hw, classifier.batch_size) == ((224, 224), 8)
+
+
+def test_an_extra_input_gets_its_value_from_the_specs_constants() -> None:
+    """A model with a knob beside its frames (a strength, a ratio): refused with the
+    sidecar key that gives it a value; given one, it is part of the graph."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "strength"], ["output"])],
+        "knob",
+        [
+            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+            helper.make_tensor_value_info("strength", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+    )
+    data = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9
+    ).SerializeToString()
+    with pytest.raises(ModelLoadError, match=r'"constants": \{"strength": VALUE\}'):
+        cpu_model(data)
+    x = frames(2, 4, 6)
+    half = FrameModel(data, spec=ModelSpec(constants={"strength": 0.5}), device="cpu")  # type: ignore[arg-type]
+    assert np.abs(half.run(x, 2) - x / 2).max() <= 0.5 + 1e-3
+    with pytest.raises(ModelLoadError, match=r"constants names 'gain', which is not an input"):
+        FrameModel(data, spec=ModelSpec(constants={"gain": 1}), device="cpu")  # type: ignore[arg-type]

@@ -215,7 +215,7 @@ def test_unknown_key_names_it_and_lists_the_valid_ones(tmp_path: Path) -> None:
         rf"sidecar '{sidecar}' has unknown key 'tiles'; valid keys are layout, color, scale, "
         r"mean, std, output_range, input_name, output_name, output, resize, input_size, "
         r"pad_value, tile, tile_overlap, pad_multiple, window, window_layout, state, "
-        r"warmup_frames, interpolate$"
+        r"warmup_frames, interpolate, constants$"
     )
     with pytest.raises(ConfigError, match=match):
         load_sidecar(str(model))

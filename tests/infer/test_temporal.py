@@ -269,3 +269,86 @@ def test_edge_padding_interleaving_and_doubled_timing() -> None:
     assert pts.tolist() == [0, 3, 6, 7, 8, 13] and end == 18 and tb == Fraction(1, 10)
     with pytest.raises(ValueError, match="pts must rise"):
         doubled_timing(np.array([0, 3]), 3, tb)
+
+
+# --- inputs given fixed values (constants) --------------------------------------------------
+
+
+def _matting_shaped(tmp_path: Path) -> Path:
+    """A model shaped like RobustVideoMatting's ONNX export: the frames (``src``), a
+    recurrent state (``r1i`` -> ``r1o``) and ``downsample_ratio``, a number the user
+    chooses (here the output is the frames times ``4 * downsample_ratio``, plus the state
+    times 0, so 0.25 gives the frames back)."""
+    from onnx import TensorProto, helper
+
+    image = ["batch", 3, "height", "width"]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["downsample_ratio", "four"], ["gain"]),
+            helper.make_node("Mul", ["src", "gain"], ["scaled"]),
+            helper.make_node("Mul", ["r1i", "zero"], ["nothing"]),
+            helper.make_node("Add", ["scaled", "nothing"], ["fgr"]),
+            helper.make_node("Identity", ["src"], ["r1o"]),
+        ],
+        "matting_shaped",
+        [
+            helper.make_tensor_value_info("src", TensorProto.FLOAT, image),
+            helper.make_tensor_value_info("r1i", TensorProto.FLOAT, image),
+            helper.make_tensor_value_info("downsample_ratio", TensorProto.FLOAT, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("fgr", TensorProto.FLOAT, image),
+            helper.make_tensor_value_info("r1o", TensorProto.FLOAT, image),
+        ],
+        initializer=[
+            helper.make_tensor("four", TensorProto.FLOAT, [], [4.0]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        ],
+    )
+    path = tmp_path / "matting.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_matting_shaped_model_gets_its_downsample_ratio_from_constants(tmp_path: Path) -> None:
+    """RobustVideoMatting's export takes ``downsample_ratio`` beside the frames and its
+    state. raypipe fed it nothing and failed on the first chunk ("Required inputs
+    (['downsample_ratio']) are missing"), with no way to give it a value; it is refused at
+    load now, naming the sidecar's ``constants``, which give it one."""
+    path = _matting_shaped(tmp_path)
+    spec = ModelSpec(state={"r1i": "r1o"}, input_name="src", output_name="fgr")  # type: ignore[arg-type]
+    with pytest.raises(
+        ModelLoadError,
+        match=r"model input\(s\) \['downsample_ratio'\] would get no value: .* "
+        r'"constants": \{"downsample_ratio": VALUE\}',
+    ):
+        TemporalModel(path.read_bytes(), spec=spec, device="cpu")
+    (tmp_path / "matting.raypipe.json").write_text(
+        '{"state": {"r1i": "r1o"}, "input_name": "src", "output_name": "fgr", '
+        '"constants": {"downsample_ratio": 0.25}}'
+    )
+    cfg = build_run_config(RunConfig(model=ModelConfig(model=str(path))))
+    loaded = load_model(cfg)  # the driver's check passes
+    assert loaded.spec is not None and loaded.spec.constants == (("downsample_ratio", (0.25,)),)
+    model = TemporalModel(loaded.data, spec=loaded.spec, device="cpu")
+    assert np.array_equal(model.run(FRAMES, 4), FRAMES)
+    halved = dataclasses.replace(loaded.spec, constants=(("downsample_ratio", (0.125,)),))
+    out = TemporalModel(loaded.data, spec=halved, device="cpu").run(FRAMES, 4)
+    assert np.abs(out - FRAMES / 2).max() <= 0.5 + 1e-3  # the value is used
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ({"downsample_ratio": "0.25"}, r"constants must map each extra model input"),
+        ({"": 1}, r"constants must map each extra model input"),
+        ({"downsample_ratio": []}, r"constants must map each extra model input"),
+        ({"downsample_ratio": float("nan")}, r"constants must map each extra model input"),
+    ],
+)
+def test_bad_constants_are_refused_in_the_spec(value: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        spec_from_dict({"constants": value})
+    spec = spec_from_dict({"constants": {"b": [1, 2], "a": 0.5}})
+    assert spec.constants == (("a", (0.5,)), ("b", (1.0, 2.0)))
+    assert spec_from_dict(spec_to_dict(spec)) == spec
