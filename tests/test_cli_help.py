@@ -105,6 +105,39 @@ def test_model_show_inputs_outputs_spec_and_its_source(
     assert f"spec: from sidecar {sidecar}\n" in text and "  color: 'BGR'\n" in text
 
 
+def test_model_show_describes_models_a_small_frame_cannot_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``model show`` ran every image model once on a 32x32 frame and failed on those that
+    cannot take one (a fixed-size model, a custom operator), printing nothing of them; the
+    scale now comes from the graph's shapes where they say it, else it is "unknown (why)"."""
+    from onnx import TensorProto, helper
+
+    def save(name: str, node: object, dims: list[object], domain: str = "") -> Path:
+        graph = helper.make_graph(
+            [node],
+            name,
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+            [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)],
+        )
+        opsets = [helper.make_opsetid("", 17)]
+        opsets += [helper.make_opsetid(domain, 1)] if domain else []
+        path = tmp_path / f"{name}.onnx"
+        path.write_bytes(helper.make_model(graph, opset_imports=opsets).SerializeToString())
+        return path
+
+    fixed = save("fixed", helper.make_node("Neg", ["input"], ["output"]), [1, 3, 256, 256])
+    assert main(["model", "show", str(fixed)]) == 0
+    assert "kind: image, scale 1x" in capsys.readouterr().out
+    custom = helper.make_node("Fancy", ["input"], ["output"], domain="com.acme")
+    path = save("custom", custom, ["N", 3, "H", "W"], domain="com.acme")
+    assert main(["model", "show", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "kind: image, scale unknown (a 32x32 frame did not run: " in text
+    assert "custom-op library, which raypipe does not load" in text
+    assert "inputs:\n  input: float32 [N, 3, H, W]\n" in text
+
+
 def _one_line_error(
     argv: list[str], capsys: pytest.CaptureFixture[str], error_type: str, text: str
 ) -> None:
@@ -237,6 +270,10 @@ def test_model_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     (tmp_path / "junk.onnx").write_bytes(b"junk" * 40)
     _one_line_error(
         ["model", "show", str(tmp_path / "junk.onnx")], capsys, "ModelLoadError", "cannot load"
+    )
+    (tmp_path / "empty.onnx").write_bytes(b"")  # parses as an empty ModelProto: "kind: tensor"
+    _one_line_error(
+        ["model", "show", str(tmp_path / "empty.onnx")], capsys, "ModelLoadError", "no graph"
     )
     _one_line_error(
         ["model", "export", "builtin:sharpen", str(tmp_path)], capsys, "ConfigError", "directory"

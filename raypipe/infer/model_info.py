@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from raypipe.errors import ModelLoadError
+from raypipe.errors import ModelLoadError, RaypipeError
 from raypipe.infer.builtin import BUILTIN_MODELS
 from raypipe.infer.output_kind import output_kind
 from raypipe.infer.sidecar import (
@@ -70,6 +70,7 @@ class ModelInfo:
     size_bytes: int
     kind: str  # "image" or "tensor"
     scale: int | None  # output size over input size for image models, None for tensor ones
+    scale_note: str = ""  # why an image model's scale is not known
     inputs: tuple[Port, ...]
     outputs: tuple[Port, ...]
     spec: ModelSpec
@@ -79,6 +80,8 @@ class ModelInfo:
     def lines(self) -> list[str]:
         """The text ``raypipe model show`` prints."""
         scale = f", scale {self.scale}x" if self.scale is not None else ""
+        if self.scale_note:
+            scale = f", scale unknown ({self.scale_note})"
         out = [
             f"model: {self.model} ({self.size_bytes} bytes, sha256 {self.sha256[:16]}...)",
             f"kind: {self.kind}{scale} ({_KIND_MEANS[self.kind]})",
@@ -112,17 +115,28 @@ def _ports(values: list[onnx.ValueInfoProto]) -> tuple[Port, ...]:
     return tuple(ports)
 
 
-def _scale(data: bytes, spec: ModelSpec) -> int:
-    """Output height over input height, from one run on a small gray frame (CPU)."""
+def _scale(data: bytes, spec: ModelSpec) -> tuple[int | None, str]:
+    """Output height over input height: from the graph's shapes where they say it
+    (:func:`~raypipe.infer.shapes.image_output_scale`), else from one run on a small gray
+    frame (CPU); ``(None, why)`` where that run fails (a fixed-size model without
+    ``resize``, a stride the small frame does not divide): ``raypipe model show`` still
+    describes the model."""
     from raypipe.infer.models import FrameModel
+    from raypipe.infer.shapes import image_output_scale
     from raypipe.infer.temporal_model import TemporalModel
 
+    scale = None if spec.temporal.active else image_output_scale(data, spec)
+    if scale is not None and scale >= 1 and float(scale).is_integer():
+        return int(scale), ""
     frames = np.full((3, _PROBE_PX, _PROBE_PX, 3), 128, dtype=np.uint8)
-    if spec.temporal.active:
-        out = TemporalModel(data, spec=spec, device="cpu").run(frames, 1)
-    else:
-        out = FrameModel(data, spec=spec, device="cpu").run(frames, 1)
-    return max(1, round(out.shape[1] / _PROBE_PX))
+    try:
+        if spec.temporal.active:
+            out = TemporalModel(data, spec=spec, device="cpu").run(frames, 1)
+        else:
+            out = FrameModel(data, spec=spec, device="cpu").run(frames, 1)
+    except RaypipeError as e:
+        return None, f"a {_PROBE_PX}x{_PROBE_PX} frame did not run: {e}"
+    return max(1, round(out.shape[1] / _PROBE_PX)), ""
 
 
 def spec_source(model: str) -> str:
@@ -145,15 +159,22 @@ def describe(model: str, *, measure_scale: bool = True) -> ModelInfo:
             f"cannot load the model {model!r}: it is not an ONNX model ({e}); pass builtin:NAME "
             "or a path/URL of an .onnx file"
         ) from e
+    if not graph.node and not graph.output:
+        raise ModelLoadError(
+            f"cannot load the model {model!r}: it holds no graph ({len(data)} bytes: an empty "
+            "or cut-off file?); download it again, or pass builtin:NAME"
+        )
     initializers = {t.name for t in graph.initializer}
     temporal = spec.temporal
     kind = "image" if temporal.active else output_kind(data, spec)
+    scale, scale_note = _scale(data, spec) if kind == "image" and measure_scale else (None, "")
     return ModelInfo(
         model=model,
         sha256=sha256,
         size_bytes=len(data),
         kind=kind,
-        scale=_scale(data, spec) if kind == "image" and measure_scale else None,
+        scale=scale,
+        scale_note=scale_note,
         temporal=temporal.describe() if temporal.active else "",
         inputs=_ports([i for i in graph.input if i.name not in initializers]),
         outputs=_ports(list(graph.output)),

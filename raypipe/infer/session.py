@@ -192,7 +192,9 @@ def create_session(
                 "check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs and that a GPU "
                 "is visible (CUDA_VISIBLE_DEVICES), or pass --device cpu/auto"
             ) from error
-        raise ModelLoadError(f"ONNX Runtime cannot load the model: {error}") from error
+        raise ModelLoadError(
+            f"ONNX Runtime cannot load the model: {error}{_load_hint(str(error))}"
+        ) from error
     granted = granted_providers(session)
     logger.info("ONNX Runtime providers: asked for %s, granted %s", order, granted)
     if granted[0] == CPU and order[0] != CPU:
@@ -316,3 +318,15 @@ def cuda_device(device_id: int = 0) -> CudaDevice:
         f"no CUDA device {device_id} visible (CUDA_VISIBLE_DEVICES, driver libcuda); run on a "
         "GPU machine with the NVIDIA driver installed"
     )
+
+
+def _load_hint(error: str) -> str:
+    """What to do about ONNX Runtime's load ``error``, where its words do not say."""
+    if "INVALID_PROTOBUF" in error or "No graph was found" in error:
+        return "; the file is not a whole ONNX model (cut off in a download?): fetch it again"
+    if "is not a registered function/op" in error:
+        return (
+            "; it uses an operator from a custom-op library, which raypipe does not load: "
+            "export the model with standard ONNX operators"
+        )
+    return ""
