@@ -657,7 +657,10 @@ class FrameModel:
             got = "a scalar" if np.ndim(y) == 0 else f"shape {y.shape}"
             raise ModelLoadError(
                 f"model output {name!r} has {got} for {frames} input frames; raypipe "
-                "expects one result per frame along the first dimension"
+                "expects one result per frame along the first dimension: export the model "
+                "with a batch axis on every output (an Unsqueeze at axis 0 where it was "
+                "squeezed out); results whose count varies from frame to frame (detections "
+                'after NMS) need a processor (--processor: README, "Processors")'
             )
 
     def _run_image_batch(

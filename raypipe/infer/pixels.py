@@ -198,9 +198,16 @@ def _postprocess(
         )
     channels = y.shape[spec.channel_axis]
     if channels not in (1, 3):
+        other = 1 if spec.layout == "NHWC" else 3  # the channel axis of the other layout
+        hint = (
+            f"; the output looks {'NCHW' if spec.layout == 'NHWC' else 'NHWC'} while the input "
+            f"is {spec.layout}: raypipe reads both in the spec's layout"
+            if y.shape[other] in (1, 3)
+            else ""
+        )
         raise ModelLoadError(
             f"model output has shape {y.shape}, {channels} on the channel axis {spec.channel_axis} "
-            f"({spec.layout}); raypipe expects 3 channels (or 1, repeated to 3)"
+            f"({spec.layout}); raypipe expects 3 channels (or 1, repeated to 3){hint}"
         )
     if (
         y.dtype == np.float32

@@ -783,3 +783,17 @@ def test_an_extra_input_gets_its_value_from_the_specs_constants() -> None:
     assert np.abs(half.run(x, 2) - x / 2).max() <= 0.5 + 1e-3
     with pytest.raises(ModelLoadError, match=r"constants names 'gain', which is not an input"):
         FrameModel(data, spec=ModelSpec(constants={"gain": 1}), device="cpu")  # type: ignore[arg-type]
+
+
+def test_output_shape_refusals_say_what_to_change() -> None:
+    """A classifier exported with its batch axis squeezed out, and a channels-last model
+    whose output came out channels-first: the refusals said only what raypipe expects."""
+    squeezed = tiny_model(
+        "ReduceMean", in_dims=(1, 3, "H", "W"), out_dims=(3,), axes=[0, 2, 3], keepdims=0
+    )
+    with pytest.raises(ModelLoadError, match=r"export the model with a batch axis on every out"):
+        cpu_model(squeezed).run_tensors(frames(1, 8, 8), 1)
+    flipped = tiny_model("Transpose", in_dims=("N", "H", "W", 3), out_dims=("N", 3, "H", "W"),
+                         perm=[0, 3, 1, 2])  # fmt: skip
+    with pytest.raises(ModelLoadError, match=r"the output looks NCHW while the input is NHWC"):
+        cpu_model(flipped, ModelSpec(layout="NHWC")).run(frames(1, 8, 8), 1)
