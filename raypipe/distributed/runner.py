@@ -272,6 +272,8 @@ class Runner:
         if result.status == "failed" and video.facts is not None and video.facts.work_dir:
             storage.remove_tree(video.facts.work_dir)
             self.failed_work_dirs.append(video.facts.work_dir)
+            if video.facts.tensor:  # its table's partition folder, made for the work dir
+                storage.remove_empty_dirs(storage.split(video.facts.output)[0])
         if result.status != "skipped":
             self.metrics.video_done(video.video_id, ok=result.ok, error_type=result.error_type)
         return result

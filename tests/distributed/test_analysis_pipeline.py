@@ -18,7 +18,8 @@ import raypipe
 from raypipe.errors import ConfigError
 from raypipe.infer.models import load_frame_model
 from raypipe.media import make_video_id
-from raypipe.testing import decode_all
+from raypipe.testing import ClipSpec, decode_all, make_clip
+from raypipe.testing.bad_inputs import write_out_of_order_pts
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -135,6 +136,28 @@ def test_archive_writes_one_partition_per_video(clips: dict[str, Path], tmp_path
         str(src), str(out), model="builtin:phash", every_n_frames=2, quiet=True
     )
     assert [r["status"] for r in again.rows] == ["skipped"] * 3
+
+
+def test_a_video_that_fails_leaves_no_partition_folder(tmp_path: Path) -> None:
+    """A video that fails after planning (its frames out of order: the decode refuses it)
+    left an empty ``video_id=...`` folder in the archive's table, which readers of the
+    folder as a dataset then list."""
+    src = tmp_path / "src"
+    src.mkdir()
+    make_clip(src / "good.mp4", ClipSpec(n_frames=8))
+    write_out_of_order_pts(src / "swapped.mkv")
+    out = tmp_path / "out"
+    report = raypipe.process_archive(
+        str(src), str(out), model="builtin:phash", chunk_frames=4, quiet=True
+    )
+    rows = {Path(r["uri"]).name: r for r in report.rows}
+    assert rows["good.mp4"]["status"] == "done"
+    assert (rows["swapped.mkv"]["status"], rows["swapped.mkv"]["error_type"]) == (
+        "failed",
+        "DecodeError",
+    )
+    parts = [p.name for p in out.iterdir() if p.name.startswith("video_id=")]
+    assert len(parts) == 1 and parts[0].startswith("video_id=good.mp4")
 
 
 def test_tiled_sharpen_through_the_pipeline_equals_untiled(
