@@ -65,7 +65,9 @@ class ChunkTask:
     offsets (in the chunk) of the frames to process, for analysis sampling; ``None``:
     every frame. ``interpolate``: 2 when the model doubles the frames. ``jumps``: the
     source clock's jumps, which the decode maps its frames' times through
-    (:mod:`raypipe.media.jumps`).
+    (:mod:`raypipe.media.jumps`). ``frame_ticks``: the video's
+    :attr:`~raypipe.media.probe.VideoInfo.frame_ticks` (1 for an interpolating model's
+    output, whose new frames fall between them).
     """
 
     uri: str
@@ -81,6 +83,7 @@ class ChunkTask:
     interpolate: int = 1
     work_dir: str = ""
     jumps: tuple[Jump, ...] = ()
+    frame_ticks: int = 1
 
     @classmethod
     def of(
@@ -108,6 +111,7 @@ class ChunkTask:
             interpolate=interpolate,
             work_dir=work_dir,
             jumps=info.jumps,
+            frame_ticks=info.frame_ticks if interpolate == 1 else 1,
         )
 
     @property
@@ -176,6 +180,7 @@ class ChunkTask:
             "context": "" if c.context is None else c.context.to_json(),
             "interpolate": self.interpolate,
             "jumps": to_text(self.jumps),
+            "frame_ticks": self.frame_ticks,
             "error_type": "",
             "error_message": "",
         }
@@ -208,6 +213,7 @@ class ChunkTask:
             interpolate=int(row.get("interpolate") or 1),
             jumps=from_text(str(row.get("jumps") or "")),
             work_dir=str(row["work_dir"]),
+            frame_ticks=int(row.get("frame_ticks") or 1),
         )
 
 

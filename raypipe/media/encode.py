@@ -56,14 +56,15 @@ _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:ke
 
 _MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
 _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
-SEGMENT_FORMAT = 6
+SEGMENT_FORMAT = 7
 """What a segment holds and how its frames were converted and encoded (source matrix, 16
 bits, 3: the encoder's threads set to the CPUs an encode task holds, which changes x264's
 bits, 4: x264 held to AVX2, :func:`x264_cpu_params`, 5: frames decoded to RGB rounded to
 the nearest, :mod:`raypipe.media.rgb`, and an interlaced source's chroma converted field by
 field, :mod:`raypipe.media.fields`, 6: the container's aspect ratio over the bitstream's,
-and the ratio in the segment's head): part of a run's key, so a resumed run does not mix
-segments of another format."""
+and the ratio in the segment's head, 7: H.264 encoded in ticks of a frame where
+the frames fall on them, :func:`encoder_ticks`, which changes their headers' timing): part
+of a run's key, so a resumed run does not mix segments of another format."""
 _NO_DTS = -(2**63)
 SEGMENT_HEAD_BYTES = 1 << 16
 """Bytes read from a segment's start for its index (:meth:`Segment.index_size`): its JSON
@@ -460,6 +461,27 @@ def frame_durations(
     return np.diff(np.append(pts, end_pts)).astype(np.int64)
 
 
+_TIMED_BITSTREAMS = frozenset({"libx264", "libx264rgb"})
+"""Encoders that write their time base into the bitstream (H.264's VUI timing): given the
+source's (MP4's 1/12800), an H.264 said 12800 fps, which a raw ``.h264`` extract, or a
+one-frame MPEG-TS, shows. (libx265 writes the frame rate FFmpeg gives it instead, which is
+the video's already.)"""
+
+
+def encoder_ticks(codec: str, frame_ticks: int, pts: np.ndarray) -> int:
+    """Source ticks per tick of ``codec``'s clock: the video's ``frame_ticks`` where the
+    encoder writes its time base into its bitstream (:data:`_TIMED_BITSTREAMS`), so that it
+    counts in frames as ``ffmpeg`` has it count (1/25 for 25 fps: its headers then say 25
+    fps) and its times map back exactly; ``1`` (the source's time base) otherwise. Raises
+    ``EncodeError`` for a frame time not on those ticks (the video's planning said every
+    frame is)."""
+    if codec not in _TIMED_BITSTREAMS or frame_ticks <= 1:
+        return 1
+    if not bool(np.all(np.asarray(pts, dtype=np.int64) % frame_ticks == 0)):
+        raise EncodeError(f"frame times not on the video's frame ticks ({frame_ticks})")
+    return frame_ticks
+
+
 def _checked_dts(pts: list[int], dts: list[int]) -> np.ndarray:
     """The encoder's dts, or new ones when they are not usable: rising and never after
     their pts. (libx265 gives garbage dts for a segment of two frames, its B-frame delay
@@ -517,6 +539,7 @@ def encode_segment(
     picture: PictureFormat | None = None,
     end_pts: int | None = None,
     threads: int = 0,
+    frame_ticks: int = 1,
 ) -> Segment:
     """Encode RGB ``frames`` ``(n, H, W, 3)`` (uint8, or uint16 at 16 bits) with timestamps
     ``pts`` into a segment.
@@ -528,6 +551,9 @@ def encode_segment(
     ``threads``: the encoder's threads, 0 to let it choose (as many as the machine has
     cores); an encode task passes the CPUs it holds, so that tasks running side by side do
     not each start a thread per core. An encoder option ``threads`` wins over it.
+    ``frame_ticks``: the video's ticks of a frame (:attr:`VideoInfo.frame_ticks`), the same
+    for every segment of a video: encoders that write their time base into the bitstream
+    count in frames then (:func:`encoder_ticks`).
     ``config.codec`` ``"auto"`` here, not knowing the output: libx264 (the encode task
     resolves it for its video's output first: :meth:`EncodeConfig.for_output`).
     """
@@ -562,11 +588,19 @@ def encode_segment(
     out_durations: list[int] = []
 
     held: list[av.Packet] = []  # muxed once the encoder is flushed and their dts checked
+    # the encoder's clock: one tick a frame where the source's frames fall on one (the
+    # timing H.264 and HEVC write into their headers), else the source's own
+    step = encoder_ticks(config.codec, frame_ticks, pts)
 
     def collect(packets: list[av.Packet]) -> None:
         for packet in packets:
             if packet.pts is None:
                 raise EncodeError(f"encoder {config.codec} gave a packet without pts")
+            if step > 1:  # back to the source's time base: ticks of frames, exact
+                packet.pts *= step
+                dts = packet.dts  # a garbage one (_checked_dts) stays unknown
+                packet.dts = dts * step if dts is not None and abs(dts) < 2**40 else None
+                packet.time_base = time_base
             out_pts.append(packet.pts)
             out_dts.append(_NO_DTS if packet.dts is None else packet.dts)
             out_durations.append(duration_of.get(packet.pts, 0))
@@ -584,7 +618,7 @@ def encode_segment(
             stream.pix_fmt = pix_fmt
             stream.time_base = time_base
             ctx = stream.codec_context
-            ctx.time_base = time_base
+            ctx.time_base = time_base * step
             if threads:
                 ctx.thread_count = threads
             tags.apply(ctx)
@@ -614,9 +648,9 @@ def encode_segment(
                 else:
                     frame = convert(frames[i])
                 tags.apply(frame)
-                frame.pts = int(pts[i])
-                frame.duration = int(durations[i])
-                frame.time_base = time_base
+                frame.pts = int(pts[i]) // step
+                frame.duration = max(1, round(int(durations[i]) / step))
+                frame.time_base = time_base * step
                 collect(stream.encode(frame))
             collect(stream.encode(None))
             dts = _checked_dts(out_pts, out_dts)

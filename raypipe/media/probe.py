@@ -23,6 +23,7 @@ can carry them.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import re
 from collections import deque
@@ -132,6 +133,21 @@ class VideoInfo:
     @property
     def time_base(self) -> Fraction:
         return Fraction(self.time_base_num, self.time_base_den)
+
+    @functools.cached_property
+    def frame_ticks(self) -> int:
+        """Time base ticks of one frame at the video's rate where every frame's time falls
+        on a whole number of them (a constant frame rate, such as MP4's 512 ticks of 1/12800
+        at 25 fps), else 1 (a variable rate, or a frame that is not a whole number of ticks:
+        23.976 fps in Matroska's milliseconds). An encoder whose bitstream carries its time
+        base counts in frames where it is above 1 (:func:`~raypipe.media.encode.frame_ticks`)."""
+        if not self.rate or not self.pts:
+            return 1
+        step = 1 / (self.rate * self.time_base)
+        if step.denominator != 1 or step <= 1:
+            return 1
+        ticks = int(step)
+        return ticks if bool(np.all(np.asarray(self.pts, dtype=np.int64) % ticks == 0)) else 1
 
     @property
     def rate(self) -> Fraction:

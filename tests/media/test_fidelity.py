@@ -309,6 +309,26 @@ def test_a_film_rate_matroska_keeps_its_rate_and_its_length(tmp_path: Path, suff
     assert length(source) == length(out) == 2.002
 
 
+@pytest.mark.parametrize(("codec", "raw"), [("libx264", "h264"), ("libx265", "hevc")])
+def test_the_codecs_own_timing_says_the_frame_rate(tmp_path: Path, codec: str, raw: str) -> None:
+    """H.264 writes its encoder's time base into its headers (VUI timing). Given the
+    source's (MP4's 1/12800), every output's H.264 said 12800 fps: the stream extracted with
+    ``ffmpeg -c copy out.h264`` read as 12800 fps, and remuxed it lasted 0.00004 s. x264
+    counts in frames now where the frames fall on them, as ffmpeg has it count. (libx265
+    writes the frame rate FFmpeg gives it, which was right already.)"""
+    source = make_clip(tmp_path / "src.mp4", _small(n_frames=20, gop=10, bframes=2))
+    assert probe(str(source)).frame_ticks == 512  # 25 fps in 1/12800
+    out = tmp_path / "out.mp4"
+    run_in_process(source, out, "builtin:invert", 7, EncodeConfig(codec=codec, preset="ultrafast"))
+    assert ffprobe_frame_times(out) == pytest.approx(ffprobe_frame_times(source), abs=1e-6)
+    extract = tmp_path / f"out.{raw}"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-c", "copy", str(extract)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert ffprobe_video(extract).base_rate == 25
+
+
 def test_a_matroska_whose_default_duration_is_wrong_keeps_its_frames_rate(tmp_path: Path) -> None:
     """A Matroska track's DefaultDuration that says 1 ms for frames 40 ms apart: FFmpeg
     gives every packet 1 ms, and raypipe took the last frame for 1 ms long, so the video's
