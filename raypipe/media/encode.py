@@ -588,8 +588,8 @@ def encode_segment(
     out_durations: list[int] = []
 
     held: list[av.Packet] = []  # muxed once the encoder is flushed and their dts checked
-    # the encoder's clock: one tick a frame where the source's frames fall on one (the
-    # timing H.264 and HEVC write into their headers), else the source's own
+    # the encoder's clock: one tick a frame where the video's frames fall on one (the
+    # timing H.264 writes into its headers), else the source's own
     step = encoder_ticks(config.codec, frame_ticks, pts)
 
     def collect(packets: list[av.Packet]) -> None:
@@ -649,7 +649,7 @@ def encode_segment(
                     frame = convert(frames[i])
                 tags.apply(frame)
                 frame.pts = int(pts[i]) // step
-                frame.duration = max(1, round(int(durations[i]) / step))
+                frame.duration = round(int(durations[i]) / step)
                 frame.time_base = time_base * step
                 collect(stream.encode(frame))
             collect(stream.encode(None))
