@@ -147,7 +147,9 @@ def remove_empty_dirs(uri: str, up_to: str = "") -> None:
     while folder.startswith(last):
         try:
             os.rmdir(folder)
-        except OSError:  # not empty, or gone
+        except FileNotFoundError:  # gone already: its parent may be empty now
+            pass
+        except OSError:  # not empty
             return
         if folder == last:
             return

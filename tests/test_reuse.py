@@ -51,6 +51,7 @@ SPEC_CHANGES: dict[str, object] = {
     "state": (("prev", "prev_out"),),
     "warmup_frames": 4,  # paired with a state below: a warm-up warms a state up
     "interpolate": 2,
+    "constants": (("downsample_ratio", (0.25,)),),
 }
 CHUNK_CHANGES: dict[str, object] = {
     "chunk_frames": 32,

@@ -101,11 +101,11 @@ def test_an_archive_hands_off_what_it_can(
 def test_handoff_yuv_refuses_models_that_take_rgb(
     clips: dict[str, Path], tmp_path: Path, options: dict[str, object], why: str
 ) -> None:
+    out = tmp_path / ("tables" if options["model"] == "builtin:phash" else "out.mp4")
     with pytest.raises(ConfigError, match=f"--handoff yuv: {why}"):
         raypipe.process_video(
-            str(clips["bframes_aac"]), str(tmp_path / "out.mp4"), handoff="yuv", quiet=True,
-            **options,
-        )  # fmt: skip
+            str(clips["bframes_aac"]), str(out), handoff="yuv", quiet=True, **options
+        )
 
 
 def test_an_actor_runner_keeps_a_few_yuv_models_and_warms_the_one_asked_for() -> None:
