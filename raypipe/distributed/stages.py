@@ -241,7 +241,7 @@ def encode_stage(row: Row, *, config: EncodeConfig, threads: int = 0) -> Row:
                 picture=task.picture,
                 end_pts=end_pts,
                 threads=threads,
-                frame_ticks=task.frame_ticks if task.interpolate == 1 else 1,
+                frame_ticks=task.frame_ticks,  # 1 for an interpolating model's output
             )
             out.update(
                 segment_bytes=_store(task, segment.to_bytes()),

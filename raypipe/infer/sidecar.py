@@ -304,10 +304,7 @@ def resolve_model(model: str) -> tuple[bytes, str]:
         name = model[len(BUILTIN_PREFIX) :]
         data = analysis_bytes(name) if name in ANALYSIS_MODELS else builtin_bytes(name)
         return data, hashlib.sha256(data).hexdigest()
-    if model.startswith("file://"):  # percent-decoded, as inputs and outputs are
-        from raypipe.media.source import local_path
-
-        model = local_path(model)
+    model = _model_path(model)
     try:
         with fsspec.open(model, "rb") as f:
             data = f.read()
@@ -320,6 +317,16 @@ def resolve_model(model: str) -> tuple[bytes, str]:
         raise ModelLoadError(f"cannot read model file {model!r}: {e}") from e
     data = with_external_data(data, model)
     return data, hashlib.sha256(data).hexdigest()
+
+
+def _model_path(model: str) -> str:
+    """``model`` as fsspec opens it: a ``file://`` URL percent-decoded, as inputs and
+    outputs are (:func:`~raypipe.media.source.local_path`), anything else as it is."""
+    if not model.startswith("file://"):
+        return model
+    from raypipe.media.source import local_path
+
+    return local_path(model)
 
 
 _ONE_PROTOBUF = 2**31 - 1  # the most bytes one serialized ONNX model (a protobuf) can hold
@@ -565,11 +572,7 @@ def resolve_model_and_spec(model: str) -> tuple[bytes, str, ModelSpec]:
     data, digest = resolve_model(model)
     if model.startswith(BUILTIN_PREFIX):
         return data, digest, builtin_spec(model[len(BUILTIN_PREFIX) :])
-    if model.startswith("file://"):
-        from raypipe.media.source import local_path
-
-        model = local_path(model)
-    return data, digest, load_sidecar(model) or DEFAULT_SPEC
+    return data, digest, load_sidecar(_model_path(model)) or DEFAULT_SPEC
 
 
 def _display(fs: fsspec.AbstractFileSystem, model_url: str, path: str) -> str:

@@ -140,7 +140,7 @@ class VideoInfo:
         on a whole number of them (a constant frame rate, such as MP4's 512 ticks of 1/12800
         at 25 fps), else 1 (a variable rate, or a frame that is not a whole number of ticks:
         23.976 fps in Matroska's milliseconds). An encoder whose bitstream carries its time
-        base counts in frames where it is above 1 (:func:`~raypipe.media.encode.frame_ticks`)."""
+        base counts in frames where it is above 1 (:func:`~raypipe.media.encode.encoder_ticks`)."""
         if not self.rate or not self.pts:
             return 1
         step = 1 / (self.rate * self.time_base)

@@ -255,12 +255,6 @@ def write_unknown_codec(path: PathLike) -> pathlib.Path:
     return path
 
 
-def _children(data: bytes, start: int, end: int) -> dict[str, tuple[int, int]]:
-    """The boxes inside ``data[start:end]`` (a container box's payload), as
-    :func:`_top_level_boxes` gives them."""
-    return {k: (a + start, b + start) for k, (a, b) in _top_level_boxes(data[start:end]).items()}
-
-
 def write_edit_list(
     path: PathLike, source: PathLike, edits: list[tuple[Fraction, Fraction]]
 ) -> pathlib.Path:
@@ -268,18 +262,17 @@ def write_edit_list(
     video's edit list replaced by ``edits``: ``(duration, media start)`` pairs in seconds,
     shown one after another, as an editor that cuts a clip without re-encoding writes it
     (two edits: a part of the clip skipped). Sizes of the boxes around it are mended."""
+    from raypipe.media.mp4_index import _find  # payload ranges of boxes, by path
+
     data = bytearray(pathlib.Path(source).read_bytes())
-    top = _top_level_boxes(bytes(data))
-    moov_start, moov_end = top["moov"]
-    if moov_start < top["mdat"][0]:
+    whole = bytes(data)
+    moov, mdat = _find(whole, 0, len(whole), (b"moov",)), _find(whole, 0, len(whole), (b"mdat",))
+    if moov is None or mdat is None or moov[0] < mdat[0]:
         raise ValueError("write_edit_list takes an MP4 whose moov comes after its mdat")
-    moov = _children(bytes(data), moov_start + 8, moov_end)
-    movie_scale = int.from_bytes(data[moov["mvhd"][0] + 20 : moov["mvhd"][0] + 24], "big")
-    trak_start, trak_end = moov["trak"]
-    trak = _children(bytes(data), trak_start + 8, trak_end)
-    mdia = _children(bytes(data), trak["mdia"][0] + 8, trak["mdia"][1])
-    mdhd = mdia["mdhd"][0]
-    media_scale = int.from_bytes(data[mdhd + 20 : mdhd + 24], "big")  # version 0 mdhd
+    trak = _find(whole, *moov, (b"trak",))  # the first: the video
+    mvhd, mdhd = _find(whole, *moov, (b"mvhd",)), _find(whole, *trak, (b"mdia", b"mdhd"))
+    movie_scale = int.from_bytes(data[mvhd[0] + 12 : mvhd[0] + 16], "big")  # version 0 boxes
+    media_scale = int.from_bytes(data[mdhd[0] + 12 : mdhd[0] + 16], "big")
     entries = b"".join(
         int(duration * movie_scale).to_bytes(4, "big")
         + int(start * media_scale).to_bytes(4, "big", signed=True)
@@ -289,10 +282,12 @@ def write_edit_list(
     elst = b"elst" + bytes(4) + len(edits).to_bytes(4, "big") + entries
     elst = (len(elst) + 4).to_bytes(4, "big") + elst
     edts = (len(elst) + 8).to_bytes(4, "big") + b"edts" + elst
-    at, old = trak.get("edts", (trak["tkhd"][1], trak["tkhd"][1]))
-    data[at:old] = edts
-    grown = len(edts) - (old - at)
-    for box in (trak_start, moov_start):
+    old = _find(whole, *trak, (b"edts",))
+    tkhd_end = _find(whole, *trak, (b"tkhd",))[1]
+    at, end = (old[0] - 8, old[1]) if old is not None else (tkhd_end, tkhd_end)
+    data[at:end] = edts
+    grown = len(edts) - (end - at)
+    for box in (trak[0] - 8, moov[0] - 8):  # their 32-bit size fields
         size = int.from_bytes(data[box : box + 4], "big")
         data[box : box + 4] = (size + grown).to_bytes(4, "big")
     out = pathlib.Path(path)
