@@ -35,7 +35,7 @@ import numpy as np
 from raypipe import faults
 from raypipe.config import AUTO_CODEC, OUTPUT_FORMATS, default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
-from raypipe.media import captions
+from raypipe.media import captions, mkv_aspect
 from raypipe.media.encode import _NO_DTS, SEGMENT_HEAD_BYTES, Segment
 from raypipe.media.jumps import Jump, closed, shift_seconds
 from raypipe.media.probe import (
@@ -214,8 +214,8 @@ _CONSTANT_RATE = ("avi",)
 _ASPECT_IN_BITSTREAM = frozenset({"h264", "hevc", "mpeg4", "mpeg2video"})
 """Video codecs whose bitstream says the sample aspect ratio. Matroska keeps it in its
 track's display size, which FFmpeg's muxer writes from a stream field PyAV cannot set (so
-do NUT segments: :attr:`Segment.sar` carries it); MP4/MOV write their ``pasp`` box from
-the encoder's ratio."""
+do NUT segments: :attr:`Segment.sar` carries it): :func:`_keep_aspect` writes it into the
+finished file. MP4/MOV write their ``pasp`` box from the encoder's ratio."""
 _PICTURE_TYPES = {"mjpeg": ("cover.jpg", "image/jpeg"), "png": ("cover.png", "image/png")}
 
 
@@ -263,10 +263,11 @@ def assemble(
             with av.open(staged, mode="w", format=fmt, options=options) as out:
                 name = os.path.basename(output_uri)
                 given = dict(tags or {})
-                _write(
+                shape = _write(
                     out, uris, source, source_uri, copy_streams, name, given, keep_tag,
                     per_frame, tuple(jumps),
                 )  # fmt: skip
+        _keep_aspect(staged, fmt, *shape)
         storage.commit(staged, output_uri)
     except BaseException:
         if os.path.exists(staged):
@@ -285,7 +286,8 @@ def _write(
     keep_tag: Callable[[str, str], bool] | None,
     per_frame: int = 1,
     jumps: tuple[Jump, ...] = (),
-) -> None:
+) -> tuple[Fraction | None, str]:
+    """Mux the output; returns its pictures' sample aspect ratio and video codec."""
     head, opened = _open_segment(paths[0])
     with opened as first:
         template = first.streams.video[0]
@@ -315,7 +317,6 @@ def _write(
     copied, reencoded = _copied_streams(out, source, source_uri) if copy_streams else ({}, set())
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
-    _warn_lost_aspect(out, out_video)
     track = _caption_track(source, source_uri, processed, out_video, jumps)
     delay = decode_delay(paths) if frame_seconds is None else None
     packets = _segment_packets(paths, extradata, frame_seconds, track, delay)
@@ -348,6 +349,7 @@ def _write(
         raise MuxError(f"writing {out.format.name} output failed: {e}") from e
     if track is not None:
         log.info("%s: closed captions kept in %d pictures", output_name, track.found)
+    return head.sar, out_video.codec_context.codec.canonical_name
 
 
 _FAULT_AFTER_PACKETS = 8
@@ -866,22 +868,25 @@ def constant_rate_problem(info: VideoInfo, output: str) -> str:
     return ""
 
 
-def _warn_lost_aspect(out: Any, out_video: Any) -> None:
-    """Say so when the picture's non-square pixels cannot reach a Matroska or WebM output
-    (:data:`_ASPECT_IN_BITSTREAM`): players would show it squeezed or stretched."""
-    sar = out_video.codec_context.sample_aspect_ratio
-    codec = out_video.codec_context.codec.canonical_name
-    if out.format.name in ("matroska", "webm") and sar and sar != 1:
-        if codec not in _ASPECT_IN_BITSTREAM:
-            log.warning(
-                "the picture's aspect ratio (pixels %d:%d wide to high) is left out: in "
-                "Matroska and WebM %s video keeps it only in the track's display size, "
-                "which raypipe's writer cannot set, so players show square pixels. Use "
-                ".mp4 (or H.264/HEVC video) to keep it",
-                sar.numerator,
-                sar.denominator,
-                codec,
-            )
+def _keep_aspect(path: str, fmt: str, sar: Fraction | None, codec: str) -> None:
+    """Give a Matroska or WebM output at ``path`` its pictures' non-square pixels (its
+    track's display size: :mod:`raypipe.media.mkv_aspect`); say so where that cannot be
+    done and the codec's bitstream does not carry them either
+    (:data:`_ASPECT_IN_BITSTREAM`): players would show the picture squeezed or stretched."""
+    if fmt not in ("matroska", "webm") or not sar or sar == 1:
+        return
+    if mkv_aspect.write_display_size(path, sar, webm=fmt == "webm"):
+        return
+    if codec not in _ASPECT_IN_BITSTREAM:
+        log.warning(
+            "the picture's aspect ratio (pixels %d:%d wide to high) is left out: the "
+            "Matroska/WebM file's head is not laid out as FFmpeg's muxer writes it, and "
+            "%s video has no place of its own for it, so players show square pixels. Use "
+            ".mp4 (or H.264/HEVC video) to keep it",
+            sar.numerator,
+            sar.denominator,
+            codec,
+        )
 
 
 def _warn_lost_offsets(source: Any, video: Any, copied: dict[int, Any]) -> None:

@@ -897,7 +897,9 @@ def aspect_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("box", ".mkv", "libx264", Fraction(16, 9)),
         ("box", ".mp4", "libx264", Fraction(16, 9)),
         ("box", ".mp4", "libsvtav1", Fraction(16, 9)),  # no ratio in AV1: MP4 has pasp
-        ("box", ".webm", "libsvtav1", Fraction(16, 9)),  # nowhere to keep it: a warning
+        # no ratio in AV1 or VP9: Matroska's display size carries it (mux._keep_aspect)
+        ("box", ".webm", "libsvtav1", Fraction(16, 9)),
+        ("bitstream", ".mkv", "libvpx-vp9", Fraction(16, 11)),
         ("over", ".mp4", "libx264", Fraction(4, 3)),
     ],
 )
@@ -915,8 +917,8 @@ def test_the_picture_keeps_its_shape_wherever_the_source_sets_its_aspect(
     that its MKV or MP4 says to show at 16:9 came out 4:3 (SAR 1:1), and an MP4 that
     says square pixels over a 12:11 bitstream came out stretched to 16:11. A codec whose
     bitstream has no place for it (AV1, VP9, FFV1) lost it in every container; MP4 keeps
-    it now (the segment's head carries it to the pasp box), WebM cannot and says so
-    (mux._warn_lost_aspect)."""
+    it now (the segment's head carries it to the pasp box), and Matroska and WebM in the
+    track's display size, written into the finished file (mux._keep_aspect)."""
     path = aspect_sources[source]
     assert ffprobe_video(path).display_aspect == shown  # the sources are what they say
     out = tmp_path / f"out{suffix}"
@@ -924,12 +926,10 @@ def test_the_picture_keeps_its_shape_wherever_the_source_sets_its_aspect(
     assert encode.codec == codec
     with caplog.at_level(logging.WARNING, logger="raypipe.media"):
         run_in_process(path, out, "builtin:invert", 5, encode)
-    lost = "the picture's aspect ratio (pixels 4:3 wide to high) is left out"
-    if suffix == ".webm":
-        assert lost in caplog.text
-        assert ffprobe_video(out).display_aspect == Fraction(128, 96)
+    assert "aspect ratio" not in caplog.text
+    if suffix == ".webm":  # in whole pixels, as FFmpeg writes it: 128 x 4/3 = 170.7 wide
+        assert ffprobe_video(out).display_aspect == Fraction(171, 96)
         return
-    assert lost not in caplog.text
     assert_fidelity(path, out, "builtin:invert", frames="psnr", min_psnr_db=30.0)
     assert ffprobe_video(out).display_aspect == shown
 
