@@ -48,25 +48,57 @@ class ReportJournal:
     """The report's rows as videos finish, written to the report path (atomically) when
     the first video ends, then at most every :data:`REPORT_EVERY_S` once a quarter more
     rows have come (so a long archive rewrites its report a few dozen times, not once per
-    10 s whatever its size); a crash keeps the rows of the videos finished before the
-    last write (their outputs are skipped on rerun anyway)."""
+    10 s whatever its size), and by :meth:`write` when the run stops early (Ctrl-C, an
+    error). Until every input has its row, the previous report's row stands for each input
+    this run has not reached yet, noted so: an interrupted rerun no longer cuts the report
+    down to the videos it got to (their outputs are still there, and so are their
+    attempts). A crash keeps the rows of the last write."""
 
-    def __init__(self, path: str, previous: dict[str, int], order: dict[str, int]) -> None:
-        self.path, self.previous, self.order = path, previous, order
+    def __init__(
+        self, path: str, previous: dict[str, dict[str, Any]], order: dict[str, int]
+    ) -> None:
+        self.path, self.order = path, order
+        self.previous = {uri: row for uri, row in previous.items() if uri in order}
         self._rows: list[dict[str, Any]] = []
         self._written = -float("inf")
         self._written_rows = 0
 
     def add(self, result: VideoResult) -> None:
-        self._rows.append(report_row(result, self.previous))
+        attempts = {uri: int(row.get("attempts") or 0) for uri, row in self.previous.items()}
+        self._rows.append(report_row(result, attempts))
         due = time.monotonic() - self._written >= REPORT_EVERY_S
         if due and len(self._rows) >= 1.25 * self._written_rows:
-            write_report(ArchiveReport(rows=self.rows(), path=self.path))
+            self.write()
             self._written, self._written_rows = time.monotonic(), len(self._rows)
 
+    def write(self) -> None:
+        """Write the rows so far (with the previous report's for inputs not reached)."""
+        write_report(ArchiveReport(rows=self.rows(), path=self.path))
+
+    @property
+    def reached(self) -> int:
+        """How many videos this run has a row for."""
+        return len(self._rows)
+
     def rows(self) -> list[dict[str, Any]]:
-        """The rows so far, in input order."""
-        return sorted(self._rows, key=lambda r: self.order.get(r["uri"], len(self.order)))
+        """The rows so far, in input order, and the previous report's row of each input
+        this run has not reached."""
+        reached = {r["uri"] for r in self._rows}
+        earlier = [
+            {**row, "note": _joined(row.get("note"), NOT_REACHED)}
+            for uri, row in self.previous.items()
+            if uri not in reached
+        ]
+        return sorted(self._rows + earlier, key=lambda r: self.order.get(r["uri"], len(self.order)))
+
+
+NOT_REACHED = "row of an earlier run: the last run stopped before this video"
+
+
+def _joined(note: str | None, more: str) -> str:
+    if not note or more in note:
+        return note or more
+    return f"{note}; {more}"
 
 
 def report_row(result: VideoResult, previous: dict[str, int]) -> dict[str, Any]:
@@ -87,12 +119,15 @@ def report_row(result: VideoResult, previous: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def previous_attempts(report_path: str) -> dict[str, int]:
+def previous_rows(report_path: str) -> dict[str, dict[str, Any]]:
+    """The rows of the report at ``report_path`` by input, or none when there is none (or
+    it cannot be read: that only loses attempt counts and the rows of inputs a stopped
+    run does not reach)."""
     if not storage.exists(report_path):
         return {}
     try:
-        return {r["uri"]: int(r["attempts"]) for r in read_report(report_path)}
-    except Exception:  # noqa: BLE001 - an unreadable old report only loses attempt counts
+        return {r["uri"]: r for r in read_report(report_path)}
+    except Exception:  # noqa: BLE001 - see the docstring
         return {}
 
 

@@ -25,7 +25,7 @@ from raypipe.archive_report import (
     REPORT_NAME,
     ArchiveReport,
     ReportJournal,
-    previous_attempts,
+    previous_rows,
     run_report_path,
     stats_doc,
     write_report,
@@ -71,7 +71,7 @@ def process_archive(
     model = load_run(cfg)
     items = list_inputs(inputs, output_dir) if isinstance(inputs, str) else _items_of(list(inputs))
     report_path = report_path or storage.join(output_dir, REPORT_NAME)
-    previous = previous_attempts(report_path)
+    previous = previous_rows(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
     storage.makedirs(output_dir)
     run = start_run(cfg, model)
@@ -80,6 +80,7 @@ def process_archive(
     progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
     chunk_log = ChunkLog(spill=True)
     drawer = _ReportDrawer(run_report_path(report_path))
+    journal = ReportJournal(report_path, previous, order)
     try:
         runner = Runner(cfg, chunk_log=chunk_log, on_frames=progress.update)
         source = archive_source(
@@ -90,7 +91,6 @@ def process_archive(
         )
         gpu_samples: list[dict[str, Any]] = []  # NVML samples (GPU runs only)
         gpu_notes: set[str] = set()
-        journal = ReportJournal(report_path, previous, order)
         for result in runner.run(ds):  # the driver keeps a report row per video, no more
             gpu_samples.extend(result.gpu_samples)
             gpu_notes.update(result.gpu_notes)
@@ -117,6 +117,9 @@ def process_archive(
             drawer.draw(head, chunk_log.spill_path, progress)
         if cfg.stats_path:
             _write_stats(head, chunk_log, cfg.stats_path)
+    except BaseException:  # Ctrl-C, an error: the report keeps what is known so far
+        _write_partial_report(journal)
+        raise
     finally:
         drawer.cancel()  # no chunk ran, or the run failed: nothing to draw
         chunk_log.close()
@@ -125,6 +128,17 @@ def process_archive(
         f"{report.count('failed')} failed of {len(report.rows)} -> {output_dir}"
     )
     return report
+
+
+def _write_partial_report(journal: ReportJournal) -> None:
+    """The rows of the videos finished before a run stopped early, and the previous
+    report's for the rest; a failure to write it must not hide why the run stopped."""
+    if not journal.reached:
+        return  # the previous report (if any) says as much as there is to say
+    try:
+        journal.write()
+    except Exception as e:  # noqa: BLE001 - logged; the run's own error follows
+        log.warning("could not write the report %s: %s", journal.path, e)
 
 
 def _first_picture(jobs: list[VideoJob]) -> PictureFormat | None:

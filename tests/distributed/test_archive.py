@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import warnings
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 from conftest import assert_exact, closed_port, lossless_cli_args, lossless_options
 
 import raypipe
-from raypipe.archive_report import read_report
+from raypipe.archive_report import NOT_REACHED, read_report
 from raypipe.cli import main
+from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.testing import (
     write_audio_only,
     write_corrupt_packets,
@@ -137,6 +139,43 @@ def test_rerun_skips_finished_and_no_resume_starts_over(
     for kind in ("bframes_aac", "odd_size"):  # blur output from lossy x264: shapes and counts
         frames, pts, _ = decode_all(out / f"{kind}.mp4")
         assert frames.shape == decode_all(clips[kind])[0].shape
+
+
+def test_a_rerun_stopped_by_ctrl_c_keeps_the_whole_report(
+    clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in a rerun that redoes an archive (another model) once its second video is
+    done: the report keeps a row for every input, this run's for the videos it finished
+    and the earlier run's, noted so, for the one it did not reach, with its attempts.
+    Before, the interrupted run left the report it wrote when its first video ended (it
+    writes at most every 10 s): that one video's row alone, and the next run counted the
+    others' attempts from 0."""
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["a.mp4", "b.mp4", "c.mp4"]
+    for name in names:
+        shutil.copy(clips["bframes_aac"], src / name)
+    out = tmp_path / "out"
+    first = raypipe.process_archive(str(src), str(out), model="builtin:invert", quiet=True)
+    assert first.count("done") == 3
+    done = []
+
+    def video_done(self: ArchiveProgress, ok: bool, frames: int, *, skipped: bool = False) -> None:
+        done.append(ok)
+        if len(done) == 2:
+            signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C, as the second video ends
+
+    monkeypatch.setattr(ArchiveProgress, "video_done", video_done)
+    with pytest.raises(KeyboardInterrupt):
+        raypipe.process_archive(str(src), str(out), model="builtin:identity", quiet=True)
+    assert done == [True, True]
+    rows = read_report(str(out / "_raypipe-report.parquet"))
+    assert [Path(r["uri"]).name for r in rows] == names
+    redone = [r for r in rows if r["note"] != NOT_REACHED]
+    assert [(r["status"], r["attempts"]) for r in redone] == [("done", 2), ("done", 2)]
+    earlier = [r for r in rows if r["note"] == NOT_REACHED]
+    assert [(r["status"], r["attempts"]) for r in earlier] == [("done", 1)]
+    assert all(Path(r["output"]).exists() for r in rows)
 
 
 def test_fewer_chunks_than_workers_is_no_warning(clips: dict[str, Path], tmp_path: Path) -> None:
