@@ -17,7 +17,8 @@ dot; so is everything below OUTPUT_DIR when it lies inside the inputs (the outpu
 earlier run are not inputs). A line says how many of either were named as videos.
 
 Each input gets an output path relative to OUTPUT_DIR that mirrors its path relative to the
-listing's base (the directory, the glob's fixed prefix, or the URIs' common parent), with
+listing's base (the directory, the glob's fixed prefix, or the URIs' common parent; URIs
+that share none mirror their whole path: ``bucket/key``, ``host/path``), with
 ``.mp4`` for an extension raypipe does not write (``.wmv``, ``.flv``, ``.mpg``, ``.mts``;
 a manifest's own ``output`` is kept as named). A relative output that would escape
 OUTPUT_DIR (``..``, absolute) is rejected for that input.
@@ -203,7 +204,15 @@ def _from_glob(pattern: str, output_dir: str) -> list[InputItem]:
     fixed = path[: min(path.find(c) for c in _GLOB_CHARS if c in path)]
     base = fixed if fixed.endswith("/") else posixpath.dirname(fixed)
     dots = any(part.startswith(".") for part in _relative_to(path, base).split("/"))
-    kept = _left_out(sorted(fs.glob(path)), base, pattern, output_dir, dots_spelled=dots)
+    found = fs.glob(path, detail=True)
+    # a folder the pattern matches (``videos/**`` matches ``videos`` and every folder below
+    # it) is not an input, unless it is named as a video: that one fails as a typed error
+    named = [
+        p
+        for p, info in sorted(found.items())
+        if info.get("type") != "directory" or p.lower().endswith(VIDEO_EXTENSIONS)
+    ]
+    kept = _left_out(named, base, pattern, output_dir, dots_spelled=dots)
     return [_item(_uri(prefix, p, pattern), _relative_to(p, base)) for p in kept]
 
 
@@ -253,28 +262,55 @@ def _read_parquet(uri: str) -> list[dict[str, str]]:
     return [{k: "" if v is None else str(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
+def _split_uri(uri: str) -> tuple[str, str]:
+    """(``scheme://`` or ``""``, the rest) of ``uri``."""
+    scheme, sep, rest = uri.partition("://")
+    return (scheme + sep, rest) if sep else ("", uri)
+
+
 def _common_parent(uris: list[str]) -> str:
-    parents = [u.rsplit("/", 1)[0] if "/" in u else "" for u in uris]
-    if not parents:
+    """The deepest folder (or bucket prefix, or URL path) holding every one of ``uris``;
+    ``""`` when they share none: different schemes, buckets or hosts, or local paths
+    whose only common folder is ``/``."""
+    split = [_split_uri(u) for u in uris]
+    if not split or len({scheme for scheme, _ in split}) != 1:
         return ""
-    common = os.path.commonprefix(parents)
-    return (
-        common
-        if all(p == common or p.startswith(common + "/") for p in parents)
-        else (common.rsplit("/", 1)[0] if "/" in common else "")
-    )
+    folders = [rest.split("/")[:-1] for _, rest in split]
+    common: list[str] = []
+    for parts in zip(*folders):
+        if any(p != parts[0] for p in parts):
+            break
+        common.append(parts[0])
+    if not any(common):  # nothing, or the root alone
+        return ""
+    return split[0][0] + "/".join(common)
+
+
+def _listed(uri: str) -> str:
+    """A listed local path with ``.`` and ``..`` resolved (``in/../in/a.mp4`` is
+    ``in/a.mp4``), so the output mirrors where the file is; URLs as they are."""
+    if "://" in uri or not uri:
+        return uri
+    return posixpath.normpath(uri) if uri.startswith("/") else os.path.normpath(uri)
 
 
 def _from_uris(uris: list[str]) -> list[InputItem]:
-    base = _common_parent(uris)
-    return [_item(u, _relative_to(u, base) if base else u.split("://")[-1]) for u in uris]
+    """Items for listed URIs, each output mirroring its path below the URIs' common parent,
+    or, where they share none, its whole path (``bucket/key``, ``host/path``,
+    ``home/me/a.mp4``)."""
+    uris = [_listed(u) for u in uris]
+    absolute = [storage.absolute(u) for u in uris]
+    base = _common_parent(absolute)
+    return [
+        _item(u, _relative_to(a, base) if base else _split_uri(a)[1].lstrip("/"))
+        for u, a in zip(uris, absolute)
+    ]
 
 
 def _from_manifest(rows: list[dict[str, str]]) -> list[InputItem]:
     uris = [r["uri"].strip() for r in rows]
-    defaults = {item.uri: item for item in _from_uris(uris)}
     items = []
-    for row, uri in zip(rows, uris):
+    for row, uri, mirrored in zip(rows, uris, _from_uris(uris)):
         output = (row.get("output") or "").strip()
-        items.append(_item(uri, output, named=True) if output else defaults[uri])
+        items.append(_item(_listed(uri), output, named=True) if output else mirrored)
     return items

@@ -60,6 +60,52 @@ def test_a_glob_lists_hidden_files_only_where_it_spells_the_dot(tmp_path: Path) 
     assert [i.relative_output for i in list_inputs(str(tmp_path / "._*.mp4"))] == ["._a.mp4"]
 
 
+def test_a_glob_that_matches_folders_lists_the_files_in_them(tmp_path: Path) -> None:
+    """``videos/**`` matches ``videos`` and every folder below it besides the files: each
+    folder was an input that failed ("is a directory"), and the archive exited 3. A folder
+    named as a video is still listed, and fails as a typed error."""
+    _tree(tmp_path)
+    (tmp_path / "folder.mp4").mkdir()
+    found = [i.relative_output for i in list_inputs(str(tmp_path / "sub" / "**"))]
+    assert found == ["b.MOV"]  # not sub itself
+    found = [i.relative_output for i in list_inputs(str(tmp_path / "*"))]
+    assert found == ["a.mp4", "folder.mp4", "notes.mp4"]  # not out/ nor sub/ (notes.txt is
+    # a file the pattern names: it fails as not a video)
+
+
+def test_a_list_whose_videos_share_no_folder_mirrors_their_whole_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listed videos in two buckets, or local ones whose only common folder is ``/``: every
+    one failed ("output '/vids/in/a.mp4' is not a relative path inside OUTPUT_DIR"). Their
+    outputs mirror their whole paths now; ``..`` in a listed path is resolved first (it
+    was refused as escaping OUTPUT_DIR), and relative entries, in a list or a manifest,
+    are taken from the current folder (a manifest's raised KeyError)."""
+    listed = tmp_path / "list.txt"
+    listed.write_text("s3://vids/in/a.mp4\ns3://vids2/k/v01.mp4\n")
+    items = list_inputs(str(listed))
+    assert [(i.uri, i.relative_output, i.error) for i in items] == [
+        ("s3://vids/in/a.mp4", "vids/in/a.mp4", ""),
+        ("s3://vids2/k/v01.mp4", "vids2/k/v01.mp4", ""),
+    ]
+    listed.write_text(f"{tmp_path}/in/../in/a.mp4\n/opt/x.mp4\n")
+    items = list_inputs(str(listed))
+    assert [(i.uri, i.relative_output, i.error) for i in items] == [
+        (f"{tmp_path}/in/a.mp4", f"{str(tmp_path).lstrip('/')}/in/a.mp4", ""),
+        ("/opt/x.mp4", "opt/x.mp4", ""),
+    ]
+    listed.write_text(f"{tmp_path}/in/../in/a.mp4\n{tmp_path}/in/sub/b.mp4\n")
+    assert [i.relative_output for i in list_inputs(str(listed))] == ["a.mp4", "sub/b.mp4"]
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("uri,output\nin/a.mp4,\nin/sub/b.mp4,named.mkv\n")
+    monkeypatch.chdir(tmp_path)
+    items = list_inputs(str(manifest))
+    assert [(i.uri, i.relative_output) for i in items] == [
+        (f"{tmp_path}/in/a.mp4", "a.mp4"),
+        (f"{tmp_path}/in/sub/b.mp4", "named.mkv"),
+    ]
+
+
 def test_an_object_store_prefix_is_listed_the_same_way() -> None:
     import fsspec
 
