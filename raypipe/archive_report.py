@@ -85,7 +85,7 @@ class ReportJournal:
         this run has not reached."""
         reached = {r["uri"] for r in self._rows}
         earlier = [
-            {**row, "note": _joined(row.get("note"), NOT_REACHED)}
+            {**row, "note": join_notes(row.get("note"), NOT_REACHED)}
             for uri, row in self.previous.items()
             if uri not in reached
         ]
@@ -95,7 +95,8 @@ class ReportJournal:
 NOT_REACHED = "row of an earlier run: the last run stopped before this video"
 
 
-def _joined(note: str | None, more: str) -> str:
+def join_notes(note: str | None, more: str) -> str:
+    """``note`` and ``more`` as one note (``more`` once)."""
     if not note or more in note:
         return note or more
     return f"{note}; {more}"

@@ -25,6 +25,7 @@ from raypipe.archive_report import (
     REPORT_NAME,
     ArchiveReport,
     ReportJournal,
+    join_notes,
     previous_rows,
     run_report_path,
     stats_doc,
@@ -34,7 +35,7 @@ from raypipe.config import LISTED_OUTPUT_EXTENSION, RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
-from raypipe.distributed.planning import VideoJob
+from raypipe.distributed.planning import VideoJob, VideoResult
 from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import load_run, model_facts, same_file, start_run, table_output
 from raypipe.distributed.stats import gpu_stats
@@ -94,6 +95,8 @@ def process_archive(
         for result in runner.run(ds):  # the driver keeps a report row per video, no more
             gpu_samples.extend(result.gpu_samples)
             gpu_notes.update(result.gpu_notes)
+            if result.status == "failed":
+                _note_earlier_output(result)
             journal.add(result)
             if result.status == "failed":
                 progress.message(
@@ -128,6 +131,21 @@ def process_archive(
         f"{report.count('failed')} failed of {len(report.rows)} -> {output_dir}"
     )
     return report
+
+
+def _note_earlier_output(result: VideoResult) -> None:
+    """A failed video whose output path holds an earlier run's output (made from the
+    input as it was, or with other settings) keeps it: say so in its row, so that the
+    report and the folder agree (the row's output is empty)."""
+    try:
+        # (an input refused before planning has its own URI as its output: no output)
+        there = result.output not in ("", result.uri) and storage.exists(result.output)
+    except Exception:  # noqa: BLE001 - an unreachable store: nothing to say
+        there = False
+    if there:
+        result.note = join_notes(
+            result.note, f"an earlier run's output is still at {result.output}, left as it is"
+        )
 
 
 def _write_partial_report(journal: ReportJournal) -> None:

@@ -178,6 +178,32 @@ def test_a_rerun_stopped_by_ctrl_c_keeps_the_whole_report(
     assert all(Path(r["output"]).exists() for r in rows)
 
 
+def test_a_video_that_fails_where_an_earlier_output_is_says_it_is_still_there(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """An input replaced by a damaged file after its output was made: the rerun fails it,
+    and its earlier output stays (raypipe does not delete what it cannot remake). The
+    row said failed with no output while the folder held a video of the old input; it
+    says where that output is now. A new bad input with nothing at its output says not."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(clips["bframes_aac"], src / "a.mp4")
+    out = tmp_path / "out"
+    first = raypipe.process_archive(str(src), str(out), model="builtin:invert", quiet=True)
+    assert first.count("done") == 1
+    made = (out / "a.mp4").read_bytes()
+    write_truncated_header(src / "a.mp4")
+    write_empty_file(src / "new.mp4")
+    second = raypipe.process_archive(str(src), str(out), model="builtin:invert", quiet=True)
+    rows = {Path(r["uri"]).name: r for r in second.rows}
+    assert [rows[n]["status"] for n in ("a.mp4", "new.mp4")] == ["failed", "failed"]
+    assert rows["a.mp4"]["note"] == (
+        f"an earlier run's output is still at {out / 'a.mp4'}, left as it is"
+    )
+    assert rows["new.mp4"]["note"] == ""
+    assert (out / "a.mp4").read_bytes() == made and not (out / "new.mp4").exists()
+
+
 def test_fewer_chunks_than_workers_is_no_warning(clips: dict[str, Path], tmp_path: Path) -> None:
     """An archive cannot know its chunk count before its plan tasks run, so its actor pool
     may be larger than the chunks it gets: Ray Data's hint about that (a UserWarning
