@@ -128,11 +128,12 @@ def _open_remote(uri: str, block_size: int | None = None) -> Any:
 
     try:
         if block_size is None:
-            return fsspec.open(uri, "rb").open()
-        # fsspec.open hands extra keywords to the filesystem's constructor; the block size
-        # is an argument of the file, so it goes through fs.open
-        fs, path = fsspec.core.url_to_fs(uri)
-        return fs.open(path, "rb", block_size=block_size)
+            f = fsspec.open(uri, "rb").open()
+        else:
+            # fsspec.open hands extra keywords to the filesystem's constructor; the block
+            # size is an argument of the file, so it goes through fs.open
+            fs, path = fsspec.core.url_to_fs(uri)
+            f = fs.open(path, "rb", block_size=block_size)
     except Exception as e:  # noqa: BLE001 - fsspec backends raise many types (aiohttp, botocore)
         chain = _root_causes(e)
         status = next(
@@ -160,3 +161,7 @@ def _open_remote(uri: str, block_size: int | None = None) -> Any:
             f"input '{uri}' cannot be opened: {type(e).__name__}: {e}; "
             "check the URL and that its fsspec backend (s3fs, gcsfs, aiohttp) is installed"
         ) from e
+    if getattr(f, "size", None) == 0:  # as a local empty file is told (a server may not say)
+        f.close()
+        raise CorruptVideoError(f"input '{uri}' is an empty file (0 bytes), expected a video")
+    return f

@@ -41,6 +41,7 @@ def test_archive_from_and_to_s3(
     fs.put(str(clips["bframes_aac"]), "videos/in/a.mp4")  # type: ignore[attr-defined]
     fs.put(str(clips["hevc_mov"]), "videos/in/deep/b.mov")  # type: ignore[attr-defined]
     fs.put(str(write_text_as_video(tmp_path / "bad.mp4")), "videos/in/bad.mp4")  # type: ignore[attr-defined]
+    fs.pipe("videos/in/empty.mp4", b"")  # type: ignore[attr-defined]
     code = main(
         [
             "archive",
@@ -59,6 +60,9 @@ def test_archive_from_and_to_s3(
     assert rows["s3://videos/in/a.mp4"]["status"] == "done"
     assert rows["s3://videos/in/deep/b.mov"]["status"] == "done"
     assert rows["s3://videos/in/bad.mp4"]["error_type"] == "CorruptVideoError"
+    assert rows["s3://videos/in/empty.mp4"]["error_message"] == (
+        "input 's3://videos/in/empty.mp4' is an empty file (0 bytes), expected a video"
+    )  # as a local one is told (it said "not a readable media file (... '<none>')")
     listed = sorted(fs.find("videos/out"))  # type: ignore[attr-defined]
     assert listed == sorted(
         [
@@ -89,6 +93,7 @@ def test_archive_from_and_to_s3(
         "s3://videos/in/a.mp4": ("skipped", 1),
         "s3://videos/in/deep/b.mov": ("skipped", 1),
         "s3://videos/in/bad.mp4": ("failed", 2),
+        "s3://videos/in/empty.mp4": ("failed", 2),
     }
 
 
