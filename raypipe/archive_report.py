@@ -59,13 +59,13 @@ class ReportJournal:
     ) -> None:
         self.path, self.order = path, order
         self.previous = {uri: row for uri, row in previous.items() if uri in order}
+        self._attempts = {uri: int(row.get("attempts") or 0) for uri, row in previous.items()}
         self._rows: list[dict[str, Any]] = []
         self._written = -float("inf")
         self._written_rows = 0
 
     def add(self, result: VideoResult) -> None:
-        attempts = {uri: int(row.get("attempts") or 0) for uri, row in self.previous.items()}
-        self._rows.append(report_row(result, attempts))
+        self._rows.append(report_row(result, self._attempts))
         due = time.monotonic() - self._written >= REPORT_EVERY_S
         if due and len(self._rows) >= 1.25 * self._written_rows:
             self.write()
