@@ -33,7 +33,7 @@ from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, OutputExistsError
 from raypipe.infer.models import FrameModel, resolve_model_and_spec, yuv_model_problem
 from raypipe.infer.output_kind import graph_io
-from raypipe.infer.processor_refs import processor_ref
+from raypipe.infer.processor_refs import ProcessorRef, identity_is_unique, processor_ref
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.infer.temporal_model import TemporalModel
 from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
@@ -193,6 +193,25 @@ def run_key(cfg: RunConfig, model: LoadedModel, actors: ActorPlan) -> ReuseKey:
     )
 
 
+def _check_travels(ref: ProcessorRef) -> None:
+    """A processor given as a class or instance goes to the actors pickled, as Ray sends
+    any callable: one that cannot be (it holds a lock, an open file, an ONNX Runtime
+    session made in ``__init__``) is refused here, before any cluster work, rather than
+    failing as Ray sends the first chunk with a dump of raypipe's internals."""
+    if ref.obj is None:
+        return
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.dumps(ref.obj)
+    except Exception as e:  # noqa: BLE001 - pickling raises what the object's parts raise
+        reason = " ".join(f"{type(e).__name__}: {e}".split())
+        raise ConfigError(
+            f"processor {ref.target}: it cannot be sent to the actors ({reason[:200]}); make "
+            "sessions, locks, open files and the like in setup(ctx), which runs in each actor"
+        ) from e
+
+
 def load_model(cfg: RunConfig) -> LoadedModel:
     """The model's bytes and spec (sidecar or built-in, with the run's tile/resize/padding
     and window/warm-up overrides), checked on the driver so a model that does not load
@@ -201,6 +220,15 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     ``setup`` runs in the actors only."""
     if cfg.model.processor is not None:
         ref = processor_ref(cfg.model.processor)
+        _check_travels(ref)
+        if identity_is_unique(ref.identity):
+            log.warning(
+                "processor %s: its code or its attributes cannot be compared from run to run "
+                "(a class whose source Python cannot read, or an attribute that is not plain "
+                "data), so a rerun redoes its videos; give the class a `version` attribute, "
+                "raised whenever the code changes, to reuse them",
+                ref.target,
+            )
         _check_sampling(cfg, tensor=ref.output == "tensor")
         return LoadedModel(data=b"", spec=None, tensor=ref.output == "tensor", processor=ref)
     if is_simulated(cfg.model.model):

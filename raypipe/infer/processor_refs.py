@@ -10,8 +10,10 @@ submit --working-dir`` carries it for the driver); a module is imported again by
 the actor; a class or instance is pickled to the actors as Ray pickles any callable.
 
 :func:`processor_identity` names a processor's code for resume keys: its module and
-qualified name, the sha256 of the file that defines it and its optional ``version``
-class attribute, so editing the file (or bumping ``version``) makes earlier work stale;
+qualified name, the sha256 of the file that defines it (of its methods' source for a
+notebook cell's class) and its optional ``version`` class attribute, so editing the file
+(or bumping ``version``) makes earlier work stale; what an instance holds and the values a
+class made at run time closes over count too (``Scale(4)`` is not ``Scale(2)``);
 a temporal processor's ``window``, ``warmup_frames`` and ``interpolate`` are named in it
 too, so they count even where they were set without editing a file (a subclass made at
 run time).
@@ -22,9 +24,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import os
 import re
 import sys
 import types
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +179,7 @@ def processor_ref(processor: Any) -> ProcessorRef:
         source=ref.source,
         obj=ref.obj,
         output=getattr(cls, "output", "image"),
-        identity=processor_identity(cls),
+        identity=processor_identity(cls if ref.obj is None else ref.obj),
         temporal=processor_temporal(cls, ref.target),
     )
 
@@ -192,20 +196,134 @@ def _source_digest(cls: type) -> str:
                 return hashlib.sha256(f.read()).hexdigest()
     except (OSError, TypeError):
         pass
-    try:  # no file (a notebook cell, an interactive session): the class's own source
+    try:  # no file (an interactive session): the class's own source
         return hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()
     except (OSError, TypeError):
-        return "unknown"
+        pass
+    # a notebook cell: Python before 3.13 finds no source for a class of ``__main__``, but
+    # finds its methods' (their code names the cell, which the kernel keeps)
+    methods = []
+    for name, member in sorted(vars(cls).items()):
+        function = _function_of(member)
+        if function is not None:
+            try:
+                methods.append(f"{name}\n{inspect.getsource(function)}")
+            except (OSError, TypeError):
+                return UNKNOWN
+    if not methods:
+        return UNKNOWN
+    return hashlib.sha256("\n".join(methods).encode()).hexdigest()
+
+
+UNKNOWN = "unknown"
+
+
+def _function_of(member: Any) -> types.FunctionType | None:
+    """The function a class member is (a method, static or class method), or ``None``."""
+    if isinstance(member, (staticmethod, classmethod)):
+        member = member.__func__
+    return member if isinstance(member, types.FunctionType) else None
+
+
+_DECLARED = frozenset({"version", "output", "window", "warmup_frames", "interpolate"})
+"""Class attributes the identity names otherwise (its version, its temporal needs) or that
+change no frame (its output kind is checked on its own)."""
+
+
+def _state_digest(cls: type, instance: Any = None) -> str:
+    """A digest of what a processor's code alone does not say: the values its class holds
+    and the variables its methods close over (a class made by a function, ``make(k=2)``),
+    and an instance's attributes (``Scale(4)`` is not ``Scale(2)``); ``""`` when there are
+    none, :data:`UNKNOWN` when an instance attribute cannot be written down (a class's own
+    values that cannot, a compiled pattern or a logger, are its source's: left out)."""
+    values: list[tuple[str, bytes]] = []
+    for name, member in sorted(vars(cls).items()):
+        function = _function_of(member)
+        if function is not None:
+            for i, cell in enumerate(function.__closure__ or ()):
+                try:
+                    written = _canonical(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    continue
+                if written is not None:
+                    values.append((f"{name}.closure{i}", written))
+        elif not (name.startswith("__") and name.endswith("__")) and name not in _DECLARED:
+            written = _canonical(member)
+            if written is not None:
+                values.append((name, written))
+    if instance is not None and not isinstance(instance, type):
+        for name, value in sorted(getattr(instance, "__dict__", {}).items()):
+            written = _canonical(value)
+            if written is None:
+                return UNKNOWN
+            values.append((f"self.{name}", written))
+    if not values:
+        return ""
+    digest = hashlib.sha256()
+    for name, written in values:
+        digest.update(name.encode() + b"=" + written + b";")
+    return digest.hexdigest()[:16]
+
+
+def _canonical(value: Any, depth: int = 0) -> bytes | None:
+    """``value`` as bytes that are the same in every process for equal values (no memory
+    addresses, no hash order), or ``None`` when there are none: plain data, containers of
+    it, NumPy arrays, paths, classes and functions (by name or source), and objects whose
+    attributes are such (a dataclass of settings)."""
+    if depth > 8:
+        return None
+    kind = type(value).__name__.encode()
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return kind + b":" + repr(value).encode()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        parts = [_canonical(v, depth + 1) for v in value]
+        if any(p is None for p in parts):
+            return None
+        ordered = sorted(parts) if isinstance(value, (set, frozenset)) else parts
+        return kind + b"[" + b",".join(ordered) + b"]"  # type: ignore[arg-type]
+    if isinstance(value, dict):
+        items = [(_canonical(k, depth + 1), _canonical(v, depth + 1)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in items):
+            return None
+        return kind + b"{" + b",".join(sorted(k + b":" + v for k, v in items)) + b"}"  # type: ignore[operator]
+    if type(value).__module__ == "numpy" and hasattr(value, "tobytes"):
+        data = hashlib.sha256(value.tobytes()).hexdigest()
+        return f"ndarray:{value.dtype}:{getattr(value, 'shape', ())}:{data}".encode()
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        return b"path:" + (path.encode() if isinstance(path, str) else path)
+    if isinstance(value, type):
+        return f"class:{value.__module__}:{value.__qualname__}".encode()
+    if isinstance(value, types.ModuleType):
+        return f"module:{value.__name__}".encode()
+    if isinstance(value, types.FunctionType):
+        try:
+            return b"function:" + inspect.getsource(value).encode()
+        except (OSError, TypeError):
+            return None
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict) and not callable(value):
+        inner = _canonical(attributes, depth + 1)
+        cls = type(value)
+        return None if inner is None else f"{cls.__module__}.{cls.__qualname__}".encode() + inner
+    return None
 
 
 def processor_identity(processor: Any) -> str:
-    """What names a processor's code: ``module:qualname sha256=<defining file> version=<v>``.
+    """What names a processor's code: ``module:qualname sha256=<defining file> version=<v>``,
+    then ``state=<digest>`` where the class or instance holds values its code does not
+    say (:func:`_state_digest`).
 
     Takes a class, an instance, a target string or a :class:`ProcessorRef`. A file target's
-    module is named by the file (``file.py``), not by where it was loaded from.
+    module is named by the file (``file.py``), not by where it was loaded from. Code that
+    cannot be read, or a value that cannot be written down, without a ``version`` to
+    stand for them, gives an identity of its own every time (:func:`identity_is_unique`):
+    earlier work made with it is never reused.
     """
     if isinstance(processor, ProcessorRef) and processor.identity:
         return processor.identity
+    if isinstance(processor, ProcessorRef) and processor.obj is not None:
+        return processor_identity(processor.obj)
     if isinstance(processor, (str, ProcessorRef)):
         ref = processor if isinstance(processor, ProcessorRef) else processor_ref(processor)
         return ref.identity or processor_identity(resolve_target(ref))
@@ -215,6 +333,17 @@ def processor_identity(processor: Any) -> str:
     if getattr(module, "__raypipe_source_sha256__", None):
         name = str(getattr(module, "__file__", name)).rstrip("/").rsplit("/", 1)[-1]
     version = getattr(cls, "version", "")
-    identity = f"{name}:{cls.__qualname__} sha256={_source_digest(cls)} version={version}"
+    digest, state = _source_digest(cls), _state_digest(cls, processor)
+    identity = f"{name}:{cls.__qualname__} sha256={digest} version={version}"
+    if state:
+        identity += f" state={state}"
+    if UNKNOWN in (digest, state) and version in ("", None):
+        identity += f" run={uuid.uuid4().hex}"  # nothing to compare: never the same twice
     temporal = processor_temporal(cls, identity)
     return f"{identity} {temporal.describe()}" if temporal.active else identity
+
+
+def identity_is_unique(identity: str) -> bool:
+    """Whether ``identity`` is one of a kind (:func:`processor_identity`): nothing made with
+    it is reused."""
+    return " run=" in identity

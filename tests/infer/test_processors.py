@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -223,6 +224,121 @@ def test_identity_follows_the_code_and_the_version(tmp_path: Path) -> None:
     assert module.startswith("raypipe.examples.processors:Redact sha256=")
     assert processor_identity(Redact()) == module == processor_identity(processor_ref(Redact))
     assert raypipe.processor_identity is processor_identity
+
+
+class Scale(raypipe.Processor):
+    def __init__(self, k: float, names: tuple[str, ...] = ()) -> None:
+        self.k, self.names, self.tags = k, names, set(names)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return (frames // self.k).astype(np.uint8)
+
+
+def _made_with(k: int) -> type:
+    class Made(raypipe.Processor):  # a class a function makes: k is not in its source
+        def __call__(self, frames: np.ndarray) -> np.ndarray:
+            return (frames // k).astype(np.uint8)
+
+    return Made
+
+
+def _cell_class(name: str, body: str, *, readable: bool = True) -> type:
+    """A class as a notebook cell defines it: in ``__main__``-like module with no file,
+    its code named after a file that is not there, which the kernel keeps in ``linecache``
+    (``readable``; else as ``exec`` of a string leaves it: no source anywhere)."""
+    import linecache
+    import sys
+    import types
+    import uuid
+
+    source = "import numpy as np\nimport raypipe\n\n" + textwrap.dedent(body)
+    filename = f"/tmp/ipykernel_0/{uuid.uuid4().hex}.py" if readable else "<string>"
+    if readable:
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    exec(compile(source, filename, "exec"), module.__dict__)
+    return module.P  # type: ignore[no-any-return]
+
+
+def test_identity_follows_what_an_instance_or_a_made_class_holds() -> None:
+    """Resume trusted earlier work by the class alone: ``Scale(4)`` after ``Scale(1)``, or
+    a class a function made with another value, skipped every video as done with the
+    other value's output. An instance's attributes and the values a made class closes over
+    are in its identity now, the same in every process (a set's order is not)."""
+    import subprocess
+    import sys
+
+    one, four = processor_identity(Scale(1)), processor_identity(Scale(4))
+    assert one != four and processor_identity(Scale(1)) == one
+    assert " state=" in one and " run=" not in one
+    assert processor_identity(_made_with(2)) == processor_identity(_made_with(2))
+    assert processor_identity(_made_with(2)) != processor_identity(_made_with(4))
+    assert processor_ref(Scale(4)).identity == four
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from test_processors import Scale; from raypipe import processor_identity; "
+        "print(processor_identity(Scale(2, ('a', 'b', 'c', 'd', 'e'))))"
+    )
+    here = str(Path(__file__).parent)
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", script, here],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout  # fmt: skip
+        for seed in ("1", "2", "3")
+    }
+    assert len(seen) == 1 and " state=" in seen.pop()
+
+
+def test_a_notebook_cells_class_is_known_by_its_methods_source() -> None:
+    """Python before 3.13 reads no source for a class of a notebook's ``__main__`` (no
+    file): its identity said ``sha256=unknown`` whatever the cell held, and an edited cell
+    reused the old cell's outputs. Its methods' source is read (the kernel keeps the
+    cell); a class with no readable source and no ``version`` is new at every run (never
+    reused, with a warning at the run's start), one with a ``version`` is that version."""
+    from raypipe.infer.processor_refs import identity_is_unique
+
+    body = "class P(raypipe.Processor):\n    def __call__(self, frames):\n        return {}\n"
+    first = processor_identity(_cell_class("cell_a", body.format("frames")))
+    assert "sha256=unknown" not in first and not identity_is_unique(first)
+    assert processor_identity(_cell_class("cell_a", body.format("frames"))) == first
+    assert processor_identity(_cell_class("cell_a", body.format("255 - frames"))) != first
+    lost = _cell_class("cell_b", body.format("frames"), readable=False)
+    assert identity_is_unique(processor_identity(lost))
+    assert processor_identity(lost) != processor_identity(lost)
+    versioned = _cell_class("cell_c", "class P(raypipe.Processor):\n    version = '3'\n" + (
+        "    def __call__(self, frames):\n        return frames\n"
+    ), readable=False)  # fmt: skip
+    assert processor_identity(versioned) == processor_identity(versioned)
+    assert "sha256=unknown version=3" in processor_identity(versioned)
+
+
+def test_an_instance_that_cannot_travel_is_refused_before_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An instance holding a lock (or a session made in ``__init__``) failed 20 s into the
+    run, as Ray sent the first chunk, with a TypeError and a dump of raypipe's internals."""
+    import logging
+    import threading
+
+    from raypipe.config import build_run_config
+    from raypipe.distributed.setup import load_model
+
+    held = Scale(2)
+    held.lock = threading.Lock()  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"cannot be sent to the actors \(TypeError: .*lock"):
+        load_model(build_run_config(processor=held))
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        load_model(build_run_config(processor=Scale(2)))
+    assert caplog.text == ""
+    lost = _cell_class("cell_d", "class P(raypipe.Processor):\n    pass\n", readable=False)
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        load_model(build_run_config(processor=lost))
+    assert "cannot be compared from run to run" in caplog.text
 
 
 def test_ctx_sessions_are_cached_and_recorded() -> None:
