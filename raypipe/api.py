@@ -10,6 +10,7 @@ left out (:data:`KEEP`) keeps ``config``'s value, else the config's default.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,7 +45,7 @@ def process_video(
     output: str,
     config: RunConfig | None = None,
     *,
-    model: str | Keep = KEEP,
+    model: str | os.PathLike[str] | Keep = KEEP,
     processor: Any = KEEP,
     device: Literal["auto", "cpu", "gpu"] | Keep = KEEP,
     batch_size: int | Keep = KEEP,
@@ -95,7 +96,8 @@ def process_video(
 
     Args:
         config: a whole :class:`~raypipe.config.RunConfig`; the options below override it.
-        model: ``builtin:NAME``, or a path/URL of an .onnx (default ``builtin:identity``).
+        model: ``builtin:NAME``, or a path (str or Path)/URL of an .onnx (default
+            ``builtin:identity``).
         processor: a :class:`raypipe.Processor` subclass or instance, or ``"file.py:Class"``:
             your Python around the models, instead of ``model``.
         device: ``auto`` (a GPU when the cluster has one), ``cpu`` or ``gpu``.
@@ -161,7 +163,7 @@ def process_archive(
     *,
     resume: bool = True,
     report_path: str | None = None,
-    model: str | Keep = KEEP,
+    model: str | os.PathLike[str] | Keep = KEEP,
     processor: Any = KEEP,
     device: Literal["auto", "cpu", "gpu"] | Keep = KEEP,
     batch_size: int | Keep = KEEP,
@@ -211,7 +213,8 @@ def process_archive(
         config: a whole :class:`~raypipe.config.RunConfig`; the options below override it.
         resume: skip videos already done with the same settings (default True).
         report_path: where the report goes (default ``OUTPUT_DIR/_raypipe-report.parquet``).
-        model: ``builtin:NAME``, or a path/URL of an .onnx (default ``builtin:identity``).
+        model: ``builtin:NAME``, or a path (str or Path)/URL of an .onnx (default
+            ``builtin:identity``).
         processor: a :class:`raypipe.Processor` subclass or instance, or ``"file.py:Class"``.
         device: ``auto`` (a GPU when the cluster has one), ``cpu`` or ``gpu``.
         batch_size: frames per inference call (default 8; fewer where a call's frames, as

@@ -137,8 +137,13 @@ class ModelConfig:
     processor: Any = None  # a raypipe.Processor subclass/instance or "file.py:Class" instead
 
     def __post_init__(self) -> None:
-        if not self.model:
-            raise ConfigError("model must be 'builtin:NAME' or a path/URL of an .onnx file, got ''")
+        if isinstance(self.model, os.PathLike):  # a pathlib.Path, as inputs and outputs take
+            object.__setattr__(self, "model", os.fspath(self.model))
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(
+                "model must be 'builtin:NAME' or a path/URL of an .onnx file, got "
+                f"{self.model!r}"
+            )
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -201,6 +206,16 @@ def default_video_codec(output: str) -> str:
     return "libvpx-vp9" if os.path.splitext(output)[1].lower() == ".webm" else "libx264"
 
 
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+    "veryslow", "placebo",
+)  # fmt: skip
+"""x264's preset names, fastest first; x265 takes the same, VP9 gets the matching speed."""
+_X264_NAMED = frozenset({AUTO_CODEC, "libx264", "libx264rgb", "libx265", "libvpx-vp9"})
+"""Encoders whose ``preset`` is one of :data:`X264_PRESETS` (``auto`` picks x264 or VP9);
+an unknown name failed only at the first chunk's encode."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class EncodeConfig:
     """Video encoder settings, identical for every segment so segments concatenate.
@@ -225,6 +240,11 @@ class EncodeConfig:
             raise ConfigError("codec must name an encoder, e.g. libx264, got ''")
         if self.crf is not None and not 0 <= self.crf <= 63:
             raise ConfigError(f"crf must be within 0..63, got {self.crf!r}")
+        if self.preset and self.codec in _X264_NAMED and self.preset not in X264_PRESETS:
+            raise ConfigError(
+                f"preset {self.preset!r} is not one of x264's: {', '.join(X264_PRESETS)}"
+                + (" (VP9 gets the matching cpu-used)" if self.codec == "libvpx-vp9" else "")
+            )
 
     def for_output(self, output: str) -> EncodeConfig:
         """This config for ``output``: ``codec="auto"`` made the encoder for its container

@@ -58,3 +58,18 @@ def test_options_override_the_config_and_left_out_ones_keep_it(tmp_path: Path) -
         raypipe.process_archive([missing], str(tmp_path / "out"), chunk_frames=0)
     with pytest.raises(TypeError, match="chunk_frame"):
         raypipe.process_video(missing, out, chunk_frame=8)  # type: ignore[call-arg]
+
+
+def test_a_model_given_as_a_path_is_taken_as_inputs_and_outputs_are(tmp_path: Path) -> None:
+    """``model=Path(...)`` raised AttributeError ('PosixPath' object has no attribute
+    'startswith') deep in the model loading; inputs and outputs took a Path already."""
+    from raypipe.distributed.setup import load_model
+    from raypipe.infer.models import resolve_model
+
+    path = tmp_path / "invert.onnx"
+    path.write_bytes(resolve_model("builtin:invert")[0])
+    cfg = build_run_config(model=path)
+    assert cfg.model.model == str(path)
+    assert load_model(cfg).data == path.read_bytes()
+    with pytest.raises(ConfigError, match="model must be 'builtin:NAME' or a path"):
+        build_run_config(model=3)

@@ -35,7 +35,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from raypipe.config import EncodeConfig
+from raypipe.config import X264_PRESETS, EncodeConfig
 from raypipe.errors import ConfigError, EncodeError
 from raypipe.media import fields
 from raypipe.media.colour import (
@@ -185,7 +185,7 @@ _NVENC_PRESETS = {  # x264-style preset names -> NVENC's p1 (fastest) .. p7 (bes
     "ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p2", "fast": "p3",
     "medium": "p4", "slow": "p5", "slower": "p6", "veryslow": "p7",
 }  # fmt: skip
-_X264_PRESETS = frozenset(_NVENC_PRESETS)
+_X264_PRESETS = frozenset(X264_PRESETS)
 _VPX_SPEEDS = {  # x264-style preset names -> libvpx-vp9's cpu-used (0 best .. 8 fastest)
     "ultrafast": "8", "superfast": "7", "veryfast": "6", "faster": "5", "fast": "5",
     "medium": "4", "slow": "3", "slower": "2", "veryslow": "1", "placebo": "0",

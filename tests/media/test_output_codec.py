@@ -15,6 +15,7 @@ import pytest
 
 from raypipe.config import EncodeConfig, default_video_codec
 from raypipe.distributed.archive import _jobs
+from raypipe.errors import ConfigError
 from raypipe.inputs import InputItem
 from raypipe.media.encode import check_encoder, encoder_options
 from raypipe.media.mux import container_refuses, output_format
@@ -52,10 +53,21 @@ def test_vp9_takes_crf_as_constant_quality_and_the_preset_as_its_speed() -> None
     assert encoder_options(EncodeConfig(codec="libvpx-vp9", crf=None, preset="medium")) == {
         "deadline": "good", "row-mt": "1", "cpu-used": "4",
     }  # fmt: skip
-    # the user's own options win; a preset libvpx has no name for leaves its speed alone
+    # the user's own options win
     assert encoder_options(
-        EncodeConfig(codec="libvpx-vp9", crf=18, preset="p4", options={"cpu-used": "8"})
+        EncodeConfig(codec="libvpx-vp9", crf=18, preset="slow", options={"cpu-used": "8"})
     ) == {"crf": "18", "b": "0", "deadline": "good", "row-mt": "1", "cpu-used": "8"}
+
+
+@pytest.mark.parametrize("codec", ["auto", "libx264", "libx265", "libvpx-vp9"])
+def test_a_preset_x264_has_no_name_for_is_refused_with_the_names(codec: str) -> None:
+    """``preset="ultrafst"`` failed at the first chunk's encode, after Ray's start and a
+    decode (x264's avcodec_open2 returned 22); VP9 left its speed alone, said nowhere.
+    NVENC takes its own names (p1..p7) besides x264's."""
+    with pytest.raises(ConfigError, match="preset 'ultrafst' is not one of x264's: ultrafast,"):
+        EncodeConfig(codec=codec, preset="ultrafst")
+    assert EncodeConfig(codec="h264_nvenc", preset="p4").preset == "p4"
+    assert EncodeConfig(codec=codec, preset="placebo").preset == "placebo"
 
 
 def _tiny_stream(codec: str) -> bytes:
