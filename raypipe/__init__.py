@@ -7,6 +7,7 @@ dataclasses, the error tree, :class:`Processor` (user code between models, see
 the Ray Data pieces.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from raypipe.api import process_archive, process_video
@@ -24,6 +25,17 @@ from raypipe.errors import RaypipeError
 if TYPE_CHECKING:
     from raypipe.infer.processor_refs import processor_identity
     from raypipe.infer.processors import Processor, ProcessorContext
+
+
+
+def _not_a_widget_hint(record: logging.LogRecord) -> bool:
+    return not (record.levelno <= logging.INFO and str(record.msg).startswith("Missing packages"))
+
+
+# In a notebook, importing Ray (and Ray Data) makes Ray say on the cell's stderr that
+# ipywidgets is missing for its rich output; raypipe shows its own progress and uses none of
+# Ray's widgets. A filter, not a level: Ray's logging set-up resets its loggers' children.
+logging.getLogger("ray.widgets.util").addFilter(_not_a_widget_hint)
 
 _LAZY = {
     "Processor": "raypipe.infer.processors",

@@ -141,8 +141,7 @@ class ModelConfig:
             object.__setattr__(self, "model", os.fspath(self.model))
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(
-                "model must be 'builtin:NAME' or a path/URL of an .onnx file, got "
-                f"{self.model!r}"
+                f"model must be 'builtin:NAME' or a path/URL of an .onnx file, got {self.model!r}"
             )
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")

@@ -20,13 +20,15 @@ NAMES = ("quickstart.ipynb", "cluster.ipynb")
 KERNEL = "raypipe-deploy-test"
 CELL_TIMEOUT_S = 240
 # What Ray prints unless raypipe keeps it off the notebook: Ray Data's progress bars and
-# plan, its INFO lines, the core worker's C++ lines, the token-authentication notice.
+# plan, its INFO lines, the core worker's C++ lines, the token-authentication notice, the
+# widgets' hint to install ipywidgets.
 RAY_LINES = (
     "Running Dataset",
     "Dataset dataset_",
     "Execution plan",
     "core_worker.cc",
     "Token authentication",
+    "Missing packages",  # Ray's notebook widgets: ipywidgets, which raypipe does not use
 )
 
 
