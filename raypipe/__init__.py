@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from raypipe.infer.processors import Processor, ProcessorContext
 
 
-
 def _not_a_widget_hint(record: logging.LogRecord) -> bool:
     return not (record.levelno <= logging.INFO and str(record.msg).startswith("Missing packages"))
 

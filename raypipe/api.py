@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from raypipe.config import RunConfig, build_run_config
+from raypipe.exiting import ctrl_c_held
 
 if TYPE_CHECKING:
     from raypipe.distributed.archive import ArchiveReport
@@ -148,8 +149,9 @@ def process_video(
             the Ray session's log files).
     """
     options = {k: v for k, v in locals().items() if k not in ("input", "output", "config")}
-    from raypipe.distributed.pipeline import process_video as run
-    from raypipe.distributed.prestart import start_for_next_run
+    with ctrl_c_held():  # Ray and Ray Data's imports, not to be cut in half
+        from raypipe.distributed.pipeline import process_video as run
+        from raypipe.distributed.prestart import start_for_next_run
 
     stats = run(input, output, _run_config(config, options))
     start_for_next_run(stats)  # Ray stays connected: a next run finds its processes started
@@ -259,7 +261,8 @@ def process_archive(
         verbose: leave Ray's own log lines on the terminal too (default False).
     """
     options = {k: v for k, v in locals().items() if k not in _ARCHIVE_ARGS}
-    from raypipe.distributed.archive import process_archive as run
+    with ctrl_c_held():
+        from raypipe.distributed.archive import process_archive as run
 
     return run(
         inputs,  # type: ignore[arg-type]

@@ -28,8 +28,47 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import NoReturn
+
+
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) while inside and take it on the way out, for steps that cannot
+    be cut short and undone: ``ray.init``, cut short, left the process's core worker made
+    in C++ but unknown to Python, which ``ray.shutdown()`` cannot end, and the next
+    ``ray.init`` in the process (a notebook's next cell) aborted the interpreter ("The
+    process is already initialized for core worker"); an import of Ray Data cut short left
+    it half made (``module 'ray.data' has no attribute '_internal'`` at the next call).
+
+    Python's own SIGINT handler is swapped for one that only notes the signal, and put
+    back after, and called then if the signal came (the KeyboardInterrupt, or a kernel's
+    own handler). Blocking the signal would not do: any thread that does not block it
+    takes it (a notebook kernel's), and Python raises it in the main thread all the same.
+    Main thread only, where handlers can be set; the wait is the step's (seconds)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[FrameType | None] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        came.append(frame)
+
+    try:
+        before = signal.signal(signal.SIGINT, note)
+    except (ValueError, OSError):  # no signals here (an embedded interpreter)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+        if came and callable(before):
+            before(signal.SIGINT, came[-1])  # Python's default raises KeyboardInterrupt
+        elif came and before == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 class Terminated(KeyboardInterrupt):

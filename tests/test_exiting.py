@@ -123,3 +123,27 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_and_the_same_command_finishes_it(
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", model)
+
+
+def test_ctrl_c_held_is_taken_on_the_way_out() -> None:
+    """Ctrl-C (from any thread: a notebook kernel's, a terminal's) inside the block is not
+    raised there, where it would cut ``ray.init`` or an import in half, but as the block
+    ends; the process's own handler is put back."""
+    import threading
+    import time
+
+    from raypipe.exiting import ctrl_c_held
+
+    before = signal.getsignal(signal.SIGINT)
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held():
+            sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT))
+            sender.start()
+            sender.join()
+            time.sleep(0.05)  # a Python handler would have run by now
+            reached.append("the end of the block")
+    assert reached == ["the end of the block"]
+    assert signal.getsignal(signal.SIGINT) is before
+    with ctrl_c_held():  # nothing came: nothing raised
+        pass

@@ -28,6 +28,7 @@ from raypipe.config import (
 )
 from raypipe.distributed.ray_logs import ray_lines_to_files
 from raypipe.errors import ClusterError, DeviceUnavailableError
+from raypipe.exiting import ctrl_c_held
 
 log = logging.getLogger("raypipe.distributed")
 
@@ -72,7 +73,8 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
         with ray_lines_to_files(verbose=verbose, stderr=False), _sigterm_handler_kept():
             if address:
                 check_reachable(address)
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
+                with ctrl_c_held():
+                    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
             else:
                 start_local(runtime, verbose=verbose)
     except Exception as e:  # noqa: BLE001 - ray.init raises a bare Exception on a startup timeout
@@ -187,7 +189,7 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # the node's address: the loopback one
     children = _child_pids()
     try:
-        with _head_processes(log_monitor=verbose):
+        with ctrl_c_held(), _head_processes(log_monitor=verbose):
             ray.init(
                 address="local",  # a new local Ray, never a stray `ray start` cluster
                 num_cpus=local_cpus(runtime),

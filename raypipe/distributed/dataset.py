@@ -32,6 +32,7 @@ from raypipe.distributed.planning import (
 )
 from raypipe.distributed.stages import TASK_CPUS, decode_batch, encode_stage, store_stage
 from raypipe.distributed.workload import ActorJob, LoadedModel
+from raypipe.exiting import ctrl_c_held
 from raypipe.media.picture import PictureFormat
 from raypipe.media.yuv import YuvInput, YuvRule
 from raypipe.reuse import ReuseKey
@@ -163,10 +164,21 @@ def decode_step(
     return source.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=TASK_CPUS)
 
 
+def import_ray_data() -> None:
+    """Ray Data imported whole before a run's first dataset, with Ctrl-C held meanwhile
+    (:func:`raypipe.exiting.ctrl_c_held`): an import cut short left ``ray.data`` half made
+    for the rest of the process (a notebook's next run failed with ``module 'ray.data' has
+    no attribute '_internal'``). Imported here, not earlier, so that it overlaps the start
+    of the local Ray's workers."""
+    with ctrl_c_held():
+        import ray.data  # noqa: F401
+
+
 def video_source(planned: Sequence[PlannedVideo], *, lanes: int = 0) -> ray.data.Dataset:
     """Rows of videos planned on the driver (:func:`video_rows` of each), one per block;
     with ``lanes`` (one video), in that many blocks of consecutive chunks
     (:func:`lane_rows`)."""
+    import_ray_data()
     rows = [row for p in planned for row in video_rows(p)]
     if lanes <= 1 or len(planned) != 1:
         return ray.data.from_items(rows, override_num_blocks=len(rows))
@@ -270,6 +282,7 @@ def archive_source(
     block of :func:`plan_block_sizes`, each planning its block's videos in order) emit each
     video's row and its chunk rows, so chunks start as soon as the first videos are planned
     and the driver never holds every chunk row."""
+    import_ray_data()
     rows = [job_row(j) for j in jobs]
     groups, start = [], 0
     for size in plan_block_sizes(len(rows)):

@@ -241,3 +241,52 @@ def test_a_local_ray_start_cut_short_leaves_no_ray_process_running(tmp_path: Pat
             time.sleep(0.5)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+CTRL_C_IN_INIT = """
+import os, signal, sys
+import ray
+from raypipe.config import RuntimeConfig
+from raypipe.distributed import cluster
+
+made = ray._raylet.CoreWorker
+
+
+def then_ctrl_c(*args, **kwargs):  # the driver's core worker is made, not yet Python's
+    worker = made(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)
+    return worker
+
+
+ray._raylet.CoreWorker = then_ctrl_c
+try:
+    cluster.connect(RuntimeConfig(local_num_cpus=2))
+    print("no interrupt")
+    sys.exit(2)
+except KeyboardInterrupt:
+    print("interrupted; connected:", ray.is_initialized(), flush=True)
+ray._raylet.CoreWorker = made
+cluster.connect(RuntimeConfig(local_num_cpus=2))  # a notebook's next cell
+print("answer", ray.get(ray.remote(lambda: 42).remote()), flush=True)
+ray.shutdown()
+"""
+
+
+def test_ctrl_c_inside_ray_init_is_taken_after_it_and_ray_starts_again(tmp_path: Path) -> None:
+    """Ctrl-C that came as ``ray.init`` made the driver's core worker left it made in C++
+    but unknown to Python: ``ray.shutdown()`` could not end it, and the next start in the
+    process (a notebook's next cell) aborted the interpreter ("The process is already
+    initialized for core worker"), killing the kernel. Ctrl-C is held until ``ray.init``
+    returns (raypipe.exiting.ctrl_c_held), then taken: the local Ray goes whole, and the
+    next start works."""
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="rpint", dir="/tmp")  # short: Ray's socket paths
+    try:
+        env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+        done = subprocess.run([sys.executable, "-c", CTRL_C_IN_INIT], env=env,
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        assert done.stdout.splitlines() == ["interrupted; connected: False", "answer 42"]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
