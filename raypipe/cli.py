@@ -415,10 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except RaypipeError as e:
-        if verbose:  # the traceback, and the worker's where it failed
+        if verbose:  # the traceback, after the worker's where it failed (its cause)
             traceback.print_exc(file=sys.stderr)
-            if getattr(e, "detail", ""):
-                print(f"raypipe: where it failed (on a worker):\n{e.detail}", file=sys.stderr)  # type: ignore[attr-defined]
         print(f"raypipe: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

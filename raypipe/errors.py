@@ -10,7 +10,31 @@ from __future__ import annotations
 
 
 class RaypipeError(Exception):
-    """Base class of every error raypipe raises on purpose."""
+    """Base class of every error raypipe raises on purpose.
+
+    ``detail``: for an error raised on a Ray worker, its traceback there (``""`` otherwise),
+    which is also the error's cause (a :class:`WorkerTraceback`), so that Python shows it
+    under the error (a notebook, an uncaught exception); the command shows it with
+    ``--verbose``."""
+
+    detail: str = ""
+
+
+class WorkerTraceback(Exception):
+    """Where an error raised on a Ray worker came from: its traceback there, as text (the
+    cause of the :class:`RaypipeError` the driver raises for it, as ``multiprocessing``
+    gives a worker's traceback)."""
+
+    def __str__(self) -> str:
+        return "where it failed (on a worker):\n" + "".join(map(str, self.args)).rstrip()
+
+
+def with_worker_traceback(error: BaseException, detail: str) -> BaseException:
+    """``error`` with the worker's traceback ``detail`` as its ``detail`` and its cause."""
+    error.detail = detail  # type: ignore[attr-defined]
+    if detail:
+        error.__cause__ = WorkerTraceback(detail)
+    return error
 
 
 class ConfigError(RaypipeError, ValueError):
@@ -127,4 +151,5 @@ __all__ = [
     "DeviceUnavailableError",
     "EngineCacheError",
     "ClusterError",
+    "WorkerTraceback",
 ]  # the public error tree (``from raypipe.errors import *``)

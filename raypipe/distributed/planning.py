@@ -23,7 +23,7 @@ from raypipe import errors, storage
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.chunk_task import Row, placeholder_row, work_dir_for
 from raypipe.distributed.stages import chunk_row
-from raypipe.errors import RaypipeError, one_line
+from raypipe.errors import RaypipeError, one_line, with_worker_traceback
 from raypipe.infer.temporal import NONE, Temporal
 from raypipe.media.encode import output_size_problem
 from raypipe.media.jumps import Jump, to_text
@@ -425,5 +425,5 @@ def error_of(result: VideoResult) -> RaypipeError:
         error = cls(result.error_message)
     else:
         error = RaypipeError(f"{result.error_type}: {result.error_message}")
-    error.detail = result.error_detail  # type: ignore[attr-defined]
+    with_worker_traceback(error, result.error_detail)
     return error

@@ -44,7 +44,7 @@ from typing import Any, TextIO
 import ray
 
 from raypipe.distributed.prestart import start_for_next_run
-from raypipe.errors import ClusterError, RaypipeError, one_line
+from raypipe.errors import ClusterError, RaypipeError, one_line, with_worker_traceback
 
 log = logging.getLogger("raypipe")
 
@@ -477,8 +477,7 @@ def _rebuild_error(payload: dict[str, Any]) -> BaseException:
         error: BaseException = cls(message)
     else:  # not raypipe's: an exception of the same name, as the command would print it
         error = type(name, (Exception,), {})(message)
-    error.detail = str(payload.get("detail", ""))  # type: ignore[attr-defined]
-    return error
+    return with_worker_traceback(error, str(payload.get("detail", "")))
 
 
 def usable(info: dict[str, Any], processor: Any = None) -> str | None:

@@ -125,7 +125,7 @@ def processor_error(name: str, stage: str, e: BaseException) -> ProcessorError:
     said = shorten(str(e)) or "(no message)"
     return ProcessorError(
         f"processor {name}.{stage} raised {type(e).__name__}: {said}; fix the processor "
-        "(rerun with --verbose for its traceback)"
+        "(its traceback: --verbose, or in Python this error's cause)"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from conftest import assert_exact_to, lossless_cli_args
 import raypipe
 from raypipe.archive_report import read_report
 from raypipe.cli import main
-from raypipe.errors import ProcessorError
+from raypipe.errors import ProcessorError, WorkerTraceback
 from raypipe.examples.processors import Redact, RegionChain, RegionScores
 from raypipe.infer.processors import apply_processor
 from raypipe.media import make_video_id
@@ -153,14 +154,22 @@ def test_a_processor_that_raises_is_one_typed_line(
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1, err
     assert err == (
-        f"raypipe: error: ProcessorError: {message}; fix the processor (rerun with --verbose "
-        "for its traceback)"
+        f"raypipe: error: ProcessorError: {message}; fix the processor (its traceback: "
+        "--verbose, or in Python this error's cause)"
     )
     assert list(out.iterdir()) == []
-    with pytest.raises(ProcessorError, match=message):  # the same from Python
+    with pytest.raises(ProcessorError, match=message) as raised:  # the same from Python
         raypipe.process_video(
             str(clips["odd_size"]), str(out / "o.mp4"), processor=f"{path}:{name}", quiet=True
         )
+    # with the worker's traceback as its cause, which Python prints under it (a notebook
+    # showed the message alone; the traceback was in an undocumented attribute)
+    cause = raised.value.__cause__
+    assert isinstance(cause, WorkerTraceback) and raised.value.detail
+    assert str(cause).startswith("where it failed (on a worker):\nTraceback")
+    assert 'failing.py", line' in str(cause)  # the processor's own frame
+    shown = "".join(traceback.format_exception(raised.value))
+    assert "The above exception was the direct cause" in shown and "failing.py" in shown
 
 
 def test_archive_with_a_processor_fails_only_the_video_it_raises_on(

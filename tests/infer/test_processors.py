@@ -147,7 +147,7 @@ def test_exceptions_in_setup_and_call_carry_the_processors_message(tmp_path: Pat
         apply_processor(f"{path}:InSetup", frames_of(2))
     assert str(e.value) == (
         "processor InSetup.setup raised ValueError: no weights at /models/x.onnx; fix the "
-        "processor (rerun with --verbose for its traceback)"
+        "processor (its traceback: --verbose, or in Python this error's cause)"
     )
     with pytest.raises(ProcessorError, match=r"^processor InCall.__call__ raised KeyError: 'face'"):
         apply_processor(f"{path}:InCall", frames_of(2))
