@@ -73,3 +73,40 @@ def test_a_model_given_as_a_path_is_taken_as_inputs_and_outputs_are(tmp_path: Pa
     assert load_model(cfg).data == path.read_bytes()
     with pytest.raises(ConfigError, match="model must be 'builtin:NAME' or a path"):
         build_run_config(model=3)
+
+
+def test_frames_a_fixed_size_model_cannot_take_fail_at_planning(tmp_path: Path) -> None:
+    """A 224x224 classifier-like model given 160x96 frames and no ``resize`` failed at the
+    first chunk's inference, after Ray's start, the actors' and a decode (24 s in a
+    notebook); the plan knows both sizes, and fails the video there, before any of it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from raypipe.distributed.planning import VideoJob, plan_video
+    from raypipe.distributed.setup import load_model, model_facts
+    from raypipe.testing import ClipSpec, make_clip
+
+    shape = [1, 3, 224, 224]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "fixed.onnx"
+    onnx.save(model, str(path))
+    clip = make_clip(tmp_path / "clip.mp4", ClipSpec(n_frames=8, width=160, height=96))
+
+    def planned(**options: object) -> object:
+        cfg = build_run_config(model=str(path), **options)
+        job = VideoJob(uri=str(clip), output=str(tmp_path / "out.mp4"))
+        facts = model_facts(load_model(cfg))
+        return plan_video(job, cfg.chunk, resume=False, key=None, model=facts, encode=cfg.encode)
+
+    failed = planned().result  # type: ignore[attr-defined]
+    assert failed is not None and failed.error_type == "ModelLoadError"
+    assert failed.error_message.startswith(
+        "model input 'x' takes 224x224 (height x width) frames, got 96x160; pass --resize"
+    )
+    assert planned(resize="stretch").result is None  # type: ignore[attr-defined]

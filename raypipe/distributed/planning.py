@@ -17,7 +17,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raypipe import errors, storage
 from raypipe.config import ChunkConfig, EncodeConfig
@@ -25,6 +25,9 @@ from raypipe.distributed.chunk_task import Row, placeholder_row, work_dir_for
 from raypipe.distributed.stages import chunk_row
 from raypipe.errors import RaypipeError, one_line, with_worker_traceback
 from raypipe.infer.temporal import NONE, Temporal
+
+if TYPE_CHECKING:
+    from raypipe.infer.tiling import FrameGeometry  # cv2: imported where a model is
 from raypipe.media.encode import output_size_problem
 from raypipe.media.jumps import Jump, to_text
 from raypipe.media.mux import constant_rate_problem
@@ -50,11 +53,14 @@ class ModelFacts:
     each frame (chunks are planned with that much context; an interpolating model outputs
     twice the frames); ``output_scale``, the side of its output frames over the input's,
     so that ``chunk_mib`` counts them (:meth:`ChunkConfig.frames_per_chunk`; ``None``: not
-    known, counted as 1) and a size the encoder cannot take fails at planning."""
+    known, counted as 1) and a size the encoder cannot take fails at planning;
+    ``geometry``, how frames reach an image model, so that frames it cannot take (a fixed
+    224x224 input, no ``resize``) fail at planning, not at the first chunk's inference."""
 
     tensor: bool = False
     temporal: Temporal = NONE
     output_scale: float | None = 1.0
+    geometry: FrameGeometry | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,8 @@ def plan_video(
         planned.left_out = info.left_out
         planned.jumps = info.jumps
         planned.width, planned.height = planned.picture.upright_size
+        if model.geometry is not None:
+            model.geometry.check_frames(planned.height, planned.width)
         keeps: list[list[int] | None] = [None] * len(plan)
         if tensor and chunk.samples:
             keeps = list(chunk_offsets(plan, sampled_indices(info, chunk)))

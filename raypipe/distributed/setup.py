@@ -124,7 +124,12 @@ def size_local_store(
 def model_facts(model: LoadedModel) -> ModelFacts:
     """What planning needs of ``model`` (:attr:`LoadedModel.output_scale`: ``None`` where
     its output frames' size is not known)."""
-    return ModelFacts(tensor=model.tensor, temporal=model.temporal, output_scale=model.output_scale)
+    return ModelFacts(
+        tensor=model.tensor,
+        temporal=model.temporal,
+        output_scale=model.output_scale,
+        geometry=model.geometry,
+    )
 
 
 def chunk_bytes(model: LoadedModel, *, height: int, width: int, frames: int) -> int | None:
@@ -250,9 +255,10 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     if spec.temporal.active:  # frames out; its inputs and state names checked here
         TemporalModel(data, spec=spec, device="cpu")
         return LoadedModel(data=data, spec=spec, tensor=False)
-    tensor = FrameModel(data, spec=spec, device="cpu").output_kind == "tensor"
+    frame_model = FrameModel(data, spec=spec, device="cpu")
+    tensor = frame_model.output_kind == "tensor"
     _check_sampling(cfg, tensor=tensor)
-    return LoadedModel(data=data, spec=spec, tensor=tensor)
+    return LoadedModel(data=data, spec=spec, tensor=tensor, geometry=frame_model.geometry)
 
 
 def _check_sampling(cfg: RunConfig, *, tensor: bool) -> None:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from raypipe.config import ModelConfig
 from raypipe.distributed.cluster import ActorPlan
 from raypipe.infer.processor_refs import ProcessorRef
 from raypipe.infer.sidecar import ModelSpec
 from raypipe.infer.temporal import NONE, Temporal
+
+if TYPE_CHECKING:
+    from raypipe.infer.tiling import FrameGeometry  # cv2: imported where a model is
 from raypipe.media.yuv import YuvInput
 
 
@@ -28,6 +32,7 @@ class LoadedModel:
     spec: ModelSpec | None
     tensor: bool
     processor: ProcessorRef | None = None
+    geometry: FrameGeometry | None = None  # how frames reach an image model (checked at planning)
 
     @property
     def temporal(self) -> Temporal:

@@ -397,7 +397,7 @@ class FrameGeometry:
         elif (want_h is not None and want_h != height) or (want_w is not None and want_w != width):
             raise ModelLoadError(
                 f"{self._takes()}, got {height}x{width}; pass --resize stretch or letterbox "
-                '("resize" in its sidecar, ModelSpec(resize=...) in Python), resize the '
+                '("resize" in its sidecar, resize=... in Python), resize the '
                 "video, or use a model with dynamic height and width"
             )
 
