@@ -48,7 +48,10 @@ def ctrl_c_held() -> Iterator[None]:
     own handler). Blocking the signal would not do: any thread that does not block it
     takes it (a notebook kernel's), and Python raises it in the main thread all the same.
     Main thread only, where handlers can be set; the wait is the step's (seconds)."""
-    if threading.current_thread() is not threading.main_thread():
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is None  # a handler not Python's: not ours to swap
+    ):
         yield
         return
     came: list[FrameType | None] = []
