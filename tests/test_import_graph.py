@@ -63,7 +63,8 @@ def test_layers() -> None:
 
 
 def test_the_whole_error_tree_is_public() -> None:
-    """``raypipe`` re-exports ``raypipe.errors.__all__``: every error class must be in it."""
+    """``raypipe`` re-exports ``raypipe.errors.__all__``: every error class must be in it,
+    and the cause a worker's error carries (``WorkerTraceback``, not an error of its own)."""
     import raypipe
     from raypipe import errors
 
@@ -71,7 +72,7 @@ def test_the_whole_error_tree_is_public() -> None:
         name
         for name, value in vars(errors).items()
         if isinstance(value, type) and issubclass(value, errors.RaypipeError)
-    }
+    } | {"WorkerTraceback"}
     assert set(errors.__all__) == tree
     assert all(getattr(raypipe, name) is getattr(errors, name) for name in tree)
 
