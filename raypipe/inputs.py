@@ -262,20 +262,15 @@ def _read_parquet(uri: str) -> list[dict[str, str]]:
     return [{k: "" if v is None else str(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
-def _split_uri(uri: str) -> tuple[str, str]:
-    """(``scheme://`` or ``""``, the rest) of ``uri``."""
-    scheme, sep, rest = uri.partition("://")
-    return (scheme + sep, rest) if sep else ("", uri)
-
-
 def _common_parent(uris: list[str]) -> str:
     """The deepest folder (or bucket prefix, or URL path) holding every one of ``uris``;
     ``""`` when they share none: different schemes, buckets or hosts, or local paths
     whose only common folder is ``/``."""
-    split = [_split_uri(u) for u in uris]
-    if not split or len({scheme for scheme, _ in split}) != 1:
+    schemes = {_protocol_prefix(u) for u in uris}
+    if len(schemes) != 1:
         return ""
-    folders = [rest.split("/")[:-1] for _, rest in split]
+    scheme = schemes.pop()
+    folders = [u[len(scheme) :].split("/")[:-1] for u in uris]
     common: list[str] = []
     for parts in zip(*folders):
         if any(p != parts[0] for p in parts):
@@ -283,27 +278,18 @@ def _common_parent(uris: list[str]) -> str:
         common.append(parts[0])
     if not any(common):  # nothing, or the root alone
         return ""
-    return split[0][0] + "/".join(common)
-
-
-def _listed(uri: str) -> str:
-    """A listed local path with ``.`` and ``..`` resolved (``in/../in/a.mp4`` is
-    ``in/a.mp4``), so the output mirrors where the file is; URLs as they are."""
-    if "://" in uri or not uri:
-        return uri
-    return posixpath.normpath(uri) if uri.startswith("/") else os.path.normpath(uri)
+    return scheme + "/".join(common)
 
 
 def _from_uris(uris: list[str]) -> list[InputItem]:
     """Items for listed URIs, each output mirroring its path below the URIs' common parent,
     or, where they share none, its whole path (``bucket/key``, ``host/path``,
     ``home/me/a.mp4``)."""
-    uris = [_listed(u) for u in uris]
-    absolute = [storage.absolute(u) for u in uris]
+    absolute = [storage.absolute(u) for u in uris]  # local paths normalised: no "..", "."
     base = _common_parent(absolute)
     return [
-        _item(u, _relative_to(a, base) if base else _split_uri(a)[1].lstrip("/"))
-        for u, a in zip(uris, absolute)
+        _item(a, _relative_to(a, base) if base else a[len(_protocol_prefix(a)) :].lstrip("/"))
+        for a in absolute
     ]
 
 
@@ -312,5 +298,5 @@ def _from_manifest(rows: list[dict[str, str]]) -> list[InputItem]:
     items = []
     for row, uri, mirrored in zip(rows, uris, _from_uris(uris)):
         output = (row.get("output") or "").strip()
-        items.append(_item(_listed(uri), output, named=True) if output else mirrored)
+        items.append(_item(uri, output, named=True) if output else mirrored)
     return items
