@@ -97,11 +97,10 @@ def process_archive(
             gpu_notes.update(result.gpu_notes)
             if result.status == "failed":
                 _note_earlier_output(result)
-            journal.add(result)
-            if result.status == "failed":
                 progress.message(
                     f"failed: {result.uri}: {result.error_type}: {result.error_message}"
                 )
+            journal.add(result)
             progress.video_done(
                 result.ok,
                 0 if result.status == "skipped" else result.frames_in,

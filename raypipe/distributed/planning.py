@@ -25,9 +25,6 @@ from raypipe.distributed.chunk_task import Row, placeholder_row, work_dir_for
 from raypipe.distributed.stages import chunk_row
 from raypipe.errors import RaypipeError, one_line, with_worker_traceback
 from raypipe.infer.temporal import NONE, Temporal
-
-if TYPE_CHECKING:
-    from raypipe.infer.tiling import FrameGeometry  # cv2: imported where a model is
 from raypipe.media.encode import output_size_problem
 from raypipe.media.jumps import Jump, to_text
 from raypipe.media.mux import constant_rate_problem
@@ -42,6 +39,9 @@ from raypipe.reuse import (
     provenance_from_tags,
     source_identity,
 )
+
+if TYPE_CHECKING:
+    from raypipe.infer.tiling import FrameGeometry  # cv2: imported where a model is
 
 RUN_FILE = "run.json"
 

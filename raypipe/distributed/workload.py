@@ -17,10 +17,10 @@ from raypipe.distributed.cluster import ActorPlan
 from raypipe.infer.processor_refs import ProcessorRef
 from raypipe.infer.sidecar import ModelSpec
 from raypipe.infer.temporal import NONE, Temporal
+from raypipe.media.yuv import YuvInput
 
 if TYPE_CHECKING:
     from raypipe.infer.tiling import FrameGeometry  # cv2: imported where a model is
-from raypipe.media.yuv import YuvInput
 
 
 @dataclass(frozen=True)
