@@ -140,26 +140,17 @@ def _patched(
 
 def _tracks_with_display(data: bytes, tracks: _Element, sar: Fraction, webm: bool) -> bytes | None:
     """The ``Tracks`` element with its one video track's display size set."""
-    entries = _elements(data, tracks[2], tracks[3])
-    if not entries:
-        return None
+    entries = _elements(data, tracks[2], tracks[3]) or []
     video = [e for e in entries if e[0] == _TRACK_ENTRY and _track_type(data, e) == _VIDEO_TRACK]
     if len(video) != 1:
         return None
-    parts: list[bytes] = []
-    for entry in entries:
-        if entry == video[0]:
-            display = functools.partial(_video_with_display, data, sar=sar, webm=webm)
-            rewritten = _rewritten(data, entry, _VIDEO, display)
-            if rewritten is None:
-                return None
-            parts.append(rewritten)
-        elif entry[0] != _CRC32:
-            parts.append(data[entry[1] : entry[3]])
-    body = b"".join(parts)
-    if entries[0][0] == _CRC32:  # it covers the rest of the element
-        body = _element(_CRC32, zlib.crc32(body).to_bytes(4, "little")) + body
-    return _element(_TRACKS, body, like=_size_length(tracks))
+    display = functools.partial(_video_with_display, data, sar=sar, webm=webm)
+
+    def entry(e: _Element) -> bytes | None:  # the video track entry, its Video replaced
+        return _payload_with(data, e, picked=lambda c: c[0] == _VIDEO, payload_of=display)
+
+    payload = _payload_with(data, tracks, picked=lambda e: e == video[0], payload_of=entry)
+    return None if payload is None else _element(_TRACKS, payload, like=_size_length(tracks))
 
 
 def _track_type(data: bytes, entry: _Element) -> int | None:
@@ -169,23 +160,35 @@ def _track_type(data: bytes, entry: _Element) -> int | None:
     return None
 
 
-def _rewritten(
-    data: bytes, parent: _Element, child_id: int, payload_of: Callable[[_Element], bytes | None]
+def _payload_with(
+    data: bytes,
+    parent: _Element,
+    *,
+    picked: Callable[[_Element], bool],
+    payload_of: Callable[[_Element], bytes | None],
 ) -> bytes | None:
-    """``parent`` with its one ``child_id`` child's payload replaced by ``payload_of(child)``."""
+    """``parent``'s payload with its one ``picked`` child's payload replaced by
+    ``payload_of(child)`` (its size field as long as it was, or as it must be), and a
+    leading CRC-32 element, which covers the rest, computed again; ``None`` when no single
+    child is picked or ``payload_of`` gives ``None``."""
     children = _elements(data, parent[2], parent[3])
-    if not children or [c[0] for c in children].count(child_id) != 1:
+    if not children or sum(map(picked, children)) != 1:
         return None
     parts: list[bytes] = []
     for child in children:
-        if child[0] == child_id:
+        if child[0] == _CRC32 and child is children[0]:
+            continue
+        if picked(child):
             payload = payload_of(child)
             if payload is None:
                 return None
-            parts.append(_element(child_id, payload, like=_size_length(child)))
+            parts.append(_element(child[0], payload, like=_size_length(child)))
         else:
             parts.append(data[child[1] : child[3]])
-    return _element(parent[0], b"".join(parts), like=_size_length(parent))
+    body = b"".join(parts)
+    if children[0][0] == _CRC32:
+        body = _element(_CRC32, zlib.crc32(body).to_bytes(4, "little")) + body
+    return body
 
 
 _BEFORE_DISPLAY = frozenset(
