@@ -210,9 +210,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         "--codec",
         default="auto",
         help="video encoder: auto (default: libx264, libvpx-vp9 for .webm, as ffmpeg picks), "
-        "libx264, libx265, libvpx-vp9, ffv1, libx264rgb, h264_nvenc, "
-        "hevc_nvenc, av1_nvenc (NVENC falls back to libx264/libx265/AV1 software, saying "
-        "so, where the GPU has no NVENC: A100, H100)",
+        "libx264, libx265, libvpx-vp9, ffv1, libx264rgb, prores_ks and dnxhd (DNxHR; "
+        ".mov), h264_nvenc, hevc_nvenc, av1_nvenc (NVENC falls back to libx264/libx265/AV1 "
+        "software, saying so, where the GPU has no NVENC: A100, H100)",
     )
     p.add_argument(
         "--crf",

@@ -1,8 +1,9 @@
 """Per-chunk encode: frames in, one independently decodable segment out.
 
 A segment holds one video stream whose first frame is an IDR frame and whose packets carry
-the source pts. It is stored as a small NUT container (FFmpeg's own format: any codec, and
-its header gives the assembler a stream template with the codec's extradata) plus the
+the source pts. It is stored as a small NUT container (FFmpeg's own format: nearly any
+codec, and its header gives the assembler a stream template with the codec's extradata;
+MOV for ProRes and DNxHD, which NUT does not hold: :func:`segment_format`) plus the
 encoder's own pts/dts of every packet: no container keeps those exactly for every codec
 and time base (NUT derives dts, MOV rounds variable frame rates, Matroska has
 millisecond timestamps), so raypipe keeps them itself, with every packet's duration (the
@@ -73,10 +74,10 @@ head and 24 bytes a frame (2700 frames in 64 KiB)."""
 
 @dataclass(frozen=True)
 class Segment:
-    """An encoded chunk: NUT bytes plus the exact pts/dts/durations of its packets, in
-    order, and what the assembled stream is tagged with (``colour``, ``rate``)."""
+    """An encoded chunk: its container's bytes plus the exact pts/dts/durations of its
+    packets, in order, and what the assembled stream is tagged with (``colour``, ``rate``)."""
 
-    nut: bytes
+    container: bytes  # NUT, or MOV for the codecs NUT does not hold (segment_format)
     pts: np.ndarray  # int64, stream time base
     dts: np.ndarray  # int64, _NO_DTS where the encoder gave none
     time_base: Fraction
@@ -106,7 +107,7 @@ class Segment:
                 self.pts.astype("<i8").tobytes(),
                 self.dts.astype("<i8").tobytes(),
                 durations.astype("<i8").tobytes(),
-                self.nut,
+                self.container,
             ]
         )
 
@@ -114,7 +115,7 @@ class Segment:
     def index_size(head: bytes) -> int:
         """How many bytes from a segment's start hold its pts, dts and durations, from its
         first bytes (at least :data:`SEGMENT_HEAD_BYTES`; the whole segment where shorter):
-        :meth:`from_bytes` of that many gives them, with no frames (``nut`` empty)."""
+        :meth:`from_bytes` of that many gives them, with no frames (``container`` empty)."""
         try:
             version, _, at, n = _layout(head)
         except (EncodeError, struct.error, ValueError, KeyError, TypeError):
@@ -132,7 +133,7 @@ class Segment:
 
             durations = column(2) if version == 2 else None
             return cls(
-                nut=blob[at + 8 * n * (version + 1) :],
+                container=blob[at + 8 * n * (version + 1) :],
                 pts=column(0),
                 dts=column(1),
                 time_base=Fraction(*head["tb"]),
@@ -251,19 +252,29 @@ def check_encoder(config: EncodeConfig) -> None:
                 "try libx264, libx265 or ffv1"
             )
         kind = av.codec.Codec(codec, "w").canonical_name if not is_nvenc(codec) else ""
-        if kind and kind not in _segment_codecs():
+        if kind and not segment_format(kind):
             raise ConfigError(
-                f"encoder '{codec}' writes {kind} video, which raypipe's chunk segments (NUT) "
-                "cannot hold, so it cannot be used; for a lossless intermediate try ffv1, "
-                "for 10-bit 4:2:2 libx264 or libx265 with --pix-fmt yuv422p10le"
+                f"encoder '{codec}' writes {kind} video, which raypipe's chunk segments "
+                "(NUT, or MOV for ProRes and DNxHD) cannot hold, so it cannot be used; for "
+                "a lossless intermediate try ffv1, for 10-bit 4:2:2 prores_ks, or libx264 "
+                "or libx265 with --pix-fmt yuv422p10le"
             )
 
 
 @functools.cache
-def _segment_codecs() -> frozenset[str]:
-    """The video codecs a segment's NUT container holds (ProRes and DNxHD are not)."""
-    with av.open(io.BytesIO(), "w", format="nut") as out:
-        return frozenset(out.supported_codecs)
+def segment_format(kind: str) -> str:
+    """The container a segment of ``kind`` video (a codec's canonical name) is written in:
+    NUT, FFmpeg's own, which holds most codecs; MOV for those it does not (ProRes, DNxHD,
+    intra-only, so the container's rounding of timestamps loses nothing: the segment keeps
+    its packets' own); ``""`` when neither holds it."""
+    for fmt in _SEGMENT_FORMATS:
+        with av.open(io.BytesIO(), "w", format=fmt) as out:
+            if kind in out.supported_codecs:
+                return fmt
+    return ""
+
+
+_SEGMENT_FORMATS = ("nut", "mov")
 
 
 _X264_AVX512 = ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL")  # x264's AVX512 flag
@@ -326,6 +337,17 @@ def encoder_options(config: EncodeConfig) -> dict[str, str]:
     return with_params(options, config.options, first=False)
 
 
+_DNXHR_PROFILES = {"yuv422p": "dnxhr_hq", "yuv422p10le": "dnxhr_hqx"}
+
+
+def dnxhr_profile(pix_fmt: str) -> str:
+    """The DNxHR profile the ``dnxhd`` encoder gets when given none: FFmpeg's own default,
+    the original DNxHD, takes a handful of broadcast sizes and bit rates only and fails to
+    open on any other; DNxHR takes any size. HQ for 8-bit 4:2:2, HQX for 10-bit, 4:4:4 for
+    the rest (``yuv444p10le``, ``gbrp10le``)."""
+    return _DNXHR_PROFILES.get(pix_fmt, "dnxhr_444")
+
+
 def with_params(
     options: dict[str, str], extra: dict[str, str], *, first: bool = True
 ) -> dict[str, str]:
@@ -356,6 +378,11 @@ def size_problem(config: EncodeConfig, pix_fmt: str, width: int, height: int) ->
     encoder other than those that pad (:data:`_ANY_SIZE`). Raises ``ConfigError`` for an
     unknown ``pix_fmt``."""
     sub_w, sub_h = layout_of(pix_fmt).subsampling
+    if config.codec == "dnxhd" and (width < 256 or height < 120):
+        return (
+            f"dnxhd (DNxHR) encodes frames of at least 256x120, the frames are {width}x"
+            f"{height}; use --codec prores_ks or ffv1 for smaller frames"
+        )
     if not (width % sub_w or height % sub_h) or config.codec in _ANY_SIZE:
         return ""
     return (
@@ -578,6 +605,8 @@ def encode_segment(
     # HDR parameters first: the user's own (last in encoder_options) win
     options = with_params(encoder_options(config), hdr_encoder_options(config.codec, picture.hdr))
     options = with_params(options, x264_cpu_params(config.codec))  # first: the user's win
+    if config.codec == "dnxhd" and "profile" not in options:
+        options["profile"] = dnxhr_profile(pix_fmt)
     # RGB -> YUV with the source's matrix and range, chroma point-sampled (media/picture.py)
     matrix = None if layout.rgb else sws_colorspace(tags.matrix)
     range_ = None if layout.rgb else sws_range(tags.range)
@@ -608,7 +637,8 @@ def encode_segment(
         held.extend(packets)
 
     try:
-        with av.open(buf, mode="w", format="nut") as out:
+        kind = av.codec.Codec(config.codec, "w").canonical_name
+        with av.open(buf, mode="w", format=segment_format(kind) or "nut") as out:
             stream = cast(
                 av.VideoStream,
                 out.add_stream(config.codec, rate=rate or None, options=options),
@@ -660,7 +690,7 @@ def encode_segment(
             f"encoder {config.codec} ({pix_fmt}, {width}x{height}) failed: {e}"
         ) from e
     return Segment(
-        nut=buf.getvalue(),
+        container=buf.getvalue(),
         pts=np.asarray(out_pts, dtype=np.int64),
         dts=dts,
         time_base=time_base,

@@ -80,9 +80,11 @@ def container_refuses(path: str, codec: str) -> str:
     if _muxer_takes(fmt, codec):
         return ""
     fits = default_video_codec(path)
+    holds = [ext for ext in (".mkv", ".mov") if _muxer_takes(OUTPUT_FORMATS[ext], codec)]
+    where = f"{' and '.join(holds)} hold{'s' if len(holds) == 1 else ''} it" if holds else ""
     return (
         f"a {os.path.splitext(path)[1]} file cannot hold {codec} video; choose another "
-        f"output extension (.mkv holds every codec) or another --codec ({fits})"
+        f"output extension{f' ({where})' if where else ''} or another --codec ({fits})"
     )
 
 
@@ -990,13 +992,13 @@ def _read_segment(uri: str, *, index_only: bool = False) -> Segment:
 
 
 def _open_segment(uri: str, *, probe: bool = True) -> tuple[Segment, Any]:
-    """A segment and its NUT container opened for demuxing (close it). ``probe``: FFmpeg
+    """A segment and its container (NUT, or MOV) opened for demuxing (close it). ``probe``: FFmpeg
     finds the stream's parameters as any input's, decoding its first frames (the output's
     stream is made from the first segment's); without, nothing is decoded
     (:data:`_PACKETS_ONLY`)."""
     segment = _read_segment(uri)
     try:
-        container = av.open(io.BytesIO(segment.nut), options=None if probe else _PACKETS_ONLY)
+        container = av.open(io.BytesIO(segment.container), options=None if probe else _PACKETS_ONLY)
         if not container.streams.video:
             container.close()
             raise EncodeError(f"segment {os.path.basename(uri)} holds no video stream")

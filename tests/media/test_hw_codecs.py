@@ -148,13 +148,14 @@ def test_nvenc_opens_where_the_gpu_has_encoders() -> None:
         pytest.skip(f"this GPU has no NVENC: {problem}")
 
 
-@pytest.mark.parametrize("codec", ["prores_ks", "dnxhd"])
+@pytest.mark.parametrize("codec", ["flv", "msmpeg4"])
 def test_an_encoder_whose_video_no_segment_holds_is_refused_before_any_work(codec: str) -> None:
-    """ProRes and DNxHD encoders exist in FFmpeg, but raypipe's chunk segments (NUT) cannot
-    hold their video: a run failed after decoding and inference with "'nut' format does not
-    support 'prores_ks' codec" and wrote nothing. It is refused before any work, with what
-    to use instead; the encoders NUT holds pass."""
+    """An encoder whose video neither segment container holds (NUT, or MOV for ProRes and
+    DNxHD) would fail a run after decoding and inference ("'nut' format does not support
+    'prores_ks' codec", as ProRes did before its segments went to MOV) and write nothing.
+    It is refused before any work, with what to use instead; the encoders NUT or MOV holds
+    pass."""
     with pytest.raises(ConfigError, match=f"encoder '{codec}' writes .* cannot hold"):
         check_encoder(EncodeConfig(codec=codec))
-    for holds in ("libx264", "libx265", "ffv1", "libvpx-vp9", "mpeg4"):
+    for holds in ("libx264", "libx265", "ffv1", "libvpx-vp9", "mpeg4", "prores_ks", "dnxhd"):
         check_encoder(EncodeConfig(codec=holds))

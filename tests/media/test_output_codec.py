@@ -17,7 +17,7 @@ from raypipe.config import EncodeConfig, default_video_codec
 from raypipe.distributed.archive import _jobs
 from raypipe.errors import ConfigError
 from raypipe.inputs import InputItem
-from raypipe.media.encode import check_encoder, encoder_options
+from raypipe.media.encode import check_encoder, encoder_options, segment_format
 from raypipe.media.mux import container_refuses, output_format
 
 
@@ -36,8 +36,8 @@ def test_auto_picks_vp9_for_webm_and_x264_elsewhere(output: str, codec: str) -> 
 def test_a_webm_output_is_refused_only_for_a_codec_the_user_named() -> None:
     assert container_refuses("out.webm", "auto") == ""
     assert container_refuses("out.webm", "libx264") == (
-        "a .webm file cannot hold libx264 video; choose another output extension (.mkv holds "
-        "every codec) or another --codec (libvpx-vp9)"
+        "a .webm file cannot hold libx264 video; choose another output extension (.mkv and "
+        ".mov hold it) or another --codec (libvpx-vp9)"
     )
     items = [InputItem("/in/a.webm", "a.webm"), InputItem("/in/b.mp4", "b.mp4")]
     assert [j.output_problem for j in _jobs(items, "/out", codec="auto")] == ["", ""]
@@ -70,15 +70,22 @@ def test_a_preset_x264_has_no_name_for_is_refused_with_the_names(codec: str) -> 
     assert EncodeConfig(codec=codec, preset="placebo").preset == "placebo"
 
 
+_TINY_PIX_FMTS = {"libx264rgb": "rgb24", "prores_ks": "yuv422p10le", "dnxhd": "yuv422p"}
+
+
 def _tiny_stream(codec: str) -> bytes:
-    """Three 64x48 frames encoded by ``codec``, in NUT (which holds every codec)."""
+    """Three 64x48 frames (256x120 for DNxHR) encoded by ``codec``, in the container a
+    segment of its video is written in (NUT, or MOV for ProRes and DNxHD)."""
     buf = io.BytesIO()
-    with av.open(buf, "w", format="nut") as out:
-        stream = out.add_stream(codec, rate=25)
-        stream.width, stream.height = 64, 48
-        stream.pix_fmt = "rgb24" if codec == "libx264rgb" else "yuv420p"
+    kind = av.codec.Codec(codec, "w").canonical_name
+    with av.open(buf, "w", format=segment_format(kind)) as out:
+        options = {"profile": "dnxhr_hq"} if codec == "dnxhd" else {}
+        stream = out.add_stream(codec, rate=25, options=options)
+        height, width = (120, 256) if codec == "dnxhd" else (48, 64)  # DNxHR's smallest
+        stream.width, stream.height = width, height
+        stream.pix_fmt = _TINY_PIX_FMTS.get(codec, "yuv420p")
         for i in range(3):
-            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), "rgb24")
             frame = frame.reformat(format=stream.pix_fmt)
             frame.pts = i
             out.mux(stream.encode(frame))
@@ -90,7 +97,7 @@ def _muxes(data: bytes, path: str) -> bool:
     """Whether FFmpeg's muxer for ``path`` writes the stream-copy of ``data``'s video so
     that its demuxer reads that video back."""
     written = io.BytesIO()
-    with av.open(io.BytesIO(data), format="nut") as source:
+    with av.open(io.BytesIO(data)) as source:
         video = source.streams.video[0]
         codec = video.codec_context.codec.canonical_name
         try:
@@ -111,8 +118,10 @@ def _muxes(data: bytes, path: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    "codec", ["libx264", "libx264rgb", "libx265", "libvpx-vp9", "libsvtav1", "ffv1", "mpeg4"]
-)
+    "codec",
+    ["libx264", "libx264rgb", "libx265", "libvpx-vp9", "libsvtav1", "ffv1", "mpeg4", "prores_ks",
+     "dnxhd"],
+)  # fmt: skip
 def test_an_output_is_refused_before_the_work_exactly_when_its_muxer_would_fail(
     codec: str,
 ) -> None:

@@ -395,11 +395,11 @@ def test_segments_of_the_first_format_still_read() -> None:
     v1 = b"RPSEG1\n" + struct.pack("<I", len(head)) + head
     v1 += np.array([0, 1], "<i8").tobytes() + np.array([-1, 0], "<i8").tobytes() + b"NUT"
     segment = Segment.from_bytes(v1)
-    assert segment.nut == b"NUT" and segment.pts.tolist() == [0, 1]
+    assert segment.container == b"NUT" and segment.pts.tolist() == [0, 1]
     assert segment.dts.tolist() == [-1, 0] and segment.time_base == Fraction(1, 25)
     assert segment.durations is None and segment.colour is None and segment.rate is None
     again = Segment.from_bytes(segment.to_bytes())  # written back as the current format
-    assert again.pts.tolist() == [0, 1] and again.nut == b"NUT"
+    assert again.pts.tolist() == [0, 1] and again.container == b"NUT"
 
 
 @pytest.mark.parametrize("alpha", [True, False])

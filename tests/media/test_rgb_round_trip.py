@@ -196,7 +196,7 @@ def test_rgb_at_an_odd_size_goes_to_420_as_it_would_padded_to_whole_chroma_sampl
             pixels, np.array([0, 1]), time_base=Fraction(1, 25), rate=Fraction(25),
             config=EncodeConfig(codec="ffv1"),
         )  # fmt: skip
-        (tmp_path / name).write_bytes(segment.nut)
+        (tmp_path / name).write_bytes(segment.container)
         planes.append(yuv_planes(tmp_path / name))
     for odd, even in zip(*planes, strict=True):
         for a, b in zip(odd, even, strict=True):

@@ -216,9 +216,9 @@ def test_a_container_that_refuses_the_video(tmp_path: Path, source: str) -> None
 
 
 def test_segment_round_trip_is_exact() -> None:
-    segment = Segment(nut=b"nut", pts=np.array([1, 2]), dts=np.array([0, 1]), time_base=TB)
+    segment = Segment(container=b"nut", pts=np.array([1, 2]), dts=np.array([0, 1]), time_base=TB)
     back = Segment.from_bytes(segment.to_bytes())
-    assert back.nut == b"nut" and back.time_base == TB
+    assert back.container == b"nut" and back.time_base == TB
     assert back.pts.tolist() == [1, 2] and back.dts.tolist() == [0, 1]
 
 

@@ -1,0 +1,91 @@
+"""ProRes and DNxHD outputs, the intermediates editors exchange. Their video does not fit a
+NUT container, so their chunk segments are written in MOV (intra-only codecs: the segment
+keeps its packets' own timestamps, as every segment does). Until then both were refused
+("raypipe's chunk segments (NUT) cannot hold them"). DNxHD gets a DNxHR profile, which
+takes any size from 256x120 up: FFmpeg's default, the original DNxHD, opens at a handful
+of broadcast sizes and bit rates only, so a run failed at its first encode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_checks import run_in_process
+
+from raypipe.config import EncodeConfig
+from raypipe.media.encode import dnxhr_profile, size_problem
+from raypipe.media.mux import container_refuses
+from raypipe.testing import ClipSpec, ffprobe_video, make_clip, yuv_planes
+
+_HLG = ("bt2020", "arib-std-b67", "bt2020nc", "tv")
+
+
+def _source(directory: Path, pix_fmt: str, colour: tuple[str, str, str, str] | None) -> Path:
+    """Six losslessly coded frames, 256x128 (DNxHR's smallest is 256x120)."""
+    spec = ClipSpec(codec="ffv1", pix_fmt=pix_fmt, colour=colour, bframes=0, gop=1,
+                    n_frames=6, width=256, height=128)  # fmt: skip
+    return make_clip(directory / f"{pix_fmt}.mkv", spec)
+
+
+def _worst_mean_error(out: Path, source: Path, shift: int = 0) -> float:
+    """The largest mean absolute difference of a luma plane, in 10-bit code values, between
+    the output's frames and the source's ``shift`` frames later."""
+    got, src = yuv_planes(out), yuv_planes(source)
+    assert len(got) == len(src)
+
+    def ten_bit(plane: np.ndarray) -> np.ndarray:
+        return plane.astype(np.int32) * (4 if plane.dtype == np.uint8 else 1)
+
+    return max(
+        float(np.abs(ten_bit(got[i][0]) - ten_bit(src[(i + shift) % len(src)][0])).mean())
+        for i in range(len(got))
+    )
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".mkv"])
+def test_prores_keeps_10_bits_4_2_2_the_colour_tags_and_every_frame(
+    tmp_path: Path, suffix: str
+) -> None:
+    source = _source(tmp_path, "yuv422p10le", _HLG)
+    out = tmp_path / f"out{suffix}"
+    chunks = run_in_process(source, out, "builtin:identity", 2, EncodeConfig(codec="prores_ks"))
+    assert chunks == 3  # segments joined across chunk boundaries
+    got, src = ffprobe_video(out), ffprobe_video(source)
+    assert (got.codec, got.pix_fmt) == ("prores", "yuv422p10le")
+    assert (got.primaries, got.transfer, got.matrix, got.range) == _HLG
+    assert got.n_packets == 6 and got.avg_frame_rate == src.avg_frame_rate == 25
+    assert got.duration_seconds == pytest.approx(src.duration_seconds, abs=1e-3)
+    # ProRes HQ is lossy, but close: each frame against its own source frame, and the test
+    # can fail: against the next frame (every frame differs) it is far off
+    assert _worst_mean_error(out, source) < 2.0  # 0.9
+    assert _worst_mean_error(out, source, shift=1) > 20.0
+
+
+def test_dnxhd_gets_a_dnxhr_profile_for_any_size(tmp_path: Path) -> None:
+    source = _source(tmp_path, "yuv420p", None)
+    out = tmp_path / "out.mov"
+    run_in_process(source, out, "builtin:identity", 2, EncodeConfig(codec="dnxhd"))
+    got = ffprobe_video(out)
+    assert (got.codec, got.pix_fmt, got.n_packets) == ("dnxhd", "yuv422p", 6)
+    assert _worst_mean_error(out, source) < 6.0  # 8-bit: a code value is 4 here (3.5)
+    assert _worst_mean_error(out, source, shift=1) > 20.0
+    assert [dnxhr_profile(f) for f in ("yuv422p", "yuv422p10le", "yuv444p10le")] == [
+        "dnxhr_hq", "dnxhr_hqx", "dnxhr_444",
+    ]  # fmt: skip
+
+
+def test_dnxhr_frames_smaller_than_it_takes_are_refused_with_what_takes_them() -> None:
+    dnxhd = EncodeConfig(codec="dnxhd")
+    assert size_problem(dnxhd, "yuv422p", 256, 120) == ""
+    assert size_problem(dnxhd, "yuv422p", 255, 1080).startswith(
+        "dnxhd (DNxHR) encodes frames of at least 256x120, the frames are 255x1080; use "
+        "--codec prores_ks or ffv1"
+    )
+    assert size_problem(dnxhd, "yuv422p", 1920, 119) != ""
+
+
+def test_an_mp4_output_names_the_containers_that_hold_them() -> None:
+    assert "(.mkv and .mov hold it)" in container_refuses("out.mp4", "prores_ks")
+    assert "(.mov holds it)" in container_refuses("out.mkv", "dnxhd")
+    assert container_refuses("out.mov", "dnxhd") == container_refuses("out.mov", "prores_ks") == ""
