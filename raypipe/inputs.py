@@ -54,12 +54,14 @@ _GLOB_CHARS = "*?["
 @dataclass(frozen=True)
 class InputItem:
     """One input URI, its output path relative to OUTPUT_DIR, and why it is invalid (if).
-    ``renamed``: the output's extension is not the input's (:func:`_item`)."""
+    ``renamed``: the output's extension is not the input's (:func:`_item`); ``named``: a
+    manifest's ``output`` column named the output."""
 
     uri: str
     relative_output: str
     error: str = ""
     renamed: bool = False
+    named: bool = False
 
 
 def not_one_video(uri: str) -> str:
@@ -130,7 +132,10 @@ def _item(uri: str, relative: str, *, named: bool = False) -> InputItem:
         relative = stem + LISTED_OUTPUT_EXTENSION
     try:
         return InputItem(
-            uri=storage.absolute(uri), relative_output=safe_relative(relative), renamed=renamed
+            uri=storage.absolute(uri),
+            relative_output=safe_relative(relative),
+            renamed=renamed,
+            named=named,
         )
     except ConfigError as e:
         return InputItem(uri=storage.absolute(uri), relative_output="", error=str(e))

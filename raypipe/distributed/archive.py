@@ -11,6 +11,7 @@ codes: 0 when every video is done or skipped, 3 when some failed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -183,7 +184,14 @@ def _jobs(
     jobs: list[VideoJob] = []
     seen_inputs: dict[str, int] = {}  # how often each input was listed so far
     seen_outputs: set[str] = set()
+    switched: dict[str, list[str]] = {}  # extension an output took: the ones it would have had
     for item in items:
+        if not tensor and item.relative_output and not item.named:
+            relative = _holding_output(item.relative_output, codec)
+            if relative != item.relative_output:
+                before = os.path.splitext(item.relative_output)[1]
+                switched.setdefault(os.path.splitext(relative)[1], []).append(before)
+                item = dataclasses.replace(item, relative_output=relative)
         if tensor:  # analysis: one Parquet partition per video
             output = table_output(output_dir, item.uri)
         else:
@@ -229,7 +237,35 @@ def _jobs(
             ", ".join(renamed),
             LISTED_OUTPUT_EXTENSION,
         )
+    for ext, before in switched.items():
+        log.warning(
+            "%d output(s) would be %s files, which cannot hold %s video: they are %s files "
+            "(a CSV manifest's output column names others)",
+            len(before),
+            ", ".join(sorted(set(before))),
+            codec,
+            ext,
+        )
     return jobs
+
+
+_HOLDING_EXTENSIONS = (".mp4", ".mov", ".mkv")
+"""Where an archive's output goes when its mirrored extension cannot hold the codec asked
+for, the first that can: ProRes or DNxHD from MP4 inputs into ``.mov``, VP9 from MOV
+inputs into ``.mp4``, H.264 from WebM inputs into ``.mp4``."""
+
+
+def _holding_output(relative: str, codec: str) -> str:
+    """``relative`` with the first of :data:`_HOLDING_EXTENSIONS` whose container holds
+    ``codec``'s video where its own cannot (as it is when no other can: the output's
+    problem says so)."""
+    if not codec or not container_refuses(relative, codec):
+        return relative
+    stem = os.path.splitext(relative)[0]
+    for ext in _HOLDING_EXTENSIONS:
+        if not container_refuses(stem + ext, codec):
+            return stem + ext
+    return relative
 
 
 def _write_stats(head: dict[str, Any], chunk_log: ChunkLog, stats_path: str) -> None:

@@ -33,7 +33,14 @@ def test_auto_picks_vp9_for_webm_and_x264_elsewhere(output: str, codec: str) -> 
     check_encoder(EncodeConfig())  # both encoders auto may pick are in this build
 
 
-def test_a_webm_output_is_refused_only_for_a_codec_the_user_named() -> None:
+def test_a_webm_output_is_refused_only_for_a_codec_the_user_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An archive mirrors its inputs' names; where the codec asked for does not fit the
+    mirrored container (H.264 in WebM, ProRes in MP4), the output takes the first of
+    .mp4, .mov and .mkv that holds it, and one line says so. Before, every such video
+    failed with "choose another output extension", which an archive has no way to do
+    but a manifest. An output a manifest names is the user's: still refused."""
     assert container_refuses("out.webm", "auto") == ""
     assert container_refuses("out.webm", "libx264") == (
         "a .webm file cannot hold libx264 video; choose another output extension (.mkv and "
@@ -41,9 +48,24 @@ def test_a_webm_output_is_refused_only_for_a_codec_the_user_named() -> None:
     )
     items = [InputItem("/in/a.webm", "a.webm"), InputItem("/in/b.mp4", "b.mp4")]
     assert [j.output_problem for j in _jobs(items, "/out", codec="auto")] == ["", ""]
-    named = _jobs(items, "/out", codec="libx264")
-    assert named[0].output_problem.startswith("output 'a.webm': a .webm file cannot hold")
-    assert named[1].output_problem == ""
+    assert [j.output for j in _jobs(items, "/out", codec="auto")] == ["/out/a.webm", "/out/b.mp4"]
+    with caplog.at_level("WARNING", logger="raypipe"):
+        named = _jobs(items, "/out", codec="libx264")
+    assert [(j.output, j.output_problem) for j in named] == [("/out/a.mp4", ""), ("/out/b.mp4", "")]
+    assert "1 output(s) would be .webm files, which cannot hold libx264 video: they are .mp4" in (
+        caplog.text
+    )
+    prores = _jobs(items, "/out", codec="prores_ks")
+    assert [(j.output, j.output_problem) for j in prores] == [
+        ("/out/a.mov", ""),
+        ("/out/b.mov", ""),
+    ]
+    clash = _jobs([InputItem("/in/c.mp4", "c.mp4"), InputItem("/in/c.mov", "c.mov")], "/out",
+                  codec="prores_ks")  # fmt: skip
+    assert clash[1].error.startswith("output 'c.mov' is claimed by two inputs")
+    mine = _jobs([InputItem("/in/a.webm", "x/a.webm", named=True)], "/out", codec="libx264")
+    assert mine[0].output_problem.startswith("output 'x/a.webm': a .webm file cannot hold")
+    assert mine[0].output == "/out/x/a.webm"
 
 
 def test_vp9_takes_crf_as_constant_quality_and_the_preset_as_its_speed() -> None:
