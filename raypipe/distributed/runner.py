@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -49,7 +50,7 @@ class _Video:
 
     video_id: str
     uri: str
-    started: float = field(default_factory=time.monotonic)
+    started: float = math.inf  # its first chunk's decode start, wall clock (time.time())
     facts: VideoFacts | None = None
     done: set[int] = field(default_factory=set)
     error: tuple[str, str] | None = None
@@ -71,6 +72,8 @@ class _Video:
 
     def add(self, row: Row) -> None:
         self.done.add(int(row["index"]))
+        start = float(row.get("decode_start") or math.inf)
+        self.started = min(self.started, start if start > 0 else math.inf)
         self._gpu(str(row.get("gpu_samples") or ""))
         if row["error_type"] and self.error is None:
             self.error = (str(row["error_type"]), str(row["error_message"]))
@@ -109,7 +112,9 @@ class _Video:
         if error is not None:
             result.status, (result.error_type, result.error_message) = "failed", error
             result.error_detail = self.error_detail
-        result.seconds = time.monotonic() - self.started
+        # from its first chunk's decode to its result: the driver sees a video only once a
+        # chunk of it is done, and an archive's chunks of many videos interleave
+        result.seconds = max(time.time() - self.started, 0.0) if self.started < math.inf else 0.0
         return result
 
 
@@ -195,9 +200,7 @@ class Runner:
             if video_id not in self.videos:
                 self.ended.add(video_id)  # chunk rows it may still have are dropped
             return facts.result()
-        if video_id in self.ended:
-            if row["kind"] == "chunk":
-                self.on_frames(int(row["n_frames"]))
+        if video_id in self.ended:  # its frames are not done: the progress leaves them out
             return None
         video = self.videos.get(video_id)
         if video is None:
@@ -233,8 +236,8 @@ class Runner:
             self._warn_once(note, "--handoff yuv: frames go to the model as RGB: %s", note)
         if row.get("resize_note"):
             video.resized[int(row["index"])] = str(row["resize_note"])
-        self.on_frames(int(row["n_frames"]))
-        if not row["error_type"]:
+        if not row["error_type"]:  # a failed chunk's frames are not done
+            self.on_frames(int(row["n_frames"]))
             faults.checkpoint("segment", str(row["chunk_id"]))  # its segment is written
 
     def _note_fidelity(self, facts: VideoFacts) -> None:
