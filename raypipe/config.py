@@ -237,8 +237,17 @@ class EncodeConfig:
     def __post_init__(self) -> None:
         if not self.codec:
             raise ConfigError("codec must name an encoder, e.g. libx264, got ''")
-        if self.crf is not None and not 0 <= self.crf <= 63:
-            raise ConfigError(f"crf must be within 0..63, got {self.crf!r}")
+        if self.crf is not None and (
+            not isinstance(self.crf, int) or isinstance(self.crf, bool) or not 0 <= self.crf <= 63
+        ):
+            raise ConfigError(f"crf must be an integer within 0..63, got {self.crf!r}")
+        if not isinstance(self.options, dict):
+            raise ConfigError(
+                f"encoder options must be a dict of names to values, got {self.options!r}"
+            )
+        object.__setattr__(
+            self, "options", {str(k): _option_text(k, v) for k, v in self.options.items()}
+        )
         if self.preset and self.codec in _X264_NAMED and self.preset not in X264_PRESETS:
             raise ConfigError(
                 f"preset {self.preset!r} is not one of x264's: {', '.join(X264_PRESETS)}"
@@ -258,6 +267,18 @@ class EncodeConfig:
         if self.codec != AUTO_CODEC:
             return (self,)
         return tuple(dataclasses.replace(self, codec=codec) for codec in AUTO_CODECS)
+
+
+def _option_text(name: object, value: object) -> str:
+    """An encoder option's value as FFmpeg takes it: text; numbers as their digits, a bool
+    as 1 or 0 (``{"qp": 0}`` from Python failed at the first encode, naming no option)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ConfigError(
+        f"encoder option {name!r} must be text or a number, got {type(value).__name__} {value!r}"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

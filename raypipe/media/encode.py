@@ -24,6 +24,7 @@ where the encoder writes it (:func:`raypipe.media.colour.hdr_encoder_options`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import io
 import json
@@ -245,7 +246,9 @@ def check_encoder(config: EncodeConfig) -> None:
 
     NVENC encoders are not checked here: where they cannot run, the run falls back to a
     software encoder (:func:`nvenc_fallback`)."""
-    for codec in (c.codec for c in config.candidates()):
+    candidates = [c.codec for c in config.candidates()]
+    _check_option_names(config.options, candidates)
+    for codec in candidates:
         if not is_nvenc(codec) and not encoder_available(codec):
             raise ConfigError(
                 f"encoder '{codec}' is not available in this PyAV/FFmpeg build; "
@@ -259,6 +262,37 @@ def check_encoder(config: EncodeConfig) -> None:
                 "a lossless intermediate try ffv1, for 10-bit 4:2:2 prores_ks, or libx264 "
                 "or libx265 with --pix-fmt yuv422p10le"
             )
+
+
+def _check_option_names(options: dict[str, str], codecs: list[str]) -> None:
+    """Refuse an encoder option that none of ``codecs`` has (FFmpeg's encoders leave an
+    unknown one unused, without a word: ``qpp=0``, a typo of x264's lossless ``qp=0``,
+    gave the default lossy encode), with the nearest names it has. An encoder this build
+    lacks is left to :func:`check_encoder`'s own message."""
+    known: set[str] = set()
+    for codec in codecs:
+        known |= _option_names(codec)
+    if not known:
+        return
+    for name in options:
+        if name not in known:
+            near = difflib.get_close_matches(name.split(":")[0], sorted(known), n=3)
+            hint = f": did you mean {' or '.join(near)}?" if near else "."
+            raise ConfigError(
+                f"encoder {' / '.join(codecs)} has no option '{name}' (--encoder-option "
+                f"{name}={options[name]}){hint} Its options: `ffmpeg -h encoder={codecs[0]}`"
+            )
+
+
+@functools.cache
+def _option_names(codec: str) -> frozenset[str]:
+    """The options ``codec``'s encoder takes, generic and its own (none where this build
+    lacks it)."""
+    try:
+        supported = av.CodecContext.create(codec, "w").supported_options
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        return frozenset()
+    return frozenset(o.name for o in (*supported.generic, *supported.private))
 
 
 @functools.cache

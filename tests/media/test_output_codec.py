@@ -156,3 +156,38 @@ def test_an_output_is_refused_before_the_work_exactly_when_its_muxer_would_fail(
     for ext in (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".nut", ".ts"):
         refused = container_refuses(f"out{ext}", codec) != ""
         assert refused == (not _muxes(data, f"out{ext}")), (codec, ext)
+
+
+def test_an_encoder_option_the_encoder_lacks_is_refused_with_the_nearest_names() -> None:
+    """FFmpeg's encoders leave an option they do not have unused, without a word:
+    `--encoder-option qpp=0` (a typo of x264's lossless `qp=0`) gave the default lossy
+    encode, exit 0. ffmpeg itself refuses it; so does raypipe, before any work."""
+    with pytest.raises(
+        ConfigError, match=r"encoder libx264 has no option 'qpp' .*: did you mean qp\?"
+    ):
+        check_encoder(EncodeConfig(codec="libx264", options={"qpp": "0"}))
+    with pytest.raises(ConfigError, match=r"has no option 'b:v'.*did you mean b\b"):
+        check_encoder(EncodeConfig(codec="libx264", options={"b:v": "5M"}))  # ffmpeg's spelling
+    with pytest.raises(ConfigError, match=r"libx264 / libvpx-vp9 has no option 'foo'"):
+        check_encoder(EncodeConfig(options={"foo": "bar"}))
+    fine = [
+        ("libx264", {"qp": "0", "g": "48", "x264-params": "keyint=48"}),
+        ("auto", {"row-mt": "1"}),  # one of the encoders auto may pick has it
+        ("prores_ks", {"profile": "4444"}),
+        ("h264_nvenc", {"cq": "20"}),
+    ]
+    for codec, options in fine:
+        check_encoder(EncodeConfig(codec=codec, options=options))
+
+
+def test_python_values_of_encoder_options_and_crf_are_checked_or_made_text() -> None:
+    """``encoder_options={"qp": 0}`` failed at the first chunk's encode, after Ray's start,
+    with "Argument 'value' has incorrect type", naming no option; ``crf="20"`` with a
+    TypeError from a comparison."""
+    assert EncodeConfig(options={"qp": 0, "row-mt": True, "aq-strength": 0.8}).options == {
+        "qp": "0", "row-mt": "1", "aq-strength": "0.8",
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="crf must be an integer within 0..63, got '20'"):
+        EncodeConfig(crf="20")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="encoder option 'qp' must be text or a number"):
+        EncodeConfig(options={"qp": [0]})  # type: ignore[dict-item]
