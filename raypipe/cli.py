@@ -223,7 +223,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
     p.add_argument(
         "--preset", default="medium", help="x264/x265 preset, VP9 speed (default medium)"
     )
-    p.add_argument("--pix-fmt", default=None, help="encoder pixel format (default yuv420p)")
+    p.add_argument(
+        "--pix-fmt",
+        default=None,
+        help="encoder pixel format (default: the source's bit depth and chroma, or the "
+        "nearest the encoder writes)",
+    )
     p.add_argument(
         "--encoder-option",
         dest="encoder_options",
@@ -359,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("name", help="builtin:NAME")
     export.add_argument("path", help="destination .onnx path")
+    export.add_argument("--overwrite", action="store_true", help="replace PATH if it exists")
 
     doctor = subcommand(
         sub,

@@ -135,6 +135,8 @@ def cmd_model(args: argparse.Namespace) -> int:
     name = args.name.removeprefix("builtin:")
     data = builtin_bytes(name)
     _check_local_parent(args.path)
+    if not args.overwrite and storage.exists(args.path):
+        raise ConfigError(f"'{args.path}' exists; pass --overwrite to replace it")
     storage.write_bytes(args.path, data)
     print(f"wrote builtin:{name} to {args.path} ({len(data)} bytes)")
     return EXIT_OK

@@ -222,6 +222,14 @@ def test_model_export_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "builtin:upscale2x" in listed and "builtin:identity" in listed
     assert main(["model", "export", "builtin:nope", str(tmp_path / "x.onnx")]) == 1
     assert not (tmp_path / "x.onnx").exists()
+    # an existing file (a video named by mistake) is left as it is, as `run` leaves one
+    video = tmp_path / "keep.mp4"
+    video.write_bytes(b"a video")
+    assert main(["model", "export", "builtin:sharpen", str(video)]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert video.read_bytes() == b"a video"
+    assert main(["model", "export", "builtin:sharpen", str(video), "--overwrite"]) == 0
+    onnx.checker.check_model(onnx.load(str(video)))
 
 
 @pytest.mark.slow

@@ -107,8 +107,11 @@ def _attribute(module: types.ModuleType, name: str, target: str) -> Any:
             defined = sorted(
                 n for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")
             )
+            where = module.__name__  # a file's module is named here: the user knows its file
+            if where.startswith("raypipe_processor_") and getattr(module, "__file__", None):
+                where = os.path.basename(str(module.__file__))
             raise ConfigError(
-                f"processor {target!r}: no {name!r} in {module.__name__}; classes there: "
+                f"processor {target!r}: no {name!r} in {where}; classes there: "
                 f"{', '.join(defined) or 'none'}"
             )
         obj = getattr(obj, part)

@@ -112,6 +112,8 @@ def test_targets_by_file_and_by_module_give_the_same_result(target: str) -> None
         ("missing/p.py:X", ConfigError, "processor file 'missing/p.py' does not exist"),
         ("raypipe.nope:X", ConfigError, "cannot import 'raypipe.nope'"),
         ("raypipe.examples.processors:Nope", ConfigError, "no 'Nope' in raypipe.examples"),
+        # a file's name, not the module raypipe loads it as (raypipe_processor_<hash>)
+        (f"{EXAMPLES}:Nope", ConfigError, r"no 'Nope' in processors\.py; classes"),
         ("raypipe.config:RunConfig", ConfigError, "not a subclass of raypipe.Processor"),
     ],
 )
