@@ -76,10 +76,15 @@ def process_archive(
     previous = previous_rows(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
     storage.makedirs(output_dir)
-    run = start_run(cfg, model)
+    progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
+    progress.begin()  # from here on a line every interval, Ray's start included
+    try:
+        run = start_run(cfg, model)
+    except BaseException:
+        progress.stop()
+        raise
     cfg, actors, key = run.cfg, run.actors, run.key
     order = {job.uri: i for i, job in enumerate(jobs)}
-    progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
     chunk_log = ChunkLog(spill=True)
     drawer = _ReportDrawer(run_report_path(report_path))
     journal = ReportJournal(report_path, previous, order)
@@ -122,6 +127,7 @@ def process_archive(
             _write_stats(head, chunk_log, cfg.stats_path)
     except BaseException:  # Ctrl-C, an error: the report keeps what is known so far
         _write_partial_report(journal)
+        progress.stop()
         raise
     finally:
         drawer.cancel()  # no chunk ran, or the run failed: nothing to draw

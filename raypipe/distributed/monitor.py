@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import sys
+import threading
 import time
 from typing import Any, Protocol, TextIO
 
@@ -95,6 +96,11 @@ def _make_sink(stream: TextIO | None) -> _Sink:
     return _TextSink(stream or sys.stderr)
 
 
+LOG_BEAT = 10
+"""In a log (not a terminal), a begun progress repeats its line while nothing is done
+every this many intervals (10 s), rather than every interval."""
+
+
 class _Throttled:
     """Shared timing: show at most every ``interval_s`` seconds, always show the last."""
 
@@ -105,29 +111,61 @@ class _Throttled:
         self._last_shown = float("-inf")
         self._sink: _Sink | None = _make_sink(stream) if enabled else None
         self._closed = False
+        self._lock = threading.Lock()  # the heartbeat's thread and the caller's show lines
+        self._stopped = threading.Event()
 
-    def _maybe_show(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if self._sink is None or self._closed:
-            return
-        if force or now - self._last_shown >= self.interval_s:
-            self._last_shown = now
-            self._sink.show(self.line(now), self.fraction(), final=False)
+    def begin(self) -> None:
+        """Show the line now and keep showing it every ``interval_s`` until :meth:`close`,
+        while nothing is done yet too: Ray's start and the first chunk take seconds (tens
+        on a busy machine), which passed without a word before."""
+        self._maybe_show(force=True)
+        if self._sink is not None and self.interval_s > 0:
+            threading.Thread(target=self._beat, name="raypipe-progress", daemon=True).start()
+
+    def _beat(self) -> None:
+        # a log gets a line each time something was done, at most every interval, and
+        # while nothing is, one every LOG_BEAT intervals: not the same line every second
+        quiet = isinstance(self._sink, _TextSink) and not self._sink.tty
+        every = self.interval_s * (LOG_BEAT if quiet else 1)
+        while not self._stopped.wait(self.interval_s):
+            self._maybe_show(every=every)
+
+    def _maybe_show(self, *, force: bool = False, every: float | None = None) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if self._sink is None or self._closed:
+                return
+            if force or now - self._last_shown >= (every or self.interval_s):
+                self._last_shown = now
+                self._sink.show(self.line(now), self.fraction(), final=False)
 
     def message(self, text: str) -> None:
         """One line of news (a failed video) above the progress line; nothing when quiet."""
-        if self._sink is None or self._closed:
-            return
-        if isinstance(self._sink, _NotebookSink):
-            print(text)  # the bar's display stays one display, updated in place
-        else:
-            self._sink.show(text, self.fraction(), final=True)
-        self._last_shown = float("-inf")  # the progress line comes back on the next update
+        with self._lock:
+            if self._sink is None or self._closed:
+                return
+            if isinstance(self._sink, _NotebookSink):
+                print(text)  # the bar's display stays one display, updated in place
+            else:
+                self._sink.show(text, self.fraction(), final=True)
+            self._last_shown = float("-inf")  # the progress line comes back on the next update
 
     def _close(self, message: str | None) -> None:
-        if self._sink is not None and not self._closed:
-            self._sink.show(message or self.line(), self.fraction(), final=True)
-        self._closed = True
+        self._stopped.set()
+        with self._lock:
+            if self._sink is not None and not self._closed:
+                self._sink.show(message or self.line(), self.fraction(), final=True)
+            self._closed = True
+
+    def stop(self) -> None:
+        """End the display without a last line (a run that failed: its error follows); a
+        terminal's line rewritten in place gets its newline."""
+        self._stopped.set()
+        with self._lock:
+            if isinstance(self._sink, _TextSink) and self._sink.tty and not self._closed:
+                self._sink.stream.write("\n")
+                self._sink.stream.flush()
+            self._closed = True
 
     def line(self, now: float | None = None) -> str:
         raise NotImplementedError
@@ -179,6 +217,11 @@ class Progress(_Throttled):
         now = now or time.monotonic()
         pct = 100.0 * self.done / self.total if self.total else 100.0
         prefix = f"{self.label}: " if self.label else ""
+        if not self.done:  # no chunk done yet: Ray's start, the actors', the first chunk's
+            return (
+                f"{prefix}0/{self.total} frames, starting: the first chunk is under way "
+                f"({format_duration(now - self.start)})"
+            )
         return (
             f"{prefix}{self.done}/{self.total} frames ({pct:.0f}%), {self.fps(now):.1f} fps, "
             f"ETA {format_duration(self.eta_seconds(now))}"

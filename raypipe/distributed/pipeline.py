@@ -92,15 +92,22 @@ def process_video(
     cfg = size_local_store(
         cfg, model, height=planned.height, width=planned.width, max_frames=chunk_frames
     )
-    run = start_run(cfg, model)
-    planned.provenance = Provenance.of(run.key, planned.source_id)
-    write_run_record(planned)
+    progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
+    progress.begin()  # from here on a line every interval, Ray's start included
     try:
-        return _process(run, model, planned, output, started=started, chunk_frames=chunk_frames)
-    except BaseException:
-        if model.tensor:  # the video's partition folder and an OUTPUT this run made
-            storage.remove_empty_dirs(storage.split(output)[0], folder)
-        raise
+        run = start_run(cfg, model)
+        planned.provenance = Provenance.of(run.key, planned.source_id)
+        write_run_record(planned)
+        try:
+            return _process(
+                run, model, planned, output, progress, started=started, chunk_frames=chunk_frames
+            )
+        except BaseException:
+            if model.tensor:  # the video's partition folder and an OUTPUT this run made
+                storage.remove_empty_dirs(storage.split(output)[0], folder)
+            raise
+    finally:
+        progress.stop()  # after close(): nothing; on an error, the error's line comes next
 
 
 def _process(
@@ -108,13 +115,13 @@ def _process(
     model: LoadedModel,
     planned: PlannedVideo,
     output: str,
+    progress: Progress,
     *,
     started: float,
     chunk_frames: int,
 ) -> RunStats:
     """:func:`process_video`'s run of its planned video on the started ``run``."""
     cfg, actors, input = run.cfg, run.actors, planned.job.uri
-    progress = Progress(planned.n_frames, label=os.path.basename(input), enabled=not cfg.quiet)
     runner = Runner(
         cfg,
         chunk_log=ChunkLog(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 import types
 from typing import Any
 
@@ -164,3 +165,34 @@ def test_quiet_shows_no_message(capsys: pytest.CaptureFixture[str]) -> None:
     archive.video_done(False)
     archive.close()
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_begun_progress_shows_a_line_every_interval_before_any_frame() -> None:
+    """`raypipe run` showed nothing until its first chunk was done: 41 s of a 50 s run on
+    a busy machine. Begun before Ray starts, the line comes at once and every interval,
+    saying the first chunk is under way (not "frames (": tests wait for that as the sign
+    that frames are done); closing ends it."""
+    out = io.StringIO()
+    progress = Progress(250, label="long.mp4", stream=out, interval_s=0.01)
+    progress.begin()
+    time.sleep(0.5)
+    progress.close("long.mp4: done")
+    lines = out.getvalue().splitlines()
+    # at once, then in a log every 10 intervals (0.1 s) while nothing is done
+    assert 4 <= len(lines) <= 8, lines
+    assert lines[0].startswith("long.mp4: 0/250 frames, starting: the first chunk is under way")
+    assert all("frames (" not in line for line in lines[:-1])
+    assert lines[-1] == "long.mp4: done"
+    time.sleep(0.2)
+    assert out.getvalue().splitlines() == lines  # nothing after the close
+
+
+def test_stopping_a_progress_on_a_terminal_ends_its_line_for_the_error() -> None:
+    out = _Tty()
+    progress = ArchiveProgress(3, stream=out, interval_s=10.0)
+    progress.begin()
+    progress.stop()
+    progress.stop()
+    assert out.getvalue().endswith("\n") and out.getvalue().count("\n") == 1
+    progress.close("not shown")  # stopped: the run's error is the last word
+    assert "not shown" not in out.getvalue()
