@@ -59,6 +59,33 @@ def _window(text: str) -> tuple[int, int]:
     return int(before), int(after)
 
 
+def _whole(least: int) -> Any:
+    """An argparse type: an integer of at least ``least`` (bad usage, exit 2, naming the
+    option, where the run's own check said ``chunk_frames must be ...``, exit 1)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _above_zero(text: str) -> float:
+    """An argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _chunk_mib(text: str) -> float | None:
     """``--chunk-mib``: MiB > 0, or 0 for no cap (``None``)."""
     try:
@@ -80,7 +107,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         "--processor", metavar="FILE.py:CLASS", help="run a raypipe.Processor (or MODULE:CLASS)"
     )
     p.add_argument(
-        "--chunk-frames", type=int, default=64, help="frames per chunk, about (default 64)"
+        "--chunk-frames", type=_whole(1), default=64, help="frames per chunk, about (default 64)"
     )
     p.add_argument(
         "--chunk-mib",
@@ -98,21 +125,21 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=_whole(1),
         default=None,
         help="inference actors (default: one per GPU; without GPUs one per two of the "
         "cluster's CPUs, each decoding and encoding its own chunks: see --stages)",
     )
     p.add_argument(
         "--workers-per-gpu",
-        type=int,
+        type=_whole(1),
         default=1,
         help="inference actors sharing one GPU (num_gpus=1/k each; default 1)",
     )
     p.add_argument(
         "--actor-cpus",
         dest="actor_num_cpus",
-        type=float,
+        type=_above_zero,
         default=1.0,
         help="CPUs each inference actor reserves (default 1)",
     )
@@ -126,47 +153,50 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_whole(1),
         default=8,
         help="frames per model call (default 8; fewer for large frames, at most 256 MiB a "
         "call as the model takes them: 2 at 4K)",
     )
     p.add_argument(
         "--every-n-frames",
-        type=int,
+        type=_whole(1),
         default=1,
         metavar="N",
         help="analysis models: process frames 0, N, 2N, ... (default every frame)",
     )
     p.add_argument(
         "--sample-fps",
-        type=float,
+        type=_above_zero,
         default=None,
         metavar="F",
         help="analysis models: process the first frame of each 1/F seconds",
     )
     p.add_argument(
         "--tile",
-        type=int,
+        type=_whole(1),
         default=None,
         metavar="PX",
         help="run the model on PX x PX tiles (large frames)",
     )
     p.add_argument(
         "--tile-overlap",
-        type=int,
+        type=_whole(0),
         default=None,
         metavar="PX",
         help="context around each tile, at least the model's receptive field",
     )
     p.add_argument(
-        "--pad-multiple", type=int, metavar="PX", help="pad to multiples of PX for the model"
+        "--pad-multiple", type=_whole(1), metavar="PX", help="pad to multiples of PX for the model"
     )
     p.add_argument(
         "--window", type=_window, metavar="B,A", help="temporal model: frames before,after each"
     )
     p.add_argument(
-        "--warmup-frames", type=int, metavar="K", help="recurrent model: warm-up frames per chunk"
+        "--warmup-frames",
+        type=_whole(0),
+        metavar="K",
+        help="recurrent model: warm-up frames per chunk",
     )
     p.add_argument(
         "--resize",
@@ -216,7 +246,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
     )
     p.add_argument(
         "--crf",
-        type=int,
+        type=_whole(0),
         default=18,
         help="x264/x265 quality, VP9 constant quality, lower is better (default 18)",
     )
@@ -322,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"frame size to build for, repeatable (default {DEFAULT_ENGINE_SIZE})",
     )
     engines.add_argument(
-        "--batch-size", type=int, default=8, help="largest batch of the profile (default 8)"
+        "--batch-size", type=_whole(1), default=8, help="largest batch of the profile (default 8)"
     )
     engines.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
     engines.add_argument("--address", default=None, help="Ray cluster address")
@@ -339,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "probe", "show a video's streams, rotation, colour, bit depth, chroma and chunk plan"
     )
     probe.add_argument("input")
-    probe.add_argument("--chunk-frames", type=int, default=64)
+    probe.add_argument("--chunk-frames", type=_whole(1), default=64)
     probe.add_argument("--chunk-mib", type=_chunk_mib, default=ChunkConfig.chunk_mib)
     probe.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -210,6 +210,8 @@ X264_PRESETS = (
     "veryslow", "placebo",
 )  # fmt: skip
 """x264's preset names, fastest first; x265 takes the same, VP9 gets the matching speed."""
+_CRF_MAX = {"libx264": 51, "libx264rgb": 51, "libx265": 51}
+"""The largest crf of encoders whose range is not VP9's 0..63."""
 _X264_NAMED = frozenset({AUTO_CODEC, "libx264", "libx264rgb", "libx265", "libvpx-vp9"})
 """Encoders whose ``preset`` is one of :data:`X264_PRESETS` (``auto`` picks x264 or VP9);
 an unknown name failed only at the first chunk's encode."""
@@ -241,6 +243,10 @@ class EncodeConfig:
             not isinstance(self.crf, int) or isinstance(self.crf, bool) or not 0 <= self.crf <= 63
         ):
             raise ConfigError(f"crf must be an integer within 0..63, got {self.crf!r}")
+        if self.crf is not None and self.crf > _CRF_MAX.get(self.codec, 63):
+            raise ConfigError(  # x264 and x265 take a larger one as 51, without a word
+                f"{self.codec}'s crf is within 0..{_CRF_MAX[self.codec]}, got {self.crf}"
+            )
         if not isinstance(self.options, dict):
             raise ConfigError(
                 f"encoder options must be a dict of names to values, got {self.options!r}"

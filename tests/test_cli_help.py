@@ -162,7 +162,11 @@ def test_run_misuse(
     tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _usage_line(["run", str(clips["ntsc"])], capsys, "raypipe run: error: the following")
-    _usage_line(["run", "a.mp4", "b.mp4", "--workers", "many"], capsys, "invalid int value")
+    _usage_line(
+        ["run", "a.mp4", "b.mp4", "--workers", "many"],
+        capsys,
+        "expected an integer >= 1, got 'many'",
+    )
     _usage_line(["rnu", "a.mp4"], capsys, "raypipe: error: argument COMMAND: invalid choice")
     _one_line_error(
         ["run", str(tmp_path / "nope.mp4"), str(tmp_path / "o.mp4"), "-q"],
