@@ -395,3 +395,24 @@ def test_a_signal_that_comes_while_the_service_starts_again_is_taken_once_it_is_
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 143, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "raypipe: terminated (SIGTERM)", done.stderr
+
+
+def test_device_gpu_without_a_usable_gpu_says_why_before_starting_ray(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str], no_ray: None
+) -> None:
+    """It failed after the local Ray's start (12 s) saying the cluster has no GPU
+    resources and to `ray start --num-gpus N`; what was missing was a GPU build of ONNX
+    Runtime and a driver, which `raypipe doctor` tells in a second."""
+    import ray
+
+    from raypipe.infer.provider_check import check_gpu_stack
+
+    problem = check_gpu_stack().device_problem("gpu")
+    if not problem:
+        pytest.skip("this machine has a GPU ONNX Runtime can use")
+    out = tmp_path / "o.mp4"
+    assert main(["run", str(clips["ntsc"]), str(out), "--device", "gpu", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "DeviceUnavailableError: device 'gpu' asked for, but this machine has no GPU" in err
+    assert problem in err and "--device cpu" in err
+    assert not ray.is_initialized() and not out.exists()

@@ -30,7 +30,7 @@ from raypipe.distributed.cluster import (
 )
 from raypipe.distributed.planning import ModelFacts
 from raypipe.distributed.workload import LoadedModel
-from raypipe.errors import ConfigError, OutputExistsError
+from raypipe.errors import ConfigError, DeviceUnavailableError, OutputExistsError
 from raypipe.infer.models import FrameModel, resolve_model_and_spec, yuv_model_problem
 from raypipe.infer.output_kind import graph_io
 from raypipe.infer.processor_refs import ProcessorRef, identity_is_unique, processor_ref
@@ -70,6 +70,7 @@ def load_run(cfg: RunConfig) -> LoadedModel:
 def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
     """Step 2: connect to (or start) Ray, resolve the encoder on the cluster, plan the
     actors and compute the run's reuse key."""
+    _check_local_gpu(cfg)
     connect(cfg.runtime, verbose=cfg.verbose)
     if not model.tensor:
         cfg = resolve_encoder(cfg)
@@ -81,6 +82,27 @@ def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
         key=run_key(cfg, model, actors),
         handoff=handoff_rule(cfg, model, actors),
     )
+
+
+def _check_local_gpu(cfg: RunConfig) -> None:
+    """``--device gpu`` on a local Ray this run would start: fail before starting it when
+    this machine has no GPU ONNX Runtime can use, saying why (a CPU build, no driver). It
+    failed after Ray's start (12 s here) saying the cluster has no GPU resources, with
+    `ray start --num-gpus`, which is not what to do."""
+    import ray
+
+    if cfg.model.device != "gpu" or ray.is_initialized():
+        return
+    if cfg.runtime.address or ray_address_from_env() or cfg.runtime.local_num_gpus:
+        return  # a cluster's nodes have their own GPUs; logical GPUs are the caller's own
+    from raypipe.infer.provider_check import check_gpu_stack
+
+    problem = check_gpu_stack().device_problem("gpu")
+    if problem:
+        raise DeviceUnavailableError(
+            f"device 'gpu' asked for, but this machine has no GPU that ONNX Runtime can use: "
+            f"{problem}; `raypipe doctor --device gpu` says more, or pass --device cpu"
+        )
 
 
 def size_local_store(
