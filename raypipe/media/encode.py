@@ -214,8 +214,22 @@ def nvenc_problem(codec: str) -> str | None:
         ctx.encode(av.VideoFrame(256, 144, "yuv420p"))
         ctx.encode(None)
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        return f"{type(e).__name__}: {e}"
+        # without a driver FFmpeg's open fails as EPERM, "Operation not permitted", which
+        # reads like a permission to fix
+        hint = "" if _has_cuda_driver() else "no NVIDIA driver (libcuda.so.1 not found): "
+        return f"{hint}{type(e).__name__}: {e}"
     return None
+
+
+@functools.cache
+def _has_cuda_driver() -> bool:
+    import ctypes.util
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return ctypes.util.find_library("cuda") is not None
+    return True
 
 
 def nvenc_fallback(config: EncodeConfig, problem: str) -> tuple[EncodeConfig, str]:

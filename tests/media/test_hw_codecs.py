@@ -159,3 +159,16 @@ def test_an_encoder_whose_video_no_segment_holds_is_refused_before_any_work(code
         check_encoder(EncodeConfig(codec=codec))
     for holds in ("libx264", "libx265", "ffv1", "libvpx-vp9", "mpeg4", "prores_ks", "dnxhd"):
         check_encoder(EncodeConfig(codec=holds))
+
+
+def test_nvenc_without_a_driver_says_so() -> None:
+    """Without an NVIDIA driver FFmpeg's NVENC open fails as "Operation not permitted",
+    which `raypipe doctor` showed as it is: it read like a permission to fix."""
+    from raypipe.media.encode import _has_cuda_driver
+
+    if _has_cuda_driver():
+        pytest.skip("this machine has an NVIDIA driver")
+    problem = nvenc_problem("h264_nvenc")
+    assert problem is not None and problem.startswith(
+        "no NVIDIA driver (libcuda.so.1 not found): "
+    ), problem
