@@ -124,13 +124,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_model(args: argparse.Namespace) -> int:
     from raypipe.infer.builtin import builtin_bytes
-    from raypipe.infer.model_info import builtin_table, describe
+    from raypipe.infer.model_info import builtin_table, check_runs, describe
 
     if args.model_command == "list":
         print("\n".join(builtin_table()))
         return EXIT_OK
     if args.model_command == "show":
         print("\n".join(describe(args.name).lines()))
+        check_runs(args.name)  # what it is, then why a run would refuse it (exit 1)
         return EXIT_OK
     name = args.name.removeprefix("builtin:")
     data = builtin_bytes(name)

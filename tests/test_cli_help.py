@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from raypipe.cli import build_parser, main
 from raypipe.cli_help import EXAMPLES
@@ -131,8 +133,9 @@ def test_model_show_describes_models_a_small_frame_cannot_run(
     assert "kind: image, scale 1x" in capsys.readouterr().out
     custom = helper.make_node("Fancy", ["input"], ["output"], domain="com.acme")
     path = save("custom", custom, ["N", 3, "H", "W"], domain="com.acme")
-    assert main(["model", "show", str(path)]) == 0
-    text = capsys.readouterr().out
+    assert main(["model", "show", str(path)]) == 1  # described, then why a run refuses it
+    text, err = capsys.readouterr()
+    assert "is not a registered function/op" in err and err.startswith("raypipe: error: ")
     assert "kind: image, scale unknown (a 32x32 frame did not run: " in text
     assert "custom-op library, which raypipe does not load" in text
     assert "inputs:\n  input: float32 [N, 3, H, W]\n" in text
@@ -310,3 +313,21 @@ def test_verbose_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):")
     assert err.strip().splitlines()[-1].startswith("raypipe: error: ConfigError: ")
+
+
+def test_model_show_of_a_model_a_run_refuses_ends_with_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`model show` read the graph only: it called a rank-3 model "kind: tensor" and exited
+    0, and `run` then refused it. It still says what the file is, then the run's error."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "W"])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "rank3.onnx"
+    onnx.save(model, str(path))
+    assert main(["model", "show", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert "inputs:\n  x: float32 [N, 3, W]\n" in out
+    assert err.startswith("raypipe: error: ModelLoadError: model input 'x' has rank 3"), err

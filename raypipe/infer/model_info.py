@@ -148,6 +148,20 @@ def spec_source(model: str) -> str:
     return f"sidecar {sidecar}" if sidecar else "the defaults (no sidecar beside the model)"
 
 
+def check_runs(model: str) -> None:
+    """Raise the typed error a run would raise loading ``model`` on the driver (a rank-3
+    input, a text input...): :func:`describe` reads the graph, not whether raypipe can
+    run it, so `model show` called such a model a tensor model and exited 0."""
+    from raypipe.infer.models import FrameModel
+    from raypipe.infer.temporal_model import TemporalModel
+
+    data, _, spec = resolve_model_and_spec(model)
+    if spec.temporal.active:
+        TemporalModel(data, spec=spec, device="cpu")
+    else:
+        FrameModel(data, spec=spec, device="cpu")
+
+
 def describe(model: str, *, measure_scale: bool = True) -> ModelInfo:
     """Read ``model`` (``builtin:NAME``, a path or a URL) and say what it is. Raises the
     typed errors a run would (:class:`~raypipe.errors.ModelNotFoundError`, ...)."""
