@@ -181,6 +181,17 @@ class ModelConfig:
                 "window and warmup_frames override a model's spec; a processor declares them "
                 "as class attributes (window = (B, A), warmup_frames = K)"
             )
+        spec_only = [
+            name
+            for name in ("tile", "tile_overlap", "resize", "pad_multiple")
+            if getattr(self, name) is not None
+        ]
+        if self.processor is not None and spec_only:  # they were left unused, without a word
+            raise ConfigError(
+                f"{' and '.join(spec_only)} override a model's spec, and a processor has none: "
+                "its frames come as the video has them, and its own code tiles, pads or "
+                "resizes them for its models"
+            )
 
 
 AUTO_CODEC = "auto"

@@ -276,6 +276,7 @@ def load_model(cfg: RunConfig) -> LoadedModel:
         spec = dataclasses.replace(spec, warmup_frames=cfg.model.warmup_frames)
     if spec.temporal.active:  # frames out; its inputs and state names checked here
         TemporalModel(data, spec=spec, device="cpu")
+        _check_sampling(cfg, tensor=False)  # it was left unused, without a word
         return LoadedModel(data=data, spec=spec, tensor=False)
     frame_model = FrameModel(data, spec=spec, device="cpu")
     tensor = frame_model.output_kind == "tensor"

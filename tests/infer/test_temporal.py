@@ -243,6 +243,14 @@ def test_run_options_override_the_spec_and_the_driver_checks_them() -> None:
         ModelConfig(window=(1, 2, 3))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="a processor declares them as class attributes"):
         RunConfig(model=ModelConfig(processor="m:P", window=(1, 1)))
+    # a processor has no spec to tile, pad or resize: these were left unused, without a word
+    for option in ({"tile": 64}, {"pad_multiple": 32}, {"resize": "letterbox"},
+                   {"tile_overlap": 8}):  # fmt: skip
+        with pytest.raises(ConfigError, match="override a model's spec, and a processor has"):
+            ModelConfig(processor="m:P", **option)  # type: ignore[arg-type]
+    # a temporal model sees every frame: sampling was left unused, without a word
+    with pytest.raises(ConfigError, match="frame sampling .* is for models that output tensors"):
+        load_model(build_run_config(model="builtin:denoise3", sample_fps=5.0))
 
 
 def test_cli_window_option() -> None:
