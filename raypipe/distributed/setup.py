@@ -277,6 +277,14 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     if spec.temporal.active:  # frames out; its inputs and state names checked here
         TemporalModel(data, spec=spec, device="cpu")
         _check_sampling(cfg, tensor=False)  # it was left unused, without a word
+        if spec.temporal.recurrent and not spec.temporal.warmup_frames:
+            log.warning(
+                "model %s carries a state from frame to frame but warms it up on no frames "
+                "before a chunk: every chunk after a video's first starts from a zero state, "
+                'a jump every chunk; give it "warmup_frames": K in its sidecar (or '
+                "--warmup-frames K): K frames of history it needs",
+                cfg.model.model,
+            )
         return LoadedModel(data=data, spec=spec, tensor=False)
     frame_model = FrameModel(data, spec=spec, device="cpu")
     tensor = frame_model.output_kind == "tensor"

@@ -66,7 +66,7 @@ from raypipe.infer.sidecar import BUILTIN_PREFIX as BUILTIN_PREFIX
 from raypipe.infer.sidecar import (
     DEFAULT_SPEC,
     ModelSpec,
-    constants_hint,
+    inputs_hint,
     resolve_model_and_spec,
     with_constants,
 )
@@ -316,8 +316,8 @@ class FrameModel:
             others = [i.name for i in inputs if i.name != (spec.input_name or inputs[0].name)]
             raise ModelLoadError(
                 f"model has {len(inputs)} inputs {[i.name for i in inputs]}; raypipe feeds one "
-                "image batch and needs a model with exactly one input: give the others a "
-                f"fixed value in its sidecar, {constants_hint(others)}"
+                "image batch and needs a model with exactly one input: "
+                f"{inputs_hint(others, [o.name for o in outputs])}"
             )
         node = inputs[0]
         if spec.input_name is not None and spec.input_name != node.name:

@@ -398,6 +398,38 @@ def constants_hint(names: Sequence[str]) -> str:
     return f'"constants": {{{shown}}} (ModelSpec(constants=...) in Python)'
 
 
+def state_pairs(inputs: Sequence[str], outputs: Sequence[str]) -> dict[str, str]:
+    """Inputs that look like a recurrent state, each with the output that feeds it back:
+    the same name but for its ending (``r1i``/``r1o``, ``h_in``/``h_out``, ``state_in``/
+    ``state_out``, ``hidden_input``/``hidden_output``)."""
+    endings = (("input", "output"), ("_in", "_out"), ("in", "out"), ("i", "o"))
+    pairs = {}
+    for name in inputs:
+        for a, b in endings:
+            if name.endswith(a) and name[: -len(a)] + b in outputs:
+                pairs[name] = name[: -len(a)] + b
+                break
+    return pairs
+
+
+def inputs_hint(names: Sequence[str], outputs: Sequence[str]) -> str:
+    """How to feed the model inputs ``names`` that are not its frames: a recurrent state's
+    as ``state`` (with ``warmup_frames``; a constant would cut the recurrence off), the
+    others as ``constants``."""
+    pairs = state_pairs(names, outputs)
+    others = [n for n in names if n not in pairs]
+    hints = []
+    if pairs:
+        shown = ", ".join(f'"{i}": "{o}"' for i, o in pairs.items())
+        hints.append(
+            f'feed the state back, "state": {{{shown}}} with "warmup_frames": K (frames of '
+            "history before each chunk)"
+        )
+    if others:
+        hints.append(f"give the others a fixed value, {constants_hint(others)}")
+    return "; ".join(hints) + " in its sidecar"
+
+
 def with_constants(data: bytes, constants: Sequence[tuple[str, Sequence[float]]]) -> bytes:
     """The ONNX model ``data`` with each input named in ``constants`` made a constant of
     that value (an initializer of the input's element type and shape: one number fills a

@@ -41,7 +41,7 @@ from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.models import postprocess, preprocess
 from raypipe.infer.output_kind import ELEMENT_DTYPES, _dim
 from raypipe.infer.session import create_session, granted_providers
-from raypipe.infer.sidecar import ModelSpec, constants_hint, with_constants
+from raypipe.infer.sidecar import ModelSpec, inputs_hint, with_constants
 from raypipe.infer.temporal import Temporal, edge_padded, interleave
 
 
@@ -108,8 +108,8 @@ class TemporalModel:
         if unfed:  # RobustVideoMatting's downsample_ratio: a fixed value, not a frame
             raise ModelLoadError(
                 f"model input(s) {unfed} would get no value: raypipe feeds the frames to "
-                f"{node.name!r} and the state inputs {state_in}; give each a fixed value in "
-                f"its sidecar, {constants_hint(unfed)}"
+                f"{node.name!r} and the state inputs {state_in}: "
+                f"{inputs_hint(unfed, [n for n in outputs if n not in state_out])}"
             )
         image_outputs = [n for n in outputs if n not in state_out]
         if spec.output_name is not None and spec.output_name not in image_outputs:

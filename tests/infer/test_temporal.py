@@ -345,6 +345,39 @@ def test_a_matting_shaped_model_gets_its_downsample_ratio_from_constants(tmp_pat
     assert np.abs(out - FRAMES / 2).max() <= 0.5 + 1e-3  # the value is used
 
 
+def test_a_matting_shaped_model_without_a_sidecar_is_told_to_feed_its_state_back(
+    tmp_path: Path,
+) -> None:
+    """The hint said to give every extra input a fixed value, the state's too ("constants":
+    {"r1i": VALUE, ...}), which cuts the recurrence off without a word."""
+    path = _matting_shaped(tmp_path)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(build_run_config(model=str(path)))
+    text = str(error.value)
+    assert '"state": {"r1i": "r1o"} with "warmup_frames": K' in text, text
+    assert '"constants": {"downsample_ratio": VALUE}' in text and '"r1i": VALUE' not in text
+
+
+def test_a_state_without_warm_up_frames_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's RobustVideoMatting sidecar had no warmup_frames: every chunk after the
+    first started from zeros (a frame up to 128 levels off at each chunk's start), and
+    nothing said so."""
+    path = _matting_shaped(tmp_path)
+    sidecar = tmp_path / "matting.raypipe.json"
+    base = '"state": {"r1i": "r1o"}, "input_name": "src", "constants": {"downsample_ratio": 1}'
+    sidecar.write_text("{" + base + "}")
+    with caplog.at_level("WARNING", logger="raypipe"):
+        load_model(build_run_config(model=str(path)))
+    assert "every chunk after a video's first starts from a zero state" in caplog.text
+    caplog.clear()
+    sidecar.write_text("{" + base + ', "warmup_frames": 4}')
+    with caplog.at_level("WARNING", logger="raypipe"):
+        load_model(build_run_config(model=str(path)))
+    assert "zero state" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("value", "match"),
     [
