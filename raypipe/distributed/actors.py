@@ -51,7 +51,7 @@ from raypipe.distributed.stages import (
     tensor_table_bytes,
 )
 from raypipe.distributed.workload import ActorJob
-from raypipe.errors import ModelLoadError, one_line
+from raypipe.errors import ModelError, ModelLoadError, ProcessorError, one_line
 from raypipe.infer.factory import SessionSettings
 from raypipe.infer.models import FrameModel, ModelSpec, gpu_profile, session_graph
 from raypipe.infer.pixels import hold_cpu_threads
@@ -195,6 +195,14 @@ def _over(into: np.ndarray, otherwise: Allocate, shape: tuple[int, ...], dtype: 
 
 def _detail(e: BaseException) -> str:
     return "".join(traceback.format_exception(type(e), e, e.__traceback__))[-DETAIL_CHARS:]
+
+
+def _at_frames(batch: dict[str, Any]) -> str:
+    """Where in the video a chunk's frames failed a model or processor, to put before its
+    error (which said nothing of it: a frame to reproduce the failure with was not to be
+    found but by bisecting): the video's frame numbers, from 0 in display order."""
+    first, n = int(batch["first_index"][0]), int(batch["n_frames"][0])
+    return f"at frames {first}..{first + max(n, 1) - 1} (chunk {int(batch['index'][0])}): "
 
 
 class InferActor:
@@ -450,7 +458,10 @@ class InferActor:
                 if context != (0, 0):  # the chunk's own pts, without its context's
                     out["pts"] = own_pts(batch["pts"][0], *context)[None]
             except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
-                out.update({k: np.array([v]) for k, v in error_fields(e).items()})
+                fields = error_fields(e)
+                if e is not self.failure and isinstance(e, (ModelError, ProcessorError)):
+                    fields["error_message"] = _at_frames(batch) + fields["error_message"]
+                out.update({k: np.array([v]) for k, v in fields.items()})
                 detail = self.failure_detail if e is self.failure else _detail(e)
                 frames = EMPTY_FRAMES
         out.update(

@@ -137,7 +137,31 @@ def _check_class(obj: Any, target: str) -> type:
             f"processor {target!r} declares {temporal.describe()} and output = {output!r}; "
             "temporal processors output frames (output = 'image')"
         )
+    if isinstance(obj, type):
+        _check_constructible(cls, target)
     return cls
+
+
+def _check_constructible(cls: type, target: str) -> None:
+    """A class is built by each actor with no arguments: one whose ``__init__`` needs some
+    failed in the first chunk's actor, after Ray's start, as if its ``setup`` had raised."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # a builtin's or extension's: Python cannot say
+        return
+    try:
+        signature.bind()
+    except TypeError:
+        needed = [
+            p.name
+            for p in signature.parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        raise ConfigError(
+            f"processor {target!r}: {cls.__qualname__}() needs {', '.join(needed)}, and each "
+            "actor builds it with no arguments; give them defaults, or in Python pass an "
+            f"instance ({cls.__qualname__}({', '.join(f'{n}=...' for n in needed)}))"
+        ) from None
 
 
 def resolve_target(ref: ProcessorRef) -> Any:

@@ -139,6 +139,9 @@ class ProcessorRunner:
         self.name = (target if isinstance(target, type) else type(target)).__qualname__
         try:
             self.processor = target() if isinstance(target, type) else target
+        except Exception as e:
+            raise processor_error(self.name, "__init__", e) from e
+        try:
             self.processor.setup(ctx)
         except RaypipeError:
             raise  # ctx.session's own typed errors (model not found, no GPU granted)
@@ -203,6 +206,13 @@ class ProcessorRunner:
         if self.temporal.interpolate == 1:
             return out
         sources = frames[before : before + n]
+        if out.shape[1:] != sources.shape[1:]:  # interleave's ValueError named no processor
+            raise ProcessorError(
+                f"processor {self.name} returned in-between frames of {out.shape[1]}x"
+                f"{out.shape[2]} px for source frames of {sources.shape[1]}x"
+                f"{sources.shape[2]}; an interpolating processor (interpolate = 2) keeps the "
+                "frame size: the video holds both"
+            )
         if after == 0:  # the video's last frame: repeated at its own midpoint
             out[-1] = sources[-1]
         return interleave(sources, out)

@@ -398,3 +398,30 @@ def test_the_reuse_key_follows_the_processors_identity(tmp_path: Path) -> None:
     assert [n for n in first if first[n] != changed[n]] == ["processor"]
     with pytest.raises(ConfigError, match="give a model or a processor, not both"):
         build_run_config(model="builtin:invert", processor="raypipe.examples.processors:Redact")
+
+
+class _Gain(raypipe.Processor):
+    def __init__(self, gain: float) -> None:
+        self.gain = gain
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return frames
+
+
+class _Fragile(raypipe.Processor):
+    def __init__(self, gain: float = 1.0) -> None:
+        raise RuntimeError("no licence")
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return frames
+
+
+def test_a_class_that_needs_arguments_is_refused_on_the_driver() -> None:
+    """Each actor builds a class with no arguments: one whose __init__ needs some failed in
+    the first chunk's actor, after Ray's start, said to be its ``setup``."""
+    with pytest.raises(ConfigError, match=r"_Gain\(\) needs gain, and each actor builds it with"):
+        processor_ref(_Gain)
+    assert processor_ref(_Gain(2.0)).obj is not None  # an instance carries its arguments
+    runner_error = "processor _Fragile.__init__ raised RuntimeError: no licence"
+    with pytest.raises(ProcessorError, match=runner_error):
+        ProcessorRunner(processor_ref(_Fragile), ProcessorContext(SessionSettings()))

@@ -115,6 +115,20 @@ def test_a_processor_returning_the_context_too_is_told_what_is_expected() -> Non
         runner(Everything).run(FRAMES[:4])
 
 
+def test_an_interpolating_processor_that_changes_the_size_is_named() -> None:
+    """It failed as an untyped ValueError from the interleaving, naming no processor."""
+
+    class HalfMidpoints(Processor):
+        interpolate = 2
+
+        def __call__(self, frames: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(frames[1:, ::2, ::2])
+
+    with pytest.raises(ProcessorError, match=r"processor .*HalfMidpoints returned in-between "
+                       r"frames of 3x5 px for source frames of 6x10"):  # fmt: skip
+        apply_processor(HalfMidpoints, FRAMES)
+
+
 def test_temporal_attributes_are_part_of_the_identity(tmp_path: Path) -> None:
     file = tmp_path / "p.py"
     file.write_text(
