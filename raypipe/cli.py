@@ -437,7 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--output-dir", default="raypipe-demo", help="where to write (default ./raypipe-demo)"
     )
-    demo.add_argument("--model", default="builtin:invert")
+    demo.add_argument(
+        "--model",
+        default="builtin:invert",
+        help="builtin:NAME or an .onnx (default builtin:invert); an analysis model "
+        "(builtin:phash) writes a Parquet table instead of a video",
+    )
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     return parser
 

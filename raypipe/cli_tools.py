@@ -145,6 +145,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from raypipe.distributed.pipeline import process_video
+    from raypipe.infer.model_info import describe
     from raypipe.media.sample import write_sample
 
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
@@ -152,6 +153,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     source = os.path.join(args.output_dir, "sample.mp4")
     output = os.path.join(args.output_dir, "sample.processed.mp4")
+    if describe(args.model, measure_scale=False).kind == "tensor":  # a table, not a video
+        output = os.path.join(args.output_dir, "sample.table")
     stats_path = os.path.join(args.output_dir, "stats.json")
     write_sample(source, n_frames=120, width=320, height=180, gop=24)
     stats = process_video(
@@ -168,7 +171,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"demo: made {source} (120 frames with audio), ran {args.model} over it in "
         f"{stats.chunks} chunks on {stats.workers} worker(s) [{', '.join(stats.providers)}]"
     )
-    print(f"demo: output {output}")
+    if output.endswith(".table"):
+        print(f"demo: output {output} (Parquet: pandas.read_parquet({output!r}))")
+    else:
+        print(f"demo: output {output}")
     report = os.path.join(args.output_dir, "report.png")
     try:
         from raypipe.report import draw_report

@@ -282,6 +282,20 @@ def test_demo_command_on_the_local_default(tmp_path: Path) -> None:
     ]
 
 
+def test_demo_with_an_analysis_model_writes_its_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_ray: None
+) -> None:
+    """`raypipe demo --model builtin:phash` failed: its output was a fixed .mp4 name, which
+    an analysis model refuses ("give a directory instead"), and demo takes no output."""
+    import pyarrow.dataset as ds
+
+    assert main(["demo", "--output-dir", str(tmp_path), "--model", "builtin:phash", "-q"]) == 0
+    table = tmp_path / "sample.table"
+    assert f"demo: output {table} (Parquet: " in capsys.readouterr().out
+    rows = ds.dataset(str(table), partitioning="hive").to_table()
+    assert rows.num_rows == 120 and "frame_index" in rows.column_names
+
+
 def test_report_command_draws_stats_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
