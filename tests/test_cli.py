@@ -354,7 +354,7 @@ def _listening(root: psutil.Process) -> dict[tuple[str, int], str]:
 
 @pytest.mark.slow
 def test_demo_shows_raypipe_lines_only_and_listens_on_loopback_only(tmp_path: Path) -> None:
-    """`raypipe demo` without a terminal: raypipe's own lines only (at most 10), none of
+    """`raypipe demo` without a terminal: raypipe's own lines only (about 10), none of
     Ray's; meanwhile every socket its Ray processes listen on is a loopback one."""
     exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -375,7 +375,10 @@ def test_demo_shows_raypipe_lines_only_and_listens_on_loopback_only(tmp_path: Pa
         code = demo.wait(timeout=max(1.0, deadline - time.monotonic()))
     lines = out.read_text().splitlines() + err.read_text().splitlines()
     assert code == 0, lines
-    assert 1 <= len(lines) <= 10, lines
+    # until the first chunk is done a line at the start and one every 10 s (a busy
+    # machine's Ray takes longer to start), then at most 10 in all
+    starting = [line for line in lines if ", starting: the first chunk is under way" in line]
+    assert 1 <= len(starting) <= 4 and len(lines) - len(starting) <= 9, lines
     ours = ("sample.mp4: ", "demo: ")
     assert all(line.startswith(ours) for line in lines), lines
     # Ray's processes did listen (GCS, raylet, ...), and on the loopback address only

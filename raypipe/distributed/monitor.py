@@ -193,17 +193,24 @@ class Progress(_Throttled):
         self.total = total_frames
         self.label = label
         self.done = 0
+        self._first: tuple[float, int] | None = None  # when the first frames were done, how many
         super().__init__(enabled=enabled, stream=stream, interval_s=interval_s)
 
     def update(self, frames: int) -> None:
         """Count ``frames`` more frames as finished; redraw when due (or when all are done)."""
+        if self._first is None:
+            self._first = (time.monotonic(), self.done + frames)
         self.done += frames
         self._maybe_show(force=self.done >= self.total)
 
     def fps(self, now: float | None = None) -> float:
-        """Frames finished per second of wall time since construction."""
-        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
-        return self.done / elapsed
+        """Frames finished per second: since the first chunk was done, once more are (the
+        start, Ray's included for a begun progress, is no measure of the pace), else since
+        construction."""
+        now = now or time.monotonic()
+        if self._first is not None and self.done > self._first[1] and now > self._first[0]:
+            return (self.done - self._first[1]) / (now - self._first[0])
+        return self.done / max(now - self.start, 1e-9)
 
     def eta_seconds(self, now: float | None = None) -> float:
         """Seconds left at the current rate; ``inf`` before the first frame."""

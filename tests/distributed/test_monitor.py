@@ -196,3 +196,18 @@ def test_stopping_a_progress_on_a_terminal_ends_its_line_for_the_error() -> None
     assert out.getvalue().endswith("\n") and out.getvalue().count("\n") == 1
     progress.close("not shown")  # stopped: the run's error is the last word
     assert "not shown" not in out.getvalue()
+
+
+def test_the_pace_is_measured_from_the_first_chunk_done(clock: list[float]) -> None:
+    """Begun before Ray starts, the progress counted the start in its fps: the demo said
+    "24/120 frames (20%), 1.0 fps, ETA 1m37s" and ended 20 s later."""
+    out = io.StringIO()
+    progress = Progress(100, label="v", stream=out, interval_s=0.0)
+    clock[0] += 10.0  # Ray's start, the actors', the first chunk's
+    progress.update(20)
+    clock[0] += 2.0
+    progress.update(20)
+    assert out.getvalue().splitlines() == [
+        "v: 20/100 frames (20%), 2.0 fps, ETA 40s",  # nothing better known yet
+        "v: 40/100 frames (40%), 10.0 fps, ETA 6s",
+    ]
