@@ -182,7 +182,9 @@ def write_videos(
     cfg = build_run_config(**encode_options)
     check_encoder(cfg.encode)
     output_dir = storage.absolute(os.fspath(output_dir))
-    storage.makedirs(output_dir)
+    problem = storage.writable_dir_problem(output_dir, make=True)
+    if problem:
+        raise ConfigError(f"output_dir '{output_dir}': {problem}")
     bind = functools.partial(_bind_output, output_dir=output_dir, overwrite=overwrite)
     encode = functools.partial(encode_stage, config=cfg.encode, threads=TASK_CPUS)
     encoded = ds.map(bind).map(encode, num_cpus=TASK_CPUS)

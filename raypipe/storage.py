@@ -66,6 +66,50 @@ def makedirs(uri: str) -> None:
     # object stores have no directories
 
 
+_BUCKETS = ("s3", "s3a", "gs", "gcs")
+"""Object stores whose first path part is a bucket, which must exist to be written to."""
+
+
+def writable_dir_problem(uri: str, *, make: bool = False) -> str:
+    """Why files cannot be written in the directory ``uri`` (``""``: they can), checked
+    before any work: a local one that is missing (made first when ``make``) or a file, or
+    where a file cannot be created (a read-only file system, no permission, ``/proc``),
+    and an object store's bucket that does not exist. Each failed at the run's first
+    write, after Ray's start and the first chunks, as an error the CLI called unexpected
+    (an archive's as a Ray traceback several kB long)."""
+    if not is_local(uri):
+        fs, path = filesystem(uri)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        bucket = path.strip("/").split("/")[0]
+        if protocol in _BUCKETS and bucket:
+            try:
+                found = fs.exists(bucket)
+            except Exception as e:  # noqa: BLE001 - no credentials, no endpoint: the answer
+                return f"cannot reach bucket '{bucket}': {type(e).__name__}: {e}"
+            if not found:
+                return (
+                    f"bucket '{bucket}' does not exist (or these credentials cannot see it); "
+                    "create it first"
+                )
+        return ""
+    path = local_path(uri)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"'{path}' is a file, not a directory"
+    if not os.path.isdir(path):
+        if not make:
+            return f"directory '{path}' does not exist; create it first"
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            return f"cannot make directory '{path}': {e.strerror or e}"
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".raypipe-probe-"):
+            pass
+    except OSError as e:
+        return f"cannot write in '{path}': {e.strerror or e}"
+    return ""
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write ``data`` to ``uri`` atomically: a hidden temporary file renamed over the
     target locally (readers see the old file or the new one, never part of one; the

@@ -433,3 +433,22 @@ def test_device_gpu_without_a_usable_gpu_says_why_before_starting_ray(
     assert "DeviceUnavailableError: device 'gpu' asked for, but this machine has no GPU" in err
     assert problem in err and "--device cpu" in err
     assert not ray.is_initialized() and not out.exists()
+
+
+def test_an_output_where_nothing_can_be_written_is_refused_before_any_work(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str], no_ray: None
+) -> None:
+    """A folder that cannot take a file (here /proc: root may write anywhere else) failed
+    at the run's first write, after Ray's start, as "FileNotFoundError ... (unexpected)";
+    a parent that is a file was said not to exist."""
+    clip = str(clips["ntsc"])
+    assert main(["run", clip, "/proc/out.mp4", "-q"]) == 1
+    assert "ConfigError: output '/proc/out.mp4': cannot write in '/proc'" in capsys.readouterr().err
+    assert main(["run", clip, f"{clip}/out.mp4", "-q"]) == 1
+    assert f"'{clip}' is a file, not a directory" in capsys.readouterr().err
+    shutil.copy(clip, tmp_path / "a.mp4")
+    assert main(["archive", str(tmp_path), "/proc/archive-out", "-q"]) == 1
+    assert "ConfigError: OUTPUT_DIR '/proc/archive-out': cannot make" in capsys.readouterr().err
+    import ray
+
+    assert not ray.is_initialized()

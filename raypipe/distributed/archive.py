@@ -75,7 +75,9 @@ def process_archive(
     report_path = report_path or storage.join(output_dir, REPORT_NAME)
     previous = previous_rows(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
-    storage.makedirs(output_dir)
+    problem = storage.writable_dir_problem(output_dir, make=True)
+    if problem:
+        raise ConfigError(f"OUTPUT_DIR '{output_dir}': {problem}")
     progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
     progress.begin()  # from here on a line every interval, Ray's start included
     try:

@@ -369,9 +369,9 @@ def check_output(
         refused = container_refuses(output, codec) if codec else ""
         if refused:
             raise ConfigError(f"output '{output}': {refused}")
-    if is_local(output) and not tensor:
-        parent = os.path.dirname(os.path.abspath(output))
-        if not os.path.isdir(parent):
-            raise ConfigError(f"output directory '{parent}' does not exist; create it first")
+    if not tensor or not is_local(output):  # a table's folders are made as it is written
+        problem = storage.writable_dir_problem(storage.split(storage.absolute(output))[0])
+        if problem:
+            raise ConfigError(f"output '{output}': {problem}")
     if storage.exists(output) and not overwrite:
         raise OutputExistsError(f"output '{output}' exists; pass --overwrite to replace it")

@@ -12,6 +12,8 @@ from conftest import assert_exact, lossless_cli_args, lossless_options
 import raypipe
 from raypipe.archive_report import read_report
 from raypipe.cli import main
+from raypipe.distributed.setup import check_output
+from raypipe.errors import ConfigError
 from raypipe.testing import write_text_as_video
 from raypipe.testing.s3 import SECRET, moto_s3
 
@@ -109,3 +111,19 @@ def test_one_video_to_s3(s3: object, clips: dict[str, Path], tmp_path: Path) -> 
     assert fs.find("videos/single") == ["videos/single/vfr.mp4"]  # type: ignore[attr-defined]
     fs.get("videos/single/vfr.mp4", str(tmp_path / "vfr.mp4"))  # type: ignore[attr-defined]
     assert_exact(clips["vfr"], tmp_path / "vfr.mp4", "builtin:grayscale")
+
+
+def test_an_output_in_a_bucket_that_does_not_exist_is_refused_before_any_work(
+    s3: object, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """`run` failed after Ray's start and a chunk with "FileNotFoundError: The specified
+    bucket does not exist (unexpected ...)"; `archive` with a Ray traceback several kB long
+    on one line. Both say so now before any work, typed."""
+    with pytest.raises(ConfigError, match="bucket 'nosuchbucket' does not exist"):
+        raypipe.process_video(str(clips["vfr"]), "s3://nosuchbucket/out/vfr.mp4", quiet=True)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(clips["vfr"].read_bytes())
+    with pytest.raises(ConfigError, match="OUTPUT_DIR 's3://nosuchbucket/out': bucket"):
+        raypipe.process_archive(str(src), "s3://nosuchbucket/out", quiet=True)
+    check_output("s3://videos/out/new.mp4", overwrite=False)  # a bucket that exists: fine
