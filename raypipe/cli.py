@@ -16,6 +16,7 @@ finalization (:mod:`raypipe.exiting`). Every subcommand's ``--help`` ends with e
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -504,8 +505,30 @@ def entry(argv: Sequence[str] | None = None) -> NoReturn:
     end_process(status)
 
 
+def _outputs_kept(*paths: str | None) -> None:
+    """Refuse a relative local output in a Ray job that uploaded its working dir: the job
+    runs in Ray's temporary copy of it, where the output was written and then lost with
+    the copy (the job said it wrote ``rel_out.mp4`` and SUCCEEDED)."""
+    config = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not config:
+        return
+    try:
+        working_dir = (json.loads(config).get("runtime_env") or {}).get("working_dir")
+    except (ValueError, AttributeError):
+        return
+    for path in paths:
+        if working_dir and path and "://" not in path and not os.path.isabs(path):
+            raise ConfigError(
+                f"'{path}' is a relative path, and this Ray job runs in a temporary copy of "
+                "its uploaded working dir, which goes with the job: give an absolute path "
+                "on storage the cluster keeps (/mnt/shared/...) or s3://..."
+            )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from raypipe.distributed import service
+
+    _outputs_kept(args.output, args.stats_path)
 
     skip = ("command", "input", "output", "service")
     options = {k: v for k, v in vars(args).items() if k not in skip}
@@ -564,6 +587,7 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     from raypipe.archive_report import format_report
     from raypipe.distributed.archive import process_archive
 
+    _outputs_kept(args.output_dir, args.report_path, args.stats_path)
     skip = ("command", "inputs", "output_dir", "resume", "report_path", "overwrite")
     options = {k: v for k, v in vars(args).items() if k not in skip}
     options["encoder_options"] = dict(options["encoder_options"])

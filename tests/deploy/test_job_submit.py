@@ -256,6 +256,19 @@ def test_bad_input_job_fails_with_one_line_error(head: Head, tmp_path: Path) -> 
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_a_relative_output_in_a_job_is_refused(head: Head, tmp_path: Path) -> None:
+    """The job runs in Ray's temporary copy of its uploaded working dir: a relative output
+    was written there and lost with it, the job SUCCEEDED."""
+    source = tmp_path / "in.mp4"
+    make_clip(source, ClipSpec(n_frames=12))
+    result = head.submit("video-relative", "process_video.py", str(source), "rel_out.mp4")
+    assert result.returncode == 1
+    logs = head.logs("video-relative")
+    errors = ERROR_LINE.findall(logs)
+    assert [e[0] for e in errors] == ["ConfigError"], logs
+    assert "'rel_out.mp4' is a relative path, and this Ray job runs in a temporary copy" in logs
+
+
 def test_ray_job_stop_ends_the_job_as_ctrl_c_ends_the_command(head: Head, tmp_path: Path) -> None:
     """`ray job stop` sends the job's processes SIGTERM (then SIGKILL after 3 s): the driver
     says so in one line of the job's log, without Ray's native stack dump, and nothing is
