@@ -77,6 +77,8 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
             else:
                 start_local(runtime, verbose=verbose)
+    except ClusterError:
+        raise  # said already, with what to do (a token refused)
     except Exception as e:  # noqa: BLE001 - ray.init raises a bare Exception on a startup timeout
         if address:
             raise ClusterError(
@@ -144,6 +146,46 @@ def check_reachable(address: str) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
     except OSError as e:
         raise ConnectionError(f"nothing answers at {host}:{port} ({e})") from e
+    if not address.startswith("ray://"):
+        _check_token(address)
+
+
+def _check_token(address: str) -> None:
+    """Fail at once, saying what to set, when the GCS at ``address`` refuses this process's
+    token (token authentication, which raypipe's cluster docs turn on): ``ray.init``
+    retried for 20 s, printing a line of Ray's each second, and then said it could not
+    connect, with advice about the address. One unauthenticated-or-not call, with the
+    token Ray would send; anything else it meets is left to ``ray.init``."""
+    try:
+        import grpc
+        from ray._private.authentication.grpc_authentication_client_interceptor import (
+            _get_authentication_metadata_tuple,
+        )
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+        metadata = _get_authentication_metadata_tuple()
+    except Exception:  # noqa: BLE001 - another Ray: its own connect says what is wrong
+        return
+    channel = grpc.insecure_channel(address)
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub.GetClusterId(
+            gcs_service_pb2.GetClusterIdRequest(), timeout=REACH_TIMEOUT_S, metadata=metadata
+        )
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNAUTHENTICATED:
+            return
+        where = os.environ.get("RAY_AUTH_TOKEN_PATH") or "RAY_AUTH_TOKEN"
+        raise ClusterError(
+            f"the Ray cluster at {address!r} refuses this process's token ({where}): give "
+            "it the cluster's, RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN)"
+            if metadata
+            else f"the Ray cluster at {address!r} asks for a token (token authentication) "
+            "and this process has none: set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN_PATH=FILE, the cluster's token file (or RAY_AUTH_TOKEN)"
+        ) from None
+    finally:
+        channel.close()
 
 
 def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:

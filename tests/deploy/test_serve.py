@@ -167,6 +167,27 @@ def test_a_failed_run_prints_its_typed_error_and_writes_nothing(
     assert not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.parametrize("token", ["none", "wrong"])
+def test_a_run_without_the_clusters_token_says_what_to_set_at_once(
+    served: Service, tmp_path: Path, token: str
+) -> None:
+    """`ray.init` retried for 20 s, printing one of Ray's lines each second, then said it
+    could not connect and to check the address."""
+    env = {k: v for k, v in served.env.items() if not k.startswith("RAY_AUTH")}
+    if token == "wrong":
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)
+    started = time.monotonic()
+    failed = subprocess.run(
+        [*RAYPIPE, "run", "in.mp4", "out.mp4", "--address", served.address, "-q"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    assert failed.returncode == 1 and time.monotonic() - started < 15, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    said = "asks for a token" if token == "none" else "refuses this process's token"
+    assert len(lines) == 1 and said in lines[0] and "RAY_AUTH_TOKEN_PATH" in lines[0], lines
+    assert lines[0].startswith("raypipe: error: ClusterError: the Ray cluster at ")
+
+
 @pytest.mark.parametrize(
     "sent,status,said",
     [
