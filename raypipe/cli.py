@@ -39,10 +39,15 @@ from raypipe.config import (
     ray_address_from_env,
 )
 from raypipe.errors import ConfigError, RaypipeError, one_line
-from raypipe.exiting import end_process, exit_status, raise_on_sigterm, sigterm_received
+from raypipe.exiting import (
+    end_process,
+    exit_status,
+    raise_on_sigterm,
+    sigterm_received,
+    terminating_signal,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
-EXIT_TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports it
 __all__ = ["EXIT_USAGE", "build_parser", "entry", "main"]
 
 
@@ -463,8 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         if sigterm_received():  # raypipe.exiting.Terminated, or what Ray made of it
-            print("raypipe: terminated (SIGTERM)", file=sys.stderr)
-            return EXIT_TERMINATED
+            name = signal.Signals(terminating_signal()).name
+            print(f"raypipe: terminated ({name})", file=sys.stderr)
+            return 128 + terminating_signal()  # 143 for SIGTERM, 129 for SIGHUP
         print("raypipe: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:

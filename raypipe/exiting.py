@@ -88,25 +88,38 @@ class Terminated(KeyboardInterrupt):
 
 
 def raise_on_sigterm() -> None:
-    """From now on SIGTERM raises :class:`Terminated` in the main thread (call it there).
+    """From now on SIGTERM raises :class:`Terminated` in the main thread (call it there),
+    and so does SIGHUP (the terminal closed, an SSH session dropped) unless the process
+    ignores it (``nohup``): it ended the command at once, and a run handed to ``raypipe
+    serve`` went on without it, its output written for no one.
     :func:`raypipe.distributed.cluster.connect` keeps this handler through ``ray.init``."""
     signal.signal(signal.SIGTERM, _terminated)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, _terminated)
 
 
 _TERMINATING = threading.Event()
+_SIGNAL: list[int] = []  # the one that came
 
 
 def sigterm_received() -> bool:
-    """Whether SIGTERM came since :func:`raise_on_sigterm`. What the command asks of a
-    KeyboardInterrupt: a :class:`Terminated` raised inside a blocking ``ray.get`` comes out
-    of Ray as a plain KeyboardInterrupt (Ray turns the wait's interruption into one)."""
+    """Whether SIGTERM (or SIGHUP) came since :func:`raise_on_sigterm`. What the command
+    asks of a KeyboardInterrupt: a :class:`Terminated` raised inside a blocking ``ray.get``
+    comes out of Ray as a plain KeyboardInterrupt (Ray turns the wait's interruption into
+    one)."""
     return _TERMINATING.is_set()
+
+
+def terminating_signal() -> int:
+    """The signal that ended the process (``SIGTERM`` or ``SIGHUP``); ``SIGTERM`` if none."""
+    return _SIGNAL[0] if _SIGNAL else int(signal.SIGTERM)
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
     # Once: a second SIGTERM (a supervisor repeating itself) must not cut the clean-up
     # short; SIGKILL still ends the process at once.
     if not _TERMINATING.is_set():
+        _SIGNAL.append(signum)
         _TERMINATING.set()
         raise Terminated()
 

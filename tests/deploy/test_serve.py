@@ -193,13 +193,16 @@ def test_a_run_without_the_clusters_token_says_what_to_set_at_once(
     [
         (signal.SIGINT, 130, "raypipe: interrupted"),
         (signal.SIGTERM, 143, "raypipe: terminated (SIGTERM)"),
+        # the terminal closed: the command ended at once, the run went on in the service
+        (signal.SIGHUP, 129, "raypipe: terminated (SIGHUP)"),
     ],  # fmt: skip
-    ids=["ctrl-c", "sigterm"],
+    ids=["ctrl-c", "sigterm", "sighup"],
 )
 def test_ctrl_c_or_sigterm_cancels_the_run_and_the_service_goes_on(
     served: Service, tmp_path: Path, sent: signal.Signals, status: int, said: str
 ) -> None:
-    """Ctrl-C, or SIGTERM (``kill``, ``ray job stop``), on the command cancels its run."""
+    """Ctrl-C, SIGTERM (``kill``, ``ray job stop``) or SIGHUP (a closed terminal) on the
+    command cancels its run."""
     cancelled_before = len(re.findall(r"run-\d+: cancelled", served.text()))
     make_clip(tmp_path / "long.mp4", ClipSpec(n_frames=600, width=320, height=240))
     command = [*RAYPIPE, "run", "long.mp4", "out.mp4", "--address", served.address,
