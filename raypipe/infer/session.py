@@ -193,7 +193,7 @@ def create_session(
                 "is visible (CUDA_VISIBLE_DEVICES), or pass --device cpu/auto"
             ) from error
         raise ModelLoadError(
-            f"ONNX Runtime cannot load the model: {error}{_load_hint(str(error))}"
+            f"ONNX Runtime cannot load the model: {error}{_load_hint(str(error), model_bytes)}"
         ) from error
     granted = granted_providers(session)
     logger.info("ONNX Runtime providers: asked for %s, granted %s", order, granted)
@@ -320,9 +320,25 @@ def cuda_device(device_id: int = 0) -> CudaDevice:
     )
 
 
-def _load_hint(error: str) -> str:
+_NOT_ONNX = (  # (offset, bytes, what the file is, what to do)
+    (4, b"ftyp", "an MP4/MOV video", ""),
+    (0, b"\x1a\x45\xdf\xa3", "a Matroska/WebM video", ""),
+    (0, b"RIFF", "an AVI video or WAV audio", ""),
+    (0, b"\x89PNG", "a PNG image", ""),
+    (0, b"\xff\xd8\xff", "a JPEG image", ""),
+    (0, b"PK\x03\x04", "a zip archive", "a PyTorch .pt/.pth checkpoint is one: export the "
+     "model with torch.onnx.export"),
+    (0, b"\x89HDF", "an HDF5 file", "a Keras .h5 model: convert it with tf2onnx"),
+    (0, b"\x80", "a Python pickle", "a PyTorch or scikit-learn model: export it to ONNX"),
+)  # fmt: skip
+
+
+def _load_hint(error: str, data: bytes = b"") -> str:
     """What to do about ONNX Runtime's load ``error``, where its words do not say."""
     if "INVALID_PROTOBUF" in error or "No graph was found" in error:
+        for offset, magic, what, advice in _NOT_ONNX:
+            if data[offset : offset + len(magic)] == magic:
+                return f"; the file is {what}, not an ONNX model{f' ({advice})' if advice else ''}"
         return "; the file is not a whole ONNX model (cut off in a download?): fetch it again"
     if "is not a registered function/op" in error:
         return (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -185,3 +186,18 @@ def test_infer_imports_without_onnxruntime_or_ray() -> None:
 def test_gpu_session_grants_cuda_or_tensorrt() -> None:
     session = create_session(builtin_bytes("identity"), device="gpu")
     assert granted_providers(session)[0] in (TENSORRT, CUDA)
+
+
+@pytest.mark.parametrize(
+    ("head", "said"),
+    [
+        (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00", "the file is an MP4/MOV video, not an ONNX"),
+        (b"PK\x03\x04\x14\x00", "a zip archive, not an ONNX model (a PyTorch .pt/.pth"),
+        (b"\x89HDF\r\n\x1a\n", "an HDF5 file, not an ONNX model (a Keras .h5 model"),
+    ],
+)
+def test_a_file_that_is_no_onnx_model_is_said_to_be_what_it_is(head: bytes, said: str) -> None:
+    """A video given as --model was said to be "not a whole ONNX model (cut off in a
+    download?): fetch it again"; a PyTorch checkpoint, the commonest mistake, too."""
+    with pytest.raises(ModelLoadError, match=re.escape(said)):
+        create_session(head + bytes(200), device="cpu")
