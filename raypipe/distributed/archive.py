@@ -91,7 +91,12 @@ def process_archive(
     drawer = _ReportDrawer(run_report_path(report_path))
     journal = ReportJournal(report_path, previous, order)
     try:
-        runner = Runner(cfg, chunk_log=chunk_log, on_frames=progress.update)
+        runner = Runner(
+            cfg,
+            chunk_log=chunk_log,
+            on_frames=progress.update,
+            on_planned=progress.video_planned,
+        )
         source = archive_source(
             jobs, cfg.chunk, resume=resume, key=key, model=model_facts(model), encode=cfg.encode
         )
@@ -113,6 +118,7 @@ def process_archive(
                 result.ok,
                 0 if result.status == "skipped" else result.frames_in,
                 skipped=result.status == "skipped",
+                planned=result.status != "skipped" and result.chunks > 0,
             )
         report = ArchiveReport(
             rows=journal.rows(),

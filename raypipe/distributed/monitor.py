@@ -267,7 +267,16 @@ class ArchiveProgress(_Throttled):
         self.skipped = 0
         self._chunk_frames = 0
         self._video_frames = 0
+        self._planned = 0  # videos whose plan (frame count) came in
+        self._planned_frames = 0
+        self._unplanned_done = 0  # videos finished without a plan: skipped, failed to plan
+        self._first: tuple[float, int] | None = None  # when frames were first done, how many
         super().__init__(enabled=enabled, stream=stream, interval_s=interval_s)
+
+    def video_planned(self, frames: int) -> None:
+        """A video's plan came in: it has ``frames`` frames to do (an ETA by frames)."""
+        self._planned += 1
+        self._planned_frames += frames
 
     @property
     def videos_finished(self) -> int:
@@ -281,31 +290,46 @@ class ArchiveProgress(_Throttled):
 
     def update(self, frames: int) -> None:
         """Count ``frames`` more frames of chunks just finished (videos may be unfinished)."""
+        if self._first is None and frames:
+            self._first = (time.monotonic(), self.frames + frames)
         self._chunk_frames += frames
         self._maybe_show()
 
-    def video_done(self, ok: bool, frames: int = 0, *, skipped: bool = False) -> None:
+    def video_done(
+        self, ok: bool, frames: int = 0, *, skipped: bool = False, planned: bool = True
+    ) -> None:
         """One video has its result: ``ok`` (done or ``skipped``) or failed; ``frames`` it
-        produced (0 for a skipped or failed one)."""
+        produced (0 for a skipped or failed one); ``planned``: its plan came in
+        (:meth:`video_planned`), which a skipped video's and one that failed to plan do
+        not."""
         if ok:
             self.ok += 1
             self.skipped += int(skipped)
         else:
             self.failed += 1
+        self._unplanned_done += int(not planned)
         self._video_frames += frames
         self._maybe_show(force=self.videos_finished >= self.total_videos)
 
     def fps(self, now: float | None = None) -> float:
-        """Frames finished per second of wall time since construction."""
-        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
-        return self.frames / elapsed
+        """Frames finished per second: since frames were first done, once more are (the
+        start is no measure of the pace), else since construction."""
+        now = now or time.monotonic()
+        if self._first is not None and self.frames > self._first[1] and now > self._first[0]:
+            return (self.frames - self._first[1]) / (now - self._first[0])
+        return self.frames / max(now - self.start, 1e-9)
 
     def eta_seconds(self, now: float | None = None) -> float:
-        """Seconds left: by frames when ``total_frames`` is known, else by videos."""
+        """Seconds left: by frames when ``total_frames`` is known, or once videos' plans came
+        in (those not in yet counted at the planned ones' mean), else by videos."""
         now = now or time.monotonic()
-        if self.total_frames:
+        total = self.total_frames
+        if not total and self._planned:
+            unseen = self.total_videos - self._planned - self._unplanned_done
+            total = self._planned_frames + max(unseen, 0) * self._planned_frames / self._planned
+        if total:
             fps = self.fps(now)
-            left = max(self.total_frames - self.frames, 0)
+            left = max(total - self.frames, 0)
             return left / fps if fps > 0 else float("inf")
         finished = self.videos_finished - self.skipped
         left = max(self.total_videos - self.videos_finished, 0)

@@ -138,6 +138,7 @@ class Runner:
 
     ``chunk_log``: where chunk records go; ``keep_chunk_stats``: also attach them to each
     video's result (one-video runs); ``on_frames``: progress, frames per finished chunk;
+    ``on_planned``: progress, the frames of each video as its plan comes in;
     ``assemble_here``: assemble each video in this process, when its last chunk is in,
     instead of in a Ray task (a single video on a Ray of one node here: see
     :mod:`raypipe.distributed.assembly`).
@@ -153,6 +154,7 @@ class Runner:
         keep_chunk_stats: bool = False,
         per_video_metrics: bool = False,
         on_frames: Callable[[int], None] = lambda n: None,
+        on_planned: Callable[[int], None] = lambda n: None,
         assemble_here: bool = False,
     ) -> None:
         self.cfg = cfg
@@ -161,6 +163,7 @@ class Runner:
         self.keep_chunk_stats = keep_chunk_stats
         self.metrics = ChunkMetrics(per_video=per_video_metrics)
         self.on_frames = on_frames
+        self.on_planned = on_planned
         self.videos: dict[str, _Video] = {}
         self.ended: set[str] = set()  # ids of videos that have a result (late chunks dropped)
         self.failed_work_dirs: list[str] = []  # swept again once no chunk is in flight
@@ -206,6 +209,8 @@ class Runner:
         if video is None:
             video = self.videos[video_id] = _Video(video_id=video_id, uri=str(row["uri"]))
         if facts is not None:
+            if video.facts is None:
+                self.on_planned(facts.n_frames)
             video.facts = facts
             self._note_fidelity(facts)
         if row["kind"] == "chunk":

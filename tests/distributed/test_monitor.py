@@ -211,3 +211,25 @@ def test_the_pace_is_measured_from_the_first_chunk_done(clock: list[float]) -> N
         "v: 20/100 frames (20%), 2.0 fps, ETA 40s",  # nothing better known yet
         "v: 40/100 frames (40%), 10.0 fps, ETA 6s",
     ]
+
+
+def test_an_archives_eta_follows_the_frames_of_the_videos_planned(clock: list[float]) -> None:
+    """By finished videos alone a one-video archive showed "ETA ?" to its end, and one of
+    four "1/4 videos ... ETA 1m30s" with 3 s to go. Once plans come in, the ETA is by
+    frames, the videos not in yet counted at the planned ones' mean."""
+    out = io.StringIO()
+    archive = ArchiveProgress(4, stream=out, interval_s=0.0)
+    archive.video_done(True, skipped=True, planned=False)  # done by an earlier run
+    clock[0] += 10.0  # Ray's start, the first chunk
+    archive.video_planned(100)
+    archive.update(50)
+    clock[0] += 5.0
+    archive.update(50)  # 10 fps since the first frames were done
+    # 100 of 100 planned frames done, 2 videos not in yet at 100 frames each: 20 s
+    assert archive.eta_seconds() == pytest.approx(20.0)
+    one = ArchiveProgress(1, stream=io.StringIO(), interval_s=0.0)
+    one.video_planned(300)
+    one.update(100)
+    clock[0] += 10.0
+    one.update(100)
+    assert one.line().endswith("ETA 10s")
