@@ -147,3 +147,24 @@ def test_ctrl_c_held_is_taken_on_the_way_out() -> None:
     assert signal.getsignal(signal.SIGINT) is before
     with ctrl_c_held():  # nothing came: nothing raised
         pass
+
+
+def test_sighup_ends_the_command_unless_it_is_ignored() -> None:
+    """A closed terminal's SIGHUP ends the command as SIGTERM does (status 129); under
+    `nohup`, which ignores it, it stays ignored."""
+    code = (
+        "import signal, sys\n"
+        "ignored = sys.argv[1] == 'nohup'  # a terminal's default, whatever runs the test\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN if ignored else signal.SIG_DFL)\n"
+        "from raypipe.exiting import raise_on_sigterm, terminating_signal\n"
+        "raise_on_sigterm()\n"
+        "print(signal.getsignal(signal.SIGHUP) == signal.SIG_IGN)\n"
+        "try:\n"
+        "    signal.raise_signal(signal.SIGHUP)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('terminated', terminating_signal())\n"
+    )
+    plain = subprocess.run([sys.executable, "-c", code, "tty"], capture_output=True, text=True)
+    assert plain.stdout.split() == ["False", "terminated", str(int(signal.SIGHUP))], plain.stderr
+    nohup = subprocess.run([sys.executable, "-c", code, "nohup"], capture_output=True, text=True)
+    assert nohup.stdout.split() == ["True"] and nohup.returncode == 0, nohup.stderr

@@ -188,6 +188,10 @@ def test_a_run_without_the_clusters_token_says_what_to_set_at_once(
     assert lines[0].startswith("raypipe: error: ClusterError: the Ray cluster at ")
 
 
+def _sighup_default() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     "sent,status,said",
     [
@@ -207,7 +211,10 @@ def test_ctrl_c_or_sigterm_cancels_the_run_and_the_service_goes_on(
     make_clip(tmp_path / "long.mp4", ClipSpec(n_frames=600, width=320, height=240))
     command = [*RAYPIPE, "run", "long.mp4", "out.mp4", "--address", served.address,
                "--model", "builtin:sharpen", "--chunk-frames", "24"]  # fmt: skip
-    client, seen = running_command(command, cwd=tmp_path, env=served.env)
+    # a terminal's command has SIGHUP at its default; under `nohup` (a CI's runner, say)
+    # it is ignored, and the command keeps it ignored, as it should
+    client, seen = running_command(command, cwd=tmp_path, env=served.env,
+                                   preexec_fn=_sighup_default)  # fmt: skip
     client.send_signal(sent)
     _, rest = client.communicate(timeout=RUN_TIMEOUT_S)
     assert client.returncode == status, seen + rest
