@@ -10,6 +10,7 @@ model-error kind is one typed line for `raypipe run` and a typed row in an archi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,9 +88,14 @@ def test_bare_stride32_model_is_one_typed_line_with_the_hint_in_under_60s(
     ours = [line for line in lines if line.startswith("raypipe")]
     assert result.returncode == 1, result.stderr[-3000:]
     assert ours == [lines[-1]], result.stderr[-3000:]  # Ray's own start-up notes aside
-    assert ours[0].startswith(
-        "raypipe: error: ModelError: the model failed on 720x1280 (height x width) frames: "
-        "Add node: Attempting to broadcast an axis by a dimension other than 1"
+    # where: the frames of the chunk that failed first
+    where = re.match(
+        r"raypipe: error: ModelError: at frames (\d+)\.\.(\d+) \(chunk \d+\): ", ours[0]
+    )
+    assert where and int(where[1]) <= int(where[2]), ours[0]
+    assert (
+        ": the model failed on 720x1280 (height x width) frames: "
+        "Add node: Attempting to broadcast an axis by a dimension other than 1" in ours[0]
     )
     assert HINT + " 736x1280 and the output is cropped back" in ours[0]
     assert "Traceback" not in result.stderr and "RayTaskError" not in result.stderr
