@@ -160,7 +160,7 @@ def test_a_rerun_stopped_by_ctrl_c_keeps_the_whole_report(
     assert first.count("done") == 3
     done = []
 
-    def video_done(self: ArchiveProgress, ok: bool, frames: int, *, skipped: bool = False) -> None:
+    def video_done(self: ArchiveProgress, ok: bool, frames: int, **_: bool) -> None:
         done.append(ok)
         if len(done) == 2:
             signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C, as the second video ends
