@@ -113,6 +113,19 @@ class _Throttled:
         self._closed = False
         self._lock = threading.Lock()  # the heartbeat's thread and the caller's show lines
         self._stopped = threading.Event()
+        self._first: tuple[float, int] | None = None  # when frames were first done, how many
+
+    def _count_first(self, done_before: int, frames: int) -> None:
+        if self._first is None and frames:
+            self._first = (time.monotonic(), done_before + frames)
+
+    def _pace(self, done: int, now: float) -> float:
+        """Frames done per second: since frames were first done, once more are (the start,
+        Ray's included for a begun progress, is no measure of the pace), else since
+        construction."""
+        if self._first is not None and done > self._first[1] and now > self._first[0]:
+            return (done - self._first[1]) / (now - self._first[0])
+        return done / max(now - self.start, 1e-9)
 
     def begin(self) -> None:
         """Show the line now and keep showing it every ``interval_s`` until :meth:`close`,
@@ -193,24 +206,17 @@ class Progress(_Throttled):
         self.total = total_frames
         self.label = label
         self.done = 0
-        self._first: tuple[float, int] | None = None  # when the first frames were done, how many
         super().__init__(enabled=enabled, stream=stream, interval_s=interval_s)
 
     def update(self, frames: int) -> None:
         """Count ``frames`` more frames as finished; redraw when due (or when all are done)."""
-        if self._first is None:
-            self._first = (time.monotonic(), self.done + frames)
+        self._count_first(self.done, frames)
         self.done += frames
         self._maybe_show(force=self.done >= self.total)
 
     def fps(self, now: float | None = None) -> float:
-        """Frames finished per second: since the first chunk was done, once more are (the
-        start, Ray's included for a begun progress, is no measure of the pace), else since
-        construction."""
-        now = now or time.monotonic()
-        if self._first is not None and self.done > self._first[1] and now > self._first[0]:
-            return (self.done - self._first[1]) / (now - self._first[0])
-        return self.done / max(now - self.start, 1e-9)
+        """Frames finished per second (:meth:`_pace`)."""
+        return self._pace(self.done, now or time.monotonic())
 
     def eta_seconds(self, now: float | None = None) -> float:
         """Seconds left at the current rate; ``inf`` before the first frame."""
@@ -270,7 +276,6 @@ class ArchiveProgress(_Throttled):
         self._planned = 0  # videos whose plan (frame count) came in
         self._planned_frames = 0
         self._unplanned_done = 0  # videos finished without a plan: skipped, failed to plan
-        self._first: tuple[float, int] | None = None  # when frames were first done, how many
         super().__init__(enabled=enabled, stream=stream, interval_s=interval_s)
 
     def video_planned(self, frames: int) -> None:
@@ -290,8 +295,7 @@ class ArchiveProgress(_Throttled):
 
     def update(self, frames: int) -> None:
         """Count ``frames`` more frames of chunks just finished (videos may be unfinished)."""
-        if self._first is None and frames:
-            self._first = (time.monotonic(), self.frames + frames)
+        self._count_first(self.frames, frames)
         self._chunk_frames += frames
         self._maybe_show()
 
@@ -312,12 +316,8 @@ class ArchiveProgress(_Throttled):
         self._maybe_show(force=self.videos_finished >= self.total_videos)
 
     def fps(self, now: float | None = None) -> float:
-        """Frames finished per second: since frames were first done, once more are (the
-        start is no measure of the pace), else since construction."""
-        now = now or time.monotonic()
-        if self._first is not None and self.frames > self._first[1] and now > self._first[0]:
-            return (self.frames - self._first[1]) / (now - self._first[0])
-        return self.frames / max(now - self.start, 1e-9)
+        """Frames finished per second (:meth:`_pace`)."""
+        return self._pace(self.frames, now or time.monotonic())
 
     def eta_seconds(self, now: float | None = None) -> float:
         """Seconds left: by frames when ``total_frames`` is known, or once videos' plans came
