@@ -468,9 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         if sigterm_received():  # raypipe.exiting.Terminated, or what Ray made of it
-            name = signal.Signals(terminating_signal()).name
-            print(f"raypipe: terminated ({name})", file=sys.stderr)
-            return 128 + terminating_signal()  # 143 for SIGTERM, 129 for SIGHUP
+            ended_by = terminating_signal()
+            print(f"raypipe: terminated ({signal.Signals(ended_by).name})", file=sys.stderr)
+            return 128 + ended_by  # 143 for SIGTERM, 129 for SIGHUP, as a shell reports them
         print("raypipe: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -522,8 +522,10 @@ def _outputs_kept(*paths: str | None) -> None:
         working_dir = (json.loads(config).get("runtime_env") or {}).get("working_dir")
     except (ValueError, AttributeError):
         return
+    if not working_dir:
+        return
     for path in paths:
-        if working_dir and path and "://" not in path and not os.path.isabs(path):
+        if path and "://" not in path and not os.path.isabs(path):
             raise ConfigError(
                 f"'{path}' is a relative path, and this Ray job runs in a temporary copy of "
                 "its uploaded working dir, which goes with the job: give an absolute path "

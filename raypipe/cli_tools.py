@@ -100,9 +100,9 @@ def _check_local_parent(path: str) -> None:
         return
     if os.path.isdir(path):
         raise ConfigError(f"output '{path}' is a directory; give a file name in it")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"output directory '{parent}' does not exist; create it first")
+    problem = storage.writable_dir_problem(os.path.dirname(os.path.abspath(path)))
+    if problem:
+        raise ConfigError(f"output '{path}': {problem}")
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -124,14 +124,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_model(args: argparse.Namespace) -> int:
     from raypipe.infer.builtin import builtin_bytes
-    from raypipe.infer.model_info import builtin_table, check_runs, describe
+    from raypipe.infer.model_info import builtin_table, describe
 
     if args.model_command == "list":
         print("\n".join(builtin_table()))
         return EXIT_OK
     if args.model_command == "show":
-        print("\n".join(describe(args.name).lines()))
-        check_runs(args.name)  # what it is, then why a run would refuse it (exit 1)
+        info = describe(args.name, run_check=True)
+        print("\n".join(info.lines()))
+        if info.run_error is not None:  # what it is, then why a run would refuse it (exit 1)
+            raise info.run_error
         return EXIT_OK
     name = args.name.removeprefix("builtin:")
     data = builtin_bytes(name)
@@ -152,9 +154,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--output-dir '{args.output_dir}' is a file; give a directory")
     os.makedirs(args.output_dir, exist_ok=True)
     source = os.path.join(args.output_dir, "sample.mp4")
-    output = os.path.join(args.output_dir, "sample.processed.mp4")
-    if describe(args.model, measure_scale=False).kind == "tensor":  # a table, not a video
-        output = os.path.join(args.output_dir, "sample.table")
+    table = describe(args.model, measure_scale=False).kind == "tensor"  # not a video
+    output = os.path.join(args.output_dir, "sample.table" if table else "sample.processed.mp4")
     stats_path = os.path.join(args.output_dir, "stats.json")
     write_sample(source, n_frames=120, width=320, height=180, gop=24)
     stats = process_video(
@@ -171,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"demo: made {source} (120 frames with audio), ran {args.model} over it in "
         f"{stats.chunks} chunks on {stats.workers} worker(s) [{', '.join(stats.providers)}]"
     )
-    if output.endswith(".table"):
+    if table:
         print(f"demo: output {output} (Parquet: pandas.read_parquet({output!r}))")
     else:
         print(f"demo: output {output}")

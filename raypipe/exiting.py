@@ -98,8 +98,7 @@ def raise_on_sigterm() -> None:
         signal.signal(signal.SIGHUP, _terminated)
 
 
-_TERMINATING = threading.Event()
-_SIGNAL: list[int] = []  # the one that came
+_SIGNAL: list[int] = []  # the signal that came (one: a second does not count)
 
 
 def sigterm_received() -> bool:
@@ -107,7 +106,7 @@ def sigterm_received() -> bool:
     asks of a KeyboardInterrupt: a :class:`Terminated` raised inside a blocking ``ray.get``
     comes out of Ray as a plain KeyboardInterrupt (Ray turns the wait's interruption into
     one)."""
-    return _TERMINATING.is_set()
+    return bool(_SIGNAL)
 
 
 def terminating_signal() -> int:
@@ -118,9 +117,8 @@ def terminating_signal() -> int:
 def _terminated(signum: int, frame: FrameType | None) -> None:
     # Once: a second SIGTERM (a supervisor repeating itself) must not cut the clean-up
     # short; SIGKILL still ends the process at once.
-    if not _TERMINATING.is_set():
+    if not _SIGNAL:
         _SIGNAL.append(signum)
-        _TERMINATING.set()
         raise Terminated()
 
 

@@ -42,7 +42,7 @@ from raypipe.distributed.setup import load_run, model_facts, same_file, start_ru
 from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
-from raypipe.media.mux import container_refuses
+from raypipe.media.mux import container_refuses, extensions_holding
 from raypipe.media.picture import PictureFormat
 from raypipe.media.probe import probe
 
@@ -274,12 +274,9 @@ def _holding_output(relative: str, codec: str) -> str:
     ``codec``'s video where its own cannot (as it is when no other can: the output's
     problem says so)."""
     if not codec or not container_refuses(relative, codec):
-        return relative
-    stem = os.path.splitext(relative)[0]
-    for ext in _HOLDING_EXTENSIONS:
-        if not container_refuses(stem + ext, codec):
-            return stem + ext
-    return relative
+        return relative  # "auto" is always held: it follows the container
+    holding = extensions_holding(codec, _HOLDING_EXTENSIONS)
+    return os.path.splitext(relative)[0] + holding[0] if holding else relative
 
 
 def _write_stats(head: dict[str, Any], chunk_log: ChunkLog, stats_path: str) -> None:

@@ -72,8 +72,7 @@ class _Video:
 
     def add(self, row: Row) -> None:
         self.done.add(int(row["index"]))
-        start = float(row.get("decode_start") or math.inf)
-        self.started = min(self.started, start if start > 0 else math.inf)
+        self.started = min(self.started, float(row.get("decode_start") or math.inf))
         self._gpu(str(row.get("gpu_samples") or ""))
         if row["error_type"] and self.error is None:
             self.error = (str(row["error_type"]), str(row["error_message"]))

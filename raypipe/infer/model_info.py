@@ -76,6 +76,7 @@ class ModelInfo:
     spec: ModelSpec
     spec_source: str  # "the built-in", "sidecar PATH" or "the defaults (...)"
     temporal: str = ""  # a temporal model's window, warm-up, state and interpolation
+    run_error: RaypipeError | None = None  # why a run refuses it (describe's run_check)
 
     def lines(self) -> list[str]:
         """The text ``raypipe model show`` prints."""
@@ -148,23 +149,28 @@ def spec_source(model: str) -> str:
     return f"sidecar {sidecar}" if sidecar else "the defaults (no sidecar beside the model)"
 
 
-def check_runs(model: str) -> None:
-    """Raise the typed error a run would raise loading ``model`` on the driver (a rank-3
-    input, a text input...): :func:`describe` reads the graph, not whether raypipe can
-    run it, so `model show` called such a model a tensor model and exited 0."""
+def _run_error(data: bytes, spec: ModelSpec) -> RaypipeError | None:
+    """The typed error a run would raise loading the model on the driver (a rank-3 input, a
+    text input...), ``None`` when it loads: the graph alone does not say whether raypipe
+    can run it, and `model show` called such a model a tensor model and exited 0."""
     from raypipe.infer.models import FrameModel
     from raypipe.infer.temporal_model import TemporalModel
 
-    data, _, spec = resolve_model_and_spec(model)
-    if spec.temporal.active:
-        TemporalModel(data, spec=spec, device="cpu")
-    else:
-        FrameModel(data, spec=spec, device="cpu")
+    try:
+        if spec.temporal.active:
+            TemporalModel(data, spec=spec, device="cpu")
+        else:
+            FrameModel(data, spec=spec, device="cpu")
+    except RaypipeError as e:
+        return e
+    return None
 
 
-def describe(model: str, *, measure_scale: bool = True) -> ModelInfo:
+def describe(model: str, *, measure_scale: bool = True, run_check: bool = False) -> ModelInfo:
     """Read ``model`` (``builtin:NAME``, a path or a URL) and say what it is. Raises the
-    typed errors a run would (:class:`~raypipe.errors.ModelNotFoundError`, ...)."""
+    typed errors a run would (:class:`~raypipe.errors.ModelNotFoundError`, ...) where it is
+    no ONNX graph; ``run_check``: load it as a run would, its error in
+    :attr:`ModelInfo.run_error` (the model read once)."""
     data, sha256, spec = resolve_model_and_spec(model)
     try:
         graph = onnx.load_from_string(data).graph
@@ -194,6 +200,7 @@ def describe(model: str, *, measure_scale: bool = True) -> ModelInfo:
         outputs=_ports(list(graph.output)),
         spec=spec,
         spec_source=spec_source(model),
+        run_error=_run_error(data, spec) if run_check else None,
     )
 
 

@@ -80,12 +80,18 @@ def container_refuses(path: str, codec: str) -> str:
     if _muxer_takes(fmt, codec):
         return ""
     fits = default_video_codec(path)
-    holds = [ext for ext in (".mkv", ".mov") if _muxer_takes(OUTPUT_FORMATS[ext], codec)]
+    holds = extensions_holding(codec, (".mkv", ".mov"))
     where = f"{' and '.join(holds)} hold{'s' if len(holds) == 1 else ''} it" if holds else ""
     return (
         f"a {os.path.splitext(path)[1]} file cannot hold {codec} video; choose another "
         f"output extension{f' ({where})' if where else ''} or another --codec ({fits})"
     )
+
+
+def extensions_holding(codec: str, extensions: Sequence[str]) -> list[str]:
+    """Those of ``extensions`` (raypipe's output extensions) whose container holds video
+    encoded by ``codec`` (not ``"auto"``), in their order."""
+    return [ext for ext in extensions if _muxer_takes(OUTPUT_FORMATS[ext], codec)]
 
 
 @functools.lru_cache(maxsize=64)
