@@ -13,7 +13,10 @@ ADDR`` finds it and hands the run over (:func:`hand_over`): the service runs it 
 :func:`~raypipe.distributed.pipeline.process_video` in its own process, one run at a time in
 arrival order, and sends back what the run prints (progress, warnings), then its summary or
 its error, which the command prints as if it had run the video itself. Ctrl-C on the command
-cancels its run (queued or running); Ctrl-C on the service stops it.
+cancels its run (queued or running); Ctrl-C on the service stops it. A command that stops
+following its run (killed with SIGKILL, its machine gone) reads nothing more: after
+:data:`ABANDONED_S` seconds the service cancels that run too, or drops it if still queued, so
+that it does not write an output nobody waits for while later runs wait behind it.
 
 A ``ray job submit`` driver (``jobs/process_video.py``) never hands its run over: submitted
 jobs run side by side, as their own jobs. The command hands a run over only when the
@@ -56,6 +59,7 @@ POLL_S = 1.0  # how long one mailbox call waits for news
 # their own jobs, side by side, never queued behind a service's runs.
 JOB_DRIVER_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 KEEP_UNREAD_S = 600.0  # a finished run's events nobody read (the command was killed) go then
+ABANDONED_S = 20.0  # a run whose command read nothing for this long is cancelled
 WATCHER_PREFIX = "raypipe-cancel-"  # the thread that watches a run for its cancellation
 CANCELLING = threading.Event()  # set by that thread as it interrupts the main thread
 CANCEL_WAIT_S = 60.0  # how long a cancelled command waits for its run to stop
@@ -75,6 +79,7 @@ class Mailbox:
         self._cancelled: set[str] = set()
         self._running: str | None = None
         self._ended: dict[str, float] = {}  # finished runs whose end was not read yet
+        self._followed: dict[str, float] = {}  # when each run's command last asked for news
         self._closing = False  # the service restarts once the queue is empty: no new runs
         self._ids = itertools.count(1)
 
@@ -92,6 +97,7 @@ class Mailbox:
             ahead = len(self._queue) + (self._running is not None)
             self._queue.append((run_id, request))
             self._events[run_id] = {}
+            self._followed[run_id] = time.monotonic()
             self._cv.notify_all()
             return run_id, ahead
 
@@ -100,15 +106,32 @@ class Mailbox:
         with self._cv:
             self._closing = True
 
-    def take(self, timeout: float) -> tuple[str, dict[str, Any]] | None:
-        """The next run for the service, or ``None`` after ``timeout`` seconds without one."""
+    def take(self, timeout: float) -> tuple[str, dict[str, Any] | None] | None:
+        """The next run for the service, or ``None`` after ``timeout`` seconds without one.
+        A run whose command no longer follows it (:meth:`_abandoned`) comes with ``None`` for
+        its request: it is dropped, and the service only logs it."""
         with self._cv:
             self._cv.wait_for(lambda: bool(self._queue), timeout)
             if not self._queue:
                 return None
             run_id, request = self._queue.popleft()
+            if self._abandoned(run_id):
+                self._forget(run_id)
+                return run_id, None
             self._running = run_id
             return run_id, request
+
+    def _abandoned(self, run_id: str) -> bool:
+        """Whether the run's command asked for no news for :data:`ABANDONED_S` seconds: it
+        asks every :data:`POLL_S` while it follows the run, so it is gone."""
+        last = self._followed.get(run_id)
+        return last is not None and time.monotonic() - last > ABANDONED_S
+
+    def _forget(self, run_id: str) -> None:
+        self._events.pop(run_id, None)
+        self._ended.pop(run_id, None)
+        self._followed.pop(run_id, None)
+        self._cancelled.discard(run_id)
 
     def post(self, run_id: str, seq: int, kind: str, payload: Any) -> None:
         with self._cv:
@@ -119,22 +142,23 @@ class Mailbox:
                 now = time.monotonic()
                 self._ended[run_id] = now
                 for old in [r for r, t in self._ended.items() if now - t > KEEP_UNREAD_S]:
-                    self._ended.pop(old)
-                    self._events.pop(old, None)
+                    self._forget(old)
             self._cv.notify_all()
 
     def events(self, run_id: str, since: int, timeout: float) -> list[tuple[str, Any]]:
         """The run's events from number ``since`` on, waiting up to ``timeout`` s for one."""
         with self._cv:
             events = self._events.get(run_id, {})
+            if run_id in self._followed:
+                self._followed[run_id] = time.monotonic()
             self._cv.wait_for(lambda: since in events, timeout)
             out = []
             while since + len(out) in events:
                 out.append(events[since + len(out)])
             if out and out[-1][0] in TERMINAL:
-                self._events.pop(run_id, None)
-                self._ended.pop(run_id, None)
-                self._cancelled.discard(run_id)
+                self._forget(run_id)
+            elif run_id in self._followed:
+                self._followed[run_id] = time.monotonic()
             return out
 
     def cancel(self, run_id: str) -> None:
@@ -151,10 +175,18 @@ class Mailbox:
                 self._cancelled.add(run_id)
             self._cv.notify_all()
 
-    def wait_cancel(self, run_id: str, timeout: float) -> bool:
-        """Whether ``run_id`` was cancelled, waiting up to ``timeout`` s for it."""
+    def wait_cancel(self, run_id: str, timeout: float) -> str:
+        """Why the running ``run_id`` is to stop, waiting up to ``timeout`` s for a reason:
+        ``"cancelled"`` (its command asked), ``"abandoned"`` (its command no longer follows
+        it: :meth:`_abandoned`), or ``""``."""
+
+        def why() -> str:
+            if run_id in self._cancelled:
+                return "cancelled"
+            return "abandoned" if self._abandoned(run_id) else ""
+
         with self._cv:
-            return self._cv.wait_for(lambda: run_id in self._cancelled, timeout)
+            return self._cv.wait_for(why, timeout)
 
 
 def _install() -> str:
@@ -249,6 +281,7 @@ class _Run:
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self.finished = threading.Event()
+        self.why_stopped = ""  # set by the watcher: what its interrupt means
 
     def post(self, kind: str, payload: Any) -> None:
         with self._lock:  # numbers in the order the events happened
@@ -261,6 +294,7 @@ class _Run:
             except Exception:  # noqa: BLE001 - the mailbox is gone: the service is ending
                 return
             if hit and not self.finished.is_set():
+                self.why_stopped = hit
                 CANCELLING.set()  # what the KeyboardInterrupt below is: not Ctrl-C
                 _thread.interrupt_main()
                 return
@@ -294,6 +328,13 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> str:
             run.post("error", {"type": "ClusterError", "message": "the raypipe service stopped"})
             raise
         CANCELLING.clear()
+        if run.why_stopped == "abandoned":  # posted for a command that was only suspended
+            message = (
+                f"the raypipe service cancelled the run: this command asked for no news of "
+                f"it for {ABANDONED_S:.0f}s (suspended?), as a killed one would not"
+            )
+            run.post("error", {"type": "ClusterError", "message": message})
+            return "cancelled: its command stopped following it (killed?)"
         run.post("error", {"type": "KeyboardInterrupt", "message": "cancelled"})
         return "cancelled"
     except RaypipeError as e:
@@ -385,6 +426,10 @@ def serve(
                 return
             continue
         run_id, request = item
+        if request is None:
+            print(f"raypipe: {run_id}: dropped before it started: its command stopped "
+                  "following it (killed?)", file=stream, flush=True)  # fmt: skip
+            continue
         print(f"raypipe: {run_id}: {request['input']} -> {request['output']}", file=stream)
         try:
             ended = run_one(mailbox, run_id, request)
@@ -446,8 +491,8 @@ def _wait_for_no_service(identity: dict[str, Any]) -> None:
 
 def _absolute(value: Any) -> Any:
     """A local path made absolute (the service's working directory is not the command's);
-    URLs and ``builtin:`` names as they are."""
-    if not isinstance(value, str) or "://" in value or value.startswith("builtin:"):
+    URLs, ``builtin:`` names and simulated models (``sim:hold_ms=N``) as they are."""
+    if not isinstance(value, str) or "://" in value or value.startswith(("builtin:", "sim:")):
         return value
     return os.path.abspath(value)
 

@@ -232,6 +232,30 @@ def test_ctrl_c_or_sigterm_cancels_the_run_and_the_service_goes_on(
     assert_exact(tmp_path / "in.mp4", tmp_path / "after.mp4", MODEL)
 
 
+def test_a_killed_commands_run_is_cancelled_by_the_service(served: Service, tmp_path: Path) -> None:
+    """A command killed with SIGKILL cannot cancel its run: the service cancels it once the
+    command has asked for no news for ``ABANDONED_S`` seconds. (Before, the run went on to
+    the end and wrote its output, with nobody waiting, and later runs queued behind it.)"""
+    from raypipe.distributed.service import ABANDONED_S
+
+    served.settled()
+    make_clip(tmp_path / "long.mp4", ClipSpec(n_frames=240, width=64, height=48))
+    # a simulated model that holds each frame 1 s without CPU: a minute or more
+    command = [*RAYPIPE, "run", "long.mp4", "out.mp4", "--address", served.address,
+               "--model", "sim:hold_ms=1000", "--batch-size", "1",
+               "--chunk-frames", "8"]  # fmt: skip
+    client, seen = running_command(command, cwd=tmp_path, env=served.env)
+    killed = time.monotonic()
+    client.kill()
+    client.communicate(timeout=30)
+    deadline = killed + ABANDONED_S + 30
+    while not re.search(r"run-\d+: cancelled: its command stopped following it", served.text()):
+        assert time.monotonic() < deadline, served.text()
+        time.sleep(0.5)
+    assert time.monotonic() - killed >= ABANDONED_S - 1, "not before the command's silence"
+    assert not (tmp_path / "out.mp4").exists(), seen
+
+
 def test_no_service_runs_the_video_in_the_command(served: Service, tmp_path: Path) -> None:
     make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=24))
     runs_before = served.text().count(" -> ")

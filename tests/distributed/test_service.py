@@ -78,6 +78,7 @@ def test_local_paths_are_made_absolute_urls_and_builtins_are_not(
     assert service._absolute("in.mp4") == os.path.join(here, "in.mp4")
     assert service._absolute("s3://b/in.mp4") == "s3://b/in.mp4"
     assert service._absolute("builtin:invert") == "builtin:invert"
+    assert service._absolute("sim:hold_ms=5") == "sim:hold_ms=5", "was made a missing file"
     assert service._processor_absolute("p/mine.py:Blur") == os.path.join(here, "p/mine.py:Blur")
     assert service._processor_absolute("pkg.mod:Blur") == "pkg.mod:Blur"
     assert service._processor_absolute(None) is None
@@ -155,3 +156,44 @@ def test_the_command_and_the_service_default_to_the_same_max_runs() -> None:
     from raypipe.cli import build_parser
 
     assert build_parser().parse_args(["serve"]).max_runs == service.DEFAULT_MAX_RUNS
+
+
+def _clocked(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    clock = [1000.0]
+    monkeypatch.setattr(service.time, "monotonic", lambda: clock[0])
+    return clock
+
+
+def test_a_running_run_whose_command_stopped_reading_is_to_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command killed with SIGKILL asks for no more news: after ``ABANDONED_S`` its run is
+    to stop (the service's watcher interrupts it), while one that reads goes on."""
+    clock = _clocked(monkeypatch)
+    box = _mailbox()
+    followed, _ = box.submit({"input": "a"})
+    box.take(0.0)
+    for _ in range(3):  # the command reads every POLL_S: never abandoned
+        clock[0] += service.ABANDONED_S / 2
+        box.events(followed, 0, 0.0)
+        assert box.wait_cancel(followed, 0.0) == ""
+    clock[0] += service.ABANDONED_S + 1  # then it is killed
+    assert box.wait_cancel(followed, 0.0) == "abandoned"
+    box.cancel(followed)
+    assert box.wait_cancel(followed, 0.0) == "cancelled", "asked: said as such"
+
+
+def test_a_queued_run_whose_command_stopped_reading_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _clocked(monkeypatch)
+    box = _mailbox()
+    box.submit({"input": "running"})
+    box.take(0.0)
+    gone, _ = box.submit({"input": "gone"})
+    waiting, _ = box.submit({"input": "waiting"})
+    clock[0] += service.ABANDONED_S + 1
+    box.events(waiting, 0, 0.0)  # its command still follows it; gone's was killed
+    assert box.take(0.0) == (gone, None), "dropped: the service only logs it"
+    assert box.take(0.0) == (waiting, {"input": "waiting"})
+    assert box.info()["running"] == waiting
