@@ -83,7 +83,7 @@ class ChunkTask:
     interpolate: int = 1
     work_dir: str = ""
     jumps: tuple[Jump, ...] = ()
-    frame_ticks: int = 1
+    frame_ticks: Fraction = Fraction(1)
 
     @classmethod
     def of(
@@ -111,7 +111,7 @@ class ChunkTask:
             interpolate=interpolate,
             work_dir=work_dir,
             jumps=info.jumps,
-            frame_ticks=info.frame_ticks if interpolate == 1 else 1,
+            frame_ticks=info.frame_ticks if interpolate == 1 else Fraction(1),
         )
 
     @property
@@ -180,7 +180,7 @@ class ChunkTask:
             "context": "" if c.context is None else c.context.to_json(),
             "interpolate": self.interpolate,
             "jumps": to_text(self.jumps),
-            "frame_ticks": self.frame_ticks,
+            "frame_ticks": str(self.frame_ticks),  # "1001/30": Matroska's ms at 29.97 fps
             "error_type": "",
             "error_message": "",
         }
@@ -213,7 +213,7 @@ class ChunkTask:
             interpolate=int(row.get("interpolate") or 1),
             jumps=from_text(str(row.get("jumps") or "")),
             work_dir=str(row["work_dir"]),
-            frame_ticks=int(row.get("frame_ticks") or 1),
+            frame_ticks=Fraction(str(row.get("frame_ticks") or 1)),
         )
 
 

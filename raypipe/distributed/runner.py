@@ -255,7 +255,7 @@ class Runner:
             return
         encode = self.cfg.encode.for_output(facts.output)
         picture = PictureFormat.from_json(facts.picture)
-        for note in fidelity_notes(encode, picture):
+        for note in fidelity_notes(encode, picture, facts.output):
             self._warn_once(note, "%s", note)
         if self.cfg.encode.codec == AUTO_CODEC and not self.cfg.encode.pix_fmt:
             note = playback_note(encode, picture)  # the encoder raypipe chose, not the user

@@ -28,6 +28,7 @@ import difflib
 import functools
 import io
 import json
+import os
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,7 +38,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from raypipe.config import X264_PRESETS, EncodeConfig
+from raypipe.config import OUTPUT_FORMATS, X264_PRESETS, EncodeConfig
 from raypipe.errors import ConfigError, EncodeError
 from raypipe.media import fields
 from raypipe.media.colour import (
@@ -46,8 +47,9 @@ from raypipe.media.colour import (
     sws_colorspace,
     sws_range,
 )
+from raypipe.media.frame_clock import FrameClock
 from raypipe.media.picture import PictureFormat
-from raypipe.media.pixfmt import choose_pix_fmt, has_alpha, layout_of
+from raypipe.media.pixfmt import choose_pix_fmt, encoder_formats, has_alpha, layout_of
 
 _X26X = ("libx264", "libx264rgb", "libx265")
 _ANY_SIZE = frozenset({"ffv1", "libvpx-vp9", "libsvtav1", "mpeg4", "mpeg2video"})
@@ -58,14 +60,15 @@ _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:ke
 
 _MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
 _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
-SEGMENT_FORMAT = 7
+SEGMENT_FORMAT = 8
 """What a segment holds and how its frames were converted and encoded (source matrix, 16
 bits, 3: the encoder's threads set to the CPUs an encode task holds, which changes x264's
 bits, 4: x264 held to AVX2, :func:`x264_cpu_params`, 5: frames decoded to RGB rounded to
 the nearest, :mod:`raypipe.media.rgb`, and an interlaced source's chroma converted field by
 field, :mod:`raypipe.media.fields`, 6: the container's aspect ratio over the bitstream's,
 and the ratio in the segment's head, 7: H.264 encoded in ticks of a frame where
-the frames fall on them, :func:`encoder_ticks`, which changes their headers' timing): part
+the frames fall on them, :func:`encoder_clock`, which changes their headers' timing, 8:
+also where a container's clock rounds their times or they start off the grid): part
 of a run's key, so a resumed run does not mix segments of another format."""
 _NO_DTS = -(2**63)
 SEGMENT_HEAD_BYTES = 1 << 16
@@ -456,16 +459,46 @@ def output_size_problem(config: EncodeConfig, picture: PictureFormat, scale: flo
     return size_problem(config, pix_fmt, int(width), int(height))
 
 
-def fidelity_notes(config: EncodeConfig, picture: PictureFormat) -> list[str]:
+KEEPING_ENCODERS = ("libx265", "libsvtav1", "ffv1", "prores_ks", "libvpx-vp9", "libx264")
+"""Software encoders a note on a lower depth or chroma may name, in the order it names
+those that keep the source's (as this FFmpeg build has them)."""
+
+
+def keeping_hint(picture: PictureFormat, output: str = "") -> str:
+    """Which encoders of :data:`KEEPING_ENCODERS` keep ``picture``'s depth and chroma, and
+    hold in ``output``'s container (``""``: any): ``--codec libsvtav1 keeps it in a .webm
+    file``; where none fits that container, those that keep it and the container that
+    holds them; ``""`` where none keeps it."""
+    from raypipe.media.mux import container_refuses, extensions_holding
+
+    keepers = [
+        c for c in KEEPING_ENCODERS
+        if encoder_formats(c) and not choose_pix_fmt(picture.pix_fmt, c)[1]
+    ]  # fmt: skip
+    ext = os.path.splitext(output)[1].lower()
+    ext = ext if ext in OUTPUT_FORMATS else ""  # a tensor output's folder, a test's name
+    fits = [c for c in keepers if not ext or not container_refuses(output, c)]
+    if fits:
+        return f"--codec {' or '.join(fits[:3])} keeps it" + (f" in a {ext} file" if ext else "")
+    if not keepers:
+        return ""
+    held = extensions_holding(keepers[0], (".mkv", ".mov", ".mp4"))
+    where = f", in a {held[0]} file" if held else ""
+    return f"no encoder here keeps it in a {ext} file: --codec {keepers[0]} does{where}"
+
+
+def fidelity_notes(config: EncodeConfig, picture: PictureFormat, output: str = "") -> list[str]:
     """One-line notes on what an output of ``config`` keeps less of than the source: a
-    lower bit depth or chroma resolution than the source's (when no ``pix_fmt`` was given),
-    an alpha channel (models get RGB, outputs have none), HDR10 metadata the encoder cannot
-    write. ``config.codec`` ``"auto"``: as for an MP4 (libx264)."""
+    lower bit depth or chroma resolution than the source's (when no ``pix_fmt`` was given;
+    with :func:`keeping_hint` for ``output``), an alpha channel (models get RGB, outputs
+    have none), HDR10 metadata the encoder cannot write. ``config.codec`` ``"auto"``: as
+    for an MP4 (libx264)."""
     config = config.for_output("")
     notes = []
     _, note = output_pix_fmt(config, picture)
     if note:
-        notes.append(note)
+        hint = keeping_hint(picture, output)
+        notes.append(f"{note} ({hint})" if hint else note)
     if picture.pix_fmt and has_alpha(picture.pix_fmt):
         notes.append(
             f"the source's alpha channel (transparency, {picture.pix_fmt}) is left out: "
@@ -543,18 +576,20 @@ one-frame MPEG-TS, shows. (libx265 writes the frame rate FFmpeg gives it instead
 the video's already.)"""
 
 
-def encoder_ticks(codec: str, frame_ticks: int, pts: np.ndarray) -> int:
-    """Source ticks per tick of ``codec``'s clock: the video's ``frame_ticks`` where the
-    encoder writes its time base into its bitstream (:data:`_TIMED_BITSTREAMS`), so that it
-    counts in frames as ``ffmpeg`` has it count (1/25 for 25 fps: its headers then say 25
-    fps) and its times map back exactly; ``1`` (the source's time base) otherwise. Raises
-    ``EncodeError`` for a frame time not on those ticks (the video's planning said every
-    frame is)."""
-    if codec not in _TIMED_BITSTREAMS or frame_ticks <= 1:
-        return 1
-    if not bool(np.all(np.asarray(pts, dtype=np.int64) % frame_ticks == 0)):
-        raise EncodeError(f"frame times not on the video's frame ticks ({frame_ticks})")
-    return frame_ticks
+def encoder_clock(codec: str, frame_ticks: Fraction | int, pts: np.ndarray) -> FrameClock:
+    """``codec``'s clock for frames at ``pts``: counting in frames of the video's
+    ``frame_ticks`` (:attr:`~raypipe.media.probe.VideoInfo.frame_ticks`) where the encoder
+    writes its time base into its bitstream (:data:`_TIMED_BITSTREAMS`), as ``ffmpeg`` has
+    it count (1/25 for 25 fps: its headers then say 25 fps; :mod:`raypipe.media.frame_clock`);
+    the source's time base otherwise. Raises ``EncodeError`` where two frames fall on one
+    frame's number (the video's planning said none do)."""
+    step = Fraction(frame_ticks)
+    if codec not in _TIMED_BITSTREAMS or step <= 1:
+        step = Fraction(1)
+    try:
+        return FrameClock.of(pts, step)
+    except ValueError as e:
+        raise EncodeError(f"frame times not on the video's frame grid: {e}") from e
 
 
 def _checked_dts(pts: list[int], dts: list[int]) -> np.ndarray:
@@ -614,7 +649,7 @@ def encode_segment(
     picture: PictureFormat | None = None,
     end_pts: int | None = None,
     threads: int = 0,
-    frame_ticks: int = 1,
+    frame_ticks: Fraction | int = 1,
 ) -> Segment:
     """Encode RGB ``frames`` ``(n, H, W, 3)`` (uint8, or uint16 at 16 bits) with timestamps
     ``pts`` into a segment.
@@ -628,7 +663,7 @@ def encode_segment(
     not each start a thread per core. An encoder option ``threads`` wins over it.
     ``frame_ticks``: the video's ticks of a frame (:attr:`VideoInfo.frame_ticks`), the same
     for every segment of a video: encoders that write their time base into the bitstream
-    count in frames then (:func:`encoder_ticks`).
+    count in frames then (:func:`encoder_clock`).
     ``config.codec`` ``"auto"`` here, not knowing the output: libx264 (the encode task
     resolves it for its video's output first: :meth:`EncodeConfig.for_output`).
     """
@@ -665,18 +700,23 @@ def encode_segment(
     out_durations: list[int] = []
 
     held: list[av.Packet] = []  # muxed once the encoder is flushed and their dts checked
-    # the encoder's clock: one tick a frame where the video's frames fall on one (the
-    # timing H.264 writes into its headers), else the source's own
-    step = encoder_ticks(config.codec, frame_ticks, pts)
+    # the encoder's clock: one tick a frame where the video's frames can be counted in
+    # frames (the timing H.264 writes into its headers), else the source's own
+    clock = encoder_clock(config.codec, frame_ticks, pts)
+    step = int(clock.step) if clock.exact else 0  # frames on whole ticks: times multiply back
+    back = clock.back()  # else each frame's number gives back its time, and dts are made new
 
     def collect(packets: list[av.Packet]) -> None:
         for packet in packets:
             if packet.pts is None:
                 raise EncodeError(f"encoder {config.codec} gave a packet without pts")
-            if step > 1:  # back to the source's time base: ticks of frames, exact
-                packet.pts *= step
+            if clock.step != 1:  # back to the source's time base, exact
                 dts = packet.dts  # a garbage one (_checked_dts) stays unknown
-                packet.dts = dts * step if dts is not None and abs(dts) < 2**40 else None
+                if step:
+                    packet.pts *= step
+                    packet.dts = dts * step if dts is not None and abs(dts) < 2**40 else None
+                else:
+                    packet.pts, packet.dts = back[packet.pts], None
                 packet.time_base = time_base
             out_pts.append(packet.pts)
             out_dts.append(_NO_DTS if packet.dts is None else packet.dts)
@@ -696,7 +736,7 @@ def encode_segment(
             stream.pix_fmt = pix_fmt
             stream.time_base = time_base
             ctx = stream.codec_context
-            ctx.time_base = time_base * step
+            ctx.time_base = clock.time_base(time_base)
             if threads:
                 ctx.thread_count = threads
             tags.apply(ctx)
@@ -726,9 +766,9 @@ def encode_segment(
                 else:
                     frame = convert(frames[i])
                 tags.apply(frame)
-                frame.pts = int(pts[i]) // step
-                frame.duration = round(int(durations[i]) / step)
-                frame.time_base = time_base * step
+                frame.pts = int(clock.numbers[i])
+                frame.duration = clock.duration(int(durations[i]))
+                frame.time_base = clock.time_base(time_base)
                 collect(stream.encode(frame))
             collect(stream.encode(None))
             dts = _checked_dts(out_pts, out_dts)

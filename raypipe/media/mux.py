@@ -36,8 +36,9 @@ from raypipe import faults
 from raypipe.config import AUTO_CODEC, OUTPUT_FORMATS, default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media import captions, mkv_aspect
-from raypipe.media.encode import _NO_DTS, SEGMENT_HEAD_BYTES, Segment
+from raypipe.media.encode import _NO_DTS, KEEPING_ENCODERS, SEGMENT_HEAD_BYTES, Segment
 from raypipe.media.jumps import Jump, closed, shift_seconds
+from raypipe.media.pixfmt import encoder_formats
 from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
     VideoInfo,
@@ -79,13 +80,23 @@ def container_refuses(path: str, codec: str) -> str:
         codec = default_video_codec(path)
     if _muxer_takes(fmt, codec):
         return ""
-    fits = default_video_codec(path)
     holds = extensions_holding(codec, (".mkv", ".mov"))
     where = f"{' and '.join(holds)} hold{'s' if len(holds) == 1 else ''} it" if holds else ""
     return (
         f"a {os.path.splitext(path)[1]} file cannot hold {codec} video; choose another "
-        f"output extension{f' ({where})' if where else ''} or another --codec ({fits})"
+        f"output extension{f' ({where})' if where else ''} or another --codec "
+        f"({', '.join(codecs_held(fmt, default_video_codec(path)))})"
     )
+
+
+def codecs_held(fmt: str, first: str) -> list[str]:
+    """``first`` and the encoders of :data:`~raypipe.media.encode.KEEPING_ENCODERS` this
+    build has whose video the muxer ``fmt`` takes (a .webm: libvpx-vp9, libsvtav1)."""
+    others = [
+        c for c in KEEPING_ENCODERS
+        if c != first and encoder_formats(c) and _muxer_takes(fmt, c)
+    ]  # fmt: skip
+    return [first, *others]
 
 
 def extensions_holding(codec: str, extensions: Sequence[str]) -> list[str]:
@@ -213,6 +224,56 @@ _KEPT_TAGS = ("language", "title", "handler_name")
 """Stream tags copied with an audio/subtitle/attached-picture stream. MP4 and MOV have no
 track title (FFmpeg drops it): there the title goes into the handler name, where players
 and FFmpeg's demuxer read a track's name."""
+_ISO639_B_T = {
+    "alb": "sqi", "arm": "hye", "baq": "eus", "bur": "mya", "chi": "zho", "cze": "ces",
+    "dut": "nld", "fre": "fra", "geo": "kat", "ger": "deu", "gre": "ell", "ice": "isl",
+    "mac": "mkd", "mao": "mri", "may": "msa", "per": "fas", "rum": "ron", "slo": "slk",
+    "tib": "bod", "wel": "cym",
+}  # fmt: skip
+"""ISO 639-2's bibliographic codes and their terminology twins: the same languages."""
+_ISO639_TWIN = {**_ISO639_B_T, **{t: b for b, t in _ISO639_B_T.items()}}
+
+
+def mov_language(code: str) -> str:
+    """``code`` as FFmpeg's MOV muxer stores it: QuickTime's own language table has one of
+    the two ISO 639-2 codes of some languages ("fra" and "ger", not "fre" and "deu"), and
+    the muxer drops the other; so a Matroska source's French track came out of a .mov
+    without its language. The twin where only it is stored, else ``code``."""
+    twin = _ISO639_TWIN.get(code.lower())
+    if twin and not _mov_stores_language(code) and _mov_stores_language(twin):
+        return twin
+    return code
+
+
+@functools.lru_cache(maxsize=64)
+def _mov_stores_language(code: str) -> bool:
+    """Whether a MOV written by FFmpeg keeps ``code`` as a track's language (one tiny file
+    written and read back in memory)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mov") as out:
+        stream = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        stream.metadata["language"] = code
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16), np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    buf.seek(0)
+    with av.open(buf) as back:
+        return back.streams[0].metadata.get("language") == code
+
+
+def kept_tags(tags: Mapping[str, str], fmt: str) -> dict[str, str]:
+    """A stream's tags of :data:`_KEPT_TAGS` as the output format ``fmt`` keeps them: a
+    title also as MP4's and MOV's handler name, a language as MOV stores it
+    (:func:`mov_language`)."""
+    kept = {k: v for k, v in tags.items() if k.lower() in _KEPT_TAGS}
+    if fmt in ("mp4", "mov") and kept.get("title"):
+        kept.setdefault("handler_name", kept["title"])  # MP4/MOV keep a title there
+    if fmt == "mov" and kept.get("language"):
+        kept["language"] = mov_language(kept["language"])
+    return kept
+
+
 _NO_ATTACHED_PICS = ("mpegts", "avi", "nut", "webm", "mov")
 """Output formats that cannot hold an attached picture (cover art; FFmpeg's MOV muxer
 drops it). Matroska holds one as an attachment, MP4 as a stream."""
@@ -580,6 +641,8 @@ def _keep_video_facts(out_video: Any, source_video: Any) -> None:
     so its first frame's timecode still holds."""
     out_video.disposition = source_video.disposition
     tags = {k: v for k, v in source_video.metadata.items() if k.lower() in _KEPT_TAGS}
+    if out_video.container.format.name == "mov" and tags.get("language"):
+        tags["language"] = mov_language(tags["language"])
     timecode = video_timecode(source_video)
     if timecode:
         tags["timecode"] = timecode
@@ -632,10 +695,7 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, A
             continue
         else:
             stream = out.add_stream_from_template(s)
-        tags = {k: v for k, v in s.metadata.items() if k in _KEPT_TAGS}
-        if out.format.name in ("mp4", "mov") and tags.get("title"):
-            tags.setdefault("handler_name", tags["title"])  # MP4/MOV keep a title there
-        stream.metadata.update(tags)
+        stream.metadata.update(kept_tags(s.metadata, out.format.name))
         stream.disposition = s.disposition
         copied[s.index] = stream
     return copied, reencoded

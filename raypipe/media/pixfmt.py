@@ -136,8 +136,7 @@ def choose_pix_fmt(source_pix_fmt: str | None, codec: str) -> tuple[str, str]:
     if got.bit_depth < wanted.bit_depth or h > want_h or v > want_v:
         note = (
             f"encoder {codec} cannot write the source's {wanted.describe()} "
-            f"({source_pix_fmt}); writing {chosen} ({got.describe()}) instead "
-            "(libx265 and ffv1 keep 10-bit and 4:4:4)"
+            f"({source_pix_fmt}); writing {chosen} ({got.describe()}) instead"
         )
         return chosen, note
     return chosen, ""

@@ -43,6 +43,7 @@ from raypipe.errors import (
     UnsupportedVideoError,
 )
 from raypipe.media.colour import ColourTags, hdr_of_frame
+from raypipe.media.frame_clock import frame_step
 from raypipe.media.jumps import (
     BACK_SECONDS,
     Jump,
@@ -135,19 +136,15 @@ class VideoInfo:
         return Fraction(self.time_base_num, self.time_base_den)
 
     @functools.cached_property
-    def frame_ticks(self) -> int:
-        """Time base ticks of one frame at the video's rate where every frame's time falls
-        on a whole number of them (a constant frame rate, such as MP4's 512 ticks of 1/12800
-        at 25 fps), else 1 (a variable rate, or a frame that is not a whole number of ticks:
-        23.976 fps in Matroska's milliseconds). An encoder whose bitstream carries its time
-        base counts in frames where it is above 1 (:func:`~raypipe.media.encode.encoder_ticks`)."""
-        if not self.rate or not self.pts:
-            return 1
-        step = 1 / (self.rate * self.time_base)
-        if step.denominator != 1 or step <= 1:
-            return 1
-        ticks = int(step)
-        return ticks if bool(np.all(np.asarray(self.pts, dtype=np.int64) % ticks == 0)) else 1
+    def frame_ticks(self) -> Fraction:
+        """Time base ticks of one frame at the video's rate where its frames can be counted
+        in frames (:func:`~raypipe.media.frame_clock.frame_step`: a constant rate, such as
+        MP4's 512 ticks of 1/12800 at 25 fps, or Matroska's 1001/30 milliseconds at 29.97
+        fps, whose frame times are rounded to the millisecond), else 1 (a variable rate that
+        puts two frames in one frame's time, or no rate). An encoder whose bitstream carries
+        its time base counts in frames where it is above 1
+        (:func:`~raypipe.media.encode.encoder_clock`)."""
+        return frame_step(self.pts, self.rate, self.time_base)
 
     @property
     def rate(self) -> Fraction:
@@ -303,6 +300,8 @@ def left_out_stream(stream: Any, processed: Any) -> str:
     subtitles, cover art, and a timecode track: the timecode is kept as the video's)."""
     if stream is processed or _is_copied(stream) or video_timecode(stream):
         return ""
+    if is_chapter_track(stream):
+        return ""  # its chapters are the container's: they are kept as chapters
     codec = stream.codec_context.name if stream.codec_context else ""
     if is_soundless(stream):
         return (
@@ -313,6 +312,21 @@ def left_out_stream(stream: Any, processed: Any) -> str:
         what = f"video {codec} {stream.width}x{stream.height}"
         return f"stream {stream.index} ({what}): raypipe processes one video stream"
     return f"stream {stream.index} ({f'{stream.type} {codec}'.strip()}): not copied"
+
+
+_DISCARD_ALL = 48  # FFmpeg's AVDISCARD_ALL
+
+
+def is_chapter_track(stream: Any) -> bool:
+    """Whether ``stream`` is an MP4/MOV chapter track: FFmpeg reads its titles as the
+    container's chapters and shows the track as a data stream it discards (a QuickTime text
+    track; ffmpeg's own MP4 outputs with chapters have one)."""
+    return (
+        stream.type == "data"
+        and getattr(stream, "discard", None) == _DISCARD_ALL
+        and "mov" in stream.container.format.name
+        and bool(stream.container.chapters())
+    )
 
 
 def _side_alpha_note(video: Any) -> tuple[str, ...]:

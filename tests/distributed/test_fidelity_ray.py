@@ -73,7 +73,8 @@ def test_an_encoder_that_keeps_less_says_so_once(
     notes = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
     assert notes == [
         "encoder libvpx-vp9 cannot write the source's 10-bit 4:2:0 (yuv420p10le); writing "
-        "yuv420p (8-bit 4:2:0) instead (libx265 and ffv1 keep 10-bit and 4:4:4)"
+        "yuv420p (8-bit 4:2:0) instead (--codec libx265 or libsvtav1 or ffv1 keeps it in a "
+        ".mkv file)"
     ]
     probed = ffprobe_video(out)
     assert (probed.pix_fmt, probed.transfer, probed.displayed_size) == (

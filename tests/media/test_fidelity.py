@@ -329,6 +329,55 @@ def test_the_codecs_own_timing_says_the_frame_rate(tmp_path: Path, codec: str, r
     assert ffprobe_video(extract).base_rate == 25
 
 
+@pytest.mark.parametrize(
+    ("rate", "audio", "first"),
+    [("30000/1001", False, 0.0), ("25", True, 0.023)],
+    ids=["ntsc-milliseconds", "25fps-after-aac-priming"],
+)
+def test_matroskas_rounded_frame_times_still_give_h264_its_frame_rate(
+    tmp_path: Path, rate: str, audio: bool, first: float
+) -> None:
+    """Matroska keeps times in milliseconds: 29.97 fps frames are 33 or 34 ms apart, and a
+    video with AAC audio starts 23 ms in (the audio's priming), off the 40 ms grid of 25
+    fps. x264 was given the container's 1/1000 then, and every H.264 said 1000 fps in its
+    headers: extracted with ``ffmpeg -c copy``, the stream read 1000 fps (a sweep by
+    ffprobe). Counted in frames now, rounded, and the packets put back on their frames'
+    exact times."""
+    source = tmp_path / "src.mkv"
+    sound = ["-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac"] if audio else []
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+         f"testsrc2=s=96x64:r={rate}:d=1", *sound, "-c:v", "libx264", "-g", "8", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    info = probe(str(source))
+    assert info.time_base == Fraction(1, 1000) and info.start_seconds == first
+    assert info.frame_ticks == 1 / (Fraction(rate) * info.time_base)  # not whole ticks
+    out = tmp_path / "out.mkv"
+    run_in_process(source, out, "builtin:invert", 7, EncodeConfig(preset="ultrafast"))
+    assert ffprobe_frame_times(out) == ffprobe_frame_times(source), "every time exact"
+    extract = tmp_path / "out.h264"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-map", "0:v", "-c", "copy",
+         str(extract)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert ffprobe_video(extract).base_rate == Fraction(rate)
+
+
+def test_a_variable_rate_with_two_frames_in_one_frames_time_keeps_the_containers_clock() -> None:
+    """Frames that do not count in frames (two within one frame's time) keep the source's
+    clock, as before: the encoder's times must map back one to one."""
+    from raypipe.media.frame_clock import frame_step
+
+    assert frame_step([0, 40, 50, 80], Fraction(25), Fraction(1, 1000)) == 1
+    assert frame_step([0, 40, 80, 160], Fraction(25), Fraction(1, 1000)) == 40, "a dropped frame"
+    assert frame_step([23, 63, 103], Fraction(25), Fraction(1, 1000)) == 40
+    assert frame_step([0, 33, 67, 100], Fraction(30000, 1001), Fraction(1, 1000)) == Fraction(
+        1001, 30
+    )
+
+
 def test_a_matroska_whose_default_duration_is_wrong_keeps_its_frames_rate(tmp_path: Path) -> None:
     """A Matroska track's DefaultDuration that says 1 ms for frames 40 ms apart: FFmpeg
     gives every packet 1 ms, and raypipe took the last frame for 1 ms long, so the video's
@@ -961,3 +1010,30 @@ def test_of_two_video_streams_the_main_picture_is_processed_as_ffmpeg_picks_it(
         first = next(container.decode(container.streams.video[1])).to_ndarray(format="rgb24")
     got, _, _ = decode_upright(out)
     assert len(got) == 25 and np.abs(got[0].astype(int) - first).mean() < 3
+
+
+def test_a_language_quicktime_knows_by_its_twin_code_keeps_it_in_a_mov(tmp_path: Path) -> None:
+    """ISO 639-2 gives some languages two codes (French: fre and fra; German: ger and
+    deu). QuickTime's table has one of each, and FFmpeg's MOV muxer drops the other: a
+    Matroska source's French audio and German video came out of a .mov with no language,
+    while `raypipe probe` said they were kept (a sweep by ffprobe; ``ffmpeg -c copy`` loses
+    them the same way). The twin is written where only it is stored."""
+    from raypipe.media.mux import mov_language
+
+    assert (mov_language("fre"), mov_language("deu"), mov_language("fra")) == ("fra", "ger", "fra")
+    assert (mov_language("eng"), mov_language("xyz")) == ("eng", "xyz")
+    source = tmp_path / "src.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=24:d=0.5",
+         "-f", "lavfi", "-i", "sine=d=0.5", "-c:v", "libx264", "-c:a", "aac",
+         "-metadata:s:v:0", "language=deu", "-metadata:s:a:0", "language=fre", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    out = tmp_path / "out.mov"
+    run_in_process(source, out, "builtin:invert", 6, EncodeConfig(preset="ultrafast"))
+    shown = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type:stream_tags=language",
+         "-of", "csv=p=0", str(out)],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.stdout.split() == ["video,ger", "audio,fra"]

@@ -139,6 +139,14 @@ def test_notes_say_what_is_lost_once_per_kind(caplog: pytest.LogCaptureFixture) 
     assert fidelity_notes(EncodeConfig(codec="libx265"), picture) == []
     notes = fidelity_notes(EncodeConfig(codec="libvpx-vp9"), picture)
     assert len(notes) == 2 and "10-bit 4:2:0" in notes[0] and "HDR10 metadata" in notes[1]
+    # the hint names encoders that keep the source's and fit the output: a .webm's once
+    # named libx265 and ffv1, which a .webm cannot hold (a sweep); AV1 keeps 10-bit there
+    (webm, _) = fidelity_notes(EncodeConfig(codec="libvpx-vp9"), picture, "out.webm")
+    assert webm.endswith("instead (--codec libsvtav1 keeps it in a .webm file)"), webm
+    deep = PictureFormat(coded_width=96, coded_height=64, pix_fmt="yuv444p12le")
+    (none,) = fidelity_notes(EncodeConfig(codec="libvpx-vp9"), deep, "out.webm")
+    assert none.endswith("(no encoder here keeps it in a .webm file: --codec libx265 does, "
+                         "in a .mkv file)"), none  # fmt: skip
     # an explicit pix_fmt wins, and says nothing
     assert fidelity_notes(EncodeConfig(codec="libx264", pix_fmt="yuv420p"), picture) == []
     # an alpha channel is said lost whatever the encoder keeps of the rest (ffv1 keeps 12-bit

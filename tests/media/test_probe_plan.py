@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -161,3 +162,33 @@ def test_probe_shows_tags_chapters_timecode_and_field_order(traits: dict[str, Pa
     assert "DESCRIPTION 'scanned from tape'" in lines["full_range_444"]
     assert "com.apple.quicktime.make 'Apple'" in lines["phone_hlg"]
     assert "encoder" not in lines["phone_hlg"].lower()  # the writing library is not kept
+
+
+def test_an_mp4s_chapter_track_is_not_a_stream_left_out(tmp_path: Path) -> None:
+    """ffmpeg writes an MP4's chapters with a QuickTime text track too, which FFmpeg reads
+    back as the container's chapters and shows as a data stream: every run warned "left out
+    stream 1 (data): not copied", and probe said so, while the chapters were kept."""
+    from raypipe.media.describe import probe_lines
+
+    marks = tmp_path / "chapters.txt"
+    marks.write_text(
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=Intro\n"
+        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Two\n"
+    )
+    source = tmp_path / "chapters.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=24:d=1",
+         "-i", str(marks), "-map", "0:v", "-map_chapters", "1", "-c:v", "libx264",
+         str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    shown = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0",
+         str(source)],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.stdout.split() == ["video", "data"], "the chapter track is there"
+    info = probe(str(source))
+    assert info.left_out == ()
+    lines = "\n".join(probe_lines(info, plan_chunks(info, ChunkConfig()), 64))
+    assert "2 chapters: 'Intro' 0.000-0.500s, 'Two' 0.500-1.000s (kept)" in lines
