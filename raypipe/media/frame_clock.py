@@ -33,16 +33,22 @@ def frame_numbers(pts: np.ndarray | list[int], step: Fraction) -> np.ndarray:
 
 
 def frame_step(pts: np.ndarray | list[int], rate: Fraction, time_base: Fraction) -> Fraction:
-    """Time base ticks of one frame at ``rate`` where the frames at ``pts`` can be counted
-    in frames (each rounds to a different number, rising), else 1: a rate unknown, a frame
-    shorter than a tick, or a variable rate where two frames fall in one frame's time."""
-    if not rate or len(pts) == 0:
-        return Fraction(1)
-    step = 1 / (rate * time_base)
-    if step <= 1:
-        return Fraction(1)
-    numbers = frame_numbers(pts, step)
-    return step if bool(np.all(np.diff(numbers) > 0)) else Fraction(1)
+    """Time base ticks of one frame where the frames at ``pts`` can be counted in frames
+    (each rounds to a different number, rising): one frame at the average ``rate``, else
+    the distance between most of the frames (a video with a gap, whose average rate is
+    not its frames': an MP4 cut with an edit list read 24.3 fps for frames 40 ms apart,
+    one gap of 80 ms); 1 where neither counts them: a variable rate where two frames fall
+    in one frame's time, or frames closer than a tick."""
+    ticks = np.asarray(pts, dtype=np.int64)
+    candidates = [1 / (rate * time_base)] if rate and len(ticks) else []
+    if len(ticks) > 1:
+        values, counts = np.unique(np.diff(ticks), return_counts=True)
+        if 2 * int(counts.max()) >= len(ticks) - 1:  # most frames: the video's rate
+            candidates.append(Fraction(int(values[int(np.argmax(counts))])))
+    for step in candidates:
+        if step > 1 and bool(np.all(np.diff(frame_numbers(ticks, step)) > 0)):
+            return step
+    return Fraction(1)
 
 
 @dataclass(frozen=True)

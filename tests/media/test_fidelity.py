@@ -1037,3 +1037,33 @@ def test_a_language_quicktime_knows_by_its_twin_code_keeps_it_in_a_mov(tmp_path:
         check=True, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert shown.stdout.split() == ["video,ger", "audio,fra"]
+
+
+def test_a_cut_mp4s_gap_does_not_take_h264_off_its_frame_rate(tmp_path: Path) -> None:
+    """An MP4 cut with ``ffmpeg -ss 1.3 -c copy -t 2`` (an edit list) has frames 40 ms
+    apart and one gap of 80 ms, so its average rate reads 24.3 fps, on whose grid the
+    frames do not count: x264 was given MP4's 1/12800 and said 12800 fps in its headers.
+    The most common distance between frames counts them."""
+    long = tmp_path / "long.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=4",
+         "-c:v", "libx264", "-g", "50", str(long)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    source = tmp_path / "cut.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-ss", "1.3", "-i", str(long), "-t", "2",
+         "-c", "copy", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    info = probe(str(source))
+    assert info.rate != 25 and info.frame_ticks == 512, (info.rate, info.frame_ticks)
+    out = tmp_path / "out.mp4"
+    run_in_process(source, out, "builtin:invert", 16, EncodeConfig(preset="ultrafast"))
+    assert ffprobe_frame_times(out) == ffprobe_frame_times(source)
+    extract = tmp_path / "out.h264"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-c", "copy", str(extract)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert ffprobe_video(extract).base_rate == 25
