@@ -23,8 +23,10 @@ from raypipe.errors import *  # noqa: F403 - the error tree is public API
 from raypipe.errors import RaypipeError
 
 if TYPE_CHECKING:
+    from raypipe.distributed.stats import RunStats
     from raypipe.infer.processor_refs import processor_identity
     from raypipe.infer.processors import Processor, ProcessorContext
+    from raypipe.infer.sidecar import ModelSpec
 
 
 def _not_a_widget_hint(record: logging.LogRecord) -> bool:
@@ -37,6 +39,8 @@ def _not_a_widget_hint(record: logging.LogRecord) -> bool:
 logging.getLogger("ray.widgets.util").addFilter(_not_a_widget_hint)
 
 _LAZY = {
+    "ModelSpec": "raypipe.infer.sidecar",
+    "RunStats": "raypipe.distributed.stats",
     "Processor": "raypipe.infer.processors",
     "ProcessorContext": "raypipe.infer.processors",
     "processor_identity": "raypipe.infer.processor_refs",
@@ -44,7 +48,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """``Processor`` and friends, imported on first use (ONNX and its kin are heavy)."""
+    """``Processor``, ``ModelSpec``, ``RunStats`` and friends, imported on first use (ONNX
+    and its kin are heavy)."""
     if name in _LAZY:
         import importlib
 
@@ -59,10 +64,12 @@ __all__ = [
     "ChunkConfig",
     "EncodeConfig",
     "ModelConfig",
+    "ModelSpec",
     "Processor",
     "ProcessorContext",
     "RaypipeError",
     "RunConfig",
+    "RunStats",
     "RuntimeConfig",
     "build_run_config",
     "process_archive",

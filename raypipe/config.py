@@ -139,9 +139,15 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, os.PathLike):  # a pathlib.Path, as inputs and outputs take
             object.__setattr__(self, "model", os.fspath(self.model))
+        if isinstance(self.model, (bytes, bytearray, memoryview)):
+            raise ConfigError(
+                f"model must be 'builtin:NAME' or a path/URL of an .onnx file, got "
+                f"{len(self.model)} bytes; write them to a .onnx file and pass its path"
+            )
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(
-                f"model must be 'builtin:NAME' or a path/URL of an .onnx file, got {self.model!r}"
+                f"model must be 'builtin:NAME' or a path/URL of an .onnx file, got "
+                f"{_short_repr(self.model)}"
             )
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
@@ -352,6 +358,28 @@ class RunConfig:
     quiet: bool = False  # no progress display
     verbose: bool = False  # Ray's own log lines on the terminal too (always in its log files)
 
+    def __post_init__(self) -> None:
+        for name, kind in _SECTION_TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind):  # RunConfig(model="builtin:x") crashed in the run
+                raise ConfigError(
+                    f"RunConfig's {name} must be a {kind.__name__}, got {_short_repr(value)}; "
+                    f"pass RunConfig({name}={kind.__name__}(...)), or the flat option to "
+                    f"raypipe.process_video (model='builtin:sharpen', crf=18, ...)"
+                )
+
+
+def _short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message names the value it refuses
+    without quoting megabytes of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "chunk": ChunkConfig, "model": ModelConfig, "encode": EncodeConfig, "runtime": RuntimeConfig,
+}  # fmt: skip
+
 
 def engine_cache_from_env() -> str | None:
     """The shared engine cache URL from ``RAYPIPE_ENGINE_CACHE``, or ``None``."""
@@ -419,6 +447,11 @@ def build_run_config(base: RunConfig | None = None, **options: object) -> RunCon
     """
     import dataclasses
 
+    if base is not None and not isinstance(base, RunConfig):  # process_video(in, out, "m")
+        raise ConfigError(
+            f"config must be a RunConfig, got {_short_repr(base)}; pass the model and other "
+            "options by name: raypipe.process_video(input, output, model='builtin:sharpen')"
+        )
     base = base or RunConfig()
     per_section: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
     top: dict[str, object] = {}

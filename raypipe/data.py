@@ -50,7 +50,7 @@ from raypipe import storage
 from raypipe.config import ChunkConfig, ModelConfig, RunConfig, RuntimeConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import Row, output_of
-from raypipe.distributed.cluster import ActorPlan, connect, plan_actors
+from raypipe.distributed.cluster import connect, plan_actor_gpus, plan_actors
 from raypipe.distributed.dataset import archive_source, decode_step, infer_stage
 from raypipe.distributed.planning import (
     ModelFacts,
@@ -153,13 +153,7 @@ def map_processor(
     if num_gpus is None:
         plan = plan_actors(RuntimeConfig(workers=workers), model_config)
     else:
-        if num_gpus < 0:
-            raise ConfigError(f"num_gpus must be >= 0, got {num_gpus!r}")
-        gpus = float(ray.cluster_resources().get("GPU", 0))
-        default = max(1, int(gpus / num_gpus)) if num_gpus > 0 else 1
-        plan = ActorPlan(
-            workers=workers or default, num_gpus=float(num_gpus), num_cpus=1.0, intra_op_threads=1
-        )
+        plan = plan_actor_gpus(workers, num_gpus)
     job = ActorJob(model=loaded, config=model_config, plan=plan)
     return infer_stage(ds, job, max_workers=plan.workers)
 
@@ -205,9 +199,20 @@ def _bind_output(row: Row, *, output_dir: str, overwrite: bool) -> Row:
     work_dir = storage.join(output_dir, str(row["work_dir"]))
     output = output_of(work_dir)
     out["work_dir"] = work_dir
-    if not row["error_type"] and storage.exists(output) and not overwrite:
+    if row["error_type"]:
+        return out
+    if "segment" in row:  # a tensor model's table (map_processor): no frames to encode
+        out.update(error_type="ConfigError", error_message=_TABLES_NOT_VIDEOS)
+    elif storage.exists(output) and not overwrite:
         out.update(error_type="OutputExistsError", error_message=f"output '{output}' exists")
     return out
+
+
+_TABLES_NOT_VIDEOS = (
+    "the rows hold an analysis model's tables (map_processor with a tensor model), not "
+    "frames: write_videos writes videos; read each chunk row's 'segment' column (Parquet "
+    "bytes), or run raypipe.process_video with an output directory to write the tables"
+)
 
 
 def _bind_facts(text: str, output_dir: str, overwrite: bool) -> VideoFacts:

@@ -110,3 +110,60 @@ def test_frames_a_fixed_size_model_cannot_take_fail_at_planning(tmp_path: Path) 
         "model input 'x' takes 224x224 (height x width) frames, got 96x160; pass --resize"
     )
     assert planned(resize="stretch").result is None  # type: ignore[attr-defined]
+
+
+def test_a_config_given_where_options_go_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Slips a notebook user makes (a sweep): the model as the third positional argument
+    raised ``TypeError: replace() should be called on dataclass instances``;
+    ``RunConfig(model="builtin:x")`` was taken and crashed inside the run with an
+    AttributeError; a model's bytes were quoted whole in the error (megabytes)."""
+    clip, out = str(tmp_path / "in.mp4"), str(tmp_path / "out.mp4")
+    with pytest.raises(ConfigError, match=r"config must be a RunConfig, got 'builtin:sharpen'; "
+                       r"pass the model and other options by name"):  # fmt: skip
+        raypipe.process_video(clip, out, "builtin:sharpen")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="RunConfig's model must be a ModelConfig, got "
+                       "'builtin:grayscale'"):  # fmt: skip
+        raypipe.RunConfig(model="builtin:grayscale")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as bytes_given:
+        raypipe.process_video(clip, out, model=b"\x08" * 100_000)  # type: ignore[arg-type]
+    assert str(bytes_given.value).endswith(
+        "got 100000 bytes; write them to a .onnx file and pass its path"
+    )
+    with pytest.raises(ConfigError) as long_given:
+        build_run_config(model=["x" * 10_000])
+    assert len(str(long_given.value)) < 200
+
+
+def test_a_stats_path_or_output_that_cannot_be_written_fails_before_the_run(
+    tmp_path: Path, no_ray: None
+) -> None:
+    """A stats_path in a missing folder failed after the whole run with a FileNotFoundError
+    naming raypipe's temporary file, the output written but the stats lost; an output that
+    is a folder failed after the run with a bare RaypipeError. Both are found before Ray
+    starts now (``no_ray``: none is started)."""
+    import ray
+
+    from raypipe.testing import ClipSpec, make_clip
+
+    clip = str(make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=4)))
+    out = str(tmp_path / "out.mp4")
+    missing = str(tmp_path / "nodir" / "s.json")
+    with pytest.raises(ConfigError, match=rf"stats_path '{missing}': directory .* does not exist"):
+        raypipe.process_video(clip, out, model="builtin:invert", stats_path=missing)
+    folder = tmp_path / "adir.mp4"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match=r"output '.*adir.mp4' is a directory; give a file path"):
+        raypipe.process_video(clip, str(folder), model="builtin:invert", overwrite=True)
+    with pytest.raises(ConfigError, match=r"stats_path '.*' is a directory"):
+        raypipe.process_archive([clip], str(tmp_path / "o"), stats_path=str(tmp_path))
+    assert not ray.is_initialized()
+
+
+def test_run_stats_and_model_spec_are_public_names() -> None:
+    """The README names ``RunStats`` (what process_video returns) and ``ModelSpec``; both
+    raised AttributeError on ``raypipe.``."""
+    from raypipe.distributed.stats import RunStats
+    from raypipe.infer.sidecar import ModelSpec
+
+    assert (raypipe.RunStats, raypipe.ModelSpec) == (RunStats, ModelSpec)
+    assert {"RunStats", "ModelSpec"} <= set(raypipe.__all__)

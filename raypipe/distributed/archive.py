@@ -38,11 +38,18 @@ from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.planning import VideoJob, VideoResult
 from raypipe.distributed.runner import Runner
-from raypipe.distributed.setup import load_run, model_facts, same_file, start_run, table_output
+from raypipe.distributed.setup import (
+    check_file_path,
+    load_run,
+    model_facts,
+    same_file,
+    start_run,
+    table_output,
+)
 from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
-from raypipe.media.mux import container_refuses, extensions_holding
+from raypipe.media.containers import container_refuses, extensions_holding
 from raypipe.media.picture import PictureFormat
 from raypipe.media.probe import probe
 
@@ -78,6 +85,9 @@ def process_archive(
     problem = storage.writable_dir_problem(output_dir, make=True)
     if problem:
         raise ConfigError(f"OUTPUT_DIR '{output_dir}': {problem}")
+    check_file_path("report_path", report_path)
+    if cfg.stats_path:
+        check_file_path("stats_path", cfg.stats_path)
     progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
     progress.begin()  # from here on a line every interval, Ray's start included
     try:

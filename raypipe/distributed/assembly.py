@@ -33,8 +33,9 @@ from raypipe import faults, storage
 from raypipe.distributed.chunk_task import segment_uri
 from raypipe.distributed.planning import VideoFacts
 from raypipe.errors import RaypipeError, one_line
+from raypipe.media.containers import output_format
 from raypipe.media.jumps import from_text
-from raypipe.media.mux import assemble, output_format
+from raypipe.media.mux import assemble
 from raypipe.media.plan import chunk_id
 from raypipe.reuse import PROVENANCE_TAG, Provenance, not_provenance, provenance_tags
 

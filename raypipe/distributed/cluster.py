@@ -27,7 +27,7 @@ from raypipe.config import (
     ray_auth_mode_from_env,
 )
 from raypipe.distributed.ray_logs import ray_lines_to_files
-from raypipe.errors import ClusterError, DeviceUnavailableError
+from raypipe.errors import ClusterError, ConfigError, DeviceUnavailableError
 from raypipe.exiting import ctrl_c_held
 
 log = logging.getLogger("raypipe.distributed")
@@ -474,6 +474,43 @@ def fuse_stages(plan: ActorPlan, runtime: RuntimeConfig) -> ActorPlan:
     return dataclasses.replace(plan, workers=workers, fused=True)
 
 
+def check_cpus(workers: int, actor_cpus: float, cpus: float, lower: str) -> None:
+    """Raise :class:`ClusterError` where ``workers`` actors of ``actor_cpus`` leave the
+    cluster's ``cpus`` no CPU for the decode and encode tasks (the run would wait for one
+    forever); ``lower`` says what to lower (the options' names where the user gave them)."""
+    need = workers * actor_cpus
+    if need + 1 > cpus:
+        raise ClusterError(
+            f"{workers} inference actors reserve {need:g} CPUs and the decode/encode tasks "
+            f"need at least 1 more, the cluster has {cpus:g}; {lower}, or add CPUs"
+        )
+
+
+def plan_actor_gpus(workers: int | None, num_gpus: float) -> ActorPlan:
+    """The pool of :func:`raypipe.data.map_processor` given ``num_gpus`` per actor: as many
+    actors as the cluster's GPUs hold (one without GPUs) unless ``workers`` says, checked
+    against the cluster as :func:`plan_actors` checks its own (a pool that cannot start
+    waited for GPUs or CPUs forever, silently)."""
+    if num_gpus < 0:
+        raise ConfigError(f"num_gpus must be >= 0, got {num_gpus!r}")
+    resources = ray.cluster_resources()
+    gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
+    if num_gpus > 0 and gpus < num_gpus:
+        raise DeviceUnavailableError(
+            f"num_gpus={num_gpus:g} per actor asked for but the Ray cluster has "
+            f"{gpus:g} GPUs; pass num_gpus=0 to run on the CPU"
+        )
+    count = workers or (max(1, int(gpus / num_gpus)) if num_gpus > 0 else 1)
+    if count * num_gpus > gpus + 1e-9:
+        raise ClusterError(
+            f"{count} actors at num_gpus={num_gpus:g} need {count * num_gpus:g} GPUs, the "
+            f"cluster has {gpus:g}; pass workers={max(1, int(gpus / num_gpus))} or fewer, "
+            "or a smaller num_gpus"
+        )
+    check_cpus(count, 1.0, cpus, "pass fewer workers=")
+    return ActorPlan(workers=count, num_gpus=float(num_gpus), num_cpus=1.0, intra_op_threads=1)
+
+
 def plan_actors(runtime: RuntimeConfig, model: ModelConfig) -> ActorPlan:
     """Size the actor pool from the cluster's resources; fail early when it cannot run."""
     resources = ray.cluster_resources()
@@ -493,13 +530,7 @@ def plan_actors(runtime: RuntimeConfig, model: ModelConfig) -> ActorPlan:
             f"{workers} workers at {per_gpu} per GPU asked for, the cluster has {gpus:g} GPUs "
             f"({slots} slots); pass --workers {slots} or fewer, or raise --workers-per-gpu"
         )
-    need = workers * runtime.actor_num_cpus
-    if need + 1 > cpus:
-        raise ClusterError(
-            f"{workers} inference actors reserve {need:g} CPUs and the decode/encode tasks "
-            f"need at least 1 more, the cluster has {cpus:g}; lower --workers or "
-            "--actor-cpus, or add CPUs"
-        )
+    check_cpus(workers, runtime.actor_num_cpus, cpus, "lower --workers or --actor-cpus")
     return ActorPlan(
         workers=workers,
         num_gpus=1.0 / per_gpu if use_gpu else 0.0,

@@ -30,6 +30,7 @@ from raypipe.distributed.planning import (
 from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import (
     StartedRun,
+    check_file_path,
     check_output,
     check_table_output,
     load_run,
@@ -78,6 +79,8 @@ def process_video(
         codec=cfg.encode.codec,
         source=input,
     )
+    if cfg.stats_path:
+        check_file_path("stats_path", cfg.stats_path)
     planned = plan_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,

@@ -36,8 +36,8 @@ from raypipe.infer.output_kind import graph_io
 from raypipe.infer.processor_refs import ProcessorRef, identity_is_unique, processor_ref
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.infer.temporal_model import TemporalModel
+from raypipe.media.containers import container_refuses, output_format
 from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
-from raypipe.media.mux import container_refuses, output_format
 from raypipe.media.probe import make_video_id
 from raypipe.media.source import is_local, local_path
 from raypipe.media.yuv import YuvRule
@@ -340,12 +340,25 @@ def check_table_output(output: str, model: LoadedModel) -> None:
         if len(outputs) > 1:
             fix += (
                 f"; or, for a video of one of them, name it in the model's sidecar: "
-                f'{{"output_name": "{outputs[0].name}"}} (ModelSpec(output_name=...) in Python)'
+                f'{{"output_name": "{outputs[0].name}"}} (for a FrameModel in Python, '
+                "spec=ModelSpec(output_name=...))"
             )
     raise ConfigError(
         f"output '{output}' is a video file, but {why}, so the run writes a Parquet table per "
         f"video into a directory: {fix}"
     )
+
+
+def check_file_path(label: str, path: str) -> None:
+    """Fail before any work where a file cannot be written at ``path`` (the run's output,
+    its stats or report): its folder missing or not writable, or a folder in its place
+    (found only as the run ended, after its work, with the temporary file's name in the
+    message). ``label``: the option's name in the message."""
+    if is_local(path) and os.path.isdir(local_path(storage.absolute(path))):
+        raise ConfigError(f"{label} '{path}' is a directory; give a file path")
+    problem = storage.writable_dir_problem(storage.split(storage.absolute(path))[0])
+    if problem:
+        raise ConfigError(f"{label} '{path}': {problem}")
 
 
 def check_output(
@@ -370,8 +383,6 @@ def check_output(
         if refused:
             raise ConfigError(f"output '{output}': {refused}")
     if not tensor or not is_local(output):  # a table's folders are made as it is written
-        problem = storage.writable_dir_problem(storage.split(storage.absolute(output))[0])
-        if problem:
-            raise ConfigError(f"output '{output}': {problem}")
+        check_file_path("output", output)
     if storage.exists(output) and not overwrite:
         raise OutputExistsError(f"output '{output}' exists; pass --overwrite to replace it")

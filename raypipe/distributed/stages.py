@@ -23,7 +23,7 @@ import numpy as np
 from raypipe import faults
 from raypipe.config import EncodeConfig
 from raypipe.distributed.chunk_task import ChunkTask, Row, context_of, is_work, output_of
-from raypipe.errors import one_line
+from raypipe.errors import EncodeError, one_line
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
 from raypipe.media.plan import Chunk
@@ -232,6 +232,13 @@ def encode_stage(row: Row, *, config: EncodeConfig, threads: int = 0) -> Row:
             if task.interpolate == 2 and end_pts is not None:
                 pts, end_pts, time_base = doubled_timing(pts, end_pts, time_base)
                 rate *= 2
+            if len(frames) != len(pts):  # the encoder would drop or repeat times silently
+                raise EncodeError(
+                    f"chunk {task.chunk.index} reached the encoder with {len(frames)} frames "
+                    f"for its {len(pts)} frame times; a step between raypipe.data's "
+                    "map_processor and write_videos must keep each chunk's frames: as many "
+                    "as it got, in order"
+                )
             segment = encode_segment(
                 frames,
                 pts,

@@ -354,7 +354,8 @@ class FrameModel:
             if channels_last:
                 hint = (
                     '; for a channels-last model put "layout": "NHWC" in its sidecar '
-                    "(NAME.raypipe.json beside NAME.onnx; ModelSpec(layout='NHWC') in Python)"
+                    "(NAME.raypipe.json beside NAME.onnx; for a FrameModel in Python, "
+                    "spec=ModelSpec(layout='NHWC'))"
                 )
             raise ModelLoadError(
                 f"model input {node.name!r} has shape {shape}, {channels} on the channel axis "

@@ -50,6 +50,7 @@ class ProcessorRef:
     output: str = "image"  # the class's declared output kind: "image" or "tensor"
     identity: str = ""  # processor_identity(), computed on the driver
     temporal: Temporal = NONE  # what the class declares it needs around each frame
+    base_dir: str = ""  # the driver's working directory: ctx.session's relative paths
 
 
 def _is_file(where: str) -> bool:
@@ -208,6 +209,7 @@ def processor_ref(processor: Any) -> ProcessorRef:
         output=getattr(cls, "output", "image"),
         identity=processor_identity(cls if ref.obj is None else ref.obj),
         temporal=processor_temporal(cls, ref.target),
+        base_dir=os.getcwd(),
     )
 
 

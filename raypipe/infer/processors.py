@@ -40,11 +40,12 @@ into a :class:`~raypipe.errors.ProcessorError` carrying the processor's own mess
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import numpy as np
 
-from raypipe.errors import ProcessorError, RaypipeError
+from raypipe.errors import ModelNotFoundError, ProcessorError, RaypipeError
 from raypipe.infer.factory import SessionSettings, session_record
 from raypipe.infer.model_errors import shorten
 from raypipe.infer.processor_base import Processor as Processor  # the public name
@@ -67,6 +68,7 @@ class ProcessorContext:
         self.batch_size: int = settings.batch_size  # frames per __call__, at most
         self.records: list[dict[str, Any]] = []  # what each session was built with
         self._sessions: dict[tuple[Any, ...], Any] = {}
+        self.base_dir = ""  # the driver's working directory (set by ProcessorRunner)
 
     def session(
         self,
@@ -87,7 +89,7 @@ class ProcessorContext:
         if isinstance(model, bytes):
             data, label = model, f"<{len(model)} bytes>"
         else:
-            data, label = resolve_model(model)[0], model
+            data, label = resolve_model(self._where(model))[0], model
         digest = hashlib.sha256(data).hexdigest()
         key = (digest, input_size, layout, batch_size, precision)
         if key not in self._sessions:
@@ -108,6 +110,26 @@ class ProcessorContext:
             self._sessions[key] = session
             self.records.append(session_record(label, setup, session))
         return self._sessions[key]
+
+    def _where(self, model: str) -> str:
+        """A relative model path as the driver meant it: from its working directory, where
+        the actor's own (a workstation's ``ray start --head``'s) has no such file. Found in
+        neither, the error says where it looked."""
+        if (
+            not model.endswith(".onnx")
+            or "://" in model
+            or os.path.isabs(model)
+            or os.path.exists(model)
+        ):
+            return model
+        there = os.path.join(self.base_dir, model) if self.base_dir else ""
+        if there and os.path.exists(there):
+            return there
+        where = f"{os.getcwd()}" + (f" or the driver's {self.base_dir}" if self.base_dir else "")
+        raise ModelNotFoundError(
+            f"model file '{model}' does not exist (a relative path: looked in {where} on "
+            "this actor's node); pass an absolute path, or a URL all nodes can read"
+        )
 
     @property
     def providers(self) -> list[str]:
@@ -134,6 +156,7 @@ class ProcessorRunner:
 
     def __init__(self, ref: ProcessorRef, ctx: ProcessorContext) -> None:
         target = resolve_target(ref)
+        ctx.base_dir = ref.base_dir
         self.ctx = ctx
         self.output = ref.output
         self.name = (target if isinstance(target, type) else type(target)).__qualname__

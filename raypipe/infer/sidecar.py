@@ -395,7 +395,7 @@ def with_external_data(data: bytes, model: str) -> bytes:
 def constants_hint(names: Sequence[str]) -> str:
     """How to give ``names`` fixed values: the sidecar's ``constants`` key, as JSON."""
     shown = ", ".join(f'"{n}": VALUE' for n in names)
-    return f'"constants": {{{shown}}} (ModelSpec(constants=...) in Python)'
+    return f'"constants": {{{shown}}} (for a FrameModel in Python, spec=ModelSpec(constants=...))'
 
 
 def state_pairs(inputs: Sequence[str], outputs: Sequence[str]) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """Media stages, PyAV only (no Ray): probe → plan → decode → encode → mux."""
 
 from raypipe.media.colour import ColourTags, HdrMetadata
+from raypipe.media.containers import output_format
 from raypipe.media.decode import DecodedChunk, decode_chunk
 from raypipe.media.encode import Segment, check_encoder, encode_segment, encoder_available
-from raypipe.media.mux import assemble, output_format
+from raypipe.media.mux import assemble
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk, ChunkPlan, Context, plan_chunks
 from raypipe.media.probe import StreamInfo, VideoInfo, make_video_id, probe

@@ -47,6 +47,7 @@ from raypipe.media.colour import (
     sws_colorspace,
     sws_range,
 )
+from raypipe.media.containers import KEEPING_ENCODERS, container_refuses, extensions_holding
 from raypipe.media.frame_clock import FrameClock
 from raypipe.media.picture import PictureFormat
 from raypipe.media.pixfmt import choose_pix_fmt, encoder_formats, has_alpha, layout_of
@@ -459,18 +460,11 @@ def output_size_problem(config: EncodeConfig, picture: PictureFormat, scale: flo
     return size_problem(config, pix_fmt, int(width), int(height))
 
 
-KEEPING_ENCODERS = ("libx265", "libsvtav1", "ffv1", "prores_ks", "libvpx-vp9", "libx264")
-"""Software encoders a note on a lower depth or chroma may name, in the order it names
-those that keep the source's (as this FFmpeg build has them)."""
-
-
 def keeping_hint(picture: PictureFormat, output: str = "") -> str:
     """Which encoders of :data:`KEEPING_ENCODERS` keep ``picture``'s depth and chroma, and
     hold in ``output``'s container (``""``: any): ``--codec libsvtav1 keeps it in a .webm
     file``; where none fits that container, those that keep it and the container that
     holds them; ``""`` where none keeps it."""
-    from raypipe.media.mux import container_refuses, extensions_holding
-
     keepers = [
         c for c in KEEPING_ENCODERS
         if encoder_formats(c) and not choose_pix_fmt(picture.pix_fmt, c)[1]

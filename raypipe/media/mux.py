@@ -33,12 +33,11 @@ import av
 import numpy as np
 
 from raypipe import faults
-from raypipe.config import AUTO_CODEC, OUTPUT_FORMATS, default_video_codec
 from raypipe.errors import ConfigError, EncodeError, MuxError
 from raypipe.media import captions, mkv_aspect
-from raypipe.media.encode import _NO_DTS, KEEPING_ENCODERS, SEGMENT_HEAD_BYTES, Segment
+from raypipe.media.containers import output_format
+from raypipe.media.encode import _NO_DTS, SEGMENT_HEAD_BYTES, Segment
 from raypipe.media.jumps import Jump, closed, shift_seconds
-from raypipe.media.pixfmt import encoder_formats
 from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
     VideoInfo,
@@ -53,80 +52,6 @@ from raypipe.media.probe import (
 from raypipe.media.source import is_local, open_input
 
 log = logging.getLogger("raypipe.media")
-
-
-def output_format(path: str) -> str:
-    """The FFmpeg muxer for ``path``'s extension, or a :class:`ConfigError` saying which exist."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in OUTPUT_FORMATS:
-        raise ConfigError(
-            f"output '{path}' has extension '{ext or '(none)'}'; expected one of "
-            f"{', '.join(sorted(OUTPUT_FORMATS))}"
-        )
-    return OUTPUT_FORMATS[ext]
-
-
-def container_refuses(path: str, codec: str) -> str:
-    """Why an output at ``path`` cannot hold video encoded by ``codec`` (``""`` when it can,
-    or when FFmpeg cannot tell: an encoder this build lacks is
-    :func:`~raypipe.media.encode.check_encoder`'s to report); an extension raypipe does not
-    write is a reason too. ``codec`` ``"auto"``: the one
-    :func:`~raypipe.config.default_video_codec` picks."""
-    try:
-        fmt = output_format(path)
-    except ConfigError as e:
-        return str(e)
-    if codec == AUTO_CODEC:
-        codec = default_video_codec(path)
-    if _muxer_takes(fmt, codec):
-        return ""
-    holds = extensions_holding(codec, (".mkv", ".mov"))
-    where = f"{' and '.join(holds)} hold{'s' if len(holds) == 1 else ''} it" if holds else ""
-    return (
-        f"a {os.path.splitext(path)[1]} file cannot hold {codec} video; choose another "
-        f"output extension{f' ({where})' if where else ''} or another --codec "
-        f"({', '.join(codecs_held(fmt, default_video_codec(path)))})"
-    )
-
-
-def codecs_held(fmt: str, first: str) -> list[str]:
-    """``first`` and the encoders of :data:`~raypipe.media.encode.KEEPING_ENCODERS` this
-    build has whose video the muxer ``fmt`` takes (a .webm: libvpx-vp9, libsvtav1)."""
-    others = [
-        c for c in KEEPING_ENCODERS
-        if c != first and encoder_formats(c) and _muxer_takes(fmt, c)
-    ]  # fmt: skip
-    return [first, *others]
-
-
-def extensions_holding(codec: str, extensions: Sequence[str]) -> list[str]:
-    """Those of ``extensions`` (raypipe's output extensions) whose container holds video
-    encoded by ``codec`` (not ``"auto"``), in their order."""
-    return [ext for ext in extensions if _muxer_takes(OUTPUT_FORMATS[ext], codec)]
-
-
-@functools.lru_cache(maxsize=64)
-def _muxer_takes(fmt: str, codec: str) -> bool:
-    """Whether FFmpeg's muxer ``fmt`` takes ``codec`` (an unknown encoder: yes, it is
-    check_encoder's to report). Cached: an archive asks once per output."""
-    try:
-        encoder = av.codec.Codec(codec, "w")
-    except (av.codec.codec.UnknownCodecError, ValueError):
-        return True
-    if fmt == "mov" and encoder.canonical_name in _MOV_REFUSES:
-        return False
-    if fmt == "mpegts":  # it lists no codecs, and writes any other as unreadable data
-        return encoder.canonical_name in _TS_VIDEO
-    with av.open(io.BytesIO(), mode="w", format=fmt) as probe:
-        return bool({codec, encoder.name} & probe.supported_codecs)
-
-
-_TS_VIDEO = frozenset({"h264", "hevc", "mpeg2video", "mpeg1video", "mpeg4", "vvc"})
-"""Video codecs MPEG-TS holds with a stream type of their own (VP9, AV1 or FFV1 it writes
-as private data that players, ffprobe included, read as ``bin_data``)."""
-_MOV_REFUSES = frozenset({"vp8", "vp9", "av1"})
-"""Video codecs FFmpeg's MOV muxer lists and then refuses as it writes the header ("only
-supported in MP4"), which would fail the output at its end, after all the work."""
 
 
 def _packets(container: Any, streams: list[Any]) -> Iterator[Any]:

@@ -85,3 +85,46 @@ def test_bad_arguments_are_typed() -> None:
         rd.read_video_chunks([])
     with pytest.raises(ConfigError, match="takes the encoder options codec, crf"):
         rd.write_videos(None, "out", model="builtin:invert")  # type: ignore[arg-type]
+
+
+def test_map_processor_with_num_gpus_checks_the_pool_against_the_cluster() -> None:
+    """With ``num_gpus`` the pool skipped the check the default path makes: actors the
+    cluster cannot hold (more GPUs than it has, or no CPU left for the decode and encode
+    tasks) waited forever, silently (a sweep). This Ray: 8 CPUs, 2 GPUs."""
+    from raypipe.errors import ClusterError, DeviceUnavailableError
+
+    with pytest.raises(DeviceUnavailableError, match="num_gpus=3 per actor asked for but the "
+                       "Ray cluster has 2 GPUs"):  # fmt: skip
+        rd.map_processor(None, "builtin:invert", num_gpus=3)  # type: ignore[arg-type]
+    with pytest.raises(ClusterError, match=r"3 actors at num_gpus=1 need 3 GPUs, the cluster "
+                       r"has 2; pass workers=2 or fewer"):  # fmt: skip
+        rd.map_processor(None, "builtin:invert", workers=3, num_gpus=1)  # type: ignore[arg-type]
+    with pytest.raises(ClusterError, match="8 inference actors reserve 8 CPUs and the "
+                       "decode/encode tasks need at least 1 more, the cluster has 8; pass "
+                       "fewer workers=, or add CPUs"):  # fmt: skip
+        rd.map_processor(None, "builtin:invert", workers=8, num_gpus=0)  # type: ignore[arg-type]
+
+
+def test_a_step_that_drops_frames_or_a_tensor_model_fails_the_video_clearly(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """A user step that dropped a frame of each chunk was written as "done" with fewer
+    frames than the source (the encoder took the first times); ``write_videos`` after an
+    analysis model failed with "yuv420p needs a width that is a multiple of 2 ... the
+    frames are 1x1" (a sweep)."""
+
+    def drop(batch: dict[str, np.ndarray]) -> dict[str, object]:
+        return {**batch, "frames": [f[:-1] for f in batch["frames"]]}
+
+    source = str(clips["bframes_aac"])  # GOPs of 12: chunks of 12 frames
+    ds = rd.map_processor(rd.read_video_chunks([source], chunk_frames=16), "builtin:invert")
+    (dropped,) = rd.write_videos(ds.map_batches(drop, batch_size=1), str(tmp_path / "a"))
+    assert (dropped.status, dropped.error_type) == ("failed", "EncodeError")
+    assert "reached the encoder with 11 frames for its 12 frame times; a step between " in (
+        dropped.error_message
+    )
+    assert not (tmp_path / "a" / Path(source).name).exists()
+    tables = rd.map_processor(rd.read_video_chunks([source], chunk_frames=16), "builtin:phash")
+    (tensor,) = rd.write_videos(tables, str(tmp_path / "b"))
+    assert (tensor.status, tensor.error_type) == ("failed", "ConfigError")
+    assert tensor.error_message.startswith("the rows hold an analysis model's tables")

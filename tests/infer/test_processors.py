@@ -425,3 +425,38 @@ def test_a_class_that_needs_arguments_is_refused_on_the_driver() -> None:
     runner_error = "processor _Fragile.__init__ raised RuntimeError: no licence"
     with pytest.raises(ProcessorError, match=runner_error):
         ProcessorRunner(processor_ref(_Fragile), ProcessorContext(SessionSettings()))
+
+
+def test_a_relative_model_path_in_setup_is_the_drivers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's processors load ``ctx.session("models/det.onnx")``. An actor of a
+    workstation's ``ray start --head`` runs in that command's directory, not the
+    driver's: the model was not found there (a sweep). The driver's working directory
+    travels with the processor and is where a relative path is looked for next; found in
+    neither, the error says where it looked."""
+    from raypipe.errors import ModelNotFoundError
+    from raypipe.infer.models import resolve_model
+
+    driver, actor = tmp_path / "notebook", tmp_path / "raylet"
+    (driver / "models").mkdir(parents=True)
+    actor.mkdir()
+    (driver / "models" / "m.onnx").write_bytes(resolve_model("builtin:invert")[0])
+    target = driver / "chain.py"
+    target.write_text(
+        "import raypipe\n"
+        "class Chain(raypipe.Processor):\n"
+        "    def setup(self, ctx):\n"
+        "        self.model = ctx.session('models/m.onnx')\n"
+        "    def __call__(self, frames):\n"
+        "        return frames\n"
+    )
+    monkeypatch.chdir(driver)
+    ref = processor_ref(f"{target}:Chain")
+    monkeypatch.chdir(actor)
+    runner = ProcessorRunner(ref, ProcessorContext(SessionSettings(device="cpu")))
+    assert runner.ctx.records[0]["model"] == "models/m.onnx"
+    gone = processor_ref(f"{target}:Chain")  # made here: no such file from either directory
+    said = rf"model file 'models/m.onnx' does not exist \(a relative path: looked in {actor} "
+    with pytest.raises(ModelNotFoundError, match=said + rf"or the driver's {actor} "):
+        ProcessorRunner(gone, ProcessorContext(SessionSettings(device="cpu")))

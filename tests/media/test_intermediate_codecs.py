@@ -14,8 +14,8 @@ import pytest
 from pipeline_checks import run_in_process
 
 from raypipe.config import EncodeConfig
+from raypipe.media.containers import container_refuses
 from raypipe.media.encode import dnxhr_profile, size_problem
-from raypipe.media.mux import container_refuses
 from raypipe.testing import ClipSpec, ffprobe_video, make_clip, yuv_planes
 
 _HLG = ("bt2020", "arib-std-b67", "bt2020nc", "tv")

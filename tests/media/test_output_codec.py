@@ -17,8 +17,8 @@ from raypipe.config import EncodeConfig, default_video_codec
 from raypipe.distributed.archive import _jobs
 from raypipe.errors import ConfigError
 from raypipe.inputs import InputItem
+from raypipe.media.containers import container_refuses, output_format
 from raypipe.media.encode import check_encoder, encoder_options, segment_format
-from raypipe.media.mux import container_refuses, output_format
 
 
 @pytest.mark.parametrize(
