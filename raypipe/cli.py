@@ -292,7 +292,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         metavar="PATH",
         help="write run statistics as JSON to PATH",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    if run_only:  # an archive replaces what is not its finished output, and keeps what is
+        p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 

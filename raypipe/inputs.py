@@ -234,7 +234,7 @@ def _relative_to(path: str, base: str) -> str:
 
 def _read_text(uri: str) -> str:
     try:
-        with fsspec.open(uri, "rt") as f:
+        with fsspec.open(uri, "rt", encoding="utf-8-sig") as f:  # Excel's "CSV UTF-8": a BOM
             return str(f.read())
     except FileNotFoundError as e:
         raise InputNotFoundError(f"input list '{uri}' does not exist") from e

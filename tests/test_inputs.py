@@ -165,7 +165,10 @@ def test_an_input_raypipe_cannot_write_as_it_is_named_gets_an_mp4_output(
     (tmp_path / "old.mp4").write_bytes(b"x")  # old.wmv's output is old.mp4 too
     clash = _jobs(list_inputs(str(tmp_path)), str(tmp_path / "out"))
     (second,) = [j for j in clash if j.error]
-    assert second.uri.endswith("old.wmv") and "is claimed by two inputs" in second.error
+    assert second.uri.endswith("old.wmv") and second.output == second.uri, "it has no output"
+    assert f"is claimed by 2 inputs: it is written for '{tmp_path / 'old.mp4'}' (its own " in (
+        second.error
+    )
     assert "its output is .mp4: name it in a CSV manifest's output column" in second.error
     (tmp_path / "old.mp4").unlink()
     (one,) = list_inputs(str(tmp_path / "old.wmv"))  # one file named as INPUTS

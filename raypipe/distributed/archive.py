@@ -11,14 +11,16 @@ codes: 0 when every video is done or skipped, 3 when some failed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from raypipe import storage
@@ -52,6 +54,7 @@ from raypipe.inputs import list_inputs
 from raypipe.media.containers import container_refuses, extensions_holding
 from raypipe.media.picture import PictureFormat
 from raypipe.media.probe import probe
+from raypipe.media.source import is_local, local_path
 
 log = logging.getLogger("raypipe")
 
@@ -78,8 +81,14 @@ def process_archive(
     started = time.monotonic()
     output_dir = storage.absolute(os.fspath(output_dir))  # the tasks' working directory differs
     model = load_run(cfg)
-    items = list_inputs(inputs, output_dir) if isinstance(inputs, str) else _items_of(list(inputs))
-    report_path = report_path or storage.join(output_dir, REPORT_NAME)
+    if isinstance(inputs, os.PathLike):  # a pathlib.Path, as output_dir takes
+        inputs = os.fspath(inputs)
+    items = (
+        list_inputs(inputs, output_dir)
+        if isinstance(inputs, str)
+        else _items_of([os.fspath(i) for i in inputs])
+    )
+    report_path = os.fspath(report_path) if report_path else storage.join(output_dir, REPORT_NAME)
     previous = previous_rows(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
     problem = storage.writable_dir_problem(output_dir, make=True)
@@ -88,6 +97,22 @@ def process_archive(
     check_file_path("report_path", report_path)
     if cfg.stats_path:
         check_file_path("stats_path", cfg.stats_path)
+    with output_dir_lock(output_dir):
+        return _run(cfg, model, jobs, output_dir, report_path, previous, started, resume=resume)
+
+
+def _run(
+    cfg: RunConfig,
+    model: Any,
+    jobs: list[VideoJob],
+    output_dir: str,
+    report_path: str,
+    previous: Any,
+    started: float,
+    *,
+    resume: bool,
+) -> ArchiveReport:
+    """The archive's run, its inputs listed and its paths checked."""
     progress = ArchiveProgress(len(jobs), label="archive", enabled=not cfg.quiet)
     progress.begin()  # from here on a line every interval, Ray's start included
     try:
@@ -157,6 +182,43 @@ def process_archive(
     return report
 
 
+LOCK_NAME = ".raypipe-archive.lock"
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir: str) -> Iterator[None]:
+    """Hold ``output_dir`` (a local one) for this archive run: a second run on it fails at
+    once, naming the first. Two runs on one folder removed each other's segments (videos
+    failed with "segment ... is missing from the work directory") and each wrote its own
+    report over the other's (a sweep). An advisory lock (``flock``) on a hidden file,
+    released when the run ends or its process dies; object stores hold no lock."""
+    if not is_local(output_dir):
+        yield
+        return
+    import fcntl
+
+    path = os.path.join(local_path(output_dir), LOCK_NAME)
+    with open(path, "a+") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.seek(0)
+            who = held.read().strip() or "another process"
+            raise ConfigError(
+                f"OUTPUT_DIR '{output_dir}' is being written by another raypipe archive "
+                f"({who}); wait for it to end, or give this run another OUTPUT_DIR"
+            ) from None
+        held.seek(0)
+        held.truncate()
+        held.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        held.flush()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # (before the lock goes with the file's closing)
+
+
 def _note_earlier_output(result: VideoResult) -> None:
     """A failed video whose output path holds an earlier run's output (made from the
     input as it was, or with other settings) keeps it: say so in its row, so that the
@@ -207,35 +269,46 @@ def _jobs(
 ) -> list[VideoJob]:
     jobs: list[VideoJob] = []
     seen_inputs: dict[str, int] = {}  # how often each input was listed so far
-    seen_outputs: set[str] = set()
     switched: dict[str, list[str]] = {}  # extension an output took: the ones it would have had
+    placed = []  # (item, output, its own name: the output's extension is the input's)
     for item in items:
+        own = not item.renamed
         if not tensor and item.relative_output and not item.named:
             relative = _holding_output(item.relative_output, codec)
             if relative != item.relative_output:
                 before = os.path.splitext(item.relative_output)[1]
                 switched.setdefault(os.path.splitext(relative)[1], []).append(before)
                 item = dataclasses.replace(item, relative_output=relative)
+                own = False
         if tensor:  # analysis: one Parquet partition per video
             output = table_output(output_dir, item.uri)
         else:
             output = storage.join(output_dir, item.relative_output) if item.relative_output else ""
+        placed.append((item, output, own))
+    owners = _output_owners(placed)
+    for item, output, _ in placed:
         error = item.error
+        others = [uri for uri in owners.get(output, []) if uri != item.uri] if output else []
         if not error and item.uri in seen_inputs:
             error = f"input '{item.uri}' is listed more than once; it is processed once"
-        elif not error and output in seen_outputs:
+            output = ""  # the first listing's output is not this job's
+        elif not error and others and owners[output][0] != item.uri:
             error = (
-                f"output '{item.relative_output}' is claimed by two inputs; give one another output"
+                f"output '{item.relative_output}' is claimed by {len(owners[output])} inputs: "
+                f"it is written for '{owners[output][0]}'"
+                f"{' (its own name)' if owners[output][0] in _own(placed, output) else ''}; "
+                "give this one another output"
             )
             if item.renamed:  # clip.mp4 and clip.wmv, whose output is clip.mp4 too
                 error += (
                     f" (this input's extension is one raypipe does not write, so its output "
                     f"is {LISTED_OUTPUT_EXTENSION}: name it in a CSV manifest's output column)"
                 )
+            output = ""  # it has none: an output there is the owner's
         elif not error and output and not tensor and same_file(item.uri, output):
             error = (
                 f"output '{output}' is the input; write the archive to another folder (raypipe "
-                "does not replace its inputs, even with --overwrite)"
+                "does not replace its inputs)"
             )
         refused = container_refuses(output, codec) if output and not tensor else ""
         problem = f"output '{item.relative_output}': {refused}" if refused else ""
@@ -249,7 +322,6 @@ def _jobs(
             )
         )
         seen_inputs[item.uri] = seen_inputs.get(item.uri, 0) + 1
-        seen_outputs.add(output)
     if not jobs:
         raise ConfigError("no inputs found; check the directory, glob or list")
     renamed = sorted({os.path.splitext(i.uri)[1].lower() for i in items if i.renamed})
@@ -271,6 +343,25 @@ def _jobs(
             ext,
         )
     return jobs
+
+
+def _output_owners(placed: list[tuple[Any, str, bool]]) -> dict[str, list[str]]:
+    """The inputs that claim each output, the one it is written for first: an input whose
+    own name it is (``clip.mp4`` for ``clip.mp4``, not ``clip.flv`` whose output takes
+    ``.mp4``), else the first listed. Before, the first in sorted order won: ``clip.flv``
+    took ``clip.mp4``'s output from it, and a resumed archive replaced ``clip.mp4``'s
+    finished output with another video's."""
+    claims: dict[str, list[tuple[bool, int, str]]] = {}
+    for index, (item, output, own) in enumerate(placed):
+        if output and not item.error:
+            uris = [u for _, _, u in claims.get(output, [])]
+            if item.uri not in uris:  # a second listing of one input is not a claim
+                claims.setdefault(output, []).append((not own, index, item.uri))
+    return {output: [u for _, _, u in sorted(c)] for output, c in claims.items()}
+
+
+def _own(placed: list[tuple[Any, str, bool]], output: str) -> set[str]:
+    return {item.uri for item, out, own in placed if out == output and own}
 
 
 _HOLDING_EXTENSIONS = (".mp4", ".mov", ".mkv")

@@ -349,7 +349,8 @@ class ArchiveProgress(_Throttled):
         skipped = f", {self.skipped} skipped" if self.skipped else ""
         return (
             f"{self.label}: {self.videos_finished}/{self.total_videos} videos "
-            f"({self.ok} ok{skipped}, {self.failed} failed), {self.frames} frames, "
+            f"({self.ok - self.skipped} done{skipped}, {self.failed} failed), "
+            f"{self.frames} frames, "
             f"{self.fps(now):.1f} fps, ETA {format_duration(self.eta_seconds(now))}"
         )
 

@@ -100,7 +100,7 @@ def test_archive_of_good_and_bad_inputs(
     )
     assert "4 done, 0 skipped, 11 failed" in printed
     # progress on stderr: videos done/failed of the total, and each failure as it happens
-    assert "archive: 15/15 videos (4 ok, 11 failed)" in captured.err
+    assert "archive: 15/15 videos (4 done, 11 failed)" in captured.err
     assert "failed: http://127.0.0.1:" in captured.err
     assert (out / "_raypipe-report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -202,6 +202,34 @@ def test_a_video_that_fails_where_an_earlier_output_is_says_it_is_still_there(
     )
     assert rows["new.mp4"]["note"] == ""
     assert (out / "a.mp4").read_bytes() == made and not (out / "new.mp4").exists()
+
+
+def test_a_second_input_for_one_output_never_takes_it_from_its_own_input(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """``clip.flv`` beside ``clip.mp4``: both outputs are ``clip.mp4`` (raypipe writes no
+    .flv). The first in sorted order won it, so a rerun after ``clip.flv`` came replaced
+    ``clip.mp4``'s finished output with the other video's, and ``clip.mp4``'s failed row
+    said its earlier output was "still there, left as it is" (a sweep). The output is
+    ``clip.mp4``'s own name: it keeps it, and the other input fails, naming it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(clips["bframes_aac"], src / "clip.mp4")
+    out = tmp_path / "out"
+    first = raypipe.process_archive(str(src), str(out), model="builtin:invert", quiet=True)
+    assert first.count("done") == 1
+    made = (out / "clip.mp4").read_bytes()
+    shutil.copy(clips["ntsc"], src / "clip.mkv")  # as a camera's .flv would: sorts first
+    (src / "clip.mkv").rename(src / "clip.flv")
+    second = raypipe.process_archive(str(src), str(out), model="builtin:invert", quiet=True)
+    rows = {Path(r["uri"]).name: r for r in second.rows}
+    assert rows["clip.mp4"]["status"] == "skipped", rows["clip.mp4"]
+    assert (rows["clip.flv"]["status"], rows["clip.flv"]["note"]) == ("failed", "")
+    assert rows["clip.flv"]["error_message"].startswith(
+        f"output 'clip.mp4' is claimed by 2 inputs: it is written for '{src / 'clip.mp4'}' "
+        "(its own name); give this one another output"
+    )
+    assert (out / "clip.mp4").read_bytes() == made
 
 
 def test_fewer_chunks_than_workers_is_no_warning(clips: dict[str, Path], tmp_path: Path) -> None:

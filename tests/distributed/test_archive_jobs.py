@@ -56,3 +56,64 @@ def test_plan_blocks_start_with_one_video_and_stay_few(n: int) -> None:
     ramp = [min(2**i, full) for i in range(len(sizes))]
     assert sizes[:-1] == ramp[:-1] and sizes[-1] <= ramp[-1]
     assert len(sizes) <= PLAN_BLOCKS + full.bit_length()
+
+
+def test_a_second_archive_on_one_output_dir_is_refused_at_once(
+    tmp_path: Path, no_ray: None
+) -> None:
+    """Two archive runs on one folder removed each other's segments (videos failed with
+    "segment ... is missing from the work directory") and each wrote its report over the
+    other's (a sweep). The first holds the folder; the second fails before Ray starts,
+    naming it; the hold goes with the run, leaving nothing in the folder."""
+    import os
+
+    import ray
+
+    import raypipe
+    from raypipe.distributed.archive import LOCK_NAME, output_dir_lock
+    from raypipe.errors import ConfigError
+    from raypipe.testing import ClipSpec, make_clip
+
+    src = tmp_path / "src"
+    src.mkdir()
+    make_clip(src / "a.mp4", ClipSpec(n_frames=4))
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_dir_lock(str(out)):
+        assert (out / LOCK_NAME).read_text() == f"pid {os.getpid()} on {os.uname().nodename}\n"
+        with pytest.raises(ConfigError, match=rf"OUTPUT_DIR '{out}' is being written by another "
+                           rf"raypipe archive \(pid {os.getpid()} on "):  # fmt: skip
+            raypipe.process_archive(str(src), str(out), quiet=True)
+    assert list(out.iterdir()) == [] and not ray.is_initialized()
+    with output_dir_lock(str(out)):  # free again
+        pass
+    with output_dir_lock("s3://bucket/out"):  # object stores hold no lock
+        pass
+
+
+def test_archive_paths_and_lists_as_users_give_them(tmp_path: Path, no_ray: None) -> None:
+    """From a sweep: ``--report`` into a missing folder failed after the videos, as an
+    "unexpected" FileNotFoundError; pathlib inputs raised TypeError; a CSV saved by Excel
+    ("CSV UTF-8", with a byte order mark) had no 'uri' column; ``archive --overwrite`` was
+    taken and did nothing."""
+    import pathlib
+
+    import raypipe
+    from raypipe.cli import main
+    from raypipe.distributed.archive import _items_of
+    from raypipe.errors import ConfigError
+    from raypipe.inputs import list_inputs
+
+    missing = tmp_path / "nodir" / "sub" / "rep.parquet"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=rf"report_path '{missing}': directory"):
+        raypipe.process_archive(str(tmp_path / "in"), str(tmp_path / "o"), report_path=missing)
+    manifest = tmp_path / "list.csv"
+    manifest.write_bytes("\ufeffuri,output\n/in/a.mp4,x.mp4\n".encode())
+    (item,) = list_inputs(str(manifest))
+    assert (item.uri, item.relative_output) == ("/in/a.mp4", "x.mp4")
+    assert [i.uri for i in _items_of([str(pathlib.Path("/in/a.mp4"))])] == ["/in/a.mp4"]
+    with pytest.raises(SystemExit) as usage:
+        main(["archive", str(tmp_path), str(tmp_path / "o"), "--overwrite"])
+    assert usage.value.code == 2

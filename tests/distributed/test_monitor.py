@@ -93,10 +93,10 @@ def test_archive_progress_counts_videos_frames_and_fps(clock: list[float]) -> No
     archive.video_done(False)
     archive.video_done(True, 0, skipped=True)
     assert archive.line() == (
-        "archive: 3/4 videos (2 ok, 1 skipped, 1 failed), 120 frames, 12.0 fps, ETA 5s"
-    )
+        "archive: 3/4 videos (1 done, 1 skipped, 1 failed), 120 frames, 12.0 fps, ETA 5s"
+    ), "a skipped video is not counted done as well (a sweep read 5 ok, 5 skipped of 5)"
     archive.video_done(True, 80)  # the last one: shown even inside the interval
-    assert out.getvalue().splitlines()[-1].startswith("archive: 4/4 videos (3 ok, 1 skipped")
+    assert out.getvalue().splitlines()[-1].startswith("archive: 4/4 videos (2 done, 1 skipped")
 
 
 def test_archive_progress_never_counts_a_frame_twice(clock: list[float]) -> None:
@@ -156,7 +156,7 @@ def test_a_message_goes_above_the_progress_line(clock: list[float]) -> None:
     archive.update(10)  # shown again at once, though inside the interval
     lines = out.getvalue().split("\r\x1b[K")
     assert lines[-2] == "failed: x.mp4: CorruptVideoError: bad\n"
-    assert lines[-1].startswith("archive: 0/2 videos (0 ok, 0 failed), 20 frames")
+    assert lines[-1].startswith("archive: 0/2 videos (0 done, 0 failed), 20 frames")
 
 
 def test_quiet_shows_no_message(capsys: pytest.CaptureFixture[str]) -> None:
