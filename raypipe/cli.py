@@ -42,6 +42,7 @@ from raypipe.errors import ConfigError, RaypipeError, one_line
 from raypipe.exiting import (
     end_process,
     exit_status,
+    ignore_interrupts,
     raise_on_sigterm,
     sigterm_received,
     terminating_signal,
@@ -503,6 +504,10 @@ def entry(argv: Sequence[str] | None = None) -> NoReturn:
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
         status = exit_status(e.code)
+    # The run has ended and its status stands: a Ctrl-C now (a second press, 0.2 s after
+    # the first) cut Ray's shutdown short and the command ended with status 1, its
+    # processes left behind. Shutting down takes under a second; SIGKILL still ends it.
+    ignore_interrupts()
     cluster = sys.modules.get("raypipe.distributed.cluster")  # imported only if Ray was used
     if cluster is not None:
         try:

@@ -122,6 +122,15 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
         raise Terminated()
 
 
+def ignore_interrupts() -> None:
+    """From now on Ctrl-C, SIGTERM and SIGHUP do nothing in this process: it is ending
+    (:func:`end_process`), with a status already decided, and a KeyboardInterrupt raised
+    inside its last steps (Ray's shutdown) would end it with another status and half done."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def exit_status(code: object) -> int:
     """The status Python gives ``SystemExit(code)``: ``None`` 0, an int itself, anything else
     (a message, which the caller prints) 1."""

@@ -168,3 +168,28 @@ def test_sighup_ends_the_command_unless_it_is_ignored() -> None:
     assert plain.stdout.split() == ["False", "terminated", str(int(signal.SIGHUP))], plain.stderr
     nohup = subprocess.run([sys.executable, "-c", code, "nohup"], capture_output=True, text=True)
     assert nohup.stdout.split() == ["True"] and nohup.returncode == 0, nohup.stderr
+
+
+def test_a_second_ctrl_c_while_ray_shuts_down_keeps_the_status() -> None:
+    """A second Ctrl-C 0.2 s after the first came while the command shut Ray down, after
+    main had said "interrupted": the KeyboardInterrupt left the entry point, Ray was left
+    half shut and the command ended with status 1 (a sweep). The entry point ignores
+    signals from there on: the status is main's."""
+    script = textwrap.dedent(
+        """
+        import os, signal, sys, time, types
+        import raypipe.cli as cli
+        fake = types.ModuleType("raypipe.distributed.cluster")
+        def end_for_exit():  # the second Ctrl-C, inside Ray's shutdown
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        fake.end_for_exit = end_for_exit
+        sys.modules["raypipe.distributed.cluster"] = fake
+        cli.main = lambda argv=None: 130
+        cli.entry([])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
