@@ -519,7 +519,8 @@ def plan_actors(runtime: RuntimeConfig, model: ModelConfig) -> ActorPlan:
     if model.device == "gpu" and gpus < 1:
         raise DeviceUnavailableError(
             "device 'gpu' asked for but the Ray cluster has no GPU resources; start Ray "
-            "nodes with GPUs (`ray start --num-gpus N`) or pass --device cpu"
+            "nodes with GPUs (`ray start --num-gpus N`) or pass --device cpu (device='cpu' in "
+            "Python)"
         )
     use_gpu = model.device != "cpu" and gpus >= 1
     per_gpu = runtime.workers_per_gpu if use_gpu else 1
@@ -528,9 +529,11 @@ def plan_actors(runtime: RuntimeConfig, model: ModelConfig) -> ActorPlan:
     if use_gpu and workers > slots:
         raise ClusterError(
             f"{workers} workers at {per_gpu} per GPU asked for, the cluster has {gpus:g} GPUs "
-            f"({slots} slots); pass --workers {slots} or fewer, or raise --workers-per-gpu"
+            f"({slots} slots); pass --workers {slots} or fewer, or raise --workers-per-gpu "
+            "(workers=, workers_per_gpu= in Python)"
         )
-    check_cpus(workers, runtime.actor_num_cpus, cpus, "lower --workers or --actor-cpus")
+    lower = "lower --workers or --actor-cpus (workers=, actor_num_cpus= in Python)"
+    check_cpus(workers, runtime.actor_num_cpus, cpus, lower)
     return ActorPlan(
         workers=workers,
         num_gpus=1.0 / per_gpu if use_gpu else 0.0,

@@ -101,7 +101,8 @@ def _check_local_gpu(cfg: RunConfig) -> None:
     if problem:
         raise DeviceUnavailableError(
             f"device 'gpu' asked for, but this machine has no GPU that ONNX Runtime can use: "
-            f"{problem}; `raypipe doctor --device gpu` says more, or pass --device cpu"
+            f"{problem}; `raypipe doctor --device gpu` says more, or pass --device cpu "
+            "(device='cpu' in Python)"
         )
 
 
@@ -385,4 +386,6 @@ def check_output(
     if not tensor or not is_local(output):  # a table's folders are made as it is written
         check_file_path("output", output)
     if storage.exists(output) and not overwrite:
-        raise OutputExistsError(f"output '{output}' exists; pass --overwrite to replace it")
+        raise OutputExistsError(
+            f"output '{output}' exists; pass --overwrite (overwrite=True in Python) to replace it"
+        )

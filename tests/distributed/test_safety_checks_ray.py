@@ -29,12 +29,14 @@ from raypipe.testing.bad_inputs import (
         (
             {"workers": 8, "device": "cpu"},
             "8 inference actors reserve 8 CPUs and the decode/encode tasks need at least 1 "
-            "more, the cluster has 8; lower --workers or --actor-cpus, or add CPUs",
+            "more, the cluster has 8; lower --workers or --actor-cpus (workers=, "
+            "actor_num_cpus= in Python), or add CPUs",
         ),
         (
             {"workers": 3},
             "3 workers at 1 per GPU asked for, the cluster has 2 GPUs (2 slots); pass "
-            "--workers 2 or fewer, or raise --workers-per-gpu",
+            "--workers 2 or fewer, or raise --workers-per-gpu (workers=, workers_per_gpu= in "
+            "Python)",
         ),
     ],
 )
