@@ -64,8 +64,11 @@ def iter_rows(ds: Any) -> Iterator[dict[str, Any]]:
                 yield from block.iter_rows(public_row_format=True)
     except BaseException as e:  # an error, Ctrl-C or SIGTERM, GeneratorExit: left early
         if executor is not None:  # a no-op if it has stopped
+            # a caller that closes it (the runner, once every video is in) ends it well:
+            # as an exception, Ray Data said "execution failed" after each good run
+            ended = None if isinstance(e, GeneratorExit) else e
             with contextlib.suppress(Exception):  # the error that ended the run stands
-                executor.shutdown(force=False, exception=e)
+                executor.shutdown(force=False, exception=ended)
         if isinstance(e, Exception) and not isinstance(e, RaypipeError):
             cause = raypipe_cause(e)  # Ray wraps worker errors: surface ours typed
             if cause is not None:
