@@ -36,7 +36,7 @@ from typing import Any, cast
 
 import av
 import numpy as np
-from av.video.reformatter import Interpolation, VideoReformatter
+from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 
 from raypipe.config import OUTPUT_FORMATS, X264_PRESETS, EncodeConfig
 from raypipe.errors import ConfigError, EncodeError
@@ -49,6 +49,7 @@ from raypipe.media.colour import (
 )
 from raypipe.media.containers import KEEPING_ENCODERS, container_refuses, extensions_holding
 from raypipe.media.frame_clock import FrameClock
+from raypipe.media.full_range import narrowed, wide_twin
 from raypipe.media.picture import PictureFormat
 from raypipe.media.pixfmt import choose_pix_fmt, encoder_formats, has_alpha, layout_of
 
@@ -61,7 +62,7 @@ _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:ke
 
 _MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
 _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
-SEGMENT_FORMAT = 8
+SEGMENT_FORMAT = 9
 """What a segment holds and how its frames were converted and encoded (source matrix, 16
 bits, 3: the encoder's threads set to the CPUs an encode task holds, which changes x264's
 bits, 4: x264 held to AVX2, :func:`x264_cpu_params`, 5: frames decoded to RGB rounded to
@@ -69,7 +70,8 @@ the nearest, :mod:`raypipe.media.rgb`, and an interlaced source's chroma convert
 field, :mod:`raypipe.media.fields`, 6: the container's aspect ratio over the bitstream's,
 and the ratio in the segment's head, 7: H.264 encoded in ticks of a frame where
 the frames fall on them, :func:`encoder_clock`, which changes their headers' timing, 8:
-also where a container's clock rounds their times or they start off the grid): part
+also where a container's clock rounds their times or they start off the grid, 9:
+full-range 8-bit chroma rounded to the nearest, :mod:`raypipe.media.full_range`): part
 of a run's key, so a resumed run does not mix segments of another format."""
 _NO_DTS = -(2**63)
 SEGMENT_HEAD_BYTES = 1 << 16
@@ -737,17 +739,21 @@ def encode_segment(
             if picture.upright_sar:
                 ctx.sample_aspect_ratio = picture.upright_sar
             to_yuv = VideoReformatter()  # one swscale context for the whole segment
+            # full-range 8-bit chroma through 16 bits: swscale's own is half a step low
+            wide = wide_twin(pix_fmt) if range_ == ColorRange.JPEG else None
 
             def convert(pixels: np.ndarray) -> av.VideoFrame:
                 whole = fields.padded_to_whole(pixels, pix_fmt)  # an odd size: see there
                 frame = to_yuv.reformat(
                     _rgb_frame(whole, rgb_format),
-                    format=pix_fmt,
+                    format=wide or pix_fmt,
                     dst_colorspace=matrix,
                     dst_color_range=range_,
                     interpolation=Interpolation.POINT,
                     threads=threads,  # the task's CPUs, as the encoder's (0: swscale's choice)
                 )
+                if wide:
+                    frame = narrowed(frame, pix_fmt)
                 if whole is pixels:
                     return frame
                 return fields.cropped(frame, pixels.shape[1], pixels.shape[0])

@@ -46,6 +46,10 @@ SOURCES = {
     "dv_pal_interlaced": ("yuv420p", 720, 576, "25", ["-c:v", "dvvideo"], True),
     # an odd width and height: the last chroma column and row cover one luma sample
     "odd_420": ("yuv420p", 321, 241, "25", ["-c:v", "ffv1"], False),
+    # full range (MJPEG, JPEG stills, many Android phones): swscale put 8-bit chroma half
+    # a step low on the way back, and 37-75% of chroma samples came back one off
+    "full_420": ("yuv420p", 96, 64, "25", ["-c:v", "ffv1", "-color_range", "pc"], False),
+    "full_444": ("yuv444p", 96, 64, "25", ["-c:v", "ffv1", "-color_range", "pc"], False),
 }  # fmt: skip
 FRAMES = 4
 
@@ -55,7 +59,9 @@ def _planes(pix_fmt: str, width: int, height: int, interlaced: bool, seed: int) 
     any matrix); where ``interlaced`` the top field's chroma rows (even) are all below
     128 and the bottom field's (odd) all above, as a moving picture's fields can be."""
     rng = np.random.default_rng(seed)
-    sub_w, sub_h = {"yuv420p": (2, 2), "yuv422p": (2, 1), "yuv411p": (4, 1)}[pix_fmt]
+    sub_w, sub_h = {"yuv420p": (2, 2), "yuv422p": (2, 1), "yuv411p": (4, 1), "yuv444p": (1, 1)}[
+        pix_fmt
+    ]
     luma = rng.integers(60, 181, (height, width), dtype=np.uint8)
     shape = (-(-height // sub_h), -(-width // sub_w))
     chroma = [rng.integers(108, 149, shape, dtype=np.uint8) for _ in range(2)]
@@ -201,3 +207,35 @@ def test_rgb_at_an_odd_size_goes_to_420_as_it_would_padded_to_whole_chroma_sampl
     for odd, even in zip(*planes, strict=True):
         for a, b in zip(odd, even, strict=True):
             assert np.array_equal(a, b[: a.shape[0], : a.shape[1]])
+
+
+def test_full_range_chroma_far_from_grey_comes_back(tmp_path: Path) -> None:
+    """Full-range samples made from random in-gamut RGB (so chroma spans most of its
+    range, as an MJPEG camera's does): swscale's 8-bit chroma came back half a step low
+    (about half the samples one off), and read through its 16 bits at 256 a step, not
+    257, it drifted with the distance from grey (13% of an MJPEG frame's V one off)."""
+    rng = np.random.default_rng(7)
+    height, width = 64, 96
+    frames = []
+    for _ in range(FRAMES):
+        r, g, b = (rng.integers(0, 256, (height, width)).astype(float) for _ in range(3))
+        y = 0.299 * r + 0.587 * g + 0.114 * b  # BT.601, full range
+        u = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+        v = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+        frames.append(np.stack([np.clip(np.rint(p), 0, 255) for p in (y, u, v)]).astype(np.uint8))
+    source = tmp_path / "full_wide.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "rawvideo", "-pix_fmt", "yuv444p",
+         "-s", f"{width}x{height}", "-r", "25", "-i", "pipe:", "-c:v", "ffv1",
+         "-color_range", "pc", "-colorspace", "bt470bg", "-pix_fmt", "yuv444p", str(source)],
+        input=b"".join(f.tobytes() for f in frames), check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mkv"
+    run_in_process(source, out, "builtin:identity", 2, EncodeConfig(codec="ffv1"))
+    assert ffprobe_video(out).range == "pc"
+    for i, (a_frame, b_frame) in enumerate(zip(yuv_planes(source), yuv_planes(out), strict=True)):
+        for plane, a, b in zip("YUV", a_frame, b_frame, strict=True):
+            share, bias = _exact_share(a, b)
+            assert share >= 0.97 and abs(bias) < 0.02, (
+                f"frame {i} {plane}: {share:.1%} of samples back exact, {bias:+.2f} on average"
+            )
