@@ -125,6 +125,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_model(args: argparse.Namespace) -> int:
     from raypipe.infer.builtin import builtin_bytes
     from raypipe.infer.model_info import builtin_table, describe
+    from raypipe.infer.sidecar import builtin_spec, sidecar_paths, spec_to_dict
 
     if args.model_command == "list":
         print("\n".join(builtin_table()))
@@ -136,12 +137,25 @@ def cmd_model(args: argparse.Namespace) -> int:
             raise info.run_error
         return EXIT_OK
     name = args.name.removeprefix("builtin:")
+    if name == args.name and (name.endswith(".onnx") or "/" in name or "://" in name):
+        raise ConfigError(
+            f"model export writes a built-in model (builtin:NAME) as an .onnx file; "
+            f"'{args.name}' is a model file already (`raypipe model list` names the built-ins)"
+        )
     data = builtin_bytes(name)
+    # its spec beside it, as a sidecar: a temporal built-in's window, state and warm-up,
+    # an analysis model's output kind (without them the file ran differently, or not)
+    spec = spec_to_dict(builtin_spec(name))
+    sidecar = sidecar_paths(args.path)[0] if spec else ""
     _check_local_parent(args.path)
-    if not args.overwrite and storage.exists(args.path):
-        raise ConfigError(f"'{args.path}' exists; pass --overwrite to replace it")
+    for path in filter(None, (args.path, sidecar)):
+        if not args.overwrite and storage.exists(path):
+            raise ConfigError(f"'{path}' exists; pass --overwrite to replace it")
     storage.write_bytes(args.path, data)
-    print(f"wrote builtin:{name} to {args.path} ({len(data)} bytes)")
+    if sidecar:
+        storage.write_bytes(sidecar, (json.dumps(spec, indent=1) + "\n").encode())
+    beside = f" and its spec to {sidecar}" if sidecar else ""
+    print(f"wrote builtin:{name} to {args.path} ({len(data)} bytes){beside}")
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from raypipe.cli import main
+from raypipe.errors import ModelLoadError
 from raypipe.media import probe
 from raypipe.testing import (
     audio_packets,
@@ -241,6 +242,45 @@ def test_model_export_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert video.read_bytes() == b"a video"
     assert main(["model", "export", "builtin:sharpen", str(video), "--overwrite"]) == 0
     onnx.checker.check_model(onnx.load(str(video)))
+
+
+def test_an_exported_temporal_builtin_runs_as_the_builtin_and_its_hints_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``model export builtin:ema`` wrote the graph without its spec: the file was refused
+    with a hint to give its state inputs fixed values ("constants", which would cut the
+    recurrence off), ``denoise3``'s rank-5 input with no word of a window, and ``model
+    export tanh.onnx`` said to pass a path, which it was (a sweep)."""
+    from raypipe.infer.models import FrameModel
+    from raypipe.infer.sidecar import builtin_spec, load_sidecar, state_pairs
+    from raypipe.infer.temporal_model import TemporalModel
+
+    ema = tmp_path / "ema.onnx"
+    assert main(["model", "export", "builtin:ema", str(ema)]) == 0
+    assert (
+        capsys.readouterr().out.strip().endswith(f"and its spec to {tmp_path / 'ema.raypipe.json'}")
+    )
+    assert load_sidecar(str(ema)) == builtin_spec("ema")
+    TemporalModel(ema.read_bytes(), spec=builtin_spec("ema"), device="cpu")  # loads
+    (tmp_path / "ema.raypipe.json").unlink()
+    assert state_pairs(["prev", "started"], ["output", "prev_out", "started_out"]) == {
+        "prev": "prev_out",
+        "started": "started_out",
+    }
+    assert main(["model", "show", str(ema)]) == 1
+    assert 'feed the state back, "state": {"prev": "prev_out", "started": "started_out"}' in (
+        capsys.readouterr().err
+    )
+    three = tmp_path / "denoise3.onnx"
+    assert main(["model", "export", "builtin:denoise3", str(three)]) == 0
+    (tmp_path / "denoise3.raypipe.json").unlink()
+    with pytest.raises(ModelLoadError, match=r"a rank-5 input takes frames over time \(a "
+                       r"temporal model\): give its window, --window BEFORE,AFTER"):  # fmt: skip
+        FrameModel(three.read_bytes(), device="cpu")
+    assert main(["model", "export", "builtin:invert", str(tmp_path / "i.onnx")]) == 0
+    assert not (tmp_path / "i.raypipe.json").exists(), "the default spec: no sidecar"
+    assert main(["model", "export", str(ema), str(tmp_path / "copy.onnx")]) == 1
+    assert "model export writes a built-in model (builtin:NAME)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -290,6 +290,14 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     frame_model = FrameModel(data, spec=spec, device="cpu")
     tensor = frame_model.output_kind == "tensor"
     _check_sampling(cfg, tensor=tensor)
+    unused = frame_model.unused_spec()
+    if unused:
+        log.warning(
+            "model %s takes uint8 pixels as they are: its spec's %s %s not used",
+            cfg.model.model,
+            ", ".join(unused),
+            "is" if len(unused) == 1 else "are",
+        )
     return LoadedModel(data=data, spec=spec, tensor=tensor, geometry=frame_model.geometry)
 
 

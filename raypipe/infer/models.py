@@ -200,10 +200,13 @@ def _wants_graph(pixels: str, *, on_gpu: bool) -> bool:
 
 BATCH_MIB = 256
 """A model call's frames, as the model takes them (its input type, at the size it sees:
-fitted, padded or a tile window), hold at most this many MiB: ``batch_size`` is cut to fewer
-frames for large ones, at least one (``batch_size`` 8: 2 frames of 4K as float32, 8 of
-1080p). Each call's input, output and the pre/post-processing between them are then a few
-hundred MB instead of 8 times 100 MB each, first touched at the warm-up."""
+fitted, padded or a tile window) and as it gives them back (an upscaler's, larger), hold
+at most this many MiB: ``batch_size`` is cut to fewer frames for large ones, at least one
+(``batch_size`` 8: 2 frames of 4K as float32, 8 of 1080p, 2 of 1080p through a 2x
+upscaler). Each call's input, output and the pre/post-processing between them are then a
+few hundred MB instead of 8 times 100 MB each, first touched at the warm-up. (Counting the
+input only, a 4x upscaler's 8 frames of 1080p came out as 3.2 GB of float32, and its actor
+peaked at 14 GB against 3 GB with one frame a call: a sweep.)"""
 
 
 @dataclasses.dataclass
@@ -262,6 +265,7 @@ class FrameModel:
             "provider_options": provider_options,
         }
         self._runners: dict[str, IOBindingRunner] = {}
+        self._growth_cached: float | None = None
         self._host = _HostBuffers()
         self._host_lock = threading.Lock()
         self._host_local = threading.local()  # a second thread's, while the first runs
@@ -331,6 +335,7 @@ class FrameModel:
             )
         self._input_name: str = node.name
         self._output_name: str = spec.output_name or out_names[0]
+        self._output_type = next(o.type for o in outputs if o.name == self._output_name)
         self.output_kind: OutputKind = detect_output_kind(outputs, spec)
         self.output_names: list[str] = [spec.output_name] if spec.output_name else out_names
         if node.type not in _ELEMENT_DTYPES:
@@ -342,8 +347,15 @@ class FrameModel:
         shape = list(node.shape or [])
         expects = f"raypipe expects a rank-4 image batch, {spec.layout} with 3 channels"
         if len(shape) != 4:
+            hint = ""
+            if len(shape) == 5:  # (batch, time, channels, height, width): frames over time
+                hint = (
+                    "; a rank-5 input takes frames over time (a temporal model): give its "
+                    'window, --window BEFORE,AFTER ("window" in its sidecar, window=... in '
+                    'Python; README, "Temporal models")'
+                )
             raise ModelLoadError(
-                f"model input {node.name!r} has rank {len(shape)} (shape {shape}); {expects}"
+                f"model input {node.name!r} has rank {len(shape)} (shape {shape}); {expects}{hint}"
             )
         channels = _dim(shape[spec.channel_axis])
         # [batch, height, width, 3] read as NCHW: 3 px wide, and a dynamic or wrong channel
@@ -515,7 +527,41 @@ class FrameModel:
             return self._fixed_batch
         h, w = self.geometry.call_hw(height, width)
         frame_bytes = h * w * 3 * self.input_dtype.itemsize
-        return max(1, min(batch_size, (BATCH_MIB << 20) // frame_bytes))
+        step = max(1, min(batch_size, (BATCH_MIB << 20) // frame_bytes))
+        if step > 1 and self.output_kind == "image":  # an upscaler's output is the larger
+            step = max(1, min(step, int((BATCH_MIB << 20) // (frame_bytes * self._growth()))))
+        return step
+
+    def unused_spec(self) -> list[str]:
+        """The spec's settings this model's element types leave unused, where they are not
+        the defaults: ``scale``, ``mean`` and ``std`` for a uint8 input (it gets the pixels
+        as they are), ``output_range`` for a uint8 image output (taken as pixels). A
+        sidecar's ImageNet mean and std on a uint8 model were taken without a word."""
+        from raypipe.infer.sidecar import DEFAULT_SPEC
+
+        spec, names = self.spec, []
+        if self.input_dtype == np.uint8:
+            names += [
+                n for n in ("scale", "mean", "std") if getattr(spec, n) != getattr(DEFAULT_SPEC, n)
+            ]
+        if (
+            self.output_kind == "image"
+            and self._output_type == "tensor(uint8)"
+            and spec.output_range != DEFAULT_SPEC.output_range
+        ):
+            names.append("output_range")
+        return names
+
+    def _growth(self) -> float:
+        """How many times an input frame's values its output frame holds, at least 1: the
+        square of the model's scale (:func:`~raypipe.infer.shapes.image_output_scale`,
+        ONNX shape inference once per model; 1 where the graph does not say)."""
+        if self._growth_cached is None:
+            from raypipe.infer.shapes import image_output_scale
+
+            scale = image_output_scale(self._model_bytes, self.spec) or 1.0
+            self._growth_cached = max(1.0, scale * scale)
+        return self._growth_cached
 
     def _batches(self, frames: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
         """(batch, real frame count) pairs; a fixed-batch model's last batch is padded."""

@@ -401,14 +401,20 @@ def constants_hint(names: Sequence[str]) -> str:
 def state_pairs(inputs: Sequence[str], outputs: Sequence[str]) -> dict[str, str]:
     """Inputs that look like a recurrent state, each with the output that feeds it back:
     the same name but for its ending (``r1i``/``r1o``, ``h_in``/``h_out``, ``state_in``/
-    ``state_out``, ``hidden_input``/``hidden_output``)."""
+    ``state_out``, ``hidden_input``/``hidden_output``) or with one added (``prev``/
+    ``prev_out``, ``h``/``h_next``)."""
     endings = (("input", "output"), ("_in", "_out"), ("in", "out"), ("i", "o"))
+    added = ("_out", "_next", "_new")  # ``prev``/``prev_out``: the output names the input
     pairs = {}
     for name in inputs:
         for a, b in endings:
             if name.endswith(a) and name[: -len(a)] + b in outputs:
                 pairs[name] = name[: -len(a)] + b
                 break
+        else:
+            fed = next((name + end for end in added if name + end in outputs), None)
+            if fed is not None:
+                pairs[name] = fed
     return pairs
 
 

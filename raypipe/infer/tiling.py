@@ -391,13 +391,19 @@ class FrameGeometry:
             if height < window or width < window:
                 raise ModelLoadError(
                     f"frames of {height}x{width} (height x width) px are smaller than the "
-                    f"model's {window}x{window} px tiles; run without tile or use a model "
-                    "with dynamic height and width"
+                    f"model's {window}x{window} px tiles; run without tile and pass --resize "
+                    "stretch or letterbox, or use a model with dynamic height and width"
                 )
         elif (want_h is not None and want_h != height) or (want_w is not None and want_w != width):
+            tiles = ""
+            if want_h is not None and want_h == want_w and height >= want_h and width >= want_w:
+                tiles = (  # an image-to-image model on larger frames: windows of its size
+                    f", or --tile {max(1, want_h - 32)} (--tile-overlap 16: windows of the "
+                    "model's size)"
+                )
             raise ModelLoadError(
                 f"{self._takes()}, got {height}x{width}; pass --resize stretch or letterbox "
-                '("resize" in its sidecar, resize=... in Python), resize the '
+                f'("resize" in its sidecar, resize=... in Python){tiles}, resize the '
                 "video, or use a model with dynamic height and width"
             )
 

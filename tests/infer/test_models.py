@@ -719,6 +719,27 @@ def test_a_calls_frames_are_capped_by_their_bytes(
     assert loaded.batch_step(batch_size, *hw) == step
 
 
+@pytest.mark.parametrize(
+    ("name", "hw", "step"),
+    [
+        ("builtin:upscale2x", (1080, 1920), 2),  # 24 MiB in, 95 MiB out a frame
+        ("builtin:upscale2x", (240, 320), 8),
+        ("builtin:superres", (2160, 3840), 1),
+        ("builtin:invert", (1080, 1920), 8),  # the same size out: as before
+    ],
+)
+def test_an_upscalers_calls_are_capped_by_their_output_too(
+    name: str, hw: tuple[int, int], step: int
+) -> None:
+    """Counting the input only, a 4x super-resolution model got 8 frames of 1080p a call,
+    3.2 GB of float32 out, and its actor peaked at 14 GB where one frame a call took 3 GB
+    (a sweep)."""
+    from raypipe.infer.sidecar import resolve_model_and_spec
+
+    data, _, spec = resolve_model_and_spec(name)
+    assert cpu_model(data, spec).batch_step(8, *hw) == step
+
+
 def test_large_frames_run_in_smaller_batches_with_the_same_frames(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -797,3 +818,34 @@ def test_output_shape_refusals_say_what_to_change() -> None:
                          perm=[0, 3, 1, 2])  # fmt: skip
     with pytest.raises(ModelLoadError, match=r"the output looks NCHW while the input is NHWC"):
         cpu_model(flipped, ModelSpec(layout="NHWC")).run(frames(1, 8, 8), 1)
+
+
+def test_a_uint8_models_unused_spec_is_named() -> None:
+    """A sidecar's ImageNet mean and std on a uint8-input model were taken without a word
+    and did nothing (a sweep): the pixels go in as they are. The run now names them."""
+    model = tiny_model(elem=TensorProto.UINT8)
+    imagenet = ModelSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert cpu_model(model, imagenet).unused_spec() == ["mean", "std"]
+    ranged = ModelSpec(scale=1.0, output_range=(-1.0, 1.0))
+    assert cpu_model(model, ranged).unused_spec() == ["scale", "output_range"]
+    assert cpu_model(model).unused_spec() == []
+    assert cpu_model(tiny_model(), imagenet).unused_spec() == [], "a float model uses them"
+
+
+def test_a_run_of_a_uint8_model_warns_of_its_unused_spec(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    from raypipe.config import build_run_config
+    from raypipe.distributed.setup import load_model
+
+    path = tmp_path / "u8.onnx"
+    path.write_bytes(tiny_model(elem=TensorProto.UINT8))
+    (tmp_path / "u8.raypipe.json").write_text(json.dumps({"mean": [0.5, 0.5, 0.5]}))
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        load_model(build_run_config(model=str(path)))
+    assert f"model {path} takes uint8 pixels as they are: its spec's mean is not used" in (
+        caplog.text
+    )

@@ -178,6 +178,23 @@ def test_fixed_size_model_runs_in_tiles_of_its_size() -> None:
         model.run(uint8_frames(1, 20, 90), 1)
 
 
+def test_a_fixed_size_models_refusals_point_to_tiles_and_resizing() -> None:
+    """The two refusals sent a user round in a circle (a sweep): frames larger than a
+    fixed-size image model were told to resize, never to tile; tiles larger than the
+    frames were told to run without tile, never to resize."""
+    model = FrameModel(fixed_identity(64), device="cpu")
+    with pytest.raises(ModelLoadError, match=r"got 70x90; pass --resize stretch or letterbox "
+                       r"\(\"resize\" in its sidecar, resize=... in Python\), or --tile 32 "
+                       r"\(--tile-overlap 16: windows of the model's size\)"):  # fmt: skip
+        model.run(uint8_frames(1, 70, 90), 1)
+    smaller = r"got 40x90; pass --resize stretch or letterbox \(\"resize\" in its sidecar, "
+    with pytest.raises(ModelLoadError, match=smaller + r"resize=... in Python\), resize the"):
+        model.run(uint8_frames(1, 40, 90), 1)  # smaller: tiles cannot help
+    tiled = FrameModel(fixed_identity(32), spec=ModelSpec(tile=24, tile_overlap=4), device="cpu")
+    with pytest.raises(ModelLoadError, match="tiles; run without tile and pass --resize"):
+        tiled.run(uint8_frames(1, 20, 90), 1)
+
+
 def test_fixed_size_model_with_a_tile_that_does_not_fit() -> None:
     match = (
         r"model input 'input' takes 32x32 \(height x width\) frames, but tile=32 with "
