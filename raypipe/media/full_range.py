@@ -18,7 +18,6 @@ brings it back.
 from __future__ import annotations
 
 import av
-import cv2
 import numpy as np
 
 _TWINS = {
@@ -47,6 +46,8 @@ def _rows(plane: av.video.plane.VideoPlane, dtype: type, width: int) -> np.ndarr
 def narrowed(wide: av.VideoFrame, pix_fmt: str) -> av.VideoFrame:
     """``wide`` (full-range 16-bit, from :func:`wide_twin`) as ``pix_fmt``: luma levels
     of 257 and chroma steps of 256 rounded half up to 8 bits."""
+    import cv2  # here: an encode task of a limited-range video never imports OpenCV
+
     out = av.VideoFrame(wide.width, wide.height, pix_fmt)
     for index, (src, dst) in enumerate(zip(wide.planes, out.planes, strict=True)):
         width = dst.width
