@@ -96,13 +96,8 @@ def _draw_stats(path: str, output: str | None) -> int:
 
 def _check_local_parent(path: str) -> None:
     """Fail before any work when a local output ``path`` cannot be written."""
-    if "://" in path:
-        return
-    if os.path.isdir(path):
-        raise ConfigError(f"output '{path}' is a directory; give a file name in it")
-    problem = storage.writable_dir_problem(os.path.dirname(os.path.abspath(path)))
-    if problem:
-        raise ConfigError(f"output '{path}': {problem}")
+    if "://" not in path:
+        storage.check_file_path("output", path)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:

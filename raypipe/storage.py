@@ -70,6 +70,19 @@ _BUCKETS = ("s3", "s3a", "gs", "gcs")
 """Object stores whose first path part is a bucket, which must exist to be written to."""
 
 
+def check_file_path(label: str, path: str) -> None:
+    """Fail before any work where a file cannot be written at ``path`` (a run's output, its
+    stats or report, an exported model): its folder missing or not writable
+    (:func:`writable_dir_problem`), or a folder in its place (found only as a run ended,
+    after its work, with the temporary file's name in the message). ``label``: the option's
+    name in the message."""
+    if is_local(path) and os.path.isdir(local_path(absolute(path))):
+        raise ConfigError(f"{label} '{path}' is a directory; give a file path")
+    problem = writable_dir_problem(split(absolute(path))[0])
+    if problem:
+        raise ConfigError(f"{label} '{path}': {problem}")
+
+
 def writable_dir_problem(uri: str, *, make: bool = False) -> str:
     """Why files cannot be written in the directory ``uri`` (``""``: they can), checked
     before any work: a local one that is missing (made first when ``make``) or a file, or

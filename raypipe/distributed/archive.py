@@ -40,14 +40,7 @@ from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.planning import VideoJob, VideoResult
 from raypipe.distributed.runner import Runner
-from raypipe.distributed.setup import (
-    check_file_path,
-    load_run,
-    model_facts,
-    same_file,
-    start_run,
-    table_output,
-)
+from raypipe.distributed.setup import load_run, model_facts, same_file, start_run, table_output
 from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
@@ -94,9 +87,9 @@ def process_archive(
     problem = storage.writable_dir_problem(output_dir, make=True)
     if problem:
         raise ConfigError(f"OUTPUT_DIR '{output_dir}': {problem}")
-    check_file_path("report_path", report_path)
+    storage.check_file_path("report_path", report_path)
     if cfg.stats_path:
-        check_file_path("stats_path", cfg.stats_path)
+        storage.check_file_path("stats_path", cfg.stats_path)
     with output_dir_lock(output_dir):
         return _run(cfg, model, jobs, output_dir, report_path, previous, started, resume=resume)
 
@@ -288,16 +281,15 @@ def _jobs(
     owners = _output_owners(placed)
     for item, output, _ in placed:
         error = item.error
-        others = [uri for uri in owners.get(output, []) if uri != item.uri] if output else []
+        owner = owners.get(output)
         if not error and item.uri in seen_inputs:
             error = f"input '{item.uri}' is listed more than once; it is processed once"
             output = ""  # the first listing's output is not this job's
-        elif not error and others and owners[output][0] != item.uri:
+        elif not error and owner is not None and owner.uri != item.uri:
             error = (
-                f"output '{item.relative_output}' is claimed by {len(owners[output])} inputs: "
-                f"it is written for '{owners[output][0]}'"
-                f"{' (its own name)' if owners[output][0] in _own(placed, output) else ''}; "
-                "give this one another output"
+                f"output '{item.relative_output}' is claimed by {owner.claims} inputs: it is "
+                f"written for '{owner.uri}'{' (its own name)' if owner.own else ''}; give "
+                "this one another output"
             )
             if item.renamed:  # clip.mp4 and clip.wmv, whose output is clip.mp4 too
                 error += (
@@ -345,23 +337,31 @@ def _jobs(
     return jobs
 
 
-def _output_owners(placed: list[tuple[Any, str, bool]]) -> dict[str, list[str]]:
-    """The inputs that claim each output, the one it is written for first: an input whose
-    own name it is (``clip.mp4`` for ``clip.mp4``, not ``clip.flv`` whose output takes
-    ``.mp4``), else the first listed. Before, the first in sorted order won: ``clip.flv``
-    took ``clip.mp4``'s output from it, and a resumed archive replaced ``clip.mp4``'s
-    finished output with another video's."""
-    claims: dict[str, list[tuple[bool, int, str]]] = {}
-    for index, (item, output, own) in enumerate(placed):
-        if output and not item.error:
-            uris = [u for _, _, u in claims.get(output, [])]
-            if item.uri not in uris:  # a second listing of one input is not a claim
-                claims.setdefault(output, []).append((not own, index, item.uri))
-    return {output: [u for _, _, u in sorted(c)] for output, c in claims.items()}
+@dataclasses.dataclass(frozen=True)
+class _Owner:
+    """The input an output is written for, whether it is that input's own name, and how
+    many inputs claim the output."""
+
+    uri: str
+    own: bool
+    claims: int
 
 
-def _own(placed: list[tuple[Any, str, bool]], output: str) -> set[str]:
-    return {item.uri for item, out, own in placed if out == output and own}
+def _output_owners(placed: list[tuple[Any, str, bool]]) -> dict[str, _Owner]:
+    """Each output's owner among the inputs that claim it: an input whose own name it is
+    (``clip.mp4`` for ``clip.mp4``, not ``clip.flv`` whose output takes ``.mp4``), else the
+    first listed. Before, the first in sorted order won: ``clip.flv`` took ``clip.mp4``'s
+    output from it, and a resumed archive replaced ``clip.mp4``'s finished output with
+    another video's."""
+    claims: dict[str, dict[str, bool]] = {}  # output -> claiming input -> its own name
+    for item, output, own in placed:
+        if output and not item.error:  # a second listing of one input is not a claim
+            claims.setdefault(output, {}).setdefault(item.uri, own)
+    owners = {}
+    for output, inputs in claims.items():
+        uri = next((u for u, own in inputs.items() if own), next(iter(inputs)))
+        owners[output] = _Owner(uri=uri, own=inputs[uri], claims=len(inputs))
+    return owners
 
 
 _HOLDING_EXTENSIONS = (".mp4", ".mov", ".mkv")

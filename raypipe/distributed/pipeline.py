@@ -30,7 +30,6 @@ from raypipe.distributed.planning import (
 from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import (
     StartedRun,
-    check_file_path,
     check_output,
     check_table_output,
     load_run,
@@ -80,7 +79,7 @@ def process_video(
         source=input,
     )
     if cfg.stats_path:
-        check_file_path("stats_path", cfg.stats_path)
+        storage.check_file_path("stats_path", cfg.stats_path)
     planned = plan_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,

@@ -358,18 +358,6 @@ def check_table_output(output: str, model: LoadedModel) -> None:
     )
 
 
-def check_file_path(label: str, path: str) -> None:
-    """Fail before any work where a file cannot be written at ``path`` (the run's output,
-    its stats or report): its folder missing or not writable, or a folder in its place
-    (found only as the run ended, after its work, with the temporary file's name in the
-    message). ``label``: the option's name in the message."""
-    if is_local(path) and os.path.isdir(local_path(storage.absolute(path))):
-        raise ConfigError(f"{label} '{path}' is a directory; give a file path")
-    problem = storage.writable_dir_problem(storage.split(storage.absolute(path))[0])
-    if problem:
-        raise ConfigError(f"{label} '{path}': {problem}")
-
-
 def check_output(
     output: str,
     *,
@@ -392,7 +380,7 @@ def check_output(
         if refused:
             raise ConfigError(f"output '{output}': {refused}")
     if not tensor or not is_local(output):  # a table's folders are made as it is written
-        check_file_path("output", output)
+        storage.check_file_path("output", output)
     if storage.exists(output) and not overwrite:
         raise OutputExistsError(
             f"output '{output}' exists; pass --overwrite (overwrite=True in Python) to replace it"

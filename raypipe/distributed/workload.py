@@ -8,7 +8,6 @@ object rather than a dozen keywords unpacked from the configs.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,17 +50,9 @@ class LoadedModel:
             return None
         if self.tensor:
             return 0.0
-        return _image_output_scale(self.data, self.spec)
+        from raypipe.infer.shapes import image_output_scale
 
-
-@functools.lru_cache(maxsize=2)
-def _image_output_scale(data: bytes, spec: ModelSpec) -> float | None:
-    """:func:`~raypipe.infer.shapes.image_output_scale`, once per model: shape inference
-    took 0.26 s on a 45 MB graph, and a ``raypipe serve`` driver plans every run of the
-    same model."""
-    from raypipe.infer.shapes import image_output_scale
-
-    return image_output_scale(data, spec)
+        return image_output_scale(self.data, self.spec)
 
 
 @dataclass(frozen=True, kw_only=True)

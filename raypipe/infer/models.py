@@ -537,8 +537,6 @@ class FrameModel:
         the defaults: ``scale``, ``mean`` and ``std`` for a uint8 input (it gets the pixels
         as they are), ``output_range`` for a uint8 image output (taken as pixels). A
         sidecar's ImageNet mean and std on a uint8 model were taken without a word."""
-        from raypipe.infer.sidecar import DEFAULT_SPEC
-
         spec, names = self.spec, []
         if self.input_dtype == np.uint8:
             names += [

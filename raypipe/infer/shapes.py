@@ -15,6 +15,7 @@ read. Callers treat ``None`` as "unknown" and keep their safe default.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from raypipe.infer.sidecar import ModelSpec
@@ -25,10 +26,13 @@ PROBE_PX = 256
 for the fully convolutional models that have dynamic sizes."""
 
 
+@functools.lru_cache(maxsize=2)
 def image_output_scale(data: bytes, spec: ModelSpec) -> float | None:
     """Output height over input height of the image model ``data`` with ``spec`` (equal to
     output width over input width), or ``None`` when the graph does not determine it or the
-    model is temporal (several frame inputs, recurrent state)."""
+    model is temporal (several frame inputs, recurrent state). Once per model and process:
+    shape inference took 0.26 s on a 45 MB graph, and a ``raypipe serve`` driver plans every
+    run of the same model, then sizes its calls (:meth:`FrameModel.batch_step`) again."""
     import onnx
     from onnx import shape_inference
 

@@ -397,9 +397,10 @@ class FrameGeometry:
         elif (want_h is not None and want_h != height) or (want_w is not None and want_w != width):
             tiles = ""
             if want_h is not None and want_h == want_w and height >= want_h and width >= want_w:
-                tiles = (  # an image-to-image model on larger frames: windows of its size
-                    f", or --tile {max(1, want_h - 32)} (--tile-overlap 16: windows of the "
-                    "model's size)"
+                overlap = self.tile_overlap  # the spec's: windows of the model's size
+                tiles = (  # an image-to-image model on larger frames
+                    f", or --tile {max(1, want_h - 2 * overlap)} (--tile-overlap {overlap}: "
+                    "windows of the model's size)"
                 )
             raise ModelLoadError(
                 f"{self._takes()}, got {height}x{width}; pass --resize stretch or letterbox "

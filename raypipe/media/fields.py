@@ -36,16 +36,19 @@ def apart(pix_fmt: str, height: int) -> bool:
     return not layout.rgb and factor > 1 and height % (2 * factor) == 0
 
 
-def _rows(plane: Any) -> np.ndarray:
-    """A plane's bytes as ``(height, line_size)`` uint8, over the frame's memory; a
-    palette (``pal8``'s second plane, no line size) as one row."""
-    data = np.frombuffer(memoryview(plane), np.uint8)
-    return data.reshape(plane.height, plane.line_size) if plane.line_size else data[None]
+def plane_rows(plane: Any, dtype: type = np.uint8) -> np.ndarray:
+    """A plane's samples as ``(height, line_size / sample size)`` of ``dtype`` (uint8, or
+    uint16 for a 16-bit plane), over the frame's memory; a palette (``pal8``'s second
+    plane, no line size) as one row."""
+    data = np.frombuffer(memoryview(plane), dtype)
+    if not plane.line_size:
+        return data[None]
+    return data.reshape(plane.height, plane.line_size // data.itemsize)
 
 
 def _copy_rows(dst: av.VideoFrame, src: av.VideoFrame, dst_rows: slice, src_rows: slice) -> None:
     for d, s in zip(dst.planes, src.planes, strict=True):
-        to, of = _rows(d), _rows(s)
+        to, of = plane_rows(d), plane_rows(s)
         if not d.line_size:  # a palette: the same for every row
             to[:] = of
             continue

@@ -20,6 +20,8 @@ from __future__ import annotations
 import av
 import numpy as np
 
+from raypipe.media.fields import plane_rows
+
 _TWINS = {
     "yuv420p": "yuv420p16le",
     "yuvj420p": "yuv420p16le",
@@ -37,26 +39,20 @@ def wide_twin(pix_fmt: str) -> str | None:
     return _TWINS.get(pix_fmt)
 
 
-def _rows(plane: av.video.plane.VideoPlane, dtype: type, width: int) -> np.ndarray:
-    item = np.dtype(dtype).itemsize
-    data = np.frombuffer(memoryview(plane), dtype)
-    return data.reshape(plane.height, plane.line_size // item)[:, :width]
-
-
 def narrowed(wide: av.VideoFrame, pix_fmt: str) -> av.VideoFrame:
-    """``wide`` (full-range 16-bit, from :func:`wide_twin`) as ``pix_fmt``: luma levels
-    of 257 and chroma steps of 256 rounded half up to 8 bits."""
+    """``wide`` (full-range 16-bit, from :func:`wide_twin`) as ``pix_fmt``: its luma levels
+    and chroma steps, 257 each, rounded to the nearest 8-bit value."""
     import cv2  # here: an encode task of a limited-range video never imports OpenCV
 
     out = av.VideoFrame(wide.width, wide.height, pix_fmt)
     for index, (src, dst) in enumerate(zip(wide.planes, out.planes, strict=True)):
         width = dst.width
-        values = _rows(src, np.uint16, width)
+        values = plane_rows(src, np.uint16)[:, :width]
         # luma: level L is 257 L, so L = round(v / 257); chroma: C is 257 (C - 128) +
         # 32767.5, so C = round((v + 128.5) / 257), taken as round((v + 129) / 257): the
         # same for every 16-bit v, with no value half way (OpenCV rounds halves to even).
         # OpenCV's scaled conversion, in float32, is exact here (the nearest half is 1/514
         # away) and saturates: 0.8 against 7.6 ms a 720p plane for numpy's integer division.
         beta = 0.0 if index == 0 else 129 / 257
-        _rows(dst, np.uint8, width)[:] = cv2.convertScaleAbs(values, alpha=1 / 257, beta=beta)
+        plane_rows(dst)[:, :width] = cv2.convertScaleAbs(values, alpha=1 / 257, beta=beta)
     return out

@@ -187,12 +187,14 @@ def _mov_stores_language(code: str) -> bool:
         return back.streams[0].metadata.get("language") == code
 
 
-def kept_tags(tags: Mapping[str, str], fmt: str) -> dict[str, str]:
+def kept_tags(
+    tags: Mapping[str, str], fmt: str, *, title_as_handler: bool = True
+) -> dict[str, str]:
     """A stream's tags of :data:`_KEPT_TAGS` as the output format ``fmt`` keeps them: a
-    title also as MP4's and MOV's handler name, a language as MOV stores it
-    (:func:`mov_language`)."""
+    language as MOV stores it (:func:`mov_language`), and with ``title_as_handler`` a title
+    also as MP4's and MOV's handler name."""
     kept = {k: v for k, v in tags.items() if k.lower() in _KEPT_TAGS}
-    if fmt in ("mp4", "mov") and kept.get("title"):
+    if title_as_handler and fmt in ("mp4", "mov") and kept.get("title"):
         kept.setdefault("handler_name", kept["title"])  # MP4/MOV keep a title there
     if fmt == "mov" and kept.get("language"):
         kept["language"] = mov_language(kept["language"])
@@ -565,9 +567,8 @@ def _keep_video_facts(out_video: Any, source_video: Any) -> None:
     on the output's video stream. The frames are the source's frames from the first on,
     so its first frame's timecode still holds."""
     out_video.disposition = source_video.disposition
-    tags = {k: v for k, v in source_video.metadata.items() if k.lower() in _KEPT_TAGS}
-    if out_video.container.format.name == "mov" and tags.get("language"):
-        tags["language"] = mov_language(tags["language"])
+    fmt = out_video.container.format.name
+    tags = kept_tags(source_video.metadata, fmt, title_as_handler=False)
     timecode = video_timecode(source_video)
     if timecode:
         tags["timecode"] = timecode
