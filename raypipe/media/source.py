@@ -43,8 +43,21 @@ def local_path(uri: str) -> str:
 
 
 def _check_local(path: str) -> None:
-    if not os.path.exists(path):
-        raise InputNotFoundError(f"input '{path}' does not exist; check the path")
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputNotFoundError(
+                f"input '{path}' is a symbolic link that loops (it leads back to itself); "
+                "point it at the video"
+            ) from None
+        if os.path.islink(path):
+            raise InputNotFoundError(
+                f"input '{path}' is a symbolic link to '{os.readlink(path)}', which does "
+                "not exist; check the link"
+            ) from None
+        if e.errno != errno.EACCES:
+            raise InputNotFoundError(f"input '{path}' does not exist; check the path") from None
     if os.path.isdir(path):
         raise CorruptVideoError(f"input '{path}' is a directory, expected a video file")
     if not os.access(path, os.R_OK):

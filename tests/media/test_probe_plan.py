@@ -64,6 +64,14 @@ def test_probe_errors(tmp_path: Path) -> None:
         probe(str(tmp_path / "missing.mp4"))
     with pytest.raises(CorruptVideoError, match="empty file"):
         probe(str(write_empty_file(tmp_path / "empty.mp4")))
+    # A sweep's symbolic links: a loop and a dangling link were both "does not exist"
+    (tmp_path / "loop_a.mp4").symlink_to(tmp_path / "loop_b.mp4")
+    (tmp_path / "loop_b.mp4").symlink_to(tmp_path / "loop_a.mp4")
+    with pytest.raises(InputNotFoundError, match="symbolic link that loops"):
+        probe(str(tmp_path / "loop_a.mp4"))
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")
+    with pytest.raises(InputNotFoundError, match=r"symbolic link to '.*gone.mp4', which does"):
+        probe(str(tmp_path / "dangling.mp4"))
     with pytest.raises(CorruptVideoError, match="not a readable media file"):
         probe(str(write_text_as_video(tmp_path / "text.mp4")))
     with pytest.raises(CorruptVideoError, match="is a directory"):
