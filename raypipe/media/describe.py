@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from raypipe.media.mux import container_tags
 from raypipe.media.picture import PictureFormat
-from raypipe.media.pixfmt import has_alpha
 from raypipe.media.plan import ChunkPlan
 from raypipe.media.probe import VideoInfo
 
@@ -65,7 +64,7 @@ def picture_lines(picture: PictureFormat) -> list[str]:
         f"shown {width}x{height} (coded {picture.coded_width}x{picture.coded_height}, "
         f"{picture.describe_orientation()}), "
         f"{picture.bit_depth}-bit {picture.chroma}"
-        + (" with alpha (not kept: outputs have none)" if has_alpha(picture.pix_fmt or "") else "")
+        + (" with alpha (not kept: outputs have none)" if picture.alpha else "")
         + (", interlaced (each field's chroma converted apart)" if picture.interlaced else ""),
         f"colour: primaries {c.primaries}, transfer {c.transfer}, matrix {c.matrix}, "
         f"range {c.range} (converted as {picture.matrix}, {picture.range})",

@@ -51,7 +51,7 @@ from raypipe.media.containers import KEEPING_ENCODERS, container_refuses, extens
 from raypipe.media.frame_clock import FrameClock
 from raypipe.media.full_range import narrowed, wide_twin
 from raypipe.media.picture import PictureFormat
-from raypipe.media.pixfmt import choose_pix_fmt, encoder_formats, has_alpha, layout_of
+from raypipe.media.pixfmt import choose_pix_fmt, encoder_formats, layout_of
 
 _X26X = ("libx264", "libx264rgb", "libx265")
 _ANY_SIZE = frozenset({"ffv1", "libvpx-vp9", "libsvtav1", "mpeg4", "mpeg2video"})
@@ -62,7 +62,7 @@ _PARAM_OPTIONS = ("x265-params", "x264-params", "svtav1-params")  # key=value:ke
 
 _MAGIC_V1 = b"RPSEG1\n"  # pts and dts only (raypipe before packet durations)
 _MAGIC = b"RPSEG2\n"  # + durations; head: colour tags, average rate
-SEGMENT_FORMAT = 9
+SEGMENT_FORMAT = 10
 """What a segment holds and how its frames were converted and encoded (source matrix, 16
 bits, 3: the encoder's threads set to the CPUs an encode task holds, which changes x264's
 bits, 4: x264 held to AVX2, :func:`x264_cpu_params`, 5: frames decoded to RGB rounded to
@@ -71,8 +71,10 @@ field, :mod:`raypipe.media.fields`, 6: the container's aspect ratio over the bit
 and the ratio in the segment's head, 7: H.264 encoded in ticks of a frame where
 the frames fall on them, :func:`encoder_clock`, which changes their headers' timing, 8:
 also where a container's clock rounds their times or they start off the grid, 9:
-full-range 8-bit chroma rounded to the nearest, :mod:`raypipe.media.full_range`): part
-of a run's key, so a resumed run does not mix segments of another format."""
+full-range 8-bit chroma rounded to the nearest, :mod:`raypipe.media.full_range`, 10:
+x264 counts in the frames' distance where the average rate is not theirs, an MP4 cut
+mid-frame, :func:`~raypipe.media.frame_clock.frame_step`): part of a run's key, so a
+resumed run does not mix segments of another format."""
 _NO_DTS = -(2**63)
 SEGMENT_HEAD_BYTES = 1 << 16
 """Bytes read from a segment's start for its index (:meth:`Segment.index_size`): its JSON
@@ -487,15 +489,15 @@ def fidelity_notes(config: EncodeConfig, picture: PictureFormat, output: str = "
     """One-line notes on what an output of ``config`` keeps less of than the source: a
     lower bit depth or chroma resolution than the source's (when no ``pix_fmt`` was given;
     with :func:`keeping_hint` for ``output``), an alpha channel (models get RGB, outputs
-    have none), HDR10 metadata the encoder cannot write. ``config.codec`` ``"auto"``: as
-    for an MP4 (libx264)."""
+    have none; not an opaque GIF's: :attr:`PictureFormat.alpha`), HDR10 metadata the
+    encoder cannot write. ``config.codec`` ``"auto"``: as for an MP4 (libx264)."""
     config = config.for_output("")
     notes = []
     _, note = output_pix_fmt(config, picture)
     if note:
         hint = keeping_hint(picture, output)
         notes.append(f"{note} ({hint})" if hint else note)
-    if picture.pix_fmt and has_alpha(picture.pix_fmt):
+    if picture.alpha:
         notes.append(
             f"the source's alpha channel (transparency, {picture.pix_fmt}) is left out: "
             "models get RGB frames and raypipe writes outputs without alpha"

@@ -34,21 +34,35 @@ def frame_numbers(pts: np.ndarray | list[int], step: Fraction) -> np.ndarray:
 
 def frame_step(pts: np.ndarray | list[int], rate: Fraction, time_base: Fraction) -> Fraction:
     """Time base ticks of one frame where the frames at ``pts`` can be counted in frames
-    (each rounds to a different number, rising): one frame at the average ``rate``, else
-    the distance between most of the frames (a video with a gap, whose average rate is
-    not its frames': an MP4 cut with an edit list read 24.3 fps for frames 40 ms apart,
-    one gap of 80 ms); 1 where neither counts them: a variable rate where two frames fall
-    in one frame's time, or frames closer than a tick."""
+    (each rounds to a different number, rising): of one frame at the average ``rate`` and
+    the distance between most of the frames, the one whose frame numbers fall closest to
+    the frames' times; 1 where neither counts them: a variable rate where two frames fall
+    in one frame's time, or frames closer than a tick.
+
+    Both are needed. The average rate is the frames' where the container's clock rounds
+    them (Matroska's milliseconds at 29.97 fps: 33 and 34 ms apart, an average of 33.37).
+    The frames' distance is theirs where the average is not: a video with a gap, or an MP4
+    cut with an edit list that shows its last frame longer (frames 40 ms apart read 24.81
+    fps, and x264's headers said so: a sweep)."""
     ticks = np.asarray(pts, dtype=np.int64)
     candidates = [1 / (rate * time_base)] if rate and len(ticks) else []
     if len(ticks) > 1:
         values, counts = np.unique(np.diff(ticks), return_counts=True)
         if 2 * int(counts.max()) >= len(ticks) - 1:  # most frames: the video's rate
             candidates.append(Fraction(int(values[int(np.argmax(counts))])))
+    best, off_best = Fraction(1), float("inf")
     for step in candidates:
-        if step > 1 and bool(np.all(np.diff(frame_numbers(ticks, step)) > 0)):
-            return step
-    return Fraction(1)
+        if step <= 1:
+            continue
+        numbers = frame_numbers(ticks, step)
+        if not bool(np.all(np.diff(numbers) > 0)):
+            continue
+        # how far the numbers' times fall from the frames', in frames (the first candidate
+        # wins a tie)
+        off = float(np.max(np.abs(numbers.astype(np.float64) * float(step) - ticks))) / float(step)
+        if off < off_best - 1e-9:
+            best, off_best = step, off
+    return best
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from raypipe.media.colour import (
     conversion_matrix,
     conversion_range,
 )
-from raypipe.media.pixfmt import layout_of
+from raypipe.media.pixfmt import has_alpha, layout_of
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +54,9 @@ class PictureFormat:
     ``(num, den)``, ``(0, 1)`` when unknown. ``pix_fmt``: the decoder's output format.
     ``interlaced``: the decoder flags the first frame interlaced (two fields woven), and
     every frame's chroma is converted field by field (:mod:`raypipe.media.fields`).
+    ``opaque_gif``: a GIF whose first frame is opaque all over. FFmpeg decodes every GIF
+    with an alpha component (``bgra``), used or not; a GIF with a transparent background
+    shows it in its first frame.
     """
 
     coded_width: int
@@ -65,6 +68,7 @@ class PictureFormat:
     colour: ColourTags = field(default_factory=ColourTags)
     hdr: HdrMetadata | None = None
     interlaced: bool = False  # the first frame's fields woven: converted apart (media/fields.py)
+    opaque_gif: bool = False
 
     def __post_init__(self) -> None:
         if self.coded_width < 1 or self.coded_height < 1:
@@ -82,6 +86,12 @@ class PictureFormat:
     def chroma(self) -> str:
         """``4:2:0``, ``4:2:2``, ``4:4:4``... (RGB sources count as ``4:4:4``)."""
         return layout_of(self.pix_fmt).chroma
+
+    @property
+    def alpha(self) -> bool:
+        """Whether the source has an alpha component that outputs leave out (not an opaque
+        GIF's)."""
+        return has_alpha(self.pix_fmt) and not self.opaque_gif
 
     @property
     def rgb_format(self) -> str:
@@ -162,6 +172,8 @@ class PictureFormat:
             "bit_depth": self.bit_depth,
             "chroma": self.chroma,
             "interlaced": self.interlaced,
+            # only where set, so every other video's picture (and resume key) stays as it was
+            **({"opaque_gif": True} if self.opaque_gif else {}),
         }
 
     def to_json(self) -> str:
@@ -179,6 +191,7 @@ class PictureFormat:
             colour=ColourTags(**d["colour"]),
             hdr=None if d.get("hdr") is None else HdrMetadata.from_dict(d["hdr"]),
             interlaced=bool(d.get("interlaced", False)),
+            opaque_gif=bool(d.get("opaque_gif", False)),
         )
 
     @classmethod

@@ -135,7 +135,7 @@ def choose_pix_fmt(source_pix_fmt: str | None, codec: str) -> tuple[str, str]:
     h, v = got.subsampling
     if got.bit_depth < wanted.bit_depth or h > want_h or v > want_v:
         note = (
-            f"encoder {codec} cannot write the source's {wanted.describe()} "
+            f"encoder {codec} cannot write the source's {layout_of(source_pix_fmt).describe()} "
             f"({source_pix_fmt}); writing {chosen} ({got.describe()}) instead"
         )
         return chosen, note

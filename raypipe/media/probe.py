@@ -845,6 +845,14 @@ def _first_frame_picture(
     return first
 
 
+def _opaque(frame: Any) -> bool:
+    """Whether ``frame`` (a packed format with alpha last: GIF's ``bgra``) is opaque all
+    over."""
+    if frame.format.name not in ("bgra", "rgba"):
+        return False
+    return bool((frame.to_ndarray()[..., 3] == 255).all())
+
+
 def _first_frame_picture_of(
     container: Any, video: Any, uri: str
 ) -> tuple[PictureFormat, int | None] | None:
@@ -874,6 +882,7 @@ def _first_frame_picture_of(
                 colour=colour,
                 hdr=hdr_of_frame(frame),
                 interlaced=bool(frame.interlaced_frame),
+                opaque_gif=ctx.name == "gif" and _opaque(frame),
             )
             return picture, frame.pts
     except av.error.FFmpegError as e:

@@ -365,6 +365,32 @@ def test_matroskas_rounded_frame_times_still_give_h264_its_frame_rate(
     assert ffprobe_video(extract).base_rate == Fraction(rate)
 
 
+def test_an_mp4_cut_mid_frame_keeps_its_frames_rate_in_h264s_headers(tmp_path: Path) -> None:
+    """``ffmpeg -ss 1.3 -c copy``: an edit list that starts 20 ms into a 25 fps frame and
+    shows the last frame 60 ms. Its 67 frames over 2.70 s average 24.81 fps, and x264
+    counted in frames of that: the output's H.264 said 670/27 fps in its headers, and an
+    extract with ``ffmpeg -c copy`` read so (a sweep). The frames are 40 ms apart: x264
+    counts in those now."""
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    make_clip(whole, _small(n_frames=100, gop=25, bframes=2))
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-ss", "1.3", "-i", str(whole), "-c", "copy",
+         str(cut)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    info = probe(str(cut))
+    assert info.rate != 25 and info.frame_ticks == 512  # the average is not the frames' rate
+    out = tmp_path / "out.mp4"
+    run_in_process(cut, out, "builtin:invert", 25, EncodeConfig(preset="ultrafast"))
+    assert ffprobe_frame_times(out) == pytest.approx(ffprobe_frame_times(cut), abs=1e-6)
+    extract = tmp_path / "out.h264"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(out), "-c", "copy", str(extract)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert ffprobe_video(extract).base_rate == 25
+
+
 def test_a_variable_rate_with_two_frames_in_one_frames_time_keeps_the_containers_clock() -> None:
     """Frames that do not count in frames (two within one frame's time) keep the source's
     clock, as before: the encoder's times must map back one to one."""

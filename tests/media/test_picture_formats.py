@@ -120,6 +120,8 @@ def test_the_size_rule() -> None:
         ("yuv420p10le", "h264_nvenc", "yuv420p", False),  # H.264 10-bit NVENC: Blackwell only
         ("yuv420p10le", "hevc_nvenc", "p010le", True),
         ("gbrp", "libx265", "gbrp", True),
+        ("gray", "ffv1", "yuv420p", True),  # gray counts as 4:2:0: a model may colour it
+        ("gray16le", "libx264", "yuv420p10le", False),
     ],
 )
 def test_output_pix_fmt_follows_the_source(
@@ -130,6 +132,8 @@ def test_output_pix_fmt_follows_the_source(
     assert (note == "") == kept
     if not kept:
         assert note.startswith(f"encoder {codec} cannot write the source's ")
+        # the source as it is: a gray one was "16-bit 4:2:0 (gray16le)" (a sweep)
+        assert f"source's {layout_of(source).describe()} ({source})" in note
         assert f"writing {chosen} (" in note
 
 
@@ -435,3 +439,26 @@ def test_a_webm_whose_alpha_rides_beside_its_picture_says_the_alpha_is_left_out(
         ]
     else:
         assert notes == []
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+def test_a_gif_says_its_alpha_is_left_out_only_when_it_is_transparent(
+    tmp_path: Path, transparent: bool
+) -> None:
+    """FFmpeg decodes every GIF as ``bgra``; every GIF got the note that its alpha channel
+    was left out, opaque ones too (a sweep). An opaque first frame now says nothing."""
+    source = tmp_path / f"anim-{transparent}.gif"
+    alpha = "if(lt(X,32),0,255)" if transparent else "255"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+         f"testsrc=s=64x48:r=10:d=0.3,format=rgba,geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':a='{alpha}'",
+         "-filter_complex", "split[a][b];[a]palettegen=reserve_transparent=1[p];"
+         "[b][p]paletteuse=alpha_threshold=128", str(source)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    picture = probe(str(source)).picture
+    assert picture.pix_fmt == "bgra" and picture.opaque_gif is not transparent
+    assert PictureFormat.from_json(picture.to_json()) == picture
+    notes = [n for n in fidelity_notes(EncodeConfig(codec="libx264"), picture) if "alpha" in n]
+    assert len(notes) == int(transparent), notes
+    assert ("with alpha" in picture_lines(picture)[0]) is transparent
