@@ -71,21 +71,28 @@ class ReportJournal:
             self.write()
             self._written, self._written_rows = time.monotonic(), len(self._rows)
 
-    def write(self) -> None:
-        """Write the rows so far (with the previous report's for inputs not reached)."""
-        write_report(ArchiveReport(rows=self.rows(), path=self.path))
+    def write(self, unfinished: set[str] | frozenset[str] = frozenset()) -> None:
+        """Write the rows so far (with the previous report's for inputs not reached; of
+        those, the ``unfinished`` ones were begun when the run stopped)."""
+        write_report(ArchiveReport(rows=self.rows(unfinished), path=self.path))
 
     @property
     def reached(self) -> int:
         """How many videos this run has a row for."""
         return len(self._rows)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, unfinished: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
         """The rows so far, in input order, and the previous report's row of each input
-        this run has not reached."""
+        this run has not reached (noted :data:`UNFINISHED` where it was begun, in
+        ``unfinished``)."""
         reached = {r["uri"] for r in self._rows}
         earlier = [
-            {**row, "note": join_notes(row.get("note"), NOT_REACHED)}
+            {
+                **row,
+                "note": join_notes(
+                    row.get("note"), UNFINISHED if uri in unfinished else NOT_REACHED
+                ),
+            }
             for uri, row in self.previous.items()
             if uri not in reached
         ]
@@ -93,6 +100,10 @@ class ReportJournal:
 
 
 NOT_REACHED = "row of an earlier run: the last run stopped before this video"
+UNFINISHED = (
+    "row of an earlier run: the last run stopped while this video was in progress (its "
+    "output may have been finished after the stop; the next run checks it)"
+)
 
 
 def join_notes(note: str | None, more: str) -> str:

@@ -36,6 +36,7 @@ from raypipe.archive_report import (
 )
 from raypipe.config import LISTED_OUTPUT_EXTENSION, RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
+from raypipe.distributed.chunk_task import WORK_SUFFIX, work_dir_for
 from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.planning import VideoJob, VideoResult
@@ -91,7 +92,36 @@ def process_archive(
     if cfg.stats_path:
         storage.check_file_path("stats_path", cfg.stats_path)
     with output_dir_lock(output_dir):
-        return _run(cfg, model, jobs, output_dir, report_path, previous, started, resume=resume)
+        report = _run(cfg, model, jobs, output_dir, report_path, previous, started, resume=resume)
+        _note_stale_work_dirs(output_dir, jobs)
+    return report
+
+
+def _note_stale_work_dirs(output_dir: str, jobs: list[VideoJob]) -> None:
+    """Warn of the work folders in a local ``output_dir`` that no input of this run owns:
+    an earlier run stopped inside those videos, and they are not listed now (removed, or
+    listed by another run into the same folder, which may still resume them: so they are
+    named, not deleted). Before, they stayed unmentioned, holding their segments' bytes."""
+    if not is_local(output_dir):
+        return  # a listing of a whole bucket prefix: not worth it for a note
+    owned = {local_path(work_dir_for(job.output)) for job in jobs}
+    stale = []
+    for parent, dirs, _ in os.walk(local_path(output_dir)):
+        for name in list(dirs):
+            if name.startswith(".") and name.endswith(WORK_SUFFIX):
+                dirs.remove(name)  # segments inside, no outputs
+                path = os.path.join(parent, name)
+                if path not in owned:
+                    stale.append(path)
+    if stale:
+        log.warning(
+            "%d work folder(s) in OUTPUT_DIR belong to no input of this run (%s%s): segments "
+            "of an earlier run that stopped inside those videos; delete them if those "
+            "videos are gone for good, or rerun with them listed to finish them",
+            len(stale),
+            stale[0],
+            ", ..." if len(stale) > 1 else "",
+        )
 
 
 def _run(
@@ -118,6 +148,7 @@ def _run(
     chunk_log = ChunkLog(spill=True)
     drawer = _ReportDrawer(run_report_path(report_path))
     journal = ReportJournal(report_path, previous, order)
+    runner: Runner | None = None
     try:
         runner = Runner(
             cfg,
@@ -162,7 +193,7 @@ def _run(
         if cfg.stats_path:
             _write_stats(head, chunk_log, cfg.stats_path)
     except BaseException:  # Ctrl-C, an error: the report keeps what is known so far
-        _write_partial_report(journal)
+        _write_partial_report(journal, runner.unfinished() if runner is not None else set())
         progress.stop()
         raise
     finally:
@@ -227,13 +258,14 @@ def _note_earlier_output(result: VideoResult) -> None:
         )
 
 
-def _write_partial_report(journal: ReportJournal) -> None:
+def _write_partial_report(journal: ReportJournal, unfinished: set[str]) -> None:
     """The rows of the videos finished before a run stopped early, and the previous
-    report's for the rest; a failure to write it must not hide why the run stopped."""
-    if not journal.reached:
+    report's for the rest (``unfinished``: those begun); a failure to write it must not
+    hide why the run stopped."""
+    if not journal.reached and not unfinished:
         return  # the previous report (if any) says as much as there is to say
     try:
-        journal.write()
+        journal.write(unfinished)
     except Exception as e:  # noqa: BLE001 - logged; the run's own error follows
         log.warning("could not write the report %s: %s", journal.path, e)
 

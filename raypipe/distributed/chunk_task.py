@@ -39,19 +39,19 @@ def segment_uri(work_dir: str, chunk_id: str) -> str:
     return storage.join(work_dir, f"{chunk_id}{SEGMENT_SUFFIX}")
 
 
-_WORK_SUFFIX = ".raypipe-work"
+WORK_SUFFIX = ".raypipe-work"
 
 
 def work_dir_for(output: str) -> str:
     """The work directory of ``output``: hidden, next to it, deleted on success."""
     parent, name = storage.split(output)
-    return storage.join(parent, f".{name}{_WORK_SUFFIX}")
+    return storage.join(parent, f".{name}{WORK_SUFFIX}")
 
 
 def output_of(work_dir: str) -> str:
     """The output whose work directory is ``work_dir`` (:func:`work_dir_for` undone)."""
     parent, name = storage.split(work_dir)
-    return storage.join(parent, name.removeprefix(".").removesuffix(_WORK_SUFFIX))
+    return storage.join(parent, name.removeprefix(".").removesuffix(WORK_SUFFIX))
 
 
 @dataclass(frozen=True, kw_only=True)

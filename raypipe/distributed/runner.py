@@ -271,6 +271,12 @@ class Runner:
             self._warned.add(reason)
             log.warning(message, *args)
 
+    def unfinished(self) -> set[str]:
+        """The inputs of the videos begun (planned, chunks in flight or being assembled)
+        that have no result yet: after an interrupt, an assembly task may still finish
+        one."""
+        return {video.uri for video in self.videos.values()}
+
     def _end(self, video: _Video, result: VideoResult) -> VideoResult:
         self.videos.pop(video.video_id, None)
         self.ended.add(video.video_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ import pytest
 from conftest import assert_exact, closed_port, lossless_cli_args, lossless_options
 
 import raypipe
-from raypipe.archive_report import NOT_REACHED, read_report
+from raypipe.archive_report import NOT_REACHED, UNFINISHED, read_report
 from raypipe.cli import main
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.testing import (
@@ -171,20 +172,24 @@ def test_a_rerun_stopped_by_ctrl_c_keeps_the_whole_report(
     assert done == [True, True]
     rows = read_report(str(out / "_raypipe-report.parquet"))
     assert [Path(r["uri"]).name for r in rows] == names
-    redone = [r for r in rows if r["note"] != NOT_REACHED]
+    # the third video's row: the earlier run's, noted as not reached, or as in progress
+    # when its plan had come in (its output may be finished after the stop)
+    redone = [r for r in rows if r["note"] not in (NOT_REACHED, UNFINISHED)]
     assert [(r["status"], r["attempts"]) for r in redone] == [("done", 2), ("done", 2)]
-    earlier = [r for r in rows if r["note"] == NOT_REACHED]
+    earlier = [r for r in rows if r["note"] in (NOT_REACHED, UNFINISHED)]
     assert [(r["status"], r["attempts"]) for r in earlier] == [("done", 1)]
     assert all(Path(r["output"]).exists() for r in rows)
 
 
 def test_a_video_that_fails_where_an_earlier_output_is_says_it_is_still_there(
-    clips: dict[str, Path], tmp_path: Path
+    clips: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An input replaced by a damaged file after its output was made: the rerun fails it,
     and its earlier output stays (raypipe does not delete what it cannot remake). The
     row said failed with no output while the folder held a video of the old input; it
-    says where that output is now. A new bad input with nothing at its output says not."""
+    says where that output is now. A new bad input with nothing at its output says not.
+    The work folder of a video no longer listed (its run stopped inside it, then the
+    input went) is named at the end, not left unmentioned (a sweep), and not deleted."""
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(clips["bframes_aac"], src / "a.mp4")
@@ -194,7 +199,16 @@ def test_a_video_that_fails_where_an_earlier_output_is_says_it_is_still_there(
     made = (out / "a.mp4").read_bytes()
     write_truncated_header(src / "a.mp4")
     write_empty_file(src / "new.mp4")
-    second = raypipe.process_archive(str(src), str(out), model="builtin:invert", quiet=True)
+    stale = out / "sub" / ".gone.mp4.raypipe-work"
+    stale.mkdir(parents=True)
+    (stale / "c000000.seg").write_bytes(b"segment")
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        second = raypipe.process_archive(str(src), str(out), model="builtin:invert", quiet=True)
+    (said,) = [r.getMessage() for r in caplog.records if "work folder" in r.getMessage()]
+    assert said.startswith(
+        f"1 work folder(s) in OUTPUT_DIR belong to no input of this run ({stale})"
+    )
+    assert (stale / "c000000.seg").exists()
     rows = {Path(r["uri"]).name: r for r in second.rows}
     assert [rows[n]["status"] for n in ("a.mp4", "new.mp4")] == ["failed", "failed"]
     assert rows["a.mp4"]["note"] == (
@@ -265,3 +279,18 @@ def test_glob_inputs_mirror_paths(clips: dict[str, Path], tmp_path: Path) -> Non
     )
     assert report.exit_code == 0 and len(report.rows) == 1
     assert_exact(clips["ntsc"], out / "x" / "y" / "n.mp4", "builtin:identity")
+
+
+def test_a_video_in_progress_at_the_stop_is_noted_so_in_the_partial_report() -> None:
+    """After Ctrl-C an assembly task in flight may still finish a video's output; its row
+    (the earlier run's) said "the last run stopped before this video" (a sweep). A video
+    begun when the run stopped (``Runner.unfinished``) now says it was in progress."""
+    from raypipe.archive_report import ReportJournal
+
+    previous = {
+        uri: {"uri": uri, "status": "done", "note": "", "attempts": 1} for uri in ("a", "b")
+    }
+    journal = ReportJournal("unused.parquet", previous, {"a": 0, "b": 1})
+    rows = journal.rows({"b"})
+    assert [(r["uri"], r["note"]) for r in rows] == [("a", NOT_REACHED), ("b", UNFINISHED)]
+    assert [r["note"] for r in journal.rows()] == [NOT_REACHED, NOT_REACHED]
