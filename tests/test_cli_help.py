@@ -205,8 +205,16 @@ def test_archive_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     )
 
 
-def test_build_engines_misuse(capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_engines_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _one_line_error(["build-engines"], capsys, "ConfigError", "no model given")
+    # a file that is no model: before a sweep, "needs GPU nodes and the cluster has none"
+    (tmp_path / "broken.onnx").write_text("garbage")
+    _one_line_error(
+        ["build-engines", str(tmp_path / "broken.onnx")],
+        capsys,
+        "ModelLoadError",
+        "is not an ONNX model",
+    )
     _one_line_error(
         ["build-engines", "builtin:sharpen", "--model", "builtin:blur"],
         capsys,

@@ -94,6 +94,9 @@ def build_engines(
     if not sizes:
         raise ConfigError("give at least one frame size (--size 1920x1080)")
     model_bytes, _, spec = resolve_model_and_spec(model)
+    from raypipe.infer.model_info import onnx_graph
+
+    onnx_graph(model_bytes, model)  # a file that is no model says so, not "no GPU nodes"
     connect(runtime or RuntimeConfig())
     nodes = _gpu_nodes()
     if not nodes:

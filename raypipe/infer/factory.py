@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from raypipe.errors import ConfigError
-from raypipe.infer.session import CPU, CUDA, TENSORRT, granted_providers, import_onnxruntime
+from raypipe.infer.session import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    granted_providers,
+    import_onnxruntime,
+    provider_order,
+)
 from raypipe.infer.trt.options import cuda_options
 from raypipe.infer.trt.providers import ProviderSetup, prepare_gpu_providers
 
@@ -109,10 +116,17 @@ class SessionSettings:
         return setup
 
 
-def session_record(label: str, setup: ProviderSetup, session: Any) -> dict[str, Any]:
+def session_record(
+    label: str, setup: ProviderSetup, session: Any, device: str = "auto"
+) -> dict[str, Any]:
     """What one session was built with and runs on, for the stats: the model, the providers
-    asked for and granted, the device id they were given and the actor's visible GPUs."""
+    asked for (``setup``'s, else the order ``device`` asks for: on the CPU, where the setup
+    leaves the order to the session, "asked" was empty) and granted, the device id they
+    were given and the actor's visible GPUs."""
     granted = granted_providers(session)
+    asked = setup.providers
+    if asked is None:
+        asked = provider_order(device, list(import_onnxruntime().get_available_providers()))
     device_id = None
     for provider in (TENSORRT, CUDA):
         if provider in setup.provider_options:
@@ -121,7 +135,7 @@ def session_record(label: str, setup: ProviderSetup, session: Any) -> dict[str, 
         device_id = 0  # raypipe's default provider options
     return {
         "model": label,
-        "asked": list(setup.providers or []),
+        "asked": list(asked),
         "granted": granted,
         "device_id": device_id,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),

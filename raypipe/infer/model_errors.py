@@ -93,18 +93,27 @@ def model_failure(
     *,
     fits: Callable[[int], bool] | None = None,
     model_hw: tuple[int, int] | None = None,
+    windows: tuple[int, int] | None = None,
 ) -> ModelError:
-    """``error`` (raised by the model on ``height`` x ``width`` frames) as a
-    :class:`ModelError` with what to try (see the module docstring)."""
+    """``error`` (raised by the model on ``height`` x ``width`` frames, or on ``windows``
+    (height, width) tile windows of them) as a :class:`ModelError` with what to try (see
+    the module docstring)."""
     said = shorten(str(error) or type(error).__name__)
     where = f"the model failed on {height}x{width} (height x width) frames: {said}"
+    seen, what = (height, width), "frames are"
+    if windows is not None:
+        where = (
+            f"the model failed on {windows[0]}x{windows[1]} (height x width) tile windows "
+            f"of {height}x{width} frames: {said}"
+        )
+        seen, what = windows, "tile windows are"
     if is_shape_failure(said):
         multiple = pad_hint(height, width, fits, model_hw=model_hw) if fits else None
         if multiple is not None:
-            padded = f"{padded_size(height, multiple)}x{padded_size(width, multiple)}"
+            padded = f"{padded_size(seen[0], multiple)}x{padded_size(seen[1], multiple)}"
             return ModelError(
                 f"{where}; try --pad-multiple {multiple} (Python and sidecars: "
-                f"pad_multiple={multiple}): frames are padded to {padded} and the output "
+                f"pad_multiple={multiple}): {what} padded to {padded} and the output "
                 "is cropped back"
             )
         return ModelError(
@@ -112,7 +121,7 @@ def model_failure(
             "(pad_multiple, resize with input_size, or tile) in its sidecar, or resize the video"
         )
     return ModelError(
-        f"{where}; check that the model runs in ONNX Runtime on a (n, 3, {height}, {width}) "
+        f"{where}; check that the model runs in ONNX Runtime on a (n, 3, {seen[0]}, {seen[1]}) "
         "batch, and rerun with --verbose for the traceback"
     )
 
@@ -123,16 +132,18 @@ def reported(
     *,
     fits: Callable[[int], bool] | None = None,
     model_hw: tuple[int, int] | None = None,
+    windows: tuple[int, int] | None = None,
 ) -> Iterator[None]:
     """Exceptions raised in the block while a model runs on frames of ``hw`` (height,
-    width) px become :func:`model_failure`'s :class:`ModelError`; raypipe's own typed
-    errors pass as they are."""
+    width) px (in tile ``windows`` of that size, when tiled) become
+    :func:`model_failure`'s :class:`ModelError`; raypipe's own typed errors pass as they
+    are."""
     try:
         yield
     except RaypipeError:
         raise
     except Exception as e:  # ONNX Runtime raises its own pybind exception types
-        raise model_failure(e, *hw, fits=fits, model_hw=model_hw) from e
+        raise model_failure(e, *hw, fits=fits, model_hw=model_hw, windows=windows) from e
 
 
 def check_finite(name: str, values: np.ndarray, height: int, width: int) -> None:

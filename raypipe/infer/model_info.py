@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -166,12 +167,9 @@ def _run_error(data: bytes, spec: ModelSpec) -> RaypipeError | None:
     return None
 
 
-def describe(model: str, *, measure_scale: bool = True, run_check: bool = False) -> ModelInfo:
-    """Read ``model`` (``builtin:NAME``, a path or a URL) and say what it is. Raises the
-    typed errors a run would (:class:`~raypipe.errors.ModelNotFoundError`, ...) where it is
-    no ONNX graph; ``run_check``: load it as a run would, its error in
-    :attr:`ModelInfo.run_error` (the model read once)."""
-    data, sha256, spec = resolve_model_and_spec(model)
+def onnx_graph(data: bytes, model: str) -> Any:
+    """The graph of ``model``'s bytes ``data``, or :class:`ModelLoadError` in one line where
+    they hold none (not ONNX, an empty or cut-off file)."""
     try:
         graph = onnx.load_from_string(data).graph
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and kin: not ONNX
@@ -184,6 +182,16 @@ def describe(model: str, *, measure_scale: bool = True, run_check: bool = False)
             f"cannot load the model {model!r}: it holds no graph ({len(data)} bytes: an empty "
             "or cut-off file?); download it again, or pass builtin:NAME"
         )
+    return graph
+
+
+def describe(model: str, *, measure_scale: bool = True, run_check: bool = False) -> ModelInfo:
+    """Read ``model`` (``builtin:NAME``, a path or a URL) and say what it is. Raises the
+    typed errors a run would (:class:`~raypipe.errors.ModelNotFoundError`, ...) where it is
+    no ONNX graph; ``run_check``: load it as a run would, its error in
+    :attr:`ModelInfo.run_error` (the model read once)."""
+    data, sha256, spec = resolve_model_and_spec(model)
+    graph = onnx_graph(data, model)
     initializers = {t.name for t in graph.initializer}
     temporal = spec.temporal
     kind = "image" if temporal.active else output_kind(data, spec)

@@ -681,7 +681,9 @@ class FrameModel:
         if self.yuv is not None:  # frames reach the model as they are: no padding to try
             return reported(hw, model_hw=hw)
         fits = functools.partial(self._fits, frames[:1]) if self.spec.resize == "none" else None
-        return reported(hw, fits=fits, model_hw=self.geometry.padded_hw(*hw))
+        geometry = self.geometry
+        windows = geometry.call_hw(*hw) if geometry.tile is not None else None
+        return reported(hw, fits=fits, model_hw=geometry.padded_hw(*hw), windows=windows)
 
     def _fits(self, frame: np.ndarray, multiple: int) -> bool:
         """Whether the model runs on ``frame`` (one, ``(1, H, W, 3)``) padded to ``multiple``."""

@@ -108,7 +108,7 @@ class ProcessorContext:
                 provider_options=setup.provider_options,
             )
             self._sessions[key] = session
-            self.records.append(session_record(label, setup, session))
+            self.records.append(session_record(label, setup, session, self.settings.device))
         return self._sessions[key]
 
     def _where(self, model: str) -> str:

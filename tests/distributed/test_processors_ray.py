@@ -56,6 +56,9 @@ def test_example_processors_through_the_cli_equal_the_class_in_process(
     for chunk in doc["chunks"]:  # what ctx.session built, per chunk, in the stats
         assert chunk["providers"] == ["CPUExecutionProvider"]
         assert {s["granted"][0] for s in chunk["sessions"]} == {"CPUExecutionProvider"}
+        # what was asked for: the device's order (it was [] where the setup left the order
+        # to the session, as on the CPU: a sweep)
+        assert {tuple(s["asked"]) for s in chunk["sessions"]} == {("CPUExecutionProvider",)}
 
 
 IN_PLACE = """

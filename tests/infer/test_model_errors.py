@@ -68,6 +68,25 @@ def test_the_hint_is_the_smallest_multiple_that_runs(
     assert out.shape == (3, height, width, 3)
 
 
+def test_a_failure_in_tiles_names_the_tile_windows() -> None:
+    """A stride-32 model tiled in 100 px tiles, 16 px of overlap: the model sees 132x132
+    windows. The failure named the frames (a sweep), whose size the model never saw, and
+    the hint padded "frames"."""
+    model = FrameModel(models.stride32_unet(32), spec=ModelSpec(tile=100), device="cpu")
+    with pytest.raises(ModelError) as e:
+        model.run(frames_of(200, 300), 2)
+    message = str(e.value)
+    assert message.startswith(
+        "the model failed on 132x132 (height x width) tile windows of 200x300 frames: Add node"
+    ), message
+    assert "pad_multiple=32): tile windows are padded to 160x160 and the output" in message
+    error = model_failure(RuntimeError("out of memory"), 720, 1280, windows=(288, 288))
+    assert "on a (n, 3, 288, 288) batch" in str(error)
+    tiled = ModelSpec(tile=100, pad_multiple=32)  # and the hint is right
+    out = FrameModel(models.stride32_unet(32), spec=tiled, device="cpu").run(frames_of(200, 300), 2)
+    assert out.shape == (3, 200, 300, 3)
+
+
 def test_no_pad_hint_when_padding_cannot_help() -> None:
     """A stride-128 model on 64x64 frames: no multiple up to 64 changes the size."""
     model = FrameModel(models.stride32_unet(128), device="cpu")
