@@ -183,9 +183,13 @@ class Provenance:
 
     @staticmethod
     def parse(text: str | bytes | None) -> Provenance | None:
-        """The record :meth:`to_text` wrote, or ``None`` (absent, damaged, other format)."""
+        """The record :meth:`to_text` wrote, or ``None`` (absent, damaged, other format);
+        also a comment's last line (:func:`provenance_tags`: the user's comment above it)."""
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        text = (text or "").rsplit("\n", 1)[-1]
         try:
-            doc = json.loads(text or "")
+            doc = json.loads(text)
             if doc.get("v") != FORMAT_VERSION:
                 return None
             parts = tuple(sorted((str(k), str(v)) for k, v in doc.get("parts", {}).items()))
@@ -211,18 +215,35 @@ _TAG_BY_FORMAT = {"avi": "comment", "mp4": "comment", "mov": "comment", "mpegts"
 use the standard comment (``©cmt``)."""
 
 
-def provenance_tags(provenance: Provenance, muxer: str) -> dict[str, str]:
+def provenance_tags(
+    provenance: Provenance, muxer: str, source: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The container tags that record ``provenance`` in an output written by ``muxer``
-    (FFmpeg's format name). MPEG-TS holds no free-form tags: its outputs record nothing and
-    a resumed run redoes them."""
+    (FFmpeg's format name), and the ``source``'s comment without an earlier run's record.
+    Where the record goes into the comment (MP4, MOV, AVI), the source's comment stays
+    above it, on lines of its own: it was replaced by the record (a sweep). MPEG-TS holds
+    no free-form tags: its outputs record nothing and a resumed run redoes them."""
     tag = _TAG_BY_FORMAT.get(muxer, PROVENANCE_TAG)
-    return {tag: provenance.to_text()} if tag else {}
+    said = user_comment(next((v for k, v in (source or {}).items() if k.lower() == "comment"), ""))
+    tags = {"comment": said} if said else {}
+    if tag:
+        record = provenance.to_text()
+        tags[tag] = f"{said}\n{record}" if tag == "comment" and said else record
+    return tags
+
+
+def user_comment(text: str) -> str:
+    """A comment without the provenance record an earlier run put on its last line."""
+    if Provenance.parse(text) is None:
+        return text
+    return text.rsplit("\n", 1)[0] if "\n" in text else ""
 
 
 def not_provenance(key: str, value: str) -> bool:
-    """Whether a source's container tag may be copied into an output: any tag but a
-    provenance record (raypipe's own tag, or a comment holding one), so that an output made
-    from an earlier output records only the run that made it."""
+    """Whether a source's container tag may be copied into an output as it is: any tag but
+    a provenance record (raypipe's own tag, or a comment holding one, which
+    :func:`provenance_tags` gives back without it), so that an output made from an
+    earlier output records only the run that made it."""
     return key.lower() != PROVENANCE_TAG and Provenance.parse(value) is None
 
 

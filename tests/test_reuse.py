@@ -24,6 +24,7 @@ from raypipe.reuse import (
     provenance_tags,
     reuse_key,
     source_identity,
+    user_comment,
 )
 
 BASE = RunConfig(model=ModelConfig(model="builtin:blur"))
@@ -308,3 +309,16 @@ def test_provenance_tags_per_container() -> None:
     assert provenance_tags(mine, "mpegts") == {}
     assert provenance_from_tags({"RAYPIPE": mine.to_text()}) == Provenance.parse(mine.to_text())
     assert provenance_from_tags({"comment": "a user's comment"}) is None
+    # a source's comment stays, above the record where the record is a comment (it was
+    # replaced by the record: a sweep), and an earlier run's record leaves it
+    said = {"Comment": "shot on a Tuesday\nsecond line"}
+    both = f"shot on a Tuesday\nsecond line\n{mine.to_text()}"
+    assert provenance_tags(mine, "mp4", said) == {"comment": both}
+    assert provenance_from_tags({"comment": both}) == Provenance.parse(mine.to_text())
+    assert user_comment(both) == said["Comment"] and user_comment(mine.to_text()) == ""
+    assert provenance_tags(mine, "matroska", {"COMMENT": both}) == {
+        "comment": said["Comment"],
+        "raypipe": mine.to_text(),
+    }
+    assert provenance_tags(mine, "mpegts", said) == {"comment": said["Comment"]}
+    assert provenance_tags(mine, "mov", {"comment": mine.to_text()}) == {"comment": mine.to_text()}

@@ -20,6 +20,7 @@ start (benchmarks/README.md, session 41; on a running Ray, session 43).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -73,7 +74,9 @@ def assemble_video(facts: VideoFacts) -> Assembled:
                 )
         else:
             recorded = Provenance.parse(facts.provenance)
-            tags = provenance_tags(recorded, output_format(facts.output)) if recorded else {}
+            muxer = output_format(facts.output)
+            # the record, and the source's comment kept beside it (read by the muxing)
+            tags = functools.partial(provenance_tags, recorded, muxer) if recorded else None
             with _warnings_into(warned, "raypipe.media"):
                 assemble(
                     segment_uris(facts),

@@ -226,7 +226,7 @@ def assemble(
     source_uri: str,
     *,
     copy_streams: bool = True,
-    tags: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | Callable[[Mapping[str, str]], Mapping[str, str]] | None = None,
     keep_tag: Callable[[str, str], bool] | None = None,
     per_frame: int = 1,
     jumps: Sequence[Jump] = (),
@@ -235,7 +235,8 @@ def assemble(
 
     ``copy_streams``: copy the source's audio, subtitle and attached-picture streams.
     ``tags``: container (format) metadata to write; MP4/MOV keep the iTunes-style keys
-    (``comment``, ``title``...), AVI only its INFO keys, MPEG-TS none. The source's own
+    (``comment``, ``title``...), AVI only its INFO keys, MPEG-TS none; or a function of
+    the source's container tags that gives them. The source's own
     container tags go with them (:func:`container_tags`; ``tags`` win a key both have, and
     ``keep_tag(key, value)`` false leaves a source tag out). ``per_frame``: output frames
     per source frame (2 after an interpolating model). ``jumps``: the source clock's, as
@@ -258,7 +259,7 @@ def assemble(
             options = _muxer_options(fmt, source, copy_streams)
             with av.open(staged, mode="w", format=fmt, options=options) as out:
                 name = os.path.basename(output_uri)
-                given = dict(tags or {})
+                given = dict((tags(source.metadata) if callable(tags) else tags) or {})
                 shape = _write(
                     out, uris, source, source_uri, copy_streams, name, given, keep_tag,
                     per_frame, tuple(jumps),

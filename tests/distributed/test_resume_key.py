@@ -287,7 +287,8 @@ def test_an_output_made_from_an_earlier_output_records_only_its_own_run(
 
     from raypipe.reuse import Provenance
 
-    source = make_clip(tmp_path / "v.mp4", dataclasses_replace(CLIP, tags=(("title", "Take 2"),)))
+    said = (("title", "Take 2"), ("comment", "shot on a Tuesday"))
+    source = make_clip(tmp_path / "v.mp4", dataclasses_replace(CLIP, tags=said))
     chain = [source, tmp_path / "first.mp4", tmp_path / "second.mkv", tmp_path / "third.mp4"]
     options = _options(BASE_ARGS)
     records = []
@@ -298,5 +299,9 @@ def test_an_output_made_from_an_earlier_output_records_only_its_own_run(
         assert tags["title"] == "Take 2", tags
         found = {k: Provenance.parse(v) for k, v in tags.items() if Provenance.parse(v)}
         assert len(found) == 1, tags  # MP4 keeps it in the comment, Matroska in RAYPIPE
+        # the source's comment too: MP4's record was written over it (a sweep)
+        comment = next(v for k, v in tags.items() if k.lower() == "comment")
+        assert comment.split("\n")[0] == "shot on a Tuesday", tags
+        assert comment.count("\n") == (1 if out.suffix == ".mp4" else 0), tags
         records.append(*found.values())
     assert len({r.source for r in records}) == 3  # each from its own source
