@@ -178,11 +178,13 @@ def track_tables(f: Any, track_id: int) -> TrackTables | None:
 @dataclass(frozen=True)
 class IndexScan:
     """What a packet scan gives, read from an MP4/MOV index instead: every kept frame's
-    pts and key flag in decode order, and the duration of the frame shown last."""
+    pts and key flag in decode order, the duration of the frame shown last, and whether a
+    keyframe is among the samples the edit list drops (the decoder starts there)."""
 
     pts: list[int]
     keyframe: list[bool]
     last_duration: int
+    hidden_keyframe: bool = False
 
 
 def scan_index(video: Any, f: Any) -> IndexScan | None:
@@ -203,4 +205,5 @@ def scan_index(video: Any, f: Any) -> IndexScan | None:
         pts=[pts_all[i] for i in kept],
         keyframe=[entries[i][1] for i in kept],
         last_duration=tables.durations[last],
+        hidden_keyframe=any(key and discard for _, key, discard in entries),
     )

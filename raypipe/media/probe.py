@@ -528,7 +528,7 @@ def _scan_index(
         return None
     _check_distinct(uri, scan.pts, Fraction(video.time_base))
     keyframes = [p for p, key in zip(scan.pts, scan.keyframe) if key]
-    if not keyframes:
+    if not keyframes and not scan.hidden_keyframe:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
     return list(scan.pts), keyframes, scan.last_duration
 
@@ -684,9 +684,11 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
     cut: list[av.Packet] = []
     back = round(BACK_SECONDS / video.time_base) if clock_may_jump(container) else None
     latest = None  # the latest decode time so far, where the clock may jump back
+    hidden_keyframe = False  # a keyframe the edit list drops: the decoder starts there
     try:
         for packet in whole_packets(container, video, cut):
             if packet.size == 0 or packet.is_discard:
+                hidden_keyframe |= bool(packet.size and packet.is_keyframe)
                 continue  # flush packets; samples the demuxer drops (edit lists)
             decoded_at = packet.dts if packet.dts is not None else packet.pts
             if back is not None and decoded_at is not None:
@@ -713,7 +715,7 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
     except av.error.FFmpegError as e:
         raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
     _check_distinct(uri, pts, Fraction(video.time_base))
-    if pts and not keyframes:
+    if pts and not keyframes and not hidden_keyframe:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
     return pts, keyframes, last_duration, len(cut)
 

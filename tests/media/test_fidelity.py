@@ -366,6 +366,31 @@ def test_matroskas_rounded_frame_times_still_give_h264_its_frame_rate(
     assert _extracted_rate(out, "h264") == Fraction(rate)
 
 
+def test_an_mp4_cut_inside_its_only_gop_is_processed_from_the_hidden_keyframe(
+    tmp_path: Path,
+) -> None:
+    """``ffmpeg -ss 0.3 -c copy`` of a clip of one GOP: the only keyframe is a sample the
+    edit list drops, and the first frame shown is not a keyframe. raypipe refused it as
+    "has no keyframe; it cannot be decoded" (a sweep), ffmpeg plays it; so does every
+    clip cut so that is shorter than x264's default GOP (250 frames). Decoded from the
+    file's start now, by the packet scan and by the MP4 index alike."""
+    from conftest import assert_exact
+
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    make_clip(whole, _small(n_frames=50, gop=50, bframes=2))
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-ss", "0.3", "-i", str(whole), "-c", "copy",
+         str(cut)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    for use_index in (True, False):
+        info = probe(str(cut), use_index=use_index)
+        assert info.n_frames == 42 and not info.keyframe_pts, (use_index, info.keyframe_pts)
+    out = tmp_path / "out.mp4"
+    assert run_in_process(cut, out, "builtin:invert", 12) == 4
+    assert_exact(cut, out, "builtin:invert")
+
+
 def test_a_variable_rate_with_two_frames_in_one_frames_time_keeps_the_containers_clock() -> None:
     """Frames that do not count in frames (two within one frame's time) keep the source's
     clock, as before: the encoder's times must map back one to one."""
