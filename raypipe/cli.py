@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Process video with ONNX models on a Ray cluster; `raypipe COMMAND --help` "
         "shows a command's options and examples.",
     )
+    from raypipe import __version__
+
+    parser.add_argument("--version", action="version", version=f"raypipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = subcommand(sub, "run", "process one video")

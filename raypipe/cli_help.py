@@ -66,6 +66,40 @@ class Parser(argparse.ArgumentParser):
             f"{self.prog}: error: {message}; `{self.prog} --help` shows the options and examples\n",
         )
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        """As argparse's, but arguments no parser took are the subcommand's error, with the
+        option meant where one is close: ``run ... --modle X`` said "raypipe: error:
+        unrecognized arguments" and pointed at ``raypipe --help`` (a sweep)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = _chosen(self, parsed)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{_meant(extras, parser)}")
+        return parsed
+
+
+def _chosen(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> Any:
+    """The (sub)command parser that ``parsed`` went down to."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(parsed, action.dest, None)
+            if name in action.choices:
+                return _chosen(action.choices[name], parsed)
+    return parser
+
+
+def _meant(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """``" (did you mean --model?)"`` for the first unknown option close to one of
+    ``parser``'s, else ``""``."""
+    import difflib
+
+    known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    for extra in extras:
+        if extra.startswith("--"):
+            close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.7)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
+
 
 def subcommand(
     sub: Any, name: str, summary: str, *, description: str = "", key: str = ""

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 
 from raypipe import storage
 from raypipe.config import ChunkConfig
-from raypipe.errors import ConfigError, InputNotFoundError, one_line
+from raypipe.errors import ConfigError, InputNotFoundError, OutputExistsError, one_line
 
 EXIT_OK = 0
 DEFAULT_ENGINE_SIZE = "1920x1080"
@@ -51,7 +52,7 @@ def cmd_build_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from raypipe.archive_report import format_report, read_report
+    from raypipe.archive_report import format_report, read_report, run_report_path
 
     path = args.path
     if path.endswith(".json"):
@@ -60,6 +61,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"report shows an archive report (.parquet) or draws run stats (.json), got "
             f"{path!r}; e.g. `raypipe report OUTPUT_DIR/_raypipe-report.parquet`"
+        )
+    if args.output:  # it was ignored (a sweep)
+        raise ConfigError(
+            f"-o draws run stats (.json) as a picture; an archive report prints as a table "
+            f"(the archive drew its run's picture beside it: {run_report_path(path)})"
         )
     try:
         rows = read_report(path)
@@ -80,6 +86,8 @@ def _draw_stats(path: str, output: str | None) -> int:
 
     if not output:
         raise ConfigError(f"drawing stats needs -o REPORT.png: raypipe report {path} -o report.png")
+    if not output.lower().endswith(".png"):  # a .jpg got PNG bytes (a sweep)
+        raise ConfigError(f"the picture is a PNG: name it REPORT.png, got {output!r}")
     if not os.path.exists(path) and "://" not in path:
         raise InputNotFoundError(f"stats '{path}' does not exist")
     _check_local_parent(output)
@@ -137,16 +145,27 @@ def cmd_model(args: argparse.Namespace) -> int:
             f"model export writes a built-in model (builtin:NAME) as an .onnx file; "
             f"'{args.name}' is a model file already (`raypipe model list` names the built-ins)"
         )
+    if not args.path.lower().endswith(".onnx"):
+        raise ConfigError(
+            f"model export writes an .onnx file, got {args.path!r}; name it NAME.onnx (its "
+            "spec, where it has one, goes beside it as NAME.raypipe.json)"
+        )
     data = builtin_bytes(name)
     # its spec beside it, as a sidecar: a temporal built-in's window, state and warm-up,
     # an analysis model's output kind (without them the file ran differently, or not)
     spec = spec_to_dict(builtin_spec(name))
-    sidecar = sidecar_paths(args.path)[0] if spec else ""
+    sidecars = sidecar_paths(args.path)
+    sidecar = sidecars[0] if spec else ""
     _check_local_parent(args.path)
-    for path in filter(None, (args.path, sidecar)):
-        if not args.overwrite and storage.exists(path):
-            raise ConfigError(f"'{path}' exists; pass --overwrite to replace it")
+    # an earlier model's spec beside the file would be read as this one's: an exported
+    # image model over an analysis one ran as an analysis model (a sweep)
+    stale = [p for p in sidecars if p != sidecar and storage.exists(p)]
+    for path in [p for p in (args.path, sidecar) if p and storage.exists(p)] + stale:
+        if not args.overwrite:
+            raise OutputExistsError(f"'{path}' exists; pass --overwrite to replace it")
     storage.write_bytes(args.path, data)
+    for path in stale:
+        storage.remove_file(path)
     if sidecar:
         storage.write_bytes(sidecar, (json.dumps(spec, indent=1) + "\n").encode())
     beside = f" and its spec to {sidecar}" if sidecar else ""
@@ -186,17 +205,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"demo: output {output}")
     report = os.path.join(args.output_dir, "report.png")
+    # quoted where a shell needs it: a folder with a space broke the pasted command
+    redraw = shlex.join(["raypipe", "report", stats_path, "-o", report])
     try:
         from raypipe.report import draw_report
 
         draw_report(stats_path, report)
     except ImportError:  # matplotlib is an extra
-        print(f"demo: stats {stats_path}; draw them with `raypipe report {stats_path} -o {report}`")
+        print(f"demo: stats {stats_path}; draw them with `{redraw}`")
     else:
-        print(
-            f"demo: stats {stats_path}, run report {report} "
-            f"(redraw: `raypipe report {stats_path} -o {report}`)"
-        )
+        print(f"demo: stats {stats_path}, run report {report} (redraw: `{redraw}`)")
     return EXIT_OK
 
 

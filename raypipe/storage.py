@@ -194,6 +194,15 @@ def remove_tree(uri: str) -> None:
         pass
 
 
+def remove_file(uri: str) -> None:
+    """Delete the file ``uri``; missing is fine."""
+    fs, path = filesystem(uri)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+
+
 def remove_empty_dirs(uri: str, up_to: str = "") -> None:
     """Remove the local directory ``uri`` if it is empty, then each parent up to ``up_to``
     (included; ``""``: ``uri`` alone) while they are empty. Object stores have no empty

@@ -234,14 +234,25 @@ def test_model_export_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "builtin:upscale2x" in listed and "builtin:identity" in listed
     assert main(["model", "export", "builtin:nope", str(tmp_path / "x.onnx")]) == 1
     assert not (tmp_path / "x.onnx").exists()
-    # an existing file (a video named by mistake) is left as it is, as `run` leaves one
+    # a file that is no .onnx (a video named by mistake) is refused, even with --overwrite
     video = tmp_path / "keep.mp4"
     video.write_bytes(b"a video")
-    assert main(["model", "export", "builtin:sharpen", str(video)]) == 1
-    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["model", "export", "builtin:sharpen", str(video), "--overwrite"]) == 1
+    assert "model export writes an .onnx file" in capsys.readouterr().err
     assert video.read_bytes() == b"a video"
-    assert main(["model", "export", "builtin:sharpen", str(video), "--overwrite"]) == 0
-    onnx.checker.check_model(onnx.load(str(video)))
+    # an existing model is left as it is, as `run` leaves an output, unless --overwrite;
+    # an analysis model's spec is replaced or removed with it: an image model exported
+    # over an analysis one kept its spec, and ran as an analysis model (a sweep)
+    assert main(["model", "export", "builtin:phash", str(path)]) == 1
+    assert "OutputExistsError" in capsys.readouterr().err
+    assert main(["model", "export", "builtin:phash", str(path), "--overwrite"]) == 0
+    assert json.loads((tmp_path / "sharpen.raypipe.json").read_text())["output"] == "tensor"
+    (tmp_path / "sharpen.raypipe.yaml").write_text("output: tensor\n")  # a hand-written twin
+    assert main(["model", "export", "builtin:sharpen", str(path), "--overwrite"]) == 0
+    assert not list(tmp_path.glob("sharpen.raypipe.*")), "the analysis model's spec stayed"
+    capsys.readouterr()
+    assert main(["model", "show", str(path)]) == 0
+    assert "kind: image" in capsys.readouterr().out
 
 
 def test_an_exported_temporal_builtin_runs_as_the_builtin_and_its_hints_fit(
@@ -289,7 +300,7 @@ def test_demo_command_on_the_local_default(tmp_path: Path) -> None:
     exe = shutil.which("raypipe", path=os.path.dirname(sys.executable)) or "raypipe"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     result = subprocess.run(
-        [exe, "demo", "--output-dir", str(tmp_path), "--quiet"],
+        [exe, "demo", "--output-dir", str(tmp_path / "demo dir"), "--quiet"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -297,6 +308,7 @@ def test_demo_command_on_the_local_default(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    tmp_path = tmp_path / "demo dir"  # a folder with a space: the redraw command quotes it
     source, output = tmp_path / "sample.mp4", tmp_path / "sample.processed.mp4"
     stats, report = tmp_path / "stats.json", tmp_path / "report.png"
     # -q: the result lines only, nothing from Ray (no token notice, no core worker E line)
@@ -306,7 +318,8 @@ def test_demo_command_on_the_local_default(tmp_path: Path) -> None:
     # the last lines say where everything is and how to draw the report again
     assert result.stdout.splitlines()[-2:] == [
         f"demo: output {output}",
-        f"demo: stats {stats}, run report {report} (redraw: `raypipe report {stats} -o {report}`)",
+        f"demo: stats {stats}, run report {report} (redraw: `raypipe report '{stats}' -o "
+        f"'{report}'`)",
     ]
     assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and stats.exists()
     src, src_pts, _ = decode_all(source)

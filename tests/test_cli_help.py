@@ -171,6 +171,13 @@ def test_run_misuse(
         "expected an integer >= 1, got 'many'",
     )
     _usage_line(["rnu", "a.mp4"], capsys, "raypipe: error: argument COMMAND: invalid choice")
+    # the subcommand's error, with the option meant (it was `raypipe --help`'s, no hint)
+    _usage_line(
+        ["run", "a.mp4", "b.mp4", "--modle", "builtin:blur"],
+        capsys,
+        "raypipe run: error: unrecognized arguments: --modle builtin:blur (did you mean "
+        "--model?); `raypipe run --help` shows",
+    )
     _one_line_error(
         ["run", str(tmp_path / "nope.mp4"), str(tmp_path / "o.mp4"), "-q"],
         capsys,
@@ -186,6 +193,12 @@ def test_run_misuse(
         "is the input; write to another path",
     )
     assert source.read_bytes() == clips["ntsc"].read_bytes()
+    _one_line_error(  # input and output swapped: "output ... exists; pass --overwrite"
+        ["run", str(tmp_path / "out.mp4"), str(source), "-q"],
+        capsys,
+        "InputNotFoundError",
+        "out.mp4' does not exist",
+    )
 
 
 def test_archive_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -254,6 +267,19 @@ def test_report_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         "ConfigError",
         "does not exist; create it first",
     )
+    # a sweep: a .jpg got PNG bytes, and an archive report's -o was ignored (exit 0)
+    _one_line_error(
+        ["report", str(tmp_path / "s.json"), "-o", str(tmp_path / "r.jpg")],
+        capsys,
+        "ConfigError",
+        "the picture is a PNG: name it REPORT.png",
+    )
+    _one_line_error(
+        ["report", str(tmp_path / "bad.parquet"), "-o", str(tmp_path / "r.png")],
+        capsys,
+        "ConfigError",
+        f"drew its run's picture beside it: {tmp_path / 'bad.png'}",
+    )
 
 
 def test_probe_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -291,7 +317,14 @@ def test_model_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         ["model", "show", str(tmp_path / "empty.onnx")], capsys, "ModelLoadError", "no graph"
     )
     _one_line_error(
-        ["model", "export", "builtin:sharpen", str(tmp_path)], capsys, "ConfigError", "directory"
+        ["model", "export", "builtin:sharpen", str(tmp_path)], capsys, "ConfigError", ".onnx file"
+    )
+    (tmp_path / "dir.onnx").mkdir()
+    _one_line_error(
+        ["model", "export", "builtin:sharpen", str(tmp_path / "dir.onnx")],
+        capsys,
+        "ConfigError",
+        "directory",
     )
     _usage_line(["model"], capsys, "raypipe model: error: the following")
 
@@ -339,3 +372,13 @@ def test_model_show_of_a_model_a_run_refuses_ends_with_why(
     out, err = capsys.readouterr()
     assert "inputs:\n  x: float32 [N, 3, W]\n" in out
     assert err.startswith("raypipe: error: ModelLoadError: model input 'x' has rank 3"), err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """``raypipe --version`` said "the following arguments are required: COMMAND" (a sweep)."""
+    import raypipe
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"raypipe {raypipe.__version__}"

@@ -83,6 +83,10 @@ def process_archive(
         else _items_of([os.fspath(i) for i in inputs])
     )
     report_path = os.fspath(report_path) if report_path else storage.join(output_dir, REPORT_NAME)
+    if not report_path.lower().endswith(".parquet"):  # Parquet under another name (a sweep)
+        raise ConfigError(
+            f"the archive report is Parquet: name it REPORT.parquet, got {report_path!r}"
+        )
     previous = previous_rows(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
     problem = storage.writable_dir_problem(output_dir, make=True)

@@ -39,7 +39,7 @@ from raypipe.infer.temporal_model import TemporalModel
 from raypipe.media.containers import container_refuses, output_format
 from raypipe.media.encode import check_encoder, is_nvenc, nvenc_fallback, nvenc_problem
 from raypipe.media.probe import make_video_id
-from raypipe.media.source import is_local, local_path
+from raypipe.media.source import check_local, is_local, local_path
 from raypipe.media.yuv import YuvRule
 from raypipe.reuse import ReuseKey, reuse_key
 
@@ -368,7 +368,11 @@ def check_output(
 ) -> None:
     """Fail before any work when ``output`` cannot be written, cannot hold video encoded by
     ``codec``, exists already, or is the ``source`` itself (as ``ffmpeg`` refuses to write
-    over its input: ``--overwrite`` would replace the original for good)."""
+    over its input: ``--overwrite`` would replace the original for good). A local
+    ``source`` that does not exist says so first: input and output swapped said the
+    output existed, with --overwrite to pass (a sweep)."""
+    if source is not None and is_local(source):
+        check_local(local_path(source))
     if source is not None and same_file(source, output):
         raise ConfigError(
             f"output '{output}' is the input; write to another path (raypipe does not "

@@ -42,7 +42,8 @@ def local_path(uri: str) -> str:
     return unquote(path)
 
 
-def _check_local(path: str) -> None:
+def check_local(path: str) -> None:
+    """Raise the typed error of a local input ``path`` that cannot be read as a file."""
     try:
         os.stat(path)
     except OSError as e:
@@ -84,7 +85,7 @@ def open_input(
     try:
         if is_local(uri):
             path = local_path(uri)
-            _check_local(path)
+            check_local(path)
             target: Any = path
         else:
             fileobj = _open_remote(uri, block_size)
@@ -123,7 +124,7 @@ def open_binary(uri: str, *, block_size: int | None = None) -> Iterator[Any]:
     """``uri`` as a seekable binary file object (local or fsspec), with raypipe's errors."""
     if is_local(uri):
         path = local_path(uri)
-        _check_local(path)
+        check_local(path)
         with open(path, "rb") as f:
             yield f
         return

@@ -109,6 +109,11 @@ def test_archive_paths_and_lists_as_users_give_them(tmp_path: Path, no_ray: None
     (tmp_path / "in" / "a.mp4").write_bytes(b"x")
     with pytest.raises(ConfigError, match=rf"report_path '{missing}': directory"):
         raypipe.process_archive(str(tmp_path / "in"), str(tmp_path / "o"), report_path=missing)
+    # Parquet under a .csv name, which `raypipe report` then refused (a sweep)
+    with pytest.raises(ConfigError, match="the archive report is Parquet: name it REPORT"):
+        raypipe.process_archive(
+            str(tmp_path / "in"), str(tmp_path / "o"), report_path=tmp_path / "rep.csv"
+        )
     manifest = tmp_path / "list.csv"
     manifest.write_bytes("\ufeffuri,output\n/in/a.mp4,x.mp4\n".encode())
     (item,) = list_inputs(str(manifest))
