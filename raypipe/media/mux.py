@@ -41,6 +41,7 @@ from raypipe.media.jumps import Jump, closed, shift_seconds
 from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
     VideoInfo,
+    codec_label,
     display_lead,
     field_order,
     is_attached_pic,
@@ -597,7 +598,7 @@ def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, A
         attached = is_attached_pic(s)
         if (s.type not in ("audio", "subtitle") and not attached) or is_soundless(s):
             continue  # a soundless track: the probe's line says it is left out
-        name = s.codec_context.name if s.codec_context else None
+        name = codec_label(s) or None
         if attached and out.format.name == "matroska" and name in _PICTURE_TYPES:
             out.add_attachment(*_PICTURE_TYPES[name], _attached_picture(source_uri, s.index))
             continue
@@ -657,7 +658,7 @@ def _converted_subtitles(out: Any, source_stream: Any) -> Any | None:
     log.warning(
         "subtitle stream %d (%s) cannot go into a %s file as it is and is converted to %s",
         source_stream.index,
-        ctx.name,
+        codec_label(source_stream),
         fmt,
         codec_name,
     )
@@ -715,7 +716,7 @@ def _reencoded_audio(out: Any, source_stream: Any) -> Any | None:
             "audio stream %d (%s) cannot go into a %s file as it is and is re-encoded as "
             "%s (%s, %d kb/s)%s%s",
             source_stream.index,
-            ctx.name,
+            codec_label(source_stream),
             fmt,
             codec_name,
             layout,

@@ -302,7 +302,7 @@ def left_out_stream(stream: Any, processed: Any) -> str:
         return ""
     if is_chapter_track(stream):
         return ""  # its chapters are the container's: they are kept as chapters
-    codec = stream.codec_context.name if stream.codec_context else ""
+    codec = codec_label(stream)
     if is_soundless(stream):
         return (
             f"stream {stream.index} (audio {codec}): FFmpeg reads no sound in it (no sample "
@@ -338,8 +338,20 @@ def _side_alpha_note(video: Any) -> tuple[str, ...]:
         return ()
     return (
         f"stream {video.index}'s alpha channel (transparency, stored beside its "
-        f"{video.codec_context.name} picture): outputs have none, and models get RGB",
+        f"{codec_label(video)} picture): outputs have none, and models get RGB",
     )
+
+
+def codec_label(stream: Any) -> str:
+    """``stream``'s codec as ffprobe names it (``mp3``, ``ass``), not its decoder's name
+    (``mp3float``, ``ssa``), which messages showed (a sweep); ``""`` without a codec."""
+    ctx = stream.codec_context
+    if ctx is None:
+        return ""
+    try:
+        return str(ctx.codec.canonical_name)
+    except (AttributeError, ValueError):
+        return str(ctx.name)
 
 
 def is_attached_pic(stream: Any) -> bool:
@@ -368,11 +380,7 @@ def _stream_info(s: Any) -> StreamInfo:
     return StreamInfo(
         index=s.index,
         kind="attached_pic" if attached else s.type,
-        codec=(
-            str(s.mimetype)
-            if s.type == "attachment"
-            else (s.codec_context.name if s.codec_context else "unknown")
-        ),
+        codec=(str(s.mimetype) if s.type == "attachment" else (codec_label(s) or "unknown")),
         time_base_num=s.time_base.numerator if s.time_base else 1,
         time_base_den=s.time_base.denominator if s.time_base else 1,
         start_pts=s.start_time,

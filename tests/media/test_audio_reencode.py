@@ -265,3 +265,20 @@ def test_an_ogg_videos_vorbis_sound_plays_in_every_output(
         assert "no standard place for Vorbis" in caplog.text
         assert snr_db(source, out, 0) >= 20.0
     assert ffmpeg_decode_errors(out) == ""
+
+
+def test_messages_name_the_codec_as_ffprobe_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An MP3 track was "(mp3float)" in the warnings and in ``raypipe probe``: FFmpeg's
+    decoder's name, where ffprobe says ``mp3`` (a sweep)."""
+    from raypipe.media import probe
+
+    source = make_clip(
+        tmp_path / "mp3.mkv", ClipSpec(audio="libmp3lame", n_frames=25, width=96, height=64)
+    )
+    assert [s.codec for s in probe(str(source)).streams if s.kind == "audio"] == ["mp3"]
+    out = tmp_path / "out.webm"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        run_in_process(source, out, "builtin:invert", 25, EncodeConfig(codec="libvpx-vp9"))
+    assert "audio stream 1 (mp3) cannot go into a webm file as it is" in caplog.text, caplog.text
