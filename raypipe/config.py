@@ -256,14 +256,18 @@ class EncodeConfig:
     def __post_init__(self) -> None:
         if not self.codec:
             raise ConfigError("codec must name an encoder, e.g. libx264, got ''")
+        # x264 and x265 take a crf above 51 as 51, without a word; one message names the
+        # range of the encoder at hand (a crf of 99 was "within 0..63", then 55 "0..51")
+        limit = 51 if self.codec == AUTO_CODEC else _CRF_MAX.get(self.codec, 63)
         if self.crf is not None and (
-            not isinstance(self.crf, int) or isinstance(self.crf, bool) or not 0 <= self.crf <= 63
+            not isinstance(self.crf, int)
+            or isinstance(self.crf, bool)
+            or not 0 <= self.crf <= limit
         ):
-            raise ConfigError(f"crf must be an integer within 0..63, got {self.crf!r}")
-        if self.crf is not None and self.crf > _CRF_MAX.get(self.codec, 63):
-            raise ConfigError(  # x264 and x265 take a larger one as 51, without a word
-                f"{self.codec}'s crf is within 0..{_CRF_MAX[self.codec]}, got {self.crf}"
-            )
+            within = f"{self.codec}'s crf is within 0..{limit}"
+            if self.codec == AUTO_CODEC:
+                within = "crf is within 0..51 (libx264's; VP9's, for a .webm: 0..63)"
+            raise ConfigError(f"{within}, got {self.crf!r}")
         if not isinstance(self.options, dict):
             raise ConfigError(
                 f"encoder options must be a dict of names to values, got {self.options!r}"

@@ -193,6 +193,13 @@ def test_run_misuse(
         "is the input; write to another path",
     )
     assert source.read_bytes() == clips["ntsc"].read_bytes()
+    (tmp_path / "outs").mkdir()
+    _one_line_error(  # a folder for a video: "has extension '(none)'" (a sweep)
+        ["run", str(source), str(tmp_path / "outs"), "-q"],
+        capsys,
+        "ConfigError",
+        f"outs' is a folder; a video goes into a file, e.g. {tmp_path / 'outs' / 'out.mp4'}",
+    )
     _one_line_error(  # input and output swapped: "output ... exists; pass --overwrite"
         ["run", str(tmp_path / "out.mp4"), str(source), "-q"],
         capsys,

@@ -379,6 +379,12 @@ def check_output(
             "replace its input, even with --overwrite)"
         )
     if not tensor:
+        if is_local(output) and os.path.isdir(local_path(output)):  # was "extension '(none)'"
+            raise ConfigError(
+                f"output '{output}' is a folder; a video goes into a file, e.g. "
+                f"{os.path.join(output, 'out.mp4')} (a folder is an analysis model's output, "
+                "or an archive's)"
+            )
         output_format(output)
         refused = container_refuses(output, codec) if codec else ""
         if refused:

@@ -300,8 +300,14 @@ def _check_option_names(options: dict[str, str], codecs: list[str]) -> None:
         if name not in known:
             near = difflib.get_close_matches(name.split(":")[0], sorted(known), n=3)
             hint = f": did you mean {' or '.join(near)}?" if near else "."
+            which = f"encoder {codecs[0]} has"
+            if len(codecs) > 1:  # codec auto: "libx264 / libvpx-vp9" read as both (a sweep)
+                which = (
+                    f"neither {codecs[0]} nor {' nor '.join(codecs[1:])} (the encoders "
+                    "--codec auto picks, by the output's container) has"
+                )
             raise ConfigError(
-                f"encoder {' / '.join(codecs)} has no option '{name}' (--encoder-option "
+                f"{which} no option '{name}' (--encoder-option "
                 f"{name}={options[name]}){hint} Its options: `ffmpeg -h encoder={codecs[0]}`"
             )
 

@@ -172,7 +172,11 @@ def test_an_encoder_option_the_encoder_lacks_is_refused_with_the_nearest_names()
         check_encoder(EncodeConfig(codec="libx264", options={"qpp": "0"}))
     with pytest.raises(ConfigError, match=r"has no option 'b:v'.*did you mean b\b"):
         check_encoder(EncodeConfig(codec="libx264", options={"b:v": "5M"}))  # ffmpeg's spelling
-    with pytest.raises(ConfigError, match=r"libx264 / libvpx-vp9 has no option 'foo'"):
+    with pytest.raises(  # "libx264 / libvpx-vp9 has no option" read as both (a sweep)
+        ConfigError,
+        match=r"neither libx264 nor libvpx-vp9 \(the encoders --codec auto picks, by the "
+        r"output's container\) has no option 'foo'",
+    ):
         check_encoder(EncodeConfig(options={"foo": "bar"}))
     fine = [
         ("libx264", {"qp": "0", "g": "48", "x264-params": "keyint=48"}),
@@ -191,7 +195,13 @@ def test_python_values_of_encoder_options_and_crf_are_checked_or_made_text() -> 
     assert EncodeConfig(options={"qp": 0, "row-mt": True, "aq-strength": 0.8}).options == {
         "qp": "0", "row-mt": "1", "aq-strength": "0.8",
     }  # fmt: skip
-    with pytest.raises(ConfigError, match="crf must be an integer within 0..63, got '20'"):
+    with pytest.raises(ConfigError, match=r"crf is within 0..51 \(libx264's; VP9's, for a "
+                       r"\.webm: 0..63\), got '20'"):  # fmt: skip
         EncodeConfig(crf="20")  # type: ignore[arg-type]
+    # one range, the encoder's: 99 was "within 0..63", then 55 "0..51" (a sweep)
+    for codec, limit in (("libx264", 51), ("libvpx-vp9", 63), ("libx265", 51)):
+        with pytest.raises(ConfigError, match=rf"{codec}'s crf is within 0..{limit}, got 99"):
+            EncodeConfig(codec=codec, crf=99)
+        EncodeConfig(codec=codec, crf=limit)
     with pytest.raises(ConfigError, match="encoder option 'qp' must be text or a number"):
         EncodeConfig(options={"qp": [0]})  # type: ignore[dict-item]
