@@ -124,7 +124,7 @@ def process_video(
         handoff: ``auto``, ``rgb`` or ``yuv``: how decoded frames reach the model (YUV:
             half the bytes, converted to the same RGB in the model's graph; ``auto``: YUV
             to actors on a GPU).
-        codec: output video encoder (default ``libx264``).
+        codec: output video encoder (default ``auto``: libx264, or VP9 for a ``.webm``).
         crf: encoder quality (default 18; None leaves it to ``encoder_options``).
         preset: encoder preset (default ``medium``).
         pix_fmt: output pixel format (default: the source's depth and chroma, or the
@@ -241,7 +241,7 @@ def process_archive(
         handoff: ``auto``, ``rgb`` or ``yuv``: how decoded frames reach the model (YUV:
             half the bytes, converted to the same RGB in the model's graph; ``auto``: YUV
             to actors on a GPU).
-        codec: output video encoder (default ``libx264``).
+        codec: output video encoder (default ``auto``: libx264, or VP9 for a ``.webm``).
         crf: encoder quality (default 18; None leaves it to ``encoder_options``).
         preset: encoder preset (default ``medium``).
         pix_fmt: output pixel format (default: the source's depth and chroma, or the

@@ -175,6 +175,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from raypipe.distributed.pipeline import process_video
+    from raypipe.distributed.service import counted
     from raypipe.infer.model_info import describe
     from raypipe.media.sample import write_sample
 
@@ -198,7 +199,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print(
         f"demo: made {source} (120 frames with audio), ran {args.model} over it in "
-        f"{stats.chunks} chunks on {stats.workers} worker(s) [{', '.join(stats.providers)}]"
+        f"{counted(stats.chunks, 'chunk')} on {counted(stats.workers, 'worker')} "
+        f"[{', '.join(stats.providers)}]"
     )
     if table:
         print(f"demo: output {output} (Parquet: pandas.read_parquet({output!r}))")

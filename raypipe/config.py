@@ -72,7 +72,9 @@ class ChunkConfig:
             or not isinstance(self.chunk_mib, int | float)
             or not 0 < self.chunk_mib < math.inf
         ):
-            raise ConfigError(f"chunk_mib must be a number > 0, got {self.chunk_mib!r}")
+            raise ConfigError(
+                f"chunk_mib must be a number > 0 (None: no cap), got {self.chunk_mib!r}"
+            )
         if not isinstance(self.every_n_frames, int) or self.every_n_frames < 1:
             raise ConfigError(
                 f"every_n_frames must be an integer >= 1, got {self.every_n_frames!r}"

@@ -389,3 +389,29 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"raypipe {raypipe.__version__}"
+
+
+def test_the_summary_line_counts_in_words() -> None:
+    """ "1 chunks", "1 frames" and "worker(s)" (a sweep)."""
+    from raypipe.distributed.service import summary_line
+
+    one = {"frames": 1, "chunks": 1, "wall_seconds": 2.0, "fps": 0.5, "workers": 1}
+    assert summary_line("o.mp4", {**one, "providers": ["CPU"]}) == (
+        "wrote o.mp4: 1 frame in 1 chunk, 2.0s (0.5 fps) on 1 worker [CPU]"
+    )
+    two = {"frames": 48, "chunks": 4, "wall_seconds": 2.0, "fps": 24.0, "workers": 2}
+    assert summary_line("o.mp4", {**two, "providers": ["CPU"]}).startswith(
+        "wrote o.mp4: 48 frames in 4 chunks, 2.0s (24.0 fps) on 2 workers"
+    )
+
+
+def test_a_tile_overlap_without_tiles_is_refused(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--tile-overlap 8`` without ``--tile`` was dropped without a word (a sweep)."""
+    _one_line_error(
+        ["run", str(clips["ntsc"]), str(tmp_path / "o.mp4"), "--tile-overlap", "8", "-q"],
+        capsys,
+        "ConfigError",
+        "tile_overlap 8 is the context around tiles, and the model is not tiled",
+    )

@@ -346,6 +346,11 @@ class ArchiveProgress(_Throttled):
 
     def line(self, now: float | None = None) -> str:
         now = now or time.monotonic()
+        if not self.frames and not self.videos_finished:  # as `run`'s (it said "ETA ?")
+            return (
+                f"{self.label}: 0/{self.total_videos} videos, starting: the first chunk is "
+                f"under way ({format_duration(now - self.start)})"
+            )
         skipped = f", {self.skipped} skipped" if self.skipped else ""
         return (
             f"{self.label}: {self.videos_finished}/{self.total_videos} videos "

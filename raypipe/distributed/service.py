@@ -254,10 +254,16 @@ class _ForwardLog(logging.Handler):
 def summary_line(output: str, stats: dict[str, Any]) -> str:
     """The line ``raypipe run`` ends with (without ``--quiet``)."""
     return (
-        f"wrote {output}: {stats['frames']} frames in {stats['chunks']} chunks, "
-        f"{stats['wall_seconds']:.1f}s ({stats['fps']:.1f} fps) on {stats['workers']} "
-        f"worker(s) [{', '.join(stats['providers'])}]"
+        f"wrote {output}: {counted(stats['frames'], 'frame')} in "
+        f"{counted(stats['chunks'], 'chunk')}, {stats['wall_seconds']:.1f}s "
+        f"({stats['fps']:.1f} fps) on {counted(stats['workers'], 'worker')} "
+        f"[{', '.join(stats['providers'])}]"
     )
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 chunk``, ``4 chunks`` ("1 chunks" read wrong: a sweep)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def stats_summary(stats: Any) -> dict[str, Any]:

@@ -266,6 +266,11 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     if cfg.model.tile is not None:
         spec = dataclasses.replace(spec, tile=cfg.model.tile)
     if cfg.model.tile_overlap is not None:
+        if spec.tile is None:  # it was left unused, without a word (a sweep)
+            raise ConfigError(
+                f"tile_overlap {cfg.model.tile_overlap} is the context around tiles, and the "
+                "model is not tiled: give --tile PX too (tile=PX in Python), or leave it out"
+            )
         spec = dataclasses.replace(spec, tile_overlap=cfg.model.tile_overlap)
     if cfg.model.resize is not None:
         spec = dataclasses.replace(spec, resize=cfg.model.resize)

@@ -89,6 +89,9 @@ def test_archive_progress_counts_videos_frames_and_fps(clock: list[float]) -> No
     out = io.StringIO()
     archive = ArchiveProgress(4, stream=out, interval_s=100.0)
     clock[0] += 10.0
+    # before any frame, as `run`'s line, which the README says of both (it read "0 frames,
+    # 0.0 fps, ETA ?": a sweep)
+    assert archive.line() == "archive: 0/4 videos, starting: the first chunk is under way (10s)"
     archive.video_done(True, 120)
     archive.video_done(False)
     archive.video_done(True, 0, skipped=True)
