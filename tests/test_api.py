@@ -148,13 +148,17 @@ def test_a_stats_path_or_output_that_cannot_be_written_fails_before_the_run(
     clip = str(make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=4)))
     out = str(tmp_path / "out.mp4")
     missing = str(tmp_path / "nodir" / "s.json")
-    with pytest.raises(ConfigError, match=rf"stats_path '{missing}': directory .* does not exist"):
+    with pytest.raises(
+        ConfigError, match=rf"--stats \(stats_path\) '{missing}': directory .* does not exist"
+    ):
         raypipe.process_video(clip, out, model="builtin:invert", stats_path=missing)
     folder = tmp_path / "adir.mp4"
     folder.mkdir()
-    with pytest.raises(ConfigError, match=r"output '.*adir.mp4' is a directory; give a file path"):
+    with pytest.raises(
+        ConfigError, match=r"output '.*adir.mp4' is a folder; a video goes into a file"
+    ):
         raypipe.process_video(clip, str(folder), model="builtin:invert", overwrite=True)
-    with pytest.raises(ConfigError, match=r"stats_path '.*' is a directory"):
+    with pytest.raises(ConfigError, match=r"--stats \(stats_path\) '.*' is a directory"):
         raypipe.process_archive([clip], str(tmp_path / "o"), stats_path=str(tmp_path))
     assert not ray.is_initialized()
 

@@ -92,9 +92,9 @@ def process_archive(
     problem = storage.writable_dir_problem(output_dir, make=True)
     if problem:
         raise ConfigError(f"OUTPUT_DIR '{output_dir}': {problem}")
-    storage.check_file_path("report_path", report_path)
+    storage.check_file_path("--report (report_path)", report_path)
     if cfg.stats_path:
-        storage.check_file_path("stats_path", cfg.stats_path)
+        storage.check_file_path("--stats (stats_path)", cfg.stats_path)
     with output_dir_lock(output_dir):
         report = _run(cfg, model, jobs, output_dir, report_path, previous, started, resume=resume)
         _note_stale_work_dirs(output_dir, jobs)

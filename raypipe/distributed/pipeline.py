@@ -79,7 +79,7 @@ def process_video(
         source=input,
     )
     if cfg.stats_path:
-        storage.check_file_path("stats_path", cfg.stats_path)
+        storage.check_file_path("--stats (stats_path)", cfg.stats_path)
     planned = plan_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,

@@ -107,7 +107,7 @@ def test_archive_paths_and_lists_as_users_give_them(tmp_path: Path, no_ray: None
     missing = tmp_path / "nodir" / "sub" / "rep.parquet"
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.mp4").write_bytes(b"x")
-    with pytest.raises(ConfigError, match=rf"report_path '{missing}': directory"):
+    with pytest.raises(ConfigError, match=rf"--report \(report_path\) '{missing}': directory"):
         raypipe.process_archive(str(tmp_path / "in"), str(tmp_path / "o"), report_path=missing)
     # Parquet under a .csv name, which `raypipe report` then refused (a sweep)
     with pytest.raises(ConfigError, match="the archive report is Parquet: name it REPORT"):
