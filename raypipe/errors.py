@@ -91,6 +91,10 @@ class OutputExistsError(RaypipeError, FileExistsError):
     """The output exists and overwriting was not asked for."""
 
 
+class StorageError(RaypipeError, OSError):
+    """A file system or object store refused raypipe (no permission) or cannot be reached."""
+
+
 # --- models and devices -------------------------------------------------------------------
 
 

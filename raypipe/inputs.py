@@ -37,7 +37,13 @@ import fsspec
 
 from raypipe import storage
 from raypipe.config import LISTED_OUTPUT_EXTENSION, OUTPUT_FORMATS
-from raypipe.errors import ConfigError, InputNotFoundError
+from raypipe.errors import (
+    ConfigError,
+    InputNotFoundError,
+    InputPermissionError,
+    RaypipeError,
+    StorageError,
+)
 from raypipe.media.source import is_local, local_path
 
 log = logging.getLogger("raypipe")
@@ -83,7 +89,24 @@ def not_one_video(uri: str) -> str:
 
 def list_inputs(inputs: str, output_dir: str = "") -> list[InputItem]:
     """The inputs named by ``inputs`` (see the module docstring), in a stable order; from a
-    directory or glob, none below ``output_dir``."""
+    directory or glob, none below ``output_dir``. An object store that refuses the
+    credentials, or cannot be reached, is a typed error (it was "PermissionError:
+    Forbidden (unexpected ...)": a sweep)."""
+    try:
+        return _listed(inputs, output_dir)
+    except RaypipeError:
+        raise
+    except PermissionError as e:
+        raise InputPermissionError(
+            f"inputs '{inputs}': access denied ({e}); these credentials need to list and read them"
+        ) from e
+    except Exception as e:
+        if is_local(inputs):
+            raise
+        raise StorageError(f"cannot list inputs '{inputs}': {type(e).__name__}: {e}") from e
+
+
+def _listed(inputs: str, output_dir: str) -> list[InputItem]:
     lower = inputs.lower()
     if lower.endswith((".txt", ".lst")):
         return _from_uris(_read_uri_list(inputs))

@@ -7,6 +7,7 @@ make an object visible only when its upload completes, so a single put is atomic
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import tempfile
@@ -95,15 +96,22 @@ def writable_dir_problem(uri: str, *, make: bool = False) -> str:
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         bucket = path.strip("/").split("/")[0]
         if protocol in _BUCKETS and bucket:
+            # info, not exists: exists says False for refused credentials and an endpoint
+            # that does not answer, which read "bucket does not exist; create it" (a sweep)
             try:
-                found = fs.exists(bucket)
-            except Exception as e:  # noqa: BLE001 - no credentials, no endpoint: the answer
-                return f"cannot reach bucket '{bucket}': {type(e).__name__}: {e}"
-            if not found:
+                fs.info(bucket)
+            except FileNotFoundError:
+                return f"bucket '{bucket}' does not exist; create it first"
+            except PermissionError as e:
                 return (
-                    f"bucket '{bucket}' does not exist (or these credentials cannot see it); "
-                    "create it first"
+                    f"bucket '{bucket}' refuses these credentials ({e}): check them "
+                    "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE); raypipe "
+                    "lists, reads, writes and deletes under OUTPUT_DIR"
                 )
+            except Exception as e:  # noqa: BLE001 - no endpoint, no network: the answer
+                return f"cannot reach bucket '{bucket}': {type(e).__name__}: {e}"
+            if path.strip("/") != bucket and fs.isfile(path):  # a key that is a video
+                return f"'{uri}' is a file, not a directory"
         return ""
     path = local_path(uri)
     if os.path.exists(path) and not os.path.isdir(path):
@@ -180,18 +188,28 @@ def list_names(uri: str) -> list[str]:
         return []
 
 
-def remove_tree(uri: str) -> None:
-    """Delete ``uri`` and everything under it; missing is fine."""
+def remove_tree(uri: str) -> int:
+    """Delete ``uri`` and everything under it; missing is fine. Returns how many files are
+    left (a store whose credentials may not delete: its bulk delete reports each refused
+    key in its answer, which s3fs does not raise)."""
     if is_local(uri):
         import shutil
 
-        shutil.rmtree(local_path(uri), ignore_errors=True)
-        return
+        path = local_path(uri)
+        shutil.rmtree(path, ignore_errors=True)
+        return sum(len(files) for _, _, files in os.walk(path))
     fs, path = filesystem(uri)
     try:
         fs.rm(path, recursive=True)
     except FileNotFoundError:
         pass
+    except PermissionError:
+        pass  # counted below
+    fs.invalidate_cache(path)
+    try:
+        return len(fs.find(path))
+    except (FileNotFoundError, PermissionError):
+        return 0
 
 
 def remove_file(uri: str) -> None:
@@ -222,13 +240,26 @@ def remove_empty_dirs(uri: str, up_to: str = "") -> None:
         folder = os.path.dirname(folder)
 
 
+_REMOTE_STAGING = "raypipe-staging-"
+
+
 def remove_stale_staging(uri: str) -> int:
     """Remove what crashed writers of ``uri`` left next to it (:func:`local_staging` and
-    :func:`write_bytes` temporaries); returns how many. Object stores need nothing: an
-    upload that never completed is never visible."""
-    if not is_local(uri):
-        return 0
+    :func:`write_bytes` temporaries); returns how many. An object store's upload that never
+    completed is never visible, but its staged file in this machine's temp directory was
+    left there for good when a killed process staged it: any whose process is gone goes
+    (an interrupted archive left them in every worker's /tmp: a sweep)."""
     import glob
+
+    if not is_local(uri):
+        stale = 0
+        for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{_REMOTE_STAGING}*-*")):
+            pid = os.path.basename(path)[len(_REMOTE_STAGING) :].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    stale += 1
+        return stale
 
     directory, name = os.path.split(os.path.abspath(local_path(uri)))
     stem = glob.escape(name)
@@ -242,6 +273,17 @@ def remove_stale_staging(uri: str) -> int:
     return len(stale)
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def local_staging(uri: str, suffix: str) -> str:
     """A temporary local path to build ``uri``'s content in before :func:`commit`.
 
@@ -252,7 +294,7 @@ def local_staging(uri: str, suffix: str) -> str:
         directory, name = os.path.split(os.path.abspath(local_path(uri)))
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".part{suffix}", dir=directory)
     else:
-        fd, tmp = tempfile.mkstemp(prefix="raypipe-", suffix=suffix)
+        fd, tmp = tempfile.mkstemp(prefix=f"{_REMOTE_STAGING}{os.getpid()}-", suffix=suffix)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)

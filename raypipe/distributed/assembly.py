@@ -91,7 +91,12 @@ def assemble_video(facts: VideoFacts) -> Assembled:
         result = Assembled(frames_out=frames_out)
     except Exception as e:  # noqa: BLE001 - the video fails alone
         result = Assembled(error_type=type(e).__name__, error_message=one_line(e))
-    storage.remove_tree(facts.work_dir)
+    left = storage.remove_tree(facts.work_dir)
+    if left:  # it was left without a word, the run's exit 0 (a sweep)
+        warned.append(
+            f"its work folder {facts.work_dir} could not be removed ({left} files left): "
+            "these credentials may not delete there; remove it by hand"
+        )
     return Assembled(
         frames_out=result.frames_out,
         error_type=result.error_type,

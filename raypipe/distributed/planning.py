@@ -23,7 +23,7 @@ from raypipe import errors, storage
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.chunk_task import Row, placeholder_row, work_dir_for
 from raypipe.distributed.stages import chunk_row
-from raypipe.errors import RaypipeError, one_line, with_worker_traceback
+from raypipe.errors import RaypipeError, StorageError, one_line, with_worker_traceback
 from raypipe.infer.temporal import NONE, Temporal
 from raypipe.media.encode import output_size_problem
 from raypipe.media.jumps import Jump, to_text
@@ -412,7 +412,17 @@ def plan_stage(
     job = VideoJob(**{f.name: row[f.name] for f in dataclasses.fields(VideoJob)})
     planned = plan_video(job, chunk, resume=resume, key=key, model=model, encode=encode)
     if planned.work_dir and planned.provenance is not None and planned.result is None:
-        write_run_record(planned)
+        try:
+            write_run_record(planned)
+        except StorageError as e:  # the video fails alone, as a row (it was a Ray traceback)
+            planned.rows = []
+            planned.result = VideoResult(
+                uri=job.uri,
+                output=job.output,
+                status="failed",
+                error_type=type(e).__name__,
+                error_message=one_line(e),
+            )
     return video_rows(planned)
 
 
@@ -420,9 +430,15 @@ def write_run_record(planned: PlannedVideo) -> None:
     """Record in the work directory what its segments will be made of (key and source):
     what a resumed run checks before it reuses them."""
     assert planned.provenance is not None
-    storage.makedirs(planned.work_dir)
     record = planned.provenance.to_text(with_parts=True).encode()
-    storage.write_bytes(storage.join(planned.work_dir, RUN_FILE), record)
+    try:
+        storage.makedirs(planned.work_dir)
+        storage.write_bytes(storage.join(planned.work_dir, RUN_FILE), record)
+    except PermissionError as e:  # a read-only bucket: "PermissionError ... (unexpected)"
+        raise StorageError(
+            f"cannot write in '{planned.work_dir}' ({e}): these credentials may not write "
+            "there; raypipe writes, and deletes, its work folders beside the outputs"
+        ) from e
 
 
 def error_of(result: VideoResult) -> RaypipeError:

@@ -97,8 +97,9 @@ def open_input(
         except av.error.PermissionError as e:
             raise InputPermissionError(f"input '{uri}' is not readable: {e}") from e
         except (av.error.FFmpegError, OSError) as e:
+            said = getattr(e, "strerror", None) or e  # not "...: '<none>'" for a URL's file
             raise CorruptVideoError(
-                f"input '{uri}' is not a readable media file ({e}); "
+                f"input '{uri}' is not a readable media file ({said}); "
                 "check that it plays, e.g. with `ffprobe`"
             ) from e
         try:
