@@ -285,7 +285,15 @@ def _write(
     per_frame: int = 1,
     jumps: tuple[Jump, ...] = (),
 ) -> tuple[Fraction | None, str]:
-    """Mux the output; returns its pictures' sample aspect ratio and video codec."""
+    """Mux the output; returns its pictures' sample aspect ratio and video codec. Its
+    streams keep the source's order, as ``ffmpeg -map 0`` keeps it: the streams before the
+    processed video's are added before it (the video came first whatever the source's
+    order, and a script's ``-map 0:1`` took another stream: a sweep)."""
+    processed = pick_video_stream(source, source_uri)
+    copied: dict[int, Any] = {}
+    reencoded: set[int] = set()
+    if copy_streams:
+        copied, reencoded = _copied_streams(out, source, source_uri, lambda i: i < processed.index)
     head, opened = _open_segment(paths[0])
     with opened as first:
         template = first.streams.video[0]
@@ -302,7 +310,6 @@ def _write(
         head.colour.apply(out_video.codec_context)
     if head.sar:  # for MP4's pasp box where the codec's bitstream has no place for it
         out_video.codec_context.sample_aspect_ratio = head.sar
-    processed = pick_video_stream(source, source_uri)
     if head.rate:  # the stream's avg_frame_rate; Matroska's default frame duration
         rate = _tagged_rate(out.format.name, head.rate, processed, per_frame)
         out_video.codec_context.framerate = rate
@@ -312,7 +319,9 @@ def _write(
         out_video.time_base = frame_seconds
     out.metadata.update(container_tags(source.metadata, tags, keep_tag))
     _keep_video_facts(out_video, processed)
-    copied, reencoded = _copied_streams(out, source, source_uri) if copy_streams else ({}, set())
+    if copy_streams:
+        after, more = _copied_streams(out, source, source_uri, lambda i: i > processed.index)
+        copied, reencoded = {**copied, **after}, reencoded | more
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
     track = _caption_track(source, source_uri, processed, out_video, jumps)
@@ -580,18 +589,23 @@ def _keep_video_facts(out_video: Any, source_video: Any) -> None:
         out_video.codec_context.field_order = order
 
 
-def _copied_streams(out: Any, source: Any, source_uri: str) -> tuple[dict[int, Any], set[int]]:
+def _copied_streams(
+    out: Any, source: Any, source_uri: str, which: Callable[[int], bool]
+) -> tuple[dict[int, Any], set[int]]:
     """Output streams for the source's audio, subtitles and attached pictures, by source
     index, with their tags and dispositions, and the indices of those re-encoded: audio
     the output cannot hold as it is is re-encoded with the container's usual codec
     (:data:`AUDIO_FALLBACK`), text subtitles converted to its text codec
     (:data:`SUBTITLE_FALLBACK`), each with a warning; anything else it cannot hold is left
     out with a warning. Matroska gets attached pictures and the source's
-    attachments (the fonts of styled subtitles) as attachments (not in the result)."""
+    attachments (the fonts of styled subtitles) as attachments (not in the result). Only
+    the source streams whose index is ``which``."""
     supported = out.supported_codecs
     copied: dict[int, Any] = {}
     reencoded: set[int] = set()
     for s in source.streams:
+        if not which(s.index):
+            continue
         if s.type == "attachment":
             _copy_attachment(out, s)
             continue

@@ -282,3 +282,28 @@ def test_messages_name_the_codec_as_ffprobe_does(
     with caplog.at_level(logging.WARNING, logger="raypipe"):
         run_in_process(source, out, "builtin:invert", 25, EncodeConfig(codec="libvpx-vp9"))
     assert "audio stream 1 (mp3) cannot go into a webm file as it is" in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_the_output_keeps_the_sources_stream_order(tmp_path: Path, suffix: str) -> None:
+    """Audio as stream 0 and video as 1 (``-map 1 -map 0``): the output put the video
+    first, so ``-map 0:1`` or a player's track number took another stream than in the
+    source (a sweep); ``ffmpeg -map 0 -c copy`` keeps the order, and so does raypipe."""
+    from conftest import assert_exact
+
+    source = tmp_path / "audio_first.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=1",
+         "-f", "lavfi", "-i", "sine=d=1", "-map", "1", "-map", "0", "-c:v", "libx264",
+         "-c:a", "aac", str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    out = tmp_path / f"out{suffix}"
+    run_in_process(source, out, "builtin:invert", 10)
+    shown = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0",
+         str(out)],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.stdout.split() == ["audio", "video"]
+    assert_exact(source, out, "builtin:invert")
