@@ -229,7 +229,8 @@ def _summary(doc: Mapping[str, Any], chunks: Sequence[Mapping[str, Any]], span_s
     )
     parts = [
         f"{frames} frames",
-        f"{len(chunks)} chunks" + (f" ({failed} failed)" if failed else ""),
+        f"{len(chunks)} chunk{'' if len(chunks) == 1 else 's'}"
+        + (f" ({failed} failed)" if failed else ""),
     ]
     if len(videos) > 1:
         parts.append(f"{len(videos)} videos")
@@ -237,8 +238,11 @@ def _summary(doc: Mapping[str, Any], chunks: Sequence[Mapping[str, Any]], span_s
         f"{wall:.1f} s wall ({span_s:.1f} s in the pipeline)",
         f"{fps:.1f} fps over the wall time (start-up included)",
     ]
-    if actors:
-        parts.append(f"{len(actors)} inference actor(s)")
+    if actors:  # of the run's workers, those that ran chunks ("1 inference actor(s)"
+        # beside stats saying 2 workers read as a contradiction: a sweep)
+        workers = max(int(_num(totals.get("workers"), 0.0)), len(actors))
+        ran = f"{len(actors)} of {workers}" if workers > len(actors) else f"{len(actors)}"
+        parts.append(f"chunks on {ran} inference actor{'' if workers == 1 else 's'}")
     if not math.isnan(busy):
         parts.append(f"actors busy {100 * busy:.0f}%")
     if providers:

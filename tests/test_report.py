@@ -177,6 +177,15 @@ def test_the_report_says_which_fps_is_wall_clock(run_stats: dict[str, Any]) -> N
     t0 = min(c["decode_start"] for c in chunks)
     summary = _summary(run_stats, chunks, 1.0)
     assert f"{run_stats['totals']['fps']:.1f} fps over the wall time (start-up included)" in summary
+    # the actors that ran chunks, of the run's workers: "1 inference actor(s)" beside stats
+    # that said 2 workers read as a contradiction (a sweep)
+    one = [{**c, "actor_id": "a"} for c in chunks]
+    assert "chunks on 1 of 2 inference actors" in _summary(
+        {**run_stats, "totals": {**run_stats["totals"], "workers": 2}}, one, 1.0
+    )
+    ran = len({c["actor_id"] for c in chunks})  # both, unless Ray gave one every chunk
+    expected = "chunks on 2 inference actors" if ran == 2 else "chunks on 1 of 2 inference actors"
+    assert "12 chunks, " in summary and expected in summary, summary
     fig, ax = plt.subplots()
     _draw_throughput(ax, chunks, t0, 5.0)
     labels = ax.get_legend_handles_labels()[1]
