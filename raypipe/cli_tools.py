@@ -111,8 +111,11 @@ def _check_local_parent(path: str) -> None:
 def cmd_probe(args: argparse.Namespace) -> int:
     from raypipe.media import plan_chunks, probe
     from raypipe.media.describe import probe_lines
+    from raypipe.media.probe import make_video_id
 
-    info = probe(args.input)
+    # the video's id as a run names it, from the absolute path: a relative one gave chunk
+    # ids the run's stats did not have (a sweep)
+    info = probe(args.input, video_id=make_video_id(storage.absolute(args.input)))
     chunking = ChunkConfig(chunk_frames=args.chunk_frames, chunk_mib=args.chunk_mib)
     plan = plan_chunks(info, chunking)
     if args.json:

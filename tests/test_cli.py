@@ -203,9 +203,16 @@ def test_bad_option_values(
     assert not os.path.exists(out)
 
 
-def test_probe_json(clips: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["probe", str(clips["open_gop"]), "--json", "--chunk-frames", "7"]) == 0
+def test_probe_json(
+    clips: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raypipe.media.probe import make_video_id
+
+    monkeypatch.chdir(clips["open_gop"].parent)  # a relative path, as a user types it
+    assert main(["probe", clips["open_gop"].name, "--json", "--chunk-frames", "7"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    # the run's ids, made from the absolute path (a relative path gave others: a sweep)
+    assert doc["video_id"] == make_video_id(str(clips["open_gop"]))
     assert doc["n_frames"] == 48 and len(doc["pts"]) == 48
     assert doc["keyframe_pts"] == sorted(doc["keyframe_pts"]) and len(doc["keyframe_pts"]) == 5
     chunks = doc["chunks"]
@@ -216,7 +223,7 @@ def test_probe_json(clips: dict[str, Path], capsys: pytest.CaptureFixture[str]) 
     assert main(["probe", str(clips["bframes_aac"])]) == 0
     text = capsys.readouterr().out
     assert "48 frames" in text and "audio aac" in text
-    assert "plan: 1 chunks of about 64 frames" in text  # GOPs of 12
+    assert "plan: 1 chunk of about 64 frames" in text  # GOPs of 12
     info = probe(str(clips["bframes_aac"]))
     mib = str(2 * 5.5 * info.width * info.height * 3 / 2**20)  # 5 frames in and out as RGB
     for cap, plan in ((mib, "12 chunks of about 5"), ("0", "2 chunks of about 24")):

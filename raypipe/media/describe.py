@@ -47,7 +47,8 @@ def probe_lines(info: VideoInfo, plan: ChunkPlan, chunk_frames: int) -> list[str
         )
         lines.append(f"  stream {s.index}: {s.kind} {s.codec} (kept{'; ' + tags if tags else ''})")
     lines += [f"  left out: {left}" for left in info.left_out]
-    lines.append(f"  plan: {len(plan)} chunks of about {chunk_frames} frames")
+    chunks = f"{len(plan)} chunk{'' if len(plan) == 1 else 's'}"
+    lines.append(f"  plan: {chunks} of about {chunk_frames} frames")
     for c in plan.chunks:  # half-open display ranges [start_pts, end_pts)
         seek = "start" if c.seek_pts is None else c.seek_pts
         lines.append(
