@@ -148,6 +148,7 @@ __all__ = [
     "EncodeError",
     "MuxError",
     "OutputExistsError",
+    "StorageError",
     "ModelError",
     "ModelNotFoundError",
     "ModelLoadError",
