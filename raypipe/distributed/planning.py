@@ -229,15 +229,20 @@ def plan_video(
             if c.chunk_id not in skip
         ]
     except Exception as e:  # noqa: BLE001 - one bad input fails alone
-        planned.result = VideoResult(
-            uri=job.uri,
-            output=job.output,
-            status="failed",
-            error_type=type(e).__name__,
-            error_message=one_line(e),
-            seconds=time.monotonic() - started,
-        )
+        planned.result = _failed(job, e, time.monotonic() - started)
     return planned
+
+
+def _failed(job: VideoJob, error: BaseException, seconds: float = 0.0) -> VideoResult:
+    """The result of ``job``'s video failed with ``error``."""
+    return VideoResult(
+        uri=job.uri,
+        output=job.output,
+        status="failed",
+        error_type=type(error).__name__,
+        error_message=one_line(error),
+        seconds=seconds,
+    )
 
 
 def _why_not_finished(output: str, n_out: int, tensor: bool, provenance: Provenance) -> str:
@@ -415,14 +420,7 @@ def plan_stage(
         try:
             write_run_record(planned)
         except StorageError as e:  # the video fails alone, as a row (it was a Ray traceback)
-            planned.rows = []
-            planned.result = VideoResult(
-                uri=job.uri,
-                output=job.output,
-                status="failed",
-                error_type=type(e).__name__,
-                error_message=one_line(e),
-            )
+            planned.rows, planned.result = [], _failed(job, e)
     return video_rows(planned)
 
 

@@ -97,21 +97,30 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _fails(env: dict[str, str], said: str, *args: str) -> None:
+    """``raypipe ARGS`` fails with exit 1 and one line that starts ``raypipe: error: `` and
+    then ``said``."""
+    done = _run(env, *args)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"raypipe: error: {said}"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_refused_credentials_and_a_dead_endpoint_say_so_before_any_work(
     iam_s3: dict[str, str], clips: dict[str, Path], tmp_path: Path
 ) -> None:
     bad = {**iam_s3, "AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "wrong"}
-    done = _run(bad, "run", str(clips["vfr"]), "s3://shelf/out/o.mp4")
-    assert done.returncode == 1
-    assert done.stderr.startswith(
-        "raypipe: error: ConfigError: output 's3://shelf/out/o.mp4': bucket 'shelf' refuses "
-        "these credentials (Forbidden): check them (AWS_ACCESS_KEY_ID and "
-    ), done.stderr
-    listed = _run(bad, "archive", "s3://shelf/in/", str(tmp_path / "out"))
-    assert listed.returncode == 1
-    assert listed.stderr.startswith(
-        "raypipe: error: InputPermissionError: inputs 's3://shelf/in/': access denied"
-    ), listed.stderr
+    _fails(
+        bad,
+        "ConfigError: output 's3://shelf/out/o.mp4': bucket 'shelf' refuses these credentials "
+        "(Forbidden): check them (AWS_ACCESS_KEY_ID and ",
+        *("run", str(clips["vfr"]), "s3://shelf/out/o.mp4"),
+    )
+    _fails(
+        bad,
+        "InputPermissionError: inputs 's3://shelf/in/': access denied",
+        *("archive", "s3://shelf/in/", str(tmp_path / "out")),
+    )
     dead = {
         **iam_s3,
         "FSSPEC_S3": json.dumps({"endpoint_url": f"http://127.0.0.1:{closed_port()}"}),
@@ -133,13 +142,12 @@ def test_a_bucket_these_credentials_may_only_read_fails_the_run_typed(
     """The reader passes the bucket check (it may see the bucket), then may not write
     the work folder's record: a typed one-line error naming where, not "PermissionError:
     Access Denied (unexpected ...)"."""
-    done = _run(iam_s3, "run", str(clips["vfr"]), "s3://shelf/out/o.mp4")
-    assert done.returncode == 1
-    assert done.stderr.startswith(
-        "raypipe: error: StorageError: cannot write in 's3://shelf/out/.o.mp4.raypipe-work' "
-        "(Access Denied): these credentials may not write there"
-    ), done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    _fails(
+        iam_s3,
+        "StorageError: cannot write in 's3://shelf/out/.o.mp4.raypipe-work' (Access Denied): "
+        "these credentials may not write there",
+        *("run", str(clips["vfr"]), "s3://shelf/out/o.mp4"),
+    )
 
 
 def test_a_work_folder_these_credentials_may_not_delete_is_said_to_be_left(
