@@ -12,7 +12,13 @@ import shlex
 
 from raypipe import storage
 from raypipe.config import ChunkConfig
-from raypipe.errors import ConfigError, InputNotFoundError, OutputExistsError, one_line
+from raypipe.errors import (
+    ConfigError,
+    InputNotFoundError,
+    OutputExistsError,
+    counted,
+    one_line,
+)
 
 EXIT_OK = 0
 DEFAULT_ENGINE_SIZE = "1920x1080"
@@ -178,7 +184,6 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from raypipe.distributed.pipeline import process_video
-    from raypipe.distributed.service import counted
     from raypipe.infer.model_info import describe
     from raypipe.media.sample import write_sample
 

@@ -128,6 +128,11 @@ class ClusterError(RaypipeError, RuntimeError):
     """The Ray cluster cannot run the pipeline (too few resources, unreachable address)."""
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 chunk``, ``4 chunks``: how messages count ("1 chunks" read wrong: a sweep)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def one_line(error: BaseException) -> str:
     """``error``'s message on one line (runs of whitespace, newlines included, become one
     space): how reports, rows and the command line show an error."""

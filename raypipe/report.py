@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from raypipe.errors import counted
+
 __all__ = ["STAGE_COLORS", "draw_report", "load_stats"]
 
 STAGES: tuple[str, ...] = ("decode", "infer", "encode")
@@ -229,8 +231,7 @@ def _summary(doc: Mapping[str, Any], chunks: Sequence[Mapping[str, Any]], span_s
     )
     parts = [
         f"{frames} frames",
-        f"{len(chunks)} chunk{'' if len(chunks) == 1 else 's'}"
-        + (f" ({failed} failed)" if failed else ""),
+        counted(len(chunks), "chunk") + (f" ({failed} failed)" if failed else ""),
     ]
     if len(videos) > 1:
         parts.append(f"{len(videos)} videos")

@@ -199,12 +199,8 @@ def remove_tree(uri: str) -> int:
         shutil.rmtree(path, ignore_errors=True)
         return sum(len(files) for _, _, files in os.walk(path))
     fs, path = filesystem(uri)
-    try:
+    with contextlib.suppress(FileNotFoundError, PermissionError):  # what is left: counted
         fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        pass
-    except PermissionError:
-        pass  # counted below
     fs.invalidate_cache(path)
     try:
         return len(fs.find(path))
@@ -252,15 +248,7 @@ def remove_stale_staging(uri: str) -> int:
     import glob
 
     if not is_local(uri):
-        stale = 0
-        for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{_REMOTE_STAGING}*-*")):
-            pid = os.path.basename(path)[len(_REMOTE_STAGING) :].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                    stale += 1
-        return stale
-
+        return remove_orphans(tempfile.gettempdir(), _REMOTE_STAGING)
     directory, name = os.path.split(os.path.abspath(local_path(uri)))
     stem = glob.escape(name)
     patterns = (f".{stem}.*.part*", f"{stem}.*.part")
@@ -273,15 +261,26 @@ def remove_stale_staging(uri: str) -> int:
     return len(stale)
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (one of another user's counts)."""
+def remove_orphans(directory: str, prefix: str, suffix: str = "") -> int:
+    """Remove the files ``{prefix}{PID}-...{suffix}`` in ``directory`` whose process PID no
+    longer runs on this machine (a process killed before it could remove its own); returns
+    how many. Another user's files, or ones gone meanwhile, are left to their owners."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(suffix)):
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+                removed += 1
+    return removed
 
 
 def local_staging(uri: str, suffix: str) -> str:

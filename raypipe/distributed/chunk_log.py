@@ -6,7 +6,6 @@ A leaf: no Ray, so the child process that draws an archive's run report
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
@@ -25,20 +24,9 @@ def sweep_spills(directory: str | None = None) -> None:
     one killed (SIGKILL: the out-of-memory killer, a lost node, ``ray job stop`` after its
     grace period) cannot, and its file stayed in /tmp for good. The next spilling run on
     the machine clears them."""
-    import psutil
+    from raypipe.storage import remove_orphans  # here: the report's child reads no storage
 
-    directory = directory or tempfile.gettempdir()
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        if not (name.startswith(SPILL_PREFIX) and name.endswith(SPILL_SUFFIX)):
-            continue
-        pid = name[len(SPILL_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            with contextlib.suppress(OSError):  # another user's, or gone meanwhile
-                os.unlink(os.path.join(directory, name))
+    remove_orphans(directory or tempfile.gettempdir(), SPILL_PREFIX, SPILL_SUFFIX)
 
 
 class ChunkLog:

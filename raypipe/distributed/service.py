@@ -47,7 +47,13 @@ from typing import Any, TextIO
 import ray
 
 from raypipe.distributed.prestart import start_for_next_run
-from raypipe.errors import ClusterError, RaypipeError, one_line, with_worker_traceback
+from raypipe.errors import (
+    ClusterError,
+    RaypipeError,
+    counted,
+    one_line,
+    with_worker_traceback,
+)
 
 log = logging.getLogger("raypipe")
 
@@ -259,11 +265,6 @@ def summary_line(output: str, stats: dict[str, Any]) -> str:
         f"({stats['fps']:.1f} fps) on {counted(stats['workers'], 'worker')} "
         f"[{', '.join(stats['providers'])}]"
     )
-
-
-def counted(n: int, noun: str) -> str:
-    """``1 chunk``, ``4 chunks`` ("1 chunks" read wrong: a sweep)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def stats_summary(stats: Any) -> dict[str, Any]:

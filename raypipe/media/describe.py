@@ -3,6 +3,7 @@ depth, chroma, colour, HDR) and the chunk plan, as text lines. Pure: no I/O."""
 
 from __future__ import annotations
 
+from raypipe.errors import counted
 from raypipe.media.mux import container_tags
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import ChunkPlan
@@ -47,8 +48,7 @@ def probe_lines(info: VideoInfo, plan: ChunkPlan, chunk_frames: int) -> list[str
         )
         lines.append(f"  stream {s.index}: {s.kind} {s.codec} (kept{'; ' + tags if tags else ''})")
     lines += [f"  left out: {left}" for left in info.left_out]
-    chunks = f"{len(plan)} chunk{'' if len(plan) == 1 else 's'}"
-    lines.append(f"  plan: {chunks} of about {chunk_frames} frames")
+    lines.append(f"  plan: {counted(len(plan), 'chunk')} of about {chunk_frames} frames")
     for c in plan.chunks:  # half-open display ranges [start_pts, end_pts)
         seek = "start" if c.seek_pts is None else c.seek_pts
         lines.append(
