@@ -35,6 +35,7 @@ from raypipe.config import (
     HANDOFFS,
     STAGES,
     ChunkConfig,
+    ModelConfig,
     RuntimeConfig,
     ray_address_from_env,
 )
@@ -214,8 +215,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
     p.add_argument(
         "--precision",
         choices=("fp32", "fp16"),
-        default="fp32",
-        help="TensorRT engine precision (default fp32)",
+        default=ModelConfig.precision,
+        help=f"TensorRT engine precision (default {ModelConfig.precision})",
     )
     p.add_argument(
         "--engine-cache",
@@ -365,7 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     engines.add_argument(
         "--batch-size", type=_whole(1), default=8, help="largest batch of the profile (default 8)"
     )
-    engines.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
+    engines.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        default=ModelConfig.precision,
+        help=f"engine precision, as the runs will be given (default {ModelConfig.precision}, "
+        "a run's default)",
+    )
     engines.add_argument("--address", default=None, help="Ray cluster address")
 
     report = subcommand(
@@ -379,9 +386,22 @@ def build_parser() -> argparse.ArgumentParser:
     probe = subcommand(
         sub, "probe", "show a video's streams, rotation, colour, bit depth, chroma and chunk plan"
     )
-    probe.add_argument("input")
-    probe.add_argument("--chunk-frames", type=_whole(1), default=64)
-    probe.add_argument("--chunk-mib", type=_chunk_mib, default=ChunkConfig.chunk_mib)
+    probe.add_argument("input", help="a video path or URL")
+    probe.add_argument(
+        "--chunk-frames",
+        type=_whole(1),
+        metavar="N",
+        default=64,
+        help="frames per chunk, about, as a run would be given (default 64)",
+    )
+    probe.add_argument(
+        "--chunk-mib",
+        type=_chunk_mib,
+        metavar="MIB",
+        default=ChunkConfig.chunk_mib,
+        help="MiB cap of a chunk's frames, as a run would be given (default "
+        f"{ChunkConfig.chunk_mib:g}; 0: no cap)",
+    )
     probe.add_argument("--json", action="store_true", help="machine-readable output")
 
     model = subcommand(sub, "model", "the built-in models, and what a model file is")

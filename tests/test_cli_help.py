@@ -67,6 +67,31 @@ def test_every_help_ends_with_examples_that_parse(
             assert args.model_command == words[1]
 
 
+def _subparser(words: list[str]) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for word in words:
+        (choices,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = choices.choices[word]
+    return parser
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
+def test_every_option_says_what_it_does(words: list[str]) -> None:
+    silent = [
+        action.option_strings[0] if action.option_strings else action.dest
+        for action in _subparser(words)._actions
+        if not action.help and not isinstance(action, argparse._SubParsersAction)
+    ]
+    assert not silent, f"raypipe {' '.join(words)}: no help for {silent}"
+
+
+def test_engines_are_built_at_the_precision_a_run_asks_for() -> None:
+    parser = build_parser()
+    run = parser.parse_args(["run", "in.mp4", "out.mp4"])
+    engines = parser.parse_args(["build-engines", "m.onnx"])
+    assert engines.precision == run.precision == "fp32"
+
+
 def test_model_list_says_kind_scale_and_what_each_does(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from raypipe.config import RuntimeConfig
+from raypipe.config import ModelConfig, RuntimeConfig
 from raypipe.distributed.cluster import connect
 from raypipe.errors import ConfigError, DeviceUnavailableError
 from raypipe.infer.factory import input_name_of
@@ -84,12 +84,13 @@ def build_engines(
     sizes: list[tuple[int, int]],
     *,
     batch_size: int = 8,
-    precision: str = "fp16",
+    precision: str = ModelConfig.precision,
     runtime: RuntimeConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Build (or find) the engines of ``model`` for ``sizes`` on every GPU type; one record
     per (GPU type, size): GPU name, size, cache key digest, seconds taken. Each is the
-    engine a run's inference actor asks for on frames of that size (:func:`gpu_profile`:
+    engine a run's inference actor asks for on frames of that size, at that ``precision``
+    (a run's default, fp32, unless given) (:func:`gpu_profile`:
     the model as its session runs it, with its spec, the batch its calls get)."""
     if not sizes:
         raise ConfigError("give at least one frame size (--size 1920x1080)")

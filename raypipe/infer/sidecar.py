@@ -309,6 +309,11 @@ def resolve_model(model: str) -> tuple[bytes, str]:
         with fsspec.open(model, "rb") as f:
             data = f.read()
     except FileNotFoundError as e:
+        if model in BUILTIN_MODELS:  # `--model sharpen`
+            raise ModelNotFoundError(
+                f"model file {model!r} does not exist; did you mean the built-in "
+                f"{BUILTIN_PREFIX}{model}?"
+            ) from e
         raise ModelNotFoundError(
             f"model file {model!r} does not exist; pass builtin:NAME (one of "
             f"{', '.join(BUILTIN_MODELS)}) or a path/URL to an .onnx file"

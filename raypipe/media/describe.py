@@ -6,6 +6,7 @@ from __future__ import annotations
 from raypipe.errors import counted
 from raypipe.media.mux import container_tags
 from raypipe.media.picture import PictureFormat
+from raypipe.media.pixfmt import layout_of
 from raypipe.media.plan import ChunkPlan
 from raypipe.media.probe import VideoInfo
 
@@ -41,7 +42,8 @@ def probe_lines(info: VideoInfo, plan: ChunkPlan, chunk_frames: int) -> list[str
             x
             for x in (
                 s.language and f"language {s.language}",
-                s.title and f"title {s.title!r}",
+                # an attachment's ``title`` is its file name (FFmpeg's filename tag)
+                s.title and f"{'file' if s.kind == 'attachment' else 'title'} {s.title!r}",
                 *s.dispositions,
             )
             if x
@@ -61,6 +63,9 @@ def picture_lines(picture: PictureFormat) -> list[str]:
     """What `raypipe probe` says of the pictures: size as shown, depth, chroma, colour, HDR."""
     width, height = picture.upright_size
     c = picture.colour
+    conversion = f"converted as {picture.matrix}, {picture.range}"
+    if layout_of(picture.pix_fmt).rgb:  # nothing to convert on decode
+        conversion = f"RGB, read as it is; a YUV output is {conversion}"
     lines = [
         f"shown {width}x{height} (coded {picture.coded_width}x{picture.coded_height}, "
         f"{picture.describe_orientation()}), "
@@ -68,7 +73,7 @@ def picture_lines(picture: PictureFormat) -> list[str]:
         + (" with alpha (not kept: outputs have none)" if picture.alpha else "")
         + (", interlaced (each field's chroma converted apart)" if picture.interlaced else ""),
         f"colour: primaries {c.primaries}, transfer {c.transfer}, matrix {c.matrix}, "
-        f"range {c.range} (converted as {picture.matrix}, {picture.range})",
+        f"range {c.range} ({conversion})",
     ]
     hdr = picture.hdr
     if hdr is not None:

@@ -160,6 +160,19 @@ def test_resolve_missing_file(tmp_path: Path) -> None:
         resolve_model(missing)
 
 
+def test_a_built_in_name_without_its_prefix_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"^model file 'sharpen' does not exist; did you mean the built-in builtin:sharpen\?$",
+    ):
+        resolve_model("sharpen")
+    (tmp_path / "sharpen").write_bytes(builtin_bytes("sharpen"))  # a file of that name: read
+    assert resolve_model("sharpen")[0] == builtin_bytes("sharpen")
+
+
 def test_resolve_directory_is_a_load_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="cannot read model file"):
         resolve_model(str(tmp_path))

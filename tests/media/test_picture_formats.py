@@ -380,6 +380,18 @@ def test_probe_command_shows_rotation_colour_depth_and_chroma(
     text = capsys.readouterr().out
     assert "shown 64x96 (coded 96x64, rotation 270° counter-clockwise), 10-bit 4:2:0" in text
     assert "primaries bt2020, transfer arib-std-b67, matrix bt2020nc, range tv" in text
+    assert "range tv (converted as bt2020nc, tv)" in text
+    # an RGB picture is read as it is: only a YUV output converts, and it says so
+    still = tmp_path / "still.png"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64",
+         "-frames:v", "1", str(still)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert main(["probe", str(still)]) == 0
+    text = capsys.readouterr().out
+    assert "8-bit 4:4:4\n" in text
+    assert "matrix gbr, range pc (RGB, read as it is; a YUV output is converted as " in text
     assert main(["probe", str(make_trait_clip("hdr10", tmp_path)), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     picture = doc["picture"]

@@ -168,6 +168,11 @@ def test_probe_shows_tags_chapters_timecode_and_field_order(traits: dict[str, Pa
     )
     assert "2 chapters: 'Opening' 0.000-0.200s, 'Scene 2' 0.200-0.480s" in lines["full_range_444"]
     assert "DESCRIPTION 'scanned from tape'" in lines["full_range_444"]
+    # an attachment's name is its file's, not a title
+    assert (
+        "attachment application/x-truetype-font (kept; file 'subtitles.ttf')"
+        in (lines["full_range_444"])
+    )
     assert "com.apple.quicktime.make 'Apple'" in lines["phone_hlg"]
     assert "encoder" not in lines["phone_hlg"].lower()  # the writing library is not kept
 
