@@ -194,6 +194,9 @@ def _run(
         head = stats_doc(report, actors.workers)  # totals, GPU samples; chunks: from the log
         if chunk_log.count:
             drawer.draw(head, chunk_log.spill_path, progress)
+        else:  # no chunk ran (every video skipped): an earlier run's picture is not this one's
+            with contextlib.suppress(OSError):
+                storage.remove_file(run_report_path(report_path))
         if cfg.stats_path:
             _write_stats(head, chunk_log, cfg.stats_path)
     except BaseException:  # Ctrl-C, an error: the report keeps what is known so far

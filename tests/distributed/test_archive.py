@@ -117,9 +117,12 @@ def test_rerun_skips_finished_and_no_resume_starts_over(
     args = {"model": "builtin:blur", "chunk_frames": 12, "quiet": True}
     first = raypipe.process_archive(str(src), str(out), **args)
     assert first.exit_code == 0 and first.count("done") == 2
+    assert (out / "_raypipe-report.png").exists()
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
     second = raypipe.process_archive(str(src), str(out), **args)
     assert [r["status"] for r in second.rows] == ["skipped", "skipped"]
+    # no chunk ran: the first run's picture, beside a report of skipped rows, is gone
+    assert not (out / "_raypipe-report.png").exists()
     assert [r["attempts"] for r in second.rows] == [1, 1]
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == mtimes, "outputs rewritten"
     # outputs are trusted only when they record this run's key and source: another video
