@@ -130,6 +130,13 @@ def test_model_show_inputs_outputs_spec_and_its_source(
     assert main(["model", "show", str(path)]) == 0
     text = capsys.readouterr().out
     assert f"spec: from sidecar {sidecar}\n" in text and "  color: 'BGR'\n" in text
+    spaced = tmp_path / "my models" / "sharp en.onnx"  # as a file:// URL: %20 (a sweep)
+    spaced.parent.mkdir()
+    spaced.write_bytes(path.read_bytes())
+    sidecar = write_sidecar(str(spaced), ModelSpec(color="BGR"))
+    assert main(["model", "show", spaced.as_uri()]) == 0
+    text = capsys.readouterr().out
+    assert f"spec: from sidecar {sidecar}\n" in text and "  color: 'BGR'\n" in text
 
 
 def test_model_show_describes_models_a_small_frame_cannot_run(
@@ -164,6 +171,35 @@ def test_model_show_describes_models_a_small_frame_cannot_run(
     assert "kind: image, scale unknown (a 32x32 frame did not run: " in text
     assert "custom-op library, which raypipe does not load" in text
     assert "inputs:\n  input: float32 [N, 3, H, W]\n" in text
+
+
+def test_model_show_gives_a_scale_below_one_and_one_per_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model that halves frames and one that doubles their width alone both showed
+    "scale 1x": the small frame's output height, rounded to a whole number of at least 1."""
+
+    def save(name: str, node: object, out: list[object], initializers: list = []) -> str:  # noqa: B006
+        graph = helper.make_graph(
+            [node],
+            name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)],
+            initializers,
+        )
+        path = tmp_path / f"{name}.onnx"
+        opsets = [helper.make_opsetid("", 17)]
+        path.write_bytes(helper.make_model(graph, opset_imports=opsets).SerializeToString())
+        return str(path)
+
+    pool = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    halves = save("halves", pool, ["N", 3, "h", "w"])
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 1, 2])
+    resize = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")
+    wider = save("wider", resize, ["N", 3, "h", "w"], [scales])
+    for path, scale in ((halves, "0.5x"), (wider, "2x wide, 1x high")):
+        assert main(["model", "show", path]) == 0
+        assert f"kind: image, scale {scale} (frames in" in capsys.readouterr().out
 
 
 def _one_line_error(

@@ -70,7 +70,9 @@ class ModelInfo:
     sha256: str
     size_bytes: int
     kind: str  # "image" or "tensor"
-    scale: int | None  # output size over input size for image models, None for tensor ones
+    # output size over input size for image models (2, 0.5...), None for tensor ones; a
+    # (width, height) pair where the sides scale unequally
+    scale: float | tuple[float, float] | None
     scale_note: str = ""  # why an image model's scale is not known
     inputs: tuple[Port, ...]
     outputs: tuple[Port, ...]
@@ -81,7 +83,7 @@ class ModelInfo:
 
     def lines(self) -> list[str]:
         """The text ``raypipe model show`` prints."""
-        scale = f", scale {self.scale}x" if self.scale is not None else ""
+        scale = f", scale {scale_text(self.scale)}" if self.scale is not None else ""
         if self.scale_note:
             scale = f", scale unknown ({self.scale_note})"
         out = [
@@ -117,19 +119,28 @@ def _ports(values: list[onnx.ValueInfoProto]) -> tuple[Port, ...]:
     return tuple(ports)
 
 
-def _scale(data: bytes, spec: ModelSpec) -> tuple[int | None, str]:
-    """Output height over input height: from the graph's shapes where they say it
+def scale_text(scale: float | tuple[float, float]) -> str:
+    """``2x``, ``0.5x``, or ``2x wide, 1x high`` (the picture's shape changes)."""
+    if isinstance(scale, tuple):
+        return f"{scale[0]:g}x wide, {scale[1]:g}x high"
+    return f"{scale:g}x"
+
+
+def _scale(data: bytes, spec: ModelSpec) -> tuple[float | tuple[float, float] | None, str]:
+    """Output size over input size: from the graph's shapes where they say it
     (:func:`~raypipe.infer.shapes.image_output_scale`), else from one run on a small gray
-    frame (CPU); ``(None, why)`` where that run fails (a fixed-size model without
-    ``resize``, a stride the small frame does not divide): ``raypipe model show`` still
-    describes the model."""
+    frame (CPU), as (width, height) factors where they differ; ``(None, why)`` where that
+    run fails (a fixed-size model without ``resize``, a stride the small frame does not
+    divide): ``raypipe model show`` still describes the model. Before, the run's height
+    alone was rounded to a whole number of at least 1: a model that halved frames, or
+    doubled their width alone, showed as 1x."""
     from raypipe.infer.models import FrameModel
     from raypipe.infer.shapes import image_output_scale
     from raypipe.infer.temporal_model import TemporalModel
 
     scale = None if spec.temporal.active else image_output_scale(data, spec)
-    if scale is not None and scale >= 1 and float(scale).is_integer():
-        return int(scale), ""
+    if scale is not None:
+        return scale, ""
     frames = np.full((3, _PROBE_PX, _PROBE_PX, 3), 128, dtype=np.uint8)
     try:
         if spec.temporal.active:
@@ -138,7 +149,8 @@ def _scale(data: bytes, spec: ModelSpec) -> tuple[int | None, str]:
             out = FrameModel(data, spec=spec, device="cpu").run(frames, 1)
     except RaypipeError as e:
         return None, f"a {_PROBE_PX}x{_PROBE_PX} frame did not run: {e}"
-    return max(1, round(out.shape[1] / _PROBE_PX)), ""
+    wide, high = out.shape[2] / _PROBE_PX, out.shape[1] / _PROBE_PX
+    return (wide if wide == high else (wide, high)), ""
 
 
 def spec_source(model: str) -> str:
@@ -217,7 +229,7 @@ def builtin_table() -> list[str]:
     rows = [("model", "kind", "scale", "what it does")]
     for name in BUILTIN_MODELS:
         info = describe(f"{BUILTIN_PREFIX}{name}")
-        scale = f"{info.scale}x" if info.scale is not None else "-"
+        scale = scale_text(info.scale) if info.scale is not None else "-"
         rows.append((f"{BUILTIN_PREFIX}{name}", info.kind, scale, DESCRIPTIONS[name]))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return [

@@ -557,6 +557,7 @@ def find_sidecar(model_url: str) -> str | None:
     None; built-ins have none. More than one sidecar for a model is an error."""
     if model_url.startswith(BUILTIN_PREFIX):
         return None
+    model_url = _model_path(model_url)  # a file:// URL's %20 (model show found none)
     try:
         fs, model_path = fsspec.core.url_to_fs(model_url)
         found = [p for p in sidecar_paths(model_path) if fs.isfile(p)]

@@ -728,6 +728,7 @@ def encode_segment(
             packet.duration = out_durations[-1]
         held.extend(packets)
 
+    sar = picture.output_sar(width, height)  # the display aspect kept
     try:
         kind = av.codec.Codec(config.codec, "w").canonical_name
         with av.open(buf, mode="w", format=segment_format(kind) or "nut") as out:
@@ -744,8 +745,8 @@ def encode_segment(
             if threads:
                 ctx.thread_count = threads
             tags.apply(ctx)
-            if picture.upright_sar:
-                ctx.sample_aspect_ratio = picture.upright_sar
+            if sar:
+                ctx.sample_aspect_ratio = sar
             to_yuv = VideoReformatter()  # one swscale context for the whole segment
             # full-range 8-bit chroma through 16 bits: swscale's own is half a step low
             wide = wide_twin(pix_fmt) if range_ == ColorRange.JPEG else None
@@ -793,5 +794,5 @@ def encode_segment(
         durations=np.asarray(out_durations, dtype=np.int64),
         colour=tags,
         rate=rate or None,
-        sar=picture.upright_sar,
+        sar=sar,
     )

@@ -132,6 +132,17 @@ class PictureFormat:
         """``tv`` or ``pc``: the YUV range decode and encode convert with."""
         return conversion_range(self.colour, self.pix_fmt)
 
+    def output_sar(self, width: int, height: int) -> Fraction | None:
+        """The sample aspect ratio of ``width`` x ``height`` output frames made from upright
+        ones: the source's where the model kept the picture's shape (a whole-number scale),
+        else the one that keeps its display aspect, as FFmpeg's ``scale`` filter does (a
+        model that doubled the width alone played twice as wide)."""
+        src_w, src_h = self.upright_size
+        sar = self.upright_sar
+        if width * src_h == height * src_w:
+            return sar
+        return (sar or Fraction(1)) * Fraction(src_w * height, src_h * width)
+
     def describe_orientation(self) -> str:
         """``rotation 90° counter-clockwise``, ``mirrored left to right``, ``mirrored left to
         right, then rotated 90° counter-clockwise``: what is done to show it upright."""

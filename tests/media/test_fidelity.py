@@ -1009,6 +1009,39 @@ def test_the_picture_keeps_its_shape_wherever_the_source_sets_its_aspect(
     assert ffprobe_video(out).display_aspect == shown
 
 
+def _wider(path: Path, times: int) -> str:
+    """A model that stretches frames ``times`` wider (nearest): its sides scale unequally."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    frames = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w2"])
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 1, times])
+    resize = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")
+    graph = helper.make_graph([resize], "wider", [frames], [out], [scales])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("source", "shown"), [("square", Fraction(4, 3)), ("bitstream", Fraction(16, 11))]
+)
+def test_a_model_that_scales_one_side_keeps_the_display_aspect(
+    aspect_sources: dict[str, Path], tmp_path: Path, source: str, shown: Fraction
+) -> None:
+    """A model that doubles the width alone: the output's pixels are half as wide, as
+    FFmpeg's ``scale`` filter makes them, so players show the picture's shape. Before, the
+    source's aspect ratio was written as it was and the picture played twice as wide."""
+    model = _wider(tmp_path / "wider.onnx", 2)
+    out = tmp_path / "out.mp4"
+    run_in_process(aspect_sources[source], out, model, 10, EncodeConfig())
+    got = ffprobe_video(out)
+    assert (got.coded_width, got.coded_height) == (256, 96)
+    assert got.display_aspect == shown
+    square = probe(str(aspect_sources[source])).picture
+    assert square.output_sar(256, 192) == square.upright_sar  # a whole-number scale: as it was
+
+
 def test_of_two_video_streams_the_main_picture_is_processed_as_ffmpeg_picks_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
