@@ -232,12 +232,9 @@ class ModelSpec:
                 raise ConfigError(
                     f"input_size must be (height, width), two integers >= 1, or None, got {size!r}"
                 )
+            # with resize 'none' it is refused where the model loads (tiling.Geometry): a
+            # sidecar's input_size comes with the command line's --resize, merged later
             object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
-            if self.resize == "none":
-                raise ConfigError(
-                    f"input_size={self.input_size} is the size frames are resized to and needs "
-                    "resize='stretch' or 'letterbox', got resize='none'"
-                )
         if not _is_int(self.pad_value) or not 0 <= self.pad_value <= 255:
             raise ConfigError(
                 f"pad_value must be an integer pixel level 0..255, got {self.pad_value!r}"

@@ -357,6 +357,8 @@ class FrameGeometry:
 
     def _takes(self) -> str:
         fixed_h, fixed_w = self.fixed_size
+        if fixed_h is None and fixed_w is None:
+            return f"model input {self.input_name!r} takes frames of any height and width"
         return (
             f"model input {self.input_name!r} takes {fixed_h or 'any'}x{fixed_w or 'any'} "
             "(height x width) frames"
@@ -365,6 +367,11 @@ class FrameGeometry:
     def _model_size(self) -> tuple[int, int] | None:
         fixed_h, fixed_w = self.fixed_size
         if self.resize == "none":
+            if self.input_size is not None:
+                raise ConfigError(
+                    f"input_size={self.input_size} is the size frames are resized to and "
+                    "needs resize='stretch' or 'letterbox' (--resize), got resize='none'"
+                )
             return None
         if self.input_size is not None:
             want_h, want_w = self.input_size
@@ -377,7 +384,8 @@ class FrameGeometry:
         if fixed_h is None or fixed_w is None:
             raise ModelLoadError(
                 f"resize={self.resize!r} needs the model's input size, but {self._takes()}; "
-                "set ModelSpec.input_size=(height, width)"
+                'give it as "input_size": [HEIGHT, WIDTH] in the model\'s sidecar '
+                "(NAME.raypipe.json), or ModelSpec.input_size=(height, width)"
             )
         return fixed_h, fixed_w
 

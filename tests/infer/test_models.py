@@ -103,11 +103,6 @@ def test_spec_defaults_fit_builtins_and_normalise_to_tuples() -> None:
             {"resize": "stretch", "input_size": (224, 0)},
             r"input_size must be \(height, width\), two integers >= 1",
         ),
-        (
-            {"input_size": (224, 224)},
-            r"input_size=\(224, 224\) is the size frames are resized to and needs "
-            r"resize='stretch' or 'letterbox', got resize='none'",
-        ),
         ({"pad_value": 256}, "pad_value must be an integer pixel level 0..255, got 256"),
         ({"tile": 0}, r"tile must be an integer >= 1 \(tile side in px\) or None, got 0"),
         ({"tile": 32.0}, "tile must be an integer >= 1"),

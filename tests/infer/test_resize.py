@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -197,11 +198,40 @@ def test_dynamic_model_with_input_size() -> None:
 
 def test_resize_needs_a_size() -> None:
     match = (
-        r"resize='stretch' needs the model's input size, but model input 'input' takes anyxany "
-        r"\(height x width\) frames; set ModelSpec.input_size=\(height, width\)"
+        r"resize='stretch' needs the model's input size, but model input 'input' takes frames "
+        r"of any height and width; give it as \"input_size\": \[HEIGHT, WIDTH\] in the "
+        r"model's sidecar \(NAME.raypipe.json\), or ModelSpec.input_size=\(height, width\)$"
     )
     with pytest.raises(ModelLoadError, match=match):
         cpu(builtin_bytes("identity"), resize="stretch")
+    # a size to resize to, and no resize: refused where the model loads (a sidecar's
+    # input_size meets the command line's --resize after the sidecar is read)
+    with pytest.raises(
+        ConfigError,
+        match=r"input_size=\(224, 224\) is the size frames are resized to and needs "
+        r"resize='stretch' or 'letterbox' \(--resize\), got resize='none'",
+    ):
+        cpu(builtin_bytes("identity"), input_size=(224, 224))
+
+
+def test_a_sidecars_input_size_meets_the_command_lines_resize(tmp_path: Path) -> None:
+    """A model of any size, its sidecar giving the size to resize to, and ``--resize``
+    on the command line: the sidecar was refused alone ("needs resize"), before the
+    command line's resize joined it, so a CLI user could not resize for such a model."""
+    from raypipe.config import build_run_config
+    from raypipe.distributed.setup import load_model
+
+    path = tmp_path / "any.onnx"
+    path.write_bytes(builtin_bytes("invert"))
+    (tmp_path / "any.raypipe.json").write_text('{"input_size": [48, 64]}')
+    loaded = load_model(build_run_config(model=str(path), resize="letterbox"))
+    assert loaded.spec is not None
+    assert (loaded.spec.input_size, loaded.spec.resize) == ((48, 64), "letterbox")
+    frames = smooth_frames(1)
+    out = FrameModel(loaded.data, spec=loaded.spec, device="cpu").run(frames, 1)
+    assert out.shape == frames.shape  # resized to 48x64 for the model, and back
+    with pytest.raises(ConfigError, match=r"got resize='none'$"):
+        load_model(build_run_config(model=str(path)))
 
 
 def test_input_size_must_match_a_fixed_model() -> None:
