@@ -82,7 +82,7 @@ BAD = {
     "truncated": ("CorruptVideoError", "not a readable media file"),
     "audio_only": ("NoVideoStreamError", "has no video stream"),
     "unknown_builtin": ("ModelNotFoundError", "unknown built-in model"),
-    "model_does_not_load": ("ModelLoadError", "not a whole ONNX model (cut off in a download?)"),
+    "model_does_not_load": ("ModelLoadError", "the file is not an ONNX model: pass builtin:NAME"),
     "model_file_missing": ("ModelNotFoundError", "does not exist"),
     # a video OUTPUT for a model raypipe reads as an analysis one: it wrote a Parquet
     # directory named result.mp4 and said "wrote result.mp4"

@@ -341,7 +341,8 @@ class FrameModel:
         if node.type not in _ELEMENT_DTYPES:
             raise ModelLoadError(
                 f"model input {node.name!r} has element type {node.type}; raypipe feeds "
-                f"{', '.join(_ELEMENT_DTYPES)}"
+                f"{', '.join(_ELEMENT_DTYPES)}: export the model with a float32, float16 "
+                "or uint8 input (or a Cast to its type at the input)"
             )
         self.input_dtype: np.dtype[Any] = np.dtype(_ELEMENT_DTYPES[node.type])
         shape = list(node.shape or [])
@@ -353,6 +354,12 @@ class FrameModel:
                     "; a rank-5 input takes frames over time (a temporal model): give its "
                     'window, --window BEFORE,AFTER ("window" in its sidecar, window=... in '
                     'Python; README, "Temporal models")'
+                )
+            if not shape:  # ONNX Runtime's shape of an input whose rank was not recorded
+                raise ModelLoadError(
+                    f"model input {node.name!r} records no shape (its rank is unknown); "
+                    f"{expects}: export the model with its input's shape (dynamic sizes may "
+                    "stay named, e.g. [batch, 3, height, width])"
                 )
             raise ModelLoadError(
                 f"model input {node.name!r} has rank {len(shape)} (shape {shape}); {expects}{hint}"

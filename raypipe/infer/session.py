@@ -339,6 +339,10 @@ def _load_hint(error: str, data: bytes = b"") -> str:
         for offset, magic, what, advice in _NOT_ONNX:
             if data[offset : offset + len(magic)] == magic:
                 return f"; the file is {what}, not an ONNX model{f' ({advice})' if advice else ''}"
+        if data and data[:1] != b"\x08":  # an ONNX file opens with its IR version (field 1)
+            return (
+                "; the file is not an ONNX model: pass builtin:NAME or a path/URL of an .onnx file"
+            )
         return "; the file is not a whole ONNX model (cut off in a download?): fetch it again"
     if "is not a registered function/op" in error:
         return (

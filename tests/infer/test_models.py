@@ -453,8 +453,30 @@ def test_rank3_input_is_refused() -> None:
         cpu_model(tiny_model(in_dims=(3, "H", "W")))
 
 
+def test_an_input_without_a_recorded_shape_is_not_called_rank_0() -> None:
+    """Some exporters record no shape for an input; ONNX Runtime gives it as ``[]``, and
+    raypipe said "has rank 0 (shape [])"."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "unshaped",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    match = (
+        r"^model input 'input' records no shape \(its rank is unknown\); raypipe expects a "
+        r"rank-4 image batch, NCHW with 3 channels: export the model with its input's shape"
+    )
+    with pytest.raises(ModelLoadError, match=match):
+        cpu_model(model.SerializeToString())
+
+
 def test_unsupported_element_type_is_refused() -> None:
-    match = r"model input 'input' has element type tensor\(int64\); raypipe feeds tensor\(float\)"
+    match = (
+        r"model input 'input' has element type tensor\(int64\); raypipe feeds tensor\(float\)"
+        r".*: export the model with a float32, float16 or uint8 input \(or a Cast to its type "
+        r"at the input\)$"
+    )
     with pytest.raises(ModelLoadError, match=match):
         cpu_model(tiny_model(elem=TensorProto.INT64))
 

@@ -201,3 +201,13 @@ def test_a_file_that_is_no_onnx_model_is_said_to_be_what_it_is(head: bytes, said
     download?): fetch it again"; a PyTorch checkpoint, the commonest mistake, too."""
     with pytest.raises(ModelLoadError, match=re.escape(said)):
         create_session(head + bytes(200), device="cpu")
+
+
+def test_a_cut_off_model_and_a_text_file_are_told_apart() -> None:
+    """Any file ONNX Runtime could not parse was "not a whole ONNX model (cut off in a
+    download?)", a text file too; an ONNX file opens with its IR version."""
+    whole = builtin_bytes("sharpen")
+    with pytest.raises(ModelLoadError, match=re.escape("not a whole ONNX model (cut off")):
+        create_session(whole[: len(whole) // 2], device="cpu")
+    with pytest.raises(ModelLoadError, match=re.escape("the file is not an ONNX model: pass")):
+        create_session(b"not onnx\n", device="cpu")
