@@ -31,7 +31,12 @@ from raypipe.distributed.cluster import (
 from raypipe.distributed.planning import ModelFacts
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError, DeviceUnavailableError, OutputExistsError
-from raypipe.infer.models import FrameModel, resolve_model_and_spec, yuv_model_problem
+from raypipe.infer.models import (
+    BUILTIN_PREFIX,
+    FrameModel,
+    resolve_model_and_spec,
+    yuv_model_problem,
+)
 from raypipe.infer.output_kind import graph_io
 from raypipe.infer.processor_refs import ProcessorRef, identity_is_unique, processor_ref
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
@@ -295,6 +300,10 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     frame_model = FrameModel(data, spec=spec, device="cpu")
     tensor = frame_model.output_kind == "tensor"
     _check_sampling(cfg, tensor=tensor)
+    if not cfg.model.model.startswith(BUILTIN_PREFIX):  # a built-in's range is right
+        note = frame_model.range_note()
+        if note:
+            log.warning("model %s: %s", cfg.model.model, note)
     unused = frame_model.unused_spec()
     if unused:
         log.warning(

@@ -74,6 +74,8 @@ from raypipe.infer.sidecar import resolve_model as resolve_model
 from raypipe.infer.tiling import FrameGeometry, LetterboxParams, unfit_frames
 from raypipe.recycle import Allocate
 
+_RANGE_PROBE_PX = 64  # the test frame's side for a model of any size (FrameModel.range_note)
+
 if TYPE_CHECKING:
     from raypipe.media.yuv import YuvInput
 
@@ -525,6 +527,38 @@ class FrameModel:
         if self.output_kind == "image":
             return self.run(dummy, batch_size)
         return self.run_tensors(dummy, batch_size)
+
+    def range_note(self) -> str:
+        """Why nearly every pixel of this image model's frames would clip to black or
+        white: more than half of the values its float output gives for a test frame (a
+        ramp) lie more than a whole ``output_range`` span beyond that range (a model that
+        outputs 0..255 under the default [0, 1] made a white video without a word); ``""``
+        otherwise, and for uint8 outputs (pixels as they are)."""
+        if self.output_kind != "image" or "float" not in self._output_type:
+            return ""
+        geometry = self.geometry
+        fixed_h, fixed_w = geometry.fixed_size
+        side = _RANGE_PROBE_PX
+        if geometry.tile is not None:
+            side = geometry.tile + 2 * geometry.tile_overlap
+        elif geometry.pad_multiple:
+            side = -(-side // geometry.pad_multiple) * geometry.pad_multiple
+        height, width = geometry.model_size or (fixed_h or side, fixed_w or side)
+        ramp = np.linspace(32, 224, height * width * 3).reshape(1, height, width, 3)
+        x = preprocess(ramp.astype(np.uint8), self.spec, self.input_dtype)
+        y = self._core().run([self._output_name], {self._input_name: x})[0]
+        lo, hi = self.spec.output_range
+        span = hi - lo
+        values = np.asarray(y, dtype=np.float64)
+        outside = float(np.mean((values > hi + span) | (values < lo - span)))
+        if outside <= 0.5:
+            return ""
+        return (
+            f"{outside:.0%} of its output for a test frame lies far outside its "
+            f"output_range [{lo:g}, {hi:g}], so nearly every pixel would clip to black or "
+            'white; a model whose output is 0..255 needs "output_range": [0, 255] in its '
+            "sidecar (NAME.raypipe.json beside NAME.onnx)"
+        )
 
     def batch_step(self, batch_size: int, height: int, width: int) -> int:
         """Frames per model call for frames of ``height`` x ``width`` px: the model's fixed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -469,6 +470,32 @@ def test_an_input_without_a_recorded_shape_is_not_called_rank_0() -> None:
     )
     with pytest.raises(ModelLoadError, match=match):
         cpu_model(model.SerializeToString())
+
+
+def test_a_float_output_far_outside_its_range_is_said_before_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model that outputs 0..255 under the default output_range [0, 1] made an all-white
+    video and a normal "wrote" line; the driver now says so as the model loads."""
+    from raypipe.config import build_run_config
+    from raypipe.distributed.setup import load_model
+
+    scale = {"k": np.array(255.0, np.float32)}
+    times255 = tiny_model("Mul", consts=scale)
+    note = cpu_model(times255).range_note()
+    assert note.startswith("100% of its output for a test frame lies far outside its "
+                           "output_range [0, 1], so nearly every pixel would clip")  # fmt: skip
+    assert '"output_range": [0, 255] in its sidecar' in note
+    assert cpu_model(times255, ModelSpec(output_range=(0.0, 255.0))).range_note() == ""
+    assert cpu_model(builtin_bytes("sharpen")).range_note() == ""  # overshoots a little
+    fixed = tiny_model("Mul", in_dims=(1, 3, 96, 96), consts=scale)
+    assert cpu_model(fixed).range_note().startswith("100% of its output")
+    assert cpu_model(tiny_model(elem=TensorProto.UINT8)).range_note() == ""  # pixels as given
+    path = tmp_path / "times255.onnx"
+    path.write_bytes(times255)
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        load_model(build_run_config(model=str(path)))
+    assert f"model {path}: 100% of its output for a test frame" in caplog.text
 
 
 def test_unsupported_element_type_is_refused() -> None:
