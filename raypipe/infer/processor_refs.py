@@ -276,6 +276,9 @@ def _state_digest(cls: type, instance: Any = None) -> str:
                     continue
                 if written is not None:
                     values.append((f"{name}.closure{i}", written))
+            for read, written in _globals_read(function, 0):
+                if written is not None:
+                    values.append((f"{name}.global.{read}", written))
         elif not (name.startswith("__") and name.endswith("__")) and name not in _DECLARED:
             written = _canonical(member)
             if written is not None:
@@ -326,16 +329,74 @@ def _canonical(value: Any, depth: int = 0) -> bytes | None:
     if isinstance(value, types.ModuleType):
         return f"module:{value.__name__}".encode()
     if isinstance(value, types.FunctionType):
-        try:
-            return b"function:" + inspect.getsource(value).encode()
-        except (OSError, TypeError):
-            return None
+        return _canonical_function(value, depth)
     attributes = getattr(value, "__dict__", None)
     if isinstance(attributes, dict) and not callable(value):
         inner = _canonical(attributes, depth + 1)
         cls = type(value)
         return None if inner is None else f"{cls.__module__}.{cls.__qualname__}".encode() + inner
     return None
+
+
+def _canonical_function(function: types.FunctionType, depth: int) -> bytes | None:
+    """A function written down: its source, the values it closes over and its defaults
+    (``make_fn(2)`` is not ``make_fn(8)``; ``None`` where one of them cannot be written
+    down), and the globals it reads where no hashed file says them (:func:`_globals_read`).
+    Before, the source alone: a lambda that closed over another value was the same
+    processor, and a resumed archive kept the outputs the old value made."""
+    try:
+        parts = [b"function:" + inspect.getsource(function).encode()]
+    except (OSError, TypeError):
+        return None
+    held = [*(function.__defaults__ or ()), *sorted((function.__kwdefaults__ or {}).items())]
+    for cell in function.__closure__ or ():
+        try:
+            held.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    for value in held:
+        written = _canonical(value, depth + 1)
+        if written is None:
+            return None
+        parts.append(written)
+    for read, written in _globals_read(function, depth + 1):
+        if written is not None:  # a logger, a compiled pattern: its source's, left out
+            parts.append(read.encode() + b"=" + written)
+    return b";".join(parts)
+
+
+def _file_says(module_name: str) -> bool:
+    """Whether the source digest covers ``module_name``'s globals as written: a file target's
+    text, or a module file that exists (not a notebook's ``__main__``)."""
+    module = sys.modules.get(module_name)
+    if getattr(module, "__raypipe_source_sha256__", None):
+        return True
+    path = getattr(module, "__file__", None)
+    return isinstance(path, str) and os.path.isfile(path)
+
+
+def _names_read(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):  # a comprehension's, a nested function's
+            names |= _names_read(const)
+    return names
+
+
+def _globals_read(function: types.FunctionType, depth: int) -> list[tuple[str, bytes | None]]:
+    """The globals ``function`` reads, each written down (``None`` where it cannot be),
+    where no hashed file says them: a notebook cell's ``LEVEL = 8`` after ``LEVEL = 2``
+    changes what a method does and was in no identity, so a rerun reused the old outputs.
+    A module file's own globals are its digest's (:func:`_file_says`); values made at run
+    time in a module file (a timestamp) would name the processor anew every run."""
+    if _file_says(function.__module__) or depth > 8:
+        return []
+    found = function.__globals__
+    return [
+        (name, _canonical(found[name], depth))
+        for name in sorted(_names_read(function.__code__))
+        if name in found and not name.startswith("__")
+    ]
 
 
 def processor_identity(processor: Any) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -317,6 +319,43 @@ def test_a_notebook_cells_class_is_known_by_its_methods_source() -> None:
     ), readable=False)  # fmt: skip
     assert processor_identity(versioned) == processor_identity(versioned)
     assert "sha256=unknown version=3" in processor_identity(versioned)
+
+
+def _divide_by(k: int) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda frames: (frames // k).astype(np.uint8)
+
+
+class _Divide(raypipe.Processor):
+    def __init__(self, k: int) -> None:
+        self.fn = _divide_by(k)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return self.fn(frames)
+
+
+def test_identity_follows_what_a_function_closes_over_and_a_cells_globals() -> None:
+    """Found by a sweep: a lambda attribute was known by its source alone, so
+    ``Divide(8)`` after ``Divide(2)`` skipped its videos as done with ``//2``'s outputs;
+    and a notebook method that reads a global (``LEVEL = 8`` in a later cell) kept the
+    identity it had with ``LEVEL = 2``. A module file's globals are its file's digest's."""
+    two = processor_identity(_Divide(2))
+    assert two == processor_identity(_Divide(2)) and " run=" not in two
+    assert processor_identity(_Divide(8)) != two
+    body = (
+        "LEVEL = 2\n\n\ndef darker(frames):\n    return frames // LEVEL\n\n\n"
+        "class P(raypipe.Processor):\n    def __call__(self, frames):\n"
+        "        return darker(frames) + OFFSET\n\n\nOFFSET = 0\n"
+    )
+    cell = _cell_class("cell_globals", body)
+    module = sys.modules[cell.__module__]
+    first = processor_identity(cell)
+    assert processor_identity(cell) == first and " run=" not in first
+    module.LEVEL = 8  # read through the helper function the method calls
+    assert processor_identity(cell) != first
+    module.LEVEL, module.OFFSET = 2, 1  # read by the method itself
+    assert processor_identity(cell) != first
+    module.OFFSET = 0
+    assert processor_identity(cell) == first
 
 
 def test_an_instance_that_cannot_travel_is_refused_before_the_run(
