@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,8 +33,34 @@ DEFAULT_MODEL = "builtin:identity"
 
 
 def _positive(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0
+    ):
+        raise ConfigError(f"{name} must be a number > 0, got {_short_repr(value)}")
+
+
+def _whole(obj: object, name: str, low: int = 1, *, none: bool = False, also: str = "") -> None:
+    """Check ``obj.name`` is an integer >= ``low`` (or None where ``none``) and keep it as a
+    plain int: a NumPy integer (a notebook computes them) is one, and was refused as "must
+    be an integer"; a bool is not (``workers=True`` ran one worker), nor text."""
+    value = getattr(obj, name)
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ConfigError(
+            f"{name} must be an integer >= {low}{' or None' if none else ''}{also}, "
+            f"got {_short_repr(value)}"
+        )
+    object.__setattr__(obj, name, int(value))
+
+
+def _flag(obj: object, name: str) -> None:
+    """Check ``obj.name`` is True or False: ``overwrite="no"`` replaced the output."""
+    value = getattr(obj, name)
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        object.__setattr__(obj, name, bool(value))
+    elif not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {_short_repr(value)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,20 +92,17 @@ class ChunkConfig:
     handoff: str = "auto"  # one of HANDOFFS: decoded frames to the actors as RGB or YUV
 
     def __post_init__(self) -> None:
-        if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
-            raise ConfigError(f"chunk_frames must be an integer >= 1, got {self.chunk_frames!r}")
+        _whole(self, "chunk_frames")
+        _flag(self, "split_gops")
         if self.chunk_mib is not None and (
             isinstance(self.chunk_mib, bool)
-            or not isinstance(self.chunk_mib, int | float)
+            or not isinstance(self.chunk_mib, numbers.Real)
             or not 0 < self.chunk_mib < math.inf
         ):
             raise ConfigError(
                 f"chunk_mib must be a number > 0 (None: no cap), got {self.chunk_mib!r}"
             )
-        if not isinstance(self.every_n_frames, int) or self.every_n_frames < 1:
-            raise ConfigError(
-                f"every_n_frames must be an integer >= 1, got {self.every_n_frames!r}"
-            )
+        _whole(self, "every_n_frames")
         _positive("sample_fps", self.sample_fps)
         if self.sample_fps is not None and self.every_n_frames != 1:
             raise ConfigError("give every_n_frames or sample_fps, not both")
@@ -153,8 +177,7 @@ class ModelConfig:
             )
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        _whole(self, "batch_size")
         if self.precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
         if self.processor is not None:
@@ -168,14 +191,7 @@ class ModelConfig:
                     f"give a model or a processor, not both (model={self.model!r}, "
                     f"processor={self.processor!r}); a processor loads its models itself"
                 )
-        if self.pad_multiple is not None and (
-            not isinstance(self.pad_multiple, int)
-            or isinstance(self.pad_multiple, bool)
-            or self.pad_multiple < 1
-        ):
-            raise ConfigError(
-                f"pad_multiple must be an integer >= 1 (px) or None, got {self.pad_multiple!r}"
-            )
+        _whole(self, "pad_multiple", none=True, also=" (px)")
         self._check_temporal()
 
     def _check_temporal(self) -> None:
@@ -261,6 +277,8 @@ class EncodeConfig:
         # x264 and x265 take a crf above 51 as 51, without a word; one message names the
         # range of the encoder at hand (a crf of 99 was "within 0..63", then 55 "0..51")
         limit = 51 if self.codec == AUTO_CODEC else _CRF_MAX.get(self.codec, 63)
+        if isinstance(self.crf, numbers.Integral) and not isinstance(self.crf, bool):
+            object.__setattr__(self, "crf", int(self.crf))  # a NumPy integer
         if self.crf is not None and (
             not isinstance(self.crf, int)
             or isinstance(self.crf, bool)
@@ -310,6 +328,9 @@ def _option_text(name: object, value: object) -> str:
     )
 
 
+_MIN_STORE_BYTES = 75 * 2**20  # Ray refuses a smaller object store (78643200 bytes)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuntimeConfig:
     """Where and how wide the pipeline runs.
@@ -339,13 +360,21 @@ class RuntimeConfig:
     stages: str = "auto"
 
     def __post_init__(self) -> None:
-        _positive("local_object_store_bytes", self.local_object_store_bytes)
+        if isinstance(self.address, os.PathLike) or not isinstance(self.address, str | None):
+            raise ConfigError(
+                "address must be a Ray address ('auto', 'HOST:PORT', 'ray://HOST:10001') or "
+                f"None, got {_short_repr(self.address)}"
+            )
+        _whole(self, "local_object_store_bytes", _MIN_STORE_BYTES, none=True,
+               also=" (Ray's smallest store, 75 MiB)")  # fmt: skip
+        _whole(self, "local_num_cpus", none=True)
+        _whole(self, "local_num_gpus", 0, none=True)
         if self.stages not in STAGES:
             raise ConfigError(f"stages must be auto, split or fused, got {self.stages!r}")
-        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
-            raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
+        _whole(self, "workers", none=True)
         _positive("actor_num_cpus", self.actor_num_cpus)
-        if not isinstance(self.workers_per_gpu, int) or not 1 <= self.workers_per_gpu <= 16:
+        _whole(self, "workers_per_gpu")
+        if self.workers_per_gpu > 16:
             raise ConfigError(
                 f"workers_per_gpu must be an integer within 1..16, got {self.workers_per_gpu!r}"
             )
@@ -365,6 +394,15 @@ class RunConfig:
     verbose: bool = False  # Ray's own log lines on the terminal too (always in its log files)
 
     def __post_init__(self) -> None:
+        for name in ("overwrite", "quiet", "verbose"):
+            _flag(self, name)
+        if isinstance(self.stats_path, os.PathLike):  # as inputs and outputs take them
+            object.__setattr__(self, "stats_path", os.fspath(self.stats_path))
+        if not isinstance(self.stats_path, str | None):
+            raise ConfigError(
+                f"stats_path must be a path or URL of a .json file, or None, got "
+                f"{_short_repr(self.stats_path)}"
+            )
         for name, kind in _SECTION_TYPES.items():
             value = getattr(self, name)
             if not isinstance(value, kind):  # RunConfig(model="builtin:x") crashed in the run

@@ -60,6 +60,52 @@ def test_options_override_the_config_and_left_out_ones_keep_it(tmp_path: Path) -
         raypipe.process_video(missing, out, chunk_frame=8)  # type: ignore[call-arg]
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"overwrite": "no"}, "overwrite must be True or False, got 'no'"),
+        ({"quiet": "False"}, "quiet must be True or False, got 'False'"),
+        ({"verbose": None}, "verbose must be True or False, got None"),
+        ({"split_gops": "yes"}, "split_gops must be True or False, got 'yes'"),
+        ({"workers": True}, "workers must be an integer >= 1 or None, got True"),
+        ({"chunk_frames": True}, "chunk_frames must be an integer >= 1, got True"),
+        ({"chunk_frames": "32"}, "chunk_frames must be an integer >= 1, got '32'"),
+        ({"stats_path": 123}, "stats_path must be a path or URL of a .json file, or None, got 123"),
+        ({"local_num_cpus": "4"}, "local_num_cpus must be an integer >= 1 or None, got '4'"),
+        ({"local_num_cpus": 0}, "local_num_cpus must be an integer >= 1 or None, got 0"),
+        ({"local_num_gpus": -1}, "local_num_gpus must be an integer >= 0 or None, got -1"),
+        ({"address": 5}, "address must be a Ray address"),
+        ({"local_object_store_bytes": 10}, r"local_object_store_bytes must be an integer >= "
+         r"78643200 or None \(Ray's smallest store, 75 MiB\), got 10"),
+        ({"sample_fps": "1"}, "sample_fps must be a number > 0, got '1'"),
+    ],
+)  # fmt: skip
+def test_options_of_the_wrong_type_are_refused_before_ray_starts(
+    tmp_path: Path, options: dict[str, object], said: str
+) -> None:
+    """Found by a sweep: ``overwrite="no"`` replaced an existing output, ``workers=True``
+    ran one worker, and a path, text or a negative count for the local Ray's options
+    failed later with a TypeError, or a ClusterError that said "try again"."""
+    with pytest.raises(ConfigError, match=said):
+        build_run_config(**options)
+    with pytest.raises(ConfigError, match=said):
+        raypipe.process_video(str(tmp_path / "missing.mp4"), str(tmp_path / "o.mp4"), **options)
+
+
+def test_numpy_integers_and_paths_are_taken_as_plain_values() -> None:
+    """A notebook computes counts with NumPy: ``chunk_frames=np.int64(32)`` was refused
+    with "must be an integer", and ``stats_path=Path(...)`` failed with a TypeError."""
+    import numpy as np
+
+    cfg = build_run_config(
+        chunk_frames=np.int64(32), workers=np.int32(2), batch_size=np.int64(4),
+        crf=np.int64(20), overwrite=np.bool_(True), stats_path=Path("s.json"),
+    )  # fmt: skip
+    values = (cfg.chunk.chunk_frames, cfg.runtime.workers, cfg.model.batch_size, cfg.encode.crf)
+    assert values == (32, 2, 4, 20) and all(type(v) is int for v in values)
+    assert cfg.overwrite is True and cfg.stats_path == "s.json"
+
+
 def test_a_model_given_as_a_path_is_taken_as_inputs_and_outputs_are(tmp_path: Path) -> None:
     """``model=Path(...)`` raised AttributeError ('PosixPath' object has no attribute
     'startswith') deep in the model loading; inputs and outputs took a Path already."""

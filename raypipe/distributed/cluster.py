@@ -66,6 +66,7 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     """
     global _lines_to_driver
     if ray.is_initialized():
+        _check_same_cluster(runtime.address)
         return False
     _lines_to_driver = verbose
     address = runtime.address or ray_address_from_env()
@@ -93,6 +94,33 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
 
 
 _lines_to_driver = True  # until connect() says otherwise: Ray's own default
+
+
+def _check_same_cluster(address: str | None) -> None:
+    """Refuse an ``address`` other than the cluster this process's Ray is connected to: a
+    notebook's second run with ``address=`` of a cluster ran on the local Ray its first
+    run had started, without a word (a sweep). ``auto``, ``local`` and Ray Client
+    addresses (``ray://``, whose port is not the GCS's) are not compared."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    connected = ray.get_runtime_context().gcs_address
+    (host, port), (at, at_port) = _host_port(address), _host_port(connected)
+    here = {"127.0.0.1", ray.util.get_node_ip_address()}  # Ray names 127.0.0.1 by the node IP
+    if port == at_port and (host == at or {host, at} <= here):
+        return
+    raise ConfigError(
+        f"Ray is already connected to {connected} in this process, so address={address!r} "
+        "would not be used; call ray.shutdown() first to run on that cluster"
+    )
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    host, _, port = address.rpartition(":")
+    try:
+        host = socket.gethostbyname(host or "127.0.0.1")
+    except OSError:
+        pass
+    return host, port
 
 
 @contextmanager

@@ -53,6 +53,23 @@ def test_the_processs_own_sigterm_handler_outlives_ray_init(local_ray: None) -> 
     assert signal.getsignal(signal.SIGTERM) is _sigterm_of_this_process
 
 
+def test_an_address_of_another_cluster_is_refused_once_connected(local_ray: None) -> None:
+    """A notebook's second run with ``address=`` of a cluster ran on the local Ray its
+    first run had started, without a word (a sweep); the same cluster, however it is
+    spelled (Ray names 127.0.0.1 by the node's IP), and ``auto`` are this one."""
+    from raypipe.errors import ConfigError
+
+    gcs = ray.get_runtime_context().gcs_address
+    port = gcs.rsplit(":", 1)[1]
+    for same in (None, "auto", gcs, f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert connect(RuntimeConfig(address=same)) is False
+    for other in ("10.255.255.1:6379", f"127.0.0.1:{int(port) + 1}"):
+        with pytest.raises(ConfigError, match=rf"^Ray is already connected to {gcs} in this "
+                           rf"process, so address='{other}' would not be used; call "
+                           r"ray.shutdown\(\) first"):  # fmt: skip
+            connect(RuntimeConfig(address=other))
+
+
 def test_the_local_ray_gets_raypipes_raylet_config(local_ray: None) -> None:
     # The system config the local raylet was started with (Ray keeps it on the node).
     config = ray._private.worker._global_node._config
