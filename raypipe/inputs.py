@@ -183,15 +183,34 @@ def _from_directory(inputs: str, output_dir: str) -> list[InputItem]:
     return [_item(_uri(prefix, path, inputs), _relative_to(path, base)) for path in kept]
 
 
+def _outputs_below(base: str, inputs: str, output_dir: str) -> str:
+    """``output_dir`` as the listed paths below ``base`` spell it (with a closing ``/``),
+    or ``""`` when it is not inside the inputs (the same folder: each job is refused
+    alone). A local one is compared by its real path: OUTPUT_DIR inside the inputs named
+    through a link (or the inputs through one) was taken for another folder, and every
+    rerun processed the last run's outputs again, one folder deeper (a sweep)."""
+    if not output_dir:
+        return ""
+    head = base.rstrip("/") + "/"
+    outputs = storage.filesystem(output_dir)[1].rstrip("/") + "/"
+    if is_local(inputs) and is_local(output_dir):
+        real_base, real_out = os.path.realpath(base), os.path.realpath(outputs)
+        if real_out == real_base:
+            return ""
+        if real_out.startswith(real_base.rstrip("/") + "/"):
+            outputs = head + os.path.relpath(real_out, real_base) + "/"
+    if not outputs.startswith(head) or outputs == head:
+        return ""
+    return outputs
+
+
 def _left_out(
     paths: list[str], base: str, inputs: str, output_dir: str, *, dots_spelled: bool
 ) -> list[str]:
     """``paths`` (below ``base``, named as videos) less the hidden ones (a part of the path
     below ``base`` starts with ``.``; kept where ``dots_spelled``: a glob that names them)
     and those below ``output_dir``, with a line for each kind left out."""
-    outputs = storage.filesystem(output_dir)[1].rstrip("/") + "/" if output_dir else ""
-    if not outputs.startswith(base.rstrip("/") + "/") or outputs == base.rstrip("/") + "/":
-        outputs = ""  # not inside the inputs (the same folder: each job is refused alone)
+    outputs = _outputs_below(base, inputs, output_dir)
     hidden, earlier, kept = [], [], []
     for path in paths:
         if outputs and path.startswith(outputs):

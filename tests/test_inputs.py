@@ -48,6 +48,26 @@ def test_a_folder_lists_neither_hidden_files_nor_an_earlier_runs_outputs(
         ]
 
 
+def test_outputs_inside_the_inputs_are_known_through_a_link(tmp_path: Path) -> None:
+    """OUTPUT_DIR inside the inputs, one of them named through a link: its videos were
+    listed, and every rerun processed the last run's outputs again, one folder deeper."""
+    root = tmp_path / "videos"
+    _tree(root)
+    (tmp_path / "link").symlink_to(root)
+    for inputs, output_dir in (
+        (tmp_path / "link", root / "out"),
+        (root, tmp_path / "link" / "out"),
+    ):
+        items = list_inputs(str(inputs), str(output_dir))
+        assert [i.relative_output for i in items] == ["a.mp4", "sub/b.MOV"], (inputs, output_dir)
+    for pattern in (tmp_path / "link" / "**" / "*.mp4", root / "**" / "*.mp4"):
+        found = list_inputs(str(pattern), str(tmp_path / "link" / "out"))
+        assert [i.relative_output for i in found] == ["a.mp4"]
+    # the inputs' own folder through a link: every video listed, each job refused alone
+    same = list_inputs(str(tmp_path / "link" / "sub"), str(root / "sub"))
+    assert [i.relative_output for i in same] == ["b.MOV"]
+
+
 def test_a_glob_lists_hidden_files_only_where_it_spells_the_dot(tmp_path: Path) -> None:
     _tree(tmp_path)
     found = [i.relative_output for i in list_inputs(str(tmp_path / "**" / "*.mp4"))]

@@ -296,6 +296,29 @@ def _items_of(uris: list[str]) -> list[Any]:
     return _from_uris(uris)
 
 
+def _file_key(uri: str) -> object:
+    """What names ``uri``'s file whatever the path's spelling (a link, ``..``): a local
+    file's device and inode, else the URL; ``None`` for a local file that is not there."""
+    if not is_local(uri):
+        return uri
+    try:
+        st = os.stat(local_path(uri))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _listed_files(items: list[Any]) -> dict[object, str]:
+    """The archive's inputs by :func:`_file_key`: an output that is one of them is refused
+    (a manifest that wrote a.mp4 to b.mp4 and b.mp4 to a.mp4 replaced an original input)."""
+    keys = {}
+    for item in items:
+        key = _file_key(item.uri)
+        if key is not None:
+            keys.setdefault(key, item.uri)
+    return keys
+
+
 def _jobs(
     items: list[Any], output_dir: str, *, tensor: bool = False, codec: str = ""
 ) -> list[VideoJob]:
@@ -318,6 +341,7 @@ def _jobs(
             output = storage.join(output_dir, item.relative_output) if item.relative_output else ""
         placed.append((item, output, own))
     owners = _output_owners(placed)
+    inputs = _listed_files(items)
     for item, output, _ in placed:
         error = item.error
         owner = owners.get(output)
@@ -340,6 +364,12 @@ def _jobs(
             error = (
                 f"output '{output}' is the input; write the archive to another folder (raypipe "
                 "does not replace its inputs)"
+            )
+        elif not error and output and not tensor and _file_key(output) in inputs:
+            error = (
+                f"output '{output}' is another input of this archive ("
+                f"'{inputs[_file_key(output)]}'); raypipe does not replace its inputs: give "
+                "this one another output"
             )
         refused = container_refuses(output, codec) if output and not tensor else ""
         problem = f"output '{item.relative_output}': {refused}" if refused else ""

@@ -44,6 +44,35 @@ def test_an_output_that_is_its_input_is_refused(tmp_path: Path) -> None:
     assert jobs[1].error == ""
 
 
+def test_an_output_that_is_another_rows_input_is_refused(tmp_path: Path) -> None:
+    """A manifest that wrote a.mp4 to b.mp4 and b.mp4 to a.mp4 replaced the original b.mp4
+    (a sweep): every output that is a listed input, through a link too, is refused."""
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (tmp_path / name).write_bytes(name.encode())
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "c.mp4")
+    items = [
+        InputItem(str(tmp_path / "a.mp4"), "b.mp4"),
+        InputItem(str(tmp_path / "b.mp4"), "a.mp4"),
+        InputItem(str(tmp_path / "c.mp4"), "d.mp4"),
+        InputItem(str(tmp_path / "d.mp4"), "link.mp4"),  # missing input: its own error
+        InputItem("s3://bucket/x.mp4", "y.mp4"),
+    ]
+    jobs = _jobs(items, str(tmp_path))
+    assert jobs[0].error == (
+        f"output '{tmp_path / 'b.mp4'}' is another input of this archive "
+        f"('{tmp_path / 'b.mp4'}'); raypipe does not replace its inputs: give this one "
+        "another output"
+    )
+    assert jobs[1].error.startswith(f"output '{tmp_path / 'a.mp4'}' is another input")
+    assert jobs[2].error == "" and jobs[4].error == ""
+    assert jobs[3].error.startswith(f"output '{tmp_path / 'link.mp4'}' is another input of "
+                                    f"this archive ('{tmp_path / 'c.mp4'}')")  # fmt: skip
+    crossed = [InputItem("s3://b/in/x.mp4", "y.mp4"), InputItem("s3://b/in/y.mp4", "z.mp4")]
+    remote = _jobs(crossed, "s3://b/in")
+    assert remote[0].error.startswith("output 's3://b/in/y.mp4' is another input of this")
+    assert remote[1].error == ""
+
+
 @pytest.mark.parametrize("n", [1, 2, 5, 127, 128, 129, 200, 2000, 20000])
 def test_plan_blocks_start_with_one_video_and_stay_few(n: int) -> None:
     from raypipe.distributed.dataset import PLAN_BLOCKS, plan_block_sizes
