@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import ray
 
 from raypipe import faults, storage
-from raypipe.distributed.chunk_task import segment_uri
+from raypipe.distributed.chunk_task import remove_work, segment_uri, work_root
 from raypipe.distributed.planning import VideoFacts
 from raypipe.errors import RaypipeError, one_line
 from raypipe.media.containers import output_format
@@ -91,11 +91,11 @@ def assemble_video(facts: VideoFacts) -> Assembled:
         result = Assembled(frames_out=frames_out)
     except Exception as e:  # noqa: BLE001 - the video fails alone
         result = Assembled(error_type=type(e).__name__, error_message=one_line(e))
-    left = storage.remove_tree(facts.work_dir)
+    left = remove_work(facts.work_dir)
     if left:  # it was left without a word, the run's exit 0 (a sweep)
         warned.append(
-            f"its work folder {facts.work_dir} could not be removed ({left} files left): "
-            "these credentials may not delete there; remove it by hand"
+            f"its work folder {work_root(facts.work_dir)} could not be removed ({left} files "
+            "left): these credentials may not delete there; remove it by hand"
         )
     return Assembled(
         frames_out=result.frames_out,

@@ -15,6 +15,7 @@ every block of the dataset keeps one schema, and passes every stage as it is.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -46,6 +47,40 @@ def work_dir_for(output: str) -> str:
     """The work directory of ``output``: hidden, next to it, deleted on success."""
     parent, name = storage.split(output)
     return storage.join(parent, f".{name}{WORK_SUFFIX}")
+
+
+RUN_DIR_PREFIX = "run-"
+
+
+def run_dir_for(output: str, provenance: str) -> str:
+    """Where a run whose segments record ``provenance`` (the reuse key and source,
+    :meth:`~raypipe.reuse.Provenance.to_text`) writes ``output``'s segments: a folder of its
+    own inside the work directory. Two runs on one output at once (nested OUTPUT_DIRs, a
+    ``raypipe run`` into an archive's folder) with other settings wrote segments of the
+    same names into one folder, and each assembled an output of both models' frames,
+    which reruns then skipped as finished (a sweep); now each reads only its own."""
+    digest = hashlib.sha256(provenance.encode()).hexdigest()[:12]
+    return storage.join(work_dir_for(output), f"{RUN_DIR_PREFIX}{digest}")
+
+
+def work_root(work_dir: str) -> str:
+    """The work directory (next to the output) that holds ``work_dir``, a run's folder
+    (:func:`run_dir_for`); ``work_dir`` itself where it is a whole work directory."""
+    parent, name = storage.split(work_dir)
+    if name.startswith(RUN_DIR_PREFIX) and parent.endswith(WORK_SUFFIX):
+        return parent
+    return work_dir
+
+
+def remove_work(work_dir: str) -> int:
+    """Delete ``work_dir`` (:func:`run_dir_for`'s, or a whole work directory) and the work
+    directory around a run's folder once no other run's is in it; returns the files left
+    (:func:`raypipe.storage.remove_tree`)."""
+    left = storage.remove_tree(work_dir)
+    root = work_root(work_dir)
+    if root != work_dir:
+        storage.remove_empty_dirs(root)
+    return left
 
 
 def output_of(work_dir: str) -> str:

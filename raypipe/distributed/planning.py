@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from raypipe import errors, storage
 from raypipe.config import ChunkConfig, EncodeConfig
-from raypipe.distributed.chunk_task import Row, placeholder_row, work_dir_for
+from raypipe.distributed.chunk_task import (
+    RUN_DIR_PREFIX,
+    Row,
+    placeholder_row,
+    run_dir_for,
+    work_dir_for,
+    work_root,
+)
 from raypipe.distributed.stages import chunk_row
 from raypipe.errors import RaypipeError, StorageError, one_line, with_worker_traceback
 from raypipe.infer.temporal import NONE, Temporal
@@ -202,14 +209,17 @@ def plan_video(
                 )
                 return planned
             notes.append(f"redone: {why}")
-        planned.work_dir = work_dir_for(job.output) if job.output else ""
+        root = work_dir_for(job.output) if job.output else ""
+        planned.work_dir = root
+        if root and provenance is not None:
+            planned.work_dir = run_dir_for(job.output, provenance.to_text(with_parts=True))
         done: set[str] = set()
         if resume and provenance is not None:
-            done, why = _reusable_segments(planned.work_dir, provenance)
+            done, why = _reusable_segments(root, planned.work_dir, provenance)
             if why:
                 notes.append(f"segments not reused: {why}")
-        elif planned.work_dir:
-            storage.remove_tree(planned.work_dir)
+        elif root:
+            storage.remove_tree(root)
         planned.note = "; ".join(notes)
         skip = done | {c.chunk_id for c, k in zip(plan.chunks, keeps) if k == []}
         planned.reused = sorted(c.index for c in plan.chunks if c.chunk_id in skip)
@@ -278,25 +288,39 @@ def _why_not_finished(output: str, n_out: int, tensor: bool, provenance: Provena
     return f"the output holds {count} {'rows' if tensor else 'frames'}, the run gives {n_out}"
 
 
-def _reusable_segments(work_dir: str, provenance: Provenance) -> tuple[set[str], str]:
-    """Chunk ids whose segments an earlier run with the same key and source left in
-    ``work_dir``, and why none are reusable when segments are there but not reused (the
-    work directory is then removed)."""
-    names = storage.list_names(work_dir)
-    segments = {n[: -len(".rpseg")] for n in names if n.endswith(".rpseg")}
+def _reusable_segments(root: str, work_dir: str, provenance: Provenance) -> tuple[set[str], str]:
+    """Chunk ids whose segments an earlier run with the same key and source left in its
+    folder ``work_dir`` of the work directory ``root`` (:func:`run_dir_for`), and why none
+    are reusable when another run's segments are there (other settings or source: those
+    are removed, as are the loose files of the layout before runs had folders)."""
+    names = storage.list_names(root)
     if not names:
         return set(), ""
-    recorded = None
-    if RUN_FILE in names:
-        try:
-            recorded = Provenance.parse(storage.read_bytes(storage.join(work_dir, RUN_FILE)))
-        except OSError:
-            recorded = None
-    why = provenance.why_not(recorded, what="work directory")
-    if why:
-        storage.remove_tree(work_dir)  # other settings or source: nothing there is reusable
-        return set(), why if segments else ""
-    return segments, ""
+    segments: set[str] = set()
+    why = ""
+    loose = [n for n in names if not n.startswith(RUN_DIR_PREFIX)]
+    own = storage.split(work_dir)[1]
+    for name in sorted(n for n in names if n.startswith(RUN_DIR_PREFIX)) + [""] * bool(loose):
+        folder = storage.join(root, name) if name else root
+        found = storage.list_names(folder) if name else loose
+        held = {n[: -len(".rpseg")] for n in found if n.endswith(".rpseg")}
+        recorded = None
+        if RUN_FILE in found:
+            try:
+                recorded = Provenance.parse(storage.read_bytes(storage.join(folder, RUN_FILE)))
+            except OSError:
+                recorded = None
+        other = provenance.why_not(recorded, what="work directory")
+        if name == own and not other:
+            segments = held
+            continue
+        why = why or (other if held else "")
+        if name:
+            storage.remove_tree(folder)  # nothing there is reusable
+        else:
+            for loose_name in loose:
+                storage.remove_tree(storage.join(root, loose_name))
+    return segments, why
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -434,8 +458,8 @@ def write_run_record(planned: PlannedVideo) -> None:
         storage.write_bytes(storage.join(planned.work_dir, RUN_FILE), record)
     except PermissionError as e:  # a read-only bucket: "PermissionError ... (unexpected)"
         raise StorageError(
-            f"cannot write in '{planned.work_dir}' ({e}): these credentials may not write "
-            "there; raypipe writes, and deletes, its work folders beside the outputs"
+            f"cannot write in '{work_root(planned.work_dir)}' ({e}): these credentials may "
+            "not write there; raypipe writes, and deletes, its work folders beside the outputs"
         ) from e
 
 

@@ -32,7 +32,7 @@ from raypipe import faults, storage
 from raypipe.config import AUTO_CODEC, RunConfig
 from raypipe.distributed.assembly import Assembled, assemble_remote, assemble_video
 from raypipe.distributed.chunk_log import ChunkLog
-from raypipe.distributed.chunk_task import Row
+from raypipe.distributed.chunk_task import Row, remove_work
 from raypipe.distributed.metrics import ChunkMetrics
 from raypipe.distributed.planning import VideoFacts, VideoResult
 from raypipe.distributed.ray_errors import iter_rows
@@ -188,7 +188,7 @@ class Runner:
                 yield from self._assembled(timeout=None)
         finally:
             for work_dir in self.failed_work_dirs:  # a failed video's late segments
-                storage.remove_tree(work_dir)
+                remove_work(work_dir)
 
     def _take(self, row: Row) -> VideoResult | None:
         video_id = str(row["video_id"])
@@ -283,7 +283,7 @@ class Runner:
         if video.resized:  # the first chunk's note: chunks end in any order
             log.warning("%s: %s", os.path.basename(video.uri), video.resized[min(video.resized)])
         if result.status == "failed" and video.facts is not None and video.facts.work_dir:
-            storage.remove_tree(video.facts.work_dir)
+            remove_work(video.facts.work_dir)
             self.failed_work_dirs.append(video.facts.work_dir)
             if video.facts.tensor:  # its table's partition folder, made for the work dir
                 storage.remove_empty_dirs(storage.split(video.facts.output)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,10 @@ from raypipe.distributed.chunk_task import (
     ChunkTask,
     is_work,
     placeholder_row,
+    remove_work,
+    run_dir_for,
+    work_dir_for,
+    work_root,
 )
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk, Context
@@ -63,3 +68,23 @@ def test_a_placeholder_has_a_chunk_rows_columns_and_is_no_work() -> None:
     assert set(placeholder) == set(real)
     assert {k: type(v) for k, v in placeholder.items()} == {k: type(v) for k, v in real.items()}
     assert not is_work(placeholder)
+
+
+def test_runs_with_other_settings_keep_their_segments_apart(tmp_path: Path) -> None:
+    """Two runs on one output at once with other settings (nested OUTPUT_DIRs, a ``raypipe
+    run`` into an archive's folder) wrote segments of the same names into one work folder,
+    and each assembled an output of both models' frames, which reruns skipped as finished
+    (a sweep). Each run's segments go into a folder of its own in the work directory; the
+    work directory goes with the last of them."""
+    out = str(tmp_path / "v.mp4")
+    a, b = run_dir_for(out, "key A; source 1"), run_dir_for(out, "key B; source 1")
+    assert a != b and run_dir_for(out, "key A; source 1") == a
+    assert work_root(a) == work_root(b) == work_dir_for(out) and work_root(work_dir_for(out)) == (
+        work_dir_for(out)
+    )
+    for folder, held in ((a, b"A"), (b, b"B")):
+        Path(folder).mkdir(parents=True)
+        Path(folder, f"v-000000{SEGMENT_SUFFIX}").write_bytes(held)
+    assert remove_work(a) == 0 and not Path(a).exists()
+    assert Path(b, f"v-000000{SEGMENT_SUFFIX}").read_bytes() == b"B"
+    assert remove_work(b) == 0 and not Path(work_dir_for(out)).exists()

@@ -93,13 +93,13 @@ def test_sigkill_then_resume(clips: dict[str, Path], tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 240
         report = out / "_raypipe-report.parquet"  # written when the first video ends
-        while not (report.exists() and len(list(work.glob("*.rpseg"))) >= 5):
+        while not (report.exists() and len(list(work.glob("run-*/*.rpseg"))) >= 5):
             assert proc.poll() is None, "the archive ended before it could be killed"
             assert time.monotonic() < deadline, "no progress to kill in the middle of"
             time.sleep(0.05)
     finally:
         _kill_session(proc)
-    segments_left = len(list(work.glob("*.rpseg")))
+    segments_left = len(list(work.glob("run-*/*.rpseg")))
     assert not (out / "z_long.mp4").exists() and 5 <= segments_left < 100
     # outputs only: a kill during a video's assembly leaves its hidden staging file
     # (.NAME.*.part.mp4), which the resumed run removes when it assembles that video

@@ -92,7 +92,7 @@ def test_node_removed_mid_run(
     thread.start()
     work = Path(work_dir_for(str(out)))
     deadline = time.monotonic() + 120
-    while len(list(work.glob("*.rpseg"))) < 5 and thread.is_alive():
+    while len(list(work.glob("run-*/*.rpseg"))) < 5 and thread.is_alive():
         assert time.monotonic() < deadline, "no progress before the node removal"
         time.sleep(0.1)
     cluster.add_node(num_cpus=2, num_gpus=1)  # room for the actor that dies with node A
@@ -102,7 +102,7 @@ def test_node_removed_mid_run(
     while not any(n == node_a.node_id for _, _, n in _attempts(_names(attempts) - held_since)):
         assert time.monotonic() < deadline + 120, "no work reached node A to hold"
         time.sleep(0.05)
-    done_before = len(list(work.glob("*.rpseg")))
+    done_before = len(list(work.glob("run-*/*.rpseg")))
     assert {n["NodeID"]: n["Alive"] for n in ray.nodes()}[node_a.node_id], "A died early"
     before_removal = _names(attempts)
     held = {(c, s) for c, s, n in _attempts(before_removal - held_since) if n == node_a.node_id}

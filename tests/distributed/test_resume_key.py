@@ -97,8 +97,9 @@ def cut_off(
     result = subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
     assert result.returncode == -9, result.stderr.decode()[-2000:]
     work = Path(work_dir_for(str(out / "v.mp4")))
-    left = len(list(work.glob("*.rpseg")))
-    assert left >= 1 and not (out / "v.mp4").exists() and (work / "run.json").exists()
+    left = len(list(work.glob("run-*/*.rpseg")))
+    assert left >= 1 and not (out / "v.mp4").exists()
+    assert len(list(work.glob("run-*/run.json"))) == 1  # the run's own folder
     return left
 
 
