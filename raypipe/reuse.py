@@ -175,6 +175,10 @@ class Provenance:
     def of(cls, key: ReuseKey, source_identity: str) -> Provenance:
         return cls(key=key.digest, source=_digest(source_identity), parts=key.parts)
 
+    def same_source(self, source_identity: str) -> bool:
+        """Whether :func:`source_identity`'s ``source_identity`` is the recorded source's."""
+        return self.source == _digest(source_identity)
+
     def to_text(self, *, with_parts: bool = False) -> str:
         doc: dict[str, Any] = {"v": FORMAT_VERSION, "key": self.key, "source": self.source}
         if with_parts:

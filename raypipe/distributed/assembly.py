@@ -33,12 +33,18 @@ import ray
 from raypipe import faults, storage
 from raypipe.distributed.chunk_task import remove_work, segment_uri, work_root
 from raypipe.distributed.planning import VideoFacts
-from raypipe.errors import RaypipeError, one_line
+from raypipe.errors import InputError, RaypipeError, one_line
 from raypipe.media.containers import output_format
 from raypipe.media.jumps import from_text
 from raypipe.media.mux import assemble
 from raypipe.media.plan import chunk_id
-from raypipe.reuse import PROVENANCE_TAG, Provenance, not_provenance, provenance_tags
+from raypipe.reuse import (
+    PROVENANCE_TAG,
+    Provenance,
+    not_provenance,
+    provenance_tags,
+    source_identity,
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,28 @@ def segment_uris(facts: VideoFacts) -> list[str]:
     return [segment_uri(facts.work_dir, chunk_id(facts.video_id, i)) for i in range(facts.n_chunks)]
 
 
+def _check_source_unchanged(facts: VideoFacts) -> None:
+    """Refuse to assemble where the source is not the one the video was planned from (its
+    size or modification time, a store's version): a file replaced while its chunks ran
+    gave an output of two videos' frames, reported done (a sweep)."""
+    recorded = Provenance.parse(facts.provenance)
+    if recorded is None:
+        return
+    try:
+        now = source_identity(facts.uri)
+    except (OSError, ValueError) as e:
+        raise InputError(
+            f"the source could not be read again before assembly ({type(e).__name__}: {e}); "
+            "its chunks are not written as an output"
+        ) from e
+    if not recorded.same_source(now):
+        raise InputError(
+            "the source changed while the video was processed (its size or modification "
+            "time): its chunks may hold frames of both versions, so no output is written; "
+            "run again"
+        )
+
+
 def assemble_video(facts: VideoFacts) -> Assembled:
     """Write ``facts.output`` from the segments in ``facts.work_dir`` and remove the work
     directory. Never raises for a failure of this video: the error is in the result."""
@@ -66,6 +94,7 @@ def assemble_video(facts: VideoFacts) -> Assembled:
     faults.checkpoint("assembly", facts.video_id, node=_node_id())
     try:
         storage.remove_stale_staging(facts.output)  # an earlier attempt killed mid-way
+        _check_source_unchanged(facts)
         if facts.tensor:
             frames_out = _write_table(facts)
             if frames_out != facts.n_out:

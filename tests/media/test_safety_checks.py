@@ -228,3 +228,28 @@ def test_out_of_order_source_really_is_out_of_order(tmp_path: Path) -> None:
     with av.open(str(source)) as container:
         pts = [f.pts for f in container.decode(video=0)]
     assert pts != sorted(pts) and len(set(pts)) == len(pts)
+
+
+def test_a_source_replaced_while_its_chunks_ran_is_not_assembled(tmp_path: Path) -> None:
+    """A source replaced (or rewritten) while its chunks ran gave an output of both
+    versions' frames, reported done (a sweep): assembly checks the source is the one the
+    video was planned from, and writes nothing where it is not."""
+    import os
+
+    from raypipe.distributed.assembly import assemble_video
+    from raypipe.distributed.planning import VideoFacts
+    from raypipe.reuse import Provenance, _digest, source_identity
+
+    source = make_clip(tmp_path / "v.mp4", ClipSpec(n_frames=12))
+    planned = Provenance(key="k", source=_digest(source_identity(str(source))))
+    facts = VideoFacts(
+        video_id="v", uri=str(source), output=str(tmp_path / "out.mp4"), status="planned",
+        n_frames=12, n_out=12, n_chunks=1, work_dir=str(tmp_path / ".out.mp4.raypipe-work"),
+        provenance=planned.to_text(),
+    )  # fmt: skip
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten
+    result = assemble_video(facts)
+    assert result.error_type == "InputError", result
+    assert result.error_message.startswith("the source changed while the video was processed")
+    assert not (tmp_path / "out.mp4").exists()
