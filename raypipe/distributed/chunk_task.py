@@ -84,8 +84,9 @@ def remove_work(work_dir: str) -> int:
 
 
 def output_of(work_dir: str) -> str:
-    """The output whose work directory is ``work_dir`` (:func:`work_dir_for` undone)."""
-    parent, name = storage.split(work_dir)
+    """The output whose work directory, or run's folder in it, is ``work_dir``
+    (:func:`work_dir_for`, :func:`run_dir_for` undone)."""
+    parent, name = storage.split(work_root(work_dir))
     return storage.join(parent, name.removeprefix(".").removesuffix(WORK_SUFFIX))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
-from raypipe.distributed.chunk_task import ChunkTask
+from raypipe.distributed.chunk_task import ChunkTask, run_dir_for
 from raypipe.distributed.cluster import on_one_node_here
 from raypipe.distributed.dataset import build_dataset, fused_lanes, video_source
 from raypipe.distributed.monitor import Progress
@@ -99,6 +99,10 @@ def process_video(
     try:
         run = start_run(cfg, model)
         planned.provenance = Provenance.of(run.key, planned.source_id)
+        if planned.work_dir:  # its own folder in the work directory, as an archive's run's
+            planned.work_dir = run_dir_for(output, planned.provenance.to_text(with_parts=True))
+            for row in planned.rows:
+                row["work_dir"] = planned.work_dir
         write_run_record(planned)
         try:
             return _process(
@@ -150,7 +154,11 @@ def _process(
     if not result.ok:
         raise error_of(result)
     progress.close(f"{os.path.basename(input)}: {result.frames_out} frames -> {output}")
-    stats = RunStats(input=input, output=output, chunks=result.chunks, workers=actors.workers)
+    # an analysis run's output is the folder given (its video's partition inside: read
+    # alone, one part file lost the video_id column the folder's hive path gives)
+    # OUTPUT/video_id=ID/part-0.parquet (table_output): OUTPUT
+    given = storage.split(storage.split(output)[0])[0] if model.tensor else output
+    stats = RunStats(input=input, output=given, chunks=result.chunks, workers=actors.workers)
     stats.add_chunks(result.chunk_stats)
     stats.set_gpu(result.gpu_samples, result.gpu_notes, uses_gpu=actors.uses_gpu)
     stats.frames = result.frames_out

@@ -52,7 +52,8 @@ def _read_everywhere(out: Path) -> pd.DataFrame:
 def test_one_videos_table_reads_as_a_dataset(clips: dict[str, Path], tmp_path: Path) -> None:
     source = clips["ntsc"]
     out = tmp_path / "hashes"
-    raypipe.process_video(str(source), str(out), model="builtin:phash", quiet=True)
+    stats = raypipe.process_video(str(source), str(out), model="builtin:phash", quiet=True)
+    assert stats.output == str(out)  # the folder given, not its part file (a sweep)
     frame = _read_everywhere(out)
     assert set(frame["video_id"]) == {make_video_id(str(source))}
     assert list(frame["frame_index"]) == list(range(len(frame))) and len(frame) > 0

@@ -11,6 +11,7 @@ from raypipe.distributed.chunk_task import (
     SEGMENT_SUFFIX,
     ChunkTask,
     is_work,
+    output_of,
     placeholder_row,
     remove_work,
     run_dir_for,
@@ -82,6 +83,7 @@ def test_runs_with_other_settings_keep_their_segments_apart(tmp_path: Path) -> N
     assert work_root(a) == work_root(b) == work_dir_for(out) and work_root(work_dir_for(out)) == (
         work_dir_for(out)
     )
+    assert output_of(a) == output_of(work_dir_for(out)) == out  # the encoder's container
     for folder, held in ((a, b"A"), (b, b"B")):
         Path(folder).mkdir(parents=True)
         Path(folder, f"v-000000{SEGMENT_SUFFIX}").write_bytes(held)
