@@ -43,6 +43,15 @@ class ArchiveReport:
     def exit_code(self) -> int:
         return EXIT_SOME_FAILED if self.count("failed") else EXIT_ALL_DONE
 
+    def __repr__(self) -> str:
+        # the dataclass's own held every row: megabytes for a large archive in a notebook
+        return (
+            f"ArchiveReport(path={self.path!r}, videos={len(self.rows)}, "
+            f"done={self.count('done')}, skipped={self.count('skipped')}, "
+            f"failed={self.count('failed')}, wall_seconds={self.wall_seconds:.2f}, "
+            f"exit_code={self.exit_code})"
+        )
+
 
 class ReportJournal:
     """The report's rows as videos finish, written to the report path (atomically) when

@@ -217,3 +217,23 @@ def test_run_stats_and_model_spec_are_public_names() -> None:
 
     assert (raypipe.RunStats, raypipe.ModelSpec) == (RunStats, ModelSpec)
     assert {"RunStats", "ModelSpec"} <= set(raypipe.__all__)
+
+
+def test_run_stats_and_an_archive_report_show_as_their_totals() -> None:
+    """A notebook cell that ended with the stats showed every chunk record (kilobytes a
+    chunk), a report every row (a sweep): both show their totals."""
+    from raypipe.archive_report import ArchiveReport
+    from raypipe.distributed.stats import RunStats
+
+    stats = RunStats(input="a.mp4", output="b.mp4", frames=36, chunks=3, wall_seconds=2.4,
+                     workers=2, providers=["CPUExecutionProvider"],
+                     chunk_stats=[{"node": "n" * 40}] * 3)  # fmt: skip
+    assert repr(stats) == (
+        "RunStats(input='a.mp4', output='b.mp4', frames=36, chunks=3, wall_seconds=2.40, "
+        "fps=15.0, workers=2, providers=['CPUExecutionProvider'], chunk_stats=[3 records])"
+    )
+    report = ArchiveReport(rows=[{"status": "done"}] * 1000 + [{"status": "failed"}], path="r")
+    assert repr(report) == (
+        "ArchiveReport(path='r', videos=1001, done=1000, skipped=0, failed=1, "
+        "wall_seconds=0.00, exit_code=3)"
+    )

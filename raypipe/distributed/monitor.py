@@ -101,6 +101,11 @@ LOG_BEAT = 10
 every this many intervals (10 s), rather than every interval."""
 
 
+PACE_AFTER_S = 2.0
+"""Seconds after the first frames are done from which the pace counts from them
+(:meth:`_Throttled._pace`); before, from the start."""
+
+
 class _Throttled:
     """Shared timing: show at most every ``interval_s`` seconds, always show the last."""
 
@@ -120,10 +125,16 @@ class _Throttled:
             self._first = (time.monotonic(), done_before + frames)
 
     def _pace(self, done: int, now: float) -> float:
-        """Frames done per second: since frames were first done, once more are (the start,
-        Ray's included for a begun progress, is no measure of the pace), else since
-        construction."""
-        if self._first is not None and done > self._first[1] and now > self._first[0]:
+        """Frames done per second: since frames were first done, once more are and
+        :data:`PACE_AFTER_S` have passed since (the start, Ray's included for a begun
+        progress, is no measure of the pace), else since construction. Chunks that end
+        together (the actors' last ones, a short video's) came within milliseconds of the
+        first: the last line said 4707.1 fps for a 36-frame video (a sweep)."""
+        if (
+            self._first is not None
+            and done > self._first[1]
+            and now - self._first[0] >= PACE_AFTER_S
+        ):
             return (done - self._first[1]) / (now - self._first[0])
         return done / max(now - self.start, 1e-9)
 

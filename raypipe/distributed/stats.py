@@ -20,7 +20,16 @@ _CHUNK_FIELDS = (
 
 @dataclass
 class RunStats:
-    """What a run did: totals plus per-chunk placement and stage timings."""
+    """What a run did: totals plus per-chunk placement and stage timings.
+
+    ``input`` and ``output`` as the run took them (an analysis run's output: its folder);
+    ``frames`` written, in ``chunks``, over ``wall_seconds`` (``fps`` of them) on
+    ``workers`` inference actors, whose first ONNX Runtime providers are ``providers``
+    (``provider_notes``: why not a better one); ``gpu``: NVML samples per GPU (GPU runs);
+    ``assembly``: its seconds and whether the driver did it; ``chunk_stats``: a record per
+    chunk (node, process, stage start and end times: what ``raypipe report`` draws).
+    Shown (``repr``, a notebook's cell) as its totals: the chunk records are counted.
+    """
 
     input: str
     output: str
@@ -40,7 +49,17 @@ class RunStats:
 
     @property
     def fps(self) -> float:
+        """Frames written a second of the run's wall time."""
         return self.frames / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def __repr__(self) -> str:
+        # the dataclass's own held every chunk record: kilobytes a chunk in a notebook
+        return (
+            f"RunStats(input={self.input!r}, output={self.output!r}, frames={self.frames}, "
+            f"chunks={self.chunks}, wall_seconds={self.wall_seconds:.2f}, fps={self.fps:.1f}, "
+            f"workers={self.workers}, providers={self.providers!r}, "
+            f"chunk_stats=[{len(self.chunk_stats)} records])"
+        )
 
     def add_chunks(self, records: list[dict[str, Any]]) -> None:
         for record in records:

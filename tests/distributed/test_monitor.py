@@ -216,6 +216,19 @@ def test_the_pace_is_measured_from_the_first_chunk_done(clock: list[float]) -> N
     ]
 
 
+def test_chunks_that_end_together_give_no_absurd_pace(clock: list[float]) -> None:
+    """A short video's chunks end within milliseconds of each other: its last line said
+    "36/36 frames (100%), 4707.1 fps" (a sweep). Until the first frames are some seconds
+    old, the pace counts from the start."""
+    out = io.StringIO()
+    progress = Progress(36, label="b.mp4", stream=out, interval_s=0.0)
+    clock[0] += 4.0
+    progress.update(12)
+    clock[0] += 0.005
+    progress.update(24)
+    assert out.getvalue().splitlines()[-1] == "b.mp4: 36/36 frames (100%), 9.0 fps, ETA 0s"
+
+
 def test_an_archives_eta_follows_the_frames_of_the_videos_planned(clock: list[float]) -> None:
     """By finished videos alone a one-video archive showed "ETA ?" to its end, and one of
     four "1/4 videos ... ETA 1m30s" with 3 s to go. Once plans come in, the ETA is by
