@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -260,15 +261,18 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
     children = _child_pids()
     try:
         with ctrl_c_held(), _head_processes(log_monitor=verbose):
-            ray.init(
-                address="local",  # a new local Ray, never a stray `ray start` cluster
-                num_cpus=local_cpus(runtime),
-                num_gpus=runtime.local_num_gpus,
-                object_store_memory=runtime.local_object_store_bytes,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=verbose,
-                _system_config=local_ray_config(),  # ray.init adds its own keys to it
+            _in_a_lasting_thread(
+                functools.partial(
+                    ray.init,
+                    address="local",  # a new local Ray, never a stray `ray start` cluster
+                    num_cpus=local_cpus(runtime),
+                    num_gpus=runtime.local_num_gpus,
+                    object_store_memory=runtime.local_object_store_bytes,
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=verbose,
+                    _system_config=local_ray_config(),  # ray.init adds its own keys to it
+                )
             )
     except BaseException:
         _stop_new_processes(children)
@@ -277,6 +281,31 @@ def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
     global _local_ray
     _local_ray = (ray.get_runtime_context().gcs_address, runtime.local_object_store_bytes)
+
+
+def _in_a_lasting_thread(start: Callable[[], object]) -> None:
+    """Call ``start`` (``ray.init`` of a new local Ray) here on the main thread; from any
+    other, on a thread that lives as long as the process. Ray's GCS and raylet are started
+    to end with the thread that started them (Linux's parent-death signal is the thread's):
+    a notebook's first run from a worker thread (a thread pool's) left a Ray whose GCS died
+    with that thread, and the next run waited 60 s for it, then Ray ended the process."""
+    if threading.current_thread() is threading.main_thread():
+        start()
+        return
+    done, outcome = threading.Event(), []
+
+    def keeper() -> None:
+        try:
+            start()
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            outcome.append(e)
+        done.set()
+        threading.Event().wait()  # Ray's processes live while this thread does: forever
+
+    threading.Thread(target=keeper, name="raypipe-local-ray", daemon=True).start()
+    done.wait()
+    if outcome:
+        raise outcome[0]
 
 
 def _child_pids() -> set[int]:

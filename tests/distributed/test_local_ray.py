@@ -229,6 +229,29 @@ except Terminated:
 """
 
 
+_FROM_A_THREAD = """
+import concurrent.futures, time, ray
+from raypipe.config import RuntimeConfig
+from raypipe.distributed.cluster import connect
+with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    assert pool.submit(connect, RuntimeConfig(local_num_cpus=2)).result() is True
+time.sleep(2)  # the thread that started Ray is gone
+print(ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60), flush=True)
+"""
+
+
+def test_a_local_ray_started_from_a_thread_outlives_it() -> None:
+    """A notebook's first run from a thread pool's thread started the local Ray there; its
+    GCS and raylet died with that thread (Linux's parent-death signal is the thread's),
+    and the next run waited 60 s for the GCS, then Ray ended the kernel (a sweep)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-c", _FROM_A_THREAD], capture_output=True, text=True, timeout=120,
+        env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "42\n", done.stderr[-3000:]
+
+
 def test_a_local_ray_start_cut_short_leaves_no_ray_process_running(tmp_path: Path) -> None:
     """SIGTERM (or Ctrl-C) while ``ray.init`` starts the node, before Ray holds its
     processes: raypipe's command ends as for SIGTERM anywhere (Ray's handler took it: its
