@@ -317,9 +317,12 @@ def _reusable_segments(root: str, work_dir: str, provenance: Provenance) -> tupl
         why = why or (other if held else "")
         if name:
             storage.remove_tree(folder)  # nothing there is reusable
-        else:
+        else:  # files (run.json, segments) of the layout before runs had folders
             for loose_name in loose:
-                storage.remove_tree(storage.join(root, loose_name))
+                try:
+                    storage.remove_file(storage.join(root, loose_name))
+                except (IsADirectoryError, PermissionError):  # a folder (macOS says EPERM)
+                    storage.remove_tree(storage.join(root, loose_name))
     return segments, why
 
 

@@ -90,3 +90,28 @@ def test_runs_with_other_settings_keep_their_segments_apart(tmp_path: Path) -> N
     assert remove_work(a) == 0 and not Path(a).exists()
     assert Path(b, f"v-000000{SEGMENT_SUFFIX}").read_bytes() == b"B"
     assert remove_work(b) == 0 and not Path(work_dir_for(out)).exists()
+
+
+def test_segments_of_the_layout_before_run_folders_are_removed_with_their_note(
+    tmp_path: Path,
+) -> None:
+    """A work directory an older raypipe left (its run.json and segments loose in it) is
+    another run's work: removed, its note said, and the work directory left to this run."""
+    from raypipe.distributed.planning import RUN_FILE, _reusable_segments
+    from raypipe.reuse import Provenance
+
+    out = str(tmp_path / "v.mp4")
+    root = Path(work_dir_for(out))
+    root.mkdir()
+    (root / RUN_FILE).write_text(Provenance(key="old", source="s").to_text(with_parts=True))
+    (root / f"v-000000{SEGMENT_SUFFIX}").write_bytes(b"x")
+    now = Provenance(key="new", source="s")
+    own = run_dir_for(out, now.to_text(with_parts=True))
+    other = Path(run_dir_for(out, Provenance(key="other", source="s").to_text(with_parts=True)))
+    other.mkdir()
+    (other / RUN_FILE).write_text(Provenance(key="other", source="s").to_text(with_parts=True))
+    Path(own).mkdir()
+    (Path(own) / RUN_FILE).write_text(now.to_text(with_parts=True))
+    (Path(own) / f"v-000001{SEGMENT_SUFFIX}").write_bytes(b"y")
+    assert _reusable_segments(str(root), own, now) == ({"v-000001"}, "the settings changed")
+    assert [p.name for p in root.iterdir()] == [Path(own).name]  # its own folder alone
