@@ -165,7 +165,8 @@ class Runner:
         self.on_planned = on_planned
         self.videos: dict[str, _Video] = {}
         self.ended: set[str] = set()  # ids of videos that have a result (late chunks dropped)
-        self.failed_work_dirs: list[str] = []  # swept again once no chunk is in flight
+        # (work dir, table partition folder): swept again once no chunk is in flight
+        self.failed_work_dirs: list[tuple[str, str]] = []
         self.assembling: dict[Any, _Video] = {}
         self._warned: set[str] = set()
 
@@ -187,8 +188,10 @@ class Runner:
                     yield from self._assembled(timeout=0)
                 yield from self._assembled(timeout=None)
         finally:
-            for work_dir in self.failed_work_dirs:  # a failed video's late segments
-                remove_work(work_dir)
+            for work_dir, partition in self.failed_work_dirs:  # a failed video's late
+                remove_work(work_dir)  # segments, and its table's partition folder they made
+                if partition:
+                    storage.remove_empty_dirs(partition)
 
     def _take(self, row: Row) -> VideoResult | None:
         video_id = str(row["video_id"])
@@ -284,9 +287,11 @@ class Runner:
             log.warning("%s: %s", os.path.basename(video.uri), video.resized[min(video.resized)])
         if result.status == "failed" and video.facts is not None and video.facts.work_dir:
             remove_work(video.facts.work_dir)
-            self.failed_work_dirs.append(video.facts.work_dir)
-            if video.facts.tensor:  # its table's partition folder, made for the work dir
-                storage.remove_empty_dirs(storage.split(video.facts.output)[0])
+            # its table's partition folder, made for the work dir (again by late segments)
+            partition = storage.split(video.facts.output)[0] if video.facts.tensor else ""
+            self.failed_work_dirs.append((video.facts.work_dir, partition))
+            if partition:
+                storage.remove_empty_dirs(partition)
         if result.status != "skipped":
             self.metrics.video_done(video.video_id, ok=result.ok, error_type=result.error_type)
         return result

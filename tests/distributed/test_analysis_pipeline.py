@@ -159,6 +159,26 @@ def test_a_video_that_fails_leaves_no_partition_folder(tmp_path: Path) -> None:
     )
     parts = [p.name for p in out.iterdir() if p.name.startswith("video_id=")]
     assert len(parts) == 1 and parts[0].startswith("video_id=good.mp4")
+    # a video whose first chunk fails while its others run on: their late segments made
+    # its partition folder again, and it was left empty (a sweep)
+    (tmp_path / "proc.py").write_text(
+        "import os\nimport numpy as np\nimport raypipe\n\n\n"
+        "class FailsOnce(raypipe.Processor):\n    output = 'tensor'\n\n"
+        "    def __call__(self, frames):\n"
+        f"        try:\n            os.close(os.open({str(tmp_path / 'failed')!r}, "
+        "os.O_CREAT | os.O_EXCL))\n        except FileExistsError:\n"
+        "            return {'m': frames.reshape(len(frames), -1)[:, :4].astype(np.float32)}\n"
+        "        raise RuntimeError('once')\n"
+    )
+    once = tmp_path / "once"
+    once.mkdir()
+    make_clip(once / "v.mp4", ClipSpec(n_frames=24))
+    report = raypipe.process_archive(
+        str(once), str(tmp_path / "out2"), processor=f"{tmp_path / 'proc.py'}:FailsOnce",
+        chunk_frames=4, quiet=True,
+    )  # fmt: skip
+    assert [r["status"] for r in report.rows] == ["failed"]
+    assert not [p.name for p in (tmp_path / "out2").iterdir() if not p.name.startswith("_")]
 
 
 def test_tiled_sharpen_through_the_pipeline_equals_untiled(
