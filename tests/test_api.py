@@ -237,3 +237,17 @@ def test_run_stats_and_an_archive_report_show_as_their_totals() -> None:
         "ArchiveReport(path='r', videos=1001, done=1000, skipped=0, failed=1, "
         "wall_seconds=0.00, exit_code=3)"
     )
+
+
+def test_fp16_on_actors_without_a_gpu_is_said_to_change_nothing() -> None:
+    """``--precision fp16 --device cpu`` ran at the model's own precision without a word
+    (a sweep): the run says fp16 is for TensorRT engines on GPUs."""
+    from raypipe.distributed.cluster import ActorPlan
+    from raypipe.distributed.setup import precision_note
+
+    cpu = ActorPlan(workers=1, num_gpus=0, num_cpus=1, intra_op_threads=1)
+    gpu = ActorPlan(workers=1, num_gpus=1, num_cpus=1, intra_op_threads=1)
+    fp16 = build_run_config(precision="fp16", device="cpu")
+    assert precision_note(fp16, cpu).startswith("--precision fp16 asks for FP16 TensorRT")
+    assert precision_note(fp16, gpu) == ""
+    assert precision_note(build_run_config(device="cpu"), cpu) == ""  # fp32: as asked

@@ -80,12 +80,27 @@ def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
     if not model.tensor:
         cfg = resolve_encoder(cfg)
     actors = fuse_stages(plan_actors(cfg.runtime, cfg.model), cfg.runtime)
+    note = precision_note(cfg, actors)
+    if note:
+        log.warning(note)
     return StartedRun(
         cfg=cfg,
         model=model,
         actors=actors,
         key=run_key(cfg, model, actors),
         handoff=handoff_rule(cfg, model, actors),
+    )
+
+
+def precision_note(cfg: RunConfig, actors: ActorPlan) -> str:
+    """Why ``--precision fp16`` changes nothing in this run (``""`` where it may): it asks
+    for FP16 TensorRT engines, and actors that hold no GPU run the model on the CPU at its
+    own precision (the run said nothing, its stats CPUExecutionProvider alone: a sweep)."""
+    if cfg.model.precision != "fp16" or actors.uses_gpu or cfg.model.processor is not None:
+        return ""
+    return (
+        "--precision fp16 asks for FP16 TensorRT engines on GPUs; this run's actors hold no "
+        "GPU, so the model runs on the CPU at its own precision"
     )
 
 
