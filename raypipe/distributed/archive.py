@@ -345,6 +345,7 @@ def _jobs(
     for item, output, _ in placed:
         error = item.error
         owner = owners.get(output)
+        listed = inputs.get(_file_key(output)) if output and not tensor else None
         if not error and item.uri in seen_inputs:
             error = f"input '{item.uri}' is listed more than once; it is processed once"
             output = ""  # the first listing's output is not this job's
@@ -365,11 +366,10 @@ def _jobs(
                 f"output '{output}' is the input; write the archive to another folder (raypipe "
                 "does not replace its inputs)"
             )
-        elif not error and output and not tensor and _file_key(output) in inputs:
+        elif not error and listed is not None:
             error = (
-                f"output '{output}' is another input of this archive ("
-                f"'{inputs[_file_key(output)]}'); raypipe does not replace its inputs: give "
-                "this one another output"
+                f"output '{output}' is another input of this archive ('{listed}'); raypipe "
+                "does not replace its inputs: give this one another output"
             )
         refused = container_refuses(output, codec) if output and not tensor else ""
         problem = f"output '{item.relative_output}': {refused}" if refused else ""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from raypipe.media.jumps import Jump, from_text, to_text
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk, Context
 from raypipe.media.probe import VideoInfo
+
+if TYPE_CHECKING:
+    from raypipe.reuse import Provenance
 
 Row = dict[str, Any]
 
@@ -52,14 +55,16 @@ def work_dir_for(output: str) -> str:
 RUN_DIR_PREFIX = "run-"
 
 
-def run_dir_for(output: str, provenance: str) -> str:
-    """Where a run whose segments record ``provenance`` (the reuse key and source,
-    :meth:`~raypipe.reuse.Provenance.to_text`) writes ``output``'s segments: a folder of its
+def run_dir_for(output: str, provenance: Provenance) -> str:
+    """Where a run whose segments record ``provenance`` (the reuse key and source, named
+    by its text with the key's parts, as the folder's ``run.json`` records it) writes
+    ``output``'s segments: a folder of its
     own inside the work directory. Two runs on one output at once (nested OUTPUT_DIRs, a
     ``raypipe run`` into an archive's folder) with other settings wrote segments of the
     same names into one folder, and each assembled an output of both models' frames,
     which reruns then skipped as finished (a sweep); now each reads only its own."""
-    digest = hashlib.sha256(provenance.encode()).hexdigest()[:12]
+    text = provenance.to_text(with_parts=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return storage.join(work_dir_for(output), f"{RUN_DIR_PREFIX}{digest}")
 
 

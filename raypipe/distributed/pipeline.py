@@ -100,7 +100,7 @@ def process_video(
         run = start_run(cfg, model)
         planned.provenance = Provenance.of(run.key, planned.source_id)
         if planned.work_dir:  # its own folder in the work directory, as an archive's run's
-            planned.work_dir = run_dir_for(output, planned.provenance.to_text(with_parts=True))
+            planned.work_dir = run_dir_for(output, planned.provenance)
             for row in planned.rows:
                 row["work_dir"] = planned.work_dir
         write_run_record(planned)

@@ -212,7 +212,7 @@ def plan_video(
         root = work_dir_for(job.output) if job.output else ""
         planned.work_dir = root
         if root and provenance is not None:
-            planned.work_dir = run_dir_for(job.output, provenance.to_text(with_parts=True))
+            planned.work_dir = run_dir_for(job.output, provenance)
         done: set[str] = set()
         if resume and provenance is not None:
             done, why = _reusable_segments(root, planned.work_dir, provenance)
@@ -294,36 +294,40 @@ def _reusable_segments(root: str, work_dir: str, provenance: Provenance) -> tupl
     are reusable when another run's segments are there (other settings or source: those
     are removed, as are the loose files of the layout before runs had folders)."""
     names = storage.list_names(root)
-    if not names:
-        return set(), ""
+    own = storage.split(work_dir)[1]
     segments: set[str] = set()
     why = ""
-    loose = [n for n in names if not n.startswith(RUN_DIR_PREFIX)]
-    own = storage.split(work_dir)[1]
-    for name in sorted(n for n in names if n.startswith(RUN_DIR_PREFIX)) + [""] * bool(loose):
-        folder = storage.join(root, name) if name else root
-        found = storage.list_names(folder) if name else loose
-        held = {n[: -len(".rpseg")] for n in found if n.endswith(".rpseg")}
-        recorded = None
-        if RUN_FILE in found:
-            try:
-                recorded = Provenance.parse(storage.read_bytes(storage.join(folder, RUN_FILE)))
-            except OSError:
-                recorded = None
-        other = provenance.why_not(recorded, what="work directory")
+    for name in (n for n in names if n.startswith(RUN_DIR_PREFIX)):
+        folder = storage.join(root, name)
+        held, other = _recorded_work(folder, storage.list_names(folder), provenance)
         if name == own and not other:
             segments = held
             continue
         why = why or (other if held else "")
-        if name:
-            storage.remove_tree(folder)  # nothing there is reusable
-        else:  # files (run.json, segments) of the layout before runs had folders
-            for loose_name in loose:
-                try:
-                    storage.remove_file(storage.join(root, loose_name))
-                except (IsADirectoryError, PermissionError):  # a folder (macOS says EPERM)
-                    storage.remove_tree(storage.join(root, loose_name))
+        storage.remove_tree(folder)  # nothing there is reusable
+    loose = [n for n in names if not n.startswith(RUN_DIR_PREFIX)]
+    if loose:  # files (run.json, segments) of the layout before runs had folders
+        held, other = _recorded_work(root, loose, provenance)
+        why = why or (other if held else "")
+        for name in loose:
+            try:
+                storage.remove_file(storage.join(root, name))
+            except (IsADirectoryError, PermissionError):  # a folder (macOS says EPERM)
+                storage.remove_tree(storage.join(root, name))
     return segments, why
+
+
+def _recorded_work(folder: str, names: list[str], provenance: Provenance) -> tuple[set[str], str]:
+    """The chunk ids of the segments among ``names`` in ``folder``, and why its run.json
+    does not record ``provenance`` (``""``: it does)."""
+    held = {n[: -len(".rpseg")] for n in names if n.endswith(".rpseg")}
+    recorded = None
+    if RUN_FILE in names:
+        try:
+            recorded = Provenance.parse(storage.read_bytes(storage.join(folder, RUN_FILE)))
+        except OSError:
+            recorded = None
+    return held, provenance.why_not(recorded, what="work directory")
 
 
 @dataclass(frozen=True, kw_only=True)

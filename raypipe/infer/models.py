@@ -536,13 +536,14 @@ class FrameModel:
         otherwise, and for uint8 outputs (pixels as they are)."""
         if self.output_kind != "image" or "float" not in self._output_type:
             return ""
+        from raypipe.infer.shapes import probe_side
+
         geometry = self.geometry
         fixed_h, fixed_w = geometry.fixed_size
-        side = _RANGE_PROBE_PX
         if geometry.tile is not None:
             side = geometry.tile + 2 * geometry.tile_overlap
-        elif geometry.pad_multiple:
-            side = -(-side // geometry.pad_multiple) * geometry.pad_multiple
+        else:
+            side = probe_side(geometry.pad_multiple, _RANGE_PROBE_PX)
         height, width = geometry.model_size or (fixed_h or side, fixed_w or side)
         ramp = np.linspace(32, 224, height * width * 3).reshape(1, height, width, 3)
         x = preprocess(ramp.astype(np.uint8), self.spec, self.input_dtype)

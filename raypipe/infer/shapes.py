@@ -53,7 +53,7 @@ def image_output_scale(data: bytes, spec: ModelSpec) -> float | None:
     if len(dims) != 4:
         return None
     h_axis, w_axis = (2, 3) if spec.layout == "NCHW" else (1, 2)
-    probe = _probe_side(spec.pad_multiple)
+    probe = probe_side(spec.pad_multiple)
     sizes = {0: 1, 1 if spec.layout == "NCHW" else 3: 3, h_axis: probe, w_axis: probe}
     for axis, dim in enumerate(dims):
         if not dim.HasField("dim_value") or dim.dim_value <= 0:
@@ -84,6 +84,8 @@ def _named(values: list, name: str | None):  # onnx ValueInfoProto, untyped in o
     return next((v for v in values if v.name == name), None)
 
 
-def _probe_side(pad_multiple: int | None) -> int:
+def probe_side(pad_multiple: int | None, side: int = PROBE_PX) -> int:
+    """``side`` rounded up to a multiple of ``pad_multiple``: the side of a test frame that
+    a model padding its inputs to that multiple takes as it is."""
     multiple = pad_multiple or 1
-    return multiple * math.ceil(PROBE_PX / multiple)
+    return multiple * math.ceil(side / multiple)

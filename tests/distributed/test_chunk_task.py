@@ -77,9 +77,12 @@ def test_runs_with_other_settings_keep_their_segments_apart(tmp_path: Path) -> N
     and each assembled an output of both models' frames, which reruns skipped as finished
     (a sweep). Each run's segments go into a folder of its own in the work directory; the
     work directory goes with the last of them."""
+    from raypipe.reuse import Provenance
+
     out = str(tmp_path / "v.mp4")
-    a, b = run_dir_for(out, "key A; source 1"), run_dir_for(out, "key B; source 1")
-    assert a != b and run_dir_for(out, "key A; source 1") == a
+    key_a, key_b = Provenance(key="A", source="1"), Provenance(key="B", source="1")
+    a, b = run_dir_for(out, key_a), run_dir_for(out, key_b)
+    assert a != b and run_dir_for(out, Provenance(key="A", source="1")) == a
     assert work_root(a) == work_root(b) == work_dir_for(out) and work_root(work_dir_for(out)) == (
         work_dir_for(out)
     )
@@ -106,8 +109,8 @@ def test_segments_of_the_layout_before_run_folders_are_removed_with_their_note(
     (root / RUN_FILE).write_text(Provenance(key="old", source="s").to_text(with_parts=True))
     (root / f"v-000000{SEGMENT_SUFFIX}").write_bytes(b"x")
     now = Provenance(key="new", source="s")
-    own = run_dir_for(out, now.to_text(with_parts=True))
-    other = Path(run_dir_for(out, Provenance(key="other", source="s").to_text(with_parts=True)))
+    own = run_dir_for(out, now)
+    other = Path(run_dir_for(out, Provenance(key="other", source="s")))
     other.mkdir()
     (other / RUN_FILE).write_text(Provenance(key="other", source="s").to_text(with_parts=True))
     Path(own).mkdir()
