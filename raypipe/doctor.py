@@ -18,6 +18,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+import tempfile
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -155,16 +156,23 @@ def _engine_cache(engine_cache: str | None) -> dict[str, Any]:
 def writable_problem(url: str) -> str:
     """``""`` when a file can be created (and removed) under ``url``, else why not.
 
-    Creates the directory when missing, as the engine cache does; works for any fsspec URL
-    (an object store gets one small probe object, deleted again)."""
+    A local folder that is missing is judged by the nearest folder above it that exists
+    (the engine cache makes the rest), and is not made: the check left an empty
+    ``/tmp/raypipe-engines`` behind (a sweep). Any other fsspec URL gets one small probe
+    object, deleted again."""
     from raypipe import storage
 
-    probe = storage.join(url, f".raypipe-doctor-{uuid.uuid4().hex[:12]}")
     try:
-        storage.makedirs(url)
-        storage.write_bytes(probe, b"")
-        fs, path = storage.filesystem(probe)
-        fs.rm(path)
+        if storage.is_local(url):
+            folder = os.path.abspath(storage.local_path(url))
+            while not os.path.exists(folder):
+                folder = os.path.dirname(folder)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".raypipe-doctor-"):
+                pass
+        else:
+            probe = storage.join(url, f".raypipe-doctor-{uuid.uuid4().hex[:12]}")
+            storage.write_bytes(probe, b"")
+            storage.remove_file(probe)
     except Exception as e:  # noqa: BLE001 - any failure is the answer
         return f"cannot write under {url}: {type(e).__name__}: {' '.join(str(e).split())}"
     return ""

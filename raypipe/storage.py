@@ -56,6 +56,17 @@ def exists(uri: str) -> bool:
     return bool(fs.exists(path))
 
 
+def is_file(uri: str) -> bool:
+    """Whether ``uri`` is a file (an object store's key), not a folder or nothing."""
+    if is_local(uri):
+        return os.path.isfile(local_path(uri))
+    fs, path = filesystem(uri)
+    try:
+        return bool(fs.isfile(path))
+    except (FileNotFoundError, PermissionError):
+        return False
+
+
 def makedirs(uri: str) -> None:
     """Make the local directory ``uri`` (and its parents); a file in its place is a typed
     error. Object stores have no directories: nothing to do."""
@@ -200,12 +211,23 @@ def remove_tree(uri: str) -> int:
         return sum(len(files) for _, _, files in os.walk(path))
     fs, path = filesystem(uri)
     with contextlib.suppress(FileNotFoundError, PermissionError):  # what is left: counted
-        fs.rm(path, recursive=True)
+        if _GLOB_CHARS.isdisjoint(path):
+            fs.rm(path, recursive=True)  # one bulk delete per thousand keys
+        else:  # fsspec's rm reads "[", "*", "?" as a glob: each key by its own name
+            for key in fs.find(path):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm_file(key)
     fs.invalidate_cache(path)
     try:
         return len(fs.find(path))
     except (FileNotFoundError, PermissionError):
         return 0
+
+
+_GLOB_CHARS = frozenset("*?[")
+"""What fsspec's ``rm`` (``expand_path``) takes for a glob in a path: ``take[1].mp4``'s work
+folder matched only ``take1.mp4``'s, so nothing was deleted, and the warning blamed the
+credentials (a sweep)."""
 
 
 def remove_file(uri: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -141,9 +142,18 @@ def test_doctor_says_when_the_engine_cache_cannot_be_written(
     cache = json.loads(out)["engine_cache"]
     assert code == 0 and cache["source"] == "--engine-cache"
     assert cache["problem"].startswith(f"cannot write under {blocker / 'engines'}: ")
-    writable = tmp_path / "engines"
+    writable = tmp_path / "engines" / "deeper"
     assert doctor.writable_problem(str(writable)) == ""
-    assert writable.is_dir() and list(writable.iterdir()) == []  # the probe is gone
+    # a check, not a set-up: nothing made (it left /tmp/raypipe-engines; a sweep)
+    assert list(tmp_path.iterdir()) == [blocker]
+    (tmp_path / "engines").mkdir()
+    assert doctor.writable_problem(str(tmp_path / "engines")) == ""
+    assert list((tmp_path / "engines").iterdir()) == []  # the probe is gone
+    (tmp_path / "ro").mkdir(mode=0o555)
+    if os.geteuid() != 0:  # root writes anywhere
+        assert doctor.writable_problem(str(tmp_path / "ro" / "engines")).startswith(
+            "cannot write under"
+        )
 
 
 @pytest.mark.gpu("ort-cuda", "nvml")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -114,12 +115,18 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_and_the_same_command_finishes_it(
     command = [sys.executable, "-m", "raypipe.cli", "run", "in.mp4", "out.mp4",
                "--model", model, "--chunk-frames", "24", *lossless_cli_args()]  # fmt: skip
     run, seen = running_command(command, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.mp4.raypipe-work/*/*.rpseg")):  # a segment written
+        assert time.monotonic() < deadline and run.poll() is None, seen
+        time.sleep(0.05)
     run.send_signal(signal.SIGTERM)
     _, rest = run.communicate(timeout=120)
     assert run.returncode == 143, seen + rest
     assert rest.strip().splitlines()[-1] == "raypipe: terminated (SIGTERM)", rest
     assert "SIGTERM received" not in seen + rest  # Ray's native handler's dump
-    assert not (tmp_path / "out.mp4").exists()
+    # nor its work folder: a run never resumes (an archive does), so its segments were left
+    # next to OUTPUT for good (a sweep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", model)

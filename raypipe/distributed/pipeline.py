@@ -16,7 +16,7 @@ from typing import Any
 from raypipe import storage
 from raypipe.config import RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
-from raypipe.distributed.chunk_task import ChunkTask, run_dir_for
+from raypipe.distributed.chunk_task import ChunkTask, remove_work, run_dir_for, work_root
 from raypipe.distributed.cluster import on_one_node_here
 from raypipe.distributed.dataset import build_dataset, fused_lanes, video_source
 from raypipe.distributed.monitor import Progress
@@ -109,6 +109,17 @@ def process_video(
                 run, model, planned, output, progress, started=started, chunk_frames=chunk_frames
             )
         except BaseException:
+            # a run never resumes (an archive does): its segments are of no use now, an
+            # interrupted one's were left next to OUTPUT for good (a sweep)
+            left = remove_work(planned.work_dir) if planned.work_dir else 0
+            if left:
+                log.warning(
+                    "%s: its work folder %s could not be removed (%d files left); remove "
+                    "it by hand",
+                    os.path.basename(input),
+                    work_root(planned.work_dir),
+                    left,
+                )
             if model.tensor:  # the video's partition folder and an OUTPUT this run made
                 storage.remove_empty_dirs(storage.split(output)[0], folder)
             raise

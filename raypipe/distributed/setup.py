@@ -361,7 +361,15 @@ def check_table_output(output: str, model: LoadedModel) -> None:
     per video into a directory (:func:`table_output`), and a user who named ``out.mp4``
     expected video, from a model raypipe took for an analysis one because it has several
     outputs (an image and its mask, a matting model's foreground and alpha) or one that is
-    not a picture. The error says which outputs made it so and how to get a video."""
+    not a picture. The error says which outputs made it so and how to get a video. An
+    existing file there is refused too: the table went under it (``notes.json/video_id=
+    .../part-0.parquet``, on an object store one name both a file and a folder; locally a
+    ``NotADirectoryError`` once Ray had started; a sweep)."""
+    if storage.is_file(output):
+        raise ConfigError(
+            f"output '{output}' is a file; an analysis run writes a Parquet table per video "
+            "into a directory: give a directory (a new one, or one of its earlier tables)"
+        )
     if os.path.splitext(output.rstrip("/"))[1].lower() not in OUTPUT_FORMATS:
         return
     fix = "give a directory instead (no extension)"

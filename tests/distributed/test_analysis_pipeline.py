@@ -209,6 +209,17 @@ def test_sampling_needs_a_tensor_model(clips: dict[str, Path], tmp_path: Path) -
         )
 
 
+def test_an_analysis_run_into_an_existing_file_is_refused_before_any_work(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """It failed once Ray had started, "NotADirectoryError ... (unexpected)" (a sweep)."""
+    notes = tmp_path / "notes.json"
+    notes.write_text("{}")
+    with pytest.raises(ConfigError, match=r"notes.json' is a file; an analysis run writes"):
+        raypipe.process_video(str(clips["ntsc"]), str(notes), model="builtin:phash", quiet=True)
+    assert notes.read_text() == "{}" and sorted(tmp_path.iterdir()) == [notes]
+
+
 def test_archive_passes_the_model_spec_to_the_actors(
     clips: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -127,3 +127,27 @@ def test_an_output_in_a_bucket_that_does_not_exist_is_refused_before_any_work(
     with pytest.raises(ConfigError, match="OUTPUT_DIR 's3://nosuchbucket/out': bucket"):
         raypipe.process_archive(str(src), "s3://nosuchbucket/out", quiet=True)
     check_output("s3://videos/out/new.mp4", overwrite=False)  # a bucket that exists: fine
+
+
+def test_a_work_folder_with_glob_characters_in_its_name_is_deleted(
+    s3: object, clips: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """fsspec's ``rm`` reads ``[1]`` as a glob: the work folder of ``take[1].mp4`` stayed in
+    the bucket, with a warning that blamed the credentials (a sweep)."""
+    fs = s3
+    with caplog.at_level("WARNING", logger="raypipe"):
+        raypipe.process_video(
+            str(clips["vfr"]), "s3://videos/rep/take[1].mp4", chunk_frames=8, quiet=True
+        )
+    assert fs.find("videos/rep") == ["videos/rep/take[1].mp4"]  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if "work folder" in r.getMessage()]
+
+
+def test_an_analysis_run_into_an_existing_key_is_refused(s3: object, clips: dict[str, Path]) -> None:
+    """The table went under the key (``notes.json/video_id=.../part-0.parquet``), one name
+    both a file and a folder, and the run said done (a sweep)."""
+    fs = s3
+    fs.pipe("videos/r2/notes.json", b'{"a": 1}')  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"'s3://videos/r2/notes.json' is a file"):
+        raypipe.process_video(str(clips["vfr"]), "s3://videos/r2/notes.json", model="builtin:phash")
+    assert fs.find("videos/r2") == ["videos/r2/notes.json"]  # type: ignore[attr-defined]
