@@ -34,7 +34,7 @@ from raypipe.archive_report import (
     stats_doc,
     write_report,
 )
-from raypipe.config import LISTED_OUTPUT_EXTENSION, RunConfig, build_run_config
+from raypipe.config import LISTED_OUTPUT_EXTENSION, EncodeConfig, RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import WORK_SUFFIX, work_dir_for
 from raypipe.distributed.dataset import archive_source, build_dataset
@@ -46,6 +46,7 @@ from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
 from raypipe.media.containers import container_refuses, extensions_holding
+from raypipe.media.encode import option_problem
 from raypipe.media.picture import PictureFormat
 from raypipe.media.probe import probe
 from raypipe.media.source import is_local, local_path
@@ -88,7 +89,7 @@ def process_archive(
             f"the archive report is Parquet: name it REPORT.parquet, got {report_path!r}"
         )
     previous = previous_rows(report_path)
-    jobs = _jobs(items, output_dir, tensor=model.tensor, codec=cfg.encode.codec)
+    jobs = _jobs(items, output_dir, tensor=model.tensor, encode=cfg.encode)
     problem = storage.writable_dir_problem(output_dir, make=True)
     if problem:
         raise ConfigError(f"OUTPUT_DIR '{output_dir}': {problem}")
@@ -320,8 +321,16 @@ def _listed_files(items: list[Any]) -> dict[object, str]:
 
 
 def _jobs(
-    items: list[Any], output_dir: str, *, tensor: bool = False, codec: str = ""
+    items: list[Any],
+    output_dir: str,
+    *,
+    tensor: bool = False,
+    codec: str = "",
+    encode: EncodeConfig | None = None,
 ) -> list[VideoJob]:
+    """A job for each input item: its output, or why it has none. ``codec``: ``encode``'s,
+    where no ``encode`` is given."""
+    codec = encode.codec if encode is not None else codec
     jobs: list[VideoJob] = []
     seen_inputs: dict[str, int] = {}  # how often each input was listed so far
     switched: dict[str, list[str]] = {}  # extension an output took: the ones it would have had
@@ -372,6 +381,8 @@ def _jobs(
                 "does not replace its inputs: give this one another output"
             )
         refused = container_refuses(output, codec) if output and not tensor else ""
+        if not refused and output and not tensor and encode is not None:
+            refused = option_problem(encode, output)  # --codec auto: this output's encoder
         problem = f"output '{item.relative_output}': {refused}" if refused else ""
         jobs.append(
             VideoJob(

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from raypipe import storage
-from raypipe.config import RunConfig, build_run_config
+from raypipe.config import OUTPUT_FORMATS, RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import ChunkTask, remove_work, run_dir_for, work_root
 from raypipe.distributed.cluster import on_one_node_here
@@ -42,6 +42,7 @@ from raypipe.distributed.stats import RunStats
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError
 from raypipe.inputs import not_one_video
+from raypipe.media.encode import option_problem
 from raypipe.reuse import Provenance
 
 log = logging.getLogger("raypipe")
@@ -65,6 +66,10 @@ def process_video(
     if several:
         raise ConfigError(several)
     started = time.monotonic()
+    if os.path.splitext(output)[1].lower() in OUTPUT_FORMATS:  # a video's: auto's encoder
+        problem = option_problem(cfg.encode, output)
+        if problem:
+            raise ConfigError(problem)
     model = load_run(cfg)
     folder = ""  # an analysis run's OUTPUT folder where this run makes it (left empty: removed)
     if model.tensor:

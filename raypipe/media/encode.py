@@ -38,7 +38,7 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 
-from raypipe.config import OUTPUT_FORMATS, X264_PRESETS, EncodeConfig
+from raypipe.config import AUTO_CODEC, OUTPUT_FORMATS, X264_PRESETS, EncodeConfig
 from raypipe.errors import ConfigError, EncodeError
 from raypipe.media import fields
 from raypipe.media.colour import (
@@ -291,25 +291,48 @@ def _check_option_names(options: dict[str, str], codecs: list[str]) -> None:
     unknown one unused, without a word: ``qpp=0``, a typo of x264's lossless ``qp=0``,
     gave the default lossy encode), with the nearest names it has. An encoder this build
     lacks is left to :func:`check_encoder`'s own message."""
+    problem = _option_problem(options, codecs)
+    if problem:
+        raise ConfigError(problem)
+
+
+def option_problem(config: EncodeConfig, output: str) -> str:
+    """Why an encoder option of ``config`` does not reach the encoder ``output`` gets
+    (``""``: each does): with ``--codec auto``, one of VP9's into an ``.mp4`` passed the
+    check that took both encoders auto may pick, and x264 left it unused (a sweep)."""
+    if config.codec != AUTO_CODEC or not config.options:
+        return ""
+    codec = config.for_output(output).codec
+    ext = os.path.splitext(output.rstrip("/"))[1].lower() or "(none)"
+    return _option_problem(
+        config.options, [codec], f"encoder {codec} (the one --codec auto picks for {ext}) has"
+    )
+
+
+def _option_problem(options: dict[str, str], codecs: list[str], which: str = "") -> str:
     known: set[str] = set()
     for codec in codecs:
         known |= _option_names(codec)
     if not known:
-        return
+        return ""
     for name in options:
         if name not in known:
             near = difflib.get_close_matches(name.split(":")[0], sorted(known), n=3)
             hint = f": did you mean {' or '.join(near)}?" if near else "."
-            which = f"encoder {codecs[0]} has"
+            if not which:
+                which = f"encoder {codecs[0]} has"
             if len(codecs) > 1:  # codec auto: "libx264 / libvpx-vp9" read as both (a sweep)
-                which = (
-                    f"neither {codecs[0]} nor {' nor '.join(codecs[1:])} (the encoders "
-                    "--codec auto picks, by the output's container) has"
+                return (
+                    f"no encoder --codec auto picks ({' or '.join(codecs)}, by the output's "
+                    f"container) has an option '{name}' (--encoder-option "
+                    f"{name}={options[name]}){hint} Their options: "
+                    + ", ".join(f"`ffmpeg -h encoder={c}`" for c in codecs)
                 )
-            raise ConfigError(
-                f"{which} no option '{name}' (--encoder-option "
-                f"{name}={options[name]}){hint} Its options: `ffmpeg -h encoder={codecs[0]}`"
+            return (
+                f"{which} no option '{name}' (--encoder-option {name}={options[name]}){hint} "
+                f"Its options: `ffmpeg -h encoder={codecs[0]}`"
             )
+    return ""
 
 
 @functools.cache

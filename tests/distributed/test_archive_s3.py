@@ -143,7 +143,9 @@ def test_a_work_folder_with_glob_characters_in_its_name_is_deleted(
     assert not [r for r in caplog.records if "work folder" in r.getMessage()]
 
 
-def test_an_analysis_run_into_an_existing_key_is_refused(s3: object, clips: dict[str, Path]) -> None:
+def test_an_analysis_run_into_an_existing_key_is_refused(
+    s3: object, clips: dict[str, Path]
+) -> None:
     """The table went under the key (``notes.json/video_id=.../part-0.parquet``), one name
     both a file and a folder, and the run said done (a sweep)."""
     fs = s3

@@ -8,17 +8,20 @@ any work, exactly when FFmpeg's muxer would fail."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+import raypipe
 from raypipe.config import EncodeConfig, default_video_codec
 from raypipe.distributed.archive import _jobs
 from raypipe.errors import ConfigError
 from raypipe.inputs import InputItem
 from raypipe.media.containers import container_refuses, output_format
-from raypipe.media.encode import check_encoder, encoder_options, segment_format
+from raypipe.media.encode import check_encoder, encoder_options, option_problem, segment_format
+from raypipe.testing import ClipSpec, make_clip
 
 
 @pytest.mark.parametrize(
@@ -174,8 +177,9 @@ def test_an_encoder_option_the_encoder_lacks_is_refused_with_the_nearest_names()
         check_encoder(EncodeConfig(codec="libx264", options={"b:v": "5M"}))  # ffmpeg's spelling
     with pytest.raises(  # "libx264 / libvpx-vp9 has no option" read as both (a sweep)
         ConfigError,
-        match=r"neither libx264 nor libvpx-vp9 \(the encoders --codec auto picks, by the "
-        r"output's container\) has no option 'foo'",
+        match=r"no encoder --codec auto picks \(libx264 or libvpx-vp9, by the output's "
+        r"container\) has an option 'foo' \(--encoder-option foo=bar\)\. Their options: "
+        r"`ffmpeg -h encoder=libx264`, `ffmpeg -h encoder=libvpx-vp9`",
     ):
         check_encoder(EncodeConfig(options={"foo": "bar"}))
     fine = [
@@ -186,6 +190,32 @@ def test_an_encoder_option_the_encoder_lacks_is_refused_with_the_nearest_names()
     ]
     for codec, options in fine:
         check_encoder(EncodeConfig(codec=codec, options=options))
+
+
+def test_with_codec_auto_an_option_must_be_one_of_the_encoder_the_output_gets(
+    tmp_path: Path,
+) -> None:
+    """VP9's ``cpu-used`` into an ``.mp4`` passed the check of both encoders auto may pick,
+    and x264 left it unused, exit 0 (a sweep): refused before any work, for ``run`` and for
+    each archive output it does not reach."""
+    auto = EncodeConfig(options={"cpu-used": "8"})
+    assert option_problem(auto, "/out/a.webm") == ""
+    assert option_problem(auto, "/out/a.mp4") == (
+        "encoder libx264 (the one --codec auto picks for .mp4) has no option 'cpu-used' "
+        "(--encoder-option cpu-used=8). Its options: `ffmpeg -h encoder=libx264`"
+    )
+    assert option_problem(EncodeConfig(codec="libx264", options={"qp": "0"}), "/o/a.webm") == ""
+    x264 = EncodeConfig(options={"x264-params": "qp=0"})
+    assert option_problem(x264, "/out/a.webm").startswith("encoder libvpx-vp9 (the one --codec ")
+    items = [InputItem("/in/a.webm", "a.webm"), InputItem("/in/b.mp4", "b.mp4")]
+    problems = [j.output_problem for j in _jobs(items, "/out", encode=auto)]
+    assert problems == ["", "output 'b.mp4': " + option_problem(auto, "/out/b.mp4")]
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=2, width=64, height=48))
+    with pytest.raises(ConfigError, match=r"^encoder libx264 \(the one --codec auto picks"):
+        raypipe.process_video(
+            str(tmp_path / "in.mp4"), str(tmp_path / "o.mp4"), encoder_options={"cpu-used": 8}
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
 def test_python_values_of_encoder_options_and_crf_are_checked_or_made_text() -> None:
