@@ -188,6 +188,21 @@ def test_a_run_without_the_clusters_token_says_what_to_set_at_once(
     assert lines[0].startswith("raypipe: error: ClusterError: the Ray cluster at ")
 
 
+def test_the_token_check_needs_nothing_beyond_raypipes_own_dependencies() -> None:
+    """The check above calls the GCS through gRPC, and skipped itself where ``grpc`` did not
+    import: with README's ``pip install -e ".[cpu]"`` (``ray[data]``, no grpcio) the run
+    retried for 20 s and blamed the address (a sweep). grpcio is one of raypipe's own
+    requirements now, not only the test extras' (``ray[default]``)."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    own = [Requirement(r) for r in importlib.metadata.requires("raypipe") or []]
+    assert [r.name for r in own if r.name == "grpcio" and r.marker is None] == ["grpcio"]
+    import grpc  # noqa: F401 - what the check imports
+    from ray.core.generated import gcs_service_pb2_grpc  # noqa: F401
+
+
 def _sighup_default() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
