@@ -43,9 +43,9 @@ from raypipe.infer.ingraph import PixelGraph, with_yuv_input, wrap_pixels
 from raypipe.infer.iobinding import HostRunner, IOBindingRunner
 from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.output_kind import ELEMENT_DTYPES as _ELEMENT_DTYPES
+from raypipe.infer.output_kind import TABLE_COLUMNS, _dim, graph_io
 from raypipe.infer.output_kind import OutputKind as OutputKind
 from raypipe.infer.output_kind import TensorInfo as TensorInfo
-from raypipe.infer.output_kind import _dim, graph_io
 from raypipe.infer.output_kind import detect_output_kind as detect_output_kind
 from raypipe.infer.output_kind import output_kind as output_kind
 from raypipe.infer.padding import run_padded_maps
@@ -394,6 +394,14 @@ class FrameModel:
                 raise ModelLoadError(
                     f"tile={spec.tile} needs an image output, but the model's outputs "
                     f"{self.output_names} are tensors; drop tile or pass output='image'"
+                )
+            taken = sorted(set(self.output_names) & set(TABLE_COLUMNS))
+            if taken:  # their values replaced raypipe's columns (a sweep)
+                raise ModelLoadError(
+                    f"model outputs {taken} have the names of columns raypipe writes in "
+                    f"the table ({', '.join(TABLE_COLUMNS)}): their values would replace "
+                    "those, or make the folder unreadable; rename those outputs in the "
+                    "model (onnx.compose.add_prefix renames a graph's names)"
                 )
             clash = sorted(set(self.output_names) & set(LETTERBOX_KEYS))
             if clash and spec.resize != "none":

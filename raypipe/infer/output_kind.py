@@ -16,6 +16,10 @@ import numpy as np
 from raypipe.errors import ModelLoadError
 from raypipe.infer.sidecar import DEFAULT_SPEC, ModelSpec
 
+TABLE_COLUMNS: tuple[str, ...] = ("video_uri", "video_id", "frame_index", "pts", "pts_seconds")
+"""Columns raypipe writes itself in a table output; a model's or processor's outputs may not
+use them."""
+
 ELEMENT_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,

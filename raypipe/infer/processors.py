@@ -48,14 +48,12 @@ import numpy as np
 from raypipe.errors import ModelNotFoundError, ProcessorError, RaypipeError
 from raypipe.infer.factory import SessionSettings, session_record
 from raypipe.infer.model_errors import shorten
+from raypipe.infer.output_kind import TABLE_COLUMNS
 from raypipe.infer.processor_base import Processor as Processor  # the public name
 from raypipe.infer.processor_refs import ProcessorRef, resolve_target
 from raypipe.infer.session import create_session
 from raypipe.infer.sidecar import resolve_model
 from raypipe.infer.temporal import Temporal, edge_padded, interleave, processor_temporal
-
-TABLE_COLUMNS: tuple[str, ...] = ("video_uri", "video_id", "frame_index", "pts", "pts_seconds")
-"""Columns raypipe writes itself in a table output; a processor's outputs may not use them."""
 
 
 class ProcessorContext:

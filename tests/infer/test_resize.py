@@ -254,3 +254,19 @@ def test_letterbox_columns_may_not_clash_with_outputs() -> None:
     match = r"model outputs \['letterbox_pad_x'\] clash with the letterbox columns raypipe adds"
     with pytest.raises(ModelLoadError, match=match):
         cpu(data, resize="stretch")
+
+
+def test_outputs_named_as_the_tables_own_columns_are_refused_at_load() -> None:
+    """An output named ``pts`` replaced the table's pts column, and one named ``video_id``
+    made the output folder unreadable (a float column against the partition's string),
+    exit 0 (a sweep)."""
+    data = model_bytes(
+        [
+            helper.make_node("ReduceMean", ["input"], ["pts"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("ReduceMax", ["input"], ["video_id"], axes=[1, 2, 3], keepdims=0),
+        ],
+        {"pts": ("N",), "video_id": ("N",)},
+    )
+    match = r"model outputs \['pts', 'video_id'\] have the names of columns raypipe writes"
+    with pytest.raises(ModelLoadError, match=match):
+        cpu(data)
