@@ -33,7 +33,8 @@ import ray
 from raypipe import faults, storage
 from raypipe.distributed.chunk_task import remove_work, segment_uri, work_root
 from raypipe.distributed.planning import VideoFacts
-from raypipe.errors import InputError, RaypipeError, one_line
+from raypipe.errors import InputError, ModelError, RaypipeError, one_line
+from raypipe.infer.output_kind import VARYING_ADVICE
 from raypipe.media.containers import output_format
 from raypipe.media.jumps import from_text
 from raypipe.media.mux import assemble
@@ -161,6 +162,34 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
+def _one_table(tables: list) -> object:  # pyarrow Tables
+    """The chunks' ``tables`` as one, or a :class:`ModelError` naming the output whose
+    per-frame shape or type differs between chunks (pyarrow said "Schema at index 4 was
+    different", naming none; a sweep)."""
+    import pyarrow as pa
+
+    try:
+        return pa.concat_tables(tables)
+    except pa.ArrowInvalid:
+        first = tables[0].schema
+        for table in tables[1:]:
+            for field in table.schema:
+                if field.name in first.names and first.field(field.name).type != field.type:
+                    raise ModelError(
+                        f"output {field.name!r} is {_column_type(first.field(field.name).type)} "
+                        f"for some frames and {_column_type(field.type)} for others; "
+                        + VARYING_ADVICE
+                    ) from None
+        raise
+
+
+def _column_type(kind: object) -> str:
+    """A table column's type as the model gave it: a per-frame shape and element type."""
+    shape = getattr(kind, "shape", None)  # a fixed-shape tensor column's
+    value = getattr(kind, "value_type", kind)
+    return f"{list(shape)} ({value})" if shape is not None else f"[] ({value})"
+
+
 def _write_table(facts: VideoFacts) -> int:
     """Concatenate the chunks' tables in chunk order into the video's Parquet output."""
     import pyarrow as pa
@@ -171,7 +200,7 @@ def _write_table(facts: VideoFacts) -> int:
         for uri in segment_uris(facts)
         if storage.exists(uri)  # a chunk that samples no frame has no table
     ]
-    table = pa.concat_tables(tables) if tables else pa.table({})
+    table = _one_table(tables) if tables else pa.table({})
     if facts.provenance:
         tag = {PROVENANCE_TAG: facts.provenance}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **tag})

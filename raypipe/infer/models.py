@@ -43,7 +43,7 @@ from raypipe.infer.ingraph import PixelGraph, with_yuv_input, wrap_pixels
 from raypipe.infer.iobinding import HostRunner, IOBindingRunner
 from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.output_kind import ELEMENT_DTYPES as _ELEMENT_DTYPES
-from raypipe.infer.output_kind import TABLE_COLUMNS, _dim, graph_io
+from raypipe.infer.output_kind import TABLE_COLUMNS, _dim, column_problem, graph_io
 from raypipe.infer.output_kind import OutputKind as OutputKind
 from raypipe.infer.output_kind import TensorInfo as TensorInfo
 from raypipe.infer.output_kind import detect_output_kind as detect_output_kind
@@ -508,6 +508,10 @@ class FrameModel:
                     self._check_batch(name, y, len(batch))
                     check_finite(name, y, frames.shape[1], frames.shape[2])
                     parts[name].append(y[:count])
+            for name, p in parts.items():
+                problem = column_problem(name, p)
+                if problem:
+                    raise ModelLoadError(f"model {problem}")
         out = {name: p[0] if len(p) == 1 else np.concatenate(p) for name, p in parts.items()}
         params = self.fit_params(frames.shape[1], frames.shape[2])
         if params is not None:

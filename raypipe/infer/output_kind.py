@@ -20,6 +20,37 @@ TABLE_COLUMNS: tuple[str, ...] = ("video_uri", "video_id", "frame_index", "pts",
 """Columns raypipe writes itself in a table output; a model's or processor's outputs may not
 use them."""
 
+_ONE_SHAPE = "a table column keeps one shape and type for every frame"
+_LIST_COLUMN = "as a 1-D object array of one 1-D array per frame, which becomes a list column"
+VARYING_ADVICE = (
+    f"{_ONE_SHAPE}: export the model with a fixed size on that output (detections padded "
+    "to a fixed count), or return results whose count varies from frame to frame from a "
+    f"processor (--processor) {_LIST_COLUMN}"
+)
+"""What to do about a model output whose per-frame shape or type changes between frames."""
+PROCESSOR_VARYING_ADVICE = (
+    f"{_ONE_SHAPE}: return the same shape and type for every frame, or results whose count "
+    f"varies from frame to frame {_LIST_COLUMN}"
+)
+"""The same for a processor's output."""
+
+
+def column_problem(name: str, parts: Sequence[np.ndarray], advice: str = VARYING_ADVICE) -> str:
+    """Why the arrays ``parts`` of one output (batches of frames along their first
+    dimension) cannot be one table column (``""``: they can): their per-frame shapes or
+    types differ. ``np.concatenate`` said "all the input array dimensions except for the
+    concatenation axis must match exactly", and a chunk's table against another's
+    "Schema at index 4 was different", naming no output (a sweep)."""
+    first = parts[0]
+    for part in parts[1:]:
+        if part.shape[1:] != first.shape[1:] or part.dtype != first.dtype:
+            return (
+                f"output {name!r} has per-frame shape {list(first.shape[1:])} ({first.dtype}) "
+                f"for some frames and {list(part.shape[1:])} ({part.dtype}) for others; " + advice
+            )
+    return ""
+
+
 ELEMENT_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,

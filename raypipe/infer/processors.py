@@ -48,7 +48,7 @@ import numpy as np
 from raypipe.errors import ModelNotFoundError, ProcessorError, RaypipeError
 from raypipe.infer.factory import SessionSettings, session_record
 from raypipe.infer.model_errors import shorten
-from raypipe.infer.output_kind import TABLE_COLUMNS
+from raypipe.infer.output_kind import PROCESSOR_VARYING_ADVICE, TABLE_COLUMNS, column_problem
 from raypipe.infer.processor_base import Processor as Processor  # the public name
 from raypipe.infer.processor_refs import ProcessorRef, resolve_target
 from raypipe.infer.session import create_session
@@ -196,6 +196,10 @@ class ProcessorRunner:
             parts.append(self._call(batch, len(batch)))
         if self.output == "image":
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        for key in parts[0]:
+            problem = column_problem(key, [p[key] for p in parts], PROCESSOR_VARYING_ADVICE)
+            if problem:
+                raise ProcessorError(f"processor {self.name}: {problem}")
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _call(self, batch: np.ndarray, n: int) -> Any:
@@ -283,7 +287,13 @@ class ProcessorRunner:
             )
         out = {}
         for key, value in result.items():
-            array = np.asarray(value)
+            try:
+                array = np.asarray(value)
+            except ValueError as e:  # "setting an array element with a sequence": ragged
+                raise ProcessorError(
+                    f"{what} {key!r} as arrays of different shapes ({shorten(str(e))}); "
+                    + PROCESSOR_VARYING_ADVICE
+                ) from None
             if not isinstance(key, str) or key in TABLE_COLUMNS:
                 raise ProcessorError(
                     f"{what} an output named {key!r}; names must be strings other than "

@@ -248,3 +248,29 @@ def test_archive_passes_the_model_spec_to_the_actors(
     tiled = dataclasses.replace(ModelSpec(), tile=16, tile_overlap=0)
     assert np.array_equal(out, FrameModel(data, spec=tiled, device="cpu").run(frames, 4))
     assert not np.array_equal(out, FrameModel(data, device="cpu").run(frames, 4))
+
+
+def test_chunks_whose_output_shapes_differ_fail_the_video_naming_the_output() -> None:
+    """Per-frame shapes that change from chunk to chunk (another actor, another batch) met
+    only at assembly: "ArrowInvalid: Schema at index 4 was different", naming no output (a
+    sweep). A list column (a 1-D object array of per-frame arrays: the advice) joins."""
+    import pyarrow as pa
+
+    from raypipe.distributed.assembly import _one_table
+    from raypipe.errors import ModelError
+
+    def chunk(width: int) -> pa.Table:
+        scores = pa.FixedShapeTensorArray.from_numpy_ndarray(np.zeros((2, width), np.float32))
+        return pa.table({"frame_index": pa.array([0, 1]), "scores": scores})
+
+    match = (
+        r"^output 'scores' is \[4\] \(float\) for some frames and \[1\] \(float\) for others; "
+        r"a table column keeps one shape"
+    )
+    with pytest.raises(ModelError, match=match):
+        _one_table([chunk(4), chunk(4), chunk(1)])
+    ragged = [np.empty(2, dtype=object) for _ in range(2)]
+    ragged[0][:] = [np.zeros(3), np.zeros(1)]
+    ragged[1][:] = [np.zeros(0), np.zeros(5)]
+    joined = _one_table([pa.table({"boxes": pa.array(r)}) for r in ragged])
+    assert [len(v) for v in joined.column("boxes").to_pylist()] == [3, 1, 0, 5]

@@ -195,6 +195,40 @@ def test_tensor_outputs_are_checked(tmp_path: Path, body: str, match: str) -> No
         apply_processor(f"{path}:P", frames_of(2))
 
 
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [  # a sweep: each was numpy's or pyarrow's error, naming no processor nor output
+        (
+            "return {'boxes': [np.zeros((i + 1, 4)) for i in range(len(frames))]}",
+            r"processor P returned 'boxes' as arrays of different shapes \(.*\); a table "
+            r"column keeps one shape and type for every frame: return the same shape",
+        ),
+        (
+            "return {'s': np.zeros((len(frames), int(frames.max()) + 1))}",
+            r"processor P: output 's' has per-frame shape \[1\] \(float64\) for some "
+            r"frames and \[256\] \(float64\) for others",
+        ),
+        (
+            "return {'s': np.zeros(len(frames), int if frames.max() else float)}",
+            r"output 's' has per-frame shape \[\] \(float64\) for some frames and \[\] "
+            r"\(int64\) for others",
+        ),
+    ],
+)
+def test_tensor_outputs_that_change_shape_between_frames_say_what_to_do(
+    tmp_path: Path, body: str, match: str
+) -> None:
+    path = write(
+        tmp_path,
+        "class P(raypipe.Processor):\n    output = 'tensor'\n"
+        f"    def __call__(self, frames):\n        {body}\n",
+    )
+    frames = frames_of(4)
+    frames[:2], frames[2:] = 0, 255
+    with pytest.raises(ProcessorError, match=match):
+        apply_processor(f"{path}:P", frames, settings=SessionSettings(device="cpu", batch_size=2))
+
+
 def test_frame_size_must_stay_the_same_within_a_run(tmp_path: Path) -> None:
     path = write(
         tmp_path,

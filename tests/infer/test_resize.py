@@ -270,3 +270,39 @@ def test_outputs_named_as_the_tables_own_columns_are_refused_at_load() -> None:
     match = r"model outputs \['pts', 'video_id'\] have the names of columns raypipe writes"
     with pytest.raises(ModelLoadError, match=match):
         cpu(data)
+
+
+def test_an_output_whose_per_frame_shape_changes_between_batches_says_which_and_what_to_do() -> (
+    None
+):
+    """A detector padded to each batch's largest detection count (TopK with a k from the
+    frames) failed with numpy's "all the input array dimensions except for the
+    concatenation axis must match exactly", naming no output (a sweep)."""
+    data = model_bytes(
+        [
+            helper.make_node("ReduceMax", ["input"], ["mx"], keepdims=0),
+            helper.make_node("Mul", ["mx", "four"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "one"], ["k_float"]),
+            helper.make_node("Cast", ["k_float"], ["k1"], to=TensorProto.INT64),
+            helper.make_node("Reshape", ["k1", "shape1"], ["k"]),
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("TopK", ["flat", "k"], ["scores", "idx"], axis=1),
+        ],
+        {"scores": ("N", "K")},
+        in_dims=("N", 3, 8, 8),
+        consts={
+            "four": np.array(4, np.float32),
+            "one": np.array(1, np.float32),
+            "shape1": np.array([1], np.int64),
+        },
+    )
+    model = cpu(data, output="tensor")
+    frames = np.zeros((4, 8, 8, 3), np.uint8)
+    frames[2:] = 255  # the second batch of two: k = 5, the first's 1
+    assert model.run_tensors(frames[:2], 2)["scores"].shape == (2, 1)
+    match = (
+        r"model output 'scores' has per-frame shape \[1\] \(float32\) for some frames and \[5\] "
+        r"\(float32\) for others; a table column keeps one shape and type for every frame"
+    )
+    with pytest.raises(ModelLoadError, match=match):
+        model.run_tensors(frames, 2)
