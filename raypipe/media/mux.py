@@ -758,11 +758,15 @@ _NOT_READ_BACK = {
     "players do not read: Debian 12's FFmpeg 5.1 decodes it as noise",
     ("mp4", "vorbis"): _NO_MP4_VORBIS,
     ("mov", "vorbis"): _NO_MP4_VORBIS,
+    ("mp4", "dvdsub"): "FFmpeg writes a DVD's picture subtitles into MP4 in a private form "
+    "('mp4s') that players do not show",
 }  # fmt: skip
 """(output format, codec name prefix) -> why a stream-copy that FFmpeg's muxer writes is
 still re-encoded: the file would not play where a user opens it. A camera's or screen
 recorder's PCM into MP4, an Ogg or older WebM video's Vorbis into MP4 or MOV (``ffmpeg``'s
-own default for both is AAC as well); MOV and MKV keep PCM as it is, MKV Vorbis."""
+own default for both is AAC as well); MOV and MKV keep PCM as it is, MKV Vorbis. A DVD's
+subtitles into MP4 (the copy said nothing; a sweep) are left out, with the warning of
+subtitles a container cannot hold."""
 
 
 def _not_read_back(fmt: str, stream: Any) -> str:

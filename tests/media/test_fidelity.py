@@ -5,6 +5,7 @@ once in TS, AVI, WebM and NUT with audio (issue 11). ffprobe is the judge."""
 from __future__ import annotations
 
 import logging
+import struct
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -1127,3 +1128,57 @@ def test_a_cut_mp4s_gap_does_not_take_h264_off_its_frame_rate(
     run_in_process(source, out, "builtin:invert", 16, EncodeConfig(preset="ultrafast"))
     assert ffprobe_frame_times(out) == ffprobe_frame_times(source)
     assert _extracted_rate(out, "h264") == 25
+
+
+def _spu(width: int = 16, height: int = 4) -> bytes:
+    """One DVD subtitle picture (SPU): ``width`` x ``height`` px of one colour at (20, 20),
+    shown at once and for about a second (ffmpeg cannot make picture subtitles)."""
+    lines = b"\x00\x01" * (height // 2)  # each line: colour 1 to its end
+    top, bottom, commands_at = 4, 4 + len(lines), 4 + 2 * len(lines)
+    x, y, x2, y2 = 20, 20, 20 + width - 1, 20 + height - 1
+    area = bytes([0x05, x >> 4, ((x & 0xF) << 4) | (x2 >> 8), x2 & 0xFF,
+                  y >> 4, ((y & 0xF) << 4) | (y2 >> 8), y2 & 0xFF])  # fmt: skip
+    show = b"\x01\x03\x01\x23\x04\xff\xf0" + area + b"\x06" + struct.pack(">HH", top, bottom)
+    show += b"\xff"
+    stop_at = commands_at + 4 + len(show)
+    body = struct.pack(">HH", 0, commands_at) + lines + lines
+    body += struct.pack(">HH", 0, stop_at) + show + struct.pack(">HH", 90, stop_at) + b"\x02\xff"
+    return struct.pack(">H", len(body)) + body[2:]
+
+
+def test_dvd_subtitles_are_left_out_of_mp4_with_a_warning_and_kept_in_matroska(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MP4 took a DVD's picture subtitles as FFmpeg's private ``mp4s`` form, which players
+    do not show, without a word, where README says they are left out with a warning (a
+    sweep)."""
+    plain = make_clip(tmp_path / "plain.mp4", _small(n_frames=12, gop=6))
+    source = tmp_path / "dvdsub.mkv"
+    with av.open(str(plain)) as src, av.open(str(source), "w") as out:
+        video = out.add_stream_from_template(src.streams.video[0])
+        subs = out.add_stream("dvdsub")
+        subs.codec_context.extradata = (
+            b"size: 96x64\npalette: "
+            + b", ".join(b"%06x" % (i * 0x111111) for i in range(16))
+            + b"\n"
+        )
+        subs.metadata["language"] = "deu"
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                out.mux(packet)
+        for ms in (100, 250):
+            packet = av.Packet(_spu())
+            packet.stream, packet.time_base = subs, Fraction(1, 1000)
+            packet.pts = packet.dts = ms
+            packet.duration = 100
+            out.mux(packet)
+    for suffix, kept in ((".mp4", False), (".mkv", True)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="raypipe"):
+            run_in_process(source, tmp_path / f"out{suffix}", "builtin:invert", 6)
+        with av.open(str(tmp_path / f"out{suffix}")) as done:
+            names = [s.codec_context.name for s in done.streams.subtitles]
+        assert names == (["dvdsub"] if kept else []), suffix
+        said = "subtitle stream 1 (dvd_subtitle) cannot go into a mp4 file and is left out"
+        assert (said in caplog.text) == (not kept), caplog.text
