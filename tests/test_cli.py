@@ -51,6 +51,20 @@ def _bad_input(kind: str, tmp: Path, clips: dict[str, Path]) -> tuple[str, list[
         path = tmp / "image_and_mask.onnx"
         onnx.save(_image_and_mask_model(), str(path))
         return good, ["--model", str(path)]
+    if kind == "named_output_not_a_picture":  # the sidecar names the score, not the picture
+        from onnx import TensorProto, helper
+
+        model = _image_and_mask_model()
+        model.graph.node[1].CopyFrom(
+            helper.make_node("ReduceMean", ["input"], ["score"], axes=[2, 3], keepdims=0)
+        )
+        model.graph.output[1].CopyFrom(
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 3])
+        )
+        path = tmp / "scored.onnx"
+        onnx.save(model, str(path))
+        (tmp / "scored.raypipe.json").write_text('{"output_name": "score"}')
+        return good, ["--model", str(path)]
     raise AssertionError(kind)
 
 
@@ -90,6 +104,15 @@ BAD = {
         "ConfigError",
         "is a video file, but the model's outputs ('output' ['batch', 3, 'height', 'width'], "
         "'mask' ['batch', 1, 'height', 'width']) are not one picture, so the run writes a "
+        "Parquet table per video into a directory: give a directory instead (no extension); "
+        'or, for a video of one of them, name it in the model\'s sidecar: {"output_name": '
+        '"output"}',
+    ),
+    # the advice was the sidecar's own line, and named the first output, a picture or not
+    "named_output_not_a_picture": (
+        "ConfigError",
+        "is a video file, but its spec's output_name 'score' is not a picture (of outputs "
+        "'output' ['batch', 3, 'height', 'width'], 'score' ['batch', 3]), so the run writes a "
         "Parquet table per video into a directory: give a directory instead (no extension); "
         'or, for a video of one of them, name it in the model\'s sidecar: {"output_name": '
         '"output"}',

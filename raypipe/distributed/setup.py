@@ -382,11 +382,16 @@ def check_table_output(output: str, model: LoadedModel) -> None:
 
         outputs = graph_io(onnx.load_model_from_string(model.data).graph)[1]
         shown = ", ".join(f"'{o.name}' {list(o.shape or [])}" for o in outputs)
+        named = model.spec.output_name
         why = f"the model's outputs ({shown}) are not one picture"
-        if len(outputs) > 1:
+        if named:  # the advice below was what the sidecar said already (a sweep)
+            why = f"its spec's output_name '{named}' is not a picture (of outputs {shown})"
+        # a picture batch has rank 4; the advice named the first output, whatever it was
+        pictures = [o.name for o in outputs if len(o.shape or []) == 4 and o.name != named]
+        if pictures:
             fix += (
                 f"; or, for a video of one of them, name it in the model's sidecar: "
-                f'{{"output_name": "{outputs[0].name}"}} (for a FrameModel in Python, '
+                f'{{"output_name": "{pictures[0]}"}} (for a FrameModel in Python, '
                 "spec=ModelSpec(output_name=...))"
             )
     raise ConfigError(
