@@ -71,6 +71,12 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
         return False
     _lines_to_driver = verbose
     address = runtime.address or ray_address_from_env()
+    if not runtime.address and (address or "").startswith(("http://", "https://")):
+        raise ClusterError(  # cluster/README exports it for `ray job submit` (a sweep)
+            f"RAY_ADDRESS is {address!r}, the Jobs API's URL that `ray job submit` reads; a "
+            "raypipe run connects to the cluster itself: pass --address HOST:6379 (or "
+            "ray://HOST:10001), or unset RAY_ADDRESS for a local Ray"
+        )
     try:
         with ray_lines_to_files(verbose=verbose, stderr=False), _sigterm_handler_kept():
             if address:
@@ -202,6 +208,14 @@ def _check_token(address: str) -> None:
             gcs_service_pb2.GetClusterIdRequest(), timeout=REACH_TIMEOUT_S, metadata=metadata
         )
     except grpc.RpcError as e:
+        if _not_a_gcs(e.code(), e.details() or ""):  # Ray retried it without end (a sweep)
+            raise ClusterError(
+                f"{address!r} answers, but not as a Ray cluster's GCS "
+                f"({' '.join((e.details() or str(e.code())).split())[:160]}): give the "
+                "address of `ray start --head --port PORT` (6379 by default); the "
+                "dashboard's port (8265) is for `ray job submit`, and the Ray client's "
+                "(10001) takes ray://HOST:10001"
+            ) from None
         if e.code() != grpc.StatusCode.UNAUTHENTICATED:
             return
         where = os.environ.get("RAY_AUTH_TOKEN_PATH") or "RAY_AUTH_TOKEN"
@@ -215,6 +229,17 @@ def _check_token(address: str) -> None:
         ) from None
     finally:
         channel.close()
+
+
+def _not_a_gcs(code: object, details: str) -> bool:
+    """Whether a GCS call's failure says another server listens there: one that does not
+    speak gRPC (the dashboard's HTTP: "Failed parsing HTTP/2"), or a gRPC server without
+    the GCS's service (the Ray client's). A GCS that is slow or starting says otherwise."""
+    import grpc
+
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return True
+    return code == grpc.StatusCode.UNAVAILABLE and "HTTP/2" in details
 
 
 def start_local(runtime: RuntimeConfig, *, verbose: bool = False) -> None:

@@ -330,3 +330,34 @@ def test_ctrl_c_inside_ray_init_is_taken_after_it_and_ray_starts_again(tmp_path:
         assert done.stdout.splitlines() == ["interrupted; connected: False", "answer 42"]
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_an_address_where_another_server_listens_is_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dashboard's port given as --address (cluster/README shows
+    http://127.0.0.1:8265): ``ray.init`` retried without end, printing Ray's lines every
+    40 s. And cluster/README's ``export RAY_ADDRESS=http://...`` for ``ray job submit``
+    made every run fail advising on --address forms, naming no variable (a sweep)."""
+    import http.server
+    import threading
+
+    from raypipe.config import RuntimeConfig
+    from raypipe.distributed.cluster import connect
+    from raypipe.errors import ClusterError
+
+    if ray.is_initialized():
+        ray.shutdown()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match=rf"^'{address}' answers, but not as a Ray .* GCS"):
+            connect(RuntimeConfig(address=address))
+        assert time.monotonic() - started < 10
+        monkeypatch.setenv("RAY_ADDRESS", f"http://{address}")
+        with pytest.raises(ClusterError, match=r"^RAY_ADDRESS is 'http://.*', the Jobs API's URL"):
+            connect(RuntimeConfig())
+    finally:
+        server.shutdown()
