@@ -92,13 +92,23 @@ def raise_on_sigterm() -> None:
     and so does SIGHUP (the terminal closed, an SSH session dropped) unless the process
     ignores it (``nohup``): it ended the command at once, and a run handed to ``raypipe
     serve`` went on without it, its output written for no one.
-    :func:`raypipe.distributed.cluster.connect` keeps this handler through ``ray.init``."""
+    :func:`raypipe.distributed.cluster.connect` keeps this handler through ``ray.init``.
+    Only the command's entry point calls it: from then on the process is the command's
+    (:func:`in_command`)."""
+    _COMMAND.append(True)
     signal.signal(signal.SIGTERM, _terminated)
     if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
         signal.signal(signal.SIGHUP, _terminated)
 
 
 _SIGNAL: list[int] = []  # the signal that came (one: a second does not count)
+_COMMAND: list[bool] = []  # the process is the raypipe command's (raise_on_sigterm)
+
+
+def in_command() -> bool:
+    """Whether this process is the ``raypipe`` command's (or a job's entry point), which may
+    end the process itself; a library caller's (a notebook's) may not be ended."""
+    return bool(_COMMAND)
 
 
 def sigterm_received() -> bool:

@@ -37,6 +37,7 @@ from raypipe.archive_report import (
 from raypipe.config import LISTED_OUTPUT_EXTENSION, EncodeConfig, RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import WORK_SUFFIX, work_dir_for
+from raypipe.distributed.cluster import command_ends_if_cluster_lost
 from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.planning import VideoJob, VideoResult
@@ -169,21 +170,24 @@ def _run(
         )
         gpu_samples: list[dict[str, Any]] = []  # NVML samples (GPU runs only)
         gpu_notes: set[str] = set()
-        for result in runner.run(ds):  # the driver keeps a report row per video, no more
-            gpu_samples.extend(result.gpu_samples)
-            gpu_notes.update(result.gpu_notes)
-            if result.status == "failed":
-                _note_earlier_output(result)
-                progress.message(
-                    f"failed: {result.uri}: {result.error_type}: {result.error_message}"
+        # the cluster gone (--address): the report keeps what is known, as on Ctrl-C
+        unfinished = runner.unfinished
+        with command_ends_if_cluster_lost(lambda: _write_partial_report(journal, unfinished())):
+            for result in runner.run(ds):  # the driver keeps a report row per video, no more
+                gpu_samples.extend(result.gpu_samples)
+                gpu_notes.update(result.gpu_notes)
+                if result.status == "failed":
+                    _note_earlier_output(result)
+                    progress.message(
+                        f"failed: {result.uri}: {result.error_type}: {result.error_message}"
+                    )
+                journal.add(result)
+                progress.video_done(
+                    result.ok,
+                    0 if result.status == "skipped" else result.frames_in,
+                    skipped=result.status == "skipped",
+                    planned=result.status != "skipped" and result.chunks > 0,
                 )
-            journal.add(result)
-            progress.video_done(
-                result.ok,
-                0 if result.status == "skipped" else result.frames_in,
-                skipped=result.status == "skipped",
-                planned=result.status != "skipped" and result.chunks > 0,
-            )
         report = ArchiveReport(
             rows=journal.rows(),
             path=report_path,

@@ -14,7 +14,9 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from raypipe.config import (
 )
 from raypipe.distributed.ray_logs import ray_lines_to_files
 from raypipe.errors import ClusterError, ConfigError, DeviceUnavailableError
-from raypipe.exiting import ctrl_c_held
+from raypipe.exiting import ctrl_c_held, in_command
 
 log = logging.getLogger("raypipe.distributed")
 
@@ -65,7 +67,7 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     (:func:`start_local`). Returns whether this call started Ray (so the caller may shut
     it down).
     """
-    global _lines_to_driver
+    global _lines_to_driver, _remote_address
     if ray.is_initialized():
         _check_same_cluster(runtime.address)
         return False
@@ -83,6 +85,7 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
                 check_reachable(address)
                 with ctrl_c_held():
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
+                _remote_address = address
             else:
                 start_local(runtime, verbose=verbose)
     except ClusterError:
@@ -101,6 +104,7 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
 
 
 _lines_to_driver = True  # until connect() says otherwise: Ray's own default
+_remote_address = ""  # the address connect() last joined a running cluster at
 
 
 def _check_same_cluster(address: str | None) -> None:
@@ -168,6 +172,67 @@ def end_for_exit() -> None:
 
 
 REACH_TIMEOUT_S = 10.0
+
+CLUSTER_LOST_S = 15.0
+"""How long a remote cluster's GCS may refuse connections before the command running on it
+ends, saying so: Ray's own driver waits 60 s, then ends the process with status 1 and
+nothing on the terminal (its reason only in the driver's log file; a sweep)."""
+_WATCH_EVERY_S = 1.0
+
+
+@contextmanager
+def command_ends_if_cluster_lost(cleanup: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """Inside, a ``raypipe`` command on a cluster other than its own local Ray ends (after
+    ``cleanup``, status 1) with one line, ``raypipe: error: ClusterError: ...``, once the
+    cluster's GCS has refused connections for :data:`CLUSTER_LOST_S`: its head went away.
+    No Ray call can end the run cleanly then (each waits for the GCS), so the watch ends
+    the process from its thread, as Ray would a minute later. A library caller's process
+    (a notebook's) is never ended here: Ray's own rule stands."""
+    given = _remote_address  # the user's spelling, for the message
+    address = ray.get_runtime_context().gcs_address if ray.is_initialized() else ""
+    local = _local_ray is not None and _local_ray[0] == address
+    if not address or local or not given or given.startswith("ray://") or not in_command():
+        yield  # a Ray client's driver runs on the cluster: its GCS may not be reachable here
+        return
+    host, _, port = address.rpartition(":")
+    try:  # one that does not answer now is not watched (a GCS this machine cannot reach)
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        lost_since = 0.0
+        while not stop.wait(_WATCH_EVERY_S):
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+                lost_since = 0.0
+                continue
+            except OSError as e:
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since < CLUSTER_LOST_S or stop.is_set():
+                    continue
+                reason = e
+            print(
+                "\r\x1b[K" if sys.stderr.isatty() else "",  # over a progress line's start
+                f"raypipe: error: ClusterError: the Ray cluster at {given} stopped "
+                f"answering ({reason}) for {CLUSTER_LOST_S:.0f} s: its head is gone; the "
+                "run stops with nothing written at its output",
+                sep="",
+                file=sys.stderr,
+                flush=True,
+            )
+            with contextlib.suppress(Exception):
+                cleanup()
+            os._exit(1)
+
+    watcher = threading.Thread(target=watch, name="raypipe-cluster-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def check_reachable(address: str) -> None:

@@ -17,7 +17,7 @@ from raypipe import storage
 from raypipe.config import OUTPUT_FORMATS, RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import ChunkTask, remove_work, run_dir_for, work_root
-from raypipe.distributed.cluster import on_one_node_here
+from raypipe.distributed.cluster import command_ends_if_cluster_lost, on_one_node_here
 from raypipe.distributed.dataset import build_dataset, fused_lanes, video_source
 from raypipe.distributed.monitor import Progress
 from raypipe.distributed.planning import (
@@ -109,10 +109,22 @@ def process_video(
             for row in planned.rows:
                 row["work_dir"] = planned.work_dir
         write_run_record(planned)
+
+        def remove_run_folder() -> None:
+            if planned.work_dir:
+                remove_work(planned.work_dir)
+
         try:
-            return _process(
-                run, model, planned, output, progress, started=started, chunk_frames=chunk_frames
-            )
+            with command_ends_if_cluster_lost(remove_run_folder):
+                return _process(
+                    run,
+                    model,
+                    planned,
+                    output,
+                    progress,
+                    started=started,
+                    chunk_frames=chunk_frames,
+                )
         except BaseException:
             # a run never resumes (an archive does): its segments are of no use now, an
             # interrupted one's were left next to OUTPUT for good (a sweep)
