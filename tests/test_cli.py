@@ -460,7 +460,7 @@ def test_demo_shows_raypipe_lines_only_and_listens_on_loopback_only(tmp_path: Pa
     assert code == 0, lines
     # until the first chunk is done a line at the start and one every 10 s (a busy
     # machine's Ray takes longer to start), then at most 10 in all
-    starting = [line for line in lines if ", starting: the first chunk is under way" in line]
+    starting = [line for line in lines if ", starting: Ray, the actors, the first chunk (" in line]
     assert 1 <= len(starting) <= 4 and len(lines) - len(starting) <= 9, lines
     ours = ("sample.mp4: ", "demo: ")
     assert all(line.startswith(ours) for line in lines), lines

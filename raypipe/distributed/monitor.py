@@ -243,7 +243,7 @@ class Progress(_Throttled):
         prefix = f"{self.label}: " if self.label else ""
         if not self.done:  # no chunk done yet: Ray's start, the actors', the first chunk's
             return (
-                f"{prefix}0/{self.total} frames, starting: the first chunk is under way "
+                f"{prefix}0/{self.total} frames, starting: Ray, the actors, the first chunk "
                 f"({format_duration(now - self.start)})"
             )
         return (
@@ -359,8 +359,8 @@ class ArchiveProgress(_Throttled):
         now = now or time.monotonic()
         if not self.frames and not self.videos_finished:  # as `run`'s (it said "ETA ?")
             return (
-                f"{self.label}: 0/{self.total_videos} videos, starting: the first chunk is "
-                f"under way ({format_duration(now - self.start)})"
+                f"{self.label}: 0/{self.total_videos} videos, starting: Ray, the actors, the "
+                f"first chunk ({format_duration(now - self.start)})"
             )
         skipped = f", {self.skipped} skipped" if self.skipped else ""
         return (

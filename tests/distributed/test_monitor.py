@@ -91,7 +91,7 @@ def test_archive_progress_counts_videos_frames_and_fps(clock: list[float]) -> No
     clock[0] += 10.0
     # before any frame, as `run`'s line, which the README says of both (it read "0 frames,
     # 0.0 fps, ETA ?": a sweep)
-    assert archive.line() == "archive: 0/4 videos, starting: the first chunk is under way (10s)"
+    assert archive.line() == "archive: 0/4 videos, starting: Ray, the actors, the first chunk (10s)"
     archive.video_done(True, 120)
     archive.video_done(False)
     archive.video_done(True, 0, skipped=True)
@@ -173,7 +173,7 @@ def test_quiet_shows_no_message(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_begun_progress_shows_a_line_every_interval_before_any_frame() -> None:
     """`raypipe run` showed nothing until its first chunk was done: 41 s of a 50 s run on
     a busy machine. Begun before Ray starts, the line comes at once and every interval,
-    saying the first chunk is under way (not "frames (": tests wait for that as the sign
+    saying what it starts (not "frames (": tests wait for that as the sign
     that frames are done); closing ends it."""
     out = io.StringIO()
     progress = Progress(250, label="long.mp4", stream=out, interval_s=0.01)
@@ -183,7 +183,8 @@ def test_a_begun_progress_shows_a_line_every_interval_before_any_frame() -> None
     lines = out.getvalue().splitlines()
     # at once, then in a log every 10 intervals (0.1 s) while nothing is done
     assert 4 <= len(lines) <= 8, lines
-    assert lines[0].startswith("long.mp4: 0/250 frames, starting: the first chunk is under way")
+    starting = "long.mp4: 0/250 frames, starting: Ray, the actors, the first chunk ("
+    assert lines[0].startswith(starting)
     assert all("frames (" not in line for line in lines[:-1])
     assert lines[-1] == "long.mp4: done"
     time.sleep(0.2)
