@@ -43,7 +43,13 @@ from raypipe.infer.ingraph import PixelGraph, with_yuv_input, wrap_pixels
 from raypipe.infer.iobinding import HostRunner, IOBindingRunner
 from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.output_kind import ELEMENT_DTYPES as _ELEMENT_DTYPES
-from raypipe.infer.output_kind import TABLE_COLUMNS, _dim, column_problem, graph_io
+from raypipe.infer.output_kind import (
+    TABLE_COLUMNS,
+    _dim,
+    column_problem,
+    declared_output_shapes,
+    graph_io,
+)
 from raypipe.infer.output_kind import OutputKind as OutputKind
 from raypipe.infer.output_kind import TensorInfo as TensorInfo
 from raypipe.infer.output_kind import detect_output_kind as detect_output_kind
@@ -390,6 +396,17 @@ class FrameModel:
     def _check_outputs(self, outputs: Sequence[TensorInfo]) -> None:
         spec = self.spec
         if self.output_kind == "tensor":
+            scalars = [o.name for o in outputs if o.shape is not None and len(o.shape) == 0]
+            if scalars:  # a session's [] is a scalar's or an unknown shape: the graph says
+                declared = declared_output_shapes(self._model_bytes)
+                scalars = [name for name in scalars if declared.get(name) == []]
+            if scalars:  # it failed after Ray's start, `model show` saying nothing
+                raise ModelLoadError(
+                    f"model output(s) {scalars} are scalars (shape []); raypipe expects one "
+                    "result per frame along the first dimension: export the model with a "
+                    "batch axis on every output (an Unsqueeze at axis 0 where it was squeezed "
+                    "out)"
+                )
             if spec.tile is not None:
                 raise ModelLoadError(
                     f"tile={spec.tile} needs an image output, but the model's outputs "

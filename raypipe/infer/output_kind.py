@@ -128,6 +128,15 @@ def _info(value: Any) -> _Info:
     return _Info(value.name, shape, f"tensor({_ONNX_TYPE_NAMES.get(type_name, type_name)})")
 
 
+def declared_output_shapes(model_bytes: bytes) -> dict[str, list[int | str] | None]:
+    """Each output's shape as the ONNX graph declares it (``None``: rank unknown; ``[]``: a
+    scalar). ONNX Runtime's sessions give ``[]`` for both."""
+    import onnx
+
+    outputs = graph_io(onnx.load_model_from_string(model_bytes).graph)[1]
+    return {o.name: None if o.shape is None else list(o.shape) for o in outputs}
+
+
 def output_kind(model_bytes: bytes, spec: ModelSpec = DEFAULT_SPEC) -> OutputKind:
     """:func:`detect_output_kind` for serialized ONNX model bytes, without a session."""
     import onnx

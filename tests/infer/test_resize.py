@@ -8,6 +8,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -306,3 +307,19 @@ def test_an_output_whose_per_frame_shape_changes_between_batches_says_which_and_
     )
     with pytest.raises(ModelLoadError, match=match):
         model.run_tensors(frames, 2)
+
+
+def test_a_scalar_output_of_an_analysis_model_is_refused_at_load() -> None:
+    """A declared scalar output (one value for the batch) passed `raypipe model show` and
+    failed after Ray's start (a sweep); an undeclared shape is still taken."""
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["s"], keepdims=0),
+        helper.make_node("ReduceMean", ["input"], ["per_frame"], axes=[1, 2, 3], keepdims=0),
+    ]
+    with pytest.raises(
+        ModelLoadError, match=r"model output\(s\) \['s'\] are scalars \(shape \[\]\)"
+    ):
+        cpu(model_bytes(nodes, {"s": (), "per_frame": ("N",)}), output="tensor")
+    unknown = onnx.load_model_from_string(model_bytes(nodes, {"s": (), "per_frame": ("N",)}))
+    unknown.graph.output[0].type.tensor_type.ClearField("shape")
+    cpu(unknown.SerializeToString(), output="tensor")

@@ -393,3 +393,18 @@ def test_bad_constants_are_refused_in_the_spec(value: object, match: str) -> Non
     spec = spec_from_dict({"constants": {"b": [1, 2], "a": 0.5}})
     assert spec.constants == (("a", (0.5,)), ("b", (1.0, 2.0)))
     assert spec_from_dict(spec_to_dict(spec)) == spec
+
+
+def test_a_window_model_whose_output_is_no_frame_fails_to_load() -> None:
+    """An output of rank 3 (or a channel count that is no picture's) passed the load and
+    `raypipe model show`, then failed once Ray had started (a sweep); an output whose rank
+    the graph does not declare is still taken (its shape is known when it runs)."""
+    model = onnx.load_model_from_string(window_mean(3))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    del dims[3]  # (batch, 3, height): the output of a model that pooled a row away
+    spec = ModelSpec(window=(1, 1))
+    match = r"model output 'output' has shape \['batch', 3, 'height'\]; a temporal model gives"
+    with pytest.raises(ModelLoadError, match=match):
+        TemporalModel(model.SerializeToString(), spec=spec, device="cpu")
+    model.graph.output[0].type.tensor_type.ClearField("shape")  # rank unknown: taken
+    TemporalModel(model.SerializeToString(), spec=spec, device="cpu")
