@@ -166,9 +166,13 @@ def end_for_exit() -> None:
     handler. That handler sleeps 0.5 s first, "to make sure that log messages finish
     printing", lines that a raypipe driver only takes with ``verbose``; the explicit
     ``ray.shutdown()`` then took 0.2-0.4 s in all, against 0.6-0.9 s for the handler on
-    this 2-core machine. The ``raypipe`` command calls this as it ends (so do the jobs)."""
+    this 2-core machine. The ``raypipe`` command calls this as it ends (so do the jobs).
+    What Ray's driver prints meanwhile goes to the session's log files, as during the run:
+    an interrupted archive's last line was followed by Ray's "Failed to push error to
+    driver" lines (a sweep)."""
     if ray.is_initialized() and not _lines_to_driver:
-        ray.shutdown()
+        with ray_lines_to_files(verbose=False):
+            ray.shutdown()
 
 
 REACH_TIMEOUT_S = 10.0
