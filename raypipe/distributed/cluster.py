@@ -630,6 +630,12 @@ def check_cpus(workers: int, actor_cpus: float, cpus: float, lower: str) -> None
     cluster's ``cpus`` no CPU for the decode and encode tasks (the run would wait for one
     forever); ``lower`` says what to lower (the options' names where the user gave them)."""
     need = workers * actor_cpus
+    if need + 1 > cpus and cpus <= 1:  # no actor fits, whatever is lowered (the advice said to)
+        raise ClusterError(
+            f"the cluster has {cpus:g} CPU{'' if cpus == 1 else 's'}; a run needs more than 1 "
+            "(1 for the decode/encode tasks and a share for its inference actors): add CPUs "
+            "(`ray start --num-cpus N`)"
+        )
     if need + 1 > cpus:
         raise ClusterError(
             f"{workers} inference actors reserve {need:g} CPUs and the decode/encode tasks "

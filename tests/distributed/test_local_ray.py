@@ -361,3 +361,17 @@ def test_an_address_where_another_server_listens_is_refused_at_once(
             connect(RuntimeConfig())
     finally:
         server.shutdown()
+
+
+def test_a_cluster_of_one_cpu_is_told_to_add_cpus_not_to_lower_options() -> None:
+    """On a 1-CPU cluster the advice was to lower --workers or --actor-cpus, neither of
+    which can make a run fit (a sweep)."""
+    from raypipe.distributed.cluster import check_cpus
+    from raypipe.errors import ClusterError
+
+    for actor_cpus in (1.0, 0.5):
+        with pytest.raises(
+            ClusterError, match=r"^the cluster has 1 CPU; a run needs more than 1 .* add CPUs"
+        ):
+            check_cpus(1, actor_cpus, 1.0, "lower --workers or --actor-cpus")
+    check_cpus(1, 0.5, 1.5, "lower")  # fits
