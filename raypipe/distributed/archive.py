@@ -172,7 +172,10 @@ def _run(
         gpu_notes: set[str] = set()
         # the cluster gone (--address): the report keeps what is known, as on Ctrl-C
         unfinished = runner.unfinished
-        with command_ends_if_cluster_lost(lambda: _write_partial_report(journal, unfinished())):
+        with command_ends_if_cluster_lost(
+            lambda: _write_partial_report(journal, unfinished()),
+            "the archive stops, its finished videos in its report (run it again to resume)",
+        ):
             for result in runner.run(ds):  # the driver keeps a report row per video, no more
                 gpu_samples.extend(result.gpu_samples)
                 gpu_notes.update(result.gpu_notes)

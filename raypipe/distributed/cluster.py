@@ -185,9 +185,13 @@ _WATCH_EVERY_S = 1.0
 
 
 @contextmanager
-def command_ends_if_cluster_lost(cleanup: Callable[[], object] = lambda: None) -> Iterator[None]:
+def command_ends_if_cluster_lost(
+    cleanup: Callable[[], object] = lambda: None,
+    stops: str = "the run stops with nothing written at its output",
+) -> Iterator[None]:
     """Inside, a ``raypipe`` command on a cluster other than its own local Ray ends (after
-    ``cleanup``, status 1) with one line, ``raypipe: error: ClusterError: ...``, once the
+    ``cleanup``, status 1) with one line, ``raypipe: error: ClusterError: ...`` (ending
+    with ``stops``, what becomes of the work), once the
     cluster's GCS has refused connections for :data:`CLUSTER_LOST_S`: its head went away.
     No Ray call can end the run cleanly then (each waits for the GCS), so the watch ends
     the process from its thread, as Ray would a minute later. A library caller's process
@@ -221,8 +225,7 @@ def command_ends_if_cluster_lost(cleanup: Callable[[], object] = lambda: None) -
             print(
                 "\r\x1b[K" if sys.stderr.isatty() else "",  # over a progress line's start
                 f"raypipe: error: ClusterError: the Ray cluster at {given} stopped "
-                f"answering ({reason}) for {CLUSTER_LOST_S:.0f} s: its head is gone; the "
-                "run stops with nothing written at its output",
+                f"answering ({reason}) for {CLUSTER_LOST_S:.0f} s: its head is gone; " + stops,
                 sep="",
                 file=sys.stderr,
                 flush=True,
