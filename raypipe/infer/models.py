@@ -49,6 +49,7 @@ from raypipe.infer.output_kind import (
     column_problem,
     declared_output_shapes,
     graph_io,
+    not_a_picture,
 )
 from raypipe.infer.output_kind import OutputKind as OutputKind
 from raypipe.infer.output_kind import TensorInfo as TensorInfo
@@ -428,10 +429,9 @@ class FrameModel:
                 )
             return
         shape = next(o for o in outputs if o.name == self._output_name).shape
-        channels = _dim(shape[spec.channel_axis]) if shape is not None and len(shape) == 4 else None
-        if shape is not None and (len(shape) != 4 or channels not in (None, 1, 3)):
+        if not_a_picture(shape, spec):
             raise ModelLoadError(
-                f"model output {self._output_name!r} has shape {list(shape)}; output='image' "
+                f"model output {self._output_name!r} has shape {list(shape or [])}; output='image' "
                 f"needs a rank-4 image batch ({spec.layout}) with 3 channels (or 1); for "
                 "other outputs pass output='tensor'"
             )

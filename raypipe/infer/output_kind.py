@@ -128,6 +128,14 @@ def _info(value: Any) -> _Info:
     return _Info(value.name, shape, f"tensor({_ONNX_TYPE_NAMES.get(type_name, type_name)})")
 
 
+def not_a_picture(shape: Sequence[int | str | None] | None, spec: ModelSpec) -> bool:
+    """Whether an output of ``shape`` (``None``: rank unknown) cannot be a batch of pictures
+    in ``spec``'s layout: rank 4 with 3 channels or 1 (where the graph says)."""
+    if shape is None:
+        return False
+    return len(shape) != 4 or _dim(shape[spec.channel_axis]) not in (None, 1, 3)
+
+
 def declared_output_shapes(model_bytes: bytes) -> dict[str, list[int | str] | None]:
     """Each output's shape as the ONNX graph declares it (``None``: rank unknown; ``[]``: a
     scalar). ONNX Runtime's sessions give ``[]`` for both."""

@@ -39,7 +39,12 @@ from raypipe.config import Device
 from raypipe.errors import ConfigError, ModelLoadError
 from raypipe.infer.model_errors import check_finite, reported
 from raypipe.infer.models import postprocess, preprocess
-from raypipe.infer.output_kind import ELEMENT_DTYPES, _dim, declared_output_shapes
+from raypipe.infer.output_kind import (
+    ELEMENT_DTYPES,
+    _dim,
+    declared_output_shapes,
+    not_a_picture,
+)
 from raypipe.infer.session import create_session, granted_providers
 from raypipe.infer.sidecar import ModelSpec, inputs_hint, with_constants
 from raypipe.infer.temporal import Temporal, edge_padded, interleave
@@ -121,12 +126,10 @@ class TemporalModel:
         self.input_name: str = node.name
         self.output_name: str = spec.output_name or image_outputs[0]
         shape = declared_output_shapes(model_bytes).get(self.output_name)
-        channels = _dim(shape[spec.channel_axis]) if shape is not None and len(shape) == 4 else None
-        if shape is not None and (len(shape) != 4 or channels not in (None, 1, 3)):
-            # it failed after Ray's start, `model show` saying nothing (a sweep)
+        if not_a_picture(shape, spec):  # it failed after Ray's start, `model show` silent
             raise ModelLoadError(
-                f"model output {self.output_name!r} has shape {list(shape)}; a temporal model "
-                f"gives one frame per window: a rank-4 {spec.layout} image batch with 3 "
+                f"model output {self.output_name!r} has shape {list(shape or [])}; a temporal "
+                f"model gives one frame per window: a rank-4 {spec.layout} image batch with 3 "
                 "channels (or 1)"
             )
         if node.type not in ELEMENT_DTYPES:
