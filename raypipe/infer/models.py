@@ -123,6 +123,15 @@ def pixels_on_gpu(device: str, providers: Sequence[str] | None) -> bool:
 _IO = tuple[list[TensorInfo], list[TensorInfo]]
 
 
+def layout_hint(layout: str) -> str:
+    """The advice for a model whose input's channels sit where ``layout`` has them."""
+    which = "channels-last" if layout == "NHWC" else "channels-first"
+    return (
+        f'; for a {which} model put "layout": "{layout}" in its sidecar (NAME.raypipe.json '
+        f"beside NAME.onnx; for a FrameModel in Python, spec=ModelSpec(layout='{layout}'))"
+    )
+
+
 def _wrapped(model_bytes: bytes, spec: ModelSpec) -> tuple[PixelGraph | None, _IO | None, str]:
     """The image model wrapped for uint8 frames with the core's inputs and outputs, or
     None and why it is not."""
@@ -377,14 +386,14 @@ class FrameModel:
         # [batch, height, width, 3] read as NCHW: 3 px wide, and a dynamic or wrong channel
         # axis (a TF-style model without a sidecar)
         channels_last = spec.layout == "NCHW" and shape[3] == 3 and channels != 3
-        if channels not in (None, 3) or channels_last:
-            hint = ""
-            if channels_last:
-                hint = (
-                    '; for a channels-last model put "layout": "NHWC" in its sidecar '
-                    "(NAME.raypipe.json beside NAME.onnx; for a FrameModel in Python, "
-                    "spec=ModelSpec(layout='NHWC'))"
-                )
+        # and [batch, 3, height, width] declared NHWC: a dynamic width read as the channels
+        channels_first = spec.layout == "NHWC" and shape[1] == 3 and channels != 3
+        if channels not in (None, 3) or channels_last or channels_first:
+            hint = (
+                layout_hint("NHWC" if channels_last else "NCHW")
+                if (channels_last or channels_first)
+                else ""
+            )
             raise ModelLoadError(
                 f"model input {node.name!r} has shape {shape}, {channels} on the channel axis "
                 f"{spec.channel_axis}; {expects}{hint}"

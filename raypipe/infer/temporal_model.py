@@ -38,7 +38,7 @@ import numpy as np
 from raypipe.config import Device
 from raypipe.errors import ConfigError, ModelLoadError
 from raypipe.infer.model_errors import check_finite, reported
-from raypipe.infer.models import postprocess, preprocess
+from raypipe.infer.models import layout_hint, postprocess, preprocess
 from raypipe.infer.output_kind import (
     ELEMENT_DTYPES,
     _dim,
@@ -158,11 +158,18 @@ class TemporalModel:
         what = f"a rank-{rank} {layout} batch with {channels} channels"
         if spec.window_layout == "channels" and span > 1:
             what += f" ({span} frames of 3 stacked, oldest first)"
-        if len(shape) != rank or _dim(shape[axis]) not in (None, channels):
+        # the other layout's channel axis holding the channels, this one's not: a model
+        # declared NHWC that is NCHW failed as it ran, its advice about frame sizes (a sweep)
+        other = {2: 4, 4: 2, 1: 3, 3: 1}[axis]
+        swapped = (
+            len(shape) == rank and _dim(shape[other]) == channels and _dim(shape[axis]) != channels
+        )
+        if len(shape) != rank or _dim(shape[axis]) not in (None, channels) or swapped:
+            hint = layout_hint("NCHW" if spec.layout == "NHWC" else "NHWC") if swapped else ""
             raise ModelLoadError(
                 f"model input {self.input_name!r} has shape {shape}; with "
                 f"{self.temporal.describe()} and window_layout={spec.window_layout!r} raypipe "
-                f"feeds {what}"
+                f"feeds {what}{hint}"
             )
         if on_time_axis and _dim(shape[1]) not in (None, span):
             raise ModelLoadError(

@@ -449,6 +449,16 @@ def test_channels_last_model_with_nchw_spec_gets_a_hint(dims: tuple[object, ...]
         cpu_model(tiny_model(in_dims=dims))
 
 
+def test_channels_first_model_with_nhwc_spec_gets_a_hint() -> None:
+    """The other way round: [batch, 3, height, width] declared NHWC read its dynamic width
+    as the channels, passed, and failed as it ran with advice about frame sizes (a sweep)."""
+    with pytest.raises(
+        ModelLoadError,
+        match=r'for a channels-first model put "layout": "NCHW" in its sidecar \(NAME.raypipe',
+    ):
+        cpu_model(tiny_model(in_dims=("batch", 3, "height", "width")), ModelSpec(layout="NHWC"))
+
+
 def test_rank3_input_is_refused() -> None:
     match = (
         r"model input 'input' has rank 3 \(shape \[3, 'H', 'W'\]\); "

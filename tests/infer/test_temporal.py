@@ -408,3 +408,15 @@ def test_a_window_model_whose_output_is_no_frame_fails_to_load() -> None:
         TemporalModel(model.SerializeToString(), spec=spec, device="cpu")
     model.graph.output[0].type.tensor_type.ClearField("shape")  # rank unknown: taken
     TemporalModel(model.SerializeToString(), spec=spec, device="cpu")
+
+
+def test_a_window_model_declared_in_the_other_layout_gets_a_hint() -> None:
+    """(batch, 3 frames, 3, H, W) declared NHWC passed the load (its axis 4, the width, is
+    dynamic) and failed as it ran, advising about frame sizes (a sweep)."""
+    spec = ModelSpec(window=(1, 1), layout="NHWC")
+    with pytest.raises(ModelLoadError, match=r'model put "layout": "NCHW" in its sidecar'):
+        TemporalModel(window_mean(3), spec=spec, device="cpu")
+    nhwc = window_mean(3, layout="NHWC")
+    with pytest.raises(ModelLoadError, match=r'model put "layout": "NHWC" in its sidecar'):
+        TemporalModel(nhwc, spec=ModelSpec(window=(1, 1)), device="cpu")
+    TemporalModel(nhwc, spec=spec, device="cpu")  # as declared: taken
