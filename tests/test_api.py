@@ -209,6 +209,41 @@ def test_a_stats_path_or_output_that_cannot_be_written_fails_before_the_run(
     assert not ray.is_initialized()
 
 
+def test_stats_and_a_report_never_replace_an_input_a_list_or_an_output(tmp_path: Path) -> None:
+    """``--stats in.mp4`` replaced the input video with the JSON, ``--stats out.mp4`` the
+    run's own output, ``--report manifest.parquet`` the archive's manifest, each run
+    exiting 0 (a sweep); and a report in a missing folder was refused after OUTPUT_DIR had
+    been made, left empty. All are refused before Ray starts, nothing made."""
+    import pandas as pd
+    import ray
+
+    from raypipe.testing import ClipSpec, make_clip
+
+    clip = make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=4))
+    original = clip.read_bytes()
+    out = tmp_path / "out.mp4"
+    for stats, what in ((clip, "the input"), (out, "the output")):
+        with pytest.raises(ConfigError, match=rf"--stats \(stats_path\) '.*' is {what}; give"):
+            raypipe.process_video(str(clip), str(out), stats_path=str(stats))
+    archive = tmp_path / "archive"
+    with pytest.raises(ConfigError, match=r"'.*in.mp4' is an input of this archive"):
+        raypipe.process_archive([str(clip)], str(archive), stats_path=str(clip))
+    manifest = tmp_path / "manifest.parquet"
+    pd.DataFrame({"uri": [str(clip)]}).to_parquet(manifest)
+    listed = manifest.read_bytes()
+    with pytest.raises(ConfigError, match=r"'.*manifest.parquet' is the list of this archive's"):
+        raypipe.process_archive(str(manifest), str(archive), report_path=str(manifest))
+    with pytest.raises(ConfigError, match=r"\) '.*archive/in.mp4' is an output of this"):
+        raypipe.process_archive([str(clip)], str(archive), stats_path=str(archive / "in.mp4"))
+    with pytest.raises(ConfigError, match=r"--report \(report_path\) '.*nodir/r.parquet'"):
+        raypipe.process_archive(
+            [str(clip)], str(archive), report_path=str(tmp_path / "nodir/r.parquet")
+        )
+    assert clip.read_bytes() == original and manifest.read_bytes() == listed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "manifest.parquet"]
+    assert not ray.is_initialized()
+
+
 def test_run_stats_and_model_spec_are_public_names() -> None:
     """The README names ``RunStats`` (what process_video returns) and ``ModelSpec``; both
     raised AttributeError on ``raypipe.``."""

@@ -42,7 +42,14 @@ from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
 from raypipe.distributed.planning import VideoJob, VideoResult
 from raypipe.distributed.runner import Runner
-from raypipe.distributed.setup import load_run, model_facts, same_file, start_run, table_output
+from raypipe.distributed.setup import (
+    check_side_file,
+    load_run,
+    model_facts,
+    same_file,
+    start_run,
+    table_output,
+)
 from raypipe.distributed.stats import gpu_stats
 from raypipe.errors import ConfigError
 from raypipe.inputs import list_inputs
@@ -91,16 +98,35 @@ def process_archive(
         )
     previous = previous_rows(report_path)
     jobs = _jobs(items, output_dir, tensor=model.tensor, encode=cfg.encode)
+    # the report and stats may not replace an input, the list naming them or an output
+    taken = {i.uri: "an input of this archive" for i in items}
+    taken.update({j.output: "an output of this archive" for j in jobs if j.output != j.uri})
+    if isinstance(inputs, str) and storage.split(inputs)[1].lower().endswith(_LISTS):
+        taken[storage.absolute(inputs)] = "the list of this archive's inputs"
+    sides = [("--report (report_path)", report_path)]
+    sides += [("--stats (stats_path)", cfg.stats_path)] if cfg.stats_path else []
+    for label, path in sides:  # before OUTPUT_DIR is made (it was, then refused): the
+        # folders of those outside it too
+        check_side_file(label, path, taken, folder=not _inside(path, output_dir))
     problem = storage.writable_dir_problem(output_dir, make=True)
     if problem:
         raise ConfigError(f"OUTPUT_DIR '{output_dir}': {problem}")
-    storage.check_file_path("--report (report_path)", report_path)
-    if cfg.stats_path:
-        storage.check_file_path("--stats (stats_path)", cfg.stats_path)
+    for label, path in sides:
+        if _inside(path, output_dir):
+            storage.check_file_path(label, path)
     with output_dir_lock(output_dir):
         report = _run(cfg, model, jobs, output_dir, report_path, previous, started, resume=resume)
         _note_stale_work_dirs(output_dir, jobs)
     return report
+
+
+_LISTS = (".txt", ".lst", ".csv", ".parquet")
+"""The extensions of an input list or manifest (:func:`raypipe.inputs.list_inputs`)."""
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` lies under ``folder`` (both absolute, or URLs)."""
+    return storage.absolute(path).startswith(folder.rstrip("/") + "/")
 
 
 def _note_stale_work_dirs(output_dir: str, jobs: list[VideoJob]) -> None:

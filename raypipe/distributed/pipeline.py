@@ -31,6 +31,7 @@ from raypipe.distributed.runner import Runner
 from raypipe.distributed.setup import (
     StartedRun,
     check_output,
+    check_side_file,
     check_table_output,
     load_run,
     model_facts,
@@ -84,7 +85,8 @@ def process_video(
         source=input,
     )
     if cfg.stats_path:
-        storage.check_file_path("--stats (stats_path)", cfg.stats_path)
+        taken = {input: "the input", output: "the output"}
+        check_side_file("--stats (stats_path)", cfg.stats_path, taken)
     planned = plan_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,

@@ -350,6 +350,21 @@ def same_file(a: str, b: str) -> bool:
     return a == b
 
 
+def check_side_file(label: str, path: str, taken: dict[str, str], *, folder: bool = True) -> None:
+    """Refuse ``path`` (``--stats``, ``--report``) where it names a file of ``taken`` (path ->
+    what it is: the input, the output, a manifest): the stats JSON replaced the input video,
+    or the run's own output, and the run said "wrote" (a sweep). Then, with ``folder``,
+    check its folder (:func:`raypipe.storage.check_file_path`)."""
+    for other, what in taken.items():
+        if same_file(path, other):
+            raise ConfigError(
+                f"{label} '{path}' is {what}; give it a path of its own (raypipe does not "
+                "write over its inputs or outputs)"
+            )
+    if folder:
+        storage.check_file_path(label, path)
+
+
 def table_output(output_dir: str, uri: str) -> str:
     """Where an analysis run writes ``uri``'s table: one hive partition per video,
     ``OUTPUT/video_id=ID/part-0.parquet`` (the id is in the path only, not a column)."""
