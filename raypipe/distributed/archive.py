@@ -211,10 +211,9 @@ def _run(
                         f"failed: {result.uri}: {result.error_type}: {result.error_message}"
                     )
                 journal.add(result)
-                progress.video_done(
-                    result.ok,
-                    0 if result.status == "skipped" else result.frames_in,
-                    skipped=result.status == "skipped",
+                progress.video_result(
+                    result.status,
+                    result.frames_in,
                     planned=result.status != "skipped" and result.chunks > 0,
                 )
         report = ArchiveReport(

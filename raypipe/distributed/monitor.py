@@ -326,6 +326,18 @@ class ArchiveProgress(_Throttled):
         self._video_frames += frames
         self._maybe_show(force=self.videos_finished >= self.total_videos)
 
+    def video_result(self, status: str, frames_in: int, *, planned: bool) -> None:
+        """:meth:`video_done` for a video's result (``done``, ``skipped``, ``failed``) of
+        ``frames_in`` frames: a failed video's frames are not finished ones (they were
+        counted so, "1 done, 2 failed, 138 frames" for 90 written; a sweep); those of its
+        chunks that did finish came through :meth:`update`."""
+        self.video_done(
+            status != "failed",
+            frames_in if status == "done" else 0,
+            skipped=status == "skipped",
+            planned=planned,
+        )
+
     def fps(self, now: float | None = None) -> float:
         """Frames finished per second (:meth:`_pace`)."""
         return self._pace(self.frames, now or time.monotonic())

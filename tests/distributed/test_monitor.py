@@ -85,6 +85,19 @@ def test_quiet_prints_nothing(clock: list[float], capsys: pytest.CaptureFixture[
     assert archive.ok == 1 and archive.failed == 1  # still counts
 
 
+def test_a_failed_videos_frames_are_not_counted_finished(clock: list[float]) -> None:
+    """A failed video's frames counted as finished: "1 done, 2 failed, 138 frames" for the
+    90 the archive wrote (a sweep)."""
+    archive = ArchiveProgress(3, stream=io.StringIO(), interval_s=100.0)
+    clock[0] += 10.0
+    archive.video_result("done", 90, planned=True)
+    archive.video_result("failed", 48, planned=True)
+    archive.video_result("skipped", 30, planned=False)
+    assert archive.line() == (
+        "archive: 3/3 videos (1 done, 1 skipped, 1 failed), 90 frames, 9.0 fps, ETA 0s"
+    )
+
+
 def test_archive_progress_counts_videos_frames_and_fps(clock: list[float]) -> None:
     out = io.StringIO()
     archive = ArchiveProgress(4, stream=out, interval_s=100.0)
@@ -98,6 +111,7 @@ def test_archive_progress_counts_videos_frames_and_fps(clock: list[float]) -> No
     assert archive.line() == (
         "archive: 3/4 videos (1 done, 1 skipped, 1 failed), 120 frames, 12.0 fps, ETA 5s"
     ), "a skipped video is not counted done as well (a sweep read 5 ok, 5 skipped of 5)"
+
     archive.video_done(True, 80)  # the last one: shown even inside the interval
     assert out.getvalue().splitlines()[-1].startswith("archive: 4/4 videos (2 done, 1 skipped")
 
