@@ -279,7 +279,7 @@ def _store(task: ChunkTask, data: bytes) -> int:
 def store_stage(row: Row) -> Row:
     """Analysis runs: write the chunk's table (the actor's Parquet bytes in ``segment``) to
     the work directory; the row leaves with only the table's size."""
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     out = {k: v for k, v in row.items() if k != "segment"}
     out["segment_bytes"] = 0
     if is_work(row):
@@ -287,5 +287,11 @@ def store_stage(row: Row) -> Row:
             out["segment_bytes"] = _store(ChunkTask.from_row(row), bytes(row["segment"]))
         except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
             out.update(error_fields(e))
-    out.update(encode_node=_node_id(), encode_start=start, encode_s=time.time() - start)
+    out.update(  # the fields of every chunk's record, as the encode's (the report's lanes)
+        encode_node=_node_id(),
+        encode_pid=os.getpid(),
+        encode_start=start,
+        encode_s=time.time() - start,
+        encode_cpu_s=time.process_time() - cpu,
+    )
     return out

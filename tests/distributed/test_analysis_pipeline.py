@@ -58,6 +58,11 @@ def test_one_videos_table_reads_as_a_dataset(clips: dict[str, Path], tmp_path: P
     assert set(frame["video_id"]) == {make_video_id(str(source))}
     assert list(frame["frame_index"]) == list(range(len(frame))) and len(frame) > 0
     assert "video_id" not in _table(out, source).column_names  # one file: video_uri says
+    # every chunk record has the fields README lists, its table's write as the encode (the
+    # report drew "task worker pid ?" for analysis runs: a sweep)
+    assert stats.chunk_stats and all(
+        c["encode_pid"] > 0 and c["encode_cpu_s"] >= 0 for c in stats.chunk_stats
+    )
 
 
 def test_phash_rows_match_in_process_and_keep_order(clips: dict[str, Path], tmp_path: Path) -> None:
