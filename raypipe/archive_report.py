@@ -214,10 +214,16 @@ def run_report_path(report_path: str) -> str:
 
 
 def stats_doc(
-    report: ArchiveReport, workers: int, chunks: list[dict[str, Any]] | None = None
+    report: ArchiveReport,
+    workers: int,
+    chunks: list[dict[str, Any]] | None = None,
+    *,
+    chunk_count: int | None = None,
+    providers: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``--stats`` document of an archive run, with ``chunks`` as its chunk records
-    (an archive's driver streams them from its chunk log instead)."""
+    (an archive's driver streams them from its chunk log instead: ``chunk_count`` says how
+    many) and ``providers`` the ones the chunks ran on."""
     frames = sum(r["frames_out"] for r in report.rows if r["status"] == "done")
     return {
         "totals": {
@@ -229,6 +235,8 @@ def stats_doc(
             "wall_seconds": report.wall_seconds,
             "workers": workers,
             "fps": frames / report.wall_seconds if report.wall_seconds else 0.0,
+            "chunks": len(chunks or []) if chunk_count is None else chunk_count,
+            "providers": list(providers or []),
             "provider_notes": report.provider_notes,
         },
         "chunks": chunks or [],

@@ -224,7 +224,9 @@ def _run(
             gpu=gpu_stats(gpu_samples, sorted(gpu_notes), uses_gpu=actors.uses_gpu),
         )
         write_report(report)
-        head = stats_doc(report, actors.workers)  # totals, GPU samples; chunks: from the log
+        head = stats_doc(  # totals, GPU samples; chunks: from the log
+            report, actors.workers, chunk_count=chunk_log.count, providers=chunk_log.providers
+        )
         if chunk_log.count:
             drawer.draw(head, chunk_log.spill_path, progress)
         else:  # no chunk ran (every video skipped): an earlier run's picture is not this one's

@@ -47,16 +47,23 @@ class ChunkLog:
             os.close(fd)
         self.count = 0
         self._notes: dict[str, None] = {}
+        self._providers: dict[str, None] = {}
 
     @property
     def provider_notes(self) -> list[str]:
         return list(self._notes)
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the chunks ran on (each actor's best), in order of first use."""
+        return list(self._providers)
 
     def add(self, record: dict[str, Any]) -> None:
         """Log ``record`` (not changed: a one-video run keeps it with its notes too)."""
         self.count += 1
         record = dict(record)
         self._notes.update(dict.fromkeys(take_provider_notes([record])))
+        self._providers.update(dict.fromkeys(list(record.get("providers") or [])[:1]))
         if not self._path:
             self._memory.append(record)
             return

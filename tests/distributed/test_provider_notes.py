@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from raypipe.archive_report import ArchiveReport, stats_doc
+from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.stats import RunStats, chunk_record, take_provider_notes
 from raypipe.infer.provider_check import check_gpu_stack, provider_notes
 from raypipe.infer.session import CPU, CUDA, TENSORRT
@@ -35,6 +36,18 @@ def test_archive_stats_keep_the_notes_in_totals() -> None:
     doc = stats_doc(report, workers=1, chunks=records)
     assert doc["totals"]["provider_notes"] == [TRT]
     assert all("provider_notes" not in c for c in doc["chunks"])
+
+
+def test_an_archives_stats_totals_count_its_chunks_and_name_its_providers() -> None:
+    """README's totals: chunks and providers were missing from an archive's (a sweep). Its
+    driver streams the records from its chunk log, which counts them and keeps the
+    providers each actor ran on best."""
+    log = ChunkLog()
+    for i in range(3):
+        log.add(chunk_record(_row(i, [TRT])))
+    report = ArchiveReport(rows=[], path="r.parquet")
+    totals = stats_doc(report, 1, chunk_count=log.count, providers=log.providers)["totals"]
+    assert (totals["chunks"], totals["providers"]) == (3, [CUDA])
 
 
 def test_what_an_actor_notes() -> None:
