@@ -84,7 +84,8 @@ def crop_image(
         raise ModelError(
             f"model output has shape {tuple(y.shape)} for a {padded_hw[0]}x{padded_hw[1]} "
             f"(height x width) padded input ({layout}); pad_multiple needs an output the "
-            "input's size or an integer multiple of it; drop pad_multiple"
+            "input's size or that size times one whole number in both height and width; drop "
+            "pad_multiple"
         )
     return _crop(y, hw, factor, layout)
 

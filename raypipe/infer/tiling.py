@@ -297,8 +297,8 @@ def _read_scale(y: np.ndarray, window: np.ndarray, h_axis: int) -> int:
             return out_h // in_h
     raise ModelLoadError(
         f"model output for a tile of shape {window.shape} has shape {y.shape}; tiling needs an "
-        "output the same size as its input or an integer multiple of it; run this model "
-        "without tile"
+        "output the same size as its input or that size times one whole number (at least 1) "
+        "in both height and width; run this model without tile"
     )
 
 

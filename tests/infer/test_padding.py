@@ -50,7 +50,9 @@ def test_crops_scale_with_the_model_and_leave_other_tensors() -> None:
     assert crop_map(up, (5, 7), (8, 12), "NCHW").shape == (1, 3, 10, 14)
     assert crop_map(np.zeros((1, 80)), (5, 7), (8, 12), "NCHW").shape == (1, 80)
     assert crop_map(np.zeros((1, 1, 2, 3)), (5, 7), (8, 12), "NCHW").shape == (1, 1, 2, 3)
-    with pytest.raises(ModelError, match="integer multiple of it; drop pad_multiple"):
+    with pytest.raises(
+        ModelError, match="one whole number in both height and width; drop pad_multiple"
+    ):
         crop_image(np.zeros((1, 3, 12, 12)), (5, 7), (8, 12), "NCHW")
 
 

@@ -117,7 +117,10 @@ def test_run_tiled_rejects_outputs_of_the_wrong_size() -> None:
     match = r"model output for a tile of shape \(1, 3, 40, 40\) has shape \(1, 3, 80, 80\); tiling"
     with pytest.raises(ModelLoadError, match=match):
         run_tiled(run, float_frames(), 32, 4, scale=1)
-    with pytest.raises(ModelLoadError, match="an integer multiple of it; run this model without"):
+    with pytest.raises(
+        ModelLoadError,
+        match="one whole number \\(at least 1\\) in both height and width; run this model",
+    ):
         run_tiled(lambda w: w[:, :, ::2], float_frames(), 32, 4, scale=None)
 
 
