@@ -39,6 +39,7 @@ from raypipe.infer.models import (
 )
 from raypipe.infer.output_kind import graph_io
 from raypipe.infer.processor_refs import ProcessorRef, identity_is_unique, processor_ref
+from raypipe.infer.shapes import check_whole_scale
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
 from raypipe.infer.temporal_model import TemporalModel
 from raypipe.media.containers import container_refuses, output_format
@@ -315,6 +316,8 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     frame_model = FrameModel(data, spec=spec, device="cpu")
     tensor = frame_model.output_kind == "tensor"
     _check_sampling(cfg, tensor=tensor)
+    if not tensor:
+        check_whole_scale(data, spec)
     if not cfg.model.model.startswith(BUILTIN_PREFIX):  # a built-in's range is right
         note = frame_model.range_note()
         if note:

@@ -167,13 +167,14 @@ def _run_error(data: bytes, spec: ModelSpec) -> RaypipeError | None:
     text input...), ``None`` when it loads: the graph alone does not say whether raypipe
     can run it, and `model show` called such a model a tensor model and exited 0."""
     from raypipe.infer.models import FrameModel
+    from raypipe.infer.shapes import check_whole_scale
     from raypipe.infer.temporal_model import TemporalModel
 
     try:
         if spec.temporal.active:
             TemporalModel(data, spec=spec, device="cpu")
-        else:
-            FrameModel(data, spec=spec, device="cpu")
+        elif FrameModel(data, spec=spec, device="cpu").output_kind == "image":
+            check_whole_scale(data, spec)  # as the run's load_model
     except RaypipeError as e:
         return e
     return None

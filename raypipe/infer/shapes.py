@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 
+from raypipe.errors import ModelLoadError
 from raypipe.infer.sidecar import ModelSpec
 
 PROBE_PX = 256
@@ -89,3 +90,20 @@ def probe_side(pad_multiple: int | None, side: int = PROBE_PX) -> int:
     a model padding its inputs to that multiple takes as it is."""
     multiple = pad_multiple or 1
     return multiple * math.ceil(side / multiple)
+
+
+def check_whole_scale(data: bytes, spec: ModelSpec) -> None:
+    """Refuse padding or tiling (``spec``'s) for the image model ``data`` whose graph says
+    its output is not its input's size times a whole number: a 0.5x model with
+    ``pad_multiple`` failed at its first chunk, after Ray's start, `model show` exiting 0
+    (a sweep). Scales the graph does not give are found as the model runs."""
+    if spec.pad_multiple is None and spec.tile is None:
+        return
+    scale = image_output_scale(data, spec)
+    if scale is None or (scale >= 1 and float(scale).is_integer()):
+        return
+    what = "pad_multiple" if spec.pad_multiple is not None else "tile"
+    raise ModelLoadError(
+        f"the model's output is {scale:g}x its input's size, and {what} needs an output the "
+        f"input's size or that size times one whole number (at least 1); drop {what}"
+    )

@@ -156,3 +156,38 @@ def test_load_model_applies_the_run_override() -> None:
 
     loaded = load_model(build_run_config(model="builtin:invert", pad_multiple=16))
     assert loaded.spec is not None and loaded.spec.pad_multiple == 16
+
+
+def test_a_model_that_shrinks_its_frames_is_refused_padding_at_load_and_in_model_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 0.5x model with pad_multiple passed the load and `model show` (exit 0), then failed
+    at its first chunk after Ray's start (a sweep); a 2x one pads and crops as it should."""
+    from raypipe.cli import main
+    from raypipe.distributed.setup import load_model
+
+    dims = ["N", 3, "H", "W"]
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "AveragePool", ["input"], ["output"], kernel_shape=[2, 2], strides=[2, 2]
+            )
+        ],
+        "half",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H2", "W2"])],
+    )
+    path = tmp_path / "half.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path
+    )
+    (tmp_path / "half.raypipe.json").write_text(json.dumps({"pad_multiple": 32}))
+    match = r"the model's output is 0.5x its input's size, and pad_multiple needs an output"
+    with pytest.raises(ModelLoadError, match=match):
+        load_model(build_run_config(model=str(path)))
+    assert main(["model", "show", str(path)]) == 1
+    assert "0.5x its input's size, and pad_multiple" in capsys.readouterr().err
+    up = tmp_path / "up.onnx"
+    up.write_bytes(builtin_bytes("upscale2x"))
+    (tmp_path / "up.raypipe.json").write_text(json.dumps({"pad_multiple": 32}))
+    load_model(build_run_config(model=str(up)))
