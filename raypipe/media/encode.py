@@ -204,6 +204,13 @@ _VPX_SPEEDS = {  # x264-style preset names -> libvpx-vp9's cpu-used (0 best .. 8
 where FFmpeg's own default (``cpu-used`` 1, no ``row-mt``) took 7.5x."""
 
 
+_SVT_PRESETS = {  # x264-style preset names -> SVT-AV1's preset (0 best .. 13 fastest)
+    "ultrafast": "12", "superfast": "11", "veryfast": "10", "faster": "9", "fast": "9",
+    "medium": "8", "slow": "6", "slower": "4", "veryslow": "2", "placebo": "0",
+}  # fmt: skip
+"""SVT-AV1's own default is 10; its presets below 4 take many times x264's ``veryslow``."""
+
+
 def is_nvenc(codec: str) -> bool:
     return codec.endswith("_nvenc")
 
@@ -399,7 +406,8 @@ def encoder_options(config: EncodeConfig) -> dict[str, str]:
     """The codec options a segment encoder gets: crf/preset for the x26x family; for NVENC
     crf becomes constant quality ``cq`` and x264 preset names NVENC's ``p1``..``p7``; for
     libvpx-vp9 crf is constant quality (``b=0``), the preset its ``cpu-used`` speed, rows
-    encoded in parallel (``row-mt``)."""
+    encoded in parallel (``row-mt``); for libsvtav1 its own crf, and x264 preset names its
+    preset numbers (:data:`_SVT_PRESETS`; a number as it is)."""
     options: dict[str, str] = {}
     if config.codec == "libvpx-vp9":
         if config.crf is not None:
@@ -414,6 +422,11 @@ def encoder_options(config: EncodeConfig) -> dict[str, str]:
             options["preset"] = config.preset
     if config.codec == "libx265":
         options["x265-params"] = "log-level=error"
+    if config.codec == "libsvtav1":  # they were left unused, without a word (a sweep)
+        if config.crf is not None:
+            options["crf"] = str(config.crf)
+        if config.preset:
+            options["preset"] = _SVT_PRESETS.get(config.preset, config.preset)
     if is_nvenc(config.codec):
         if config.crf is not None:  # constant quality, NVENC's nearest to crf
             options.update(rc="vbr", cq=str(config.crf), b="0")

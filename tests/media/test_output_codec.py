@@ -8,6 +8,7 @@ any work, exactly when FFmpeg's muxer would fail."""
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -20,7 +21,13 @@ from raypipe.distributed.archive import _jobs
 from raypipe.errors import ConfigError
 from raypipe.inputs import InputItem
 from raypipe.media.containers import container_refuses, output_format
-from raypipe.media.encode import check_encoder, encoder_options, option_problem, segment_format
+from raypipe.media.encode import (
+    check_encoder,
+    encoder_available,
+    encoder_options,
+    option_problem,
+    segment_format,
+)
 from raypipe.testing import ClipSpec, make_clip
 
 
@@ -86,6 +93,39 @@ def test_vp9_takes_crf_as_constant_quality_and_the_preset_as_its_speed() -> None
     assert encoder_options(
         EncodeConfig(codec="libvpx-vp9", crf=18, preset="slow", options={"cpu-used": "8"})
     ) == {"crf": "18", "b": "0", "deadline": "good", "row-mt": "1", "cpu-used": "8"}
+
+
+def test_svt_av1_takes_crf_and_the_preset_as_its_own_numbers() -> None:
+    """``--crf`` and ``--preset`` were left unused with libsvtav1 (and av1_nvenc falling back
+    to it), without a word: crf 5 and 50 gave files of one size (a sweep)."""
+    assert encoder_options(EncodeConfig(codec="libsvtav1", crf=30, preset="veryfast")) == {
+        "crf": "30", "preset": "10",
+    }  # fmt: skip
+    assert encoder_options(EncodeConfig(codec="libsvtav1", crf=None, preset="4"))["preset"] == "4"
+    assert (
+        encoder_options(
+            EncodeConfig(codec="libsvtav1", crf=20, preset="fast", options={"crf": "40"})
+        )["crf"]
+        == "40"
+    ), "the user's own options win"
+    if not encoder_available("libsvtav1"):
+        pytest.skip("this PyAV build has no libsvtav1")
+    frames = np.random.default_rng(3).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+
+    def size(crf: int) -> int:
+        ctx = av.CodecContext.create("libsvtav1", "w")
+        ctx.width = ctx.height = 64
+        ctx.pix_fmt, ctx.time_base = "yuv420p", Fraction(1, 30)
+        ctx.options = encoder_options(EncodeConfig(codec="libsvtav1", crf=crf, preset="ultrafast"))
+        packets = []
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            packets += ctx.encode(frame)
+        packets += ctx.encode(None)
+        return sum(p.size for p in packets)
+
+    assert size(5) > 2 * size(55)
 
 
 @pytest.mark.parametrize("codec", ["auto", "libx264", "libx265", "libvpx-vp9"])
