@@ -300,6 +300,13 @@ class EncodeConfig:
                 f"preset {self.preset!r} is not one of x264's: {', '.join(X264_PRESETS)}"
                 + (" (VP9 gets the matching cpu-used)" if self.codec == "libvpx-vp9" else "")
             )
+        if self.preset and self.codec == "libsvtav1" and self.preset not in X264_PRESETS:
+            svt_number = self.preset.lstrip("-").isdigit() and -1 <= int(self.preset) <= 13
+            if not svt_number:
+                raise ConfigError(
+                    f"preset {self.preset!r} is neither one of x264's ({', '.join(X264_PRESETS)}"
+                    "), which SVT-AV1 gets as its matching preset, nor SVT-AV1's own, -1..13"
+                )
 
     def for_output(self, output: str) -> EncodeConfig:
         """This config for ``output``: ``codec="auto"`` made the encoder for its container

@@ -108,6 +108,10 @@ def test_svt_av1_takes_crf_and_the_preset_as_its_own_numbers() -> None:
         )["crf"]
         == "40"
     ), "the user's own options win"
+    with pytest.raises(ConfigError, match=r"preset 'ultrafst' is neither one of x264's"):
+        EncodeConfig(codec="libsvtav1", preset="ultrafst")
+    with pytest.raises(ConfigError, match=r"nor SVT-AV1's own, -1..13"):
+        EncodeConfig(codec="libsvtav1", preset="14")
     if not encoder_available("libsvtav1"):
         pytest.skip("this PyAV build has no libsvtav1")
     frames = np.random.default_rng(3).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
