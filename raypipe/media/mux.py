@@ -298,14 +298,19 @@ def _write(
     with opened as first:
         template = first.streams.video[0]
         extradata = template.codec_context.extradata
+        template_tag = template.codec_context.codec_tag
         try:
             out_video = out.add_stream_from_template(template)
         except av.codec.codec.UnknownCodecError:  # no encoder of the decoder's name (libdav1d)
             out_video = out.add_stream_from_template(template, opaque=True)
         except ValueError as e:  # PyAV: the format does not support the codec
             raise MuxError(f"writing {out.format.name} output failed: {e}") from e
-    if out.format.name in ("mp4", "mov") and out_video.codec_context.codec.canonical_name == "hevc":
+    kind = out_video.codec_context.codec.canonical_name
+    if out.format.name in ("mp4", "mov") and kind == "hevc":
         out_video.codec_context.codec_tag = "hvc1"  # Apple's players refuse FFmpeg's hev1
+    if kind == "prores" and template_tag.strip("\x00"):  # the profile's fourcc (apco...):
+        # the template's was dropped, MOV wrote apch (HQ) whatever was encoded, MKV none
+        out_video.codec_context.codec_tag = template_tag
     if head.colour is not None:
         head.colour.apply(out_video.codec_context)
     if head.sar:  # for MP4's pasp box where the codec's bitstream has no place for it

@@ -89,3 +89,29 @@ def test_an_mp4_output_names_the_containers_that_hold_them() -> None:
     assert "(.mkv and .mov hold it)" in container_refuses("out.mp4", "prores_ks")
     assert "(.mov holds it)" in container_refuses("out.mkv", "dnxhd")
     assert container_refuses("out.mov", "dnxhd") == container_refuses("out.mov", "prores_ks") == ""
+
+
+@pytest.mark.parametrize(
+    ("pix_fmt", "profile", "tag"),
+    [("yuv422p10le", "proxy", "apco"), ("yuv422p10le", "", "apch"), ("yuv444p10le", "", "ap4h")],
+)
+@pytest.mark.parametrize("suffix", [".mov", ".mkv"])
+def test_a_prores_output_is_labelled_with_the_profile_it_holds(
+    tmp_path: Path, pix_fmt: str, profile: str, tag: str, suffix: str
+) -> None:
+    """Every ProRes output was labelled HQ (``apch``) in MOV, whatever profile was encoded
+    (4444 for a 4:4:4 source, ``profile=proxy``), and had no fourcc in MKV (a sweep)."""
+    import subprocess
+
+    source = _source(tmp_path, pix_fmt, None)
+    out = tmp_path / f"out{suffix}"
+    options = {"profile": profile} if profile else {}
+    run_in_process(
+        source, out, "builtin:identity", 3, EncodeConfig(codec="prores_ks", options=options)
+    )
+    probed = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+         "stream=codec_tag_string", "-of", "csv=p=0", str(out)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert probed == tag
