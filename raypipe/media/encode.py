@@ -550,7 +550,20 @@ def fidelity_notes(config: EncodeConfig, picture: PictureFormat, output: str = "
             f"content light level); the output keeps the {picture.colour.transfer} transfer "
             "tag without it. libx265, libx264 and libsvtav1 write it"
         )
+    sar = picture.upright_sar
+    fmt = os.path.splitext(output)[1].lower()
+    if sar not in (None, 1) and fmt in (".nut", ".avi") and config.codec not in _SAR_IN_BITSTREAM:
+        notes.append(  # PyAV sets no stream-level ratio, which those muxers write (a sweep)
+            f"the source's sample aspect ratio ({sar.numerator}:{sar.denominator}) is left "
+            f"out of a {fmt} output with {config.codec}: players show its pictures "
+            "stretched; .mkv, .mov or .mp4 keep it"
+        )
     return notes
+
+
+_SAR_IN_BITSTREAM = frozenset({"libx264", "libx264rgb", "libx265", "h264_nvenc", "hevc_nvenc"})
+"""Encoders whose video holds its own sample aspect ratio (H.264's and HEVC's VUI), which
+NUT and AVI outputs keep; the muxers' own field stays empty."""
 
 
 _H264_PROFILES = {"4:2:2": "High 4:2:2", "4:4:4": "High 4:4:4 Predictive"}

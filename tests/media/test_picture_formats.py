@@ -474,3 +474,19 @@ def test_a_gif_says_its_alpha_is_left_out_only_when_it_is_transparent(
     notes = [n for n in fidelity_notes(EncodeConfig(codec="libx264"), picture) if "alpha" in n]
     assert len(notes) == int(transparent), notes
     assert ("with alpha" in picture_lines(picture)[0]) is transparent
+
+
+def test_an_anamorphic_source_into_nut_or_avi_is_said_to_lose_its_aspect_ratio() -> None:
+    """FFV1, VP9 and AV1 in NUT or AVI came out square-pixelled, said nowhere (a sweep):
+    those muxers write the stream's ratio, which PyAV cannot set; H.264 and HEVC carry
+    their own, and MKV, MOV and MP4 keep every codec's."""
+    pal = PictureFormat(coded_width=720, coded_height=576, pix_fmt="yuv420p", sar=(64, 45))
+    for codec in ("ffv1", "libvpx-vp9", "libsvtav1"):
+        for output in ("out.nut", "out.avi"):
+            (note,) = fidelity_notes(EncodeConfig(codec=codec), pal, output)
+            assert note.startswith("the source's sample aspect ratio (64:45) is left out of a ")
+    assert fidelity_notes(EncodeConfig(codec="libx264"), pal, "out.nut") == []
+    for output in ("out.mkv", "out.mov", "out.mp4"):
+        assert fidelity_notes(EncodeConfig(codec="ffv1"), pal, output) == []
+    square = PictureFormat(coded_width=720, coded_height=576, pix_fmt="yuv420p", sar=(1, 1))
+    assert fidelity_notes(EncodeConfig(codec="ffv1"), square, "out.nut") == []
