@@ -304,16 +304,33 @@ def _check_option_names(options: dict[str, str], codecs: list[str]) -> None:
 
 
 def option_problem(config: EncodeConfig, output: str) -> str:
-    """Why an encoder option of ``config`` does not reach the encoder ``output`` gets
-    (``""``: each does): with ``--codec auto``, one of VP9's into an ``.mp4`` passed the
-    check that took both encoders auto may pick, and x264 left it unused (a sweep)."""
-    if config.codec != AUTO_CODEC or not config.options:
-        return ""
+    """Why the encoder ``output`` gets cannot take ``config`` as given (``""``: it can):
+    an encoder option of another encoder (with ``--codec auto``, one of VP9's into an
+    ``.mp4`` passed the check that took both encoders auto may pick, and x264 left it
+    unused), or a ``pix_fmt`` the encoder does not write (``--pix-fmt rgb24`` for x264
+    failed at the first chunk, after Ray's start, "Invalid argument"; sweeps)."""
     codec = config.for_output(output).codec
     ext = os.path.splitext(output.rstrip("/"))[1].lower() or "(none)"
-    return _option_problem(
-        config.options, [codec], f"encoder {codec} (the one --codec auto picks for {ext}) has"
-    )
+    picked = f" (the one --codec auto picks for {ext})" if config.codec == AUTO_CODEC else ""
+    if config.pix_fmt and not is_nvenc(codec):
+        formats = _video_formats(codec)
+        if formats and config.pix_fmt not in formats:
+            return (
+                f"encoder {codec}{picked} does not write --pix-fmt {config.pix_fmt}; it "
+                f"writes {', '.join(formats)}"
+            )
+    if config.codec != AUTO_CODEC or not config.options:
+        return ""
+    return _option_problem(config.options, [codec], f"encoder {codec}{picked} has")
+
+
+@functools.cache
+def _video_formats(codec: str) -> tuple[str, ...]:
+    """The pixel formats the encoder ``codec`` takes (none where it does not say)."""
+    try:
+        return tuple(f.name for f in av.codec.Codec(codec, "w").video_formats or ())
+    except (av.error.FFmpegError, ValueError):
+        return ()
 
 
 def _option_problem(options: dict[str, str], codecs: list[str], which: str = "") -> str:

@@ -262,6 +262,27 @@ def test_with_codec_auto_an_option_must_be_one_of_the_encoder_the_output_gets(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
+def test_a_pix_fmt_the_encoder_does_not_write_is_refused_before_any_work(tmp_path: Path) -> None:
+    """``--pix-fmt rgb24`` with x264 (or 10-bit VP9 from this build's 8-bit libvpx, 4:4:4
+    SVT-AV1, 4:2:0 ProRes) failed at the first chunk's encode, after Ray's start, with
+    "Invalid argument" (a sweep)."""
+    assert option_problem(EncodeConfig(codec="libx264", pix_fmt="rgb24"), "o.mp4").startswith(
+        "encoder libx264 does not write --pix-fmt rgb24; it writes yuv420p, "
+    )
+    assert option_problem(EncodeConfig(codec="prores_ks", pix_fmt="yuv420p"), "o.mov") == (
+        "encoder prores_ks does not write --pix-fmt yuv420p; it writes yuv422p10le, "
+        "yuv444p10le, yuva444p10le"
+    )
+    assert option_problem(EncodeConfig(codec="ffv1", pix_fmt="yuv444p"), "o.mkv") == ""
+    assert option_problem(EncodeConfig(pix_fmt="yuv420p10le"), "o.mp4") == ""  # x264's
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=2, width=64, height=48))
+    with pytest.raises(ConfigError, match=r"^encoder libx264 does not write --pix-fmt rgb24"):
+        raypipe.process_video(
+            str(tmp_path / "in.mp4"), str(tmp_path / "o.mp4"), codec="libx264", pix_fmt="rgb24"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
 def test_python_values_of_encoder_options_and_crf_are_checked_or_made_text() -> None:
     """``encoder_options={"qp": 0}`` failed at the first chunk's encode, after Ray's start,
     with "Argument 'value' has incorrect type", naming no option; ``crf="20"`` with a
