@@ -752,7 +752,7 @@ def encode_segment(
     problem = size_problem(config, pix_fmt, width, height)
     if problem:
         raise EncodeError(problem)
-    tags = picture.output_tags(pix_fmt)
+    tags = picture.output_tags(pix_fmt, config.codec)
     durations = frame_durations(pts, end_pts, rate, time_base)
     duration_of = {int(p): int(d) for p, d in zip(pts, durations)}
     # HDR parameters first: the user's own (last in encoder_options) win

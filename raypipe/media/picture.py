@@ -42,6 +42,10 @@ from raypipe.media.colour import (
 )
 from raypipe.media.pixfmt import has_alpha, layout_of
 
+LIMITED_ONLY = frozenset({"prores_ks", "prores_aw", "prores"})
+"""Encoders whose video has no full range: ProRes (neither its bitstream nor MOV's colour
+atom for it says full range, and decoders read it limited)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class PictureFormat:
@@ -156,9 +160,13 @@ class PictureFormat:
         """A coded ``(H, W, 3)`` frame turned upright (a view, no copy)."""
         return turned_upright(rgb, self.rotation_degrees, self.mirrored)
 
-    def output_tags(self, pix_fmt: str) -> ColourTags:
-        """The colour tags of an output written in ``pix_fmt``: the source's primaries and
-        transfer; the matrix and range encoded with (``gbr`` for RGB outputs)."""
+    def output_tags(self, pix_fmt: str, codec: str = "") -> ColourTags:
+        """The colour tags of an output written in ``pix_fmt`` by ``codec``: the source's
+        primaries and transfer; the matrix and range encoded with (``gbr`` for RGB
+        outputs). A codec that holds limited range only (ProRes: :data:`LIMITED_ONLY`)
+        gets a full-range source converted to limited, as ``ffmpeg`` converts it: its
+        full-range samples were read as limited, every grey shifted (64 shown as 54) and
+        blacks and whites clipped (a sweep)."""
         if layout_of(pix_fmt).rgb:
             return ColourTags(
                 primaries=self.colour.primaries, transfer=self.colour.transfer, matrix="gbr"
@@ -167,7 +175,7 @@ class PictureFormat:
             primaries=self.colour.primaries,
             transfer=self.colour.transfer,
             matrix=self.matrix,
-            range=self.range,
+            range="tv" if codec in LIMITED_ONLY else self.range,
         )
 
     def to_dict(self) -> dict[str, Any]:

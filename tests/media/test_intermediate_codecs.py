@@ -115,3 +115,25 @@ def test_a_prores_output_is_labelled_with_the_profile_it_holds(
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     assert probed == tag
+
+
+def test_a_full_range_source_into_prores_is_converted_to_limited_range(tmp_path: Path) -> None:
+    """ProRes holds limited range only: full-range samples went in as they were and were
+    read as limited, every grey shifted (64 shown as 54) and blacks and whites clipped (a
+    sweep). They are converted, as ``ffmpeg`` converts them: the pictures look the same."""
+    import av
+
+    full = ("bt709", "bt709", "bt709", "pc")
+    spec = ClipSpec(codec="ffv1", pix_fmt="yuv444p", colour=full, bframes=0, gop=1,
+                    n_frames=4, width=256, height=128)  # fmt: skip
+    source = make_clip(tmp_path / "full.mkv", spec)
+    out = tmp_path / "out.mov"
+    run_in_process(source, out, "builtin:identity", 2, EncodeConfig(codec="prores_ks"))
+    assert ffprobe_video(out).range == "tv"
+
+    def rgb(path: Path) -> np.ndarray:  # as players show it: the file's tags read
+        with av.open(str(path)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+    error = np.abs(rgb(out).astype(int) - rgb(source).astype(int)).mean()
+    assert error < 2.0, error  # full-range samples read as limited: about 10
