@@ -45,6 +45,7 @@ from raypipe.exiting import (
     exit_status,
     ignore_interrupts,
     raise_on_sigterm,
+    run_after_ray,
     sigterm_received,
     terminating_signal,
 )
@@ -537,6 +538,7 @@ def entry(argv: Sequence[str] | None = None) -> NoReturn:
             cluster.end_for_exit()
         except Exception as e:  # noqa: BLE001 - the run's status stands; Ray's handler retries
             print(f"raypipe: warning: shutting Ray down: {one_line(e)}", file=sys.stderr)
+    run_after_ray()  # an interrupted run's work folder, again: no worker writes now
     end_process(status)
 
 

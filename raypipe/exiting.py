@@ -28,7 +28,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import NoReturn
@@ -160,6 +161,31 @@ def flush_standard_streams() -> None:
                 stream.flush()
             except (OSError, ValueError):  # a broken pipe, or closed
                 pass
+
+
+_AFTER_RAY: list[Callable[[], object]] = []
+
+
+def after_ray(sweep: Callable[[], object]) -> None:
+    """Have the command call ``sweep`` once Ray is shut down (:func:`run_after_ray`), when no
+    worker of the run can write any more: an interrupted run's actor finished the chunk it
+    had and wrote its segment after the run had removed its work folder, which stayed (a
+    CI run)."""
+    _AFTER_RAY.append(sweep)
+
+
+def run_after_ray(grace_s: float = 0.2) -> None:
+    """The sweeps :func:`after_ray` registered, ``grace_s`` after Ray's shutdown (its
+    workers end as their raylet does, a moment later); a failing one is skipped."""
+    if not _AFTER_RAY:
+        return
+    time.sleep(grace_s)
+    while _AFTER_RAY:
+        sweep = _AFTER_RAY.pop(0)
+        try:
+            sweep()
+        except Exception:  # noqa: BLE001, S112 - the command's status stands
+            continue
 
 
 def end_process(status: int) -> NoReturn:

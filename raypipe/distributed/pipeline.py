@@ -8,6 +8,7 @@ has the video assembled (:mod:`raypipe.distributed.assembly`) when the last is i
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -42,6 +43,7 @@ from raypipe.distributed.setup import (
 from raypipe.distributed.stats import RunStats
 from raypipe.distributed.workload import LoadedModel
 from raypipe.errors import ConfigError
+from raypipe.exiting import after_ray, in_command
 from raypipe.inputs import not_one_video
 from raypipe.media.encode import option_problem
 from raypipe.reuse import Provenance
@@ -131,6 +133,9 @@ def process_video(
             # a run never resumes (an archive does): its segments are of no use now, an
             # interrupted one's were left next to OUTPUT for good (a sweep)
             left = remove_work(planned.work_dir) if planned.work_dir else 0
+            if planned.work_dir and in_command():  # again once Ray is down: an actor's last
+                # chunk landed after the removal (a library caller's Ray stays up)
+                after_ray(functools.partial(remove_work, planned.work_dir))
             if left:
                 log.warning(
                     "%s: its work folder %s could not be removed (%d files left); remove "
