@@ -204,7 +204,7 @@ def command_ends_if_cluster_lost(
         return
     host, _, port = address.rpartition(":")
     try:  # one that does not answer now is not watched (a GCS this machine cannot reach)
-        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        _connect(host, port, timeout=2)
     except (OSError, ValueError):
         yield
         return
@@ -214,7 +214,7 @@ def command_ends_if_cluster_lost(
         lost_since = 0.0
         while not stop.wait(_WATCH_EVERY_S):
             try:
-                socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+                _connect(host, port, timeout=2)
                 lost_since = 0.0
                 continue
             except OSError as e:
@@ -242,6 +242,12 @@ def command_ends_if_cluster_lost(
         stop.set()
 
 
+def _connect(host: str, port: str, *, timeout: float) -> None:
+    """Open and close a TCP connection to ``host``:``port`` (``[...]`` around an IPv6
+    address); ``OSError`` when nothing answers."""
+    socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+
+
 def check_reachable(address: str) -> None:
     """Fail at once, typed, when nothing listens at ``address`` (``HOST:PORT`` or
     ``ray://HOST:PORT``): Ray itself retries an unreachable GCS for minutes before it says
@@ -250,7 +256,7 @@ def check_reachable(address: str) -> None:
     if not sep or not port.isdigit() or not host or "/" in host:
         return
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
+        _connect(host, port, timeout=REACH_TIMEOUT_S)
     except OSError as e:
         raise ConnectionError(f"nothing answers at {host}:{port} ({e})") from e
     if not address.startswith("ray://"):

@@ -113,11 +113,10 @@ def process_video(
             for row in planned.rows:
                 row["work_dir"] = planned.work_dir
         write_run_record(planned)
-
-        def remove_run_folder() -> None:
-            if planned.work_dir:
-                remove_work(planned.work_dir)
-
+        # a run never resumes (an archive does): its segments are of no use once it stops
+        remove_run_folder = (
+            functools.partial(remove_work, planned.work_dir) if planned.work_dir else lambda: 0
+        )
         try:
             with command_ends_if_cluster_lost(remove_run_folder):
                 return _process(
@@ -130,12 +129,9 @@ def process_video(
                     chunk_frames=chunk_frames,
                 )
         except BaseException:
-            # a run never resumes (an archive does): its segments are of no use now, an
-            # interrupted one's were left next to OUTPUT for good (a sweep)
-            left = remove_work(planned.work_dir) if planned.work_dir else 0
-            if planned.work_dir and in_command():  # again once Ray is down: an actor's last
-                # chunk landed after the removal (a library caller's Ray stays up)
-                after_ray(functools.partial(remove_work, planned.work_dir))
+            left = remove_run_folder()  # an interrupted run's stayed for good (a sweep)
+            if in_command():  # again once Ray is down: an actor's last chunk landed after
+                after_ray(remove_run_folder)  # the removal (a library caller's Ray stays up)
             if left:
                 log.warning(
                     "%s: its work folder %s could not be removed (%d files left); remove "

@@ -51,7 +51,7 @@ from raypipe.media.containers import KEEPING_ENCODERS, container_refuses, extens
 from raypipe.media.frame_clock import FrameClock
 from raypipe.media.full_range import narrowed, wide_twin
 from raypipe.media.picture import PictureFormat
-from raypipe.media.pixfmt import choose_pix_fmt, encoder_formats, layout_of
+from raypipe.media.pixfmt import choose_pix_fmt, encoder_formats, encoder_video_formats, layout_of
 
 _X26X = ("libx264", "libx264rgb", "libx265")
 _ANY_SIZE = frozenset({"ffv1", "libvpx-vp9", "libsvtav1", "mpeg4", "mpeg2video"})
@@ -313,7 +313,7 @@ def option_problem(config: EncodeConfig, output: str) -> str:
     ext = os.path.splitext(output.rstrip("/"))[1].lower() or "(none)"
     picked = f" (the one --codec auto picks for {ext})" if config.codec == AUTO_CODEC else ""
     if config.pix_fmt and not is_nvenc(codec):
-        formats = _video_formats(codec)
+        formats = encoder_video_formats(codec)
         if formats and config.pix_fmt not in formats:
             return (
                 f"encoder {codec}{picked} does not write --pix-fmt {config.pix_fmt}; it "
@@ -322,15 +322,6 @@ def option_problem(config: EncodeConfig, output: str) -> str:
     if config.codec != AUTO_CODEC or not config.options:
         return ""
     return _option_problem(config.options, [codec], f"encoder {codec}{picked} has")
-
-
-@functools.cache
-def _video_formats(codec: str) -> tuple[str, ...]:
-    """The pixel formats the encoder ``codec`` takes (none where it does not say)."""
-    try:
-        return tuple(f.name for f in av.codec.Codec(codec, "w").video_formats or ())
-    except (av.error.FFmpegError, ValueError):
-        return ()
 
 
 def _option_problem(options: dict[str, str], codecs: list[str], which: str = "") -> str:

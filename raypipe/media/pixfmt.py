@@ -92,13 +92,19 @@ def _usable(name: str, codec: str) -> bool:
     return layout.chroma != "gray" and layout.bit_depth <= _MAX_DEPTH.get(codec, 16)
 
 
+@functools.cache
+def encoder_video_formats(codec: str) -> tuple[str, ...]:
+    """Every pixel format the encoder ``codec`` takes, in its order (none where this build
+    lacks it or it does not say)."""
+    try:
+        return tuple(f.name for f in av.codec.Codec(codec, "w").video_formats or ())
+    except (av.error.FFmpegError, ValueError):
+        return ()
+
+
 def encoder_formats(codec: str) -> list[str]:
     """The pixel formats of ``codec`` raypipe may choose, in the encoder's order."""
-    try:
-        formats = av.codec.Codec(codec, "w").video_formats or ()
-    except (av.error.FFmpegError, ValueError):
-        return []
-    return [f.name for f in formats if _usable(f.name, codec)]
+    return [name for name in encoder_video_formats(codec) if _usable(name, codec)]
 
 
 def choose_pix_fmt(source_pix_fmt: str | None, codec: str) -> tuple[str, str]:
