@@ -478,6 +478,15 @@ def output_pix_fmt(config: EncodeConfig, picture: PictureFormat) -> tuple[str, s
     return choose_pix_fmt(picture.pix_fmt, config.codec)
 
 
+_SVT_THIN = 24
+_SVT_LONG = 64
+"""SVT-AV1 (4.1, PyAV's build) hangs on frames at most :data:`_SVT_THIN` px on one side
+and more than :data:`_SVT_LONG` on the other: it takes the frames and never gives a
+packet or an error, and the process does not end (320x16, 66x24 and 24x65 hang; 64x24,
+320x25, 16x16 and 8x8 encode; a sweep, tests/media/test_encode.py). ffmpeg's own SVT-AV1
+1.4 refuses frames under 64 px high at once."""
+
+
 def size_problem(config: EncodeConfig, pix_fmt: str, width: int, height: int) -> str:
     """Why ``config.codec`` cannot encode ``width`` x ``height`` frames in ``pix_fmt``, with
     what to pass instead (``""``: it can): a size that is not whole chroma samples, in an
@@ -488,6 +497,14 @@ def size_problem(config: EncodeConfig, pix_fmt: str, width: int, height: int) ->
         return (
             f"dnxhd (DNxHR) encodes frames of at least 256x120, the frames are {width}x"
             f"{height}; use --codec prores_ks or ffv1 for smaller frames"
+        )
+    if config.codec == "libsvtav1" and min(width, height) <= _SVT_THIN < _SVT_LONG < max(
+        width, height
+    ):
+        return (
+            f"libsvtav1 (SVT-AV1) stops responding on frames {_SVT_THIN} px or less on one "
+            f"side and more than {_SVT_LONG} on the other, the frames are {width}x{height}; "
+            "use --codec libvpx-vp9 or ffv1 for such strips"
         )
     if not (width % sub_w or height % sub_h) or config.codec in _ANY_SIZE:
         return ""

@@ -27,6 +27,7 @@ from raypipe.media.encode import (
     encoder_options,
     option_problem,
     segment_format,
+    size_problem,
 )
 from raypipe.testing import ClipSpec, make_clip
 
@@ -280,6 +281,50 @@ def test_a_pix_fmt_the_encoder_does_not_write_is_refused_before_any_work(tmp_pat
         raypipe.process_video(
             str(tmp_path / "in.mp4"), str(tmp_path / "o.mp4"), codec="libx264", pix_fmt="rgb24"
         )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def _svt_packets(width: int, height: int) -> int:
+    """Packets SVT-AV1 gives for 3 frames of ``width`` x ``height``."""
+    with av.open(io.BytesIO(), "w", format="matroska") as sink:
+        stream = sink.add_stream("libsvtav1", rate=25, options={"preset": "12"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        packets = 0
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((height, width, 3), 40 * i, np.uint8), format="rgb24"
+            ).reformat(format="yuv420p")
+            frame.pts = i
+            packets += len(stream.encode(frame))
+        return packets + len(stream.encode(None))
+
+
+def test_svt_av1_strips_it_hangs_on_are_refused_before_any_work(tmp_path: Path) -> None:
+    """SVT-AV1 took 320x16 frames and never gave a packet, an error or the process's end: a
+    run with ``--codec libsvtav1`` waited forever (a sweep). Frames at most 24 px on one
+    side and over 64 on the other are refused with other codecs named; the sizes beside
+    that edge encode."""
+    svt = EncodeConfig(codec="libsvtav1")
+    for width, height in [(320, 16), (66, 24), (24, 65), (100, 8)]:
+        assert size_problem(svt, "yuv420p", width, height).startswith(
+            "libsvtav1 (SVT-AV1) stops responding on frames 24 px or less on one side and "
+            f"more than 64 on the other, the frames are {width}x{height}; use --codec "
+            "libvpx-vp9 or ffv1"
+        )
+    for width, height in [(64, 24), (26, 320), (16, 16), (1920, 1080)]:
+        assert size_problem(svt, "yuv420p", width, height) == ""
+    assert size_problem(EncodeConfig(codec="libvpx-vp9"), "yuv420p", 320, 16) == ""
+    assert _svt_packets(64, 24) == _svt_packets(26, 320) == 3
+    with av.open(str(tmp_path / "in.mp4"), "w") as sink:  # narrower than make_clip draws
+        stream = sink.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 16, "yuv420p"
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(np.zeros((16, 96, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            sink.mux(stream.encode(frame))
+        sink.mux(stream.encode(None))
+    with pytest.raises(ConfigError, match=r"^output .o.mkv.: libsvtav1 \(SVT-AV1\) stops respond"):
+        raypipe.process_video(str(tmp_path / "in.mp4"), str(tmp_path / "o.mkv"), codec="libsvtav1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
