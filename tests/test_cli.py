@@ -65,6 +65,23 @@ def _bad_input(kind: str, tmp: Path, clips: dict[str, Path]) -> tuple[str, list[
         onnx.save(model, str(path))
         (tmp / "scored.raypipe.json").write_text('{"output_name": "score"}')
         return good, ["--model", str(path)]
+    if kind == "two_channel_output":  # a flow model's shape: rank 4, 2 channels
+        from onnx import TensorProto, helper
+
+        model = _image_and_mask_model()
+        del model.graph.output[1], model.graph.node[1]
+        model.graph.node[0].CopyFrom(
+            helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["output"])
+        )
+        for name, value in (("starts", 0), ("ends", 2), ("axes", 1)):
+            tensor = helper.make_tensor(name, TensorProto.INT64, [1], [value])
+            model.graph.initializer.append(tensor)
+        model.graph.output[0].CopyFrom(
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 2, "h", "w"])
+        )
+        path = tmp / "flow.onnx"
+        onnx.save(model, str(path))
+        return good, ["--model", str(path)]
     raise AssertionError(kind)
 
 
@@ -117,6 +134,13 @@ BAD = {
         'or, for a video of one of them, name it in the model\'s sidecar: {"output_name": '
         '"output"}',
     ),
+    # the advice named a 2-channel output, which the sidecar then refused (a sweep)
+    "two_channel_output": (
+        "ConfigError",
+        "is a video file, but the model's outputs ('output' ['batch', 2, 'h', 'w']) are not "
+        "one picture, so the run writes a Parquet table per video into a directory: give a "
+        "directory instead (no extension)",
+    ),
 }
 
 
@@ -136,6 +160,8 @@ def test_bad_input_one_line_typed_error_and_nothing_written(
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"raypipe: error: {error_type}: "), err
     assert text in err
+    if kind == "two_channel_output":
+        assert "output_name" not in err, err
     assert list(outdir.iterdir()) == [], "something was written at the output"
 
 
@@ -283,6 +309,30 @@ def test_model_export_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     capsys.readouterr()
     assert main(["model", "show", str(path)]) == 0
     assert "kind: image" in capsys.readouterr().out
+
+
+def test_model_show_says_a_shape_the_graph_does_not_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An input and output with no recorded shape were shown as ``[]``, a scalar's shape
+    (a sweep); a scalar is still ``[]``."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["y"]),
+         helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0)],
+        "noshape",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("mean", TensorProto.FLOAT, [])],
+    )  # fmt: skip
+    path = tmp_path / "noshape.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    main(["model", "show", str(path)])
+    out = capsys.readouterr().out
+    assert "  images: float32, shape not recorded (rank unknown)\n" in out
+    assert "  y: float32, shape not recorded (rank unknown)\n" in out
+    assert "  mean: float32 []\n" in out
 
 
 def test_an_exported_temporal_builtin_runs_as_the_builtin_and_its_hints_fit(

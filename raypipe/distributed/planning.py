@@ -184,7 +184,7 @@ def plan_video(
         planned.jumps = info.jumps
         planned.width, planned.height = planned.picture.upright_size
         if model.geometry is not None:
-            model.geometry.check_frames(planned.height, planned.width)
+            model.geometry.check_frames(planned.height, planned.width, image=not tensor)
         keeps: list[list[int] | None] = [None] * len(plan)
         if tensor and chunk.samples:
             keeps = list(chunk_offsets(plan, sampled_indices(info, chunk)))

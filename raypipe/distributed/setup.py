@@ -37,7 +37,7 @@ from raypipe.infer.models import (
     resolve_model_and_spec,
     yuv_model_problem,
 )
-from raypipe.infer.output_kind import graph_io
+from raypipe.infer.output_kind import graph_io, not_a_picture
 from raypipe.infer.processor_refs import ProcessorRef, identity_is_unique, processor_ref
 from raypipe.infer.shapes import check_whole_scale
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
@@ -404,8 +404,13 @@ def check_table_output(output: str, model: LoadedModel) -> None:
         why = f"the model's outputs ({shown}) are not one picture"
         if named:  # the advice below was what the sidecar said already (a sweep)
             why = f"its spec's output_name '{named}' is not a picture (of outputs {shown})"
-        # a picture batch has rank 4; the advice named the first output, whatever it was
-        pictures = [o.name for o in outputs if len(o.shape or []) == 4 and o.name != named]
+        # a picture batch: rank 4, 3 channels or 1 (the advice named the first output,
+        # whatever it was, then a 2-channel one: sweeps)
+        pictures = [
+            o.name
+            for o in outputs
+            if o.shape is not None and not not_a_picture(o.shape, model.spec) and o.name != named
+        ]
         if pictures:
             fix += (
                 f"; or, for a video of one of them, name it in the model's sidecar: "

@@ -56,9 +56,11 @@ class Port:
 
     name: str
     dtype: str
-    shape: tuple[int | str, ...]
+    shape: tuple[int | str, ...] | None  # None: the graph records no shape (rank unknown)
 
     def __str__(self) -> str:
+        if self.shape is None:  # was "[]", which reads as a scalar (a sweep)
+            return f"{self.name}: {self.dtype}, shape not recorded (rank unknown)"
         return f"{self.name}: {self.dtype} [{', '.join(str(d) for d in self.shape)}]"
 
 
@@ -109,9 +111,13 @@ def _ports(values: list[onnx.ValueInfoProto]) -> tuple[Port, ...]:
     ports = []
     for v in values:
         tensor = v.type.tensor_type
-        dims = tuple(
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in tensor.shape.dim
+        dims = (
+            tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                for d in tensor.shape.dim
+            )
+            if tensor.HasField("shape")
+            else None
         )
         dtype = _ELEMENT_TYPES.get(tensor.elem_type, "?").lower()
         dtype = {"float": "float32", "double": "float64"}.get(dtype, dtype)

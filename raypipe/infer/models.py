@@ -81,6 +81,7 @@ from raypipe.infer.sidecar import resolve_model as resolve_model
 from raypipe.infer.tiling import FrameGeometry, LetterboxParams, unfit_frames
 from raypipe.recycle import Allocate
 
+_EIGHT_BIT_SLACK = 32  # a 0..255 output's overshoot (a sharpening model's) in range_note
 _RANGE_PROBE_PX = 64  # the test frame's side for a model of any size (FrameModel.range_note)
 
 if TYPE_CHECKING:
@@ -394,8 +395,10 @@ class FrameModel:
                 if (channels_last or channels_first)
                 else ""
             )
+            declared = shape[spec.channel_axis]
+            said = f"{declared!r} (a dynamic size)" if channels is None else str(channels)
             raise ModelLoadError(
-                f"model input {node.name!r} has shape {shape}, {channels} on the channel axis "
+                f"model input {node.name!r} has shape {shape}, {said} on the channel axis "
                 f"{spec.channel_axis}; {expects}{hint}"
             )
         self._fixed_batch = _dim(shape[0])
@@ -592,14 +595,23 @@ class FrameModel:
         lo, hi = self.spec.output_range
         span = hi - lo
         values = np.asarray(y, dtype=np.float64)
-        outside = float(np.mean((values > hi + span) | (values < lo - span)))
+        above, below = values > hi + span, values < lo - span
+        outside = float(np.mean(above | below))
         if outside <= 0.5:
             return ""
+        low, high = float(values.min()), float(values.max())
+        if np.mean(above) > 0.5 and low >= -_EIGHT_BIT_SLACK and high <= 255 + _EIGHT_BIT_SLACK:
+            advice = 'a model whose output is 0..255 needs "output_range": [0, 255]'
+        else:  # under the range, or not 0..255 either: [0, 255] was advised whatever (a sweep)
+            advice = (
+                'set "output_range" to the range the model outputs, or check that its input '
+                '"scale", "mean" and "std" are the ones it was trained with,'
+            )
         return (
             f"{outside:.0%} of its output for a test frame lies far outside its "
-            f"output_range [{lo:g}, {hi:g}], so nearly every pixel would clip to black or "
-            'white; a model whose output is 0..255 needs "output_range": [0, 255] in its '
-            "sidecar (NAME.raypipe.json beside NAME.onnx)"
+            f"output_range [{lo:g}, {hi:g}] (from {low:.3g} to {high:.3g}), so nearly every "
+            f"pixel would clip to black or white; {advice} in its sidecar (NAME.raypipe.json "
+            "beside NAME.onnx)"
         )
 
     def batch_step(self, batch_size: int, height: int, width: int) -> int:
@@ -654,7 +666,7 @@ class FrameModel:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if len(frames) == 0:
             raise ValueError("run() got 0 frames; expected at least one")
-        self.geometry.check_frames(*self._frame_hw(frames))
+        self.geometry.check_frames(*self._frame_hw(frames), image=self.output_kind == "image")
         step = self.batch_step(batch_size, *self._frame_hw(frames))
         batches = []
         for start in range(0, len(frames), step):

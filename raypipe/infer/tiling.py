@@ -389,8 +389,10 @@ class FrameGeometry:
             )
         return fixed_h, fixed_w
 
-    def check_frames(self, height: int, width: int) -> None:
-        """Raise :class:`ModelLoadError` when frames of this size cannot reach the model."""
+    def check_frames(self, height: int, width: int, *, image: bool = True) -> None:
+        """Raise :class:`ModelLoadError` when frames of this size cannot reach the model;
+        ``image``: the model outputs pictures, so tiling is a way out (an analysis model's
+        tensors are not tiled: a classifier was told to try ``--tile``, which it refused)."""
         want_h, want_w = self.fixed_size
         if self.model_size is not None or (want_h is None and want_w is None):
             return
@@ -404,7 +406,7 @@ class FrameGeometry:
                 )
         elif (want_h is not None and want_h != height) or (want_w is not None and want_w != width):
             tiles = ""
-            if want_h is not None and want_h == want_w and height >= want_h and width >= want_w:
+            if image and want_h is not None and want_h == want_w and min(height, width) >= want_h:
                 overlap = self.tile_overlap  # the spec's: windows of the model's size
                 tiles = (  # an image-to-image model on larger frames
                     f", or --tile {max(1, want_h - 2 * overlap)} (--tile-overlap {overlap}: "

@@ -445,8 +445,11 @@ def test_channels_last_model_with_nchw_spec_gets_a_hint(dims: tuple[object, ...]
     with pytest.raises(
         ModelLoadError,
         match=r'for a channels-last model put "layout": "NHWC" in its sidecar \(NAME.raypipe.json',
-    ):
+    ) as refused:
         cpu_model(tiny_model(in_dims=dims))
+    # the named dimension, not None (a sweep)
+    said = "16" if dims[1] == 16 else "'height' (a dynamic size)"
+    assert f"{said} on the channel axis 1; " in str(refused.value)
 
 
 def test_channels_first_model_with_nhwc_spec_gets_a_hint() -> None:
@@ -491,8 +494,16 @@ def test_a_float_output_far_outside_its_range_is_said_before_the_run(
     times255 = tiny_model("Mul", consts=scale)
     note = cpu_model(times255).range_note()
     assert note.startswith("100% of its output for a test frame lies far outside its "
-                           "output_range [0, 1], so nearly every pixel would clip")  # fmt: skip
+                           "output_range [0, 1] (from 32 to 224), so nearly every pixel "
+                           "would clip")  # fmt: skip
     assert '"output_range": [0, 255] in its sidecar' in note
+    # far under the range (a model given pixels 0..255 where it takes 0..1, giving x - 255):
+    # [0, 255] would still clip every pixel, and was advised all the same (a sweep)
+    minus = tiny_model("Sub", consts={"k": np.array(255.0, np.float32)})
+    under = cpu_model(minus, ModelSpec(scale=1.0)).range_note()
+    assert "(from -223 to -31)" in under
+    assert '"output_range" to the range the model outputs, or check that its input "scale"' in under
+    assert "[0, 255]" not in under
     assert cpu_model(times255, ModelSpec(output_range=(0.0, 255.0))).range_note() == ""
     assert cpu_model(builtin_bytes("sharpen")).range_note() == ""  # overshoots a little
     fixed = tiny_model("Mul", in_dims=(1, 3, 96, 96), consts=scale)

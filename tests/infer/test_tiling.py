@@ -198,6 +198,27 @@ def test_a_fixed_size_models_refusals_point_to_tiles_and_resizing() -> None:
         tiled.run(uint8_frames(1, 20, 90), 1)
 
 
+def test_a_fixed_size_classifier_is_not_told_to_tile() -> None:
+    """A 224x224 classifier's refusal said to try ``--tile``, which then refused it: tiles
+    need an image output (a sweep). Its refusal names the resizes only."""
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["logits"])],
+        "classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    data = model.SerializeToString()
+    classifier = FrameModel(data, device="cpu")
+    with pytest.raises(ModelLoadError) as refused:
+        classifier.run_tensors(uint8_frames(1, 70, 90), 1)
+    assert "got 70x90; pass --resize stretch or letterbox" in str(refused.value)
+    assert "--tile" not in str(refused.value)
+    stretched = FrameModel(data, spec=ModelSpec(resize="stretch"), device="cpu")
+    assert stretched.run_tensors(uint8_frames(1, 70, 90), 1)["logits"].shape == (1, 3)
+
+
 def test_fixed_size_model_with_a_tile_that_does_not_fit() -> None:
     match = (
         r"model input 'input' takes 32x32 \(height x width\) frames, but tile=32 with "
