@@ -53,6 +53,9 @@ def work_dir_for(output: str) -> str:
 
 
 RUN_DIR_PREFIX = "run-"
+RUN_FILE = "run.json"
+"""A run's folder's record of what its segments are made of (planning.write_run_record),
+written before any of its chunks is dispatched."""
 
 
 def run_dir_for(output: str, provenance: Provenance) -> str:

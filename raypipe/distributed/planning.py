@@ -23,6 +23,7 @@ from raypipe import errors, storage
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.chunk_task import (
     RUN_DIR_PREFIX,
+    RUN_FILE,
     Row,
     placeholder_row,
     run_dir_for,
@@ -49,8 +50,6 @@ from raypipe.reuse import (
 
 if TYPE_CHECKING:
     from raypipe.infer.tiling import FrameGeometry  # cv2: imported where a model is
-
-RUN_FILE = "run.json"
 
 
 @dataclass(frozen=True)

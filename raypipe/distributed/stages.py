@@ -22,8 +22,17 @@ import numpy as np
 
 from raypipe import faults
 from raypipe.config import EncodeConfig
-from raypipe.distributed.chunk_task import ChunkTask, Row, context_of, is_work, output_of
-from raypipe.errors import EncodeError, one_line
+from raypipe.distributed.chunk_task import (
+    RUN_DIR_PREFIX,
+    RUN_FILE,
+    ChunkTask,
+    Row,
+    context_of,
+    is_work,
+    output_of,
+    remove_work,
+)
+from raypipe.errors import EncodeError, StorageError, one_line
 from raypipe.media.decode import decode_chunk
 from raypipe.media.encode import encode_segment
 from raypipe.media.plan import Chunk
@@ -268,11 +277,25 @@ def encode_stage(row: Row, *, config: EncodeConfig, threads: int = 0) -> Row:
 
 
 def _store(task: ChunkTask, data: bytes) -> int:
-    """Write a chunk's segment to its work directory, atomically; returns its size."""
+    """Write a chunk's segment to its work directory, atomically; returns its size.
+
+    A run's folder (:data:`RUN_DIR_PREFIX`) whose record is gone once the segment is
+    written was removed by its run, which stopped (failed, interrupted) while this chunk
+    was being made: the segment, and the folder it made again, are removed, and the chunk
+    fails. A library caller's stopped run left such late segments for good (its Ray stays
+    up, the actors finish their chunk; a sweep)."""
     from raypipe import storage
 
     storage.makedirs(task.work_dir)  # (a no-op on object stores)
     storage.write_bytes(task.segment_uri, data)
+    if storage.split(task.work_dir)[1].startswith(RUN_DIR_PREFIX) and not storage.exists(
+        storage.join(task.work_dir, RUN_FILE)
+    ):
+        remove_work(task.work_dir)
+        raise StorageError(
+            f"the run stopped and removed its work folder {task.work_dir} while chunk "
+            f"{task.chunk.index} was being made; its segment was not kept"
+        )
     return len(data)
 
 

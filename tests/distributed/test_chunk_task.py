@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from raypipe.distributed.chunk_task import (
+    RUN_FILE,
     SEGMENT_SUFFIX,
     ChunkTask,
     is_work,
@@ -118,3 +119,35 @@ def test_segments_of_the_layout_before_run_folders_are_removed_with_their_note(
     (Path(own) / f"v-000001{SEGMENT_SUFFIX}").write_bytes(b"y")
     assert _reusable_segments(str(root), own, now) == ({"v-000001"}, "the settings changed")
     assert [p.name for p in root.iterdir()] == [Path(own).name]  # its own folder alone
+
+
+def test_a_segment_that_lands_after_its_run_stopped_is_not_kept(tmp_path: Path) -> None:
+    """A library caller's failed or interrupted ``process_video`` removed its run's folder,
+    then an actor finished the chunk it had and wrote its segment into the folder, made
+    again, for good (Ray stays up in a notebook; a sweep). A segment whose run folder has
+    lost its record is removed with the folder, and the chunk fails; one whose record is
+    there is kept."""
+    from raypipe.distributed.stages import _store
+    from raypipe.errors import StorageError
+    from raypipe.reuse import Provenance
+
+    out = str(tmp_path / "v.mp4")
+    folder = run_dir_for(out, Provenance(key="A", source="1"))
+    chunk = Chunk(video_id="v", index=4, start_pts=0, end_pts=1, n_frames=1, seek_pts=None,
+                  last_pts=0)  # fmt: skip
+    task = ChunkTask(
+        uri="v.mp4", chunk=chunk, stream_index=0, width=2, height=2, time_base=Fraction(1),
+        rate=Fraction(0), picture=PictureFormat(coded_width=2, coded_height=2), work_dir=folder,
+    )  # fmt: skip
+    Path(folder).mkdir(parents=True)
+    (Path(folder) / RUN_FILE).write_text("{}")
+    assert _store(task, b"segment") == 7
+    assert Path(task.segment_uri).read_bytes() == b"segment"
+    remove_work(folder)  # the run stops
+    with pytest.raises(StorageError, match=r"the run stopped and removed its work folder .* "
+                       r"while chunk 4 was being made; its segment was not kept"):  # fmt: skip
+        _store(task, b"segment")
+    assert list(tmp_path.iterdir()) == []
+    # a whole work directory (raypipe.data's write_videos) has no record, and keeps it
+    whole = ChunkTask.from_row({**task.to_row(), "work_dir": work_dir_for(out)})
+    assert _store(whole, b"segment") == 7
