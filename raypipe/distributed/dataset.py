@@ -83,7 +83,6 @@ def build_dataset(
     warm the model that takes its YUV frames instead of RGB. ``lanes``: ``source``'s blocks
     are lanes of consecutive chunks (:func:`video_source`), one call of a fused actor at a
     time."""
-    ray.data.DataContext.get_current().enable_progress_bars = False  # raypipe shows its own
     warmup_hw, warmup_yuv = None, None
     if warmup_picture is not None:
         width, height = warmup_picture.upright_size
@@ -122,6 +121,9 @@ def build_dataset(
             ds = ds.map(encode, num_cpus=TASK_CPUS)
     if sized_local_store() is not None and DATA_SHARE_ENV not in os.environ:
         ds.context.override_object_store_memory_limit_fraction = SIZED_STORE_DATA_FRACTION
+    # raypipe shows its own progress; the run's context, not the process's: a notebook's
+    # own datasets lost their progress bars for good after a run (a sweep)
+    ds.context.enable_progress_bars = False
     if on_local_ray():  # one node that cannot grow: its resources from the start
         use_fixed_cluster(ds.context)
     return ds

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import ray
 from conftest import (
     CHUNK_SIZES,
     assert_exact,
@@ -197,7 +198,11 @@ def test_a_next_run_finds_its_actors_worker_processes_started(
     # does not wait for new processes to start.
     options = lossless(model="builtin:invert", device="cpu", workers=2)
     before = idle_worker_pids(os.getpid())
+    ray.data.DataContext.get_current().enable_progress_bars = True  # a notebook's setting
     raypipe.process_video(str(clips["bframes_aac"]), str(tmp_path / "a.mp4"), **options)
+    # raypipe's runs show no Ray Data bars; the process's own datasets keep theirs (they
+    # were turned off for good: a sweep)
+    assert ray.data.DataContext.get_current().enable_progress_bars
     idle = settled_idle_workers(os.getpid(), before)
     assert idle - before, "no worker process started after the run"
     stats = raypipe.process_video(str(clips["bframes_aac"]), str(tmp_path / "b.mp4"), **options)
