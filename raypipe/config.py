@@ -287,6 +287,8 @@ class EncodeConfig:
             within = f"{self.codec}'s crf is within 0..{limit}"
             if self.codec == AUTO_CODEC:
                 within = "crf is within 0..51 (libx264's; VP9's, for a .webm: 0..63)"
+            if not isinstance(self.crf, int) or isinstance(self.crf, bool):
+                within = f"crf must be a whole number; {within}"  # '18' was "out of range"
             raise ConfigError(f"{within}, got {self.crf!r}")
         if not isinstance(self.options, dict):
             raise ConfigError(

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import ray
@@ -82,7 +82,7 @@ def _jobs(uris: list[str]) -> list[VideoJob]:
 
 
 def read_video_chunks(
-    uris: str | Sequence[str],
+    uris: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     chunk_frames: int = 64,
     chunk_mib: float | None = ChunkConfig.chunk_mib,
@@ -99,7 +99,11 @@ def read_video_chunks(
     config = chunk or ChunkConfig(chunk_frames=chunk_frames, chunk_mib=chunk_mib)
     if config.samples:
         raise ConfigError("read_video_chunks reads every frame; frame sampling is not supported")
-    uri_list = [storage.absolute(os.fspath(u)) for u in ([uris] if isinstance(uris, str) else uris)]
+    if isinstance(uris, (str, os.PathLike)):  # one video (a pathlib.Path was iterated)
+        uris = [uris]
+    elif not isinstance(uris, Iterable):
+        raise ConfigError(f"uris must be a path, a URL or a list of them, got {uris!r}")
+    uri_list = [storage.absolute(storage.path_text(u, "a video URI")) for u in uris]
     if not uri_list:
         raise ConfigError("read_video_chunks got no URIs; pass a list of video paths or URLs")
     connect(runtime or RuntimeConfig())
@@ -175,7 +179,7 @@ def write_videos(
         )
     cfg = build_run_config(**encode_options)
     check_encoder(cfg.encode)
-    output_dir = storage.absolute(os.fspath(output_dir))
+    output_dir = storage.absolute(storage.path_text(output_dir, "output_dir"))
     problem = storage.writable_dir_problem(output_dir, make=True)
     if problem:
         raise ConfigError(f"output_dir '{output_dir}': {problem}")

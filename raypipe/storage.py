@@ -26,6 +26,21 @@ def filesystem(uri: str) -> tuple[Any, str]:
     return fs, path
 
 
+def path_text(value: Any, what: str) -> str:
+    """``value``, a path or URL (``str`` or ``os.PathLike``), as text; a
+    :class:`ConfigError` naming ``what`` (``input``, ``output``, ...) for anything else and
+    for an empty one: ``5`` raised a bare TypeError from ``os.fspath``, and ``""`` was read
+    as the working directory (a sweep)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{what} must be a path or URL (str or os.PathLike), got {value!r}")
+    text = os.fspath(value)
+    if not isinstance(text, str):
+        raise ConfigError(f"{what} must be a path or URL as text, got {value!r}")
+    if not text.strip():
+        raise ConfigError(f"{what} is empty: give a path or URL")
+    return text
+
+
 def absolute(uri: str) -> str:
     """A local path made absolute, URLs as they are. The driver resolves relative paths
     against its own working directory before any task sees them: the tasks and actors of a

@@ -106,6 +106,34 @@ def test_numpy_integers_and_paths_are_taken_as_plain_values() -> None:
     assert cfg.overwrite is True and cfg.stats_path == "s.json"
 
 
+def test_an_input_or_output_that_is_no_path_or_is_empty_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """``process_video(5, ...)`` raised a bare TypeError from ``os.fspath``, ``""`` was read
+    as the working directory ("input '/home/me' is a folder"; a sweep)."""
+    from raypipe.data import read_video_chunks
+
+    out = str(tmp_path / "o.mp4")
+    for bad, said in [
+        ((5, out), r"^input must be a path or URL \(str or os.PathLike\), got 5$"),
+        ((None, out), r"^input must be a path or URL \(str or os.PathLike\), got None$"),
+        (("", out), r"^input is empty: give a path or URL$"),
+        ((str(tmp_path / "in.mp4"), None), r"^output must be a path or URL"),
+        ((str(tmp_path / "in.mp4"), " "), r"^output is empty"),
+    ]:
+        with pytest.raises(ConfigError, match=said):
+            raypipe.process_video(*bad)
+    with pytest.raises(ConfigError, match=r"^inputs must be a path, a URL or a list of them"):
+        raypipe.process_archive(5, str(tmp_path / "out"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^an input is empty"):
+        raypipe.process_archive([""], str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match=r"^output_dir must be a path or URL"):
+        raypipe.process_archive([out], None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^uris must be a path, a URL or a list of them"):
+        read_video_chunks(5)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_model_given_as_a_path_is_taken_as_inputs_and_outputs_are(tmp_path: Path) -> None:
     """``model=Path(...)`` raised AttributeError ('PosixPath' object has no attribute
     'startswith') deep in the model loading; inputs and outputs took a Path already."""

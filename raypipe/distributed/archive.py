@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from raypipe import storage
@@ -82,14 +82,17 @@ def process_archive(
     """
     cfg = build_run_config(config, **options)
     started = time.monotonic()
-    output_dir = storage.absolute(os.fspath(output_dir))  # the tasks' working directory differs
+    # the tasks' working directory differs
+    output_dir = storage.absolute(storage.path_text(output_dir, "output_dir"))
     model = load_run(cfg)
-    if isinstance(inputs, os.PathLike):  # a pathlib.Path, as output_dir takes
-        inputs = os.fspath(inputs)
+    if isinstance(inputs, (str, os.PathLike)):  # a pathlib.Path, as output_dir takes
+        inputs = storage.path_text(inputs, "inputs")
+    elif not isinstance(inputs, Iterable):
+        raise ConfigError(f"inputs must be a path, a URL or a list of them, got {inputs!r}")
     items = (
         list_inputs(inputs, output_dir)
         if isinstance(inputs, str)
-        else _items_of([os.fspath(i) for i in inputs])
+        else _items_of([storage.path_text(i, "an input") for i in inputs])
     )
     report_path = os.fspath(report_path) if report_path else storage.join(output_dir, REPORT_NAME)
     if not report_path.lower().endswith(".parquet"):  # Parquet under another name (a sweep)

@@ -64,7 +64,8 @@ def process_video(
     run fails.
     """
     cfg = build_run_config(config, **options)
-    input, output = storage.absolute(os.fspath(input)), storage.absolute(os.fspath(output))
+    input = storage.absolute(storage.path_text(input, "input"))
+    output = storage.absolute(storage.path_text(output, "output"))
     several = not_one_video(input)
     if several:
         raise ConfigError(several)

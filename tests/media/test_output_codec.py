@@ -335,9 +335,13 @@ def test_python_values_of_encoder_options_and_crf_are_checked_or_made_text() -> 
     assert EncodeConfig(options={"qp": 0, "row-mt": True, "aq-strength": 0.8}).options == {
         "qp": "0", "row-mt": "1", "aq-strength": "0.8",
     }  # fmt: skip
-    with pytest.raises(ConfigError, match=r"crf is within 0..51 \(libx264's; VP9's, for a "
-                       r"\.webm: 0..63\), got '20'"):  # fmt: skip
+    # a text or a float is said to be one, not out of range (a sweep)
+    with pytest.raises(ConfigError, match=r"^crf must be a whole number; crf is within 0..51 "
+                       r"\(libx264's; VP9's, for a \.webm: 0..63\), got '20'$"):  # fmt: skip
         EncodeConfig(crf="20")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^crf must be a whole number; libx265's crf is "
+                       r"within 0..51, got 20.0$"):  # fmt: skip
+        EncodeConfig(codec="libx265", crf=20.0)  # type: ignore[arg-type]
     # one range, the encoder's: 99 was "within 0..63", then 55 "0..51" (a sweep)
     for codec, limit in (("libx264", 51), ("libvpx-vp9", 63), ("libx265", 51)):
         with pytest.raises(ConfigError, match=rf"{codec}'s crf is within 0..{limit}, got 99"):
