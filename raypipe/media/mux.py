@@ -345,6 +345,8 @@ def _write(
         out.set_chapters(_moved_chapters(chapters, shift))
     video = ((_time_key(p), 0, i, p, out_video) for i, p in enumerate(packets))
     others = _other_packets(source, copied, reencoded, jumps, Fraction(processed.time_base))
+    if out.format.name not in ("mp4", "mov"):
+        others = _without_cut_preroll(others)
     if shift:
         others = _moved_pairs(others, shift)
     other = ((_time_key(p), 1, i, p, s) for i, (p, s) in enumerate(others)) if copied else iter(())
@@ -437,6 +439,25 @@ def _moved(packets: Iterator[Any], seconds: Fraction) -> Iterator[Any]:
     before 0 (:func:`_start_shift`)."""
     for packet in packets:
         yield _move(packet, seconds)
+
+
+def _without_cut_preroll(pairs: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+    """(packet, output stream) pairs less the packets the source's edit list cuts away
+    (flagged discard: an MP4 cut with ``ffmpeg -ss ... -c copy`` keeps 0.7 s of sound
+    before its start), but the last of each stream's, the next one's decoder pre-roll (AAC
+    priming is that one). For outputs without edit lists (Matroska, MPEG-TS, ...): their
+    muxers moved every stream later to start that sound at 0, so the cut sound played over
+    no picture before the first frame (a sweep; ``ffmpeg``'s transcode does the same)."""
+    held: dict[int, tuple[Any, Any]] = {}  # a stream's last discarded packet
+    for packet, stream in pairs:
+        index = stream.index
+        if packet.is_discard and packet.size:
+            held[index] = (packet, stream)  # the one before it is dropped
+            continue
+        if index in held:
+            yield held.pop(index)
+        yield packet, stream
+    yield from held.values()
 
 
 def _moved_pairs(pairs: Iterator[tuple[Any, Any]], seconds: Fraction) -> Iterator[tuple[Any, Any]]:
@@ -576,6 +597,11 @@ def container_tags(
     return {**kept, **given}
 
 
+_NO_TIMECODE = {"mpegts": ".ts", "avi": ".avi"}
+"""Output formats whose muxers keep no timecode (MP4 and MOV write a ``tmcd`` track,
+Matroska and NUT a tag), by FFmpeg's name, with their extension."""
+
+
 def _keep_video_facts(out_video: Any, source_video: Any) -> None:
     """The source video's language, title and handler name, timecode tag (MP4/MOV write it
     as a ``tmcd`` track, Matroska as a tag), field order (Matroska stores it) and
@@ -586,7 +612,14 @@ def _keep_video_facts(out_video: Any, source_video: Any) -> None:
     fmt = out_video.container.format.name
     tags = kept_tags(source_video.metadata, fmt, title_as_handler=False)
     timecode = video_timecode(source_video)
-    if timecode:
+    if timecode and fmt in _NO_TIMECODE:  # left out without a word (a sweep)
+        log.warning(
+            "the video's start timecode %s is left out: a %s file has no place for it; use "
+            ".mov, .mp4 or .mkv to keep it",
+            timecode,
+            _NO_TIMECODE[fmt],
+        )
+    elif timecode:
         tags["timecode"] = timecode
     out_video.metadata.update(tags)
     order = field_order(source_video)
@@ -849,7 +882,7 @@ def _on_frame_grid(packet: Any, frame_seconds: Fraction, index: int) -> None:
     empty frames."""
     tb = Fraction(packet.time_base)
     if packet.duration and _off_grid(packet.duration * tb, frame_seconds, tb):
-        raise MuxError(_vfr_in_avi(frame_seconds, packet.duration * tb))
+        raise MuxError(_vfr_in_avi([packet.duration * tb]))
     packet.time_base = frame_seconds
     packet.dts = packet.pts = index
     packet.duration = 1
@@ -862,11 +895,14 @@ def _off_grid(duration: Fraction, frame_seconds: Fraction, tick: Fraction) -> bo
     return abs(duration - frame_seconds) >= tick
 
 
-def _vfr_in_avi(frame_seconds: Fraction, duration: Fraction) -> str:
+def _vfr_in_avi(durations: list[Fraction]) -> str:
+    """The refusal of a variable frame rate in AVI, naming the frames' durations (the
+    most common first; the average rate's duration, which no frame had, was named)."""
+    named = [f"{d}s" for d in durations[:3]] + (["others"] if len(durations) > 3 else [])
+    listed = ", ".join(named[:-1]) + (" and " if len(named) > 1 else "") + named[-1]
     return (
-        f"an AVI output holds one frame duration only ({frame_seconds}s), this video has "
-        f"frames of {duration}s too (a variable frame rate); write .mkv or .mp4 to keep its "
-        "timing"
+        f"an AVI output holds one frame duration only, this video has frames of {listed} "
+        "(a variable frame rate); write .mkv or .mp4 to keep its timing"
     )
 
 
@@ -880,11 +916,12 @@ def constant_rate_problem(info: VideoInfo, output: str) -> str:
     except ConfigError:
         return ""
     tick, frame_seconds = info.time_base, 1 / info.rate
-    steps = np.diff(np.sort(np.asarray(info.pts, dtype=np.int64)))
-    for step in np.unique(steps).tolist():
-        if _off_grid(step * tick, frame_seconds, tick):
-            return _vfr_in_avi(frame_seconds, step * tick)
-    return ""
+    gaps = np.diff(np.sort(np.asarray(info.pts, dtype=np.int64)))
+    steps, counts = np.unique(gaps, return_counts=True)
+    if not any(_off_grid(step * tick, frame_seconds, tick) for step in steps.tolist()):
+        return ""
+    common = sorted(zip(counts.tolist(), steps.tolist()), key=lambda c: -c[0])
+    return _vfr_in_avi([step * tick for _, step in common])
 
 
 def _keep_aspect(path: str, fmt: str, sar: Fraction | None, codec: str) -> None:
