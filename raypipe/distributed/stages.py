@@ -280,10 +280,11 @@ def _store(task: ChunkTask, data: bytes) -> int:
     """Write a chunk's segment to its work directory, atomically; returns its size.
 
     A run's folder (:data:`RUN_DIR_PREFIX`) whose record is gone once the segment is
-    written was removed by its run, which stopped (failed, interrupted) while this chunk
-    was being made: the segment, and the folder it made again, are removed, and the chunk
-    fails. A library caller's stopped run left such late segments for good (its Ray stays
-    up, the actors finish their chunk; a sweep)."""
+    written was removed while this chunk was being made, by its run, which stopped
+    (failed, interrupted), or by a later run on the same output with other settings: the
+    segment, and the folder it made again, are removed, and the chunk fails. A library
+    caller's stopped run left such late segments for good (its Ray stays up, the actors
+    finish their chunk; a sweep)."""
     from raypipe import storage
 
     storage.makedirs(task.work_dir)  # (a no-op on object stores)
@@ -293,8 +294,9 @@ def _store(task: ChunkTask, data: bytes) -> int:
     ):
         remove_work(task.work_dir)
         raise StorageError(
-            f"the run stopped and removed its work folder {task.work_dir} while chunk "
-            f"{task.chunk.index} was being made; its segment was not kept"
+            f"the work folder {task.work_dir} was removed while chunk {task.chunk.index} was "
+            "being made (the run stopped, or a run with other settings on the same output "
+            "took the output over); its segment was not kept"
         )
     return len(data)
 
