@@ -238,6 +238,8 @@ def _run(
         if cfg.stats_path:
             _write_stats(head, chunk_log, cfg.stats_path)
     except BaseException:  # Ctrl-C, an error: the report keeps what is known so far
+        for result in runner.finished_already() if runner is not None else []:
+            journal.add(result)  # assembled, its output there, its result not yet taken
         _write_partial_report(journal, runner.unfinished() if runner is not None else set())
         progress.stop()
         raise

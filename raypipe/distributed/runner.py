@@ -296,6 +296,15 @@ class Runner:
             self.metrics.video_done(video.video_id, ok=result.ok, error_type=result.error_type)
         return result
 
+    def finished_already(self) -> list[VideoResult]:
+        """After the run stopped (an interrupt): the results of the assembly tasks that
+        had finished by then, not yet taken (their outputs are there, and the report left
+        them out; a sweep); none where Ray cannot say."""
+        try:
+            return list(self._assembled(timeout=0))
+        except Exception:  # noqa: BLE001 - Ray gone: the report says what it knew
+            return []
+
     def _assembled(self, timeout: float | None) -> Iterator[VideoResult]:
         """Results of the assembly tasks that have finished (all of them: ``None``)."""
         while self.assembling:
