@@ -44,10 +44,9 @@ from raypipe.exiting import (
     end_process,
     exit_status,
     ignore_interrupts,
+    interrupted_status,
     raise_on_sigterm,
     run_after_ray,
-    sigterm_received,
-    terminating_signal,
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
@@ -493,12 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"raypipe: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        if sigterm_received():  # raypipe.exiting.Terminated, or what Ray made of it
-            ended_by = terminating_signal()
-            print(f"raypipe: terminated ({signal.Signals(ended_by).name})", file=sys.stderr)
-            return 128 + ended_by  # 143 for SIGTERM, 129 for SIGHUP, as a shell reports them
-        print("raypipe: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_status()
     except BrokenPipeError:
         # The reader went away (`| head -1`): stop printing, quietly; point stdout at
         # /dev/null so Python's flush at exit does not raise again.

@@ -125,6 +125,21 @@ def terminating_signal() -> int:
     return _SIGNAL[0] if _SIGNAL else int(signal.SIGTERM)
 
 
+def interrupted_status() -> int:
+    """Say on stderr why the command stops after a KeyboardInterrupt (Ctrl-C, or
+    :class:`Terminated`), in one line, and return its exit status: 130, or 128 + the
+    signal (143 for SIGTERM, 129 for SIGHUP), as a shell reports them."""
+    if sigterm_received():  # Terminated, or what Ray made of it
+        ended_by = terminating_signal()
+        print(f"raypipe: terminated ({signal.Signals(ended_by).name})", file=sys.stderr)
+        return 128 + ended_by
+    print("raypipe: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+EXIT_INTERRUPTED = 130
+
+
 def _terminated(signum: int, frame: FrameType | None) -> None:
     # Once: a second SIGTERM (a supervisor repeating itself) must not cut the clean-up
     # short; SIGKILL still ends the process at once.

@@ -200,3 +200,34 @@ def test_a_second_ctrl_c_while_ray_shuts_down_keeps_the_status() -> None:
                           timeout=120)  # fmt: skip
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("sig", "status", "line"),
+    [(signal.SIGINT, 130, "raypipe: interrupted"),
+     (signal.SIGTERM, 143, "raypipe: terminated (SIGTERM)")],
+)  # fmt: skip
+def test_a_signal_while_the_command_imports_ends_it_in_one_line(
+    sig: signal.Signals, status: int, line: str
+) -> None:
+    """Ctrl-C in the command's first half second (its imports) printed a traceback from
+    an import, and SIGTERM ended it with no line and the signal's death (a sweep). The
+    signal comes here while ``raypipe.cli`` is being imported."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, time, types
+
+        class Importing(types.ModuleType):
+            def __getattr__(self, name):
+                os.kill(os.getpid(), {int(sig)})
+                time.sleep(10)
+
+        sys.modules["raypipe.cli"] = Importing("raypipe.cli")
+        from raypipe.command import entry
+        entry(["--help"])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stderr) == (status, line + "\n")
