@@ -14,6 +14,8 @@ Ray Data's console lines       ``logs/ray-data/ray-data.log`` only (Ray Data's o
                                its console handler is muted the same way); Ray Data's own
                                progress bars are off (:func:`~raypipe.distributed.dataset.
                                build_dataset`): raypipe shows its own
+Ray's errors for the driver    ``logs/raypipe-driver.log`` (its error listener's
+(``(raylet) A worker died``)   ``(raylet) ...`` lines, about retried tasks and dead workers)
 the driver's C++ core worker   ``logs/raypipe-driver.log`` (and Ray's own
 (``[date time E pid tid]``)    ``python-core-driver-*.log``): a filter on file descriptor 2
                                while a run's rows come back moves these lines, and passes
@@ -205,6 +207,35 @@ class _Stderr:
             os.close(self.saved)
 
 
+@contextmanager
+def _error_lines_to(log: _SessionLog) -> Iterator[None]:
+    """While inside, the error lines Ray sends every driver (``(raylet) A worker died or
+    was killed while executing a task ...``, ``Task ... failed. There are 3 retries
+    remaining``: its error listener's, printed on the terminal whatever ``log_to_driver``
+    says, even under ``--quiet``; a sweep) go to ``log``. Ray's listener thread prints them
+    through ``ray._private.worker.print_to_stdstream``, looked up at each call."""
+    try:
+        import ray._private.worker as ray_worker
+    except ImportError:  # (no Ray: nothing prints them)
+        yield
+        return
+    printing = getattr(ray_worker, "print_to_stdstream", None)
+    if printing is None:  # another Ray: its lines as they come
+        yield
+        return
+
+    def to_log(data: dict[str, object], ignore_prefix: bool = False) -> None:
+        lines = data.get("lines")
+        for line in lines if isinstance(lines, list) else []:
+            log.write(f"({data.get('pid', 'ray')}) {line}\n")
+
+    ray_worker.print_to_stdstream = to_log
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = printing
+
+
 def _fd2_usable() -> bool:
     try:
         os.fstat(2)
@@ -224,7 +255,7 @@ def ray_lines_to_files(*, verbose: bool, stderr: bool = True) -> Iterator[None]:
     log = _SessionLog()
     pipe = _Stderr(log) if stderr and _fd2_usable() else None
     try:
-        with _loggers_to(log):
+        with _loggers_to(log), _error_lines_to(log):
             yield
     finally:
         if pipe is not None:

@@ -81,3 +81,21 @@ def test_a_handler_ray_shares_still_passes_raypipe_records() -> None:
         ray_logger.removeHandler(shared)
         raypipe_logger.removeHandler(shared)
     assert seen.getvalue().splitlines() == ["raypipe's warning", "ray after"]
+
+
+def test_rays_error_lines_for_the_driver_go_to_the_log() -> None:
+    """Ray's error listener printed ``(raylet) A worker died or was killed while
+    executing a task ...`` and ``Task assemble_video failed. There are 3 retries
+    remaining`` on the terminal, under ``--quiet`` too (a sweep): while raypipe's run
+    goes, they go to the session's log; afterwards Ray prints them again."""
+    import ray._private.worker as ray_worker
+
+    printing = ray_worker.print_to_stdstream
+    log = ray_logs._SessionLog()
+    with ray_logs._error_lines_to(log):
+        ray_worker.print_to_stdstream(
+            {"lines": ["A worker died or was killed while executing a task"], "pid": "raylet",
+             "is_err": False}, ignore_prefix=False,
+        )  # fmt: skip
+    assert ray_worker.print_to_stdstream is printing
+    assert log.close() == "(raylet) A worker died or was killed while executing a task\n"
