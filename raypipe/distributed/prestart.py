@@ -82,9 +82,11 @@ def start_for_next_run(stats: RunStats) -> int:
     with _STARTED_LOCK:
         left = still_started(stats, now)
         asked = _ask({node: n - left.get(node, 0) for node, n in want.items()})
+        before = dict(_STARTED)
         _STARTED.clear()
-        for node in {*left, *asked}:
-            _STARTED[node] = (left.get(node, 0) + asked.get(node, 0), now)
+        for node in {*left, *asked}:  # the time of the node's last ask (its oldest may end)
+            when = now if asked.get(node) else before[node][1]
+            _STARTED[node] = (left.get(node, 0) + asked.get(node, 0), when)
     return sum(asked.values())
 
 

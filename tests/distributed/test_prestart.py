@@ -68,6 +68,13 @@ def test_processes_started_before_and_not_taken_are_not_asked_for_again(
     both = run([chunk("a", "1"), chunk("a", "2")], 2)
     assert prestart.start_for_next_run(both) == 2
     assert asks == [{"a": 2}] + [{"a": 1}] * 5 + [{"a": 2}]
+    # nothing asked: the node keeps the time of its last ask, when its processes began
+    monkeypatch.setattr(prestart, "_STARTED", {"a": (3, 5.0)})
+    monkeypatch.setattr(time, "monotonic", lambda: 10.0)
+    assert prestart.start_for_next_run(one_chunk) == 0
+    assert prestart._STARTED == {"a": (2, 5.0)}
+    monkeypatch.undo()
+    monkeypatch.setattr(prestart, "_ask", ask)
     # processes asked for KEEP_ALIVE_S ago may have ended: the whole pool again
     monkeypatch.setattr(prestart, "_STARTED", {"a": (2, time.monotonic() - KEEP_ALIVE_S)})
     assert prestart.start_for_next_run(one_chunk) == 2
