@@ -190,11 +190,21 @@ def write_videos(
     return sorted(runner.run(encoded), key=lambda r: r.uri)
 
 
+_BOUND_COLUMNS = ("kind", "video", "work_dir", "error_type")  # what _bind_output reads
+
+
 def _bind_output(row: Row, *, output_dir: str, overwrite: bool) -> Row:
     """Resolve a row's output (a file name until now) against ``output_dir``: the video's
     output and work directory in its facts (the ``video`` column), a chunk row's work
     directory. An existing output (without ``overwrite``) fails its video: its rows carry
     the error, nothing is encoded."""
+    missing = [c for c in _BOUND_COLUMNS if c not in row]
+    if missing:  # a KeyError from here came back as a screen of Ray's retry text (a sweep)
+        raise ConfigError(
+            f"a chunk row reached write_videos without its columns {', '.join(missing)}: a "
+            "step between raypipe.data's read_video_chunks and write_videos must keep every "
+            "column of the rows it gets (return {**batch, 'frames': ...})"
+        )
     out = dict(row)
     if row["video"]:
         out["video"] = _bind_facts(str(row["video"]), output_dir, overwrite).to_json()

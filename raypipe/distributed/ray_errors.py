@@ -8,6 +8,7 @@ original in ``.cause``); :func:`raypipe_cause` finds the raypipe error inside, a
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +31,26 @@ def raypipe_cause(e: BaseException) -> RaypipeError | None:
         if isinstance(err, RaypipeError):
             return err
         stack.extend([err.__cause__, err.__context__])
+    return _named_in_text(str(e))
+
+
+_NAMED = re.compile(r"^raypipe\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
+def _named_in_text(text: str) -> RaypipeError | None:
+    """The raypipe error a worker's traceback text ends with, rebuilt: Ray Data wraps what a
+    map function raises in its ``UserCodeException``, and the error object does not travel
+    with it, its traceback's text does (a ``ConfigError`` of ``raypipe.data`` came back as a
+    screen of Ray's retry text; a sweep)."""
+    from raypipe import errors
+
+    found = _NAMED.findall(text)
+    if not found:
+        return None
+    name, message = found[-1]
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, RaypipeError):
+        return cls(message)
     return None
 
 

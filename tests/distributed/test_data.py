@@ -128,3 +128,13 @@ def test_a_step_that_drops_frames_or_a_tensor_model_fails_the_video_clearly(
     (tensor,) = rd.write_videos(tables, str(tmp_path / "b"))
     assert (tensor.status, tensor.error_type) == ("failed", "ConfigError")
     assert tensor.error_message.startswith("the rows hold an analysis model's tables")
+
+    # a step that keeps the frames but drops the other columns: a KeyError and a screen of
+    # Ray's retry text (a sweep); one typed line
+    def frames_only(batch: dict[str, np.ndarray]) -> dict[str, object]:
+        return {"frames": batch["frames"], "kind": batch["kind"]}
+
+    ds = rd.read_video_chunks([source], chunk_frames=16).map_batches(frames_only, batch_size=1)
+    with pytest.raises(ConfigError, match=r"^a chunk row reached write_videos without its "
+                       r"columns video, work_dir, error_type: a step between "):  # fmt: skip
+        rd.write_videos(ds, str(tmp_path / "c"))
