@@ -13,6 +13,7 @@ chunks start as soon as the first video is planned, whatever the archive's size.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -22,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 from raypipe import errors, storage
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.chunk_task import (
+    NAME_MAX,
     RUN_DIR_PREFIX,
     RUN_FILE,
+    WORK_NAME_EXTRA,
     Row,
     placeholder_row,
     run_dir_for,
@@ -467,6 +470,15 @@ def write_run_record(planned: PlannedVideo) -> None:
             f"cannot write in '{work_root(planned.work_dir)}' ({e}): these credentials may "
             "not write there; raypipe writes, and deletes, its work folders beside the outputs"
         ) from e
+    except OSError as e:  # the video fails alone (it ended the whole archive; a sweep)
+        why = f"cannot make the work folder '{work_root(planned.work_dir)}': {e.strerror or e}"
+        if e.errno == errno.ENAMETOOLONG:
+            why += (
+                f"; raypipe's work folder and staging files beside an output add up to "
+                f"{WORK_NAME_EXTRA} characters to its name: name the output at most "
+                f"{NAME_MAX - WORK_NAME_EXTRA} characters long"
+            )
+        raise StorageError(why) from e
 
 
 def error_of(result: VideoResult) -> RaypipeError:

@@ -308,3 +308,26 @@ def test_a_video_in_progress_at_the_stop_is_noted_so_in_the_partial_report() -> 
     rows = journal.rows({"b"})
     assert [(r["uri"], r["note"]) for r in rows] == [("a", NOT_REACHED), ("b", UNFINISHED)]
     assert [r["note"] for r in journal.rows()] == [NOT_REACHED, NOT_REACHED]
+
+
+def test_an_output_name_too_long_for_the_work_folder_fails_its_video_alone(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """A 244-character input name is a legal output name, but the work folder beside it
+    (``.NAME.raypipe-work``) is not: the OSError ended the whole archive, with a Ray
+    traceback and no report (a sweep). That video fails alone, saying how long a name
+    may be; the others are done."""
+    src = tmp_path / "src"
+    src.mkdir()
+    long_name = "L" * 240 + ".mp4"
+    for name in ("a.mp4", long_name):
+        shutil.copy(clips["bframes_aac"], src / name)
+    report = raypipe.process_archive(str(src), str(tmp_path / "out"), quiet=True)
+    rows = {Path(r["uri"]).name: r for r in report.rows}
+    assert rows["a.mp4"]["status"] == "done"
+    failed = rows[long_name]
+    assert (failed["status"], failed["error_type"]) == ("failed", "StorageError")
+    assert failed["error_message"].endswith(
+        "File name too long; raypipe's work folder and staging files beside an output add up "
+        "to 24 characters to its name: name the output at most 231 characters long"
+    )
