@@ -123,8 +123,24 @@ def _listed(inputs: str, output_dir: str) -> list[InputItem]:
             "URI list (.txt) or manifest (.csv/.parquet)"
         )
     if fs.isdir(path):
+        if output_dir and _same_folder(inputs, output_dir):
+            raise ConfigError(
+                f"OUTPUT_DIR '{output_dir}' is the inputs' folder itself: the outputs would go "
+                "among the inputs (x.flv's x.mp4 beside it) and be taken for inputs by the "
+                "next run; give another OUTPUT_DIR, or a folder inside this one (its videos "
+                "are left out of the inputs)"
+            )
         return _from_directory(inputs, output_dir)
     return [_item(inputs, posixpath.basename(path))]
+
+
+def _same_folder(inputs: str, output_dir: str) -> bool:
+    """Whether ``output_dir`` is the folder ``inputs`` (by real path where both are local;
+    a sweep wrote outputs among the inputs, and the rerun failed every video)."""
+    if is_local(inputs) and is_local(output_dir):
+        return os.path.realpath(local_path(inputs)) == os.path.realpath(local_path(output_dir))
+    same = storage.filesystem(inputs)[1].rstrip("/")
+    return same == storage.filesystem(output_dir)[1].rstrip("/")
 
 
 def safe_relative(relative: str) -> str:
@@ -185,9 +201,9 @@ def _from_directory(inputs: str, output_dir: str) -> list[InputItem]:
 
 def _outputs_below(base: str, inputs: str, output_dir: str) -> str:
     """``output_dir`` as the listed paths below ``base`` spell it (with a closing ``/``),
-    or ``""`` when it is not inside the inputs (the same folder: each job is refused
-    alone). A local one is compared by its real path: OUTPUT_DIR inside the inputs named
-    through a link (or the inputs through one) was taken for another folder, and every
+    or ``""`` when it is not inside the inputs (the same folder is refused:
+    :func:`_same_folder`). A local one is compared by its real path: OUTPUT_DIR inside the
+    inputs named through a link (or the inputs through one) was taken for another folder, and every
     rerun processed the last run's outputs again, one folder deeper (a sweep)."""
     if not output_dir:
         return ""

@@ -40,12 +40,12 @@ def test_a_folder_lists_neither_hidden_files_nor_an_earlier_runs_outputs(
         items = list_inputs(str(tmp_path / "sub"), str(tmp_path / "elsewhere"))
     assert [i.relative_output for i in items] == ["b.MOV"]
     assert len(caplog.records) == 1
-    # the inputs' own folder, or one above it, is no earlier run's: every video is listed
-    # (an output that would be its input is refused for that video alone)
-    for outside in (tmp_path / "sub", tmp_path):
-        assert [i.relative_output for i in list_inputs(str(tmp_path / "sub"), str(outside))] == [
-            "b.MOV"
-        ]
+    # a folder above the inputs' is no earlier run's: every video is listed (an output
+    # that would be its input is refused for that video alone); the inputs' own folder is
+    # refused (test_outputs_inside_the_inputs_are_known_through_a_link)
+    assert [i.relative_output for i in list_inputs(str(tmp_path / "sub"), str(tmp_path))] == [
+        "b.MOV"
+    ]
 
 
 def test_outputs_inside_the_inputs_are_known_through_a_link(tmp_path: Path) -> None:
@@ -63,9 +63,13 @@ def test_outputs_inside_the_inputs_are_known_through_a_link(tmp_path: Path) -> N
     for pattern in (tmp_path / "link" / "**" / "*.mp4", root / "**" / "*.mp4"):
         found = list_inputs(str(pattern), str(tmp_path / "link" / "out"))
         assert [i.relative_output for i in found] == ["a.mp4"]
-    # the inputs' own folder through a link: every video listed, each job refused alone
-    same = list_inputs(str(tmp_path / "link" / "sub"), str(root / "sub"))
-    assert [i.relative_output for i in same] == ["b.MOV"]
+    # the inputs' own folder, through a link too: refused (each job was to be refused
+    # alone, but x.flv's x.mp4 was written among the inputs, and the rerun failed every
+    # video: a sweep)
+    for inputs, output_dir in ((tmp_path / "link" / "sub", root / "sub"), (root, root)):
+        with pytest.raises(ConfigError, match=r"OUTPUT_DIR '.*' is the inputs' folder itself: "
+                           r"the outputs would go among the inputs"):  # fmt: skip
+            list_inputs(str(inputs), str(output_dir))
 
 
 def test_a_glob_lists_hidden_files_only_where_it_spells_the_dot(tmp_path: Path) -> None:
