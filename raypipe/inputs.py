@@ -357,6 +357,14 @@ def _from_uris(uris: list[str]) -> list[InputItem]:
 
 
 def _from_manifest(rows: list[dict[str, str]]) -> list[InputItem]:
+    rows = [r for r in rows if any((v or "").strip() for v in r.values())]  # ",,": no row
+    for n, row in enumerate(rows, 1):
+        if not (row.get("uri") or "").strip():  # it was the working directory (a sweep)
+            raise ConfigError(
+                f"the manifest's row {n} has no uri (its other values: "
+                f"{', '.join(repr(v) for v in row.values() if (v or '').strip())}); fill it "
+                "in, or delete the row"
+            )
     uris = [r["uri"].strip() for r in rows]
     items = []
     for row, uri, mirrored in zip(rows, uris, _from_uris(uris)):

@@ -128,6 +128,12 @@ def test_a_list_whose_videos_share_no_folder_mirrors_their_whole_paths(
         (f"{tmp_path}/in/a.mp4", "a.mp4"),
         (f"{tmp_path}/in/sub/b.mp4", "named.mkv"),
     ]
+    # a row with no uri was the working directory, and moved every mirrored output a folder
+    # down (a sweep); a row of empty cells is no row
+    manifest.write_text("uri,output\nin/a.mp4,\n,\n,blank.mp4\n")
+    with pytest.raises(ConfigError, match=r"^the manifest's row 2 has no uri \(its other "
+                       r"values: 'blank.mp4'\); fill it in, or delete the row$"):  # fmt: skip
+        list_inputs(str(manifest))
 
 
 def test_an_object_store_prefix_is_listed_the_same_way() -> None:

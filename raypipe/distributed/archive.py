@@ -375,7 +375,7 @@ def _jobs(
     switched: dict[str, list[str]] = {}  # extension an output took: the ones it would have had
     placed = []  # (item, output, its own name: the output's extension is the input's)
     for item in items:
-        own = not item.renamed
+        own = not item.renamed and not item.named  # a manifest's output is not its own name
         if not tensor and item.relative_output and not item.named:
             relative = _holding_output(item.relative_output, codec)
             if relative != item.relative_output:
@@ -435,7 +435,9 @@ def _jobs(
         seen_inputs[item.uri] = seen_inputs.get(item.uri, 0) + 1
     if not jobs:
         raise ConfigError("no inputs found; check the directory, glob or list")
-    renamed = sorted({os.path.splitext(i.uri)[1].lower() for i in items if i.renamed})
+    renamed = sorted(
+        {os.path.splitext(i.uri)[1].lower() or "none" for i in items if i.renamed}
+    )  # "none": a listed folder, or a file with no extension (it printed "(, .txt)")
     if renamed:
         log.warning(
             "%d input(s) have an extension raypipe does not write (%s): their outputs are %s "

@@ -4,6 +4,7 @@ the jobs' plan blocks start short, so a large archive starts as soon as a small 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,28 @@ def test_an_output_that_is_its_input_is_refused(tmp_path: Path) -> None:
     jobs = _jobs(items[:1], str(tmp_path)) + _jobs(items[1:], str(tmp_path))
     assert jobs[0].error.startswith(f"output '{tmp_path / 'a.mp4'}' is the input; write the")
     assert jobs[1].error == ""
+
+
+def test_a_manifests_two_rows_on_one_output_name_the_first_and_no_own_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two manifest rows naming one output: the second's refusal called the first's output
+    "its own name", which a named output is not (a sweep). A listed folder's extension
+    was an empty entry in the extension line: "(, .txt)"."""
+    items = [
+        InputItem("/in/a.mp4", "x/one.mkv", named=True),
+        InputItem("/in/sub/clip.mp4", "x/one.mkv", named=True),
+    ]
+    jobs = _jobs(items, str(tmp_path))
+    assert jobs[1].error == (
+        "output 'x/one.mkv' is claimed by 2 inputs: it is written for '/in/a.mp4'; give this "
+        "one another output"
+    )
+    renamed = [InputItem("/in/sub1", "sub1.mp4", renamed=True),
+               InputItem("/in/notes.txt", "notes.mp4", renamed=True)]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        _jobs(renamed, str(tmp_path))
+    assert "have an extension raypipe does not write (.txt, none)" in caplog.text
 
 
 def test_an_output_that_is_another_rows_input_is_refused(tmp_path: Path) -> None:
