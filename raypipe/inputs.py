@@ -187,7 +187,7 @@ def _protocol_prefix(url: str) -> str:
 def _from_directory(inputs: str, output_dir: str) -> list[InputItem]:
     fs, base = storage.filesystem(inputs)
     prefix = _protocol_prefix(inputs)
-    found = fs.find(base, withdirs=True, detail=True)
+    found = _walk_local(base) if is_local(inputs) else fs.find(base, withdirs=True, detail=True)
     named = []
     for path, info in sorted(found.items()):
         if not path.lower().endswith(VIDEO_EXTENSIONS) or path.rstrip("/") == base.rstrip("/"):
@@ -197,6 +197,26 @@ def _from_directory(inputs: str, output_dir: str) -> list[InputItem]:
         named.append(path)
     kept = _left_out(named, base, inputs, output_dir, dots_spelled=False)
     return [_item(_uri(prefix, path, inputs), _relative_to(path, base)) for path in kept]
+
+
+def _walk_local(base: str) -> dict[str, dict[str, str]]:
+    """Every file and folder below the local folder ``base`` as ``fs.find(...,
+    detail=True)`` gives them (``{path: {"type": ...}}``), links to folders followed, each
+    real folder once: fsspec's ``find`` does not follow them, and the videos in a linked
+    folder were left out without a word (a sweep); a link back up is walked no further."""
+    found: dict[str, dict[str, str]] = {}
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(base, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for name in dirs:
+            found[os.path.join(folder, name)] = {"type": "directory"}
+        for name in files:
+            found[os.path.join(folder, name)] = {"type": "file"}
+    return found
 
 
 def _outputs_below(base: str, inputs: str, output_dir: str) -> str:

@@ -230,3 +230,16 @@ def test_run_given_a_folder_or_a_pattern_names_the_archive_command(tmp_path: Pat
         f"input '{folder}' is a folder; `raypipe run` processes one video. "
         f"`raypipe archive '{folder}' OUTPUT_DIR` processes every video it names (resumable)"
     )
+
+
+def test_a_linked_folder_is_listed_and_a_link_back_up_walked_no_further(tmp_path: Path) -> None:
+    """A link to a folder of videos below the inputs was skipped without a word (fsspec's
+    ``find`` does not follow it; ``ls in/*/*.mp4`` does; a sweep)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "o.mp4").write_bytes(b"x")
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "other")
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")  # back up: no endless walk
+    items = list_inputs(str(tmp_path / "in"), str(tmp_path / "out"))
+    assert [i.relative_output for i in items] == ["a.mp4", "linked/o.mp4"]
