@@ -4,6 +4,7 @@ drive's ``.Trashes``) and an earlier run's outputs below the inputs are not inpu
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,19 @@ def test_a_linked_folder_is_listed_and_a_link_back_up_walked_no_further(tmp_path
     (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")  # back up: no endless walk
     items = list_inputs(str(tmp_path / "in"), str(tmp_path / "out"))
     assert [i.relative_output for i in items] == ["a.mp4", "linked/o.mp4"]
+
+
+def test_a_server_that_ignores_byte_ranges_is_one_typed_line(
+    http_dir: tuple[Path, str],
+) -> None:
+    """``python -m http.server`` sends the whole file for every ranged read: a file larger
+    than fsspec's first read failed inside PyAV's reads, which printed dropped exceptions'
+    tracebacks, and the command ended "unexpected" (a sweep)."""
+    from raypipe.errors import InputError
+    from raypipe.media.probe import probe
+
+    root, base = http_dir
+    (root / "big.mp4").write_bytes(os.urandom(6 << 20))  # past fsspec's 5 MB block
+    with pytest.raises(InputError, match=r"is served by a server that does not answer "
+                       r"byte-range requests .* download it first"):  # fmt: skip
+        probe(f"{base}/big.mp4")

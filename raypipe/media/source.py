@@ -179,4 +179,31 @@ def _open_remote(uri: str, block_size: int | None = None) -> Any:
     if getattr(f, "size", None) == 0:  # as a local empty file is told (a server may not say)
         f.close()
         raise CorruptVideoError(f"input '{uri}' is an empty file (0 bytes), expected a video")
+    if uri.lower().startswith(("http://", "https://")):
+        _check_ranges(f, uri)
     return f
+
+
+def _check_ranges(f: Any, uri: str) -> None:
+    """Refuse, as it opens, a file whose HTTP server ignores byte ranges (``python -m
+    http.server``): fsspec raised ValueError from inside PyAV's reads and the index
+    readers, PyAV printed each as a dropped exception's traceback, and the command ended
+    with "unexpected" (a sweep). One read of the last byte asks for a range; a file that
+    one block holds (fsspec's first read, 5 MB) needs none, and is read as before."""
+    size = getattr(f, "size", None)
+    if not size or size <= (getattr(f, "blocksize", 0) or 0):
+        return
+    try:
+        f.seek(size - 1)
+        f.read(1)
+        f.seek(0)
+    except ValueError as e:
+        if "range" not in str(e).lower():
+            raise
+        f.close()
+        raise InputError(
+            f"input '{uri}' is served by a server that does not answer byte-range requests "
+            "(it sends the whole file for every read); raypipe reads videos in ranges: "
+            "download it first (curl -O URL), or serve it from a server that does (nginx, "
+            "Apache, object storage)"
+        ) from e
