@@ -248,7 +248,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         "--codec",
         default="auto",
         help="video encoder: auto (default: libx264, libvpx-vp9 for .webm, as ffmpeg picks), "
-        "libx264, libx265, libvpx-vp9, ffv1, libx264rgb, prores_ks and dnxhd (DNxHR; "
+        "libx264, libx265, libvpx-vp9, libsvtav1 (AV1), ffv1, libx264rgb, prores_ks and "
+        "dnxhd (DNxHR; "
         ".mov), h264_nvenc, hevc_nvenc, av1_nvenc (NVENC falls back to libx264/libx265/AV1 "
         "software, saying so, where the GPU has no NVENC: A100, H100)",
     )
@@ -256,10 +257,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, run_only: bool = False) -> N
         "--crf",
         type=_whole(0),
         default=18,
-        help="x264/x265 quality, VP9 constant quality, lower is better (default 18)",
+        help="x264/x265 quality (0..51), VP9 constant quality and SVT-AV1's crf (0..63), "
+        "lower is better (default 18)",
     )
     p.add_argument(
-        "--preset", default="medium", help="x264/x265 preset, VP9 speed (default medium)"
+        "--preset",
+        default="medium",
+        help="x264/x265 preset, VP9 speed, SVT-AV1 preset (medium: 8; or its own number "
+        "-1..13) (default medium)",
     )
     p.add_argument(
         "--pix-fmt",
@@ -464,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run; meanwhile commands run their videos themselves; default 200)",
     )
 
-    demo = subcommand(sub, "demo", "make a sample clip and process it on the local default")
+    demo = subcommand(sub, "demo", "make a sample clip and process it on a local Ray")
     demo.add_argument(
         "--output-dir", default="raypipe-demo", help="where to write (default ./raypipe-demo)"
     )

@@ -44,7 +44,7 @@ EXAMPLES: dict[str, list[str]] = {
     "model show": ["raypipe model show builtin:upscale2x", "raypipe model show s3://b/m.onnx"],
     "model export": [
         "raypipe model export builtin:sharpen sharpen.onnx",
-        "raypipe model export builtin:phash models/phash.onnx",
+        "raypipe model export builtin:phash phash.onnx",
     ],
     "serve": [
         "raypipe serve --address 127.0.0.1:6379",

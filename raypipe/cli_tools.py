@@ -189,9 +189,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise ConfigError(f"--output-dir '{args.output_dir}' is a file; give a directory")
+    # the model first: a missing one left the new folder behind (a sweep)
+    table = describe(args.model, measure_scale=False).kind == "tensor"  # not a video
     os.makedirs(args.output_dir, exist_ok=True)
     source = os.path.join(args.output_dir, "sample.mp4")
-    table = describe(args.model, measure_scale=False).kind == "tensor"  # not a video
     output = os.path.join(args.output_dir, "sample.table" if table else "sample.processed.mp4")
     stats_path = os.path.join(args.output_dir, "stats.json")
     write_sample(source, n_frames=120, width=320, height=180, gop=24)

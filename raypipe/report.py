@@ -60,7 +60,11 @@ def load_stats(stats: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, A
 
         data = storage.read_bytes(path)
     doc = json.loads(data)
-    if not isinstance(doc, dict) or not isinstance(doc.get("chunks", []), list):
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("totals"), dict)
+        or not isinstance(doc.get("chunks"), list)
+    ):  # {} or `probe --json`'s drew an empty picture, and {"totals": 5} an AttributeError
         raise ValueError(
             f"{path}: expected a raypipe stats document (an object with 'totals' and a "
             "'chunks' list, as written by --stats), got something else"

@@ -427,6 +427,10 @@ def test_demo_with_an_analysis_model_writes_its_table(
     assert f"demo: output {table} (Parquet: " in capsys.readouterr().out
     rows = ds.dataset(str(table), partitioning="hive").to_table()
     assert rows.num_rows == 120 and "frame_index" in rows.column_names
+    # a model that is not there: refused before the folder is made (it was left; a sweep)
+    assert main(["demo", "--output-dir", str(tmp_path / "new"), "--model", "nope.onnx"]) == 1
+    assert "ModelNotFoundError" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 def test_report_command_draws_stats_json(

@@ -157,10 +157,13 @@ def test_report_without_chunks_or_gpu_still_draws(tmp_path: Path) -> None:
 
 def test_not_a_stats_document_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([1, 2, 3]))
-    with pytest.raises(ValueError, match="expected a raypipe stats document"):
-        draw_report(bad, tmp_path / "x.png")
-    assert not (tmp_path / "x.png").exists()
+    # {} and `probe --json`'s document drew an empty picture, {"totals": 5} raised an
+    # AttributeError (a sweep)
+    for doc in ([1, 2, 3], {}, {"streams": []}, {"totals": 5, "chunks": []}, {"totals": {}}):
+        bad.write_text(json.dumps(doc))
+        with pytest.raises(ValueError, match="expected a raypipe stats document"):
+            draw_report(bad, tmp_path / "x.png")
+        assert not (tmp_path / "x.png").exists()
 
 
 def test_the_report_says_which_fps_is_wall_clock(run_stats: dict[str, Any]) -> None:
