@@ -99,8 +99,12 @@ def nvdec_problem() -> str:
     try:
         HWAccel("cuda").create(av.codec.Codec("h264", "r"))
     except (OSError, av.error.FFmpegError, ValueError, NotImplementedError) as e:
+        from raypipe.media.encode import has_cuda_driver
+
+        # without a driver FFmpeg says EPERM, which reads like a permission to fix (a sweep)
+        hint = "" if has_cuda_driver() else "no NVIDIA driver (libcuda.so.1 not found): "
         return (
-            f"NVDEC unavailable: FFmpeg cannot open a CUDA device here ({e}); it needs "
+            f"NVDEC unavailable: {hint}FFmpeg cannot open a CUDA device here ({e}); it needs "
             "an NVIDIA GPU visible to this process, its driver, and a PyAV build with CUDA"
         )
     return ""

@@ -231,13 +231,14 @@ def nvenc_problem(codec: str) -> str | None:
     except (av.error.FFmpegError, OSError, ValueError) as e:
         # without a driver FFmpeg's open fails as EPERM, "Operation not permitted", which
         # reads like a permission to fix
-        hint = "" if _has_cuda_driver() else "no NVIDIA driver (libcuda.so.1 not found): "
+        hint = "" if has_cuda_driver() else "no NVIDIA driver (libcuda.so.1 not found): "
         return f"{hint}{type(e).__name__}: {e}"
     return None
 
 
 @functools.cache
-def _has_cuda_driver() -> bool:
+def has_cuda_driver() -> bool:
+    """Whether NVIDIA's driver library (``libcuda``) loads in this process."""
     import ctypes.util
 
     try:
