@@ -252,21 +252,26 @@ def nvenc_fallback(config: EncodeConfig, problem: str) -> tuple[EncodeConfig, st
     """The software-encoder config that replaces NVENC ``config``, and the message saying so.
 
     The codec family stays (H.264, HEVC, AV1) and so does ``crf``; an x264-style preset
-    is kept, NVENC-only presets and options are dropped."""
+    and the options the software encoder has (``g``, ``bf``, ``qp``...) are kept, NVENC-only
+    presets and options are dropped, and the message names them (every option was
+    dropped without a word: ``qp=0`` gave a lossy encode; a sweep)."""
     software = next(
         (c for c in NVENC_FALLBACK.get(config.codec, ()) if encoder_available(c)), "libx264"
     )
-    replaced = dataclasses.replace(
-        config,
-        codec=software,
-        preset=config.preset if config.preset in _X264_PRESETS else None,
-        options={},
-    )
+    known = _option_names(software)
+    kept = {k: v for k, v in config.options.items() if k in known}
+    preset = config.preset if config.preset in _X264_PRESETS else None
+    replaced = dataclasses.replace(config, codec=software, preset=preset, options=kept)
+    dropped = [f"--encoder-option {k}={v}" for k, v in config.options.items() if k not in kept]
+    if config.preset and preset is None:
+        dropped.append(f"--preset {config.preset} (the default instead)")
     message = (
         f"encoder {config.codec} cannot run here ({problem}); encoding with {software} "
         f"instead. NVENC needs an NVIDIA GPU that has video encoders (A100 and H100 have "
         f"none) and its driver"
     )
+    if dropped:
+        message += f"; {software} has no {', '.join(dropped)}: left out"
     return replaced, message
 
 

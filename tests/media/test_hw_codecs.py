@@ -110,19 +110,25 @@ def test_nvenc_falls_back_to_the_same_codec_family_in_software() -> None:
         "hevc_nvenc": ("libx265", "hevc"),
     }
     for codec, (software, family) in cases.items():
-        config = EncodeConfig(codec=codec, crf=21, preset="slow", options={"rc-lookahead": "8"})
+        # the options the software encoder has are kept (every option was dropped without
+        # a word: qp=0 gave a lossy encode; a sweep), NVENC's own are named as left out
+        options = {"g": "5", "bf": "0", "qp": "0", "rc": "vbr"}
+        config = EncodeConfig(codec=codec, crf=21, preset="slow", options=options)
         replaced, message = nvenc_fallback(config, "no NVENC capable devices found")
-        assert replaced == EncodeConfig(codec=software, crf=21, preset="slow", options={})
+        kept = {"g": "5", "bf": "0", "qp": "0"}
+        assert replaced == EncodeConfig(codec=software, crf=21, preset="slow", options=kept)
         assert av.codec.Codec(software, "w").name in (software,)
         assert av.codec.Codec(software, "w").id == av.codec.Codec(family, "r").id
         assert message == (
             f"encoder {codec} cannot run here (no NVENC capable devices found); encoding "
             f"with {software} instead. NVENC needs an NVIDIA GPU that has video encoders "
-            "(A100 and H100 have none) and its driver"
+            f"(A100 and H100 have none) and its driver; {software} has no --encoder-option "
+            "rc=vbr: left out"
         )
-    # an NVENC-only preset is dropped: x264 would reject it
-    replaced, _ = nvenc_fallback(EncodeConfig(codec="h264_nvenc", preset="p5"), "x")
+    # an NVENC-only preset is dropped, and said: x264 would reject it
+    replaced, message = nvenc_fallback(EncodeConfig(codec="h264_nvenc", preset="p5"), "x")
     assert replaced.preset is None
+    assert message.endswith("; libx264 has no --preset p5 (the default instead): left out")
 
 
 def test_nvenc_options_map_crf_and_x264_presets() -> None:
