@@ -570,6 +570,11 @@ def test_device_gpu_without_a_usable_gpu_says_why_before_starting_ray(
     assert "DeviceUnavailableError: device 'gpu' asked for, but this machine has no GPU" in err
     assert problem in err and "--device cpu" in err
     assert not ray.is_initialized() and not out.exists()
+    # an archive's OUTPUT_DIR, made for it, went with it (it was left, empty; a sweep)
+    folder = tmp_path / "archive_out"
+    assert main(["archive", str(clips["ntsc"]), str(folder), "--device", "gpu", "-q"]) == 1
+    assert "DeviceUnavailableError" in capsys.readouterr().err
+    assert not folder.exists() and not ray.is_initialized()
 
 
 def test_an_output_where_nothing_can_be_written_is_refused_before_any_work(

@@ -111,15 +111,24 @@ def process_archive(
     for label, path in sides:  # before OUTPUT_DIR is made (it was, then refused): the
         # folders of those outside it too
         check_side_file(label, path, taken, folder=not _inside(path, output_dir))
+    made = is_local(output_dir) and not os.path.exists(local_path(output_dir))
     problem = storage.writable_dir_problem(output_dir, make=True)
     if problem:
         raise ConfigError(f"OUTPUT_DIR '{output_dir}': {problem}")
-    for label, path in sides:
-        if _inside(path, output_dir):
-            storage.check_file_path(label, path)
-    with output_dir_lock(output_dir):
-        report = _run(cfg, model, jobs, output_dir, report_path, previous, started, resume=resume)
-        _note_stale_work_dirs(output_dir, jobs)
+    try:
+        for label, path in sides:
+            if _inside(path, output_dir):
+                storage.check_file_path(label, path)
+        with output_dir_lock(output_dir):
+            report = _run(
+                cfg, model, jobs, output_dir, report_path, previous, started, resume=resume
+            )
+            _note_stale_work_dirs(output_dir, jobs)
+    except BaseException:
+        if made:  # a run that failed as it started (no GPU) left it, empty (a sweep)
+            with contextlib.suppress(OSError):
+                os.rmdir(local_path(output_dir))  # (not if anything is in it)
+        raise
     return report
 
 
