@@ -24,6 +24,7 @@ from raypipe.distributed.cluster import (
     connect,
     fuse_stages,
     local_store_bytes,
+    on_local_ray,
     plan_actors,
     sized_local_store,
     store_too_small,
@@ -112,9 +113,13 @@ def _check_local_gpu(cfg: RunConfig) -> None:
     `ray start --num-gpus`, which is not what to do."""
     import ray
 
-    if cfg.model.device != "gpu" or ray.is_initialized():
+    if cfg.model.device != "gpu":
         return
-    if cfg.runtime.address or ray_address_from_env() or cfg.runtime.local_num_gpus:
+    if ray.is_initialized():  # the local Ray an earlier run started in this process too (a
+        # notebook's second run got the advice to `ray start --num-gpus`; a sweep)
+        if not on_local_ray() or ray.cluster_resources().get("GPU", 0):
+            return
+    elif cfg.runtime.address or ray_address_from_env() or cfg.runtime.local_num_gpus:
         return  # a cluster's nodes have their own GPUs; logical GPUs are the caller's own
     from raypipe.infer.provider_check import check_gpu_stack
 

@@ -96,6 +96,13 @@ def test_a_run_on_its_own_local_ray_has_its_resources_at_once(
     pooled = ray.data.range(6).map_batches(_AddOne, concurrency=1, num_cpus=0.5)
     assert sorted(row["id"] for row in pooled.take_all()) == list(range(1, 7))
     assert _helpers() == [False, False]
+    # a next run with device='gpu' on this local Ray of a machine without a GPU: told what
+    # the machine lacks, not to `ray start --num-gpus` (a notebook's second run; a sweep)
+    from raypipe.infer.provider_check import check_gpu_stack
+
+    if check_gpu_stack().device_problem("gpu"):
+        with pytest.raises(raypipe.DeviceUnavailableError, match="no GPU that ONNX Runtime"):
+            raypipe.process_video(str(clip), str(tmp_path / "gpu.mkv"), device="gpu", quiet=True)
 
 
 def test_a_ray_raypipe_did_not_start_keeps_ray_datas_autoscaler(
