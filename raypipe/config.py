@@ -180,6 +180,14 @@ class ModelConfig:
         _whole(self, "batch_size")
         if self.precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
+        if isinstance(self.engine_cache, os.PathLike):
+            object.__setattr__(self, "engine_cache", os.fspath(self.engine_cache))
+        if self.engine_cache is not None and (
+            not isinstance(self.engine_cache, str) or not self.engine_cache.strip()
+        ):  # 123 was taken, and left unused on the CPU (a sweep)
+            raise ConfigError(
+                f"engine_cache must be a folder's path or URL, got {self.engine_cache!r}"
+            )
         if self.processor is not None:
             if isinstance(self.processor, str) and ":" not in self.processor:
                 raise ConfigError(

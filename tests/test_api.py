@@ -78,6 +78,8 @@ def test_options_override_the_config_and_left_out_ones_keep_it(tmp_path: Path) -
         ({"local_object_store_bytes": 10}, r"local_object_store_bytes must be an integer >= "
          r"78643200 or None \(Ray's smallest store, 75 MiB\), got 10"),
         ({"sample_fps": "1"}, "sample_fps must be a number > 0, got '1'"),
+        ({"engine_cache": 123}, "engine_cache must be a folder's path or URL, got 123"),
+        ({"engine_cache": " "}, "engine_cache must be a folder's path or URL, got ' '"),
     ],
 )  # fmt: skip
 def test_options_of_the_wrong_type_are_refused_before_ray_starts(
