@@ -43,6 +43,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 LOG_NAME = "raypipe-driver.log"
 RAY_LOGGERS = ("ray", "ray.data")
@@ -207,33 +208,48 @@ class _Stderr:
             os.close(self.saved)
 
 
+_ERROR_LINES_LOCK = threading.Lock()
+_error_lines: list[Any] = []  # while patched: [Ray's own printer, the session log, depth]
+
+
 @contextmanager
 def _error_lines_to(log: _SessionLog) -> Iterator[None]:
     """While inside, the error lines Ray sends every driver (``(raylet) A worker died or
     was killed while executing a task ...``, ``Task ... failed. There are 3 retries
     remaining``: its error listener's, printed on the terminal whatever ``log_to_driver``
-    says, even under ``--quiet``; a sweep) go to ``log``. Ray's listener thread prints them
-    through ``ray._private.worker.print_to_stdstream``, looked up at each call."""
+    says, even under ``--quiet``; a sweep) go to the session's log (``log``, the first
+    run's where runs overlap: a service's, on threads of their own; the same file). Ray's
+    listener thread prints them through ``ray._private.worker.print_to_stdstream``, looked
+    up at each call: patched by the first run in, put back by the last out."""
     try:
         import ray._private.worker as ray_worker
     except ImportError:  # (no Ray: nothing prints them)
         yield
         return
-    printing = getattr(ray_worker, "print_to_stdstream", None)
-    if printing is None:  # another Ray: its lines as they come
-        yield
+    if getattr(ray_worker, "print_to_stdstream", None) is None:
+        yield  # another Ray: its lines as they come
         return
+    with _ERROR_LINES_LOCK:
+        if _error_lines:
+            _error_lines[2] += 1
+        else:
+            _error_lines[:] = [ray_worker.print_to_stdstream, log, 1]
 
-    def to_log(data: dict[str, object], ignore_prefix: bool = False) -> None:
-        lines = data.get("lines")
-        for line in lines if isinstance(lines, list) else []:
-            log.write(f"({data.get('pid', 'ray')}) {line}\n")
+            def to_log(data: dict[str, object], ignore_prefix: bool = False) -> None:
+                held = list(_error_lines)  # (put back meanwhile: the line is dropped)
+                lines = data.get("lines") if held else None
+                for line in lines if isinstance(lines, list) else []:
+                    held[1].write(f"({data.get('pid', 'ray')}) {line}\n")
 
-    ray_worker.print_to_stdstream = to_log
+            ray_worker.print_to_stdstream = to_log
     try:
         yield
     finally:
-        ray_worker.print_to_stdstream = printing
+        with _ERROR_LINES_LOCK:
+            _error_lines[2] -= 1
+            if not _error_lines[2]:
+                ray_worker.print_to_stdstream = _error_lines[0]
+                _error_lines.clear()
 
 
 def _fd2_usable() -> bool:

@@ -99,3 +99,14 @@ def test_rays_error_lines_for_the_driver_go_to_the_log() -> None:
         )  # fmt: skip
     assert ray_worker.print_to_stdstream is printing
     assert log.close() == "(raylet) A worker died or was killed while executing a task\n"
+    # runs that overlap (a service's, on threads): the first in patches, the last out puts
+    # Ray's back, whatever the order they leave in
+    first, second = ray_logs._SessionLog(), ray_logs._SessionLog()
+    entered_first = ray_logs._error_lines_to(first)
+    entered_first.__enter__()
+    with ray_logs._error_lines_to(second):
+        entered_first.__exit__(None, None, None)
+        assert ray_worker.print_to_stdstream is not printing
+        ray_worker.print_to_stdstream({"lines": ["late"], "pid": "raylet"}, ignore_prefix=False)
+    assert ray_worker.print_to_stdstream is printing
+    assert first.close() == "(raylet) late\n" and second.close() == ""
