@@ -49,7 +49,7 @@ from raypipe.exiting import (
     run_after_ray,
 )
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 130, 141
+EXIT_OK, EXIT_ERROR, EXIT_BROKEN_PIPE = 0, 1, 141
 __all__ = ["EXIT_USAGE", "build_parser", "entry", "main"]
 
 

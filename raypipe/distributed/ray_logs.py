@@ -208,8 +208,20 @@ class _Stderr:
             os.close(self.saved)
 
 
+class _ErrorLinesPatch:
+    """Ray's own printer, put back by the last run out, and the log its lines go to."""
+
+    def __init__(self, printer: Any, log: _SessionLog) -> None:
+        self.printer, self.log, self.runs = printer, log, 1
+
+    def print(self, data: dict[str, object], ignore_prefix: bool = False) -> None:
+        lines = data.get("lines")
+        for line in lines if isinstance(lines, list) else []:
+            self.log.write(f"({data.get('pid', 'ray')}) {line}\n")
+
+
 _ERROR_LINES_LOCK = threading.Lock()
-_error_lines: list[Any] = []  # while patched: [Ray's own printer, the session log, depth]
+_error_patch: _ErrorLinesPatch | None = None  # while Ray's printer is patched
 
 
 @contextmanager
@@ -221,6 +233,7 @@ def _error_lines_to(log: _SessionLog) -> Iterator[None]:
     run's where runs overlap: a service's, on threads of their own; the same file). Ray's
     listener thread prints them through ``ray._private.worker.print_to_stdstream``, looked
     up at each call: patched by the first run in, put back by the last out."""
+    global _error_patch
     try:
         import ray._private.worker as ray_worker
     except ImportError:  # (no Ray: nothing prints them)
@@ -230,26 +243,20 @@ def _error_lines_to(log: _SessionLog) -> Iterator[None]:
         yield  # another Ray: its lines as they come
         return
     with _ERROR_LINES_LOCK:
-        if _error_lines:
-            _error_lines[2] += 1
+        if _error_patch is not None:
+            _error_patch.runs += 1
         else:
-            _error_lines[:] = [ray_worker.print_to_stdstream, log, 1]
-
-            def to_log(data: dict[str, object], ignore_prefix: bool = False) -> None:
-                held = list(_error_lines)  # (put back meanwhile: the line is dropped)
-                lines = data.get("lines") if held else None
-                for line in lines if isinstance(lines, list) else []:
-                    held[1].write(f"({data.get('pid', 'ray')}) {line}\n")
-
-            ray_worker.print_to_stdstream = to_log
+            _error_patch = _ErrorLinesPatch(ray_worker.print_to_stdstream, log)
+            ray_worker.print_to_stdstream = _error_patch.print
     try:
         yield
     finally:
         with _ERROR_LINES_LOCK:
-            _error_lines[2] -= 1
-            if not _error_lines[2]:
-                ray_worker.print_to_stdstream = _error_lines[0]
-                _error_lines.clear()
+            assert _error_patch is not None
+            _error_patch.runs -= 1
+            if not _error_patch.runs:
+                ray_worker.print_to_stdstream = _error_patch.printer
+                _error_patch = None
 
 
 def _fd2_usable() -> bool:
