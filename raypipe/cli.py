@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 from raypipe import cli_tools
 from raypipe.cli_help import EXIT_USAGE, Parser, TerminalHandler, subcommand
-from raypipe.cli_tools import DEFAULT_ENGINE_SIZE
+from raypipe.cli_tools import DEFAULT_ENGINE_SIZE, parse_size
 from raypipe.config import (
     DECODERS,
     DEVICES,
@@ -364,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--size",
         dest="sizes",
         action="append",
+        type=parse_size,
         default=None,
         metavar="WxH",
         help=f"frame size to build for, repeatable (default {DEFAULT_ENGINE_SIZE})",

@@ -26,9 +26,18 @@ DEFAULT_ENGINE_SIZE = "1920x1080"
 for large frames, as a run's calls get them: :func:`raypipe.infer.models.gpu_profile`)."""
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``1920x1080`` → (height 1080, width 1920); an argparse type (bad usage: exit 2,
+    naming the option, as the other options' checks do)."""
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or not int(width) or not int(height):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1920x1080, got {text!r}")
+    return int(height), int(width)
+
+
 def cmd_build_engines(args: argparse.Namespace) -> int:
     from raypipe.config import RuntimeConfig, engine_cache_from_env
-    from raypipe.distributed.trt_engines import build_engines, parse_size
+    from raypipe.distributed.trt_engines import build_engines
     from raypipe.infer.trt.providers import engine_cache_url
 
     if args.model and args.model_option and args.model != args.model_option:
@@ -42,7 +51,7 @@ def cmd_build_engines(args: argparse.Namespace) -> int:
             "path/URL of an .onnx)"
         )
     cache = engine_cache_url(args.cache or engine_cache_from_env())
-    sizes = [parse_size(s) for s in args.sizes or [DEFAULT_ENGINE_SIZE]]
+    sizes = args.sizes or [parse_size(DEFAULT_ENGINE_SIZE)]
     records = build_engines(
         model,
         cache,

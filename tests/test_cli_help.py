@@ -302,12 +302,12 @@ def test_build_engines_misuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "ConfigError",
         "two models given",
     )
-    _one_line_error(
-        ["build-engines", "builtin:sharpen", "--size", "big"],
-        capsys,
-        "ConfigError",
-        "frame size must be WIDTHxHEIGHT",
-    )
+    for size in ("big", "320x", "x240", "0x240"):  # bad usage (exit 2), as the others'
+        _usage_line(
+            ["build-engines", "builtin:sharpen", "--size", size],
+            capsys,
+            f"argument --size: expected WIDTHxHEIGHT, e.g. 1920x1080, got '{size}'",
+        )
     _one_line_error(
         ["build-engines", "builtin:nope"], capsys, "ModelNotFoundError", "unknown built-in"
     )

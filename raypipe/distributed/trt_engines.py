@@ -22,14 +22,6 @@ from raypipe.infer.factory import input_name_of
 from raypipe.infer.models import ModelSpec, gpu_profile, resolve_model_and_spec
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``1920x1080`` → (height 1080, width 1920)."""
-    width, sep, height = text.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit() or not int(width) or not int(height):
-        raise ConfigError(f"frame size must be WIDTHxHEIGHT, e.g. 1920x1080, got {text!r}")
-    return int(height), int(width)
-
-
 def _gpu_nodes() -> dict[str, str]:
     """One alive node id per GPU type (``accelerator_type:*`` resource, else 'GPU')."""
     chosen: dict[str, str] = {}
