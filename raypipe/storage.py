@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import socket
 import tempfile
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -95,6 +97,33 @@ def makedirs(uri: str) -> None:
 
 _BUCKETS = ("s3", "s3a", "gs", "gcs")
 """Object stores whose first path part is a bucket, which must exist to be written to."""
+
+
+@contextlib.contextmanager
+def held(lock_path: str, busy: str) -> Iterator[None]:
+    """Hold the local file ``lock_path`` for this process while the block runs: an
+    advisory lock (``flock``) on it, released when the block ends or the process dies
+    (the file, with this process's pid and host in it, is removed as the block ends).
+    Where another process (or another run of this one: a service's threads) holds it,
+    raise :class:`ConfigError` with ``busy`` formatted with ``who``, the holder's line."""
+    import fcntl
+
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            who = lock.read().strip() or "another process"
+            raise ConfigError(busy.format(who=who)) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)  # (before the lock goes with the file's closing)
 
 
 def check_file_path(label: str, path: str) -> None:

@@ -221,6 +221,42 @@ def test_output_exists_needs_overwrite(
     assert "OutputExistsError" in capsys.readouterr().err and out.read_bytes() == b"keep me"
 
 
+def test_a_second_run_on_an_output_being_written_fails_at_once(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs on one output shared its work folder; the first to end removed it under the
+    other, which failed late with a wrong guess at why. The output is held while a run
+    writes it: a second run (--overwrite or not) fails before any work, naming the first;
+    the hold goes with the run, leaving nothing beside the output."""
+    import os
+
+    import ray
+
+    from raypipe.distributed.pipeline import LOCK_SUFFIX, output_held
+
+    out = tmp_path / "out.mp4"
+    with output_held(str(out), tensor=False):
+        lock = tmp_path / f".out.mp4{LOCK_SUFFIX}"
+        assert lock.read_text() == f"pid {os.getpid()} on {os.uname().nodename}\n"
+        for extra in ([], ["--overwrite"]):
+            assert main(["run", str(clips["ntsc"]), str(out), "--quiet", *extra]) == 1
+            err = capsys.readouterr().err.strip()
+            assert err == (
+                f"raypipe: error: ConfigError: output '{out}' is being written by another "
+                f"raypipe run (pid {os.getpid()} on {os.uname().nodename}); wait for it to "
+                "end, or give this run another output"
+            )
+        assert not ray.is_initialized() and sorted(p.name for p in tmp_path.iterdir()) == [
+            lock.name
+        ]
+    assert list(tmp_path.iterdir()) == []
+    with output_held(str(out), tensor=False):  # free again
+        pass
+    with output_held("s3://bucket/out.mp4", tensor=False):  # object stores hold no lock
+        with output_held("s3://bucket/out.mp4", tensor=False):
+            pass
+
+
 def test_bad_option_values(
     tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -275,28 +274,12 @@ def output_dir_lock(output_dir: str) -> Iterator[None]:
     if not is_local(output_dir):
         yield
         return
-    import fcntl
-
-    path = os.path.join(local_path(output_dir), LOCK_NAME)
-    with open(path, "a+") as held:
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held.seek(0)
-            who = held.read().strip() or "another process"
-            raise ConfigError(
-                f"OUTPUT_DIR '{output_dir}' is being written by another raypipe archive "
-                f"({who}); wait for it to end, or give this run another OUTPUT_DIR"
-            ) from None
-        held.seek(0)
-        held.truncate()
-        held.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        held.flush()
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # (before the lock goes with the file's closing)
+    busy = (
+        f"OUTPUT_DIR '{output_dir}' is being written by another raypipe archive ({{who}}); "
+        "wait for it to end, or give this run another OUTPUT_DIR"
+    )
+    with storage.held(os.path.join(local_path(output_dir), LOCK_NAME), busy):
+        yield
 
 
 def _note_earlier_output(result: VideoResult) -> None:

@@ -8,10 +8,12 @@ has the video assembled (:mod:`raypipe.distributed.assembly`) when the last is i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from raypipe import storage
@@ -46,6 +48,7 @@ from raypipe.errors import ConfigError
 from raypipe.exiting import after_ray, in_command
 from raypipe.inputs import not_one_video
 from raypipe.media.encode import option_problem
+from raypipe.media.source import is_local, local_path
 from raypipe.reuse import Provenance
 
 log = logging.getLogger("raypipe")
@@ -90,6 +93,37 @@ def process_video(
     if cfg.stats_path:
         taken = {input: "the input", output: "the output"}
         check_side_file("--stats (stats_path)", cfg.stats_path, taken)
+    with output_held(output, tensor=model.tensor):
+        return _run_video(cfg, model, input, output, folder, started)
+
+
+LOCK_SUFFIX = ".raypipe-lock"
+"""A local video output's lock file while a run writes it: ``.NAME.raypipe-lock`` beside
+it (as long a name as the work folder's, ``.NAME.raypipe-work``)."""
+
+
+@contextlib.contextmanager
+def output_held(output: str, *, tensor: bool) -> Iterator[None]:
+    """Hold a local video ``output`` for this run: a second run on it fails at once, naming
+    the first. Two runs on one output shared its work folder, and the first to end removed
+    it under the other, which failed with "the work folder ... was removed" and a wrong
+    guess at why. Object stores and analysis tables (a folder per video) hold no lock."""
+    if tensor or not is_local(output):
+        yield
+        return
+    folder, name = os.path.split(local_path(output))
+    busy = (
+        f"output '{output}' is being written by another raypipe run ({{who}}); wait for it "
+        "to end, or give this run another output"
+    )
+    with storage.held(os.path.join(folder, f".{name}{LOCK_SUFFIX}"), busy):
+        yield
+
+
+def _run_video(
+    cfg: RunConfig, model: LoadedModel, input: str, output: str, folder: str, started: float
+) -> RunStats:
+    """:func:`process_video` from its checked options on: plan, run, assemble."""
     planned = plan_video(
         VideoJob(uri=input, output=output),
         cfg.chunk,
