@@ -255,6 +255,13 @@ X264_PRESETS = (
 """x264's preset names, fastest first; x265 takes the same, VP9 gets the matching speed."""
 _CRF_MAX = {"libx264": 51, "libx264rgb": 51, "libx265": 51}
 """The largest crf of encoders whose range is not VP9's 0..63."""
+
+
+def crf_max(codec: str) -> int:
+    """The largest crf ``codec`` takes (x264's and x265's 51, else VP9's and SVT-AV1's 63)."""
+    return _CRF_MAX.get(codec, 63)
+
+
 _X264_NAMED = frozenset({AUTO_CODEC, "libx264", "libx264rgb", "libx265", "libvpx-vp9"})
 """Encoders whose ``preset`` is one of :data:`X264_PRESETS` (``auto`` picks x264 or VP9);
 an unknown name failed only at the first chunk's encode."""
@@ -284,7 +291,7 @@ class EncodeConfig:
             raise ConfigError("codec must name an encoder, e.g. libx264, got ''")
         # x264 and x265 take a crf above 51 as 51, without a word; one message names the
         # range of the encoder at hand (a crf of 99 was "within 0..63", then 55 "0..51")
-        limit = 51 if self.codec == AUTO_CODEC else _CRF_MAX.get(self.codec, 63)
+        limit = max(map(crf_max, AUTO_CODECS)) if self.codec == AUTO_CODEC else crf_max(self.codec)
         if isinstance(self.crf, numbers.Integral) and not isinstance(self.crf, bool):
             object.__setattr__(self, "crf", int(self.crf))  # a NumPy integer
         if self.crf is not None and (
@@ -294,7 +301,7 @@ class EncodeConfig:
         ):
             within = f"{self.codec}'s crf is within 0..{limit}"
             if self.codec == AUTO_CODEC:
-                within = "crf is within 0..51 (libx264's; VP9's, for a .webm: 0..63)"
+                within = "crf is within 0..63 (VP9's, for a .webm; libx264's, for the rest: 0..51)"
             if not isinstance(self.crf, int) or isinstance(self.crf, bool):
                 within = f"crf must be a whole number; {within}"  # '18' was "out of range"
             raise ConfigError(f"{within}, got {self.crf!r}")
@@ -330,7 +337,11 @@ class EncodeConfig:
         encoder it may pick (:data:`AUTO_CODECS`)."""
         if self.codec != AUTO_CODEC:
             return (self,)
-        return tuple(dataclasses.replace(self, codec=codec) for codec in AUTO_CODECS)
+        return tuple(
+            dataclasses.replace(self, codec=codec)
+            for codec in AUTO_CODECS
+            if self.crf is None or self.crf <= crf_max(codec)  # a crf of 52..63: VP9 alone
+        )
 
 
 def _option_text(name: object, value: object) -> str:

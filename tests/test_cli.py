@@ -274,6 +274,10 @@ def test_bad_option_values(
         assert f"argument {option}: expected " in err and f"{wants}, got '{value}'" in err, err
     assert main(["run", str(clips["ntsc"]), out, "--crf", "60", "--codec", "libx264"]) == 1
     assert "libx264's crf is within 0..51, got 60" in capsys.readouterr().err  # x264 took it as 51
+    assert main(["run", str(clips["ntsc"]), out, "--crf", "60"]) == 1  # auto: x264 for .mp4
+    assert "libx264's crf is within 0..51, got 60; --codec auto picks libx264 for .mp4" in (
+        capsys.readouterr().err
+    )
     assert main(["run", str(clips["ntsc"]), str(tmp_path / "o.xyz")]) == 1
     assert "extension '.xyz'" in capsys.readouterr().err
     assert main(["run", str(clips["ntsc"]), out, "--codec", "nosuchcodec"]) == 1

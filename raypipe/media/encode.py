@@ -38,7 +38,13 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange, Interpolation, VideoReformatter
 
-from raypipe.config import AUTO_CODEC, OUTPUT_FORMATS, X264_PRESETS, EncodeConfig
+from raypipe.config import (
+    AUTO_CODEC,
+    OUTPUT_FORMATS,
+    X264_PRESETS,
+    EncodeConfig,
+    default_video_codec,
+)
 from raypipe.errors import ConfigError, EncodeError
 from raypipe.media import fields
 from raypipe.media.colour import (
@@ -315,8 +321,11 @@ def option_problem(config: EncodeConfig, output: str) -> str:
     ``.mp4`` passed the check that took both encoders auto may pick, and x264 left it
     unused), or a ``pix_fmt`` the encoder does not write (``--pix-fmt rgb24`` for x264
     failed at the first chunk, after Ray's start, "Invalid argument"; sweeps)."""
-    codec = config.for_output(output).codec
     ext = os.path.splitext(output.rstrip("/"))[1].lower() or "(none)"
+    try:
+        codec = config.for_output(output).codec
+    except ConfigError as e:  # --codec auto with a crf of VP9's range, for x264's output
+        return f"{e}; --codec auto picks {default_video_codec(output)} for {ext}"
     picked = f" (the one --codec auto picks for {ext})" if config.codec == AUTO_CODEC else ""
     if config.pix_fmt and not is_nvenc(codec):
         formats = encoder_video_formats(codec)

@@ -336,8 +336,8 @@ def test_python_values_of_encoder_options_and_crf_are_checked_or_made_text() -> 
         "qp": "0", "row-mt": "1", "aq-strength": "0.8",
     }  # fmt: skip
     # a text or a float is said to be one, not out of range (a sweep)
-    with pytest.raises(ConfigError, match=r"^crf must be a whole number; crf is within 0..51 "
-                       r"\(libx264's; VP9's, for a \.webm: 0..63\), got '20'$"):  # fmt: skip
+    whole = r"^crf must be a whole number; crf is within 0..63 \(VP9's, for a \.webm; "
+    with pytest.raises(ConfigError, match=whole + r"libx264's, for the rest: 0..51\), got '20'$"):
         EncodeConfig(crf="20")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"^crf must be a whole number; libx265's crf is "
                        r"within 0..51, got 20.0$"):  # fmt: skip
@@ -347,5 +347,23 @@ def test_python_values_of_encoder_options_and_crf_are_checked_or_made_text() -> 
         with pytest.raises(ConfigError, match=rf"{codec}'s crf is within 0..{limit}, got 99"):
             EncodeConfig(codec=codec, crf=99)
         EncodeConfig(codec=codec, crf=limit)
+    # --codec auto takes VP9's range; the output's encoder, once known, its own (a .webm's
+    # crf 60 was refused as out of x264's 0..51, though the message gave VP9's 0..63)
+    with pytest.raises(ConfigError, match=r"^crf is within 0..63 \(VP9's"):
+        EncodeConfig(crf=64)
+    auto = EncodeConfig(crf=60)
+    assert [c.codec for c in auto.candidates()] == ["libvpx-vp9"]
+    assert auto.for_output("o.webm").codec == "libvpx-vp9"
+    assert option_problem(auto, "o.webm") == ""
+    assert option_problem(auto, "o.mp4") == (
+        "libx264's crf is within 0..51, got 60; --codec auto picks libx264 for .mp4"
+    )
+    items = [InputItem("/in/a.webm", "a.webm"), InputItem("/in/b.mp4", "b.mp4")]
+    jobs = _jobs(items, "/out", codec="auto", encode=auto)  # an archive: the .mp4 fails alone
+    assert [j.output_problem for j in jobs] == [
+        "",
+        "output 'b.mp4': libx264's crf is within 0..51, got 60; --codec auto picks libx264 "
+        "for .mp4",
+    ]
     with pytest.raises(ConfigError, match="encoder option 'qp' must be text or a number"):
         EncodeConfig(options={"qp": [0]})  # type: ignore[dict-item]
