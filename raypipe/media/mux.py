@@ -34,7 +34,7 @@ import numpy as np
 
 from raypipe import faults
 from raypipe.errors import ConfigError, EncodeError, MuxError
-from raypipe.media import captions, mkv_aspect
+from raypipe.media import avi_audio, captions, mkv_aspect
 from raypipe.media.containers import output_format
 from raypipe.media.encode import _NO_DTS, SEGMENT_HEAD_BYTES, Segment
 from raypipe.media.jumps import Jump, closed, shift_seconds
@@ -266,6 +266,8 @@ def assemble(
                     per_frame, tuple(jumps),
                 )  # fmt: skip
         _keep_aspect(staged, fmt, *shape)
+        if fmt == "avi":
+            avi_audio.mend_copied_audio(staged)
         storage.commit(staged, output_uri)
     except BaseException:
         if os.path.exists(staged):

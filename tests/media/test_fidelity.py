@@ -92,9 +92,10 @@ OTHER_SOURCES = {
         _small(codec="libx264", bframes=2, audio="libmp3lame", n_frames=30, gop=12),
         ".avi",
     ),
-    # MPEG-4 Part 2 with B-frames in open GOPs (as XviD writes), whose made-up pts are right
+    # MPEG-4 Part 2 with B-frames in open GOPs (as XviD writes), whose made-up pts are
+    # right, and AC-3 audio (a DVD's)
     "mpeg4_avi": (
-        _small(codec="mpeg4", bframes=2, audio="libmp3lame", n_frames=30, gop=12),
+        _small(codec="mpeg4", bframes=2, audio="ac3", n_frames=30, gop=12),
         ".avi",
     ),
     # MPEG-2 in MPEG-PS with MP2 audio (a DVD's VOB, a camcorder's .mpg): no index, seeks
@@ -164,6 +165,7 @@ def test_other_containers_keep_it_with_audio(
         ("h264_avi", ".mkv"),
         ("h264_avi", ".avi"),
         ("mpeg4_avi", ".mkv"),
+        ("mpeg4_avi", ".avi"),
         ("aac_mp4", ".avi"),
         ("mpeg2_ps", ".mp4"),
         ("h264_ts", ".mkv"),
