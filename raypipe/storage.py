@@ -8,6 +8,7 @@ make an object visible only when its upload completes, so a single put is atomic
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import socket
@@ -18,7 +19,7 @@ from typing import Any
 
 import fsspec
 
-from raypipe.errors import ConfigError
+from raypipe.errors import ConfigError, StorageError
 from raypipe.media.source import is_local, local_path
 
 
@@ -186,6 +187,31 @@ def writable_dir_problem(uri: str, *, make: bool = False) -> str:
     return ""
 
 
+_WRITE_PROBLEMS = {
+    errno.ENOSPC: "its disk is full; free space there, or write to another folder",
+    errno.EDQUOT: "the disk quota there is used up; free space, or write to another folder",
+    errno.EROFS: "its file system is read-only; write to another folder",
+}
+"""Why a local write failed, where the OS's own words name no path and say nothing to do."""
+
+
+@contextlib.contextmanager
+def writing(path: str) -> Iterator[None]:
+    """Writes to the local ``path`` (a file, or one in its folder) in the block: a full disk,
+    a used-up quota or a read-only file system is a :class:`StorageError` naming the path
+    (it came out as "RaypipeError: OSError: [Errno 28] No space left on device", naming
+    nothing; a sweep)."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as e:
+        problem = _WRITE_PROBLEMS.get(e.errno or 0)
+        if problem is None:
+            raise
+        raise StorageError(f"cannot write {path}: {problem}") from e
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write ``data`` to ``uri`` atomically: a hidden temporary file renamed over the
     target locally (readers see the old file or the new one, never part of one; the
@@ -196,9 +222,10 @@ def write_bytes(uri: str, data: bytes) -> None:
         directory, name = os.path.split(os.path.abspath(path))
         tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:8]}.part")
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            with writing(path):
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -357,7 +384,8 @@ def local_staging(uri: str, suffix: str) -> str:
     """
     if is_local(uri):
         directory, name = os.path.split(os.path.abspath(local_path(uri)))
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".part{suffix}", dir=directory)
+        with writing(local_path(uri)):
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".part{suffix}", dir=directory)
     else:
         fd, tmp = tempfile.mkstemp(prefix=f"{_REMOTE_STAGING}{os.getpid()}-", suffix=suffix)
     os.close(fd)

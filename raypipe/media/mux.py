@@ -256,7 +256,9 @@ def assemble(
     fmt = output_format(output_uri)
     staged = storage.local_staging(output_uri, os.path.splitext(output_uri)[1])
     try:
-        with open_input(source_uri) as source:
+        # (a full disk names the output, or for an object store's the local staging file)
+        written = output_uri if is_local(output_uri) else staged
+        with open_input(source_uri) as source, storage.writing(written):
             options = _muxer_options(fmt, source, copy_streams)
             with av.open(staged, mode="w", format=fmt, options=options) as out:
                 name = os.path.basename(output_uri)
