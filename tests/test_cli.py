@@ -212,6 +212,36 @@ def test_a_file_url_is_percent_decoded(
     assert local_path("/out/a%20b.mp4") == "/out/a%20b.mp4"  # a plain path is as it is
 
 
+def test_a_pipe_input_and_an_unwritable_ray_folder_say_what_to_do(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From a sweep: a FIFO (a shell's ``<(cat in.mp4)``) was "an empty file (0 bytes)"
+    and its writer blocked for good; a TMPDIR Ray cannot write in got "a busy machine
+    starts it slowly: try again" and a log folder under /tmp/ray it was not in."""
+    fifo = tmp_path / "in.mp4"
+    os.mkfifo(fifo)
+    assert main(["run", str(fifo), str(tmp_path / "o.mp4"), "--quiet"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"raypipe: error: UnsupportedVideoError: input '{fifo}' is a pipe (FIFO, or a "
+        "shell's <(...)), not a file: raypipe reads a video's chunks apart, seeking in it; "
+        "save the stream to a file first"
+    )
+    unwritable = "/sys"  # not even root makes folders there
+    done = subprocess.run(
+        [sys.executable, "-m", "raypipe.cli", "run", str(clips["ntsc"]), str(tmp_path / "o.mp4"),
+         "--quiet"],
+        env={**os.environ, "TMPDIR": unwritable, "RAY_ADDRESS": ""},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        f"raypipe: error: ClusterError: cannot start a local Ray: it cannot write its session "
+        f"folder {unwritable}/ray ("
+    ), done.stderr
+    assert done.stderr.strip().endswith("set RAY_TMPDIR (or TMPDIR) to a folder it can write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
 def test_output_exists_needs_overwrite(
     tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import logging
 import os
@@ -96,11 +97,30 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
                 f"cannot reach the Ray cluster at {address!r}: {e}; check the address "
                 "(ray://HOST:10001 or HOST:6379) and that `ray status` works there"
             ) from e
+        folder = ray_temp_dir()
+        if isinstance(e, OSError) and e.errno in _UNWRITABLE:  # "try again" was no help
+            raise ClusterError(
+                f"cannot start a local Ray: it cannot write its session folder {folder} "
+                f"({e.strerror}); set RAY_TMPDIR (or TMPDIR) to a folder it can write"
+            ) from e
         raise ClusterError(
             f"cannot start a local Ray: {e}; a busy machine starts it slowly: try again, or "
-            "see the session's logs under /tmp/ray/session_latest/logs"
+            f"see the session's logs under {os.path.join(folder, 'session_latest', 'logs')}"
         ) from e
     return True
+
+
+_UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
+
+
+def ray_temp_dir() -> str:
+    """The folder a local Ray keeps its sessions in, by Ray's own rule: ``RAY_TMPDIR``,
+    else ``TMPDIR`` (on Linux), else ``/tmp``; then ``ray``. (Its logs were said to be
+    under /tmp/ray whatever TMPDIR said; a sweep.)"""
+    system = os.environ.get("RAY_TMPDIR") or (
+        os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None
+    )
+    return os.path.join(system or "/tmp", "ray")
 
 
 _lines_to_driver = True  # until connect() says otherwise: Ray's own default

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from raypipe.errors import (
     InputError,
     InputNotFoundError,
     InputPermissionError,
+    UnsupportedVideoError,
 )
 
 
@@ -42,6 +44,15 @@ def local_path(uri: str) -> str:
     return unquote(path)
 
 
+_NOT_FILES = {
+    stat.S_IFIFO: "a pipe (FIFO, or a shell's <(...))",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+}
+"""Local inputs that cannot be read twice or sought in (a block device, a DVD drive's,
+can)."""
+
+
 def check_local(path: str) -> None:
     """Raise the typed error of a local input ``path`` that cannot be read as a file."""
     try:
@@ -61,6 +72,12 @@ def check_local(path: str) -> None:
             raise InputNotFoundError(f"input '{path}' does not exist; check the path") from None
     if os.path.isdir(path):
         raise CorruptVideoError(f"input '{path}' is a directory, expected a video file")
+    kind = _NOT_FILES.get(stat.S_IFMT(os.stat(path).st_mode)) if os.path.exists(path) else None
+    if kind:  # a pipe was "an empty file (0 bytes)", and its writer blocked for good (a sweep)
+        raise UnsupportedVideoError(
+            f"input '{path}' is {kind}, not a file: raypipe reads a video's chunks apart, "
+            "seeking in it; save the stream to a file first"
+        )
     if not os.access(path, os.R_OK):
         raise InputPermissionError(
             f"input '{path}' exists but is not readable by this user; check its permissions"
