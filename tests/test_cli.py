@@ -249,6 +249,14 @@ def test_output_exists_needs_overwrite(
     out.write_bytes(b"keep me")
     assert main(["run", str(clips["ntsc"]), str(out), "--quiet"]) == 1
     assert "OutputExistsError" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    # a link to it too; a dangling link is written through, as ffmpeg writes it (the rename
+    # replaced the link itself, without --overwrite: a sweep)
+    (tmp_path / "link.mp4").symlink_to("exists.mp4")
+    assert main(["run", str(clips["ntsc"]), str(tmp_path / "link.mp4"), "--quiet"]) == 1
+    assert f"output '{out}' exists" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    (tmp_path / "dangling.mp4").symlink_to("made.mp4")
+    assert main(["run", str(clips["ntsc"]), str(tmp_path / "dangling.mp4"), "--quiet"]) == 0
+    assert (tmp_path / "dangling.mp4").is_symlink() and probe(str(tmp_path / "made.mp4")).n_frames
 
 
 def test_a_second_run_on_an_output_being_written_fails_at_once(

@@ -69,6 +69,10 @@ def process_video(
     cfg = build_run_config(config, **options)
     input = storage.absolute(storage.path_text(input, "input"))
     output = storage.absolute(storage.path_text(output, "output"))
+    if is_local(output) and os.path.islink(local_path(output)):
+        # written through, as ffmpeg writes it: the commit's rename replaced the link itself
+        # (a dangling one without --overwrite; a sweep)
+        output = os.path.realpath(local_path(output))
     several = not_one_video(input)
     if several:
         raise ConfigError(several)
