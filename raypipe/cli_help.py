@@ -94,6 +94,9 @@ def _meant(extras: list[str], parser: argparse.ArgumentParser) -> str:
 
     known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     for extra in extras:
+        name = extra.split("=", 1)[0]
+        if name in known:  # one of its own: it came after `--` ("did you mean --model?")
+            return f" (arguments after `--` are file names: put {name} before the `--`)"
         if extra.startswith("--"):
             close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.7)
             if close:

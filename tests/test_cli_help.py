@@ -239,6 +239,12 @@ def test_run_misuse(
         "raypipe run: error: unrecognized arguments: --modle builtin:blur (did you mean "
         "--model?); `raypipe run --help` shows",
     )
+    _usage_line(  # an option of its own after `--` was "did you mean --model?" (a sweep)
+        ["run", "--", "-x.mp4", "-y.mp4", "--model", "builtin:blur"],
+        capsys,
+        "unrecognized arguments: --model builtin:blur (arguments after `--` are file names: "
+        "put --model before the `--`)",
+    )
     _one_line_error(
         ["run", str(tmp_path / "nope.mp4"), str(tmp_path / "o.mp4"), "-q"],
         capsys,
