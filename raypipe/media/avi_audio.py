@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-_MP3, _AC3 = 0x0055, 0x2000  # WAVEFORMATEX wFormatTag
+_MP3, _AC3, _EXTENSIBLE = 0x0055, 0x2000, 0xFFFE  # WAVEFORMATEX wFormatTag
 _MP3_BLOCKS = (1, 576, 1152)  # ffmpeg's stream copy clears these (fftools' streamcopy_init)
 _STRH_LENGTH, _STRH_SAMPLE_SIZE = 32, 44  # byte offsets in strh's data
 _HEAD_BYTES = 1 << 20  # the header list is read whole; FFmpeg's is a few KiB per stream
@@ -88,11 +88,21 @@ def _audio_to_mend(head: bytes) -> list[_AudioHeader]:
         if head[strh[0] : strh[0] + 4] != b"auds":
             continue
         sample_size = struct.unpack_from("<I", head, strh[0] + _STRH_SAMPLE_SIZE)[0]
-        tag = struct.unpack_from("<H", head, strf[0])[0]
+        tag = _format_tag(head, *strf)
         if (tag == _MP3 and sample_size in _MP3_BLOCKS) or (tag == _AC3 and sample_size):
             indx = parts.get(b"indx", (-1, 0))[0]
             streams.append(_AudioHeader(stream=number, strh=strh[0], indx=indx))
     return streams
+
+
+def _format_tag(head: bytes, at: int, size: int) -> int:
+    """The audio format of a ``strf`` (WAVEFORMATEX) chunk: its ``wFormatTag``, or for
+    WAVE_FORMAT_EXTENSIBLE (FFmpeg's for more than 2 channels: a 5.1 AC-3's) the format in
+    its sub-format GUID's first field (5.1 AC-3 went unmended: a sweep)."""
+    tag = struct.unpack_from("<H", head, at)[0]
+    if tag == _EXTENSIBLE and size >= 40:  # WAVEFORMATEX (18), samples, mask, the GUID
+        return int(struct.unpack_from("<I", head, at + 24)[0])
+    return int(tag)
 
 
 def _packet_counts(f: BinaryIO, head: bytes, streams: list[_AudioHeader]) -> dict[int, int] | None:
