@@ -353,6 +353,8 @@ def _write(
         others = _without_cut_preroll(others)
     if shift:
         others = _moved_pairs(others, shift)
+    if frame_seconds is not None:  # AVI: every audio stream plays from the file's start
+        others = _audio_from_zero(others)
     other = ((_time_key(p), 1, i, p, s) for i, (p, s) in enumerate(others)) if copied else iter(())
     rising = _RisingDts(out)
     try:
@@ -469,6 +471,24 @@ def _moved_pairs(pairs: Iterator[tuple[Any, Any]], seconds: Fraction) -> Iterato
     later; attached pictures (cover art, no time) as they are."""
     for packet, stream in pairs:
         yield (packet if is_attached_pic(stream) else _move(packet, seconds)), stream
+
+
+def _audio_from_zero(pairs: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+    """(packet, output stream) pairs, each audio stream that starts after 0 moved to start
+    at 0: an AVI file has no start times, and FFmpeg's muxer puts a stream's first packet
+    first whatever its time, then fills the time between it and the next with empty
+    chunks, which count in the stream's length (an MPEG-TS source's audio at its 1.46 s
+    running clock got 68 of them after its first packet: the sound played late and
+    ``ffprobe`` gave 3.48 s of a 2 s clip; a sweep). :func:`_warn_lost_offsets` says where
+    that moves the sound against the picture."""
+    first: dict[int, Fraction] = {}
+    for packet, stream in pairs:
+        ticks = packet.dts if packet.dts is not None else packet.pts
+        if stream.type == "audio" and ticks is not None and packet.time_base is not None:
+            start = first.setdefault(stream.index, ticks * Fraction(packet.time_base))
+            if start > 0:
+                packet = _move(packet, -start)
+        yield packet, stream
 
 
 def _move(packet: Any, seconds: Fraction) -> Any:
