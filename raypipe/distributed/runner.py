@@ -29,6 +29,7 @@ from typing import Any
 import ray
 
 from raypipe import faults, storage
+from raypipe.archive_report import join_notes
 from raypipe.config import AUTO_CODEC, RunConfig
 from raypipe.distributed.assembly import Assembled, assemble_remote, assemble_video
 from raypipe.distributed.chunk_log import ChunkLog
@@ -318,4 +319,10 @@ class Runner:
         name = os.path.basename(video.facts.output.rstrip("/")) if video.facts else ""
         for warning in assembled.warnings:  # once per run, as the notes above
             self._warn_once(warning, "%s: %s", name, warning)
-        return self._end(video, video.result(assembled))
+        result = video.result(assembled)
+        if result.ok:  # every video's own in its report row: the terminal named the first's
+            # alone (a second video's audio re-encoded as the first's went unsaid; a sweep)
+            left = [f"left out {what}" for what in video.facts.left_out] if video.facts else []
+            for warning in (*left, *assembled.warnings):
+                result.note = join_notes(result.note, warning)
+        return self._end(video, result)

@@ -331,3 +331,26 @@ def test_an_output_name_too_long_for_the_work_folder_fails_its_video_alone(
         "File name too long; raypipe's work folder and staging files beside an output add up "
         "to 24 characters to its name: name the output at most 231 characters long"
     )
+
+
+def test_every_video_whose_audio_is_reencoded_says_so_in_its_row(tmp_path: Path) -> None:
+    """The terminal says a kind of change once per run, naming the first video; the second
+    video whose Opus went into MOV as AAC had it in no line and an empty note (a sweep)."""
+    from raypipe.testing import ClipSpec, make_clip
+
+    spec = ClipSpec(width=64, height=48, n_frames=6, gop=6, audio="libopus")
+    src = tmp_path / "src"
+    src.mkdir()
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["uri", "output"])
+        for name in ("a", "b"):
+            writer.writerow([str(make_clip(src / f"{name}.mkv", spec)), f"{name}.mov"])
+    out = tmp_path / "out"
+    report = raypipe.process_archive(str(manifest), str(out), model="builtin:invert", quiet=True)
+    notes = {os.path.basename(r["uri"]): r["note"] for r in report.rows}
+    assert set(notes) == {"a.mkv", "b.mkv"}
+    for name, note in notes.items():
+        assert "audio stream 1 (opus) cannot go into a mov file" in note, (name, note)
+        assert "re-encoded as aac" in note, (name, note)
