@@ -20,6 +20,7 @@ EXIT_ALL_DONE = 0
 EXIT_SOME_FAILED = 3
 REPORT_NAME = "_raypipe-report.parquet"
 REPORT_EVERY_S = 10.0
+REPORT_AT_LEAST_S = 60.0
 REPORT_COLUMNS = (
     "uri", "status", "error_type", "error_message", "frames_in", "frames_out", "chunks",
     "reused_chunks", "note", "attempts", "seconds", "output",
@@ -57,11 +58,13 @@ class ReportJournal:
     """The report's rows as videos finish, written to the report path (atomically) when
     the first video ends, then at most every :data:`REPORT_EVERY_S` once a quarter more
     rows have come (so a long archive rewrites its report a few dozen times, not once per
-    10 s whatever its size), and by :meth:`write` when the run stops early (Ctrl-C, an
-    error). Until every input has its row, the previous report's row stands for each input
-    this run has not reached yet, noted so: an interrupted rerun no longer cuts the report
-    down to the videos it got to (their outputs are still there, and so are their
-    attempts). A crash keeps the rows of the last write."""
+    10 s whatever its size) and at least every :data:`REPORT_AT_LEAST_S` while rows come
+    (a driver killed at 8000 rows waited for 10000: hours of rows; a sweep), and by
+    :meth:`write` when the run stops early (Ctrl-C, an error). Until every input has its
+    row, the previous report's row stands for each input this run has not reached yet,
+    noted so: an interrupted rerun no longer cuts the report down to the videos it got to
+    (their outputs are still there, and so are their attempts). A crash keeps the rows of
+    the last write."""
 
     def __init__(
         self, path: str, previous: dict[str, dict[str, Any]], order: dict[str, int]
@@ -75,8 +78,9 @@ class ReportJournal:
 
     def add(self, result: VideoResult) -> None:
         self._rows.append(report_row(result, self._attempts))
-        due = time.monotonic() - self._written >= REPORT_EVERY_S
-        if due and len(self._rows) >= 1.25 * self._written_rows:
+        since = time.monotonic() - self._written
+        grown = len(self._rows) >= 1.25 * self._written_rows
+        if since >= REPORT_EVERY_S and (grown or since >= REPORT_AT_LEAST_S):
             self.write()
             self._written, self._written_rows = time.monotonic(), len(self._rows)
 
@@ -108,7 +112,9 @@ class ReportJournal:
         return sorted(self._rows + earlier, key=lambda r: self.order.get(r["uri"], len(self.order)))
 
 
-NOT_REACHED = "row of an earlier run: the last run stopped before this video"
+NOT_REACHED = (
+    "row of an earlier run: the last run had not reached this video when it wrote this report"
+)
 UNFINISHED = (
     "row of an earlier run: the last run stopped while this video was in progress (its "
     "output may have been finished after the stop; the next run checks it)"

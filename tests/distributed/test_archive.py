@@ -354,3 +354,25 @@ def test_every_video_whose_audio_is_reencoded_says_so_in_its_row(tmp_path: Path)
     for name, note in notes.items():
         assert "audio stream 1 (opus) cannot go into a mov file" in note, (name, note)
         assert "re-encoded as aac" in note, (name, note)
+
+
+def test_the_report_is_written_at_least_every_minute_while_rows_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A quarter more rows, at most every 10 s, kept a long archive's rewrites few; alone, a
+    driver killed at 8000 rows would have waited for 10000 (hours of rows; a sweep)."""
+    from raypipe import archive_report
+    from raypipe.archive_report import ReportJournal
+    from raypipe.distributed.planning import VideoResult
+
+    now = [1000.0]
+    monkeypatch.setattr(archive_report.time, "monotonic", lambda: now[0])
+    journal = ReportJournal("unused.parquet", {}, {})
+    written: list[tuple[float, int]] = []
+    monkeypatch.setattr(journal, "write", lambda: written.append((now[0], journal.reached)))
+    for i in range(200):  # a video every 5 s for 1000 s
+        journal.add(VideoResult(uri=f"v{i}", output=f"o{i}", status="done"))
+        now[0] += 5.0
+    gaps = [b[0] - a[0] for a, b in zip(written, written[1:])]
+    assert written[0] == (1000.0, 1) and max(gaps) <= 60.0 and min(gaps) >= 10.0, written
+    assert len(written) < 40  # not every 10 s: 100 writes
