@@ -270,7 +270,7 @@ def test_a_second_run_on_an_output_being_written_fails_at_once(
 
     import ray
 
-    from raypipe.distributed.pipeline import LOCK_SUFFIX, output_held
+    from raypipe.distributed.chunk_task import LOCK_SUFFIX, output_held
 
     out = tmp_path / "out.mp4"
     with output_held(str(out), tensor=False):

@@ -35,7 +35,7 @@ from raypipe.archive_report import (
 )
 from raypipe.config import LISTED_OUTPUT_EXTENSION, EncodeConfig, RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
-from raypipe.distributed.chunk_task import WORK_SUFFIX, work_dir_for
+from raypipe.distributed.chunk_task import WORK_SUFFIX, output_held, remove_work, work_dir_for
 from raypipe.distributed.cluster import command_ends_if_cluster_lost
 from raypipe.distributed.dataset import archive_source, build_dataset
 from raypipe.distributed.monitor import ArchiveProgress
@@ -122,7 +122,7 @@ def process_archive(
             report = _run(
                 cfg, model, jobs, output_dir, report_path, previous, started, resume=resume
             )
-            _note_stale_work_dirs(output_dir, jobs)
+            _note_stale_work_dirs(output_dir, jobs, report)
     except BaseException:
         if made:  # a run that failed as it started (no GPU) left it, empty (a sweep)
             with contextlib.suppress(OSError):
@@ -140,14 +140,19 @@ def _inside(path: str, folder: str) -> bool:
     return storage.absolute(path).startswith(folder.rstrip("/") + "/")
 
 
-def _note_stale_work_dirs(output_dir: str, jobs: list[VideoJob]) -> None:
+def _note_stale_work_dirs(output_dir: str, jobs: list[VideoJob], report: ArchiveReport) -> None:
     """Warn of the work folders in a local ``output_dir`` that no input of this run owns:
     an earlier run stopped inside those videos, and they are not listed now (removed, or
     listed by another run into the same folder, which may still resume them: so they are
-    named, not deleted). Before, they stayed unmentioned, holding their segments' bytes."""
+    named, not deleted). Before, they stayed unmentioned, holding their segments' bytes.
+    Those of the videos this run skipped (their outputs are finished, as these settings
+    make them) are removed: a run killed while it made them anew (``--no-resume``, other
+    settings) left them for good, and no resume would take them (a sweep); not while a
+    ``raypipe run`` writes that output (its lock)."""
     if not is_local(output_dir):
         return  # a listing of a whole bucket prefix: not worth it for a note
-    owned = {local_path(work_dir_for(job.output)) for job in jobs}
+    owned = {local_path(work_dir_for(job.output)): job.output for job in jobs}
+    skipped = {row["output"] for row in report.rows if row["status"] == "skipped"}
     stale = []
     for parent, dirs, _ in os.walk(local_path(output_dir)):
         for name in list(dirs):
@@ -156,6 +161,8 @@ def _note_stale_work_dirs(output_dir: str, jobs: list[VideoJob]) -> None:
                 path = os.path.join(parent, name)
                 if path not in owned:
                     stale.append(path)
+                elif owned[path] in skipped:
+                    _remove_finished_work(path, owned[path])
     if stale:
         log.warning(
             "%d work folder(s) in OUTPUT_DIR belong to no input of this run (%s%s): segments "
@@ -165,6 +172,16 @@ def _note_stale_work_dirs(output_dir: str, jobs: list[VideoJob]) -> None:
             stale[0],
             ", ..." if len(stale) > 1 else "",
         )
+
+
+def _remove_finished_work(work_dir: str, output: str) -> None:
+    """Remove the work folder of a finished ``output``, unless a ``raypipe run`` is
+    writing that output now."""
+    try:
+        with output_held(output, tensor=False):
+            remove_work(work_dir)
+    except ConfigError:
+        return  # another run's, in use
 
 
 def _run(

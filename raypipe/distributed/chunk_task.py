@@ -15,7 +15,10 @@ every block of the dataset keeps one schema, and passes every stage as it is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -27,6 +30,7 @@ from raypipe.media.jumps import Jump, from_text, to_text
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk, Context
 from raypipe.media.probe import VideoInfo
+from raypipe.media.source import is_local, local_path
 
 if TYPE_CHECKING:
     from raypipe.reuse import Provenance
@@ -83,6 +87,29 @@ def work_root(work_dir: str) -> str:
     if name.startswith(RUN_DIR_PREFIX) and parent.endswith(WORK_SUFFIX):
         return parent
     return work_dir
+
+
+LOCK_SUFFIX = ".raypipe-lock"
+"""A local video output's lock file while a run writes it: ``.NAME.raypipe-lock`` beside
+it (as long a name as the work folder's, ``.NAME.raypipe-work``)."""
+
+
+@contextlib.contextmanager
+def output_held(output: str, *, tensor: bool) -> Iterator[None]:
+    """Hold a local video ``output`` for this run: a second run on it fails at once, naming
+    the first. Two runs on one output shared its work folder, and the first to end removed
+    it under the other, which failed with "the work folder ... was removed" and a wrong
+    guess at why. Object stores and analysis tables (a folder per video) hold no lock."""
+    if tensor or not is_local(output):
+        yield
+        return
+    folder, name = os.path.split(local_path(output))
+    busy = (
+        f"output '{output}' is being written by another raypipe run ({{who}}); wait for it "
+        "to end, or give this run another output"
+    )
+    with storage.held(os.path.join(folder, f".{name}{LOCK_SUFFIX}"), busy):
+        yield
 
 
 def remove_work(work_dir: str) -> int:

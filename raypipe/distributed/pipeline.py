@@ -8,18 +8,22 @@ has the video assembled (:mod:`raypipe.distributed.assembly`) when the last is i
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from raypipe import storage
 from raypipe.config import OUTPUT_FORMATS, RunConfig, build_run_config
 from raypipe.distributed.chunk_log import ChunkLog
-from raypipe.distributed.chunk_task import ChunkTask, remove_work, run_dir_for, work_root
+from raypipe.distributed.chunk_task import (
+    ChunkTask,
+    output_held,
+    remove_work,
+    run_dir_for,
+    work_root,
+)
 from raypipe.distributed.cluster import command_ends_if_cluster_lost, on_one_node_here
 from raypipe.distributed.dataset import build_dataset, fused_lanes, video_source
 from raypipe.distributed.monitor import Progress
@@ -99,29 +103,6 @@ def process_video(
         check_side_file("--stats (stats_path)", cfg.stats_path, taken)
     with output_held(output, tensor=model.tensor):
         return _run_video(cfg, model, input, output, folder, started)
-
-
-LOCK_SUFFIX = ".raypipe-lock"
-"""A local video output's lock file while a run writes it: ``.NAME.raypipe-lock`` beside
-it (as long a name as the work folder's, ``.NAME.raypipe-work``)."""
-
-
-@contextlib.contextmanager
-def output_held(output: str, *, tensor: bool) -> Iterator[None]:
-    """Hold a local video ``output`` for this run: a second run on it fails at once, naming
-    the first. Two runs on one output shared its work folder, and the first to end removed
-    it under the other, which failed with "the work folder ... was removed" and a wrong
-    guess at why. Object stores and analysis tables (a folder per video) hold no lock."""
-    if tensor or not is_local(output):
-        yield
-        return
-    folder, name = os.path.split(local_path(output))
-    busy = (
-        f"output '{output}' is being written by another raypipe run ({{who}}); wait for it "
-        "to end, or give this run another output"
-    )
-    with storage.held(os.path.join(folder, f".{name}{LOCK_SUFFIX}"), busy):
-        yield
 
 
 def _run_video(

@@ -376,3 +376,29 @@ def test_the_report_is_written_at_least_every_minute_while_rows_come(
     gaps = [b[0] - a[0] for a, b in zip(written, written[1:])]
     assert written[0] == (1000.0, 1) and max(gaps) <= 60.0 and min(gaps) >= 10.0, written
     assert len(written) < 40  # not every 10 s: 100 writes
+
+
+def test_a_finished_videos_leftover_work_folder_goes_when_it_is_skipped(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """A run killed while it made finished videos anew (``--no-resume``) left their work
+    folders; the next runs skipped the videos and kept the folders for good, unnamed (a
+    sweep). Not while a ``raypipe run`` writes that output."""
+    from raypipe.distributed.chunk_task import output_held
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(clips["ntsc"], src / "a.mp4")
+    out = tmp_path / "out"
+    args = ["archive", str(src), str(out), "--model", "builtin:invert", "--quiet"]
+    assert main(args) == 0
+    left = out / ".a.mp4.raypipe-work" / "run-deadbeef0000"
+    left.mkdir(parents=True)
+    (left / "run.json").write_text("{}")
+    with output_held(str(out / "a.mp4"), tensor=False):  # a `raypipe run` on it: kept
+        assert main(args) == 0
+    assert left.exists()
+    assert main(args) == 0
+    rows = read_report(str(out / "_raypipe-report.parquet"))
+    assert [r["status"] for r in rows] == ["skipped"]
+    assert not list(out.rglob(".*")), list(out.rglob(".*"))
