@@ -381,6 +381,7 @@ def _jobs(
     codec = encode.codec if encode is not None else codec
     jobs: list[VideoJob] = []
     seen_inputs: dict[str, int] = {}  # how often each input was listed so far
+    first_outputs: dict[str, str] = {}  # each input's first listing's output
     switched: dict[str, list[str]] = {}  # extension an output took: the ones it would have had
     placed = []  # (item, output, its own name: the output's extension is the input's)
     for item in items:
@@ -405,6 +406,12 @@ def _jobs(
         listed = inputs.get(_file_key(output)) if output and not tensor else None
         if not error and item.uri in seen_inputs:
             error = f"input '{item.uri}' is listed more than once; it is processed once"
+            first = first_outputs.get(item.uri, "")
+            if item.relative_output and first and item.relative_output != first:
+                error += (  # which output was dropped went unsaid (a sweep)
+                    f", into '{first}': this line's output '{item.relative_output}' is not "
+                    "written (an input makes one output; copy the file to make another)"
+                )
             output = ""  # the first listing's output is not this job's
         elif not error and owner is not None and owner.uri != item.uri:
             error = (
@@ -442,6 +449,7 @@ def _jobs(
             )
         )
         seen_inputs[item.uri] = seen_inputs.get(item.uri, 0) + 1
+        first_outputs.setdefault(item.uri, item.relative_output)
     if not jobs:
         raise ConfigError("no inputs found; check the directory, glob or list")
     renamed = sorted(

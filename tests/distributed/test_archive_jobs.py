@@ -21,15 +21,19 @@ def test_an_input_listed_twice_gets_a_refused_job_with_its_own_id() -> None:
         InputItem("s3://bucket/a.mp4", "a-again.mp4"),
         InputItem("s3://bucket/a.mp4", "a-third.mp4"),
     ]
+    items.append(InputItem("s3://bucket/b.mp4", "b.mp4"))  # the same line again
     jobs = _jobs(items, "/out")
     assert [j.error for j in jobs[:2]] == ["", ""]
-    for job in jobs[2:]:
-        assert (
-            job.error == "input 's3://bucket/a.mp4' is listed more than once; it is processed once"
+    twice = "input 's3://bucket/a.mp4' is listed more than once; it is processed once"
+    for job, output in zip(jobs[2:4], ("a-again.mp4", "a-third.mp4")):
+        assert job.error == (  # the output dropped is named (a sweep)
+            f"{twice}, into 'a.mp4': this line's output '{output}' is not written (an input "
+            "makes one output; copy the file to make another)"
         )
+    assert jobs[4].error == twice.replace("a.mp4", "b.mp4")
     ids = [j.video_id for j in jobs]
     assert ids[0] == make_video_id("s3://bucket/a.mp4")  # the first listing keeps the plain id
-    assert len(set(ids)) == 4, ids
+    assert len(set(ids)) == 5, ids
 
 
 def test_an_output_that_is_its_input_is_refused(tmp_path: Path) -> None:
