@@ -193,11 +193,16 @@ def read_report(path: str) -> list[dict[str, Any]]:
     return pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist()
 
 
-def format_report(rows: list[dict[str, Any]], *, width: int = 100) -> str:
-    """The report as a terminal table, failures with their error."""
+def format_report(
+    rows: list[dict[str, Any]], *, width: int = 100, limit: int | None = None, path: str = ""
+) -> str:
+    """The report as a terminal table, failures with their error; at most ``limit`` rows
+    (``None``: all), the failed first, then a line on how to see the rest (``path``: the
+    report's, for ``raypipe report``)."""
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "skipped", "failed")}
     lines = [f"{'status':<8} {'frames':>7} {'chunks':>6} {'secs':>7}  uri"]
-    for r in rows:
+    shown = _shown(rows, limit)
+    for r in shown:
         lines.append(
             f"{r['status']:<8} {r['frames_out']:>7} {r['chunks']:>6} "
             f"{r['seconds']:>7.1f}  {r['uri']}"
@@ -207,11 +212,24 @@ def format_report(rows: list[dict[str, Any]], *, width: int = 100) -> str:
             details.insert(0, f"{r['error_type']}: {r['error_message']}")
         for detail in filter(None, details):
             lines.append(" " * 9 + (detail if len(detail) < width else detail[: width - 3] + "..."))
+    if len(shown) < len(rows):
+        lines.append(
+            f"... {len(rows) - len(shown)} more rows: `raypipe report {path or 'REPORT'}` "
+            "lists every one"
+        )
     lines.append(
         f"{len(rows)} videos: {counts['done']} done, {counts['skipped']} skipped, "
         f"{counts['failed']} failed"
     )
     return "\n".join(lines)
+
+
+def _shown(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """``rows`` in their order, at most ``limit`` of them: the failed ones first."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["status"] != "failed")
+    return [rows[i] for i in sorted(order[:limit])]
 
 
 def run_report_path(report_path: str) -> str:

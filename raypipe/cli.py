@@ -622,6 +622,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     os.execv(sys.executable, [sys.executable, "-m", "raypipe.cli", *again])
 
 
+ARCHIVE_TABLE_ROWS = 50
+"""Rows of the table ``raypipe archive`` prints as it ends (the failed first);
+``raypipe report`` prints them all."""
+
+
 def _cmd_archive(args: argparse.Namespace) -> int:
     from raypipe.archive_report import format_report
     from raypipe.distributed.archive import process_archive
@@ -637,8 +642,8 @@ def _cmd_archive(args: argparse.Namespace) -> int:
         report_path=args.report_path,
         **options,
     )
-    if not args.quiet:
-        print(format_report(report.rows))
+    if not args.quiet:  # 50,000 videos printed 50,000 lines (a sweep)
+        print(format_report(report.rows, limit=ARCHIVE_TABLE_ROWS, path=report.path))
         print(f"report: {report.path}")
     return report.exit_code
 

@@ -197,3 +197,27 @@ def test_the_report_says_which_fps_is_wall_clock(run_stats: dict[str, Any]) -> N
         label.startswith("mean ") and label.endswith("frames/s in the pipeline (first chunk on)")
         for label in labels
     ), labels
+
+
+def test_an_archives_table_on_the_terminal_is_capped_failures_first() -> None:
+    """`raypipe archive` printed a line per video as it ended: 50,000 of them for an
+    archive that size (a sweep). It prints at most a limit of rows, the failed first, and
+    says how to see the rest; `raypipe report` prints them all."""
+    from raypipe.archive_report import format_report
+
+    def row(i: int, status: str) -> dict[str, Any]:
+        error = ("CorruptVideoError", "bad") if status == "failed" else ("", "")
+        facts = {"frames_out": 5, "chunks": 1, "seconds": 0.1, "note": ""}
+        return {"uri": f"v{i}.mp4", "status": status, **facts,
+                "error_type": error[0], "error_message": error[1]}  # fmt: skip
+
+    rows = [row(i, "failed" if i in (7, 90) else "done") for i in range(100)]
+    table = format_report(rows, limit=5, path="/o/r.parquet").splitlines()
+    assert [line.split()[-1] for line in table[1:-2] if line.startswith(("done", "failed"))] == [
+        "v0.mp4", "v1.mp4", "v2.mp4", "v7.mp4", "v90.mp4",
+    ]  # fmt: skip
+    assert table[-2:] == [
+        "... 95 more rows: `raypipe report /o/r.parquet` lists every one",
+        "100 videos: 98 done, 0 skipped, 2 failed",
+    ]
+    assert len(format_report(rows).splitlines()) == 1 + 100 + 2 + 1  # heading, rows, errors, sum
