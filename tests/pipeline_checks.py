@@ -163,7 +163,7 @@ def avi_audio_spans(path: Path) -> dict[int, tuple[float, float, float]]:
     (the last's end less the first's start) and its longest packet, in seconds."""
     result = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries",
-         "stream=index,duration,nb_frames,sample_rate:packet=stream_index,pts_time,"
+         "stream=index,codec_name,duration,nb_frames,sample_rate:packet=stream_index,pts_time,"
          "duration_time", "-of", "json", str(path)],
         check=True, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -174,8 +174,11 @@ def avi_audio_spans(path: Path) -> dict[int, tuple[float, float, float]]:
         starts = [float(p["pts_time"]) for p in packets]
         lengths = [float(p.get("duration_time", 0)) for p in packets]
         span = max(a + b for a, b in zip(starts, lengths)) - min(starts)
-        told = stream.get("duration") or f"{int(stream['nb_frames']) / int(stream['sample_rate'])}"
-        spans[stream["index"]] = (float(told), span, max(lengths))
+        told = stream.get("duration")
+        if told is None and stream["codec_name"].startswith("pcm"):  # its length in samples
+            told = f"{int(stream['nb_frames']) / int(stream['sample_rate'])}"
+        if told is not None:  # (ADPCM's in blocks: none; the AVI-to-AVI check has it)
+            spans[stream["index"]] = (float(told), span, max(lengths))
     return spans
 
 

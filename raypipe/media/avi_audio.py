@@ -14,17 +14,24 @@ length in packets (``strh.dwLength``), and in an OpenDML file (past 1 GiB) each 
 segment's duration in packets (``indx`` entries' ``dwDuration``). Nothing else in the file
 depends on it (the ``strf`` format header of these codecs does not: FFmpeg's
 ``ff_put_wav_header``), and nothing moves.
+
+Copied Microsoft or IMA ADPCM (an old digital camera's AVI) has no frame size FFmpeg's
+muxer knows, so it times the blocks by the bit rate, and the sound plays at the wrong
+speed (``ffmpeg -c copy`` in FFmpeg 5.1 too): its scale and rate are written as the
+samples of a block (the format header's ``wSamplesPerBlock``) over the sample rate.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
 _MP3, _AC3, _EXTENSIBLE = 0x0055, 0x2000, 0xFFFE  # WAVEFORMATEX wFormatTag
+_ADPCM = (0x0002, 0x0011)  # Microsoft's and IMA's (old digital cameras' AVIs)
 _MP3_BLOCKS = (1, 576, 1152)  # ffmpeg's stream copy clears these (fftools' streamcopy_init)
-_STRH_LENGTH, _STRH_SAMPLE_SIZE = 32, 44  # byte offsets in strh's data
+_STRH_SCALE, _STRH_LENGTH, _STRH_SAMPLE_SIZE = 20, 32, 44  # byte offsets in strh's data
 _HEAD_BYTES = 1 << 20  # the header list is read whole; FFmpeg's is a few KiB per stream
 
 
@@ -33,26 +40,32 @@ class _AudioHeader:
     stream: int  # the stream's number in chunk ids (``01wb``)
     strh: int  # file offset of the strh chunk's data
     indx: int  # file offset of the indx chunk's data (an OpenDML file's), else -1
+    packets: bool  # its sample size is to be cleared, its lengths counted in packets
+    rate: tuple[int, int] | None  # its (scale, rate) where they are to be written
 
 
 def mend_copied_audio(path: str) -> int:
     """Mend, in place, the stream headers of the AVI file at ``path`` whose MP3 or AC-3
-    audio carries a sample size ``ffmpeg``'s stream copy would have cleared (the module
+    audio carries a sample size ``ffmpeg``'s stream copy would have cleared, or whose
+    ADPCM audio is timed by its bit rate instead of its blocks' samples (the module
     docstring); the number of streams mended (0: none needed it, or the file is not laid
     out as FFmpeg's muxer writes it, and is left as it is)."""
     with open(path, "r+b") as f:
         head = f.read(_HEAD_BYTES)
         streams = _audio_to_mend(head)
-        if not streams:
-            return 0
-        counts = _packet_counts(f, head, streams)
+        counted = [s for s in streams if s.packets]
+        counts = _packet_counts(f, head, counted) if counted else {}
         if counts is None:
-            return 0
+            streams = [s for s in streams if not s.packets]
         for s in streams:
-            f.seek(s.strh + _STRH_LENGTH)
-            f.write(struct.pack("<I", counts[s.stream]))
-            f.seek(s.strh + _STRH_SAMPLE_SIZE)
-            f.write(struct.pack("<I", 0))
+            if s.packets and counts is not None:
+                f.seek(s.strh + _STRH_LENGTH)
+                f.write(struct.pack("<I", counts[s.stream]))
+                f.seek(s.strh + _STRH_SAMPLE_SIZE)
+                f.write(struct.pack("<I", 0))
+            if s.rate is not None:
+                f.seek(s.strh + _STRH_SCALE)
+                f.write(struct.pack("<II", *s.rate))
     return len(streams)
 
 
@@ -89,10 +102,31 @@ def _audio_to_mend(head: bytes) -> list[_AudioHeader]:
             continue
         sample_size = struct.unpack_from("<I", head, strh[0] + _STRH_SAMPLE_SIZE)[0]
         tag = _format_tag(head, *strf)
-        if (tag == _MP3 and sample_size in _MP3_BLOCKS) or (tag == _AC3 and sample_size):
+        packets = (tag == _MP3 and sample_size in _MP3_BLOCKS) or (tag == _AC3 and sample_size)
+        rate = _block_rate(head, strh[0], *strf) if tag in _ADPCM else None
+        if packets or rate is not None:
             indx = parts.get(b"indx", (-1, 0))[0]
-            streams.append(_AudioHeader(stream=number, strh=strh[0], indx=indx))
+            streams.append(
+                _AudioHeader(stream=number, strh=strh[0], indx=indx, packets=packets, rate=rate)
+            )
     return streams
+
+
+def _block_rate(head: bytes, strh: int, at: int, size: int) -> tuple[int, int] | None:
+    """The (scale, rate) of ADPCM audio timed by its blocks: each of ``block_align`` bytes
+    (its sample size) holds ``wSamplesPerBlock`` samples (the format's extra bytes), where
+    the header says otherwise (FFmpeg's muxer, not knowing the samples of a copied
+    stream's blocks, timed them by the bit rate: an MS ADPCM track's 8/125 s a block
+    against 1018/11025, the sound at 1.4 times its speed; ``ffmpeg -c copy`` too)."""
+    if size < 20 or struct.unpack_from("<H", head, at + 16)[0] < 2:  # cbSize: no extra bytes
+        return None
+    sample_rate = struct.unpack_from("<I", head, at + 4)[0]
+    per_block = struct.unpack_from("<H", head, at + 18)[0]
+    scale, rate = struct.unpack_from("<II", head, strh + _STRH_SCALE)
+    if not sample_rate or not per_block or scale * sample_rate == rate * per_block:
+        return None
+    common = math.gcd(per_block, sample_rate)
+    return per_block // common, sample_rate // common
 
 
 def _format_tag(head: bytes, at: int, size: int) -> int:
