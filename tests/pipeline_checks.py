@@ -139,6 +139,11 @@ def _remux(source: Path, src: Any, out: Path) -> None:
     )  # fmt: skip
 
 
+def _by_stream(packets: list[Any]) -> list[Any]:
+    """Audio packets (their stream's ordinal first) stream by stream, each in file order."""
+    return sorted(packets, key=lambda p: p[0])
+
+
 def _audio_start(path: Path) -> Fraction:
     """The first audio stream's start time, in seconds, as its demuxer reports it."""
     with av.open(str(path)) as container:
@@ -299,14 +304,19 @@ def assert_fidelity(
     # the processed video's too (ffmpeg copies them: Matroska's default and forced flags)
     pairs = [("video", out.dispositions, src.dispositions)]
     pairs += [(b.kind, a.dispositions, b.dispositions) for a, b in zip(out_streams, expected)]
-    for kind, out_d, src_d in pairs:
+    wanted = [{d for d in src_d if d in kept} for _, _, src_d in pairs]
+    for kind in ("audio", "subtitle"):  # ffmpeg: of two or more with no default, the first
+        of_kind = [w for (k, _, _), w in zip(pairs, wanted) if k == kind]
+        if len(of_kind) > 1 and not any("default" in w for w in of_kind):
+            of_kind[0].add("default")
+    for (kind, out_d, _), want_d in zip(pairs, wanted):
         if (kind == "subtitle" and not subtitle_tags) or fmt not in DISPOSITIONS:
             continue
-        got_d, want_d = {d for d in out_d if d in kept}, {d for d in src_d if d in kept}
-        of_kind = [d for k, _, d in pairs if k == kind]
-        if fmt in ("mp4", "mov") and not any("default" in d for d in of_kind):
+        got_d = {d for d in out_d if d in kept}
+        of_kind = [w for (k, _, _), w in zip(pairs, wanted) if k == kind]
+        if fmt in ("mp4", "mov") and not any("default" in w for w in of_kind):
             got_d.discard("default")  # MP4 enables a track of each kind when none is default
-        assert got_d == want_d, f"{kind} stream: dispositions {got_d}, source {want_d}"
+        assert got_d == want_d, f"{kind} stream: dispositions {got_d}, expected {want_d}"
     # text subtitles, copied or converted: the same words at the same times (a container
     # may shift every stream, e.g. Matroska past AAC priming)
     moved = Fraction(out.start_seconds) - Fraction(src.start_seconds)
@@ -319,11 +329,15 @@ def assert_fidelity(
     # audio packets: same payload, pts, dts and duration relative to the video's start (a
     # container may shift every stream, e.g. Matroska past AAC priming); same A/V offset
     if not any(s.kind == "audio" and s.codec in dropped_codecs for s in src.streams):
-        payloads = [_raw_aac(p[3]) if fmt == "mpegts" else p[3] for p in audio_packets(output)]
-        assert payloads == [p[3] for p in src_audio]
+        # (stream by stream: two streams' packets interleave as each container has them)
+        got_audio = _by_stream(audio_packets(output))
+        payloads = [_raw_aac(p[3]) if fmt == "mpegts" else p[3] for p in got_audio]
+        assert payloads == [p[3] for p in _by_stream(src_audio)]
         ms = fmt in MS_TIMESTAMPS or _container_of(source) in MS_TIMESTAMPS
         tol = Fraction(1, 1000) if ms else Fraction(1, 10**6)
-        times = list(zip(audio_packet_times(output), src_times, strict=True))
+        times = list(
+            zip(_by_stream(audio_packet_times(output)), _by_stream(src_times), strict=True)
+        )
         shift = {b[0]: Fraction(out.start_seconds) - Fraction(src.start_seconds) for _, b in times}
         firsts = {b[0]: a[1] - b[1] for a, b in reversed(times)}  # each stream's first
         if fmt == "avi":  # no start times: every stream plays from the file's start

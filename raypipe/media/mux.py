@@ -31,6 +31,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.stream import Disposition
 
 from raypipe import faults
 from raypipe.errors import ConfigError, EncodeError, MuxError
@@ -331,6 +332,7 @@ def _write(
     if copy_streams:
         after, more = _copied_streams(out, source, source_uri, lambda i: i > processed.index)
         copied, reencoded = {**copied, **after}, reencoded | more
+        _first_is_default(copied.values())
     if out.format.name in _CONSTANT_RATE:
         _warn_lost_offsets(source, processed, copied)
     track = _caption_track(source, source_uri, processed, out_video, jumps)
@@ -649,6 +651,19 @@ def _keep_video_facts(out_video: Any, source_video: Any) -> None:
     order = field_order(source_video)
     if order:
         out_video.codec_context.field_order = order
+
+
+def _first_is_default(streams: Iterable[Any]) -> None:
+    """As ``ffmpeg`` marks them: where the output has two or more audio (or subtitle)
+    streams and none is a default one, the first is (a broadcast recording's two
+    languages had no default audio track in Matroska, ffmpeg's the first; a sweep)."""
+    by_type: dict[str, list[Any]] = {}
+    for stream in sorted(streams, key=lambda s: s.index):
+        if stream.type in ("audio", "subtitle"):
+            by_type.setdefault(stream.type, []).append(stream)
+    for kind in by_type.values():
+        if len(kind) > 1 and not any(s.disposition & Disposition.default for s in kind):
+            kind[0].disposition = kind[0].disposition | Disposition.default
 
 
 def _copied_streams(

@@ -1236,3 +1236,38 @@ def test_dvd_subtitles_are_left_out_of_mp4_with_a_warning_and_kept_in_matroska(
         assert names == (["dvdsub"] if kept else []), suffix
         said = "subtitle stream 1 (dvd_subtitle) cannot go into a mp4 file and is left out"
         assert (said in caplog.text) == (not kept), caplog.text
+
+
+def _dispositions(path: Path) -> list[int]:
+    """Each stream's default flag, as ffprobe shows it."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream_disposition=default", "-of",
+         "csv=p=0", str(path)],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    return [int(line) for line in out.split()]
+
+
+def test_two_audio_languages_with_no_default_get_the_first_as_ffmpeg_marks_it(
+    tmp_path: Path,
+) -> None:
+    """An MPEG-TS broadcast recording's two languages (no dispositions in TS) had no
+    default audio track in Matroska; ffmpeg marks the first of two or more (a sweep)."""
+    source = tmp_path / "two.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25",
+         "-f", "lavfi", "-i", "sine=f=440", "-f", "lavfi", "-i", "sine=f=660", "-t", "1",
+         "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-c:a", "ac3",
+         "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra", str(source)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    out = tmp_path / "out.mkv"
+    run_in_process(source, out, "builtin:invert", 12, LOSSLESS)
+    assert_fidelity(source, out, "builtin:invert", frames="equal")
+    reference = tmp_path / "ffmpeg.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(source), "-map", "0", "-c:v",
+         "libx264", "-c:a", "copy", str(reference)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert _dispositions(out) == _dispositions(reference) == [0, 1, 0]
