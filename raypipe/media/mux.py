@@ -1114,13 +1114,14 @@ segment; benchmarks/README.md, session 42)."""
 _INDEX_READS = 16
 
 
-def decode_delay(paths: list[str]) -> Fraction | None:
-    """The largest lead of a decode time over its place in display order, in seconds,
-    over every packet of the segments at ``paths`` (read from their indexes): each packet's
-    dts is its segment's sorted pts moved back by about as much (:func:`_segment_packets`).
-    ``None`` when a segment has packets without dts. Segments in object storage are read
-    :data:`_INDEX_READS` at a time (a request each: thousands for a long video)."""
-    delay = Fraction(0)
+def decode_delay(paths: list[str]) -> int | None:
+    """The encoders' reorder delay, in frames: the most places a packet of the segments at
+    ``paths`` comes before its frame's place in display order (read from their indexes);
+    each packet's dts is then the display time of the frame that many places before its own
+    in the whole video (:func:`_segment_packets`). ``None`` when a segment has packets
+    without dts. Segments in object storage are read :data:`_INDEX_READS` at a time (a
+    request each: thousands for a long video)."""
+    delay = 0
     if all(is_local(p) for p in paths):
         segments: Iterable[Segment] = (_read_segment(p, index_only=True) for p in paths)
     else:
@@ -1130,9 +1131,43 @@ def decode_delay(paths: list[str]) -> Fraction | None:
         if _NO_DTS in segment.dts:
             return None
         if len(segment.pts):
-            lead = int(np.max(np.sort(segment.pts) - segment.dts))
-            delay = max(delay, lead * Fraction(segment.time_base))
+            places = np.argsort(np.argsort(segment.pts, kind="stable"), kind="stable")
+            delay = max(delay, int(np.max(np.arange(len(places)) - places)))
     return delay
+
+
+def _first_step(pts: np.ndarray, durations: np.ndarray | None, tb: Fraction) -> Fraction:
+    """The video's first frame's duration in seconds: its own, else the time to the next
+    frame, else one tick."""
+    order = np.sort(pts)
+    if durations is not None and len(durations):
+        first = int(durations[int(np.argmin(pts))])
+        if first > 0:
+            return first * tb
+    if len(order) > 1:
+        return int(order[1] - order[0]) * tb
+    return tb
+
+
+def _decode_times(
+    pts: np.ndarray, tb: Fraction, delay: int, before: list[Fraction], first_step: Fraction
+) -> np.ndarray:
+    """A segment's decode times (ticks of ``tb``): the ``i``-th packet's is the display
+    time of the frame ``delay`` places before the segment's ``i``-th frame in display order,
+    over the whole video (``before``: the display times of the frames before the segment,
+    the last ``delay`` at least, in seconds); before the video's first frame, frames of
+    ``first_step`` (its first frame's duration) are counted back. With a constant rate
+    that is every display time moved back by ``delay`` frames; across a variable rate's
+    gap (a security camera's minutes of nothing) the lead is the gap for ``delay`` frames
+    only, where a lead of one time for every frame made it 5 s for the whole track (an
+    MP4's edit list then dropped the video's start offset; a sweep)."""
+    shown = [Fraction(int(t)) * tb for t in np.sort(pts)]
+    times = before[-delay:] + shown if delay else shown
+    missing = delay - (len(times) - len(shown))
+    earliest = times[0] if times else Fraction(0)
+    lead = [earliest - first_step * (missing - j) for j in range(missing)]
+    times = lead + times
+    return np.array([math.floor(t / tb) for t in times[: len(shown)]], dtype=np.int64)
 
 
 def _segment_packets(
@@ -1140,16 +1175,16 @@ def _segment_packets(
     extradata: bytes | None,
     frame_seconds: Fraction | None = None,
     track: captions.CaptionTrack | None = None,
-    delay: Fraction | None = None,
+    delay: int | None = None,
 ) -> Iterator[Any]:
     """Every video packet of the segments, in order, with the encoder's exact pts and
     durations; ``frame_seconds``: the one duration a constant-rate container allows;
     ``track``: the source's closed captions, written into the packet of each picture's
     time (before the constant rate's grid retimes it).
 
-    Decode times: ``delay`` (:func:`decode_delay`) makes every segment's the same
-    construction, its sorted pts moved back by ``delay``, so that they rise across the
-    segments by the frames' own durations. The encoders' were each segment's own: a
+    Decode times: ``delay`` (:func:`decode_delay`, frames) makes every segment's the same
+    construction (:func:`_decode_times`), so that they rise across the segments by the
+    frames' own durations. The encoders' were each segment's own: a
     segment too short for x264's B-frame delay had none (its dts recomputed, encode's
     ``_checked_dts``), or a variable frame rate made it longer, and the next segment's
     first decode times fell before the last one's. Moved just after it, they squeezed
@@ -1158,6 +1193,8 @@ def _segment_packets(
     its edit list's end. ``None``: each segment's own (a packet had no dts)."""
     last_dts: Fraction | None = None
     last_end: Fraction | None = None  # the latest display time of the segments so far
+    shown: list[Fraction] = []  # the last frames' display times, for the next decode times
+    first_step: Fraction | None = None  # the video's first frame's duration
     n_out = 0
     for path in paths:
         segment, opened = _open_segment(path, probe=False)
@@ -1184,7 +1221,12 @@ def _segment_packets(
             tb = Fraction(segment.time_base)
             decode_times = segment.dts
             if delay is not None and len(segment.pts):
-                decode_times = np.sort(segment.pts) - math.ceil(delay / tb)
+                if first_step is None:
+                    first_step = _first_step(segment.pts, durations, tb)
+                decode_times = _decode_times(segment.pts, tb, delay, shown, first_step)
+                shown = (shown + [Fraction(int(t)) * tb for t in np.sort(segment.pts)])[
+                    -max(delay, 1) :
+                ]
             if len(segment.pts):
                 first = int(min(segment.pts)) * tb
                 if last_end is not None and first <= last_end:

@@ -1271,3 +1271,31 @@ def test_two_audio_languages_with_no_default_get_the_first_as_ffmpeg_marks_it(
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     assert _dispositions(out) == _dispositions(reference) == [0, 1, 0]
+
+
+def test_a_long_gap_in_a_variable_rate_keeps_the_start_and_a_short_decode_lead(
+    tmp_path: Path,
+) -> None:
+    """A 5 s gap (a security camera's stretch of nothing) made every decode time lead its
+    frame by 5 s (one lead, in time, for the whole track): the MP4's edit list then
+    dropped the video's 21 ms start, the sound 21 ms late against the picture (a sweep).
+    The lead is the encoder's delay in frames: across the gap only for those frames."""
+    source = tmp_path / "gap.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-t", "4", "-f", "lavfi", "-i",
+         "testsrc=s=320x240:r=25", "-t", "9", "-f", "lavfi", "-i", "sine=r=48000",
+         "-vf", "setpts='if(gt(N,50),PTS+5/TB,PTS)'", "-fps_mode", "passthrough",
+         "-c:v", "libx264", "-g", "30", "-c:a", "aac", str(source)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    run_in_process(source, out, "builtin:invert", 7, EncodeConfig())  # x264's B-frames
+    assert_fidelity(source, out, "builtin:invert", frames="psnr")
+    with av.open(str(out)) as container:
+        video = container.streams.video[0]
+        leads = [
+            float((p.pts - p.dts) * video.time_base)
+            for p in container.demux(video)
+            if p.pts is not None and p.dts is not None
+        ]
+    assert max(leads[:40]) < 0.5, leads[:40]  # frames, not the gap's 5 s, before the gap
