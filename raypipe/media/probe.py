@@ -534,7 +534,7 @@ def _scan_index(
         return None
     if scan is None:
         return None
-    _check_distinct(uri, scan.pts, Fraction(video.time_base))
+    _check_distinct(uri, scan.pts, Fraction(video.time_base), container.format.name)
     keyframes = [p for p, key in zip(scan.pts, scan.keyframe) if key]
     if not keyframes and not scan.hidden_keyframe:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
@@ -722,16 +722,19 @@ def _scan_packets(container: Any, video: Any, uri: str) -> tuple[list[int], list
                 last_pts, last_duration = packet.pts, int(packet.duration or 0)
     except av.error.FFmpegError as e:
         raise CorruptVideoError(f"input '{uri}' is corrupt: demuxing failed ({e})") from e
-    _check_distinct(uri, pts, Fraction(video.time_base))
+    _check_distinct(uri, pts, Fraction(video.time_base), container.format.name)
     if pts and not keyframes and not hidden_keyframe:
         raise CorruptVideoError(f"input '{uri}' has no keyframe; it cannot be decoded")
     return pts, keyframes, last_duration, len(cut)
 
 
-def _check_distinct(uri: str, pts: Sequence[int], time_base: Fraction) -> None:
+def _check_distinct(uri: str, pts: Sequence[int], time_base: Fraction, fmt: str = "") -> None:
     """Refuse a video some of whose frames share a time, saying how many, where the first
-    is, and what to do (two recordings joined whose clocks overlap by less than a jump
-    back, :data:`~raypipe.media.jumps.BACK_SECONDS`, come here)."""
+    is, the likely cause for its container (``fmt``, FFmpeg's name) and what to do (two
+    recordings joined whose clocks overlap by less than a jump back,
+    :data:`~raypipe.media.jumps.BACK_SECONDS`, come here; an MP4 edit list that starts
+    inside a group of pictures, and frames closer than a coarse clock's ticks, too: they
+    were said to be joined recordings; a sweep)."""
     if len(set(pts)) == len(pts):
         return
     seen: set[int] = set()
@@ -743,11 +746,23 @@ def _check_distinct(uri: str, pts: Sequence[int], time_base: Fraction) -> None:
     at = float((repeated[0] - min(pts)) * time_base)
     raise UnsupportedVideoError(
         f"input '{uri}' has {len(repeated)} video frame(s) with the time of another frame, "
-        f"the first {at:.3f}s after its start (recordings joined whose clocks overlap?); "
+        f"the first {at:.3f}s after its start ({_why_shared(pts, time_base, fmt)}); "
         "raypipe orders frames by their times, so it cannot tell which comes first. Cut it "
         "there and process each part, or re-encode it (`ffmpeg -i IN -c:a copy OUT.mkv`, "
         "which drops frames to fit one clock)"
     )
+
+
+def _why_shared(pts: Sequence[int], time_base: Fraction, fmt: str) -> str:
+    """The likely reason frames of a video share a time, for :func:`_check_distinct`."""
+    steps = np.diff(np.unique(np.asarray(pts, dtype=np.int64)))
+    if len(steps) and int(np.min(steps)) == 1 and time_base >= Fraction(1, 1000):
+        return (  # 2000 fps in Matroska's milliseconds
+            f"frames closer together than the container's clock, {time_base} s a tick?"
+        )
+    if "mp4" in fmt.split(",") or "mov" in fmt.split(","):
+        return "an edit list whose edit starts inside a group of pictures, as FFmpeg reads it?"
+    return "recordings joined whose clocks overlap?"
 
 
 def _before_first_frame(pts: list[int], first_pts: int | None, by_order: bool) -> int:

@@ -82,12 +82,46 @@ def test_recordings_joined_with_overlapping_clocks_are_refused_with_where_and_wh
     joined.write_bytes(b"".join(p.read_bytes() for p in parts))
     with pytest.raises(UnsupportedVideoError) as refused:
         probe(str(joined))
-    assert "has 2 video frame(s) with the time of another frame, the first 0.920s" in str(
-        refused.value
-    )
+    assert (
+        "has 2 video frame(s) with the time of another frame, the first 0.920s after its "
+        "start (recordings joined whose clocks overlap?)"
+    ) in str(refused.value)
     mended = tmp_path / "mended.mkv"
     subprocess.run(
         ["ffmpeg", "-v", "error", "-nostdin", "-i", str(joined), "-c:a", "copy", str(mended)],
         check=True, timeout=60,
     )  # fmt: skip
     assert 48 <= probe(str(mended)).n_frames <= 50  # a frame or two dropped to fit one clock
+
+
+def test_frames_sharing_a_time_for_other_reasons_are_not_called_joined_recordings(
+    tmp_path: Path,
+) -> None:
+    """An MP4 edit list's second edit starting inside a group of pictures (FFmpeg 5.1 reads
+    two frames at one time there) and 2000 fps in Matroska's milliseconds were refused as
+    "recordings joined whose clocks overlap?" (a sweep)."""
+    from raypipe.testing.bad_inputs import write_edit_list
+
+    base = tmp_path / "base.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc=s=96x64:r=25",
+         "-t", "4", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-g", "50", "-bf", "3",
+         str(base)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    edited = tmp_path / "edited.mp4"
+    write_edit_list(
+        str(edited), str(base), [(Fraction(1), Fraction(1, 2)), (Fraction(1), Fraction(13, 5))]
+    )
+    with pytest.raises(UnsupportedVideoError, match=r"\(an edit list whose edit starts inside "
+                       r"a group of pictures, as FFmpeg reads it\?\)"):  # fmt: skip
+        probe(str(edited))
+    fast = tmp_path / "fast.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=2000",
+         "-frames:v", "20", "-c:v", "libx264", str(fast)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    with pytest.raises(UnsupportedVideoError, match=r"\(frames closer together than the "
+                       r"container's clock, 1/1000 s a tick\?\)"):  # fmt: skip
+        probe(str(fast))
