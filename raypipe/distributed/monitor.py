@@ -124,17 +124,23 @@ class _Throttled:
         if self._first is None and frames:
             self._first = (time.monotonic(), done_before + frames)
 
+    def _measured(self, done: int, now: float) -> bool:
+        """Whether :meth:`_pace` measures the work itself: frames done since the first,
+        :data:`PACE_AFTER_S` and more ago."""
+        return (
+            self._first is not None
+            and done > self._first[1]
+            and now - self._first[0] >= PACE_AFTER_S
+        )
+
     def _pace(self, done: int, now: float) -> float:
         """Frames done per second: since frames were first done, once more are and
         :data:`PACE_AFTER_S` have passed since (the start, Ray's included for a begun
         progress, is no measure of the pace), else since construction. Chunks that end
         together (the actors' last ones, a short video's) came within milliseconds of the
         first: the last line said 4707.1 fps for a 36-frame video (a sweep)."""
-        if (
-            self._first is not None
-            and done > self._first[1]
-            and now - self._first[0] >= PACE_AFTER_S
-        ):
+        if self._measured(done, now):
+            assert self._first is not None
             return (done - self._first[1]) / (now - self._first[0])
         return done / max(now - self.start, 1e-9)
 
@@ -217,17 +223,22 @@ class Progress(_Throttled):
         self.total = total_frames
         self.label = label
         self.done = 0
+        self._all_done: float | None = None  # when the last frame was done
         super().__init__(enabled=enabled, stream=stream, interval_s=interval_s)
 
     def update(self, frames: int) -> None:
         """Count ``frames`` more frames as finished; redraw when due (or when all are done)."""
         self._count_first(self.done, frames)
         self.done += frames
+        if self.done >= self.total and self._all_done is None:
+            self._all_done = time.monotonic()
         self._maybe_show(force=self.done >= self.total)
 
     def fps(self, now: float | None = None) -> float:
-        """Frames finished per second (:meth:`_pace`)."""
-        return self._pace(self.done, now or time.monotonic())
+        """Frames finished per second (:meth:`_pace`), until the last frame was done (the
+        output's assembly after it fell, and took seconds: a sweep)."""
+        now = now or time.monotonic()
+        return self._pace(self.done, min(now, self._all_done or now))
 
     def eta_seconds(self, now: float | None = None) -> float:
         """Seconds left at the current rate; ``inf`` before the first frame."""
@@ -246,10 +257,13 @@ class Progress(_Throttled):
                 f"{prefix}0/{self.total} frames, starting: Ray, the actors, the first chunk "
                 f"({format_duration(now - self.start)})"
             )
-        return (
-            f"{prefix}{self.done}/{self.total} frames ({pct:.0f}%), {self.fps(now):.1f} fps, "
-            f"ETA {format_duration(self.eta_seconds(now))}"
-        )
+        head = f"{prefix}{self.done}/{self.total} frames ({pct:.0f}%)"
+        if self._all_done is not None:  # the segments are assembled (seconds, for many)
+            return f"{head}, {self.fps(now):.1f} fps, finishing the output"
+        if not self._measured(self.done, now):  # the start's seconds are no pace: an ETA
+            # of 44 minutes for 18 s of work (a sweep)
+            return f"{head}, measuring the pace"
+        return f"{head}, {self.fps(now):.1f} fps, ETA {format_duration(self.eta_seconds(now))}"
 
     def close(self, message: str | None = None) -> None:
         """Print the final line (``message`` or the progress line); later calls do nothing."""

@@ -39,8 +39,13 @@ def test_progress_line_has_frames_fps_and_eta(clock: list[float]) -> None:
     out = io.StringIO()
     progress = Progress(100, label="in.mp4", stream=out, interval_s=1.0)
     clock[0] += 2.0
-    progress.update(40)
-    assert out.getvalue() == "in.mp4: 40/100 frames (40%), 20.0 fps, ETA 3s\n"
+    progress.update(20)
+    clock[0] += 2.0
+    progress.update(20)
+    assert out.getvalue().splitlines() == [
+        "in.mp4: 20/100 frames (20%), measuring the pace",
+        "in.mp4: 40/100 frames (40%), 10.0 fps, ETA 6s",
+    ]
 
 
 def test_progress_for_logs_prints_at_most_every_interval(clock: list[float]) -> None:
@@ -218,16 +223,24 @@ def test_stopping_a_progress_on_a_terminal_ends_its_line_for_the_error() -> None
 
 def test_the_pace_is_measured_from_the_first_chunk_done(clock: list[float]) -> None:
     """Begun before Ray starts, the progress counted the start in its fps: the demo said
-    "24/120 frames (20%), 1.0 fps, ETA 1m37s" and ended 20 s later."""
+    "24/120 frames (20%), 1.0 fps, ETA 1m37s" and ended 20 s later; a 20-minute video's
+    first line said "ETA 44m39s" for 18 s of work (sweeps). Until the pace is measured,
+    the line says so; once the last frame is done, the fps stays and the line says the
+    output is being finished (its assembly took seconds, the fps falling, ETA 0s)."""
     out = io.StringIO()
     progress = Progress(100, label="v", stream=out, interval_s=0.0)
     clock[0] += 10.0  # Ray's start, the actors', the first chunk's
     progress.update(20)
     clock[0] += 2.0
     progress.update(20)
+    clock[0] += 6.0
+    progress.update(60)
+    clock[0] += 5.0  # the segments assembled
+    assert progress.line() == "v: 100/100 frames (100%), 10.0 fps, finishing the output"
     assert out.getvalue().splitlines() == [
-        "v: 20/100 frames (20%), 2.0 fps, ETA 40s",  # nothing better known yet
+        "v: 20/100 frames (20%), measuring the pace",
         "v: 40/100 frames (40%), 10.0 fps, ETA 6s",
+        "v: 100/100 frames (100%), 10.0 fps, finishing the output",
     ]
 
 
@@ -241,7 +254,9 @@ def test_chunks_that_end_together_give_no_absurd_pace(clock: list[float]) -> Non
     progress.update(12)
     clock[0] += 0.005
     progress.update(24)
-    assert out.getvalue().splitlines()[-1] == "b.mp4: 36/36 frames (100%), 9.0 fps, ETA 0s"
+    assert out.getvalue().splitlines()[-1] == (
+        "b.mp4: 36/36 frames (100%), 9.0 fps, finishing the output"
+    )
 
 
 def test_an_archives_eta_follows_the_frames_of_the_videos_planned(clock: list[float]) -> None:
