@@ -127,6 +127,8 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_and_the_same_command_finishes_it(
     # nor its work folder: a run never resumes (an archive does), so its segments were left
     # next to OUTPUT for good (a sweep)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    # and no "remove it by hand" for a folder the removal after Ray's end took (a sweep)
+    assert "could not be removed" not in seen + rest
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", model)

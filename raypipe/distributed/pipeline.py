@@ -150,21 +150,29 @@ def _run_video(
                 )
         except BaseException:
             left = remove_run_folder()  # an interrupted run's stayed for good (a sweep)
+            warn = functools.partial(_warn_left, input, planned.work_dir)
             if in_command():  # again once Ray is down: an actor's last chunk landed after
-                after_ray(remove_run_folder)  # the removal (a library caller's Ray stays up)
-            if left:
-                log.warning(
-                    "%s: its work folder %s could not be removed (%d files left); remove "
-                    "it by hand",
-                    os.path.basename(input),
-                    work_root(planned.work_dir),
-                    left,
-                )
+                # the removal (a library caller's Ray stays up); what is left then is
+                # said (it was said before the second removal, which took it: a sweep)
+                after_ray(lambda: warn(remove_run_folder()))
+            else:
+                warn(left)
             if model.tensor:  # the video's partition folder and an OUTPUT this run made
                 storage.remove_empty_dirs(storage.split(output)[0], folder)
             raise
     finally:
         progress.stop()  # after close(): nothing; on an error, the error's line comes next
+
+
+def _warn_left(input: str, work_dir: str, left: int) -> None:
+    """Say that ``left`` files of a stopped run's work folder could not be removed."""
+    if left:
+        log.warning(
+            "%s: its work folder %s could not be removed (%d files left); remove it by hand",
+            os.path.basename(input),
+            work_root(work_dir),
+            left,
+        )
 
 
 def _process(
