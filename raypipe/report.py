@@ -112,12 +112,14 @@ def _lanes(chunks: Sequence[Mapping[str, Any]], t0: float) -> list[_Lane]:
             node = str(c.get(f"{stage}_node", ""))
             pid = str(c.get(f"{stage}_pid", "?"))
             where = f"node {node_no[node]} " if multi_node and node in node_no else ""
-            if stage == "infer":
-                actor = str(c.get("actor_id", "")) or f"pid{pid}"
+            if stage == "infer" or _in_actor(c, stage):  # fused: the actor's own lane (it
+                # was drawn twice, as an actor and as a task worker of the same pid: a sweep)
+                actor_pid = str(c.get("infer_pid", pid))
+                actor = str(c.get("actor_id", "")) or f"pid{actor_pid}"
                 gpus = c.get("gpu_ids") or []
                 gpu = f" GPU {','.join(str(g) for g in gpus)}" if gpus else ""
                 key: tuple[str, ...] = ("infer", actor)
-                label = f"{where}infer actor {_short(actor)}{gpu} (pid {pid})"
+                label = f"{where}infer actor {_short(actor)}{gpu} (pid {actor_pid})"
                 order: tuple[Any, ...] = (node_no.get(node, -1), 0, label)
             else:
                 key = ("task", node, pid)
@@ -126,7 +128,7 @@ def _lanes(chunks: Sequence[Mapping[str, Any]], t0: float) -> list[_Lane]:
             lane = lanes.get(key)
             if lane is None:
                 lane = lanes[key] = _Lane(key=key, label=label, node=node, order=order)
-            elif stage != "infer" and start < lane.order[2]:
+            elif key[0] == "task" and start < lane.order[2]:
                 lane.order = (lane.order[0], 1, start)  # task workers by first start
             bar = (start - t0, max(seconds, 0.0))
             lane.bars[stage].append(bar)
@@ -136,7 +138,28 @@ def _lanes(chunks: Sequence[Mapping[str, Any]], t0: float) -> list[_Lane]:
         if lane.key[0] == "task":
             roles = [s for s in ("decode", "encode") if lane.bars.get(s)]
             lane.label += f" ({'+'.join(roles)})"
+        elif lane.bars.get("decode") or lane.bars.get("encode"):
+            roles = [s for s in STAGES if lane.bars.get(s)]
+            lane.label += f" ({'+'.join(roles)})"
     return sorted(lanes.values(), key=lambda lane: lane.order)
+
+
+def _in_actor(chunk: Mapping[str, Any], stage: str) -> bool:
+    """Whether ``chunk``'s ``stage`` ran in its inference actor's own process (fused
+    stages: the actor decodes and encodes its chunks)."""
+    pid, actor_pid = chunk.get(f"{stage}_pid"), chunk.get("infer_pid")
+    same_node = chunk.get(f"{stage}_node", "") == chunk.get("infer_node", "")
+    return pid is not None and pid == actor_pid and same_node
+
+
+def _actor_seconds(chunk: Mapping[str, Any]) -> float:
+    """The seconds ``chunk`` kept its actor busy: its inference, and its decode and encode
+    where the actor ran them (fused stages)."""
+    return sum(
+        max(_num(chunk.get(f"{stage}_s"), 0.0), 0.0)
+        for stage in STAGES
+        if stage == "infer" or _in_actor(chunk, stage)
+    )
 
 
 def _nice_bin_seconds(span_s: float, target_bins: int = 60) -> float:
@@ -228,8 +251,10 @@ def _summary(doc: Mapping[str, Any], chunks: Sequence[Mapping[str, Any]], span_s
     videos = {str(c.get("video_id", "")) for c in chunks}
     failed = sum(1 for c in chunks if c.get("error_type"))
     actors = {str(c.get("actor_id", "")) for c in chunks if c.get("actor_id")}
-    infer_busy = sum(max(_num(c.get("infer_s"), 0.0), 0.0) for c in chunks)
-    busy = infer_busy / (len(actors) * span_s) if actors and span_s > 0 else math.nan
+    # (a fused actor's decode and encode too: 8% busy was said of two actors nearly always
+    # busy, counting their inference alone; a sweep)
+    actor_busy = sum(_actor_seconds(c) for c in chunks)
+    busy = actor_busy / (len(actors) * span_s) if actors and span_s > 0 else math.nan
     providers = totals.get("providers") or sorted(
         {p for c in chunks for p in (c.get("providers") or [])[:1]}
     )

@@ -221,3 +221,31 @@ def test_an_archives_table_on_the_terminal_is_capped_failures_first() -> None:
         "100 videos: 98 done, 0 skipped, 2 failed",
     ]
     assert len(format_report(rows).splitlines()) == 1 + 100 + 2 + 1  # heading, rows, errors, sum
+
+
+def test_fused_actors_are_one_lane_each_and_busy_with_all_their_stages() -> None:
+    """On CPU an actor decodes and encodes its chunks too: it was drawn twice (an actor
+    lane and a task worker lane of the same pid) and said to be 8% busy, counting its
+    inference alone, when it was nearly always busy (a sweep)."""
+    from raypipe.report import _lanes, _summary
+
+    chunks = []
+    for i in range(4):
+        actor, pid = ("a1", 11) if i % 2 == 0 else ("a2", 12)
+        start = 10.0 + 2 * (i // 2)
+        chunks.append({
+            "index": i, "n_frames": 10, "actor_id": actor, "infer_pid": pid,
+            "decode_pid": pid, "encode_pid": pid,
+            "decode_start": start, "decode_s": 0.5,
+            "infer_start": start + 0.5, "infer_s": 0.2,
+            "encode_start": start + 0.7, "encode_s": 1.2,
+        })  # fmt: skip
+    lanes = _lanes(chunks, 10.0)
+    assert [lane.label for lane in lanes] == [
+        "infer actor a1 (pid 11) (decode+infer+encode)",
+        "infer actor a2 (pid 12) (decode+infer+encode)",
+    ]
+    # 2 actors over 4 s, each busy 2 x 1.9 s: 95%, not the 10% of inference alone
+    assert "actors busy 95%" in _summary({"totals": {}}, chunks, 4.0)
+    split = [{**c, "decode_pid": 99, "encode_pid": 99} for c in chunks]
+    assert len(_lanes(split, 10.0)) == 3 and "actors busy 10%" in _summary({}, split, 4.0)
