@@ -697,26 +697,26 @@ def plan_actor_gpus(workers: int | None, num_gpus: float) -> ActorPlan:
     return ActorPlan(workers=count, num_gpus=float(num_gpus), num_cpus=1.0, intra_op_threads=1)
 
 
-def _warn_gpu_only(runtime: RuntimeConfig, model: ModelConfig, gpus: float) -> None:
+def _warn_gpu_only(runtime: RuntimeConfig, model: ModelConfig) -> None:
     """One line naming the GPU-only options a run on the CPU was given: they changed
-    nothing, and were left unused without a word (a sweep)."""
+    nothing, and were left unused without a word (a sweep). (``--precision fp16`` has
+    its own line: :func:`raypipe.distributed.setup.precision_note`.)"""
     given = [
         (option, python)
         for option, python, used in (
             ("--workers-per-gpu", "workers_per_gpu=", runtime.workers_per_gpu != 1),
             ("--engine-cache", "engine_cache=", model.engine_cache is not None),
-            ("--precision fp16", "precision='fp16'", model.precision == "fp16"),
         )
         if used
     ]
     if given:
         why = "--device cpu" if model.device == "cpu" else "the Ray cluster has no GPUs"
         log.warning(
-            "%s (%s in Python): not used, the run is on the CPU (%s); they apply to GPU "
-            "actors only",
-            ", ".join(option for option, _ in given),
+            "%s (%s in Python): not used, the run is on the CPU (%s); %s GPU actors only",
+            " and ".join(option for option, _ in given),
             ", ".join(python for _, python in given),
             why,
+            "they apply to" if len(given) > 1 else "it applies to",
         )
 
 
@@ -733,7 +733,7 @@ def plan_actors(runtime: RuntimeConfig, model: ModelConfig) -> ActorPlan:
         )
     use_gpu = model.device != "cpu" and gpus >= 1
     if not use_gpu:
-        _warn_gpu_only(runtime, model, gpus)
+        _warn_gpu_only(runtime, model)
     per_gpu = runtime.workers_per_gpu if use_gpu else 1
     slots = int(gpus) * per_gpu
     workers = runtime.workers or (slots if use_gpu else 1)

@@ -222,19 +222,22 @@ def test_the_plan_fuses_cpu_actors_only_unless_asked() -> None:
 def test_gpu_only_options_on_the_cpu_are_named_as_unused(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """--workers-per-gpu, --engine-cache and --precision fp16 change nothing on CPU actors;
-    a run given them says so in one line (they were left unused without a word)."""
+    """--workers-per-gpu and --engine-cache change nothing on CPU actors; a run given them
+    says so in one line (they were left unused without a word; --precision fp16 has its
+    own line, precision_note)."""
     shared = RuntimeConfig(workers_per_gpu=2)
     cached = ModelConfig(device="cpu", engine_cache="/tmp/engines", precision="fp16")
     with caplog.at_level(logging.WARNING, logger="raypipe.distributed"):
         plan_actors(shared, cached)
+        plan_actors(RuntimeConfig(), ModelConfig(device="cpu", engine_cache="/tmp/e"))
         plan_actors(RuntimeConfig(), ModelConfig(device="cpu"))  # nothing asked: no line
         plan_actors(shared, ModelConfig(engine_cache="/tmp/engines"))  # GPU actors use them
     lines = [r.getMessage() for r in caplog.records if r.name == "raypipe.distributed"]
     assert lines == [
-        "--workers-per-gpu, --engine-cache, --precision fp16 (workers_per_gpu=, "
-        "engine_cache=, precision='fp16' in Python): not used, the run is on the CPU "
-        "(--device cpu); they apply to GPU actors only"
+        "--workers-per-gpu and --engine-cache (workers_per_gpu=, engine_cache= in Python): "
+        "not used, the run is on the CPU (--device cpu); they apply to GPU actors only",
+        "--engine-cache (engine_cache= in Python): not used, the run is on the CPU (--device "
+        "cpu); it applies to GPU actors only",
     ]
 
 
