@@ -210,12 +210,23 @@ class HdrMetadata:
         )
 
 
+def frame_side_data(frame: Any) -> list[Any]:
+    """A decoded PyAV frame's side data (``av.sidedata.SideData``), whichever way this
+    PyAV iterates them: 18.1.0 gives the side data themselves, 18.1.1 their types, as a
+    mapping's keys (every probe failed on "cannot convert 'Type' object to bytes" once a
+    fresh install took 18.1.1)."""
+    from av.sidedata.sidedata import Type
+
+    container = cast(Any, frame.side_data)
+    return [container[item] if isinstance(item, Type) else item for item in container]
+
+
 def hdr_of_frame(frame: Any) -> HdrMetadata | None:
     """The HDR10 static metadata a decoded PyAV frame carries as side data, or ``None``."""
     from av.sidedata.sidedata import Type
 
     fields: dict[str, Any] = {}
-    for side in cast(Any, frame.side_data):  # iterates SideData (typed as a Mapping)
+    for side in frame_side_data(frame):
         data = bytes(side)
         if side.type == Type.MASTERING_DISPLAY_METADATA and len(data) >= 88:
             # AVMasteringDisplayMetadata: AVRational display_primaries[3][2] (R, G, B),

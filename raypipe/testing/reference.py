@@ -16,6 +16,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from raypipe.media import fields
+from raypipe.media.colour import frame_side_data
 from raypipe.media.picture import turned_upright
 from raypipe.media.probe import frame_orientation, stamped_frames
 from raypipe.media.rgb import ACCURATE
@@ -185,7 +186,7 @@ def first_frame_hdr(path: PathLike) -> dict[str, tuple[int, ...]]:
     found: dict[str, tuple[int, ...]] = {}
     with av.open(os.fspath(path)) as container:
         for frame in container.decode(container.streams.video[0]):
-            for side in cast(Any, frame.side_data):  # iterates SideData (typed as a Mapping)
+            for side in frame_side_data(frame):
                 data = bytes(side)
                 if side.type == Type.MASTERING_DISPLAY_METADATA:
                     v = struct.unpack_from("<22i", data)

@@ -28,13 +28,26 @@ def _random_frame(pix_fmt: str, width: int, height: int, seed: int) -> av.VideoF
     return frame
 
 
+def _samples(frame: av.VideoFrame) -> list[bytes]:
+    """Each plane's samples, row by row, without the rows' padding (PyAV 18.1.1 pads the
+    rows of a frame swscale makes where 18.1.0 did not; the padding is anything)."""
+    size = 2 if frame.format.components[0].bits > 8 else 1
+    return [
+        b"".join(
+            bytes(plane)[row * plane.line_size : row * plane.line_size + plane.width * size]
+            for row in range(plane.height)
+        )
+        for plane in frame.planes
+    ]
+
+
 @pytest.mark.parametrize("semi_planar", sorted(PLANAR_OF))
 def test_a_semi_planar_frame_converts_as_its_planar_twin(semi_planar: str) -> None:
     planar = PLANAR_OF[semi_planar]
     source = _random_frame(planar, 64, 48, seed=len(semi_planar))
     semi = source.reformat(format=semi_planar)
     back = semi.reformat(format=planar)
-    assert [bytes(p) for p in back.planes] == [bytes(p) for p in source.planes]  # samples kept
+    assert _samples(back) == _samples(source)  # samples kept
     picture = PictureFormat(
         coded_width=64, coded_height=48, pix_fmt=planar, colour=ColourTags(matrix="bt709")
     )
