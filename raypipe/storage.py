@@ -120,11 +120,26 @@ def held(lock_path: str, busy: str) -> Iterator[None]:
         lock.truncate()
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         lock.flush()
+        _HELD.add(lock_path)
         try:
             yield
         finally:
+            _HELD.discard(lock_path)
             with contextlib.suppress(OSError):
                 os.unlink(lock_path)  # (before the lock goes with the file's closing)
+
+
+_HELD: set[str] = set()
+"""The lock files :func:`held` holds now, for :func:`remove_held_locks`."""
+
+
+def remove_held_locks() -> None:
+    """Remove the lock files this process holds, before it ends without unwinding (its
+    cluster lost: ``os._exit``); the locks themselves go with the process. They stayed
+    beside the output (a test)."""
+    for path in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def check_file_path(label: str, path: str) -> None:

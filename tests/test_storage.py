@@ -39,3 +39,15 @@ def test_other_errors_pass_as_they_are(tmp_path: Path) -> None:
         storage.write_bytes(str(target), b"x")
     storage.write_bytes(str(tmp_path / "b.bin"), b"x")
     assert [p.name for p in tmp_path.iterdir()] == ["b.bin"]
+
+
+def test_held_lock_files_go_before_a_process_ends_without_unwinding(tmp_path: Path) -> None:
+    """A command whose cluster's head went away ends from a thread (``os._exit``): the
+    output's lock file stayed beside it (a test of that end: tests/deploy/test_head_lost.py)."""
+    lock = tmp_path / ".out.mp4.raypipe-lock"
+    with storage.held(str(lock), "busy {who}"):
+        assert lock.exists()
+        storage.remove_held_locks()
+        assert not lock.exists()
+    storage.remove_held_locks()  # none held: nothing to do
+    assert list(tmp_path.iterdir()) == []

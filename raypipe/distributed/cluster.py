@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import ray
 
+from raypipe import storage
 from raypipe.config import (
     ModelConfig,
     RuntimeConfig,
@@ -252,6 +253,7 @@ def command_ends_if_cluster_lost(
             )
             with contextlib.suppress(Exception):
                 cleanup()
+            storage.remove_held_locks()  # the output's, OUTPUT_DIR's: no unwinding below
             os._exit(1)
 
     watcher = threading.Thread(target=watch, name="raypipe-cluster-watch", daemon=True)
