@@ -260,7 +260,7 @@ def test_output_exists_needs_overwrite(
 
 
 def test_a_second_run_on_an_output_being_written_fails_at_once(
-    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str], no_ray: None
 ) -> None:
     """Two runs on one output shared its work folder; the first to end removed it under the
     other, which failed late with a wrong guess at why. The output is held while a run
