@@ -1150,24 +1150,26 @@ def _first_step(pts: np.ndarray, durations: np.ndarray | None, tb: Fraction) -> 
 
 
 def _decode_times(
-    pts: np.ndarray, tb: Fraction, delay: int, before: list[Fraction], first_step: Fraction
+    order: np.ndarray, tb: Fraction, delay: int, before: list[Fraction], first_step: Fraction
 ) -> np.ndarray:
     """A segment's decode times (ticks of ``tb``): the ``i``-th packet's is the display
-    time of the frame ``delay`` places before the segment's ``i``-th frame in display order,
-    over the whole video (``before``: the display times of the frames before the segment,
-    the last ``delay`` at least, in seconds); before the video's first frame, frames of
-    ``first_step`` (its first frame's duration) are counted back. With a constant rate
-    that is every display time moved back by ``delay`` frames; across a variable rate's
-    gap (a security camera's minutes of nothing) the lead is the gap for ``delay`` frames
-    only, where a lead of one time for every frame made it 5 s for the whole track (an
-    MP4's edit list then dropped the video's start offset; a sweep)."""
-    shown = [Fraction(int(t)) * tb for t in np.sort(pts)]
-    times = before[-delay:] + shown if delay else shown
-    missing = delay - (len(times) - len(shown))
-    earliest = times[0] if times else Fraction(0)
-    lead = [earliest - first_step * (missing - j) for j in range(missing)]
-    times = lead + times
-    return np.array([math.floor(t / tb) for t in times[: len(shown)]], dtype=np.int64)
+    time of the frame ``delay`` places before the segment's ``i``-th frame in display order
+    (``order``: its pts sorted), over the whole video (``before``: the display times of the
+    frames before the segment, the last ``delay`` at least, in seconds); before the
+    video's first frame, frames of ``first_step`` (its first frame's duration) are counted
+    back. With a constant rate that is every display time moved back by ``delay`` frames;
+    across a variable rate's gap (a security camera's minutes of nothing) the lead is the
+    gap for ``delay`` frames only, where a lead of one time for every frame made it 5 s for
+    the whole track (an MP4's edit list then dropped the video's start offset; a sweep).
+    Only the ``delay`` times before the segment's own go through seconds."""
+    if not delay:
+        return order
+    earlier = before[-delay:]
+    first = earlier[0] if earlier else int(order[0]) * tb
+    missing = delay - len(earlier)
+    lead = [first - first_step * (missing - j) for j in range(missing)] + earlier
+    ticks = np.array([math.floor(t / tb) for t in lead], dtype=np.int64)
+    return np.concatenate([ticks, order])[: len(order)]
 
 
 def _segment_packets(
@@ -1223,10 +1225,10 @@ def _segment_packets(
             if delay is not None and len(segment.pts):
                 if first_step is None:
                     first_step = _first_step(segment.pts, durations, tb)
-                decode_times = _decode_times(segment.pts, tb, delay, shown, first_step)
-                shown = (shown + [Fraction(int(t)) * tb for t in np.sort(segment.pts)])[
-                    -max(delay, 1) :
-                ]
+                order = np.sort(segment.pts)
+                decode_times = _decode_times(order, tb, delay, shown, first_step)
+                kept = max(delay, 1)
+                shown = (shown + [int(t) * tb for t in order[-kept:]])[-kept:]
             if len(segment.pts):
                 first = int(min(segment.pts)) * tb
                 if last_end is not None and first <= last_end:

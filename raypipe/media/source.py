@@ -55,8 +55,9 @@ can)."""
 
 def check_local(path: str) -> None:
     """Raise the typed error of a local input ``path`` that cannot be read as a file."""
+    mode = None  # (unknown where the folder may not be searched: EACCES)
     try:
-        os.stat(path)
+        mode = os.stat(path).st_mode
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise InputNotFoundError(
@@ -72,7 +73,7 @@ def check_local(path: str) -> None:
             raise InputNotFoundError(f"input '{path}' does not exist; check the path") from None
     if os.path.isdir(path):
         raise CorruptVideoError(f"input '{path}' is a directory, expected a video file")
-    kind = _NOT_FILES.get(stat.S_IFMT(os.stat(path).st_mode)) if os.path.exists(path) else None
+    kind = None if mode is None else _NOT_FILES.get(stat.S_IFMT(mode))
     if kind:  # a pipe was "an empty file (0 bytes)", and its writer blocked for good (a sweep)
         raise UnsupportedVideoError(
             f"input '{path}' is {kind}, not a file: raypipe reads a video's chunks apart, "
