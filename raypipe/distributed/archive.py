@@ -122,7 +122,7 @@ def process_archive(
             report = _run(
                 cfg, model, jobs, output_dir, report_path, previous, started, resume=resume
             )
-            _note_stale_work_dirs(output_dir, jobs, report)
+            _tidy_work_dirs(output_dir, jobs, report)
     except BaseException:
         if made:  # a run that failed as it started (no GPU) left it, empty (a sweep)
             with contextlib.suppress(OSError):
@@ -140,7 +140,7 @@ def _inside(path: str, folder: str) -> bool:
     return storage.absolute(path).startswith(folder.rstrip("/") + "/")
 
 
-def _note_stale_work_dirs(output_dir: str, jobs: list[VideoJob], report: ArchiveReport) -> None:
+def _tidy_work_dirs(output_dir: str, jobs: list[VideoJob], report: ArchiveReport) -> None:
     """Warn of the work folders in a local ``output_dir`` that no input of this run owns:
     an earlier run stopped inside those videos, and they are not listed now (removed, or
     listed by another run into the same folder, which may still resume them: so they are
