@@ -16,8 +16,7 @@ EXAMPLES: dict[str, list[str]] = {
         "raypipe run in.mp4 out.mp4 --model builtin:sharpen",
         "raypipe run in.mp4 out.mkv --model model.onnx --device gpu --chunk-frames 32",
         "raypipe run in.mp4 hashes/ --model builtin:phash --sample-fps 1",
-        "raypipe run s3://bucket/film.mp4 film.mp4 --model builtin:upscale2x "
-        "--address ray://head:10001",
+        "raypipe run s3://bucket/film.mp4 film.mp4 --model builtin:upscale2x --address head:6379",
     ],
     "archive": [
         "raypipe archive videos/ processed/ --model builtin:sharpen",

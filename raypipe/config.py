@@ -359,6 +359,20 @@ def _option_text(name: object, value: object) -> str:
 _MIN_STORE_BYTES = 75 * 2**20  # Ray refuses a smaller object store (78643200 bytes)
 
 
+def ray_client_refused(address: str) -> str:
+    """Why a Ray Client address (``ray://``; ``""``: this process is connected through Ray
+    Client) cannot run raypipe, and what to do instead: Ray Data does not work through Ray
+    Client (its executor needs a driver on the cluster; the run failed after 7 s with an
+    AttributeError about ``core_worker``, a sweep)."""
+    what = f"{address!r} is a Ray Client address" if address else "this process is on Ray Client"
+    return (
+        f"{what}, and Ray Data, which raypipe runs on, does not "
+        "work through Ray Client: run raypipe on a machine of the cluster with the GCS's "
+        "address (HOST:6379, `ray start --head`'s; or auto), or from elsewhere as a job: "
+        "`ray job submit --address http://HOST:8265 -- raypipe run ...`"
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuntimeConfig:
     """Where and how wide the pipeline runs.
@@ -390,9 +404,11 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.address, os.PathLike) or not isinstance(self.address, str | None):
             raise ConfigError(
-                "address must be a Ray address ('auto', 'HOST:PORT', 'ray://HOST:10001') or "
+                "address must be a Ray address ('auto', 'HOST:PORT') or "
                 f"None, got {_short_repr(self.address)}"
             )
+        if (self.address or "").startswith("ray://"):
+            raise ConfigError(ray_client_refused(self.address))
         _whole(self, "local_object_store_bytes", _MIN_STORE_BYTES, none=True,
                also=" (Ray's smallest store, 75 MiB)")  # fmt: skip
         _whole(self, "local_num_cpus", none=True)

@@ -30,6 +30,7 @@ from raypipe.config import (
     RuntimeConfig,
     ray_address_from_env,
     ray_auth_mode_from_env,
+    ray_client_refused,
 )
 from raypipe.distributed.ray_logs import ray_lines_to_files
 from raypipe.errors import ClusterError, ConfigError, DeviceUnavailableError
@@ -70,6 +71,8 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     it down).
     """
     global _lines_to_driver, _remote_address
+    if ray.util.client.ray.is_connected():  # a notebook's own ray.init("ray://...")
+        raise ClusterError(ray_client_refused(""))
     if ray.is_initialized():
         _check_same_cluster(runtime.address)
         return False
@@ -78,9 +81,11 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     if not runtime.address and (address or "").startswith(("http://", "https://")):
         raise ClusterError(  # cluster/README exports it for `ray job submit` (a sweep)
             f"RAY_ADDRESS is {address!r}, the Jobs API's URL that `ray job submit` reads; a "
-            "raypipe run connects to the cluster itself: pass --address HOST:6379 (or "
-            "ray://HOST:10001), or unset RAY_ADDRESS for a local Ray"
+            "raypipe run connects to the cluster itself: pass --address HOST:6379, or unset "
+            "RAY_ADDRESS for a local Ray"
         )
+    if (address or "").startswith("ray://"):
+        raise ClusterError(f"RAY_ADDRESS: {ray_client_refused(address)}")
     try:
         with ray_lines_to_files(verbose=verbose, stderr=False), _sigterm_handler_kept():
             if address:
@@ -96,7 +101,7 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
         if address:
             raise ClusterError(
                 f"cannot reach the Ray cluster at {address!r}: {e}; check the address "
-                "(ray://HOST:10001 or HOST:6379) and that `ray status` works there"
+                "(HOST:6379, the GCS's) and that `ray status` works there"
             ) from e
         folder = ray_temp_dir()
         if isinstance(e, OSError) and e.errno in _UNWRITABLE:  # "try again" was no help
@@ -131,8 +136,7 @@ _remote_address = ""  # the address connect() last joined a running cluster at
 def _check_same_cluster(address: str | None) -> None:
     """Refuse an ``address`` other than the cluster this process's Ray is connected to: a
     notebook's second run with ``address=`` of a cluster ran on the local Ray its first
-    run had started, without a word (a sweep). ``auto``, ``local`` and Ray Client
-    addresses (``ray://``, whose port is not the GCS's) are not compared."""
+    run had started, without a word (a sweep). ``auto`` and ``local`` are not compared."""
     if not address or address in ("auto", "local") or "://" in address:
         return
     connected = ray.get_runtime_context().gcs_address
@@ -271,18 +275,17 @@ def _connect(host: str, port: str, *, timeout: float) -> None:
 
 
 def check_reachable(address: str) -> None:
-    """Fail at once, typed, when nothing listens at ``address`` (``HOST:PORT`` or
-    ``ray://HOST:PORT``): Ray itself retries an unreachable GCS for minutes before it says
-    so. ``auto`` and other forms are left to Ray."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    """Fail at once, typed, when nothing listens at ``address`` (``HOST:PORT``): Ray itself
+    retries an unreachable GCS for minutes before it says so. ``auto`` and other forms are
+    left to Ray."""
+    host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not host or "/" in host:
         return
     try:
         _connect(host, port, timeout=REACH_TIMEOUT_S)
     except OSError as e:
         raise ConnectionError(f"nothing answers at {host}:{port} ({e})") from e
-    if not address.startswith("ray://"):
-        _check_token(address)
+    _check_token(address)
 
 
 def _check_token(address: str) -> None:
@@ -313,8 +316,8 @@ def _check_token(address: str) -> None:
                 f"{address!r} answers, but not as a Ray cluster's GCS "
                 f"({' '.join((e.details() or str(e.code())).split())[:160]}): give the "
                 "address of `ray start --head --port PORT` (6379 by default); the "
-                "dashboard's port (8265) is for `ray job submit`, and the Ray client's "
-                "(10001) takes ray://HOST:10001"
+                "dashboard's port (8265) is for `ray job submit`; the Ray client's (10001) "
+                "cannot run Ray Data"
             ) from None
         if e.code() != grpc.StatusCode.UNAUTHENTICATED:
             return

@@ -363,6 +363,43 @@ def test_an_address_where_another_server_listens_is_refused_at_once(
         server.shutdown()
 
 
+def test_a_ray_client_address_is_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Ray Data does not work through Ray Client: ``--address ray://HOST:10001``, which the
+    help's example and the error messages advised, failed 7 s into the run with an
+    AttributeError about ``core_worker`` called unexpected (a sweep). Refused before
+    anything starts, as the option, in RAY_ADDRESS, and for a process already on Ray
+    Client, saying what works instead."""
+    from raypipe.config import RuntimeConfig
+    from raypipe.distributed.cluster import connect
+    from raypipe.errors import ClusterError, ConfigError
+
+    if ray.is_initialized():
+        ray.shutdown()
+    why = r"'ray://127\.0\.0\.1:10001' is a Ray Client address, and Ray Data.*`ray job submit"
+    with pytest.raises(ConfigError, match="^" + why):
+        RuntimeConfig(address="ray://127.0.0.1:10001")
+    monkeypatch.setenv("RAY_ADDRESS", "ray://127.0.0.1:10001")
+    with pytest.raises(ClusterError, match="^RAY_ADDRESS: " + why):
+        connect(RuntimeConfig())
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(ray.util.client.ray, "is_connected", lambda: True)
+    with pytest.raises(ClusterError, match="^this process is on Ray Client, and Ray Data"):
+        connect(RuntimeConfig())
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "raypipe.cli", "run", "in.mp4", "out.mp4", "--address",
+         "ray://127.0.0.1:10001"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    error = "raypipe: error: ConfigError: 'ray://127.0.0.1:10001' is a Ray Client address"
+    assert done.stderr.startswith(error), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 30
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_cluster_of_one_cpu_is_told_to_add_cpus_not_to_lower_options() -> None:
     """On a 1-CPU cluster the advice was to lower --workers or --actor-cpus, neither of
     which can make a run fit (a sweep)."""
