@@ -81,7 +81,7 @@ def run_in_process(
         row = encode_stage(row, config=encode)  # writes the segment to the work directory
         assert not row["error_type"], row["error_message"]
         paths.append(segment_uri(str(work), row["chunk_id"]))
-    assemble(paths, str(output), info.uri, jumps=info.jumps)
+    assemble(paths, str(output), info.uri, jumps=info.jumps, stereo=info.picture_format.stereo)
     return len(plan)
 
 

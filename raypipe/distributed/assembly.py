@@ -38,6 +38,7 @@ from raypipe.infer.output_kind import VARYING_ADVICE
 from raypipe.media.containers import output_format
 from raypipe.media.jumps import from_text
 from raypipe.media.mux import assemble
+from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import chunk_id
 from raypipe.reuse import (
     PROVENANCE_TAG,
@@ -116,6 +117,7 @@ def assemble_video(facts: VideoFacts) -> Assembled:
                     keep_tag=not_provenance,
                     per_frame=max(1, facts.n_out // facts.n_frames) if facts.n_frames else 1,
                     jumps=from_text(facts.jumps),
+                    stereo=PictureFormat.from_json(facts.picture).stereo if facts.picture else "",
                 )
             frames_out = facts.n_out or facts.n_frames  # an interpolating model doubles them
         result = Assembled(frames_out=frames_out)

@@ -92,3 +92,16 @@ as private data that players, ffprobe included, read as ``bin_data``)."""
 _MOV_REFUSES = frozenset({"vp8", "vp9", "av1"})
 """Video codecs FFmpeg's MOV muxer lists and then refuses as it writes the header ("only
 supported in MP4"), which would fail the output at its end, after all the work."""
+
+
+STEREO_MODES_HELD = {
+    "matroska": frozenset({
+        "left_right", "right_left", "top_bottom", "bottom_top", "block_lr", "block_rl",
+        "checkerboard_lr", "checkerboard_rl", "row_interleaved_lr", "row_interleaved_rl",
+        "col_interleaved_lr", "col_interleaved_rl",
+    }),
+    "webm": frozenset({"left_right", "right_left", "top_bottom", "bottom_top"}),
+}  # fmt: skip
+"""The stereo 3D layouts (:attr:`PictureFormat.stereo`) an output format stores (FFmpeg's
+WebM muxer refuses the rest); other formats store none (MP4's ``st3d`` is not written
+unless FFmpeg is told ``-strict unofficial``)."""

@@ -86,4 +86,8 @@ def picture_lines(picture: PictureFormat) -> list[str]:
         if hdr.has_light_level:
             parts.append(f"MaxCLL {hdr.max_cll}, MaxFALL {hdr.max_fall}")
         lines.append(f"HDR10: {', '.join(parts)}")
+    if picture.stereo:
+        lines.append(f"stereo 3D: {picture.stereo} (kept in .mkv outputs)")
+    if picture.projection:
+        lines.append(f"360° video: {picture.projection} projection (not kept: outputs are flat)")
     return lines

@@ -53,7 +53,12 @@ from raypipe.media.colour import (
     sws_colorspace,
     sws_range,
 )
-from raypipe.media.containers import KEEPING_ENCODERS, container_refuses, extensions_holding
+from raypipe.media.containers import (
+    KEEPING_ENCODERS,
+    STEREO_MODES_HELD,
+    container_refuses,
+    extensions_holding,
+)
 from raypipe.media.frame_clock import FrameClock
 from raypipe.media.full_range import narrowed, wide_twin
 from raypipe.media.picture import PictureFormat
@@ -590,8 +595,19 @@ def fidelity_notes(config: EncodeConfig, picture: PictureFormat, output: str = "
             f"content light level); the output keeps the {picture.colour.transfer} transfer "
             "tag without it. libx265, libx264 and libsvtav1 write it"
         )
-    sar = picture.upright_sar
     fmt = os.path.splitext(output)[1].lower()
+    if picture.stereo and picture.stereo not in _stereo_held(fmt):
+        notes.append(
+            f"the source's stereo 3D layout ({picture.stereo}) is left out of a "
+            f"{fmt or 'this'} output: players show both views as one flat picture"
+            + ("; .mkv keeps it" if picture.stereo in _stereo_held(".mkv") else "")
+        )
+    if picture.projection:
+        notes.append(
+            f"the source's 360° projection ({picture.projection}) is left out: players show "
+            "the output as a flat picture (Google's spatial-media injector marks it again)"
+        )
+    sar = picture.upright_sar
     if sar not in (None, 1) and fmt in (".nut", ".avi") and config.codec not in _SAR_IN_BITSTREAM:
         notes.append(  # PyAV sets no stream-level ratio, which those muxers write (a sweep)
             f"the source's sample aspect ratio ({sar.numerator}:{sar.denominator}) is left "
@@ -599,6 +615,11 @@ def fidelity_notes(config: EncodeConfig, picture: PictureFormat, output: str = "
             "stretched; .mkv, .mov or .mp4 keep it"
         )
     return notes
+
+
+def _stereo_held(extension: str) -> frozenset[str]:
+    """The stereo 3D layouts an output of ``extension`` keeps (:data:`STEREO_MODES_HELD`)."""
+    return STEREO_MODES_HELD.get(OUTPUT_FORMATS.get(extension, ""), frozenset())
 
 
 _SAR_IN_BITSTREAM = frozenset({"libx264", "libx264rgb", "libx265", "h264_nvenc", "hevc_nvenc"})

@@ -34,9 +34,9 @@ import numpy as np
 from av.stream import Disposition
 
 from raypipe import faults
-from raypipe.errors import ConfigError, EncodeError, MuxError
+from raypipe.errors import ConfigError, EncodeError, MuxError, counted
 from raypipe.media import avi_audio, captions, mkv_aspect
-from raypipe.media.containers import output_format
+from raypipe.media.containers import STEREO_MODES_HELD, output_format
 from raypipe.media.encode import _NO_DTS, SEGMENT_HEAD_BYTES, Segment
 from raypipe.media.jumps import Jump, closed, shift_seconds
 from raypipe.media.probe import (
@@ -76,21 +76,65 @@ def _other_packets(
     (:func:`_converted_subtitles`). Each packet is moved as the source clock's ``jumps``
     (in ``video_time_base``) close, before anything decodes it (:func:`_closed_packets`)."""
     packets = whole_packets(source, [source.streams[j] for j in copied])
+    one_at_a_time = _OneCueAtATime()
     for packet in _closed_packets(packets, jumps, video_time_base) if jumps else packets:
         index = packet.stream.index
         stream = copied[index]
         if index in reencoded and stream.type == "subtitle":
             new = _converted_subtitle(packet, stream)
             if new is not None:
-                yield new, stream
+                yield from one_at_a_time.cue(new, stream, index)
         elif index in reencoded:
             for frame in packet.decode():  # the demuxer's last, empty packet flushes
                 yield from ((new, stream) for new in stream.encode(frame))
         elif packet.size:
             yield packet, stream
+    yield from one_at_a_time.rest()
     for index in reencoded:
         if copied[index].type == "audio":
             yield from ((new, copied[index]) for new in copied[index].encode(None))
+
+
+class _OneCueAtATime:
+    """Cues converted to ``mov_text`` (MP4's and MOV's text subtitles), each ending no later
+    than the next one of its stream begins: a ``mov_text`` track shows one cue at a time,
+    and FFmpeg's MOV muxer put a cue that began while another still showed (ASS signs over
+    dialogue, SRT's overlaps) after that one's end, seconds late, one of them past the video
+    (a sweep). Cut as ``ffmpeg -c:s mov_text`` cuts them, and said once a stream. Each cue
+    is held until the next one of its stream (or the end) comes; other codecs pass."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[Any, Any]] = {}  # source index -> (last cue, stream)
+        self._cut: dict[int, int] = {}  # source index -> cues cut short
+
+    def cue(self, packet: Any, stream: Any, index: int) -> Iterator[tuple[Any, Any]]:
+        """(packet, stream) pairs to mux now for ``packet``, the source's stream
+        ``index``'s next cue converted for ``stream``."""
+        if stream.codec_context.name != "mov_text":
+            yield packet, stream
+            return
+        last, _ = self._held.pop(index, (None, None))
+        self._held[index] = packet, stream
+        if last is None:
+            return
+        if packet.pts is not None and last.pts is not None and last.duration:
+            room = packet.pts - last.pts
+            if last.duration > room >= 0:
+                last.duration = room
+                self._cut[index] = self._cut.get(index, 0) + 1
+        yield last, stream
+
+    def rest(self) -> Iterator[tuple[Any, Any]]:
+        """The last cue of each stream; then the warnings."""
+        yield from self._held.values()
+        for index, cut in self._cut.items():
+            log.warning(
+                "subtitle stream %d: %s overlapping the next one %s cut short, to end where "
+                "it begins (mov_text shows one cue at a time)",
+                index,
+                counted(cut, "cue"),
+                "is" if cut == 1 else "are",
+            )
 
 
 def _closed_packets(
@@ -232,6 +276,7 @@ def assemble(
     keep_tag: Callable[[str, str], bool] | None = None,
     per_frame: int = 1,
     jumps: Sequence[Jump] = (),
+    stereo: str = "",
 ) -> None:
     """Write ``output_uri`` from ``segment_uris`` (in chunk order) and ``source_uri``'s streams.
 
@@ -243,7 +288,9 @@ def assemble(
     ``keep_tag(key, value)`` false leaves a source tag out). ``per_frame``: output frames
     per source frame (2 after an interpolating model). ``jumps``: the source clock's, as
     the probe found them (:attr:`VideoInfo.jumps`); the segments' times are closed, and
-    the source's other streams and captions are moved to match. The file is built
+    the source's other streams and captions are moved to match. ``stereo``: the source's
+    stereo 3D layout (:attr:`PictureFormat.stereo`), which Matroska and WebM outputs
+    keep as their StereoMode (:func:`_keep_video_facts`). The file is built
     under a temporary name and committed atomically (:func:`raypipe.storage.commit`). Raises
     :class:`EncodeError` when segments do not concatenate (different codec headers,
     timestamps going backwards, a damaged or missing segment) and :class:`MuxError` when
@@ -266,7 +313,7 @@ def assemble(
                 given = dict((tags(source.metadata) if callable(tags) else tags) or {})
                 shape = _write(
                     out, uris, source, source_uri, copy_streams, name, given, keep_tag,
-                    per_frame, tuple(jumps),
+                    per_frame, tuple(jumps), stereo,
                 )  # fmt: skip
         _keep_aspect(staged, fmt, *shape)
         if fmt == "avi":
@@ -289,6 +336,7 @@ def _write(
     keep_tag: Callable[[str, str], bool] | None,
     per_frame: int = 1,
     jumps: tuple[Jump, ...] = (),
+    stereo: str = "",
 ) -> tuple[Fraction | None, str]:
     """Mux the output; returns its pictures' sample aspect ratio and video codec. Its
     streams keep the source's order, as ``ffmpeg -map 0`` keeps it: the streams before the
@@ -328,7 +376,7 @@ def _write(
         frame_seconds = 1 / head.rate  # one tick per frame: AVI has no timestamps
         out_video.time_base = frame_seconds
     out.metadata.update(container_tags(source.metadata, tags, keep_tag))
-    _keep_video_facts(out_video, processed)
+    _keep_video_facts(out_video, processed, stereo)
     if copy_streams:
         after, more = _copied_streams(out, source, source_uri, lambda i: i > processed.index)
         copied, reencoded = {**copied, **after}, reencoded | more
@@ -628,15 +676,19 @@ _NO_TIMECODE = {"mpegts": ".ts", "avi": ".avi"}
 Matroska and NUT a tag), by FFmpeg's name, with their extension."""
 
 
-def _keep_video_facts(out_video: Any, source_video: Any) -> None:
+def _keep_video_facts(out_video: Any, source_video: Any, stereo: str = "") -> None:
     """The source video's language, title and handler name, timecode tag (MP4/MOV write it
-    as a ``tmcd`` track, Matroska as a tag), field order (Matroska stores it) and
+    as a ``tmcd`` track, Matroska as a tag), field order (Matroska stores it),
     dispositions (default, forced...: Matroska's track flags; as ``ffmpeg`` copies them)
-    on the output's video stream. The frames are the source's frames from the first on,
-    so its first frame's timecode still holds."""
+    and stereo 3D layout (``stereo``: Matroska's and WebM's StereoMode, where the format
+    has the mode; players showed a 3D film's output as one flat picture, a sweep) on the
+    output's video stream. The frames are the source's frames from the first on, so its
+    first frame's timecode still holds."""
     out_video.disposition = source_video.disposition
     fmt = out_video.container.format.name
     tags = kept_tags(source_video.metadata, fmt, title_as_handler=False)
+    if stereo in STEREO_MODES_HELD.get(fmt, ()):
+        tags["stereo_mode"] = stereo
     timecode = video_timecode(source_video)
     if timecode and fmt in _NO_TIMECODE:  # left out without a word (a sweep)
         log.warning(

@@ -45,6 +45,11 @@ from raypipe.media.pixfmt import has_alpha, layout_of
 LIMITED_ONLY = frozenset({"prores_ks", "prores_aw", "prores"})
 """Encoders whose video has no full range: ProRes (neither its bitstream nor MOV's colour
 atom for it says full range, and decoders read it limited)."""
+MATRICES_HELD = {"dnxhd": frozenset({"bt709", "bt2020nc"})}
+"""Encoders whose video says only some colour matrices: DNxHR's header has room for BT.709
+and BT.2020 alone, and FFmpeg's decoder reads any other as BT.709 whatever the container
+says (a standard-definition source's BT.601 samples were shown with BT.709's, their colours
+shifted; a sweep). Other matrices are converted to BT.709 for them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +65,11 @@ class PictureFormat:
     every frame's chroma is converted field by field (:mod:`raypipe.media.fields`).
     ``opaque_gif``: a GIF whose first frame is opaque all over. FFmpeg decodes every GIF
     with an alpha component (``bgra``), used or not; a GIF with a transparent background
-    shows it in its first frame.
+    shows it in its first frame. ``stereo``: both eyes' views in each picture (3D), as
+    Matroska's StereoMode names the layout (``left_right``, ``top_bottom``...), read from
+    a Matroska stream's tag or the first frame's side data (MP4's ``st3d``, H.264's frame
+    packing SEI). ``projection``: a 360° video's spherical mapping (MP4's ``sv3d``,
+    Matroska's Projection), as FFmpeg names it.
     """
 
     coded_width: int
@@ -73,6 +82,8 @@ class PictureFormat:
     hdr: HdrMetadata | None = None
     interlaced: bool = False  # the first frame's fields woven: converted apart (media/fields.py)
     opaque_gif: bool = False
+    stereo: str = ""  # stereo 3D layout, as Matroska's StereoMode names it; "" for one view
+    projection: str = ""  # a 360° video's spherical projection ("equirectangular"...); ""
 
     def __post_init__(self) -> None:
         if self.coded_width < 1 or self.coded_height < 1:
@@ -166,15 +177,17 @@ class PictureFormat:
         outputs). A codec that holds limited range only (ProRes: :data:`LIMITED_ONLY`)
         gets a full-range source converted to limited, as ``ffmpeg`` converts it: its
         full-range samples were read as limited, every grey shifted (64 shown as 54) and
-        blacks and whites clipped (a sweep)."""
+        blacks and whites clipped (a sweep). One that says only some matrices
+        (:data:`MATRICES_HELD`) gets the others converted to BT.709."""
         if layout_of(pix_fmt).rgb:
             return ColourTags(
                 primaries=self.colour.primaries, transfer=self.colour.transfer, matrix="gbr"
             )
+        held = MATRICES_HELD.get(codec, frozenset({self.matrix}))
         return ColourTags(
             primaries=self.colour.primaries,
             transfer=self.colour.transfer,
-            matrix=self.matrix,
+            matrix=self.matrix if self.matrix in held else "bt709",
             range="tv" if codec in LIMITED_ONLY else self.range,
         )
 
@@ -193,6 +206,8 @@ class PictureFormat:
             "interlaced": self.interlaced,
             # only where set, so every other video's picture (and resume key) stays as it was
             **({"opaque_gif": True} if self.opaque_gif else {}),
+            **({"stereo": self.stereo} if self.stereo else {}),
+            **({"projection": self.projection} if self.projection else {}),
         }
 
     def to_json(self) -> str:
@@ -211,6 +226,8 @@ class PictureFormat:
             hdr=None if d.get("hdr") is None else HdrMetadata.from_dict(d["hdr"]),
             interlaced=bool(d.get("interlaced", False)),
             opaque_gif=bool(d.get("opaque_gif", False)),
+            stereo=str(d.get("stereo", "")),
+            projection=str(d.get("projection", "")),
         )
 
     @classmethod

@@ -828,6 +828,44 @@ def frame_orientation(frame: av.VideoFrame) -> tuple[int, bool]:
     return normalise_rotation(frame.rotation or 0), False
 
 
+_STEREO_MODES = {  # AVStereo3DType -> Matroska's StereoMode (views as stored, then inverted)
+    1: ("left_right", "right_left"),  # side by side
+    2: ("top_bottom", "bottom_top"),
+    3: ("block_lr", "block_rl"),  # frame sequence: each view its own picture
+    4: ("checkerboard_lr", "checkerboard_rl"),
+    6: ("row_interleaved_lr", "row_interleaved_rl"),  # lines
+    7: ("col_interleaved_lr", "col_interleaved_rl"),  # columns
+}
+_STEREO_INVERT = 1  # AV_STEREO3D_FLAG_INVERT
+_PROJECTIONS = {
+    0: "equirectangular", 1: "cubemap", 2: "equirectangular (tiled)",
+    3: "half equirectangular", 4: "rectilinear", 5: "fisheye",
+}  # fmt: skip
+"""AVSphericalProjection's names."""
+
+
+def frame_views(frame: av.VideoFrame, video: Any) -> tuple[str, str]:
+    """``(stereo, projection)`` of a decoded frame (:class:`PictureFormat`'s): a Matroska
+    stream's own ``stereo_mode`` tag, else the frame's stereo 3D side data (FFmpeg gives
+    each frame its stream's: MP4's ``st3d``; or H.264's frame packing SEI); its spherical
+    mapping's projection. Each ``""`` where the frame has one flat view."""
+    side = frame.side_data
+    stereo = str(video.metadata.get("stereo_mode", "")).strip()
+    if not stereo and SideDataType.STEREO3D in side:
+        data = bytes(side[SideDataType.STEREO3D])
+        if len(data) >= 8:
+            kind, flags = np.frombuffer(data[:8], dtype="=i4")
+            names = _STEREO_MODES.get(int(kind))
+            stereo = names[bool(flags & _STEREO_INVERT)] if names else ""
+    projection = ""
+    if SideDataType.SPHERICAL in side:
+        data = bytes(side[SideDataType.SPHERICAL])
+        if len(data) >= 4:
+            kind = int(np.frombuffer(data[:4], dtype="=i4")[0])
+            projection = _PROJECTIONS.get(kind, f"projection {kind}")
+    return ("" if stereo == "mono" else stereo), projection
+
+
 def _first_frame_picture(
     container: Any, video: Any, uri: str, *, earliest: int | None = None
 ) -> tuple[PictureFormat, int | None]:
@@ -897,6 +935,7 @@ def _first_frame_picture_of(
             # take it (PyAV's stream ratio is FFmpeg's av_guess_sample_aspect_ratio)
             sar = video.sample_aspect_ratio or ctx.sample_aspect_ratio
             rotation, mirrored = frame_orientation(frame)
+            stereo, projection = frame_views(frame, video)
             picture = PictureFormat(
                 coded_width=frame.width,
                 coded_height=frame.height,
@@ -908,6 +947,8 @@ def _first_frame_picture_of(
                 hdr=hdr_of_frame(frame),
                 interlaced=bool(frame.interlaced_frame),
                 opaque_gif=ctx.name == "gif" and _opaque(frame),
+                stereo=stereo,
+                projection=projection,
             )
             return picture, frame.pts
     except av.error.FFmpegError as e:

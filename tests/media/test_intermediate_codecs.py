@@ -63,7 +63,9 @@ def test_prores_keeps_10_bits_4_2_2_the_colour_tags_and_every_frame(
 
 
 def test_dnxhd_gets_a_dnxhr_profile_for_any_size(tmp_path: Path) -> None:
-    source = _source(tmp_path, "yuv420p", None)
+    # BT.709, which DNxHR holds: the samples compare as they are (an untagged source this
+    # small is BT.601, converted: test_a_bt601_source_into_dnxhr_is_converted_to_bt709)
+    source = _source(tmp_path, "yuv420p", ("bt709", "bt709", "bt709", "tv"))
     out = tmp_path / "out.mov"
     run_in_process(source, out, "builtin:identity", 2, EncodeConfig(codec="dnxhd"))
     got = ffprobe_video(out)
@@ -137,3 +139,26 @@ def test_a_full_range_source_into_prores_is_converted_to_limited_range(tmp_path:
 
     error = np.abs(rgb(out).astype(int) - rgb(source).astype(int)).mean()
     assert error < 2.0, error  # full-range samples read as limited: about 10
+
+
+def test_a_bt601_source_into_dnxhr_is_converted_to_bt709(tmp_path: Path) -> None:
+    """DNxHR says BT.709 or BT.2020 alone, and FFmpeg's decoder reads any other matrix as
+    BT.709, whatever the container says: a standard-definition source's BT.601 samples
+    went in as they were and showed with BT.709's, every colour shifted (a sweep). They
+    are converted to BT.709: the pictures look the same."""
+    import av
+
+    sd = ("smpte170m", "smpte170m", "smpte170m", "tv")
+    spec = ClipSpec(codec="ffv1", pix_fmt="yuv422p10le", colour=sd, bframes=0, gop=1,
+                    n_frames=4, width=256, height=128)  # fmt: skip
+    source = make_clip(tmp_path / "sd.mkv", spec)
+    out = tmp_path / "out.mov"
+    run_in_process(source, out, "builtin:identity", 2, EncodeConfig(codec="dnxhd"))
+    assert ffprobe_video(out).matrix == "bt709"
+
+    def rgb(path: Path) -> np.ndarray:  # as players show it: the file's matrix read
+        with av.open(str(path)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+    error = np.abs(rgb(out).astype(int) - rgb(source).astype(int)).mean()
+    assert error < 2.0, error  # BT.601 samples read as BT.709: about 9
