@@ -133,6 +133,30 @@ def layout_hint(layout: str) -> str:
     )
 
 
+def _check_first_is_the_picture(outputs: Sequence[TensorInfo], spec: ModelSpec) -> None:
+    """A model of several outputs whose spec says ``output: image`` and names none makes its
+    video of the first: refused unless that is its one picture-shaped output (a mask first
+    and the picture second gave a grey video of the mask, without a word; a sweep)."""
+    pictures = [o.name for o in outputs if not not_a_picture(o.shape, spec)]
+    if pictures == [outputs[0].name]:
+        return
+    shown = ", ".join(f"'{o.name}' {list(o.shape or [])}" for o in outputs)
+    which = (
+        f"{len(pictures)} of them could be the picture" if pictures else "none looks like a picture"
+    )
+    colour = [
+        o.name
+        for o in outputs
+        if o.name in pictures and _dim((o.shape or [0] * 4)[spec.channel_axis]) == 3
+    ]
+    name = (colour or pictures or [outputs[0].name])[0]  # a colour picture, if one is
+    raise ModelLoadError(
+        f"the model's spec says output: image, and the model has {len(outputs)} outputs "
+        f"({shown}): {which}, and the video would be made of the first; name the picture "
+        f'in its sidecar: {{"output_name": "{name}"}} (ModelSpec(output_name=...) in Python)'
+    )
+
+
 def _wrapped(model_bytes: bytes, spec: ModelSpec) -> tuple[PixelGraph | None, _IO | None, str]:
     """The image model wrapped for uint8 frames with the core's inputs and outputs, or
     None and why it is not."""
@@ -352,6 +376,8 @@ class FrameModel:
             raise ModelLoadError(
                 f"model has no output {spec.output_name!r}; its outputs are {out_names}"
             )
+        if spec.output == "image" and spec.output_name is None and len(outputs) > 1:
+            _check_first_is_the_picture(outputs, spec)
         self._input_name: str = node.name
         self._output_name: str = spec.output_name or out_names[0]
         self._output_type = next(o.type for o in outputs if o.name == self._output_name)

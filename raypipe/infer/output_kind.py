@@ -125,7 +125,7 @@ def _info(value: Any) -> _Info:
     if tensor.HasField("shape"):
         shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
     type_name = onnx.helper.tensor_dtype_to_string(tensor.elem_type).removeprefix("TensorProto.")
-    return _Info(value.name, shape, f"tensor({_ONNX_TYPE_NAMES.get(type_name, type_name)})")
+    return _Info(value.name, shape, f"tensor({type_name.lower()})")  # as ONNX Runtime names it
 
 
 def not_a_picture(shape: Sequence[int | str | None] | None, spec: ModelSpec) -> bool:
@@ -154,6 +154,3 @@ def output_kind(model_bytes: bytes, spec: ModelSpec = DEFAULT_SPEC) -> OutputKin
     except Exception as e:  # onnx raises DecodeError and friends
         raise ModelLoadError(f"cannot parse the model as ONNX: {e}") from e
     return detect_output_kind(graph_io(graph)[1], spec)
-
-
-_ONNX_TYPE_NAMES = {"FLOAT": "float", "FLOAT16": "float16", "UINT8": "uint8"}

@@ -349,4 +349,29 @@ def _load_hint(error: str, data: bytes = b"") -> str:
             "; it uses an operator from a custom-op library, which raypipe does not load: "
             "export the model with standard ONNX operators"
         )
+    if "NOT_IMPLEMENTED" in error and data:
+        return _input_type_hint(data)
     return ""
+
+
+def _input_type_hint(data: bytes) -> str:
+    """Where ONNX Runtime has no kernel for the model's operators at their types: what
+    raypipe feeds, when the model's input is of another type (a float64 model failed on
+    ONNX Runtime's missing double ``Conv``, where one it loads was told what to export;
+    a sweep)."""
+    from raypipe.infer.output_kind import ELEMENT_DTYPES, graph_io
+
+    try:
+        import onnx
+
+        inputs, _ = graph_io(onnx.load_model_from_string(data).graph)
+    except Exception:  # noqa: BLE001 - ONNX Runtime's own words stand
+        return ""
+    odd = [i for i in inputs if i.type not in ELEMENT_DTYPES]
+    if not odd:
+        return ""
+    return (
+        f"; its input {odd[0].name!r} has element type {odd[0].type}, and raypipe feeds "
+        f"{', '.join(ELEMENT_DTYPES)}: export the model with a float32, float16 or uint8 "
+        "input (and weights)"
+    )

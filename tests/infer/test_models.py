@@ -713,6 +713,45 @@ def test_run_tensors_returns_every_output_or_the_named_one() -> None:
     np.testing.assert_array_equal(image.run(x, 2), x)
 
 
+def mask_then_image() -> bytes:
+    """A matting-like model: a 1-channel mask first, the 3-channel picture second."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["mask"], axes=[1], keepdims=1),
+            helper.make_node("Identity", ["input"], ["image"]),
+        ],
+        "mask_image",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 1, "H", "W"]),
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def test_output_image_of_several_outputs_must_say_which_unless_the_first_is_the_only_picture() -> (
+    None
+):
+    """``output: image`` with no ``output_name`` made the video of the first output: a
+    mask before the picture gave a grey video, without a word (a sweep)."""
+    x = frames(2, 6, 7)
+    with pytest.raises(
+        ModelLoadError,
+        match=r"^the model's spec says output: image, and the model has 2 outputs \('mask' "
+        r"\['N', 1, 'H', 'W'\], 'image' \['N', 3, 'H', 'W'\]\): 2 of them could be the "
+        r'picture, .* name the picture in its sidecar: \{"output_name": "image"\}',
+    ):
+        cpu_model(mask_then_image(), ModelSpec(output="image"))
+    named = cpu_model(mask_then_image(), ModelSpec(output="image", output_name="image"))
+    np.testing.assert_array_equal(named.run(x, 2), x)
+    # the picture first and a score beside it: no doubt which is the video (as before)
+    first = cpu_model(two_outputs(), ModelSpec(output="image"))
+    np.testing.assert_array_equal(first.run(x, 2), x)
+
+
 def test_run_tensors_with_a_fixed_batch_drops_the_padding() -> None:
     model = cpu_model(
         tiny_model("ReduceMean", in_dims=(2, 3, "H", "W"), out_dims=(2, 3), axes=[2, 3], keepdims=0)

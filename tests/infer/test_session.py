@@ -143,6 +143,30 @@ def test_garbage_bytes_raise_model_load_error_quietly(capsys: pytest.CaptureFixt
     assert capsys.readouterr().out == ""  # ORT's "EP Error ... Falling back" print is off
 
 
+def test_a_float64_model_onnx_runtime_cannot_load_is_told_what_to_export() -> None:
+    """ONNX Runtime has no double ``Conv``: its NOT_IMPLEMENTED error alone left out that
+    raypipe feeds float32, float16 or uint8 (a float64 model it loads was told; a sweep)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((3, 3, 1, 1), np.float64), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["output"])],
+        "f64",
+        [helper.make_tensor_value_info("input", TensorProto.DOUBLE, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("output", TensorProto.DOUBLE, ["N", 3, "H", "W"])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    with pytest.raises(
+        ModelLoadError,
+        match=r"^ONNX Runtime cannot load the model: .*NOT_IMPLEMENTED.*; its input 'input' has "
+        r"element type tensor\(double\), and raypipe feeds tensor\(float\), .*: export the "
+        r"model with a float32, float16 or uint8 input",
+    ):
+        create_session(model.SerializeToString(), device="cpu")
+
+
 @pytest.mark.parametrize("threads", [0, -1, 1.5, "2"])
 def test_bad_intra_op_threads(threads: object) -> None:
     with pytest.raises(ConfigError, match="intra_op_threads must be an integer >= 1 or None"):
