@@ -119,25 +119,33 @@ def test_a_prores_output_is_labelled_with_the_profile_it_holds(
     assert probed == tag
 
 
+def _shown_error(out: Path, source: Path) -> float:
+    """The mean absolute difference of the two videos' 8-bit RGB as players show them (each
+    file's own colour tags read)."""
+    import av
+
+    def rgb(path: Path) -> np.ndarray:
+        with av.open(str(path)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+    return float(np.abs(rgb(out).astype(int) - rgb(source).astype(int)).mean())
+
+
+def _four_frames(directory: Path, pix_fmt: str, colour: tuple[str, str, str, str]) -> Path:
+    spec = ClipSpec(codec="ffv1", pix_fmt=pix_fmt, colour=colour, bframes=0, gop=1,
+                    n_frames=4, width=256, height=128)  # fmt: skip
+    return make_clip(directory / "source.mkv", spec)
+
+
 def test_a_full_range_source_into_prores_is_converted_to_limited_range(tmp_path: Path) -> None:
     """ProRes holds limited range only: full-range samples went in as they were and were
     read as limited, every grey shifted (64 shown as 54) and blacks and whites clipped (a
     sweep). They are converted, as ``ffmpeg`` converts them: the pictures look the same."""
-    import av
-
-    full = ("bt709", "bt709", "bt709", "pc")
-    spec = ClipSpec(codec="ffv1", pix_fmt="yuv444p", colour=full, bframes=0, gop=1,
-                    n_frames=4, width=256, height=128)  # fmt: skip
-    source = make_clip(tmp_path / "full.mkv", spec)
+    source = _four_frames(tmp_path, "yuv444p", ("bt709", "bt709", "bt709", "pc"))
     out = tmp_path / "out.mov"
     run_in_process(source, out, "builtin:identity", 2, EncodeConfig(codec="prores_ks"))
     assert ffprobe_video(out).range == "tv"
-
-    def rgb(path: Path) -> np.ndarray:  # as players show it: the file's tags read
-        with av.open(str(path)) as c:
-            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-
-    error = np.abs(rgb(out).astype(int) - rgb(source).astype(int)).mean()
+    error = _shown_error(out, source)
     assert error < 2.0, error  # full-range samples read as limited: about 10
 
 
@@ -146,19 +154,9 @@ def test_a_bt601_source_into_dnxhr_is_converted_to_bt709(tmp_path: Path) -> None
     BT.709, whatever the container says: a standard-definition source's BT.601 samples
     went in as they were and showed with BT.709's, every colour shifted (a sweep). They
     are converted to BT.709: the pictures look the same."""
-    import av
-
-    sd = ("smpte170m", "smpte170m", "smpte170m", "tv")
-    spec = ClipSpec(codec="ffv1", pix_fmt="yuv422p10le", colour=sd, bframes=0, gop=1,
-                    n_frames=4, width=256, height=128)  # fmt: skip
-    source = make_clip(tmp_path / "sd.mkv", spec)
+    source = _four_frames(tmp_path, "yuv422p10le", ("smpte170m", "smpte170m", "smpte170m", "tv"))
     out = tmp_path / "out.mov"
     run_in_process(source, out, "builtin:identity", 2, EncodeConfig(codec="dnxhd"))
     assert ffprobe_video(out).matrix == "bt709"
-
-    def rgb(path: Path) -> np.ndarray:  # as players show it: the file's matrix read
-        with av.open(str(path)) as c:
-            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-
-    error = np.abs(rgb(out).astype(int) - rgb(source).astype(int)).mean()
+    error = _shown_error(out, source)
     assert error < 2.0, error  # BT.601 samples read as BT.709: about 9
