@@ -209,6 +209,12 @@ nothing on the terminal (its reason only in the driver's log file; a sweep)."""
 _WATCH_EVERY_S = 1.0
 
 
+_watched: list[tuple[Callable[[], object], str]] = []
+"""What the watch of :func:`command_ends_if_cluster_lost` does before it ends the process:
+each block's ``cleanup`` and ``stops``, the outermost first (``raypipe serve``'s, then its
+run's)."""
+
+
 @contextmanager
 def command_ends_if_cluster_lost(
     cleanup: Callable[[], object] = lambda: None,
@@ -220,12 +226,23 @@ def command_ends_if_cluster_lost(
     cluster's GCS has refused connections for :data:`CLUSTER_LOST_S`: its head went away.
     No Ray call can end the run cleanly then (each waits for the GCS), so the watch ends
     the process from its thread, as Ray would a minute later. A library caller's process
-    (a notebook's) is never ended here: Ray's own rule stands."""
+    (a notebook's) is never ended here: Ray's own rule stands. A block inside another (a
+    run in ``raypipe serve``) adds its ``cleanup`` and ``stops`` to the watch already
+    there; the line goes to the process's own stderr (a served run's is the command's:
+    the service ended without a word, a sweep)."""
+    entry = (cleanup, stops)
+    if _watched:
+        _watched.append(entry)
+        try:
+            yield
+        finally:
+            _watched.remove(entry)
+        return
     given = _remote_address  # the user's spelling, for the message
     address = ray.get_runtime_context().gcs_address if ray.is_initialized() else ""
     local = _local_ray is not None and _local_ray[0] == address
-    if not address or local or not given or given.startswith("ray://") or not in_command():
-        yield  # a Ray client's driver runs on the cluster: its GCS may not be reachable here
+    if not address or local or not given or not in_command():
+        yield
         return
     host, _, port = address.rpartition(":")
     try:  # one that does not answer now is not watched (a GCS this machine cannot reach)
@@ -247,25 +264,31 @@ def command_ends_if_cluster_lost(
                 if time.monotonic() - lost_since < CLUSTER_LOST_S or stop.is_set():
                     continue
                 reason = e
+            blocks = list(reversed(_watched))  # the innermost first
+            terminal = sys.__stderr__ or sys.stderr
             print(
-                "\r\x1b[K" if sys.stderr.isatty() else "",  # over a progress line's start
+                "\r\x1b[K" if terminal.isatty() else "",  # over a progress line's start
                 f"raypipe: error: ClusterError: the Ray cluster at {given} stopped "
-                f"answering ({reason}) for {CLUSTER_LOST_S:.0f} s: its head is gone; " + stops,
+                f"answering ({reason}) for {CLUSTER_LOST_S:.0f} s: its head is gone; "
+                + "; ".join(what for _, what in blocks),
                 sep="",
-                file=sys.stderr,
+                file=terminal,
                 flush=True,
             )
-            with contextlib.suppress(Exception):
-                cleanup()
+            for clean, _ in blocks:
+                with contextlib.suppress(Exception):
+                    clean()
             storage.remove_held_locks()  # the output's, OUTPUT_DIR's: no unwinding below
             os._exit(1)
 
+    _watched.append(entry)
     watcher = threading.Thread(target=watch, name="raypipe-cluster-watch", daemon=True)
     watcher.start()
     try:
         yield
     finally:
         stop.set()
+        _watched.remove(entry)
 
 
 def _connect(host: str, port: str, *, timeout: float) -> None:

@@ -8,10 +8,12 @@ has the video assembled (:mod:`raypipe.distributed.assembly`) when the last is i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from raypipe import storage
@@ -164,6 +166,21 @@ def _run_video(
         progress.stop()  # after close(): nothing; on an error, the error's line comes next
 
 
+_output_written: list[Callable[[RunStats], None]] = []
+
+
+@contextlib.contextmanager
+def when_output_written(hook: Callable[[RunStats], None]) -> Iterator[None]:
+    """Inside, :func:`process_video` calls ``hook`` with the run's stats as soon as its
+    output is in place, before it returns: ``raypipe serve`` takes a cancel that comes
+    after that as too late (the run stands), not as one that leaves no output."""
+    _output_written.append(hook)
+    try:
+        yield
+    finally:
+        _output_written.remove(hook)
+
+
 def _warn_left(input: str, work_dir: str, left: int) -> None:
     """Say that ``left`` files of a stopped run's work folder could not be removed."""
     if left:
@@ -212,7 +229,6 @@ def _process(
     results.close()
     if not result.ok:
         raise error_of(result)
-    progress.close(f"{os.path.basename(input)}: {result.frames_out} frames -> {output}")
     # an analysis run's output is the folder given (its video's partition inside: read
     # alone, one part file lost the video_id column the folder's hive path gives)
     # OUTPUT/video_id=ID/part-0.parquet (table_output): OUTPUT
@@ -226,6 +242,9 @@ def _process(
         "in_driver": result.assembly_pid == os.getpid(),
     }
     stats.wall_seconds = time.monotonic() - started
+    for hook in _output_written:
+        hook(stats)
+    progress.close(f"{os.path.basename(input)}: {result.frames_out} frames -> {output}")
     if cfg.stats_path:
         stats.write(cfg.stats_path)
     return stats

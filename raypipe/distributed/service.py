@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import dataclasses
 import io
 import itertools
 import logging
@@ -289,6 +290,14 @@ class _Run:
         self._lock = threading.Lock()
         self.finished = threading.Event()
         self.why_stopped = ""  # set by the watcher: what its interrupt means
+        self.written: Any = None  # the run's stats once its output is in place
+        self._cancelling = threading.Lock()  # a cancel, or the output put in place
+
+    def output_written(self, stats: Any) -> None:
+        """The run's output is in place (:func:`~raypipe.distributed.pipeline.
+        when_output_written`): a cancel from now on is too late, and the run stands."""
+        with self._cancelling:
+            self.written = stats
 
     def post(self, kind: str, payload: Any) -> None:
         with self._lock:  # numbers in the order the events happened
@@ -301,9 +310,12 @@ class _Run:
             except Exception:  # noqa: BLE001 - the mailbox is gone: the service is ending
                 return
             if hit and not self.finished.is_set():
-                self.why_stopped = hit
-                CANCELLING.set()  # what the KeyboardInterrupt below is: not Ctrl-C
-                _thread.interrupt_main()
+                with self._cancelling:
+                    if self.written is not None:  # too late: the output is in place (a
+                        return  # Ctrl-C as the run ended left it, called cancelled: a sweep)
+                    self.why_stopped = hit
+                    CANCELLING.set()  # what the KeyboardInterrupt below is: not Ctrl-C
+                    _thread.interrupt_main()
                 return
 
 
@@ -311,7 +323,7 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> str:
     """Run one handed-over video; post its events; return how it ended (for the log line).
     A run that completed has the processes for the next one started
     (:func:`~raypipe.distributed.prestart.start_for_next_run`)."""
-    from raypipe.distributed.pipeline import process_video
+    from raypipe.distributed.pipeline import process_video, when_output_written
 
     run = _Run(mailbox, run_id)
     watcher = threading.Thread(target=run.watch, name=WATCHER_PREFIX + run_id, daemon=True)
@@ -322,8 +334,10 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> str:
     started = time.monotonic()
     try:
         try:
-            with contextlib.redirect_stderr(_Forward(run.post, tty=bool(request.get("tty")))):
-                stats = process_video(request["input"], request["output"], **request["options"])
+            options = _in_commands_folder(request)
+            forward = _Forward(run.post, tty=bool(request.get("tty")))
+            with contextlib.redirect_stderr(forward), when_output_written(run.output_written):
+                stats = process_video(request["input"], request["output"], **options)
         finally:
             run.finished.set()
             logger.removeHandler(handler)
@@ -335,6 +349,9 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> str:
             run.post("error", {"type": "ClusterError", "message": "the raypipe service stopped"})
             raise
         CANCELLING.clear()
+        if run.written is not None:  # the interrupt came as the output was put in place
+            run.post("done", stats_summary(run.written))
+            return "done (a cancel came as it ended)"
         if run.why_stopped == "abandoned":  # posted for a command that was only suspended
             message = (
                 f"the raypipe service cancelled the run: this command asked for no news of "
@@ -353,6 +370,19 @@ def run_one(mailbox: Any, run_id: str, request: dict[str, Any]) -> str:
                  "detail": traceback.format_exc()}  # fmt: skip
         run.post("error", error)
         return f"failed (unexpected): {type(e).__name__}: {one_line(e)}"
+
+
+def _in_commands_folder(request: dict[str, Any]) -> dict[str, Any]:
+    """The run's options with its processor's relative paths (``ctx.session("m.onnx")``)
+    taken in the command's working directory, which ``raypipe run`` does for a run of its
+    own; in the service they were looked for in the service's (a sweep)."""
+    options = dict(request["options"])
+    if options.get("processor") is not None and request.get("cwd"):
+        from raypipe.infer.processor_refs import processor_ref
+
+        ref = processor_ref(options["processor"])
+        options["processor"] = dataclasses.replace(ref, base_dir=str(request["cwd"]))
+    return options
 
 
 WARM_UP_FRAMES, WARM_UP_CHUNK = 16, 8
@@ -397,7 +427,7 @@ def serve(
     Raises :class:`ClusterError` when another service runs there."""
     from raypipe.config import RuntimeConfig
     from raypipe.distributed import pipeline  # noqa: F401 - imported once, before any run
-    from raypipe.distributed.cluster import connect
+    from raypipe.distributed.cluster import command_ends_if_cluster_lost, connect
 
     stream = stream or sys.stderr
     connect(RuntimeConfig(address=address), verbose=verbose)
@@ -417,36 +447,38 @@ def serve(
         flush=True,
     )
     done = 0
-    while True:
-        try:
-            if done == max_runs:  # from now on, serve what is queued only
-                ray.get(mailbox.close.remote())
-            item = ray.get(mailbox.take.remote(0.0 if done >= max_runs else POLL_S * 5))
-        except ray.exceptions.RayActorError as e:
-            raise _mailbox_lost(address, e) from e
-        if item is None:
-            if done >= max_runs:
-                print(f"raypipe: restarting after {done} runs", file=stream, flush=True)
-                for thread in threading.enumerate():  # no Ray call may outlive Ray's shutdown
-                    if thread.name.startswith(WATCHER_PREFIX):
-                        thread.join()
-                return
-            continue
-        run_id, request = item
-        if request is None:
-            print(f"raypipe: {run_id}: dropped before it started: its command stopped "
-                  "following it (killed?)", file=stream, flush=True)  # fmt: skip
-            continue
-        print(f"raypipe: {run_id}: {request['input']} -> {request['output']}", file=stream)
-        try:
-            ended = run_one(mailbox, run_id, request)
-        except KeyboardInterrupt:
-            if not CANCELLING.is_set():
-                raise
-            CANCELLING.clear()  # a cancel that came as the run ended: the run stands
-            ended = "done (a cancel came as it ended)"
-        print(f"raypipe: {run_id}: {ended}", file=stream, flush=True)
-        done += 1
+    lost = "raypipe serve stops: start it again once the cluster is back"
+    with command_ends_if_cluster_lost(stops=lost):  # its GCS gone: one line, status 1
+        while True:
+            try:
+                if done == max_runs:  # from now on, serve what is queued only
+                    ray.get(mailbox.close.remote())
+                item = ray.get(mailbox.take.remote(0.0 if done >= max_runs else POLL_S * 5))
+            except ray.exceptions.RayActorError as e:
+                raise _mailbox_lost(address, e) from e
+            if item is None:
+                if done >= max_runs:
+                    print(f"raypipe: restarting after {done} runs", file=stream, flush=True)
+                    for thread in threading.enumerate():  # no Ray call may outlive its
+                        if thread.name.startswith(WATCHER_PREFIX):  # shutdown
+                            thread.join()
+                    return
+                continue
+            run_id, request = item
+            if request is None:
+                print(f"raypipe: {run_id}: dropped before it started: its command stopped "
+                      "following it (killed?)", file=stream, flush=True)  # fmt: skip
+                continue
+            print(f"raypipe: {run_id}: {request['input']} -> {request['output']}", file=stream)
+            try:
+                ended = run_one(mailbox, run_id, request)
+            except KeyboardInterrupt:
+                if not CANCELLING.is_set():
+                    raise
+                CANCELLING.clear()  # a cancel that came as the run ended: the run stands
+                ended = "done (a cancel came as it ended)"
+            print(f"raypipe: {run_id}: {ended}", file=stream, flush=True)
+            done += 1
 
 
 def _mailbox_lost(address: str, error: Exception) -> ClusterError:
@@ -601,6 +633,7 @@ def hand_over(
         "output": _absolute(output),
         "options": options,
         "tty": bool(getattr(stream, "isatty", lambda: False)()),
+        "cwd": os.getcwd(),  # where a processor's ctx.session("m.onnx") looks
     }
     try:  # no timeout: a request the service took must not run here too
         run_id, ahead = ray.get(mailbox.submit.remote(request))
@@ -628,6 +661,12 @@ def hand_over(
             with contextlib.suppress(Exception):
                 events = ray.get(mailbox.events.remote(run_id, since, POLL_S))
                 since += len(events)
+                done = [payload for kind, payload in events if kind == "done"]
+                if done:  # it had written its output: the run stands (it was called
+                    # interrupted, its output left in place; a sweep)
+                    print("raypipe: the run had ended when the interrupt came; its output "
+                          "stands", file=stream, flush=True)  # fmt: skip
+                    return dict(done[0])
                 if any(kind in TERMINAL for kind, _ in events):
                     break
         raise

@@ -344,6 +344,38 @@ def test_relative_paths_on_a_running_cluster_land_where_the_command_runs(
         assert_exact(tmp_path / "videos" / "a.mp4", tmp_path / out / "a.mp4", MODEL)
 
 
+PROCESSOR = """
+import raypipe
+
+
+class Inverted(raypipe.Processor):
+    def setup(self, ctx):
+        self.session = ctx.session("m.onnx")  # relative: the command's working directory
+
+    def __call__(self, frames):
+        return 255 - frames
+"""
+
+
+def test_a_processors_relative_model_path_is_the_commands_in_a_served_run(
+    served: Service, tmp_path: Path
+) -> None:
+    """``ctx.session("m.onnx")`` in a processor looks in the folder the run was started
+    from: a run handed to the service looked in the service's and failed with
+    ModelNotFoundError, where the same command with ``--no-service`` ran (a sweep)."""
+    served.settled()
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=12))
+    (tmp_path / "proc.py").write_text(PROCESSOR)
+    export = subprocess.run([*RAYPIPE, "model", "export", "builtin:invert", "m.onnx"],
+                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    done = served.run("in.mp4", "out.mp4", "--processor", "proc.py:Inverted",
+                      *lossless_cli_args(), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "raypipe: handed to the raypipe service" in done.stderr
+    assert_exact(tmp_path / "in.mp4", tmp_path / "out.mp4", MODEL)
+
+
 def test_sigterm_stops_the_service_in_one_line(served: Service) -> None:
     """It stops the service the tests above share (the test after it starts its own).
     SIGTERM (``kill``, a container's or a pod's stop) stops it as Ctrl-C does, said in one
