@@ -77,6 +77,8 @@ def _other_packets(
     (in ``video_time_base``) close, before anything decodes it (:func:`_closed_packets`)."""
     packets = whole_packets(source, [source.streams[j] for j in copied])
     one_at_a_time = _OneCueAtATime()
+    undecodable: dict[int, int] = {}  # source index -> its packets that did not decode
+    decoded: set[int] = set()  # source indexes of which a frame decoded
     for packet in _closed_packets(packets, jumps, video_time_base) if jumps else packets:
         index = packet.stream.index
         stream = copied[index]
@@ -85,7 +87,13 @@ def _other_packets(
             if new is not None:
                 yield from one_at_a_time.cue(new, stream, index)
         elif index in reencoded:
-            for frame in packet.decode():  # the demuxer's last, empty packet flushes
+            try:
+                frames = packet.decode()  # the demuxer's last, empty packet flushes
+            except av.error.FFmpegError:  # a damaged packet: left out, as ffmpeg leaves it
+                undecodable[index] = undecodable.get(index, 0) + 1
+                continue
+            for frame in frames:
+                decoded.add(index)
                 yield from ((new, stream) for new in stream.encode(frame))
         elif packet.size:
             yield packet, stream
@@ -93,6 +101,15 @@ def _other_packets(
     for index in reencoded:
         if copied[index].type == "audio":
             yield from ((new, copied[index]) for new in copied[index].encode(None))
+    for index, count in undecodable.items():
+        log.warning(
+            "audio stream %d: %s did not decode (damaged?) and %s left out of its re-encoded "
+            "sound, as ffmpeg leaves them%s; .mkv copies the stream as it is",
+            index,
+            counted(count, "packet"),
+            "is" if count == 1 else "are",
+            "" if index in decoded else ": none decoded, so the output has none of its sound",
+        )
 
 
 class _OneCueAtATime:
@@ -889,13 +906,21 @@ _NOT_READ_BACK = {
     ("mov", "vorbis"): _NO_MP4_VORBIS,
     ("mp4", "dvdsub"): "FFmpeg writes a DVD's picture subtitles into MP4 in a private form "
     "('mp4s') that players do not show",
+    **{
+        ("avi", codec): "AVI times it by bytes or by fixed-size frames, which this codec's "
+        "packets are not: the sound plays squeezed into a fraction of a second, or does not "
+        "decode"
+        for codec in ("flac", "vorbis", "dca", "eac3", "truehd", "opus", "alac")  # dca: DTS
+    },
 }  # fmt: skip
 """(output format, codec name prefix) -> why a stream-copy that FFmpeg's muxer writes is
 still re-encoded: the file would not play where a user opens it. A camera's or screen
 recorder's PCM into MP4, an Ogg or older WebM video's Vorbis into MP4 or MOV (``ffmpeg``'s
 own default for both is AAC as well); MOV and MKV keep PCM as it is, MKV Vorbis. A DVD's
 subtitles into MP4 (the copy said nothing; a sweep) are left out, with the warning of
-subtitles a container cannot hold."""
+subtitles a container cannot hold. FLAC, Vorbis, DTS, E-AC-3 (TrueHD, Opus, ALAC) into AVI,
+which FFmpeg's muxer takes: the copy's sound lasted 0.04-0.5 s of 2, or FLAC's decode
+failed at every packet (a sweep); they get AVI's MP3."""
 
 
 def _not_read_back(fmt: str, stream: Any) -> str:

@@ -307,3 +307,58 @@ def test_the_output_keeps_the_sources_stream_order(tmp_path: Path, suffix: str) 
     )  # fmt: skip
     assert shown.stdout.split() == ["audio", "video"]
     assert_exact(source, out, "builtin:invert")
+
+
+def _flac_clip(path: Path, audio: str = "flac") -> Path:
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=2",
+         "-f", "lavfi", "-i", "sine=f=440:d=2:sample_rate=48000", "-c:v", "libx264", "-g", "25",
+         "-c:a", audio, *(["-strict", "-2"] if audio == "dca" else []), str(path)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("audio", ["flac", "libvorbis", "dca", "eac3"])
+def test_audio_avi_times_wrongly_is_reencoded_for_avi(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, audio: str
+) -> None:
+    """FFmpeg's AVI muxer takes FLAC, Vorbis, DTS and E-AC-3 packets and times them by
+    bytes or by fixed frames: the copy's 2 s of sound lasted 0.04-0.5 s, or (FLAC) failed
+    to decode at every packet, and the run said nothing (a sweep). They become AVI's MP3."""
+    source = _flac_clip(tmp_path / "in.mkv", audio)
+    out = tmp_path / "out.avi"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        run_in_process(source, out, "builtin:invert", 25, EncodeConfig())
+    assert [s.codec for s in ffprobe_video(out).streams if s.kind == "audio"] == ["mp3"]
+    assert "cannot go into a avi file as it is" in caplog.text
+    assert "AVI times it by bytes or by fixed-size frames" in caplog.text
+    _, rate, samples = decoded_audio(out, 0)
+    assert len(samples) / rate == pytest.approx(2.0, abs=0.1)  # the copy's: 0.04-0.5 s
+    loudness = np.sqrt(np.mean(samples**2)) / np.sqrt(np.mean(decoded_audio(source, 0)[2] ** 2))
+    assert 0.7 < loudness < 1.4, loudness  # the tone, not silence (AVI keeps no encoder delay)
+    assert ffmpeg_decode_errors(out) == ""
+
+
+def test_a_damaged_audio_packet_is_left_out_of_a_reencode_not_the_output(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One FLAC packet that does not decode, its sound re-encoded for MOV: the whole run
+    failed at assembly, after every frame was processed, with a MuxError that named
+    neither the stream nor a way out; ``ffmpeg`` leaves the packet out (a sweep)."""
+    source = _flac_clip(tmp_path / "in.mkv")
+    with av.open(str(source)) as container:
+        audio = container.streams.audio[0]
+        positions = [p.pos for p in container.demux(audio) if p.size]
+    data = bytearray(source.read_bytes())
+    at = positions[10] + 20  # inside the 11th audio packet
+    data[at : at + 200] = b"\xff" * 200
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out.mov"
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        run_in_process(damaged, out, "builtin:invert", 25, EncodeConfig())
+    assert [s.codec for s in ffprobe_video(out).streams if s.kind == "audio"] == ["aac"]
+    assert "audio stream 1: 1 packet did not decode (damaged?) and is left out" in caplog.text
+    _, rate, samples = decoded_audio(out, 0)
+    assert len(samples) / rate == pytest.approx(2.0, abs=0.15)
