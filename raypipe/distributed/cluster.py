@@ -61,6 +61,13 @@ a preload there gains nothing. Best effort: a module a worker cannot import is l
 its log file and the worker goes on."""
 
 
+_connecting = threading.Lock()
+"""Held while :func:`connect` connects: runs started from several threads at once (a
+notebook's thread pool) each started a local Ray, and the one that lost the race stopped
+the other's processes; the survivor's next call had Ray start a default one, listening
+beyond the loopback (a sweep). The later calls now find the first one's Ray."""
+
+
 def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     """Use the Ray Ray is connected to, else ``address``/``RAY_ADDRESS``, else start a local one.
 
@@ -68,8 +75,13 @@ def connect(runtime: RuntimeConfig, *, verbose: bool = False) -> bool:
     (``log_to_driver``), unless ``verbose`` (:mod:`raypipe.distributed.ray_logs`). The
     local Ray listens on the loopback address only and has token authentication on
     (:func:`start_local`). Returns whether this call started Ray (so the caller may shut
-    it down).
+    it down). One thread at a time (:data:`_connecting`).
     """
+    with _connecting:
+        return _connect_once(runtime, verbose=verbose)
+
+
+def _connect_once(runtime: RuntimeConfig, *, verbose: bool) -> bool:
     global _lines_to_driver, _remote_address
     if ray.util.client.ray.is_connected():  # a notebook's own ray.init("ray://...")
         raise ClusterError(ray_client_refused(""))

@@ -25,6 +25,7 @@ from raypipe.distributed.cluster import (  # noqa: E402
     RAYLET_CONFIG,
     connect,
 )
+from raypipe.testing import ClipSpec, make_clip  # noqa: E402
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "cluster" / "Dockerfile"
 
@@ -328,6 +329,45 @@ def test_ctrl_c_inside_ray_init_is_taken_after_it_and_ray_starts_again(tmp_path:
                               capture_output=True, text=True, timeout=180)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr[-3000:]
         assert done.stdout.splitlines() == ["interrupted; connected: False", "answer 42"]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+RUNS_IN_THREADS = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import ray
+import raypipe
+
+def run(i):
+    return raypipe.process_video(f"in{i}.mp4", f"out{i}.mp4", model="builtin:invert",
+                                 quiet=True).frames
+
+with ThreadPoolExecutor(2) as pool:
+    print(list(pool.map(run, [1, 2])))
+print(ray.get_runtime_context().gcs_address.rsplit(":", 1)[0])
+"""
+
+
+def test_runs_started_from_two_threads_at_once_share_one_local_ray(tmp_path: Path) -> None:
+    """A notebook's thread pool: each run started a local Ray, the one that lost the race
+    stopped the other's processes and failed ("ray.init twice"; "a busy machine: try
+    again"), and the other's next call had Ray start a default one, beyond the loopback
+    (a sweep). One connects at a time: the second finds the first's Ray."""
+    import tempfile
+
+    for i in (1, 2):
+        make_clip(tmp_path / f"in{i}.mp4", ClipSpec(n_frames=12, width=96, height=64))
+    ray_tmp = tempfile.mkdtemp(prefix="rpthr", dir="/tmp")  # short: Ray's socket paths
+    try:
+        env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+        done = subprocess.run([sys.executable, "-c", RUNS_IN_THREADS], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=240)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        assert done.stdout.splitlines() == ["[12, 12]", "127.0.0.1"], done.stdout
+        sessions = [p for p in Path(ray_tmp, "ray").iterdir() if p.name.startswith("session_2")]
+        assert len(sessions) == 1, sessions  # one Ray, not one a run
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
