@@ -31,6 +31,7 @@ from raypipe.distributed.chunk_task import (
     is_work,
     output_of,
     remove_work,
+    work_root,
 )
 from raypipe.errors import EncodeError, StorageError, one_line
 from raypipe.media.decode import decode_chunk
@@ -38,6 +39,7 @@ from raypipe.media.encode import encode_segment
 from raypipe.media.plan import Chunk
 from raypipe.media.probe import VideoInfo
 from raypipe.media.retime import doubled_timing
+from raypipe.media.source import is_local
 from raypipe.media.yuv import YuvRule
 from raypipe.recycle import RecycledArrays, keep_freed_memory
 
@@ -276,8 +278,10 @@ def encode_stage(row: Row, *, config: EncodeConfig, threads: int = 0) -> Row:
     return out
 
 
-def _store(task: ChunkTask, data: bytes) -> int:
+def _store(task: ChunkTask, data: bytes, *, video: bool = True) -> int:
     """Write a chunk's segment to its work directory, atomically; returns its size.
+    A video's output folder must still be there (an analysis table's partition folder is
+    made with its work directory: ``video`` false).
 
     A run's folder (:data:`RUN_DIR_PREFIX`) whose record is gone once the segment is
     written was removed while this chunk was being made, by its run, which stopped
@@ -287,6 +291,13 @@ def _store(task: ChunkTask, data: bytes) -> int:
     finish their chunk; a sweep)."""
     from raypipe import storage
 
+    beside = storage.split(work_root(task.work_dir))[0]  # the output's folder
+    # removed: not made again (it was, with every folder above it, left behind; a sweep)
+    if video and is_local(beside) and not storage.exists(beside):
+        raise StorageError(
+            f"the output's folder {beside} was removed while chunk {task.chunk.index} was "
+            "being made; its segment was not kept"
+        )
     storage.makedirs(task.work_dir)  # (a no-op on object stores)
     storage.write_bytes(task.segment_uri, data)
     if storage.split(task.work_dir)[1].startswith(RUN_DIR_PREFIX) and not storage.exists(
@@ -309,7 +320,9 @@ def store_stage(row: Row) -> Row:
     out["segment_bytes"] = 0
     if is_work(row):
         try:
-            out["segment_bytes"] = _store(ChunkTask.from_row(row), bytes(row["segment"]))
+            out["segment_bytes"] = _store(
+                ChunkTask.from_row(row), bytes(row["segment"]), video=False
+            )
         except Exception as e:  # noqa: BLE001 - becomes the video's typed error row
             out.update(error_fields(e))
     out.update(  # the fields of every chunk's record, as the encode's (the report's lanes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -153,3 +154,32 @@ def test_a_segment_that_lands_after_its_run_stopped_is_not_kept(tmp_path: Path) 
     # a whole work directory (raypipe.data's write_videos) has no record, and keeps it
     whole = ChunkTask.from_row({**task.to_row(), "work_dir": work_dir_for(out)})
     assert _store(whole, b"segment") == 7
+
+
+def test_a_segment_whose_output_folder_was_removed_does_not_make_it_again(
+    tmp_path: Path,
+) -> None:
+    """The output's folder removed while a chunk was being made: the segment's write made
+    it again, with every folder above it, and left it behind, empty, after the run failed
+    (or, removed before the first chunk, the run wrote its output there; a sweep). The
+    chunk fails, naming the folder, and nothing is made."""
+    from raypipe.distributed.stages import _store
+    from raypipe.errors import StorageError
+    from raypipe.reuse import Provenance
+
+    out = str(tmp_path / "sub" / "v.mp4")
+    folder = run_dir_for(out, Provenance(key="A", source="1"))
+    chunk = Chunk(video_id="v", index=2, start_pts=0, end_pts=1, n_frames=1, seek_pts=None,
+                  last_pts=0)  # fmt: skip
+    task = ChunkTask(
+        uri="v.mp4", chunk=chunk, stream_index=0, width=2, height=2, time_base=Fraction(1),
+        rate=Fraction(0), picture=PictureFormat(coded_width=2, coded_height=2), work_dir=folder,
+    )  # fmt: skip
+    Path(folder).mkdir(parents=True)
+    (Path(folder) / RUN_FILE).write_text("{}")
+    assert _store(task, b"segment") == 7
+    shutil.rmtree(tmp_path / "sub")  # the user's rm -r
+    gone = rf"^the output's folder {tmp_path}/sub was removed while chunk 2 was being made"
+    with pytest.raises(StorageError, match=gone):
+        _store(task, b"segment")
+    assert list(tmp_path.iterdir()) == []
