@@ -295,6 +295,35 @@ def test_a_second_run_on_an_output_being_written_fails_at_once(
             pass
 
 
+def test_a_second_analysis_run_of_a_video_into_one_table_folder_fails_at_once(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str], no_ray: None
+) -> None:
+    """Two analysis runs of one video into one OUTPUT at once both said done, and one's
+    table was the other's (a sweep). A lock in OUTPUT named for the video holds it; another
+    video's run into the same OUTPUT goes on; OUTPUT, made for the lock, goes with it."""
+    import os
+
+    from raypipe.distributed.chunk_task import LOCK_SUFFIX, output_held
+    from raypipe.distributed.setup import table_output
+
+    table = tmp_path / "table"
+    mine = table_output(str(table), str(clips["ntsc"]))
+    partition = Path(mine).parent.name
+    with output_held(mine, tensor=True):
+        assert [p.name for p in table.iterdir()] == [f".{partition}{LOCK_SUFFIX}"]
+        assert main(["run", str(clips["ntsc"]), str(table), "--model", "builtin:phash",
+                     "--quiet"]) == 1  # fmt: skip
+        assert capsys.readouterr().err.strip() == (
+            f"raypipe: error: ConfigError: the table of this video in '{table}' is being "
+            f"written by another raypipe run (pid {os.getpid()} on {os.uname().nodename}); "
+            "wait for it to end, or give this run another output"
+        )
+        other = table_output(str(table), "other.mp4")
+        with output_held(other, tensor=True):  # another video's table: not held
+            pass
+    assert list(tmp_path.iterdir()) == [], "OUTPUT, made for the lock, is removed empty"
+
+
 def test_bad_option_values(
     tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -96,20 +96,36 @@ it (as long a name as the work folder's, ``.NAME.raypipe-work``)."""
 
 @contextlib.contextmanager
 def output_held(output: str, *, tensor: bool) -> Iterator[None]:
-    """Hold a local video ``output`` for this run: a second run on it fails at once, naming
-    the first. Two runs on one output shared its work folder, and the first to end removed
-    it under the other, which failed with "the work folder ... was removed" and a wrong
-    guess at why. Object stores and analysis tables (a folder per video) hold no lock."""
-    if tensor or not is_local(output):
+    """Hold a local ``output`` for this run: a second run on it fails at once, naming the
+    first. Two runs on one output shared its work folder, and the first to end removed it
+    under the other, which failed with "the work folder ... was removed" and a wrong guess
+    at why. An analysis table (``tensor``: ``OUTPUT/video_id=ID/part-0.parquet``) is held
+    by a lock in OUTPUT named for its video, ``.video_id=ID.raypipe-lock`` (hidden:
+    Parquet readers skip it): two runs of one video into one OUTPUT both said done, and
+    one table was the other's (a sweep); other videos' runs into it go on. OUTPUT is made
+    for it, and removed after if it is left empty. Object stores hold no lock."""
+    if not is_local(output):
         yield
         return
     folder, name = os.path.split(local_path(output))
+    shown = f"output '{output}'"
+    if tensor:  # the lock beside the video's partition folder, in OUTPUT
+        folder, name = os.path.split(folder)
+        shown = f"the table of this video in '{folder}'"
     busy = (
-        f"output '{output}' is being written by another raypipe run ({{who}}); wait for it "
-        "to end, or give this run another output"
+        f"{shown} is being written by another raypipe run ({{who}}); wait for it to end, or "
+        "give this run another output"
     )
-    with storage.held(os.path.join(folder, f".{name}{LOCK_SUFFIX}"), busy):
-        yield
+    made = tensor and not os.path.isdir(folder)
+    if made:
+        os.makedirs(folder, exist_ok=True)
+    try:
+        with storage.held(os.path.join(folder, f".{name}{LOCK_SUFFIX}"), busy):
+            yield
+    finally:
+        if made:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only where the run left it empty (it failed)
 
 
 def remove_work(work_dir: str) -> int:
