@@ -122,6 +122,25 @@ def test_segments_of_the_layout_before_run_folders_are_removed_with_their_note(
     assert [p.name for p in root.iterdir()] == [Path(own).name]  # its own folder alone
 
 
+def _stored_chunk(out: str, index: int) -> ChunkTask:
+    """Chunk ``index`` of a video whose output is ``out``, its segment stored in its run's
+    folder (made, with its record)."""
+    from raypipe.distributed.stages import _store
+    from raypipe.reuse import Provenance
+
+    folder = run_dir_for(out, Provenance(key="A", source="1"))
+    chunk = Chunk(video_id="v", index=index, start_pts=0, end_pts=1, n_frames=1,
+                  seek_pts=None, last_pts=0)  # fmt: skip
+    task = ChunkTask(
+        uri="v.mp4", chunk=chunk, stream_index=0, width=2, height=2, time_base=Fraction(1),
+        rate=Fraction(0), picture=PictureFormat(coded_width=2, coded_height=2), work_dir=folder,
+    )  # fmt: skip
+    Path(folder).mkdir(parents=True)
+    (Path(folder) / RUN_FILE).write_text("{}")
+    assert _store(task, b"segment") == 7
+    return task
+
+
 def test_a_segment_that_lands_after_its_run_stopped_is_not_kept(tmp_path: Path) -> None:
     """A library caller's failed or interrupted ``process_video`` removed its run's folder,
     then an actor finished the chunk it had and wrote its segment into the folder, made
@@ -130,19 +149,10 @@ def test_a_segment_that_lands_after_its_run_stopped_is_not_kept(tmp_path: Path) 
     there is kept."""
     from raypipe.distributed.stages import _store
     from raypipe.errors import StorageError
-    from raypipe.reuse import Provenance
 
     out = str(tmp_path / "v.mp4")
-    folder = run_dir_for(out, Provenance(key="A", source="1"))
-    chunk = Chunk(video_id="v", index=4, start_pts=0, end_pts=1, n_frames=1, seek_pts=None,
-                  last_pts=0)  # fmt: skip
-    task = ChunkTask(
-        uri="v.mp4", chunk=chunk, stream_index=0, width=2, height=2, time_base=Fraction(1),
-        rate=Fraction(0), picture=PictureFormat(coded_width=2, coded_height=2), work_dir=folder,
-    )  # fmt: skip
-    Path(folder).mkdir(parents=True)
-    (Path(folder) / RUN_FILE).write_text("{}")
-    assert _store(task, b"segment") == 7
+    task = _stored_chunk(out, 4)
+    folder = task.work_dir
     assert Path(task.segment_uri).read_bytes() == b"segment"
     remove_work(folder)  # the run stops
     gone = (r"the work folder .* was removed while chunk 4 was being made \(the run stopped, "
@@ -165,19 +175,8 @@ def test_a_segment_whose_output_folder_was_removed_does_not_make_it_again(
     chunk fails, naming the folder, and nothing is made."""
     from raypipe.distributed.stages import _store
     from raypipe.errors import StorageError
-    from raypipe.reuse import Provenance
 
-    out = str(tmp_path / "sub" / "v.mp4")
-    folder = run_dir_for(out, Provenance(key="A", source="1"))
-    chunk = Chunk(video_id="v", index=2, start_pts=0, end_pts=1, n_frames=1, seek_pts=None,
-                  last_pts=0)  # fmt: skip
-    task = ChunkTask(
-        uri="v.mp4", chunk=chunk, stream_index=0, width=2, height=2, time_base=Fraction(1),
-        rate=Fraction(0), picture=PictureFormat(coded_width=2, coded_height=2), work_dir=folder,
-    )  # fmt: skip
-    Path(folder).mkdir(parents=True)
-    (Path(folder) / RUN_FILE).write_text("{}")
-    assert _store(task, b"segment") == 7
+    task = _stored_chunk(str(tmp_path / "sub" / "v.mp4"), 2)
     shutil.rmtree(tmp_path / "sub")  # the user's rm -r
     gone = rf"^the output's folder {tmp_path}/sub was removed while chunk 2 was being made"
     with pytest.raises(StorageError, match=gone):
