@@ -119,14 +119,16 @@ def idle_worker_pids(root: int) -> set[int]:
 
 
 def settled_idle_workers(
-    root: int, before: AbstractSet[int] = frozenset(), wait_s: float = 60
+    root: int, before: AbstractSet[int] = frozenset(), wait_s: float = 60, at_least: int = 1
 ) -> set[int]:
-    """:func:`idle_worker_pids` once some not in ``before`` have started and no more come
-    (checked a second apart; what there is after ``wait_s``)."""
+    """:func:`idle_worker_pids` once ``at_least`` not in ``before`` have started and no more
+    come (checked a second apart; what there is after ``wait_s``). A node starts its
+    processes a few at a time: a check that took the first one alone missed the second,
+    still starting (a run of two actors then found one)."""
     deadline, idle = time.monotonic() + wait_s, set()
     while time.monotonic() < deadline:
         idle, last = idle_worker_pids(root), idle
-        if idle - before and idle == last:
+        if len(idle - before) >= at_least and idle == last:
             break
         time.sleep(1)
     return idle
