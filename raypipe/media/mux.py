@@ -910,7 +910,7 @@ _NOT_READ_BACK = {
         ("avi", codec): "AVI times it by bytes or by fixed-size frames, which this codec's "
         "packets are not: the sound plays squeezed into a fraction of a second, or does not "
         "decode"
-        for codec in ("flac", "vorbis", "dca", "eac3", "truehd", "opus", "alac")  # dca: DTS
+        for codec in ("flac", "vorbis", "dca", "eac3")  # dca: DTS
     },
 }  # fmt: skip
 """(output format, codec name prefix) -> why a stream-copy that FFmpeg's muxer writes is
@@ -918,9 +918,10 @@ still re-encoded: the file would not play where a user opens it. A camera's or s
 recorder's PCM into MP4, an Ogg or older WebM video's Vorbis into MP4 or MOV (``ffmpeg``'s
 own default for both is AAC as well); MOV and MKV keep PCM as it is, MKV Vorbis. A DVD's
 subtitles into MP4 (the copy said nothing; a sweep) are left out, with the warning of
-subtitles a container cannot hold. FLAC, Vorbis, DTS, E-AC-3 (TrueHD, Opus, ALAC) into AVI,
-which FFmpeg's muxer takes: the copy's sound lasted 0.04-0.5 s of 2, or FLAC's decode
-failed at every packet (a sweep); they get AVI's MP3."""
+subtitles a container cannot hold. FLAC, Vorbis, DTS and E-AC-3 into AVI, which FFmpeg's
+muxer takes: the copy's sound lasted 0.04-0.5 s of 2, or FLAC's decode failed at every
+packet (a sweep); they get AVI's MP3 (TrueHD, Opus and ALAC, which the muxer does not
+take, got it already)."""
 
 
 def _not_read_back(fmt: str, stream: Any) -> str:
