@@ -240,14 +240,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from raypipe.doctor import examine, format_report
-    from raypipe.errors import DeviceUnavailableError
+    from raypipe.errors import ClusterError, DeviceUnavailableError
 
     report = examine(engine_cache=args.engine_cache)
     problem = report["verdicts"][args.device]
+    temp = report["ray"]["temp_problem"]
     if args.json:
-        print(json.dumps({"device": args.device, "ok": not problem, **report}, indent=1))
+        print(
+            json.dumps({"device": args.device, "ok": not problem and not temp, **report}, indent=1)
+        )
     else:
         print(format_report(report, args.device))
     if problem:
         raise DeviceUnavailableError(f"--device {args.device} would fail here: {problem}")
+    if temp:
+        raise ClusterError(f"a local Ray would not start here: {temp}")
     return EXIT_OK

@@ -47,7 +47,7 @@ def examine(
     report: dict[str, Any] = {
         "python": {"version": platform.python_version(), "executable": sys.executable},
         "raypipe": {"version": _version("raypipe"), "path": os.path.dirname(__file__)},
-        "ray": {"version": _version("ray") or "not installed"},
+        "ray": {"version": _version("ray") or "not installed", **_ray_temp()},
         "pyav": _pyav(),
         "onnxruntime": _onnxruntime(stack),
         "providers": _providers(stack),
@@ -66,6 +66,15 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return ""
+
+
+def _ray_temp() -> dict[str, str]:
+    """Where a local Ray would keep its session, and why it could not start there (a full
+    disk: raypipe refuses to start it; doctor said a run works; a sweep)."""
+    from raypipe.distributed.cluster import ray_temp_dir, temp_space_problem
+
+    folder = ray_temp_dir()
+    return {"temp_dir": folder, "temp_problem": temp_space_problem(folder)}
 
 
 def _pyav() -> dict[str, Any]:
@@ -191,6 +200,8 @@ def format_report(report: dict[str, Any], device: str) -> str:
         f"python       {report['python']['version']} ({report['python']['executable']})",
         f"raypipe      {report['raypipe']['version'] or '(source tree)'}  "
         f"ray {report['ray']['version']}",
+        f"  local Ray  {ok if not report['ray']['temp_problem'] else bad}: "
+        f"{report['ray']['temp_problem'] or 'sessions in ' + report['ray']['temp_dir']}",
         f"pyav         {av.get('version') or av.get('error')}  "
         f"libavcodec {av.get('libavcodec', '')}  "
         f"hw devices: {', '.join(av.get('hw_devices', [])) or 'none'}",
@@ -239,7 +250,6 @@ def format_report(report: dict[str, Any], device: str) -> str:
         lines.append(f"--device {name:<5} {state}" + (f": {detail}" if detail else ""))
     if not verdicts["gpu"] and report["tensorrt"]:
         lines.append(f"  TensorRT will not be used: {report['tensorrt']}")
-    lines.append(
-        f"=> --device {device} {'works here' if not verdicts[device] else 'would fail here'}"
-    )
+    works = not verdicts[device] and not report["ray"]["temp_problem"]
+    lines.append(f"=> --device {device} {'works here' if works else 'would fail here'}")
     return "\n".join(lines)

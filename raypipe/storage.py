@@ -109,17 +109,22 @@ def held(lock_path: str, busy: str) -> Iterator[None]:
     raise :class:`ConfigError` with ``busy`` formatted with ``who``, the holder's line."""
     import fcntl
 
-    with open(lock_path, "a+") as lock:
+    with writing(lock_path):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            lock.seek(0)
-            who = lock.read().strip() or "another process"
+            who = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
             raise ConfigError(busy.format(who=who)) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        lock.flush()
+        try:  # unbuffered: a full disk fails here, not again as the file closes
+            with writing(lock_path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except BaseException:  # a full disk: the lock file stayed beside the output (a sweep)
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
+            raise
         _HELD.add(lock_path)
         try:
             yield
@@ -127,6 +132,8 @@ def held(lock_path: str, busy: str) -> Iterator[None]:
             _HELD.discard(lock_path)
             with contextlib.suppress(OSError):
                 os.unlink(lock_path)  # (before the lock goes with the file's closing)
+    finally:
+        os.close(fd)
 
 
 _HELD: set[str] = set()
@@ -187,7 +194,8 @@ def writable_dir_problem(uri: str, *, make: bool = False) -> str:
     path = local_path(uri)
     if os.path.exists(path) and not os.path.isdir(path):
         return f"'{path}' is a file, not a directory"
-    if not os.path.isdir(path):
+    made = not os.path.isdir(path)
+    if made:
         if not make:
             return f"directory '{path}' does not exist; create it first"
         try:
@@ -195,10 +203,20 @@ def writable_dir_problem(uri: str, *, make: bool = False) -> str:
         except OSError as e:
             return f"cannot make directory '{path}': {e.strerror or e}"
     try:
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".raypipe-probe-"):
-            pass
+        # a byte written: a full disk still takes an empty file (a run then failed at its
+        # first lock or segment, as an error the CLI called unexpected; a sweep)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".raypipe-probe-")
+        try:
+            os.write(fd, b"\0")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
     except OSError as e:
-        return f"cannot write in '{path}': {e.strerror or e}"
+        if made:  # not left behind by a run that did nothing
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        problem = _WRITE_PROBLEMS.get(e.errno or 0)
+        return f"cannot write in '{path}': {problem or e.strerror or e}"
     return ""
 
 

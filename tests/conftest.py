@@ -329,3 +329,48 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class SmallDisk:
+    """A 1 MiB tmpfs mounted at ``path`` (:func:`small_disk`): a real file system that fills."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fill(self) -> None:
+        """Take every free byte (unbuffered writes until the disk says it is full)."""
+        import errno
+
+        fd = os.open(self.path / ".filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+        finally:
+            os.close(fd)
+
+    def names(self) -> list[str]:
+        """What is on it, besides the filler: every path, relative."""
+        return sorted(
+            str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.name != ".filler"
+        )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 1 MiB tmpfs of its own (a disk that fills for real), unmounted after; skipped
+    where this process may not mount one (not root, no CAP_SYS_ADMIN)."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield SmallDisk(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

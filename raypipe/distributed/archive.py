@@ -50,7 +50,7 @@ from raypipe.distributed.setup import (
     table_output,
 )
 from raypipe.distributed.stats import gpu_stats
-from raypipe.errors import ConfigError
+from raypipe.errors import ConfigError, StorageError
 from raypipe.inputs import list_inputs
 from raypipe.media.containers import container_refuses, extensions_holding
 from raypipe.media.encode import option_problem
@@ -209,6 +209,7 @@ def _run(
     drawer = _ReportDrawer(run_report_path(report_path))
     journal = ReportJournal(report_path, previous, order)
     runner: Runner | None = None
+    ended = False
     try:
         runner = Runner(
             cfg,
@@ -251,7 +252,9 @@ def _run(
             provider_notes=chunk_log.provider_notes,
             gpu=gpu_stats(gpu_samples, sorted(gpu_notes), uses_gpu=actors.uses_gpu),
         )
-        write_report(report)
+        ended = True  # every video's output is written or its failure known
+        with _side_file(report, output_dir, stale=(report.path, run_report_path(report.path))):
+            write_report(report)
         head = stats_doc(  # totals, GPU samples; chunks: from the log
             report, actors.workers, chunk_count=chunk_log.count, providers=chunk_log.providers
         )
@@ -261,8 +264,12 @@ def _run(
             with contextlib.suppress(OSError):
                 storage.remove_file(run_report_path(report_path))
         if cfg.stats_path:
-            _write_stats(head, chunk_log, cfg.stats_path)
+            with _side_file(report, output_dir):
+                _write_stats(head, chunk_log, cfg.stats_path)
     except BaseException:  # Ctrl-C, an error: the report keeps what is known so far
+        if ended:  # its report written, or not writable: a partial one is no better
+            progress.stop()
+            raise
         for result in runner.finished_already() if runner is not None else []:
             journal.add(result)  # assembled, its output there, its result not yet taken
         _write_partial_report(journal, runner.unfinished() if runner is not None else set())
@@ -276,6 +283,28 @@ def _run(
         f"{report.count('failed')} failed of {len(report.rows)} -> {output_dir}"
     )
     return report
+
+
+@contextlib.contextmanager
+def _side_file(
+    report: ArchiveReport, output_dir: str, *, stale: tuple[str, ...] = ()
+) -> Iterator[None]:
+    """The archive's report or ``--stats`` written in the block, after every video: where
+    it cannot be (a full disk), a :class:`StorageError` that says the videos were processed
+    (it read as if nothing had been, with no summary; a sweep); ``stale``: the report and its
+    picture, whose earlier run's versions are removed then, not left to tell another story."""
+    try:
+        yield
+    except StorageError as e:
+        for path in stale:
+            with contextlib.suppress(OSError):
+                storage.remove_file(path)
+        raise StorageError(
+            f"the archive's videos were processed ({report.count('done')} done, "
+            f"{report.count('skipped')} skipped, {report.count('failed')} failed of "
+            f"{len(report.rows)} -> {output_dir}), but {e}; run it again once there is "
+            "space: it skips the videos done"
+        ) from e
 
 
 LOCK_NAME = ".raypipe-archive.lock"

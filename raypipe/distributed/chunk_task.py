@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raypipe import storage
+from raypipe.errors import ConfigError
 from raypipe.media.jumps import Jump, from_text, to_text
 from raypipe.media.picture import PictureFormat
 from raypipe.media.plan import Chunk, Context
@@ -117,12 +118,17 @@ def output_held(output: str, *, tensor: bool) -> Iterator[None]:
         "give this run another output"
     )
     made = tensor and not os.path.isdir(folder)
-    if made:
-        os.makedirs(folder, exist_ok=True)
+    if made:  # read-only, or a file on the way: an OSError the CLI called unexpected (a sweep)
+        problem = storage.writable_dir_problem(folder, make=True)
+        if problem:
+            raise ConfigError(f"output '{folder}': {problem}")
     try:
         with storage.held(os.path.join(folder, f".{name}{LOCK_SUFFIX}"), busy):
             yield
     finally:
+        if tensor:  # the video's partition, left empty by a failed run (a full disk; a sweep)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(folder, name))
         if made:
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # only where the run left it empty (it failed)

@@ -13,6 +13,7 @@ import errno
 import functools
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -106,6 +107,7 @@ def _connect_once(runtime: RuntimeConfig, *, verbose: bool) -> bool:
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
                 _remote_address = address
             else:
+                _check_temp_space(ray_temp_dir())
                 start_local(runtime, verbose=verbose)
     except ClusterError:
         raise  # said already, with what to do (a token refused)
@@ -126,6 +128,35 @@ def _connect_once(runtime: RuntimeConfig, *, verbose: bool) -> bool:
             f"see the session's logs under {os.path.join(folder, 'session_latest', 'logs')}"
         ) from e
     return True
+
+
+RAY_TEMP_MIN_FREE = 16 << 20
+"""Bytes a local Ray's session folder needs free at the least (its logs, port files and
+sockets): with less, Ray's start timed out after 30 s, read as a busy machine (a sweep)."""
+
+
+def temp_space_problem(folder: str) -> str:
+    """Why a local Ray cannot start with its session ``folder`` where it is: its disk (nearly)
+    full; ``""`` otherwise (``raypipe doctor`` reports it too)."""
+    existing = folder
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return ""  # Ray's own start says what is wrong
+    if free >= RAY_TEMP_MIN_FREE:
+        return ""
+    return (
+        f"the disk of its session folder {folder} is full ({free >> 10} KiB free); free space "
+        "there, or set RAY_TMPDIR (or TMPDIR) to a folder on another disk"
+    )
+
+
+def _check_temp_space(folder: str) -> None:
+    problem = temp_space_problem(folder)
+    if problem:
+        raise ClusterError(f"cannot start a local Ray: {problem}")
 
 
 _UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})

@@ -50,7 +50,7 @@ from raypipe.distributed.setup import (
 )
 from raypipe.distributed.stats import RunStats
 from raypipe.distributed.workload import LoadedModel
-from raypipe.errors import ConfigError
+from raypipe.errors import ConfigError, StorageError
 from raypipe.exiting import after_ray, in_command
 from raypipe.inputs import not_one_video
 from raypipe.media.encode import option_problem
@@ -246,5 +246,10 @@ def _process(
         hook(stats)
     progress.close(f"{os.path.basename(input)}: {result.frames_out} frames -> {output}")
     if cfg.stats_path:
-        stats.write(cfg.stats_path)
+        try:
+            stats.write(cfg.stats_path)
+        except StorageError as e:  # it read as if the run had failed whole (a sweep)
+            raise StorageError(
+                f"{given} is written ({result.frames_out} frames), but not its stats: {e}"
+            ) from e
     return stats

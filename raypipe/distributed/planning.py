@@ -12,6 +12,7 @@ chunks start as soon as the first video is planned, whatever the archive's size.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -29,6 +30,7 @@ from raypipe.distributed.chunk_task import (
     WORK_NAME_EXTRA,
     Row,
     placeholder_row,
+    remove_work,
     run_dir_for,
     work_dir_for,
     work_root,
@@ -459,18 +461,30 @@ def plan_stage(
 
 def write_run_record(planned: PlannedVideo) -> None:
     """Record in the work directory what its segments will be made of (key and source):
-    what a resumed run checks before it reuses them."""
+    what a resumed run checks before it reuses them. Where it cannot be written, the run's
+    folder is removed where this call made it (a full disk left it empty; a sweep), kept
+    where it holds an earlier run's segments to reuse."""
     assert planned.provenance is not None
     record = planned.provenance.to_text(with_parts=True).encode()
+    made = not storage.exists(planned.work_dir)
     try:
         storage.makedirs(planned.work_dir)
         storage.write_bytes(storage.join(planned.work_dir, RUN_FILE), record)
-    except PermissionError as e:  # a read-only bucket: "PermissionError ... (unexpected)"
-        raise StorageError(
-            f"cannot write in '{work_root(planned.work_dir)}' ({e}): these credentials may "
-            "not write there; raypipe writes, and deletes, its work folders beside the outputs"
-        ) from e
-    except OSError as e:  # the video fails alone (it ended the whole archive; a sweep)
+    except BaseException as e:
+        if made:
+            with contextlib.suppress(OSError):
+                remove_work(planned.work_dir)
+        if isinstance(e, StorageError):
+            raise  # it names the path and why already
+        if isinstance(e, PermissionError):  # a read-only bucket: "PermissionError ... (unexpected)"
+            raise StorageError(
+                f"cannot write in '{work_root(planned.work_dir)}' ({e}): these credentials "
+                "may not write there; raypipe writes, and deletes, its work folders beside "
+                "the outputs"
+            ) from e
+        if not isinstance(e, OSError):
+            raise
+        # the video fails alone (it ended the whole archive; a sweep)
         why = f"cannot make the work folder '{work_root(planned.work_dir)}': {e.strerror or e}"
         if e.errno == errno.ENAMETOOLONG:
             why += (
