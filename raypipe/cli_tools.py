@@ -139,7 +139,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(json.dumps(doc))
     else:
         frames = chunking.frames_per_chunk(info.width, info.height)
-        print("\n".join(probe_lines(info, plan, frames)))
+        # a name that is not UTF-8 in its bytes' \xNN: a UTF-8 terminal's print refused it
+        print(storage.shown_path("\n".join(probe_lines(info, plan, frames))))
     return EXIT_OK
 
 

@@ -165,6 +165,10 @@ def _item(uri: str, relative: str, *, named: bool = False) -> InputItem:
     """The item for ``uri`` with the output ``relative``; unless a manifest ``named`` that
     output, an extension raypipe does not write (an old ``.wmv``, ``.flv`` or ``.mpg``, a
     camcorder's ``.mts``) becomes :data:`~raypipe.config.LISTED_OUTPUT_EXTENSION`."""
+    problem = storage.not_utf8(uri)
+    if problem:  # the row fails alone, its path written so that a table holds it
+        shown = storage.absolute(storage.shown_path(uri))
+        return InputItem(uri=shown, relative_output="", error=f"input {problem}")
     stem, ext = posixpath.splitext(relative)
     renamed = not named and bool(stem) and ext.lower() not in OUTPUT_FORMATS
     if renamed:

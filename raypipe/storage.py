@@ -41,7 +41,30 @@ def path_text(value: Any, what: str) -> str:
         raise ConfigError(f"{what} must be a path or URL as text, got {value!r}")
     if not text.strip():
         raise ConfigError(f"{what} is empty: give a path or URL")
+    problem = not_utf8(text)
+    if problem:
+        raise ConfigError(f"{what} {problem}")
     return text
+
+
+def not_utf8(path: str) -> str:
+    """Why the path ``path`` (a name from the OS: bytes it could not decode are kept as
+    surrogates) cannot be processed, ``""`` when it can: a name that is not UTF-8 (Latin-1
+    from an old disk) cannot go into Ray's rows and tables, or the command line Ray gives
+    its workers (an archive ended as an "unexpected" UnicodeEncodeError; a sweep)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            f"'{shown_path(path)}' is not valid UTF-8 (its bytes shown as \\xNN): raypipe "
+            "keeps paths as UTF-8 text; rename it in UTF-8 (convmv -f latin1 -t utf8 does)"
+        )
+    return ""
+
+
+def shown_path(path: str) -> str:
+    """``path`` as UTF-8 text, the bytes it does not decode written ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def absolute(uri: str) -> str:

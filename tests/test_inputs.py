@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,40 @@ def test_a_server_that_ignores_byte_ranges_is_one_typed_line(
     with pytest.raises(InputError, match=r"is served by a server that does not answer "
                        r"byte-range requests .* download it first"):  # fmt: skip
         probe(f"{base}/big.mp4")
+
+
+NOT_UTF8 = (
+    "is not valid UTF-8 (its bytes shown as \\xNN): raypipe keeps paths as UTF-8 text; "
+    "rename it in UTF-8 (convmv -f latin1 -t utf8 does)"
+)
+
+
+def test_a_name_that_is_not_utf8_fails_alone_and_run_refuses_it_in_one_line(
+    tmp_path: Path, clips: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Latin-1 name in an archive's folder ended the whole archive as an "unexpected"
+    UnicodeEncodeError (its row did not go into Ray's Arrow blocks); `run` said so too, or
+    blamed Ray's start for an output's name (the command line Ray gives its workers)."""
+    import pyarrow as pa
+
+    from raypipe.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "ok.mp4").write_bytes(b"x")
+    latin1 = os.fsdecode(bytes(folder) + b"/caf\xe9.mp4")
+    shutil.copy(clips["bframes_aac"], latin1)
+    items = list_inputs(str(folder), str(tmp_path / "out"))
+    shown = f"{folder}/caf\\xe9.mp4"
+    assert [(i.uri, i.relative_output, i.error) for i in items] == [
+        (shown, "", f"input '{shown}' {NOT_UTF8}"),
+        (str(folder / "ok.mp4"), "ok.mp4", ""),
+    ]
+    pa.Table.from_pylist([{"uri": i.uri, "error": i.error} for i in items])  # rows Ray can hold
+    good = str(clips["bframes_aac"])
+    for argv, what in (([latin1, str(tmp_path / "o.mp4")], "input"), ([good, latin1], "output")):
+        assert main(["run", *argv, "--quiet"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"raypipe: error: ConfigError: {what} '{shown}' {NOT_UTF8}"
+    assert main(["probe", latin1]) == 0  # a probe reads it where it is
+    assert "video stream 0: h264" in capsys.readouterr().out

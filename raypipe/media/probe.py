@@ -176,7 +176,7 @@ class VideoInfo:
 def make_video_id(uri: str) -> str:
     """A stable id for ``uri``: a readable stem plus a short hash of the whole URI."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", uri.rstrip("/").rsplit("/", 1)[-1]) or "video"
-    digest = hashlib.sha1(uri.encode()).hexdigest()[:8]
+    digest = hashlib.sha1(uri.encode("utf-8", "surrogateescape")).hexdigest()[:8]  # a name's bytes
     return f"{stem[:48]}-{digest}"
 
 
