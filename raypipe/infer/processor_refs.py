@@ -21,6 +21,8 @@ run time).
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib
 import inspect
@@ -89,6 +91,7 @@ def module_from_source(path: str, source: str) -> types.ModuleType:
     module = types.ModuleType(name)
     module.__file__ = path
     module.__dict__["__raypipe_source_sha256__"] = digest
+    module.__dict__["__raypipe_source__"] = source  # the model files it names (_named_models)
     sys.modules[name] = module  # dataclasses, typing and pickle look classes up here
     try:
         exec(compile(source, path, "exec"), module.__dict__)  # noqa: S102 - the user's code
@@ -245,6 +248,58 @@ def _source_digest(cls: type) -> str:
 
 
 UNKNOWN = "unknown"
+
+
+def _named_models(cls: type) -> str:
+    """A digest of the local ``.onnx`` files the processor's module names in its string
+    literals (``ctx.session("/models/m.onnx")``, ``MODEL = "m.onnx"``; relative ones from
+    the driver's working directory, as ``ctx.session`` finds them), ``""`` for none. A
+    model overwritten in place left the processor's identity as it was, and a resumed run
+    reused the old model's segments and outputs: one output of two models' frames (a
+    sweep). A model found otherwise (a path built at run time, a helper module's) is not
+    seen: bump ``version`` when it changes."""
+    module = sys.modules.get(cls.__module__)
+    source = getattr(module, "__raypipe_source__", None)
+    for of in (module, cls):
+        if isinstance(source, str):
+            break
+        try:
+            source = inspect.getsource(of) if of is not None else None
+        except (OSError, TypeError):
+            source = None
+    if not isinstance(source, str):
+        return ""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ""
+    named = sorted(
+        {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.endswith(".onnx")
+            and "\n" not in node.value
+        }
+    )
+    parts = []
+    for name in named:
+        path = os.path.abspath(os.path.expanduser(name))
+        if os.path.isfile(path):
+            stat = os.stat(path)
+            parts.append(f"{name}={_file_sha256(path, stat.st_size, stat.st_mtime_ns)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16] if parts else ""
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The sha256 of the file ``path`` as it is at ``size`` and ``mtime_ns`` (read once)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _function_of(member: Any) -> types.FunctionType | None:
@@ -427,6 +482,9 @@ def processor_identity(processor: Any) -> str:
     identity = f"{name}:{cls.__qualname__} sha256={digest} version={version}"
     if state:
         identity += f" state={state}"
+    models = _named_models(cls)
+    if models:
+        identity += f" models={models}"
     if UNKNOWN in (digest, state) and version in ("", None):
         identity += f" run={uuid.uuid4().hex}"  # nothing to compare: never the same twice
     temporal = processor_temporal(cls, identity)

@@ -264,6 +264,37 @@ def test_identity_follows_the_code_and_the_version(tmp_path: Path) -> None:
     assert raypipe.processor_identity is processor_identity
 
 
+def test_identity_follows_the_model_files_the_processor_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model overwritten in place (``ctx.session("/models/m.onnx")``) left the identity as
+    it was: a resumed archive reused the old model's outputs, and made one output of two
+    models' frames from the old model's segments and the new one's (a sweep)."""
+    monkeypatch.chdir(tmp_path)
+    absolute, relative = tmp_path / "abs.onnx", tmp_path / "rel.onnx"
+    absolute.write_bytes(b"sharpen")
+    relative.write_bytes(b"blur")
+    body = (
+        "MODEL = 'rel.onnx'\n"
+        "class P(raypipe.Processor):\n"
+        "    def setup(self, ctx):\n"
+        f"        self.a = ctx.session({str(absolute)!r})\n"
+        "        self.b = ctx.session(MODEL)\n"
+        "        self.c = ctx.session('not-here.onnx')\n"
+    )
+    target = f"{write(tmp_path, body)}:P"
+    identity = processor_identity(target)
+    assert " models=" in identity
+    assert processor_identity(target) == identity  # the same files: the same identity
+    absolute.write_bytes(b"invert")
+    changed = processor_identity(target)
+    assert changed != identity
+    relative.write_bytes(b"blur, again")
+    assert processor_identity(target) not in (identity, changed)
+    none = write(tmp_path, "class P(raypipe.Processor):\n    pass\n", name="plain.py")
+    assert " models=" not in processor_identity(f"{none}:P")
+
+
 class Scale(raypipe.Processor):
     def __init__(self, k: float, names: tuple[str, ...] = ()) -> None:
         self.k, self.names, self.tags = k, names, set(names)
