@@ -193,6 +193,16 @@ def writable_dir_problem(uri: str, *, make: bool = False) -> str:
     write, after Ray's start and the first chunks, as an error the CLI called unexpected
     (an archive's as a Ray traceback several kB long)."""
     if not is_local(uri):
+        if uri.split("://", 1)[0].lower() in ("http", "https"):  # PUTs after the work (a sweep)
+            return (
+                "raypipe reads from web addresses (http, https) but does not write to them: "
+                "write to a local folder or an object store (s3://BUCKET/...)"
+            )
+        if uri.split("://", 1)[0].lower() == "memory":  # "the work folder ... was removed"
+            return (
+                "memory:// is the memory of one process, and raypipe's tasks and actors "
+                "write from their own: write to a local folder or an object store"
+            )
         fs, path = filesystem(uri)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         bucket = path.strip("/").split("/")[0]

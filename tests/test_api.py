@@ -4,6 +4,7 @@ keyword (what an IDE and `help()` show), built through `build_run_config`."""
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -236,6 +237,17 @@ def test_a_stats_path_or_output_that_cannot_be_written_fails_before_the_run(
         raypipe.process_video(clip, str(folder), model="builtin:invert", overwrite=True)
     with pytest.raises(ConfigError, match=r"--stats \(stats_path\) '.*' is a directory"):
         raypipe.process_archive([clip], str(tmp_path / "o"), stats_path=str(tmp_path))
+    # a web address: PUT requests after the whole run, an "unexpected" HTTP 501 (a sweep)
+    web = re.escape("raypipe reads from web addresses (http, https) but does not write to them")
+    url = "http://127.0.0.1:9/out"
+    with pytest.raises(ConfigError, match=rf"^output '{url}.mp4': {web}"):
+        raypipe.process_video(clip, f"{url}.mp4", model="builtin:invert")
+    with pytest.raises(ConfigError, match=rf"^OUTPUT_DIR '{url}': {web}"):
+        raypipe.process_archive([clip], url, model="builtin:invert")
+    with pytest.raises(ConfigError, match=rf"^--stats \(stats_path\) '{url}.json': {web}"):
+        raypipe.process_video(clip, out, model="builtin:invert", stats_path=f"{url}.json")
+    with pytest.raises(ConfigError, match=r"^output 'memory://b/o.mp4': memory:// is the memo"):
+        raypipe.process_video(clip, "memory://b/o.mp4", model="builtin:invert")
     assert not ray.is_initialized()
 
 
