@@ -20,7 +20,7 @@ from raypipe.config import (
     build_run_config,
 )
 from raypipe.errors import *  # noqa: F403 - the error tree is public API
-from raypipe.errors import RaypipeError
+from raypipe.errors import __all__ as _errors
 
 if TYPE_CHECKING:
     from raypipe.distributed.stats import RunStats
@@ -60,14 +60,20 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 
+def __dir__() -> list[str]:
+    """The module's names with the lazy ones (a notebook's completion offered none of
+    ``Processor``, ``ModelSpec``, ``RunStats``: a sweep)."""
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
+    *_errors,  # `from raypipe import *` gave RaypipeError alone of the error tree (a sweep)
     "ChunkConfig",
     "EncodeConfig",
     "ModelConfig",
     "ModelSpec",
     "Processor",
     "ProcessorContext",
-    "RaypipeError",
     "RunConfig",
     "RunStats",
     "RuntimeConfig",

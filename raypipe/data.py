@@ -13,11 +13,12 @@ you want them::
 
 - :func:`read_video_chunks` plans every video (in Ray Data tasks: probe + keyframe-aligned
   chunks) and returns a dataset with one row per chunk, decoded in CPU tasks: ``video_id``,
-  ``uri``, ``index`` (chunk index), ``n_chunks``, ``frames`` (n, H, W, 3) uint8 RGB in
-  display order, ``pts`` (n,) in the stream's time base, and what writing needs (time base,
-  rate, ``chunk_id``, ``error_type``/``error_message``, ...). What writing needs to know
-  about a video rides in the ``video`` column of its first chunk row; a video that cannot
-  be read is one *video row* (``kind`` ``video`` instead of ``chunk``, its error inside).
+  ``uri``, ``index`` (chunk index), ``frames`` (n, H, W, 3) uint8 RGB in display order,
+  ``pts`` (n,) in the stream's time base, and what writing needs (time base, rate,
+  ``chunk_id``, ``error_type``/``error_message``, ...). What writing needs to know about a
+  video (its ``n_chunks``, frames, output) rides as JSON in the ``video`` column of its
+  first chunk row; a video that cannot be read is one *video row* (``kind`` ``video``
+  instead of ``chunk``, its ``error_type`` and ``error_message`` set).
   Steps of yours should pass rows whose ``kind`` is not ``chunk`` through unchanged, and
   keep every column of a chunk row.
 - :func:`map_processor` is the inference actor pool: a :class:`raypipe.Processor` (class,
@@ -116,6 +117,12 @@ def _model_config(processor: Any, config: ModelConfig | None) -> ModelConfig:
     import dataclasses
 
     base = config or ModelConfig()
+    if processor is None:  # it ran the identity model without a word (a sweep)
+        raise ConfigError(
+            "map_processor needs a processor: a raypipe.Processor (class, instance, "
+            "'file.py:Class' or 'package.module:Class') or a model ('builtin:NAME', a path "
+            "or URL of an .onnx), got None"
+        )
     is_model = isinstance(processor, str) and (
         processor.startswith(_MODEL_PREFIXES) or processor.endswith(".onnx") or ":" not in processor
     )

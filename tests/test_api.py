@@ -294,6 +294,16 @@ def test_run_stats_and_model_spec_are_public_names() -> None:
 
     assert (raypipe.RunStats, raypipe.ModelSpec) == (RunStats, ModelSpec)
     assert {"RunStats", "ModelSpec"} <= set(raypipe.__all__)
+    # a notebook's completion (dir) offered none of the lazy names, and `import *` gave
+    # RaypipeError alone of the error tree the docstring calls public (a sweep)
+    from raypipe import errors
+
+    lazy = {"Processor", "ProcessorContext", "ModelSpec", "RunStats", "processor_identity"}
+    assert lazy <= set(dir(raypipe))
+    assert set(errors.__all__) <= set(raypipe.__all__)
+    names: dict[str, object] = {}
+    exec("from raypipe import *", names)  # noqa: S102
+    assert names["ConfigError"] is errors.ConfigError and names["Processor"] is raypipe.Processor
 
 
 def test_run_stats_and_an_archive_report_show_as_their_totals() -> None:

@@ -430,7 +430,14 @@ def video_row(planned: PlannedVideo) -> Row:
 
 
 def video_columns(planned: PlannedVideo) -> Row:
-    return {"kind": "video", "video": VideoFacts.of(planned).to_json()}
+    """A video row's own columns: its facts, and a failed video's error where a chunk row
+    has its own (``raypipe.data``'s docs say a video that cannot be read is a row with
+    ``error_type`` set; it was only inside the facts' JSON: a sweep)."""
+    columns: Row = {"kind": "video", "video": VideoFacts.of(planned).to_json()}
+    result = planned.result
+    if result is not None and result.status == "failed":
+        columns.update(error_type=result.error_type, error_message=result.error_message)
+    return columns
 
 
 def job_row(job: VideoJob) -> Row:

@@ -40,6 +40,13 @@ def test_two_videos_with_a_user_step_between_the_pieces_are_exact(
         return {**batch, "frames": [np.ascontiguousarray(f[:, :, ::-1]) for f in batch["frames"]]}
 
     ds = rd.read_video_chunks([str(a), str(b), str(bad)], chunk_frames=12)
+    # an unreadable video is one row of its own, its error in the row's own columns (they
+    # were empty, the error only inside the `video` column's JSON; a sweep)
+    video_rows = [r for r in ds.filter(lambda r: r["kind"] == "video").take_all()]
+    assert [(Path(r["uri"]).name, r["error_type"]) for r in video_rows] == [
+        ("notes.mp4", "CorruptVideoError")
+    ]
+    assert "notes.mp4" in video_rows[0]["error_message"]
     ds = rd.map_processor(ds, "builtin:invert", workers=2)
     ds = ds.map_batches(mirror, batch_size=1)
     results = rd.write_videos(ds, str(out), **lossless_options())
@@ -83,6 +90,8 @@ def test_map_processor_takes_processors_and_tensor_outputs(
 def test_bad_arguments_are_typed() -> None:
     with pytest.raises(ConfigError, match="got no URIs"):
         rd.read_video_chunks([])
+    with pytest.raises(ConfigError, match="^map_processor needs a processor: .* got None$"):
+        rd.map_processor(None, None)  # type: ignore[arg-type] # it ran the identity model
     with pytest.raises(ConfigError, match="takes the encoder options codec, crf"):
         rd.write_videos(None, "out", model="builtin:invert")  # type: ignore[arg-type]
 
