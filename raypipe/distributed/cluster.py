@@ -88,6 +88,7 @@ def _connect_once(runtime: RuntimeConfig, *, verbose: bool) -> bool:
         raise ClusterError(ray_client_refused(""))
     if ray.is_initialized():
         _check_same_cluster(runtime.address)
+        _check_local_sizes(runtime)
         return False
     _lines_to_driver = verbose
     address = runtime.address or ray_address_from_env()
@@ -191,6 +192,22 @@ def _check_same_cluster(address: str | None) -> None:
         f"Ray is already connected to {connected} in this process, so address={address!r} "
         "would not be used; call ray.shutdown() first to run on that cluster"
     )
+
+
+def _check_local_sizes(runtime: RuntimeConfig) -> None:
+    """Refuse ``local_num_cpus``/``local_num_gpus`` that the Ray this process runs already
+    does not have: they size a local Ray raypipe starts, and were dropped without a word
+    on a notebook's own ``ray.init`` (a sweep)."""
+    resources = ray.cluster_resources()
+    for option, name in (("local_num_cpus", "CPU"), ("local_num_gpus", "GPU")):
+        asked = getattr(runtime, option)
+        have = int(resources.get(name, 0))
+        if asked is not None and asked != have:
+            raise ConfigError(
+                f"{option}={asked} sizes the local Ray raypipe starts, but Ray is already "
+                f"running in this process with {have} {name}s, so it would not be used; call "
+                f"ray.shutdown() first, or leave {option} out"
+            )
 
 
 def _host_port(address: str) -> tuple[str, str]:

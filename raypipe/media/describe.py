@@ -26,10 +26,13 @@ def probe_lines(info: VideoInfo, plan: ChunkPlan, chunk_frames: int) -> list[str
     facts = [f"{k} {v!r}" for k, v in info.video_tags if v and v != "und"]
     if info.timecode:
         facts.append(f"timecode {info.timecode}")
-    if info.field_order not in ("", "progressive"):
-        facts.append(f"field order {info.field_order}")
     if facts:
         lines.append(f"  video {', '.join(facts)} (kept)")
+    if info.field_order not in ("", "progressive"):  # "(kept)" in every output (a sweep)
+        lines.append(
+            f"  video field order {info.field_order} (kept in .mkv, and in .mov with ProRes; "
+            "other outputs are coded progressive)"
+        )
     if info.chapters:
         listed = ", ".join(f"{t!r} {a:.3f}-{b:.3f}s" for a, b, t in info.chapters)
         lines.append(f"  {len(info.chapters)} chapters: {listed} (kept)")

@@ -41,6 +41,7 @@ from raypipe.media.encode import _NO_DTS, SEGMENT_HEAD_BYTES, Segment
 from raypipe.media.jumps import Jump, closed, shift_seconds
 from raypipe.media.probe import (
     DECODE_ORDER_ONLY,
+    FIELD_ORDERS,
     VideoInfo,
     codec_label,
     display_lead,
@@ -693,6 +694,15 @@ _NO_TIMECODE = {"mpegts": ".ts", "avi": ".avi"}
 Matroska and NUT a tag), by FFmpeg's name, with their extension."""
 
 
+_FIELD_ORDER_HELD: dict[str, tuple[str, ...]] = {
+    "matroska": (),  # every codec: Matroska's FieldOrder element
+    "webm": (),
+    "mov": ("prores_ks", "prores_aw", "prores"),  # MOV's fiel atom, which FFmpeg writes for ProRes
+}
+"""Output formats that keep a source's field order (with every codec where the tuple is
+empty, else with those codecs); the others hold what the encoder coded: progressive."""
+
+
 def _keep_video_facts(out_video: Any, source_video: Any, stereo: str = "") -> None:
     """The source video's language, title and handler name, timecode tag (MP4/MOV write it
     as a ``tmcd`` track, Matroska as a tag), field order (Matroska stores it),
@@ -718,6 +728,22 @@ def _keep_video_facts(out_video: Any, source_video: Any, stereo: str = "") -> No
         tags["timecode"] = timecode
     out_video.metadata.update(tags)
     order = field_order(source_video)
+    interlaced = FIELD_ORDERS[order] not in ("", "progressive")
+    codec = out_video.codec_context.name
+    if interlaced and out_video.codec_context.height != source_video.codec_context.height:
+        # the model changed the height: the output's rows are no longer two fields woven,
+        # and a player that trusted the tag split them as fields (a sweep)
+        return
+    held = _FIELD_ORDER_HELD.get(fmt)
+    if interlaced and (held is None or (held and codec not in held)):
+        log.warning(  # tagged progressive without a word (a sweep)
+            "the source is interlaced (field order %s); %s in %s is coded progressive, as "
+            "FFmpeg's own transcode codes it, so players do not deinterlace it: .mkv keeps "
+            "the field order",
+            FIELD_ORDERS[order],
+            codec,
+            fmt,
+        )
     if order:
         out_video.codec_context.field_order = order
 

@@ -309,6 +309,12 @@ except KeyboardInterrupt:
 ray._raylet.CoreWorker = made
 cluster.connect(RuntimeConfig(local_num_cpus=2))  # a notebook's next cell
 print("answer", ray.get(ray.remote(lambda: 42).remote()), flush=True)
+cluster.connect(RuntimeConfig(local_num_cpus=2, local_num_gpus=0))  # what it has: taken
+try:  # another size: it was dropped without a word (a sweep)
+    cluster.connect(RuntimeConfig(local_num_cpus=5))
+    print("not refused")
+except ValueError as e:
+    print(type(e).__name__, e, flush=True)
 ray.shutdown()
 """
 
@@ -328,7 +334,13 @@ def test_ctrl_c_inside_ray_init_is_taken_after_it_and_ray_starts_again(tmp_path:
         done = subprocess.run([sys.executable, "-c", CTRL_C_IN_INIT], env=env,
                               capture_output=True, text=True, timeout=180)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-        assert done.stdout.splitlines() == ["interrupted; connected: False", "answer 42"]
+        assert done.stdout.splitlines() == [
+            "interrupted; connected: False",
+            "answer 42",
+            "ConfigError local_num_cpus=5 sizes the local Ray raypipe starts, but Ray is "
+            "already running in this process with 2 CPUs, so it would not be used; call "
+            "ray.shutdown() first, or leave local_num_cpus out",
+        ]
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 

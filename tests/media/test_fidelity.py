@@ -754,6 +754,37 @@ def test_a_timecode_an_output_has_no_place_for_is_said_to_be_left_out(
         assert (said in caplog.text) == (not kept), caplog.text
 
 
+def test_an_interlaced_source_keeps_its_field_order_where_the_output_can(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An interlaced source's MP4, MOV and MPEG-TS outputs are coded progressive (as
+    FFmpeg's transcode codes them): said now, not left silent while ``probe`` said "kept";
+    Matroska keeps the tag, but not where the model changed the height (the rows are no
+    longer two fields woven, and a player that trusted the tag split them; a sweep)."""
+    from raypipe.testing.judge import _ffprobe
+
+    source = tmp_path / "tt.mkv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=s=96x64:r=25:d=0.4",
+         "-c:v", "libx264", "-flags", "+ildct+ilme", "-top", "1", "-pix_fmt", "yuv420p",
+         str(source)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    said = "the source is interlaced (field order tt); libx264 in mp4 is coded progressive"
+    for name, model, order in (
+        ("out.mp4", "builtin:invert", "progressive"),
+        ("out.mkv", "builtin:invert", "tt"),
+        ("up.mkv", "builtin:upscale2x", "progressive"),
+    ):
+        caplog.clear()
+        out = tmp_path / name
+        with caplog.at_level(logging.WARNING, logger="raypipe"):
+            run_in_process(source, out, model, 16, LOSSLESS)
+        (stream,) = _ffprobe(["-show_streams", "-select_streams", "v", str(out)])["streams"]
+        assert stream.get("field_order") == order, name
+        assert (said in caplog.text) == (name == "out.mp4"), caplog.text
+
+
 @pytest.mark.parametrize("suffix", [".mkv", ".ts", ".mp4"])
 def test_sound_an_edit_list_cuts_away_stays_cut(tmp_path: Path, suffix: str) -> None:
     """An MP4 cut with ``ffmpeg -ss 0.7 -c copy`` keeps the 0.7 s of sound before its start
