@@ -143,10 +143,11 @@ def temp_space_problem(folder: str) -> str:
     while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
         existing = os.path.dirname(existing)
     try:
-        free = shutil.disk_usage(existing).free
+        usage = shutil.disk_usage(existing)
     except OSError:
         return ""  # Ray's own start says what is wrong
-    if free >= RAY_TEMP_MIN_FREE:
+    free = usage.free
+    if free >= RAY_TEMP_MIN_FREE or not usage.total:  # no disk (/sys): Ray's own error says
         return ""
     return (
         f"the disk of its session folder {folder} is full ({free >> 10} KiB free); free space "

@@ -39,7 +39,7 @@ from raypipe.distributed.planning import VideoFacts, VideoResult
 from raypipe.distributed.ray_errors import iter_rows
 from raypipe.distributed.ray_logs import ray_lines_to_files
 from raypipe.distributed.stats import chunk_record
-from raypipe.media.encode import fidelity_notes, playback_note
+from raypipe.media.encode import fidelity_notes, playback_note, unused_settings_note
 from raypipe.media.picture import PictureFormat
 
 log = logging.getLogger("raypipe")
@@ -259,7 +259,7 @@ class Runner:
             return
         encode = self.cfg.encode.for_output(facts.output)
         picture = PictureFormat.from_json(facts.picture)
-        for note in fidelity_notes(encode, picture, facts.output):
+        for note in [*fidelity_notes(encode, picture, facts.output), unused_settings_note(encode)]:
             self._warn_once(note, "%s", note)
         if self.cfg.encode.codec == AUTO_CODEC and not self.cfg.encode.pix_fmt:
             note = playback_note(encode, picture)  # the encoder raypipe chose, not the user

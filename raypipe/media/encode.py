@@ -292,6 +292,11 @@ def check_encoder(config: EncodeConfig) -> None:
 
     NVENC encoders are not checked here: where they cannot run, the run falls back to a
     software encoder (:func:`nvenc_fallback`)."""
+    if config.codec == "copy":  # it read as a build without the encoder (a sweep)
+        raise ConfigError(
+            "--codec copy: raypipe encodes the frames the model makes, so the video cannot "
+            "be stream-copied; name an encoder (libx264, libx265, ffv1, ...) or leave --codec out"
+        )
     candidates = [c.codec for c in config.candidates()]
     _check_option_names(config.options, candidates)
     for codec in candidates:
@@ -339,12 +344,93 @@ def option_problem(config: EncodeConfig, output: str) -> str:
                 f"encoder {codec}{picked} does not write --pix-fmt {config.pix_fmt}; it "
                 f"writes {', '.join(formats)}"
             )
-    if config.codec != AUTO_CODEC or not config.options:
+    if config.codec == AUTO_CODEC and config.options:
+        problem = _option_problem(config.options, [codec], f"encoder {codec}{picked} has")
+        if problem:
+            return problem
+    if not config.options and not config.pix_fmt:
         return ""
-    return _option_problem(config.options, [codec], f"encoder {codec}{picked} has")
+    resolved = config.for_output(output)
+    pix_fmt = config.pix_fmt or next(iter(encoder_video_formats(codec)), "")
+    if codec not in _TRIED or not pix_fmt:
+        return ""
+    options = tuple(sorted(encoder_options(resolved).items()))
+    problem = _opens_problem(codec, options, pix_fmt)
+    return f"encoder {codec}{picked}: {problem}" if problem else ""
+
+
+_TRIED = frozenset({"libx264", "libx265", "libvpx-vp9", "libsvtav1"})
+"""Encoders :func:`option_problem` opens once, on a small picture, with a run's options:
+a value they refuse (``tune=bogus``, ``profile=high`` with 4:4:4, VP9's ``lossless=1``
+beside a crf) failed at the first chunk, after Ray's start, as "Invalid argument" with the
+reason in a worker's log; a misspelt key inside ``x264-params`` (and x265's, SVT-AV1's)
+was left unused without a word (a sweep)."""
+
+_UNKNOWN_PARAM = ("Error parsing option", "Unknown option")
+
+
+@functools.cache
+def _opens_problem(codec: str, options: tuple[tuple[str, str], ...], pix_fmt: str) -> str:
+    """Why ``codec`` does not open with ``options`` at ``pix_fmt`` on a 64x64 picture, or
+    names a parameter it does not know (FFmpeg's own words), ``""`` when it opens clean."""
+    import av.logging
+
+    given = dict(options)
+    level = av.logging.get_level()
+    quiet = "SVT_LOG" not in os.environ  # SVT-AV1 prints a banner on stderr as it opens
+    if quiet:
+        os.environ["SVT_LOG"] = "1"
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture() as logs:
+            ctx = av.CodecContext.create(codec, "w")
+            ctx.width = ctx.height = 64
+            ctx.pix_fmt = pix_fmt
+            ctx.time_base = Fraction(1, 25)
+            ctx.framerate = Fraction(25)
+            ctx.options = given
+            try:
+                ctx.open()
+                failed = ""
+            except av.error.FFmpegError as e:
+                failed = str(e)
+    finally:
+        av.logging.set_level(level)
+        if quiet:
+            del os.environ["SVT_LOG"]
+    said = [str(log[2]).strip().rstrip(".") for log in logs]
+    shown = " ".join(f"{k}={v}" for k, v in given.items())
+    if failed:
+        errors = [str(log[2]).strip().rstrip(".") for log in logs if log[0] <= av.logging.ERROR]
+        why = errors[-1] if errors else failed
+        return f"it does not open with these settings ({shown}, {pix_fmt}): {why}"
+    unknown = [m for m in said if m.startswith(_UNKNOWN_PARAM)]
+    if unknown:
+        return (
+            f"{'; '.join(unknown)} (its settings: {shown}): a key it does not know is left "
+            "unused; check the spelling in the encoder's own parameter list"
+        )
+    return ""
+
+
+_TAGS_ONLY = ("color_range", "colorspace", "color_primaries", "color_trc", "chroma_sample_location")
+"""Encoder options that set an output's colour tags, which raypipe sets itself from the
+colours it converts the frames with: given, they changed the tags and not the pixels
+(``color_range=pc`` tagged full range over limited-range pixels, a washed-out picture;
+``colorspace=bt2020nc`` over BT.709 pixels; a sweep)."""
 
 
 def _option_problem(options: dict[str, str], codecs: list[str], which: str = "") -> str:
+    for name in options:
+        if name in _TAGS_ONLY or name == "aspect":
+            what = (
+                "the sample aspect ratio: raypipe writes the source's (the frames keep their shape)"
+                if name == "aspect"
+                else "a colour tag: raypipe converts the frames with the source's colours "
+                "and tags the output with them, and this would change the tag alone, not "
+                "the pixels (a washed-out or off-colour picture)"
+            )
+            return f"--encoder-option {name}={options[name]} sets {what}; leave it out"
     known: set[str] = set()
     for codec in codecs:
         known |= _option_names(codec)
@@ -438,7 +524,7 @@ def encoder_options(config: EncodeConfig) -> dict[str, str]:
     preset numbers (:data:`_SVT_PRESETS`; a number as it is)."""
     options: dict[str, str] = {}
     if config.codec == "libvpx-vp9":
-        if config.crf is not None:
+        if config.crf is not None and config.options.get("lossless") != "1":  # crf refused
             options.update(crf=str(config.crf), b="0")
         options.update(deadline="good", **{"row-mt": "1"})
         if config.preset in _VPX_SPEEDS:
@@ -570,6 +656,36 @@ def keeping_hint(picture: PictureFormat, output: str = "") -> str:
     held = extensions_holding(keepers[0], (".mkv", ".mov", ".mp4"))
     where = f", in a {held[0]} file" if held else ""
     return f"no encoder here keeps it in a {ext} file: --codec {keepers[0]} does{where}"
+
+
+_CRF_AND_PRESET = frozenset({"libx264", "libx264rgb", "libx265", "libvpx-vp9", "libsvtav1"})
+_QUALITY_HINTS = {
+    "prores_ks": "its profile is --encoder-option profile=proxy, lt, standard, hq (the "
+    "default) or 4444",
+    "mpeg4": "its quality is --encoder-option b=BITRATE (such as b=5M)",
+    "ffv1": "it is lossless",
+    "dnxhd": "its profile follows the pixel format (DNxHR HQ for 8-bit 4:2:2, HQX for 10-bit)",
+}
+
+
+def unused_settings_note(config: EncodeConfig) -> str:
+    """A line where ``config`` (as resolved for an output) gives a crf or preset other than
+    the defaults to an encoder that has neither: ``--codec prores_ks --preset proxy`` gave
+    ProRes HQ, ``--codec mpeg4 --crf 40`` its default bit rate, without a word (a sweep)."""
+    codec = config.codec
+    if codec in _CRF_AND_PRESET or is_nvenc(codec):
+        return ""
+    defaults = {f.name: f.default for f in dataclasses.fields(EncodeConfig)}
+    unused = []
+    if config.crf is not None and config.crf != defaults["crf"]:
+        unused.append(f"--crf {config.crf}")
+    if config.preset and config.preset != defaults["preset"]:
+        unused.append(f"--preset {config.preset}")
+    if not unused:
+        return ""
+    hint = _QUALITY_HINTS.get(codec, f"see `ffmpeg -h encoder={codec}` for its own options")
+    verb = "does" if len(unused) == 1 else "do"
+    return f"{' and '.join(unused)} {verb} nothing for {codec}, which has no crf or preset: {hint}"
 
 
 def fidelity_notes(config: EncodeConfig, picture: PictureFormat, output: str = "") -> list[str]:

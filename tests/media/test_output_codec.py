@@ -284,6 +284,76 @@ def test_a_pix_fmt_the_encoder_does_not_write_is_refused_before_any_work(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
+def test_values_and_parameters_an_encoder_refuses_are_said_before_any_work(
+    tmp_path: Path,
+) -> None:
+    """A value an encoder refuses failed at the first chunk, after Ray's start, as "Invalid
+    argument" (the reason in a worker's log), and a misspelt key inside ``x264-params`` (or
+    x265's, SVT-AV1's) was left unused without a word: ``qpp=0`` a lossy encode (a sweep).
+    The encoder is opened once, on a small picture, with the run's options."""
+    said = {
+        ("libx264", "o.mp4", (("tune", "bogus"),), None): (
+            "encoder libx264: it does not open with these settings (crf=18 preset=medium "
+            "tune=bogus, yuv420p): Error setting preset/tune medium/bogus"
+        ),
+        ("libx264", "o.mp4", (("profile", "high"),), "yuv444p"): (
+            "encoder libx264: it does not open with these settings (crf=18 preset=medium "
+            "profile=high, yuv444p): Error setting profile high"
+        ),
+        ("libx264", "o.mp4", (("x264-params", "qpp=0:bframes=0"),), None): (
+            "encoder libx264: Error parsing option 'qpp = 0' (its settings: crf=18 "
+            "preset=medium x264-params=qpp=0:bframes=0): a key it does not know is left "
+            "unused; check the spelling in the encoder's own parameter list"
+        ),
+        ("libx265", "o.mkv", (("x265-params", "bogus=1"),), None): (
+            "encoder libx265: Unknown option: bogus (its settings: crf=18 preset=medium "
+            "x265-params=log-level=error:bogus=1): a key it does not know is left unused; "
+            "check the spelling in the encoder's own parameter list"
+        ),
+    }
+    for (codec, output, options, pix_fmt), problem in said.items():
+        config = EncodeConfig(codec=codec, crf=18, preset="medium", options=dict(options),
+                              pix_fmt=pix_fmt)  # fmt: skip
+        assert option_problem(config, output) == problem
+    # colour tags and the aspect ratio are raypipe's own: given, they changed the tags over
+    # pixels converted otherwise (color_range=pc over limited range: washed out; a sweep)
+    for name, value in (("color_range", "pc"), ("colorspace", "bt2020nc"), ("aspect", "4:3")):
+        with pytest.raises(ConfigError, match=rf"^--encoder-option {name}={value} sets "):
+            check_encoder(EncodeConfig(codec="libx264", options={name: value}))
+    fine = EncodeConfig(codec="libx264", options={"x264-params": "keyint=5:bframes=0"})
+    assert option_problem(fine, "o.mp4") == ""
+    # VP9's lossless beside raypipe's crf: "CQ level 18 must be between ... (0-0)"
+    lossless = EncodeConfig(codec="libvpx-vp9", crf=18, options={"lossless": "1"})
+    assert option_problem(lossless, "o.webm") == ""
+    assert "crf" not in encoder_options(lossless)
+    make_clip(tmp_path / "in.mp4", ClipSpec(n_frames=2, width=64, height=48))
+    with pytest.raises(ConfigError, match=r"^encoder libx264 \(the one --codec auto picks"):
+        raypipe.process_video(
+            str(tmp_path / "in.mp4"), str(tmp_path / "o.mp4"), encoder_options={"tune": "x"}
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_a_crf_or_preset_an_encoder_has_no_place_for_is_said_to_do_nothing() -> None:
+    """``--codec prores_ks --preset proxy`` gave ProRes HQ, ``--codec mpeg4 --crf 40`` its
+    default bit rate, without a word (a sweep); the defaults say nothing."""
+    from raypipe.media.encode import unused_settings_note
+
+    assert unused_settings_note(EncodeConfig(codec="prores_ks", crf=30, preset="proxy")) == (
+        "--crf 30 and --preset proxy do nothing for prores_ks, which has no crf or preset: "
+        "its profile is --encoder-option profile=proxy, lt, standard, hq (the default) or 4444"
+    )
+    assert unused_settings_note(EncodeConfig(codec="mpeg4", crf=40)) == (
+        "--crf 40 does nothing for mpeg4, which has no crf or preset: its quality is "
+        "--encoder-option b=BITRATE (such as b=5M)"
+    )
+    assert unused_settings_note(EncodeConfig(codec="ffv1")) == ""  # the defaults
+    with pytest.raises(ConfigError, match="^--codec copy: raypipe encodes the frames the model"):
+        check_encoder(EncodeConfig(codec="copy"))
+    for codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "h264_nvenc"):
+        assert unused_settings_note(EncodeConfig(codec=codec, crf=30, preset="slow")) == ""
+
+
 def _svt_packets(width: int, height: int) -> int:
     """Packets SVT-AV1 gives for 3 frames of ``width`` x ``height``."""
     with av.open(io.BytesIO(), "w", format="matroska") as sink:
