@@ -172,6 +172,14 @@ def remove_held_locks() -> None:
             os.unlink(path)
 
 
+NAME_MAX = 255
+"""The longest file name (bytes) of Linux's and macOS's filesystems."""
+NAME_EXTRA = 24
+"""What raypipe's names beside an output add to its name at most: its work folder
+(``.NAME.raypipe-work``, 14), lock (``.NAME.raypipe-lock``, 14) and staging files
+(``.NAME.XXXXXXXX.part.mp4``, 19-24)."""
+
+
 def check_file_path(label: str, path: str) -> None:
     """Fail before any work where a file cannot be written at ``path`` (a run's output, its
     stats or report, an exported model): its folder missing or not writable
@@ -180,6 +188,13 @@ def check_file_path(label: str, path: str) -> None:
     name in the message."""
     if is_local(path) and os.path.isdir(local_path(absolute(path))):
         raise ConfigError(f"{label} '{path}' is a directory; give a file path")
+    name = split(absolute(path))[1]
+    if is_local(path) and len(os.fsencode(name)) > NAME_MAX - NAME_EXTRA:
+        raise ConfigError(  # it failed after the whole run, as an OSError (a sweep)
+            f"{label} '{path}': its name is {len(os.fsencode(name))} bytes long; raypipe's "
+            f"work folder and staging files beside it add up to {NAME_EXTRA} to it, over "
+            f"the file system's {NAME_MAX}: name it at most {NAME_MAX - NAME_EXTRA} bytes long"
+        )
     problem = writable_dir_problem(split(absolute(path))[0])
     if problem:
         raise ConfigError(f"{label} '{path}': {problem}")

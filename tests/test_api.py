@@ -246,6 +246,10 @@ def test_a_stats_path_or_output_that_cannot_be_written_fails_before_the_run(
         raypipe.process_archive([clip], url, model="builtin:invert")
     with pytest.raises(ConfigError, match=rf"^--stats \(stats_path\) '{url}.json': {web}"):
         raypipe.process_video(clip, out, model="builtin:invert", stats_path=f"{url}.json")
+    # a name the staging files beside it make too long failed after the run (a sweep)
+    long = tmp_path / ("n" * 228 + ".mp4")
+    with pytest.raises(ConfigError, match=r"its name is 232 bytes long; .* at most 231 bytes"):
+        raypipe.process_video(clip, str(long), model="builtin:invert")
     with pytest.raises(ConfigError, match=r"^output 'memory://b/o.mp4': memory:// is the memo"):
         raypipe.process_video(clip, "memory://b/o.mp4", model="builtin:invert")
     assert not ray.is_initialized()

@@ -49,11 +49,8 @@ def segment_uri(work_dir: str, chunk_id: str) -> str:
 
 
 WORK_SUFFIX = ".raypipe-work"
-NAME_MAX = 255
-"""The longest file name (bytes) of Linux's and macOS's filesystems."""
-WORK_NAME_EXTRA = 24
-"""What raypipe's names beside an output add to its name at most: its work folder
-(``.NAME.raypipe-work``, 14) and staging files (``.NAME.XXXXXXXX.part.mp4``, 19-24)."""
+NAME_MAX = storage.NAME_MAX
+WORK_NAME_EXTRA = storage.NAME_EXTRA
 
 
 def work_dir_for(output: str) -> str:
