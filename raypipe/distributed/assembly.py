@@ -66,7 +66,7 @@ def segment_uris(facts: VideoFacts) -> list[str]:
     return [segment_uri(facts.work_dir, chunk_id(facts.video_id, i)) for i in range(facts.n_chunks)]
 
 
-def _check_source_unchanged(facts: VideoFacts) -> None:
+def check_source_unchanged(facts: VideoFacts) -> None:
     """Refuse to assemble where the source is not the one the video was planned from (its
     size or modification time, a store's version): a file replaced while its chunks ran
     gave an output of two videos' frames, reported done (a sweep)."""
@@ -84,7 +84,7 @@ def _check_source_unchanged(facts: VideoFacts) -> None:
         raise InputError(
             "the source changed while the video was processed (its size or modification "
             "time): its chunks may hold frames of both versions, so no output is written; "
-            "run again"
+            "run again (a file still being written: once it is complete)"
         )
 
 
@@ -96,7 +96,7 @@ def assemble_video(facts: VideoFacts) -> Assembled:
     faults.checkpoint("assembly", facts.video_id, node=_node_id())
     try:
         storage.remove_stale_staging(facts.output)  # an earlier attempt killed mid-way
-        _check_source_unchanged(facts)
+        check_source_unchanged(facts)
         if facts.tensor:
             frames_out = _write_table(facts)
             if frames_out != facts.n_out:

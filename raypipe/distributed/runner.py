@@ -31,7 +31,12 @@ import ray
 from raypipe import faults, storage
 from raypipe.archive_report import join_notes
 from raypipe.config import AUTO_CODEC, RunConfig
-from raypipe.distributed.assembly import Assembled, assemble_remote, assemble_video
+from raypipe.distributed.assembly import (
+    Assembled,
+    assemble_remote,
+    assemble_video,
+    check_source_unchanged,
+)
 from raypipe.distributed.chunk_log import ChunkLog
 from raypipe.distributed.chunk_task import Row, remove_work
 from raypipe.distributed.metrics import ChunkMetrics
@@ -39,10 +44,22 @@ from raypipe.distributed.planning import VideoFacts, VideoResult
 from raypipe.distributed.ray_errors import iter_rows
 from raypipe.distributed.ray_logs import ray_lines_to_files
 from raypipe.distributed.stats import chunk_record
+from raypipe.errors import InputError
 from raypipe.media.encode import fidelity_notes, playback_note, unused_settings_note
 from raypipe.media.picture import PictureFormat
 
 log = logging.getLogger("raypipe")
+
+
+def _source_changed(facts: VideoFacts) -> tuple[str, str] | None:
+    """The error a chunk's decode failure stands for where the source is no longer the one
+    planned: a file still being written decoded more frames than its plan had, "the input
+    is probably damaged" (a sweep). ``None`` where it is the same source."""
+    try:
+        check_source_unchanged(facts)
+    except InputError as e:
+        return type(e).__name__, str(e)
+    return None
 
 
 @dataclass
@@ -109,6 +126,8 @@ class _Video:
             result.assembly_seconds, result.assembly_pid = assembled.seconds, assembled.pid
             if assembled.error_type:
                 error = (assembled.error_type, assembled.error_message)
+        if error is not None and error[0] in ("DecodeError", "CorruptVideoError"):
+            error = _source_changed(facts) or error
         if error is not None:
             result.status, (result.error_type, result.error_message) = "failed", error
             result.error_detail = self.error_detail

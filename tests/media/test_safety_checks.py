@@ -253,3 +253,13 @@ def test_a_source_replaced_while_its_chunks_ran_is_not_assembled(tmp_path: Path)
     assert result.error_type == "InputError", result
     assert result.error_message.startswith("the source changed while the video was processed")
     assert not (tmp_path / "out.mp4").exists()
+    # a chunk that failed to decode as planned (a file still being written decodes more
+    # frames than its plan had) is said as that change, not "probably damaged" (a sweep)
+    from raypipe.distributed.runner import _Video
+
+    video = _Video(video_id="v", uri=str(source), facts=facts)
+    video.error = ("DecodeError", "v-000001: more than the planned 25 frames ... damaged")
+    failed = video.result(None)
+    assert (failed.error_type, failed.error_message) == (result.error_type, result.error_message)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as planned: damaged it is
+    assert video.result(None).error_type == "DecodeError"
