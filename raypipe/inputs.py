@@ -31,6 +31,7 @@ import io
 import logging
 import os
 import posixpath
+import urllib.parse
 from dataclasses import dataclass
 
 import fsspec
@@ -373,11 +374,23 @@ def _from_uris(uris: list[str]) -> list[InputItem]:
     or, where they share none, its whole path (``bucket/key``, ``host/path``,
     ``home/me/a.mp4``)."""
     absolute = [storage.absolute(u) for u in uris]  # local paths normalised: no "..", "."
-    base = _common_parent(absolute)
+    named = [_web_path(a) for a in absolute]
+    base = _common_parent(named)
     return [
-        _item(a, _relative_to(a, base) if base else a[len(_protocol_prefix(a)) :].lstrip("/"))
-        for a in absolute
+        _item(a, _relative_to(n, base) if base else n[len(_protocol_prefix(n)) :].lstrip("/"))
+        for a, n in zip(absolute, named)
     ]
+
+
+def _web_path(uri: str) -> str:
+    """A web address as the file it names: its path decoded, without its query or fragment
+    (``.../get?id=5`` made the output ``get?id=5.mp4``, ``sp%20ace.mp4`` kept its ``%20``,
+    and ``x.mp4?token=abc`` was said to have an extension raypipe does not write; a sweep).
+    Any other URI as it is (an object store's key may hold a ``?``)."""
+    if not uri.lower().startswith(("http://", "https://")):
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}{urllib.parse.unquote(parts.path)}"
 
 
 def _from_manifest(rows: list[dict[str, str]]) -> list[InputItem]:

@@ -298,3 +298,18 @@ def test_a_name_that_is_not_utf8_fails_alone_and_run_refuses_it_in_one_line(
         assert err == f"raypipe: error: ConfigError: {what} '{shown}' {NOT_UTF8}"
     assert main(["probe", latin1]) == 0  # a probe reads it where it is
     assert "video stream 0: h264" in capsys.readouterr().out
+
+
+def test_a_web_address_is_named_by_its_path_without_its_query(tmp_path: Path) -> None:
+    """``.../get?id=5`` made the output ``get?id=5.mp4``, ``sp%20ace.mp4`` kept its ``%20``,
+    and ``x.mp4?token=abc`` was said to have an extension raypipe does not write (a sweep)."""
+    listed = tmp_path / "list.txt"
+    listed.write_text(
+        "http://h/v/fs.mp4?token=abc&x=1\nhttp://h/v/get?id=5\nhttp://h/v/sp%20ace.mp4#t=2\n"
+    )
+    items = list_inputs(str(listed))
+    assert [(i.uri, i.relative_output, i.renamed) for i in items] == [
+        ("http://h/v/fs.mp4?token=abc&x=1", "fs.mp4", False),
+        ("http://h/v/get?id=5", "get.mp4", True),
+        ("http://h/v/sp%20ace.mp4#t=2", "sp ace.mp4", False),
+    ]
