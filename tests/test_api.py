@@ -246,6 +246,10 @@ def test_a_stats_path_or_output_that_cannot_be_written_fails_before_the_run(
         raypipe.process_archive([clip], url, model="builtin:invert")
     with pytest.raises(ConfigError, match=rf"^--stats \(stats_path\) '{url}.json': {web}"):
         raypipe.process_video(clip, out, model="builtin:invert", stats_path=f"{url}.json")
+    # standard input and output: "'./-' does not exist", "has extension '(none)'" (a sweep)
+    for given in ((clip, "-"), ("-", out), (clip, "pipe:1")):
+        with pytest.raises(ConfigError, match="raypipe reads and writes files, not standard"):
+            raypipe.process_video(*given, model="builtin:invert")
     # a name the staging files beside it make too long failed after the run (a sweep)
     long = tmp_path / ("n" * 228 + ".mp4")
     with pytest.raises(ConfigError, match=r"its name is 232 bytes long; .* at most 231 bytes"):

@@ -60,6 +60,9 @@ from raypipe.reuse import Provenance
 log = logging.getLogger("raypipe")
 
 
+_STREAMS = frozenset({"-", "pipe:", "pipe:0", "pipe:1"})  # (/dev/stdin: a file redirected in works)
+
+
 def process_video(
     input: str, output: str, config: RunConfig | None = None, **options: Any
 ) -> RunStats:
@@ -73,6 +76,13 @@ def process_video(
     run fails.
     """
     cfg = build_run_config(config, **options)
+    for given, what in ((input, "input"), (output, "output")):
+        if str(given) in _STREAMS:  # "'./-' does not exist", "has extension '(none)'"
+            raise ConfigError(
+                f"{what} {str(given)!r}: raypipe reads and writes files, not standard input "
+                "or output (it reads a video's chunks at their places, and writes an output "
+                "whole once its segments are in); give a path or URL"
+            )
     input = storage.absolute(storage.path_text(input, "input"))
     output = storage.absolute(storage.path_text(output, "output"))
     if is_local(output) and os.path.islink(local_path(output)):
