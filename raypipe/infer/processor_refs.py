@@ -287,19 +287,36 @@ def _named_models(cls: type) -> str:
     for name in named:
         path = os.path.abspath(os.path.expanduser(name))
         if os.path.isfile(path):
-            stat = os.stat(path)
-            parts.append(f"{name}={_file_sha256(path, stat.st_size, stat.st_mtime_ns)}")
+            parts.append(f"{name}={_model_sha256(path)}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16] if parts else ""
 
 
+def _model_sha256(path: str) -> str:
+    """The sha256 of the model file ``path``, with the weights it keeps in files beside it
+    (ONNX's external data) where it has them, as ``ctx.session`` loads it: new weights in
+    ``m.onnx.data`` beside an unchanged ``m.onnx`` were reused as the old (a sweep)."""
+    stat = os.stat(path)
+    digest, external = _file_sha256(path, stat.st_size, stat.st_mtime_ns)
+    if not external:
+        return digest
+    from raypipe.infer.sidecar import resolve_model
+
+    try:
+        return resolve_model(path)[1]
+    except Exception:  # noqa: BLE001 - a model that does not load: the session says why
+        return digest
+
+
 @functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    """The sha256 of the file ``path`` as it is at ``size`` and ``mtime_ns`` (read once)."""
-    digest = hashlib.sha256()
+def _file_sha256(path: str, size: int, mtime_ns: int) -> tuple[str, bool]:
+    """The sha256 of the file ``path`` as it is at ``size`` and ``mtime_ns`` (read once),
+    and whether it may name external data (``location``, the key ONNX names files by)."""
+    digest, external = hashlib.sha256(), False
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+            external = external or b"location" in block
+    return digest.hexdigest(), external
 
 
 def _function_of(member: Any) -> types.FunctionType | None:

@@ -293,6 +293,22 @@ def test_identity_follows_the_model_files_the_processor_names(
     assert processor_identity(target) not in (identity, changed)
     none = write(tmp_path, "class P(raypipe.Processor):\n    pass\n", name="plain.py")
     assert " models=" not in processor_identity(f"{none}:P")
+    # weights kept beside the model (external data): new weights, the same .onnx
+    import onnx
+
+    from raypipe.infer.builtin import build_builtin
+
+    model = build_builtin("sharpen")
+    onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ext.onnx.data",
+                    size_threshold=0)  # fmt: skip
+    body = "class P(raypipe.Processor):\n    def setup(self, ctx):\n"
+    body += f"        self.s = ctx.session({str(tmp_path / 'ext.onnx')!r})\n"
+    external = f"{write(tmp_path, body, name='ext.py')}:P"
+    before = processor_identity(external)
+    weights = tmp_path / "ext.onnx.data"
+    weights.write_bytes(weights.read_bytes()[::-1])  # other weights, the same size
+    assert processor_identity(external) != before
 
 
 class Scale(raypipe.Processor):
