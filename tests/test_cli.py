@@ -82,6 +82,18 @@ def _bad_input(kind: str, tmp: Path, clips: dict[str, Path]) -> tuple[str, list[
         path = tmp / "flow.onnx"
         onnx.save(model, str(path))
         return good, ["--model", str(path)]
+    if kind == "float64_picture":  # a picture but for its element type
+        from onnx import TensorProto, helper
+
+        model = _image_and_mask_model()
+        del model.graph.output[1], model.graph.node[1]
+        model.graph.node[0].CopyFrom(helper.make_node("Cast", ["input"], ["output"], to=11))
+        model.graph.output[0].CopyFrom(
+            helper.make_tensor_value_info("output", TensorProto.DOUBLE, ["batch", 3, "h", "w"])
+        )
+        path = tmp / "f64.onnx"
+        onnx.save(model, str(path))
+        return good, ["--model", str(path)]
     raise AssertionError(kind)
 
 
@@ -108,6 +120,15 @@ def _image_and_mask_model() -> onnx.ModelProto:
 
 
 BAD = {
+    # the advice, naming the output, changed nothing: its element type was the reason
+    "float64_picture": (
+        "ConfigError",
+        "is a video file, but the model's output 'output' ['batch', 3, 'h', 'w'] holds double, "
+        "which raypipe does not take for pictures unless told (float, float16, uint8), so the "
+        "run writes a Parquet table per video into a directory: give a directory instead (no "
+        'extension); or, for a video of it, say so in the model\'s sidecar: {"output": '
+        '"image"}',
+    ),
     "missing": ("InputNotFoundError", "does not exist"),
     "not_a_video": ("CorruptVideoError", "not a readable media file"),
     "truncated": ("CorruptVideoError", "not a readable media file"),

@@ -38,7 +38,7 @@ from raypipe.infer.models import (
     resolve_model_and_spec,
     yuv_model_problem,
 )
-from raypipe.infer.output_kind import graph_io, not_a_picture
+from raypipe.infer.output_kind import ELEMENT_DTYPES, graph_io, not_a_picture
 from raypipe.infer.processor_refs import ProcessorRef, identity_is_unique, processor_ref
 from raypipe.infer.shapes import check_whole_scale
 from raypipe.infer.simulated import is_simulated, parse_hold_seconds
@@ -416,7 +416,27 @@ def check_table_output(output: str, model: LoadedModel) -> None:
             for o in outputs
             if o.shape is not None and not not_a_picture(o.shape, model.spec) and o.name != named
         ]
-        if pictures:
+        typed = [
+            o
+            for o in outputs
+            if o.type not in ELEMENT_DTYPES
+            and o.shape is not None
+            and not not_a_picture(o.shape, model.spec)
+            and (not named or o.name == named)
+        ]
+        if len(typed) == 1 and len(outputs) == 1 or named and typed:
+            # a picture but for its element type: naming it changed nothing (a sweep)
+            kind = typed[0].type.removeprefix("tensor(").removesuffix(")")
+            why = (
+                f"the model's output '{typed[0].name}' {list(typed[0].shape or [])} holds "
+                f"{kind}, which raypipe does not take for pictures unless told (float, "
+                "float16, uint8)"
+            )
+            fix += (
+                '; or, for a video of it, say so in the model\'s sidecar: {"output": "image"} '
+                "(for a FrameModel in Python, spec=ModelSpec(output='image'))"
+            )
+        elif pictures:
             fix += (
                 f"; or, for a video of one of them, name it in the model's sidecar: "
                 f'{{"output_name": "{pictures[0]}"}} (for a FrameModel in Python, '
