@@ -82,6 +82,20 @@ def _bad_input(kind: str, tmp: Path, clips: dict[str, Path]) -> tuple[str, list[
         path = tmp / "flow.onnx"
         onnx.save(model, str(path))
         return good, ["--model", str(path)]
+    if kind == "nhwc_output":  # NCHW in, NHWC out: it failed after Ray's start
+        from onnx import TensorProto, helper
+
+        model = _image_and_mask_model()
+        del model.graph.output[1], model.graph.node[1]
+        model.graph.node[0].CopyFrom(
+            helper.make_node("Transpose", ["input"], ["output"], perm=[0, 2, 3, 1])
+        )
+        model.graph.output[0].CopyFrom(
+            helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", "h", "w", 3])
+        )
+        path = tmp / "nhwc.onnx"
+        onnx.save(model, str(path))
+        return good, ["--model", str(path)]
     if kind == "float64_picture":  # a picture but for its element type
         from onnx import TensorProto, helper
 
@@ -120,6 +134,12 @@ def _image_and_mask_model() -> onnx.ModelProto:
 
 
 BAD = {
+    "nhwc_output": (
+        "ModelLoadError",
+        "model output 'output' is declared ['batch', 'h', 'w', 3]: its channels look NHWC while "
+        "its input is NCHW, and raypipe reads both in one layout (the spec's); end the model "
+        "with a Transpose to NCHW (perm [0, 3, 1, 2]), or transpose in a raypipe.Processor",
+    ),
     # the advice, naming the output, changed nothing: its element type was the reason
     "float64_picture": (
         "ConfigError",

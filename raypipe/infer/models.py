@@ -473,6 +473,20 @@ class FrameModel:
                 f"needs a rank-4 image batch ({spec.layout}) with 3 channels (or 1); for "
                 "other outputs pass output='tensor'"
             )
+        other = 3 if spec.layout == "NCHW" else 1  # the other layout's channel axis
+        if (
+            shape is not None
+            and _dim(shape[spec.channel_axis]) is None
+            and _dim(shape[other]) in (1, 3)
+        ):
+            looks = "NHWC" if spec.layout == "NCHW" else "NCHW"
+            raise ModelLoadError(  # it failed at the first chunk, after Ray's start (a sweep)
+                f"model output {self._output_name!r} is declared {list(shape)}: its channels "
+                f"look {looks} while its input is {spec.layout}, and raypipe reads both in one "
+                f"layout (the spec's); end the model with a Transpose to {spec.layout} (perm "
+                f"{[0, 3, 1, 2] if spec.layout == 'NCHW' else [0, 2, 3, 1]}), or transpose in a "
+                "raypipe.Processor"
+            )
 
     @property
     def model_size(self) -> tuple[int, int] | None:
