@@ -483,6 +483,22 @@ def test_model_show_says_a_shape_the_graph_does_not_record(
     assert "  mean: float32 []\n" in out
 
 
+def test_model_show_says_what_a_file_that_is_no_model_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`model show` said "Error parsing message ... Wire format was corrupt" where a run
+    says a PyTorch checkpoint (a zip) or a cut-off download (a sweep)."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "model.onnx", "w") as z:
+        z.writestr("archive/data.pkl", b"x")
+    assert main(["model", "show", str(tmp_path / "model.onnx")]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "the file is a zip archive, not an ONNX model (a PyTorch .pt/.pth checkpoint is one: "
+        "export the model with torch.onnx.export)"
+    )
+
+
 def test_an_exported_temporal_builtin_runs_as_the_builtin_and_its_hints_fit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -192,10 +192,12 @@ def onnx_graph(data: bytes, model: str) -> Any:
     try:
         graph = onnx.load_from_string(data).graph
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and kin: not ONNX
-        raise ModelLoadError(
-            f"cannot load the model {model!r}: it is not an ONNX model ({e}); pass builtin:NAME "
-            "or a path/URL of an .onnx file"
-        ) from e
+        from raypipe.infer.session import _load_hint
+
+        # what a run says of it: a PyTorch checkpoint, a pickle, a cut-off download (the
+        # protobuf's "Wire format was corrupt" said none of it; a sweep)
+        hint = _load_hint("INVALID_PROTOBUF", data).removeprefix("; ")
+        raise ModelLoadError(f"cannot load the model {model!r}: {hint}") from e
     if not graph.node and not graph.output:
         raise ModelLoadError(
             f"cannot load the model {model!r}: it holds no graph ({len(data)} bytes: an empty "
