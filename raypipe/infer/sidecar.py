@@ -380,6 +380,12 @@ def with_external_data(data: bytes, model: str) -> bytes:
             f.seek(int(where.get("offset", 0)))
             length = where.get("length")
             tensor.raw_data = f.read(int(length)) if length is not None else f.read()
+            if length is not None and len(tensor.raw_data) != int(length):
+                raise ModelLoadError(  # ONNX Runtime's "raw_data size (0 bytes) ..." (a sweep)
+                    f"model {model!r}: its file {location!r} ends before the weights of "
+                    f"{tensor.name!r} ({len(tensor.raw_data)} of {length} bytes at offset "
+                    f"{where.get('offset', 0)}): cut off in a copy or download? fetch it again"
+                )
             del tensor.external_data[:]
             tensor.data_location = onnx.TensorProto.DEFAULT
     finally:
