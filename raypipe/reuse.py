@@ -170,6 +170,7 @@ class Provenance:
     key: str
     source: str
     parts: tuple[tuple[str, str], ...] = ()
+    part_digests: tuple[tuple[str, str], ...] = ()  # an output's: each part's, in short
 
     @classmethod
     def of(cls, key: ReuseKey, source_identity: str) -> Provenance:
@@ -179,10 +180,17 @@ class Provenance:
         """Whether :func:`source_identity`'s ``source_identity`` is the recorded source's."""
         return self.source == _digest(source_identity)
 
-    def to_text(self, *, with_parts: bool = False) -> str:
+    def to_text(self, *, with_parts: bool = False, part_digests: bool = False) -> str:
+        """The record: key and source, with the key's ``parts`` (a work directory's), or
+        each part's short digest (``part_digests``: an output's tag, so that a rerun names
+        what changed, "redone: the settings changed (model)", in a few bytes a part)."""
         doc: dict[str, Any] = {"v": FORMAT_VERSION, "key": self.key, "source": self.source}
         if with_parts:
             doc["parts"] = dict(self.parts)
+        if part_digests:  # from the parts, or as a parsed record holds them
+            digests = {n: _digest(v)[:8] for n, v in self.parts} or dict(self.part_digests)
+            if digests:
+                doc["pd"] = digests
         return _canonical(doc)
 
     @staticmethod
@@ -197,7 +205,10 @@ class Provenance:
             if doc.get("v") != FORMAT_VERSION:
                 return None
             parts = tuple(sorted((str(k), str(v)) for k, v in doc.get("parts", {}).items()))
-            return Provenance(key=str(doc["key"]), source=str(doc["source"]), parts=parts)
+            digests = tuple(sorted((str(k), str(v)) for k, v in doc.get("pd", {}).items()))
+            return Provenance(
+                key=str(doc["key"]), source=str(doc["source"]), parts=parts, part_digests=digests
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -208,7 +219,15 @@ class Provenance:
         if recorded.source != self.source:
             return "the source changed"
         if recorded.key != self.key:
-            changed = ReuseKey(self.parts).changed(dict(recorded.parts)) if recorded.parts else []
+            changed: list[str] = []
+            if recorded.parts:
+                changed = ReuseKey(self.parts).changed(dict(recorded.parts))
+            elif recorded.part_digests:  # an output's record (the redo said no more; a sweep)
+                mine = {name: _digest(value)[:8] for name, value in self.parts}
+                theirs = dict(recorded.part_digests)
+                changed = sorted(
+                    n for n in mine.keys() | theirs.keys() if mine.get(n) != theirs.get(n)
+                )
             return "the settings changed" + (f" ({', '.join(changed)})" if changed else "")
         return ""
 
@@ -231,7 +250,7 @@ def provenance_tags(
     said = user_comment(next((v for k, v in (source or {}).items() if k.lower() == "comment"), ""))
     tags = {"comment": said} if said else {}
     if tag:
-        record = provenance.to_text()
+        record = provenance.to_text(part_digests=True)
         tags[tag] = f"{said}\n{record}" if tag == "comment" and said else record
     return tags
 

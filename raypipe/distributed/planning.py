@@ -380,7 +380,7 @@ class VideoFacts:
             note=planned.note,
             work_dir=planned.work_dir,
             tensor=planned.tensor,
-            provenance=planned.provenance.to_text() if planned.provenance else "",
+            provenance=planned.provenance.to_text(part_digests=True) if planned.provenance else "",
             picture=planned.picture.to_json() if planned.picture else "",
             left_out=tuple(planned.left_out),
             jumps=to_text(planned.jumps),

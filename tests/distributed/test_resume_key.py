@@ -275,7 +275,7 @@ def test_a_finished_output_is_redone_when_its_source_changes(address: str, tmp_p
     raypipe.process_archive(str(src), str(clean), quiet=True, **options)
     assert (out / "v.mp4").read_bytes() == (clean / "v.mp4").read_bytes()
     changed = raypipe.process_archive(str(src), str(out), quiet=True, crf=30, **options)
-    assert changed.rows[0]["note"] == "redone: the settings changed"
+    assert changed.rows[0]["note"] == "redone: the settings changed (encoder)"  # named (a sweep)
 
 
 def test_an_output_made_from_an_earlier_output_records_only_its_own_run(
