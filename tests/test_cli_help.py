@@ -470,6 +470,15 @@ def test_the_summary_line_counts_in_words() -> None:
     assert summary_line("o.mp4", {**two, "providers": ["CPU"]}).startswith(
         "wrote o.mp4: 48 frames in 4 chunks, 2.0s (24.0 fps) on 2 workers"
     )
+    # one actor ran every chunk (the other found no free CPU): it said "on 2 workers"
+    assert summary_line("o.mp4", {**two, "actors": 1, "providers": ["CPU"]}).endswith(
+        "on 1 of 2 workers [CPU]"
+    )
+    from raypipe.distributed.stats import RunStats
+
+    stats = RunStats(input="i", output="o", workers=2)
+    stats.chunk_stats = [{"infer_pid": 7, "infer_node": "n", "actor_id": "a"}] * 3
+    assert stats.actors_used == 1
 
 
 def test_a_tile_overlap_without_tiles_is_refused(

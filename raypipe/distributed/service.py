@@ -263,9 +263,17 @@ def summary_line(output: str, stats: dict[str, Any]) -> str:
     return (
         f"wrote {output}: {counted(stats['frames'], 'frame')} in "
         f"{counted(stats['chunks'], 'chunk')}, {stats['wall_seconds']:.1f}s "
-        f"({stats['fps']:.1f} fps) on {counted(stats['workers'], 'worker')} "
-        f"[{', '.join(stats['providers'])}]"
+        f"({stats['fps']:.1f} fps) on {_workers(stats)} [{', '.join(stats['providers'])}]"
     )
+
+
+def _workers(stats: dict[str, Any]) -> str:
+    """``2 workers``, or ``1 of 2 workers`` where fewer actors ran chunks than were asked
+    (too few chunks for them, or no free CPU or GPU for the others)."""
+    workers, used = int(stats["workers"]), int(stats.get("actors") or 0)
+    if 0 < used < workers:
+        return f"{used} of {counted(workers, 'worker')}"
+    return counted(workers, "worker")
 
 
 def stats_summary(stats: Any) -> dict[str, Any]:
@@ -276,6 +284,7 @@ def stats_summary(stats: Any) -> dict[str, Any]:
         "wall_seconds": stats.wall_seconds,
         "fps": stats.fps,
         "workers": stats.workers,
+        "actors": stats.actors_used,
         "providers": list(stats.providers),
     }
 
@@ -511,6 +520,13 @@ def _wait_for_no_service(identity: dict[str, Any]) -> None:
             info = ray.get(existing.info.remote(), timeout=30)
         except ray.exceptions.RayActorError:
             info = {"host": identity["host"], "pid": identity["pid"]}  # going away
+        except (AttributeError, ray.exceptions.RayTaskError, TypeError):
+            info = {}  # an actor of that name with no info(): another program's
+        if not isinstance(info, dict) or not {"host", "pid"} <= info.keys():
+            raise ClusterError(  # "KeyError: 'host' (unexpected)" (a sweep)
+                f"an actor named {SERVICE_NAME!r} in namespace {NAMESPACE!r} on this cluster "
+                "is not a raypipe service; stop whatever made it, or run without a service"
+            )
         ours = (info["host"], info["pid"]) == (identity["host"], identity["pid"])
         if not ours:
             raise ClusterError(
@@ -564,9 +580,11 @@ def _rebuild_error(payload: dict[str, Any]) -> BaseException:
     return with_worker_traceback(error, str(payload.get("detail", "")))
 
 
-def usable(info: dict[str, Any], processor: Any = None) -> str | None:
+def usable(info: dict[str, Any] | None, processor: Any = None) -> str | None:
     """Why the command cannot hand its run to the service described by ``info``, or None."""
     here = _identity()
+    if not isinstance(info, dict) or "host" not in info:  # "it runs on None" (a sweep)
+        return f"the actor named {SERVICE_NAME!r} there is not a raypipe service"
     if info.get("host") != here["host"]:
         return f"it runs on {info.get('host')}, not this machine"
     if info.get("install") != here["install"]:
@@ -619,6 +637,8 @@ def hand_over(
         info = ray.get(mailbox.info.remote(), timeout=30)
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
         return _not_answering(e)  # stopping (its mailbox goes with it), or hung
+    except (AttributeError, ray.exceptions.RayTaskError):
+        info = None  # an actor of that name with no info(): another program's
     why_not = usable(info, options.get("processor"))
     if why_not is not None:
         log.warning("not handing the run to the raypipe service: %s; running it here", why_not)

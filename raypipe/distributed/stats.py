@@ -48,6 +48,19 @@ class RunStats:
     chunk_stats: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def actors_used(self) -> int:
+        """The inference actors that ran chunks: fewer than ``workers`` where the cluster's
+        free CPUs or GPUs held fewer (the result line said "on 2 workers" while one ran every
+        chunk; a sweep)."""
+        return len(
+            {
+                str(c.get("actor_id") or "") or f"{c.get('infer_node')}:{c.get('infer_pid')}"
+                for c in self.chunk_stats
+                if not c.get("error_type") and c.get("infer_pid") is not None
+            }
+        )
+
+    @property
     def fps(self) -> float:
         """Frames written a second of the run's wall time."""
         return self.frames / self.wall_seconds if self.wall_seconds > 0 else 0.0

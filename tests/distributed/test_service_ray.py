@@ -80,3 +80,29 @@ def test_a_cancel_before_the_output_is_in_place_stops_the_run(
         "error", {"type": "KeyboardInterrupt", "message": "cancelled"}
     )  # fmt: skip
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_an_actor_of_the_services_name_that_is_no_service_is_said_so(caplog: Any) -> None:
+    """Another program's actor named as the service's: `serve` failed with "KeyError: 'host'
+    (unexpected)" and a run said "it runs on None, not this machine" (a sweep)."""
+    import logging
+
+    from raypipe.errors import ClusterError
+
+    @ray.remote(num_cpus=0)
+    class Squatter:
+        def info(self) -> dict[str, Any]:
+            return {"mine": True}
+
+    squatter = Squatter.options(  # type: ignore[attr-defined]
+        name=service.SERVICE_NAME, namespace=service.NAMESPACE
+    ).remote()
+    try:
+        ray.get(squatter.info.remote())
+        with pytest.raises(ClusterError, match="is not a raypipe service; stop whatever made it"):
+            service._wait_for_no_service({"host": "h", "pid": 1})
+        with caplog.at_level(logging.WARNING, logger="raypipe"):
+            assert service.hand_over("in.mp4", "out.mp4", {}) is None
+        assert "there is not a raypipe service; running it here" in caplog.text
+    finally:
+        ray.kill(squatter)
