@@ -53,6 +53,8 @@ def layout_of(pix_fmt: str) -> PixelLayout:
     if not comps:
         raise ConfigError(f"pixel format {pix_fmt!r} has no colour components (a hardware format?)")
     depth = max(c.bits for c in comps)
+    if fmt.has_palette:  # one component, the index into 8-bit RGB colours: not gray (a
+        return PixelLayout(bit_depth=8, chroma="4:4:4", rgb=True)  # palette PNG's; a sweep)
     if fmt.is_rgb:
         return PixelLayout(bit_depth=depth, chroma="4:4:4", rgb=True)
     if len(comps) == 1:

@@ -263,6 +263,12 @@ def test_picture_format_is_plain_data() -> None:
         0,
     ]
     assert layout_of("p010le").describe() == "10-bit 4:2:0"
+    # a palette (PNG, GIF) indexes 8-bit RGB colours: it was "8-bit gray", its output's
+    # chroma halved, and an odd size refused (a sweep)
+    assert layout_of("pal8") == layout_of("rgb24")
+    from raypipe.media.pixfmt import choose_pix_fmt
+
+    assert choose_pix_fmt("pal8", "libx264") == choose_pix_fmt("rgb24", "libx264")
     with pytest.raises(Exception, match="colour matrix 'bt2021' is not one FFmpeg names"):
         ColourTags(matrix="bt2021")
 
