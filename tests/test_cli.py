@@ -483,6 +483,20 @@ def test_model_show_says_a_shape_the_graph_does_not_record(
     assert "  mean: float32 []\n" in out
 
 
+def test_an_image_sequence_pattern_is_said_to_be_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``img%04d.png``, which FFmpeg reads, was "does not exist; check the path" (a sweep)."""
+    (tmp_path / "img0001.png").write_bytes(b"x")
+    pattern = tmp_path / "img%04d.png"
+    assert main(["run", str(pattern), str(tmp_path / "o.mp4"), "-q"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"raypipe: error: UnsupportedVideoError: input '{pattern}' is an image-sequence "
+        "pattern, which raypipe does not read: make one video of the images first, "
+        "losslessly: ffmpeg -framerate FPS -i 'img%04d.png' -c:v ffv1 sequence.mkv"
+    )
+
+
 def test_model_show_says_what_a_file_that_is_no_model_is(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

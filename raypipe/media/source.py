@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from typing import Any
@@ -68,6 +69,12 @@ def check_local(path: str) -> None:
             raise InputNotFoundError(
                 f"input '{path}' is a symbolic link to '{os.readlink(path)}', which does "
                 "not exist; check the link"
+            ) from None
+        if e.errno != errno.EACCES and re.search(r"%0?\d*d", os.path.basename(path)):
+            raise UnsupportedVideoError(  # "does not exist" (a sweep): FFmpeg reads these
+                f"input '{path}' is an image-sequence pattern, which raypipe does not read: "
+                "make one video of the images first, losslessly: ffmpeg -framerate FPS -i "
+                f"'{os.path.basename(path)}' -c:v ffv1 sequence.mkv"
             ) from None
         if e.errno != errno.EACCES:
             raise InputNotFoundError(f"input '{path}' does not exist; check the path") from None
