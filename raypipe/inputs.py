@@ -55,6 +55,12 @@ VIDEO_EXTENSIONS = (
     # broadcast and camcorder masters, DVDs, older downloads
     ".mxf", ".dv", ".vob", ".mod", ".tod", ".f4v", ".asf", ".divx", ".rm", ".rmvb",
 )  # fmt: skip
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".gif", ".webp", ".apng", ".bmp", ".tif", ".tiff", ".avif",
+    ".heic",
+)  # fmt: skip
+"""Pictures a folder's archive leaves out (with a line): FFmpeg reads them, as videos of
+one frame (or, animated, of several), but a folder of photos beside videos is not work."""
 _GLOB_CHARS = "*?["
 
 
@@ -201,6 +207,22 @@ def _from_directory(inputs: str, output_dir: str) -> list[InputItem]:
             continue  # a folder of videos, not a video: its files are listed themselves
         named.append(path)
     kept = _left_out(named, base, inputs, output_dir, dots_spelled=False)
+    images = [
+        p
+        for p, info in sorted(found.items())
+        if p.lower().endswith(IMAGE_EXTENSIONS)
+        and info.get("type") != "directory"
+        and not any(part.startswith(".") for part in _relative_to(p, base).split("/"))
+    ]
+    if images:  # left out without a word, though a still image is a video of one frame
+        log.warning(
+            "left out %d image file(s) in '%s' ('%s'%s): a folder's archive takes its videos; "
+            "list images in a .txt file, or name them with a glob, to process each as a video",
+            len(images),
+            inputs,
+            _relative_to(images[0], base),
+            ", ..." if len(images) > 1 else "",
+        )
     return [_item(_uri(prefix, path, inputs), _relative_to(path, base)) for path in kept]
 
 

@@ -507,9 +507,13 @@ def test_model_show_says_what_a_file_that_is_no_model_is(
     with zipfile.ZipFile(tmp_path / "model.onnx", "w") as z:
         z.writestr("archive/data.pkl", b"x")
     assert main(["model", "show", str(tmp_path / "model.onnx")]) == 1
-    assert capsys.readouterr().err.strip().endswith(
-        "the file is a zip archive, not an ONNX model (a PyTorch .pt/.pth checkpoint is one: "
-        "export the model with torch.onnx.export)"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "the file is a zip archive, not an ONNX model (a PyTorch .pt/.pth checkpoint is one: "
+            "export the model with torch.onnx.export)"
+        )
     )
 
 

@@ -313,3 +313,16 @@ def test_a_web_address_is_named_by_its_path_without_its_query(tmp_path: Path) ->
         ("http://h/v/get?id=5", "get.mp4", True),
         ("http://h/v/sp%20ace.mp4#t=2", "sp ace.mp4", False),
     ]
+
+
+def test_images_a_folder_leaves_out_are_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A folder's archive left out its photos and GIFs without a word (a sweep)."""
+    (tmp_path / "in").mkdir()
+    for name in ("a.mp4", "b.gif", "c.JPG", ".hidden.png"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="raypipe"):
+        items = list_inputs(str(tmp_path / "in"), str(tmp_path / "out"))
+    assert [i.relative_output for i in items] == ["a.mp4"]
+    assert f"left out 2 image file(s) in '{tmp_path / 'in'}' ('b.gif', ...)" in caplog.text

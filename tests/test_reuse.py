@@ -332,4 +332,3 @@ def test_provenance_tags_per_container() -> None:
     other = Provenance.of(_key(crf30), "size=1;mtime_ns=2")
     assert other.why_not(Provenance.parse(record)) == "the settings changed (encoder)"
     assert mine.why_not(Provenance.parse(record)) == ""
-
