@@ -204,6 +204,18 @@ class _Throttled:
         raise NotImplementedError
 
 
+SLOW_START_S = 30.0
+"""Seconds before the first chunk after which the progress line says where to look: on a
+cluster other jobs use, the run waits for CPUs or GPUs they hold, and said only
+"starting" for minutes (a sweep)."""
+
+
+def _slow_start(seconds: float) -> str:
+    if seconds < SLOW_START_S:
+        return ""
+    return "; `ray status` shows whether other jobs hold the cluster's CPUs or GPUs"
+
+
 class Progress(_Throttled):
     """Prints ``label: done/total frames (pct), fps, ETA`` at most every ``interval_s`` s.
 
@@ -255,7 +267,7 @@ class Progress(_Throttled):
         if not self.done:  # no chunk done yet: Ray's start, the actors', the first chunk's
             return (
                 f"{prefix}0/{self.total} frames, starting: Ray, the actors, the first chunk "
-                f"({format_duration(now - self.start)})"
+                f"({format_duration(now - self.start)}{_slow_start(now - self.start)})"
             )
         head = f"{prefix}{self.done}/{self.total} frames ({pct:.0f}%)"
         if self._all_done is not None:  # the segments are assembled (seconds, for many)
@@ -386,7 +398,7 @@ class ArchiveProgress(_Throttled):
         if not self.frames and not self.videos_finished:  # as `run`'s (it said "ETA ?")
             return (
                 f"{self.label}: 0/{self.total_videos} videos, starting: Ray, the actors, the "
-                f"first chunk ({format_duration(now - self.start)})"
+                f"first chunk ({format_duration(now - self.start)}{_slow_start(now - self.start)})"
             )
         skipped = f", {self.skipped} skipped" if self.skipped else ""
         return (

@@ -110,6 +110,12 @@ def test_archive_progress_counts_videos_frames_and_fps(clock: list[float]) -> No
     # before any frame, as `run`'s line, which the README says of both (it read "0 frames,
     # 0.0 fps, ETA ?": a sweep)
     assert archive.line() == "archive: 0/4 videos, starting: Ray, the actors, the first chunk (10s)"
+    # a run that waits long for its first chunk says where to look (other jobs holding the
+    # cluster's CPUs: it said "starting" for minutes; a sweep)
+    assert archive.line(archive.start + 31) == (
+        "archive: 0/4 videos, starting: Ray, the actors, the first chunk (31s; `ray status` "
+        "shows whether other jobs hold the cluster's CPUs or GPUs)"
+    )
     archive.video_done(True, 120)
     archive.video_done(False)
     archive.video_done(True, 0, skipped=True)
