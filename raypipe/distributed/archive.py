@@ -200,6 +200,7 @@ def _run(
     progress.begin()  # from here on a line every interval, Ray's start included
     try:
         run = start_run(cfg, model)
+        progress.shared = run.shared
     except BaseException:
         progress.stop()
         raise

@@ -112,6 +112,7 @@ class _Throttled:
     def __init__(self, *, enabled: bool, stream: TextIO | None, interval_s: float) -> None:
         self.enabled = enabled
         self.interval_s = interval_s
+        self.shared = False  # on a cluster raypipe did not start: a slow start says where to look
         self.start = time.monotonic()
         self._last_shown = float("-inf")
         self._sink: _Sink | None = _make_sink(stream) if enabled else None
@@ -210,8 +211,10 @@ cluster other jobs use, the run waits for CPUs or GPUs they hold, and said only
 "starting" for minutes (a sweep)."""
 
 
-def _slow_start(seconds: float) -> str:
-    if seconds < SLOW_START_S:
+def _slow_start(seconds: float, shared: bool) -> str:
+    """The hint a long start gets on a cluster others may use (not on raypipe's own local
+    Ray, which nothing else joins: the hint was wrong there; a sweep)."""
+    if seconds < SLOW_START_S or not shared:
         return ""
     return "; `ray status` shows whether other jobs hold the cluster's CPUs or GPUs"
 
@@ -267,7 +270,7 @@ class Progress(_Throttled):
         if not self.done:  # no chunk done yet: Ray's start, the actors', the first chunk's
             return (
                 f"{prefix}0/{self.total} frames, starting: Ray, the actors, the first chunk "
-                f"({format_duration(now - self.start)}{_slow_start(now - self.start)})"
+                f"({format_duration(now - self.start)}{_slow_start(now - self.start, self.shared)})"
             )
         head = f"{prefix}{self.done}/{self.total} frames ({pct:.0f}%)"
         if self._all_done is not None:  # the segments are assembled (seconds, for many)
@@ -398,7 +401,8 @@ class ArchiveProgress(_Throttled):
         if not self.frames and not self.videos_finished:  # as `run`'s (it said "ETA ?")
             return (
                 f"{self.label}: 0/{self.total_videos} videos, starting: Ray, the actors, the "
-                f"first chunk ({format_duration(now - self.start)}{_slow_start(now - self.start)})"
+                f"first chunk ({format_duration(now - self.start)}"
+                f"{_slow_start(now - self.start, self.shared)})"
             )
         skipped = f", {self.skipped} skipped" if self.skipped else ""
         return (

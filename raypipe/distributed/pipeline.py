@@ -139,6 +139,7 @@ def _run_video(
     progress.begin()  # from here on a line every interval, Ray's start included
     try:
         run = start_run(cfg, model)
+        progress.shared = run.shared
         planned.provenance = Provenance.of(run.key, planned.source_id)
         if planned.work_dir:  # its own folder in the work directory, as an archive's run's
             planned.work_dir = run_dir_for(output, planned.provenance)

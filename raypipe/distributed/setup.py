@@ -63,6 +63,7 @@ class StartedRun:
     actors: ActorPlan
     key: ReuseKey
     handoff: YuvRule | None = None
+    shared: bool = False  # a cluster raypipe did not start for this run (other jobs may hold it)
 
 
 def load_run(cfg: RunConfig) -> LoadedModel:
@@ -91,6 +92,7 @@ def start_run(cfg: RunConfig, model: LoadedModel) -> StartedRun:
         actors=actors,
         key=run_key(cfg, model, actors),
         handoff=handoff_rule(cfg, model, actors),
+        shared=not on_local_ray(),
     )
 
 

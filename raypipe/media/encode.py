@@ -370,12 +370,32 @@ _UNKNOWN_PARAM = ("Error parsing option", "Unknown option")
 
 
 @functools.cache
-def _opens_problem(codec: str, options: tuple[tuple[str, str], ...], pix_fmt: str) -> str:
-    """Why ``codec`` does not open with ``options`` at ``pix_fmt`` on a 64x64 picture, or
-    names a parameter it does not know (FFmpeg's own words), ``""`` when it opens clean."""
+def _opens_problem(
+    codec: str, options: tuple[tuple[str, str], ...], pix_fmt: str, size: tuple[int, int] = (64, 64)
+) -> str:
+    """Why ``codec`` does not open with ``options`` at ``pix_fmt`` on a picture of ``size``
+    (width, height), or names a parameter it does not know (FFmpeg's own words), ``""``
+    when it opens clean."""
+    failed, said = _open_listening(codec, dict(options), pix_fmt, size)
+    shown = ", ".join([*(f"{k}={v}" for k, v in options), pix_fmt])
+    if failed:
+        return f"it does not open with these settings ({shown}): {failed}"
+    unknown = [m for m in said if m.startswith(_UNKNOWN_PARAM)]
+    if unknown:
+        return (
+            f"{'; '.join(unknown)} (its settings: {shown}): a key it does not know is left "
+            "unused; check the spelling in the encoder's own parameter list"
+        )
+    return ""
+
+
+def _open_listening(
+    codec: str, options: dict[str, str], pix_fmt: str, size: tuple[int, int]
+) -> tuple[str, list[str]]:
+    """Open ``codec`` as :func:`_opens_problem` says, FFmpeg's log heard: why it failed to
+    (its last error line, else the error; ``""`` where it opened) and every line it said."""
     import av.logging
 
-    given = dict(options)
     level = av.logging.get_level()
     quiet = "SVT_LOG" not in os.environ  # SVT-AV1 prints a banner on stderr as it opens
     if quiet:
@@ -384,11 +404,11 @@ def _opens_problem(codec: str, options: tuple[tuple[str, str], ...], pix_fmt: st
     try:
         with av.logging.Capture() as logs:
             ctx = av.CodecContext.create(codec, "w")
-            ctx.width = ctx.height = 64
+            ctx.width, ctx.height = size
             ctx.pix_fmt = pix_fmt
             ctx.time_base = Fraction(1, 25)
             ctx.framerate = Fraction(25)
-            ctx.options = given
+            ctx.options = options
             try:
                 ctx.open()
                 failed = ""
@@ -399,18 +419,10 @@ def _opens_problem(codec: str, options: tuple[tuple[str, str], ...], pix_fmt: st
         if quiet:
             del os.environ["SVT_LOG"]
     said = [str(log[2]).strip().rstrip(".") for log in logs]
-    shown = " ".join(f"{k}={v}" for k, v in given.items())
     if failed:
         errors = [str(log[2]).strip().rstrip(".") for log in logs if log[0] <= av.logging.ERROR]
-        why = errors[-1] if errors else failed
-        return f"it does not open with these settings ({shown}, {pix_fmt}): {why}"
-    unknown = [m for m in said if m.startswith(_UNKNOWN_PARAM)]
-    if unknown:
-        return (
-            f"{'; '.join(unknown)} (its settings: {shown}): a key it does not know is left "
-            "unused; check the spelling in the encoder's own parameter list"
-        )
-    return ""
+        failed = errors[-1] if errors else failed
+    return failed, said
 
 
 _TAGS_ONLY = ("color_range", "colorspace", "color_primaries", "color_trc", "chroma_sample_location")
@@ -612,14 +624,32 @@ def size_problem(config: EncodeConfig, pix_fmt: str, width: int, height: int) ->
             f"side and more than {_SVT_LONG} on the other, the frames are {width}x{height}; "
             "use --codec libvpx-vp9 or ffv1 for such strips"
         )
+    largest = _MAX_SIDE.get(config.codec)
+    if largest and max(width, height) > largest:  # "Generic error in an external library",
+        return (  # at the first chunk, after Ray's start (a sweep)
+            f"{config.codec} encodes frames of at most {largest} px a side, the frames are "
+            f"{width}x{height}; use --codec libx265, libvpx-vp9 or ffv1"
+        )
+    if config.codec == "ffv1" and min(width, height) < 8 and pix_fmt.startswith("yuv"):
+        failed, _ = _open_listening("ffv1", {}, pix_fmt, (width, height))
+        if failed:  # FFmpeg 8's FFV1 finds no slicing for some thin frames (1x720; a sweep)
+            return (
+                f"ffv1 does not encode {width}x{height} frames in {pix_fmt} (FFmpeg: "
+                f"{failed}); use --codec libvpx-vp9"
+            )
     if not (width % sub_w or height % sub_h) or config.codec in _ANY_SIZE:
         return ""
     return (
         f"{pix_fmt} needs a width that is a multiple of {sub_w} and a height that is a "
         f"multiple of {sub_h} in {config.codec}, the frames are {width}x{height}; pass "
-        "--pix-fmt yuv444p (pix_fmt='yuv444p' in Python), or --codec ffv1 or libvpx-vp9 "
-        "(which take any size), or use a model whose output size is even"
+        "--pix-fmt yuv444p (pix_fmt='yuv444p' in Python), or --codec libvpx-vp9 or ffv1 "
+        "(which take odd sizes), or use a model whose output size is even"
     )
+
+
+_MAX_SIDE = {"libx264": 16384, "libx264rgb": 16384, "libsvtav1": 16384}
+"""The longest side, px, an encoder opens for (x264 and SVT-AV1 refuse 32000x128, which
+x265, VP9 and FFV1 take)."""
 
 
 def output_size_problem(config: EncodeConfig, picture: PictureFormat, scale: float | None) -> str:
@@ -1009,8 +1039,12 @@ def encode_segment(
             dts = _checked_dts(out_pts, out_dts)
             mux_with_dts(out, held, dts)
     except av.error.FFmpegError as e:
+        # FFmpeg's own reason, from a second open that listens (the first's went unsaid:
+        # "Generic error in an external library"; a sweep)
+        why = _opens_problem(config.codec, tuple(sorted(options.items())), pix_fmt, (width, height))
         raise EncodeError(
             f"encoder {config.codec} ({pix_fmt}, {width}x{height}) failed: {e}"
+            + (f"; {why}" if why else "")
         ) from e
     return Segment(
         container=buf.getvalue(),

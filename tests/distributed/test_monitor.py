@@ -112,6 +112,8 @@ def test_archive_progress_counts_videos_frames_and_fps(clock: list[float]) -> No
     assert archive.line() == "archive: 0/4 videos, starting: Ray, the actors, the first chunk (10s)"
     # a run that waits long for its first chunk says where to look (other jobs holding the
     # cluster's CPUs: it said "starting" for minutes; a sweep)
+    assert archive.line(archive.start + 31).endswith("first chunk (31s)")  # its own Ray
+    archive.shared = True  # a cluster raypipe did not start
     assert archive.line(archive.start + 31) == (
         "archive: 0/4 videos, starting: Ray, the actors, the first chunk (31s; `ray status` "
         "shows whether other jobs hold the cluster's CPUs or GPUs)"

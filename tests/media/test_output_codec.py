@@ -293,21 +293,21 @@ def test_values_and_parameters_an_encoder_refuses_are_said_before_any_work(
     The encoder is opened once, on a small picture, with the run's options."""
     said = {
         ("libx264", "o.mp4", (("tune", "bogus"),), None): (
-            "encoder libx264: it does not open with these settings (crf=18 preset=medium "
+            "encoder libx264: it does not open with these settings (crf=18, preset=medium, "
             "tune=bogus, yuv420p): Error setting preset/tune medium/bogus"
         ),
         ("libx264", "o.mp4", (("profile", "high"),), "yuv444p"): (
-            "encoder libx264: it does not open with these settings (crf=18 preset=medium "
+            "encoder libx264: it does not open with these settings (crf=18, preset=medium, "
             "profile=high, yuv444p): Error setting profile high"
         ),
         ("libx264", "o.mp4", (("x264-params", "qpp=0:bframes=0"),), None): (
-            "encoder libx264: Error parsing option 'qpp = 0' (its settings: crf=18 "
-            "preset=medium x264-params=qpp=0:bframes=0): a key it does not know is left "
+            "encoder libx264: Error parsing option 'qpp = 0' (its settings: crf=18, "
+            "preset=medium, x264-params=qpp=0:bframes=0, yuv420p): a key it does not know is left "
             "unused; check the spelling in the encoder's own parameter list"
         ),
         ("libx265", "o.mkv", (("x265-params", "bogus=1"),), None): (
-            "encoder libx265: Unknown option: bogus (its settings: crf=18 preset=medium "
-            "x265-params=log-level=error:bogus=1): a key it does not know is left unused; "
+            "encoder libx265: Unknown option: bogus (its settings: crf=18, preset=medium, "
+            "x265-params=log-level=error:bogus=1, yuv420p): a key it does not know is left unused; "
             "check the spelling in the encoder's own parameter list"
         ),
     }
@@ -352,6 +352,25 @@ def test_a_crf_or_preset_an_encoder_has_no_place_for_is_said_to_do_nothing() -> 
         check_encoder(EncodeConfig(codec="copy"))
     for codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "h264_nvenc"):
         assert unused_settings_note(EncodeConfig(codec=codec, crf=30, preset="slow")) == ""
+
+
+def test_sizes_an_encoder_does_not_open_for_are_refused_before_any_work() -> None:
+    """x264 and SVT-AV1 open for at most 16384 px a side (upscale2x of a 16000x64 strip
+    failed at the first chunk, after Ray's start, "Generic error in an external library"),
+    and FFmpeg 8's FFV1 finds no slicing for some thin frames (1x720: "Function not
+    implemented"), though the x264 refusal sent users to it (a sweep)."""
+    assert size_problem(EncodeConfig(codec="libx264"), "yuv420p", 32000, 128) == (
+        "libx264 encodes frames of at most 16384 px a side, the frames are 32000x128; use "
+        "--codec libx265, libvpx-vp9 or ffv1"
+    )
+    assert size_problem(EncodeConfig(codec="libx264"), "yuv420p", 16000, 64) == ""
+    for codec in ("libx265", "libvpx-vp9", "ffv1"):
+        assert size_problem(EncodeConfig(codec=codec), "yuv420p", 32000, 128) == ""
+    thin = size_problem(EncodeConfig(codec="ffv1"), "yuv420p", 1, 720)
+    assert thin.startswith("ffv1 does not encode 1x720 frames in yuv420p (FFmpeg: ")
+    assert thin.endswith("; use --codec libvpx-vp9")
+    assert size_problem(EncodeConfig(codec="ffv1"), "yuv420p", 16, 720) == ""
+    assert size_problem(EncodeConfig(codec="libvpx-vp9"), "yuv420p", 1, 720) == ""
 
 
 def _svt_packets(width: int, height: int) -> int:
