@@ -179,8 +179,8 @@ def test_an_output_size_the_encoder_cannot_take_fails_at_planning(
     assert planned.result.error_message == (
         "output 'out.mp4': yuv420p needs a width that is a multiple of 2 and a height that "
         "is a multiple of 2 in libx264, the frames are 321x241; pass --pix-fmt yuv444p "
-        "(pix_fmt='yuv444p' in Python), or --codec ffv1 or libvpx-vp9 (which take any "
-        "size), or use a model whose output size is even"
+        "(pix_fmt='yuv444p' in Python), or --codec libvpx-vp9 or ffv1 (which take odd "
+        "sizes), or use a model whose output size is even"
     )
     assert not planned.rows
 
