@@ -212,7 +212,7 @@ def _from_directory(inputs: str, output_dir: str) -> list[InputItem]:
         for p, info in sorted(found.items())
         if p.lower().endswith(IMAGE_EXTENSIONS)
         and info.get("type") != "directory"
-        and not any(part.startswith(".") for part in _relative_to(p, base).split("/"))
+        and not _hidden(p, base)
     ]
     if images:  # left out without a word, though a still image is a video of one frame
         log.warning(
@@ -278,9 +278,7 @@ def _left_out(
     for path in paths:
         if outputs and path.startswith(outputs):
             earlier.append(path)
-        elif not dots_spelled and any(
-            part.startswith(".") for part in _relative_to(path, base).split("/")
-        ):
+        elif not dots_spelled and _hidden(path, base):
             hidden.append(path)
         else:
             kept.append(path)
@@ -301,6 +299,11 @@ def _left_out(
             output_dir,
         )
     return kept
+
+
+def _hidden(path: str, base: str) -> bool:
+    """Whether a part of ``path`` below ``base`` starts with ``.``."""
+    return any(part.startswith(".") for part in _relative_to(path, base).split("/"))
 
 
 def _has_video_below(directory: str, found: dict[str, dict[str, object]]) -> bool:

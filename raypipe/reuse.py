@@ -72,6 +72,11 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _short_digests(parts: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Each key part's digest in 8 characters: what an output's record holds of them."""
+    return {name: _digest(value)[:8] for name, value in parts}
+
+
 @dataclass(frozen=True)
 class ReuseKey:
     """Everything that changes a segment or an output, as named parts (canonical JSON)."""
@@ -188,7 +193,7 @@ class Provenance:
         if with_parts:
             doc["parts"] = dict(self.parts)
         if part_digests:  # from the parts, or as a parsed record holds them
-            digests = {n: _digest(v)[:8] for n, v in self.parts} or dict(self.part_digests)
+            digests = _short_digests(self.parts) or dict(self.part_digests)
             if digests:
                 doc["pd"] = digests
         return _canonical(doc)
@@ -223,10 +228,8 @@ class Provenance:
             if recorded.parts:
                 changed = ReuseKey(self.parts).changed(dict(recorded.parts))
             elif recorded.part_digests:  # an output's record (the redo said no more; a sweep)
-                mine = {name: _digest(value)[:8] for name, value in self.parts}
-                theirs = dict(recorded.part_digests)
-                changed = sorted(
-                    n for n in mine.keys() | theirs.keys() if mine.get(n) != theirs.get(n)
+                changed = ReuseKey(tuple(_short_digests(self.parts).items())).changed(
+                    dict(recorded.part_digests)
                 )
             return "the settings changed" + (f" ({', '.join(changed)})" if changed else "")
         return ""

@@ -188,14 +188,15 @@ def check_file_path(label: str, path: str) -> None:
     name in the message."""
     if is_local(path) and os.path.isdir(local_path(absolute(path))):
         raise ConfigError(f"{label} '{path}' is a directory; give a file path")
-    name = split(absolute(path))[1]
-    if is_local(path) and len(os.fsencode(name)) > NAME_MAX - NAME_EXTRA:
+    folder, name = split(absolute(path))
+    size = len(os.fsencode(name))
+    if is_local(path) and size > NAME_MAX - NAME_EXTRA:
         raise ConfigError(  # it failed after the whole run, as an OSError (a sweep)
-            f"{label} '{path}': its name is {len(os.fsencode(name))} bytes long; raypipe's "
+            f"{label} '{path}': its name is {size} bytes long; raypipe's "
             f"work folder and staging files beside it add up to {NAME_EXTRA} to it, over "
             f"the file system's {NAME_MAX}: name it at most {NAME_MAX - NAME_EXTRA} bytes long"
         )
-    problem = writable_dir_problem(split(absolute(path))[0])
+    problem = writable_dir_problem(folder)
     if problem:
         raise ConfigError(f"{label} '{path}': {problem}")
 
@@ -208,12 +209,13 @@ def writable_dir_problem(uri: str, *, make: bool = False) -> str:
     write, after Ray's start and the first chunks, as an error the CLI called unexpected
     (an archive's as a Ray traceback several kB long)."""
     if not is_local(uri):
-        if uri.split("://", 1)[0].lower() in ("http", "https"):  # PUTs after the work (a sweep)
+        scheme = uri.split("://", 1)[0].lower()
+        if scheme in ("http", "https"):  # PUTs after the whole run (a sweep)
             return (
                 "raypipe reads from web addresses (http, https) but does not write to them: "
                 "write to a local folder or an object store (s3://BUCKET/...)"
             )
-        if uri.split("://", 1)[0].lower() == "memory":  # "the work folder ... was removed"
+        if scheme == "memory":  # "the work folder ... was removed"
             return (
                 "memory:// is the memory of one process, and raypipe's tasks and actors "
                 "write from their own: write to a local folder or an object store"

@@ -49,8 +49,6 @@ def segment_uri(work_dir: str, chunk_id: str) -> str:
 
 
 WORK_SUFFIX = ".raypipe-work"
-NAME_MAX = storage.NAME_MAX
-WORK_NAME_EXTRA = storage.NAME_EXTRA
 
 
 def work_dir_for(output: str) -> str:

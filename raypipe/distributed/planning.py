@@ -24,10 +24,8 @@ from typing import TYPE_CHECKING, Any
 from raypipe import errors, storage
 from raypipe.config import ChunkConfig, EncodeConfig
 from raypipe.distributed.chunk_task import (
-    NAME_MAX,
     RUN_DIR_PREFIX,
     RUN_FILE,
-    WORK_NAME_EXTRA,
     Row,
     placeholder_row,
     remove_work,
@@ -496,8 +494,8 @@ def write_run_record(planned: PlannedVideo) -> None:
         if e.errno == errno.ENAMETOOLONG:
             why += (
                 f"; raypipe's work folder and staging files beside an output add up to "
-                f"{WORK_NAME_EXTRA} characters to its name: name the output at most "
-                f"{NAME_MAX - WORK_NAME_EXTRA} characters long"
+                f"{storage.NAME_EXTRA} characters to its name: name the output at most "
+                f"{storage.NAME_MAX - storage.NAME_EXTRA} characters long"
             )
         raise StorageError(why) from e
 

@@ -333,9 +333,10 @@ def option_problem(config: EncodeConfig, output: str) -> str:
     failed at the first chunk, after Ray's start, "Invalid argument"; sweeps)."""
     ext = os.path.splitext(output.rstrip("/"))[1].lower() or "(none)"
     try:
-        codec = config.for_output(output).codec
+        resolved = config.for_output(output)
     except ConfigError as e:  # --codec auto with a crf of VP9's range, for x264's output
         return f"{e}; --codec auto picks {default_video_codec(output)} for {ext}"
+    codec = resolved.codec
     picked = f" (the one --codec auto picks for {ext})" if config.codec == AUTO_CODEC else ""
     if config.pix_fmt and not is_nvenc(codec):
         formats = encoder_video_formats(codec)
@@ -350,7 +351,6 @@ def option_problem(config: EncodeConfig, output: str) -> str:
             return problem
     if not config.options and not config.pix_fmt:
         return ""
-    resolved = config.for_output(output)
     pix_fmt = config.pix_fmt or next(iter(encoder_video_formats(codec)), "")
     if codec not in _TRIED or not pix_fmt:
         return ""
