@@ -43,7 +43,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeGuard
 
 import ray
 
@@ -522,7 +522,7 @@ def _wait_for_no_service(identity: dict[str, Any]) -> None:
             info = {"host": identity["host"], "pid": identity["pid"]}  # going away
         except (AttributeError, ray.exceptions.RayTaskError, TypeError):
             info = {}  # an actor of that name with no info(): another program's
-        if not isinstance(info, dict) or not {"host", "pid"} <= info.keys():
+        if not _is_service(info):
             raise ClusterError(  # "KeyError: 'host' (unexpected)" (a sweep)
                 f"an actor named {SERVICE_NAME!r} in namespace {NAMESPACE!r} on this cluster "
                 "is not a raypipe service; stop whatever made it, or run without a service"
@@ -580,10 +580,16 @@ def _rebuild_error(payload: dict[str, Any]) -> BaseException:
     return with_worker_traceback(error, str(payload.get("detail", "")))
 
 
+def _is_service(info: object) -> TypeGuard[dict[str, Any]]:
+    """Whether ``info`` is what a raypipe service's mailbox says of itself: another
+    program's actor may hold the name."""
+    return isinstance(info, dict) and {"host", "pid"} <= info.keys()
+
+
 def usable(info: dict[str, Any] | None, processor: Any = None) -> str | None:
     """Why the command cannot hand its run to the service described by ``info``, or None."""
     here = _identity()
-    if not isinstance(info, dict) or "host" not in info:  # "it runs on None" (a sweep)
+    if not _is_service(info):  # "it runs on None" (a sweep)
         return f"the actor named {SERVICE_NAME!r} there is not a raypipe service"
     if info.get("host") != here["host"]:
         return f"it runs on {info.get('host')}, not this machine"
